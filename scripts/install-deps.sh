@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs every Debian package dlsys needs to build, test, demo and benchmark.
+# Idempotent: does nothing (and needs no network) when everything is already installed.
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential cmake ninja-build ccache pkg-config clang-format
+  # engine
+  libdnnl-dev libonnx-dev libprotobuf-dev protobuf-compiler
+  # oneDNN's CMake package asks for OpenCL (Debian builds it with the OpenCL GPU runtime)
+  ocl-icd-opencl-dev opencl-c-headers
+  # core libraries
+  nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
+  # tests and benchmarks
+  libgtest-dev libgmock-dev libbenchmark-dev
+  # reference models, conformance cases and peers (Debian's Python, not a venv)
+  python3 python3-numpy python3-onnx python3-torch
+  # no-recommends would drop these, and the scripts use them
+  python3-protobuf
+)
+# The ONNX Runtime peer runs under node (npm package installed by bench/engine). A machine may
+# already carry another node build (nodesource) whose npm conflicts with Debian's: only install
+# Debian's when there is none.
+if ! command -v node >/dev/null 2>&1; then PKGS+=(nodejs); fi
+if ! command -v npm >/dev/null 2>&1; then PKGS+=(npm); fi
+
+missing=()
+for p in "${PKGS[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "install-deps: installing ${missing[*]}"
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

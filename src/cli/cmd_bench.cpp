@@ -1,0 +1,132 @@
+// `dlsys bench MODEL.onnx --batch B [--threads N] [--json]`: warm-up, then latency per batch
+// (median, p90) and items/s over a few seconds, on generated inputs.
+#include <nlohmann/json.hpp>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "cli/commands.h"
+#include "core/json_util.h"
+#include "graph/session.h"
+
+namespace dlsys::cli {
+namespace {
+
+struct BenchArgs {
+  std::string model;
+  int64_t batch = 1;
+  int threads = 0;
+  bool json = false;
+  double seconds = 3.0;
+  std::vector<std::string> dims;
+};
+
+using Clock = std::chrono::steady_clock;
+
+int run_bench(const BenchArgs& a) {
+  auto session = Session::open(a.model, SessionOptions{a.threads});
+  if (!session.ok()) return fail(session.status().message());
+  Session& s = *session.value();
+  std::map<std::string, int64_t> dim_values;
+  for (const std::string& d : a.dims) {
+    size_t eq = d.find('=');
+    if (eq == std::string::npos) return fail(fmt::format("--dim '{}' needs the form NAME=VALUE", d));
+    try {
+      dim_values[d.substr(0, eq)] = std::stoll(d.substr(eq + 1));
+    } catch (...) {
+      return fail(fmt::format("--dim '{}': '{}' is not a number", d, d.substr(eq + 1)));
+    }
+  }
+  std::mt19937 rng(42);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  std::map<std::string, Tensor> named;
+  for (const ValueInfo& v : s.graph().inputs) {
+    if (!v.has_shape) return fail(fmt::format("input '{}' has no declared shape", v.name));
+    Shape shape;
+    for (size_t i = 0; i < v.dims.size(); ++i) {
+      const Dim& d = v.dims[i];
+      if (d.fixed()) shape.push_back(d.value);
+      else if (dim_values.count(d.param)) shape.push_back(dim_values[d.param]);
+      else if (i == 0) shape.push_back(a.batch);
+      else
+        return fail(fmt::format("input '{}' dimension {} ('{}') is symbolic: give its size with --dim {}=N",
+                                v.name, i, d.param.empty() ? "?" : d.param, d.param.empty() ? "NAME" : d.param));
+    }
+    Tensor t = Tensor::empty(v.dtype, shape);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      switch (v.dtype) {
+        case DType::kF32: t.data_as<float>()[i] = normal(rng); break;
+        case DType::kI64: t.data_as<int64_t>()[i] = static_cast<int64_t>(rng() % 8); break;
+        case DType::kI32: t.data_as<int32_t>()[i] = static_cast<int32_t>(rng() % 8); break;
+        default: static_cast<uint8_t*>(t.data())[i * dtype_size(v.dtype)] = 0; break;
+      }
+    }
+    named[v.name] = t;
+  }
+  bool tty = !a.json && isatty(STDERR_FILENO);
+  if (tty) std::fprintf(stderr, "warming up (building the plan)...\n");
+  std::vector<Tensor> outputs;
+  auto t0 = Clock::now();
+  Status st = s.run(named, &outputs);
+  if (!st.ok()) return fail(st.message());
+  double plan_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  auto warm_end = Clock::now() + std::chrono::milliseconds(300);
+  int warm = 0;
+  while (warm < 3 || Clock::now() < warm_end) {
+    st = s.run(named, &outputs);
+    if (!st.ok()) return fail(st.message());
+    ++warm;
+  }
+  if (tty) std::fprintf(stderr, "measuring for %.1f s...\n", a.seconds);
+  std::vector<double> lat;
+  lat.reserve(100000);
+  auto start = Clock::now();
+  auto end = start + std::chrono::duration<double>(a.seconds);
+  while (lat.size() < 5 || Clock::now() < end) {
+    auto r0 = Clock::now();
+    st = s.run(named, &outputs);
+    auto r1 = Clock::now();
+    if (!st.ok()) return fail(st.message());
+    lat.push_back(std::chrono::duration<double, std::milli>(r1 - r0).count());
+  }
+  double total_s = std::chrono::duration<double>(Clock::now() - start).count();
+  std::vector<double> sorted = lat;
+  std::sort(sorted.begin(), sorted.end());
+  auto pct = [&](double q) { return sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * (sorted.size() - 1) + 0.5))]; };
+  double median = pct(0.5), p90 = pct(0.9);
+  double items_per_s = static_cast<double>(a.batch) * static_cast<double>(lat.size()) / total_s;
+  if (a.json) {
+    nlohmann::json j = {{"model", a.model},       {"batch", a.batch},   {"threads", a.threads},
+                        {"median_ms", median},    {"p90_ms", p90},      {"items_per_s", items_per_s},
+                        {"runs", lat.size()},     {"seconds", total_s}, {"first_run_ms", plan_ms}};
+    std::printf("%s\n", json_dump_line(j).c_str());
+  } else {
+    std::printf("model:      %s\n", a.model.c_str());
+    std::printf("batch:      %lld, threads: %s\n", static_cast<long long>(a.batch),
+                a.threads ? std::to_string(a.threads).c_str() : "all");
+    std::printf("first run:  %.2f ms (plan build + run)\n", plan_ms);
+    std::printf("latency:    median %.3f ms, p90 %.3f ms per batch (%zu runs in %.1f s)\n", median, p90,
+                lat.size(), total_s);
+    std::printf("throughput: %.1f items/s\n", items_per_s);
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_bench(CLI::App& app, int* rc) {
+  auto a = std::make_shared<BenchArgs>();
+  CLI::App* sub = app.add_subcommand("bench", "Measure a model's latency and throughput on generated inputs");
+  sub->add_option("model", a->model, "ONNX model file")->required();
+  sub->add_option("--batch,-b", a->batch, "Batch size (the first dimension of each input)")->check(CLI::PositiveNumber);
+  sub->add_option("--threads", a->threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--seconds", a->seconds, "How long to measure (default 3)")->check(CLI::PositiveNumber);
+  sub->add_option("--dim", a->dims, "NAME=VALUE for a symbolic dimension other than the batch (e.g. seq=128)");
+  sub->add_flag("--json", a->json, "Print one JSON object");
+  sub->callback([a, rc] { *rc = run_bench(*a); });
+}
+
+}  // namespace dlsys::cli

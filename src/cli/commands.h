@@ -1,0 +1,16 @@
+// The `dlsys` subcommands. Each registers itself on the CLI11 app and returns its exit code
+// through `*rc` when run.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace dlsys::cli {
+
+void add_inspect(CLI::App& app, int* rc);
+void add_run(CLI::App& app, int* rc);
+void add_bench(CLI::App& app, int* rc);
+
+// Prints "error: <message>" to stderr; returns 1.
+int fail(const std::string& message);
+
+}  // namespace dlsys::cli

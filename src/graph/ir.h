@@ -1,0 +1,51 @@
+// The graph IR: values by name, nodes with attributes, initializers. It mirrors ONNX closely so
+// that import and export are direct; passes and the planner work on it.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "ops/kernel.h"
+
+namespace dlsys {
+
+// One dimension of a declared shape: a fixed size, or symbolic (`param` names it, may be empty).
+struct Dim {
+  int64_t value = -1;
+  std::string param;
+  bool fixed() const { return value >= 0; }
+};
+
+// A graph input or output as declared by the model.
+struct ValueInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  bool has_shape = false;
+  std::vector<Dim> dims;
+};
+
+struct Node {
+  std::string name;  // never empty after import (generated when the model has none)
+  std::string op_type;
+  std::string domain;
+  std::vector<std::string> inputs;   // "" marks an absent optional input
+  std::vector<std::string> outputs;  // "" marks an unused optional output
+  AttributeMap attrs;
+};
+
+struct Graph {
+  std::string name;
+  std::vector<Node> nodes;  // topologically sorted
+  std::vector<ValueInfo> inputs;   // excludes initializers
+  std::vector<ValueInfo> outputs;
+  std::map<std::string, Tensor> initializers;
+  int opset = 0;  // default-domain opset
+  int64_t ir_version = 0;
+  std::string producer;
+};
+
+// "[batch, 3, 224, 224]" ("?" for an unnamed symbolic dim, "unknown" without a shape).
+std::string dims_str(const ValueInfo& v);
+
+}  // namespace dlsys

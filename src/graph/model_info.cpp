@@ -1,0 +1,55 @@
+#include "graph/model_info.h"
+
+namespace dlsys {
+
+double node_flops(const PlannedNode& n) {
+  if (n.folded || n.output_shapes.empty()) return 0;
+  const std::string& op = n.node->op_type;
+  double out = static_cast<double>(shape_numel(n.output_shapes[0]));
+  auto prod_from = [](const Shape& s, size_t i) {
+    double p = 1;
+    for (; i < s.size(); ++i) p *= static_cast<double>(s[i]);
+    return p;
+  };
+  if (op == "MatMul") {
+    const Shape& a = n.input_shapes[0];
+    return 2.0 * out * static_cast<double>(a.empty() ? 1 : a.back());
+  }
+  if (op == "Gemm") {
+    const Shape& a = n.input_shapes[0];
+    bool ta = n.node->attrs.count("transA") && n.node->attrs.at("transA").i;
+    return 2.0 * out * static_cast<double>(ta ? a[0] : a[1]);
+  }
+  if (op == "Conv") {
+    const Shape& w = n.input_shapes[1];
+    return 2.0 * out * prod_from(w, 1);
+  }
+  if (op == "ConvTranspose") {
+    const Shape& x = n.input_shapes[0];
+    const Shape& w = n.input_shapes[1];
+    return 2.0 * static_cast<double>(shape_numel(x)) * prod_from(w, 1);
+  }
+  if (op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" ||
+      op == "Identity" || op == "Dropout" || op == "Shape")
+    return 0;
+  if (op == "MaxPool" || op == "AveragePool" || op == "GlobalAveragePool" || op == "GlobalMaxPool" ||
+      op.rfind("Reduce", 0) == 0 || op == "Softmax" || op == "LogSoftmax" || op == "LayerNormalization")
+    return static_cast<double>(shape_numel(n.input_shapes[0]));
+  return out;
+}
+
+ModelInfo model_info(const Graph& g, const Plan* plan) {
+  ModelInfo info;
+  for (const Node& n : g.nodes) info.op_histogram[n.op_type]++;
+  for (const auto& [name, t] : g.initializers) {
+    if (dtype_is_float(t.dtype())) info.parameters += t.numel();
+    info.parameter_bytes += static_cast<int64_t>(t.nbytes());
+  }
+  if (plan) {
+    for (const PlannedNode& n : plan->nodes()) info.flops_per_sample += node_flops(n);
+    info.flops_known = true;
+  }
+  return info;
+}
+
+}  // namespace dlsys

@@ -1,0 +1,248 @@
+#include "graph/onnx_import.h"
+
+#include <onnx/checker.h>
+#include <onnx/defs/schema.h>
+#include <onnx/onnx_pb.h>
+
+#include <cstring>
+#include <limits>
+
+#include "ops/op_registry.h"
+#include "tensor/npy.h"
+
+namespace dlsys {
+
+namespace {
+
+constexpr int64_t kMaxTensorElements = int64_t{1} << 36;
+
+Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& where) {
+  std::string what = p.name().empty() ? where : fmt::format("{}: tensor '{}'", where, p.name());
+  if (p.data_location() == onnx::TensorProto::EXTERNAL)
+    return Status::Unsupported("{}: external tensor data is not supported; save the model with "
+                               "the weights inside (onnx.save(model, path, save_as_external_data=False))",
+                               what);
+  auto dt = dtype_from_onnx(p.data_type());
+  if (!dt.ok()) return dt.status().with_context(what);
+  DType t = dt.value();
+  Shape shape;
+  int64_t n = 1;
+  for (int64_t d : p.dims()) {
+    if (d < 0) return Status::Invalid("{}: negative dimension {}", what, d);
+    if (d > 0 && n > kMaxTensorElements / d) return Status::Invalid("{}: tensor too large", what);
+    n *= d;
+    shape.push_back(d);
+  }
+  Tensor out = Tensor::empty(t, shape);
+  size_t bytes = static_cast<size_t>(n) * dtype_size(t);
+  if (p.has_raw_data()) {
+    if (p.raw_data().size() != bytes)
+      return Status::Invalid("{}: raw_data has {} bytes, shape {} of {} needs {}", what,
+                             p.raw_data().size(), shape_str(shape), dtype_name(t), bytes);
+    if (bytes) std::memcpy(out.data(), p.raw_data().data(), bytes);
+    return out;
+  }
+  auto check = [&](int64_t have) -> Status {
+    if (have != n)
+      return Status::Invalid("{}: has {} values, shape {} needs {}", what, have, shape_str(shape), n);
+    return Status::OK();
+  };
+  switch (t) {
+    case DType::kF32:
+      DLSYS_RETURN_IF_ERROR(check(p.float_data_size()));
+      for (int64_t i = 0; i < n; ++i) out.data_as<float>()[i] = p.float_data(i);
+      break;
+    case DType::kI64:
+      DLSYS_RETURN_IF_ERROR(check(p.int64_data_size()));
+      for (int64_t i = 0; i < n; ++i) out.data_as<int64_t>()[i] = p.int64_data(i);
+      break;
+    case DType::kI32:
+      DLSYS_RETURN_IF_ERROR(check(p.int32_data_size()));
+      for (int64_t i = 0; i < n; ++i) out.data_as<int32_t>()[i] = p.int32_data(i);
+      break;
+    case DType::kI8:
+    case DType::kU8:
+    case DType::kBool:
+      DLSYS_RETURN_IF_ERROR(check(p.int32_data_size()));
+      for (int64_t i = 0; i < n; ++i) out.data_as<uint8_t>()[i] = static_cast<uint8_t>(p.int32_data(i));
+      break;
+    case DType::kF16:
+    case DType::kBF16:
+      DLSYS_RETURN_IF_ERROR(check(p.int32_data_size()));
+      for (int64_t i = 0; i < n; ++i) out.data_as<uint16_t>()[i] = static_cast<uint16_t>(p.int32_data(i));
+      break;
+  }
+  return out;
+}
+
+Result<ValueInfo> value_info_from_proto(const onnx::ValueInfoProto& v, const std::string& where) {
+  ValueInfo vi;
+  vi.name = v.name();
+  if (!v.type().has_tensor_type())
+    return Status::Unsupported("{}: value '{}' is not a tensor (sequences and maps are not supported)", where, v.name());
+  const auto& tt = v.type().tensor_type();
+  auto dt = dtype_from_onnx(tt.elem_type());
+  if (!dt.ok()) return dt.status().with_context(fmt::format("{}: value '{}'", where, v.name()));
+  vi.dtype = dt.value();
+  if (tt.has_shape()) {
+    vi.has_shape = true;
+    for (const auto& d : tt.shape().dim()) {
+      Dim dim;
+      if (d.has_dim_value()) dim.value = d.dim_value();
+      else if (d.has_dim_param()) dim.param = d.dim_param();
+      vi.dims.push_back(dim);
+    }
+  }
+  return vi;
+}
+
+Result<Attribute> attribute_from_proto(const onnx::AttributeProto& a, const std::string& where) {
+  Attribute out;
+  using A = onnx::AttributeProto;
+  switch (a.type()) {
+    case A::FLOAT: out.kind = Attribute::Kind::kFloat; out.f = a.f(); break;
+    case A::INT: out.kind = Attribute::Kind::kInt; out.i = a.i(); break;
+    case A::STRING: out.kind = Attribute::Kind::kString; out.s = a.s(); break;
+    case A::TENSOR: {
+      out.kind = Attribute::Kind::kTensor;
+      DLSYS_ASSIGN_OR_RETURN(out.t, tensor_from_proto(a.t(), where + ": attribute '" + a.name() + "'"));
+      break;
+    }
+    case A::FLOATS: out.kind = Attribute::Kind::kFloats; out.floats.assign(a.floats().begin(), a.floats().end()); break;
+    case A::INTS: out.kind = Attribute::Kind::kInts; out.ints.assign(a.ints().begin(), a.ints().end()); break;
+    case A::STRINGS: out.kind = Attribute::Kind::kStrings; out.strings.assign(a.strings().begin(), a.strings().end()); break;
+    case A::GRAPH:
+    case A::GRAPHS: out.kind = Attribute::Kind::kGraph; break;
+    default: out.kind = Attribute::Kind::kOther; break;
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<Tensor> parse_onnx_tensor(const std::string& bytes, const std::string& where) {
+  onnx::TensorProto p;
+  if (!p.ParseFromString(bytes)) return Status::Invalid("{}: not a serialized ONNX TensorProto", where);
+  return tensor_from_proto(p, where);
+}
+
+Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& where) {
+  onnx::ModelProto m;
+  if (bytes.empty()) return Status::Invalid("'{}' is empty, not an ONNX model", where);
+  if (!m.ParseFromString(bytes))
+    return Status::Invalid("'{}' is not an ONNX model: protobuf parsing failed (is the file "
+                           "truncated or of another format?)",
+                           where);
+  if (m.ir_version() <= 0 || !m.has_graph() || m.opset_import_size() == 0)
+    return Status::Invalid("'{}' is not an ONNX model: it has no {} (export it with "
+                           "torch.onnx.export or onnx.save)",
+                           where, m.ir_version() <= 0 ? "ir_version" : !m.has_graph() ? "graph" : "opset_import");
+  Graph g;
+  g.ir_version = m.ir_version();
+  g.producer = m.producer_name();
+  for (const auto& o : m.opset_import())
+    if (o.domain().empty() || o.domain() == "ai.onnx") g.opset = static_cast<int>(o.version());
+  if (g.opset > 0 && g.opset < kMinOpset) {
+    // An older opset is accepted when every op it uses has the same definition there as at
+    // opset 13 (the ONNX schema registry says when each op last changed).
+    std::vector<std::string> changed;
+    for (const auto& n : m.graph().node()) {
+      if (!n.domain().empty() && n.domain() != "ai.onnx") continue;
+      const auto* at_model = onnx::OpSchemaRegistry::Schema(n.op_type(), g.opset, "");
+      const auto* at_min = onnx::OpSchemaRegistry::Schema(n.op_type(), kMinOpset, "");
+      if (!at_model || !at_min || at_model->SinceVersion() != at_min->SinceVersion()) {
+        std::string op = n.op_type();
+        if (std::find(changed.begin(), changed.end(), op) == changed.end()) changed.push_back(op);
+      }
+    }
+    if (changed.empty()) {
+      g.opset = kMinOpset;
+    } else {
+      std::string list;
+      for (auto& c : changed) list += (list.empty() ? "" : ", ") + c;
+      return Status::Unsupported("'{}' uses opset {} of the default ONNX domain, and these ops "
+                                 "changed between it and opset {}: {}. dlsys supports opsets {} "
+                                 "to {}: re-export with torch.onnx.export(..., opset_version=17) "
+                                 "or convert with onnx.version_converter",
+                                 where, g.opset, kMinOpset, list, kMinOpset, kMaxOpset);
+    }
+  }
+  if (g.opset < kMinOpset || g.opset > kMaxOpset)
+    return Status::Unsupported("'{}' uses opset {} of the default ONNX domain; dlsys supports "
+                               "opsets {} to {}: re-export with torch.onnx.export(..., "
+                               "opset_version=17) or convert with onnx.version_converter",
+                               where, g.opset, kMinOpset, kMaxOpset);
+  try {
+    onnx::checker::check_model(m);
+  } catch (const std::exception& e) {
+    std::string msg = e.what();
+    if (msg.size() > 600) msg = msg.substr(0, 600) + "...";
+    return Status::Invalid("'{}' fails the ONNX checker: {}", where, msg);
+  }
+  const auto& gp = m.graph();
+  g.name = gp.name();
+  // Unsupported ops, all of them in one message.
+  std::vector<std::string> unsupported;
+  for (int i = 0; i < gp.node_size(); ++i) {
+    const auto& n = gp.node(i);
+    std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
+    bool default_domain = n.domain().empty() || n.domain() == "ai.onnx";
+    if (!default_domain || !find_op(n.op_type()))
+      unsupported.push_back(fmt::format("{}{} (node '{}')", default_domain ? "" : n.domain() + ".",
+                                        n.op_type(), name));
+  }
+  if (!unsupported.empty()) {
+    std::string list;
+    for (auto& u : unsupported) list += (list.empty() ? "" : ", ") + u;
+    return Status::Unsupported("'{}' uses {} unsupported op{}: {}. `dlsys inspect --ops` lists "
+                               "the supported ones",
+                               where, unsupported.size(), unsupported.size() == 1 ? "" : "s", list);
+  }
+  for (const auto& init : gp.initializer()) {
+    Tensor t;
+    DLSYS_ASSIGN_OR_RETURN(t, tensor_from_proto(init, where));
+    g.initializers[init.name()] = std::move(t);
+  }
+  for (const auto& v : gp.input()) {
+    if (g.initializers.count(v.name())) continue;
+    ValueInfo vi;
+    DLSYS_ASSIGN_OR_RETURN(vi, value_info_from_proto(v, where));
+    g.inputs.push_back(std::move(vi));
+  }
+  for (const auto& v : gp.output()) {
+    ValueInfo vi;
+    DLSYS_ASSIGN_OR_RETURN(vi, value_info_from_proto(v, where));
+    g.outputs.push_back(std::move(vi));
+  }
+  for (int i = 0; i < gp.node_size(); ++i) {
+    const auto& n = gp.node(i);
+    Node node;
+    node.name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
+    node.op_type = n.op_type();
+    node.domain = n.domain();
+    node.inputs.assign(n.input().begin(), n.input().end());
+    node.outputs.assign(n.output().begin(), n.output().end());
+    std::string nwhere = fmt::format("{}: node '{}' ({})", where, node.name, node.op_type);
+    for (const auto& a : n.attribute()) {
+      Attribute attr;
+      DLSYS_ASSIGN_OR_RETURN(attr, attribute_from_proto(a, nwhere));
+      node.attrs[a.name()] = std::move(attr);
+    }
+    const OpSchema* s = find_op(node.op_type);
+    int nin = static_cast<int>(node.inputs.size()), nout = static_cast<int>(node.outputs.size());
+    if (nin < s->min_inputs || nin > s->max_inputs || nout < s->min_outputs || nout > s->max_outputs)
+      return Status::Invalid("{}: has {} inputs and {} outputs; {} takes {}-{} inputs and {}-{} outputs",
+                             nwhere, nin, nout, node.op_type, s->min_inputs, s->max_inputs,
+                             s->min_outputs, s->max_outputs);
+    g.nodes.push_back(std::move(node));
+  }
+  return g;
+}
+
+Result<Graph> import_onnx_file(const std::string& path) {
+  std::string bytes;
+  DLSYS_ASSIGN_OR_RETURN(bytes, read_file(path));
+  return import_onnx_bytes(bytes, path);
+}
+
+}  // namespace dlsys

@@ -1,0 +1,145 @@
+#include "graph/session.h"
+
+#include <omp.h>
+
+#include "graph/onnx_import.h"
+
+namespace dlsys {
+
+Result<std::unique_ptr<Session>> Session::open(const std::string& path, SessionOptions opts) {
+  Graph g;
+  DLSYS_ASSIGN_OR_RETURN(g, import_onnx_file(path));
+  return from_graph(std::move(g), opts);
+}
+
+std::unique_ptr<Session> Session::from_graph(Graph g, SessionOptions opts) {
+  return std::unique_ptr<Session>(new Session(std::move(g), opts));
+}
+
+void Session::apply_threads() const {
+  if (opts_.threads > 0) omp_set_num_threads(opts_.threads);
+}
+
+static std::string input_list(const Graph& g) {
+  std::string s;
+  for (const auto& v : g.inputs)
+    s += fmt::format("{}{} ({} {})", s.empty() ? "" : ", ", v.name, dtype_name(v.dtype), dims_str(v));
+  return s;
+}
+
+Result<std::vector<Tensor>> Session::bind_inputs(const std::map<std::string, Tensor>& named) const {
+  for (const auto& [name, t] : named) {
+    bool known = false;
+    for (const auto& v : graph_.inputs) known = known || v.name == name;
+    if (!known) return Status::NotFound("the model has no input '{}'; its inputs are: {}", name, input_list(graph_));
+  }
+  std::vector<Tensor> out;
+  std::map<std::string, int64_t> symbols;
+  for (const auto& v : graph_.inputs) {
+    auto it = named.find(v.name);
+    if (it == named.end())
+      return Status::Invalid("input '{}' ({} {}) is missing; the model's inputs are: {}", v.name,
+                             dtype_name(v.dtype), dims_str(v), input_list(graph_));
+    const Tensor& t = it->second;
+    if (t.dtype() != v.dtype)
+      return Status::Invalid("input '{}': expected dtype {}, got {}", v.name, dtype_name(v.dtype), dtype_name(t.dtype()));
+    if (v.has_shape) {
+      if (t.shape().size() != v.dims.size())
+        return Status::Invalid("input '{}': expected shape {} (rank {}), got {} (rank {})", v.name,
+                               dims_str(v), v.dims.size(), shape_str(t.shape()), t.shape().size());
+      for (size_t d = 0; d < v.dims.size(); ++d) {
+        const Dim& dim = v.dims[d];
+        int64_t got = t.shape()[d];
+        if (dim.fixed() && dim.value != got)
+          return Status::Invalid("input '{}': expected shape {}, got {} (dimension {} must be {})", v.name,
+                                 dims_str(v), shape_str(t.shape()), d, dim.value);
+        if (!dim.fixed() && !dim.param.empty()) {
+          auto [sit, fresh] = symbols.emplace(dim.param, got);
+          if (!fresh && sit->second != got)
+            return Status::Invalid("input '{}': dimension {} ('{}') is {} but another input set '{}' to {}",
+                                   v.name, d, dim.param, got, dim.param, sit->second);
+        }
+      }
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+static std::string shapes_key(const std::vector<Shape>& shapes) {
+  std::string k;
+  for (const Shape& s : shapes) k += shape_str(s) + ";";
+  return k;
+}
+
+static bool needs_plan_time_value(const Status& st) {
+  return st.code() == StatusCode::kUnsupported &&
+         st.message().find("computable when the plan is built") != std::string::npos;
+}
+
+Result<Plan*> Session::plan_for_shapes(const std::vector<Shape>& shapes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string key = shapes_key(shapes);
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second.get();
+  std::unique_ptr<Plan> p;
+  DLSYS_ASSIGN_OR_RETURN(p, Plan::build(graph_, shapes));
+  Plan* raw = p.get();
+  plans_[key] = std::move(p);
+  return raw;
+}
+
+Result<Plan*> Session::plan_for(const std::vector<Tensor>& inputs) {
+  std::vector<Shape> shapes;
+  for (const auto& t : inputs) shapes.push_back(t.shape());
+  std::lock_guard<std::mutex> lock(mu_);
+  std::map<int, Tensor> fixed;
+  std::string key = shapes_key(shapes);
+  auto add_fixed = [&] {
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      if (inputs[i].numel() > kMaxFixedElements) continue;
+      fixed[static_cast<int>(i)] = inputs[i];
+      key += fmt::format("|{}=", i);
+      key.append(static_cast<const char*>(inputs[i].data()), inputs[i].nbytes());
+    }
+  };
+  if (specialize_values_) add_fixed();
+  auto it = plans_.find(key);
+  if (it != plans_.end()) return it->second.get();
+  auto built = Plan::build(graph_, shapes, fixed);
+  if (!built.ok() && !specialize_values_ && needs_plan_time_value(built.status())) {
+    specialize_values_ = true;
+    add_fixed();
+    it = plans_.find(key);
+    if (it != plans_.end()) return it->second.get();
+    built = Plan::build(graph_, shapes, fixed);
+  }
+  if (!built.ok()) return built.status();
+  if (plans_.size() >= 256) plans_.clear();  // bound the cache when plans are value-specialized
+  Plan* raw = built.value().get();
+  plans_[key] = std::move(built).value();
+  return raw;
+}
+
+Status Session::run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs) {
+  std::vector<Tensor> bound;
+  DLSYS_ASSIGN_OR_RETURN(bound, bind_inputs(inputs));
+  apply_threads();
+  Plan* plan;
+  DLSYS_ASSIGN_OR_RETURN(plan, plan_for(bound));
+  return plan->run(bound, outputs);
+}
+
+Result<std::vector<Shape>> Session::default_input_shapes(int64_t dim_value) const {
+  std::vector<Shape> out;
+  for (const auto& v : graph_.inputs) {
+    if (!v.has_shape)
+      return Status::Invalid("input '{}' has no declared shape; pass inputs explicitly", v.name);
+    Shape s;
+    for (const Dim& d : v.dims) s.push_back(d.fixed() ? d.value : dim_value);
+    out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace dlsys

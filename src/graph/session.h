@@ -1,0 +1,57 @@
+// A Session owns an imported graph and a cache of plans, one per input-shape signature: the
+// batch dimension (and any symbolic dimension) is free, and the first call with new shapes
+// builds and caches a plan for them.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "graph/plan.h"
+
+namespace dlsys {
+
+struct SessionOptions {
+  int threads = 0;  // 0: OpenMP's default (all cores)
+};
+
+class Session {
+ public:
+  // Imports and validates an ONNX file.
+  static Result<std::unique_ptr<Session>> open(const std::string& path, SessionOptions opts = {});
+  static std::unique_ptr<Session> from_graph(Graph g, SessionOptions opts = {});
+
+  const Graph& graph() const { return graph_; }
+
+  // Checks each named input against the model (name, dtype, fixed dims, consistent symbolic
+  // dims) and returns the inputs in graph order. Errors say expected vs got.
+  Result<std::vector<Tensor>> bind_inputs(const std::map<std::string, Tensor>& named) const;
+  // The plan for these inputs' shapes, built on first use. Thread-safe; the plan is not.
+  // When a shape argument (Reshape's shape, Slice's starts, ...) comes from a graph input
+  // rather than a constant, the plan is specialized on the values of the small graph inputs
+  // (at most kMaxFixedElements elements each) and cached per value.
+  Result<Plan*> plan_for(const std::vector<Tensor>& inputs);
+  // Same, from shapes alone (fails if the model needs value-specialized plans).
+  Result<Plan*> plan_for_shapes(const std::vector<Shape>& shapes);
+  static constexpr int64_t kMaxFixedElements = 64;
+  // Validates, plans and runs. `outputs` are in graph-output order, views valid until the next
+  // run with the same shapes. Not thread-safe for concurrent runs.
+  Status run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs);
+  // Concrete shapes for the declared inputs with every symbolic dim set to `dim_value`.
+  Result<std::vector<Shape>> default_input_shapes(int64_t dim_value) const;
+  int threads() const { return opts_.threads; }
+  // Applies the thread setting to the calling thread (OpenMP's team size, which oneDNN uses).
+  void apply_threads() const;
+
+ private:
+  explicit Session(Graph g, SessionOptions opts) : graph_(std::move(g)), opts_(opts) {}
+  Graph graph_;
+  SessionOptions opts_;
+  std::mutex mu_;
+  bool specialize_values_ = false;  // learned on the first plan that needed it
+  std::map<std::string, std::unique_ptr<Plan>> plans_;  // key: shapes (+ fixed input values)
+};
+
+}  // namespace dlsys

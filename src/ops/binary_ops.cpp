@@ -1,0 +1,260 @@
+// Element-wise binary ops with NumPy broadcasting, comparisons, logic and Where. f32 arithmetic
+// runs on oneDNN's binary primitive when the first source already has the output's shape
+// (oneDNN 2.6 broadcasts only the second source); everything else is a plain loop.
+#include <cmath>
+
+#include "ops/broadcast.h"
+#include "ops/dispatch.h"
+#include "ops/dnnl_util.h"
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+enum class Bin { kAdd, kSub, kMul, kDiv, kPow, kEq, kLt, kGt, kLe, kGe, kAnd, kOr, kXor, kPRelu, kMax, kMin };
+
+bool is_compare(Bin op) {
+  return op == Bin::kEq || op == Bin::kLt || op == Bin::kGt || op == Bin::kLe || op == Bin::kGe;
+}
+bool is_logic(Bin op) { return op == Bin::kAnd || op == Bin::kOr || op == Bin::kXor; }
+
+template <typename T>
+T apply_arith(Bin op, T a, T b) {
+  switch (op) {
+    case Bin::kAdd: return static_cast<T>(a + b);
+    case Bin::kSub: return static_cast<T>(a - b);
+    case Bin::kMul: return static_cast<T>(a * b);
+    case Bin::kDiv:
+      if constexpr (std::is_integral_v<T>) {
+        return b == 0 ? T(0) : static_cast<T>(a / b);
+      } else {
+        return a / b;
+      }
+    case Bin::kPRelu: return a < 0 ? static_cast<T>(a * b) : a;
+    case Bin::kMax: return a > b ? a : b;
+    case Bin::kMin: return a < b ? a : b;
+    default: return T(0);
+  }
+}
+
+template <typename T>
+uint8_t apply_compare(Bin op, T a, T b) {
+  switch (op) {
+    case Bin::kEq: return a == b;
+    case Bin::kLt: return a < b;
+    case Bin::kGt: return a > b;
+    case Bin::kLe: return a <= b;
+    case Bin::kGe: return a >= b;
+    default: return 0;
+  }
+}
+
+double load_f64(const void* p, DType t, int64_t i) {
+  switch (t) {
+    case DType::kF32: return static_cast<const float*>(p)[i];
+    case DType::kI32: return static_cast<const int32_t*>(p)[i];
+    case DType::kI64: return static_cast<double>(static_cast<const int64_t*>(p)[i]);
+    case DType::kI8: return static_cast<const int8_t*>(p)[i];
+    case DType::kU8: return static_cast<const uint8_t*>(p)[i];
+    default: return 0;
+  }
+}
+
+// oneDNN binary for f32 when src0 has the output shape; returns null when not applicable.
+KernelPtr try_dnnl_binary(BuildContext& ctx, Bin op, const Shape& out) {
+  dnnl::algorithm a;
+  bool commutative = false;
+  switch (op) {
+    case Bin::kAdd: a = dnnl::algorithm::binary_add; commutative = true; break;
+    case Bin::kMul: a = dnnl::algorithm::binary_mul; commutative = true; break;
+    case Bin::kSub: a = dnnl::algorithm::binary_sub; break;
+    case Bin::kDiv: a = dnnl::algorithm::binary_div; break;
+    case Bin::kMax: a = dnnl::algorithm::binary_max; commutative = true; break;
+    case Bin::kMin: a = dnnl::algorithm::binary_min; commutative = true; break;
+    default: return nullptr;
+  }
+  auto padded = [&](const Shape& s) {
+    Shape p(out.size() - s.size(), 1);
+    p.insert(p.end(), s.begin(), s.end());
+    return p;
+  };
+  Shape s0 = padded(ctx.in_shape(0)), s1 = padded(ctx.in_shape(1));
+  int first = 0;
+  if (s0 != out) {
+    if (!commutative || s1 != out) return nullptr;
+    std::swap(s0, s1);
+    first = 1;
+  }
+  if (shape_numel(out) == 0) return nullptr;
+  auto call = std::make_shared<DnnlCall>();
+  try {
+    auto md0 = plain_md(s0, DType::kF32), md1 = plain_md(s1, DType::kF32);
+    auto d = dnnl::binary::desc(a, md0, md1, md0);
+    call->prim = dnnl::binary(dnnl::binary::primitive_desc(d, dnnl_engine()));
+    call->add(DNNL_ARG_SRC_0, md0);
+    call->add(DNNL_ARG_SRC_1, md1);
+    call->add(DNNL_ARG_DST, md0);
+  } catch (const dnnl::error&) {
+    return nullptr;
+  }
+  return make_kernel([call, first](const Tensor* const* in, Tensor* const* o) {
+    call->bind(DNNL_ARG_SRC_0, in[first]->data());
+    call->bind(DNNL_ARG_SRC_1, in[1 - first]->data());
+    call->bind(DNNL_ARG_DST, o[0]->data());
+    call->exec();
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_binary(BuildContext& ctx, Bin op) {
+  DType ta = ctx.in_dtype(0), tb = ctx.in_dtype(1);
+  if (op != Bin::kPow && ta != tb)
+    return ctx.error("inputs have different dtypes ({} and {}); insert a Cast", dtype_name(ta),
+                     dtype_name(tb));
+  if (is_logic(op)) {
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kBool}));
+  } else if (op == Bin::kEq) {
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(
+        0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64, DType::kBool}));
+  } else {
+    DLSYS_RETURN_IF_ERROR(
+        ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+    if (op == Bin::kPow)
+      DLSYS_RETURN_IF_ERROR(
+          ctx.expect_dtype(1, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+  }
+  Shape out;
+  {
+    auto r = broadcast_shapes(ctx.in_shape(0), ctx.in_shape(1));
+    if (!r.ok()) return ctx.error("{}", r.status().message());
+    out = r.value();
+  }
+  DType tout = (is_compare(op) || is_logic(op)) ? DType::kBool : ta;
+  ctx.set_output(0, tout, out);
+  if (ta == DType::kF32 && !is_compare(op)) {
+    if (KernelPtr k = try_dnnl_binary(ctx, op, out)) return k;
+  }
+  std::vector<int64_t> st[2] = {broadcast_strides(ctx.in_shape(0), out),
+                                broadcast_strides(ctx.in_shape(1), out)};
+  if (op == Bin::kPow) {
+    bool square = ta == DType::kF32 && ctx.in_value(1) && ctx.in_value(1)->numel() == 1 &&
+                  ctx.in_value(1)->get_f64(0) == 2.0;
+    return make_kernel([st, out, ta, tb, square](const Tensor* const* in, Tensor* const* o) {
+      const void* b = in[1]->data();
+      DLSYS_DISPATCH_NUMERIC(ta, T, {
+        const T* a = in[0]->data_as<T>();
+        T* y = o[0]->data_as<T>();
+        if (square) {
+          broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
+            y[i] = a[off[0]] * a[off[0]];
+          });
+        } else {
+          broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
+            y[i] = static_cast<T>(std::pow(static_cast<double>(a[off[0]]), load_f64(b, tb, off[1])));
+          });
+        }
+      });
+      return Status::OK();
+    });
+  }
+  if (is_logic(op)) {
+    return make_kernel([st, out, op](const Tensor* const* in, Tensor* const* o) {
+      const uint8_t* a = in[0]->data_as<uint8_t>();
+      const uint8_t* b = in[1]->data_as<uint8_t>();
+      uint8_t* y = o[0]->data_as<uint8_t>();
+      broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
+        bool x = a[off[0]] != 0, z = b[off[1]] != 0;
+        y[i] = op == Bin::kAnd ? (x && z) : op == Bin::kOr ? (x || z) : (x != z);
+      });
+      return Status::OK();
+    });
+  }
+  if (is_compare(op)) {
+    DType t = ta == DType::kBool ? DType::kU8 : ta;
+    return make_kernel([st, out, op, t](const Tensor* const* in, Tensor* const* o) {
+      uint8_t* y = o[0]->data_as<uint8_t>();
+      DLSYS_DISPATCH_NUMERIC(t, T, {
+        const T* a = in[0]->data_as<T>();
+        const T* b = in[1]->data_as<T>();
+        broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
+          y[i] = apply_compare<T>(op, a[off[0]], b[off[1]]);
+        });
+      });
+      return Status::OK();
+    });
+  }
+  return make_kernel([st, out, op, ta](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_NUMERIC(ta, T, {
+      const T* a = in[0]->data_as<T>();
+      const T* b = in[1]->data_as<T>();
+      T* y = o[0]->data_as<T>();
+      broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
+        y[i] = apply_arith<T>(op, a[off[0]], b[off[1]]);
+      });
+    });
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_where(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kBool}));
+  if (ctx.in_dtype(1) != ctx.in_dtype(2))
+    return ctx.error("X and Y have different dtypes ({} and {})", dtype_name(ctx.in_dtype(1)),
+                     dtype_name(ctx.in_dtype(2)));
+  auto r1 = broadcast_shapes(ctx.in_shape(0), ctx.in_shape(1));
+  if (!r1.ok()) return ctx.error("{}", r1.status().message());
+  auto r2 = broadcast_shapes(r1.value(), ctx.in_shape(2));
+  if (!r2.ok()) return ctx.error("{}", r2.status().message());
+  Shape out = r2.value();
+  DType t = ctx.in_dtype(1);
+  ctx.set_output(0, t, out);
+  std::vector<int64_t> st[3] = {broadcast_strides(ctx.in_shape(0), out),
+                                broadcast_strides(ctx.in_shape(1), out),
+                                broadcast_strides(ctx.in_shape(2), out)};
+  return make_kernel([st, out, t](const Tensor* const* in, Tensor* const* o) {
+    const uint8_t* c = in[0]->data_as<uint8_t>();
+    DLSYS_DISPATCH_BYTES(t, T, {
+      const T* x = in[1]->data_as<T>();
+      const T* y = in[2]->data_as<T>();
+      T* z = o[0]->data_as<T>();
+      broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
+        z[i] = c[off[0]] ? x[off[1]] : y[off[2]];
+      });
+    });
+    return Status::OK();
+  });
+}
+
+// Variadic Max/Min/Sum/Mean with exactly two inputs fold onto the binary kernels.
+Result<KernelPtr> build_max(BuildContext& ctx) {
+  if (ctx.num_inputs() != 2) return ctx.unsupported("only the two-input form is supported");
+  return build_binary(ctx, Bin::kMax);
+}
+Result<KernelPtr> build_min(BuildContext& ctx) {
+  if (ctx.num_inputs() != 2) return ctx.unsupported("only the two-input form is supported");
+  return build_binary(ctx, Bin::kMin);
+}
+
+}  // namespace
+
+void register_binary_ops(OpRegistry& r) {
+  r.add("Add", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kAdd); });
+  r.add("Sub", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kSub); });
+  r.add("Mul", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kMul); });
+  r.add("Div", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kDiv); });
+  r.add("Pow", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kPow); });
+  r.add("PRelu", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kPRelu); });
+  r.add("Equal", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kEq); });
+  r.add("Less", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kLt); });
+  r.add("Greater", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kGt); });
+  r.add("LessOrEqual", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kLe); });
+  r.add("GreaterOrEqual", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kGe); });
+  r.add("And", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kAnd); });
+  r.add("Or", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kOr); });
+  r.add("Xor", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kXor); });
+  r.add("Max", 1, 64, 1, 1, build_max);
+  r.add("Min", 1, 64, 1, 1, build_min);
+  r.add("Where", 3, 3, 1, 1, build_where);
+}
+
+}  // namespace dlsys

@@ -1,0 +1,277 @@
+// Conv (groups, depthwise, dilation, auto_pad, 1-3 spatial dims) and ConvTranspose on oneDNN's
+// convolution and deconvolution primitives. oneDNN picks its preferred (blocked) layouts;
+// reorders at the edges of the kernel convert from and to the plain NCHW the graph uses.
+#include "ops/dnnl_util.h"
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+using dims = dnnl::memory::dims;
+
+struct SpatialAttrs {
+  std::vector<int64_t> kernel, strides, dilations, pad_begin, pad_end;
+  std::string auto_pad;
+};
+
+// Reads kernel_shape/strides/dilations/pads/auto_pad for `nsp` spatial dims.
+Status read_spatial(const BuildContext& ctx, size_t nsp, const Shape& w_spatial, SpatialAttrs* a) {
+  a->kernel = ctx.has_attr("kernel_shape") ? ctx.attr_ints("kernel_shape") : w_spatial;
+  a->strides = ctx.has_attr("strides") ? ctx.attr_ints("strides") : std::vector<int64_t>(nsp, 1);
+  a->dilations =
+      ctx.has_attr("dilations") ? ctx.attr_ints("dilations") : std::vector<int64_t>(nsp, 1);
+  std::vector<int64_t> pads =
+      ctx.has_attr("pads") ? ctx.attr_ints("pads") : std::vector<int64_t>(2 * nsp, 0);
+  a->auto_pad = ctx.attr_string("auto_pad", "NOTSET");
+  if (a->kernel.size() != nsp || a->strides.size() != nsp || a->dilations.size() != nsp ||
+      pads.size() != 2 * nsp)
+    return ctx.error("kernel_shape/strides/dilations need {} values and pads {}, got {}/{}/{}/{}",
+                     nsp, 2 * nsp, a->kernel.size(), a->strides.size(), a->dilations.size(),
+                     pads.size());
+  for (size_t i = 0; i < nsp; ++i) {
+    if (a->strides[i] < 1 || a->dilations[i] < 1 || a->kernel[i] < 1)
+      return ctx.error("kernel, strides and dilations must be >= 1");
+    if (pads[i] < 0 || pads[nsp + i] < 0) return ctx.error("pads must be >= 0");
+  }
+  a->pad_begin.assign(pads.begin(), pads.begin() + nsp);
+  a->pad_end.assign(pads.begin() + nsp, pads.end());
+  if (a->auto_pad != "NOTSET" && a->auto_pad != "VALID" && a->auto_pad != "SAME_UPPER" &&
+      a->auto_pad != "SAME_LOWER")
+    return ctx.error("auto_pad='{}' is not one of NOTSET, VALID, SAME_UPPER, SAME_LOWER",
+                     a->auto_pad);
+  return Status::OK();
+}
+
+// Plain layout tag-free descriptors, prepared reorders, and the main primitive.
+struct ConvState {
+  DnnlCall call;
+  bool src_reorder = false, dst_reorder = false, wei_reorder_runtime = false;
+  DnnlReorder src_r, dst_r, wei_r;
+  Tensor src_buf, dst_buf, wei_buf;  // oneDNN-layout scratch (and prepared weights)
+  bool has_bias = false;
+};
+
+Tensor buffer_for(const dnnl::memory::desc& md) {
+  return Tensor::empty(DType::kU8, {static_cast<int64_t>(md.get_size())});
+}
+
+// Shared tail of Conv and ConvTranspose: reorders around a primitive built from `pd`.
+template <typename PD>
+Status finish_conv(BuildContext& ctx, const PD& pd, const dnnl::memory::desc& src_plain,
+                   const dnnl::memory::desc& wei_plain, const dnnl::memory::desc& dst_plain,
+                   bool has_bias, const dnnl::memory::desc& bias_md, ConvState* st) {
+  st->has_bias = has_bias;
+  st->call.add(DNNL_ARG_SRC, pd.src_desc());
+  st->call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
+  st->call.add(DNNL_ARG_DST, pd.dst_desc());
+  if (has_bias) st->call.add(DNNL_ARG_BIAS, bias_md);
+  if (pd.src_desc() != src_plain) {
+    st->src_reorder = true;
+    st->src_r.init(src_plain, pd.src_desc());
+    st->src_buf = buffer_for(pd.src_desc());
+  }
+  if (pd.dst_desc() != dst_plain) {
+    st->dst_reorder = true;
+    st->dst_r.init(pd.dst_desc(), dst_plain);
+    st->dst_buf = buffer_for(pd.dst_desc());
+  }
+  if (pd.weights_desc() != wei_plain) {
+    st->wei_buf = buffer_for(pd.weights_desc());
+    st->wei_r.init(wei_plain, pd.weights_desc());
+    if (ctx.in_value(1)) {
+      st->wei_r.run(ctx.in_value(1)->data(), st->wei_buf.data());
+      dnnl_stream().wait();
+    } else {
+      st->wei_reorder_runtime = true;
+    }
+  } else if (ctx.in_value(1)) {
+    st->wei_buf = *ctx.in_value(1);
+  }
+  return Status::OK();
+}
+
+Status run_conv(ConvState& st, const Tensor* const* in, Tensor* const* out) {
+  const void* src = in[0]->data();
+  if (st.src_reorder) {
+    st.src_r.run(src, st.src_buf.data());
+    src = st.src_buf.data();
+  }
+  const void* wei = st.wei_buf.valid() && st.wei_buf.data() ? st.wei_buf.data() : in[1]->data();
+  if (st.wei_reorder_runtime) {
+    st.wei_r.run(in[1]->data(), st.wei_buf.data());
+    wei = st.wei_buf.data();
+  }
+  st.call.bind(DNNL_ARG_SRC, src);
+  st.call.bind(DNNL_ARG_WEIGHTS, wei);
+  if (st.has_bias) st.call.bind(DNNL_ARG_BIAS, in[2]->data());
+  st.call.bind(DNNL_ARG_DST, st.dst_reorder ? st.dst_buf.data() : out[0]->data());
+  st.call.exec();
+  if (st.dst_reorder) st.dst_r.run(st.dst_buf.data(), out[0]->data());
+  return Status::OK();
+}
+
+Result<KernelPtr> build_conv(BuildContext& ctx) {
+  for (size_t i = 0; i < 3; ++i)
+    if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
+  const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
+  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
+    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
+  size_t nsp = x.size() - 2;
+  int64_t g = ctx.attr_int("group", 1);
+  int64_t N = x[0], C = x[1], M = w[0];
+  if (g < 1 || C % g != 0 || M % g != 0 || w[1] != C / g)
+    return ctx.error("W {} does not fit X {} with group={} (W[1] must be C/group = {})",
+                     shape_str(w), shape_str(x), g, g > 0 ? C / g : 0);
+  SpatialAttrs a;
+  DLSYS_RETURN_IF_ERROR(read_spatial(ctx, nsp, Shape(w.begin() + 2, w.end()), &a));
+  Shape out = {N, M};
+  for (size_t i = 0; i < nsp; ++i) {
+    int64_t in = x[2 + i], ext = (a.kernel[i] - 1) * a.dilations[i] + 1, s = a.strides[i];
+    if (a.kernel[i] != w[2 + i]) return ctx.error("kernel_shape disagrees with W {}", shape_str(w));
+    if (a.auto_pad == "VALID") {
+      a.pad_begin[i] = a.pad_end[i] = 0;
+    } else if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") {
+      int64_t o = (in + s - 1) / s;
+      int64_t total = std::max<int64_t>(0, (o - 1) * s + ext - in);
+      int64_t small = total / 2;
+      a.pad_begin[i] = a.auto_pad == "SAME_UPPER" ? small : total - small;
+      a.pad_end[i] = total - a.pad_begin[i];
+    }
+    int64_t o = (in + a.pad_begin[i] + a.pad_end[i] - ext) / s + 1;
+    if (o < 1) return ctx.error("output would be empty: input {} is smaller than the kernel", shape_str(x));
+    out.push_back(o);
+  }
+  ctx.set_output(0, DType::kF32, out);
+  if (ctx.has_input(2) && (ctx.in_shape(2) != Shape{M}))
+    return ctx.error("B has shape {}, expected [{}]", shape_str(ctx.in_shape(2)), M);
+
+  dims wd = g > 1 ? dims{g, M / g, C / g} : dims{M, C};
+  for (size_t i = 0; i < nsp; ++i) wd.push_back(w[2 + i]);
+  auto src_plain = plain_md(x, DType::kF32), dst_plain = plain_md(out, DType::kF32);
+  auto wei_plain = plain_md(Shape(wd.begin(), wd.end()), DType::kF32);
+  auto any = dnnl::memory::format_tag::any;
+  auto st = std::make_shared<ConvState>();
+  bool has_bias = ctx.has_input(2);
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    dims xd(x.begin(), x.end()), od(out.begin(), out.end());
+    dnnl::memory::desc src_any(xd, dnnl::memory::data_type::f32, any);
+    dnnl::memory::desc dst_any(od, dnnl::memory::data_type::f32, any);
+    dnnl::memory::desc wei_any(wd, dnnl::memory::data_type::f32, any);
+    dnnl::memory::desc bias_md = has_bias ? plain_md({M}, DType::kF32) : dnnl::memory::desc();
+    dims dil, sd(a.strides.begin(), a.strides.end());
+    for (int64_t d : a.dilations) dil.push_back(d - 1);
+    dims pl(a.pad_begin.begin(), a.pad_begin.end()), pr(a.pad_end.begin(), a.pad_end.end());
+    auto d = has_bias ? dnnl::convolution_forward::desc(
+                            dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                            src_any, wei_any, bias_md, dst_any, sd, dil, pl, pr)
+                      : dnnl::convolution_forward::desc(
+                            dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+                            src_any, wei_any, dst_any, sd, dil, pl, pr);
+    dnnl::convolution_forward::primitive_desc pd(d, dnnl_engine());
+    st->call.prim = dnnl::convolution_forward(pd);
+    Status s = finish_conv(ctx, pd, src_plain, wei_plain, dst_plain, has_bias, bias_md, st.get());
+    (void)s;
+  }));
+  return make_kernel([st](const Tensor* const* in, Tensor* const* out) { return run_conv(*st, in, out); });
+}
+
+Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
+  for (size_t i = 0; i < 3; ++i)
+    if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
+  const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
+  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
+    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
+  size_t nsp = x.size() - 2;
+  int64_t g = ctx.attr_int("group", 1);
+  int64_t N = x[0], C = x[1];
+  if (g < 1 || w[0] != C || C % g != 0)
+    return ctx.error("W {} does not fit X {} with group={} (W[0] must be C)", shape_str(w),
+                     shape_str(x), g);
+  int64_t Mg = w[1], M = Mg * g, Cg = C / g;
+  SpatialAttrs a;
+  DLSYS_RETURN_IF_ERROR(read_spatial(ctx, nsp, Shape(w.begin() + 2, w.end()), &a));
+  std::vector<int64_t> opad = ctx.has_attr("output_padding") ? ctx.attr_ints("output_padding")
+                                                              : std::vector<int64_t>(nsp, 0);
+  std::vector<int64_t> oshape = ctx.attr_ints("output_shape");
+  if (opad.size() != nsp) return ctx.error("output_padding needs {} values", nsp);
+  if (!oshape.empty() && oshape.size() != nsp) {
+    if (oshape.size() == nsp + 2) oshape.erase(oshape.begin(), oshape.begin() + 2);
+    else return ctx.error("output_shape needs {} values", nsp);
+  }
+  Shape out = {N, M};
+  for (size_t i = 0; i < nsp; ++i) {
+    int64_t in = x[2 + i], ext = (a.kernel[i] - 1) * a.dilations[i] + 1, s = a.strides[i];
+    int64_t target = -1;
+    if (!oshape.empty()) target = oshape[i];
+    else if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") target = in * s;
+    if (a.auto_pad == "VALID") a.pad_begin[i] = a.pad_end[i] = 0;
+    if (target >= 0) {
+      int64_t total = s * (in - 1) + opad[i] + ext - target;
+      if (total < 0) {
+        // A larger output_shape than the natural one: the extra rows/columns come at the end.
+        a.pad_begin[i] = 0;
+        a.pad_end[i] = total;
+      } else if (a.auto_pad == "SAME_UPPER") {
+        a.pad_begin[i] = total / 2;
+        a.pad_end[i] = total - total / 2;
+      } else {
+        a.pad_begin[i] = total - total / 2;
+        a.pad_end[i] = total / 2;
+      }
+    }
+    int64_t o = s * (in - 1) + opad[i] + ext - a.pad_begin[i] - a.pad_end[i];
+    if (o < 1) return ctx.error("output would be empty");
+    out.push_back(o);
+  }
+  ctx.set_output(0, DType::kF32, out);
+  if (ctx.has_input(2) && (ctx.in_shape(2) != Shape{M}))
+    return ctx.error("B has shape {}, expected [{}]", shape_str(ctx.in_shape(2)), M);
+  // ONNX W is [g][Cg][Mg][k...]; oneDNN wants dims (g, o=Mg, i=Cg, k...): describe by strides.
+  int64_t ksz = 1;
+  for (size_t i = 0; i < nsp; ++i) ksz *= w[2 + i];
+  Shape wd = g > 1 ? Shape{g, Mg, Cg} : Shape{Mg, Cg};
+  std::vector<int64_t> wst = g > 1 ? std::vector<int64_t>{Cg * Mg * ksz, ksz, Mg * ksz}
+                                   : std::vector<int64_t>{ksz, Mg * ksz};
+  std::vector<int64_t> kst = shape_strides(Shape(w.begin() + 2, w.end()));
+  for (size_t i = 0; i < nsp; ++i) {
+    wd.push_back(w[2 + i]);
+    wst.push_back(kst[i]);
+  }
+  auto src_plain = plain_md(x, DType::kF32), dst_plain = plain_md(out, DType::kF32);
+  auto wei_plain = strided_md(wd, DType::kF32, wst);
+  auto any = dnnl::memory::format_tag::any;
+  auto st = std::make_shared<ConvState>();
+  bool has_bias = ctx.has_input(2);
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    dims xd(x.begin(), x.end()), od(out.begin(), out.end()), wdd(wd.begin(), wd.end());
+    dnnl::memory::desc src_any(xd, dnnl::memory::data_type::f32, any);
+    dnnl::memory::desc dst_any(od, dnnl::memory::data_type::f32, any);
+    dnnl::memory::desc wei_any(wdd, dnnl::memory::data_type::f32, any);
+    dnnl::memory::desc bias_md = has_bias ? plain_md({M}, DType::kF32) : dnnl::memory::desc();
+    dims dil, sd(a.strides.begin(), a.strides.end());
+    for (int64_t d : a.dilations) dil.push_back(d - 1);
+    dims pl(a.pad_begin.begin(), a.pad_begin.end()), pr;
+    for (size_t i = 0; i < nsp; ++i) pr.push_back(a.pad_end[i] - opad[i]);
+    auto d = has_bias
+                 ? dnnl::deconvolution_forward::desc(
+                       dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
+                       src_any, wei_any, bias_md, dst_any, sd, dil, pl, pr)
+                 : dnnl::deconvolution_forward::desc(
+                       dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
+                       src_any, wei_any, dst_any, sd, dil, pl, pr);
+    dnnl::deconvolution_forward::primitive_desc pd(d, dnnl_engine());
+    st->call.prim = dnnl::deconvolution_forward(pd);
+    Status s = finish_conv(ctx, pd, src_plain, wei_plain, dst_plain, has_bias, bias_md, st.get());
+    (void)s;
+  }));
+  return make_kernel([st](const Tensor* const* in, Tensor* const* out) { return run_conv(*st, in, out); });
+}
+
+}  // namespace
+
+void register_conv_ops(OpRegistry& r) {
+  r.add("Conv", 2, 3, 1, 1, build_conv);
+  r.add("ConvTranspose", 2, 3, 1, 1, build_conv_transpose);
+}
+
+}  // namespace dlsys

@@ -1,0 +1,56 @@
+// Helpers for building oneDNN 2.6 primitives from dlsys shapes and running them without
+// per-call allocation.
+#pragma once
+
+#include <dnnl.hpp>
+
+#include <unordered_map>
+
+#include "ops/kernel.h"
+
+namespace dlsys {
+
+// oneDNN data type for a dlsys dtype (bool maps to u8); i64 has none and returns undef.
+dnnl::memory::data_type to_dnnl(DType t);
+// True when oneDNN can hold `t` in memory (every dtype but i64).
+bool dnnl_has(DType t);
+// Plain row-major memory descriptor (a rank-0 shape becomes {1}).
+dnnl::memory::desc plain_md(const Shape& s, DType t);
+// Memory descriptor with explicit element strides.
+dnnl::memory::desc strided_md(const Shape& s, DType t, const std::vector<int64_t>& strides);
+
+// A oneDNN primitive plus its argument memories, created once per plan; bind() swaps data
+// pointers before each run, so running allocates nothing.
+struct DnnlCall {
+  dnnl::primitive prim;
+  std::unordered_map<int, dnnl::memory> args;
+
+  // Adds argument `arg` with descriptor `md` (no data yet).
+  void add(int arg, const dnnl::memory::desc& md);
+  void bind(int arg, const void* data) { args.at(arg).set_data_handle(const_cast<void*>(data)); }
+  void exec() { prim.execute(dnnl_stream(), args); }
+};
+
+// Runs `f` and turns a dnnl::error into an Unsupported status naming the node.
+template <typename F>
+Status dnnl_try(const BuildContext& ctx, F&& f) {
+  try {
+    f();
+    return Status::OK();
+  } catch (const dnnl::error& e) {
+    return ctx.unsupported("oneDNN could not create a primitive for these shapes ({})", e.what());
+  }
+}
+
+// A reorder between two descriptors (layout or dtype change), prepared once.
+struct DnnlReorder {
+  DnnlCall call;
+  void init(const dnnl::memory::desc& src, const dnnl::memory::desc& dst);
+  void run(const void* src, void* dst) {
+    call.bind(DNNL_ARG_FROM, src);
+    call.bind(DNNL_ARG_TO, dst);
+    call.exec();
+  }
+};
+
+}  // namespace dlsys

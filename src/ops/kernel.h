@@ -1,0 +1,138 @@
+// The contract between the graph planner and an op: an op's build function sees its inputs'
+// dtypes, shapes and (when known at plan time) values, infers its outputs, and returns a Kernel
+// prepared for exactly those shapes (oneDNN primitives created once, here).
+#pragma once
+
+#include <dnnl.hpp>
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "tensor/tensor.h"
+
+namespace dlsys {
+
+// An ONNX node attribute.
+struct Attribute {
+  enum class Kind { kFloat, kInt, kString, kTensor, kFloats, kInts, kStrings, kGraph, kOther };
+  Kind kind = Kind::kOther;
+  float f = 0;
+  int64_t i = 0;
+  std::string s;
+  Tensor t;
+  std::vector<float> floats;
+  std::vector<int64_t> ints;
+  std::vector<std::string> strings;
+};
+using AttributeMap = std::map<std::string, Attribute>;
+
+// What an op's build function sees of one input.
+struct ValueDesc {
+  DType dtype = DType::kF32;
+  Shape shape;
+  const Tensor* value = nullptr;  // non-null when the value is known at plan time
+};
+
+// What an op's build function says of one output.
+struct OutputDesc {
+  DType dtype = DType::kF32;
+  Shape shape;
+  bool set = false;
+  Tensor value;             // valid() when the output is known at plan time (no kernel runs)
+  int alias_of_input = -1;  // >= 0: the output shares that input's buffer (reshape-like ops)
+};
+
+// A kernel prepared for fixed shapes. run() must not allocate on the steady-state path.
+// `in[i]` is null for an absent optional input. Not thread-safe: one run at a time.
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  virtual Status run(const Tensor* const* in, Tensor* const* out) = 0;
+};
+using KernelPtr = std::unique_ptr<Kernel>;
+
+// The global oneDNN CPU engine and a stream on it (oneDNN on OpenMP: streams are cheap).
+dnnl::engine& dnnl_engine();
+dnnl::stream& dnnl_stream();
+
+// Everything a build function needs; built by the planner for one node.
+class BuildContext {
+ public:
+  BuildContext(std::string node_name, std::string op_type, int opset, const AttributeMap& attrs,
+               std::vector<const ValueDesc*> inputs, size_t num_outputs,
+               std::vector<bool> output_used);
+
+  const std::string& node_name() const { return node_name_; }
+  const std::string& op_type() const { return op_type_; }
+  int opset() const { return opset_; }
+
+  size_t num_inputs() const { return inputs_.size(); }
+  // True when input i is given (ONNX marks an absent optional input with an empty name).
+  bool has_input(size_t i) const { return i < inputs_.size() && inputs_[i] != nullptr; }
+  const ValueDesc& input(size_t i) const { return *inputs_[i]; }
+  const Shape& in_shape(size_t i) const { return inputs_[i]->shape; }
+  DType in_dtype(size_t i) const { return inputs_[i]->dtype; }
+  const Tensor* in_value(size_t i) const { return has_input(i) ? inputs_[i]->value : nullptr; }
+
+  size_t num_outputs() const { return outputs_.size(); }
+  bool output_used(size_t i) const { return i < used_.size() && used_[i]; }
+  void set_output(size_t i, DType dtype, const Shape& shape);
+  void set_output_value(size_t i, Tensor value);
+  void alias_output(size_t i, size_t input, const Shape& shape);
+  std::vector<OutputDesc>& outputs() { return outputs_; }
+
+  bool has_attr(const std::string& name) const { return attrs_.count(name) > 0; }
+  int64_t attr_int(const std::string& name, int64_t def) const;
+  float attr_float(const std::string& name, float def) const;
+  std::string attr_string(const std::string& name, const std::string& def) const;
+  std::vector<int64_t> attr_ints(const std::string& name) const;
+  std::vector<float> attr_floats(const std::string& name) const;
+  const Attribute* attr(const std::string& name) const;
+
+  // An InvalidArgument error prefixed with "node '<name>' (<op>): ".
+  template <typename... Args>
+  Status error(fmt::format_string<Args...> f, Args&&... args) const {
+    return Status(StatusCode::kInvalidArgument,
+                  where() + fmt::format(f, std::forward<Args>(args)...));
+  }
+  template <typename... Args>
+  Status unsupported(fmt::format_string<Args...> f, Args&&... args) const {
+    return Status(StatusCode::kUnsupported, where() + fmt::format(f, std::forward<Args>(args)...));
+  }
+  // Requires input i to be known at plan time and returns its values as int64.
+  Result<std::vector<int64_t>> const_ints(size_t i, const char* what) const;
+  // Requires that input i has one of the listed dtypes.
+  Status expect_dtype(size_t i, std::initializer_list<DType> allowed) const;
+
+ private:
+  std::string where() const;
+  std::string node_name_, op_type_;
+  int opset_;
+  const AttributeMap& attrs_;
+  std::vector<const ValueDesc*> inputs_;
+  std::vector<OutputDesc> outputs_;
+  std::vector<bool> used_;
+};
+
+using BuildFn = Result<KernelPtr> (*)(BuildContext&);
+
+// A kernel from a lambda, for plain C++ kernels with captured plan-time state.
+template <typename F>
+class LambdaKernel : public Kernel {
+ public:
+  explicit LambdaKernel(F f) : f_(std::move(f)) {}
+  Status run(const Tensor* const* in, Tensor* const* out) override { return f_(in, out); }
+
+ private:
+  F f_;
+};
+template <typename F>
+KernelPtr make_kernel(F f) {
+  return std::make_unique<LambdaKernel<F>>(std::move(f));
+}
+
+}  // namespace dlsys

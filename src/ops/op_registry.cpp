@@ -1,0 +1,144 @@
+#include "ops/op_registry.h"
+
+#include <cassert>
+
+namespace dlsys {
+
+void OpRegistry::add(const std::string& name, int min_in, int max_in, int min_out, int max_out,
+                     BuildFn fn) {
+  assert(!ops_.count(name) && "op registered twice: check the register_*_ops functions");
+  ops_[name] = OpSchema{name, min_in, max_in, min_out, max_out, fn};
+}
+
+const OpSchema* OpRegistry::find(const std::string& name) const {
+  auto it = ops_.find(name);
+  return it == ops_.end() ? nullptr : &it->second;
+}
+
+std::vector<std::string> OpRegistry::names() const {
+  std::vector<std::string> out;
+  for (auto& [k, v] : ops_) out.push_back(k);
+  return out;
+}
+
+static const OpRegistry& registry() {
+  static const OpRegistry r = [] {
+    OpRegistry reg;
+    register_unary_ops(reg);
+    register_binary_ops(reg);
+    register_matmul_ops(reg);
+    register_conv_ops(reg);
+    register_pool_ops(reg);
+    register_norm_ops(reg);
+    register_softmax_ops(reg);
+    register_reduce_ops(reg);
+    register_shape_ops(reg);
+    register_tensor_ops(reg);
+    return reg;
+  }();
+  return r;
+}
+
+const OpSchema* find_op(const std::string& op_type) { return registry().find(op_type); }
+std::vector<std::string> supported_ops() { return registry().names(); }
+
+// ---- BuildContext -------------------------------------------------------------------------
+
+dnnl::engine& dnnl_engine() {
+  static dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::stream& dnnl_stream() {
+  static dnnl::stream s(dnnl_engine());
+  return s;
+}
+
+BuildContext::BuildContext(std::string node_name, std::string op_type, int opset,
+                           const AttributeMap& attrs, std::vector<const ValueDesc*> inputs,
+                           size_t num_outputs, std::vector<bool> output_used)
+    : node_name_(std::move(node_name)),
+      op_type_(std::move(op_type)),
+      opset_(opset),
+      attrs_(attrs),
+      inputs_(std::move(inputs)),
+      outputs_(num_outputs),
+      used_(std::move(output_used)) {}
+
+std::string BuildContext::where() const {
+  return fmt::format("node '{}' ({}): ", node_name_, op_type_);
+}
+
+void BuildContext::set_output(size_t i, DType dtype, const Shape& shape) {
+  if (i >= outputs_.size()) return;
+  outputs_[i].dtype = dtype;
+  outputs_[i].shape = shape;
+  outputs_[i].set = true;
+}
+
+void BuildContext::set_output_value(size_t i, Tensor value) {
+  if (i >= outputs_.size()) return;
+  set_output(i, value.dtype(), value.shape());
+  outputs_[i].value = std::move(value);
+}
+
+void BuildContext::alias_output(size_t i, size_t input, const Shape& shape) {
+  if (i >= outputs_.size()) return;
+  set_output(i, in_dtype(input), shape);
+  outputs_[i].alias_of_input = static_cast<int>(input);
+}
+
+const Attribute* BuildContext::attr(const std::string& name) const {
+  auto it = attrs_.find(name);
+  return it == attrs_.end() ? nullptr : &it->second;
+}
+
+int64_t BuildContext::attr_int(const std::string& name, int64_t def) const {
+  const Attribute* a = attr(name);
+  return a ? a->i : def;
+}
+
+float BuildContext::attr_float(const std::string& name, float def) const {
+  const Attribute* a = attr(name);
+  return a ? a->f : def;
+}
+
+std::string BuildContext::attr_string(const std::string& name, const std::string& def) const {
+  const Attribute* a = attr(name);
+  return a ? a->s : def;
+}
+
+std::vector<int64_t> BuildContext::attr_ints(const std::string& name) const {
+  const Attribute* a = attr(name);
+  return a ? a->ints : std::vector<int64_t>{};
+}
+
+std::vector<float> BuildContext::attr_floats(const std::string& name) const {
+  const Attribute* a = attr(name);
+  return a ? a->floats : std::vector<float>{};
+}
+
+Result<std::vector<int64_t>> BuildContext::const_ints(size_t i, const char* what) const {
+  const Tensor* v = in_value(i);
+  if (!v)
+    return unsupported(
+        "input {} ('{}') must be computable when the plan is built (a constant, an initializer "
+        "or a function of input shapes); dlsys does not support data-dependent {}",
+        i, what, what);
+  if (v->dtype() != DType::kI64 && v->dtype() != DType::kI32)
+    return error("input {} ('{}') must be int64 or int32, got {}", i, what, dtype_name(v->dtype()));
+  std::vector<int64_t> out(static_cast<size_t>(v->numel()));
+  for (int64_t k = 0; k < v->numel(); ++k) out[k] = v->get_i64(k);
+  return out;
+}
+
+Status BuildContext::expect_dtype(size_t i, std::initializer_list<DType> allowed) const {
+  for (DType d : allowed)
+    if (in_dtype(i) == d) return Status::OK();
+  std::string names;
+  for (DType d : allowed) names += std::string(names.empty() ? "" : ", ") + dtype_name(d);
+  return unsupported("input {} has dtype {}; this op supports {}", i, dtype_name(in_dtype(i)),
+                     names);
+}
+
+}  // namespace dlsys

@@ -1,0 +1,50 @@
+// The one registry of ops: ONNX op type -> schema (arity) and build function (type and shape
+// inference plus a kernel prepared for concrete shapes).
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "ops/kernel.h"
+
+namespace dlsys {
+
+struct OpSchema {
+  std::string name;
+  int min_inputs = 0, max_inputs = 0;
+  int min_outputs = 1, max_outputs = 1;
+  BuildFn build = nullptr;
+};
+
+// The schema for an op of the default ONNX domain, or null if dlsys does not implement it.
+const OpSchema* find_op(const std::string& op_type);
+// Every supported op type, sorted.
+std::vector<std::string> supported_ops();
+// Lowest and highest default-domain opset dlsys accepts.
+constexpr int kMinOpset = 13;
+constexpr int kMaxOpset = 17;
+
+// Registration, one call per op family file (explicit: static libraries drop unused globals).
+class OpRegistry;
+void register_unary_ops(OpRegistry& r);
+void register_binary_ops(OpRegistry& r);
+void register_matmul_ops(OpRegistry& r);
+void register_conv_ops(OpRegistry& r);
+void register_pool_ops(OpRegistry& r);
+void register_norm_ops(OpRegistry& r);
+void register_softmax_ops(OpRegistry& r);
+void register_reduce_ops(OpRegistry& r);
+void register_shape_ops(OpRegistry& r);
+void register_tensor_ops(OpRegistry& r);
+
+class OpRegistry {
+ public:
+  void add(const std::string& name, int min_in, int max_in, int min_out, int max_out, BuildFn fn);
+  const OpSchema* find(const std::string& name) const;
+  std::vector<std::string> names() const;
+
+ private:
+  std::map<std::string, OpSchema> ops_;
+};
+
+}  // namespace dlsys

@@ -1,0 +1,110 @@
+// MaxPool, AveragePool (auto_pad, ceil_mode, dilations, count_include_pad) and the global
+// pools, on oneDNN's pooling_v2 primitive over plain layouts.
+#include "ops/dnnl_util.h"
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+using dims = dnnl::memory::dims;
+
+Result<KernelPtr> make_pool(BuildContext& ctx, dnnl::algorithm alg, const Shape& x,
+                            const Shape& out, dims kernel, dims strides, dims dil, dims pl,
+                            dims pr) {
+  ctx.set_output(0, DType::kF32, out);
+  auto call = std::make_shared<DnnlCall>();
+  auto src = plain_md(x, DType::kF32), dst = plain_md(out, DType::kF32);
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    auto d = dnnl::pooling_v2_forward::desc(dnnl::prop_kind::forward_inference, alg, src, dst,
+                                            strides, kernel, dil, pl, pr);
+    dnnl::pooling_v2_forward::primitive_desc pd(d, dnnl_engine());
+    call->prim = dnnl::pooling_v2_forward(pd);
+    call->add(DNNL_ARG_SRC, src);
+    call->add(DNNL_ARG_DST, dst);
+    if (pd.workspace_desc().get_size() > 0) {
+      call->add(DNNL_ARG_WORKSPACE, pd.workspace_desc());
+    }
+  }));
+  Tensor ws;
+  if (call->args.count(DNNL_ARG_WORKSPACE))
+    ws = Tensor::empty(DType::kU8, {static_cast<int64_t>(call->args.at(DNNL_ARG_WORKSPACE).get_desc().get_size())});
+  return make_kernel([call, ws](const Tensor* const* in, Tensor* const* o) {
+    call->bind(DNNL_ARG_SRC, in[0]->data());
+    call->bind(DNNL_ARG_DST, o[0]->data());
+    if (ws.valid()) call->bind(DNNL_ARG_WORKSPACE, ws.data());
+    call->exec();
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  if (ctx.output_used(1)) return ctx.unsupported("the Indices output is not supported");
+  const Shape& x = ctx.in_shape(0);
+  if (x.size() < 3 || x.size() > 5) return ctx.error("X must have rank 3-5, got {}", shape_str(x));
+  size_t nsp = x.size() - 2;
+  std::vector<int64_t> k = ctx.attr_ints("kernel_shape");
+  if (k.size() != nsp) return ctx.error("kernel_shape needs {} values, got {}", nsp, k.size());
+  std::vector<int64_t> s = ctx.has_attr("strides") ? ctx.attr_ints("strides") : std::vector<int64_t>(nsp, 1);
+  std::vector<int64_t> d = ctx.has_attr("dilations") ? ctx.attr_ints("dilations") : std::vector<int64_t>(nsp, 1);
+  std::vector<int64_t> pads = ctx.has_attr("pads") ? ctx.attr_ints("pads") : std::vector<int64_t>(2 * nsp, 0);
+  if (s.size() != nsp || d.size() != nsp || pads.size() != 2 * nsp)
+    return ctx.error("strides/dilations need {} values and pads {}", nsp, 2 * nsp);
+  std::string auto_pad = ctx.attr_string("auto_pad", "NOTSET");
+  bool ceil_mode = ctx.attr_int("ceil_mode", 0) != 0;
+  bool include_pad = ctx.attr_int("count_include_pad", 0) != 0;
+  Shape out = {x[0], x[1]};
+  dims pl(nsp), pr(nsp), dil(nsp);
+  for (size_t i = 0; i < nsp; ++i) {
+    if (k[i] < 1 || s[i] < 1 || d[i] < 1) return ctx.error("kernel, strides, dilations must be >= 1");
+    int64_t in = x[2 + i], ext = (k[i] - 1) * d[i] + 1;
+    int64_t pb = pads[i], pe = pads[nsp + i];
+    int64_t o;
+    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
+      o = (in + s[i] - 1) / s[i];
+      int64_t total = std::max<int64_t>(0, (o - 1) * s[i] + ext - in);
+      pb = auto_pad == "SAME_UPPER" ? total / 2 : total - total / 2;
+      pe = total - pb;
+    } else {
+      if (auto_pad == "VALID") pb = pe = 0;
+      int64_t span = in + pb + pe - ext;
+      if (span < 0) return ctx.error("kernel is larger than the padded input {}", shape_str(x));
+      o = (ceil_mode ? (span + s[i] - 1) / s[i] : span / s[i]) + 1;
+      if (ceil_mode && (o - 1) * s[i] >= in + pb) --o;
+    }
+    out.push_back(o);
+    pl[i] = pb;
+    pr[i] = (o - 1) * s[i] + ext - in - pb;
+    dil[i] = d[i] - 1;
+  }
+  dnnl::algorithm alg = is_max ? dnnl::algorithm::pooling_max
+                               : (include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                              : dnnl::algorithm::pooling_avg_exclude_padding);
+  return make_pool(ctx, alg, x, out, dims(k.begin(), k.end()), dims(s.begin(), s.end()), dil, pl, pr);
+}
+
+Result<KernelPtr> build_global_pool(BuildContext& ctx, bool is_max) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  const Shape& x = ctx.in_shape(0);
+  if (x.size() < 3 || x.size() > 5) return ctx.error("X must have rank 3-5, got {}", shape_str(x));
+  size_t nsp = x.size() - 2;
+  Shape out = {x[0], x[1]};
+  dims k, ones(nsp, 1), zeros(nsp, 0);
+  for (size_t i = 0; i < nsp; ++i) {
+    out.push_back(1);
+    k.push_back(x[2 + i]);
+  }
+  return make_pool(ctx, is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding,
+                   x, out, k, ones, zeros, zeros, zeros);
+}
+
+}  // namespace
+
+void register_pool_ops(OpRegistry& r) {
+  r.add("MaxPool", 1, 1, 1, 2, [](BuildContext& c) { return build_pool(c, true); });
+  r.add("AveragePool", 1, 1, 1, 1, [](BuildContext& c) { return build_pool(c, false); });
+  r.add("GlobalMaxPool", 1, 1, 1, 1, [](BuildContext& c) { return build_global_pool(c, true); });
+  r.add("GlobalAveragePool", 1, 1, 1, 1, [](BuildContext& c) { return build_global_pool(c, false); });
+}
+
+}  // namespace dlsys

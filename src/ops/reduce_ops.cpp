@@ -1,0 +1,181 @@
+// ReduceMean/Sum/Max/Min/Prod/SumSquare (oneDNN's reduction for f32, a plain loop otherwise)
+// and ArgMax/ArgMin.
+#include <cmath>
+#include <limits>
+
+#include "ops/dispatch.h"
+#include "ops/dnnl_util.h"
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+enum class Red { kMean, kSum, kMax, kMin, kProd, kSumSquare };
+
+Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64, DType::kI8, DType::kU8}));
+  const Shape& x = ctx.in_shape(0);
+  int64_t rank = static_cast<int64_t>(x.size());
+  std::vector<int64_t> axes;
+  bool axes_as_input = op == Red::kSum && ctx.opset() >= 13;
+  if (axes_as_input) {
+    if (ctx.has_input(1)) {
+      DLSYS_ASSIGN_OR_RETURN(axes, ctx.const_ints(1, "axes"));
+    }
+  } else {
+    axes = ctx.attr_ints("axes");
+  }
+  bool keepdims = ctx.attr_int("keepdims", 1) != 0;
+  bool noop = ctx.attr_int("noop_with_empty_axes", 0) != 0;
+  std::vector<bool> reduced(rank, false);
+  if (axes.empty()) {
+    if (noop) {
+      ctx.alias_output(0, 0, x);
+      return KernelPtr();
+    }
+    reduced.assign(rank, true);
+  }
+  for (int64_t a : axes) {
+    int64_t n = normalize_axis(a, rank);
+    if (n < 0) return ctx.error("axis {} is out of range for input {}", a, shape_str(x));
+    reduced[n] = true;
+  }
+  Shape keep, out;
+  for (int64_t i = 0; i < rank; ++i) {
+    keep.push_back(reduced[i] ? 1 : x[i]);
+    if (!reduced[i]) out.push_back(x[i]);
+    else if (keepdims) out.push_back(1);
+  }
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, out);
+  int64_t n_in = shape_numel(x), n_out = shape_numel(keep);
+  if (t == DType::kF32 && n_in > 0 && keep != x) {
+    dnnl::algorithm a;
+    switch (op) {
+      case Red::kMean: a = dnnl::algorithm::reduction_mean; break;
+      case Red::kSum: a = dnnl::algorithm::reduction_sum; break;
+      case Red::kMax: a = dnnl::algorithm::reduction_max; break;
+      case Red::kMin: a = dnnl::algorithm::reduction_min; break;
+      case Red::kProd: a = dnnl::algorithm::reduction_mul; break;
+      case Red::kSumSquare: a = dnnl::algorithm::reduction_norm_lp_power_p_sum; break;
+    }
+    auto call = std::make_shared<DnnlCall>();
+    bool ok = true;
+    try {
+      Shape xs = x.empty() ? Shape{1} : x, ks = keep.empty() ? Shape{1} : keep;
+      auto src = plain_md(xs, DType::kF32), dst = plain_md(ks, DType::kF32);
+      float p = op == Red::kSumSquare ? 2.f : 0.f;
+      call->prim = dnnl::reduction(
+          dnnl::reduction::primitive_desc(dnnl::reduction::desc(a, src, dst, p, 0.f), dnnl_engine()));
+      call->add(DNNL_ARG_SRC, src);
+      call->add(DNNL_ARG_DST, dst);
+    } catch (const dnnl::error&) {
+      ok = false;
+    }
+    if (ok)
+      return make_kernel([call](const Tensor* const* in, Tensor* const* o) {
+        call->bind(DNNL_ARG_SRC, in[0]->data());
+        call->bind(DNNL_ARG_DST, o[0]->data());
+        call->exec();
+        return Status::OK();
+      });
+  }
+  // Plain loop: accumulate in double into a buffer made now, map each input element to its slot.
+  std::vector<int64_t> ost = shape_strides(keep);
+  for (int64_t i = 0; i < rank; ++i)
+    if (reduced[i]) ost[i] = 0;
+  std::vector<int64_t> ist = shape_strides(x);
+  int64_t count = n_out ? n_in / n_out : 0;
+  auto acc = std::make_shared<std::vector<double>>(n_out);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    std::vector<double>& a = *acc;
+    double init = op == Red::kMax ? -INFINITY : op == Red::kMin ? INFINITY : op == Red::kProd ? 1 : 0;
+    std::fill(a.begin(), a.end(), init);
+    DLSYS_DISPATCH_NUMERIC(t, T, {
+      const T* X = in[0]->data_as<T>();
+      for (int64_t i = 0; i < n_in; ++i) {
+        int64_t rem = i, oi = 0;
+        for (int64_t d = 0; d < rank; ++d) {
+          oi += (rem / ist[d]) * ost[d];
+          rem %= ist[d];
+        }
+        double v = static_cast<double>(X[i]);
+        switch (op) {
+          case Red::kMean:
+          case Red::kSum: a[oi] += v; break;
+          case Red::kSumSquare: a[oi] += v * v; break;
+          case Red::kProd: a[oi] *= v; break;
+          case Red::kMax: a[oi] = std::max(a[oi], v); break;
+          case Red::kMin: a[oi] = std::min(a[oi], v); break;
+        }
+      }
+      T* Y = o[0]->data_as<T>();
+      for (int64_t j = 0; j < n_out; ++j) {
+        double v = op == Red::kMean ? (count ? a[j] / count : NAN) : a[j];
+        if constexpr (std::is_integral_v<T>) {
+          if (!std::isfinite(v)) v = 0;
+        }
+        Y[j] = static_cast<T>(v);
+      }
+    });
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_arg(BuildContext& ctx, bool is_max) {
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64, DType::kI8, DType::kU8}));
+  const Shape& x = ctx.in_shape(0);
+  int64_t rank = static_cast<int64_t>(x.size());
+  int64_t axis = normalize_axis(ctx.attr_int("axis", 0), rank);
+  if (axis < 0) return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 0), shape_str(x));
+  bool keepdims = ctx.attr_int("keepdims", 1) != 0;
+  bool last = ctx.attr_int("select_last_index", 0) != 0;
+  Shape out;
+  for (int64_t i = 0; i < rank; ++i) {
+    if (i != axis) out.push_back(x[i]);
+    else if (keepdims) out.push_back(1);
+  }
+  ctx.set_output(0, DType::kI64, out);
+  int64_t outer = 1, inner = 1, n = x[axis];
+  for (int64_t i = 0; i < axis; ++i) outer *= x[i];
+  for (int64_t i = axis + 1; i < rank; ++i) inner *= x[i];
+  DType t = ctx.in_dtype(0);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    int64_t* Y = o[0]->data_as<int64_t>();
+    DLSYS_DISPATCH_NUMERIC(t, T, {
+      const T* X = in[0]->data_as<T>();
+      for (int64_t a = 0; a < outer; ++a)
+        for (int64_t b = 0; b < inner; ++b) {
+          int64_t best = 0;
+          T bv = X[a * n * inner + b];
+          for (int64_t k = 1; k < n; ++k) {
+            T v = X[(a * n + k) * inner + b];
+            bool better = is_max ? (last ? v >= bv : v > bv) : (last ? v <= bv : v < bv);
+            if (better) {
+              bv = v;
+              best = k;
+            }
+          }
+          Y[a * inner + b] = best;
+        }
+    });
+    return Status::OK();
+  });
+}
+
+}  // namespace
+
+void register_reduce_ops(OpRegistry& r) {
+  r.add("ReduceMean", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kMean); });
+  r.add("ReduceSum", 1, 2, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kSum); });
+  r.add("ReduceMax", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kMax); });
+  r.add("ReduceMin", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kMin); });
+  r.add("ReduceProd", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kProd); });
+  r.add("ReduceSumSquare", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kSumSquare); });
+  r.add("ArgMax", 1, 1, 1, 1, [](BuildContext& c) { return build_arg(c, true); });
+  r.add("ArgMin", 1, 1, 1, 1, [](BuildContext& c) { return build_arg(c, false); });
+}
+
+}  // namespace dlsys

@@ -1,0 +1,288 @@
+// Shape-manipulating ops. Reshape-like ops alias their input buffer (no copy); Shape, Size,
+// Constant, ConstantOfShape and Range produce values when the plan is built, which is how
+// shape subgraphs (Shape -> Gather -> Concat -> Reshape) are evaluated before running.
+#include <cmath>
+#include <cstring>
+
+#include "ops/broadcast.h"
+#include "ops/dispatch.h"
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+Tensor i64_vector(const std::vector<int64_t>& v) {
+  return Tensor::from_i64({static_cast<int64_t>(v.size())}, v.data());
+}
+
+Result<KernelPtr> build_reshape(BuildContext& ctx) {
+  std::vector<int64_t> spec;
+  DLSYS_ASSIGN_OR_RETURN(spec, ctx.const_ints(1, "shape"));
+  const Shape& x = ctx.in_shape(0);
+  bool allowzero = ctx.attr_int("allowzero", 0) != 0;
+  Shape out(spec.size());
+  int64_t infer = -1, known = 1;
+  for (size_t i = 0; i < spec.size(); ++i) {
+    int64_t d = spec[i];
+    if (d == 0 && !allowzero) {
+      if (i >= x.size()) return ctx.error("shape {} copies dimension {} that input {} lacks", shape_str(spec), i, shape_str(x));
+      d = x[i];
+    }
+    if (d == -1) {
+      if (infer >= 0) return ctx.error("shape {} has more than one -1", shape_str(spec));
+      infer = static_cast<int64_t>(i);
+      continue;
+    }
+    if (d < 0) return ctx.error("shape {} has a negative dimension", shape_str(spec));
+    out[i] = d;
+    known *= d;
+  }
+  int64_t n = shape_numel(x);
+  if (infer >= 0) {
+    if (known == 0 || n % known != 0)
+      return ctx.error("cannot reshape input {} ({} elements) to {}", shape_str(x), n, shape_str(spec));
+    out[infer] = n / known;
+  } else if (known != n) {
+    return ctx.error("cannot reshape input {} ({} elements) to {} ({} elements)", shape_str(x), n,
+                     shape_str(out), known);
+  }
+  ctx.alias_output(0, 0, out);
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_flatten(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x.size());
+  int64_t axis = ctx.attr_int("axis", 1);
+  if (axis < 0) axis += r;
+  if (axis < 0 || axis > r) return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 1), shape_str(x));
+  int64_t a = 1, b = 1;
+  for (int64_t i = 0; i < r; ++i) (i < axis ? a : b) *= x[i];
+  ctx.alias_output(0, 0, {a, b});
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_squeeze(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x.size());
+  std::vector<bool> drop(r, false);
+  if (ctx.has_input(1)) {
+    std::vector<int64_t> axes;
+    DLSYS_ASSIGN_OR_RETURN(axes, ctx.const_ints(1, "axes"));
+    for (int64_t a : axes) {
+      int64_t n = normalize_axis(a, r);
+      if (n < 0) return ctx.error("axis {} is out of range for input {}", a, shape_str(x));
+      if (x[n] != 1) return ctx.error("cannot squeeze axis {} of size {} (input {})", a, x[n], shape_str(x));
+      drop[n] = true;
+    }
+  } else {
+    for (int64_t i = 0; i < r; ++i) drop[i] = x[i] == 1;
+  }
+  Shape out;
+  for (int64_t i = 0; i < r; ++i)
+    if (!drop[i]) out.push_back(x[i]);
+  ctx.alias_output(0, 0, out);
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_unsqueeze(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  std::vector<int64_t> axes;
+  DLSYS_ASSIGN_OR_RETURN(axes, ctx.const_ints(1, "axes"));
+  int64_t r = static_cast<int64_t>(x.size() + axes.size());
+  std::vector<bool> ins(r, false);
+  for (int64_t a : axes) {
+    int64_t n = normalize_axis(a, r);
+    if (n < 0 || ins[n]) return ctx.error("axes {} are out of range or repeated for output rank {}", shape_str(axes), r);
+    ins[n] = true;
+  }
+  Shape out;
+  size_t k = 0;
+  for (int64_t i = 0; i < r; ++i) out.push_back(ins[i] ? 1 : x[k++]);
+  ctx.alias_output(0, 0, out);
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_identity(BuildContext& ctx) {
+  ctx.alias_output(0, 0, ctx.in_shape(0));
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_dropout(BuildContext& ctx) {
+  if (ctx.has_input(2)) {
+    const Tensor* tm = ctx.in_value(2);
+    if (!tm) return ctx.unsupported("training_mode must be a constant");
+    if (tm->get_i64(0) != 0) return ctx.unsupported("training_mode=true is not supported for inference");
+  }
+  ctx.alias_output(0, 0, ctx.in_shape(0));
+  if (ctx.num_outputs() > 1) {
+    Tensor mask = Tensor::empty(DType::kBool, ctx.in_shape(0));
+    std::memset(mask.data(), 1, mask.nbytes());
+    ctx.set_output_value(1, mask);
+  }
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_shape(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x.size());
+  int64_t start = ctx.attr_int("start", 0), end = ctx.attr_int("end", r);
+  if (start < 0) start += r;
+  if (end < 0) end += r;
+  start = std::clamp<int64_t>(start, 0, r);
+  end = std::clamp<int64_t>(end, 0, r);
+  std::vector<int64_t> v;
+  for (int64_t i = start; i < end; ++i) v.push_back(x[i]);
+  ctx.set_output_value(0, i64_vector(v));
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_size(BuildContext& ctx) {
+  int64_t n = shape_numel(ctx.in_shape(0));
+  ctx.set_output_value(0, Tensor::from_i64({}, &n));
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_constant(BuildContext& ctx) {
+  if (const Attribute* a = ctx.attr("value")) {
+    if (!a->t.valid()) return ctx.error("attribute 'value' holds no tensor data");
+    ctx.set_output_value(0, a->t);
+  } else if (const Attribute* f = ctx.attr("value_float")) {
+    ctx.set_output_value(0, Tensor::from_f32({}, &f->f));
+  } else if (const Attribute* fs = ctx.attr("value_floats")) {
+    ctx.set_output_value(0, Tensor::from_f32({static_cast<int64_t>(fs->floats.size())}, fs->floats.data()));
+  } else if (const Attribute* i = ctx.attr("value_int")) {
+    ctx.set_output_value(0, Tensor::from_i64({}, &i->i));
+  } else if (const Attribute* is = ctx.attr("value_ints")) {
+    ctx.set_output_value(0, i64_vector(is->ints));
+  } else {
+    return ctx.unsupported("only value, value_float(s) and value_int(s) constants are supported");
+  }
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_constant_of_shape(BuildContext& ctx) {
+  std::vector<int64_t> shape;
+  DLSYS_ASSIGN_OR_RETURN(shape, ctx.const_ints(0, "shape"));
+  for (int64_t d : shape)
+    if (d < 0) return ctx.error("shape {} has a negative dimension", shape_str(shape));
+  Tensor fill;
+  if (const Attribute* a = ctx.attr("value")) {
+    if (a->t.numel() != 1) return ctx.error("attribute 'value' must hold one element");
+    fill = a->t;
+  } else {
+    float z = 0;
+    fill = Tensor::from_f32({1}, &z);
+  }
+  Tensor out = Tensor::empty(fill.dtype(), shape);
+  size_t es = dtype_size(fill.dtype());
+  for (int64_t i = 0; i < out.numel(); ++i)
+    std::memcpy(static_cast<char*>(out.data()) + i * es, fill.data(), es);
+  ctx.set_output_value(0, out);
+  return KernelPtr();
+}
+
+Result<KernelPtr> build_range(BuildContext& ctx) {
+  for (size_t i = 0; i < 3; ++i) {
+    if (!ctx.in_value(i))
+      return ctx.unsupported("start, limit and delta must be computable when the plan is built");
+    if (ctx.in_dtype(i) != ctx.in_dtype(0)) return ctx.error("start, limit and delta must share a dtype");
+  }
+  DType t = ctx.in_dtype(0);
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64}));
+  double start = ctx.in_value(0)->get_f64(0), limit = ctx.in_value(1)->get_f64(0),
+         delta = ctx.in_value(2)->get_f64(0);
+  if (delta == 0) return ctx.error("delta must not be zero");
+  int64_t n = std::max<int64_t>(0, static_cast<int64_t>(std::ceil((limit - start) / delta)));
+  Tensor out = Tensor::empty(t, {n});
+  DLSYS_DISPATCH_NUMERIC(t, T, {
+    T s = ctx.in_value(0)->data_as<T>()[0], d = ctx.in_value(2)->data_as<T>()[0];
+    for (int64_t i = 0; i < n; ++i) out.data_as<T>()[i] = static_cast<T>(s + static_cast<T>(i) * d);
+  });
+  ctx.set_output_value(0, out);
+  return KernelPtr();
+}
+
+// Element conversion through double (floats) or int64 (integers, exact for int64).
+void convert(const Tensor& src, Tensor& dst) {
+  int64_t n = src.numel();
+  DType from = src.dtype(), to = dst.dtype();
+  auto store = [&](int64_t i, double f, int64_t v, bool is_f) {
+    switch (to) {
+      case DType::kF32: dst.data_as<float>()[i] = is_f ? static_cast<float>(f) : static_cast<float>(v); break;
+      case DType::kBF16: dst.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(is_f ? f : v)); break;
+      case DType::kF16: dst.data_as<uint16_t>()[i] = f32_to_f16(static_cast<float>(is_f ? f : v)); break;
+      case DType::kBool: dst.data_as<uint8_t>()[i] = is_f ? (f != 0) : (v != 0); break;
+      default: {
+        int64_t iv = v;
+        if (is_f) iv = std::isfinite(f) ? static_cast<int64_t>(f) : 0;
+        switch (to) {
+          case DType::kI8: dst.data_as<int8_t>()[i] = static_cast<int8_t>(iv); break;
+          case DType::kU8: dst.data_as<uint8_t>()[i] = static_cast<uint8_t>(iv); break;
+          case DType::kI32: dst.data_as<int32_t>()[i] = static_cast<int32_t>(iv); break;
+          case DType::kI64: dst.data_as<int64_t>()[i] = iv; break;
+          default: break;
+        }
+      }
+    }
+  };
+  bool is_f = dtype_is_float(from);
+  for (int64_t i = 0; i < n; ++i) {
+    if (is_f) store(i, src.get_f64(i), 0, true);
+    else store(i, 0, src.get_i64(i), false);
+  }
+}
+
+Result<KernelPtr> build_cast(BuildContext& ctx) {
+  auto to = dtype_from_onnx(static_cast<int>(ctx.attr_int("to", 0)));
+  if (!to.ok()) return ctx.unsupported("{}", to.status().message());
+  DType t = to.value();
+  if (t == ctx.in_dtype(0)) {
+    ctx.alias_output(0, 0, ctx.in_shape(0));
+    return KernelPtr();
+  }
+  ctx.set_output(0, t, ctx.in_shape(0));
+  return make_kernel([](const Tensor* const* in, Tensor* const* o) {
+    convert(*in[0], *o[0]);
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_expand(BuildContext& ctx) {
+  std::vector<int64_t> shape;
+  DLSYS_ASSIGN_OR_RETURN(shape, ctx.const_ints(1, "shape"));
+  auto r = broadcast_shapes(ctx.in_shape(0), shape);
+  if (!r.ok()) return ctx.error("{}", r.status().message());
+  Shape out = r.value();
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, out);
+  std::vector<int64_t> st[1] = {broadcast_strides(ctx.in_shape(0), out)};
+  return make_kernel([st, out, t](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_BYTES(t, T, {
+      const T* x = in[0]->data_as<T>();
+      T* y = o[0]->data_as<T>();
+      broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) { y[i] = x[off[0]]; });
+    });
+    return Status::OK();
+  });
+}
+
+}  // namespace
+
+void register_shape_ops(OpRegistry& r) {
+  r.add("Reshape", 2, 2, 1, 1, build_reshape);
+  r.add("Flatten", 1, 1, 1, 1, build_flatten);
+  r.add("Squeeze", 1, 2, 1, 1, build_squeeze);
+  r.add("Unsqueeze", 2, 2, 1, 1, build_unsqueeze);
+  r.add("Identity", 1, 1, 1, 1, build_identity);
+  r.add("Dropout", 1, 3, 1, 2, build_dropout);
+  r.add("Shape", 1, 1, 1, 1, build_shape);
+  r.add("Size", 1, 1, 1, 1, build_size);
+  r.add("Constant", 0, 0, 1, 1, build_constant);
+  r.add("ConstantOfShape", 1, 1, 1, 1, build_constant_of_shape);
+  r.add("Range", 3, 3, 1, 1, build_range);
+  r.add("Cast", 1, 1, 1, 1, build_cast);
+  r.add("Expand", 2, 2, 1, 1, build_expand);
+}
+
+}  // namespace dlsys

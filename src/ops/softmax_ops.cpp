@@ -1,0 +1,42 @@
+// Softmax and LogSoftmax (opset 13 semantics: along one axis) on oneDNN's softmax_v2.
+#include "ops/dnnl_util.h"
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+Result<KernelPtr> build_softmax(BuildContext& ctx, bool log) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  const Shape& x = ctx.in_shape(0);
+  int64_t rank = static_cast<int64_t>(x.size());
+  int64_t axis = normalize_axis(ctx.attr_int("axis", -1), rank);
+  if (axis < 0) return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", -1), shape_str(x));
+  ctx.set_output(0, DType::kF32, x);
+  if (shape_numel(x) == 0) return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
+  auto md = plain_md(x, DType::kF32);
+  auto call = std::make_shared<DnnlCall>();
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    auto d = dnnl::softmax_v2_forward::desc(
+        dnnl::prop_kind::forward_inference,
+        log ? dnnl::algorithm::softmax_log : dnnl::algorithm::softmax_accurate, md, md,
+        static_cast<int>(axis));
+    call->prim = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(d, dnnl_engine()));
+    call->add(DNNL_ARG_SRC, md);
+    call->add(DNNL_ARG_DST, md);
+  }));
+  return make_kernel([call](const Tensor* const* in, Tensor* const* o) {
+    call->bind(DNNL_ARG_SRC, in[0]->data());
+    call->bind(DNNL_ARG_DST, o[0]->data());
+    call->exec();
+    return Status::OK();
+  });
+}
+
+}  // namespace
+
+void register_softmax_ops(OpRegistry& r) {
+  r.add("Softmax", 1, 1, 1, 1, [](BuildContext& c) { return build_softmax(c, false); });
+  r.add("LogSoftmax", 1, 1, 1, 1, [](BuildContext& c) { return build_softmax(c, true); });
+}
+
+}  // namespace dlsys

@@ -1,0 +1,297 @@
+// Data-movement ops: Transpose (oneDNN reorder with permuted strides; plain loop for i64),
+// Concat, Split, Slice, Gather, Tile.
+#include <cstring>
+
+#include "ops/dispatch.h"
+#include "ops/dnnl_util.h"
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+// Copies an affine view: out element (i_0..i_n) <- src[base + sum i_d * sst[d]] (elements).
+template <typename T>
+void strided_copy(const T* src, T* dst, const Shape& out, const std::vector<int64_t>& sst, int64_t base) {
+  int64_t rank = static_cast<int64_t>(out.size());
+  int64_t total = shape_numel(out);
+  if (total == 0) return;
+  int64_t inner = rank ? out[rank - 1] : 1;
+  int64_t is = rank ? sst[rank - 1] : 0;
+  int64_t rows = total / inner;
+#pragma omp parallel for if (total > 65536)
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t rem = r, off = base;
+    for (int64_t d = rank - 2; d >= 0; --d) {
+      off += (rem % out[d]) * sst[d];
+      rem /= out[d];
+    }
+    T* y = dst + r * inner;
+    if (is == 1) {
+      std::memcpy(y, src + off, inner * sizeof(T));
+    } else {
+      for (int64_t j = 0; j < inner; ++j) y[j] = src[off + j * is];
+    }
+  }
+}
+
+Result<KernelPtr> build_transpose(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x.size());
+  std::vector<int64_t> perm = ctx.attr_ints("perm");
+  if (perm.empty())
+    for (int64_t i = r - 1; i >= 0; --i) perm.push_back(i);
+  if (static_cast<int64_t>(perm.size()) != r) return ctx.error("perm has {} entries for rank {}", perm.size(), r);
+  std::vector<bool> seen(r, false);
+  for (auto& p : perm) {
+    p = normalize_axis(p, r);
+    if (p < 0 || seen[p]) return ctx.error("perm {} is not a permutation of 0..{}", shape_str(ctx.attr_ints("perm")), r - 1);
+    seen[p] = true;
+  }
+  Shape out(r);
+  std::vector<int64_t> ist = shape_strides(x), sst(r);
+  for (int64_t i = 0; i < r; ++i) {
+    out[i] = x[perm[i]];
+    sst[i] = ist[perm[i]];
+  }
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, out);
+  if (dnnl_has(t) && r > 0 && shape_numel(out) > 0) {
+    auto reo = std::make_shared<DnnlReorder>();
+    bool ok = true;
+    try {
+      reo->init(strided_md(out, t, sst), plain_md(out, t));
+    } catch (const dnnl::error&) {
+      ok = false;
+    }
+    if (ok)
+      return make_kernel([reo](const Tensor* const* in, Tensor* const* o) {
+        reo->run(in[0]->data(), o[0]->data());
+        return Status::OK();
+      });
+  }
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_BYTES(t, T, strided_copy(in[0]->data_as<T>(), o[0]->data_as<T>(), out, sst, 0));
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_concat(BuildContext& ctx) {
+  const Shape& x0 = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x0.size());
+  int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
+  if (axis < 0) return ctx.error("axis {} is out of range for rank {}", ctx.attr_int("axis", 0), r);
+  DType t = ctx.in_dtype(0);
+  Shape out = x0;
+  out[axis] = 0;
+  size_t n = ctx.num_inputs();
+  for (size_t i = 0; i < n; ++i) {
+    const Shape& s = ctx.in_shape(i);
+    if (ctx.in_dtype(i) != t) return ctx.error("input {} has dtype {}, input 0 has {}", i, dtype_name(ctx.in_dtype(i)), dtype_name(t));
+    if (static_cast<int64_t>(s.size()) != r) return ctx.error("input {} has rank {}, input 0 has {}", i, s.size(), r);
+    for (int64_t d = 0; d < r; ++d)
+      if (d != axis && s[d] != x0[d])
+        return ctx.error("input {} has shape {}, which differs from input 0 {} outside axis {}", i, shape_str(s), shape_str(x0), axis);
+    out[axis] += s[axis];
+  }
+  ctx.set_output(0, t, out);
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= out[d];
+  for (int64_t d = axis + 1; d < r; ++d) inner *= out[d];
+  size_t es = dtype_size(t);
+  std::vector<int64_t> chunk(n);
+  for (size_t i = 0; i < n; ++i) chunk[i] = ctx.in_shape(i)[axis] * inner * static_cast<int64_t>(es);
+  int64_t row = out[axis] * inner * static_cast<int64_t>(es);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    char* y = static_cast<char*>(o[0]->data());
+    for (int64_t a = 0; a < outer; ++a) {
+      int64_t off = a * row;
+      for (size_t i = 0; i < n; ++i) {
+        if (chunk[i]) std::memcpy(y + off, static_cast<const char*>(in[i]->data()) + a * chunk[i], chunk[i]);
+        off += chunk[i];
+      }
+    }
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_split(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x.size());
+  int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
+  if (axis < 0) return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 0), shape_str(x));
+  size_t n = ctx.num_outputs();
+  std::vector<int64_t> split;
+  if (ctx.has_input(1)) {
+    DLSYS_ASSIGN_OR_RETURN(split, ctx.const_ints(1, "split"));
+    if (split.size() != n) return ctx.error("split has {} entries for {} outputs", split.size(), n);
+    int64_t sum = 0;
+    for (int64_t s : split) sum += s;
+    if (sum != x[axis]) return ctx.error("split sums to {} but axis {} has size {}", sum, axis, x[axis]);
+  } else if (ctx.has_attr("split")) {
+    split = ctx.attr_ints("split");
+  } else {
+    int64_t each = (x[axis] + static_cast<int64_t>(n) - 1) / static_cast<int64_t>(n);
+    for (size_t i = 0; i < n; ++i) split.push_back(std::min(each, x[axis] - each * static_cast<int64_t>(i)));
+  }
+  DType t = ctx.in_dtype(0);
+  for (size_t i = 0; i < n; ++i) {
+    Shape s = x;
+    s[axis] = split[i];
+    ctx.set_output(i, t, s);
+  }
+  int64_t outer = 1, inner = 1;
+  for (int64_t d = 0; d < axis; ++d) outer *= x[d];
+  for (int64_t d = axis + 1; d < r; ++d) inner *= x[d];
+  int64_t es = static_cast<int64_t>(dtype_size(t));
+  int64_t row = x[axis] * inner * es;
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    const char* src = static_cast<const char*>(in[0]->data());
+    int64_t off = 0;
+    for (size_t i = 0; i < n; ++i) {
+      int64_t c = split[i] * inner * es;
+      if (o[i] && c)
+        for (int64_t a = 0; a < outer; ++a)
+          std::memcpy(static_cast<char*>(o[i]->data()) + a * c, src + a * row + off, c);
+      off += c;
+    }
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_slice(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x.size());
+  std::vector<int64_t> starts, ends, axes, steps;
+  DLSYS_ASSIGN_OR_RETURN(starts, ctx.const_ints(1, "starts"));
+  DLSYS_ASSIGN_OR_RETURN(ends, ctx.const_ints(2, "ends"));
+  if (ctx.has_input(3)) {
+    DLSYS_ASSIGN_OR_RETURN(axes, ctx.const_ints(3, "axes"));
+  } else {
+    for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
+  }
+  if (ctx.has_input(4)) {
+    DLSYS_ASSIGN_OR_RETURN(steps, ctx.const_ints(4, "steps"));
+  } else {
+    steps.assign(starts.size(), 1);
+  }
+  if (ends.size() != starts.size() || axes.size() != starts.size() || steps.size() != starts.size())
+    return ctx.error("starts, ends, axes and steps must have the same length");
+  Shape out = x;
+  std::vector<int64_t> begin(r, 0), step(r, 1);
+  std::vector<bool> seen(r, false);
+  for (size_t i = 0; i < starts.size(); ++i) {
+    int64_t a = normalize_axis(axes[i], r);
+    if (a < 0 || seen[a]) return ctx.error("axis {} is out of range or repeated for input {}", axes[i], shape_str(x));
+    seen[a] = true;
+    int64_t d = x[a], s = steps[i];
+    if (s == 0) return ctx.error("steps must not be zero");
+    int64_t st = starts[i], en = ends[i];
+    if (st < 0) st += d;
+    if (en < 0) en += d;
+    int64_t cnt;
+    if (s > 0) {
+      st = std::clamp<int64_t>(st, 0, d);
+      en = std::clamp<int64_t>(en, 0, d);
+      cnt = en > st ? (en - st + s - 1) / s : 0;
+    } else {
+      st = std::clamp<int64_t>(st, 0, d - 1);
+      en = std::clamp<int64_t>(en, -1, d - 1);
+      cnt = st > en ? (st - en + (-s) - 1) / (-s) : 0;
+    }
+    out[a] = cnt;
+    begin[a] = st;
+    step[a] = s;
+  }
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, out);
+  std::vector<int64_t> ist = shape_strides(x), sst(r);
+  int64_t base = 0;
+  for (int64_t d = 0; d < r; ++d) {
+    sst[d] = ist[d] * step[d];
+    base += begin[d] * ist[d];
+  }
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_BYTES(t, T, strided_copy(in[0]->data_as<T>(), o[0]->data_as<T>(), out, sst, base));
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_gather(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI64, DType::kI32}));
+  const Shape &x = ctx.in_shape(0), &idx = ctx.in_shape(1);
+  int64_t r = static_cast<int64_t>(x.size());
+  int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
+  if (axis < 0) return ctx.error("axis {} is out of range for data {}", ctx.attr_int("axis", 0), shape_str(x));
+  Shape out(x.begin(), x.begin() + axis);
+  out.insert(out.end(), idx.begin(), idx.end());
+  out.insert(out.end(), x.begin() + axis + 1, x.end());
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, out);
+  int64_t outer = 1, inner = 1, n = x[axis], ni = shape_numel(idx);
+  for (int64_t d = 0; d < axis; ++d) outer *= x[d];
+  for (int64_t d = axis + 1; d < r; ++d) inner *= x[d];
+  int64_t es = static_cast<int64_t>(dtype_size(t));
+  std::string name = ctx.node_name();
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    const char* src = static_cast<const char*>(in[0]->data());
+    char* dst = static_cast<char*>(o[0]->data());
+    for (int64_t k = 0; k < ni; ++k) {
+      int64_t j = in[1]->get_i64(k);
+      if (j < 0) j += n;
+      if (j < 0 || j >= n)
+        return Status::Invalid("node '{}' (Gather): index {} is out of range for axis of size {}",
+                               name, in[1]->get_i64(k), n);
+    }
+    for (int64_t a = 0; a < outer; ++a)
+      for (int64_t k = 0; k < ni; ++k) {
+        int64_t j = in[1]->get_i64(k);
+        if (j < 0) j += n;
+        std::memcpy(dst + (a * ni + k) * inner * es, src + (a * n + j) * inner * es, inner * es);
+      }
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_tile(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  std::vector<int64_t> rep;
+  DLSYS_ASSIGN_OR_RETURN(rep, ctx.const_ints(1, "repeats"));
+  if (rep.size() != x.size()) return ctx.error("repeats has {} entries for input rank {}", rep.size(), x.size());
+  Shape out(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (rep[i] < 0) return ctx.error("repeats must be >= 0");
+    out[i] = x[i] * rep[i];
+  }
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, out);
+  std::vector<int64_t> ist = shape_strides(x), ost = shape_strides(out);
+  int64_t total = shape_numel(out), rank = static_cast<int64_t>(out.size());
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_BYTES(t, T, {
+      const T* src = in[0]->data_as<T>();
+      T* dst = o[0]->data_as<T>();
+      for (int64_t i = 0; i < total; ++i) {
+        int64_t rem = i, off = 0;
+        for (int64_t d = 0; d < rank; ++d) {
+          off += ((rem / ost[d]) % x[d]) * ist[d];
+          rem %= ost[d];
+        }
+        dst[i] = src[off];
+      }
+    });
+    return Status::OK();
+  });
+}
+
+}  // namespace
+
+void register_tensor_ops(OpRegistry& r) {
+  r.add("Transpose", 1, 1, 1, 1, build_transpose);
+  r.add("Concat", 1, 1024, 1, 1, build_concat);
+  r.add("Split", 1, 2, 1, 1024, build_split);
+  r.add("Slice", 3, 5, 1, 1, build_slice);
+  r.add("Gather", 2, 2, 1, 1, build_gather);
+  r.add("Tile", 2, 2, 1, 1, build_tile);
+}
+
+}  // namespace dlsys

@@ -1,0 +1,34 @@
+// Element types of tensors, with their ONNX and NumPy spellings.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "core/status.h"
+
+namespace dlsys {
+
+enum class DType : uint8_t { kF32, kBF16, kF16, kI8, kU8, kI32, kI64, kBool };
+
+// Bytes per element.
+size_t dtype_size(DType t);
+// Lower-case name: "f32", "bf16", "f16", "i8", "u8", "i32", "i64", "bool".
+const char* dtype_name(DType t);
+// The ONNX TensorProto.DataType number for `t`.
+int dtype_to_onnx(DType t);
+// The dtype for an ONNX TensorProto.DataType number; Unsupported names the ONNX type.
+Result<DType> dtype_from_onnx(int onnx_type);
+// Name of an ONNX TensorProto.DataType number ("DOUBLE", "STRING", ...), for messages.
+const char* onnx_type_name(int onnx_type);
+// NumPy descr string for `t` ("<f4", "|b1", ...); bf16 has none and returns "".
+const char* dtype_npy_descr(DType t);
+bool dtype_is_float(DType t);
+
+// bf16 and f16 conversions (round to nearest even).
+uint16_t f32_to_bf16(float f);
+float bf16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+float f16_to_f32(uint16_t h);
+
+}  // namespace dlsys

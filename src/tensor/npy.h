@@ -1,0 +1,26 @@
+// NumPy .npy files (format versions 1.0-3.0), the command line's tensor format.
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+#include "tensor/tensor.h"
+
+namespace dlsys {
+
+// Parses an in-memory .npy image. Errors name the problem and the byte offset; `where` (a file
+// name) prefixes messages. Only little-endian, C-order arrays of dlsys dtypes are accepted.
+Result<Tensor> npy_parse(const std::string& bytes, const std::string& where);
+// Reads a .npy file.
+Result<Tensor> npy_read(const std::string& path);
+// Serializes `t` as .npy version 1.0. bf16 is written as float32 (NumPy has no bf16).
+std::string npy_serialize(const Tensor& t);
+// Writes `t` to `path` atomically (temporary file, fsync, rename).
+Status npy_write(const std::string& path, const Tensor& t);
+
+// Reads a whole file; IOError names the path and the system error.
+Result<std::string> read_file(const std::string& path);
+// Writes `bytes` to `path` through a temporary file in the same directory, fsync, rename.
+Status write_file_atomic(const std::string& path, const std::string& bytes);
+
+}  // namespace dlsys

@@ -1,0 +1,104 @@
+#include "tensor/tensor.h"
+
+#include <cassert>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+
+namespace dlsys {
+
+namespace {
+constexpr size_t kAlign = 64;
+
+std::shared_ptr<void> alloc_aligned(size_t bytes) {
+  size_t rounded = (bytes + kAlign - 1) / kAlign * kAlign;
+  if (rounded == 0) rounded = kAlign;
+  void* p = std::aligned_alloc(kAlign, rounded);
+  if (!p) throw std::bad_alloc();
+  return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+}
+}  // namespace
+
+Tensor Tensor::empty(DType dtype, const Shape& shape) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  t.storage_ = alloc_aligned(t.nbytes());
+  t.data_ = t.storage_.get();
+  return t;
+}
+
+Tensor Tensor::zeros(DType dtype, const Shape& shape) {
+  Tensor t = empty(dtype, shape);
+  std::memset(t.data_, 0, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::wrap(DType dtype, const Shape& shape, void* data) {
+  Tensor t;
+  t.dtype_ = dtype;
+  t.shape_ = shape;
+  t.data_ = data;
+  return t;
+}
+
+Tensor Tensor::from_f32(const Shape& shape, const float* values) {
+  Tensor t = empty(DType::kF32, shape);
+  std::memcpy(t.data_, values, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::from_i64(const Shape& shape, const int64_t* values) {
+  Tensor t = empty(DType::kI64, shape);
+  std::memcpy(t.data_, values, t.nbytes());
+  return t;
+}
+
+Tensor Tensor::view(const Shape& shape) const {
+  assert(shape_numel(shape) == numel() && "view: element counts differ; reshape to a shape of equal size");
+  Tensor t = *this;
+  t.shape_ = shape;
+  return t;
+}
+
+Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
+  assert(rank() >= 1 && begin >= 0 && begin <= end && end <= shape_[0]);
+  Tensor t = *this;
+  t.shape_[0] = end - begin;
+  int64_t row = shape_[0] ? numel() / shape_[0] : 0;
+  t.data_ = static_cast<char*>(data_) + begin * row * dtype_size(dtype_);
+  return t;
+}
+
+Tensor Tensor::clone() const {
+  Tensor t = empty(dtype_, shape_);
+  if (nbytes()) std::memcpy(t.data_, data_, nbytes());
+  return t;
+}
+
+double Tensor::get_f64(int64_t i) const {
+  switch (dtype_) {
+    case DType::kF32: return static_cast<const float*>(data_)[i];
+    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(data_)[i]);
+    case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(data_)[i]);
+    case DType::kI8: return static_cast<const int8_t*>(data_)[i];
+    case DType::kU8: return static_cast<const uint8_t*>(data_)[i];
+    case DType::kI32: return static_cast<const int32_t*>(data_)[i];
+    case DType::kI64: return static_cast<double>(static_cast<const int64_t*>(data_)[i]);
+    case DType::kBool: return static_cast<const uint8_t*>(data_)[i] ? 1.0 : 0.0;
+  }
+  return 0;
+}
+
+int64_t Tensor::get_i64(int64_t i) const {
+  switch (dtype_) {
+    case DType::kI64: return static_cast<const int64_t*>(data_)[i];
+    case DType::kI32: return static_cast<const int32_t*>(data_)[i];
+    case DType::kI8: return static_cast<const int8_t*>(data_)[i];
+    case DType::kU8:
+    case DType::kBool: return static_cast<const uint8_t*>(data_)[i];
+    default: return static_cast<int64_t>(get_f64(i));
+  }
+}
+
+}  // namespace dlsys
