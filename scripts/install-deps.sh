@@ -15,7 +15,7 @@ PKGS=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # reference models, conformance cases and peers (Debian's Python, not a venv)
-  python3 python3-numpy python3-onnx python3-torch
+  python3 python3-numpy python3-onnx python3-torch python3-torchvision
   # no-recommends would drop these, and the scripts use them
   python3-protobuf
 )

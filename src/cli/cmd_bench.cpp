@@ -30,38 +30,22 @@ int run_bench(const BenchArgs& a) {
   auto session = Session::open(a.model, SessionOptions{a.threads});
   if (!session.ok()) return fail(session.status().message());
   Session& s = *session.value();
-  std::map<std::string, int64_t> dim_values;
-  for (const std::string& d : a.dims) {
-    size_t eq = d.find('=');
-    if (eq == std::string::npos) return fail(fmt::format("--dim '{}' needs the form NAME=VALUE", d));
-    try {
-      dim_values[d.substr(0, eq)] = std::stoll(d.substr(eq + 1));
-    } catch (...) {
-      return fail(fmt::format("--dim '{}': '{}' is not a number", d, d.substr(eq + 1)));
-    }
-  }
+  auto dims = parse_dims(a.dims);
+  if (!dims.ok()) return fail(dims.status().message());
+  auto shapes = s.concrete_input_shapes(dims.value(), a.batch);
+  if (!shapes.ok()) return fail(shapes.status().message());
   std::mt19937 rng(42);
   std::normal_distribution<float> normal(0.f, 1.f);
   std::map<std::string, Tensor> named;
-  for (const ValueInfo& v : s.graph().inputs) {
-    if (!v.has_shape) return fail(fmt::format("input '{}' has no declared shape", v.name));
-    Shape shape;
-    for (size_t i = 0; i < v.dims.size(); ++i) {
-      const Dim& d = v.dims[i];
-      if (d.fixed()) shape.push_back(d.value);
-      else if (dim_values.count(d.param)) shape.push_back(dim_values[d.param]);
-      else if (i == 0) shape.push_back(a.batch);
-      else
-        return fail(fmt::format("input '{}' dimension {} ('{}') is symbolic: give its size with --dim {}=N",
-                                v.name, i, d.param.empty() ? "?" : d.param, d.param.empty() ? "NAME" : d.param));
-    }
-    Tensor t = Tensor::empty(v.dtype, shape);
+  for (size_t k = 0; k < s.graph().inputs.size(); ++k) {
+    const ValueInfo& v = s.graph().inputs[k];
+    Tensor t = Tensor::zeros(v.dtype, shapes.value()[k]);
     for (int64_t i = 0; i < t.numel(); ++i) {
       switch (v.dtype) {
         case DType::kF32: t.data_as<float>()[i] = normal(rng); break;
         case DType::kI64: t.data_as<int64_t>()[i] = static_cast<int64_t>(rng() % 8); break;
         case DType::kI32: t.data_as<int32_t>()[i] = static_cast<int32_t>(rng() % 8); break;
-        default: static_cast<uint8_t*>(t.data())[i * dtype_size(v.dtype)] = 0; break;
+        default: break;
       }
     }
     named[v.name] = t;

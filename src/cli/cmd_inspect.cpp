@@ -16,6 +16,7 @@ struct InspectArgs {
   std::string model;
   bool json = false;
   bool ops = false;
+  std::vector<std::string> dims;
 };
 
 nlohmann::json dims_json(const ValueInfo& v) {
@@ -62,7 +63,9 @@ int run_inspect(const InspectArgs& a) {
   const Graph& g = s.graph();
   const Plan* plan = nullptr;
   std::string plan_error;
-  auto shapes = s.default_input_shapes(1);
+  auto dims = parse_dims(a.dims);
+  if (!dims.ok()) return fail(dims.status().message());
+  auto shapes = s.concrete_input_shapes(dims.value(), 1);
   if (shapes.ok()) {
     auto p = s.plan_for_shapes(shapes.value());
     if (p.ok()) plan = p.value();
@@ -101,7 +104,7 @@ int run_inspect(const InspectArgs& a) {
     std::printf("  %-24s %-5s %s\n", v.name.c_str(), dtype_name(v.dtype), dims_str(v).c_str());
   std::printf("parameters: %lld (%s)\n", static_cast<long long>(info.parameters),
               human_bytes(static_cast<double>(info.parameter_bytes)).c_str());
-  if (plan) std::printf("FLOPs:      %s per sample (estimated, symbolic dims = 1)\n", human_flops(info.flops_per_sample).c_str());
+  if (plan) std::printf("FLOPs:      %s per sample (estimated at batch 1)\n", human_flops(info.flops_per_sample).c_str());
   else std::printf("FLOPs:      unknown (%s)\n", plan_error.c_str());
   std::printf("ops:        %zu nodes\n", g.nodes.size());
   std::vector<std::pair<int, std::string>> hist;
@@ -119,6 +122,7 @@ void add_inspect(CLI::App& app, int* rc) {
   sub->add_option("model", a->model, "ONNX model file");
   sub->add_flag("--json", a->json, "Print one JSON object");
   sub->add_flag("--ops", a->ops, "List the ops dlsys supports");
+  sub->add_option("--dim", a->dims, "NAME=VALUE for a symbolic dimension other than the batch (e.g. seq=128)");
   sub->callback([a, rc] { *rc = run_inspect(*a); });
 }
 

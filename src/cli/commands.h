@@ -4,6 +4,10 @@
 
 #include <CLI/CLI.hpp>
 
+#include <map>
+
+#include "core/status.h"
+
 namespace dlsys::cli {
 
 void add_inspect(CLI::App& app, int* rc);
@@ -12,5 +16,7 @@ void add_bench(CLI::App& app, int* rc);
 
 // Prints "error: <message>" to stderr; returns 1.
 int fail(const std::string& message);
+// Parses NAME=VALUE strings of --dim into a map; errors name the bad string.
+dlsys::Result<std::map<std::string, int64_t>> parse_dims(const std::vector<std::string>& specs);
 
 }  // namespace dlsys::cli

@@ -10,6 +10,24 @@ int fail(const std::string& message) {
   return 1;
 }
 
+Result<std::map<std::string, int64_t>> parse_dims(const std::vector<std::string>& specs) {
+  std::map<std::string, int64_t> out;
+  for (const std::string& d : specs) {
+    size_t eq = d.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return Status::Invalid("--dim '{}' needs the form NAME=VALUE, e.g. --dim seq=128", d);
+    try {
+      size_t used = 0;
+      int64_t v = std::stoll(d.substr(eq + 1), &used);
+      if (used != d.size() - eq - 1 || v < 0) throw std::invalid_argument("bad");
+      out[d.substr(0, eq)] = v;
+    } catch (...) {
+      return Status::Invalid("--dim '{}': '{}' is not a non-negative integer", d, d.substr(eq + 1));
+    }
+  }
+  return out;
+}
+
 }  // namespace dlsys::cli
 
 int main(int argc, char** argv) {

@@ -130,13 +130,23 @@ Status Session::run(const std::map<std::string, Tensor>& inputs, std::vector<Ten
   return plan->run(bound, outputs);
 }
 
-Result<std::vector<Shape>> Session::default_input_shapes(int64_t dim_value) const {
+Result<std::vector<Shape>> Session::concrete_input_shapes(const std::map<std::string, int64_t>& dims,
+                                                          int64_t batch) const {
   std::vector<Shape> out;
   for (const auto& v : graph_.inputs) {
     if (!v.has_shape)
       return Status::Invalid("input '{}' has no declared shape; pass inputs explicitly", v.name);
     Shape s;
-    for (const Dim& d : v.dims) s.push_back(d.fixed() ? d.value : dim_value);
+    for (size_t i = 0; i < v.dims.size(); ++i) {
+      const Dim& d = v.dims[i];
+      auto it = dims.find(d.param);
+      if (d.fixed()) s.push_back(d.value);
+      else if (!d.param.empty() && it != dims.end()) s.push_back(it->second);
+      else if (i == 0) s.push_back(batch);
+      else
+        return Status::Invalid("input '{}' dimension {} ('{}') is symbolic: give its size with --dim {}=N",
+                               v.name, i, d.param.empty() ? "?" : d.param, d.param.empty() ? "NAME" : d.param);
+    }
     out.push_back(s);
   }
   return out;

@@ -39,8 +39,10 @@ class Session {
   // Validates, plans and runs. `outputs` are in graph-output order, views valid until the next
   // run with the same shapes. Not thread-safe for concurrent runs.
   Status run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs);
-  // Concrete shapes for the declared inputs with every symbolic dim set to `dim_value`.
-  Result<std::vector<Shape>> default_input_shapes(int64_t dim_value) const;
+  // Concrete shapes for the declared inputs: a symbolic dim takes its value from `dims` (by
+  // name), else `batch` if it is dimension 0, else fails naming the dim and how to set it.
+  Result<std::vector<Shape>> concrete_input_shapes(const std::map<std::string, int64_t>& dims,
+                                                   int64_t batch) const;
   int threads() const { return opts_.threads; }
   // Applies the thread setting to the calling thread (OpenMP's team size, which oneDNN uses).
   void apply_threads() const;

@@ -1,1 +1,107 @@
+// Plans: shape subgraphs are folded at build time, one plan per input-shape signature, reshape
+// aliases are rebound per call, results match a hand computation.
 #include <gtest/gtest.h>
+
+#include "graph/onnx_import.h"
+#include "graph/session.h"
+#include "testing/onnx_builder.h"
+
+namespace dlsys {
+namespace {
+
+using testing::OnnxBuilder;
+
+std::unique_ptr<Session> load(const OnnxBuilder& b) {
+  auto g = import_onnx_bytes(b.bytes(), "test.onnx");
+  EXPECT_TRUE(g.ok()) << g.status().message();
+  return Session::from_graph(std::move(g).value());
+}
+
+// Reference for tiny_mlp on one row.
+std::vector<float> mlp_ref(const onnx::ModelProto& m, const float* x) {
+  auto w = [&](int i) { return m.graph().initializer(i); };
+  std::vector<float> h(8), y(3);
+  for (int j = 0; j < 8; ++j) {
+    float acc = w(1).float_data(j);
+    for (int k = 0; k < 4; ++k) acc += x[k] * w(0).float_data(k * 8 + j);
+    h[j] = acc > 0 ? acc : 0;
+  }
+  for (int j = 0; j < 3; ++j) {
+    float acc = 0;
+    for (int k = 0; k < 8; ++k) acc += h[k] * w(2).float_data(k * 3 + j);
+    y[j] = acc;
+  }
+  return y;
+}
+
+TEST(Plan, OnePlanPerBatchSizeAndResultsMatchReference) {
+  auto b = testing::tiny_mlp();
+  auto s = load(b);
+  for (int64_t batch : {1, 5, 1, 3}) {
+    Tensor x = Tensor::empty(DType::kF32, {batch, 4});
+    for (int64_t i = 0; i < x.numel(); ++i) x.data_as<float>()[i] = 0.3f * static_cast<float>((i * 13) % 7) - 1.f;
+    std::vector<Tensor> out;
+    ASSERT_TRUE(s->run({{"x", x}}, &out).ok());
+    ASSERT_EQ(out[0].shape(), (Shape{batch, 3}));
+    for (int64_t r = 0; r < batch; ++r) {
+      auto want = mlp_ref(b.model(), x.data_as<float>() + r * 4);
+      for (int j = 0; j < 3; ++j) EXPECT_NEAR(out[0].data_as<float>()[r * 3 + j], want[j], 1e-5);
+    }
+  }
+  // Batch 1 was planned once and reused.
+  auto p1 = s->plan_for_shapes({{1, 4}});
+  auto p1b = s->plan_for_shapes({{1, 4}});
+  ASSERT_TRUE(p1.ok() && p1b.ok());
+  EXPECT_EQ(p1.value(), p1b.value());
+  EXPECT_NE(p1.value(), s->plan_for_shapes({{5, 4}}).value());
+}
+
+TEST(Plan, ShapeSubgraphIsFoldedWhenThePlanIsBuilt) {
+  // y = Reshape(x, Concat(Gather(Shape(x), 0), [-1])): flattens [batch, 2, 3] to [batch, 6]
+  // the way PyTorch exports x.reshape(x.shape[0], -1).
+  OnnxBuilder b(17);
+  b.input("x", onnx::TensorProto::FLOAT, {-1, 2, 3});
+  b.output("y", onnx::TensorProto::FLOAT, {-1, 6});
+  b.initializer_i64("zero", {}, {0});
+  b.initializer_i64("zero_axis", {1}, {0});
+  b.initializer_i64("minus_one", {1}, {-1});
+  b.node("Shape", {"x"}, {"s"}, "shape");
+  b.node("Gather", {"s", "zero"}, {"n"}, "gather");
+  b.node("Unsqueeze", {"n", "zero_axis"}, {"n1"}, "unsqueeze");
+  auto* c = b.node("Concat", {"n1", "minus_one"}, {"target"}, "concat");
+  OnnxBuilder::attr_int(c, "axis", 0);
+  b.node("Reshape", {"x", "target"}, {"r"}, "reshape");
+  b.node("Relu", {"r"}, {"y"}, "relu");
+  auto s = load(b);
+  Tensor x = Tensor::empty(DType::kF32, {4, 2, 3});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data_as<float>()[i] = static_cast<float>(i % 5) - 2.f;
+  std::vector<Tensor> out;
+  ASSERT_TRUE(s->run({{"x", x}}, &out).ok());
+  EXPECT_EQ(out[0].shape(), (Shape{4, 6}));
+  for (int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(out[0].data_as<float>()[i], std::max(0.f, x.data_as<float>()[i]));
+  Plan* plan = s->plan_for_shapes({{4, 2, 3}}).value();
+  EXPECT_EQ(plan->num_kernels(), 1u) << "only Relu should run; the shape subgraph and Reshape are free";
+  int folded = 0;
+  for (const auto& n : plan->nodes()) folded += n.folded;
+  EXPECT_EQ(folded, 5);
+}
+
+TEST(Plan, ReshapeOfAnInputFollowsTheCallersBuffer) {
+  OnnxBuilder b(17);
+  b.input("x", onnx::TensorProto::FLOAT, {2, 3});
+  b.output("y", onnx::TensorProto::FLOAT, {6});
+  b.initializer_i64("shape", {1}, {6});
+  b.node("Reshape", {"x", "shape"}, {"r"}, "reshape");
+  b.node("Neg", {"r"}, {"y"}, "neg");
+  auto s = load(b);
+  for (float base : {1.f, 10.f}) {
+    Tensor x = Tensor::empty(DType::kF32, {2, 3});
+    for (int i = 0; i < 6; ++i) x.data_as<float>()[i] = base + static_cast<float>(i);
+    std::vector<Tensor> out;
+    ASSERT_TRUE(s->run({{"x", x}}, &out).ok());
+    for (int i = 0; i < 6; ++i) EXPECT_EQ(out[0].data_as<float>()[i], -(base + static_cast<float>(i)));
+  }
+}
+
+}  // namespace
+}  // namespace dlsys

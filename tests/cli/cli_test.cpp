@@ -1,0 +1,107 @@
+// The `dlsys` command as a user runs it: exit codes, files written, JSON fields, error messages.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "tensor/npy.h"
+#include "testing/onnx_builder.h"
+
+namespace fs = std::filesystem;
+
+namespace dlsys {
+namespace {
+
+struct Ran {
+  int code;
+  std::string out;  // stdout and stderr
+};
+
+Ran sh(const std::string& args) {
+  std::string cmd = std::string(DLSYS_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+}
+
+class Cli : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("dlsys_cli_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+    model_ = (dir_ / "mlp.onnx").string();
+    std::ofstream(model_, std::ios::binary) << testing::tiny_mlp().bytes();
+    float x[8] = {1, 2, 3, 4, -1, -2, -3, -4};
+    ASSERT_TRUE(npy_write((dir_ / "x.npy").string(), Tensor::from_f32({2, 4}, x)).ok());
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  fs::path dir_;
+  std::string model_;
+};
+
+TEST_F(Cli, RunWritesOneNpyPerOutput) {
+  Ran r = sh("run " + model_ + " --input x=" + (dir_ / "x.npy").string() + " --output-dir " + (dir_ / "out").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto y = npy_read((dir_ / "out" / "y.npy").string());
+  ASSERT_TRUE(y.ok()) << y.status().message();
+  EXPECT_EQ(y->shape(), (Shape{2, 3}));
+}
+
+TEST_F(Cli, RunErrorsAreClearAndNonZero) {
+  std::string out = " --output-dir " + (dir_ / "out").string();
+  Ran wrong_name = sh("run " + model_ + " --input nope=" + (dir_ / "x.npy").string() + out);
+  EXPECT_NE(wrong_name.code, 0);
+  EXPECT_NE(wrong_name.out.find("no input 'nope'"), std::string::npos) << wrong_name.out;
+  float bad[3] = {1, 2, 3};
+  ASSERT_TRUE(npy_write((dir_ / "bad.npy").string(), Tensor::from_f32({1, 3}, bad)).ok());
+  Ran wrong_shape = sh("run " + model_ + " --input x=" + (dir_ / "bad.npy").string() + out);
+  EXPECT_NE(wrong_shape.code, 0);
+  EXPECT_NE(wrong_shape.out.find("expected shape [batch, 4], got [1, 3]"), std::string::npos) << wrong_shape.out;
+  std::ofstream(dir_ / "junk.onnx") << "definitely not protobuf \x01\x02\x03";
+  Ran junk = sh("run " + (dir_ / "junk.onnx").string() + " --input x=" + (dir_ / "x.npy").string() + out);
+  EXPECT_NE(junk.code, 0);
+  EXPECT_NE(junk.out.find("error:"), std::string::npos) << junk.out;
+  Ran missing_npy = sh("run " + model_ + " --input x=" + (dir_ / "none.npy").string() + out);
+  EXPECT_NE(missing_npy.code, 0);
+  EXPECT_NE(missing_npy.out.find("none.npy"), std::string::npos) << missing_npy.out;
+}
+
+TEST_F(Cli, InspectJsonDescribesTheModel) {
+  Ran r = sh("inspect --json " + model_);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["inputs"][0]["name"], "x");
+  EXPECT_EQ(j["inputs"][0]["shape"][0], "batch");
+  EXPECT_EQ(j["parameters"], 4 * 8 + 8 + 8 * 3);
+  EXPECT_EQ(j["ops"]["MatMul"], 2);
+  // 2*4*8 + 8 (Add) + 8 (Relu) + 2*8*3 = 128 FLOPs per sample.
+  EXPECT_DOUBLE_EQ(j["flops_per_sample"].get<double>(), 128.0);
+}
+
+TEST_F(Cli, BenchJsonHasTheAgreedFields) {
+  Ran r = sh("bench " + model_ + " --batch 4 --threads 1 --seconds 0.2 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  for (const char* k : {"median_ms", "p90_ms", "items_per_s", "batch", "threads"}) EXPECT_TRUE(j.contains(k)) << k;
+  EXPECT_EQ(j["batch"], 4);
+  EXPECT_GT(j["items_per_s"].get<double>(), 0);
+  EXPECT_LE(j["median_ms"].get<double>(), j["p90_ms"].get<double>());
+}
+
+TEST_F(Cli, EveryCommandHasHelp) {
+  for (const char* c : {"", "run ", "inspect ", "bench "}) {
+    Ran r = sh(std::string(c) + "--help");
+    EXPECT_EQ(r.code, 0) << c;
+    EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
+  }
+}
+
+}  // namespace
+}  // namespace dlsys
