@@ -25,8 +25,9 @@ int run_run(const RunArgs& a) {
     size_t eq = spec.find('=');
     if (eq == std::string::npos) {
       if (s.graph().inputs.size() != 1)
-        return fail(fmt::format("--input '{}' needs the form NAME=FILE.npy (the model has {} inputs)", spec,
-                                s.graph().inputs.size()));
+        return fail(
+            fmt::format("--input '{}' needs the form NAME=FILE.npy (the model has {} inputs)", spec,
+                        s.graph().inputs.size()));
       name = s.graph().inputs[0].name;
       path = spec;
     } else {
@@ -43,7 +44,8 @@ int run_run(const RunArgs& a) {
   if (!st.ok()) return fail(st.message());
   std::error_code ec;
   std::filesystem::create_directories(a.output_dir, ec);
-  if (ec) return fail(fmt::format("cannot create output directory '{}': {}", a.output_dir, ec.message()));
+  if (ec)
+    return fail(fmt::format("cannot create output directory '{}': {}", a.output_dir, ec.message()));
   for (size_t i = 0; i < outputs.size(); ++i) {
     std::string name = s.graph().outputs[i].name;
     for (char& c : name)
@@ -51,8 +53,9 @@ int run_run(const RunArgs& a) {
     std::string path = (std::filesystem::path(a.output_dir) / (name + ".npy")).string();
     Status w = npy_write(path, outputs[i]);
     if (!w.ok()) return fail(w.message());
-    std::printf("%s: %s %s -> %s\n", s.graph().outputs[i].name.c_str(), dtype_name(outputs[i].dtype()),
-                shape_str(outputs[i].shape()).c_str(), path.c_str());
+    std::printf("%s: %s %s -> %s\n", s.graph().outputs[i].name.c_str(),
+                dtype_name(outputs[i].dtype()), shape_str(outputs[i].shape()).c_str(),
+                path.c_str());
   }
   return 0;
 }
@@ -61,12 +64,16 @@ int run_run(const RunArgs& a) {
 
 void add_run(CLI::App& app, int* rc) {
   auto a = std::make_shared<RunArgs>();
-  CLI::App* sub = app.add_subcommand("run", "Run a model on .npy inputs and write its outputs as .npy");
+  CLI::App* sub =
+      app.add_subcommand("run", "Run a model on .npy inputs and write its outputs as .npy");
   sub->add_option("model", a->model, "ONNX model file")->required();
-  sub->add_option("--input,-i", a->inputs, "NAME=FILE.npy for each model input (FILE.npy alone for a one-input model)")
+  sub->add_option("--input,-i", a->inputs,
+                  "NAME=FILE.npy for each model input (FILE.npy alone for a one-input model)")
       ->required();
-  sub->add_option("--output-dir,-o", a->output_dir, "Directory for <output name>.npy files")->required();
-  sub->add_option("--threads", a->threads, "Threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  sub->add_option("--output-dir,-o", a->output_dir, "Directory for <output name>.npy files")
+      ->required();
+  sub->add_option("--threads", a->threads, "Threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
   sub->callback([a, rc] { *rc = run_run(*a); });
 }
 

@@ -67,7 +67,7 @@ class Status {
 template <typename T>
 class Result {
  public:
-  Result(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : v_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : v_(std::move(status)) {}  // NOLINT: must not be OK
 
   bool ok() const { return std::holds_alternative<T>(v_); }
@@ -89,10 +89,10 @@ class Result {
 #define DLSYS_CONCAT(a, b) DLSYS_CONCAT_INNER(a, b)
 
 // Returns from the enclosing function if `expr` (a Status) is not OK.
-#define DLSYS_RETURN_IF_ERROR(expr)          \
-  do {                                       \
-    ::dlsys::Status _st = (expr);            \
-    if (!_st.ok()) return _st;               \
+#define DLSYS_RETURN_IF_ERROR(expr) \
+  do {                              \
+    ::dlsys::Status _st = (expr);   \
+    if (!_st.ok()) return _st;      \
   } while (0)
 
 // `lhs = value of expr` (a Result<T>), or returns its error from the enclosing function.

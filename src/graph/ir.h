@@ -36,8 +36,8 @@ struct Node {
 
 struct Graph {
   std::string name;
-  std::vector<Node> nodes;  // topologically sorted
-  std::vector<ValueInfo> inputs;   // excludes initializers
+  std::vector<Node> nodes;        // topologically sorted
+  std::vector<ValueInfo> inputs;  // excludes initializers
   std::vector<ValueInfo> outputs;
   std::map<std::string, Tensor> initializers;
   int opset = 0;  // default-domain opset

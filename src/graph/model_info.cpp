@@ -32,8 +32,9 @@ double node_flops(const PlannedNode& n) {
   if (op == "Reshape" || op == "Flatten" || op == "Squeeze" || op == "Unsqueeze" ||
       op == "Identity" || op == "Dropout" || op == "Shape")
     return 0;
-  if (op == "MaxPool" || op == "AveragePool" || op == "GlobalAveragePool" || op == "GlobalMaxPool" ||
-      op.rfind("Reduce", 0) == 0 || op == "Softmax" || op == "LogSoftmax" || op == "LayerNormalization")
+  if (op == "MaxPool" || op == "AveragePool" || op == "GlobalAveragePool" ||
+      op == "GlobalMaxPool" || op.rfind("Reduce", 0) == 0 || op == "Softmax" ||
+      op == "LogSoftmax" || op == "LayerNormalization")
     return static_cast<double>(shape_numel(n.input_shapes[0]));
   return out;
 }

@@ -11,7 +11,7 @@ namespace dlsys {
 
 struct ModelInfo {
   std::map<std::string, int> op_histogram;
-  int64_t parameters = 0;      // elements of floating-point initializers
+  int64_t parameters = 0;       // elements of floating-point initializers
   int64_t parameter_bytes = 0;  // bytes of all initializers
   double flops_per_sample = 0;  // multiply-add = 2 FLOPs; elementwise ops count 1 per output
   bool flops_known = false;

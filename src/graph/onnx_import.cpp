@@ -19,9 +19,10 @@ constexpr int64_t kMaxTensorElements = int64_t{1} << 36;
 Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& where) {
   std::string what = p.name().empty() ? where : fmt::format("{}: tensor '{}'", where, p.name());
   if (p.data_location() == onnx::TensorProto::EXTERNAL)
-    return Status::Unsupported("{}: external tensor data is not supported; save the model with "
-                               "the weights inside (onnx.save(model, path, save_as_external_data=False))",
-                               what);
+    return Status::Unsupported(
+        "{}: external tensor data is not supported; save the model with "
+        "the weights inside (onnx.save(model, path, save_as_external_data=False))",
+        what);
   auto dt = dtype_from_onnx(p.data_type());
   if (!dt.ok()) return dt.status().with_context(what);
   DType t = dt.value();
@@ -44,7 +45,8 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& 
   }
   auto check = [&](int64_t have) -> Status {
     if (have != n)
-      return Status::Invalid("{}: has {} values, shape {} needs {}", what, have, shape_str(shape), n);
+      return Status::Invalid("{}: has {} values, shape {} needs {}", what, have, shape_str(shape),
+                             n);
     return Status::OK();
   };
   switch (t) {
@@ -64,12 +66,14 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& 
     case DType::kU8:
     case DType::kBool:
       DLSYS_RETURN_IF_ERROR(check(p.int32_data_size()));
-      for (int64_t i = 0; i < n; ++i) out.data_as<uint8_t>()[i] = static_cast<uint8_t>(p.int32_data(i));
+      for (int64_t i = 0; i < n; ++i)
+        out.data_as<uint8_t>()[i] = static_cast<uint8_t>(p.int32_data(i));
       break;
     case DType::kF16:
     case DType::kBF16:
       DLSYS_RETURN_IF_ERROR(check(p.int32_data_size()));
-      for (int64_t i = 0; i < n; ++i) out.data_as<uint16_t>()[i] = static_cast<uint16_t>(p.int32_data(i));
+      for (int64_t i = 0; i < n; ++i)
+        out.data_as<uint16_t>()[i] = static_cast<uint16_t>(p.int32_data(i));
       break;
   }
   return out;
@@ -79,7 +83,8 @@ Result<ValueInfo> value_info_from_proto(const onnx::ValueInfoProto& v, const std
   ValueInfo vi;
   vi.name = v.name();
   if (!v.type().has_tensor_type())
-    return Status::Unsupported("{}: value '{}' is not a tensor (sequences and maps are not supported)", where, v.name());
+    return Status::Unsupported(
+        "{}: value '{}' is not a tensor (sequences and maps are not supported)", where, v.name());
   const auto& tt = v.type().tensor_type();
   auto dt = dtype_from_onnx(tt.elem_type());
   if (!dt.ok()) return dt.status().with_context(fmt::format("{}: value '{}'", where, v.name()));
@@ -88,8 +93,10 @@ Result<ValueInfo> value_info_from_proto(const onnx::ValueInfoProto& v, const std
     vi.has_shape = true;
     for (const auto& d : tt.shape().dim()) {
       Dim dim;
-      if (d.has_dim_value()) dim.value = d.dim_value();
-      else if (d.has_dim_param()) dim.param = d.dim_param();
+      if (d.has_dim_value())
+        dim.value = d.dim_value();
+      else if (d.has_dim_param())
+        dim.param = d.dim_param();
       vi.dims.push_back(dim);
     }
   }
@@ -100,20 +107,43 @@ Result<Attribute> attribute_from_proto(const onnx::AttributeProto& a, const std:
   Attribute out;
   using A = onnx::AttributeProto;
   switch (a.type()) {
-    case A::FLOAT: out.kind = Attribute::Kind::kFloat; out.f = a.f(); break;
-    case A::INT: out.kind = Attribute::Kind::kInt; out.i = a.i(); break;
-    case A::STRING: out.kind = Attribute::Kind::kString; out.s = a.s(); break;
+    case A::FLOAT:
+      out.kind = Attribute::Kind::kFloat;
+      out.f = a.f();
+      break;
+    case A::INT:
+      out.kind = Attribute::Kind::kInt;
+      out.i = a.i();
+      break;
+    case A::STRING:
+      out.kind = Attribute::Kind::kString;
+      out.s = a.s();
+      break;
     case A::TENSOR: {
       out.kind = Attribute::Kind::kTensor;
-      DLSYS_ASSIGN_OR_RETURN(out.t, tensor_from_proto(a.t(), where + ": attribute '" + a.name() + "'"));
+      DLSYS_ASSIGN_OR_RETURN(out.t,
+                             tensor_from_proto(a.t(), where + ": attribute '" + a.name() + "'"));
       break;
     }
-    case A::FLOATS: out.kind = Attribute::Kind::kFloats; out.floats.assign(a.floats().begin(), a.floats().end()); break;
-    case A::INTS: out.kind = Attribute::Kind::kInts; out.ints.assign(a.ints().begin(), a.ints().end()); break;
-    case A::STRINGS: out.kind = Attribute::Kind::kStrings; out.strings.assign(a.strings().begin(), a.strings().end()); break;
+    case A::FLOATS:
+      out.kind = Attribute::Kind::kFloats;
+      out.floats.assign(a.floats().begin(), a.floats().end());
+      break;
+    case A::INTS:
+      out.kind = Attribute::Kind::kInts;
+      out.ints.assign(a.ints().begin(), a.ints().end());
+      break;
+    case A::STRINGS:
+      out.kind = Attribute::Kind::kStrings;
+      out.strings.assign(a.strings().begin(), a.strings().end());
+      break;
     case A::GRAPH:
-    case A::GRAPHS: out.kind = Attribute::Kind::kGraph; break;
-    default: out.kind = Attribute::Kind::kOther; break;
+    case A::GRAPHS:
+      out.kind = Attribute::Kind::kGraph;
+      break;
+    default:
+      out.kind = Attribute::Kind::kOther;
+      break;
   }
   return out;
 }
@@ -122,7 +152,8 @@ Result<Attribute> attribute_from_proto(const onnx::AttributeProto& a, const std:
 
 Result<Tensor> parse_onnx_tensor(const std::string& bytes, const std::string& where) {
   onnx::TensorProto p;
-  if (!p.ParseFromString(bytes)) return Status::Invalid("{}: not a serialized ONNX TensorProto", where);
+  if (!p.ParseFromString(bytes))
+    return Status::Invalid("{}: not a serialized ONNX TensorProto", where);
   return tensor_from_proto(p, where);
 }
 
@@ -130,13 +161,18 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   onnx::ModelProto m;
   if (bytes.empty()) return Status::Invalid("'{}' is empty, not an ONNX model", where);
   if (!m.ParseFromString(bytes))
-    return Status::Invalid("'{}' is not an ONNX model: protobuf parsing failed (is the file "
-                           "truncated or of another format?)",
-                           where);
+    return Status::Invalid(
+        "'{}' is not an ONNX model: protobuf parsing failed (is the file "
+        "truncated or of another format?)",
+        where);
   if (m.ir_version() <= 0 || !m.has_graph() || m.opset_import_size() == 0)
-    return Status::Invalid("'{}' is not an ONNX model: it has no {} (export it with "
-                           "torch.onnx.export or onnx.save)",
-                           where, m.ir_version() <= 0 ? "ir_version" : !m.has_graph() ? "graph" : "opset_import");
+    return Status::Invalid(
+        "'{}' is not an ONNX model: it has no {} (export it with "
+        "torch.onnx.export or onnx.save)",
+        where,
+        m.ir_version() <= 0 ? "ir_version"
+        : !m.has_graph()    ? "graph"
+                            : "opset_import");
   Graph g;
   g.ir_version = m.ir_version();
   g.producer = m.producer_name();
@@ -160,18 +196,20 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
     } else {
       std::string list;
       for (auto& c : changed) list += (list.empty() ? "" : ", ") + c;
-      return Status::Unsupported("'{}' uses opset {} of the default ONNX domain, and these ops "
-                                 "changed between it and opset {}: {}. dlsys supports opsets {} "
-                                 "to {}: re-export with torch.onnx.export(..., opset_version=17) "
-                                 "or convert with onnx.version_converter",
-                                 where, g.opset, kMinOpset, list, kMinOpset, kMaxOpset);
+      return Status::Unsupported(
+          "'{}' uses opset {} of the default ONNX domain, and these ops "
+          "changed between it and opset {}: {}. dlsys supports opsets {} "
+          "to {}: re-export with torch.onnx.export(..., opset_version=17) "
+          "or convert with onnx.version_converter",
+          where, g.opset, kMinOpset, list, kMinOpset, kMaxOpset);
     }
   }
   if (g.opset < kMinOpset || g.opset > kMaxOpset)
-    return Status::Unsupported("'{}' uses opset {} of the default ONNX domain; dlsys supports "
-                               "opsets {} to {}: re-export with torch.onnx.export(..., "
-                               "opset_version=17) or convert with onnx.version_converter",
-                               where, g.opset, kMinOpset, kMaxOpset);
+    return Status::Unsupported(
+        "'{}' uses opset {} of the default ONNX domain; dlsys supports "
+        "opsets {} to {}: re-export with torch.onnx.export(..., "
+        "opset_version=17) or convert with onnx.version_converter",
+        where, g.opset, kMinOpset, kMaxOpset);
   try {
     onnx::checker::check_model(m);
   } catch (const std::exception& e) {
@@ -194,9 +232,10 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   if (!unsupported.empty()) {
     std::string list;
     for (auto& u : unsupported) list += (list.empty() ? "" : ", ") + u;
-    return Status::Unsupported("'{}' uses {} unsupported op{}: {}. `dlsys inspect --ops` lists "
-                               "the supported ones",
-                               where, unsupported.size(), unsupported.size() == 1 ? "" : "s", list);
+    return Status::Unsupported(
+        "'{}' uses {} unsupported op{}: {}. `dlsys inspect --ops` lists "
+        "the supported ones",
+        where, unsupported.size(), unsupported.size() == 1 ? "" : "s", list);
   }
   for (const auto& init : gp.initializer()) {
     Tensor t;
@@ -230,10 +269,11 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
     }
     const OpSchema* s = find_op(node.op_type);
     int nin = static_cast<int>(node.inputs.size()), nout = static_cast<int>(node.outputs.size());
-    if (nin < s->min_inputs || nin > s->max_inputs || nout < s->min_outputs || nout > s->max_outputs)
-      return Status::Invalid("{}: has {} inputs and {} outputs; {} takes {}-{} inputs and {}-{} outputs",
-                             nwhere, nin, nout, node.op_type, s->min_inputs, s->max_inputs,
-                             s->min_outputs, s->max_outputs);
+    if (nin < s->min_inputs || nin > s->max_inputs || nout < s->min_outputs ||
+        nout > s->max_outputs)
+      return Status::Invalid(
+          "{}: has {} inputs and {} outputs; {} takes {}-{} inputs and {}-{} outputs", nwhere, nin,
+          nout, node.op_type, s->min_inputs, s->max_inputs, s->min_outputs, s->max_outputs);
     g.nodes.push_back(std::move(node));
   }
   return g;

@@ -14,7 +14,8 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
   p.graph_ = &g;
   p.input_shapes_ = input_shapes;
   if (input_shapes.size() != g.inputs.size())
-    return Status::Invalid("the model has {} inputs, {} shapes given", g.inputs.size(), input_shapes.size());
+    return Status::Invalid("the model has {} inputs, {} shapes given", g.inputs.size(),
+                           input_shapes.size());
 
   // Count slots first so that pointers into slots_ stay valid.
   size_t nslots = g.initializers.size() + g.inputs.size();
@@ -48,7 +49,8 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
   std::vector<ValueDesc> descs;
   for (const Node& node : g.nodes) {
     const OpSchema* schema = find_op(node.op_type);
-    if (!schema) return Status::Unsupported("node '{}': op {} is not supported", node.name, node.op_type);
+    if (!schema)
+      return Status::Unsupported("node '{}': op {} is not supported", node.name, node.op_type);
     descs.assign(node.inputs.size(), ValueDesc{});
     std::vector<const ValueDesc*> in_ptrs(node.inputs.size(), nullptr);
     std::vector<int> in_ids(node.inputs.size(), -1);
@@ -57,9 +59,10 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
       if (node.inputs[i].empty()) continue;
       auto it = ids.find(node.inputs[i]);
       if (it == ids.end())
-        return Status::Invalid("node '{}' ({}) reads value '{}' that no earlier node, input or "
-                               "initializer produces (is the graph topologically sorted?)",
-                               node.name, node.op_type, node.inputs[i]);
+        return Status::Invalid(
+            "node '{}' ({}) reads value '{}' that no earlier node, input or "
+            "initializer produces (is the graph topologically sorted?)",
+            node.name, node.op_type, node.inputs[i]);
       const Slot& s = p.slots_[it->second];
       descs[i].dtype = s.tensor.dtype();
       descs[i].shape = s.tensor.shape();
@@ -70,7 +73,8 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
     }
     std::vector<bool> used(node.outputs.size());
     for (size_t i = 0; i < node.outputs.size(); ++i) used[i] = !node.outputs[i].empty();
-    BuildContext ctx(node.name, node.op_type, g.opset, node.attrs, in_ptrs, node.outputs.size(), used);
+    BuildContext ctx(node.name, node.op_type, g.opset, node.attrs, in_ptrs, node.outputs.size(),
+                     used);
     KernelPtr kernel;
     DLSYS_ASSIGN_OR_RETURN(kernel, schema->build(ctx));
 
@@ -82,8 +86,9 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
     for (size_t i = 0; i < node.outputs.size(); ++i) {
       const OutputDesc& od = ctx.outputs()[i];
       if (!od.set)
-        return Status::Internal("node '{}' ({}): output {} was not inferred (a bug in the op's build function)",
-                                node.name, node.op_type, i);
+        return Status::Internal(
+            "node '{}' ({}): output {} was not inferred (a bug in the op's build function)",
+            node.name, node.op_type, i);
       pn.output_shapes.push_back(od.shape);
       if (node.outputs[i].empty()) continue;
       int id = new_slot(node.outputs[i]);
@@ -98,12 +103,14 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
       } else if (od.alias_of_input >= 0) {
         int base = in_ids[od.alias_of_input];
         const Slot& b = p.slots_[base];
-        s.tensor = b.tensor.data() ? b.tensor.view(od.shape) : Tensor::wrap(od.dtype, od.shape, nullptr);
+        s.tensor =
+            b.tensor.data() ? b.tensor.view(od.shape) : Tensor::wrap(od.dtype, od.shape, nullptr);
         s.is_const = b.is_const;
         int root = b.alias_of >= 0 ? b.alias_of : base;
         if (!b.is_const) {
           s.alias_of = root;
-          bool root_is_input = std::find(p.input_slots_.begin(), p.input_slots_.end(), root) != p.input_slots_.end();
+          bool root_is_input =
+              std::find(p.input_slots_.begin(), p.input_slots_.end(), root) != p.input_slots_.end();
           if (root_is_input) p.input_aliases_.push_back(id);
         }
       } else {
@@ -139,7 +146,8 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
   for (const ValueInfo& o : g.outputs) {
     auto it = ids.find(o.name);
     if (it == ids.end())
-      return Status::Invalid("graph output '{}' is produced by no node, input or initializer", o.name);
+      return Status::Invalid("graph output '{}' is produced by no node, input or initializer",
+                             o.name);
     p.output_slots_.push_back(it->second);
   }
   return plan;
@@ -151,9 +159,9 @@ Status Plan::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs
   for (size_t i = 0; i < inputs.size(); ++i) {
     Tensor& t = slots_[input_slots_[i]].tensor;
     if (inputs[i].dtype() != t.dtype() || inputs[i].shape() != t.shape())
-      return Status::Invalid("input '{}': plan was built for {} {}, got {} {}", graph_->inputs[i].name,
-                             dtype_name(t.dtype()), shape_str(t.shape()), dtype_name(inputs[i].dtype()),
-                             shape_str(inputs[i].shape()));
+      return Status::Invalid("input '{}': plan was built for {} {}, got {} {}",
+                             graph_->inputs[i].name, dtype_name(t.dtype()), shape_str(t.shape()),
+                             dtype_name(inputs[i].dtype()), shape_str(inputs[i].shape()));
     if (slots_[input_slots_[i]].is_const) {
       if (std::memcmp(t.data(), inputs[i].data(), t.nbytes()) != 0)
         return Status::Invalid("input '{}': plan was specialized on another value of this input",
@@ -162,7 +170,8 @@ Status Plan::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs
     }
     t.reset_data(inputs[i].data());
   }
-  for (int id : input_aliases_) slots_[id].tensor.reset_data(slots_[slots_[id].alias_of].tensor.data());
+  for (int id : input_aliases_)
+    slots_[id].tensor.reset_data(slots_[slots_[id].alias_of].tensor.data());
   for (Step& s : steps_) {
     Status st = s.kernel->run(s.in.data(), s.out.data());
     if (!st.ok()) return st;

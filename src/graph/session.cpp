@@ -23,7 +23,8 @@ void Session::apply_threads() const {
 static std::string input_list(const Graph& g) {
   std::string s;
   for (const auto& v : g.inputs)
-    s += fmt::format("{}{} ({} {})", s.empty() ? "" : ", ", v.name, dtype_name(v.dtype), dims_str(v));
+    s += fmt::format("{}{} ({} {})", s.empty() ? "" : ", ", v.name, dtype_name(v.dtype),
+                     dims_str(v));
   return s;
 }
 
@@ -31,7 +32,9 @@ Result<std::vector<Tensor>> Session::bind_inputs(const std::map<std::string, Ten
   for (const auto& [name, t] : named) {
     bool known = false;
     for (const auto& v : graph_.inputs) known = known || v.name == name;
-    if (!known) return Status::NotFound("the model has no input '{}'; its inputs are: {}", name, input_list(graph_));
+    if (!known)
+      return Status::NotFound("the model has no input '{}'; its inputs are: {}", name,
+                              input_list(graph_));
   }
   std::vector<Tensor> out;
   std::map<std::string, int64_t> symbols;
@@ -42,7 +45,8 @@ Result<std::vector<Tensor>> Session::bind_inputs(const std::map<std::string, Ten
                              dtype_name(v.dtype), dims_str(v), input_list(graph_));
     const Tensor& t = it->second;
     if (t.dtype() != v.dtype)
-      return Status::Invalid("input '{}': expected dtype {}, got {}", v.name, dtype_name(v.dtype), dtype_name(t.dtype()));
+      return Status::Invalid("input '{}': expected dtype {}, got {}", v.name, dtype_name(v.dtype),
+                             dtype_name(t.dtype()));
     if (v.has_shape) {
       if (t.shape().size() != v.dims.size())
         return Status::Invalid("input '{}': expected shape {} (rank {}), got {} (rank {})", v.name,
@@ -51,13 +55,14 @@ Result<std::vector<Tensor>> Session::bind_inputs(const std::map<std::string, Ten
         const Dim& dim = v.dims[d];
         int64_t got = t.shape()[d];
         if (dim.fixed() && dim.value != got)
-          return Status::Invalid("input '{}': expected shape {}, got {} (dimension {} must be {})", v.name,
-                                 dims_str(v), shape_str(t.shape()), d, dim.value);
+          return Status::Invalid("input '{}': expected shape {}, got {} (dimension {} must be {})",
+                                 v.name, dims_str(v), shape_str(t.shape()), d, dim.value);
         if (!dim.fixed() && !dim.param.empty()) {
           auto [sit, fresh] = symbols.emplace(dim.param, got);
           if (!fresh && sit->second != got)
-            return Status::Invalid("input '{}': dimension {} ('{}') is {} but another input set '{}' to {}",
-                                   v.name, d, dim.param, got, dim.param, sit->second);
+            return Status::Invalid(
+                "input '{}': dimension {} ('{}') is {} but another input set '{}' to {}", v.name, d,
+                dim.param, got, dim.param, sit->second);
         }
       }
     }
@@ -130,8 +135,8 @@ Status Session::run(const std::map<std::string, Tensor>& inputs, std::vector<Ten
   return plan->run(bound, outputs);
 }
 
-Result<std::vector<Shape>> Session::concrete_input_shapes(const std::map<std::string, int64_t>& dims,
-                                                          int64_t batch) const {
+Result<std::vector<Shape>> Session::concrete_input_shapes(
+    const std::map<std::string, int64_t>& dims, int64_t batch) const {
   std::vector<Shape> out;
   for (const auto& v : graph_.inputs) {
     if (!v.has_shape)
@@ -140,12 +145,16 @@ Result<std::vector<Shape>> Session::concrete_input_shapes(const std::map<std::st
     for (size_t i = 0; i < v.dims.size(); ++i) {
       const Dim& d = v.dims[i];
       auto it = dims.find(d.param);
-      if (d.fixed()) s.push_back(d.value);
-      else if (!d.param.empty() && it != dims.end()) s.push_back(it->second);
-      else if (i == 0) s.push_back(batch);
+      if (d.fixed())
+        s.push_back(d.value);
+      else if (!d.param.empty() && it != dims.end())
+        s.push_back(it->second);
+      else if (i == 0)
+        s.push_back(batch);
       else
-        return Status::Invalid("input '{}' dimension {} ('{}') is symbolic: give its size with --dim {}=N",
-                               v.name, i, d.param.empty() ? "?" : d.param, d.param.empty() ? "NAME" : d.param);
+        return Status::Invalid(
+            "input '{}' dimension {} ('{}') is symbolic: give its size with --dim {}=N", v.name, i,
+            d.param.empty() ? "?" : d.param, d.param.empty() ? "NAME" : d.param);
     }
     out.push_back(s);
   }

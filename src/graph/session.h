@@ -52,7 +52,7 @@ class Session {
   Graph graph_;
   SessionOptions opts_;
   std::mutex mu_;
-  bool specialize_values_ = false;  // learned on the first plan that needed it
+  bool specialize_values_ = false;                      // learned on the first plan that needed it
   std::map<std::string, std::unique_ptr<Plan>> plans_;  // key: shapes (+ fixed input values)
 };
 

@@ -11,52 +11,90 @@
 namespace dlsys {
 namespace {
 
-enum class Bin { kAdd, kSub, kMul, kDiv, kPow, kEq, kLt, kGt, kLe, kGe, kAnd, kOr, kXor, kPRelu, kMax, kMin };
+enum class Bin {
+  kAdd,
+  kSub,
+  kMul,
+  kDiv,
+  kPow,
+  kEq,
+  kLt,
+  kGt,
+  kLe,
+  kGe,
+  kAnd,
+  kOr,
+  kXor,
+  kPRelu,
+  kMax,
+  kMin
+};
 
 bool is_compare(Bin op) {
   return op == Bin::kEq || op == Bin::kLt || op == Bin::kGt || op == Bin::kLe || op == Bin::kGe;
 }
-bool is_logic(Bin op) { return op == Bin::kAnd || op == Bin::kOr || op == Bin::kXor; }
+bool is_logic(Bin op) {
+  return op == Bin::kAnd || op == Bin::kOr || op == Bin::kXor;
+}
 
 template <typename T>
 T apply_arith(Bin op, T a, T b) {
   switch (op) {
-    case Bin::kAdd: return static_cast<T>(a + b);
-    case Bin::kSub: return static_cast<T>(a - b);
-    case Bin::kMul: return static_cast<T>(a * b);
+    case Bin::kAdd:
+      return static_cast<T>(a + b);
+    case Bin::kSub:
+      return static_cast<T>(a - b);
+    case Bin::kMul:
+      return static_cast<T>(a * b);
     case Bin::kDiv:
       if constexpr (std::is_integral_v<T>) {
         return b == 0 ? T(0) : static_cast<T>(a / b);
       } else {
         return a / b;
       }
-    case Bin::kPRelu: return a < 0 ? static_cast<T>(a * b) : a;
-    case Bin::kMax: return a > b ? a : b;
-    case Bin::kMin: return a < b ? a : b;
-    default: return T(0);
+    case Bin::kPRelu:
+      return a < 0 ? static_cast<T>(a * b) : a;
+    case Bin::kMax:
+      return a > b ? a : b;
+    case Bin::kMin:
+      return a < b ? a : b;
+    default:
+      return T(0);
   }
 }
 
 template <typename T>
 uint8_t apply_compare(Bin op, T a, T b) {
   switch (op) {
-    case Bin::kEq: return a == b;
-    case Bin::kLt: return a < b;
-    case Bin::kGt: return a > b;
-    case Bin::kLe: return a <= b;
-    case Bin::kGe: return a >= b;
-    default: return 0;
+    case Bin::kEq:
+      return a == b;
+    case Bin::kLt:
+      return a < b;
+    case Bin::kGt:
+      return a > b;
+    case Bin::kLe:
+      return a <= b;
+    case Bin::kGe:
+      return a >= b;
+    default:
+      return 0;
   }
 }
 
 double load_f64(const void* p, DType t, int64_t i) {
   switch (t) {
-    case DType::kF32: return static_cast<const float*>(p)[i];
-    case DType::kI32: return static_cast<const int32_t*>(p)[i];
-    case DType::kI64: return static_cast<double>(static_cast<const int64_t*>(p)[i]);
-    case DType::kI8: return static_cast<const int8_t*>(p)[i];
-    case DType::kU8: return static_cast<const uint8_t*>(p)[i];
-    default: return 0;
+    case DType::kF32:
+      return static_cast<const float*>(p)[i];
+    case DType::kI32:
+      return static_cast<const int32_t*>(p)[i];
+    case DType::kI64:
+      return static_cast<double>(static_cast<const int64_t*>(p)[i]);
+    case DType::kI8:
+      return static_cast<const int8_t*>(p)[i];
+    case DType::kU8:
+      return static_cast<const uint8_t*>(p)[i];
+    default:
+      return 0;
   }
 }
 
@@ -65,13 +103,30 @@ KernelPtr try_dnnl_binary(BuildContext& ctx, Bin op, const Shape& out) {
   dnnl::algorithm a;
   bool commutative = false;
   switch (op) {
-    case Bin::kAdd: a = dnnl::algorithm::binary_add; commutative = true; break;
-    case Bin::kMul: a = dnnl::algorithm::binary_mul; commutative = true; break;
-    case Bin::kSub: a = dnnl::algorithm::binary_sub; break;
-    case Bin::kDiv: a = dnnl::algorithm::binary_div; break;
-    case Bin::kMax: a = dnnl::algorithm::binary_max; commutative = true; break;
-    case Bin::kMin: a = dnnl::algorithm::binary_min; commutative = true; break;
-    default: return nullptr;
+    case Bin::kAdd:
+      a = dnnl::algorithm::binary_add;
+      commutative = true;
+      break;
+    case Bin::kMul:
+      a = dnnl::algorithm::binary_mul;
+      commutative = true;
+      break;
+    case Bin::kSub:
+      a = dnnl::algorithm::binary_sub;
+      break;
+    case Bin::kDiv:
+      a = dnnl::algorithm::binary_div;
+      break;
+    case Bin::kMax:
+      a = dnnl::algorithm::binary_max;
+      commutative = true;
+      break;
+    case Bin::kMin:
+      a = dnnl::algorithm::binary_min;
+      commutative = true;
+      break;
+    default:
+      return nullptr;
   }
   auto padded = [&](const Shape& s) {
     Shape p(out.size() - s.size(), 1);
@@ -145,12 +200,12 @@ Result<KernelPtr> build_binary(BuildContext& ctx, Bin op) {
         const T* a = in[0]->data_as<T>();
         T* y = o[0]->data_as<T>();
         if (square) {
-          broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
-            y[i] = a[off[0]] * a[off[0]];
-          });
+          broadcast_for_each(out, st,
+                             [&](int64_t i, const int64_t* off) { y[i] = a[off[0]] * a[off[0]]; });
         } else {
           broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
-            y[i] = static_cast<T>(std::pow(static_cast<double>(a[off[0]]), load_f64(b, tb, off[1])));
+            y[i] =
+                static_cast<T>(std::pow(static_cast<double>(a[off[0]]), load_f64(b, tb, off[1])));
           });
         }
       });

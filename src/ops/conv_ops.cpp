@@ -138,7 +138,8 @@ Result<KernelPtr> build_conv(BuildContext& ctx) {
       a.pad_end[i] = total - a.pad_begin[i];
     }
     int64_t o = (in + a.pad_begin[i] + a.pad_end[i] - ext) / s + 1;
-    if (o < 1) return ctx.error("output would be empty: input {} is smaller than the kernel", shape_str(x));
+    if (o < 1)
+      return ctx.error("output would be empty: input {} is smaller than the kernel", shape_str(x));
     out.push_back(o);
   }
   ctx.set_output(0, DType::kF32, out);
@@ -164,15 +165,16 @@ Result<KernelPtr> build_conv(BuildContext& ctx) {
     auto d = has_bias ? dnnl::convolution_forward::desc(
                             dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
                             src_any, wei_any, bias_md, dst_any, sd, dil, pl, pr)
-                      : dnnl::convolution_forward::desc(
-                            dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                            src_any, wei_any, dst_any, sd, dil, pl, pr);
+                      : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                        dnnl::algorithm::convolution_direct,
+                                                        src_any, wei_any, dst_any, sd, dil, pl, pr);
     dnnl::convolution_forward::primitive_desc pd(d, dnnl_engine());
     st->call.prim = dnnl::convolution_forward(pd);
     Status s = finish_conv(ctx, pd, src_plain, wei_plain, dst_plain, has_bias, bias_md, st.get());
     (void)s;
   }));
-  return make_kernel([st](const Tensor* const* in, Tensor* const* out) { return run_conv(*st, in, out); });
+  return make_kernel(
+      [st](const Tensor* const* in, Tensor* const* out) { return run_conv(*st, in, out); });
 }
 
 Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
@@ -191,19 +193,23 @@ Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
   SpatialAttrs a;
   DLSYS_RETURN_IF_ERROR(read_spatial(ctx, nsp, Shape(w.begin() + 2, w.end()), &a));
   std::vector<int64_t> opad = ctx.has_attr("output_padding") ? ctx.attr_ints("output_padding")
-                                                              : std::vector<int64_t>(nsp, 0);
+                                                             : std::vector<int64_t>(nsp, 0);
   std::vector<int64_t> oshape = ctx.attr_ints("output_shape");
   if (opad.size() != nsp) return ctx.error("output_padding needs {} values", nsp);
   if (!oshape.empty() && oshape.size() != nsp) {
-    if (oshape.size() == nsp + 2) oshape.erase(oshape.begin(), oshape.begin() + 2);
-    else return ctx.error("output_shape needs {} values", nsp);
+    if (oshape.size() == nsp + 2)
+      oshape.erase(oshape.begin(), oshape.begin() + 2);
+    else
+      return ctx.error("output_shape needs {} values", nsp);
   }
   Shape out = {N, M};
   for (size_t i = 0; i < nsp; ++i) {
     int64_t in = x[2 + i], ext = (a.kernel[i] - 1) * a.dilations[i] + 1, s = a.strides[i];
     int64_t target = -1;
-    if (!oshape.empty()) target = oshape[i];
-    else if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER") target = in * s;
+    if (!oshape.empty())
+      target = oshape[i];
+    else if (a.auto_pad == "SAME_UPPER" || a.auto_pad == "SAME_LOWER")
+      target = in * s;
     if (a.auto_pad == "VALID") a.pad_begin[i] = a.pad_end[i] = 0;
     if (target >= 0) {
       int64_t total = s * (in - 1) + opad[i] + ext - target;
@@ -253,18 +259,19 @@ Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
     dims pl(a.pad_begin.begin(), a.pad_begin.end()), pr;
     for (size_t i = 0; i < nsp; ++i) pr.push_back(a.pad_end[i] - opad[i]);
     auto d = has_bias
-                 ? dnnl::deconvolution_forward::desc(
-                       dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
-                       src_any, wei_any, bias_md, dst_any, sd, dil, pl, pr)
-                 : dnnl::deconvolution_forward::desc(
-                       dnnl::prop_kind::forward_inference, dnnl::algorithm::deconvolution_direct,
-                       src_any, wei_any, dst_any, sd, dil, pl, pr);
+                 ? dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                     dnnl::algorithm::deconvolution_direct, src_any,
+                                                     wei_any, bias_md, dst_any, sd, dil, pl, pr)
+                 : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                                     dnnl::algorithm::deconvolution_direct, src_any,
+                                                     wei_any, dst_any, sd, dil, pl, pr);
     dnnl::deconvolution_forward::primitive_desc pd(d, dnnl_engine());
     st->call.prim = dnnl::deconvolution_forward(pd);
     Status s = finish_conv(ctx, pd, src_plain, wei_plain, dst_plain, has_bias, bias_md, st.get());
     (void)s;
   }));
-  return make_kernel([st](const Tensor* const* in, Tensor* const* out) { return run_conv(*st, in, out); });
+  return make_kernel(
+      [st](const Tensor* const* in, Tensor* const* out) { return run_conv(*st, in, out); });
 }
 
 }  // namespace

@@ -6,58 +6,58 @@
 #include "tensor/dtype.h"
 
 // Numeric types whose arithmetic is native in C++ (f32, i8, u8, i32, i64).
-#define DLSYS_DISPATCH_NUMERIC(dtype, T, ...)         \
-  switch (dtype) {                                    \
-    case ::dlsys::DType::kF32: {                      \
-      using T = float;                                \
-      __VA_ARGS__;                                    \
-      break;                                          \
-    }                                                 \
-    case ::dlsys::DType::kI32: {                      \
-      using T = int32_t;                              \
-      __VA_ARGS__;                                    \
-      break;                                          \
-    }                                                 \
-    case ::dlsys::DType::kI64: {                      \
-      using T = int64_t;                              \
-      __VA_ARGS__;                                    \
-      break;                                          \
-    }                                                 \
-    case ::dlsys::DType::kI8: {                       \
-      using T = int8_t;                               \
-      __VA_ARGS__;                                    \
-      break;                                          \
-    }                                                 \
-    case ::dlsys::DType::kU8: {                       \
-      using T = uint8_t;                              \
-      __VA_ARGS__;                                    \
-      break;                                          \
-    }                                                 \
-    default:                                          \
-      break;                                          \
+#define DLSYS_DISPATCH_NUMERIC(dtype, T, ...) \
+  switch (dtype) {                            \
+    case ::dlsys::DType::kF32: {              \
+      using T = float;                        \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kI32: {              \
+      using T = int32_t;                      \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kI64: {              \
+      using T = int64_t;                      \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kI8: {               \
+      using T = int8_t;                       \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kU8: {               \
+      using T = uint8_t;                      \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    default:                                  \
+      break;                                  \
   }
 
 // Any dtype, by element size only (for copies, gathers and transposes).
-#define DLSYS_DISPATCH_BYTES(dtype, T, ...)         \
-  switch (::dlsys::dtype_size(dtype)) {             \
-    case 1: {                                       \
-      using T = uint8_t;                            \
-      __VA_ARGS__;                                  \
-      break;                                        \
-    }                                               \
-    case 2: {                                       \
-      using T = uint16_t;                           \
-      __VA_ARGS__;                                  \
-      break;                                        \
-    }                                               \
-    case 4: {                                       \
-      using T = uint32_t;                           \
-      __VA_ARGS__;                                  \
-      break;                                        \
-    }                                               \
-    default: {                                      \
-      using T = uint64_t;                           \
-      __VA_ARGS__;                                  \
-      break;                                        \
-    }                                               \
+#define DLSYS_DISPATCH_BYTES(dtype, T, ...) \
+  switch (::dlsys::dtype_size(dtype)) {     \
+    case 1: {                               \
+      using T = uint8_t;                    \
+      __VA_ARGS__;                          \
+      break;                                \
+    }                                       \
+    case 2: {                               \
+      using T = uint16_t;                   \
+      __VA_ARGS__;                          \
+      break;                                \
+    }                                       \
+    case 4: {                               \
+      using T = uint32_t;                   \
+      __VA_ARGS__;                          \
+      break;                                \
+    }                                       \
+    default: {                              \
+      using T = uint64_t;                   \
+      __VA_ARGS__;                          \
+      break;                                \
+    }                                       \
   }

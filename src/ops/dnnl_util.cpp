@@ -6,25 +6,36 @@ using dt = dnnl::memory::data_type;
 
 dnnl::memory::data_type to_dnnl(DType t) {
   switch (t) {
-    case DType::kF32: return dt::f32;
-    case DType::kBF16: return dt::bf16;
-    case DType::kF16: return dt::f16;
-    case DType::kI8: return dt::s8;
-    case DType::kU8: return dt::u8;
-    case DType::kBool: return dt::u8;
-    case DType::kI32: return dt::s32;
-    case DType::kI64: return dt::undef;
+    case DType::kF32:
+      return dt::f32;
+    case DType::kBF16:
+      return dt::bf16;
+    case DType::kF16:
+      return dt::f16;
+    case DType::kI8:
+      return dt::s8;
+    case DType::kU8:
+      return dt::u8;
+    case DType::kBool:
+      return dt::u8;
+    case DType::kI32:
+      return dt::s32;
+    case DType::kI64:
+      return dt::undef;
   }
   return dt::undef;
 }
 
-bool dnnl_has(DType t) { return t != DType::kI64; }
+bool dnnl_has(DType t) {
+  return t != DType::kI64;
+}
 
 dnnl::memory::desc plain_md(const Shape& s, DType t) {
   dnnl::memory::dims dims(s.begin(), s.end());
   if (dims.empty()) dims = {1};
   dnnl::memory::dims strides(dims.size(), 1);
-  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i) strides[i] = strides[i + 1] * dims[i + 1];
+  for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i)
+    strides[i] = strides[i + 1] * dims[i + 1];
   return dnnl::memory::desc(dims, to_dnnl(t), strides);
 }
 

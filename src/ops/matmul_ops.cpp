@@ -10,7 +10,8 @@ Result<KernelPtr> build_matmul(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kF32}));
   Shape a = ctx.in_shape(0), b = ctx.in_shape(1);
-  if (a.empty() || b.empty()) return ctx.error("inputs must have rank >= 1, got {} and {}", shape_str(a), shape_str(b));
+  if (a.empty() || b.empty())
+    return ctx.error("inputs must have rank >= 1, got {} and {}", shape_str(a), shape_str(b));
   bool a_vec = a.size() == 1, b_vec = b.size() == 1;
   if (a_vec) a.insert(a.begin(), 1);
   if (b_vec) b.push_back(1);
@@ -93,7 +94,8 @@ Result<KernelPtr> build_gemm(BuildContext& ctx) {
     const float* c = ctx.in_value(2)->data_as<float>();
     for (int64_t i = 0; i < bias.numel(); ++i) bias.data_as<float>()[i] = c[i] * beta / alpha;
   }
-  if (M == 0 || N == 0) return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
+  if (M == 0 || N == 0)
+    return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
   auto call = std::make_shared<DnnlCall>();
   bool use_bias = bias.valid() && bias.numel() > 0;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
@@ -102,8 +104,10 @@ Result<KernelPtr> build_gemm(BuildContext& ctx) {
     auto mdc = plain_md(out, DType::kF32);
     dnnl::primitive_attr attr;
     if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-    dnnl::memory::desc mdbias = use_bias ? plain_md(bias.shape(), DType::kF32) : dnnl::memory::desc();
-    auto d = use_bias ? dnnl::matmul::desc(mda, mdb, mdbias, mdc) : dnnl::matmul::desc(mda, mdb, mdc);
+    dnnl::memory::desc mdbias =
+        use_bias ? plain_md(bias.shape(), DType::kF32) : dnnl::memory::desc();
+    auto d =
+        use_bias ? dnnl::matmul::desc(mda, mdb, mdbias, mdc) : dnnl::matmul::desc(mda, mdb, mdc);
     call->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, attr, dnnl_engine()));
     call->add(DNNL_ARG_SRC, mda);
     call->add(DNNL_ARG_WEIGHTS, mdb);
@@ -112,21 +116,21 @@ Result<KernelPtr> build_gemm(BuildContext& ctx) {
   }));
   bool runtime_c = has_c && !use_bias;
   std::vector<int64_t> cst = runtime_c ? broadcast_strides(cs, out) : std::vector<int64_t>{};
-  return make_kernel([call, bias, use_bias, runtime_c, cst, beta, N](const Tensor* const* in,
-                                                                     Tensor* const* o) {
-    call->bind(DNNL_ARG_SRC, in[0]->data());
-    call->bind(DNNL_ARG_WEIGHTS, in[1]->data());
-    call->bind(DNNL_ARG_DST, o[0]->data());
-    if (use_bias) call->bind(DNNL_ARG_BIAS, bias.data());
-    call->exec();
-    if (runtime_c) {
-      float* y = o[0]->data_as<float>();
-      const float* c = in[2]->data_as<float>();
-      int64_t n = o[0]->numel();
-      for (int64_t i = 0; i < n; ++i) y[i] += beta * c[(i / N) * cst[0] + (i % N) * cst[1]];
-    }
-    return Status::OK();
-  });
+  return make_kernel(
+      [call, bias, use_bias, runtime_c, cst, beta, N](const Tensor* const* in, Tensor* const* o) {
+        call->bind(DNNL_ARG_SRC, in[0]->data());
+        call->bind(DNNL_ARG_WEIGHTS, in[1]->data());
+        call->bind(DNNL_ARG_DST, o[0]->data());
+        if (use_bias) call->bind(DNNL_ARG_BIAS, bias.data());
+        call->exec();
+        if (runtime_c) {
+          float* y = o[0]->data_as<float>();
+          const float* c = in[2]->data_as<float>();
+          int64_t n = o[0]->numel();
+          for (int64_t i = 0; i < n; ++i) y[i] += beta * c[(i / N) * cst[0] + (i % N) * cst[1]];
+        }
+        return Status::OK();
+      });
 }
 
 }  // namespace

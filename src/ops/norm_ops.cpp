@@ -21,7 +21,8 @@ Result<KernelPtr> build_batch_norm(BuildContext& ctx) {
       return ctx.error("input {} has shape {}, expected [{}]", i, shape_str(ctx.in_shape(i)), C);
   float eps = ctx.attr_float("epsilon", 1e-5f);
   ctx.set_output(0, DType::kF32, x);
-  if (shape_numel(x) == 0) return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
+  if (shape_numel(x) == 0)
+    return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
   // oneDNN wants at least 3 dims for a spatial batch norm of rank-2 data: view [N, C] as [N, C, 1].
   Shape xv = x;
   if (xv.size() == 2) xv.push_back(1);
@@ -29,9 +30,10 @@ Result<KernelPtr> build_batch_norm(BuildContext& ctx) {
   auto cmd = plain_md({C}, DType::kF32);
   auto call = std::make_shared<DnnlCall>();
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    auto flags = dnnl::normalization_flags::use_global_stats | dnnl::normalization_flags::use_scale |
-                 dnnl::normalization_flags::use_shift;
-    auto d = dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps, flags);
+    auto flags = dnnl::normalization_flags::use_global_stats |
+                 dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
+    auto d =
+        dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps, flags);
     call->prim = dnnl::batch_normalization_forward(
         dnnl::batch_normalization_forward::primitive_desc(d, dnnl_engine()));
     call->add(DNNL_ARG_SRC, md);
@@ -58,7 +60,8 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
     if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
   const Shape& x = ctx.in_shape(0);
   int64_t axis = normalize_axis(ctx.attr_int("axis", -1), static_cast<int64_t>(x.size()));
-  if (axis < 0) return ctx.error("axis {} is out of range for X {}", ctx.attr_int("axis", -1), shape_str(x));
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for X {}", ctx.attr_int("axis", -1), shape_str(x));
   float eps = ctx.attr_float("epsilon", 1e-5f);
   Shape norm_shape(x.begin() + axis, x.end());
   int64_t inner = shape_numel(norm_shape), outer = shape_numel(x) / std::max<int64_t>(inner, 1);
@@ -85,7 +88,8 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
     DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
       auto flags = dnnl::normalization_flags::use_scale;
       if (has_bias) flags = flags | dnnl::normalization_flags::use_shift;
-      auto d = dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps, flags);
+      auto d = dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps,
+                                                       flags);
       call->prim = dnnl::layer_normalization_forward(
           dnnl::layer_normalization_forward::primitive_desc(d, dnnl_engine()));
       call->add(DNNL_ARG_SRC, md);
@@ -104,8 +108,8 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
   }
   // Plain loop: statistics in double, scale and bias broadcast over the normalized shape.
   std::vector<int64_t> sst = broadcast_strides(ctx.in_shape(1), norm_shape);
-  std::vector<int64_t> bst = ctx.has_input(2) ? broadcast_strides(ctx.in_shape(2), norm_shape)
-                                              : std::vector<int64_t>{};
+  std::vector<int64_t> bst =
+      ctx.has_input(2) ? broadcast_strides(ctx.in_shape(2), norm_shape) : std::vector<int64_t>{};
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     const float* X = in[0]->data_as<float>();
     const float* S = in[1]->data_as<float>();
@@ -134,7 +138,8 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
       for (int64_t j = 0; j < inner; ++j) sq += (xr[j] - mean) * (xr[j] - mean);
       double inv = 1.0 / std::sqrt(sq / inner + eps);
       for (int64_t j = 0; j < inner; ++j)
-        Y[r * inner + j] = static_cast<float>((xr[j] - mean) * inv * S[sidx[j]] + (B ? B[bidx[j]] : 0.f));
+        Y[r * inner + j] =
+            static_cast<float>((xr[j] - mean) * inv * S[sidx[j]] + (B ? B[bidx[j]] : 0.f));
       if (mean_out) mean_out[r] = static_cast<float>(mean);
       if (inv_out) inv_out[r] = static_cast<float>(inv);
     }

@@ -39,8 +39,12 @@ static const OpRegistry& registry() {
   return r;
 }
 
-const OpSchema* find_op(const std::string& op_type) { return registry().find(op_type); }
-std::vector<std::string> supported_ops() { return registry().names(); }
+const OpSchema* find_op(const std::string& op_type) {
+  return registry().find(op_type);
+}
+std::vector<std::string> supported_ops() {
+  return registry().names();
+}
 
 // ---- BuildContext -------------------------------------------------------------------------
 

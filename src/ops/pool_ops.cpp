@@ -27,7 +27,9 @@ Result<KernelPtr> make_pool(BuildContext& ctx, dnnl::algorithm alg, const Shape&
   }));
   Tensor ws;
   if (call->args.count(DNNL_ARG_WORKSPACE))
-    ws = Tensor::empty(DType::kU8, {static_cast<int64_t>(call->args.at(DNNL_ARG_WORKSPACE).get_desc().get_size())});
+    ws = Tensor::empty(
+        DType::kU8,
+        {static_cast<int64_t>(call->args.at(DNNL_ARG_WORKSPACE).get_desc().get_size())});
   return make_kernel([call, ws](const Tensor* const* in, Tensor* const* o) {
     call->bind(DNNL_ARG_SRC, in[0]->data());
     call->bind(DNNL_ARG_DST, o[0]->data());
@@ -45,9 +47,12 @@ Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
   size_t nsp = x.size() - 2;
   std::vector<int64_t> k = ctx.attr_ints("kernel_shape");
   if (k.size() != nsp) return ctx.error("kernel_shape needs {} values, got {}", nsp, k.size());
-  std::vector<int64_t> s = ctx.has_attr("strides") ? ctx.attr_ints("strides") : std::vector<int64_t>(nsp, 1);
-  std::vector<int64_t> d = ctx.has_attr("dilations") ? ctx.attr_ints("dilations") : std::vector<int64_t>(nsp, 1);
-  std::vector<int64_t> pads = ctx.has_attr("pads") ? ctx.attr_ints("pads") : std::vector<int64_t>(2 * nsp, 0);
+  std::vector<int64_t> s =
+      ctx.has_attr("strides") ? ctx.attr_ints("strides") : std::vector<int64_t>(nsp, 1);
+  std::vector<int64_t> d =
+      ctx.has_attr("dilations") ? ctx.attr_ints("dilations") : std::vector<int64_t>(nsp, 1);
+  std::vector<int64_t> pads =
+      ctx.has_attr("pads") ? ctx.attr_ints("pads") : std::vector<int64_t>(2 * nsp, 0);
   if (s.size() != nsp || d.size() != nsp || pads.size() != 2 * nsp)
     return ctx.error("strides/dilations need {} values and pads {}", nsp, 2 * nsp);
   std::string auto_pad = ctx.attr_string("auto_pad", "NOTSET");
@@ -56,7 +61,8 @@ Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
   Shape out = {x[0], x[1]};
   dims pl(nsp), pr(nsp), dil(nsp);
   for (size_t i = 0; i < nsp; ++i) {
-    if (k[i] < 1 || s[i] < 1 || d[i] < 1) return ctx.error("kernel, strides, dilations must be >= 1");
+    if (k[i] < 1 || s[i] < 1 || d[i] < 1)
+      return ctx.error("kernel, strides, dilations must be >= 1");
     int64_t in = x[2 + i], ext = (k[i] - 1) * d[i] + 1;
     int64_t pb = pads[i], pe = pads[nsp + i];
     int64_t o;
@@ -80,7 +86,8 @@ Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
   dnnl::algorithm alg = is_max ? dnnl::algorithm::pooling_max
                                : (include_pad ? dnnl::algorithm::pooling_avg_include_padding
                                               : dnnl::algorithm::pooling_avg_exclude_padding);
-  return make_pool(ctx, alg, x, out, dims(k.begin(), k.end()), dims(s.begin(), s.end()), dil, pl, pr);
+  return make_pool(ctx, alg, x, out, dims(k.begin(), k.end()), dims(s.begin(), s.end()), dil, pl,
+                   pr);
 }
 
 Result<KernelPtr> build_global_pool(BuildContext& ctx, bool is_max) {
@@ -94,8 +101,9 @@ Result<KernelPtr> build_global_pool(BuildContext& ctx, bool is_max) {
     out.push_back(1);
     k.push_back(x[2 + i]);
   }
-  return make_pool(ctx, is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding,
-                   x, out, k, ones, zeros, zeros, zeros);
+  return make_pool(
+      ctx, is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding, x,
+      out, k, ones, zeros, zeros, zeros);
 }
 
 }  // namespace
@@ -104,7 +112,8 @@ void register_pool_ops(OpRegistry& r) {
   r.add("MaxPool", 1, 1, 1, 2, [](BuildContext& c) { return build_pool(c, true); });
   r.add("AveragePool", 1, 1, 1, 1, [](BuildContext& c) { return build_pool(c, false); });
   r.add("GlobalMaxPool", 1, 1, 1, 1, [](BuildContext& c) { return build_global_pool(c, true); });
-  r.add("GlobalAveragePool", 1, 1, 1, 1, [](BuildContext& c) { return build_global_pool(c, false); });
+  r.add("GlobalAveragePool", 1, 1, 1, 1,
+        [](BuildContext& c) { return build_global_pool(c, false); });
 }
 
 }  // namespace dlsys

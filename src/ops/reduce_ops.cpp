@@ -44,8 +44,10 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   Shape keep, out;
   for (int64_t i = 0; i < rank; ++i) {
     keep.push_back(reduced[i] ? 1 : x[i]);
-    if (!reduced[i]) out.push_back(x[i]);
-    else if (keepdims) out.push_back(1);
+    if (!reduced[i])
+      out.push_back(x[i]);
+    else if (keepdims)
+      out.push_back(1);
   }
   DType t = ctx.in_dtype(0);
   ctx.set_output(0, t, out);
@@ -53,12 +55,24 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   if (t == DType::kF32 && n_in > 0 && keep != x) {
     dnnl::algorithm a;
     switch (op) {
-      case Red::kMean: a = dnnl::algorithm::reduction_mean; break;
-      case Red::kSum: a = dnnl::algorithm::reduction_sum; break;
-      case Red::kMax: a = dnnl::algorithm::reduction_max; break;
-      case Red::kMin: a = dnnl::algorithm::reduction_min; break;
-      case Red::kProd: a = dnnl::algorithm::reduction_mul; break;
-      case Red::kSumSquare: a = dnnl::algorithm::reduction_norm_lp_power_p_sum; break;
+      case Red::kMean:
+        a = dnnl::algorithm::reduction_mean;
+        break;
+      case Red::kSum:
+        a = dnnl::algorithm::reduction_sum;
+        break;
+      case Red::kMax:
+        a = dnnl::algorithm::reduction_max;
+        break;
+      case Red::kMin:
+        a = dnnl::algorithm::reduction_min;
+        break;
+      case Red::kProd:
+        a = dnnl::algorithm::reduction_mul;
+        break;
+      case Red::kSumSquare:
+        a = dnnl::algorithm::reduction_norm_lp_power_p_sum;
+        break;
     }
     auto call = std::make_shared<DnnlCall>();
     bool ok = true;
@@ -66,8 +80,8 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
       Shape xs = x.empty() ? Shape{1} : x, ks = keep.empty() ? Shape{1} : keep;
       auto src = plain_md(xs, DType::kF32), dst = plain_md(ks, DType::kF32);
       float p = op == Red::kSumSquare ? 2.f : 0.f;
-      call->prim = dnnl::reduction(
-          dnnl::reduction::primitive_desc(dnnl::reduction::desc(a, src, dst, p, 0.f), dnnl_engine()));
+      call->prim = dnnl::reduction(dnnl::reduction::primitive_desc(
+          dnnl::reduction::desc(a, src, dst, p, 0.f), dnnl_engine()));
       call->add(DNNL_ARG_SRC, src);
       call->add(DNNL_ARG_DST, dst);
     } catch (const dnnl::error&) {
@@ -90,7 +104,10 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   auto acc = std::make_shared<std::vector<double>>(n_out);
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     std::vector<double>& a = *acc;
-    double init = op == Red::kMax ? -INFINITY : op == Red::kMin ? INFINITY : op == Red::kProd ? 1 : 0;
+    double init = op == Red::kMax    ? -INFINITY
+                  : op == Red::kMin  ? INFINITY
+                  : op == Red::kProd ? 1
+                                     : 0;
     std::fill(a.begin(), a.end(), init);
     DLSYS_DISPATCH_NUMERIC(t, T, {
       const T* X = in[0]->data_as<T>();
@@ -103,11 +120,21 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
         double v = static_cast<double>(X[i]);
         switch (op) {
           case Red::kMean:
-          case Red::kSum: a[oi] += v; break;
-          case Red::kSumSquare: a[oi] += v * v; break;
-          case Red::kProd: a[oi] *= v; break;
-          case Red::kMax: a[oi] = std::max(a[oi], v); break;
-          case Red::kMin: a[oi] = std::min(a[oi], v); break;
+          case Red::kSum:
+            a[oi] += v;
+            break;
+          case Red::kSumSquare:
+            a[oi] += v * v;
+            break;
+          case Red::kProd:
+            a[oi] *= v;
+            break;
+          case Red::kMax:
+            a[oi] = std::max(a[oi], v);
+            break;
+          case Red::kMin:
+            a[oi] = std::min(a[oi], v);
+            break;
         }
       }
       T* Y = o[0]->data_as<T>();
@@ -129,13 +156,16 @@ Result<KernelPtr> build_arg(BuildContext& ctx, bool is_max) {
   const Shape& x = ctx.in_shape(0);
   int64_t rank = static_cast<int64_t>(x.size());
   int64_t axis = normalize_axis(ctx.attr_int("axis", 0), rank);
-  if (axis < 0) return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 0), shape_str(x));
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 0), shape_str(x));
   bool keepdims = ctx.attr_int("keepdims", 1) != 0;
   bool last = ctx.attr_int("select_last_index", 0) != 0;
   Shape out;
   for (int64_t i = 0; i < rank; ++i) {
-    if (i != axis) out.push_back(x[i]);
-    else if (keepdims) out.push_back(1);
+    if (i != axis)
+      out.push_back(x[i]);
+    else if (keepdims)
+      out.push_back(1);
   }
   ctx.set_output(0, DType::kI64, out);
   int64_t outer = 1, inner = 1, n = x[axis];
@@ -173,7 +203,8 @@ void register_reduce_ops(OpRegistry& r) {
   r.add("ReduceMax", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kMax); });
   r.add("ReduceMin", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kMin); });
   r.add("ReduceProd", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kProd); });
-  r.add("ReduceSumSquare", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kSumSquare); });
+  r.add("ReduceSumSquare", 1, 1, 1, 1,
+        [](BuildContext& c) { return build_reduce(c, Red::kSumSquare); });
   r.add("ArgMax", 1, 1, 1, 1, [](BuildContext& c) { return build_arg(c, true); });
   r.add("ArgMin", 1, 1, 1, 1, [](BuildContext& c) { return build_arg(c, false); });
 }

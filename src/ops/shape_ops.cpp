@@ -25,7 +25,9 @@ Result<KernelPtr> build_reshape(BuildContext& ctx) {
   for (size_t i = 0; i < spec.size(); ++i) {
     int64_t d = spec[i];
     if (d == 0 && !allowzero) {
-      if (i >= x.size()) return ctx.error("shape {} copies dimension {} that input {} lacks", shape_str(spec), i, shape_str(x));
+      if (i >= x.size())
+        return ctx.error("shape {} copies dimension {} that input {} lacks", shape_str(spec), i,
+                         shape_str(x));
       d = x[i];
     }
     if (d == -1) {
@@ -40,7 +42,8 @@ Result<KernelPtr> build_reshape(BuildContext& ctx) {
   int64_t n = shape_numel(x);
   if (infer >= 0) {
     if (known == 0 || n % known != 0)
-      return ctx.error("cannot reshape input {} ({} elements) to {}", shape_str(x), n, shape_str(spec));
+      return ctx.error("cannot reshape input {} ({} elements) to {}", shape_str(x), n,
+                       shape_str(spec));
     out[infer] = n / known;
   } else if (known != n) {
     return ctx.error("cannot reshape input {} ({} elements) to {} ({} elements)", shape_str(x), n,
@@ -55,7 +58,8 @@ Result<KernelPtr> build_flatten(BuildContext& ctx) {
   int64_t r = static_cast<int64_t>(x.size());
   int64_t axis = ctx.attr_int("axis", 1);
   if (axis < 0) axis += r;
-  if (axis < 0 || axis > r) return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 1), shape_str(x));
+  if (axis < 0 || axis > r)
+    return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 1), shape_str(x));
   int64_t a = 1, b = 1;
   for (int64_t i = 0; i < r; ++i) (i < axis ? a : b) *= x[i];
   ctx.alias_output(0, 0, {a, b});
@@ -72,7 +76,8 @@ Result<KernelPtr> build_squeeze(BuildContext& ctx) {
     for (int64_t a : axes) {
       int64_t n = normalize_axis(a, r);
       if (n < 0) return ctx.error("axis {} is out of range for input {}", a, shape_str(x));
-      if (x[n] != 1) return ctx.error("cannot squeeze axis {} of size {} (input {})", a, x[n], shape_str(x));
+      if (x[n] != 1)
+        return ctx.error("cannot squeeze axis {} of size {} (input {})", a, x[n], shape_str(x));
       drop[n] = true;
     }
   } else {
@@ -93,7 +98,9 @@ Result<KernelPtr> build_unsqueeze(BuildContext& ctx) {
   std::vector<bool> ins(r, false);
   for (int64_t a : axes) {
     int64_t n = normalize_axis(a, r);
-    if (n < 0 || ins[n]) return ctx.error("axes {} are out of range or repeated for output rank {}", shape_str(axes), r);
+    if (n < 0 || ins[n])
+      return ctx.error("axes {} are out of range or repeated for output rank {}", shape_str(axes),
+                       r);
     ins[n] = true;
   }
   Shape out;
@@ -112,7 +119,8 @@ Result<KernelPtr> build_dropout(BuildContext& ctx) {
   if (ctx.has_input(2)) {
     const Tensor* tm = ctx.in_value(2);
     if (!tm) return ctx.unsupported("training_mode must be a constant");
-    if (tm->get_i64(0) != 0) return ctx.unsupported("training_mode=true is not supported for inference");
+    if (tm->get_i64(0) != 0)
+      return ctx.unsupported("training_mode=true is not supported for inference");
   }
   ctx.alias_output(0, 0, ctx.in_shape(0));
   if (ctx.num_outputs() > 1) {
@@ -150,7 +158,8 @@ Result<KernelPtr> build_constant(BuildContext& ctx) {
   } else if (const Attribute* f = ctx.attr("value_float")) {
     ctx.set_output_value(0, Tensor::from_f32({}, &f->f));
   } else if (const Attribute* fs = ctx.attr("value_floats")) {
-    ctx.set_output_value(0, Tensor::from_f32({static_cast<int64_t>(fs->floats.size())}, fs->floats.data()));
+    ctx.set_output_value(
+        0, Tensor::from_f32({static_cast<int64_t>(fs->floats.size())}, fs->floats.data()));
   } else if (const Attribute* i = ctx.attr("value_int")) {
     ctx.set_output_value(0, Tensor::from_i64({}, &i->i));
   } else if (const Attribute* is = ctx.attr("value_ints")) {
@@ -186,7 +195,8 @@ Result<KernelPtr> build_range(BuildContext& ctx) {
   for (size_t i = 0; i < 3; ++i) {
     if (!ctx.in_value(i))
       return ctx.unsupported("start, limit and delta must be computable when the plan is built");
-    if (ctx.in_dtype(i) != ctx.in_dtype(0)) return ctx.error("start, limit and delta must share a dtype");
+    if (ctx.in_dtype(i) != ctx.in_dtype(0))
+      return ctx.error("start, limit and delta must share a dtype");
   }
   DType t = ctx.in_dtype(0);
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64}));
@@ -209,27 +219,46 @@ void convert(const Tensor& src, Tensor& dst) {
   DType from = src.dtype(), to = dst.dtype();
   auto store = [&](int64_t i, double f, int64_t v, bool is_f) {
     switch (to) {
-      case DType::kF32: dst.data_as<float>()[i] = is_f ? static_cast<float>(f) : static_cast<float>(v); break;
-      case DType::kBF16: dst.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(is_f ? f : v)); break;
-      case DType::kF16: dst.data_as<uint16_t>()[i] = f32_to_f16(static_cast<float>(is_f ? f : v)); break;
-      case DType::kBool: dst.data_as<uint8_t>()[i] = is_f ? (f != 0) : (v != 0); break;
+      case DType::kF32:
+        dst.data_as<float>()[i] = is_f ? static_cast<float>(f) : static_cast<float>(v);
+        break;
+      case DType::kBF16:
+        dst.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(is_f ? f : v));
+        break;
+      case DType::kF16:
+        dst.data_as<uint16_t>()[i] = f32_to_f16(static_cast<float>(is_f ? f : v));
+        break;
+      case DType::kBool:
+        dst.data_as<uint8_t>()[i] = is_f ? (f != 0) : (v != 0);
+        break;
       default: {
         int64_t iv = v;
         if (is_f) iv = std::isfinite(f) ? static_cast<int64_t>(f) : 0;
         switch (to) {
-          case DType::kI8: dst.data_as<int8_t>()[i] = static_cast<int8_t>(iv); break;
-          case DType::kU8: dst.data_as<uint8_t>()[i] = static_cast<uint8_t>(iv); break;
-          case DType::kI32: dst.data_as<int32_t>()[i] = static_cast<int32_t>(iv); break;
-          case DType::kI64: dst.data_as<int64_t>()[i] = iv; break;
-          default: break;
+          case DType::kI8:
+            dst.data_as<int8_t>()[i] = static_cast<int8_t>(iv);
+            break;
+          case DType::kU8:
+            dst.data_as<uint8_t>()[i] = static_cast<uint8_t>(iv);
+            break;
+          case DType::kI32:
+            dst.data_as<int32_t>()[i] = static_cast<int32_t>(iv);
+            break;
+          case DType::kI64:
+            dst.data_as<int64_t>()[i] = iv;
+            break;
+          default:
+            break;
         }
       }
     }
   };
   bool is_f = dtype_is_float(from);
   for (int64_t i = 0; i < n; ++i) {
-    if (is_f) store(i, src.get_f64(i), 0, true);
-    else store(i, 0, src.get_i64(i), false);
+    if (is_f)
+      store(i, src.get_f64(i), 0, true);
+    else
+      store(i, 0, src.get_i64(i), false);
   }
 }
 

@@ -10,9 +10,12 @@ Result<KernelPtr> build_softmax(BuildContext& ctx, bool log) {
   const Shape& x = ctx.in_shape(0);
   int64_t rank = static_cast<int64_t>(x.size());
   int64_t axis = normalize_axis(ctx.attr_int("axis", -1), rank);
-  if (axis < 0) return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", -1), shape_str(x));
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", -1),
+                     shape_str(x));
   ctx.set_output(0, DType::kF32, x);
-  if (shape_numel(x) == 0) return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
+  if (shape_numel(x) == 0)
+    return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
   auto md = plain_md(x, DType::kF32);
   auto call = std::make_shared<DnnlCall>();
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
@@ -20,7 +23,8 @@ Result<KernelPtr> build_softmax(BuildContext& ctx, bool log) {
         dnnl::prop_kind::forward_inference,
         log ? dnnl::algorithm::softmax_log : dnnl::algorithm::softmax_accurate, md, md,
         static_cast<int>(axis));
-    call->prim = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(d, dnnl_engine()));
+    call->prim =
+        dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(d, dnnl_engine()));
     call->add(DNNL_ARG_SRC, md);
     call->add(DNNL_ARG_DST, md);
   }));

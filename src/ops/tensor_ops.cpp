@@ -11,7 +11,8 @@ namespace {
 
 // Copies an affine view: out element (i_0..i_n) <- src[base + sum i_d * sst[d]] (elements).
 template <typename T>
-void strided_copy(const T* src, T* dst, const Shape& out, const std::vector<int64_t>& sst, int64_t base) {
+void strided_copy(const T* src, T* dst, const Shape& out, const std::vector<int64_t>& sst,
+                  int64_t base) {
   int64_t rank = static_cast<int64_t>(out.size());
   int64_t total = shape_numel(out);
   if (total == 0) return;
@@ -40,11 +41,14 @@ Result<KernelPtr> build_transpose(BuildContext& ctx) {
   std::vector<int64_t> perm = ctx.attr_ints("perm");
   if (perm.empty())
     for (int64_t i = r - 1; i >= 0; --i) perm.push_back(i);
-  if (static_cast<int64_t>(perm.size()) != r) return ctx.error("perm has {} entries for rank {}", perm.size(), r);
+  if (static_cast<int64_t>(perm.size()) != r)
+    return ctx.error("perm has {} entries for rank {}", perm.size(), r);
   std::vector<bool> seen(r, false);
   for (auto& p : perm) {
     p = normalize_axis(p, r);
-    if (p < 0 || seen[p]) return ctx.error("perm {} is not a permutation of 0..{}", shape_str(ctx.attr_ints("perm")), r - 1);
+    if (p < 0 || seen[p])
+      return ctx.error("perm {} is not a permutation of 0..{}", shape_str(ctx.attr_ints("perm")),
+                       r - 1);
     seen[p] = true;
   }
   Shape out(r);
@@ -86,11 +90,15 @@ Result<KernelPtr> build_concat(BuildContext& ctx) {
   size_t n = ctx.num_inputs();
   for (size_t i = 0; i < n; ++i) {
     const Shape& s = ctx.in_shape(i);
-    if (ctx.in_dtype(i) != t) return ctx.error("input {} has dtype {}, input 0 has {}", i, dtype_name(ctx.in_dtype(i)), dtype_name(t));
-    if (static_cast<int64_t>(s.size()) != r) return ctx.error("input {} has rank {}, input 0 has {}", i, s.size(), r);
+    if (ctx.in_dtype(i) != t)
+      return ctx.error("input {} has dtype {}, input 0 has {}", i, dtype_name(ctx.in_dtype(i)),
+                       dtype_name(t));
+    if (static_cast<int64_t>(s.size()) != r)
+      return ctx.error("input {} has rank {}, input 0 has {}", i, s.size(), r);
     for (int64_t d = 0; d < r; ++d)
       if (d != axis && s[d] != x0[d])
-        return ctx.error("input {} has shape {}, which differs from input 0 {} outside axis {}", i, shape_str(s), shape_str(x0), axis);
+        return ctx.error("input {} has shape {}, which differs from input 0 {} outside axis {}", i,
+                         shape_str(s), shape_str(x0), axis);
     out[axis] += s[axis];
   }
   ctx.set_output(0, t, out);
@@ -99,14 +107,16 @@ Result<KernelPtr> build_concat(BuildContext& ctx) {
   for (int64_t d = axis + 1; d < r; ++d) inner *= out[d];
   size_t es = dtype_size(t);
   std::vector<int64_t> chunk(n);
-  for (size_t i = 0; i < n; ++i) chunk[i] = ctx.in_shape(i)[axis] * inner * static_cast<int64_t>(es);
+  for (size_t i = 0; i < n; ++i)
+    chunk[i] = ctx.in_shape(i)[axis] * inner * static_cast<int64_t>(es);
   int64_t row = out[axis] * inner * static_cast<int64_t>(es);
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     char* y = static_cast<char*>(o[0]->data());
     for (int64_t a = 0; a < outer; ++a) {
       int64_t off = a * row;
       for (size_t i = 0; i < n; ++i) {
-        if (chunk[i]) std::memcpy(y + off, static_cast<const char*>(in[i]->data()) + a * chunk[i], chunk[i]);
+        if (chunk[i])
+          std::memcpy(y + off, static_cast<const char*>(in[i]->data()) + a * chunk[i], chunk[i]);
         off += chunk[i];
       }
     }
@@ -118,7 +128,8 @@ Result<KernelPtr> build_split(BuildContext& ctx) {
   const Shape& x = ctx.in_shape(0);
   int64_t r = static_cast<int64_t>(x.size());
   int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
-  if (axis < 0) return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 0), shape_str(x));
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", 0), shape_str(x));
   size_t n = ctx.num_outputs();
   std::vector<int64_t> split;
   if (ctx.has_input(1)) {
@@ -126,12 +137,14 @@ Result<KernelPtr> build_split(BuildContext& ctx) {
     if (split.size() != n) return ctx.error("split has {} entries for {} outputs", split.size(), n);
     int64_t sum = 0;
     for (int64_t s : split) sum += s;
-    if (sum != x[axis]) return ctx.error("split sums to {} but axis {} has size {}", sum, axis, x[axis]);
+    if (sum != x[axis])
+      return ctx.error("split sums to {} but axis {} has size {}", sum, axis, x[axis]);
   } else if (ctx.has_attr("split")) {
     split = ctx.attr_ints("split");
   } else {
     int64_t each = (x[axis] + static_cast<int64_t>(n) - 1) / static_cast<int64_t>(n);
-    for (size_t i = 0; i < n; ++i) split.push_back(std::min(each, x[axis] - each * static_cast<int64_t>(i)));
+    for (size_t i = 0; i < n; ++i)
+      split.push_back(std::min(each, x[axis] - each * static_cast<int64_t>(i)));
   }
   DType t = ctx.in_dtype(0);
   for (size_t i = 0; i < n; ++i) {
@@ -181,7 +194,8 @@ Result<KernelPtr> build_slice(BuildContext& ctx) {
   std::vector<bool> seen(r, false);
   for (size_t i = 0; i < starts.size(); ++i) {
     int64_t a = normalize_axis(axes[i], r);
-    if (a < 0 || seen[a]) return ctx.error("axis {} is out of range or repeated for input {}", axes[i], shape_str(x));
+    if (a < 0 || seen[a])
+      return ctx.error("axis {} is out of range or repeated for input {}", axes[i], shape_str(x));
     seen[a] = true;
     int64_t d = x[a], s = steps[i];
     if (s == 0) return ctx.error("steps must not be zero");
@@ -211,7 +225,8 @@ Result<KernelPtr> build_slice(BuildContext& ctx) {
     base += begin[d] * ist[d];
   }
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
-    DLSYS_DISPATCH_BYTES(t, T, strided_copy(in[0]->data_as<T>(), o[0]->data_as<T>(), out, sst, base));
+    DLSYS_DISPATCH_BYTES(t, T,
+                         strided_copy(in[0]->data_as<T>(), o[0]->data_as<T>(), out, sst, base));
     return Status::OK();
   });
 }
@@ -221,7 +236,8 @@ Result<KernelPtr> build_gather(BuildContext& ctx) {
   const Shape &x = ctx.in_shape(0), &idx = ctx.in_shape(1);
   int64_t r = static_cast<int64_t>(x.size());
   int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
-  if (axis < 0) return ctx.error("axis {} is out of range for data {}", ctx.attr_int("axis", 0), shape_str(x));
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for data {}", ctx.attr_int("axis", 0), shape_str(x));
   Shape out(x.begin(), x.begin() + axis);
   out.insert(out.end(), idx.begin(), idx.end());
   out.insert(out.end(), x.begin() + axis + 1, x.end());
@@ -256,7 +272,8 @@ Result<KernelPtr> build_tile(BuildContext& ctx) {
   const Shape& x = ctx.in_shape(0);
   std::vector<int64_t> rep;
   DLSYS_ASSIGN_OR_RETURN(rep, ctx.const_ints(1, "repeats"));
-  if (rep.size() != x.size()) return ctx.error("repeats has {} entries for input rank {}", rep.size(), x.size());
+  if (rep.size() != x.size())
+    return ctx.error("repeats has {} entries for input rank {}", rep.size(), x.size());
   Shape out(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
     if (rep[i] < 0) return ctx.error("repeats must be >= 0");

@@ -62,7 +62,9 @@ Result<KernelPtr> numeric_map(BuildContext& ctx, F f) {
   });
 }
 
-Status need_f32(BuildContext& ctx) { return ctx.expect_dtype(0, {DType::kF32}); }
+Status need_f32(BuildContext& ctx) {
+  return ctx.expect_dtype(0, {DType::kF32});
+}
 
 #define F32_ONLY() DLSYS_RETURN_IF_ERROR(need_f32(ctx))
 
@@ -124,7 +126,8 @@ Result<KernelPtr> build_gelu(BuildContext& ctx) {
   F32_ONLY();
   std::string approx = ctx.attr_string("approximate", "none");
   if (approx == "tanh") return dnnl_eltwise(ctx, alg::eltwise_gelu_tanh, 0.f, 0.f);
-  if (approx != "none") return ctx.error("attribute approximate='{}' must be 'none' or 'tanh'", approx);
+  if (approx != "none")
+    return ctx.error("attribute approximate='{}' must be 'none' or 'tanh'", approx);
   return dnnl_eltwise(ctx, alg::eltwise_gelu_erf, 0.f, 0.f);
 }
 Result<KernelPtr> build_hard_sigmoid(BuildContext& ctx) {
@@ -134,9 +137,8 @@ Result<KernelPtr> build_hard_sigmoid(BuildContext& ctx) {
 }
 Result<KernelPtr> build_hard_swish(BuildContext& ctx) {
   F32_ONLY();
-  return f32_map(ctx, [](float v) {
-    return v * std::fmax(0.f, std::fmin(1.f, v * (1.f / 6.f) + 0.5f));
-  });
+  return f32_map(
+      ctx, [](float v) { return v * std::fmax(0.f, std::fmin(1.f, v * (1.f / 6.f) + 0.5f)); });
 }
 Result<KernelPtr> build_softplus(BuildContext& ctx) {
   F32_ONLY();

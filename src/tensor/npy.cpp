@@ -60,7 +60,8 @@ Result<Tensor> npy_parse(const std::string& b, const std::string& where) {
   } else if (major == 2 || major == 3) {
     if (b.size() < 12) return Status::Invalid("{}: truncated .npy header at offset 8", where);
     hlen = 0;
-    for (int i = 0; i < 4; ++i) hlen |= static_cast<size_t>(static_cast<uint8_t>(b[8 + i])) << (8 * i);
+    for (int i = 0; i < 4; ++i)
+      hlen |= static_cast<size_t>(static_cast<uint8_t>(b[8 + i])) << (8 * i);
     hstart = 12;
   } else {
     return Status::Unsupported("{}: .npy format version {} is not supported (1, 2 or 3)", where,
@@ -85,12 +86,14 @@ Result<Tensor> npy_parse(const std::string& b, const std::string& where) {
   DLSYS_ASSIGN_OR_RETURN(dtype, dtype_from_descr(h.substr(p + 1, e - p - 1), where));
 
   p = find_key(h, "fortran_order");
-  if (p == std::string::npos) return Status::Invalid("{}: .npy header has no 'fortran_order'", where);
+  if (p == std::string::npos)
+    return Status::Invalid("{}: .npy header has no 'fortran_order'", where);
   p = skip_ws(h, p);
   if (h.compare(p, 4, "True") == 0)
-    return Status::Unsupported("{}: Fortran-order arrays are not supported; save with "
-                               "np.ascontiguousarray(arr)",
-                               where);
+    return Status::Unsupported(
+        "{}: Fortran-order arrays are not supported; save with "
+        "np.ascontiguousarray(arr)",
+        where);
   if (h.compare(p, 5, "False") != 0)
     return Status::Invalid("{}: .npy 'fortran_order' must be True or False", where);
 

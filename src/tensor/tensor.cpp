@@ -55,7 +55,8 @@ Tensor Tensor::from_i64(const Shape& shape, const int64_t* values) {
 }
 
 Tensor Tensor::view(const Shape& shape) const {
-  assert(shape_numel(shape) == numel() && "view: element counts differ; reshape to a shape of equal size");
+  assert(shape_numel(shape) == numel() &&
+         "view: element counts differ; reshape to a shape of equal size");
   Tensor t = *this;
   t.shape_ = shape;
   return t;
@@ -78,26 +79,39 @@ Tensor Tensor::clone() const {
 
 double Tensor::get_f64(int64_t i) const {
   switch (dtype_) {
-    case DType::kF32: return static_cast<const float*>(data_)[i];
-    case DType::kBF16: return bf16_to_f32(static_cast<const uint16_t*>(data_)[i]);
-    case DType::kF16: return f16_to_f32(static_cast<const uint16_t*>(data_)[i]);
-    case DType::kI8: return static_cast<const int8_t*>(data_)[i];
-    case DType::kU8: return static_cast<const uint8_t*>(data_)[i];
-    case DType::kI32: return static_cast<const int32_t*>(data_)[i];
-    case DType::kI64: return static_cast<double>(static_cast<const int64_t*>(data_)[i]);
-    case DType::kBool: return static_cast<const uint8_t*>(data_)[i] ? 1.0 : 0.0;
+    case DType::kF32:
+      return static_cast<const float*>(data_)[i];
+    case DType::kBF16:
+      return bf16_to_f32(static_cast<const uint16_t*>(data_)[i]);
+    case DType::kF16:
+      return f16_to_f32(static_cast<const uint16_t*>(data_)[i]);
+    case DType::kI8:
+      return static_cast<const int8_t*>(data_)[i];
+    case DType::kU8:
+      return static_cast<const uint8_t*>(data_)[i];
+    case DType::kI32:
+      return static_cast<const int32_t*>(data_)[i];
+    case DType::kI64:
+      return static_cast<double>(static_cast<const int64_t*>(data_)[i]);
+    case DType::kBool:
+      return static_cast<const uint8_t*>(data_)[i] ? 1.0 : 0.0;
   }
   return 0;
 }
 
 int64_t Tensor::get_i64(int64_t i) const {
   switch (dtype_) {
-    case DType::kI64: return static_cast<const int64_t*>(data_)[i];
-    case DType::kI32: return static_cast<const int32_t*>(data_)[i];
-    case DType::kI8: return static_cast<const int8_t*>(data_)[i];
+    case DType::kI64:
+      return static_cast<const int64_t*>(data_)[i];
+    case DType::kI32:
+      return static_cast<const int32_t*>(data_)[i];
+    case DType::kI8:
+      return static_cast<const int8_t*>(data_)[i];
     case DType::kU8:
-    case DType::kBool: return static_cast<const uint8_t*>(data_)[i];
-    default: return static_cast<int64_t>(get_f64(i));
+    case DType::kBool:
+      return static_cast<const uint8_t*>(data_)[i];
+    default:
+      return static_cast<int64_t>(get_f64(i));
   }
 }
 

@@ -47,7 +47,8 @@ class Cli : public ::testing::Test {
 };
 
 TEST_F(Cli, RunWritesOneNpyPerOutput) {
-  Ran r = sh("run " + model_ + " --input x=" + (dir_ / "x.npy").string() + " --output-dir " + (dir_ / "out").string());
+  Ran r = sh("run " + model_ + " --input x=" + (dir_ / "x.npy").string() + " --output-dir " +
+             (dir_ / "out").string());
   ASSERT_EQ(r.code, 0) << r.out;
   auto y = npy_read((dir_ / "out" / "y.npy").string());
   ASSERT_TRUE(y.ok()) << y.status().message();
@@ -63,9 +64,11 @@ TEST_F(Cli, RunErrorsAreClearAndNonZero) {
   ASSERT_TRUE(npy_write((dir_ / "bad.npy").string(), Tensor::from_f32({1, 3}, bad)).ok());
   Ran wrong_shape = sh("run " + model_ + " --input x=" + (dir_ / "bad.npy").string() + out);
   EXPECT_NE(wrong_shape.code, 0);
-  EXPECT_NE(wrong_shape.out.find("expected shape [batch, 4], got [1, 3]"), std::string::npos) << wrong_shape.out;
+  EXPECT_NE(wrong_shape.out.find("expected shape [batch, 4], got [1, 3]"), std::string::npos)
+      << wrong_shape.out;
   std::ofstream(dir_ / "junk.onnx") << "definitely not protobuf \x01\x02\x03";
-  Ran junk = sh("run " + (dir_ / "junk.onnx").string() + " --input x=" + (dir_ / "x.npy").string() + out);
+  Ran junk =
+      sh("run " + (dir_ / "junk.onnx").string() + " --input x=" + (dir_ / "x.npy").string() + out);
   EXPECT_NE(junk.code, 0);
   EXPECT_NE(junk.out.find("error:"), std::string::npos) << junk.out;
   Ran missing_npy = sh("run " + model_ + " --input x=" + (dir_ / "none.npy").string() + out);
@@ -89,7 +92,8 @@ TEST_F(Cli, BenchJsonHasTheAgreedFields) {
   Ran r = sh("bench " + model_ + " --batch 4 --threads 1 --seconds 0.2 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   auto j = nlohmann::json::parse(r.out);
-  for (const char* k : {"median_ms", "p90_ms", "items_per_s", "batch", "threads"}) EXPECT_TRUE(j.contains(k)) << k;
+  for (const char* k : {"median_ms", "p90_ms", "items_per_s", "batch", "threads"})
+    EXPECT_TRUE(j.contains(k)) << k;
   EXPECT_EQ(j["batch"], 4);
   EXPECT_GT(j["items_per_s"].get<double>(), 0);
   EXPECT_LE(j["median_ms"].get<double>(), j["p90_ms"].get<double>());

@@ -13,7 +13,9 @@ namespace {
 
 using testing::OnnxBuilder;
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 TEST(ImportErrors, EmptyTextAndRandomBytesAreNotOnnx) {
   auto e = import_onnx_bytes("", "empty.onnx");
@@ -125,11 +127,13 @@ TEST(InputErrors, WrongNameDtypeAndShapeSayExpectedAndGot) {
 
   Status wrong_dtype = s->run({{"x", Tensor::zeros(DType::kI64, {2, 4})}}, &out);
   ASSERT_FALSE(wrong_dtype.ok());
-  EXPECT_TRUE(contains(wrong_dtype.message(), "expected dtype f32, got i64")) << wrong_dtype.message();
+  EXPECT_TRUE(contains(wrong_dtype.message(), "expected dtype f32, got i64"))
+      << wrong_dtype.message();
 
   Status wrong_shape = s->run({{"x", Tensor::zeros(DType::kF32, {2, 5})}}, &out);
   ASSERT_FALSE(wrong_shape.ok());
-  EXPECT_TRUE(contains(wrong_shape.message(), "expected shape [batch, 4], got [2, 5]")) << wrong_shape.message();
+  EXPECT_TRUE(contains(wrong_shape.message(), "expected shape [batch, 4], got [2, 5]"))
+      << wrong_shape.message();
 
   Status wrong_rank = s->run({{"x", Tensor::zeros(DType::kF32, {8})}}, &out);
   ASSERT_FALSE(wrong_rank.ok());
@@ -150,7 +154,8 @@ TEST(InputErrors, ShapeErrorsInsideTheGraphNameTheNode) {
   auto s = Session::from_graph(std::move(g).value());
   std::vector<Tensor> out;
   ASSERT_TRUE(s->run({{"x", Tensor::zeros(DType::kF32, {2, 6})}}, &out).ok());  // 12 = 3 x 4
-  Status st = s->run({{"x", Tensor::zeros(DType::kF32, {1, 6})}}, &out);          // 6 is not a multiple of 4
+  Status st =
+      s->run({{"x", Tensor::zeros(DType::kF32, {1, 6})}}, &out);  // 6 is not a multiple of 4
   ASSERT_FALSE(st.ok());
   EXPECT_TRUE(contains(st.message(), "node 'bad_reshape' (Reshape)")) << st.message();
 }

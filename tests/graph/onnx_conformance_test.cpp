@@ -38,13 +38,15 @@ Outcome run_case(const fs::path& dir) {
   std::string model_path = (dir / "model.onnx").string();
   auto graph = import_onnx_file(model_path);
   if (!graph.ok()) {
-    if (graph.status().code() == StatusCode::kUnsupported) return {Outcome::kSkip, graph.status().message()};
+    if (graph.status().code() == StatusCode::kUnsupported)
+      return {Outcome::kSkip, graph.status().message()};
     return {Outcome::kFail, "import: " + graph.status().message()};
   }
   auto session = Session::from_graph(std::move(graph).value());
   int set_count = 0;
   for (const auto& ds : fs::directory_iterator(dir)) {
-    if (!ds.is_directory() || ds.path().filename().string().rfind("test_data_set_", 0) != 0) continue;
+    if (!ds.is_directory() || ds.path().filename().string().rfind("test_data_set_", 0) != 0)
+      continue;
     ++set_count;
     std::map<std::string, Tensor> inputs;
     const auto& g = session->graph();
@@ -54,7 +56,8 @@ Outcome run_case(const fs::path& dir) {
       auto bytes = read_file(p.string());
       auto t = parse_onnx_tensor(bytes.value(), p.string());
       if (!t.ok()) {
-        if (t.status().code() == StatusCode::kUnsupported) return {Outcome::kSkip, t.status().message()};
+        if (t.status().code() == StatusCode::kUnsupported)
+          return {Outcome::kSkip, t.status().message()};
         return {Outcome::kFail, t.status().message()};
       }
       if (i >= g.inputs.size()) return {Outcome::kFail, "more input files than graph inputs"};
@@ -91,8 +94,9 @@ std::string skip_category(const std::string& msg) {
 
 TEST(OnnxConformance, NodeCases) {
   fs::path root = fs::path(cases_dir()) / "node";
-  ASSERT_TRUE(fs::is_directory(root)) << "no conformance cases at " << root
-                                      << ": run ../shared/tools/gen-onnx-node-tests.py (ctest does)";
+  ASSERT_TRUE(fs::is_directory(root))
+      << "no conformance cases at " << root
+      << ": run ../shared/tools/gen-onnx-node-tests.py (ctest does)";
   std::vector<fs::path> dirs;
   for (const auto& e : fs::directory_iterator(root))
     if (e.is_directory()) dirs.push_back(e.path());
@@ -105,7 +109,10 @@ TEST(OnnxConformance, NodeCases) {
     Outcome o = run_case(d);
     std::string name = d.filename().string();
     switch (o.kind) {
-      case Outcome::kPass: ++pass; log << "PASS " << name << "\n"; break;
+      case Outcome::kPass:
+        ++pass;
+        log << "PASS " << name << "\n";
+        break;
       case Outcome::kFail:
         ++fail;
         failures.push_back(name + ": " + o.detail);
@@ -118,8 +125,8 @@ TEST(OnnxConformance, NodeCases) {
         break;
     }
   }
-  std::printf("ONNX conformance: %zu cases, %d run, %d passed, %d failed, %d skipped\n", dirs.size(),
-              pass + fail, pass, fail, skip);
+  std::printf("ONNX conformance: %zu cases, %d run, %d passed, %d failed, %d skipped\n",
+              dirs.size(), pass + fail, pass, fail, skip);
   for (auto& [why, n] : skip_reasons) std::printf("  skipped (%s): %d\n", why.c_str(), n);
   for (auto& f : failures) ADD_FAILURE() << f;
   EXPECT_GT(pass, 300) << "far fewer cases ran than expected";

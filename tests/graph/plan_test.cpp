@@ -39,7 +39,8 @@ TEST(Plan, OnePlanPerBatchSizeAndResultsMatchReference) {
   auto s = load(b);
   for (int64_t batch : {1, 5, 1, 3}) {
     Tensor x = Tensor::empty(DType::kF32, {batch, 4});
-    for (int64_t i = 0; i < x.numel(); ++i) x.data_as<float>()[i] = 0.3f * static_cast<float>((i * 13) % 7) - 1.f;
+    for (int64_t i = 0; i < x.numel(); ++i)
+      x.data_as<float>()[i] = 0.3f * static_cast<float>((i * 13) % 7) - 1.f;
     std::vector<Tensor> out;
     ASSERT_TRUE(s->run({{"x", x}}, &out).ok());
     ASSERT_EQ(out[0].shape(), (Shape{batch, 3}));
@@ -78,9 +79,11 @@ TEST(Plan, ShapeSubgraphIsFoldedWhenThePlanIsBuilt) {
   std::vector<Tensor> out;
   ASSERT_TRUE(s->run({{"x", x}}, &out).ok());
   EXPECT_EQ(out[0].shape(), (Shape{4, 6}));
-  for (int64_t i = 0; i < x.numel(); ++i) EXPECT_EQ(out[0].data_as<float>()[i], std::max(0.f, x.data_as<float>()[i]));
+  for (int64_t i = 0; i < x.numel(); ++i)
+    EXPECT_EQ(out[0].data_as<float>()[i], std::max(0.f, x.data_as<float>()[i]));
   Plan* plan = s->plan_for_shapes({{4, 2, 3}}).value();
-  EXPECT_EQ(plan->num_kernels(), 1u) << "only Relu should run; the shape subgraph and Reshape are free";
+  EXPECT_EQ(plan->num_kernels(), 1u)
+      << "only Relu should run; the shape subgraph and Reshape are free";
   int folded = 0;
   for (const auto& n : plan->nodes()) folded += n.folded;
   EXPECT_EQ(folded, 5);
@@ -99,7 +102,8 @@ TEST(Plan, ReshapeOfAnInputFollowsTheCallersBuffer) {
     for (int i = 0; i < 6; ++i) x.data_as<float>()[i] = base + static_cast<float>(i);
     std::vector<Tensor> out;
     ASSERT_TRUE(s->run({{"x", x}}, &out).ok());
-    for (int i = 0; i < 6; ++i) EXPECT_EQ(out[0].data_as<float>()[i], -(base + static_cast<float>(i)));
+    for (int i = 0; i < 6; ++i)
+      EXPECT_EQ(out[0].data_as<float>()[i], -(base + static_cast<float>(i)));
   }
 }
 

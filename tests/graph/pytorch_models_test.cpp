@@ -46,11 +46,13 @@ TEST_P(PyTorchModel, MatchesPyTorch) {
   Tensor x1 = x->slice_rows(0, 1);
   ASSERT_TRUE(s.value()->run({{"input", x1}}, &out).ok());
   int64_t row = want->numel() / want->shape()[0];
-  for (int64_t i = 0; i < row; ++i) EXPECT_NEAR(out[0].get_f64(i), want->get_f64(i), 1e-4 * max_ref);
+  for (int64_t i = 0; i < row; ++i)
+    EXPECT_NEAR(out[0].get_f64(i), want->get_f64(i), 1e-4 * max_ref);
 }
 
 INSTANTIATE_TEST_SUITE_P(Exported, PyTorchModel,
-                         ::testing::Values("mlp", "resnet18", "mobilenetv2", "encoder_opset14", "encoder_opset17"));
+                         ::testing::Values("mlp", "resnet18", "mobilenetv2", "encoder_opset14",
+                                           "encoder_opset17"));
 
 }  // namespace
 }  // namespace dlsys

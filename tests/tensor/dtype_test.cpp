@@ -19,13 +19,15 @@ TEST(DType, F16MatchesIeeeHalf) {
   EXPECT_EQ(f32_to_f16(1.0f), 0x3c00);
   EXPECT_EQ(f32_to_f16(-2.0f), 0xc000);
   EXPECT_EQ(f32_to_f16(65504.0f), 0x7bff);
-  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);  // overflow to inf
+  EXPECT_EQ(f32_to_f16(1e6f), 0x7c00);                   // overflow to inf
   EXPECT_EQ(f16_to_f32(0x0001), std::ldexp(1.0f, -24));  // smallest subnormal
-  for (float v : {0.1f, 3.14159f, -1000.5f, 6.1e-5f}) EXPECT_NEAR(f16_to_f32(f32_to_f16(v)), v, std::fabs(v) * 1e-3);
+  for (float v : {0.1f, 3.14159f, -1000.5f, 6.1e-5f})
+    EXPECT_NEAR(f16_to_f32(f32_to_f16(v)), v, std::fabs(v) * 1e-3);
 }
 
 TEST(DType, OnnxMappingRoundTrips) {
-  for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8, DType::kU8, DType::kI32, DType::kI64, DType::kBool})
+  for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8, DType::kU8, DType::kI32,
+                  DType::kI64, DType::kBool})
     EXPECT_EQ(dtype_from_onnx(dtype_to_onnx(t)).value(), t);
   auto d = dtype_from_onnx(11);
   ASSERT_FALSE(d.ok());

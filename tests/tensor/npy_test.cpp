@@ -8,9 +8,11 @@ namespace dlsys {
 namespace {
 
 TEST(Npy, RoundTripsEveryDtype) {
-  for (DType t : {DType::kF32, DType::kF16, DType::kI8, DType::kU8, DType::kI32, DType::kI64, DType::kBool}) {
+  for (DType t :
+       {DType::kF32, DType::kF16, DType::kI8, DType::kU8, DType::kI32, DType::kI64, DType::kBool}) {
     Tensor a = Tensor::empty(t, {2, 3});
-    for (size_t i = 0; i < a.nbytes(); ++i) static_cast<uint8_t*>(a.data())[i] = static_cast<uint8_t>(i * 7 % 2);
+    for (size_t i = 0; i < a.nbytes(); ++i)
+      static_cast<uint8_t*>(a.data())[i] = static_cast<uint8_t>(i * 7 % 2);
     auto b = npy_parse(npy_serialize(a), "mem");
     ASSERT_TRUE(b.ok()) << b.status().to_string();
     EXPECT_EQ(b->dtype(), t);
@@ -35,7 +37,8 @@ TEST(Npy, RejectsMalformedInputWithClearErrors) {
   std::string good = npy_serialize(Tensor::from_f32({2, 3}, v));
   auto truncated = npy_parse(good.substr(0, good.size() - 4), "x.npy");
   ASSERT_FALSE(truncated.ok());
-  EXPECT_NE(truncated.status().message().find("truncated"), std::string::npos) << truncated.status().message();
+  EXPECT_NE(truncated.status().message().find("truncated"), std::string::npos)
+      << truncated.status().message();
   auto not_npy = npy_parse("hello world, this is text", "x.npy");
   ASSERT_FALSE(not_npy.ok());
   EXPECT_NE(not_npy.status().message().find("not a .npy"), std::string::npos);

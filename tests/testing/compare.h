@@ -10,9 +10,11 @@ namespace dlsys::testing {
 
 // Empty string when `got` matches `want` (same dtype and shape; floats within
 // atol + rtol * |want|, NaN equal to NaN; other dtypes exactly); else what differs and where.
-inline std::string compare_tensors(const Tensor& got, const Tensor& want, double rtol, double atol) {
+inline std::string compare_tensors(const Tensor& got, const Tensor& want, double rtol,
+                                   double atol) {
   if (got.dtype() != want.dtype())
-    return std::string("dtype ") + dtype_name(got.dtype()) + " vs expected " + dtype_name(want.dtype());
+    return std::string("dtype ") + dtype_name(got.dtype()) + " vs expected " +
+           dtype_name(want.dtype());
   if (got.shape() != want.shape())
     return "shape " + shape_str(got.shape()) + " vs expected " + shape_str(want.shape());
   bool is_float = dtype_is_float(want.dtype());
@@ -29,8 +31,8 @@ inline std::string compare_tensors(const Tensor& got, const Tensor& want, double
         worst_i = i;
       }
     } else if (got.get_i64(i) != want.get_i64(i)) {
-      return "element " + std::to_string(i) + ": " + std::to_string(got.get_i64(i)) + " vs expected " +
-             std::to_string(want.get_i64(i));
+      return "element " + std::to_string(i) + ": " + std::to_string(got.get_i64(i)) +
+             " vs expected " + std::to_string(want.get_i64(i));
     }
   }
   if (worst_i >= 0)

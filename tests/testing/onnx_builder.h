@@ -21,20 +21,24 @@ class OnnxBuilder {
     model_.mutable_graph()->set_name("test");
   }
   // Declares a graph input or output; a dim < 0 is symbolic (named `sym`).
-  void input(const std::string& name, int elem, const std::vector<int64_t>& dims, const std::string& sym = "batch") {
+  void input(const std::string& name, int elem, const std::vector<int64_t>& dims,
+             const std::string& sym = "batch") {
     value(model_.mutable_graph()->add_input(), name, elem, dims, sym);
   }
-  void output(const std::string& name, int elem, const std::vector<int64_t>& dims, const std::string& sym = "batch") {
+  void output(const std::string& name, int elem, const std::vector<int64_t>& dims,
+              const std::string& sym = "batch") {
     value(model_.mutable_graph()->add_output(), name, elem, dims, sym);
   }
-  void initializer_f32(const std::string& name, const std::vector<int64_t>& dims, const std::vector<float>& v) {
+  void initializer_f32(const std::string& name, const std::vector<int64_t>& dims,
+                       const std::vector<float>& v) {
     auto* t = model_.mutable_graph()->add_initializer();
     t->set_name(name);
     t->set_data_type(onnx::TensorProto::FLOAT);
     for (auto d : dims) t->add_dims(d);
     for (float f : v) t->add_float_data(f);
   }
-  void initializer_i64(const std::string& name, const std::vector<int64_t>& dims, const std::vector<int64_t>& v) {
+  void initializer_i64(const std::string& name, const std::vector<int64_t>& dims,
+                       const std::vector<int64_t>& v) {
     auto* t = model_.mutable_graph()->add_initializer();
     t->set_name(name);
     t->set_data_type(onnx::TensorProto::INT64);
@@ -58,7 +62,8 @@ class OnnxBuilder {
     a->set_type(onnx::AttributeProto::INT);
     a->set_i(v);
   }
-  static void attr_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+  static void attr_ints(onnx::NodeProto* n, const std::string& name,
+                        const std::vector<int64_t>& v) {
     auto* a = n->add_attribute();
     a->set_name(name);
     a->set_type(onnx::AttributeProto::INTS);
@@ -73,16 +78,18 @@ class OnnxBuilder {
   onnx::ModelProto& model() { return model_; }
 
  private:
-  static void value(onnx::ValueInfoProto* v, const std::string& name, int elem, const std::vector<int64_t>& dims,
-                    const std::string& sym) {
+  static void value(onnx::ValueInfoProto* v, const std::string& name, int elem,
+                    const std::vector<int64_t>& dims, const std::string& sym) {
     v->set_name(name);
     auto* tt = v->mutable_type()->mutable_tensor_type();
     tt->set_elem_type(elem);
     auto* sh = tt->mutable_shape();
     for (auto d : dims) {
       auto* dim = sh->add_dim();
-      if (d >= 0) dim->set_dim_value(d);
-      else dim->set_dim_param(sym);
+      if (d >= 0)
+        dim->set_dim_value(d);
+      else
+        dim->set_dim_param(sym);
     }
   }
   onnx::ModelProto model_;

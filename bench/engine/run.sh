@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# bench/engine: dlsys vs ONNX Runtime (onnxruntime-node, CPU) vs PyTorch on the same models,
+# inputs and thread count. Usage: bench/engine/run.sh [BUILD_DIR] [compare.py options...]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BUILD=${1:-build}
+shift || true
+HERE=bench/engine
+if [ ! -d "$HERE/node_modules/onnxruntime-node" ]; then
+  echo "installing onnxruntime-node (npm, --ignore-scripts: CPU binary only, no downloads at install)"
+  (cd "$HERE" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+fi
+if [ ! -f "$BUILD/models/encoder_opset17.onnx" ]; then
+  /usr/bin/python3 scripts/export_models.py "$BUILD/models"
+fi
+/usr/bin/python3 "$HERE/compare.py" --dlsys "$BUILD/dlsys" --models "$BUILD/models" --threads 2 "$@"
