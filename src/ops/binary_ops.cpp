@@ -280,14 +280,102 @@ Result<KernelPtr> build_where(BuildContext& ctx) {
   });
 }
 
-// Variadic Max/Min/Sum/Mean with exactly two inputs fold onto the binary kernels.
-Result<KernelPtr> build_max(BuildContext& ctx) {
-  if (ctx.num_inputs() != 2) return ctx.unsupported("only the two-input form is supported");
-  return build_binary(ctx, Bin::kMax);
+// Variadic Max/Min/Sum/Mean: the two-input form uses the binary kernels (oneDNN for f32);
+// otherwise the output starts as input 0 broadcast and folds the others in one at a time.
+enum class Fold { kMax, kMin, kSum, kMean };
+
+Result<KernelPtr> build_variadic(BuildContext& ctx, Fold op) {
+  if (ctx.num_inputs() == 2 && op != Fold::kMean)
+    return build_binary(ctx, op == Fold::kMax   ? Bin::kMax
+                             : op == Fold::kMin ? Bin::kMin
+                                                : Bin::kAdd);
+  DType t = ctx.in_dtype(0);
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+  Shape out = ctx.in_shape(0);
+  for (size_t i = 1; i < ctx.num_inputs(); ++i) {
+    if (ctx.in_dtype(i) != t)
+      return ctx.error("input {} has dtype {}, input 0 has {}", i, dtype_name(ctx.in_dtype(i)),
+                       dtype_name(t));
+    auto r = broadcast_shapes(out, ctx.in_shape(i));
+    if (!r.ok()) return ctx.error("{}", r.status().message());
+    out = r.value();
+  }
+  ctx.set_output(0, t, out);
+  size_t n = ctx.num_inputs();
+  std::vector<std::vector<int64_t>> st(n);
+  for (size_t i = 0; i < n; ++i) st[i] = broadcast_strides(ctx.in_shape(i), out);
+  std::vector<int64_t> own = shape_strides(out);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_NUMERIC(t, T, {
+      T* y = o[0]->data_as<T>();
+      const T* x0 = in[0]->data_as<T>();
+      std::vector<int64_t> s0[1] = {st[0]};
+      broadcast_for_each(out, s0, [&](int64_t i, const int64_t* off) { y[i] = x0[off[0]]; });
+      for (size_t k = 1; k < n; ++k) {
+        const T* xk = in[k]->data_as<T>();
+        std::vector<int64_t> sk[2] = {own, st[k]};
+        broadcast_for_each(out, sk, [&](int64_t i, const int64_t* off) {
+          T v = xk[off[1]];
+          switch (op) {
+            case Fold::kMax:
+              y[i] = v > y[i] ? v : y[i];
+              break;
+            case Fold::kMin:
+              y[i] = v < y[i] ? v : y[i];
+              break;
+            default:
+              y[i] = static_cast<T>(y[i] + v);
+              break;
+          }
+        });
+      }
+      if (op == Fold::kMean)
+        for (int64_t i = 0; i < o[0]->numel(); ++i) y[i] = static_cast<T>(y[i] / static_cast<T>(n));
+    });
+    return Status::OK();
+  });
 }
-Result<KernelPtr> build_min(BuildContext& ctx) {
-  if (ctx.num_inputs() != 2) return ctx.unsupported("only the two-input form is supported");
-  return build_binary(ctx, Bin::kMin);
+
+// ONNX Mod: fmod=1 takes the dividend's sign (C fmod); fmod=0 the divisor's (Python %).
+template <typename T>
+T mod_value(T x, T d, bool fmod) {
+  if constexpr (std::is_integral_v<T>) {
+    if (d == 0) return 0;
+    T m = static_cast<T>(x % d);
+    if (!fmod && m != 0 && ((m < 0) != (d < 0))) m = static_cast<T>(m + d);
+    return m;
+  } else {
+    return std::fmod(x, d);
+  }
+}
+
+Result<KernelPtr> build_mod(BuildContext& ctx) {
+  DType t = ctx.in_dtype(0);
+  if (ctx.in_dtype(1) != t)
+    return ctx.error("inputs have different dtypes ({} and {})", dtype_name(t),
+                     dtype_name(ctx.in_dtype(1)));
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+  bool fmod = ctx.attr_int("fmod", 0) != 0;
+  if (t == DType::kF32 && !fmod) return ctx.error("floating-point Mod requires fmod=1 (ONNX spec)");
+  auto r = broadcast_shapes(ctx.in_shape(0), ctx.in_shape(1));
+  if (!r.ok()) return ctx.error("{}", r.status().message());
+  Shape out = r.value();
+  ctx.set_output(0, t, out);
+  std::vector<int64_t> st[2] = {broadcast_strides(ctx.in_shape(0), out),
+                                broadcast_strides(ctx.in_shape(1), out)};
+  return make_kernel([st, out, t, fmod](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_NUMERIC(t, T, {
+      const T* a = in[0]->data_as<T>();
+      const T* b = in[1]->data_as<T>();
+      T* y = o[0]->data_as<T>();
+      broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
+        y[i] = mod_value<T>(a[off[0]], b[off[1]], fmod);
+      });
+    });
+    return Status::OK();
+  });
 }
 
 }  // namespace
@@ -307,8 +395,11 @@ void register_binary_ops(OpRegistry& r) {
   r.add("And", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kAnd); });
   r.add("Or", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kOr); });
   r.add("Xor", 2, 2, 1, 1, [](BuildContext& c) { return build_binary(c, Bin::kXor); });
-  r.add("Max", 1, 64, 1, 1, build_max);
-  r.add("Min", 1, 64, 1, 1, build_min);
+  r.add("Max", 1, 64, 1, 1, [](BuildContext& c) { return build_variadic(c, Fold::kMax); });
+  r.add("Min", 1, 64, 1, 1, [](BuildContext& c) { return build_variadic(c, Fold::kMin); });
+  r.add("Sum", 1, 64, 1, 1, [](BuildContext& c) { return build_variadic(c, Fold::kSum); });
+  r.add("Mean", 1, 64, 1, 1, [](BuildContext& c) { return build_variadic(c, Fold::kMean); });
+  r.add("Mod", 2, 2, 1, 1, build_mod);
   r.add("Where", 3, 3, 1, 1, build_where);
 }
 

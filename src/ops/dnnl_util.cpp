@@ -32,7 +32,7 @@ bool dnnl_has(DType t) {
 
 dnnl::memory::desc plain_md(const Shape& s, DType t) {
   dnnl::memory::dims dims(s.begin(), s.end());
-  if (dims.empty()) dims = {1};
+  if (dims.empty()) dims.push_back(1);
   dnnl::memory::dims strides(dims.size(), 1);
   for (int i = static_cast<int>(dims.size()) - 2; i >= 0; --i)
     strides[i] = strides[i + 1] * dims[i + 1];

@@ -106,10 +106,24 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
       return Status::OK();
     });
   }
-  // Plain loop: statistics in double, scale and bias broadcast over the normalized shape.
+  // Plain loop: statistics in double, scale and bias broadcast over the normalized shape
+  // (their per-position offsets computed here, once).
   std::vector<int64_t> sst = broadcast_strides(ctx.in_shape(1), norm_shape);
-  std::vector<int64_t> bst =
-      ctx.has_input(2) ? broadcast_strides(ctx.in_shape(2), norm_shape) : std::vector<int64_t>{};
+  std::vector<int64_t> bst = ctx.has_input(2) ? broadcast_strides(ctx.in_shape(2), norm_shape)
+                                              : std::vector<int64_t>(norm_shape.size(), 0);
+  std::vector<int64_t> nst = shape_strides(norm_shape);
+  std::vector<int64_t> sidx(inner), bidx(inner);
+  for (int64_t j = 0; j < inner; ++j) {
+    int64_t rem = j, so = 0, bo = 0;
+    for (size_t d = 0; d < norm_shape.size(); ++d) {
+      int64_t idx = rem / nst[d];
+      rem %= nst[d];
+      so += idx * sst[d];
+      bo += idx * bst[d];
+    }
+    sidx[j] = so;
+    bidx[j] = bo;
+  }
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     const float* X = in[0]->data_as<float>();
     const float* S = in[1]->data_as<float>();
@@ -117,19 +131,6 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
     float* Y = o[0]->data_as<float>();
     float* mean_out = o[1] ? o[1]->data_as<float>() : nullptr;
     float* inv_out = o[2] ? o[2]->data_as<float>() : nullptr;
-    std::vector<int64_t> sidx(inner), bidx(inner);
-    std::vector<int64_t> nst = shape_strides(norm_shape);
-    for (int64_t j = 0; j < inner; ++j) {
-      int64_t rem = j, so = 0, bo = 0;
-      for (size_t d = 0; d < norm_shape.size(); ++d) {
-        int64_t idx = rem / nst[d];
-        rem %= nst[d];
-        so += idx * sst[d];
-        if (B) bo += idx * bst[d];
-      }
-      sidx[j] = so;
-      bidx[j] = bo;
-    }
     for (int64_t r = 0; r < outer; ++r) {
       const float* xr = X + r * inner;
       double sum = 0, sq = 0;

@@ -10,7 +10,7 @@
 namespace dlsys {
 namespace {
 
-enum class Red { kMean, kSum, kMax, kMin, kProd, kSumSquare };
+enum class Red { kMean, kSum, kMax, kMin, kProd, kSumSquare, kL1, kL2, kLogSum, kLogSumExp };
 
 Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   DLSYS_RETURN_IF_ERROR(
@@ -52,7 +52,9 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   DType t = ctx.in_dtype(0);
   ctx.set_output(0, t, out);
   int64_t n_in = shape_numel(x), n_out = shape_numel(keep);
-  if (t == DType::kF32 && n_in > 0 && keep != x) {
+  bool dnnl_alg = op == Red::kMean || op == Red::kSum || op == Red::kMax || op == Red::kMin ||
+                  op == Red::kProd || op == Red::kSumSquare;
+  if (t == DType::kF32 && n_in > 0 && keep != x && dnnl_alg) {
     dnnl::algorithm a;
     switch (op) {
       case Red::kMean:
@@ -100,6 +102,8 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   for (int64_t i = 0; i < rank; ++i)
     if (reduced[i]) ost[i] = 0;
   std::vector<int64_t> ist = shape_strides(x);
+  // LogSumExp subtracts each slot's maximum first (numerically stable): a second buffer.
+  auto mx = std::make_shared<std::vector<double>>(op == Red::kLogSumExp ? n_out : 0);
   int64_t count = n_out ? n_in / n_out : 0;
   auto acc = std::make_shared<std::vector<double>>(n_out);
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
@@ -111,12 +115,23 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
     std::fill(a.begin(), a.end(), init);
     DLSYS_DISPATCH_NUMERIC(t, T, {
       const T* X = in[0]->data_as<T>();
-      for (int64_t i = 0; i < n_in; ++i) {
+      auto slot = [&](int64_t i) {
         int64_t rem = i, oi = 0;
         for (int64_t d = 0; d < rank; ++d) {
           oi += (rem / ist[d]) * ost[d];
           rem %= ist[d];
         }
+        return oi;
+      };
+      if (op == Red::kLogSumExp) {
+        std::fill(mx->begin(), mx->end(), -INFINITY);
+        for (int64_t i = 0; i < n_in; ++i)
+          (*mx)[slot(i)] = std::max((*mx)[slot(i)], static_cast<double>(X[i]));
+        for (double& m : *mx)
+          if (!std::isfinite(m)) m = 0;
+      }
+      for (int64_t i = 0; i < n_in; ++i) {
+        int64_t oi = slot(i);
         double v = static_cast<double>(X[i]);
         switch (op) {
           case Red::kMean:
@@ -135,11 +150,27 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
           case Red::kMin:
             a[oi] = std::min(a[oi], v);
             break;
+          case Red::kL1:
+            a[oi] += std::fabs(v);
+            break;
+          case Red::kL2:
+            a[oi] += v * v;
+            break;
+          case Red::kLogSum:
+            a[oi] += v;
+            break;
+          case Red::kLogSumExp:
+            a[oi] += std::exp(v - (*mx)[oi]);
+            break;
         }
       }
       T* Y = o[0]->data_as<T>();
       for (int64_t j = 0; j < n_out; ++j) {
-        double v = op == Red::kMean ? (count ? a[j] / count : NAN) : a[j];
+        double v = a[j];
+        if (op == Red::kMean) v = count ? a[j] / count : NAN;
+        if (op == Red::kL2) v = std::sqrt(a[j]);
+        if (op == Red::kLogSum) v = std::log(a[j]);
+        if (op == Red::kLogSumExp) v = std::log(a[j]) + (*mx)[j];
         if constexpr (std::is_integral_v<T>) {
           if (!std::isfinite(v)) v = 0;
         }
@@ -195,6 +226,45 @@ Result<KernelPtr> build_arg(BuildContext& ctx, bool is_max) {
   });
 }
 
+Result<KernelPtr> build_cumsum(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64}));
+  const Shape& x = ctx.in_shape(0);
+  std::vector<int64_t> ax;
+  DLSYS_ASSIGN_OR_RETURN(ax, ctx.const_ints(1, "axis"));
+  if (ax.size() != 1) return ctx.error("axis must hold one value");
+  int64_t rank = static_cast<int64_t>(x.size());
+  int64_t axis = normalize_axis(ax[0], rank);
+  if (axis < 0) return ctx.error("axis {} is out of range for input {}", ax[0], shape_str(x));
+  bool exclusive = ctx.attr_int("exclusive", 0) != 0, reverse = ctx.attr_int("reverse", 0) != 0;
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, x);
+  int64_t outer = 1, inner = 1, n = x[axis];
+  for (int64_t i = 0; i < axis; ++i) outer *= x[i];
+  for (int64_t i = axis + 1; i < rank; ++i) inner *= x[i];
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_NUMERIC(t, T, {
+      const T* X = in[0]->data_as<T>();
+      T* Y = o[0]->data_as<T>();
+      for (int64_t a = 0; a < outer; ++a)
+        for (int64_t b = 0; b < inner; ++b) {
+          T acc = 0;
+          for (int64_t k = 0; k < n; ++k) {
+            int64_t j = reverse ? n - 1 - k : k;
+            int64_t idx = (a * n + j) * inner + b;
+            if (exclusive) {
+              Y[idx] = acc;
+              acc = static_cast<T>(acc + X[idx]);
+            } else {
+              acc = static_cast<T>(acc + X[idx]);
+              Y[idx] = acc;
+            }
+          }
+        }
+    });
+    return Status::OK();
+  });
+}
+
 }  // namespace
 
 void register_reduce_ops(OpRegistry& r) {
@@ -205,6 +275,12 @@ void register_reduce_ops(OpRegistry& r) {
   r.add("ReduceProd", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kProd); });
   r.add("ReduceSumSquare", 1, 1, 1, 1,
         [](BuildContext& c) { return build_reduce(c, Red::kSumSquare); });
+  r.add("ReduceL1", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kL1); });
+  r.add("ReduceL2", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kL2); });
+  r.add("ReduceLogSum", 1, 1, 1, 1, [](BuildContext& c) { return build_reduce(c, Red::kLogSum); });
+  r.add("ReduceLogSumExp", 1, 1, 1, 1,
+        [](BuildContext& c) { return build_reduce(c, Red::kLogSumExp); });
+  r.add("CumSum", 2, 2, 1, 1, build_cumsum);
   r.add("ArgMax", 1, 1, 1, 1, [](BuildContext& c) { return build_arg(c, true); });
   r.add("ArgMin", 1, 1, 1, 1, [](BuildContext& c) { return build_arg(c, false); });
 }

@@ -277,6 +277,19 @@ Result<KernelPtr> build_cast(BuildContext& ctx) {
   });
 }
 
+Result<KernelPtr> build_cast_like(BuildContext& ctx) {
+  DType t = ctx.in_dtype(1);
+  if (t == ctx.in_dtype(0)) {
+    ctx.alias_output(0, 0, ctx.in_shape(0));
+    return KernelPtr();
+  }
+  ctx.set_output(0, t, ctx.in_shape(0));
+  return make_kernel([](const Tensor* const* in, Tensor* const* o) {
+    convert(*in[0], *o[0]);
+    return Status::OK();
+  });
+}
+
 Result<KernelPtr> build_expand(BuildContext& ctx) {
   std::vector<int64_t> shape;
   DLSYS_ASSIGN_OR_RETURN(shape, ctx.const_ints(1, "shape"));
@@ -312,6 +325,7 @@ void register_shape_ops(OpRegistry& r) {
   r.add("Range", 3, 3, 1, 1, build_range);
   r.add("Cast", 1, 1, 1, 1, build_cast);
   r.add("Expand", 2, 2, 1, 1, build_expand);
+  r.add("CastLike", 2, 2, 1, 1, build_cast_like);
 }
 
 }  // namespace dlsys

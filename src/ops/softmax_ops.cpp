@@ -36,11 +36,42 @@ Result<KernelPtr> build_softmax(BuildContext& ctx, bool log) {
   });
 }
 
+// Hardmax: 1 at the first maximum along the axis, 0 elsewhere.
+Result<KernelPtr> build_hardmax(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  const Shape& x = ctx.in_shape(0);
+  int64_t rank = static_cast<int64_t>(x.size());
+  int64_t axis = normalize_axis(ctx.attr_int("axis", -1), rank);
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", -1),
+                     shape_str(x));
+  ctx.set_output(0, DType::kF32, x);
+  int64_t outer = 1, inner = 1, n = x[axis];
+  for (int64_t i = 0; i < axis; ++i) outer *= x[i];
+  for (int64_t i = axis + 1; i < rank; ++i) inner *= x[i];
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    const float* X = in[0]->data_as<float>();
+    float* Y = o[0]->data_as<float>();
+    for (int64_t a = 0; a < outer; ++a)
+      for (int64_t b = 0; b < inner; ++b) {
+        int64_t best = 0;
+        for (int64_t k = 0; k < n; ++k) {
+          int64_t idx = (a * n + k) * inner + b;
+          if (X[idx] > X[(a * n + best) * inner + b]) best = k;
+          Y[idx] = 0.f;
+        }
+        if (n > 0) Y[(a * n + best) * inner + b] = 1.f;
+      }
+    return Status::OK();
+  });
+}
+
 }  // namespace
 
 void register_softmax_ops(OpRegistry& r) {
   r.add("Softmax", 1, 1, 1, 1, [](BuildContext& c) { return build_softmax(c, false); });
   r.add("LogSoftmax", 1, 1, 1, 1, [](BuildContext& c) { return build_softmax(c, true); });
+  r.add("Hardmax", 1, 1, 1, 1, build_hardmax);
 }
 
 }  // namespace dlsys

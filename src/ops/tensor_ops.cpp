@@ -300,6 +300,173 @@ Result<KernelPtr> build_tile(BuildContext& ctx) {
   });
 }
 
+// Copies `x` seen as `view` (row-major) and permuted by `perm` into a dense output.
+KernelPtr permuted_copy_kernel(DType t, const Shape& view, const std::vector<int64_t>& perm) {
+  std::vector<int64_t> vst = shape_strides(view), sst(perm.size());
+  Shape out(perm.size());
+  for (size_t i = 0; i < perm.size(); ++i) {
+    out[i] = view[perm[i]];
+    sst[i] = vst[perm[i]];
+  }
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_BYTES(t, T, strided_copy(in[0]->data_as<T>(), o[0]->data_as<T>(), out, sst, 0));
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_depth_space(BuildContext& ctx, bool to_space) {
+  const Shape& x = ctx.in_shape(0);
+  if (x.size() != 4) return ctx.error("input must be 4-D [N, C, H, W], got {}", shape_str(x));
+  int64_t b = ctx.attr_int("blocksize", 0);
+  if (b < 1) return ctx.error("blocksize must be >= 1");
+  int64_t N = x[0], C = x[1], H = x[2], W = x[3];
+  DType t = ctx.in_dtype(0);
+  if (to_space) {
+    if (C % (b * b) != 0)
+      return ctx.error("channels {} are not divisible by blocksize^2 = {}", C, b * b);
+    ctx.set_output(0, t, {N, C / (b * b), H * b, W * b});
+    if (ctx.attr_string("mode", "DCR") == "CRD")
+      return permuted_copy_kernel(t, {N, C / (b * b), b, b, H, W}, {0, 1, 4, 2, 5, 3});
+    return permuted_copy_kernel(t, {N, b, b, C / (b * b), H, W}, {0, 3, 4, 1, 5, 2});
+  }
+  if (H % b != 0 || W % b != 0)
+    return ctx.error("H {} and W {} must be divisible by blocksize {}", H, W, b);
+  ctx.set_output(0, t, {N, C * b * b, H / b, W / b});
+  return permuted_copy_kernel(t, {N, C, H / b, b, W / b, b}, {0, 3, 5, 1, 2, 4});
+}
+
+Result<KernelPtr> build_trilu(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  if (x.size() < 2) return ctx.error("input must have rank >= 2, got {}", shape_str(x));
+  int64_t k = 0;
+  if (ctx.has_input(1)) {
+    std::vector<int64_t> kv;
+    DLSYS_ASSIGN_OR_RETURN(kv, ctx.const_ints(1, "k"));
+    if (kv.size() != 1) return ctx.error("k must be a scalar");
+    k = kv[0];
+  }
+  bool upper = ctx.attr_int("upper", 1) != 0;
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, x);
+  int64_t R = x[x.size() - 2], Cc = x.back(), mats = shape_numel(x) / std::max<int64_t>(R * Cc, 1);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_BYTES(t, T, {
+      const T* X = in[0]->data_as<T>();
+      T* Y = o[0]->data_as<T>();
+      for (int64_t m = 0; m < mats; ++m)
+        for (int64_t i = 0; i < R; ++i)
+          for (int64_t j = 0; j < Cc; ++j) {
+            int64_t idx = (m * R + i) * Cc + j;
+            bool keep = upper ? (j - i >= k) : (j - i <= k);
+            Y[idx] = keep ? X[idx] : T(0);
+          }
+    });
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_gather_elements(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI64, DType::kI32}));
+  const Shape &x = ctx.in_shape(0), &idx = ctx.in_shape(1);
+  int64_t r = static_cast<int64_t>(x.size());
+  if (static_cast<int64_t>(idx.size()) != r)
+    return ctx.error("indices rank {} differs from data rank {}", idx.size(), r);
+  int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for data {}", ctx.attr_int("axis", 0), shape_str(x));
+  DType t = ctx.in_dtype(0);
+  ctx.set_output(0, t, idx);
+  std::vector<int64_t> xst = shape_strides(x), ist = shape_strides(idx);
+  int64_t total = shape_numel(idx), n = x[axis];
+  std::string name = ctx.node_name();
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_BYTES(t, T, {
+      const T* X = in[0]->data_as<T>();
+      T* Y = o[0]->data_as<T>();
+      for (int64_t i = 0; i < total; ++i) {
+        int64_t j = in[1]->get_i64(i);
+        if (j < 0) j += n;
+        if (j < 0 || j >= n)
+          return Status::Invalid(
+              "node '{}' (GatherElements): index {} is out of range for axis of size {}", name,
+              in[1]->get_i64(i), n);
+        int64_t rem = i, off = 0;
+        for (int64_t d = 0; d < r; ++d) {
+          int64_t c = rem / ist[d];
+          rem %= ist[d];
+          off += (d == axis ? j : c) * xst[d];
+        }
+        Y[i] = X[off];
+      }
+    });
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_pad(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x.size());
+  std::vector<int64_t> pads;
+  DLSYS_ASSIGN_OR_RETURN(pads, ctx.const_ints(1, "pads"));
+  if (static_cast<int64_t>(pads.size()) != 2 * r)
+    return ctx.error("pads has {} values for rank {} (needs {})", pads.size(), r, 2 * r);
+  std::string mode = ctx.attr_string("mode", "constant");
+  if (mode != "constant" && mode != "reflect" && mode != "edge")
+    return ctx.error("mode '{}' is not one of constant, reflect, edge", mode);
+  DType t = ctx.in_dtype(0);
+  Shape out(r);
+  for (int64_t d = 0; d < r; ++d) {
+    out[d] = x[d] + pads[d] + pads[r + d];
+    if (out[d] < 0) return ctx.error("pads {} make dimension {} negative", shape_str(pads), d);
+    if (mode != "constant" && x[d] == 0 && out[d] > 0)
+      return ctx.error("cannot {}-pad an empty dimension", mode);
+    if (mode == "reflect" && (pads[d] >= x[d] || pads[r + d] >= x[d]) &&
+        (pads[d] > 0 || pads[r + d] > 0))
+      return ctx.error("reflect padding must be smaller than the dimension ({} vs {})",
+                       std::max(pads[d], pads[r + d]), x[d]);
+  }
+  ctx.set_output(0, t, out);
+  enum {
+    kConstant,
+    kReflect,
+    kEdge
+  } m = mode == "constant"  ? kConstant
+        : mode == "reflect" ? kReflect
+                            : kEdge;
+  bool has_value = ctx.has_input(2);
+  std::vector<int64_t> xst = shape_strides(x), ost = shape_strides(out);
+  int64_t total = shape_numel(out);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    DLSYS_DISPATCH_BYTES(t, T, {
+      const T* X = in[0]->data_as<T>();
+      T* Y = o[0]->data_as<T>();
+      T fill{};
+      if (has_value && in[2]->numel() > 0) fill = in[2]->data_as<T>()[0];
+      for (int64_t i = 0; i < total; ++i) {
+        int64_t rem = i, off = 0;
+        bool outside = false;
+        for (int64_t d = 0; d < r; ++d) {
+          int64_t c = rem / ost[d] - pads[d];
+          rem %= ost[d];
+          if (c < 0 || c >= x[d]) {
+            if (m == kConstant) {
+              outside = true;
+              break;
+            }
+            if (m == kEdge)
+              c = c < 0 ? 0 : x[d] - 1;
+            else
+              c = c < 0 ? -c : 2 * (x[d] - 1) - c;
+          }
+          off += c * xst[d];
+        }
+        Y[i] = outside ? fill : X[off];
+      }
+    });
+    return Status::OK();
+  });
+}
+
 }  // namespace
 
 void register_tensor_ops(OpRegistry& r) {
@@ -309,6 +476,11 @@ void register_tensor_ops(OpRegistry& r) {
   r.add("Slice", 3, 5, 1, 1, build_slice);
   r.add("Gather", 2, 2, 1, 1, build_gather);
   r.add("Tile", 2, 2, 1, 1, build_tile);
+  r.add("DepthToSpace", 1, 1, 1, 1, [](BuildContext& c) { return build_depth_space(c, true); });
+  r.add("SpaceToDepth", 1, 1, 1, 1, [](BuildContext& c) { return build_depth_space(c, false); });
+  r.add("Trilu", 1, 2, 1, 1, build_trilu);
+  r.add("GatherElements", 2, 2, 1, 1, build_gather_elements);
+  r.add("Pad", 2, 3, 1, 1, build_pad);
 }
 
 }  // namespace dlsys

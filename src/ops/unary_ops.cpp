@@ -150,6 +150,60 @@ Result<KernelPtr> build_elu(BuildContext& ctx) {
   return f32_map(ctx, [a](float v) { return v > 0 ? v : a * (std::exp(v) - 1.f); });
 }
 
+Result<KernelPtr> build_sin(BuildContext& ctx) {
+  F32_ONLY();
+  return f32_map(ctx, [](float v) { return std::sin(v); });
+}
+Result<KernelPtr> build_cos(BuildContext& ctx) {
+  F32_ONLY();
+  return f32_map(ctx, [](float v) { return std::cos(v); });
+}
+Result<KernelPtr> build_round(BuildContext& ctx) {
+  F32_ONLY();
+  return f32_map(ctx, [](float v) { return std::nearbyint(v); });  // half to even
+}
+Result<KernelPtr> build_softsign(BuildContext& ctx) {
+  F32_ONLY();
+  return f32_map(ctx, [](float v) { return v / (1.f + std::fabs(v)); });
+}
+Result<KernelPtr> build_selu(BuildContext& ctx) {
+  F32_ONLY();
+  float a = ctx.attr_float("alpha", 1.67326319217681884765625f);
+  float g = ctx.attr_float("gamma", 1.05070102214813232421875f);
+  return f32_map(ctx, [a, g](float v) { return v > 0 ? g * v : g * (a * std::exp(v) - a); });
+}
+Result<KernelPtr> build_celu(BuildContext& ctx) {
+  F32_ONLY();
+  float a = ctx.attr_float("alpha", 1.f);
+  return f32_map(ctx, [a](float v) {
+    return std::fmax(0.f, v) + std::fmin(0.f, a * (std::exp(v / a) - 1.f));
+  });
+}
+Result<KernelPtr> build_thresholded_relu(BuildContext& ctx) {
+  F32_ONLY();
+  float a = ctx.attr_float("alpha", 1.f);
+  return f32_map(ctx, [a](float v) { return v > a ? v : 0.f; });
+}
+Result<KernelPtr> build_sign(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+  return numeric_map(ctx, [](auto v) { return (v > 0) - (v < 0); });
+}
+// IsNaN / IsInf: f32 in, bool out.
+Result<KernelPtr> build_float_test(BuildContext& ctx, bool nan) {
+  F32_ONLY();
+  bool pos = ctx.attr_int("detect_positive", 1) != 0, neg = ctx.attr_int("detect_negative", 1) != 0;
+  ctx.set_output(0, DType::kBool, ctx.in_shape(0));
+  return make_kernel([nan, pos, neg](const Tensor* const* in, Tensor* const* out) {
+    const float* x = in[0]->data_as<float>();
+    uint8_t* y = out[0]->data_as<uint8_t>();
+    for (int64_t i = 0; i < in[0]->numel(); ++i)
+      y[i] =
+          nan ? std::isnan(x[i]) : (std::isinf(x[i]) && ((x[i] > 0 && pos) || (x[i] < 0 && neg)));
+    return Status::OK();
+  });
+}
+
 Result<KernelPtr> build_clip(BuildContext& ctx) {
   DType t = ctx.in_dtype(0);
   for (size_t i = 1; i < 3; ++i)
@@ -215,6 +269,16 @@ void register_unary_ops(OpRegistry& r) {
   r.add("Elu", 1, 1, 1, 1, build_elu);
   r.add("Clip", 1, 3, 1, 1, build_clip);
   r.add("Not", 1, 1, 1, 1, build_not);
+  r.add("Sin", 1, 1, 1, 1, build_sin);
+  r.add("Cos", 1, 1, 1, 1, build_cos);
+  r.add("Round", 1, 1, 1, 1, build_round);
+  r.add("Softsign", 1, 1, 1, 1, build_softsign);
+  r.add("Selu", 1, 1, 1, 1, build_selu);
+  r.add("Celu", 1, 1, 1, 1, build_celu);
+  r.add("ThresholdedRelu", 1, 1, 1, 1, build_thresholded_relu);
+  r.add("Sign", 1, 1, 1, 1, build_sign);
+  r.add("IsNaN", 1, 1, 1, 1, [](BuildContext& c) { return build_float_test(c, true); });
+  r.add("IsInf", 1, 1, 1, 1, [](BuildContext& c) { return build_float_test(c, false); });
 }
 
 }  // namespace dlsys
