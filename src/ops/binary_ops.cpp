@@ -1,6 +1,7 @@
 // Element-wise binary ops with NumPy broadcasting, comparisons, logic and Where. f32 arithmetic
 // runs on oneDNN's binary primitive when the first source already has the output's shape
 // (oneDNN 2.6 broadcasts only the second source); everything else is a plain loop.
+#include <array>
 #include <cmath>
 
 #include "ops/broadcast.h"
@@ -303,19 +304,19 @@ Result<KernelPtr> build_variadic(BuildContext& ctx, Fold op) {
   }
   ctx.set_output(0, t, out);
   size_t n = ctx.num_inputs();
-  std::vector<std::vector<int64_t>> st(n);
-  for (size_t i = 0; i < n; ++i) st[i] = broadcast_strides(ctx.in_shape(i), out);
-  std::vector<int64_t> own = shape_strides(out);
+  // Stride pairs for each fold step, made now: {output's own strides, input k's strides}.
+  std::vector<int64_t> first[1] = {broadcast_strides(ctx.in_shape(0), out)};
+  std::vector<std::array<std::vector<int64_t>, 2>> steps;
+  for (size_t k = 1; k < n; ++k)
+    steps.push_back({shape_strides(out), broadcast_strides(ctx.in_shape(k), out)});
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     DLSYS_DISPATCH_NUMERIC(t, T, {
       T* y = o[0]->data_as<T>();
       const T* x0 = in[0]->data_as<T>();
-      std::vector<int64_t> s0[1] = {st[0]};
-      broadcast_for_each(out, s0, [&](int64_t i, const int64_t* off) { y[i] = x0[off[0]]; });
+      broadcast_for_each(out, first, [&](int64_t i, const int64_t* off) { y[i] = x0[off[0]]; });
       for (size_t k = 1; k < n; ++k) {
         const T* xk = in[k]->data_as<T>();
-        std::vector<int64_t> sk[2] = {own, st[k]};
-        broadcast_for_each(out, sk, [&](int64_t i, const int64_t* off) {
+        broadcast_for_each_n<2>(out, steps[k - 1].data(), [&](int64_t i, const int64_t* off) {
           T v = xk[off[1]];
           switch (op) {
             case Fold::kMax:

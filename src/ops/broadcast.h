@@ -15,8 +15,9 @@ std::vector<int64_t> broadcast_strides(const Shape& in, const Shape& out);
 
 // For every output element in row-major order calls f(out_index, offsets of each input).
 // N inputs with strides from broadcast_strides. Parallel over rows (OpenMP); f must be pure.
+// `strides` points at N stride vectors.
 template <size_t N, typename F>
-void broadcast_for_each(const Shape& out, const std::vector<int64_t> (&strides)[N], F f) {
+void broadcast_for_each_n(const Shape& out, const std::vector<int64_t>* strides, F f) {
   const int64_t rank = static_cast<int64_t>(out.size());
   const int64_t total = shape_numel(out);
   if (total == 0) return;
@@ -39,6 +40,11 @@ void broadcast_for_each(const Shape& out, const std::vector<int64_t> (&strides)[
       f(r * inner + j, off);
     }
   }
+}
+
+template <size_t N, typename F>
+void broadcast_for_each(const Shape& out, const std::vector<int64_t> (&strides)[N], F f) {
+  broadcast_for_each_n<N>(out, strides, f);
 }
 
 }  // namespace dlsys

@@ -1,5 +1,7 @@
 #include "ops/dnnl_util.h"
 
+#include <cassert>
+
 namespace dlsys {
 
 using dt = dnnl::memory::data_type;
@@ -46,7 +48,15 @@ dnnl::memory::desc strided_md(const Shape& s, DType t, const std::vector<int64_t
 }
 
 void DnnlCall::add(int arg, const dnnl::memory::desc& md) {
-  args.emplace(arg, dnnl::memory(md, dnnl_engine(), DNNL_MEMORY_NONE));
+  auto it = args.emplace(arg, dnnl::memory(md, dnnl_engine(), DNNL_MEMORY_NONE)).first;
+  c_args_.push_back(dnnl_exec_arg_t{arg, it->second.get()});
+}
+
+void DnnlCall::exec() {
+  dnnl_status_t st = dnnl_primitive_execute(prim.get(), dnnl_stream().get(),
+                                            static_cast<int>(c_args_.size()), c_args_.data());
+  assert(st == dnnl_success && "oneDNN execute failed: are all arguments bound to buffers?");
+  (void)st;
 }
 
 void DnnlReorder::init(const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {

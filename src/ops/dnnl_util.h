@@ -20,7 +20,8 @@ dnnl::memory::desc plain_md(const Shape& s, DType t);
 dnnl::memory::desc strided_md(const Shape& s, DType t, const std::vector<int64_t>& strides);
 
 // A oneDNN primitive plus its argument memories, created once per plan; bind() swaps data
-// pointers before each run, so running allocates nothing.
+// pointers before each run, and exec() calls the C API with a prebuilt argument array (the C++
+// execute() builds a vector per call), so running allocates nothing.
 struct DnnlCall {
   dnnl::primitive prim;
   std::unordered_map<int, dnnl::memory> args;
@@ -28,7 +29,10 @@ struct DnnlCall {
   // Adds argument `arg` with descriptor `md` (no data yet).
   void add(int arg, const dnnl::memory::desc& md);
   void bind(int arg, const void* data) { args.at(arg).set_data_handle(const_cast<void*>(data)); }
-  void exec() { prim.execute(dnnl_stream(), args); }
+  void exec();
+
+ private:
+  std::vector<dnnl_exec_arg_t> c_args_;
 };
 
 // Runs `f` and turns a dnnl::error into an Unsupported status naming the node.

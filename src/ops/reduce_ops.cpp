@@ -72,7 +72,7 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
       case Red::kProd:
         a = dnnl::algorithm::reduction_mul;
         break;
-      case Red::kSumSquare:
+      default:  // kSumSquare (dnnl_alg excludes the rest)
         a = dnnl::algorithm::reduction_norm_lp_power_p_sum;
         break;
     }

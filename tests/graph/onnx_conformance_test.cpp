@@ -30,14 +30,19 @@ std::string cases_dir() {
 // a2 cos(4 pi n/N), computed here in double (N = size, or size - 1 when symmetric).
 bool window_reference(const std::string& name, int64_t size, Tensor* out) {
   double a0, a1, a2 = 0;
-  if (name.find("hannwindow") != std::string::npos) a0 = 0.5, a1 = 0.5;
-  else if (name.find("hammingwindow") != std::string::npos) a0 = 25.0 / 46, a1 = 21.0 / 46;
-  else if (name.find("blackmanwindow") != std::string::npos) a0 = 0.42, a1 = 0.5, a2 = 0.08;
-  else return false;
+  if (name.find("hannwindow") != std::string::npos)
+    a0 = 0.5, a1 = 0.5;
+  else if (name.find("hammingwindow") != std::string::npos)
+    a0 = 25.0 / 46, a1 = 21.0 / 46;
+  else if (name.find("blackmanwindow") != std::string::npos)
+    a0 = 0.42, a1 = 0.5, a2 = 0.08;
+  else
+    return false;
   double N = static_cast<double>(name.find("symmetric") != std::string::npos ? size - 1 : size);
   *out = Tensor::empty(DType::kF32, {size});
   for (int64_t n = 0; n < size; ++n)
-    out->data_as<float>()[n] = static_cast<float>(a0 - a1 * std::cos(2 * M_PI * n / N) + a2 * std::cos(4 * M_PI * n / N));
+    out->data_as<float>()[n] =
+        static_cast<float>(a0 - a1 * std::cos(2 * M_PI * n / N) + a2 * std::cos(4 * M_PI * n / N));
   return true;
 }
 
