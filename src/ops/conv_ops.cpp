@@ -110,12 +110,19 @@ Status run_conv(ConvState& st, const Tensor* const* in, Tensor* const* out) {
   return Status::OK();
 }
 
-Result<KernelPtr> build_conv(BuildContext& ctx) {
+// X, W (and B) are f32; X and W have the same rank, 3 to 5 (1-3 spatial dims).
+Status check_conv_inputs(const BuildContext& ctx) {
   for (size_t i = 0; i < 3; ++i)
     if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
   const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
   if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
     return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
+  return Status::OK();
+}
+
+Result<KernelPtr> build_conv(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(check_conv_inputs(ctx));
+  const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
   size_t nsp = x.size() - 2;
   int64_t g = ctx.attr_int("group", 1);
   int64_t N = x[0], C = x[1], M = w[0];
@@ -178,11 +185,8 @@ Result<KernelPtr> build_conv(BuildContext& ctx) {
 }
 
 Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
-  for (size_t i = 0; i < 3; ++i)
-    if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
+  DLSYS_RETURN_IF_ERROR(check_conv_inputs(ctx));
   const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
-  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
-    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
   size_t nsp = x.size() - 2;
   int64_t g = ctx.attr_int("group", 1);
   int64_t N = x[0], C = x[1];

@@ -199,9 +199,8 @@ Result<KernelPtr> build_arg(BuildContext& ctx, bool is_max) {
       out.push_back(1);
   }
   ctx.set_output(0, DType::kI64, out);
-  int64_t outer = 1, inner = 1, n = x[axis];
-  for (int64_t i = 0; i < axis; ++i) outer *= x[i];
-  for (int64_t i = axis + 1; i < rank; ++i) inner *= x[i];
+  AxisSplit sp = split_at_axis(x, axis);
+  int64_t outer = sp.outer, n = sp.n, inner = sp.inner;
   DType t = ctx.in_dtype(0);
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     int64_t* Y = o[0]->data_as<int64_t>();
@@ -238,9 +237,8 @@ Result<KernelPtr> build_cumsum(BuildContext& ctx) {
   bool exclusive = ctx.attr_int("exclusive", 0) != 0, reverse = ctx.attr_int("reverse", 0) != 0;
   DType t = ctx.in_dtype(0);
   ctx.set_output(0, t, x);
-  int64_t outer = 1, inner = 1, n = x[axis];
-  for (int64_t i = 0; i < axis; ++i) outer *= x[i];
-  for (int64_t i = axis + 1; i < rank; ++i) inner *= x[i];
+  AxisSplit sp = split_at_axis(x, axis);
+  int64_t outer = sp.outer, n = sp.n, inner = sp.inner;
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     DLSYS_DISPATCH_NUMERIC(t, T, {
       const T* X = in[0]->data_as<T>();

@@ -262,10 +262,8 @@ void convert(const Tensor& src, Tensor& dst) {
   }
 }
 
-Result<KernelPtr> build_cast(BuildContext& ctx) {
-  auto to = dtype_from_onnx(static_cast<int>(ctx.attr_int("to", 0)));
-  if (!to.ok()) return ctx.unsupported("{}", to.status().message());
-  DType t = to.value();
+// Converts input 0 to `t` (an alias when it already has that dtype).
+Result<KernelPtr> cast_to(BuildContext& ctx, DType t) {
   if (t == ctx.in_dtype(0)) {
     ctx.alias_output(0, 0, ctx.in_shape(0));
     return KernelPtr();
@@ -277,17 +275,14 @@ Result<KernelPtr> build_cast(BuildContext& ctx) {
   });
 }
 
+Result<KernelPtr> build_cast(BuildContext& ctx) {
+  auto to = dtype_from_onnx(static_cast<int>(ctx.attr_int("to", 0)));
+  if (!to.ok()) return ctx.unsupported("{}", to.status().message());
+  return cast_to(ctx, to.value());
+}
+
 Result<KernelPtr> build_cast_like(BuildContext& ctx) {
-  DType t = ctx.in_dtype(1);
-  if (t == ctx.in_dtype(0)) {
-    ctx.alias_output(0, 0, ctx.in_shape(0));
-    return KernelPtr();
-  }
-  ctx.set_output(0, t, ctx.in_shape(0));
-  return make_kernel([](const Tensor* const* in, Tensor* const* o) {
-    convert(*in[0], *o[0]);
-    return Status::OK();
-  });
+  return cast_to(ctx, ctx.in_dtype(1));
 }
 
 Result<KernelPtr> build_expand(BuildContext& ctx) {

@@ -46,9 +46,8 @@ Result<KernelPtr> build_hardmax(BuildContext& ctx) {
     return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", -1),
                      shape_str(x));
   ctx.set_output(0, DType::kF32, x);
-  int64_t outer = 1, inner = 1, n = x[axis];
-  for (int64_t i = 0; i < axis; ++i) outer *= x[i];
-  for (int64_t i = axis + 1; i < rank; ++i) inner *= x[i];
+  AxisSplit sp = split_at_axis(x, axis);
+  int64_t outer = sp.outer, n = sp.n, inner = sp.inner;
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     const float* X = in[0]->data_as<float>();
     float* Y = o[0]->data_as<float>();

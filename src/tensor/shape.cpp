@@ -23,6 +23,14 @@ std::vector<int64_t> shape_strides(const Shape& s) {
   return st;
 }
 
+AxisSplit split_at_axis(const Shape& s, int64_t axis) {
+  AxisSplit a;
+  for (int64_t i = 0; i < axis; ++i) a.outer *= s[i];
+  a.n = s[axis];
+  for (size_t i = static_cast<size_t>(axis) + 1; i < s.size(); ++i) a.inner *= s[i];
+  return a;
+}
+
 int64_t normalize_axis(int64_t axis, int64_t rank) {
   if (axis < 0) axis += rank;
   if (axis < 0 || axis >= rank) return -1;
