@@ -17,8 +17,9 @@ build: deps
 	@cmake -S . -B $(BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Every test: unit, ONNX conformance, PyTorch-exported models, CLI; then the parsers under ASan/UBSan.
-test: test-unit test-asan
+# Every test: the parsers under ASan/UBSan, then unit, ONNX conformance, PyTorch-exported models and
+# CLI tests (ctest's summary closes the output).
+test: test-asan test-unit
 
 test-unit: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
