@@ -94,11 +94,8 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
       int id = new_slot(node.outputs[i]);
       out_ids[i] = id;
       Slot& s = p.slots_[id];
-      if (od.value.valid() && od.value.data()) {
+      if (od.value.data()) {
         s.tensor = od.value;
-        s.is_const = true;
-      } else if (od.value.valid() && od.value.numel() == 0) {
-        s.tensor = Tensor::empty(od.dtype, od.shape);
         s.is_const = true;
       } else if (od.alias_of_input >= 0) {
         int base = in_ids[od.alias_of_input];

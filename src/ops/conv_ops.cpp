@@ -96,7 +96,7 @@ Status run_conv(ConvState& st, const Tensor* const* in, Tensor* const* out) {
     st.src_r.run(src, st.src_buf.data());
     src = st.src_buf.data();
   }
-  const void* wei = st.wei_buf.valid() && st.wei_buf.data() ? st.wei_buf.data() : in[1]->data();
+  const void* wei = st.wei_buf.data() ? st.wei_buf.data() : in[1]->data();
   if (st.wei_reorder_runtime) {
     st.wei_r.run(in[1]->data(), st.wei_buf.data());
     wei = st.wei_buf.data();

@@ -18,7 +18,8 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   const Shape& x = ctx.in_shape(0);
   int64_t rank = static_cast<int64_t>(x.size());
   std::vector<int64_t> axes;
-  bool axes_as_input = op == Red::kSum && ctx.opset() >= 13;
+  // Opset 13 made ReduceSum's axes an input; the others keep the attribute through 17.
+  bool axes_as_input = op == Red::kSum;
   if (axes_as_input) {
     if (ctx.has_input(1)) {
       DLSYS_ASSIGN_OR_RETURN(axes, ctx.const_ints(1, "axes"));

@@ -1,19 +1,27 @@
-// Softmax and LogSoftmax (opset 13 semantics: along one axis) on oneDNN's softmax_v2.
+// Softmax and LogSoftmax (opset 13 semantics: along one axis) on oneDNN's softmax_v2; Hardmax.
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 
 namespace dlsys {
 namespace {
 
-Result<KernelPtr> build_softmax(BuildContext& ctx, bool log) {
+// Shared by Softmax, LogSoftmax and Hardmax: f32 input, one `axis` (default -1), output of the
+// input's shape. Returns the normalized axis.
+Result<int64_t> axis_op_setup(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
   const Shape& x = ctx.in_shape(0);
-  int64_t rank = static_cast<int64_t>(x.size());
-  int64_t axis = normalize_axis(ctx.attr_int("axis", -1), rank);
+  int64_t axis = normalize_axis(ctx.attr_int("axis", -1), static_cast<int64_t>(x.size()));
   if (axis < 0)
     return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", -1),
                      shape_str(x));
   ctx.set_output(0, DType::kF32, x);
+  return axis;
+}
+
+Result<KernelPtr> build_softmax(BuildContext& ctx, bool log) {
+  int64_t axis;
+  DLSYS_ASSIGN_OR_RETURN(axis, axis_op_setup(ctx));
+  const Shape& x = ctx.in_shape(0);
   if (shape_numel(x) == 0)
     return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
   auto md = plain_md(x, DType::kF32);
@@ -38,14 +46,9 @@ Result<KernelPtr> build_softmax(BuildContext& ctx, bool log) {
 
 // Hardmax: 1 at the first maximum along the axis, 0 elsewhere.
 Result<KernelPtr> build_hardmax(BuildContext& ctx) {
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  int64_t axis;
+  DLSYS_ASSIGN_OR_RETURN(axis, axis_op_setup(ctx));
   const Shape& x = ctx.in_shape(0);
-  int64_t rank = static_cast<int64_t>(x.size());
-  int64_t axis = normalize_axis(ctx.attr_int("axis", -1), rank);
-  if (axis < 0)
-    return ctx.error("axis {} is out of range for input {}", ctx.attr_int("axis", -1),
-                     shape_str(x));
-  ctx.set_output(0, DType::kF32, x);
   AxisSplit sp = split_at_axis(x, axis);
   int64_t outer = sp.outer, n = sp.n, inner = sp.inner;
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
