@@ -6,12 +6,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
-#include <random>
 
 #include "cli/commands.h"
+#include "cli/inputs.h"
 #include "core/json_util.h"
 #include "graph/session.h"
-#include "tensor/npy.h"
 
 namespace dlsys::cli {
 namespace {
@@ -24,56 +23,27 @@ struct BenchArgs {
   double seconds = 3.0;
   std::vector<std::string> dims;
   std::vector<std::string> inputs;
+  std::string precision = "fp32";
+  bool no_optimize = false;
 };
 
 using Clock = std::chrono::steady_clock;
 
 int run_bench(const BenchArgs& a) {
-  auto session = Session::open(a.model, SessionOptions{a.threads});
+  auto precision = parse_precision(a.precision);
+  if (!precision.ok()) return fail(precision.status().message());
+  SessionOptions opts;
+  opts.threads = a.threads;
+  opts.precision = precision.value();
+  opts.optimize = !a.no_optimize;
+  auto session = Session::open(a.model, opts);
   if (!session.ok()) return fail(session.status().message());
   Session& s = *session.value();
   std::map<std::string, Tensor> named;
-  for (const std::string& spec : a.inputs) {
-    size_t eq = spec.find('=');
-    if (eq == std::string::npos)
-      return fail(fmt::format("--input '{}' needs the form NAME=FILE.npy", spec));
-    std::string name = spec.substr(0, eq);
-    bool known = false;
-    for (const ValueInfo& v : s.graph().inputs) known = known || v.name == name;
-    if (!known) return fail(fmt::format("the model has no input '{}'", name));
-    auto t = npy_read(spec.substr(eq + 1));
-    if (!t.ok()) return fail(t.status().message());
-    named[name] = std::move(t).value();
-  }
-  if (named.size() < s.graph().inputs.size()) {
-    // Generate the inputs not given: normal floats, small integers (valid token ids).
-    auto dims = parse_dims(a.dims);
-    if (!dims.ok()) return fail(dims.status().message());
-    auto shapes = s.concrete_input_shapes(dims.value(), a.batch);
-    if (!shapes.ok()) return fail(shapes.status().message());
-    std::mt19937 rng(42);
-    std::normal_distribution<float> normal(0.f, 1.f);
-    for (size_t k = 0; k < s.graph().inputs.size(); ++k) {
-      const ValueInfo& v = s.graph().inputs[k];
-      if (named.count(v.name)) continue;
-      Tensor t = Tensor::zeros(v.dtype, shapes.value()[k]);
-      for (int64_t i = 0; i < t.numel(); ++i) {
-        switch (v.dtype) {
-          case DType::kF32:
-            t.data_as<float>()[i] = normal(rng);
-            break;
-          case DType::kI64:
-            t.data_as<int64_t>()[i] = static_cast<int64_t>(rng() % 8);
-            break;
-          case DType::kI32:
-            t.data_as<int32_t>()[i] = static_cast<int32_t>(rng() % 8);
-            break;
-          default:
-            break;
-        }
-      }
-      named[v.name] = t;
-    }
+  {
+    auto made = make_inputs(s, a.inputs, a.dims, a.batch);
+    if (!made.ok()) return fail(made.status().message());
+    named = std::move(made).value();
   }
   int64_t batch = named.begin()->second.rank() ? named.begin()->second.dim(0) : 1;
   bool tty = !a.json && isatty(STDERR_FILENO);
@@ -111,14 +81,23 @@ int run_bench(const BenchArgs& a) {
   double median = pct(0.5), p90 = pct(0.9);
   double items_per_s = static_cast<double>(batch) * static_cast<double>(lat.size()) / total_s;
   if (a.json) {
-    nlohmann::json j = {{"model", a.model},    {"batch", batch},     {"threads", a.threads},
-                        {"median_ms", median}, {"p90_ms", p90},      {"items_per_s", items_per_s},
-                        {"runs", lat.size()},  {"seconds", total_s}, {"first_run_ms", plan_ms}};
+    nlohmann::json j = {{"model", a.model},
+                        {"batch", batch},
+                        {"threads", a.threads},
+                        {"median_ms", median},
+                        {"p90_ms", p90},
+                        {"items_per_s", items_per_s},
+                        {"runs", lat.size()},
+                        {"seconds", total_s},
+                        {"first_run_ms", plan_ms},
+                        {"precision", a.precision},
+                        {"optimized", !a.no_optimize}};
     std::printf("%s\n", json_dump_line(j).c_str());
   } else {
     std::printf("model:      %s\n", a.model.c_str());
-    std::printf("batch:      %lld, threads: %s\n", static_cast<long long>(a.batch),
-                a.threads ? std::to_string(a.threads).c_str() : "all");
+    std::printf("batch:      %lld, threads: %s, precision: %s%s\n", static_cast<long long>(a.batch),
+                a.threads ? std::to_string(a.threads).c_str() : "all", a.precision.c_str(),
+                a.no_optimize ? ", graph optimizations off" : "");
     std::printf("first run:  %.2f ms (plan build + run)\n", plan_ms);
     std::printf("latency:    median %.3f ms, p90 %.3f ms per batch (%zu runs in %.1f s)\n", median,
                 p90, lat.size(), total_s);
@@ -145,6 +124,10 @@ void add_bench(CLI::App& app, int* rc) {
   sub->add_option("--input,-i", a->inputs,
                   "NAME=FILE.npy to measure on given data (its first dimension is the batch)");
   sub->add_flag("--json", a->json, "Print one JSON object");
+  sub->add_option("--precision", a->precision,
+                  "fp32 (default) or bf16: matmul/conv in bf16 on AMX, fp32 elsewhere");
+  sub->add_flag("--no-optimize", a->no_optimize,
+                "Skip the graph optimization passes (fusion, folding) to measure their effect");
   sub->callback([a, rc] { *rc = run_bench(*a); });
 }
 

@@ -17,6 +17,8 @@ struct InspectArgs {
   bool json = false;
   bool ops = false;
   std::vector<std::string> dims;
+  bool plan = false;
+  int64_t batch = 1;
 };
 
 nlohmann::json dims_json(const ValueInfo& v) {
@@ -47,6 +49,74 @@ std::string human_flops(double f) {
   return fmt::format("{:.0f} FLOP", f);
 }
 
+std::string layout_str(const PlanStepInfo& st) {
+  return st.blocked_output ? "oneDNN" : "plain";
+}
+
+// `inspect --plan`: the graph after optimization, the executed steps and the memory plan.
+int run_inspect_plan(const InspectArgs& a) {
+  auto session = Session::open(a.model);
+  if (!session.ok()) return fail(session.status().message());
+  Session& s = *session.value();
+  auto dims = parse_dims(a.dims);
+  if (!dims.ok()) return fail(dims.status().message());
+  auto shapes = s.concrete_input_shapes(dims.value(), a.batch);
+  if (!shapes.ok()) return fail(shapes.status().message());
+  auto planned = s.plan_for_shapes(shapes.value());
+  if (!planned.ok()) return fail(planned.status().message());
+  const Plan& plan = *planned.value();
+  const OptimizeReport& r = s.optimize_report();
+  const MemoryPlanStats& m = plan.memory();
+  int folded = 0;
+  for (const PlannedNode& n : plan.nodes()) folded += n.folded;
+  if (a.json) {
+    nlohmann::json j;
+    j["model"] = a.model;
+    j["batch"] = a.batch;
+    j["nodes_before"] = r.nodes_before;
+    j["nodes_after"] = r.nodes_after;
+    for (const PassStats& p : r.passes) j["passes"][p.pass] = p.rewrites;
+    j["rewrites"] = r.rewrites;
+    j["folded_at_plan_time"] = folded;
+    for (const PlanStepInfo& st : plan.steps()) {
+      nlohmann::json o = {{"name", st.name}, {"op", st.op}, {"output_layout", layout_str(st)}};
+      if (st.planned && !st.planned->output_shapes.empty())
+        o["output_shape"] = st.planned->output_shapes[0];
+      j["steps"].push_back(o);
+    }
+    j["memory"] = {{"arena_bytes", m.arena_bytes},
+                   {"sum_of_intermediates_bytes", m.sum_value_bytes},
+                   {"values", m.num_values},
+                   {"kernel_scratch_bytes", m.scratch_bytes}};
+    std::printf("%s\n", json_dump_line(j).c_str());
+    return 0;
+  }
+  std::printf("model:      %s (planned at batch %lld)\n", a.model.c_str(),
+              static_cast<long long>(a.batch));
+  std::printf("graph:      %d nodes as given, %d after optimization\n", r.nodes_before,
+              r.nodes_after);
+  std::printf("passes:\n");
+  for (const PassStats& p : r.passes)
+    if (p.rewrites) std::printf("  %-32s %d rewrites\n", p.pass.c_str(), p.rewrites);
+  std::printf("rewrites:\n");
+  for (const std::string& line : r.rewrites) std::printf("  %s\n", line.c_str());
+  std::printf("plan:       %zu steps run per call; %d nodes folded while planning\n",
+              plan.steps().size(), folded);
+  for (const PlanStepInfo& st : plan.steps()) {
+    std::string shape = st.planned && !st.planned->output_shapes.empty()
+                            ? shape_str(st.planned->output_shapes[0])
+                            : "";
+    std::printf("  %-12s %-44s %-20s %s\n", st.op.c_str(), st.name.substr(0, 44).c_str(),
+                shape.c_str(), layout_str(st).c_str());
+  }
+  std::printf(
+      "memory:     arena (peak activations) %s for %zu values; one buffer per value "
+      "would take %s\n",
+      human_bytes(static_cast<double>(m.arena_bytes)).c_str(), m.num_values,
+      human_bytes(static_cast<double>(m.sum_value_bytes)).c_str());
+  return 0;
+}
+
 int run_inspect(const InspectArgs& a) {
   if (a.ops) {
     auto ops = supported_ops();
@@ -60,7 +130,10 @@ int run_inspect(const InspectArgs& a) {
     return 0;
   }
   if (a.model.empty()) return fail("give a model: dlsys inspect MODEL.onnx (or --ops)");
-  auto session = Session::open(a.model);
+  if (a.plan) return run_inspect_plan(a);
+  SessionOptions opts;
+  opts.optimize = false;  // describe the model as given; --plan shows the optimized graph
+  auto session = Session::open(a.model, opts);
   if (!session.ok()) return fail(session.status().message());
   Session& s = *session.value();
   const Graph& g = s.graph();
@@ -138,6 +211,11 @@ void add_inspect(CLI::App& app, int* rc) {
   sub->add_flag("--ops", a->ops, "List the ops dlsys supports");
   sub->add_option("--dim", a->dims,
                   "NAME=VALUE for a symbolic dimension other than the batch (e.g. seq=128)");
+  sub->add_flag("--plan", a->plan,
+                "Show the graph after optimization (fused and removed nodes), the executed steps "
+                "with their layouts, and the memory plan");
+  sub->add_option("--batch,-b", a->batch, "Batch size the --plan view is built for (default 1)")
+      ->check(CLI::PositiveNumber);
   sub->callback([a, rc] { *rc = run_inspect(*a); });
 }
 

@@ -2,6 +2,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
+#include "cli/inputs.h"
 #include "graph/session.h"
 #include "tensor/npy.h"
 
@@ -13,10 +14,16 @@ struct RunArgs {
   std::vector<std::string> inputs;
   std::string output_dir;
   int threads = 0;
+  std::string precision = "fp32";
 };
 
 int run_run(const RunArgs& a) {
-  auto session = Session::open(a.model, SessionOptions{a.threads});
+  auto precision = parse_precision(a.precision);
+  if (!precision.ok()) return fail(precision.status().message());
+  SessionOptions opts;
+  opts.threads = a.threads;
+  opts.precision = precision.value();
+  auto session = Session::open(a.model, opts);
   if (!session.ok()) return fail(session.status().message());
   Session& s = *session.value();
   std::map<std::string, Tensor> named;
@@ -74,6 +81,8 @@ void add_run(CLI::App& app, int* rc) {
       ->required();
   sub->add_option("--threads", a->threads, "Threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--precision", a->precision,
+                  "fp32 (default) or bf16: matmul/conv in bf16 on AMX, fp32 elsewhere");
   sub->callback([a, rc] { *rc = run_run(*a); });
 }
 

@@ -13,6 +13,7 @@ namespace dlsys::cli {
 void add_inspect(CLI::App& app, int* rc);
 void add_run(CLI::App& app, int* rc);
 void add_bench(CLI::App& app, int* rc);
+void add_profile(CLI::App& app, int* rc);
 
 // Prints "error: <message>" to stderr; returns 1.
 int fail(const std::string& message);

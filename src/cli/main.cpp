@@ -38,6 +38,7 @@ int main(int argc, char** argv) {
   dlsys::cli::add_inspect(app, &rc);
   dlsys::cli::add_run(app, &rc);
   dlsys::cli::add_bench(app, &rc);
+  dlsys::cli::add_profile(app, &rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

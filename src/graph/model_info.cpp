@@ -4,7 +4,9 @@ namespace dlsys {
 
 double node_flops(const PlannedNode& n) {
   if (n.folded || n.output_shapes.empty()) return 0;
-  const std::string& op = n.node->op_type;
+  // Fused ops cost what their main op costs (the epilogue is noise next to it).
+  std::string op = n.node->op_type;
+  if (op.rfind("Fused", 0) == 0) op = op.substr(5);
   double out = static_cast<double>(shape_numel(n.output_shapes[0]));
   auto prod_from = [](const Shape& s, size_t i) {
     double p = 1;

@@ -1,7 +1,16 @@
-// A Plan is a graph built for one concrete set of input shapes: every value has a dtype, a shape
-// and a preallocated buffer; values computable from constants and shapes (shape subgraphs) were
-// evaluated while building; each remaining node has a kernel with its oneDNN primitives created.
-// Running a plan allocates nothing.
+// A Plan is a graph built for one concrete set of input shapes: every value has a dtype, a shape,
+// a physical layout and a place in one activation arena; values computable from constants and
+// shapes (shape subgraphs) were evaluated while building; each remaining node has a kernel with
+// its oneDNN primitives created. Running a plan allocates nothing.
+//
+// Layouts: an op whose schema accepts oneDNN layouts on an input (Conv, pooling) may leave its
+// output in oneDNN's preferred blocked layout when every consumer accepts it too; the planner
+// inserts one reorder to plain (a "to-plain" step) only where a consumer needs plain data.
+//
+// Memory: intermediate values live in one arena. A liveness pass gives each value the interval
+// of steps from its definition to its last use (graph outputs live to the end) and a greedy
+// best-fit places values whose intervals overlap at disjoint offsets, so dead values' bytes are
+// reused. Graph inputs are the caller's and are bound per run.
 #pragma once
 
 #include <map>
@@ -13,11 +22,31 @@
 
 namespace dlsys {
 
-// What the plan knows of one node, for `inspect` and profiling.
+struct PlanOptions {
+  Precision precision = Precision::kF32;
+};
+
+// What the plan knows of one graph node, for `inspect` and profiling.
 struct PlannedNode {
   const Node* node = nullptr;
   std::vector<Shape> input_shapes, output_shapes;
   bool folded = false;  // evaluated when the plan was built (no kernel at run time)
+};
+
+// One step of the executed sequence: a graph node's kernel or an inserted reorder.
+struct PlanStepInfo {
+  std::string name;  // node name, or "to_plain(<value>)" for an inserted reorder
+  std::string op;    // op type, or "Reorder"
+  const PlannedNode* planned = nullptr;  // null for inserted reorders
+  size_t bytes_in = 0, bytes_out = 0;    // bytes read from inputs and written to outputs
+  bool blocked_output = false;           // output left in a oneDNN layout
+};
+
+struct MemoryPlanStats {
+  size_t arena_bytes = 0;      // peak activation memory: the arena's size
+  size_t sum_value_bytes = 0;  // what one buffer per intermediate value would take
+  size_t num_values = 0;       // intermediate values placed in the arena
+  size_t scratch_bytes = 0;    // kernels' own scratch (reorder buffers), outside the arena
 };
 
 class Plan {
@@ -27,40 +56,55 @@ class Plan {
   // `fixed_inputs` (graph-input index -> value) are treated as constants: the plan is then
   // specialized on those values and run() checks they are unchanged.
   static Result<std::unique_ptr<Plan>> build(const Graph& g, const std::vector<Shape>& input_shapes,
-                                             const std::map<int, Tensor>& fixed_inputs = {});
+                                             const std::map<int, Tensor>& fixed_inputs = {},
+                                             const PlanOptions& opts = {});
 
   // Runs with `inputs` in graph-input order, each of the planned dtype and shape (checked).
   // `outputs` receives one tensor per graph output: views of plan-owned buffers, valid until the
-  // next run. Not thread-safe: one run at a time per plan.
-  Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs);
+  // next run. With `step_ns`, it receives the wall time of each step (size num_steps()).
+  // Not thread-safe: one run at a time per plan.
+  Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
+             std::vector<int64_t>* step_ns = nullptr);
 
   const std::vector<Shape>& input_shapes() const { return input_shapes_; }
   const std::vector<PlannedNode>& nodes() const { return planned_; }
+  const std::vector<PlanStepInfo>& steps() const { return step_info_; }
   size_t num_kernels() const { return steps_.size(); }
-  // Bytes of buffers allocated for intermediate values.
-  size_t activation_bytes() const { return activation_bytes_; }
+  const MemoryPlanStats& memory() const { return memory_; }
+  // Bytes of the activation arena (kept for callers of the first version).
+  size_t activation_bytes() const { return memory_.arena_bytes; }
+  const PlanOptions& options() const { return opts_; }
 
  private:
   struct Slot {
     Tensor tensor;
     bool is_const = false;
-    int alias_of = -1;  // slot whose buffer this one shares
+    int alias_of = -1;          // slot whose buffer this one shares
+    dnnl::memory::desc layout;  // zero: plain
+    size_t bytes = 0;           // buffer size for arena slots
+    bool in_arena = false;
+    int first_def = -1, last_use = -1;  // step indices, for the memory planner
+    int plain_copy = -1;                // slot holding this value reordered to plain
   };
   struct Step {
     KernelPtr kernel;
-    const Node* node = nullptr;
     std::vector<const Tensor*> in;
     std::vector<Tensor*> out;
   };
+  int root_of(int slot) const { return slots_[slot].alias_of >= 0 ? slots_[slot].alias_of : slot; }
+  void plan_memory();
 
   const Graph* graph_ = nullptr;
+  PlanOptions opts_;
   std::vector<Shape> input_shapes_;
   std::vector<Slot> slots_;
   std::vector<int> input_slots_, output_slots_;
   std::vector<int> input_aliases_;  // alias slots whose root is a graph input (rebound per run)
   std::vector<Step> steps_;
+  std::vector<PlanStepInfo> step_info_;
   std::vector<PlannedNode> planned_;
-  size_t activation_bytes_ = 0;
+  Tensor arena_;
+  MemoryPlanStats memory_;
 };
 
 }  // namespace dlsys

@@ -13,7 +13,9 @@ Result<std::unique_ptr<Session>> Session::open(const std::string& path, SessionO
 }
 
 std::unique_ptr<Session> Session::from_graph(Graph g, SessionOptions opts) {
-  return std::unique_ptr<Session>(new Session(std::move(g), opts));
+  auto s = std::unique_ptr<Session>(new Session(std::move(g), opts));
+  if (opts.optimize) s->report_ = optimize_graph(&s->graph_);
+  return s;
 }
 
 void Session::apply_threads() const {
@@ -88,7 +90,7 @@ Result<Plan*> Session::plan_for_shapes(const std::vector<Shape>& shapes) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
   std::unique_ptr<Plan> p;
-  DLSYS_ASSIGN_OR_RETURN(p, Plan::build(graph_, shapes));
+  DLSYS_ASSIGN_OR_RETURN(p, Plan::build(graph_, shapes, {}, PlanOptions{opts_.precision}));
   Plan* raw = p.get();
   plans_[key] = std::move(p);
   return raw;
@@ -111,13 +113,13 @@ Result<Plan*> Session::plan_for(const std::vector<Tensor>& inputs) {
   if (specialize_values_) add_fixed();
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
-  auto built = Plan::build(graph_, shapes, fixed);
+  auto built = Plan::build(graph_, shapes, fixed, PlanOptions{opts_.precision});
   if (!built.ok() && !specialize_values_ && needs_plan_time_value(built.status())) {
     specialize_values_ = true;
     add_fixed();
     it = plans_.find(key);
     if (it != plans_.end()) return it->second.get();
-    built = Plan::build(graph_, shapes, fixed);
+    built = Plan::build(graph_, shapes, fixed, PlanOptions{opts_.precision});
   }
   if (!built.ok()) return built.status();
   if (plans_.size() >= 256) plans_.clear();  // bound the cache when plans are value-specialized

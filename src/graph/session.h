@@ -9,12 +9,15 @@
 #include <string>
 #include <vector>
 
+#include "graph/optimizer/optimize.h"
 #include "graph/plan.h"
 
 namespace dlsys {
 
 struct SessionOptions {
   int threads = 0;  // 0: OpenMP's default (all cores)
+  Precision precision = Precision::kF32;
+  bool optimize = true;  // run the graph optimization passes (graph/optimize.h) once at open
 };
 
 class Session {
@@ -24,6 +27,9 @@ class Session {
   static std::unique_ptr<Session> from_graph(Graph g, SessionOptions opts = {});
 
   const Graph& graph() const { return graph_; }
+  // What the optimization passes did (empty when optimize is off).
+  const OptimizeReport& optimize_report() const { return report_; }
+  const SessionOptions& options() const { return opts_; }
 
   // Checks each named input against the model (name, dtype, fixed dims, consistent symbolic
   // dims) and returns the inputs in graph order. Errors say expected vs got.
@@ -51,6 +57,7 @@ class Session {
   explicit Session(Graph g, SessionOptions opts) : graph_(std::move(g)), opts_(opts) {}
   Graph graph_;
   SessionOptions opts_;
+  OptimizeReport report_;
   std::mutex mu_;
   bool specialize_values_ = false;                      // learned on the first plan that needed it
   std::map<std::string, std::unique_ptr<Plan>> plans_;  // key: shapes (+ fixed input values)

@@ -3,6 +3,7 @@
 // reorders at the edges of the kernel convert from and to the plain NCHW the graph uses.
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
+#include "ops/post_ops.h"
 
 namespace dlsys {
 namespace {
@@ -42,77 +43,140 @@ Status read_spatial(const BuildContext& ctx, size_t nsp, const Shape& w_spatial,
   return Status::OK();
 }
 
-// Plain layout tag-free descriptors, prepared reorders, and the main primitive.
+// Everything a conv kernel needs at run time: the primitive, prepared reorders and weights.
 struct ConvState {
   DnnlCall call;
   bool src_reorder = false, dst_reorder = false, wei_reorder_runtime = false;
-  DnnlReorder src_r, dst_r, wei_r;
-  Tensor src_buf, dst_buf, wei_buf;  // oneDNN-layout scratch (and prepared weights)
+  bool z_post_op = false, z_to_plain = false, has_z = false;
+  DnnlReorder src_r, dst_r, wei_r, z_r;
+  Tensor src_buf, dst_buf, wei_buf, z_buf;  // oneDNN-layout scratch (and prepared weights)
   bool has_bias = false;
+  EpilogueFallback epilogue;
 };
 
 Tensor buffer_for(const dnnl::memory::desc& md) {
   return Tensor::empty(DType::kU8, {static_cast<int64_t>(md.get_size())});
 }
 
-// Shared tail of Conv and ConvTranspose: reorders around a primitive built from `pd`.
-template <typename PD>
-Status finish_conv(BuildContext& ctx, const PD& pd, const dnnl::memory::desc& src_plain,
-                   const dnnl::memory::desc& wei_plain, const dnnl::memory::desc& dst_plain,
-                   bool has_bias, const dnnl::memory::desc& bias_md, ConvState* st) {
-  st->has_bias = has_bias;
-  st->call.add(DNNL_ARG_SRC, pd.src_desc());
-  st->call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
-  st->call.add(DNNL_ARG_DST, pd.dst_desc());
-  if (has_bias) st->call.add(DNNL_ARG_BIAS, bias_md);
-  if (pd.src_desc() != src_plain) {
-    st->src_reorder = true;
-    st->src_r.init(src_plain, pd.src_desc());
-    st->src_buf = buffer_for(pd.src_desc());
-  }
-  if (pd.dst_desc() != dst_plain) {
-    st->dst_reorder = true;
-    st->dst_r.init(pd.dst_desc(), dst_plain);
-    st->dst_buf = buffer_for(pd.dst_desc());
-  }
-  if (pd.weights_desc() != wei_plain) {
-    st->wei_buf = buffer_for(pd.weights_desc());
-    st->wei_r.init(wei_plain, pd.weights_desc());
-    if (ctx.in_value(1)) {
-      st->wei_r.run(ctx.in_value(1)->data(), st->wei_buf.data());
-      dnnl_stream().wait();
-    } else {
-      st->wei_reorder_runtime = true;
-    }
-  } else if (ctx.in_value(1)) {
-    st->wei_buf = *ctx.in_value(1);
-  }
-  return Status::OK();
-}
+using dt = dnnl::memory::data_type;
 
-Status run_conv(ConvState& st, const Tensor* const* in, Tensor* const* out) {
-  const void* src = in[0]->data();
-  if (st.src_reorder) {
-    st.src_r.run(src, st.src_buf.data());
-    src = st.src_buf.data();
+// The shared tail of Conv, FusedConv and ConvTranspose. `make_pd(src, wei, dst, attr)` creates
+// the primitive descriptor from oneDNN-chosen (format any) descriptors. Handles:
+// - the input arriving in a oneDNN layout (ctx.in_layout(0)): reordered only if the primitive
+//   wants another one;
+// - the output staying in oneDNN's layout when every consumer accepts it;
+// - bf16 precision: src/weights/dst in bf16 on AMX, f32 bias, weights converted once;
+// - the epilogue act(Y + Z) as post-ops, or as a fallback pass when Z broadcasts.
+template <typename MakePD>
+Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& out,
+                              const dnnl::memory::desc& wei_plain, MakePD make_pd) {
+  ActivationSpec act;
+  DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
+  auto st = std::make_shared<ConvState>();
+  st->has_bias = ctx.has_input(2);
+  bool has_z = ctx.has_input(3);
+  bool z_post = has_z && ctx.in_shape(3) == out;
+  bool fallback = has_z && !z_post;
+  dt cdt = ctx.precision() == Precision::kBF16 ? dt::bf16 : dt::f32;
+  auto src_given = ctx.in_layout(0).is_zero() ? plain_md(x, DType::kF32) : ctx.in_layout(0);
+  auto dst_plain = plain_md(out, DType::kF32);
+  bool free_out = ctx.output_layout_free(0) && !fallback;
+  auto any = dnnl::memory::format_tag::any;
+  dnnl::memory::dims xd(x.begin(), x.end()), od(out.begin(), out.end());
+  dnnl::memory::desc dst_md;
+  if (z_post)
+    dst_md = ctx.in_layout(3).is_zero() ? dst_plain : ctx.in_layout(3);
+  else
+    dst_md = dnnl::memory::desc(od, free_out ? cdt : dt::f32, any);
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    dnnl::post_ops po;
+    if (z_post) po.append_binary(dnnl::algorithm::binary_add, dst_md);
+    if (act.present && !fallback) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(po);
+    dnnl::memory::desc src_any(xd, cdt, any);
+    dnnl::memory::desc wei_any(wei_plain.dims(), cdt, any);
+    auto pd = make_pd(src_any, wei_any, dst_md, attr);
+    st->call.prim = decltype(pd.first)(pd.second);
+    st->call.add(DNNL_ARG_SRC, pd.second.src_desc());
+    st->call.add(DNNL_ARG_WEIGHTS, pd.second.weights_desc());
+    st->call.add(DNNL_ARG_DST, pd.second.dst_desc());
+    if (st->has_bias) st->call.add(DNNL_ARG_BIAS, pd.second.bias_desc());
+    if (z_post) st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, dst_md);
+    if (pd.second.src_desc() != src_given) {
+      st->src_reorder = true;
+      st->src_r.init(src_given, pd.second.src_desc());
+      st->src_buf = buffer_for(pd.second.src_desc());
+    }
+    dnnl::memory::desc dst = pd.second.dst_desc();
+    if (z_post || free_out) {
+      if (dst != dst_plain) ctx.set_output_layout(0, dst);
+    } else if (dst != dst_plain) {
+      st->dst_reorder = true;
+      st->dst_r.init(dst, dst_plain);
+      st->dst_buf = buffer_for(dst);
+    }
+    if (pd.second.weights_desc() != wei_plain) {
+      st->wei_buf = buffer_for(pd.second.weights_desc());
+      st->wei_r.init(wei_plain, pd.second.weights_desc());
+      if (ctx.in_value(1)) {
+        st->wei_r.run(ctx.in_value(1)->data(), st->wei_buf.data());
+        dnnl_stream().wait();
+      } else {
+        st->wei_reorder_runtime = true;
+      }
+    } else if (ctx.in_value(1)) {
+      st->wei_buf = *ctx.in_value(1);
+    }
+    if (fallback && !ctx.in_layout(3).is_zero()) {
+      st->z_to_plain = true;
+      st->z_r.init(ctx.in_layout(3), plain_md(ctx.in_shape(3), DType::kF32));
+      st->z_buf = Tensor::empty(DType::kF32, ctx.in_shape(3));
+    }
+  }));
+  st->z_post_op = z_post;
+  st->has_z = has_z;
+  if (fallback) {
+    Shape zs = ctx.in_shape(3);
+    DLSYS_RETURN_IF_ERROR(st->epilogue.init(ctx, out, &zs, act));
   }
-  const void* wei = st.wei_buf.data() ? st.wei_buf.data() : in[1]->data();
-  if (st.wei_reorder_runtime) {
-    st.wei_r.run(in[1]->data(), st.wei_buf.data());
-    wei = st.wei_buf.data();
-  }
-  st.call.bind(DNNL_ARG_SRC, src);
-  st.call.bind(DNNL_ARG_WEIGHTS, wei);
-  if (st.has_bias) st.call.bind(DNNL_ARG_BIAS, in[2]->data());
-  st.call.bind(DNNL_ARG_DST, st.dst_reorder ? st.dst_buf.data() : out[0]->data());
-  st.call.exec();
-  if (st.dst_reorder) st.dst_r.run(st.dst_buf.data(), out[0]->data());
-  return Status::OK();
+  return make_kernel([st](const Tensor* const* in, Tensor* const* o) {
+    ConvState& c = *st;
+    const void* src = in[0]->data();
+    if (c.src_reorder) {
+      c.src_r.run(src, c.src_buf.data());
+      src = c.src_buf.data();
+    }
+    const void* wei = c.wei_buf.data() ? c.wei_buf.data() : in[1]->data();
+    if (c.wei_reorder_runtime) {
+      c.wei_r.run(in[1]->data(), c.wei_buf.data());
+      wei = c.wei_buf.data();
+    }
+    c.call.bind(DNNL_ARG_SRC, src);
+    c.call.bind(DNNL_ARG_WEIGHTS, wei);
+    if (c.has_bias) c.call.bind(DNNL_ARG_BIAS, in[2]->data());
+    if (c.z_post_op) c.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, in[3]->data());
+    c.call.bind(DNNL_ARG_DST, c.dst_reorder ? c.dst_buf.data() : o[0]->data());
+    c.call.exec();
+    if (c.dst_reorder) c.dst_r.run(c.dst_buf.data(), o[0]->data());
+    if (c.epilogue.active()) {
+      const float* z = nullptr;
+      if (c.has_z) {
+        z = in[3]->data_as<float>();
+        if (c.z_to_plain) {
+          c.z_r.run(z, c.z_buf.data());
+          z = c.z_buf.data_as<float>();
+        }
+      }
+      c.epilogue.run(o[0]->data_as<float>(), z);
+    }
+    return Status::OK();
+  });
 }
 
 // X, W (and B) are f32; X and W have the same rank, 3 to 5 (1-3 spatial dims).
 Status check_conv_inputs(const BuildContext& ctx) {
-  for (size_t i = 0; i < 3; ++i)
+  for (size_t i = 0; i < 4; ++i)
     if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
   const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
   if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
@@ -155,33 +219,24 @@ Result<KernelPtr> build_conv(BuildContext& ctx) {
 
   dims wd = g > 1 ? dims{g, M / g, C / g} : dims{M, C};
   for (size_t i = 0; i < nsp; ++i) wd.push_back(w[2 + i]);
-  auto src_plain = plain_md(x, DType::kF32), dst_plain = plain_md(out, DType::kF32);
   auto wei_plain = plain_md(Shape(wd.begin(), wd.end()), DType::kF32);
-  auto any = dnnl::memory::format_tag::any;
-  auto st = std::make_shared<ConvState>();
   bool has_bias = ctx.has_input(2);
-  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    dims xd(x.begin(), x.end()), od(out.begin(), out.end());
-    dnnl::memory::desc src_any(xd, dnnl::memory::data_type::f32, any);
-    dnnl::memory::desc dst_any(od, dnnl::memory::data_type::f32, any);
-    dnnl::memory::desc wei_any(wd, dnnl::memory::data_type::f32, any);
-    dnnl::memory::desc bias_md = has_bias ? plain_md({M}, DType::kF32) : dnnl::memory::desc();
-    dims dil, sd(a.strides.begin(), a.strides.end());
-    for (int64_t d : a.dilations) dil.push_back(d - 1);
-    dims pl(a.pad_begin.begin(), a.pad_begin.end()), pr(a.pad_end.begin(), a.pad_end.end());
-    auto d = has_bias ? dnnl::convolution_forward::desc(
-                            dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                            src_any, wei_any, bias_md, dst_any, sd, dil, pl, pr)
-                      : dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                        dnnl::algorithm::convolution_direct,
-                                                        src_any, wei_any, dst_any, sd, dil, pl, pr);
-    dnnl::convolution_forward::primitive_desc pd(d, dnnl_engine());
-    st->call.prim = dnnl::convolution_forward(pd);
-    Status s = finish_conv(ctx, pd, src_plain, wei_plain, dst_plain, has_bias, bias_md, st.get());
-    (void)s;
-  }));
-  return make_kernel(
-      [st](const Tensor* const* in, Tensor* const* out) { return run_conv(*st, in, out); });
+  dims dil, sd(a.strides.begin(), a.strides.end());
+  for (int64_t d : a.dilations) dil.push_back(d - 1);
+  dims pl(a.pad_begin.begin(), a.pad_begin.end()), pr(a.pad_end.begin(), a.pad_end.end());
+  return conv_kernel(
+      ctx, x, out, wei_plain,
+      [&](const dnnl::memory::desc& src, const dnnl::memory::desc& wei,
+          const dnnl::memory::desc& dst, const dnnl::primitive_attr& attr) {
+        auto kind = dnnl::prop_kind::forward_inference;
+        auto alg = dnnl::algorithm::convolution_direct;
+        auto d = has_bias
+                     ? dnnl::convolution_forward::desc(
+                           kind, alg, src, wei, plain_md({M}, DType::kF32), dst, sd, dil, pl, pr)
+                     : dnnl::convolution_forward::desc(kind, alg, src, wei, dst, sd, dil, pl, pr);
+        return std::make_pair(dnnl::convolution_forward(),
+                              dnnl::convolution_forward::primitive_desc(d, attr, dnnl_engine()));
+      });
 }
 
 Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
@@ -247,35 +302,25 @@ Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
     wd.push_back(w[2 + i]);
     wst.push_back(kst[i]);
   }
-  auto src_plain = plain_md(x, DType::kF32), dst_plain = plain_md(out, DType::kF32);
   auto wei_plain = strided_md(wd, DType::kF32, wst);
-  auto any = dnnl::memory::format_tag::any;
-  auto st = std::make_shared<ConvState>();
   bool has_bias = ctx.has_input(2);
-  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    dims xd(x.begin(), x.end()), od(out.begin(), out.end()), wdd(wd.begin(), wd.end());
-    dnnl::memory::desc src_any(xd, dnnl::memory::data_type::f32, any);
-    dnnl::memory::desc dst_any(od, dnnl::memory::data_type::f32, any);
-    dnnl::memory::desc wei_any(wdd, dnnl::memory::data_type::f32, any);
-    dnnl::memory::desc bias_md = has_bias ? plain_md({M}, DType::kF32) : dnnl::memory::desc();
-    dims dil, sd(a.strides.begin(), a.strides.end());
-    for (int64_t d : a.dilations) dil.push_back(d - 1);
-    dims pl(a.pad_begin.begin(), a.pad_begin.end()), pr;
-    for (size_t i = 0; i < nsp; ++i) pr.push_back(a.pad_end[i] - opad[i]);
-    auto d = has_bias
-                 ? dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                     dnnl::algorithm::deconvolution_direct, src_any,
-                                                     wei_any, bias_md, dst_any, sd, dil, pl, pr)
-                 : dnnl::deconvolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                                     dnnl::algorithm::deconvolution_direct, src_any,
-                                                     wei_any, dst_any, sd, dil, pl, pr);
-    dnnl::deconvolution_forward::primitive_desc pd(d, dnnl_engine());
-    st->call.prim = dnnl::deconvolution_forward(pd);
-    Status s = finish_conv(ctx, pd, src_plain, wei_plain, dst_plain, has_bias, bias_md, st.get());
-    (void)s;
-  }));
-  return make_kernel(
-      [st](const Tensor* const* in, Tensor* const* out) { return run_conv(*st, in, out); });
+  dims dil, sd(a.strides.begin(), a.strides.end());
+  for (int64_t d : a.dilations) dil.push_back(d - 1);
+  dims pl(a.pad_begin.begin(), a.pad_begin.end()), pr;
+  for (size_t i = 0; i < nsp; ++i) pr.push_back(a.pad_end[i] - opad[i]);
+  return conv_kernel(
+      ctx, x, out, wei_plain,
+      [&](const dnnl::memory::desc& src, const dnnl::memory::desc& wei,
+          const dnnl::memory::desc& dst, const dnnl::primitive_attr& attr) {
+        auto kind = dnnl::prop_kind::forward_inference;
+        auto alg = dnnl::algorithm::deconvolution_direct;
+        auto d = has_bias
+                     ? dnnl::deconvolution_forward::desc(
+                           kind, alg, src, wei, plain_md({M}, DType::kF32), dst, sd, dil, pl, pr)
+                     : dnnl::deconvolution_forward::desc(kind, alg, src, wei, dst, sd, dil, pl, pr);
+        return std::make_pair(dnnl::deconvolution_forward(),
+                              dnnl::deconvolution_forward::primitive_desc(d, attr, dnnl_engine()));
+      });
 }
 
 }  // namespace
@@ -283,6 +328,11 @@ Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
 void register_conv_ops(OpRegistry& r) {
   r.add("Conv", 2, 3, 1, 1, build_conv);
   r.add("ConvTranspose", 2, 3, 1, 1, build_conv_transpose);
+  // FusedConv(X, W, B?, Z?): act(Conv(X, W) + B + Z), made by the graph optimizer; attributes
+  // are Conv's plus `activation` and `activation_params`. X and Z may arrive in oneDNN layouts.
+  r.add("FusedConv", 2, 4, 1, 1, build_conv);
+  r.set_layout_inputs("Conv", 1u);
+  r.set_layout_inputs("FusedConv", 1u | 8u);
 }
 
 }  // namespace dlsys

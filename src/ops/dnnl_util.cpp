@@ -66,3 +66,42 @@ void DnnlReorder::init(const dnnl::memory::desc& src, const dnnl::memory::desc& 
 }
 
 }  // namespace dlsys
+
+namespace dlsys {
+
+bool bf16_kernels_available() {
+  static const bool ok = [] {
+    try {
+      dnnl::memory::desc a({16, 16}, dt::bf16, dnnl::memory::format_tag::ab);
+      dnnl::memory::desc c({16, 16}, dt::f32, dnnl::memory::format_tag::ab);
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a, a, c), dnnl_engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
+std::string cpu_isa_name() {
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41:
+      return "sse41";
+    case dnnl::cpu_isa::avx:
+      return "avx";
+    case dnnl::cpu_isa::avx2:
+      return "avx2";
+    case dnnl::cpu_isa::avx512_core:
+      return "avx512_core";
+    case dnnl::cpu_isa::avx512_core_vnni:
+      return "avx512_core_vnni";
+    case dnnl::cpu_isa::avx512_core_bf16:
+      return "avx512_core_bf16";
+    case dnnl::cpu_isa::avx512_core_amx:
+      return "avx512_core_amx";
+    default:
+      return "other";
+  }
+}
+
+}  // namespace dlsys

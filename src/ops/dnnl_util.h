@@ -58,3 +58,13 @@ struct DnnlReorder {
 };
 
 }  // namespace dlsys
+
+namespace dlsys {
+
+// True when oneDNN can run bf16 matmul/conv here (AVX512-BF16 or AMX; probed once with a tiny
+// primitive). On other CPUs oneDNN 2.6 has no bf16 kernels at all.
+bool bf16_kernels_available();
+// The instruction set oneDNN dispatches to on this CPU, e.g. "avx2", "avx512_core_amx".
+std::string cpu_isa_name();
+
+}  // namespace dlsys

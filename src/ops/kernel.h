@@ -35,15 +35,24 @@ struct ValueDesc {
   DType dtype = DType::kF32;
   Shape shape;
   const Tensor* value = nullptr;  // non-null when the value is known at plan time
+  // The physical layout when it is not plain row-major `dtype` (a oneDNN blocked layout, maybe
+  // in bf16): only ops whose schema lists this input in `layout_inputs` ever see one.
+  dnnl::memory::desc layout;
+  bool plain() const { return layout.is_zero(); }
 };
+
+// Numeric precision a plan is built for. kBF16: float matmul/conv kernels compute in bf16 on
+// AMX (weights converted once, fp32 accumulation); other ops stay fp32.
+enum class Precision { kF32, kBF16 };
 
 // What an op's build function says of one output.
 struct OutputDesc {
   DType dtype = DType::kF32;
   Shape shape;
   bool set = false;
-  Tensor value;             // valid() when the output is known at plan time (no kernel runs)
-  int alias_of_input = -1;  // >= 0: the output shares that input's buffer (reshape-like ops)
+  Tensor value;               // valid() when the output is known at plan time (no kernel runs)
+  int alias_of_input = -1;    // >= 0: the output shares that input's buffer (reshape-like ops)
+  dnnl::memory::desc layout;  // non-zero: stored in this oneDNN layout (see ValueDesc::layout)
 };
 
 // A kernel prepared for fixed shapes. run() must not allocate on the steady-state path.
@@ -77,6 +86,15 @@ class BuildContext {
   const Shape& in_shape(size_t i) const { return inputs_[i]->shape; }
   DType in_dtype(size_t i) const { return inputs_[i]->dtype; }
   const Tensor* in_value(size_t i) const { return has_input(i) ? inputs_[i]->value : nullptr; }
+  // The physical layout of input i (zero: plain row-major in its dtype).
+  const dnnl::memory::desc& in_layout(size_t i) const { return inputs_[i]->layout; }
+  Precision precision() const { return precision_; }
+  void set_precision(Precision p) { precision_ = p; }
+  // True when every consumer of output i accepts oneDNN layouts: the kernel may then leave the
+  // output in its preferred layout (set_output_layout) and skip the reorder back to plain.
+  bool output_layout_free(size_t i) const { return i < layout_free_.size() && layout_free_[i]; }
+  void set_output_layout_free(std::vector<bool> v) { layout_free_ = std::move(v); }
+  void set_output_layout(size_t i, const dnnl::memory::desc& md);
 
   size_t num_outputs() const { return outputs_.size(); }
   bool output_used(size_t i) const { return i < used_.size() && used_[i]; }
@@ -116,6 +134,8 @@ class BuildContext {
   std::vector<const ValueDesc*> inputs_;
   std::vector<OutputDesc> outputs_;
   std::vector<bool> used_;
+  std::vector<bool> layout_free_;
+  Precision precision_ = Precision::kF32;
 };
 
 using BuildFn = Result<KernelPtr> (*)(BuildContext&);

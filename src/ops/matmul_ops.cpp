@@ -2,13 +2,103 @@
 #include "ops/broadcast.h"
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
+#include "ops/post_ops.h"
 
 namespace dlsys {
 namespace {
 
+using dt = dnnl::memory::data_type;
+
+// One oneDNN matmul with everything around it prepared: in bf16 precision the activations are
+// reordered to bf16 per call and constant weights once (in oneDNN's preferred layout); the
+// epilogue act(Y + Z) runs as post-ops when Z has the output's shape, else as a fallback pass.
+struct MatmulCore {
+  DnnlCall call;
+  bool a_reorder = false, b_reorder = false, has_bias = false, z_post = false;
+  DnnlReorder a_r, b_r;
+  Tensor a_buf, b_buf, bias;  // b_buf holds converted constant weights when b_const
+  bool b_const = false;
+  EpilogueFallback epilogue;
+
+  // `a`, `b`: f32 descriptors of the inputs as stored (maybe strided); `c`: plain f32 output.
+  // `b_value`: B when constant. `bias_md`/`bias_value`: optional constant bias. `z`: Z's shape
+  // when present. `runtime_tail`: work the caller does after the primitive (Gemm's runtime C),
+  // which forces the epilogue to run after it too.
+  Status init(const BuildContext& ctx, const dnnl::memory::desc& a, const dnnl::memory::desc& b,
+              const dnnl::memory::desc& c, const Tensor* b_value, const Tensor& bias_value,
+              const dnnl::memory::desc& bias_md, const Shape* z, const Shape& out,
+              dnnl::primitive_attr attr, bool runtime_tail) {
+    ActivationSpec act;
+    DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
+    z_post = z && *z == out && !runtime_tail;
+    bool fallback = (z && !z_post) || (act.present && runtime_tail);
+    dt cdt = ctx.precision() == Precision::kBF16 ? dt::bf16 : dt::f32;
+    has_bias = bias_value.valid() && bias_value.data();
+    bias = bias_value;
+    DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+      dnnl::post_ops po;
+      if (z_post) po.append_binary(dnnl::algorithm::binary_add, c);
+      if (act.present && !fallback) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
+      attr.set_post_ops(po);
+      dnnl::memory::desc ma = a, mb = b;
+      if (cdt != dt::f32) ma = dnnl::memory::desc(a.dims(), cdt, dnnl::memory::format_tag::any);
+      if (b_value)
+        mb = dnnl::memory::desc(b.dims(), cdt, dnnl::memory::format_tag::any);
+      else if (cdt != dt::f32)
+        mb = dnnl::memory::desc(b.dims(), cdt, dnnl::memory::format_tag::any);
+      auto d = has_bias ? dnnl::matmul::desc(ma, mb, bias_md, c) : dnnl::matmul::desc(ma, mb, c);
+      dnnl::matmul::primitive_desc pd(d, attr, dnnl_engine());
+      call.prim = dnnl::matmul(pd);
+      call.add(DNNL_ARG_SRC, pd.src_desc());
+      call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
+      call.add(DNNL_ARG_DST, c);
+      if (has_bias) call.add(DNNL_ARG_BIAS, bias_md);
+      if (z_post) call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, c);
+      if (pd.src_desc() != a) {
+        a_reorder = true;
+        a_r.init(a, pd.src_desc());
+        a_buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(pd.src_desc().get_size())});
+      }
+      if (pd.weights_desc() != b) {
+        b_r.init(b, pd.weights_desc());
+        b_buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(pd.weights_desc().get_size())});
+        if (b_value) {
+          b_r.run(b_value->data(), b_buf.data());
+          dnnl_stream().wait();
+          b_const = true;
+        } else {
+          b_reorder = true;
+        }
+      }
+    }));
+    if (fallback) DLSYS_RETURN_IF_ERROR(epilogue.init(ctx, out, z, act));
+    return Status::OK();
+  }
+
+  void run(const void* a, const void* b, const void* z, void* c) {
+    if (a_reorder) {
+      a_r.run(a, a_buf.data());
+      a = a_buf.data();
+    }
+    if (b_const) {
+      b = b_buf.data();
+    } else if (b_reorder) {
+      b_r.run(b, b_buf.data());
+      b = b_buf.data();
+    }
+    call.bind(DNNL_ARG_SRC, a);
+    call.bind(DNNL_ARG_WEIGHTS, b);
+    call.bind(DNNL_ARG_DST, c);
+    if (has_bias) call.bind(DNNL_ARG_BIAS, bias.data());
+    if (z_post) call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, z);
+    call.exec();
+  }
+};
+
+// MatMul(A, B) and FusedMatMul(A, B, bias?, Z?) = act(A @ B + bias + Z).
 Result<KernelPtr> build_matmul(BuildContext& ctx) {
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kF32}));
+  for (size_t i = 0; i < 4; ++i)
+    if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
   Shape a = ctx.in_shape(0), b = ctx.in_shape(1);
   if (a.empty() || b.empty())
     return ctx.error("inputs must have rank >= 1, got {} and {}", shape_str(a), shape_str(b));
@@ -37,31 +127,41 @@ Result<KernelPtr> build_matmul(BuildContext& ctx) {
   if (!a_vec) out.push_back(M);
   if (!b_vec) out.push_back(N);
   ctx.set_output(0, DType::kF32, out);
+  Tensor bias;
+  dnnl::memory::desc bias_md;
+  if (ctx.has_input(2)) {
+    const Tensor* bv = ctx.in_value(2);
+    if (!bv || ctx.in_shape(2) != Shape{N})
+      return ctx.error("bias must be a constant of shape [{}], got {}", N,
+                       shape_str(ctx.in_shape(2)));
+    bias = *bv;
+    Shape bs(r, 1);
+    bs.back() = N;
+    bias_md = plain_md(bs, DType::kF32);
+  }
+  Shape zs = ctx.has_input(3) ? ctx.in_shape(3) : Shape{};
   if (shape_numel(pc) == 0 || K == 0) {
+    if (ctx.has_input(2) || ctx.has_input(3) || ctx.has_attr("activation"))
+      return ctx.unsupported("empty inputs with a fused epilogue");
     return make_kernel([](const Tensor* const*, Tensor* const* o) {
       std::fill_n(o[0]->data_as<float>(), o[0]->numel(), 0.f);
       return Status::OK();
     });
   }
-  auto call = std::make_shared<DnnlCall>();
-  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    auto mda = plain_md(pa, DType::kF32), mdb = plain_md(pb, DType::kF32);
-    auto mdc = plain_md(pc, DType::kF32);
-    call->prim = dnnl::matmul(
-        dnnl::matmul::primitive_desc(dnnl::matmul::desc(mda, mdb, mdc), dnnl_engine()));
-    call->add(DNNL_ARG_SRC, mda);
-    call->add(DNNL_ARG_WEIGHTS, mdb);
-    call->add(DNNL_ARG_DST, mdc);
-  }));
-  return make_kernel([call](const Tensor* const* in, Tensor* const* o) {
-    call->bind(DNNL_ARG_SRC, in[0]->data());
-    call->bind(DNNL_ARG_WEIGHTS, in[1]->data());
-    call->bind(DNNL_ARG_DST, o[0]->data());
-    call->exec();
+  auto core = std::make_shared<MatmulCore>();
+  DLSYS_RETURN_IF_ERROR(core->init(ctx, plain_md(pa, DType::kF32), plain_md(pb, DType::kF32),
+                                   plain_md(pc, DType::kF32), ctx.in_value(1), bias, bias_md,
+                                   ctx.has_input(3) ? &zs : nullptr, out, {}, false));
+  bool has_z = ctx.has_input(3);
+  return make_kernel([core, has_z](const Tensor* const* in, Tensor* const* o) {
+    const float* z = has_z ? in[3]->data_as<float>() : nullptr;
+    core->run(in[0]->data(), in[1]->data(), z, o[0]->data());
+    if (core->epilogue.active()) core->epilogue.run(o[0]->data_as<float>(), z);
     return Status::OK();
   });
 }
 
+// Gemm(A, B, C?) and FusedGemm(A, B, C?, Z?) = act(alpha A' B' + beta C + Z).
 Result<KernelPtr> build_gemm(BuildContext& ctx) {
   for (size_t i = 0; i < ctx.num_inputs(); ++i)
     if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
@@ -96,39 +196,31 @@ Result<KernelPtr> build_gemm(BuildContext& ctx) {
   }
   if (M == 0 || N == 0)
     return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
-  auto call = std::make_shared<DnnlCall>();
   bool use_bias = bias.valid() && bias.numel() > 0;
-  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    auto mda = ta ? strided_md({M, K}, DType::kF32, {1, M}) : plain_md({M, K}, DType::kF32);
-    auto mdb = tb ? strided_md({K, N}, DType::kF32, {1, K}) : plain_md({K, N}, DType::kF32);
-    auto mdc = plain_md(out, DType::kF32);
-    dnnl::primitive_attr attr;
-    if (alpha != 1.f) attr.set_output_scales(0, {alpha});
-    dnnl::memory::desc mdbias =
-        use_bias ? plain_md(bias.shape(), DType::kF32) : dnnl::memory::desc();
-    auto d =
-        use_bias ? dnnl::matmul::desc(mda, mdb, mdbias, mdc) : dnnl::matmul::desc(mda, mdb, mdc);
-    call->prim = dnnl::matmul(dnnl::matmul::primitive_desc(d, attr, dnnl_engine()));
-    call->add(DNNL_ARG_SRC, mda);
-    call->add(DNNL_ARG_WEIGHTS, mdb);
-    call->add(DNNL_ARG_DST, mdc);
-    if (use_bias) call->add(DNNL_ARG_BIAS, mdbias);
-  }));
   bool runtime_c = has_c && !use_bias;
+  Shape zs = ctx.has_input(3) ? ctx.in_shape(3) : Shape{};
+  auto core = std::make_shared<MatmulCore>();
+  dnnl::primitive_attr attr;
+  if (alpha != 1.f) attr.set_output_scales(0, {alpha});
+  auto mda = ta ? strided_md({M, K}, DType::kF32, {1, M}) : plain_md({M, K}, DType::kF32);
+  auto mdb = tb ? strided_md({K, N}, DType::kF32, {1, K}) : plain_md({K, N}, DType::kF32);
+  DLSYS_RETURN_IF_ERROR(core->init(
+      ctx, mda, mdb, plain_md(out, DType::kF32), ctx.in_value(1), use_bias ? bias : Tensor(),
+      use_bias ? plain_md(bias.shape(), DType::kF32) : dnnl::memory::desc(),
+      ctx.has_input(3) ? &zs : nullptr, out, attr, runtime_c));
   std::vector<int64_t> cst = runtime_c ? broadcast_strides(cs, out) : std::vector<int64_t>{};
+  bool has_z = ctx.has_input(3);
   return make_kernel(
-      [call, bias, use_bias, runtime_c, cst, beta, N](const Tensor* const* in, Tensor* const* o) {
-        call->bind(DNNL_ARG_SRC, in[0]->data());
-        call->bind(DNNL_ARG_WEIGHTS, in[1]->data());
-        call->bind(DNNL_ARG_DST, o[0]->data());
-        if (use_bias) call->bind(DNNL_ARG_BIAS, bias.data());
-        call->exec();
+      [core, runtime_c, cst, beta, N, has_z](const Tensor* const* in, Tensor* const* o) {
+        const float* z = has_z ? in[3]->data_as<float>() : nullptr;
+        core->run(in[0]->data(), in[1]->data(), z, o[0]->data());
         if (runtime_c) {
           float* y = o[0]->data_as<float>();
           const float* c = in[2]->data_as<float>();
           int64_t n = o[0]->numel();
           for (int64_t i = 0; i < n; ++i) y[i] += beta * c[(i / N) * cst[0] + (i % N) * cst[1]];
         }
+        if (core->epilogue.active()) core->epilogue.run(o[0]->data_as<float>(), z);
         return Status::OK();
       });
 }
@@ -138,6 +230,10 @@ Result<KernelPtr> build_gemm(BuildContext& ctx) {
 void register_matmul_ops(OpRegistry& r) {
   r.add("MatMul", 2, 2, 1, 1, build_matmul);
   r.add("Gemm", 2, 3, 1, 1, build_gemm);
+  // Made by the graph optimizer: FusedMatMul(A, B, bias?, Z?) and FusedGemm(A, B, C?, Z?), with
+  // optional `activation` / `activation_params` attributes (see ops/post_ops.h).
+  r.add("FusedMatMul", 2, 4, 1, 1, build_matmul);
+  r.add("FusedGemm", 2, 4, 1, 1, build_gemm);
 }
 
 }  // namespace dlsys

@@ -7,7 +7,12 @@ namespace dlsys {
 void OpRegistry::add(const std::string& name, int min_in, int max_in, int min_out, int max_out,
                      BuildFn fn) {
   assert(!ops_.count(name) && "op registered twice: check the register_*_ops functions");
-  ops_[name] = OpSchema{name, min_in, max_in, min_out, max_out, fn};
+  ops_[name] = OpSchema{name, min_in, max_in, min_out, max_out, fn, 0};
+}
+
+void OpRegistry::set_layout_inputs(const std::string& name, uint32_t mask) {
+  assert(ops_.count(name) && "set_layout_inputs before add");
+  ops_[name].layout_inputs = mask;
 }
 
 const OpSchema* OpRegistry::find(const std::string& name) const {
@@ -90,6 +95,10 @@ void BuildContext::alias_output(size_t i, size_t input, const Shape& shape) {
   if (i >= outputs_.size()) return;
   set_output(i, in_dtype(input), shape);
   outputs_[i].alias_of_input = static_cast<int>(input);
+}
+
+void BuildContext::set_output_layout(size_t i, const dnnl::memory::desc& md) {
+  if (i < outputs_.size()) outputs_[i].layout = md;
 }
 
 const Attribute* BuildContext::attr(const std::string& name) const {

@@ -14,6 +14,9 @@ struct OpSchema {
   int min_inputs = 0, max_inputs = 0;
   int min_outputs = 1, max_outputs = 1;
   BuildFn build = nullptr;
+  // Bit i set: input i may arrive in a oneDNN layout (ValueDesc::layout); the planner reorders
+  // other inputs to plain before the op.
+  uint32_t layout_inputs = 0;
 };
 
 // The schema for an op of the default ONNX domain, or null if dlsys does not implement it.
@@ -40,6 +43,7 @@ void register_tensor_ops(OpRegistry& r);
 class OpRegistry {
  public:
   void add(const std::string& name, int min_in, int max_in, int min_out, int max_out, BuildFn fn);
+  void set_layout_inputs(const std::string& name, uint32_t mask);
   const OpSchema* find(const std::string& name) const;
   std::vector<std::string> names() const;
 

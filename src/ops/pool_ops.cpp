@@ -8,33 +8,47 @@ namespace {
 
 using dims = dnnl::memory::dims;
 
+// X may arrive in a oneDNN layout (from a conv); the output keeps oneDNN's layout when every
+// consumer accepts one, else it is reordered to plain f32.
 Result<KernelPtr> make_pool(BuildContext& ctx, dnnl::algorithm alg, const Shape& x,
                             const Shape& out, dims kernel, dims strides, dims dil, dims pl,
                             dims pr) {
   ctx.set_output(0, DType::kF32, out);
   auto call = std::make_shared<DnnlCall>();
-  auto src = plain_md(x, DType::kF32), dst = plain_md(out, DType::kF32);
+  auto src = ctx.in_layout(0).is_zero() ? plain_md(x, DType::kF32) : ctx.in_layout(0);
+  auto dst_plain = plain_md(out, DType::kF32);
+  auto reorder = std::make_shared<DnnlReorder>();
+  Tensor dst_buf, ws;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    dnnl::memory::desc dst = ctx.in_layout(0).is_zero()
+                                 ? dst_plain
+                                 : dnnl::memory::desc(dims(out.begin(), out.end()), src.data_type(),
+                                                      dnnl::memory::format_tag::any);
     auto d = dnnl::pooling_v2_forward::desc(dnnl::prop_kind::forward_inference, alg, src, dst,
                                             strides, kernel, dil, pl, pr);
     dnnl::pooling_v2_forward::primitive_desc pd(d, dnnl_engine());
     call->prim = dnnl::pooling_v2_forward(pd);
     call->add(DNNL_ARG_SRC, src);
-    call->add(DNNL_ARG_DST, dst);
+    call->add(DNNL_ARG_DST, pd.dst_desc());
     if (pd.workspace_desc().get_size() > 0) {
       call->add(DNNL_ARG_WORKSPACE, pd.workspace_desc());
+      ws = Tensor::empty(DType::kU8, {static_cast<int64_t>(pd.workspace_desc().get_size())});
+    }
+    if (pd.dst_desc() != dst_plain) {
+      if (ctx.output_layout_free(0)) {
+        ctx.set_output_layout(0, pd.dst_desc());
+      } else {
+        reorder->init(pd.dst_desc(), dst_plain);
+        dst_buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(pd.dst_desc().get_size())});
+      }
     }
   }));
-  Tensor ws;
-  if (call->args.count(DNNL_ARG_WORKSPACE))
-    ws = Tensor::empty(
-        DType::kU8,
-        {static_cast<int64_t>(call->args.at(DNNL_ARG_WORKSPACE).get_desc().get_size())});
-  return make_kernel([call, ws](const Tensor* const* in, Tensor* const* o) {
+  return make_kernel([call, ws, reorder, dst_buf](const Tensor* const* in, Tensor* const* o) {
     call->bind(DNNL_ARG_SRC, in[0]->data());
-    call->bind(DNNL_ARG_DST, o[0]->data());
-    if (ws.valid()) call->bind(DNNL_ARG_WORKSPACE, ws.data());
+    call->bind(DNNL_ARG_DST, dst_buf.valid() && dst_buf.data() ? dst_buf.data() : o[0]->data());
+    if (ws.valid() && ws.data()) call->bind(DNNL_ARG_WORKSPACE, ws.data());
     call->exec();
+    if (dst_buf.valid() && dst_buf.data()) reorder->run(dst_buf.data(), o[0]->data());
     return Status::OK();
   });
 }
@@ -114,6 +128,8 @@ void register_pool_ops(OpRegistry& r) {
   r.add("GlobalMaxPool", 1, 1, 1, 1, [](BuildContext& c) { return build_global_pool(c, true); });
   r.add("GlobalAveragePool", 1, 1, 1, 1,
         [](BuildContext& c) { return build_global_pool(c, false); });
+  for (const char* op : {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
+    r.set_layout_inputs(op, 1u);
 }
 
 }  // namespace dlsys

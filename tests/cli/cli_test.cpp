@@ -99,8 +99,40 @@ TEST_F(Cli, BenchJsonHasTheAgreedFields) {
   EXPECT_LE(j["median_ms"].get<double>(), j["p90_ms"].get<double>());
 }
 
+TEST_F(Cli, InspectPlanShowsRewritesStepsAndMemory) {
+  Ran r = sh("inspect --plan --json --batch 4 " + model_);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  // tiny_mlp: MatMul + Add(b1) + Relu fuse into one FusedMatMul; the last MatMul stays.
+  EXPECT_EQ(j["nodes_before"], 4);
+  EXPECT_EQ(j["nodes_after"], 2);
+  EXPECT_EQ(j["passes"]["MatMulBiasFusion"], 1);
+  EXPECT_EQ(j["passes"]["ActivationFusion"], 1);
+  ASSERT_EQ(j["steps"].size(), 2u);
+  EXPECT_EQ(j["steps"][0]["op"], "FusedMatMul");
+  EXPECT_EQ(j["steps"][0]["output_shape"], nlohmann::json({4, 8}));
+  // Two intermediate values ([4,8] and the output [4,3]) are live together: no reuse possible.
+  EXPECT_EQ(j["memory"]["values"], 2);
+  EXPECT_LE(j["memory"]["arena_bytes"].get<int64_t>(),
+            j["memory"]["sum_of_intermediates_bytes"].get<int64_t>() + 128);
+}
+
+TEST_F(Cli, ProfileReportsEveryStepAgainstTheMeasuredPeak) {
+  Ran r = sh("profile " + model_ + " --batch 4 --threads 1 --runs 3 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_GT(j["peak"]["f32_gflops"].get<double>(), 0);
+  EXPECT_GT(j["peak"]["mem_gbps"].get<double>(), 0);
+  ASSERT_EQ(j["steps"].size(), 2u);
+  for (const auto& st : j["steps"]) {
+    EXPECT_GE(st["ms"].get<double>(), 0);
+    EXPECT_TRUE(st["bound"] == "compute" || st["bound"] == "memory");
+  }
+  EXPECT_EQ(j["ops"]["FusedMatMul"]["count"], 1);
+}
+
 TEST_F(Cli, EveryCommandHasHelp) {
-  for (const char* c : {"", "run ", "inspect ", "bench "}) {
+  for (const char* c : {"", "run ", "inspect ", "bench ", "profile "}) {
     Ran r = sh(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;

@@ -69,6 +69,24 @@ class OnnxBuilder {
     a->set_type(onnx::AttributeProto::INTS);
     for (auto x : v) a->add_ints(x);
   }
+  static void attr_float(onnx::NodeProto* n, const std::string& name, float v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::FLOAT);
+    a->set_f(v);
+  }
+  // A float initializer filled with a deterministic pseudo-random pattern in [-scale, scale].
+  void random_f32(const std::string& name, const std::vector<int64_t>& dims, float scale,
+                  uint32_t seed) {
+    int64_t n = 1;
+    for (auto d : dims) n *= d;
+    std::vector<float> v(static_cast<size_t>(n));
+    for (auto& x : v) {
+      seed = seed * 1664525u + 1013904223u;
+      x = scale * (static_cast<float>(seed >> 8) / 8388608.f - 1.f);
+    }
+    initializer_f32(name, dims, v);
+  }
   void add_opset(const std::string& domain, int version) {
     auto* o = model_.add_opset_import();
     o->set_domain(domain);

@@ -1,0 +1,442 @@
+// ConvBatchNormFolding, GeluFusion, LayerNormFusion, MatMulBiasFusion, ResidualAddFusion,
+// ActivationFusion.
+#include <cmath>
+#include <cstring>
+
+#include "graph/optimizer/graph_uses.h"
+#include "graph/optimizer/optimize.h"
+
+namespace dlsys {
+namespace {
+
+void note(OptimizeReport* r, std::string line) {
+  if (r) r->rewrites.push_back(std::move(line));
+}
+
+bool near(double a, double b, double tol = 1e-3) {
+  return std::fabs(a - b) <= tol * std::max(1.0, std::fabs(b));
+}
+
+// The node producing `value` when it has op type `op` and `value` is read once; else null.
+Node* single_use_producer(Graph* g, const GraphUses& u, const std::string& value, const char* op) {
+  int p = u.producer(value);
+  if (p < 0 || !u.single_use(value)) return nullptr;
+  Node& n = g->nodes[p];
+  return n.op_type == op ? &n : nullptr;
+}
+
+bool is_conv_like(const std::string& op) {
+  return op == "Conv" || op == "FusedConv";
+}
+bool fusable_producer(const std::string& op) {
+  return op == "Conv" || op == "FusedConv" || op == "MatMul" || op == "FusedMatMul" ||
+         op == "Gemm" || op == "FusedGemm";
+}
+std::string fused_name(const std::string& op) {
+  return op.rfind("Fused", 0) == 0 ? op : "Fused" + op;
+}
+
+// Moves producer `p` into the slot of node `at` (a later node it is being merged with), so the
+// fused node runs where every input of both is available.
+void merge_into(Graph* g, Node* p, size_t at, std::vector<std::string> outputs) {
+  Node merged = std::move(*p);
+  p->op_type.clear();
+  merged.op_type = fused_name(merged.op_type);
+  merged.domain = "dlsys";
+  merged.outputs = std::move(outputs);
+  g->nodes[at] = std::move(merged);
+}
+
+Tensor as_f32(const Tensor& t) {
+  if (t.dtype() == DType::kF32) return t;
+  Tensor out = Tensor::empty(DType::kF32, t.shape());
+  for (int64_t i = 0; i < t.numel(); ++i)
+    out.data_as<float>()[i] = static_cast<float>(t.get_f64(i));
+  return out;
+}
+
+}  // namespace
+
+int fold_conv_batchnorm(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  for (size_t j = 0; j < g->nodes.size(); ++j) {
+    Node& bn = g->nodes[j];
+    if (bn.op_type != "BatchNormalization" || bn.inputs.size() != 5) continue;
+    if (bn.attrs.count("training_mode") && bn.attrs.at("training_mode").i != 0) continue;
+    bool extra_outputs = false;
+    for (size_t k = 1; k < bn.outputs.size(); ++k)
+      extra_outputs = extra_outputs || (!bn.outputs[k].empty() && u.uses(bn.outputs[k]) > 0);
+    if (extra_outputs) continue;
+    int pi = u.producer(bn.inputs[0]);
+    if (pi < 0 || !u.single_use(bn.inputs[0])) continue;
+    Node& conv = g->nodes[pi];
+    if (!is_conv_like(conv.op_type) || conv.inputs.size() > 3 || conv.attrs.count("activation"))
+      continue;
+    const Tensor* w = initializer(*g, conv.inputs[1]);
+    const Tensor* b = conv.inputs.size() > 2 && !conv.inputs[2].empty()
+                          ? initializer(*g, conv.inputs[2])
+                          : nullptr;
+    if (!w || w->dtype() != DType::kF32 || w->rank() < 3) continue;
+    if (conv.inputs.size() > 2 && !conv.inputs[2].empty() && !b) continue;
+    int64_t M = w->dim(0);
+    const Tensor* p[4];
+    bool ok = true;
+    for (int k = 0; k < 4; ++k) {
+      p[k] = initializer(*g, bn.inputs[1 + k]);
+      ok = ok && p[k] && p[k]->numel() == M && dtype_is_float(p[k]->dtype());
+    }
+    if (!ok || (b && b->numel() != M)) continue;
+    double eps = bn.attrs.count("epsilon") ? bn.attrs.at("epsilon").f : 1e-5;
+    Tensor w2 = w->clone(), b2 = Tensor::empty(DType::kF32, {M});
+    int64_t per = w->numel() / M;
+    for (int64_t c = 0; c < M; ++c) {
+      double scale = p[0]->get_f64(c) / std::sqrt(p[3]->get_f64(c) + eps);
+      float* wc = w2.data_as<float>() + c * per;
+      for (int64_t i = 0; i < per; ++i) wc[i] = static_cast<float>(wc[i] * scale);
+      double bias = b ? b->get_f64(c) : 0.0;
+      b2.data_as<float>()[c] =
+          static_cast<float>((bias - p[2]->get_f64(c)) * scale + p[1]->get_f64(c));
+    }
+    std::string wn = fresh_name(*g, conv.inputs[1] + "_bnfolded");
+    g->initializers[wn] = w2;
+    std::string bname = fresh_name(*g, conv.name + "_bnfolded_bias");
+    g->initializers[bname] = b2;
+    note(report, fmt::format("folded BatchNormalization '{}' into {} '{}'", bn.name, conv.op_type,
+                             conv.name));
+    Node merged = std::move(conv);
+    conv.op_type.clear();
+    merged.inputs.resize(3);
+    merged.inputs[1] = wn;
+    merged.inputs[2] = bname;
+    merged.outputs = {bn.outputs[0]};
+    g->nodes[j] = std::move(merged);
+    ++n;
+    u = GraphUses(*g);
+  }
+  compact(g);
+  return n;
+}
+
+int fuse_gelu(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  const double kSqrt2 = std::sqrt(2.0);
+  // True when `add` is Add(Erf(x / sqrt2), 1) read once; sets *x.
+  auto match_erf_part = [&](const std::string& add_out, std::string* x, std::vector<Node*>* parts) {
+    Node* add = single_use_producer(g, u, add_out, "Add");
+    if (!add) return false;
+    for (int k = 0; k < 2; ++k) {
+      double one;
+      if (!scalar_value(*g, add->inputs[1 - k], &one) || !near(one, 1.0)) continue;
+      Node* erf = single_use_producer(g, u, add->inputs[k], "Erf");
+      if (!erf) continue;
+      int di = u.producer(erf->inputs[0]);
+      if (di < 0 || !u.single_use(erf->inputs[0])) continue;
+      Node* d = &g->nodes[di];
+      double c;
+      if (d->op_type == "Div" && scalar_value(*g, d->inputs[1], &c) && near(c, kSqrt2)) {
+        *x = d->inputs[0];
+      } else if (d->op_type == "Mul" && scalar_value(*g, d->inputs[1], &c) &&
+                 near(c, 1.0 / kSqrt2)) {
+        *x = d->inputs[0];
+      } else if (d->op_type == "Mul" && scalar_value(*g, d->inputs[0], &c) &&
+                 near(c, 1.0 / kSqrt2)) {
+        *x = d->inputs[1];
+      } else {
+        continue;
+      }
+      *parts = {add, erf, d};
+      return true;
+    }
+    return false;
+  };
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& fin = g->nodes[i];
+    if (fin.op_type != "Mul" || fin.inputs.size() != 2) continue;
+    std::string x;
+    std::vector<Node*> parts;
+    bool found = false;
+    for (int k = 0; k < 2 && !found; ++k) {
+      double half;
+      const std::string &a = fin.inputs[k], &b = fin.inputs[1 - k];
+      if (scalar_value(*g, b, &half) && near(half, 0.5)) {
+        // (x * (1 + erf(x / sqrt2))) * 0.5
+        Node* m = single_use_producer(g, u, a, "Mul");
+        if (!m) continue;
+        for (int q = 0; q < 2 && !found; ++q) {
+          std::string x2;
+          std::vector<Node*> ep;
+          if (match_erf_part(m->inputs[q], &x2, &ep) && x2 == m->inputs[1 - q]) {
+            x = x2;
+            parts = ep;
+            parts.push_back(m);
+            found = true;
+          }
+        }
+      } else {
+        // (x * 0.5) * (1 + erf(x / sqrt2))
+        Node* h = single_use_producer(g, u, a, "Mul");
+        if (!h) continue;
+        for (int q = 0; q < 2 && !found; ++q) {
+          if (!scalar_value(*g, h->inputs[1 - q], &half) || !near(half, 0.5)) continue;
+          std::string x2;
+          std::vector<Node*> ep;
+          if (match_erf_part(b, &x2, &ep) && x2 == h->inputs[q]) {
+            x = x2;
+            parts = ep;
+            parts.push_back(h);
+            found = true;
+          }
+        }
+      }
+    }
+    if (!found) continue;
+    note(report, fmt::format("fused Erf-based GELU ending at Mul '{}' into Gelu", fin.name));
+    for (Node* p : parts) p->op_type.clear();
+    fin.op_type = "Gelu";
+    fin.domain = "dlsys";
+    fin.inputs = {x};
+    fin.attrs.clear();
+    ++n;
+    u = GraphUses(*g);
+  }
+  compact(g);
+  return n;
+}
+
+int fuse_layernorm(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  auto last_axis_mean = [&](Node* r) {
+    if (!r) return false;
+    auto ax = r->attrs.find("axes");
+    bool keep = !r->attrs.count("keepdims") || r->attrs.at("keepdims").i != 0;
+    return keep && r->inputs.size() == 1 && ax != r->attrs.end() &&
+           ax->second.ints == std::vector<int64_t>{-1};
+  };
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& div = g->nodes[i];
+    if (div.op_type != "Div" || div.inputs.size() != 2) continue;
+    const std::string& d = div.inputs[0];
+    Node* sqrt = single_use_producer(g, u, div.inputs[1], "Sqrt");
+    int si = u.producer(d);
+    if (!sqrt || si < 0 || g->nodes[si].op_type != "Sub") continue;
+    Node* sub = &g->nodes[si];
+    const std::string& x = sub->inputs[0];
+    Node* mean = single_use_producer(g, u, sub->inputs[1], "ReduceMean");
+    if (!last_axis_mean(mean) || mean->inputs[0] != x) continue;
+    Node* add = single_use_producer(g, u, sqrt->inputs[0], "Add");
+    if (!add) continue;
+    double eps = 0;
+    int vk = -1;
+    for (int k = 0; k < 2; ++k)
+      if (scalar_value(*g, add->inputs[1 - k], &eps)) vk = k;
+    if (vk < 0) continue;
+    Node* var = single_use_producer(g, u, add->inputs[vk], "ReduceMean");
+    if (!last_axis_mean(var)) continue;
+    int pi = u.producer(var->inputs[0]);
+    if (pi < 0 || !u.single_use(var->inputs[0])) continue;
+    Node* pw = &g->nodes[pi];
+    double two = 0;
+    bool square = (pw->op_type == "Pow" && pw->inputs[0] == d &&
+                   scalar_value(*g, pw->inputs[1], &two) && two == 2.0) ||
+                  (pw->op_type == "Mul" && pw->inputs[0] == d && pw->inputs[1] == d);
+    int d_reads = pw->op_type == "Mul" ? 3 : 2;
+    if (!square || u.uses(d) != d_reads || u.is_graph_output(d)) continue;
+    // Optional affine tail: Mul by a 1-D constant, then Add of a 1-D constant.
+    std::vector<Node*> parts = {mean, sub, pw, var, add, sqrt};
+    std::string out = div.outputs[0], gamma, beta;
+    Node* last = &div;
+    auto one_d_const = [&](const std::string& v) {
+      const Tensor* t = initializer(*g, v);
+      return t && t->rank() == 1 && t->dtype() == DType::kF32;
+    };
+    if (u.single_use(out)) {
+      Node& c = g->nodes[u.consumers(out)[0]];
+      int k = c.inputs[0] == out ? 1 : 0;
+      if (c.op_type == "Mul" && c.inputs.size() == 2 && one_d_const(c.inputs[k])) {
+        gamma = c.inputs[k];
+        parts.push_back(last);
+        last = &c;
+        out = c.outputs[0];
+        if (u.single_use(out)) {
+          Node& a = g->nodes[u.consumers(out)[0]];
+          int q = a.inputs[0] == out ? 1 : 0;
+          if (a.op_type == "Add" && a.inputs.size() == 2 && one_d_const(a.inputs[q])) {
+            beta = a.inputs[q];
+            parts.push_back(last);
+            last = &a;
+            out = a.outputs[0];
+          }
+        }
+      }
+    }
+    if (gamma.empty()) continue;  // LayerNormalization needs a scale
+    note(report, fmt::format("fused decomposed layer norm ending at {} '{}' into "
+                             "LayerNormalization",
+                             last->op_type, last->name));
+    for (Node* p : parts) p->op_type.clear();
+    Node ln;
+    ln.name = last->name;
+    ln.op_type = "LayerNormalization";
+    ln.inputs = {x, gamma};
+    if (!beta.empty()) ln.inputs.push_back(beta);
+    ln.outputs = {out};
+    Attribute axis, epsilon;
+    axis.kind = Attribute::Kind::kInt;
+    axis.i = -1;
+    epsilon.kind = Attribute::Kind::kFloat;
+    epsilon.f = static_cast<float>(eps);
+    ln.attrs["axis"] = axis;
+    ln.attrs["epsilon"] = epsilon;
+    *last = std::move(ln);
+    ++n;
+    u = GraphUses(*g);
+  }
+  compact(g);
+  return n;
+}
+
+int fuse_matmul_bias(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& add = g->nodes[i];
+    if (add.op_type != "Add" || add.inputs.size() != 2) continue;
+    for (int k = 0; k < 2; ++k) {
+      Node* mm = single_use_producer(g, u, add.inputs[k], "MatMul");
+      const Tensor* bias = initializer(*g, add.inputs[1 - k]);
+      if (!mm || !bias || bias->rank() != 1 || bias->dtype() != DType::kF32) continue;
+      const Tensor* w = initializer(*g, mm->inputs[1]);
+      if (!w || w->rank() != 2 || w->dim(1) != bias->numel()) continue;
+      note(report,
+           fmt::format("fused MatMul '{}' + bias Add '{}' into FusedMatMul", mm->name, add.name));
+      std::string b = add.inputs[1 - k];
+      mm->inputs.push_back(b);
+      merge_into(g, mm, i, add.outputs);
+      ++n;
+      u = GraphUses(*g);
+      break;
+    }
+  }
+  compact(g);
+  return n;
+}
+
+int fuse_residual_add(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& add = g->nodes[i];
+    if (add.op_type != "Add" || add.inputs.size() != 2 || add.inputs[0] == add.inputs[1]) continue;
+    for (int k = 0; k < 2; ++k) {
+      int pi = u.producer(add.inputs[k]);
+      if (pi < 0 || !u.single_use(add.inputs[k])) continue;
+      Node* p = &g->nodes[pi];
+      if (!fusable_producer(p->op_type) || p->attrs.count("activation") || p->inputs.size() > 3 ||
+          p->outputs.size() != 1)
+        continue;
+      std::string z = add.inputs[1 - k];
+      if (initializer(*g, z)) continue;  // a constant addend is a bias, not a residual
+      note(report,
+           fmt::format("fused residual Add '{}' into {} '{}'", add.name, p->op_type, p->name));
+      p->inputs.resize(3);
+      p->inputs.push_back(z);
+      merge_into(g, p, i, add.outputs);
+      ++n;
+      u = GraphUses(*g);
+      break;
+    }
+  }
+  compact(g);
+  return n;
+}
+
+int fuse_activations(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& act = g->nodes[i];
+    const std::string& op = act.op_type;
+    std::vector<float> params;
+    std::string name = op;
+    auto fattr = [&](const char* a, float def) {
+      return act.attrs.count(a) ? act.attrs.at(a).f : def;
+    };
+    if (op == "Relu" || op == "Sigmoid" || op == "Tanh" || op == "HardSwish") {
+    } else if (op == "LeakyRelu") {
+      params = {fattr("alpha", 0.01f)};
+    } else if (op == "Elu") {
+      params = {fattr("alpha", 1.f)};
+    } else if (op == "Gelu") {
+      if (act.attrs.count("approximate") && act.attrs.at("approximate").s == "tanh")
+        name = "GeluTanh";
+    } else if (op == "Clip") {
+      double lo = -3.4e38, hi = 3.4e38;
+      bool ok = true;
+      if (act.inputs.size() > 1 && !act.inputs[1].empty())
+        ok = ok && scalar_value(*g, act.inputs[1], &lo);
+      if (act.inputs.size() > 2 && !act.inputs[2].empty())
+        ok = ok && scalar_value(*g, act.inputs[2], &hi);
+      if (!ok) continue;
+      params = {static_cast<float>(lo), static_cast<float>(hi)};
+    } else {
+      continue;
+    }
+    if (act.inputs.empty() || act.outputs.size() != 1) continue;
+    int pi = u.producer(act.inputs[0]);
+    if (pi < 0 || !u.single_use(act.inputs[0])) continue;
+    Node* p = &g->nodes[pi];
+    if (!fusable_producer(p->op_type) || p->attrs.count("activation") || p->outputs.size() != 1)
+      continue;
+    note(report, fmt::format("fused {} '{}' into {} '{}'", op, act.name, p->op_type, p->name));
+    Attribute a, ap;
+    a.kind = Attribute::Kind::kString;
+    a.s = name;
+    ap.kind = Attribute::Kind::kFloats;
+    ap.floats = params;
+    p->attrs["activation"] = a;
+    p->attrs["activation_params"] = ap;
+    merge_into(g, p, i, act.outputs);
+    ++n;
+    u = GraphUses(*g);
+  }
+  compact(g);
+  return n;
+}
+
+OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
+  OptimizeReport r;
+  r.nodes_before = static_cast<int>(g->nodes.size());
+  auto run = [&](const char* name, int changes) {
+    for (auto& p : r.passes)
+      if (p.pass == name) {
+        p.rewrites += changes;
+        return changes;
+      }
+    r.passes.push_back(PassStats{name, changes});
+    return changes;
+  };
+  for (int round = 0; round < 8; ++round) {
+    int changes = 0;
+    if (opts.fold_constants)
+      changes += run("ConstantFolding", fold_constants(g, opts.max_folded_bytes, &r));
+    changes += run("IdentityElimination", eliminate_identities(g, &r));
+    changes += run("CommonSubexpressionElimination", eliminate_common_subexpressions(g, &r));
+    changes += run("DeadNodeElimination", eliminate_dead_nodes(g, &r));
+    if (opts.fuse) {
+      changes += run("ConvBatchNormFolding", fold_conv_batchnorm(g, &r));
+      changes += run("GeluFusion", fuse_gelu(g, &r));
+      changes += run("LayerNormFusion", fuse_layernorm(g, &r));
+      changes += run("MatMulBiasFusion", fuse_matmul_bias(g, &r));
+      changes += run("ResidualAddFusion", fuse_residual_add(g, &r));
+      changes += run("ActivationFusion", fuse_activations(g, &r));
+    }
+    if (changes == 0) break;
+  }
+  r.nodes_after = static_cast<int>(g->nodes.size());
+  return r;
+}
+
+}  // namespace dlsys

@@ -1,0 +1,239 @@
+// Graph optimization passes: each rewrites the pattern it targets (checked on the optimized
+// graph's ops) and the optimized graph computes the same outputs as the graph as given.
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "graph/onnx_import.h"
+#include "graph/optimizer/optimize.h"
+#include "graph/session.h"
+#include "testing/compare.h"
+#include "testing/onnx_builder.h"
+
+namespace dlsys {
+namespace {
+
+using testing::OnnxBuilder;
+constexpr int kF = onnx::TensorProto::FLOAT;
+
+Graph import(const OnnxBuilder& b) {
+  auto g = import_onnx_bytes(b.bytes(), "test.onnx");
+  EXPECT_TRUE(g.ok()) << g.status().message();
+  return std::move(g).value();
+}
+
+int count_op(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const Node& node : g.nodes) n += node.op_type == op;
+  return n;
+}
+
+Tensor random_input(const Shape& s, uint32_t seed) {
+  Tensor t = Tensor::empty(DType::kF32, s);
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> d(0.f, 1.f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = d(rng);
+  return t;
+}
+
+// Runs the model as given and optimized on the same input; returns the optimized session.
+std::unique_ptr<Session> expect_same_outputs(const OnnxBuilder& b, const Shape& x_shape,
+                                             double rtol = 1e-4, double atol = 1e-5) {
+  SessionOptions plain;
+  plain.optimize = false;
+  auto ref = Session::from_graph(import(b), plain);
+  auto opt = Session::from_graph(import(b));
+  Tensor x = random_input(x_shape, 7);
+  std::vector<Tensor> want, got;
+  Status s1 = ref->run({{"x", x}}, &want);
+  EXPECT_TRUE(s1.ok()) << s1.message();
+  Status s2 = opt->run({{"x", x}}, &got);
+  EXPECT_TRUE(s2.ok()) << s2.message();
+  EXPECT_EQ(want.size(), got.size());
+  for (size_t i = 0; i < want.size() && i < got.size(); ++i)
+    EXPECT_EQ(testing::compare_tensors(got[i], want[i], rtol, atol), "") << "output " << i;
+  return opt;
+}
+
+// Conv -> BN -> Relu -> Conv -> (+ residual) -> Relu, then a pool: the whole chain becomes two
+// FusedConv nodes with blocked layouts between them.
+OnnxBuilder conv_block() {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 8, 10, 10});
+  b.output("y", kF, {-1, 8, 1, 1});
+  b.random_f32("w1", {8, 8, 3, 3}, 0.3f, 1);
+  b.random_f32("b1", {8}, 0.1f, 2);
+  b.random_f32("w2", {8, 8, 3, 3}, 0.3f, 3);
+  b.random_f32("scale", {8}, 1.f, 4);
+  b.random_f32("shift", {8}, 0.5f, 5);
+  b.random_f32("mean", {8}, 0.2f, 6);
+  std::vector<float> var(8);
+  for (int i = 0; i < 8; ++i) var[i] = 0.5f + 0.1f * i;
+  b.initializer_f32("var", {8}, var);
+  auto* c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"}, "conv1");
+  OnnxBuilder::attr_ints(c1, "pads", {1, 1, 1, 1});
+  b.node("BatchNormalization", {"c1", "scale", "shift", "mean", "var"}, {"bn"}, "bn1");
+  b.node("Relu", {"bn"}, {"r1"}, "relu1");
+  auto* c2 = b.node("Conv", {"r1", "w2"}, {"c2"}, "conv2");
+  OnnxBuilder::attr_ints(c2, "pads", {1, 1, 1, 1});
+  b.node("Add", {"c2", "x"}, {"sum"}, "residual");
+  b.node("Relu", {"sum"}, {"r2"}, "relu2");
+  b.node("GlobalAveragePool", {"r2"}, {"y"}, "pool");
+  return b;
+}
+
+TEST(Optimize, ConvBatchNormReluResidualFuseIntoTwoConvs) {
+  OnnxBuilder b = conv_block();
+  auto s = expect_same_outputs(b, {2, 8, 10, 10});
+  const Graph& g = s->graph();
+  EXPECT_EQ(count_op(g, "FusedConv"), 2);
+  EXPECT_EQ(count_op(g, "BatchNormalization"), 0);
+  EXPECT_EQ(count_op(g, "Relu"), 0);
+  EXPECT_EQ(count_op(g, "Add"), 0);
+  EXPECT_EQ(g.nodes.size(), 3u);
+  // The folded BN parameters are gone from the initializers.
+  EXPECT_EQ(g.initializers.count("scale"), 0u);
+  // Layouts: the two convs and the pool exchange oneDNN's layout; no reorder step is inserted.
+  auto plan = s->plan_for_shapes({{2, 8, 10, 10}});
+  ASSERT_TRUE(plan.ok());
+  for (const PlanStepInfo& st : plan.value()->steps()) EXPECT_NE(st.op, "Reorder") << st.name;
+}
+
+TEST(Optimize, BatchNormFoldingAloneKeepsOutputs) {
+  Graph g = import(conv_block());
+  OptimizeReport r;
+  EXPECT_EQ(fold_conv_batchnorm(&g, &r), 1);
+  EXPECT_EQ(count_op(g, "BatchNormalization"), 0);
+  EXPECT_EQ(r.rewrites.size(), 1u);
+}
+
+TEST(Optimize, GeluFromErfPatterns) {
+  for (bool half_first : {false, true}) {
+    OnnxBuilder b;
+    b.input("x", kF, {-1, 16});
+    b.output("y", kF, {-1, 16});
+    b.initializer_f32("sqrt2", {}, {1.4142135f});
+    b.initializer_f32("one", {}, {1.f});
+    b.initializer_f32("half", {}, {0.5f});
+    b.node("Div", {"x", "sqrt2"}, {"d"});
+    b.node("Erf", {"d"}, {"e"});
+    b.node("Add", {"e", "one"}, {"a"});
+    if (half_first) {
+      b.node("Mul", {"x", "half"}, {"h"});
+      b.node("Mul", {"h", "a"}, {"y"});
+    } else {
+      b.node("Mul", {"x", "a"}, {"m"});
+      b.node("Mul", {"m", "half"}, {"y"});
+    }
+    auto s = expect_same_outputs(b, {3, 16});
+    EXPECT_EQ(count_op(s->graph(), "Gelu"), 1) << "half_first=" << half_first;
+    EXPECT_EQ(s->graph().nodes.size(), 1u);
+  }
+}
+
+TEST(Optimize, DecomposedLayerNormBecomesOneNode) {
+  OnnxBuilder b(14);
+  b.input("x", kF, {-1, 4, 32});
+  b.output("y", kF, {-1, 4, 32});
+  b.initializer_f32("two", {}, {2.f});
+  b.initializer_f32("eps", {}, {1e-5f});
+  b.random_f32("gamma", {32}, 1.f, 11);
+  b.random_f32("beta", {32}, 1.f, 12);
+  OnnxBuilder::attr_ints(b.node("ReduceMean", {"x"}, {"mean"}), "axes", {-1});
+  b.node("Sub", {"x", "mean"}, {"d"});
+  b.node("Pow", {"d", "two"}, {"p"});
+  OnnxBuilder::attr_ints(b.node("ReduceMean", {"p"}, {"var"}), "axes", {-1});
+  b.node("Add", {"var", "eps"}, {"ve"});
+  b.node("Sqrt", {"ve"}, {"sd"});
+  b.node("Div", {"d", "sd"}, {"n"});
+  b.node("Mul", {"n", "gamma"}, {"g"});
+  b.node("Add", {"g", "beta"}, {"y"});
+  auto s = expect_same_outputs(b, {2, 4, 32});
+  EXPECT_EQ(count_op(s->graph(), "LayerNormalization"), 1);
+  EXPECT_EQ(s->graph().nodes.size(), 1u);
+}
+
+TEST(Optimize, MatMulBiasActivationResidualBecomeFusedMatMuls) {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 5, 16});
+  b.output("y", kF, {-1, 5, 16});
+  b.random_f32("w", {16, 16}, 0.3f, 21);
+  b.random_f32("bias", {16}, 0.3f, 22);
+  b.random_f32("w2", {16, 16}, 0.3f, 23);
+  b.node("MatMul", {"x", "w"}, {"m"});
+  b.node("Add", {"bias", "m"}, {"mb"});
+  b.node("Tanh", {"mb"}, {"g"});
+  b.node("MatMul", {"g", "w2"}, {"m2"});
+  b.node("Add", {"x", "m2"}, {"y"});
+  auto s = expect_same_outputs(b, {2, 5, 16});
+  const Graph& g = s->graph();
+  ASSERT_EQ(g.nodes.size(), 2u);
+  EXPECT_EQ(count_op(g, "FusedMatMul"), 2);
+  EXPECT_EQ(g.nodes[0].attrs.at("activation").s, "Tanh");
+  EXPECT_EQ(g.nodes[0].inputs.size(), 3u);  // A, B, bias
+  EXPECT_EQ(g.nodes[1].inputs.size(), 4u);  // A, B, no bias, Z = x
+  EXPECT_EQ(g.nodes[1].inputs[3], "x");
+}
+
+TEST(Optimize, GemmWithActivationAndBroadcastResidualFallsBackCorrectly) {
+  // Z broadcasts ([1, 6] onto [batch, 6]): not a oneDNN post-op, the epilogue fallback runs.
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 4});
+  b.output("y", kF, {-1, 6});
+  b.random_f32("w", {6, 4}, 0.5f, 31);
+  b.random_f32("c", {6}, 0.5f, 32);
+  b.random_f32("wz", {4, 6}, 0.5f, 33);
+  auto* gm = b.node("Gemm", {"x", "w", "c"}, {"g"});
+  OnnxBuilder::attr_int(gm, "transB", 1);
+  OnnxBuilder::attr_ints(b.node("ReduceMean", {"x"}, {"xm"}), "axes", {0});  // [1, 4]
+  b.node("MatMul", {"xm", "wz"}, {"z"});  // [1, 6], computed at run time
+  b.node("Add", {"g", "z"}, {"s"});
+  b.node("Sigmoid", {"s"}, {"y"});
+  auto s = expect_same_outputs(b, {3, 4});
+  EXPECT_EQ(count_op(s->graph(), "FusedGemm"), 1);
+  EXPECT_EQ(count_op(s->graph(), "Sigmoid"), 0);
+}
+
+TEST(Optimize, CleanupPasses) {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 8});
+  b.output("y", kF, {-1, 8});
+  b.random_f32("a", {8}, 1.f, 41);
+  b.random_f32("c", {8}, 1.f, 42);
+  b.node("Add", {"a", "c"}, {"ac"}, "const_add");  // folded into an initializer
+  b.node("Identity", {"x"}, {"xi"}, "identity");   // removed
+  b.node("Dropout", {"xi"}, {"xd"}, "dropout");    // removed (inference)
+  b.node("Mul", {"xd", "ac"}, {"m1"}, "mul_a");
+  b.node("Mul", {"xd", "ac"}, {"m2"}, "mul_b");  // same as mul_a: merged
+  b.node("Exp", {"x"}, {"unused"}, "dead");      // no consumer: removed
+  b.node("Add", {"m1", "m2"}, {"y"}, "sum");
+  auto s = expect_same_outputs(b, {3, 8});
+  const Graph& g = s->graph();
+  EXPECT_EQ(g.nodes.size(), 2u);  // one Mul, one Add
+  EXPECT_EQ(count_op(g, "Identity") + count_op(g, "Dropout") + count_op(g, "Exp"), 0);
+  std::map<std::string, int> by_pass;
+  for (const PassStats& p : s->optimize_report().passes) by_pass[p.pass] = p.rewrites;
+  EXPECT_EQ(by_pass["ConstantFolding"], 1);
+  EXPECT_EQ(by_pass["IdentityElimination"], 2);
+  EXPECT_EQ(by_pass["CommonSubexpressionElimination"], 1);
+  EXPECT_EQ(by_pass["DeadNodeElimination"], 1);
+}
+
+TEST(Optimize, GraphOutputsKeepTheirNames) {
+  // An Identity that produces a graph output, and a fusable Relu that is a graph output
+  // while its input is also one: neither may be rewritten away.
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 4});
+  b.output("y", kF, {-1, 3});
+  b.output("m", kF, {-1, 3});
+  b.random_f32("w", {4, 3}, 1.f, 51);
+  b.node("MatMul", {"x", "w"}, {"m"});
+  b.node("Relu", {"m"}, {"r"});
+  b.node("Identity", {"r"}, {"y"});
+  auto s = expect_same_outputs(b, {2, 4});
+  EXPECT_EQ(count_op(s->graph(), "MatMul"), 1);
+  EXPECT_EQ(count_op(s->graph(), "Relu"), 1);
+}
+
+}  // namespace
+}  // namespace dlsys
