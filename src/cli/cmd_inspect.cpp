@@ -86,8 +86,7 @@ int run_inspect_plan(const InspectArgs& a) {
     }
     j["memory"] = {{"arena_bytes", m.arena_bytes},
                    {"sum_of_intermediates_bytes", m.sum_value_bytes},
-                   {"values", m.num_values},
-                   {"kernel_scratch_bytes", m.scratch_bytes}};
+                   {"values", m.num_values}};
     std::printf("%s\n", json_dump_line(j).c_str());
     return 0;
   }

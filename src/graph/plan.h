@@ -46,7 +46,6 @@ struct MemoryPlanStats {
   size_t arena_bytes = 0;      // peak activation memory: the arena's size
   size_t sum_value_bytes = 0;  // what one buffer per intermediate value would take
   size_t num_values = 0;       // intermediate values placed in the arena
-  size_t scratch_bytes = 0;    // kernels' own scratch (reorder buffers), outside the arena
 };
 
 class Plan {
