@@ -30,11 +30,9 @@ struct BenchArgs {
 using Clock = std::chrono::steady_clock;
 
 int run_bench(const BenchArgs& a) {
-  auto precision = parse_precision(a.precision);
-  if (!precision.ok()) return fail(precision.status().message());
-  SessionOptions opts;
-  opts.threads = a.threads;
-  opts.precision = precision.value();
+  auto parsed = session_options(a.threads, a.precision);
+  if (!parsed.ok()) return fail(parsed.status().message());
+  SessionOptions opts = parsed.value();
   opts.optimize = !a.no_optimize;
   auto session = Session::open(a.model, opts);
   if (!session.ok()) return fail(session.status().message());

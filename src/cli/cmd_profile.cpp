@@ -33,11 +33,9 @@ struct StepRow {
 };
 
 int run_profile(const ProfileArgs& a) {
-  auto precision = parse_precision(a.precision);
-  if (!precision.ok()) return fail(precision.status().message());
-  SessionOptions opts;
-  opts.threads = a.threads;
-  opts.precision = precision.value();
+  auto parsed = session_options(a.threads, a.precision);
+  if (!parsed.ok()) return fail(parsed.status().message());
+  SessionOptions opts = parsed.value();
   auto session = Session::open(a.model, opts);
   if (!session.ok()) return fail(session.status().message());
   Session& s = *session.value();

@@ -16,7 +16,8 @@ Result<std::map<std::string, Tensor>> make_inputs(const Session& s,
                                                   const std::vector<std::string>& input_specs,
                                                   const std::vector<std::string>& dim_specs,
                                                   int64_t batch);
-// "fp32" or "bf16".
-Result<Precision> parse_precision(const std::string& name);
+// Session options from the common flags: --threads N and --precision fp32|bf16 (errors name
+// the bad precision).
+Result<SessionOptions> session_options(int threads, const std::string& precision);
 
 }  // namespace dlsys::cli
