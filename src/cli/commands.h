@@ -14,6 +14,7 @@ void add_inspect(CLI::App& app, int* rc);
 void add_run(CLI::App& app, int* rc);
 void add_bench(CLI::App& app, int* rc);
 void add_profile(CLI::App& app, int* rc);
+void add_quantize(CLI::App& app, int* rc);
 
 // Prints "error: <message>" to stderr; returns 1.
 int fail(const std::string& message);

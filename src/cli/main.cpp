@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   dlsys::cli::add_run(app, &rc);
   dlsys::cli::add_bench(app, &rc);
   dlsys::cli::add_profile(app, &rc);
+  dlsys::cli::add_quantize(app, &rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

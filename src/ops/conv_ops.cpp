@@ -51,6 +51,8 @@ struct ConvState {
   DnnlReorder src_r, dst_r, wei_r, z_r;
   Tensor src_buf, dst_buf, wei_buf, z_buf;  // oneDNN-layout scratch (and prepared weights)
   bool has_bias = false;
+  Tensor bias_buf;     // int8: the bias in accumulator units (B / (x_scale * w_scale[c]))
+  size_t z_bytes = 0;  // bytes of Z copied into dst before a sum post-op
   EpilogueFallback epilogue;
 };
 
@@ -60,16 +62,39 @@ Tensor buffer_for(const dnnl::memory::desc& md) {
 
 using dt = dnnl::memory::data_type;
 
-// The shared tail of Conv, FusedConv and ConvTranspose. `make_pd(src, wei, dst, attr)` creates
-// the primitive descriptor from oneDNN-chosen (format any) descriptors. Handles:
+// The number formats of one convolution. Float: src/weights in f32 or bf16. Int8 (QConv): u8/s8
+// src, s8 weights, dst in u8/s8/f32, with per-channel output scales, a sum scale for Z and an
+// optional final scale (the next tensor's 1/y_scale when the activation cannot absorb it).
+struct ConvNumerics {
+  bool int8 = false;
+  dt src = dt::f32, wei = dt::f32;
+  DType out = DType::kF32;           // the output value's dtype
+  std::vector<float> output_scales;  // int8: per output channel
+  std::vector<float> acc_scales;     // int8: x_scale * w_scale[c], the accumulator's units
+  float sum_scale = 1.f;             // scale of Z in the sum post-op
+  float final_scale = 0.f;           // non-zero: eltwise_linear(final_scale) after the activation
+  DType wei_dtype = DType::kF32;     // the weight input's dtype
+};
+
+// A descriptor like `md` with another data type (same dims and layout).
+dnnl::memory::desc with_dtype(const dnnl::memory::desc& md, dt t) {
+  dnnl_memory_desc_t d = md.data;
+  d.data_type = static_cast<dnnl_data_type_t>(t);
+  return dnnl::memory::desc(d);
+}
+
+// The shared tail of Conv, FusedConv, QConv and ConvTranspose. `make_pd(src, wei, dst, attr)`
+// creates the primitive descriptor from oneDNN-chosen (format any) descriptors. Handles:
 // - the input arriving in a oneDNN layout (ctx.in_layout(0)): reordered only if the primitive
 //   wants another one;
 // - the output staying in oneDNN's layout when every consumer accepts it;
-// - bf16 precision: src/weights/dst in bf16 on AMX, f32 bias, weights converted once;
+// - bf16 precision: src/weights/dst in bf16, f32 bias, weights converted once;
+// - int8 (num.int8): output scales, a prescaled bias, Z added with a scaled sum post-op;
 // - the epilogue act(Y + Z) as post-ops, or as a fallback pass when Z broadcasts.
 template <typename MakePD>
 Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& out,
-                              const dnnl::memory::desc& wei_plain, MakePD make_pd) {
+                              const dnnl::memory::desc& wei_plain, MakePD make_pd,
+                              const ConvNumerics& num = {}) {
   ActivationSpec act;
   DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
   auto st = std::make_shared<ConvState>();
@@ -77,32 +102,55 @@ Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& ou
   bool has_z = ctx.has_input(3);
   bool z_post = has_z && ctx.in_shape(3) == out;
   bool fallback = has_z && !z_post;
+  if (num.int8 && fallback)
+    return ctx.unsupported("the int8 convolution needs Z of the output's shape {}, got {}",
+                           shape_str(out), shape_str(ctx.in_shape(3)));
   dt cdt = ctx.precision() == Precision::kBF16 ? dt::bf16 : dt::f32;
-  auto src_given = ctx.in_layout(0).is_zero() ? plain_md(x, DType::kF32) : ctx.in_layout(0);
-  auto dst_plain = plain_md(out, DType::kF32);
+  dt src_dt = num.int8 ? num.src : cdt, wei_dt = num.int8 ? num.wei : cdt;
+  dt out_dt = to_dnnl(num.out);
+  auto src_given = ctx.in_layout(0).is_zero() ? plain_md(x, ctx.in_dtype(0)) : ctx.in_layout(0);
+  auto dst_plain = plain_md(out, num.out);
   bool free_out = ctx.output_layout_free(0) && !fallback;
   auto any = dnnl::memory::format_tag::any;
   dnnl::memory::dims xd(x.begin(), x.end()), od(out.begin(), out.end());
   dnnl::memory::desc dst_md;
-  if (z_post)
-    dst_md = ctx.in_layout(3).is_zero() ? dst_plain : ctx.in_layout(3);
-  else
-    dst_md = dnnl::memory::desc(od, free_out ? cdt : dt::f32, any);
+  if (z_post) {
+    // dst takes Z's layout: Z is copied into it and added by the sum post-op.
+    dnnl::memory::desc z_md =
+        ctx.in_layout(3).is_zero() ? plain_md(out, ctx.in_dtype(3)) : ctx.in_layout(3);
+    dst_md = with_dtype(z_md, out_dt);
+    if (dtype_size(ctx.in_dtype(3)) != dtype_size(num.out))
+      return ctx.unsupported("Z ({}) and the output ({}) must have the same element size",
+                             dtype_name(ctx.in_dtype(3)), dtype_name(num.out));
+  } else {
+    dst_md = dnnl::memory::desc(od, free_out && !num.int8 ? cdt : out_dt, any);
+  }
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
     dnnl::post_ops po;
-    if (z_post) po.append_binary(dnnl::algorithm::binary_add, dst_md);
+    // The residual Z is added with a sum post-op (dst = conv + dst): every oneDNN conv
+    // implementation takes it, where a full-tensor binary post-op sends the AVX-512 brgconv
+    // kernels to the reference implementation (~300x slower). run() copies Z into dst first.
+    if (z_post) {
+      if (num.int8 && ctx.in_dtype(3) != num.out)
+        po.append_sum(num.sum_scale, to_dnnl(ctx.in_dtype(3)));
+      else
+        po.append_sum(num.sum_scale);
+    }
     if (act.present && !fallback) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
+    if (num.final_scale != 0.f)
+      po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, num.final_scale, 0.f);
     dnnl::primitive_attr attr;
     attr.set_post_ops(po);
-    dnnl::memory::desc src_any(xd, cdt, any);
-    dnnl::memory::desc wei_any(wei_plain.dims(), cdt, any);
+    if (num.int8) attr.set_output_scales(num.output_scales.size() > 1 ? 2 : 0, num.output_scales);
+    dnnl::memory::desc src_any(xd, src_dt, any);
+    dnnl::memory::desc wei_any(wei_plain.dims(), wei_dt, any);
     auto pd = make_pd(src_any, wei_any, dst_md, attr);
     st->call.prim = decltype(pd.first)(pd.second);
     st->call.add(DNNL_ARG_SRC, pd.second.src_desc());
     st->call.add(DNNL_ARG_WEIGHTS, pd.second.weights_desc());
     st->call.add(DNNL_ARG_DST, pd.second.dst_desc());
     if (st->has_bias) st->call.add(DNNL_ARG_BIAS, pd.second.bias_desc());
-    if (z_post) st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, dst_md);
+    st->z_bytes = dst_md.get_size();
     if (pd.second.src_desc() != src_given) {
       st->src_reorder = true;
       st->src_r.init(src_given, pd.second.src_desc());
@@ -134,6 +182,17 @@ Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& ou
       st->z_buf = Tensor::empty(DType::kF32, ctx.in_shape(3));
     }
   }));
+  if (num.int8 && st->has_bias) {
+    // oneDNN computes dst = output_scale * (acc + bias): the bias goes in accumulator units.
+    const Tensor* b = ctx.in_value(2);
+    if (!b) return ctx.unsupported("the int8 convolution needs a constant bias");
+    int64_t M = b->numel();
+    st->bias_buf = Tensor::empty(DType::kF32, {M});
+    for (int64_t c = 0; c < M; ++c) {
+      float s = num.acc_scales.size() > 1 ? num.acc_scales[c] : num.acc_scales[0];
+      st->bias_buf.data_as<float>()[c] = b->data_as<float>()[c] / s;
+    }
+  }
   st->z_post_op = z_post;
   st->has_z = has_z;
   if (fallback) {
@@ -154,8 +213,10 @@ Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& ou
     }
     c.call.bind(DNNL_ARG_SRC, src);
     c.call.bind(DNNL_ARG_WEIGHTS, wei);
-    if (c.has_bias) c.call.bind(DNNL_ARG_BIAS, in[2]->data());
-    if (c.z_post_op) c.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, in[3]->data());
+    if (c.has_bias)
+      c.call.bind(DNNL_ARG_BIAS, c.bias_buf.data() ? c.bias_buf.data() : in[2]->data());
+    if (c.z_post_op && in[3]->data() != o[0]->data())
+      copy_bytes(o[0]->data(), in[3]->data(), c.z_bytes);
     c.call.bind(DNNL_ARG_DST, c.dst_reorder ? c.dst_buf.data() : o[0]->data());
     c.call.exec();
     if (c.dst_reorder) c.dst_r.run(c.dst_buf.data(), o[0]->data());
@@ -184,8 +245,8 @@ Status check_conv_inputs(const BuildContext& ctx) {
   return Status::OK();
 }
 
-Result<KernelPtr> build_conv(BuildContext& ctx) {
-  DLSYS_RETURN_IF_ERROR(check_conv_inputs(ctx));
+// Conv, FusedConv and (with int8 numerics) QConv: shape inference, then the primitive.
+Result<KernelPtr> build_conv_with(BuildContext& ctx, const ConvNumerics& num) {
   const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
   size_t nsp = x.size() - 2;
   int64_t g = ctx.attr_int("group", 1);
@@ -213,13 +274,13 @@ Result<KernelPtr> build_conv(BuildContext& ctx) {
       return ctx.error("output would be empty: input {} is smaller than the kernel", shape_str(x));
     out.push_back(o);
   }
-  ctx.set_output(0, DType::kF32, out);
+  ctx.set_output(0, num.out, out);
   if (ctx.has_input(2) && (ctx.in_shape(2) != Shape{M}))
     return ctx.error("B has shape {}, expected [{}]", shape_str(ctx.in_shape(2)), M);
 
   dims wd = g > 1 ? dims{g, M / g, C / g} : dims{M, C};
   for (size_t i = 0; i < nsp; ++i) wd.push_back(w[2 + i]);
-  auto wei_plain = plain_md(Shape(wd.begin(), wd.end()), DType::kF32);
+  auto wei_plain = plain_md(Shape(wd.begin(), wd.end()), num.wei_dtype);
   bool has_bias = ctx.has_input(2);
   dims dil, sd(a.strides.begin(), a.strides.end());
   for (int64_t d : a.dilations) dil.push_back(d - 1);
@@ -236,7 +297,70 @@ Result<KernelPtr> build_conv(BuildContext& ctx) {
                      : dnnl::convolution_forward::desc(kind, alg, src, wei, dst, sd, dil, pl, pr);
         return std::make_pair(dnnl::convolution_forward(),
                               dnnl::convolution_forward::primitive_desc(d, attr, dnnl_engine()));
-      });
+      },
+      num);
+}
+
+Result<KernelPtr> build_conv(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(check_conv_inputs(ctx));
+  return build_conv_with(ctx, ConvNumerics{});
+}
+
+// QConv(Xq, Wq, B?, Zq?): the int8 convolution the graph optimizer makes from a QDQ pattern
+// (QuantizedConvFusion). Xq is u8/s8 with scale `x_scale`, Wq s8 [M, C/group, k...] with
+// per-channel `w_scales`, B f32 in real units. The output is f32, or u8/s8 with scale `y_scale`
+// (`y_type`: ONNX UINT8=2, INT8=3) when the next QuantizeLinear was folded in. Zq (the residual)
+// has the output's element size: u8/s8 with `z_scale` for an int8 output, f32 for f32. Zero
+// points are all 0. Result: quantize(act(x_scale*w_scale*conv(Xq, Wq) + B + z_scale*Zq)).
+Result<KernelPtr> build_qconv(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kU8, DType::kI8}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI8}));
+  if (ctx.has_input(2)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(2, {DType::kF32}));
+  const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
+  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
+    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
+  ConvNumerics num;
+  num.int8 = true;
+  num.src = to_dnnl(ctx.in_dtype(0));
+  num.wei = dt::s8;
+  num.wei_dtype = DType::kI8;
+  float sx = ctx.attr_float("x_scale", 0.f), sy = ctx.attr_float("y_scale", 0.f);
+  std::vector<float> sw = ctx.attr_floats("w_scales");
+  int64_t M = w[0];
+  if (!(sx > 0) || sw.empty() || (sw.size() != 1 && static_cast<int64_t>(sw.size()) != M))
+    return ctx.error("needs x_scale > 0 and 1 or {} w_scales (got {} and {} values)", M, sx,
+                     sw.size());
+  if (sy > 0) {
+    int64_t yt = ctx.attr_int("y_type", 2);
+    if (yt != 2 && yt != 3) return ctx.error("y_type {} is not UINT8 (2) or INT8 (3)", yt);
+    num.out = yt == 2 ? DType::kU8 : DType::kI8;
+  }
+  // With an int8 output, 1/y_scale folds into the output scales when the activation commutes
+  // with a positive scale (none or Relu); otherwise it is a final linear post-op.
+  std::string act = ctx.attr_string("activation", "");
+  std::vector<float> ap = ctx.attr_floats("activation_params");
+  bool homogeneous = act.empty() || (act == "Relu") || (act == "LeakyRelu");
+  float k = sy > 0 && homogeneous ? 1.f / sy : 1.f;
+  if (sy > 0 && !homogeneous) num.final_scale = 1.f / sy;
+  for (float s : sw) {
+    num.acc_scales.push_back(sx * s);
+    num.output_scales.push_back(sx * s * k);
+  }
+  if (ctx.has_input(3)) {
+    DType zt = ctx.in_dtype(3);
+    float sz = ctx.attr_float("z_scale", 0.f);
+    if (num.out == DType::kF32) {
+      if (zt != DType::kF32)
+        return ctx.error("an f32 output needs an f32 Z, got {}", dtype_name(zt));
+      num.sum_scale = 1.f;
+    } else {
+      if ((zt != DType::kU8 && zt != DType::kI8) || !(sz > 0))
+        return ctx.error("an int8 output needs a u8/s8 Z with z_scale > 0 (got {}, {})",
+                         dtype_name(zt), sz);
+      num.sum_scale = sz * k;
+    }
+  }
+  return build_conv_with(ctx, num);
 }
 
 Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
@@ -333,6 +457,8 @@ void register_conv_ops(OpRegistry& r) {
   r.add("FusedConv", 2, 4, 1, 1, build_conv);
   r.set_layout_inputs("Conv", 1u);
   r.set_layout_inputs("FusedConv", 1u | 8u);
+  r.add("QConv", 2, 4, 1, 1, build_qconv);
+  r.set_layout_inputs("QConv", 1u | 8u);
 }
 
 }  // namespace dlsys

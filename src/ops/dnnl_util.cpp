@@ -1,5 +1,8 @@
 #include "ops/dnnl_util.h"
 
+#include <algorithm>
+#include <cstring>
+
 #include <cassert>
 
 namespace dlsys {
@@ -68,6 +71,20 @@ void DnnlReorder::init(const dnnl::memory::desc& src, const dnnl::memory::desc& 
 }  // namespace dlsys
 
 namespace dlsys {
+
+void copy_bytes(void* dst, const void* src, size_t n) {
+  constexpr size_t kChunk = 1 << 18;
+  if (n < 2 * kChunk) {
+    std::memcpy(dst, src, n);
+    return;
+  }
+  int64_t chunks = static_cast<int64_t>((n + kChunk - 1) / kChunk);
+#pragma omp parallel for
+  for (int64_t c = 0; c < chunks; ++c) {
+    size_t b = static_cast<size_t>(c) * kChunk, e = std::min(n, b + kChunk);
+    std::memcpy(static_cast<char*>(dst) + b, static_cast<const char*>(src) + b, e - b);
+  }
+}
 
 bool bf16_kernels_available() {
   static const bool ok = [] {

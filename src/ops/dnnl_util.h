@@ -61,6 +61,10 @@ struct DnnlReorder {
 
 namespace dlsys {
 
+// memcpy split over the OpenMP team (large copies are memory-bound; one core does not saturate
+// the memory bus).
+void copy_bytes(void* dst, const void* src, size_t n);
+
 // True when oneDNN can run bf16 matmul/conv here (AVX512-BF16 or AMX; probed once with a tiny
 // primitive). On other CPUs oneDNN 2.6 has no bf16 kernels at all.
 bool bf16_kernels_available();

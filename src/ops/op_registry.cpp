@@ -39,6 +39,7 @@ static const OpRegistry& registry() {
     register_reduce_ops(reg);
     register_shape_ops(reg);
     register_tensor_ops(reg);
+    register_quant_ops(reg);
     return reg;
   }();
   return r;

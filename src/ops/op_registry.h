@@ -39,6 +39,7 @@ void register_softmax_ops(OpRegistry& r);
 void register_reduce_ops(OpRegistry& r);
 void register_shape_ops(OpRegistry& r);
 void register_tensor_ops(OpRegistry& r);
+void register_quant_ops(OpRegistry& r);
 
 class OpRegistry {
  public:

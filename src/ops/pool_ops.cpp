@@ -13,10 +13,11 @@ using dims = dnnl::memory::dims;
 Result<KernelPtr> make_pool(BuildContext& ctx, dnnl::algorithm alg, const Shape& x,
                             const Shape& out, dims kernel, dims strides, dims dil, dims pl,
                             dims pr) {
-  ctx.set_output(0, DType::kF32, out);
+  DType t = ctx.in_dtype(0);  // f32, or u8/i8 for MaxPool
+  ctx.set_output(0, t, out);
   auto call = std::make_shared<DnnlCall>();
-  auto src = ctx.in_layout(0).is_zero() ? plain_md(x, DType::kF32) : ctx.in_layout(0);
-  auto dst_plain = plain_md(out, DType::kF32);
+  auto src = ctx.in_layout(0).is_zero() ? plain_md(x, t) : ctx.in_layout(0);
+  auto dst_plain = plain_md(out, t);
   auto reorder = std::make_shared<DnnlReorder>();
   Tensor dst_buf, ws;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
@@ -54,7 +55,10 @@ Result<KernelPtr> make_pool(BuildContext& ctx, dnnl::algorithm alg, const Shape&
 }
 
 Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  if (is_max)
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kU8, DType::kI8}));
+  else
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
   if (ctx.output_used(1)) return ctx.unsupported("the Indices output is not supported");
   const Shape& x = ctx.in_shape(0);
   if (x.size() < 3 || x.size() > 5) return ctx.error("X must have rank 3-5, got {}", shape_str(x));

@@ -42,10 +42,15 @@ std::string attrs_key(const AttributeMap& attrs) {
 
 }  // namespace
 
-int fold_constants(Graph* g, int64_t max_bytes, OptimizeReport* report) {
+int fold_constants(Graph* g, int64_t max_bytes, OptimizeReport* report,
+                   bool keep_weight_dequantize) {
   int n = 0;
   for (Node& node : g->nodes) {
     if (node.op_type.empty() || nondeterministic(node.op_type)) continue;
+    if (keep_weight_dequantize && node.op_type == "DequantizeLinear" && !node.inputs.empty()) {
+      const Tensor* q = initializer(*g, node.inputs[0]);
+      if (q && q->dtype() == DType::kI8 && q->rank() >= 2) continue;
+    }
     const OpSchema* schema = find_op(node.op_type);
     if (!schema) continue;
     std::vector<ValueDesc> descs(node.inputs.size());

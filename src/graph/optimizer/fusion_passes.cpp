@@ -421,7 +421,7 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
   for (int round = 0; round < 8; ++round) {
     int changes = 0;
     if (opts.fold_constants)
-      changes += run("ConstantFolding", fold_constants(g, opts.max_folded_bytes, &r));
+      changes += run("ConstantFolding", fold_constants(g, opts.max_folded_bytes, &r, opts.fuse));
     changes += run("IdentityElimination", eliminate_identities(g, &r));
     changes += run("CommonSubexpressionElimination", eliminate_common_subexpressions(g, &r));
     changes += run("DeadNodeElimination", eliminate_dead_nodes(g, &r));
@@ -434,6 +434,14 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
       changes += run("ActivationFusion", fuse_activations(g, &r));
     }
     if (changes == 0) break;
+  }
+  if (opts.fuse) {
+    int q = run("QuantizedConvFusion", fuse_quantized_conv(g, &r));
+    q += run("QuantizedMaxPoolFusion", fuse_quantized_maxpool(g, &r));
+    if (q > 0) eliminate_dead_nodes(g, &r);
+    // Weights of int8 patterns nothing above took become f32 constants again.
+    if (opts.fold_constants && fold_constants(g, opts.max_folded_bytes, &r) > 0)
+      eliminate_dead_nodes(g, &r);
   }
   r.nodes_after = static_cast<int>(g->nodes.size());
   return r;

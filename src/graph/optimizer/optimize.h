@@ -12,6 +12,10 @@
 // ActivationFusion (Relu, Clip, LeakyRelu, Sigmoid, Tanh, Gelu, Elu, HardSwish -> the producer's
 // oneDNN post-op). The fused ops (FusedConv, FusedMatMul, FusedGemm) are documented in
 // src/ops/README.md.
+// Quantized (after the others reach a fixed point): QuantizedConvFusion (DequantizeLinear ->
+// Conv/FusedConv [-> QuantizeLinear] -> QConv on int8 kernels, the next tensor's quantization
+// and an int8 residual folded in), QuantizedMaxPoolFusion (DQ -> MaxPool -> Q at one scale ->
+// MaxPool on int8). Then the int8 weights nothing fused are dequantized by constant folding.
 #pragma once
 
 #include <string>
@@ -43,7 +47,10 @@ struct OptimizeReport {
 OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts = {});
 
 // The individual passes, each returning the number of rewrites (tests call them one by one).
-int fold_constants(Graph* g, int64_t max_bytes, OptimizeReport* report);
+// `keep_weight_dequantize`: leave DequantizeLinear of int8 weights unfolded, for the quantized
+// passes (which run after the others) to turn into int8 kernels.
+int fold_constants(Graph* g, int64_t max_bytes, OptimizeReport* report,
+                   bool keep_weight_dequantize = false);
 int eliminate_identities(Graph* g, OptimizeReport* report);
 int eliminate_common_subexpressions(Graph* g, OptimizeReport* report);
 int eliminate_dead_nodes(Graph* g, OptimizeReport* report);
@@ -53,5 +60,7 @@ int fuse_layernorm(Graph* g, OptimizeReport* report);
 int fuse_matmul_bias(Graph* g, OptimizeReport* report);
 int fuse_residual_add(Graph* g, OptimizeReport* report);
 int fuse_activations(Graph* g, OptimizeReport* report);
+int fuse_quantized_conv(Graph* g, OptimizeReport* report);
+int fuse_quantized_maxpool(Graph* g, OptimizeReport* report);
 
 }  // namespace dlsys

@@ -1,0 +1,168 @@
+// QuantizedConvFusion, QuantizedMaxPoolFusion, DynamicQuantizedMatMulFusion: the QDQ patterns
+// of a quantized model (graph/quantize, or any QDQ exporter with zero zero-points) rewritten
+// into ops that run on oneDNN's int8 kernels, instead of dequantizing and computing in f32.
+#include <cmath>
+
+#include "graph/optimizer/graph_uses.h"
+#include "graph/optimizer/optimize.h"
+
+namespace dlsys {
+namespace {
+
+void note(OptimizeReport* r, std::string line) {
+  if (r) r->rewrites.push_back(std::move(line));
+}
+
+// A QuantizeLinear or DequantizeLinear node with constant scales and zero points that are all 0.
+struct QdqMatch {
+  Node* node = nullptr;
+  std::string quantized;  // DQ: the quantized input; Q: the quantized output
+  std::vector<float> scales;
+  int64_t axis = 1;
+  int qtype = 2;  // ONNX type of the quantized side: UINT8=2, INT8=3, INT32=6
+};
+
+bool read_qdq_params(const Graph& g, const Node& n, QdqMatch* m) {
+  if (n.inputs.size() < 2) return false;
+  const Tensor* s = initializer(g, n.inputs[1]);
+  if (!s || s->dtype() != DType::kF32 || s->rank() > 1 || s->numel() < 1) return false;
+  m->scales.assign(s->data_as<float>(), s->data_as<float>() + s->numel());
+  for (float v : m->scales)
+    if (!(v > 0) || !std::isfinite(v)) return false;
+  m->axis = n.attrs.count("axis") ? n.attrs.at("axis").i : 1;
+  m->qtype = 2;
+  if (n.inputs.size() > 2 && !n.inputs[2].empty()) {
+    const Tensor* z = initializer(g, n.inputs[2]);
+    if (!z || z->numel() != s->numel()) return false;
+    for (int64_t i = 0; i < z->numel(); ++i)
+      if (z->get_i64(i) != 0) return false;
+    m->qtype = dtype_to_onnx(z->dtype());
+  }
+  return true;
+}
+
+// The DequantizeLinear producing `value`, if it is one with zero zero-points.
+bool match_dequantize(Graph* g, const GraphUses& u, const std::string& value, QdqMatch* m) {
+  int p = u.producer(value);
+  if (p < 0 || g->nodes[p].op_type != "DequantizeLinear") return false;
+  Node& n = g->nodes[p];
+  if (!read_qdq_params(*g, n, m)) return false;
+  m->node = &n;
+  m->quantized = n.inputs[0];
+  if (const Tensor* q = initializer(*g, n.inputs[0])) m->qtype = dtype_to_onnx(q->dtype());
+  return true;
+}
+
+// The one QuantizeLinear reading `value` (per-tensor), when nothing else reads it.
+bool match_single_quantize(Graph* g, const GraphUses& u, const std::string& value, QdqMatch* m) {
+  if (!u.single_use(value)) return false;
+  Node& n = g->nodes[u.consumers(value)[0]];
+  if (n.op_type != "QuantizeLinear" || n.inputs[0] != value) return false;
+  if (!read_qdq_params(*g, n, m) || m->scales.size() != 1) return false;
+  if (m->qtype != 2 && m->qtype != 3) return false;
+  m->node = &n;
+  m->quantized = n.outputs[0];
+  return true;
+}
+
+Attribute float_attr(float v) {
+  Attribute a;
+  a.kind = Attribute::Kind::kFloat;
+  a.f = v;
+  return a;
+}
+Attribute int_attr(int64_t v) {
+  Attribute a;
+  a.kind = Attribute::Kind::kInt;
+  a.i = v;
+  return a;
+}
+
+}  // namespace
+
+int fuse_quantized_conv(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& c = g->nodes[i];
+    if ((c.op_type != "Conv" && c.op_type != "FusedConv") || c.inputs.size() < 2) continue;
+    QdqMatch dx, dw, dz, qy;
+    if (!match_dequantize(g, u, c.inputs[0], &dx) || dx.scales.size() != 1 ||
+        initializer(*g, dx.quantized) || (dx.qtype != 2 && dx.qtype != 3))
+      continue;
+    if (!match_dequantize(g, u, c.inputs[1], &dw)) continue;
+    const Tensor* wq = initializer(*g, dw.quantized);
+    if (!wq || wq->dtype() != DType::kI8 || wq->rank() < 3) continue;
+    if (dw.scales.size() != 1 &&
+        (dw.axis != 0 || static_cast<int64_t>(dw.scales.size()) != wq->dim(0)))
+      continue;
+    bool has_bias = c.inputs.size() > 2 && !c.inputs[2].empty();
+    if (has_bias) {
+      const Tensor* b = initializer(*g, c.inputs[2]);
+      if (!b || b->dtype() != DType::kF32) continue;
+    }
+    bool has_z = c.inputs.size() > 3 && !c.inputs[3].empty();
+    bool fold_q = c.outputs.size() == 1 && match_single_quantize(g, u, c.outputs[0], &qy);
+    // An int8 output adds an int8 Z; an f32 output adds an f32 Z.
+    bool z_int8 = has_z && fold_q && match_dequantize(g, u, c.inputs[3], &dz) &&
+                  dz.scales.size() == 1 && (dz.qtype == 2 || dz.qtype == 3) &&
+                  !initializer(*g, dz.quantized);
+    if (has_z && fold_q && !z_int8) fold_q = false;
+    Node q;
+    q.name = c.name;
+    q.op_type = "QConv";
+    q.domain = "dlsys";
+    q.attrs = c.attrs;
+    q.inputs = {dx.quantized, dw.quantized, has_bias ? c.inputs[2] : ""};
+    if (has_z) q.inputs.push_back(z_int8 ? dz.quantized : c.inputs[3]);
+    q.attrs["x_scale"] = float_attr(dx.scales[0]);
+    Attribute ws;
+    ws.kind = Attribute::Kind::kFloats;
+    ws.floats = dw.scales;
+    q.attrs["w_scales"] = ws;
+    if (z_int8) q.attrs["z_scale"] = float_attr(dz.scales[0]);
+    if (fold_q) {
+      q.attrs["y_scale"] = float_attr(qy.scales[0]);
+      q.attrs["y_type"] = int_attr(qy.qtype);
+      q.outputs = {qy.quantized};
+      qy.node->op_type.clear();
+    } else {
+      q.outputs = c.outputs;
+    }
+    note(report, fmt::format("quantized {} '{}' into QConv ({}{}{})", c.op_type, c.name,
+                             dx.qtype == 2 ? "u8" : "s8",
+                             fold_q ? (qy.qtype == 2 ? " -> u8" : " -> s8") : " -> f32",
+                             z_int8 ? ", int8 residual" : ""));
+    c = std::move(q);
+    ++n;
+    u = GraphUses(*g);
+  }
+  compact(g);
+  return n;
+}
+
+int fuse_quantized_maxpool(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& m = g->nodes[i];
+    if (m.op_type != "MaxPool" || m.outputs.size() != 1 || m.inputs.size() != 1) continue;
+    QdqMatch dx, qy;
+    if (!match_dequantize(g, u, m.inputs[0], &dx) || dx.scales.size() != 1 ||
+        initializer(*g, dx.quantized))
+      continue;
+    if (!match_single_quantize(g, u, m.outputs[0], &qy)) continue;
+    // max commutes with quantization only at one scale and type.
+    if (qy.scales[0] != dx.scales[0] || qy.qtype != dx.qtype) continue;
+    note(report, fmt::format("MaxPool '{}' runs on the quantized values", m.name));
+    m.inputs[0] = dx.quantized;
+    m.outputs[0] = qy.quantized;
+    qy.node->op_type.clear();
+    ++n;
+    u = GraphUses(*g);
+  }
+  compact(g);
+  return n;
+}
+
+}  // namespace dlsys
