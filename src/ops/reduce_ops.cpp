@@ -53,6 +53,42 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   DType t = ctx.in_dtype(0);
   ctx.set_output(0, t, out);
   int64_t n_in = shape_numel(x), n_out = shape_numel(keep);
+  // Fast path: f32 Mean/Sum over one run of consecutive axes, as [outer, R, inner] loops (oneDNN
+  // 2.6 sends many of these shapes to its reference reduction, 10x slower).
+  int64_t first = -1, last = -1;
+  bool contiguous = true;
+  for (int64_t i = 0; i < rank; ++i)
+    if (reduced[i]) {
+      if (first < 0) first = i;
+      contiguous = contiguous && (last < 0 || last == i - 1);
+      last = i;
+    }
+  if (t == DType::kF32 && (op == Red::kMean || op == Red::kSum) && contiguous && first >= 0 &&
+      n_in > 0) {
+    int64_t outer = 1, R = 1, inner = 1;
+    for (int64_t i = 0; i < rank; ++i) (i < first ? outer : i <= last ? R : inner) *= x[i];
+    float scale = op == Red::kMean ? 1.f / static_cast<float>(R) : 1.f;
+    return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+      const float* X = in[0]->data_as<float>();
+      float* Y = o[0]->data_as<float>();
+#pragma omp parallel for if (outer * R * inner > 32768)
+      for (int64_t b = 0; b < outer; ++b) {
+        float* y = Y + b * inner;
+        const float* xb = X + b * R * inner;
+        if (inner == 1) {
+          float acc = 0;
+          for (int64_t r = 0; r < R; ++r) acc += xb[r];
+          y[0] = acc * scale;
+          continue;
+        }
+        for (int64_t j = 0; j < inner; ++j) y[j] = 0;
+        for (int64_t r = 0; r < R; ++r)
+          for (int64_t j = 0; j < inner; ++j) y[j] += xb[r * inner + j];
+        for (int64_t j = 0; j < inner; ++j) y[j] *= scale;
+      }
+      return Status::OK();
+    });
+  }
   bool dnnl_alg = op == Red::kMean || op == Red::kSum || op == Red::kMax || op == Red::kMin ||
                   op == Red::kProd || op == Red::kSumSquare;
   if (t == DType::kF32 && n_in > 0 && keep != x && dnnl_alg) {
