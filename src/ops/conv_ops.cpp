@@ -118,8 +118,10 @@ Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& ou
     // dst takes Z's layout: Z is copied into it and added by the sum post-op.
     dnnl::memory::desc z_md =
         ctx.in_layout(3).is_zero() ? plain_md(out, ctx.in_dtype(3)) : ctx.in_layout(3);
-    dst_md = with_dtype(z_md, out_dt);
-    if (dtype_size(ctx.in_dtype(3)) != dtype_size(num.out))
+    // Float: dst is Z's layout as stored (bf16 when the producer kept bf16). Int8: Z's layout
+    // with the output's type, which must have Z's element size.
+    dst_md = num.int8 ? with_dtype(z_md, out_dt) : z_md;
+    if (num.int8 && dtype_size(ctx.in_dtype(3)) != dtype_size(num.out))
       return ctx.unsupported("Z ({}) and the output ({}) must have the same element size",
                              dtype_name(ctx.in_dtype(3)), dtype_name(num.out));
   } else {

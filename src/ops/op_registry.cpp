@@ -40,6 +40,7 @@ static const OpRegistry& registry() {
     register_shape_ops(reg);
     register_tensor_ops(reg);
     register_quant_ops(reg);
+    register_qmatmul_ops(reg);
     return reg;
   }();
   return r;

@@ -131,8 +131,28 @@ TEST_F(Cli, ProfileReportsEveryStepAgainstTheMeasuredPeak) {
   EXPECT_EQ(j["ops"]["FusedMatMul"]["count"], 1);
 }
 
+TEST_F(Cli, QuantizeWritesAQdqModelAndReportsAccuracy) {
+  std::string out = (dir_ / "mlp.int8.onnx").string(), x = (dir_ / "x.npy").string();
+  Ran r = sh("quantize " + model_ + " --calibrate " + x + " -o " + out + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["weights_quantized"], 2);
+  EXPECT_EQ(j["calibration_samples"], 2);
+  EXPECT_EQ(j["accuracy"]["samples"], 2);
+  EXPECT_GE(j["accuracy"]["top1_agreement"].get<double>(), 0.0);
+  Ran run = sh("run " + out + " --input x=" + x + " --output-dir " + (dir_ / "q").string());
+  EXPECT_EQ(run.code, 0) << run.out;
+
+  Ran no_data = sh("quantize " + model_ + " -o " + out);
+  EXPECT_NE(no_data.code, 0);
+  EXPECT_NE(no_data.out.find("--calibrate DATA.npy"), std::string::npos) << no_data.out;
+  Ran bad_method = sh("quantize " + model_ + " --calibrate " + x + " --method kl -o " + out);
+  EXPECT_NE(bad_method.code, 0);
+  EXPECT_NE(bad_method.out.find("not one of minmax, percentile"), std::string::npos);
+}
+
 TEST_F(Cli, EveryCommandHasHelp) {
-  for (const char* c : {"", "run ", "inspect ", "bench ", "profile "}) {
+  for (const char* c : {"", "run ", "inspect ", "bench ", "profile ", "quantize "}) {
     Ran r = sh(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;

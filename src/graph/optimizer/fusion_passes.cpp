@@ -47,6 +47,15 @@ void merge_into(Graph* g, Node* p, size_t at, std::vector<std::string> outputs) 
   g->nodes[at] = std::move(merged);
 }
 
+// A constant weight: an initializer, or DequantizeLinear of one (a quantized model's weight,
+// kept unfolded for the quantized passes). Returns the stored tensor (for its shape).
+const Tensor* constant_weight(const Graph& g, const GraphUses& u, const std::string& value) {
+  if (const Tensor* t = initializer(g, value)) return t;
+  int p = u.producer(value);
+  if (p < 0 || g.nodes[p].op_type != "DequantizeLinear") return nullptr;
+  return initializer(g, g.nodes[p].inputs[0]);
+}
+
 Tensor as_f32(const Tensor& t) {
   if (t.dtype() == DType::kF32) return t;
   Tensor out = Tensor::empty(DType::kF32, t.shape());
@@ -308,7 +317,7 @@ int fuse_matmul_bias(Graph* g, OptimizeReport* report) {
       Node* mm = single_use_producer(g, u, add.inputs[k], "MatMul");
       const Tensor* bias = initializer(*g, add.inputs[1 - k]);
       if (!mm || !bias || bias->rank() != 1 || bias->dtype() != DType::kF32) continue;
-      const Tensor* w = initializer(*g, mm->inputs[1]);
+      const Tensor* w = constant_weight(*g, u, mm->inputs[1]);
       if (!w || w->rank() != 2 || w->dim(1) != bias->numel()) continue;
       note(report,
            fmt::format("fused MatMul '{}' + bias Add '{}' into FusedMatMul", mm->name, add.name));
@@ -438,6 +447,7 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
   if (opts.fuse) {
     int q = run("QuantizedConvFusion", fuse_quantized_conv(g, &r));
     q += run("QuantizedMaxPoolFusion", fuse_quantized_maxpool(g, &r));
+    q += run("DynamicQuantizedMatMulFusion", fuse_dynamic_quantized_matmul(g, &r));
     if (q > 0) eliminate_dead_nodes(g, &r);
     // Weights of int8 patterns nothing above took become f32 constants again.
     if (opts.fold_constants && fold_constants(g, opts.max_folded_bytes, &r) > 0)

@@ -1,0 +1,125 @@
+// QMatMulDynamic(A, Bq, bias?, Z?): dynamically quantized MatMul, made by the graph optimizer
+// (DynamicQuantizedMatMulFusion) from MatMul(A, DequantizeLinear(Bq int8 constant)). Each run
+// measures max |A|, quantizes A to s8 with scale max|A|/127, and runs an s8 x s8 oneDNN matmul
+// with output scales w_scales[n], then A's scale, bias, Z and the activation as post-ops. Result:
+// act(dequant(A_q) @ (Bq * w_scales) + bias + Z), f32.
+#include <cmath>
+
+#include "ops/dnnl_util.h"
+#include "ops/op_registry.h"
+#include "ops/post_ops.h"
+
+namespace dlsys {
+namespace {
+
+using dt = dnnl::memory::data_type;
+
+struct DynMatmul {
+  DnnlCall call;
+  DnnlReorder b_r;
+  Tensor a_q, b_buf, scales;  // quantized A, B in oneDNN's layout, A's scale (one float)
+  std::vector<float> w_scales;
+  int64_t M = 0, K = 0, N = 0;
+  bool has_bias = false, has_z = false;
+};
+
+Result<KernelPtr> build_qmatmul_dynamic(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI8}));
+  const Shape &a = ctx.in_shape(0), &b = ctx.in_shape(1);
+  const Tensor* bq = ctx.in_value(1);
+  if (a.size() < 2 || b.size() != 2 || !bq)
+    return ctx.error("needs A of rank >= 2 and a constant 2-D B, got {} and {}", shape_str(a),
+                     shape_str(b));
+  auto st = std::make_shared<DynMatmul>();
+  st->K = a.back();
+  st->N = b[1];
+  st->M = shape_numel(a) / std::max<int64_t>(1, st->K);
+  if (b[0] != st->K)
+    return ctx.error("inner dimensions differ: A is {} and B is {}", shape_str(a), shape_str(b));
+  st->w_scales = ctx.attr_floats("w_scales");
+  if (st->w_scales.empty() ||
+      (st->w_scales.size() != 1 && static_cast<int64_t>(st->w_scales.size()) != st->N))
+    return ctx.error("w_scales needs 1 or {} values, got {}", st->N, st->w_scales.size());
+  Shape out(a.begin(), a.end() - 1);
+  out.push_back(st->N);
+  ctx.set_output(0, DType::kF32, out);
+  st->has_bias = ctx.has_input(2);
+  st->has_z = ctx.has_input(3);
+  if (st->has_bias && (!ctx.in_value(2) || ctx.in_shape(2) != Shape{st->N}))
+    return ctx.error("bias must be a constant of shape [{}]", st->N);
+  if (st->has_z && ctx.in_shape(3) != out)
+    return ctx.unsupported("Z {} must have the output's shape {}", shape_str(ctx.in_shape(3)),
+                           shape_str(out));
+  ActivationSpec act;
+  DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
+  int64_t M = st->M, K = st->K, N = st->N;
+  int mask = st->w_scales.size() > 1 ? 2 : 0;
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    auto src = plain_md({M, K}, DType::kI8);
+    auto wei_any = dnnl::memory::desc({K, N}, dt::s8, dnnl::memory::format_tag::any);
+    auto dst = plain_md({M, N}, DType::kF32);
+    // A's scale changes every run: a scalar binary_mul post-op carries it (runtime output scales
+    // would send oneDNN 2.6 from its brgemm kernel to a slower gemm); the constant per-column
+    // weight scales stay output scales.
+    dnnl::post_ops po;
+    po.append_binary(dnnl::algorithm::binary_mul, plain_md({1, 1}, DType::kF32));
+    if (st->has_bias) po.append_binary(dnnl::algorithm::binary_add, plain_md({1, N}, DType::kF32));
+    if (st->has_z) po.append_binary(dnnl::algorithm::binary_add, dst);
+    if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(mask, st->w_scales);
+    attr.set_post_ops(po);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei_any, dst), attr, dnnl_engine());
+    st->call.prim = dnnl::matmul(pd);
+    st->call.add(DNNL_ARG_SRC, src);
+    st->call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
+    st->call.add(DNNL_ARG_DST, dst);
+    int post = 0;
+    st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1,
+                 plain_md({1, 1}, DType::kF32));
+    if (st->has_bias)
+      st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1,
+                   plain_md({1, N}, DType::kF32));
+    if (st->has_z) st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, dst);
+    st->scales = Tensor::empty(DType::kF32, {1});
+    st->a_q = Tensor::empty(DType::kI8, {M, K});
+    st->b_buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(pd.weights_desc().get_size())});
+    st->b_r.init(plain_md({K, N}, DType::kI8), pd.weights_desc());
+    st->b_r.run(bq->data(), st->b_buf.data());
+    dnnl_stream().wait();
+  }));
+  Tensor bias = st->has_bias ? *ctx.in_value(2) : Tensor();
+  return make_kernel([st, bias](const Tensor* const* in, Tensor* const* o) {
+    DynMatmul& d = *st;
+    const float* x = in[0]->data_as<float>();
+    int64_t n = d.M * d.K;
+    float amax = 0;
+#pragma omp parallel for reduction(max : amax) if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+    float sx = amax > 0 ? amax / 127.f : 1.f, inv = 1.f / sx;
+    int8_t* q = d.a_q.data_as<int8_t>();
+#pragma omp parallel for if (n > 32768)
+    for (int64_t i = 0; i < n; ++i) q[i] = static_cast<int8_t>(std::nearbyint(x[i] * inv));
+    d.scales.data_as<float>()[0] = sx;
+    d.call.bind(DNNL_ARG_SRC, q);
+    d.call.bind(DNNL_ARG_WEIGHTS, d.b_buf.data());
+    d.call.bind(DNNL_ARG_DST, o[0]->data());
+    int post = 0;
+    d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, d.scales.data());
+    if (d.has_bias)
+      d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, bias.data());
+    if (d.has_z)
+      d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, in[3]->data());
+    d.call.exec();
+    return Status::OK();
+  });
+}
+
+}  // namespace
+
+void register_qmatmul_ops(OpRegistry& r) {
+  r.add("QMatMulDynamic", 2, 4, 1, 1, build_qmatmul_dynamic);
+}
+
+}  // namespace dlsys
