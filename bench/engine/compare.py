@@ -39,6 +39,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--only", nargs="*")
     ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--no-reduced", action="store_true", help="skip the bf16/int8 rows")
     a = ap.parse_args()
     rng = np.random.default_rng(0)
     rows = []
@@ -79,6 +80,68 @@ def main():
         for l in lines:
             print("  ".join(c.ljust(w[i]) for i, c in enumerate(l)))
     print("\nratios > 1x mean dlsys is faster (throughput) / has lower median latency.")
+    if not a.no_reduced:
+        reduced_precision(a, rng)
+
+
+# Reduced precision at the larger batch, against ONNX Runtime fp32 on the float model (the floor's
+# reference). int8 models are written by `dlsys quantize` (static: calibrated on 32 seeded normal
+# inputs; dynamic: weights only); ONNX Runtime also runs the same QDQ file.
+REDUCED = [
+    ("ResNet-18 bf16", "resnet18", 8, "bf16", None),
+    ("ResNet-18 int8 static QDQ", "resnet18", 8, "int8", ["--method", "minmax"]),
+    ("Encoder bf16", "encoder_opset17", 8, "bf16", None),
+    ("Encoder int8 dynamic", "encoder_opset17", 8, "int8", ["--dynamic"]),
+]
+
+
+def reduced_precision(a, rng):
+    rows = []
+    for label, stem, b, prec, qargs in REDUCED:
+        if a.only and stem not in a.only and stem.split("_")[0] not in a.only:
+            continue
+        case = next(c for c in CASES if c[1] == stem)
+        model = os.path.join(a.models, stem + ".onnx")
+        inp = os.path.join(a.models, f"bench_{stem}_b{b}.npy")
+        np.save(inp, case[4](b, rng))
+        t, s = str(a.threads), str(a.seconds)
+        dl_model, extra, acc, ort_same = model, ["--precision", "bf16"], "", None
+        if prec == "int8":
+            calib = os.path.join(a.models, f"calib_{stem}.npy")
+            evaln = os.path.join(a.models, f"eval_{stem}.npy")
+            np.save(calib, case[4](32, np.random.default_rng(1)))
+            np.save(evaln, case[4](64, np.random.default_rng(2)))
+            dl_model = os.path.join(a.models, f"{stem}.{'dyn' if '--dynamic' in qargs else 'int8'}.onnx")
+            print(f"  {label}: dlsys quantize", file=sys.stderr, flush=True)
+            q = run_json([a.dlsys, "quantize", model, "--calibrate", calib, "--eval", evaln, "-o", dl_model,
+                          "--threads", t, "--json"] + qargs)
+            acc = f"top-1 {100 * q['accuracy']['top1_agreement']:.1f}%, max rel err {q['accuracy']['max_rel_error']:.3g}"
+            extra = []
+        print(f"  {label} batch {b}: dlsys", file=sys.stderr, flush=True)
+        d = run_json([a.dlsys, "bench", dl_model, "--input", f"input={inp}", "--threads", t, "--seconds", s,
+                      "--json"] + extra)
+        print(f"  {label} batch {b}: onnxruntime fp32", file=sys.stderr, flush=True)
+        o = run_json(["node", os.path.join(HERE, "ort_bench.mjs"), model, "--input", f"input={inp}",
+                      "--threads", t, "--seconds", s])
+        if prec == "int8":
+            print(f"  {label} batch {b}: onnxruntime on the QDQ model", file=sys.stderr, flush=True)
+            ort_same = run_json(["node", os.path.join(HERE, "ort_bench.mjs"), dl_model, "--input", f"input={inp}",
+                                 "--threads", t, "--seconds", s])
+        rows.append([label, str(b), f"{d['median_ms']:.3f}", f"{o['median_ms']:.3f}",
+                     f"{ort_same['median_ms']:.3f}" if ort_same else "-",
+                     f"{d['items_per_s'] / o['items_per_s']:.2f}x",
+                     f"{d['items_per_s'] / ort_same['items_per_s']:.2f}x" if ort_same else "-", acc or "see tests"])
+    hdr = ["model", "batch", "dlsys median ms", "ORT fp32 median ms", "ORT same-file median ms",
+           "dlsys/ORT-fp32 thr.", "dlsys/ORT same-file thr.", "accuracy vs fp32"]
+    print()
+    if a.markdown:
+        print("| " + " | ".join(hdr) + " |")
+        print("|" + "---|" * len(hdr))
+        for l in rows:
+            print("| " + " | ".join(l) + " |")
+    else:
+        for l in [hdr] + rows:
+            print("  ".join(l))
 
 
 if __name__ == "__main__":
