@@ -31,6 +31,20 @@ def run_json(cmd):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def print_table(hdr, lines, markdown):
+    """Prints rows of strings as a markdown table, or as aligned columns."""
+    if markdown:
+        print("| " + " | ".join(hdr) + " |")
+        print("|" + "---|" * len(hdr))
+        for l in lines:
+            print("| " + " | ".join(l) + " |")
+        return
+    w = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)] if lines else [len(h) for h in hdr]
+    print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)))
+    for l in lines:
+        print("  ".join(c.ljust(w[i]) for i, c in enumerate(l)))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dlsys", required=True)
@@ -69,16 +83,7 @@ def main():
                       f"{d['items_per_s']:.1f}", f"{o['items_per_s']:.1f}", f"{p['items_per_s']:.1f}",
                       f"{d['items_per_s'] / o['items_per_s']:.2f}x", f"{d['items_per_s'] / p['items_per_s']:.2f}x",
                       f"{o['median_ms'] / d['median_ms']:.2f}x"])
-    if a.markdown:
-        print("| " + " | ".join(hdr) + " |")
-        print("|" + "---|" * len(hdr))
-        for l in lines:
-            print("| " + " | ".join(l) + " |")
-    else:
-        w = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(hdr)] if lines else [len(h) for h in hdr]
-        print("  ".join(h.ljust(w[i]) for i, h in enumerate(hdr)))
-        for l in lines:
-            print("  ".join(c.ljust(w[i]) for i, c in enumerate(l)))
+    print_table(hdr, lines, a.markdown)
     print("\nratios > 1x mean dlsys is faster (throughput) / has lower median latency.")
     if not a.no_reduced:
         reduced_precision(a, rng)
@@ -134,14 +139,7 @@ def reduced_precision(a, rng):
     hdr = ["model", "batch", "dlsys median ms", "ORT fp32 median ms", "ORT same-file median ms",
            "dlsys/ORT-fp32 thr.", "dlsys/ORT same-file thr.", "accuracy vs fp32"]
     print()
-    if a.markdown:
-        print("| " + " | ".join(hdr) + " |")
-        print("|" + "---|" * len(hdr))
-        for l in rows:
-            print("| " + " | ".join(l) + " |")
-    else:
-        for l in [hdr] + rows:
-            print("  ".join(l))
+    print_table(hdr, rows, a.markdown)
 
 
 if __name__ == "__main__":

@@ -86,8 +86,6 @@ float attr_f(const Node& n, const char* name, float def) {
 std::vector<NodePlan> plan_nodes(const Graph& g, bool dynamic, std::vector<std::string>* acts,
                                  std::map<std::string, std::string>* share) {
   std::vector<NodePlan> plans(g.nodes.size());
-  std::set<std::string> inputs_of_graph;
-  for (const auto& v : g.inputs) inputs_of_graph.insert(v.name);
   auto add_act = [&](const std::string& v) {
     if (v.empty() || init_of(g, v)) return;
     if (std::find(acts->begin(), acts->end(), v) == acts->end()) acts->push_back(v);
@@ -199,9 +197,8 @@ Result<QuantizeReport> quantize_model(const std::string& in_path, const Tensor& 
   if (static_cast<int>(g.nodes.size()) != m.graph().node_size())
     return Status::Internal("'{}': imported graph and file disagree on the node count", in_path);
   if (g.inputs.size() != 1)
-    return Status::Unsupported(
-        "'{}' has {} inputs; quantization calibrates models with one input (got: {})", in_path,
-        g.inputs.size(), g.inputs.size());
+    return Status::Unsupported("'{}' has {} inputs; quantization calibrates models with one input",
+                               in_path, g.inputs.size());
 
   QuantizeReport rep;
   rep.bytes_before = static_cast<int64_t>(bytes.size());
@@ -414,7 +411,6 @@ Result<QuantizeReport> quantize_model(const std::string& in_path, const Tensor& 
 
   std::string out_bytes;
   if (!m.SerializeToString(&out_bytes)) return Status::Internal("serializing the QDQ model failed");
-  Graph check;
   auto imported = import_onnx_bytes(out_bytes, out_path);
   if (!imported.ok())
     return imported.status().with_context("the quantized model does not re-import (a dlsys bug)");
