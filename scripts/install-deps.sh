@@ -12,6 +12,9 @@ PKGS=(
   ocl-icd-opencl-dev opencl-c-headers
   # core libraries
   nlohmann-json3-dev libcli11-dev libfmt-dev libspdlog-dev
+  # metadata and artifact store, HTTP server: SQLite, PostgreSQL (client library, and the server
+  # its tests start on loopback), OpenSSL (SHA-256), Boost.Beast/Asio
+  libsqlite3-dev libpq-dev postgresql libssl-dev libboost-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # reference models, conformance cases and peers (Debian's Python, not a venv)

@@ -15,6 +15,11 @@ void add_run(CLI::App& app, int* rc);
 void add_bench(CLI::App& app, int* rc);
 void add_profile(CLI::App& app, int* rc);
 void add_quantize(CLI::App& app, int* rc);
+void add_server(CLI::App& app, int* rc);
+void add_runs(CLI::App& app, int* rc);
+void add_models(CLI::App& app, int* rc);
+void add_artifacts(CLI::App& app, int* rc);
+void add_tokens(CLI::App& app, int* rc);
 
 // Prints "error: <message>" to stderr; returns 1.
 int fail(const std::string& message);

@@ -40,6 +40,11 @@ int main(int argc, char** argv) {
   dlsys::cli::add_bench(app, &rc);
   dlsys::cli::add_profile(app, &rc);
   dlsys::cli::add_quantize(app, &rc);
+  dlsys::cli::add_server(app, &rc);
+  dlsys::cli::add_runs(app, &rc);
+  dlsys::cli::add_models(app, &rc);
+  dlsys::cli::add_artifacts(app, &rc);
+  dlsys::cli::add_tokens(app, &rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

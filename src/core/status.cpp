@@ -16,6 +16,14 @@ const char* status_code_name(StatusCode code) {
       return "I/O error";
     case StatusCode::kInternal:
       return "internal error";
+    case StatusCode::kAlreadyExists:
+      return "already exists";
+    case StatusCode::kUnauthenticated:
+      return "unauthenticated";
+    case StatusCode::kPermissionDenied:
+      return "permission denied";
+    case StatusCode::kUnavailable:
+      return "unavailable";
   }
   return "unknown";
 }

@@ -17,6 +17,10 @@ enum class StatusCode {
   kUnsupported,      // valid input that dlsys cannot handle (yet)
   kIOError,          // the file system said no
   kInternal,         // a bug in dlsys or a library it calls
+  kAlreadyExists,    // a create met a name that is taken
+  kUnauthenticated,  // no valid credentials were presented
+  kPermissionDenied, // the caller is known but may not do this
+  kUnavailable,      // a service is down or shutting down; retry later
 };
 
 // Returns a short lower-case name for `code` ("invalid argument", ...).
@@ -44,6 +48,22 @@ class Status {
   template <typename... Args>
   static Status IOError(fmt::format_string<Args...> f, Args&&... args) {
     return Status(StatusCode::kIOError, fmt::format(f, std::forward<Args>(args)...));
+  }
+  template <typename... Args>
+  static Status AlreadyExists(fmt::format_string<Args...> f, Args&&... args) {
+    return Status(StatusCode::kAlreadyExists, fmt::format(f, std::forward<Args>(args)...));
+  }
+  template <typename... Args>
+  static Status Unauthenticated(fmt::format_string<Args...> f, Args&&... args) {
+    return Status(StatusCode::kUnauthenticated, fmt::format(f, std::forward<Args>(args)...));
+  }
+  template <typename... Args>
+  static Status PermissionDenied(fmt::format_string<Args...> f, Args&&... args) {
+    return Status(StatusCode::kPermissionDenied, fmt::format(f, std::forward<Args>(args)...));
+  }
+  template <typename... Args>
+  static Status Unavailable(fmt::format_string<Args...> f, Args&&... args) {
+    return Status(StatusCode::kUnavailable, fmt::format(f, std::forward<Args>(args)...));
   }
   template <typename... Args>
   static Status Internal(fmt::format_string<Args...> f, Args&&... args) {

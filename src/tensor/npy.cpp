@@ -135,15 +135,6 @@ Result<Tensor> npy_parse(const std::string& b, const std::string& where) {
   return t;
 }
 
-Result<std::string> read_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  if (!f) return Status::IOError("cannot open '{}': {}", path, std::strerror(errno));
-  std::ostringstream ss;
-  ss << f.rdbuf();
-  if (f.bad()) return Status::IOError("cannot read '{}': {}", path, std::strerror(errno));
-  return ss.str();
-}
-
 Result<Tensor> npy_read(const std::string& path) {
   std::string bytes;
   DLSYS_ASSIGN_OR_RETURN(bytes, read_file(path));
@@ -176,34 +167,6 @@ std::string npy_serialize(const Tensor& t) {
   out += header;
   out.append(static_cast<const char*>(src.data()), src.nbytes());
   return out;
-}
-
-Status write_file_atomic(const std::string& path, const std::string& bytes) {
-  std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  if (fd < 0) return Status::IOError("cannot create '{}': {}", tmp, std::strerror(errno));
-  size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return Status::IOError("cannot write '{}': {}", tmp, std::strerror(err));
-    }
-    off += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    return Status::IOError("cannot flush '{}': {}", tmp, std::strerror(errno));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return Status::IOError("cannot rename '{}' to '{}': {}", tmp, path, std::strerror(err));
-  }
-  return Status::OK();
 }
 
 Status npy_write(const std::string& path, const Tensor& t) {

@@ -3,6 +3,7 @@
 
 #include <string>
 
+#include "core/file_util.h"  // read_file, write_file_atomic (used with .npy files)
 #include "core/status.h"
 #include "tensor/tensor.h"
 
@@ -18,9 +19,5 @@ std::string npy_serialize(const Tensor& t);
 // Writes `t` to `path` atomically (temporary file, fsync, rename).
 Status npy_write(const std::string& path, const Tensor& t);
 
-// Reads a whole file; IOError names the path and the system error.
-Result<std::string> read_file(const std::string& path);
-// Writes `bytes` to `path` through a temporary file in the same directory, fsync, rename.
-Status write_file_atomic(const std::string& path, const std::string& bytes);
 
 }  // namespace dlsys

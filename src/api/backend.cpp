@@ -1,0 +1,36 @@
+#include "api/backend.h"
+
+#include <cstdlib>
+
+#include "api/meta_routes.h"
+#include "core/file_util.h"
+
+namespace dlsys::api {
+
+std::string default_data_dir() {
+  if (const char* h = std::getenv("DLSYS_HOME"); h && *h) return h;
+  if (const char* home = std::getenv("HOME"); home && *home) return std::string(home) + "/.dlsys";
+  return ".dlsys";
+}
+
+Result<std::unique_ptr<Backend>> Backend::open(const BackendOptions& options) {
+  std::unique_ptr<Backend> b(new Backend());
+  b->options_ = options;
+  if (b->options_.data_dir.empty()) b->options_.data_dir = default_data_dir();
+  const std::string& dir = b->options_.data_dir;
+  DLSYS_RETURN_IF_ERROR(make_dirs(dir));
+  std::string url = options.meta_url.empty() ? dir + "/meta.db" : options.meta_url;
+  DLSYS_ASSIGN_OR_RETURN(b->store_, meta::MetaStore::open(url, options.db_connections));
+  DLSYS_ASSIGN_OR_RETURN(meta::ArtifactStore objects, meta::ArtifactStore::open(dir));
+  b->objects_ = std::make_unique<meta::ArtifactStore>(std::move(objects));
+  Router::Options ro;
+  ro.auth_required = options.auth;
+  ro.tokens = b->store_.get();
+  meta::ArtifactStore* obj = b->objects_.get();
+  ro.upload_temp_path = [obj] { return obj->temp_path(); };
+  b->router_ = std::make_unique<Router>(ro);
+  add_meta_routes(*b->router_, *b->store_, *b->objects_);
+  return b;
+}
+
+}  // namespace dlsys::api

@@ -1,0 +1,43 @@
+// Everything behind the API for one data directory: the metadata store, the object store and
+// the router with their routes. The HTTP server and the in-process client both stand on it.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "api/router.h"
+#include "meta/artifact_store.h"
+#include "meta/meta_store.h"
+
+namespace dlsys::api {
+
+struct BackendOptions {
+  std::string data_dir;   // holds meta.db (SQLite) and objects/
+  std::string meta_url;   // "" for SQLite in data_dir, or postgresql://...
+  bool auth = false;      // require API tokens
+  size_t db_connections = 16;
+};
+
+class Backend {
+ public:
+  // Opens (creating if needed) the data directory and the metadata database, and adds the
+  // routes of every component.
+  static Result<std::unique_ptr<Backend>> open(const BackendOptions& options);
+
+  meta::MetaStore& store() { return *store_; }
+  meta::ArtifactStore& objects() { return *objects_; }
+  Router& router() { return *router_; }
+  const BackendOptions& options() const { return options_; }
+
+ private:
+  Backend() = default;
+  BackendOptions options_;
+  std::unique_ptr<meta::MetaStore> store_;
+  std::unique_ptr<meta::ArtifactStore> objects_;
+  std::unique_ptr<Router> router_;
+};
+
+// The default data directory: $DLSYS_HOME, else ~/.dlsys.
+std::string default_data_dir();
+
+}  // namespace dlsys::api

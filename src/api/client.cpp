@@ -1,0 +1,297 @@
+#include "api/client.h"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <filesystem>
+#include <limits>
+
+#include "api/backend.h"
+#include "core/file_util.h"
+
+namespace dlsys::api {
+
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace asio = boost::asio;
+using tcp = asio::ip::tcp;
+
+Status parse_http_url(const std::string& url, std::string* host, int* port) {
+  std::string rest = url;
+  if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
+  else if (rest.find("://") != std::string::npos)
+    return Status::Invalid("server URL '{}' must start with http:// (TLS is not supported; put a "
+                           "TLS proxy in front)",
+                           url);
+  while (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.find('/') != std::string::npos)
+    return Status::Invalid("server URL '{}' must be http://host:port without a path", url);
+  size_t colon = rest.rfind(':');
+  *port = 80;
+  *host = rest;
+  if (colon != std::string::npos) {
+    *host = rest.substr(0, colon);
+    try {
+      *port = std::stoi(rest.substr(colon + 1));
+    } catch (...) {
+      return Status::Invalid("server URL '{}' has a bad port", url);
+    }
+  }
+  if (host->empty()) return Status::Invalid("server URL '{}' has no host", url);
+  return Status::OK();
+}
+
+struct HttpConnection::Impl {
+  std::string host;
+  int port = 0;
+  asio::io_context ioc;
+  std::optional<beast::tcp_stream> stream;
+  beast::flat_buffer buffer;
+
+  Status connect() {
+    stream.emplace(ioc);
+    beast::error_code ec;
+    tcp::resolver resolver(ioc);
+    auto results = resolver.resolve(host, std::to_string(port), ec);
+    if (!ec) stream->connect(results, ec);
+    if (ec)
+      return Status::Unavailable("cannot reach the dlsys server at http://{}:{}: {}; start it with "
+                                 "`dlsys server` or pass --server",
+                                 host, port, ec.message());
+    timeval tv{300, 0};
+    ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    stream->socket().set_option(tcp::no_delay(true), ec);
+    buffer.clear();
+    return Status::OK();
+  }
+
+  template <typename ReqBody, typename ResParser>
+  Result<HttpResult> exchange(http::request<ReqBody>& req, ResParser& parser) {
+    beast::error_code ec;
+    http::write(*stream, req, ec);
+    if (!ec) http::read(*stream, buffer, parser, ec);
+    if (ec)
+      return Status::Unavailable("HTTP exchange with {}:{} failed: {}", host, port, ec.message());
+    HttpResult out;
+    auto& res = parser.get();
+    out.status = static_cast<int>(res.result_int());
+    for (auto& f : res) {
+      std::string name(f.name_string());
+      for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      out.headers[name] = std::string(f.value());
+    }
+    if (!res.keep_alive()) stream.reset();
+    return out;
+  }
+
+  template <typename ReqBody>
+  void prepare(http::request<ReqBody>& req, const std::map<std::string, std::string>& headers) {
+    req.set(http::field::host, host + ":" + std::to_string(port));
+    req.set(http::field::user_agent, "dlsys-client");
+    req.keep_alive(true);
+    for (auto& [k, v] : headers) req.set(k, v);
+    req.prepare_payload();
+  }
+
+  // Runs `attempt` and, when the kept-alive connection turned out closed, reconnects once.
+  template <typename Fn>
+  Result<HttpResult> with_retry(Fn&& attempt) {
+    for (int i = 0; i < 2; ++i) {
+      bool fresh = !stream.has_value();
+      if (fresh) DLSYS_RETURN_IF_ERROR(connect());
+      auto r = attempt();
+      if (r.ok() || fresh) return r;
+      stream.reset();
+    }
+    return Status::Unavailable("HTTP exchange with {}:{} failed twice", host, port);
+  }
+};
+
+HttpConnection::HttpConnection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+HttpConnection::~HttpConnection() = default;
+
+Result<std::unique_ptr<HttpConnection>> HttpConnection::open(const std::string& host, int port) {
+  auto impl = std::make_unique<Impl>();
+  impl->host = host;
+  impl->port = port;
+  DLSYS_RETURN_IF_ERROR(impl->connect());
+  return std::unique_ptr<HttpConnection>(new HttpConnection(std::move(impl)));
+}
+
+Result<HttpResult> HttpConnection::request(const std::string& method, const std::string& target,
+                                           const std::string& body,
+                                           const std::map<std::string, std::string>& headers) {
+  return impl_->with_retry([&]() -> Result<HttpResult> {
+    http::request<http::string_body> req(http::string_to_verb(method), target, 11);
+    req.body() = body;
+    if (!body.empty()) req.set(http::field::content_type, "application/json");
+    impl_->prepare(req, headers);
+    http::response_parser<http::string_body> parser;
+    parser.body_limit(1ull << 32);
+    DLSYS_ASSIGN_OR_RETURN(HttpResult r, impl_->exchange(req, parser));
+    r.body = std::move(parser.get().body());
+    return r;
+  });
+}
+
+Result<HttpResult> HttpConnection::request_file(const std::string& method, const std::string& target,
+                                                const std::string& path,
+                                                const std::map<std::string, std::string>& headers) {
+  return impl_->with_retry([&]() -> Result<HttpResult> {
+    http::request<http::file_body> req(http::string_to_verb(method), target, 11);
+    beast::error_code ec;
+    req.body().open(path.c_str(), beast::file_mode::scan, ec);
+    if (ec) return Status::IOError("cannot open '{}' to upload it: {}", path, ec.message());
+    req.set(http::field::content_type, "application/octet-stream");
+    impl_->prepare(req, headers);
+    http::response_parser<http::string_body> parser;
+    DLSYS_ASSIGN_OR_RETURN(HttpResult r, impl_->exchange(req, parser));
+    r.body = std::move(parser.get().body());
+    return r;
+  });
+}
+
+Result<HttpResult> HttpConnection::download(const std::string& target, const std::string& out_path,
+                                            const std::map<std::string, std::string>& headers) {
+  std::string tmp = out_path + ".part-" + random_hex(4);
+  auto r = impl_->with_retry([&]() -> Result<HttpResult> {
+    http::request<http::empty_body> req(http::verb::get, target, 11);
+    impl_->prepare(req, headers);
+    http::response_parser<http::file_body> parser;
+    parser.body_limit(std::numeric_limits<std::uint64_t>::max());
+    beast::error_code ec;
+    parser.get().body().open(tmp.c_str(), beast::file_mode::write, ec);
+    if (ec) return Status::IOError("cannot write '{}': {}", tmp, ec.message());
+    auto res = impl_->exchange(req, parser);
+    parser.get().body().file().close(ec);
+    return res;
+  });
+  if (!r.ok() || r->status != 200) {
+    if (r.ok()) {
+      auto body = read_file(tmp);
+      if (body.ok()) r->body = *body;
+    }
+    ::unlink(tmp.c_str());
+    return r;
+  }
+  Status st = commit_file(tmp, out_path);
+  if (!st.ok()) {
+    ::unlink(tmp.c_str());
+    return st;
+  }
+  return r;
+}
+
+namespace {
+
+// Turns a non-2xx answer into a Status carrying the server's message.
+Result<json> json_answer(int status, const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (status >= 200 && status < 300) {
+    if (j.is_discarded())
+      return Status::Internal("the server answered {} with a body that is not JSON", status);
+    return j;
+  }
+  std::string msg = body.substr(0, 500);
+  if (!j.is_discarded() && j.contains("error") && j["error"].contains("message"))
+    msg = j["error"]["message"].get<std::string>();
+  StatusCode code = status_code_of_http(status);
+  if (code == StatusCode::kOk) code = StatusCode::kInternal;
+  return Status(code, msg);
+}
+
+class HttpApiClient : public ApiClient {
+ public:
+  HttpApiClient(std::string url, std::unique_ptr<HttpConnection> c, std::string token)
+      : url_(std::move(url)), c_(std::move(c)) {
+    if (!token.empty()) headers_["Authorization"] = "Bearer " + token;
+  }
+  Result<json> call(const std::string& method, const std::string& target,
+                    const json& body) override {
+    DLSYS_ASSIGN_OR_RETURN(HttpResult r,
+                           c_->request(method, target, body.is_null() ? "" : body.dump(), headers_));
+    return json_answer(r.status, r.body);
+  }
+  Result<json> upload(const std::string& target, const std::string& path) override {
+    DLSYS_ASSIGN_OR_RETURN(HttpResult r, c_->request_file("PUT", target, path, headers_));
+    return json_answer(r.status, r.body);
+  }
+  Status download(const std::string& target, const std::string& out_path) override {
+    DLSYS_ASSIGN_OR_RETURN(HttpResult r, c_->download(target, out_path, headers_));
+    if (r.status != 200) return json_answer(r.status, r.body).status();
+    return Status::OK();
+  }
+  std::string where() const override { return url_; }
+
+ private:
+  std::string url_;
+  std::unique_ptr<HttpConnection> c_;
+  std::map<std::string, std::string> headers_;
+};
+
+class LocalApiClient : public ApiClient {
+ public:
+  explicit LocalApiClient(Backend& b) : b_(b) {}
+  Result<json> call(const std::string& method, const std::string& target,
+                    const json& body) override {
+    Request req;
+    DLSYS_RETURN_IF_ERROR(make(method, target, &req));
+    if (!body.is_null()) req.body = body.dump();
+    Response r = b_.router().dispatch(req);
+    return json_answer(r.status, r.body);
+  }
+  Result<json> upload(const std::string& target, const std::string& path) override {
+    Request req;
+    DLSYS_RETURN_IF_ERROR(make("PUT", target, &req));
+    std::string tmp = b_.router().upload_temp_path();
+    std::error_code ec;
+    std::filesystem::copy_file(path, tmp, ec);
+    if (ec) return Status::IOError("cannot read '{}' to upload it: {}", path, ec.message());
+    req.body_file = tmp;
+    Response r = b_.router().dispatch(req);
+    return json_answer(r.status, r.body);
+  }
+  Status download(const std::string& target, const std::string& out_path) override {
+    Request req;
+    DLSYS_RETURN_IF_ERROR(make("GET", target, &req));
+    Response r = b_.router().dispatch(req);
+    if (r.status != 200) return json_answer(r.status, r.body).status();
+    if (r.file_path.empty()) return write_file_atomic(out_path, r.body);
+    std::string tmp = out_path + ".part-" + random_hex(4);
+    std::error_code ec;
+    std::filesystem::copy_file(r.file_path, tmp, std::filesystem::copy_options::overwrite_existing,
+                               ec);
+    if (ec) return Status::IOError("cannot write '{}': {}", out_path, ec.message());
+    return commit_file(tmp, out_path);
+  }
+  std::string where() const override { return "local:" + b_.options().data_dir; }
+
+ private:
+  static Status make(const std::string& method, const std::string& target, Request* req) {
+    req->method = method;
+    req->request_id = "local";
+    req->remote = "local";
+    return parse_target(target, &req->path, &req->query);
+  }
+  Backend& b_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<ApiClient>> connect_http(const std::string& url, const std::string& token) {
+  std::string host;
+  int port = 0;
+  DLSYS_RETURN_IF_ERROR(parse_http_url(url, &host, &port));
+  DLSYS_ASSIGN_OR_RETURN(auto c, HttpConnection::open(host, port));
+  return std::unique_ptr<ApiClient>(new HttpApiClient(url, std::move(c), token));
+}
+
+std::unique_ptr<ApiClient> connect_local(Backend& backend) {
+  return std::make_unique<LocalApiClient>(backend);
+}
+
+}  // namespace dlsys::api

@@ -1,0 +1,67 @@
+// Clients of the REST API: over HTTP (keep-alive, used by the CLI, the trainer and tests) or
+// in-process through the same router (when no server runs). Both return the server's JSON and
+// turn error bodies back into Status values with the server's message.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "api/http_types.h"
+
+namespace dlsys::api {
+
+class Backend;
+
+class ApiClient {
+ public:
+  virtual ~ApiClient() = default;
+  // Sends `method target` with `body` (null for none) and returns the JSON answer.
+  virtual Result<json> call(const std::string& method, const std::string& target,
+                            const json& body = nullptr) = 0;
+  // PUTs the file at `path` as the body of `target` (streamed), returns the JSON answer.
+  virtual Result<json> upload(const std::string& target, const std::string& path) = 0;
+  // GETs `target` and writes the body to `out_path` (atomically).
+  virtual Status download(const std::string& target, const std::string& out_path) = 0;
+  // "http://host:port" or "local:<data dir>".
+  virtual std::string where() const = 0;
+};
+
+// A client of the server at `url` (http://host:port). `token` may be empty.
+Result<std::unique_ptr<ApiClient>> connect_http(const std::string& url, const std::string& token);
+// A client that dispatches to `backend`'s router in this process (no network, no auth).
+std::unique_ptr<ApiClient> connect_local(Backend& backend);
+
+// A raw HTTP response, for tests and benchmarks.
+struct HttpResult {
+  int status = 0;
+  std::string body;
+  std::map<std::string, std::string> headers;  // lower-case names
+};
+
+// One keep-alive HTTP/1.1 connection (synchronous). Reconnects once when the server closed it.
+class HttpConnection {
+ public:
+  // Connects to host:port; errors say what to check.
+  static Result<std::unique_ptr<HttpConnection>> open(const std::string& host, int port);
+  ~HttpConnection();
+  Result<HttpResult> request(const std::string& method, const std::string& target,
+                             const std::string& body,
+                             const std::map<std::string, std::string>& headers = {});
+  // Sends the file at `path` as the body.
+  Result<HttpResult> request_file(const std::string& method, const std::string& target,
+                                  const std::string& path,
+                                  const std::map<std::string, std::string>& headers = {});
+  // Receives the body into `out_path` (streamed); the result's body is empty unless an error.
+  Result<HttpResult> download(const std::string& target, const std::string& out_path,
+                              const std::map<std::string, std::string>& headers = {});
+
+ private:
+  struct Impl;
+  explicit HttpConnection(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Splits "http://host:port[/]" into host and port (default 80).
+Status parse_http_url(const std::string& url, std::string* host, int* port);
+
+}  // namespace dlsys::api

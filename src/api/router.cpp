@@ -1,0 +1,165 @@
+#include "api/router.h"
+
+#include <unistd.h>
+
+#include <cassert>
+
+#include "core/sha256.h"
+
+namespace dlsys::api {
+
+namespace {
+
+std::vector<std::string> split_path(const std::string& p) {
+  std::vector<std::string> out;
+  size_t start = 1;
+  while (start <= p.size()) {
+    size_t end = p.find('/', start);
+    if (end == std::string::npos) end = p.size();
+    out.push_back(p.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+bool allowed(Access a, meta::Role r) {
+  switch (a) {
+    case Access::kPublic:
+      return true;
+    case Access::kInfer:
+      return true;  // every role may infer
+    case Access::kRead:
+      return r != meta::Role::kInference;
+    case Access::kWrite:
+      return r == meta::Role::kEditor || r == meta::Role::kAdmin;
+    case Access::kAdmin:
+      return r == meta::Role::kAdmin;
+  }
+  return false;
+}
+
+}  // namespace
+
+void Router::add(const std::string& method, const std::string& pattern, Access access, Handler h,
+                 bool body_to_file) {
+  Route r{method, pattern, access, body_to_file, std::move(h), split_path(pattern)};
+  for (const Route& o : routes_)
+    assert(!(o.method == method && o.pattern == pattern) && "route added twice");
+  routes_.push_back(std::move(r));
+}
+
+const Route* Router::match(const std::string& method, const std::string& path,
+                           std::map<std::string, std::string>* params, bool* path_matched) const {
+  *path_matched = false;
+  std::vector<std::string> segs = split_path(path);
+  for (const Route& r : routes_) {
+    std::map<std::string, std::string> got;
+    bool ok = true;
+    size_t i = 0;
+    for (; i < r.segments.size(); ++i) {
+      const std::string& s = r.segments[i];
+      if (s.size() > 5 && s.front() == '{' && s.substr(s.size() - 4) == "...}") {
+        if (i >= segs.size()) {
+          ok = false;
+          break;
+        }
+        std::string rest;
+        for (size_t j = i; j < segs.size(); ++j) rest += (j > i ? "/" : "") + segs[j];
+        got[s.substr(1, s.size() - 5)] = rest;
+        i = segs.size();
+        break;
+      }
+      if (i >= segs.size()) {
+        ok = false;
+        break;
+      }
+      if (s.size() > 2 && s.front() == '{') {
+        if (segs[i].empty()) {
+          ok = false;
+          break;
+        }
+        got[s.substr(1, s.size() - 2)] = segs[i];
+      } else if (s != segs[i]) {
+        ok = false;
+        break;
+      }
+    }
+    if (!ok || i != segs.size()) continue;
+    if (r.method != method) {
+      *path_matched = true;
+      continue;
+    }
+    *params = std::move(got);
+    return &r;
+  }
+  return nullptr;
+}
+
+std::string Router::upload_temp_path() const {
+  return options_.upload_temp_path ? options_.upload_temp_path() : "/tmp/dlsys-upload";
+}
+
+Result<meta::Principal> Router::authenticate(const Request& req) const {
+  std::string auth = req.header("authorization");
+  if (auth.empty()) {
+    if (!options_.auth_required) return meta::Principal{"local", meta::Role::kAdmin};
+    return Status::Unauthenticated(
+        "this server requires an API token: send 'Authorization: Bearer <token>' (create one "
+        "with `dlsys tokens create --role R`)");
+  }
+  if (auth.rfind("Bearer ", 0) != 0)
+    return Status::Unauthenticated("the Authorization header must be 'Bearer <token>'");
+  std::string token = auth.substr(7);
+  if (!options_.tokens) return Status::Unauthenticated("this server has no token store");
+  std::string key = sha256_hex(token);
+  auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard<std::mutex> g(cache_mu_);
+    auto it = token_cache_.find(key);
+    if (it != token_cache_.end() && it->second.second > now) return it->second.first;
+  }
+  DLSYS_ASSIGN_OR_RETURN(meta::Principal p, options_.tokens->authenticate(token));
+  std::lock_guard<std::mutex> g(cache_mu_);
+  if (token_cache_.size() > 10000) token_cache_.clear();
+  token_cache_[key] = {p, now + kTokenCacheTtl};
+  return p;
+}
+
+Response Router::dispatch(Request& req) const {
+  struct BodyFileGuard {
+    Request& r;
+    ~BodyFileGuard() {
+      if (!r.body_file.empty()) ::unlink(r.body_file.c_str());
+    }
+  } guard{req};
+  bool path_matched = false;
+  const Route* route = match(req.method, req.path, &req.path_params, &path_matched);
+  if (!route) {
+    if (path_matched)
+      return Response::error(405, "METHOD_NOT_ALLOWED",
+                             fmt::format("{} is not allowed on {}", req.method, req.path));
+    return Response::error(404, "NOT_FOUND", fmt::format("no route for {} {}; the API is under "
+                                                         "/api/v1 (see docs/api.md)",
+                                                         req.method, req.path));
+  }
+  if (route->access != Access::kPublic) {
+    auto who = authenticate(req);
+    if (!who.ok()) return Response::error(who.status());
+    req.principal = *who;
+    if (!allowed(route->access, req.principal.role))
+      return Response::error(Status::PermissionDenied(
+          "the role '{}' of '{}' may not {} {}", meta::role_name(req.principal.role),
+          req.principal.name, req.method, req.path));
+  }
+  try {
+    Result<Response> r = route->handler(req);
+    if (!r.ok()) return Response::error(r.status());
+    return std::move(r).value();
+  } catch (const json::exception& e) {
+    return Response::error(400, "INVALID_ARGUMENT", std::string("request body: ") + e.what());
+  } catch (const std::exception& e) {
+    return Response::error(500, "INTERNAL", std::string("unexpected error: ") + e.what());
+  }
+}
+
+}  // namespace dlsys::api

@@ -1,0 +1,514 @@
+// The tracking and registry commands: `dlsys runs`, `dlsys models`, `dlsys artifacts`,
+// `dlsys experiments` and `dlsys tokens`. They talk to a server (--server URL or
+// $DLSYS_SERVER; by default the local one on 127.0.0.1:8080 when it runs) or, with --data-dir
+// or when no local server runs, to the data directory directly through the same API code.
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <set>
+
+#include "api/backend.h"
+#include "api/client.h"
+#include "cli/commands.h"
+
+namespace dlsys::cli {
+namespace {
+
+using json = nlohmann::json;
+
+struct ClientArgs {
+  std::string server, data_dir, token, meta;
+  bool json = false;
+};
+
+void add_client_options(CLI::App* c, ClientArgs* a) {
+  c->add_option("--server", a->server, "Server URL, e.g. http://127.0.0.1:8080 (or $DLSYS_SERVER)");
+  c->add_option("--data-dir", a->data_dir, "Use this data directory directly instead of a server");
+  c->add_option("--meta", a->meta, "With --data-dir: the PostgreSQL URL of the metadata database");
+  c->add_option("--token", a->token, "API token (or $DLSYS_TOKEN)");
+  c->add_flag("--json", a->json, "Print JSON for scripts");
+}
+
+// The client and, for local access, the backend it dispatches to.
+struct Connection {
+  std::unique_ptr<api::Backend> backend;
+  std::unique_ptr<api::ApiClient> client;
+};
+
+Result<Connection> connect(const ClientArgs& a) {
+  Connection c;
+  std::string token = a.token;
+  if (token.empty())
+    if (const char* t = std::getenv("DLSYS_TOKEN")) token = t;
+  std::string server = a.server;
+  if (server.empty() && a.data_dir.empty())
+    if (const char* s = std::getenv("DLSYS_SERVER")) server = s;
+  if (!server.empty()) {
+    DLSYS_ASSIGN_OR_RETURN(c.client, api::connect_http(server, token));
+    return c;
+  }
+  if (a.data_dir.empty() && a.meta.empty()) {
+    auto local = api::connect_http("http://127.0.0.1:8080", token);
+    if (local.ok()) {
+      c.client = std::move(local).value();
+      return c;
+    }
+  }
+  api::BackendOptions bo;
+  bo.data_dir = a.data_dir;
+  bo.meta_url = a.meta;
+  bo.db_connections = 2;
+  DLSYS_ASSIGN_OR_RETURN(c.backend, api::Backend::open(bo));
+  c.client = api::connect_local(*c.backend);
+  return c;
+}
+
+// Runs `fn(client)`, printing its error; returns the exit code.
+template <typename Fn>
+int with_client(const ClientArgs& a, Fn&& fn) {
+  auto c = connect(a);
+  if (!c.ok()) return fail(c.status().message());
+  Status st = fn(*c->client);
+  if (!st.ok()) return fail(st.message());
+  return 0;
+}
+
+std::string fmt_time(const json& ms) {
+  if (!ms.is_number()) return "-";
+  std::time_t t = static_cast<std::time_t>(ms.get<int64_t>() / 1000);
+  std::tm tm;
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
+}
+
+std::string value_text(const json& v) {
+  if (v.is_string()) return v.get<std::string>();
+  if (v.is_number_float()) return fmt::format("{:.6g}", v.get<double>());
+  return v.dump();
+}
+
+// Prints rows as aligned columns; the first row is the header.
+void print_table(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> w;
+  for (auto& r : rows)
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (w.size() <= i) w.push_back(0);
+      w[i] = std::max(w[i], std::min<size_t>(r[i].size(), 48));
+    }
+  for (auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      std::string cell = r[i].size() > 48 ? r[i].substr(0, 45) + "..." : r[i];
+      line += cell + std::string(w[i] - cell.size() + (i + 1 < r.size() ? 2 : 0), ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    std::printf("%s\n", line.c_str());
+  }
+}
+
+void print_json(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+
+std::string enc(const std::string& s) { return api::url_encode(s); }
+
+// ---- runs ----
+
+struct RunsArgs : ClientArgs {
+  std::string experiment, filter, order_by, page_token;
+  int limit = 50;
+  std::vector<int64_t> ids;
+};
+
+Status runs_list(api::ApiClient& c, const RunsArgs& a) {
+  std::string target = fmt::format("/api/v1/runs?page_size={}", a.limit);
+  if (!a.experiment.empty()) {
+    std::string id = a.experiment;
+    if (id.find_first_not_of("0123456789") != std::string::npos) {
+      DLSYS_ASSIGN_OR_RETURN(json e, c.call("GET", "/api/v1/experiments?name=" + enc(id)));
+      id = std::to_string(e["experiments"][0]["id"].get<int64_t>());
+    }
+    target += "&experiment_ids=" + id;
+  }
+  if (!a.filter.empty()) target += "&filter=" + enc(a.filter);
+  if (!a.order_by.empty()) target += "&order_by=" + enc(a.order_by);
+  if (!a.page_token.empty()) target += "&page_token=" + enc(a.page_token);
+  DLSYS_ASSIGN_OR_RETURN(json page, c.call("GET", target));
+  if (a.json) {
+    print_json(page);
+    return Status::OK();
+  }
+  std::vector<std::vector<std::string>> rows = {{"ID", "EXP", "NAME", "STATUS", "STARTED", "METRICS"}};
+  for (auto& r : page["runs"]) {
+    std::string metrics;
+    for (auto& [k, v] : r["metrics"].items())
+      metrics += (metrics.empty() ? "" : " ") + k + "=" + value_text(v["value"]);
+    rows.push_back({std::to_string(r["id"].get<int64_t>()),
+                    std::to_string(r["experiment_id"].get<int64_t>()), r["name"], r["status"],
+                    fmt_time(r["start_time"]), metrics});
+  }
+  print_table(rows);
+  if (page.contains("next_page_token"))
+    std::printf("more: --page-token %s\n", page["next_page_token"].get<std::string>().c_str());
+  return Status::OK();
+}
+
+Status runs_show(api::ApiClient& c, const RunsArgs& a) {
+  if (a.ids.size() != 1) return Status::Invalid("runs show takes one run id");
+  DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", fmt::format("/api/v1/runs/{}", a.ids[0])));
+  DLSYS_ASSIGN_OR_RETURN(json arts, c.call("GET", fmt::format("/api/v1/runs/{}/artifacts", a.ids[0])));
+  r["artifacts"] = arts["artifacts"];
+  if (a.json) {
+    print_json(r);
+    return Status::OK();
+  }
+  std::printf("run %lld  %s  experiment %lld  %s\n", static_cast<long long>(r["id"].get<int64_t>()),
+              r["status"].get<std::string>().c_str(),
+              static_cast<long long>(r["experiment_id"].get<int64_t>()),
+              r["name"].get<std::string>().c_str());
+  std::printf("started %s  ended %s  by %s\n", fmt_time(r["start_time"]).c_str(),
+              fmt_time(r["end_time"]).c_str(), r["created_by"].get<std::string>().c_str());
+  for (const char* section : {"params", "tags"}) {
+    if (r[section].empty()) continue;
+    std::printf("%s:\n", section);
+    for (auto& [k, v] : r[section].items()) std::printf("  %s = %s\n", k.c_str(), value_text(v).c_str());
+  }
+  if (!r["metrics"].empty()) {
+    std::printf("metrics (latest):\n");
+    for (auto& [k, v] : r["metrics"].items())
+      std::printf("  %s = %s (step %lld)\n", k.c_str(), value_text(v["value"]).c_str(),
+                  static_cast<long long>(v["step"].get<int64_t>()));
+  }
+  if (!r["artifacts"].empty()) {
+    std::printf("artifacts:\n");
+    for (auto& x : r["artifacts"])
+      std::printf("  %s  %lld bytes  sha256:%s\n", x["path"].get<std::string>().c_str(),
+                  static_cast<long long>(x["size"].get<int64_t>()),
+                  x["sha256"].get<std::string>().substr(0, 12).c_str());
+  }
+  return Status::OK();
+}
+
+Status runs_compare(api::ApiClient& c, const RunsArgs& a) {
+  if (a.ids.size() < 2) return Status::Invalid("runs compare takes two or more run ids");
+  std::vector<json> runs;
+  for (int64_t id : a.ids) {
+    DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", fmt::format("/api/v1/runs/{}", id)));
+    runs.push_back(std::move(r));
+  }
+  if (a.json) {
+    print_json(runs);
+    return Status::OK();
+  }
+  std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> header = {"", "status"};
+  rows.push_back({"RUN"});
+  for (auto& r : runs) rows[0].push_back(std::to_string(r["id"].get<int64_t>()));
+  std::vector<std::string> status_row = {"status"};
+  for (auto& r : runs) status_row.push_back(r["status"]);
+  rows.push_back(status_row);
+  for (const char* section : {"params", "metrics"}) {
+    std::set<std::string> keys;
+    for (auto& r : runs)
+      for (auto& [k, _] : r[section].items()) keys.insert(k);
+    for (const std::string& k : keys) {
+      std::vector<std::string> row = {std::string(section) + "." + k};
+      std::set<std::string> distinct;
+      for (auto& r : runs) {
+        std::string v = "-";
+        if (r[section].contains(k))
+          v = section[0] == 'm' ? value_text(r[section][k]["value"]) : value_text(r[section][k]);
+        distinct.insert(v);
+        row.push_back(v);
+      }
+      if (distinct.size() > 1) row[0] = "* " + row[0];  // differs between runs
+      rows.push_back(row);
+    }
+  }
+  print_table(rows);
+  return Status::OK();
+}
+
+// ---- models ----
+
+struct ModelsArgs : ClientArgs {
+  std::string name, artifact = "model.onnx", file, experiment = "models", description, alias;
+  int64_t run = 0, version = 0;
+  bool remove = false;
+};
+
+Status models_list(api::ApiClient& c, const ModelsArgs& a) {
+  DLSYS_ASSIGN_OR_RETURN(json page, c.call("GET", "/api/v1/models?page_size=1000"));
+  if (a.json) {
+    print_json(page);
+    return Status::OK();
+  }
+  std::vector<std::vector<std::string>> rows = {{"NAME", "VERSIONS", "LATEST", "ALIASES", "UPDATED"}};
+  for (auto& m : page["models"]) {
+    std::string aliases;
+    for (auto& [k, v] : m["aliases"].items())
+      aliases += (aliases.empty() ? "" : " ") + k + "=v" + std::to_string(v.get<int64_t>());
+    rows.push_back({m["name"], std::to_string(m["version_count"].get<int64_t>()),
+                    m["latest_version"].is_null() ? "-" : std::to_string(m["latest_version"].get<int64_t>()),
+                    aliases, fmt_time(m["updated_at"])});
+  }
+  print_table(rows);
+  return Status::OK();
+}
+
+Status models_register(api::ApiClient& c, const ModelsArgs& a) {
+  int64_t run = a.run;
+  std::string artifact = a.artifact;
+  if (!a.file.empty()) {
+    // Bring an ONNX file from outside: it becomes the model artifact of a new run.
+    if (run == 0) {
+      DLSYS_ASSIGN_OR_RETURN(json r, c.call("POST", "/api/v1/runs",
+                                            {{"experiment", a.experiment},
+                                             {"name", "register " + a.name},
+                                             {"tags", {{"source_file", a.file}}}}));
+      run = r["id"].get<int64_t>();
+    }
+    DLSYS_RETURN_IF_ERROR(
+        c.upload(fmt::format("/api/v1/runs/{}/artifacts/{}", run, api::url_encode(artifact, true)),
+                 a.file)
+            .status());
+    if (a.run == 0)
+      DLSYS_RETURN_IF_ERROR(c.call("PATCH", fmt::format("/api/v1/runs/{}", run), {{"status", "FINISHED"}})
+                                .status());
+  }
+  if (run == 0)
+    return Status::Invalid("say where the model comes from: --run ID (with --artifact PATH) or "
+                           "--file MODEL.onnx");
+  auto created = c.call("POST", "/api/v1/models", {{"name", a.name}, {"description", a.description}});
+  if (!created.ok() && created.status().code() != StatusCode::kAlreadyExists) return created.status();
+  DLSYS_ASSIGN_OR_RETURN(json v, c.call("POST", "/api/v1/models/" + enc(a.name) + "/versions",
+                                        {{"run_id", run}, {"artifact_path", artifact},
+                                         {"description", a.description}}));
+  if (a.json) print_json(v);
+  else
+    std::printf("registered %s version %lld from run %lld (%s, sha256:%s)\n", a.name.c_str(),
+                static_cast<long long>(v["version"].get<int64_t>()), static_cast<long long>(run),
+                artifact.c_str(), v["sha256"].get<std::string>().substr(0, 12).c_str());
+  return Status::OK();
+}
+
+Status models_versions(api::ApiClient& c, const ModelsArgs& a) {
+  DLSYS_ASSIGN_OR_RETURN(json v, c.call("GET", "/api/v1/models/" + enc(a.name) + "/versions"));
+  if (a.json) {
+    print_json(v);
+    return Status::OK();
+  }
+  std::vector<std::vector<std::string>> rows = {{"VERSION", "STATUS", "RUN", "ARTIFACT", "ALIASES", "CREATED"}};
+  for (auto& x : v["versions"]) {
+    std::string aliases;
+    for (auto& al : x["aliases"]) aliases += (aliases.empty() ? "" : " ") + al.get<std::string>();
+    rows.push_back({std::to_string(x["version"].get<int64_t>()), x["status"],
+                    std::to_string(x["run_id"].get<int64_t>()), x["artifact_path"], aliases,
+                    fmt_time(x["created_at"])});
+  }
+  print_table(rows);
+  return Status::OK();
+}
+
+Status models_alias(api::ApiClient& c, const ModelsArgs& a) {
+  std::string target = "/api/v1/models/" + enc(a.name) + "/aliases/" + enc(a.alias);
+  if (a.remove) {
+    DLSYS_RETURN_IF_ERROR(c.call("DELETE", target).status());
+    if (!a.json) std::printf("removed alias %s of %s\n", a.alias.c_str(), a.name.c_str());
+    return Status::OK();
+  }
+  if (a.version <= 0) {
+    DLSYS_ASSIGN_OR_RETURN(json v, c.call("GET", target));
+    if (a.json) print_json(v);
+    else std::printf("%s@%s = version %lld\n", a.name.c_str(), a.alias.c_str(),
+                     static_cast<long long>(v["version"].get<int64_t>()));
+    return Status::OK();
+  }
+  DLSYS_ASSIGN_OR_RETURN(json r, c.call("PUT", target, {{"version", a.version}}));
+  if (a.json) print_json(r);
+  else if (r["previous_version"].is_null())
+    std::printf("%s@%s -> version %lld\n", a.name.c_str(), a.alias.c_str(),
+                static_cast<long long>(a.version));
+  else
+    std::printf("%s@%s -> version %lld (was %lld)\n", a.name.c_str(), a.alias.c_str(),
+                static_cast<long long>(a.version),
+                static_cast<long long>(r["previous_version"].get<int64_t>()));
+  return Status::OK();
+}
+
+// ---- artifacts ----
+
+struct ArtifactsArgs : ClientArgs {
+  int64_t run = 0;
+  std::string path, file, output;
+};
+
+// ---- tokens ----
+
+struct TokensArgs : ClientArgs {
+  std::string role, name = "token";
+  int64_t id = 0;
+};
+
+}  // namespace
+
+void add_runs(CLI::App& app, int* rc) {
+  CLI::App* runs = app.add_subcommand("runs", "List, show and compare tracked runs");
+  runs->require_subcommand(1);
+  auto a = std::make_shared<RunsArgs>();
+  CLI::App* list = runs->add_subcommand("list", "List runs, newest first");
+  add_client_options(list, a.get());
+  list->add_option("--experiment", a->experiment, "Experiment name or id");
+  list->add_option("--filter", a->filter,
+                   "e.g. \"params.lr = '0.1' and metrics.accuracy > 0.9 and status = 'FINISHED'\"");
+  list->add_option("--order-by", a->order_by, "e.g. 'metrics.accuracy DESC' (default start_time DESC)");
+  list->add_option("--limit", a->limit, "Runs per page")->capture_default_str()->check(CLI::Range(1, 1000));
+  list->add_option("--page-token", a->page_token, "The next page (printed after a full page)");
+  list->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_list(c, *a); }); });
+  CLI::App* show = runs->add_subcommand("show", "Show a run: params, tags, metrics, artifacts");
+  add_client_options(show, a.get());
+  show->add_option("id", a->ids, "Run id")->required()->expected(1);
+  show->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_show(c, *a); }); });
+  CLI::App* cmp = runs->add_subcommand("compare", "Params and metrics of runs side by side ('*' marks differences)");
+  add_client_options(cmp, a.get());
+  cmp->add_option("ids", a->ids, "Run ids")->required()->expected(2, 100);
+  cmp->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_compare(c, *a); }); });
+}
+
+void add_models(CLI::App& app, int* rc) {
+  CLI::App* models = app.add_subcommand("models", "The model registry: models, versions, aliases");
+  models->require_subcommand(1);
+  auto a = std::make_shared<ModelsArgs>();
+  CLI::App* list = models->add_subcommand("list", "List registered models");
+  add_client_options(list, a.get());
+  list->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_list(c, *a); }); });
+  CLI::App* reg = models->add_subcommand(
+      "register", "Register a new version of NAME from a run's ONNX artifact or from a file");
+  add_client_options(reg, a.get());
+  reg->add_option("name", a->name, "Model name")->required();
+  reg->add_option("--run", a->run, "Run whose artifact becomes the version");
+  reg->add_option("--artifact", a->artifact, "Artifact path inside the run")->capture_default_str();
+  reg->add_option("--file", a->file, "An ONNX file to upload (into --run, or a new run)");
+  reg->add_option("--experiment", a->experiment, "Experiment of the new run made for --file")
+      ->capture_default_str();
+  reg->add_option("--description", a->description, "Version description");
+  reg->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_register(c, *a); }); });
+  CLI::App* vers = models->add_subcommand("versions", "List the versions of a model");
+  add_client_options(vers, a.get());
+  vers->add_option("name", a->name, "Model name")->required();
+  vers->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_versions(c, *a); }); });
+  CLI::App* al = models->add_subcommand(
+      "alias", "Point ALIAS of NAME at VERSION (promote, roll back), show it, or --delete it");
+  add_client_options(al, a.get());
+  al->add_option("name", a->name, "Model name")->required();
+  al->add_option("alias", a->alias, "Alias, e.g. production or staging")->required();
+  al->add_option("version", a->version, "Version to point at (omit to show the alias)");
+  al->add_flag("--delete", a->remove, "Remove the alias");
+  al->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_alias(c, *a); }); });
+}
+
+void add_artifacts(CLI::App& app, int* rc) {
+  CLI::App* arts = app.add_subcommand("artifacts", "Get, put and list a run's artifacts");
+  arts->require_subcommand(1);
+  auto a = std::make_shared<ArtifactsArgs>();
+  CLI::App* get = arts->add_subcommand("get", "Download an artifact (checked against its SHA-256)");
+  add_client_options(get, a.get());
+  get->add_option("run", a->run, "Run id")->required();
+  get->add_option("path", a->path, "Artifact path in the run")->required();
+  get->add_option("-o,--output", a->output, "Where to write it (default: its file name)");
+  get->callback([a, rc] {
+    *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
+      std::string out = a->output;
+      if (out.empty()) out = a->path.substr(a->path.rfind('/') + 1);
+      DLSYS_RETURN_IF_ERROR(c.download(
+          fmt::format("/api/v1/runs/{}/artifacts/{}", a->run, api::url_encode(a->path, true)), out));
+      if (!a->json) std::printf("wrote %s\n", out.c_str());
+      return Status::OK();
+    });
+  });
+  CLI::App* put = arts->add_subcommand("put", "Upload FILE as artifact PATH of a run");
+  add_client_options(put, a.get());
+  put->add_option("run", a->run, "Run id")->required();
+  put->add_option("path", a->path, "Artifact path in the run")->required();
+  put->add_option("file", a->file, "Local file")->required()->check(CLI::ExistingFile);
+  put->callback([a, rc] {
+    *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
+      DLSYS_ASSIGN_OR_RETURN(
+          json r, c.upload(fmt::format("/api/v1/runs/{}/artifacts/{}", a->run,
+                                       api::url_encode(a->path, true)),
+                           a->file));
+      if (a->json) print_json(r);
+      else std::printf("stored %s (%lld bytes, sha256:%s%s)\n", a->path.c_str(),
+                       static_cast<long long>(r["size"].get<int64_t>()),
+                       r["sha256"].get<std::string>().substr(0, 12).c_str(),
+                       r["deduplicated"].get<bool>() ? ", already stored" : "");
+      return Status::OK();
+    });
+  });
+  CLI::App* list = arts->add_subcommand("list", "List a run's artifacts");
+  add_client_options(list, a.get());
+  list->add_option("run", a->run, "Run id")->required();
+  list->callback([a, rc] {
+    *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
+      DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", fmt::format("/api/v1/runs/{}/artifacts", a->run)));
+      if (a->json) {
+        print_json(r);
+        return Status::OK();
+      }
+      std::vector<std::vector<std::string>> rows = {{"PATH", "SIZE", "SHA256"}};
+      for (auto& x : r["artifacts"])
+        rows.push_back({x["path"], std::to_string(x["size"].get<int64_t>()), x["sha256"]});
+      print_table(rows);
+      return Status::OK();
+    });
+  });
+}
+
+void add_tokens(CLI::App& app, int* rc) {
+  CLI::App* tokens = app.add_subcommand("tokens", "API tokens for servers run with --auth");
+  tokens->require_subcommand(1);
+  auto a = std::make_shared<TokensArgs>();
+  CLI::App* create = tokens->add_subcommand(
+      "create", "Create a token (printed once; only its hash is stored)");
+  add_client_options(create, a.get());
+  create->add_option("--role", a->role, "admin, editor, viewer or inference")->required();
+  create->add_option("--name", a->name, "A name for the token (shown in the audit log)")
+      ->capture_default_str();
+  create->callback([a, rc] {
+    *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
+      DLSYS_ASSIGN_OR_RETURN(json t, c.call("POST", "/api/v1/tokens", {{"name", a->name}, {"role", a->role}}));
+      if (a->json) print_json(t);
+      else std::printf("%s\n", t["token"].get<std::string>().c_str());
+      return Status::OK();
+    });
+  });
+  CLI::App* list = tokens->add_subcommand("list", "List tokens (names and roles, never the tokens)");
+  add_client_options(list, a.get());
+  list->callback([a, rc] {
+    *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
+      DLSYS_ASSIGN_OR_RETURN(json t, c.call("GET", "/api/v1/tokens"));
+      if (a->json) {
+        print_json(t);
+        return Status::OK();
+      }
+      std::vector<std::vector<std::string>> rows = {{"ID", "NAME", "ROLE", "CREATED", "REVOKED"}};
+      for (auto& x : t["tokens"])
+        rows.push_back({std::to_string(x["id"].get<int64_t>()), x["name"], x["role"],
+                        fmt_time(x["created_at"]), x["revoked"].get<bool>() ? "yes" : "no"});
+      print_table(rows);
+      return Status::OK();
+    });
+  });
+  CLI::App* revoke = tokens->add_subcommand("revoke", "Revoke a token by id");
+  add_client_options(revoke, a.get());
+  revoke->add_option("id", a->id, "Token id")->required();
+  revoke->callback([a, rc] {
+    *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
+      DLSYS_RETURN_IF_ERROR(c.call("DELETE", fmt::format("/api/v1/tokens/{}", a->id)).status());
+      if (!a->json) std::printf("revoked token %lld\n", static_cast<long long>(a->id));
+      return Status::OK();
+    });
+  });
+}
+
+}  // namespace dlsys::cli

@@ -1,0 +1,90 @@
+// `dlsys server`: the API server over a data directory (SQLite + objects/ by default, or
+// PostgreSQL with --meta), until SIGTERM/SIGINT, which drain in-flight requests first.
+#include <cstdio>
+
+#include "api/backend.h"
+#include "api/http_server.h"
+#include "cli/commands.h"
+
+namespace dlsys::cli {
+namespace {
+
+struct ServerArgs {
+  std::string data_dir, host = "127.0.0.1", meta, access_log = "-";
+  int port = 8080, workers = 8, io_threads = 1;
+  int64_t max_body_mb = 16, max_upload_mb = 8192;
+  bool auth = false;
+};
+
+bool is_loopback(const std::string& host) {
+  return host == "127.0.0.1" || host == "::1" || host == "localhost" || host.rfind("127.", 0) == 0;
+}
+
+int run_server(const ServerArgs& a) {
+  api::BackendOptions bo;
+  bo.data_dir = a.data_dir;
+  bo.meta_url = a.meta;
+  bo.auth = a.auth || !is_loopback(a.host);
+  bo.db_connections = static_cast<size_t>(a.workers) + 2;
+  auto backend = api::Backend::open(bo);
+  if (!backend.ok()) return fail(backend.status().message());
+  api::ServerOptions so;
+  so.host = a.host == "localhost" ? "127.0.0.1" : a.host;
+  so.port = a.port;
+  so.workers = a.workers;
+  so.io_threads = a.io_threads;
+  so.max_body = static_cast<uint64_t>(a.max_body_mb) << 20;
+  so.max_upload = static_cast<uint64_t>(a.max_upload_mb) << 20;
+  std::FILE* log = nullptr;
+  if (a.access_log == "-") log = stdout;
+  else if (a.access_log != "off") {
+    log = std::fopen(a.access_log.c_str(), "a");
+    if (!log) return fail(fmt::format("cannot open --access-log '{}' for appending", a.access_log));
+  }
+  so.access_log = log;
+  api::HttpServer server((*backend)->router(), so);
+  Status st = server.listen();
+  if (!st.ok()) return fail(st.message());
+  std::printf("dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s\n", so.host.c_str(),
+              server.port(), (*backend)->options().data_dir.c_str(),
+              a.meta.empty() ? "sqlite (meta.db)" : "postgresql",
+              bo.auth ? "tokens required" : "off (loopback)");
+  std::fflush(stdout);
+  server.run();
+  std::printf("dlsys server stopped\n");
+  if (log && log != stdout) std::fclose(log);
+  return 0;
+}
+
+}  // namespace
+
+void add_server(CLI::App& app, int* rc) {
+  auto a = std::make_shared<ServerArgs>();
+  CLI::App* c = app.add_subcommand(
+      "server",
+      "Run the dlsys API server: tracking, model registry and artifacts under /api/v1");
+  c->add_option("--data-dir", a->data_dir, "State directory (default $DLSYS_HOME or ~/.dlsys)");
+  c->add_option("--host", a->host, "Address to bind; a non-loopback address turns on --auth")
+      ->capture_default_str();
+  c->add_option("--port", a->port, "Port (0 picks a free one)")->capture_default_str();
+  c->add_option("--meta", a->meta,
+                "Metadata database: postgresql://user@host:port/db (default SQLite in the data "
+                "directory)");
+  c->add_flag("--auth", a->auth, "Require API tokens (create them with `dlsys tokens create`)");
+  c->add_option("--workers", a->workers, "Handler threads")->capture_default_str()->check(
+      CLI::Range(1, 256));
+  c->add_option("--io-threads", a->io_threads, "Socket I/O threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
+  c->add_option("--max-body-mb", a->max_body_mb, "Largest JSON body; larger gets 413")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{4096}));
+  c->add_option("--max-upload-mb", a->max_upload_mb, "Largest artifact upload")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  c->add_option("--access-log", a->access_log, "Access log file, '-' for stdout, 'off'")
+      ->capture_default_str();
+  c->callback([a, rc] { *rc = run_server(*a); });
+}
+
+}  // namespace dlsys::cli

@@ -1,0 +1,109 @@
+// The SQL layer under the metadata store: one small interface, two engines (SQLite, PostgreSQL).
+// The store writes portable SQL with $1, $2, ... placeholders; each engine binds them its way
+// and caches prepared statements per connection.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <condition_variable>
+#include <mutex>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "core/status.h"
+
+namespace dlsys::meta {
+
+enum class SqlDialect { kSqlite, kPostgres };
+
+// NULL, integer, double or text. Integers are int64 in both engines (BIGINT in PostgreSQL).
+using SqlValue = std::variant<std::monostate, int64_t, double, std::string>;
+using SqlRow = std::vector<SqlValue>;
+using SqlParams = std::vector<SqlValue>;
+
+// Accessors that tolerate the engines' type differences (PostgreSQL may return a count as text).
+int64_t sql_int(const SqlValue& v);
+double sql_double(const SqlValue& v);
+std::string sql_text(const SqlValue& v);
+bool sql_is_null(const SqlValue& v);
+
+// One database connection. Not thread-safe: one thread at a time (SqlPool hands them out).
+class SqlConnection {
+ public:
+  virtual ~SqlConnection() = default;
+  virtual SqlDialect dialect() const = 0;
+  // Runs a statement; returns its rows (empty for statements without results).
+  virtual Result<std::vector<SqlRow>> query(const std::string& sql, const SqlParams& params) = 0;
+  // Runs one statement once per parameter row (inside the caller's transaction).
+  virtual Status exec_many(const std::string& sql, const std::vector<SqlParams>& rows) = 0;
+  // Runs statements with no parameters, ';'-separated (migrations).
+  virtual Status exec_script(const std::string& sql) = 0;
+  // Starts a transaction; `write` takes the write lock up front (SQLite BEGIN IMMEDIATE).
+  virtual Status begin(bool write) = 0;
+  virtual Status commit() = 0;
+  virtual void rollback() = 0;
+  // False once the connection is broken (the pool then drops it instead of lending it again).
+  virtual bool healthy() const { return true; }
+
+  Status exec(const std::string& sql, const SqlParams& params) { return query(sql, params).status(); }
+};
+
+// Opens connections to one database. `url` is a file path (SQLite) or postgresql://...
+class SqlDatabase {
+ public:
+  // Returns the database at `url`: "postgresql://..." or "postgres://..." selects PostgreSQL,
+  // anything else is the path of an SQLite file (created if missing, WAL mode).
+  static Result<std::unique_ptr<SqlDatabase>> open(const std::string& url, size_t max_connections);
+  virtual ~SqlDatabase() = default;
+  virtual SqlDialect dialect() const = 0;
+
+  // A connection on loan; returned to the pool when destroyed. Thread-safe.
+  class Lease {
+   public:
+    Lease(SqlDatabase* db, std::unique_ptr<SqlConnection> c) : db_(db), c_(std::move(c)) {}
+    Lease(Lease&& o) noexcept : db_(std::exchange(o.db_, nullptr)), c_(std::move(o.c_)) {}
+    Lease& operator=(Lease&&) = delete;
+    ~Lease();
+    SqlConnection* operator->() { return c_.get(); }
+    SqlConnection& operator*() { return *c_; }
+    // Drops the connection instead of pooling it (after a broken connection).
+    void discard() { c_.reset(); }
+
+   private:
+    SqlDatabase* db_;
+    std::unique_ptr<SqlConnection> c_;
+  };
+  // Returns an idle connection or opens a new one; blocks while max_connections are on loan.
+  Result<Lease> acquire();
+
+ protected:
+  explicit SqlDatabase(size_t max_connections) : max_(max_connections) {}
+  virtual Result<std::unique_ptr<SqlConnection>> connect() = 0;
+
+ private:
+  void release(std::unique_ptr<SqlConnection> c);
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<SqlConnection>> idle_;
+  size_t open_ = 0;
+  size_t max_;
+};
+
+// Runs `fn(conn)` in a transaction; commits when it returns OK, rolls back otherwise.
+template <typename Fn>
+Status with_transaction(SqlConnection& c, bool write, Fn&& fn) {
+  DLSYS_RETURN_IF_ERROR(c.begin(write));
+  Status st = fn(c);
+  if (!st.ok()) {
+    c.rollback();
+    return st;
+  }
+  return c.commit();
+}
+
+Result<std::unique_ptr<SqlDatabase>> open_sqlite(const std::string& path, size_t max_connections);
+Result<std::unique_ptr<SqlDatabase>> open_postgres(const std::string& url, size_t max_connections);
+
+}  // namespace dlsys::meta

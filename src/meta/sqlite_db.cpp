@@ -1,0 +1,196 @@
+// SQLite engine: WAL mode, one prepared-statement cache per connection, $N placeholders mapped
+// to SQLite's parameter indexes.
+#include <sqlite3.h>
+
+#include <cstring>
+#include <unordered_map>
+
+#include "meta/sql_db.h"
+
+namespace dlsys::meta {
+
+namespace {
+
+Status sqlite_error(sqlite3* db, int rc, const std::string& sql) {
+  int ext = sqlite3_extended_errcode(db);
+  std::string msg = fmt::format("SQLite: {} (in: {})", sqlite3_errmsg(db), sql.substr(0, 120));
+  if (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY)
+    return Status(StatusCode::kAlreadyExists, msg);
+  if ((rc & 0xff) == SQLITE_CONSTRAINT) return Status(StatusCode::kInvalidArgument, msg);
+  if ((rc & 0xff) == SQLITE_BUSY || (rc & 0xff) == SQLITE_LOCKED)
+    return Status(StatusCode::kUnavailable, msg + "; the database is busy, retry");
+  return Status(StatusCode::kIOError, msg);
+}
+
+struct Stmt {
+  sqlite3_stmt* stmt = nullptr;
+  std::vector<int> param_of_index;  // SQLite index i (1-based) -> our parameter number - 1
+};
+
+class SqliteConnection : public SqlConnection {
+ public:
+  explicit SqliteConnection(sqlite3* db) : db_(db) {}
+  ~SqliteConnection() override {
+    for (auto& [_, s] : cache_) sqlite3_finalize(s.stmt);
+    sqlite3_close_v2(db_);
+  }
+  SqlDialect dialect() const override { return SqlDialect::kSqlite; }
+
+  Result<std::vector<SqlRow>> query(const std::string& sql, const SqlParams& params) override {
+    DLSYS_ASSIGN_OR_RETURN(Stmt * s, prepare(sql));
+    sqlite3_reset(s->stmt);
+    sqlite3_clear_bindings(s->stmt);
+    DLSYS_RETURN_IF_ERROR(bind(*s, params, sql));
+    std::vector<SqlRow> rows;
+    for (;;) {
+      int rc = sqlite3_step(s->stmt);
+      if (rc == SQLITE_DONE) break;
+      if (rc != SQLITE_ROW) {
+        Status st = sqlite_error(db_, rc, sql);
+        sqlite3_reset(s->stmt);
+        return st;
+      }
+      int n = sqlite3_column_count(s->stmt);
+      SqlRow row(static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) {
+        switch (sqlite3_column_type(s->stmt, i)) {
+          case SQLITE_INTEGER:
+            row[i] = static_cast<int64_t>(sqlite3_column_int64(s->stmt, i));
+            break;
+          case SQLITE_FLOAT:
+            row[i] = sqlite3_column_double(s->stmt, i);
+            break;
+          case SQLITE_NULL:
+            break;
+          default: {
+            const char* t = reinterpret_cast<const char*>(sqlite3_column_text(s->stmt, i));
+            row[i] = std::string(t ? t : "", static_cast<size_t>(sqlite3_column_bytes(s->stmt, i)));
+          }
+        }
+      }
+      rows.push_back(std::move(row));
+    }
+    sqlite3_reset(s->stmt);
+    return rows;
+  }
+
+  Status exec_many(const std::string& sql, const std::vector<SqlParams>& rows) override {
+    DLSYS_ASSIGN_OR_RETURN(Stmt * s, prepare(sql));
+    for (const SqlParams& p : rows) {
+      sqlite3_reset(s->stmt);
+      DLSYS_RETURN_IF_ERROR(bind(*s, p, sql));
+      int rc = sqlite3_step(s->stmt);
+      if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        Status st = sqlite_error(db_, rc, sql);
+        sqlite3_reset(s->stmt);
+        return st;
+      }
+    }
+    sqlite3_reset(s->stmt);
+    return Status::OK();
+  }
+
+  Status exec_script(const std::string& sql) override {
+    char* err = nullptr;
+    int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+    if (rc != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      return Status::IOError("SQLite: {} (in: {})", msg, sql.substr(0, 120));
+    }
+    return Status::OK();
+  }
+
+  Status begin(bool write) override { return exec_script(write ? "BEGIN IMMEDIATE" : "BEGIN"); }
+  Status commit() override {
+    Status st = exec_script("COMMIT");
+    if (!st.ok()) rollback();
+    return st;
+  }
+  void rollback() override {
+    if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+  }
+
+ private:
+  Result<Stmt*> prepare(const std::string& sql) {
+    auto it = cache_.find(sql);
+    if (it != cache_.end()) return &it->second;
+    Stmt s;
+    int rc = sqlite3_prepare_v3(db_, sql.c_str(), static_cast<int>(sql.size()),
+                                SQLITE_PREPARE_PERSISTENT, &s.stmt, nullptr);
+    if (rc != SQLITE_OK) return sqlite_error(db_, rc, sql);
+    int n = sqlite3_bind_parameter_count(s.stmt);
+    s.param_of_index.resize(static_cast<size_t>(n) + 1, -1);
+    for (int i = 1; i <= n; ++i) {
+      const char* name = sqlite3_bind_parameter_name(s.stmt, i);
+      if (!name || name[0] != '$') {
+        sqlite3_finalize(s.stmt);
+        return Status::Internal("SQL placeholders must be $1, $2, ...: {}", sql);
+      }
+      s.param_of_index[i] = std::atoi(name + 1) - 1;
+    }
+    return &cache_.emplace(sql, s).first->second;
+  }
+
+  Status bind(const Stmt& s, const SqlParams& params, const std::string& sql) {
+    for (size_t i = 1; i < s.param_of_index.size(); ++i) {
+      int p = s.param_of_index[i];
+      if (p < 0 || static_cast<size_t>(p) >= params.size())
+        return Status::Internal("SQL parameter ${} has no value: {}", p + 1, sql);
+      const SqlValue& v = params[static_cast<size_t>(p)];
+      int idx = static_cast<int>(i), rc;
+      if (auto* iv = std::get_if<int64_t>(&v)) rc = sqlite3_bind_int64(s.stmt, idx, *iv);
+      else if (auto* dv = std::get_if<double>(&v)) rc = sqlite3_bind_double(s.stmt, idx, *dv);
+      else if (auto* sv = std::get_if<std::string>(&v))
+        rc = sqlite3_bind_text64(s.stmt, idx, sv->data(), sv->size(), SQLITE_STATIC, SQLITE_UTF8);
+      else rc = sqlite3_bind_null(s.stmt, idx);
+      if (rc != SQLITE_OK) return sqlite_error(db_, rc, sql);
+    }
+    return Status::OK();
+  }
+
+  sqlite3* db_;
+  std::unordered_map<std::string, Stmt> cache_;
+};
+
+class SqliteDatabase : public SqlDatabase {
+ public:
+  SqliteDatabase(std::string path, size_t max) : SqlDatabase(max), path_(std::move(path)) {}
+  SqlDialect dialect() const override { return SqlDialect::kSqlite; }
+
+ protected:
+  Result<std::unique_ptr<SqlConnection>> connect() override {
+    sqlite3* db = nullptr;
+    int rc = sqlite3_open_v2(path_.c_str(), &db,
+                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                             nullptr);
+    if (rc != SQLITE_OK) {
+      std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+      sqlite3_close_v2(db);
+      return Status::IOError("cannot open SQLite database '{}': {}; check the --data-dir path "
+                             "and its permissions",
+                             path_, msg);
+    }
+    sqlite3_busy_timeout(db, 30000);
+    auto c = std::make_unique<SqliteConnection>(db);
+    // WAL: readers never block the writer; NORMAL sync: a commit survives a process kill.
+    DLSYS_RETURN_IF_ERROR(c->exec_script(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
+    return std::unique_ptr<SqlConnection>(std::move(c));
+  }
+
+ private:
+  std::string path_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<SqlDatabase>> open_sqlite(const std::string& path, size_t max_connections) {
+  auto db = std::make_unique<SqliteDatabase>(path, max_connections);
+  // Open one connection now so that a bad path fails here, not on the first request.
+  DLSYS_ASSIGN_OR_RETURN(auto lease, db->acquire());
+  (void)lease;
+  return std::unique_ptr<SqlDatabase>(std::move(db));
+}
+
+}  // namespace dlsys::meta
