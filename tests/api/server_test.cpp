@@ -1,0 +1,263 @@
+// The HTTP server over a real socket: JSON errors and status codes, request ids, body limits,
+// streamed artifacts with verification, tokens and roles, keep-alive and graceful shutdown.
+#include <gtest/gtest.h>
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "api/backend.h"
+#include "api/client.h"
+#include "api/http_server.h"
+#include "core/file_util.h"
+#include "core/sha256.h"
+
+namespace dlsys::api {
+namespace {
+
+class ServerTest : public ::testing::Test {
+ protected:
+  void Start(bool auth = false, uint64_t max_body = 16 << 20) {
+    dir_ = std::filesystem::temp_directory_path() / ("dlsys-server-test-" + random_hex(6));
+    BackendOptions bo;
+    bo.data_dir = dir_.string();
+    bo.auth = auth;
+    auto b = Backend::open(bo);
+    ASSERT_TRUE(b.ok()) << b.status().to_string();
+    backend_ = std::move(b).value();
+    ServerOptions so;
+    so.port = 0;
+    so.access_log = nullptr;
+    so.handle_signals = false;
+    so.max_body = max_body;
+    so.workers = 4;
+    server_ = std::make_unique<HttpServer>(backend_->router(), so);
+    ASSERT_TRUE(server_->listen().ok());
+    thread_ = std::thread([this] { server_->run(); });
+    auto c = HttpConnection::open("127.0.0.1", server_->port());
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    conn_ = std::move(c).value();
+  }
+  void TearDown() override {
+    conn_.reset();
+    if (server_) server_->shutdown();
+    if (thread_.joinable()) thread_.join();
+    server_.reset();
+    backend_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+  HttpResult Req(const std::string& method, const std::string& target, const std::string& body = "",
+                 std::map<std::string, std::string> headers = {}) {
+    auto r = conn_->request(method, target, body, headers);
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    return r.ok() ? *r : HttpResult{};
+  }
+  static json J(const HttpResult& r) { return json::parse(r.body, nullptr, false); }
+
+  std::filesystem::path dir_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<HttpServer> server_;
+  std::thread thread_;
+  std::unique_ptr<HttpConnection> conn_;
+};
+
+TEST_F(ServerTest, ErrorsAreJsonWithTheRightStatus) {
+  Start();
+  auto r = Req("GET", "/api/v1/nothing");
+  EXPECT_EQ(r.status, 404);
+  EXPECT_EQ(J(r)["error"]["code"], "NOT_FOUND");
+  r = Req("DELETE", "/api/v1/experiments");
+  EXPECT_EQ(r.status, 405);
+  r = Req("POST", "/api/v1/experiments", "{\"name\": ");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(J(r)["error"]["message"].get<std::string>().find("line 1, column"), std::string::npos);
+  r = Req("POST", "/api/v1/experiments", R"({"name": 5})");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("'name' must be a string"), std::string::npos);
+  EXPECT_EQ(Req("POST", "/api/v1/experiments", R"({"name": "e"})").status, 201);
+  r = Req("POST", "/api/v1/experiments", R"({"name": "e"})");
+  EXPECT_EQ(r.status, 409);
+  EXPECT_EQ(J(r)["error"]["code"], "ALREADY_EXISTS");
+  EXPECT_EQ(Req("GET", "/api/v1/runs/abc").status, 400);
+  EXPECT_EQ(Req("GET", "/api/v1/runs/42").status, 404);
+  EXPECT_EQ(Req("GET", "/api/v1/runs?page_size=0").status, 400);
+  EXPECT_EQ(Req("GET", "/api/v1/runs?page_token=zzz").status, 400);
+  EXPECT_EQ(Req("GET", "/api/v1/runs/1/artifacts/%zz").status, 400);
+}
+
+TEST_F(ServerTest, RequestIdsAreEchoedOrMade) {
+  Start();
+  auto r = Req("GET", "/api/v1/health", "", {{"X-Request-Id", "abc-123"}});
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.headers["x-request-id"], "abc-123");
+  r = Req("GET", "/api/v1/health");
+  EXPECT_EQ(r.headers["x-request-id"].size(), 16u);
+  EXPECT_NE(r.headers["x-request-id"], Req("GET", "/api/v1/health").headers["x-request-id"]);
+}
+
+TEST_F(ServerTest, RunsMetricsAndPagesOverRest) {
+  Start();
+  for (int i = 0; i < 7; ++i) {
+    auto r = Req("POST", "/api/v1/runs",
+                 json{{"experiment", "rest"}, {"name", "r" + std::to_string(i)}, {"params", {{"i", i}}}}.dump());
+    ASSERT_EQ(r.status, 201) << r.body;
+    json batch = {{"metrics", json::array()}};
+    for (int s = 0; s < 10; ++s) batch["metrics"].push_back({{"key", "loss"}, {"value", 1.0 / (s + 1)}, {"step", s}});
+    ASSERT_EQ(Req("POST", fmt::format("/api/v1/runs/{}/log-batch", J(r)["id"].get<int64_t>()), batch.dump()).status, 200);
+  }
+  std::set<int64_t> ids;
+  std::string token;
+  do {
+    auto r = Req("GET", "/api/v1/runs?page_size=3" + (token.empty() ? "" : "&page_token=" + url_encode(token)));
+    ASSERT_EQ(r.status, 200) << r.body;
+    json page = J(r);  // named: a range-for over J(r)["runs"] would outlive the temporary
+    for (auto& run : page["runs"]) ids.insert(run["id"].get<int64_t>());
+    token = page.value("next_page_token", "");
+  } while (!token.empty());
+  EXPECT_EQ(ids.size(), 7u);
+  auto r = Req("GET", "/api/v1/runs?filter=" + url_encode("params.i = '3'"));
+  ASSERT_EQ(J(r)["runs"].size(), 1u);
+  EXPECT_EQ(J(r)["runs"][0]["name"], "r3");
+  r = Req("GET", "/api/v1/runs/1/metrics/loss?max_points=4");
+  EXPECT_LE(J(r)["points"].size(), 4u);
+  EXPECT_EQ(J(r)["total_points"], 10);
+  json too_many = {{"metrics", json::array()}};
+  for (int i = 0; i < 1001; ++i) too_many["metrics"].push_back({{"key", "m"}, {"value", 1}, {"step", i}});
+  r = Req("POST", "/api/v1/runs/1/log-batch", too_many.dump());
+  EXPECT_EQ(r.status, 400);
+  EXPECT_NE(r.body.find("1000"), std::string::npos);
+}
+
+TEST_F(ServerTest, OversizedBodyGets413) {
+  Start(false, 1024);
+  auto r = Req("POST", "/api/v1/experiments", json{{"name", "x"}, {"description", std::string(4096, 'd')}}.dump());
+  EXPECT_EQ(r.status, 413);
+  EXPECT_EQ(J(r)["error"]["code"], "PAYLOAD_TOO_LARGE");
+  // The server stays healthy for the next client.
+  auto c = HttpConnection::open("127.0.0.1", server_->port());
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ((*c)->request("GET", "/api/v1/health", "")->status, 200);
+}
+
+TEST_F(ServerTest, ArtifactsStreamDeduplicateAndAreVerified) {
+  Start();
+  ASSERT_EQ(Req("POST", "/api/v1/runs", R"({"experiment": "a"})").status, 201);
+  std::string content(5 << 20, '\0');
+  for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 2654435761u) >> 13);
+  std::string src = (dir_ / "upload.bin").string();
+  ASSERT_TRUE(write_file_atomic(src, content).ok());
+  auto up = conn_->request_file("PUT", "/api/v1/runs/1/artifacts/weights/model.bin", src);
+  ASSERT_TRUE(up.ok());
+  ASSERT_EQ(up->status, 201) << up->body;
+  EXPECT_EQ(J(*up)["sha256"], sha256_hex(content));
+  EXPECT_FALSE(J(*up)["deduplicated"].get<bool>());
+  up = conn_->request_file("PUT", "/api/v1/runs/1/artifacts/copy.bin", src);
+  EXPECT_TRUE(J(*up)["deduplicated"].get<bool>());
+  std::string out = (dir_ / "download.bin").string();
+  auto down = conn_->download("/api/v1/runs/1/artifacts/weights/model.bin", out);
+  ASSERT_TRUE(down.ok());
+  EXPECT_EQ(down->status, 200);
+  EXPECT_EQ(down->headers["x-content-sha256"], sha256_hex(content));
+  EXPECT_EQ(*read_file(out), content);
+  auto list = Req("GET", "/api/v1/runs/1/artifacts");
+  EXPECT_EQ(J(list)["artifacts"].size(), 2u);
+  // Flip one byte of the stored object: the server refuses to serve it.
+  std::string obj = backend_->objects().object_path(sha256_hex(content));
+  {
+    std::fstream f(obj, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(1000);
+    f.put('X');
+  }
+  auto bad = Req("GET", "/api/v1/runs/1/artifacts/weights/model.bin");
+  EXPECT_EQ(bad.status, 500);
+  EXPECT_NE(bad.body.find("corrupted"), std::string::npos);
+}
+
+TEST_F(ServerTest, TokensAndRoles) {
+  Start(/*auth=*/true);
+  auto r = Req("GET", "/api/v1/runs");
+  EXPECT_EQ(r.status, 401);
+  EXPECT_NE(r.body.find("dlsys tokens create"), std::string::npos);
+  EXPECT_EQ(Req("GET", "/api/v1/health").status, 200);  // public
+  EXPECT_EQ(Req("GET", "/api/v1/runs", "", {{"Authorization", "Bearer dls_bogus"}}).status, 401);
+  meta::Principal root{"root", meta::Role::kAdmin};
+  auto tok = [&](meta::Role role) {
+    return "Bearer " + (*backend_->store().create_token(meta::role_name(role), role, root))["token"].get<std::string>();
+  };
+  std::string admin = tok(meta::Role::kAdmin), editor = tok(meta::Role::kEditor),
+              viewer = tok(meta::Role::kViewer), infer = tok(meta::Role::kInference);
+  auto as = [&](const std::string& t, const std::string& m, const std::string& target, const std::string& body = "") {
+    return Req(m, target, body, {{"Authorization", t}}).status;
+  };
+  EXPECT_EQ(as(editor, "POST", "/api/v1/runs", R"({"experiment": "x"})"), 201);
+  EXPECT_EQ(as(viewer, "GET", "/api/v1/runs/1"), 200);
+  EXPECT_EQ(as(viewer, "POST", "/api/v1/runs", R"({"experiment": "x"})"), 403);
+  EXPECT_EQ(as(infer, "GET", "/api/v1/runs/1"), 403);
+  EXPECT_EQ(as(editor, "GET", "/api/v1/tokens"), 403);
+  EXPECT_EQ(as(admin, "GET", "/api/v1/tokens"), 200);
+  auto audit = Req("GET", "/api/v1/audit", "", {{"Authorization", admin}});
+  ASSERT_EQ(audit.status, 200);
+  EXPECT_EQ(J(audit)["entries"][0]["action"], "run.create");
+  EXPECT_EQ(J(audit)["entries"][0]["actor"], "editor");
+}
+
+// Sends the headers and half the body of a request, then shuts the server down: the request
+// in flight still gets its answer (with Connection: close), and run() returns after it.
+TEST_F(ServerTest, GracefulShutdownFinishesInFlightRequests) {
+  Start();
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = htons(static_cast<uint16_t>(server_->port()));
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  std::string body = R"({"name": "late-experiment", "description": "sent in two halves"})";
+  std::string head = fmt::format(
+      "POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.size());
+  ASSERT_GT(write(fd, head.data(), head.size()), 0);
+  ASSERT_GT(write(fd, body.data(), 10), 0);
+  // Let the server read the headers (it is then busy with this request), then shut down.
+  Req("GET", "/api/v1/health");
+  conn_.reset();  // an idle keep-alive connection: closed by the drain
+  server_->shutdown();
+  ASSERT_GT(write(fd, body.data() + 10, body.size() - 10), 0);
+  std::string reply;
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(fd, buf, sizeof buf)) > 0) reply.append(buf, static_cast<size_t>(n));
+  close(fd);
+  EXPECT_NE(reply.find("HTTP/1.1 201"), std::string::npos) << reply;
+  EXPECT_NE(reply.find("Connection: close"), std::string::npos) << reply;
+  thread_.join();  // run() returned: nothing left in flight
+  EXPECT_TRUE(backend_->store().get_experiment_by_name("late-experiment").ok());
+  EXPECT_FALSE(HttpConnection::open("127.0.0.1", server_->port()).ok()) << "still accepting";
+}
+
+TEST_F(ServerTest, LocalClientUsesTheSameRoutes) {
+  Start();
+  auto local = connect_local(*backend_);
+  auto run = local->call("POST", "/api/v1/runs", {{"experiment", "local"}});
+  ASSERT_TRUE(run.ok()) << run.status().to_string();
+  std::string f = (dir_ / "m.onnx").string();
+  ASSERT_TRUE(write_file_atomic(f, "onnx bytes").ok());
+  ASSERT_TRUE(local->upload("/api/v1/runs/1/artifacts/model.onnx", f).ok());
+  ASSERT_TRUE(local->call("POST", "/api/v1/models", {{"name", "m"}}).ok());
+  auto v = local->call("POST", "/api/v1/models/m/versions", {{"run_id", 1}});
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  // The HTTP side sees what the local client wrote, and errors come back as Status values.
+  auto over_http = connect_http("http://127.0.0.1:" + std::to_string(server_->port()), "");
+  ASSERT_TRUE(over_http.ok());
+  std::string out = (dir_ / "got.onnx").string();
+  ASSERT_TRUE((*over_http)->download("/api/v1/models/m/versions/1/artifact", out).ok());
+  EXPECT_EQ(*read_file(out), "onnx bytes");
+  auto missing = (*over_http)->call("GET", "/api/v1/models/nope");
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(missing.status().message().find("'nope'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dlsys::api

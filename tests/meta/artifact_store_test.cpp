@@ -1,0 +1,73 @@
+// The content-addressed object store: dedup, verification on read, crash leftovers.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/file_util.h"
+#include "core/sha256.h"
+#include "meta/artifact_store.h"
+
+namespace dlsys::meta {
+namespace {
+
+class ArtifactStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("dlsys-objects-" + random_hex(6));
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::filesystem::path dir_;
+};
+
+TEST_F(ArtifactStoreTest, StoresByContentAndDeduplicates) {
+  auto s = ArtifactStore::open(dir_.string());
+  ASSERT_TRUE(s.ok());
+  auto a = s->put("hello world");
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  // The SHA-256 of "hello world" (sha256sum).
+  EXPECT_EQ(a->sha256, "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9");
+  EXPECT_EQ(a->size, 11);
+  EXPECT_FALSE(a->deduplicated);
+  auto b = s->put("hello world");
+  ASSERT_TRUE(b.ok());
+  EXPECT_TRUE(b->deduplicated);
+  size_t files = 0;
+  for (auto& e : std::filesystem::recursive_directory_iterator(dir_ / "objects"))
+    if (e.is_regular_file()) ++files;
+  EXPECT_EQ(files, 1u) << "the same content was stored twice";
+  auto path = s->open_verified(a->sha256);
+  ASSERT_TRUE(path.ok());
+  EXPECT_EQ(*read_file(*path), "hello world");
+}
+
+TEST_F(ArtifactStoreTest, CorruptedObjectIsNeverServed) {
+  auto s = ArtifactStore::open(dir_.string());
+  auto a = s->put("precious bytes");
+  ASSERT_TRUE(a.ok());
+  {
+    std::ofstream f(s->object_path(a->sha256), std::ios::binary | std::ios::trunc);
+    f << "precious bytez";
+  }
+  auto r = s->open_verified(a->sha256);
+  EXPECT_EQ(r.status().code(), StatusCode::kInternal);
+  EXPECT_NE(r.status().message().find("corrupted"), std::string::npos);
+  EXPECT_EQ(s->open_verified(std::string(64, '0')).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(s->open_verified("../../etc/passwd").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_F(ArtifactStoreTest, InterruptedUploadsAreClearedOnOpen) {
+  {
+    auto s = ArtifactStore::open(dir_.string());
+    ASSERT_TRUE(s.ok());
+    std::ofstream(s->temp_path()) << "half an upload";
+  }
+  auto s = ArtifactStore::open(dir_.string());
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "objects" / "tmp"));
+}
+
+}  // namespace
+}  // namespace dlsys::meta

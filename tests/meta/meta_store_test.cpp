@@ -1,0 +1,399 @@
+// The metadata store's behaviour, run against both engines: SQLite in a temporary file and a
+// real PostgreSQL server started on loopback for this binary.
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <filesystem>
+#include <set>
+#include <thread>
+
+#include "meta/meta_store.h"
+#include "testing/postgres_server.h"
+
+namespace dlsys::meta {
+namespace {
+
+testing::PostgresServer* postgres() {
+  static std::unique_ptr<testing::PostgresServer> server = [] {
+    auto s = testing::PostgresServer::start();
+    if (!s.ok()) {
+      ADD_FAILURE() << "cannot start PostgreSQL: " << s.status().to_string();
+      return std::unique_ptr<testing::PostgresServer>();
+    }
+    return std::move(s).value();
+  }();
+  return server.get();
+}
+
+const Principal kAlice{"alice", Role::kEditor};
+
+class MetaStoreTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    static std::atomic<int> counter{0};
+    int n = counter++;
+    std::string url;
+    if (GetParam() == "sqlite") {
+      dir_ = std::filesystem::temp_directory_path() /
+             ("dlsys-meta-test-" + std::to_string(getpid()) + "-" + std::to_string(n));
+      std::filesystem::create_directories(dir_);
+      url = (dir_ / "meta.db").string();
+    } else {
+      auto* pg = postgres();
+      ASSERT_NE(pg, nullptr);
+      auto admin = SqlDatabase::open(pg->url(), 1);
+      ASSERT_TRUE(admin.ok()) << admin.status().to_string();
+      auto lease = (*admin)->acquire();
+      ASSERT_TRUE(lease.ok());
+      std::string db = "t" + std::to_string(n);
+      ASSERT_TRUE((*lease)->exec_script("CREATE DATABASE " + db).ok());
+      url = pg->url(db);
+    }
+    auto s = MetaStore::open(url, 8);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    store_ = std::move(s).value();
+    url_ = url;
+  }
+  void TearDown() override {
+    store_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  int64_t new_run(const std::string& exp = "exp") {
+    auto e = store_->ensure_experiment(exp, kAlice);
+    EXPECT_TRUE(e.ok()) << e.status().to_string();
+    auto r = store_->create_run((*e)["id"].get<int64_t>(), "run", {}, {}, kAlice);
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    return (*r)["id"].get<int64_t>();
+  }
+
+  std::filesystem::path dir_;
+  std::string url_;
+  std::unique_ptr<MetaStore> store_;
+};
+
+TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
+  auto v = store_->schema_version();
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_EQ(*v, 1);
+  ASSERT_TRUE(store_->create_experiment("kept", "", kAlice).ok());
+  store_.reset();
+  auto again = MetaStore::open(url_, 2);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(*(*again)->schema_version(), 1);
+  EXPECT_TRUE((*again)->get_experiment_by_name("kept").ok());
+}
+
+TEST_P(MetaStoreTest, ExperimentsAreUniqueAndPaginate) {
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store_->create_experiment("e" + std::to_string(i), "", kAlice).ok());
+  auto dup = store_->create_experiment("e1", "", kAlice);
+  EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(store_->create_experiment("bad name!", "", kAlice).status().code(),
+            StatusCode::kInvalidArgument);
+  std::set<std::string> seen;
+  std::string token;
+  int pages = 0;
+  do {
+    auto p = store_->list_experiments(2, token);
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    for (auto& e : p->items) EXPECT_TRUE(seen.insert(e["name"].get<std::string>()).second);
+    token = p->next_page_token;
+    ++pages;
+  } while (!token.empty());
+  EXPECT_EQ(seen.size(), 5u);
+  EXPECT_EQ(pages, 3);
+  EXPECT_EQ(store_->list_experiments(2, "garbage").status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(MetaStoreTest, RunLifecycleParamsTagsAndLatestMetrics) {
+  auto e = store_->create_experiment("mnist", "digits", kAlice);
+  ASSERT_TRUE(e.ok());
+  auto r = store_->create_run((*e)["id"], "first", {{"lr", "0.1"}}, {{"team", "a"}}, kAlice);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  int64_t id = (*r)["id"];
+  EXPECT_EQ((*r)["status"], "RUNNING");
+  EXPECT_EQ((*r)["params"]["lr"], "0.1");
+  // Out-of-order steps: the latest value is the one with the highest step.
+  std::vector<MetricPoint> m = {{"loss", 0.5, 2, 0}, {"loss", 0.9, 1, 0}, {"acc", 0.8, 2, 0}};
+  ASSERT_TRUE(store_->log_batch(id, m, {{"batch", "64"}}, {{"team", "b"}}, kAlice).ok());
+  ASSERT_TRUE(store_->log_batch(id, {{"loss", 0.7, 0, 0}}, {}, {}, kAlice).ok());
+  auto got = store_->get_run(id);
+  ASSERT_TRUE(got.ok());
+  EXPECT_DOUBLE_EQ((*got)["metrics"]["loss"]["value"].get<double>(), 0.5);
+  EXPECT_EQ((*got)["metrics"]["loss"]["step"], 2);
+  EXPECT_EQ((*got)["params"]["batch"], "64");
+  EXPECT_EQ((*got)["tags"]["team"], "b");
+  // Params are written once: the same value is fine, another is refused.
+  EXPECT_TRUE(store_->log_batch(id, {}, {{"lr", "0.1"}}, {}, kAlice).ok());
+  auto changed = store_->log_batch(id, {}, {{"lr", "0.2"}}, {}, kAlice);
+  EXPECT_EQ(changed.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(changed.message().find("already"), std::string::npos);
+  auto fin = store_->update_run(id, "FINISHED", kAlice);
+  ASSERT_TRUE(fin.ok());
+  EXPECT_TRUE((*fin)["end_time"].is_number());
+  EXPECT_EQ(store_->update_run(id, "DONE", kAlice).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->get_run(id + 1000).status().code(), StatusCode::kNotFound);
+}
+
+TEST_P(MetaStoreTest, LimitsGiveClearErrors) {
+  int64_t id = new_run();
+  auto expect_invalid = [&](const Status& st, const std::string& needle) {
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+    EXPECT_NE(st.message().find(needle), std::string::npos) << st.message();
+  };
+  expect_invalid(store_->log_batch(id, {{std::string(251, 'k'), 1, 0, 0}}, {}, {}, kAlice), "250");
+  expect_invalid(store_->log_batch(id, {}, {{"p", std::string(6001, 'v')}}, {}, kAlice), "6000");
+  expect_invalid(store_->log_batch(id, {}, {}, {{"t", std::string(5001, 'v')}}, kAlice), "5000");
+  std::vector<MetricPoint> many(1001, MetricPoint{"m", 1, 0, 0});
+  expect_invalid(store_->log_batch(id, many, {}, {}, kAlice), "1000");
+  expect_invalid(store_->log_batch(id, {{"m", NAN, 3, 0}}, {}, {}, kAlice), "finite");
+  expect_invalid(store_->log_batch(id, {{"bad\nkey", 1, 0, 0}}, {}, {}, kAlice), "character");
+  // Exactly at the limits is accepted.
+  EXPECT_TRUE(store_->log_batch(id, std::vector<MetricPoint>(1000, MetricPoint{std::string(250, 'k'), 1, 0, 0}),
+                                {{"p", std::string(6000, 'v')}}, {{"t", std::string(5000, 'v')}}, kAlice)
+                  .ok());
+  EXPECT_EQ(store_->log_batch(id + 99, {{"m", 1, 0, 0}}, {}, {}, kAlice).code(), StatusCode::kNotFound);
+}
+
+TEST_P(MetaStoreTest, MetricHistoryDownsamplesKeepingSpikes) {
+  int64_t id = new_run();
+  std::vector<MetricPoint> pts;
+  for (int i = 0; i < 1000; ++i) pts.push_back({"loss", i == 501 ? 100.0 : 1.0 / (1 + i), i, 0});
+  ASSERT_TRUE(store_->log_batch(id, pts, {}, {}, kAlice).ok());
+  auto full = store_->metric_history(id, "loss", 0);
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ((*full)["points"].size(), 1000u);
+  auto small = store_->metric_history(id, "loss", 20);
+  ASSERT_TRUE(small.ok());
+  const json& p = (*small)["points"];
+  EXPECT_LE(p.size(), 20u);
+  EXPECT_GE(p.size(), 10u);
+  EXPECT_EQ((*small)["total_points"], 1000);
+  bool spike = false;
+  int64_t last_step = -1;
+  for (auto& x : p) {
+    spike |= x["value"].get<double>() == 100.0;
+    EXPECT_GT(x["step"].get<int64_t>(), last_step);
+    last_step = x["step"];
+  }
+  EXPECT_TRUE(spike) << "the spike at step 501 was dropped";
+  EXPECT_DOUBLE_EQ(p[0]["value"].get<double>(), 1.0);  // the first bucket's max is step 0
+}
+
+TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
+  auto e = store_->create_experiment("sweep", "", kAlice);
+  ASSERT_TRUE(e.ok());
+  int64_t exp = (*e)["id"];
+  for (int i = 0; i < 25; ++i) {
+    auto r = store_->create_run(exp, "r" + std::to_string(i),
+                                {{"lr", i % 2 ? "0.1" : "0.01"}}, {{"seed", std::to_string(i)}}, kAlice);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE(store_->log_batch((*r)["id"], {{"acc", i / 100.0, 1, 0}}, {}, {}, kAlice).ok());
+    if (i % 5 == 0) ASSERT_TRUE(store_->update_run((*r)["id"], "FINISHED", kAlice).ok());
+  }
+  new_run("other");  // not in the experiment
+  SearchRunsRequest q;
+  q.experiment_ids = {exp};
+  q.page_size = 10;
+  std::set<int64_t> ids;
+  int64_t prev_start = INT64_MAX, prev_id = INT64_MAX;
+  int pages = 0;
+  do {
+    auto p = store_->search_runs(q);
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    for (auto& r : p->items) {
+      EXPECT_TRUE(ids.insert(r["id"].get<int64_t>()).second);
+      int64_t st = r["start_time"], id = r["id"];
+      EXPECT_TRUE(st < prev_start || (st == prev_start && id < prev_id)) << "not newest first";
+      prev_start = st;
+      prev_id = id;
+    }
+    q.page_token = p->next_page_token;
+    ++pages;
+  } while (!q.page_token.empty());
+  EXPECT_EQ(ids.size(), 25u);
+  EXPECT_EQ(pages, 3);
+
+  q = {};
+  q.experiment_ids = {exp};
+  q.filter = "params.lr = '0.1' and metrics.acc >= 0.1 and status != 'FINISHED'";
+  auto f = store_->search_runs(q);
+  ASSERT_TRUE(f.ok()) << f.status().to_string();
+  // Odd i with i >= 10, not a multiple of 5: 11 13 17 19 21 23.
+  EXPECT_EQ(f->items.size(), 6u);
+  for (auto& r : f->items) EXPECT_EQ(r["params"]["lr"], "0.1");
+
+  q.filter = "tags.seed = '7'";
+  EXPECT_EQ(store_->search_runs(q)->items.size(), 1u);
+  q.filter = "name like 'r2%'";
+  EXPECT_EQ(store_->search_runs(q)->items.size(), 6u);  // r2, r20..r24
+
+  q.filter = "";
+  q.order_by = "metrics.acc DESC";
+  q.page_size = 10;
+  std::vector<double> accs;
+  do {
+    auto p = store_->search_runs(q);
+    ASSERT_TRUE(p.ok()) << p.status().to_string();
+    for (auto& r : p->items) accs.push_back(r["metrics"]["acc"]["value"]);
+    q.page_token = p->next_page_token;
+  } while (!q.page_token.empty());
+  ASSERT_EQ(accs.size(), 25u);
+  EXPECT_TRUE(std::is_sorted(accs.rbegin(), accs.rend()));
+  EXPECT_DOUBLE_EQ(accs[0], 0.24);
+
+  q = {};
+  q.filter = "metrics.acc >> 1";
+  auto bad = store_->search_runs(q);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  q.filter = "colour = 'red'";
+  bad = store_->search_runs(q);
+  EXPECT_NE(bad.status().message().find("unknown field 'colour' at position 0"), std::string::npos)
+      << bad.status().message();
+  q.filter = "";
+  q.order_by = "metrics.acc sideways";
+  EXPECT_EQ(store_->search_runs(q).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
+  int64_t run = new_run();
+  std::string sha(64, 'a');
+  ASSERT_TRUE(store_->record_artifact(run, {"model.onnx", sha, 10}, kAlice).ok());
+  ASSERT_TRUE(store_->record_artifact(run, {"notes.txt", std::string(64, 'b'), 3}, kAlice).ok());
+  EXPECT_EQ(store_->record_artifact(run, {"../escape", sha, 1}, kAlice).code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->record_artifact(run, {"/abs", sha, 1}, kAlice).code(),
+            StatusCode::kInvalidArgument);
+  ASSERT_TRUE(store_->create_model("digits", "", kAlice).ok());
+  EXPECT_EQ(store_->create_model("digits", "", kAlice).status().code(), StatusCode::kAlreadyExists);
+  auto v1 = store_->create_model_version("digits", run, "model.onnx", "", kAlice);
+  ASSERT_TRUE(v1.ok()) << v1.status().to_string();
+  EXPECT_EQ((*v1)["version"], 1);
+  EXPECT_EQ((*v1)["sha256"], sha);
+  EXPECT_EQ(store_->create_model_version("digits", run, "notes.txt", "", kAlice).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->create_model_version("digits", run, "missing.onnx", "", kAlice).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(store_->create_model_version("nope", run, "model.onnx", "", kAlice).status().code(),
+            StatusCode::kNotFound);
+  auto v2 = store_->create_model_version("digits", run, "model.onnx", "", kAlice);
+  ASSERT_TRUE(v2.ok());
+  EXPECT_EQ((*v2)["version"], 2);
+
+  auto a = store_->set_alias("digits", "production", 1, kAlice);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_TRUE((*a)["previous_version"].is_null());
+  a = store_->set_alias("digits", "production", 2, kAlice);  // promote
+  EXPECT_EQ((*a)["previous_version"], 1);
+  EXPECT_EQ((*store_->get_version_by_alias("digits", "production"))["version"], 2);
+  a = store_->set_alias("digits", "production", 1, kAlice);  // roll back
+  EXPECT_EQ((*a)["previous_version"], 2);
+  EXPECT_EQ((*store_->get_version_by_alias("digits", "production"))["version"], 1);
+  EXPECT_EQ((*store_->get_version_by_alias("digits", "latest"))["version"], 2);
+  EXPECT_EQ(store_->set_alias("digits", "latest", 1, kAlice).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->set_alias("digits", "bad alias", 1, kAlice).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->set_alias("digits", "staging", 9, kAlice).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(store_->set_model_version_status("digits", 2, "ARCHIVED", kAlice).ok());
+  EXPECT_EQ(store_->set_alias("digits", "staging", 2, kAlice).status().code(), StatusCode::kInvalidArgument);
+  auto m = store_->get_model("digits");
+  ASSERT_TRUE(m.ok());
+  EXPECT_EQ((*m)["aliases"]["production"], 1);
+  EXPECT_EQ((*m)["version_count"], 2);
+  auto vs = store_->list_model_versions("digits");
+  ASSERT_TRUE(vs.ok());
+  EXPECT_EQ((*vs)[0]["aliases"], json::array({"production"}));
+  ASSERT_TRUE(store_->delete_alias("digits", "production", kAlice).ok());
+  EXPECT_EQ(store_->get_version_by_alias("digits", "production").status().code(), StatusCode::kNotFound);
+
+  // Lineage: dataset -> run (added), run -> versions (automatic), version -> deployment.
+  ASSERT_TRUE(store_->add_lineage_edge("dataset_version", "sha-of-digits", "run", std::to_string(run),
+                                       "input", kAlice).ok());
+  ASSERT_TRUE(store_->add_lineage_edge("model_version", "digits/1", "deployment", "prod-digits",
+                                       "deployed", kAlice).ok());
+  EXPECT_EQ(store_->add_lineage_edge("thing", "x", "run", "1", "input", kAlice).code(),
+            StatusCode::kInvalidArgument);
+  auto g = store_->lineage("model_version", "digits/1", 10);
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  std::set<std::string> nodes;
+  for (auto& n : (*g)["nodes"])
+    nodes.insert(n["kind"].get<std::string>() + ":" + n["id"].get<std::string>() + ":" +
+                 n["direction"].get<std::string>());
+  EXPECT_TRUE(nodes.count("run:" + std::to_string(run) + ":upstream"));
+  EXPECT_TRUE(nodes.count("dataset_version:sha-of-digits:upstream"));
+  EXPECT_TRUE(nodes.count("deployment:prod-digits:downstream"));
+  EXPECT_FALSE(nodes.count("model_version:digits/2:upstream"));  // a sibling, not an ancestor
+  auto shallow = store_->lineage("model_version", "digits/1", 1);
+  EXPECT_EQ((*shallow)["nodes"].size(), 3u);  // root, run, deployment
+
+  auto arts = store_->list_artifacts(run, "");
+  ASSERT_TRUE(arts.ok());
+  EXPECT_EQ(arts->size(), 2u);
+}
+
+TEST_P(MetaStoreTest, AuditLogRecordsWhoDidWhat) {
+  int64_t run = new_run();
+  Principal bob{"bob", Role::kAdmin};
+  ASSERT_TRUE(store_->update_run(run, "KILLED", bob).ok());
+  auto p = store_->list_audit(100, "");
+  ASSERT_TRUE(p.ok());
+  ASSERT_GE(p->items.size(), 3u);  // experiment, run, update
+  EXPECT_EQ(p->items[0]["actor"], "bob");
+  EXPECT_EQ(p->items[0]["action"], "run.update");
+  EXPECT_EQ(p->items[0]["detail"]["status"], "KILLED");
+  EXPECT_EQ(p->items.back()["action"], "experiment.create");
+  EXPECT_EQ(p->items.back()["actor"], "alice");
+}
+
+TEST_P(MetaStoreTest, TokensAreHashedAndRevocable) {
+  auto t = store_->create_token("ci", Role::kViewer, kAlice);
+  ASSERT_TRUE(t.ok());
+  std::string token = (*t)["token"];
+  EXPECT_EQ(token.rfind("dls_", 0), 0u);
+  auto who = store_->authenticate(token);
+  ASSERT_TRUE(who.ok());
+  EXPECT_EQ(who->name, "ci");
+  EXPECT_EQ(who->role, Role::kViewer);
+  EXPECT_EQ(store_->authenticate(token + "x").status().code(), StatusCode::kUnauthenticated);
+  auto list = store_->list_tokens();
+  ASSERT_TRUE(list.ok());
+  EXPECT_EQ(list->dump().find(token), std::string::npos) << "a token was listed in clear";
+  ASSERT_TRUE(store_->revoke_token((*t)["id"], kAlice).ok());
+  EXPECT_EQ(store_->authenticate(token).status().code(), StatusCode::kUnauthenticated);
+}
+
+TEST_P(MetaStoreTest, ConcurrentWritersLoseNothing) {
+  constexpr int kThreads = 6, kBatches = 20, kPerBatch = 100;
+  std::vector<int64_t> runs;
+  for (int t = 0; t < kThreads; ++t) runs.push_back(new_run());
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      for (int b = 0; b < kBatches; ++b) {
+        std::vector<MetricPoint> pts;
+        for (int i = 0; i < kPerBatch; ++i) pts.push_back({"m", double(b * kPerBatch + i), b * kPerBatch + i, 0});
+        Status st = store_->log_batch(runs[t], pts, {}, {{"batch", std::to_string(b)}}, kAlice);
+        if (!st.ok()) {
+          ++failures;
+          ADD_FAILURE() << st.to_string();
+        }
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures, 0);
+  for (int64_t r : runs) {
+    auto h = store_->metric_history(r, "m", 0);
+    ASSERT_TRUE(h.ok());
+    EXPECT_EQ((*h)["points"].size(), size_t{kBatches * kPerBatch});
+    EXPECT_EQ((*store_->get_run(r))["metrics"]["m"]["step"], kBatches * kPerBatch - 1);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, MetaStoreTest, ::testing::Values("sqlite", "postgres"),
+                         [](const auto& info) { return info.param; });
+
+}  // namespace
+}  // namespace dlsys::meta
