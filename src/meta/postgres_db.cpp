@@ -70,9 +70,55 @@ class PgConnection : public SqlConnection {
     return rows;
   }
 
+  // Pipelined (libpq 14+): every row is sent before the first result is read, so a batch costs
+  // one round trip instead of one per row.
   Status exec_many(const std::string& sql, const std::vector<SqlParams>& rows) override {
-    for (const SqlParams& p : rows) DLSYS_RETURN_IF_ERROR(exec(sql, p));
-    return Status::OK();
+    if (rows.size() <= 1) {
+      for (const SqlParams& p : rows) DLSYS_RETURN_IF_ERROR(exec(sql, p));
+      return Status::OK();
+    }
+    DLSYS_ASSIGN_OR_RETURN(std::string name, prepare(sql));
+    if (PQenterPipelineMode(conn_) != 1)
+      return Status::Internal("PostgreSQL: cannot enter pipeline mode: {}", PQerrorMessage(conn_));
+    Status out = Status::OK();
+    std::vector<std::string> text;
+    std::vector<const char*> values;
+    for (const SqlParams& p : rows) {
+      text.assign(p.size(), std::string());
+      values.assign(p.size(), nullptr);
+      for (size_t i = 0; i < p.size(); ++i) {
+        if (sql_is_null(p[i])) continue;
+        text[i] = sql_text(p[i]);
+        values[i] = text[i].c_str();
+      }
+      if (PQsendQueryPrepared(conn_, name.c_str(), static_cast<int>(p.size()), values.data(),
+                              nullptr, nullptr, 0) != 1) {
+        out = Status::Unavailable("PostgreSQL: sending a pipelined statement failed: {}",
+                                  PQerrorMessage(conn_));
+        break;
+      }
+    }
+    PQpipelineSync(conn_);
+    // Drain every result up to the sync point, keeping the first error.
+    for (;;) {
+      PGresult* res = PQgetResult(conn_);
+      if (!res) {  // end of one statement's results
+        if (PQstatus(conn_) != CONNECTION_OK) break;
+        continue;
+      }
+      ExecStatusType st = PQresultStatus(res);
+      if (st == PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        break;
+      }
+      if (out.ok() && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK &&
+          st != PGRES_PIPELINE_ABORTED)
+        out = pg_error(conn_, res, sql);
+      PQclear(res);
+      if (PQstatus(conn_) != CONNECTION_OK) break;
+    }
+    PQexitPipelineMode(conn_);
+    return out;
   }
 
   Status exec_script(const std::string& sql) override {
@@ -84,9 +130,22 @@ class PgConnection : public SqlConnection {
     return out;
   }
 
-  Status begin(bool) override { return exec_script("BEGIN"); }
-  Status commit() override { return exec_script("COMMIT"); }
-  void rollback() override { PQclear(PQexec(conn_, "ROLLBACK")); }
+  // Reads run without BEGIN/COMMIT: under READ COMMITTED each statement takes its own snapshot
+  // inside a transaction too, so the two extra round trips would buy nothing.
+  Status begin(bool write) override {
+    in_tx_ = write;
+    return write ? exec_script("BEGIN") : Status::OK();
+  }
+  Status commit() override {
+    if (!in_tx_) return Status::OK();
+    in_tx_ = false;
+    return exec_script("COMMIT");
+  }
+  void rollback() override {
+    if (!in_tx_) return;
+    in_tx_ = false;
+    PQclear(PQexec(conn_, "ROLLBACK"));
+  }
 
  private:
   Result<std::string> prepare(const std::string& sql) {
@@ -105,6 +164,7 @@ class PgConnection : public SqlConnection {
   }
 
   PGconn* conn_;
+  bool in_tx_ = false;
   std::unordered_map<std::string, std::string> cache_;
 };
 

@@ -161,3 +161,51 @@ TEST_F(Cli, EveryCommandHasHelp) {
 
 }  // namespace
 }  // namespace dlsys
+
+namespace dlsys {
+namespace {
+
+// The registry commands on a data directory (no server): register a file, alias it, look at
+// runs, fetch the artifact back, tokens.
+TEST_F(Cli, RegistryCommandsOnADataDirectory) {
+  std::string dd = " --data-dir " + (dir_ / "home").string();
+  Ran reg = sh("models register digits --file " + model_ + dd);
+  ASSERT_EQ(reg.code, 0) << reg.out;
+  EXPECT_NE(reg.out.find("registered digits version 1 from run 1"), std::string::npos) << reg.out;
+  ASSERT_EQ(sh("models register digits --file " + model_ + dd).code, 0);
+  Ran al = sh("models alias digits production 1" + dd);
+  ASSERT_EQ(al.code, 0) << al.out;
+  al = sh("models alias digits production 2" + dd);
+  EXPECT_NE(al.out.find("digits@production -> version 2 (was 1)"), std::string::npos) << al.out;
+  Ran vers = sh("models versions digits --json" + dd);
+  ASSERT_EQ(vers.code, 0) << vers.out;
+  auto j = nlohmann::json::parse(vers.out);
+  ASSERT_EQ(j["versions"].size(), 2u);
+  EXPECT_EQ(j["versions"][1]["aliases"][0], "production");
+  Ran list = sh("models list" + dd);
+  EXPECT_NE(list.out.find("production=v2"), std::string::npos) << list.out;
+  Ran runs = sh("runs list --experiment models" + dd);
+  ASSERT_EQ(runs.code, 0) << runs.out;
+  EXPECT_NE(runs.out.find("FINISHED"), std::string::npos) << runs.out;
+  Ran show = sh("runs show 1" + dd);
+  EXPECT_NE(show.out.find("model.onnx"), std::string::npos) << show.out;
+  Ran cmp = sh("runs compare 1 2" + dd);
+  ASSERT_EQ(cmp.code, 0) << cmp.out;
+  std::string got = (dir_ / "got.onnx").string();
+  ASSERT_EQ(sh("artifacts get 1 model.onnx -o " + got + dd).code, 0);
+  std::ifstream a(model_, std::ios::binary), b(got, std::ios::binary);
+  EXPECT_EQ(std::string(std::istreambuf_iterator<char>(a), {}),
+            std::string(std::istreambuf_iterator<char>(b), {}));
+  Ran tok = sh("tokens create --role viewer --name ci" + dd);
+  ASSERT_EQ(tok.code, 0) << tok.out;
+  EXPECT_EQ(tok.out.rfind("dls_", 0), 0u) << tok.out;
+  Ran bad = sh("models versions nope" + dd);
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("model 'nope' is not registered"), std::string::npos) << bad.out;
+  Ran role = sh("tokens create --role root" + dd);
+  EXPECT_NE(role.out.find("admin, editor, viewer or inference"), std::string::npos) << role.out;
+  EXPECT_EQ(sh("server --help").code, 0);
+}
+
+}  // namespace
+}  // namespace dlsys
