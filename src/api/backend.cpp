@@ -29,7 +29,7 @@ Result<std::unique_ptr<Backend>> Backend::open(const BackendOptions& options) {
   meta::ArtifactStore* obj = b->objects_.get();
   ro.upload_temp_path = [obj] { return obj->temp_path(); };
   b->router_ = std::make_unique<Router>(ro);
-  add_meta_routes(*b->router_, *b->store_, *b->objects_);
+  add_meta_routes(*b->router_, *b->store_, *b->objects_, options.model_validator);
   return b;
 }
 

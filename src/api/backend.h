@@ -2,6 +2,7 @@
 // the router with their routes. The HTTP server and the in-process client both stand on it.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,10 +13,13 @@
 namespace dlsys::api {
 
 struct BackendOptions {
-  std::string data_dir;   // holds meta.db (SQLite) and objects/
-  std::string meta_url;   // "" for SQLite in data_dir, or postgresql://...
-  bool auth = false;      // require API tokens
+  std::string data_dir;  // holds meta.db (SQLite) and objects/
+  std::string meta_url;  // "" for SQLite in data_dir, or postgresql://...
+  bool auth = false;     // require API tokens
   size_t db_connections = 16;
+  // Checks a file registered as a model version (the CLI passes the ONNX importer; api does not
+  // depend on graph). Null: no check.
+  std::function<Status(const std::string& path)> model_validator;
 };
 
 class Backend {

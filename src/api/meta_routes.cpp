@@ -37,8 +37,8 @@ Result<std::vector<MetricPoint>> metric_points(const json& body) {
   if (it == body.end() || it->is_null()) return out;
   if (!it->is_array()) return Status::Invalid("field 'metrics' must be an array");
   if (it->size() > meta::kMaxMetricsPerBatch)
-    return Status::Invalid("{} metrics in one batch; the limit is {}: split the batch",
-                           it->size(), meta::kMaxMetricsPerBatch);
+    return Status::Invalid("{} metrics in one batch; the limit is {}: split the batch", it->size(),
+                           meta::kMaxMetricsPerBatch);
   out.reserve(it->size());
   size_t i = 0;
   for (const json& m : *it) {
@@ -98,16 +98,17 @@ Response file_response(const std::string& path, const meta::ArtifactRecord& a) {
 
 }  // namespace
 
-void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore& objects) {
+void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore& objects,
+                     std::function<Status(const std::string& path)> validate_model) {
   meta::MetaStore* s = &store;
   meta::ArtifactStore* obj = &objects;
 
   router.add("GET", "/api/v1/health", Access::kPublic, [s](Request&) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t v, s->schema_version());
-    return Response::json_body({{"status", "ok"},
-                                {"schema_version", v},
-                                {"meta", s->dialect() == meta::SqlDialect::kSqlite ? "sqlite"
-                                                                                   : "postgresql"}});
+    return Response::json_body(
+        {{"status", "ok"},
+         {"schema_version", v},
+         {"meta", s->dialect() == meta::SqlDialect::kSqlite ? "sqlite" : "postgresql"}});
   });
 
   // ---- experiments ----
@@ -178,10 +179,11 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
   };
   router.add("GET", "/api/v1/runs", Access::kRead,
              [search](Request& r) -> Result<Response> { return search(r, json::object()); });
-  router.add("POST", "/api/v1/runs/search", Access::kRead, [search](Request& r) -> Result<Response> {
-    DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
-    return search(r, b);
-  });
+  router.add("POST", "/api/v1/runs/search", Access::kRead,
+             [search](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+               return search(r, b);
+             });
   router.add("GET", "/api/v1/runs/{id}", Access::kRead, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
     DLSYS_ASSIGN_OR_RETURN(json run, s->get_run(id));
@@ -194,19 +196,18 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(json run, s->update_run(id, status, r.principal));
     return Response::json_body(run);
   });
-  router.add("POST", "/api/v1/runs/{id}/log-batch", Access::kWrite,
-             [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
-               DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
-               DLSYS_ASSIGN_OR_RETURN(auto metrics, metric_points(b));
-               DLSYS_ASSIGN_OR_RETURN(auto params, key_values(b, "params"));
-               DLSYS_ASSIGN_OR_RETURN(auto tags, key_values(b, "tags"));
-               DLSYS_RETURN_IF_ERROR(s->log_batch(id, metrics, params, tags, r.principal));
-               return Response::json_body({{"logged",
-                                            {{"metrics", metrics.size()},
-                                             {"params", params.size()},
-                                             {"tags", tags.size()}}}});
-             });
+  router.add(
+      "POST", "/api/v1/runs/{id}/log-batch", Access::kWrite, [s](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+        DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+        DLSYS_ASSIGN_OR_RETURN(auto metrics, metric_points(b));
+        DLSYS_ASSIGN_OR_RETURN(auto params, key_values(b, "params"));
+        DLSYS_ASSIGN_OR_RETURN(auto tags, key_values(b, "tags"));
+        DLSYS_RETURN_IF_ERROR(s->log_batch(id, metrics, params, tags, r.principal));
+        return Response::json_body(
+            {{"logged",
+              {{"metrics", metrics.size()}, {"params", params.size()}, {"tags", tags.size()}}}});
+      });
   router.add("GET", "/api/v1/runs/{id}/metrics/{key...}", Access::kRead,
              [s](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
@@ -214,8 +215,8 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
                                       parse_int(r.query_or("max_points", "0"), "max_points"));
                if (maxp < 0 || maxp > 1000000)
                  return Status::Invalid("max_points {} is out of range 0..1000000", maxp);
-               DLSYS_ASSIGN_OR_RETURN(json h,
-                                      s->metric_history(id, r.param("key"), static_cast<int>(maxp)));
+               DLSYS_ASSIGN_OR_RETURN(
+                   json h, s->metric_history(id, r.param("key"), static_cast<int>(maxp)));
                return Response::json_body(h);
              });
 
@@ -232,15 +233,19 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
         if (tmp.empty()) {  // a body that arrived in memory
           DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o, obj->put(r.body));
           DLSYS_RETURN_IF_ERROR(s->record_artifact(id, {path, o.sha256, o.size}, r.principal));
-          return Response::json_body(
-              {{"path", path}, {"sha256", o.sha256}, {"size", o.size}, {"deduplicated", o.deduplicated}},
-              201);
+          return Response::json_body({{"path", path},
+                                      {"sha256", o.sha256},
+                                      {"size", o.size},
+                                      {"deduplicated", o.deduplicated}},
+                                     201);
         }
         DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o, obj->put_file(tmp));
         DLSYS_RETURN_IF_ERROR(s->record_artifact(id, {path, o.sha256, o.size}, r.principal));
-        return Response::json_body(
-            {{"path", path}, {"sha256", o.sha256}, {"size", o.size}, {"deduplicated", o.deduplicated}},
-            201);
+        return Response::json_body({{"path", path},
+                                    {"sha256", o.sha256},
+                                    {"size", o.size},
+                                    {"deduplicated", o.deduplicated}},
+                                   201);
       },
       /*body_to_file=*/true);
   router.add("GET", "/api/v1/runs/{id}/artifacts/{path...}", Access::kRead,
@@ -275,12 +280,21 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     return Response::json_body(m);
   });
   router.add("POST", "/api/v1/models/{name}/versions", Access::kWrite,
-             [s](Request& r) -> Result<Response> {
+             [s, obj, validate_model](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
                DLSYS_ASSIGN_OR_RETURN(int64_t run, int_field(b, "run_id", true));
                DLSYS_ASSIGN_OR_RETURN(std::string path,
                                       string_field(b, "artifact_path", false, "model.onnx"));
                DLSYS_ASSIGN_OR_RETURN(std::string desc, string_field(b, "description", false));
+               if (validate_model) {
+                 // The artifact must exist and be a model dlsys can load before it is a version.
+                 auto a = s->get_artifact(run, path);
+                 if (a.ok()) {
+                   DLSYS_ASSIGN_OR_RETURN(std::string file, obj->open_verified(a->sha256));
+                   DLSYS_RETURN_IF_ERROR(validate_model(file).with_context(fmt::format(
+                       "artifact '{}' of run {} is not a loadable ONNX model", path, run)));
+                 }
+               }
                DLSYS_ASSIGN_OR_RETURN(
                    json v, s->create_model_version(r.param("name"), run, path, desc, r.principal));
                return Response::json_body(v, 201);
@@ -301,52 +315,56 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
                DLSYS_ASSIGN_OR_RETURN(int64_t v, parse_int(r.param("version"), "version"));
                DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
                DLSYS_ASSIGN_OR_RETURN(std::string st, string_field(b, "status", true));
-               DLSYS_ASSIGN_OR_RETURN(json mv,
-                                      s->set_model_version_status(r.param("name"), v, st, r.principal));
+               DLSYS_ASSIGN_OR_RETURN(
+                   json mv, s->set_model_version_status(r.param("name"), v, st, r.principal));
                return Response::json_body(mv);
              });
   // The version's ONNX file; {version} may be a number or an alias ("production", "latest").
-  router.add("GET", "/api/v1/models/{name}/versions/{version}/artifact", Access::kInfer,
-             [s, obj](Request& r) -> Result<Response> {
-               const std::string& ver = r.param("version");
-               json mv;
-               if (!ver.empty() && std::isdigit(static_cast<unsigned char>(ver[0]))) {
-                 DLSYS_ASSIGN_OR_RETURN(int64_t v, parse_int(ver, "version"));
-                 DLSYS_ASSIGN_OR_RETURN(mv, s->get_model_version(r.param("name"), v));
-               } else {
-                 DLSYS_ASSIGN_OR_RETURN(mv, s->get_version_by_alias(r.param("name"), ver));
-               }
-               meta::ArtifactRecord a{mv["artifact_path"], mv["sha256"], mv["size"]};
-               DLSYS_ASSIGN_OR_RETURN(std::string file, obj->open_verified(a.sha256));
-               Response resp = file_response(file, a);
-               resp.headers.push_back({"X-Model-Version", std::to_string(mv["version"].get<int64_t>())});
-               return resp;
-             });
+  router.add(
+      "GET", "/api/v1/models/{name}/versions/{version}/artifact", Access::kInfer,
+      [s, obj](Request& r) -> Result<Response> {
+        const std::string& ver = r.param("version");
+        json mv;
+        if (!ver.empty() && std::isdigit(static_cast<unsigned char>(ver[0]))) {
+          DLSYS_ASSIGN_OR_RETURN(int64_t v, parse_int(ver, "version"));
+          DLSYS_ASSIGN_OR_RETURN(mv, s->get_model_version(r.param("name"), v));
+        } else {
+          DLSYS_ASSIGN_OR_RETURN(mv, s->get_version_by_alias(r.param("name"), ver));
+        }
+        meta::ArtifactRecord a{mv["artifact_path"], mv["sha256"], mv["size"]};
+        DLSYS_ASSIGN_OR_RETURN(std::string file, obj->open_verified(a.sha256));
+        Response resp = file_response(file, a);
+        resp.headers.push_back({"X-Model-Version", std::to_string(mv["version"].get<int64_t>())});
+        return resp;
+      });
   router.add("PUT", "/api/v1/models/{name}/aliases/{alias}", Access::kWrite,
              [s](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
                DLSYS_ASSIGN_OR_RETURN(int64_t v, int_field(b, "version", true));
-               DLSYS_ASSIGN_OR_RETURN(json a,
-                                      s->set_alias(r.param("name"), r.param("alias"), v, r.principal));
+               DLSYS_ASSIGN_OR_RETURN(
+                   json a, s->set_alias(r.param("name"), r.param("alias"), v, r.principal));
                return Response::json_body(a);
              });
   router.add("GET", "/api/v1/models/{name}/aliases/{alias}", Access::kRead,
              [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(json mv, s->get_version_by_alias(r.param("name"), r.param("alias")));
+               DLSYS_ASSIGN_OR_RETURN(json mv,
+                                      s->get_version_by_alias(r.param("name"), r.param("alias")));
                return Response::json_body(mv);
              });
-  router.add("DELETE", "/api/v1/models/{name}/aliases/{alias}", Access::kWrite,
-             [s](Request& r) -> Result<Response> {
-               DLSYS_RETURN_IF_ERROR(s->delete_alias(r.param("name"), r.param("alias"), r.principal));
-               return Response::json_body({{"deleted", true}});
-             });
+  router.add(
+      "DELETE", "/api/v1/models/{name}/aliases/{alias}", Access::kWrite,
+      [s](Request& r) -> Result<Response> {
+        DLSYS_RETURN_IF_ERROR(s->delete_alias(r.param("name"), r.param("alias"), r.principal));
+        return Response::json_body({{"deleted", true}});
+      });
 
   // ---- lineage ----
   router.add("POST", "/api/v1/lineage", Access::kWrite, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
     if (!b.contains("src") || !b["src"].is_object() || !b.contains("dst") || !b["dst"].is_object())
-      return Status::Invalid("lineage edges are {{\"src\": {{kind, id}}, \"dst\": {{kind, id}}, "
-                             "\"relation\": …}}");
+      return Status::Invalid(
+          "lineage edges are {{\"src\": {{kind, id}}, \"dst\": {{kind, id}}, "
+          "\"relation\": …}}");
     DLSYS_ASSIGN_OR_RETURN(std::string sk, string_field(b["src"], "kind", true));
     DLSYS_ASSIGN_OR_RETURN(std::string si, string_field(b["src"], "id", true));
     DLSYS_ASSIGN_OR_RETURN(std::string dk, string_field(b["dst"], "kind", true));
@@ -358,8 +376,8 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
   router.add("GET", "/api/v1/lineage/{kind}/{id...}", Access::kRead,
              [s](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(int64_t depth, parse_int(r.query_or("depth", "10"), "depth"));
-               DLSYS_ASSIGN_OR_RETURN(json g, s->lineage(r.param("kind"), r.param("id"),
-                                                         static_cast<int>(depth)));
+               DLSYS_ASSIGN_OR_RETURN(
+                   json g, s->lineage(r.param("kind"), r.param("id"), static_cast<int>(depth)));
                return Response::json_body(g);
              });
 

@@ -58,6 +58,7 @@ Result<Connection> connect(const ClientArgs& a) {
   bo.data_dir = a.data_dir;
   bo.meta_url = a.meta;
   bo.db_connections = 2;
+  bo.model_validator = validate_onnx_model;
   DLSYS_ASSIGN_OR_RETURN(c.backend, api::Backend::open(bo));
   c.client = api::connect_local(*c.backend);
   return c;
@@ -108,9 +109,13 @@ void print_table(const std::vector<std::vector<std::string>>& rows) {
   }
 }
 
-void print_json(const json& j) { std::printf("%s\n", j.dump(2).c_str()); }
+void print_json(const json& j) {
+  std::printf("%s\n", j.dump(2).c_str());
+}
 
-std::string enc(const std::string& s) { return api::url_encode(s); }
+std::string enc(const std::string& s) {
+  return api::url_encode(s);
+}
 
 // ---- runs ----
 
@@ -138,7 +143,8 @@ Status runs_list(api::ApiClient& c, const RunsArgs& a) {
     print_json(page);
     return Status::OK();
   }
-  std::vector<std::vector<std::string>> rows = {{"ID", "EXP", "NAME", "STATUS", "STARTED", "METRICS"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "EXP", "NAME", "STATUS", "STARTED", "METRICS"}};
   for (auto& r : page["runs"]) {
     std::string metrics;
     for (auto& [k, v] : r["metrics"].items())
@@ -156,7 +162,8 @@ Status runs_list(api::ApiClient& c, const RunsArgs& a) {
 Status runs_show(api::ApiClient& c, const RunsArgs& a) {
   if (a.ids.size() != 1) return Status::Invalid("runs show takes one run id");
   DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", fmt::format("/api/v1/runs/{}", a.ids[0])));
-  DLSYS_ASSIGN_OR_RETURN(json arts, c.call("GET", fmt::format("/api/v1/runs/{}/artifacts", a.ids[0])));
+  DLSYS_ASSIGN_OR_RETURN(json arts,
+                         c.call("GET", fmt::format("/api/v1/runs/{}/artifacts", a.ids[0])));
   r["artifacts"] = arts["artifacts"];
   if (a.json) {
     print_json(r);
@@ -171,7 +178,8 @@ Status runs_show(api::ApiClient& c, const RunsArgs& a) {
   for (const char* section : {"params", "tags"}) {
     if (r[section].empty()) continue;
     std::printf("%s:\n", section);
-    for (auto& [k, v] : r[section].items()) std::printf("  %s = %s\n", k.c_str(), value_text(v).c_str());
+    for (auto& [k, v] : r[section].items())
+      std::printf("  %s = %s\n", k.c_str(), value_text(v).c_str());
   }
   if (!r["metrics"].empty()) {
     std::printf("metrics (latest):\n");
@@ -243,14 +251,16 @@ Status models_list(api::ApiClient& c, const ModelsArgs& a) {
     print_json(page);
     return Status::OK();
   }
-  std::vector<std::vector<std::string>> rows = {{"NAME", "VERSIONS", "LATEST", "ALIASES", "UPDATED"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"NAME", "VERSIONS", "LATEST", "ALIASES", "UPDATED"}};
   for (auto& m : page["models"]) {
     std::string aliases;
     for (auto& [k, v] : m["aliases"].items())
       aliases += (aliases.empty() ? "" : " ") + k + "=v" + std::to_string(v.get<int64_t>());
-    rows.push_back({m["name"], std::to_string(m["version_count"].get<int64_t>()),
-                    m["latest_version"].is_null() ? "-" : std::to_string(m["latest_version"].get<int64_t>()),
-                    aliases, fmt_time(m["updated_at"])});
+    rows.push_back(
+        {m["name"], std::to_string(m["version_count"].get<int64_t>()),
+         m["latest_version"].is_null() ? "-" : std::to_string(m["latest_version"].get<int64_t>()),
+         aliases, fmt_time(m["updated_at"])});
   }
   print_table(rows);
   return Status::OK();
@@ -273,18 +283,23 @@ Status models_register(api::ApiClient& c, const ModelsArgs& a) {
                  a.file)
             .status());
     if (a.run == 0)
-      DLSYS_RETURN_IF_ERROR(c.call("PATCH", fmt::format("/api/v1/runs/{}", run), {{"status", "FINISHED"}})
-                                .status());
+      DLSYS_RETURN_IF_ERROR(
+          c.call("PATCH", fmt::format("/api/v1/runs/{}", run), {{"status", "FINISHED"}}).status());
   }
   if (run == 0)
-    return Status::Invalid("say where the model comes from: --run ID (with --artifact PATH) or "
-                           "--file MODEL.onnx");
-  auto created = c.call("POST", "/api/v1/models", {{"name", a.name}, {"description", a.description}});
-  if (!created.ok() && created.status().code() != StatusCode::kAlreadyExists) return created.status();
-  DLSYS_ASSIGN_OR_RETURN(json v, c.call("POST", "/api/v1/models/" + enc(a.name) + "/versions",
-                                        {{"run_id", run}, {"artifact_path", artifact},
-                                         {"description", a.description}}));
-  if (a.json) print_json(v);
+    return Status::Invalid(
+        "say where the model comes from: --run ID (with --artifact PATH) or "
+        "--file MODEL.onnx");
+  auto created =
+      c.call("POST", "/api/v1/models", {{"name", a.name}, {"description", a.description}});
+  if (!created.ok() && created.status().code() != StatusCode::kAlreadyExists)
+    return created.status();
+  DLSYS_ASSIGN_OR_RETURN(
+      json v,
+      c.call("POST", "/api/v1/models/" + enc(a.name) + "/versions",
+             {{"run_id", run}, {"artifact_path", artifact}, {"description", a.description}}));
+  if (a.json)
+    print_json(v);
   else
     std::printf("registered %s version %lld from run %lld (%s, sha256:%s)\n", a.name.c_str(),
                 static_cast<long long>(v["version"].get<int64_t>()), static_cast<long long>(run),
@@ -298,7 +313,8 @@ Status models_versions(api::ApiClient& c, const ModelsArgs& a) {
     print_json(v);
     return Status::OK();
   }
-  std::vector<std::vector<std::string>> rows = {{"VERSION", "STATUS", "RUN", "ARTIFACT", "ALIASES", "CREATED"}};
+  std::vector<std::vector<std::string>> rows = {
+      {"VERSION", "STATUS", "RUN", "ARTIFACT", "ALIASES", "CREATED"}};
   for (auto& x : v["versions"]) {
     std::string aliases;
     for (auto& al : x["aliases"]) aliases += (aliases.empty() ? "" : " ") + al.get<std::string>();
@@ -319,13 +335,16 @@ Status models_alias(api::ApiClient& c, const ModelsArgs& a) {
   }
   if (a.version <= 0) {
     DLSYS_ASSIGN_OR_RETURN(json v, c.call("GET", target));
-    if (a.json) print_json(v);
-    else std::printf("%s@%s = version %lld\n", a.name.c_str(), a.alias.c_str(),
-                     static_cast<long long>(v["version"].get<int64_t>()));
+    if (a.json)
+      print_json(v);
+    else
+      std::printf("%s@%s = version %lld\n", a.name.c_str(), a.alias.c_str(),
+                  static_cast<long long>(v["version"].get<int64_t>()));
     return Status::OK();
   }
   DLSYS_ASSIGN_OR_RETURN(json r, c.call("PUT", target, {{"version", a.version}}));
-  if (a.json) print_json(r);
+  if (a.json)
+    print_json(r);
   else if (r["previous_version"].is_null())
     std::printf("%s@%s -> version %lld\n", a.name.c_str(), a.alias.c_str(),
                 static_cast<long long>(a.version));
@@ -361,18 +380,25 @@ void add_runs(CLI::App& app, int* rc) {
   list->add_option("--experiment", a->experiment, "Experiment name or id");
   list->add_option("--filter", a->filter,
                    "e.g. \"params.lr = '0.1' and metrics.accuracy > 0.9 and status = 'FINISHED'\"");
-  list->add_option("--order-by", a->order_by, "e.g. 'metrics.accuracy DESC' (default start_time DESC)");
-  list->add_option("--limit", a->limit, "Runs per page")->capture_default_str()->check(CLI::Range(1, 1000));
+  list->add_option("--order-by", a->order_by,
+                   "e.g. 'metrics.accuracy DESC' (default start_time DESC)");
+  list->add_option("--limit", a->limit, "Runs per page")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   list->add_option("--page-token", a->page_token, "The next page (printed after a full page)");
-  list->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_list(c, *a); }); });
+  list->callback(
+      [a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_list(c, *a); }); });
   CLI::App* show = runs->add_subcommand("show", "Show a run: params, tags, metrics, artifacts");
   add_client_options(show, a.get());
   show->add_option("id", a->ids, "Run id")->required()->expected(1);
-  show->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_show(c, *a); }); });
-  CLI::App* cmp = runs->add_subcommand("compare", "Params and metrics of runs side by side ('*' marks differences)");
+  show->callback(
+      [a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_show(c, *a); }); });
+  CLI::App* cmp = runs->add_subcommand(
+      "compare", "Params and metrics of runs side by side ('*' marks differences)");
   add_client_options(cmp, a.get());
   cmp->add_option("ids", a->ids, "Run ids")->required()->expected(2, 100);
-  cmp->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_compare(c, *a); }); });
+  cmp->callback(
+      [a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_compare(c, *a); }); });
 }
 
 void add_models(CLI::App& app, int* rc) {
@@ -381,7 +407,8 @@ void add_models(CLI::App& app, int* rc) {
   auto a = std::make_shared<ModelsArgs>();
   CLI::App* list = models->add_subcommand("list", "List registered models");
   add_client_options(list, a.get());
-  list->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_list(c, *a); }); });
+  list->callback(
+      [a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_list(c, *a); }); });
   CLI::App* reg = models->add_subcommand(
       "register", "Register a new version of NAME from a run's ONNX artifact or from a file");
   add_client_options(reg, a.get());
@@ -392,11 +419,15 @@ void add_models(CLI::App& app, int* rc) {
   reg->add_option("--experiment", a->experiment, "Experiment of the new run made for --file")
       ->capture_default_str();
   reg->add_option("--description", a->description, "Version description");
-  reg->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_register(c, *a); }); });
+  reg->callback([a, rc] {
+    *rc = with_client(*a, [&](api::ApiClient& c) { return models_register(c, *a); });
+  });
   CLI::App* vers = models->add_subcommand("versions", "List the versions of a model");
   add_client_options(vers, a.get());
   vers->add_option("name", a->name, "Model name")->required();
-  vers->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_versions(c, *a); }); });
+  vers->callback([a, rc] {
+    *rc = with_client(*a, [&](api::ApiClient& c) { return models_versions(c, *a); });
+  });
   CLI::App* al = models->add_subcommand(
       "alias", "Point ALIAS of NAME at VERSION (promote, roll back), show it, or --delete it");
   add_client_options(al, a.get());
@@ -404,7 +435,8 @@ void add_models(CLI::App& app, int* rc) {
   al->add_option("alias", a->alias, "Alias, e.g. production or staging")->required();
   al->add_option("version", a->version, "Version to point at (omit to show the alias)");
   al->add_flag("--delete", a->remove, "Remove the alias");
-  al->callback([a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_alias(c, *a); }); });
+  al->callback(
+      [a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_alias(c, *a); }); });
 }
 
 void add_artifacts(CLI::App& app, int* rc) {
@@ -421,7 +453,8 @@ void add_artifacts(CLI::App& app, int* rc) {
       std::string out = a->output;
       if (out.empty()) out = a->path.substr(a->path.rfind('/') + 1);
       DLSYS_RETURN_IF_ERROR(c.download(
-          fmt::format("/api/v1/runs/{}/artifacts/{}", a->run, api::url_encode(a->path, true)), out));
+          fmt::format("/api/v1/runs/{}/artifacts/{}", a->run, api::url_encode(a->path, true)),
+          out));
       if (!a->json) std::printf("wrote %s\n", out.c_str());
       return Status::OK();
     });
@@ -433,15 +466,16 @@ void add_artifacts(CLI::App& app, int* rc) {
   put->add_option("file", a->file, "Local file")->required()->check(CLI::ExistingFile);
   put->callback([a, rc] {
     *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
-      DLSYS_ASSIGN_OR_RETURN(
-          json r, c.upload(fmt::format("/api/v1/runs/{}/artifacts/{}", a->run,
-                                       api::url_encode(a->path, true)),
-                           a->file));
-      if (a->json) print_json(r);
-      else std::printf("stored %s (%lld bytes, sha256:%s%s)\n", a->path.c_str(),
-                       static_cast<long long>(r["size"].get<int64_t>()),
-                       r["sha256"].get<std::string>().substr(0, 12).c_str(),
-                       r["deduplicated"].get<bool>() ? ", already stored" : "");
+      DLSYS_ASSIGN_OR_RETURN(json r, c.upload(fmt::format("/api/v1/runs/{}/artifacts/{}", a->run,
+                                                          api::url_encode(a->path, true)),
+                                              a->file));
+      if (a->json)
+        print_json(r);
+      else
+        std::printf("stored %s (%lld bytes, sha256:%s%s)\n", a->path.c_str(),
+                    static_cast<long long>(r["size"].get<int64_t>()),
+                    r["sha256"].get<std::string>().substr(0, 12).c_str(),
+                    r["deduplicated"].get<bool>() ? ", already stored" : "");
       return Status::OK();
     });
   });
@@ -450,7 +484,8 @@ void add_artifacts(CLI::App& app, int* rc) {
   list->add_option("run", a->run, "Run id")->required();
   list->callback([a, rc] {
     *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
-      DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", fmt::format("/api/v1/runs/{}/artifacts", a->run)));
+      DLSYS_ASSIGN_OR_RETURN(json r,
+                             c.call("GET", fmt::format("/api/v1/runs/{}/artifacts", a->run)));
       if (a->json) {
         print_json(r);
         return Status::OK();
@@ -468,21 +503,25 @@ void add_tokens(CLI::App& app, int* rc) {
   CLI::App* tokens = app.add_subcommand("tokens", "API tokens for servers run with --auth");
   tokens->require_subcommand(1);
   auto a = std::make_shared<TokensArgs>();
-  CLI::App* create = tokens->add_subcommand(
-      "create", "Create a token (printed once; only its hash is stored)");
+  CLI::App* create =
+      tokens->add_subcommand("create", "Create a token (printed once; only its hash is stored)");
   add_client_options(create, a.get());
   create->add_option("--role", a->role, "admin, editor, viewer or inference")->required();
   create->add_option("--name", a->name, "A name for the token (shown in the audit log)")
       ->capture_default_str();
   create->callback([a, rc] {
     *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
-      DLSYS_ASSIGN_OR_RETURN(json t, c.call("POST", "/api/v1/tokens", {{"name", a->name}, {"role", a->role}}));
-      if (a->json) print_json(t);
-      else std::printf("%s\n", t["token"].get<std::string>().c_str());
+      DLSYS_ASSIGN_OR_RETURN(
+          json t, c.call("POST", "/api/v1/tokens", {{"name", a->name}, {"role", a->role}}));
+      if (a->json)
+        print_json(t);
+      else
+        std::printf("%s\n", t["token"].get<std::string>().c_str());
       return Status::OK();
     });
   });
-  CLI::App* list = tokens->add_subcommand("list", "List tokens (names and roles, never the tokens)");
+  CLI::App* list =
+      tokens->add_subcommand("list", "List tokens (names and roles, never the tokens)");
   add_client_options(list, a.get());
   list->callback([a, rc] {
     *rc = with_client(*a, [&](api::ApiClient& c) -> Status {

@@ -5,8 +5,14 @@
 #include "api/backend.h"
 #include "api/http_server.h"
 #include "cli/commands.h"
+#include "graph/onnx_import.h"
 
 namespace dlsys::cli {
+
+Status validate_onnx_model(const std::string& path) {
+  return import_onnx_file(path).status();
+}
+
 namespace {
 
 struct ServerArgs {
@@ -26,6 +32,7 @@ int run_server(const ServerArgs& a) {
   bo.meta_url = a.meta;
   bo.auth = a.auth || !is_loopback(a.host);
   bo.db_connections = static_cast<size_t>(a.workers) + 2;
+  bo.model_validator = validate_onnx_model;
   auto backend = api::Backend::open(bo);
   if (!backend.ok()) return fail(backend.status().message());
   api::ServerOptions so;
@@ -36,7 +43,8 @@ int run_server(const ServerArgs& a) {
   so.max_body = static_cast<uint64_t>(a.max_body_mb) << 20;
   so.max_upload = static_cast<uint64_t>(a.max_upload_mb) << 20;
   std::FILE* log = nullptr;
-  if (a.access_log == "-") log = stdout;
+  if (a.access_log == "-")
+    log = stdout;
   else if (a.access_log != "off") {
     log = std::fopen(a.access_log.c_str(), "a");
     if (!log) return fail(fmt::format("cannot open --access-log '{}' for appending", a.access_log));
@@ -61,8 +69,7 @@ int run_server(const ServerArgs& a) {
 void add_server(CLI::App& app, int* rc) {
   auto a = std::make_shared<ServerArgs>();
   CLI::App* c = app.add_subcommand(
-      "server",
-      "Run the dlsys API server: tracking, model registry and artifacts under /api/v1");
+      "server", "Run the dlsys API server: tracking, model registry and artifacts under /api/v1");
   c->add_option("--data-dir", a->data_dir, "State directory (default $DLSYS_HOME or ~/.dlsys)");
   c->add_option("--host", a->host, "Address to bind; a non-loopback address turns on --auth")
       ->capture_default_str();
@@ -71,8 +78,9 @@ void add_server(CLI::App& app, int* rc) {
                 "Metadata database: postgresql://user@host:port/db (default SQLite in the data "
                 "directory)");
   c->add_flag("--auth", a->auth, "Require API tokens (create them with `dlsys tokens create`)");
-  c->add_option("--workers", a->workers, "Handler threads")->capture_default_str()->check(
-      CLI::Range(1, 256));
+  c->add_option("--workers", a->workers, "Handler threads")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
   c->add_option("--io-threads", a->io_threads, "Socket I/O threads")
       ->capture_default_str()
       ->check(CLI::Range(1, 64));

@@ -21,6 +21,8 @@ void add_models(CLI::App& app, int* rc);
 void add_artifacts(CLI::App& app, int* rc);
 void add_tokens(CLI::App& app, int* rc);
 
+// Checks that `path` is an ONNX model dlsys imports (the registry's check on new versions).
+dlsys::Status validate_onnx_model(const std::string& path);
 // Prints "error: <message>" to stderr; returns 1.
 int fail(const std::string& message);
 // Parses NAME=VALUE strings of --dim into a map; errors name the bad string.

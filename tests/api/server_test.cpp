@@ -102,17 +102,24 @@ TEST_F(ServerTest, RequestIdsAreEchoedOrMade) {
 TEST_F(ServerTest, RunsMetricsAndPagesOverRest) {
   Start();
   for (int i = 0; i < 7; ++i) {
-    auto r = Req("POST", "/api/v1/runs",
-                 json{{"experiment", "rest"}, {"name", "r" + std::to_string(i)}, {"params", {{"i", i}}}}.dump());
+    auto r =
+        Req("POST", "/api/v1/runs",
+            json{{"experiment", "rest"}, {"name", "r" + std::to_string(i)}, {"params", {{"i", i}}}}
+                .dump());
     ASSERT_EQ(r.status, 201) << r.body;
     json batch = {{"metrics", json::array()}};
-    for (int s = 0; s < 10; ++s) batch["metrics"].push_back({{"key", "loss"}, {"value", 1.0 / (s + 1)}, {"step", s}});
-    ASSERT_EQ(Req("POST", fmt::format("/api/v1/runs/{}/log-batch", J(r)["id"].get<int64_t>()), batch.dump()).status, 200);
+    for (int s = 0; s < 10; ++s)
+      batch["metrics"].push_back({{"key", "loss"}, {"value", 1.0 / (s + 1)}, {"step", s}});
+    ASSERT_EQ(Req("POST", fmt::format("/api/v1/runs/{}/log-batch", J(r)["id"].get<int64_t>()),
+                  batch.dump())
+                  .status,
+              200);
   }
   std::set<int64_t> ids;
   std::string token;
   do {
-    auto r = Req("GET", "/api/v1/runs?page_size=3" + (token.empty() ? "" : "&page_token=" + url_encode(token)));
+    auto r = Req("GET", "/api/v1/runs?page_size=3" +
+                            (token.empty() ? "" : "&page_token=" + url_encode(token)));
     ASSERT_EQ(r.status, 200) << r.body;
     json page = J(r);  // named: a range-for over J(r)["runs"] would outlive the temporary
     for (auto& run : page["runs"]) ids.insert(run["id"].get<int64_t>());
@@ -126,7 +133,8 @@ TEST_F(ServerTest, RunsMetricsAndPagesOverRest) {
   EXPECT_LE(J(r)["points"].size(), 4u);
   EXPECT_EQ(J(r)["total_points"], 10);
   json too_many = {{"metrics", json::array()}};
-  for (int i = 0; i < 1001; ++i) too_many["metrics"].push_back({{"key", "m"}, {"value", 1}, {"step", i}});
+  for (int i = 0; i < 1001; ++i)
+    too_many["metrics"].push_back({{"key", "m"}, {"value", 1}, {"step", i}});
   r = Req("POST", "/api/v1/runs/1/log-batch", too_many.dump());
   EXPECT_EQ(r.status, 400);
   EXPECT_NE(r.body.find("1000"), std::string::npos);
@@ -134,7 +142,8 @@ TEST_F(ServerTest, RunsMetricsAndPagesOverRest) {
 
 TEST_F(ServerTest, OversizedBodyGets413) {
   Start(false, 1024);
-  auto r = Req("POST", "/api/v1/experiments", json{{"name", "x"}, {"description", std::string(4096, 'd')}}.dump());
+  auto r = Req("POST", "/api/v1/experiments",
+               json{{"name", "x"}, {"description", std::string(4096, 'd')}}.dump());
   EXPECT_EQ(r.status, 413);
   EXPECT_EQ(J(r)["error"]["code"], "PAYLOAD_TOO_LARGE");
   // The server stays healthy for the next client.
@@ -147,7 +156,8 @@ TEST_F(ServerTest, ArtifactsStreamDeduplicateAndAreVerified) {
   Start();
   ASSERT_EQ(Req("POST", "/api/v1/runs", R"({"experiment": "a"})").status, 201);
   std::string content(5 << 20, '\0');
-  for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>((i * 2654435761u) >> 13);
+  for (size_t i = 0; i < content.size(); ++i)
+    content[i] = static_cast<char>((i * 2654435761u) >> 13);
   std::string src = (dir_ / "upload.bin").string();
   ASSERT_TRUE(write_file_atomic(src, content).ok());
   auto up = conn_->request_file("PUT", "/api/v1/runs/1/artifacts/weights/model.bin", src);
@@ -186,11 +196,13 @@ TEST_F(ServerTest, TokensAndRoles) {
   EXPECT_EQ(Req("GET", "/api/v1/runs", "", {{"Authorization", "Bearer dls_bogus"}}).status, 401);
   meta::Principal root{"root", meta::Role::kAdmin};
   auto tok = [&](meta::Role role) {
-    return "Bearer " + (*backend_->store().create_token(meta::role_name(role), role, root))["token"].get<std::string>();
+    return "Bearer " + (*backend_->store().create_token(meta::role_name(role), role, root))["token"]
+                           .get<std::string>();
   };
   std::string admin = tok(meta::Role::kAdmin), editor = tok(meta::Role::kEditor),
               viewer = tok(meta::Role::kViewer), infer = tok(meta::Role::kInference);
-  auto as = [&](const std::string& t, const std::string& m, const std::string& target, const std::string& body = "") {
+  auto as = [&](const std::string& t, const std::string& m, const std::string& target,
+                const std::string& body = "") {
     return Req(m, target, body, {{"Authorization", t}}).status;
   };
   EXPECT_EQ(as(editor, "POST", "/api/v1/runs", R"({"experiment": "x"})"), 201);
@@ -257,6 +269,51 @@ TEST_F(ServerTest, LocalClientUsesTheSameRoutes) {
   auto missing = (*over_http)->call("GET", "/api/v1/models/nope");
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   EXPECT_NE(missing.status().message().find("'nope'"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace dlsys::api
+
+#include "api/run_logger.h"
+
+namespace dlsys::api {
+namespace {
+
+// The logger a training loop uses: batches of at most 1000 points, final status, artifacts;
+// over HTTP and in-process alike.
+TEST_F(ServerTest, RunLoggerBatchesMetricsAndFinishes) {
+  Start();
+  auto http = connect_http("http://127.0.0.1:" + std::to_string(server_->port()), "");
+  ASSERT_TRUE(http.ok());
+  auto local = connect_local(*backend_);
+  for (ApiClient* c : {http->get(), local.get()}) {
+    auto log = RunLogger::start(*c, "training", "mlp", {{"lr", "0.1"}}, {{"precision", "fp32"}});
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    for (int step = 0; step < 1250; ++step) {
+      ASSERT_TRUE((*log)->log_metric("loss", 1.0 / (step + 1), step).ok());
+      ASSERT_TRUE((*log)->log_metric("acc", step / 1250.0, step).ok());
+    }
+    std::string f = (dir_ / "weights.bin").string();
+    ASSERT_TRUE(write_file_atomic(f, "weights").ok());
+    ASSERT_TRUE((*log)->log_artifact("checkpoints/step-1250.bin", f).ok());
+    ASSERT_TRUE((*log)->finish().ok());
+    int64_t id = (*log)->run_id();
+    auto run = c->call("GET", fmt::format("/api/v1/runs/{}", id));
+    ASSERT_TRUE(run.ok());
+    EXPECT_EQ((*run)["status"], "FINISHED");
+    EXPECT_EQ((*run)["params"]["lr"], "0.1");
+    EXPECT_EQ((*run)["metrics"]["loss"]["step"], 1249);
+    auto h = c->call("GET", fmt::format("/api/v1/runs/{}/metrics/acc", id));
+    EXPECT_EQ((*h)["total_points"], 1250);
+  }
+  // A logger dropped without finish() marks its run FAILED.
+  {
+    auto log = RunLogger::start(*local, "training", "crashed", {}, {});
+    ASSERT_TRUE(log.ok());
+  }
+  auto runs = local->call("GET", "/api/v1/runs?filter=" + url_encode("name = 'crashed'"));
+  ASSERT_TRUE(runs.ok());
+  EXPECT_EQ((*runs)["runs"][0]["status"], "FAILED");
 }
 
 }  // namespace

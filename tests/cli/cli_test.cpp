@@ -204,6 +204,11 @@ TEST_F(Cli, RegistryCommandsOnADataDirectory) {
   EXPECT_NE(bad.out.find("model 'nope' is not registered"), std::string::npos) << bad.out;
   Ran role = sh("tokens create --role root" + dd);
   EXPECT_NE(role.out.find("admin, editor, viewer or inference"), std::string::npos) << role.out;
+  std::string junk = (dir_ / "junk.onnx").string();
+  std::ofstream(junk) << "not a model";
+  Ran notonnx = sh("models register junk --file " + junk + dd);
+  EXPECT_EQ(notonnx.code, 1);
+  EXPECT_NE(notonnx.out.find("is not a loadable ONNX model"), std::string::npos) << notonnx.out;
   EXPECT_EQ(sh("server --help").code, 0);
 }
 
