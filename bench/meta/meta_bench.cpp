@@ -54,11 +54,11 @@ void seed_runs(meta::SqlDatabase& db, int64_t experiment_id, int n) {
                                   "RETURNING id",
                                   {experiment_id, "run-" + std::to_string(i), t0 + i}));
         int64_t id = meta::sql_int(rows[0][0]);
-        DLSYS_RETURN_IF_ERROR(conn.exec_many(
-            "INSERT INTO run_params (run_id, key, value) VALUES ($1,$2,$3)",
-            {{id, std::string("lr"), std::to_string(0.001 * (i % 10))},
-             {id, std::string("batch"), std::to_string(32 << (i % 3))},
-             {id, std::string("seed"), std::to_string(i)}}));
+        DLSYS_RETURN_IF_ERROR(
+            conn.exec_many("INSERT INTO run_params (run_id, key, value) VALUES ($1,$2,$3)",
+                           {{id, std::string("lr"), std::to_string(0.001 * (i % 10))},
+                            {id, std::string("batch"), std::to_string(32 << (i % 3))},
+                            {id, std::string("seed"), std::to_string(i)}}));
         DLSYS_RETURN_IF_ERROR(conn.exec_many(
             "INSERT INTO latest_metrics (run_id, key, step, ts, value) VALUES ($1,$2,$3,$4,$5)",
             {{id, std::string("acc"), int64_t{100}, t0 + i, (i % 1000) / 1000.0},
@@ -91,7 +91,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json_out, "Print one JSON object");
   CLI11_PARSE(app, argc, argv);
 
-  std::string dir = (std::filesystem::temp_directory_path() / ("dlsys-meta-bench-" + random_hex(6))).string();
+  std::string dir =
+      (std::filesystem::temp_directory_path() / ("dlsys-meta-bench-" + random_hex(6))).string();
   api::BackendOptions bo;
   bo.data_dir = dir;
   bo.meta_url = meta_url;
@@ -138,7 +139,8 @@ int main(int argc, char** argv) {
                                 i % 2 ? "loss" : "acc", 1.0 / (step + 1), step / 2);
           body += "]}";
           auto r = (*cc)->request("POST", target, body);
-          if (!r.ok() || r->status != 200) die(r.ok() ? Status::Internal("{}", r->body) : r.status());
+          if (!r.ok() || r->status != 200)
+            die(r.ok() ? Status::Internal("{}", r->body) : r.status());
           points += 1000;
         }
       });
@@ -176,9 +178,12 @@ int main(int argc, char** argv) {
                               api::url_encode("params.lr = '0.003' and metrics.acc > 0.5"));
     auto ordered = time_list("/api/v1/runs?page_size=100&experiment_ids=" + exp +
                              "&order_by=" + api::url_encode("metrics.acc DESC"));
-    result["list_first_page_ms"] = {{"median", percentile(first, 50)}, {"p99", percentile(first, 99)}};
-    result["list_filtered_ms"] = {{"median", percentile(filtered, 50)}, {"p99", percentile(filtered, 99)}};
-    result["list_ordered_by_metric_ms"] = {{"median", percentile(ordered, 50)}, {"p99", percentile(ordered, 99)}};
+    result["list_first_page_ms"] = {{"median", percentile(first, 50)},
+                                    {"p99", percentile(first, 99)}};
+    result["list_filtered_ms"] = {{"median", percentile(filtered, 50)},
+                                  {"p99", percentile(filtered, 99)}};
+    result["list_ordered_by_metric_ms"] = {{"median", percentile(ordered, 50)},
+                                           {"p99", percentile(ordered, 99)}};
     result["runs"] = runs;
     std::fprintf(stderr,
                  "first page of %d runs: median %.2f ms (p99 %.2f); filtered %.2f ms; ordered by "
@@ -204,7 +209,8 @@ int main(int argc, char** argv) {
         while (!stop) {
           auto t0 = Clock::now();
           auto r = (*cc)->request("GET", fmt::format("/api/v1/runs/{}", pick(rng)), "");
-          if (!r.ok() || r->status != 200) die(r.ok() ? Status::Internal("{}", r->body) : r.status());
+          if (!r.ok() || r->status != 200)
+            die(r.ok() ? Status::Internal("{}", r->body) : r.status());
           lat[static_cast<size_t>(t)].push_back(ms_since(t0));
         }
       });
@@ -220,7 +226,8 @@ int main(int argc, char** argv) {
                         {"requests_per_s", all.size() / secs},
                         {"p50_ms", percentile(all, 50)},
                         {"p99_ms", percentile(all, 99)}};
-    std::fprintf(stderr, "run lookup, %d keep-alive clients: %.0f req/s, p50 %.2f ms, p99 %.2f ms\n",
+    std::fprintf(stderr,
+                 "run lookup, %d keep-alive clients: %.0f req/s, p50 %.2f ms, p99 %.2f ms\n",
                  clients, all.size() / secs, percentile(all, 50), percentile(all, 99));
   }
 

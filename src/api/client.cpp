@@ -21,11 +21,13 @@ using tcp = asio::ip::tcp;
 
 Status parse_http_url(const std::string& url, std::string* host, int* port) {
   std::string rest = url;
-  if (rest.rfind("http://", 0) == 0) rest = rest.substr(7);
+  if (rest.rfind("http://", 0) == 0)
+    rest = rest.substr(7);
   else if (rest.find("://") != std::string::npos)
-    return Status::Invalid("server URL '{}' must start with http:// (TLS is not supported; put a "
-                           "TLS proxy in front)",
-                           url);
+    return Status::Invalid(
+        "server URL '{}' must start with http:// (TLS is not supported; put a "
+        "TLS proxy in front)",
+        url);
   while (!rest.empty() && rest.back() == '/') rest.pop_back();
   if (rest.find('/') != std::string::npos)
     return Status::Invalid("server URL '{}' must be http://host:port without a path", url);
@@ -58,9 +60,10 @@ struct HttpConnection::Impl {
     auto results = resolver.resolve(host, std::to_string(port), ec);
     if (!ec) stream->connect(results, ec);
     if (ec)
-      return Status::Unavailable("cannot reach the dlsys server at http://{}:{}: {}; start it with "
-                                 "`dlsys server` or pass --server",
-                                 host, port, ec.message());
+      return Status::Unavailable(
+          "cannot reach the dlsys server at http://{}:{}: {}; start it with "
+          "`dlsys server` or pass --server",
+          host, port, ec.message());
     timeval tv{300, 0};
     ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -138,8 +141,8 @@ Result<HttpResult> HttpConnection::request(const std::string& method, const std:
   });
 }
 
-Result<HttpResult> HttpConnection::request_file(const std::string& method, const std::string& target,
-                                                const std::string& path,
+Result<HttpResult> HttpConnection::request_file(const std::string& method,
+                                                const std::string& target, const std::string& path,
                                                 const std::map<std::string, std::string>& headers) {
   return impl_->with_retry([&]() -> Result<HttpResult> {
     http::request<http::file_body> req(http::string_to_verb(method), target, 11);
@@ -212,8 +215,8 @@ class HttpApiClient : public ApiClient {
   }
   Result<json> call(const std::string& method, const std::string& target,
                     const json& body) override {
-    DLSYS_ASSIGN_OR_RETURN(HttpResult r,
-                           c_->request(method, target, body.is_null() ? "" : body.dump(), headers_));
+    DLSYS_ASSIGN_OR_RETURN(
+        HttpResult r, c_->request(method, target, body.is_null() ? "" : body.dump(), headers_));
     return json_answer(r.status, r.body);
   }
   Result<json> upload(const std::string& target, const std::string& path) override {

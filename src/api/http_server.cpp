@@ -128,9 +128,8 @@ class Session : public std::enable_shared_from_this<Session> {
   void on_header(beast::error_code ec) {
     if (ec == http::error::header_limit) {
       busy_ = true;
-      return respond_now(Response::error(431, "HEADERS_TOO_LARGE",
-                                         "request headers are over 16 KiB"),
-                         false);
+      return respond_now(
+          Response::error(431, "HEADERS_TOO_LARGE", "request headers are over 16 KiB"), false);
     }
     if (ec) return close();
     busy_ = true;
@@ -268,7 +267,8 @@ class Session : public std::enable_shared_from_this<Session> {
         res->version(11);
         fill_headers(*res, r, keep);
         res->prepare_payload();
-        http::async_write(stream_, *res, [res, finish](beast::error_code e, size_t n) { finish(e, n); });
+        http::async_write(stream_, *res,
+                          [res, finish](beast::error_code e, size_t n) { finish(e, n); });
         return;
       }
       r = Response::error(Status::IOError("cannot open '{}': {}", r.file_path, ec.message()));
@@ -280,7 +280,8 @@ class Session : public std::enable_shared_from_this<Session> {
     fill_headers(*res, r, keep);
     res->body() = std::move(r.body);
     res->prepare_payload();
-    http::async_write(stream_, *res, [res, finish](beast::error_code e, size_t n) { finish(e, n); });
+    http::async_write(stream_, *res,
+                      [res, finish](beast::error_code e, size_t n) { finish(e, n); });
   }
 
   template <typename Msg>
@@ -293,8 +294,8 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
   void on_write(beast::error_code ec, size_t bytes, bool keep, int status) {
-    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_)
-                    .count();
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0_).count();
     int cls = std::clamp(status / 100, 1, 5);
     ++srv_.requests[cls];
     srv_.latency_us_sum += static_cast<uint64_t>(ms * 1000);
@@ -400,8 +401,7 @@ void HttpServer::Impl::start_shutdown() {
 void HttpServer::Impl::session_closed(Session* s) {
   std::lock_guard<std::mutex> g(sessions_mu);
   sessions.erase(s);
-  if (sessions.empty() && draining)
-    asio::post(ctl, [this] { drain_timer.cancel(); });
+  if (sessions.empty() && draining) asio::post(ctl, [this] { drain_timer.cancel(); });
 }
 
 std::string HttpServer::Impl::metrics_text() const {
@@ -445,14 +445,17 @@ Status HttpServer::listen() {
   if (!ec) a.bind(ep, ec);
   if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
   if (ec)
-    return Status::Unavailable("cannot listen on {}:{}: {}; pick another --port or stop the "
-                               "process that holds it",
-                               impl_->options.host, impl_->options.port, ec.message());
+    return Status::Unavailable(
+        "cannot listen on {}:{}: {}; pick another --port or stop the "
+        "process that holds it",
+        impl_->options.host, impl_->options.port, ec.message());
   impl_->bound_port = a.local_endpoint().port();
   return Status::OK();
 }
 
-int HttpServer::port() const { return impl_->bound_port; }
+int HttpServer::port() const {
+  return impl_->bound_port;
+}
 
 void HttpServer::run() {
   Impl& s = *impl_;
@@ -475,6 +478,8 @@ void HttpServer::run() {
   s.pool.join();
 }
 
-void HttpServer::shutdown() { impl_->start_shutdown(); }
+void HttpServer::shutdown() {
+  impl_->start_shutdown();
+}
 
 }  // namespace dlsys::api

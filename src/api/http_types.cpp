@@ -131,7 +131,8 @@ std::string url_encode(std::string_view s, bool keep_slash) {
   static const char* kHex = "0123456789ABCDEF";
   std::string out;
   for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' ||
+        (keep_slash && c == '/')) {
       out.push_back(static_cast<char>(c));
     } else {
       out.push_back('%');
@@ -149,8 +150,7 @@ Status parse_target(std::string_view target, std::string* path,
   if (raw_path.empty() || raw_path[0] != '/')
     return Status::Invalid("request target '{}' must start with '/'",
                            std::string(target.substr(0, 100)));
-  if (!url_decode(raw_path, path))
-    return Status::Invalid("request path has a malformed %-escape");
+  if (!url_decode(raw_path, path)) return Status::Invalid("request path has a malformed %-escape");
   if (q == std::string_view::npos) return Status::OK();
   std::string_view qs = target.substr(q + 1);
   while (!qs.empty()) {
@@ -158,11 +158,15 @@ Status parse_target(std::string_view target, std::string* path,
     std::string_view kv = qs.substr(0, amp);
     size_t eq = kv.find('=');
     std::string k, v;
-    std::string raw_k(kv.substr(0, eq)), raw_v(eq == std::string_view::npos ? "" : kv.substr(eq + 1));
-    for (char& c : raw_k) if (c == '+') c = ' ';
-    for (char& c : raw_v) if (c == '+') c = ' ';
+    std::string raw_k(kv.substr(0, eq)),
+        raw_v(eq == std::string_view::npos ? "" : kv.substr(eq + 1));
+    for (char& c : raw_k)
+      if (c == '+') c = ' ';
+    for (char& c : raw_v)
+      if (c == '+') c = ' ';
     if (!url_decode(raw_k, &k) || !url_decode(raw_v, &v))
-      return Status::Invalid("query parameter '{}' has a malformed %-escape", std::string(kv.substr(0, 64)));
+      return Status::Invalid("query parameter '{}' has a malformed %-escape",
+                             std::string(kv.substr(0, 64)));
     if (!k.empty()) (*query)[k] = v;
     if (amp == std::string_view::npos) break;
     qs = qs.substr(amp + 1);

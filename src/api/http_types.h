@@ -17,15 +17,15 @@ namespace dlsys::api {
 using json = nlohmann::json;
 
 struct Request {
-  std::string method;  // "GET", "POST", ...
-  std::string path;    // percent-decoded path without the query
+  std::string method;                              // "GET", "POST", ...
+  std::string path;                                // percent-decoded path without the query
   std::map<std::string, std::string> query;        // decoded query parameters
   std::map<std::string, std::string> path_params;  // filled by the router from {name} segments
   std::map<std::string, std::string> headers;      // lower-case names
   std::string body;       // the body, unless the route streams it to a file
   std::string body_file;  // the streamed body's temporary file (the handler takes ownership)
   std::string request_id;
-  std::string remote;     // peer address, for the access log
+  std::string remote;  // peer address, for the access log
   meta::Principal principal;
 
   // Returns the header's value or "".

@@ -138,18 +138,19 @@ Response Router::dispatch(Request& req) const {
     if (path_matched)
       return Response::error(405, "METHOD_NOT_ALLOWED",
                              fmt::format("{} is not allowed on {}", req.method, req.path));
-    return Response::error(404, "NOT_FOUND", fmt::format("no route for {} {}; the API is under "
-                                                         "/api/v1 (see docs/api.md)",
-                                                         req.method, req.path));
+    return Response::error(404, "NOT_FOUND",
+                           fmt::format("no route for {} {}; the API is under "
+                                       "/api/v1 (see docs/api.md)",
+                                       req.method, req.path));
   }
   if (route->access != Access::kPublic) {
     auto who = authenticate(req);
     if (!who.ok()) return Response::error(who.status());
     req.principal = *who;
     if (!allowed(route->access, req.principal.role))
-      return Response::error(Status::PermissionDenied(
-          "the role '{}' of '{}' may not {} {}", meta::role_name(req.principal.role),
-          req.principal.name, req.method, req.path));
+      return Response::error(Status::PermissionDenied("the role '{}' of '{}' may not {} {}",
+                                                      meta::role_name(req.principal.role),
+                                                      req.principal.name, req.method, req.path));
   }
   try {
     Result<Response> r = route->handler(req);

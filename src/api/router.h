@@ -41,8 +41,8 @@ struct Route {
 class Router {
  public:
   struct Options {
-    bool auth_required = false;           // without a valid token: 401
-    meta::MetaStore* tokens = nullptr;    // where tokens are checked (needed with auth)
+    bool auth_required = false;                     // without a valid token: 401
+    meta::MetaStore* tokens = nullptr;              // where tokens are checked (needed with auth)
     std::function<std::string()> upload_temp_path;  // where streamed bodies go
   };
   explicit Router(Options options) : options_(std::move(options)) {}

@@ -15,7 +15,8 @@ namespace {
 
 Status fsync_path(const std::string& path, bool directory) {
   int fd = ::open(path.c_str(), directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return Status::IOError("cannot open '{}' to fsync it: {}", path, std::strerror(errno));
+  if (fd < 0)
+    return Status::IOError("cannot open '{}' to fsync it: {}", path, std::strerror(errno));
   int rc = ::fsync(fd);
   ::close(fd);
   if (rc != 0) return Status::IOError("fsync of '{}' failed: {}", path, std::strerror(errno));

@@ -12,15 +12,15 @@ namespace dlsys {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,  // the caller passed something malformed
-  kNotFound,         // a named thing does not exist
-  kUnsupported,      // valid input that dlsys cannot handle (yet)
-  kIOError,          // the file system said no
-  kInternal,         // a bug in dlsys or a library it calls
-  kAlreadyExists,    // a create met a name that is taken
-  kUnauthenticated,  // no valid credentials were presented
-  kPermissionDenied, // the caller is known but may not do this
-  kUnavailable,      // a service is down or shutting down; retry later
+  kInvalidArgument,   // the caller passed something malformed
+  kNotFound,          // a named thing does not exist
+  kUnsupported,       // valid input that dlsys cannot handle (yet)
+  kIOError,           // the file system said no
+  kInternal,          // a bug in dlsys or a library it calls
+  kAlreadyExists,     // a create met a name that is taken
+  kUnauthenticated,   // no valid credentials were presented
+  kPermissionDenied,  // the caller is known but may not do this
+  kUnavailable,       // a service is down or shutting down; retry later
 };
 
 // Returns a short lower-case name for `code` ("invalid argument", ...).

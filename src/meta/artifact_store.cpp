@@ -64,9 +64,10 @@ Result<std::string> ArtifactStore::open_verified(const std::string& sha256) cons
     return Status::NotFound("object {} is missing from {}/objects", sha256, root_);
   DLSYS_ASSIGN_OR_RETURN(std::string actual, sha256_file(path));
   if (actual != sha256)
-    return Status::Internal("object {} is corrupted on disk (its content hashes to {}); restore "
-                            "it from a backup or upload the artifact again",
-                            sha256, actual);
+    return Status::Internal(
+        "object {} is corrupted on disk (its content hashes to {}); restore "
+        "it from a backup or upload the artifact again",
+        sha256, actual);
   return path;
 }
 

@@ -98,9 +98,10 @@ Status check_page_size(int n) {
 }
 
 Status bad_token(const std::string& t) {
-  return Status::Invalid("page_token '{}' is not one this server issued; pass the "
-                         "next_page_token of the previous page unchanged",
-                         t.substr(0, 64));
+  return Status::Invalid(
+      "page_token '{}' is not one this server issued; pass the "
+      "next_page_token of the previous page unchanged",
+      t.substr(0, 64));
 }
 
 // Parses "<prefix><int>" page tokens.
@@ -161,8 +162,7 @@ Status MetaStore::tx(bool write, Fn&& fn) {
   }
 }
 
-Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& url,
-                                                   size_t max_connections) {
+Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& url, size_t max_connections) {
   DLSYS_ASSIGN_OR_RETURN(auto db, SqlDatabase::open(url, max_connections));
   std::unique_ptr<MetaStore> store(new MetaStore(std::move(db)));
   DLSYS_RETURN_IF_ERROR(store->migrate());
@@ -173,9 +173,9 @@ Status MetaStore::migrate() {
   return tx(true, [&](SqlConnection& c) -> Status {
     if (c.dialect() == SqlDialect::kPostgres)
       DLSYS_RETURN_IF_ERROR(c.exec("SELECT pg_advisory_xact_lock(7215001)", {}));
-    DLSYS_RETURN_IF_ERROR(c.exec_script(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, "
-        "applied_at BIGINT NOT NULL)"));
+    DLSYS_RETURN_IF_ERROR(
+        c.exec_script("CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, "
+                      "applied_at BIGINT NOT NULL)"));
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT MAX(version) FROM schema_migrations", {}));
     int64_t current = rows.empty() || sql_is_null(rows[0][0]) ? 0 : sql_int(rows[0][0]);
     int64_t newest = kMigrations[std::size(kMigrations) - 1].version;
@@ -188,9 +188,10 @@ Status MetaStore::migrate() {
       if (m.version <= current) continue;
       DLSYS_RETURN_IF_ERROR(c.exec_script(dialect_sql(m.sql, c.dialect()))
                                 .with_context(fmt::format("schema migration {}", m.version)));
-      DLSYS_RETURN_IF_ERROR(c.exec("INSERT INTO schema_migrations (version, applied_at) "
-                                   "VALUES ($1, $2)",
-                                   {m.version, now_ms()}));
+      DLSYS_RETURN_IF_ERROR(
+          c.exec("INSERT INTO schema_migrations (version, applied_at) "
+                 "VALUES ($1, $2)",
+                 {m.version, now_ms()}));
     }
     return Status::OK();
   });
@@ -223,8 +224,11 @@ Status MetaStore::check_key(const std::string& what, const std::string& key) {
 Status MetaStore::check_artifact_path(const std::string& path) {
   if (path.empty()) return Status::Invalid("artifact path is empty");
   if (path.size() > 1024) return Status::Invalid("artifact path is over 1024 bytes");
-  if (path[0] == '/') return Status::Invalid("artifact path '{}' is absolute; use a path inside "
-                                             "the run, e.g. model/model.onnx", path);
+  if (path[0] == '/')
+    return Status::Invalid(
+        "artifact path '{}' is absolute; use a path inside "
+        "the run, e.g. model/model.onnx",
+        path);
   for (unsigned char c : path)
     if (c < 0x20 || c == 0x7f || c == '\\')
       return Status::Invalid("artifact path has a control character or backslash at byte {}",
@@ -268,7 +272,8 @@ Result<json> MetaStore::create_experiment(const std::string& name, const std::st
       return Status::AlreadyExists("experiment '{}' already exists", name);
     if (!rows.ok()) return rows.status();
     out = experiment_json(rows->at(0));
-    return audit(c, who, "experiment.create", "experiment/" + std::to_string(sql_int(rows->at(0)[0])));
+    return audit(c, who, "experiment.create",
+                 "experiment/" + std::to_string(sql_int(rows->at(0)[0])));
   }));
   return out;
 }
@@ -355,18 +360,26 @@ Result<json> MetaStore::load_runs(SqlConnection& c, const std::vector<SqlRow>& r
   std::string in = in_list(ids);
   DLSYS_ASSIGN_OR_RETURN(
       auto rows2,
-      c.query("SELECT 0, run_id, key, value, CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS BIGINT), "
-              "CAST(NULL AS BIGINT) FROM run_params WHERE run_id IN (" + in + ") "
+      c.query(
+          "SELECT 0, run_id, key, value, CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS BIGINT), "
+          "CAST(NULL AS BIGINT) FROM run_params WHERE run_id IN (" +
+              in +
+              ") "
               "UNION ALL SELECT 1, run_id, key, value, NULL, NULL, NULL FROM run_tags WHERE "
-              "run_id IN (" + in + ") "
+              "run_id IN (" +
+              in +
+              ") "
               "UNION ALL SELECT 2, run_id, key, NULL, value, step, ts FROM latest_metrics WHERE "
-              "run_id IN (" + in + ")",
-              {}));
+              "run_id IN (" +
+              in + ")",
+          {}));
   for (auto& r : rows2) {
     json& run = out[index[sql_int(r[1])]];
     int64_t kind = sql_int(r[0]);
-    if (kind == 0) run["params"][sql_text(r[2])] = sql_text(r[3]);
-    else if (kind == 1) run["tags"][sql_text(r[2])] = sql_text(r[3]);
+    if (kind == 0)
+      run["params"][sql_text(r[2])] = sql_text(r[3]);
+    else if (kind == 1)
+      run["tags"][sql_text(r[2])] = sql_text(r[3]);
     else
       run["metrics"][sql_text(r[2])] = {
           {"value", sql_double(r[4])}, {"step", sql_int(r[5])}, {"timestamp", sql_int(r[6])}};
@@ -381,8 +394,8 @@ static Status check_kvs(const std::vector<KeyValue>& kvs, const char* what, size
   for (const KeyValue& kv : kvs) {
     DLSYS_RETURN_IF_ERROR(MetaStore::check_key(what, kv.key));
     if (kv.value.size() > max_value)
-      return Status::Invalid("{} '{}' has a value of {} characters; the limit is {}", what,
-                             kv.key, kv.value.size(), max_value);
+      return Status::Invalid("{} '{}' has a value of {} characters; the limit is {}", what, kv.key,
+                             kv.value.size(), max_value);
   }
   return Status::OK();
 }
@@ -397,8 +410,8 @@ Result<json> MetaStore::create_run(int64_t experiment_id, const std::string& nam
   DLSYS_RETURN_IF_ERROR(check_kvs(tags, "tag", kMaxTagValueLength, kMaxTagsPerBatch));
   int64_t id = 0;
   DLSYS_RETURN_IF_ERROR(tx(true, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto e, c.query("SELECT id FROM experiments WHERE id = $1",
-                                           {experiment_id}));
+    DLSYS_ASSIGN_OR_RETURN(auto e,
+                           c.query("SELECT id FROM experiments WHERE id = $1", {experiment_id}));
     if (e.empty())
       return Status::NotFound("experiment {} does not exist; create it first", experiment_id);
     DLSYS_ASSIGN_OR_RETURN(
@@ -409,8 +422,7 @@ Result<json> MetaStore::create_run(int64_t experiment_id, const std::string& nam
     std::vector<SqlParams> p, t;
     std::set<std::string> seen;
     for (auto& kv : params) {
-      if (!seen.insert(kv.key).second)
-        return Status::Invalid("param '{}' is given twice", kv.key);
+      if (!seen.insert(kv.key).second) return Status::Invalid("param '{}' is given twice", kv.key);
       p.push_back({id, kv.key, kv.value});
     }
     for (auto& kv : tags) t.push_back({id, kv.key, kv.value});
@@ -429,9 +441,9 @@ Result<json> MetaStore::create_run(int64_t experiment_id, const std::string& nam
 Result<json> MetaStore::get_run(int64_t id) {
   json out;
   DLSYS_RETURN_IF_ERROR(tx(false, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(std::string("SELECT ") + kRunColumns +
-                                                  " FROM runs WHERE id = $1",
-                                              {id}));
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query(std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = $1", {id}));
     if (rows.empty()) return Status::NotFound("run {} does not exist", id);
     DLSYS_ASSIGN_OR_RETURN(json runs, load_runs(c, rows));
     out = runs[0];
@@ -485,9 +497,10 @@ Status MetaStore::log_batch(int64_t run_id, const std::vector<MetricPoint>& metr
         auto it = existing.find(kv.key);
         if (it != existing.end()) {
           if (it->second != kv.value)
-            return Status::Invalid("param '{}' of run {} is already '{}'; params are written "
-                                   "once: log a new run or a tag instead",
-                                   kv.key, run_id, it->second.substr(0, 100));
+            return Status::Invalid(
+                "param '{}' of run {} is already '{}'; params are written "
+                "once: log a new run or a tag instead",
+                kv.key, run_id, it->second.substr(0, 100));
           continue;
         }
         existing[kv.key] = kv.value;
@@ -590,9 +603,10 @@ Result<Page> MetaStore::search_runs(const SearchRunsRequest& req) {
       size_t a = params.size() + 1;
       params.push_back(start);
       params.push_back(id);
-      where += (where.empty() ? "" : " AND ") +
-               fmt::format("(runs.start_time < ${0} OR (runs.start_time = ${0} AND runs.id < ${1}))",
-                           a, a + 1);
+      where +=
+          (where.empty() ? "" : " AND ") +
+          fmt::format("(runs.start_time < ${0} OR (runs.start_time = ${0} AND runs.id < ${1}))", a,
+                      a + 1);
     } else {
       DLSYS_ASSIGN_OR_RETURN(offset, int_token(req.page_token, "o:"));
       if (offset < 0) return bad_token(req.page_token);
@@ -609,8 +623,9 @@ Result<Page> MetaStore::search_runs(const SearchRunsRequest& req) {
     DLSYS_ASSIGN_OR_RETURN(page.items, load_runs(c, rows));
     if (more) {
       const SqlRow& last = rows.back();
-      page.next_page_token = order.keyset ? fmt::format("k:{}:{}", sql_int(last[4]), sql_int(last[0]))
-                                          : fmt::format("o:{}", offset + req.page_size);
+      page.next_page_token = order.keyset
+                                 ? fmt::format("k:{}:{}", sql_int(last[4]), sql_int(last[0]))
+                                 : fmt::format("o:{}", offset + req.page_size);
     }
     return Status::OK();
   }));
@@ -693,9 +708,10 @@ Result<int64_t> model_id(SqlConnection& c, const std::string& name, bool lock) {
   if (lock && c.dialect() == SqlDialect::kPostgres) sql += " FOR UPDATE";
   DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, {name}));
   if (rows.empty())
-    return Status::NotFound("model '{}' is not registered; create it with "
-                            "POST /api/v1/models or `dlsys models register`",
-                            name);
+    return Status::NotFound(
+        "model '{}' is not registered; create it with "
+        "POST /api/v1/models or `dlsys models register`",
+        name);
   return sql_int(rows[0][0]);
 }
 
@@ -724,9 +740,10 @@ Result<json> MetaStore::create_model(const std::string& name, const std::string&
   DLSYS_RETURN_IF_ERROR(check_model_name(name));
   DLSYS_RETURN_IF_ERROR(tx(true, [&](SqlConnection& c) -> Status {
     int64_t now = now_ms();
-    Status st = c.exec("INSERT INTO registered_models (name, description, created_at, updated_at) "
-                       "VALUES ($1,$2,$3,$3)",
-                       {name, description, now});
+    Status st = c.exec(
+        "INSERT INTO registered_models (name, description, created_at, updated_at) "
+        "VALUES ($1,$2,$3,$3)",
+        {name, description, now});
     if (st.code() == StatusCode::kAlreadyExists)
       return Status::AlreadyExists("model '{}' is already registered", name);
     DLSYS_RETURN_IF_ERROR(st);
@@ -791,8 +808,7 @@ Result<Page> MetaStore::list_models(int page_size, const std::string& page_token
 
 Result<json> MetaStore::create_model_version(const std::string& model, int64_t run_id,
                                              const std::string& artifact_path,
-                                             const std::string& description,
-                                             const Principal& who) {
+                                             const std::string& description, const Principal& who) {
   DLSYS_RETURN_IF_ERROR(check_artifact_path(artifact_path));
   if (artifact_path.size() < 5 || artifact_path.substr(artifact_path.size() - 5) != ".onnx")
     return Status::Invalid("model versions are ONNX files: '{}' does not end in .onnx",
@@ -804,9 +820,10 @@ Result<json> MetaStore::create_model_version(const std::string& model, int64_t r
                                              "AND path = $2",
                                              {run_id, artifact_path}));
     if (art.empty())
-      return Status::NotFound("run {} has no artifact '{}'; upload it first (PUT "
-                              "/api/v1/runs/{}/artifacts/{})",
-                              run_id, artifact_path, run_id, artifact_path);
+      return Status::NotFound(
+          "run {} has no artifact '{}'; upload it first (PUT "
+          "/api/v1/runs/{}/artifacts/{})",
+          run_id, artifact_path, run_id, artifact_path);
     DLSYS_ASSIGN_OR_RETURN(auto mv, c.query("SELECT MAX(version) FROM model_versions WHERE "
                                             "model_id = $1",
                                             {mid}));
@@ -816,8 +833,8 @@ Result<json> MetaStore::create_model_version(const std::string& model, int64_t r
         "INSERT INTO model_versions (model_id, version, run_id, artifact_path, sha256, size, "
         "status, description, created_at, created_by) VALUES ($1,$2,$3,$4,$5,$6,'READY',$7,$8,$9)",
         {mid, version, run_id, artifact_path, art[0][0], art[0][1], description, now, who.name}));
-    DLSYS_RETURN_IF_ERROR(c.exec("UPDATE registered_models SET updated_at = $1 WHERE id = $2",
-                                 {now, mid}));
+    DLSYS_RETURN_IF_ERROR(
+        c.exec("UPDATE registered_models SET updated_at = $1 WHERE id = $2", {now, mid}));
     std::string vid = model + "/" + std::to_string(version);
     DLSYS_RETURN_IF_ERROR(c.exec(
         "INSERT INTO lineage_edges (src_kind, src_id, dst_kind, dst_id, relation, created_at) "
@@ -900,9 +917,10 @@ Result<json> MetaStore::set_alias(const std::string& model, const std::string& a
                                            {mid, version}));
     if (v.empty()) return Status::NotFound("model '{}' has no version {}", model, version);
     if (sql_text(v[0][0]) == "ARCHIVED")
-      return Status::Invalid("version {} of '{}' is archived; set its status to READY before "
-                             "pointing an alias at it",
-                             version, model);
+      return Status::Invalid(
+          "version {} of '{}' is archived; set its status to READY before "
+          "pointing an alias at it",
+          version, model);
     DLSYS_ASSIGN_OR_RETURN(auto prev, c.query("SELECT version FROM model_aliases WHERE model_id = "
                                               "$1 AND alias = $2",
                                               {mid, alias}));
@@ -913,9 +931,10 @@ Result<json> MetaStore::set_alias(const std::string& model, const std::string& a
         "ON CONFLICT (model_id, alias) DO UPDATE SET version = excluded.version, "
         "updated_at = excluded.updated_at",
         {mid, alias, version, now}));
-    DLSYS_RETURN_IF_ERROR(c.exec("UPDATE registered_models SET updated_at = $1 WHERE id = $2",
-                                 {now, mid}));
-    out = {{"model", model}, {"alias", alias}, {"version", version}, {"previous_version", previous}};
+    DLSYS_RETURN_IF_ERROR(
+        c.exec("UPDATE registered_models SET updated_at = $1 WHERE id = $2", {now, mid}));
+    out = {
+        {"model", model}, {"alias", alias}, {"version", version}, {"previous_version", previous}};
     return audit(c, who, "model_alias.set", "model/" + model + "@" + alias,
                  {{"version", version}, {"previous_version", previous}});
   }));
@@ -966,9 +985,10 @@ Status check_kind(const std::string& kind) {
   static const std::set<std::string> kKinds = {"dataset_version", "run", "model_version",
                                                "deployment"};
   if (!kKinds.count(kind))
-    return Status::Invalid("lineage kind '{}' is not one of dataset_version, run, model_version, "
-                           "deployment",
-                           kind);
+    return Status::Invalid(
+        "lineage kind '{}' is not one of dataset_version, run, model_version, "
+        "deployment",
+        kind);
   return Status::OK();
 }
 
@@ -1018,7 +1038,8 @@ Result<json> MetaStore::lineage(const std::string& kind, const std::string& id, 
                            "WHERE dst_kind = $1 AND dst_id = $2",
                     {k, i}));
         for (auto& r : rows) {
-          auto key = std::make_tuple(sql_text(r[0]), sql_text(r[1]), sql_text(r[2]), sql_text(r[3]));
+          auto key =
+              std::make_tuple(sql_text(r[0]), sql_text(r[1]), sql_text(r[2]), sql_text(r[3]));
           if (seen_edges.insert(key).second)
             edges.push_back({{"src", {{"kind", std::get<0>(key)}, {"id", std::get<1>(key)}}},
                              {"dst", {{"kind", std::get<2>(key)}, {"id", std::get<3>(key)}}},
@@ -1026,7 +1047,8 @@ Result<json> MetaStore::lineage(const std::string& kind, const std::string& id, 
           std::string nk = down ? std::get<2>(key) : std::get<0>(key);
           std::string ni = down ? std::get<3>(key) : std::get<1>(key);
           if (seen.insert({nk, ni}).second) {
-            nodes.push_back({{"kind", nk}, {"id", ni}, {"direction", down ? "downstream" : "upstream"}});
+            nodes.push_back(
+                {{"kind", nk}, {"id", ni}, {"direction", down ? "downstream" : "upstream"}});
             q.emplace_back(nk, ni, d + 1);
           }
         }
@@ -1053,12 +1075,13 @@ Result<Page> MetaStore::list_audit(int page_size, const std::string& page_token)
     for (size_t i = 0; i < rows.size() && i < static_cast<size_t>(page_size); ++i) {
       auto& r = rows[i];
       std::string detail = sql_text(r[5]);
-      page.items.push_back({{"id", sql_int(r[0])},
-                            {"timestamp", sql_int(r[1])},
-                            {"actor", sql_text(r[2])},
-                            {"action", sql_text(r[3])},
-                            {"target", sql_text(r[4])},
-                            {"detail", detail.empty() ? json::object() : json::parse(detail, nullptr, false)}});
+      page.items.push_back(
+          {{"id", sql_int(r[0])},
+           {"timestamp", sql_int(r[1])},
+           {"actor", sql_text(r[2])},
+           {"action", sql_text(r[3])},
+           {"target", sql_text(r[4])},
+           {"detail", detail.empty() ? json::object() : json::parse(detail, nullptr, false)}});
     }
     if (rows.size() > static_cast<size_t>(page_size))
       page.next_page_token = "a:" + std::to_string(sql_int(rows[page_size - 1][0]));
@@ -1079,8 +1102,8 @@ Result<json> MetaStore::create_token(const std::string& name, Role role, const P
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("INSERT INTO api_tokens (name, token_hash, role, "
                                               "created_at, created_by) VALUES ($1,$2,$3,$4,$5) "
                                               "RETURNING id",
-                                              {name, sha256_hex(token), std::string(role_name(role)),
-                                               now_ms(), who.name}));
+                                              {name, sha256_hex(token),
+                                               std::string(role_name(role)), now_ms(), who.name}));
     int64_t id = sql_int(rows.at(0).at(0));
     out = {{"id", id}, {"name", name}, {"role", role_name(role)}, {"token", token}};
     return audit(c, who, "token.create", "token/" + std::to_string(id),
@@ -1096,8 +1119,9 @@ Result<Principal> MetaStore::authenticate(const std::string& token) {
                                               "token_hash = $1 AND revoked = 0",
                                               {sha256_hex(token)}));
     if (rows.empty())
-      return Status::Unauthenticated("the API token is unknown or revoked; create one with "
-                                     "`dlsys tokens create --role R`");
+      return Status::Unauthenticated(
+          "the API token is unknown or revoked; create one with "
+          "`dlsys tokens create --role R`");
     p.name = sql_text(rows[0][0]);
     DLSYS_ASSIGN_OR_RETURN(p.role, parse_role(sql_text(rows[0][1])));
     return Status::OK();

@@ -60,9 +60,12 @@ class PgConnection : public SqlConnection {
         if (PQgetisnull(res, r, c)) continue;
         const char* v = PQgetvalue(res, r, c);
         Oid t = PQftype(res, c);
-        if (t == kInt8 || t == kInt4 || t == kInt2) row[c] = static_cast<int64_t>(std::strtoll(v, nullptr, 10));
-        else if (t == kFloat8 || t == kFloat4 || t == kNumeric) row[c] = std::strtod(v, nullptr);
-        else row[c] = std::string(v, static_cast<size_t>(PQgetlength(res, r, c)));
+        if (t == kInt8 || t == kInt4 || t == kInt2)
+          row[c] = static_cast<int64_t>(std::strtoll(v, nullptr, 10));
+        else if (t == kFloat8 || t == kFloat4 || t == kNumeric)
+          row[c] = std::strtod(v, nullptr);
+        else
+          row[c] = std::string(v, static_cast<size_t>(PQgetlength(res, r, c)));
       }
       rows.push_back(std::move(row));
     }

@@ -107,15 +107,17 @@ Result<std::string> compile_run_filter(const std::string& filter, SqlParams* par
     }
     const Token& lhs = toks[i];
     if (lhs.kind != Token::kIdent)
-      return Status::Invalid("filter: expected a field (params.K, metrics.K, tags.K, status, "
-                             "name, start_time, end_time) at position {}",
-                             lhs.pos);
+      return Status::Invalid(
+          "filter: expected a field (params.K, metrics.K, tags.K, status, "
+          "name, start_time, end_time) at position {}",
+          lhs.pos);
     const Token& op = toks[i + 1];
     std::string op_text = op.kind == Token::kOp ? op.text : lower(op.text);
     if (op.kind != Token::kOp && !(op.kind == Token::kIdent && op_text == "like"))
-      return Status::Invalid("filter: expected an operator (= != < <= > >= like) after '{}' at "
-                             "position {}",
-                             lhs.text, op.pos);
+      return Status::Invalid(
+          "filter: expected an operator (= != < <= > >= like) after '{}' at "
+          "position {}",
+          lhs.text, op.pos);
     if (op_text == "like") op_text = "LIKE";
     const Token& rhs = toks[i + 2];
     if (rhs.kind != Token::kString && rhs.kind != Token::kNumber)
@@ -134,9 +136,10 @@ Result<std::string> compile_run_filter(const std::string& filter, SqlParams* par
       std::string table = scope[0] == 'p' ? "run_params" : "run_tags";
       std::string k = placeholder(params, key);
       std::string v = placeholder(params, rhs.text);
-      sql += fmt::format("EXISTS (SELECT 1 FROM {0} f WHERE f.run_id = runs.id AND f.key = {1} "
-                         "AND f.value {2} {3})",
-                         table, k, op_text == "!=" ? "<>" : op_text, v);
+      sql += fmt::format(
+          "EXISTS (SELECT 1 FROM {0} f WHERE f.run_id = runs.id AND f.key = {1} "
+          "AND f.value {2} {3})",
+          table, k, op_text == "!=" ? "<>" : op_text, v);
     } else if (scope == "metrics" || scope == "metric") {
       if (key.empty())
         return Status::Invalid("filter: '{}' needs a key, e.g. metrics.accuracy", lhs.text);
@@ -144,9 +147,10 @@ Result<std::string> compile_run_filter(const std::string& filter, SqlParams* par
       DLSYS_ASSIGN_OR_RETURN(double v, parse_number(rhs));
       std::string k = placeholder(params, key);
       std::string p = placeholder(params, v);
-      sql += fmt::format("EXISTS (SELECT 1 FROM latest_metrics f WHERE f.run_id = runs.id AND "
-                         "f.key = {0} AND f.value {1} {2})",
-                         k, op_text == "!=" ? "<>" : op_text, p);
+      sql += fmt::format(
+          "EXISTS (SELECT 1 FROM latest_metrics f WHERE f.run_id = runs.id AND "
+          "f.key = {0} AND f.value {1} {2})",
+          k, op_text == "!=" ? "<>" : op_text, p);
     } else if (scope == "status" || scope == "name") {
       if (!string_op)
         return Status::Invalid("filter: {} is a string; use = != or like (position {})", scope,
@@ -159,9 +163,10 @@ Result<std::string> compile_run_filter(const std::string& filter, SqlParams* par
       sql += fmt::format("runs.{} {} {}", scope, op_text == "!=" ? "<>" : op_text,
                          placeholder(params, static_cast<int64_t>(v)));
     } else {
-      return Status::Invalid("filter: unknown field '{}' at position {}; use params.K, "
-                             "metrics.K, tags.K, status, name, start_time or end_time",
-                             lhs.text, lhs.pos);
+      return Status::Invalid(
+          "filter: unknown field '{}' at position {}; use params.K, "
+          "metrics.K, tags.K, status, name, start_time or end_time",
+          lhs.text, lhs.pos);
     }
   }
   return sql;
@@ -195,16 +200,18 @@ Result<RunOrder> parse_run_order(const std::string& order_by, SqlParams* params)
   if (scope == "start_time" || scope == "end_time" || scope == "name" || scope == "status") {
     out.sql = fmt::format("runs.{} {}, runs.id {}", scope, dir, dir);
   } else if ((scope == "metrics" || scope == "params" || scope == "tags") && !key.empty()) {
-    std::string table = scope == "metrics" ? "latest_metrics" : scope == "params" ? "run_params"
-                                                                                  : "run_tags";
+    std::string table = scope == "metrics"  ? "latest_metrics"
+                        : scope == "params" ? "run_params"
+                                            : "run_tags";
     out.join = fmt::format(" LEFT JOIN {} o ON o.run_id = runs.id AND o.key = {}", table,
                            placeholder(params, key));
     // Runs without the key sort last in both engines.
     out.sql = fmt::format("(o.value IS NULL), o.value {}, runs.id {}", dir, dir);
   } else {
-    return Status::Invalid("order_by '{}': order by start_time, end_time, name, status, "
-                           "metrics.K, params.K or tags.K, then ASC or DESC",
-                           order_by);
+    return Status::Invalid(
+        "order_by '{}': order by start_time, end_time, name, status, "
+        "metrics.K, params.K or tags.K, then ASC or DESC",
+        order_by);
   }
   return out;
 }

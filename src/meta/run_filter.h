@@ -17,8 +17,8 @@ namespace dlsys::meta {
 Result<std::string> compile_run_filter(const std::string& filter, SqlParams* params);
 
 struct RunOrder {
-  std::string sql;   // ORDER BY expression list
-  std::string join;  // a LEFT JOIN the order needs, or ""
+  std::string sql;      // ORDER BY expression list
+  std::string join;     // a LEFT JOIN the order needs, or ""
   bool keyset = false;  // true for the default order (start_time DESC): pages by key, not offset
 };
 // Parses "<field> [ASC|DESC]" (default "start_time DESC"); fields as in filters.

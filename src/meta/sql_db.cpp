@@ -25,11 +25,15 @@ std::string sql_text(const SqlValue& v) {
   return "";
 }
 
-bool sql_is_null(const SqlValue& v) { return std::holds_alternative<std::monostate>(v); }
+bool sql_is_null(const SqlValue& v) {
+  return std::holds_alternative<std::monostate>(v);
+}
 
 SqlDatabase::Lease::~Lease() {
-  if (c_ && db_) db_->release(std::move(c_));
-  else if (db_) db_->release(nullptr);
+  if (c_ && db_)
+    db_->release(std::move(c_));
+  else if (db_)
+    db_->release(nullptr);
 }
 
 Result<SqlDatabase::Lease> SqlDatabase::acquire() {
@@ -57,8 +61,10 @@ Result<SqlDatabase::Lease> SqlDatabase::acquire() {
 
 void SqlDatabase::release(std::unique_ptr<SqlConnection> c) {
   std::lock_guard<std::mutex> g(mu_);
-  if (c && c->healthy()) idle_.push_back(std::move(c));
-  else --open_;
+  if (c && c->healthy())
+    idle_.push_back(std::move(c));
+  else
+    --open_;
   cv_.notify_one();
 }
 

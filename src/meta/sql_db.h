@@ -3,9 +3,9 @@
 // and caches prepared statements per connection.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <condition_variable>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -47,7 +47,9 @@ class SqlConnection {
   // False once the connection is broken (the pool then drops it instead of lending it again).
   virtual bool healthy() const { return true; }
 
-  Status exec(const std::string& sql, const SqlParams& params) { return query(sql, params).status(); }
+  Status exec(const std::string& sql, const SqlParams& params) {
+    return query(sql, params).status();
+  }
 };
 
 // Opens connections to one database. `url` is a file path (SQLite) or postgresql://...

@@ -139,11 +139,14 @@ class SqliteConnection : public SqlConnection {
         return Status::Internal("SQL parameter ${} has no value: {}", p + 1, sql);
       const SqlValue& v = params[static_cast<size_t>(p)];
       int idx = static_cast<int>(i), rc;
-      if (auto* iv = std::get_if<int64_t>(&v)) rc = sqlite3_bind_int64(s.stmt, idx, *iv);
-      else if (auto* dv = std::get_if<double>(&v)) rc = sqlite3_bind_double(s.stmt, idx, *dv);
+      if (auto* iv = std::get_if<int64_t>(&v))
+        rc = sqlite3_bind_int64(s.stmt, idx, *iv);
+      else if (auto* dv = std::get_if<double>(&v))
+        rc = sqlite3_bind_double(s.stmt, idx, *dv);
       else if (auto* sv = std::get_if<std::string>(&v))
         rc = sqlite3_bind_text64(s.stmt, idx, sv->data(), sv->size(), SQLITE_STATIC, SQLITE_UTF8);
-      else rc = sqlite3_bind_null(s.stmt, idx);
+      else
+        rc = sqlite3_bind_null(s.stmt, idx);
       if (rc != SQLITE_OK) return sqlite_error(db_, rc, sql);
     }
     return Status::OK();
@@ -161,15 +164,16 @@ class SqliteDatabase : public SqlDatabase {
  protected:
   Result<std::unique_ptr<SqlConnection>> connect() override {
     sqlite3* db = nullptr;
-    int rc = sqlite3_open_v2(path_.c_str(), &db,
-                             SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                             nullptr);
+    int rc =
+        sqlite3_open_v2(path_.c_str(), &db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
     if (rc != SQLITE_OK) {
       std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
       sqlite3_close_v2(db);
-      return Status::IOError("cannot open SQLite database '{}': {}; check the --data-dir path "
-                             "and its permissions",
-                             path_, msg);
+      return Status::IOError(
+          "cannot open SQLite database '{}': {}; check the --data-dir path "
+          "and its permissions",
+          path_, msg);
     }
     sqlite3_busy_timeout(db, 30000);
     auto c = std::make_unique<SqliteConnection>(db);

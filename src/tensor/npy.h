@@ -19,5 +19,4 @@ std::string npy_serialize(const Tensor& t);
 // Writes `t` to `path` atomically (temporary file, fsync, rename).
 Status npy_write(const std::string& path, const Tensor& t);
 
-
 }  // namespace dlsys

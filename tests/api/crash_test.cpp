@@ -14,12 +14,12 @@
 #include <mutex>
 #include <thread>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include "api/client.h"
 #include "core/file_util.h"
 #include "core/sha256.h"
 #include "meta/sql_db.h"
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 namespace dlsys::api {
 namespace {
@@ -73,11 +73,12 @@ int free_port() {
 }
 
 TEST(CrashTest, SigkillDuringWritesLosesNothingAcknowledged) {
-  std::string dir = (std::filesystem::temp_directory_path() / ("dlsys-crash-" + random_hex(6))).string();
+  std::string dir =
+      (std::filesystem::temp_directory_path() / ("dlsys-crash-" + random_hex(6))).string();
   int port = free_port();
   std::string url = "http://127.0.0.1:" + std::to_string(port);
   int64_t run_id = 0;
-  std::vector<int64_t> acked_steps;            // first step of each acknowledged batch
+  std::vector<int64_t> acked_steps;                  // first step of each acknowledged batch
   std::map<std::string, std::string> acked_uploads;  // path -> sha256
   constexpr int kBatch = 100;
   int64_t next_step = 0;
@@ -101,7 +102,8 @@ TEST(CrashTest, SigkillDuringWritesLosesNothingAcknowledged) {
         int64_t first = next_step;
         json b = {{"metrics", json::array()}};
         for (int i = 0; i < kBatch; ++i)
-          b["metrics"].push_back({{"key", "loss"}, {"value", double(first + i)}, {"step", first + i}});
+          b["metrics"].push_back(
+              {{"key", "loss"}, {"value", double(first + i)}, {"step", first + i}});
         auto r = (*c)->call("POST", fmt::format("/api/v1/runs/{}/log-batch", run_id), b);
         if (!r.ok()) return;  // the server died
         next_step += kBatch;

@@ -88,7 +88,8 @@ TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
 }
 
 TEST_P(MetaStoreTest, ExperimentsAreUniqueAndPaginate) {
-  for (int i = 0; i < 5; ++i) ASSERT_TRUE(store_->create_experiment("e" + std::to_string(i), "", kAlice).ok());
+  for (int i = 0; i < 5; ++i)
+    ASSERT_TRUE(store_->create_experiment("e" + std::to_string(i), "", kAlice).ok());
   auto dup = store_->create_experiment("e1", "", kAlice);
   EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists);
   EXPECT_EQ(store_->create_experiment("bad name!", "", kAlice).status().code(),
@@ -152,10 +153,14 @@ TEST_P(MetaStoreTest, LimitsGiveClearErrors) {
   expect_invalid(store_->log_batch(id, {{"m", NAN, 3, 0}}, {}, {}, kAlice), "finite");
   expect_invalid(store_->log_batch(id, {{"bad\nkey", 1, 0, 0}}, {}, {}, kAlice), "character");
   // Exactly at the limits is accepted.
-  EXPECT_TRUE(store_->log_batch(id, std::vector<MetricPoint>(1000, MetricPoint{std::string(250, 'k'), 1, 0, 0}),
-                                {{"p", std::string(6000, 'v')}}, {{"t", std::string(5000, 'v')}}, kAlice)
-                  .ok());
-  EXPECT_EQ(store_->log_batch(id + 99, {{"m", 1, 0, 0}}, {}, {}, kAlice).code(), StatusCode::kNotFound);
+  EXPECT_TRUE(
+      store_
+          ->log_batch(id,
+                      std::vector<MetricPoint>(1000, MetricPoint{std::string(250, 'k'), 1, 0, 0}),
+                      {{"p", std::string(6000, 'v')}}, {{"t", std::string(5000, 'v')}}, kAlice)
+          .ok());
+  EXPECT_EQ(store_->log_batch(id + 99, {{"m", 1, 0, 0}}, {}, {}, kAlice).code(),
+            StatusCode::kNotFound);
 }
 
 TEST_P(MetaStoreTest, MetricHistoryDownsamplesKeepingSpikes) {
@@ -188,8 +193,8 @@ TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
   ASSERT_TRUE(e.ok());
   int64_t exp = (*e)["id"];
   for (int i = 0; i < 25; ++i) {
-    auto r = store_->create_run(exp, "r" + std::to_string(i),
-                                {{"lr", i % 2 ? "0.1" : "0.01"}}, {{"seed", std::to_string(i)}}, kAlice);
+    auto r = store_->create_run(exp, "r" + std::to_string(i), {{"lr", i % 2 ? "0.1" : "0.01"}},
+                                {{"seed", std::to_string(i)}}, kAlice);
     ASSERT_TRUE(r.ok());
     ASSERT_TRUE(store_->log_batch((*r)["id"], {{"acc", i / 100.0, 1, 0}}, {}, {}, kAlice).ok());
     if (i % 5 == 0) ASSERT_TRUE(store_->update_run((*r)["id"], "FINISHED", kAlice).ok());
@@ -293,11 +298,15 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
   EXPECT_EQ((*a)["previous_version"], 2);
   EXPECT_EQ((*store_->get_version_by_alias("digits", "production"))["version"], 1);
   EXPECT_EQ((*store_->get_version_by_alias("digits", "latest"))["version"], 2);
-  EXPECT_EQ(store_->set_alias("digits", "latest", 1, kAlice).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->set_alias("digits", "bad alias", 1, kAlice).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->set_alias("digits", "staging", 9, kAlice).status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->set_alias("digits", "latest", 1, kAlice).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->set_alias("digits", "bad alias", 1, kAlice).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->set_alias("digits", "staging", 9, kAlice).status().code(),
+            StatusCode::kNotFound);
   ASSERT_TRUE(store_->set_model_version_status("digits", 2, "ARCHIVED", kAlice).ok());
-  EXPECT_EQ(store_->set_alias("digits", "staging", 2, kAlice).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->set_alias("digits", "staging", 2, kAlice).status().code(),
+            StatusCode::kInvalidArgument);
   auto m = store_->get_model("digits");
   ASSERT_TRUE(m.ok());
   EXPECT_EQ((*m)["aliases"]["production"], 1);
@@ -306,13 +315,18 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
   ASSERT_TRUE(vs.ok());
   EXPECT_EQ((*vs)[0]["aliases"], json::array({"production"}));
   ASSERT_TRUE(store_->delete_alias("digits", "production", kAlice).ok());
-  EXPECT_EQ(store_->get_version_by_alias("digits", "production").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(store_->get_version_by_alias("digits", "production").status().code(),
+            StatusCode::kNotFound);
 
   // Lineage: dataset -> run (added), run -> versions (automatic), version -> deployment.
-  ASSERT_TRUE(store_->add_lineage_edge("dataset_version", "sha-of-digits", "run", std::to_string(run),
-                                       "input", kAlice).ok());
-  ASSERT_TRUE(store_->add_lineage_edge("model_version", "digits/1", "deployment", "prod-digits",
-                                       "deployed", kAlice).ok());
+  ASSERT_TRUE(store_
+                  ->add_lineage_edge("dataset_version", "sha-of-digits", "run", std::to_string(run),
+                                     "input", kAlice)
+                  .ok());
+  ASSERT_TRUE(store_
+                  ->add_lineage_edge("model_version", "digits/1", "deployment", "prod-digits",
+                                     "deployed", kAlice)
+                  .ok());
   EXPECT_EQ(store_->add_lineage_edge("thing", "x", "run", "1", "input", kAlice).code(),
             StatusCode::kInvalidArgument);
   auto g = store_->lineage("model_version", "digits/1", 10);
@@ -374,7 +388,8 @@ TEST_P(MetaStoreTest, ConcurrentWritersLoseNothing) {
     threads.emplace_back([&, t] {
       for (int b = 0; b < kBatches; ++b) {
         std::vector<MetricPoint> pts;
-        for (int i = 0; i < kPerBatch; ++i) pts.push_back({"m", double(b * kPerBatch + i), b * kPerBatch + i, 0});
+        for (int i = 0; i < kPerBatch; ++i)
+          pts.push_back({"m", double(b * kPerBatch + i), b * kPerBatch + i, 0});
         Status st = store_->log_batch(runs[t], pts, {}, {{"batch", std::to_string(b)}}, kAlice);
         if (!st.ok()) {
           ++failures;

@@ -22,9 +22,10 @@ class PostgresServer {
   static Result<std::unique_ptr<PostgresServer>> start() {
     const std::string bin = "/usr/lib/postgresql/15/bin";
     if (!std::filesystem::exists(bin + "/initdb"))
-      return Status::NotFound("{}/initdb is missing: install Debian's postgresql package "
-                              "(scripts/install-deps.sh does)",
-                              bin);
+      return Status::NotFound(
+          "{}/initdb is missing: install Debian's postgresql package "
+          "(scripts/install-deps.sh does)",
+          bin);
     char tmpl[] = "/tmp/dlsys-pg-XXXXXX";
     if (!mkdtemp(tmpl)) return Status::IOError("mkdtemp failed");
     std::unique_ptr<PostgresServer> s(new PostgresServer());
@@ -33,7 +34,8 @@ class PostgresServer {
     std::string as;
     if (geteuid() == 0) {
       passwd* pw = getpwnam("postgres");
-      if (!pw) return Status::NotFound("running as root needs the 'postgres' user to start PostgreSQL");
+      if (!pw)
+        return Status::NotFound("running as root needs the 'postgres' user to start PostgreSQL");
       if (chown(s->dir_.c_str(), pw->pw_uid, pw->pw_gid) != 0)
         return Status::IOError("cannot chown {}", s->dir_);
       as = "runuser -u postgres -- ";
@@ -47,7 +49,8 @@ class PostgresServer {
       return Status::Internal("initdb failed; see {}/initdb.log", s->dir_);
     cmd = as + bin + "/pg_ctl -D " + data + " -l " + s->dir_ + "/server.log -w -t 60 -o \"-p " +
           std::to_string(s->port_) + " -k " + s->dir_ +
-          " -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200\" start >/dev/null 2>&1";
+          " -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200\" start >/dev/null "
+          "2>&1";
     if (std::system(cmd.c_str()) != 0)
       return Status::Internal("pg_ctl start failed; see {}/server.log", s->dir_);
     s->running_ = true;
