@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo: export a model from PyTorch with the project's script, inspect it, run it through
-# `dlsys run` and compare with PyTorch's output, then measure it with `dlsys bench`.
+# `dlsys run` and compare with PyTorch's output, measure it with `dlsys bench`, then register it
+# in the model registry of a `dlsys server` and promote it to production.
 set -euo pipefail
 BUILD=${1:-build}
 DLSYS="$BUILD/dlsys"
@@ -9,17 +10,17 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/4 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
+step "1/5 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
 if [ ! -f "$DIR/resnet18.onnx" ]; then
   /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18
 else
   echo "already exported: $DIR/resnet18.onnx"
 fi
 
-step "2/4 dlsys inspect"
+step "2/5 dlsys inspect"
 "$DLSYS" inspect "$DIR/resnet18.onnx" | head -12
 
-step "3/4 dlsys run, compared with PyTorch's own output"
+step "3/5 dlsys run, compared with PyTorch's own output"
 "$DLSYS" run "$DIR/resnet18.onnx" --input input="$DIR/resnet18.input.npy" --output-dir "$DIR/out" --threads 2
 /usr/bin/python3 - "$DIR" <<'PY'
 import sys, numpy as np
@@ -31,6 +32,23 @@ print(f"dlsys vs PyTorch: max error {rel:.2e} of the output scale, top-1 {'ident
 sys.exit(0 if rel <= 1e-4 and same else 1)
 PY
 
-step "4/4 dlsys bench (batch 8, 2 threads)"
+step "4/5 dlsys bench (batch 8, 2 threads)"
 "$DLSYS" bench "$DIR/resnet18.onnx" --batch 8 --threads 2 --seconds 3
+step "5/5 dlsys server, then register the model and promote it (registry commands over HTTP)"
+HOME_DIR="$DIR/home"
+rm -rf "$HOME_DIR"
+"$DLSYS" server --data-dir "$HOME_DIR" --port 0 --access-log off >"$DIR/server.out" 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+for _ in $(seq 300); do grep -q "dlsys server on" "$DIR/server.out" && break; sleep 0.1; done
+URL=$(sed -n 's/^dlsys server on \(http[^ ]*\).*/\1/p' "$DIR/server.out")
+[ -n "$URL" ] || { cat "$DIR/server.out"; echo "dlsys server did not start"; exit 1; }
+echo "server: $URL (data directory $HOME_DIR)"
+"$DLSYS" models register resnet18 --file "$DIR/resnet18.onnx" --server "$URL"
+"$DLSYS" models alias resnet18 production 1 --server "$URL"
+"$DLSYS" models list --server "$URL"
+"$DLSYS" runs list --server "$URL"
+kill -TERM "$SERVER"
+wait "$SERVER"
+trap - EXIT
 printf '\nNext: README.md walks through the same steps on your own model.\n'

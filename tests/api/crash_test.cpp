@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <filesystem>
 #include <mutex>
 #include <thread>
@@ -26,23 +27,28 @@ namespace {
 
 class ServerProcess {
  public:
+  // Starts the server and waits (blocking on its stdout, no polling) for its "listening" line.
   ServerProcess(const std::string& dir, int port) {
+    int fds[2];
+    if (pipe(fds) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      close(fds[1]);
       std::string p = std::to_string(port);
       execl(DLSYS_BIN, DLSYS_BIN, "server", "--data-dir", dir.c_str(), "--port", p.c_str(),
             "--access-log", "off", static_cast<char*>(nullptr));
       _exit(127);
     }
-    // Wait until it answers (bounded: 30 s).
-    for (int i = 0; i < 3000; ++i) {
-      auto c = HttpConnection::open("127.0.0.1", port);
-      if (c.ok() && (*c)->request("GET", "/api/v1/health", "").ok()) {
-        up_ = true;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
+    close(fds[1]);
+    std::string out;
+    char buf[256];
+    ssize_t n;
+    while (out.find('\n') == std::string::npos && (n = read(fds[0], buf, sizeof buf)) > 0)
+      out.append(buf, static_cast<size_t>(n));
+    out_fd_ = fds[0];  // kept open: a write to a closed pipe would kill the server (SIGPIPE)
+    up_ = out.rfind("dlsys server on", 0) == 0;
   }
   ~ServerProcess() { kill(SIGTERM); }
   bool up() const { return up_; }
@@ -52,10 +58,12 @@ class ServerProcess {
     int st;
     waitpid(pid_, &st, 0);
     pid_ = -1;
+    close(out_fd_);
   }
 
  private:
   pid_t pid_ = -1;
+  int out_fd_ = -1;
   bool up_ = false;
 };
 
@@ -95,6 +103,7 @@ TEST(CrashTest, SigkillDuringWritesLosesNothingAcknowledged) {
     }
     std::atomic<int> batches{0}, uploads{0};
     std::mutex mu;
+    std::condition_variable progress;
     std::thread logger([&] {
       auto c = connect_http(url, "");
       if (!c.ok()) return;
@@ -110,6 +119,7 @@ TEST(CrashTest, SigkillDuringWritesLosesNothingAcknowledged) {
         std::lock_guard<std::mutex> g(mu);
         acked_steps.push_back(first);
         ++batches;
+        progress.notify_all();
       }
     });
     std::thread uploader([&] {
@@ -126,11 +136,15 @@ TEST(CrashTest, SigkillDuringWritesLosesNothingAcknowledged) {
         std::lock_guard<std::mutex> g(mu);
         acked_uploads[path] = sha256_hex(content);
         ++uploads;
+        progress.notify_all();
       }
     });
-    // Kill once both kinds of writes are flowing (bounded wait).
-    for (int i = 0; i < 6000 && (batches < 20 || uploads < 2); ++i)
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    // Kill once both kinds of writes are flowing (at most a minute).
+    {
+      std::unique_lock<std::mutex> lock(mu);
+      progress.wait_for(lock, std::chrono::seconds(60),
+                        [&] { return batches >= 20 && uploads >= 2; });
+    }
     server.kill(SIGKILL);
     logger.join();
     uploader.join();

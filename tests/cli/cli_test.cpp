@@ -152,7 +152,11 @@ TEST_F(Cli, QuantizeWritesAQdqModelAndReportsAccuracy) {
 }
 
 TEST_F(Cli, EveryCommandHasHelp) {
-  for (const char* c : {"", "run ", "inspect ", "bench ", "profile ", "quantize "}) {
+  for (const char* c :
+       {"", "run ", "inspect ", "bench ", "profile ", "quantize ", "server ", "runs ", "runs list ",
+        "runs show ", "runs compare ", "models ", "models list ", "models register ",
+        "models versions ", "models alias ", "artifacts ", "artifacts get ", "artifacts put ",
+        "artifacts list ", "tokens ", "tokens create ", "tokens list ", "tokens revoke "}) {
     Ran r = sh(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
