@@ -1,0 +1,217 @@
+// Datasets from CSV/NPY/IDX (real data from ../shared/data and malformed files) and the batch
+// loader's order, prefetching and resumable position.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "core/file_util.h"
+#include "tensor/npy.h"
+#include "train/loader.h"
+
+#ifndef DLSYS_SHARED_DATA
+#define DLSYS_SHARED_DATA "../shared/data"
+#endif
+
+namespace dlsys::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+class DataTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("dlsys-train-" + random_hex(6));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string file(const std::string& name, const std::string& content) {
+    std::string p = (dir_ / name).string();
+    std::ofstream(p, std::ios::binary) << content;
+    return p;
+  }
+  fs::path dir_;
+};
+
+// A dataset whose single feature is the row id, to follow rows through shuffles.
+Dataset ids(int64_t n) {
+  Dataset d;
+  d.features = Tensor::empty(DType::kF32, {n, 1});
+  d.labels = Tensor::empty(DType::kI64, {n});
+  for (int64_t i = 0; i < n; ++i) {
+    d.features.data_as<float>()[i] = static_cast<float>(i);
+    d.labels.data_as<int64_t>()[i] = i % 10;
+  }
+  return d;
+}
+
+TEST_F(DataTest, ReadsTheDigitsCsv) {
+  auto d = read_csv(std::string(DLSYS_SHARED_DATA) + "/digits/digits.csv", {});
+  ASSERT_TRUE(d.ok()) << d.status().to_string();
+  EXPECT_EQ(d->features.shape(), (Shape{1797, 64}));
+  EXPECT_EQ(d->labels.dtype(), DType::kI64);
+  // First row of the file: 0,0,5,13,9,1,... label 0; second row's label is 1.
+  EXPECT_EQ(d->features.data_as<float>()[2], 5.0f);
+  EXPECT_EQ(d->features.data_as<float>()[3], 13.0f);
+  EXPECT_EQ(d->labels.data_as<int64_t>()[0], 0);
+  EXPECT_EQ(d->labels.data_as<int64_t>()[1], 1);
+  std::set<int64_t> classes(d->labels.data_as<int64_t>(), d->labels.data_as<int64_t>() + 1797);
+  EXPECT_EQ(classes.size(), 10u);
+  // breast_cancer.csv starts with a non-numeric line: it is taken as a header.
+  auto bc = read_csv(std::string(DLSYS_SHARED_DATA) + "/breast_cancer/breast_cancer.csv", {});
+  ASSERT_TRUE(bc.ok()) << bc.status().to_string();
+  EXPECT_EQ(bc->features.shape(), (Shape{569, 30}));
+}
+
+TEST_F(DataTest, CsvErrorsNameFileLineAndColumn) {
+  auto err = [&](const std::string& content, CsvOptions o = {}) {
+    auto r = read_csv(file("bad.csv", content), o);
+    EXPECT_FALSE(r.ok());
+    return r.status().message();
+  };
+  EXPECT_NE(err("1,2,0\n3,abc,1\n").find("bad.csv:2:2: 'abc' is not a number"), std::string::npos);
+  EXPECT_NE(err("1,2,0\n3,4\n").find("bad.csv:2: 2 fields, but the first data row has 3"),
+            std::string::npos);
+  EXPECT_NE(err("1,2,0\n3,,1\n").find("missing value"), std::string::npos);
+  EXPECT_NE(err("1,\"2,0\n").find("not closed"), std::string::npos);
+  EXPECT_NE(err("").find("no data rows"), std::string::npos);
+  EXPECT_NE(err("1,2,0.5\n").find("not a class id"), std::string::npos);
+  EXPECT_NE(err("1,2,0\n", CsvOptions{7}).find("label column 7"), std::string::npos);
+  // Quoted numbers, CRLF line ends, a header and float targets are fine.
+  CsvOptions reg;
+  reg.labels_as_classes = false;
+  auto ok = read_csv(file("ok.csv", "a,b,y\r\n\"1.5\",2,0.25\r\n3,4,0.75\r\n"), reg);
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->features.shape(), (Shape{2, 2}));
+  EXPECT_EQ(ok->features.data_as<float>()[0], 1.5f);
+  EXPECT_EQ(ok->labels.data_as<float>()[1], 0.75f);
+  CsvOptions first;
+  first.label_column = 0;
+  auto lc = read_csv(file("lc.csv", "7,1,2\n"), first);
+  ASSERT_TRUE(lc.ok());
+  EXPECT_EQ(lc->labels.data_as<int64_t>()[0], 7);
+}
+
+TEST_F(DataTest, ReadsNpyPairsAndIdx) {
+  float x[6] = {1, 2, 3, 4, 5, 6};
+  int64_t y[3] = {0, 1, 2};
+  ASSERT_TRUE(npy_write((dir_ / "x.npy").string(), Tensor::from_f32({3, 2}, x)).ok());
+  ASSERT_TRUE(npy_write((dir_ / "y.npy").string(), Tensor::from_i64({3}, y)).ok());
+  ASSERT_TRUE(npy_write((dir_ / "y2.npy").string(), Tensor::from_i64({2}, y)).ok());
+  auto d = read_npy((dir_ / "x.npy").string(), (dir_ / "y.npy").string());
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->labels.dtype(), DType::kI64);
+  auto bad = read_npy((dir_ / "x.npy").string(), (dir_ / "y2.npy").string());
+  EXPECT_NE(bad.status().message().find("3 samples"), std::string::npos);
+
+  // Two 2x2 images and their labels in MNIST's IDX format.
+  std::string img("\0\0\x08\x03\0\0\0\x02\0\0\0\x02\0\0\0\x02", 16);
+  img += std::string("\x00\xff\x80\x01\x02\x03\x04\x05", 8);
+  std::string lab("\0\0\x08\x01\0\0\0\x02\x07\x03", 10);
+  auto idx = read_idx(file("img.idx", img), file("lab.idx", lab));
+  ASSERT_TRUE(idx.ok()) << idx.status().to_string();
+  EXPECT_EQ(idx->features.shape(), (Shape{2, 2, 2}));
+  EXPECT_FLOAT_EQ(idx->features.data_as<float>()[1], 1.0f);
+  EXPECT_EQ(idx->labels.data_as<int64_t>()[0], 7);
+  auto trunc = read_idx(file("t.idx", img.substr(0, 20)), file("lab2.idx", lab));
+  EXPECT_NE(trunc.status().message().find("truncated"), std::string::npos);
+  auto gz = read_idx(file("g.idx", std::string("\x1f\x8b\x08\x00rest", 8)), file("lab3.idx", lab));
+  EXPECT_NE(gz.status().message().find("gzip"), std::string::npos);
+}
+
+TEST_F(DataTest, SplitIsSeededDisjointAndComplete) {
+  Dataset all = ids(1797);
+  Dataset tr, va;
+  ASSERT_TRUE(split(all, 0.2, 42, &tr, &va).ok());
+  EXPECT_EQ(tr.size(), 1438);
+  EXPECT_EQ(va.size(), 359);
+  std::set<float> seen;
+  for (const Dataset* d : {&tr, &va})
+    for (int64_t i = 0; i < d->size(); ++i)
+      EXPECT_TRUE(seen.insert(d->features.data_as<float>()[i]).second);
+  EXPECT_EQ(seen.size(), 1797u);
+  Dataset tr2, va2;
+  ASSERT_TRUE(split(all, 0.2, 42, &tr2, &va2).ok());
+  EXPECT_EQ(std::memcmp(va.features.data(), va2.features.data(), va.features.nbytes()), 0);
+  ASSERT_TRUE(split(all, 0.2, 43, &tr2, &va2).ok());
+  EXPECT_NE(std::memcmp(va.features.data(), va2.features.data(), va.features.nbytes()), 0);
+  EXPECT_FALSE(split(all, 1.0, 1, &tr, &va).ok());
+}
+
+std::vector<float> epoch_ids(Loader& l) {
+  std::vector<float> out;
+  for (int64_t b = 0; b < l.batches_per_epoch(); ++b) {
+    auto batch = l.next();
+    EXPECT_TRUE(batch.ok());
+    for (int64_t i = 0; i < batch->x.dim(0); ++i) out.push_back(batch->x.data_as<float>()[i]);
+  }
+  return out;
+}
+
+TEST(LoaderTest, EachEpochIsASeededPermutation) {
+  LoaderOptions o;
+  o.batch_size = 32;
+  o.seed = 7;
+  auto l = TensorLoader::make(ids(100), o);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ((*l)->batches_per_epoch(), 4);  // 32 + 32 + 32 + 4
+  auto e0 = epoch_ids(**l), e1 = epoch_ids(**l);
+  EXPECT_EQ(e0.size(), 100u);
+  EXPECT_EQ(std::set<float>(e0.begin(), e0.end()).size(), 100u);
+  EXPECT_EQ(std::set<float>(e1.begin(), e1.end()).size(), 100u);
+  EXPECT_NE(e0, e1) << "two epochs in the same order";
+  EXPECT_EQ((*l)->position(), (LoaderPosition{2, 0}));
+  // Same seed, same batches, with or without prefetching; another seed, another order.
+  o.prefetch = 0;
+  auto same = TensorLoader::make(ids(100), o);
+  EXPECT_EQ(epoch_ids(**same), e0);
+  o.seed = 8;
+  auto other = TensorLoader::make(ids(100), o);
+  EXPECT_NE(epoch_ids(**other), e0);
+  o.shuffle = false;
+  auto plain = TensorLoader::make(ids(100), o);
+  auto p = epoch_ids(**plain);
+  EXPECT_TRUE(std::is_sorted(p.begin(), p.end()));
+}
+
+TEST(LoaderTest, SeekResumesTheExactSequence) {
+  LoaderOptions o;
+  o.batch_size = 10;
+  o.seed = 3;
+  auto ref = TensorLoader::make(ids(95), o);
+  std::vector<std::vector<float>> want;
+  for (int i = 0; i < 25; ++i) {
+    auto b = (*ref)->next();
+    want.emplace_back(b->x.data_as<float>(), b->x.data_as<float>() + b->x.dim(0));
+  }
+  // A "killed" loader at batch 13 (epoch 1, batch 3); a fresh one seeks there.
+  auto fresh = TensorLoader::make(ids(95), o);
+  ASSERT_TRUE((*fresh)->seek({1, 3}).ok());
+  for (int i = 13; i < 25; ++i) {
+    auto b = (*fresh)->next();
+    ASSERT_TRUE(b.ok());
+    std::vector<float> got(b->x.data_as<float>(), b->x.data_as<float>() + b->x.dim(0));
+    EXPECT_EQ(got, want[static_cast<size_t>(i)]) << "batch " << i;
+  }
+  EXPECT_FALSE((*fresh)->seek({0, 10}).ok());  // only 10 batches per epoch (0..9)
+}
+
+TEST(LoaderTest, DropLastAndBadOptions) {
+  LoaderOptions o;
+  o.batch_size = 32;
+  o.drop_last = true;
+  auto l = TensorLoader::make(ids(100), o);
+  ASSERT_TRUE(l.ok());
+  EXPECT_EQ((*l)->batches_per_epoch(), 3);
+  for (int i = 0; i < 7; ++i) EXPECT_EQ((*l)->next()->x.dim(0), 32);
+  o.batch_size = 0;
+  EXPECT_FALSE(TensorLoader::make(ids(10), o).ok());
+  o.batch_size = 64;
+  EXPECT_NE(TensorLoader::make(ids(10), o).status().message().find("drops every one"),
+            std::string::npos);
+  EXPECT_FALSE(TensorLoader::make(Dataset{}, LoaderOptions{}).ok());
+}
+
+}  // namespace
+}  // namespace dlsys::train
