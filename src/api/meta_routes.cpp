@@ -272,7 +272,9 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
   });
   router.add("GET", "/api/v1/models", Access::kRead, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
-    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->list_models(n, r.query_or("page_token", "")));
+    DLSYS_ASSIGN_OR_RETURN(
+        meta::Page p, s->list_models(n, r.query_or("page_token", ""), r.query_or("name_like", ""),
+                                     r.query_or("order_by", "")));
     return page_response(p, "models");
   });
   router.add("GET", "/api/v1/models/{name}", Access::kRead, [s](Request& r) -> Result<Response> {

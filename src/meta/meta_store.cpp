@@ -777,19 +777,54 @@ Result<json> MetaStore::get_model(const std::string& name) {
   return out;
 }
 
-Result<Page> MetaStore::list_models(int page_size, const std::string& page_token) {
+Result<Page> MetaStore::list_models(int page_size, const std::string& page_token,
+                                    const std::string& name_like, const std::string& order_by) {
   DLSYS_RETURN_IF_ERROR(check_page_size(page_size));
-  std::string after;
-  if (!page_token.empty()) {
-    if (page_token.rfind("m:", 0) != 0) return bad_token(page_token);
-    after = page_token.substr(2);
+  // Name order pages by key ("m:<last name>"); updated_at order by offset ("o:<n>").
+  bool by_update = false;
+  std::string dir = "ASC";
+  if (!order_by.empty()) {
+    std::string o = order_by;
+    for (char& ch : o) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (o == "name" || o == "name asc") {
+    } else if (o == "name desc") {
+      dir = "DESC";
+    } else if (o == "updated_at" || o == "updated_at asc") {
+      by_update = true;
+    } else if (o == "updated_at desc") {
+      by_update = true;
+      dir = "DESC";
+    } else {
+      return Status::Invalid("order_by '{}': order models by name or updated_at, then ASC or DESC",
+                             order_by);
+    }
   }
+  bool keyset = !by_update && dir == "ASC";
+  std::string after;
+  int64_t offset = 0;
+  if (!page_token.empty()) {
+    if (keyset) {
+      if (page_token.rfind("m:", 0) != 0) return bad_token(page_token);
+      after = page_token.substr(2);
+    } else {
+      DLSYS_ASSIGN_OR_RETURN(offset, int_token(page_token, "o:"));
+      if (offset < 0) return bad_token(page_token);
+    }
+  }
+  if (name_like.size() > kMaxKeyLength)
+    return Status::Invalid("name filter is over {} characters", kMaxKeyLength);
   std::vector<std::string> names;
   bool more = false;
   DLSYS_RETURN_IF_ERROR(tx(false, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT name FROM registered_models WHERE name > $1 "
-                                              "ORDER BY name LIMIT $2",
-                                              {after, int64_t{page_size} + 1}));
+    std::string sql = "SELECT name FROM registered_models WHERE name > $1";
+    SqlParams params = {after};
+    if (!name_like.empty()) {
+      sql += " AND name LIKE $2";
+      params.push_back(name_like);
+    }
+    sql += by_update ? " ORDER BY updated_at " + dir + ", name" : " ORDER BY name " + dir;
+    sql += fmt::format(" LIMIT {} OFFSET {}", page_size + 1, offset);
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, params));
     more = rows.size() > static_cast<size_t>(page_size);
     for (size_t i = 0; i < rows.size() && i < static_cast<size_t>(page_size); ++i)
       names.push_back(sql_text(rows[i][0]));
@@ -800,7 +835,8 @@ Result<Page> MetaStore::list_models(int page_size, const std::string& page_token
     DLSYS_ASSIGN_OR_RETURN(json m, get_model(n));
     page.items.push_back(std::move(m));
   }
-  if (more) page.next_page_token = "m:" + names.back();
+  if (more)
+    page.next_page_token = keyset ? "m:" + names.back() : fmt::format("o:{}", offset + page_size);
   return page;
 }
 

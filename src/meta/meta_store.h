@@ -118,7 +118,10 @@ class MetaStore {
   Result<json> create_model(const std::string& name, const std::string& description,
                             const Principal& who);
   Result<json> get_model(const std::string& name);  // with aliases and latest version
-  Result<Page> list_models(int page_size, const std::string& page_token);
+  // Models by name (or `order_by` "updated_at DESC", ...); `name_like` is an SQL LIKE pattern
+  // ("dig%"), empty for all.
+  Result<Page> list_models(int page_size, const std::string& page_token,
+                           const std::string& name_like = "", const std::string& order_by = "");
   // A new version (1, 2, ...) from a run's artifact; adds the lineage edge run -> version.
   Result<json> create_model_version(const std::string& model, int64_t run_id,
                                     const std::string& artifact_path,

@@ -347,6 +347,31 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
   EXPECT_EQ(arts->size(), 2u);
 }
 
+TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {
+  for (const char* n : {"digits-a", "wine", "digits-b", "digits-c", "cancer"})
+    ASSERT_TRUE(store_->create_model(n, "", kAlice).ok());
+  auto names = [](const Page& p) {
+    std::vector<std::string> out;
+    for (auto& m : p.items) out.push_back(m["name"]);
+    return out;
+  };
+  auto all = store_->list_models(100, "");
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(names(*all),
+            (std::vector<std::string>{"cancer", "digits-a", "digits-b", "digits-c", "wine"}));
+  auto p1 = store_->list_models(2, "", "digits%");
+  ASSERT_TRUE(p1.ok());
+  EXPECT_EQ(names(*p1), (std::vector<std::string>{"digits-a", "digits-b"}));
+  auto p2 = store_->list_models(2, p1->next_page_token, "digits%");
+  EXPECT_EQ(names(*p2), (std::vector<std::string>{"digits-c"}));
+  EXPECT_TRUE(p2->next_page_token.empty());
+  auto desc = store_->list_models(3, "", "", "name DESC");
+  EXPECT_EQ(names(*desc), (std::vector<std::string>{"wine", "digits-c", "digits-b"}));
+  auto rest = store_->list_models(3, desc->next_page_token, "", "name DESC");
+  EXPECT_EQ(names(*rest), (std::vector<std::string>{"digits-a", "cancer"}));
+  EXPECT_EQ(store_->list_models(3, "", "", "size").status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_P(MetaStoreTest, AuditLogRecordsWhoDidWhat) {
   int64_t run = new_run();
   Principal bob{"bob", Role::kAdmin};
