@@ -8,6 +8,8 @@
 
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <future>
 #include <thread>
 
 #include "api/backend.h"
@@ -21,7 +23,9 @@ namespace {
 
 class ServerTest : public ::testing::Test {
  protected:
-  void Start(bool auth = false, uint64_t max_body = 16 << 20) {
+  // Starts a server on a fresh data directory; `extra_routes` may add test-only routes.
+  void Start(bool auth = false, uint64_t max_body = 16 << 20,
+             std::function<void(Router&)> extra_routes = nullptr) {
     dir_ = std::filesystem::temp_directory_path() / ("dlsys-server-test-" + random_hex(6));
     BackendOptions bo;
     bo.data_dir = dir_.string();
@@ -29,6 +33,7 @@ class ServerTest : public ::testing::Test {
     auto b = Backend::open(bo);
     ASSERT_TRUE(b.ok()) << b.status().to_string();
     backend_ = std::move(b).value();
+    if (extra_routes) extra_routes(backend_->router());
     ServerOptions so;
     so.port = 0;
     so.access_log = nullptr;
@@ -217,35 +222,38 @@ TEST_F(ServerTest, TokensAndRoles) {
   EXPECT_EQ(J(audit)["entries"][0]["actor"], "editor");
 }
 
-// Sends the headers and half the body of a request, then shuts the server down: the request
-// in flight still gets its answer (with Connection: close), and run() returns after it.
+// A request whose handler is running when the shutdown starts still gets its answer (with
+// Connection: close); idle connections are closed, no new ones are accepted, and run() returns
+// once the request is done.
 TEST_F(ServerTest, GracefulShutdownFinishesInFlightRequests) {
-  Start();
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(static_cast<uint16_t>(server_->port()));
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  std::string body = R"({"name": "late-experiment", "description": "sent in two halves"})";
-  std::string head = fmt::format(
-      "POST /api/v1/experiments HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n", body.size());
-  ASSERT_GT(write(fd, head.data(), head.size()), 0);
-  ASSERT_GT(write(fd, body.data(), 10), 0);
-  // Let the server read the headers (it is then busy with this request), then shut down.
-  Req("GET", "/api/v1/health");
-  conn_.reset();  // an idle keep-alive connection: closed by the drain
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  bool added = false;
+  auto add_slow_route = [&](Router& r) {
+    r.add("POST", "/test/slow", Access::kPublic, [&](Request& req) -> Result<Response> {
+      entered.set_value();
+      released.wait();
+      return Response::json_body({{"echo", req.body}});
+    });
+    added = true;
+  };
+  Start(false, 16 << 20, add_slow_route);
+  ASSERT_TRUE(added);
+  std::promise<HttpResult> answer;
+  std::thread client([&] {
+    auto c = HttpConnection::open("127.0.0.1", server_->port());
+    auto r = (*c)->request("POST", "/test/slow", "payload");
+    answer.set_value(r.ok() ? *r : HttpResult{});
+  });
+  entered.get_future().wait();  // the handler runs now
   server_->shutdown();
-  ASSERT_GT(write(fd, body.data() + 10, body.size() - 10), 0);
-  std::string reply;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(fd, buf, sizeof buf)) > 0) reply.append(buf, static_cast<size_t>(n));
-  close(fd);
-  EXPECT_NE(reply.find("HTTP/1.1 201"), std::string::npos) << reply;
-  EXPECT_NE(reply.find("Connection: close"), std::string::npos) << reply;
-  thread_.join();  // run() returned: nothing left in flight
-  EXPECT_TRUE(backend_->store().get_experiment_by_name("late-experiment").ok());
+  release.set_value();
+  HttpResult r = answer.get_future().get();
+  client.join();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(J(r)["echo"], "payload");
+  EXPECT_EQ(r.headers["connection"], "close");
+  thread_.join();  // run() returned: nothing left in flight, the idle conn_ was closed
   EXPECT_FALSE(HttpConnection::open("127.0.0.1", server_->port()).ok()) << "still accepting";
 }
 
