@@ -41,6 +41,7 @@ static const OpRegistry& registry() {
     register_tensor_ops(reg);
     register_quant_ops(reg);
     register_qmatmul_ops(reg);
+    register_grad_ops(reg);
     return reg;
   }();
   return r;

@@ -41,6 +41,7 @@ void register_shape_ops(OpRegistry& r);
 void register_tensor_ops(OpRegistry& r);
 void register_quant_ops(OpRegistry& r);
 void register_qmatmul_ops(OpRegistry& r);
+void register_grad_ops(OpRegistry& r);
 
 class OpRegistry {
  public:

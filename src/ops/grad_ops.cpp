@@ -1,0 +1,78 @@
+// Ops that gradient graphs need and ONNX lacks. Not in any ONNX domain's spec: they appear only
+// in training graphs (src/train/autodiff), never in exported models.
+//   SumToShapeOf(dY, like): sums dY over the dimensions that NumPy broadcasting expanded `like`
+//   along, giving `like`'s shape (the gradient of a broadcast operand). f32, plain loops.
+#include <cstring>
+
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+struct SumToShapeKernel : Kernel {
+  Shape out_shape;                  // `like`'s shape
+  std::vector<int64_t> in_dims;     // dY's dims
+  std::vector<int64_t> out_stride;  // per dY dim: stride in the output (0 where summed)
+  int64_t total = 0, out_total = 0;
+
+  Status run(const Tensor* const* in, Tensor* const* out) override {
+    const float* dy = in[0]->data_as<float>();
+    float* y = out[0]->data_as<float>();
+    std::memset(y, 0, static_cast<size_t>(out_total) * sizeof(float));
+    int64_t rank = static_cast<int64_t>(in_dims.size());
+    // Walk dY in row-major order, adding each element into its output slot.
+    std::vector<int64_t> idx(static_cast<size_t>(rank), 0);
+    int64_t o = 0;
+    for (int64_t i = 0; i < total; ++i) {
+      y[o] += dy[i];
+      for (int64_t d = rank - 1; d >= 0; --d) {
+        if (++idx[d] < in_dims[d]) {
+          o += out_stride[d];
+          break;
+        }
+        o -= out_stride[d] * (in_dims[d] - 1);
+        idx[d] = 0;
+      }
+    }
+    return Status::OK();
+  }
+};
+
+Result<KernelPtr> build_sum_to_shape_of(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  const Shape& dy = ctx.in_shape(0);
+  const Shape& like = ctx.in_shape(1);
+  if (like.size() > dy.size())
+    return ctx.error("target shape {} has more dimensions than the gradient {}", shape_str(like),
+                     shape_str(dy));
+  auto k = std::make_unique<SumToShapeKernel>();
+  k->out_shape = like;
+  k->in_dims.assign(dy.begin(), dy.end());
+  k->out_stride.assign(dy.size(), 0);
+  size_t lead = dy.size() - like.size();
+  int64_t stride = 1;
+  for (size_t d = dy.size(); d-- > lead;) {
+    int64_t l = like[d - lead];
+    if (l != dy[d] && l != 1)
+      return ctx.error("gradient {} does not broadcast from {} (dimension {}: {} vs {})",
+                       shape_str(dy), shape_str(like), d, dy[d], l);
+    k->out_stride[d] = l == 1 ? 0 : stride;
+    stride *= l;
+  }
+  k->total = shape_numel(dy);
+  k->out_total = shape_numel(like);
+  ctx.set_output(0, DType::kF32, like);
+  if (like == dy) {
+    ctx.alias_output(0, 0, like);
+    return KernelPtr();
+  }
+  return KernelPtr(std::move(k));
+}
+
+}  // namespace
+
+void register_grad_ops(OpRegistry& r) {
+  r.add("SumToShapeOf", 2, 2, 1, 1, build_sum_to_shape_of);
+}
+
+}  // namespace dlsys
