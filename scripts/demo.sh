@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: export a model from PyTorch with the project's script, inspect it, run it through
-# `dlsys run` and compare with PyTorch's output, measure it with `dlsys bench`, then register it
-# in the model registry of a `dlsys server` and promote it to production.
+# `dlsys run` and compare with PyTorch's output, measure it with `dlsys bench`; train the digits
+# MLP and run its exported model; then track a training run in a `dlsys server`, register the
+# model and promote it to production.
 set -euo pipefail
 BUILD=${1:-build}
 DLSYS="$BUILD/dlsys"
@@ -10,17 +11,17 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/5 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
+step "1/6 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
 if [ ! -f "$DIR/resnet18.onnx" ]; then
   /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18
 else
   echo "already exported: $DIR/resnet18.onnx"
 fi
 
-step "2/5 dlsys inspect"
+step "2/6 dlsys inspect"
 "$DLSYS" inspect "$DIR/resnet18.onnx" | head -12
 
-step "3/5 dlsys run, compared with PyTorch's own output"
+step "3/6 dlsys run, compared with PyTorch's own output"
 "$DLSYS" run "$DIR/resnet18.onnx" --input input="$DIR/resnet18.input.npy" --output-dir "$DIR/out" --threads 2
 /usr/bin/python3 - "$DIR" <<'PY'
 import sys, numpy as np
@@ -32,9 +33,21 @@ print(f"dlsys vs PyTorch: max error {rel:.2e} of the output scale, top-1 {'ident
 sys.exit(0 if rel <= 1e-4 and same else 1)
 PY
 
-step "4/5 dlsys bench (batch 8, 2 threads)"
+step "4/6 dlsys bench (batch 8, 2 threads)"
 "$DLSYS" bench "$DIR/resnet18.onnx" --batch 8 --threads 2 --seconds 3
-step "5/5 dlsys server, then register the model and promote it (registry commands over HTTP)"
+step "5/6 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
+"$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits" --threads 2
+"$DLSYS" run "$DIR/digits/model.onnx" --input input="$DIR/digits/val_x.npy" --output-dir "$DIR/digits/pred" --threads 2
+/usr/bin/python3 - "$DIR/digits" <<'PY'
+import sys, numpy as np
+d = sys.argv[1]
+logits, y = np.load(f"{d}/pred/logits.npy"), np.load(f"{d}/val_y.npy")
+acc = (logits.argmax(1) == y).mean()
+print(f"exported model, run by dlsys run on the {len(y)} validation digits: accuracy {acc:.4f}")
+sys.exit(0 if acc >= 0.9 else 1)
+PY
+
+step "6/6 dlsys server: a tracked training run, registered and promoted to production"
 HOME_DIR="$DIR/home"
 rm -rf "$HOME_DIR"
 "$DLSYS" server --data-dir "$HOME_DIR" --port 0 --access-log off >"$DIR/server.out" 2>&1 &
@@ -44,8 +57,9 @@ for _ in $(seq 300); do grep -q "dlsys server on" "$DIR/server.out" && break; sl
 URL=$(sed -n 's/^dlsys server on \(http[^ ]*\).*/\1/p' "$DIR/server.out")
 [ -n "$URL" ] || { cat "$DIR/server.out"; echo "dlsys server did not start"; exit 1; }
 echo "server: $URL (data directory $HOME_DIR)"
-"$DLSYS" models register resnet18 --file "$DIR/resnet18.onnx" --server "$URL"
-"$DLSYS" models alias resnet18 production 1 --server "$URL"
+"$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits-tracked" --threads 2 --server "$URL" 2>&1 | tail -3
+"$DLSYS" models register digits --run 1 --server "$URL"
+"$DLSYS" models alias digits production 1 --server "$URL"
 "$DLSYS" models list --server "$URL"
 "$DLSYS" runs list --server "$URL"
 kill -TERM "$SERVER"

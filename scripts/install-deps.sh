@@ -15,6 +15,8 @@ PKGS=(
   # metadata and artifact store, HTTP server: SQLite, PostgreSQL (client library, and the server
   # its tests start on loopback), OpenSSL (SHA-256), Boost.Beast/Asio
   libsqlite3-dev libpq-dev postgresql libssl-dev libboost-dev
+  # training specs
+  libyaml-cpp-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # reference models, conformance cases and peers (Debian's Python, not a venv)

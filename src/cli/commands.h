@@ -16,6 +16,7 @@ void add_bench(CLI::App& app, int* rc);
 void add_profile(CLI::App& app, int* rc);
 void add_quantize(CLI::App& app, int* rc);
 void add_server(CLI::App& app, int* rc);
+void add_train(CLI::App& app, int* rc);
 void add_runs(CLI::App& app, int* rc);
 void add_models(CLI::App& app, int* rc);
 void add_artifacts(CLI::App& app, int* rc);

@@ -40,6 +40,7 @@ int main(int argc, char** argv) {
   dlsys::cli::add_bench(app, &rc);
   dlsys::cli::add_profile(app, &rc);
   dlsys::cli::add_quantize(app, &rc);
+  dlsys::cli::add_train(app, &rc);
   dlsys::cli::add_server(app, &rc);
   dlsys::cli::add_runs(app, &rc);
   dlsys::cli::add_models(app, &rc);

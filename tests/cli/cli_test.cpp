@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <filesystem>
@@ -152,11 +153,31 @@ TEST_F(Cli, QuantizeWritesAQdqModelAndReportsAccuracy) {
 }
 
 TEST_F(Cli, EveryCommandHasHelp) {
-  for (const char* c :
-       {"", "run ", "inspect ", "bench ", "profile ", "quantize ", "server ", "runs ", "runs list ",
-        "runs show ", "runs compare ", "models ", "models list ", "models register ",
-        "models versions ", "models alias ", "artifacts ", "artifacts get ", "artifacts put ",
-        "artifacts list ", "tokens ", "tokens create ", "tokens list ", "tokens revoke "}) {
+  for (const char* c : {"",
+                        "run ",
+                        "inspect ",
+                        "bench ",
+                        "profile ",
+                        "quantize ",
+                        "train ",
+                        "server ",
+                        "runs ",
+                        "runs list ",
+                        "runs show ",
+                        "runs compare ",
+                        "models ",
+                        "models list ",
+                        "models register ",
+                        "models versions ",
+                        "models alias ",
+                        "artifacts ",
+                        "artifacts get ",
+                        "artifacts put ",
+                        "artifacts list ",
+                        "tokens ",
+                        "tokens create ",
+                        "tokens list ",
+                        "tokens revoke "}) {
     Ran r = sh(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
@@ -214,6 +235,89 @@ TEST_F(Cli, RegistryCommandsOnADataDirectory) {
   EXPECT_EQ(notonnx.code, 1);
   EXPECT_NE(notonnx.out.find("is not a loadable ONNX model"), std::string::npos) << notonnx.out;
   EXPECT_EQ(sh("server --help").code, 0);
+}
+
+}  // namespace
+}  // namespace dlsys
+
+namespace dlsys {
+namespace {
+
+// `dlsys train` on the digits spec: JSON events, a run directory, an exported model that
+// `dlsys run` executes with the trainer's validation accuracy, and the run in the tracker.
+TEST_F(Cli, TrainDigitsExportsARunnableModelAndTracksTheRun) {
+  std::string spec = std::string(DLSYS_SOURCE_DIR) + "/examples/digits/mlp.yaml";
+  std::string out = (dir_ / "run").string();
+  std::string home = (dir_ / "home").string();
+  Ran r =
+      sh("train " + spec + " --epochs 4 --json --threads 2 --out " + out + " --data-dir " + home);
+  ASSERT_EQ(r.code, 0) << r.out;
+  // Every line is a JSON event; the last one is "done".
+  std::vector<nlohmann::json> events;
+  size_t start = 0;
+  while (start < r.out.size()) {
+    size_t nl = r.out.find('\n', start);
+    std::string line = r.out.substr(start, nl - start);
+    if (!line.empty()) events.push_back(nlohmann::json::parse(line));
+    if (nl == std::string::npos) break;
+    start = nl + 1;
+  }
+  ASSERT_FALSE(events.empty());
+  const auto& done = events.back();
+  ASSERT_EQ(done["event"], "done") << r.out;
+  EXPECT_EQ(done["epochs"], 4);
+  double acc = done["metrics"]["val_accuracy"];
+  EXPECT_GT(acc, 0.9);
+  int evals = 0;
+  for (auto& e : events) evals += e["event"] == "eval";
+  EXPECT_EQ(evals, 4);
+  // The exported model, run by `dlsys run` on the validation split, has the same accuracy.
+  Ran run = sh("run " + out + "/model.onnx --input input=" + out + "/val_x.npy --output-dir " +
+               out + "/pred");
+  ASSERT_EQ(run.code, 0) << run.out;
+  auto logits = npy_read(out + "/pred/logits.npy");
+  auto y = npy_read(out + "/val_y.npy");
+  ASSERT_TRUE(logits.ok() && y.ok());
+  int64_t n = y->numel(), correct = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = logits->data_as<float>() + i * 10;
+    correct += std::max_element(row, row + 10) - row == y->data_as<int64_t>()[i];
+  }
+  EXPECT_NEAR(static_cast<double>(correct) / n, acc, 1.0 / n);
+  EXPECT_TRUE(fs::exists(out + "/metrics.jsonl"));
+  // The tracker has the run, its metrics and the model.
+  Ran show = sh("runs show 1 --json --data-dir " + home);
+  ASSERT_EQ(show.code, 0) << show.out;
+  auto run_json = nlohmann::json::parse(show.out);
+  EXPECT_EQ(run_json["status"], "FINISHED");
+  EXPECT_NEAR(run_json["metrics"]["val_accuracy"]["value"].get<double>(), acc, 1e-9);
+  EXPECT_EQ(run_json["artifacts"][0]["path"], "model.onnx");
+}
+
+TEST_F(Cli, TrainSpecErrorsNameFieldAndLine) {
+  auto spec = [&](const std::string& text) {
+    std::string p = (dir_ / "bad.yaml").string();
+    std::ofstream(p) << text;
+    return sh("train " + p + " --out " + (dir_ / "r").string());
+  };
+  std::string head = "data:\n  train: x.csv\nmodel:\n  input: [4]\n  layers:\n";
+  Ran r = spec(head + "    - linear: {out: 3}\ntrain:\n  epochz: 3\n");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("bad.yaml:8: unknown field 'epochz' in train"), std::string::npos) << r.out;
+  r = spec(head + "    - conv2d: {out: 3}\n");
+  EXPECT_NE(r.out.find("bad.yaml:6: layer 'conv2d' is not supported by the trainer yet"),
+            std::string::npos)
+      << r.out;
+  r = spec(head + "    - linear: {out: three}\n");
+  EXPECT_NE(r.out.find("'out' has the value 'three', which is not a whole number"),
+            std::string::npos)
+      << r.out;
+  r = spec(head + "    - linear: {out: 3}\ntrain:\n  optimizer: {name: lamb}\n");
+  EXPECT_NE(r.out.find("unknown optimizer 'lamb'"), std::string::npos) << r.out;
+  r = spec("data: [unclosed\n");
+  EXPECT_NE(r.out.find("YAML syntax error"), std::string::npos) << r.out;
+  r = spec(head + "    - linear: {out: 3}\n");  // x.csv does not exist
+  EXPECT_NE(r.out.find("x.csv"), std::string::npos) << r.out;
 }
 
 }  // namespace

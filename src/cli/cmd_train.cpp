@@ -1,0 +1,144 @@
+// `dlsys train SPEC.yaml [--out DIR] [--json]`: trains the spec's model, shows progress (a bar
+// on a terminal, one JSON object per line with --json), writes the run directory (metrics.jsonl,
+// spec.yaml, model.onnx) and, with --server or --data-dir, records the run in the tracking
+// server: params, per-epoch metrics and the model artifact.
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "api/backend.h"
+#include "api/client.h"
+#include "api/run_logger.h"
+#include "cli/commands.h"
+#include "core/json_util.h"
+#include "train/trainer.h"
+
+namespace dlsys::cli {
+namespace {
+
+struct TrainArgs {
+  std::string spec, out, server, data_dir, experiment, token;
+  bool json = false;
+  int64_t epochs = 0;
+  int threads = 0;
+};
+
+void progress_bar(const nlohmann::json& e) {
+  if (e["event"] == "step") {
+    int64_t step = e["step"], total = e["total_steps"];
+    int width = 24, fill = static_cast<int>(width * (step + 1) / std::max<int64_t>(1, total));
+    std::fprintf(stderr,
+                 "\repoch %lld [%s%s] step %lld/%lld  loss %.4f  %.0f samples/s  ETA %.0fs   ",
+                 static_cast<long long>(e["epoch"].get<int64_t>()), std::string(fill, '#').c_str(),
+                 std::string(width - fill, '.').c_str(), static_cast<long long>(step + 1),
+                 static_cast<long long>(total), e["loss"].get<double>(),
+                 e["samples_per_s"].get<double>(), e["eta_s"].get<double>());
+  } else if (e["event"] == "eval") {
+    std::fprintf(stderr, "\repoch %lld: train loss %.4f  val loss %.4f",
+                 static_cast<long long>(e["epoch"].get<int64_t>()), e["train_loss"].get<double>(),
+                 e["val_loss"].get<double>());
+    if (e.contains("val_accuracy"))
+      std::fprintf(stderr, "  val accuracy %.4f", e["val_accuracy"].get<double>());
+    std::fprintf(stderr, "%40s\n", "");
+  }
+}
+
+int run_train(const TrainArgs& a) {
+  auto spec = train::load_train_spec(a.spec);
+  if (!spec.ok()) return fail(spec.status().message());
+  if (a.epochs > 0) spec->epochs = a.epochs;
+  std::string out = a.out.empty() ? "runs/" + spec->name : a.out;
+
+  // Tracking, when a server or a data directory is named.
+  std::unique_ptr<api::Backend> backend;
+  std::unique_ptr<api::ApiClient> client;
+  std::unique_ptr<api::RunLogger> logger;
+  std::string server = a.server;
+  if (server.empty() && a.data_dir.empty())
+    if (const char* s = std::getenv("DLSYS_SERVER")) server = s;
+  if (!server.empty() || !a.data_dir.empty()) {
+    if (!server.empty()) {
+      auto c = api::connect_http(server, a.token);
+      if (!c.ok()) return fail(c.status().message());
+      client = std::move(c).value();
+    } else {
+      api::BackendOptions bo;
+      bo.data_dir = a.data_dir;
+      bo.db_connections = 2;
+      auto b = api::Backend::open(bo);
+      if (!b.ok()) return fail(b.status().message());
+      backend = std::move(b).value();
+      client = api::connect_local(*backend);
+    }
+    std::map<std::string, std::string> params = {{"epochs", std::to_string(spec->epochs)},
+                                                 {"batch_size", std::to_string(spec->batch_size)},
+                                                 {"lr", fmt::format("{}", spec->schedule.lr)},
+                                                 {"seed", std::to_string(spec->seed)},
+                                                 {"loss", spec->loss},
+                                                 {"layers", std::to_string(spec->layers.size())}};
+    auto l = api::RunLogger::start(*client, a.experiment.empty() ? spec->name : a.experiment,
+                                   spec->name, params, {{"spec", a.spec}});
+    if (!l.ok()) return fail(l.status().with_context("tracking").message());
+    logger = std::move(l).value();
+  }
+
+  train::TrainOptions o;
+  o.out_dir = out;
+  o.threads = a.threads;
+  bool tty = isatty(STDERR_FILENO);
+  o.on_event = [&](const nlohmann::json& e) {
+    if (a.json) {
+      std::printf("%s\n", json_dump_line(e).c_str());
+      std::fflush(stdout);
+    } else if (tty || e["event"] == "eval") {
+      progress_bar(e);
+    }
+    if (logger && e["event"] == "eval") {
+      int64_t step = e["step"];
+      for (const char* k : {"train_loss", "val_loss", "val_accuracy"})
+        if (e.contains(k)) (void)logger->log_metric(k, e[k].get<double>(), step);
+      (void)logger->flush();
+    }
+  };
+  auto r = train::train_model(*spec, o);
+  if (!r.ok()) {
+    if (logger) (void)logger->finish("FAILED");
+    return fail(r.status().message());
+  }
+  if (logger) {
+    Status st = logger->log_artifact("model.onnx", r->model_path);
+    if (st.ok()) st = logger->finish("FINISHED");
+    if (!st.ok()) return fail(st.with_context("tracking").message());
+  }
+  if (!a.json) {
+    std::printf("trained %s: %lld epochs, %lld steps in %.1f s", spec->name.c_str(),
+                static_cast<long long>(r->epochs), static_cast<long long>(r->steps), r->seconds);
+    if (spec->loss == "cross_entropy") std::printf(", validation accuracy %.4f", r->val_accuracy);
+    std::printf("\nmodel: %s\n", r->model_path.c_str());
+    if (logger)
+      std::printf("tracked as run %lld (%s)\n", static_cast<long long>(logger->run_id()),
+                  client->where().c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+void add_train(CLI::App& app, int* rc) {
+  auto a = std::make_shared<TrainArgs>();
+  CLI::App* c = app.add_subcommand("train", "Train the model of a YAML spec and export it as ONNX");
+  c->add_option("spec", a->spec, "Training spec, e.g. examples/digits/mlp.yaml")
+      ->required()
+      ->check(CLI::ExistingFile);
+  c->add_option("--out", a->out, "Run directory (default runs/<spec name>)");
+  c->add_flag("--json", a->json, "One JSON object per line: step, eval and done events");
+  c->add_option("--epochs", a->epochs, "Override train.epochs");
+  c->add_option("--threads", a->threads, "Threads (default: all cores)");
+  c->add_option("--server", a->server, "Record the run in this tracking server (or $DLSYS_SERVER)");
+  c->add_option("--data-dir", a->data_dir, "Record the run in this data directory (no server)");
+  c->add_option("--experiment", a->experiment, "Experiment to record in (default: the spec name)");
+  c->add_option("--token", a->token, "API token for --server");
+  c->callback([a, rc] { *rc = run_train(*a); });
+}
+
+}  // namespace dlsys::cli

@@ -1,0 +1,18 @@
+// Writes a Graph as an ONNX model file (the trainer's export): nodes, attributes, initializers
+// as raw little-endian data, declared inputs/outputs and the default-domain opset. The file is
+// checked with the ONNX checker before it is written (atomically).
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+#include "graph/ir.h"
+
+namespace dlsys {
+
+// Serializes `g` to ONNX bytes after running the ONNX checker on it.
+Result<std::string> export_onnx_bytes(const Graph& g);
+// Writes `g` to `path` (temporary file, fsync, rename).
+Status export_onnx_file(const Graph& g, const std::string& path);
+
+}  // namespace dlsys

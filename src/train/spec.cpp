@@ -1,0 +1,210 @@
+#include "train/spec.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <set>
+
+namespace dlsys::train {
+
+namespace {
+
+int line_of(const YAML::Node& n) {
+  return n.Mark().line + 1;
+}
+
+std::string where(const std::string& path, const YAML::Node& n, const std::string& field) {
+  return fmt::format("{}:{}: '{}'", path, line_of(n), field);
+}
+
+Status check_fields(const std::string& path, const YAML::Node& map, const std::string& section,
+                    const std::set<std::string>& allowed) {
+  if (!map.IsMap())
+    return Status::Invalid("{}:{}: '{}' must be a mapping of fields", path, line_of(map), section);
+  for (const auto& kv : map) {
+    std::string k = kv.first.as<std::string>();
+    if (!allowed.count(k)) {
+      std::string list;
+      for (const auto& a : allowed) list += (list.empty() ? "" : ", ") + a;
+      return Status::Invalid("{}:{}: unknown field '{}' in {}; the fields are: {}", path,
+                             line_of(kv.first), k, section, list);
+    }
+  }
+  return Status::OK();
+}
+
+template <typename T>
+Status get(const std::string& path, const YAML::Node& map, const std::string& field, T* out) {
+  YAML::Node n = map[field];
+  if (!n) return Status::OK();
+  try {
+    *out = n.as<T>();
+  } catch (const YAML::Exception&) {
+    return Status::Invalid("{} has the value '{}', which is not a {}", where(path, n, field),
+                           n.IsScalar() ? n.Scalar() : "(not a scalar)",
+                           std::is_same_v<T, std::string> ? "string"
+                           : std::is_floating_point_v<T>  ? "number"
+                                                          : "whole number");
+  }
+  return Status::OK();
+}
+
+std::string relative_to(const std::string& spec, const std::string& p) {
+  if (p.empty() || p[0] == '/') return p;
+  return (std::filesystem::path(spec).parent_path() / p).lexically_normal().string();
+}
+
+}  // namespace
+
+Result<TrainSpec> load_train_spec(const std::string& path) {
+  YAML::Node root;
+  try {
+    root = YAML::LoadFile(path);
+  } catch (const YAML::BadFile&) {
+    return Status::IOError("cannot read the spec '{}'", path);
+  } catch (const YAML::ParserException& e) {
+    return Status::Invalid("{}:{}:{}: YAML syntax error: {}", path, e.mark.line + 1,
+                           e.mark.column + 1, e.msg);
+  }
+  TrainSpec s;
+  s.spec_path = path;
+  DLSYS_RETURN_IF_ERROR(check_fields(path, root, "the spec", {"name", "data", "model", "train"}));
+  DLSYS_RETURN_IF_ERROR(get(path, root, "name", &s.name));
+
+  YAML::Node data = root["data"];
+  if (!data) return Status::Invalid("{}: the spec needs a 'data' section (train: FILE.csv)", path);
+  DLSYS_RETURN_IF_ERROR(check_fields(path, data, "data",
+                                     {"train", "validation", "format", "label_column",
+                                      "validation_fraction", "feature_scale", "split_seed"}));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "train", &s.train_path));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "validation", &s.validation_path));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "format", &s.format));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "label_column", &s.label_column));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "validation_fraction", &s.validation_fraction));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "feature_scale", &s.feature_scale));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "split_seed", &s.split_seed));
+  if (s.train_path.empty())
+    return Status::Invalid("{}:{}: data needs 'train' (the training file)", path, line_of(data));
+  if (s.format != "csv")
+    return Status::Unsupported("{}: data format '{}' is not supported yet; use csv",
+                               where(path, data["format"], "format"), s.format);
+  s.train_path = relative_to(path, s.train_path);
+  s.validation_path = relative_to(path, s.validation_path);
+
+  YAML::Node model = root["model"];
+  if (!model) return Status::Invalid("{}: the spec needs a 'model' section (input, layers)", path);
+  DLSYS_RETURN_IF_ERROR(check_fields(path, model, "model", {"input", "layers", "init"}));
+  DLSYS_RETURN_IF_ERROR(get(path, model, "input", &s.input_shape));
+  DLSYS_RETURN_IF_ERROR(get(path, model, "init", &s.init));
+  if (s.input_shape.empty())
+    return Status::Invalid("{}:{}: model needs 'input', the shape of one sample, e.g. [64]", path,
+                           line_of(model));
+  if (s.init != "default" && s.init != "kaiming" && s.init != "xavier")
+    return Status::Invalid("{} is '{}'; use default, kaiming or xavier",
+                           where(path, model["init"], "init"), s.init);
+  YAML::Node layers = model["layers"];
+  if (!layers || !layers.IsSequence() || layers.size() == 0)
+    return Status::Invalid("{}:{}: model needs 'layers', a list such as [{{linear: {{out: 10}}}}]",
+                           path, line_of(model));
+  static const std::set<std::string> kLayers = {"linear", "relu", "sigmoid", "tanh", "flatten"};
+  static const std::set<std::string> kLater = {
+      "conv2d",  "batchnorm",       "layernorm", "dropout",   "gelu",    "maxpool",
+      "avgpool", "global_avg_pool", "embedding", "attention", "residual"};
+  for (const YAML::Node& l : layers) {
+    LayerSpec ls;
+    ls.line = line_of(l);
+    YAML::Node args;
+    if (l.IsScalar()) {
+      ls.type = l.Scalar();
+    } else if (l.IsMap() && l.size() == 1) {
+      ls.type = l.begin()->first.as<std::string>();
+      args = l.begin()->second;
+    } else {
+      return Status::Invalid(
+          "{}:{}: a layer is a name (relu) or one name with fields "
+          "({{linear: {{out: 10}}}})",
+          path, ls.line);
+    }
+    if (kLater.count(ls.type))
+      return Status::Unsupported(
+          "{}:{}: layer '{}' is not supported by the trainer yet (its "
+          "gradient is still to come); supported: linear, relu, sigmoid, "
+          "tanh, flatten",
+          path, ls.line, ls.type);
+    if (!kLayers.count(ls.type))
+      return Status::Invalid(
+          "{}:{}: unknown layer '{}'; layers: linear, relu, sigmoid, tanh, "
+          "flatten",
+          path, ls.line, ls.type);
+    if (ls.type == "linear") {
+      if (!args || !args.IsMap())
+        return Status::Invalid("{}:{}: linear needs its output size: {{linear: {{out: N}}}}", path,
+                               ls.line);
+      DLSYS_RETURN_IF_ERROR(check_fields(path, args, "linear", {"out"}));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "out", &ls.out));
+      if (ls.out < 1)
+        return Status::Invalid("{}:{}: linear 'out' must be a positive size", path, ls.line);
+    } else if (args && !args.IsNull()) {
+      return Status::Invalid("{}:{}: layer '{}' takes no fields", path, ls.line, ls.type);
+    }
+    s.layers.push_back(ls);
+  }
+
+  YAML::Node tr = root["train"];
+  if (tr) {
+    DLSYS_RETURN_IF_ERROR(
+        check_fields(path, tr, "train",
+                     {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer",
+                      "schedule", "clip_grad_norm", "target_accuracy"}));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "epochs", &s.epochs));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "batch_size", &s.batch_size));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "seed", &s.seed));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "loss", &s.loss));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "label_smoothing", &s.label_smoothing));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "clip_grad_norm", &s.clip_grad_norm));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "target_accuracy", &s.target_accuracy));
+    if (s.epochs < 1)
+      return Status::Invalid("{} must be at least 1", where(path, tr["epochs"], "epochs"));
+    if (s.batch_size < 1)
+      return Status::Invalid("{} must be at least 1", where(path, tr["batch_size"], "batch_size"));
+    if (s.loss != "cross_entropy" && s.loss != "mse")
+      return Status::Invalid("{} is '{}'; use cross_entropy or mse",
+                             where(path, tr["loss"], "loss"), s.loss);
+    if (YAML::Node o = tr["optimizer"]) {
+      DLSYS_RETURN_IF_ERROR(check_fields(
+          path, o, "optimizer",
+          {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps"}));
+      std::string name = "sgd";
+      DLSYS_RETURN_IF_ERROR(get(path, o, "name", &name));
+      auto kind = parse_optimizer(name);
+      if (!kind.ok()) return kind.status().with_context(where(path, o["name"], "optimizer.name"));
+      s.optimizer.kind = *kind;
+      DLSYS_RETURN_IF_ERROR(get(path, o, "lr", &s.schedule.lr));
+      DLSYS_RETURN_IF_ERROR(get(path, o, "momentum", &s.optimizer.momentum));
+      DLSYS_RETURN_IF_ERROR(get(path, o, "nesterov", &s.optimizer.nesterov));
+      DLSYS_RETURN_IF_ERROR(get(path, o, "weight_decay", &s.optimizer.weight_decay));
+      DLSYS_RETURN_IF_ERROR(get(path, o, "beta1", &s.optimizer.beta1));
+      DLSYS_RETURN_IF_ERROR(get(path, o, "beta2", &s.optimizer.beta2));
+      DLSYS_RETURN_IF_ERROR(get(path, o, "eps", &s.optimizer.eps));
+      auto ok = Optimizer::make(s.optimizer);
+      if (!ok.ok()) return ok.status().with_context(where(path, o, "optimizer"));
+    }
+    if (YAML::Node sc = tr["schedule"]) {
+      DLSYS_RETURN_IF_ERROR(check_fields(path, sc, "schedule",
+                                         {"name", "warmup_steps", "step_size", "gamma", "min_lr"}));
+      std::string name = "constant";
+      DLSYS_RETURN_IF_ERROR(get(path, sc, "name", &name));
+      auto kind = parse_schedule(name);
+      if (!kind.ok()) return kind.status().with_context(where(path, sc["name"], "schedule.name"));
+      s.schedule.kind = *kind;
+      DLSYS_RETURN_IF_ERROR(get(path, sc, "warmup_steps", &s.schedule.warmup_steps));
+      DLSYS_RETURN_IF_ERROR(get(path, sc, "step_size", &s.schedule.step_size));
+      DLSYS_RETURN_IF_ERROR(get(path, sc, "gamma", &s.schedule.gamma));
+      DLSYS_RETURN_IF_ERROR(get(path, sc, "min_lr", &s.schedule.min_lr));
+    }
+    if (!(s.schedule.lr > 0)) return Status::Invalid("{}: optimizer.lr must be > 0", path);
+  }
+  return s;
+}
+
+}  // namespace dlsys::train

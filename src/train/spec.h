@@ -1,0 +1,49 @@
+// The training spec (YAML): data, model layers, and the training recipe. Parsed with yaml-cpp;
+// every error names the field and its line, and unknown fields are errors (a typo never falls
+// back to a default silently). Example: examples/digits/mlp.yaml.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "train/optimizer.h"
+
+namespace dlsys::train {
+
+struct LayerSpec {
+  std::string type;  // linear, relu, sigmoid, tanh, flatten
+  int64_t out = 0;   // linear: output features
+  int line = 0;
+};
+
+struct TrainSpec {
+  std::string name = "model";
+  std::string spec_path;  // the file it came from (data paths are relative to its folder)
+  // data
+  std::string train_path, validation_path;
+  std::string format = "csv";  // csv (features + label column)
+  int label_column = -1;
+  double validation_fraction = 0.2;
+  double feature_scale = 1.0;  // features are multiplied by this (e.g. 1/16 for digits)
+  uint64_t split_seed = 0;
+  // model
+  std::vector<int64_t> input_shape;  // per sample, e.g. [64]
+  std::vector<LayerSpec> layers;
+  std::string init = "default";  // default (PyTorch's Linear init), kaiming, xavier
+  // recipe
+  int64_t epochs = 10;
+  int64_t batch_size = 32;
+  uint64_t seed = 0;
+  std::string loss = "cross_entropy";  // cross_entropy, mse
+  float label_smoothing = 0.0f;
+  OptimizerConfig optimizer;
+  ScheduleConfig schedule;
+  double clip_grad_norm = 0.0;   // 0: off
+  double target_accuracy = 0.0;  // stop once validation accuracy reaches it (0: off)
+};
+
+// Reads and checks the spec at `path`.
+Result<TrainSpec> load_train_spec(const std::string& path);
+
+}  // namespace dlsys::train

@@ -1,0 +1,40 @@
+// The trainer: a TrainSpec in, a trained model out. It builds the forward graph from the layers,
+// derives the training graph (autodiff), runs epochs over a shuffled loader with the optimizer
+// and schedule, evaluates on the validation split after every epoch, and writes the run
+// directory: metrics.jsonl, the spec, model.onnx (the forward graph with the trained weights,
+// checked by the ONNX checker) and the validation split as val_x.npy / val_y.npy.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <string>
+
+#include "graph/ir.h"
+#include "train/spec.h"
+
+namespace dlsys::train {
+
+struct TrainOptions {
+  std::string out_dir;  // the run directory (created)
+  int threads = 0;      // 0: all cores
+  // Receives every event: {"event":"step"|"eval"|"done", ...}. May be null.
+  std::function<void(const nlohmann::json&)> on_event;
+  int64_t step_event_every = 10;  // steps between "step" events
+};
+
+struct TrainResult {
+  int64_t epochs = 0, steps = 0;
+  double seconds = 0;
+  double val_loss = 0, val_accuracy = 0;  // accuracy: classification only
+  std::string model_path;
+  nlohmann::json done_event;
+};
+
+// Builds the forward graph of `spec` with freshly initialized, seeded weights.
+Result<Graph> build_forward_graph(const TrainSpec& spec);
+
+// Trains `spec`; errors name what failed (data, spec, a step) and leave a partial run directory.
+Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& options);
+
+}  // namespace dlsys::train
