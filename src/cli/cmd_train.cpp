@@ -17,9 +17,9 @@ namespace dlsys::cli {
 namespace {
 
 struct TrainArgs {
-  std::string spec, out, server, data_dir, experiment, token;
+  std::string spec, out, server, data_dir, experiment, token, resume;
   bool json = false;
-  int64_t epochs = 0;
+  int64_t epochs = 0, log_every = 10, checkpoint_every = -1;
   int threads = 0;
 };
 
@@ -47,7 +47,13 @@ int run_train(const TrainArgs& a) {
   auto spec = train::load_train_spec(a.spec);
   if (!spec.ok()) return fail(spec.status().message());
   if (a.epochs > 0) spec->epochs = a.epochs;
+  if (a.checkpoint_every >= 0) spec->checkpoint_every = a.checkpoint_every;
   std::string out = a.out.empty() ? "runs/" + spec->name : a.out;
+  if (!a.resume.empty()) {
+    if (!a.out.empty() && a.out != a.resume)
+      return fail("--resume DIR continues the run in DIR; drop --out or make it the same folder");
+    out = a.resume;
+  }
 
   // Tracking, when a server or a data directory is named.
   std::unique_ptr<api::Backend> backend;
@@ -85,6 +91,8 @@ int run_train(const TrainArgs& a) {
   train::TrainOptions o;
   o.out_dir = out;
   o.threads = a.threads;
+  o.resume = !a.resume.empty();
+  o.step_event_every = a.log_every;
   bool tty = isatty(STDERR_FILENO);
   o.on_event = [&](const nlohmann::json& e) {
     if (a.json) {
@@ -133,6 +141,10 @@ void add_train(CLI::App& app, int* rc) {
   c->add_option("--out", a->out, "Run directory (default runs/<spec name>)");
   c->add_flag("--json", a->json, "One JSON object per line: step, eval and done events");
   c->add_option("--epochs", a->epochs, "Override train.epochs");
+  c->add_option("--resume", a->resume, "Continue the run in DIR from its newest checkpoint");
+  c->add_option("--checkpoint-every", a->checkpoint_every,
+                "Steps between checkpoints (overrides train.checkpoint_every; 0: only at the end)");
+  c->add_option("--log-every", a->log_every, "Steps between step events")->capture_default_str();
   c->add_option("--threads", a->threads, "Threads (default: all cores)");
   c->add_option("--server", a->server, "Record the run in this tracking server (or $DLSYS_SERVER)");
   c->add_option("--data-dir", a->data_dir, "Record the run in this data directory (no server)");

@@ -155,7 +155,7 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
     DLSYS_RETURN_IF_ERROR(
         check_fields(path, tr, "train",
                      {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer",
-                      "schedule", "clip_grad_norm", "target_accuracy"}));
+                      "schedule", "clip_grad_norm", "target_accuracy", "checkpoint_every"}));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "epochs", &s.epochs));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "batch_size", &s.batch_size));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "seed", &s.seed));
@@ -163,6 +163,10 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
     DLSYS_RETURN_IF_ERROR(get(path, tr, "label_smoothing", &s.label_smoothing));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "clip_grad_norm", &s.clip_grad_norm));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "target_accuracy", &s.target_accuracy));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "checkpoint_every", &s.checkpoint_every));
+    if (s.checkpoint_every < 0)
+      return Status::Invalid("{} must be >= 0",
+                             where(path, tr["checkpoint_every"], "checkpoint_every"));
     if (s.epochs < 1)
       return Status::Invalid("{} must be at least 1", where(path, tr["epochs"], "epochs"));
     if (s.batch_size < 1)

@@ -41,6 +41,7 @@ struct TrainSpec {
   ScheduleConfig schedule;
   double clip_grad_norm = 0.0;   // 0: off
   double target_accuracy = 0.0;  // stop once validation accuracy reaches it (0: off)
+  int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end)
 };
 
 // Reads and checks the spec at `path`.

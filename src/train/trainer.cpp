@@ -1,18 +1,22 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <random>
 
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "core/sha256.h"
 #include "graph/onnx_export.h"
 #include "graph/session.h"
 #include "tensor/npy.h"
 #include "train/autodiff.h"
 #include "train/loader.h"
 #include "train/optimizer.h"
+#include "train/safetensors.h"
 
 namespace dlsys::train {
 
@@ -54,6 +58,84 @@ int64_t argmax_row(const float* row, int64_t n) {
   for (int64_t j = 1; j < n; ++j)
     if (row[j] > row[best]) best = j;
   return best;
+}
+
+struct Checkpoint {
+  int64_t step = 0;  // steps completed
+  LoaderPosition position;
+};
+
+Status write_checkpoint(const std::string& out_dir, const std::string& spec_hash,
+                        const std::vector<std::string>& params, std::map<std::string, Tensor>& in,
+                        const Optimizer& opt, const Checkpoint& c) {
+  namespace fs = std::filesystem;
+  std::string root = out_dir + "/checkpoints";
+  DLSYS_RETURN_IF_ERROR(make_dirs(root));
+  std::string tmp = root + "/.tmp-" + random_hex(6);
+  DLSYS_RETURN_IF_ERROR(make_dirs(tmp));
+  SafetensorsFile f;
+  for (const std::string& p : params) f.tensors["param/" + p] = in.at(p);
+  for (const auto& [k, t] : opt.state()) f.tensors["optim/" + k] = t;
+  f.metadata["format"] = "dlsys-checkpoint-1";
+  DLSYS_RETURN_IF_ERROR(safetensors_write(tmp + "/weights.safetensors", f));
+  json state = {{"step", c.step},
+                {"loader", {{"epoch", c.position.epoch}, {"batch", c.position.batch}}},
+                {"optimizer_steps", opt.steps()},
+                {"spec_sha256", spec_hash}};
+  DLSYS_RETURN_IF_ERROR(write_file_atomic(tmp + "/state.json", state.dump(2)));
+  std::string name = fmt::format("step-{}", c.step);
+  std::error_code ec;
+  fs::remove_all(root + "/" + name, ec);
+  fs::rename(tmp, root + "/" + name, ec);
+  if (ec) return Status::IOError("cannot rename checkpoint folder {}: {}", tmp, ec.message());
+  DLSYS_RETURN_IF_ERROR(write_file_atomic(root + "/latest", name));
+  // Keep the newest three.
+  std::vector<std::pair<int64_t, std::string>> all;
+  for (auto& e : fs::directory_iterator(root, ec)) {
+    std::string n = e.path().filename().string();
+    if (n.rfind("step-", 0) == 0) all.push_back({std::atoll(n.c_str() + 5), e.path().string()});
+  }
+  std::sort(all.begin(), all.end());
+  for (size_t i = 0; i + 3 < all.size(); ++i) fs::remove_all(all[i].second, ec);
+  return Status::OK();
+}
+
+Result<Checkpoint> read_checkpoint(const std::string& out_dir, const std::string& spec_hash,
+                                   const std::vector<std::string>& params,
+                                   std::map<std::string, Tensor>& in, Optimizer& opt) {
+  std::string root = out_dir + "/checkpoints";
+  auto latest = read_file(root + "/latest");
+  if (!latest.ok())
+    return Status::NotFound(
+        "--resume: {} has no checkpoint (checkpoints/latest is missing); "
+        "start without --resume",
+        out_dir);
+  std::string dir = root + "/" + *latest;
+  DLSYS_ASSIGN_OR_RETURN(std::string state_text, read_file(dir + "/state.json"));
+  json state = json::parse(state_text, nullptr, false);
+  if (state.is_discarded() || !state.contains("step"))
+    return Status::Invalid("{}/state.json is not a checkpoint state", dir);
+  if (state.value("spec_sha256", "") != spec_hash)
+    return Status::Invalid(
+        "--resume: the spec changed since the checkpoint in {}; resume with "
+        "the same spec or start a new run directory",
+        dir);
+  DLSYS_ASSIGN_OR_RETURN(SafetensorsFile f, safetensors_read(dir + "/weights.safetensors"));
+  for (const std::string& p : params) {
+    auto it = f.tensors.find("param/" + p);
+    if (it == f.tensors.end() || it->second.shape() != in.at(p).shape())
+      return Status::Invalid("checkpoint {} has no parameter '{}' of shape {}", dir, p,
+                             shape_str(in.at(p).shape()));
+    std::memcpy(in.at(p).data(), it->second.data(), it->second.nbytes());
+  }
+  std::map<std::string, Tensor> ostate;
+  for (auto& [k, t] : f.tensors)
+    if (k.rfind("optim/", 0) == 0) ostate[k.substr(6)] = t;
+  opt.load_state(std::move(ostate), state["optimizer_steps"].get<int64_t>());
+  Checkpoint c;
+  c.step = state["step"];
+  c.position = {state["loader"]["epoch"].get<int64_t>(), state["loader"]["batch"].get<int64_t>()};
+  return c;
 }
 
 }  // namespace
@@ -166,7 +248,20 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   if (sched.total_steps == 0) sched.total_steps = spec.epochs * loader->batches_per_epoch();
 
   std::string metrics_path = opt.out_dir + "/metrics.jsonl";
-  std::FILE* metrics = std::fopen(metrics_path.c_str(), "w");
+  std::string spec_hash;
+  {
+    auto text = read_file(spec.spec_path);
+    spec_hash = sha256_hex(text.ok() ? *text : spec.name);
+    // Overrides given on the command line are part of what must match on resume.
+    spec_hash = sha256_hex(spec_hash + fmt::format("|{}|{}", spec.epochs, spec.checkpoint_every));
+  }
+  Checkpoint start;
+  if (opt.resume) {
+    DLSYS_ASSIGN_OR_RETURN(start,
+                           read_checkpoint(opt.out_dir, spec_hash, tg.params, in, optimizer));
+    DLSYS_RETURN_IF_ERROR(loader->seek(start.position));
+  }
+  std::FILE* metrics = std::fopen(metrics_path.c_str(), opt.resume ? "a" : "w");
   if (!metrics) return Status::IOError("cannot write '{}'", metrics_path);
   auto record = [&](const json& e) {
     std::fprintf(metrics, "%s\n", json_dump_line(e).c_str());
@@ -200,13 +295,14 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
 
   TrainResult res;
   auto t0 = Clock::now();
-  int64_t step = 0;
+  int64_t step = start.step;
   std::vector<Tensor> grads(tg.params.size());
-  for (int64_t epoch = 0; epoch < spec.epochs; ++epoch) {
+  for (int64_t epoch = start.position.epoch; epoch < spec.epochs; ++epoch) {
     double epoch_loss = 0;
     int64_t seen = 0;
     auto te = Clock::now();
-    for (int64_t b = 0; b < loader->batches_per_epoch(); ++b, ++step) {
+    int64_t first_batch = epoch == start.position.epoch ? start.position.batch : 0;
+    for (int64_t b = first_batch; b < loader->batches_per_epoch(); ++b, ++step) {
       DLSYS_ASSIGN_OR_RETURN(Batch batch, loader->next());
       in["input"] = reshape_x(batch.x);
       in["target"] = batch.y;
@@ -232,6 +328,10 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       DLSYS_RETURN_IF_ERROR(optimizer.step(tg.params, pp, cg, lr));
       epoch_loss += loss * static_cast<double>(batch.x.dim(0));
       seen += batch.x.dim(0);
+      if (spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0)
+        DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, optimizer,
+                                               {step + 1, loader->position()})
+                                  .with_context("checkpoint"));
       if (opt.step_event_every > 0 && step % opt.step_event_every == 0) {
         double secs = std::chrono::duration<double>(Clock::now() - te).count();
         int64_t total_steps = spec.epochs * loader->batches_per_epoch();
@@ -266,6 +366,9 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   res.steps = step;
   res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   std::fclose(metrics);
+  DLSYS_RETURN_IF_ERROR(
+      write_checkpoint(opt.out_dir, spec_hash, tg.params, in, optimizer, {step, loader->position()})
+          .with_context("final checkpoint"));
 
   // Export: the forward graph with the trained weights.
   Graph trained = forward;

@@ -2,7 +2,10 @@
 // derives the training graph (autodiff), runs epochs over a shuffled loader with the optimizer
 // and schedule, evaluates on the validation split after every epoch, and writes the run
 // directory: metrics.jsonl, the spec, model.onnx (the forward graph with the trained weights,
-// checked by the ONNX checker) and the validation split as val_x.npy / val_y.npy.
+// checked by the ONNX checker) and the validation split as val_x.npy / val_y.npy. Checkpoints
+// go to checkpoints/step-N/ (weights.safetensors: parameters and optimizer state; state.json:
+// step, loader position, optimizer steps, the spec's hash), each written to a temporary folder
+// and renamed in, then named in checkpoints/latest; the newest three are kept.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -21,6 +24,9 @@ struct TrainOptions {
   // Receives every event: {"event":"step"|"eval"|"done", ...}. May be null.
   std::function<void(const nlohmann::json&)> on_event;
   int64_t step_event_every = 10;  // steps between "step" events
+  // Continue from the newest checkpoint in out_dir (same spec); the losses of the steps after it
+  // equal those of an uninterrupted run.
+  bool resume = false;
 };
 
 struct TrainResult {

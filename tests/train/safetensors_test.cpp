@@ -1,0 +1,63 @@
+// safetensors round trips and malformed files (truncated, bad offsets, wrong sizes, bad JSON).
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "train/safetensors.h"
+
+namespace dlsys::train {
+namespace {
+
+std::string with_header(const std::string& header, const std::string& data) {
+  std::string out(8, '\0');
+  uint64_t n = header.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  return out + header + data;
+}
+
+TEST(Safetensors, RoundTripsTensorsAndMetadata) {
+  float w[6] = {1, 2, 3, 4, 5, 6};
+  int64_t s[2] = {7, -8};
+  SafetensorsFile f;
+  f.tensors["layer.weight"] = Tensor::from_f32({2, 3}, w);
+  f.tensors["steps"] = Tensor::from_i64({2}, s);
+  f.metadata["format"] = "test";
+  std::string bytes = safetensors_serialize(f);
+  auto g = safetensors_parse(bytes, "mem");
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  EXPECT_EQ(g->metadata["format"], "test");
+  EXPECT_EQ(g->tensors["layer.weight"].shape(), (Shape{2, 3}));
+  EXPECT_EQ(std::memcmp(g->tensors["layer.weight"].data(), w, sizeof w), 0);
+  EXPECT_EQ(g->tensors["steps"].data_as<int64_t>()[1], -8);
+  // The layout other readers expect: header length, then JSON, then data.
+  EXPECT_EQ(bytes[8], '{');
+}
+
+TEST(Safetensors, MalformedFilesNameTheProblem) {
+  auto err = [](const std::string& bytes) {
+    auto r = safetensors_parse(bytes, "bad.safetensors");
+    EXPECT_FALSE(r.ok());
+    return r.status().message();
+  };
+  EXPECT_NE(err("abc").find("too short"), std::string::npos);
+  EXPECT_NE(err(std::string("\xff\xff\xff\xff\0\0\0\0{}", 10)).find("truncated"),
+            std::string::npos);
+  EXPECT_NE(err(with_header("[1,2]", "")).find("not a JSON object"), std::string::npos);
+  EXPECT_NE(err(with_header(R"({"w":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})",
+                            std::string(8, '\0')))
+                .find("fall outside"),
+            std::string::npos);
+  EXPECT_NE(err(with_header(R"({"w":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})",
+                            std::string(8, '\0')))
+                .find("needs 12"),
+            std::string::npos);
+  EXPECT_NE(err(with_header(R"({"w":{"dtype":"C64","shape":[1],"data_offsets":[0,8]}})",
+                            std::string(8, '\0')))
+                .find("'C64'"),
+            std::string::npos);
+  EXPECT_NE(err(with_header(R"({"w":{"dtype":"F32","shape":[1]}})", "")).find("data_offsets"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace dlsys::train
