@@ -63,8 +63,12 @@ Events run(const std::vector<std::string>& args, int64_t kill_at = -1) {
   fclose(f);
   int st = 0;
   waitpid(pid, &st, 0);
-  if (kill_at < 0) EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "dlsys train failed";
-  if (ev.killed) EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  if (kill_at < 0) {
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "dlsys train failed";
+  }
+  if (ev.killed) {
+    EXPECT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+  }
   return ev;
 }
 
