@@ -228,18 +228,11 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
         const std::string& path = r.param("path");
         DLSYS_RETURN_IF_ERROR(meta::MetaStore::check_artifact_path(path));
         DLSYS_RETURN_IF_ERROR(s->get_run(id).status());
+        // The body arrived as a file (HTTP) or in memory (an in-process call without one).
         std::string tmp = std::move(r.body_file);
         r.body_file.clear();
-        if (tmp.empty()) {  // a body that arrived in memory
-          DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o, obj->put(r.body));
-          DLSYS_RETURN_IF_ERROR(s->record_artifact(id, {path, o.sha256, o.size}, r.principal));
-          return Response::json_body({{"path", path},
-                                      {"sha256", o.sha256},
-                                      {"size", o.size},
-                                      {"deduplicated", o.deduplicated}},
-                                     201);
-        }
-        DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o, obj->put_file(tmp));
+        DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o,
+                               tmp.empty() ? obj->put(r.body) : obj->put_file(tmp));
         DLSYS_RETURN_IF_ERROR(s->record_artifact(id, {path, o.sha256, o.size}, r.principal));
         return Response::json_body({{"path", path},
                                     {"sha256", o.sha256},

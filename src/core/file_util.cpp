@@ -1,4 +1,5 @@
 #include "core/file_util.h"
+#include "core/sha256.h"
 
 #include <fcntl.h>
 #include <openssl/rand.h>
@@ -89,14 +90,7 @@ Status make_dirs(const std::string& dir) {
 std::string random_hex(size_t n) {
   std::string bytes(n, '\0');
   RAND_bytes(reinterpret_cast<unsigned char*>(bytes.data()), static_cast<int>(n));
-  static const char* kHex = "0123456789abcdef";
-  std::string out(2 * n, '0');
-  for (size_t i = 0; i < n; ++i) {
-    unsigned char b = static_cast<unsigned char>(bytes[i]);
-    out[2 * i] = kHex[b >> 4];
-    out[2 * i + 1] = kHex[b & 15];
-  }
-  return out;
+  return hex_encode(bytes.data(), n);
 }
 
 int64_t now_ms() {

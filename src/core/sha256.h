@@ -27,6 +27,8 @@ class Sha256 {
   std::unique_ptr<Impl> impl_;
 };
 
+// Returns `n` bytes as 2n lower-case hex characters.
+std::string hex_encode(const void* data, size_t n);
 // Returns the lower-case hex SHA-256 of `data`.
 std::string sha256_hex(std::string_view data);
 // Returns the lower-case hex SHA-256 of the file at `path`, read in 1 MiB chunks.

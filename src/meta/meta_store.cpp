@@ -278,14 +278,22 @@ Result<json> MetaStore::create_experiment(const std::string& name, const std::st
   return out;
 }
 
+// The experiment matching `condition` ("id = $1" or "name = $1") on `key`, or NotFound(`missing`).
+static Result<json> find_experiment(SqlConnection& c, const char* condition, SqlValue key,
+                                    const std::string& missing) {
+  DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(std::string("SELECT id, name, description, created_at, "
+                                                        "created_by FROM experiments WHERE ") +
+                                                condition,
+                                            {std::move(key)}));
+  if (rows.empty()) return Status::NotFound("{}", missing);
+  return experiment_json(rows[0]);
+}
+
 Result<json> MetaStore::get_experiment(int64_t id) {
   json out;
   DLSYS_RETURN_IF_ERROR(tx(false, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT id, name, description, created_at, "
-                                              "created_by FROM experiments WHERE id = $1",
-                                              {id}));
-    if (rows.empty()) return Status::NotFound("experiment {} does not exist", id);
-    out = experiment_json(rows[0]);
+    DLSYS_ASSIGN_OR_RETURN(
+        out, find_experiment(c, "id = $1", id, fmt::format("experiment {} does not exist", id)));
     return Status::OK();
   }));
   return out;
@@ -294,11 +302,9 @@ Result<json> MetaStore::get_experiment(int64_t id) {
 Result<json> MetaStore::get_experiment_by_name(const std::string& name) {
   json out;
   DLSYS_RETURN_IF_ERROR(tx(false, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT id, name, description, created_at, "
-                                              "created_by FROM experiments WHERE name = $1",
-                                              {name}));
-    if (rows.empty()) return Status::NotFound("experiment '{}' does not exist", name);
-    out = experiment_json(rows[0]);
+    DLSYS_ASSIGN_OR_RETURN(
+        out,
+        find_experiment(c, "name = $1", name, fmt::format("experiment '{}' does not exist", name)));
     return Status::OK();
   }));
   return out;

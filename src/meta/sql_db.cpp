@@ -30,10 +30,7 @@ bool sql_is_null(const SqlValue& v) {
 }
 
 SqlDatabase::Lease::~Lease() {
-  if (c_ && db_)
-    db_->release(std::move(c_));
-  else if (db_)
-    db_->release(nullptr);
+  if (db_) db_->release(std::move(c_));  // null after discard(): the pool forgets it
 }
 
 Result<SqlDatabase::Lease> SqlDatabase::acquire() {

@@ -27,6 +27,20 @@ struct Attribute {
   std::vector<float> floats;
   std::vector<int64_t> ints;
   std::vector<std::string> strings;
+
+  // An INT / FLOAT attribute (what graph rewrites and the autodiff emit).
+  static Attribute of_int(int64_t v) {
+    Attribute a;
+    a.kind = Kind::kInt;
+    a.i = v;
+    return a;
+  }
+  static Attribute of_float(float v) {
+    Attribute a;
+    a.kind = Kind::kFloat;
+    a.f = v;
+    return a;
+  }
 };
 using AttributeMap = std::map<std::string, Attribute>;
 

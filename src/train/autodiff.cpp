@@ -9,19 +9,6 @@ namespace dlsys::train {
 
 namespace {
 
-Attribute int_attr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-Attribute float_attr(float v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kFloat;
-  a.f = v;
-  return a;
-}
-
 // Appends nodes and constants to the training graph with fresh names.
 class Editor {
  public:
@@ -83,8 +70,8 @@ Result<std::vector<std::string>> gemm_grad(GradCtx& c, bool ta, bool tb, float a
   std::vector<std::string> g(c.node.inputs.size());
   const std::string& dy = c.dy[0];
   auto gemm = [&](const std::string& a, const std::string& b, bool t_a, bool t_b) {
-    AttributeMap at = {{"transA", int_attr(t_a)}, {"transB", int_attr(t_b)}};
-    if (alpha != 1.0f) at["alpha"] = float_attr(alpha);
+    AttributeMap at = {{"transA", Attribute::of_int(t_a)}, {"transB", Attribute::of_int(t_b)}};
+    if (alpha != 1.0f) at["alpha"] = Attribute::of_float(alpha);
     return c.e.add("Gemm", {a, b}, at);
   };
   const std::string &A = c.in(0), &B = c.in(1);
@@ -193,9 +180,10 @@ Result<std::pair<std::string, std::string>> add_loss(const LossSpec& spec, Edito
   const std::string& z = spec.prediction;
   if (spec.kind == LossKind::kMeanSquaredError) {
     std::string d = e.add("Sub", {z, spec.target});
-    std::string loss = e.add("ReduceMean", {e.add("Mul", {d, d})}, {{"keepdims", int_attr(0)}});
+    std::string loss =
+        e.add("ReduceMean", {e.add("Mul", {d, d})}, {{"keepdims", Attribute::of_int(0)}});
     // d/dz mean((z - t)^2) = 2 (z - t) / numel
-    std::string n = e.add("Cast", {e.add("Size", {z})}, {{"to", int_attr(1)}});
+    std::string n = e.add("Cast", {e.add("Size", {z})}, {{"to", Attribute::of_int(1)}});
     std::string dz = e.add("Div", {e.add("Mul", {d, e.f32(2.0f)}), n});
     return std::make_pair(loss, dz);
   }
@@ -203,23 +191,25 @@ Result<std::pair<std::string, std::string>> add_loss(const LossSpec& spec, Edito
   if (!(eps >= 0 && eps < 1)) return Status::Invalid("label_smoothing {} must be in [0, 1)", eps);
   // onehot[n, c] = (target[n] == c), smoothed: onehot * (1 - eps) + eps / C.
   std::string shape = e.add("Shape", {z});
-  std::string classes = e.add("Gather", {shape, e.i64(1)}, {{"axis", int_attr(0)}});
+  std::string classes = e.add("Gather", {shape, e.i64(1)}, {{"axis", Attribute::of_int(0)}});
   std::string range = e.add("Range", {e.i64(0), classes, e.i64(1)});
   std::string t = e.add("Unsqueeze", {spec.target, e.i64s({1})});
-  std::string onehot = e.add("Cast", {e.add("Equal", {t, range})}, {{"to", int_attr(1)}});
+  std::string onehot = e.add("Cast", {e.add("Equal", {t, range})}, {{"to", Attribute::of_int(1)}});
   if (eps > 0) {
-    std::string cf = e.add("Cast", {classes}, {{"to", int_attr(1)}});
+    std::string cf = e.add("Cast", {classes}, {{"to", Attribute::of_int(1)}});
     onehot = e.add("Add", {e.add("Mul", {onehot, e.f32(1 - eps)}), e.add("Div", {e.f32(eps), cf})});
   }
-  std::string logp = e.add("LogSoftmax", {z}, {{"axis", int_attr(1)}});
-  std::string per_row =
-      e.add("ReduceSum", {e.add("Mul", {onehot, logp}), e.i64s({1})}, {{"keepdims", int_attr(0)}});
-  std::string loss = e.add("Neg", {e.add("ReduceMean", {per_row}, {{"keepdims", int_attr(0)}})});
+  std::string logp = e.add("LogSoftmax", {z}, {{"axis", Attribute::of_int(1)}});
+  std::string per_row = e.add("ReduceSum", {e.add("Mul", {onehot, logp}), e.i64s({1})},
+                              {{"keepdims", Attribute::of_int(0)}});
+  std::string loss =
+      e.add("Neg", {e.add("ReduceMean", {per_row}, {{"keepdims", Attribute::of_int(0)}})});
   // d/dz = (softmax(z) - onehot) / N
-  std::string n = e.add("Cast", {e.add("Gather", {shape, e.i64(0)}, {{"axis", int_attr(0)}})},
-                        {{"to", int_attr(1)}});
-  std::string dz =
-      e.add("Div", {e.add("Sub", {e.add("Softmax", {z}, {{"axis", int_attr(1)}}), onehot}), n});
+  std::string n =
+      e.add("Cast", {e.add("Gather", {shape, e.i64(0)}, {{"axis", Attribute::of_int(0)}})},
+            {{"to", Attribute::of_int(1)}});
+  std::string dz = e.add(
+      "Div", {e.add("Sub", {e.add("Softmax", {z}, {{"axis", Attribute::of_int(1)}}), onehot}), n});
   return std::make_pair(loss, dz);
 }
 

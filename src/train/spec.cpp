@@ -1,5 +1,7 @@
 #include "train/spec.h"
 
+#include "core/file_util.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -57,17 +59,18 @@ std::string relative_to(const std::string& spec, const std::string& p) {
 }  // namespace
 
 Result<TrainSpec> load_train_spec(const std::string& path) {
+  auto text = read_file(path);
+  if (!text.ok()) return Status::IOError("cannot read the spec '{}'", path);
   YAML::Node root;
   try {
-    root = YAML::LoadFile(path);
-  } catch (const YAML::BadFile&) {
-    return Status::IOError("cannot read the spec '{}'", path);
+    root = YAML::Load(*text);
   } catch (const YAML::ParserException& e) {
     return Status::Invalid("{}:{}:{}: YAML syntax error: {}", path, e.mark.line + 1,
                            e.mark.column + 1, e.msg);
   }
   TrainSpec s;
   s.spec_path = path;
+  s.spec_text = std::move(text).value();
   DLSYS_RETURN_IF_ERROR(check_fields(path, root, "the spec", {"name", "data", "model", "train"}));
   DLSYS_RETURN_IF_ERROR(get(path, root, "name", &s.name));
 

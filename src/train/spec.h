@@ -20,6 +20,7 @@ struct LayerSpec {
 struct TrainSpec {
   std::string name = "model";
   std::string spec_path;  // the file it came from (data paths are relative to its folder)
+  std::string spec_text;  // its content (copied into the run; hashed to match checkpoints)
   // data
   std::string train_path, validation_path;
   std::string format = "csv";  // csv (features + label column)

@@ -25,13 +25,6 @@ namespace {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-Attribute int_attr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
 // PyTorch's nn.Linear init ("default"): U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
 void init_linear(Tensor* w, Tensor* b, int64_t in, int64_t out, const std::string& scheme,
                  std::mt19937_64& rng) {
@@ -171,10 +164,10 @@ Result<Graph> build_forward_graph(const TrainSpec& spec) {
                          "",
                          {cur, name + ".weight", name + ".bias"},
                          {out},
-                         {{"transB", int_attr(1)}}});
+                         {{"transB", Attribute::of_int(1)}}});
       shape = {l.out};
     } else if (l.type == "flatten") {
-      g.nodes.push_back({name, "Flatten", "", {cur}, {out}, {{"axis", int_attr(1)}}});
+      g.nodes.push_back({name, "Flatten", "", {cur}, {out}, {{"axis", Attribute::of_int(1)}}});
       int64_t n = 1;
       for (int64_t d : shape) n *= d;
       shape = {n};
@@ -248,13 +241,9 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   if (sched.total_steps == 0) sched.total_steps = spec.epochs * loader->batches_per_epoch();
 
   std::string metrics_path = opt.out_dir + "/metrics.jsonl";
-  std::string spec_hash;
-  {
-    auto text = read_file(spec.spec_path);
-    spec_hash = sha256_hex(text.ok() ? *text : spec.name);
-    // Overrides given on the command line are part of what must match on resume.
-    spec_hash = sha256_hex(spec_hash + fmt::format("|{}|{}", spec.epochs, spec.checkpoint_every));
-  }
+  // Overrides given on the command line are part of what must match on resume.
+  std::string spec_hash =
+      sha256_hex(fmt::format("{}|{}|{}", spec.spec_text, spec.epochs, spec.checkpoint_every));
   Checkpoint start;
   if (opt.resume) {
     DLSYS_ASSIGN_OR_RETURN(start,
@@ -296,7 +285,8 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   TrainResult res;
   auto t0 = Clock::now();
   int64_t step = start.step;
-  std::vector<Tensor> grads(tg.params.size());
+  std::vector<Tensor*> params;  // the weights the optimizer updates, in gradient order
+  for (const std::string& p : tg.params) params.push_back(&in[p]);
   for (int64_t epoch = start.position.epoch; epoch < spec.epochs; ++epoch) {
     double epoch_loss = 0;
     int64_t seen = 0;
@@ -314,18 +304,16 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
             "the loss became {} at step {} (epoch {}); lower optimizer.lr or "
             "set train.clip_grad_norm",
             loss, step, epoch + 1);
+      // The gradients are used in place: outputs stay valid until the next run.
       std::vector<Tensor*> gp;
-      std::vector<Tensor*> pp;
       std::vector<const Tensor*> cg;
       for (size_t k = 0; k < tg.params.size(); ++k) {
-        grads[k] = out[k + 1].clone();  // outputs live in the plan's arena until the next run
-        gp.push_back(&grads[k]);
-        cg.push_back(&grads[k]);
-        pp.push_back(&in[tg.params[k]]);
+        gp.push_back(&out[k + 1]);
+        cg.push_back(&out[k + 1]);
       }
       if (spec.clip_grad_norm > 0) clip_grad_norm(gp, spec.clip_grad_norm);
       double lr = learning_rate(sched, step);
-      DLSYS_RETURN_IF_ERROR(optimizer.step(tg.params, pp, cg, lr));
+      DLSYS_RETURN_IF_ERROR(optimizer.step(tg.params, params, cg, lr));
       epoch_loss += loss * static_cast<double>(batch.x.dim(0));
       seen += batch.x.dim(0);
       if (spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0)
@@ -378,9 +366,7 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   // The validation split, so that the exported model can be checked on exactly these rows.
   DLSYS_RETURN_IF_ERROR(npy_write(opt.out_dir + "/val_x.npy", reshape_x(val.features)));
   DLSYS_RETURN_IF_ERROR(npy_write(opt.out_dir + "/val_y.npy", val.labels));
-  auto spec_text = read_file(spec.spec_path);
-  if (spec_text.ok())
-    DLSYS_RETURN_IF_ERROR(write_file_atomic(opt.out_dir + "/spec.yaml", *spec_text));
+  DLSYS_RETURN_IF_ERROR(write_file_atomic(opt.out_dir + "/spec.yaml", spec.spec_text));
   json metrics_json = {{"val_loss", res.val_loss}};
   if (classify) metrics_json["val_accuracy"] = res.val_accuracy;
   res.done_event = {{"event", "done"},        {"epochs", res.epochs},    {"steps", res.steps},

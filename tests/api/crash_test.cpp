@@ -15,12 +15,11 @@
 #include <mutex>
 #include <thread>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include "api/client.h"
 #include "core/file_util.h"
 #include "core/sha256.h"
 #include "meta/sql_db.h"
+#include "testing/free_port.h"
 
 namespace dlsys::api {
 namespace {
@@ -67,23 +66,10 @@ class ServerProcess {
   bool up_ = false;
 };
 
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  close(fd);
-  return port;
-}
-
 TEST(CrashTest, SigkillDuringWritesLosesNothingAcknowledged) {
   std::string dir =
       (std::filesystem::temp_directory_path() / ("dlsys-crash-" + random_hex(6))).string();
-  int port = free_port();
+  int port = testing::free_loopback_port();
   std::string url = "http://127.0.0.1:" + std::to_string(port);
   int64_t run_id = 0;
   std::vector<int64_t> acked_steps;                  // first step of each acknowledged batch

@@ -2,8 +2,6 @@
 // streamed artifacts with verification, tokens and roles, keep-alive and graceful shutdown.
 #include <gtest/gtest.h>
 
-#include <netinet/in.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <filesystem>

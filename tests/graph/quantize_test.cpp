@@ -111,7 +111,9 @@ TEST_F(QuantizeTest, StaticQdqModelRunsOnInt8KernelsAndMatchesReference) {
   EXPECT_GT(count_op(g.value(), "QuantizeLinear"), 0);
   EXPECT_GT(count_op(g.value(), "DequantizeLinear"), 0);
   for (const auto& [name, t] : g.value().initializers)
-    if (name == "w0_quantized") EXPECT_EQ(t.dtype(), DType::kI8);
+    if (name == "w0_quantized") {
+      EXPECT_EQ(t.dtype(), DType::kI8);
+    }
 
   // Optimized: every conv runs as QConv, the pool on int8.
   auto opt = Session::from_graph(g.value());

@@ -197,7 +197,9 @@ TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
                                 {{"seed", std::to_string(i)}}, kAlice);
     ASSERT_TRUE(r.ok());
     ASSERT_TRUE(store_->log_batch((*r)["id"], {{"acc", i / 100.0, 1, 0}}, {}, {}, kAlice).ok());
-    if (i % 5 == 0) ASSERT_TRUE(store_->update_run((*r)["id"], "FINISHED", kAlice).ok());
+    if (i % 5 == 0) {
+      ASSERT_TRUE(store_->update_run((*r)["id"], "FINISHED", kAlice).ok());
+    }
   }
   new_run("other");  // not in the experiment
   SearchRunsRequest q;

@@ -3,9 +3,7 @@
 // test runs as root, the server runs as the `postgres` user (PostgreSQL refuses root).
 #pragma once
 
-#include <netinet/in.h>
 #include <pwd.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -14,6 +12,7 @@
 #include <string>
 
 #include "core/status.h"
+#include "testing/free_port.h"
 
 namespace dlsys::testing {
 
@@ -30,7 +29,7 @@ class PostgresServer {
     if (!mkdtemp(tmpl)) return Status::IOError("mkdtemp failed");
     std::unique_ptr<PostgresServer> s(new PostgresServer());
     s->dir_ = tmpl;
-    s->port_ = free_port();
+    s->port_ = free_loopback_port();
     std::string as;
     if (geteuid() == 0) {
       passwd* pw = getpwnam("postgres");
@@ -74,19 +73,6 @@ class PostgresServer {
 
  private:
   PostgresServer() = default;
-  static int free_port() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    a.sin_port = 0;
-    bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-    int port = ntohs(a.sin_port);
-    close(fd);
-    return port;
-  }
   std::string dir_, as_;
   int port_ = 0;
   bool running_ = false;

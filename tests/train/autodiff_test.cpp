@@ -18,13 +18,6 @@ Tensor random_tensor(const Shape& s, std::mt19937& rng, float scale = 0.5f) {
   return t;
 }
 
-Attribute iattr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
 struct GraphMaker {
   Graph g;
   std::mt19937 rng{1234};
@@ -110,11 +103,10 @@ TEST(Autodiff, TransposedGemmsAndAValueUsedTwice) {
   m.param("c", {1, 5});
   m.param("s", {5});
   // M = p^T q^T + c (4x5); logits = x M; u = logits + logits * s (used twice).
-  Attribute alpha;
-  alpha.kind = Attribute::Kind::kFloat;
-  alpha.f = 0.7f;
   m.node("Gemm", {"p", "q", "c"}, "M",
-         {{"transA", iattr(1)}, {"transB", iattr(1)}, {"alpha", alpha}});
+         {{"transA", Attribute::of_int(1)},
+          {"transB", Attribute::of_int(1)},
+          {"alpha", Attribute::of_float(0.7f)}});
   m.node("MatMul", {"x", "M"}, "logits");
   m.node("Mul", {"logits", "s"}, "scaled");
   m.node("Add", {"logits", "scaled"}, "u");
@@ -133,7 +125,7 @@ TEST(Autodiff, SigmoidTanhSubNegFlattenWithMeanSquaredError) {
   m.node("Sub", {"s", "t"}, "d");
   m.node("Neg", {"b"}, "nb");
   m.node("Add", {"d", "nb"}, "e");
-  m.node("Flatten", {"e"}, "y", {{"axis", iattr(1)}});
+  m.node("Flatten", {"e"}, "y", {{"axis", Attribute::of_int(1)}});
   std::mt19937 rng(5);
   check_gradients(m.g, {LossKind::kMeanSquaredError, "y"}, random_tensor({3, 2}, rng));
 }

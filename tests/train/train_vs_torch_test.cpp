@@ -22,22 +22,17 @@ Tensor load(const std::string& name) {
   return t.ok() ? *t : Tensor();
 }
 
-Attribute iattr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
 // torch.nn.Sequential(Linear(8, 16), ReLU(), Linear(16, 4)) as Gemm(transB=1) nodes.
 Graph mlp() {
   Graph g;
   g.opset = 17;
   g.inputs.push_back({"x", DType::kF32, true, {Dim{-1, "batch"}, Dim{8, ""}}});
   for (const char* p : {"w1", "b1", "w2", "b2"}) g.initializers[p] = load(p);
-  g.nodes.push_back({"fc1", "Gemm", "", {"x", "w1", "b1"}, {"h"}, {{"transB", iattr(1)}}});
+  g.nodes.push_back(
+      {"fc1", "Gemm", "", {"x", "w1", "b1"}, {"h"}, {{"transB", Attribute::of_int(1)}}});
   g.nodes.push_back({"relu", "Relu", "", {"h"}, {"a"}, {}});
-  g.nodes.push_back({"fc2", "Gemm", "", {"a", "w2", "b2"}, {"logits"}, {{"transB", iattr(1)}}});
+  g.nodes.push_back(
+      {"fc2", "Gemm", "", {"a", "w2", "b2"}, {"logits"}, {{"transB", Attribute::of_int(1)}}});
   g.outputs.push_back({"logits", DType::kF32, false, {}});
   return g;
 }

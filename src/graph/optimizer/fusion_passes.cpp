@@ -56,14 +56,6 @@ const Tensor* constant_weight(const Graph& g, const GraphUses& u, const std::str
   return initializer(g, g.nodes[p].inputs[0]);
 }
 
-Tensor as_f32(const Tensor& t) {
-  if (t.dtype() == DType::kF32) return t;
-  Tensor out = Tensor::empty(DType::kF32, t.shape());
-  for (int64_t i = 0; i < t.numel(); ++i)
-    out.data_as<float>()[i] = static_cast<float>(t.get_f64(i));
-  return out;
-}
-
 }  // namespace
 
 int fold_conv_batchnorm(Graph* g, OptimizeReport* report) {
@@ -292,13 +284,8 @@ int fuse_layernorm(Graph* g, OptimizeReport* report) {
     ln.inputs = {x, gamma};
     if (!beta.empty()) ln.inputs.push_back(beta);
     ln.outputs = {out};
-    Attribute axis, epsilon;
-    axis.kind = Attribute::Kind::kInt;
-    axis.i = -1;
-    epsilon.kind = Attribute::Kind::kFloat;
-    epsilon.f = static_cast<float>(eps);
-    ln.attrs["axis"] = axis;
-    ln.attrs["epsilon"] = epsilon;
+    ln.attrs["axis"] = Attribute::of_int(-1);
+    ln.attrs["epsilon"] = Attribute::of_float(static_cast<float>(eps));
     *last = std::move(ln);
     ++n;
     u = GraphUses(*g);

@@ -65,19 +65,6 @@ bool match_single_quantize(Graph* g, const GraphUses& u, const std::string& valu
   return true;
 }
 
-Attribute float_attr(float v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kFloat;
-  a.f = v;
-  return a;
-}
-Attribute int_attr(int64_t v) {
-  Attribute a;
-  a.kind = Attribute::Kind::kInt;
-  a.i = v;
-  return a;
-}
-
 }  // namespace
 
 int fuse_quantized_conv(Graph* g, OptimizeReport* report) {
@@ -115,15 +102,15 @@ int fuse_quantized_conv(Graph* g, OptimizeReport* report) {
     q.attrs = c.attrs;
     q.inputs = {dx.quantized, dw.quantized, has_bias ? c.inputs[2] : ""};
     if (has_z) q.inputs.push_back(z_int8 ? dz.quantized : c.inputs[3]);
-    q.attrs["x_scale"] = float_attr(dx.scales[0]);
+    q.attrs["x_scale"] = Attribute::of_float(dx.scales[0]);
     Attribute ws;
     ws.kind = Attribute::Kind::kFloats;
     ws.floats = dw.scales;
     q.attrs["w_scales"] = ws;
-    if (z_int8) q.attrs["z_scale"] = float_attr(dz.scales[0]);
+    if (z_int8) q.attrs["z_scale"] = Attribute::of_float(dz.scales[0]);
     if (fold_q) {
-      q.attrs["y_scale"] = float_attr(qy.scales[0]);
-      q.attrs["y_type"] = int_attr(qy.qtype);
+      q.attrs["y_scale"] = Attribute::of_float(qy.scales[0]);
+      q.attrs["y_type"] = Attribute::of_int(qy.qtype);
       q.outputs = {qy.quantized};
       qy.node->op_type.clear();
     } else {
