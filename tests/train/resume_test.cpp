@@ -90,7 +90,7 @@ TEST(Resume, SigkillThenResumeReproducesEveryLaterLoss) {
     ASSERT_TRUE(text.ok());
     std::string s = *text;
     s.replace(s.find("target_accuracy: 0.97"), 21, "target_accuracy: 0");
-    s.replace(s.find("../../../shared"), 15, std::string(DLSYS_SOURCE_DIR) + "/../shared");
+    s.replace(s.find("../../../shared"), 15, DLSYS_SHARED_DIR);
     ASSERT_TRUE(write_file_atomic(spec_copy, s).ok());
   }
   common[1] = spec_copy;
