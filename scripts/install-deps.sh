@@ -17,6 +17,8 @@ PKGS=(
   libsqlite3-dev libpq-dev postgresql libssl-dev libboost-dev
   # training specs
   libyaml-cpp-dev
+  # datasets: zstd-compressed shards, image folders (PNG, JPEG)
+  libzstd-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # reference models, conformance cases and peers (Debian's Python, not a venv)

@@ -92,6 +92,7 @@ int run_train(const TrainArgs& a) {
   o.out_dir = out;
   o.threads = a.threads;
   o.resume = !a.resume.empty();
+  o.datasets_dir = (a.data_dir.empty() ? api::default_data_dir() : a.data_dir) + "/datasets";
   o.step_event_every = a.log_every;
   bool tty = isatty(STDERR_FILENO);
   o.on_event = [&](const nlohmann::json& e) {
@@ -115,6 +116,16 @@ int run_train(const TrainArgs& a) {
   }
   if (logger) {
     Status st = logger->log_artifact("model.onnx", r->model_path);
+    // Lineage: the dataset versions this run read.
+    for (const std::string& d : {r->dataset, r->validation_dataset}) {
+      if (!st.ok() || d.empty()) continue;
+      auto e =
+          client->call("POST", "/api/v1/lineage",
+                       {{"src", {{"kind", "dataset_version"}, {"id", d.substr(0, d.find(':'))}}},
+                        {"dst", {{"kind", "run"}, {"id", std::to_string(logger->run_id())}}},
+                        {"relation", d.substr(d.find(':') + 1)}});
+      if (!e.ok()) st = e.status();
+    }
     if (st.ok()) st = logger->finish("FINISHED");
     if (!st.ok()) return fail(st.with_context("tracking").message());
   }

@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   dlsys::cli::add_models(app, &rc);
   dlsys::cli::add_artifacts(app, &rc);
   dlsys::cli::add_tokens(app, &rc);
+  dlsys::cli::add_data(app, &rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

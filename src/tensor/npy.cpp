@@ -49,7 +49,7 @@ Result<DType> dtype_from_descr(const std::string& d, const std::string& where) {
 
 }  // namespace
 
-Result<Tensor> npy_parse(const std::string& b, const std::string& where) {
+Result<NpyHeader> npy_parse_header(const std::string& b, const std::string& where) {
   if (b.size() < 10 || std::memcmp(b.data(), "\x93NUMPY", 6) != 0)
     return Status::Invalid("{}: not a .npy file (missing the \\x93NUMPY magic at offset 0)", where);
   uint8_t major = static_cast<uint8_t>(b[6]);
@@ -82,8 +82,8 @@ Result<Tensor> npy_parse(const std::string& b, const std::string& where) {
     return Status::Invalid("{}: .npy 'descr' is not a string (offset {})", where, hstart + p);
   size_t e = h.find(h[p], p + 1);
   if (e == std::string::npos) return Status::Invalid("{}: unterminated .npy 'descr'", where);
-  DType dtype;
-  DLSYS_ASSIGN_OR_RETURN(dtype, dtype_from_descr(h.substr(p + 1, e - p - 1), where));
+  NpyHeader out;
+  out.descr = h.substr(p + 1, e - p - 1);
 
   p = find_key(h, "fortran_order");
   if (p == std::string::npos)
@@ -124,7 +124,19 @@ Result<Tensor> npy_parse(const std::string& b, const std::string& where) {
     total *= v;
     shape.push_back(v);
   }
-  size_t data_off = hstart + hlen;
+  out.shape = std::move(shape);
+  out.data_offset = hstart + hlen;
+  return out;
+}
+
+Result<Tensor> npy_parse(const std::string& b, const std::string& where) {
+  DLSYS_ASSIGN_OR_RETURN(NpyHeader h, npy_parse_header(b, where));
+  DType dtype;
+  DLSYS_ASSIGN_OR_RETURN(dtype, dtype_from_descr(h.descr, where));
+  const Shape& shape = h.shape;
+  int64_t total = 1;
+  for (int64_t d : shape) total *= d;
+  size_t data_off = h.data_offset;
   size_t need = static_cast<size_t>(total) * dtype_size(dtype);
   if (b.size() - data_off != need)
     return Status::Invalid("{}: .npy data is {} bytes but shape {} of {} needs {} bytes{}", where,

@@ -9,6 +9,15 @@
 
 namespace dlsys {
 
+// The header of a .npy file: NumPy's dtype string ("<f4", "<f8", "|u1", ...), the shape and
+// where the data starts.
+struct NpyHeader {
+  std::string descr;
+  Shape shape;
+  size_t data_offset = 0;
+};
+// Parses the header at the start of `bytes` (which may hold only the first bytes of the file).
+Result<NpyHeader> npy_parse_header(const std::string& bytes, const std::string& where);
 // Parses an in-memory .npy image. Errors name the problem and the byte offset; `where` (a file
 // name) prefixes messages. Only little-endian, C-order arrays of dlsys dtypes are accepted.
 Result<Tensor> npy_parse(const std::string& bytes, const std::string& where);

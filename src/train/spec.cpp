@@ -76,23 +76,41 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
 
   YAML::Node data = root["data"];
   if (!data) return Status::Invalid("{}: the spec needs a 'data' section (train: FILE.csv)", path);
-  DLSYS_RETURN_IF_ERROR(check_fields(path, data, "data",
-                                     {"train", "validation", "format", "label_column",
-                                      "validation_fraction", "feature_scale", "split_seed"}));
-  DLSYS_RETURN_IF_ERROR(get(path, data, "train", &s.train_path));
-  DLSYS_RETURN_IF_ERROR(get(path, data, "validation", &s.validation_path));
-  DLSYS_RETURN_IF_ERROR(get(path, data, "format", &s.format));
-  DLSYS_RETURN_IF_ERROR(get(path, data, "label_column", &s.label_column));
-  DLSYS_RETURN_IF_ERROR(get(path, data, "validation_fraction", &s.validation_fraction));
+  DLSYS_RETURN_IF_ERROR(
+      check_fields(path, data, "data",
+                   {"train", "validation", "format", "label_column", "validation_fraction",
+                    "feature_scale", "split_seed", "dataset", "features", "label"}));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "dataset", &s.dataset));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "features", &s.features));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "label", &s.label));
   DLSYS_RETURN_IF_ERROR(get(path, data, "feature_scale", &s.feature_scale));
-  DLSYS_RETURN_IF_ERROR(get(path, data, "split_seed", &s.split_seed));
-  if (s.train_path.empty())
-    return Status::Invalid("{}:{}: data needs 'train' (the training file)", path, line_of(data));
-  if (s.format != "csv")
-    return Status::Unsupported("{}: data format '{}' is not supported yet; use csv",
-                               where(path, data["format"], "format"), s.format);
-  s.train_path = relative_to(path, s.train_path);
-  s.validation_path = relative_to(path, s.validation_path);
+  if (!s.dataset.empty()) {
+    if (data["train"])
+      return Status::Invalid("{}: give data.dataset or data.train (a file), not both",
+                             where(path, data["train"], "train"));
+    DLSYS_RETURN_IF_ERROR(get(path, data, "validation", &s.dataset_validation));
+    if (s.dataset.find(':') == std::string::npos) {
+      if (s.dataset_validation.empty()) s.dataset_validation = s.dataset + ":validation";
+      s.dataset += ":train";
+    }
+  } else {
+    DLSYS_RETURN_IF_ERROR(get(path, data, "train", &s.train_path));
+    DLSYS_RETURN_IF_ERROR(get(path, data, "validation", &s.validation_path));
+    DLSYS_RETURN_IF_ERROR(get(path, data, "format", &s.format));
+    DLSYS_RETURN_IF_ERROR(get(path, data, "label_column", &s.label_column));
+    DLSYS_RETURN_IF_ERROR(get(path, data, "validation_fraction", &s.validation_fraction));
+    DLSYS_RETURN_IF_ERROR(get(path, data, "feature_scale", &s.feature_scale));
+    DLSYS_RETURN_IF_ERROR(get(path, data, "split_seed", &s.split_seed));
+    if (s.train_path.empty())
+      return Status::Invalid(
+          "{}:{}: data needs 'train' (the training file) or 'dataset' (a version, e.g. digits@v1)",
+          path, line_of(data));
+    if (s.format != "csv")
+      return Status::Unsupported("{}: data format '{}' is not supported yet; use csv",
+                                 where(path, data["format"], "format"), s.format);
+    s.train_path = relative_to(path, s.train_path);
+    s.validation_path = relative_to(path, s.validation_path);
+  }
 
   YAML::Node model = root["model"];
   if (!model) return Status::Invalid("{}: the spec needs a 'model' section (input, layers)", path);

@@ -21,7 +21,12 @@ struct TrainSpec {
   std::string name = "model";
   std::string spec_path;  // the file it came from (data paths are relative to its folder)
   std::string spec_text;  // its content (copied into the run; hashed to match checkpoints)
-  // data
+  // data: a file (train_path), or a version of the dataset store (dataset, e.g. "digits@v2";
+  // its train split unless the reference names one; validation from its validation split, or
+  // from `validation` when that names another version)
+  std::string dataset, dataset_validation;
+  std::vector<std::string> features;  // dataset feature columns (empty: the loader's default)
+  std::string label = "label";        // dataset label column
   std::string train_path, validation_path;
   std::string format = "csv";  // csv (features + label column)
   int label_column = -1;

@@ -10,6 +10,7 @@
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "core/sha256.h"
+#include "data/dataset_loader.h"
 #include "graph/onnx_export.h"
 #include "graph/session.h"
 #include "tensor/npy.h"
@@ -191,29 +192,68 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     if (opt.on_event) opt.on_event(e);
   };
   DLSYS_RETURN_IF_ERROR(make_dirs(opt.out_dir));
-  // Data.
+  // Data: a version of the dataset store, or a CSV file.
   bool classify = spec.loss == "cross_entropy";
-  CsvOptions csv;
-  csv.label_column = spec.label_column;
-  csv.labels_as_classes = classify;
-  DLSYS_ASSIGN_OR_RETURN(Dataset all, read_csv(spec.train_path, csv));
   Dataset train, val;
-  if (!spec.validation_path.empty()) {
-    train = all;
-    DLSYS_ASSIGN_OR_RETURN(val, read_csv(spec.validation_path, csv));
+  std::unique_ptr<Loader> loader;
+  std::unique_ptr<data::DatasetStore> store;
+  std::string dataset_label, validation_label;
+  Shape data_sample_shape;
+  if (!spec.dataset.empty()) {
+    std::string dir = opt.datasets_dir.empty() ? "datasets" : opt.datasets_dir;
+    DLSYS_ASSIGN_OR_RETURN(store, data::DatasetStore::open(dir));
+    DLSYS_ASSIGN_OR_RETURN(data::VersionRef tref, data::parse_version_ref(spec.dataset));
+    DLSYS_ASSIGN_OR_RETURN(data::VersionRef vref, data::parse_version_ref(spec.dataset_validation));
+    data::DatasetLoaderOptions dlo;
+    dlo.features = spec.features;
+    dlo.label = spec.label;
+    dlo.scale = static_cast<float>(spec.feature_scale);
+    dlo.batch_size = spec.batch_size;
+    dlo.seed = spec.seed;
+    auto dl = data::DatasetLoader::open(*store, tref, dlo);
+    if (!dl.ok()) return dl.status().with_context("data.dataset");
+    data_sample_shape = (*dl)->sample_shape();
+    // Validation: the whole split in one batch, in stored order.
+    data::DatasetLoaderOptions vo = dlo;
+    vo.shuffle = false;
+    vo.threads = 1;
+    vo.prefetch = 1;
+    vo.batch_size = 1 << 30;
+    auto vl = data::DatasetLoader::open(*store, vref, vo);
+    if (!vl.ok()) return vl.status().with_context("data.validation");
+    DLSYS_ASSIGN_OR_RETURN(Batch vb, (*vl)->next());
+    val.features = vb.x;
+    val.labels = vb.y;
+    if (classify && val.labels.dtype() != DType::kI64)
+      return Status::Invalid("{}: label column '{}' is not int64; cross_entropy needs class ids",
+                             (*vl)->label(), spec.label);
+    dataset_label = (*dl)->label();
+    validation_label = (*vl)->label();
+    loader = std::move(dl).value();
   } else {
-    DLSYS_RETURN_IF_ERROR(split(all, spec.validation_fraction, spec.split_seed, &train, &val));
+    CsvOptions csv;
+    csv.label_column = spec.label_column;
+    csv.labels_as_classes = classify;
+    DLSYS_ASSIGN_OR_RETURN(Dataset all, read_csv(spec.train_path, csv));
+    if (!spec.validation_path.empty()) {
+      train = all;
+      DLSYS_ASSIGN_OR_RETURN(val, read_csv(spec.validation_path, csv));
+    } else {
+      DLSYS_RETURN_IF_ERROR(split(all, spec.validation_fraction, spec.split_seed, &train, &val));
+    }
+    for (Dataset* d : {&train, &val})
+      if (spec.feature_scale != 1.0)
+        for (int64_t i = 0; i < d->features.numel(); ++i)
+          d->features.data_as<float>()[i] *= static_cast<float>(spec.feature_scale);
+    data_sample_shape = {train.features.dim(1)};
   }
-  for (Dataset* d : {&train, &val})
-    if (spec.feature_scale != 1.0)
-      for (int64_t i = 0; i < d->features.numel(); ++i)
-        d->features.data_as<float>()[i] *= static_cast<float>(spec.feature_scale);
-  int64_t per_sample = 1;
+  int64_t per_sample = 1, data_per_sample = 1;
   for (int64_t d : spec.input_shape) per_sample *= d;
-  if (train.features.dim(1) != per_sample)
+  for (int64_t d : data_sample_shape) data_per_sample *= d;
+  if (data_per_sample != per_sample)
     return Status::Invalid("the data has {} features per sample but model.input {} needs {}",
-                           train.features.dim(1),
-                           fmt::format("[{}]", fmt::join(spec.input_shape, ", ")), per_sample);
+                           data_per_sample, fmt::format("[{}]", fmt::join(spec.input_shape, ", ")),
+                           per_sample);
   Shape sample_shape = {-1};
   for (int64_t d : spec.input_shape) sample_shape.push_back(d);
   auto reshape_x = [&](Tensor x) {
@@ -233,10 +273,12 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   std::map<std::string, Tensor> in;
   for (const std::string& p : tg.params) in[p] = forward.initializers.at(p).clone();
   DLSYS_ASSIGN_OR_RETURN(Optimizer optimizer, Optimizer::make(spec.optimizer));
-  LoaderOptions lo;
-  lo.batch_size = spec.batch_size;
-  lo.seed = spec.seed;
-  DLSYS_ASSIGN_OR_RETURN(auto loader, TensorLoader::make(train, lo));
+  if (!loader) {
+    LoaderOptions lo;
+    lo.batch_size = spec.batch_size;
+    lo.seed = spec.seed;
+    DLSYS_ASSIGN_OR_RETURN(loader, TensorLoader::make(train, lo));
+  }
   ScheduleConfig sched = spec.schedule;
   if (sched.total_steps == 0) sched.total_steps = spec.epochs * loader->batches_per_epoch();
 
@@ -293,7 +335,9 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     auto te = Clock::now();
     int64_t first_batch = epoch == start.position.epoch ? start.position.batch : 0;
     for (int64_t b = first_batch; b < loader->batches_per_epoch(); ++b, ++step) {
+      auto tw = Clock::now();
       DLSYS_ASSIGN_OR_RETURN(Batch batch, loader->next());
+      res.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
       in["input"] = reshape_x(batch.x);
       in["target"] = batch.y;
       std::vector<Tensor> out;
@@ -369,8 +413,18 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   DLSYS_RETURN_IF_ERROR(write_file_atomic(opt.out_dir + "/spec.yaml", spec.spec_text));
   json metrics_json = {{"val_loss", res.val_loss}};
   if (classify) metrics_json["val_accuracy"] = res.val_accuracy;
+  res.dataset = dataset_label;
+  res.validation_dataset = validation_label;
   res.done_event = {{"event", "done"},        {"epochs", res.epochs},    {"steps", res.steps},
                     {"seconds", res.seconds}, {"metrics", metrics_json}, {"model", res.model_path}};
+  // Time the steps spent waiting for the loader, against the whole training time.
+  res.done_event["data"] = {
+      {"wait_s", res.data_wait_seconds},
+      {"wait_fraction", res.seconds > 0 ? res.data_wait_seconds / res.seconds : 0}};
+  if (!dataset_label.empty()) {
+    res.done_event["data"]["dataset"] = dataset_label;
+    res.done_event["data"]["validation"] = validation_label;
+  }
   emit(res.done_event);
   return res;
 }

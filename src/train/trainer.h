@@ -27,6 +27,8 @@ struct TrainOptions {
   // Continue from the newest checkpoint in out_dir (same spec); the losses of the steps after it
   // equal those of an uninterrupted run.
   bool resume = false;
+  // The dataset store for specs with data.dataset (DATA_DIR/datasets).
+  std::string datasets_dir;
 };
 
 struct TrainResult {
@@ -34,6 +36,8 @@ struct TrainResult {
   double seconds = 0;
   double val_loss = 0, val_accuracy = 0;  // accuracy: classification only
   std::string model_path;
+  std::string dataset, validation_dataset;  // "digits@v2:train" when trained on a version
+  double data_wait_seconds = 0;             // time the steps waited for the loader
   nlohmann::json done_event;
 };
 

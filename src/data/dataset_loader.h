@@ -1,0 +1,131 @@
+// DatasetLoader: the trainer's Loader over a version of the dataset store,
+// `name@version[:split]`.
+//
+// Each epoch has a seeded order of the version's rows (of the split's rows): a global shuffle
+// across shards when the decoded rows fit the cache budget; otherwise shards in shuffled order,
+// grouped into windows of half the budget, rows shuffled within each window. The order depends
+// only on (seed, epoch), so a resumed run sees the same batches. With world size W, rank r
+// takes every W-th row of the order, so each row is seen once per epoch across the ranks.
+//
+// Shards are read and decoded by N prefetch threads into a cache of ready rows (features as
+// f32, labels as i64 or f32) kept within a memory budget (least recently used first out).
+#pragma once
+
+#include <condition_variable>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <thread>
+
+#include "data/dataset_store.h"
+#include "train/loader_interface.h"
+
+namespace dlsys::data {
+
+struct DatasetLoaderOptions {
+  // Feature columns: a list of numeric scalar columns (concatenated into [B, F]), or one tensor
+  // column ([B, shape...]). Empty: the one tensor column if there is one, else every numeric
+  // scalar column except the label.
+  std::vector<std::string> features;
+  std::string label = "label";  // "" for no labels (y is then an empty tensor)
+  float scale = 1.0f;           // features are multiplied by this (1/255 for u8 images)
+  int64_t batch_size = 32;
+  bool shuffle = true;
+  uint64_t seed = 0;
+  bool drop_last = false;
+  int threads = 2;                  // prefetch threads
+  int prefetch = 4;                 // batches prepared ahead of the consumer
+  int64_t cache_bytes = 1ll << 30;  // decoded shard cache
+  int rank = 0, world = 1;          // data-parallel sharding
+};
+
+class DatasetLoader : public train::Loader {
+ public:
+  // Opens `ref` (its split when given). Errors name the version and the missing column.
+  static Result<std::unique_ptr<DatasetLoader>> open(const DatasetStore& store,
+                                                     const VersionRef& ref,
+                                                     DatasetLoaderOptions options);
+  ~DatasetLoader() override;
+
+  int64_t samples() const override { return rank_rows_; }
+  int64_t batches_per_epoch() const override { return batches_; }
+  Result<train::Batch> next() override;
+  train::LoaderPosition position() const override;
+  Status seek(train::LoaderPosition p) override;
+
+  const VersionInfo& version() const { return version_; }
+  // "digits@v3:train".
+  std::string label() const;
+  // Features per sample and the shape of one sample.
+  const Shape& sample_shape() const { return sample_shape_; }
+  // Whether every decoded shard fits the cache (a global shuffle), and the seconds next()
+  // spent waiting for a batch since opening.
+  bool global_shuffle() const { return global_; }
+  double wait_seconds() const;
+  // Bytes of decoded rows read from disk since opening (cache misses).
+  int64_t bytes_loaded() const;
+
+ private:
+  struct Ready {                 // one shard's rows, ready to copy into batches
+    std::vector<float> x;        // rows * features
+    std::vector<int64_t> y_i64;  // when the label is int64
+    std::vector<float> y_f32;    // when it is float64
+    int64_t bytes() const { return x.size() * 4 + y_i64.size() * 8 + y_f32.size() * 4; }
+  };
+  struct Slot {
+    std::shared_ptr<const Ready> ready;
+    bool loading = false;
+    std::list<int>::iterator lru;
+    bool in_lru = false;
+  };
+
+  DatasetLoader(const DatasetStore& store, VersionInfo v, DatasetLoaderOptions o);
+  Status init(const std::string& split);
+  Result<std::shared_ptr<const Ready>> shard(int i);
+  Result<std::shared_ptr<const Ready>> load(int i);
+  std::shared_ptr<const std::vector<uint64_t>> order(int64_t epoch);
+  Result<train::Batch> assemble(train::LoaderPosition p);
+  void start();
+  void stop();
+  void work();
+  int64_t key(train::LoaderPosition p) const { return p.epoch * batches_ + p.batch; }
+  train::LoaderPosition at(int64_t k) const { return {k / batches_, k % batches_}; }
+
+  const DatasetStore& store_;
+  VersionInfo version_;
+  DatasetLoaderOptions o_;
+  std::string split_;
+  std::vector<std::string> shard_ids_;
+  std::vector<std::vector<uint32_t>> rows_of_;  // per shard: rows in the split
+  std::vector<int64_t> ready_bytes_;            // per shard: decoded size estimate
+  std::vector<int> feature_cols_;
+  std::vector<std::string> read_cols_;
+  ColumnType label_type_ = ColumnType::kInt64;
+  int64_t features_ = 0;  // per sample
+  Shape sample_shape_;
+  int64_t total_rows_ = 0, rank_rows_ = 0, batches_ = 0;
+  bool global_ = true;
+
+  // Shard cache.
+  std::mutex cache_mu_;
+  std::condition_variable cache_cv_;
+  std::vector<Slot> slots_;
+  std::list<int> lru_;
+  int64_t cached_bytes_ = 0, loaded_bytes_ = 0;
+
+  // Epoch orders (the two most recent).
+  std::mutex order_mu_;
+  std::map<int64_t, std::shared_ptr<const std::vector<uint64_t>>> orders_;
+
+  // Prefetch.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::thread> threads_;
+  std::map<int64_t, Result<train::Batch>> done_;
+  int64_t consume_ = 0, assign_ = 0;
+  bool stop_ = false;
+  double wait_s_ = 0;
+};
+
+}  // namespace dlsys::data

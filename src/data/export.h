@@ -1,0 +1,32 @@
+// Reading whole versions back out: row-by-row iteration over a version's shards (optionally
+// one split), and export to CSV or to one .npy file per column. Exports stream shard by shard
+// into a temporary file that is renamed into place when complete.
+#pragma once
+
+#include <functional>
+
+#include "data/dataset_store.h"
+#include "data/row_batch.h"
+
+namespace dlsys::data {
+
+// Calls `fn` with each shard's rows (user columns only, or `columns` when not empty), keeping
+// only the rows of `split` ("" for all). Errors name the shard and the version.
+Status for_each_batch(const DatasetStore& store, const VersionInfo& v, const std::string& split,
+                      const std::vector<std::string>& columns,
+                      const std::function<Status(const RowBatch&)>& fn);
+
+// Writes the rows as CSV with a header line.
+Status export_csv(const DatasetStore& store, const VersionInfo& v, const std::string& split,
+                  const std::string& path, const std::function<void(int64_t rows)>& progress);
+
+// Writes DIR/<column>.npy for every int64, float64 and tensor column (strings are skipped and
+// listed in the result): scalars as [N], tensors as [N, shape...]. Returns the files written.
+Result<std::vector<std::string>> export_npy(const DatasetStore& store, const VersionInfo& v,
+                                            const std::string& split, const std::string& dir,
+                                            const std::function<void(int64_t rows)>& progress);
+
+// The version's rows (and per-split counts from its manifest) in `split`.
+int64_t split_rows(const VersionInfo& v, const std::string& split);
+
+}  // namespace dlsys::data

@@ -1,0 +1,39 @@
+// The Loader interface: how the trainer receives batches. Header-only and standing on tensor
+// alone, so that the dataset manager (src/data) implements it without linking the trainer.
+// TensorLoader (train/loader.h) serves in-memory data; data::DatasetLoader serves versions of
+// the dataset store.
+#pragma once
+
+#include <cstdint>
+
+#include "core/status.h"
+#include "tensor/tensor.h"
+
+namespace dlsys::train {
+
+struct LoaderPosition {
+  int64_t epoch = 0;
+  int64_t batch = 0;  // index of the next batch within the epoch
+  bool operator==(const LoaderPosition& o) const { return epoch == o.epoch && batch == o.batch; }
+};
+
+struct Batch {
+  Tensor x;                 // f32 [B, ...]
+  Tensor y;                 // labels [B] or [B, K]
+  LoaderPosition position;  // where this batch came from
+};
+
+class Loader {
+ public:
+  virtual ~Loader() = default;
+  virtual int64_t samples() const = 0;
+  virtual int64_t batches_per_epoch() const = 0;
+  // Returns the next batch; after an epoch's last batch comes the next epoch's first.
+  virtual Result<Batch> next() = 0;
+  // The position of the batch next() returns next.
+  virtual LoaderPosition position() const = 0;
+  // Continues from `p` (a position() saved earlier).
+  virtual Status seek(LoaderPosition p) = 0;
+};
+
+}  // namespace dlsys::train
