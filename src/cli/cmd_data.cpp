@@ -28,7 +28,7 @@ struct DataArgs {
   std::string path, name, schema, message, format, labels, policy, split = "0.8,0.1,0.1", split_key,
                                                                    image_size, header = "auto";
   int channels = 3;
-  int64_t skip_rows = 0;
+  int64_t skip_rows = 0, shard_rows = 1 << 20;
   // others
   std::string ref, ref2, tag, out, sample;
   double psi = 0.2, ks = 0.1;
@@ -118,6 +118,7 @@ int run_push(const DataArgs& a) {
   po.validation = f[1];
   po.test = n == 3 ? f[2] : 0;
   po.split_key = a.split_key;
+  po.shard_rows = a.shard_rows;
   po.message = a.message;
   auto src = data::open_source(a.path, a.format, io);
   if (!src.ok()) return fail(src.status().message());
@@ -130,6 +131,11 @@ int run_push(const DataArgs& a) {
         images ? fmt::format("{}/{} files  {:.0f} files/s", done, total, done / std::max(s, 1e-9))
                : fmt::format("{} rows  {}/s", rows, human_bytes(done / std::max(s, 1e-9)));
     bar.update("push " + a.name, done, total, extra);
+    if (a.json) {
+      std::printf("%s\n", json_dump_line({{"event", "progress"}, {"done", done}, {"total", total},
+                                           {"rows", rows}}).c_str());
+      std::fflush(stdout);
+    }
   };
   auto res = data::push(**store, a.name, **src, po);
   bar.end();
@@ -483,6 +489,7 @@ void add_data(CLI::App& app, int* rc) {
   push->add_option("--image-size", a->image_size,
                    "Images: resize to HxW (default: the first image's size)");
   push->add_option("--channels", a->channels, "Images: 1 (gray) or 3 (RGB)");
+  push->add_option("--shard-rows", a->shard_rows, "Rows per shard at most (default 1048576; shards also stop at 32 MiB)");
   add_common(push, a.get());
   push->callback([a, rc] { *rc = run_push(*a); });
 

@@ -248,7 +248,13 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::shard(int i) 
   s.loading = false;
   cache_cv_.notify_all();
   if (!r.ok()) return r.status();
-  s.ready = *r;
+  insert_locked(i, *r);
+  return s.ready;
+}
+
+void DatasetLoader::insert_locked(int i, std::shared_ptr<const Ready> r) {
+  Slot& s = slots_[i];
+  s.ready = std::move(r);
   lru_.push_back(i);
   s.lru = std::prev(lru_.end());
   cached_bytes_ += s.ready->bytes();
@@ -259,7 +265,6 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::shard(int i) 
     cached_bytes_ -= slots_[victim].ready->bytes();
     slots_[victim].ready.reset();  // batches holding it keep their own reference
   }
-  return s.ready;
 }
 
 Result<train::Batch> DatasetLoader::assemble(train::LoaderPosition p) {
@@ -275,22 +280,61 @@ Result<train::Batch> DatasetLoader::assemble(train::LoaderPosition p) {
   if (!o_.label.empty())
     b.y = Tensor::empty(label_type_ == ColumnType::kInt64 ? DType::kI64 : DType::kF32, {n});
   float* x = static_cast<float*>(b.x.data());
-  std::shared_ptr<const Ready> cur;
-  int cur_shard = -1;
+  // The shards this batch needs. Shards nobody is loading yet are claimed and loaded by this
+  // thread first, so that threads assembling different batches load different shards at once.
+  std::vector<std::shared_ptr<const Ready>> local(shard_ids_.size());
+  std::vector<int> needed;
   for (int64_t i = 0; i < n; ++i) {
-    uint64_t e = (*ord)[begin + i];
-    int s = static_cast<int>(e >> 32);
-    uint32_t row = static_cast<uint32_t>(e);
-    if (s != cur_shard) {
-      DLSYS_ASSIGN_OR_RETURN(cur, shard(s));
-      cur_shard = s;
+    int s = static_cast<int>((*ord)[begin + i] >> 32);
+    if (!local[s]) {
+      local[s] = std::make_shared<const Ready>();  // marks "seen" until fetched below
+      needed.push_back(s);
     }
-    std::memcpy(x + i * features_, cur->x.data() + row * features_, features_ * 4);
-    if (!o_.label.empty()) {
-      if (label_type_ == ColumnType::kInt64)
-        static_cast<int64_t*>(b.y.data())[i] = cur->y_i64[row];
+  }
+  std::vector<int> claimed;
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    for (int s : needed)
+      if (!slots_[s].ready && !slots_[s].loading) {
+        slots_[s].loading = true;
+        claimed.push_back(s);
+      }
+  }
+  for (size_t k = 0; k < claimed.size(); ++k) {
+    auto r = load(claimed[k]);
+    std::lock_guard<std::mutex> l(cache_mu_);
+    slots_[claimed[k]].loading = false;
+    cache_cv_.notify_all();
+    if (!r.ok()) {
+      for (size_t j = k + 1; j < claimed.size(); ++j) slots_[claimed[j]].loading = false;
+      return r.status();
+    }
+    insert_locked(claimed[k], *r);
+  }
+  for (int s : needed) {
+    DLSYS_ASSIGN_OR_RETURN(local[s], shard(s));
+  }
+  const bool has_label = !o_.label.empty();
+  const bool i64_label = label_type_ == ColumnType::kInt64;
+  constexpr int64_t kAhead = 8;  // rows are scattered: prefetch a few rows ahead
+  for (int64_t i = 0; i < n; ++i) {
+    if (i + kAhead < n) {
+      uint64_t a = (*ord)[begin + i + kAhead];
+      const Ready& ahead = *local[a >> 32];
+      const float* p = ahead.x.data() + static_cast<uint32_t>(a) * features_;
+      __builtin_prefetch(p);
+      __builtin_prefetch(p + features_ - 1);
+      if (has_label && i64_label) __builtin_prefetch(ahead.y_i64.data() + static_cast<uint32_t>(a));
+    }
+    uint64_t e = (*ord)[begin + i];
+    const Ready& cur = *local[e >> 32];
+    uint32_t row = static_cast<uint32_t>(e);
+    std::memcpy(x + i * features_, cur.x.data() + row * features_, features_ * 4);
+    if (has_label) {
+      if (i64_label)
+        static_cast<int64_t*>(b.y.data())[i] = cur.y_i64[row];
       else
-        static_cast<float*>(b.y.data())[i] = cur->y_f32[row];
+        static_cast<float*>(b.y.data())[i] = cur.y_f32[row];
     }
   }
   return b;

@@ -84,6 +84,8 @@ class DatasetLoader : public train::Loader {
   Status init(const std::string& split);
   Result<std::shared_ptr<const Ready>> shard(int i);
   Result<std::shared_ptr<const Ready>> load(int i);
+  // Adds a loaded shard to the cache (cache_mu_ held) and evicts beyond the budget.
+  void insert_locked(int i, std::shared_ptr<const Ready> r);
   std::shared_ptr<const std::vector<uint64_t>> order(int64_t epoch);
   Result<train::Batch> assemble(train::LoaderPosition p);
   void start();
