@@ -1,5 +1,7 @@
 #include "api/backend.h"
 
+#include "api/data_routes.h"
+
 #include <cstdlib>
 
 #include "api/meta_routes.h"
@@ -30,6 +32,8 @@ Result<std::unique_ptr<Backend>> Backend::open(const BackendOptions& options) {
   ro.upload_temp_path = [obj] { return obj->temp_path(); };
   b->router_ = std::make_unique<Router>(ro);
   add_meta_routes(*b->router_, *b->store_, *b->objects_, options.model_validator);
+  DLSYS_ASSIGN_OR_RETURN(b->datasets_, data::DatasetStore::open(dir + "/datasets"));
+  add_data_routes(*b->router_, *b->datasets_, *b->store_);
   return b;
 }
 

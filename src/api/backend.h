@@ -7,6 +7,7 @@
 #include <string>
 
 #include "api/router.h"
+#include "data/dataset_store.h"
 #include "meta/artifact_store.h"
 #include "meta/meta_store.h"
 
@@ -30,6 +31,7 @@ class Backend {
 
   meta::MetaStore& store() { return *store_; }
   meta::ArtifactStore& objects() { return *objects_; }
+  data::DatasetStore& datasets() { return *datasets_; }
   Router& router() { return *router_; }
   const BackendOptions& options() const { return options_; }
 
@@ -38,6 +40,7 @@ class Backend {
   BackendOptions options_;
   std::unique_ptr<meta::MetaStore> store_;
   std::unique_ptr<meta::ArtifactStore> objects_;
+  std::unique_ptr<data::DatasetStore> datasets_;
   std::unique_ptr<Router> router_;
 };
 

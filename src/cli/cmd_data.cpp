@@ -132,8 +132,10 @@ int run_push(const DataArgs& a) {
                : fmt::format("{} rows  {}/s", rows, human_bytes(done / std::max(s, 1e-9)));
     bar.update("push " + a.name, done, total, extra);
     if (a.json) {
-      std::printf("%s\n", json_dump_line({{"event", "progress"}, {"done", done}, {"total", total},
-                                           {"rows", rows}}).c_str());
+      std::printf(
+          "%s\n",
+          json_dump_line({{"event", "progress"}, {"done", done}, {"total", total}, {"rows", rows}})
+              .c_str());
       std::fflush(stdout);
     }
   };
@@ -489,7 +491,8 @@ void add_data(CLI::App& app, int* rc) {
   push->add_option("--image-size", a->image_size,
                    "Images: resize to HxW (default: the first image's size)");
   push->add_option("--channels", a->channels, "Images: 1 (gray) or 3 (RGB)");
-  push->add_option("--shard-rows", a->shard_rows, "Rows per shard at most (default 1048576; shards also stop at 32 MiB)");
+  push->add_option("--shard-rows", a->shard_rows,
+                   "Rows per shard at most (default 1048576; shards also stop at 32 MiB)");
   add_common(push, a.get());
   push->callback([a, rc] { *rc = run_push(*a); });
 

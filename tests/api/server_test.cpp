@@ -324,3 +324,53 @@ TEST_F(ServerTest, RunLoggerBatchesMetricsAndFinishes) {
 
 }  // namespace
 }  // namespace dlsys::api
+
+namespace dlsys::api {
+namespace {
+
+TEST_F(ServerTest, DatasetsOverRest) {
+  Start();
+  std::string v1 = "x,label\n", v2 = "x,label\n";
+  for (int i = 0; i < 200; ++i) v1 += fmt::format("{},{}\n", i, i % 2);
+  for (int i = 0; i < 200; ++i) v2 += fmt::format("{},{}\n", i + 1000, i % 2);
+  auto p1 = Req("POST", "/api/v1/datasets/toy/versions?message=first&split=0.5,0.5", v1);
+  ASSERT_EQ(p1.status, 201) << p1.body;
+  auto p2 = Req("POST", "/api/v1/datasets/toy/versions", v2);
+  ASSERT_EQ(p2.status, 201) << p2.body;
+  EXPECT_EQ(json::parse(p2.body)["label"], "toy@v2");
+  auto bad = Req("POST", "/api/v1/datasets/toy/versions", "x,label\n1,2\n3,\"4\n");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_NE(bad.body.find(":3"), std::string::npos) << bad.body;
+
+  auto list = json::parse(Req("GET", "/api/v1/datasets").body);
+  ASSERT_EQ(list["datasets"].size(), 1u);
+  EXPECT_EQ(list["datasets"][0]["latest"]["label"], "toy@v2");
+  auto show = json::parse(Req("GET", "/api/v1/datasets/toy/versions/v1").body);
+  EXPECT_EQ(show["manifest"]["message"], "first");
+  EXPECT_EQ(show["manifest"]["split"]["rows"]["test"], 0);
+  EXPECT_EQ(Req("GET", "/api/v1/datasets/toy/versions/v7").status, 404);
+
+  auto diff = json::parse(Req("GET", "/api/v1/datasets/toy/diff?from=v1&to=v2").body);
+  EXPECT_EQ(diff["rows"]["added"], 200);
+  EXPECT_EQ(diff["rows"]["removed"], 200);
+  EXPECT_TRUE(diff["drift"]["x"]["drift"].get<bool>());
+  json sample = {{"x", json::array()}};
+  for (int i = 0; i < 100; ++i) sample["x"].push_back(i * 2);
+  auto drift = Req("POST", "/api/v1/datasets/toy/versions/v1/drift", sample.dump());
+  ASSERT_EQ(drift.status, 200) << drift.body;
+  EXPECT_FALSE(json::parse(drift.body)["x"]["drift"].get<bool>()) << drift.body;
+
+  EXPECT_EQ(Req("PUT", "/api/v1/datasets/toy/tags/prod", R"({"version":"v1"})").status, 200);
+  EXPECT_EQ(json::parse(Req("GET", "/api/v1/datasets/toy/versions/prod").body)["version"], 1);
+  auto rows = Req("GET", "/api/v1/datasets/toy/versions/prod/rows?split=train");
+  ASSERT_EQ(rows.status, 200);
+  EXPECT_EQ(rows.body.rfind("x,label\n", 0), 0u);
+  int64_t lines = std::count(rows.body.begin(), rows.body.end(), '\n') - 1;
+  EXPECT_EQ(lines, show["manifest"]["split"]["rows"]["train"].get<int64_t>());
+  // The push recorded v1 -> v2 as lineage.
+  auto lin = json::parse(Req("GET", "/api/v1/lineage/dataset_version/toy@v2").body);
+  EXPECT_NE(lin.dump().find("toy@v1"), std::string::npos) << lin.dump();
+}
+
+}  // namespace
+}  // namespace dlsys::api

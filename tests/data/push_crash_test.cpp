@@ -81,7 +81,8 @@ TEST(PushCrash, KilledPushesLeaveNoHalfVersion) {
   {
     std::ofstream f(csv);
     f << "a,b,c,d\n";
-    for (int i = 0; i < 600000; ++i) f << i << "," << i * 0.5 << "," << (i % 7) << ",x" << i << "\n";
+    for (int i = 0; i < 600000; ++i)
+      f << i << "," << i * 0.5 << "," << (i % 7) << ",x" << i << "\n";
   }
   std::string home = dir + "/home";
   // Six shards: kill after the first, third and sixth batch (the last just before the commit).

@@ -1,0 +1,168 @@
+#include "api/data_routes.h"
+
+#include <unistd.h>
+
+#include "api/request_util.h"
+#include "core/file_util.h"
+#include "data/diff.h"
+#include "data/export.h"
+#include "data/push.h"
+
+namespace dlsys::api {
+
+namespace {
+
+json version_json(const data::VersionInfo& v, bool with_manifest) {
+  json j = {{"name", v.name},
+            {"version", v.number},
+            {"label", v.label()},
+            {"id", v.id},
+            {"tags", v.tags},
+            {"rows", v.manifest.value("rows", int64_t(0))},
+            {"message", v.manifest.value("message", "")},
+            {"created_ms", v.manifest.value("created_ms", int64_t(0))}};
+  if (with_manifest) j["manifest"] = v.manifest;
+  return j;
+}
+
+Result<data::VersionInfo> resolve(const data::DatasetStore& store, const std::string& name,
+                                  const std::string& ref) {
+  DLSYS_ASSIGN_OR_RETURN(data::VersionRef r, data::parse_version_ref(name + "@" + ref));
+  return store.resolve(r);
+}
+
+data::DriftThresholds thresholds(const Request& r) {
+  data::DriftThresholds t;
+  t.psi = std::atof(r.query_or("psi", "0.2").c_str());
+  t.ks = std::atof(r.query_or("ks", "0.1").c_str());
+  return t;
+}
+
+}  // namespace
+
+void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaStore& meta) {
+  data::DatasetStore* ds = &datasets;
+  meta::MetaStore* ms = &meta;
+
+  router.add("GET", "/api/v1/datasets", Access::kRead, [ds](Request&) -> Result<Response> {
+    DLSYS_ASSIGN_OR_RETURN(auto names, ds->names());
+    json out = json::array();
+    for (const auto& n : names) {
+      DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, ds->resolve({n, "latest", ""}));
+      out.push_back({{"name", n}, {"latest", version_json(v, false)}});
+    }
+    return Response::json_body({{"datasets", out}});
+  });
+
+  router.add("GET", "/api/v1/datasets/{name}/versions", Access::kRead,
+             [ds](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(auto vs, ds->versions(r.param("name")));
+               json out = json::array();
+               for (const auto& v : vs) out.push_back(version_json(v, false));
+               return Response::json_body({{"versions", out}});
+             });
+
+  router.add("GET", "/api/v1/datasets/{name}/versions/{ref}", Access::kRead,
+             [ds](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(auto v, resolve(*ds, r.param("name"), r.param("ref")));
+               return Response::json_body(version_json(v, true));
+             });
+
+  // Rows as CSV (?split=train), streamed from a temporary export.
+  router.add("GET", "/api/v1/datasets/{name}/versions/{ref}/rows", Access::kRead,
+             [ds](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(auto v, resolve(*ds, r.param("name"), r.param("ref")));
+               std::string split = r.query_or("split", "");
+               if (!split.empty()) DLSYS_RETURN_IF_ERROR(data::split_id(split).status());
+               std::string path = ds->root() + "/tmp/export-" + random_hex(8) + ".csv";
+               DLSYS_RETURN_IF_ERROR(data::export_csv(*ds, v, split, path, nullptr));
+               Response resp;
+               resp.content_type = "text/csv";
+               resp.file_path = path;  // removed by the store's tmp sweep
+               return resp;
+             });
+
+  router.add("GET", "/api/v1/datasets/{name}/diff", Access::kRead,
+             [ds](Request& r) -> Result<Response> {
+               std::string from = r.query_or("from", ""), to = r.query_or("to", "latest");
+               if (from.empty())
+                 return Status::Invalid("give ?from=VERSION (and &to=VERSION, default latest)");
+               DLSYS_ASSIGN_OR_RETURN(auto a, resolve(*ds, r.param("name"), from));
+               DLSYS_ASSIGN_OR_RETURN(auto b, resolve(*ds, r.param("name"), to));
+               DLSYS_ASSIGN_OR_RETURN(json d, data::diff_versions(*ds, a, b, thresholds(r)));
+               return Response::json_body(d);
+             });
+
+  // Drift of a sample of inputs against a version: body {"column": [values...], ...}.
+  router.add("POST", "/api/v1/datasets/{name}/versions/{ref}/drift", Access::kRead,
+             [ds](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(auto v, resolve(*ds, r.param("name"), r.param("ref")));
+               DLSYS_ASSIGN_OR_RETURN(json body, body_object(r));
+               DLSYS_ASSIGN_OR_RETURN(json d, data::drift_of_sample(v, body, thresholds(r)));
+               return Response::json_body(d);
+             });
+
+  router.add("PUT", "/api/v1/datasets/{name}/tags/{tag}", Access::kWrite,
+             [ds](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(json body, body_object(r));
+               DLSYS_ASSIGN_OR_RETURN(std::string ref, string_field(body, "version", true));
+               DLSYS_ASSIGN_OR_RETURN(data::VersionRef vr,
+                                      data::parse_version_ref(r.param("name") + "@" + ref));
+               DLSYS_RETURN_IF_ERROR(ds->tag(vr, r.param("tag")));
+               DLSYS_ASSIGN_OR_RETURN(auto v, ds->resolve(vr));
+               return Response::json_body({{"tag", r.param("tag")}, {"version", v.label()}});
+             });
+
+  // Push the body (a CSV, TSV or JSONL file) as a new version:
+  // ?format=csv&message=...&split=0.8,0.1,0.1&policy=reject|quarantine&split_key=col.
+  router.add(
+      "POST", "/api/v1/datasets/{name}/versions", Access::kWrite,
+      [ds, ms](Request& r) -> Result<Response> {
+        std::string body = std::move(r.body_file);
+        r.body_file.clear();
+        struct Remove {
+          std::string p;
+          ~Remove() {
+            if (!p.empty()) ::unlink(p.c_str());
+          }
+        } remove{body};
+        if (body.empty()) return Status::Invalid("send the file as the request body");
+        std::string format = r.query_or("format", "csv");
+        if (format != "csv" && format != "tsv" && format != "jsonl")
+          return Status::Invalid(
+              "format '{}': the API takes csv, tsv or jsonl bodies; push "
+              "NPY, IDX and image folders with `dlsys data push`",
+              format);
+        data::PushOptions po;
+        po.message = r.query_or("message", "");
+        po.author = r.principal.name;
+        po.policy = r.query_or("policy", "reject");
+        po.split_key = r.query_or("split_key", "");
+        std::string split = r.query_or("split", "0.8,0.1,0.1");
+        double f[3] = {0, 0, 0};
+        int n = std::sscanf(split.c_str(), "%lf,%lf,%lf", &f[0], &f[1], &f[2]);
+        if (n < 2) return Status::Invalid("split '{}' must be TRAIN,VALIDATION[,TEST]", split);
+        po.train = f[0];
+        po.validation = f[1];
+        po.test = n == 3 ? f[2] : 0;
+        DLSYS_ASSIGN_OR_RETURN(auto src, data::open_source(body, format, {}));
+        DLSYS_ASSIGN_OR_RETURN(data::PushResult res, data::push(*ds, r.param("name"), *src, po));
+        if (res.version.manifest["parent"].is_string()) {
+          // Lineage: parent version -> new version.
+          DLSYS_ASSIGN_OR_RETURN(auto vs, ds->versions(r.param("name")));
+          for (const auto& v : vs)
+            if (v.id == res.version.manifest["parent"].get<std::string>())
+              DLSYS_RETURN_IF_ERROR(ms->add_lineage_edge("dataset_version", v.label(),
+                                                         "dataset_version", res.version.label(),
+                                                         "parent", r.principal));
+        }
+        json out = version_json(res.version, false);
+        out["bad_rows"] = res.bad_rows;
+        out["shards_new"] = res.shards_new;
+        if (res.quarantine) out["quarantine"] = res.quarantine->label();
+        return Response::json_body(out, 201);
+      },
+      /*body_to_file=*/true);
+}
+
+}  // namespace dlsys::api
