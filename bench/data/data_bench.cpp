@@ -96,7 +96,7 @@ void write_png(const std::string& path, int size, uint8_t v) {
 int main(int argc, char** argv) {
   CLI::App app("dlsys dataset benchmarks");
   int64_t csv_mb = 220, files = 100000;
-  int threads = 2;
+  int threads = 1;
   std::string work = "/tmp/dlsys-data-bench", dlsys_bin;
   bool json_only = false;
   app.add_option("--csv-mb", csv_mb, "Size of the generated CSV in MiB (issue floor: >= 200)");

@@ -144,11 +144,17 @@ int run_push(const DataArgs& a) {
   if (!res.ok()) return fail(res.status().message());
   const auto& r = *res;
   if (a.json) {
-    json j = {
-        {"version", r.version.label()}, {"id", r.version.id},       {"rows", r.rows},
-        {"bad_rows", r.bad_rows},       {"shards", r.shards},       {"shards_new", r.shards_new},
-        {"bytes", r.stored_bytes},      {"new_bytes", r.new_bytes}, {"seconds", r.seconds},
-        {"input", (*src)->describe()}};
+    json j = {{"event", "done"},
+              {"version", r.version.label()},
+              {"id", r.version.id},
+              {"rows", r.rows},
+              {"bad_rows", r.bad_rows},
+              {"shards", r.shards},
+              {"shards_new", r.shards_new},
+              {"bytes", r.stored_bytes},
+              {"new_bytes", r.new_bytes},
+              {"seconds", r.seconds},
+              {"input", (*src)->describe()}};
     if (r.quarantine) j["quarantine"] = r.quarantine->label();
     std::printf("%s\n", json_dump_line(j).c_str());
     return 0;

@@ -1,6 +1,7 @@
 #include "data/dataset_loader.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstring>
 
@@ -94,6 +95,7 @@ Status DatasetLoader::init(const std::string& split) {
     read_cols_.push_back(n);
   }
   if (!tensor_feature) sample_shape_ = {features_};
+  stride_ = features_ + 2;  // features, then the label (8 bytes)
   if (!o_.label.empty()) {
     int c = schema.index(o_.label);
     if (c < 0)
@@ -180,7 +182,7 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::load(int i) {
   std::string w = fmt::format("shard {} of {}", shard_ids_[i].substr(0, 12), version_.label());
   DLSYS_ASSIGN_OR_RETURN(RowBatch b, read_shard(store_.shard_path(shard_ids_[i]), read_cols_, w));
   auto r = std::make_shared<Ready>();
-  r->x.resize(b.rows * features_);
+  r->x.resize(b.rows * stride_);
   int64_t off = 0;
   for (size_t k = 0; k < feature_cols_.size(); ++k) {
     const ColumnData& d = b.columns[k];
@@ -196,23 +198,20 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::load(int i) {
     const float s = o_.scale;
     switch (cs.type) {
       case ColumnType::kInt64:
-        for (int64_t row = 0; row < b.rows; ++row) x[row * features_ + off] = float(d.i64[row]) * s;
+        for (int64_t row = 0; row < b.rows; ++row) x[row * stride_ + off] = float(d.i64[row]) * s;
         break;
       case ColumnType::kFloat64:
-        for (int64_t row = 0; row < b.rows; ++row) x[row * features_ + off] = float(d.f64[row]) * s;
+        for (int64_t row = 0; row < b.rows; ++row) x[row * stride_ + off] = float(d.f64[row]) * s;
         break;
-      case ColumnType::kTensorU8: {
-        int64_t n = b.rows * features_;
-        for (int64_t e = 0; e < n; ++e) x[e] = float(d.raw[e]) * s;
+      case ColumnType::kTensorU8:
+        for (int64_t row = 0; row < b.rows; ++row)
+          for (int64_t e = 0; e < features_; ++e)
+            x[row * stride_ + e] = float(d.raw[row * features_ + e]) * s;
         break;
-      }
       case ColumnType::kTensorF32: {
         const float* p = reinterpret_cast<const float*>(d.raw.data());
-        int64_t n = b.rows * features_;
-        if (s == 1.0f)
-          std::memcpy(x, p, n * 4);
-        else
-          for (int64_t e = 0; e < n; ++e) x[e] = p[e] * s;
+        for (int64_t row = 0; row < b.rows; ++row)
+          for (int64_t e = 0; e < features_; ++e) x[row * stride_ + e] = p[row * features_ + e] * s;
         break;
       }
       default:
@@ -225,10 +224,16 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::load(int i) {
     for (int64_t row = 0; row < b.rows; ++row)
       if (d.is_null(row))
         return Status::Invalid("{}: label '{}' is null at row {}", w, o_.label, row);
-    if (label_type_ == ColumnType::kInt64)
-      r->y_i64 = d.i64;
-    else
-      r->y_f32.assign(d.f64.begin(), d.f64.end());
+    // The label sits after the row's features (8 bytes), so a row is one contiguous read.
+    for (int64_t row = 0; row < b.rows; ++row) {
+      float* dst = r->x.data() + row * stride_ + features_;
+      if (label_type_ == ColumnType::kInt64) {
+        std::memcpy(dst, &d.i64[row], 8);
+      } else {
+        float v = static_cast<float>(d.f64[row]);
+        std::memcpy(dst, &v, 4);
+      }
+    }
   }
   return std::shared_ptr<const Ready>(std::move(r));
 }
@@ -300,17 +305,32 @@ Result<train::Batch> DatasetLoader::assemble(train::LoaderPosition p) {
         claimed.push_back(s);
       }
   }
-  for (size_t k = 0; k < claimed.size(); ++k) {
-    auto r = load(claimed[k]);
-    std::lock_guard<std::mutex> l(cache_mu_);
-    slots_[claimed[k]].loading = false;
-    cache_cv_.notify_all();
-    if (!r.ok()) {
-      for (size_t j = k + 1; j < claimed.size(); ++j) slots_[claimed[j]].loading = false;
-      return r.status();
-    }
-    insert_locked(claimed[k], *r);
+  // Claimed shards load in parallel (reads and decompression overlap), up to 4 at once.
+  std::vector<Result<std::shared_ptr<const Ready>>> loaded(claimed.size(),
+                                                           Status::Internal("not loaded"));
+  {
+    std::atomic<size_t> next{0};
+    auto run = [&] {
+      for (size_t k; (k = next++) < claimed.size();) loaded[k] = load(claimed[k]);
+    };
+    std::vector<std::thread> helpers;
+    for (size_t t = 1; t < std::min<size_t>(claimed.size(), 4); ++t) helpers.emplace_back(run);
+    run();
+    for (auto& t : helpers) t.join();
   }
+  Status first_error;
+  {
+    std::lock_guard<std::mutex> l(cache_mu_);
+    for (size_t k = 0; k < claimed.size(); ++k) {
+      slots_[claimed[k]].loading = false;
+      if (loaded[k].ok())
+        insert_locked(claimed[k], *loaded[k]);
+      else if (first_error.ok())
+        first_error = loaded[k].status();
+    }
+    cache_cv_.notify_all();
+  }
+  DLSYS_RETURN_IF_ERROR(first_error);
   for (int s : needed) {
     DLSYS_ASSIGN_OR_RETURN(local[s], shard(s));
   }
@@ -321,20 +341,20 @@ Result<train::Batch> DatasetLoader::assemble(train::LoaderPosition p) {
     if (i + kAhead < n) {
       uint64_t a = (*ord)[begin + i + kAhead];
       const Ready& ahead = *local[a >> 32];
-      const float* p = ahead.x.data() + static_cast<uint32_t>(a) * features_;
+      const float* p = ahead.x.data() + static_cast<uint32_t>(a) * stride_;
       __builtin_prefetch(p);
-      __builtin_prefetch(p + features_ - 1);
-      if (has_label && i64_label) __builtin_prefetch(ahead.y_i64.data() + static_cast<uint32_t>(a));
+      __builtin_prefetch(p + stride_ - 1);
     }
     uint64_t e = (*ord)[begin + i];
     const Ready& cur = *local[e >> 32];
     uint32_t row = static_cast<uint32_t>(e);
-    std::memcpy(x + i * features_, cur.x.data() + row * features_, features_ * 4);
+    const float* src = cur.x.data() + row * stride_;
+    std::memcpy(x + i * features_, src, features_ * 4);
     if (has_label) {
       if (i64_label)
-        static_cast<int64_t*>(b.y.data())[i] = cur.y_i64[row];
+        std::memcpy(static_cast<int64_t*>(b.y.data()) + i, src + features_, 8);
       else
-        static_cast<float*>(b.y.data())[i] = cur.y_f32[row];
+        std::memcpy(static_cast<float*>(b.y.data()) + i, src + features_, 4);
     }
   }
   return b;

@@ -34,7 +34,7 @@ struct DatasetLoaderOptions {
   bool shuffle = true;
   uint64_t seed = 0;
   bool drop_last = false;
-  int threads = 2;                  // prefetch threads
+  int threads = 1;                  // prefetch threads (one leaves a core to training here)
   int prefetch = 4;                 // batches prepared ahead of the consumer
   int64_t cache_bytes = 1ll << 30;  // decoded shard cache
   int rank = 0, world = 1;          // data-parallel sharding
@@ -67,11 +67,10 @@ class DatasetLoader : public train::Loader {
   int64_t bytes_loaded() const;
 
  private:
-  struct Ready {                 // one shard's rows, ready to copy into batches
-    std::vector<float> x;        // rows * features
-    std::vector<int64_t> y_i64;  // when the label is int64
-    std::vector<float> y_f32;    // when it is float64
-    int64_t bytes() const { return x.size() * 4 + y_i64.size() * 8 + y_f32.size() * 4; }
+  struct Ready {  // one shard's rows, ready to copy into batches
+    // rows * stride_ floats: a row's features (f32), then its label (int64, or f32 + pad).
+    std::vector<float> x;
+    int64_t bytes() const { return x.size() * 4; }
   };
   struct Slot {
     std::shared_ptr<const Ready> ready;
@@ -105,6 +104,7 @@ class DatasetLoader : public train::Loader {
   std::vector<std::string> read_cols_;
   ColumnType label_type_ = ColumnType::kInt64;
   int64_t features_ = 0;  // per sample
+  int64_t stride_ = 0;    // floats per ready row
   Shape sample_shape_;
   int64_t total_rows_ = 0, rank_rows_ = 0, batches_ = 0;
   bool global_ = true;

@@ -116,11 +116,13 @@ Result<SchemaFile> read_schema_file(const std::string& path) {
   auto at = [&](const YAML::Node& n) { return fmt::format("{}:{}", path, n.Mark().line + 1); };
   if (!root.IsMap()) return Status::Invalid("{}: expected a map with 'columns'", path);
   SchemaFile out;
-  for (auto it = root.begin(); it != root.end(); ++it) {
-    std::string key = it->first.as<std::string>();
+  // Iterate by value: yaml-cpp's iterator proxies dangle when bound to references.
+  for (const auto& kv : root) {
+    YAML::Node k = kv.first;
+    std::string key = k.as<std::string>();
     if (key != "columns" && key != "policy")
-      return Status::Invalid("{}: unknown field '{}'; the fields are columns and policy",
-                             at(it->first), key);
+      return Status::Invalid("{}: unknown field '{}'; the fields are columns and policy", at(k),
+                             key);
   }
   if (root["policy"]) {
     out.policy = root["policy"].as<std::string>();
@@ -135,9 +137,9 @@ Result<SchemaFile> read_schema_file(const std::string& path) {
     for (const auto& n : cols) {
       if (!n.IsMap()) return Status::Invalid("{}: each column is a map", at(n));
       ColumnSchema c;
-      for (auto it = n.begin(); it != n.end(); ++it) {
-        std::string key = it->first.as<std::string>();
-        const YAML::Node& v = it->second;
+      for (const auto& kv : n) {
+        YAML::Node k = kv.first, v = kv.second;
+        std::string key = k.as<std::string>();
         if (key == "name") {
           c.name = v.as<std::string>();
         } else if (key == "type") {
@@ -158,7 +160,7 @@ Result<SchemaFile> read_schema_file(const std::string& path) {
         } else {
           return Status::Invalid(
               "{}: unknown column field '{}'; use name, type, min, max, allowed, not_null, shape",
-              at(it->first), key);
+              at(k), key);
         }
       }
       if (c.name.empty()) return Status::Invalid("{}: a column has no name", at(n));

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "api/backend.h"
 #include "tensor/npy.h"
 #include "testing/onnx_builder.h"
 
@@ -177,7 +178,17 @@ TEST_F(Cli, EveryCommandHasHelp) {
                         "tokens ",
                         "tokens create ",
                         "tokens list ",
-                        "tokens revoke "}) {
+                        "tokens revoke ",
+                        "data ",
+                        "data push ",
+                        "data list ",
+                        "data versions ",
+                        "data show ",
+                        "data diff ",
+                        "data pull ",
+                        "data tag ",
+                        "data verify ",
+                        "data gc "}) {
     Ran r = sh(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
@@ -325,6 +336,58 @@ TEST_F(Cli, TrainSpecErrorsNameFieldAndLine) {
   EXPECT_NE(r.out.find("YAML syntax error"), std::string::npos) << r.out;
   r = spec(head + "    - linear: {out: 3}\n");  // x.csv does not exist
   EXPECT_NE(r.out.find("x.csv"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace dlsys
+
+namespace dlsys {
+namespace {
+
+// `dlsys data` on a data directory, then `dlsys train` from the stored version: the run records
+// the dataset versions it read as lineage.
+TEST_F(Cli, DataCommandsAndTrainingFromAVersion) {
+  std::string dd = " --data-dir " + (dir_ / "home").string();
+  std::string csv = std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv";
+  Ran push = sh("data push " + csv + " --name digits --split 0.8,0.2 -m first" + dd);
+  ASSERT_EQ(push.code, 0) << push.out;
+  EXPECT_NE(push.out.find("digits@v1"), std::string::npos) << push.out;
+  EXPECT_NE(push.out.find("1797 rows"), std::string::npos) << push.out;
+  Ran show = sh("data show digits --json" + dd);
+  ASSERT_EQ(show.code, 0) << show.out;
+  auto m = nlohmann::json::parse(show.out);
+  EXPECT_EQ(m["rows"], 1797);
+  EXPECT_EQ(m["stats"]["c64"]["max"], 9);
+  EXPECT_EQ(sh("data tag digits@v1 prod" + dd).code, 0);
+  Ran pull = sh("data pull digits@prod:validation -o " + (dir_ / "val.csv").string() + dd);
+  ASSERT_EQ(pull.code, 0) << pull.out;
+  std::ifstream in(dir_ / "val.csv");
+  int64_t lines = std::count(std::istreambuf_iterator<char>(in), {}, '\n');
+  EXPECT_EQ(lines - 1, m["split"]["rows"]["validation"].get<int64_t>());
+  EXPECT_EQ(sh("data verify digits@v1" + dd).code, 0);
+  Ran missing = sh("data show digits@v4" + dd);
+  EXPECT_NE(missing.code, 0);
+  EXPECT_NE(missing.out.find("digits has v1..v1"), std::string::npos) << missing.out;
+
+  std::string spec = (dir_ / "ds.yaml").string();
+  {
+    std::ifstream src(std::string(DLSYS_SOURCE_DIR) + "/examples/digits/mlp-dataset.yaml");
+    std::string text((std::istreambuf_iterator<char>(src)), {});
+    text.replace(text.find("digits@latest"), 13, "digits@prod");
+    std::ofstream(spec) << text;
+  }
+  Ran tr =
+      sh("train " + spec + " --epochs 3 --json --threads 2 --out " + (dir_ / "run").string() + dd);
+  ASSERT_EQ(tr.code, 0) << tr.out;
+  auto done = nlohmann::json::parse(tr.out.substr(tr.out.rfind("{\"data\"")));
+  EXPECT_EQ(done["data"]["dataset"], "digits@v1:train");
+  EXPECT_GT(done["metrics"]["val_accuracy"].get<double>(), 0.85);
+  // Lineage: digits@v1 -> run 1.
+  auto backend = api::Backend::open({(dir_ / "home").string()});
+  ASSERT_TRUE(backend.ok());
+  auto lin = (*backend)->store().lineage("dataset_version", "digits@v1", 2);
+  ASSERT_TRUE(lin.ok());
+  EXPECT_NE(lin->dump().find("\"run\""), std::string::npos) << lin->dump();
 }
 
 }  // namespace
