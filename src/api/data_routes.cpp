@@ -138,13 +138,7 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaSto
         po.author = r.principal.name;
         po.policy = r.query_or("policy", "reject");
         po.split_key = r.query_or("split_key", "");
-        std::string split = r.query_or("split", "0.8,0.1,0.1");
-        double f[3] = {0, 0, 0};
-        int n = std::sscanf(split.c_str(), "%lf,%lf,%lf", &f[0], &f[1], &f[2]);
-        if (n < 2) return Status::Invalid("split '{}' must be TRAIN,VALIDATION[,TEST]", split);
-        po.train = f[0];
-        po.validation = f[1];
-        po.test = n == 3 ? f[2] : 0;
+        DLSYS_RETURN_IF_ERROR(data::parse_split_fractions(r.query_or("split", "0.8,0.1,0.1"), &po));
         DLSYS_ASSIGN_OR_RETURN(auto src, data::open_source(body, format, {}));
         DLSYS_ASSIGN_OR_RETURN(data::PushResult res, data::push(*ds, r.param("name"), *src, po));
         if (res.version.manifest["parent"].is_string()) {

@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <ctime>
 
 #include "api/backend.h"
 #include "cli/commands.h"
@@ -42,22 +41,6 @@ void add_common(CLI::App* c, DataArgs* a) {
 Result<std::unique_ptr<data::DatasetStore>> open_store(const DataArgs& a) {
   std::string dir = a.data_dir.empty() ? api::default_data_dir() : a.data_dir;
   return data::DatasetStore::open(dir + "/datasets");
-}
-
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  int u = 0;
-  while (b >= 1024 && u < 4) b /= 1024, ++u;
-  return u == 0 ? fmt::format("{:.0f} {}", b, units[u]) : fmt::format("{:.1f} {}", b, units[u]);
-}
-
-std::string fmt_time(int64_t ms) {
-  std::time_t t = static_cast<std::time_t>(ms / 1000);
-  std::tm tm;
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M", &tm);
-  return buf;
 }
 
 // A progress bar on stderr when it is a terminal; refreshed at most 10 times a second.
@@ -109,14 +92,8 @@ int run_push(const DataArgs& a) {
     io.image_height = h;
     io.image_width = w;
   }
-  double f[3] = {0, 0, 0};
-  int n = std::sscanf(a.split.c_str(), "%lf,%lf,%lf", &f[0], &f[1], &f[2]);
-  if (n < 2)
-    return fail(fmt::format("--split '{}' must be TRAIN,VALIDATION[,TEST] fractions, e.g. 0.8,0.2",
-                            a.split));
-  po.train = f[0];
-  po.validation = f[1];
-  po.test = n == 3 ? f[2] : 0;
+  if (Status st = data::parse_split_fractions(a.split, &po); !st.ok())
+    return fail("--" + st.message());
   po.split_key = a.split_key;
   po.shard_rows = a.shard_rows;
   po.message = a.message;
@@ -204,7 +181,7 @@ int run_list(const DataArgs& a) {
     std::printf(
         "%-28s v%-7s %12lld  %s\n", d["name"].get<std::string>().c_str(),
         d["latest"].get<std::string>().substr(d["name"].get<std::string>().size() + 2).c_str(),
-        (long long)d["rows"].get<int64_t>(), fmt_time(d["created_ms"]).c_str());
+        (long long)d["rows"].get<int64_t>(), format_time_ms(d["created_ms"]).c_str());
   return 0;
 }
 
@@ -226,14 +203,14 @@ int run_versions(const DataArgs& a) {
     std::printf("%s\n", json_dump_line(out).c_str());
     return 0;
   }
-  std::printf("%-8s %-12s %12s  %-16s %-16s %s\n", "VERSION", "ID", "ROWS", "CREATED", "TAGS",
+  std::printf("%-8s %-12s %12s  %-19s %-16s %s\n", "VERSION", "ID", "ROWS", "CREATED", "TAGS",
               "MESSAGE");
   for (const auto& v : out) {
     std::string label = v["version"];
     std::printf(
-        "%-8s %-12s %12lld  %-16s %-16s %s\n", label.substr(label.find('@') + 1).c_str(),
+        "%-8s %-12s %12lld  %-19s %-16s %s\n", label.substr(label.find('@') + 1).c_str(),
         v["id"].get<std::string>().substr(0, 12).c_str(), (long long)v["rows"].get<int64_t>(),
-        fmt_time(v["created_ms"]).c_str(),
+        format_time_ms(v["created_ms"]).c_str(),
         fmt::format("{}", fmt::join(v["tags"].get<std::vector<std::string>>(), ",")).c_str(),
         v["message"].get<std::string>().c_str());
   }
@@ -264,7 +241,7 @@ int run_show(const DataArgs& a) {
   int64_t bytes = 0;
   for (const auto& s : m["shards"]) bytes += s["bytes"].get<int64_t>();
   std::printf("%s  (id %s)\n", v->label().c_str(), v->id.c_str());
-  std::printf("  created %s by %s%s\n", fmt_time(m.value("created_ms", int64_t(0))).c_str(),
+  std::printf("  created %s by %s%s\n", format_time_ms(m["created_ms"]).c_str(),
               m.value("author", "").c_str(),
               m.value("message", "").empty() ? "" : (": " + m.value("message", "")).c_str());
   std::printf("  parent  %s\n",

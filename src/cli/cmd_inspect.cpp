@@ -32,16 +32,6 @@ nlohmann::json dims_json(const ValueInfo& v) {
   return a;
 }
 
-std::string human_bytes(double b) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB"};
-  int u = 0;
-  while (b >= 1024 && u < 3) {
-    b /= 1024;
-    ++u;
-  }
-  return fmt::format("{:.1f} {}", b, units[u]);
-}
-
 std::string human_flops(double f) {
   if (f >= 1e9) return fmt::format("{:.3f} GFLOP", f / 1e9);
   if (f >= 1e6) return fmt::format("{:.3f} MFLOP", f / 1e6);

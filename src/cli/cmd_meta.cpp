@@ -4,7 +4,6 @@
 // or when no local server runs, to the data directory directly through the same API code.
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <set>
 
 #include "api/backend.h"
@@ -74,16 +73,6 @@ int with_client(const ClientArgs& a, Fn&& fn) {
   return 0;
 }
 
-std::string fmt_time(const json& ms) {
-  if (!ms.is_number()) return "-";
-  std::time_t t = static_cast<std::time_t>(ms.get<int64_t>() / 1000);
-  std::tm tm;
-  localtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
-  return buf;
-}
-
 std::string value_text(const json& v) {
   if (v.is_string()) return v.get<std::string>();
   if (v.is_number_float()) return fmt::format("{:.6g}", v.get<double>());
@@ -151,7 +140,7 @@ Status runs_list(api::ApiClient& c, const RunsArgs& a) {
       metrics += (metrics.empty() ? "" : " ") + k + "=" + value_text(v["value"]);
     rows.push_back({std::to_string(r["id"].get<int64_t>()),
                     std::to_string(r["experiment_id"].get<int64_t>()), r["name"], r["status"],
-                    fmt_time(r["start_time"]), metrics});
+                    format_time_ms(r["start_time"]), metrics});
   }
   print_table(rows);
   if (page.contains("next_page_token"))
@@ -173,8 +162,8 @@ Status runs_show(api::ApiClient& c, const RunsArgs& a) {
               r["status"].get<std::string>().c_str(),
               static_cast<long long>(r["experiment_id"].get<int64_t>()),
               r["name"].get<std::string>().c_str());
-  std::printf("started %s  ended %s  by %s\n", fmt_time(r["start_time"]).c_str(),
-              fmt_time(r["end_time"]).c_str(), r["created_by"].get<std::string>().c_str());
+  std::printf("started %s  ended %s  by %s\n", format_time_ms(r["start_time"]).c_str(),
+              format_time_ms(r["end_time"]).c_str(), r["created_by"].get<std::string>().c_str());
   for (const char* section : {"params", "tags"}) {
     if (r[section].empty()) continue;
     std::printf("%s:\n", section);
@@ -260,7 +249,7 @@ Status models_list(api::ApiClient& c, const ModelsArgs& a) {
     rows.push_back(
         {m["name"], std::to_string(m["version_count"].get<int64_t>()),
          m["latest_version"].is_null() ? "-" : std::to_string(m["latest_version"].get<int64_t>()),
-         aliases, fmt_time(m["updated_at"])});
+         aliases, format_time_ms(m["updated_at"])});
   }
   print_table(rows);
   return Status::OK();
@@ -320,7 +309,7 @@ Status models_versions(api::ApiClient& c, const ModelsArgs& a) {
     for (auto& al : x["aliases"]) aliases += (aliases.empty() ? "" : " ") + al.get<std::string>();
     rows.push_back({std::to_string(x["version"].get<int64_t>()), x["status"],
                     std::to_string(x["run_id"].get<int64_t>()), x["artifact_path"], aliases,
-                    fmt_time(x["created_at"])});
+                    format_time_ms(x["created_at"])});
   }
   print_table(rows);
   return Status::OK();
@@ -533,7 +522,7 @@ void add_tokens(CLI::App& app, int* rc) {
       std::vector<std::vector<std::string>> rows = {{"ID", "NAME", "ROLE", "CREATED", "REVOKED"}};
       for (auto& x : t["tokens"])
         rows.push_back({std::to_string(x["id"].get<int64_t>()), x["name"], x["role"],
-                        fmt_time(x["created_at"]), x["revoked"].get<bool>() ? "yes" : "no"});
+                        format_time_ms(x["created_at"]), x["revoked"].get<bool>() ? "yes" : "no"});
       print_table(rows);
       return Status::OK();
     });

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <map>
 
@@ -27,6 +28,10 @@ void add_data(CLI::App& app, int* rc);
 dlsys::Status validate_onnx_model(const std::string& path);
 // Prints "error: <message>" to stderr; returns 1.
 int fail(const std::string& message);
+// "512 B", "74.5 KiB", "1.2 GiB".
+std::string human_bytes(double bytes);
+// A millisecond Unix time as local "YYYY-MM-DD HH:MM:SS"; "-" when `ms` is not a number.
+std::string format_time_ms(const nlohmann::json& ms);
 // Parses NAME=VALUE strings of --dim into a map; errors name the bad string.
 dlsys::Result<std::map<std::string, int64_t>> parse_dims(const std::vector<std::string>& specs);
 

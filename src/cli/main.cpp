@@ -1,5 +1,6 @@
 // dlsys: a deep learning system in one program. This is the command line's front door.
 #include <cstdio>
+#include <ctime>
 
 #include "cli/commands.h"
 
@@ -8,6 +9,23 @@ namespace dlsys::cli {
 int fail(const std::string& message) {
   std::fprintf(stderr, "error: %s\n", message.c_str());
   return 1;
+}
+
+std::string human_bytes(double b) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int u = 0;
+  while (b >= 1024 && u < 4) b /= 1024, ++u;
+  return u == 0 ? fmt::format("{:.0f} {}", b, units[u]) : fmt::format("{:.1f} {}", b, units[u]);
+}
+
+std::string format_time_ms(const nlohmann::json& ms) {
+  if (!ms.is_number()) return "-";
+  std::time_t t = static_cast<std::time_t>(ms.get<int64_t>() / 1000);
+  std::tm tm;
+  localtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S", &tm);
+  return buf;
 }
 
 Result<std::map<std::string, int64_t>> parse_dims(const std::vector<std::string>& specs) {

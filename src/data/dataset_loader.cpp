@@ -425,7 +425,7 @@ double DatasetLoader::wait_seconds() const {
 }
 
 int64_t DatasetLoader::bytes_loaded() const {
-  std::lock_guard<std::mutex> l(const_cast<std::mutex&>(cache_mu_));
+  std::lock_guard<std::mutex> l(cache_mu_);
   return loaded_bytes_;
 }
 

@@ -76,7 +76,6 @@ class DatasetLoader : public train::Loader {
     std::shared_ptr<const Ready> ready;
     bool loading = false;
     std::list<int>::iterator lru;
-    bool in_lru = false;
   };
 
   DatasetLoader(const DatasetStore& store, VersionInfo v, DatasetLoaderOptions o);
@@ -110,7 +109,7 @@ class DatasetLoader : public train::Loader {
   bool global_ = true;
 
   // Shard cache.
-  std::mutex cache_mu_;
+  mutable std::mutex cache_mu_;
   std::condition_variable cache_cv_;
   std::vector<Slot> slots_;
   std::list<int> lru_;

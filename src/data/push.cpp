@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdio>
 #include <deque>
 #include <mutex>
 #include <thread>
@@ -180,6 +181,18 @@ std::vector<uint64_t> column_hashes(const RowBatch& b, int column) {
   for (int64_t r = 0; r < b.rows; ++r)
     h[r] = hash_value(b.columns[column], b.schema.columns[column], r, 0);
   return h;
+}
+
+Status parse_split_fractions(const std::string& text, PushOptions* o) {
+  double f[3] = {0, 0, 0};
+  int n = std::sscanf(text.c_str(), "%lf,%lf,%lf", &f[0], &f[1], &f[2]);
+  if (n < 2)
+    return Status::Invalid("split '{}' must be TRAIN,VALIDATION[,TEST] fractions, e.g. 0.8,0.2",
+                           text);
+  o->train = f[0];
+  o->validation = f[1];
+  o->test = n == 3 ? f[2] : 0;
+  return Status::OK();
 }
 
 Result<int64_t> split_id(const std::string& name) {

@@ -49,6 +49,9 @@ Result<PushResult> push(DatasetStore& store, const std::string& name, RowSource&
 std::vector<uint64_t> row_hashes(const RowBatch& b);
 std::vector<uint64_t> column_hashes(const RowBatch& b, int column);
 
+// Parses "TRAIN,VALIDATION[,TEST]" fractions (e.g. "0.8,0.2") into `o`; push() checks the sum.
+Status parse_split_fractions(const std::string& text, PushOptions* o);
+
 // Split ids stored in the __split column.
 enum SplitId : int64_t { kTrain = 0, kValidation = 1, kTest = 2 };
 Result<int64_t> split_id(const std::string& name);
