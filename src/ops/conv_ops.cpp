@@ -3,6 +3,7 @@
 // reorders at the edges of the kernel convert from and to the plain NCHW the graph uses.
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
+#include "ops/conv_geometry.h"
 #include "ops/post_ops.h"
 
 namespace dlsys {
@@ -247,9 +248,9 @@ Status check_conv_inputs(const BuildContext& ctx) {
   return Status::OK();
 }
 
-// Conv, FusedConv and (with int8 numerics) QConv: shape inference, then the primitive.
-Result<KernelPtr> build_conv_with(BuildContext& ctx, const ConvNumerics& num) {
-  const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
+}  // namespace
+
+Status conv_geometry(const BuildContext& ctx, const Shape& x, const Shape& w, ConvGeometry* geo) {
   size_t nsp = x.size() - 2;
   int64_t g = ctx.attr_int("group", 1);
   int64_t N = x[0], C = x[1], M = w[0];
@@ -276,17 +277,33 @@ Result<KernelPtr> build_conv_with(BuildContext& ctx, const ConvNumerics& num) {
       return ctx.error("output would be empty: input {} is smaller than the kernel", shape_str(x));
     out.push_back(o);
   }
+  geo->group = g;
+  geo->out = out;
+  geo->weights = g > 1 ? dims{g, M / g, C / g} : dims{M, C};
+  for (size_t i = 0; i < nsp; ++i) geo->weights.push_back(w[2 + i]);
+  geo->strides.assign(a.strides.begin(), a.strides.end());
+  geo->dilations.clear();
+  for (int64_t d : a.dilations) geo->dilations.push_back(d - 1);
+  geo->pad_l.assign(a.pad_begin.begin(), a.pad_begin.end());
+  geo->pad_r.assign(a.pad_end.begin(), a.pad_end.end());
+  return Status::OK();
+}
+
+namespace {
+
+// Conv, FusedConv and (with int8 numerics) QConv: shape inference, then the primitive.
+Result<KernelPtr> build_conv_with(BuildContext& ctx, const ConvNumerics& num) {
+  const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
+  ConvGeometry geo;
+  DLSYS_RETURN_IF_ERROR(conv_geometry(ctx, x, w, &geo));
+  const Shape& out = geo.out;
+  int64_t M = w[0];
   ctx.set_output(0, num.out, out);
   if (ctx.has_input(2) && (ctx.in_shape(2) != Shape{M}))
     return ctx.error("B has shape {}, expected [{}]", shape_str(ctx.in_shape(2)), M);
-
-  dims wd = g > 1 ? dims{g, M / g, C / g} : dims{M, C};
-  for (size_t i = 0; i < nsp; ++i) wd.push_back(w[2 + i]);
-  auto wei_plain = plain_md(Shape(wd.begin(), wd.end()), num.wei_dtype);
+  auto wei_plain = plain_md(Shape(geo.weights.begin(), geo.weights.end()), num.wei_dtype);
   bool has_bias = ctx.has_input(2);
-  dims dil, sd(a.strides.begin(), a.strides.end());
-  for (int64_t d : a.dilations) dil.push_back(d - 1);
-  dims pl(a.pad_begin.begin(), a.pad_begin.end()), pr(a.pad_end.begin(), a.pad_end.end());
+  const dims &sd = geo.strides, &dil = geo.dilations, &pl = geo.pad_l, &pr = geo.pad_r;
   return conv_kernel(
       ctx, x, out, wei_plain,
       [&](const dnnl::memory::desc& src, const dnnl::memory::desc& wei,

@@ -1,5 +1,8 @@
 #include "ops/dnnl_util.h"
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <algorithm>
 #include <cstring>
 
@@ -58,8 +61,15 @@ void DnnlCall::add(int arg, const dnnl::memory::desc& md) {
 void DnnlCall::exec() {
   dnnl_status_t st = dnnl_primitive_execute(prim.get(), dnnl_stream().get(),
                                             static_cast<int>(c_args_.size()), c_args_.data());
-  assert(st == dnnl_success && "oneDNN execute failed: are all arguments bound to buffers?");
-  (void)st;
+  if (st != dnnl_success) {
+    // A programming error (an argument the primitive needs was never added or bound): stop here
+    // rather than hand on a buffer the primitive never wrote.
+    std::fprintf(stderr,
+                 "dlsys: oneDNN execute failed with status %d (primitive kind %d): are all its "
+                 "arguments added and bound to buffers?\n",
+                 static_cast<int>(st), static_cast<int>(prim.get_kind()));
+    std::abort();
+  }
 }
 
 void DnnlReorder::init(const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {

@@ -41,6 +41,18 @@ struct Attribute {
     a.f = v;
     return a;
   }
+  static Attribute of_string(std::string v) {
+    Attribute a;
+    a.kind = Kind::kString;
+    a.s = std::move(v);
+    return a;
+  }
+  static Attribute of_ints(std::vector<int64_t> v) {
+    Attribute a;
+    a.kind = Kind::kInts;
+    a.ints = std::move(v);
+    return a;
+  }
 };
 using AttributeMap = std::map<std::string, Attribute>;
 

@@ -102,6 +102,14 @@ Result<KernelPtr> build_matmul(BuildContext& ctx) {
   Shape a = ctx.in_shape(0), b = ctx.in_shape(1);
   if (a.empty() || b.empty())
     return ctx.error("inputs must have rank >= 1, got {} and {}", shape_str(a), shape_str(b));
+  // FusedMatMul may read A and/or B transposed in their last two dimensions (what the autodiff
+  // emits for the gradients of a batched MatMul): the primitive reads them through strides.
+  bool ta = ctx.attr_int("transA", 0) != 0, tb = ctx.attr_int("transB", 0) != 0;
+  if ((ta && a.size() < 2) || (tb && b.size() < 2))
+    return ctx.error("transA/transB need operands of rank >= 2, got {} and {}", shape_str(a),
+                     shape_str(b));
+  if (ta) std::swap(a[a.size() - 1], a[a.size() - 2]);
+  if (tb) std::swap(b[b.size() - 1], b[b.size() - 2]);
   bool a_vec = a.size() == 1, b_vec = b.size() == 1;
   if (a_vec) a.insert(a.begin(), 1);
   if (b_vec) b.push_back(1);
@@ -148,8 +156,18 @@ Result<KernelPtr> build_matmul(BuildContext& ctx) {
       return Status::OK();
     });
   }
+  // A logical [.., R, C] view of an operand stored as [.., C, R] when transposed.
+  auto operand_md = [](const Shape& logical, bool transposed) {
+    if (!transposed) return plain_md(logical, DType::kF32);
+    Shape stored = logical;
+    size_t n = stored.size();
+    std::swap(stored[n - 1], stored[n - 2]);
+    std::vector<int64_t> st = shape_strides(stored);
+    std::swap(st[n - 1], st[n - 2]);
+    return strided_md(logical, DType::kF32, st);
+  };
   auto core = std::make_shared<MatmulCore>();
-  DLSYS_RETURN_IF_ERROR(core->init(ctx, plain_md(pa, DType::kF32), plain_md(pb, DType::kF32),
+  DLSYS_RETURN_IF_ERROR(core->init(ctx, operand_md(pa, ta), operand_md(pb, tb),
                                    plain_md(pc, DType::kF32), ctx.in_value(1), bias, bias_md,
                                    ctx.has_input(3) ? &zs : nullptr, out, {}, false));
   bool has_z = ctx.has_input(3);

@@ -42,6 +42,7 @@ static const OpRegistry& registry() {
     register_quant_ops(reg);
     register_qmatmul_ops(reg);
     register_grad_ops(reg);
+    register_conv_grad_ops(reg);
     return reg;
   }();
   return r;

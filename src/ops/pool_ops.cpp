@@ -1,5 +1,6 @@
 // MaxPool, AveragePool (auto_pad, ceil_mode, dilations, count_include_pad) and the global
-// pools, on oneDNN's pooling_v2 primitive over plain layouts.
+// pools, on oneDNN's pooling_v2 primitive over plain layouts; PoolGrad, their gradient for
+// training graphs (src/train/autodiff).
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 
@@ -54,13 +55,14 @@ Result<KernelPtr> make_pool(BuildContext& ctx, dnnl::algorithm alg, const Shape&
   });
 }
 
-Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
-  if (is_max)
-    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kU8, DType::kI8}));
-  else
-    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
-  if (ctx.output_used(1)) return ctx.unsupported("the Indices output is not supported");
-  const Shape& x = ctx.in_shape(0);
+// A pool's algorithm and geometry, resolved against X's shape.
+struct PoolGeometry {
+  dnnl::algorithm alg = dnnl::algorithm::pooling_max;
+  Shape out;
+  dims kernel, strides, dil, pl, pr;
+};
+
+Status pool_geometry(const BuildContext& ctx, bool is_max, const Shape& x, PoolGeometry* g) {
   if (x.size() < 3 || x.size() > 5) return ctx.error("X must have rank 3-5, got {}", shape_str(x));
   size_t nsp = x.size() - 2;
   std::vector<int64_t> k = ctx.attr_ints("kernel_shape");
@@ -101,27 +103,119 @@ Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
     pr[i] = (o - 1) * s[i] + ext - in - pb;
     dil[i] = d[i] - 1;
   }
-  dnnl::algorithm alg = is_max ? dnnl::algorithm::pooling_max
-                               : (include_pad ? dnnl::algorithm::pooling_avg_include_padding
-                                              : dnnl::algorithm::pooling_avg_exclude_padding);
-  return make_pool(ctx, alg, x, out, dims(k.begin(), k.end()), dims(s.begin(), s.end()), dil, pl,
-                   pr);
+  g->alg = is_max ? dnnl::algorithm::pooling_max
+                  : (include_pad ? dnnl::algorithm::pooling_avg_include_padding
+                                 : dnnl::algorithm::pooling_avg_exclude_padding);
+  g->out = out;
+  g->kernel = dims(k.begin(), k.end());
+  g->strides = dims(s.begin(), s.end());
+  g->dil = dil;
+  g->pl = pl;
+  g->pr = pr;
+  return Status::OK();
+}
+
+// The global pools: one window over every spatial position.
+Status global_pool_geometry(const BuildContext& ctx, bool is_max, const Shape& x,
+                            PoolGeometry* g) {
+  if (x.size() < 3 || x.size() > 5) return ctx.error("X must have rank 3-5, got {}", shape_str(x));
+  size_t nsp = x.size() - 2;
+  g->out = {x[0], x[1]};
+  g->kernel.clear();
+  for (size_t i = 0; i < nsp; ++i) {
+    g->out.push_back(1);
+    g->kernel.push_back(x[2 + i]);
+  }
+  g->strides = dims(nsp, 1);
+  g->dil = g->pl = g->pr = dims(nsp, 0);
+  g->alg = is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding;
+  return Status::OK();
+}
+
+Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
+  if (is_max)
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kU8, DType::kI8}));
+  else
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  if (ctx.output_used(1)) return ctx.unsupported("the Indices output is not supported");
+  const Shape& x = ctx.in_shape(0);
+  PoolGeometry g;
+  DLSYS_RETURN_IF_ERROR(pool_geometry(ctx, is_max, x, &g));
+  return make_pool(ctx, g.alg, x, g.out, g.kernel, g.strides, g.dil, g.pl, g.pr);
 }
 
 Result<KernelPtr> build_global_pool(BuildContext& ctx, bool is_max) {
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
   const Shape& x = ctx.in_shape(0);
-  if (x.size() < 3 || x.size() > 5) return ctx.error("X must have rank 3-5, got {}", shape_str(x));
-  size_t nsp = x.size() - 2;
-  Shape out = {x[0], x[1]};
-  dims k, ones(nsp, 1), zeros(nsp, 0);
-  for (size_t i = 0; i < nsp; ++i) {
-    out.push_back(1);
-    k.push_back(x[2 + i]);
-  }
-  return make_pool(
-      ctx, is_max ? dnnl::algorithm::pooling_max : dnnl::algorithm::pooling_avg_exclude_padding, x,
-      out, k, ones, zeros, zeros, zeros);
+  PoolGeometry g;
+  DLSYS_RETURN_IF_ERROR(global_pool_geometry(ctx, is_max, x, &g));
+  return make_pool(ctx, g.alg, x, g.out, g.kernel, g.strides, g.dil, g.pl, g.pr);
+}
+
+// PoolGrad(dY, X) -> dX: the gradient of the pool named by the `pool` attribute (MaxPool,
+// AveragePool, GlobalMaxPool, GlobalAveragePool), which carries that pool's attributes. Max
+// pooling reruns the forward pass in training mode for oneDNN's workspace (where each maximum
+// was), then scatters dY there; average pooling spreads dY over each window.
+Result<KernelPtr> build_pool_grad(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kF32}));
+  std::string pool = ctx.attr_string("pool", "");
+  const Shape& x = ctx.in_shape(1);
+  PoolGeometry g;
+  if (pool == "MaxPool" || pool == "AveragePool")
+    DLSYS_RETURN_IF_ERROR(pool_geometry(ctx, pool == "MaxPool", x, &g));
+  else if (pool == "GlobalMaxPool" || pool == "GlobalAveragePool")
+    DLSYS_RETURN_IF_ERROR(global_pool_geometry(ctx, pool == "GlobalMaxPool", x, &g));
+  else
+    return ctx.error("pool='{}' is not MaxPool, AveragePool, GlobalMaxPool or GlobalAveragePool",
+                     pool);
+  if (ctx.in_shape(0) != g.out)
+    return ctx.error("dY has shape {}, but {} of X {} gives {}", shape_str(ctx.in_shape(0)), pool,
+                     shape_str(x), shape_str(g.out));
+  ctx.set_output(0, DType::kF32, x);
+  bool is_max = g.alg == dnnl::algorithm::pooling_max;
+  struct State {
+    DnnlCall fwd, bwd;
+    Tensor fwd_dst, ws;
+    bool is_max = false;
+  };
+  auto st = std::make_shared<State>();
+  st->is_max = is_max;
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    auto src = plain_md(x, DType::kF32), dst = plain_md(g.out, DType::kF32);
+    auto fd = dnnl::pooling_v2_forward::desc(dnnl::prop_kind::forward_training, g.alg, src, dst,
+                                             g.strides, g.kernel, g.dil, g.pl, g.pr);
+    dnnl::pooling_v2_forward::primitive_desc fpd(fd, dnnl_engine());
+    auto bd = dnnl::pooling_v2_backward::desc(g.alg, src, dst, g.strides, g.kernel, g.dil, g.pl,
+                                              g.pr);
+    dnnl::pooling_v2_backward::primitive_desc bpd(bd, dnnl_engine(), fpd);
+    st->bwd.prim = dnnl::pooling_v2_backward(bpd);
+    st->bwd.add(DNNL_ARG_DIFF_DST, dst);
+    st->bwd.add(DNNL_ARG_DIFF_SRC, src);
+    if (is_max) {
+      st->fwd.prim = dnnl::pooling_v2_forward(fpd);
+      st->fwd.add(DNNL_ARG_SRC, src);
+      st->fwd.add(DNNL_ARG_DST, dst);
+      st->fwd.add(DNNL_ARG_WORKSPACE, fpd.workspace_desc());
+      st->bwd.add(DNNL_ARG_WORKSPACE, fpd.workspace_desc());
+      st->fwd_dst = Tensor::empty(DType::kF32, g.out);
+      st->ws =
+          Tensor::empty(DType::kU8, {static_cast<int64_t>(fpd.workspace_desc().get_size())});
+    }
+  }));
+  return make_kernel([st](const Tensor* const* in, Tensor* const* o) {
+    if (st->is_max) {
+      st->fwd.bind(DNNL_ARG_SRC, in[1]->data());
+      st->fwd.bind(DNNL_ARG_DST, st->fwd_dst.data());
+      st->fwd.bind(DNNL_ARG_WORKSPACE, st->ws.data());
+      st->fwd.exec();
+      st->bwd.bind(DNNL_ARG_WORKSPACE, st->ws.data());
+    }
+    st->bwd.bind(DNNL_ARG_DIFF_DST, in[0]->data());
+    st->bwd.bind(DNNL_ARG_DIFF_SRC, o[0]->data());
+    st->bwd.exec();
+    return Status::OK();
+  });
 }
 
 }  // namespace
@@ -132,6 +226,7 @@ void register_pool_ops(OpRegistry& r) {
   r.add("GlobalMaxPool", 1, 1, 1, 1, [](BuildContext& c) { return build_global_pool(c, true); });
   r.add("GlobalAveragePool", 1, 1, 1, 1,
         [](BuildContext& c) { return build_global_pool(c, false); });
+  r.add("PoolGrad", 2, 2, 1, 1, build_pool_grad);
   for (const char* op : {"MaxPool", "AveragePool", "GlobalMaxPool", "GlobalAveragePool"})
     r.set_layout_inputs(op, 1u);
 }

@@ -1,5 +1,5 @@
 // Data-movement ops: Transpose (oneDNN reorder with permuted strides; plain loop for i64),
-// Concat, Split, Slice, Gather, Tile.
+// Concat, Split, Slice, Gather, Tile; SliceGrad and GatherGrad for training graphs.
 #include <cstring>
 
 #include "ops/dispatch.h"
@@ -171,19 +171,21 @@ Result<KernelPtr> build_split(BuildContext& ctx) {
   });
 }
 
-Result<KernelPtr> build_slice(BuildContext& ctx) {
-  const Shape& x = ctx.in_shape(0);
+// Slice's view of X: the output shape, and per dimension the first index and the step.
+// `first` is the input index of `starts` (1 for Slice, 2 for SliceGrad).
+Status slice_geometry(const BuildContext& ctx, size_t first, const Shape& x, Shape* out_shape,
+                      std::vector<int64_t>* begin_out, std::vector<int64_t>* step_out) {
   int64_t r = static_cast<int64_t>(x.size());
   std::vector<int64_t> starts, ends, axes, steps;
-  DLSYS_ASSIGN_OR_RETURN(starts, ctx.const_ints(1, "starts"));
-  DLSYS_ASSIGN_OR_RETURN(ends, ctx.const_ints(2, "ends"));
-  if (ctx.has_input(3)) {
-    DLSYS_ASSIGN_OR_RETURN(axes, ctx.const_ints(3, "axes"));
+  DLSYS_ASSIGN_OR_RETURN(starts, ctx.const_ints(first, "starts"));
+  DLSYS_ASSIGN_OR_RETURN(ends, ctx.const_ints(first + 1, "ends"));
+  if (ctx.has_input(first + 2)) {
+    DLSYS_ASSIGN_OR_RETURN(axes, ctx.const_ints(first + 2, "axes"));
   } else {
     for (size_t i = 0; i < starts.size(); ++i) axes.push_back(static_cast<int64_t>(i));
   }
-  if (ctx.has_input(4)) {
-    DLSYS_ASSIGN_OR_RETURN(steps, ctx.const_ints(4, "steps"));
+  if (ctx.has_input(first + 3)) {
+    DLSYS_ASSIGN_OR_RETURN(steps, ctx.const_ints(first + 3, "steps"));
   } else {
     steps.assign(starts.size(), 1);
   }
@@ -216,6 +218,18 @@ Result<KernelPtr> build_slice(BuildContext& ctx) {
     begin[a] = st;
     step[a] = s;
   }
+  *out_shape = out;
+  *begin_out = begin;
+  *step_out = step;
+  return Status::OK();
+}
+
+Result<KernelPtr> build_slice(BuildContext& ctx) {
+  const Shape& x = ctx.in_shape(0);
+  int64_t r = static_cast<int64_t>(x.size());
+  Shape out;
+  std::vector<int64_t> begin, step;
+  DLSYS_RETURN_IF_ERROR(slice_geometry(ctx, 1, x, &out, &begin, &step));
   DType t = ctx.in_dtype(0);
   ctx.set_output(0, t, out);
   std::vector<int64_t> ist = shape_strides(x), sst(r);
@@ -263,6 +277,83 @@ Result<KernelPtr> build_gather(BuildContext& ctx) {
         int64_t j = in[1]->get_i64(k);
         if (j < 0) j += n;
         std::memcpy(dst + (a * ni + k) * inner * es, src + (a * n + j) * inner * es, inner * es);
+      }
+    return Status::OK();
+  });
+}
+
+// SliceGrad(dY, X, starts, ends, axes?, steps?) -> dX: the gradient of Slice (training graphs,
+// src/train/autodiff): zeros of X's shape with dY written into the sliced positions.
+Result<KernelPtr> build_slice_grad(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  const Shape& x = ctx.in_shape(1);
+  int64_t r = static_cast<int64_t>(x.size());
+  Shape out;
+  std::vector<int64_t> begin, step;
+  DLSYS_RETURN_IF_ERROR(slice_geometry(ctx, 2, x, &out, &begin, &step));
+  if (ctx.in_shape(0) != out)
+    return ctx.error("dY has shape {}, but the slice of X {} has {}", shape_str(ctx.in_shape(0)),
+                     shape_str(x), shape_str(out));
+  ctx.set_output(0, DType::kF32, x);
+  std::vector<int64_t> ist = shape_strides(x), sst(r);
+  int64_t base = 0;
+  for (int64_t d = 0; d < r; ++d) {
+    sst[d] = ist[d] * step[d];
+    base += begin[d] * ist[d];
+  }
+  int64_t total = shape_numel(out), xn = shape_numel(x);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    const float* dy = in[0]->data_as<float>();
+    float* dx = o[0]->data_as<float>();
+    std::fill_n(dx, xn, 0.f);
+    for (int64_t i = 0; i < total; ++i) {
+      int64_t rem = i, off = base;
+      for (int64_t d = r - 1; d >= 0; --d) {
+        off += (rem % out[d]) * sst[d];
+        rem /= out[d];
+      }
+      dx[off] = dy[i];
+    }
+    return Status::OK();
+  });
+}
+
+// GatherGrad(dY, indices, X) -> dX: the gradient of Gather (an embedding's lookup): zeros of X's
+// shape with each dY row added into the row its index picked (repeated indices add up).
+Result<KernelPtr> build_gather_grad(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI64, DType::kI32}));
+  const Shape &x = ctx.in_shape(2), &idx = ctx.in_shape(1);
+  int64_t r = static_cast<int64_t>(x.size());
+  int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for data {}", ctx.attr_int("axis", 0), shape_str(x));
+  Shape out(x.begin(), x.begin() + axis);
+  out.insert(out.end(), idx.begin(), idx.end());
+  out.insert(out.end(), x.begin() + axis + 1, x.end());
+  if (ctx.in_shape(0) != out)
+    return ctx.error("dY has shape {}, but Gather gives {}", shape_str(ctx.in_shape(0)),
+                     shape_str(out));
+  ctx.set_output(0, DType::kF32, x);
+  int64_t outer = 1, inner = 1, n = x[axis], ni = shape_numel(idx), xn = shape_numel(x);
+  for (int64_t d = 0; d < axis; ++d) outer *= x[d];
+  for (int64_t d = axis + 1; d < r; ++d) inner *= x[d];
+  std::string name = ctx.node_name();
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    const float* dy = in[0]->data_as<float>();
+    float* dx = o[0]->data_as<float>();
+    std::fill_n(dx, xn, 0.f);
+    for (int64_t a = 0; a < outer; ++a)
+      for (int64_t k = 0; k < ni; ++k) {
+        int64_t j = in[1]->get_i64(k);
+        if (j < 0) j += n;
+        if (j < 0 || j >= n)
+          return Status::Invalid("node '{}' (GatherGrad): index {} is out of range for axis of "
+                                 "size {}",
+                                 name, in[1]->get_i64(k), n);
+        const float* src = dy + (a * ni + k) * inner;
+        float* dst = dx + (a * n + j) * inner;
+        for (int64_t e = 0; e < inner; ++e) dst[e] += src[e];
       }
     return Status::OK();
   });
@@ -475,6 +566,8 @@ void register_tensor_ops(OpRegistry& r) {
   r.add("Split", 1, 2, 1, 1024, build_split);
   r.add("Slice", 3, 5, 1, 1, build_slice);
   r.add("Gather", 2, 2, 1, 1, build_gather);
+  r.add("SliceGrad", 4, 6, 1, 1, build_slice_grad);
+  r.add("GatherGrad", 3, 3, 1, 1, build_gather_grad);
   r.add("Tile", 2, 2, 1, 1, build_tile);
   r.add("DepthToSpace", 1, 1, 1, 1, [](BuildContext& c) { return build_depth_space(c, true); });
   r.add("SpaceToDepth", 1, 1, 1, 1, [](BuildContext& c) { return build_depth_space(c, false); });

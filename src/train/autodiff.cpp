@@ -23,6 +23,20 @@ class Editor {
     g_->nodes.push_back(n);
     return n.outputs[0];
   }
+  // A node with `n` outputs; returns their names.
+  std::vector<std::string> add_multi(const std::string& op, std::vector<std::string> inputs,
+                                     size_t n, AttributeMap attrs = {}) {
+    Node node;
+    node.op_type = op;
+    node.name = "grad/" + op + "_" + std::to_string(counter_);
+    node.inputs = std::move(inputs);
+    for (size_t i = 0; i < n; ++i)
+      node.outputs.push_back("grad/v" + std::to_string(counter_) + "_" + std::to_string(i));
+    ++counter_;
+    node.attrs = std::move(attrs);
+    g_->nodes.push_back(node);
+    return g_->nodes.back().outputs;
+  }
   std::string f32(float v) {
     std::string name = "grad/c" + std::to_string(counter_++);
     g_->initializers[name] = Tensor::from_f32({}, &v);
@@ -94,83 +108,352 @@ Result<std::vector<std::string>> gemm_grad(GradCtx& c, bool ta, bool tb, float a
   return g;
 }
 
+using Grads = Result<std::vector<std::string>>;
+
+// d/dA (A op B) for a broadcasting binary op, reduced to A's shape.
+std::string reduce_to(GradCtx& c, const std::string& g, size_t input) {
+  return c.e.add("SumToShapeOf", {g, c.in(input)});
+}
+
+// The gradient of ReduceSum / ReduceMean: dY put back on the reduced axes and expanded to X.
+Grads reduce_grad(GradCtx& c, bool mean) {
+  std::vector<std::string> g(c.node.inputs.size());
+  bool keep = c.attr_int("keepdims", 1) != 0;
+  std::string axes;  // an i64 tensor value, or "" for every axis
+  auto it = c.node.attrs.find("axes");
+  if (it != c.node.attrs.end() && !it->second.ints.empty())
+    axes = c.e.i64s(it->second.ints);
+  else if (c.node.inputs.size() > 1 && !c.in(1).empty())
+    axes = c.in(1);
+  std::string dy = c.dy[0];
+  if (!keep && !axes.empty()) dy = c.e.add("Unsqueeze", {dy, axes});
+  std::string full = c.e.add("Expand", {dy, c.e.add("Shape", {c.in(0)})});
+  if (mean) {
+    auto count = [&](const std::string& v) {
+      return c.e.add("Cast", {c.e.add("Size", {v})}, {{"to", Attribute::of_int(1)}});
+    };
+    full = c.e.add("Div", {full, c.e.add("Div", {count(c.in(0)), count(c.out(0))})});
+  }
+  g[0] = full;
+  return g;
+}
+
+AttributeMap with(AttributeMap a, const std::string& k, Attribute v) {
+  a[k] = std::move(v);
+  return a;
+}
+
 const std::map<std::string, GradFn>& builders() {
   static const std::map<std::string, GradFn> m = {
-      {"Identity",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
-         return std::vector<std::string>{c.dy[0]};
-       }},
-      {"Dropout",  // inference-mode dropout is the identity (training dropout comes with the
-                   // trainer)
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+      {"Identity", [](GradCtx& c) -> Grads { return std::vector<std::string>{c.dy[0]}; }},
+      {"Dropout",  // inference-mode dropout is the identity
+       [](GradCtx& c) -> Grads {
          std::vector<std::string> g(c.node.inputs.size());
          g[0] = c.dy[0];
          return g;
        }},
+      {"TrainingDropout",
+       [](GradCtx& c) -> Grads {
+         return std::vector<std::string>{c.e.add("Mul", {c.dy[0], c.out(1)}), ""};
+       }},
       {"Add",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+       [](GradCtx& c) -> Grads {
          std::vector<std::string> g(2);
-         for (int i = 0; i < 2; ++i)
-           if (c.needs[i]) g[i] = c.e.add("SumToShapeOf", {c.dy[0], c.in(i)});
+         for (size_t i = 0; i < 2; ++i)
+           if (c.needs[i]) g[i] = reduce_to(c, c.dy[0], i);
+         return g;
+       }},
+      {"Sum",
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> g(c.node.inputs.size());
+         for (size_t i = 0; i < g.size(); ++i)
+           if (c.needs[i]) g[i] = reduce_to(c, c.dy[0], i);
          return g;
        }},
       {"Sub",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+       [](GradCtx& c) -> Grads {
          std::vector<std::string> g(2);
-         if (c.needs[0]) g[0] = c.e.add("SumToShapeOf", {c.dy[0], c.in(0)});
-         if (c.needs[1]) g[1] = c.e.add("Neg", {c.e.add("SumToShapeOf", {c.dy[0], c.in(1)})});
+         if (c.needs[0]) g[0] = reduce_to(c, c.dy[0], 0);
+         if (c.needs[1]) g[1] = c.e.add("Neg", {reduce_to(c, c.dy[0], 1)});
          return g;
        }},
       {"Mul",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+       [](GradCtx& c) -> Grads {
          std::vector<std::string> g(2);
-         for (int i = 0; i < 2; ++i)
-           if (c.needs[i])
-             g[i] = c.e.add("SumToShapeOf", {c.e.add("Mul", {c.dy[0], c.in(1 - i)}), c.in(i)});
+         for (size_t i = 0; i < 2; ++i)
+           if (c.needs[i]) g[i] = reduce_to(c, c.e.add("Mul", {c.dy[0], c.in(1 - i)}), i);
          return g;
        }},
-      {"Neg",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
-         return std::vector<std::string>{c.e.add("Neg", {c.dy[0]})};
+      {"Div",
+       [](GradCtx& c) -> Grads {
+         // d/dA = dY / B; d/dB = -dY * Y / B
+         std::vector<std::string> g(2);
+         if (c.needs[0]) g[0] = reduce_to(c, c.e.add("Div", {c.dy[0], c.in(1)}), 0);
+         if (c.needs[1])
+           g[1] = reduce_to(
+               c, c.e.add("Neg", {c.e.add("Div", {c.e.add("Mul", {c.dy[0], c.out(0)}), c.in(1)})}),
+               1);
+         return g;
        }},
-      {"Relu",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+      {"Pow",
+       [](GradCtx& c) -> Grads {
+         // d/dA = dY * p * A^(p-1); d/dp = dY * Y * ln(A)
+         std::vector<std::string> g(2);
+         if (c.needs[0]) {
+           std::string pm1 = c.e.add("Sub", {c.in(1), c.e.f32(1.0f)});
+           std::string d = c.e.add("Mul", {c.in(1), c.e.add("Pow", {c.in(0), pm1})});
+           g[0] = reduce_to(c, c.e.add("Mul", {c.dy[0], d}), 0);
+         }
+         if (c.needs[1])
+           g[1] = reduce_to(
+               c, c.e.add("Mul", {c.e.add("Mul", {c.dy[0], c.out(0)}), c.e.add("Log", {c.in(0)})}),
+               1);
+         return g;
+       }},
+      {"Where",
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> g(3);
          std::string zero = c.e.f32(0.0f);
-         std::string pos = c.e.add("Greater", {c.in(0), zero});
+         if (c.needs[1]) g[1] = reduce_to(c, c.e.add("Where", {c.in(0), c.dy[0], zero}), 1);
+         if (c.needs[2]) g[2] = reduce_to(c, c.e.add("Where", {c.in(0), zero, c.dy[0]}), 2);
+         return g;
+       }},
+      {"Neg", [](GradCtx& c) -> Grads { return std::vector<std::string>{c.e.add("Neg", {c.dy[0]})}; }},
+      {"Relu",
+       [](GradCtx& c) -> Grads {
+         // From the output, so that the forward Relu can still fuse into its producer.
+         std::string zero = c.e.f32(0.0f);
+         std::string pos = c.e.add("Greater", {c.out(0), zero});
          return std::vector<std::string>{c.e.add("Where", {pos, c.dy[0], zero})};
        }},
+      {"LeakyRelu",
+       [](GradCtx& c) -> Grads {
+         std::string pos = c.e.add("Greater", {c.in(0), c.e.f32(0.0f)});
+         std::string neg = c.e.add("Mul", {c.dy[0], c.e.f32(c.attr_float("alpha", 0.01f))});
+         return std::vector<std::string>{c.e.add("Where", {pos, c.dy[0], neg})};
+       }},
       {"Sigmoid",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+       [](GradCtx& c) -> Grads {
          // dX = dY * y * (1 - y)
          std::string one_minus = c.e.add("Sub", {c.e.f32(1.0f), c.out(0)});
          std::string d = c.e.add("Mul", {c.out(0), one_minus});
          return std::vector<std::string>{c.e.add("Mul", {c.dy[0], d})};
        }},
       {"Tanh",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+       [](GradCtx& c) -> Grads {
          // dX = dY * (1 - y^2)
          std::string y2 = c.e.add("Mul", {c.out(0), c.out(0)});
          std::string d = c.e.add("Sub", {c.e.f32(1.0f), y2});
          return std::vector<std::string>{c.e.add("Mul", {c.dy[0], d})};
        }},
-      {"MatMul",  // 2-D operands (batched MatMul comes with the transformer layers)
-       [](GradCtx& c) { return gemm_grad(c, false, false, 1.0f, 1.0f); }},
+      {"Exp",
+       [](GradCtx& c) -> Grads { return std::vector<std::string>{c.e.add("Mul", {c.dy[0], c.out(0)})}; }},
+      {"Log",
+       [](GradCtx& c) -> Grads { return std::vector<std::string>{c.e.add("Div", {c.dy[0], c.in(0)})}; }},
+      {"Sqrt",
+       [](GradCtx& c) -> Grads {
+         return std::vector<std::string>{
+             c.e.add("Div", {c.e.add("Mul", {c.dy[0], c.e.f32(0.5f)}), c.out(0)})};
+       }},
+      {"Erf",
+       [](GradCtx& c) -> Grads {
+         // dX = dY * 2/sqrt(pi) * exp(-x^2)
+         std::string e = c.e.add("Exp", {c.e.add("Neg", {c.e.add("Mul", {c.in(0), c.in(0)})})});
+         return std::vector<std::string>{
+             c.e.add("Mul", {c.dy[0], c.e.add("Mul", {e, c.e.f32(1.1283791670955126f)})})};
+       }},
+      {"Gelu",
+       [](GradCtx& c) -> Grads {
+         if (c.node.attrs.count("approximate") && c.node.attrs.at("approximate").s != "none")
+           return Status::Unsupported("no gradient for Gelu with approximate='{}' (node '{}')",
+                                      c.node.attrs.at("approximate").s, c.node.name);
+         // gelu'(x) = Phi(x) + x * phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
+         // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+         const std::string& x = c.in(0);
+         std::string erf = c.e.add("Erf", {c.e.add("Mul", {x, c.e.f32(0.70710678118654752f)})});
+         std::string cdf = c.e.add("Mul", {c.e.add("Add", {erf, c.e.f32(1.0f)}), c.e.f32(0.5f)});
+         std::string x2 = c.e.add("Mul", {c.e.add("Mul", {x, x}), c.e.f32(-0.5f)});
+         std::string pdf = c.e.add("Mul", {c.e.add("Exp", {x2}), c.e.f32(0.3989422804014327f)});
+         std::string d = c.e.add("Add", {cdf, c.e.add("Mul", {x, pdf})});
+         return std::vector<std::string>{c.e.add("Mul", {c.dy[0], d})};
+       }},
+      {"Softmax",
+       [](GradCtx& c) -> Grads {
+         // dX = y * (dY - sum(dY * y, axis))
+         std::string axes = c.e.i64s({c.attr_int("axis", -1)});
+         std::string s = c.e.add("ReduceSum", {c.e.add("Mul", {c.dy[0], c.out(0)}), axes},
+                                 {{"keepdims", Attribute::of_int(1)}});
+         return std::vector<std::string>{
+             c.e.add("Mul", {c.out(0), c.e.add("Sub", {c.dy[0], s})})};
+       }},
+      {"LogSoftmax",
+       [](GradCtx& c) -> Grads {
+         // dX = dY - exp(y) * sum(dY, axis)
+         std::string axes = c.e.i64s({c.attr_int("axis", -1)});
+         std::string s =
+             c.e.add("ReduceSum", {c.dy[0], axes}, {{"keepdims", Attribute::of_int(1)}});
+         return std::vector<std::string>{
+             c.e.add("Sub", {c.dy[0], c.e.add("Mul", {c.e.add("Exp", {c.out(0)}), s})})};
+       }},
+      {"MatMul",  // any rank: the transposes are read through strides; broadcast dims summed
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> g(2);
+         if (c.needs[0])
+           g[0] = reduce_to(
+               c, c.e.add("FusedMatMul", {c.dy[0], c.in(1)}, {{"transB", Attribute::of_int(1)}}),
+               0);
+         if (c.needs[1])
+           g[1] = reduce_to(
+               c, c.e.add("FusedMatMul", {c.in(0), c.dy[0]}, {{"transA", Attribute::of_int(1)}}),
+               1);
+         return g;
+       }},
       {"Gemm",
        [](GradCtx& c) {
          return gemm_grad(c, c.attr_int("transA", 0) != 0, c.attr_int("transB", 0) != 0,
                           c.attr_float("alpha", 1.0f), c.attr_float("beta", 1.0f));
        }},
+      {"Conv",
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> g(c.node.inputs.size());
+         if (c.needs[0]) g[0] = c.e.add("ConvGradInput", {c.dy[0], c.in(1), c.in(0)}, c.node.attrs);
+         bool bias = g.size() > 2 && !c.in(2).empty() && c.needs[2];
+         if (c.needs[1] || bias) {
+           auto w = c.e.add_multi("ConvGradWeight", {c.dy[0], c.in(0), c.in(1)}, bias ? 2 : 1,
+                                  c.node.attrs);
+           if (c.needs[1]) g[1] = w[0];
+           if (bias) g[2] = w[1];
+         }
+         return g;
+       }},
+      {"MaxPool",
+       [](GradCtx& c) -> Grads {
+         return std::vector<std::string>{c.e.add(
+             "PoolGrad", {c.dy[0], c.in(0)}, with(c.node.attrs, "pool", Attribute::of_string("MaxPool")))};
+       }},
+      {"AveragePool",
+       [](GradCtx& c) -> Grads {
+         return std::vector<std::string>{
+             c.e.add("PoolGrad", {c.dy[0], c.in(0)},
+                     with(c.node.attrs, "pool", Attribute::of_string("AveragePool")))};
+       }},
+      {"GlobalAveragePool",
+       [](GradCtx& c) -> Grads {
+         return std::vector<std::string>{c.e.add(
+             "PoolGrad", {c.dy[0], c.in(0)}, {{"pool", Attribute::of_string("GlobalAveragePool")}})};
+       }},
+      {"GlobalMaxPool",
+       [](GradCtx& c) -> Grads {
+         return std::vector<std::string>{c.e.add(
+             "PoolGrad", {c.dy[0], c.in(0)}, {{"pool", Attribute::of_string("GlobalMaxPool")}})};
+       }},
+      {"BatchNormTraining",
+       [](GradCtx& c) -> Grads {
+         auto r = c.e.add_multi("BatchNormGrad",
+                                {c.dy[0], c.in(0), c.in(1), c.out(1), c.out(2)}, 3,
+                                {{"epsilon", Attribute::of_float(c.attr_float("epsilon", 1e-5f))}});
+         return r;
+       }},
+      {"LayerNormalization",
+       [](GradCtx& c) -> Grads {
+         if (c.node.outputs.size() < 3)
+           return Status::Internal("LayerNormalization '{}' lost its statistics outputs",
+                                   c.node.name);
+         auto r = c.e.add_multi("LayerNormGrad",
+                                {c.dy[0], c.in(0), c.in(1), c.out(1), c.out(2)}, 3,
+                                {{"axis", Attribute::of_int(c.attr_int("axis", -1))}});
+         if (c.node.inputs.size() < 3 || c.in(2).empty()) r.pop_back();
+         return r;
+       }},
       {"Flatten",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+       [](GradCtx& c) -> Grads {
          return std::vector<std::string>{
              c.e.add("Reshape", {c.dy[0], c.e.add("Shape", {c.in(0)})})};
        }},
       {"Reshape",
-       [](GradCtx& c) -> Result<std::vector<std::string>> {
+       [](GradCtx& c) -> Grads {
          std::vector<std::string> g(c.node.inputs.size());
          g[0] = c.e.add("Reshape", {c.dy[0], c.e.add("Shape", {c.in(0)})});
          return g;
        }},
+      {"Squeeze",
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> g(c.node.inputs.size());
+         g[0] = c.e.add("Reshape", {c.dy[0], c.e.add("Shape", {c.in(0)})});
+         return g;
+       }},
+      {"Unsqueeze",
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> g(c.node.inputs.size());
+         g[0] = c.e.add("Reshape", {c.dy[0], c.e.add("Shape", {c.in(0)})});
+         return g;
+       }},
+      {"Expand",
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> g(c.node.inputs.size());
+         g[0] = reduce_to(c, c.dy[0], 0);
+         return g;
+       }},
+      {"Transpose",
+       [](GradCtx& c) -> Grads {
+         auto it = c.node.attrs.find("perm");
+         if (it == c.node.attrs.end() || it->second.ints.empty())  // reversal is its own inverse
+           return std::vector<std::string>{c.e.add("Transpose", {c.dy[0]})};
+         const std::vector<int64_t>& p = it->second.ints;
+         std::vector<int64_t> inv(p.size());
+         for (size_t i = 0; i < p.size(); ++i) {
+           int64_t a = p[i] < 0 ? p[i] + static_cast<int64_t>(p.size()) : p[i];
+           if (a < 0 || a >= static_cast<int64_t>(p.size()))
+             return Status::Invalid("Transpose '{}': perm is not a permutation", c.node.name);
+           inv[a] = static_cast<int64_t>(i);
+         }
+         return std::vector<std::string>{
+             c.e.add("Transpose", {c.dy[0]}, {{"perm", Attribute::of_ints(inv)}})};
+       }},
+      {"Concat",
+       [](GradCtx& c) -> Grads {
+         // Split dY back into pieces as long as each input along the axis.
+         int64_t axis = c.attr_int("axis", 0);
+         std::vector<std::string> sizes;
+         for (const std::string& x : c.node.inputs)
+           sizes.push_back(c.e.add("Gather", {c.e.add("Shape", {x}), c.e.i64s({axis})},
+                                   {{"axis", Attribute::of_int(0)}}));
+         std::string split =
+             sizes.size() == 1 ? sizes[0]
+                               : c.e.add("Concat", sizes, {{"axis", Attribute::of_int(0)}});
+         return c.e.add_multi("Split", {c.dy[0], split}, c.node.inputs.size(),
+                              {{"axis", Attribute::of_int(axis)}});
+       }},
+      {"Split",
+       [](GradCtx& c) -> Grads {
+         // Concatenate the outputs' gradients, zeros for outputs without one.
+         std::vector<std::string> parts;
+         for (size_t i = 0; i < c.node.outputs.size(); ++i)
+           parts.push_back(!c.dy[i].empty()
+                               ? c.dy[i]
+                               : c.e.add("ConstantOfShape", {c.e.add("Shape", {c.out(i)})}));
+         std::vector<std::string> g(c.node.inputs.size());
+         g[0] = c.e.add("Concat", parts, {{"axis", Attribute::of_int(c.attr_int("axis", 0))}});
+         return g;
+       }},
+      {"Slice",
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> in = {c.dy[0]};
+         in.insert(in.end(), c.node.inputs.begin(), c.node.inputs.end());
+         while (!in.empty() && in.back().empty()) in.pop_back();
+         std::vector<std::string> g(c.node.inputs.size());
+         g[0] = c.e.add("SliceGrad", in);
+         return g;
+       }},
+      {"Gather",
+       [](GradCtx& c) -> Grads {
+         std::vector<std::string> g(2);
+         g[0] = c.e.add("GatherGrad", {c.dy[0], c.in(1), c.in(0)},
+                        {{"axis", Attribute::of_int(c.attr_int("axis", 0))}});
+         return g;
+       }},
+      {"ReduceSum", [](GradCtx& c) { return reduce_grad(c, false); }},
+      {"ReduceMean", [](GradCtx& c) { return reduce_grad(c, true); }},
   };
   return m;
 }
@@ -238,11 +521,73 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
     if (in.name == spec.target)
       return Status::Invalid("the target input name '{}' is already a model input", spec.target);
 
-  // Trainable parameters: given, or every float initializer.
+  // Training forms of Dropout, BatchNormalization and LayerNormalization.
+  std::set<std::string> buffers;
+  int fresh = 0;
+  for (size_t k = 0; k < g.nodes.size(); ++k) {
+    Node& n = g.nodes[k];
+    auto name_for = [&](const char* what) {
+      return fmt::format("train/{}{}_{}", what, fresh++, n.name);
+    };
+    if (n.op_type == "Dropout") {
+      float ratio = 0.5f;
+      if (n.attrs.count("ratio")) ratio = n.attrs.at("ratio").f;
+      if (n.inputs.size() > 1 && !n.inputs[1].empty()) {
+        auto it = g.initializers.find(n.inputs[1]);
+        if (it == g.initializers.end() || it->second.numel() != 1)
+          return Status::Unsupported("Dropout '{}': the ratio must be a constant", n.name);
+        ratio = static_cast<float>(it->second.get_f64(0));
+      }
+      if (!(ratio >= 0 && ratio < 1))
+        return Status::Invalid("Dropout '{}': ratio {} must be in [0, 1)", n.name, ratio);
+      tg.dropout_seed = "dropout_seed";
+      Node d;
+      d.name = n.name;
+      d.op_type = "TrainingDropout";
+      d.inputs = {n.inputs[0], tg.dropout_seed};
+      d.outputs = {n.outputs[0], name_for("mask")};
+      d.attrs = {{"ratio", Attribute::of_float(ratio)},
+                 {"salt", Attribute::of_int(static_cast<int64_t>(k))}};
+      n = d;
+    } else if (n.op_type == "BatchNormalization") {
+      if (n.inputs.size() != 5)
+        return Status::Invalid("BatchNormalization '{}' needs 5 inputs", n.name);
+      for (size_t i = 3; i < 5; ++i)
+        if (!g.initializers.count(n.inputs[i]))
+          return Status::Unsupported(
+              "BatchNormalization '{}': running statistic '{}' must be an initializer", n.name,
+              n.inputs[i]);
+      BatchStat bs;
+      bs.running_mean = n.inputs[3];
+      bs.running_var = n.inputs[4];
+      bs.momentum = n.attrs.count("momentum") ? n.attrs.at("momentum").f : 0.9f;
+      bs.batch_mean = name_for("batch_mean");
+      bs.batch_var = name_for("batch_var");
+      buffers.insert(bs.running_mean);
+      buffers.insert(bs.running_var);
+      Node b;
+      b.name = n.name;
+      b.op_type = "BatchNormTraining";
+      b.inputs = {n.inputs[0], n.inputs[1], n.inputs[2]};
+      b.outputs = {n.outputs[0], bs.batch_mean, name_for("batch_var_biased"), bs.batch_var};
+      b.attrs = {{"epsilon", Attribute::of_float(n.attrs.count("epsilon")
+                                                     ? n.attrs.at("epsilon").f
+                                                     : 1e-5f)}};
+      n = b;
+      tg.batch_stats.push_back(bs);
+    } else if (n.op_type == "LayerNormalization") {
+      n.outputs.resize(3);
+      if (n.outputs[1].empty()) n.outputs[1] = name_for("ln_mean");
+      if (n.outputs[2].empty()) n.outputs[2] = name_for("ln_inv_std");
+    }
+  }
+
+  // Trainable parameters: given, or every float initializer but running statistics.
   std::vector<std::string> params = wanted;
   if (params.empty())
     for (auto& [name, t] : g.initializers)
-      if (t.dtype() == DType::kF32 && t.numel() > 1) params.push_back(name);
+      if (t.dtype() == DType::kF32 && t.numel() > 1 && !buffers.count(name))
+        params.push_back(name);
   std::set<std::string> needs_grad(params.begin(), params.end());
   for (const std::string& p : params) {
     auto it = g.initializers.find(p);
@@ -282,8 +627,12 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
       return Status::Unsupported("no gradient for op {} (node '{}') yet; differentiable ops: {}",
                                  node.op_type, node.name, fmt::join(differentiable_ops(), ", "));
     GradCtx c{node, {}, {}, e};
-    for (auto& o : node.outputs) c.dy.push_back(total(o));
-    if (c.dy[0].empty()) continue;
+    bool any_dy = false;
+    for (auto& o : node.outputs) {
+      c.dy.push_back(o.empty() ? std::string() : total(o));
+      any_dy = any_dy || !c.dy.back().empty();
+    }
+    if (!any_dy) continue;
     for (auto& i : node.inputs) c.needs.push_back(!i.empty() && needs_grad.count(i));
     DLSYS_ASSIGN_OR_RETURN(std::vector<std::string> in_grads, b->second(c));
     for (size_t i = 0; i < in_grads.size() && i < node.inputs.size(); ++i)
@@ -314,7 +663,12 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
                    false,
                    {}};
   g.inputs.push_back(target);
+  if (!tg.dropout_seed.empty()) g.inputs.push_back({tg.dropout_seed, DType::kI64, false, {}});
   g.outputs.push_back({spec.prediction, DType::kF32, false, {}});
+  for (const BatchStat& bs : tg.batch_stats) {
+    g.outputs.push_back({bs.batch_mean, DType::kF32, false, {}});
+    g.outputs.push_back({bs.batch_var, DType::kF32, false, {}});
+  }
   return tg;
 }
 

@@ -25,17 +25,36 @@ struct LossSpec {
   float label_smoothing = 0.0f;   // cross-entropy only: in [0, 1)
 };
 
+// A BatchNormalization of the forward graph: its running statistics (initializers of the forward
+// graph, not parameters) and the outputs of the training graph holding this batch's statistics.
+// After each step: running = running * momentum + batch * (1 - momentum) (ONNX's convention;
+// PyTorch's momentum 0.1 is ONNX's 0.9), with the unbiased batch variance.
+struct BatchStat {
+  std::string running_mean, running_var;
+  std::string batch_mean, batch_var;  // training graph outputs
+  float momentum = 0.9f;
+};
+
 struct TrainingGraph {
-  Graph graph;  // inputs: forward inputs, target, parameters; outputs: loss, grads..., prediction
+  // inputs: forward inputs, parameters, target (and dropout_seed); outputs: loss, grads...,
+  // prediction, then batch_mean and batch_var of each BatchStat.
+  Graph graph;
   std::string loss;
   std::vector<std::string> params;  // the trainable initializers, in gradient order
   std::vector<std::string> grads;   // graph output names of their gradients
   std::string prediction;
+  std::vector<BatchStat> batch_stats;
+  // An i64 scalar input that seeds every TrainingDropout mask ("" when the model has no dropout):
+  // the trainer passes a different value each step, the same one when a step is repeated.
+  std::string dropout_seed;
 };
 
-// Builds the training graph. `params` names the initializers to train; empty means every float
-// initializer the loss depends on. Errors name the op without a gradient, or the parameter that
-// does not affect the loss.
+// Builds the training graph. Layers that behave differently in training are switched to their
+// training form first: Dropout becomes TrainingDropout (ratio from its input or attribute),
+// BatchNormalization becomes BatchNormTraining on this batch's statistics (see BatchStat), and
+// LayerNormalization keeps its Mean/InvStdDev outputs for the gradient. `params` names the
+// initializers to train; empty means every float initializer but running statistics. Errors name
+// the op without a gradient, or the parameter that does not affect the loss.
 Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec& loss,
                                            const std::vector<std::string>& params);
 

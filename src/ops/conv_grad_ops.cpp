@@ -1,0 +1,181 @@
+// Gradients of Conv, for training graphs (src/train/autodiff); not ONNX ops. Both carry the
+// forward Conv's attributes (group, kernel_shape, strides, dilations, pads, auto_pad):
+//   ConvGradInput(dY, W, X) -> dX            (X only gives the shape)
+//   ConvGradWeight(dY, X, W) -> dW, dB?      (W only gives the shape; dB = sum of dY over N, HW)
+// On oneDNN's convolution backward primitives, in the layouts oneDNN prefers, with reorders from
+// and to the plain NCHW the graph uses prepared once.
+#include "ops/conv_geometry.h"
+#include "ops/dnnl_util.h"
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+using dims = dnnl::memory::dims;
+using tag = dnnl::memory::format_tag;
+
+// One primitive argument in plain layout on the graph side and maybe another inside oneDNN.
+struct ArgLayout {
+  int arg = 0;
+  bool reorder = false;
+  DnnlReorder r;
+  Tensor buf;
+  // Binds `plain` (graph memory) for an input, converting it into the primitive's layout first.
+  void bind_input(DnnlCall& call, const void* plain) {
+    if (reorder) {
+      r.run(plain, buf.data());
+      call.bind(arg, buf.data());
+    } else {
+      call.bind(arg, plain);
+    }
+  }
+  void bind_output(DnnlCall& call, void* plain) { call.bind(arg, reorder ? buf.data() : plain); }
+  void finish_output(void* plain) {
+    if (reorder) r.run(buf.data(), plain);
+  }
+};
+
+void prepare(DnnlCall& call, ArgLayout* a, int arg, const dnnl::memory::desc& plain,
+             const dnnl::memory::desc& chosen, bool is_input) {
+  a->arg = arg;
+  call.add(arg, chosen);
+  if (plain == chosen) return;
+  a->reorder = true;
+  if (is_input)
+    a->r.init(plain, chosen);
+  else
+    a->r.init(chosen, plain);
+  a->buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(chosen.get_size())});
+}
+
+dnnl::convolution_forward::primitive_desc forward_hint(const ConvGeometry& g, const Shape& x,
+                                                       bool bias) {
+  dnnl::memory::desc src(dims(x.begin(), x.end()), dnnl::memory::data_type::f32, tag::any);
+  dnnl::memory::desc wei(g.weights, dnnl::memory::data_type::f32, tag::any);
+  dnnl::memory::desc dst(dims(g.out.begin(), g.out.end()), dnnl::memory::data_type::f32, tag::any);
+  auto kind = dnnl::prop_kind::forward_training;
+  auto alg = dnnl::algorithm::convolution_direct;
+  if (bias) {
+    dnnl::memory::desc b({g.out[1]}, dnnl::memory::data_type::f32, tag::any);
+    return {dnnl::convolution_forward::desc(kind, alg, src, wei, b, dst, g.strides, g.dilations,
+                                            g.pad_l, g.pad_r),
+            dnnl_engine()};
+  }
+  return {dnnl::convolution_forward::desc(kind, alg, src, wei, dst, g.strides, g.dilations, g.pad_l,
+                                          g.pad_r),
+          dnnl_engine()};
+}
+
+Status check_grad_inputs(const BuildContext& ctx, const Shape& x, const Shape& w,
+                         const ConvGeometry& geo) {
+  for (size_t i = 0; i < 3; ++i) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
+  if (ctx.in_shape(0) != geo.out)
+    return ctx.error("dY has shape {}, but the convolution of X {} by W {} gives {}",
+                     shape_str(ctx.in_shape(0)), shape_str(x), shape_str(w), shape_str(geo.out));
+  return Status::OK();
+}
+
+Result<KernelPtr> build_conv_grad_input(BuildContext& ctx) {
+  const Shape &w = ctx.in_shape(1), &x = ctx.in_shape(2);
+  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
+    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
+  ConvGeometry geo;
+  DLSYS_RETURN_IF_ERROR(conv_geometry(ctx, x, w, &geo));
+  DLSYS_RETURN_IF_ERROR(check_grad_inputs(ctx, x, w, geo));
+  ctx.set_output(0, DType::kF32, x);
+  struct State {
+    DnnlCall call;
+    ArgLayout dy, wei, dx;
+  };
+  auto st = std::make_shared<State>();
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    auto hint = forward_hint(geo, x, false);
+    dnnl::memory::desc dx_any(dims(x.begin(), x.end()), dnnl::memory::data_type::f32, tag::any);
+    dnnl::memory::desc wei_any(geo.weights, dnnl::memory::data_type::f32, tag::any);
+    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), dnnl::memory::data_type::f32,
+                              tag::any);
+    dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, dx_any, wei_any,
+                                            dy_any, geo.strides, geo.dilations, geo.pad_l,
+                                            geo.pad_r);
+    dnnl::convolution_backward_data::primitive_desc pd(d, dnnl_engine(), hint);
+    st->call.prim = dnnl::convolution_backward_data(pd);
+    prepare(st->call, &st->dy, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
+            pd.diff_dst_desc(), true);
+    prepare(st->call, &st->wei, DNNL_ARG_WEIGHTS,
+            plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kF32),
+            pd.weights_desc(), true);
+    prepare(st->call, &st->dx, DNNL_ARG_DIFF_SRC, plain_md(x, DType::kF32), pd.diff_src_desc(),
+            false);
+  }));
+  return make_kernel([st](const Tensor* const* in, Tensor* const* o) {
+    st->dy.bind_input(st->call, in[0]->data());
+    st->wei.bind_input(st->call, in[1]->data());
+    st->dx.bind_output(st->call, o[0]->data());
+    st->call.exec();
+    st->dx.finish_output(o[0]->data());
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_conv_grad_weight(BuildContext& ctx) {
+  const Shape &x = ctx.in_shape(1), &w = ctx.in_shape(2);
+  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
+    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
+  ConvGeometry geo;
+  DLSYS_RETURN_IF_ERROR(conv_geometry(ctx, x, w, &geo));
+  DLSYS_RETURN_IF_ERROR(check_grad_inputs(ctx, x, w, geo));
+  bool bias = ctx.num_outputs() > 1 && ctx.output_used(1);
+  ctx.set_output(0, DType::kF32, w);
+  if (ctx.num_outputs() > 1) ctx.set_output(1, DType::kF32, {w[0]});
+  struct State {
+    DnnlCall call;
+    ArgLayout dy, src, dw, db;
+    bool bias = false;
+  };
+  auto st = std::make_shared<State>();
+  st->bias = bias;
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    auto hint = forward_hint(geo, x, bias);
+    dnnl::memory::desc src_any(dims(x.begin(), x.end()), dnnl::memory::data_type::f32, tag::any);
+    dnnl::memory::desc dw_any(geo.weights, dnnl::memory::data_type::f32, tag::any);
+    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), dnnl::memory::data_type::f32,
+                              tag::any);
+    auto alg = dnnl::algorithm::convolution_direct;
+    auto d = bias ? dnnl::convolution_backward_weights::desc(
+                        alg, src_any, dw_any, plain_md({w[0]}, DType::kF32), dy_any, geo.strides,
+                        geo.dilations, geo.pad_l, geo.pad_r)
+                  : dnnl::convolution_backward_weights::desc(alg, src_any, dw_any, dy_any,
+                                                             geo.strides, geo.dilations, geo.pad_l,
+                                                             geo.pad_r);
+    dnnl::convolution_backward_weights::primitive_desc pd(d, dnnl_engine(), hint);
+    st->call.prim = dnnl::convolution_backward_weights(pd);
+    prepare(st->call, &st->dy, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
+            pd.diff_dst_desc(), true);
+    prepare(st->call, &st->src, DNNL_ARG_SRC, plain_md(x, DType::kF32), pd.src_desc(), true);
+    prepare(st->call, &st->dw, DNNL_ARG_DIFF_WEIGHTS,
+            plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kF32),
+            pd.diff_weights_desc(), false);
+    if (bias)
+      prepare(st->call, &st->db, DNNL_ARG_DIFF_BIAS, plain_md({w[0]}, DType::kF32),
+              pd.diff_bias_desc(), false);
+  }));
+  return make_kernel([st](const Tensor* const* in, Tensor* const* o) {
+    st->dy.bind_input(st->call, in[0]->data());
+    st->src.bind_input(st->call, in[1]->data());
+    st->dw.bind_output(st->call, o[0]->data());
+    if (st->bias) st->db.bind_output(st->call, o[1]->data());
+    st->call.exec();
+    st->dw.finish_output(o[0]->data());
+    if (st->bias) st->db.finish_output(o[1]->data());
+    return Status::OK();
+  });
+}
+
+}  // namespace
+
+void register_conv_grad_ops(OpRegistry& r) {
+  r.add("ConvGradInput", 3, 3, 1, 1, build_conv_grad_input);
+  r.add("ConvGradWeight", 3, 3, 1, 2, build_conv_grad_weight);
+}
+
+}  // namespace dlsys
