@@ -470,6 +470,15 @@ Result<std::pair<std::string, std::string>> add_loss(const LossSpec& spec, Edito
     std::string dz = e.add("Div", {e.add("Mul", {d, e.f32(2.0f)}), n});
     return std::make_pair(loss, dz);
   }
+  if (spec.kind == LossKind::kBinaryCrossEntropyWithLogits) {
+    std::string soft = e.add("Log", {e.add("Add", {e.f32(1.0f), e.add("Exp", {e.add("Neg", {e.add("Abs", {z})})})})});
+    std::string per = e.add("Add", {e.add("Sub", {e.add("Relu", {z}), e.add("Mul", {z, spec.target})}), soft});
+    std::string loss = e.add("ReduceMean", {per}, {{"keepdims", Attribute::of_int(0)}});
+    // d/dz = (sigmoid(z) - t) / numel
+    std::string n = e.add("Cast", {e.add("Size", {z})}, {{"to", Attribute::of_int(1)}});
+    std::string dz = e.add("Div", {e.add("Sub", {e.add("Sigmoid", {z}), spec.target}), n});
+    return std::make_pair(loss, dz);
+  }
   float eps = spec.label_smoothing;
   if (!(eps >= 0 && eps < 1)) return Status::Invalid("label_smoothing {} must be in [0, 1)", eps);
   // onehot[n, c] = (target[n] == c), smoothed: onehot * (1 - eps) + eps / C.

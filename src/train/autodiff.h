@@ -16,6 +16,9 @@ namespace dlsys::train {
 enum class LossKind {
   kSoftmaxCrossEntropy,  // prediction: logits [N, C]; target: i64 class ids [N]; mean over N
   kMeanSquaredError,     // prediction and target: f32 of one shape; mean over every element
+  // prediction: logits; target: f32 in [0, 1] of the same shape; mean over every element of
+  // max(z, 0) - z t + log(1 + exp(-|z|)) (stable for any z)
+  kBinaryCrossEntropyWithLogits,
 };
 
 struct LossSpec {

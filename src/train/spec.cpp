@@ -5,6 +5,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
+#include <map>
 #include <set>
 
 namespace dlsys::train {
@@ -54,6 +55,104 @@ Status get(const std::string& path, const YAML::Node& map, const std::string& fi
 std::string relative_to(const std::string& spec, const std::string& p) {
   if (p.empty() || p[0] == '/') return p;
   return (std::filesystem::path(spec).parent_path() / p).lexically_normal().string();
+}
+
+
+// The fields each layer takes.
+const std::map<std::string, std::set<std::string>>& layer_fields() {
+  static const std::map<std::string, std::set<std::string>> m = {
+      {"linear", {"out", "bias"}},
+      {"conv2d", {"out", "kernel", "stride", "padding", "groups", "bias"}},
+      {"batchnorm", {"eps", "momentum"}},
+      {"layernorm", {"eps"}},
+      {"dropout", {"p"}},
+      {"relu", {}},
+      {"gelu", {}},
+      {"sigmoid", {}},
+      {"tanh", {}},
+      {"maxpool", {"kernel", "stride", "padding"}},
+      {"avgpool", {"kernel", "stride", "padding"}},
+      {"global_avg_pool", {}},
+      {"mean_pool", {}},
+      {"flatten", {}},
+      {"embedding", {"vocab", "dim"}},
+      {"attention", {"heads"}},
+      {"residual", {"layers"}},
+  };
+  return m;
+}
+
+Status parse_layers(const std::string& path, const YAML::Node& layers, int depth,
+                    std::vector<LayerSpec>* out) {
+  if (depth > 8) return Status::Invalid("{}:{}: residual blocks nest too deep", path, line_of(layers));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    YAML::Node l = layers[i];
+    LayerSpec ls;
+    ls.line = line_of(l);
+    YAML::Node args;
+    if (l.IsScalar()) {
+      ls.type = l.Scalar();
+    } else if (l.IsMap() && l.size() == 1) {
+      ls.type = l.begin()->first.as<std::string>();
+      args = l.begin()->second;
+    } else {
+      return Status::Invalid(
+          "{}:{}: a layer is a name (relu) or one name with fields ({{linear: {{out: 10}}}})",
+          path, ls.line);
+    }
+    auto it = layer_fields().find(ls.type);
+    if (it == layer_fields().end()) {
+      std::string names;
+      for (const auto& [k, v] : layer_fields()) names += (names.empty() ? "" : ", ") + k;
+      return Status::Invalid("{}:{}: unknown layer '{}'; layers: {}", path, ls.line, ls.type,
+                             names);
+    }
+    const std::set<std::string>& fields = it->second;
+    if (args && !args.IsNull()) {
+      if (fields.empty())
+        return Status::Invalid("{}:{}: layer '{}' takes no fields", path, ls.line, ls.type);
+      DLSYS_RETURN_IF_ERROR(check_fields(path, args, ls.type, fields));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "out", &ls.out));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "kernel", &ls.kernel));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "stride", &ls.stride));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "padding", &ls.padding));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "groups", &ls.groups));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "bias", &ls.bias));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "eps", &ls.eps));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "momentum", &ls.momentum));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "p", &ls.p));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "vocab", &ls.vocab));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "dim", &ls.dim));
+      DLSYS_RETURN_IF_ERROR(get(path, args, "heads", &ls.heads));
+      if (YAML::Node inner = args["layers"]) {
+        if (!inner.IsSequence() || inner.size() == 0)
+          return Status::Invalid("{}:{}: residual 'layers' must be a non-empty list", path,
+                                 line_of(inner));
+        DLSYS_RETURN_IF_ERROR(parse_layers(path, inner, depth + 1, &ls.layers));
+      }
+    }
+    auto need = [&](bool ok, const char* what) -> Status {
+      if (ok) return Status::OK();
+      return Status::Invalid("{}:{}: {} needs {}", path, ls.line, ls.type, what);
+    };
+    if (ls.type == "linear") DLSYS_RETURN_IF_ERROR(need(ls.out > 0, "'out', a positive size: {linear: {out: N}}"));
+    if (ls.type == "conv2d") {
+      DLSYS_RETURN_IF_ERROR(need(ls.out > 0 && ls.kernel > 0, "'out' and 'kernel': {conv2d: {out: 16, kernel: 3}}"));
+      DLSYS_RETURN_IF_ERROR(need(ls.groups > 0 && ls.out % ls.groups == 0, "'groups' dividing 'out'"));
+      DLSYS_RETURN_IF_ERROR(need(ls.stride >= 0 && ls.padding >= 0, "'stride' and 'padding' >= 0"));
+    }
+    if (ls.type == "maxpool" || ls.type == "avgpool")
+      DLSYS_RETURN_IF_ERROR(need(ls.kernel > 0 && ls.stride >= 0 && ls.padding >= 0 && 2 * ls.padding <= ls.kernel,
+                                 "'kernel' > 0, 'stride' >= 0 and 'padding' at most half the kernel"));
+    if (ls.type == "dropout") DLSYS_RETURN_IF_ERROR(need(ls.p >= 0 && ls.p < 1, "'p' in [0, 1)"));
+    if (ls.type == "batchnorm") DLSYS_RETURN_IF_ERROR(need(ls.momentum > 0 && ls.momentum <= 1, "'momentum' in (0, 1]"));
+    if (ls.type == "batchnorm" || ls.type == "layernorm") DLSYS_RETURN_IF_ERROR(need(ls.eps > 0, "'eps' > 0"));
+    if (ls.type == "embedding") DLSYS_RETURN_IF_ERROR(need(ls.vocab > 0 && ls.dim > 0, "'vocab' and 'dim': {embedding: {vocab: 1000, dim: 64}}"));
+    if (ls.type == "attention") DLSYS_RETURN_IF_ERROR(need(ls.heads > 0, "'heads' > 0"));
+    if (ls.type == "residual") DLSYS_RETURN_IF_ERROR(need(!ls.layers.empty(), "'layers': {residual: {layers: [...]}}"));
+    out->push_back(ls);
+  }
+  return Status::OK();
 }
 
 }  // namespace
@@ -127,49 +226,7 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
   if (!layers || !layers.IsSequence() || layers.size() == 0)
     return Status::Invalid("{}:{}: model needs 'layers', a list such as [{{linear: {{out: 10}}}}]",
                            path, line_of(model));
-  static const std::set<std::string> kLayers = {"linear", "relu", "sigmoid", "tanh", "flatten"};
-  static const std::set<std::string> kLater = {
-      "conv2d",  "batchnorm",       "layernorm", "dropout",   "gelu",    "maxpool",
-      "avgpool", "global_avg_pool", "embedding", "attention", "residual"};
-  for (const YAML::Node& l : layers) {
-    LayerSpec ls;
-    ls.line = line_of(l);
-    YAML::Node args;
-    if (l.IsScalar()) {
-      ls.type = l.Scalar();
-    } else if (l.IsMap() && l.size() == 1) {
-      ls.type = l.begin()->first.as<std::string>();
-      args = l.begin()->second;
-    } else {
-      return Status::Invalid(
-          "{}:{}: a layer is a name (relu) or one name with fields "
-          "({{linear: {{out: 10}}}})",
-          path, ls.line);
-    }
-    if (kLater.count(ls.type))
-      return Status::Unsupported(
-          "{}:{}: layer '{}' is not supported by the trainer yet (its "
-          "gradient is still to come); supported: linear, relu, sigmoid, "
-          "tanh, flatten",
-          path, ls.line, ls.type);
-    if (!kLayers.count(ls.type))
-      return Status::Invalid(
-          "{}:{}: unknown layer '{}'; layers: linear, relu, sigmoid, tanh, "
-          "flatten",
-          path, ls.line, ls.type);
-    if (ls.type == "linear") {
-      if (!args || !args.IsMap())
-        return Status::Invalid("{}:{}: linear needs its output size: {{linear: {{out: N}}}}", path,
-                               ls.line);
-      DLSYS_RETURN_IF_ERROR(check_fields(path, args, "linear", {"out"}));
-      DLSYS_RETURN_IF_ERROR(get(path, args, "out", &ls.out));
-      if (ls.out < 1)
-        return Status::Invalid("{}:{}: linear 'out' must be a positive size", path, ls.line);
-    } else if (args && !args.IsNull()) {
-      return Status::Invalid("{}:{}: layer '{}' takes no fields", path, ls.line, ls.type);
-    }
-    s.layers.push_back(ls);
-  }
+  DLSYS_RETURN_IF_ERROR(parse_layers(path, layers, 0, &s.layers));
 
   YAML::Node tr = root["train"];
   if (tr) {
@@ -192,8 +249,8 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
       return Status::Invalid("{} must be at least 1", where(path, tr["epochs"], "epochs"));
     if (s.batch_size < 1)
       return Status::Invalid("{} must be at least 1", where(path, tr["batch_size"], "batch_size"));
-    if (s.loss != "cross_entropy" && s.loss != "mse")
-      return Status::Invalid("{} is '{}'; use cross_entropy or mse",
+    if (s.loss != "cross_entropy" && s.loss != "mse" && s.loss != "bce_with_logits")
+      return Status::Invalid("{} is '{}'; use cross_entropy, mse or bce_with_logits",
                              where(path, tr["loss"], "loss"), s.loss);
     if (YAML::Node o = tr["optimizer"]) {
       DLSYS_RETURN_IF_ERROR(check_fields(

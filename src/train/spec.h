@@ -11,9 +11,30 @@
 
 namespace dlsys::train {
 
+// One layer of `model.layers`. Shapes are per sample (no batch dimension).
+//   linear {out, bias}: y = x W^T + b over the last dimension (W is [out, in], as nn.Linear)
+//   conv2d {out, kernel, stride, padding, groups, bias}: on [C, H, W]
+//   batchnorm {eps, momentum}: over the channels ([C] or [C, H, W]); momentum as PyTorch's (0.1)
+//   layernorm {eps}: over the last dimension
+//   dropout {p}; relu, gelu, sigmoid, tanh
+//   maxpool / avgpool {kernel, stride (default kernel), padding}: on [C, H, W]
+//   global_avg_pool: [C, H, W] -> [C]; mean_pool: [S, D] -> [D] (mean over the sequence)
+//   flatten: [...] -> [n]
+//   embedding {vocab, dim}: token ids [S] (as numbers) -> [S, dim]
+//   attention {heads}: multi-head self-attention on [S, D] (q, k, v and output projections)
+//   residual {layers}: x + layers(x); the inner layers must keep the shape
 struct LayerSpec {
-  std::string type;  // linear, relu, sigmoid, tanh, flatten
-  int64_t out = 0;   // linear: output features
+  std::string type;
+  int64_t out = 0;                  // linear, conv2d: output features / channels
+  int64_t kernel = 0, stride = 0;   // conv2d, pooling (stride 0: conv 1, pooling = kernel)
+  int64_t padding = 0, groups = 1;  // conv2d, pooling
+  bool bias = true;                 // linear, conv2d
+  double eps = 1e-5;                // batchnorm, layernorm
+  double momentum = 0.1;            // batchnorm (PyTorch's convention)
+  double p = 0.5;                   // dropout
+  int64_t vocab = 0, dim = 0;       // embedding
+  int64_t heads = 1;                // attention
+  std::vector<LayerSpec> layers;    // residual
   int line = 0;
 };
 
@@ -41,7 +62,7 @@ struct TrainSpec {
   int64_t epochs = 10;
   int64_t batch_size = 32;
   uint64_t seed = 0;
-  std::string loss = "cross_entropy";  // cross_entropy, mse
+  std::string loss = "cross_entropy";  // cross_entropy, mse, bce_with_logits
   float label_smoothing = 0.0f;
   OptimizerConfig optimizer;
   ScheduleConfig schedule;

@@ -61,7 +61,8 @@ struct Checkpoint {
 
 Status write_checkpoint(const std::string& out_dir, const std::string& spec_hash,
                         const std::vector<std::string>& params, std::map<std::string, Tensor>& in,
-                        const Optimizer& opt, const Checkpoint& c) {
+                        const std::map<std::string, Tensor>& buffers, const Optimizer& opt,
+                        const Checkpoint& c) {
   namespace fs = std::filesystem;
   std::string root = out_dir + "/checkpoints";
   DLSYS_RETURN_IF_ERROR(make_dirs(root));
@@ -69,6 +70,7 @@ Status write_checkpoint(const std::string& out_dir, const std::string& spec_hash
   DLSYS_RETURN_IF_ERROR(make_dirs(tmp));
   SafetensorsFile f;
   for (const std::string& p : params) f.tensors["param/" + p] = in.at(p);
+  for (const auto& [name, t] : buffers) f.tensors["buffer/" + name] = t;
   for (const auto& [k, t] : opt.state()) f.tensors["optim/" + k] = t;
   f.metadata["format"] = "dlsys-checkpoint-1";
   DLSYS_RETURN_IF_ERROR(safetensors_write(tmp + "/weights.safetensors", f));
@@ -96,7 +98,9 @@ Status write_checkpoint(const std::string& out_dir, const std::string& spec_hash
 
 Result<Checkpoint> read_checkpoint(const std::string& out_dir, const std::string& spec_hash,
                                    const std::vector<std::string>& params,
-                                   std::map<std::string, Tensor>& in, Optimizer& opt) {
+                                   std::map<std::string, Tensor>& in,
+                                   const std::vector<std::string>& buffers,
+                                   std::map<std::string, Tensor>& buffer_values, Optimizer& opt) {
   std::string root = out_dir + "/checkpoints";
   auto latest = read_file(root + "/latest");
   if (!latest.ok())
@@ -122,6 +126,14 @@ Result<Checkpoint> read_checkpoint(const std::string& out_dir, const std::string
                              shape_str(in.at(p).shape()));
     std::memcpy(in.at(p).data(), it->second.data(), it->second.nbytes());
   }
+  for (const std::string& b : buffers) {
+    auto it = f.tensors.find("buffer/" + b);
+    Tensor& dst = buffer_values.at(b);
+    if (it == f.tensors.end() || it->second.shape() != dst.shape())
+      return Status::Invalid("checkpoint {} has no running statistic '{}' of shape {}", dir, b,
+                             shape_str(dst.shape()));
+    std::memcpy(dst.data(), it->second.data(), it->second.nbytes());
+  }
   std::map<std::string, Tensor> ostate;
   for (auto& [k, t] : f.tensors)
     if (k.rfind("optim/", 0) == 0) ostate[k.substr(6)] = t;
@@ -134,6 +146,211 @@ Result<Checkpoint> read_checkpoint(const std::string& out_dir, const std::string
 
 }  // namespace
 
+namespace {
+
+// Emits the nodes of a layer list into a graph, tracking the per-sample shape.
+class ForwardBuilder {
+ public:
+  ForwardBuilder(const TrainSpec& spec, Graph* g) : spec_(spec), g_(g), rng_(spec.seed) {}
+
+  Status emit(const std::vector<LayerSpec>& layers, const std::string& prefix, std::string* cur,
+              std::vector<int64_t>* shape) {
+    for (size_t i = 0; i < layers.size(); ++i) {
+      std::string name = fmt::format("{}.{}", prefix, i);
+      DLSYS_RETURN_IF_ERROR(emit_one(layers[i], name, cur, shape));
+    }
+    return Status::OK();
+  }
+
+ private:
+  template <typename... Args>
+  Status error(const LayerSpec& l, fmt::format_string<Args...> f, Args&&... args) {
+    return Status::Invalid("{}:{}: {}: {}", spec_.spec_path, l.line, l.type,
+                           fmt::format(f, std::forward<Args>(args)...));
+  }
+  std::string node(const std::string& name, const std::string& op, std::vector<std::string> in,
+                   AttributeMap attrs = {}) {
+    std::string out = name + ".out" + (used_.count(name) ? std::to_string(used_[name]) : "");
+    std::string node_name = name + (used_.count(name) ? "/" + std::to_string(used_[name]) : "");
+    ++used_[name];
+    g_->nodes.push_back({node_name, op, "", std::move(in), {out}, std::move(attrs)});
+    return out;
+  }
+  std::string i64s(const std::string& name, std::vector<int64_t> v) {
+    g_->initializers[name] = Tensor::from_i64({static_cast<int64_t>(v.size())}, v.data());
+    return name;
+  }
+  std::string f32(const std::string& name, float v) {
+    g_->initializers[name] = Tensor::from_f32({}, &v);
+    return name;
+  }
+  Tensor filled(const Shape& s, float v) {
+    Tensor t = Tensor::empty(DType::kF32, s);
+    std::fill_n(t.data_as<float>(), t.numel(), v);
+    return t;
+  }
+  // nn.Linear's layout ([out, in]) and init; applied over the last dimension.
+  std::string linear(const std::string& name, const std::string& x, int64_t in, int64_t out,
+                     bool bias, size_t rank) {
+    Tensor w = Tensor::empty(DType::kF32, {out, in});
+    Tensor b = Tensor::empty(DType::kF32, {out});
+    init_linear(&w, &b, in, out, spec_.init, rng_);
+    g_->initializers[name + ".weight"] = w;
+    if (bias) g_->initializers[name + ".bias"] = b;
+    if (rank == 1) {
+      std::vector<std::string> in_names = {x, name + ".weight"};
+      if (bias) in_names.push_back(name + ".bias");
+      return node(name, "Gemm", in_names, {{"transB", Attribute::of_int(1)}});
+    }
+    std::string wt = node(name + ".wt", "Transpose", {name + ".weight"});
+    std::string y = node(name, "MatMul", {x, wt});
+    return bias ? node(name + ".add", "Add", {y, name + ".bias"}) : y;
+  }
+
+  Status emit_one(const LayerSpec& l, const std::string& name, std::string* cur,
+                  std::vector<int64_t>* shape) {
+    std::vector<int64_t>& sh = *shape;
+    const std::string x = *cur;
+    if (l.type == "linear") {
+      if (sh.empty()) return error(l, "needs an input with at least one dimension");
+      *cur = linear(name, x, sh.back(), l.out, l.bias, sh.size());
+      sh.back() = l.out;
+    } else if (l.type == "conv2d") {
+      if (sh.size() != 3)
+        return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
+      int64_t C = sh[0], k = l.kernel, st = l.stride ? l.stride : 1, pad = l.padding;
+      if (C % l.groups) return error(l, "groups={} does not divide the {} input channels", l.groups, C);
+      int64_t oh = (sh[1] + 2 * pad - k) / st + 1, ow = (sh[2] + 2 * pad - k) / st + 1;
+      if (oh < 1 || ow < 1) return error(l, "the kernel {} is larger than the padded input", k);
+      int64_t fan_in = C / l.groups * k * k;
+      Tensor w = Tensor::empty(DType::kF32, {l.out, C / l.groups, k, k});
+      Tensor b = Tensor::empty(DType::kF32, {l.out});
+      init_linear(&w, &b, fan_in, l.out, spec_.init, rng_);
+      g_->initializers[name + ".weight"] = w;
+      std::vector<std::string> in = {x, name + ".weight"};
+      if (l.bias) {
+        g_->initializers[name + ".bias"] = b;
+        in.push_back(name + ".bias");
+      }
+      *cur = node(name, "Conv", in,
+                  {{"kernel_shape", Attribute::of_ints({k, k})},
+                   {"strides", Attribute::of_ints({st, st})},
+                   {"pads", Attribute::of_ints({pad, pad, pad, pad})},
+                   {"group", Attribute::of_int(l.groups)}});
+      sh = {l.out, oh, ow};
+    } else if (l.type == "batchnorm") {
+      if (sh.size() != 1 && sh.size() != 3)
+        return error(l, "needs inputs [C] or [C, H, W], got [{}]", fmt::join(sh, ", "));
+      int64_t C = sh[0];
+      g_->initializers[name + ".weight"] = filled({C}, 1.f);
+      g_->initializers[name + ".bias"] = filled({C}, 0.f);
+      g_->initializers[name + ".running_mean"] = filled({C}, 0.f);
+      g_->initializers[name + ".running_var"] = filled({C}, 1.f);
+      *cur = node(name, "BatchNormalization",
+                  {x, name + ".weight", name + ".bias", name + ".running_mean",
+                   name + ".running_var"},
+                  {{"epsilon", Attribute::of_float(static_cast<float>(l.eps))},
+                   {"momentum", Attribute::of_float(static_cast<float>(1.0 - l.momentum))}});
+    } else if (l.type == "layernorm") {
+      if (sh.empty()) return error(l, "needs an input with at least one dimension");
+      int64_t D = sh.back();
+      g_->initializers[name + ".weight"] = filled({D}, 1.f);
+      g_->initializers[name + ".bias"] = filled({D}, 0.f);
+      *cur = node(name, "LayerNormalization", {x, name + ".weight", name + ".bias"},
+                  {{"axis", Attribute::of_int(-1)},
+                   {"epsilon", Attribute::of_float(static_cast<float>(l.eps))}});
+    } else if (l.type == "dropout") {
+      *cur = node(name, "Dropout", {x, f32(name + ".ratio", static_cast<float>(l.p))});
+    } else if (l.type == "relu" || l.type == "gelu" || l.type == "sigmoid" || l.type == "tanh") {
+      std::string op = l.type == "relu"      ? "Relu"
+                       : l.type == "gelu"    ? "Gelu"
+                       : l.type == "sigmoid" ? "Sigmoid"
+                                             : "Tanh";
+      *cur = node(name, op, {x});
+    } else if (l.type == "maxpool" || l.type == "avgpool") {
+      if (sh.size() != 3)
+        return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
+      int64_t k = l.kernel, st = l.stride ? l.stride : l.kernel, pad = l.padding;
+      int64_t oh = (sh[1] + 2 * pad - k) / st + 1, ow = (sh[2] + 2 * pad - k) / st + 1;
+      if (oh < 1 || ow < 1) return error(l, "the kernel {} is larger than the padded input", k);
+      AttributeMap at = {{"kernel_shape", Attribute::of_ints({k, k})},
+                         {"strides", Attribute::of_ints({st, st})},
+                         {"pads", Attribute::of_ints({pad, pad, pad, pad})}};
+      if (l.type == "avgpool") at["count_include_pad"] = Attribute::of_int(1);  // as PyTorch
+      *cur = node(name, l.type == "maxpool" ? "MaxPool" : "AveragePool", {x}, at);
+      sh = {sh[0], oh, ow};
+    } else if (l.type == "global_avg_pool") {
+      if (sh.size() != 3)
+        return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
+      std::string p = node(name, "GlobalAveragePool", {x});
+      *cur = node(name + ".flatten", "Flatten", {p}, {{"axis", Attribute::of_int(1)}});
+      sh = {sh[0]};
+    } else if (l.type == "mean_pool") {
+      if (sh.size() != 2) return error(l, "needs inputs [S, D], got [{}]", fmt::join(sh, ", "));
+      *cur = node(name, "ReduceMean", {x},
+                  {{"axes", Attribute::of_ints({1})}, {"keepdims", Attribute::of_int(0)}});
+      sh = {sh[1]};
+    } else if (l.type == "flatten") {
+      *cur = node(name, "Flatten", {x}, {{"axis", Attribute::of_int(1)}});
+      int64_t n = 1;
+      for (int64_t d : sh) n *= d;
+      sh = {n};
+    } else if (l.type == "embedding") {
+      if (sh.size() != 1) return error(l, "needs token ids [S], got [{}]", fmt::join(sh, ", "));
+      Tensor t = Tensor::empty(DType::kF32, {l.vocab, l.dim});
+      std::normal_distribution<double> d(0.0, 1.0);  // nn.Embedding's init
+      for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = static_cast<float>(d(rng_));
+      g_->initializers[name + ".weight"] = t;
+      std::string ids = node(name + ".ids", "Cast", {x}, {{"to", Attribute::of_int(7)}});
+      *cur = node(name, "Gather", {name + ".weight", ids}, {{"axis", Attribute::of_int(0)}});
+      sh = {sh[0], l.dim};
+    } else if (l.type == "attention") {
+      if (sh.size() != 2) return error(l, "needs inputs [S, D], got [{}]", fmt::join(sh, ", "));
+      int64_t D = sh[1], h = l.heads;
+      if (D % h) return error(l, "heads={} does not divide the model width {}", h, D);
+      int64_t dh = D / h;
+      std::string split = i64s(name + ".split_shape", {0, 0, h, dh});
+      auto heads = [&](const char* which, std::vector<int64_t> perm) {
+        std::string p = linear(name + "." + which, x, D, D, true, 2);
+        std::string r = node(name + "." + which + "_heads", "Reshape", {p, split});
+        return node(name + "." + which + "_t", "Transpose", {r}, {{"perm", Attribute::of_ints(perm)}});
+      };
+      std::string q = heads("q", {0, 2, 1, 3});  // [N, h, S, dh]
+      std::string k = heads("k", {0, 2, 3, 1});  // [N, h, dh, S]
+      std::string v = heads("v", {0, 2, 1, 3});
+      std::string s = node(name + ".scores", "MatMul", {q, k});
+      std::string sc = node(name + ".scale", "Mul",
+                            {s, f32(name + ".inv_sqrt_dh",
+                                    static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh))))});
+      std::string a = node(name + ".softmax", "Softmax", {sc}, {{"axis", Attribute::of_int(-1)}});
+      std::string c = node(name + ".context", "MatMul", {a, v});
+      std::string ct = node(name + ".merge_t", "Transpose", {c},
+                            {{"perm", Attribute::of_ints({0, 2, 1, 3})}});
+      std::string m = node(name + ".merge", "Reshape", {ct, i64s(name + ".merge_shape", {0, 0, D})});
+      *cur = linear(name + ".out", m, D, D, true, 2);
+    } else if (l.type == "residual") {
+      std::vector<int64_t> inner = sh;
+      std::string y = x;
+      DLSYS_RETURN_IF_ERROR(emit(l.layers, name, &y, &inner));
+      if (inner != sh)
+        return error(l, "the inner layers change the shape [{}] to [{}]; a residual block must "
+                        "keep it",
+                     fmt::join(sh, ", "), fmt::join(inner, ", "));
+      *cur = node(name + ".add", "Add", {x, y});
+    } else {
+      return error(l, "unknown layer");
+    }
+    return Status::OK();
+  }
+
+  const TrainSpec& spec_;
+  Graph* g_;
+  std::mt19937_64 rng_;
+  std::map<std::string, int> used_;
+};
+
+}  // namespace
+
 Result<Graph> build_forward_graph(const TrainSpec& spec) {
   Graph g;
   g.name = spec.name;
@@ -141,45 +358,15 @@ Result<Graph> build_forward_graph(const TrainSpec& spec) {
   ValueInfo in{"input", DType::kF32, true, {Dim{-1, "batch"}}};
   for (int64_t d : spec.input_shape) in.dims.push_back(Dim{d, ""});
   g.inputs.push_back(in);
-  std::mt19937_64 rng(spec.seed);
   std::string cur = "input";
   std::vector<int64_t> shape = spec.input_shape;
-  int idx = 0;
-  for (const LayerSpec& l : spec.layers) {
-    std::string out = fmt::format("layers.{}.out", idx);
-    std::string name = fmt::format("layers.{}", idx);
-    if (l.type == "linear") {
-      if (shape.size() != 1)
-        return Status::Invalid(
-            "{}:{}: linear needs flat inputs, but its input has shape per "
-            "sample [{}]; add a flatten layer before it",
-            spec.spec_path, l.line, fmt::join(shape, ", "));
-      int64_t fan_in = shape[0];
-      Tensor w = Tensor::empty(DType::kF32, {l.out, fan_in});
-      Tensor b = Tensor::empty(DType::kF32, {l.out});
-      init_linear(&w, &b, fan_in, l.out, spec.init, rng);
-      g.initializers[name + ".weight"] = w;
-      g.initializers[name + ".bias"] = b;
-      g.nodes.push_back({name,
-                         "Gemm",
-                         "",
-                         {cur, name + ".weight", name + ".bias"},
-                         {out},
-                         {{"transB", Attribute::of_int(1)}}});
-      shape = {l.out};
-    } else if (l.type == "flatten") {
-      g.nodes.push_back({name, "Flatten", "", {cur}, {out}, {{"axis", Attribute::of_int(1)}}});
-      int64_t n = 1;
-      for (int64_t d : shape) n *= d;
-      shape = {n};
-    } else {
-      std::string op = l.type == "relu" ? "Relu" : l.type == "sigmoid" ? "Sigmoid" : "Tanh";
-      g.nodes.push_back({name, op, "", {cur}, {out}, {}});
-    }
-    cur = out;
-    ++idx;
-  }
+  ForwardBuilder fb(spec, &g);
+  DLSYS_RETURN_IF_ERROR(fb.emit(spec.layers, "layers", &cur, &shape));
+  if (g.nodes.empty()) return Status::Invalid("{}: the model has no layers", spec.spec_path);
   // The output is called "logits" in the exported model.
+  for (Node& n : g.nodes)
+    for (std::string& i : n.inputs)
+      if (i == cur) i = "logits";
   g.nodes.back().outputs[0] = "logits";
   ValueInfo out{"logits", DType::kF32, true, {Dim{-1, "batch"}}};
   for (int64_t d : shape) out.dims.push_back(Dim{d, ""});
@@ -192,6 +379,8 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     if (opt.on_event) opt.on_event(e);
   };
   DLSYS_RETURN_IF_ERROR(make_dirs(opt.out_dir));
+  // The model first: a spec error shows before any data is read.
+  DLSYS_ASSIGN_OR_RETURN(Graph forward, build_forward_graph(spec));
   // Data: a version of the dataset store, or a CSV file.
   bool classify = spec.loss == "cross_entropy";
   Dataset train, val;
@@ -262,16 +451,53 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     return x.view(s);
   };
 
-  // Graphs.
-  DLSYS_ASSIGN_OR_RETURN(Graph forward, build_forward_graph(spec));
-  LossSpec ls{classify ? LossKind::kSoftmaxCrossEntropy : LossKind::kMeanSquaredError, "logits",
-              "target", spec.label_smoothing};
+  // Graphs: the training graph (loss and gradients, training-mode layers) and the forward graph
+  // for evaluation (inference-mode layers), both with the weights as inputs.
+  bool bce = spec.loss == "bce_with_logits";
+  LossSpec ls{classify ? LossKind::kSoftmaxCrossEntropy
+              : bce    ? LossKind::kBinaryCrossEntropyWithLogits
+                       : LossKind::kMeanSquaredError,
+              "logits", "target", spec.label_smoothing};
   DLSYS_ASSIGN_OR_RETURN(TrainingGraph tg, build_training_graph(forward, ls, {}));
   SessionOptions so;
   so.threads = opt.threads;
   auto session = Session::from_graph(tg.graph, so);
   std::map<std::string, Tensor> in;
   for (const std::string& p : tg.params) in[p] = forward.initializers.at(p).clone();
+  // Running statistics: state that is not trained but saved, restored and exported.
+  std::vector<std::string> buffers;
+  for (const BatchStat& bs : tg.batch_stats) {
+    buffers.push_back(bs.running_mean);
+    buffers.push_back(bs.running_var);
+  }
+  std::map<std::string, Tensor> state;
+  for (const std::string& b : buffers) state[b] = forward.initializers.at(b).clone();
+  Graph eval_graph = forward;
+  for (const std::vector<std::string>* list : {&tg.params, &buffers})
+    for (const std::string& p : *list) {
+      const Tensor& w = eval_graph.initializers.at(p);
+      ValueInfo vi{p, DType::kF32, true, {}};
+      for (int64_t d : w.shape()) vi.dims.push_back(Dim{d, ""});
+      eval_graph.inputs.push_back(vi);
+      eval_graph.initializers.erase(p);
+    }
+  auto eval_session = Session::from_graph(eval_graph, so);
+  // Targets of mse / bce take the logits' per-sample shape ([N] labels for [N, 1] logits).
+  Shape logits_sample;
+  for (size_t d = 1; d < forward.outputs[0].dims.size(); ++d)
+    logits_sample.push_back(forward.outputs[0].dims[d].value);
+  auto shape_target = [&](Tensor y) {
+    if (classify) return y;
+    if (y.dtype() != DType::kF32) {  // integer labels of a dataset column, as numbers
+      Tensor f = Tensor::empty(DType::kF32, y.shape());
+      for (int64_t i = 0; i < y.numel(); ++i)
+        f.data_as<float>()[i] = static_cast<float>(y.get_f64(i));
+      y = f;
+    }
+    Shape s = {y.dim(0)};
+    s.insert(s.end(), logits_sample.begin(), logits_sample.end());
+    return shape_numel(s) == y.numel() ? y.view(s) : y;
+  };
   DLSYS_ASSIGN_OR_RETURN(Optimizer optimizer, Optimizer::make(spec.optimizer));
   if (!loader) {
     LoaderOptions lo;
@@ -288,8 +514,8 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       sha256_hex(fmt::format("{}|{}|{}", spec.spec_text, spec.epochs, spec.checkpoint_every));
   Checkpoint start;
   if (opt.resume) {
-    DLSYS_ASSIGN_OR_RETURN(start,
-                           read_checkpoint(opt.out_dir, spec_hash, tg.params, in, optimizer));
+    DLSYS_ASSIGN_OR_RETURN(
+        start, read_checkpoint(opt.out_dir, spec_hash, tg.params, in, buffers, state, optimizer));
     DLSYS_RETURN_IF_ERROR(loader->seek(start.position));
   }
   std::FILE* metrics = std::fopen(metrics_path.c_str(), opt.resume ? "a" : "w");
@@ -300,27 +526,68 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     emit(e);
   };
 
-  // Validation: loss and accuracy over the whole split, in batches.
-  auto evaluate = [&](double* loss, double* acc) -> Status {
-    double total = 0;
-    int64_t correct = 0, n = val.size();
+  // Validation over the whole split, in batches, with the inference-mode forward graph: the
+  // loss of the recipe (label smoothing included) and accuracy (top-1 and top-5) for
+  // cross-entropy, mean absolute error for mse, thresholded accuracy for bce_with_logits.
+  struct EvalMetrics {
+    double loss = 0, accuracy = 0, top5 = -1, mae = -1;
+  };
+  auto evaluate = [&](EvalMetrics* m) -> Status {
+    double total = 0, abs_err = 0;
+    int64_t correct = 0, correct5 = 0, n = val.size(), elems = 0;
+    std::map<std::string, Tensor> ein;
+    for (const std::string& p : tg.params) ein[p] = in[p];
+    for (const std::string& b : buffers) ein[b] = state[b];
+    int64_t classes = 0;
     for (int64_t b = 0; b < n; b += 256) {
       int64_t e = std::min(n, b + 256);
-      in["input"] = reshape_x(val.features.slice_rows(b, e));
-      in["target"] = val.labels.slice_rows(b, e);
+      ein["input"] = reshape_x(val.features.slice_rows(b, e));
       std::vector<Tensor> out;
-      DLSYS_RETURN_IF_ERROR(session->run(in, &out).with_context("validation"));
-      total += out[0].data_as<float>()[0] * static_cast<double>(e - b);
+      DLSYS_RETURN_IF_ERROR(eval_session->run(ein, &out).with_context("validation"));
+      const Tensor& z = out[0];
+      const float* zd = z.data_as<float>();
       if (classify) {
-        const Tensor& logits = out.back();
-        int64_t c = logits.dim(1);
-        for (int64_t i = 0; i < e - b; ++i)
-          correct += argmax_row(logits.data_as<float>() + i * c, c) ==
-                     val.labels.data_as<int64_t>()[b + i];
+        int64_t c = z.dim(1);
+        classes = c;
+        float eps = spec.label_smoothing;
+        for (int64_t i = 0; i < e - b; ++i) {
+          const float* row = zd + i * c;
+          int64_t t = val.labels.data_as<int64_t>()[b + i];
+          double mx = row[argmax_row(row, c)], sum = 0, mean_logp = 0;
+          for (int64_t j = 0; j < c; ++j) sum += std::exp(row[j] - mx);
+          double lse = mx + std::log(sum);
+          for (int64_t j = 0; j < c; ++j) mean_logp += (row[j] - lse) / static_cast<double>(c);
+          total += -(1 - eps) * (row[t] - lse) - eps * mean_logp;
+          correct += argmax_row(row, c) == t;
+          int64_t above = 0;
+          for (int64_t j = 0; j < c; ++j) above += row[j] > row[t];
+          correct5 += above < 5;
+        }
+      } else {
+        Tensor y = shape_target(val.labels.slice_rows(b, e));
+        const float* yd = y.data_as<float>();
+        for (int64_t i = 0; i < z.numel(); ++i) {
+          double zi = zd[i], ti = yd[i];
+          if (bce) {
+            total += std::max(zi, 0.0) - zi * ti + std::log1p(std::exp(-std::abs(zi)));
+            correct += (zi > 0) == (ti > 0.5);
+          } else {
+            total += (zi - ti) * (zi - ti);
+            abs_err += std::abs(zi - ti);
+          }
+        }
+        elems += z.numel();
       }
     }
-    *loss = total / static_cast<double>(n);
-    *acc = classify ? static_cast<double>(correct) / static_cast<double>(n) : 0.0;
+    if (classify) {
+      m->loss = total / static_cast<double>(n);
+      m->accuracy = static_cast<double>(correct) / static_cast<double>(n);
+      if (classes > 5) m->top5 = static_cast<double>(correct5) / static_cast<double>(n);
+    } else {
+      m->loss = total / static_cast<double>(std::max<int64_t>(elems, 1));
+      if (bce) m->accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(elems, 1));
+      else m->mae = abs_err / static_cast<double>(std::max<int64_t>(elems, 1));
+    }
     return Status::OK();
   };
 
@@ -339,7 +606,13 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       DLSYS_ASSIGN_OR_RETURN(Batch batch, loader->next());
       res.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
       in["input"] = reshape_x(batch.x);
-      in["target"] = batch.y;
+      in["target"] = shape_target(batch.y);
+      if (!tg.dropout_seed.empty()) {
+        // A seed per step, the same when a resumed run repeats the step.
+        int64_t seed = static_cast<int64_t>(
+            std::hash<std::string>{}(fmt::format("{}/{}", spec.seed, step)) >> 1);
+        in[tg.dropout_seed] = Tensor::from_i64({}, &seed);
+      }
       std::vector<Tensor> out;
       DLSYS_RETURN_IF_ERROR(session->run(in, &out).with_context(fmt::format("step {}", step)));
       double loss = out[0].data_as<float>()[0];
@@ -358,11 +631,24 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       if (spec.clip_grad_norm > 0) clip_grad_norm(gp, spec.clip_grad_norm);
       double lr = learning_rate(sched, step);
       DLSYS_RETURN_IF_ERROR(optimizer.step(tg.params, params, cg, lr));
+      // Running statistics of the batch norms: running = running * m + batch * (1 - m).
+      size_t stat_out = tg.params.size() + 2;
+      for (const BatchStat& bs : tg.batch_stats) {
+        for (const auto& [run, batch_stat] :
+             {std::make_pair(bs.running_mean, &out[stat_out]),
+              std::make_pair(bs.running_var, &out[stat_out + 1])}) {
+          float* r = state[run].data_as<float>();
+          const float* b = batch_stat->data_as<float>();
+          for (int64_t c = 0; c < state[run].numel(); ++c)
+            r[c] = r[c] * bs.momentum + b[c] * (1.0f - bs.momentum);
+        }
+        stat_out += 2;
+      }
       epoch_loss += loss * static_cast<double>(batch.x.dim(0));
       seen += batch.x.dim(0);
       if (spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0)
-        DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, optimizer,
-                                               {step + 1, loader->position()})
+        DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state,
+                                               optimizer, {step + 1, loader->position()})
                                   .with_context("checkpoint"));
       if (opt.step_event_every > 0 && step % opt.step_event_every == 0) {
         double secs = std::chrono::duration<double>(Clock::now() - te).count();
@@ -380,8 +666,9 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
                                    : 0.0}});
       }
     }
-    double vl = 0, va = 0;
-    DLSYS_RETURN_IF_ERROR(evaluate(&vl, &va));
+    EvalMetrics em;
+    DLSYS_RETURN_IF_ERROR(evaluate(&em));
+    double vl = em.loss, va = em.accuracy;
     res.epochs = epoch + 1;
     res.val_loss = vl;
     res.val_accuracy = va;
@@ -391,20 +678,26 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
                {"train_loss", epoch_loss / static_cast<double>(std::max<int64_t>(1, seen))},
                {"val_loss", vl},
                {"elapsed_s", std::chrono::duration<double>(Clock::now() - t0).count()}};
-    if (classify) ev["val_accuracy"] = va;
+    if (classify || bce) ev["val_accuracy"] = va;
+    if (em.top5 >= 0) ev["val_top5_accuracy"] = em.top5;
+    if (em.mae >= 0) ev["val_mae"] = em.mae;
+    res.val_top5_accuracy = em.top5;
+    res.val_mae = em.mae;
     record(ev);
-    if (spec.target_accuracy > 0 && classify && va >= spec.target_accuracy) break;
+    if (spec.target_accuracy > 0 && (classify || bce) && va >= spec.target_accuracy) break;
   }
   res.steps = step;
   res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   std::fclose(metrics);
   DLSYS_RETURN_IF_ERROR(
-      write_checkpoint(opt.out_dir, spec_hash, tg.params, in, optimizer, {step, loader->position()})
+      write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state, optimizer,
+                       {step, loader->position()})
           .with_context("final checkpoint"));
 
   // Export: the forward graph with the trained weights.
   Graph trained = forward;
   for (const std::string& p : tg.params) trained.initializers[p] = in[p];
+  for (const std::string& b : buffers) trained.initializers[b] = state[b];
   res.model_path = opt.out_dir + "/model.onnx";
   DLSYS_RETURN_IF_ERROR(export_onnx_file(trained, res.model_path).with_context("export"));
   // The validation split, so that the exported model can be checked on exactly these rows.
@@ -412,7 +705,9 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   DLSYS_RETURN_IF_ERROR(npy_write(opt.out_dir + "/val_y.npy", val.labels));
   DLSYS_RETURN_IF_ERROR(write_file_atomic(opt.out_dir + "/spec.yaml", spec.spec_text));
   json metrics_json = {{"val_loss", res.val_loss}};
-  if (classify) metrics_json["val_accuracy"] = res.val_accuracy;
+  if (classify || bce) metrics_json["val_accuracy"] = res.val_accuracy;
+  if (res.val_top5_accuracy >= 0) metrics_json["val_top5_accuracy"] = res.val_top5_accuracy;
+  if (res.val_mae >= 0) metrics_json["val_mae"] = res.val_mae;
   res.dataset = dataset_label;
   res.validation_dataset = validation_label;
   res.done_event = {{"event", "done"},        {"epochs", res.epochs},    {"steps", res.steps},

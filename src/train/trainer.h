@@ -35,6 +35,8 @@ struct TrainResult {
   int64_t epochs = 0, steps = 0;
   double seconds = 0;
   double val_loss = 0, val_accuracy = 0;  // accuracy: classification only
+  double val_top5_accuracy = -1;          // cross-entropy with more than 5 classes, else -1
+  double val_mae = -1;                    // mse, else -1
   std::string model_path;
   std::string dataset, validation_dataset;  // "digits@v2:train" when trained on a version
   double data_wait_seconds = 0;             // time the steps waited for the loader

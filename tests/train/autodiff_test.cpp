@@ -136,6 +136,8 @@ TEST(Autodiff, SigmoidTanhSubNegFlattenWithMeanSquaredError) {
   m.node("Flatten", {"e"}, "y", {{"axis", Attribute::of_int(1)}});
   std::mt19937 rng(5);
   check_gradients(m.g, {LossKind::kMeanSquaredError, "y"}, random_tensor({3, 2}, rng));
+  float t[6] = {0, 1, 1, 0, 0.3f, 1};
+  check_gradients(m.g, {LossKind::kBinaryCrossEntropyWithLogits, "y"}, Tensor::from_f32({3, 2}, t));
 }
 
 Tensor i64_tensor(std::vector<int64_t> v) {
