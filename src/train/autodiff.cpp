@@ -507,6 +507,29 @@ Result<std::pair<std::string, std::string>> add_loss(const LossSpec& spec, Edito
 
 }  // namespace
 
+Status apply_batch_stats(const TrainingGraph& tg, const std::vector<Tensor>& outputs,
+                         std::map<std::string, Tensor>* state) {
+  size_t at = tg.params.size() + 2;
+  if (outputs.size() < at + 2 * tg.batch_stats.size())
+    return Status::Invalid("apply_batch_stats: {} outputs, expected {}", outputs.size(),
+                           at + 2 * tg.batch_stats.size());
+  for (const BatchStat& bs : tg.batch_stats) {
+    for (const auto& [name, batch] : {std::make_pair(&bs.running_mean, &outputs[at]),
+                                      std::make_pair(&bs.running_var, &outputs[at + 1])}) {
+      auto it = state->find(*name);
+      if (it == state->end() || it->second.numel() != batch->numel())
+        return Status::NotFound("running statistic '{}' of {} values is missing", *name,
+                                batch->numel());
+      float* r = it->second.data_as<float>();
+      const float* b = batch->data_as<float>();
+      for (int64_t c = 0; c < batch->numel(); ++c)
+        r[c] = r[c] * bs.momentum + b[c] * (1.0f - bs.momentum);
+    }
+    at += 2;
+  }
+  return Status::OK();
+}
+
 std::vector<std::string> differentiable_ops() {
   std::vector<std::string> out;
   for (auto& [k, _] : builders()) out.push_back(k);

@@ -5,6 +5,7 @@
 // the returned gradients.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -60,6 +61,11 @@ struct TrainingGraph {
 // the op without a gradient, or the parameter that does not affect the loss.
 Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec& loss,
                                            const std::vector<std::string>& params);
+
+// Folds this step's batch statistics into the running statistics: `outputs` are the training
+// graph's outputs of one run, `state` maps each running statistic's name to its tensor.
+Status apply_batch_stats(const TrainingGraph& tg, const std::vector<Tensor>& outputs,
+                         std::map<std::string, Tensor>* state);
 
 // The op types that have a gradient builder, sorted.
 std::vector<std::string> differentiable_ops();

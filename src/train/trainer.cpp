@@ -631,19 +631,7 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       if (spec.clip_grad_norm > 0) clip_grad_norm(gp, spec.clip_grad_norm);
       double lr = learning_rate(sched, step);
       DLSYS_RETURN_IF_ERROR(optimizer.step(tg.params, params, cg, lr));
-      // Running statistics of the batch norms: running = running * m + batch * (1 - m).
-      size_t stat_out = tg.params.size() + 2;
-      for (const BatchStat& bs : tg.batch_stats) {
-        for (const auto& [run, batch_stat] :
-             {std::make_pair(bs.running_mean, &out[stat_out]),
-              std::make_pair(bs.running_var, &out[stat_out + 1])}) {
-          float* r = state[run].data_as<float>();
-          const float* b = batch_stat->data_as<float>();
-          for (int64_t c = 0; c < state[run].numel(); ++c)
-            r[c] = r[c] * bs.momentum + b[c] * (1.0f - bs.momentum);
-        }
-        stat_out += 2;
-      }
+      DLSYS_RETURN_IF_ERROR(apply_batch_stats(tg, out, &state));
       epoch_loss += loss * static_cast<double>(batch.x.dim(0));
       seen += batch.x.dim(0);
       if (spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0)
