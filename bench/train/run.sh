@@ -2,7 +2,11 @@
 # bench/train: dlsys vs PyTorch (Debian's python3-torch, 2 threads) on the digits MLP:
 #   1. time to 97% validation accuracy (examples/digits/mlp.yaml; MLPerf-style: wall time and
 #      epochs until the target, evaluation included);
-#   2. training samples/s over 20 epochs (no early stop; evaluation after every epoch included).
+#   2. training samples/s over 20 epochs (no early stop; evaluation after every epoch included);
+#   3. training-step samples/s of ResNet-8 (3x32x32, batch 64, SGD momentum) and a 4-layer
+#      transformer encoder (d=256, 4 heads, seq 128, batch 8, Adam): bench/train/train_step_bench
+#      on bench/train/{resnet8,encoder}.yaml against bench/train/torch_models.py, the same
+#      layers on the same kind of random batches (medians over 5 rounds each).
 # Usage: bench/train/run.sh [BUILD_DIR] [REPEATS]   (medians over REPEATS runs, default 5)
 set -euo pipefail
 BUILD=${1:-build}
@@ -35,4 +39,21 @@ print(f"| time to 97% val. accuracy, median s | {med([r['seconds'] for r in dt])
 print(f"| epochs to 97% (median) | {med([r['epochs'] for r in dt])} | {med([r['epochs'] for r in tt])} | |")
 print(f"| val. accuracy reached (median) | {med([r['metrics']['val_accuracy'] for r in dt]):.4f} | {med([r['val_accuracy'] for r in tt]):.4f} | |")
 print(f"| training samples/s, 20 epochs, batch 64 | {d_sps:.0f} | {t_sps:.0f} | {d_sps / t_sps:.2f}x |")
+PY
+
+# 3. Models: training steps only (no data loading, no evaluation), 2 threads each.
+cmake --build "$BUILD" --target train_step_bench >/dev/null
+"$BUILD/bench/train_step_bench" bench/train/resnet8.yaml --steps 20 --rounds 5 >"$TMP/m.jsonl"
+/usr/bin/python3 bench/train/torch_models.py resnet8 --steps 20 --rounds 5 >>"$TMP/m.jsonl"
+"$BUILD/bench/train_step_bench" bench/train/encoder.yaml --vocab 1000 --steps 5 --rounds 5 >>"$TMP/m.jsonl"
+/usr/bin/python3 bench/train/torch_models.py encoder --steps 5 --rounds 5 >>"$TMP/m.jsonl"
+/usr/bin/python3 - "$TMP/m.jsonl" <<'PY'
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+print()
+print("| model (training step, fp32) | batch | dlsys samples/s | PyTorch samples/s | dlsys/PyTorch |")
+print("|---|---|---|---|---|")
+for d, t in ((r[0], r[1]), (r[2], r[3])):
+    print(f"| {d['model']} | {d['batch']} | {d['samples_per_s']:.1f} | {t['samples_per_s']:.1f} | "
+          f"{d['samples_per_s'] / t['samples_per_s']:.2f}x |")
 PY

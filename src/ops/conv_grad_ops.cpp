@@ -102,8 +102,8 @@ Result<KernelPtr> build_conv_grad_input(BuildContext& ctx) {
     prepare(st->call, &st->dy, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
             pd.diff_dst_desc(), true);
     prepare(st->call, &st->wei, DNNL_ARG_WEIGHTS,
-            plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kF32),
-            pd.weights_desc(), true);
+            plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kF32), pd.weights_desc(),
+            true);
     prepare(st->call, &st->dx, DNNL_ARG_DIFF_SRC, plain_md(x, DType::kF32), pd.diff_src_desc(),
             false);
   }));
@@ -141,12 +141,12 @@ Result<KernelPtr> build_conv_grad_weight(BuildContext& ctx) {
     dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), dnnl::memory::data_type::f32,
                               tag::any);
     auto alg = dnnl::algorithm::convolution_direct;
-    auto d = bias ? dnnl::convolution_backward_weights::desc(
-                        alg, src_any, dw_any, plain_md({w[0]}, DType::kF32), dy_any, geo.strides,
-                        geo.dilations, geo.pad_l, geo.pad_r)
-                  : dnnl::convolution_backward_weights::desc(alg, src_any, dw_any, dy_any,
-                                                             geo.strides, geo.dilations, geo.pad_l,
-                                                             geo.pad_r);
+    auto d =
+        bias ? dnnl::convolution_backward_weights::desc(
+                   alg, src_any, dw_any, plain_md({w[0]}, DType::kF32), dy_any, geo.strides,
+                   geo.dilations, geo.pad_l, geo.pad_r)
+             : dnnl::convolution_backward_weights::desc(alg, src_any, dw_any, dy_any, geo.strides,
+                                                        geo.dilations, geo.pad_l, geo.pad_r);
     dnnl::convolution_backward_weights::primitive_desc pd(d, dnnl_engine(), hint);
     st->call.prim = dnnl::convolution_backward_weights(pd);
     prepare(st->call, &st->dy, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),

@@ -1,9 +1,9 @@
 // Conv (groups, depthwise, dilation, auto_pad, 1-3 spatial dims) and ConvTranspose on oneDNN's
 // convolution and deconvolution primitives. oneDNN picks its preferred (blocked) layouts;
 // reorders at the edges of the kernel convert from and to the plain NCHW the graph uses.
+#include "ops/conv_geometry.h"
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
-#include "ops/conv_geometry.h"
 #include "ops/post_ops.h"
 
 namespace dlsys {

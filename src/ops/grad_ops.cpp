@@ -5,6 +5,7 @@
 //   TrainingDropout(X, seed) -> Y, mask: dropout in training mode. mask[i] is 1/(1-ratio) or 0,
 //   drawn from a hash of (seed, salt, i): the same seed gives the same mask, so a resumed run
 //   repeats the uninterrupted run's masks. Y = X * mask; the gradient is dY * mask.
+//   ReluGrad(dY, Y) -> dX: dY where Y > 0, else 0.
 // The gradients of Conv, pooling and the norms live beside their forward ops (conv_grad_ops,
 // pool_ops, norm_ops); SliceGrad and GatherGrad in tensor_ops.
 #include <cstring>
@@ -113,11 +114,32 @@ Result<KernelPtr> build_training_dropout(BuildContext& ctx) {
   });
 }
 
+// ReluGrad(dY, Y) -> dX = dY where Y > 0, else 0: one pass instead of Greater + Where (which
+// was 40% of a ResNet training step).
+Result<KernelPtr> build_relu_grad(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kF32}));
+  if (ctx.in_shape(0) != ctx.in_shape(1))
+    return ctx.error("dY {} and Y {} must have one shape", shape_str(ctx.in_shape(0)),
+                     shape_str(ctx.in_shape(1)));
+  ctx.set_output(0, DType::kF32, ctx.in_shape(0));
+  int64_t n = shape_numel(ctx.in_shape(0));
+  return make_kernel([n](const Tensor* const* in, Tensor* const* o) {
+    const float* dy = in[0]->data_as<float>();
+    const float* y = in[1]->data_as<float>();
+    float* dx = o[0]->data_as<float>();
+#pragma omp parallel for simd if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) dx[i] = y[i] > 0.f ? dy[i] : 0.f;
+    return Status::OK();
+  });
+}
+
 }  // namespace
 
 void register_grad_ops(OpRegistry& r) {
   r.add("SumToShapeOf", 2, 2, 1, 1, build_sum_to_shape_of);
   r.add("TrainingDropout", 2, 2, 1, 2, build_training_dropout);
+  r.add("ReluGrad", 2, 2, 1, 1, build_relu_grad);
 }
 
 }  // namespace dlsys

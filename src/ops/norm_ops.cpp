@@ -271,14 +271,15 @@ Result<KernelPtr> build_layer_norm_grad(BuildContext& ctx) {
     return ctx.error("dY {} and X {} must have one shape", shape_str(ctx.in_shape(0)),
                      shape_str(x));
   int64_t axis = normalize_axis(ctx.attr_int("axis", -1), static_cast<int64_t>(x.size()));
-  if (axis < 0) return ctx.error("axis {} is out of range for X {}", ctx.attr_int("axis", -1),
-                                 shape_str(x));
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for X {}", ctx.attr_int("axis", -1), shape_str(x));
   Shape norm_shape(x.begin() + axis, x.end());
   int64_t inner = shape_numel(norm_shape), outer = shape_numel(x) / std::max<int64_t>(inner, 1);
   if (shape_numel(ctx.in_shape(2)) != inner)
-    return ctx.unsupported("scale {} must have the normalized shape {} (broadcast scales have no "
-                           "gradient yet)",
-                           shape_str(ctx.in_shape(2)), shape_str(norm_shape));
+    return ctx.unsupported(
+        "scale {} must have the normalized shape {} (broadcast scales have no "
+        "gradient yet)",
+        shape_str(ctx.in_shape(2)), shape_str(norm_shape));
   if (shape_numel(ctx.in_shape(3)) != outer || shape_numel(ctx.in_shape(4)) != outer)
     return ctx.error("mean and inv_std must hold {} values (one per normalized row)", outer);
   ctx.set_output(0, DType::kF32, x);

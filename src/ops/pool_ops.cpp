@@ -116,8 +116,7 @@ Status pool_geometry(const BuildContext& ctx, bool is_max, const Shape& x, PoolG
 }
 
 // The global pools: one window over every spatial position.
-Status global_pool_geometry(const BuildContext& ctx, bool is_max, const Shape& x,
-                            PoolGeometry* g) {
+Status global_pool_geometry(const BuildContext& ctx, bool is_max, const Shape& x, PoolGeometry* g) {
   if (x.size() < 3 || x.size() > 5) return ctx.error("X must have rank 3-5, got {}", shape_str(x));
   size_t nsp = x.size() - 2;
   g->out = {x[0], x[1]};
@@ -186,8 +185,8 @@ Result<KernelPtr> build_pool_grad(BuildContext& ctx) {
     auto fd = dnnl::pooling_v2_forward::desc(dnnl::prop_kind::forward_training, g.alg, src, dst,
                                              g.strides, g.kernel, g.dil, g.pl, g.pr);
     dnnl::pooling_v2_forward::primitive_desc fpd(fd, dnnl_engine());
-    auto bd = dnnl::pooling_v2_backward::desc(g.alg, src, dst, g.strides, g.kernel, g.dil, g.pl,
-                                              g.pr);
+    auto bd =
+        dnnl::pooling_v2_backward::desc(g.alg, src, dst, g.strides, g.kernel, g.dil, g.pl, g.pr);
     dnnl::pooling_v2_backward::primitive_desc bpd(bd, dnnl_engine(), fpd);
     st->bwd.prim = dnnl::pooling_v2_backward(bpd);
     st->bwd.add(DNNL_ARG_DIFF_DST, dst);
@@ -199,8 +198,7 @@ Result<KernelPtr> build_pool_grad(BuildContext& ctx) {
       st->fwd.add(DNNL_ARG_WORKSPACE, fpd.workspace_desc());
       st->bwd.add(DNNL_ARG_WORKSPACE, fpd.workspace_desc());
       st->fwd_dst = Tensor::empty(DType::kF32, g.out);
-      st->ws =
-          Tensor::empty(DType::kU8, {static_cast<int64_t>(fpd.workspace_desc().get_size())});
+      st->ws = Tensor::empty(DType::kU8, {static_cast<int64_t>(fpd.workspace_desc().get_size())});
     }
   }));
   return make_kernel([st](const Tensor* const* in, Tensor* const* o) {

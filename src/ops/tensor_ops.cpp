@@ -348,9 +348,10 @@ Result<KernelPtr> build_gather_grad(BuildContext& ctx) {
         int64_t j = in[1]->get_i64(k);
         if (j < 0) j += n;
         if (j < 0 || j >= n)
-          return Status::Invalid("node '{}' (GatherGrad): index {} is out of range for axis of "
-                                 "size {}",
-                                 name, in[1]->get_i64(k), n);
+          return Status::Invalid(
+              "node '{}' (GatherGrad): index {} is out of range for axis of "
+              "size {}",
+              name, in[1]->get_i64(k), n);
         const float* src = dy + (a * ni + k) * inner;
         float* dst = dx + (a * n + j) * inner;
         for (int64_t e = 0; e < inner; ++e) dst[e] += src[e];

@@ -218,13 +218,12 @@ const std::map<std::string, GradFn>& builders() {
          if (c.needs[2]) g[2] = reduce_to(c, c.e.add("Where", {c.in(0), zero, c.dy[0]}), 2);
          return g;
        }},
-      {"Neg", [](GradCtx& c) -> Grads { return std::vector<std::string>{c.e.add("Neg", {c.dy[0]})}; }},
+      {"Neg",
+       [](GradCtx& c) -> Grads { return std::vector<std::string>{c.e.add("Neg", {c.dy[0]})}; }},
       {"Relu",
        [](GradCtx& c) -> Grads {
          // From the output, so that the forward Relu can still fuse into its producer.
-         std::string zero = c.e.f32(0.0f);
-         std::string pos = c.e.add("Greater", {c.out(0), zero});
-         return std::vector<std::string>{c.e.add("Where", {pos, c.dy[0], zero})};
+         return std::vector<std::string>{c.e.add("ReluGrad", {c.dy[0], c.out(0)})};
        }},
       {"LeakyRelu",
        [](GradCtx& c) -> Grads {
@@ -247,9 +246,13 @@ const std::map<std::string, GradFn>& builders() {
          return std::vector<std::string>{c.e.add("Mul", {c.dy[0], d})};
        }},
       {"Exp",
-       [](GradCtx& c) -> Grads { return std::vector<std::string>{c.e.add("Mul", {c.dy[0], c.out(0)})}; }},
+       [](GradCtx& c) -> Grads {
+         return std::vector<std::string>{c.e.add("Mul", {c.dy[0], c.out(0)})};
+       }},
       {"Log",
-       [](GradCtx& c) -> Grads { return std::vector<std::string>{c.e.add("Div", {c.dy[0], c.in(0)})}; }},
+       [](GradCtx& c) -> Grads {
+         return std::vector<std::string>{c.e.add("Div", {c.dy[0], c.in(0)})};
+       }},
       {"Sqrt",
        [](GradCtx& c) -> Grads {
          return std::vector<std::string>{
@@ -283,8 +286,7 @@ const std::map<std::string, GradFn>& builders() {
          std::string axes = c.e.i64s({c.attr_int("axis", -1)});
          std::string s = c.e.add("ReduceSum", {c.e.add("Mul", {c.dy[0], c.out(0)}), axes},
                                  {{"keepdims", Attribute::of_int(1)}});
-         return std::vector<std::string>{
-             c.e.add("Mul", {c.out(0), c.e.add("Sub", {c.dy[0], s})})};
+         return std::vector<std::string>{c.e.add("Mul", {c.out(0), c.e.add("Sub", {c.dy[0], s})})};
        }},
       {"LogSoftmax",
        [](GradCtx& c) -> Grads {
@@ -328,8 +330,9 @@ const std::map<std::string, GradFn>& builders() {
        }},
       {"MaxPool",
        [](GradCtx& c) -> Grads {
-         return std::vector<std::string>{c.e.add(
-             "PoolGrad", {c.dy[0], c.in(0)}, with(c.node.attrs, "pool", Attribute::of_string("MaxPool")))};
+         return std::vector<std::string>{
+             c.e.add("PoolGrad", {c.dy[0], c.in(0)},
+                     with(c.node.attrs, "pool", Attribute::of_string("MaxPool")))};
        }},
       {"AveragePool",
        [](GradCtx& c) -> Grads {
@@ -339,8 +342,9 @@ const std::map<std::string, GradFn>& builders() {
        }},
       {"GlobalAveragePool",
        [](GradCtx& c) -> Grads {
-         return std::vector<std::string>{c.e.add(
-             "PoolGrad", {c.dy[0], c.in(0)}, {{"pool", Attribute::of_string("GlobalAveragePool")}})};
+         return std::vector<std::string>{
+             c.e.add("PoolGrad", {c.dy[0], c.in(0)},
+                     {{"pool", Attribute::of_string("GlobalAveragePool")}})};
        }},
       {"GlobalMaxPool",
        [](GradCtx& c) -> Grads {
@@ -349,8 +353,7 @@ const std::map<std::string, GradFn>& builders() {
        }},
       {"BatchNormTraining",
        [](GradCtx& c) -> Grads {
-         auto r = c.e.add_multi("BatchNormGrad",
-                                {c.dy[0], c.in(0), c.in(1), c.out(1), c.out(2)}, 3,
+         auto r = c.e.add_multi("BatchNormGrad", {c.dy[0], c.in(0), c.in(1), c.out(1), c.out(2)}, 3,
                                 {{"epsilon", Attribute::of_float(c.attr_float("epsilon", 1e-5f))}});
          return r;
        }},
@@ -359,8 +362,7 @@ const std::map<std::string, GradFn>& builders() {
          if (c.node.outputs.size() < 3)
            return Status::Internal("LayerNormalization '{}' lost its statistics outputs",
                                    c.node.name);
-         auto r = c.e.add_multi("LayerNormGrad",
-                                {c.dy[0], c.in(0), c.in(1), c.out(1), c.out(2)}, 3,
+         auto r = c.e.add_multi("LayerNormGrad", {c.dy[0], c.in(0), c.in(1), c.out(1), c.out(2)}, 3,
                                 {{"axis", Attribute::of_int(c.attr_int("axis", -1))}});
          if (c.node.inputs.size() < 3 || c.in(2).empty()) r.pop_back();
          return r;
@@ -418,9 +420,9 @@ const std::map<std::string, GradFn>& builders() {
          for (const std::string& x : c.node.inputs)
            sizes.push_back(c.e.add("Gather", {c.e.add("Shape", {x}), c.e.i64s({axis})},
                                    {{"axis", Attribute::of_int(0)}}));
-         std::string split =
-             sizes.size() == 1 ? sizes[0]
-                               : c.e.add("Concat", sizes, {{"axis", Attribute::of_int(0)}});
+         std::string split = sizes.size() == 1
+                                 ? sizes[0]
+                                 : c.e.add("Concat", sizes, {{"axis", Attribute::of_int(0)}});
          return c.e.add_multi("Split", {c.dy[0], split}, c.node.inputs.size(),
                               {{"axis", Attribute::of_int(axis)}});
        }},
@@ -471,8 +473,10 @@ Result<std::pair<std::string, std::string>> add_loss(const LossSpec& spec, Edito
     return std::make_pair(loss, dz);
   }
   if (spec.kind == LossKind::kBinaryCrossEntropyWithLogits) {
-    std::string soft = e.add("Log", {e.add("Add", {e.f32(1.0f), e.add("Exp", {e.add("Neg", {e.add("Abs", {z})})})})});
-    std::string per = e.add("Add", {e.add("Sub", {e.add("Relu", {z}), e.add("Mul", {z, spec.target})}), soft});
+    std::string soft = e.add(
+        "Log", {e.add("Add", {e.f32(1.0f), e.add("Exp", {e.add("Neg", {e.add("Abs", {z})})})})});
+    std::string per =
+        e.add("Add", {e.add("Sub", {e.add("Relu", {z}), e.add("Mul", {z, spec.target})}), soft});
     std::string loss = e.add("ReduceMean", {per}, {{"keepdims", Attribute::of_int(0)}});
     // d/dz = (sigmoid(z) - t) / numel
     std::string n = e.add("Cast", {e.add("Size", {z})}, {{"to", Attribute::of_int(1)}});
@@ -602,9 +606,8 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
       b.op_type = "BatchNormTraining";
       b.inputs = {n.inputs[0], n.inputs[1], n.inputs[2]};
       b.outputs = {n.outputs[0], bs.batch_mean, name_for("batch_var_biased"), bs.batch_var};
-      b.attrs = {{"epsilon", Attribute::of_float(n.attrs.count("epsilon")
-                                                     ? n.attrs.at("epsilon").f
-                                                     : 1e-5f)}};
+      b.attrs = {{"epsilon",
+                  Attribute::of_float(n.attrs.count("epsilon") ? n.attrs.at("epsilon").f : 1e-5f)}};
       n = b;
       tg.batch_stats.push_back(bs);
     } else if (n.op_type == "LayerNormalization") {
@@ -618,8 +621,7 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
   std::vector<std::string> params = wanted;
   if (params.empty())
     for (auto& [name, t] : g.initializers)
-      if (t.dtype() == DType::kF32 && t.numel() > 1 && !buffers.count(name))
-        params.push_back(name);
+      if (t.dtype() == DType::kF32 && t.numel() > 1 && !buffers.count(name)) params.push_back(name);
   std::set<std::string> needs_grad(params.begin(), params.end());
   for (const std::string& p : params) {
     auto it = g.initializers.find(p);

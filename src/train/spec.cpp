@@ -57,7 +57,6 @@ std::string relative_to(const std::string& spec, const std::string& p) {
   return (std::filesystem::path(spec).parent_path() / p).lexically_normal().string();
 }
 
-
 // The fields each layer takes.
 const std::map<std::string, std::set<std::string>>& layer_fields() {
   static const std::map<std::string, std::set<std::string>> m = {
@@ -77,14 +76,15 @@ const std::map<std::string, std::set<std::string>>& layer_fields() {
       {"flatten", {}},
       {"embedding", {"vocab", "dim"}},
       {"attention", {"heads"}},
-      {"residual", {"layers"}},
+      {"residual", {"layers", "shortcut"}},
   };
   return m;
 }
 
 Status parse_layers(const std::string& path, const YAML::Node& layers, int depth,
                     std::vector<LayerSpec>* out) {
-  if (depth > 8) return Status::Invalid("{}:{}: residual blocks nest too deep", path, line_of(layers));
+  if (depth > 8)
+    return Status::Invalid("{}:{}: residual blocks nest too deep", path, line_of(layers));
   for (size_t i = 0; i < layers.size(); ++i) {
     YAML::Node l = layers[i];
     LayerSpec ls;
@@ -97,8 +97,8 @@ Status parse_layers(const std::string& path, const YAML::Node& layers, int depth
       args = l.begin()->second;
     } else {
       return Status::Invalid(
-          "{}:{}: a layer is a name (relu) or one name with fields ({{linear: {{out: 10}}}})",
-          path, ls.line);
+          "{}:{}: a layer is a name (relu) or one name with fields ({{linear: {{out: 10}}}})", path,
+          ls.line);
     }
     auto it = layer_fields().find(ls.type);
     if (it == layer_fields().end()) {
@@ -130,26 +130,41 @@ Status parse_layers(const std::string& path, const YAML::Node& layers, int depth
                                  line_of(inner));
         DLSYS_RETURN_IF_ERROR(parse_layers(path, inner, depth + 1, &ls.layers));
       }
+      if (YAML::Node sc = args["shortcut"]) {
+        if (!sc.IsSequence() || sc.size() == 0)
+          return Status::Invalid("{}:{}: residual 'shortcut' must be a non-empty list", path,
+                                 line_of(sc));
+        DLSYS_RETURN_IF_ERROR(parse_layers(path, sc, depth + 1, &ls.shortcut));
+      }
     }
     auto need = [&](bool ok, const char* what) -> Status {
       if (ok) return Status::OK();
       return Status::Invalid("{}:{}: {} needs {}", path, ls.line, ls.type, what);
     };
-    if (ls.type == "linear") DLSYS_RETURN_IF_ERROR(need(ls.out > 0, "'out', a positive size: {linear: {out: N}}"));
+    if (ls.type == "linear")
+      DLSYS_RETURN_IF_ERROR(need(ls.out > 0, "'out', a positive size: {linear: {out: N}}"));
     if (ls.type == "conv2d") {
-      DLSYS_RETURN_IF_ERROR(need(ls.out > 0 && ls.kernel > 0, "'out' and 'kernel': {conv2d: {out: 16, kernel: 3}}"));
-      DLSYS_RETURN_IF_ERROR(need(ls.groups > 0 && ls.out % ls.groups == 0, "'groups' dividing 'out'"));
+      DLSYS_RETURN_IF_ERROR(
+          need(ls.out > 0 && ls.kernel > 0, "'out' and 'kernel': {conv2d: {out: 16, kernel: 3}}"));
+      DLSYS_RETURN_IF_ERROR(
+          need(ls.groups > 0 && ls.out % ls.groups == 0, "'groups' dividing 'out'"));
       DLSYS_RETURN_IF_ERROR(need(ls.stride >= 0 && ls.padding >= 0, "'stride' and 'padding' >= 0"));
     }
     if (ls.type == "maxpool" || ls.type == "avgpool")
-      DLSYS_RETURN_IF_ERROR(need(ls.kernel > 0 && ls.stride >= 0 && ls.padding >= 0 && 2 * ls.padding <= ls.kernel,
-                                 "'kernel' > 0, 'stride' >= 0 and 'padding' at most half the kernel"));
+      DLSYS_RETURN_IF_ERROR(
+          need(ls.kernel > 0 && ls.stride >= 0 && ls.padding >= 0 && 2 * ls.padding <= ls.kernel,
+               "'kernel' > 0, 'stride' >= 0 and 'padding' at most half the kernel"));
     if (ls.type == "dropout") DLSYS_RETURN_IF_ERROR(need(ls.p >= 0 && ls.p < 1, "'p' in [0, 1)"));
-    if (ls.type == "batchnorm") DLSYS_RETURN_IF_ERROR(need(ls.momentum > 0 && ls.momentum <= 1, "'momentum' in (0, 1]"));
-    if (ls.type == "batchnorm" || ls.type == "layernorm") DLSYS_RETURN_IF_ERROR(need(ls.eps > 0, "'eps' > 0"));
-    if (ls.type == "embedding") DLSYS_RETURN_IF_ERROR(need(ls.vocab > 0 && ls.dim > 0, "'vocab' and 'dim': {embedding: {vocab: 1000, dim: 64}}"));
+    if (ls.type == "batchnorm")
+      DLSYS_RETURN_IF_ERROR(need(ls.momentum > 0 && ls.momentum <= 1, "'momentum' in (0, 1]"));
+    if (ls.type == "batchnorm" || ls.type == "layernorm")
+      DLSYS_RETURN_IF_ERROR(need(ls.eps > 0, "'eps' > 0"));
+    if (ls.type == "embedding")
+      DLSYS_RETURN_IF_ERROR(need(ls.vocab > 0 && ls.dim > 0,
+                                 "'vocab' and 'dim': {embedding: {vocab: 1000, dim: 64}}"));
     if (ls.type == "attention") DLSYS_RETURN_IF_ERROR(need(ls.heads > 0, "'heads' > 0"));
-    if (ls.type == "residual") DLSYS_RETURN_IF_ERROR(need(!ls.layers.empty(), "'layers': {residual: {layers: [...]}}"));
+    if (ls.type == "residual")
+      DLSYS_RETURN_IF_ERROR(need(!ls.layers.empty(), "'layers': {residual: {layers: [...]}}"));
     out->push_back(ls);
   }
   return Status::OK();

@@ -22,7 +22,8 @@ namespace dlsys::train {
 //   flatten: [...] -> [n]
 //   embedding {vocab, dim}: token ids [S] (as numbers) -> [S, dim]
 //   attention {heads}: multi-head self-attention on [S, D] (q, k, v and output projections)
-//   residual {layers}: x + layers(x); the inner layers must keep the shape
+//   residual {layers, shortcut}: shortcut(x) + layers(x), shortcut the identity unless given
+//   (e.g. a strided 1x1 conv2d and a batchnorm where a ResNet block downsamples)
 struct LayerSpec {
   std::string type;
   int64_t out = 0;                  // linear, conv2d: output features / channels
@@ -35,6 +36,7 @@ struct LayerSpec {
   int64_t vocab = 0, dim = 0;       // embedding
   int64_t heads = 1;                // attention
   std::vector<LayerSpec> layers;    // residual
+  std::vector<LayerSpec> shortcut;  // residual: applied to x when the block changes the shape
   int line = 0;
 };
 

@@ -216,10 +216,10 @@ class ForwardBuilder {
       *cur = linear(name, x, sh.back(), l.out, l.bias, sh.size());
       sh.back() = l.out;
     } else if (l.type == "conv2d") {
-      if (sh.size() != 3)
-        return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
+      if (sh.size() != 3) return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
       int64_t C = sh[0], k = l.kernel, st = l.stride ? l.stride : 1, pad = l.padding;
-      if (C % l.groups) return error(l, "groups={} does not divide the {} input channels", l.groups, C);
+      if (C % l.groups)
+        return error(l, "groups={} does not divide the {} input channels", l.groups, C);
       int64_t oh = (sh[1] + 2 * pad - k) / st + 1, ow = (sh[2] + 2 * pad - k) / st + 1;
       if (oh < 1 || ow < 1) return error(l, "the kernel {} is larger than the padded input", k);
       int64_t fan_in = C / l.groups * k * k;
@@ -246,11 +246,11 @@ class ForwardBuilder {
       g_->initializers[name + ".bias"] = filled({C}, 0.f);
       g_->initializers[name + ".running_mean"] = filled({C}, 0.f);
       g_->initializers[name + ".running_var"] = filled({C}, 1.f);
-      *cur = node(name, "BatchNormalization",
-                  {x, name + ".weight", name + ".bias", name + ".running_mean",
-                   name + ".running_var"},
-                  {{"epsilon", Attribute::of_float(static_cast<float>(l.eps))},
-                   {"momentum", Attribute::of_float(static_cast<float>(1.0 - l.momentum))}});
+      *cur =
+          node(name, "BatchNormalization",
+               {x, name + ".weight", name + ".bias", name + ".running_mean", name + ".running_var"},
+               {{"epsilon", Attribute::of_float(static_cast<float>(l.eps))},
+                {"momentum", Attribute::of_float(static_cast<float>(1.0 - l.momentum))}});
     } else if (l.type == "layernorm") {
       if (sh.empty()) return error(l, "needs an input with at least one dimension");
       int64_t D = sh.back();
@@ -268,8 +268,7 @@ class ForwardBuilder {
                                              : "Tanh";
       *cur = node(name, op, {x});
     } else if (l.type == "maxpool" || l.type == "avgpool") {
-      if (sh.size() != 3)
-        return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
+      if (sh.size() != 3) return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
       int64_t k = l.kernel, st = l.stride ? l.stride : l.kernel, pad = l.padding;
       int64_t oh = (sh[1] + 2 * pad - k) / st + 1, ow = (sh[2] + 2 * pad - k) / st + 1;
       if (oh < 1 || ow < 1) return error(l, "the kernel {} is larger than the padded input", k);
@@ -280,8 +279,7 @@ class ForwardBuilder {
       *cur = node(name, l.type == "maxpool" ? "MaxPool" : "AveragePool", {x}, at);
       sh = {sh[0], oh, ow};
     } else if (l.type == "global_avg_pool") {
-      if (sh.size() != 3)
-        return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
+      if (sh.size() != 3) return error(l, "needs inputs [C, H, W], got [{}]", fmt::join(sh, ", "));
       std::string p = node(name, "GlobalAveragePool", {x});
       *cur = node(name + ".flatten", "Flatten", {p}, {{"axis", Attribute::of_int(1)}});
       sh = {sh[0]};
@@ -313,7 +311,8 @@ class ForwardBuilder {
       auto heads = [&](const char* which, std::vector<int64_t> perm) {
         std::string p = linear(name + "." + which, x, D, D, true, 2);
         std::string r = node(name + "." + which + "_heads", "Reshape", {p, split});
-        return node(name + "." + which + "_t", "Transpose", {r}, {{"perm", Attribute::of_ints(perm)}});
+        return node(name + "." + which + "_t", "Transpose", {r},
+                    {{"perm", Attribute::of_ints(perm)}});
       };
       std::string q = heads("q", {0, 2, 1, 3});  // [N, h, S, dh]
       std::string k = heads("k", {0, 2, 3, 1});  // [N, h, dh, S]
@@ -324,19 +323,26 @@ class ForwardBuilder {
                                     static_cast<float>(1.0 / std::sqrt(static_cast<double>(dh))))});
       std::string a = node(name + ".softmax", "Softmax", {sc}, {{"axis", Attribute::of_int(-1)}});
       std::string c = node(name + ".context", "MatMul", {a, v});
-      std::string ct = node(name + ".merge_t", "Transpose", {c},
-                            {{"perm", Attribute::of_ints({0, 2, 1, 3})}});
-      std::string m = node(name + ".merge", "Reshape", {ct, i64s(name + ".merge_shape", {0, 0, D})});
+      std::string ct =
+          node(name + ".merge_t", "Transpose", {c}, {{"perm", Attribute::of_ints({0, 2, 1, 3})}});
+      std::string m =
+          node(name + ".merge", "Reshape", {ct, i64s(name + ".merge_shape", {0, 0, D})});
       *cur = linear(name + ".out", m, D, D, true, 2);
     } else if (l.type == "residual") {
       std::vector<int64_t> inner = sh;
       std::string y = x;
       DLSYS_RETURN_IF_ERROR(emit(l.layers, name, &y, &inner));
-      if (inner != sh)
-        return error(l, "the inner layers change the shape [{}] to [{}]; a residual block must "
-                        "keep it",
-                     fmt::join(sh, ", "), fmt::join(inner, ", "));
-      *cur = node(name + ".add", "Add", {x, y});
+      std::vector<int64_t> skip_shape = sh;
+      std::string skip = x;
+      if (!l.shortcut.empty())
+        DLSYS_RETURN_IF_ERROR(emit(l.shortcut, name + ".shortcut", &skip, &skip_shape));
+      if (inner != skip_shape)
+        return error(l,
+                     "the inner layers change the shape [{}] to [{}]; a residual block must "
+                     "keep it, or give a 'shortcut' that makes [{}] the same",
+                     fmt::join(sh, ", "), fmt::join(inner, ", "), fmt::join(sh, ", "));
+      *cur = node(name + ".add", "Add", {skip, y});
+      sh = inner;
     } else {
       return error(l, "unknown layer");
     }
@@ -585,8 +591,11 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       if (classes > 5) m->top5 = static_cast<double>(correct5) / static_cast<double>(n);
     } else {
       m->loss = total / static_cast<double>(std::max<int64_t>(elems, 1));
-      if (bce) m->accuracy = static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(elems, 1));
-      else m->mae = abs_err / static_cast<double>(std::max<int64_t>(elems, 1));
+      if (bce)
+        m->accuracy =
+            static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(elems, 1));
+      else
+        m->mae = abs_err / static_cast<double>(std::max<int64_t>(elems, 1));
     }
     return Status::OK();
   };
@@ -677,10 +686,9 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   res.steps = step;
   res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   std::fclose(metrics);
-  DLSYS_RETURN_IF_ERROR(
-      write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state, optimizer,
-                       {step, loader->position()})
-          .with_context("final checkpoint"));
+  DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state, optimizer,
+                                         {step, loader->position()})
+                            .with_context("final checkpoint"));
 
   // Export: the forward graph with the trained weights.
   Graph trained = forward;

@@ -325,7 +325,9 @@ TEST_F(Cli, TrainSpecErrorsNameFieldAndLine) {
   r = spec(head + "    - conv2d: {out: 3}\n");
   EXPECT_NE(r.out.find("bad.yaml:6: conv2d needs 'out' and 'kernel'"), std::string::npos) << r.out;
   r = spec(head + "    - residual: {layers: [linear: {out: 7}]}\n");
-  EXPECT_NE(r.out.find("bad.yaml:6: residual: the inner layers change the shape [4] to [7]"), std::string::npos)
+  EXPECT_NE(r.out.find("bad.yaml:6: residual: the inner layers change the shape [4] to [7]; a "
+                       "residual block must keep it"),
+            std::string::npos)
       << r.out;
   r = spec(head + "    - linear: {out: three}\n");
   EXPECT_NE(r.out.find("'out' has the value 'three', which is not a whole number"),

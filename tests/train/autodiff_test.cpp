@@ -258,18 +258,22 @@ TEST(Autodiff, DataMovementAndEltwise) {
   m.g.initializers["mask"] = Tensor::zeros(DType::kBool, {3, 2});
   m.g.initializers["mask"].data_as<uint8_t>()[1] = 1;
   m.g.initializers["mask"].data_as<uint8_t>()[4] = 1;
-  m.node("MatMul", {"x", "w"}, "a");                                     // [3, 6]
-  m.g.nodes.push_back({"split", "Split", "", {"a", "split"}, {"s1", "s2"},
-                       {{"axis", Attribute::of_int(1)}}});              // [3,2] [3,4]
+  m.node("MatMul", {"x", "w"}, "a");  // [3, 6]
+  m.g.nodes.push_back({"split",
+                       "Split",
+                       "",
+                       {"a", "split"},
+                       {"s1", "s2"},
+                       {{"axis", Attribute::of_int(1)}}});  // [3,2] [3,4]
   m.node("Exp", {"s1"}, "e1");
   m.node("Concat", {"s2", "e1"}, "c", {{"axis", Attribute::of_int(1)}});  // [3, 6]
-  m.node("Slice", {"c", "starts", "ends", "axes", "steps"}, "sl");       // [3, 3]: cols 1,3,5
+  m.node("Slice", {"c", "starts", "ends", "axes", "steps"}, "sl");        // [3, 3]: cols 1,3,5
   m.g.initializers["end2"] = i64_tensor({2});
   m.node("Slice", {"sl", "ax0", "end2", "ax1"}, "sl2");  // [3, 2]: cols 0,1
-  m.node("Gather", {"table", "idx"}, "emb");                             // [3, 2]
-  m.node("Unsqueeze", {"p", "ax0"}, "pu");                               // [1, 2]
-  m.node("Expand", {"pu", "shape32"}, "pe");                             // [3, 2]
-  m.node("Squeeze", {"pu", "ax0"}, "ps");                                // [2]
+  m.node("Gather", {"table", "idx"}, "emb");             // [3, 2]
+  m.node("Unsqueeze", {"p", "ax0"}, "pu");               // [1, 2]
+  m.node("Expand", {"pu", "shape32"}, "pe");             // [3, 2]
+  m.node("Squeeze", {"pu", "ax0"}, "ps");                // [2]
   m.node("Mul", {"ps", "ps"}, "p2");
   m.node("Add", {"p2", "sl2"}, "q0");
   m.node("Sum", {"q0", "emb", "pe"}, "q");
@@ -278,7 +282,7 @@ TEST(Autodiff, DataMovementAndEltwise) {
   m.g.initializers["one"] = Tensor::from_f32({}, &one);
   m.g.initializers["e15"] = Tensor::from_f32({}, &e15);
   m.node("Add", {"q2", "one"}, "q3");
-  m.node("Sqrt", {"q3"}, "r");                                           // >= 1
+  m.node("Sqrt", {"q3"}, "r");  // >= 1
   m.node("Log", {"r"}, "lr");
   m.node("Pow", {"r", "e15"}, "pw");
   m.node("Erf", {"q"}, "er");

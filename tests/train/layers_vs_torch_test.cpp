@@ -43,8 +43,8 @@ TrainSpec cnn_spec() {
   c2.out = 16, c2.kernel = 3, c2.stride = 2, c2.padding = 1, c2.groups = 2, c2.bias = false;
   pool.kernel = 2;
   fc.out = 10;
-  s.layers = {c1,   layer("batchnorm"), layer("relu"),           pool,
-              c2,   layer("batchnorm"), layer("relu"),           layer("global_avg_pool"),
+  s.layers = {c1, layer("batchnorm"), layer("relu"), pool,
+              c2, layer("batchnorm"), layer("relu"), layer("global_avg_pool"),
               fc};
   return s;
 }
@@ -146,9 +146,13 @@ void check_model(const std::string& name, const TrainSpec& spec) {
   }
 }
 
-TEST(LayersVsTorch, CnnWithBatchNorm) { check_model("cnn", cnn_spec()); }
+TEST(LayersVsTorch, CnnWithBatchNorm) {
+  check_model("cnn", cnn_spec());
+}
 
-TEST(LayersVsTorch, TransformerEncoderBlock) { check_model("encoder", encoder_spec()); }
+TEST(LayersVsTorch, TransformerEncoderBlock) {
+  check_model("encoder", encoder_spec());
+}
 
 }  // namespace
 }  // namespace dlsys::train
