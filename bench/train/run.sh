@@ -6,7 +6,8 @@
 #   3. training-step samples/s of ResNet-8 (3x32x32, batch 64, SGD momentum) and a 4-layer
 #      transformer encoder (d=256, 4 heads, seq 128, batch 8, Adam): bench/train/train_step_bench
 #      on bench/train/{resnet8,encoder}.yaml against bench/train/torch_models.py, the same
-#      layers on the same kind of random batches (medians over 5 rounds each).
+#      layers on the same kind of random batches (medians over 5 rounds each); in fp32 and in bf16
+#      mixed precision (dlsys --precision bf16; PyTorch under torch.autocast('cpu', bfloat16)).
 # Usage: bench/train/run.sh [BUILD_DIR] [REPEATS]   (medians over REPEATS runs, default 5)
 set -euo pipefail
 BUILD=${1:-build}
@@ -43,17 +44,27 @@ PY
 
 # 3. Models: training steps only (no data loading, no evaluation), 2 threads each.
 cmake --build "$BUILD" --target train_step_bench >/dev/null
-"$BUILD/bench/train_step_bench" bench/train/resnet8.yaml --steps 20 --rounds 5 >"$TMP/m.jsonl"
-/usr/bin/python3 bench/train/torch_models.py resnet8 --steps 20 --rounds 5 >>"$TMP/m.jsonl"
-"$BUILD/bench/train_step_bench" bench/train/encoder.yaml --vocab 1000 --steps 5 --rounds 5 >>"$TMP/m.jsonl"
-/usr/bin/python3 bench/train/torch_models.py encoder --steps 5 --rounds 5 >>"$TMP/m.jsonl"
+: >"$TMP/m.jsonl"
+for p in fp32 bf16; do
+  flag=""; [ "$p" = bf16 ] && flag="--bf16"
+  "$BUILD/bench/train_step_bench" bench/train/resnet8.yaml --precision $p --steps 20 --rounds 5 >>"$TMP/m.jsonl"
+  /usr/bin/python3 bench/train/torch_models.py resnet8 $flag --steps 20 --rounds 5 | sed 's/"model"/"peer": "torch", "model"/' >>"$TMP/m.jsonl"
+  "$BUILD/bench/train_step_bench" bench/train/encoder.yaml --precision $p --vocab 1000 --steps 5 --rounds 5 >>"$TMP/m.jsonl"
+  /usr/bin/python3 bench/train/torch_models.py encoder $flag --steps 5 --rounds 5 | sed 's/"model"/"peer": "torch", "model"/' >>"$TMP/m.jsonl"
+done
 /usr/bin/python3 - "$TMP/m.jsonl" <<'PY'
 import json, sys
-r = [json.loads(l) for l in open(sys.argv[1])]
+r = {}
+for l in open(sys.argv[1]):
+    j = json.loads(l)
+    r[(j.get("peer", "dlsys"), j["model"], j["precision"])] = j
 print()
-print("| model (training step, fp32) | batch | dlsys samples/s | PyTorch samples/s | dlsys/PyTorch |")
-print("|---|---|---|---|---|")
-for d, t in ((r[0], r[1]), (r[2], r[3])):
-    print(f"| {d['model']} | {d['batch']} | {d['samples_per_s']:.1f} | {t['samples_per_s']:.1f} | "
-          f"{d['samples_per_s'] / t['samples_per_s']:.2f}x |")
+print("| model (training step) | batch | dlsys fp32 | dlsys bf16 | PyTorch fp32 | PyTorch bf16 (autocast) "
+      "| dlsys fp32 / PyTorch fp32 | dlsys bf16 / PyTorch fp32 | dlsys bf16 / PyTorch bf16 |")
+print("|---|---|---|---|---|---|---|---|---|")
+for m in ("resnet8", "encoder"):
+    s = {(p, q): r[(p, m, q)]["samples_per_s"] for p in ("dlsys", "torch") for q in ("fp32", "bf16")}
+    print(f"| {m} | {r[('dlsys', m, 'fp32')]['batch']} | {s['dlsys', 'fp32']:.1f} | {s['dlsys', 'bf16']:.1f} "
+          f"| {s['torch', 'fp32']:.1f} | {s['torch', 'bf16']:.1f} | {s['dlsys', 'fp32'] / s['torch', 'fp32']:.2f}x "
+          f"| {s['dlsys', 'bf16'] / s['torch', 'fp32']:.2f}x | {s['dlsys', 'bf16'] / s['torch', 'bf16']:.2f}x |")
 PY

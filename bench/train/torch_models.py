@@ -74,6 +74,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--bf16", action="store_true",
+                    help="mixed precision: the forward pass under torch.autocast('cpu', bfloat16)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -90,7 +92,8 @@ def main():
 
     def step():
         opt.zero_grad()
-        loss = nn.functional.cross_entropy(m(x), y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            loss = nn.functional.cross_entropy(m(x), y)
         loss.backward()
         opt.step()
 
@@ -102,7 +105,8 @@ def main():
         for _ in range(a.steps):
             step()
         rounds.append(batch * a.steps / (time.perf_counter() - t0))
-    print(json.dumps({"model": a.model, "batch": batch, "steps": a.steps,
+    print(json.dumps({"model": a.model, "precision": "bf16" if a.bf16 else "fp32",
+                      "batch": batch, "steps": a.steps,
                       "samples_per_s": round(statistics.median(rounds), 2),
                       "rounds": [round(r, 2) for r in rounds]}))
 

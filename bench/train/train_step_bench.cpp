@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   int steps = 20, rounds = 5, threads = 2, warmup = 3;
   int64_t vocab = 0, classes = 10;
   bool profile = false;
+  std::string precision = "fp32";
   app.add_option("spec", spec_path, "training spec (its model and train.batch_size)")->required();
   app.add_option("--steps", steps, "timed steps per round");
   app.add_option("--rounds", rounds, "rounds (the median is reported)");
@@ -33,6 +34,8 @@ int main(int argc, char** argv) {
   app.add_option("--threads", threads, "threads");
   app.add_option("--vocab", vocab, "inputs are token ids below this (embedding models)");
   app.add_option("--classes", classes, "number of classes of the random labels");
+  app.add_option("--precision", precision,
+                 "fp32 or bf16 (matmul/conv in bf16, fp32 master weights)");
   app.add_flag("--profile", profile, "print the time per op type of one step to stderr");
   CLI11_PARSE(app, argc, argv);
   auto spec = load_train_spec(spec_path);
@@ -52,6 +55,12 @@ int main(int argc, char** argv) {
   }
   SessionOptions so;
   so.threads = threads;
+  if (precision == "bf16") {
+    so.precision = Precision::kBF16;
+  } else if (precision != "fp32") {
+    std::fprintf(stderr, "error: --precision is '%s'; use fp32 or bf16\n", precision.c_str());
+    return 1;
+  }
   auto session = Session::from_graph(tg->graph, so);
   auto opt = Optimizer::make(spec->optimizer);
   if (!opt.ok()) return 1;
@@ -98,13 +107,24 @@ int main(int argc, char** argv) {
     auto bound = session->bind_inputs(in);
     auto plan = bound.ok() ? session->plan_for(*bound) : Result<Plan*>(bound.status());
     if (!plan.ok()) return 1;
-    std::map<std::string, double> by_op;
+    std::map<std::string, double> by_op, by_node;
     for (int r = 0; r < 5; ++r) {
       std::vector<Tensor> out;
       std::vector<int64_t> ns;
       if (!(*plan)->run(*bound, &out, &ns).ok()) return 1;
-      for (size_t i = 0; i < ns.size(); ++i) by_op[(*plan)->steps()[i].op] += ns[i] / 5e6;
+      for (size_t i = 0; i < ns.size(); ++i) {
+        const auto& info = (*plan)->steps()[i];
+        by_op[info.op] += ns[i] / 5e6;
+        by_node[info.op + " " + info.name] += ns[i] / 5e6;
+      }
     }
+    std::vector<std::pair<double, std::string>> nodes;
+    for (auto& [n, ms] : by_node) nodes.push_back({ms, n});
+    std::sort(nodes.rbegin(), nodes.rend());
+    std::fprintf(stderr, "slowest nodes:\n");
+    for (size_t i = 0; i < nodes.size() && i < 12; ++i)
+      std::fprintf(stderr, "  %8.2f ms  %s\n", nodes[i].first, nodes[i].second.c_str());
+    std::fprintf(stderr, "by op type:\n");
     std::vector<std::pair<double, std::string>> v;
     double total = 0;
     for (auto& [op, ms] : by_op) {
@@ -126,9 +146,11 @@ int main(int argc, char** argv) {
   std::vector<double> sorted = sps;
   std::sort(sorted.begin(), sorted.end());
   std::printf(
-      "{\"model\": \"%s\", \"batch\": %ld, \"steps\": %d, \"samples_per_s\": %.2f, "
+      "{\"model\": \"%s\", \"precision\": \"%s\", \"batch\": %ld, \"steps\": %d, "
+      "\"samples_per_s\": %.2f, "
       "\"rounds\": [",
-      spec->name.c_str(), static_cast<long>(batch), steps, sorted[sorted.size() / 2]);
+      spec->name.c_str(), precision.c_str(), static_cast<long>(batch), steps,
+      sorted[sorted.size() / 2]);
   for (size_t i = 0; i < sps.size(); ++i) std::printf("%s%.2f", i ? ", " : "", sps[i]);
   std::printf("]}\n");
   return 0;

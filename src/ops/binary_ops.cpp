@@ -1,6 +1,7 @@
 // Element-wise binary ops with NumPy broadcasting, comparisons, logic and Where. f32 arithmetic
-// runs on oneDNN's binary primitive when the first source already has the output's shape
-// (oneDNN 2.6 broadcasts only the second source); everything else is a plain loop.
+// with a per-row operand ([.., S, S] op [.., S, 1]) is a row loop; other f32 arithmetic runs on
+// oneDNN's binary primitive when the first source already has the output's shape (oneDNN 2.6
+// broadcasts only the second source); everything else is a plain loop.
 #include <array>
 #include <cmath>
 
@@ -162,6 +163,67 @@ KernelPtr try_dnnl_binary(BuildContext& ctx, Bin op, const Shape& out) {
   });
 }
 
+// f32 Add/Sub/Mul/Div where one operand has the output's shape and the other is constant along
+// the trailing dims (its shape: the output's leading dims, then 1s, e.g. [B, H, S, S] - [B, H, S,
+// 1] in a softmax gradient): a loop over rows with the row's scalar. oneDNN 2.6 runs this
+// broadcast on its reference kernel, element by element.
+KernelPtr try_row_broadcast(BuildContext& ctx, Bin op, const Shape& out) {
+  if (op != Bin::kAdd && op != Bin::kSub && op != Bin::kMul && op != Bin::kDiv) return nullptr;
+  auto padded = [&](const Shape& s) {
+    Shape p(out.size() - s.size(), 1);
+    p.insert(p.end(), s.begin(), s.end());
+    return p;
+  };
+  Shape s0 = padded(ctx.in_shape(0)), s1 = padded(ctx.in_shape(1));
+  int full = s0 == out ? 0 : s1 == out ? 1 : -1;
+  if (full < 0) return nullptr;
+  const Shape& row = full == 0 ? s1 : s0;
+  // row == out[0..k) followed by 1s, with at least one trailing dim of the output > 1.
+  size_t k = 0;
+  while (k < out.size() && row[k] == out[k]) ++k;
+  for (size_t d = k; d < out.size(); ++d)
+    if (row[d] != 1) return nullptr;
+  int64_t inner = 1;
+  for (size_t d = k; d < out.size(); ++d) inner *= out[d];
+  int64_t rows = 1;
+  for (size_t d = 0; d < k; ++d) rows *= out[d];
+  // Few long rows (a scalar operand) or short rows: oneDNN's kernels do those well.
+  if (inner < 8 || rows < 64) return nullptr;
+  return make_kernel([op, full, inner, rows](const Tensor* const* in, Tensor* const* o) {
+    const float* x = in[full]->data_as<float>();
+    const float* r = in[1 - full]->data_as<float>();
+    float* y = o[0]->data_as<float>();
+#pragma omp parallel for if (rows * inner > 65536)
+    for (int64_t i = 0; i < rows; ++i) {
+      const float* xi = x + i * inner;
+      float* yi = y + i * inner;
+      float v = r[i];
+      // Operand order matters for Sub and Div: `full` says which side x is on.
+      switch (op) {
+        case Bin::kAdd:
+          for (int64_t j = 0; j < inner; ++j) yi[j] = xi[j] + v;
+          break;
+        case Bin::kMul:
+          for (int64_t j = 0; j < inner; ++j) yi[j] = xi[j] * v;
+          break;
+        case Bin::kSub:
+          if (full == 0)
+            for (int64_t j = 0; j < inner; ++j) yi[j] = xi[j] - v;
+          else
+            for (int64_t j = 0; j < inner; ++j) yi[j] = v - xi[j];
+          break;
+        default:
+          if (full == 0)
+            for (int64_t j = 0; j < inner; ++j) yi[j] = xi[j] / v;
+          else
+            for (int64_t j = 0; j < inner; ++j) yi[j] = v / xi[j];
+          break;
+      }
+    }
+    return Status::OK();
+  });
+}
+
 Result<KernelPtr> build_binary(BuildContext& ctx, Bin op) {
   DType ta = ctx.in_dtype(0), tb = ctx.in_dtype(1);
   if (op != Bin::kPow && ta != tb)
@@ -188,6 +250,7 @@ Result<KernelPtr> build_binary(BuildContext& ctx, Bin op) {
   DType tout = (is_compare(op) || is_logic(op)) ? DType::kBool : ta;
   ctx.set_output(0, tout, out);
   if (ta == DType::kF32 && !is_compare(op)) {
+    if (KernelPtr k = try_row_broadcast(ctx, op, out)) return k;
     if (KernelPtr k = try_dnnl_binary(ctx, op, out)) return k;
   }
   std::vector<int64_t> st[2] = {broadcast_strides(ctx.in_shape(0), out),

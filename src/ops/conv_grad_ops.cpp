@@ -3,7 +3,8 @@
 //   ConvGradInput(dY, W, X) -> dX            (X only gives the shape)
 //   ConvGradWeight(dY, X, W) -> dW, dB?      (W only gives the shape; dB = sum of dY over N, HW)
 // On oneDNN's convolution backward primitives, in the layouts oneDNN prefers, with reorders from
-// and to the plain NCHW the graph uses prepared once.
+// and to the plain NCHW the graph uses prepared once. In a bf16 plan, dY, W and X are converted
+// to bf16 by those reorders and the gradients come out in f32 (mixed-precision training).
 #include "ops/conv_geometry.h"
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
@@ -48,11 +49,18 @@ void prepare(DnnlCall& call, ArgLayout* a, int arg, const dnnl::memory::desc& pl
   a->buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(chosen.get_size())});
 }
 
+// The data type the primitives compute in: bf16 in a bf16 plan (inputs reordered into it; the
+// gradients stay f32, accumulated in f32 by oneDNN), else f32.
+dnnl::memory::data_type compute_type(const BuildContext& ctx) {
+  return ctx.precision() == Precision::kBF16 ? dnnl::memory::data_type::bf16
+                                             : dnnl::memory::data_type::f32;
+}
+
 dnnl::convolution_forward::primitive_desc forward_hint(const ConvGeometry& g, const Shape& x,
-                                                       bool bias) {
-  dnnl::memory::desc src(dims(x.begin(), x.end()), dnnl::memory::data_type::f32, tag::any);
-  dnnl::memory::desc wei(g.weights, dnnl::memory::data_type::f32, tag::any);
-  dnnl::memory::desc dst(dims(g.out.begin(), g.out.end()), dnnl::memory::data_type::f32, tag::any);
+                                                       bool bias, dnnl::memory::data_type cdt) {
+  dnnl::memory::desc src(dims(x.begin(), x.end()), cdt, tag::any);
+  dnnl::memory::desc wei(g.weights, cdt, tag::any);
+  dnnl::memory::desc dst(dims(g.out.begin(), g.out.end()), cdt, tag::any);
   auto kind = dnnl::prop_kind::forward_training;
   auto alg = dnnl::algorithm::convolution_direct;
   if (bias) {
@@ -89,11 +97,11 @@ Result<KernelPtr> build_conv_grad_input(BuildContext& ctx) {
   };
   auto st = std::make_shared<State>();
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    auto hint = forward_hint(geo, x, false);
+    auto cdt = compute_type(ctx);
+    auto hint = forward_hint(geo, x, false, cdt);
     dnnl::memory::desc dx_any(dims(x.begin(), x.end()), dnnl::memory::data_type::f32, tag::any);
-    dnnl::memory::desc wei_any(geo.weights, dnnl::memory::data_type::f32, tag::any);
-    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), dnnl::memory::data_type::f32,
-                              tag::any);
+    dnnl::memory::desc wei_any(geo.weights, cdt, tag::any);
+    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), cdt, tag::any);
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, dx_any, wei_any,
                                             dy_any, geo.strides, geo.dilations, geo.pad_l,
                                             geo.pad_r);
@@ -135,11 +143,11 @@ Result<KernelPtr> build_conv_grad_weight(BuildContext& ctx) {
   auto st = std::make_shared<State>();
   st->bias = bias;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    auto hint = forward_hint(geo, x, bias);
-    dnnl::memory::desc src_any(dims(x.begin(), x.end()), dnnl::memory::data_type::f32, tag::any);
+    auto cdt = compute_type(ctx);
+    auto hint = forward_hint(geo, x, bias, cdt);
+    dnnl::memory::desc src_any(dims(x.begin(), x.end()), cdt, tag::any);
     dnnl::memory::desc dw_any(geo.weights, dnnl::memory::data_type::f32, tag::any);
-    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), dnnl::memory::data_type::f32,
-                              tag::any);
+    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), cdt, tag::any);
     auto alg = dnnl::algorithm::convolution_direct;
     auto d =
         bias ? dnnl::convolution_backward_weights::desc(

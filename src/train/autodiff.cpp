@@ -270,15 +270,8 @@ const std::map<std::string, GradFn>& builders() {
          if (c.node.attrs.count("approximate") && c.node.attrs.at("approximate").s != "none")
            return Status::Unsupported("no gradient for Gelu with approximate='{}' (node '{}')",
                                       c.node.attrs.at("approximate").s, c.node.name);
-         // gelu'(x) = Phi(x) + x * phi(x), Phi(x) = (1 + erf(x / sqrt 2)) / 2,
-         // phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
-         const std::string& x = c.in(0);
-         std::string erf = c.e.add("Erf", {c.e.add("Mul", {x, c.e.f32(0.70710678118654752f)})});
-         std::string cdf = c.e.add("Mul", {c.e.add("Add", {erf, c.e.f32(1.0f)}), c.e.f32(0.5f)});
-         std::string x2 = c.e.add("Mul", {c.e.add("Mul", {x, x}), c.e.f32(-0.5f)});
-         std::string pdf = c.e.add("Mul", {c.e.add("Exp", {x2}), c.e.f32(0.3989422804014327f)});
-         std::string d = c.e.add("Add", {cdf, c.e.add("Mul", {x, pdf})});
-         return std::vector<std::string>{c.e.add("Mul", {c.dy[0], d})};
+         // gelu'(x) = Phi(x) + x * phi(x), in one oneDNN eltwise backward.
+         return std::vector<std::string>{c.e.add("GeluGrad", {c.dy[0], c.in(0)})};
        }},
       {"Softmax",
        [](GradCtx& c) -> Grads {
@@ -540,6 +533,17 @@ std::vector<std::string> differentiable_ops() {
   return out;
 }
 
+std::vector<std::string> trainable_initializers(const Graph& forward) {
+  std::set<std::string> stats;
+  for (const Node& n : forward.nodes)
+    if (n.op_type == "BatchNormalization")
+      for (size_t i = 3; i < n.inputs.size(); ++i) stats.insert(n.inputs[i]);
+  std::vector<std::string> out;
+  for (auto& [name, t] : forward.initializers)
+    if (t.dtype() == DType::kF32 && t.numel() > 1 && !stats.count(name)) out.push_back(name);
+  return out;
+}
+
 Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec& spec,
                                            const std::vector<std::string>& wanted) {
   TrainingGraph tg;
@@ -618,10 +622,10 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
   }
 
   // Trainable parameters: given, or every float initializer but running statistics.
-  std::vector<std::string> params = wanted;
-  if (params.empty())
-    for (auto& [name, t] : g.initializers)
-      if (t.dtype() == DType::kF32 && t.numel() > 1 && !buffers.count(name)) params.push_back(name);
+  std::vector<std::string> params = wanted.empty() ? trainable_initializers(forward) : wanted;
+  for (const std::string& p : params)
+    if (buffers.count(p))
+      return Status::Invalid("'{}' is a running statistic of a batch norm, not a parameter", p);
   std::set<std::string> needs_grad(params.begin(), params.end());
   for (const std::string& p : params) {
     auto it = g.initializers.find(p);

@@ -62,6 +62,10 @@ struct TrainingGraph {
 Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec& loss,
                                            const std::vector<std::string>& params);
 
+// The initializers that build_training_graph trains when given no list: every f32 initializer
+// with more than one element that is not a BatchNormalization running statistic, sorted.
+std::vector<std::string> trainable_initializers(const Graph& forward);
+
 // Folds this step's batch statistics into the running statistics: `outputs` are the training
 // graph's outputs of one run, `state` maps each running statistic's name to its tensor.
 Status apply_batch_stats(const TrainingGraph& tg, const std::vector<Tensor>& outputs,

@@ -190,10 +190,10 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
 
   YAML::Node data = root["data"];
   if (!data) return Status::Invalid("{}: the spec needs a 'data' section (train: FILE.csv)", path);
-  DLSYS_RETURN_IF_ERROR(
-      check_fields(path, data, "data",
-                   {"train", "validation", "format", "label_column", "validation_fraction",
-                    "feature_scale", "split_seed", "dataset", "features", "label"}));
+  DLSYS_RETURN_IF_ERROR(check_fields(
+      path, data, "data",
+      {"train", "validation", "format", "label_column", "validation_fraction", "feature_scale",
+       "split_seed", "dataset", "features", "label", "train_labels", "validation_labels"}));
   DLSYS_RETURN_IF_ERROR(get(path, data, "dataset", &s.dataset));
   DLSYS_RETURN_IF_ERROR(get(path, data, "features", &s.features));
   DLSYS_RETURN_IF_ERROR(get(path, data, "label", &s.label));
@@ -219,36 +219,81 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
       return Status::Invalid(
           "{}:{}: data needs 'train' (the training file) or 'dataset' (a version, e.g. digits@v1)",
           path, line_of(data));
-    if (s.format != "csv")
-      return Status::Unsupported("{}: data format '{}' is not supported yet; use csv",
-                                 where(path, data["format"], "format"), s.format);
+    DLSYS_RETURN_IF_ERROR(get(path, data, "train_labels", &s.train_labels_path));
+    DLSYS_RETURN_IF_ERROR(get(path, data, "validation_labels", &s.validation_labels_path));
+    if (s.format != "csv" && s.format != "npy" && s.format != "idx")
+      return Status::Invalid("{} is '{}'; use csv, npy or idx",
+                             where(path, data["format"], "format"), s.format);
+    if (s.format == "csv") {
+      for (const char* f : {"train_labels", "validation_labels"})
+        if (data[f])
+          return Status::Invalid(
+              "{}: a csv file holds its labels (label_column); {} is for npy "
+              "and idx data",
+              where(path, data[f], f), f);
+    } else {
+      if (s.train_labels_path.empty())
+        return Status::Invalid(
+            "{}:{}: {} data needs 'train_labels', the labels file beside "
+            "'train'",
+            path, line_of(data), s.format);
+      if (s.validation_path.empty() != s.validation_labels_path.empty())
+        return Status::Invalid(
+            "{}:{}: give both 'validation' and 'validation_labels', or "
+            "neither (then validation_fraction of train is held out)",
+            path, line_of(data));
+      if (data["label_column"])
+        return Status::Invalid("{}: label_column is for csv data; {} labels are their own file",
+                               where(path, data["label_column"], "label_column"), s.format);
+    }
     s.train_path = relative_to(path, s.train_path);
     s.validation_path = relative_to(path, s.validation_path);
+    s.train_labels_path = relative_to(path, s.train_labels_path);
+    s.validation_labels_path = relative_to(path, s.validation_labels_path);
   }
 
   YAML::Node model = root["model"];
   if (!model) return Status::Invalid("{}: the spec needs a 'model' section (input, layers)", path);
-  DLSYS_RETURN_IF_ERROR(check_fields(path, model, "model", {"input", "layers", "init"}));
+  DLSYS_RETURN_IF_ERROR(
+      check_fields(path, model, "model", {"input", "layers", "init", "onnx", "freeze"}));
   DLSYS_RETURN_IF_ERROR(get(path, model, "input", &s.input_shape));
   DLSYS_RETURN_IF_ERROR(get(path, model, "init", &s.init));
-  if (s.input_shape.empty())
-    return Status::Invalid("{}:{}: model needs 'input', the shape of one sample, e.g. [64]", path,
-                           line_of(model));
-  if (s.init != "default" && s.init != "kaiming" && s.init != "xavier")
-    return Status::Invalid("{} is '{}'; use default, kaiming or xavier",
-                           where(path, model["init"], "init"), s.init);
-  YAML::Node layers = model["layers"];
-  if (!layers || !layers.IsSequence() || layers.size() == 0)
-    return Status::Invalid("{}:{}: model needs 'layers', a list such as [{{linear: {{out: 10}}}}]",
-                           path, line_of(model));
-  DLSYS_RETURN_IF_ERROR(parse_layers(path, layers, 0, &s.layers));
+  DLSYS_RETURN_IF_ERROR(get(path, model, "onnx", &s.onnx_path));
+  DLSYS_RETURN_IF_ERROR(get(path, model, "freeze", &s.freeze));
+  if (!s.onnx_path.empty()) {
+    // Fine-tuning: the model (and its input shape) come from the ONNX file.
+    for (const char* f : {"layers", "init"})
+      if (model[f])
+        return Status::Invalid("{}: a model from 'onnx' has its own layers and weights; drop {}",
+                               where(path, model[f], f), f);
+    s.onnx_path = relative_to(path, s.onnx_path);
+  } else {
+    if (model["freeze"])
+      return Status::Invalid("{}: freeze names parameters of an 'onnx' model to keep fixed",
+                             where(path, model["freeze"], "freeze"));
+    if (s.input_shape.empty())
+      return Status::Invalid(
+          "{}:{}: model needs 'input', the shape of one sample, e.g. [64] (or 'onnx', a model "
+          "to fine-tune)",
+          path, line_of(model));
+    if (s.init != "default" && s.init != "kaiming" && s.init != "xavier")
+      return Status::Invalid("{} is '{}'; use default, kaiming or xavier",
+                             where(path, model["init"], "init"), s.init);
+    YAML::Node layers = model["layers"];
+    if (!layers || !layers.IsSequence() || layers.size() == 0)
+      return Status::Invalid(
+          "{}:{}: model needs 'layers', a list such as [{{linear: {{out: 10}}}}]", path,
+          line_of(model));
+    DLSYS_RETURN_IF_ERROR(parse_layers(path, layers, 0, &s.layers));
+  }
 
   YAML::Node tr = root["train"];
   if (tr) {
     DLSYS_RETURN_IF_ERROR(
         check_fields(path, tr, "train",
                      {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer",
-                      "schedule", "clip_grad_norm", "target_accuracy", "checkpoint_every"}));
+                      "schedule", "clip_grad_norm", "target_accuracy", "checkpoint_every",
+                      "accumulate_steps", "precision"}));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "epochs", &s.epochs));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "batch_size", &s.batch_size));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "seed", &s.seed));
@@ -257,6 +302,14 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
     DLSYS_RETURN_IF_ERROR(get(path, tr, "clip_grad_norm", &s.clip_grad_norm));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "target_accuracy", &s.target_accuracy));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "checkpoint_every", &s.checkpoint_every));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "accumulate_steps", &s.accumulate_steps));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "precision", &s.precision));
+    if (s.accumulate_steps < 1)
+      return Status::Invalid("{} must be at least 1 (1: a step per batch)",
+                             where(path, tr["accumulate_steps"], "accumulate_steps"));
+    if (s.precision != "fp32" && s.precision != "bf16")
+      return Status::Invalid("{} is '{}'; use fp32 or bf16",
+                             where(path, tr["precision"], "precision"), s.precision);
     if (s.checkpoint_every < 0)
       return Status::Invalid("{} must be >= 0",
                              where(path, tr["checkpoint_every"], "checkpoint_every"));

@@ -51,7 +51,11 @@ struct TrainSpec {
   std::vector<std::string> features;  // dataset feature columns (empty: the loader's default)
   std::string label = "label";        // dataset label column
   std::string train_path, validation_path;
-  std::string format = "csv";  // csv (features + label column)
+  // npy and idx: the labels are a second file beside each features file
+  std::string train_labels_path, validation_labels_path;
+  // csv: features and a label column in one file; npy: features [N, ...] and labels [N] in two
+  // .npy files; idx: MNIST's format (u8 images scaled to [0, 1], labels)
+  std::string format = "csv";
   int label_column = -1;
   double validation_fraction = 0.2;
   double feature_scale = 1.0;  // features are multiplied by this (e.g. 1/16 for digits)
@@ -59,6 +63,11 @@ struct TrainSpec {
   // model
   std::vector<int64_t> input_shape;  // per sample, e.g. [64]
   std::vector<LayerSpec> layers;
+  // Fine-tuning instead of layers: an ONNX model with one input whose first output is the
+  // prediction; its float initializers are trained except those matching a `freeze` pattern
+  // (glob: * any run of characters, ? one character, e.g. "layers.0.*").
+  std::string onnx_path;
+  std::vector<std::string> freeze;
   std::string init = "default";  // default (PyTorch's Linear init), kaiming, xavier
   // recipe
   int64_t epochs = 10;
@@ -71,6 +80,12 @@ struct TrainSpec {
   double clip_grad_norm = 0.0;   // 0: off
   double target_accuracy = 0.0;  // stop once validation accuracy reaches it (0: off)
   int64_t checkpoint_every = 0;  // steps between checkpoints (0: only at the end)
+  // Batches whose gradients are averaged (weighted by their sizes) before one optimizer step: the
+  // step of a batch accumulate_steps times larger, in the memory of one batch.
+  int64_t accumulate_steps = 1;
+  // fp32, or bf16: matmuls and convolutions (forward and backward) compute in bf16 with fp32
+  // accumulation; weights, gradients, loss, norms and optimizer state stay fp32.
+  std::string precision = "fp32";
 };
 
 // Reads and checks the spec at `path`.

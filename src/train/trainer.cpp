@@ -7,12 +7,16 @@
 #include <filesystem>
 #include <random>
 
+#include <fnmatch.h>
+
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "core/sha256.h"
 #include "data/dataset_loader.h"
 #include "graph/onnx_export.h"
+#include "graph/onnx_import.h"
 #include "graph/session.h"
+#include "ops/dnnl_util.h"
 #include "tensor/npy.h"
 #include "train/autodiff.h"
 #include "train/loader.h"
@@ -357,7 +361,105 @@ class ForwardBuilder {
 
 }  // namespace
 
-Result<Graph> build_forward_graph(const TrainSpec& spec) {
+namespace {
+
+// Renames value `from` to `to` everywhere in `g`.
+void rename_value(Graph* g, const std::string& from, const std::string& to) {
+  for (Node& n : g->nodes) {
+    for (std::string& i : n.inputs)
+      if (i == from) i = to;
+    for (std::string& o : n.outputs)
+      if (o == from) o = to;
+  }
+  for (std::vector<ValueInfo>* list : {&g->inputs, &g->outputs})
+    for (ValueInfo& v : *list)
+      if (v.name == from) v.name = to;
+}
+
+bool value_used(const Graph& g, const std::string& name) {
+  if (g.initializers.count(name)) return true;
+  for (const Node& n : g.nodes)
+    for (const std::vector<std::string>* list : {&n.inputs, &n.outputs})
+      if (std::find(list->begin(), list->end(), name) != list->end()) return true;
+  return false;
+}
+
+// The model of `model.onnx`, with its input renamed "input" and its first output "logits" (the
+// names the trainer feeds and reads; `original` keeps the model's own for the export).
+Result<Graph> import_forward_graph(const TrainSpec& spec, ModelNames* original) {
+  auto imported = import_onnx_file(spec.onnx_path);
+  if (!imported.ok()) return imported.status().with_context("model.onnx");
+  Graph g = std::move(imported).value();
+  if (g.inputs.size() != 1) {
+    std::vector<std::string> names;
+    for (const ValueInfo& v : g.inputs) names.push_back(v.name);
+    return Status::Unsupported(
+        "{}: fine-tuning needs a model with one input (the batch of samples); it has {}: {}",
+        spec.onnx_path, names.size(), fmt::join(names, ", "));
+  }
+  if (g.outputs.empty()) return Status::Invalid("{}: the model has no outputs", spec.onnx_path);
+  ValueInfo& in = g.inputs[0];
+  if (in.dtype != DType::kF32 || g.outputs[0].dtype != DType::kF32)
+    return Status::Unsupported("{}: input '{}' and output '{}' must be float32 to fine-tune",
+                               spec.onnx_path, in.name, g.outputs[0].name);
+  // The per-sample shape: the model's fixed dims after the batch, or model.input.
+  std::vector<int64_t> sample;
+  for (size_t d = 1; d < in.dims.size(); ++d) sample.push_back(in.dims[d].value);
+  bool fixed = in.has_shape && !in.dims.empty() &&
+               std::all_of(sample.begin(), sample.end(), [](int64_t v) { return v >= 0; });
+  if (!spec.input_shape.empty()) {
+    if (fixed && sample != spec.input_shape)
+      return Status::Invalid("{}: model.input [{}] differs from the model's input '{}' {}",
+                             spec.spec_path, fmt::join(spec.input_shape, ", "), in.name,
+                             dims_str(in));
+    sample = spec.input_shape;
+  } else if (!fixed) {
+    return Status::Invalid(
+        "{}: the model's input '{}' is {}: give model.input, the shape of one sample",
+        spec.spec_path, in.name, dims_str(in));
+  }
+  in.has_shape = true;
+  in.dims = {Dim{-1, "batch"}};
+  for (int64_t d : sample) in.dims.push_back(Dim{d, ""});
+  if (original) *original = {in.name, g.outputs[0].name};
+  for (auto [from, to] :
+       {std::pair<std::string, std::string>{in.name, "input"}, {g.outputs[0].name, "logits"}}) {
+    if (from == to) continue;
+    if (value_used(g, to))
+      return Status::Unsupported("{}: the model already has a value named '{}'; rename it",
+                                 spec.onnx_path, to);
+    rename_value(&g, from, to);
+  }
+  return g;
+}
+
+// The parameters to train: every trainable initializer of the model but those matching a
+// `freeze` pattern. Every pattern must match something, and something must stay trainable.
+Result<std::vector<std::string>> unfrozen_params(const TrainSpec& spec, const Graph& forward) {
+  std::vector<std::string> all = trainable_initializers(forward), keep;
+  if (spec.freeze.empty()) return all;
+  std::vector<bool> matched(spec.freeze.size(), false);
+  for (const std::string& p : all) {
+    bool frozen = false;
+    for (size_t i = 0; i < spec.freeze.size(); ++i)
+      if (fnmatch(spec.freeze[i].c_str(), p.c_str(), 0) == 0) frozen = matched[i] = true;
+    if (!frozen) keep.push_back(p);
+  }
+  for (size_t i = 0; i < spec.freeze.size(); ++i)
+    if (!matched[i])
+      return Status::Invalid("{}: freeze pattern '{}' matches no parameter; the parameters are: {}",
+                             spec.spec_path, spec.freeze[i], fmt::join(all, ", "));
+  if (keep.empty())
+    return Status::Invalid("{}: the freeze patterns cover every parameter; nothing would train",
+                           spec.spec_path);
+  return keep;
+}
+
+}  // namespace
+
+Result<Graph> build_forward_graph(const TrainSpec& spec, ModelNames* original) {
+  if (!spec.onnx_path.empty()) return import_forward_graph(spec, original);
+  if (original) *original = ModelNames{};
   Graph g;
   g.name = spec.name;
   g.opset = 17;
@@ -386,8 +488,17 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   };
   DLSYS_RETURN_IF_ERROR(make_dirs(opt.out_dir));
   // The model first: a spec error shows before any data is read.
-  DLSYS_ASSIGN_OR_RETURN(Graph forward, build_forward_graph(spec));
-  // Data: a version of the dataset store, or a CSV file.
+  ModelNames names;
+  DLSYS_ASSIGN_OR_RETURN(Graph forward, build_forward_graph(spec, &names));
+  std::vector<int64_t> input_shape;  // per sample
+  for (size_t d = 1; d < forward.inputs[0].dims.size(); ++d)
+    input_shape.push_back(forward.inputs[0].dims[d].value);
+  DLSYS_ASSIGN_OR_RETURN(std::vector<std::string> trainable, unfrozen_params(spec, forward));
+  if (spec.precision == "bf16" && !bf16_kernels_available())
+    return Status::Unsupported(
+        "train.precision bf16 needs a CPU with AVX512-BF16 or AMX, and this one has neither: "
+        "use precision: fp32");
+  // Data: a version of the dataset store, or files (CSV, NPY, IDX).
   bool classify = spec.loss == "cross_entropy";
   Dataset train, val;
   std::unique_ptr<Loader> loader;
@@ -426,13 +537,27 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     validation_label = (*vl)->label();
     loader = std::move(dl).value();
   } else {
-    CsvOptions csv;
-    csv.label_column = spec.label_column;
-    csv.labels_as_classes = classify;
-    DLSYS_ASSIGN_OR_RETURN(Dataset all, read_csv(spec.train_path, csv));
+    auto read = [&](const std::string& path, const std::string& labels) -> Result<Dataset> {
+      Result<Dataset> d = Status::Invalid("unknown data format '{}'", spec.format);
+      if (spec.format == "npy") {
+        d = read_npy(path, labels);
+      } else if (spec.format == "idx") {
+        d = read_idx(path, labels);
+      } else {
+        CsvOptions csv;
+        csv.label_column = spec.label_column;
+        csv.labels_as_classes = classify;
+        return read_csv(path, csv);
+      }
+      if (d.ok() && classify && d->labels.dtype() != DType::kI64)
+        return Status::Invalid("{}: the labels are {}; cross_entropy needs integer class ids",
+                               labels, dtype_name(d->labels.dtype()));
+      return d;
+    };
+    DLSYS_ASSIGN_OR_RETURN(Dataset all, read(spec.train_path, spec.train_labels_path));
     if (!spec.validation_path.empty()) {
       train = all;
-      DLSYS_ASSIGN_OR_RETURN(val, read_csv(spec.validation_path, csv));
+      DLSYS_ASSIGN_OR_RETURN(val, read(spec.validation_path, spec.validation_labels_path));
     } else {
       DLSYS_RETURN_IF_ERROR(split(all, spec.validation_fraction, spec.split_seed, &train, &val));
     }
@@ -440,17 +565,17 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       if (spec.feature_scale != 1.0)
         for (int64_t i = 0; i < d->features.numel(); ++i)
           d->features.data_as<float>()[i] *= static_cast<float>(spec.feature_scale);
-    data_sample_shape = {train.features.dim(1)};
+    data_sample_shape.assign(train.features.shape().begin() + 1, train.features.shape().end());
   }
   int64_t per_sample = 1, data_per_sample = 1;
-  for (int64_t d : spec.input_shape) per_sample *= d;
+  for (int64_t d : input_shape) per_sample *= d;
   for (int64_t d : data_sample_shape) data_per_sample *= d;
   if (data_per_sample != per_sample)
     return Status::Invalid("the data has {} features per sample but model.input {} needs {}",
-                           data_per_sample, fmt::format("[{}]", fmt::join(spec.input_shape, ", ")),
+                           data_per_sample, fmt::format("[{}]", fmt::join(input_shape, ", ")),
                            per_sample);
   Shape sample_shape = {-1};
-  for (int64_t d : spec.input_shape) sample_shape.push_back(d);
+  for (int64_t d : input_shape) sample_shape.push_back(d);
   auto reshape_x = [&](Tensor x) {
     Shape s = sample_shape;
     s[0] = x.dim(0);
@@ -464,10 +589,14 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
               : bce    ? LossKind::kBinaryCrossEntropyWithLogits
                        : LossKind::kMeanSquaredError,
               "logits", "target", spec.label_smoothing};
-  DLSYS_ASSIGN_OR_RETURN(TrainingGraph tg, build_training_graph(forward, ls, {}));
+  DLSYS_ASSIGN_OR_RETURN(TrainingGraph tg, build_training_graph(forward, ls, trainable));
   SessionOptions so;
   so.threads = opt.threads;
-  auto session = Session::from_graph(tg.graph, so);
+  // Mixed precision: the training graph's matmuls and convolutions in bf16; evaluation in fp32,
+  // as the exported model runs by default.
+  SessionOptions train_so = so;
+  if (spec.precision == "bf16") train_so.precision = Precision::kBF16;
+  auto session = Session::from_graph(tg.graph, train_so);
   std::map<std::string, Tensor> in;
   for (const std::string& p : tg.params) in[p] = forward.initializers.at(p).clone();
   // Running statistics: state that is not trained but saved, restored and exported.
@@ -511,8 +640,11 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     lo.seed = spec.seed;
     DLSYS_ASSIGN_OR_RETURN(loader, TensorLoader::make(train, lo));
   }
+  // An optimizer step per `accumulate_steps` batches; the last group of an epoch may be shorter.
+  int64_t accumulate = spec.accumulate_steps, batches = loader->batches_per_epoch();
+  int64_t steps_per_epoch = (batches + accumulate - 1) / accumulate;
   ScheduleConfig sched = spec.schedule;
-  if (sched.total_steps == 0) sched.total_steps = spec.epochs * loader->batches_per_epoch();
+  if (sched.total_steps == 0) sched.total_steps = spec.epochs * steps_per_epoch;
 
   std::string metrics_path = opt.out_dir + "/metrics.jsonl";
   // Overrides given on the command line are part of what must match on resume.
@@ -603,54 +735,88 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   TrainResult res;
   auto t0 = Clock::now();
   int64_t step = start.step;
-  std::vector<Tensor*> params;  // the weights the optimizer updates, in gradient order
+  std::vector<Tensor*> params;    // the weights the optimizer updates, in gradient order
+  std::vector<Tensor> grad_sums;  // with accumulate_steps > 1: the step's averaged gradients
   for (const std::string& p : tg.params) params.push_back(&in[p]);
   for (int64_t epoch = start.position.epoch; epoch < spec.epochs; ++epoch) {
     double epoch_loss = 0;
     int64_t seen = 0;
     auto te = Clock::now();
     int64_t first_batch = epoch == start.position.epoch ? start.position.batch : 0;
-    for (int64_t b = first_batch; b < loader->batches_per_epoch(); ++b, ++step) {
-      auto tw = Clock::now();
-      DLSYS_ASSIGN_OR_RETURN(Batch batch, loader->next());
-      res.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
-      in["input"] = reshape_x(batch.x);
-      in["target"] = shape_target(batch.y);
-      if (!tg.dropout_seed.empty()) {
-        // A seed per step, the same when a resumed run repeats the step.
-        int64_t seed = static_cast<int64_t>(
-            std::hash<std::string>{}(fmt::format("{}/{}", spec.seed, step)) >> 1);
-        in[tg.dropout_seed] = Tensor::from_i64({}, &seed);
-      }
+    for (int64_t b = first_batch; b < batches; ++step) {
+      // One optimizer step over the batches [b, group_end): with accumulation, the gradients of
+      // each batch are weighted by its size and averaged, as for one batch of them all.
+      int64_t group_end = std::min(batches, (b / accumulate + 1) * accumulate);
+      double step_loss = 0;
+      int64_t step_samples = 0;
       std::vector<Tensor> out;
-      DLSYS_RETURN_IF_ERROR(session->run(in, &out).with_context(fmt::format("step {}", step)));
-      double loss = out[0].data_as<float>()[0];
-      if (!std::isfinite(loss))
-        return Status::Invalid(
-            "the loss became {} at step {} (epoch {}); lower optimizer.lr or "
-            "set train.clip_grad_norm",
-            loss, step, epoch + 1);
-      // The gradients are used in place: outputs stay valid until the next run.
+      for (; b < group_end; ++b) {
+        auto tw = Clock::now();
+        DLSYS_ASSIGN_OR_RETURN(Batch batch, loader->next());
+        res.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
+        in["input"] = reshape_x(batch.x);
+        in["target"] = shape_target(batch.y);
+        if (!tg.dropout_seed.empty()) {
+          // A seed per batch, the same when a resumed run repeats it.
+          std::string key = accumulate == 1
+                                ? fmt::format("{}/{}", spec.seed, step)
+                                : fmt::format("{}/{}/{}", spec.seed, step, b % accumulate);
+          int64_t seed = static_cast<int64_t>(std::hash<std::string>{}(key) >> 1);
+          in[tg.dropout_seed] = Tensor::from_i64({}, &seed);
+        }
+        DLSYS_RETURN_IF_ERROR(session->run(in, &out).with_context(fmt::format("step {}", step)));
+        double loss = out[0].data_as<float>()[0];
+        if (!std::isfinite(loss))
+          return Status::Invalid(
+              "the loss became {} at step {} (epoch {}); lower optimizer.lr or "
+              "set train.clip_grad_norm",
+              loss, step, epoch + 1);
+        int64_t n = batch.x.dim(0);
+        if (accumulate > 1) {
+          // Session outputs are overwritten by the next run: fold them into the sums now.
+          if (grad_sums.empty())
+            for (size_t k = 0; k < tg.params.size(); ++k)
+              grad_sums.push_back(Tensor::zeros(DType::kF32, out[k + 1].shape()));
+          for (size_t k = 0; k < tg.params.size(); ++k) {
+            float* acc = grad_sums[k].data_as<float>();
+            const float* g = out[k + 1].data_as<float>();
+            float w = step_samples == 0 ? 0.0f : 1.0f;  // the first batch overwrites
+            for (int64_t i = 0; i < grad_sums[k].numel(); ++i)
+              acc[i] = acc[i] * w + g[i] * static_cast<float>(n);
+          }
+        }
+        DLSYS_RETURN_IF_ERROR(apply_batch_stats(tg, out, &state));
+        step_loss += loss * static_cast<double>(n);
+        step_samples += n;
+      }
+      if (accumulate > 1)
+        for (Tensor& g : grad_sums) {
+          float* acc = g.data_as<float>();
+          for (int64_t i = 0; i < g.numel(); ++i) acc[i] /= static_cast<float>(step_samples);
+        }
+      // Without accumulation the gradients are used in place (valid until the next run).
       std::vector<Tensor*> gp;
       std::vector<const Tensor*> cg;
       for (size_t k = 0; k < tg.params.size(); ++k) {
-        gp.push_back(&out[k + 1]);
-        cg.push_back(&out[k + 1]);
+        Tensor* g = accumulate > 1 ? &grad_sums[k] : &out[k + 1];
+        gp.push_back(g);
+        cg.push_back(g);
       }
       if (spec.clip_grad_norm > 0) clip_grad_norm(gp, spec.clip_grad_norm);
       double lr = learning_rate(sched, step);
       DLSYS_RETURN_IF_ERROR(optimizer.step(tg.params, params, cg, lr));
-      DLSYS_RETURN_IF_ERROR(apply_batch_stats(tg, out, &state));
-      epoch_loss += loss * static_cast<double>(batch.x.dim(0));
-      seen += batch.x.dim(0);
+      double loss = step_loss / static_cast<double>(std::max<int64_t>(step_samples, 1));
+      epoch_loss += step_loss;
+      seen += step_samples;
       if (spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0)
         DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state,
                                                optimizer, {step + 1, loader->position()})
                                   .with_context("checkpoint"));
       if (opt.step_event_every > 0 && step % opt.step_event_every == 0) {
         double secs = std::chrono::duration<double>(Clock::now() - te).count();
-        int64_t total_steps = spec.epochs * loader->batches_per_epoch();
+        int64_t total_steps = spec.epochs * steps_per_epoch;
         double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
+        int64_t done_here = step + 1 - start.step;  // steps this process ran
         record({{"event", "step"},
                 {"epoch", epoch + 1},
                 {"step", step},
@@ -658,9 +824,8 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
                 {"loss", loss},
                 {"lr", lr},
                 {"samples_per_s", secs > 0 ? static_cast<double>(seen) / secs : 0.0},
-                {"eta_s", step > 0 ? elapsed / static_cast<double>(step) *
-                                         static_cast<double>(total_steps - step)
-                                   : 0.0}});
+                {"eta_s", elapsed / static_cast<double>(done_here) *
+                              static_cast<double>(total_steps - step - 1)}});
       }
     }
     EvalMetrics em;
@@ -694,6 +859,9 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   Graph trained = forward;
   for (const std::string& p : tg.params) trained.initializers[p] = in[p];
   for (const std::string& b : buffers) trained.initializers[b] = state[b];
+  // A fine-tuned model keeps its own input and output names.
+  rename_value(&trained, "input", names.input);
+  rename_value(&trained, "logits", names.output);
   res.model_path = opt.out_dir + "/model.onnx";
   DLSYS_RETURN_IF_ERROR(export_onnx_file(trained, res.model_path).with_context("export"));
   // The validation split, so that the exported model can be checked on exactly these rows.

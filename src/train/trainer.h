@@ -43,8 +43,16 @@ struct TrainResult {
   nlohmann::json done_event;
 };
 
-// Builds the forward graph of `spec` with freshly initialized, seeded weights.
-Result<Graph> build_forward_graph(const TrainSpec& spec);
+// The names of a model's input and prediction output. Forward graphs call them "input" and
+// "logits"; a model imported for fine-tuning gets its own back on export.
+struct ModelNames {
+  std::string input = "input", output = "logits";
+};
+
+// Builds the forward graph of `spec`: its layers with freshly initialized, seeded weights, or the
+// ONNX model it fine-tunes (model.onnx) with its input and first output renamed to "input" and
+// "logits" (`original`, when given, receives the model's own names).
+Result<Graph> build_forward_graph(const TrainSpec& spec, ModelNames* original = nullptr);
 
 // Trains `spec`; errors name what failed (data, spec, a step) and leave a partial run directory.
 Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& options);
