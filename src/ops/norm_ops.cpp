@@ -1,6 +1,9 @@
 // BatchNormalization (inference) and LayerNormalization on oneDNN's normalization primitives;
 // LayerNormalization falls back to a plain loop when its Mean / InvStdDev outputs are used.
-// BatchNormTraining, BatchNormGrad and LayerNormGrad are for training graphs (src/train/autodiff).
+// BatchNormTraining, BatchNormGrad and LayerNormGrad are for training graphs (src/train/autodiff):
+// plain loops, threaded over channels / rows.
+#include <omp.h>
+
 #include <cmath>
 
 #include "ops/broadcast.h"
@@ -154,66 +157,87 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
 // it; var_unbiased = var * n / (n - 1) is what running statistics average). What
 // the autodiff puts in place of BatchNormalization in training graphs; the trainer folds mean and
 // var into the running statistics.
-// BatchNormGrad(dY, X, scale, mean, var) -> dX, dscale, dB: its gradient. Both on oneDNN.
-Status batch_norm_shapes(const BuildContext& ctx, size_t x_in, Shape* xv, int64_t* C) {
+// BatchNormGrad(dY, X, scale, mean, var) -> dX, dscale, dB: its gradient.
+// Both are plain loops over one channel at a time (threads split the channels): a channel's N
+// rows of H*W values are read from memory once and then stay in cache for the second and third
+// pass, where oneDNN's kernels for plain NCHW sweep the whole tensor per pass.
+struct ChannelLayout {
+  int64_t N = 0, C = 0, inner = 0;  // X viewed as [N, C, inner]
+  int64_t count() const { return N * inner; }
+  int64_t offset(int64_t n, int64_t c) const { return (n * C + c) * inner; }
+};
+
+Status channel_layout(const BuildContext& ctx, size_t x_in, ChannelLayout* l) {
   const Shape& x = ctx.in_shape(x_in);
   if (x.size() < 2) return ctx.error("X must have rank >= 2, got {}", shape_str(x));
-  *C = x[1];
-  *xv = x;
-  if (xv->size() == 2) xv->push_back(1);  // oneDNN wants a spatial dim
+  l->N = x[0];
+  l->C = x[1];
+  l->inner = 1;
+  for (size_t d = 2; d < x.size(); ++d) l->inner *= x[d];
+  if (l->count() < 1) return ctx.error("X {} has no values to normalize", shape_str(x));
   return Status::OK();
 }
 
 Result<KernelPtr> build_batch_norm_training(BuildContext& ctx) {
   for (size_t i = 0; i < 3; ++i) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
-  Shape xv;
-  int64_t C = 0;
-  DLSYS_RETURN_IF_ERROR(batch_norm_shapes(ctx, 0, &xv, &C));
+  ChannelLayout l;
+  DLSYS_RETURN_IF_ERROR(channel_layout(ctx, 0, &l));
+  int64_t C = l.C;
   for (size_t i = 1; i < 3; ++i)
     if (ctx.in_shape(i) != Shape{C})
       return ctx.error("input {} has shape {}, expected [{}]", i, shape_str(ctx.in_shape(i)), C);
   float eps = ctx.attr_float("epsilon", 1e-5f);
   ctx.set_output(0, DType::kF32, ctx.in_shape(0));
-  ctx.set_output(1, DType::kF32, {C});
-  ctx.set_output(2, DType::kF32, {C});
-  if (ctx.num_outputs() > 3) ctx.set_output(3, DType::kF32, {C});
-  int64_t count = C > 0 ? shape_numel(xv) / C : 0;
-  if (count < 1) return ctx.error("X {} has no rows to normalize", shape_str(xv));
-  float unbias = count > 1 ? static_cast<float>(count) / static_cast<float>(count - 1) : 1.f;
-  auto md = plain_md(xv, DType::kF32), cmd = plain_md({C}, DType::kF32);
-  auto call = std::make_shared<DnnlCall>();
-  auto mean_buf = std::make_shared<Tensor>(Tensor::empty(DType::kF32, {C}));
-  auto var_buf = std::make_shared<Tensor>(Tensor::empty(DType::kF32, {C}));
-  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
-    auto d =
-        dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_training, md, eps, flags);
-    call->prim = dnnl::batch_normalization_forward(
-        dnnl::batch_normalization_forward::primitive_desc(d, dnnl_engine()));
-    for (int a : {DNNL_ARG_SRC, DNNL_ARG_DST}) call->add(a, md);
-    for (int a : {DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE})
-      call->add(a, cmd);
-  }));
+  for (size_t k = 1; k < ctx.num_outputs() && k < 4; ++k) ctx.set_output(k, DType::kF32, {C});
+  double n = static_cast<double>(l.count());
+  double unbias = l.count() > 1 ? n / (n - 1) : 1.0;
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
-    call->bind(DNNL_ARG_SRC, in[0]->data());
-    call->bind(DNNL_ARG_SCALE, in[1]->data());
-    call->bind(DNNL_ARG_SHIFT, in[2]->data());
-    call->bind(DNNL_ARG_DST, o[0]->data());
-    call->bind(DNNL_ARG_MEAN, o[1] ? o[1]->data() : mean_buf->data());
-    float* var = o[2] ? o[2]->data_as<float>() : var_buf->data_as<float>();
-    call->bind(DNNL_ARG_VARIANCE, var);
-    call->exec();
-    if (o[3])
-      for (int64_t c = 0; c < C; ++c) o[3]->data_as<float>()[c] = var[c] * unbias;
+    const float *x = in[0]->data_as<float>(), *scale = in[1]->data_as<float>(),
+                *shift = in[2]->data_as<float>();
+    float* y = o[0]->data_as<float>();
+    const int64_t inner = l.inner;
+#pragma omp parallel for schedule(static) if (l.N * l.C * l.inner > 32768)
+    for (int64_t c = 0; c < l.C; ++c) {
+      double sum = 0;
+      for (int64_t r = 0; r < l.N; ++r) {
+        const float* xr = x + l.offset(r, c);
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < inner; ++i) acc += xr[i];
+        sum += acc;
+      }
+      float m = static_cast<float>(sum / n);
+      double sq = 0;  // around the mean: no cancellation
+      for (int64_t r = 0; r < l.N; ++r) {
+        const float* xr = x + l.offset(r, c);
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < inner; ++i) acc += (xr[i] - m) * (xr[i] - m);
+        sq += acc;
+      }
+      double var = sq / n;
+      float a = static_cast<float>(scale[c] / std::sqrt(var + eps));
+      float b = shift[c] - m * a;
+      for (int64_t r = 0; r < l.N; ++r) {
+        int64_t off = l.offset(r, c);
+#pragma omp simd
+        for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * a + b;
+      }
+      if (o[1]) o[1]->data_as<float>()[c] = m;
+      if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(var);
+      if (o[3]) o[3]->data_as<float>()[c] = static_cast<float>(var * unbias);
+    }
     return Status::OK();
   });
 }
 
+// dX = scale * inv * (dY - mean(dY) - xhat * mean(dY * xhat)), dscale = sum dY * xhat,
+// dB = sum dY, with xhat = (X - mean) * inv and inv = 1 / sqrt(var + eps).
 Result<KernelPtr> build_batch_norm_grad(BuildContext& ctx) {
   for (size_t i = 0; i < 5; ++i) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
-  Shape xv;
-  int64_t C = 0;
-  DLSYS_RETURN_IF_ERROR(batch_norm_shapes(ctx, 1, &xv, &C));
+  ChannelLayout l;
+  DLSYS_RETURN_IF_ERROR(channel_layout(ctx, 1, &l));
+  int64_t C = l.C;
   if (ctx.in_shape(0) != ctx.in_shape(1))
     return ctx.error("dY {} and X {} must have one shape", shape_str(ctx.in_shape(0)),
                      shape_str(ctx.in_shape(1)));
@@ -224,44 +248,49 @@ Result<KernelPtr> build_batch_norm_grad(BuildContext& ctx) {
   ctx.set_output(0, DType::kF32, ctx.in_shape(1));
   ctx.set_output(1, DType::kF32, {C});
   ctx.set_output(2, DType::kF32, {C});
-  auto md = plain_md(xv, DType::kF32), cmd = plain_md({C}, DType::kF32);
-  auto call = std::make_shared<DnnlCall>();
-  auto dscale = std::make_shared<Tensor>(Tensor::empty(DType::kF32, {C}));
-  auto dshift = std::make_shared<Tensor>(Tensor::empty(DType::kF32, {C}));
-  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    auto flags = dnnl::normalization_flags::use_scale | dnnl::normalization_flags::use_shift;
-    auto fd =
-        dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_training, md, eps, flags);
-    dnnl::batch_normalization_forward::primitive_desc fpd(fd, dnnl_engine());
-    auto bd =
-        dnnl::batch_normalization_backward::desc(dnnl::prop_kind::backward, md, md, eps, flags);
-    dnnl::batch_normalization_backward::primitive_desc bpd(bd, dnnl_engine(), fpd);
-    call->prim = dnnl::batch_normalization_backward(bpd);
-    for (int a : {DNNL_ARG_DIFF_DST, DNNL_ARG_SRC, DNNL_ARG_DIFF_SRC}) call->add(a, md);
-    // oneDNN 2.6 checks that a shift is bound in backward too (it does not read it).
-    for (int a : {DNNL_ARG_SCALE, DNNL_ARG_SHIFT, DNNL_ARG_MEAN, DNNL_ARG_VARIANCE,
-                  DNNL_ARG_DIFF_SCALE, DNNL_ARG_DIFF_SHIFT})
-      call->add(a, cmd);
-  }));
+  double n = static_cast<double>(l.count());
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
-    call->bind(DNNL_ARG_DIFF_DST, in[0]->data());
-    call->bind(DNNL_ARG_SRC, in[1]->data());
-    call->bind(DNNL_ARG_SCALE, in[2]->data());
-    call->bind(DNNL_ARG_SHIFT, dshift->data());
-    call->bind(DNNL_ARG_MEAN, in[3]->data());
-    call->bind(DNNL_ARG_VARIANCE, in[4]->data());
-    call->bind(DNNL_ARG_DIFF_SRC, o[0]->data());
-    call->bind(DNNL_ARG_DIFF_SCALE, o[1] ? o[1]->data() : dscale->data());
-    call->bind(DNNL_ARG_DIFF_SHIFT, o[2] ? o[2]->data() : dshift->data());
-    call->exec();
+    const float *dy = in[0]->data_as<float>(), *x = in[1]->data_as<float>(),
+                *scale = in[2]->data_as<float>(), *mean = in[3]->data_as<float>(),
+                *var = in[4]->data_as<float>();
+    float* dx = o[0]->data_as<float>();
+    const int64_t inner = l.inner;
+#pragma omp parallel for schedule(static) if (l.N * l.C * l.inner > 32768)
+    for (int64_t c = 0; c < l.C; ++c) {
+      float m = mean[c],
+            inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+      double sum_dy = 0, sum_dy_xhat = 0;
+      for (int64_t r = 0; r < l.N; ++r) {
+        int64_t off = l.offset(r, c);
+        float a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+        for (int64_t i = 0; i < inner; ++i) {
+          a += dy[off + i];
+          b += dy[off + i] * (x[off + i] - m);
+        }
+        sum_dy += a;
+        sum_dy_xhat += b;
+      }
+      sum_dy_xhat *= inv;
+      float k = scale[c] * inv, mdy = static_cast<float>(sum_dy / n),
+            mdyx = static_cast<float>(sum_dy_xhat / n);
+      for (int64_t r = 0; r < l.N; ++r) {
+        int64_t off = l.offset(r, c);
+#pragma omp simd
+        for (int64_t i = 0; i < inner; ++i)
+          dx[off + i] = k * (dy[off + i] - mdy - (x[off + i] - m) * inv * mdyx);
+      }
+      if (o[1]) o[1]->data_as<float>()[c] = static_cast<float>(sum_dy_xhat);
+      if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(sum_dy);
+    }
     return Status::OK();
   });
 }
 
 // LayerNormGrad(dY, X, scale, mean, inv_std) -> dX, dscale, dB: the gradient of
 // LayerNormalization (axis attribute as there) given its Mean and InvStdDev outputs. Scale must
-// have the full normalized shape (what layernorm layers and exporters produce). Plain loops, sums
-// in double:
+// have the full normalized shape (what layernorm layers and exporters produce). Plain loops,
+// threads split the rows (each keeps its own dscale/dB sums):
 //   xhat = (x - mean) * inv; g = dY * scale
 //   dX = inv * (g - mean(g) - xhat * mean(g * xhat)); dscale = sum_rows dY * xhat; dB = sum dY
 Result<KernelPtr> build_layer_norm_grad(BuildContext& ctx) {
@@ -285,35 +314,57 @@ Result<KernelPtr> build_layer_norm_grad(BuildContext& ctx) {
   ctx.set_output(0, DType::kF32, x);
   ctx.set_output(1, DType::kF32, ctx.in_shape(2));
   ctx.set_output(2, DType::kF32, ctx.in_shape(2));
-  auto acc = std::make_shared<std::vector<double>>(2 * inner);
+  // Per-thread sums of dY * xhat and dY (one row of 2 * inner per thread), added up at the end.
+  int slots = std::max(1, omp_get_max_threads());
+  auto acc = std::make_shared<std::vector<float>>(static_cast<size_t>(slots) * 2 * inner);
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     const float *dy = in[0]->data_as<float>(), *X = in[1]->data_as<float>();
     const float *S = in[2]->data_as<float>(), *M = in[3]->data_as<float>();
     const float* I = in[4]->data_as<float>();
     float* dx = o[0]->data_as<float>();
-    std::vector<double>& a = *acc;
-    std::fill(a.begin(), a.end(), 0.0);
-    for (int64_t r = 0; r < outer; ++r) {
-      const float *xr = X + r * inner, *gr = dy + r * inner;
-      double mean = M[r], inv = I[r], sg = 0, sgx = 0;
-      for (int64_t j = 0; j < inner; ++j) {
-        double xh = (xr[j] - mean) * inv, g = gr[j] * static_cast<double>(S[j]);
-        sg += g;
-        sgx += g * xh;
-        a[j] += gr[j] * xh;
-        a[inner + j] += gr[j];
-      }
-      sg /= static_cast<double>(inner);
-      sgx /= static_cast<double>(inner);
-      for (int64_t j = 0; j < inner; ++j) {
-        double xh = (xr[j] - mean) * inv, g = gr[j] * static_cast<double>(S[j]);
-        dx[r * inner + j] = static_cast<float>(inv * (g - sg - xh * sgx));
+    std::vector<float>& a = *acc;
+    std::fill(a.begin(), a.end(), 0.0f);
+    int used = 1;
+#pragma omp parallel num_threads(slots) if (outer * inner > 32768)
+    {
+      int t = omp_get_thread_num();
+      if (t == 0) used = std::min(slots, omp_get_num_threads());
+      float* mine = a.data() + static_cast<size_t>(t) * 2 * inner;  // t < slots: num_threads
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < outer; ++r) {
+        const float *xr = X + r * inner, *gr = dy + r * inner;
+        float mean = M[r], inv = I[r], sg = 0, sgx = 0;
+#pragma omp simd reduction(+ : sg, sgx)
+        for (int64_t j = 0; j < inner; ++j) {
+          float xh = (xr[j] - mean) * inv, g = gr[j] * S[j];
+          sg += g;
+          sgx += g * xh;
+        }
+        sg /= static_cast<float>(inner);
+        sgx /= static_cast<float>(inner);
+        float* dxr = dx + r * inner;
+#pragma omp simd
+        for (int64_t j = 0; j < inner; ++j) {
+          float xh = (xr[j] - mean) * inv;
+          dxr[j] = inv * (gr[j] * S[j] - sg - xh * sgx);
+        }
+#pragma omp simd
+        for (int64_t j = 0; j < inner; ++j) {
+          mine[j] += gr[j] * ((xr[j] - mean) * inv);
+          mine[inner + j] += gr[j];
+        }
       }
     }
-    for (int k = 1; k < 3; ++k)
-      if (o[k])
-        for (int64_t j = 0; j < inner; ++j)
-          o[k]->data_as<float>()[j] = static_cast<float>(a[(k - 1) * inner + j]);
+    for (int k = 1; k < 3; ++k) {
+      if (!o[k]) continue;
+      float* out = o[k]->data_as<float>();
+      for (int64_t j = 0; j < inner; ++j) {
+        float sum = 0;
+        for (int t = 0; t < used; ++t)
+          sum += a[static_cast<size_t>(t) * 2 * inner + (k - 1) * inner + j];
+        out[j] = sum;
+      }
+    }
     return Status::OK();
   });
 }
