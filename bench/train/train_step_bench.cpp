@@ -1,8 +1,10 @@
 // Training-step throughput of one spec's model on random batches: forward, loss, backward and the
 // optimizer update, as `dlsys train` runs them (the same graph builder, autodiff, session and
 // optimizer), without data loading or evaluation. Prints one JSON line:
-//   {"model":..., "batch":..., "steps":..., "samples_per_s": median over rounds, "rounds": [...]}
+//   {"model":..., "precision":..., "batch":..., "steps":..., "samples_per_s": median over rounds,
+//    "rounds": [...]}
 // Usage: train_step_bench SPEC.yaml [--steps 20] [--rounds 5] [--threads 2] [--vocab N]
+//        [--precision fp32|bf16] [--profile]
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
