@@ -4,6 +4,7 @@
 // plain loops, threaded over channels / rows.
 #include <omp.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "ops/broadcast.h"
@@ -157,7 +158,9 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
 // it; var_unbiased = var * n / (n - 1) is what running statistics average). What
 // the autodiff puts in place of BatchNormalization in training graphs; the trainer folds mean and
 // var into the running statistics.
-// BatchNormGrad(dY, X, scale, mean, var) -> dX, dscale, dB: its gradient.
+// Attribute relu=1: Y = max(0, batchnorm(X)) (a Relu taken in by the autodiff).
+// BatchNormGrad(dY, X, scale, mean, var, Y?) -> dX, dscale, dB: its gradient; given Y (the output
+// of a BatchNormTraining with relu=1), dY counts only where Y > 0.
 // Both are plain loops over one channel at a time (threads split the channels): a channel's N
 // rows of H*W values are read from memory once and then stay in cache for the second and third
 // pass, where oneDNN's kernels for plain NCHW sweep the whole tensor per pass.
@@ -187,6 +190,7 @@ Result<KernelPtr> build_batch_norm_training(BuildContext& ctx) {
     if (ctx.in_shape(i) != Shape{C})
       return ctx.error("input {} has shape {}, expected [{}]", i, shape_str(ctx.in_shape(i)), C);
   float eps = ctx.attr_float("epsilon", 1e-5f);
+  bool relu = ctx.attr_int("relu", 0) != 0;
   ctx.set_output(0, DType::kF32, ctx.in_shape(0));
   for (size_t k = 1; k < ctx.num_outputs() && k < 4; ++k) ctx.set_output(k, DType::kF32, {C});
   double n = static_cast<double>(l.count());
@@ -220,8 +224,13 @@ Result<KernelPtr> build_batch_norm_training(BuildContext& ctx) {
       float b = shift[c] - m * a;
       for (int64_t r = 0; r < l.N; ++r) {
         int64_t off = l.offset(r, c);
+        if (relu) {
 #pragma omp simd
-        for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * a + b;
+          for (int64_t i = 0; i < inner; ++i) y[off + i] = std::max(x[off + i] * a + b, 0.0f);
+        } else {
+#pragma omp simd
+          for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * a + b;
+        }
       }
       if (o[1]) o[1]->data_as<float>()[c] = m;
       if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(var);
@@ -244,6 +253,10 @@ Result<KernelPtr> build_batch_norm_grad(BuildContext& ctx) {
   for (size_t i = 2; i < 5; ++i)
     if (ctx.in_shape(i) != Shape{C})
       return ctx.error("input {} has shape {}, expected [{}]", i, shape_str(ctx.in_shape(i)), C);
+  bool masked = ctx.has_input(5);
+  if (masked && ctx.in_shape(5) != ctx.in_shape(1))
+    return ctx.error("Y {} (the fused Relu's output) must have X's shape {}",
+                     shape_str(ctx.in_shape(5)), shape_str(ctx.in_shape(1)));
   float eps = ctx.attr_float("epsilon", 1e-5f);
   ctx.set_output(0, DType::kF32, ctx.in_shape(1));
   ctx.set_output(1, DType::kF32, {C});
@@ -255,8 +268,19 @@ Result<KernelPtr> build_batch_norm_grad(BuildContext& ctx) {
                 *var = in[4]->data_as<float>();
     float* dx = o[0]->data_as<float>();
     const int64_t inner = l.inner;
+    // With a fused Relu, dY counts only where its output Y is positive: dY is masked into dX
+    // first (dX is then read in place of dY).
+    const float* y = masked ? in[5]->data_as<float>() : nullptr;
+    const float* g = masked ? dx : dy;
 #pragma omp parallel for schedule(static) if (l.N * l.C * l.inner > 32768)
     for (int64_t c = 0; c < l.C; ++c) {
+      if (y) {
+        for (int64_t r = 0; r < l.N; ++r) {
+          int64_t off = l.offset(r, c);
+#pragma omp simd
+          for (int64_t i = 0; i < inner; ++i) dx[off + i] = y[off + i] > 0.f ? dy[off + i] : 0.f;
+        }
+      }
       float m = mean[c],
             inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
       double sum_dy = 0, sum_dy_xhat = 0;
@@ -265,8 +289,8 @@ Result<KernelPtr> build_batch_norm_grad(BuildContext& ctx) {
         float a = 0, b = 0;
 #pragma omp simd reduction(+ : a, b)
         for (int64_t i = 0; i < inner; ++i) {
-          a += dy[off + i];
-          b += dy[off + i] * (x[off + i] - m);
+          a += g[off + i];
+          b += g[off + i] * (x[off + i] - m);
         }
         sum_dy += a;
         sum_dy_xhat += b;
@@ -278,7 +302,7 @@ Result<KernelPtr> build_batch_norm_grad(BuildContext& ctx) {
         int64_t off = l.offset(r, c);
 #pragma omp simd
         for (int64_t i = 0; i < inner; ++i)
-          dx[off + i] = k * (dy[off + i] - mdy - (x[off + i] - m) * inv * mdyx);
+          dx[off + i] = k * (g[off + i] - mdy - (x[off + i] - m) * inv * mdyx);
       }
       if (o[1]) o[1]->data_as<float>()[c] = static_cast<float>(sum_dy_xhat);
       if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(sum_dy);
@@ -375,7 +399,7 @@ void register_norm_ops(OpRegistry& r) {
   r.add("BatchNormalization", 5, 5, 1, 3, build_batch_norm);
   r.add("LayerNormalization", 2, 3, 1, 3, build_layer_norm);
   r.add("BatchNormTraining", 3, 3, 1, 4, build_batch_norm_training);
-  r.add("BatchNormGrad", 5, 5, 1, 3, build_batch_norm_grad);
+  r.add("BatchNormGrad", 5, 6, 1, 3, build_batch_norm_grad);
   r.add("LayerNormGrad", 5, 5, 1, 3, build_layer_norm_grad);
 }
 

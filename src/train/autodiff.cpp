@@ -346,9 +346,11 @@ const std::map<std::string, GradFn>& builders() {
        }},
       {"BatchNormTraining",
        [](GradCtx& c) -> Grads {
-         auto r = c.e.add_multi("BatchNormGrad", {c.dy[0], c.in(0), c.in(1), c.out(1), c.out(2)}, 3,
-                                {{"epsilon", Attribute::of_float(c.attr_float("epsilon", 1e-5f))}});
-         return r;
+         // With a Relu taken in, the output masks dY (BatchNormGrad's sixth input).
+         std::vector<std::string> in = {c.dy[0], c.in(0), c.in(1), c.out(1), c.out(2)};
+         if (c.attr_int("relu", 0)) in.push_back(c.out(0));
+         return c.e.add_multi("BatchNormGrad", in, 3,
+                              {{"epsilon", Attribute::of_float(c.attr_float("epsilon", 1e-5f))}});
        }},
       {"LayerNormalization",
        [](GradCtx& c) -> Grads {
@@ -561,7 +563,15 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
     if (in.name == spec.target)
       return Status::Invalid("the target input name '{}' is already a model input", spec.target);
 
-  // Training forms of Dropout, BatchNormalization and LayerNormalization.
+  // Training forms of Dropout, BatchNormalization and LayerNormalization. A batch norm read only
+  // by a Relu takes the Relu in (BatchNormTraining's `relu` attribute; its gradient masks dY by
+  // the output), which saves two passes over the activation forward and two backward.
+  std::map<std::string, std::vector<size_t>> readers;
+  for (size_t k = 0; k < g.nodes.size(); ++k)
+    for (const std::string& i : g.nodes[k].inputs) readers[i].push_back(k);
+  std::set<std::string> graph_outputs;
+  for (const ValueInfo& o : g.outputs) graph_outputs.insert(o.name);
+  std::set<size_t> absorbed;  // Relu nodes now inside a BatchNormTraining
   std::set<std::string> buffers;
   int fresh = 0;
   for (size_t k = 0; k < g.nodes.size(); ++k) {
@@ -612,6 +622,13 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
       b.outputs = {n.outputs[0], bs.batch_mean, name_for("batch_var_biased"), bs.batch_var};
       b.attrs = {{"epsilon",
                   Attribute::of_float(n.attrs.count("epsilon") ? n.attrs.at("epsilon").f : 1e-5f)}};
+      const std::vector<size_t>& r = readers[n.outputs[0]];
+      if (r.size() == 1 && g.nodes[r[0]].op_type == "Relu" && !graph_outputs.count(n.outputs[0]) &&
+          n.outputs[0] != spec.prediction) {
+        b.outputs[0] = g.nodes[r[0]].outputs[0];
+        b.attrs["relu"] = Attribute::of_int(1);
+        absorbed.insert(r[0]);
+      }
       n = b;
       tg.batch_stats.push_back(bs);
     } else if (n.op_type == "LayerNormalization") {
@@ -619,6 +636,13 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
       if (n.outputs[1].empty()) n.outputs[1] = name_for("ln_mean");
       if (n.outputs[2].empty()) n.outputs[2] = name_for("ln_inv_std");
     }
+  }
+
+  if (!absorbed.empty()) {
+    std::vector<Node> kept;
+    for (size_t k = 0; k < g.nodes.size(); ++k)
+      if (!absorbed.count(k)) kept.push_back(std::move(g.nodes[k]));
+    g.nodes = std::move(kept);
   }
 
   // Trainable parameters: given, or every float initializer but running statistics.
