@@ -43,6 +43,7 @@ static const OpRegistry& registry() {
     register_qmatmul_ops(reg);
     register_grad_ops(reg);
     register_conv_grad_ops(reg);
+    register_attention_ops(reg);
     return reg;
   }();
   return r;

@@ -153,6 +153,56 @@ TEST(Optimize, DecomposedLayerNormBecomesOneNode) {
   EXPECT_EQ(s->graph().nodes.size(), 1u);
 }
 
+// Multi-head attention written out as PyTorch exports it: projections reshaped to
+// [B, S, H, Dh], Transposes to head-major (K to [B, H, Dh, S]), MatMul, a scale, Softmax, MatMul,
+// a Transpose back and a Reshape. `scale_op` is "Div" (by sqrt(Dh)), "Mul" (by 1/sqrt(Dh)) or "".
+// With `probs_out`, the softmax output is also a graph output (read twice: no fusion).
+OnnxBuilder attention_block(const std::string& scale_op, bool probs_out = false) {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 6, 8});
+  b.output("y", kF, {-1, 6, 8});
+  if (probs_out) b.output("p", kF, {-1, 2, 6, 6});
+  b.initializer_i64("heads", {4}, {0, 6, 2, 4});
+  b.initializer_i64("merged", {3}, {0, 6, 8});
+  for (const char* w : {"q", "k", "v"}) {
+    b.random_f32(std::string("w") + w, {8, 8}, 0.5f, static_cast<uint32_t>(w[0]));
+    b.node("MatMul", {"x", std::string("w") + w}, {std::string(w) + "p"});
+    b.node("Reshape", {std::string(w) + "p", "heads"}, {std::string(w) + "r"});
+  }
+  OnnxBuilder::attr_ints(b.node("Transpose", {"qr"}, {"qh"}), "perm", {0, 2, 1, 3});
+  OnnxBuilder::attr_ints(b.node("Transpose", {"kr"}, {"kt"}), "perm", {0, 2, 3, 1});
+  OnnxBuilder::attr_ints(b.node("Transpose", {"vr"}, {"vh"}), "perm", {0, 2, 1, 3});
+  b.node("MatMul", {"qh", "kt"}, {"s"});
+  std::string scores = "s";
+  if (scale_op == "Div") {
+    b.initializer_f32("c", {}, {2.f});
+    b.node("Div", {"s", "c"}, {"ss"});
+    scores = "ss";
+  } else if (scale_op == "Mul") {
+    b.initializer_f32("c", {}, {0.5f});
+    b.node("Mul", {"c", "s"}, {"ss"});
+    scores = "ss";
+  }
+  b.node("Softmax", {scores}, {"p"}, "softmax");
+  b.node("MatMul", {"p", "vh"}, {"o"});
+  OnnxBuilder::attr_ints(b.node("Transpose", {"o"}, {"ot"}), "perm", {0, 2, 1, 3});
+  b.node("Reshape", {"ot", "merged"}, {"y"});
+  return b;
+}
+
+TEST(Optimize, AttentionBecomesOneScaledDotProductAttention) {
+  for (const char* scale_op : {"Div", "Mul", ""}) {
+    auto s = expect_same_outputs(attention_block(scale_op), {3, 6, 8});
+    EXPECT_EQ(count_op(s->graph(), "ScaledDotProductAttention"), 1) << scale_op;
+    EXPECT_EQ(count_op(s->graph(), "Softmax"), 0) << scale_op;
+    EXPECT_EQ(count_op(s->graph(), "Transpose"), 0) << scale_op;
+  }
+  // The probabilities are also an output: they must exist, so nothing is fused.
+  auto s = expect_same_outputs(attention_block("Div", true), {3, 6, 8});
+  EXPECT_EQ(count_op(s->graph(), "ScaledDotProductAttention"), 0);
+  EXPECT_EQ(count_op(s->graph(), "Softmax"), 1);
+}
+
 TEST(Optimize, MatMulBiasActivationResidualBecomeFusedMatMuls) {
   OnnxBuilder b;
   b.input("x", kF, {-1, 5, 16});

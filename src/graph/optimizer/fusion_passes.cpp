@@ -1,5 +1,5 @@
-// ConvBatchNormFolding, GeluFusion, LayerNormFusion, MatMulBiasFusion, ResidualAddFusion,
-// ActivationFusion.
+// ConvBatchNormFolding, GeluFusion, LayerNormFusion, AttentionFusion, MatMulBiasFusion,
+// ResidualAddFusion, ActivationFusion.
 #include <cmath>
 #include <cstring>
 
@@ -402,6 +402,79 @@ int fuse_activations(Graph* g, OptimizeReport* report) {
   return n;
 }
 
+// Multi-head attention as PyTorch exports it when written out by hand (and as other exporters
+// do for the same code):
+//   Qh = Transpose(Q, [0,2,1,3]); Kt = Transpose(K, [0,2,3,1]); Vh = Transpose(V, [0,2,1,3])
+//   P = Softmax(MatMul(Qh, Kt) / c, axis=-1)         (or * c, or unscaled)
+//   Y = Transpose(MatMul(P, Vh), [0,2,1,3])
+// with Q, K, V [batch, seq, heads, head_dim] -> ScaledDotProductAttention(Q, K, V, scale) = Y.
+// Every value in between must be read once (never so in a training graph, whose backward pass
+// reads them again).
+int fuse_attention(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  const std::vector<int64_t> kHeads = {0, 2, 1, 3}, kKeysT = {0, 2, 3, 1};
+  auto transpose_of = [&](const std::string& v, const std::vector<int64_t>& perm) -> Node* {
+    Node* t = single_use_producer(g, u, v, "Transpose");
+    if (!t || !t->attrs.count("perm") || t->attrs.at("perm").ints != perm) return nullptr;
+    return t;
+  };
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& back = g->nodes[i];
+    if (back.op_type != "Transpose" || !back.attrs.count("perm") ||
+        back.attrs.at("perm").ints != kHeads)
+      continue;
+    Node* mm2 = single_use_producer(g, u, back.inputs[0], "MatMul");
+    if (!mm2) continue;
+    Node* sm = single_use_producer(g, u, mm2->inputs[0], "Softmax");
+    if (!sm) continue;
+    int64_t axis = sm->attrs.count("axis") ? sm->attrs.at("axis").i : -1;
+    if (axis != -1 && axis != 3) continue;  // the last axis: every opset's Softmax agrees there
+    double scale = 1.0, c = 0;
+    std::string scores = sm->inputs[0];
+    Node* scaler = nullptr;
+    int pi = u.producer(scores);
+    if (pi >= 0 && u.single_use(scores)) {
+      Node& p = g->nodes[pi];
+      if (p.op_type == "Div" && scalar_value(*g, p.inputs[1], &c) && c != 0) {
+        scale = 1.0 / c;
+        scores = p.inputs[0];
+        scaler = &p;
+      } else if (p.op_type == "Mul") {
+        for (int k = 0; k < 2 && !scaler; ++k)
+          if (scalar_value(*g, p.inputs[1 - k], &c)) {
+            scale = c;
+            scores = p.inputs[k];
+            scaler = &p;
+          }
+      }
+    }
+    Node* mm1 = single_use_producer(g, u, scores, "MatMul");
+    if (!mm1) continue;
+    Node* tq = transpose_of(mm1->inputs[0], kHeads);
+    Node* tk = transpose_of(mm1->inputs[1], kKeysT);
+    Node* tv = transpose_of(mm2->inputs[1], kHeads);
+    if (!tq || !tk || !tv) continue;
+    note(report, fmt::format("fused attention ending at Transpose '{}' (MatMul '{}', Softmax '{}', "
+                             "MatMul '{}', scale {:.6g}) into ScaledDotProductAttention",
+                             back.name, mm1->name, sm->name, mm2->name, scale));
+    Node fused;
+    fused.name = back.name;
+    fused.op_type = "ScaledDotProductAttention";
+    fused.domain = "dlsys";
+    fused.inputs = {tq->inputs[0], tk->inputs[0], tv->inputs[0]};
+    fused.outputs = {back.outputs[0]};
+    fused.attrs["scale"] = Attribute::of_float(static_cast<float>(scale));
+    for (Node* p : {tq, tk, tv, mm1, sm, mm2}) p->op_type.clear();
+    if (scaler) scaler->op_type.clear();
+    back = std::move(fused);
+    ++n;
+    u = GraphUses(*g);
+  }
+  compact(g);
+  return n;
+}
+
 OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
   OptimizeReport r;
   r.nodes_before = static_cast<int>(g->nodes.size());
@@ -425,6 +498,7 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
       changes += run("ConvBatchNormFolding", fold_conv_batchnorm(g, &r));
       changes += run("GeluFusion", fuse_gelu(g, &r));
       changes += run("LayerNormFusion", fuse_layernorm(g, &r));
+      changes += run("AttentionFusion", fuse_attention(g, &r));
       changes += run("MatMulBiasFusion", fuse_matmul_bias(g, &r));
       changes += run("ResidualAddFusion", fuse_residual_add(g, &r));
       changes += run("ActivationFusion", fuse_activations(g, &r));

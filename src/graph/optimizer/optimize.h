@@ -7,16 +7,18 @@
 // DeadNodeElimination (and unused initializers).
 // Fusion: ConvBatchNormFolding (BN scale/shift folded into the conv's weights and bias),
 // GeluFusion (Erf-based GELU -> Gelu), LayerNormFusion (ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add ->
-// LayerNormalization), MatMulBiasFusion (MatMul + Add of a 1-D constant -> FusedMatMul),
-// ResidualAddFusion (Conv/MatMul/Gemm + Add -> Fused* with a summed input Z) and
-// ActivationFusion (Relu, Clip, LeakyRelu, Sigmoid, Tanh, Gelu, Elu, HardSwish -> the producer's
-// oneDNN post-op). The fused ops (FusedConv, FusedMatMul, FusedGemm) are documented in
+// LayerNormalization), AttentionFusion (Transpose/MatMul/scale/Softmax/MatMul/Transpose of
+// multi-head attention -> ScaledDotProductAttention), MatMulBiasFusion (MatMul + Add of a 1-D
+// constant -> FusedMatMul), ResidualAddFusion (Conv/MatMul/Gemm + Add -> Fused* with a summed input
+// Z) and ActivationFusion (Relu, Clip, LeakyRelu, Sigmoid, Tanh, Gelu, Elu, HardSwish -> the
+// producer's oneDNN post-op). The fused ops (FusedConv, FusedMatMul, FusedGemm) are documented in
 // src/ops/README.md.
 // Quantized (after the others reach a fixed point): QuantizedConvFusion (DequantizeLinear ->
 // Conv/FusedConv [-> QuantizeLinear] -> QConv on int8 kernels, the next tensor's quantization
 // and an int8 residual folded in), QuantizedMaxPoolFusion (DQ -> MaxPool -> Q at one scale ->
 // MaxPool on int8), DynamicQuantizedMatMulFusion (MatMul/FusedMatMul of a float activation and
-// DequantizeLinear(int8 weights) -> QMatMulDynamic). Then the int8 weights nothing fused are dequantized by constant folding.
+// DequantizeLinear(int8 weights) -> QMatMulDynamic). Then the int8 weights nothing fused are
+// dequantized by constant folding.
 #pragma once
 
 #include <string>
@@ -58,6 +60,7 @@ int eliminate_dead_nodes(Graph* g, OptimizeReport* report);
 int fold_conv_batchnorm(Graph* g, OptimizeReport* report);
 int fuse_gelu(Graph* g, OptimizeReport* report);
 int fuse_layernorm(Graph* g, OptimizeReport* report);
+int fuse_attention(Graph* g, OptimizeReport* report);
 int fuse_matmul_bias(Graph* g, OptimizeReport* report);
 int fuse_residual_add(Graph* g, OptimizeReport* report);
 int fuse_activations(Graph* g, OptimizeReport* report);
