@@ -96,6 +96,7 @@ REDUCED = [
     ("ResNet-18 bf16", "resnet18", 8, "bf16", None),
     ("ResNet-18 int8 static QDQ", "resnet18", 8, "int8", ["--method", "minmax"]),
     ("Encoder bf16", "encoder_opset17", 8, "bf16", None),
+    ("Encoder int8 static QDQ", "encoder_opset17", 8, "int8", ["--method", "minmax"]),
     ("Encoder int8 dynamic", "encoder_opset17", 8, "int8", ["--dynamic"]),
 ]
 

@@ -1,3 +1,4 @@
+// QMatMul (static, below) and QMatMulDynamic.
 // QMatMulDynamic(A, Bq, bias?, Z?): dynamically quantized MatMul, made by the graph optimizer
 // (DynamicQuantizedMatMulFusion) from MatMul(A, DequantizeLinear(Bq int8 constant)). Each run
 // measures max |A|, quantizes A to s8 with scale max|A|/127, and runs an s8 x s8 oneDNN matmul
@@ -116,10 +117,107 @@ Result<KernelPtr> build_qmatmul_dynamic(BuildContext& ctx) {
   });
 }
 
+// QMatMul(Aq, Bq, bias?, Z?): statically quantized MatMul, made by QuantizedMatMulFusion from
+// MatMul(DequantizeLinear(Aq), DequantizeLinear(Bq int8 constant)) [-> QuantizeLinear]. Aq is
+// u8 or s8 (attribute x_scale, zero point 0), Bq s8 [K, N] with w_scales (1 or N values). One
+// oneDNN int8 matmul: output scales x_scale * w_scales[n], then bias, Z (f32, the output's shape)
+// and the activation as post-ops; with y_scale/y_type the result is requantized to u8/s8 by a
+// final 1/y_scale (oneDNN rounds and saturates), else it is f32.
+struct StaticMatmul {
+  DnnlCall call;
+  Tensor b_buf;
+  bool has_bias = false, has_z = false;
+};
+
+Result<KernelPtr> build_qmatmul_static(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kU8, DType::kI8}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI8}));
+  const Shape &a = ctx.in_shape(0), &b = ctx.in_shape(1);
+  const Tensor* bq = ctx.in_value(1);
+  if (a.size() < 2 || b.size() != 2 || !bq)
+    return ctx.error("needs A of rank >= 2 and a constant 2-D B, got {} and {}", shape_str(a),
+                     shape_str(b));
+  int64_t K = a.back(), N = b[1], M = shape_numel(a) / std::max<int64_t>(1, a.back());
+  if (b[0] != K)
+    return ctx.error("inner dimensions differ: A is {} and B is {}", shape_str(a), shape_str(b));
+  float x_scale = ctx.attr_float("x_scale", 0.f);
+  std::vector<float> w_scales = ctx.attr_floats("w_scales");
+  if (!(x_scale > 0) || w_scales.empty() ||
+      (w_scales.size() != 1 && static_cast<int64_t>(w_scales.size()) != N))
+    return ctx.error("needs x_scale > 0 and 1 or {} w_scales, got {} and {}", N, x_scale,
+                     w_scales.size());
+  float y_scale = ctx.attr_float("y_scale", 0.f);
+  int64_t y_type = ctx.attr_int("y_type", 0);
+  bool quantized_out = y_scale > 0;
+  if (quantized_out && y_type != 2 && y_type != 3)
+    return ctx.error("y_type {} must be 2 (uint8) or 3 (int8)", y_type);
+  DType out_dt = !quantized_out ? DType::kF32 : y_type == 2 ? DType::kU8 : DType::kI8;
+  Shape out(a.begin(), a.end() - 1);
+  out.push_back(N);
+  ctx.set_output(0, out_dt, out);
+  auto st = std::make_shared<StaticMatmul>();
+  st->has_bias = ctx.has_input(2);
+  st->has_z = ctx.has_input(3);
+  if (st->has_bias &&
+      (!ctx.in_value(2) || ctx.in_shape(2) != Shape{N} || ctx.in_dtype(2) != DType::kF32))
+    return ctx.error("bias must be an f32 constant of shape [{}]", N);
+  if (st->has_z && (ctx.in_shape(3) != out || ctx.in_dtype(3) != DType::kF32))
+    return ctx.unsupported("Z {} must be f32 with the output's shape {}",
+                           shape_str(ctx.in_shape(3)), shape_str(out));
+  ActivationSpec act;
+  DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
+  std::vector<float> scales = w_scales;
+  for (float& v : scales) v *= x_scale;
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    auto src = plain_md({M, K}, ctx.in_dtype(0));
+    auto wei_any = dnnl::memory::desc({K, N}, dt::s8, dnnl::memory::format_tag::any);
+    auto dst = plain_md({M, N}, out_dt);
+    auto fdst = plain_md({M, N}, DType::kF32);
+    dnnl::post_ops po;
+    if (st->has_bias) po.append_binary(dnnl::algorithm::binary_add, plain_md({1, N}, DType::kF32));
+    if (st->has_z) po.append_binary(dnnl::algorithm::binary_add, fdst);
+    if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
+    if (quantized_out) po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / y_scale, 0.f);
+    dnnl::primitive_attr attr;
+    attr.set_output_scales(scales.size() > 1 ? 2 : 0, scales);
+    attr.set_post_ops(po);
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei_any, dst), attr, dnnl_engine());
+    st->call.prim = dnnl::matmul(pd);
+    st->call.add(DNNL_ARG_SRC, src);
+    st->call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
+    st->call.add(DNNL_ARG_DST, dst);
+    int post = 0;
+    if (st->has_bias)
+      st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1,
+                   plain_md({1, N}, DType::kF32));
+    if (st->has_z) st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, fdst);
+    st->b_buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(pd.weights_desc().get_size())});
+    DnnlReorder r;
+    r.init(plain_md({K, N}, DType::kI8), pd.weights_desc());
+    r.run(bq->data(), st->b_buf.data());
+    dnnl_stream().wait();
+  }));
+  Tensor bias = st->has_bias ? *ctx.in_value(2) : Tensor();
+  return make_kernel([st, bias](const Tensor* const* in, Tensor* const* o) {
+    StaticMatmul& d = *st;
+    d.call.bind(DNNL_ARG_SRC, in[0]->data());
+    d.call.bind(DNNL_ARG_WEIGHTS, d.b_buf.data());
+    d.call.bind(DNNL_ARG_DST, o[0]->data());
+    int post = 0;
+    if (d.has_bias)
+      d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, bias.data());
+    if (d.has_z)
+      d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, in[3]->data());
+    d.call.exec();
+    return Status::OK();
+  });
+}
+
 }  // namespace
 
 void register_qmatmul_ops(OpRegistry& r) {
   r.add("QMatMulDynamic", 2, 4, 1, 1, build_qmatmul_dynamic);
+  r.add("QMatMul", 2, 4, 1, 1, build_qmatmul_static);
 }
 
 }  // namespace dlsys

@@ -195,6 +195,64 @@ TEST_F(QuantizeTest, DynamicMatMulQuantizationRunsInt8AndStaysClose) {
   EXPECT_GT(err, 0.0);  // it did quantize
 }
 
+TEST_F(QuantizeTest, StaticMatMulQuantizationRunsOnInt8KernelsAndMatchesReference) {
+  // x[batch, 5, 64] -> MatMul 64x96 + bias -> Relu -> MatMul 96x10: both MatMuls become QMatMul,
+  // the first requantizing its output for the second (u8 after the Relu).
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 5, 64});
+  b.output("y", kF, {-1, 5, 10});
+  b.random_f32("w1", {64, 96}, 0.3f, 11);
+  b.random_f32("b1", {96}, 0.1f, 12);
+  b.random_f32("w2", {96, 10}, 0.3f, 13);
+  b.node("MatMul", {"x", "w1"}, {"h"}, "fc1");
+  b.node("Add", {"h", "b1"}, {"hb"}, "bias1");
+  b.node("Relu", {"hb"}, {"r"}, "relu1");
+  b.node("MatMul", {"r", "w2"}, {"y"}, "fc2");
+  std::string in = (dir_ / "mlp.onnx").string(), out = (dir_ / "mlp.int8.onnx").string();
+  ASSERT_TRUE(write_file_atomic(in, b.bytes()).ok());
+  auto normal = [](Shape s, uint32_t seed) {
+    Tensor t = Tensor::empty(DType::kF32, s);
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0.f, 1.f);
+    for (int64_t i = 0; i < t.numel(); ++i) t.data_as<float>()[i] = d(rng);
+    return t;
+  };
+  QuantizeOptions o;
+  auto rep = quantize_model(in, normal({32, 5, 64}, 4), out, o);
+  ASSERT_TRUE(rep.ok()) << rep.status().message();
+  EXPECT_EQ(rep.value().weights_quantized, 2);
+  auto g = import_onnx_file(out);
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  auto opt = Session::from_graph(g.value());
+  EXPECT_EQ(count_op(opt->graph(), "QMatMul"), 2);
+  EXPECT_EQ(count_op(opt->graph(), "MatMul") + count_op(opt->graph(), "FusedMatMul"), 0);
+  EXPECT_EQ(count_op(opt->graph(), "DequantizeLinear"), 0);  // int8 from input to output
+  bool requantized = false;
+  for (const auto& line : opt->optimize_report().rewrites)
+    requantized = requantized || line.find("'fc1' into QMatMul (s8 -> u8)") != std::string::npos;
+  EXPECT_TRUE(requantized);
+
+  SessionOptions plain;
+  plain.optimize = false;
+  auto ref = Session::from_graph(g.value(), plain);
+  auto flt = Session::open(in).value();
+  Tensor x = normal({16, 5, 64}, 99);
+  std::vector<Tensor> got, want, fl;
+  ASSERT_TRUE(opt->run({{"x", x}}, &got).ok());
+  Tensor got0 = got[0].clone();
+  ASSERT_TRUE(ref->run({{"x", x}}, &want).ok());
+  ASSERT_TRUE(flt->run({{"x", x}}, &fl).ok());
+  double err = 0, ferr = 0;
+  for (int64_t i = 0; i < got0.numel(); ++i) {
+    err = std::max(err, std::fabs(got0.get_f64(i) - want[0].get_f64(i)));
+    ferr = std::max(ferr, std::fabs(got0.get_f64(i) - fl[0].get_f64(i)));
+  }
+  // As for QConv: only requantization rounding differs from the QDQ graph op by op.
+  EXPECT_LT(err, 0.02 * max_abs(want[0])) << "int8 kernels vs the QDQ graph op by op";
+  EXPECT_LT(ferr, 0.05 * max_abs(fl[0])) << "int8 vs the float model";
+  EXPECT_GT(ferr, 0.0);  // it did quantize
+}
+
 TEST_F(QuantizeTest, PercentileCalibrationClipsTheRange) {
   std::string a = (dir_ / "minmax.onnx").string(), b = (dir_ / "pct.onnx").string();
   Tensor calib = random_images(16, 3);

@@ -508,6 +508,7 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
   if (opts.fuse) {
     int q = run("QuantizedConvFusion", fuse_quantized_conv(g, &r));
     q += run("QuantizedMaxPoolFusion", fuse_quantized_maxpool(g, &r));
+    q += run("QuantizedMatMulFusion", fuse_quantized_matmul(g, &r));
     q += run("DynamicQuantizedMatMulFusion", fuse_dynamic_quantized_matmul(g, &r));
     if (q > 0) eliminate_dead_nodes(g, &r);
     // Weights of int8 patterns nothing above took become f32 constants again.

@@ -1,4 +1,5 @@
-// QuantizedConvFusion, QuantizedMaxPoolFusion, DynamicQuantizedMatMulFusion: the QDQ patterns
+// QuantizedConvFusion, QuantizedMaxPoolFusion, QuantizedMatMulFusion,
+// DynamicQuantizedMatMulFusion: the QDQ patterns
 // of a quantized model (graph/quantize, or any QDQ exporter with zero zero-points) rewritten
 // into ops that run on oneDNN's int8 kernels, instead of dequantizing and computing in f32.
 #include <cmath>
@@ -145,6 +146,54 @@ int fuse_quantized_maxpool(Graph* g, OptimizeReport* report) {
     m.inputs[0] = dx.quantized;
     m.outputs[0] = qy.quantized;
     qy.node->op_type.clear();
+    ++n;
+    u = GraphUses(*g);
+  }
+  compact(g);
+  return n;
+}
+
+int fuse_quantized_matmul(Graph* g, OptimizeReport* report) {
+  int n = 0;
+  GraphUses u(*g);
+  for (size_t i = 0; i < g->nodes.size(); ++i) {
+    Node& m = g->nodes[i];
+    if ((m.op_type != "MatMul" && m.op_type != "FusedMatMul") || m.inputs.size() < 2) continue;
+    if (m.attrs.count("transA") || m.attrs.count("transB")) continue;
+    QdqMatch dx, dw, qy;
+    if (!match_dequantize(g, u, m.inputs[0], &dx) || dx.scales.size() != 1 ||
+        initializer(*g, dx.quantized) || (dx.qtype != 2 && dx.qtype != 3))
+      continue;
+    if (!match_dequantize(g, u, m.inputs[1], &dw)) continue;
+    const Tensor* wq = initializer(*g, dw.quantized);
+    if (!wq || wq->dtype() != DType::kI8 || wq->rank() != 2) continue;
+    if (dw.scales.size() != 1 &&
+        ((dw.axis != 1 && dw.axis != -1) || static_cast<int64_t>(dw.scales.size()) != wq->dim(1)))
+      continue;
+    bool has_bias = m.inputs.size() > 2 && !m.inputs[2].empty();
+    if (has_bias) {
+      const Tensor* b = initializer(*g, m.inputs[2]);
+      if (!b || b->dtype() != DType::kF32) continue;
+    }
+    bool fold_q = m.outputs.size() == 1 && match_single_quantize(g, u, m.outputs[0], &qy);
+    note(report, fmt::format("quantized {} '{}' into QMatMul ({}{})", m.op_type, m.name,
+                             dx.qtype == 2 ? "u8" : "s8",
+                             fold_q ? (qy.qtype == 2 ? " -> u8" : " -> s8") : " -> f32"));
+    m.op_type = "QMatMul";
+    m.domain = "dlsys";
+    m.inputs[0] = dx.quantized;
+    m.inputs[1] = dw.quantized;
+    m.attrs["x_scale"] = Attribute::of_float(dx.scales[0]);
+    Attribute ws;
+    ws.kind = Attribute::Kind::kFloats;
+    ws.floats = dw.scales;
+    m.attrs["w_scales"] = ws;
+    if (fold_q) {
+      m.attrs["y_scale"] = Attribute::of_float(qy.scales[0]);
+      m.attrs["y_type"] = Attribute::of_int(qy.qtype);
+      m.outputs = {qy.quantized};
+      qy.node->op_type.clear();
+    }
     ++n;
     u = GraphUses(*g);
   }
