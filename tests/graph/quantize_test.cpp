@@ -115,9 +115,11 @@ TEST_F(QuantizeTest, StaticQdqModelRunsOnInt8KernelsAndMatchesReference) {
       EXPECT_EQ(t.dtype(), DType::kI8);
     }
 
-  // Optimized: every conv runs as QConv, the pool on int8.
+  // Optimized: every conv runs as QConv, the pool on int8, the Gemm (transposed weight) as QMatMul.
   auto opt = Session::from_graph(g.value());
   EXPECT_EQ(count_op(opt->graph(), "QConv"), 4);
+  EXPECT_EQ(count_op(opt->graph(), "QMatMul"), 1);
+  EXPECT_EQ(count_op(opt->graph(), "Gemm") + count_op(opt->graph(), "FusedGemm"), 0);
   EXPECT_EQ(count_op(opt->graph(), "Conv") + count_op(opt->graph(), "FusedConv"), 0);
   bool int8_pool = false;
   for (const auto& line : opt->optimize_report().rewrites)

@@ -16,10 +16,10 @@
 // Quantized (after the others reach a fixed point): QuantizedConvFusion (DequantizeLinear ->
 // Conv/FusedConv [-> QuantizeLinear] -> QConv on int8 kernels, the next tensor's quantization
 // and an int8 residual folded in), QuantizedMaxPoolFusion (DQ -> MaxPool -> Q at one scale ->
-// MaxPool on int8), QuantizedMatMulFusion (DQ(u8/s8 activation) x DQ(int8 weights) [-> Q] ->
-// QMatMul on an int8 oneDNN matmul), DynamicQuantizedMatMulFusion (MatMul/FusedMatMul of a float
-// activation and DequantizeLinear(int8 weights) -> QMatMulDynamic). Then the int8 weights nothing
-// fused are dequantized by constant folding.
+// MaxPool on int8), QuantizedMatMulFusion (MatMul or Gemm of DQ(u8/s8 activation) and DQ(int8
+// weights) [-> Q] -> QMatMul on an int8 oneDNN matmul), DynamicQuantizedMatMulFusion
+// (MatMul/FusedMatMul of a float activation and DequantizeLinear(int8 weights) -> QMatMulDynamic).
+// Then the int8 weights nothing fused are dequantized by constant folding.
 #pragma once
 
 #include <string>
