@@ -15,9 +15,39 @@ namespace {
 
 using dt = dnnl::memory::data_type;
 
+// The constant int8 weight B [K, N] converted once into the layout the primitive chose.
+Tensor prepack_weights(const Tensor& bq, int64_t K, int64_t N, const dnnl::memory::desc& chosen) {
+  Tensor buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(chosen.get_size())});
+  DnnlReorder r;
+  r.init(plain_md({K, N}, DType::kI8), chosen);
+  r.run(bq.data(), buf.data());
+  dnnl_stream().wait();
+  return buf;
+}
+
+// Bias ([1, N]) and Z (`z_md`, the output's shape) as binary-add post-ops: appended to `po`
+// and their arguments added to `call`, numbered from post-op `*post` on (advanced past them).
+void add_bias_and_z(bool bias, bool z, int64_t N, const dnnl::memory::desc& z_md,
+                    dnnl::post_ops* po, DnnlCall* call, int* post) {
+  auto bias_md = plain_md({1, N}, DType::kF32);
+  if (bias) {
+    po->append_binary(dnnl::algorithm::binary_add, bias_md);
+    call->add(DNNL_ARG_ATTR_MULTIPLE_POST_OP((*post)++) | DNNL_ARG_SRC_1, bias_md);
+  }
+  if (z) {
+    po->append_binary(dnnl::algorithm::binary_add, z_md);
+    call->add(DNNL_ARG_ATTR_MULTIPLE_POST_OP((*post)++) | DNNL_ARG_SRC_1, z_md);
+  }
+}
+
+// Binds what add_bias_and_z added (null pointers for the absent ones), from post-op `post` on.
+void bind_bias_and_z(DnnlCall* call, int post, const Tensor* bias, const Tensor* z) {
+  if (bias) call->bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, bias->data());
+  if (z) call->bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, z->data());
+}
+
 struct DynMatmul {
   DnnlCall call;
-  DnnlReorder b_r;
   Tensor a_q, b_buf, scales;  // quantized A, B in oneDNN's layout, A's scale (one float)
   std::vector<float> w_scales;
   int64_t M = 0, K = 0, N = 0;
@@ -65,8 +95,9 @@ Result<KernelPtr> build_qmatmul_dynamic(BuildContext& ctx) {
     // weight scales stay output scales.
     dnnl::post_ops po;
     po.append_binary(dnnl::algorithm::binary_mul, plain_md({1, 1}, DType::kF32));
-    if (st->has_bias) po.append_binary(dnnl::algorithm::binary_add, plain_md({1, N}, DType::kF32));
-    if (st->has_z) po.append_binary(dnnl::algorithm::binary_add, dst);
+    st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, plain_md({1, 1}, DType::kF32));
+    int post = 1;
+    add_bias_and_z(st->has_bias, st->has_z, N, dst, &po, &st->call, &post);
     if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
     dnnl::primitive_attr attr;
     attr.set_output_scales(mask, st->w_scales);
@@ -76,19 +107,9 @@ Result<KernelPtr> build_qmatmul_dynamic(BuildContext& ctx) {
     st->call.add(DNNL_ARG_SRC, src);
     st->call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
     st->call.add(DNNL_ARG_DST, dst);
-    int post = 0;
-    st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1,
-                 plain_md({1, 1}, DType::kF32));
-    if (st->has_bias)
-      st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1,
-                   plain_md({1, N}, DType::kF32));
-    if (st->has_z) st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, dst);
     st->scales = Tensor::empty(DType::kF32, {1});
     st->a_q = Tensor::empty(DType::kI8, {M, K});
-    st->b_buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(pd.weights_desc().get_size())});
-    st->b_r.init(plain_md({K, N}, DType::kI8), pd.weights_desc());
-    st->b_r.run(bq->data(), st->b_buf.data());
-    dnnl_stream().wait();
+    st->b_buf = prepack_weights(*bq, K, N, pd.weights_desc());
   }));
   Tensor bias = st->has_bias ? *ctx.in_value(2) : Tensor();
   return make_kernel([st, bias](const Tensor* const* in, Tensor* const* o) {
@@ -106,12 +127,8 @@ Result<KernelPtr> build_qmatmul_dynamic(BuildContext& ctx) {
     d.call.bind(DNNL_ARG_SRC, q);
     d.call.bind(DNNL_ARG_WEIGHTS, d.b_buf.data());
     d.call.bind(DNNL_ARG_DST, o[0]->data());
-    int post = 0;
-    d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, d.scales.data());
-    if (d.has_bias)
-      d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, bias.data());
-    if (d.has_z)
-      d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, in[3]->data());
+    d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, d.scales.data());
+    bind_bias_and_z(&d.call, 1, d.has_bias ? &bias : nullptr, d.has_z ? in[3] : nullptr);
     d.call.exec();
     return Status::OK();
   });
@@ -174,8 +191,8 @@ Result<KernelPtr> build_qmatmul_static(BuildContext& ctx) {
     auto dst = plain_md({M, N}, out_dt);
     auto fdst = plain_md({M, N}, DType::kF32);
     dnnl::post_ops po;
-    if (st->has_bias) po.append_binary(dnnl::algorithm::binary_add, plain_md({1, N}, DType::kF32));
-    if (st->has_z) po.append_binary(dnnl::algorithm::binary_add, fdst);
+    int post = 0;
+    add_bias_and_z(st->has_bias, st->has_z, N, fdst, &po, &st->call, &post);
     if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
     if (quantized_out) po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / y_scale, 0.f);
     dnnl::primitive_attr attr;
@@ -186,16 +203,7 @@ Result<KernelPtr> build_qmatmul_static(BuildContext& ctx) {
     st->call.add(DNNL_ARG_SRC, src);
     st->call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
     st->call.add(DNNL_ARG_DST, dst);
-    int post = 0;
-    if (st->has_bias)
-      st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1,
-                   plain_md({1, N}, DType::kF32));
-    if (st->has_z) st->call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, fdst);
-    st->b_buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(pd.weights_desc().get_size())});
-    DnnlReorder r;
-    r.init(plain_md({K, N}, DType::kI8), pd.weights_desc());
-    r.run(bq->data(), st->b_buf.data());
-    dnnl_stream().wait();
+    st->b_buf = prepack_weights(*bq, K, N, pd.weights_desc());
   }));
   Tensor bias = st->has_bias ? *ctx.in_value(2) : Tensor();
   return make_kernel([st, bias](const Tensor* const* in, Tensor* const* o) {
@@ -203,11 +211,7 @@ Result<KernelPtr> build_qmatmul_static(BuildContext& ctx) {
     d.call.bind(DNNL_ARG_SRC, in[0]->data());
     d.call.bind(DNNL_ARG_WEIGHTS, d.b_buf.data());
     d.call.bind(DNNL_ARG_DST, o[0]->data());
-    int post = 0;
-    if (d.has_bias)
-      d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, bias.data());
-    if (d.has_z)
-      d.call.bind(DNNL_ARG_ATTR_MULTIPLE_POST_OP(post++) | DNNL_ARG_SRC_1, in[3]->data());
+    bind_bias_and_z(&d.call, 0, d.has_bias ? &bias : nullptr, d.has_z ? in[3] : nullptr);
     d.call.exec();
     return Status::OK();
   });

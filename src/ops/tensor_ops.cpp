@@ -245,21 +245,37 @@ Result<KernelPtr> build_slice(BuildContext& ctx) {
   });
 }
 
+// Gather's geometry over data `x` and indices `idx` (attribute axis): the output shape and X viewed
+// as [outer, n, inner] around the axis. Shared by Gather and GatherGrad.
+struct GatherGeometry {
+  Shape out;
+  int64_t axis = 0, outer = 1, n = 0, inner = 1;
+};
+
+Status gather_geometry(const BuildContext& ctx, const Shape& x, const Shape& idx,
+                       GatherGeometry* g) {
+  int64_t r = static_cast<int64_t>(x.size());
+  g->axis = normalize_axis(ctx.attr_int("axis", 0), r);
+  if (g->axis < 0)
+    return ctx.error("axis {} is out of range for data {}", ctx.attr_int("axis", 0), shape_str(x));
+  g->out.assign(x.begin(), x.begin() + g->axis);
+  g->out.insert(g->out.end(), idx.begin(), idx.end());
+  g->out.insert(g->out.end(), x.begin() + g->axis + 1, x.end());
+  g->n = x[g->axis];
+  for (int64_t d = 0; d < g->axis; ++d) g->outer *= x[d];
+  for (int64_t d = g->axis + 1; d < r; ++d) g->inner *= x[d];
+  return Status::OK();
+}
+
 Result<KernelPtr> build_gather(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI64, DType::kI32}));
   const Shape &x = ctx.in_shape(0), &idx = ctx.in_shape(1);
-  int64_t r = static_cast<int64_t>(x.size());
-  int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
-  if (axis < 0)
-    return ctx.error("axis {} is out of range for data {}", ctx.attr_int("axis", 0), shape_str(x));
-  Shape out(x.begin(), x.begin() + axis);
-  out.insert(out.end(), idx.begin(), idx.end());
-  out.insert(out.end(), x.begin() + axis + 1, x.end());
+  GatherGeometry geo;
+  DLSYS_RETURN_IF_ERROR(gather_geometry(ctx, x, idx, &geo));
+  const Shape& out = geo.out;
   DType t = ctx.in_dtype(0);
   ctx.set_output(0, t, out);
-  int64_t outer = 1, inner = 1, n = x[axis], ni = shape_numel(idx);
-  for (int64_t d = 0; d < axis; ++d) outer *= x[d];
-  for (int64_t d = axis + 1; d < r; ++d) inner *= x[d];
+  int64_t outer = geo.outer, inner = geo.inner, n = geo.n, ni = shape_numel(idx);
   int64_t es = static_cast<int64_t>(dtype_size(t));
   std::string name = ctx.node_name();
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
@@ -324,20 +340,14 @@ Result<KernelPtr> build_gather_grad(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI64, DType::kI32}));
   const Shape &x = ctx.in_shape(2), &idx = ctx.in_shape(1);
-  int64_t r = static_cast<int64_t>(x.size());
-  int64_t axis = normalize_axis(ctx.attr_int("axis", 0), r);
-  if (axis < 0)
-    return ctx.error("axis {} is out of range for data {}", ctx.attr_int("axis", 0), shape_str(x));
-  Shape out(x.begin(), x.begin() + axis);
-  out.insert(out.end(), idx.begin(), idx.end());
-  out.insert(out.end(), x.begin() + axis + 1, x.end());
-  if (ctx.in_shape(0) != out)
+  GatherGeometry geo;
+  DLSYS_RETURN_IF_ERROR(gather_geometry(ctx, x, idx, &geo));
+  if (ctx.in_shape(0) != geo.out)
     return ctx.error("dY has shape {}, but Gather gives {}", shape_str(ctx.in_shape(0)),
-                     shape_str(out));
+                     shape_str(geo.out));
   ctx.set_output(0, DType::kF32, x);
-  int64_t outer = 1, inner = 1, n = x[axis], ni = shape_numel(idx), xn = shape_numel(x);
-  for (int64_t d = 0; d < axis; ++d) outer *= x[d];
-  for (int64_t d = axis + 1; d < r; ++d) inner *= x[d];
+  int64_t outer = geo.outer, inner = geo.inner, n = geo.n, ni = shape_numel(idx),
+          xn = shape_numel(x);
   std::string name = ctx.node_name();
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     const float* dy = in[0]->data_as<float>();

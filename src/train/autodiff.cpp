@@ -535,6 +535,16 @@ std::vector<std::string> differentiable_ops() {
   return out;
 }
 
+void initializers_to_inputs(Graph* g, const std::vector<std::string>& names) {
+  for (const std::string& p : names) {
+    const Tensor& w = g->initializers.at(p);
+    ValueInfo vi{p, DType::kF32, true, {}};
+    for (int64_t d : w.shape()) vi.dims.push_back(Dim{d, ""});
+    g->inputs.push_back(vi);
+    g->initializers.erase(p);
+  }
+}
+
 std::vector<std::string> trainable_initializers(const Graph& forward) {
   std::set<std::string> stats;
   for (const Node& n : forward.nodes)
@@ -714,12 +724,8 @@ Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec&
     tg.params.push_back(p);
     tg.grads.push_back(out);
     g.outputs.push_back({out, DType::kF32, false, {}});
-    const Tensor& w = g.initializers.at(p);
-    ValueInfo vi{p, DType::kF32, true, {}};
-    for (int64_t d : w.shape()) vi.dims.push_back(Dim{d, ""});
-    g.inputs.push_back(vi);
   }
-  for (const std::string& p : params) g.initializers.erase(p);
+  initializers_to_inputs(&g, params);
   ValueInfo target{spec.target,
                    spec.kind == LossKind::kSoftmaxCrossEntropy ? DType::kI64 : DType::kF32,
                    false,

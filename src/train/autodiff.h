@@ -62,6 +62,10 @@ struct TrainingGraph {
 Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec& loss,
                                            const std::vector<std::string>& params);
 
+// Turns the named initializers of `g` into graph inputs (f32, their shapes), in that order: the
+// caller feeds their current values on every run (parameters, running statistics).
+void initializers_to_inputs(Graph* g, const std::vector<std::string>& names);
+
 // The initializers that build_training_graph trains when given no list: every f32 initializer
 // with more than one element that is not a BatchNormalization running statistic, sorted.
 std::vector<std::string> trainable_initializers(const Graph& forward);

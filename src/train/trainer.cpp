@@ -608,14 +608,8 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   std::map<std::string, Tensor> state;
   for (const std::string& b : buffers) state[b] = forward.initializers.at(b).clone();
   Graph eval_graph = forward;
-  for (const std::vector<std::string>* list : {&tg.params, &buffers})
-    for (const std::string& p : *list) {
-      const Tensor& w = eval_graph.initializers.at(p);
-      ValueInfo vi{p, DType::kF32, true, {}};
-      for (int64_t d : w.shape()) vi.dims.push_back(Dim{d, ""});
-      eval_graph.inputs.push_back(vi);
-      eval_graph.initializers.erase(p);
-    }
+  initializers_to_inputs(&eval_graph, tg.params);
+  initializers_to_inputs(&eval_graph, buffers);
   auto eval_session = Session::from_graph(eval_graph, so);
   // Targets of mse / bce take the logits' per-sample shape ([N] labels for [N, 1] logits).
   Shape logits_sample;

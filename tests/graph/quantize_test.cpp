@@ -155,11 +155,14 @@ TEST_F(QuantizeTest, StaticQdqModelRunsOnInt8KernelsAndMatchesReference) {
   EXPECT_LT(acc.value().max_rel_error, 0.1);
 }
 
-TEST_F(QuantizeTest, DynamicMatMulQuantizationRunsInt8AndStaysClose) {
-  // x[batch,64] -> MatMul 64x96 + bias -> Relu -> MatMul 96x10.
+// x[..., 64] -> MatMul 64x96 + bias -> Relu -> MatMul 96x10 (`lead`: x's dims before the 64).
+OnnxBuilder two_layer_mlp(std::vector<int64_t> lead) {
   OnnxBuilder b;
-  b.input("x", kF, {-1, 64});
-  b.output("y", kF, {-1, 10});
+  std::vector<int64_t> x = lead, y = lead;
+  x.push_back(64);
+  y.push_back(10);
+  b.input("x", kF, x);
+  b.output("y", kF, y);
   b.random_f32("w1", {64, 96}, 0.3f, 11);
   b.random_f32("b1", {96}, 0.1f, 12);
   b.random_f32("w2", {96, 10}, 0.3f, 13);
@@ -167,6 +170,11 @@ TEST_F(QuantizeTest, DynamicMatMulQuantizationRunsInt8AndStaysClose) {
   b.node("Add", {"h", "b1"}, {"hb"}, "bias1");
   b.node("Relu", {"hb"}, {"r"}, "relu1");
   b.node("MatMul", {"r", "w2"}, {"y"}, "fc2");
+  return b;
+}
+
+TEST_F(QuantizeTest, DynamicMatMulQuantizationRunsInt8AndStaysClose) {
+  OnnxBuilder b = two_layer_mlp({-1});
   std::string in = (dir_ / "mlp.onnx").string(), out = (dir_ / "mlp.dyn.onnx").string();
   ASSERT_TRUE(write_file_atomic(in, b.bytes()).ok());
   QuantizeOptions o;
@@ -198,18 +206,9 @@ TEST_F(QuantizeTest, DynamicMatMulQuantizationRunsInt8AndStaysClose) {
 }
 
 TEST_F(QuantizeTest, StaticMatMulQuantizationRunsOnInt8KernelsAndMatchesReference) {
-  // x[batch, 5, 64] -> MatMul 64x96 + bias -> Relu -> MatMul 96x10: both MatMuls become QMatMul,
-  // the first requantizing its output for the second (u8 after the Relu).
-  OnnxBuilder b;
-  b.input("x", kF, {-1, 5, 64});
-  b.output("y", kF, {-1, 5, 10});
-  b.random_f32("w1", {64, 96}, 0.3f, 11);
-  b.random_f32("b1", {96}, 0.1f, 12);
-  b.random_f32("w2", {96, 10}, 0.3f, 13);
-  b.node("MatMul", {"x", "w1"}, {"h"}, "fc1");
-  b.node("Add", {"h", "b1"}, {"hb"}, "bias1");
-  b.node("Relu", {"hb"}, {"r"}, "relu1");
-  b.node("MatMul", {"r", "w2"}, {"y"}, "fc2");
+  // x[batch, 5, 64] through the two-layer MLP: both MatMuls become QMatMul, the first
+  // requantizing its output for the second (u8 after the Relu).
+  OnnxBuilder b = two_layer_mlp({-1, 5});
   std::string in = (dir_ / "mlp.onnx").string(), out = (dir_ / "mlp.int8.onnx").string();
   ASSERT_TRUE(write_file_atomic(in, b.bytes()).ok());
   auto normal = [](Shape s, uint32_t seed) {
