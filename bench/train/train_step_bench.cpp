@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   }
   SessionOptions so;
   so.threads = threads;
+  so.training = true;  // plan as the trainer does (shared conversions, blocked conv layouts)
   if (precision == "bf16") {
     so.precision = Precision::kBF16;
   } else if (precision != "fp32") {

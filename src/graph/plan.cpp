@@ -1,6 +1,7 @@
 #include "graph/plan.h"
 
 #include <algorithm>
+#include <cassert>
 #include <chrono>
 #include <cstring>
 #include <unordered_map>
@@ -12,10 +13,11 @@ namespace dlsys {
 
 namespace {
 
-// Reorders a value from a oneDNN layout to plain row-major (inserted by the planner).
-class ToPlainKernel : public Kernel {
+// Reorders a value between two descriptors (inserted by the planner: to plain for a consumer
+// that needs plain data, or to the layout a kernel asked for with convert_input).
+class ReorderKernel : public Kernel {
  public:
-  ToPlainKernel(const dnnl::memory::desc& from, const dnnl::memory::desc& to) { r_.init(from, to); }
+  ReorderKernel(const dnnl::memory::desc& from, const dnnl::memory::desc& to) { r_.init(from, to); }
   Status run(const Tensor* const* in, Tensor* const* out) override {
     r_.run(in[0]->data(), out[0]->data());
     return Status::OK();
@@ -49,13 +51,14 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
         cpu_isa_name());
 
   // Count slots first so that pointers into slots_ stay valid (each node output may get a
-  // to-plain copy too).
+  // to-plain copy too, and each node input a conversion).
   size_t nslots = g.initializers.size() + g.inputs.size();
-  for (const Node& n : g.nodes) nslots += 2 * n.outputs.size();
+  for (const Node& n : g.nodes) nslots += 2 * n.outputs.size() + n.inputs.size();
   p.slots_.reserve(nslots);
   p.planned_.reserve(g.nodes.size());
   std::unordered_map<std::string, int> ids;
   auto add_slot = [&] {
+    assert(p.slots_.size() < p.slots_.capacity() && "slot count underestimated: pointers would dangle");
     p.slots_.emplace_back();
     return static_cast<int>(p.slots_.size()) - 1;
   };
@@ -151,7 +154,7 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
           p.slots_[id].plain_copy = pc;
           KernelPtr k;
           try {
-            k = std::make_unique<ToPlainKernel>(p.slots_[id].layout,
+            k = std::make_unique<ReorderKernel>(p.slots_[id].layout,
                                                 plain_md(src.shape(), src.dtype()));
           } catch (const dnnl::error& e) {
             return Status::Internal("value '{}': no reorder to plain ({})", node.inputs[i],
@@ -182,9 +185,45 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
     BuildContext ctx(node.name, node.op_type, g.opset, node.attrs, in_ptrs, node.outputs.size(),
                      used);
     ctx.set_precision(opts.precision);
+    ctx.set_training(opts.training);
     ctx.set_output_layout_free(free);
     KernelPtr kernel;
     DLSYS_ASSIGN_OR_RETURN(kernel, schema->build(ctx));
+    // Inputs the kernel wants converted: one reorder step per (value, descriptor), shared.
+    for (const auto& [i, md] : ctx.input_conversions()) {
+      if (i >= in_ids.size() || in_ids[i] < 0 || p.slots_[in_ids[i]].is_const)
+        return Status::Internal(
+            "node '{}' ({}): asked to convert input {}, which is absent or constant (a bug in "
+            "the op's build function)",
+            node.name, node.op_type, i);
+      Slot& src = p.slots_[in_ids[i]];
+      int conv = -1;
+      for (const auto& [have, slot] : src.conversions)
+        if (have == md) conv = slot;
+      if (conv < 0) {
+        dnnl::memory::desc from =
+            src.layout.is_zero() ? plain_md(src.tensor.shape(), src.tensor.dtype()) : src.layout;
+        KernelPtr k;
+        try {
+          k = std::make_unique<ReorderKernel>(from, md);
+        } catch (const dnnl::error& e) {
+          return Status::Internal("value '{}': no reorder to the layout node '{}' asked for ({})",
+                                  node.inputs[i], node.name, e.what());
+        }
+        conv = add_slot();  // slots_ is reserved: `src` stays valid
+        Slot& c = p.slots_[conv];
+        c.tensor = Tensor::wrap(src.tensor.dtype(), src.tensor.shape(), nullptr);
+        c.layout = md;
+        c.bytes = md.get_size();
+        c.in_arena = true;
+        src.conversions.emplace_back(md, conv);
+        PlanStepInfo info;
+        info.name = "to_layout(" + node.inputs[i] + ")";
+        info.op = "Reorder";
+        push_step(std::move(k), {in_ids[i]}, {conv}, std::move(info));
+      }
+      in_ids[i] = conv;
+    }
 
     p.planned_.emplace_back();
     PlannedNode& pn = p.planned_.back();

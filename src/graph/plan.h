@@ -6,6 +6,10 @@
 // Layouts: an op whose schema accepts oneDNN layouts on an input (Conv, pooling) may leave its
 // output in oneDNN's preferred blocked layout when every consumer accepts it too; the planner
 // inserts one reorder to plain (a "to-plain" step) only where a consumer needs plain data.
+// A kernel may also ask for an input in another layout or dtype (BuildContext::convert_input):
+// the planner inserts a "to-layout" step, and kernels asking for the same value in the same
+// descriptor share it (in a training step, X and dY are each converted once for the forward
+// convolution and both of its gradients).
 //
 // Memory: intermediate values live in one arena. A liveness pass gives each value the interval
 // of steps from its definition to its last use (graph outputs live to the end) and a greedy
@@ -24,6 +28,9 @@ namespace dlsys {
 
 struct PlanOptions {
   Precision precision = Precision::kF32;
+  // The graph is a training step (forward, loss and gradients): kernels may choose layouts
+  // that let forward and gradient kernels share input conversions (BuildContext::training).
+  bool training = false;
 };
 
 // What the plan knows of one graph node, for `inspect` and profiling.
@@ -84,6 +91,9 @@ class Plan {
     bool in_arena = false;
     int first_def = -1, last_use = -1;  // step indices, for the memory planner
     int plain_copy = -1;                // slot holding this value reordered to plain
+    // Slots holding this value converted for kernels (BuildContext::convert_input): the
+    // descriptor and the slot.
+    std::vector<std::pair<dnnl::memory::desc, int>> conversions;
   };
   struct Step {
     KernelPtr kernel;

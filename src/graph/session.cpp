@@ -90,7 +90,7 @@ Result<Plan*> Session::plan_for_shapes(const std::vector<Shape>& shapes) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
   std::unique_ptr<Plan> p;
-  DLSYS_ASSIGN_OR_RETURN(p, Plan::build(graph_, shapes, {}, PlanOptions{opts_.precision}));
+  DLSYS_ASSIGN_OR_RETURN(p, Plan::build(graph_, shapes, {}, PlanOptions{opts_.precision, opts_.training}));
   Plan* raw = p.get();
   plans_[key] = std::move(p);
   return raw;
@@ -113,13 +113,13 @@ Result<Plan*> Session::plan_for(const std::vector<Tensor>& inputs) {
   if (specialize_values_) add_fixed();
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
-  auto built = Plan::build(graph_, shapes, fixed, PlanOptions{opts_.precision});
+  auto built = Plan::build(graph_, shapes, fixed, PlanOptions{opts_.precision, opts_.training});
   if (!built.ok() && !specialize_values_ && needs_plan_time_value(built.status())) {
     specialize_values_ = true;
     add_fixed();
     it = plans_.find(key);
     if (it != plans_.end()) return it->second.get();
-    built = Plan::build(graph_, shapes, fixed, PlanOptions{opts_.precision});
+    built = Plan::build(graph_, shapes, fixed, PlanOptions{opts_.precision, opts_.training});
   }
   if (!built.ok()) return built.status();
   if (plans_.size() >= 256) plans_.clear();  // bound the cache when plans are value-specialized

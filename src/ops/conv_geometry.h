@@ -22,4 +22,11 @@ struct ConvGeometry {
 // the node and the attribute that does not fit.
 Status conv_geometry(const BuildContext& ctx, const Shape& x, const Shape& w, ConvGeometry* geo);
 
+// The activation layout (src, dst, diff_dst, diff_src) the forward convolution and its
+// gradients all use in a training plan, so that each converts X and dY once
+// (BuildContext::convert_input shares the conversion): nChw16c for a 2-D ungrouped convolution
+// whose channels are multiples of 16, else `any` (each primitive picks; nothing shared).
+dnnl::memory::format_tag training_activation_tag(const BuildContext& ctx, const Shape& x,
+                                                 const ConvGeometry& geo);
+
 }  // namespace dlsys

@@ -2,9 +2,11 @@
 // forward Conv's attributes (group, kernel_shape, strides, dilations, pads, auto_pad):
 //   ConvGradInput(dY, W, X) -> dX            (X only gives the shape)
 //   ConvGradWeight(dY, X, W) -> dW, dB?      (W only gives the shape; dB = sum of dY over N, HW)
-// On oneDNN's convolution backward primitives, in the layouts oneDNN prefers, with reorders from
-// and to the plain NCHW the graph uses prepared once. In a bf16 plan, dY, W and X are converted
-// to bf16 by those reorders and the gradients come out in f32 (mixed-precision training).
+// On oneDNN's convolution backward primitives, in the layouts oneDNN prefers (in a training plan,
+// the forward Conv's: training_activation_tag). Inputs are converted from the plain NCHW the
+// graph uses by the planner (convert_input), so that the forward Conv and both gradients
+// convert X and dY once each; outputs are reordered back to plain here. In a bf16 plan, dY, W
+// and X are converted to bf16 and the gradients come out in f32 (mixed-precision training).
 #include "ops/conv_geometry.h"
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
@@ -18,16 +20,17 @@ using tag = dnnl::memory::format_tag;
 // One primitive argument in plain layout on the graph side and maybe another inside oneDNN.
 struct ArgLayout {
   int arg = 0;
-  bool reorder = false;
+  bool reorder = false;  // converted here (outputs, and inputs known at plan time)
   DnnlReorder r;
   Tensor buf;
-  // Binds `plain` (graph memory) for an input, converting it into the primitive's layout first.
-  void bind_input(DnnlCall& call, const void* plain) {
+  // Binds input data: already in the primitive's layout (converted by the planner), or a
+  // plan-time constant converted here.
+  void bind_input(DnnlCall& call, const void* data) {
     if (reorder) {
-      r.run(plain, buf.data());
+      r.run(data, buf.data());
       call.bind(arg, buf.data());
     } else {
-      call.bind(arg, plain);
+      call.bind(arg, data);
     }
   }
   void bind_output(DnnlCall& call, void* plain) { call.bind(arg, reorder ? buf.data() : plain); }
@@ -36,16 +39,32 @@ struct ArgLayout {
   }
 };
 
-void prepare(DnnlCall& call, ArgLayout* a, int arg, const dnnl::memory::desc& plain,
-             const dnnl::memory::desc& chosen, bool is_input) {
+// Input `index` of the node, seen as `plain` (its bytes; grouped weights get oneDNN's 5-D dims),
+// bound to primitive argument `arg` in layout `chosen`: the planner converts it (shared with
+// other kernels wanting the same) unless it is a plan-time constant or `plain` has other dims
+// than the value.
+void prepare_input(BuildContext& ctx, DnnlCall& call, ArgLayout* a, size_t index, int arg,
+                   const dnnl::memory::desc& plain, const dnnl::memory::desc& chosen) {
+  a->arg = arg;
+  call.add(arg, chosen);
+  if (plain == chosen) return;
+  if (!ctx.in_value(index) && plain == plain_md(ctx.in_shape(index), ctx.in_dtype(index))) {
+    ctx.convert_input(index, chosen);
+    return;
+  }
+  a->reorder = true;
+  a->r.init(plain, chosen);
+  a->buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(chosen.get_size())});
+}
+
+// Output bound to `arg` in layout `chosen`, reordered to `plain` after the primitive runs.
+void prepare_output(DnnlCall& call, ArgLayout* a, int arg, const dnnl::memory::desc& plain,
+                    const dnnl::memory::desc& chosen) {
   a->arg = arg;
   call.add(arg, chosen);
   if (plain == chosen) return;
   a->reorder = true;
-  if (is_input)
-    a->r.init(plain, chosen);
-  else
-    a->r.init(chosen, plain);
+  a->r.init(chosen, plain);
   a->buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(chosen.get_size())});
 }
 
@@ -57,10 +76,11 @@ dnnl::memory::data_type compute_type(const BuildContext& ctx) {
 }
 
 dnnl::convolution_forward::primitive_desc forward_hint(const ConvGeometry& g, const Shape& x,
-                                                       bool bias, dnnl::memory::data_type cdt) {
-  dnnl::memory::desc src(dims(x.begin(), x.end()), cdt, tag::any);
+                                                       bool bias, dnnl::memory::data_type cdt,
+                                                       tag act) {
+  dnnl::memory::desc src(dims(x.begin(), x.end()), cdt, act);
   dnnl::memory::desc wei(g.weights, cdt, tag::any);
-  dnnl::memory::desc dst(dims(g.out.begin(), g.out.end()), cdt, tag::any);
+  dnnl::memory::desc dst(dims(g.out.begin(), g.out.end()), cdt, act);
   auto kind = dnnl::prop_kind::forward_training;
   auto alg = dnnl::algorithm::convolution_direct;
   if (bias) {
@@ -98,22 +118,23 @@ Result<KernelPtr> build_conv_grad_input(BuildContext& ctx) {
   auto st = std::make_shared<State>();
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
     auto cdt = compute_type(ctx);
-    auto hint = forward_hint(geo, x, false, cdt);
-    dnnl::memory::desc dx_any(dims(x.begin(), x.end()), dnnl::memory::data_type::f32, tag::any);
+    tag act = training_activation_tag(ctx, x, geo);
+    auto hint = forward_hint(geo, x, false, cdt, act);
+    dnnl::memory::desc dx_any(dims(x.begin(), x.end()), dnnl::memory::data_type::f32, act);
     dnnl::memory::desc wei_any(geo.weights, cdt, tag::any);
-    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), cdt, tag::any);
+    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), cdt, act);
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, dx_any, wei_any,
                                             dy_any, geo.strides, geo.dilations, geo.pad_l,
                                             geo.pad_r);
     dnnl::convolution_backward_data::primitive_desc pd(d, dnnl_engine(), hint);
     st->call.prim = dnnl::convolution_backward_data(pd);
-    prepare(st->call, &st->dy, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
-            pd.diff_dst_desc(), true);
-    prepare(st->call, &st->wei, DNNL_ARG_WEIGHTS,
-            plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kF32), pd.weights_desc(),
-            true);
-    prepare(st->call, &st->dx, DNNL_ARG_DIFF_SRC, plain_md(x, DType::kF32), pd.diff_src_desc(),
-            false);
+    prepare_input(ctx, st->call, &st->dy, 0, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
+                  pd.diff_dst_desc());
+    prepare_input(ctx, st->call, &st->wei, 1, DNNL_ARG_WEIGHTS,
+                  plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kF32),
+                  pd.weights_desc());
+    prepare_output(st->call, &st->dx, DNNL_ARG_DIFF_SRC, plain_md(x, DType::kF32),
+                   pd.diff_src_desc());
   }));
   return make_kernel([st](const Tensor* const* in, Tensor* const* o) {
     st->dy.bind_input(st->call, in[0]->data());
@@ -144,10 +165,11 @@ Result<KernelPtr> build_conv_grad_weight(BuildContext& ctx) {
   st->bias = bias;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
     auto cdt = compute_type(ctx);
-    auto hint = forward_hint(geo, x, bias, cdt);
-    dnnl::memory::desc src_any(dims(x.begin(), x.end()), cdt, tag::any);
+    tag act = training_activation_tag(ctx, x, geo);
+    auto hint = forward_hint(geo, x, bias, cdt, act);
+    dnnl::memory::desc src_any(dims(x.begin(), x.end()), cdt, act);
     dnnl::memory::desc dw_any(geo.weights, dnnl::memory::data_type::f32, tag::any);
-    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), cdt, tag::any);
+    dnnl::memory::desc dy_any(dims(geo.out.begin(), geo.out.end()), cdt, act);
     auto alg = dnnl::algorithm::convolution_direct;
     auto d =
         bias ? dnnl::convolution_backward_weights::desc(
@@ -157,15 +179,16 @@ Result<KernelPtr> build_conv_grad_weight(BuildContext& ctx) {
                                                         geo.dilations, geo.pad_l, geo.pad_r);
     dnnl::convolution_backward_weights::primitive_desc pd(d, dnnl_engine(), hint);
     st->call.prim = dnnl::convolution_backward_weights(pd);
-    prepare(st->call, &st->dy, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
-            pd.diff_dst_desc(), true);
-    prepare(st->call, &st->src, DNNL_ARG_SRC, plain_md(x, DType::kF32), pd.src_desc(), true);
-    prepare(st->call, &st->dw, DNNL_ARG_DIFF_WEIGHTS,
-            plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kF32),
-            pd.diff_weights_desc(), false);
+    prepare_input(ctx, st->call, &st->dy, 0, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
+                  pd.diff_dst_desc());
+    prepare_input(ctx, st->call, &st->src, 1, DNNL_ARG_SRC, plain_md(x, DType::kF32),
+                  pd.src_desc());
+    prepare_output(st->call, &st->dw, DNNL_ARG_DIFF_WEIGHTS,
+                   plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kF32),
+                   pd.diff_weights_desc());
     if (bias)
-      prepare(st->call, &st->db, DNNL_ARG_DIFF_BIAS, plain_md({w[0]}, DType::kF32),
-              pd.diff_bias_desc(), false);
+      prepare_output(st->call, &st->db, DNNL_ARG_DIFF_BIAS, plain_md({w[0]}, DType::kF32),
+                     pd.diff_bias_desc());
   }));
   return make_kernel([st](const Tensor* const* in, Tensor* const* o) {
     st->dy.bind_input(st->call, in[0]->data());

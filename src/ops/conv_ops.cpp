@@ -91,11 +91,14 @@ dnnl::memory::desc with_dtype(const dnnl::memory::desc& md, dt t) {
 // - the output staying in oneDNN's layout when every consumer accepts it;
 // - bf16 precision: src/weights/dst in bf16, f32 bias, weights converted once;
 // - int8 (num.int8): output scales, a prescaled bias, Z added with a scaled sum post-op;
-// - the epilogue act(Y + Z) as post-ops, or as a fallback pass when Z broadcasts.
+// - the epilogue act(Y + Z) as post-ops, or as a fallback pass when Z broadcasts;
+// - `act_tag` other than `any`: src and dst in that layout (training_activation_tag).
+// A src conversion is left to the planner (convert_input), which shares it between kernels.
 template <typename MakePD>
 Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& out,
                               const dnnl::memory::desc& wei_plain, MakePD make_pd,
-                              const ConvNumerics& num = {}) {
+                              const ConvNumerics& num = {},
+                              dnnl::memory::format_tag act_tag = dnnl::memory::format_tag::any) {
   ActivationSpec act;
   DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
   auto st = std::make_shared<ConvState>();
@@ -126,7 +129,7 @@ Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& ou
       return ctx.unsupported("Z ({}) and the output ({}) must have the same element size",
                              dtype_name(ctx.in_dtype(3)), dtype_name(num.out));
   } else {
-    dst_md = dnnl::memory::desc(od, free_out && !num.int8 ? cdt : out_dt, any);
+    dst_md = dnnl::memory::desc(od, free_out && !num.int8 ? cdt : out_dt, act_tag);
   }
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
     dnnl::post_ops po;
@@ -145,7 +148,7 @@ Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& ou
     dnnl::primitive_attr attr;
     attr.set_post_ops(po);
     if (num.int8) attr.set_output_scales(num.output_scales.size() > 1 ? 2 : 0, num.output_scales);
-    dnnl::memory::desc src_any(xd, src_dt, any);
+    dnnl::memory::desc src_any(xd, src_dt, act_tag);
     dnnl::memory::desc wei_any(wei_plain.dims(), wei_dt, any);
     auto pd = make_pd(src_any, wei_any, dst_md, attr);
     st->call.prim = decltype(pd.first)(pd.second);
@@ -155,9 +158,13 @@ Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& ou
     if (st->has_bias) st->call.add(DNNL_ARG_BIAS, pd.second.bias_desc());
     st->z_bytes = dst_md.get_size();
     if (pd.second.src_desc() != src_given) {
-      st->src_reorder = true;
-      st->src_r.init(src_given, pd.second.src_desc());
-      st->src_buf = buffer_for(pd.second.src_desc());
+      if (ctx.in_value(0)) {
+        st->src_reorder = true;
+        st->src_r.init(src_given, pd.second.src_desc());
+        st->src_buf = buffer_for(pd.second.src_desc());
+      } else {
+        ctx.convert_input(0, pd.second.src_desc());
+      }
     }
     dnnl::memory::desc dst = pd.second.dst_desc();
     if (z_post || free_out) {
@@ -289,6 +296,13 @@ Status conv_geometry(const BuildContext& ctx, const Shape& x, const Shape& w, Co
   return Status::OK();
 }
 
+dnnl::memory::format_tag training_activation_tag(const BuildContext& ctx, const Shape& x,
+                                                 const ConvGeometry& geo) {
+  bool blocked = ctx.training() && x.size() == 4 && geo.group == 1 && x[1] % 16 == 0 &&
+                 geo.out[1] % 16 == 0;
+  return blocked ? dnnl::memory::format_tag::aBcd16b : dnnl::memory::format_tag::any;
+}
+
 namespace {
 
 // Conv, FusedConv and (with int8 numerics) QConv: shape inference, then the primitive.
@@ -317,7 +331,7 @@ Result<KernelPtr> build_conv_with(BuildContext& ctx, const ConvNumerics& num) {
         return std::make_pair(dnnl::convolution_forward(),
                               dnnl::convolution_forward::primitive_desc(d, attr, dnnl_engine()));
       },
-      num);
+      num, num.int8 ? dnnl::memory::format_tag::any : training_activation_tag(ctx, x, geo));
 }
 
 Result<KernelPtr> build_conv(BuildContext& ctx) {

@@ -116,6 +116,20 @@ class BuildContext {
   const dnnl::memory::desc& in_layout(size_t i) const { return inputs_[i]->layout; }
   Precision precision() const { return precision_; }
   void set_precision(Precision p) { precision_ = p; }
+  // True in a plan for a training step (PlanOptions::training): forward kernels may then pick
+  // the layouts their gradient kernels use, so that conversions are shared (convert_input).
+  bool training() const { return training_; }
+  void set_training(bool t) { training_ = t; }
+  // Asks the planner to hand input i to the kernel converted to `md` (a oneDNN layout and
+  // maybe another dtype, e.g. plain f32 NCHW -> bf16 nChw16c): the planner inserts one reorder
+  // step, shared by every kernel that asks for the same value in the same descriptor (the
+  // forward Conv and ConvGradWeight both convert X; ConvGradInput and ConvGradWeight both
+  // convert dY). Input i must not be known at plan time (in_value(i) == nullptr): kernels
+  // prepare constants themselves.
+  void convert_input(size_t i, const dnnl::memory::desc& md) { conversions_.emplace_back(i, md); }
+  const std::vector<std::pair<size_t, dnnl::memory::desc>>& input_conversions() const {
+    return conversions_;
+  }
   // True when every consumer of output i accepts oneDNN layouts: the kernel may then leave the
   // output in its preferred layout (set_output_layout) and skip the reorder back to plain.
   bool output_layout_free(size_t i) const { return i < layout_free_.size() && layout_free_[i]; }
@@ -162,6 +176,8 @@ class BuildContext {
   std::vector<bool> used_;
   std::vector<bool> layout_free_;
   Precision precision_ = Precision::kF32;
+  bool training_ = false;
+  std::vector<std::pair<size_t, dnnl::memory::desc>> conversions_;
 };
 
 using BuildFn = Result<KernelPtr> (*)(BuildContext&);

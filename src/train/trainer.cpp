@@ -596,6 +596,7 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   // as the exported model runs by default.
   SessionOptions train_so = so;
   if (spec.precision == "bf16") train_so.precision = Precision::kBF16;
+  train_so.training = true;
   auto session = Session::from_graph(tg.graph, train_so);
   std::map<std::string, Tensor> in;
   for (const std::string& p : tg.params) in[p] = forward.initializers.at(p).clone();

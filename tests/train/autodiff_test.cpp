@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <random>
 
 #include "graph/session.h"
+#include "ops/dnnl_util.h"
 #include "train/autodiff.h"
 
 namespace dlsys::train {
@@ -183,6 +185,87 @@ TEST(Autodiff, ConvBatchNormPoolingAndGroupedConv) {
   ASSERT_EQ(tg->batch_stats.size(), 1u);  // the running statistics are buffers, not parameters
   EXPECT_EQ(tg->batch_stats[0].running_mean, "bn.mean");
   EXPECT_EQ(std::count(tg->params.begin(), tg->params.end(), "bn.var"), 0);
+}
+
+// A training plan (PlanOptions::training) puts the convolutions and their gradients in one
+// blocked layout and converts each of X and dY once, shared by the kernels that read it. Its
+// loss and gradients must equal those of the default plan (checked above against finite
+// differences), and a bf16 training plan must stay close to them.
+TEST(Autodiff, TrainingPlanSharesConversionsAndComputesTheSameGradients) {
+  GraphMaker m;
+  m.g.inputs[0].dims = {Dim{-1, "batch"}, Dim{16, ""}, Dim{8, ""}, Dim{8, ""}};
+  m.param("w1", {16, 16, 3, 3});
+  m.param("bn.scale", {16});
+  m.param("bn.bias", {16});
+  m.g.initializers["bn.mean"] = Tensor::zeros(DType::kF32, {16});
+  std::vector<float> ones(16, 1.0f);
+  m.g.initializers["bn.var"] = Tensor::from_f32({16}, ones.data());
+  m.param("w2", {32, 16, 3, 3});
+  m.param("fc", {32, 5});
+  m.node("Conv", {"x", "w1"}, "c1", ints_attr("pads", {1, 1, 1, 1}));
+  m.node("BatchNormalization", {"c1", "bn.scale", "bn.bias", "bn.mean", "bn.var"}, "n1");
+  m.node("Relu", {"n1"}, "r1");
+  AttributeMap conv2 = ints_attr("pads", {1, 1, 1, 1});
+  conv2["strides"] = Attribute::of_ints({2, 2});
+  m.node("Conv", {"r1", "w2"}, "c2", conv2);
+  m.node("Relu", {"c2"}, "r2");
+  m.node("GlobalAveragePool", {"r2"}, "g");
+  m.node("Flatten", {"g"}, "f", {{"axis", Attribute::of_int(1)}});
+  m.node("Gemm", {"f", "fc"}, "logits");
+  auto tg = build_training_graph(m.g, {LossKind::kSoftmaxCrossEntropy, "logits"}, {});
+  ASSERT_TRUE(tg.ok()) << tg.status().to_string();
+  std::mt19937 rng(5);
+  std::map<std::string, Tensor> in;
+  in["x"] = random_tensor({4, 16, 8, 8}, rng, 1.0f);
+  in["target"] = classes({0, 4, 2, 1});
+  for (const std::string& p : tg->params) in[p] = m.g.initializers.at(p).clone();
+  auto outputs = [&](SessionOptions so, std::vector<PlanStepInfo>* steps) {
+    auto session = Session::from_graph(tg->graph, so);
+    std::vector<Tensor> out;
+    Status st = session->run(in, &out);
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    std::vector<Tensor> kept;
+    for (const Tensor& t : out) kept.push_back(t.clone());
+    if (steps) {
+      auto bound = session->bind_inputs(in);
+      EXPECT_TRUE(bound.ok());
+      auto plan = session->plan_for(*bound);
+      EXPECT_TRUE(plan.ok());
+      *steps = plan.value()->steps();
+    }
+    return kept;
+  };
+  std::vector<Tensor> ref = outputs({}, nullptr);
+  SessionOptions training;
+  training.training = true;
+  std::vector<PlanStepInfo> steps;
+  std::vector<Tensor> got = outputs(training, &steps);
+  ASSERT_EQ(got.size(), ref.size());
+  for (size_t k = 0; k < ref.size(); ++k)
+    for (int64_t i = 0; i < ref[k].numel(); ++i)
+      ASSERT_NEAR(got[k].get_f64(i), ref[k].get_f64(i), 1e-5 + 1e-4 * std::abs(ref[k].get_f64(i)))
+          << "output " << k << " element " << i;
+  // r1 is read by the second Conv and by its ConvGradWeight: one conversion serves both. Without
+  // the sharing each would convert it (two steps of the same name).
+  std::map<std::string, int> conversions;
+  for (const PlanStepInfo& st : steps)
+    if (st.name.rfind("to_layout(", 0) == 0) ++conversions[st.name];
+  EXPECT_EQ(conversions["to_layout(r1)"], 1);
+  for (const auto& [name, n] : conversions) EXPECT_EQ(n, 1) << name << " converted twice";
+  if (!bf16_kernels_available()) GTEST_SKIP() << "no bf16 kernels on this CPU";
+  training.precision = Precision::kBF16;
+  std::vector<Tensor> bf = outputs(training, nullptr);
+  ASSERT_EQ(bf.size(), ref.size());
+  EXPECT_NEAR(bf[0].get_f64(0), ref[0].get_f64(0), 0.01 * std::abs(ref[0].get_f64(0)));
+  for (size_t k = 1; k <= tg->params.size(); ++k) {
+    double dot = 0, nr = 0, nb = 0;  // gradient directions agree (cosine similarity)
+    for (int64_t i = 0; i < ref[k].numel(); ++i) {
+      dot += ref[k].get_f64(i) * bf[k].get_f64(i);
+      nr += ref[k].get_f64(i) * ref[k].get_f64(i);
+      nb += bf[k].get_f64(i) * bf[k].get_f64(i);
+    }
+    EXPECT_GT(dot / std::sqrt(nr * nb + 1e-30), 0.99) << tg->params[k - 1];
+  }
 }
 
 // AveragePool with padding, training-mode Dropout (a fixed seed: a fixed mask), LeakyRelu.

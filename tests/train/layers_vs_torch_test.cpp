@@ -91,7 +91,9 @@ void check_model(const std::string& name, const TrainSpec& spec) {
   for (const char* opt_name : {"sgd", "adam"}) {
     auto tg = build_training_graph(*forward, {LossKind::kSoftmaxCrossEntropy, "logits"}, {});
     ASSERT_TRUE(tg.ok()) << tg.status().to_string();
-    auto session = Session::from_graph(tg->graph);
+    SessionOptions so;
+    so.training = true;  // as the trainer plans it
+    auto session = Session::from_graph(tg->graph, so);
     OptimizerConfig oc;
     oc.kind = std::string(opt_name) == "sgd" ? OptimizerKind::kSgd : OptimizerKind::kAdam;
     oc.momentum = 0.9;

@@ -50,7 +50,9 @@ TEST_P(TrainVsTorch, LossesMatchEveryStep) {
   Graph g = mlp();
   auto tg = build_training_graph(g, {LossKind::kSoftmaxCrossEntropy, "logits"}, {});
   ASSERT_TRUE(tg.ok()) << tg.status().to_string();
-  auto session = Session::from_graph(tg->graph);
+  SessionOptions so;
+  so.training = true;  // as the trainer plans it
+  auto session = Session::from_graph(tg->graph, so);
   auto opt = Optimizer::make(setting.opt);
   ASSERT_TRUE(opt.ok());
   Tensor x = load("x"), y = load("y");
