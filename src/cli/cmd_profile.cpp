@@ -26,7 +26,7 @@ struct ProfileArgs {
 };
 
 struct StepRow {
-  std::string op, name;
+  std::string op, name, kernel;
   double ms = 0, flops = 0, bytes = 0;
   double gflops() const { return ms > 0 ? flops / (ms * 1e6) : 0; }
   double intensity() const { return bytes > 0 ? flops / bytes : 0; }
@@ -72,6 +72,7 @@ int run_profile(const ProfileArgs& a) {
     StepRow& row = rows[k];
     row.op = info.op;
     row.name = info.name;
+    row.kernel = info.kernel;
     row.ms = static_cast<double>(v[v.size() / 2]) / 1e6;
     row.flops = info.planned ? node_flops(*info.planned) : 0;
     row.bytes = static_cast<double>(info.bytes_in + info.bytes_out);
@@ -121,7 +122,8 @@ int run_profile(const ProfileArgs& a) {
                             {"gflops", r.gflops()},
                             {"fraction_of_peak", r.gflops() / std::max(1e-9, peak_for(r.op))},
                             {"flop_per_byte", r.intensity()},
-                            {"bound", verdict(r)}});
+                            {"bound", verdict(r)},
+                            {"kernel", r.kernel}});
     for (auto& [op, r] : by_op)
       j["ops"][op] = {{"count", std::stoi(r.name)}, {"ms", r.ms}, {"gflops", r.gflops()}};
     std::printf("%s\n", json_dump_line(j).c_str());
@@ -139,15 +141,23 @@ int run_profile(const ProfileArgs& a) {
       "medians), %.2f GFLOP/s overall\n\n",
       a.model.c_str(), static_cast<long long>(a.batch), a.precision.c_str(), a.runs, total_ms,
       total_flops / (total_ms * 1e6));
-  std::printf("%-4s %-18s %-40s %9s %6s %9s %7s %8s %s\n", "#", "op", "name", "ms", "%time",
-              "GFLOP/s", "%peak", "FLOP/B", "bound");
+  std::printf("%-4s %-18s %-40s %9s %6s %9s %7s %8s %-8s %s\n", "#", "op", "name", "ms", "%time",
+              "GFLOP/s", "%peak", "FLOP/B", "bound", "kernel");
   for (size_t k = 0; k < rows.size(); ++k) {
     const StepRow& r = rows[k];
     std::string name = r.name.size() > 40 ? "..." + r.name.substr(r.name.size() - 37) : r.name;
-    std::printf("%-4zu %-18s %-40s %9.3f %5.1f%% %9.1f %6.1f%% %8.2f %s\n", k, r.op.c_str(),
+    std::printf("%-4zu %-18s %-40s %9.3f %5.1f%% %9.1f %6.1f%% %8.2f %-8s %s\n", k, r.op.c_str(),
                 name.c_str(), r.ms, 100 * r.ms / total_ms, r.gflops(),
-                100 * r.gflops() / std::max(1e-9, peak_for(r.op)), r.intensity(), verdict(r));
+                100 * r.gflops() / std::max(1e-9, peak_for(r.op)), r.intensity(), verdict(r),
+                r.kernel.c_str());
   }
+  bool wino = std::any_of(rows.begin(), rows.end(), [](const StepRow& r) {
+    return r.kernel.find("wino") != std::string::npos;
+  });
+  if (wino)
+    std::printf(
+        "\nWinograd kernels (wino) do fewer multiplications than a direct convolution; GFLOP/s and "
+        "%%peak count the direct convolution's, so they can exceed 100%%.\n");
   std::printf("\nby op type:\n%-18s %5s %9s %6s %9s %7s\n", "op", "count", "ms", "%time", "GFLOP/s",
               "%peak");
   for (auto& [op, r] : by_op)

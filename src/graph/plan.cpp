@@ -52,13 +52,14 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
 
   // Count slots first so that pointers into slots_ stay valid (each node output may get a
   // to-plain copy too, and each node input a conversion).
-  size_t nslots = g.initializers.size() + g.inputs.size();
+  size_t nslots = g.initializers.size() + g.inputs.size() + g.outputs.size();
   for (const Node& n : g.nodes) nslots += 2 * n.outputs.size() + n.inputs.size();
   p.slots_.reserve(nslots);
   p.planned_.reserve(g.nodes.size());
   std::unordered_map<std::string, int> ids;
   auto add_slot = [&] {
-    assert(p.slots_.size() < p.slots_.capacity() && "slot count underestimated: pointers would dangle");
+    assert(p.slots_.size() < p.slots_.capacity() &&
+           "slot count underestimated: pointers would dangle");
     p.slots_.emplace_back();
     return static_cast<int>(p.slots_.size()) - 1;
   };
@@ -124,6 +125,29 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
     step_slots_in.push_back(in_ids);
     step_slots_out.push_back(out_ids);
   };
+  // Gives slot `id` (value `name`, in a oneDNN layout) a plain copy made by a "to_plain" step,
+  // once; its consumers that need plain data and the graph outputs read the copy.
+  auto to_plain = [&](int id, const std::string& name) -> Status {
+    if (p.slots_[id].plain_copy >= 0) return Status::OK();
+    int pc = add_slot();
+    Slot& c = p.slots_[pc];
+    const Tensor& src = p.slots_[id].tensor;
+    c.tensor = Tensor::wrap(src.dtype(), src.shape(), nullptr);
+    c.bytes = c.tensor.nbytes();
+    c.in_arena = true;
+    p.slots_[id].plain_copy = pc;
+    KernelPtr k;
+    try {
+      k = std::make_unique<ReorderKernel>(p.slots_[id].layout, plain_md(src.shape(), src.dtype()));
+    } catch (const dnnl::error& e) {
+      return Status::Internal("value '{}': no reorder to plain ({})", name, e.what());
+    }
+    PlanStepInfo info;
+    info.name = "to_plain(" + name + ")";
+    info.op = "Reorder";
+    push_step(std::move(k), {id}, {pc}, std::move(info));
+    return Status::OK();
+  };
 
   for (const Node& node : g.nodes) {
     const OpSchema* schema = find_op(node.op_type);
@@ -144,27 +168,7 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
       int id = it->second;
       if (!p.slots_[id].layout.is_zero() && !(schema->layout_inputs >> i & 1u)) {
         // This consumer needs plain data: reorder once, shared by every such consumer.
-        if (p.slots_[id].plain_copy < 0) {
-          int pc = add_slot();
-          Slot& c = p.slots_[pc];
-          const Tensor& src = p.slots_[id].tensor;
-          c.tensor = Tensor::wrap(src.dtype(), src.shape(), nullptr);
-          c.bytes = c.tensor.nbytes();
-          c.in_arena = true;
-          p.slots_[id].plain_copy = pc;
-          KernelPtr k;
-          try {
-            k = std::make_unique<ReorderKernel>(p.slots_[id].layout,
-                                                plain_md(src.shape(), src.dtype()));
-          } catch (const dnnl::error& e) {
-            return Status::Internal("value '{}': no reorder to plain ({})", node.inputs[i],
-                                    e.what());
-          }
-          PlanStepInfo info;
-          info.name = "to_plain(" + node.inputs[i] + ")";
-          info.op = "Reorder";
-          push_step(std::move(k), {id}, {pc}, std::move(info));
-        }
+        DLSYS_RETURN_IF_ERROR(to_plain(id, node.inputs[i]));
         id = p.slots_[id].plain_copy;
       }
       const Slot& s = p.slots_[id];
@@ -289,6 +293,7 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
         info.name = node.name;
         info.op = node.op_type;
         info.planned = &pn;
+        info.kernel = ctx.impl();
         push_step(std::move(kernel), in_ids, out_ids, std::move(info));
       }
     } else {
@@ -300,7 +305,14 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
     if (it == ids.end())
       return Status::Invalid("graph output '{}' is produced by no node, input or initializer",
                              o.name);
-    p.output_slots_.push_back(it->second);
+    int id = it->second;
+    // A kernel may have had to leave an output in a layout (a fused conv writes into Z's): the
+    // caller gets plain data.
+    if (!p.slots_[id].layout.is_zero()) {
+      DLSYS_RETURN_IF_ERROR(to_plain(id, o.name));
+      id = p.slots_[id].plain_copy;
+    }
+    p.output_slots_.push_back(id);
   }
 
   // Liveness: a value's interval runs from the step that writes it to the last step that reads

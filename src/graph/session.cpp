@@ -90,7 +90,8 @@ Result<Plan*> Session::plan_for_shapes(const std::vector<Shape>& shapes) {
   auto it = plans_.find(key);
   if (it != plans_.end()) return it->second.get();
   std::unique_ptr<Plan> p;
-  DLSYS_ASSIGN_OR_RETURN(p, Plan::build(graph_, shapes, {}, PlanOptions{opts_.precision, opts_.training}));
+  DLSYS_ASSIGN_OR_RETURN(
+      p, Plan::build(graph_, shapes, {}, PlanOptions{opts_.precision, opts_.training}));
   Plan* raw = p.get();
   plans_[key] = std::move(p);
   return raw;

@@ -18,7 +18,7 @@ struct SessionOptions {
   int threads = 0;  // 0: OpenMP's default (all cores)
   Precision precision = Precision::kF32;
   bool training = false;  // plans run training steps (PlanOptions::training)
-  bool optimize = true;  // run the graph optimization passes (graph/optimize.h) once at open
+  bool optimize = true;   // run the graph optimization passes (graph/optimize.h) once at open
 };
 
 class Session {

@@ -130,6 +130,10 @@ class BuildContext {
   const std::vector<std::pair<size_t, dnnl::memory::desc>>& input_conversions() const {
     return conversions_;
   }
+  // The implementation the kernel runs, for profiles (oneDNN's name, e.g.
+  // "jit_wino_4x3:avx512_core"); empty when the op does not say.
+  void set_impl(std::string impl) { impl_ = std::move(impl); }
+  const std::string& impl() const { return impl_; }
   // True when every consumer of output i accepts oneDNN layouts: the kernel may then leave the
   // output in its preferred layout (set_output_layout) and skip the reorder back to plain.
   bool output_layout_free(size_t i) const { return i < layout_free_.size() && layout_free_[i]; }
@@ -178,6 +182,7 @@ class BuildContext {
   Precision precision_ = Precision::kF32;
   bool training_ = false;
   std::vector<std::pair<size_t, dnnl::memory::desc>> conversions_;
+  std::string impl_;
 };
 
 using BuildFn = Result<KernelPtr> (*)(BuildContext&);

@@ -4,6 +4,8 @@
 // plain reference loops.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <random>
 
 #include "graph/onnx_import.h"
@@ -172,6 +174,84 @@ TEST(Ops, SumToShapeOfMatchesAPlainLoopForEveryPattern) {
       ASSERT_NEAR(y.data_as<float>()[i], want[static_cast<size_t>(i)], 1e-4 * want[i])
           << shape_str(like) << " at " << i;
   }
+}
+
+// Y[n, m, h, w] = sum over c, kh, kw of X[n, c, h + kh - 1, w + kw - 1] * W[m, c, kh, kw] + B[m]
+// (3x3, stride 1, padding 1), in double.
+std::vector<double> conv3x3_reference(const Tensor& x, const Tensor& w, const Tensor* b) {
+  int64_t N = x.dim(0), C = x.dim(1), H = x.dim(2), Wd = x.dim(3), M = w.dim(0);
+  std::vector<double> y(static_cast<size_t>(N * M * H * Wd), 0.0);
+  const float *xp = x.data_as<float>(), *wp = w.data_as<float>();
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t q = 0; q < Wd; ++q) {
+          double acc = b ? b->data_as<float>()[m] : 0.0;
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < 3; ++i)
+              for (int64_t j = 0; j < 3; ++j) {
+                int64_t hh = h + i - 1, ww = q + j - 1;
+                if (hh < 0 || hh >= H || ww < 0 || ww >= Wd) continue;
+                acc += double(xp[((n * C + c) * H + hh) * Wd + ww]) *
+                       wp[((m * C + c) * 3 + i) * 3 + j];
+              }
+          y[static_cast<size_t>(((n * M + m) * H + h) * Wd + q)] = acc;
+        }
+  return y;
+}
+
+// fp32 3x3 stride-1 convolutions with 16-channel multiples run on oneDNN's Winograd kernels,
+// with the fused bias, Relu and residual (a plain graph input, converted into the kernel's
+// nChw16c): y = relu(conv2(relu(conv1(x) + b1)) + z), checked against a plain loop.
+TEST(Ops, WinogradConvolutionsMatchAPlainLoop) {
+  testing::OnnxBuilder b(17);
+  constexpr int kF = onnx::TensorProto::FLOAT;
+  b.input("x", kF, {2, 16, 10, 10});
+  b.input("z", kF, {2, 32, 10, 10});
+  b.output("y", kF, {2, 32, 10, 10});
+  b.random_f32("w1", {32, 16, 3, 3}, 0.2f, 1);
+  b.random_f32("b1", {32}, 0.1f, 2);
+  b.random_f32("w2", {32, 32, 3, 3}, 0.1f, 3);
+  auto* c1 = b.node("Conv", {"x", "w1", "b1"}, {"c1"}, "conv1");
+  testing::OnnxBuilder::attr_ints(c1, "pads", {1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"}, "relu1");
+  auto* c2 = b.node("Conv", {"r1", "w2"}, {"c2"}, "conv2");
+  testing::OnnxBuilder::attr_ints(c2, "pads", {1, 1, 1, 1});
+  b.node("Add", {"c2", "z"}, {"s"}, "residual");
+  b.node("Relu", {"s"}, {"y"}, "relu2");
+  auto g = import_onnx_bytes(b.bytes(), "wino.onnx");
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  Graph graph = std::move(g).value();
+  Tensor w1 = graph.initializers.at("w1").clone(), b1 = graph.initializers.at("b1").clone(),
+         w2 = graph.initializers.at("w2").clone();
+  auto s = Session::from_graph(std::move(graph));
+  std::mt19937 rng(11);
+  Tensor x = random_tensor({2, 16, 10, 10}, &rng), z = random_tensor({2, 32, 10, 10}, &rng);
+  std::vector<Tensor> out;
+  Status st = s->run({{"x", x}, {"z", z}}, &out);
+  ASSERT_TRUE(st.ok()) << st.message();
+  auto plan = s->plan_for_shapes({{2, 16, 10, 10}, {2, 32, 10, 10}});
+  ASSERT_TRUE(plan.ok());
+  int wino = 0;
+  bool z_converted = false;
+  for (const PlanStepInfo& step : plan.value()->steps()) {
+    wino += step.kernel.find("wino") != std::string::npos;
+    z_converted = z_converted || step.name == "to_layout(z)";
+  }
+  EXPECT_EQ(wino, 2) << "both convolutions should run on Winograd kernels";
+  EXPECT_TRUE(z_converted);
+  // The reference: relu(conv2(relu(conv1(x) + b1)) + z).
+  std::vector<double> r1 = conv3x3_reference(x, w1, &b1);
+  Tensor r1t = Tensor::empty(DType::kF32, {2, 32, 10, 10});
+  for (size_t i = 0; i < r1.size(); ++i) r1t.data_as<float>()[i] = float(std::max(r1[i], 0.0));
+  std::vector<double> y = conv3x3_reference(r1t, w2, nullptr);
+  double worst = 0, scale = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    double want = std::max(y[i] + z.data_as<float>()[i], 0.0);
+    worst = std::max(worst, std::abs(out[0].data_as<float>()[i] - want));
+    scale = std::max(scale, std::abs(want));
+  }
+  EXPECT_LE(worst, 1e-5 * scale) << "max abs error " << worst << " of max " << scale;
 }
 
 }  // namespace

@@ -241,7 +241,9 @@ void expect_bf16_near_fp32(const std::vector<double>& bf16, const std::vector<do
   double worst = 0;
   for (size_t i = 0; i < bf16.size(); ++i) {
     double rel = std::abs(bf16[i] - fp32[i]) / std::abs(fp32[i]);
-    if (i < 3) EXPECT_LT(rel, 0.005) << "step " << i;
+    if (i < 3) {
+      EXPECT_LT(rel, 0.005) << "step " << i;
+    }
     worst = std::max(worst, rel);
   }
   EXPECT_LT(worst, 0.02);
