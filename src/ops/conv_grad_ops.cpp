@@ -94,22 +94,23 @@ dnnl::convolution_forward::primitive_desc forward_hint(const ConvGeometry& g, co
           dnnl_engine()};
 }
 
-Status check_grad_inputs(const BuildContext& ctx, const Shape& x, const Shape& w,
-                         const ConvGeometry& geo) {
+// Checks the inputs of either gradient (dY, X, W all f32; X and W of rank 3-5; dY the
+// convolution's output shape) and resolves the forward Conv's geometry into `geo`.
+Status grad_geometry(const BuildContext& ctx, const Shape& x, const Shape& w, ConvGeometry* geo) {
   for (size_t i = 0; i < 3; ++i) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
-  if (ctx.in_shape(0) != geo.out)
+  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
+    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
+  DLSYS_RETURN_IF_ERROR(conv_geometry(ctx, x, w, geo));
+  if (ctx.in_shape(0) != geo->out)
     return ctx.error("dY has shape {}, but the convolution of X {} by W {} gives {}",
-                     shape_str(ctx.in_shape(0)), shape_str(x), shape_str(w), shape_str(geo.out));
+                     shape_str(ctx.in_shape(0)), shape_str(x), shape_str(w), shape_str(geo->out));
   return Status::OK();
 }
 
 Result<KernelPtr> build_conv_grad_input(BuildContext& ctx) {
   const Shape &w = ctx.in_shape(1), &x = ctx.in_shape(2);
-  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
-    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
   ConvGeometry geo;
-  DLSYS_RETURN_IF_ERROR(conv_geometry(ctx, x, w, &geo));
-  DLSYS_RETURN_IF_ERROR(check_grad_inputs(ctx, x, w, geo));
+  DLSYS_RETURN_IF_ERROR(grad_geometry(ctx, x, w, &geo));
   ctx.set_output(0, DType::kF32, x);
   struct State {
     DnnlCall call;
@@ -148,11 +149,8 @@ Result<KernelPtr> build_conv_grad_input(BuildContext& ctx) {
 
 Result<KernelPtr> build_conv_grad_weight(BuildContext& ctx) {
   const Shape &x = ctx.in_shape(1), &w = ctx.in_shape(2);
-  if (x.size() < 3 || x.size() > 5 || w.size() != x.size())
-    return ctx.error("X {} and W {} must both have rank 3, 4 or 5", shape_str(x), shape_str(w));
   ConvGeometry geo;
-  DLSYS_RETURN_IF_ERROR(conv_geometry(ctx, x, w, &geo));
-  DLSYS_RETURN_IF_ERROR(check_grad_inputs(ctx, x, w, geo));
+  DLSYS_RETURN_IF_ERROR(grad_geometry(ctx, x, w, &geo));
   bool bias = ctx.num_outputs() > 1 && ctx.output_used(1);
   ctx.set_output(0, DType::kF32, w);
   if (ctx.num_outputs() > 1) ctx.set_output(1, DType::kF32, {w[0]});
