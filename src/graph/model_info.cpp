@@ -26,6 +26,11 @@ double node_flops(const PlannedNode& n) {
     const Shape& w = n.input_shapes[1];
     return 2.0 * out * prod_from(w, 1);
   }
+  if (op == "ConvDepthwise") {  // FusedConvDepthwise: the 1x1 convolution, then the 3x3 one
+    const Shape &x = n.input_shapes[0], &w = n.input_shapes[1];
+    double pointwise = static_cast<double>(shape_numel(x)) / static_cast<double>(x[1]) * w[0];
+    return 2.0 * pointwise * static_cast<double>(w[1]) + 2.0 * out * 9.0;
+  }
   if (op == "ConvTranspose") {
     const Shape& x = n.input_shapes[0];
     const Shape& w = n.input_shapes[1];

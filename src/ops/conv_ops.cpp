@@ -1,6 +1,8 @@
 // Conv (groups, depthwise, dilation, auto_pad, 1-3 spatial dims) and ConvTranspose on oneDNN's
 // convolution and deconvolution primitives. oneDNN picks its preferred (blocked) layouts;
 // reorders at the edges of the kernel convert from and to the plain NCHW the graph uses.
+#include <cstring>
+
 #include "ops/conv_geometry.h"
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
@@ -430,6 +432,126 @@ Result<KernelPtr> build_qconv(BuildContext& ctx) {
   return build_conv_with(ctx, num);
 }
 
+// What FusedConvDepthwise keeps: the fused primitive (weights and biases bound once) and the
+// reorder of its output to plain when a consumer needs plain.
+struct ConvDepthwiseState {
+  DnnlCall call;
+  bool dst_reorder = false;
+  DnnlReorder dst_r;
+  Tensor dst_buf, wei, dw_wei, bias, dw_bias;
+};
+
+// A constant input reordered once from plain f32 `plain` into `want` (a copy of the tensor when
+// they agree); a zero tensor of `want`'s size when the input is absent (a missing bias).
+Tensor prepared_constant(const BuildContext& ctx, size_t i, const dnnl::memory::desc& plain,
+                         const dnnl::memory::desc& want) {
+  Tensor t = buffer_for(want);
+  if (!ctx.has_input(i)) {
+    std::memset(t.data(), 0, want.get_size());
+  } else if (plain == want) {
+    std::memcpy(t.data(), ctx.in_value(i)->data(), want.get_size());
+  } else {
+    DnnlReorder r;
+    r.init(plain, want);
+    r.run(ctx.in_value(i)->data(), t.data());
+    dnnl_stream().wait();
+  }
+  return t;
+}
+
+// FusedConvDepthwise(X, W, B?, Wdw, Bdw?) = dw_act(DepthwiseConv3x3(act(Conv1x1(X, W) + B), Wdw,
+// stride dw_stride, pads 1) + Bdw), made by PointwiseDepthwiseFusion from MobileNet's expand +
+// depthwise pair. One oneDNN 1x1 convolution with a depthwise post-op (append_dw): the 1x1
+// output (the block's widest tensor) is produced a few rows at a time and consumed by the
+// depthwise kernel while in cache instead of going through memory. oneDNN falls back to running
+// the two convolutions one after the other (ref_fused_convolution) where it has no fused kernel.
+// Activations are channels-last (what the brgconv kernels around it use), or nChw16c when X
+// arrives so.
+Result<KernelPtr> build_conv_depthwise(BuildContext& ctx) {
+  for (size_t i = 0; i < 5; ++i)
+    if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
+  if (!ctx.has_input(3)) return ctx.error("needs the depthwise weights Wdw (input 3)");
+  const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
+  if (x.size() != 4 || w.size() != 4 || w[1] != x[1] || w[2] != 1 || w[3] != 1)
+    return ctx.error("X {} and W {} must be [N, C, H, W] and [M, C, 1, 1]", shape_str(x),
+                     shape_str(w));
+  int64_t M = w[0], stride = ctx.attr_int("dw_stride", 1);
+  if (ctx.in_shape(3) != Shape{M, 1, 3, 3})
+    return ctx.error("Wdw {} must be [{}, 1, 3, 3]", shape_str(ctx.in_shape(3)), M);
+  if (stride != 1 && stride != 2) return ctx.error("dw_stride {} must be 1 or 2", stride);
+  for (size_t i : {1, 2, 3, 4}) {
+    if (!ctx.has_input(i)) continue;
+    if ((i == 2 || i == 4) && ctx.in_shape(i) != Shape{M})
+      return ctx.error("bias {} has shape {}, expected [{}]", i, shape_str(ctx.in_shape(i)), M);
+    if (!ctx.in_value(i)) return ctx.unsupported("input {} must be a constant", i);
+  }
+  Shape out = {x[0], M, (x[2] - 1) / stride + 1, (x[3] - 1) / stride + 1};
+  ctx.set_output(0, DType::kF32, out);
+  ActivationSpec act, dw_act;
+  DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
+  DLSYS_ASSIGN_OR_RETURN(dw_act, read_activation(ctx, "dw_"));
+  auto st = std::make_shared<ConvDepthwiseState>();
+  dt cdt = ctx.precision() == Precision::kBF16 ? dt::bf16 : dt::f32;
+  bool free_out = ctx.output_layout_free(0);
+  dims xd(x.begin(), x.end()), mid(xd);
+  mid[1] = M;
+  auto src_given = ctx.in_layout(0).is_zero() ? plain_md(x, DType::kF32) : ctx.in_layout(0);
+  auto blocked = dnnl::memory::format_tag::aBcd16b;
+  auto tag = src_given == dnnl::memory::desc(xd, src_given.data_type(), blocked)
+                 ? blocked
+                 : dnnl::memory::format_tag::acdb;
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    dnnl::post_ops po;
+    if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
+    po.append_dw(cdt, dt::f32, free_out ? cdt : dt::f32, 3, stride, 1, 0, {});
+    if (dw_act.present) po.append_eltwise(1.f, dw_act.alg, dw_act.alpha, dw_act.beta);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(po);
+    dnnl::convolution_forward::desc d(
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
+        dnnl::memory::desc(xd, cdt, tag),
+        dnnl::memory::desc({M, x[1], 1, 1}, cdt, dnnl::memory::format_tag::any),
+        plain_md({M}, DType::kF32), dnnl::memory::desc(mid, cdt, tag), {1, 1}, {0, 0}, {0, 0});
+    dnnl::convolution_forward::primitive_desc pd(d, attr, dnnl_engine());
+    ctx.set_impl(pd.impl_info_str());
+    auto arg_md = [&](int arg) { return pd.query_md(dnnl::query::exec_arg_md, arg); };
+    const int dw_wei = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS;
+    const int dw_bias = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS;
+    st->call.prim = dnnl::convolution_forward(pd);
+    st->call.add(DNNL_ARG_SRC, pd.src_desc());
+    st->call.add(DNNL_ARG_DST, pd.dst_desc());
+    st->wei = prepared_constant(ctx, 1, plain_md(w, DType::kF32), pd.weights_desc());
+    st->bias = prepared_constant(ctx, 2, plain_md({M}, DType::kF32), pd.bias_desc());
+    st->dw_wei = prepared_constant(ctx, 3, plain_md({M, 1, 1, 3, 3}, DType::kF32), arg_md(dw_wei));
+    st->dw_bias = prepared_constant(ctx, 4, plain_md({M}, DType::kF32), arg_md(dw_bias));
+    std::pair<int, Tensor*> constants[] = {{DNNL_ARG_WEIGHTS, &st->wei},
+                                           {DNNL_ARG_BIAS, &st->bias},
+                                           {dw_wei, &st->dw_wei},
+                                           {dw_bias, &st->dw_bias}};
+    for (auto& [arg, t] : constants) {
+      st->call.add(arg, arg_md(arg));
+      st->call.bind(arg, t->data());
+    }
+    if (pd.src_desc() != src_given) ctx.convert_input(0, pd.src_desc());
+    auto dst = pd.dst_desc(), dst_plain = plain_md(out, DType::kF32);
+    if (free_out) {
+      if (dst != dst_plain) ctx.set_output_layout(0, dst);
+    } else if (dst != dst_plain) {
+      st->dst_reorder = true;
+      st->dst_r.init(dst, dst_plain);
+      st->dst_buf = buffer_for(dst);
+    }
+  }));
+  return make_kernel([st](const Tensor* const* in, Tensor* const* o) {
+    ConvDepthwiseState& c = *st;
+    c.call.bind(DNNL_ARG_SRC, in[0]->data());
+    c.call.bind(DNNL_ARG_DST, c.dst_reorder ? c.dst_buf.data() : o[0]->data());
+    c.call.exec();
+    if (c.dst_reorder) c.dst_r.run(c.dst_buf.data(), o[0]->data());
+    return Status::OK();
+  });
+}
+
 Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(check_conv_inputs(ctx));
   const Shape &x = ctx.in_shape(0), &w = ctx.in_shape(1);
@@ -524,6 +646,10 @@ void register_conv_ops(OpRegistry& r) {
   r.add("FusedConv", 2, 4, 1, 1, build_conv);
   r.set_layout_inputs("Conv", 1u);
   r.set_layout_inputs("FusedConv", 1u | 8u);
+  // FusedConvDepthwise(X, W, B?, Wdw, Bdw?): a 1x1 convolution and the 3x3 depthwise one reading
+  // it (build_conv_depthwise), made by PointwiseDepthwiseFusion.
+  r.add("FusedConvDepthwise", 4, 5, 1, 1, build_conv_depthwise);
+  r.set_layout_inputs("FusedConvDepthwise", 1u);
   r.add("QConv", 2, 4, 1, 1, build_qconv);
   r.set_layout_inputs("QConv", 1u | 8u);
 }

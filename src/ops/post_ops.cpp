@@ -4,11 +4,11 @@
 
 namespace dlsys {
 
-Result<ActivationSpec> read_activation(const BuildContext& ctx) {
+Result<ActivationSpec> read_activation(const BuildContext& ctx, const std::string& prefix) {
   ActivationSpec a;
-  std::string name = ctx.attr_string("activation", "");
+  std::string name = ctx.attr_string(prefix + "activation", "");
   if (name.empty()) return a;
-  std::vector<float> p = ctx.attr_floats("activation_params");
+  std::vector<float> p = ctx.attr_floats(prefix + "activation_params");
   auto param = [&](size_t i, float def) { return i < p.size() ? p[i] : def; };
   using alg = dnnl::algorithm;
   a.present = true;

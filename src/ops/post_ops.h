@@ -14,8 +14,9 @@ struct ActivationSpec {
   float alpha = 0, beta = 0;
 };
 
-// Reads the activation attributes; an unknown name is an Unsupported error naming it.
-Result<ActivationSpec> read_activation(const BuildContext& ctx);
+// Reads the `<prefix>activation` / `<prefix>activation_params` attributes; an unknown name is an
+// Unsupported error naming it.
+Result<ActivationSpec> read_activation(const BuildContext& ctx, const std::string& prefix = "");
 
 // Runs Y += broadcast(Z); Y = act(Y) on a plain f32 output, for shapes oneDNN's binary post-op
 // does not take. Prepared once; run() allocates nothing.

@@ -2,11 +2,13 @@
 // graph's ops) and the optimized graph computes the same outputs as the graph as given.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 
 #include "graph/onnx_import.h"
 #include "graph/optimizer/optimize.h"
 #include "graph/session.h"
+#include "ops/dnnl_util.h"
 #include "testing/compare.h"
 #include "testing/onnx_builder.h"
 
@@ -102,6 +104,127 @@ TEST(Optimize, ConvBatchNormReluResidualFuseIntoTwoConvs) {
   for (const PlanStepInfo& st : plan.value()->steps())
     if (st.op == "Reorder") reorders.push_back(st.name);
   EXPECT_EQ(reorders, (std::vector<std::string>{"to_layout(x)", "to_layout(r1)"}));
+}
+
+// Two MobileNetV2 inverted-residual blocks: 1x1 expand -> BN -> ReLU6 -> 3x3 depthwise -> BN ->
+// ReLU6 -> 1x1 project. Block A: stride 1, 48 channels, a residual. Block B: stride 2 on an odd
+// 9x9 input, 40 channels (not a multiple of 16), Relu after the expand, no depthwise bias.
+// `extra_reader`: block B's expand output is also pooled into a second output.
+OnnxBuilder inverted_residual_blocks(bool extra_reader = false) {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 16, 9, 9});
+  b.output("y", kF, {-1, 24, 5, 5});
+  if (extra_reader) b.output("pooled", kF, {-1, 40, 1, 1});
+  auto bn = [&](const std::string& name, int64_t c, uint32_t seed) {
+    b.random_f32(name + "_s", {c}, 1.f, seed);
+    b.random_f32(name + "_b", {c}, 0.5f, seed + 1);
+    b.random_f32(name + "_m", {c}, 0.2f, seed + 2);
+    b.initializer_f32(name + "_v", {c}, std::vector<float>(c, 0.8f));
+    return std::vector<std::string>{name + "_s", name + "_b", name + "_m", name + "_v"};
+  };
+  auto batchnorm = [&](const std::string& in, const std::string& out, int64_t c, uint32_t seed) {
+    std::vector<std::string> p = bn(out, c, seed), ins = {in};
+    ins.insert(ins.end(), p.begin(), p.end());
+    b.node("BatchNormalization", ins, {out});
+  };
+  b.initializer_f32("zero", {}, {0.f});
+  b.initializer_f32("six", {}, {6.f});
+  // Block A.
+  b.random_f32("wa1", {48, 16, 1, 1}, 0.4f, 61);
+  b.random_f32("wa2", {48, 1, 3, 3}, 0.5f, 62);
+  b.random_f32("ba2", {48}, 0.1f, 63);
+  b.random_f32("wa3", {16, 48, 1, 1}, 0.2f, 64);
+  b.node("Conv", {"x", "wa1"}, {"a1"}, "expand_a");
+  batchnorm("a1", "a1n", 48, 100);
+  b.node("Clip", {"a1n", "zero", "six"}, {"a1r"});
+  auto* dwa = b.node("Conv", {"a1r", "wa2", "ba2"}, {"a2"}, "depthwise_a");
+  OnnxBuilder::attr_int(dwa, "group", 48);
+  OnnxBuilder::attr_ints(dwa, "pads", {1, 1, 1, 1});
+  batchnorm("a2", "a2n", 48, 110);
+  b.node("Clip", {"a2n", "zero", "six"}, {"a2r"});
+  b.node("Conv", {"a2r", "wa3"}, {"a3"}, "project_a");
+  b.node("Add", {"a3", "x"}, {"a"});
+  // Block B.
+  b.random_f32("wb1", {40, 16, 1, 1}, 0.4f, 71);
+  b.random_f32("bb1", {40}, 0.1f, 72);
+  b.random_f32("wb2", {40, 1, 3, 3}, 0.5f, 73);
+  b.random_f32("wb3", {24, 40, 1, 1}, 0.2f, 74);
+  b.node("Conv", {"a", "wb1", "bb1"}, {"b1"}, "expand_b");
+  b.node("Relu", {"b1"}, {"b1r"});
+  if (extra_reader) b.node("GlobalAveragePool", {"b1r"}, {"pooled"});
+  auto* dwb = b.node("Conv", {"b1r", "wb2"}, {"b2"}, "depthwise_b");
+  OnnxBuilder::attr_int(dwb, "group", 40);
+  OnnxBuilder::attr_ints(dwb, "pads", {1, 1, 1, 1});
+  OnnxBuilder::attr_ints(dwb, "strides", {2, 2});
+  b.node("Clip", {"b2", "zero", "six"}, {"b2r"});
+  b.node("Conv", {"b2r", "wb3"}, {"y"}, "project_b");
+  return b;
+}
+
+TEST(Optimize, PointwiseAndDepthwiseConvolutionsFuse) {
+  auto s = expect_same_outputs(inverted_residual_blocks(), {2, 16, 9, 9});
+  const Graph& g = s->graph();
+  ASSERT_EQ(count_op(g, "FusedConvDepthwise"), 2);
+  EXPECT_EQ(count_op(g, "BatchNormalization") + count_op(g, "Clip") + count_op(g, "Relu"), 0);
+  for (const Node& n : g.nodes) {
+    if (n.op_type != "FusedConvDepthwise") continue;
+    bool a = n.name == "depthwise_a";
+    EXPECT_EQ(n.attrs.at("dw_stride").i, a ? 1 : 2) << n.name;
+    EXPECT_EQ(n.attrs.at("activation").s, a ? "Clip" : "Relu") << n.name;
+    EXPECT_EQ(n.attrs.at("dw_activation").s, "Clip") << n.name;
+    EXPECT_EQ(n.inputs.size(), a ? 5u : 4u) << n.name;  // block B's depthwise has no bias
+  }
+  auto plan = s->plan_for_shapes({{2, 16, 9, 9}});
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  int fused_steps = 0;
+  for (const PlanStepInfo& st : plan.value()->steps())
+    if (st.op == "FusedConvDepthwise") {
+      ++fused_steps;
+      EXPECT_FALSE(st.kernel.empty()) << st.name;
+    }
+  EXPECT_EQ(fused_steps, 2);
+
+  // bf16: the same graph, fused, within bf16's error of the f32 graph.
+  if (!bf16_kernels_available()) GTEST_SKIP() << "no bf16 kernels on this CPU";
+  SessionOptions plain, bf16;
+  plain.optimize = false;
+  bf16.precision = Precision::kBF16;
+  auto ref = Session::from_graph(import(inverted_residual_blocks()), plain);
+  auto low = Session::from_graph(import(inverted_residual_blocks()), bf16);
+  Tensor x = random_input({2, 16, 9, 9}, 8);
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(ref->run({{"x", x}}, &want).ok());
+  Status st = low->run({{"x", x}}, &got);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(count_op(low->graph(), "FusedConvDepthwise"), 2);
+  double peak = 0, err = 0;
+  for (int64_t i = 0; i < want[0].numel(); ++i) {
+    double w = want[0].data_as<float>()[i], v = got[0].data_as<float>()[i];
+    peak = std::max(peak, std::fabs(w));
+    err = std::max(err, std::fabs(w - v));
+  }
+  EXPECT_GT(peak, 0.1);
+  EXPECT_LT(err, 0.03 * peak);
+}
+
+TEST(Optimize, PointwiseDepthwiseFusionNeedsASingleReaderAndTheWindow) {
+  // The expand output read by a second node must exist: block B stays two convolutions.
+  auto s = expect_same_outputs(inverted_residual_blocks(true), {2, 16, 9, 9});
+  EXPECT_EQ(count_op(s->graph(), "FusedConvDepthwise"), 1);
+  // A depthwise convolution with another window (dilated, or padded by 2 with dilation 2: the
+  // same output size) is not the fused kernel's: block A stays two convolutions.
+  for (bool pad2 : {false, true}) {
+    Graph g = import(inverted_residual_blocks());
+    for (Node& n : g.nodes)
+      if (n.name == "depthwise_a") {
+        n.attrs["dilations"] = Attribute::of_ints({2, 2});
+        if (pad2) n.attrs["pads"] = Attribute::of_ints({2, 2, 2, 2});
+      }
+    optimize_graph(&g);
+    EXPECT_EQ(count_op(g, "FusedConvDepthwise"), 1) << "pad2=" << pad2;
+    for (const Node& n : g.nodes)
+      if (n.name == "depthwise_a") EXPECT_EQ(n.op_type, "FusedConv") << "pad2=" << pad2;
+  }
 }
 
 TEST(Optimize, BatchNormFoldingAloneKeepsOutputs) {

@@ -20,6 +20,8 @@
 // weights) [-> Q] -> QMatMul on an int8 oneDNN matmul), DynamicQuantizedMatMulFusion
 // (MatMul/FusedMatMul of a float activation and DequantizeLinear(int8 weights) -> QMatMulDynamic).
 // Then the int8 weights nothing fused are dequantized by constant folding.
+// Last: PointwiseDepthwiseFusion (a 1x1 Conv read only by a 3x3 depthwise Conv, pads 1, stride 1
+// or 2 -> FusedConvDepthwise, one oneDNN convolution with a depthwise post-op).
 #pragma once
 
 #include <string>
@@ -69,5 +71,6 @@ int fuse_quantized_conv(Graph* g, OptimizeReport* report);
 int fuse_quantized_maxpool(Graph* g, OptimizeReport* report);
 int fuse_quantized_matmul(Graph* g, OptimizeReport* report);
 int fuse_dynamic_quantized_matmul(Graph* g, OptimizeReport* report);
+int fuse_pointwise_depthwise(Graph* g, OptimizeReport* report);
 
 }  // namespace dlsys
