@@ -1,12 +1,17 @@
-// ScaledDotProductAttention(Q, K, V) -> Y (domain dlsys): what the AttentionFusion pass makes of
-// multi-head attention as exporters write it out (Transposes to head-major, MatMul, a scale,
-// Softmax, MatMul, a Transpose back). Q is [B, Sq, H, Dh], K [B, Skv, H, Dh], V [B, Skv, H, Dv]
-// and Y [B, Sq, H, Dv], all in the token-major layout the projections produce:
-//   Y[b, i, h, :] = sum_j softmax_j(scale * Q[b, i, h, :] . K[b, j, h, :]) V[b, j, h, :]
+// ScaledDotProductAttention(Q, K, V, M?) -> Y (domain dlsys): what the AttentionFusion pass makes
+// of multi-head attention as exporters write it out (Transposes to head-major, MatMul, a scale,
+// an optional additive mask, Softmax, MatMul, a Transpose back). Q is [B, Sq, H, Dh],
+// K [B, Skv, H, Dh], V [B, Skv, H, Dv] and Y [B, Sq, H, Dv], all in the token-major layout the
+// projections produce; M (f32) broadcasts onto the head-major scores [B, H, Sq, Skv]:
+//   Y[b, i, h, :] = sum_j softmax_j(scale * Q[b, i, h, :] . K[b, j, h, :] + M[b, h, i, j])
+//                   V[b, j, h, :]
 // Three oneDNN primitives read the head-major views through strides (no transposes are
 // materialized): scores = scale * Q K^T (matmul with a linear post-op), an in-place softmax over
-// the last axis, Y = P V written straight into Y's token-major layout. The scores
-// ([B, H, Sq, Skv]) are the only scratch.
+// the last axis, Y = P V written straight into Y's token-major layout. The mask is added by a
+// loop between the first two (a oneDNN binary post-op with M's broadcasts would leave the fast
+// matmul kernels). The scores ([B, H, Sq, Skv]) are the only scratch.
+#include <array>
+
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 
@@ -19,12 +24,32 @@ using dt = dnnl::memory::data_type;
 struct AttentionKernel : Kernel {
   DnnlCall scores, softmax, context;
   Tensor scratch;  // the scores [B, H, Sq, Skv]
+  bool has_mask = false;
+  std::array<int64_t, 4> dims{}, mask_strides{};  // [B, H, Sq, Skv]; 0 where M broadcasts
+
+  // scores[b, h, i, j] += M[b, h, i, j] (broadcast).
+  void add_mask(const float* m) {
+    float* s = scratch.data_as<float>();
+    int64_t rows = dims[0] * dims[1] * dims[2], n = dims[3], sj = mask_strides[3];
+#pragma omp parallel for if (rows * n > 65536)
+    for (int64_t r = 0; r < rows; ++r) {
+      int64_t i = r % dims[2], h = r / dims[2] % dims[1], b = r / (dims[2] * dims[1]);
+      const float* mr = m + b * mask_strides[0] + h * mask_strides[1] + i * mask_strides[2];
+      float* sr = s + r * n;
+      if (sj == 1) {
+        for (int64_t j = 0; j < n; ++j) sr[j] += mr[j];
+      } else {
+        for (int64_t j = 0; j < n; ++j) sr[j] += mr[0];
+      }
+    }
+  }
 
   Status run(const Tensor* const* in, Tensor* const* out) override {
     scores.bind(DNNL_ARG_SRC, in[0]->data());
     scores.bind(DNNL_ARG_WEIGHTS, in[1]->data());
     scores.bind(DNNL_ARG_DST, scratch.data());
     scores.exec();
+    if (has_mask) add_mask(in[3]->data_as<float>());
     softmax.bind(DNNL_ARG_SRC, scratch.data());
     softmax.bind(DNNL_ARG_DST, scratch.data());
     softmax.exec();
@@ -37,7 +62,8 @@ struct AttentionKernel : Kernel {
 };
 
 Result<KernelPtr> build_attention(BuildContext& ctx) {
-  for (size_t i = 0; i < 3; ++i) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
+  for (size_t i = 0; i < 4; ++i)
+    if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
   const Shape &q = ctx.in_shape(0), &k = ctx.in_shape(1), &v = ctx.in_shape(2);
   if (q.size() != 4 || k.size() != 4 || v.size() != 4)
     return ctx.error("Q {}, K {} and V {} must all be [batch, seq, heads, head_dim]", shape_str(q),
@@ -51,6 +77,23 @@ Result<KernelPtr> build_attention(BuildContext& ctx) {
   float scale = ctx.attr_float("scale", 1.0f);
   ctx.set_output(0, DType::kF32, {B, Sq, H, Dv});
   auto kern = std::make_unique<AttentionKernel>();
+  kern->dims = {B, H, Sq, Skv};
+  if (ctx.has_input(3)) {
+    // M's dims, right-aligned onto [B, H, Sq, Skv]: each 1 (broadcast) or equal.
+    const Shape& m = ctx.in_shape(3);
+    bool fits = m.size() <= 4;
+    int64_t stride = 1;
+    for (size_t d = 0; fits && d < m.size(); ++d) {
+      size_t md = m.size() - 1 - d, at = 3 - d;
+      fits = m[md] == 1 || m[md] == kern->dims[at];
+      kern->mask_strides[at] = m[md] == 1 ? 0 : stride;
+      stride *= m[md];
+    }
+    if (!fits)
+      return ctx.error("the mask {} does not broadcast onto the scores [B, H, Sq, Skv] = {}",
+                       shape_str(m), shape_str({B, H, Sq, Skv}));
+    kern->has_mask = true;
+  }
   if (B * Sq * Skv * H == 0)
     return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
   kern->scratch = Tensor::empty(DType::kF32, {B, H, Sq, Skv});
@@ -88,7 +131,7 @@ Result<KernelPtr> build_attention(BuildContext& ctx) {
 }  // namespace
 
 void register_attention_ops(OpRegistry& r) {
-  r.add("ScaledDotProductAttention", 3, 3, 1, 1, build_attention);
+  r.add("ScaledDotProductAttention", 3, 4, 1, 1, build_attention);
 }
 
 }  // namespace dlsys

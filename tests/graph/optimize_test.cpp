@@ -223,7 +223,9 @@ TEST(Optimize, PointwiseDepthwiseFusionNeedsASingleReaderAndTheWindow) {
     optimize_graph(&g);
     EXPECT_EQ(count_op(g, "FusedConvDepthwise"), 1) << "pad2=" << pad2;
     for (const Node& n : g.nodes)
-      if (n.name == "depthwise_a") EXPECT_EQ(n.op_type, "FusedConv") << "pad2=" << pad2;
+      if (n.name == "depthwise_a") {
+        EXPECT_EQ(n.op_type, "FusedConv") << "pad2=" << pad2;
+      }
   }
 }
 
@@ -285,9 +287,13 @@ TEST(Optimize, DecomposedLayerNormBecomesOneNode) {
 // [B, S, H, Dh], Transposes to head-major (K to [B, H, Dh, S]), MatMul, a scale, Softmax, MatMul,
 // a Transpose back and a Reshape. `scale_op` is "Div" (by sqrt(Dh)), "Mul" (by 1/sqrt(Dh)) or "".
 // With `probs_out`, the softmax output is also a graph output (read twice: no fusion).
-OnnxBuilder attention_block(const std::string& scale_op, bool probs_out = false) {
+// `mask`: "" none; "causal": a constant [6, 6] of 0 and -1e9 added after the scale; "padding":
+// HF-style (1 - m) * -10000 from a graph input m [B, 1, 1, 6] of 0/1, added before the scores.
+OnnxBuilder attention_block(const std::string& scale_op, bool probs_out = false,
+                            const std::string& mask = "") {
   OnnxBuilder b;
   b.input("x", kF, {-1, 6, 8});
+  if (mask == "padding") b.input("m", kF, {-1, 1, 1, 6});
   b.output("y", kF, {-1, 6, 8});
   if (probs_out) b.output("p", kF, {-1, 2, 6, 6});
   b.initializer_i64("heads", {4}, {0, 6, 2, 4});
@@ -311,6 +317,21 @@ OnnxBuilder attention_block(const std::string& scale_op, bool probs_out = false)
     b.node("Mul", {"c", "s"}, {"ss"});
     scores = "ss";
   }
+  if (mask == "causal") {
+    std::vector<float> causal(36);
+    for (int i = 0; i < 6; ++i)
+      for (int j = 0; j < 6; ++j) causal[i * 6 + j] = j > i ? -1e9f : 0.f;
+    b.initializer_f32("causal", {6, 6}, causal);
+    b.node("Add", {scores, "causal"}, {"masked"});
+    scores = "masked";
+  } else if (mask == "padding") {
+    b.initializer_f32("one", {}, {1.f});
+    b.initializer_f32("big", {}, {-10000.f});
+    b.node("Sub", {"one", "m"}, {"keep_not"});
+    b.node("Mul", {"keep_not", "big"}, {"additive"});
+    b.node("Add", {"additive", scores}, {"masked"});
+    scores = "masked";
+  }
   b.node("Softmax", {scores}, {"p"}, "softmax");
   b.node("MatMul", {"p", "vh"}, {"o"});
   OnnxBuilder::attr_ints(b.node("Transpose", {"o"}, {"ot"}), "perm", {0, 2, 1, 3});
@@ -329,6 +350,40 @@ TEST(Optimize, AttentionBecomesOneScaledDotProductAttention) {
   auto s = expect_same_outputs(attention_block("Div", true), {3, 6, 8});
   EXPECT_EQ(count_op(s->graph(), "ScaledDotProductAttention"), 0);
   EXPECT_EQ(count_op(s->graph(), "Softmax"), 1);
+}
+
+TEST(Optimize, AttentionWithAnAdditiveMask) {
+  // A constant causal mask (rank 2, broadcast over batch and heads).
+  auto s = expect_same_outputs(attention_block("Div", false, "causal"), {3, 6, 8});
+  EXPECT_EQ(count_op(s->graph(), "ScaledDotProductAttention"), 1);
+  EXPECT_EQ(count_op(s->graph(), "Softmax") + count_op(s->graph(), "Add"), 0);
+  // A padding mask computed at run time from a graph input, added on the left of the scores.
+  SessionOptions plain;
+  plain.optimize = false;
+  auto ref = Session::from_graph(import(attention_block("Mul", false, "padding")), plain);
+  auto opt = Session::from_graph(import(attention_block("Mul", false, "padding")));
+  EXPECT_EQ(count_op(opt->graph(), "ScaledDotProductAttention"), 1);
+  EXPECT_EQ(count_op(opt->graph(), "Softmax"), 0);
+  Tensor x = random_input({2, 6, 8}, 9), m = Tensor::empty(DType::kF32, {2, 1, 1, 6});
+  for (int64_t j = 0; j < 12; ++j) m.data_as<float>()[j] = j % 6 < (j < 6 ? 4 : 2) ? 1.f : 0.f;
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(ref->run({{"x", x}, {"m", m}}, &want).ok());
+  Status st = opt->run({{"x", x}, {"m", m}}, &got);
+  ASSERT_TRUE(st.ok()) << st.message();
+  EXPECT_EQ(testing::compare_tensors(got[0], want[0], 1e-4, 1e-5), "");
+  // The masked keys are ignored: changing their values leaves the first sequence's output alone
+  // (keys 4 and 5 of sequence 0 are masked; with no mask the output would move).
+  Tensor x2 = x.clone();
+  for (int64_t t = 4; t < 6; ++t)
+    for (int64_t c = 0; c < 8; ++c) x2.data_as<float>()[t * 8 + c] += 3.f;
+  std::vector<Tensor> moved;
+  ASSERT_TRUE(opt->run({{"x", x2}, {"m", m}}, &moved).ok());
+  for (int64_t i = 0; i < 4 * 8; ++i)  // rows 0-3 of sequence 0 (rows 4-5 changed their queries)
+    EXPECT_NEAR(moved[0].data_as<float>()[i], got[0].data_as<float>()[i], 1e-3) << i;
+  // A mask that does not broadcast onto the scores is a clear error at plan time.
+  Tensor bad = Tensor::empty(DType::kF32, {2, 1, 1, 5});
+  Status err = opt->run({{"x", x}, {"m", bad}}, &got);
+  EXPECT_FALSE(err.ok());
 }
 
 TEST(Optimize, MatMulBiasActivationResidualBecomeFusedMatMuls) {

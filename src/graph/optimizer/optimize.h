@@ -7,8 +7,8 @@
 // DeadNodeElimination (and unused initializers).
 // Fusion: ConvBatchNormFolding (BN scale/shift folded into the conv's weights and bias),
 // GeluFusion (Erf-based GELU -> Gelu), LayerNormFusion (ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add ->
-// LayerNormalization), AttentionFusion (Transpose/MatMul/scale/Softmax/MatMul/Transpose of
-// multi-head attention -> ScaledDotProductAttention), MatMulBiasFusion (MatMul + Add of a 1-D
+// LayerNormalization), AttentionFusion (Transpose/MatMul/scale/[mask Add]/Softmax/MatMul/Transpose
+// of multi-head attention -> ScaledDotProductAttention), MatMulBiasFusion (MatMul + Add of a 1-D
 // constant -> FusedMatMul), ResidualAddFusion (Conv/MatMul/Gemm + Add -> Fused* with a summed input
 // Z) and ActivationFusion (Relu, Clip, LeakyRelu, Sigmoid, Tanh, Gelu, Elu, HardSwish -> the
 // producer's oneDNN post-op). The fused ops (FusedConv, FusedMatMul, FusedGemm) are documented in
