@@ -82,7 +82,7 @@ int run_profile(const ProfileArgs& a) {
   bool bf16 = opts.precision == Precision::kBF16;
   auto peak_for = [&](const std::string& op) {
     bool heavy = op.find("Conv") != std::string::npos || op.find("MatMul") != std::string::npos ||
-                 op.find("Gemm") != std::string::npos;
+                 op.find("Gemm") != std::string::npos || op.find("Attention") != std::string::npos;
     return bf16 && heavy ? peak.bf16_gflops : peak.f32_gflops;
   };
   auto verdict = [&](const StepRow& r) {

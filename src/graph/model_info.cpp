@@ -31,6 +31,10 @@ double node_flops(const PlannedNode& n) {
     double pointwise = static_cast<double>(shape_numel(x)) / static_cast<double>(x[1]) * w[0];
     return 2.0 * pointwise * static_cast<double>(w[1]) + 2.0 * out * 9.0;
   }
+  if (op == "ScaledDotProductAttention") {  // Q K^T and P V: 2 B H Sq Skv (Dh + Dv)
+    const Shape &q = n.input_shapes[0], &k = n.input_shapes[1], &v = n.input_shapes[2];
+    return 2.0 * static_cast<double>(q[0] * q[2] * q[1] * k[1]) * static_cast<double>(q[3] + v[3]);
+  }
   if (op == "ConvTranspose") {
     const Shape& x = n.input_shapes[0];
     const Shape& w = n.input_shapes[1];

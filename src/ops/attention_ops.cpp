@@ -7,7 +7,9 @@
 //                   V[b, j, h, :]
 // Three oneDNN primitives read the head-major views through strides (no transposes are
 // materialized): scores = scale * Q K^T (matmul with a linear post-op), an in-place softmax over
-// the last axis, Y = P V written straight into Y's token-major layout. The mask is added by a
+// the last axis, Y = P V written straight into Y's token-major layout. In bf16 plans the two
+// matmuls read bf16 copies of Q, K, V and the softmax writes P in bf16; scores, mask and softmax
+// are computed in f32. The mask is added by a
 // loop between the first two (a oneDNN binary post-op with M's broadcasts would leave the fast
 // matmul kernels). The scores ([B, H, Sq, Skv]) are the only scratch.
 #include <array>
@@ -24,6 +26,11 @@ using dt = dnnl::memory::data_type;
 struct AttentionKernel : Kernel {
   DnnlCall scores, softmax, context;
   Tensor scratch;  // the scores [B, H, Sq, Skv]
+  // bf16 plans: Q, K and V converted to bf16 (same token-major layout) and the probabilities
+  // written by the softmax in bf16; the scores, the mask and the softmax stay f32.
+  bool bf16 = false;
+  DnnlReorder to_bf16[3];
+  Tensor low[3], probs;
   bool has_mask = false;
   std::array<int64_t, 4> dims{}, mask_strides{};  // [B, H, Sq, Skv]; 0 where M broadcasts
 
@@ -45,16 +52,22 @@ struct AttentionKernel : Kernel {
   }
 
   Status run(const Tensor* const* in, Tensor* const* out) override {
-    scores.bind(DNNL_ARG_SRC, in[0]->data());
-    scores.bind(DNNL_ARG_WEIGHTS, in[1]->data());
+    const void* qkv[3] = {in[0]->data(), in[1]->data(), in[2]->data()};
+    for (int i = 0; bf16 && i < 3; ++i) {
+      to_bf16[i].run(qkv[i], low[i].data());
+      qkv[i] = low[i].data();
+    }
+    void* p = bf16 ? probs.data() : scratch.data();
+    scores.bind(DNNL_ARG_SRC, qkv[0]);
+    scores.bind(DNNL_ARG_WEIGHTS, qkv[1]);
     scores.bind(DNNL_ARG_DST, scratch.data());
     scores.exec();
     if (has_mask) add_mask(in[3]->data_as<float>());
     softmax.bind(DNNL_ARG_SRC, scratch.data());
-    softmax.bind(DNNL_ARG_DST, scratch.data());
+    softmax.bind(DNNL_ARG_DST, p);
     softmax.exec();
-    context.bind(DNNL_ARG_SRC, scratch.data());
-    context.bind(DNNL_ARG_WEIGHTS, in[2]->data());
+    context.bind(DNNL_ARG_SRC, p);
+    context.bind(DNNL_ARG_WEIGHTS, qkv[2]);
     context.bind(DNNL_ARG_DST, out[0]->data());
     context.exec();
     return Status::OK();
@@ -97,12 +110,23 @@ Result<KernelPtr> build_attention(BuildContext& ctx) {
   if (B * Sq * Skv * H == 0)
     return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
   kern->scratch = Tensor::empty(DType::kF32, {B, H, Sq, Skv});
+  kern->bf16 = ctx.precision() == Precision::kBF16;
+  dt cdt = kern->bf16 ? dt::bf16 : dt::f32;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    if (kern->bf16) {
+      for (int i = 0; i < 3; ++i) {
+        const Shape& s = ctx.in_shape(i);
+        kern->to_bf16[i].init(plain_md(s, DType::kF32), plain_md(s, DType::kBF16));
+        kern->low[i] = Tensor::empty(DType::kBF16, s);
+      }
+      kern->probs = Tensor::empty(DType::kBF16, {B, H, Sq, Skv});
+    }
     // Head-major views [B, H, S, D] of the token-major tensors, through strides.
-    dnnl::memory::desc qd(dims{B, H, Sq, Dh}, dt::f32, dims{Sq * H * Dh, Dh, H * Dh, 1});
-    dnnl::memory::desc ktd(dims{B, H, Dh, Skv}, dt::f32, dims{Skv * H * Dh, Dh, 1, H * Dh});
+    dnnl::memory::desc qd(dims{B, H, Sq, Dh}, cdt, dims{Sq * H * Dh, Dh, H * Dh, 1});
+    dnnl::memory::desc ktd(dims{B, H, Dh, Skv}, cdt, dims{Skv * H * Dh, Dh, 1, H * Dh});
     dnnl::memory::desc sd(dims{B, H, Sq, Skv}, dt::f32, dims{H * Sq * Skv, Sq * Skv, Skv, 1});
-    dnnl::memory::desc vd(dims{B, H, Skv, Dv}, dt::f32, dims{Skv * H * Dv, Dv, H * Dv, 1});
+    dnnl::memory::desc pd(dims{B, H, Sq, Skv}, cdt, dims{H * Sq * Skv, Sq * Skv, Skv, 1});
+    dnnl::memory::desc vd(dims{B, H, Skv, Dv}, cdt, dims{Skv * H * Dv, Dv, H * Dv, 1});
     dnnl::memory::desc yd(dims{B, H, Sq, Dv}, dt::f32, dims{Sq * H * Dv, Dv, H * Dv, 1});
     dnnl::primitive_attr scaled;
     dnnl::post_ops po;
@@ -115,13 +139,13 @@ Result<KernelPtr> build_attention(BuildContext& ctx) {
     kern->scores.add(DNNL_ARG_DST, sd);
     kern->softmax.prim = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(
         dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_inference,
-                                       dnnl::algorithm::softmax_accurate, sd, sd, 3),
+                                       dnnl::algorithm::softmax_accurate, sd, pd, 3),
         dnnl_engine()));
     kern->softmax.add(DNNL_ARG_SRC, sd);
-    kern->softmax.add(DNNL_ARG_DST, sd);
+    kern->softmax.add(DNNL_ARG_DST, pd);
     kern->context.prim =
-        dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(sd, vd, yd), dnnl_engine()));
-    kern->context.add(DNNL_ARG_SRC, sd);
+        dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(pd, vd, yd), dnnl_engine()));
+    kern->context.add(DNNL_ARG_SRC, pd);
     kern->context.add(DNNL_ARG_WEIGHTS, vd);
     kern->context.add(DNNL_ARG_DST, yd);
   }));

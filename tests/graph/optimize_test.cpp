@@ -364,24 +364,44 @@ TEST(Optimize, AttentionWithAnAdditiveMask) {
   auto opt = Session::from_graph(import(attention_block("Mul", false, "padding")));
   EXPECT_EQ(count_op(opt->graph(), "ScaledDotProductAttention"), 1);
   EXPECT_EQ(count_op(opt->graph(), "Softmax"), 0);
+  // Sequence 0 keeps keys 0-3, sequence 1 keys 0-1.
   Tensor x = random_input({2, 6, 8}, 9), m = Tensor::empty(DType::kF32, {2, 1, 1, 6});
   for (int64_t j = 0; j < 12; ++j) m.data_as<float>()[j] = j % 6 < (j < 6 ? 4 : 2) ? 1.f : 0.f;
-  std::vector<Tensor> want, got;
-  ASSERT_TRUE(ref->run({{"x", x}, {"m", m}}, &want).ok());
-  Status st = opt->run({{"x", x}, {"m", m}}, &got);
-  ASSERT_TRUE(st.ok()) << st.message();
-  EXPECT_EQ(testing::compare_tensors(got[0], want[0], 1e-4, 1e-5), "");
-  // The masked keys are ignored: changing their values leaves the first sequence's output alone
-  // (keys 4 and 5 of sequence 0 are masked; with no mask the output would move).
+  // x2: tokens 4-5 of sequence 0 (masked keys there) changed.
   Tensor x2 = x.clone();
-  for (int64_t t = 4; t < 6; ++t)
-    for (int64_t c = 0; c < 8; ++c) x2.data_as<float>()[t * 8 + c] += 3.f;
-  std::vector<Tensor> moved;
-  ASSERT_TRUE(opt->run({{"x", x2}, {"m", m}}, &moved).ok());
-  for (int64_t i = 0; i < 4 * 8; ++i)  // rows 0-3 of sequence 0 (rows 4-5 changed their queries)
-    EXPECT_NEAR(moved[0].data_as<float>()[i], got[0].data_as<float>()[i], 1e-3) << i;
+  for (int64_t i = 4 * 8; i < 6 * 8; ++i) x2.data_as<float>()[i] += 3.f;
+  std::vector<Tensor> want;
+  ASSERT_TRUE(ref->run({{"x", x}, {"m", m}}, &want).ok());
+  auto run = [&](Session* s, const Tensor& in) {
+    std::vector<Tensor> out;
+    Status st = s->run({{"x", in}, {"m", m}}, &out);
+    EXPECT_TRUE(st.ok()) << st.message();
+    return out.empty() ? Tensor() : out[0].clone();  // outputs are views until the next run
+  };
+  // f32, then bf16 (Q, K, V and the probabilities in bf16; scores, mask and softmax in f32).
+  for (bool bf16 : {false, true}) {
+    if (bf16 && !bf16_kernels_available()) continue;
+    SessionOptions o;
+    if (bf16) o.precision = Precision::kBF16;
+    auto s = Session::from_graph(import(attention_block("Mul", false, "padding")), o);
+    Tensor y = run(s.get(), x), moved = run(s.get(), x2);
+    ASSERT_TRUE(y.valid() && moved.valid());
+    double tol = bf16 ? 2e-2 : 1e-5;
+    EXPECT_EQ(testing::compare_tensors(y, want[0], bf16 ? 2e-2 : 1e-4, tol), "") << bf16;
+    // The masked keys get no weight: rows 0-3 of sequence 0 stay where they were, rows 4-5
+    // (whose queries changed) and nothing else move.
+    double kept = 0, changed = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) {
+      double d = std::fabs(moved.data_as<float>()[i] - y.data_as<float>()[i]);
+      double& worst = i >= 4 * 8 && i < 6 * 8 ? changed : kept;
+      worst = std::max(worst, d);
+    }
+    EXPECT_LT(kept, 1e-3) << bf16;
+    EXPECT_GT(changed, 0.1) << bf16;
+  }
   // A mask that does not broadcast onto the scores is a clear error at plan time.
   Tensor bad = Tensor::empty(DType::kF32, {2, 1, 1, 5});
+  std::vector<Tensor> got;
   Status err = opt->run({{"x", x}, {"m", bad}}, &got);
   EXPECT_FALSE(err.ok());
 }
