@@ -106,9 +106,11 @@ TEST(Optimize, ConvBatchNormReluResidualFuseIntoTwoConvs) {
   EXPECT_EQ(reorders, (std::vector<std::string>{"to_layout(x)", "to_layout(r1)"}));
 }
 
-// Two MobileNetV2 inverted-residual blocks: 1x1 expand -> BN -> ReLU6 -> 3x3 depthwise -> BN ->
-// ReLU6 -> 1x1 project. Block A: stride 1, 48 channels, a residual. Block B: stride 2 on an odd
-// 9x9 input, 40 channels (not a multiple of 16), Relu after the expand, no depthwise bias.
+// A 3x3 stem convolution, then two MobileNetV2 inverted-residual blocks: 1x1 expand -> BN ->
+// ReLU6 -> 3x3 depthwise -> BN -> ReLU6 -> 1x1 project. Block A: stride 1, 48 channels, a
+// residual. Block B: stride 2 on an odd 9x9 input, 40 channels (not a multiple of 16), Relu
+// after the expand, no depthwise bias. In fp32 the stem runs on a Winograd kernel, whose output
+// reaches block A in nChw16c.
 // `extra_reader`: block B's expand output is also pooled into a second output.
 OnnxBuilder inverted_residual_blocks(bool extra_reader = false) {
   OnnxBuilder b;
@@ -134,7 +136,9 @@ OnnxBuilder inverted_residual_blocks(bool extra_reader = false) {
   b.random_f32("wa2", {48, 1, 3, 3}, 0.5f, 62);
   b.random_f32("ba2", {48}, 0.1f, 63);
   b.random_f32("wa3", {16, 48, 1, 1}, 0.2f, 64);
-  b.node("Conv", {"x", "wa1"}, {"a1"}, "expand_a");
+  b.random_f32("ws", {16, 16, 3, 3}, 0.2f, 60);
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "ws"}, {"s"}, "stem"), "pads", {1, 1, 1, 1});
+  b.node("Conv", {"s", "wa1"}, {"a1"}, "expand_a");
   batchnorm("a1", "a1n", 48, 100);
   b.node("Clip", {"a1n", "zero", "six"}, {"a1r"});
   auto* dwa = b.node("Conv", {"a1r", "wa2", "ba2"}, {"a2"}, "depthwise_a");
@@ -143,7 +147,7 @@ OnnxBuilder inverted_residual_blocks(bool extra_reader = false) {
   batchnorm("a2", "a2n", 48, 110);
   b.node("Clip", {"a2n", "zero", "six"}, {"a2r"});
   b.node("Conv", {"a2r", "wa3"}, {"a3"}, "project_a");
-  b.node("Add", {"a3", "x"}, {"a"});
+  b.node("Add", {"a3", "s"}, {"a"});
   // Block B.
   b.random_f32("wb1", {40, 16, 1, 1}, 0.4f, 71);
   b.random_f32("bb1", {40}, 0.1f, 72);
@@ -177,11 +181,14 @@ TEST(Optimize, PointwiseAndDepthwiseConvolutionsFuse) {
   auto plan = s->plan_for_shapes({{2, 16, 9, 9}});
   ASSERT_TRUE(plan.ok()) << plan.status().message();
   int fused_steps = 0;
-  for (const PlanStepInfo& st : plan.value()->steps())
+  for (const PlanStepInfo& st : plan.value()->steps()) {
     if (st.op == "FusedConvDepthwise") {
       ++fused_steps;
       EXPECT_FALSE(st.kernel.empty()) << st.name;
     }
+    // Block A reads the stem's output in the layout the stem wrote (nChw16c from Winograd).
+    EXPECT_NE(st.name, "to_layout(s)");
+  }
   EXPECT_EQ(fused_steps, 2);
 
   // bf16: the same graph, fused, within bf16's error of the f32 graph.
