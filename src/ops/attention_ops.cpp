@@ -7,11 +7,11 @@
 //                   V[b, j, h, :]
 // Three oneDNN primitives read the head-major views through strides (no transposes are
 // materialized): scores = scale * Q K^T (matmul with a linear post-op), an in-place softmax over
-// the last axis, Y = P V written straight into Y's token-major layout. In bf16 plans the two
-// matmuls read bf16 copies of Q, K, V and the softmax writes P in bf16; scores, mask and softmax
-// are computed in f32. The mask is added by a
+// the last axis, Y = P V written straight into Y's token-major layout. The mask is added by a
 // loop between the first two (a oneDNN binary post-op with M's broadcasts would leave the fast
-// matmul kernels). The scores ([B, H, Sq, Skv]) are the only scratch.
+// matmul kernels). In bf16 plans the two matmuls read bf16 copies of Q, K, V and the softmax
+// writes P in bf16; scores, mask and softmax stay f32. The scores ([B, H, Sq, Skv]), and in bf16
+// the copies and P, are the only scratch.
 #include <array>
 
 #include "ops/dnnl_util.h"
