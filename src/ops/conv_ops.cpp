@@ -441,21 +441,13 @@ struct ConvDepthwiseState {
   Tensor dst_buf, wei, dw_wei, bias, dw_bias;
 };
 
-// A constant input reordered once from plain f32 `plain` into `want` (a copy of the tensor when
-// they agree); a zero tensor of `want`'s size when the input is absent (a missing bias).
+// A constant input converted once from plain f32 `plain` into `want`; zeros of `want`'s size when
+// the input is absent (a missing bias).
 Tensor prepared_constant(const BuildContext& ctx, size_t i, const dnnl::memory::desc& plain,
                          const dnnl::memory::desc& want) {
+  if (ctx.has_input(i)) return reorder_once(ctx.in_value(i)->data(), plain, want);
   Tensor t = buffer_for(want);
-  if (!ctx.has_input(i)) {
-    std::memset(t.data(), 0, want.get_size());
-  } else if (plain == want) {
-    std::memcpy(t.data(), ctx.in_value(i)->data(), want.get_size());
-  } else {
-    DnnlReorder r;
-    r.init(plain, want);
-    r.run(ctx.in_value(i)->data(), t.data());
-    dnnl_stream().wait();
-  }
+  std::memset(t.data(), 0, want.get_size());
   return t;
 }
 

@@ -82,6 +82,15 @@ void DnnlReorder::init(const dnnl::memory::desc& src, const dnnl::memory::desc& 
 
 namespace dlsys {
 
+Tensor reorder_once(const void* src, const dnnl::memory::desc& from, const dnnl::memory::desc& to) {
+  Tensor buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(to.get_size())});
+  DnnlReorder r;
+  r.init(from, to);
+  r.run(src, buf.data());
+  dnnl_stream().wait();
+  return buf;
+}
+
 void copy_bytes(void* dst, const void* src, size_t n) {
   constexpr size_t kChunk = 1 << 18;
   if (n < 2 * kChunk) {

@@ -61,6 +61,10 @@ struct DnnlReorder {
 
 namespace dlsys {
 
+// A new byte buffer holding `src` (laid out as `from`) converted to `to`: for constants (weights,
+// biases) prepared once at plan time, never on the run path.
+Tensor reorder_once(const void* src, const dnnl::memory::desc& from, const dnnl::memory::desc& to);
+
 // memcpy split over the OpenMP team (large copies are memory-bound; one core does not saturate
 // the memory bus).
 void copy_bytes(void* dst, const void* src, size_t n);

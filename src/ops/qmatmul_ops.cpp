@@ -17,12 +17,7 @@ using dt = dnnl::memory::data_type;
 
 // The constant int8 weight B [K, N] converted once into the layout the primitive chose.
 Tensor prepack_weights(const Tensor& bq, int64_t K, int64_t N, const dnnl::memory::desc& chosen) {
-  Tensor buf = Tensor::empty(DType::kU8, {static_cast<int64_t>(chosen.get_size())});
-  DnnlReorder r;
-  r.init(plain_md({K, N}, DType::kI8), chosen);
-  r.run(bq.data(), buf.data());
-  dnnl_stream().wait();
-  return buf;
+  return reorder_once(bq.data(), plain_md({K, N}, DType::kI8), chosen);
 }
 
 // Bias ([1, N]) and Z (`z_md`, the output's shape) as binary-add post-ops: appended to `po`
@@ -38,6 +33,21 @@ void add_bias_and_z(bool bias, bool z, int64_t N, const dnnl::memory::desc& z_md
     po->append_binary(dnnl::algorithm::binary_add, z_md);
     call->add(DNNL_ARG_ATTR_MULTIPLE_POST_OP((*post)++) | DNNL_ARG_SRC_1, z_md);
   }
+}
+
+// A [.., K] (rank >= 2) times the constant 2-D int8 B [K, N]: sets M (A's rows, all leading
+// dims flattened), K and N, or returns the error naming both shapes.
+Status qmatmul_geometry(const BuildContext& ctx, int64_t* M, int64_t* K, int64_t* N) {
+  const Shape &a = ctx.in_shape(0), &b = ctx.in_shape(1);
+  if (a.size() < 2 || b.size() != 2 || !ctx.in_value(1))
+    return ctx.error("needs A of rank >= 2 and a constant 2-D B, got {} and {}", shape_str(a),
+                     shape_str(b));
+  *K = a.back();
+  *N = b[1];
+  *M = shape_numel(a) / std::max<int64_t>(1, *K);
+  if (b[0] != *K)
+    return ctx.error("inner dimensions differ: A is {} and B is {}", shape_str(a), shape_str(b));
+  return Status::OK();
 }
 
 // Binds what add_bias_and_z added (null pointers for the absent ones), from post-op `post` on.
@@ -57,17 +67,10 @@ struct DynMatmul {
 Result<KernelPtr> build_qmatmul_dynamic(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI8}));
-  const Shape &a = ctx.in_shape(0), &b = ctx.in_shape(1);
+  const Shape& a = ctx.in_shape(0);
   const Tensor* bq = ctx.in_value(1);
-  if (a.size() < 2 || b.size() != 2 || !bq)
-    return ctx.error("needs A of rank >= 2 and a constant 2-D B, got {} and {}", shape_str(a),
-                     shape_str(b));
   auto st = std::make_shared<DynMatmul>();
-  st->K = a.back();
-  st->N = b[1];
-  st->M = shape_numel(a) / std::max<int64_t>(1, st->K);
-  if (b[0] != st->K)
-    return ctx.error("inner dimensions differ: A is {} and B is {}", shape_str(a), shape_str(b));
+  DLSYS_RETURN_IF_ERROR(qmatmul_geometry(ctx, &st->M, &st->K, &st->N));
   st->w_scales = ctx.attr_floats("w_scales");
   if (st->w_scales.empty() ||
       (st->w_scales.size() != 1 && static_cast<int64_t>(st->w_scales.size()) != st->N))
@@ -149,14 +152,10 @@ struct StaticMatmul {
 Result<KernelPtr> build_qmatmul_static(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kU8, DType::kI8}));
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kI8}));
-  const Shape &a = ctx.in_shape(0), &b = ctx.in_shape(1);
+  const Shape& a = ctx.in_shape(0);
   const Tensor* bq = ctx.in_value(1);
-  if (a.size() < 2 || b.size() != 2 || !bq)
-    return ctx.error("needs A of rank >= 2 and a constant 2-D B, got {} and {}", shape_str(a),
-                     shape_str(b));
-  int64_t K = a.back(), N = b[1], M = shape_numel(a) / std::max<int64_t>(1, a.back());
-  if (b[0] != K)
-    return ctx.error("inner dimensions differ: A is {} and B is {}", shape_str(a), shape_str(b));
+  int64_t M = 0, K = 0, N = 0;
+  DLSYS_RETURN_IF_ERROR(qmatmul_geometry(ctx, &M, &K, &N));
   float x_scale = ctx.attr_float("x_scale", 0.f);
   std::vector<float> w_scales = ctx.attr_floats("w_scales");
   if (!(x_scale > 0) || w_scales.empty() ||

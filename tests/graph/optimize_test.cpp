@@ -117,17 +117,12 @@ OnnxBuilder inverted_residual_blocks(bool extra_reader = false) {
   b.input("x", kF, {-1, 16, 9, 9});
   b.output("y", kF, {-1, 24, 5, 5});
   if (extra_reader) b.output("pooled", kF, {-1, 40, 1, 1});
-  auto bn = [&](const std::string& name, int64_t c, uint32_t seed) {
-    b.random_f32(name + "_s", {c}, 1.f, seed);
-    b.random_f32(name + "_b", {c}, 0.5f, seed + 1);
-    b.random_f32(name + "_m", {c}, 0.2f, seed + 2);
-    b.initializer_f32(name + "_v", {c}, std::vector<float>(c, 0.8f));
-    return std::vector<std::string>{name + "_s", name + "_b", name + "_m", name + "_v"};
-  };
   auto batchnorm = [&](const std::string& in, const std::string& out, int64_t c, uint32_t seed) {
-    std::vector<std::string> p = bn(out, c, seed), ins = {in};
-    ins.insert(ins.end(), p.begin(), p.end());
-    b.node("BatchNormalization", ins, {out});
+    b.random_f32(out + "_s", {c}, 1.f, seed);
+    b.random_f32(out + "_b", {c}, 0.5f, seed + 1);
+    b.random_f32(out + "_m", {c}, 0.2f, seed + 2);
+    b.initializer_f32(out + "_v", {c}, std::vector<float>(c, 0.8f));
+    b.node("BatchNormalization", {in, out + "_s", out + "_b", out + "_m", out + "_v"}, {out});
   };
   b.initializer_f32("zero", {}, {0.f});
   b.initializer_f32("six", {}, {6.f});
