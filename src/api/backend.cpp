@@ -30,11 +30,18 @@ Result<std::unique_ptr<Backend>> Backend::open(const BackendOptions& options) {
   ro.tokens = b->store_.get();
   meta::ArtifactStore* obj = b->objects_.get();
   ro.upload_temp_path = [obj] { return obj->temp_path(); };
+  ro.data_dir = dir;
   b->router_ = std::make_unique<Router>(ro);
   add_meta_routes(*b->router_, *b->store_, *b->objects_, options.model_validator);
   DLSYS_ASSIGN_OR_RETURN(b->datasets_, data::DatasetStore::open(dir + "/datasets"));
   add_data_routes(*b->router_, *b->datasets_, *b->store_);
   return b;
+}
+
+size_t Backend::sweep_temp_files() {
+  constexpr int64_t kMinAge = 3600;  // running uploads and pushes touch their files
+  return remove_stale_files(options_.data_dir + "/objects/tmp", kMinAge) +
+         remove_stale_files(datasets_->root() + "/tmp", kMinAge);
 }
 
 }  // namespace dlsys::api

@@ -29,6 +29,10 @@ class Backend {
   // routes of every component.
   static Result<std::unique_ptr<Backend>> open(const BackendOptions& options);
 
+  // Removes temporary files (uploads, dataset pushes, row exports) untouched for an hour: the
+  // server runs it periodically, so files of requests that died do not pile up.
+  size_t sweep_temp_files();
+
   meta::MetaStore& store() { return *store_; }
   meta::ArtifactStore& objects() { return *objects_; }
   data::DatasetStore& datasets() { return *datasets_; }

@@ -268,6 +268,7 @@ class LocalApiClient : public ApiClient {
     std::error_code ec;
     std::filesystem::copy_file(r.file_path, tmp, std::filesystem::copy_options::overwrite_existing,
                                ec);
+    if (r.delete_file) ::unlink(r.file_path.c_str());
     if (ec) return Status::IOError("cannot write '{}': {}", out_path, ec.message());
     return commit_file(tmp, out_path);
   }

@@ -31,10 +31,12 @@ Result<data::VersionInfo> resolve(const data::DatasetStore& store, const std::st
   return store.resolve(r);
 }
 
-data::DriftThresholds thresholds(const Request& r) {
+Result<data::DriftThresholds> thresholds(const Request& r) {
   data::DriftThresholds t;
-  t.psi = std::atof(r.query_or("psi", "0.2").c_str());
-  t.ks = std::atof(r.query_or("ks", "0.1").c_str());
+  DLSYS_ASSIGN_OR_RETURN(t.psi, parse_finite(r.query_or("psi", "0.2"), "psi"));
+  DLSYS_ASSIGN_OR_RETURN(t.ks, parse_finite(r.query_or("ks", "0.1"), "ks"));
+  if (t.psi <= 0 || t.ks <= 0 || t.ks > 1)
+    return Status::Invalid("thresholds psi={} and ks={}: use psi > 0 and 0 < ks <= 1", t.psi, t.ks);
   return t;
 }
 
@@ -75,10 +77,15 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaSto
                std::string split = r.query_or("split", "");
                if (!split.empty()) DLSYS_RETURN_IF_ERROR(data::split_id(split).status());
                std::string path = ds->root() + "/tmp/export-" + random_hex(8) + ".csv";
-               DLSYS_RETURN_IF_ERROR(data::export_csv(*ds, v, split, path, nullptr));
+               Status st = data::export_csv(*ds, v, split, path, nullptr);
+               if (!st.ok()) {
+                 ::unlink(path.c_str());
+                 return st;
+               }
                Response resp;
                resp.content_type = "text/csv";
-               resp.file_path = path;  // removed by the store's tmp sweep
+               resp.file_path = path;
+               resp.delete_file = true;  // once sent; the periodic tmp sweep is the backstop
                return resp;
              });
 
@@ -89,18 +96,22 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaSto
                  return Status::Invalid("give ?from=VERSION (and &to=VERSION, default latest)");
                DLSYS_ASSIGN_OR_RETURN(auto a, resolve(*ds, r.param("name"), from));
                DLSYS_ASSIGN_OR_RETURN(auto b, resolve(*ds, r.param("name"), to));
-               DLSYS_ASSIGN_OR_RETURN(json d, data::diff_versions(*ds, a, b, thresholds(r)));
+               DLSYS_ASSIGN_OR_RETURN(data::DriftThresholds t, thresholds(r));
+               DLSYS_ASSIGN_OR_RETURN(json d, data::diff_versions(*ds, a, b, t));
                return Response::json_body(d);
              });
 
   // Drift of a sample of inputs against a version: body {"column": [values...], ...}.
-  router.add("POST", "/api/v1/datasets/{name}/versions/{ref}/drift", Access::kRead,
-             [ds](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(auto v, resolve(*ds, r.param("name"), r.param("ref")));
-               DLSYS_ASSIGN_OR_RETURN(json body, body_object(r));
-               DLSYS_ASSIGN_OR_RETURN(json d, data::drift_of_sample(v, body, thresholds(r)));
-               return Response::json_body(d);
-             });
+  router.add(
+      "POST", "/api/v1/datasets/{name}/versions/{ref}/drift", Access::kRead,
+      [ds](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(auto v, resolve(*ds, r.param("name"), r.param("ref")));
+        DLSYS_ASSIGN_OR_RETURN(data::DriftThresholds t, thresholds(r));
+        DLSYS_ASSIGN_OR_RETURN(json body, body_object(r));
+        DLSYS_ASSIGN_OR_RETURN(json d, data::drift_of_sample(v, body, t));
+        return Response::json_body(d);
+      },
+      /*body_to_file=*/false, kLargeBodyLimit);
 
   router.add("PUT", "/api/v1/datasets/{name}/tags/{tag}", Access::kWrite,
              [ds](Request& r) -> Result<Response> {

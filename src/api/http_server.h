@@ -1,10 +1,18 @@
 // The HTTP server (Boost.Beast): asynchronous I/O on a few threads, handlers on a bounded
-// worker pool, keep-alive, body limits (413), request ids, an access log, Prometheus counters
-// at /metrics and graceful shutdown (stop accepting, finish in-flight requests, then return).
+// worker pool, keep-alive, request ids, an access log, Prometheus counters at /metrics and
+// graceful shutdown (stop accepting, finish in-flight requests, then return).
+//
+// What a request may cost before it is trusted (docs/security.md): the headers (16 KiB, within
+// header_timeout) are parsed and checked first — malformed HTTP, conflicting framing and
+// duplicate credentials get 400 — then the route is matched, the caller authenticated and
+// authorized from the headers, the body's size checked against the route's limit (413) and its
+// memory reserved from the server's budget (503); only then is `Expect: 100-continue` answered
+// and the body read, under a deadline that grows with its size.
 #pragma once
 
 #include <chrono>
 #include <cstdio>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -18,13 +26,31 @@ struct ServerOptions {
   int port = 8080;                         // 0 picks a free port (see HttpServer::port)
   int io_threads = 1;                      // threads running socket I/O
   int workers = 8;                         // threads running handlers (database work)
-  uint64_t max_body = 16ull << 20;         // JSON bodies; larger gets 413
-  uint64_t max_upload = 8ull << 30;        // streamed artifact uploads
+  uint64_t max_body = 16ull << 20;         // cap on every in-memory body (routes set lower)
+  uint64_t max_upload = 8ull << 30;        // streamed artifact uploads and dataset pushes
   size_t max_queued = 4096;                // requests waiting for a worker; more get 503
   std::chrono::seconds idle_timeout{120};  // a keep-alive connection idle this long is closed
   std::chrono::seconds drain_timeout{30};  // on shutdown, in-flight requests get this long
-  std::FILE* access_log = stdout;          // one line per request; null disables
-  bool handle_signals = true;              // SIGTERM/SIGINT start a graceful shutdown
+  // Connections: at most max_connections, and never more than the file-descriptor limit
+  // (RLIMIT_NOFILE) less fd_reserve (for the database, uploads and exports). Past three
+  // quarters of the cap, idle keep-alive connections are closed after idle_timeout_busy; at the
+  // cap the longest-idle ones are closed to admit new connections, and when every connection is
+  // busy a new one gets 503.
+  size_t max_connections = 10000;
+  size_t fd_reserve = 64;
+  std::chrono::seconds idle_timeout_busy{2};
+  // Headers must arrive within header_timeout of the first byte (slow-loris); a body within
+  // body_timeout plus its size at min_body_rate bytes/s, else the connection is closed (408).
+  std::chrono::seconds header_timeout{30};
+  std::chrono::seconds body_timeout{30};
+  uint64_t min_body_rate = 64 << 10;
+  // In-flight request memory (bodies held in memory and their parsed JSON); past it, 503.
+  uint64_t memory_budget = 1ull << 30;
+  std::FILE* access_log = stdout;  // one line per request; null disables
+  bool handle_signals = true;      // SIGTERM/SIGINT start a graceful shutdown
+  // Runs on a worker every housekeeping_interval (e.g. sweeping stale temporary files).
+  std::function<void()> housekeeping;
+  std::chrono::seconds housekeeping_interval{600};
 };
 
 class HttpServer {
@@ -39,6 +65,8 @@ class HttpServer {
   Status listen();
   // The bound port (after listen()).
   int port() const;
+  // The connection cap in force (after listen()): see ServerOptions::max_connections.
+  size_t max_connections() const;
   // Serves until shutdown() or a signal, then drains in-flight requests and returns.
   void run();
   // Starts a graceful shutdown; thread-safe and idempotent.

@@ -9,12 +9,14 @@
 #include <utility>
 #include <vector>
 
+#include "api/memory_budget.h"
 #include "core/status.h"
 #include "meta/meta_store.h"
 
 namespace dlsys::api {
 
 using json = nlohmann::json;
+struct Route;
 
 struct Request {
   std::string method;                              // "GET", "POST", ...
@@ -27,6 +29,12 @@ struct Request {
   std::string request_id;
   std::string remote;  // peer address, for the access log
   meta::Principal principal;
+  // Set by the HTTP server once it matched and authorized the route from the headers.
+  const Route* route = nullptr;
+  // The server's in-flight memory budget (null in process: unlimited), and what this request
+  // holds of it; released with the request.
+  MemoryBudget* budget = nullptr;
+  std::vector<MemoryBudget::Lease> leases;
 
   // Returns the header's value or "".
   std::string header(const std::string& lower_name) const;
@@ -40,7 +48,9 @@ struct Response {
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
-  std::string file_path;  // when set, the body is this file's content (streamed)
+  std::string file_path;     // when set, the body is this file's content (streamed)
+  bool delete_file = false;  // file_path is a temporary: removed once the response is sent
+  std::string log_detail;    // for the server's log only, never sent (a redacted error)
   std::vector<std::pair<std::string, std::string>> headers;
 
   // A JSON response.

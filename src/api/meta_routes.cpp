@@ -47,6 +47,8 @@ Result<std::vector<MetricPoint>> metric_points(const json& body) {
     auto v = m.find("value");
     if (k == m.end() || !k->is_string())
       return Status::Invalid("metrics[{}].key must be a string", i);
+    if (k->get_ref<const std::string&>().empty())
+      return Status::Invalid("metrics[{}].key is empty; name the metric", i);
     if (v == m.end() || !v->is_number())
       return Status::Invalid("metrics[{}].value must be a number", i);
     MetricPoint p;
@@ -54,14 +56,12 @@ Result<std::vector<MetricPoint>> metric_points(const json& body) {
     p.value = v->get<double>();
     auto s = m.find("step");
     if (s != m.end() && !s->is_null()) {
-      if (!s->is_number_integer()) return Status::Invalid("metrics[{}].step must be an integer", i);
-      p.step = s->get<int64_t>();
+      DLSYS_ASSIGN_OR_RETURN(p.step, json_int64(*s, fmt::format("metrics[{}].step", i)));
     }
     auto t = m.find("timestamp");
     if (t != m.end() && !t->is_null()) {
-      if (!t->is_number_integer())
-        return Status::Invalid("metrics[{}].timestamp must be integer milliseconds", i);
-      p.timestamp = t->get<int64_t>();
+      DLSYS_ASSIGN_OR_RETURN(
+          p.timestamp, json_int64(*t, fmt::format("metrics[{}].timestamp (milliseconds)", i)));
     }
     out.push_back(std::move(p));
     ++i;
@@ -159,9 +159,8 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
       if (!b["experiment_ids"].is_array())
         return Status::Invalid("field 'experiment_ids' must be an array of integers");
       for (auto& v : b["experiment_ids"]) {
-        if (!v.is_number_integer())
-          return Status::Invalid("field 'experiment_ids' must be an array of integers");
-        q.experiment_ids.push_back(v.get<int64_t>());
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, json_int64(v, "each of 'experiment_ids'"));
+        q.experiment_ids.push_back(id);
       }
     } else {
       DLSYS_ASSIGN_OR_RETURN(q.experiment_ids, id_list(ids, "experiment_ids"));
@@ -197,7 +196,8 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     return Response::json_body(run);
   });
   router.add(
-      "POST", "/api/v1/runs/{id}/log-batch", Access::kWrite, [s](Request& r) -> Result<Response> {
+      "POST", "/api/v1/runs/{id}/log-batch", Access::kWrite,
+      [s](Request& r) -> Result<Response> {
         DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
         DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
         DLSYS_ASSIGN_OR_RETURN(auto metrics, metric_points(b));
@@ -207,7 +207,8 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
         return Response::json_body(
             {{"logged",
               {{"metrics", metrics.size()}, {"params", params.size()}, {"tags", tags.size()}}}});
-      });
+      },
+      /*body_to_file=*/false, kBatchBodyLimit);
   router.add("GET", "/api/v1/runs/{id}/metrics/{key...}", Access::kRead,
              [s](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));

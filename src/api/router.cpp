@@ -4,6 +4,7 @@
 
 #include <cassert>
 
+#include "api/request_util.h"
 #include "core/sha256.h"
 
 namespace dlsys::api {
@@ -41,8 +42,10 @@ bool allowed(Access a, meta::Role r) {
 }  // namespace
 
 void Router::add(const std::string& method, const std::string& pattern, Access access, Handler h,
-                 bool body_to_file) {
-  Route r{method, pattern, access, body_to_file, std::move(h), split_path(pattern)};
+                 bool body_to_file, uint64_t max_body) {
+  if (max_body == 0 && !body_to_file)
+    max_body = method == "POST" ? kDefaultBodyLimit : kSmallBodyLimit;
+  Route r{method, pattern, access, body_to_file, max_body, std::move(h), split_path(pattern)};
 #ifndef NDEBUG
   for (const Route& o : routes_)
     assert(!(o.method == method && o.pattern == pattern) && "route added twice");
@@ -127,6 +130,16 @@ Result<meta::Principal> Router::authenticate(const Request& req) const {
   return p;
 }
 
+Status Router::authorize(Request& req, const Route& route) const {
+  if (route.access == Access::kPublic) return Status::OK();
+  DLSYS_ASSIGN_OR_RETURN(req.principal, authenticate(req));
+  if (!allowed(route.access, req.principal.role))
+    return Status::PermissionDenied("the role '{}' of '{}' may not {} {}",
+                                    meta::role_name(req.principal.role), req.principal.name,
+                                    req.method, req.path);
+  return Status::OK();
+}
+
 Response Router::dispatch(Request& req) const {
   struct BodyFileGuard {
     Request& r;
@@ -134,35 +147,69 @@ Response Router::dispatch(Request& req) const {
       if (!r.body_file.empty()) ::unlink(r.body_file.c_str());
     }
   } guard{req};
-  bool path_matched = false;
-  const Route* route = match(req.method, req.path, &req.path_params, &path_matched);
+  const Route* route = req.route;
   if (!route) {
-    if (path_matched)
-      return Response::error(405, "METHOD_NOT_ALLOWED",
-                             fmt::format("{} is not allowed on {}", req.method, req.path));
-    return Response::error(404, "NOT_FOUND",
-                           fmt::format("no route for {} {}; the API is under "
-                                       "/api/v1 (see docs/api.md)",
-                                       req.method, req.path));
+    bool path_matched = false;
+    route = match(req.method, req.path, &req.path_params, &path_matched);
+    if (!route) {
+      if (path_matched)
+        return Response::error(405, "METHOD_NOT_ALLOWED",
+                               fmt::format("{} is not allowed on {}", req.method, req.path));
+      return Response::error(404, "NOT_FOUND",
+                             fmt::format("no route for {} {}; the API is under "
+                                         "/api/v1 (see docs/api.md)",
+                                         req.method, req.path));
+    }
+    Status st = authorize(req, *route);
+    if (!st.ok()) return Response::error(st);
   }
-  if (route->access != Access::kPublic) {
-    auto who = authenticate(req);
-    if (!who.ok()) return Response::error(who.status());
-    req.principal = *who;
-    if (!allowed(route->access, req.principal.role))
-      return Response::error(Status::PermissionDenied("the role '{}' of '{}' may not {} {}",
-                                                      meta::role_name(req.principal.role),
-                                                      req.principal.name, req.method, req.path));
+  // Every JSON body passes the one parser configuration before any handler sees it: too deep
+  // or too many values is a 400 on every route, and the parsed size is reserved from the
+  // server's memory budget for the rest of the request.
+  if (!route->body_to_file && !req.body.empty()) {
+    auto shape = scan_json(req.body, kBodyJsonLimits, "the request body");
+    if (!shape.ok()) return Response::error(shape.status());
+    if (req.budget) {
+      MemoryBudget::Lease lease = req.budget->reserve(shape->memory_estimate());
+      if (!lease)
+        return Response::error(Status::Unavailable(
+            "the server is holding its limit of {} MiB of request memory; retry with backoff",
+            req.budget->limit() >> 20));
+      req.leases.push_back(std::move(lease));
+    }
   }
+  std::string body_file = req.body_file;
   try {
     Result<Response> r = route->handler(req);
-    if (!r.ok()) return Response::error(r.status());
+    if (!r.ok()) return error_response(r.status(), body_file);
     return std::move(r).value();
   } catch (const json::exception& e) {
     return Response::error(400, "INVALID_ARGUMENT", std::string("request body: ") + e.what());
   } catch (const std::exception& e) {
-    return Response::error(500, "INTERNAL", std::string("unexpected error: ") + e.what());
+    return error_response(Status::Internal("unexpected error: {}", e.what()), body_file);
   }
+}
+
+Response Router::error_response(const Status& st, const std::string& body_file) const {
+  std::string msg = st.message();
+  auto replace_all = [&msg](const std::string& from, const std::string& to) {
+    if (from.empty()) return;
+    for (size_t at = msg.find(from); at != std::string::npos; at = msg.find(from, at + to.size()))
+      msg.replace(at, from.size(), to);
+  };
+  replace_all(body_file, "the request body");
+  if (options_.data_dir.size() > 1 && options_.data_dir[0] == '/')
+    replace_all(options_.data_dir, "$DATA_DIR");
+  if (st.code() == StatusCode::kIOError) {
+    Response r = Response::error(500, "IO_ERROR",
+                                 "the server could not read or write its storage; the server "
+                                 "log has the details under this request's id");
+    r.log_detail = st.message();
+    return r;
+  }
+  Response r = Response::error(http_status_of(st.code()), error_code_of(st.code()), msg);
+  if (msg != st.message()) r.log_detail = st.message();
+  return r;
 }
 
 }  // namespace dlsys::api

@@ -29,11 +29,20 @@ enum class Access {
 
 using Handler = std::function<Result<Response>(Request&)>;
 
+// Body limits a route may choose. A route without its own limit takes kSmallBodyLimit (GET,
+// DELETE, PATCH, PUT), kDefaultBodyLimit (POST) or, when its body is streamed to a file, the
+// server's --max-upload-mb; the server's --max-body-mb caps every in-memory body.
+constexpr uint64_t kSmallBodyLimit = 64 << 10;     // names, descriptions, aliases, tokens
+constexpr uint64_t kDefaultBodyLimit = 1 << 20;    // runs with params and tags, searches
+constexpr uint64_t kBatchBodyLimit = 4 << 20;      // a log-batch of 1000 metrics, 100 params
+constexpr uint64_t kLargeBodyLimit = 16ull << 20;  // samples of inputs (drift)
+
 struct Route {
   std::string method;
   std::string pattern;
   Access access = Access::kRead;
   bool body_to_file = false;  // the server streams the body to Request::body_file
+  uint64_t max_body = 0;      // bytes; 0 for files: the server's upload limit
   Handler handler;
   std::vector<std::string> segments;  // pattern split on '/'
 };
@@ -44,23 +53,36 @@ class Router {
     bool auth_required = false;                     // without a valid token: 401
     meta::MetaStore* tokens = nullptr;              // where tokens are checked (needed with auth)
     std::function<std::string()> upload_temp_path;  // where streamed bodies go
+    // The data directory: error messages name it "$DATA_DIR", never by its path.
+    std::string data_dir;
   };
   explicit Router(Options options) : options_(std::move(options)) {}
 
   // Adds a route. Later routes with the same pattern and method are not allowed (asserts).
+  // `max_body` is the route's body limit in bytes (0: the default, see Route).
   void add(const std::string& method, const std::string& pattern, Access access, Handler h,
-           bool body_to_file = false);
+           bool body_to_file = false, uint64_t max_body = 0);
   // The route for (method, path), or null. Sets *path_matched when another method matches.
   const Route* match(const std::string& method, const std::string& path,
                      std::map<std::string, std::string>* params, bool* path_matched) const;
-  // Authenticates, checks the role, runs the handler; never throws. Unconsumed body files are
-  // deleted.
+  // Authenticates the caller from the request's headers alone and checks the route's access
+  // level against the role; sets req.principal. The HTTP server calls it before it reads a
+  // body, so an unauthenticated caller costs no more than its headers.
+  Status authorize(Request& req, const Route& route) const;
+  // Runs the handler; never throws. When the server already matched and authorized the route
+  // (req.route set), that is not repeated; otherwise dispatch matches and authorizes first.
+  // Unconsumed body files are deleted.
   Response dispatch(Request& req) const;
   std::string upload_temp_path() const;
+  // Every route, in the order added (the role-matrix test and the fuzzers enumerate them).
+  const std::vector<Route>& routes() const { return routes_; }
   bool auth_required() const { return options_.auth_required; }
 
  private:
   Result<meta::Principal> authenticate(const Request& req) const;
+  // The error response for `st`: the data directory and the request's body file are not named
+  // by their paths; an I/O error says only that one happened (its text goes to the log).
+  Response error_response(const Status& st, const std::string& body_file) const;
 
   Options options_;
   std::vector<Route> routes_;

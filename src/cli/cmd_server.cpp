@@ -18,7 +18,7 @@ namespace {
 struct ServerArgs {
   std::string data_dir, host = "127.0.0.1", meta, access_log = "-";
   int port = 8080, workers = 8, io_threads = 1;
-  int64_t max_body_mb = 16, max_upload_mb = 8192;
+  int64_t max_body_mb = 16, max_upload_mb = 8192, max_connections = 10000, memory_budget_mb = 1024;
   bool auth = false;
 };
 
@@ -50,13 +50,17 @@ int run_server(const ServerArgs& a) {
     if (!log) return fail(fmt::format("cannot open --access-log '{}' for appending", a.access_log));
   }
   so.access_log = log;
+  so.max_connections = static_cast<size_t>(a.max_connections);
+  so.memory_budget = static_cast<uint64_t>(a.memory_budget_mb) << 20;
+  api::Backend* be = backend->get();
+  so.housekeeping = [be] { be->sweep_temp_files(); };
   api::HttpServer server((*backend)->router(), so);
   Status st = server.listen();
   if (!st.ok()) return fail(st.message());
-  std::printf("dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s\n", so.host.c_str(),
-              server.port(), (*backend)->options().data_dir.c_str(),
+  std::printf("dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s  connections: %zu\n",
+              so.host.c_str(), server.port(), (*backend)->options().data_dir.c_str(),
               a.meta.empty() ? "sqlite (meta.db)" : "postgresql",
-              bo.auth ? "tokens required" : "off (loopback)");
+              bo.auth ? "tokens required" : "off (loopback)", server.max_connections());
   std::fflush(stdout);
   server.run();
   std::printf("dlsys server stopped\n");
@@ -90,6 +94,15 @@ void add_server(CLI::App& app, int* rc) {
   c->add_option("--max-upload-mb", a->max_upload_mb, "Largest artifact upload")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
+  c->add_option("--max-connections", a->max_connections,
+                "Open connections at most (also capped by `ulimit -n` less a reserve); idle "
+                "keep-alive connections are closed first when it is reached")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 20));
+  c->add_option("--memory-budget-mb", a->memory_budget_mb,
+                "Memory that requests in flight may hold (bodies and parsed JSON); past it, 503")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{16}, int64_t{1} << 20));
   c->add_option("--access-log", a->access_log, "Access log file, '-' for stdout, 'off'")
       ->capture_default_str();
   c->callback([a, rc] { *rc = run_server(*a); });

@@ -1,4 +1,7 @@
 #include "core/file_util.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
 #include "core/sha256.h"
 
 #include <fcntl.h>
@@ -97,6 +100,21 @@ int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::system_clock::now().time_since_epoch())
       .count();
+}
+
+size_t remove_stale_files(const std::string& dir, int64_t min_age_s) {
+  size_t removed = 0;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return 0;
+  int64_t now = now_ms() / 1000;
+  while (dirent* e = ::readdir(d)) {
+    std::string p = dir + "/" + e->d_name;
+    struct stat st;
+    if (::lstat(p.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (now - st.st_mtime >= min_age_s && ::unlink(p.c_str()) == 0) ++removed;
+  }
+  ::closedir(d);
+  return removed;
 }
 
 }  // namespace dlsys

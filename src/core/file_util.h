@@ -18,6 +18,9 @@ Status commit_file(const std::string& tmp, const std::string& path);
 Result<std::string> read_file(const std::string& path);
 // Creates `dir` and its parents (like mkdir -p).
 Status make_dirs(const std::string& dir);
+// Removes the regular files directly in `dir` not modified for `min_age_s` seconds (temporary
+// files of writes and responses that died); returns how many it removed.
+size_t remove_stale_files(const std::string& dir, int64_t min_age_s);
 // Returns `n` random bytes as 2n lower-case hex characters (OpenSSL's CSPRNG).
 std::string random_hex(size_t n);
 // Milliseconds since the Unix epoch.
