@@ -4,7 +4,11 @@
 // to its address, and no partial upload is left behind.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +20,7 @@
 #include <thread>
 
 #include "api/client.h"
+#include "api/http_server.h"
 #include "core/file_util.h"
 #include "core/sha256.h"
 #include "meta/sql_db.h"
@@ -27,11 +32,16 @@ namespace {
 class ServerProcess {
  public:
   // Starts the server and waits (blocking on its stdout, no polling) for its "listening" line.
-  ServerProcess(const std::string& dir, int port) {
+  // `nofile` > 0 sets the server's RLIMIT_NOFILE (as `ulimit -n` would).
+  ServerProcess(const std::string& dir, int port, rlim_t nofile = 0) {
     int fds[2];
     if (pipe(fds) != 0) return;
     pid_ = fork();
     if (pid_ == 0) {
+      if (nofile > 0) {
+        rlimit rl{nofile, nofile};
+        setrlimit(RLIMIT_NOFILE, &rl);
+      }
       dup2(fds[1], STDOUT_FILENO);
       close(fds[0]);
       close(fds[1]);
@@ -48,7 +58,9 @@ class ServerProcess {
       out.append(buf, static_cast<size_t>(n));
     out_fd_ = fds[0];  // kept open: a write to a closed pipe would kill the server (SIGPIPE)
     up_ = out.rfind("dlsys server on", 0) == 0;
+    line_ = out;
   }
+  const std::string& first_line() const { return line_; }
   ~ServerProcess() { kill(SIGTERM); }
   bool up() const { return up_; }
   void kill(int sig) {
@@ -64,7 +76,53 @@ class ServerProcess {
   pid_t pid_ = -1;
   int out_fd_ = -1;
   bool up_ = false;
+  std::string line_;
 };
+
+// Opens a TCP connection to the loopback port and leaves it idle; -1 on failure.
+int open_idle_connection(int port) {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Issue 17: 300 idle connections against a server under `ulimit -n 256` made it unresponsive.
+// Now the server caps its connections below the limit and sheds idle ones, so health checks
+// keep being answered.
+TEST(CrashTest, IdleConnectionsUnderALowFdLimitDoNotStopHealthChecks) {
+  std::string dir =
+      (std::filesystem::temp_directory_path() / ("dlsys-fds-" + random_hex(6))).string();
+  int port = testing::free_loopback_port();
+  ServerProcess server(dir, port, 256);
+  ASSERT_TRUE(server.up()) << server.first_line();
+  EXPECT_NE(server.first_line().find("connections: 176"), std::string::npos)
+      << "256 descriptors less 64 reserved and 2 per worker: " << server.first_line();
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    int fd = open_idle_connection(port);
+    ASSERT_GE(fd, 0);
+    idle.push_back(fd);
+  }
+  for (int i = 0; i < 10; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    auto c = HttpConnection::open("127.0.0.1", port);
+    ASSERT_TRUE(c.ok()) << c.status().to_string();
+    auto r = (*c)->request("GET", "/api/v1/health", "");
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  }
+  for (int fd : idle) close(fd);
+  server.kill(SIGTERM);
+  std::filesystem::remove_all(dir);
+}
 
 TEST(CrashTest, SigkillDuringWritesLosesNothingAcknowledged) {
   std::string dir =
@@ -151,8 +209,9 @@ TEST(CrashTest, SigkillDuringWritesLosesNothingAcknowledged) {
   }
   auto c = connect_http(url, "");
   ASSERT_TRUE(c.ok());
-  auto h = (*c)->call("GET", fmt::format("/api/v1/runs/{}/metrics/loss", run_id));
+  auto h = (*c)->call("GET", fmt::format("/api/v1/runs/{}/metrics/loss?max_points=100000", run_id));
   ASSERT_TRUE(h.ok());
+  ASSERT_LE((*h)["total_points"].get<int64_t>(), 100000) << "every point must come back";
   std::set<int64_t> steps;
   for (auto& p : (*h)["points"]) steps.insert(p["step"].get<int64_t>());
   for (int64_t first : acked_steps)
