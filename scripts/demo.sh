@@ -62,6 +62,22 @@ echo "server: $URL (data directory $HOME_DIR)"
 "$DLSYS" models alias digits production 1 --server "$URL"
 "$DLSYS" models list --server "$URL"
 "$DLSYS" runs list --server "$URL"
+# The server's bounds (docs/security.md): a bogus token is refused from the headers, a body
+# nested 65,536 deep gets 400 naming the limit, and /metrics shows the connection cap.
+/usr/bin/python3 - "$URL" <<'PY'
+import sys, urllib.request, urllib.error
+url = sys.argv[1]
+def ask(path, data=None, headers={}):
+    try:
+        r = urllib.request.urlopen(urllib.request.Request(url + path, data=data, headers=headers))
+        return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+print("bogus token:", *ask("/api/v1/runs", headers={"Authorization": "Bearer dls_bogus"}))
+print("nested body:", *ask("/api/v1/runs/search", data=b"[" * 65536 + b"]" * 65536))
+cap = [l for l in ask("/metrics")[1].splitlines() if l.startswith("dlsys_http_connections_max")]
+print("connection cap:", cap[0].split()[1], "(docs/security.md lists every bound)")
+PY
 kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
