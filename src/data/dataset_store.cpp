@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -37,11 +39,145 @@ bool is_hex(const std::string& s) {
   });
 }
 
+bool is_manifest_id(const std::string& s) {
+  return is_sha256_hex(s);
+}
+
+// At most 12 digits: version numbers stay far from int64 overflow.
 bool parse_number(const std::string& s, int64_t* n) {
   if (s.empty() || s.size() > 12 || !std::all_of(s.begin(), s.end(), ::isdigit)) return false;
   *n = std::stoll(s);
   return true;
 }
+
+bool all_digits(const std::string& s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), ::isdigit);
+}
+
+// A tag name: 1-64 of [A-Za-z0-9._-], not starting with '.' (so never "." or ".."), no '/'.
+bool valid_tag_name(const std::string& t) {
+  return !t.empty() && t.size() <= 64 && t[0] != '.' && std::all_of(t.begin(), t.end(), [](char c) {
+    return isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+// `s` as it may appear in an error: at most 64 bytes, printable ASCII only.
+std::string printable(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < 64; ++i) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    out += c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '?';
+  }
+  if (s.size() > 64) out += "...";
+  return out;
+}
+
+// A version reference after parsing: the closed grammar of docs/formats.md. Only a parsed ref
+// ever becomes part of a path (and then only a tag name or a version number).
+struct ParsedRef {
+  enum Kind { kLatest, kNumber, kTag } kind = kLatest;
+  int64_t number = 0;  // kNumber
+  std::string tag;     // kTag
+  // Also tried as a manifest id prefix (6..64 lower-case hex; a number: when no version has it).
+  bool id_prefix = false;
+};
+
+Result<ParsedRef> parse_ref(const std::string& ref) {
+  ParsedRef p;
+  if (ref == "latest") return p;
+  std::string digits = !ref.empty() && ref[0] == 'v' ? ref.substr(1) : ref;
+  if (all_digits(digits)) {
+    if (!parse_number(digits, &p.number))
+      return Status::Invalid("version '{}' is out of range (at most 12 digits)", printable(ref));
+    p.kind = ParsedRef::kNumber;
+    p.id_prefix = ref == digits && ref.size() >= 6;  // all digits is lower-case hex too
+    return p;
+  }
+  if (!valid_tag_name(ref))
+    return Status::Invalid(
+        "version ref '{}' is not one of: latest, v<n>, <n>, a tag (1-64 of letters, digits, "
+        "'.', '_', '-', not starting with '.') or a manifest id prefix (6-64 lower-case hex "
+        "digits)",
+        printable(ref));
+  p.kind = ParsedRef::kTag;
+  p.tag = ref;
+  p.id_prefix = ref.size() >= 6 && ref.size() <= 64 && is_hex(ref);
+  return p;
+}
+
+// Why a small ref file could not be read. Never holds file contents or paths.
+enum class ReadError { kNone, kMissing, kNotRegular, kTooLarge, kFailed };
+
+// Reads a regular file of at most `limit` bytes into `out`. The last path component is never
+// followed when it is a symbolic link (O_NOFOLLOW) and a FIFO or device is never read from
+// (O_NONBLOCK to open, then S_ISREG); no more than `limit` + 1 bytes are ever read.
+ReadError read_bounded(const std::string& path, size_t limit, std::string* out,
+                       int* err = nullptr) {
+  out->clear();
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) {
+    if (err) *err = errno;
+    if (errno == ENOENT || errno == ENOTDIR) return ReadError::kMissing;
+    if (errno == ELOOP) return ReadError::kNotRegular;  // a symbolic link
+    return ReadError::kFailed;
+  }
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    if (err) *err = errno;
+    ::close(fd);
+    return ReadError::kFailed;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return ReadError::kNotRegular;
+  }
+  if (static_cast<uint64_t>(st.st_size) > limit) {
+    ::close(fd);
+    return ReadError::kTooLarge;
+  }
+  out->resize(static_cast<size_t>(st.st_size) + 1);
+  size_t done = 0;
+  while (done < out->size()) {
+    ssize_t n = ::read(fd, out->data() + done, out->size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      if (err) *err = errno;
+      ::close(fd);
+      out->clear();
+      return ReadError::kFailed;
+    }
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  if (done > limit) {  // grew while being read
+    out->clear();
+    return ReadError::kTooLarge;
+  }
+  out->resize(done);
+  return ReadError::kNone;
+}
+
+std::string describe_read_error(ReadError e, int err) {
+  switch (e) {
+    case ReadError::kNone:
+      return "ok";
+    case ReadError::kMissing:
+      return "it is missing";
+    case ReadError::kNotRegular:
+      return "it is not a regular file";
+    case ReadError::kTooLarge:
+      return "it is too large";
+    case ReadError::kFailed:
+      return std::string("it cannot be read: ") + std::strerror(err);
+  }
+  return "it cannot be read";
+}
+
+// A ref file holds a 64-hex manifest id: 64 bytes, read with room to spare and no more.
+constexpr size_t kRefFileLimit = 256;
+// Manifests list shards and statistics; far below this even for huge datasets.
+constexpr size_t kManifestLimit = size_t{256} << 20;
 
 // Holds an exclusive flock on a file until destroyed.
 class FileLock {
@@ -75,26 +211,30 @@ Result<VersionRef> parse_version_ref(const std::string& text) {
     r.split = rest.substr(colon + 1);
     rest = rest.substr(0, colon);
     if (r.split != "train" && r.split != "validation" && r.split != "test")
-      return Status::Invalid("'{}': split '{}' is not train, validation or test", text, r.split);
+      return Status::Invalid("'{}': split '{}' is not train, validation or test", printable(text),
+                             printable(r.split));
   }
   size_t at = rest.find('@');
   r.name = rest.substr(0, at);
   if (at != std::string::npos) r.ref = rest.substr(at + 1);
   if (r.ref.empty())
-    return Status::Invalid("'{}': nothing after '@'; write NAME@v3, NAME@latest or NAME@TAG", text);
-  DLSYS_RETURN_IF_ERROR(DatasetStore::check_name(r.name).with_context("'" + text + "'"));
+    return Status::Invalid("'{}': nothing after '@'; write NAME@v3, NAME@latest or NAME@TAG",
+                           printable(text));
+  DLSYS_RETURN_IF_ERROR(DatasetStore::check_name(r.name).with_context("'" + printable(text) + "'"));
+  auto parsed = parse_ref(r.ref);
+  if (!parsed.ok()) return parsed.status().with_context("'" + printable(text) + "'");
   return r;
 }
 
 Status DatasetStore::check_name(const std::string& name) {
   if (name.empty() || name.size() > 100)
-    return Status::Invalid("dataset name '{}' must have 1 to 100 characters", name);
+    return Status::Invalid("dataset name '{}' must have 1 to 100 characters", printable(name));
   if (name[0] == '.' || name[0] == '-')
-    return Status::Invalid("dataset name '{}' must not start with '.' or '-'", name);
+    return Status::Invalid("dataset name '{}' must not start with '.' or '-'", printable(name));
   for (char c : name)
     if (!(isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-'))
       return Status::Invalid("dataset name '{}' may only hold letters, digits, '.', '_' and '-'",
-                             name);
+                             printable(name));
   return Status::OK();
 }
 
@@ -168,35 +308,65 @@ void DatasetStore::discard_staged(const std::string& tmp) {
   ::unlink(tmp.c_str());
 }
 
-Result<json> DatasetStore::read_manifest(const std::string& id) const {
-  DLSYS_ASSIGN_OR_RETURN(std::string text, read_file(root_ + "/manifests/" + id + ".json"));
+Result<json> DatasetStore::read_manifest(const std::string& id, const std::string& label) const {
+  // Ids come from ref files checked by version_ids; checked again before they become a path.
+  if (!is_manifest_id(id)) return Status::Internal("{}: its manifest id is malformed", label);
+  std::string text;
+  int err = 0;
+  ReadError e = read_bounded(root_ + "/manifests/" + id + ".json", kManifestLimit, &text, &err);
+  if (e != ReadError::kNone)
+    return Status::IOError("the manifest of {} ({}) cannot be used: {}; the store is damaged",
+                           label, id.substr(0, 12), describe_read_error(e, err));
   if (sha256_hex(text) != id)
-    return Status::Invalid("manifest {} does not match its SHA-256; the store is corrupted", id);
+    return Status::Invalid(
+        "the manifest of {} ({}) does not match its SHA-256; the store is "
+        "corrupted",
+        label, id.substr(0, 12));
   json j = json::parse(text, nullptr, false);
-  if (j.is_discarded()) return Status::Invalid("manifest {} is not JSON", id);
+  if (j.is_discarded())
+    return Status::Invalid("the manifest of {} ({}) is not JSON", label, id.substr(0, 12));
   return j;
 }
 
 Result<std::vector<std::pair<int64_t, std::string>>> DatasetStore::version_ids(
     const std::string& name) const {
+  DLSYS_RETURN_IF_ERROR(check_name(name));
   std::vector<std::pair<int64_t, std::string>> out;
   for (const auto& f : list_dir(ref_dir(name) + "/versions")) {
     int64_t n;
     if (!parse_number(f, &n)) continue;  // temporary files
-    DLSYS_ASSIGN_OR_RETURN(std::string id, read_file(ref_dir(name) + "/versions/" + f));
+    std::string id;
+    int err = 0;
+    ReadError e = read_bounded(ref_dir(name) + "/versions/" + f, kRefFileLimit, &id, &err);
+    if (e != ReadError::kNone)
+      return Status::IOError("{}@v{}: its version ref {}; the store is damaged", name, n,
+                             describe_read_error(e, err));
+    if (!is_manifest_id(id))
+      return Status::Invalid(
+          "{}@v{}: its version ref does not hold a manifest id; the store is "
+          "damaged",
+          name, n);
     out.emplace_back(n, id);
   }
   std::sort(out.begin(), out.end());
   return out;
 }
 
+std::vector<std::string> DatasetStore::tag_names(const std::string& name) const {
+  std::vector<std::string> out;
+  for (const auto& t : list_dir(ref_dir(name) + "/tags"))
+    if (valid_tag_name(t) && t.find(".tmp") == std::string::npos) out.push_back(t);
+  return out;
+}
+
 std::vector<std::string> DatasetStore::tags_of(const std::string& name,
                                                const std::string& id) const {
   std::vector<std::string> out;
-  for (const auto& t : list_dir(ref_dir(name) + "/tags")) {
-    if (t.find(".tmp") != std::string::npos) continue;
-    auto text = read_file(ref_dir(name) + "/tags/" + t);
-    if (text.ok() && *text == id) out.push_back(t);
+  for (const auto& t : tag_names(name)) {
+    std::string text;
+    if (read_bounded(ref_dir(name) + "/tags/" + t, kRefFileLimit, &text) == ReadError::kNone &&
+        text == id)
+      out.push_back(t);
   }
   return out;
 }
@@ -228,7 +398,26 @@ Result<VersionInfo> DatasetStore::commit(const std::string& name, json manifest)
   return v;
 }
 
+// The version whose manifest id starts with `prefix` (none: `id` stays empty).
+static Status find_prefix(const std::vector<std::pair<int64_t, std::string>>& ids,
+                          const std::string& name, const std::string& prefix, int64_t* number,
+                          std::string* id) {
+  for (auto& [k, v] : ids)
+    if (v.rfind(prefix, 0) == 0) {
+      if (!id->empty() && *id != v)
+        return Status::Invalid("{}@{}: the id prefix is ambiguous; give more digits", name, prefix);
+      *number = k;
+      *id = v;
+    }
+  return Status::OK();
+}
+
 Result<VersionInfo> DatasetStore::resolve(const VersionRef& ref) const {
+  // The name and the ref are checked here too: callers may build a VersionRef by hand.
+  DLSYS_RETURN_IF_ERROR(check_name(ref.name));
+  auto parsed = parse_ref(ref.ref);
+  if (!parsed.ok()) return parsed.status().with_context("dataset '" + ref.name + "'");
+  const ParsedRef& p = *parsed;
   DLSYS_ASSIGN_OR_RETURN(auto ids, version_ids(ref.name));
   if (ids.empty())
     return Status::NotFound("no dataset named '{}'; `dlsys data list` shows the datasets",
@@ -236,39 +425,48 @@ Result<VersionInfo> DatasetStore::resolve(const VersionRef& ref) const {
   auto describe = [&] { return fmt::format("{} has v1..v{}", ref.name, ids.back().first); };
   std::string id;
   int64_t number = 0;
-  int64_t n;
-  std::string r = ref.ref;
-  if (r == "latest") {
+  if (p.kind == ParsedRef::kLatest) {
     number = ids.back().first;
     id = ids.back().second;
-  } else if (parse_number(r[0] == 'v' ? r.substr(1) : r, &n)) {
+  } else if (p.kind == ParsedRef::kNumber) {
     for (auto& [k, v] : ids)
-      if (k == n) number = k, id = v;
-    if (id.empty()) return Status::NotFound("{}@{}: no such version ({})", ref.name, r, describe());
-  } else {
-    auto tag = read_file(ref_dir(ref.name) + "/tags/" + r);
-    if (tag.ok()) {
-      id = *tag;
-    } else if (is_hex(r) && r.size() >= 6) {
-      for (auto& [k, v] : ids)
-        if (v.rfind(r, 0) == 0) {
-          if (!id.empty() && id != v)
-            return Status::Invalid("{}@{}: the id prefix is ambiguous; give more digits", ref.name,
-                                   r);
-          id = v;
-        }
+      if (k == p.number) number = k, id = v;
+    // An id prefix may be all digits ("123456"): tried when no version has that number.
+    if (id.empty() && p.id_prefix) {
+      DLSYS_RETURN_IF_ERROR(find_prefix(ids, ref.name, ref.ref, &number, &id));
     }
     if (id.empty())
-      return Status::NotFound("{}@{}: no such tag or version ({}; tags: {})", ref.name, r,
-                              describe(), fmt::join(list_dir(ref_dir(ref.name) + "/tags"), ", "));
-    for (auto& [k, v] : ids)
-      if (v == id) number = k;
+      return Status::NotFound("{}@{}: no such version ({})", ref.name, ref.ref, describe());
+  } else {
+    std::string text;
+    int err = 0;
+    ReadError e = read_bounded(ref_dir(ref.name) + "/tags/" + p.tag, kRefFileLimit, &text, &err);
+    if (e == ReadError::kNone) {
+      // Exactly a manifest id, and one of this dataset's versions; never echoed (it may hold
+      // anything someone wrote into the file).
+      for (auto& [k, v] : ids)
+        if (v == text) number = k, id = v;
+      if (id.empty())
+        return Status::Invalid(
+            "tag '{}' of dataset '{}' points at no version; re-tag it (`dlsys data tag {}@vN {}`)",
+            p.tag, ref.name, ref.name, p.tag);
+    } else if (e != ReadError::kMissing) {
+      return Status::Invalid(
+          "tag '{}' of dataset '{}' points at no version ({}); re-tag it (`dlsys data tag {}@vN "
+          "{}`)",
+          p.tag, ref.name, describe_read_error(e, err), ref.name, p.tag);
+    } else if (p.id_prefix) {
+      DLSYS_RETURN_IF_ERROR(find_prefix(ids, ref.name, p.tag, &number, &id));
+    }
+    if (id.empty())
+      return Status::NotFound("{}@{}: no such tag or version ({}; tags: {})", ref.name, p.tag,
+                              describe(), fmt::join(tag_names(ref.name), ", "));
   }
   VersionInfo v;
   v.name = ref.name;
   v.number = number;
   v.id = id;
-  DLSYS_ASSIGN_OR_RETURN(v.manifest, read_manifest(id));
+  DLSYS_ASSIGN_OR_RETURN(v.manifest, read_manifest(id, fmt::format("{}@v{}", ref.name, number)));
   v.tags = tags_of(ref.name, id);
   return v;
 }
@@ -276,7 +474,7 @@ Result<VersionInfo> DatasetStore::resolve(const VersionRef& ref) const {
 Result<std::vector<std::string>> DatasetStore::names() const {
   std::vector<std::string> out;
   for (const auto& n : list_dir(root_ + "/refs"))
-    if (!list_dir(ref_dir(n) + "/versions").empty()) out.push_back(n);
+    if (check_name(n).ok() && !list_dir(ref_dir(n) + "/versions").empty()) out.push_back(n);
   return out;
 }
 
@@ -291,7 +489,7 @@ Result<std::vector<VersionInfo>> DatasetStore::versions(const std::string& name)
     v.name = name;
     v.number = n;
     v.id = id;
-    DLSYS_ASSIGN_OR_RETURN(v.manifest, read_manifest(id));
+    DLSYS_ASSIGN_OR_RETURN(v.manifest, read_manifest(id, fmt::format("{}@v{}", name, n)));
     v.tags = tags_of(name, id);
     out.push_back(std::move(v));
   }
@@ -299,15 +497,16 @@ Result<std::vector<VersionInfo>> DatasetStore::versions(const std::string& name)
 }
 
 Status DatasetStore::tag(const VersionRef& ref, const std::string& tag) {
-  int64_t n;
-  if (tag == "latest" || parse_number(tag[0] == 'v' ? tag.substr(1) : tag, &n))
+  std::string digits = !tag.empty() && tag[0] == 'v' ? tag.substr(1) : tag;
+  if (tag == "latest" || all_digits(digits))
     return Status::Invalid("tag '{}' is reserved (latest and v<n> name versions); pick another",
-                           tag);
-  if (tag.empty() || tag.size() > 64 || tag[0] == '.' ||
-      !std::all_of(tag.begin(), tag.end(), [](char c) {
-        return isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.';
-      }))
-    return Status::Invalid("tag '{}' must be 1-64 of letters, digits, '.', '_', '-'", tag);
+                           printable(tag));
+  if (!valid_tag_name(tag))
+    return Status::Invalid(
+        "tag '{}' must be 1-64 of letters, digits, '.', '_', '-', not starting "
+        "with '.'",
+        printable(tag));
+  // Resolving first: a tag only ever points at an existing version's id.
   DLSYS_ASSIGN_OR_RETURN(VersionInfo v, resolve(ref));
   DLSYS_RETURN_IF_ERROR(make_dirs(ref_dir(ref.name) + "/tags"));
   return write_file_atomic(ref_dir(ref.name) + "/tags/" + tag, v.id);

@@ -22,7 +22,11 @@
 namespace dlsys::data {
 
 // "name", "name@v3", "name@3", "name@latest", "name@prod", "name@<id prefix>", each optionally
-// followed by ":train" / ":validation" / ":test".
+// followed by ":train" / ":validation" / ":test". The ref is a closed grammar, checked by
+// parse_version_ref and again by resolve: "latest"; "v<n>" or "<n>" (1-12 digits); a tag name
+// (1-64 of [A-Za-z0-9._-], not starting with '.'); or a manifest id prefix (6-64 lower-case hex
+// digits, tried when no tag has that name). Anything else (a path, '/', "..", an empty or
+// overlong ref) is refused before the file system is touched.
 struct VersionRef {
   std::string name;
   std::string ref = "latest";
@@ -63,13 +67,17 @@ class DatasetStore {
   // manifest lists must already be stored.
   Result<VersionInfo> commit(const std::string& name, json manifest);
 
-  // Resolves a reference to a version; errors name what exists ("digits has v1..v3").
+  // Resolves a reference to a version; errors name what exists ("digits has v1..v3"). Ref
+  // files are read bounded (256 bytes, regular files only, symbolic links not followed) and
+  // must hold exactly one of the dataset's manifest ids; errors never quote a file's content
+  // or a path inside the store.
   Result<VersionInfo> resolve(const VersionRef& ref) const;
-  // Dataset names, sorted.
+  // Dataset names, sorted (directory entries that are not valid names are skipped).
   Result<std::vector<std::string>> names() const;
   // Versions of `name`, oldest first.
   Result<std::vector<VersionInfo>> versions(const std::string& name) const;
-  // Points `tag` of `name` at the version `ref` names. "latest" and "v<n>" are reserved.
+  // Points `tag` of `name` at the version `ref` names (it must resolve). "latest", "<n>" and
+  // "v<n>" are reserved.
   Status tag(const VersionRef& ref, const std::string& tag);
   // Deletes shards and manifests no version references; returns the bytes freed.
   Result<int64_t> gc();
@@ -79,9 +87,12 @@ class DatasetStore {
 
  private:
   explicit DatasetStore(std::string root) : root_(std::move(root)) {}
-  Result<json> read_manifest(const std::string& id) const;
+  // `label` ("digits@v3") names the version in errors.
+  Result<json> read_manifest(const std::string& id, const std::string& label) const;
   Result<std::vector<std::pair<int64_t, std::string>>> version_ids(const std::string& name) const;
   std::vector<std::string> tags_of(const std::string& name, const std::string& id) const;
+  // The tag names of `name` (temporary files and names outside the tag alphabet skipped).
+  std::vector<std::string> tag_names(const std::string& name) const;
   std::string ref_dir(const std::string& name) const { return root_ + "/refs/" + name; }
 
   std::string root_;

@@ -2,6 +2,7 @@
 
 #include <xxhash.h>
 
+#include <charconv>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
@@ -184,14 +185,43 @@ std::vector<uint64_t> column_hashes(const RowBatch& b, int column) {
 }
 
 Status parse_split_fractions(const std::string& text, PushOptions* o) {
+  auto shown = [](const std::string& t) {
+    std::string out;
+    for (size_t i = 0; i < t.size() && i < 64; ++i) out += t[i] >= 0x20 && t[i] < 0x7f ? t[i] : '?';
+    return t.size() > 64 ? out + "..." : out;
+  };
+  std::vector<std::string> fields;
+  size_t start = 0;
+  for (;;) {
+    size_t comma = text.find(',', start);
+    fields.push_back(
+        text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (fields.size() < 2 || fields.size() > 3)
+    return Status::Invalid(
+        "split '{}' must be TRAIN,VALIDATION[,TEST] fractions, e.g. 0.8,0.2 or 0.8,0.1,0.1",
+        shown(text));
+  static const char* kNames[] = {"train", "validation", "test"};
   double f[3] = {0, 0, 0};
-  int n = std::sscanf(text.c_str(), "%lf,%lf,%lf", &f[0], &f[1], &f[2]);
-  if (n < 2)
-    return Status::Invalid("split '{}' must be TRAIN,VALIDATION[,TEST] fractions, e.g. 0.8,0.2",
-                           text);
+  for (size_t i = 0; i < fields.size(); ++i) {
+    std::string t = fields[i];
+    while (!t.empty() && t.front() == ' ') t.erase(0, 1);
+    while (!t.empty() && t.back() == ' ') t.pop_back();
+    // Strict: the whole field is one decimal number (from_chars takes no sign, hex, or
+    // surrounding text), finite (it also parses "nan" and "inf"), within 0..1.
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), f[i]);
+    if (t.empty() || ec != std::errc() || end != t.data() + t.size() || !std::isfinite(f[i]))
+      return Status::Invalid("split '{}': the {} fraction '{}' is not a finite number", shown(text),
+                             kNames[i], shown(t));
+    if (f[i] < 0 || f[i] > 1)
+      return Status::Invalid("split '{}': the {} fraction {} is not between 0 and 1", shown(text),
+                             kNames[i], f[i]);
+  }
   o->train = f[0];
   o->validation = f[1];
-  o->test = n == 3 ? f[2] : 0;
+  o->test = f[2];
   return Status::OK();
 }
 

@@ -49,7 +49,9 @@ Result<PushResult> push(DatasetStore& store, const std::string& name, RowSource&
 std::vector<uint64_t> row_hashes(const RowBatch& b);
 std::vector<uint64_t> column_hashes(const RowBatch& b, int column);
 
-// Parses "TRAIN,VALIDATION[,TEST]" fractions (e.g. "0.8,0.2") into `o`; push() checks the sum.
+// Parses "TRAIN,VALIDATION[,TEST]" fractions (e.g. "0.8,0.2") into `o`, strictly: each field
+// one finite decimal number in 0..1 (no NaN, Infinity, hex or trailing text); errors name the
+// field. push() checks the sum.
 Status parse_split_fractions(const std::string& text, PushOptions* o);
 
 // Split ids stored in the __split column.
