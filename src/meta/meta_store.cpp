@@ -6,9 +6,11 @@
 #include <deque>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "core/file_util.h"
 #include "core/sha256.h"
+#include "core/utf8.h"
 #include "meta/run_filter.h"
 
 namespace dlsys::meta {
@@ -162,8 +164,9 @@ Status MetaStore::tx(bool write, Fn&& fn) {
   }
 }
 
-Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& url, size_t max_connections) {
-  DLSYS_ASSIGN_OR_RETURN(auto db, SqlDatabase::open(url, max_connections));
+Result<std::unique_ptr<MetaStore>> MetaStore::open(const std::string& url, size_t max_connections,
+                                                   const SqlOptions& options) {
+  DLSYS_ASSIGN_OR_RETURN(auto db, SqlDatabase::open(url, max_connections, options));
   std::unique_ptr<MetaStore> store(new MetaStore(std::move(db)));
   DLSYS_RETURN_IF_ERROR(store->migrate());
   return store;
@@ -233,6 +236,9 @@ Status MetaStore::check_artifact_path(const std::string& path) {
     if (c < 0x20 || c == 0x7f || c == '\\')
       return Status::Invalid("artifact path has a control character or backslash at byte {}",
                              path.find(static_cast<char>(c)));
+  size_t bad = 0;
+  if (!is_valid_utf8(path, &bad))
+    return Status::Invalid("artifact path is not valid UTF-8 (byte {}); paths are UTF-8 text", bad);
   size_t start = 0;
   while (start <= path.size()) {
     size_t end = path.find('/', start);
@@ -481,10 +487,14 @@ Status MetaStore::log_batch(int64_t run_id, const std::vector<MetricPoint>& metr
                            metrics.size(), kMaxMetricsPerBatch);
   DLSYS_RETURN_IF_ERROR(check_kvs(params, "param", kMaxParamValueLength, kMaxParamsPerBatch));
   DLSYS_RETURN_IF_ERROR(check_kvs(tags, "tag", kMaxTagValueLength, kMaxTagsPerBatch));
-  std::string last_key;
-  for (const MetricPoint& m : metrics) {
-    if (m.key != last_key) DLSYS_RETURN_IF_ERROR(check_key("metric", m.key));
-    last_key = m.key;
+  const std::string* last_key = nullptr;
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    const MetricPoint& m = metrics[i];
+    if (m.key.empty()) return Status::Invalid("metric {} of the batch has an empty key", i);
+    // Consecutive points usually share a key: check each distinct run of keys once.
+    if (!last_key || m.key != *last_key)
+      DLSYS_RETURN_IF_ERROR(check_key("metric", m.key).with_context(fmt::format("metric {}", i)));
+    last_key = &m.key;
     if (!std::isfinite(m.value))
       return Status::Invalid("metric '{}' at step {} is not a finite number", m.key, m.step);
   }
@@ -551,40 +561,118 @@ Status MetaStore::log_batch(int64_t run_id, const std::vector<MetricPoint>& metr
 
 Result<json> MetaStore::metric_history(int64_t run_id, const std::string& key, int max_points) {
   DLSYS_RETURN_IF_ERROR(check_key("metric", key));
-  std::vector<SqlRow> rows;
+  if (max_points < 0 || max_points > kMaxMetricPoints)
+    return Status::Invalid("max_points {} is out of range: use 1..{} (0 or none: {})", max_points,
+                           kMaxMetricPoints, kDefaultMaxMetricPoints);
+  const int64_t limit = max_points == 0 ? kDefaultMaxMetricPoints : max_points;
+  struct Point {
+    int64_t step, ts;
+    double value;
+    bool operator<(const Point& o) const {
+      return std::tie(step, ts, value) < std::tie(o.step, o.ts, o.value);
+    }
+    bool operator==(const Point& o) const {
+      return step == o.step && ts == o.ts && value == o.value;
+    }
+  };
+  std::vector<Point> points;
+  int64_t total = 0;
+  bool downsampled = false;
   DLSYS_RETURN_IF_ERROR(tx(false, [&](SqlConnection& c) -> Status {
+    points.clear();
     DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
     if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
-    DLSYS_ASSIGN_OR_RETURN(rows, c.query("SELECT step, ts, value FROM metrics WHERE run_id = $1 "
-                                         "AND key = $2 ORDER BY step, ts",
-                                         {run_id, key}));
+    // A short series is returned as it is. Counting stops at limit + 1 (the real count of a
+    // longer one comes from the buckets below): no pass over a long series just to count it.
+    DLSYS_ASSIGN_OR_RETURN(auto n, c.query("SELECT COUNT(*) FROM (SELECT 1 FROM metrics WHERE "
+                                           "run_id = $1 AND key = $2 LIMIT $3) AS s",
+                                           {run_id, key, limit + 1}));
+    if (sql_int(n.at(0).at(0)) <= limit) {
+      // LIMIT too: on PostgreSQL, points logged since the count may be visible here.
+      DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT step, ts, value FROM metrics WHERE "
+                                                "run_id = $1 AND key = $2 ORDER BY step, ts "
+                                                "LIMIT $3",
+                                                {run_id, key, limit}));
+      downsampled = false;
+      total = static_cast<int64_t>(rows.size());
+      for (auto& row : rows)
+        points.push_back({sql_int(row[0]), sql_int(row[1]), sql_double(row[2])});
+      return Status::OK();
+    }
+    // Two index lookups (one MIN or MAX per query is what SQLite answers from the index).
+    DLSYS_ASSIGN_OR_RETURN(auto st, c.query("SELECT (SELECT MIN(step) FROM metrics WHERE "
+                                            "run_id = $1 AND key = $2), (SELECT MAX(step) FROM "
+                                            "metrics WHERE run_id = $1 AND key = $2)",
+                                            {run_id, key}));
+    downsampled = true;
+    // Buckets of consecutive steps, at most limit / 3 of them (each keeps up to 3 points).
+    // Normally bucket = (step - first) / width, exact. When the steps span more than int64
+    // (last - first overflows), bucket = step / width - first / width, which never overflows
+    // (width >= 3) and makes up to 3 more buckets (truncation toward zero), so fewer are asked.
+    const int64_t first = sql_int(st.at(0).at(0)), last = sql_int(st.at(0).at(1));
+    const __int128 span = static_cast<__int128>(last) - first + 1;
+    const bool exact = span <= INT64_MAX;
+    const int64_t buckets = std::max<int64_t>(1, limit / 3 - (exact ? 0 : 3));
+    __int128 w = (span + buckets - 1) / buckets;
+    if (!exact) w = std::max<__int128>(w, 3);
+    const int64_t width = static_cast<int64_t>(std::min<__int128>(w, INT64_MAX));
+    const int64_t offset = exact ? first : first / width;
+    const std::string bucket = exact ? "(step - CAST($3 AS BIGINT)) / CAST($4 AS BIGINT)"
+                                     : "step / CAST($4 AS BIGINT) - CAST($3 AS BIGINT)";
+    // g: per bucket (GROUP BY in the database) its minimum and maximum value and its first and
+    // last step. p adds the first step holding the minimum and the first holding the maximum
+    // (index range scans of the bucket's steps that stop at the first match). The result has one
+    // row per bucket: those steps with their timestamps (where several points share such a
+    // step: the earliest for the minimum and maximum, the latest for the last step) and the last
+    // point's value, and the bucket's count. Everything after g is scalar subqueries on the
+    // (run_id, key, step) index, so neither engine's plan depends on its estimate of the number of
+    // buckets. MATERIALIZED: each bucket's subqueries run once, not again inside every later
+    // subquery that names them.
+    const char* series = "x.run_id = $1 AND x.key = $2";
+    std::string sql = fmt::format(
+        "WITH g AS MATERIALIZED (SELECT MIN(value) AS lo, MAX(value) AS hi, MIN(step) AS fs, "
+        "MAX(step) AS ls, COUNT(*) AS n FROM metrics WHERE run_id = $1 AND key = $2 GROUP BY {0}), "
+        "p AS MATERIALIZED (SELECT lo, hi, ls, n, "
+        "(SELECT x.step FROM metrics x WHERE {1} AND x.step BETWEEN g.fs AND g.ls AND "
+        "x.value = g.lo ORDER BY x.step LIMIT 1) AS lo_step, "
+        "(SELECT x.step FROM metrics x WHERE {1} AND x.step BETWEEN g.fs AND g.ls AND "
+        "x.value = g.hi ORDER BY x.step LIMIT 1) AS hi_step FROM g), "
+        "q AS MATERIALIZED (SELECT lo, hi, ls, n, lo_step, hi_step, "
+        "(SELECT MIN(x.ts) FROM metrics x WHERE {1} AND x.step = p.lo_step AND x.value = p.lo) "
+        "AS lo_ts, "
+        "(SELECT MIN(x.ts) FROM metrics x WHERE {1} AND x.step = p.hi_step AND x.value = p.hi) "
+        "AS hi_ts, "
+        "(SELECT MAX(x.ts) FROM metrics x WHERE {1} AND x.step = p.ls) AS ls_ts FROM p) "
+        "SELECT lo_step, lo_ts, lo, hi_step, hi_ts, hi, ls, ls_ts, "
+        "(SELECT MAX(x.value) FROM metrics x WHERE {1} AND x.step = q.ls AND x.ts = q.ls_ts), n "
+        "FROM q",
+        bucket, series);
+    // PostgreSQL estimates as many buckets as rows and would spend a second compiling the plan.
+    if (c.dialect() == SqlDialect::kPostgres)
+      DLSYS_RETURN_IF_ERROR(c.exec_script("SET LOCAL jit = off"));
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, {run_id, key, offset, width}));
+    total = 0;
+    for (auto& row : rows) {
+      total += sql_int(row[9]);
+      for (int k = 0; k < 3; ++k)
+        points.push_back(
+            {sql_int(row[3 * k]), sql_int(row[3 * k + 1]), sql_double(row[3 * k + 2])});
+    }
+    std::sort(points.begin(), points.end());
+    points.erase(std::unique(points.begin(), points.end()), points.end());
+    // Only with limit < 3 (or the overflow case) can the buckets give more: keep the latest.
+    if (points.size() > static_cast<size_t>(limit))
+      points.erase(points.begin(), points.end() - limit);
     return Status::OK();
   }));
-  auto point = [](const SqlRow& r) {
-    return json{{"step", sql_int(r[0])}, {"timestamp", sql_int(r[1])}, {"value", sql_double(r[2])}};
-  };
-  json points = json::array();
-  size_t n = rows.size();
-  if (max_points == 1 && n > 1) {
-    points.push_back(point(rows.back()));
-  } else if (max_points <= 0 || n <= static_cast<size_t>(max_points)) {
-    for (auto& r : rows) points.push_back(point(r));
-  } else {
-    // Buckets of consecutive points; each gives its min and max in step order.
-    size_t buckets = std::max<size_t>(1, static_cast<size_t>(max_points) / 2);
-    for (size_t b = 0; b < buckets; ++b) {
-      size_t lo = b * n / buckets, hi = (b + 1) * n / buckets;
-      if (lo >= hi) continue;
-      size_t mn = lo, mx = lo;
-      for (size_t i = lo; i < hi; ++i) {
-        if (sql_double(rows[i][2]) < sql_double(rows[mn][2])) mn = i;
-        if (sql_double(rows[i][2]) > sql_double(rows[mx][2])) mx = i;
-      }
-      points.push_back(point(rows[std::min(mn, mx)]));
-      if (mn != mx) points.push_back(point(rows[std::max(mn, mx)]));
-    }
-  }
-  return json{{"run_id", run_id}, {"key", key}, {"total_points", n}, {"points", points}};
+  json out = json::array();
+  for (const Point& p : points)
+    out.push_back({{"step", p.step}, {"timestamp", p.ts}, {"value", p.value}});
+  return json{{"run_id", run_id},
+              {"key", key},
+              {"total_points", total},
+              {"downsampled", downsampled},
+              {"points", std::move(out)}};
 }
 
 Result<Page> MetaStore::search_runs(const SearchRunsRequest& req) {

@@ -30,6 +30,9 @@ constexpr size_t kMaxMetricsPerBatch = 1000;
 constexpr size_t kMaxParamsPerBatch = 100;
 constexpr size_t kMaxTagsPerBatch = 100;
 constexpr int kMaxPageSize = 1000;
+// Points a metric history returns: the default (max_points 0) and the most a caller may ask.
+constexpr int kDefaultMaxMetricPoints = 1000;
+constexpr int kMaxMetricPoints = 100000;
 
 struct MetricPoint {
   std::string key;
@@ -77,10 +80,12 @@ class MetaStore {
  public:
   // Opens the database at `url` (an SQLite path or postgresql://...) and brings its schema to
   // the newest version (migrations run once, under a lock, in a transaction).
-  static Result<std::unique_ptr<MetaStore>> open(const std::string& url, size_t max_connections);
+  static Result<std::unique_ptr<MetaStore>> open(const std::string& url, size_t max_connections,
+                                                 const SqlOptions& options = {});
   // The schema version after migrations.
   Result<int64_t> schema_version();
   SqlDialect dialect() const { return db_->dialect(); }
+  SqlStats db_stats() const { return db_->stats(); }
 
   // Experiments. Names are unique (409 on a second create).
   Result<json> create_experiment(const std::string& name, const std::string& description,
@@ -104,8 +109,11 @@ class MetaStore {
   Status log_batch(int64_t run_id, const std::vector<MetricPoint>& metrics,
                    const std::vector<KeyValue>& params, const std::vector<KeyValue>& tags,
                    const Principal& who);
-  // The series of `key` by step. With max_points > 0 and a longer series, returns at most
-  // max_points points: per bucket of steps its minimum and maximum (spikes survive).
+  // The series of `key` in step order, at most max_points points (0: kDefaultMaxMetricPoints;
+  // above kMaxMetricPoints is an error). A longer series is downsampled in the database: up to
+  // max_points / 3 buckets of consecutive steps, each giving its minimum, its maximum and its
+  // last point (highest step, then latest timestamp), so a one-point spike survives.
+  // {"run_id", "key", "total_points" (the real count), "downsampled", "points"}.
   Result<json> metric_history(int64_t run_id, const std::string& key, int max_points);
   Result<Page> search_runs(const SearchRunsRequest& req);
 

@@ -1,6 +1,9 @@
 #include "meta/run_filter.h"
 
+#include <algorithm>
 #include <cctype>
+#include <charconv>
+#include <cmath>
 
 namespace dlsys::meta {
 
@@ -79,15 +82,51 @@ std::string placeholder(SqlParams* params, SqlValue v) {
   return "$" + std::to_string(params->size());
 }
 
+Status out_of_int64(const Token& t) {
+  return Status::Invalid("filter: the integer '{}' at position {} is out of the 64-bit range",
+                         t.text, t.pos);
+}
+
+// A decimal number, strictly: the whole token, finite (no NaN or Infinity spellings, no hex),
+// within the range of a double; written as an integer (digits only), within int64.
 Result<double> parse_number(const Token& t) {
-  try {
-    size_t used = 0;
-    double v = std::stod(t.text, &used);
-    if (used != t.text.size()) throw std::invalid_argument("x");
-    return v;
-  } catch (...) {
-    return Status::Invalid("filter: '{}' at position {} is not a number", t.text, t.pos);
+  const char* b = t.text.data();
+  const char* e = b + t.text.size();
+  if (b != e && *b == '+' && !(e - b > 1 && b[1] == '-')) ++b;  // from_chars takes '-', not '+'
+  const char* digits = b != e && *b == '-' ? b + 1 : b;
+  if (digits != e && std::all_of(digits, e, [](char c) { return c >= '0' && c <= '9'; })) {
+    int64_t i = 0;
+    auto [end, ec] = std::from_chars(b, e, i);
+    if (ec != std::errc() || end != e) return out_of_int64(t);
   }
+  double v = 0;
+  auto [end, ec] = std::from_chars(b, e, v);
+  if (ec == std::errc::result_out_of_range)
+    return Status::Invalid("filter: the number '{}' at position {} is out of range", t.text, t.pos);
+  if (b == e || ec != std::errc() || end != e || !std::isfinite(v))
+    return Status::Invalid("filter: '{}' at position {} is not a finite decimal number", t.text,
+                           t.pos);
+  return v;
+}
+
+// A time in ms: an integer within int64 (a decimal such as 1.7e12 is taken when it is in range;
+// its fraction is dropped).
+Result<int64_t> parse_time(const Token& t) {
+  const char* b = t.text.data();
+  const char* e = b + t.text.size();
+  if (b != e && *b == '+' && !(e - b > 1 && b[1] == '-')) ++b;
+  int64_t i = 0;
+  auto [end, ec] = std::from_chars(b, e, i);
+  if (ec == std::errc() && end == e) return i;
+  if (ec == std::errc::result_out_of_range && end == e) return out_of_int64(t);
+  DLSYS_ASSIGN_OR_RETURN(double v, parse_number(t));
+  // 2^63 is exactly representable; anything at or beyond it does not fit.
+  if (!(v > -9223372036854775808.0 && v < 9223372036854775808.0))
+    return Status::Invalid(
+        "filter: the number '{}' at position {} is out of the 64-bit integer "
+        "range",
+        t.text, t.pos);
+  return static_cast<int64_t>(v);
 }
 
 }  // namespace
@@ -159,9 +198,9 @@ Result<std::string> compile_run_filter(const std::string& filter, SqlParams* par
                          placeholder(params, rhs.text));
     } else if (scope == "start_time" || scope == "end_time") {
       if (op_text == "LIKE") return Status::Invalid("filter: like does not apply to {}", scope);
-      DLSYS_ASSIGN_OR_RETURN(double v, parse_number(rhs));
+      DLSYS_ASSIGN_OR_RETURN(int64_t v, parse_time(rhs));
       sql += fmt::format("runs.{} {} {}", scope, op_text == "!=" ? "<>" : op_text,
-                         placeholder(params, static_cast<int64_t>(v)));
+                         placeholder(params, v));
     } else {
       return Status::Invalid(
           "filter: unknown field '{}' at position {}; use params.K, "

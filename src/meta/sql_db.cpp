@@ -66,10 +66,11 @@ void SqlDatabase::release(std::unique_ptr<SqlConnection> c) {
 }
 
 Result<std::unique_ptr<SqlDatabase>> SqlDatabase::open(const std::string& url,
-                                                       size_t max_connections) {
+                                                       size_t max_connections,
+                                                       const SqlOptions& options) {
   if (url.rfind("postgresql://", 0) == 0 || url.rfind("postgres://", 0) == 0)
     return open_postgres(url, max_connections);
-  return open_sqlite(url, max_connections);
+  return open_sqlite(url, max_connections, options);
 }
 
 }  // namespace dlsys::meta

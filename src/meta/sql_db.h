@@ -52,14 +52,37 @@ class SqlConnection {
   }
 };
 
+// Engine settings with defaults for a server.
+struct SqlOptions {
+  // SQLite: the write-ahead log's bound. Readers that overlap without pause keep SQLite's
+  // automatic checkpoint from ever restarting the WAL, so it would grow without end. When a write
+  // commit finds the -wal file above this size, that connection holds off this process's other
+  // write transactions and runs a TRUNCATE checkpoint, which waits for the readers still using
+  // the WAL: at first wal_checkpoint_wait_ms, doubled after each attempt they outlast, up to
+  // wal_checkpoint_max_wait_ms. After a busy attempt the next one comes after a pause of the
+  // same length, or at the next commit once the WAL is twice the bound. Also the
+  // journal_size_limit. 0 turns the check off.
+  int64_t wal_checkpoint_bytes = int64_t{64} << 20;
+  int wal_checkpoint_wait_ms = 100;
+  int wal_checkpoint_max_wait_ms = 1000;
+};
+
+// Counters of an SqlDatabase (SQLite: the WAL checkpoints the store ran).
+struct SqlStats {
+  int64_t checkpoints = 0;  // WAL truncated
+  int64_t busy = 0;         // attempts readers outlasted
+};
+
 // Opens connections to one database. `url` is a file path (SQLite) or postgresql://...
 class SqlDatabase {
  public:
   // Returns the database at `url`: "postgresql://..." or "postgres://..." selects PostgreSQL,
   // anything else is the path of an SQLite file (created if missing, WAL mode).
-  static Result<std::unique_ptr<SqlDatabase>> open(const std::string& url, size_t max_connections);
+  static Result<std::unique_ptr<SqlDatabase>> open(const std::string& url, size_t max_connections,
+                                                   const SqlOptions& options = {});
   virtual ~SqlDatabase() = default;
   virtual SqlDialect dialect() const = 0;
+  virtual SqlStats stats() const { return {}; }
 
   // A connection on loan; returned to the pool when destroyed. Thread-safe.
   class Lease {
@@ -105,7 +128,8 @@ Status with_transaction(SqlConnection& c, bool write, Fn&& fn) {
   return c.commit();
 }
 
-Result<std::unique_ptr<SqlDatabase>> open_sqlite(const std::string& path, size_t max_connections);
+Result<std::unique_ptr<SqlDatabase>> open_sqlite(const std::string& path, size_t max_connections,
+                                                 const SqlOptions& options = {});
 Result<std::unique_ptr<SqlDatabase>> open_postgres(const std::string& url, size_t max_connections);
 
 }  // namespace dlsys::meta

@@ -1,8 +1,14 @@
 // SQLite engine: WAL mode, one prepared-statement cache per connection, $N placeholders mapped
-// to SQLite's parameter indexes.
+// to SQLite's parameter indexes, and a bounded WAL (see SqlOptions::wal_checkpoint_bytes).
 #include <sqlite3.h>
+#include <sys/stat.h>
 
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <memory>
+#include <mutex>
 #include <unordered_map>
 
 #include "meta/sql_db.h"
@@ -22,6 +28,41 @@ Status sqlite_error(sqlite3* db, int rc, const std::string& sql) {
   return Status(StatusCode::kIOError, msg);
 }
 
+constexpr int kBusyTimeoutMs = 30000;
+
+// Shared by a database's connections: the WAL's bound, and a gate between this process's write
+// transactions and its checkpoint. A TRUNCATE checkpoint needs SQLite's write lock; competing
+// for it by polling against writers that queue on it back to back, it would rarely win. So a
+// checkpoint closes the gate (new write transactions wait), waits for the open ones to end, and
+// only then runs; writers wait for one checkpoint at most, a short one (the WAL is bounded).
+struct WalGuard {
+  std::string wal_path;
+  SqlOptions options;
+  std::mutex mu;
+  std::condition_variable cv;
+  int writers = 0;  // write transactions open in this process
+  bool checkpointing = false;
+  int busy = 0;  // attempts in a row that readers outlasted
+  SqlStats stats;
+  std::atomic<int64_t> next_attempt_ms{0};  // after a busy attempt, pause
+
+  void enter_write() {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return !checkpointing; });
+    ++writers;
+  }
+  void leave_write() {
+    std::lock_guard<std::mutex> lock(mu);
+    if (--writers == 0) cv.notify_all();
+  }
+};
+
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 struct Stmt {
   sqlite3_stmt* stmt = nullptr;
   std::vector<int> param_of_index;  // SQLite index i (1-based) -> our parameter number - 1
@@ -29,8 +70,9 @@ struct Stmt {
 
 class SqliteConnection : public SqlConnection {
  public:
-  explicit SqliteConnection(sqlite3* db) : db_(db) {}
+  SqliteConnection(sqlite3* db, std::shared_ptr<WalGuard> wal) : db_(db), wal_(std::move(wal)) {}
   ~SqliteConnection() override {
+    end_write();
     for (auto& [_, s] : cache_) sqlite3_finalize(s.stmt);
     sqlite3_close_v2(db_);
   }
@@ -101,14 +143,30 @@ class SqliteConnection : public SqlConnection {
     return Status::OK();
   }
 
-  Status begin(bool write) override { return exec_script(write ? "BEGIN IMMEDIATE" : "BEGIN"); }
+  Status begin(bool write) override {
+    if (write) {
+      wal_->enter_write();
+      writing_ = true;
+    }
+    Status st = exec_script(write ? "BEGIN IMMEDIATE" : "BEGIN");
+    if (!st.ok()) end_write();
+    return st;
+  }
   Status commit() override {
     Status st = exec_script("COMMIT");
-    if (!st.ok()) rollback();
+    if (!st.ok()) {
+      rollback();
+      return st;
+    }
+    if (writing_) {
+      end_write();
+      bound_wal();
+    }
     return st;
   }
   void rollback() override {
     if (!sqlite3_get_autocommit(db_)) sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    end_write();
   }
 
  private:
@@ -152,14 +210,71 @@ class SqliteConnection : public SqlConnection {
     return Status::OK();
   }
 
+  // After a write commit: when the -wal file is over the bound, checkpoint and truncate it. The
+  // checkpoint needs every reader to have moved past the WAL; it waits for them only briefly
+  // (writers queue behind it meanwhile) and on SQLITE_BUSY leaves it to a later commit.
+  void end_write() {
+    if (!writing_) return;
+    writing_ = false;
+    wal_->leave_write();
+  }
+
+  void bound_wal() {
+    WalGuard& g = *wal_;
+    const SqlOptions& o = g.options;
+    if (o.wal_checkpoint_bytes <= 0) return;
+    struct stat st;
+    if (::stat(g.wal_path.c_str(), &st) != 0 || st.st_size <= o.wal_checkpoint_bytes) return;
+    // Past twice the bound, every commit tries (writers are then slowed, not the WAL let go).
+    const bool over_twice = st.st_size > 2 * o.wal_checkpoint_bytes;
+    if (!over_twice && steady_ms() < g.next_attempt_ms.load()) return;
+    int wait_ms;
+    bool drained;
+    {
+      std::unique_lock<std::mutex> lock(g.mu);
+      if (g.checkpointing) return;  // another connection is at it
+      g.checkpointing = true;
+      // A busy attempt means a reader outlasted the wait: wait longer next time.
+      wait_ms =
+          std::min(o.wal_checkpoint_max_wait_ms, o.wal_checkpoint_wait_ms << std::min(g.busy, 10));
+      // Bounded too: a thread may hold a write transaction on another connection of its own.
+      drained =
+          g.cv.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return g.writers == 0; });
+    }
+    int rc = SQLITE_BUSY;
+    if (drained) {
+      sqlite3_busy_timeout(db_, wait_ms);
+      rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+      sqlite3_busy_timeout(db_, kBusyTimeoutMs);
+    }
+    {
+      std::lock_guard<std::mutex> lock(g.mu);
+      g.checkpointing = false;
+      g.busy = rc == SQLITE_OK ? 0 : g.busy + 1;
+      ++(rc == SQLITE_OK ? g.stats.checkpoints : g.stats.busy);
+      if (rc != SQLITE_OK) g.next_attempt_ms = steady_ms() + wait_ms;
+    }
+    g.cv.notify_all();
+  }
+
   sqlite3* db_;
+  std::shared_ptr<WalGuard> wal_;
+  bool writing_ = false;
   std::unordered_map<std::string, Stmt> cache_;
 };
 
 class SqliteDatabase : public SqlDatabase {
  public:
-  SqliteDatabase(std::string path, size_t max) : SqlDatabase(max), path_(std::move(path)) {}
+  SqliteDatabase(std::string path, size_t max, const SqlOptions& options)
+      : SqlDatabase(max), path_(std::move(path)), wal_(std::make_shared<WalGuard>()) {
+    wal_->wal_path = path_ + "-wal";
+    wal_->options = options;
+  }
   SqlDialect dialect() const override { return SqlDialect::kSqlite; }
+  SqlStats stats() const override {
+    std::lock_guard<std::mutex> lock(wal_->mu);
+    return wal_->stats;
+  }
 
  protected:
   Result<std::unique_ptr<SqlConnection>> connect() override {
@@ -175,22 +290,28 @@ class SqliteDatabase : public SqlDatabase {
           "and its permissions",
           path_, msg);
     }
-    sqlite3_busy_timeout(db, 30000);
-    auto c = std::make_unique<SqliteConnection>(db);
+    sqlite3_busy_timeout(db, kBusyTimeoutMs);
+    auto c = std::make_unique<SqliteConnection>(db, wal_);
     // WAL: readers never block the writer; NORMAL sync: a commit survives a process kill.
-    DLSYS_RETURN_IF_ERROR(c->exec_script(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"));
+    // journal_size_limit: a WAL restarted by a checkpoint is truncated back to the bound.
+    std::string pragmas =
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
+    if (wal_->options.wal_checkpoint_bytes > 0)
+      pragmas += fmt::format(" PRAGMA journal_size_limit={};", wal_->options.wal_checkpoint_bytes);
+    DLSYS_RETURN_IF_ERROR(c->exec_script(pragmas));
     return std::unique_ptr<SqlConnection>(std::move(c));
   }
 
  private:
   std::string path_;
+  std::shared_ptr<WalGuard> wal_;
 };
 
 }  // namespace
 
-Result<std::unique_ptr<SqlDatabase>> open_sqlite(const std::string& path, size_t max_connections) {
-  auto db = std::make_unique<SqliteDatabase>(path, max_connections);
+Result<std::unique_ptr<SqlDatabase>> open_sqlite(const std::string& path, size_t max_connections,
+                                                 const SqlOptions& options) {
+  auto db = std::make_unique<SqliteDatabase>(path, max_connections, options);
   // Open one connection now so that a bad path fails here, not on the first request.
   DLSYS_ASSIGN_OR_RETURN(auto lease, db->acquire());
   (void)lease;
