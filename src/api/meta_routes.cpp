@@ -214,8 +214,10 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
                DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
                DLSYS_ASSIGN_OR_RETURN(int64_t maxp,
                                       parse_int(r.query_or("max_points", "0"), "max_points"));
-               if (maxp < 0 || maxp > 1000000)
-                 return Status::Invalid("max_points {} is out of range 0..1000000", maxp);
+               if (maxp < 0 || maxp > static_cast<int64_t>(meta::kMaxMetricPoints))
+                 return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})",
+                                        maxp, meta::kMaxMetricPoints,
+                                        meta::kDefaultMaxMetricPoints);
                DLSYS_ASSIGN_OR_RETURN(
                    json h, s->metric_history(id, r.param("key"), static_cast<int>(maxp)));
                return Response::json_body(h);

@@ -480,8 +480,9 @@ TEST_F(SecurityTest, MetricHistoryIsBoundedByDefault) {
   h = Req("GET", fmt::format("/api/v1/runs/{}/metrics/loss?max_points=20", id));
   ASSERT_EQ(h.status, 200);
   bool spike = false;
-  for (const auto& p : J(h)["points"]) spike |= p["value"].get<double>() == 1e6;
-  EXPECT_TRUE(spike) << "a one-point spike must survive downsampling";
+  json history = J(h);
+  for (const auto& p : history["points"]) spike |= p["value"].get<double>() == 1e6;
+  EXPECT_TRUE(spike) << "a one-point spike must survive downsampling: " << h.body;
 }
 
 // ---- Malformed HTTP gets a 400 in the documented error shape ----
