@@ -1,12 +1,15 @@
 # dlsys: `make demo` and `make test` are all a fresh Debian machine needs.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+# Seconds each fuzzer runs in `make test` (longer campaigns: fuzz/README.md).
+FUZZ_SECONDS ?= 8
 JOBS       ?= $(shell nproc)
 CMAKE_GEN  := -G Ninja
 # ccache keys on relative paths, so a fresh clone elsewhere reuses what an earlier build compiled.
 export CCACHE_BASEDIR := $(CURDIR)
 
-.PHONY: all deps build test test-unit test-asan demo bench format clean
+.PHONY: all deps build test test-unit test-asan test-fuzz demo bench format clean
 
 all: build
 
@@ -17,9 +20,9 @@ build: deps
 	@cmake -S . -B $(BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Every test: the parsers under ASan/UBSan, then unit, ONNX conformance, PyTorch-exported models and
-# CLI tests (ctest's summary closes the output).
-test: test-asan test-unit
+# Every test: the parsers under ASan/UBSan, the fuzzers for a few seconds each, then unit, ONNX
+# conformance, PyTorch-exported models and CLI tests (ctest's summary closes the output).
+test: test-asan test-fuzz test-unit
 
 test-unit: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
@@ -39,6 +42,13 @@ test-asan: deps
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/safetensors_test --gtest_brief=1
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/data_test --gtest_brief=1
 
+# libFuzzer targets (fuzz/README.md), built with clang in $(FUZZ_BUILD) (only the libraries they
+# need), each run for FUZZ_SECONDS over a copy of its seed corpus; any crash fails.
+test-fuzz: deps
+	@CC=clang CXX=clang++ cmake -S . -B $(FUZZ_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDLSYS_FUZZ=ON -DDLSYS_BUILD_TESTS=OFF >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzzers
+	@bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+
 demo: build
 	@bash scripts/demo.sh $(BUILD)
 
@@ -49,4 +59,4 @@ format:
 	@git ls-files '*.cpp' '*.h' | xargs clang-format -i
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -21,6 +21,9 @@ PKGS=(
   libzstd-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # fuzzers (fuzz/): clang, libFuzzer and the sanitizer runtimes (libclang-rt), and clang's
+  # OpenMP (the top-level CMakeLists finds OpenMP whatever the compiler)
+  clang libclang-rt-14-dev libomp-dev
   # reference models, conformance cases and peers (Debian's Python, not a venv)
   python3 python3-numpy python3-onnx python3-torch python3-torchvision
   # no-recommends would drop these, and the scripts use them
