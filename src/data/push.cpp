@@ -128,7 +128,13 @@ class ShardWriter {
         cv_.notify_all();
       }
       if (!status_.ok()) continue;
-      auto bytes = encode_shard(b, level_);
+      // A shard that cannot be encoded fails the push with a status, never the process.
+      Result<std::string> bytes = Status::Internal("shard encoding did not run");
+      try {
+        bytes = encode_shard(b, level_);
+      } catch (const std::exception& e) {
+        bytes = Status::Invalid("a batch of rows cannot be stored: {}", e.what());
+      }
       if (!bytes.ok()) {
         status_ = bytes.status();
         continue;

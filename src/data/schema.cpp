@@ -1,5 +1,7 @@
 #include "data/schema.h"
 
+#include "core/utf8.h"
+
 #include <yaml-cpp/yaml.h>
 
 #include <fstream>
@@ -96,6 +98,9 @@ Result<Schema> Schema::from_json(const json& j) {
 
 Status check_column_name(const std::string& name) {
   if (name.empty()) return Status::Invalid("a column name is empty");
+  if (size_t bad = 0; !is_valid_utf8(name, &bad))
+    return Status::Invalid(
+        "a column name is not valid UTF-8 (byte {} of it); save the file as UTF-8", bad);
   if (name.size() > 128)
     return Status::Invalid("column name '{}...' is longer than 128 bytes", name.substr(0, 20));
   if (name.rfind("__", 0) == 0)

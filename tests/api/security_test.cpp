@@ -455,6 +455,11 @@ TEST_F(SecurityTest, NumbersKeysAndNamesAreValidated) {
   expect400("POST", "/api/v1/runs/search", R"({"filter": "metrics.a > 1e999"})", "");
   expect400("POST", "/api/v1/runs/search", R"({"filter": "metrics.a > 99999999999999999999999"})",
             "");
+  // A column name that is not UTF-8 is refused (the fuzzer's find: it used to end the process).
+  auto col = Req("POST", "/api/v1/datasets/u/versions?format=csv", "\x9c,y\n1,2\n");
+  EXPECT_EQ(col.status, 400) << col.body;
+  EXPECT_NE(col.body.find("not valid UTF-8"), std::string::npos) << col.body;
+  EXPECT_EQ(Req("GET", "/api/v1/health").status, 200);
   // Artifact names are valid UTF-8.
   auto r = Req("PUT", fmt::format("/api/v1/runs/{}/artifacts/bad%ff%fe.txt", id), "x");
   EXPECT_EQ(r.status, 400) << r.body;
