@@ -119,6 +119,13 @@ bool bf16_kernels_available() {
   return ok;
 }
 
+bool int8_kernels_exact() {
+  // oneDNN's ISA values are bit sets: 0x40 is AVX512-VNNI (and every ISA above it), 0x400
+  // AVX-VNNI on AVX2.
+  unsigned isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  return (isa & 0x40u) != 0 || (isa & 0x400u) != 0;
+}
+
 std::string cpu_isa_name() {
   switch (dnnl::get_effective_cpu_isa()) {
     case dnnl::cpu_isa::sse41:

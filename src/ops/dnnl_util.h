@@ -74,5 +74,10 @@ void copy_bytes(void* dst, const void* src, size_t n);
 bool bf16_kernels_available();
 // The instruction set oneDNN dispatches to on this CPU, e.g. "avx2", "avx512_core_amx".
 std::string cpu_isa_name();
+// True when oneDNN's int8 kernels compute exact int32 sums here (VNNI: AVX512-VNNI or
+// AVX-VNNI). Without VNNI they multiply u8 x s8 with vpmaddubsw, whose int16 pair sums
+// saturate (2 * 255 * 127 > 32767), and results drift far from the QDQ graph: the optimizer
+// then leaves QDQ models to run op by op in f32.
+bool int8_kernels_exact();
 
 }  // namespace dlsys

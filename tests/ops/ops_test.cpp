@@ -10,6 +10,7 @@
 
 #include "graph/onnx_import.h"
 #include "graph/session.h"
+#include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 #include "testing/onnx_builder.h"
 
@@ -238,8 +239,14 @@ TEST(Ops, WinogradConvolutionsMatchAPlainLoop) {
     wino += step.kernel.find("wino") != std::string::npos;
     z_converted = z_converted || step.name == "to_layout(z)";
   }
-  EXPECT_EQ(wino, 2) << "both convolutions should run on Winograd kernels";
-  EXPECT_TRUE(z_converted);
+  // oneDNN has Winograd kernels for AVX-512 only; elsewhere the direct kernels run (and the
+  // numbers below must hold all the same).
+  if (cpu_isa_name().rfind("avx512", 0) == 0) {
+    EXPECT_EQ(wino, 2) << "both convolutions should run on Winograd kernels";
+    EXPECT_TRUE(z_converted);
+  } else {
+    EXPECT_EQ(wino, 0) << cpu_isa_name() << " has no Winograd kernels";
+  }
   // The reference: relu(conv2(relu(conv1(x) + b1)) + z).
   std::vector<double> r1 = conv3x3_reference(x, w1, &b1);
   Tensor r1t = Tensor::empty(DType::kF32, {2, 32, 10, 10});

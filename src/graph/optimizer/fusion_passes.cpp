@@ -5,6 +5,7 @@
 
 #include "graph/optimizer/graph_uses.h"
 #include "graph/optimizer/optimize.h"
+#include "ops/dnnl_util.h"
 
 namespace dlsys {
 namespace {
@@ -607,11 +608,14 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
     if (changes == 0) break;
   }
   if (opts.fuse) {
-    int q = run("QuantizedConvFusion", fuse_quantized_conv(g, &r));
-    q += run("QuantizedMaxPoolFusion", fuse_quantized_maxpool(g, &r));
-    q += run("QuantizedMatMulFusion", fuse_quantized_matmul(g, &r));
-    q += run("DynamicQuantizedMatMulFusion", fuse_dynamic_quantized_matmul(g, &r));
-    if (q > 0) eliminate_dead_nodes(g, &r);
+    // int8 kernels only where their sums are exact (VNNI): see int8_kernels_exact.
+    if (int8_kernels_exact()) {
+      int q = run("QuantizedConvFusion", fuse_quantized_conv(g, &r));
+      q += run("QuantizedMaxPoolFusion", fuse_quantized_maxpool(g, &r));
+      q += run("QuantizedMatMulFusion", fuse_quantized_matmul(g, &r));
+      q += run("DynamicQuantizedMatMulFusion", fuse_dynamic_quantized_matmul(g, &r));
+      if (q > 0) eliminate_dead_nodes(g, &r);
+    }
     // Weights of int8 patterns nothing above took become f32 constants again.
     if (opts.fold_constants && fold_constants(g, opts.max_folded_bytes, &r) > 0)
       eliminate_dead_nodes(
