@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-#include <cassert>
 
 #include "api/request_util.h"
 #include "core/sha256.h"
@@ -46,10 +45,9 @@ void Router::add(const std::string& method, const std::string& pattern, Access a
   if (max_body == 0 && !body_to_file)
     max_body = method == "POST" ? kDefaultBodyLimit : kSmallBodyLimit;
   Route r{method, pattern, access, body_to_file, max_body, std::move(h), split_path(pattern)};
-#ifndef NDEBUG
   for (const Route& o : routes_)
-    assert(!(o.method == method && o.pattern == pattern) && "route added twice");
-#endif
+    DLSYS_CHECK(!(o.method == method && o.pattern == pattern),
+                "route {} {} added twice: check the add_*_routes functions", method, pattern);
   routes_.push_back(std::move(r));
 }
 

@@ -1,6 +1,7 @@
 #include "api/run_logger.h"
 
 #include "core/file_util.h"
+#include "core/json_get.h"
 #include "meta/meta_store.h"
 
 namespace dlsys::api {
@@ -14,7 +15,9 @@ Result<std::unique_ptr<RunLogger>> RunLogger::start(
       client.call(
           "POST", "/api/v1/runs",
           {{"experiment", experiment}, {"name", name}, {"params", params}, {"tags", tags}}));
-  return std::unique_ptr<RunLogger>(new RunLogger(client, run["id"].get<int64_t>()));
+  DLSYS_ASSIGN_OR_RETURN(int64_t id,
+                         json_get<int64_t>(run, "id", "the server's answer to POST /api/v1/runs"));
+  return std::unique_ptr<RunLogger>(new RunLogger(client, id));
 }
 
 RunLogger::~RunLogger() {

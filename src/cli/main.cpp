@@ -1,6 +1,7 @@
 // dlsys: a deep learning system in one program. This is the command line's front door.
 #include <cstdio>
 #include <ctime>
+#include <exception>
 
 #include "cli/commands.h"
 
@@ -69,6 +70,14 @@ int main(int argc, char** argv) {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
+  } catch (const std::exception& e) {
+    // Commands return Status; an exception here is a library's that a call site did not catch
+    // (docs/engineering.md). Say so in one line instead of std::terminate's core dump.
+    std::fprintf(stderr,
+                 "error: %s\n(an unexpected internal error: this is a bug in dlsys; please report "
+                 "it with the command you ran)\n",
+                 e.what());
+    return 70;
   }
   return rc;
 }

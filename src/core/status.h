@@ -8,6 +8,8 @@
 #include <utility>
 #include <variant>
 
+#include "core/check.h"
+
 namespace dlsys {
 
 enum class StatusCode {
@@ -83,7 +85,8 @@ class Status {
   std::string message_;
 };
 
-// A value or an error Status. Accessing value() of an error is a bug (asserts).
+// A value or an error Status. Accessing value() of an error is a bug: it stops the process with
+// the error's message (DLSYS_CHECK, on in release builds too); test ok() first.
 template <typename T>
 class Result {
  public:
@@ -95,13 +98,26 @@ class Result {
     static const Status kOk;
     return ok() ? kOk : std::get<Status>(v_);
   }
-  T& value() & { return std::get<T>(v_); }
-  const T& value() const& { return std::get<T>(v_); }
-  T&& value() && { return std::get<T>(std::move(v_)); }
+  T& value() & {
+    check_ok();
+    return std::get<T>(v_);
+  }
+  const T& value() const& {
+    check_ok();
+    return std::get<T>(v_);
+  }
+  T&& value() && {
+    check_ok();
+    return std::get<T>(std::move(v_));
+  }
   T* operator->() { return &value(); }
   T& operator*() { return value(); }
 
  private:
+  void check_ok() const {
+    DLSYS_CHECK(ok(), "Result::value() called on an error ({}): test ok() or use DLSYS_ASSIGN_OR_RETURN",
+                std::get<Status>(v_).to_string());
+  }
   std::variant<T, Status> v_;
 };
 

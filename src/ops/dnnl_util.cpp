@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include <cassert>
 
 namespace dlsys {
 
@@ -64,11 +63,10 @@ void DnnlCall::exec() {
   if (st != dnnl_success) {
     // A programming error (an argument the primitive needs was never added or bound): stop here
     // rather than hand on a buffer the primitive never wrote.
-    std::fprintf(stderr,
-                 "dlsys: oneDNN execute failed with status %d (primitive kind %d): are all its "
-                 "arguments added and bound to buffers?\n",
-                 static_cast<int>(st), static_cast<int>(prim.get_kind()));
-    std::abort();
+    DLSYS_CHECK(false,
+                "oneDNN execute failed with status {} (primitive kind {}): are all its arguments "
+                "added and bound to buffers?",
+                static_cast<int>(st), static_cast<int>(prim.get_kind()));
   }
 }
 

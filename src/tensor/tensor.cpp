@@ -1,6 +1,5 @@
 #include "tensor/tensor.h"
 
-#include <cassert>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -55,15 +54,18 @@ Tensor Tensor::from_i64(const Shape& shape, const int64_t* values) {
 }
 
 Tensor Tensor::view(const Shape& shape) const {
-  assert(shape_numel(shape) == numel() &&
-         "view: element counts differ; reshape to a shape of equal size");
+  DLSYS_CHECK(shape_numel(shape) == numel(),
+              "view: element counts differ ({} vs {}); reshape to a shape of equal size",
+              shape_numel(shape), numel());
   Tensor t = *this;
   t.shape_ = shape;
   return t;
 }
 
 Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
-  assert(rank() >= 1 && begin >= 0 && begin <= end && end <= shape_[0]);
+  DLSYS_CHECK(rank() >= 1 && begin >= 0 && begin <= end && end <= shape_[0],
+              "slice_rows({}, {}) of a tensor with {} rows: the range must lie within the rows",
+              begin, end, rank() >= 1 ? shape_[0] : 0);
   Tensor t = *this;
   t.shape_[0] = end - begin;
   int64_t row = shape_[0] ? numel() / shape_[0] : 0;

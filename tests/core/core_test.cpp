@@ -1,0 +1,55 @@
+// core: checked JSON reads and DLSYS_CHECK.
+#include <gtest/gtest.h>
+
+#include "core/check.h"
+#include "core/json_get.h"
+#include "core/status.h"
+
+namespace dlsys {
+namespace {
+
+using nlohmann::json;
+
+TEST(JsonGet, ReadsEachTypeAndNamesTheProblem) {
+  json j = {{"id", 7}, {"name", "r"}, {"acc", 0.5}, {"ok", true}, {"big", 18446744073709551615ull}};
+  EXPECT_EQ(*json_get<int64_t>(j, "id", "answer"), 7);
+  EXPECT_EQ(*json_get<std::string>(j, "name", "answer"), "r");
+  EXPECT_DOUBLE_EQ(*json_get<double>(j, "acc", "answer"), 0.5);
+  EXPECT_DOUBLE_EQ(*json_get<double>(j, "id", "answer"), 7.0);
+  EXPECT_TRUE(*json_get<bool>(j, "ok", "answer"));
+
+  auto missing = json_get<int64_t>(j, "run_id", "the server's answer");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().message(), "the server's answer: 'run_id' is missing");
+  auto wrong = json_get<int64_t>(j, "name", "the server's answer");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_EQ(wrong.status().message(), "the server's answer: 'name' must be an integer, got a string");
+  EXPECT_FALSE(json_get<int64_t>(j, "acc", "a").ok()) << "a fraction is not an integer";
+  EXPECT_FALSE(json_get<int64_t>(j, "big", "a").ok()) << "2^64-1 does not fit int64";
+  auto not_object = json_get<int64_t>(json::array({1}), "id", "the body");
+  ASSERT_FALSE(not_object.ok());
+  EXPECT_EQ(not_object.status().message(), "the body: expected an object, got an array");
+}
+
+TEST(JsonGet, OptionalAndFallback) {
+  json j = {{"a", nullptr}, {"b", "x"}};
+  EXPECT_FALSE(json_get_optional<std::string>(j, "a", "d")->has_value());
+  EXPECT_FALSE(json_get_optional<std::string>(j, "zz", "d")->has_value());
+  EXPECT_EQ(**json_get_optional<std::string>(j, "b", "d"), "x");
+  EXPECT_FALSE(json_get_optional<int64_t>(j, "b", "d").ok()) << "a wrong type still fails";
+  EXPECT_EQ(*json_get_or<int64_t>(j, "zz", 5, "d"), 5);
+}
+
+TEST(CheckDeathTest, StaysOnInReleaseBuildsWithItsHint) {
+  int three = 3;
+  EXPECT_DEATH(DLSYS_CHECK(three == 4, "three is {}: the likely mistake", three),
+               "check failed at .*core_test.cpp:[0-9]+: three == 4 \\(three is 3: the likely mistake\\)");
+}
+
+TEST(CheckDeathTest, ResultValueOfAnErrorStopsWithTheError) {
+  Result<int> r = Status::NotFound("run 9 does not exist");
+  EXPECT_DEATH((void)r.value(), "Result::value\\(\\) called on an error \\(not found: run 9 does not exist\\)");
+}
+
+}  // namespace
+}  // namespace dlsys
