@@ -9,7 +9,7 @@ CMAKE_GEN  := -G Ninja
 # ccache keys on relative paths, so a fresh clone elsewhere reuses what an earlier build compiled.
 export CCACHE_BASEDIR := $(CURDIR)
 
-.PHONY: all deps build test test-unit test-asan test-fuzz demo bench format clean
+.PHONY: all deps build lint test test-unit test-asan test-fuzz demo bench format clean
 
 all: build
 
@@ -20,9 +20,15 @@ build: deps
 	@cmake -S . -B $(BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=Release >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
-# Every test: the parsers under ASan/UBSan, the fuzzers for a few seconds each, then unit, ONNX
-# conformance, PyTorch-exported models and CLI tests (ctest's summary closes the output).
-test: test-asan test-fuzz test-unit
+# Every test: formatting and module dependencies first (seconds), the parsers under ASan/UBSan,
+# the fuzzers for a few seconds each, then unit, ONNX conformance, PyTorch-exported models and
+# CLI tests (ctest's summary closes the output).
+test: lint test-asan test-fuzz test-unit
+
+# The tree is clang-formatted (no diff) and every #include follows docs/architecture.md.
+lint: deps
+	@bash scripts/check-format.sh
+	@python3 scripts/check_deps.py
 
 test-unit: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

@@ -2,7 +2,6 @@
 
 #include <unistd.h>
 
-
 #include "api/request_util.h"
 #include "core/sha256.h"
 

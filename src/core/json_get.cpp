@@ -6,15 +6,23 @@ namespace dlsys {
 
 const char* json_type_phrase(const nlohmann::json& v) {
   switch (v.type()) {
-    case nlohmann::json::value_t::null: return "null";
-    case nlohmann::json::value_t::object: return "an object";
-    case nlohmann::json::value_t::array: return "an array";
-    case nlohmann::json::value_t::string: return "a string";
-    case nlohmann::json::value_t::boolean: return "a boolean";
+    case nlohmann::json::value_t::null:
+      return "null";
+    case nlohmann::json::value_t::object:
+      return "an object";
+    case nlohmann::json::value_t::array:
+      return "an array";
+    case nlohmann::json::value_t::string:
+      return "a string";
+    case nlohmann::json::value_t::boolean:
+      return "a boolean";
     case nlohmann::json::value_t::number_integer:
-    case nlohmann::json::value_t::number_unsigned: return "an integer";
-    case nlohmann::json::value_t::number_float: return "a number with a fraction";
-    default: return "a binary value";
+    case nlohmann::json::value_t::number_unsigned:
+      return "an integer";
+    case nlohmann::json::value_t::number_float:
+      return "a number with a fraction";
+    default:
+      return "a binary value";
   }
 }
 
@@ -47,7 +55,8 @@ Result<T> read_as(const nlohmann::json& v, std::string_view what, std::string_vi
     if (!v.is_boolean()) return wrong_type(what, key, "true or false", v);
     return v.get<bool>();
   } else {
-    static_assert(std::is_same_v<T, nlohmann::json>, "json_as reads string, int64_t, double, bool, json");
+    static_assert(std::is_same_v<T, nlohmann::json>,
+                  "json_as reads string, int64_t, double, bool, json");
     return v;
   }
 }
@@ -78,9 +87,9 @@ Result<std::optional<T>> json_get_optional(const nlohmann::json& obj, std::strin
   return std::optional<T>(std::move(r).value());
 }
 
-#define DLSYS_JSON_GET_INSTANTIATE(T)                                                            \
-  template Result<T> json_as<T>(const nlohmann::json&, std::string_view);                        \
-  template Result<T> json_get<T>(const nlohmann::json&, std::string_view, std::string_view);     \
+#define DLSYS_JSON_GET_INSTANTIATE(T)                                                             \
+  template Result<T> json_as<T>(const nlohmann::json&, std::string_view);                         \
+  template Result<T> json_get<T>(const nlohmann::json&, std::string_view, std::string_view);      \
   template Result<std::optional<T>> json_get_optional<T>(const nlohmann::json&, std::string_view, \
                                                          std::string_view);
 DLSYS_JSON_GET_INSTANTIATE(std::string)

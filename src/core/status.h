@@ -115,7 +115,8 @@ class Result {
 
  private:
   void check_ok() const {
-    DLSYS_CHECK(ok(), "Result::value() called on an error ({}): test ok() or use DLSYS_ASSIGN_OR_RETURN",
+    DLSYS_CHECK(ok(),
+                "Result::value() called on an error ({}): test ok() or use DLSYS_ASSIGN_OR_RETURN",
                 std::get<Status>(v_).to_string());
   }
   std::variant<T, Status> v_;

@@ -272,14 +272,14 @@ void DatasetLoader::insert_locked(int i, std::shared_ptr<const Ready> r) {
   }
 }
 
-Result<train::Batch> DatasetLoader::assemble(train::LoaderPosition p) {
+Result<Batch> DatasetLoader::assemble(LoaderPosition p) {
   auto ord = order(p.epoch);
   int64_t begin = p.batch * o_.batch_size;
   int64_t end = std::min<int64_t>(begin + o_.batch_size, ord->size());
   int64_t n = end - begin;
   Shape xs = {n};
   xs.insert(xs.end(), sample_shape_.begin(), sample_shape_.end());
-  train::Batch b;
+  Batch b;
   b.position = p;
   b.x = Tensor::empty(DType::kF32, xs);
   if (!o_.label.empty())
@@ -393,7 +393,7 @@ void DatasetLoader::stop() {
   done_.clear();
 }
 
-Result<train::Batch> DatasetLoader::next() {
+Result<Batch> DatasetLoader::next() {
   auto t0 = std::chrono::steady_clock::now();
   std::unique_lock<std::mutex> l(mu_);
   cv_.wait(l, [&] { return done_.count(consume_) > 0; });
@@ -404,12 +404,12 @@ Result<train::Batch> DatasetLoader::next() {
   return std::move(node.mapped());
 }
 
-train::LoaderPosition DatasetLoader::position() const {
+LoaderPosition DatasetLoader::position() const {
   std::lock_guard<std::mutex> l(mu_);
   return at(consume_);
 }
 
-Status DatasetLoader::seek(train::LoaderPosition p) {
+Status DatasetLoader::seek(LoaderPosition p) {
   if (p.epoch < 0 || p.batch < 0 || p.batch >= batches_)
     return Status::Invalid("position epoch {} batch {} is outside the {} batches of an epoch",
                            p.epoch, p.batch, batches_);

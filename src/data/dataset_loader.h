@@ -19,7 +19,7 @@
 #include <thread>
 
 #include "data/dataset_store.h"
-#include "train/loader_interface.h"
+#include "data/loader.h"
 
 namespace dlsys::data {
 
@@ -40,7 +40,7 @@ struct DatasetLoaderOptions {
   int rank = 0, world = 1;          // data-parallel sharding
 };
 
-class DatasetLoader : public train::Loader {
+class DatasetLoader : public Loader {
  public:
   // Opens `ref` (its split when given). Errors name the version and the missing column.
   static Result<std::unique_ptr<DatasetLoader>> open(const DatasetStore& store,
@@ -50,9 +50,9 @@ class DatasetLoader : public train::Loader {
 
   int64_t samples() const override { return rank_rows_; }
   int64_t batches_per_epoch() const override { return batches_; }
-  Result<train::Batch> next() override;
-  train::LoaderPosition position() const override;
-  Status seek(train::LoaderPosition p) override;
+  Result<Batch> next() override;
+  LoaderPosition position() const override;
+  Status seek(LoaderPosition p) override;
 
   const VersionInfo& version() const { return version_; }
   // "digits@v3:train".
@@ -85,12 +85,12 @@ class DatasetLoader : public train::Loader {
   // Adds a loaded shard to the cache (cache_mu_ held) and evicts beyond the budget.
   void insert_locked(int i, std::shared_ptr<const Ready> r);
   std::shared_ptr<const std::vector<uint64_t>> order(int64_t epoch);
-  Result<train::Batch> assemble(train::LoaderPosition p);
+  Result<Batch> assemble(LoaderPosition p);
   void start();
   void stop();
   void work();
-  int64_t key(train::LoaderPosition p) const { return p.epoch * batches_ + p.batch; }
-  train::LoaderPosition at(int64_t k) const { return {k / batches_, k % batches_}; }
+  int64_t key(LoaderPosition p) const { return p.epoch * batches_ + p.batch; }
+  LoaderPosition at(int64_t k) const { return {k / batches_, k % batches_}; }
 
   const DatasetStore& store_;
   VersionInfo version_;
@@ -123,7 +123,7 @@ class DatasetLoader : public train::Loader {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::vector<std::thread> threads_;
-  std::map<int64_t, Result<train::Batch>> done_;
+  std::map<int64_t, Result<Batch>> done_;
   int64_t consume_ = 0, assign_ = 0;
   bool stop_ = false;
   double wait_s_ = 0;

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <cstring>
 
-
 namespace dlsys {
 
 using dt = dnnl::memory::data_type;

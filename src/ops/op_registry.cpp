@@ -6,12 +6,14 @@ namespace dlsys {
 
 void OpRegistry::add(const std::string& name, int min_in, int max_in, int min_out, int max_out,
                      BuildFn fn) {
-  DLSYS_CHECK(!ops_.count(name), "op {} registered twice: check the register_*_ops functions", name);
+  DLSYS_CHECK(!ops_.count(name), "op {} registered twice: check the register_*_ops functions",
+              name);
   ops_[name] = OpSchema{name, min_in, max_in, min_out, max_out, fn, 0};
 }
 
 void OpRegistry::set_layout_inputs(const std::string& name, uint32_t mask) {
-  DLSYS_CHECK(ops_.count(name), "set_layout_inputs({}) before add({}): register the op first", name, name);
+  DLSYS_CHECK(ops_.count(name), "set_layout_inputs({}) before add({}): register the op first", name,
+              name);
   ops_[name].layout_inputs = mask;
 }
 

@@ -13,13 +13,14 @@
 #include "core/json_util.h"
 #include "core/sha256.h"
 #include "data/dataset_loader.h"
+#include "data/in_memory_dataset.h"
+#include "data/tensor_loader.h"
 #include "graph/onnx_export.h"
 #include "graph/onnx_import.h"
 #include "graph/session.h"
 #include "ops/dnnl_util.h"
 #include "tensor/npy.h"
 #include "train/autodiff.h"
-#include "train/loader.h"
 #include "train/optimizer.h"
 #include "train/safetensors.h"
 
@@ -60,7 +61,7 @@ int64_t argmax_row(const float* row, int64_t n) {
 
 struct Checkpoint {
   int64_t step = 0;  // steps completed
-  LoaderPosition position;
+  data::LoaderPosition position;
 };
 
 Status write_checkpoint(const std::string& out_dir, const std::string& spec_hash,
@@ -500,8 +501,8 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
         "use precision: fp32");
   // Data: a version of the dataset store, or files (CSV, NPY, IDX).
   bool classify = spec.loss == "cross_entropy";
-  Dataset train, val;
-  std::unique_ptr<Loader> loader;
+  data::InMemoryDataset train, val;
+  std::unique_ptr<data::Loader> loader;
   std::unique_ptr<data::DatasetStore> store;
   std::string dataset_label, validation_label;
   Shape data_sample_shape;
@@ -527,7 +528,7 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     vo.batch_size = 1 << 30;
     auto vl = data::DatasetLoader::open(*store, vref, vo);
     if (!vl.ok()) return vl.status().with_context("data.validation");
-    DLSYS_ASSIGN_OR_RETURN(Batch vb, (*vl)->next());
+    DLSYS_ASSIGN_OR_RETURN(data::Batch vb, (*vl)->next());
     val.features = vb.x;
     val.labels = vb.y;
     if (classify && val.labels.dtype() != DType::kI64)
@@ -537,31 +538,26 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
     validation_label = (*vl)->label();
     loader = std::move(dl).value();
   } else {
-    auto read = [&](const std::string& path, const std::string& labels) -> Result<Dataset> {
-      Result<Dataset> d = Status::Invalid("unknown data format '{}'", spec.format);
-      if (spec.format == "npy") {
-        d = read_npy(path, labels);
-      } else if (spec.format == "idx") {
-        d = read_idx(path, labels);
-      } else {
-        CsvOptions csv;
-        csv.label_column = spec.label_column;
-        csv.labels_as_classes = classify;
-        return read_csv(path, csv);
-      }
-      if (d.ok() && classify && d->labels.dtype() != DType::kI64)
-        return Status::Invalid("{}: the labels are {}; cross_entropy needs integer class ids",
-                               labels, dtype_name(d->labels.dtype()));
-      return d;
+    // CSV, NPY and IDX files are read through the data module's ingest sources.
+    auto read = [&](const std::string& path,
+                    const std::string& labels) -> Result<data::InMemoryDataset> {
+      data::FileDatasetOptions fo;
+      fo.format = spec.format;
+      fo.labels_path = labels;
+      fo.label_column = spec.label_column;
+      fo.labels_as_classes = classify;
+      return data::read_file_dataset(path, fo);
     };
-    DLSYS_ASSIGN_OR_RETURN(Dataset all, read(spec.train_path, spec.train_labels_path));
+    DLSYS_ASSIGN_OR_RETURN(data::InMemoryDataset all,
+                           read(spec.train_path, spec.train_labels_path));
     if (!spec.validation_path.empty()) {
       train = all;
       DLSYS_ASSIGN_OR_RETURN(val, read(spec.validation_path, spec.validation_labels_path));
     } else {
-      DLSYS_RETURN_IF_ERROR(split(all, spec.validation_fraction, spec.split_seed, &train, &val));
+      DLSYS_RETURN_IF_ERROR(
+          data::split(all, spec.validation_fraction, spec.split_seed, &train, &val));
     }
-    for (Dataset* d : {&train, &val})
+    for (data::InMemoryDataset* d : {&train, &val})
       if (spec.feature_scale != 1.0)
         for (int64_t i = 0; i < d->features.numel(); ++i)
           d->features.data_as<float>()[i] *= static_cast<float>(spec.feature_scale);
@@ -630,10 +626,10 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   };
   DLSYS_ASSIGN_OR_RETURN(Optimizer optimizer, Optimizer::make(spec.optimizer));
   if (!loader) {
-    LoaderOptions lo;
+    data::TensorLoaderOptions lo;
     lo.batch_size = spec.batch_size;
     lo.seed = spec.seed;
-    DLSYS_ASSIGN_OR_RETURN(loader, TensorLoader::make(train, lo));
+    DLSYS_ASSIGN_OR_RETURN(loader, data::TensorLoader::make(train, lo));
   }
   // An optimizer step per `accumulate_steps` batches; the last group of an epoch may be shorter.
   int64_t accumulate = spec.accumulate_steps, batches = loader->batches_per_epoch();
@@ -747,7 +743,7 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       std::vector<Tensor> out;
       for (; b < group_end; ++b) {
         auto tw = Clock::now();
-        DLSYS_ASSIGN_OR_RETURN(Batch batch, loader->next());
+        DLSYS_ASSIGN_OR_RETURN(data::Batch batch, loader->next());
         res.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
         in["input"] = reshape_x(batch.x);
         in["target"] = shape_target(batch.y);

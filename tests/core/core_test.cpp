@@ -23,7 +23,8 @@ TEST(JsonGet, ReadsEachTypeAndNamesTheProblem) {
   EXPECT_EQ(missing.status().message(), "the server's answer: 'run_id' is missing");
   auto wrong = json_get<int64_t>(j, "name", "the server's answer");
   ASSERT_FALSE(wrong.ok());
-  EXPECT_EQ(wrong.status().message(), "the server's answer: 'name' must be an integer, got a string");
+  EXPECT_EQ(wrong.status().message(),
+            "the server's answer: 'name' must be an integer, got a string");
   EXPECT_FALSE(json_get<int64_t>(j, "acc", "a").ok()) << "a fraction is not an integer";
   EXPECT_FALSE(json_get<int64_t>(j, "big", "a").ok()) << "2^64-1 does not fit int64";
   auto not_object = json_get<int64_t>(json::array({1}), "id", "the body");
@@ -42,13 +43,15 @@ TEST(JsonGet, OptionalAndFallback) {
 
 TEST(CheckDeathTest, StaysOnInReleaseBuildsWithItsHint) {
   int three = 3;
-  EXPECT_DEATH(DLSYS_CHECK(three == 4, "three is {}: the likely mistake", three),
-               "check failed at .*core_test.cpp:[0-9]+: three == 4 \\(three is 3: the likely mistake\\)");
+  EXPECT_DEATH(
+      DLSYS_CHECK(three == 4, "three is {}: the likely mistake", three),
+      "check failed at .*core_test.cpp:[0-9]+: three == 4 \\(three is 3: the likely mistake\\)");
 }
 
 TEST(CheckDeathTest, ResultValueOfAnErrorStopsWithTheError) {
   Result<int> r = Status::NotFound("run 9 does not exist");
-  EXPECT_DEATH((void)r.value(), "Result::value\\(\\) called on an error \\(not found: run 9 does not exist\\)");
+  EXPECT_DEATH((void)r.value(),
+               "Result::value\\(\\) called on an error \\(not found: run 9 does not exist\\)");
 }
 
 }  // namespace

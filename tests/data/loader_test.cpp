@@ -90,7 +90,7 @@ TEST_F(LoaderTest, EveryRowOncePerEpochInASeededOrder) {
   auto b = l2->next();
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(static_cast<const float*>(b->x.data())[0], float(e1[5 * 64]));
-  EXPECT_EQ(l2->position(), (train::LoaderPosition{1, 6}));
+  EXPECT_EQ(l2->position(), (LoaderPosition{1, 6}));
 }
 
 TEST_F(LoaderTest, RanksPartitionEachEpoch) {

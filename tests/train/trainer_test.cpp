@@ -15,11 +15,11 @@
 #include <fstream>
 
 #include "core/file_util.h"
+#include "data/in_memory_dataset.h"
 #include "graph/onnx_export.h"
 #include "graph/onnx_import.h"
 #include "ops/dnnl_util.h"
 #include "tensor/npy.h"
-#include "train/dataset.h"
 #include "train/trainer.h"
 
 namespace dlsys::train {
@@ -127,8 +127,7 @@ TEST_F(TrainerTest, FourAccumulatedBatchesOf16StepLikeOneBatchOf64) {
 }
 
 TEST_F(TrainerTest, NpyFilesTrainLikeTheCsvAndIdxFilesTrain) {
-  CsvOptions co;
-  auto all = read_csv(kDigits, co);
+  auto all = data::read_file_dataset(kDigits, {});
   ASSERT_TRUE(all.ok()) << all.status().to_string();
   ASSERT_TRUE(npy_write(dir_ + "/x.npy", all->features).ok());
   ASSERT_TRUE(npy_write(dir_ + "/y.npy", all->labels).ok());

@@ -1,7 +1,7 @@
-// The Loader interface: how the trainer receives batches. Header-only and standing on tensor
-// alone, so that the dataset manager (src/data) implements it without linking the trainer.
-// TensorLoader (train/loader.h) serves in-memory data; data::DatasetLoader serves versions of
-// the dataset store.
+// The Loader interface: how batches reach whoever consumes them (the trainer today; evaluation
+// and serving's replay later). The data module owns loading: TensorLoader (data/tensor_loader.h)
+// serves an in-memory dataset, DatasetLoader (data/dataset_loader.h) serves versions of the
+// dataset store; train depends on data, never the reverse.
 #pragma once
 
 #include <cstdint>
@@ -9,7 +9,7 @@
 #include "core/status.h"
 #include "tensor/tensor.h"
 
-namespace dlsys::train {
+namespace dlsys::data {
 
 struct LoaderPosition {
   int64_t epoch = 0;
@@ -36,4 +36,4 @@ class Loader {
   virtual Status seek(LoaderPosition p) = 0;
 };
 
-}  // namespace dlsys::train
+}  // namespace dlsys::data

@@ -1,13 +1,14 @@
-#include "train/loader.h"
+#include "data/tensor_loader.h"
 
 #include <algorithm>
 #include <cstring>
 #include <numeric>
 #include <random>
 
-namespace dlsys::train {
+namespace dlsys::data {
 
-Result<std::unique_ptr<TensorLoader>> TensorLoader::make(Dataset data, LoaderOptions options) {
+Result<std::unique_ptr<TensorLoader>> TensorLoader::make(InMemoryDataset data,
+                                                         TensorLoaderOptions options) {
   if (options.batch_size < 1)
     return Status::Invalid("batch size {} must be at least 1", options.batch_size);
   if (data.size() == 0) return Status::Invalid("the dataset is empty: nothing to load");
@@ -22,7 +23,7 @@ Result<std::unique_ptr<TensorLoader>> TensorLoader::make(Dataset data, LoaderOpt
   return l;
 }
 
-TensorLoader::TensorLoader(Dataset data, LoaderOptions options)
+TensorLoader::TensorLoader(InMemoryDataset data, TensorLoaderOptions options)
     : data_(std::move(data)), o_(options) {
   int64_t n = data_.size();
   batches_ = o_.drop_last ? n / o_.batch_size : (n + o_.batch_size - 1) / o_.batch_size;
@@ -136,4 +137,4 @@ Status TensorLoader::seek(LoaderPosition p) {
   return Status::OK();
 }
 
-}  // namespace dlsys::train
+}  // namespace dlsys::data

@@ -1,6 +1,5 @@
-// Loader: batches of a dataset for the trainer. The interface is what the dataset manager will
-// implement later; TensorLoader serves an in-memory Dataset now: a seeded shuffle per epoch
-// (the order depends only on seed and epoch, so a resumed run sees the same batches), a
+// TensorLoader: batches of an in-memory dataset (data/in_memory_dataset.h): a seeded shuffle per
+// epoch (the order depends only on seed and epoch, so a resumed run sees the same batches), a
 // prefetch thread that assembles the next batches while the trainer computes, and a position
 // (epoch, batch) that checkpoints save and seek() restores.
 #pragma once
@@ -10,12 +9,12 @@
 #include <mutex>
 #include <thread>
 
-#include "train/dataset.h"
-#include "train/loader_interface.h"
+#include "data/in_memory_dataset.h"
+#include "data/loader.h"
 
-namespace dlsys::train {
+namespace dlsys::data {
 
-struct LoaderOptions {
+struct TensorLoaderOptions {
   int64_t batch_size = 32;
   bool shuffle = true;
   uint64_t seed = 0;
@@ -26,7 +25,8 @@ struct LoaderOptions {
 class TensorLoader : public Loader {
  public:
   // Errors when the batch size is not positive or the dataset is empty.
-  static Result<std::unique_ptr<TensorLoader>> make(Dataset data, LoaderOptions options);
+  static Result<std::unique_ptr<TensorLoader>> make(InMemoryDataset data,
+                                                    TensorLoaderOptions options);
   ~TensorLoader() override;
 
   int64_t samples() const override { return data_.size(); }
@@ -36,15 +36,15 @@ class TensorLoader : public Loader {
   Status seek(LoaderPosition p) override;
 
  private:
-  TensorLoader(Dataset data, LoaderOptions options);
+  TensorLoader(InMemoryDataset data, TensorLoaderOptions options);
   Batch assemble(LoaderPosition p);
   const std::vector<int64_t>& order(int64_t epoch);
   void start_prefetch();
   void stop_prefetch();
   static LoaderPosition advance(LoaderPosition p, int64_t batches);
 
-  Dataset data_;
-  LoaderOptions o_;
+  InMemoryDataset data_;
+  TensorLoaderOptions o_;
   int64_t batches_ = 0;
   int64_t order_epoch_ = -1;
   std::vector<int64_t> order_;
@@ -58,4 +58,4 @@ class TensorLoader : public Loader {
   bool stop_ = false;
 };
 
-}  // namespace dlsys::train
+}  // namespace dlsys::data

@@ -7,14 +7,14 @@
 #include <set>
 
 #include "core/file_util.h"
+#include "data/tensor_loader.h"
 #include "tensor/npy.h"
-#include "train/loader.h"
 
 #ifndef DLSYS_SHARED_DATA
 #define DLSYS_SHARED_DATA "../shared/data"
 #endif
 
-namespace dlsys::train {
+namespace dlsys::data {
 namespace {
 
 namespace fs = std::filesystem;
@@ -34,9 +34,21 @@ class DataTest : public ::testing::Test {
   fs::path dir_;
 };
 
+Result<InMemoryDataset> read_csv_file(const std::string& path, FileDatasetOptions o = {}) {
+  o.format = "csv";
+  return read_file_dataset(path, o);
+}
+Result<InMemoryDataset> read_pair(const std::string& format, const std::string& x,
+                                  const std::string& y) {
+  FileDatasetOptions o;
+  o.format = format;
+  o.labels_path = y;
+  return read_file_dataset(x, o);
+}
+
 // A dataset whose single feature is the row id, to follow rows through shuffles.
-Dataset ids(int64_t n) {
-  Dataset d;
+InMemoryDataset ids(int64_t n) {
+  InMemoryDataset d;
   d.features = Tensor::empty(DType::kF32, {n, 1});
   d.labels = Tensor::empty(DType::kI64, {n});
   for (int64_t i = 0; i < n; ++i) {
@@ -47,7 +59,7 @@ Dataset ids(int64_t n) {
 }
 
 TEST_F(DataTest, ReadsTheDigitsCsv) {
-  auto d = read_csv(std::string(DLSYS_SHARED_DATA) + "/digits/digits.csv", {});
+  auto d = read_csv_file(std::string(DLSYS_SHARED_DATA) + "/digits/digits.csv", {});
   ASSERT_TRUE(d.ok()) << d.status().to_string();
   EXPECT_EQ(d->features.shape(), (Shape{1797, 64}));
   EXPECT_EQ(d->labels.dtype(), DType::kI64);
@@ -59,14 +71,20 @@ TEST_F(DataTest, ReadsTheDigitsCsv) {
   std::set<int64_t> classes(d->labels.data_as<int64_t>(), d->labels.data_as<int64_t>() + 1797);
   EXPECT_EQ(classes.size(), 10u);
   // breast_cancer.csv starts with a non-numeric line: it is taken as a header.
-  auto bc = read_csv(std::string(DLSYS_SHARED_DATA) + "/breast_cancer/breast_cancer.csv", {});
+  auto bc = read_csv_file(std::string(DLSYS_SHARED_DATA) + "/breast_cancer/breast_cancer.csv", {});
   ASSERT_TRUE(bc.ok()) << bc.status().to_string();
   EXPECT_EQ(bc->features.shape(), (Shape{569, 30}));
 }
 
+FileDatasetOptions labels_at(int column) {
+  FileDatasetOptions o;
+  o.label_column = column;
+  return o;
+}
+
 TEST_F(DataTest, CsvErrorsNameFileLineAndColumn) {
-  auto err = [&](const std::string& content, CsvOptions o = {}) {
-    auto r = read_csv(file("bad.csv", content), o);
+  auto err = [&](const std::string& content, FileDatasetOptions o = {}) {
+    auto r = read_csv_file(file("bad.csv", content), o);
     EXPECT_FALSE(r.ok());
     return r.status().message();
   };
@@ -77,18 +95,18 @@ TEST_F(DataTest, CsvErrorsNameFileLineAndColumn) {
   EXPECT_NE(err("1,\"2,0\n").find("not closed"), std::string::npos);
   EXPECT_NE(err("").find("no data rows"), std::string::npos);
   EXPECT_NE(err("1,2,0.5\n").find("not a class id"), std::string::npos);
-  EXPECT_NE(err("1,2,0\n", CsvOptions{7}).find("label column 7"), std::string::npos);
+  EXPECT_NE(err("1,2,0\n", labels_at(7)).find("label column 7"), std::string::npos);
   // Quoted numbers, CRLF line ends, a header and float targets are fine.
-  CsvOptions reg;
+  FileDatasetOptions reg;
   reg.labels_as_classes = false;
-  auto ok = read_csv(file("ok.csv", "a,b,y\r\n\"1.5\",2,0.25\r\n3,4,0.75\r\n"), reg);
+  auto ok = read_csv_file(file("ok.csv", "a,b,y\r\n\"1.5\",2,0.25\r\n3,4,0.75\r\n"), reg);
   ASSERT_TRUE(ok.ok()) << ok.status().to_string();
   EXPECT_EQ(ok->features.shape(), (Shape{2, 2}));
   EXPECT_EQ(ok->features.data_as<float>()[0], 1.5f);
   EXPECT_EQ(ok->labels.data_as<float>()[1], 0.75f);
-  CsvOptions first;
+  FileDatasetOptions first;
   first.label_column = 0;
-  auto lc = read_csv(file("lc.csv", "7,1,2\n"), first);
+  auto lc = read_csv_file(file("lc.csv", "7,1,2\n"), first);
   ASSERT_TRUE(lc.ok());
   EXPECT_EQ(lc->labels.data_as<int64_t>()[0], 7);
 }
@@ -99,39 +117,40 @@ TEST_F(DataTest, ReadsNpyPairsAndIdx) {
   ASSERT_TRUE(npy_write((dir_ / "x.npy").string(), Tensor::from_f32({3, 2}, x)).ok());
   ASSERT_TRUE(npy_write((dir_ / "y.npy").string(), Tensor::from_i64({3}, y)).ok());
   ASSERT_TRUE(npy_write((dir_ / "y2.npy").string(), Tensor::from_i64({2}, y)).ok());
-  auto d = read_npy((dir_ / "x.npy").string(), (dir_ / "y.npy").string());
+  auto d = read_pair("npy", (dir_ / "x.npy").string(), (dir_ / "y.npy").string());
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->labels.dtype(), DType::kI64);
-  auto bad = read_npy((dir_ / "x.npy").string(), (dir_ / "y2.npy").string());
+  auto bad = read_pair("npy", (dir_ / "x.npy").string(), (dir_ / "y2.npy").string());
   EXPECT_NE(bad.status().message().find("3 samples"), std::string::npos);
 
   // Two 2x2 images and their labels in MNIST's IDX format.
   std::string img("\0\0\x08\x03\0\0\0\x02\0\0\0\x02\0\0\0\x02", 16);
   img += std::string("\x00\xff\x80\x01\x02\x03\x04\x05", 8);
   std::string lab("\0\0\x08\x01\0\0\0\x02\x07\x03", 10);
-  auto idx = read_idx(file("img.idx", img), file("lab.idx", lab));
+  auto idx = read_pair("idx", file("img.idx", img), file("lab.idx", lab));
   ASSERT_TRUE(idx.ok()) << idx.status().to_string();
   EXPECT_EQ(idx->features.shape(), (Shape{2, 2, 2}));
   EXPECT_FLOAT_EQ(idx->features.data_as<float>()[1], 1.0f);
   EXPECT_EQ(idx->labels.data_as<int64_t>()[0], 7);
-  auto trunc = read_idx(file("t.idx", img.substr(0, 20)), file("lab2.idx", lab));
+  auto trunc = read_pair("idx", file("t.idx", img.substr(0, 20)), file("lab2.idx", lab));
   EXPECT_NE(trunc.status().message().find("truncated"), std::string::npos);
-  auto gz = read_idx(file("g.idx", std::string("\x1f\x8b\x08\x00rest", 8)), file("lab3.idx", lab));
+  auto gz = read_pair("idx", file("g.idx", std::string("\x1f\x8b\x08\x00rest", 8)),
+                      file("lab3.idx", lab));
   EXPECT_NE(gz.status().message().find("gzip"), std::string::npos);
 }
 
 TEST_F(DataTest, SplitIsSeededDisjointAndComplete) {
-  Dataset all = ids(1797);
-  Dataset tr, va;
+  InMemoryDataset all = ids(1797);
+  InMemoryDataset tr, va;
   ASSERT_TRUE(split(all, 0.2, 42, &tr, &va).ok());
   EXPECT_EQ(tr.size(), 1438);
   EXPECT_EQ(va.size(), 359);
   std::set<float> seen;
-  for (const Dataset* d : {&tr, &va})
+  for (const InMemoryDataset* d : {&tr, &va})
     for (int64_t i = 0; i < d->size(); ++i)
       EXPECT_TRUE(seen.insert(d->features.data_as<float>()[i]).second);
   EXPECT_EQ(seen.size(), 1797u);
-  Dataset tr2, va2;
+  InMemoryDataset tr2, va2;
   ASSERT_TRUE(split(all, 0.2, 42, &tr2, &va2).ok());
   EXPECT_EQ(std::memcmp(va.features.data(), va2.features.data(), va.features.nbytes()), 0);
   ASSERT_TRUE(split(all, 0.2, 43, &tr2, &va2).ok());
@@ -150,7 +169,7 @@ std::vector<float> epoch_ids(Loader& l) {
 }
 
 TEST(LoaderTest, EachEpochIsASeededPermutation) {
-  LoaderOptions o;
+  TensorLoaderOptions o;
   o.batch_size = 32;
   o.seed = 7;
   auto l = TensorLoader::make(ids(100), o);
@@ -176,7 +195,7 @@ TEST(LoaderTest, EachEpochIsASeededPermutation) {
 }
 
 TEST(LoaderTest, SeekResumesTheExactSequence) {
-  LoaderOptions o;
+  TensorLoaderOptions o;
   o.batch_size = 10;
   o.seed = 3;
   auto ref = TensorLoader::make(ids(95), o);
@@ -198,7 +217,7 @@ TEST(LoaderTest, SeekResumesTheExactSequence) {
 }
 
 TEST(LoaderTest, DropLastAndBadOptions) {
-  LoaderOptions o;
+  TensorLoaderOptions o;
   o.batch_size = 32;
   o.drop_last = true;
   auto l = TensorLoader::make(ids(100), o);
@@ -210,8 +229,8 @@ TEST(LoaderTest, DropLastAndBadOptions) {
   o.batch_size = 64;
   EXPECT_NE(TensorLoader::make(ids(10), o).status().message().find("drops every one"),
             std::string::npos);
-  EXPECT_FALSE(TensorLoader::make(Dataset{}, LoaderOptions{}).ok());
+  EXPECT_FALSE(TensorLoader::make(InMemoryDataset{}, TensorLoaderOptions{}).ok());
 }
 
 }  // namespace
-}  // namespace dlsys::train
+}  // namespace dlsys::data

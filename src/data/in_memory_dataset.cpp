@@ -1,0 +1,183 @@
+#include "data/in_memory_dataset.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "data/ingest.h"
+
+namespace dlsys::data {
+
+namespace {
+
+std::string extension_format(const std::string& path) {
+  size_t dot = path.rfind('.');
+  std::string ext = dot == std::string::npos ? "" : path.substr(dot + 1);
+  if (ext == "npy") return "npy";
+  if (ext == "idx" || path.find("-ubyte") != std::string::npos) return "idx";
+  return "csv";
+}
+
+// Reads every row of `src`; the first refused row fails the whole read (training needs all).
+Result<RowBatch> read_all(RowSource& src, const std::string& path) {
+  RowBatch all = RowBatch::empty(src.schema());
+  for (;;) {
+    DLSYS_ASSIGN_OR_RETURN(SourceBatch b, src.next(1 << 16, 64 << 20));
+    if (!b.bad.empty()) {
+      const BadRow& r = b.bad.front();
+      return Status::Invalid("{}:{}{}: {}", path, r.line,
+                             r.column.empty() ? "" : " (column '" + r.column + "')", r.reason);
+    }
+    if (b.rows.rows == 0) break;
+    for (int64_t r = 0; r < b.rows.rows; ++r) all.append_row(b.rows, r);
+  }
+  return all;
+}
+
+// The numeric value of scalar (r, c), or an error naming the row when it is missing.
+Result<double> scalar(const RowBatch& b, int c, int64_t r, const std::string& path) {
+  const ColumnData& d = b.columns[c];
+  if (d.is_null(r))
+    return Status::Invalid("{}: row {}, column '{}' is empty; training needs every value", path,
+                           r + 1, b.schema.columns[c].name);
+  return b.schema.columns[c].type == ColumnType::kInt64 ? static_cast<double>(d.i64[r]) : d.f64[r];
+}
+
+}  // namespace
+
+Result<InMemoryDataset> read_file_dataset(const std::string& path, const FileDatasetOptions& o) {
+  std::string format = o.format.empty() ? extension_format(path) : o.format;
+  if (format != "csv" && format != "npy" && format != "idx")
+    return Status::Invalid("unknown data format '{}': use csv, npy or idx", format);
+  if (format != "csv" && o.labels_path.empty())
+    return Status::Invalid("{}: {} features need a labels file beside them", path, format);
+  IngestOptions io;
+  io.header = o.header;
+  io.labels_path = o.labels_path;
+  DLSYS_ASSIGN_OR_RETURN(std::unique_ptr<RowSource> src, open_source(path, format, io));
+  DLSYS_ASSIGN_OR_RETURN(RowBatch all, read_all(*src, path));
+  const Schema& schema = all.schema;
+  const int64_t n = all.rows;
+  if (n == 0) return Status::Invalid("{} has no data rows", path);
+
+  // Which column is the label, which are features.
+  int label = -1;
+  std::vector<int> features;
+  if (format == "csv") {
+    int ncols = static_cast<int>(schema.columns.size());
+    if (ncols < 2)
+      return Status::Invalid(
+          "{}: a training CSV needs at least one feature and a label, this "
+          "one has {} column(s)",
+          path, ncols);
+    label = o.label_column < 0 ? ncols + o.label_column : o.label_column;
+    if (label < 0 || label >= ncols)
+      return Status::Invalid("label column {} is outside the {} columns of {}", o.label_column,
+                             ncols, path);
+    for (int c = 0; c < ncols; ++c) {
+      if (c == label) continue;
+      if (!is_numeric_scalar(schema.columns[c].type))
+        return Status::Invalid(
+            "{}: column {} ('{}') is {}, not a number; a training CSV holds "
+            "numbers only",
+            path, c + 1, schema.columns[c].name, column_type_name(schema.columns[c].type));
+      features.push_back(c);
+    }
+  } else {
+    features.push_back(0);
+    label = schema.index("label");
+  }
+  if (label < 0 || !is_numeric_scalar(schema.columns[label].type))
+    return Status::Invalid("{}: the label column must hold numbers, one per row", path);
+
+  InMemoryDataset d;
+  const ColumnSchema& f0 = schema.columns[features[0]];
+  if (is_tensor(f0.type)) {
+    Shape s = {n};
+    s.insert(s.end(), f0.shape.begin(), f0.shape.end());
+    d.features = Tensor::empty(DType::kF32, s);
+    float* out = d.features.data_as<float>();
+    const std::vector<uint8_t>& raw = all.columns[features[0]].raw;
+    if (f0.type == ColumnType::kTensorU8) {
+      // IDX images are pixels: scaled to [0, 1]; u8 NPY arrays keep their values.
+      float k = format == "idx" ? 1.0f / 255.0f : 1.0f;
+      for (size_t i = 0; i < raw.size(); ++i) out[i] = raw[i] * k;
+    } else {
+      std::memcpy(out, raw.data(), raw.size());
+    }
+  } else {
+    int64_t nf = static_cast<int64_t>(features.size());
+    d.features = Tensor::empty(DType::kF32, {n, nf});
+    float* out = d.features.data_as<float>();
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t j = 0; j < nf; ++j) {
+        DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, features[j], r, path));
+        out[r * nf + j] = static_cast<float>(v);
+      }
+  }
+  const std::string& label_file = o.labels_path.empty() ? path : o.labels_path;
+  if (o.labels_as_classes) {
+    d.labels = Tensor::empty(DType::kI64, {n});
+    for (int64_t r = 0; r < n; ++r) {
+      DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, label, r, label_file));
+      if (v != std::floor(v) || v < 0)
+        return Status::Invalid(
+            "{}: row {}: label {} is not a class id (a non-negative integer); for regression "
+            "targets use the mse loss",
+            label_file, r + 1, v);
+      d.labels.data_as<int64_t>()[r] = static_cast<int64_t>(v);
+    }
+  } else {
+    d.labels = Tensor::empty(DType::kF32, {n});
+    for (int64_t r = 0; r < n; ++r) {
+      DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, label, r, label_file));
+      d.labels.data_as<float>()[r] = static_cast<float>(v);
+    }
+  }
+  return d;
+}
+
+namespace {
+
+Tensor gather_rows(const Tensor& t, const std::vector<int64_t>& rows) {
+  Shape s = t.shape();
+  s[0] = static_cast<int64_t>(rows.size());
+  Tensor out = Tensor::empty(t.dtype(), s);
+  size_t row_bytes = t.dim(0) ? t.nbytes() / static_cast<size_t>(t.dim(0)) : 0;
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::memcpy(static_cast<char*>(out.data()) + i * row_bytes,
+                static_cast<const char*>(t.data()) + static_cast<size_t>(rows[i]) * row_bytes,
+                row_bytes);
+  return out;
+}
+
+}  // namespace
+
+InMemoryDataset slice(const InMemoryDataset& d, int64_t begin, int64_t end) {
+  std::vector<int64_t> rows(static_cast<size_t>(end - begin));
+  std::iota(rows.begin(), rows.end(), begin);
+  return {gather_rows(d.features, rows), gather_rows(d.labels, rows)};
+}
+
+Status split(const InMemoryDataset& d, double validation_fraction, uint64_t seed,
+             InMemoryDataset* train, InMemoryDataset* validation) {
+  if (!(validation_fraction >= 0 && validation_fraction < 1))
+    return Status::Invalid("validation fraction {} must be in [0, 1)", validation_fraction);
+  int64_t n = d.size();
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  std::mt19937_64 rng(seed);
+  std::shuffle(order.begin(), order.end(), rng);
+  int64_t nv = static_cast<int64_t>(std::llround(n * validation_fraction));
+  std::vector<int64_t> v(order.begin(), order.begin() + nv), t(order.begin() + nv, order.end());
+  std::sort(v.begin(), v.end());
+  std::sort(t.begin(), t.end());
+  *train = {gather_rows(d.features, t), gather_rows(d.labels, t)};
+  *validation = {gather_rows(d.features, v), gather_rows(d.labels, v)};
+  return Status::OK();
+}
+
+}  // namespace dlsys::data
