@@ -157,6 +157,9 @@ Status open_idx_file(const std::string& path, ArrayFile* f) {
   uint8_t m[4];
   if (f->file_size() < 4) return Status::Invalid("{}: too short for an IDX file", path);
   DLSYS_RETURN_IF_ERROR(f->pread_all(0, 4, m));
+  if (m[0] == 0x1f && m[1] == 0x8b)
+    return Status::Invalid("{}: the file is gzip-compressed; decompress it first (gunzip {})", path,
+                           path);
   if (m[0] != 0 || m[1] != 0)
     return Status::Invalid("{}: not an IDX file (the magic starts with 0x{:02x}{:02x}, not 0000)",
                            path, m[0], m[1]);

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
@@ -21,9 +22,15 @@ std::string extension_format(const std::string& path) {
   return "csv";
 }
 
+// Every row of a source, with each row's line (or item) number for messages.
+struct AllRows {
+  RowBatch rows;
+  std::vector<int64_t> lines;
+};
+
 // Reads every row of `src`; the first refused row fails the whole read (training needs all).
-Result<RowBatch> read_all(RowSource& src, const std::string& path) {
-  RowBatch all = RowBatch::empty(src.schema());
+Result<AllRows> read_all(RowSource& src, const std::string& path) {
+  AllRows all{RowBatch::empty(src.schema()), {}};
   for (;;) {
     DLSYS_ASSIGN_OR_RETURN(SourceBatch b, src.next(1 << 16, 64 << 20));
     if (!b.bad.empty()) {
@@ -32,17 +39,41 @@ Result<RowBatch> read_all(RowSource& src, const std::string& path) {
                              r.column.empty() ? "" : " (column '" + r.column + "')", r.reason);
     }
     if (b.rows.rows == 0) break;
-    for (int64_t r = 0; r < b.rows.rows; ++r) all.append_row(b.rows, r);
+    for (int64_t r = 0; r < b.rows.rows; ++r) all.rows.append_row(b.rows, r);
+    all.lines.insert(all.lines.end(), b.lines.begin(), b.lines.end());
   }
   return all;
 }
 
-// The numeric value of scalar (r, c), or an error naming the row when it is missing.
-Result<double> scalar(const RowBatch& b, int c, int64_t r, const std::string& path) {
+// Why column `c` (not numeric) cannot be a feature: names the first value that is not a number.
+Status not_numeric(const AllRows& all, int c, const std::string& path) {
+  const ColumnSchema& cs = all.rows.schema.columns[c];
+  const ColumnData& d = all.rows.columns[c];
+  if (cs.type == ColumnType::kString)
+    for (int64_t r = 0; r < all.rows.rows; ++r) {
+      if (d.is_null(r)) continue;
+      std::string v(d.str(r));
+      char* end = nullptr;
+      std::strtod(v.c_str(), &end);
+      if (v.empty() || *end != '\0')
+        return Status::Invalid(
+            "{}:{}:{}: '{}' is not a number (column '{}'); a training CSV "
+            "holds numbers only",
+            path, all.lines[r], c + 1, v, cs.name);
+    }
+  return Status::Invalid(
+      "{}: column {} ('{}') is {}, not a number; a training CSV holds numbers "
+      "only",
+      path, c + 1, cs.name, column_type_name(cs.type));
+}
+
+// The numeric value of scalar (r, c), or an error naming the line when it is missing.
+Result<double> scalar(const AllRows& all, int c, int64_t r, const std::string& path) {
+  const RowBatch& b = all.rows;
   const ColumnData& d = b.columns[c];
   if (d.is_null(r))
-    return Status::Invalid("{}: row {}, column '{}' is empty; training needs every value", path,
-                           r + 1, b.schema.columns[c].name);
+    return Status::Invalid("{}:{}:{}: missing value in column '{}'; training needs every value",
+                           path, all.lines[r], c + 1, b.schema.columns[c].name);
   return b.schema.columns[c].type == ColumnType::kInt64 ? static_cast<double>(d.i64[r]) : d.f64[r];
 }
 
@@ -58,9 +89,9 @@ Result<InMemoryDataset> read_file_dataset(const std::string& path, const FileDat
   io.header = o.header;
   io.labels_path = o.labels_path;
   DLSYS_ASSIGN_OR_RETURN(std::unique_ptr<RowSource> src, open_source(path, format, io));
-  DLSYS_ASSIGN_OR_RETURN(RowBatch all, read_all(*src, path));
-  const Schema& schema = all.schema;
-  const int64_t n = all.rows;
+  DLSYS_ASSIGN_OR_RETURN(AllRows all, read_all(*src, path));
+  const Schema& schema = all.rows.schema;
+  const int64_t n = all.rows.rows;
   if (n == 0) return Status::Invalid("{} has no data rows", path);
 
   // Which column is the label, which are features.
@@ -79,11 +110,7 @@ Result<InMemoryDataset> read_file_dataset(const std::string& path, const FileDat
                              ncols, path);
     for (int c = 0; c < ncols; ++c) {
       if (c == label) continue;
-      if (!is_numeric_scalar(schema.columns[c].type))
-        return Status::Invalid(
-            "{}: column {} ('{}') is {}, not a number; a training CSV holds "
-            "numbers only",
-            path, c + 1, schema.columns[c].name, column_type_name(schema.columns[c].type));
+      if (!is_numeric_scalar(schema.columns[c].type)) return not_numeric(all, c, path);
       features.push_back(c);
     }
   } else {
@@ -100,7 +127,7 @@ Result<InMemoryDataset> read_file_dataset(const std::string& path, const FileDat
     s.insert(s.end(), f0.shape.begin(), f0.shape.end());
     d.features = Tensor::empty(DType::kF32, s);
     float* out = d.features.data_as<float>();
-    const std::vector<uint8_t>& raw = all.columns[features[0]].raw;
+    const std::vector<uint8_t>& raw = all.rows.columns[features[0]].raw;
     if (f0.type == ColumnType::kTensorU8) {
       // IDX images are pixels: scaled to [0, 1]; u8 NPY arrays keep their values.
       float k = format == "idx" ? 1.0f / 255.0f : 1.0f;
@@ -125,9 +152,9 @@ Result<InMemoryDataset> read_file_dataset(const std::string& path, const FileDat
       DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, label, r, label_file));
       if (v != std::floor(v) || v < 0)
         return Status::Invalid(
-            "{}: row {}: label {} is not a class id (a non-negative integer); for regression "
+            "{}:{}: label {} is not a class id (a non-negative integer); for regression "
             "targets use the mse loss",
-            label_file, r + 1, v);
+            label_file, all.lines[r], v);
       d.labels.data_as<int64_t>()[r] = static_cast<int64_t>(v);
     }
   } else {
