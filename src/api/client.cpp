@@ -11,6 +11,8 @@
 
 #include "api/backend.h"
 #include "core/file_util.h"
+#include "core/json_get.h"
+#include "core/json_parse.h"
 
 namespace dlsys::api {
 
@@ -193,15 +195,24 @@ namespace {
 
 // Turns a non-2xx answer into a Status carrying the server's message.
 Result<json> json_answer(int status, const std::string& body) {
-  json j = json::parse(body, nullptr, false);
+  // A server's answer is outside input: bounded parse (depth, values), checked reads.
+  JsonLimits limits;
+  limits.max_values = 1 << 24;
+  Result<json> j = parse_json(body, limits, "the server's answer");
   if (status >= 200 && status < 300) {
-    if (j.is_discarded())
-      return Status::Internal("the server answered {} with a body that is not JSON", status);
-    return j;
+    if (!j.ok())
+      return Status::Internal("the server answered {} with a body that is not usable JSON: {}",
+                              status, j.status().message());
+    return std::move(j).value();
   }
   std::string msg = body.substr(0, 500);
-  if (!j.is_discarded() && j.contains("error") && j["error"].contains("message"))
-    msg = j["error"]["message"].get<std::string>();
+  if (j.ok()) {
+    auto error = json_get_optional<json>(*j, "error", "the server's error answer");
+    if (error.ok() && error->has_value()) {
+      auto m = json_get<std::string>(**error, "message", "the server's error answer");
+      if (m.ok()) msg = *m;
+    }
+  }
   StatusCode code = status_code_of_http(status);
   if (code == StatusCode::kOk) code = StatusCode::kInternal;
   return Status(code, msg);
