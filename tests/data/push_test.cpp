@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
 #include "core/file_util.h"
 #include "core/sha256.h"
@@ -291,6 +292,23 @@ TEST_F(PushTest, SamePushTwiceMakesOneVersion) {
   EXPECT_EQ(q2->version.label(), "q@v1");
   EXPECT_EQ(q2->quarantine->label(), "q.quarantine@v1");
   EXPECT_EQ(store_->versions("q.quarantine")->size(), 1u);
+}
+
+// Two identical pushes racing: the check runs under the dataset's lock, so one makes v1 and the
+// other answers unchanged.
+TEST_F(PushTest, IdenticalPushesRacingMakeOneVersion) {
+  std::string a = "x\n";
+  for (int i = 0; i < 2000; ++i) a += fmt::format("{}\n", i * 7 % 1000);
+  std::string p1 = write("r1.csv", a), p2 = write("r2.csv", a);
+  std::optional<Result<PushResult>> r1, r2;
+  std::thread t1([&] { r1 = push_file("race", p1); });
+  std::thread t2([&] { r2 = push_file("race", p2); });
+  t1.join();
+  t2.join();
+  ASSERT_TRUE(r1->ok() && r2->ok());
+  EXPECT_EQ(int((*r1)->unchanged) + int((*r2)->unchanged), 1);
+  EXPECT_EQ((*r1)->version.id, (*r2)->version.id);
+  EXPECT_EQ(store_->versions("race")->size(), 1u);
 }
 
 // Statistics are an object named by the SHA-256 of their bytes: versions and datasets with the
