@@ -126,6 +126,8 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaSto
 
   // Push the body (a CSV, TSV or JSONL file) as a new version:
   // ?format=csv&message=...&split=0.8,0.1,0.1&policy=reject|quarantine&split_key=col.
+  // 201 with the new version; 200 with "unchanged": true and the latest version when the data
+  // is the same as the latest version's (no version is made, no lineage recorded).
   router.add(
       "POST", "/api/v1/datasets/{name}/versions", Access::kWrite,
       [ds, ms](Request& r) -> Result<Response> {
@@ -152,7 +154,7 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaSto
         DLSYS_RETURN_IF_ERROR(data::parse_split_fractions(r.query_or("split", "0.8,0.1,0.1"), &po));
         DLSYS_ASSIGN_OR_RETURN(auto src, data::open_source(body, format, {}));
         DLSYS_ASSIGN_OR_RETURN(data::PushResult res, data::push(*ds, r.param("name"), *src, po));
-        if (res.version.manifest["parent"].is_string()) {
+        if (!res.unchanged && res.version.manifest["parent"].is_string()) {
           // Lineage: parent version -> new version.
           DLSYS_ASSIGN_OR_RETURN(auto vs, ds->versions(r.param("name")));
           for (const auto& v : vs)
@@ -162,10 +164,11 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaSto
                                                          "parent", r.principal));
         }
         json out = version_json(res.version, false);
+        out["unchanged"] = res.unchanged;
         out["bad_rows"] = res.bad_rows;
         out["shards_new"] = res.shards_new;
         if (res.quarantine) out["quarantine"] = res.quarantine->label();
-        return Response::json_body(out, 201);
+        return Response::json_body(out, res.unchanged ? 200 : 201);
       },
       /*body_to_file=*/true);
 }

@@ -132,11 +132,20 @@ int run_push(const DataArgs& a) {
               {"new_bytes", r.new_bytes},
               {"seconds", r.seconds},
               {"input", (*src)->describe()}};
+    j["unchanged"] = r.unchanged;  // true: no new version, `version` already held this data
     if (r.quarantine) j["quarantine"] = r.quarantine->label();
     std::printf("%s\n", json_dump_line(j).c_str());
     return 0;
   }
-  std::printf("%s  %s\n", r.version.label().c_str(), r.version.id.substr(0, 12).c_str());
+  if (r.unchanged) {
+    // Like git's "nothing to commit": the latest version already holds this data.
+    std::printf("data unchanged: dataset %s is already at version %lld (%s  %s)\n",
+                r.version.name.c_str(), (long long)r.version.number, r.version.label().c_str(),
+                r.version.id.substr(0, 12).c_str());
+    if (!a.message.empty()) std::printf("  no new version: the message was not recorded\n");
+  } else {
+    std::printf("%s  %s\n", r.version.label().c_str(), r.version.id.substr(0, 12).c_str());
+  }
   std::printf("  %lld rows in %lld shards (%lld new, %s stored, %s new) in %.2f s\n",
               (long long)r.rows, (long long)r.shards, (long long)r.shards_new,
               human_bytes(r.stored_bytes).c_str(), human_bytes(r.new_bytes).c_str(), r.seconds);
@@ -524,7 +533,7 @@ void add_data(CLI::App& app, int* rc) {
   verify->callback([a, rc] { *rc = run_verify(*a); });
 
   auto* gc = d->add_subcommand(
-      "gc", "Delete shards and manifests no version references (older than an hour)");
+      "gc", "Delete shards, statistics and manifests no version references (older than an hour)");
   add_common(gc, a.get());
   gc->callback([a, rc] { *rc = run_gc(*a); });
 }

@@ -176,8 +176,29 @@ std::string describe_read_error(ReadError e, int err) {
 
 // A ref file holds a 64-hex manifest id: 64 bytes, read with room to spare and no more.
 constexpr size_t kRefFileLimit = 256;
-// Manifests list shards and statistics; far below this even for huge datasets.
+// Manifests list shards; statistics objects hold a few KiB per column. Far below this even
+// for huge datasets.
 constexpr size_t kManifestLimit = size_t{256} << 20;
+
+// The shard ids of a manifest, in order.
+std::vector<std::string> shard_ids(const json& manifest) {
+  std::vector<std::string> out;
+  auto it = manifest.find("shards");
+  if (it == manifest.end() || !it->is_array()) return out;
+  for (const auto& s : *it)
+    out.push_back(s.is_object() && s.contains("id") && s["id"].is_string()
+                      ? s["id"].get<std::string>()
+                      : std::string());
+  return out;
+}
+
+// Whether two manifests hold the same data: the same schema and the same shards (which are
+// named by the SHA-256 of their bytes) in the same order.
+bool same_data(const json& a, const json& b) {
+  auto sa = a.find("schema"), sb = b.find("schema");
+  if (sa == a.end() || sb == b.end() || *sa != *sb) return false;
+  return shard_ids(a) == shard_ids(b);
+}
 
 // Holds an exclusive flock on a file until destroyed.
 class FileLock {
@@ -239,7 +260,7 @@ Status DatasetStore::check_name(const std::string& name) {
 }
 
 Result<std::unique_ptr<DatasetStore>> DatasetStore::open(const std::string& root) {
-  for (const char* sub : {"shards", "manifests", "refs", "tmp"})
+  for (const char* sub : {"shards", "stats", "manifests", "refs", "tmp"})
     DLSYS_RETURN_IF_ERROR(make_dirs(root + "/" + sub));
   // Temporary files of pushes that died; an hour's margin leaves running pushes alone.
   int64_t now = now_ms() / 1000;
@@ -308,7 +329,8 @@ void DatasetStore::discard_staged(const std::string& tmp) {
   ::unlink(tmp.c_str());
 }
 
-Result<json> DatasetStore::read_manifest(const std::string& id, const std::string& label) const {
+Result<json> DatasetStore::read_manifest(const std::string& id, const std::string& label,
+                                         bool with_stats) const {
   // Ids come from ref files checked by version_ids; checked again before they become a path.
   if (!is_manifest_id(id)) return Status::Internal("{}: its manifest id is malformed", label);
   std::string text;
@@ -325,7 +347,39 @@ Result<json> DatasetStore::read_manifest(const std::string& id, const std::strin
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded())
     return Status::Invalid("the manifest of {} ({}) is not JSON", label, id.substr(0, 12));
+  // Older manifests hold "stats" themselves; newer ones name a statistics object.
+  auto sid = j.find("stats_id");
+  if (!with_stats || sid == j.end()) return j;
+  if (!sid->is_string() || !is_sha256_hex(sid->get<std::string>()))
+    return Status::Invalid(
+        "the manifest of {} ({}) names malformed statistics; the store is damaged", label,
+        id.substr(0, 12));
+  std::string stats_id = sid->get<std::string>();
+  e = read_bounded(root_ + "/stats/" + stats_id + ".json", kManifestLimit, &text, &err);
+  if (e != ReadError::kNone)
+    return Status::IOError("the statistics of {} ({}) cannot be used: {}; the store is damaged",
+                           label, stats_id.substr(0, 12), describe_read_error(e, err));
+  if (sha256_hex(text) != stats_id)
+    return Status::Invalid(
+        "the statistics of {} ({}) do not match their SHA-256; the store is corrupted", label,
+        stats_id.substr(0, 12));
+  json stats = json::parse(text, nullptr, false);
+  if (stats.is_discarded() || !stats.is_object())
+    return Status::Invalid("the statistics of {} ({}) are not a JSON object", label,
+                           stats_id.substr(0, 12));
+  j["stats"] = std::move(stats);
   return j;
+}
+
+Result<std::string> DatasetStore::put_stats(const json& stats) {
+  std::string text = stats.dump();
+  std::string id = sha256_hex(text);
+  std::string path = root_ + "/stats/" + id + ".json";
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) return id;  // content-addressed: already stored
+  DLSYS_RETURN_IF_ERROR(make_dirs(root_ + "/stats"));
+  DLSYS_RETURN_IF_ERROR(write_file_atomic(path, text));
+  return id;
 }
 
 Result<std::vector<std::pair<int64_t, std::string>>> DatasetStore::version_ids(
@@ -371,8 +425,9 @@ std::vector<std::string> DatasetStore::tags_of(const std::string& name,
   return out;
 }
 
-Result<VersionInfo> DatasetStore::commit(const std::string& name, json manifest) {
+Result<VersionInfo> DatasetStore::commit(const std::string& name, json manifest, bool* unchanged) {
   DLSYS_RETURN_IF_ERROR(check_name(name));
+  if (unchanged) *unchanged = false;
   for (const auto& s : manifest.value("shards", json::array()))
     if (!has_shard(s.at("id").get<std::string>()))
       return Status::Internal("commit of {}: shard {} is not stored", name,
@@ -381,15 +436,41 @@ Result<VersionInfo> DatasetStore::commit(const std::string& name, json manifest)
   FileLock lock;
   DLSYS_RETURN_IF_ERROR(lock.lock(ref_dir(name) + "/lock"));
   DLSYS_ASSIGN_OR_RETURN(auto ids, version_ids(name));
+  if (!ids.empty()) {
+    // The same data as the latest version: no new version (like git's empty commits). A latest
+    // manifest that cannot be read does not block the push; resolving it reports the damage.
+    auto [number, id] = ids.back();
+    std::string label = fmt::format("{}@v{}", name, number);
+    auto latest = read_manifest(id, label, /*with_stats=*/false);
+    if (latest.ok() && same_data(*latest, manifest)) {
+      VersionInfo v;
+      v.name = name;
+      v.number = number;
+      v.id = id;
+      DLSYS_ASSIGN_OR_RETURN(v.manifest, read_manifest(id, label));
+      v.tags = tags_of(name, id);
+      if (unchanged) *unchanged = true;
+      return v;
+    }
+  }
   manifest["name"] = name;
   manifest["parent"] = ids.empty() ? json(nullptr) : json(ids.back().second);
   manifest["created_ms"] = now_ms();
+  // The statistics become their own object, durable before the manifest that names it.
+  json stats;
+  if (auto it = manifest.find("stats"); it != manifest.end()) {
+    stats = std::move(*it);
+    manifest.erase(it);
+    DLSYS_ASSIGN_OR_RETURN(std::string stats_id, put_stats(stats));
+    manifest["stats_id"] = stats_id;
+  }
   std::string text = manifest.dump(1);
   std::string id = sha256_hex(text);
   DLSYS_RETURN_IF_ERROR(write_file_atomic(root_ + "/manifests/" + id + ".json", text));
   int64_t number = ids.empty() ? 1 : ids.back().first + 1;
   DLSYS_RETURN_IF_ERROR(
       write_file_atomic(ref_dir(name) + "/versions/" + std::to_string(number), id));
+  if (!stats.is_null()) manifest["stats"] = std::move(stats);
   VersionInfo v;
   v.name = name;
   v.number = number;
@@ -513,16 +594,18 @@ Status DatasetStore::tag(const VersionRef& ref, const std::string& tag) {
 }
 
 Result<int64_t> DatasetStore::gc() {
-  std::set<std::string> live_manifests, live_shards;
+  std::set<std::string> live_manifests, live_shards, live_stats;
   DLSYS_ASSIGN_OR_RETURN(auto all, names());
   for (const auto& name : all) {
     FileLock lock;
     DLSYS_RETURN_IF_ERROR(lock.lock(ref_dir(name) + "/lock"));
-    DLSYS_ASSIGN_OR_RETURN(auto vs, versions(name));
-    for (const auto& v : vs) {
-      live_manifests.insert(v.id);
-      for (const auto& s : v.manifest.value("shards", json::array()))
-        live_shards.insert(s.at("id").get<std::string>());
+    DLSYS_ASSIGN_OR_RETURN(auto ids, version_ids(name));
+    for (const auto& [n, id] : ids) {
+      DLSYS_ASSIGN_OR_RETURN(json m, read_manifest(id, fmt::format("{}@v{}", name, n), false));
+      live_manifests.insert(id);
+      for (const auto& s : shard_ids(m)) live_shards.insert(s);
+      if (m.contains("stats_id") && m["stats_id"].is_string())
+        live_stats.insert(m["stats_id"].get<std::string>() + ".json");
     }
   }
   // Pushes in flight hold shards not yet referenced: only collect files older than an hour.
@@ -534,6 +617,9 @@ Result<int64_t> DatasetStore::gc() {
   };
   for (const auto& f : list_dir(root_ + "/manifests"))
     if (!live_manifests.count(f.substr(0, f.find('.')))) collect(root_ + "/manifests/" + f);
+  // Exact names: a temporary file left next to a live object is collected too.
+  for (const auto& f : list_dir(root_ + "/stats"))
+    if (!live_stats.count(f)) collect(root_ + "/stats/" + f);
   for (const auto& d : list_dir(root_ + "/shards"))
     for (const auto& f : list_dir(root_ + "/shards/" + d))
       if (!live_shards.count(f)) collect(root_ + "/shards/" + d + "/" + f);

@@ -378,7 +378,7 @@ Result<PushResult> push(DatasetStore& store, const std::string& name, RowSource&
     }
     manifest["validation"]["rules"] = std::move(rules);
   }
-  DLSYS_ASSIGN_OR_RETURN(res.version, store.commit(name, std::move(manifest)));
+  DLSYS_ASSIGN_OR_RETURN(res.version, store.commit(name, std::move(manifest), &res.unchanged));
   if (!quarantined.empty()) {
     Schema qs;
     qs.columns = {{"line", ColumnType::kInt64, {}, {}},
@@ -413,7 +413,8 @@ Result<PushResult> push(DatasetStore& store, const std::string& name, RowSource&
                                             : "unknown"},
                {"source", source.describe()},
                {"quarantine_of", res.version.label()}};
-    DLSYS_ASSIGN_OR_RETURN(res.quarantine, store.commit(name + ".quarantine", std::move(qm)));
+    DLSYS_ASSIGN_OR_RETURN(res.quarantine, store.commit(name + ".quarantine", std::move(qm),
+                                                        &res.quarantine_unchanged));
   }
   for (size_t i = 0; i < quarantined.size() && i < kBadSample; ++i)
     res.bad_sample.push_back(quarantined[i]);

@@ -6,6 +6,11 @@
 // with bad rows writes nothing and the error lists the bad rows with their lines; with
 // "quarantine", the good rows become the version and the bad ones a version of
 // "<name>.quarantine" (columns line, column, reason, text).
+//
+// A push whose data is the same as the latest version's (same schema, same shards in the same
+// order: the same rows in the same order, split and shard boundaries) makes no new version:
+// the result says `unchanged` and names the latest version; its message and author are not
+// recorded. The quarantine version follows the same rule on its own.
 #pragma once
 
 #include <functional>
@@ -32,10 +37,12 @@ struct PushOptions {
 };
 
 struct PushResult {
-  VersionInfo version;
+  VersionInfo version;  // the new version, or the latest one when `unchanged`
+  bool unchanged = false;
   int64_t rows = 0, bad_rows = 0;
   std::vector<BadRow> bad_sample;  // the first 100 bad rows
   std::optional<VersionInfo> quarantine;
+  bool quarantine_unchanged = false;  // `quarantine` is the latest one, holding the same rows
   int64_t shards = 0, shards_new = 0;
   int64_t stored_bytes = 0, new_bytes = 0;  // compressed; new: bytes not already stored
   double seconds = 0;

@@ -289,6 +289,16 @@ TEST_F(ServerTest, DatasetsOverRest) {
   auto p2 = Req("POST", "/api/v1/datasets/toy/versions", v2);
   ASSERT_EQ(p2.status, 201) << p2.body;
   EXPECT_EQ(json::parse(p2.body)["label"], "toy@v2");
+  EXPECT_FALSE(json::parse(p2.body)["unchanged"].get<bool>());
+  // The same data again: 200, no new version, the answer names the latest one.
+  auto same = Req("POST", "/api/v1/datasets/toy/versions?message=again", v2);
+  ASSERT_EQ(same.status, 200) << same.body;
+  auto sj = json::parse(same.body);
+  EXPECT_TRUE(sj["unchanged"].get<bool>()) << same.body;
+  EXPECT_EQ(sj["version"], 2);
+  EXPECT_EQ(sj["label"], "toy@v2");
+  EXPECT_EQ(sj["id"], json::parse(p2.body)["id"]);
+  EXPECT_EQ(sj["message"], "");  // v2's; "again" was not recorded
   auto bad = Req("POST", "/api/v1/datasets/toy/versions", "x,label\n1,2\n3,\"4\n");
   EXPECT_EQ(bad.status, 400) << bad.body;
   EXPECT_NE(bad.body.find(":3"), std::string::npos) << bad.body;
@@ -296,6 +306,7 @@ TEST_F(ServerTest, DatasetsOverRest) {
   auto list = json::parse(Req("GET", "/api/v1/datasets").body);
   ASSERT_EQ(list["datasets"].size(), 1u);
   EXPECT_EQ(list["datasets"][0]["latest"]["label"], "toy@v2");
+  EXPECT_EQ(json::parse(Req("GET", "/api/v1/datasets/toy/versions").body)["versions"].size(), 2u);
   auto show = json::parse(Req("GET", "/api/v1/datasets/toy/versions/v1").body);
   EXPECT_EQ(show["manifest"]["message"], "first");
   EXPECT_EQ(show["manifest"]["split"]["rows"]["test"], 0);

@@ -356,6 +356,18 @@ TEST_F(Cli, DataCommandsAndTrainingFromAVersion) {
   ASSERT_EQ(push.code, 0) << push.out;
   EXPECT_NE(push.out.find("digits@v1"), std::string::npos) << push.out;
   EXPECT_NE(push.out.find("1797 rows"), std::string::npos) << push.out;
+  // The same file again makes no version and says so.
+  Ran again = sh("data push " + csv + " --name digits --split 0.8,0.2 -m again" + dd);
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_NE(again.out.find("data unchanged: dataset digits is already at version 1"),
+            std::string::npos)
+      << again.out;
+  Ran again_json = sh("data push " + csv + " --name digits --split 0.8,0.2 --json" + dd);
+  ASSERT_EQ(again_json.code, 0) << again_json.out;
+  std::string last = again_json.out.substr(0, again_json.out.find_last_not_of('\n') + 1);
+  auto done_push = nlohmann::json::parse(last.substr(last.rfind('\n') + 1));
+  EXPECT_TRUE(done_push["unchanged"].get<bool>()) << again_json.out;
+  EXPECT_EQ(done_push["version"], "digits@v1");
   Ran show = sh("data show digits --json" + dd);
   ASSERT_EQ(show.code, 0) << show.out;
   auto m = nlohmann::json::parse(show.out);

@@ -9,7 +9,10 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <thread>
 
+#include "core/file_util.h"
+#include "core/sha256.h"
 #include "data/diff.h"
 #include "data/export.h"
 #include "data/push.h"
@@ -172,23 +175,25 @@ TEST_F(PushTest, VersionsTagsDedupAndDiff) {
   ASSERT_TRUE(v1.ok());
   auto again = push_file("d", write("a2.csv", a));
   ASSERT_TRUE(again.ok());
-  EXPECT_EQ(again->version.number, 2);
-  EXPECT_EQ(again->shards_new, 0);  // same rows: nothing new stored
-  EXPECT_EQ(again->version.manifest["parent"], v1->version.id);
+  EXPECT_TRUE(again->unchanged);  // same rows: no new version, nothing new stored
+  EXPECT_EQ(again->version.number, 1);
+  EXPECT_EQ(again->shards_new, 0);
   auto v3 = push_file("d", write("b.csv", b));
   ASSERT_TRUE(v3.ok());
-  EXPECT_EQ(v3->version.label(), "d@v3");
+  EXPECT_FALSE(v3->unchanged);
+  EXPECT_EQ(v3->version.label(), "d@v2");
+  EXPECT_EQ(v3->version.manifest["parent"], v1->version.id);
 
   ASSERT_TRUE(store_->tag({"d", "v1", ""}, "prod").ok());
   auto prod = store_->resolve({"d", "prod", ""});
   ASSERT_TRUE(prod.ok());
   EXPECT_EQ(prod->number, 1);
-  EXPECT_EQ(store_->resolve({"d", v3->version.id.substr(0, 10), ""})->number, 3);
-  EXPECT_EQ(store_->resolve({"d", "latest", ""})->number, 3);
+  EXPECT_EQ(store_->resolve({"d", v3->version.id.substr(0, 10), ""})->number, 2);
+  EXPECT_EQ(store_->resolve({"d", "latest", ""})->number, 2);
   EXPECT_FALSE(store_->tag({"d", "v1", ""}, "v7").ok());
   auto missing = store_->resolve({"d", "v9", ""});
   ASSERT_FALSE(missing.ok());
-  EXPECT_NE(missing.status().message().find("v1..v3"), std::string::npos);
+  EXPECT_NE(missing.status().message().find("v1..v2"), std::string::npos);
   EXPECT_FALSE(parse_version_ref("d@v1:holdout").ok());
   EXPECT_FALSE(parse_version_ref("../etc@v1").ok());
 
@@ -220,6 +225,201 @@ TEST_F(PushTest, VersionsTagsDedupAndDiff) {
   int64_t train = v1->version.manifest["split"]["rows"]["train"];
   EXPECT_GT(train, 740);
   EXPECT_LT(train, 860);
+}
+
+// Pushing the data of the latest version again makes no version (git and lakeFS refuse empty
+// commits); the answer names the existing version. Any change in the data makes one.
+TEST_F(PushTest, SamePushTwiceMakesOneVersion) {
+  std::string a = "x,y\n", b;
+  for (int i = 0; i < 300; ++i) a += fmt::format("{},{}\n", i, i % 5);
+  b = a + "300,0\n";
+  PushOptions first;
+  first.message = "first";
+  auto v1 = push_file("d", write("a.csv", a), {}, first);
+  ASSERT_TRUE(v1.ok()) << v1.status().to_string();
+  EXPECT_FALSE(v1->unchanged);
+  EXPECT_EQ(v1->version.number, 1);
+  PushOptions second;
+  second.message = "again";
+  auto same = push_file("d", write("copy.csv", a), {}, second);  // another file, same rows
+  ASSERT_TRUE(same.ok()) << same.status().to_string();
+  EXPECT_TRUE(same->unchanged);
+  EXPECT_EQ(same->version.label(), "d@v1");
+  EXPECT_EQ(same->version.id, v1->version.id);
+  EXPECT_EQ(same->version.manifest["message"], "first");  // the new message is not recorded
+  EXPECT_EQ(same->version.manifest["stats"], v1->version.manifest["stats"]);
+  EXPECT_EQ(same->rows, 300);
+  EXPECT_EQ(store_->versions("d")->size(), 1u);
+  EXPECT_EQ(count_files("manifests"), 1);
+  EXPECT_EQ(count_files("tmp"), 0);  // the staged shards were dropped
+
+  // Changed content: one more row, or the same rows split differently.
+  auto v2 = push_file("d", write("b.csv", b));
+  ASSERT_TRUE(v2.ok());
+  EXPECT_FALSE(v2->unchanged);
+  EXPECT_EQ(v2->version.label(), "d@v2");
+  PushOptions other_split;
+  other_split.train = 0.5;
+  other_split.validation = 0.5;
+  other_split.test = 0;
+  auto v3 = push_file("d", write("b2.csv", b), {}, other_split);
+  ASSERT_TRUE(v3.ok());
+  EXPECT_FALSE(v3->unchanged);
+  EXPECT_EQ(v3->version.label(), "d@v3");
+  // Only the latest version counts: v1's data again is a new version.
+  auto v4 = push_file("d", write("a3.csv", a));
+  ASSERT_TRUE(v4.ok());
+  EXPECT_FALSE(v4->unchanged);
+  EXPECT_EQ(v4->version.label(), "d@v4");
+  EXPECT_EQ(v4->version.manifest["shards"], v1->version.manifest["shards"]);
+  EXPECT_EQ(v4->version.manifest["parent"], v3->version.id);
+
+  // With quarantine, the kept rows and the bad rows are each compared with their latest.
+  PushOptions q;
+  q.policy = "quarantine";
+  q.rules = Schema{{{"y", ColumnType::kInt64, {}, [] {
+                       ColumnRules r;
+                       r.max = 3;
+                       return r;
+                     }()}}};
+  auto q1 = push_file("q", write("q.csv", a), {}, q);
+  ASSERT_TRUE(q1.ok()) << q1.status().to_string();
+  ASSERT_TRUE(q1->quarantine.has_value());
+  auto q2 = push_file("q", write("q2.csv", a), {}, q);
+  ASSERT_TRUE(q2.ok()) << q2.status().to_string();
+  EXPECT_TRUE(q2->unchanged);
+  EXPECT_TRUE(q2->quarantine_unchanged);
+  EXPECT_EQ(q2->version.label(), "q@v1");
+  EXPECT_EQ(q2->quarantine->label(), "q.quarantine@v1");
+  EXPECT_EQ(store_->versions("q.quarantine")->size(), 1u);
+}
+
+// Two identical pushes racing: the check runs under the dataset's lock, so one makes v1 and the
+// other answers unchanged.
+TEST_F(PushTest, IdenticalPushesRacingMakeOneVersion) {
+  std::string a = "x\n";
+  for (int i = 0; i < 2000; ++i) a += fmt::format("{}\n", i * 7 % 1000);
+  std::string p1 = write("r1.csv", a), p2 = write("r2.csv", a);
+  std::optional<Result<PushResult>> r1, r2;
+  std::thread t1([&] { r1 = push_file("race", p1); });
+  std::thread t2([&] { r2 = push_file("race", p2); });
+  t1.join();
+  t2.join();
+  ASSERT_TRUE(r1->ok() && r2->ok());
+  EXPECT_EQ(int((*r1)->unchanged) + int((*r2)->unchanged), 1);
+  EXPECT_EQ((*r1)->version.id, (*r2)->version.id);
+  EXPECT_EQ(store_->versions("race")->size(), 1u);
+}
+
+// Statistics are an object named by the SHA-256 of their bytes: versions and datasets with the
+// same data share one; the manifest on disk names it; gc keeps it while a version uses it.
+TEST_F(PushTest, IdenticalDataSharesOneStatisticsObject) {
+  std::string a = "x,name\n", b = "x,name\n";
+  for (int i = 0; i < 500; ++i) a += fmt::format("{},n{}\n", i * 3 % 17, i % 7);
+  for (int i = 0; i < 500; ++i) b += fmt::format("{},n{}\n", i * 5 % 19, i % 3);
+  auto one = push_file("one", write("a.csv", a));
+  auto two = push_file("two", write("a2.csv", a));
+  ASSERT_TRUE(one.ok() && two.ok());
+  EXPECT_EQ(count_files("stats"), 1);
+  EXPECT_EQ(count_files("manifests"), 2);
+  ASSERT_TRUE(one->version.manifest.contains("stats_id"));
+  EXPECT_EQ(one->version.manifest["stats_id"], two->version.manifest["stats_id"]);
+  // On disk the manifest names the object; readers see the statistics as before.
+  auto text = read_file(dir_ + "/datasets/manifests/" + one->version.id + ".json");
+  ASSERT_TRUE(text.ok());
+  json disk = json::parse(*text);
+  EXPECT_FALSE(disk.contains("stats"));
+  EXPECT_EQ(disk["stats_id"], one->version.manifest["stats_id"]);
+  auto read = store_->resolve({"two", "latest", ""});
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(read->manifest["stats"], one->version.manifest["stats"]);
+  EXPECT_EQ(read->manifest["stats"]["x"]["count"], 500);
+  EXPECT_EQ(read->manifest["stats"]["x"]["max"], 16);
+
+  auto changed = push_file("one", write("b.csv", b));
+  ASSERT_TRUE(changed.ok());
+  EXPECT_EQ(count_files("stats"), 2);
+  EXPECT_NE(changed->version.manifest["stats_id"], one->version.manifest["stats_id"]);
+
+  // gc: files older than an hour that no version names go; live statistics stay.
+  std::string orphan = dir_ + "/datasets/stats/" + std::string(64, 'a') + ".json";
+  write("datasets/stats/" + std::string(64, 'a') + ".json", "{}");
+  auto old = fs::file_time_type::clock::now() - std::chrono::hours(2);
+  for (auto& e : fs::recursive_directory_iterator(dir_ + "/datasets"))
+    if (e.is_regular_file()) fs::last_write_time(e.path(), old);
+  auto freed = store_->gc();
+  ASSERT_TRUE(freed.ok()) << freed.status().to_string();
+  EXPECT_FALSE(fs::exists(orphan));
+  EXPECT_EQ(count_files("stats"), 2);
+  for (const char* n : {"one", "two"}) {
+    auto vs = store_->versions(n);
+    ASSERT_TRUE(vs.ok()) << vs.status().to_string();
+    for (const auto& v : *vs) EXPECT_TRUE(v.manifest["stats"].is_object()) << v.label();
+  }
+
+  // A statistics object that does not match its name is reported, not used.
+  std::string sid = two->version.manifest["stats_id"];
+  write("datasets/stats/" + sid + ".json", "{\"x\": {}}");
+  auto bad = store_->resolve({"two", "latest", ""});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("statistics of two@v1"), std::string::npos)
+      << bad.status().message();
+  EXPECT_EQ(bad.status().message().find(dir_), std::string::npos) << bad.status().message();
+}
+
+// Stores written before statistics objects existed keep the statistics in the manifest; they
+// are read as they are (no migration), and pushes on top of them work.
+TEST_F(PushTest, OldLayoutStoreStillReads) {
+  std::string a = "v\n", b = "v\n";
+  for (int i = 0; i < 400; ++i) a += fmt::format("{}\n", i % 23), b += fmt::format("{}\n", i % 29);
+  auto pushed = push_file("old", write("a.csv", a));
+  ASSERT_TRUE(pushed.ok());
+  json stats = pushed->version.manifest["stats"];
+  // Rewrite v1 as the old layout wrote it: "stats" inline, no statistics object.
+  std::string root = dir_ + "/datasets";
+  json m = json::parse(*read_file(root + "/manifests/" + pushed->version.id + ".json"));
+  m.erase("stats_id");
+  m["stats"] = stats;
+  std::string text = m.dump(1), id = sha256_hex(text);
+  fs::remove_all(root + "/stats");
+  fs::remove(root + "/manifests/" + pushed->version.id + ".json");
+  write("datasets/manifests/" + id + ".json", text);
+  write("datasets/refs/old/versions/1", id);
+  store_.reset();
+  auto reopened = DatasetStore::open(root);
+  ASSERT_TRUE(reopened.ok());
+  store_ = std::move(reopened).value();
+
+  auto v1 = store_->resolve({"old", "v1", ""});
+  ASSERT_TRUE(v1.ok()) << v1.status().to_string();
+  EXPECT_EQ(v1->id, id);
+  EXPECT_EQ(v1->manifest["stats"], stats);
+  EXPECT_FALSE(v1->manifest.contains("stats_id"));
+  // The same data again: unchanged against the old-layout version.
+  auto same = push_file("old", write("a2.csv", a));
+  ASSERT_TRUE(same.ok()) << same.status().to_string();
+  EXPECT_TRUE(same->unchanged);
+  EXPECT_EQ(same->version.id, id);
+  EXPECT_EQ(same->version.manifest["stats"], stats);
+  EXPECT_EQ(count_files("stats"), 0);  // nothing written
+  // New data: a new-layout version next to the old one; diff and drift read both.
+  auto v2 = push_file("old", write("b.csv", b));
+  ASSERT_TRUE(v2.ok()) << v2.status().to_string();
+  EXPECT_EQ(v2->version.label(), "old@v2");
+  EXPECT_EQ(count_files("stats"), 1);
+  auto d = diff_versions(*store_, *v1, v2->version, {});
+  ASSERT_TRUE(d.ok()) << d.status().to_string();
+  EXPECT_TRUE((*d)["drift"]["v"].contains("psi")) << d->dump();
+  // gc keeps the old manifest (and its inline statistics).
+  for (auto& e : fs::recursive_directory_iterator(root))
+    if (e.is_regular_file())
+      fs::last_write_time(e.path(), fs::file_time_type::clock::now() - std::chrono::hours(2));
+  ASSERT_TRUE(store_->gc().ok());
+  auto vs = store_->versions("old");
+  ASSERT_TRUE(vs.ok()) << vs.status().to_string();
+  ASSERT_EQ(vs->size(), 2u);
+  EXPECT_EQ((*vs)[0].manifest["stats"], stats);
+  EXPECT_EQ((*vs)[1].manifest["stats"], v2->version.manifest["stats"]);
 }
 
 TEST_F(PushTest, StatisticsMatchDirectComputationAndDriftIsFlagged) {
