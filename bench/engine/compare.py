@@ -4,7 +4,7 @@ over --rounds rounds, and prints per model and batch the median of the rounds an
 median with their range over rounds (markdown with --markdown).
 
 Usage: bench/engine/compare.py --dlsys build/dlsys --models build/models [--threads 2] [--seconds 3]
-       [--rounds 3] [--only mlp resnet18 ...] [--markdown] [--no-reduced] [--no-binding]
+       [--rounds 3] [--only mlp resnet18 ...] [--batches 1 8] [--markdown] [--no-reduced] [--no-binding]
 Round r runs, for each model and batch in turn, dlsys, then ONNX Runtime, then PyTorch (one
 runtime at a time, never concurrently), so that a slow spell of the shared machine hits every
 runtime of a case alike. A headline ratio is the median of the per-round ratios, never one run;
@@ -91,6 +91,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per runtime, case and round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3; at least 1)")
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--batches", nargs="*", type=int, help="only these batch sizes of the fp32 cases")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--no-reduced", action="store_true", help="skip the bf16/int8 rows")
     ap.add_argument("--no-binding", action="store_true",
@@ -105,6 +106,8 @@ def main():
         if a.only and stem not in a.only and torch_name not in a.only:
             continue
         for b in batches:
+            if a.batches and b not in a.batches:
+                continue
             inp = os.path.join(a.models, f"bench_{stem}_b{b}.npy")
             np.save(inp, make(b, rng))
             jobs.append((label, stem, torch_name, b, os.path.join(a.models, stem + ".onnx"), inp))
@@ -156,7 +159,7 @@ def binding_overhead(a, run):
         d.append(run.dlsys(path, inp)["median_ms"])
         o.append(run.ort(path, inp)["median_ms"])
     print()
-    print_table(["Identity model, batch 1 (64 floats)", "dlsys median ms", "ORT (onnxruntime-node) median ms"],
+    print_table(["Identity model, batch 1 (64 floats)", "dlsys median per call", "ORT (onnxruntime-node) median per call"],
                 [["median of rounds [min-max]", f"{med(d) * 1e3:.1f} us [{min(d) * 1e3:.1f}-{max(d) * 1e3:.1f}]",
                   f"{med(o) * 1e3:.1f} us [{min(o) * 1e3:.1f}-{max(o) * 1e3:.1f}]"]], a.markdown)
 
