@@ -15,12 +15,18 @@
 #      torch.autocast('cpu', bfloat16)).
 # Prints markdown tables: per measurement the median over rounds of each side's figure, and the
 # median of the per-round ratios with their range [min-max over rounds].
-# Usage: bench/train/run.sh [BUILD_DIR] [ROUNDS] [--rounds N] [--inner N] [--bf16] [--only digits|models]
-#        (ROUNDS default 3; --inner: rounds inside one train_step_bench/torch_models.py run, default 3)
+# Usage: bench/train/run.sh [BUILD_DIR] [ROUNDS] [--rounds N] [--inner N] [--steps N] [--warmup N]
+#        [--bf16] [--only digits|models]
+#        (ROUNDS default 3; --inner: rounds inside one train_step_bench/torch_models.py run,
+#        default 3; --steps: timed steps per inner round for every model and side, default 20
+#        for ResNet-8, 5 for dlsys's encoder and 2 for PyTorch's (its fp32 step takes seconds);
+#        --warmup: untimed steps first, default 3)
 set -euo pipefail
 BUILD=build
 ROUNDS=3
 INNER=3
+STEPS=""
+WARMUP=3
 BF16=0
 ONLY=""
 pos=0
@@ -28,6 +34,8 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --inner) INNER=$2; shift 2 ;;
+    --steps) STEPS=$2; shift 2 ;;
+    --warmup) WARMUP=$2; shift 2 ;;
     --bf16) BF16=1; shift ;;
     --only) ONLY=$2; shift 2 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
@@ -43,6 +51,9 @@ cmake --build "$BUILD" --target dlsys train_step_bench >/dev/null
 sed -e 's/^  epochs: .*/  epochs: 20/' -e 's/^  target_accuracy: .*/  target_accuracy: 0/' \
   examples/digits/mlp.yaml >"$TMP/throughput.yaml"
 sed -i "s|train: ../../../shared/data/digits/digits.csv|train: $CSV|" "$TMP/throughput.yaml"
+RN_STEPS=${STEPS:-20}
+ENC_STEPS=${STEPS:-5}
+ENC_TORCH_STEPS=${STEPS:-2}
 PRECS="fp32"
 [ "$BF16" = 1 ] && PRECS="fp32 bf16"
 : >"$TMP/all.jsonl"
@@ -71,14 +82,17 @@ print(json.dumps(j))' "$CSV" "$TMP/thr" | tag "$r" dlsys thr
     for p in $PRECS; do
       flag=""; [ "$p" = bf16 ] && flag="--bf16"
       echo "  round $r/$ROUNDS: ResNet-8 and encoder training steps, $p (dlsys, PyTorch)" >&2
-      "$BUILD/bench/train_step_bench" bench/train/resnet8.yaml --precision $p --steps 20 --rounds "$INNER" |
+      "$BUILD/bench/train_step_bench" bench/train/resnet8.yaml --precision $p --steps "$RN_STEPS" --rounds "$INNER" \
+        --warmup "$WARMUP" |
         tag "$r" dlsys "resnet8 $p"
-      /usr/bin/python3 bench/train/torch_models.py resnet8 $flag --steps 20 --rounds "$INNER" |
+      /usr/bin/python3 bench/train/torch_models.py resnet8 $flag --steps "$RN_STEPS" --rounds "$INNER" \
+        --warmup "$WARMUP" |
         tag "$r" torch "resnet8 $p"
-      "$BUILD/bench/train_step_bench" bench/train/encoder.yaml --precision $p --vocab 1000 --steps 5 \
-        --rounds "$INNER" | tag "$r" dlsys "encoder $p"
-      # PyTorch's fp32 encoder step takes seconds here (generic BLAS): fewer steps, same rounds.
-      /usr/bin/python3 bench/train/torch_models.py encoder $flag --steps 2 --rounds "$INNER" |
+      "$BUILD/bench/train_step_bench" bench/train/encoder.yaml --precision $p --vocab 1000 --steps "$ENC_STEPS" \
+        --rounds "$INNER" --warmup "$WARMUP" | tag "$r" dlsys "encoder $p"
+      # PyTorch's fp32 encoder step takes seconds here (generic BLAS): fewer steps by default.
+      /usr/bin/python3 bench/train/torch_models.py encoder $flag --steps "$ENC_TORCH_STEPS" --rounds "$INNER" \
+        --warmup "$WARMUP" |
         tag "$r" torch "encoder $p"
     done
   fi
