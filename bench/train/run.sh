@@ -10,13 +10,13 @@
 #   3. training-step samples/s of ResNet-8 (3x32x32, batch 64, SGD momentum) and a 4-layer
 #      transformer encoder (d=256, 4 heads, seq 128, batch 8, Adam): bench/train/train_step_bench
 #      on bench/train/{resnet8,encoder}.yaml against bench/train/torch_models.py, the same
-#      layers on the same kind of random batches (each run: the median of INNER rounds); fp32,
-#      and with --bf16 also bf16 mixed precision (dlsys --precision bf16; PyTorch under
-#      torch.autocast('cpu', bfloat16)).
+#      layers on the same kind of random batches (each run: the median of INNER rounds); fp32
+#      and bf16 mixed precision (dlsys --precision bf16; PyTorch under
+#      torch.autocast('cpu', bfloat16)); --no-bf16 skips bf16 (CPUs without AVX512-BF16/AMX).
 # Prints markdown tables: per measurement the median over rounds of each side's figure, and the
 # median of the per-round ratios with their range [min-max over rounds].
 # Usage: bench/train/run.sh [BUILD_DIR] [ROUNDS] [--rounds N] [--inner N] [--steps N] [--warmup N]
-#        [--bf16] [--only digits|models]
+#        [--no-bf16] [--only digits|models]
 #        (ROUNDS default 3; --inner: rounds inside one train_step_bench/torch_models.py run,
 #        default 3; --steps: timed steps per inner round for every model and side, default 20
 #        for ResNet-8, 5 for dlsys's encoder and 2 for PyTorch's (its fp32 step takes seconds);
@@ -27,7 +27,7 @@ ROUNDS=3
 INNER=3
 STEPS=""
 WARMUP=3
-BF16=0
+BF16=1
 ONLY=""
 pos=0
 while [ $# -gt 0 ]; do
@@ -36,7 +36,7 @@ while [ $# -gt 0 ]; do
     --inner) INNER=$2; shift 2 ;;
     --steps) STEPS=$2; shift 2 ;;
     --warmup) WARMUP=$2; shift 2 ;;
-    --bf16) BF16=1; shift ;;
+    --no-bf16) BF16=0; shift ;;
     --only) ONLY=$2; shift 2 ;;
     -*) echo "unknown option $1" >&2; exit 2 ;;
     *) if [ $pos = 0 ]; then BUILD=$1; else ROUNDS=$1; fi; pos=$((pos + 1)); shift ;;
