@@ -1,14 +1,19 @@
 // bench/data: the dataset manager's throughput.
 //   1. CSV ingest: a numeric CSV (20 float columns + an int label) of --csv-mb MiB generated
 //      here, pushed with `data::push`; MB/s of input.
-//   2. Loader throughput of shuffled batches (batch 256) as feature bytes/s: from the decoded
-//      cache (second epoch, everything cached) and cold (a cache of one shard, and the shard
-//      files dropped from the OS page cache with posix_fadvise before the epoch).
+//   2. Loader throughput of shuffled batches (batch 256) as feature bytes/s and rows/s, both
+//      counted from the batches the loader returned: from the decoded cache (second epoch,
+//      everything cached), cold (the shard files dropped from the OS page cache before a new
+//      loader is opened: fsync + posix_fadvise(POSIX_FADV_DONTNEED) on every shard file, and
+//      with --drop-caches as root first `echo 1 > /proc/sys/vm/drop_caches` after sync(); the
+//      JSON says which ran and how much of the shards mincore() finds resident before and after),
+//      and with a cache of one shard.
 //   3. Push of --files small PNG files (an image folder) by a `dlsys data push` child process:
 //      wall time and the child's peak RSS.
 // Prints one JSON line per measurement and a summary; --json prints only the JSON.
 #include <fcntl.h>
 #include <png.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -55,19 +60,59 @@ std::string make_csv(const std::string& path, int64_t mib) {
   return path;
 }
 
-void drop_page_cache(const data::DatasetStore& store, const data::VersionInfo& v) {
+// Bytes of the version's shard files resident in the OS page cache (mincore).
+int64_t resident_bytes(const data::DatasetStore& store, const data::VersionInfo& v) {
+  int64_t total = 0;
+  long page = ::sysconf(_SC_PAGESIZE);
   for (const auto& s : v.manifest["shards"]) {
     int fd = ::open(store.shard_path(s["id"]).c_str(), O_RDONLY);
     if (fd < 0) continue;
+    off_t size = ::lseek(fd, 0, SEEK_END);
+    if (size > 0) {
+      void* m = ::mmap(nullptr, size, PROT_READ, MAP_SHARED, fd, 0);
+      if (m != MAP_FAILED) {
+        std::vector<unsigned char> vec((size + page - 1) / page);
+        if (::mincore(m, size, vec.data()) == 0)
+          for (unsigned char c : vec) total += (c & 1) ? page : 0;
+        ::munmap(m, size);
+      }
+    }
+    ::close(fd);
+  }
+  return total;
+}
+
+// Drops the version's shard files from the OS page cache: fsync (dirty pages are not dropped)
+// then posix_fadvise(DONTNEED) on every shard file. With `global` and as root (when /proc/sys is
+// writable), first sync() and `1` into /proc/sys/vm/drop_caches (the whole machine's page cache).
+// Returns which method ran: "drop_caches+posix_fadvise" or "posix_fadvise".
+std::string drop_page_cache(const data::DatasetStore& store, const data::VersionInfo& v,
+                            bool global) {
+  std::string method = "posix_fadvise";
+  if (global && ::geteuid() == 0) {
+    ::sync();
+    if (std::FILE* f = std::fopen("/proc/sys/vm/drop_caches", "w")) {
+      if (std::fputs("1\n", f) >= 0 && std::fclose(f) == 0)
+        method = "drop_caches+posix_fadvise";
+      else
+        method = "posix_fadvise";
+    }
+  }
+  for (const auto& s : v.manifest["shards"]) {
+    int fd = ::open(store.shard_path(s["id"]).c_str(), O_RDONLY);
+    if (fd < 0) continue;
+    ::fsync(fd);
     ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
     ::close(fd);
   }
+  return method;
 }
 
-// Bytes of features per second over one epoch.
-double epoch_rate(data::DatasetLoader& l, double* seconds) {
+// Bytes of features per second over one epoch; *rows gets the rows the batches held.
+double epoch_rate(data::DatasetLoader& l, double* seconds, int64_t* rows) {
   auto t0 = Clock::now();
   int64_t bytes = 0;
+  *rows = 0;
   for (int64_t b = 0; b < l.batches_per_epoch(); ++b) {
     auto batch = l.next();
     if (!batch.ok()) {
@@ -75,6 +120,7 @@ double epoch_rate(data::DatasetLoader& l, double* seconds) {
       std::exit(1);
     }
     bytes += batch->x.numel() * 4;
+    *rows += batch->x.shape()[0];
   }
   *seconds = secs(t0);
   return bytes / *seconds;
@@ -98,13 +144,16 @@ int main(int argc, char** argv) {
   int64_t csv_mb = 220, files = 100000;
   int threads = 1;
   std::string work = "/tmp/dlsys-data-bench", dlsys_bin;
-  bool json_only = false;
+  bool json_only = false, drop_caches = false;
   app.add_option("--csv-mb", csv_mb, "Size of the generated CSV in MiB (issue floor: >= 200)");
   app.add_option("--files", files, "Image files to push (0: skip)");
   app.add_option("--threads", threads, "Loader prefetch threads");
   app.add_option("--work", work, "Scratch folder (deleted at the end)");
   app.add_option("--dlsys", dlsys_bin, "The dlsys binary (for the image push)")->required();
   app.add_flag("--json", json_only, "Print only JSON lines");
+  app.add_flag("--drop-caches", drop_caches,
+               "Before the cold epoch, also drop the whole page cache (root only; default: "
+               "fsync + posix_fadvise on the shard files)");
   CLI11_PARSE(app, argc, argv);
   fs::remove_all(work);
   fs::create_directories(work);
@@ -140,24 +189,34 @@ int main(int argc, char** argv) {
   {
     auto l = std::move(data::DatasetLoader::open(*store, {"numeric", "latest", ""}, lo)).value();
     double s0, s1;
-    epoch_rate(*l, &s0);  // fills the cache
-    double rate = epoch_rate(*l, &s1);
+    int64_t rows = 0;
+    epoch_rate(*l, &s0, &rows);  // fills the cache
+    double rate = epoch_rate(*l, &s1, &rows);
     report({{"bench", "loader_cached"},
             {"global_shuffle", l->global_shuffle()},
-            {"samples", l->samples()},
+            {"rows", rows},
             {"first_epoch_s", s0},
             {"epoch_s", s1},
+            {"rows_per_s", rows / s1},
             {"gb_per_s", rate / 1e9}});
   }
   {
-    // Cold: a new loader (empty cache) after the shard files are dropped from the page cache.
+    // Cold: the shard files are dropped from the page cache, then a new loader (empty cache).
+    int64_t before = resident_bytes(*store, pushed->version);
+    std::string method = drop_page_cache(*store, pushed->version, drop_caches);
+    int64_t after = resident_bytes(*store, pushed->version);
     auto l = std::move(data::DatasetLoader::open(*store, {"numeric", "latest", ""}, lo)).value();
-    drop_page_cache(*store, pushed->version);
     double s;
-    double rate = epoch_rate(*l, &s);
+    int64_t rows = 0;
+    double rate = epoch_rate(*l, &s, &rows);
     report({{"bench", "loader_cold"},
             {"global_shuffle", l->global_shuffle()},
+            {"page_cache_drop", method},
+            {"resident_before_mb", before / 1e6},
+            {"resident_after_drop_mb", after / 1e6},
+            {"rows", rows},
             {"epoch_s", s},
+            {"rows_per_s", rows / s},
             {"mb_per_s", rate / 1e6},
             {"loaded_mb", l->bytes_loaded() / 1e6}});
   }
@@ -166,11 +225,14 @@ int main(int argc, char** argv) {
     lo.cache_bytes = 1;
     auto l = std::move(data::DatasetLoader::open(*store, {"numeric", "latest", ""}, lo)).value();
     double s;
-    epoch_rate(*l, &s);
-    double rate = epoch_rate(*l, &s);
+    int64_t rows = 0;
+    epoch_rate(*l, &s, &rows);
+    double rate = epoch_rate(*l, &s, &rows);
     report({{"bench", "loader_one_shard_cache"},
             {"global_shuffle", l->global_shuffle()},
+            {"rows", rows},
             {"epoch_s", s},
+            {"rows_per_s", rows / s},
             {"mb_per_s", rate / 1e6}});
   }
   fs::remove(csv);

@@ -1,14 +1,19 @@
 #!/usr/bin/python3
-"""Runs dlsys, ONNX Runtime and PyTorch side by side on the same models, inputs and thread count,
-and prints a table with ratios (markdown with --markdown).
+"""Runs dlsys, ONNX Runtime and PyTorch on the same models, inputs and thread count, interleaved
+over --rounds rounds, and prints per model and batch the median of the rounds and the ratios'
+median with their range over rounds (markdown with --markdown).
 
 Usage: bench/engine/compare.py --dlsys build/dlsys --models build/models [--threads 2] [--seconds 3]
-       [--only mlp resnet18 ...] [--markdown]
-Runs one runtime at a time (never concurrently); quote medians and ratios, the machine is shared.
+       [--rounds 3] [--only mlp resnet18 ...] [--batches 1 8] [--markdown] [--no-reduced] [--no-binding]
+Round r runs, for each model and batch in turn, dlsys, then ONNX Runtime, then PyTorch (one
+runtime at a time, never concurrently), so that a slow spell of the shared machine hits every
+runtime of a case alike. A headline ratio is the median of the per-round ratios, never one run;
+"[min-max]" is its range over the rounds.
 """
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 
@@ -45,48 +50,118 @@ def print_table(hdr, lines, markdown):
         print("  ".join(c.ljust(w[i]) for i, c in enumerate(l)))
 
 
+def med(xs):
+    return statistics.median(xs)
+
+
+def ratio_cell(ratios):
+    """'1.23x [1.10-1.31]': the median of the per-round ratios and their range."""
+    if len(ratios) == 1:
+        return f"{ratios[0]:.2f}x (1 round)"
+    return f"{med(ratios):.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]"
+
+
+class Runner:
+    def __init__(self, a):
+        self.a = a
+        self.t, self.s = str(a.threads), str(a.seconds)
+
+    def dlsys(self, model, inp, extra=()):
+        return run_json([self.a.dlsys, "bench", model, "--input", f"input={inp}", "--threads", self.t,
+                         "--seconds", self.s, "--json", *extra])
+
+    def ort(self, model, inp):
+        return run_json(["node", os.path.join(HERE, "ort_bench.mjs"), model, "--input", f"input={inp}",
+                         "--threads", self.t, "--seconds", self.s])
+
+    def torch(self, name, inp):
+        return run_json(["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), name, "--input", inp,
+                         "--threads", self.t, "--seconds", self.s])
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dlsys", required=True)
     ap.add_argument("--models", required=True)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--seconds", type=float, default=3.0, help="timed seconds per runtime, case and round")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3; at least 1)")
     ap.add_argument("--only", nargs="*")
+    ap.add_argument("--batches", nargs="*", type=int, help="only these batch sizes of the fp32 cases")
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--no-reduced", action="store_true", help="skip the bf16/int8 rows")
+    ap.add_argument("--no-binding", action="store_true",
+                    help="skip the Identity-model row (per-call overhead of each runtime's entry point)")
     a = ap.parse_args()
+    if a.rounds < 1:
+        sys.exit("--rounds must be at least 1")
     rng = np.random.default_rng(0)
-    rows = []
+    run = Runner(a)
+    jobs = []  # (label, stem, torch name, batch, model path, input path)
     for label, stem, torch_name, batches, make in CASES:
         if a.only and stem not in a.only and torch_name not in a.only:
             continue
-        model = os.path.join(a.models, stem + ".onnx")
         for b in batches:
+            if a.batches and b not in a.batches:
+                continue
             inp = os.path.join(a.models, f"bench_{stem}_b{b}.npy")
             np.save(inp, make(b, rng))
-            t = str(a.threads)
-            s = str(a.seconds)
-            print(f"  {label} batch {b}: dlsys", file=sys.stderr, flush=True)
-            d = run_json([a.dlsys, "bench", model, "--input", f"input={inp}", "--threads", t, "--seconds", s, "--json"])
-            print(f"  {label} batch {b}: onnxruntime", file=sys.stderr, flush=True)
-            o = run_json(["node", os.path.join(HERE, "ort_bench.mjs"), model, "--input", f"input={inp}",
-                          "--threads", t, "--seconds", s])
-            print(f"  {label} batch {b}: pytorch", file=sys.stderr, flush=True)
-            p = run_json(["/usr/bin/python3", os.path.join(HERE, "torch_bench.py"), torch_name, "--input", inp,
-                          "--threads", t, "--seconds", s])
-            rows.append((label, b, d, o, p))
+            jobs.append((label, stem, torch_name, b, os.path.join(a.models, stem + ".onnx"), inp))
+    res = {(j[0], j[3]): {"dlsys": [], "ort": [], "torch": []} for j in jobs}
+    for r in range(a.rounds):
+        for label, stem, torch_name, b, model, inp in jobs:
+            log(f"  round {r + 1}/{a.rounds}, {label} batch {b}: dlsys, onnxruntime, pytorch")
+            res[(label, b)]["dlsys"].append(run.dlsys(model, inp))
+            res[(label, b)]["ort"].append(run.ort(model, inp))
+            res[(label, b)]["torch"].append(run.torch(torch_name, inp))
     hdr = ["model", "batch", "dlsys median ms", "ORT median ms", "PyTorch median ms", "dlsys items/s",
            "ORT items/s", "PyTorch items/s", "dlsys/ORT thr.", "dlsys/PyTorch thr.", "ORT/dlsys b-latency"]
     lines = []
-    for label, b, d, o, p in rows:
-        lines.append([label, str(b), f"{d['median_ms']:.3f}", f"{o['median_ms']:.3f}", f"{p['median_ms']:.3f}",
-                      f"{d['items_per_s']:.1f}", f"{o['items_per_s']:.1f}", f"{p['items_per_s']:.1f}",
-                      f"{d['items_per_s'] / o['items_per_s']:.2f}x", f"{d['items_per_s'] / p['items_per_s']:.2f}x",
-                      f"{o['median_ms'] / d['median_ms']:.2f}x"])
+    for (label, b), rr in res.items():
+        d, o, p = rr["dlsys"], rr["ort"], rr["torch"]
+        m = lambda xs, k: med([x[k] for x in xs])  # noqa: E731
+        lines.append([label, str(b), f"{m(d, 'median_ms'):.3f}", f"{m(o, 'median_ms'):.3f}",
+                      f"{m(p, 'median_ms'):.3f}", f"{m(d, 'items_per_s'):.1f}", f"{m(o, 'items_per_s'):.1f}",
+                      f"{m(p, 'items_per_s'):.1f}",
+                      ratio_cell([x["items_per_s"] / y["items_per_s"] for x, y in zip(d, o)]),
+                      ratio_cell([x["items_per_s"] / y["items_per_s"] for x, y in zip(d, p)]),
+                      ratio_cell([y["median_ms"] / x["median_ms"] for x, y in zip(d, o)])])
     print_table(hdr, lines, a.markdown)
-    print("\nratios > 1x mean dlsys is faster (throughput) / has lower median latency.")
+    print(f"\nmedians of {a.rounds} interleaved rounds (ms and items/s: median over rounds of each run's figure); "
+          "ratios: median of the per-round ratios [min-max over rounds]; > 1x means dlsys is faster "
+          "(throughput) / has the lower median latency.")
+    if not a.no_binding and (not a.only or "mlp" in a.only):
+        binding_overhead(a, run)
     if not a.no_reduced:
-        reduced_precision(a, rng)
+        reduced_precision(a, rng, run)
+
+
+def binding_overhead(a, run):
+    """Per-call cost of each entry point on an Identity model (64 floats in, the same out): what
+    ONNX Runtime's figure for the tiny MLP pays for onnxruntime-node (JS tensors, the N-API call,
+    the promise), and what `dlsys bench` and PyTorch pay for a call that does nothing."""
+    import onnx
+    from onnx import TensorProto, helper
+    path = os.path.join(a.models, "bench_identity.onnx")
+    g = helper.make_graph([helper.make_node("Identity", ["input"], ["logits"])], "identity",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 64])],
+                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 64])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    inp = os.path.join(a.models, "bench_identity_b1.npy")
+    np.save(inp, np.zeros((1, 64), dtype=np.float32))
+    d, o = [], []
+    for r in range(a.rounds):
+        log(f"  round {r + 1}/{a.rounds}, Identity [1, 64]: dlsys, onnxruntime")
+        d.append(run.dlsys(path, inp)["median_ms"])
+        o.append(run.ort(path, inp)["median_ms"])
+    print()
+    print_table(["Identity model, batch 1 (64 floats)", "dlsys median per call", "ORT (onnxruntime-node) median per call"],
+                [["median of rounds [min-max]", f"{med(d) * 1e3:.1f} us [{min(d) * 1e3:.1f}-{max(d) * 1e3:.1f}]",
+                  f"{med(o) * 1e3:.1f} us [{min(o) * 1e3:.1f}-{max(o) * 1e3:.1f}]"]], a.markdown)
 
 
 # Reduced precision at the larger batch, against ONNX Runtime fp32 on the float model (the floor's
@@ -101,8 +176,8 @@ REDUCED = [
 ]
 
 
-def reduced_precision(a, rng):
-    rows = []
+def reduced_precision(a, rng, run):
+    jobs = []  # (label, b, dlsys model, extra, float model, input, accuracy, same-file?)
     for label, stem, b, prec, qargs in REDUCED:
         if a.only and stem not in a.only and stem.split("_")[0] not in a.only:
             continue
@@ -110,33 +185,39 @@ def reduced_precision(a, rng):
         model = os.path.join(a.models, stem + ".onnx")
         inp = os.path.join(a.models, f"bench_{stem}_b{b}.npy")
         np.save(inp, case[4](b, rng))
-        t, s = str(a.threads), str(a.seconds)
-        dl_model, extra, acc, ort_same = model, ["--precision", "bf16"], "", None
+        dl_model, extra, acc = model, ["--precision", "bf16"], ""
         if prec == "int8":
             calib = os.path.join(a.models, f"calib_{stem}.npy")
             evaln = os.path.join(a.models, f"eval_{stem}.npy")
             np.save(calib, case[4](32, np.random.default_rng(1)))
             np.save(evaln, case[4](64, np.random.default_rng(2)))
             dl_model = os.path.join(a.models, f"{stem}.{'dyn' if '--dynamic' in qargs else 'int8'}.onnx")
-            print(f"  {label}: dlsys quantize", file=sys.stderr, flush=True)
+            log(f"  {label}: dlsys quantize")
             q = run_json([a.dlsys, "quantize", model, "--calibrate", calib, "--eval", evaln, "-o", dl_model,
-                          "--threads", t, "--json"] + qargs)
+                          "--threads", run.t, "--json"] + qargs)
             acc = f"top-1 {100 * q['accuracy']['top1_agreement']:.1f}%, max rel err {q['accuracy']['max_rel_error']:.3g}"
             extra = []
-        print(f"  {label} batch {b}: dlsys", file=sys.stderr, flush=True)
-        d = run_json([a.dlsys, "bench", dl_model, "--input", f"input={inp}", "--threads", t, "--seconds", s,
-                      "--json"] + extra)
-        print(f"  {label} batch {b}: onnxruntime fp32", file=sys.stderr, flush=True)
-        o = run_json(["node", os.path.join(HERE, "ort_bench.mjs"), model, "--input", f"input={inp}",
-                      "--threads", t, "--seconds", s])
-        if prec == "int8":
-            print(f"  {label} batch {b}: onnxruntime on the QDQ model", file=sys.stderr, flush=True)
-            ort_same = run_json(["node", os.path.join(HERE, "ort_bench.mjs"), dl_model, "--input", f"input={inp}",
-                                 "--threads", t, "--seconds", s])
-        rows.append([label, str(b), f"{d['median_ms']:.3f}", f"{o['median_ms']:.3f}",
-                     f"{ort_same['median_ms']:.3f}" if ort_same else "-",
-                     f"{d['items_per_s'] / o['items_per_s']:.2f}x",
-                     f"{d['items_per_s'] / ort_same['items_per_s']:.2f}x" if ort_same else "-", acc or "see tests"])
+        jobs.append((label, b, dl_model, extra, model, inp, acc, prec == "int8"))
+    if not jobs:
+        return
+    res = {j[0]: {"dlsys": [], "ort": [], "same": []} for j in jobs}
+    for r in range(a.rounds):
+        for label, b, dl_model, extra, model, inp, acc, same in jobs:
+            log(f"  round {r + 1}/{a.rounds}, {label} batch {b}: dlsys, onnxruntime fp32"
+                + (", onnxruntime on the QDQ model" if same else ""))
+            res[label]["dlsys"].append(run.dlsys(dl_model, inp, extra))
+            res[label]["ort"].append(run.ort(model, inp))
+            if same:
+                res[label]["same"].append(run.ort(dl_model, inp))
+    rows = []
+    for label, b, dl_model, extra, model, inp, acc, same in jobs:
+        d, o, s = res[label]["dlsys"], res[label]["ort"], res[label]["same"]
+        rows.append([label, str(b), f"{med([x['median_ms'] for x in d]):.3f}",
+                     f"{med([x['median_ms'] for x in o]):.3f}",
+                     f"{med([x['median_ms'] for x in s]):.3f}" if same else "-",
+                     ratio_cell([x["items_per_s"] / y["items_per_s"] for x, y in zip(d, o)]),
+                     ratio_cell([x["items_per_s"] / y["items_per_s"] for x, y in zip(d, s)]) if same else "-",
+                     acc or "see tests"])
     hdr = ["model", "batch", "dlsys median ms", "ORT fp32 median ms", "ORT same-file median ms",
            "dlsys/ORT-fp32 thr.", "dlsys/ORT same-file thr.", "accuracy vs fp32"]
     print()
