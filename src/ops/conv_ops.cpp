@@ -321,9 +321,31 @@ namespace {
 // within 1e-6 relative of the direct kernel's. Not for bf16 or int8 (oneDNN has no such kernels)
 // nor training plans (the gradients use the direct layouts). When oneDNN has no Winograd kernel
 // for the post-ops, the direct one runs.
+// Whether oneDNN has a Winograd kernel on this CPU (AVX-512 only; probed once with a small
+// convolution). Without one, choosing Winograd would still force Z into nChw16c, and the direct
+// kernel oneDNN then falls back to on AVX2 is its reference implementation (seconds per conv).
+bool winograd_kernels_available() {
+  static const bool ok = [] {
+    try {
+      using tag = dnnl::memory::format_tag;
+      dnnl::memory::desc src({1, 16, 8, 8}, dt::f32, tag::any),
+          wei({16, 16, 3, 3}, dt::f32, tag::any), dst({1, 16, 8, 8}, dt::f32, tag::any);
+      dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_inference,
+                                        dnnl::algorithm::convolution_winograd, src, wei, dst,
+                                        {1, 1}, {1, 1}, {1, 1});
+      dnnl::convolution_forward::primitive_desc pd(d, dnnl_engine());
+      return true;
+    } catch (const dnnl::error&) {
+      return false;
+    }
+  }();
+  return ok;
+}
+
 bool use_winograd(const BuildContext& ctx, const Shape& x, const Shape& w, const ConvGeometry& geo,
                   const ConvNumerics& num) {
   if (num.int8 || ctx.precision() != Precision::kF32 || ctx.training()) return false;
+  if (!winograd_kernels_available()) return false;
   if (x.size() != 4 || geo.group != 1 || w[2] != 3 || w[3] != 3) return false;
   for (size_t i = 0; i < 2; ++i)
     if (geo.strides[i] != 1 || geo.dilations[i] != 0) return false;
