@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "graph/ir.h"
+#include "ops/kernel.h"
 
 namespace dlsys {
 
