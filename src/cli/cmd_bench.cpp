@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "cli/engine_options.h"
 #include "cli/inputs.h"
 #include "core/json_util.h"
 #include "graph/session.h"
@@ -16,25 +17,15 @@ namespace dlsys::cli {
 namespace {
 
 struct BenchArgs {
-  std::string model;
-  int64_t batch = 1;
-  int threads = 0;
-  bool json = false;
+  EngineOptions engine;
   double seconds = 3.0;
-  std::vector<std::string> dims;
-  std::vector<std::string> inputs;
-  std::string precision = "fp32";
-  bool no_optimize = false;
 };
 
 using Clock = std::chrono::steady_clock;
 
-int run_bench(const BenchArgs& a) {
-  auto parsed = session_options(a.threads, a.precision);
-  if (!parsed.ok()) return fail(parsed.status().message());
-  SessionOptions opts = parsed.value();
-  opts.optimize = !a.no_optimize;
-  auto session = Session::open(a.model, opts);
+int run_bench(const BenchArgs& args) {
+  const EngineOptions& a = args.engine;
+  auto session = open_session(a);
   if (!session.ok()) return fail(session.status().message());
   Session& s = *session.value();
   std::map<std::string, Tensor> named;
@@ -58,11 +49,11 @@ int run_bench(const BenchArgs& a) {
     if (!st.ok()) return fail(st.message());
     ++warm;
   }
-  if (tty) std::fprintf(stderr, "measuring for %.1f s...\n", a.seconds);
+  if (tty) std::fprintf(stderr, "measuring for %.1f s...\n", args.seconds);
   std::vector<double> lat;
   lat.reserve(100000);
   auto start = Clock::now();
-  auto end = start + std::chrono::duration<double>(a.seconds);
+  auto end = start + std::chrono::duration<double>(args.seconds);
   while (lat.size() < 5 || Clock::now() < end) {
     auto r0 = Clock::now();
     st = s.run(named, &outputs);
@@ -110,22 +101,18 @@ void add_bench(CLI::App& app, int* rc) {
   auto a = std::make_shared<BenchArgs>();
   CLI::App* sub =
       app.add_subcommand("bench", "Measure a model's latency and throughput on generated inputs");
-  sub->add_option("model", a->model, "ONNX model file")->required();
-  sub->add_option("--batch,-b", a->batch, "Batch size (the first dimension of each input)")
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--threads", a->threads, "Threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  EngineOptions* e = &a->engine;
+  add_model_arg(sub, e);
+  add_batch_option(sub, e, "Batch size (the first dimension of each input)");
+  add_threads_option(sub, e);
   sub->add_option("--seconds", a->seconds, "How long to measure (default 3)")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--dim", a->dims,
-                  "NAME=VALUE for a symbolic dimension other than the batch (e.g. seq=128)");
-  sub->add_option("--input,-i", a->inputs,
-                  "NAME=FILE.npy to measure on given data (its first dimension is the batch)");
-  sub->add_flag("--json", a->json, "Print one JSON object");
-  sub->add_option("--precision", a->precision,
-                  "fp32 (default) or bf16: matmul/conv in bf16 on AMX, fp32 elsewhere");
-  sub->add_flag("--no-optimize", a->no_optimize,
-                "Skip the graph optimization passes (fusion, folding) to measure their effect");
+  add_dim_option(sub, e, "NAME=VALUE for a symbolic dimension other than the batch (e.g. seq=128)");
+  add_input_option(sub, e,
+                   "NAME=FILE.npy to measure on given data (its first dimension is the batch)");
+  add_json_flag(sub, e);
+  add_precision_option(sub, e);
+  add_no_optimize_flag(sub, e);
   sub->callback([a, rc] { *rc = run_bench(*a); });
 }
 

@@ -7,6 +7,7 @@
 
 #include "bench/roofline.h"
 #include "cli/commands.h"
+#include "cli/engine_options.h"
 #include "cli/inputs.h"
 #include "core/json_util.h"
 #include "graph/model_info.h"
@@ -16,13 +17,8 @@ namespace dlsys::cli {
 namespace {
 
 struct ProfileArgs {
-  std::string model;
-  int64_t batch = 1;
-  int threads = 0;
+  EngineOptions engine;
   int runs = 20;
-  bool json = false;
-  std::string precision = "fp32";
-  std::vector<std::string> dims, inputs;
 };
 
 struct StepRow {
@@ -32,11 +28,9 @@ struct StepRow {
   double intensity() const { return bytes > 0 ? flops / bytes : 0; }
 };
 
-int run_profile(const ProfileArgs& a) {
-  auto parsed = session_options(a.threads, a.precision);
-  if (!parsed.ok()) return fail(parsed.status().message());
-  SessionOptions opts = parsed.value();
-  auto session = Session::open(a.model, opts);
+int run_profile(const ProfileArgs& args) {
+  const EngineOptions& a = args.engine;
+  auto session = open_session(a);
   if (!session.ok()) return fail(session.status().message());
   Session& s = *session.value();
   s.apply_threads();
@@ -49,7 +43,7 @@ int run_profile(const ProfileArgs& a) {
   Plan& plan = *planned.value();
   if (!a.json) std::fprintf(stderr, "measuring this machine's peak (oneDNN matmul, copy)...\n");
   MachinePeak peak = measure_peak();
-  if (!a.json) std::fprintf(stderr, "profiling %d runs...\n", a.runs);
+  if (!a.json) std::fprintf(stderr, "profiling %d runs...\n", args.runs);
   std::vector<Tensor> outputs;
   std::vector<int64_t> ns;
   for (int i = 0; i < 3; ++i) {
@@ -58,7 +52,7 @@ int run_profile(const ProfileArgs& a) {
   }
   size_t nsteps = plan.steps().size();
   std::vector<std::vector<int64_t>> samples(nsteps);
-  for (int r = 0; r < a.runs; ++r) {
+  for (int r = 0; r < args.runs; ++r) {
     Status st = plan.run(bound.value(), &outputs, &ns);
     if (!st.ok()) return fail(st.message());
     for (size_t k = 0; k < nsteps; ++k) samples[k].push_back(ns[k]);
@@ -79,7 +73,7 @@ int run_profile(const ProfileArgs& a) {
     total_ms += row.ms;
     total_flops += row.flops;
   }
-  bool bf16 = opts.precision == Precision::kBF16;
+  bool bf16 = s.options().precision == Precision::kBF16;
   auto peak_for = [&](const std::string& op) {
     bool heavy = op.find("Conv") != std::string::npos || op.find("MatMul") != std::string::npos ||
                  op.find("Gemm") != std::string::npos || op.find("Attention") != std::string::npos;
@@ -139,7 +133,7 @@ int run_profile(const ProfileArgs& a) {
   std::printf(
       "model:   %s, batch %lld, %s, %d runs; total %.3f ms per batch (sum of step "
       "medians), %.2f GFLOP/s overall\n\n",
-      a.model.c_str(), static_cast<long long>(a.batch), a.precision.c_str(), a.runs, total_ms,
+      a.model.c_str(), static_cast<long long>(a.batch), a.precision.c_str(), args.runs, total_ms,
       total_flops / (total_ms * 1e6));
   std::printf("%-4s %-18s %-40s %9s %6s %9s %7s %8s %-8s %s\n", "#", "op", "name", "ms", "%time",
               "GFLOP/s", "%peak", "FLOP/B", "bound", "kernel");
@@ -174,16 +168,16 @@ void add_profile(CLI::App& app, int* rc) {
       "profile",
       "Time each step of a model's plan: ms, GFLOP/s, fraction of this machine's measured peak, "
       "and whether it is compute- or memory-bound");
-  sub->add_option("model", a->model, "ONNX model file")->required();
-  sub->add_option("--batch,-b", a->batch, "Batch size (default 1)")->check(CLI::PositiveNumber);
-  sub->add_option("--threads", a->threads, "Threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  EngineOptions* e = &a->engine;
+  add_model_arg(sub, e);
+  add_batch_option(sub, e, "Batch size (default 1)");
+  add_threads_option(sub, e);
   sub->add_option("--runs", a->runs, "Timed runs; each step's median is shown (default 20)")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--precision", a->precision, "fp32 (default) or bf16");
-  sub->add_option("--dim", a->dims, "NAME=VALUE for a symbolic dimension (e.g. seq=128)");
-  sub->add_option("--input,-i", a->inputs, "NAME=FILE.npy to profile on given data");
-  sub->add_flag("--json", a->json, "Print one JSON object");
+  add_precision_option(sub, e, "fp32 (default) or bf16");
+  add_dim_option(sub, e, "NAME=VALUE for a symbolic dimension (e.g. seq=128)");
+  add_input_option(sub, e, "NAME=FILE.npy to profile on given data");
+  add_json_flag(sub, e);
   sub->callback([a, rc] { *rc = run_profile(*a); });
 }
 

@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "cli/engine_options.h"
 #include "graph/quantize/quantize.h"
 #include "tensor/npy.h"
 
@@ -14,11 +15,11 @@ namespace dlsys::cli {
 namespace {
 
 struct QuantizeArgs {
-  std::string model, calibrate, eval, output, method = "minmax";
+  EngineOptions engine;  // model, --batch (default 8 here), --threads, --json
+  std::string calibrate, eval, output, method = "minmax";
   double percentile = 99.99;
-  bool dynamic = false, json = false;
-  int64_t batch = 8;
-  int threads = 0;
+  bool dynamic = false;
+  QuantizeArgs() { engine.batch = 8; }
 };
 
 void show_progress(int64_t done, int64_t total) {
@@ -31,10 +32,11 @@ void show_progress(int64_t done, int64_t total) {
 }
 
 int run_quantize(const QuantizeArgs& a) {
+  const EngineOptions& e = a.engine;
   QuantizeOptions o;
   o.dynamic = a.dynamic;
-  o.batch = a.batch;
-  o.threads = a.threads;
+  o.batch = e.batch;
+  o.threads = e.threads;
   o.percentile = a.percentile;
   if (a.method == "minmax") {
     o.method = CalibrationMethod::kMinMax;
@@ -62,18 +64,18 @@ int run_quantize(const QuantizeArgs& a) {
   } else {
     eval = calib;
   }
-  auto rep = quantize_model(a.model, calib, a.output, o, a.json ? nullptr : show_progress);
+  auto rep = quantize_model(e.model, calib, a.output, o, e.json ? nullptr : show_progress);
   if (!rep.ok()) return fail(rep.status().message());
   const QuantizeReport& r = rep.value();
   AgreementReport acc;
   bool have_acc = eval.valid() && eval.data() && eval.rank() >= 1;
   if (have_acc) {
-    auto c = compare_models(a.model, a.output, eval, a.batch, a.threads);
+    auto c = compare_models(e.model, a.output, eval, e.batch, e.threads);
     if (!c.ok()) return fail(c.status().with_context("accuracy check").message());
     acc = c.value();
   }
-  if (a.json) {
-    nlohmann::json j = {{"model", a.model},
+  if (e.json) {
+    nlohmann::json j = {{"model", e.model},
                         {"output", a.output},
                         {"mode", a.dynamic ? "dynamic" : "static"},
                         {"method", a.method},
@@ -89,7 +91,7 @@ int run_quantize(const QuantizeArgs& a) {
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("quantized %s -> %s (%s, %s)\n", a.model.c_str(), a.output.c_str(),
+  std::printf("quantized %s -> %s (%s, %s)\n", e.model.c_str(), a.output.c_str(),
               a.dynamic ? "dynamic" : "static", a.method.c_str());
   std::printf("  weights:     %d tensors int8 per-channel\n", r.weights_quantized);
   std::printf("  activations: %d tensors calibrated on %lld samples\n", r.activations_quantized,
@@ -112,7 +114,7 @@ void add_quantize(CLI::App& app, int* rc) {
       "quantize",
       "Post-training int8 quantization to a QDQ ONNX model (runs on dlsys's int8 kernels and on "
       "any ONNX runtime), with an accuracy report against the float model");
-  sub->add_option("model", a->model, "float ONNX model")->required();
+  add_model_arg(sub, &a->engine, "float ONNX model");
   sub->add_option("--calibrate", a->calibrate,
                   "sample inputs (.npy, samples along axis 0) for static activation ranges");
   sub->add_option("--method", a->method, "calibration: minmax (default) or percentile");
@@ -123,11 +125,9 @@ void add_quantize(CLI::App& app, int* rc) {
   sub->add_option("--eval", a->eval,
                   "inputs (.npy) for the accuracy report (default: the calibration inputs)");
   sub->add_option("--output,-o", a->output, "where to write the QDQ model")->required();
-  sub->add_option("--batch", a->batch, "calibration batch size (default 8)")
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--threads", a->threads, "Threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_flag("--json", a->json, "print one JSON object");
+  add_batch_option(sub, &a->engine, "calibration batch size (default 8)", "--batch");
+  add_threads_option(sub, &a->engine);
+  add_json_flag(sub, &a->engine, "print one JSON object");
   sub->callback([a, rc] { *rc = run_quantize(*a); });
 }
 

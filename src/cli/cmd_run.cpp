@@ -2,7 +2,7 @@
 #include <filesystem>
 
 #include "cli/commands.h"
-#include "cli/inputs.h"
+#include "cli/engine_options.h"
 #include "graph/session.h"
 #include "tensor/npy.h"
 
@@ -10,22 +10,16 @@ namespace dlsys::cli {
 namespace {
 
 struct RunArgs {
-  std::string model;
-  std::vector<std::string> inputs;
+  EngineOptions engine;
   std::string output_dir;
-  int threads = 0;
-  std::string precision = "fp32";
 };
 
 int run_run(const RunArgs& a) {
-  auto parsed = session_options(a.threads, a.precision);
-  if (!parsed.ok()) return fail(parsed.status().message());
-  SessionOptions opts = parsed.value();
-  auto session = Session::open(a.model, opts);
+  auto session = open_session(a.engine);
   if (!session.ok()) return fail(session.status().message());
   Session& s = *session.value();
   std::map<std::string, Tensor> named;
-  for (const std::string& spec : a.inputs) {
+  for (const std::string& spec : a.engine.inputs) {
     std::string name, path;
     size_t eq = spec.find('=');
     if (eq == std::string::npos) {
@@ -71,16 +65,14 @@ void add_run(CLI::App& app, int* rc) {
   auto a = std::make_shared<RunArgs>();
   CLI::App* sub =
       app.add_subcommand("run", "Run a model on .npy inputs and write its outputs as .npy");
-  sub->add_option("model", a->model, "ONNX model file")->required();
-  sub->add_option("--input,-i", a->inputs,
-                  "NAME=FILE.npy for each model input (FILE.npy alone for a one-input model)")
+  add_model_arg(sub, &a->engine);
+  add_input_option(sub, &a->engine,
+                   "NAME=FILE.npy for each model input (FILE.npy alone for a one-input model)")
       ->required();
   sub->add_option("--output-dir,-o", a->output_dir, "Directory for <output name>.npy files")
       ->required();
-  sub->add_option("--threads", a->threads, "Threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
-  sub->add_option("--precision", a->precision,
-                  "fp32 (default) or bf16: matmul/conv in bf16 on AMX, fp32 elsewhere");
+  add_threads_option(sub, &a->engine);
+  add_precision_option(sub, &a->engine);
   sub->callback([a, rc] { *rc = run_run(*a); });
 }
 

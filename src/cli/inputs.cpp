@@ -57,16 +57,4 @@ Result<std::map<std::string, Tensor>> make_inputs(const Session& s,
   return named;
 }
 
-Result<SessionOptions> session_options(int threads, const std::string& precision) {
-  SessionOptions opts;
-  opts.threads = threads;
-  if (precision == "fp32" || precision == "f32")
-    opts.precision = Precision::kF32;
-  else if (precision == "bf16")
-    opts.precision = Precision::kBF16;
-  else
-    return Status::Invalid("--precision '{}' is not one of fp32, bf16", precision);
-  return opts;
-}
-
 }  // namespace dlsys::cli

@@ -16,8 +16,5 @@ Result<std::map<std::string, Tensor>> make_inputs(const Session& s,
                                                   const std::vector<std::string>& input_specs,
                                                   const std::vector<std::string>& dim_specs,
                                                   int64_t batch);
-// Session options from the common flags: --threads N and --precision fp32|bf16 (errors name
-// the bad precision).
-Result<SessionOptions> session_options(int threads, const std::string& precision);
 
 }  // namespace dlsys::cli

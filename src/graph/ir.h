@@ -2,11 +2,13 @@
 // that import and export are direct; passes and the planner work on it.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
 
-#include "ops/kernel.h"
+#include "ops/attribute.h"
+#include "tensor/tensor.h"
 
 namespace dlsys {
 

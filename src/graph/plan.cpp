@@ -6,6 +6,7 @@
 #include <cstring>
 #include <unordered_map>
 
+#include "graph/memory_planner.h"
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 
@@ -27,20 +28,391 @@ class ReorderKernel : public Kernel {
   DnnlReorder r_;
 };
 
-size_t align64(size_t n) {
-  return (n + 63) & ~size_t{63};
+}  // namespace
+
+// Builds one Plan. The stages, in the order build() runs them:
+//   slots for initializers and graph inputs (add_constants_and_inputs);
+//   which values may stay in a oneDNN layout (find_layout_free_values);
+//   per node, in graph order: its inputs as the kernel sees them, with a to-plain step where a
+//   consumer needs plain data (node_inputs), the kernel built (build_node), the conversions it
+//   asked for as to-layout steps (convert_inputs), its outputs' slots, and either a step or an
+//   evaluation right there when every input is known (add_outputs_and_step);
+//   the graph outputs, made plain (bind_outputs);
+//   liveness and placement in the arena (plan_memory, through graph/memory_planner.h).
+class Plan::Builder {
+ public:
+  Builder(Plan* p, const Graph& g, const PlanOptions& opts) : p_(*p), g_(g), opts_(opts) {}
+
+  Status build(const std::vector<Shape>& input_shapes, const std::map<int, Tensor>& fixed_inputs);
+
+ private:
+  int add_slot();
+  int new_slot(const std::string& name);
+  void add_constants_and_inputs(const std::vector<Shape>& input_shapes,
+                                const std::map<int, Tensor>& fixed_inputs);
+  void find_layout_free_values();
+  void push_step(KernelPtr kernel, const std::vector<int>& in_ids, const std::vector<int>& out_ids,
+                 PlanStepInfo info);
+
+  // Layout steps.
+  // Gives slot `id` (value `name`, in a oneDNN layout) a plain copy made by a "to_plain" step,
+  // once; its consumers that need plain data and the graph outputs read the copy.
+  Status to_plain(int id, const std::string& name);
+  // Replaces each input the kernel asked for in another descriptor (BuildContext::convert_input)
+  // by a slot holding it converted: one "to_layout" step per (value, descriptor), shared.
+  Status convert_inputs(const Node& node, const BuildContext& ctx, std::vector<int>* in_ids);
+
+  // Kernel building, per node.
+  // Resolves the node's inputs to slots (`in_ids`) and descriptors (descs_); sets *all_const.
+  Status node_inputs(const Node& node, const OpSchema& schema, std::vector<int>* in_ids,
+                     bool* all_const);
+  Status build_node(const Node& node);
+  Status add_outputs_and_step(const Node& node, BuildContext& ctx, KernelPtr kernel,
+                              const std::vector<int>& in_ids, bool all_const);
+
+  Status bind_outputs();
+  void plan_memory();
+
+  Plan& p_;
+  const Graph& g_;
+  const PlanOptions& opts_;
+  std::unordered_map<std::string, int> ids_;           // value name -> slot
+  std::unordered_map<std::string, bool> layout_free_;  // value -> may stay in a oneDNN layout
+  std::vector<ValueDesc> descs_;                       // the current node's inputs
+  std::vector<StepAccess> access_;                     // per step: slots read and written
+};
+
+int Plan::Builder::add_slot() {
+  assert(p_.slots_.size() < p_.slots_.capacity() &&
+         "slot count underestimated: pointers would dangle");
+  p_.slots_.emplace_back();
+  return static_cast<int>(p_.slots_.size()) - 1;
 }
 
-}  // namespace
+int Plan::Builder::new_slot(const std::string& name) {
+  int id = add_slot();
+  ids_[name] = id;
+  return id;
+}
+
+Status Plan::Builder::build(const std::vector<Shape>& input_shapes,
+                            const std::map<int, Tensor>& fixed_inputs) {
+  // Count slots first so that pointers into slots_ stay valid (each node output may get a
+  // to-plain copy too, and each node input a conversion).
+  size_t nslots = g_.initializers.size() + g_.inputs.size() + g_.outputs.size();
+  for (const Node& n : g_.nodes) nslots += 2 * n.outputs.size() + n.inputs.size();
+  p_.slots_.reserve(nslots);
+  p_.planned_.reserve(g_.nodes.size());
+  add_constants_and_inputs(input_shapes, fixed_inputs);
+  find_layout_free_values();
+  for (const Node& node : g_.nodes) DLSYS_RETURN_IF_ERROR(build_node(node));
+  DLSYS_RETURN_IF_ERROR(bind_outputs());
+  plan_memory();
+  return Status::OK();
+}
+
+void Plan::Builder::add_constants_and_inputs(const std::vector<Shape>& input_shapes,
+                                             const std::map<int, Tensor>& fixed_inputs) {
+  for (const auto& [name, t] : g_.initializers) {
+    int id = new_slot(name);
+    p_.slots_[id].tensor = t;
+    p_.slots_[id].is_const = true;
+  }
+  for (size_t i = 0; i < g_.inputs.size(); ++i) {
+    const ValueInfo& vi = g_.inputs[i];
+    int id = new_slot(vi.name);
+    // Shape and data are bound per run; the tensor carries the planned shape.
+    p_.slots_[id].tensor = Tensor::wrap(vi.dtype, input_shapes[i], nullptr);
+    auto fixed = fixed_inputs.find(static_cast<int>(i));
+    if (fixed != fixed_inputs.end()) {
+      p_.slots_[id].tensor = fixed->second.clone();
+      p_.slots_[id].is_const = true;
+    }
+    p_.input_slots_.push_back(id);
+  }
+}
+
+// A value may stay in a oneDNN layout when it is not a graph output and every consumer accepts
+// a layout on that input.
+void Plan::Builder::find_layout_free_values() {
+  for (const ValueInfo& o : g_.outputs) layout_free_[o.name] = false;
+  for (const Node& node : g_.nodes) {
+    const OpSchema* schema = find_op(node.op_type);
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      if (node.inputs[i].empty()) continue;
+      bool ok = schema && (schema->layout_inputs >> i & 1u);
+      auto [it, fresh] = layout_free_.emplace(node.inputs[i], ok);
+      if (!fresh) it->second = it->second && ok;
+    }
+  }
+}
+
+void Plan::Builder::push_step(KernelPtr kernel, const std::vector<int>& in_ids,
+                              const std::vector<int>& out_ids, PlanStepInfo info) {
+  Step st;
+  st.kernel = std::move(kernel);
+  for (int id : in_ids) {
+    st.in.push_back(id >= 0 ? &p_.slots_[id].tensor : nullptr);
+    if (id >= 0)
+      info.bytes_in += p_.slots_[id].is_const ? p_.slots_[id].tensor.nbytes() : p_.slots_[id].bytes;
+  }
+  for (int id : out_ids) {
+    st.out.push_back(id >= 0 ? &p_.slots_[id].tensor : nullptr);
+    if (id >= 0) {
+      info.bytes_out += p_.slots_[id].bytes;
+      info.blocked_output = info.blocked_output || !p_.slots_[id].layout.is_zero();
+    }
+  }
+  p_.steps_.push_back(std::move(st));
+  p_.step_info_.push_back(std::move(info));
+  access_.push_back(StepAccess{in_ids, out_ids});
+}
+
+Status Plan::Builder::to_plain(int id, const std::string& name) {
+  if (p_.slots_[id].plain_copy >= 0) return Status::OK();
+  int pc = add_slot();
+  Slot& c = p_.slots_[pc];
+  const Tensor& src = p_.slots_[id].tensor;
+  c.tensor = Tensor::wrap(src.dtype(), src.shape(), nullptr);
+  c.bytes = c.tensor.nbytes();
+  c.in_arena = true;
+  p_.slots_[id].plain_copy = pc;
+  KernelPtr k;
+  try {
+    k = std::make_unique<ReorderKernel>(p_.slots_[id].layout, plain_md(src.shape(), src.dtype()));
+  } catch (const dnnl::error& e) {
+    return Status::Internal("value '{}': no reorder to plain ({})", name, e.what());
+  }
+  PlanStepInfo info;
+  info.name = "to_plain(" + name + ")";
+  info.op = "Reorder";
+  push_step(std::move(k), {id}, {pc}, std::move(info));
+  return Status::OK();
+}
+
+Status Plan::Builder::convert_inputs(const Node& node, const BuildContext& ctx,
+                                     std::vector<int>* in_ids) {
+  for (const auto& [i, md] : ctx.input_conversions()) {
+    if (i >= in_ids->size() || (*in_ids)[i] < 0 || p_.slots_[(*in_ids)[i]].is_const)
+      return Status::Internal(
+          "node '{}' ({}): asked to convert input {}, which is absent or constant (a bug in "
+          "the op's build function)",
+          node.name, node.op_type, i);
+    Slot& src = p_.slots_[(*in_ids)[i]];
+    int conv = -1;
+    for (const auto& [have, slot] : src.conversions)
+      if (have == md) conv = slot;
+    if (conv < 0) {
+      dnnl::memory::desc from =
+          src.layout.is_zero() ? plain_md(src.tensor.shape(), src.tensor.dtype()) : src.layout;
+      KernelPtr k;
+      try {
+        k = std::make_unique<ReorderKernel>(from, md);
+      } catch (const dnnl::error& e) {
+        return Status::Internal("value '{}': no reorder to the layout node '{}' asked for ({})",
+                                node.inputs[i], node.name, e.what());
+      }
+      conv = add_slot();  // slots_ is reserved: `src` stays valid
+      Slot& c = p_.slots_[conv];
+      c.tensor = Tensor::wrap(src.tensor.dtype(), src.tensor.shape(), nullptr);
+      c.layout = md;
+      c.bytes = md.get_size();
+      c.in_arena = true;
+      src.conversions.emplace_back(md, conv);
+      PlanStepInfo info;
+      info.name = "to_layout(" + node.inputs[i] + ")";
+      info.op = "Reorder";
+      push_step(std::move(k), {(*in_ids)[i]}, {conv}, std::move(info));
+    }
+    (*in_ids)[i] = conv;
+  }
+  return Status::OK();
+}
+
+Status Plan::Builder::node_inputs(const Node& node, const OpSchema& schema,
+                                  std::vector<int>* in_ids, bool* all_const) {
+  descs_.assign(node.inputs.size(), ValueDesc{});
+  in_ids->assign(node.inputs.size(), -1);
+  *all_const = true;
+  for (size_t i = 0; i < node.inputs.size(); ++i) {
+    if (node.inputs[i].empty()) continue;
+    auto it = ids_.find(node.inputs[i]);
+    if (it == ids_.end())
+      return Status::Invalid(
+          "node '{}' ({}) reads value '{}' that no earlier node, input or "
+          "initializer produces (is the graph topologically sorted?)",
+          node.name, node.op_type, node.inputs[i]);
+    int id = it->second;
+    if (!p_.slots_[id].layout.is_zero() && !(schema.layout_inputs >> i & 1u)) {
+      // This consumer needs plain data: reorder once, shared by every such consumer.
+      DLSYS_RETURN_IF_ERROR(to_plain(id, node.inputs[i]));
+      id = p_.slots_[id].plain_copy;
+    }
+    const Slot& s = p_.slots_[id];
+    descs_[i].dtype = s.tensor.dtype();
+    descs_[i].shape = s.tensor.shape();
+    descs_[i].value = s.is_const ? &s.tensor : nullptr;
+    descs_[i].layout = s.layout;
+    *all_const = *all_const && s.is_const;
+    (*in_ids)[i] = id;
+  }
+  return Status::OK();
+}
+
+Status Plan::Builder::build_node(const Node& node) {
+  const OpSchema* schema = find_op(node.op_type);
+  if (!schema)
+    return Status::Unsupported("node '{}': op {} is not supported", node.name, node.op_type);
+  std::vector<int> in_ids;
+  bool all_const = true;
+  DLSYS_RETURN_IF_ERROR(node_inputs(node, *schema, &in_ids, &all_const));
+  std::vector<const ValueDesc*> in_ptrs(node.inputs.size(), nullptr);
+  for (size_t i = 0; i < node.inputs.size(); ++i)
+    if (in_ids[i] >= 0) in_ptrs[i] = &descs_[i];
+  std::vector<bool> used(node.outputs.size()), free(node.outputs.size());
+  for (size_t i = 0; i < node.outputs.size(); ++i) {
+    used[i] = !node.outputs[i].empty();
+    auto lf = layout_free_.find(node.outputs[i]);
+    free[i] = used[i] && !all_const && lf != layout_free_.end() && lf->second;
+  }
+  BuildContext ctx(node.name, node.op_type, g_.opset, node.attrs, in_ptrs, node.outputs.size(),
+                   used);
+  ctx.set_precision(opts_.precision);
+  ctx.set_training(opts_.training);
+  ctx.set_output_layout_free(free);
+  KernelPtr kernel;
+  DLSYS_ASSIGN_OR_RETURN(kernel, schema->build(ctx));
+  DLSYS_RETURN_IF_ERROR(convert_inputs(node, ctx, &in_ids));
+  return add_outputs_and_step(node, ctx, std::move(kernel), in_ids, all_const);
+}
+
+Status Plan::Builder::add_outputs_and_step(const Node& node, BuildContext& ctx, KernelPtr kernel,
+                                           const std::vector<int>& in_ids, bool all_const) {
+  p_.planned_.emplace_back();
+  PlannedNode& pn = p_.planned_.back();
+  pn.node = &node;
+  for (auto& d : descs_) pn.input_shapes.push_back(d.shape);
+  std::vector<int> out_ids(node.outputs.size(), -1);
+  bool has_runtime_output = false;
+  for (size_t i = 0; i < node.outputs.size(); ++i) {
+    const OutputDesc& od = ctx.outputs()[i];
+    if (!od.set)
+      return Status::Internal(
+          "node '{}' ({}): output {} was not inferred (a bug in the op's build function)",
+          node.name, node.op_type, i);
+    pn.output_shapes.push_back(od.shape);
+    if (node.outputs[i].empty()) continue;
+    int id = new_slot(node.outputs[i]);
+    out_ids[i] = id;
+    Slot& s = p_.slots_[id];
+    if (od.value.data()) {
+      s.tensor = od.value;
+      s.is_const = true;
+    } else if (od.alias_of_input >= 0) {
+      int base = in_ids[od.alias_of_input];
+      const Slot& b = p_.slots_[base];
+      s.tensor =
+          b.tensor.data() ? b.tensor.view(od.shape) : Tensor::wrap(od.dtype, od.shape, nullptr);
+      s.is_const = b.is_const;
+      int root = b.alias_of >= 0 ? b.alias_of : base;
+      if (!b.is_const) {
+        s.alias_of = root;
+        bool root_is_input = std::find(p_.input_slots_.begin(), p_.input_slots_.end(), root) !=
+                             p_.input_slots_.end();
+        if (root_is_input) p_.input_aliases_.push_back(id);
+      }
+    } else if (all_const) {
+      s.tensor = Tensor::empty(od.dtype, od.shape);
+      has_runtime_output = true;
+    } else {
+      s.tensor = Tensor::wrap(od.dtype, od.shape, nullptr);
+      s.layout = od.layout;
+      s.bytes = od.layout.is_zero() ? s.tensor.nbytes() : od.layout.get_size();
+      s.in_arena = true;
+      has_runtime_output = true;
+    }
+  }
+  if (!kernel || !has_runtime_output) {
+    pn.folded = true;
+    return Status::OK();
+  }
+  if (all_const) {
+    // Every input is known now: evaluate once (constant folding of shape subgraphs).
+    std::vector<const Tensor*> ins(node.inputs.size(), nullptr);
+    std::vector<Tensor*> outs(node.outputs.size(), nullptr);
+    for (size_t i = 0; i < ins.size(); ++i)
+      if (in_ids[i] >= 0) ins[i] = &p_.slots_[in_ids[i]].tensor;
+    for (size_t i = 0; i < outs.size(); ++i)
+      if (out_ids[i] >= 0) outs[i] = &p_.slots_[out_ids[i]].tensor;
+    DLSYS_RETURN_IF_ERROR(kernel->run(ins.data(), outs.data()));
+    dnnl_stream().wait();
+    for (int id : out_ids)
+      if (id >= 0) p_.slots_[id].is_const = true;
+    pn.folded = true;
+    return Status::OK();
+  }
+  PlanStepInfo info;
+  info.name = node.name;
+  info.op = node.op_type;
+  info.planned = &pn;
+  info.kernel = ctx.impl();
+  push_step(std::move(kernel), in_ids, out_ids, std::move(info));
+  return Status::OK();
+}
+
+Status Plan::Builder::bind_outputs() {
+  for (const ValueInfo& o : g_.outputs) {
+    auto it = ids_.find(o.name);
+    if (it == ids_.end())
+      return Status::Invalid("graph output '{}' is produced by no node, input or initializer",
+                             o.name);
+    int id = it->second;
+    // A kernel may have had to leave an output in a layout (a fused conv writes into Z's): the
+    // caller gets plain data.
+    if (!p_.slots_[id].layout.is_zero()) {
+      DLSYS_RETURN_IF_ERROR(to_plain(id, o.name));
+      id = p_.slots_[id].plain_copy;
+    }
+    p_.output_slots_.push_back(id);
+  }
+  return Status::OK();
+}
+
+// The memory planner sees slots as values: liveness over the steps, then placement of the
+// arena slots; the arena is allocated once and each arena slot (and alias of one) points into it.
+void Plan::Builder::plan_memory() {
+  std::vector<int> alias_root(p_.slots_.size());
+  for (size_t i = 0; i < alias_root.size(); ++i) alias_root[i] = p_.root_of(static_cast<int>(i));
+  std::vector<Lifetime> life =
+      compute_lifetimes(p_.slots_.size(), access_, alias_root, p_.output_slots_);
+  std::vector<int> arena_slots;
+  std::vector<BufferRequest> requests;
+  for (size_t i = 0; i < p_.slots_.size(); ++i) {
+    if (!p_.slots_[i].in_arena) continue;
+    arena_slots.push_back(static_cast<int>(i));
+    requests.push_back(BufferRequest{p_.slots_[i].bytes, life[i]});
+  }
+  MemoryPlan mp = place_values(requests);
+  p_.memory_.arena_bytes = mp.arena_bytes;
+  p_.memory_.sum_value_bytes = mp.sum_bytes;
+  p_.memory_.num_values = requests.size();
+  p_.arena_ =
+      Tensor::empty(DType::kU8, {static_cast<int64_t>(std::max<size_t>(mp.arena_bytes, 64))});
+  char* base = p_.arena_.data_as<char>();
+  for (size_t k = 0; k < arena_slots.size(); ++k)
+    p_.slots_[arena_slots[k]].tensor.reset_data(base + mp.offsets[k]);
+  for (Slot& s : p_.slots_)
+    if (s.alias_of >= 0 && p_.slots_[s.alias_of].in_arena)
+      s.tensor.reset_data(p_.slots_[s.alias_of].tensor.data());
+}
 
 Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shape>& input_shapes,
                                           const std::map<int, Tensor>& fixed_inputs,
                                           const PlanOptions& opts) {
   auto plan = std::unique_ptr<Plan>(new Plan());
-  Plan& p = *plan;
-  p.graph_ = &g;
-  p.opts_ = opts;
-  p.input_shapes_ = input_shapes;
+  plan->graph_ = &g;
+  plan->opts_ = opts;
+  plan->input_shapes_ = input_shapes;
   if (input_shapes.size() != g.inputs.size())
     return Status::Invalid("the model has {} inputs, {} shapes given", g.inputs.size(),
                            input_shapes.size());
@@ -49,334 +421,9 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
         "bf16 precision needs a CPU with AVX512-BF16 or AMX; oneDNN sees '{}' here and has no "
         "bf16 kernels for it: run with fp32 (the default)",
         cpu_isa_name());
-
-  // Count slots first so that pointers into slots_ stay valid (each node output may get a
-  // to-plain copy too, and each node input a conversion).
-  size_t nslots = g.initializers.size() + g.inputs.size() + g.outputs.size();
-  for (const Node& n : g.nodes) nslots += 2 * n.outputs.size() + n.inputs.size();
-  p.slots_.reserve(nslots);
-  p.planned_.reserve(g.nodes.size());
-  std::unordered_map<std::string, int> ids;
-  auto add_slot = [&] {
-    assert(p.slots_.size() < p.slots_.capacity() &&
-           "slot count underestimated: pointers would dangle");
-    p.slots_.emplace_back();
-    return static_cast<int>(p.slots_.size()) - 1;
-  };
-  auto new_slot = [&](const std::string& name) {
-    int id = add_slot();
-    ids[name] = id;
-    return id;
-  };
-  for (const auto& [name, t] : g.initializers) {
-    int id = new_slot(name);
-    p.slots_[id].tensor = t;
-    p.slots_[id].is_const = true;
-  }
-  for (size_t i = 0; i < g.inputs.size(); ++i) {
-    const ValueInfo& vi = g.inputs[i];
-    int id = new_slot(vi.name);
-    // Shape and data are bound per run; the tensor carries the planned shape.
-    p.slots_[id].tensor = Tensor::wrap(vi.dtype, input_shapes[i], nullptr);
-    auto fixed = fixed_inputs.find(static_cast<int>(i));
-    if (fixed != fixed_inputs.end()) {
-      p.slots_[id].tensor = fixed->second.clone();
-      p.slots_[id].is_const = true;
-    }
-    p.input_slots_.push_back(id);
-  }
-
-  // A value may stay in a oneDNN layout when it is not a graph output and every consumer
-  // accepts a layout on that input.
-  std::unordered_map<std::string, bool> layout_free;
-  for (const ValueInfo& o : g.outputs) layout_free[o.name] = false;
-  for (const Node& node : g.nodes) {
-    const OpSchema* schema = find_op(node.op_type);
-    for (size_t i = 0; i < node.inputs.size(); ++i) {
-      if (node.inputs[i].empty()) continue;
-      bool ok = schema && (schema->layout_inputs >> i & 1u);
-      auto [it, fresh] = layout_free.emplace(node.inputs[i], ok);
-      if (!fresh) it->second = it->second && ok;
-    }
-  }
-
-  std::vector<ValueDesc> descs;
-  std::vector<int> step_in, step_out;
-  std::vector<std::vector<int>> step_slots_in, step_slots_out;
-  auto push_step = [&](KernelPtr kernel, const std::vector<int>& in_ids,
-                       const std::vector<int>& out_ids, PlanStepInfo info) {
-    Step st;
-    st.kernel = std::move(kernel);
-    for (int id : in_ids) {
-      st.in.push_back(id >= 0 ? &p.slots_[id].tensor : nullptr);
-      if (id >= 0)
-        info.bytes_in += p.slots_[id].is_const ? p.slots_[id].tensor.nbytes() : p.slots_[id].bytes;
-    }
-    for (int id : out_ids) {
-      st.out.push_back(id >= 0 ? &p.slots_[id].tensor : nullptr);
-      if (id >= 0) {
-        info.bytes_out += p.slots_[id].bytes;
-        info.blocked_output = info.blocked_output || !p.slots_[id].layout.is_zero();
-        p.slots_[id].first_def = static_cast<int>(p.steps_.size());
-      }
-    }
-    p.steps_.push_back(std::move(st));
-    p.step_info_.push_back(std::move(info));
-    step_slots_in.push_back(in_ids);
-    step_slots_out.push_back(out_ids);
-  };
-  // Gives slot `id` (value `name`, in a oneDNN layout) a plain copy made by a "to_plain" step,
-  // once; its consumers that need plain data and the graph outputs read the copy.
-  auto to_plain = [&](int id, const std::string& name) -> Status {
-    if (p.slots_[id].plain_copy >= 0) return Status::OK();
-    int pc = add_slot();
-    Slot& c = p.slots_[pc];
-    const Tensor& src = p.slots_[id].tensor;
-    c.tensor = Tensor::wrap(src.dtype(), src.shape(), nullptr);
-    c.bytes = c.tensor.nbytes();
-    c.in_arena = true;
-    p.slots_[id].plain_copy = pc;
-    KernelPtr k;
-    try {
-      k = std::make_unique<ReorderKernel>(p.slots_[id].layout, plain_md(src.shape(), src.dtype()));
-    } catch (const dnnl::error& e) {
-      return Status::Internal("value '{}': no reorder to plain ({})", name, e.what());
-    }
-    PlanStepInfo info;
-    info.name = "to_plain(" + name + ")";
-    info.op = "Reorder";
-    push_step(std::move(k), {id}, {pc}, std::move(info));
-    return Status::OK();
-  };
-
-  for (const Node& node : g.nodes) {
-    const OpSchema* schema = find_op(node.op_type);
-    if (!schema)
-      return Status::Unsupported("node '{}': op {} is not supported", node.name, node.op_type);
-    descs.assign(node.inputs.size(), ValueDesc{});
-    std::vector<const ValueDesc*> in_ptrs(node.inputs.size(), nullptr);
-    std::vector<int> in_ids(node.inputs.size(), -1);
-    bool all_const = true;
-    for (size_t i = 0; i < node.inputs.size(); ++i) {
-      if (node.inputs[i].empty()) continue;
-      auto it = ids.find(node.inputs[i]);
-      if (it == ids.end())
-        return Status::Invalid(
-            "node '{}' ({}) reads value '{}' that no earlier node, input or "
-            "initializer produces (is the graph topologically sorted?)",
-            node.name, node.op_type, node.inputs[i]);
-      int id = it->second;
-      if (!p.slots_[id].layout.is_zero() && !(schema->layout_inputs >> i & 1u)) {
-        // This consumer needs plain data: reorder once, shared by every such consumer.
-        DLSYS_RETURN_IF_ERROR(to_plain(id, node.inputs[i]));
-        id = p.slots_[id].plain_copy;
-      }
-      const Slot& s = p.slots_[id];
-      descs[i].dtype = s.tensor.dtype();
-      descs[i].shape = s.tensor.shape();
-      descs[i].value = s.is_const ? &s.tensor : nullptr;
-      descs[i].layout = s.layout;
-      all_const = all_const && s.is_const;
-      in_ptrs[i] = &descs[i];
-      in_ids[i] = id;
-    }
-    std::vector<bool> used(node.outputs.size()), free(node.outputs.size());
-    for (size_t i = 0; i < node.outputs.size(); ++i) {
-      used[i] = !node.outputs[i].empty();
-      auto lf = layout_free.find(node.outputs[i]);
-      free[i] = used[i] && !all_const && lf != layout_free.end() && lf->second;
-    }
-    BuildContext ctx(node.name, node.op_type, g.opset, node.attrs, in_ptrs, node.outputs.size(),
-                     used);
-    ctx.set_precision(opts.precision);
-    ctx.set_training(opts.training);
-    ctx.set_output_layout_free(free);
-    KernelPtr kernel;
-    DLSYS_ASSIGN_OR_RETURN(kernel, schema->build(ctx));
-    // Inputs the kernel wants converted: one reorder step per (value, descriptor), shared.
-    for (const auto& [i, md] : ctx.input_conversions()) {
-      if (i >= in_ids.size() || in_ids[i] < 0 || p.slots_[in_ids[i]].is_const)
-        return Status::Internal(
-            "node '{}' ({}): asked to convert input {}, which is absent or constant (a bug in "
-            "the op's build function)",
-            node.name, node.op_type, i);
-      Slot& src = p.slots_[in_ids[i]];
-      int conv = -1;
-      for (const auto& [have, slot] : src.conversions)
-        if (have == md) conv = slot;
-      if (conv < 0) {
-        dnnl::memory::desc from =
-            src.layout.is_zero() ? plain_md(src.tensor.shape(), src.tensor.dtype()) : src.layout;
-        KernelPtr k;
-        try {
-          k = std::make_unique<ReorderKernel>(from, md);
-        } catch (const dnnl::error& e) {
-          return Status::Internal("value '{}': no reorder to the layout node '{}' asked for ({})",
-                                  node.inputs[i], node.name, e.what());
-        }
-        conv = add_slot();  // slots_ is reserved: `src` stays valid
-        Slot& c = p.slots_[conv];
-        c.tensor = Tensor::wrap(src.tensor.dtype(), src.tensor.shape(), nullptr);
-        c.layout = md;
-        c.bytes = md.get_size();
-        c.in_arena = true;
-        src.conversions.emplace_back(md, conv);
-        PlanStepInfo info;
-        info.name = "to_layout(" + node.inputs[i] + ")";
-        info.op = "Reorder";
-        push_step(std::move(k), {in_ids[i]}, {conv}, std::move(info));
-      }
-      in_ids[i] = conv;
-    }
-
-    p.planned_.emplace_back();
-    PlannedNode& pn = p.planned_.back();
-    pn.node = &node;
-    for (auto& d : descs) pn.input_shapes.push_back(d.shape);
-    std::vector<int> out_ids(node.outputs.size(), -1);
-    bool has_runtime_output = false;
-    for (size_t i = 0; i < node.outputs.size(); ++i) {
-      const OutputDesc& od = ctx.outputs()[i];
-      if (!od.set)
-        return Status::Internal(
-            "node '{}' ({}): output {} was not inferred (a bug in the op's build function)",
-            node.name, node.op_type, i);
-      pn.output_shapes.push_back(od.shape);
-      if (node.outputs[i].empty()) continue;
-      int id = new_slot(node.outputs[i]);
-      out_ids[i] = id;
-      Slot& s = p.slots_[id];
-      if (od.value.data()) {
-        s.tensor = od.value;
-        s.is_const = true;
-      } else if (od.alias_of_input >= 0) {
-        int base = in_ids[od.alias_of_input];
-        const Slot& b = p.slots_[base];
-        s.tensor =
-            b.tensor.data() ? b.tensor.view(od.shape) : Tensor::wrap(od.dtype, od.shape, nullptr);
-        s.is_const = b.is_const;
-        int root = b.alias_of >= 0 ? b.alias_of : base;
-        if (!b.is_const) {
-          s.alias_of = root;
-          bool root_is_input =
-              std::find(p.input_slots_.begin(), p.input_slots_.end(), root) != p.input_slots_.end();
-          if (root_is_input) p.input_aliases_.push_back(id);
-        }
-      } else if (all_const) {
-        s.tensor = Tensor::empty(od.dtype, od.shape);
-        has_runtime_output = true;
-      } else {
-        s.tensor = Tensor::wrap(od.dtype, od.shape, nullptr);
-        s.layout = od.layout;
-        s.bytes = od.layout.is_zero() ? s.tensor.nbytes() : od.layout.get_size();
-        s.in_arena = true;
-        has_runtime_output = true;
-      }
-    }
-    if (kernel && has_runtime_output) {
-      if (all_const) {
-        // Every input is known now: evaluate once (constant folding of shape subgraphs).
-        std::vector<const Tensor*> ins(node.inputs.size(), nullptr);
-        std::vector<Tensor*> outs(node.outputs.size(), nullptr);
-        for (size_t i = 0; i < ins.size(); ++i)
-          if (in_ids[i] >= 0) ins[i] = &p.slots_[in_ids[i]].tensor;
-        for (size_t i = 0; i < outs.size(); ++i)
-          if (out_ids[i] >= 0) outs[i] = &p.slots_[out_ids[i]].tensor;
-        Status st = kernel->run(ins.data(), outs.data());
-        if (!st.ok()) return st;
-        dnnl_stream().wait();
-        for (int id : out_ids)
-          if (id >= 0) p.slots_[id].is_const = true;
-        pn.folded = true;
-      } else {
-        PlanStepInfo info;
-        info.name = node.name;
-        info.op = node.op_type;
-        info.planned = &pn;
-        info.kernel = ctx.impl();
-        push_step(std::move(kernel), in_ids, out_ids, std::move(info));
-      }
-    } else {
-      pn.folded = true;
-    }
-  }
-  for (const ValueInfo& o : g.outputs) {
-    auto it = ids.find(o.name);
-    if (it == ids.end())
-      return Status::Invalid("graph output '{}' is produced by no node, input or initializer",
-                             o.name);
-    int id = it->second;
-    // A kernel may have had to leave an output in a layout (a fused conv writes into Z's): the
-    // caller gets plain data.
-    if (!p.slots_[id].layout.is_zero()) {
-      DLSYS_RETURN_IF_ERROR(to_plain(id, o.name));
-      id = p.slots_[id].plain_copy;
-    }
-    p.output_slots_.push_back(id);
-  }
-
-  // Liveness: a value's interval runs from the step that writes it to the last step that reads
-  // it or any alias of it; graph outputs live to the end.
-  int nsteps = static_cast<int>(p.steps_.size());
-  for (int k = 0; k < nsteps; ++k)
-    for (int id : step_slots_in[k])
-      if (id >= 0) {
-        Slot& r = p.slots_[p.root_of(id)];
-        r.last_use = std::max(r.last_use, k);
-      }
-  for (int id : p.output_slots_) p.slots_[p.root_of(id)].last_use = nsteps;
-  p.plan_memory();
+  Builder builder(plan.get(), g, plan->opts_);
+  DLSYS_RETURN_IF_ERROR(builder.build(input_shapes, fixed_inputs));
   return plan;
-}
-
-void Plan::plan_memory() {
-  std::vector<int> order;
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    Slot& s = slots_[i];
-    if (!s.in_arena) continue;
-    if (s.first_def < 0) s.first_def = 0;
-    s.last_use = std::max(s.last_use, s.first_def);
-    order.push_back(static_cast<int>(i));
-    memory_.sum_value_bytes += s.bytes;
-  }
-  memory_.num_values = order.size();
-  // Greedy by size: the largest values are placed first, each at the lowest offset that does not
-  // overlap a placed value whose interval intersects its own.
-  std::stable_sort(order.begin(), order.end(),
-                   [&](int a, int b) { return slots_[a].bytes > slots_[b].bytes; });
-  std::vector<size_t> offset(slots_.size(), 0);
-  std::vector<int> placed;
-  size_t total = 0;
-  std::vector<std::pair<size_t, size_t>> busy;  // [begin, end) byte ranges of conflicting values
-  for (int id : order) {
-    const Slot& s = slots_[id];
-    busy.clear();
-    for (int q : placed) {
-      const Slot& o = slots_[q];
-      if (o.first_def <= s.last_use && s.first_def <= o.last_use)
-        busy.emplace_back(offset[q], offset[q] + align64(o.bytes));
-    }
-    std::sort(busy.begin(), busy.end());
-    size_t need = align64(s.bytes), at = 0, best = SIZE_MAX, best_gap = SIZE_MAX;
-    for (auto [b, e] : busy) {
-      if (b >= at && b - at >= need && b - at < best_gap) {
-        best = at;
-        best_gap = b - at;
-      }
-      at = std::max(at, e);
-    }
-    if (best == SIZE_MAX) best = at;
-    offset[id] = best;
-    total = std::max(total, best + need);
-    placed.push_back(id);
-  }
-  memory_.arena_bytes = total;
-  arena_ = Tensor::empty(DType::kU8, {static_cast<int64_t>(std::max<size_t>(total, 64))});
-  char* base = arena_.data_as<char>();
-  for (int id : order) slots_[id].tensor.reset_data(base + offset[id]);
-  for (Slot& s : slots_)
-    if (s.alias_of >= 0 && slots_[s.alias_of].in_arena)
-      s.tensor.reset_data(slots_[s.alias_of].tensor.data());
 }
 
 Status Plan::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,

@@ -14,7 +14,8 @@
 // Memory: intermediate values live in one arena. A liveness pass gives each value the interval
 // of steps from its definition to its last use (graph outputs live to the end) and a greedy
 // best-fit places values whose intervals overlap at disjoint offsets, so dead values' bytes are
-// reused. Graph inputs are the caller's and are bound per run.
+// reused (graph/memory_planner.h, which knows only steps, sizes and intervals). Graph inputs
+// are the caller's and are bound per run.
 #pragma once
 
 #include <map>
@@ -23,6 +24,7 @@
 #include <vector>
 
 #include "graph/ir.h"
+#include "ops/kernel.h"
 
 namespace dlsys {
 
@@ -90,8 +92,7 @@ class Plan {
     dnnl::memory::desc layout;  // zero: plain
     size_t bytes = 0;           // buffer size for arena slots
     bool in_arena = false;
-    int first_def = -1, last_use = -1;  // step indices, for the memory planner
-    int plain_copy = -1;                // slot holding this value reordered to plain
+    int plain_copy = -1;  // slot holding this value reordered to plain
     // Slots holding this value converted for kernels (BuildContext::convert_input): the
     // descriptor and the slot.
     std::vector<std::pair<dnnl::memory::desc, int>> conversions;
@@ -101,8 +102,8 @@ class Plan {
     std::vector<const Tensor*> in;
     std::vector<Tensor*> out;
   };
+  class Builder;  // Plan::build's stages (plan.cpp)
   int root_of(int slot) const { return slots_[slot].alias_of >= 0 ? slots_[slot].alias_of : slot; }
-  void plan_memory();
 
   const Graph* graph_ = nullptr;
   PlanOptions opts_;

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "graph/optimizer/optimize.h"
+#include "graph/passes/optimize.h"
 #include "graph/plan.h"
 
 namespace dlsys {
@@ -18,7 +18,7 @@ struct SessionOptions {
   int threads = 0;  // 0: OpenMP's default (all cores)
   Precision precision = Precision::kF32;
   bool training = false;  // plans run training steps (PlanOptions::training)
-  bool optimize = true;   // run the graph optimization passes (graph/optimize.h) once at open
+  bool optimize = true;   // run the graph rewrite passes (graph/passes/optimize.h) once at open
 };
 
 class Session {

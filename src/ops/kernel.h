@@ -6,55 +6,15 @@
 #include <dnnl.hpp>
 
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
+#include "ops/attribute.h"
 #include "tensor/tensor.h"
 
 namespace dlsys {
-
-// An ONNX node attribute.
-struct Attribute {
-  enum class Kind { kFloat, kInt, kString, kTensor, kFloats, kInts, kStrings, kGraph, kOther };
-  Kind kind = Kind::kOther;
-  float f = 0;
-  int64_t i = 0;
-  std::string s;
-  Tensor t;
-  std::vector<float> floats;
-  std::vector<int64_t> ints;
-  std::vector<std::string> strings;
-
-  // An INT / FLOAT attribute (what graph rewrites and the autodiff emit).
-  static Attribute of_int(int64_t v) {
-    Attribute a;
-    a.kind = Kind::kInt;
-    a.i = v;
-    return a;
-  }
-  static Attribute of_float(float v) {
-    Attribute a;
-    a.kind = Kind::kFloat;
-    a.f = v;
-    return a;
-  }
-  static Attribute of_string(std::string v) {
-    Attribute a;
-    a.kind = Kind::kString;
-    a.s = std::move(v);
-    return a;
-  }
-  static Attribute of_ints(std::vector<int64_t> v) {
-    Attribute a;
-    a.kind = Kind::kInts;
-    a.ints = std::move(v);
-    return a;
-  }
-};
-using AttributeMap = std::map<std::string, Attribute>;
 
 // What an op's build function sees of one input.
 struct ValueDesc {
@@ -66,10 +26,6 @@ struct ValueDesc {
   dnnl::memory::desc layout;
   bool plain() const { return layout.is_zero(); }
 };
-
-// Numeric precision a plan is built for. kBF16: float matmul/conv kernels compute in bf16 on
-// AMX (weights converted once, fp32 accumulation); other ops stay fp32.
-enum class Precision { kF32, kBF16 };
 
 // What an op's build function says of one output.
 struct OutputDesc {

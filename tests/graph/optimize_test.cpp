@@ -6,7 +6,7 @@
 #include <random>
 
 #include "graph/onnx_import.h"
-#include "graph/optimizer/optimize.h"
+#include "graph/passes/optimize.h"
 #include "graph/session.h"
 #include "ops/dnnl_util.h"
 #include "testing/compare.h"

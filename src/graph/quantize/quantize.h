@@ -1,6 +1,6 @@
 // Post-training quantization to a QDQ ONNX model (QuantizeLinear/DequantizeLinear pairs around
 // the quantized ops), the format every ONNX runtime reads. dlsys itself runs the quantized
-// patterns on oneDNN int8 kernels (graph/optimizer: QuantizedConvFusion, QuantizedMatMulFusion).
+// patterns on oneDNN int8 kernels (graph/passes: QuantizedConvFusion, QuantizedMatMulFusion).
 //
 // Static mode: Conv, MatMul and Gemm with constant weights get per-channel symmetric int8
 // weights (and int32 biases); their activation inputs get per-tensor scales calibrated on

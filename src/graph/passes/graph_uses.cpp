@@ -1,4 +1,4 @@
-#include "graph/optimizer/graph_uses.h"
+#include "graph/passes/graph_uses.h"
 
 #include <algorithm>
 

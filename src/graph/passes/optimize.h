@@ -1,27 +1,11 @@
-// Graph optimization passes: rewrites of the IR that keep every graph output's value (up to
+// Graph rewrite passes: rewrites of the IR that keep every graph output's value (up to
 // floating-point reassociation inside fused kernels) and make plans smaller and faster. They run
 // once per Session, before any plan is built, and need no shapes.
 //
-// Cleanup: ConstantFolding (nodes whose inputs are all initializers become initializers),
-// IdentityElimination (Identity, inference Dropout), CommonSubexpressionElimination,
-// DeadNodeElimination (and unused initializers).
-// Fusion: ConvBatchNormFolding (BN scale/shift folded into the conv's weights and bias),
-// GeluFusion (Erf-based GELU -> Gelu), LayerNormFusion (ReduceMean/Sub/Pow/Sqrt/Div/Mul/Add ->
-// LayerNormalization), AttentionFusion (Transpose/MatMul/scale/[mask Add]/Softmax/MatMul/Transpose
-// of multi-head attention -> ScaledDotProductAttention), MatMulBiasFusion (MatMul + Add of a 1-D
-// constant -> FusedMatMul), ResidualAddFusion (Conv/MatMul/Gemm + Add -> Fused* with a summed input
-// Z) and ActivationFusion (Relu, Clip, LeakyRelu, Sigmoid, Tanh, Gelu, Elu, HardSwish -> the
-// producer's oneDNN post-op). The fused ops (FusedConv, FusedMatMul, FusedGemm) are documented in
-// src/ops/README.md.
-// Quantized (after the others reach a fixed point): QuantizedConvFusion (DequantizeLinear ->
-// Conv/FusedConv [-> QuantizeLinear] -> QConv on int8 kernels, the next tensor's quantization
-// and an int8 residual folded in), QuantizedMaxPoolFusion (DQ -> MaxPool -> Q at one scale ->
-// MaxPool on int8), QuantizedMatMulFusion (MatMul or Gemm of DQ(u8/s8 activation) and DQ(int8
-// weights) [-> Q] -> QMatMul on an int8 oneDNN matmul), DynamicQuantizedMatMulFusion
-// (MatMul/FusedMatMul of a float activation and DequantizeLinear(int8 weights) -> QMatMulDynamic).
-// Then the int8 weights nothing fused are dequantized by constant folding.
-// Last: PointwiseDepthwiseFusion (a 1x1 Conv read only by a 3x3 depthwise Conv, pads 1, stride 1
-// or 2 -> FusedConvDepthwise, one oneDNN convolution with a depthwise post-op).
+// optimize_graph() runs them in the order written in optimize.cpp (the one place the order is
+// kept, each pass with the reason for its place); each pass is in its own file, named after it,
+// and README.md says what each one matches. The fused ops they make (FusedConv, FusedMatMul,
+// FusedGemm, QConv, QMatMul, ...) are documented in src/ops/README.md.
 #pragma once
 
 #include <string>
@@ -53,6 +37,7 @@ struct OptimizeReport {
 OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts = {});
 
 // The individual passes, each returning the number of rewrites (tests call them one by one).
+// Each appends one line per rewrite to `report` when it is non-null.
 // `keep_weight_dequantize`: leave DequantizeLinear of int8 weights unfolded, for the quantized
 // passes (which run after the others) to turn into int8 kernels.
 int fold_constants(Graph* g, int64_t max_bytes, OptimizeReport* report,
