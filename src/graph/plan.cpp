@@ -1,7 +1,6 @@
 #include "graph/plan.h"
 
 #include <algorithm>
-#include <cassert>
 #include <chrono>
 #include <cstring>
 #include <unordered_map>
@@ -83,8 +82,10 @@ class Plan::Builder {
 };
 
 int Plan::Builder::add_slot() {
-  assert(p_.slots_.size() < p_.slots_.capacity() &&
-         "slot count underestimated: pointers would dangle");
+  DLSYS_CHECK(p_.slots_.size() < p_.slots_.capacity(),
+              "slot count underestimated ({} reserved): pointers into slots_ would dangle; count "
+              "every value the plan adds when reserving",
+              p_.slots_.capacity());
   p_.slots_.emplace_back();
   return static_cast<int>(p_.slots_.size()) - 1;
 }
