@@ -29,8 +29,8 @@
 #include <string>
 #include <thread>
 
-#include "api/backend.h"
 #include "api/http_server.h"
+#include "api/backend.h"
 #include "fuzz_common.h"
 
 namespace {
@@ -53,8 +53,8 @@ struct Fixture {
 Fixture* g = nullptr;
 
 std::string token_for(meta::Role role, const char* name) {
-  auto t =
-      g->backend->store().create_token(name, role, meta::Principal{"fuzz", meta::Role::kAdmin});
+  auto t = g->backend->store().tokens().create_token(name, role,
+                                                     meta::Principal{"fuzz", meta::Role::kAdmin});
   if (!t.ok()) fail("create_token: %s", t.status().to_string().c_str());
   return (*t)["token"].get<std::string>();
 }

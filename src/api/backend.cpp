@@ -27,14 +27,14 @@ Result<std::unique_ptr<Backend>> Backend::open(const BackendOptions& options) {
   b->objects_ = std::make_unique<meta::ArtifactStore>(std::move(objects));
   Router::Options ro;
   ro.auth_required = options.auth;
-  ro.tokens = b->store_.get();
+  ro.tokens = &b->store_->tokens();
   meta::ArtifactStore* obj = b->objects_.get();
   ro.upload_temp_path = [obj] { return obj->temp_path(); };
   ro.data_dir = dir;
   b->router_ = std::make_unique<Router>(ro);
   add_meta_routes(*b->router_, *b->store_, *b->objects_, options.model_validator);
   DLSYS_ASSIGN_OR_RETURN(b->datasets_, data::DatasetStore::open(dir + "/datasets"));
-  add_data_routes(*b->router_, *b->datasets_, *b->store_);
+  add_data_routes(*b->router_, *b->datasets_, b->store_->lineage());
   return b;
 }
 

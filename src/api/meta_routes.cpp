@@ -104,11 +104,11 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
   meta::ArtifactStore* obj = &objects;
 
   router.add("GET", "/api/v1/health", Access::kPublic, [s](Request&) -> Result<Response> {
-    DLSYS_ASSIGN_OR_RETURN(int64_t v, s->schema_version());
+    DLSYS_ASSIGN_OR_RETURN(int64_t v, s->db().schema_version());
     return Response::json_body(
         {{"status", "ok"},
          {"schema_version", v},
-         {"meta", s->dialect() == meta::SqlDialect::kSqlite ? "sqlite" : "postgresql"}});
+         {"meta", s->db().dialect() == meta::SqlDialect::kSqlite ? "sqlite" : "postgresql"}});
   });
 
   // ---- experiments ----
@@ -116,22 +116,23 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
     DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", true));
     DLSYS_ASSIGN_OR_RETURN(std::string desc, string_field(b, "description", false));
-    DLSYS_ASSIGN_OR_RETURN(json e, s->create_experiment(name, desc, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(json e, s->runs().create_experiment(name, desc, r.principal));
     return Response::json_body(e, 201);
   });
   router.add("GET", "/api/v1/experiments", Access::kRead, [s](Request& r) -> Result<Response> {
     std::string name = r.query_or("name", "");
     if (!name.empty()) {
-      DLSYS_ASSIGN_OR_RETURN(json e, s->get_experiment_by_name(name));
+      DLSYS_ASSIGN_OR_RETURN(json e, s->runs().get_experiment_by_name(name));
       return Response::json_body({{"experiments", json::array({e})}});
     }
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
-    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->list_experiments(n, r.query_or("page_token", "")));
+    DLSYS_ASSIGN_OR_RETURN(meta::Page p,
+                           s->runs().list_experiments(n, r.query_or("page_token", "")));
     return page_response(p, "experiments");
   });
   router.add("GET", "/api/v1/experiments/{id}", Access::kRead, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "experiment id"));
-    DLSYS_ASSIGN_OR_RETURN(json e, s->get_experiment(id));
+    DLSYS_ASSIGN_OR_RETURN(json e, s->runs().get_experiment(id));
     return Response::json_body(e);
   });
 
@@ -141,7 +142,7 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     int64_t exp_id = 0;
     if (b.contains("experiment") && !b.contains("experiment_id")) {
       DLSYS_ASSIGN_OR_RETURN(std::string ename, string_field(b, "experiment", true));
-      DLSYS_ASSIGN_OR_RETURN(json e, s->ensure_experiment(ename, r.principal));
+      DLSYS_ASSIGN_OR_RETURN(json e, s->runs().ensure_experiment(ename, r.principal));
       exp_id = e["id"].get<int64_t>();
     } else {
       DLSYS_ASSIGN_OR_RETURN(exp_id, int_field(b, "experiment_id", true));
@@ -149,7 +150,7 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", false));
     DLSYS_ASSIGN_OR_RETURN(auto params, key_values(b, "params"));
     DLSYS_ASSIGN_OR_RETURN(auto tags, key_values(b, "tags"));
-    DLSYS_ASSIGN_OR_RETURN(json run, s->create_run(exp_id, name, params, tags, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(json run, s->runs().create_run(exp_id, name, params, tags, r.principal));
     return Response::json_body(run, 201);
   });
   auto search = [s](Request& r, const json& b) -> Result<Response> {
@@ -173,7 +174,7 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
     DLSYS_ASSIGN_OR_RETURN(int64_t n2, int_field(b, "page_size", false, n));
     q.page_size = static_cast<int>(n2);
-    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->search_runs(q));
+    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->runs().search_runs(q));
     return page_response(p, "runs");
   };
   router.add("GET", "/api/v1/runs", Access::kRead,
@@ -185,14 +186,14 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
              });
   router.add("GET", "/api/v1/runs/{id}", Access::kRead, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
-    DLSYS_ASSIGN_OR_RETURN(json run, s->get_run(id));
+    DLSYS_ASSIGN_OR_RETURN(json run, s->runs().get_run(id));
     return Response::json_body(run);
   });
   router.add("PATCH", "/api/v1/runs/{id}", Access::kWrite, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
     DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
     DLSYS_ASSIGN_OR_RETURN(std::string status, string_field(b, "status", true));
-    DLSYS_ASSIGN_OR_RETURN(json run, s->update_run(id, status, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(json run, s->runs().update_run(id, status, r.principal));
     return Response::json_body(run);
   });
   router.add(
@@ -203,7 +204,7 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
         DLSYS_ASSIGN_OR_RETURN(auto metrics, metric_points(b));
         DLSYS_ASSIGN_OR_RETURN(auto params, key_values(b, "params"));
         DLSYS_ASSIGN_OR_RETURN(auto tags, key_values(b, "tags"));
-        DLSYS_RETURN_IF_ERROR(s->log_batch(id, metrics, params, tags, r.principal));
+        DLSYS_RETURN_IF_ERROR(s->runs().log_batch(id, metrics, params, tags, r.principal));
         return Response::json_body(
             {{"logged",
               {{"metrics", metrics.size()}, {"params", params.size()}, {"tags", tags.size()}}}});
@@ -219,7 +220,7 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
                                         maxp, meta::kMaxMetricPoints,
                                         meta::kDefaultMaxMetricPoints);
                DLSYS_ASSIGN_OR_RETURN(
-                   json h, s->metric_history(id, r.param("key"), static_cast<int>(maxp)));
+                   json h, s->runs().metric_history(id, r.param("key"), static_cast<int>(maxp)));
                return Response::json_body(h);
              });
 
@@ -229,14 +230,14 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
       [s, obj](Request& r) -> Result<Response> {
         DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
         const std::string& path = r.param("path");
-        DLSYS_RETURN_IF_ERROR(meta::MetaStore::check_artifact_path(path));
-        DLSYS_RETURN_IF_ERROR(s->get_run(id).status());
+        DLSYS_RETURN_IF_ERROR(meta::check_artifact_path(path));
+        DLSYS_RETURN_IF_ERROR(s->runs().get_run(id).status());
         // The body arrived as a file (HTTP) or in memory (an in-process call without one).
         std::string tmp = std::move(r.body_file);
         r.body_file.clear();
         DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o,
                                tmp.empty() ? obj->put(r.body) : obj->put_file(tmp));
-        DLSYS_RETURN_IF_ERROR(s->record_artifact(id, {path, o.sha256, o.size}, r.principal));
+        DLSYS_RETURN_IF_ERROR(s->runs().record_artifact(id, {path, o.sha256, o.size}, r.principal));
         return Response::json_body({{"path", path},
                                     {"sha256", o.sha256},
                                     {"size", o.size},
@@ -247,34 +248,35 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
   router.add("GET", "/api/v1/runs/{id}/artifacts/{path...}", Access::kRead,
              [s, obj](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
-               DLSYS_ASSIGN_OR_RETURN(meta::ArtifactRecord a, s->get_artifact(id, r.param("path")));
+               DLSYS_ASSIGN_OR_RETURN(meta::ArtifactRecord a,
+                                      s->runs().get_artifact(id, r.param("path")));
                DLSYS_ASSIGN_OR_RETURN(std::string file, obj->open_verified(a.sha256));
                return file_response(file, a);
              });
-  router.add("GET", "/api/v1/runs/{id}/artifacts", Access::kRead,
-             [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
-               DLSYS_ASSIGN_OR_RETURN(json list, s->list_artifacts(id, r.query_or("prefix", "")));
-               return Response::json_body({{"artifacts", list}});
-             });
+  router.add(
+      "GET", "/api/v1/runs/{id}/artifacts", Access::kRead, [s](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+        DLSYS_ASSIGN_OR_RETURN(json list, s->runs().list_artifacts(id, r.query_or("prefix", "")));
+        return Response::json_body({{"artifacts", list}});
+      });
 
   // ---- model registry ----
   router.add("POST", "/api/v1/models", Access::kWrite, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
     DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", true));
     DLSYS_ASSIGN_OR_RETURN(std::string desc, string_field(b, "description", false));
-    DLSYS_ASSIGN_OR_RETURN(json m, s->create_model(name, desc, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(json m, s->registry().create_model(name, desc, r.principal));
     return Response::json_body(m, 201);
   });
   router.add("GET", "/api/v1/models", Access::kRead, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
-    DLSYS_ASSIGN_OR_RETURN(
-        meta::Page p, s->list_models(n, r.query_or("page_token", ""), r.query_or("name_like", ""),
-                                     r.query_or("order_by", "")));
+    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->registry().list_models(n, r.query_or("page_token", ""),
+                                                                   r.query_or("name_like", ""),
+                                                                   r.query_or("order_by", "")));
     return page_response(p, "models");
   });
   router.add("GET", "/api/v1/models/{name}", Access::kRead, [s](Request& r) -> Result<Response> {
-    DLSYS_ASSIGN_OR_RETURN(json m, s->get_model(r.param("name")));
+    DLSYS_ASSIGN_OR_RETURN(json m, s->registry().get_model(r.param("name")));
     return Response::json_body(m);
   });
   router.add("POST", "/api/v1/models/{name}/versions", Access::kWrite,
@@ -286,26 +288,26 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
                DLSYS_ASSIGN_OR_RETURN(std::string desc, string_field(b, "description", false));
                if (validate_model) {
                  // The artifact must exist and be a model dlsys can load before it is a version.
-                 auto a = s->get_artifact(run, path);
+                 auto a = s->runs().get_artifact(run, path);
                  if (a.ok()) {
                    DLSYS_ASSIGN_OR_RETURN(std::string file, obj->open_verified(a->sha256));
                    DLSYS_RETURN_IF_ERROR(validate_model(file).with_context(fmt::format(
                        "artifact '{}' of run {} is not a loadable ONNX model", path, run)));
                  }
                }
-               DLSYS_ASSIGN_OR_RETURN(
-                   json v, s->create_model_version(r.param("name"), run, path, desc, r.principal));
+               DLSYS_ASSIGN_OR_RETURN(json v, s->registry().create_model_version(
+                                                  r.param("name"), run, path, desc, r.principal));
                return Response::json_body(v, 201);
              });
   router.add("GET", "/api/v1/models/{name}/versions", Access::kRead,
              [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(json v, s->list_model_versions(r.param("name")));
+               DLSYS_ASSIGN_OR_RETURN(json v, s->registry().list_model_versions(r.param("name")));
                return Response::json_body({{"versions", v}});
              });
   router.add("GET", "/api/v1/models/{name}/versions/{version}", Access::kRead,
              [s](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(int64_t v, parse_int(r.param("version"), "version"));
-               DLSYS_ASSIGN_OR_RETURN(json mv, s->get_model_version(r.param("name"), v));
+               DLSYS_ASSIGN_OR_RETURN(json mv, s->registry().get_model_version(r.param("name"), v));
                return Response::json_body(mv);
              });
   router.add("PATCH", "/api/v1/models/{name}/versions/{version}", Access::kWrite,
@@ -313,8 +315,8 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
                DLSYS_ASSIGN_OR_RETURN(int64_t v, parse_int(r.param("version"), "version"));
                DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
                DLSYS_ASSIGN_OR_RETURN(std::string st, string_field(b, "status", true));
-               DLSYS_ASSIGN_OR_RETURN(
-                   json mv, s->set_model_version_status(r.param("name"), v, st, r.principal));
+               DLSYS_ASSIGN_OR_RETURN(json mv, s->registry().set_model_version_status(
+                                                   r.param("name"), v, st, r.principal));
                return Response::json_body(mv);
              });
   // The version's ONNX file; {version} may be a number or an alias ("production", "latest").
@@ -325,9 +327,9 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
         json mv;
         if (!ver.empty() && std::isdigit(static_cast<unsigned char>(ver[0]))) {
           DLSYS_ASSIGN_OR_RETURN(int64_t v, parse_int(ver, "version"));
-          DLSYS_ASSIGN_OR_RETURN(mv, s->get_model_version(r.param("name"), v));
+          DLSYS_ASSIGN_OR_RETURN(mv, s->registry().get_model_version(r.param("name"), v));
         } else {
-          DLSYS_ASSIGN_OR_RETURN(mv, s->get_version_by_alias(r.param("name"), ver));
+          DLSYS_ASSIGN_OR_RETURN(mv, s->registry().get_version_by_alias(r.param("name"), ver));
         }
         meta::ArtifactRecord a{mv["artifact_path"], mv["sha256"], mv["size"]};
         DLSYS_ASSIGN_OR_RETURN(std::string file, obj->open_verified(a.sha256));
@@ -340,21 +342,22 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
                DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
                DLSYS_ASSIGN_OR_RETURN(int64_t v, int_field(b, "version", true));
                DLSYS_ASSIGN_OR_RETURN(
-                   json a, s->set_alias(r.param("name"), r.param("alias"), v, r.principal));
+                   json a,
+                   s->registry().set_alias(r.param("name"), r.param("alias"), v, r.principal));
                return Response::json_body(a);
              });
   router.add("GET", "/api/v1/models/{name}/aliases/{alias}", Access::kRead,
              [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(json mv,
-                                      s->get_version_by_alias(r.param("name"), r.param("alias")));
+               DLSYS_ASSIGN_OR_RETURN(
+                   json mv, s->registry().get_version_by_alias(r.param("name"), r.param("alias")));
                return Response::json_body(mv);
              });
-  router.add(
-      "DELETE", "/api/v1/models/{name}/aliases/{alias}", Access::kWrite,
-      [s](Request& r) -> Result<Response> {
-        DLSYS_RETURN_IF_ERROR(s->delete_alias(r.param("name"), r.param("alias"), r.principal));
-        return Response::json_body({{"deleted", true}});
-      });
+  router.add("DELETE", "/api/v1/models/{name}/aliases/{alias}", Access::kWrite,
+             [s](Request& r) -> Result<Response> {
+               DLSYS_RETURN_IF_ERROR(
+                   s->registry().delete_alias(r.param("name"), r.param("alias"), r.principal));
+               return Response::json_body({{"deleted", true}});
+             });
 
   // ---- lineage ----
   router.add("POST", "/api/v1/lineage", Access::kWrite, [s](Request& r) -> Result<Response> {
@@ -368,21 +371,21 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(std::string dk, string_field(b["dst"], "kind", true));
     DLSYS_ASSIGN_OR_RETURN(std::string di, string_field(b["dst"], "id", true));
     DLSYS_ASSIGN_OR_RETURN(std::string rel, string_field(b, "relation", false, "input"));
-    DLSYS_RETURN_IF_ERROR(s->add_lineage_edge(sk, si, dk, di, rel, r.principal));
+    DLSYS_RETURN_IF_ERROR(s->lineage().add_edge(sk, si, dk, di, rel, r.principal));
     return Response::json_body({{"src", b["src"]}, {"dst", b["dst"]}, {"relation", rel}}, 201);
   });
-  router.add("GET", "/api/v1/lineage/{kind}/{id...}", Access::kRead,
-             [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(int64_t depth, parse_int(r.query_or("depth", "10"), "depth"));
-               DLSYS_ASSIGN_OR_RETURN(
-                   json g, s->lineage(r.param("kind"), r.param("id"), static_cast<int>(depth)));
-               return Response::json_body(g);
-             });
+  router.add(
+      "GET", "/api/v1/lineage/{kind}/{id...}", Access::kRead, [s](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(int64_t depth, parse_int(r.query_or("depth", "10"), "depth"));
+        DLSYS_ASSIGN_OR_RETURN(
+            json g, s->lineage().graph(r.param("kind"), r.param("id"), static_cast<int>(depth)));
+        return Response::json_body(g);
+      });
 
   // ---- audit and tokens (admin) ----
   router.add("GET", "/api/v1/audit", Access::kAdmin, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
-    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->list_audit(n, r.query_or("page_token", "")));
+    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->db().list_audit(n, r.query_or("page_token", "")));
     return page_response(p, "entries");
   });
   router.add("POST", "/api/v1/tokens", Access::kAdmin, [s](Request& r) -> Result<Response> {
@@ -390,16 +393,16 @@ void add_meta_routes(Router& router, meta::MetaStore& store, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", true));
     DLSYS_ASSIGN_OR_RETURN(std::string role, string_field(b, "role", true));
     DLSYS_ASSIGN_OR_RETURN(meta::Role rl, meta::parse_role(role));
-    DLSYS_ASSIGN_OR_RETURN(json t, s->create_token(name, rl, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(json t, s->tokens().create_token(name, rl, r.principal));
     return Response::json_body(t, 201);
   });
   router.add("GET", "/api/v1/tokens", Access::kAdmin, [s](Request&) -> Result<Response> {
-    DLSYS_ASSIGN_OR_RETURN(json t, s->list_tokens());
+    DLSYS_ASSIGN_OR_RETURN(json t, s->tokens().list_tokens());
     return Response::json_body({{"tokens", t}});
   });
   router.add("DELETE", "/api/v1/tokens/{id}", Access::kAdmin, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "token id"));
-    DLSYS_RETURN_IF_ERROR(s->revoke_token(id, r.principal));
+    DLSYS_RETURN_IF_ERROR(s->tokens().revoke_token(id, r.principal));
     return Response::json_body({{"revoked", id}});
   });
 }

@@ -388,7 +388,7 @@ TEST_F(Cli, DataCommandsAndTrainingFromAVersion) {
   // Lineage: digits@v1 -> run 1.
   auto backend = api::Backend::open({(dir_ / "home").string()});
   ASSERT_TRUE(backend.ok());
-  auto lin = (*backend)->store().lineage("dataset_version", "digits@v1", 2);
+  auto lin = (*backend)->store().lineage().graph("dataset_version", "digits@v1", 2);
   ASSERT_TRUE(lin.ok());
   EXPECT_NE(lin->dump().find("\"run\""), std::string::npos) << lin->dump();
 }
