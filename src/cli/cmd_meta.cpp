@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <set>
 
-#include "api/backend.h"
 #include "api/client.h"
+#include "api/services.h"
 #include "cli/commands.h"
 
 namespace dlsys::cli {
@@ -30,7 +30,7 @@ void add_client_options(CLI::App* c, ClientArgs* a) {
 
 // The client and, for local access, the backend it dispatches to.
 struct Connection {
-  std::unique_ptr<api::Backend> backend;
+  std::unique_ptr<api::Services> backend;
   std::unique_ptr<api::ApiClient> client;
 };
 
@@ -53,12 +53,12 @@ Result<Connection> connect(const ClientArgs& a) {
       return c;
     }
   }
-  api::BackendOptions bo;
+  api::ServicesOptions bo;
   bo.data_dir = a.data_dir;
   bo.meta_url = a.meta;
   bo.db_connections = 2;
   bo.model_validator = validate_onnx_model;
-  DLSYS_ASSIGN_OR_RETURN(c.backend, api::Backend::open(bo));
+  DLSYS_ASSIGN_OR_RETURN(c.backend, api::Services::open(bo));
   c.client = api::connect_local(*c.backend);
   return c;
 }
