@@ -1,6 +1,6 @@
 // fuzz_run_filter: the run search language. Input lines: the filter, then (optionally) the
 // order ("metrics.acc DESC"), then a page token. The filter and the order are compiled
-// (meta::compile_run_filter, meta::parse_run_order) and run by MetaStore::search_runs on an
+// (meta::compile_run_filter, meta::parse_run_order) and run by RunTracking::search_runs on an
 // SQLite store with a few runs (params lr and batch, tags team and "val set", metrics
 // accuracy, loss and "val loss"; statuses RUNNING and FINISHED).
 //
@@ -43,14 +43,14 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   meta::Principal who{"fuzz", meta::Role::kAdmin};
   auto e = g_store->runs().create_experiment("e", "", who);
   must(e.status(), "experiment");
-  int64_t exp = (*e)["id"].get<int64_t>();
+  int64_t exp = e->id;
   for (int i = 0; i < 4; ++i) {
     auto r = g_store->runs().create_run(
         exp, "run" + std::to_string(i),
         {{"lr", i % 2 ? "0.1" : "0.01"}, {"batch", std::to_string(32 << i)}},
         {{"team", i % 2 ? "a" : "b"}, {"val set", "x"}}, who);
     must(r.status(), "run");
-    int64_t id = (*r)["id"].get<int64_t>();
+    int64_t id = r->id;
     must(g_store->runs().log_batch(id,
                                    {{"accuracy", 0.5 + 0.1 * i, 0, 0},
                                     {"loss", 1.0 / (i + 1), 0, 0},

@@ -60,9 +60,9 @@ int seed(const std::string& db_path, int64_t points) {
   if (!store.ok()) die(store.status());
   auto e = (*store)->runs().ensure_experiment("bench", kBench);
   if (!e.ok()) die(e.status());
-  auto r = (*store)->runs().create_run((*e)["id"], "history", {}, {}, kBench);
+  auto r = (*store)->runs().create_run(e->id, "history", {}, {}, kBench);
   if (!r.ok()) die(r.status());
-  int64_t run = (*r)["id"];
+  int64_t run = r->id;
   store->reset();
   auto db = meta::SqlDatabase::open(db_path, 1);
   if (!db.ok()) die(db.status());
@@ -104,10 +104,10 @@ int history(const std::string& db_path, int max_points) {
     auto h = (*store)->runs().metric_history(1, "loss", max_points);
     times.push_back(ms_since(t0));
     if (!h.ok()) die(h.status());
-    returned = (*h)["points"].size();
-    total = (*h)["total_points"];
+    returned = h->points.size();
+    total = h->total_points;
     bool spike = false;
-    for (auto& p : (*h)["points"]) spike |= p["value"].get<double>() == 50;
+    for (auto& p : h->points) spike |= p.value == 50;
     if (!spike) std::fprintf(stderr, "warning: the spike is not in the result\n");
   }
   std::sort(times.begin(), times.end());
@@ -127,9 +127,9 @@ int wal(const std::string& db_path, double seconds, int writers, int readers, in
   if (!e.ok()) die(e.status());
   std::vector<int64_t> runs;
   for (int w = 0; w < writers; ++w) {
-    auto r = store.runs().create_run((*e)["id"], "writer-" + std::to_string(w), {}, {}, kBench);
+    auto r = store.runs().create_run(e->id, "writer-" + std::to_string(w), {}, {}, kBench);
     if (!r.ok()) die(r.status());
-    runs.push_back((*r)["id"]);
+    runs.push_back(r->id);
   }
   std::string wal_path = db_path + "-wal";
   auto wal_size = [&] {

@@ -2,12 +2,6 @@
 
 namespace dlsys::api {
 
-Response page_response(const meta::Page& page, const char* key) {
-  json j = {{key, page.items}};
-  if (!page.next_page_token.empty()) j["next_page_token"] = page.next_page_token;
-  return Response::json_body(j);
-}
-
 Response file_response(const std::string& path, const meta::ArtifactRecord& a) {
   Response r;
   r.file_path = path;

@@ -30,9 +30,15 @@ void add_lineage_routes(Router& router, meta::LineageStore& lineage);
 // The audit log and API tokens (admin only).
 void add_admin_routes(Router& router, meta::StoreDb& db, meta::TokenStore& tokens);
 
-// Helpers the route files share: a page as {key: items, "next_page_token"?}, and a file answer
-// with its X-Content-SHA256.
-Response page_response(const meta::Page& page, const char* key);
+// Helpers the route files share: a page as {key: items, "next_page_token"?} (items through
+// their to_json), and a file answer with its X-Content-SHA256.
+template <typename T>
+Response page_response(const meta::PageOf<T>& page, const char* key) {
+  json j = json::object();
+  j[key] = page.items;
+  if (!page.next_page_token.empty()) j["next_page_token"] = page.next_page_token;
+  return Response::json_body(j);
+}
 Response file_response(const std::string& path, const meta::ArtifactRecord& a);
 
 }  // namespace dlsys::api

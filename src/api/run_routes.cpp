@@ -91,22 +91,22 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
     DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", true));
     DLSYS_ASSIGN_OR_RETURN(std::string desc, string_field(b, "description", false));
-    DLSYS_ASSIGN_OR_RETURN(json e, s->create_experiment(name, desc, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(meta::Experiment e, s->create_experiment(name, desc, r.principal));
     return Response::json_body(e, 201);
   });
   router.add("GET", "/api/v1/experiments", Access::kRead, [s](Request& r) -> Result<Response> {
     std::string name = r.query_or("name", "");
     if (!name.empty()) {
-      DLSYS_ASSIGN_OR_RETURN(json e, s->get_experiment_by_name(name));
+      DLSYS_ASSIGN_OR_RETURN(meta::Experiment e, s->get_experiment_by_name(name));
       return Response::json_body({{"experiments", json::array({e})}});
     }
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
-    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->list_experiments(n, r.query_or("page_token", "")));
+    DLSYS_ASSIGN_OR_RETURN(auto p, s->list_experiments(n, r.query_or("page_token", "")));
     return page_response(p, "experiments");
   });
   router.add("GET", "/api/v1/experiments/{id}", Access::kRead, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "experiment id"));
-    DLSYS_ASSIGN_OR_RETURN(json e, s->get_experiment(id));
+    DLSYS_ASSIGN_OR_RETURN(meta::Experiment e, s->get_experiment(id));
     return Response::json_body(e);
   });
 
@@ -116,15 +116,15 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
     int64_t exp_id = 0;
     if (b.contains("experiment") && !b.contains("experiment_id")) {
       DLSYS_ASSIGN_OR_RETURN(std::string ename, string_field(b, "experiment", true));
-      DLSYS_ASSIGN_OR_RETURN(json e, s->ensure_experiment(ename, r.principal));
-      exp_id = e["id"].get<int64_t>();
+      DLSYS_ASSIGN_OR_RETURN(meta::Experiment e, s->ensure_experiment(ename, r.principal));
+      exp_id = e.id;
     } else {
       DLSYS_ASSIGN_OR_RETURN(exp_id, int_field(b, "experiment_id", true));
     }
     DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", false));
     DLSYS_ASSIGN_OR_RETURN(auto params, key_values(b, "params"));
     DLSYS_ASSIGN_OR_RETURN(auto tags, key_values(b, "tags"));
-    DLSYS_ASSIGN_OR_RETURN(json run, s->create_run(exp_id, name, params, tags, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(meta::Run run, s->create_run(exp_id, name, params, tags, r.principal));
     return Response::json_body(run, 201);
   });
   auto search = [s](Request& r, const json& b) -> Result<Response> {
@@ -148,7 +148,7 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
     DLSYS_ASSIGN_OR_RETURN(int64_t n2, int_field(b, "page_size", false, n));
     q.page_size = static_cast<int>(n2);
-    DLSYS_ASSIGN_OR_RETURN(meta::Page p, s->search_runs(q));
+    DLSYS_ASSIGN_OR_RETURN(auto p, s->search_runs(q));
     return page_response(p, "runs");
   };
   router.add("GET", "/api/v1/runs", Access::kRead,
@@ -160,14 +160,14 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
              });
   router.add("GET", "/api/v1/runs/{id}", Access::kRead, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
-    DLSYS_ASSIGN_OR_RETURN(json run, s->get_run(id));
+    DLSYS_ASSIGN_OR_RETURN(meta::Run run, s->get_run(id));
     return Response::json_body(run);
   });
   router.add("PATCH", "/api/v1/runs/{id}", Access::kWrite, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
     DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
     DLSYS_ASSIGN_OR_RETURN(std::string status, string_field(b, "status", true));
-    DLSYS_ASSIGN_OR_RETURN(json run, s->update_run(id, status, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(meta::Run run, s->update_run(id, status, r.principal));
     return Response::json_body(run);
   });
   router.add(
@@ -184,19 +184,19 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
               {{"metrics", metrics.size()}, {"params", params.size()}, {"tags", tags.size()}}}});
       },
       /*body_to_file=*/false, kBatchBodyLimit);
-  router.add("GET", "/api/v1/runs/{id}/metrics/{key...}", Access::kRead,
-             [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
-               DLSYS_ASSIGN_OR_RETURN(int64_t maxp,
-                                      parse_int(r.query_or("max_points", "0"), "max_points"));
-               if (maxp < 0 || maxp > static_cast<int64_t>(meta::kMaxMetricPoints))
-                 return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})",
-                                        maxp, meta::kMaxMetricPoints,
-                                        meta::kDefaultMaxMetricPoints);
-               DLSYS_ASSIGN_OR_RETURN(
-                   json h, s->metric_history(id, r.param("key"), static_cast<int>(maxp)));
-               return Response::json_body(h);
-             });
+  router.add(
+      "GET", "/api/v1/runs/{id}/metrics/{key...}", Access::kRead,
+      [s](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+        DLSYS_ASSIGN_OR_RETURN(int64_t maxp,
+                               parse_int(r.query_or("max_points", "0"), "max_points"));
+        if (maxp < 0 || maxp > static_cast<int64_t>(meta::kMaxMetricPoints))
+          return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})", maxp,
+                                 meta::kMaxMetricPoints, meta::kDefaultMaxMetricPoints);
+        DLSYS_ASSIGN_OR_RETURN(meta::MetricHistory h,
+                               s->metric_history(id, r.param("key"), static_cast<int>(maxp)));
+        return Response::json_body(h);
+      });
 
   // ---- artifacts ----
   router.add(
@@ -229,7 +229,7 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
   router.add("GET", "/api/v1/runs/{id}/artifacts", Access::kRead,
              [s](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
-               DLSYS_ASSIGN_OR_RETURN(json list, s->list_artifacts(id, r.query_or("prefix", "")));
+               DLSYS_ASSIGN_OR_RETURN(auto list, s->list_artifacts(id, r.query_or("prefix", "")));
                return Response::json_body({{"artifacts", list}});
              });
 }

@@ -4,6 +4,7 @@
 #include <map>
 
 #include "core/file_util.h"
+#include "core/json_get.h"
 
 namespace dlsys::meta {
 
@@ -40,24 +41,99 @@ const char* kVersionColumns =
     "v.version, v.run_id, v.artifact_path, v.sha256, v.size, v.status, v.description, "
     "v.created_at, v.created_by";
 
-json version_json(const std::string& model, const SqlRow& r) {
-  return {{"model", model},
-          {"version", sql_int(r[0])},
-          {"run_id", sql_int(r[1])},
-          {"artifact_path", sql_text(r[2])},
-          {"sha256", sql_text(r[3])},
-          {"size", sql_int(r[4])},
-          {"status", sql_text(r[5])},
-          {"description", sql_text(r[6])},
-          {"created_at", sql_int(r[7])},
-          {"created_by", sql_text(r[8])},
-          {"aliases", json::array()}};
+ModelVersion version_of(const std::string& model, const SqlRow& r) {
+  ModelVersion v;
+  v.model = model;
+  v.version = sql_int(r[0]);
+  v.run_id = sql_int(r[1]);
+  v.artifact_path = sql_text(r[2]);
+  v.sha256 = sql_text(r[3]);
+  v.size = sql_int(r[4]);
+  v.status = sql_text(r[5]);
+  v.description = sql_text(r[6]);
+  v.created_at = sql_int(r[7]);
+  v.created_by = sql_text(r[8]);
+  return v;
 }
 
 }  // namespace
 
-Result<json> ModelRegistry::create_model(const std::string& name, const std::string& description,
-                                         const Principal& who) {
+void to_json(json& j, const Model& m) {
+  j = {{"name", m.name},
+       {"description", m.description},
+       {"created_at", m.created_at},
+       {"updated_at", m.updated_at},
+       {"aliases", m.aliases.empty() ? json::object() : json(m.aliases)},
+       {"latest_version", m.latest_version ? json(*m.latest_version) : json(nullptr)},
+       {"version_count", m.version_count}};
+}
+
+void to_json(json& j, const ModelVersion& v) {
+  j = {{"model", v.model},
+       {"version", v.version},
+       {"run_id", v.run_id},
+       {"artifact_path", v.artifact_path},
+       {"sha256", v.sha256},
+       {"size", v.size},
+       {"status", v.status},
+       {"description", v.description},
+       {"created_at", v.created_at},
+       {"created_by", v.created_by},
+       {"aliases", v.aliases.empty() ? json::array() : json(v.aliases)}};
+}
+
+template <>
+Result<Model> from_json<Model>(const json& j, std::string_view what) {
+  Model m;
+  DLSYS_ASSIGN_OR_RETURN(m.name, json_get<std::string>(j, "name", what));
+  DLSYS_ASSIGN_OR_RETURN(m.description, json_get_or<std::string>(j, "description", "", what));
+  DLSYS_ASSIGN_OR_RETURN(m.created_at, json_get_or<int64_t>(j, "created_at", 0, what));
+  DLSYS_ASSIGN_OR_RETURN(m.updated_at, json_get_or<int64_t>(j, "updated_at", 0, what));
+  DLSYS_ASSIGN_OR_RETURN(std::optional<json> aliases, json_get_optional<json>(j, "aliases", what));
+  if (aliases) {
+    if (!aliases->is_object())
+      return Status::Invalid("{}: 'aliases' must be an object, got {}", what,
+                             json_type_phrase(*aliases));
+    for (auto& [k, v] : aliases->items()) {
+      DLSYS_ASSIGN_OR_RETURN(m.aliases[k],
+                             json_as<int64_t>(v, fmt::format("{}: aliases['{}']", what, k)));
+    }
+  }
+  DLSYS_ASSIGN_OR_RETURN(m.latest_version, json_get_optional<int64_t>(j, "latest_version", what));
+  DLSYS_ASSIGN_OR_RETURN(m.version_count, json_get_or<int64_t>(j, "version_count", 0, what));
+  return m;
+}
+
+template <>
+Result<ModelVersion> from_json<ModelVersion>(const json& j, std::string_view what) {
+  ModelVersion v;
+  DLSYS_ASSIGN_OR_RETURN(v.model, json_get<std::string>(j, "model", what));
+  DLSYS_ASSIGN_OR_RETURN(v.version, json_get<int64_t>(j, "version", what));
+  DLSYS_ASSIGN_OR_RETURN(v.run_id, json_get<int64_t>(j, "run_id", what));
+  DLSYS_ASSIGN_OR_RETURN(v.artifact_path, json_get<std::string>(j, "artifact_path", what));
+  DLSYS_ASSIGN_OR_RETURN(v.sha256, json_get<std::string>(j, "sha256", what));
+  DLSYS_ASSIGN_OR_RETURN(v.size, json_get<int64_t>(j, "size", what));
+  DLSYS_ASSIGN_OR_RETURN(v.status, json_get<std::string>(j, "status", what));
+  DLSYS_ASSIGN_OR_RETURN(v.description, json_get_or<std::string>(j, "description", "", what));
+  DLSYS_ASSIGN_OR_RETURN(v.created_at, json_get_or<int64_t>(j, "created_at", 0, what));
+  DLSYS_ASSIGN_OR_RETURN(v.created_by, json_get_or<std::string>(j, "created_by", "", what));
+  DLSYS_ASSIGN_OR_RETURN(std::optional<json> aliases, json_get_optional<json>(j, "aliases", what));
+  if (aliases) {
+    if (!aliases->is_array())
+      return Status::Invalid("{}: 'aliases' must be an array, got {}", what,
+                             json_type_phrase(*aliases));
+    for (size_t i = 0; i < aliases->size(); ++i) {
+      DLSYS_ASSIGN_OR_RETURN(
+          std::string a,
+          json_as<std::string>((*aliases)[i], fmt::format("{}: aliases[{}]", what, i)));
+      v.aliases.push_back(std::move(a));
+    }
+  }
+  return v;
+}
+
+Result<Model> ModelRegistry::create_model(const std::string& name, const std::string& description,
+                                          const Principal& who) {
   DLSYS_RETURN_IF_ERROR(check_model_name(name));
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
     int64_t now = now_ms();
@@ -73,35 +149,36 @@ Result<json> ModelRegistry::create_model(const std::string& name, const std::str
   return get_model(name);
 }
 
-Result<json> ModelRegistry::get_model(const std::string& name) {
-  json out;
+Result<Model> ModelRegistry::get_model(const std::string& name) {
+  Model out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT id, name, description, created_at, "
                                               "updated_at FROM registered_models WHERE name = $1",
                                               {name}));
     if (rows.empty()) return Status::NotFound("model '{}' is not registered", name);
     int64_t id = sql_int(rows[0][0]);
-    out = {{"name", sql_text(rows[0][1])},
-           {"description", sql_text(rows[0][2])},
-           {"created_at", sql_int(rows[0][3])},
-           {"updated_at", sql_int(rows[0][4])},
-           {"aliases", json::object()}};
+    out = {};
+    out.name = sql_text(rows[0][1]);
+    out.description = sql_text(rows[0][2]);
+    out.created_at = sql_int(rows[0][3]);
+    out.updated_at = sql_int(rows[0][4]);
     DLSYS_ASSIGN_OR_RETURN(auto al, c.query("SELECT alias, version FROM model_aliases WHERE "
                                             "model_id = $1 ORDER BY alias",
                                             {id}));
-    for (auto& a : al) out["aliases"][sql_text(a[0])] = sql_int(a[1]);
+    for (auto& a : al) out.aliases[sql_text(a[0])] = sql_int(a[1]);
     DLSYS_ASSIGN_OR_RETURN(auto lv, c.query("SELECT MAX(version), COUNT(*) FROM model_versions "
                                             "WHERE model_id = $1",
                                             {id}));
-    out["latest_version"] = sql_is_null(lv[0][0]) ? json(nullptr) : json(sql_int(lv[0][0]));
-    out["version_count"] = sql_int(lv[0][1]);
+    if (!sql_is_null(lv[0][0])) out.latest_version = sql_int(lv[0][0]);
+    out.version_count = sql_int(lv[0][1]);
     return Status::OK();
   }));
   return out;
 }
 
-Result<Page> ModelRegistry::list_models(int page_size, const std::string& page_token,
-                                        const std::string& name_like, const std::string& order_by) {
+Result<PageOf<Model>> ModelRegistry::list_models(int page_size, const std::string& page_token,
+                                                 const std::string& name_like,
+                                                 const std::string& order_by) {
   DLSYS_RETURN_IF_ERROR(check_page_size(page_size));
   // Name order pages by key ("m:<last name>"); updated_at order by offset ("o:<n>").
   bool by_update = false;
@@ -153,9 +230,9 @@ Result<Page> ModelRegistry::list_models(int page_size, const std::string& page_t
       names.push_back(sql_text(rows[i][0]));
     return Status::OK();
   }));
-  Page page;
+  PageOf<Model> page;
   for (auto& n : names) {
-    DLSYS_ASSIGN_OR_RETURN(json m, get_model(n));
+    DLSYS_ASSIGN_OR_RETURN(Model m, get_model(n));
     page.items.push_back(std::move(m));
   }
   if (more)
@@ -163,10 +240,10 @@ Result<Page> ModelRegistry::list_models(int page_size, const std::string& page_t
   return page;
 }
 
-Result<json> ModelRegistry::create_model_version(const std::string& model, int64_t run_id,
-                                                 const std::string& artifact_path,
-                                                 const std::string& description,
-                                                 const Principal& who) {
+Result<ModelVersion> ModelRegistry::create_model_version(const std::string& model, int64_t run_id,
+                                                         const std::string& artifact_path,
+                                                         const std::string& description,
+                                                         const Principal& who) {
   DLSYS_RETURN_IF_ERROR(check_artifact_path(artifact_path));
   if (artifact_path.size() < 5 || artifact_path.substr(artifact_path.size() - 5) != ".onnx")
     return Status::Invalid("model versions are ONNX files: '{}' does not end in .onnx",
@@ -204,8 +281,8 @@ Result<json> ModelRegistry::create_model_version(const std::string& model, int64
   return get_model_version(model, version);
 }
 
-Result<json> ModelRegistry::get_model_version(const std::string& model, int64_t version) {
-  json out;
+Result<ModelVersion> ModelRegistry::get_model_version(const std::string& model, int64_t version) {
+  ModelVersion out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(int64_t mid, model_id(c, model, false));
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(std::string("SELECT ") + kVersionColumns +
@@ -213,19 +290,20 @@ Result<json> ModelRegistry::get_model_version(const std::string& model, int64_t 
                                                   "AND v.version = $2",
                                               {mid, version}));
     if (rows.empty()) return Status::NotFound("model '{}' has no version {}", model, version);
-    out = version_json(model, rows[0]);
+    out = version_of(model, rows[0]);
     DLSYS_ASSIGN_OR_RETURN(auto al, c.query("SELECT alias FROM model_aliases WHERE model_id = $1 "
                                             "AND version = $2 ORDER BY alias",
                                             {mid, version}));
-    for (auto& a : al) out["aliases"].push_back(sql_text(a[0]));
+    for (auto& a : al) out.aliases.push_back(sql_text(a[0]));
     return Status::OK();
   }));
   return out;
 }
 
-Result<json> ModelRegistry::list_model_versions(const std::string& model) {
-  json out = json::array();
+Result<std::vector<ModelVersion>> ModelRegistry::list_model_versions(const std::string& model) {
+  std::vector<ModelVersion> out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    out.clear();
     DLSYS_ASSIGN_OR_RETURN(int64_t mid, model_id(c, model, false));
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(std::string("SELECT ") + kVersionColumns +
                                                   " FROM model_versions v WHERE v.model_id = $1 "
@@ -234,23 +312,24 @@ Result<json> ModelRegistry::list_model_versions(const std::string& model) {
     std::map<int64_t, size_t> index;
     for (auto& r : rows) {
       index[sql_int(r[0])] = out.size();
-      out.push_back(version_json(model, r));
+      out.push_back(version_of(model, r));
     }
     DLSYS_ASSIGN_OR_RETURN(auto al, c.query("SELECT alias, version FROM model_aliases WHERE "
                                             "model_id = $1 ORDER BY alias",
                                             {mid}));
     for (auto& a : al) {
       auto it = index.find(sql_int(a[1]));
-      if (it != index.end()) out[it->second]["aliases"].push_back(sql_text(a[0]));
+      if (it != index.end()) out[it->second].aliases.push_back(sql_text(a[0]));
     }
     return Status::OK();
   }));
   return out;
 }
 
-Result<json> ModelRegistry::set_model_version_status(const std::string& model, int64_t version,
-                                                     const std::string& status,
-                                                     const Principal& who) {
+Result<ModelVersion> ModelRegistry::set_model_version_status(const std::string& model,
+                                                             int64_t version,
+                                                             const std::string& status,
+                                                             const Principal& who) {
   if (status != "READY" && status != "ARCHIVED")
     return Status::Invalid("model version status '{}' is not one of READY, ARCHIVED", status);
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
@@ -314,8 +393,8 @@ Status ModelRegistry::delete_alias(const std::string& model, const std::string& 
   });
 }
 
-Result<json> ModelRegistry::get_version_by_alias(const std::string& model,
-                                                 const std::string& alias) {
+Result<ModelVersion> ModelRegistry::get_version_by_alias(const std::string& model,
+                                                         const std::string& alias) {
   int64_t version = 0;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(int64_t mid, model_id(c, model, false));

@@ -7,6 +7,7 @@
 #include <tuple>
 
 #include "core/file_util.h"
+#include "core/json_get.h"
 #include "meta/run_filter.h"
 
 namespace dlsys::meta {
@@ -21,24 +22,146 @@ bool terminal_status(const std::string& s) {
   return s == "FINISHED" || s == "FAILED" || s == "KILLED";
 }
 
+// The object at obj[key]: missing or null gives an empty object, another type an error.
+Result<json> object_field(const json& obj, const char* key, std::string_view what) {
+  DLSYS_ASSIGN_OR_RETURN(std::optional<json> v, json_get_optional<json>(obj, key, what));
+  if (!v) return json::object();
+  if (!v->is_object())
+    return Status::Invalid("{}: '{}' must be an object, got {}", what, key, json_type_phrase(*v));
+  return std::move(*v);
+}
+
+Status string_map(const json& obj, const char* key, std::string_view what,
+                  std::map<std::string, std::string>* out) {
+  DLSYS_ASSIGN_OR_RETURN(json m, object_field(obj, key, what));
+  for (auto& [k, v] : m.items()) {
+    DLSYS_ASSIGN_OR_RETURN((*out)[k],
+                           json_as<std::string>(v, fmt::format("{}: {}['{}']", what, key, k)));
+  }
+  return Status::OK();
+}
+
 }  // namespace
+
+// ---- records ----
+
+void to_json(json& j, const Experiment& e) {
+  j = {{"id", e.id},
+       {"name", e.name},
+       {"description", e.description},
+       {"created_at", e.created_at},
+       {"created_by", e.created_by}};
+}
+
+void to_json(json& j, const Run& r) {
+  json metrics = json::object();
+  for (const auto& [k, m] : r.metrics)
+    metrics[k] = {{"value", m.value}, {"step", m.step}, {"timestamp", m.timestamp}};
+  j = {{"id", r.id},
+       {"experiment_id", r.experiment_id},
+       {"name", r.name},
+       {"status", r.status},
+       {"start_time", r.start_time},
+       {"end_time", r.end_time ? json(*r.end_time) : json(nullptr)},
+       {"created_by", r.created_by},
+       {"params", r.params.empty() ? json::object() : json(r.params)},
+       {"tags", r.tags.empty() ? json::object() : json(r.tags)},
+       {"metrics", std::move(metrics)}};
+}
+
+void to_json(json& j, const MetricHistory& h) {
+  json points = json::array();
+  for (const HistoryPoint& p : h.points)
+    points.push_back({{"step", p.step}, {"timestamp", p.timestamp}, {"value", p.value}});
+  j = {{"run_id", h.run_id},
+       {"key", h.key},
+       {"total_points", h.total_points},
+       {"downsampled", h.downsampled},
+       {"points", std::move(points)}};
+}
+
+void to_json(json& j, const ArtifactInfo& a) {
+  j = {{"path", a.path}, {"sha256", a.sha256}, {"size", a.size}, {"created_at", a.created_at}};
+}
+
+template <>
+Result<Experiment> from_json<Experiment>(const json& j, std::string_view what) {
+  Experiment e;
+  DLSYS_ASSIGN_OR_RETURN(e.id, json_get<int64_t>(j, "id", what));
+  DLSYS_ASSIGN_OR_RETURN(e.name, json_get<std::string>(j, "name", what));
+  DLSYS_ASSIGN_OR_RETURN(e.description, json_get_or<std::string>(j, "description", "", what));
+  DLSYS_ASSIGN_OR_RETURN(e.created_at, json_get_or<int64_t>(j, "created_at", 0, what));
+  DLSYS_ASSIGN_OR_RETURN(e.created_by, json_get_or<std::string>(j, "created_by", "", what));
+  return e;
+}
+
+template <>
+Result<Run> from_json<Run>(const json& j, std::string_view what) {
+  Run r;
+  DLSYS_ASSIGN_OR_RETURN(r.id, json_get<int64_t>(j, "id", what));
+  DLSYS_ASSIGN_OR_RETURN(r.experiment_id, json_get<int64_t>(j, "experiment_id", what));
+  DLSYS_ASSIGN_OR_RETURN(r.name, json_get_or<std::string>(j, "name", "", what));
+  DLSYS_ASSIGN_OR_RETURN(r.status, json_get<std::string>(j, "status", what));
+  DLSYS_ASSIGN_OR_RETURN(r.start_time, json_get_or<int64_t>(j, "start_time", 0, what));
+  DLSYS_ASSIGN_OR_RETURN(r.end_time, json_get_optional<int64_t>(j, "end_time", what));
+  DLSYS_ASSIGN_OR_RETURN(r.created_by, json_get_or<std::string>(j, "created_by", "", what));
+  DLSYS_RETURN_IF_ERROR(string_map(j, "params", what, &r.params));
+  DLSYS_RETURN_IF_ERROR(string_map(j, "tags", what, &r.tags));
+  DLSYS_ASSIGN_OR_RETURN(json metrics, object_field(j, "metrics", what));
+  for (auto& [k, v] : metrics.items()) {
+    std::string where = fmt::format("{}: metrics['{}']", what, k);
+    LatestMetric& m = r.metrics[k];
+    DLSYS_ASSIGN_OR_RETURN(m.value, json_get<double>(v, "value", where));
+    DLSYS_ASSIGN_OR_RETURN(m.step, json_get_or<int64_t>(v, "step", 0, where));
+    DLSYS_ASSIGN_OR_RETURN(m.timestamp, json_get_or<int64_t>(v, "timestamp", 0, where));
+  }
+  return r;
+}
+
+template <>
+Result<MetricHistory> from_json<MetricHistory>(const json& j, std::string_view what) {
+  MetricHistory h;
+  DLSYS_ASSIGN_OR_RETURN(h.run_id, json_get<int64_t>(j, "run_id", what));
+  DLSYS_ASSIGN_OR_RETURN(h.key, json_get<std::string>(j, "key", what));
+  DLSYS_ASSIGN_OR_RETURN(h.total_points, json_get<int64_t>(j, "total_points", what));
+  DLSYS_ASSIGN_OR_RETURN(h.downsampled, json_get_or<bool>(j, "downsampled", false, what));
+  DLSYS_ASSIGN_OR_RETURN(json points, json_get<json>(j, "points", what));
+  if (!points.is_array())
+    return Status::Invalid("{}: 'points' must be an array, got {}", what, json_type_phrase(points));
+  for (size_t i = 0; i < points.size(); ++i) {
+    std::string where = fmt::format("{}: points[{}]", what, i);
+    HistoryPoint p;
+    DLSYS_ASSIGN_OR_RETURN(p.step, json_get<int64_t>(points[i], "step", where));
+    DLSYS_ASSIGN_OR_RETURN(p.timestamp, json_get_or<int64_t>(points[i], "timestamp", 0, where));
+    DLSYS_ASSIGN_OR_RETURN(p.value, json_get<double>(points[i], "value", where));
+    h.points.push_back(p);
+  }
+  return h;
+}
+
+template <>
+Result<ArtifactInfo> from_json<ArtifactInfo>(const json& j, std::string_view what) {
+  ArtifactInfo a;
+  DLSYS_ASSIGN_OR_RETURN(a.path, json_get<std::string>(j, "path", what));
+  DLSYS_ASSIGN_OR_RETURN(a.sha256, json_get<std::string>(j, "sha256", what));
+  DLSYS_ASSIGN_OR_RETURN(a.size, json_get<int64_t>(j, "size", what));
+  DLSYS_ASSIGN_OR_RETURN(a.created_at, json_get_or<int64_t>(j, "created_at", 0, what));
+  return a;
+}
 
 // ---- experiments ----
 
-static json experiment_json(const SqlRow& r) {
-  return {{"id", sql_int(r[0])},
-          {"name", sql_text(r[1])},
-          {"description", sql_text(r[2])},
-          {"created_at", sql_int(r[3])},
-          {"created_by", sql_text(r[4])}};
+static Experiment experiment_of(const SqlRow& r) {
+  return {sql_int(r[0]), sql_text(r[1]), sql_text(r[2]), sql_int(r[3]), sql_text(r[4])};
 }
 
-Result<json> RunTracking::create_experiment(const std::string& name, const std::string& description,
-                                            const Principal& who) {
+Result<Experiment> RunTracking::create_experiment(const std::string& name,
+                                                  const std::string& description,
+                                                  const Principal& who) {
   if (!valid_name(name, kMaxKeyLength, true))
     return Status::Invalid("experiment name '{}' must be 1..{} of letters, digits, _ - .",
                            name.substr(0, 64), kMaxKeyLength);
-  json out;
+  Experiment out;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
     auto rows = c.query(
         "INSERT INTO experiments (name, description, created_at, created_by) VALUES ($1,$2,$3,$4) "
@@ -47,7 +170,7 @@ Result<json> RunTracking::create_experiment(const std::string& name, const std::
     if (rows.status().code() == StatusCode::kAlreadyExists)
       return Status::AlreadyExists("experiment '{}' already exists", name);
     if (!rows.ok()) return rows.status();
-    out = experiment_json(rows->at(0));
+    out = experiment_of(rows->at(0));
     return audit(c, who, "experiment.create",
                  "experiment/" + std::to_string(sql_int(rows->at(0)[0])));
   }));
@@ -55,18 +178,18 @@ Result<json> RunTracking::create_experiment(const std::string& name, const std::
 }
 
 // The experiment matching `condition` ("id = $1" or "name = $1") on `key`, or NotFound(`missing`).
-static Result<json> find_experiment(SqlConnection& c, const char* condition, SqlValue key,
-                                    const std::string& missing) {
+static Result<Experiment> find_experiment(SqlConnection& c, const char* condition, SqlValue key,
+                                          const std::string& missing) {
   DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(std::string("SELECT id, name, description, created_at, "
                                                         "created_by FROM experiments WHERE ") +
                                                 condition,
                                             {std::move(key)}));
   if (rows.empty()) return Status::NotFound("{}", missing);
-  return experiment_json(rows[0]);
+  return experiment_of(rows[0]);
 }
 
-Result<json> RunTracking::get_experiment(int64_t id) {
-  json out;
+Result<Experiment> RunTracking::get_experiment(int64_t id) {
+  Experiment out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(
         out, find_experiment(c, "id = $1", id, fmt::format("experiment {} does not exist", id)));
@@ -75,8 +198,8 @@ Result<json> RunTracking::get_experiment(int64_t id) {
   return out;
 }
 
-Result<json> RunTracking::get_experiment_by_name(const std::string& name) {
-  json out;
+Result<Experiment> RunTracking::get_experiment_by_name(const std::string& name) {
+  Experiment out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(
         out,
@@ -86,7 +209,7 @@ Result<json> RunTracking::get_experiment_by_name(const std::string& name) {
   return out;
 }
 
-Result<json> RunTracking::ensure_experiment(const std::string& name, const Principal& who) {
+Result<Experiment> RunTracking::ensure_experiment(const std::string& name, const Principal& who) {
   auto e = get_experiment_by_name(name);
   if (e.ok() || e.status().code() != StatusCode::kNotFound) return e;
   auto created = create_experiment(name, "", who);
@@ -94,20 +217,22 @@ Result<json> RunTracking::ensure_experiment(const std::string& name, const Princ
   return created;
 }
 
-Result<Page> RunTracking::list_experiments(int page_size, const std::string& page_token) {
+Result<PageOf<Experiment>> RunTracking::list_experiments(int page_size,
+                                                         const std::string& page_token) {
   DLSYS_RETURN_IF_ERROR(check_page_size(page_size));
   int64_t after = 0;
   if (!page_token.empty()) {
     DLSYS_ASSIGN_OR_RETURN(after, int_token(page_token, "e:"));
   }
-  Page page;
+  PageOf<Experiment> page;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    page = {};
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT id, name, description, created_at, "
                                               "created_by FROM experiments WHERE id > $1 "
                                               "ORDER BY id LIMIT $2",
                                               {after, int64_t{page_size} + 1}));
     for (size_t i = 0; i < rows.size() && i < static_cast<size_t>(page_size); ++i)
-      page.items.push_back(experiment_json(rows[i]));
+      page.items.push_back(experiment_of(rows[i]));
     if (rows.size() > static_cast<size_t>(page_size))
       page.next_page_token = "e:" + std::to_string(sql_int(rows[page_size - 1][0]));
     return Status::OK();
@@ -117,8 +242,8 @@ Result<Page> RunTracking::list_experiments(int page_size, const std::string& pag
 
 // ---- runs ----
 
-Result<json> RunTracking::load_runs(SqlConnection& c, const std::vector<SqlRow>& rows) {
-  json out = json::array();
+Result<std::vector<Run>> RunTracking::load_runs(SqlConnection& c, const std::vector<SqlRow>& rows) {
+  std::vector<Run> out;
   if (rows.empty()) return out;
   std::vector<int64_t> ids;
   std::map<int64_t, size_t> index;
@@ -126,16 +251,14 @@ Result<json> RunTracking::load_runs(SqlConnection& c, const std::vector<SqlRow>&
     int64_t id = sql_int(r[0]);
     index[id] = ids.size();
     ids.push_back(id);
-    json run = {{"id", id},
-                {"experiment_id", sql_int(r[1])},
-                {"name", sql_text(r[2])},
-                {"status", sql_text(r[3])},
-                {"start_time", sql_int(r[4])},
-                {"end_time", sql_is_null(r[5]) ? json(nullptr) : json(sql_int(r[5]))},
-                {"created_by", sql_text(r[6])},
-                {"params", json::object()},
-                {"tags", json::object()},
-                {"metrics", json::object()}};
+    Run run;
+    run.id = id;
+    run.experiment_id = sql_int(r[1]);
+    run.name = sql_text(r[2]);
+    run.status = sql_text(r[3]);
+    run.start_time = sql_int(r[4]);
+    if (!sql_is_null(r[5])) run.end_time = sql_int(r[5]);
+    run.created_by = sql_text(r[6]);
     out.push_back(std::move(run));
   }
   // Params, tags and latest metrics in one statement (one round trip on PostgreSQL).
@@ -156,15 +279,14 @@ Result<json> RunTracking::load_runs(SqlConnection& c, const std::vector<SqlRow>&
               in + ")",
           {}));
   for (auto& r : rows2) {
-    json& run = out[index[sql_int(r[1])]];
+    Run& run = out[index[sql_int(r[1])]];
     int64_t kind = sql_int(r[0]);
     if (kind == 0)
-      run["params"][sql_text(r[2])] = sql_text(r[3]);
+      run.params[sql_text(r[2])] = sql_text(r[3]);
     else if (kind == 1)
-      run["tags"][sql_text(r[2])] = sql_text(r[3]);
+      run.tags[sql_text(r[2])] = sql_text(r[3]);
     else
-      run["metrics"][sql_text(r[2])] = {
-          {"value", sql_double(r[4])}, {"step", sql_int(r[5])}, {"timestamp", sql_int(r[6])}};
+      run.metrics[sql_text(r[2])] = {sql_double(r[4]), sql_int(r[5]), sql_int(r[6])};
   }
   return out;
 }
@@ -182,9 +304,9 @@ static Status check_kvs(const std::vector<KeyValue>& kvs, const char* what, size
   return Status::OK();
 }
 
-Result<json> RunTracking::create_run(int64_t experiment_id, const std::string& name,
-                                     const std::vector<KeyValue>& params,
-                                     const std::vector<KeyValue>& tags, const Principal& who) {
+Result<Run> RunTracking::create_run(int64_t experiment_id, const std::string& name,
+                                    const std::vector<KeyValue>& params,
+                                    const std::vector<KeyValue>& tags, const Principal& who) {
   if (name.size() > kMaxKeyLength)
     return Status::Invalid("run name is {} characters; the limit is {}", name.size(),
                            kMaxKeyLength);
@@ -220,21 +342,21 @@ Result<json> RunTracking::create_run(int64_t experiment_id, const std::string& n
   return get_run(id);
 }
 
-Result<json> RunTracking::get_run(int64_t id) {
-  json out;
+Result<Run> RunTracking::get_run(int64_t id) {
+  Run out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(
         auto rows,
         c.query(std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = $1", {id}));
     if (rows.empty()) return Status::NotFound("run {} does not exist", id);
-    DLSYS_ASSIGN_OR_RETURN(json runs, load_runs(c, rows));
-    out = runs[0];
+    DLSYS_ASSIGN_OR_RETURN(std::vector<Run> runs, load_runs(c, rows));
+    out = std::move(runs[0]);
     return Status::OK();
   }));
   return out;
 }
 
-Result<json> RunTracking::update_run(int64_t id, const std::string& status, const Principal& who) {
+Result<Run> RunTracking::update_run(int64_t id, const std::string& status, const Principal& who) {
   if (status != "RUNNING" && !terminal_status(status))
     return Status::Invalid("run status '{}' is not one of RUNNING, FINISHED, FAILED, KILLED",
                            status);
@@ -329,7 +451,8 @@ Status RunTracking::log_batch(int64_t run_id, const std::vector<MetricPoint>& me
   });
 }
 
-Result<json> RunTracking::metric_history(int64_t run_id, const std::string& key, int max_points) {
+Result<MetricHistory> RunTracking::metric_history(int64_t run_id, const std::string& key,
+                                                  int max_points) {
   DLSYS_RETURN_IF_ERROR(check_key("metric", key));
   if (max_points < 0 || max_points > kMaxMetricPoints)
     return Status::Invalid("max_points {} is out of range: use 1..{} (0 or none: {})", max_points,
@@ -435,17 +558,13 @@ Result<json> RunTracking::metric_history(int64_t run_id, const std::string& key,
       points.erase(points.begin(), points.end() - limit);
     return Status::OK();
   }));
-  json out = json::array();
-  for (const Point& p : points)
-    out.push_back({{"step", p.step}, {"timestamp", p.ts}, {"value", p.value}});
-  return json{{"run_id", run_id},
-              {"key", key},
-              {"total_points", total},
-              {"downsampled", downsampled},
-              {"points", std::move(out)}};
+  MetricHistory out{run_id, key, total, downsampled, {}};
+  out.points.reserve(points.size());
+  for (const Point& p : points) out.points.push_back({p.step, p.ts, p.value});
+  return out;
 }
 
-Result<Page> RunTracking::search_runs(const SearchRunsRequest& req) {
+Result<PageOf<Run>> RunTracking::search_runs(const SearchRunsRequest& req) {
   DLSYS_RETURN_IF_ERROR(check_page_size(req.page_size));
   SqlParams params;
   DLSYS_ASSIGN_OR_RETURN(std::string where, compile_run_filter(req.filter, &params));
@@ -477,8 +596,9 @@ Result<Page> RunTracking::search_runs(const SearchRunsRequest& req) {
   std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs" + order.join +
                     (where.empty() ? "" : " WHERE " + where) + " ORDER BY " + order.sql +
                     fmt::format(" LIMIT {} OFFSET {}", req.page_size + 1, offset);
-  Page page;
+  PageOf<Run> page;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    page = {};
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, params));
     bool more = rows.size() > static_cast<size_t>(req.page_size);
     if (more) rows.resize(static_cast<size_t>(req.page_size));
@@ -525,9 +645,11 @@ Result<ArtifactRecord> RunTracking::get_artifact(int64_t run_id, const std::stri
   return out;
 }
 
-Result<json> RunTracking::list_artifacts(int64_t run_id, const std::string& prefix) {
-  json out = json::array();
+Result<std::vector<ArtifactInfo>> RunTracking::list_artifacts(int64_t run_id,
+                                                              const std::string& prefix) {
+  std::vector<ArtifactInfo> out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    out.clear();
     DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
     if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT path, sha256, size, created_at FROM "
@@ -536,10 +658,7 @@ Result<json> RunTracking::list_artifacts(int64_t run_id, const std::string& pref
     for (auto& row : rows) {
       std::string p = sql_text(row[0]);
       if (p.rfind(prefix, 0) != 0) continue;
-      out.push_back({{"path", p},
-                     {"sha256", sql_text(row[1])},
-                     {"size", sql_int(row[2])},
-                     {"created_at", sql_int(row[3])}});
+      out.push_back({p, sql_text(row[1]), sql_int(row[2]), sql_int(row[3])});
     }
     return Status::OK();
   }));

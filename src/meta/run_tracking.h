@@ -6,7 +6,10 @@
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
+#include <map>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -51,27 +54,95 @@ struct ArtifactRecord {
   int64_t size = 0;
 };
 
+// An experiment: a named group of runs.
+struct Experiment {
+  int64_t id = 0;
+  std::string name;
+  std::string description;
+  int64_t created_at = 0;  // ms since the epoch
+  std::string created_by;  // the principal that created it
+};
+
+// The latest point of one metric series (the one with the highest step).
+struct LatestMetric {
+  double value = 0;
+  int64_t step = 0;
+  int64_t timestamp = 0;  // ms since the epoch
+};
+
+// A run with its params, tags and the latest value of each metric.
+struct Run {
+  int64_t id = 0;
+  int64_t experiment_id = 0;
+  std::string name;
+  std::string status;               // RUNNING, FINISHED, FAILED or KILLED
+  int64_t start_time = 0;           // ms since the epoch
+  std::optional<int64_t> end_time;  // set when the status became terminal
+  std::string created_by;
+  std::map<std::string, std::string> params;  // written once
+  std::map<std::string, std::string> tags;
+  std::map<std::string, LatestMetric> metrics;
+};
+
+struct HistoryPoint {
+  int64_t step = 0;
+  int64_t timestamp = 0;  // ms since the epoch
+  double value = 0;
+};
+
+// A metric series as metric_history returns it.
+struct MetricHistory {
+  int64_t run_id = 0;
+  std::string key;
+  int64_t total_points = 0;  // points in the series; more than points.size() when downsampled
+  bool downsampled = false;
+  std::vector<HistoryPoint> points;  // in step order
+};
+
+// An artifact record as listed: the record and when it was recorded.
+struct ArtifactInfo {
+  std::string path;
+  std::string sha256;
+  int64_t size = 0;
+  int64_t created_at = 0;  // ms since the epoch
+};
+
+// The REST representations (docs/api.md); `json j = run;` works through these.
+void to_json(json& j, const Experiment& e);
+void to_json(json& j, const Run& r);
+void to_json(json& j, const MetricHistory& h);
+void to_json(json& j, const ArtifactInfo& a);
+// Checked reads of the same (see from_json in store_db.h).
+template <>
+Result<Experiment> from_json<Experiment>(const json& j, std::string_view what);
+template <>
+Result<Run> from_json<Run>(const json& j, std::string_view what);
+template <>
+Result<MetricHistory> from_json<MetricHistory>(const json& j, std::string_view what);
+template <>
+Result<ArtifactInfo> from_json<ArtifactInfo>(const json& j, std::string_view what);
+
 class RunTracking {
  public:
   explicit RunTracking(StoreDb& db) : db_(db) {}
 
   // Experiments. Names are unique (409 on a second create).
-  Result<json> create_experiment(const std::string& name, const std::string& description,
-                                 const Principal& who);
-  Result<json> get_experiment(int64_t id);
-  Result<json> get_experiment_by_name(const std::string& name);
+  Result<Experiment> create_experiment(const std::string& name, const std::string& description,
+                                       const Principal& who);
+  Result<Experiment> get_experiment(int64_t id);
+  Result<Experiment> get_experiment_by_name(const std::string& name);
   // Returns the experiment called `name`, creating it if missing.
-  Result<json> ensure_experiment(const std::string& name, const Principal& who);
-  Result<Page> list_experiments(int page_size, const std::string& page_token);
+  Result<Experiment> ensure_experiment(const std::string& name, const Principal& who);
+  Result<PageOf<Experiment>> list_experiments(int page_size, const std::string& page_token);
 
   // Runs. A new run is RUNNING; params and tags may be given at creation.
-  Result<json> create_run(int64_t experiment_id, const std::string& name,
-                          const std::vector<KeyValue>& params, const std::vector<KeyValue>& tags,
-                          const Principal& who);
+  Result<Run> create_run(int64_t experiment_id, const std::string& name,
+                         const std::vector<KeyValue>& params, const std::vector<KeyValue>& tags,
+                         const Principal& who);
   // The run with its params, tags and latest metric values.
-  Result<json> get_run(int64_t id);
+  Result<Run> get_run(int64_t id);
   // Sets status (RUNNING, FINISHED, FAILED, KILLED); a terminal status sets end_time.
-  Result<json> update_run(int64_t id, const std::string& status, const Principal& who);
+  Result<Run> update_run(int64_t id, const std::string& status, const Principal& who);
   // Logs metrics, params and tags in one transaction. Params are write-once: the same value
   // again is accepted, a different one is a 400.
   Status log_batch(int64_t run_id, const std::vector<MetricPoint>& metrics,
@@ -81,17 +152,17 @@ class RunTracking {
   // above kMaxMetricPoints is an error). A longer series is downsampled in the database: up to
   // max_points / 3 buckets of consecutive steps, each giving its minimum, its maximum and its
   // last point (highest step, then latest timestamp), so a one-point spike survives.
-  // {"run_id", "key", "total_points" (the real count), "downsampled", "points"}.
-  Result<json> metric_history(int64_t run_id, const std::string& key, int max_points);
-  Result<Page> search_runs(const SearchRunsRequest& req);
+  Result<MetricHistory> metric_history(int64_t run_id, const std::string& key, int max_points);
+  Result<PageOf<Run>> search_runs(const SearchRunsRequest& req);
 
   // Artifact records (the bytes live in the ArtifactStore). Re-recording a path replaces it.
   Status record_artifact(int64_t run_id, const ArtifactRecord& a, const Principal& who);
   Result<ArtifactRecord> get_artifact(int64_t run_id, const std::string& path);
-  Result<json> list_artifacts(int64_t run_id, const std::string& prefix);
+  // The run's artifacts whose path starts with `prefix`, by path.
+  Result<std::vector<ArtifactInfo>> list_artifacts(int64_t run_id, const std::string& prefix);
 
  private:
-  Result<json> load_runs(SqlConnection& c, const std::vector<SqlRow>& rows);
+  Result<std::vector<Run>> load_runs(SqlConnection& c, const std::vector<SqlRow>& rows);
 
   StoreDb& db_;
 };

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/status.h"
@@ -23,10 +24,19 @@ constexpr int kMaxPageSize = 1000;
 constexpr size_t kMaxKeyLength = 250;
 
 // One page of a list: `items` and, when more follow, the token that fetches them.
-struct Page {
-  json items = json::array();
+template <typename T>
+struct PageOf {
+  std::vector<T> items;
   std::string next_page_token;
 };
+using Page = PageOf<json>;
+
+// Reads a record (Run, Experiment, ...) from its REST representation (docs/api.md), as the CLI
+// and other clients get it from a server: every field is checked, so a missing key or a wrong
+// type is an InvalidArgument naming `what` (e.g. "the server's answer to GET /api/v1/runs/7"),
+// the key and the type expected, never an exception. Specialized next to each record.
+template <typename T>
+Result<T> from_json(const json& j, std::string_view what);
 
 class StoreDb {
  public:

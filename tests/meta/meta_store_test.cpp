@@ -71,9 +71,9 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
   int64_t new_run(const std::string& exp = "exp") {
     auto e = store_->runs().ensure_experiment(exp, kAlice);
     EXPECT_TRUE(e.ok()) << e.status().to_string();
-    auto r = store_->runs().create_run((*e)["id"].get<int64_t>(), "run", {}, {}, kAlice);
+    auto r = store_->runs().create_run(e->id, "run", {}, {}, kAlice);
     EXPECT_TRUE(r.ok()) << r.status().to_string();
-    return (*r)["id"].get<int64_t>();
+    return r->id;
   }
 
   std::filesystem::path dir_;
@@ -106,7 +106,7 @@ TEST_P(MetaStoreTest, ExperimentsAreUniqueAndPaginate) {
   do {
     auto p = store_->runs().list_experiments(2, token);
     ASSERT_TRUE(p.ok()) << p.status().to_string();
-    for (auto& e : p->items) EXPECT_TRUE(seen.insert(e["name"].get<std::string>()).second);
+    for (auto& e : p->items) EXPECT_TRUE(seen.insert(e.name).second);
     token = p->next_page_token;
     ++pages;
   } while (!token.empty());
@@ -119,21 +119,25 @@ TEST_P(MetaStoreTest, ExperimentsAreUniqueAndPaginate) {
 TEST_P(MetaStoreTest, RunLifecycleParamsTagsAndLatestMetrics) {
   auto e = store_->runs().create_experiment("mnist", "digits", kAlice);
   ASSERT_TRUE(e.ok());
-  auto r = store_->runs().create_run((*e)["id"], "first", {{"lr", "0.1"}}, {{"team", "a"}}, kAlice);
+  auto r = store_->runs().create_run(e->id, "first", {{"lr", "0.1"}}, {{"team", "a"}}, kAlice);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
-  int64_t id = (*r)["id"];
-  EXPECT_EQ((*r)["status"], "RUNNING");
-  EXPECT_EQ((*r)["params"]["lr"], "0.1");
+  int64_t id = r->id;
+  EXPECT_EQ(r->status, "RUNNING");
+  EXPECT_EQ(r->params.at("lr"), "0.1");
   // Out-of-order steps: the latest value is the one with the highest step.
   std::vector<MetricPoint> m = {{"loss", 0.5, 2, 0}, {"loss", 0.9, 1, 0}, {"acc", 0.8, 2, 0}};
   ASSERT_TRUE(store_->runs().log_batch(id, m, {{"batch", "64"}}, {{"team", "b"}}, kAlice).ok());
   ASSERT_TRUE(store_->runs().log_batch(id, {{"loss", 0.7, 0, 0}}, {}, {}, kAlice).ok());
   auto got = store_->runs().get_run(id);
   ASSERT_TRUE(got.ok());
-  EXPECT_DOUBLE_EQ((*got)["metrics"]["loss"]["value"].get<double>(), 0.5);
-  EXPECT_EQ((*got)["metrics"]["loss"]["step"], 2);
-  EXPECT_EQ((*got)["params"]["batch"], "64");
-  EXPECT_EQ((*got)["tags"]["team"], "b");
+  EXPECT_DOUBLE_EQ(got->metrics.at("loss").value, 0.5);
+  // The REST representation reads back into the same record.
+  auto back = from_json<Run>(json(*got), "the run");
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(json(*back), json(*got));
+  EXPECT_EQ(got->metrics.at("loss").step, 2);
+  EXPECT_EQ(got->params.at("batch"), "64");
+  EXPECT_EQ(got->tags.at("team"), "b");
   // Params are written once: the same value is fine, another is refused.
   EXPECT_TRUE(store_->runs().log_batch(id, {}, {{"lr", "0.1"}}, {}, kAlice).ok());
   auto changed = store_->runs().log_batch(id, {}, {{"lr", "0.2"}}, {}, kAlice);
@@ -141,7 +145,7 @@ TEST_P(MetaStoreTest, RunLifecycleParamsTagsAndLatestMetrics) {
   EXPECT_NE(changed.message().find("already"), std::string::npos);
   auto fin = store_->runs().update_run(id, "FINISHED", kAlice);
   ASSERT_TRUE(fin.ok());
-  EXPECT_TRUE((*fin)["end_time"].is_number());
+  EXPECT_TRUE(fin->end_time.has_value());
   EXPECT_EQ(store_->runs().update_run(id, "DONE", kAlice).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->runs().get_run(id + 1000).status().code(), StatusCode::kNotFound);
@@ -182,22 +186,22 @@ TEST_P(MetaStoreTest, MetricHistoryDownsamplesKeepingSpikes) {
   ASSERT_TRUE(store_->runs().log_batch(id, pts, {}, {}, kAlice).ok());
   auto full = store_->runs().metric_history(id, "loss", 0);
   ASSERT_TRUE(full.ok());
-  EXPECT_EQ((*full)["points"].size(), 1000u);
+  EXPECT_EQ(full->points.size(), 1000u);
   auto small = store_->runs().metric_history(id, "loss", 20);
   ASSERT_TRUE(small.ok());
-  const json& p = (*small)["points"];
+  const auto& p = small->points;
   EXPECT_LE(p.size(), 20u);
   EXPECT_GE(p.size(), 10u);
-  EXPECT_EQ((*small)["total_points"], 1000);
+  EXPECT_EQ(small->total_points, 1000);
   bool spike = false;
   int64_t last_step = -1;
   for (auto& x : p) {
-    spike |= x["value"].get<double>() == 100.0;
-    EXPECT_GT(x["step"].get<int64_t>(), last_step);
-    last_step = x["step"];
+    spike |= x.value == 100.0;
+    EXPECT_GT(x.step, last_step);
+    last_step = x.step;
   }
   EXPECT_TRUE(spike) << "the spike at step 501 was dropped";
-  EXPECT_DOUBLE_EQ(p[0]["value"].get<double>(), 1.0);  // the first bucket's max is step 0
+  EXPECT_DOUBLE_EQ(p[0].value, 1.0);  // the first bucket's max is step 0
 }
 
 // The bucket layout docs/api.md describes: max_points / 3 buckets of equal step width from the
@@ -235,11 +239,9 @@ std::vector<RefPoint> expected_downsample(const std::vector<RefPoint>& series, i
   return out;
 }
 
-std::vector<RefPoint> points_of(const json& h) {
+std::vector<RefPoint> points_of(const MetricHistory& h) {
   std::vector<RefPoint> out;
-  for (auto& p : h["points"])
-    out.push_back(
-        {p["step"].get<int64_t>(), p["timestamp"].get<int64_t>(), p["value"].get<double>()});
+  for (auto& p : h.points) out.push_back({p.step, p.timestamp, p.value});
   return out;
 }
 
@@ -261,10 +263,10 @@ TEST_P(MetaStoreTest, MetricHistoryDownsamplesInTheDatabaseKeepingMinMaxAndLast)
   }
   auto h = store_->runs().metric_history(id, "loss", 50);
   ASSERT_TRUE(h.ok()) << h.status().to_string();
-  EXPECT_EQ((*h)["total_points"], 10000);
-  EXPECT_TRUE((*h)["downsampled"].get<bool>());
-  EXPECT_EQ((*h)["run_id"], id);
-  EXPECT_EQ((*h)["key"], "loss");
+  EXPECT_EQ(h->total_points, 10000);
+  EXPECT_TRUE(h->downsampled);
+  EXPECT_EQ(h->run_id, id);
+  EXPECT_EQ(h->key, "loss");
   auto got = points_of(*h);
   EXPECT_LE(got.size(), 50u);
   bool up = false, down = false;
@@ -305,7 +307,7 @@ TEST_P(MetaStoreTest, MetricHistoryLastPointIsTheLatestAtTheHighestStep) {
   ASSERT_TRUE(store_->runs().log_batch(id, batch, {}, {}, kAlice).ok());
   auto h = store_->runs().metric_history(id, "acc", 30);
   ASSERT_TRUE(h.ok()) << h.status().to_string();
-  EXPECT_EQ((*h)["total_points"], 302);
+  EXPECT_EQ(h->total_points, 302);
   auto got = points_of(*h);
   auto want = expected_downsample(series, 30);
   ASSERT_EQ(got.size(), want.size());
@@ -335,26 +337,26 @@ TEST_P(MetaStoreTest, MetricHistoryIsBoundedByDefaultAndLimited) {
   // Fewer points than max_points: all of them, not downsampled.
   auto all = store_->runs().metric_history(id, "m", 3000);
   ASSERT_TRUE(all.ok()) << all.status().to_string();
-  EXPECT_EQ((*all)["points"].size(), 3000u);
-  EXPECT_FALSE((*all)["downsampled"].get<bool>());
+  EXPECT_EQ(all->points.size(), 3000u);
+  EXPECT_FALSE(all->downsampled);
   auto few = store_->runs().metric_history(id, "short", 0);
   ASSERT_TRUE(few.ok());
-  EXPECT_EQ((*few)["points"].size(), 2u);
-  EXPECT_FALSE((*few)["downsampled"].get<bool>());
+  EXPECT_EQ(few->points.size(), 2u);
+  EXPECT_FALSE(few->downsampled);
   // No max_points: the default bound, and the real count.
   auto def = store_->runs().metric_history(id, "m", 0);
   ASSERT_TRUE(def.ok()) << def.status().to_string();
-  EXPECT_LE((*def)["points"].size(), size_t{kDefaultMaxMetricPoints});
-  EXPECT_GE((*def)["points"].size(), size_t{kDefaultMaxMetricPoints / 2});
-  EXPECT_TRUE((*def)["downsampled"].get<bool>());
-  EXPECT_EQ((*def)["total_points"], 3000);
+  EXPECT_LE(def->points.size(), size_t{kDefaultMaxMetricPoints});
+  EXPECT_GE(def->points.size(), size_t{kDefaultMaxMetricPoints / 2});
+  EXPECT_TRUE(def->downsampled);
+  EXPECT_EQ(def->total_points, 3000);
   // Tiny max_points.
   for (int n : {1, 2, 3, 4}) {
     auto t = store_->runs().metric_history(id, "m", n);
     ASSERT_TRUE(t.ok()) << t.status().to_string();
-    EXPECT_LE((*t)["points"].size(), size_t(n));
-    EXPECT_GE((*t)["points"].size(), 1u);
-    EXPECT_EQ((*t)["points"].back()["step"], 2999);
+    EXPECT_LE(t->points.size(), size_t(n));
+    EXPECT_GE(t->points.size(), 1u);
+    EXPECT_EQ(t->points.back().step, 2999);
   }
   // Over the limit, or negative: an error naming the limit.
   for (int n : {kMaxMetricPoints + 1, -1}) {
@@ -366,8 +368,8 @@ TEST_P(MetaStoreTest, MetricHistoryIsBoundedByDefaultAndLimited) {
   EXPECT_TRUE(store_->runs().metric_history(id, "m", kMaxMetricPoints).ok());
   auto none = store_->runs().metric_history(id, "absent", 10);
   ASSERT_TRUE(none.ok());
-  EXPECT_EQ((*none)["total_points"], 0);
-  EXPECT_TRUE((*none)["points"].empty());
+  EXPECT_EQ(none->total_points, 0);
+  EXPECT_TRUE(none->points.empty());
 }
 
 TEST_P(MetaStoreTest, MetricHistoryWithStepsSpanningAllOfInt64) {
@@ -385,7 +387,7 @@ TEST_P(MetaStoreTest, MetricHistoryWithStepsSpanningAllOfInt64) {
   for (int n : {3, 6, 20, 30}) {
     auto h = store_->runs().metric_history(id, "s", n);
     ASSERT_TRUE(h.ok()) << n << ": " << h.status().to_string();
-    EXPECT_TRUE((*h)["downsampled"].get<bool>());
+    EXPECT_TRUE(h->downsampled);
     auto got = points_of(*h);
     EXPECT_LE(got.size(), size_t(n));
     for (size_t i = 1; i < got.size(); ++i) EXPECT_GT(got[i].step, got[i - 1].step);
@@ -415,7 +417,7 @@ TEST_P(MetaStoreTest, MetricKeysMustNotBeEmpty) {
   EXPECT_NE(st.message().find("metric 1"), std::string::npos) << st.message();
   auto run = store_->runs().get_run(id);
   ASSERT_TRUE(run.ok());
-  EXPECT_TRUE((*run)["metrics"].empty()) << "a refused batch wrote something";
+  EXPECT_TRUE(run->metrics.empty()) << "a refused batch wrote something";
   EXPECT_EQ(store_->runs().metric_history(id, "", 10).status().code(),
             StatusCode::kInvalidArgument);
 }
@@ -485,16 +487,15 @@ TEST_P(MetaStoreTest, ArtifactPathsMustBeUtf8) {
 TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
   auto e = store_->runs().create_experiment("sweep", "", kAlice);
   ASSERT_TRUE(e.ok());
-  int64_t exp = (*e)["id"];
+  int64_t exp = e->id;
   for (int i = 0; i < 25; ++i) {
     auto r =
         store_->runs().create_run(exp, "r" + std::to_string(i), {{"lr", i % 2 ? "0.1" : "0.01"}},
                                   {{"seed", std::to_string(i)}}, kAlice);
     ASSERT_TRUE(r.ok());
-    ASSERT_TRUE(
-        store_->runs().log_batch((*r)["id"], {{"acc", i / 100.0, 1, 0}}, {}, {}, kAlice).ok());
+    ASSERT_TRUE(store_->runs().log_batch(r->id, {{"acc", i / 100.0, 1, 0}}, {}, {}, kAlice).ok());
     if (i % 5 == 0) {
-      ASSERT_TRUE(store_->runs().update_run((*r)["id"], "FINISHED", kAlice).ok());
+      ASSERT_TRUE(store_->runs().update_run(r->id, "FINISHED", kAlice).ok());
     }
   }
   new_run("other");  // not in the experiment
@@ -508,8 +509,8 @@ TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
     auto p = store_->runs().search_runs(q);
     ASSERT_TRUE(p.ok()) << p.status().to_string();
     for (auto& r : p->items) {
-      EXPECT_TRUE(ids.insert(r["id"].get<int64_t>()).second);
-      int64_t st = r["start_time"], id = r["id"];
+      EXPECT_TRUE(ids.insert(r.id).second);
+      int64_t st = r.start_time, id = r.id;
       EXPECT_TRUE(st < prev_start || (st == prev_start && id < prev_id)) << "not newest first";
       prev_start = st;
       prev_id = id;
@@ -527,7 +528,7 @@ TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
   ASSERT_TRUE(f.ok()) << f.status().to_string();
   // Odd i with i >= 10, not a multiple of 5: 11 13 17 19 21 23.
   EXPECT_EQ(f->items.size(), 6u);
-  for (auto& r : f->items) EXPECT_EQ(r["params"]["lr"], "0.1");
+  for (auto& r : f->items) EXPECT_EQ(r.params.at("lr"), "0.1");
 
   q.filter = "tags.seed = '7'";
   EXPECT_EQ(store_->runs().search_runs(q)->items.size(), 1u);
@@ -541,7 +542,7 @@ TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
   do {
     auto p = store_->runs().search_runs(q);
     ASSERT_TRUE(p.ok()) << p.status().to_string();
-    for (auto& r : p->items) accs.push_back(r["metrics"]["acc"]["value"]);
+    for (auto& r : p->items) accs.push_back(r.metrics.at("acc").value);
     q.page_token = p->next_page_token;
   } while (!q.page_token.empty());
   ASSERT_EQ(accs.size(), 25u);
@@ -576,8 +577,8 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
             StatusCode::kAlreadyExists);
   auto v1 = store_->registry().create_model_version("digits", run, "model.onnx", "", kAlice);
   ASSERT_TRUE(v1.ok()) << v1.status().to_string();
-  EXPECT_EQ((*v1)["version"], 1);
-  EXPECT_EQ((*v1)["sha256"], sha);
+  EXPECT_EQ(v1->version, 1);
+  EXPECT_EQ(v1->sha256, sha);
   EXPECT_EQ(store_->registry()
                 .create_model_version("digits", run, "notes.txt", "", kAlice)
                 .status()
@@ -595,18 +596,18 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
             StatusCode::kNotFound);
   auto v2 = store_->registry().create_model_version("digits", run, "model.onnx", "", kAlice);
   ASSERT_TRUE(v2.ok());
-  EXPECT_EQ((*v2)["version"], 2);
+  EXPECT_EQ(v2->version, 2);
 
   auto a = store_->registry().set_alias("digits", "production", 1, kAlice);
   ASSERT_TRUE(a.ok()) << a.status().to_string();
   EXPECT_TRUE((*a)["previous_version"].is_null());
   a = store_->registry().set_alias("digits", "production", 2, kAlice);  // promote
   EXPECT_EQ((*a)["previous_version"], 1);
-  EXPECT_EQ((*store_->registry().get_version_by_alias("digits", "production"))["version"], 2);
+  EXPECT_EQ(store_->registry().get_version_by_alias("digits", "production")->version, 2);
   a = store_->registry().set_alias("digits", "production", 1, kAlice);  // roll back
   EXPECT_EQ((*a)["previous_version"], 2);
-  EXPECT_EQ((*store_->registry().get_version_by_alias("digits", "production"))["version"], 1);
-  EXPECT_EQ((*store_->registry().get_version_by_alias("digits", "latest"))["version"], 2);
+  EXPECT_EQ(store_->registry().get_version_by_alias("digits", "production")->version, 1);
+  EXPECT_EQ(store_->registry().get_version_by_alias("digits", "latest")->version, 2);
   EXPECT_EQ(store_->registry().set_alias("digits", "latest", 1, kAlice).status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->registry().set_alias("digits", "bad alias", 1, kAlice).status().code(),
@@ -618,11 +619,11 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
             StatusCode::kInvalidArgument);
   auto m = store_->registry().get_model("digits");
   ASSERT_TRUE(m.ok());
-  EXPECT_EQ((*m)["aliases"]["production"], 1);
-  EXPECT_EQ((*m)["version_count"], 2);
+  EXPECT_EQ(m->aliases.at("production"), 1);
+  EXPECT_EQ(m->version_count, 2);
   auto vs = store_->registry().list_model_versions("digits");
   ASSERT_TRUE(vs.ok());
-  EXPECT_EQ((*vs)[0]["aliases"], json::array({"production"}));
+  EXPECT_EQ((*vs)[0].aliases, std::vector<std::string>{"production"});
   ASSERT_TRUE(store_->registry().delete_alias("digits", "production", kAlice).ok());
   EXPECT_EQ(store_->registry().get_version_by_alias("digits", "production").status().code(),
             StatusCode::kNotFound);
@@ -661,7 +662,7 @@ TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {
     ASSERT_TRUE(store_->registry().create_model(n, "", kAlice).ok());
   auto names = [](const Page& p) {
     std::vector<std::string> out;
-    for (auto& m : p.items) out.push_back(m["name"]);
+    for (auto& m : p.items) out.push_back(m.name);
     return out;
   };
   auto all = store_->registry().list_models(100, "");
@@ -739,9 +740,9 @@ TEST_P(MetaStoreTest, ConcurrentWritersLoseNothing) {
   for (int64_t r : runs) {
     auto h = store_->runs().metric_history(r, "m", kMaxMetricPoints);
     ASSERT_TRUE(h.ok());
-    EXPECT_EQ((*h)["points"].size(), size_t{kBatches * kPerBatch});
-    EXPECT_FALSE((*h)["downsampled"].get<bool>());
-    EXPECT_EQ((*store_->runs().get_run(r))["metrics"]["m"]["step"], kBatches * kPerBatch - 1);
+    EXPECT_EQ(h->points.size(), size_t{kBatches * kPerBatch});
+    EXPECT_FALSE(h->downsampled);
+    EXPECT_EQ(store_->runs().get_run(r)->metrics.at("m").step, kBatches * kPerBatch - 1);
   }
 }
 
@@ -762,7 +763,7 @@ TEST(SqliteWal, StaysBoundedUnderConcurrentReaders) {
   constexpr int kWriters = 4, kReaders = 4, kBatches = 140, kPerBatch = 100;
   std::vector<int64_t> runs;
   for (int w = 0; w < kWriters; ++w)
-    runs.push_back((*store.runs().create_run((*e)["id"], "w", {}, {}, kAlice))["id"]);
+    runs.push_back(store.runs().create_run(e->id, "w", {}, {}, kAlice)->id);
   std::atomic<int> writers_left{kWriters}, failures{0};
   std::atomic<int64_t> max_wal{0}, reads{0};
   auto wal_size = [&] {
@@ -800,8 +801,7 @@ TEST(SqliteWal, StaysBoundedUnderConcurrentReaders) {
   EXPECT_GT(reads, 0);
   // Everything written is there.
   for (int64_t r : runs)
-    EXPECT_EQ((*store.runs().metric_history(r, "m0", 10))["total_points"],
-              kBatches * kPerBatch / 4);
+    EXPECT_EQ(store.runs().metric_history(r, "m0", 10)->total_points, kBatches * kPerBatch / 4);
   // Past twice the bound every commit checkpoints, so the WAL stays near 2 MiB (2.3-2.6 MiB
   // measured); without the checkpoint it holds every batch (about 35 MiB here).
   EXPECT_LT(max_wal, int64_t{4} << 20) << "the WAL grew to " << max_wal << " bytes";
@@ -841,6 +841,72 @@ TEST(Utf8, StrictValidation) {
     EXPECT_FALSE(is_valid_utf8(s, &off)) << ::testing::PrintToString(std::string(s));
     EXPECT_EQ(off, at) << ::testing::PrintToString(std::string(s));
   }
+}
+
+// The records' checked reads (what the CLI parses a server's answers with): a malformed answer
+// is an error naming the request, the key and the type, never an exception.
+TEST(RecordsTest, MalformedAnswersGiveClearErrors) {
+  const std::string what = "the server's answer to GET /api/v1/runs/7";
+  const json run = {{"id", 7},
+                    {"experiment_id", 1},
+                    {"name", "r"},
+                    {"status", "RUNNING"},
+                    {"start_time", 5},
+                    {"end_time", nullptr},
+                    {"created_by", "alice"},
+                    {"params", {{"lr", "0.1"}}},
+                    {"tags", json::object()},
+                    {"metrics", {{"loss", {{"value", 0.5}, {"step", 2}, {"timestamp", 9}}}}}};
+  auto ok = from_json<Run>(run, what);
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->params.at("lr"), "0.1");
+  EXPECT_FALSE(ok->end_time.has_value());
+  EXPECT_EQ(ok->metrics.at("loss").step, 2);
+  EXPECT_EQ(json(*ok), run);  // to_json gives the same representation back
+
+  auto error_of = [&](const json& j) {
+    auto r = from_json<Run>(j, what);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << j.dump();
+    return r.status().message();
+  };
+  json bad = run;
+  bad["status"] = 3;
+  EXPECT_EQ(error_of(bad),
+            "the server's answer to GET /api/v1/runs/7: 'status' must be a string, got an integer");
+  bad = run;
+  bad.erase("id");
+  EXPECT_EQ(error_of(bad), "the server's answer to GET /api/v1/runs/7: 'id' is missing");
+  bad = run;
+  bad["params"]["lr"] = 0.1;
+  EXPECT_NE(error_of(bad).find("params['lr']: expected a string"), std::string::npos);
+  bad = run;
+  bad["metrics"]["loss"]["step"] = "2";
+  EXPECT_NE(error_of(bad).find("metrics['loss']: 'step' must be an integer, got a string"),
+            std::string::npos);
+  bad = run;
+  bad["tags"] = json::array();
+  EXPECT_NE(error_of(bad).find("'tags' must be an object, got an array"), std::string::npos);
+  EXPECT_NE(error_of(json::array()).find("expected an object, got an array"), std::string::npos);
+
+  EXPECT_FALSE(from_json<Experiment>(json{{"id", "1"}, {"name", "e"}}, what).ok());
+  EXPECT_FALSE(from_json<MetricHistory>(
+                   json{{"run_id", 1}, {"key", "k"}, {"total_points", 1}, {"points", 3}}, what)
+                   .ok());
+  EXPECT_FALSE(
+      from_json<ArtifactInfo>(json{{"path", "a"}, {"sha256", "x"}, {"size", -0.5}}, what).ok());
+  auto model = from_json<Model>(json{{"name", "m"}, {"aliases", {{"production", "2"}}}}, what);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("aliases['production']: expected an integer"),
+            std::string::npos);
+  json version = {{"model", "m"},         {"version", 1},     {"run_id", 2},
+                  {"artifact_path", "a"}, {"sha256", "x"},    {"size", 3},
+                  {"status", "READY"},    {"aliases", {"p"}}, {"description", ""},
+                  {"created_at", 4},      {"created_by", "b"}};
+  auto v = from_json<ModelVersion>(version, what);
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_EQ(json(*v), version);
+  version["version"] = "1";
+  EXPECT_FALSE(from_json<ModelVersion>(version, what).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, MetaStoreTest, ::testing::Values("sqlite", "postgres"),
