@@ -89,8 +89,8 @@ TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->schema_version(), 1);
-  EXPECT_TRUE((*again)->get_experiment_by_name("kept").ok());
+  EXPECT_EQ(*(*again)->db().schema_version(), 1);
+  EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
 TEST_P(MetaStoreTest, ExperimentsAreUniqueAndPaginate) {
@@ -132,7 +132,7 @@ TEST_P(MetaStoreTest, RunLifecycleParamsTagsAndLatestMetrics) {
   ASSERT_TRUE(got.ok());
   EXPECT_DOUBLE_EQ(got->metrics.at("loss").value, 0.5);
   // The REST representation reads back into the same record.
-  auto back = from_json<Run>(json(*got), "the run");
+  auto back = from_json<meta::Run>(json(*got), "the run");
   ASSERT_TRUE(back.ok()) << back.status().to_string();
   EXPECT_EQ(json(*back), json(*got));
   EXPECT_EQ(got->metrics.at("loss").step, 2);
@@ -170,10 +170,10 @@ TEST_P(MetaStoreTest, LimitsGiveClearErrors) {
                  "character");
   // Exactly at the limits is accepted.
   EXPECT_TRUE(
-      store_
-          ->log_batch(id,
-                      std::vector<MetricPoint>(1000, MetricPoint{std::string(250, 'k'), 1, 0, 0}),
-                      {{"p", std::string(6000, 'v')}}, {{"t", std::string(5000, 'v')}}, kAlice)
+      store_->runs()
+          .log_batch(id,
+                     std::vector<MetricPoint>(1000, MetricPoint{std::string(250, 'k'), 1, 0, 0}),
+                     {{"p", std::string(6000, 'v')}}, {{"t", std::string(5000, 'v')}}, kAlice)
           .ok());
   EXPECT_EQ(store_->runs().log_batch(id + 99, {{"m", 1, 0, 0}}, {}, {}, kAlice).code(),
             StatusCode::kNotFound);
@@ -629,14 +629,14 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
             StatusCode::kNotFound);
 
   // Lineage: dataset -> run (added), run -> versions (automatic), version -> deployment.
-  ASSERT_TRUE(store_
-                  ->add_lineage_edge("dataset_version", "sha-of-digits", "run", std::to_string(run),
-                                     "input", kAlice)
-                  .ok());
-  ASSERT_TRUE(store_
-                  ->add_lineage_edge("model_version", "digits/1", "deployment", "prod-digits",
-                                     "deployed", kAlice)
-                  .ok());
+  ASSERT_TRUE(
+      store_->lineage()
+          .add_edge("dataset_version", "sha-of-digits", "run", std::to_string(run), "input", kAlice)
+          .ok());
+  ASSERT_TRUE(
+      store_->lineage()
+          .add_edge("model_version", "digits/1", "deployment", "prod-digits", "deployed", kAlice)
+          .ok());
   EXPECT_EQ(store_->lineage().add_edge("thing", "x", "run", "1", "input", kAlice).code(),
             StatusCode::kInvalidArgument);
   auto g = store_->lineage().graph("model_version", "digits/1", 10);
@@ -660,7 +660,7 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
 TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {
   for (const char* n : {"digits-a", "wine", "digits-b", "digits-c", "cancer"})
     ASSERT_TRUE(store_->registry().create_model(n, "", kAlice).ok());
-  auto names = [](const Page& p) {
+  auto names = [](const PageOf<Model>& p) {
     std::vector<std::string> out;
     for (auto& m : p.items) out.push_back(m.name);
     return out;
@@ -857,7 +857,7 @@ TEST(RecordsTest, MalformedAnswersGiveClearErrors) {
                     {"params", {{"lr", "0.1"}}},
                     {"tags", json::object()},
                     {"metrics", {{"loss", {{"value", 0.5}, {"step", 2}, {"timestamp", 9}}}}}};
-  auto ok = from_json<Run>(run, what);
+  auto ok = from_json<meta::Run>(run, what);
   ASSERT_TRUE(ok.ok()) << ok.status().to_string();
   EXPECT_EQ(ok->params.at("lr"), "0.1");
   EXPECT_FALSE(ok->end_time.has_value());
@@ -865,7 +865,7 @@ TEST(RecordsTest, MalformedAnswersGiveClearErrors) {
   EXPECT_EQ(json(*ok), run);  // to_json gives the same representation back
 
   auto error_of = [&](const json& j) {
-    auto r = from_json<Run>(j, what);
+    auto r = from_json<meta::Run>(j, what);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << j.dump();
     return r.status().message();
   };
