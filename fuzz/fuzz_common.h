@@ -1,5 +1,5 @@
 // Helpers the libFuzzer targets share: a scratch directory per fuzzer process, a loud failure
-// (abort: libFuzzer saves the input as crash-<sha1>), and the fixture data a Backend is seeded
+// (abort: libFuzzer saves the input as crash-<sha1>), and the fixture data a Services is seeded
 // with so that routes get past "not found".
 #pragma once
 

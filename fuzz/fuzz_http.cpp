@@ -1,5 +1,5 @@
 // fuzz_http: the HTTP server end to end. The real api::HttpServer listens on a loopback port
-// (started once per fuzzer process) over a Backend on a scratch directory with auth ON; each
+// (started once per fuzzer process) over a Services on a scratch directory with auth ON; each
 // input is written as raw bytes to a fresh connection, the write side is shut, and the answer
 // is read until the server closes.
 //
@@ -29,8 +29,8 @@
 #include <string>
 #include <thread>
 
-#include "api/backend.h"
 #include "api/http_server.h"
+#include "api/services.h"
 #include "fuzz_common.h"
 
 namespace {
@@ -41,7 +41,7 @@ namespace api = dlsys::api;
 namespace meta = dlsys::meta;
 
 struct Fixture {
-  std::unique_ptr<api::Backend> backend;
+  std::unique_ptr<api::Services> backend;
   std::unique_ptr<api::HttpServer> server;
   std::thread thread;
   std::future<void> stopped;
@@ -53,8 +53,8 @@ struct Fixture {
 Fixture* g = nullptr;
 
 std::string token_for(meta::Role role, const char* name) {
-  auto t =
-      g->backend->store().create_token(name, role, meta::Principal{"fuzz", meta::Role::kAdmin});
+  auto t = g->backend->store().tokens().create_token(name, role,
+                                                     meta::Principal{"fuzz", meta::Role::kAdmin});
   if (!t.ok()) fail("create_token: %s", t.status().to_string().c_str());
   return (*t)["token"].get<std::string>();
 }
@@ -157,12 +157,12 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   g = new Fixture();  // never destroyed: the server's threads use it until the process ends
   if (const char* d = std::getenv("DLSYS_FUZZ_HTTP_DEADLINE_MS"); d && std::atoi(d) > 0)
     g->deadline_ms = std::atoi(d);
-  api::BackendOptions bo;
+  api::ServicesOptions bo;
   bo.data_dir = dir + "/data";
   bo.auth = true;
   bo.db_connections = 4;
-  auto b = api::Backend::open(bo);
-  if (!b.ok()) fail("Backend::open: %s", b.status().to_string().c_str());
+  auto b = api::Services::open(bo);
+  if (!b.ok()) fail("Services::open: %s", b.status().to_string().c_str());
   g->backend = std::move(b).value();
   g->admin_token = token_for(meta::Role::kAdmin, "fuzz-admin");
   g->viewer_token = token_for(meta::Role::kViewer, "fuzz-viewer");

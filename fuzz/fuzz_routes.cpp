@@ -18,7 +18,7 @@
 #include <tuple>
 #include <vector>
 
-#include "api/backend.h"
+#include "api/services.h"
 #include "fuzz_common.h"
 
 namespace {
@@ -28,7 +28,7 @@ using dlsys::fuzz::shown;
 namespace api = dlsys::api;
 
 struct Fixture {
-  std::unique_ptr<api::Backend> backend;
+  std::unique_ptr<api::Services> backend;
   std::vector<const api::Route*> routes;
 };
 Fixture* g = nullptr;
@@ -94,12 +94,12 @@ void check(const api::Route& route, const std::string& path, const std::string& 
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   std::string dir = dlsys::fuzz::make_temp_dir("routes");
-  api::BackendOptions bo;
+  api::ServicesOptions bo;
   bo.data_dir = dir + "/data";
   bo.auth = false;
   bo.db_connections = 2;
-  auto b = api::Backend::open(bo);
-  if (!b.ok()) fail("Backend::open: %s", b.status().to_string().c_str());
+  auto b = api::Services::open(bo);
+  if (!b.ok()) fail("Services::open: %s", b.status().to_string().c_str());
   g = new Fixture();  // never destroyed: the fuzzer exits with it in place
   g->backend = std::move(b).value();
   dlsys::fuzz::seed_backend(g->backend->router(), dir);

@@ -1,6 +1,6 @@
 // fuzz_run_filter: the run search language. Input lines: the filter, then (optionally) the
 // order ("metrics.acc DESC"), then a page token. The filter and the order are compiled
-// (meta::compile_run_filter, meta::parse_run_order) and run by MetaStore::search_runs on an
+// (meta::compile_run_filter, meta::parse_run_order) and run by RunTracking::search_runs on an
 // SQLite store with a few runs (params lr and batch, tags team and "val set", metrics
 // accuracy, loss and "val loss"; statuses RUNNING and FINISHED).
 //
@@ -41,23 +41,23 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
   if (!s.ok()) fail("MetaStore::open: %s", s.status().to_string().c_str());
   g_store = s->release();  // never destroyed: the fuzzer exits with it open
   meta::Principal who{"fuzz", meta::Role::kAdmin};
-  auto e = g_store->create_experiment("e", "", who);
+  auto e = g_store->runs().create_experiment("e", "", who);
   must(e.status(), "experiment");
-  int64_t exp = (*e)["id"].get<int64_t>();
+  int64_t exp = e->id;
   for (int i = 0; i < 4; ++i) {
-    auto r =
-        g_store->create_run(exp, "run" + std::to_string(i),
-                            {{"lr", i % 2 ? "0.1" : "0.01"}, {"batch", std::to_string(32 << i)}},
-                            {{"team", i % 2 ? "a" : "b"}, {"val set", "x"}}, who);
+    auto r = g_store->runs().create_run(
+        exp, "run" + std::to_string(i),
+        {{"lr", i % 2 ? "0.1" : "0.01"}, {"batch", std::to_string(32 << i)}},
+        {{"team", i % 2 ? "a" : "b"}, {"val set", "x"}}, who);
     must(r.status(), "run");
-    int64_t id = (*r)["id"].get<int64_t>();
-    must(g_store->log_batch(id,
-                            {{"accuracy", 0.5 + 0.1 * i, 0, 0},
-                             {"loss", 1.0 / (i + 1), 0, 0},
-                             {"val loss", 2.0 / (i + 1), 1, 0}},
-                            {}, {}, who),
+    int64_t id = r->id;
+    must(g_store->runs().log_batch(id,
+                                   {{"accuracy", 0.5 + 0.1 * i, 0, 0},
+                                    {"loss", 1.0 / (i + 1), 0, 0},
+                                    {"val loss", 2.0 / (i + 1), 1, 0}},
+                                   {}, {}, who),
          "metrics");
-    if (i % 2) must(g_store->update_run(id, "FINISHED", who).status(), "finish");
+    if (i % 2) must(g_store->runs().update_run(id, "FINISHED", who).status(), "finish");
   }
   return 0;
 }
@@ -88,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   req.order_by = order;
   req.page_token = token;
   req.page_size = 2;
-  auto page = g_store->search_runs(req);
+  auto page = g_store->runs().search_runs(req);
   check(page.status(), "search_runs", input);
   if (where.ok() && ord.ok() && token.empty() && !page.ok())
     fail("the filter and order compile but the search fails: %s\ninput: %s",
@@ -96,7 +96,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   // Follow the next page once: page tokens come back from the server and must work.
   if (page.ok() && !page->next_page_token.empty()) {
     req.page_token = page->next_page_token;
-    auto next = g_store->search_runs(req);
+    auto next = g_store->runs().search_runs(req);
     if (!next.ok())
       fail("the next page token %s fails: %s\ninput: %s", req.page_token.c_str(),
            next.status().to_string().c_str(), shown(input).c_str());

@@ -14,9 +14,9 @@
 
 #include <CLI/CLI.hpp>
 
-#include "api/backend.h"
 #include "api/client.h"
 #include "api/http_server.h"
+#include "api/services.h"
 #include "core/file_util.h"
 
 using namespace dlsys;
@@ -93,11 +93,11 @@ int main(int argc, char** argv) {
 
   std::string dir =
       (std::filesystem::temp_directory_path() / ("dlsys-meta-bench-" + random_hex(6))).string();
-  api::BackendOptions bo;
+  api::ServicesOptions bo;
   bo.data_dir = dir;
   bo.meta_url = meta_url;
   bo.db_connections = 24;
-  auto backend = api::Backend::open(bo);
+  auto backend = api::Services::open(bo);
   if (!backend.ok()) die(backend.status());
   api::ServerOptions so;
   so.port = 0;

@@ -8,8 +8,9 @@
 //       latency.
 //
 // `seed` and `history` are separate processes so that the peak RSS of `history` (getrusage
-// ru_maxrss) is the read's alone. Only MetaStore calls that every version of the store has are
-// used, so the same program measures the code before and after a change.
+// ru_maxrss) is the read's alone. Only calls that every version of the store since its split into
+// concepts (issue 18) has are used, so the same program measures the code before and after a
+// change.
 #include <sys/resource.h>
 #include <sys/stat.h>
 
@@ -57,11 +58,11 @@ std::string arg(int argc, char** argv, const char* name, const std::string& def)
 int seed(const std::string& db_path, int64_t points) {
   auto store = meta::MetaStore::open(db_path, 2);
   if (!store.ok()) die(store.status());
-  auto e = (*store)->ensure_experiment("bench", kBench);
+  auto e = (*store)->runs().ensure_experiment("bench", kBench);
   if (!e.ok()) die(e.status());
-  auto r = (*store)->create_run((*e)["id"], "history", {}, {}, kBench);
+  auto r = (*store)->runs().create_run(e->id, "history", {}, {}, kBench);
   if (!r.ok()) die(r.status());
-  int64_t run = (*r)["id"];
+  int64_t run = r->id;
   store->reset();
   auto db = meta::SqlDatabase::open(db_path, 1);
   if (!db.ok()) die(db.status());
@@ -100,13 +101,13 @@ int history(const std::string& db_path, int max_points) {
   int64_t total = 0;
   for (int i = 0; i < 3; ++i) {
     auto t0 = Clock::now();
-    auto h = (*store)->metric_history(1, "loss", max_points);
+    auto h = (*store)->runs().metric_history(1, "loss", max_points);
     times.push_back(ms_since(t0));
     if (!h.ok()) die(h.status());
-    returned = (*h)["points"].size();
-    total = (*h)["total_points"];
+    returned = h->points.size();
+    total = h->total_points;
     bool spike = false;
-    for (auto& p : (*h)["points"]) spike |= p["value"].get<double>() == 50;
+    for (auto& p : h->points) spike |= p.value == 50;
     if (!spike) std::fprintf(stderr, "warning: the spike is not in the result\n");
   }
   std::sort(times.begin(), times.end());
@@ -122,13 +123,13 @@ int wal(const std::string& db_path, double seconds, int writers, int readers, in
   auto opened = meta::MetaStore::open(db_path, 16);
   if (!opened.ok()) die(opened.status());
   meta::MetaStore& store = **opened;
-  auto e = store.ensure_experiment("wal-bench", kBench);
+  auto e = store.runs().ensure_experiment("wal-bench", kBench);
   if (!e.ok()) die(e.status());
   std::vector<int64_t> runs;
   for (int w = 0; w < writers; ++w) {
-    auto r = store.create_run((*e)["id"], "writer-" + std::to_string(w), {}, {}, kBench);
+    auto r = store.runs().create_run(e->id, "writer-" + std::to_string(w), {}, {}, kBench);
     if (!r.ok()) die(r.status());
-    runs.push_back((*r)["id"]);
+    runs.push_back(r->id);
   }
   std::string wal_path = db_path + "-wal";
   auto wal_size = [&] {
@@ -149,7 +150,7 @@ int wal(const std::string& db_path, double seconds, int writers, int readers, in
                          step + i / 10, 0});
         step += batch / 10;
         auto t0 = Clock::now();
-        Status st = store.log_batch(runs[w], pts, {}, {}, kBench);
+        Status st = store.runs().log_batch(runs[w], pts, {}, {}, kBench);
         latency[w].push_back(ms_since(t0));
         if (!st.ok()) {
           ++errors;
@@ -161,10 +162,11 @@ int wal(const std::string& db_path, double seconds, int writers, int readers, in
   for (int r = 0; r < readers; ++r)
     threads.emplace_back([&, r] {
       while (!stop) {
-        auto h = store.metric_history(runs[r % runs.size()], "m" + std::to_string(r % 10), 1000);
+        auto h =
+            store.runs().metric_history(runs[r % runs.size()], "m" + std::to_string(r % 10), 1000);
         meta::SearchRunsRequest q;
         q.filter = "metrics.m0 > 0.5";
-        auto s = store.search_runs(q);
+        auto s = store.runs().search_runs(q);
         if (!h.ok() || !s.ok()) ++errors;
         ++reads;
       }

@@ -1,54 +1,12 @@
-// Everything behind the API for one data directory: the metadata store, the object store and
-// the router with their routes. The HTTP server and the in-process client both stand on it.
+// The former name of api::Services (services.h), kept while src/cli/cmd_train.cpp and
+// src/cli/cmd_data.cpp still include this header; new code includes api/services.h.
 #pragma once
 
-#include <functional>
-#include <memory>
-#include <string>
-
-#include "api/router.h"
-#include "data/dataset_store.h"
-#include "meta/artifact_store.h"
-#include "meta/meta_store.h"
+#include "api/services.h"
 
 namespace dlsys::api {
 
-struct BackendOptions {
-  std::string data_dir;  // holds meta.db (SQLite) and objects/
-  std::string meta_url;  // "" for SQLite in data_dir, or postgresql://...
-  bool auth = false;     // require API tokens
-  size_t db_connections = 16;
-  // Checks a file registered as a model version (the CLI passes the ONNX importer; api does not
-  // depend on graph). Null: no check.
-  std::function<Status(const std::string& path)> model_validator;
-};
-
-class Backend {
- public:
-  // Opens (creating if needed) the data directory and the metadata database, and adds the
-  // routes of every component.
-  static Result<std::unique_ptr<Backend>> open(const BackendOptions& options);
-
-  // Removes temporary files (uploads, dataset pushes, row exports) untouched for an hour: the
-  // server runs it periodically, so files of requests that died do not pile up.
-  size_t sweep_temp_files();
-
-  meta::MetaStore& store() { return *store_; }
-  meta::ArtifactStore& objects() { return *objects_; }
-  data::DatasetStore& datasets() { return *datasets_; }
-  Router& router() { return *router_; }
-  const BackendOptions& options() const { return options_; }
-
- private:
-  Backend() = default;
-  BackendOptions options_;
-  std::unique_ptr<meta::MetaStore> store_;
-  std::unique_ptr<meta::ArtifactStore> objects_;
-  std::unique_ptr<data::DatasetStore> datasets_;
-  std::unique_ptr<Router> router_;
-};
-
-// The default data directory: $DLSYS_HOME, else ~/.dlsys.
-std::string default_data_dir();
+using Backend = Services;
+using BackendOptions = ServicesOptions;
 
 }  // namespace dlsys::api

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <limits>
 
-#include "api/backend.h"
+#include "api/services.h"
 #include "core/file_util.h"
 #include "core/json_get.h"
 #include "core/json_parse.h"
@@ -249,7 +249,7 @@ class HttpApiClient : public ApiClient {
 
 class LocalApiClient : public ApiClient {
  public:
-  explicit LocalApiClient(Backend& b) : b_(b) {}
+  explicit LocalApiClient(Services& b) : b_(b) {}
   Result<json> call(const std::string& method, const std::string& target,
                     const json& body) override {
     Request req;
@@ -292,7 +292,7 @@ class LocalApiClient : public ApiClient {
     req->remote = "local";
     return parse_target(target, &req->path, &req->query);
   }
-  Backend& b_;
+  Services& b_;
 };
 
 }  // namespace
@@ -305,8 +305,8 @@ Result<std::unique_ptr<ApiClient>> connect_http(const std::string& url, const st
   return std::unique_ptr<ApiClient>(new HttpApiClient(url, std::move(c), token));
 }
 
-std::unique_ptr<ApiClient> connect_local(Backend& backend) {
-  return std::make_unique<LocalApiClient>(backend);
+std::unique_ptr<ApiClient> connect_local(Services& services) {
+  return std::make_unique<LocalApiClient>(services);
 }
 
 }  // namespace dlsys::api

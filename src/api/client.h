@@ -10,7 +10,7 @@
 
 namespace dlsys::api {
 
-class Backend;
+class Services;
 
 class ApiClient {
  public:
@@ -28,8 +28,8 @@ class ApiClient {
 
 // A client of the server at `url` (http://host:port). `token` may be empty.
 Result<std::unique_ptr<ApiClient>> connect_http(const std::string& url, const std::string& token);
-// A client that dispatches to `backend`'s router in this process (no network, no auth).
-std::unique_ptr<ApiClient> connect_local(Backend& backend);
+// A client that dispatches to `services`' router in this process (no network, no auth).
+std::unique_ptr<ApiClient> connect_local(Services& services);
 
 // A raw HTTP response, for tests and benchmarks.
 struct HttpResult {

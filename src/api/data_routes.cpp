@@ -42,9 +42,9 @@ Result<data::DriftThresholds> thresholds(const Request& r) {
 
 }  // namespace
 
-void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaStore& meta) {
+void add_data_routes(Router& router, data::DatasetStore& datasets, meta::LineageStore& lineage) {
   data::DatasetStore* ds = &datasets;
-  meta::MetaStore* ms = &meta;
+  meta::LineageStore* ms = &lineage;
 
   router.add("GET", "/api/v1/datasets", Access::kRead, [ds](Request&) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(auto names, ds->names());
@@ -159,9 +159,8 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaSto
           DLSYS_ASSIGN_OR_RETURN(auto vs, ds->versions(r.param("name")));
           for (const auto& v : vs)
             if (v.id == res.version.manifest["parent"].get<std::string>())
-              DLSYS_RETURN_IF_ERROR(ms->add_lineage_edge("dataset_version", v.label(),
-                                                         "dataset_version", res.version.label(),
-                                                         "parent", r.principal));
+              DLSYS_RETURN_IF_ERROR(ms->add_edge("dataset_version", v.label(), "dataset_version",
+                                                 res.version.label(), "parent", r.principal));
         }
         json out = version_json(res.version, false);
         out["unchanged"] = res.unchanged;

@@ -5,11 +5,11 @@
 
 #include "api/router.h"
 #include "data/dataset_store.h"
-#include "meta/meta_store.h"
+#include "meta/lineage.h"
 
 namespace dlsys::api {
 
-// `datasets` and `meta` (where lineage edges between versions go) must outlive the router.
-void add_data_routes(Router& router, data::DatasetStore& datasets, meta::MetaStore& meta);
+// `datasets` and `lineage` (where the edges between versions go) must outlive the router.
+void add_data_routes(Router& router, data::DatasetStore& datasets, meta::LineageStore& lineage);
 
 }  // namespace dlsys::api

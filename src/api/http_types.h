@@ -11,7 +11,7 @@
 
 #include "api/memory_budget.h"
 #include "core/status.h"
-#include "meta/meta_store.h"
+#include "meta/auth.h"
 
 namespace dlsys::api {
 

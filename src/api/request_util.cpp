@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "meta/store_db.h"
+
 namespace dlsys::api {
 
 Result<json> body_object(const Request& req) {

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "api/http_types.h"
-#include "meta/meta_store.h"
+#include "meta/auth.h"
 
 namespace dlsys::api {
 
@@ -51,7 +51,7 @@ class Router {
  public:
   struct Options {
     bool auth_required = false;                     // without a valid token: 401
-    meta::MetaStore* tokens = nullptr;              // where tokens are checked (needed with auth)
+    meta::TokenStore* tokens = nullptr;             // where tokens are checked (needed with auth)
     std::function<std::string()> upload_temp_path;  // where streamed bodies go
     // The data directory: error messages name it "$DATA_DIR", never by its path.
     std::string data_dir;

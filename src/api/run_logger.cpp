@@ -2,7 +2,7 @@
 
 #include "core/file_util.h"
 #include "core/json_get.h"
-#include "meta/meta_store.h"
+#include "meta/run_tracking.h"
 
 namespace dlsys::api {
 

@@ -6,9 +6,12 @@
 #include <cstdlib>
 #include <set>
 
-#include "api/backend.h"
 #include "api/client.h"
+#include "api/services.h"
 #include "cli/commands.h"
+#include "core/json_get.h"
+#include "meta/model_registry.h"
+#include "meta/run_tracking.h"
 
 namespace dlsys::cli {
 namespace {
@@ -30,7 +33,7 @@ void add_client_options(CLI::App* c, ClientArgs* a) {
 
 // The client and, for local access, the backend it dispatches to.
 struct Connection {
-  std::unique_ptr<api::Backend> backend;
+  std::unique_ptr<api::Services> backend;
   std::unique_ptr<api::ApiClient> client;
 };
 
@@ -53,12 +56,12 @@ Result<Connection> connect(const ClientArgs& a) {
       return c;
     }
   }
-  api::BackendOptions bo;
+  api::ServicesOptions bo;
   bo.data_dir = a.data_dir;
   bo.meta_url = a.meta;
   bo.db_connections = 2;
   bo.model_validator = validate_onnx_model;
-  DLSYS_ASSIGN_OR_RETURN(c.backend, api::Backend::open(bo));
+  DLSYS_ASSIGN_OR_RETURN(c.backend, api::Services::open(bo));
   c.client = api::connect_local(*c.backend);
   return c;
 }
@@ -73,10 +76,37 @@ int with_client(const ClientArgs& a, Fn&& fn) {
   return 0;
 }
 
-std::string value_text(const json& v) {
-  if (v.is_string()) return v.get<std::string>();
-  if (v.is_number_float()) return fmt::format("{:.6g}", v.get<double>());
-  return v.dump();
+// Every read of a server's answer is checked: a malformed answer is an error that names the
+// request, the key and the type expected, never an exception.
+std::string answer_to(const std::string& method, const std::string& target) {
+  return fmt::format("the server's answer to {} {}", method, target.substr(0, target.find('?')));
+}
+
+// The array answer[key], each element read as a T.
+template <typename T>
+Result<std::vector<T>> records(const json& answer, const char* key, const std::string& what) {
+  DLSYS_ASSIGN_OR_RETURN(json list, json_get<json>(answer, key, what));
+  if (!list.is_array())
+    return Status::Invalid("{}: '{}' must be an array, got {}", what, key, json_type_phrase(list));
+  std::vector<T> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    DLSYS_ASSIGN_OR_RETURN(T r,
+                           meta::from_json<T>(list[i], fmt::format("{}: {}[{}]", what, key, i)));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// The array answer[key] (plain JSON objects, read with json_get by the caller).
+Result<json> json_list(const json& answer, const char* key, const std::string& what) {
+  DLSYS_ASSIGN_OR_RETURN(json list, json_get<json>(answer, key, what));
+  if (!list.is_array())
+    return Status::Invalid("{}: '{}' must be an array, got {}", what, key, json_type_phrase(list));
+  return list;
+}
+
+std::string number_text(double v) {
+  return fmt::format("{:.6g}", v);
 }
 
 // Prints rows as aligned columns; the first row is the header.
@@ -119,8 +149,13 @@ Status runs_list(api::ApiClient& c, const RunsArgs& a) {
   if (!a.experiment.empty()) {
     std::string id = a.experiment;
     if (id.find_first_not_of("0123456789") != std::string::npos) {
-      DLSYS_ASSIGN_OR_RETURN(json e, c.call("GET", "/api/v1/experiments?name=" + enc(id)));
-      id = std::to_string(e["experiments"][0]["id"].get<int64_t>());
+      const std::string lookup = "/api/v1/experiments?name=" + enc(id);
+      DLSYS_ASSIGN_OR_RETURN(json e, c.call("GET", lookup));
+      DLSYS_ASSIGN_OR_RETURN(auto exps,
+                             records<meta::Experiment>(e, "experiments", answer_to("GET", lookup)));
+      if (exps.empty())
+        return Status::Invalid("{}: 'experiments' is empty", answer_to("GET", lookup));
+      id = std::to_string(exps[0].id);
     }
     target += "&experiment_ids=" + id;
   }
@@ -132,89 +167,107 @@ Status runs_list(api::ApiClient& c, const RunsArgs& a) {
     print_json(page);
     return Status::OK();
   }
+  const std::string what = answer_to("GET", target);
+  DLSYS_ASSIGN_OR_RETURN(auto runs, records<meta::Run>(page, "runs", what));
+  DLSYS_ASSIGN_OR_RETURN(auto next, json_get_optional<std::string>(page, "next_page_token", what));
   std::vector<std::vector<std::string>> rows = {
       {"ID", "EXP", "NAME", "STATUS", "STARTED", "METRICS"}};
-  for (auto& r : page["runs"]) {
+  for (auto& r : runs) {
     std::string metrics;
-    for (auto& [k, v] : r["metrics"].items())
-      metrics += (metrics.empty() ? "" : " ") + k + "=" + value_text(v["value"]);
-    rows.push_back({std::to_string(r["id"].get<int64_t>()),
-                    std::to_string(r["experiment_id"].get<int64_t>()), r["name"], r["status"],
-                    format_time_ms(r["start_time"]), metrics});
+    for (auto& [k, m] : r.metrics)
+      metrics += (metrics.empty() ? "" : " ") + k + "=" + number_text(m.value);
+    rows.push_back({std::to_string(r.id), std::to_string(r.experiment_id), r.name, r.status,
+                    format_time_ms(r.start_time), metrics});
   }
   print_table(rows);
-  if (page.contains("next_page_token"))
-    std::printf("more: --page-token %s\n", page["next_page_token"].get<std::string>().c_str());
+  if (next) std::printf("more: --page-token %s\n", next->c_str());
   return Status::OK();
 }
 
 Status runs_show(api::ApiClient& c, const RunsArgs& a) {
   if (a.ids.size() != 1) return Status::Invalid("runs show takes one run id");
-  DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", fmt::format("/api/v1/runs/{}", a.ids[0])));
-  DLSYS_ASSIGN_OR_RETURN(json arts,
-                         c.call("GET", fmt::format("/api/v1/runs/{}/artifacts", a.ids[0])));
-  r["artifacts"] = arts["artifacts"];
+  const std::string run_target = fmt::format("/api/v1/runs/{}", a.ids[0]);
+  const std::string arts_target = fmt::format("/api/v1/runs/{}/artifacts", a.ids[0]);
+  DLSYS_ASSIGN_OR_RETURN(json rj, c.call("GET", run_target));
+  DLSYS_ASSIGN_OR_RETURN(meta::Run r, meta::from_json<meta::Run>(rj, answer_to("GET", run_target)));
+  DLSYS_ASSIGN_OR_RETURN(json arts, c.call("GET", arts_target));
+  DLSYS_ASSIGN_OR_RETURN(auto artifacts, records<meta::ArtifactInfo>(
+                                             arts, "artifacts", answer_to("GET", arts_target)));
   if (a.json) {
-    print_json(r);
+    rj["artifacts"] = arts["artifacts"];
+    print_json(rj);
     return Status::OK();
   }
-  std::printf("run %lld  %s  experiment %lld  %s\n", static_cast<long long>(r["id"].get<int64_t>()),
-              r["status"].get<std::string>().c_str(),
-              static_cast<long long>(r["experiment_id"].get<int64_t>()),
-              r["name"].get<std::string>().c_str());
-  std::printf("started %s  ended %s  by %s\n", format_time_ms(r["start_time"]).c_str(),
-              format_time_ms(r["end_time"]).c_str(), r["created_by"].get<std::string>().c_str());
-  for (const char* section : {"params", "tags"}) {
-    if (r[section].empty()) continue;
+  std::printf("run %lld  %s  experiment %lld  %s\n", static_cast<long long>(r.id), r.status.c_str(),
+              static_cast<long long>(r.experiment_id), r.name.c_str());
+  std::printf("started %s  ended %s  by %s\n", format_time_ms(r.start_time).c_str(),
+              format_time_ms(r.end_time ? json(*r.end_time) : json()).c_str(),
+              r.created_by.c_str());
+  for (const auto& [section, kvs] : {std::pair{"params", &r.params}, std::pair{"tags", &r.tags}}) {
+    if (kvs->empty()) continue;
     std::printf("%s:\n", section);
-    for (auto& [k, v] : r[section].items())
-      std::printf("  %s = %s\n", k.c_str(), value_text(v).c_str());
+    for (auto& [k, v] : *kvs) std::printf("  %s = %s\n", k.c_str(), v.c_str());
   }
-  if (!r["metrics"].empty()) {
+  if (!r.metrics.empty()) {
     std::printf("metrics (latest):\n");
-    for (auto& [k, v] : r["metrics"].items())
-      std::printf("  %s = %s (step %lld)\n", k.c_str(), value_text(v["value"]).c_str(),
-                  static_cast<long long>(v["step"].get<int64_t>()));
+    for (auto& [k, m] : r.metrics)
+      std::printf("  %s = %s (step %lld)\n", k.c_str(), number_text(m.value).c_str(),
+                  static_cast<long long>(m.step));
   }
-  if (!r["artifacts"].empty()) {
+  if (!artifacts.empty()) {
     std::printf("artifacts:\n");
-    for (auto& x : r["artifacts"])
-      std::printf("  %s  %lld bytes  sha256:%s\n", x["path"].get<std::string>().c_str(),
-                  static_cast<long long>(x["size"].get<int64_t>()),
-                  x["sha256"].get<std::string>().substr(0, 12).c_str());
+    for (auto& x : artifacts)
+      std::printf("  %s  %lld bytes  sha256:%s\n", x.path.c_str(), static_cast<long long>(x.size),
+                  x.sha256.substr(0, 12).c_str());
   }
   return Status::OK();
 }
 
 Status runs_compare(api::ApiClient& c, const RunsArgs& a) {
   if (a.ids.size() < 2) return Status::Invalid("runs compare takes two or more run ids");
-  std::vector<json> runs;
+  std::vector<json> answers;
+  std::vector<meta::Run> runs;
   for (int64_t id : a.ids) {
-    DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", fmt::format("/api/v1/runs/{}", id)));
-    runs.push_back(std::move(r));
+    const std::string target = fmt::format("/api/v1/runs/{}", id);
+    DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", target));
+    DLSYS_ASSIGN_OR_RETURN(meta::Run run, meta::from_json<meta::Run>(r, answer_to("GET", target)));
+    answers.push_back(std::move(r));
+    runs.push_back(std::move(run));
   }
   if (a.json) {
-    print_json(runs);
+    print_json(answers);
     return Status::OK();
   }
   std::vector<std::vector<std::string>> rows;
   std::vector<std::string> header = {"", "status"};
   rows.push_back({"RUN"});
-  for (auto& r : runs) rows[0].push_back(std::to_string(r["id"].get<int64_t>()));
+  for (auto& r : runs) rows[0].push_back(std::to_string(r.id));
   std::vector<std::string> status_row = {"status"};
-  for (auto& r : runs) status_row.push_back(r["status"]);
+  for (auto& r : runs) status_row.push_back(r.status);
   rows.push_back(status_row);
+  // Each run's params and latest metric values as text, by section.
+  auto cell = [](const meta::Run& r, bool metrics, const std::string& k) -> std::string {
+    if (metrics) {
+      auto it = r.metrics.find(k);
+      return it == r.metrics.end() ? "-" : number_text(it->second.value);
+    }
+    auto it = r.params.find(k);
+    return it == r.params.end() ? "-" : it->second;
+  };
   for (const char* section : {"params", "metrics"}) {
+    const bool metrics = section[0] == 'm';
     std::set<std::string> keys;
-    for (auto& r : runs)
-      for (auto& [k, _] : r[section].items()) keys.insert(k);
+    for (auto& r : runs) {
+      if (metrics)
+        for (auto& [k, _] : r.metrics) keys.insert(k);
+      else
+        for (auto& [k, _] : r.params) keys.insert(k);
+    }
     for (const std::string& k : keys) {
       std::vector<std::string> row = {std::string(section) + "." + k};
       std::set<std::string> distinct;
       for (auto& r : runs) {
-        std::string v = "-";
-        if (r[section].contains(k))
-          v = section[0] == 'm' ? value_text(r[section][k]["value"]) : value_text(r[section][k]);
+        std::string v = cell(r, metrics, k);
         distinct.insert(v);
         row.push_back(v);
       }
@@ -235,21 +288,23 @@ struct ModelsArgs : ClientArgs {
 };
 
 Status models_list(api::ApiClient& c, const ModelsArgs& a) {
-  DLSYS_ASSIGN_OR_RETURN(json page, c.call("GET", "/api/v1/models?page_size=1000"));
+  const std::string target = "/api/v1/models?page_size=1000";
+  DLSYS_ASSIGN_OR_RETURN(json page, c.call("GET", target));
   if (a.json) {
     print_json(page);
     return Status::OK();
   }
+  DLSYS_ASSIGN_OR_RETURN(auto models,
+                         records<meta::Model>(page, "models", answer_to("GET", target)));
   std::vector<std::vector<std::string>> rows = {
       {"NAME", "VERSIONS", "LATEST", "ALIASES", "UPDATED"}};
-  for (auto& m : page["models"]) {
+  for (auto& m : models) {
     std::string aliases;
-    for (auto& [k, v] : m["aliases"].items())
-      aliases += (aliases.empty() ? "" : " ") + k + "=v" + std::to_string(v.get<int64_t>());
-    rows.push_back(
-        {m["name"], std::to_string(m["version_count"].get<int64_t>()),
-         m["latest_version"].is_null() ? "-" : std::to_string(m["latest_version"].get<int64_t>()),
-         aliases, format_time_ms(m["updated_at"])});
+    for (auto& [k, v] : m.aliases)
+      aliases += (aliases.empty() ? "" : " ") + k + "=v" + std::to_string(v);
+    rows.push_back({m.name, std::to_string(m.version_count),
+                    m.latest_version ? std::to_string(*m.latest_version) : "-", aliases,
+                    format_time_ms(m.updated_at)});
   }
   print_table(rows);
   return Status::OK();
@@ -265,7 +320,7 @@ Status models_register(api::ApiClient& c, const ModelsArgs& a) {
                                             {{"experiment", a.experiment},
                                              {"name", "register " + a.name},
                                              {"tags", {{"source_file", a.file}}}}));
-      run = r["id"].get<int64_t>();
+      DLSYS_ASSIGN_OR_RETURN(run, json_get<int64_t>(r, "id", answer_to("POST", "/api/v1/runs")));
     }
     DLSYS_RETURN_IF_ERROR(
         c.upload(fmt::format("/api/v1/runs/{}/artifacts/{}", run, api::url_encode(artifact, true)),
@@ -283,33 +338,39 @@ Status models_register(api::ApiClient& c, const ModelsArgs& a) {
       c.call("POST", "/api/v1/models", {{"name", a.name}, {"description", a.description}});
   if (!created.ok() && created.status().code() != StatusCode::kAlreadyExists)
     return created.status();
+  const std::string versions = "/api/v1/models/" + enc(a.name) + "/versions";
   DLSYS_ASSIGN_OR_RETURN(
       json v,
-      c.call("POST", "/api/v1/models/" + enc(a.name) + "/versions",
+      c.call("POST", versions,
              {{"run_id", run}, {"artifact_path", artifact}, {"description", a.description}}));
-  if (a.json)
-    print_json(v);
-  else
-    std::printf("registered %s version %lld from run %lld (%s, sha256:%s)\n", a.name.c_str(),
-                static_cast<long long>(v["version"].get<int64_t>()), static_cast<long long>(run),
-                artifact.c_str(), v["sha256"].get<std::string>().substr(0, 12).c_str());
-  return Status::OK();
-}
-
-Status models_versions(api::ApiClient& c, const ModelsArgs& a) {
-  DLSYS_ASSIGN_OR_RETURN(json v, c.call("GET", "/api/v1/models/" + enc(a.name) + "/versions"));
   if (a.json) {
     print_json(v);
     return Status::OK();
   }
+  DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
+                         meta::from_json<meta::ModelVersion>(v, answer_to("POST", versions)));
+  std::printf("registered %s version %lld from run %lld (%s, sha256:%s)\n", a.name.c_str(),
+              static_cast<long long>(mv.version), static_cast<long long>(run), artifact.c_str(),
+              mv.sha256.substr(0, 12).c_str());
+  return Status::OK();
+}
+
+Status models_versions(api::ApiClient& c, const ModelsArgs& a) {
+  const std::string target = "/api/v1/models/" + enc(a.name) + "/versions";
+  DLSYS_ASSIGN_OR_RETURN(json v, c.call("GET", target));
+  if (a.json) {
+    print_json(v);
+    return Status::OK();
+  }
+  DLSYS_ASSIGN_OR_RETURN(auto versions,
+                         records<meta::ModelVersion>(v, "versions", answer_to("GET", target)));
   std::vector<std::vector<std::string>> rows = {
       {"VERSION", "STATUS", "RUN", "ARTIFACT", "ALIASES", "CREATED"}};
-  for (auto& x : v["versions"]) {
+  for (auto& x : versions) {
     std::string aliases;
-    for (auto& al : x["aliases"]) aliases += (aliases.empty() ? "" : " ") + al.get<std::string>();
-    rows.push_back({std::to_string(x["version"].get<int64_t>()), x["status"],
-                    std::to_string(x["run_id"].get<int64_t>()), x["artifact_path"], aliases,
-                    format_time_ms(x["created_at"])});
+    for (auto& al : x.aliases) aliases += (aliases.empty() ? "" : " ") + al;
+    rows.push_back({std::to_string(x.version), x.status, std::to_string(x.run_id), x.artifact_path,
+                    aliases, format_time_ms(x.created_at)});
   }
   print_table(rows);
   return Status::OK();
@@ -324,23 +385,29 @@ Status models_alias(api::ApiClient& c, const ModelsArgs& a) {
   }
   if (a.version <= 0) {
     DLSYS_ASSIGN_OR_RETURN(json v, c.call("GET", target));
-    if (a.json)
+    if (a.json) {
       print_json(v);
-    else
-      std::printf("%s@%s = version %lld\n", a.name.c_str(), a.alias.c_str(),
-                  static_cast<long long>(v["version"].get<int64_t>()));
+      return Status::OK();
+    }
+    DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
+                           meta::from_json<meta::ModelVersion>(v, answer_to("GET", target)));
+    std::printf("%s@%s = version %lld\n", a.name.c_str(), a.alias.c_str(),
+                static_cast<long long>(mv.version));
     return Status::OK();
   }
   DLSYS_ASSIGN_OR_RETURN(json r, c.call("PUT", target, {{"version", a.version}}));
-  if (a.json)
+  if (a.json) {
     print_json(r);
-  else if (r["previous_version"].is_null())
+    return Status::OK();
+  }
+  DLSYS_ASSIGN_OR_RETURN(
+      auto previous, json_get_optional<int64_t>(r, "previous_version", answer_to("PUT", target)));
+  if (!previous)
     std::printf("%s@%s -> version %lld\n", a.name.c_str(), a.alias.c_str(),
                 static_cast<long long>(a.version));
   else
     std::printf("%s@%s -> version %lld (was %lld)\n", a.name.c_str(), a.alias.c_str(),
-                static_cast<long long>(a.version),
-                static_cast<long long>(r["previous_version"].get<int64_t>()));
+                static_cast<long long>(a.version), static_cast<long long>(*previous));
   return Status::OK();
 }
 
@@ -455,16 +522,20 @@ void add_artifacts(CLI::App& app, int* rc) {
   put->add_option("file", a->file, "Local file")->required()->check(CLI::ExistingFile);
   put->callback([a, rc] {
     *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
-      DLSYS_ASSIGN_OR_RETURN(json r, c.upload(fmt::format("/api/v1/runs/{}/artifacts/{}", a->run,
-                                                          api::url_encode(a->path, true)),
-                                              a->file));
-      if (a->json)
+      const std::string target =
+          fmt::format("/api/v1/runs/{}/artifacts/{}", a->run, api::url_encode(a->path, true));
+      DLSYS_ASSIGN_OR_RETURN(json r, c.upload(target, a->file));
+      if (a->json) {
         print_json(r);
-      else
-        std::printf("stored %s (%lld bytes, sha256:%s%s)\n", a->path.c_str(),
-                    static_cast<long long>(r["size"].get<int64_t>()),
-                    r["sha256"].get<std::string>().substr(0, 12).c_str(),
-                    r["deduplicated"].get<bool>() ? ", already stored" : "");
+        return Status::OK();
+      }
+      const std::string what = answer_to("PUT", target);
+      DLSYS_ASSIGN_OR_RETURN(int64_t size, json_get<int64_t>(r, "size", what));
+      DLSYS_ASSIGN_OR_RETURN(std::string sha, json_get<std::string>(r, "sha256", what));
+      DLSYS_ASSIGN_OR_RETURN(bool dedup, json_get_or<bool>(r, "deduplicated", false, what));
+      std::printf("stored %s (%lld bytes, sha256:%s%s)\n", a->path.c_str(),
+                  static_cast<long long>(size), sha.substr(0, 12).c_str(),
+                  dedup ? ", already stored" : "");
       return Status::OK();
     });
   });
@@ -473,15 +544,16 @@ void add_artifacts(CLI::App& app, int* rc) {
   list->add_option("run", a->run, "Run id")->required();
   list->callback([a, rc] {
     *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
-      DLSYS_ASSIGN_OR_RETURN(json r,
-                             c.call("GET", fmt::format("/api/v1/runs/{}/artifacts", a->run)));
+      const std::string target = fmt::format("/api/v1/runs/{}/artifacts", a->run);
+      DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", target));
       if (a->json) {
         print_json(r);
         return Status::OK();
       }
+      DLSYS_ASSIGN_OR_RETURN(auto artifacts,
+                             records<meta::ArtifactInfo>(r, "artifacts", answer_to("GET", target)));
       std::vector<std::vector<std::string>> rows = {{"PATH", "SIZE", "SHA256"}};
-      for (auto& x : r["artifacts"])
-        rows.push_back({x["path"], std::to_string(x["size"].get<int64_t>()), x["sha256"]});
+      for (auto& x : artifacts) rows.push_back({x.path, std::to_string(x.size), x.sha256});
       print_table(rows);
       return Status::OK();
     });
@@ -502,10 +574,14 @@ void add_tokens(CLI::App& app, int* rc) {
     *rc = with_client(*a, [&](api::ApiClient& c) -> Status {
       DLSYS_ASSIGN_OR_RETURN(
           json t, c.call("POST", "/api/v1/tokens", {{"name", a->name}, {"role", a->role}}));
-      if (a->json)
+      if (a->json) {
         print_json(t);
-      else
-        std::printf("%s\n", t["token"].get<std::string>().c_str());
+        return Status::OK();
+      }
+      DLSYS_ASSIGN_OR_RETURN(
+          std::string token,
+          json_get<std::string>(t, "token", answer_to("POST", "/api/v1/tokens")));
+      std::printf("%s\n", token.c_str());
       return Status::OK();
     });
   });
@@ -519,10 +595,20 @@ void add_tokens(CLI::App& app, int* rc) {
         print_json(t);
         return Status::OK();
       }
+      const std::string what = answer_to("GET", "/api/v1/tokens");
+      DLSYS_ASSIGN_OR_RETURN(json list, json_list(t, "tokens", what));
       std::vector<std::vector<std::string>> rows = {{"ID", "NAME", "ROLE", "CREATED", "REVOKED"}};
-      for (auto& x : t["tokens"])
-        rows.push_back({std::to_string(x["id"].get<int64_t>()), x["name"], x["role"],
-                        format_time_ms(x["created_at"]), x["revoked"].get<bool>() ? "yes" : "no"});
+      for (size_t i = 0; i < list.size(); ++i) {
+        const std::string where = fmt::format("{}: tokens[{}]", what, i);
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, json_get<int64_t>(list[i], "id", where));
+        DLSYS_ASSIGN_OR_RETURN(std::string name, json_get<std::string>(list[i], "name", where));
+        DLSYS_ASSIGN_OR_RETURN(std::string role, json_get<std::string>(list[i], "role", where));
+        DLSYS_ASSIGN_OR_RETURN(int64_t created,
+                               json_get_or<int64_t>(list[i], "created_at", 0, where));
+        DLSYS_ASSIGN_OR_RETURN(bool revoked, json_get_or<bool>(list[i], "revoked", false, where));
+        rows.push_back(
+            {std::to_string(id), name, role, format_time_ms(created), revoked ? "yes" : "no"});
+      }
       print_table(rows);
       return Status::OK();
     });

@@ -2,8 +2,8 @@
 // PostgreSQL with --meta), until SIGTERM/SIGINT, which drain in-flight requests first.
 #include <cstdio>
 
-#include "api/backend.h"
 #include "api/http_server.h"
+#include "api/services.h"
 #include "cli/commands.h"
 #include "graph/onnx_import.h"
 
@@ -27,13 +27,13 @@ bool is_loopback(const std::string& host) {
 }
 
 int run_server(const ServerArgs& a) {
-  api::BackendOptions bo;
+  api::ServicesOptions bo;
   bo.data_dir = a.data_dir;
   bo.meta_url = a.meta;
   bo.auth = a.auth || !is_loopback(a.host);
   bo.db_connections = static_cast<size_t>(a.workers) + 2;
   bo.model_validator = validate_onnx_model;
-  auto backend = api::Backend::open(bo);
+  auto backend = api::Services::open(bo);
   if (!backend.ok()) return fail(backend.status().message());
   api::ServerOptions so;
   so.host = a.host == "localhost" ? "127.0.0.1" : a.host;
@@ -52,7 +52,7 @@ int run_server(const ServerArgs& a) {
   so.access_log = log;
   so.max_connections = static_cast<size_t>(a.max_connections);
   so.memory_budget = static_cast<uint64_t>(a.memory_budget_mb) << 20;
-  api::Backend* be = backend->get();
+  api::Services* be = backend->get();
   so.housekeeping = [be] { be->sweep_temp_files(); };
   api::HttpServer server((*backend)->router(), so);
   Status st = server.listen();

@@ -104,7 +104,8 @@ class SecurityTest : public ServerFixture {
  protected:
   std::string Token(meta::Role role) {
     meta::Principal root{"root", meta::Role::kAdmin};
-    auto t = backend_->store().create_token(meta::role_name(role) + random_hex(2), role, root);
+    auto t =
+        backend_->store().tokens().create_token(meta::role_name(role) + random_hex(2), role, root);
     EXPECT_TRUE(t.ok());
     return "Bearer " + (*t)["token"].get<std::string>();
   }

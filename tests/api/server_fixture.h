@@ -1,4 +1,4 @@
-// The fixture of the server's tests: a real HttpServer on a loopback port over a Backend on a
+// The fixture of the server's tests: a real HttpServer on a loopback port over a Services on a
 // fresh data directory, and one keep-alive client connection to it.
 #pragma once
 
@@ -8,9 +8,9 @@
 #include <functional>
 #include <thread>
 
-#include "api/backend.h"
 #include "api/client.h"
 #include "api/http_server.h"
+#include "api/services.h"
 #include "core/file_util.h"
 
 namespace dlsys::api {
@@ -23,10 +23,10 @@ class ServerFixture : public ::testing::Test {
              std::function<void(Router&)> extra_routes = nullptr,
              std::function<void(ServerOptions&)> tune = nullptr) {
     dir_ = std::filesystem::temp_directory_path() / ("dlsys-server-test-" + random_hex(6));
-    BackendOptions bo;
+    ServicesOptions bo;
     bo.data_dir = dir_.string();
     bo.auth = auth;
-    auto b = Backend::open(bo);
+    auto b = Services::open(bo);
     ASSERT_TRUE(b.ok()) << b.status().to_string();
     backend_ = std::move(b).value();
     if (extra_routes) extra_routes(backend_->router());
@@ -61,7 +61,7 @@ class ServerFixture : public ::testing::Test {
   static json J(const HttpResult& r) { return json::parse(r.body, nullptr, false); }
 
   std::filesystem::path dir_;
-  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Services> backend_;
   std::unique_ptr<HttpServer> server_;
   std::thread thread_;
   std::unique_ptr<HttpConnection> conn_;

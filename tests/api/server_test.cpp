@@ -150,8 +150,9 @@ TEST_F(ServerTest, TokensAndRoles) {
   EXPECT_EQ(Req("GET", "/api/v1/runs", "", {{"Authorization", "Bearer dls_bogus"}}).status, 401);
   meta::Principal root{"root", meta::Role::kAdmin};
   auto tok = [&](meta::Role role) {
-    return "Bearer " + (*backend_->store().create_token(meta::role_name(role), role, root))["token"]
-                           .get<std::string>();
+    return "Bearer " +
+           (*backend_->store().tokens().create_token(meta::role_name(role), role, root))["token"]
+               .get<std::string>();
   };
   std::string admin = tok(meta::Role::kAdmin), editor = tok(meta::Role::kEditor),
               viewer = tok(meta::Role::kViewer), infer = tok(meta::Role::kInference);

@@ -8,7 +8,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "api/backend.h"
+#include "api/services.h"
 #include "tensor/npy.h"
 #include "testing/onnx_builder.h"
 
@@ -398,9 +398,9 @@ TEST_F(Cli, DataCommandsAndTrainingFromAVersion) {
   EXPECT_EQ(done["data"]["dataset"], "digits@v1:train");
   EXPECT_GT(done["metrics"]["val_accuracy"].get<double>(), 0.85);
   // Lineage: digits@v1 -> run 1.
-  auto backend = api::Backend::open({(dir_ / "home").string()});
+  auto backend = api::Services::open({(dir_ / "home").string()});
   ASSERT_TRUE(backend.ok());
-  auto lin = (*backend)->store().lineage("dataset_version", "digits@v1", 2);
+  auto lin = (*backend)->store().lineage().graph("dataset_version", "digits@v1", 2);
   ASSERT_TRUE(lin.ok());
   EXPECT_NE(lin->dump().find("\"run\""), std::string::npos) << lin->dump();
 }

@@ -69,11 +69,11 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
   }
 
   int64_t new_run(const std::string& exp = "exp") {
-    auto e = store_->ensure_experiment(exp, kAlice);
+    auto e = store_->runs().ensure_experiment(exp, kAlice);
     EXPECT_TRUE(e.ok()) << e.status().to_string();
-    auto r = store_->create_run((*e)["id"].get<int64_t>(), "run", {}, {}, kAlice);
+    auto r = store_->runs().create_run(e->id, "run", {}, {}, kAlice);
     EXPECT_TRUE(r.ok()) << r.status().to_string();
-    return (*r)["id"].get<int64_t>();
+    return r->id;
   }
 
   std::filesystem::path dir_;
@@ -82,67 +82,73 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
-  auto v = store_->schema_version();
+  auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
   EXPECT_EQ(*v, 1);
-  ASSERT_TRUE(store_->create_experiment("kept", "", kAlice).ok());
+  ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->schema_version(), 1);
-  EXPECT_TRUE((*again)->get_experiment_by_name("kept").ok());
+  EXPECT_EQ(*(*again)->db().schema_version(), 1);
+  EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
 TEST_P(MetaStoreTest, ExperimentsAreUniqueAndPaginate) {
   for (int i = 0; i < 5; ++i)
-    ASSERT_TRUE(store_->create_experiment("e" + std::to_string(i), "", kAlice).ok());
-  auto dup = store_->create_experiment("e1", "", kAlice);
+    ASSERT_TRUE(store_->runs().create_experiment("e" + std::to_string(i), "", kAlice).ok());
+  auto dup = store_->runs().create_experiment("e1", "", kAlice);
   EXPECT_EQ(dup.status().code(), StatusCode::kAlreadyExists);
-  EXPECT_EQ(store_->create_experiment("bad name!", "", kAlice).status().code(),
+  EXPECT_EQ(store_->runs().create_experiment("bad name!", "", kAlice).status().code(),
             StatusCode::kInvalidArgument);
   std::set<std::string> seen;
   std::string token;
   int pages = 0;
   do {
-    auto p = store_->list_experiments(2, token);
+    auto p = store_->runs().list_experiments(2, token);
     ASSERT_TRUE(p.ok()) << p.status().to_string();
-    for (auto& e : p->items) EXPECT_TRUE(seen.insert(e["name"].get<std::string>()).second);
+    for (auto& e : p->items) EXPECT_TRUE(seen.insert(e.name).second);
     token = p->next_page_token;
     ++pages;
   } while (!token.empty());
   EXPECT_EQ(seen.size(), 5u);
   EXPECT_EQ(pages, 3);
-  EXPECT_EQ(store_->list_experiments(2, "garbage").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->runs().list_experiments(2, "garbage").status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_P(MetaStoreTest, RunLifecycleParamsTagsAndLatestMetrics) {
-  auto e = store_->create_experiment("mnist", "digits", kAlice);
+  auto e = store_->runs().create_experiment("mnist", "digits", kAlice);
   ASSERT_TRUE(e.ok());
-  auto r = store_->create_run((*e)["id"], "first", {{"lr", "0.1"}}, {{"team", "a"}}, kAlice);
+  auto r = store_->runs().create_run(e->id, "first", {{"lr", "0.1"}}, {{"team", "a"}}, kAlice);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
-  int64_t id = (*r)["id"];
-  EXPECT_EQ((*r)["status"], "RUNNING");
-  EXPECT_EQ((*r)["params"]["lr"], "0.1");
+  int64_t id = r->id;
+  EXPECT_EQ(r->status, "RUNNING");
+  EXPECT_EQ(r->params.at("lr"), "0.1");
   // Out-of-order steps: the latest value is the one with the highest step.
   std::vector<MetricPoint> m = {{"loss", 0.5, 2, 0}, {"loss", 0.9, 1, 0}, {"acc", 0.8, 2, 0}};
-  ASSERT_TRUE(store_->log_batch(id, m, {{"batch", "64"}}, {{"team", "b"}}, kAlice).ok());
-  ASSERT_TRUE(store_->log_batch(id, {{"loss", 0.7, 0, 0}}, {}, {}, kAlice).ok());
-  auto got = store_->get_run(id);
+  ASSERT_TRUE(store_->runs().log_batch(id, m, {{"batch", "64"}}, {{"team", "b"}}, kAlice).ok());
+  ASSERT_TRUE(store_->runs().log_batch(id, {{"loss", 0.7, 0, 0}}, {}, {}, kAlice).ok());
+  auto got = store_->runs().get_run(id);
   ASSERT_TRUE(got.ok());
-  EXPECT_DOUBLE_EQ((*got)["metrics"]["loss"]["value"].get<double>(), 0.5);
-  EXPECT_EQ((*got)["metrics"]["loss"]["step"], 2);
-  EXPECT_EQ((*got)["params"]["batch"], "64");
-  EXPECT_EQ((*got)["tags"]["team"], "b");
+  EXPECT_DOUBLE_EQ(got->metrics.at("loss").value, 0.5);
+  // The REST representation reads back into the same record.
+  auto back = from_json<meta::Run>(json(*got), "the run");
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(json(*back), json(*got));
+  EXPECT_EQ(got->metrics.at("loss").step, 2);
+  EXPECT_EQ(got->params.at("batch"), "64");
+  EXPECT_EQ(got->tags.at("team"), "b");
   // Params are written once: the same value is fine, another is refused.
-  EXPECT_TRUE(store_->log_batch(id, {}, {{"lr", "0.1"}}, {}, kAlice).ok());
-  auto changed = store_->log_batch(id, {}, {{"lr", "0.2"}}, {}, kAlice);
+  EXPECT_TRUE(store_->runs().log_batch(id, {}, {{"lr", "0.1"}}, {}, kAlice).ok());
+  auto changed = store_->runs().log_batch(id, {}, {{"lr", "0.2"}}, {}, kAlice);
   EXPECT_EQ(changed.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(changed.message().find("already"), std::string::npos);
-  auto fin = store_->update_run(id, "FINISHED", kAlice);
+  auto fin = store_->runs().update_run(id, "FINISHED", kAlice);
   ASSERT_TRUE(fin.ok());
-  EXPECT_TRUE((*fin)["end_time"].is_number());
-  EXPECT_EQ(store_->update_run(id, "DONE", kAlice).status().code(), StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->get_run(id + 1000).status().code(), StatusCode::kNotFound);
+  EXPECT_TRUE(fin->end_time.has_value());
+  EXPECT_EQ(store_->runs().update_run(id, "DONE", kAlice).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->runs().get_run(id + 1000).status().code(), StatusCode::kNotFound);
 }
 
 TEST_P(MetaStoreTest, LimitsGiveClearErrors) {
@@ -151,21 +157,25 @@ TEST_P(MetaStoreTest, LimitsGiveClearErrors) {
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
     EXPECT_NE(st.message().find(needle), std::string::npos) << st.message();
   };
-  expect_invalid(store_->log_batch(id, {{std::string(251, 'k'), 1, 0, 0}}, {}, {}, kAlice), "250");
-  expect_invalid(store_->log_batch(id, {}, {{"p", std::string(6001, 'v')}}, {}, kAlice), "6000");
-  expect_invalid(store_->log_batch(id, {}, {}, {{"t", std::string(5001, 'v')}}, kAlice), "5000");
+  expect_invalid(store_->runs().log_batch(id, {{std::string(251, 'k'), 1, 0, 0}}, {}, {}, kAlice),
+                 "250");
+  expect_invalid(store_->runs().log_batch(id, {}, {{"p", std::string(6001, 'v')}}, {}, kAlice),
+                 "6000");
+  expect_invalid(store_->runs().log_batch(id, {}, {}, {{"t", std::string(5001, 'v')}}, kAlice),
+                 "5000");
   std::vector<MetricPoint> many(1001, MetricPoint{"m", 1, 0, 0});
-  expect_invalid(store_->log_batch(id, many, {}, {}, kAlice), "1000");
-  expect_invalid(store_->log_batch(id, {{"m", NAN, 3, 0}}, {}, {}, kAlice), "finite");
-  expect_invalid(store_->log_batch(id, {{"bad\nkey", 1, 0, 0}}, {}, {}, kAlice), "character");
+  expect_invalid(store_->runs().log_batch(id, many, {}, {}, kAlice), "1000");
+  expect_invalid(store_->runs().log_batch(id, {{"m", NAN, 3, 0}}, {}, {}, kAlice), "finite");
+  expect_invalid(store_->runs().log_batch(id, {{"bad\nkey", 1, 0, 0}}, {}, {}, kAlice),
+                 "character");
   // Exactly at the limits is accepted.
   EXPECT_TRUE(
-      store_
-          ->log_batch(id,
-                      std::vector<MetricPoint>(1000, MetricPoint{std::string(250, 'k'), 1, 0, 0}),
-                      {{"p", std::string(6000, 'v')}}, {{"t", std::string(5000, 'v')}}, kAlice)
+      store_->runs()
+          .log_batch(id,
+                     std::vector<MetricPoint>(1000, MetricPoint{std::string(250, 'k'), 1, 0, 0}),
+                     {{"p", std::string(6000, 'v')}}, {{"t", std::string(5000, 'v')}}, kAlice)
           .ok());
-  EXPECT_EQ(store_->log_batch(id + 99, {{"m", 1, 0, 0}}, {}, {}, kAlice).code(),
+  EXPECT_EQ(store_->runs().log_batch(id + 99, {{"m", 1, 0, 0}}, {}, {}, kAlice).code(),
             StatusCode::kNotFound);
 }
 
@@ -173,25 +183,25 @@ TEST_P(MetaStoreTest, MetricHistoryDownsamplesKeepingSpikes) {
   int64_t id = new_run();
   std::vector<MetricPoint> pts;
   for (int i = 0; i < 1000; ++i) pts.push_back({"loss", i == 501 ? 100.0 : 1.0 / (1 + i), i, 0});
-  ASSERT_TRUE(store_->log_batch(id, pts, {}, {}, kAlice).ok());
-  auto full = store_->metric_history(id, "loss", 0);
+  ASSERT_TRUE(store_->runs().log_batch(id, pts, {}, {}, kAlice).ok());
+  auto full = store_->runs().metric_history(id, "loss", 0);
   ASSERT_TRUE(full.ok());
-  EXPECT_EQ((*full)["points"].size(), 1000u);
-  auto small = store_->metric_history(id, "loss", 20);
+  EXPECT_EQ(full->points.size(), 1000u);
+  auto small = store_->runs().metric_history(id, "loss", 20);
   ASSERT_TRUE(small.ok());
-  const json& p = (*small)["points"];
+  const auto& p = small->points;
   EXPECT_LE(p.size(), 20u);
   EXPECT_GE(p.size(), 10u);
-  EXPECT_EQ((*small)["total_points"], 1000);
+  EXPECT_EQ(small->total_points, 1000);
   bool spike = false;
   int64_t last_step = -1;
   for (auto& x : p) {
-    spike |= x["value"].get<double>() == 100.0;
-    EXPECT_GT(x["step"].get<int64_t>(), last_step);
-    last_step = x["step"];
+    spike |= x.value == 100.0;
+    EXPECT_GT(x.step, last_step);
+    last_step = x.step;
   }
   EXPECT_TRUE(spike) << "the spike at step 501 was dropped";
-  EXPECT_DOUBLE_EQ(p[0]["value"].get<double>(), 1.0);  // the first bucket's max is step 0
+  EXPECT_DOUBLE_EQ(p[0].value, 1.0);  // the first bucket's max is step 0
 }
 
 // The bucket layout docs/api.md describes: max_points / 3 buckets of equal step width from the
@@ -229,11 +239,9 @@ std::vector<RefPoint> expected_downsample(const std::vector<RefPoint>& series, i
   return out;
 }
 
-std::vector<RefPoint> points_of(const json& h) {
+std::vector<RefPoint> points_of(const MetricHistory& h) {
   std::vector<RefPoint> out;
-  for (auto& p : h["points"])
-    out.push_back(
-        {p["step"].get<int64_t>(), p["timestamp"].get<int64_t>(), p["value"].get<double>()});
+  for (auto& p : h.points) out.push_back({p.step, p.timestamp, p.value});
   return out;
 }
 
@@ -249,16 +257,16 @@ TEST_P(MetaStoreTest, MetricHistoryDownsamplesInTheDatabaseKeepingMinMaxAndLast)
     series.push_back({i, 1000000 + i, v});
     batch.push_back({"loss", v, i, 1000000 + i});
     if (batch.size() == kMaxMetricsPerBatch) {
-      ASSERT_TRUE(store_->log_batch(id, batch, {}, {}, kAlice).ok());
+      ASSERT_TRUE(store_->runs().log_batch(id, batch, {}, {}, kAlice).ok());
       batch.clear();
     }
   }
-  auto h = store_->metric_history(id, "loss", 50);
+  auto h = store_->runs().metric_history(id, "loss", 50);
   ASSERT_TRUE(h.ok()) << h.status().to_string();
-  EXPECT_EQ((*h)["total_points"], 10000);
-  EXPECT_TRUE((*h)["downsampled"].get<bool>());
-  EXPECT_EQ((*h)["run_id"], id);
-  EXPECT_EQ((*h)["key"], "loss");
+  EXPECT_EQ(h->total_points, 10000);
+  EXPECT_TRUE(h->downsampled);
+  EXPECT_EQ(h->run_id, id);
+  EXPECT_EQ(h->key, "loss");
   auto got = points_of(*h);
   EXPECT_LE(got.size(), 50u);
   bool up = false, down = false;
@@ -296,10 +304,10 @@ TEST_P(MetaStoreTest, MetricHistoryLastPointIsTheLatestAtTheHighestStep) {
     series.push_back({step, 90000 + step, 0.5});
     batch.push_back({"acc", 0.5, step, 90000 + step});
   }
-  ASSERT_TRUE(store_->log_batch(id, batch, {}, {}, kAlice).ok());
-  auto h = store_->metric_history(id, "acc", 30);
+  ASSERT_TRUE(store_->runs().log_batch(id, batch, {}, {}, kAlice).ok());
+  auto h = store_->runs().metric_history(id, "acc", 30);
   ASSERT_TRUE(h.ok()) << h.status().to_string();
-  EXPECT_EQ((*h)["total_points"], 302);
+  EXPECT_EQ(h->total_points, 302);
   auto got = points_of(*h);
   auto want = expected_downsample(series, 30);
   ASSERT_EQ(got.size(), want.size());
@@ -319,48 +327,49 @@ TEST_P(MetaStoreTest, MetricHistoryIsBoundedByDefaultAndLimited) {
   for (int i = 0; i < 3000; ++i) {
     batch.push_back({"m", static_cast<double>(i % 11), i, 0});
     if (batch.size() == kMaxMetricsPerBatch) {
-      ASSERT_TRUE(store_->log_batch(id, batch, {}, {}, kAlice).ok());
+      ASSERT_TRUE(store_->runs().log_batch(id, batch, {}, {}, kAlice).ok());
       batch.clear();
     }
   }
-  ASSERT_TRUE(
-      store_->log_batch(id, {{"short", 1.0, 1, 0}, {"short", 2.0, 2, 0}}, {}, {}, kAlice).ok());
+  ASSERT_TRUE(store_->runs()
+                  .log_batch(id, {{"short", 1.0, 1, 0}, {"short", 2.0, 2, 0}}, {}, {}, kAlice)
+                  .ok());
   // Fewer points than max_points: all of them, not downsampled.
-  auto all = store_->metric_history(id, "m", 3000);
+  auto all = store_->runs().metric_history(id, "m", 3000);
   ASSERT_TRUE(all.ok()) << all.status().to_string();
-  EXPECT_EQ((*all)["points"].size(), 3000u);
-  EXPECT_FALSE((*all)["downsampled"].get<bool>());
-  auto few = store_->metric_history(id, "short", 0);
+  EXPECT_EQ(all->points.size(), 3000u);
+  EXPECT_FALSE(all->downsampled);
+  auto few = store_->runs().metric_history(id, "short", 0);
   ASSERT_TRUE(few.ok());
-  EXPECT_EQ((*few)["points"].size(), 2u);
-  EXPECT_FALSE((*few)["downsampled"].get<bool>());
+  EXPECT_EQ(few->points.size(), 2u);
+  EXPECT_FALSE(few->downsampled);
   // No max_points: the default bound, and the real count.
-  auto def = store_->metric_history(id, "m", 0);
+  auto def = store_->runs().metric_history(id, "m", 0);
   ASSERT_TRUE(def.ok()) << def.status().to_string();
-  EXPECT_LE((*def)["points"].size(), size_t{kDefaultMaxMetricPoints});
-  EXPECT_GE((*def)["points"].size(), size_t{kDefaultMaxMetricPoints / 2});
-  EXPECT_TRUE((*def)["downsampled"].get<bool>());
-  EXPECT_EQ((*def)["total_points"], 3000);
+  EXPECT_LE(def->points.size(), size_t{kDefaultMaxMetricPoints});
+  EXPECT_GE(def->points.size(), size_t{kDefaultMaxMetricPoints / 2});
+  EXPECT_TRUE(def->downsampled);
+  EXPECT_EQ(def->total_points, 3000);
   // Tiny max_points.
   for (int n : {1, 2, 3, 4}) {
-    auto t = store_->metric_history(id, "m", n);
+    auto t = store_->runs().metric_history(id, "m", n);
     ASSERT_TRUE(t.ok()) << t.status().to_string();
-    EXPECT_LE((*t)["points"].size(), size_t(n));
-    EXPECT_GE((*t)["points"].size(), 1u);
-    EXPECT_EQ((*t)["points"].back()["step"], 2999);
+    EXPECT_LE(t->points.size(), size_t(n));
+    EXPECT_GE(t->points.size(), 1u);
+    EXPECT_EQ(t->points.back().step, 2999);
   }
   // Over the limit, or negative: an error naming the limit.
   for (int n : {kMaxMetricPoints + 1, -1}) {
-    auto over = store_->metric_history(id, "m", n);
+    auto over = store_->runs().metric_history(id, "m", n);
     EXPECT_EQ(over.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(over.status().message().find(std::to_string(kMaxMetricPoints)), std::string::npos)
         << over.status().message();
   }
-  EXPECT_TRUE(store_->metric_history(id, "m", kMaxMetricPoints).ok());
-  auto none = store_->metric_history(id, "absent", 10);
+  EXPECT_TRUE(store_->runs().metric_history(id, "m", kMaxMetricPoints).ok());
+  auto none = store_->runs().metric_history(id, "absent", 10);
   ASSERT_TRUE(none.ok());
-  EXPECT_EQ((*none)["total_points"], 0);
-  EXPECT_TRUE((*none)["points"].empty());
+  EXPECT_EQ(none->total_points, 0);
+  EXPECT_TRUE(none->points.empty());
 }
 
 TEST_P(MetaStoreTest, MetricHistoryWithStepsSpanningAllOfInt64) {
@@ -374,11 +383,11 @@ TEST_P(MetaStoreTest, MetricHistoryWithStepsSpanningAllOfInt64) {
     pts.push_back({"s", i == 4 ? 99.0 : 1.0 + i % 3, lo + i * gap, 0});
     pts.push_back({"s", i == 9 ? -99.0 : 1.0 + i % 3, hi - (19 - i) * gap, 0});
   }
-  ASSERT_TRUE(store_->log_batch(id, pts, {}, {}, kAlice).ok());
+  ASSERT_TRUE(store_->runs().log_batch(id, pts, {}, {}, kAlice).ok());
   for (int n : {3, 6, 20, 30}) {
-    auto h = store_->metric_history(id, "s", n);
+    auto h = store_->runs().metric_history(id, "s", n);
     ASSERT_TRUE(h.ok()) << n << ": " << h.status().to_string();
-    EXPECT_TRUE((*h)["downsampled"].get<bool>());
+    EXPECT_TRUE(h->downsampled);
     auto got = points_of(*h);
     EXPECT_LE(got.size(), size_t(n));
     for (size_t i = 1; i < got.size(); ++i) EXPECT_GT(got[i].step, got[i - 1].step);
@@ -396,19 +405,21 @@ TEST_P(MetaStoreTest, MetricHistoryWithStepsSpanningAllOfInt64) {
 
 TEST_P(MetaStoreTest, MetricKeysMustNotBeEmpty) {
   int64_t id = new_run();
-  Status st = store_->log_batch(id, {{"", 1, 0, 0}}, {}, {}, kAlice);
+  Status st = store_->runs().log_batch(id, {{"", 1, 0, 0}}, {}, {}, kAlice);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("metric 0"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("empty"), std::string::npos) << st.message();
-  st = store_->log_batch(id, {{"a", 1, 0, 0}, {"a", 1, 1, 0}, {"", 1, 2, 0}}, {}, {}, kAlice);
+  st =
+      store_->runs().log_batch(id, {{"a", 1, 0, 0}, {"a", 1, 1, 0}, {"", 1, 2, 0}}, {}, {}, kAlice);
   EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("metric 2"), std::string::npos) << st.message();
-  st = store_->log_batch(id, {{"a", 1, 0, 0}, {"b\x01", 1, 1, 0}}, {}, {}, kAlice);
+  st = store_->runs().log_batch(id, {{"a", 1, 0, 0}, {"b\x01", 1, 1, 0}}, {}, {}, kAlice);
   EXPECT_NE(st.message().find("metric 1"), std::string::npos) << st.message();
-  auto run = store_->get_run(id);
+  auto run = store_->runs().get_run(id);
   ASSERT_TRUE(run.ok());
-  EXPECT_TRUE((*run)["metrics"].empty()) << "a refused batch wrote something";
-  EXPECT_EQ(store_->metric_history(id, "", 10).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(run->metrics.empty()) << "a refused batch wrote something";
+  EXPECT_EQ(store_->runs().metric_history(id, "", 10).status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_P(MetaStoreTest, FilterNumbersMustBeFiniteAndInRange) {
@@ -416,7 +427,7 @@ TEST_P(MetaStoreTest, FilterNumbersMustBeFiniteAndInRange) {
   auto expect_refused = [&](const std::string& filter, const std::string& position) {
     SearchRunsRequest q;
     q.filter = filter;
-    auto r = store_->search_runs(q);
+    auto r = store_->runs().search_runs(q);
     EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << filter;
     EXPECT_NE(r.status().message().find("position " + position), std::string::npos)
         << filter << ": " << r.status().message();
@@ -447,42 +458,44 @@ TEST_P(MetaStoreTest, FilterNumbersMustBeFiniteAndInRange) {
         "start_time > -9223372036854775808", "start_time > 1.7e12", "end_time < 0"}) {
     SearchRunsRequest q;
     q.filter = ok;
-    auto r = store_->search_runs(q);
+    auto r = store_->runs().search_runs(q);
     EXPECT_TRUE(r.ok()) << ok << ": " << r.status().to_string();
   }
   SearchRunsRequest q;
   q.filter = "start_time > 0";
-  EXPECT_EQ(store_->search_runs(q)->items.size(), 1u);
+  EXPECT_EQ(store_->runs().search_runs(q)->items.size(), 1u);
 }
 
 TEST_P(MetaStoreTest, ArtifactPathsMustBeUtf8) {
   int64_t run = new_run();
   std::string sha(64, 'a');
-  EXPECT_TRUE(
-      store_->record_artifact(run, {"caf\xc3\xa9/mod\xe2\x82\xacl.onnx", sha, 1}, kAlice).ok());
+  EXPECT_TRUE(store_->runs()
+                  .record_artifact(run, {"caf\xc3\xa9/mod\xe2\x82\xacl.onnx", sha, 1}, kAlice)
+                  .ok());
   for (const std::string bad : {"a\xff", "\xc0\xaf", "x/\xed\xa0\x80", "\xf4\x90\x80\x80",
                                 "m\xe2\x82", "\x80", "\xe0\x80\xaf", "\xf0\x80\x80\xaf"}) {
-    Status st = store_->record_artifact(run, {bad, sha, 1}, kAlice);
+    Status st = store_->runs().record_artifact(run, {bad, sha, 1}, kAlice);
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument);
     EXPECT_NE(st.message().find("UTF-8"), std::string::npos) << st.message();
-    EXPECT_EQ(store_->get_artifact(run, bad).status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(store_->runs().get_artifact(run, bad).status().code(), StatusCode::kInvalidArgument);
   }
-  auto arts = store_->list_artifacts(run, "");
+  auto arts = store_->runs().list_artifacts(run, "");
   ASSERT_TRUE(arts.ok());
   EXPECT_EQ(arts->size(), 1u);
 }
 
 TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
-  auto e = store_->create_experiment("sweep", "", kAlice);
+  auto e = store_->runs().create_experiment("sweep", "", kAlice);
   ASSERT_TRUE(e.ok());
-  int64_t exp = (*e)["id"];
+  int64_t exp = e->id;
   for (int i = 0; i < 25; ++i) {
-    auto r = store_->create_run(exp, "r" + std::to_string(i), {{"lr", i % 2 ? "0.1" : "0.01"}},
-                                {{"seed", std::to_string(i)}}, kAlice);
+    auto r =
+        store_->runs().create_run(exp, "r" + std::to_string(i), {{"lr", i % 2 ? "0.1" : "0.01"}},
+                                  {{"seed", std::to_string(i)}}, kAlice);
     ASSERT_TRUE(r.ok());
-    ASSERT_TRUE(store_->log_batch((*r)["id"], {{"acc", i / 100.0, 1, 0}}, {}, {}, kAlice).ok());
+    ASSERT_TRUE(store_->runs().log_batch(r->id, {{"acc", i / 100.0, 1, 0}}, {}, {}, kAlice).ok());
     if (i % 5 == 0) {
-      ASSERT_TRUE(store_->update_run((*r)["id"], "FINISHED", kAlice).ok());
+      ASSERT_TRUE(store_->runs().update_run(r->id, "FINISHED", kAlice).ok());
     }
   }
   new_run("other");  // not in the experiment
@@ -493,11 +506,11 @@ TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
   int64_t prev_start = INT64_MAX, prev_id = INT64_MAX;
   int pages = 0;
   do {
-    auto p = store_->search_runs(q);
+    auto p = store_->runs().search_runs(q);
     ASSERT_TRUE(p.ok()) << p.status().to_string();
     for (auto& r : p->items) {
-      EXPECT_TRUE(ids.insert(r["id"].get<int64_t>()).second);
-      int64_t st = r["start_time"], id = r["id"];
+      EXPECT_TRUE(ids.insert(r.id).second);
+      int64_t st = r.start_time, id = r.id;
       EXPECT_TRUE(st < prev_start || (st == prev_start && id < prev_id)) << "not newest first";
       prev_start = st;
       prev_id = id;
@@ -511,25 +524,25 @@ TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
   q = {};
   q.experiment_ids = {exp};
   q.filter = "params.lr = '0.1' and metrics.acc >= 0.1 and status != 'FINISHED'";
-  auto f = store_->search_runs(q);
+  auto f = store_->runs().search_runs(q);
   ASSERT_TRUE(f.ok()) << f.status().to_string();
   // Odd i with i >= 10, not a multiple of 5: 11 13 17 19 21 23.
   EXPECT_EQ(f->items.size(), 6u);
-  for (auto& r : f->items) EXPECT_EQ(r["params"]["lr"], "0.1");
+  for (auto& r : f->items) EXPECT_EQ(r.params.at("lr"), "0.1");
 
   q.filter = "tags.seed = '7'";
-  EXPECT_EQ(store_->search_runs(q)->items.size(), 1u);
+  EXPECT_EQ(store_->runs().search_runs(q)->items.size(), 1u);
   q.filter = "name like 'r2%'";
-  EXPECT_EQ(store_->search_runs(q)->items.size(), 6u);  // r2, r20..r24
+  EXPECT_EQ(store_->runs().search_runs(q)->items.size(), 6u);  // r2, r20..r24
 
   q.filter = "";
   q.order_by = "metrics.acc DESC";
   q.page_size = 10;
   std::vector<double> accs;
   do {
-    auto p = store_->search_runs(q);
+    auto p = store_->runs().search_runs(q);
     ASSERT_TRUE(p.ok()) << p.status().to_string();
-    for (auto& r : p->items) accs.push_back(r["metrics"]["acc"]["value"]);
+    for (auto& r : p->items) accs.push_back(r.metrics.at("acc").value);
     q.page_token = p->next_page_token;
   } while (!q.page_token.empty());
   ASSERT_EQ(accs.size(), 25u);
@@ -538,84 +551,95 @@ TEST_P(MetaStoreTest, SearchFiltersOrdersAndPagesRuns) {
 
   q = {};
   q.filter = "metrics.acc >> 1";
-  auto bad = store_->search_runs(q);
+  auto bad = store_->runs().search_runs(q);
   EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
   q.filter = "colour = 'red'";
-  bad = store_->search_runs(q);
+  bad = store_->runs().search_runs(q);
   EXPECT_NE(bad.status().message().find("unknown field 'colour' at position 0"), std::string::npos)
       << bad.status().message();
   q.filter = "";
   q.order_by = "metrics.acc sideways";
-  EXPECT_EQ(store_->search_runs(q).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->runs().search_runs(q).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
   int64_t run = new_run();
   std::string sha(64, 'a');
-  ASSERT_TRUE(store_->record_artifact(run, {"model.onnx", sha, 10}, kAlice).ok());
-  ASSERT_TRUE(store_->record_artifact(run, {"notes.txt", std::string(64, 'b'), 3}, kAlice).ok());
-  EXPECT_EQ(store_->record_artifact(run, {"../escape", sha, 1}, kAlice).code(),
+  ASSERT_TRUE(store_->runs().record_artifact(run, {"model.onnx", sha, 10}, kAlice).ok());
+  ASSERT_TRUE(
+      store_->runs().record_artifact(run, {"notes.txt", std::string(64, 'b'), 3}, kAlice).ok());
+  EXPECT_EQ(store_->runs().record_artifact(run, {"../escape", sha, 1}, kAlice).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->record_artifact(run, {"/abs", sha, 1}, kAlice).code(),
+  EXPECT_EQ(store_->runs().record_artifact(run, {"/abs", sha, 1}, kAlice).code(),
             StatusCode::kInvalidArgument);
-  ASSERT_TRUE(store_->create_model("digits", "", kAlice).ok());
-  EXPECT_EQ(store_->create_model("digits", "", kAlice).status().code(), StatusCode::kAlreadyExists);
-  auto v1 = store_->create_model_version("digits", run, "model.onnx", "", kAlice);
+  ASSERT_TRUE(store_->registry().create_model("digits", "", kAlice).ok());
+  EXPECT_EQ(store_->registry().create_model("digits", "", kAlice).status().code(),
+            StatusCode::kAlreadyExists);
+  auto v1 = store_->registry().create_model_version("digits", run, "model.onnx", "", kAlice);
   ASSERT_TRUE(v1.ok()) << v1.status().to_string();
-  EXPECT_EQ((*v1)["version"], 1);
-  EXPECT_EQ((*v1)["sha256"], sha);
-  EXPECT_EQ(store_->create_model_version("digits", run, "notes.txt", "", kAlice).status().code(),
+  EXPECT_EQ(v1->version, 1);
+  EXPECT_EQ(v1->sha256, sha);
+  EXPECT_EQ(store_->registry()
+                .create_model_version("digits", run, "notes.txt", "", kAlice)
+                .status()
+                .code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->create_model_version("digits", run, "missing.onnx", "", kAlice).status().code(),
+  EXPECT_EQ(store_->registry()
+                .create_model_version("digits", run, "missing.onnx", "", kAlice)
+                .status()
+                .code(),
             StatusCode::kNotFound);
-  EXPECT_EQ(store_->create_model_version("nope", run, "model.onnx", "", kAlice).status().code(),
+  EXPECT_EQ(store_->registry()
+                .create_model_version("nope", run, "model.onnx", "", kAlice)
+                .status()
+                .code(),
             StatusCode::kNotFound);
-  auto v2 = store_->create_model_version("digits", run, "model.onnx", "", kAlice);
+  auto v2 = store_->registry().create_model_version("digits", run, "model.onnx", "", kAlice);
   ASSERT_TRUE(v2.ok());
-  EXPECT_EQ((*v2)["version"], 2);
+  EXPECT_EQ(v2->version, 2);
 
-  auto a = store_->set_alias("digits", "production", 1, kAlice);
+  auto a = store_->registry().set_alias("digits", "production", 1, kAlice);
   ASSERT_TRUE(a.ok()) << a.status().to_string();
   EXPECT_TRUE((*a)["previous_version"].is_null());
-  a = store_->set_alias("digits", "production", 2, kAlice);  // promote
+  a = store_->registry().set_alias("digits", "production", 2, kAlice);  // promote
   EXPECT_EQ((*a)["previous_version"], 1);
-  EXPECT_EQ((*store_->get_version_by_alias("digits", "production"))["version"], 2);
-  a = store_->set_alias("digits", "production", 1, kAlice);  // roll back
+  EXPECT_EQ(store_->registry().get_version_by_alias("digits", "production")->version, 2);
+  a = store_->registry().set_alias("digits", "production", 1, kAlice);  // roll back
   EXPECT_EQ((*a)["previous_version"], 2);
-  EXPECT_EQ((*store_->get_version_by_alias("digits", "production"))["version"], 1);
-  EXPECT_EQ((*store_->get_version_by_alias("digits", "latest"))["version"], 2);
-  EXPECT_EQ(store_->set_alias("digits", "latest", 1, kAlice).status().code(),
+  EXPECT_EQ(store_->registry().get_version_by_alias("digits", "production")->version, 1);
+  EXPECT_EQ(store_->registry().get_version_by_alias("digits", "latest")->version, 2);
+  EXPECT_EQ(store_->registry().set_alias("digits", "latest", 1, kAlice).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->set_alias("digits", "bad alias", 1, kAlice).status().code(),
+  EXPECT_EQ(store_->registry().set_alias("digits", "bad alias", 1, kAlice).status().code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->set_alias("digits", "staging", 9, kAlice).status().code(),
+  EXPECT_EQ(store_->registry().set_alias("digits", "staging", 9, kAlice).status().code(),
             StatusCode::kNotFound);
-  ASSERT_TRUE(store_->set_model_version_status("digits", 2, "ARCHIVED", kAlice).ok());
-  EXPECT_EQ(store_->set_alias("digits", "staging", 2, kAlice).status().code(),
+  ASSERT_TRUE(store_->registry().set_model_version_status("digits", 2, "ARCHIVED", kAlice).ok());
+  EXPECT_EQ(store_->registry().set_alias("digits", "staging", 2, kAlice).status().code(),
             StatusCode::kInvalidArgument);
-  auto m = store_->get_model("digits");
+  auto m = store_->registry().get_model("digits");
   ASSERT_TRUE(m.ok());
-  EXPECT_EQ((*m)["aliases"]["production"], 1);
-  EXPECT_EQ((*m)["version_count"], 2);
-  auto vs = store_->list_model_versions("digits");
+  EXPECT_EQ(m->aliases.at("production"), 1);
+  EXPECT_EQ(m->version_count, 2);
+  auto vs = store_->registry().list_model_versions("digits");
   ASSERT_TRUE(vs.ok());
-  EXPECT_EQ((*vs)[0]["aliases"], json::array({"production"}));
-  ASSERT_TRUE(store_->delete_alias("digits", "production", kAlice).ok());
-  EXPECT_EQ(store_->get_version_by_alias("digits", "production").status().code(),
+  EXPECT_EQ((*vs)[0].aliases, std::vector<std::string>{"production"});
+  ASSERT_TRUE(store_->registry().delete_alias("digits", "production", kAlice).ok());
+  EXPECT_EQ(store_->registry().get_version_by_alias("digits", "production").status().code(),
             StatusCode::kNotFound);
 
   // Lineage: dataset -> run (added), run -> versions (automatic), version -> deployment.
-  ASSERT_TRUE(store_
-                  ->add_lineage_edge("dataset_version", "sha-of-digits", "run", std::to_string(run),
-                                     "input", kAlice)
-                  .ok());
-  ASSERT_TRUE(store_
-                  ->add_lineage_edge("model_version", "digits/1", "deployment", "prod-digits",
-                                     "deployed", kAlice)
-                  .ok());
-  EXPECT_EQ(store_->add_lineage_edge("thing", "x", "run", "1", "input", kAlice).code(),
+  ASSERT_TRUE(
+      store_->lineage()
+          .add_edge("dataset_version", "sha-of-digits", "run", std::to_string(run), "input", kAlice)
+          .ok());
+  ASSERT_TRUE(
+      store_->lineage()
+          .add_edge("model_version", "digits/1", "deployment", "prod-digits", "deployed", kAlice)
+          .ok());
+  EXPECT_EQ(store_->lineage().add_edge("thing", "x", "run", "1", "input", kAlice).code(),
             StatusCode::kInvalidArgument);
-  auto g = store_->lineage("model_version", "digits/1", 10);
+  auto g = store_->lineage().graph("model_version", "digits/1", 10);
   ASSERT_TRUE(g.ok()) << g.status().to_string();
   std::set<std::string> nodes;
   for (auto& n : (*g)["nodes"])
@@ -625,44 +649,45 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
   EXPECT_TRUE(nodes.count("dataset_version:sha-of-digits:upstream"));
   EXPECT_TRUE(nodes.count("deployment:prod-digits:downstream"));
   EXPECT_FALSE(nodes.count("model_version:digits/2:upstream"));  // a sibling, not an ancestor
-  auto shallow = store_->lineage("model_version", "digits/1", 1);
+  auto shallow = store_->lineage().graph("model_version", "digits/1", 1);
   EXPECT_EQ((*shallow)["nodes"].size(), 3u);  // root, run, deployment
 
-  auto arts = store_->list_artifacts(run, "");
+  auto arts = store_->runs().list_artifacts(run, "");
   ASSERT_TRUE(arts.ok());
   EXPECT_EQ(arts->size(), 2u);
 }
 
 TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {
   for (const char* n : {"digits-a", "wine", "digits-b", "digits-c", "cancer"})
-    ASSERT_TRUE(store_->create_model(n, "", kAlice).ok());
-  auto names = [](const Page& p) {
+    ASSERT_TRUE(store_->registry().create_model(n, "", kAlice).ok());
+  auto names = [](const PageOf<Model>& p) {
     std::vector<std::string> out;
-    for (auto& m : p.items) out.push_back(m["name"]);
+    for (auto& m : p.items) out.push_back(m.name);
     return out;
   };
-  auto all = store_->list_models(100, "");
+  auto all = store_->registry().list_models(100, "");
   ASSERT_TRUE(all.ok());
   EXPECT_EQ(names(*all),
             (std::vector<std::string>{"cancer", "digits-a", "digits-b", "digits-c", "wine"}));
-  auto p1 = store_->list_models(2, "", "digits%");
+  auto p1 = store_->registry().list_models(2, "", "digits%");
   ASSERT_TRUE(p1.ok());
   EXPECT_EQ(names(*p1), (std::vector<std::string>{"digits-a", "digits-b"}));
-  auto p2 = store_->list_models(2, p1->next_page_token, "digits%");
+  auto p2 = store_->registry().list_models(2, p1->next_page_token, "digits%");
   EXPECT_EQ(names(*p2), (std::vector<std::string>{"digits-c"}));
   EXPECT_TRUE(p2->next_page_token.empty());
-  auto desc = store_->list_models(3, "", "", "name DESC");
+  auto desc = store_->registry().list_models(3, "", "", "name DESC");
   EXPECT_EQ(names(*desc), (std::vector<std::string>{"wine", "digits-c", "digits-b"}));
-  auto rest = store_->list_models(3, desc->next_page_token, "", "name DESC");
+  auto rest = store_->registry().list_models(3, desc->next_page_token, "", "name DESC");
   EXPECT_EQ(names(*rest), (std::vector<std::string>{"digits-a", "cancer"}));
-  EXPECT_EQ(store_->list_models(3, "", "", "size").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->registry().list_models(3, "", "", "size").status().code(),
+            StatusCode::kInvalidArgument);
 }
 
 TEST_P(MetaStoreTest, AuditLogRecordsWhoDidWhat) {
   int64_t run = new_run();
   Principal bob{"bob", Role::kAdmin};
-  ASSERT_TRUE(store_->update_run(run, "KILLED", bob).ok());
-  auto p = store_->list_audit(100, "");
+  ASSERT_TRUE(store_->runs().update_run(run, "KILLED", bob).ok());
+  auto p = store_->db().list_audit(100, "");
   ASSERT_TRUE(p.ok());
   ASSERT_GE(p->items.size(), 3u);  // experiment, run, update
   EXPECT_EQ(p->items[0]["actor"], "bob");
@@ -673,20 +698,21 @@ TEST_P(MetaStoreTest, AuditLogRecordsWhoDidWhat) {
 }
 
 TEST_P(MetaStoreTest, TokensAreHashedAndRevocable) {
-  auto t = store_->create_token("ci", Role::kViewer, kAlice);
+  auto t = store_->tokens().create_token("ci", Role::kViewer, kAlice);
   ASSERT_TRUE(t.ok());
   std::string token = (*t)["token"];
   EXPECT_EQ(token.rfind("dls_", 0), 0u);
-  auto who = store_->authenticate(token);
+  auto who = store_->tokens().authenticate(token);
   ASSERT_TRUE(who.ok());
   EXPECT_EQ(who->name, "ci");
   EXPECT_EQ(who->role, Role::kViewer);
-  EXPECT_EQ(store_->authenticate(token + "x").status().code(), StatusCode::kUnauthenticated);
-  auto list = store_->list_tokens();
+  EXPECT_EQ(store_->tokens().authenticate(token + "x").status().code(),
+            StatusCode::kUnauthenticated);
+  auto list = store_->tokens().list_tokens();
   ASSERT_TRUE(list.ok());
   EXPECT_EQ(list->dump().find(token), std::string::npos) << "a token was listed in clear";
-  ASSERT_TRUE(store_->revoke_token((*t)["id"], kAlice).ok());
-  EXPECT_EQ(store_->authenticate(token).status().code(), StatusCode::kUnauthenticated);
+  ASSERT_TRUE(store_->tokens().revoke_token((*t)["id"], kAlice).ok());
+  EXPECT_EQ(store_->tokens().authenticate(token).status().code(), StatusCode::kUnauthenticated);
 }
 
 TEST_P(MetaStoreTest, ConcurrentWritersLoseNothing) {
@@ -701,7 +727,8 @@ TEST_P(MetaStoreTest, ConcurrentWritersLoseNothing) {
         std::vector<MetricPoint> pts;
         for (int i = 0; i < kPerBatch; ++i)
           pts.push_back({"m", double(b * kPerBatch + i), b * kPerBatch + i, 0});
-        Status st = store_->log_batch(runs[t], pts, {}, {{"batch", std::to_string(b)}}, kAlice);
+        Status st =
+            store_->runs().log_batch(runs[t], pts, {}, {{"batch", std::to_string(b)}}, kAlice);
         if (!st.ok()) {
           ++failures;
           ADD_FAILURE() << st.to_string();
@@ -711,11 +738,11 @@ TEST_P(MetaStoreTest, ConcurrentWritersLoseNothing) {
   for (auto& th : threads) th.join();
   EXPECT_EQ(failures, 0);
   for (int64_t r : runs) {
-    auto h = store_->metric_history(r, "m", kMaxMetricPoints);
+    auto h = store_->runs().metric_history(r, "m", kMaxMetricPoints);
     ASSERT_TRUE(h.ok());
-    EXPECT_EQ((*h)["points"].size(), size_t{kBatches * kPerBatch});
-    EXPECT_FALSE((*h)["downsampled"].get<bool>());
-    EXPECT_EQ((*store_->get_run(r))["metrics"]["m"]["step"], kBatches * kPerBatch - 1);
+    EXPECT_EQ(h->points.size(), size_t{kBatches * kPerBatch});
+    EXPECT_FALSE(h->downsampled);
+    EXPECT_EQ(store_->runs().get_run(r)->metrics.at("m").step, kBatches * kPerBatch - 1);
   }
 }
 
@@ -731,12 +758,12 @@ TEST(SqliteWal, StaysBoundedUnderConcurrentReaders) {
   auto s = MetaStore::open(db, 16, options);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
   auto& store = **s;
-  auto e = store.ensure_experiment("wal", kAlice);
+  auto e = store.runs().ensure_experiment("wal", kAlice);
   ASSERT_TRUE(e.ok());
   constexpr int kWriters = 4, kReaders = 4, kBatches = 140, kPerBatch = 100;
   std::vector<int64_t> runs;
   for (int w = 0; w < kWriters; ++w)
-    runs.push_back((*store.create_run((*e)["id"], "w", {}, {}, kAlice))["id"]);
+    runs.push_back(store.runs().create_run(e->id, "w", {}, {}, kAlice)->id);
   std::atomic<int> writers_left{kWriters}, failures{0};
   std::atomic<int64_t> max_wal{0}, reads{0};
   auto wal_size = [&] {
@@ -747,10 +774,10 @@ TEST(SqliteWal, StaysBoundedUnderConcurrentReaders) {
   for (int r = 0; r < kReaders; ++r)
     threads.emplace_back([&, r] {
       while (writers_left > 0) {
-        auto h = store.metric_history(runs[r % kWriters], "m" + std::to_string(r), 200);
+        auto h = store.runs().metric_history(runs[r % kWriters], "m" + std::to_string(r), 200);
         SearchRunsRequest q;
         q.filter = "metrics.m0 > 0.5";
-        auto p = store.search_runs(q);
+        auto p = store.runs().search_runs(q);
         if (!h.ok() || !p.ok()) ++failures;
         ++reads;
       }
@@ -762,7 +789,7 @@ TEST(SqliteWal, StaysBoundedUnderConcurrentReaders) {
         for (int i = 0; i < kPerBatch; ++i)
           pts.push_back(
               {"m" + std::to_string(i % 4), (b * kPerBatch + i) % 97 / 97.0, b * kPerBatch + i, 0});
-        if (!store.log_batch(runs[w], pts, {}, {}, kAlice).ok()) ++failures;
+        if (!store.runs().log_batch(runs[w], pts, {}, {}, kAlice).ok()) ++failures;
         int64_t size = wal_size(), seen = max_wal;
         while (size > seen && !max_wal.compare_exchange_weak(seen, size)) {
         }
@@ -774,11 +801,11 @@ TEST(SqliteWal, StaysBoundedUnderConcurrentReaders) {
   EXPECT_GT(reads, 0);
   // Everything written is there.
   for (int64_t r : runs)
-    EXPECT_EQ((*store.metric_history(r, "m0", 10))["total_points"], kBatches * kPerBatch / 4);
+    EXPECT_EQ(store.runs().metric_history(r, "m0", 10)->total_points, kBatches * kPerBatch / 4);
   // Past twice the bound every commit checkpoints, so the WAL stays near 2 MiB (2.3-2.6 MiB
   // measured); without the checkpoint it holds every batch (about 35 MiB here).
   EXPECT_LT(max_wal, int64_t{4} << 20) << "the WAL grew to " << max_wal << " bytes";
-  EXPECT_GT(store.db_stats().checkpoints, 0);
+  EXPECT_GT(store.db().stats().checkpoints, 0);
   s->reset();
   std::filesystem::remove_all(dir);
 }
@@ -814,6 +841,72 @@ TEST(Utf8, StrictValidation) {
     EXPECT_FALSE(is_valid_utf8(s, &off)) << ::testing::PrintToString(std::string(s));
     EXPECT_EQ(off, at) << ::testing::PrintToString(std::string(s));
   }
+}
+
+// The records' checked reads (what the CLI parses a server's answers with): a malformed answer
+// is an error naming the request, the key and the type, never an exception.
+TEST(RecordsTest, MalformedAnswersGiveClearErrors) {
+  const std::string what = "the server's answer to GET /api/v1/runs/7";
+  const json run = {{"id", 7},
+                    {"experiment_id", 1},
+                    {"name", "r"},
+                    {"status", "RUNNING"},
+                    {"start_time", 5},
+                    {"end_time", nullptr},
+                    {"created_by", "alice"},
+                    {"params", {{"lr", "0.1"}}},
+                    {"tags", json::object()},
+                    {"metrics", {{"loss", {{"value", 0.5}, {"step", 2}, {"timestamp", 9}}}}}};
+  auto ok = from_json<meta::Run>(run, what);
+  ASSERT_TRUE(ok.ok()) << ok.status().to_string();
+  EXPECT_EQ(ok->params.at("lr"), "0.1");
+  EXPECT_FALSE(ok->end_time.has_value());
+  EXPECT_EQ(ok->metrics.at("loss").step, 2);
+  EXPECT_EQ(json(*ok), run);  // to_json gives the same representation back
+
+  auto error_of = [&](const json& j) {
+    auto r = from_json<meta::Run>(j, what);
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << j.dump();
+    return r.status().message();
+  };
+  json bad = run;
+  bad["status"] = 3;
+  EXPECT_EQ(error_of(bad),
+            "the server's answer to GET /api/v1/runs/7: 'status' must be a string, got an integer");
+  bad = run;
+  bad.erase("id");
+  EXPECT_EQ(error_of(bad), "the server's answer to GET /api/v1/runs/7: 'id' is missing");
+  bad = run;
+  bad["params"]["lr"] = 0.1;
+  EXPECT_NE(error_of(bad).find("params['lr']: expected a string"), std::string::npos);
+  bad = run;
+  bad["metrics"]["loss"]["step"] = "2";
+  EXPECT_NE(error_of(bad).find("metrics['loss']: 'step' must be an integer, got a string"),
+            std::string::npos);
+  bad = run;
+  bad["tags"] = json::array();
+  EXPECT_NE(error_of(bad).find("'tags' must be an object, got an array"), std::string::npos);
+  EXPECT_NE(error_of(json::array()).find("expected an object, got an array"), std::string::npos);
+
+  EXPECT_FALSE(from_json<Experiment>(json{{"id", "1"}, {"name", "e"}}, what).ok());
+  EXPECT_FALSE(from_json<MetricHistory>(
+                   json{{"run_id", 1}, {"key", "k"}, {"total_points", 1}, {"points", 3}}, what)
+                   .ok());
+  EXPECT_FALSE(
+      from_json<ArtifactInfo>(json{{"path", "a"}, {"sha256", "x"}, {"size", -0.5}}, what).ok());
+  auto model = from_json<Model>(json{{"name", "m"}, {"aliases", {{"production", "2"}}}}, what);
+  ASSERT_FALSE(model.ok());
+  EXPECT_NE(model.status().message().find("aliases['production']: expected an integer"),
+            std::string::npos);
+  json version = {{"model", "m"},         {"version", 1},     {"run_id", 2},
+                  {"artifact_path", "a"}, {"sha256", "x"},    {"size", 3},
+                  {"status", "READY"},    {"aliases", {"p"}}, {"description", ""},
+                  {"created_at", 4},      {"created_by", "b"}};
+  auto v = from_json<ModelVersion>(version, what);
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_EQ(json(*v), version);
+  version["version"] = "1";
+  EXPECT_FALSE(from_json<ModelVersion>(version, what).ok());
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, MetaStoreTest, ::testing::Values("sqlite", "postgres"),

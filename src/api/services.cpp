@@ -1,4 +1,4 @@
-#include "api/backend.h"
+#include "api/services.h"
 
 #include "api/data_routes.h"
 
@@ -15,8 +15,8 @@ std::string default_data_dir() {
   return ".dlsys";
 }
 
-Result<std::unique_ptr<Backend>> Backend::open(const BackendOptions& options) {
-  std::unique_ptr<Backend> b(new Backend());
+Result<std::unique_ptr<Services>> Services::open(const ServicesOptions& options) {
+  std::unique_ptr<Services> b(new Services());
   b->options_ = options;
   if (b->options_.data_dir.empty()) b->options_.data_dir = default_data_dir();
   const std::string& dir = b->options_.data_dir;
@@ -27,18 +27,18 @@ Result<std::unique_ptr<Backend>> Backend::open(const BackendOptions& options) {
   b->objects_ = std::make_unique<meta::ArtifactStore>(std::move(objects));
   Router::Options ro;
   ro.auth_required = options.auth;
-  ro.tokens = b->store_.get();
+  ro.tokens = &b->store_->tokens();
   meta::ArtifactStore* obj = b->objects_.get();
   ro.upload_temp_path = [obj] { return obj->temp_path(); };
   ro.data_dir = dir;
   b->router_ = std::make_unique<Router>(ro);
   add_meta_routes(*b->router_, *b->store_, *b->objects_, options.model_validator);
   DLSYS_ASSIGN_OR_RETURN(b->datasets_, data::DatasetStore::open(dir + "/datasets"));
-  add_data_routes(*b->router_, *b->datasets_, *b->store_);
+  add_data_routes(*b->router_, *b->datasets_, b->store_->lineage());
   return b;
 }
 
-size_t Backend::sweep_temp_files() {
+size_t Services::sweep_temp_files() {
   constexpr int64_t kMinAge = 3600;  // running uploads and pushes touch their files
   return remove_stale_files(options_.data_dir + "/objects/tmp", kMinAge) +
          remove_stale_files(datasets_->root() + "/tmp", kMinAge);

@@ -1,0 +1,237 @@
+// The run-tracking routes: experiments, runs, metrics and run artifacts (docs/api.md).
+#include "api/meta_routes.h"
+#include "api/request_util.h"
+
+namespace dlsys::api {
+
+namespace {
+
+using meta::KeyValue;
+using meta::MetricPoint;
+
+Result<std::vector<KeyValue>> key_values(const json& body, const std::string& field) {
+  std::vector<KeyValue> out;
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return out;
+  auto value_text = [](const json& v) { return v.is_string() ? v.get<std::string>() : v.dump(); };
+  if (it->is_object()) {
+    for (auto& [k, v] : it->items()) out.push_back({k, value_text(v)});
+  } else if (it->is_array()) {
+    for (const json& e : *it) {
+      if (!e.is_object() || !e.contains("key") || !e["key"].is_string() || !e.contains("value"))
+        return Status::Invalid("each entry of '{}' must be {{\"key\": string, \"value\": …}}",
+                               field);
+      out.push_back({e["key"].get<std::string>(), value_text(e["value"])});
+    }
+  } else {
+    return Status::Invalid("field '{}' must be an object or an array of {{key, value}}", field);
+  }
+  return out;
+}
+
+Result<std::vector<MetricPoint>> metric_points(const json& body) {
+  std::vector<MetricPoint> out;
+  auto it = body.find("metrics");
+  if (it == body.end() || it->is_null()) return out;
+  if (!it->is_array()) return Status::Invalid("field 'metrics' must be an array");
+  if (it->size() > meta::kMaxMetricsPerBatch)
+    return Status::Invalid("{} metrics in one batch; the limit is {}: split the batch", it->size(),
+                           meta::kMaxMetricsPerBatch);
+  out.reserve(it->size());
+  size_t i = 0;
+  for (const json& m : *it) {
+    if (!m.is_object()) return Status::Invalid("metrics[{}] must be an object", i);
+    auto k = m.find("key");
+    auto v = m.find("value");
+    if (k == m.end() || !k->is_string())
+      return Status::Invalid("metrics[{}].key must be a string", i);
+    if (k->get_ref<const std::string&>().empty())
+      return Status::Invalid("metrics[{}].key is empty; name the metric", i);
+    if (v == m.end() || !v->is_number())
+      return Status::Invalid("metrics[{}].value must be a number", i);
+    MetricPoint p;
+    p.key = k->get<std::string>();
+    p.value = v->get<double>();
+    auto s = m.find("step");
+    if (s != m.end() && !s->is_null()) {
+      DLSYS_ASSIGN_OR_RETURN(p.step, json_int64(*s, fmt::format("metrics[{}].step", i)));
+    }
+    auto t = m.find("timestamp");
+    if (t != m.end() && !t->is_null()) {
+      DLSYS_ASSIGN_OR_RETURN(
+          p.timestamp, json_int64(*t, fmt::format("metrics[{}].timestamp (milliseconds)", i)));
+    }
+    out.push_back(std::move(p));
+    ++i;
+  }
+  return out;
+}
+
+Result<std::vector<int64_t>> id_list(const std::string& s, const std::string& what) {
+  std::vector<int64_t> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t comma = s.find(',', start);
+    if (comma == std::string::npos) comma = s.size();
+    DLSYS_ASSIGN_OR_RETURN(int64_t v, parse_int(s.substr(start, comma - start), what));
+    out.push_back(v);
+    start = comma + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore& objects) {
+  meta::RunTracking* s = &runs;
+  meta::ArtifactStore* obj = &objects;
+
+  // ---- experiments ----
+  router.add("POST", "/api/v1/experiments", Access::kWrite, [s](Request& r) -> Result<Response> {
+    DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+    DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", true));
+    DLSYS_ASSIGN_OR_RETURN(std::string desc, string_field(b, "description", false));
+    DLSYS_ASSIGN_OR_RETURN(meta::Experiment e, s->create_experiment(name, desc, r.principal));
+    return Response::json_body(e, 201);
+  });
+  router.add("GET", "/api/v1/experiments", Access::kRead, [s](Request& r) -> Result<Response> {
+    std::string name = r.query_or("name", "");
+    if (!name.empty()) {
+      DLSYS_ASSIGN_OR_RETURN(meta::Experiment e, s->get_experiment_by_name(name));
+      return Response::json_body({{"experiments", json::array({e})}});
+    }
+    DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
+    DLSYS_ASSIGN_OR_RETURN(auto p, s->list_experiments(n, r.query_or("page_token", "")));
+    return page_response(p, "experiments");
+  });
+  router.add("GET", "/api/v1/experiments/{id}", Access::kRead, [s](Request& r) -> Result<Response> {
+    DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "experiment id"));
+    DLSYS_ASSIGN_OR_RETURN(meta::Experiment e, s->get_experiment(id));
+    return Response::json_body(e);
+  });
+
+  // ---- runs ----
+  router.add("POST", "/api/v1/runs", Access::kWrite, [s](Request& r) -> Result<Response> {
+    DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+    int64_t exp_id = 0;
+    if (b.contains("experiment") && !b.contains("experiment_id")) {
+      DLSYS_ASSIGN_OR_RETURN(std::string ename, string_field(b, "experiment", true));
+      DLSYS_ASSIGN_OR_RETURN(meta::Experiment e, s->ensure_experiment(ename, r.principal));
+      exp_id = e.id;
+    } else {
+      DLSYS_ASSIGN_OR_RETURN(exp_id, int_field(b, "experiment_id", true));
+    }
+    DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", false));
+    DLSYS_ASSIGN_OR_RETURN(auto params, key_values(b, "params"));
+    DLSYS_ASSIGN_OR_RETURN(auto tags, key_values(b, "tags"));
+    DLSYS_ASSIGN_OR_RETURN(meta::Run run, s->create_run(exp_id, name, params, tags, r.principal));
+    return Response::json_body(run, 201);
+  });
+  auto search = [s](Request& r, const json& b) -> Result<Response> {
+    meta::SearchRunsRequest q;
+    std::string ids = r.query_or("experiment_ids", r.query_or("experiment_id", ""));
+    if (b.contains("experiment_ids")) {
+      if (!b["experiment_ids"].is_array())
+        return Status::Invalid("field 'experiment_ids' must be an array of integers");
+      for (auto& v : b["experiment_ids"]) {
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, json_int64(v, "each of 'experiment_ids'"));
+        q.experiment_ids.push_back(id);
+      }
+    } else {
+      DLSYS_ASSIGN_OR_RETURN(q.experiment_ids, id_list(ids, "experiment_ids"));
+    }
+    DLSYS_ASSIGN_OR_RETURN(q.filter, string_field(b, "filter", false, r.query_or("filter", "")));
+    DLSYS_ASSIGN_OR_RETURN(q.order_by,
+                           string_field(b, "order_by", false, r.query_or("order_by", "")));
+    DLSYS_ASSIGN_OR_RETURN(q.page_token,
+                           string_field(b, "page_token", false, r.query_or("page_token", "")));
+    DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
+    DLSYS_ASSIGN_OR_RETURN(int64_t n2, int_field(b, "page_size", false, n));
+    q.page_size = static_cast<int>(n2);
+    DLSYS_ASSIGN_OR_RETURN(auto p, s->search_runs(q));
+    return page_response(p, "runs");
+  };
+  router.add("GET", "/api/v1/runs", Access::kRead,
+             [search](Request& r) -> Result<Response> { return search(r, json::object()); });
+  router.add("POST", "/api/v1/runs/search", Access::kRead,
+             [search](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+               return search(r, b);
+             });
+  router.add("GET", "/api/v1/runs/{id}", Access::kRead, [s](Request& r) -> Result<Response> {
+    DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+    DLSYS_ASSIGN_OR_RETURN(meta::Run run, s->get_run(id));
+    return Response::json_body(run);
+  });
+  router.add("PATCH", "/api/v1/runs/{id}", Access::kWrite, [s](Request& r) -> Result<Response> {
+    DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+    DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+    DLSYS_ASSIGN_OR_RETURN(std::string status, string_field(b, "status", true));
+    DLSYS_ASSIGN_OR_RETURN(meta::Run run, s->update_run(id, status, r.principal));
+    return Response::json_body(run);
+  });
+  router.add(
+      "POST", "/api/v1/runs/{id}/log-batch", Access::kWrite,
+      [s](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+        DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+        DLSYS_ASSIGN_OR_RETURN(auto metrics, metric_points(b));
+        DLSYS_ASSIGN_OR_RETURN(auto params, key_values(b, "params"));
+        DLSYS_ASSIGN_OR_RETURN(auto tags, key_values(b, "tags"));
+        DLSYS_RETURN_IF_ERROR(s->log_batch(id, metrics, params, tags, r.principal));
+        return Response::json_body(
+            {{"logged",
+              {{"metrics", metrics.size()}, {"params", params.size()}, {"tags", tags.size()}}}});
+      },
+      /*body_to_file=*/false, kBatchBodyLimit);
+  router.add(
+      "GET", "/api/v1/runs/{id}/metrics/{key...}", Access::kRead,
+      [s](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+        DLSYS_ASSIGN_OR_RETURN(int64_t maxp,
+                               parse_int(r.query_or("max_points", "0"), "max_points"));
+        if (maxp < 0 || maxp > static_cast<int64_t>(meta::kMaxMetricPoints))
+          return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})", maxp,
+                                 meta::kMaxMetricPoints, meta::kDefaultMaxMetricPoints);
+        DLSYS_ASSIGN_OR_RETURN(meta::MetricHistory h,
+                               s->metric_history(id, r.param("key"), static_cast<int>(maxp)));
+        return Response::json_body(h);
+      });
+
+  // ---- artifacts ----
+  router.add(
+      "PUT", "/api/v1/runs/{id}/artifacts/{path...}", Access::kWrite,
+      [s, obj](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+        const std::string& path = r.param("path");
+        DLSYS_RETURN_IF_ERROR(meta::check_artifact_path(path));
+        DLSYS_RETURN_IF_ERROR(s->get_run(id).status());
+        // The body arrived as a file (HTTP) or in memory (an in-process call without one).
+        std::string tmp = std::move(r.body_file);
+        r.body_file.clear();
+        DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o,
+                               tmp.empty() ? obj->put(r.body) : obj->put_file(tmp));
+        DLSYS_RETURN_IF_ERROR(s->record_artifact(id, {path, o.sha256, o.size}, r.principal));
+        return Response::json_body({{"path", path},
+                                    {"sha256", o.sha256},
+                                    {"size", o.size},
+                                    {"deduplicated", o.deduplicated}},
+                                   201);
+      },
+      /*body_to_file=*/true);
+  router.add("GET", "/api/v1/runs/{id}/artifacts/{path...}", Access::kRead,
+             [s, obj](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+               DLSYS_ASSIGN_OR_RETURN(meta::ArtifactRecord a, s->get_artifact(id, r.param("path")));
+               DLSYS_ASSIGN_OR_RETURN(std::string file, obj->open_verified(a.sha256));
+               return file_response(file, a);
+             });
+  router.add("GET", "/api/v1/runs/{id}/artifacts", Access::kRead,
+             [s](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+               DLSYS_ASSIGN_OR_RETURN(auto list, s->list_artifacts(id, r.query_or("prefix", "")));
+               return Response::json_body({{"artifacts", list}});
+             });
+}
+
+}  // namespace dlsys::api

@@ -1,0 +1,55 @@
+// One data directory's services: the metadata store, the object store, the dataset store and
+// the router with the routes of all of them. The HTTP server and the in-process client both
+// stand on it.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "api/router.h"
+#include "data/dataset_store.h"
+#include "meta/artifact_store.h"
+#include "meta/meta_store.h"
+
+namespace dlsys::api {
+
+struct ServicesOptions {
+  std::string data_dir;  // holds meta.db (SQLite) and objects/
+  std::string meta_url;  // "" for SQLite in data_dir, or postgresql://...
+  bool auth = false;     // require API tokens
+  size_t db_connections = 16;
+  // Checks a file registered as a model version (the CLI passes the ONNX importer; api does not
+  // depend on graph). Null: no check.
+  std::function<Status(const std::string& path)> model_validator;
+};
+
+class Services {
+ public:
+  // Opens (creating if needed) the data directory and the metadata database, and adds the
+  // routes of every component.
+  static Result<std::unique_ptr<Services>> open(const ServicesOptions& options);
+
+  // Removes temporary files (uploads, dataset pushes, row exports) untouched for an hour: the
+  // server runs it periodically, so files of requests that died do not pile up.
+  size_t sweep_temp_files();
+
+  meta::MetaStore& store() { return *store_; }
+  meta::ArtifactStore& objects() { return *objects_; }
+  data::DatasetStore& datasets() { return *datasets_; }
+  Router& router() { return *router_; }
+  const ServicesOptions& options() const { return options_; }
+
+ private:
+  Services() = default;
+  ServicesOptions options_;
+  std::unique_ptr<meta::MetaStore> store_;
+  std::unique_ptr<meta::ArtifactStore> objects_;
+  std::unique_ptr<data::DatasetStore> datasets_;
+  std::unique_ptr<Router> router_;
+};
+
+// The default data directory: $DLSYS_HOME, else ~/.dlsys.
+std::string default_data_dir();
+
+}  // namespace dlsys::api

@@ -1,0 +1,668 @@
+#include "meta/run_tracking.h"
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <set>
+#include <tuple>
+
+#include "core/file_util.h"
+#include "core/json_get.h"
+#include "meta/run_filter.h"
+
+namespace dlsys::meta {
+
+namespace {
+
+const char* kRunColumns =
+    "runs.id, runs.experiment_id, runs.name, runs.status, runs.start_time, runs.end_time, "
+    "runs.created_by";
+
+bool terminal_status(const std::string& s) {
+  return s == "FINISHED" || s == "FAILED" || s == "KILLED";
+}
+
+// The object at obj[key]: missing or null gives an empty object, another type an error.
+Result<json> object_field(const json& obj, const char* key, std::string_view what) {
+  DLSYS_ASSIGN_OR_RETURN(std::optional<json> v, json_get_optional<json>(obj, key, what));
+  if (!v) return json::object();
+  if (!v->is_object())
+    return Status::Invalid("{}: '{}' must be an object, got {}", what, key, json_type_phrase(*v));
+  return std::move(*v);
+}
+
+Status string_map(const json& obj, const char* key, std::string_view what,
+                  std::map<std::string, std::string>* out) {
+  DLSYS_ASSIGN_OR_RETURN(json m, object_field(obj, key, what));
+  for (auto& [k, v] : m.items()) {
+    DLSYS_ASSIGN_OR_RETURN((*out)[k],
+                           json_as<std::string>(v, fmt::format("{}: {}['{}']", what, key, k)));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
+// ---- records ----
+
+void to_json(json& j, const Experiment& e) {
+  j = {{"id", e.id},
+       {"name", e.name},
+       {"description", e.description},
+       {"created_at", e.created_at},
+       {"created_by", e.created_by}};
+}
+
+void to_json(json& j, const Run& r) {
+  json metrics = json::object();
+  for (const auto& [k, m] : r.metrics)
+    metrics[k] = {{"value", m.value}, {"step", m.step}, {"timestamp", m.timestamp}};
+  j = {{"id", r.id},
+       {"experiment_id", r.experiment_id},
+       {"name", r.name},
+       {"status", r.status},
+       {"start_time", r.start_time},
+       {"end_time", r.end_time ? json(*r.end_time) : json(nullptr)},
+       {"created_by", r.created_by},
+       {"params", r.params.empty() ? json::object() : json(r.params)},
+       {"tags", r.tags.empty() ? json::object() : json(r.tags)},
+       {"metrics", std::move(metrics)}};
+}
+
+void to_json(json& j, const MetricHistory& h) {
+  json points = json::array();
+  for (const HistoryPoint& p : h.points)
+    points.push_back({{"step", p.step}, {"timestamp", p.timestamp}, {"value", p.value}});
+  j = {{"run_id", h.run_id},
+       {"key", h.key},
+       {"total_points", h.total_points},
+       {"downsampled", h.downsampled},
+       {"points", std::move(points)}};
+}
+
+void to_json(json& j, const ArtifactInfo& a) {
+  j = {{"path", a.path}, {"sha256", a.sha256}, {"size", a.size}, {"created_at", a.created_at}};
+}
+
+template <>
+Result<Experiment> from_json<Experiment>(const json& j, std::string_view what) {
+  Experiment e;
+  DLSYS_ASSIGN_OR_RETURN(e.id, json_get<int64_t>(j, "id", what));
+  DLSYS_ASSIGN_OR_RETURN(e.name, json_get<std::string>(j, "name", what));
+  DLSYS_ASSIGN_OR_RETURN(e.description, json_get_or<std::string>(j, "description", "", what));
+  DLSYS_ASSIGN_OR_RETURN(e.created_at, json_get_or<int64_t>(j, "created_at", 0, what));
+  DLSYS_ASSIGN_OR_RETURN(e.created_by, json_get_or<std::string>(j, "created_by", "", what));
+  return e;
+}
+
+template <>
+Result<Run> from_json<Run>(const json& j, std::string_view what) {
+  Run r;
+  DLSYS_ASSIGN_OR_RETURN(r.id, json_get<int64_t>(j, "id", what));
+  DLSYS_ASSIGN_OR_RETURN(r.experiment_id, json_get<int64_t>(j, "experiment_id", what));
+  DLSYS_ASSIGN_OR_RETURN(r.name, json_get_or<std::string>(j, "name", "", what));
+  DLSYS_ASSIGN_OR_RETURN(r.status, json_get<std::string>(j, "status", what));
+  DLSYS_ASSIGN_OR_RETURN(r.start_time, json_get_or<int64_t>(j, "start_time", 0, what));
+  DLSYS_ASSIGN_OR_RETURN(r.end_time, json_get_optional<int64_t>(j, "end_time", what));
+  DLSYS_ASSIGN_OR_RETURN(r.created_by, json_get_or<std::string>(j, "created_by", "", what));
+  DLSYS_RETURN_IF_ERROR(string_map(j, "params", what, &r.params));
+  DLSYS_RETURN_IF_ERROR(string_map(j, "tags", what, &r.tags));
+  DLSYS_ASSIGN_OR_RETURN(json metrics, object_field(j, "metrics", what));
+  for (auto& [k, v] : metrics.items()) {
+    std::string where = fmt::format("{}: metrics['{}']", what, k);
+    LatestMetric& m = r.metrics[k];
+    DLSYS_ASSIGN_OR_RETURN(m.value, json_get<double>(v, "value", where));
+    DLSYS_ASSIGN_OR_RETURN(m.step, json_get_or<int64_t>(v, "step", 0, where));
+    DLSYS_ASSIGN_OR_RETURN(m.timestamp, json_get_or<int64_t>(v, "timestamp", 0, where));
+  }
+  return r;
+}
+
+template <>
+Result<MetricHistory> from_json<MetricHistory>(const json& j, std::string_view what) {
+  MetricHistory h;
+  DLSYS_ASSIGN_OR_RETURN(h.run_id, json_get<int64_t>(j, "run_id", what));
+  DLSYS_ASSIGN_OR_RETURN(h.key, json_get<std::string>(j, "key", what));
+  DLSYS_ASSIGN_OR_RETURN(h.total_points, json_get<int64_t>(j, "total_points", what));
+  DLSYS_ASSIGN_OR_RETURN(h.downsampled, json_get_or<bool>(j, "downsampled", false, what));
+  DLSYS_ASSIGN_OR_RETURN(json points, json_get<json>(j, "points", what));
+  if (!points.is_array())
+    return Status::Invalid("{}: 'points' must be an array, got {}", what, json_type_phrase(points));
+  for (size_t i = 0; i < points.size(); ++i) {
+    std::string where = fmt::format("{}: points[{}]", what, i);
+    HistoryPoint p;
+    DLSYS_ASSIGN_OR_RETURN(p.step, json_get<int64_t>(points[i], "step", where));
+    DLSYS_ASSIGN_OR_RETURN(p.timestamp, json_get_or<int64_t>(points[i], "timestamp", 0, where));
+    DLSYS_ASSIGN_OR_RETURN(p.value, json_get<double>(points[i], "value", where));
+    h.points.push_back(p);
+  }
+  return h;
+}
+
+template <>
+Result<ArtifactInfo> from_json<ArtifactInfo>(const json& j, std::string_view what) {
+  ArtifactInfo a;
+  DLSYS_ASSIGN_OR_RETURN(a.path, json_get<std::string>(j, "path", what));
+  DLSYS_ASSIGN_OR_RETURN(a.sha256, json_get<std::string>(j, "sha256", what));
+  DLSYS_ASSIGN_OR_RETURN(a.size, json_get<int64_t>(j, "size", what));
+  DLSYS_ASSIGN_OR_RETURN(a.created_at, json_get_or<int64_t>(j, "created_at", 0, what));
+  return a;
+}
+
+// ---- experiments ----
+
+static Experiment experiment_of(const SqlRow& r) {
+  return {sql_int(r[0]), sql_text(r[1]), sql_text(r[2]), sql_int(r[3]), sql_text(r[4])};
+}
+
+Result<Experiment> RunTracking::create_experiment(const std::string& name,
+                                                  const std::string& description,
+                                                  const Principal& who) {
+  if (!valid_name(name, kMaxKeyLength, true))
+    return Status::Invalid("experiment name '{}' must be 1..{} of letters, digits, _ - .",
+                           name.substr(0, 64), kMaxKeyLength);
+  Experiment out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    auto rows = c.query(
+        "INSERT INTO experiments (name, description, created_at, created_by) VALUES ($1,$2,$3,$4) "
+        "RETURNING id, name, description, created_at, created_by",
+        {name, description, now_ms(), who.name});
+    if (rows.status().code() == StatusCode::kAlreadyExists)
+      return Status::AlreadyExists("experiment '{}' already exists", name);
+    if (!rows.ok()) return rows.status();
+    out = experiment_of(rows->at(0));
+    return audit(c, who, "experiment.create",
+                 "experiment/" + std::to_string(sql_int(rows->at(0)[0])));
+  }));
+  return out;
+}
+
+// The experiment matching `condition` ("id = $1" or "name = $1") on `key`, or NotFound(`missing`).
+static Result<Experiment> find_experiment(SqlConnection& c, const char* condition, SqlValue key,
+                                          const std::string& missing) {
+  DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(std::string("SELECT id, name, description, created_at, "
+                                                        "created_by FROM experiments WHERE ") +
+                                                condition,
+                                            {std::move(key)}));
+  if (rows.empty()) return Status::NotFound("{}", missing);
+  return experiment_of(rows[0]);
+}
+
+Result<Experiment> RunTracking::get_experiment(int64_t id) {
+  Experiment out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(
+        out, find_experiment(c, "id = $1", id, fmt::format("experiment {} does not exist", id)));
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<Experiment> RunTracking::get_experiment_by_name(const std::string& name) {
+  Experiment out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(
+        out,
+        find_experiment(c, "name = $1", name, fmt::format("experiment '{}' does not exist", name)));
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<Experiment> RunTracking::ensure_experiment(const std::string& name, const Principal& who) {
+  auto e = get_experiment_by_name(name);
+  if (e.ok() || e.status().code() != StatusCode::kNotFound) return e;
+  auto created = create_experiment(name, "", who);
+  if (created.status().code() == StatusCode::kAlreadyExists) return get_experiment_by_name(name);
+  return created;
+}
+
+Result<PageOf<Experiment>> RunTracking::list_experiments(int page_size,
+                                                         const std::string& page_token) {
+  DLSYS_RETURN_IF_ERROR(check_page_size(page_size));
+  int64_t after = 0;
+  if (!page_token.empty()) {
+    DLSYS_ASSIGN_OR_RETURN(after, int_token(page_token, "e:"));
+  }
+  PageOf<Experiment> page;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    page = {};
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT id, name, description, created_at, "
+                                              "created_by FROM experiments WHERE id > $1 "
+                                              "ORDER BY id LIMIT $2",
+                                              {after, int64_t{page_size} + 1}));
+    for (size_t i = 0; i < rows.size() && i < static_cast<size_t>(page_size); ++i)
+      page.items.push_back(experiment_of(rows[i]));
+    if (rows.size() > static_cast<size_t>(page_size))
+      page.next_page_token = "e:" + std::to_string(sql_int(rows[page_size - 1][0]));
+    return Status::OK();
+  }));
+  return page;
+}
+
+// ---- runs ----
+
+Result<std::vector<Run>> RunTracking::load_runs(SqlConnection& c, const std::vector<SqlRow>& rows) {
+  std::vector<Run> out;
+  if (rows.empty()) return out;
+  std::vector<int64_t> ids;
+  std::map<int64_t, size_t> index;
+  for (const SqlRow& r : rows) {
+    int64_t id = sql_int(r[0]);
+    index[id] = ids.size();
+    ids.push_back(id);
+    Run run;
+    run.id = id;
+    run.experiment_id = sql_int(r[1]);
+    run.name = sql_text(r[2]);
+    run.status = sql_text(r[3]);
+    run.start_time = sql_int(r[4]);
+    if (!sql_is_null(r[5])) run.end_time = sql_int(r[5]);
+    run.created_by = sql_text(r[6]);
+    out.push_back(std::move(run));
+  }
+  // Params, tags and latest metrics in one statement (one round trip on PostgreSQL).
+  std::string in = in_list(ids);
+  DLSYS_ASSIGN_OR_RETURN(
+      auto rows2,
+      c.query(
+          "SELECT 0, run_id, key, value, CAST(NULL AS DOUBLE PRECISION), CAST(NULL AS BIGINT), "
+          "CAST(NULL AS BIGINT) FROM run_params WHERE run_id IN (" +
+              in +
+              ") "
+              "UNION ALL SELECT 1, run_id, key, value, NULL, NULL, NULL FROM run_tags WHERE "
+              "run_id IN (" +
+              in +
+              ") "
+              "UNION ALL SELECT 2, run_id, key, NULL, value, step, ts FROM latest_metrics WHERE "
+              "run_id IN (" +
+              in + ")",
+          {}));
+  for (auto& r : rows2) {
+    Run& run = out[index[sql_int(r[1])]];
+    int64_t kind = sql_int(r[0]);
+    if (kind == 0)
+      run.params[sql_text(r[2])] = sql_text(r[3]);
+    else if (kind == 1)
+      run.tags[sql_text(r[2])] = sql_text(r[3]);
+    else
+      run.metrics[sql_text(r[2])] = {sql_double(r[4]), sql_int(r[5]), sql_int(r[6])};
+  }
+  return out;
+}
+
+static Status check_kvs(const std::vector<KeyValue>& kvs, const char* what, size_t max_value,
+                        size_t max_count) {
+  if (kvs.size() > max_count)
+    return Status::Invalid("{} {}s in one request; the limit is {}", kvs.size(), what, max_count);
+  for (const KeyValue& kv : kvs) {
+    DLSYS_RETURN_IF_ERROR(check_key(what, kv.key));
+    if (kv.value.size() > max_value)
+      return Status::Invalid("{} '{}' has a value of {} characters; the limit is {}", what, kv.key,
+                             kv.value.size(), max_value);
+  }
+  return Status::OK();
+}
+
+Result<Run> RunTracking::create_run(int64_t experiment_id, const std::string& name,
+                                    const std::vector<KeyValue>& params,
+                                    const std::vector<KeyValue>& tags, const Principal& who) {
+  if (name.size() > kMaxKeyLength)
+    return Status::Invalid("run name is {} characters; the limit is {}", name.size(),
+                           kMaxKeyLength);
+  DLSYS_RETURN_IF_ERROR(check_kvs(params, "param", kMaxParamValueLength, kMaxParamsPerBatch));
+  DLSYS_RETURN_IF_ERROR(check_kvs(tags, "tag", kMaxTagValueLength, kMaxTagsPerBatch));
+  int64_t id = 0;
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(auto e,
+                           c.query("SELECT id FROM experiments WHERE id = $1", {experiment_id}));
+    if (e.empty())
+      return Status::NotFound("experiment {} does not exist; create it first", experiment_id);
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows, c.query("INSERT INTO runs (experiment_id, name, status, start_time, created_by) "
+                           "VALUES ($1,$2,'RUNNING',$3,$4) RETURNING id",
+                           {experiment_id, name, now_ms(), who.name}));
+    id = sql_int(rows.at(0).at(0));
+    std::vector<SqlParams> p, t;
+    std::set<std::string> seen;
+    for (auto& kv : params) {
+      if (!seen.insert(kv.key).second) return Status::Invalid("param '{}' is given twice", kv.key);
+      p.push_back({id, kv.key, kv.value});
+    }
+    for (auto& kv : tags) t.push_back({id, kv.key, kv.value});
+    DLSYS_RETURN_IF_ERROR(
+        c.exec_many("INSERT INTO run_params (run_id, key, value) VALUES ($1,$2,$3)", p));
+    DLSYS_RETURN_IF_ERROR(c.exec_many(
+        "INSERT INTO run_tags (run_id, key, value) VALUES ($1,$2,$3) ON CONFLICT (run_id, key) "
+        "DO UPDATE SET value = excluded.value",
+        t));
+    return audit(c, who, "run.create", "run/" + std::to_string(id),
+                 {{"experiment_id", experiment_id}});
+  }));
+  return get_run(id);
+}
+
+Result<Run> RunTracking::get_run(int64_t id) {
+  Run out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query(std::string("SELECT ") + kRunColumns + " FROM runs WHERE id = $1", {id}));
+    if (rows.empty()) return Status::NotFound("run {} does not exist", id);
+    DLSYS_ASSIGN_OR_RETURN(std::vector<Run> runs, load_runs(c, rows));
+    out = std::move(runs[0]);
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<Run> RunTracking::update_run(int64_t id, const std::string& status, const Principal& who) {
+  if (status != "RUNNING" && !terminal_status(status))
+    return Status::Invalid("run status '{}' is not one of RUNNING, FINISHED, FAILED, KILLED",
+                           status);
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    SqlValue end = terminal_status(status) ? SqlValue(now_ms()) : SqlValue();
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("UPDATE runs SET status = $1, end_time = $2 WHERE "
+                                              "id = $3 RETURNING id",
+                                              {status, end, id}));
+    if (rows.empty()) return Status::NotFound("run {} does not exist", id);
+    return audit(c, who, "run.update", "run/" + std::to_string(id), {{"status", status}});
+  }));
+  return get_run(id);
+}
+
+Status RunTracking::log_batch(int64_t run_id, const std::vector<MetricPoint>& metrics,
+                              const std::vector<KeyValue>& params,
+                              const std::vector<KeyValue>& tags, const Principal& who) {
+  if (metrics.size() > kMaxMetricsPerBatch)
+    return Status::Invalid("{} metrics in one batch; the limit is {}: split the batch",
+                           metrics.size(), kMaxMetricsPerBatch);
+  DLSYS_RETURN_IF_ERROR(check_kvs(params, "param", kMaxParamValueLength, kMaxParamsPerBatch));
+  DLSYS_RETURN_IF_ERROR(check_kvs(tags, "tag", kMaxTagValueLength, kMaxTagsPerBatch));
+  const std::string* last_key = nullptr;
+  for (size_t i = 0; i < metrics.size(); ++i) {
+    const MetricPoint& m = metrics[i];
+    if (m.key.empty()) return Status::Invalid("metric {} of the batch has an empty key", i);
+    // Consecutive points usually share a key: check each distinct run of keys once.
+    if (!last_key || m.key != *last_key)
+      DLSYS_RETURN_IF_ERROR(check_key("metric", m.key).with_context(fmt::format("metric {}", i)));
+    last_key = &m.key;
+    if (!std::isfinite(m.value))
+      return Status::Invalid("metric '{}' at step {} is not a finite number", m.key, m.step);
+  }
+  int64_t now = now_ms();
+  return db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
+    if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
+    if (!params.empty()) {
+      DLSYS_ASSIGN_OR_RETURN(auto have, c.query("SELECT key, value FROM run_params WHERE "
+                                                "run_id = $1",
+                                                {run_id}));
+      std::map<std::string, std::string> existing;
+      for (auto& h : have) existing[sql_text(h[0])] = sql_text(h[1]);
+      std::vector<SqlParams> rows;
+      for (const KeyValue& kv : params) {
+        auto it = existing.find(kv.key);
+        if (it != existing.end()) {
+          if (it->second != kv.value)
+            return Status::Invalid(
+                "param '{}' of run {} is already '{}'; params are written "
+                "once: log a new run or a tag instead",
+                kv.key, run_id, it->second.substr(0, 100));
+          continue;
+        }
+        existing[kv.key] = kv.value;
+        rows.push_back({run_id, kv.key, kv.value});
+      }
+      DLSYS_RETURN_IF_ERROR(
+          c.exec_many("INSERT INTO run_params (run_id, key, value) VALUES ($1,$2,$3)", rows));
+    }
+    if (!tags.empty()) {
+      std::vector<SqlParams> rows;
+      for (const KeyValue& kv : tags) rows.push_back({run_id, kv.key, kv.value});
+      DLSYS_RETURN_IF_ERROR(c.exec_many(
+          "INSERT INTO run_tags (run_id, key, value) VALUES ($1,$2,$3) ON CONFLICT (run_id, key) "
+          "DO UPDATE SET value = excluded.value",
+          rows));
+    }
+    if (!metrics.empty()) {
+      std::vector<SqlParams> rows;
+      rows.reserve(metrics.size());
+      std::map<std::string, const MetricPoint*> latest;
+      for (const MetricPoint& m : metrics) {
+        rows.push_back({run_id, m.key, m.step, m.timestamp ? m.timestamp : now, m.value});
+        auto& l = latest[m.key];
+        if (!l || m.step >= l->step) l = &m;
+      }
+      DLSYS_RETURN_IF_ERROR(c.exec_many(
+          "INSERT INTO metrics (run_id, key, step, ts, value) VALUES ($1,$2,$3,$4,$5)", rows));
+      rows.clear();
+      for (auto& [key, m] : latest)
+        rows.push_back({run_id, key, m->step, m->timestamp ? m->timestamp : now, m->value});
+      DLSYS_RETURN_IF_ERROR(c.exec_many(
+          "INSERT INTO latest_metrics (run_id, key, step, ts, value) VALUES ($1,$2,$3,$4,$5) "
+          "ON CONFLICT (run_id, key) DO UPDATE SET step = excluded.step, ts = excluded.ts, "
+          "value = excluded.value WHERE excluded.step >= latest_metrics.step",
+          rows));
+    }
+    // One audit record per batch, not per metric point (that would double every write).
+    return audit(c, who, "run.log", "run/" + std::to_string(run_id),
+                 {{"params", params.size()}, {"tags", tags.size()}, {"metrics", metrics.size()}});
+  });
+}
+
+Result<MetricHistory> RunTracking::metric_history(int64_t run_id, const std::string& key,
+                                                  int max_points) {
+  DLSYS_RETURN_IF_ERROR(check_key("metric", key));
+  if (max_points < 0 || max_points > kMaxMetricPoints)
+    return Status::Invalid("max_points {} is out of range: use 1..{} (0 or none: {})", max_points,
+                           kMaxMetricPoints, kDefaultMaxMetricPoints);
+  const int64_t limit = max_points == 0 ? kDefaultMaxMetricPoints : max_points;
+  struct Point {
+    int64_t step, ts;
+    double value;
+    bool operator<(const Point& o) const {
+      return std::tie(step, ts, value) < std::tie(o.step, o.ts, o.value);
+    }
+    bool operator==(const Point& o) const {
+      return step == o.step && ts == o.ts && value == o.value;
+    }
+  };
+  std::vector<Point> points;
+  int64_t total = 0;
+  bool downsampled = false;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    points.clear();
+    DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
+    if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
+    // A short series is returned as it is. Counting stops at limit + 1 (the real count of a
+    // longer one comes from the buckets below): no pass over a long series just to count it.
+    DLSYS_ASSIGN_OR_RETURN(auto n, c.query("SELECT COUNT(*) FROM (SELECT 1 FROM metrics WHERE "
+                                           "run_id = $1 AND key = $2 LIMIT $3) AS s",
+                                           {run_id, key, limit + 1}));
+    if (sql_int(n.at(0).at(0)) <= limit) {
+      // LIMIT too: on PostgreSQL, points logged since the count may be visible here.
+      DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT step, ts, value FROM metrics WHERE "
+                                                "run_id = $1 AND key = $2 ORDER BY step, ts "
+                                                "LIMIT $3",
+                                                {run_id, key, limit}));
+      downsampled = false;
+      total = static_cast<int64_t>(rows.size());
+      for (auto& row : rows)
+        points.push_back({sql_int(row[0]), sql_int(row[1]), sql_double(row[2])});
+      return Status::OK();
+    }
+    // Two index lookups (one MIN or MAX per query is what SQLite answers from the index).
+    DLSYS_ASSIGN_OR_RETURN(auto st, c.query("SELECT (SELECT MIN(step) FROM metrics WHERE "
+                                            "run_id = $1 AND key = $2), (SELECT MAX(step) FROM "
+                                            "metrics WHERE run_id = $1 AND key = $2)",
+                                            {run_id, key}));
+    downsampled = true;
+    // Buckets of consecutive steps, at most limit / 3 of them (each keeps up to 3 points).
+    // Normally bucket = (step - first) / width, exact. When the steps span more than int64
+    // (last - first overflows), bucket = step / width - first / width, which never overflows
+    // (width >= 3) and makes up to 3 more buckets (truncation toward zero), so fewer are asked.
+    const int64_t first = sql_int(st.at(0).at(0)), last = sql_int(st.at(0).at(1));
+    const __int128 span = static_cast<__int128>(last) - first + 1;
+    const bool exact = span <= INT64_MAX;
+    const int64_t buckets = std::max<int64_t>(1, limit / 3 - (exact ? 0 : 3));
+    __int128 w = (span + buckets - 1) / buckets;
+    if (!exact) w = std::max<__int128>(w, 3);
+    const int64_t width = static_cast<int64_t>(std::min<__int128>(w, INT64_MAX));
+    const int64_t offset = exact ? first : first / width;
+    const std::string bucket = exact ? "(step - CAST($3 AS BIGINT)) / CAST($4 AS BIGINT)"
+                                     : "step / CAST($4 AS BIGINT) - CAST($3 AS BIGINT)";
+    // g: per bucket (GROUP BY in the database) its minimum and maximum value and its first and
+    // last step. p adds the first step holding the minimum and the first holding the maximum
+    // (index range scans of the bucket's steps that stop at the first match). The result has one
+    // row per bucket: those steps with their timestamps (where several points share such a
+    // step: the earliest for the minimum and maximum, the latest for the last step) and the last
+    // point's value, and the bucket's count. Everything after g is scalar subqueries on the
+    // (run_id, key, step) index, so neither engine's plan depends on its estimate of the number of
+    // buckets. MATERIALIZED: each bucket's subqueries run once, not again inside every later
+    // subquery that names them.
+    const char* series = "x.run_id = $1 AND x.key = $2";
+    std::string sql = fmt::format(
+        "WITH g AS MATERIALIZED (SELECT MIN(value) AS lo, MAX(value) AS hi, MIN(step) AS fs, "
+        "MAX(step) AS ls, COUNT(*) AS n FROM metrics WHERE run_id = $1 AND key = $2 GROUP BY {0}), "
+        "p AS MATERIALIZED (SELECT lo, hi, ls, n, "
+        "(SELECT x.step FROM metrics x WHERE {1} AND x.step BETWEEN g.fs AND g.ls AND "
+        "x.value = g.lo ORDER BY x.step LIMIT 1) AS lo_step, "
+        "(SELECT x.step FROM metrics x WHERE {1} AND x.step BETWEEN g.fs AND g.ls AND "
+        "x.value = g.hi ORDER BY x.step LIMIT 1) AS hi_step FROM g), "
+        "q AS MATERIALIZED (SELECT lo, hi, ls, n, lo_step, hi_step, "
+        "(SELECT MIN(x.ts) FROM metrics x WHERE {1} AND x.step = p.lo_step AND x.value = p.lo) "
+        "AS lo_ts, "
+        "(SELECT MIN(x.ts) FROM metrics x WHERE {1} AND x.step = p.hi_step AND x.value = p.hi) "
+        "AS hi_ts, "
+        "(SELECT MAX(x.ts) FROM metrics x WHERE {1} AND x.step = p.ls) AS ls_ts FROM p) "
+        "SELECT lo_step, lo_ts, lo, hi_step, hi_ts, hi, ls, ls_ts, "
+        "(SELECT MAX(x.value) FROM metrics x WHERE {1} AND x.step = q.ls AND x.ts = q.ls_ts), n "
+        "FROM q",
+        bucket, series);
+    // PostgreSQL estimates as many buckets as rows and would spend a second compiling the plan.
+    if (c.dialect() == SqlDialect::kPostgres)
+      DLSYS_RETURN_IF_ERROR(c.exec_script("SET LOCAL jit = off"));
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, {run_id, key, offset, width}));
+    total = 0;
+    for (auto& row : rows) {
+      total += sql_int(row[9]);
+      for (int k = 0; k < 3; ++k)
+        points.push_back(
+            {sql_int(row[3 * k]), sql_int(row[3 * k + 1]), sql_double(row[3 * k + 2])});
+    }
+    std::sort(points.begin(), points.end());
+    points.erase(std::unique(points.begin(), points.end()), points.end());
+    // Only with limit < 3 (or the overflow case) can the buckets give more: keep the latest.
+    if (points.size() > static_cast<size_t>(limit))
+      points.erase(points.begin(), points.end() - limit);
+    return Status::OK();
+  }));
+  MetricHistory out{run_id, key, total, downsampled, {}};
+  out.points.reserve(points.size());
+  for (const Point& p : points) out.points.push_back({p.step, p.ts, p.value});
+  return out;
+}
+
+Result<PageOf<Run>> RunTracking::search_runs(const SearchRunsRequest& req) {
+  DLSYS_RETURN_IF_ERROR(check_page_size(req.page_size));
+  SqlParams params;
+  DLSYS_ASSIGN_OR_RETURN(std::string where, compile_run_filter(req.filter, &params));
+  DLSYS_ASSIGN_OR_RETURN(RunOrder order, parse_run_order(req.order_by, &params));
+  if (!req.experiment_ids.empty())
+    where += (where.empty() ? "" : " AND ") +
+             ("runs.experiment_id IN (" + in_list(req.experiment_ids) + ")");
+  int64_t offset = 0;
+  if (!req.page_token.empty()) {
+    if (order.keyset) {
+      // "k:<start_time>:<id>" of the last run of the previous page.
+      const std::string& t = req.page_token;
+      size_t colon = t.find(':', 2);
+      if (t.rfind("k:", 0) != 0 || colon == std::string::npos) return bad_token(t);
+      DLSYS_ASSIGN_OR_RETURN(int64_t start, int_token(t.substr(0, colon), "k:"));
+      DLSYS_ASSIGN_OR_RETURN(int64_t id, int_token("k:" + t.substr(colon + 1), "k:"));
+      size_t a = params.size() + 1;
+      params.push_back(start);
+      params.push_back(id);
+      where +=
+          (where.empty() ? "" : " AND ") +
+          fmt::format("(runs.start_time < ${0} OR (runs.start_time = ${0} AND runs.id < ${1}))", a,
+                      a + 1);
+    } else {
+      DLSYS_ASSIGN_OR_RETURN(offset, int_token(req.page_token, "o:"));
+      if (offset < 0) return bad_token(req.page_token);
+    }
+  }
+  std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs" + order.join +
+                    (where.empty() ? "" : " WHERE " + where) + " ORDER BY " + order.sql +
+                    fmt::format(" LIMIT {} OFFSET {}", req.page_size + 1, offset);
+  PageOf<Run> page;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    page = {};
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, params));
+    bool more = rows.size() > static_cast<size_t>(req.page_size);
+    if (more) rows.resize(static_cast<size_t>(req.page_size));
+    DLSYS_ASSIGN_OR_RETURN(page.items, load_runs(c, rows));
+    if (more) {
+      const SqlRow& last = rows.back();
+      page.next_page_token = order.keyset
+                                 ? fmt::format("k:{}:{}", sql_int(last[4]), sql_int(last[0]))
+                                 : fmt::format("o:{}", offset + req.page_size);
+    }
+    return Status::OK();
+  }));
+  return page;
+}
+
+// ---- artifacts ----
+
+Status RunTracking::record_artifact(int64_t run_id, const ArtifactRecord& a, const Principal& who) {
+  DLSYS_RETURN_IF_ERROR(check_artifact_path(a.path));
+  return db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
+    if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
+    DLSYS_RETURN_IF_ERROR(c.exec(
+        "INSERT INTO artifacts (run_id, path, sha256, size, created_at) VALUES ($1,$2,$3,$4,$5) "
+        "ON CONFLICT (run_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, "
+        "created_at = excluded.created_at",
+        {run_id, a.path, a.sha256, a.size, now_ms()}));
+    return audit(c, who, "artifact.put", "run/" + std::to_string(run_id) + "/" + a.path,
+                 {{"sha256", a.sha256}, {"size", a.size}});
+  });
+}
+
+Result<ArtifactRecord> RunTracking::get_artifact(int64_t run_id, const std::string& path) {
+  DLSYS_RETURN_IF_ERROR(check_artifact_path(path));
+  ArtifactRecord out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT path, sha256, size FROM artifacts WHERE "
+                                              "run_id = $1 AND path = $2",
+                                              {run_id, path}));
+    if (rows.empty()) return Status::NotFound("run {} has no artifact '{}'", run_id, path);
+    out = {sql_text(rows[0][0]), sql_text(rows[0][1]), sql_int(rows[0][2])};
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<std::vector<ArtifactInfo>> RunTracking::list_artifacts(int64_t run_id,
+                                                              const std::string& prefix) {
+  std::vector<ArtifactInfo> out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    out.clear();
+    DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
+    if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT path, sha256, size, created_at FROM "
+                                              "artifacts WHERE run_id = $1 ORDER BY path",
+                                              {run_id}));
+    for (auto& row : rows) {
+      std::string p = sql_text(row[0]);
+      if (p.rfind(prefix, 0) != 0) continue;
+      out.push_back({p, sql_text(row[1]), sql_int(row[2]), sql_int(row[3])});
+    }
+    return Status::OK();
+  }));
+  return out;
+}
+
+}  // namespace dlsys::meta

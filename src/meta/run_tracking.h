@@ -1,0 +1,170 @@
+// Run tracking: experiments, runs (status, params, tags), metric series with their latest values
+// and bounded histories, run search, and the records of run artifacts (the bytes live in the
+// ArtifactStore). Thread-safe: each call borrows its own connection from the pool.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "meta/auth.h"
+#include "meta/store_db.h"
+
+namespace dlsys::meta {
+
+// Limits (checked with 400-class errors that name the limit).
+constexpr size_t kMaxParamValueLength = 6000;
+constexpr size_t kMaxTagValueLength = 5000;
+constexpr size_t kMaxMetricsPerBatch = 1000;
+constexpr size_t kMaxParamsPerBatch = 100;
+constexpr size_t kMaxTagsPerBatch = 100;
+// Points a metric history returns: the default (max_points 0) and the most a caller may ask.
+constexpr int kDefaultMaxMetricPoints = 1000;
+constexpr int kMaxMetricPoints = 100000;
+
+struct MetricPoint {
+  std::string key;
+  double value = 0;
+  int64_t step = 0;
+  int64_t timestamp = 0;  // ms since the epoch; 0 means "now"
+};
+
+struct KeyValue {
+  std::string key;
+  std::string value;
+};
+
+struct SearchRunsRequest {
+  std::vector<int64_t> experiment_ids;  // empty: all experiments
+  std::string filter;    // e.g. "params.lr = '0.1' and metrics.acc > 0.9 and status = 'FINISHED'"
+  std::string order_by;  // "start_time DESC" (default), "metrics.acc DESC", "params.lr", "name"
+  int page_size = 100;
+  std::string page_token;
+};
+
+struct ArtifactRecord {
+  std::string path;
+  std::string sha256;
+  int64_t size = 0;
+};
+
+// An experiment: a named group of runs.
+struct Experiment {
+  int64_t id = 0;
+  std::string name;
+  std::string description;
+  int64_t created_at = 0;  // ms since the epoch
+  std::string created_by;  // the principal that created it
+};
+
+// The latest point of one metric series (the one with the highest step).
+struct LatestMetric {
+  double value = 0;
+  int64_t step = 0;
+  int64_t timestamp = 0;  // ms since the epoch
+};
+
+// A run with its params, tags and the latest value of each metric.
+struct Run {
+  int64_t id = 0;
+  int64_t experiment_id = 0;
+  std::string name;
+  std::string status;               // RUNNING, FINISHED, FAILED or KILLED
+  int64_t start_time = 0;           // ms since the epoch
+  std::optional<int64_t> end_time;  // set when the status became terminal
+  std::string created_by;
+  std::map<std::string, std::string> params;  // written once
+  std::map<std::string, std::string> tags;
+  std::map<std::string, LatestMetric> metrics;
+};
+
+struct HistoryPoint {
+  int64_t step = 0;
+  int64_t timestamp = 0;  // ms since the epoch
+  double value = 0;
+};
+
+// A metric series as metric_history returns it.
+struct MetricHistory {
+  int64_t run_id = 0;
+  std::string key;
+  int64_t total_points = 0;  // points in the series; more than points.size() when downsampled
+  bool downsampled = false;
+  std::vector<HistoryPoint> points;  // in step order
+};
+
+// An artifact record as listed: the record and when it was recorded.
+struct ArtifactInfo {
+  std::string path;
+  std::string sha256;
+  int64_t size = 0;
+  int64_t created_at = 0;  // ms since the epoch
+};
+
+// The REST representations (docs/api.md); `json j = run;` works through these.
+void to_json(json& j, const Experiment& e);
+void to_json(json& j, const Run& r);
+void to_json(json& j, const MetricHistory& h);
+void to_json(json& j, const ArtifactInfo& a);
+// Checked reads of the same (see from_json in store_db.h).
+template <>
+Result<Experiment> from_json<Experiment>(const json& j, std::string_view what);
+template <>
+Result<Run> from_json<Run>(const json& j, std::string_view what);
+template <>
+Result<MetricHistory> from_json<MetricHistory>(const json& j, std::string_view what);
+template <>
+Result<ArtifactInfo> from_json<ArtifactInfo>(const json& j, std::string_view what);
+
+class RunTracking {
+ public:
+  explicit RunTracking(StoreDb& db) : db_(db) {}
+
+  // Experiments. Names are unique (409 on a second create).
+  Result<Experiment> create_experiment(const std::string& name, const std::string& description,
+                                       const Principal& who);
+  Result<Experiment> get_experiment(int64_t id);
+  Result<Experiment> get_experiment_by_name(const std::string& name);
+  // Returns the experiment called `name`, creating it if missing.
+  Result<Experiment> ensure_experiment(const std::string& name, const Principal& who);
+  Result<PageOf<Experiment>> list_experiments(int page_size, const std::string& page_token);
+
+  // Runs. A new run is RUNNING; params and tags may be given at creation.
+  Result<Run> create_run(int64_t experiment_id, const std::string& name,
+                         const std::vector<KeyValue>& params, const std::vector<KeyValue>& tags,
+                         const Principal& who);
+  // The run with its params, tags and latest metric values.
+  Result<Run> get_run(int64_t id);
+  // Sets status (RUNNING, FINISHED, FAILED, KILLED); a terminal status sets end_time.
+  Result<Run> update_run(int64_t id, const std::string& status, const Principal& who);
+  // Logs metrics, params and tags in one transaction. Params are write-once: the same value
+  // again is accepted, a different one is a 400.
+  Status log_batch(int64_t run_id, const std::vector<MetricPoint>& metrics,
+                   const std::vector<KeyValue>& params, const std::vector<KeyValue>& tags,
+                   const Principal& who);
+  // The series of `key` in step order, at most max_points points (0: kDefaultMaxMetricPoints;
+  // above kMaxMetricPoints is an error). A longer series is downsampled in the database: up to
+  // max_points / 3 buckets of consecutive steps, each giving its minimum, its maximum and its
+  // last point (highest step, then latest timestamp), so a one-point spike survives.
+  Result<MetricHistory> metric_history(int64_t run_id, const std::string& key, int max_points);
+  Result<PageOf<Run>> search_runs(const SearchRunsRequest& req);
+
+  // Artifact records (the bytes live in the ArtifactStore). Re-recording a path replaces it.
+  Status record_artifact(int64_t run_id, const ArtifactRecord& a, const Principal& who);
+  Result<ArtifactRecord> get_artifact(int64_t run_id, const std::string& path);
+  // The run's artifacts whose path starts with `prefix`, by path.
+  Result<std::vector<ArtifactInfo>> list_artifacts(int64_t run_id, const std::string& prefix);
+
+ private:
+  Result<std::vector<Run>> load_runs(SqlConnection& c, const std::vector<SqlRow>& rows);
+
+  StoreDb& db_;
+};
+
+}  // namespace dlsys::meta
