@@ -183,7 +183,9 @@ TEST(Optimize, PointwiseAndDepthwiseConvolutionsFuse) {
     }
     // Block A reads the stem's output in the layout the stem wrote (nChw16c from Winograd,
     // which oneDNN has on AVX-512 only).
-    if (cpu_isa_name().rfind("avx512", 0) == 0) EXPECT_NE(st.name, "to_layout(s)");
+    if (cpu_isa_name().rfind("avx512", 0) == 0) {
+      EXPECT_NE(st.name, "to_layout(s)");
+    }
   }
   EXPECT_EQ(fused_steps, 2);
 

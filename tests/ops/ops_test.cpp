@@ -239,9 +239,10 @@ TEST(Ops, WinogradConvolutionsMatchAPlainLoop) {
     // On every ISA the convolutions run on a jit kernel: oneDNN's reference one takes seconds
     // (an AVX2 CPU once got it for the residual conv, whose Z was forced into nChw16c for a
     // Winograd kernel it does not have).
-    if (step.name.find("conv") != std::string::npos)
+    if (step.name.find("conv") != std::string::npos) {
       EXPECT_EQ(step.kernel.rfind("ref", 0), std::string::npos)
           << step.name << " runs on " << step.kernel << " (" << cpu_isa_name() << ")";
+    }
     wino += step.kernel.find("wino") != std::string::npos;
     z_converted = z_converted || step.name == "to_layout(z)";
   }
