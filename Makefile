@@ -30,10 +30,11 @@ test-unit: build
 # The parser and import tests (NPY, ONNX protobuf, malformed models, CSV/IDX, shards and dataset
 # ingest), the HTTP server (request
 # parsing, JSON bodies, async connection lifetimes) and the metadata store under AddressSanitizer
-# and UndefinedBehaviorSanitizer.
+# and UndefinedBehaviorSanitizer; and the ONNX conformance cases (generated into $(ASAN_BUILD) by
+# ctest's fixture) through the whole engine.
 test-asan: deps
 	@cmake -S . -B $(ASAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDLSYS_SANITIZE=ON >/dev/null
-	@cmake --build $(ASAN_BUILD) -j $(JOBS) --target tensor_test graph_test server_test meta_store_test loader_test safetensors_test data_test
+	@cmake --build $(ASAN_BUILD) -j $(JOBS) --target tensor_test graph_test server_test meta_store_test loader_test safetensors_test data_test onnx_conformance_test
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/tensor_test --gtest_brief=1
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/graph_test --gtest_brief=1
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/server_test --gtest_brief=1
@@ -41,6 +42,8 @@ test-asan: deps
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/loader_test --gtest_brief=1
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/safetensors_test --gtest_brief=1
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/data_test --gtest_brief=1
+	@cd $(ASAN_BUILD) && ctest -R '^onnx_cases_generate$$' --output-on-failure
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN_BUILD)/tests/onnx_conformance_test --gtest_brief=1
 
 # libFuzzer targets (fuzz/README.md), built with clang in $(FUZZ_BUILD) (only the libraries they
 # need), each run for FUZZ_SECONDS over a copy of its seed corpus; any crash fails.
