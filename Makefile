@@ -9,7 +9,7 @@ CMAKE_GEN  := -G Ninja
 # ccache keys on relative paths, so a fresh clone elsewhere reuses what an earlier build compiled.
 export CCACHE_BASEDIR := $(CURDIR)
 
-.PHONY: all deps build test test-unit test-asan test-fuzz demo bench format clean
+.PHONY: all deps build test test-unit test-avx2 test-asan test-fuzz demo bench format clean
 
 all: build
 
@@ -21,11 +21,22 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 # Every test: the parsers under ASan/UBSan, the fuzzers for a few seconds each, then unit, ONNX
-# conformance, PyTorch-exported models and CLI tests (ctest's summary closes the output).
-test: test-asan test-fuzz test-unit
+# conformance, PyTorch-exported models and CLI tests (ctest's summary), then the engine and
+# training tests again with oneDNN limited to AVX2.
+test: test-asan test-fuzz test-unit test-avx2
 
 test-unit: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+# The engine and training tests again with oneDNN's kernels limited to AVX2 (no AVX-512, VNNI,
+# bf16 or AMX: other kernels, int8 models op by op in f32), so a machine with a newer CPU checks
+# the AVX2 paths too. The fixtures (PyTorch exports and training references) are made first.
+AVX2_TESTS := ops_test graph_test quantize_test pytorch_models_test autodiff_test \
+              train_vs_torch_test layers_vs_torch_test trainer_test
+test-avx2: build
+	@cd $(BUILD) && ctest -R '^(pytorch_models_export|torch_train_reference)$$' --output-on-failure
+	@set -e; for t in $(AVX2_TESTS); do echo "$$t (ONEDNN_MAX_CPU_ISA=AVX2)"; \
+	  ONEDNN_MAX_CPU_ISA=AVX2 $(BUILD)/tests/$$t --gtest_brief=1; done
 
 # The parser and import tests (NPY, ONNX protobuf, malformed models, CSV/IDX, shards and dataset
 # ingest), the HTTP server (request
