@@ -84,8 +84,23 @@ TEST_F(ServerTest, RunsMetricsAndPagesOverRest) {
   ASSERT_EQ(J(r)["runs"].size(), 1u);
   EXPECT_EQ(J(r)["runs"][0]["name"], "r3");
   r = Req("GET", "/api/v1/runs/1/metrics/loss?max_points=4");
-  EXPECT_LE(J(r)["points"].size(), 4u);
-  EXPECT_EQ(J(r)["total_points"], 10);
+  ASSERT_EQ(r.status, 200) << r.body;
+  {
+    // 10 points, loss 1/(step+1), at most 4 asked: downsampled to 1..4 points that keep the
+    // extremes (1.0 at step 0, 0.1 at step 9, also the last point), in step order.
+    json h = J(r);
+    EXPECT_EQ(h["total_points"], 10);
+    EXPECT_EQ(h["downsampled"], true);
+    const json& pts = h["points"];
+    ASSERT_GE(pts.size(), 1u);
+    ASSERT_LE(pts.size(), 4u);
+    EXPECT_EQ(pts.front()["step"], 0);
+    EXPECT_DOUBLE_EQ(pts.front()["value"].get<double>(), 1.0);
+    EXPECT_EQ(pts.back()["step"], 9);
+    EXPECT_DOUBLE_EQ(pts.back()["value"].get<double>(), 0.1);
+    for (size_t i = 1; i < pts.size(); ++i)
+      EXPECT_LT(pts[i - 1]["step"].get<int64_t>(), pts[i]["step"].get<int64_t>());
+  }
   json too_many = {{"metrics", json::array()}};
   for (int i = 0; i < 1001; ++i)
     too_many["metrics"].push_back({{"key", "m"}, {"value", 1}, {"step", i}});

@@ -21,11 +21,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-// Runs `dlsys data push` and kills it after it printed `lines` progress lines (-1: never).
-// Returns true when the child finished by itself.
-bool push_and_kill(const std::string& home, const std::string& csv, int lines) {
+enum class Ended { kFinished, kKilled, kOther };
+
+// Runs `dlsys data push` and sends SIGKILL right after it printed `lines` progress lines (-1:
+// never). Returns how the child ended: kKilled only when the SIGKILL is what ended it, i.e. it
+// landed while the push was still running; *seen counts the progress lines read.
+Ended push_and_kill(const std::string& home, const std::string& csv, int lines, int* seen) {
+  *seen = 0;
   int fds[2];
-  if (pipe(fds) != 0) return false;
+  if (pipe(fds) != 0) return Ended::kOther;
   pid_t pid = fork();
   if (pid == 0) {
     dup2(fds[1], STDOUT_FILENO);
@@ -38,9 +42,8 @@ bool push_and_kill(const std::string& home, const std::string& csv, int lines) {
   close(fds[1]);
   FILE* out = fdopen(fds[0], "r");
   char buf[4096];
-  int seen = 0;
   while (std::fgets(buf, sizeof buf, out)) {
-    if (std::string(buf).find("\"progress\"") != std::string::npos && ++seen == lines) {
+    if (std::string(buf).find("\"progress\"") != std::string::npos && ++*seen == lines) {
       kill(pid, SIGKILL);
       break;
     }
@@ -48,7 +51,9 @@ bool push_and_kill(const std::string& home, const std::string& csv, int lines) {
   fclose(out);
   int status = 0;
   waitpid(pid, &status, 0);
-  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) return Ended::kKilled;
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Ended::kFinished;
+  return Ended::kOther;
 }
 
 // Checks every visible version of "big"; returns how many there are.
@@ -85,13 +90,21 @@ TEST(PushCrash, KilledPushesLeaveNoHalfVersion) {
       f << i << "," << i * 0.5 << "," << (i % 7) << ",x" << i << "\n";
   }
   std::string home = dir + "/home";
-  // Six shards: kill after the first, third and sixth batch (the last just before the commit).
+  // Six shards, one progress line each: kill after the first, third and sixth batch (the last
+  // while the final shard is staged and the shards are published, before the commit). The push
+  // prints each line before it goes on, so the kill lands mid-push; a push that finished anyway
+  // would check nothing, and fails the test.
   for (int lines : {1, 3, 6}) {
-    bool finished = push_and_kill(home, csv, lines);
-    int versions = check_store(home);
-    if (!finished) EXPECT_EQ(versions, 0) << "killed after " << lines << " progress lines";
+    int seen = 0;
+    Ended e = push_and_kill(home, csv, lines, &seen);
+    EXPECT_EQ(seen, lines) << "the push printed fewer progress lines than expected";
+    EXPECT_EQ(e, Ended::kKilled) << "the SIGKILL after " << lines
+                                 << " progress lines did not end the push mid-way";
+    EXPECT_EQ(check_store(home), 0) << "killed after " << lines << " progress lines";
   }
-  EXPECT_TRUE(push_and_kill(home, csv, -1));
+  int seen = 0;
+  EXPECT_EQ(push_and_kill(home, csv, -1, &seen), Ended::kFinished);
+  EXPECT_EQ(seen, 6);
   EXPECT_GE(check_store(home), 1);
   fs::remove_all(dir);
 }

@@ -1,13 +1,28 @@
 // Runs the ONNX backend conformance node cases (generated from Debian's python3-onnx by
-// ../shared/tools/gen-onnx-node-tests.py) through dlsys. Every case whose model imports (all ops,
-// the opset and the dtypes supported) must match the expected outputs: fp32 rtol 1e-4, atol 1e-5.
+// ../shared/tools/gen-onnx-node-tests.py) through dlsys and pins the outcome of every case.
+//
+// A case passes when its model imports (all ops, the opset and the dtypes supported), runs, and
+// every output matches the expected one (fp32 rtol 1e-4, atol 1e-5; integers exactly). It is
+// skipped when dlsys reports it as unsupported, with that reason. Any other outcome is a failure;
+// so is a oneDNN primitive that cannot be created for an op dlsys supports, and a missing or
+// unreadable expected output.
+//
+// tests/graph/conformance_expected.txt holds the outcome of every case (`<case> pass` or
+// `<case> skip <reason>`, sorted), and docs/conformance.md the counts table. The test fails on
+// any difference from either: a case that stops passing, starts passing, changes its skip
+// reason, appears or disappears. After an intended change,
+//   DLSYS_UPDATE_CONFORMANCE=1 build/tests/onnx_conformance_test
+// rewrites both files (never while a case fails); review the diff and commit them.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <sstream>
 
 #include "graph/onnx_import.h"
 #include "graph/session.h"
@@ -24,26 +39,37 @@ std::string cases_dir() {
   return env ? env : DLSYS_ONNX_CASES_DIR;
 }
 
+const fs::path kExpectedFile = fs::path(DLSYS_SOURCE_DIR) / "tests/graph/conformance_expected.txt";
+const fs::path kDocFile = fs::path(DLSYS_SOURCE_DIR) / "docs/conformance.md";
+const char kUpdateHint[] =
+    "If the change is intended, run `DLSYS_UPDATE_CONFORMANCE=1 build/tests/onnx_conformance_test` "
+    "to rewrite tests/graph/conformance_expected.txt and the counts in docs/conformance.md, "
+    "review the diff and commit both.";
+
 // The window-function cases of onnx 1.12 ship expected outputs that disagree with the ONNX
 // spec's own formula (Hann periodic N=10, n=9 is 0.5 - 0.5 cos(2 pi 9/10) = 0.0954915; the data
 // says 0.09554). For these, the reference is the closed form w[n] = a0 - a1 cos(2 pi n/N) +
 // a2 cos(4 pi n/N), computed here in double (N = size, or size - 1 when symmetric).
-bool window_reference(const std::string& name, int64_t size, Tensor* out) {
+bool is_window_case(const std::string& name) {
+  return name.find("hannwindow") != std::string::npos ||
+         name.find("hammingwindow") != std::string::npos ||
+         name.find("blackmanwindow") != std::string::npos;
+}
+
+Tensor window_reference(const std::string& name, int64_t size) {
   double a0, a1, a2 = 0;
   if (name.find("hannwindow") != std::string::npos)
     a0 = 0.5, a1 = 0.5;
   else if (name.find("hammingwindow") != std::string::npos)
     a0 = 25.0 / 46, a1 = 21.0 / 46;
-  else if (name.find("blackmanwindow") != std::string::npos)
-    a0 = 0.42, a1 = 0.5, a2 = 0.08;
   else
-    return false;
+    a0 = 0.42, a1 = 0.5, a2 = 0.08;
   double N = static_cast<double>(name.find("symmetric") != std::string::npos ? size - 1 : size);
-  *out = Tensor::empty(DType::kF32, {size});
+  Tensor out = Tensor::empty(DType::kF32, {size});
   for (int64_t n = 0; n < size; ++n)
-    out->data_as<float>()[n] =
+    out.data_as<float>()[n] =
         static_cast<float>(a0 - a1 * std::cos(2 * M_PI * n / N) + a2 * std::cos(4 * M_PI * n / N));
-  return true;
+  return out;
 }
 
 struct Outcome {
@@ -51,14 +77,25 @@ struct Outcome {
   std::string detail;
 };
 
+// An Unsupported status is a skip, except oneDNN failing to create a primitive for an op dlsys
+// supports: that is a bug (or a missing fallback), never a reason to skip the case.
+Outcome unsupported_or_fail(const Status& st, const std::string& what) {
+  if (st.code() == StatusCode::kUnsupported &&
+      st.message().find("oneDNN could not create a primitive") == std::string::npos)
+    return {Outcome::kSkip, st.message()};
+  return {Outcome::kFail, what + st.message()};
+}
+
+Result<Tensor> read_tensor(const fs::path& p) {
+  auto bytes = read_file(p.string());
+  if (!bytes.ok()) return bytes.status();
+  return parse_onnx_tensor(bytes.value(), p.string());
+}
+
 Outcome run_case(const fs::path& dir) {
-  std::string model_path = (dir / "model.onnx").string();
-  auto graph = import_onnx_file(model_path);
-  if (!graph.ok()) {
-    if (graph.status().code() == StatusCode::kUnsupported)
-      return {Outcome::kSkip, graph.status().message()};
-    return {Outcome::kFail, "import: " + graph.status().message()};
-  }
+  const std::string name = dir.filename().string();
+  auto graph = import_onnx_file((dir / "model.onnx").string());
+  if (!graph.ok()) return unsupported_or_fail(graph.status(), "import: ");
   auto session = Session::from_graph(std::move(graph).value());
   int set_count = 0;
   for (const auto& ds : fs::directory_iterator(dir)) {
@@ -70,43 +107,128 @@ Outcome run_case(const fs::path& dir) {
     for (size_t i = 0;; ++i) {
       fs::path p = ds.path() / ("input_" + std::to_string(i) + ".pb");
       if (!fs::exists(p)) break;
-      auto bytes = read_file(p.string());
-      auto t = parse_onnx_tensor(bytes.value(), p.string());
-      if (!t.ok()) {
-        if (t.status().code() == StatusCode::kUnsupported)
-          return {Outcome::kSkip, t.status().message()};
-        return {Outcome::kFail, t.status().message()};
-      }
+      auto t = read_tensor(p);
+      if (!t.ok()) return unsupported_or_fail(t.status(), "input " + std::to_string(i) + ": ");
       if (i >= g.inputs.size()) return {Outcome::kFail, "more input files than graph inputs"};
       inputs[g.inputs[i].name] = std::move(t).value();
     }
     std::vector<Tensor> outputs;
     Status st = session->run(inputs, &outputs);
-    if (!st.ok()) {
-      if (st.code() == StatusCode::kUnsupported) return {Outcome::kSkip, st.message()};
-      return {Outcome::kFail, "run: " + st.message()};
-    }
+    if (!st.ok()) return unsupported_or_fail(st, "run: ");
     for (size_t i = 0; i < outputs.size(); ++i) {
       fs::path p = ds.path() / ("output_" + std::to_string(i) + ".pb");
-      if (!fs::exists(p)) continue;
-      auto want = parse_onnx_tensor(read_file(p.string()).value(), p.string());
-      if (!want.ok()) return {Outcome::kSkip, want.status().message()};
-      Tensor expected = want.value();
-      window_reference(dir.filename().string(), inputs.begin()->second.get_i64(0), &expected);
+      if (!fs::exists(p))
+        return {Outcome::kFail,
+                "output " + std::to_string(i) + ": no expected file " + p.filename().string()};
+      auto want = read_tensor(p);
+      if (!want.ok())
+        return unsupported_or_fail(want.status(), "expected output " + std::to_string(i) + ": ");
+      Tensor expected = std::move(want).value();
+      if (is_window_case(name)) {
+        // The window ops take their size as the one input; a case without it is malformed.
+        if (inputs.size() != 1 || inputs.begin()->second.numel() != 1)
+          return {Outcome::kFail, "window case without a scalar size input"};
+        expected = window_reference(name, inputs.begin()->second.get_i64(0));
+      }
       std::string diff = testing::compare_tensors(outputs[i], expected, 1e-4, 1e-5);
       if (!diff.empty()) return {Outcome::kFail, "output " + std::to_string(i) + ": " + diff};
     }
+    if (fs::exists(ds.path() / ("output_" + std::to_string(outputs.size()) + ".pb")))
+      return {Outcome::kFail, "the model produced " + std::to_string(outputs.size()) +
+                                  " outputs; the case expects more"};
   }
   if (set_count == 0) return {Outcome::kFail, "no test_data_set_*"};
   return {Outcome::kPass, ""};
 }
 
-// The skip reason reduced to a category for the summary.
-std::string skip_category(const std::string& msg) {
-  if (msg.find("unsupported op") != std::string::npos) return "unsupported op";
-  if (msg.find("opset") != std::string::npos) return "opset outside 13-17";
-  if (msg.find("element type") != std::string::npos) return "unsupported dtype";
+// The skip reason reduced to a category for the counts table.
+std::string skip_category(const std::string& reason) {
+  if (reason.find("unsupported op") != std::string::npos) return "unsupported op";
+  if (reason.find("opset") != std::string::npos)
+    return "opset outside 13–17 (op changed since the model's opset)";
+  if (reason.find("element type") != std::string::npos) return "unsupported dtype";
   return "other unsupported feature";
+}
+
+// A reason without the machine's paths and on one line: `/.../node/test_x/model.onnx` becomes
+// `model.onnx`.
+std::string normalize_reason(std::string msg, const fs::path& case_dir) {
+  for (const std::string& prefix : {case_dir.string() + "/", case_dir.parent_path().string() + "/"})
+    for (size_t at; (at = msg.find(prefix)) != std::string::npos;) msg.erase(at, prefix.size());
+  std::replace(msg.begin(), msg.end(), '\n', ' ');
+  return msg;
+}
+
+// The counts table of docs/conformance.md, one string per row.
+std::vector<std::string> counts_table(size_t generated, int pass, int fail,
+                                      const std::map<std::string, int>& skips) {
+  std::vector<std::string> rows = {"| | cases |", "| --- | --- |"};
+  auto row = [&](const std::string& what, int64_t n) {
+    rows.push_back("| " + what + " | " + std::to_string(n) + " |");
+  };
+  row("generated", static_cast<int64_t>(generated));
+  row("run", pass + fail);
+  row("passed", pass);
+  row("failed", fail);
+  for (const char* cat :
+       {"unsupported op", "unsupported dtype",
+        "opset outside 13–17 (op changed since the model's opset)", "other unsupported feature"}) {
+    auto it = skips.find(cat);
+    row(std::string("skipped: ") + cat, it == skips.end() ? 0 : it->second);
+  }
+  return rows;
+}
+
+const char kDocBegin[] = "<!-- counts: written by onnx_conformance_test";
+const char kDocEnd[] = "<!-- end of counts -->";
+
+// The lines of `path`, or an error naming it.
+Result<std::vector<std::string>> read_lines(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) return Status::NotFound("cannot read {}", path.string());
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+// Replaces the counts block of docs/conformance.md with `table`, dated today.
+Status write_doc_counts(const std::vector<std::string>& table) {
+  auto doc = read_lines(kDocFile);
+  if (!doc.ok()) return doc.status();
+  auto begin = std::find_if(doc->begin(), doc->end(),
+                            [](const std::string& l) { return l.rfind(kDocBegin, 0) == 0; });
+  auto end = std::find(begin, doc->end(), kDocEnd);
+  if (begin == doc->end() || end == doc->end())
+    return Status::Invalid("{} has no counts block ({} ... {})", kDocFile.string(), kDocBegin,
+                           kDocEnd);
+  char date[16];
+  std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d", std::gmtime(&now));
+  std::vector<std::string> block = {
+      std::string(kDocBegin) + " (DLSYS_UPDATE_CONFORMANCE=1), which fails when they differ -->",
+      std::string("Counted by `onnx_conformance_test` on ") + date + ":", ""};
+  block.insert(block.end(), table.begin(), table.end());
+  std::vector<std::string> out(doc->begin(), begin);
+  out.insert(out.end(), block.begin(), block.end());
+  out.insert(out.end(), end, doc->end());
+  std::ostringstream s;
+  for (const auto& l : out) s << l << "\n";
+  return write_file_atomic(kDocFile.string(), s.str());
+}
+
+// The table rows (lines starting with '|') inside the counts block, or an error.
+Result<std::vector<std::string>> doc_counts() {
+  auto doc = read_lines(kDocFile);
+  if (!doc.ok()) return doc.status();
+  auto begin = std::find_if(doc->begin(), doc->end(),
+                            [](const std::string& l) { return l.rfind(kDocBegin, 0) == 0; });
+  auto end = std::find(begin, doc->end(), kDocEnd);
+  if (begin == doc->end() || end == doc->end())
+    return Status::Invalid("{} has no counts block", kDocFile.string());
+  std::vector<std::string> rows;
+  for (auto it = begin; it != end; ++it)
+    if (it->rfind("|", 0) == 0) rows.push_back(*it);
+  return rows;
 }
 
 TEST(OnnxConformance, NodeCases) {
@@ -114,20 +236,22 @@ TEST(OnnxConformance, NodeCases) {
   ASSERT_TRUE(fs::is_directory(root))
       << "no conformance cases at " << root
       << ": run ../shared/tools/gen-onnx-node-tests.py (ctest does)";
-  std::vector<fs::path> dirs;
+  std::vector<std::string> names;
   for (const auto& e : fs::directory_iterator(root))
-    if (e.is_directory()) dirs.push_back(e.path());
-  std::sort(dirs.begin(), dirs.end());
+    if (e.is_directory()) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+
   int pass = 0, fail = 0, skip = 0;
-  std::map<std::string, int> skip_reasons;
+  std::map<std::string, int> skips;
   std::vector<std::string> failures;
+  std::map<std::string, std::string> got;  // case -> "pass" | "skip <reason>" (never a failure)
   std::ofstream log(fs::path(cases_dir()) / "dlsys-conformance.txt");
-  for (const auto& d : dirs) {
-    Outcome o = run_case(d);
-    std::string name = d.filename().string();
+  for (const auto& name : names) {
+    Outcome o = run_case(root / name);
     switch (o.kind) {
       case Outcome::kPass:
         ++pass;
+        got[name] = "pass";
         log << "PASS " << name << "\n";
         break;
       case Outcome::kFail:
@@ -135,18 +259,70 @@ TEST(OnnxConformance, NodeCases) {
         failures.push_back(name + ": " + o.detail);
         log << "FAIL " << name << ": " << o.detail << "\n";
         break;
-      case Outcome::kSkip:
+      case Outcome::kSkip: {
         ++skip;
-        skip_reasons[skip_category(o.detail)]++;
-        log << "SKIP " << name << ": " << o.detail << "\n";
+        std::string reason = normalize_reason(o.detail, root / name);
+        skips[skip_category(reason)]++;
+        got[name] = "skip " + reason;
+        log << "SKIP " << name << ": " << reason << "\n";
         break;
+      }
     }
   }
   std::printf("ONNX conformance: %zu cases, %d run, %d passed, %d failed, %d skipped\n",
-              dirs.size(), pass + fail, pass, fail, skip);
-  for (auto& [why, n] : skip_reasons) std::printf("  skipped (%s): %d\n", why.c_str(), n);
+              names.size(), pass + fail, pass, fail, skip);
+  for (auto& [why, n] : skips) std::printf("  skipped (%s): %d\n", why.c_str(), n);
   for (auto& f : failures) ADD_FAILURE() << f;
-  EXPECT_GT(pass, 300) << "far fewer cases ran than expected";
+  std::vector<std::string> table = counts_table(names.size(), pass, fail, skips);
+
+  if (const char* u = std::getenv("DLSYS_UPDATE_CONFORMANCE"); u && std::string(u) == "1") {
+    ASSERT_TRUE(failures.empty()) << "not rewriting the expected outcomes while cases fail";
+    std::ostringstream s;
+    for (const auto& [name, outcome] : got) s << name << " " << outcome << "\n";
+    Status st = write_file_atomic(kExpectedFile.string(), s.str());
+    ASSERT_TRUE(st.ok()) << st.message();
+    st = write_doc_counts(table);
+    ASSERT_TRUE(st.ok()) << st.message();
+    std::printf("rewrote %s and the counts in %s\n", kExpectedFile.c_str(), kDocFile.c_str());
+    return;
+  }
+
+  // Every case against its pinned outcome.
+  auto lines = read_lines(kExpectedFile);
+  ASSERT_TRUE(lines.ok()) << lines.status().message() << ". " << kUpdateHint;
+  std::map<std::string, std::string> want;
+  for (const auto& line : lines.value()) {
+    size_t sp = line.find(' ');
+    std::string outcome = sp == std::string::npos ? "" : line.substr(sp + 1);
+    ASSERT_TRUE(outcome == "pass" || outcome.rfind("skip ", 0) == 0)
+        << kExpectedFile << ": malformed line '" << line << "' (want `<case> pass` or "
+        << "`<case> skip <reason>`)";
+    want[line.substr(0, sp)] = outcome;
+  }
+  std::vector<std::string> diffs;
+  for (const auto& [name, outcome] : want) {
+    if (!std::binary_search(names.begin(), names.end(), name))
+      diffs.push_back(name + ": expected '" + outcome + "', but the case was not generated");
+    else if (!got.count(name))
+      continue;  // a failure, reported above
+    else if (got[name] != outcome)
+      diffs.push_back(name + ": expected '" + outcome + "', got '" + got[name] + "'");
+  }
+  for (const auto& [name, outcome] : got)
+    if (!want.count(name))
+      diffs.push_back(name + ": a new case ('" + outcome + "') that the expected file lacks");
+  for (const auto& d : diffs) ADD_FAILURE() << d;
+  EXPECT_TRUE(diffs.empty()) << diffs.size() << " cases differ from " << kExpectedFile.string()
+                             << " (listed above). " << kUpdateHint;
+
+  // The counts in docs/conformance.md are this run's.
+  auto doc = doc_counts();
+  ASSERT_TRUE(doc.ok()) << doc.status().message() << ". " << kUpdateHint;
+  std::string have_s, want_s;
+  for (const auto& r : doc.value()) have_s += r + "\n";
+  for (const auto& r : table) want_s += r + "\n";
+  EXPECT_EQ(have_s, want_s) << kDocFile.string() << ": the counts differ from this run. "
+                            << kUpdateHint;
 }
 
 }  // namespace

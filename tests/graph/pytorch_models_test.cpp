@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <random>
 
 #include "graph/session.h"
 #include "ops/dnnl_util.h"
@@ -17,6 +18,20 @@ namespace {
 std::string models_dir() {
   const char* env = std::getenv("DLSYS_MODELS_DIR");
   return env ? env : DLSYS_MODELS_DIR;
+}
+
+// The fraction of rows of two [rows, classes] outputs whose largest element is the same class.
+double argmax_agreement(const Tensor& a, const Tensor& b) {
+  int64_t rows = a.shape()[0], cls = a.numel() / rows, same = 0;
+  for (int64_t r = 0; r < rows; ++r) {
+    int64_t ia = 0, ib = 0;
+    for (int64_t c = 1; c < cls; ++c) {
+      if (a.get_f64(r * cls + c) > a.get_f64(r * cls + ia)) ia = c;
+      if (b.get_f64(r * cls + c) > b.get_f64(r * cls + ib)) ib = c;
+    }
+    same += ia == ib;
+  }
+  return static_cast<double>(same) / static_cast<double>(rows);
 }
 
 class PyTorchModel : public ::testing::TestWithParam<std::string> {};
@@ -51,9 +66,10 @@ TEST_P(PyTorchModel, MatchesPyTorch) {
     EXPECT_NEAR(out[0].get_f64(i), want->get_f64(i), 1e-4 * max_ref);
 }
 
-// bf16 precision (convolutions and matmuls in bf16 with f32 accumulation): the same argmax as
-// PyTorch's fp32 output on every row, and the output within 5% of its scale (bf16 keeps 8 bits
-// of mantissa). Skipped on CPUs without bf16 kernels in oneDNN (no AVX512-BF16 or AMX).
+// bf16 precision (convolutions and matmuls in bf16 with f32 accumulation): on PyTorch's reference
+// rows the same argmax as PyTorch's fp32 output and the output within 5% of its scale (bf16 keeps
+// 8 bits of mantissa); on 64 more inputs the argmax of dlsys's fp32 output on at least 60. Skipped
+// on CPUs without bf16 kernels in oneDNN (no AVX512-BF16 or AMX).
 TEST_P(PyTorchModel, Bf16StaysCloseToPyTorch) {
   if (!bf16_kernels_available()) GTEST_SKIP() << "this CPU has no bf16 kernels in oneDNN 2.6";
   std::string stem = (std::filesystem::path(models_dir()) / GetParam()).string();
@@ -74,15 +90,35 @@ TEST_P(PyTorchModel, Bf16StaysCloseToPyTorch) {
   std::printf("%s bf16: relative error %.3g\n", GetParam().c_str(), max_err / max_ref);
   EXPECT_LE(max_err, 5e-2 * max_ref);
   EXPECT_GT(max_err, 0.0) << "bf16 should differ from fp32 somewhere (is bf16 really used?)";
-  int64_t rows = want->shape()[0], cls = want->numel() / rows;
-  for (int64_t r = 0; r < rows; ++r) {
-    int64_t a = 0, b = 0;
-    for (int64_t c = 1; c < cls; ++c) {
-      if (want->get_f64(r * cls + c) > want->get_f64(r * cls + a)) a = c;
-      if (out[0].get_f64(r * cls + c) > out[0].get_f64(r * cls + b)) b = c;
-    }
-    EXPECT_EQ(a, b) << "row " << r;
+  EXPECT_EQ(argmax_agreement(*want, out[0]), 1.0) << "on PyTorch's reference rows";
+
+  // 64 seeded inputs shaped like the reference ones (floats from N(0, 1); token ids in the
+  // reference's range): bf16's argmax against dlsys's fp32 one (which MatchesPyTorch checks
+  // against PyTorch). Floor: 60 of 64 rows (0.9375); a row may flip only where its two largest
+  // logits lie within bf16's error of each other.
+  Shape shape = x->shape();
+  shape[0] = 64;
+  Tensor many = Tensor::empty(x->dtype(), shape);
+  std::mt19937 rng(64);
+  if (x->dtype() == DType::kI64) {
+    int64_t hi = 0;
+    for (int64_t i = 0; i < x->numel(); ++i) hi = std::max(hi, x->get_i64(i));
+    std::uniform_int_distribution<int64_t> u(0, hi);
+    for (int64_t i = 0; i < many.numel(); ++i) many.data_as<int64_t>()[i] = u(rng);
+  } else {
+    ASSERT_EQ(x->dtype(), DType::kF32);
+    std::normal_distribution<float> n(0.f, 1.f);
+    for (int64_t i = 0; i < many.numel(); ++i) many.data_as<float>()[i] = n(rng);
   }
+  auto f32 = Session::open(stem + ".onnx", SessionOptions{2});
+  ASSERT_TRUE(f32.ok()) << f32.status().message();
+  std::vector<Tensor> ref;
+  ASSERT_TRUE(f32.value()->run({{"input", many}}, &ref).ok());
+  Tensor ref0 = ref[0].clone();
+  ASSERT_TRUE(s.value()->run({{"input", many}}, &out).ok());
+  double agree = argmax_agreement(ref0, out[0]);
+  std::printf("%s bf16: top-1 agreement with fp32 on 64 inputs %.4f\n", GetParam().c_str(), agree);
+  EXPECT_GE(agree, 60.0 / 64);
 }
 
 INSTANTIATE_TEST_SUITE_P(Exported, PyTorchModel,
