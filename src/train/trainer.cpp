@@ -20,9 +20,9 @@
 #include "graph/session.h"
 #include "ops/dnnl_util.h"
 #include "tensor/npy.h"
+#include "tensor/safetensors.h"
 #include "train/autodiff.h"
 #include "train/optimizer.h"
-#include "train/safetensors.h"
 
 namespace dlsys::train {
 
