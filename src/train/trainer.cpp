@@ -20,8 +20,8 @@
 #include "graph/session.h"
 #include "ops/dnnl_util.h"
 #include "tensor/npy.h"
-#include "tensor/safetensors.h"
 #include "train/autodiff.h"
+#include "train/checkpoint.h"
 #include "train/optimizer.h"
 
 namespace dlsys::train {
@@ -57,96 +57,6 @@ int64_t argmax_row(const float* row, int64_t n) {
   for (int64_t j = 1; j < n; ++j)
     if (row[j] > row[best]) best = j;
   return best;
-}
-
-struct Checkpoint {
-  int64_t step = 0;  // steps completed
-  data::LoaderPosition position;
-};
-
-Status write_checkpoint(const std::string& out_dir, const std::string& spec_hash,
-                        const std::vector<std::string>& params, std::map<std::string, Tensor>& in,
-                        const std::map<std::string, Tensor>& buffers, const Optimizer& opt,
-                        const Checkpoint& c) {
-  namespace fs = std::filesystem;
-  std::string root = out_dir + "/checkpoints";
-  DLSYS_RETURN_IF_ERROR(make_dirs(root));
-  std::string tmp = root + "/.tmp-" + random_hex(6);
-  DLSYS_RETURN_IF_ERROR(make_dirs(tmp));
-  SafetensorsFile f;
-  for (const std::string& p : params) f.tensors["param/" + p] = in.at(p);
-  for (const auto& [name, t] : buffers) f.tensors["buffer/" + name] = t;
-  for (const auto& [k, t] : opt.state()) f.tensors["optim/" + k] = t;
-  f.metadata["format"] = "dlsys-checkpoint-1";
-  DLSYS_RETURN_IF_ERROR(safetensors_write(tmp + "/weights.safetensors", f));
-  json state = {{"step", c.step},
-                {"loader", {{"epoch", c.position.epoch}, {"batch", c.position.batch}}},
-                {"optimizer_steps", opt.steps()},
-                {"spec_sha256", spec_hash}};
-  DLSYS_RETURN_IF_ERROR(write_file_atomic(tmp + "/state.json", state.dump(2)));
-  std::string name = fmt::format("step-{}", c.step);
-  std::error_code ec;
-  fs::remove_all(root + "/" + name, ec);
-  fs::rename(tmp, root + "/" + name, ec);
-  if (ec) return Status::IOError("cannot rename checkpoint folder {}: {}", tmp, ec.message());
-  DLSYS_RETURN_IF_ERROR(write_file_atomic(root + "/latest", name));
-  // Keep the newest three.
-  std::vector<std::pair<int64_t, std::string>> all;
-  for (auto& e : fs::directory_iterator(root, ec)) {
-    std::string n = e.path().filename().string();
-    if (n.rfind("step-", 0) == 0) all.push_back({std::atoll(n.c_str() + 5), e.path().string()});
-  }
-  std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + 3 < all.size(); ++i) fs::remove_all(all[i].second, ec);
-  return Status::OK();
-}
-
-Result<Checkpoint> read_checkpoint(const std::string& out_dir, const std::string& spec_hash,
-                                   const std::vector<std::string>& params,
-                                   std::map<std::string, Tensor>& in,
-                                   const std::vector<std::string>& buffers,
-                                   std::map<std::string, Tensor>& buffer_values, Optimizer& opt) {
-  std::string root = out_dir + "/checkpoints";
-  auto latest = read_file(root + "/latest");
-  if (!latest.ok())
-    return Status::NotFound(
-        "--resume: {} has no checkpoint (checkpoints/latest is missing); "
-        "start without --resume",
-        out_dir);
-  std::string dir = root + "/" + *latest;
-  DLSYS_ASSIGN_OR_RETURN(std::string state_text, read_file(dir + "/state.json"));
-  json state = json::parse(state_text, nullptr, false);
-  if (state.is_discarded() || !state.contains("step"))
-    return Status::Invalid("{}/state.json is not a checkpoint state", dir);
-  if (state.value("spec_sha256", "") != spec_hash)
-    return Status::Invalid(
-        "--resume: the spec changed since the checkpoint in {}; resume with "
-        "the same spec or start a new run directory",
-        dir);
-  DLSYS_ASSIGN_OR_RETURN(SafetensorsFile f, safetensors_read(dir + "/weights.safetensors"));
-  for (const std::string& p : params) {
-    auto it = f.tensors.find("param/" + p);
-    if (it == f.tensors.end() || it->second.shape() != in.at(p).shape())
-      return Status::Invalid("checkpoint {} has no parameter '{}' of shape {}", dir, p,
-                             shape_str(in.at(p).shape()));
-    std::memcpy(in.at(p).data(), it->second.data(), it->second.nbytes());
-  }
-  for (const std::string& b : buffers) {
-    auto it = f.tensors.find("buffer/" + b);
-    Tensor& dst = buffer_values.at(b);
-    if (it == f.tensors.end() || it->second.shape() != dst.shape())
-      return Status::Invalid("checkpoint {} has no running statistic '{}' of shape {}", dir, b,
-                             shape_str(dst.shape()));
-    std::memcpy(dst.data(), it->second.data(), it->second.nbytes());
-  }
-  std::map<std::string, Tensor> ostate;
-  for (auto& [k, t] : f.tensors)
-    if (k.rfind("optim/", 0) == 0) ostate[k.substr(6)] = t;
-  opt.load_state(std::move(ostate), state["optimizer_steps"].get<int64_t>());
-  Checkpoint c;
-  c.step = state["step"];
-  c.position = {state["loader"]["epoch"].get<int64_t>(), state["loader"]["batch"].get<int64_t>()};
-  return c;
 }
 
 }  // namespace
@@ -643,10 +553,25 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       sha256_hex(fmt::format("{}|{}|{}", spec.spec_text, spec.epochs, spec.checkpoint_every));
   Checkpoint start;
   if (opt.resume) {
-    DLSYS_ASSIGN_OR_RETURN(
-        start, read_checkpoint(opt.out_dir, spec_hash, tg.params, in, buffers, state, optimizer));
+    ResumeTarget target;
+    for (const std::string& p : tg.params) target.params[p] = &in.at(p);
+    for (const std::string& b : buffers) target.buffers[b] = &state.at(b);
+    target.optimizer = &optimizer;
+    DLSYS_ASSIGN_OR_RETURN(start, resume_from_checkpoint(opt.out_dir, spec_hash, target));
     DLSYS_RETURN_IF_ERROR(loader->seek(start.position));
   }
+  // The run's state as a checkpoint (views of the live tensors, written before they change).
+  auto save = [&](int64_t at_step) {
+    Checkpoint c;
+    c.step = at_step;
+    c.position = loader->position();
+    c.optimizer_steps = optimizer.steps();
+    c.spec_sha256 = spec_hash;
+    for (const std::string& p : tg.params) c.params[p] = in.at(p);
+    c.buffers = state;
+    c.optimizer_state = optimizer.state();
+    return write_checkpoint(opt.out_dir, c);
+  };
   std::FILE* metrics = std::fopen(metrics_path.c_str(), opt.resume ? "a" : "w");
   if (!metrics) return Status::IOError("cannot write '{}'", metrics_path);
   auto record = [&](const json& e) {
@@ -800,9 +725,7 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       epoch_loss += step_loss;
       seen += step_samples;
       if (spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0)
-        DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state,
-                                               optimizer, {step + 1, loader->position()})
-                                  .with_context("checkpoint"));
+        DLSYS_RETURN_IF_ERROR(save(step + 1).with_context("checkpoint"));
       if (opt.step_event_every > 0 && step % opt.step_event_every == 0) {
         double secs = std::chrono::duration<double>(Clock::now() - te).count();
         int64_t total_steps = spec.epochs * steps_per_epoch;
@@ -842,9 +765,7 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   res.steps = step;
   res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   std::fclose(metrics);
-  DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state, optimizer,
-                                         {step, loader->position()})
-                            .with_context("final checkpoint"));
+  DLSYS_RETURN_IF_ERROR(save(step).with_context("final checkpoint"));
 
   // Export: the forward graph with the trained weights.
   Graph trained = forward;

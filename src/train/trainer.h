@@ -3,9 +3,8 @@
 // and schedule, evaluates on the validation split after every epoch, and writes the run
 // directory: metrics.jsonl, the spec, model.onnx (the forward graph with the trained weights,
 // checked by the ONNX checker) and the validation split as val_x.npy / val_y.npy. Checkpoints
-// go to checkpoints/step-N/ (weights.safetensors: parameters and optimizer state; state.json:
-// step, loader position, optimizer steps, the spec's hash), each written to a temporary folder
-// and renamed in, then named in checkpoints/latest; the newest three are kept.
+// (every checkpoint_every steps and at the end) go to checkpoints/step-N/ through
+// train/checkpoint.h, which states their layout and crash-safe protocol.
 #pragma once
 
 #include <nlohmann/json.hpp>
