@@ -394,7 +394,7 @@ Result<Graph> build_forward_graph(const TrainSpec& spec, ModelNames* original) {
 }
 
 Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) {
-  auto emit = [&](const json& e) {
+  auto emit = [&](const TrainEvent& e) {
     if (opt.on_event) opt.on_event(e);
   };
   DLSYS_RETURN_IF_ERROR(make_dirs(opt.out_dir));
@@ -574,8 +574,8 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   };
   std::FILE* metrics = std::fopen(metrics_path.c_str(), opt.resume ? "a" : "w");
   if (!metrics) return Status::IOError("cannot write '{}'", metrics_path);
-  auto record = [&](const json& e) {
-    std::fprintf(metrics, "%s\n", json_dump_line(e).c_str());
+  auto record = [&](const TrainEvent& e) {
+    std::fprintf(metrics, "%s\n", json_dump_line(to_json(e)).c_str());
     std::fflush(metrics);
     emit(e);
   };
@@ -583,9 +583,6 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   // Validation over the whole split, in batches, with the inference-mode forward graph: the
   // loss of the recipe (label smoothing included) and accuracy (top-1 and top-5) for
   // cross-entropy, mean absolute error for mse, thresholded accuracy for bce_with_logits.
-  struct EvalMetrics {
-    double loss = 0, accuracy = 0, top5 = -1, mae = -1;
-  };
   auto evaluate = [&](EvalMetrics* m) -> Status {
     double total = 0, abs_err = 0;
     int64_t correct = 0, correct5 = 0, n = val.size(), elems = 0;
@@ -634,21 +631,24 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
       }
     }
     if (classify) {
-      m->loss = total / static_cast<double>(n);
-      m->accuracy = static_cast<double>(correct) / static_cast<double>(n);
-      if (classes > 5) m->top5 = static_cast<double>(correct5) / static_cast<double>(n);
+      m->val_loss = total / static_cast<double>(n);
+      m->val_accuracy = static_cast<double>(correct) / static_cast<double>(n);
+      if (classes > 5)
+        m->val_top5_accuracy = static_cast<double>(correct5) / static_cast<double>(n);
     } else {
-      m->loss = total / static_cast<double>(std::max<int64_t>(elems, 1));
+      m->val_loss = total / static_cast<double>(std::max<int64_t>(elems, 1));
       if (bce)
-        m->accuracy =
+        m->val_accuracy =
             static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(elems, 1));
       else
-        m->mae = abs_err / static_cast<double>(std::max<int64_t>(elems, 1));
+        m->val_mae = abs_err / static_cast<double>(std::max<int64_t>(elems, 1));
     }
     return Status::OK();
   };
 
   TrainResult res;
+  EvalMetrics last_metrics;  // the latest evaluation's, for the done event
+  if (classify || bce) last_metrics.val_accuracy = 0.0;
   auto t0 = Clock::now();
   int64_t step = start.step;
   std::vector<Tensor*> params;    // the weights the optimizer updates, in gradient order
@@ -731,36 +731,34 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
         int64_t total_steps = spec.epochs * steps_per_epoch;
         double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
         int64_t done_here = step + 1 - start.step;  // steps this process ran
-        record({{"event", "step"},
-                {"epoch", epoch + 1},
-                {"step", step},
-                {"total_steps", total_steps},
-                {"loss", loss},
-                {"lr", lr},
-                {"samples_per_s", secs > 0 ? static_cast<double>(seen) / secs : 0.0},
-                {"eta_s", elapsed / static_cast<double>(done_here) *
-                              static_cast<double>(total_steps - step - 1)}});
+        StepEvent se;
+        se.epoch = epoch + 1;
+        se.step = step;
+        se.total_steps = total_steps;
+        se.loss = loss;
+        se.lr = lr;
+        se.samples_per_s = secs > 0 ? static_cast<double>(seen) / secs : 0.0;
+        se.eta_s =
+            elapsed / static_cast<double>(done_here) * static_cast<double>(total_steps - step - 1);
+        record(se);
       }
     }
-    EvalMetrics em;
-    DLSYS_RETURN_IF_ERROR(evaluate(&em));
-    double vl = em.loss, va = em.accuracy;
+    EvalEvent ev;
+    ev.epoch = epoch + 1;
+    ev.step = step;
+    ev.train_loss = epoch_loss / static_cast<double>(std::max<int64_t>(1, seen));
+    DLSYS_RETURN_IF_ERROR(evaluate(&ev.metrics));
+    ev.elapsed_s = std::chrono::duration<double>(Clock::now() - t0).count();
     res.epochs = epoch + 1;
-    res.val_loss = vl;
-    res.val_accuracy = va;
-    json ev = {{"event", "eval"},
-               {"epoch", epoch + 1},
-               {"step", step},
-               {"train_loss", epoch_loss / static_cast<double>(std::max<int64_t>(1, seen))},
-               {"val_loss", vl},
-               {"elapsed_s", std::chrono::duration<double>(Clock::now() - t0).count()}};
-    if (classify || bce) ev["val_accuracy"] = va;
-    if (em.top5 >= 0) ev["val_top5_accuracy"] = em.top5;
-    if (em.mae >= 0) ev["val_mae"] = em.mae;
-    res.val_top5_accuracy = em.top5;
-    res.val_mae = em.mae;
+    res.val_loss = ev.metrics.val_loss;
+    res.val_accuracy = ev.metrics.val_accuracy.value_or(0);
+    res.val_top5_accuracy = ev.metrics.val_top5_accuracy.value_or(-1);
+    res.val_mae = ev.metrics.val_mae.value_or(-1);
+    last_metrics = ev.metrics;
     record(ev);
-    if (spec.target_accuracy > 0 && (classify || bce) && va >= spec.target_accuracy) break;
+    if (spec.target_accuracy > 0 && ev.metrics.val_accuracy &&
+        *ev.metrics.val_accuracy >= spec.target_accuracy)
+      break;
   }
   res.steps = step;
   res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -780,23 +778,20 @@ Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) 
   DLSYS_RETURN_IF_ERROR(npy_write(opt.out_dir + "/val_x.npy", reshape_x(val.features)));
   DLSYS_RETURN_IF_ERROR(npy_write(opt.out_dir + "/val_y.npy", val.labels));
   DLSYS_RETURN_IF_ERROR(write_file_atomic(opt.out_dir + "/spec.yaml", spec.spec_text));
-  json metrics_json = {{"val_loss", res.val_loss}};
-  if (classify || bce) metrics_json["val_accuracy"] = res.val_accuracy;
-  if (res.val_top5_accuracy >= 0) metrics_json["val_top5_accuracy"] = res.val_top5_accuracy;
-  if (res.val_mae >= 0) metrics_json["val_mae"] = res.val_mae;
   res.dataset = dataset_label;
   res.validation_dataset = validation_label;
-  res.done_event = {{"event", "done"},        {"epochs", res.epochs},    {"steps", res.steps},
-                    {"seconds", res.seconds}, {"metrics", metrics_json}, {"model", res.model_path}};
+  DoneEvent& done = res.done;
+  done.epochs = res.epochs;
+  done.steps = res.steps;
+  done.seconds = res.seconds;
+  done.metrics = last_metrics;
+  done.model = res.model_path;
   // Time the steps spent waiting for the loader, against the whole training time.
-  res.done_event["data"] = {
-      {"wait_s", res.data_wait_seconds},
-      {"wait_fraction", res.seconds > 0 ? res.data_wait_seconds / res.seconds : 0}};
-  if (!dataset_label.empty()) {
-    res.done_event["data"]["dataset"] = dataset_label;
-    res.done_event["data"]["validation"] = validation_label;
-  }
-  emit(res.done_event);
+  done.data_wait_s = res.data_wait_seconds;
+  done.data_wait_fraction = res.seconds > 0 ? res.data_wait_seconds / res.seconds : 0;
+  done.dataset = dataset_label;
+  done.validation_dataset = validation_label;
+  emit(res.done);
   return res;
 }
 

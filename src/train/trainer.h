@@ -7,12 +7,11 @@
 // train/checkpoint.h, which states their layout and crash-safe protocol.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
 #include <functional>
 #include <string>
 
 #include "graph/ir.h"
+#include "train/events.h"
 #include "train/spec.h"
 
 namespace dlsys::train {
@@ -20,9 +19,10 @@ namespace dlsys::train {
 struct TrainOptions {
   std::string out_dir;  // the run directory (created)
   int threads = 0;      // 0: all cores
-  // Receives every event: {"event":"step"|"eval"|"done", ...}. May be null.
-  std::function<void(const nlohmann::json&)> on_event;
-  int64_t step_event_every = 10;  // steps between "step" events
+  // Receives every event (train/events.h), typed: StepEvent, EvalEvent, DoneEvent; step and
+  // eval events are also written to metrics.jsonl as their to_json(). May be null.
+  std::function<void(const TrainEvent&)> on_event;
+  int64_t step_event_every = 10;  // steps between step events
   // Continue from the newest checkpoint in out_dir (same spec); the losses of the steps after it
   // equal those of an uninterrupted run.
   bool resume = false;
@@ -39,7 +39,7 @@ struct TrainResult {
   std::string model_path;
   std::string dataset, validation_dataset;  // "digits@v2:train" when trained on a version
   double data_wait_seconds = 0;             // time the steps waited for the loader
-  nlohmann::json done_event;
+  DoneEvent done;                           // the last event the run sent
 };
 
 // The names of a model's input and prediction output. Forward graphs call them "input" and
