@@ -5,7 +5,7 @@
 #include <chrono>
 #include <cstdio>
 
-#include "api/backend.h"
+#include "api/services.h"
 #include "cli/commands.h"
 #include "core/file_util.h"
 #include "core/json_util.h"

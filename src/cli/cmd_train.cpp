@@ -5,8 +5,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <variant>
 
-#include "api/backend.h"
+#include "api/services.h"
 #include "api/client.h"
 #include "api/run_logger.h"
 #include "cli/commands.h"
@@ -23,22 +24,20 @@ struct TrainArgs {
   int threads = 0;
 };
 
-void progress_bar(const nlohmann::json& e) {
-  if (e["event"] == "step") {
-    int64_t step = e["step"], total = e["total_steps"];
-    int width = 24, fill = static_cast<int>(width * (step + 1) / std::max<int64_t>(1, total));
+void progress_bar(const train::TrainEvent& e) {
+  if (const auto* s = std::get_if<train::StepEvent>(&e)) {
+    int64_t total = s->total_steps;
+    int width = 24, fill = static_cast<int>(width * (s->step + 1) / std::max<int64_t>(1, total));
     std::fprintf(stderr,
                  "\repoch %lld [%s%s] step %lld/%lld  loss %.4f  %.0f samples/s  ETA %.0fs   ",
-                 static_cast<long long>(e["epoch"].get<int64_t>()), std::string(fill, '#').c_str(),
-                 std::string(width - fill, '.').c_str(), static_cast<long long>(step + 1),
-                 static_cast<long long>(total), e["loss"].get<double>(),
-                 e["samples_per_s"].get<double>(), e["eta_s"].get<double>());
-  } else if (e["event"] == "eval") {
+                 static_cast<long long>(s->epoch), std::string(fill, '#').c_str(),
+                 std::string(width - fill, '.').c_str(), static_cast<long long>(s->step + 1),
+                 static_cast<long long>(total), s->loss, s->samples_per_s, s->eta_s);
+  } else if (const auto* v = std::get_if<train::EvalEvent>(&e)) {
     std::fprintf(stderr, "\repoch %lld: train loss %.4f  val loss %.4f",
-                 static_cast<long long>(e["epoch"].get<int64_t>()), e["train_loss"].get<double>(),
-                 e["val_loss"].get<double>());
-    if (e.contains("val_accuracy"))
-      std::fprintf(stderr, "  val accuracy %.4f", e["val_accuracy"].get<double>());
+                 static_cast<long long>(v->epoch), v->train_loss, v->metrics.val_loss);
+    if (v->metrics.val_accuracy)
+      std::fprintf(stderr, "  val accuracy %.4f", *v->metrics.val_accuracy);
     std::fprintf(stderr, "%40s\n", "");
   }
 }
@@ -56,7 +55,7 @@ int run_train(const TrainArgs& a) {
   }
 
   // Tracking, when a server or a data directory is named.
-  std::unique_ptr<api::Backend> backend;
+  std::unique_ptr<api::Services> backend;
   std::unique_ptr<api::ApiClient> client;
   std::unique_ptr<api::RunLogger> logger;
   std::string server = a.server;
@@ -68,10 +67,10 @@ int run_train(const TrainArgs& a) {
       if (!c.ok()) return fail(c.status().message());
       client = std::move(c).value();
     } else {
-      api::BackendOptions bo;
+      api::ServicesOptions bo;
       bo.data_dir = a.data_dir;
       bo.db_connections = 2;
-      auto b = api::Backend::open(bo);
+      auto b = api::Services::open(bo);
       if (!b.ok()) return fail(b.status().message());
       backend = std::move(b).value();
       client = api::connect_local(*backend);
@@ -95,17 +94,19 @@ int run_train(const TrainArgs& a) {
   o.datasets_dir = (a.data_dir.empty() ? api::default_data_dir() : a.data_dir) + "/datasets";
   o.step_event_every = a.log_every;
   bool tty = isatty(STDERR_FILENO);
-  o.on_event = [&](const nlohmann::json& e) {
+  o.on_event = [&](const train::TrainEvent& e) {
+    const auto* eval = std::get_if<train::EvalEvent>(&e);
     if (a.json) {
-      std::printf("%s\n", json_dump_line(e).c_str());
+      std::printf("%s\n", json_dump_line(train::to_json(e)).c_str());
       std::fflush(stdout);
-    } else if (tty || e["event"] == "eval") {
+    } else if (tty || eval) {
       progress_bar(e);
     }
-    if (logger && e["event"] == "eval") {
-      int64_t step = e["step"];
-      for (const char* k : {"train_loss", "val_loss", "val_accuracy"})
-        if (e.contains(k)) (void)logger->log_metric(k, e[k].get<double>(), step);
+    if (logger && eval) {
+      (void)logger->log_metric("train_loss", eval->train_loss, eval->step);
+      (void)logger->log_metric("val_loss", eval->metrics.val_loss, eval->step);
+      if (eval->metrics.val_accuracy)
+        (void)logger->log_metric("val_accuracy", *eval->metrics.val_accuracy, eval->step);
       (void)logger->flush();
     }
   };

@@ -3,8 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <cstring>
-#include <filesystem>
+#include <cstdio>
 #include <random>
 
 #include <fnmatch.h>
@@ -21,15 +20,12 @@
 #include "ops/dnnl_util.h"
 #include "tensor/npy.h"
 #include "train/autodiff.h"
+#include "train/checkpoint.h"
 #include "train/optimizer.h"
-#include "train/safetensors.h"
 
 namespace dlsys::train {
 
 namespace {
-
-using json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
 
 // PyTorch's nn.Linear init ("default"): U(-1/sqrt(in), 1/sqrt(in)) for weight and bias.
 void init_linear(Tensor* w, Tensor* b, int64_t in, int64_t out, const std::string& scheme,
@@ -57,96 +53,6 @@ int64_t argmax_row(const float* row, int64_t n) {
   for (int64_t j = 1; j < n; ++j)
     if (row[j] > row[best]) best = j;
   return best;
-}
-
-struct Checkpoint {
-  int64_t step = 0;  // steps completed
-  data::LoaderPosition position;
-};
-
-Status write_checkpoint(const std::string& out_dir, const std::string& spec_hash,
-                        const std::vector<std::string>& params, std::map<std::string, Tensor>& in,
-                        const std::map<std::string, Tensor>& buffers, const Optimizer& opt,
-                        const Checkpoint& c) {
-  namespace fs = std::filesystem;
-  std::string root = out_dir + "/checkpoints";
-  DLSYS_RETURN_IF_ERROR(make_dirs(root));
-  std::string tmp = root + "/.tmp-" + random_hex(6);
-  DLSYS_RETURN_IF_ERROR(make_dirs(tmp));
-  SafetensorsFile f;
-  for (const std::string& p : params) f.tensors["param/" + p] = in.at(p);
-  for (const auto& [name, t] : buffers) f.tensors["buffer/" + name] = t;
-  for (const auto& [k, t] : opt.state()) f.tensors["optim/" + k] = t;
-  f.metadata["format"] = "dlsys-checkpoint-1";
-  DLSYS_RETURN_IF_ERROR(safetensors_write(tmp + "/weights.safetensors", f));
-  json state = {{"step", c.step},
-                {"loader", {{"epoch", c.position.epoch}, {"batch", c.position.batch}}},
-                {"optimizer_steps", opt.steps()},
-                {"spec_sha256", spec_hash}};
-  DLSYS_RETURN_IF_ERROR(write_file_atomic(tmp + "/state.json", state.dump(2)));
-  std::string name = fmt::format("step-{}", c.step);
-  std::error_code ec;
-  fs::remove_all(root + "/" + name, ec);
-  fs::rename(tmp, root + "/" + name, ec);
-  if (ec) return Status::IOError("cannot rename checkpoint folder {}: {}", tmp, ec.message());
-  DLSYS_RETURN_IF_ERROR(write_file_atomic(root + "/latest", name));
-  // Keep the newest three.
-  std::vector<std::pair<int64_t, std::string>> all;
-  for (auto& e : fs::directory_iterator(root, ec)) {
-    std::string n = e.path().filename().string();
-    if (n.rfind("step-", 0) == 0) all.push_back({std::atoll(n.c_str() + 5), e.path().string()});
-  }
-  std::sort(all.begin(), all.end());
-  for (size_t i = 0; i + 3 < all.size(); ++i) fs::remove_all(all[i].second, ec);
-  return Status::OK();
-}
-
-Result<Checkpoint> read_checkpoint(const std::string& out_dir, const std::string& spec_hash,
-                                   const std::vector<std::string>& params,
-                                   std::map<std::string, Tensor>& in,
-                                   const std::vector<std::string>& buffers,
-                                   std::map<std::string, Tensor>& buffer_values, Optimizer& opt) {
-  std::string root = out_dir + "/checkpoints";
-  auto latest = read_file(root + "/latest");
-  if (!latest.ok())
-    return Status::NotFound(
-        "--resume: {} has no checkpoint (checkpoints/latest is missing); "
-        "start without --resume",
-        out_dir);
-  std::string dir = root + "/" + *latest;
-  DLSYS_ASSIGN_OR_RETURN(std::string state_text, read_file(dir + "/state.json"));
-  json state = json::parse(state_text, nullptr, false);
-  if (state.is_discarded() || !state.contains("step"))
-    return Status::Invalid("{}/state.json is not a checkpoint state", dir);
-  if (state.value("spec_sha256", "") != spec_hash)
-    return Status::Invalid(
-        "--resume: the spec changed since the checkpoint in {}; resume with "
-        "the same spec or start a new run directory",
-        dir);
-  DLSYS_ASSIGN_OR_RETURN(SafetensorsFile f, safetensors_read(dir + "/weights.safetensors"));
-  for (const std::string& p : params) {
-    auto it = f.tensors.find("param/" + p);
-    if (it == f.tensors.end() || it->second.shape() != in.at(p).shape())
-      return Status::Invalid("checkpoint {} has no parameter '{}' of shape {}", dir, p,
-                             shape_str(in.at(p).shape()));
-    std::memcpy(in.at(p).data(), it->second.data(), it->second.nbytes());
-  }
-  for (const std::string& b : buffers) {
-    auto it = f.tensors.find("buffer/" + b);
-    Tensor& dst = buffer_values.at(b);
-    if (it == f.tensors.end() || it->second.shape() != dst.shape())
-      return Status::Invalid("checkpoint {} has no running statistic '{}' of shape {}", dir, b,
-                             shape_str(dst.shape()));
-    std::memcpy(dst.data(), it->second.data(), it->second.nbytes());
-  }
-  std::map<std::string, Tensor> ostate;
-  for (auto& [k, t] : f.tensors)
-    if (k.rfind("optim/", 0) == 0) ostate[k.substr(6)] = t;
-  opt.load_state(std::move(ostate), state["optimizer_steps"].get<int64_t>());
-  Checkpoint c;
-  c.step = state["step"];
-  c.position = {state["loader"]["epoch"].get<int64_t>(), state["loader"]["batch"].get<int64_t>()};
-  return c;
 }
 
 }  // namespace
@@ -483,400 +389,449 @@ Result<Graph> build_forward_graph(const TrainSpec& spec, ModelNames* original) {
   return g;
 }
 
-Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& opt) {
-  auto emit = [&](const json& e) {
-    if (opt.on_event) opt.on_event(e);
-  };
-  DLSYS_RETURN_IF_ERROR(make_dirs(opt.out_dir));
+Trainer::Trainer(TrainSpec spec, TrainOptions options)
+    : spec_(std::move(spec)), options_(std::move(options)) {}
+
+Trainer::~Trainer() = default;
+
+Status Trainer::build_model() {
+  DLSYS_RETURN_IF_ERROR(make_dirs(options_.out_dir));
   // The model first: a spec error shows before any data is read.
-  ModelNames names;
-  DLSYS_ASSIGN_OR_RETURN(Graph forward, build_forward_graph(spec, &names));
-  std::vector<int64_t> input_shape;  // per sample
-  for (size_t d = 1; d < forward.inputs[0].dims.size(); ++d)
-    input_shape.push_back(forward.inputs[0].dims[d].value);
-  DLSYS_ASSIGN_OR_RETURN(std::vector<std::string> trainable, unfrozen_params(spec, forward));
-  if (spec.precision == "bf16" && !bf16_kernels_available())
+  DLSYS_ASSIGN_OR_RETURN(forward_, build_forward_graph(spec_, &names_));
+  for (size_t d = 1; d < forward_.inputs[0].dims.size(); ++d)
+    input_sample_.push_back(forward_.inputs[0].dims[d].value);
+  // Targets of mse / bce take the logits' per-sample shape ([N] labels for [N, 1] logits).
+  for (size_t d = 1; d < forward_.outputs[0].dims.size(); ++d)
+    logits_sample_.push_back(forward_.outputs[0].dims[d].value);
+  DLSYS_ASSIGN_OR_RETURN(trainable_, unfrozen_params(spec_, forward_));
+  if (spec_.precision == "bf16" && !bf16_kernels_available())
     return Status::Unsupported(
         "train.precision bf16 needs a CPU with AVX512-BF16 or AMX, and this one has neither: "
         "use precision: fp32");
-  // Data: a version of the dataset store, or files (CSV, NPY, IDX).
-  bool classify = spec.loss == "cross_entropy";
-  data::InMemoryDataset train, val;
-  std::unique_ptr<data::Loader> loader;
-  std::unique_ptr<data::DatasetStore> store;
-  std::string dataset_label, validation_label;
-  Shape data_sample_shape;
-  if (!spec.dataset.empty()) {
-    std::string dir = opt.datasets_dir.empty() ? "datasets" : opt.datasets_dir;
-    DLSYS_ASSIGN_OR_RETURN(store, data::DatasetStore::open(dir));
-    DLSYS_ASSIGN_OR_RETURN(data::VersionRef tref, data::parse_version_ref(spec.dataset));
-    DLSYS_ASSIGN_OR_RETURN(data::VersionRef vref, data::parse_version_ref(spec.dataset_validation));
+  classify_ = spec_.loss == "cross_entropy";
+  bce_ = spec_.loss == "bce_with_logits";
+  return Status::OK();
+}
+
+Status Trainer::open_data() {
+  Shape data_sample;
+  data::InMemoryDataset train;  // file data, served by a TensorLoader
+  if (!spec_.dataset.empty()) {
+    // A version of the dataset store.
+    std::string dir = options_.datasets_dir.empty() ? "datasets" : options_.datasets_dir;
+    DLSYS_ASSIGN_OR_RETURN(store_, data::DatasetStore::open(dir));
+    DLSYS_ASSIGN_OR_RETURN(data::VersionRef tref, data::parse_version_ref(spec_.dataset));
+    DLSYS_ASSIGN_OR_RETURN(data::VersionRef vref,
+                           data::parse_version_ref(spec_.dataset_validation));
     data::DatasetLoaderOptions dlo;
-    dlo.features = spec.features;
-    dlo.label = spec.label;
-    dlo.scale = static_cast<float>(spec.feature_scale);
-    dlo.batch_size = spec.batch_size;
-    dlo.seed = spec.seed;
-    auto dl = data::DatasetLoader::open(*store, tref, dlo);
+    dlo.features = spec_.features;
+    dlo.label = spec_.label;
+    dlo.scale = static_cast<float>(spec_.feature_scale);
+    dlo.batch_size = spec_.batch_size;
+    dlo.seed = spec_.seed;
+    auto dl = data::DatasetLoader::open(*store_, tref, dlo);
     if (!dl.ok()) return dl.status().with_context("data.dataset");
-    data_sample_shape = (*dl)->sample_shape();
+    data_sample = (*dl)->sample_shape();
     // Validation: the whole split in one batch, in stored order.
     data::DatasetLoaderOptions vo = dlo;
     vo.shuffle = false;
     vo.threads = 1;
     vo.prefetch = 1;
     vo.batch_size = 1 << 30;
-    auto vl = data::DatasetLoader::open(*store, vref, vo);
+    auto vl = data::DatasetLoader::open(*store_, vref, vo);
     if (!vl.ok()) return vl.status().with_context("data.validation");
     DLSYS_ASSIGN_OR_RETURN(data::Batch vb, (*vl)->next());
-    val.features = vb.x;
-    val.labels = vb.y;
-    if (classify && val.labels.dtype() != DType::kI64)
+    val_.features = vb.x;
+    val_.labels = vb.y;
+    if (classify_ && val_.labels.dtype() != DType::kI64)
       return Status::Invalid("{}: label column '{}' is not int64; cross_entropy needs class ids",
-                             (*vl)->label(), spec.label);
-    dataset_label = (*dl)->label();
-    validation_label = (*vl)->label();
-    loader = std::move(dl).value();
+                             (*vl)->label(), spec_.label);
+    dataset_label_ = (*dl)->label();
+    validation_label_ = (*vl)->label();
+    loader_ = std::move(dl).value();
   } else {
     // CSV, NPY and IDX files are read through the data module's ingest sources.
     auto read = [&](const std::string& path,
                     const std::string& labels) -> Result<data::InMemoryDataset> {
       data::FileDatasetOptions fo;
-      fo.format = spec.format;
+      fo.format = spec_.format;
       fo.labels_path = labels;
-      fo.label_column = spec.label_column;
-      fo.labels_as_classes = classify;
+      fo.label_column = spec_.label_column;
+      fo.labels_as_classes = classify_;
       return data::read_file_dataset(path, fo);
     };
     DLSYS_ASSIGN_OR_RETURN(data::InMemoryDataset all,
-                           read(spec.train_path, spec.train_labels_path));
-    if (!spec.validation_path.empty()) {
+                           read(spec_.train_path, spec_.train_labels_path));
+    if (!spec_.validation_path.empty()) {
       train = all;
-      DLSYS_ASSIGN_OR_RETURN(val, read(spec.validation_path, spec.validation_labels_path));
+      DLSYS_ASSIGN_OR_RETURN(val_, read(spec_.validation_path, spec_.validation_labels_path));
     } else {
       DLSYS_RETURN_IF_ERROR(
-          data::split(all, spec.validation_fraction, spec.split_seed, &train, &val));
+          data::split(all, spec_.validation_fraction, spec_.split_seed, &train, &val_));
     }
-    for (data::InMemoryDataset* d : {&train, &val})
-      if (spec.feature_scale != 1.0)
+    for (data::InMemoryDataset* d : {&train, &val_})
+      if (spec_.feature_scale != 1.0)
         for (int64_t i = 0; i < d->features.numel(); ++i)
-          d->features.data_as<float>()[i] *= static_cast<float>(spec.feature_scale);
-    data_sample_shape.assign(train.features.shape().begin() + 1, train.features.shape().end());
+          d->features.data_as<float>()[i] *= static_cast<float>(spec_.feature_scale);
+    data_sample.assign(train.features.shape().begin() + 1, train.features.shape().end());
   }
-  int64_t per_sample = 1, data_per_sample = 1;
-  for (int64_t d : input_shape) per_sample *= d;
-  for (int64_t d : data_sample_shape) data_per_sample *= d;
+  int64_t per_sample = shape_numel(input_sample_), data_per_sample = shape_numel(data_sample);
   if (data_per_sample != per_sample)
     return Status::Invalid("the data has {} features per sample but model.input {} needs {}",
-                           data_per_sample, fmt::format("[{}]", fmt::join(input_shape, ", ")),
+                           data_per_sample, fmt::format("[{}]", fmt::join(input_sample_, ", ")),
                            per_sample);
-  Shape sample_shape = {-1};
-  for (int64_t d : input_shape) sample_shape.push_back(d);
-  auto reshape_x = [&](Tensor x) {
-    Shape s = sample_shape;
-    s[0] = x.dim(0);
-    return x.view(s);
-  };
+  if (!loader_) {
+    data::TensorLoaderOptions lo;
+    lo.batch_size = spec_.batch_size;
+    lo.seed = spec_.seed;
+    DLSYS_ASSIGN_OR_RETURN(loader_, data::TensorLoader::make(train, lo));
+  }
+  return Status::OK();
+}
 
-  // Graphs: the training graph (loss and gradients, training-mode layers) and the forward graph
-  // for evaluation (inference-mode layers), both with the weights as inputs.
-  bool bce = spec.loss == "bce_with_logits";
-  LossSpec ls{classify ? LossKind::kSoftmaxCrossEntropy
-              : bce    ? LossKind::kBinaryCrossEntropyWithLogits
-                       : LossKind::kMeanSquaredError,
-              "logits", "target", spec.label_smoothing};
-  DLSYS_ASSIGN_OR_RETURN(TrainingGraph tg, build_training_graph(forward, ls, trainable));
+Status Trainer::build_graphs() {
+  // The training graph (loss and gradients, training-mode layers) and the forward graph for
+  // evaluation (inference-mode layers), both with the weights as inputs.
+  LossSpec ls{classify_ ? LossKind::kSoftmaxCrossEntropy
+              : bce_    ? LossKind::kBinaryCrossEntropyWithLogits
+                        : LossKind::kMeanSquaredError,
+              "logits", "target", spec_.label_smoothing};
+  DLSYS_ASSIGN_OR_RETURN(tg_, build_training_graph(forward_, ls, trainable_));
   SessionOptions so;
-  so.threads = opt.threads;
+  so.threads = options_.threads;
   // Mixed precision: the training graph's matmuls and convolutions in bf16; evaluation in fp32,
   // as the exported model runs by default.
   SessionOptions train_so = so;
-  if (spec.precision == "bf16") train_so.precision = Precision::kBF16;
+  if (spec_.precision == "bf16") train_so.precision = Precision::kBF16;
   train_so.training = true;
-  auto session = Session::from_graph(tg.graph, train_so);
-  std::map<std::string, Tensor> in;
-  for (const std::string& p : tg.params) in[p] = forward.initializers.at(p).clone();
+  session_ = Session::from_graph(tg_.graph, train_so);
+  for (const std::string& p : tg_.params) inputs_[p] = forward_.initializers.at(p).clone();
+  for (const std::string& p : tg_.params) params_.push_back(&inputs_.at(p));
   // Running statistics: state that is not trained but saved, restored and exported.
-  std::vector<std::string> buffers;
-  for (const BatchStat& bs : tg.batch_stats) {
-    buffers.push_back(bs.running_mean);
-    buffers.push_back(bs.running_var);
+  for (const BatchStat& bs : tg_.batch_stats) {
+    buffer_names_.push_back(bs.running_mean);
+    buffer_names_.push_back(bs.running_var);
   }
-  std::map<std::string, Tensor> state;
-  for (const std::string& b : buffers) state[b] = forward.initializers.at(b).clone();
-  Graph eval_graph = forward;
-  initializers_to_inputs(&eval_graph, tg.params);
-  initializers_to_inputs(&eval_graph, buffers);
-  auto eval_session = Session::from_graph(eval_graph, so);
-  // Targets of mse / bce take the logits' per-sample shape ([N] labels for [N, 1] logits).
-  Shape logits_sample;
-  for (size_t d = 1; d < forward.outputs[0].dims.size(); ++d)
-    logits_sample.push_back(forward.outputs[0].dims[d].value);
-  auto shape_target = [&](Tensor y) {
-    if (classify) return y;
-    if (y.dtype() != DType::kF32) {  // integer labels of a dataset column, as numbers
-      Tensor f = Tensor::empty(DType::kF32, y.shape());
-      for (int64_t i = 0; i < y.numel(); ++i)
-        f.data_as<float>()[i] = static_cast<float>(y.get_f64(i));
-      y = f;
-    }
-    Shape s = {y.dim(0)};
-    s.insert(s.end(), logits_sample.begin(), logits_sample.end());
-    return shape_numel(s) == y.numel() ? y.view(s) : y;
-  };
-  DLSYS_ASSIGN_OR_RETURN(Optimizer optimizer, Optimizer::make(spec.optimizer));
-  if (!loader) {
-    data::TensorLoaderOptions lo;
-    lo.batch_size = spec.batch_size;
-    lo.seed = spec.seed;
-    DLSYS_ASSIGN_OR_RETURN(loader, data::TensorLoader::make(train, lo));
-  }
+  for (const std::string& b : buffer_names_) buffers_[b] = forward_.initializers.at(b).clone();
+  Graph eval_graph = forward_;
+  initializers_to_inputs(&eval_graph, tg_.params);
+  initializers_to_inputs(&eval_graph, buffer_names_);
+  eval_session_ = Session::from_graph(eval_graph, so);
+  DLSYS_ASSIGN_OR_RETURN(Optimizer optimizer, Optimizer::make(spec_.optimizer));
+  optimizer_.emplace(std::move(optimizer));
   // An optimizer step per `accumulate_steps` batches; the last group of an epoch may be shorter.
-  int64_t accumulate = spec.accumulate_steps, batches = loader->batches_per_epoch();
-  int64_t steps_per_epoch = (batches + accumulate - 1) / accumulate;
-  ScheduleConfig sched = spec.schedule;
-  if (sched.total_steps == 0) sched.total_steps = spec.epochs * steps_per_epoch;
-
-  std::string metrics_path = opt.out_dir + "/metrics.jsonl";
+  batches_per_epoch_ = loader_->batches_per_epoch();
+  steps_per_epoch_ = (batches_per_epoch_ + spec_.accumulate_steps - 1) / spec_.accumulate_steps;
+  schedule_ = spec_.schedule;
+  if (schedule_.total_steps == 0) schedule_.total_steps = spec_.epochs * steps_per_epoch_;
   // Overrides given on the command line are part of what must match on resume.
-  std::string spec_hash =
-      sha256_hex(fmt::format("{}|{}|{}", spec.spec_text, spec.epochs, spec.checkpoint_every));
-  Checkpoint start;
-  if (opt.resume) {
-    DLSYS_ASSIGN_OR_RETURN(
-        start, read_checkpoint(opt.out_dir, spec_hash, tg.params, in, buffers, state, optimizer));
-    DLSYS_RETURN_IF_ERROR(loader->seek(start.position));
-  }
-  std::FILE* metrics = std::fopen(metrics_path.c_str(), opt.resume ? "a" : "w");
-  if (!metrics) return Status::IOError("cannot write '{}'", metrics_path);
-  auto record = [&](const json& e) {
-    std::fprintf(metrics, "%s\n", json_dump_line(e).c_str());
-    std::fflush(metrics);
-    emit(e);
-  };
+  spec_hash_ =
+      sha256_hex(fmt::format("{}|{}|{}", spec_.spec_text, spec_.epochs, spec_.checkpoint_every));
+  return Status::OK();
+}
 
-  // Validation over the whole split, in batches, with the inference-mode forward graph: the
-  // loss of the recipe (label smoothing included) and accuracy (top-1 and top-5) for
-  // cross-entropy, mean absolute error for mse, thresholded accuracy for bce_with_logits.
-  struct EvalMetrics {
-    double loss = 0, accuracy = 0, top5 = -1, mae = -1;
-  };
-  auto evaluate = [&](EvalMetrics* m) -> Status {
-    double total = 0, abs_err = 0;
-    int64_t correct = 0, correct5 = 0, n = val.size(), elems = 0;
-    std::map<std::string, Tensor> ein;
-    for (const std::string& p : tg.params) ein[p] = in[p];
-    for (const std::string& b : buffers) ein[b] = state[b];
-    int64_t classes = 0;
-    for (int64_t b = 0; b < n; b += 256) {
-      int64_t e = std::min(n, b + 256);
-      ein["input"] = reshape_x(val.features.slice_rows(b, e));
-      std::vector<Tensor> out;
-      DLSYS_RETURN_IF_ERROR(eval_session->run(ein, &out).with_context("validation"));
-      const Tensor& z = out[0];
-      const float* zd = z.data_as<float>();
-      if (classify) {
-        int64_t c = z.dim(1);
-        classes = c;
-        float eps = spec.label_smoothing;
-        for (int64_t i = 0; i < e - b; ++i) {
-          const float* row = zd + i * c;
-          int64_t t = val.labels.data_as<int64_t>()[b + i];
-          double mx = row[argmax_row(row, c)], sum = 0, mean_logp = 0;
-          for (int64_t j = 0; j < c; ++j) sum += std::exp(row[j] - mx);
-          double lse = mx + std::log(sum);
-          for (int64_t j = 0; j < c; ++j) mean_logp += (row[j] - lse) / static_cast<double>(c);
-          total += -(1 - eps) * (row[t] - lse) - eps * mean_logp;
-          correct += argmax_row(row, c) == t;
-          int64_t above = 0;
-          for (int64_t j = 0; j < c; ++j) above += row[j] > row[t];
-          correct5 += above < 5;
-        }
-      } else {
-        Tensor y = shape_target(val.labels.slice_rows(b, e));
-        const float* yd = y.data_as<float>();
-        for (int64_t i = 0; i < z.numel(); ++i) {
-          double zi = zd[i], ti = yd[i];
-          if (bce) {
-            total += std::max(zi, 0.0) - zi * ti + std::log1p(std::exp(-std::abs(zi)));
-            correct += (zi > 0) == (ti > 0.5);
-          } else {
-            total += (zi - ti) * (zi - ti);
-            abs_err += std::abs(zi - ti);
-          }
-        }
-        elems += z.numel();
+Status Trainer::restore() {
+  if (options_.resume) {
+    ResumeTarget target;
+    for (const std::string& p : tg_.params) target.params[p] = &inputs_.at(p);
+    for (const std::string& b : buffer_names_) target.buffers[b] = &buffers_.at(b);
+    target.optimizer = &*optimizer_;
+    // Only where to continue is kept: the tensors were copied into the live ones.
+    DLSYS_ASSIGN_OR_RETURN(Checkpoint c,
+                           resume_from_checkpoint(options_.out_dir, spec_hash_, target));
+    start_step_ = c.step;
+    start_position_ = c.position;
+    DLSYS_RETURN_IF_ERROR(loader_->seek(start_position_));
+  }
+  step_ = start_step_;
+  return Status::OK();
+}
+
+Status Trainer::open_metrics() {
+  std::string path = options_.out_dir + "/metrics.jsonl";
+  metrics_.reset(std::fopen(path.c_str(), options_.resume ? "a" : "w"));
+  if (!metrics_) return Status::IOError("cannot write '{}'", path);
+  return Status::OK();
+}
+
+void Trainer::emit(const TrainEvent& e) {
+  if (options_.on_event) options_.on_event(e);
+}
+
+void Trainer::record(const TrainEvent& e) {
+  std::fprintf(metrics_.get(), "%s\n", json_dump_line(to_json(e)).c_str());
+  std::fflush(metrics_.get());
+  emit(e);
+}
+
+Tensor Trainer::input_batch(Tensor x) const {
+  Shape s = {x.dim(0)};
+  s.insert(s.end(), input_sample_.begin(), input_sample_.end());
+  return x.view(s);
+}
+
+Tensor Trainer::target_batch(Tensor y) const {
+  if (classify_) return y;
+  if (y.dtype() != DType::kF32) {  // integer labels of a dataset column, as numbers
+    Tensor f = Tensor::empty(DType::kF32, y.shape());
+    for (int64_t i = 0; i < y.numel(); ++i)
+      f.data_as<float>()[i] = static_cast<float>(y.get_f64(i));
+    y = f;
+  }
+  Shape s = {y.dim(0)};
+  s.insert(s.end(), logits_sample_.begin(), logits_sample_.end());
+  return shape_numel(s) == y.numel() ? y.view(s) : y;
+}
+
+Status Trainer::train_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
+                           double* lr) {
+  // The batches [*batch, group_end): with accumulation, the gradients of each batch are weighted
+  // by its size and averaged, as for one batch of them all.
+  int64_t accumulate = spec_.accumulate_steps;
+  int64_t& b = *batch;
+  int64_t group_end = std::min(batches_per_epoch_, (b / accumulate + 1) * accumulate);
+  double step_loss = 0;
+  int64_t step_samples = 0;
+  std::vector<Tensor> out;
+  for (; b < group_end; ++b) {
+    auto tw = Clock::now();
+    DLSYS_ASSIGN_OR_RETURN(data::Batch batch_data, loader_->next());
+    result_.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
+    inputs_["input"] = input_batch(batch_data.x);
+    inputs_["target"] = target_batch(batch_data.y);
+    if (!tg_.dropout_seed.empty()) {
+      // A seed per batch, the same when a resumed run repeats it.
+      std::string key = accumulate == 1
+                            ? fmt::format("{}/{}", spec_.seed, step_)
+                            : fmt::format("{}/{}/{}", spec_.seed, step_, b % accumulate);
+      int64_t seed = static_cast<int64_t>(std::hash<std::string>{}(key) >> 1);
+      inputs_[tg_.dropout_seed] = Tensor::from_i64({}, &seed);
+    }
+    DLSYS_RETURN_IF_ERROR(session_->run(inputs_, &out).with_context(fmt::format("step {}", step_)));
+    double loss = out[0].data_as<float>()[0];
+    if (!std::isfinite(loss))
+      return Status::Invalid(
+          "the loss became {} at step {} (epoch {}); lower optimizer.lr or "
+          "set train.clip_grad_norm",
+          loss, step_, epoch + 1);
+    int64_t n = batch_data.x.dim(0);
+    if (accumulate > 1) {
+      // Session outputs are overwritten by the next run: fold them into the sums now.
+      if (grad_sums_.empty())
+        for (size_t k = 0; k < tg_.params.size(); ++k)
+          grad_sums_.push_back(Tensor::zeros(DType::kF32, out[k + 1].shape()));
+      for (size_t k = 0; k < tg_.params.size(); ++k) {
+        float* acc = grad_sums_[k].data_as<float>();
+        const float* g = out[k + 1].data_as<float>();
+        float w = step_samples == 0 ? 0.0f : 1.0f;  // the first batch overwrites
+        for (int64_t i = 0; i < grad_sums_[k].numel(); ++i)
+          acc[i] = acc[i] * w + g[i] * static_cast<float>(n);
       }
     }
-    if (classify) {
-      m->loss = total / static_cast<double>(n);
-      m->accuracy = static_cast<double>(correct) / static_cast<double>(n);
-      if (classes > 5) m->top5 = static_cast<double>(correct5) / static_cast<double>(n);
+    DLSYS_RETURN_IF_ERROR(apply_batch_stats(tg_, out, &buffers_));
+    step_loss += loss * static_cast<double>(n);
+    step_samples += n;
+  }
+  if (accumulate > 1)
+    for (Tensor& g : grad_sums_) {
+      float* acc = g.data_as<float>();
+      for (int64_t i = 0; i < g.numel(); ++i) acc[i] /= static_cast<float>(step_samples);
+    }
+  // Without accumulation the gradients are used in place (valid until the next run).
+  std::vector<Tensor*> gp;
+  std::vector<const Tensor*> cg;
+  for (size_t k = 0; k < tg_.params.size(); ++k) {
+    Tensor* g = accumulate > 1 ? &grad_sums_[k] : &out[k + 1];
+    gp.push_back(g);
+    cg.push_back(g);
+  }
+  if (spec_.clip_grad_norm > 0) clip_grad_norm(gp, spec_.clip_grad_norm);
+  *lr = learning_rate(schedule_, step_);
+  DLSYS_RETURN_IF_ERROR(optimizer_->step(tg_.params, params_, cg, *lr));
+  *loss_sum = step_loss;
+  *samples = step_samples;
+  return Status::OK();
+}
+
+Status Trainer::run_epoch(int64_t epoch, double* train_loss) {
+  double epoch_loss = 0;
+  int64_t seen = 0;
+  auto te = Clock::now();
+  int64_t b = epoch == start_position_.epoch ? start_position_.batch : 0;
+  for (; b < batches_per_epoch_; ++step_) {
+    double step_loss = 0, lr = 0;
+    int64_t step_samples = 0;
+    DLSYS_RETURN_IF_ERROR(train_step(epoch, &b, &step_loss, &step_samples, &lr));
+    double loss = step_loss / static_cast<double>(std::max<int64_t>(step_samples, 1));
+    epoch_loss += step_loss;
+    seen += step_samples;
+    if (spec_.checkpoint_every > 0 && (step_ + 1) % spec_.checkpoint_every == 0)
+      DLSYS_RETURN_IF_ERROR(checkpoint(step_ + 1).with_context("checkpoint"));
+    if (options_.step_event_every > 0 && step_ % options_.step_event_every == 0) {
+      double secs = std::chrono::duration<double>(Clock::now() - te).count();
+      double elapsed = std::chrono::duration<double>(Clock::now() - t0_).count();
+      int64_t done_here = step_ + 1 - start_step_;  // steps this process ran
+      StepEvent e;
+      e.epoch = epoch + 1;
+      e.step = step_;
+      e.total_steps = spec_.epochs * steps_per_epoch_;
+      e.loss = loss;
+      e.lr = lr;
+      e.samples_per_s = secs > 0 ? static_cast<double>(seen) / secs : 0.0;
+      e.eta_s =
+          elapsed / static_cast<double>(done_here) * static_cast<double>(e.total_steps - step_ - 1);
+      record(e);
+    }
+  }
+  *train_loss = epoch_loss / static_cast<double>(std::max<int64_t>(1, seen));
+  return Status::OK();
+}
+
+Result<EvalMetrics> Trainer::evaluate() {
+  EvalMetrics m;
+  double total = 0, abs_err = 0;
+  int64_t correct = 0, correct5 = 0, n = val_.size(), elems = 0;
+  std::map<std::string, Tensor> ein;
+  for (const std::string& p : tg_.params) ein[p] = inputs_.at(p);
+  for (const std::string& b : buffer_names_) ein[b] = buffers_.at(b);
+  int64_t classes = 0;
+  for (int64_t b = 0; b < n; b += 256) {
+    int64_t e = std::min(n, b + 256);
+    ein["input"] = input_batch(val_.features.slice_rows(b, e));
+    std::vector<Tensor> out;
+    DLSYS_RETURN_IF_ERROR(eval_session_->run(ein, &out).with_context("validation"));
+    const Tensor& z = out[0];
+    const float* zd = z.data_as<float>();
+    if (classify_) {
+      int64_t c = z.dim(1);
+      classes = c;
+      float eps = spec_.label_smoothing;
+      for (int64_t i = 0; i < e - b; ++i) {
+        const float* row = zd + i * c;
+        int64_t t = val_.labels.data_as<int64_t>()[b + i];
+        double mx = row[argmax_row(row, c)], sum = 0, mean_logp = 0;
+        for (int64_t j = 0; j < c; ++j) sum += std::exp(row[j] - mx);
+        double lse = mx + std::log(sum);
+        for (int64_t j = 0; j < c; ++j) mean_logp += (row[j] - lse) / static_cast<double>(c);
+        total += -(1 - eps) * (row[t] - lse) - eps * mean_logp;
+        correct += argmax_row(row, c) == t;
+        int64_t above = 0;
+        for (int64_t j = 0; j < c; ++j) above += row[j] > row[t];
+        correct5 += above < 5;
+      }
     } else {
-      m->loss = total / static_cast<double>(std::max<int64_t>(elems, 1));
-      if (bce)
-        m->accuracy =
-            static_cast<double>(correct) / static_cast<double>(std::max<int64_t>(elems, 1));
-      else
-        m->mae = abs_err / static_cast<double>(std::max<int64_t>(elems, 1));
+      Tensor y = target_batch(val_.labels.slice_rows(b, e));
+      const float* yd = y.data_as<float>();
+      for (int64_t i = 0; i < z.numel(); ++i) {
+        double zi = zd[i], ti = yd[i];
+        if (bce_) {
+          total += std::max(zi, 0.0) - zi * ti + std::log1p(std::exp(-std::abs(zi)));
+          correct += (zi > 0) == (ti > 0.5);
+        } else {
+          total += (zi - ti) * (zi - ti);
+          abs_err += std::abs(zi - ti);
+        }
+      }
+      elems += z.numel();
     }
-    return Status::OK();
-  };
-
-  TrainResult res;
-  auto t0 = Clock::now();
-  int64_t step = start.step;
-  std::vector<Tensor*> params;    // the weights the optimizer updates, in gradient order
-  std::vector<Tensor> grad_sums;  // with accumulate_steps > 1: the step's averaged gradients
-  for (const std::string& p : tg.params) params.push_back(&in[p]);
-  for (int64_t epoch = start.position.epoch; epoch < spec.epochs; ++epoch) {
-    double epoch_loss = 0;
-    int64_t seen = 0;
-    auto te = Clock::now();
-    int64_t first_batch = epoch == start.position.epoch ? start.position.batch : 0;
-    for (int64_t b = first_batch; b < batches; ++step) {
-      // One optimizer step over the batches [b, group_end): with accumulation, the gradients of
-      // each batch are weighted by its size and averaged, as for one batch of them all.
-      int64_t group_end = std::min(batches, (b / accumulate + 1) * accumulate);
-      double step_loss = 0;
-      int64_t step_samples = 0;
-      std::vector<Tensor> out;
-      for (; b < group_end; ++b) {
-        auto tw = Clock::now();
-        DLSYS_ASSIGN_OR_RETURN(data::Batch batch, loader->next());
-        res.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
-        in["input"] = reshape_x(batch.x);
-        in["target"] = shape_target(batch.y);
-        if (!tg.dropout_seed.empty()) {
-          // A seed per batch, the same when a resumed run repeats it.
-          std::string key = accumulate == 1
-                                ? fmt::format("{}/{}", spec.seed, step)
-                                : fmt::format("{}/{}/{}", spec.seed, step, b % accumulate);
-          int64_t seed = static_cast<int64_t>(std::hash<std::string>{}(key) >> 1);
-          in[tg.dropout_seed] = Tensor::from_i64({}, &seed);
-        }
-        DLSYS_RETURN_IF_ERROR(session->run(in, &out).with_context(fmt::format("step {}", step)));
-        double loss = out[0].data_as<float>()[0];
-        if (!std::isfinite(loss))
-          return Status::Invalid(
-              "the loss became {} at step {} (epoch {}); lower optimizer.lr or "
-              "set train.clip_grad_norm",
-              loss, step, epoch + 1);
-        int64_t n = batch.x.dim(0);
-        if (accumulate > 1) {
-          // Session outputs are overwritten by the next run: fold them into the sums now.
-          if (grad_sums.empty())
-            for (size_t k = 0; k < tg.params.size(); ++k)
-              grad_sums.push_back(Tensor::zeros(DType::kF32, out[k + 1].shape()));
-          for (size_t k = 0; k < tg.params.size(); ++k) {
-            float* acc = grad_sums[k].data_as<float>();
-            const float* g = out[k + 1].data_as<float>();
-            float w = step_samples == 0 ? 0.0f : 1.0f;  // the first batch overwrites
-            for (int64_t i = 0; i < grad_sums[k].numel(); ++i)
-              acc[i] = acc[i] * w + g[i] * static_cast<float>(n);
-          }
-        }
-        DLSYS_RETURN_IF_ERROR(apply_batch_stats(tg, out, &state));
-        step_loss += loss * static_cast<double>(n);
-        step_samples += n;
-      }
-      if (accumulate > 1)
-        for (Tensor& g : grad_sums) {
-          float* acc = g.data_as<float>();
-          for (int64_t i = 0; i < g.numel(); ++i) acc[i] /= static_cast<float>(step_samples);
-        }
-      // Without accumulation the gradients are used in place (valid until the next run).
-      std::vector<Tensor*> gp;
-      std::vector<const Tensor*> cg;
-      for (size_t k = 0; k < tg.params.size(); ++k) {
-        Tensor* g = accumulate > 1 ? &grad_sums[k] : &out[k + 1];
-        gp.push_back(g);
-        cg.push_back(g);
-      }
-      if (spec.clip_grad_norm > 0) clip_grad_norm(gp, spec.clip_grad_norm);
-      double lr = learning_rate(sched, step);
-      DLSYS_RETURN_IF_ERROR(optimizer.step(tg.params, params, cg, lr));
-      double loss = step_loss / static_cast<double>(std::max<int64_t>(step_samples, 1));
-      epoch_loss += step_loss;
-      seen += step_samples;
-      if (spec.checkpoint_every > 0 && (step + 1) % spec.checkpoint_every == 0)
-        DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state,
-                                               optimizer, {step + 1, loader->position()})
-                                  .with_context("checkpoint"));
-      if (opt.step_event_every > 0 && step % opt.step_event_every == 0) {
-        double secs = std::chrono::duration<double>(Clock::now() - te).count();
-        int64_t total_steps = spec.epochs * steps_per_epoch;
-        double elapsed = std::chrono::duration<double>(Clock::now() - t0).count();
-        int64_t done_here = step + 1 - start.step;  // steps this process ran
-        record({{"event", "step"},
-                {"epoch", epoch + 1},
-                {"step", step},
-                {"total_steps", total_steps},
-                {"loss", loss},
-                {"lr", lr},
-                {"samples_per_s", secs > 0 ? static_cast<double>(seen) / secs : 0.0},
-                {"eta_s", elapsed / static_cast<double>(done_here) *
-                              static_cast<double>(total_steps - step - 1)}});
-      }
-    }
-    EvalMetrics em;
-    DLSYS_RETURN_IF_ERROR(evaluate(&em));
-    double vl = em.loss, va = em.accuracy;
-    res.epochs = epoch + 1;
-    res.val_loss = vl;
-    res.val_accuracy = va;
-    json ev = {{"event", "eval"},
-               {"epoch", epoch + 1},
-               {"step", step},
-               {"train_loss", epoch_loss / static_cast<double>(std::max<int64_t>(1, seen))},
-               {"val_loss", vl},
-               {"elapsed_s", std::chrono::duration<double>(Clock::now() - t0).count()}};
-    if (classify || bce) ev["val_accuracy"] = va;
-    if (em.top5 >= 0) ev["val_top5_accuracy"] = em.top5;
-    if (em.mae >= 0) ev["val_mae"] = em.mae;
-    res.val_top5_accuracy = em.top5;
-    res.val_mae = em.mae;
-    record(ev);
-    if (spec.target_accuracy > 0 && (classify || bce) && va >= spec.target_accuracy) break;
   }
-  res.steps = step;
-  res.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
-  std::fclose(metrics);
-  DLSYS_RETURN_IF_ERROR(write_checkpoint(opt.out_dir, spec_hash, tg.params, in, state, optimizer,
-                                         {step, loader->position()})
-                            .with_context("final checkpoint"));
+  if (classify_) {
+    m.val_loss = total / static_cast<double>(n);
+    m.val_accuracy = static_cast<double>(correct) / static_cast<double>(n);
+    if (classes > 5) m.val_top5_accuracy = static_cast<double>(correct5) / static_cast<double>(n);
+  } else {
+    double count = static_cast<double>(std::max<int64_t>(elems, 1));
+    m.val_loss = total / count;
+    if (bce_)
+      m.val_accuracy = static_cast<double>(correct) / count;
+    else
+      m.val_mae = abs_err / count;
+  }
+  return m;
+}
 
-  // Export: the forward graph with the trained weights.
-  Graph trained = forward;
-  for (const std::string& p : tg.params) trained.initializers[p] = in[p];
-  for (const std::string& b : buffers) trained.initializers[b] = state[b];
+Status Trainer::checkpoint(int64_t at_step) {
+  // Views of the live tensors: written out before they change.
+  Checkpoint c;
+  c.step = at_step;
+  c.position = loader_->position();
+  c.optimizer_steps = optimizer_->steps();
+  c.spec_sha256 = spec_hash_;
+  for (const std::string& p : tg_.params) c.params[p] = inputs_.at(p);
+  c.buffers = buffers_;
+  c.optimizer_state = optimizer_->state();
+  return write_checkpoint(options_.out_dir, c);
+}
+
+Status Trainer::export_model() {
+  // The forward graph with the trained weights.
+  Graph trained = forward_;
+  for (const std::string& p : tg_.params) trained.initializers[p] = inputs_.at(p);
+  for (const std::string& b : buffer_names_) trained.initializers[b] = buffers_.at(b);
   // A fine-tuned model keeps its own input and output names.
-  rename_value(&trained, "input", names.input);
-  rename_value(&trained, "logits", names.output);
-  res.model_path = opt.out_dir + "/model.onnx";
-  DLSYS_RETURN_IF_ERROR(export_onnx_file(trained, res.model_path).with_context("export"));
+  rename_value(&trained, "input", names_.input);
+  rename_value(&trained, "logits", names_.output);
+  result_.model_path = options_.out_dir + "/model.onnx";
+  DLSYS_RETURN_IF_ERROR(export_onnx_file(trained, result_.model_path).with_context("export"));
   // The validation split, so that the exported model can be checked on exactly these rows.
-  DLSYS_RETURN_IF_ERROR(npy_write(opt.out_dir + "/val_x.npy", reshape_x(val.features)));
-  DLSYS_RETURN_IF_ERROR(npy_write(opt.out_dir + "/val_y.npy", val.labels));
-  DLSYS_RETURN_IF_ERROR(write_file_atomic(opt.out_dir + "/spec.yaml", spec.spec_text));
-  json metrics_json = {{"val_loss", res.val_loss}};
-  if (classify || bce) metrics_json["val_accuracy"] = res.val_accuracy;
-  if (res.val_top5_accuracy >= 0) metrics_json["val_top5_accuracy"] = res.val_top5_accuracy;
-  if (res.val_mae >= 0) metrics_json["val_mae"] = res.val_mae;
-  res.dataset = dataset_label;
-  res.validation_dataset = validation_label;
-  res.done_event = {{"event", "done"},        {"epochs", res.epochs},    {"steps", res.steps},
-                    {"seconds", res.seconds}, {"metrics", metrics_json}, {"model", res.model_path}};
-  // Time the steps spent waiting for the loader, against the whole training time.
-  res.done_event["data"] = {
-      {"wait_s", res.data_wait_seconds},
-      {"wait_fraction", res.seconds > 0 ? res.data_wait_seconds / res.seconds : 0}};
-  if (!dataset_label.empty()) {
-    res.done_event["data"]["dataset"] = dataset_label;
-    res.done_event["data"]["validation"] = validation_label;
+  DLSYS_RETURN_IF_ERROR(npy_write(options_.out_dir + "/val_x.npy", input_batch(val_.features)));
+  DLSYS_RETURN_IF_ERROR(npy_write(options_.out_dir + "/val_y.npy", val_.labels));
+  return write_file_atomic(options_.out_dir + "/spec.yaml", spec_.spec_text);
+}
+
+Result<TrainResult> Trainer::run() {
+  if (ran_) return Status::Invalid("a Trainer runs once; make another for a new run");
+  ran_ = true;
+  DLSYS_RETURN_IF_ERROR(build_model());
+  DLSYS_RETURN_IF_ERROR(open_data());
+  DLSYS_RETURN_IF_ERROR(build_graphs());
+  DLSYS_RETURN_IF_ERROR(restore());
+  DLSYS_RETURN_IF_ERROR(open_metrics());
+  // Before any evaluation, the metrics a run without epochs reports.
+  if (classify_ || bce_) last_metrics_.val_accuracy = 0.0;
+  t0_ = Clock::now();
+  for (int64_t epoch = start_position_.epoch; epoch < spec_.epochs; ++epoch) {
+    EvalEvent ev;
+    ev.epoch = epoch + 1;
+    DLSYS_RETURN_IF_ERROR(run_epoch(epoch, &ev.train_loss));
+    ev.step = step_;
+    DLSYS_ASSIGN_OR_RETURN(ev.metrics, evaluate());
+    ev.elapsed_s = std::chrono::duration<double>(Clock::now() - t0_).count();
+    result_.epochs = epoch + 1;
+    result_.val_loss = ev.metrics.val_loss;
+    result_.val_accuracy = ev.metrics.val_accuracy.value_or(0);
+    result_.val_top5_accuracy = ev.metrics.val_top5_accuracy.value_or(-1);
+    result_.val_mae = ev.metrics.val_mae.value_or(-1);
+    last_metrics_ = ev.metrics;
+    record(ev);
+    if (spec_.target_accuracy > 0 && ev.metrics.val_accuracy &&
+        *ev.metrics.val_accuracy >= spec_.target_accuracy)
+      break;
   }
-  emit(res.done_event);
-  return res;
+  result_.steps = step_;
+  result_.seconds = std::chrono::duration<double>(Clock::now() - t0_).count();
+  metrics_.reset();
+  DLSYS_RETURN_IF_ERROR(checkpoint(step_).with_context("final checkpoint"));
+  DLSYS_RETURN_IF_ERROR(export_model());
+  result_.dataset = dataset_label_;
+  result_.validation_dataset = validation_label_;
+  DoneEvent& done = result_.done;
+  done.epochs = result_.epochs;
+  done.steps = result_.steps;
+  done.seconds = result_.seconds;
+  done.metrics = last_metrics_;
+  done.model = result_.model_path;
+  // Time the steps spent waiting for the loader, against the whole training time.
+  done.data_wait_s = result_.data_wait_seconds;
+  done.data_wait_fraction = result_.seconds > 0 ? result_.data_wait_seconds / result_.seconds : 0;
+  done.dataset = dataset_label_;
+  done.validation_dataset = validation_label_;
+  emit(done);
+  return result_;
+}
+
+Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& options) {
+  return Trainer(spec, options).run();
 }
 
 }  // namespace dlsys::train

@@ -1,29 +1,46 @@
 // The trainer: a TrainSpec in, a trained model out. It builds the forward graph from the layers,
 // derives the training graph (autodiff), runs epochs over a shuffled loader with the optimizer
 // and schedule, evaluates on the validation split after every epoch, and writes the run
-// directory: metrics.jsonl, the spec, model.onnx (the forward graph with the trained weights,
-// checked by the ONNX checker) and the validation split as val_x.npy / val_y.npy. Checkpoints
-// go to checkpoints/step-N/ (weights.safetensors: parameters and optimizer state; state.json:
-// step, loader position, optimizer steps, the spec's hash), each written to a temporary folder
-// and renamed in, then named in checkpoints/latest; the newest three are kept.
+// directory: metrics.jsonl (the step and eval events, train/events.h), the spec, model.onnx (the
+// forward graph with the trained weights, checked by the ONNX checker) and the validation split
+// as val_x.npy / val_y.npy. Checkpoints (every checkpoint_every steps and at the end) go to
+// checkpoints/step-N/ through train/checkpoint.h, which states their layout and crash-safe
+// protocol.
 #pragma once
 
-#include <nlohmann/json.hpp>
-
+#include <chrono>
+#include <cstdio>
 #include <functional>
+#include <map>
+#include <memory>
+#include <optional>
 #include <string>
+#include <vector>
 
+#include "data/in_memory_dataset.h"
+#include "data/loader.h"
 #include "graph/ir.h"
+#include "train/autodiff.h"
+#include "train/events.h"
+#include "train/optimizer.h"
 #include "train/spec.h"
+
+namespace dlsys {
+class Session;  // graph/session.h
+namespace data {
+class DatasetStore;  // data/dataset_store.h
+}  // namespace data
+}  // namespace dlsys
 
 namespace dlsys::train {
 
 struct TrainOptions {
   std::string out_dir;  // the run directory (created)
   int threads = 0;      // 0: all cores
-  // Receives every event: {"event":"step"|"eval"|"done", ...}. May be null.
-  std::function<void(const nlohmann::json&)> on_event;
-  int64_t step_event_every = 10;  // steps between "step" events
+  // Receives every event (train/events.h), typed: StepEvent, EvalEvent, DoneEvent; step and
+  // eval events are also written to metrics.jsonl as their to_json(). May be null.
+  std::function<void(const TrainEvent&)> on_event;
+  int64_t step_event_every = 10;  // steps between step events
   // Continue from the newest checkpoint in out_dir (same spec); the losses of the steps after it
   // equal those of an uninterrupted run.
   bool resume = false;
@@ -40,7 +57,7 @@ struct TrainResult {
   std::string model_path;
   std::string dataset, validation_dataset;  // "digits@v2:train" when trained on a version
   double data_wait_seconds = 0;             // time the steps waited for the loader
-  nlohmann::json done_event;
+  DoneEvent done;                           // the last event the run sent
 };
 
 // The names of a model's input and prediction output. Forward graphs call them "input" and
@@ -54,7 +71,138 @@ struct ModelNames {
 // "logits" (`original`, when given, receives the model's own names).
 Result<Graph> build_forward_graph(const TrainSpec& spec, ModelNames* original = nullptr);
 
-// Trains `spec`; errors name what failed (data, spec, a step) and leave a partial run directory.
+// One training run of a spec into options.out_dir. run() calls the phases in this order:
+//   build_model -> open_data -> build_graphs -> restore -> open_metrics
+//   -> for each epoch: run_epoch, evaluate (an EvalEvent; early stop at target_accuracy)
+//   -> checkpoint (the final one) -> export_model -> the DoneEvent.
+// Each phase states what it needs from the earlier ones and what it leaves in the members. A
+// Trainer runs once.
+class Trainer {
+ public:
+  Trainer(TrainSpec spec, TrainOptions options);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  // Trains; errors name what failed (data, spec, a step) and leave a partial run directory. A
+  // second call fails.
+  Result<TrainResult> run();
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct CloseFile {
+    void operator()(std::FILE* f) const { std::fclose(f); }
+  };
+
+  // Creates the run directory and builds the forward graph (forward_, names_), the parameters
+  // to train (trainable_, the freeze patterns applied) and the per-sample shapes of the input
+  // and the prediction. Spec errors show here, before any data is read; bf16 on a CPU without
+  // bf16 kernels is refused here too.
+  Status build_model();
+
+  // Reads the data: a version of the dataset store (a shuffling DatasetLoader, and the whole
+  // validation split in stored order) or files (CSV, NPY, IDX through the data module's ingest
+  // sources; split by validation_fraction unless validation files are given; features scaled by
+  // feature_scale, served by a TensorLoader). Leaves loader_, val_, the dataset labels, and
+  // checks that a sample's size is what the model's input needs. Needs build_model.
+  Status open_data();
+
+  // Derives the training graph (loss, gradients, training-mode layers) and the evaluation graph
+  // (inference-mode forward graph), both with the weights as inputs, and plans their sessions
+  // (the training one in bf16 with precision: bf16). Clones the initial parameters and running
+  // statistics into inputs_ and buffers_ (the live tensors every later phase updates), makes the
+  // optimizer, the schedule (total_steps defaults to epochs x steps per epoch) and the spec's
+  // hash. Needs open_data.
+  Status build_graphs();
+
+  // With options.resume: restores parameters, running statistics and optimizer state from the
+  // run's latest checkpoint (same spec hash) and moves the loader to its position. Sets step_,
+  // start_step_ and start_position_ (where the run continues; step 0, epoch 0, batch 0 without
+  // resume). Needs build_graphs.
+  Status restore();
+
+  // Opens metrics.jsonl: appended to on resume, truncated otherwise.
+  Status open_metrics();
+
+  // Runs the optimizer steps of epoch `epoch` (0-based) from its first batch, or from
+  // start_position_'s batch in the epoch the run resumes in. Per step: the group of
+  // accumulate_steps batches (gradients averaged by batch size), clipping, the learning rate of the
+  // schedule, the optimizer update, the running statistics; a checkpoint every checkpoint_every
+  // steps and a StepEvent every step_event_every. Advances step_; `*train_loss` receives the mean
+  // loss over the samples of the epoch this process ran. Errors name the step (a non-finite loss
+  // too).
+  Status run_epoch(int64_t epoch, double* train_loss);
+
+  // One optimizer step over the batches [*batch, end of its accumulation group); advances
+  // *batch past them. `*loss_sum` and `*samples` receive the summed loss and sample count.
+  Status train_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples, double* lr);
+
+  // Validation over the whole split, in batches of 256, with the inference-mode graph and the
+  // live weights: the recipe's loss (label smoothing included) and accuracy (top-1, top-5 above
+  // 5 classes) for cross_entropy, thresholded accuracy for bce_with_logits, mean absolute error
+  // for mse. Changes no state.
+  Result<EvalMetrics> evaluate();
+
+  // Writes a checkpoint of the live state (parameters, running statistics, optimizer, loader
+  // position) as step `at_step` through train/checkpoint.h.
+  Status checkpoint(int64_t at_step);
+
+  // Writes model.onnx (the forward graph with the trained weights and running statistics, a
+  // fine-tuned model under its own input and output names), val_x.npy / val_y.npy (the
+  // validation split the metrics were computed on) and spec.yaml. Sets result_.model_path.
+  Status export_model();
+
+  // Sends `e` to options.on_event; record() also appends its to_json() to metrics.jsonl.
+  void emit(const TrainEvent& e);
+  void record(const TrainEvent& e);
+
+  // A batch of samples in the model's input shape; a batch of labels in the shape the loss reads
+  // (class ids as they are; regression and bce targets as f32 in the prediction's shape).
+  Tensor input_batch(Tensor x) const;
+  Tensor target_batch(Tensor y) const;
+
+  const TrainSpec spec_;
+  const TrainOptions options_;
+  bool ran_ = false;
+
+  // build_model
+  Graph forward_;
+  ModelNames names_;
+  std::vector<std::string> trainable_;
+  Shape input_sample_;   // the model's input per sample
+  Shape logits_sample_;  // the prediction per sample
+  bool classify_ = false, bce_ = false;
+
+  // open_data (the store outlives the loader that reads it)
+  std::unique_ptr<data::DatasetStore> store_;
+  std::unique_ptr<data::Loader> loader_;
+  data::InMemoryDataset val_;
+  std::string dataset_label_, validation_label_;
+
+  // build_graphs
+  TrainingGraph tg_;
+  std::unique_ptr<Session> session_, eval_session_;
+  std::map<std::string, Tensor> inputs_;   // the training session's: parameters and the batch
+  std::vector<std::string> buffer_names_;  // running statistics
+  std::map<std::string, Tensor> buffers_;  // their live values
+  std::vector<Tensor*> params_;            // inputs_' parameters, in gradient order
+  std::vector<Tensor> grad_sums_;          // accumulate_steps > 1: the step's averaged gradients
+  std::optional<Optimizer> optimizer_;
+  ScheduleConfig schedule_;
+  int64_t batches_per_epoch_ = 0, steps_per_epoch_ = 0;
+  std::string spec_hash_;
+
+  // restore, and the run's progress
+  int64_t start_step_ = 0;               // the step the run starts or resumes at
+  data::LoaderPosition start_position_;  // the batch it starts or resumes at
+  int64_t step_ = 0;                     // optimizer steps completed
+  std::unique_ptr<std::FILE, CloseFile> metrics_;
+  Clock::time_point t0_;
+  EvalMetrics last_metrics_;  // the latest evaluation's, for the DoneEvent
+  TrainResult result_;
+};
+
+// Trains `spec`: Trainer(spec, options).run().
 Result<TrainResult> train_model(const TrainSpec& spec, const TrainOptions& options);
 
 }  // namespace dlsys::train

@@ -13,8 +13,11 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <set>
+#include <variant>
 
 #include "core/file_util.h"
+#include "core/json_util.h"
 #include "data/in_memory_dataset.h"
 #include "graph/onnx_export.h"
 #include "graph/onnx_import.h"
@@ -53,6 +56,7 @@ class TrainerTest : public ::testing::Test {
 
   struct Run {
     std::vector<double> losses;  // one per optimizer step
+    std::vector<TrainEvent> events;
     TrainResult result;
   };
   Run train(const TrainSpec& s, const std::string& name) {
@@ -61,8 +65,9 @@ class TrainerTest : public ::testing::Test {
     o.out_dir = dir_ + "/" + name;
     o.threads = 2;
     o.step_event_every = 1;
-    o.on_event = [&](const nlohmann::json& e) {
-      if (e["event"] == "step") r.losses.push_back(e["loss"].get<double>());
+    o.on_event = [&](const TrainEvent& e) {
+      if (const auto* step = std::get_if<StepEvent>(&e)) r.losses.push_back(step->loss);
+      r.events.push_back(e);
     };
     auto res = train_model(s, o);
     EXPECT_TRUE(res.ok()) << res.status().to_string();
@@ -284,6 +289,90 @@ train:
   Run cnn16 = train(spec("cnn16", cnn + "  precision: bf16\n"), "cnn16");
   expect_bf16_near_fp32(cnn16.losses, cnn32.losses, cnn16.result.val_accuracy,
                         cnn32.result.val_accuracy);
+}
+
+// metrics.jsonl holds one line per step and eval event, each the event's to_json(), with the keys
+// and number types the trainer has always written (docs/formats.md and users read them).
+std::set<std::string> keys(const nlohmann::json& j) {
+  std::set<std::string> out;
+  for (auto& [k, v] : j.items()) out.insert(k);
+  return out;
+}
+
+void expect_file_holds_events(const std::string& path, const std::vector<TrainEvent>& events) {
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string l; std::getline(in, l);) lines.push_back(l);
+  std::vector<std::string> want;
+  for (const TrainEvent& e : events)
+    if (!std::holds_alternative<DoneEvent>(e)) want.push_back(json_dump_line(to_json(e)));
+  EXPECT_EQ(lines, want);
+}
+
+TEST_F(TrainerTest, MetricsJsonlHoldsTheEventsWithTheirKeysAndTypes) {
+  Run r = train(spec("m", digits_mlp(csv_data(), R"(  epochs: 2
+  batch_size: 64
+  optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
+)")),
+                "m");
+  ASSERT_EQ(r.events.size(), 46u + 2 + 1);
+  expect_file_holds_events(dir_ + "/m/metrics.jsonl", r.events);
+  const std::set<std::string> step_keys = {"event", "epoch", "step",          "total_steps",
+                                           "loss",  "lr",    "samples_per_s", "eta_s"};
+  const std::set<std::string> eval_keys = {
+      "event",    "epoch",     "step",         "train_loss",
+      "val_loss", "elapsed_s", "val_accuracy", "val_top5_accuracy"};
+  int evals = 0;
+  for (const TrainEvent& e : r.events) {
+    nlohmann::json j = to_json(e);
+    if (j["event"] == "step") {
+      EXPECT_EQ(keys(j), step_keys) << j.dump();
+      for (const char* k : {"epoch", "step", "total_steps"})
+        EXPECT_TRUE(j[k].is_number_integer()) << k;
+      for (const char* k : {"loss", "lr", "samples_per_s", "eta_s"})
+        EXPECT_TRUE(j[k].is_number_float()) << k;
+      EXPECT_EQ(j["total_steps"], 46);
+    } else if (j["event"] == "eval") {
+      ++evals;
+      EXPECT_EQ(keys(j), eval_keys) << j.dump();
+      EXPECT_TRUE(j["epoch"].is_number_integer() && j["step"].is_number_integer());
+      EXPECT_EQ(j["epoch"], evals);
+      EXPECT_EQ(j["step"], 23 * evals);
+    }
+  }
+  EXPECT_EQ(evals, 2);
+  // The done event comes last and is not in the file.
+  ASSERT_TRUE(std::holds_alternative<DoneEvent>(r.events.back()));
+  nlohmann::json done = to_json(r.events.back());
+  EXPECT_EQ(keys(done), (std::set<std::string>{"event", "epochs", "steps", "seconds", "metrics",
+                                               "model", "data"}));
+  EXPECT_EQ(keys(done["metrics"]),
+            (std::set<std::string>{"val_loss", "val_accuracy", "val_top5_accuracy"}));
+  EXPECT_EQ(keys(done["data"]), (std::set<std::string>{"wait_s", "wait_fraction"}));
+  EXPECT_EQ(done["steps"], 46);
+  EXPECT_EQ(done["metrics"]["val_accuracy"].get<double>(), r.result.val_accuracy);
+
+  // Regression (mse): the mean absolute error instead of accuracy.
+  Run mse = train(spec("mse", csv_data() + R"(model:
+  input: [64]
+  layers:
+    - linear: {out: 1}
+train:
+  seed: 3
+  loss: mse
+  epochs: 1
+  batch_size: 64
+  optimizer: {name: sgd, lr: 0.01}
+)"),
+                  "mse");
+  ASSERT_FALSE(mse.events.empty());
+  expect_file_holds_events(dir_ + "/mse/metrics.jsonl", mse.events);
+  nlohmann::json eval = to_json(mse.events[mse.events.size() - 2]);
+  EXPECT_EQ(keys(eval), (std::set<std::string>{"event", "epoch", "step", "train_loss", "val_loss",
+                                               "elapsed_s", "val_mae"}))
+      << eval.dump();
+  EXPECT_EQ(keys(to_json(mse.events.back())["metrics"]),
+            (std::set<std::string>{"val_loss", "val_mae"}));
 }
 
 TEST_F(TrainerTest, SpecErrorsNameTheFieldAndLine) {

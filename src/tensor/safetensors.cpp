@@ -1,4 +1,4 @@
-#include "train/safetensors.h"
+#include "tensor/safetensors.h"
 
 #include <nlohmann/json.hpp>
 
@@ -6,7 +6,7 @@
 
 #include "core/file_util.h"
 
-namespace dlsys::train {
+namespace dlsys {
 
 namespace {
 
@@ -134,4 +134,4 @@ Result<SafetensorsFile> safetensors_read(const std::string& path) {
   return safetensors_parse(bytes, path);
 }
 
-}  // namespace dlsys::train
+}  // namespace dlsys

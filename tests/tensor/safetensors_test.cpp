@@ -3,9 +3,9 @@
 
 #include <cstring>
 
-#include "train/safetensors.h"
+#include "tensor/safetensors.h"
 
-namespace dlsys::train {
+namespace dlsys {
 namespace {
 
 std::string with_header(const std::string& header, const std::string& data) {
@@ -60,4 +60,4 @@ TEST(Safetensors, MalformedFilesNameTheProblem) {
 }
 
 }  // namespace
-}  // namespace dlsys::train
+}  // namespace dlsys

@@ -1,7 +1,8 @@
 // safetensors files (https://github.com/huggingface/safetensors): an 8-byte little-endian header
 // length, a JSON header {name: {dtype, shape, data_offsets}, "__metadata__": {...}}, then the
-// raw little-endian tensor bytes. Used for checkpoints. Reading checks every offset, dtype and
-// size and rejects malformed or oversized files with the file and tensor named.
+// raw little-endian tensor bytes. A tensor file format beside .npy (tensor/npy.h): the trainer's
+// checkpoints are written in it, and any module above tensor may read it. Reading checks every
+// offset, dtype and size and rejects malformed or oversized files with the file and tensor named.
 #pragma once
 
 #include <map>
@@ -10,7 +11,7 @@
 #include "core/status.h"
 #include "tensor/tensor.h"
 
-namespace dlsys::train {
+namespace dlsys {
 
 struct SafetensorsFile {
   std::map<std::string, Tensor> tensors;
@@ -25,4 +26,4 @@ Result<SafetensorsFile> safetensors_parse(const std::string& bytes, const std::s
 Status safetensors_write(const std::string& path, const SafetensorsFile& f);
 Result<SafetensorsFile> safetensors_read(const std::string& path);
 
-}  // namespace dlsys::train
+}  // namespace dlsys
