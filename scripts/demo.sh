@@ -47,7 +47,7 @@ print(f"exported model, run by dlsys run on the {len(y)} validation digits: accu
 sys.exit(0 if acc >= 0.9 else 1)
 PY
 
-step "6/6 dlsys server: a tracked training run, registered and promoted to production"
+step "6/6 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
 HOME_DIR="$DIR/home"
 rm -rf "$HOME_DIR"
 "$DLSYS" server --data-dir "$HOME_DIR" --port 0 --access-log off >"$DIR/server.out" 2>&1 &
@@ -81,4 +81,10 @@ PY
 kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
+
+# A versioned dataset: the digits CSV pushed twice. The second push finds the same data as the
+# latest version and makes no new one (as git refuses an empty commit).
+"$DLSYS" data push ../shared/data/digits/digits.csv --name digits --data-dir "$HOME_DIR" -m "digits" | tail -2
+"$DLSYS" data push ../shared/data/digits/digits.csv --name digits --data-dir "$HOME_DIR" | tail -2
+"$DLSYS" data versions digits --data-dir "$HOME_DIR"
 printf '\nNext: README.md walks through the same steps on your own model.\n'

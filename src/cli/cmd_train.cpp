@@ -7,9 +7,9 @@
 #include <cstdio>
 #include <variant>
 
-#include "api/services.h"
 #include "api/client.h"
 #include "api/run_logger.h"
+#include "api/services.h"
 #include "cli/commands.h"
 #include "core/json_util.h"
 #include "train/trainer.h"

@@ -415,9 +415,11 @@ TEST_F(Cli, DataCommandsAndTrainingFromAVersion) {
   EXPECT_EQ(done["data"]["dataset"], "digits@v1:train");
   EXPECT_GT(done["metrics"]["val_accuracy"].get<double>(), 0.85);
   // Lineage: digits@v1 -> run 1.
-  auto backend = api::Services::open({(dir_ / "home").string()});
-  ASSERT_TRUE(backend.ok());
-  auto lin = (*backend)->store().lineage().graph("dataset_version", "digits@v1", 2);
+  api::ServicesOptions so;
+  so.data_dir = (dir_ / "home").string();
+  auto services = api::Services::open(so);
+  ASSERT_TRUE(services.ok());
+  auto lin = (*services)->store().lineage().graph("dataset_version", "digits@v1", 2);
   ASSERT_TRUE(lin.ok());
   EXPECT_NE(lin->dump().find("\"run\""), std::string::npos) << lin->dump();
 }
