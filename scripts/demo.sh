@@ -85,6 +85,6 @@ trap - EXIT
 # A versioned dataset: the digits CSV pushed twice. The second push finds the same data as the
 # latest version and makes no new one (as git refuses an empty commit).
 "$DLSYS" data push ../shared/data/digits/digits.csv --name digits --data-dir "$HOME_DIR" -m "digits" | tail -2
-"$DLSYS" data push ../shared/data/digits/digits.csv --name digits --data-dir "$HOME_DIR" | tail -2
+"$DLSYS" data push ../shared/data/digits/digits.csv --name digits --data-dir "$HOME_DIR" | head -1
 "$DLSYS" data versions digits --data-dir "$HOME_DIR"
 printf '\nNext: README.md walks through the same steps on your own model.\n'
