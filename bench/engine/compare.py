@@ -176,11 +176,27 @@ REDUCED = [
 ]
 
 
+def bf16_supported(a):
+    """Whether dlsys runs bf16 here (oneDNN 2.6 has bf16 kernels only with AVX512-BF16 or AMX)."""
+    model = os.path.join(a.models, "mlp.onnx")
+    out = subprocess.run([a.dlsys, "bench", model, "--precision", "bf16", "--seconds", "0.05",
+                          "--json"], capture_output=True, text=True)
+    if out.returncode != 0:
+        log("  bf16 rows skipped: " + (out.stderr.strip().splitlines() or ["dlsys refused bf16"])[-1])
+    return out.returncode == 0
+
+
 def reduced_precision(a, rng, run):
     jobs = []  # (label, b, dlsys model, extra, float model, input, accuracy, same-file?)
+    has_bf16 = None
     for label, stem, b, prec, qargs in REDUCED:
         if a.only and stem not in a.only and stem.split("_")[0] not in a.only:
             continue
+        if prec == "bf16":
+            if has_bf16 is None:
+                has_bf16 = bf16_supported(a)
+            if not has_bf16:
+                continue
         case = next(c for c in CASES if c[1] == stem)
         model = os.path.join(a.models, stem + ".onnx")
         inp = os.path.join(a.models, f"bench_{stem}_b{b}.npy")
