@@ -149,10 +149,11 @@ int run_push(const DataArgs& a) {
   std::printf("  %lld rows in %lld shards (%lld new, %s stored, %s new) in %.2f s\n",
               (long long)r.rows, (long long)r.shards, (long long)r.shards_new,
               human_bytes(r.stored_bytes).c_str(), human_bytes(r.new_bytes).c_str(), r.seconds);
-  const json& sp = r.version.manifest["split"]["rows"];
-  std::printf("  split: train %lld, validation %lld, test %lld\n",
-              (long long)sp["train"].get<int64_t>(), (long long)sp["validation"].get<int64_t>(),
-              (long long)sp["test"].get<int64_t>());
+  if (r.version.manifest.contains("split"))
+    std::printf("  split: train %lld, validation %lld, test %lld\n",
+                (long long)data::split_rows(r.version, "train"),
+                (long long)data::split_rows(r.version, "validation"),
+                (long long)data::split_rows(r.version, "test"));
   if (r.bad_rows > 0) {
     std::printf("  %lld bad rows kept aside in %s, e.g.:\n", (long long)r.bad_rows,
                 r.quarantine ? r.quarantine->label().c_str() : "-");
@@ -168,29 +169,31 @@ int run_list(const DataArgs& a) {
   if (!store.ok()) return fail(store.status().message());
   auto names = (*store)->names();
   if (!names.ok()) return fail(names.status().message());
+  // Manifests are checked when read (data/manifest_check.h): "rows" and "created_ms" are there.
+  std::vector<data::VersionInfo> latest;
   json out = json::array();
   for (const auto& n : *names) {
     auto v = (*store)->resolve({n, "latest", ""});
     if (!v.ok()) return fail(v.status().message());
     out.push_back({{"name", n},
                    {"latest", v->label()},
-                   {"rows", v->manifest.value("rows", int64_t(0))},
-                   {"created_ms", v->manifest.value("created_ms", int64_t(0))}});
+                   {"rows", v->manifest["rows"]},
+                   {"created_ms", v->manifest["created_ms"]}});
+    latest.push_back(std::move(*v));
   }
   if (a.json) {
     std::printf("%s\n", json_dump_line(out).c_str());
     return 0;
   }
-  if (out.empty()) {
+  if (latest.empty()) {
     std::printf("no datasets yet; push one with `dlsys data push FILE --name NAME`\n");
     return 0;
   }
   std::printf("%-28s %-8s %12s  %s\n", "NAME", "LATEST", "ROWS", "CREATED");
-  for (const auto& d : out)
-    std::printf(
-        "%-28s v%-7s %12lld  %s\n", d["name"].get<std::string>().c_str(),
-        d["latest"].get<std::string>().substr(d["name"].get<std::string>().size() + 2).c_str(),
-        (long long)d["rows"].get<int64_t>(), format_time_ms(d["created_ms"]).c_str());
+  for (const auto& v : latest)
+    std::printf("%-28s v%-7lld %12lld  %s\n", v.name.c_str(), (long long)v.number,
+                (long long)v.manifest["rows"].get<int64_t>(),
+                format_time_ms(v.manifest["created_ms"]).c_str());
   return 0;
 }
 
@@ -214,15 +217,12 @@ int run_versions(const DataArgs& a) {
   }
   std::printf("%-8s %-12s %12s  %-19s %-16s %s\n", "VERSION", "ID", "ROWS", "CREATED", "TAGS",
               "MESSAGE");
-  for (const auto& v : out) {
-    std::string label = v["version"];
-    std::printf(
-        "%-8s %-12s %12lld  %-19s %-16s %s\n", label.substr(label.find('@') + 1).c_str(),
-        v["id"].get<std::string>().substr(0, 12).c_str(), (long long)v["rows"].get<int64_t>(),
-        format_time_ms(v["created_ms"]).c_str(),
-        fmt::format("{}", fmt::join(v["tags"].get<std::vector<std::string>>(), ",")).c_str(),
-        v["message"].get<std::string>().c_str());
-  }
+  for (const auto& v : *vs)
+    std::printf("v%-7lld %-12s %12lld  %-19s %-16s %s\n", (long long)v.number,
+                v.id.substr(0, 12).c_str(), (long long)v.manifest["rows"].get<int64_t>(),
+                format_time_ms(v.manifest["created_ms"]).c_str(),
+                fmt::format("{}", fmt::join(v.tags, ",")).c_str(),
+                v.manifest.value("message", "").c_str());
   return 0;
 }
 
@@ -247,6 +247,8 @@ int run_show(const DataArgs& a) {
     std::printf("%s\n", json_dump_line(j).c_str());
     return 0;
   }
+  // The manifest and its statistics were checked when read (data/manifest_check.h), so the
+  // fields docs/formats.md names have their types here.
   int64_t bytes = 0;
   for (const auto& s : m["shards"]) bytes += s["bytes"].get<int64_t>();
   std::printf("%s  (id %s)\n", v->label().c_str(), v->id.c_str());

@@ -14,6 +14,7 @@
 
 #include "core/file_util.h"
 #include "core/sha256.h"
+#include "data/manifest_check.h"
 
 namespace dlsys::data {
 
@@ -347,6 +348,7 @@ Result<json> DatasetStore::read_manifest(const std::string& id, const std::strin
   json j = json::parse(text, nullptr, false);
   if (j.is_discarded())
     return Status::Invalid("the manifest of {} ({}) is not JSON", label, id.substr(0, 12));
+  DLSYS_RETURN_IF_ERROR(check_manifest(j, label));
   // Older manifests hold "stats" themselves; newer ones name a statistics object.
   auto sid = j.find("stats_id");
   if (!with_stats || sid == j.end()) return j;
@@ -367,6 +369,7 @@ Result<json> DatasetStore::read_manifest(const std::string& id, const std::strin
   if (stats.is_discarded() || !stats.is_object())
     return Status::Invalid("the statistics of {} ({}) are not a JSON object", label,
                            stats_id.substr(0, 12));
+  DLSYS_RETURN_IF_ERROR(check_stats(stats, label));
   j["stats"] = std::move(stats);
   return j;
 }

@@ -240,6 +240,60 @@ TEST_F(StoreRefsTest, DamagedStoreFilesAreNamedByVersionNotByPath) {
   EXPECT_NE(st.message().find("d@v1"), std::string::npos) << st.message();
 }
 
+// A manifest or statistics object that hashes correctly but has the wrong shape (a hand-edited
+// or foreign store) is refused where it is read, naming the version and the field, so no reader
+// after it indexes a missing key or reads past a short array (drift reads quantiles[90]).
+TEST_F(StoreRefsTest, MalformedManifestsAndStatisticsAreRefusedWithTheField) {
+  auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  // Stores `text` under its SHA-256 in `dir` and points d@v2 at it when it is a manifest.
+  auto put = [&](const std::string& dir, const std::string& text) {
+    std::string id = sha256_hex(text);
+    std::ofstream(root_ + "/" + dir + "/" + id + ".json", std::ios::trunc) << text;
+    return id;
+  };
+  json m = json::parse(read(root_ + "/manifests/" + ids_[1] + ".json"));
+  ASSERT_TRUE(m.contains("stats_id"));
+  const json good = m;
+  std::string v2 = root_ + "/refs/d/versions/2";
+  auto expect_refused = [&](const json& manifest, const std::string& field) {
+    { std::ofstream(v2, std::ios::trunc) << put("manifests", manifest.dump()); }
+    Status st = resolve_error("v2");
+    EXPECT_NE(st.message().find("d@v2"), std::string::npos) << st.message();
+    EXPECT_NE(st.message().find("'" + field + "'"), std::string::npos) << st.message();
+  };
+  m["shards"] = "x";
+  expect_refused(m, "shards");
+  m = good;
+  m["shards"][0]["id"] = "../../etc/passwd";
+  expect_refused(m, "shards[0].id");
+  m = good;
+  m["rows"] = -1;
+  expect_refused(m, "rows");
+  m = good;
+  m["schema"]["columns"][0].erase("type");
+  expect_refused(m, "schema.columns[0].type");
+  m = good;
+  m["split"]["rows"]["test"] = "7";
+  expect_refused(m, "split.rows.test");
+
+  // Statistics with 3 quantiles instead of 101.
+  json stats = json::parse(read(root_ + "/stats/" + good["stats_id"].get<std::string>() + ".json"));
+  ASSERT_TRUE(stats["x"].contains("quantiles"));
+  stats["x"]["quantiles"] = {1, 2, 3};
+  m = good;
+  m["stats_id"] = put("stats", stats.dump());
+  expect_refused(m, "x.quantiles");
+
+  // The untouched manifest still resolves.
+  { std::ofstream(v2, std::ios::trunc) << ids_[1]; }
+  auto v = store_->resolve({"d", "v2", ""});
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_EQ(v->manifest["rows"], 60);
+}
+
 TEST_F(StoreRefsTest, NamesSkipEntriesThatAreNotDatasetNames) {
   fs::create_directories(root_ + "/refs/.hidden/versions/1");
   fs::create_directories(root_ + "/refs/bad name/versions/1");
