@@ -56,7 +56,7 @@ std::string token_for(meta::Role role, const char* name) {
   auto t = g->backend->store().tokens().create_token(name, role,
                                                      meta::Principal{"fuzz", meta::Role::kAdmin});
   if (!t.ok()) fail("create_token: %s", t.status().to_string().c_str());
-  return (*t)["token"].get<std::string>();
+  return t->token;
 }
 
 void replace_all(std::string& s, const std::string& from, const std::string& to) {

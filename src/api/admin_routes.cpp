@@ -11,7 +11,8 @@ void add_admin_routes(Router& router, meta::StoreDb& db, meta::TokenStore& token
   // ---- audit and tokens (admin) ----
   router.add("GET", "/api/v1/audit", Access::kAdmin, [d](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
-    DLSYS_ASSIGN_OR_RETURN(meta::Page p, d->list_audit(n, r.query_or("page_token", "")));
+    DLSYS_ASSIGN_OR_RETURN(meta::PageOf<meta::AuditRecord> p,
+                           d->list_audit(n, r.query_or("page_token", "")));
     return page_response(p, "entries");
   });
   router.add("POST", "/api/v1/tokens", Access::kAdmin, [s](Request& r) -> Result<Response> {
@@ -19,11 +20,11 @@ void add_admin_routes(Router& router, meta::StoreDb& db, meta::TokenStore& token
     DLSYS_ASSIGN_OR_RETURN(std::string name, string_field(b, "name", true));
     DLSYS_ASSIGN_OR_RETURN(std::string role, string_field(b, "role", true));
     DLSYS_ASSIGN_OR_RETURN(meta::Role rl, meta::parse_role(role));
-    DLSYS_ASSIGN_OR_RETURN(json t, s->create_token(name, rl, r.principal));
+    DLSYS_ASSIGN_OR_RETURN(meta::NewToken t, s->create_token(name, rl, r.principal));
     return Response::json_body(t, 201);
   });
   router.add("GET", "/api/v1/tokens", Access::kAdmin, [s](Request&) -> Result<Response> {
-    DLSYS_ASSIGN_OR_RETURN(json t, s->list_tokens());
+    DLSYS_ASSIGN_OR_RETURN(std::vector<meta::TokenInfo> t, s->list_tokens());
     return Response::json_body({{"tokens", t}});
   });
   router.add("DELETE", "/api/v1/tokens/{id}", Access::kAdmin, [s](Request& r) -> Result<Response> {

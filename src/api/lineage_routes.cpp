@@ -22,13 +22,13 @@ void add_lineage_routes(Router& router, meta::LineageStore& lineage) {
     DLSYS_RETURN_IF_ERROR(s->add_edge(sk, si, dk, di, rel, r.principal));
     return Response::json_body({{"src", b["src"]}, {"dst", b["dst"]}, {"relation", rel}}, 201);
   });
-  router.add("GET", "/api/v1/lineage/{kind}/{id...}", Access::kRead,
-             [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(int64_t depth, parse_int(r.query_or("depth", "10"), "depth"));
-               DLSYS_ASSIGN_OR_RETURN(
-                   json g, s->graph(r.param("kind"), r.param("id"), static_cast<int>(depth)));
-               return Response::json_body(g);
-             });
+  router.add(
+      "GET", "/api/v1/lineage/{kind}/{id...}", Access::kRead, [s](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(int64_t depth, parse_int(r.query_or("depth", "10"), "depth"));
+        DLSYS_ASSIGN_OR_RETURN(meta::LineageGraph g,
+                               s->graph(r.param("kind"), r.param("id"), static_cast<int>(depth)));
+        return Response::json_body(g);
+      });
 }
 
 }  // namespace dlsys::api

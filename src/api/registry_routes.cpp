@@ -97,7 +97,8 @@ void add_registry_routes(Router& router, meta::ModelRegistry& registry, meta::Ru
                DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
                DLSYS_ASSIGN_OR_RETURN(int64_t v, int_field(b, "version", true));
                DLSYS_ASSIGN_OR_RETURN(
-                   json a, s->set_alias(r.param("name"), r.param("alias"), v, r.principal));
+                   meta::AliasMove a,
+                   s->set_alias(r.param("name"), r.param("alias"), v, r.principal));
                return Response::json_body(a);
              });
   router.add("GET", "/api/v1/models/{name}/aliases/{alias}", Access::kRead,

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 
@@ -26,18 +27,38 @@ struct Principal {
   Role role = Role::kAdmin;
 };
 
+// An API token as listed: never the token itself, which only its creator sees once.
+struct TokenInfo {
+  int64_t id = 0;
+  std::string name;
+  Role role = Role::kViewer;
+  int64_t created_at = 0;  // ms since the epoch
+  std::string created_by;
+  bool revoked = false;
+};
+
+// A token just created: its record and the plain token ("dls_" and 48 hex digits).
+struct NewToken {
+  TokenInfo info;
+  std::string token;
+};
+
+// The REST representations (docs/api.md): {"id", "name", "role", "created_at", "created_by",
+// "revoked"}; a new token is {"id", "name", "role", "token"}.
+void to_json(json& j, const TokenInfo& t);
+void to_json(json& j, const NewToken& t);
+
 // API tokens. Only a token's SHA-256 is kept; the plain token is shown once, at creation.
 // Thread-safe; `db` must outlive it.
 class TokenStore {
  public:
   explicit TokenStore(StoreDb& db) : db_(db) {}
   // Creates a token named `name` (1..100 of letters, digits, _ - .) with `role`.
-  // {"id", "name", "role", "token": "dls_…"}.
-  Result<json> create_token(const std::string& name, Role role, const Principal& who);
+  Result<NewToken> create_token(const std::string& name, Role role, const Principal& who);
   // The principal of a valid, unrevoked token; Unauthenticated otherwise.
   Result<Principal> authenticate(const std::string& token);
-  // [{"id", "name", "role", "created_at", "created_by", "revoked"}], oldest first.
-  Result<json> list_tokens();
+  // Every token, revoked ones too, oldest first.
+  Result<std::vector<TokenInfo>> list_tokens();
   // Revokes token `id` (NotFound when there is none).
   Status revoke_token(int64_t id, const Principal& who);
 

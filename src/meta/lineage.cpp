@@ -45,14 +45,30 @@ Status LineageStore::add_edge(const std::string& src_kind, const std::string& sr
   });
 }
 
-Result<json> LineageStore::graph(const std::string& kind, const std::string& id, int depth) {
+void to_json(json& j, const LineageGraph& g) {
+  auto node = [](const LineageNode& n) { return json{{"kind", n.kind}, {"id", n.id}}; };
+  json nodes = json::array(), edges = json::array();
+  for (const auto& [n, direction] : g.nodes) {
+    json o = node(n);
+    o["direction"] = direction;
+    nodes.push_back(std::move(o));
+  }
+  for (const auto& e : g.edges)
+    edges.push_back({{"src", node(e.src)}, {"dst", node(e.dst)}, {"relation", e.relation}});
+  j = {{"root", node(g.root)}, {"nodes", std::move(nodes)}, {"edges", std::move(edges)}};
+}
+
+Result<LineageGraph> LineageStore::graph(const std::string& kind, const std::string& id,
+                                         int depth) {
   DLSYS_RETURN_IF_ERROR(check_kind(kind));
   if (depth < 1 || depth > 100) return Status::Invalid("depth {} is out of range 1..100", depth);
-  json nodes = json::array(), edges = json::array();
+  LineageGraph g;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    g = {};
+    g.root = {kind, id};
     std::set<std::pair<std::string, std::string>> seen = {{kind, id}};
     std::set<std::tuple<std::string, std::string, std::string, std::string>> seen_edges;
-    nodes.push_back({{"kind", kind}, {"id", id}, {"direction", "root"}});
+    g.nodes.push_back({g.root, "root"});
     for (int dir = 0; dir < 2; ++dir) {
       bool down = dir == 0;
       std::deque<std::tuple<std::string, std::string, int>> q = {{kind, id, 0}};
@@ -71,14 +87,13 @@ Result<json> LineageStore::graph(const std::string& kind, const std::string& id,
           auto key =
               std::make_tuple(sql_text(r[0]), sql_text(r[1]), sql_text(r[2]), sql_text(r[3]));
           if (seen_edges.insert(key).second)
-            edges.push_back({{"src", {{"kind", std::get<0>(key)}, {"id", std::get<1>(key)}}},
-                             {"dst", {{"kind", std::get<2>(key)}, {"id", std::get<3>(key)}}},
-                             {"relation", sql_text(r[4])}});
+            g.edges.push_back({{std::get<0>(key), std::get<1>(key)},
+                               {std::get<2>(key), std::get<3>(key)},
+                               sql_text(r[4])});
           std::string nk = down ? std::get<2>(key) : std::get<0>(key);
           std::string ni = down ? std::get<3>(key) : std::get<1>(key);
           if (seen.insert({nk, ni}).second) {
-            nodes.push_back(
-                {{"kind", nk}, {"id", ni}, {"direction", down ? "downstream" : "upstream"}});
+            g.nodes.push_back({{nk, ni}, down ? "downstream" : "upstream"});
             q.emplace_back(nk, ni, d + 1);
           }
         }
@@ -86,7 +101,7 @@ Result<json> LineageStore::graph(const std::string& kind, const std::string& id,
     }
     return Status::OK();
   }));
-  return json{{"root", {{"kind", kind}, {"id", id}}}, {"nodes", nodes}, {"edges", edges}};
+  return g;
 }
 
 }  // namespace dlsys::meta

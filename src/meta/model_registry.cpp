@@ -344,10 +344,17 @@ Result<ModelVersion> ModelRegistry::set_model_version_status(const std::string& 
   return get_model_version(model, version);
 }
 
-Result<json> ModelRegistry::set_alias(const std::string& model, const std::string& alias,
-                                      int64_t version, const Principal& who) {
+void to_json(json& j, const AliasMove& a) {
+  j = {{"model", a.model},
+       {"alias", a.alias},
+       {"version", a.version},
+       {"previous_version", a.previous_version ? json(*a.previous_version) : json(nullptr)}};
+}
+
+Result<AliasMove> ModelRegistry::set_alias(const std::string& model, const std::string& alias,
+                                           int64_t version, const Principal& who) {
   DLSYS_RETURN_IF_ERROR(check_alias(alias));
-  json out;
+  AliasMove out;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(int64_t mid, model_id(c, model, true));
     DLSYS_ASSIGN_OR_RETURN(auto v, c.query("SELECT status FROM model_versions WHERE model_id = $1 "
@@ -371,8 +378,8 @@ Result<json> ModelRegistry::set_alias(const std::string& model, const std::strin
         {mid, alias, version, now}));
     DLSYS_RETURN_IF_ERROR(
         c.exec("UPDATE registered_models SET updated_at = $1 WHERE id = $2", {now, mid}));
-    out = {
-        {"model", model}, {"alias", alias}, {"version", version}, {"previous_version", previous}};
+    out = {model, alias, version, std::nullopt};
+    if (!prev.empty()) out.previous_version = sql_int(prev[0][0]);
     return audit(c, who, "model_alias.set", "model/" + model + "@" + alias,
                  {{"version", version}, {"previous_version", previous}});
   }));

@@ -43,7 +43,17 @@ struct ModelVersion {
   std::vector<std::string> aliases;  // the aliases pointing at this version, by name
 };
 
+// An alias moved (promote, roll back) or created: where it points now and where it pointed.
+struct AliasMove {
+  std::string model;
+  std::string alias;
+  int64_t version = 0;
+  std::optional<int64_t> previous_version;  // none when the alias is new
+};
+
 // The REST representations (docs/api.md) and their checked reads (from_json in store_db.h).
+// An AliasMove is {"model", "alias", "version", "previous_version" (null when new)}.
+void to_json(json& j, const AliasMove& a);
 void to_json(json& j, const Model& m);
 void to_json(json& j, const ModelVersion& v);
 template <>
@@ -73,9 +83,8 @@ class ModelRegistry {
   Result<ModelVersion> set_model_version_status(const std::string& model, int64_t version,
                                                 const std::string& status, const Principal& who);
   // Points `alias` at `version` (atomically: promote and roll back are alias moves).
-  // {"model", "alias", "version", "previous_version" (null when the alias is new)}.
-  Result<json> set_alias(const std::string& model, const std::string& alias, int64_t version,
-                         const Principal& who);
+  Result<AliasMove> set_alias(const std::string& model, const std::string& alias, int64_t version,
+                              const Principal& who);
   Status delete_alias(const std::string& model, const std::string& alias, const Principal& who);
   // The version `alias` points at; "latest" is the newest version.
   Result<ModelVersion> get_version_by_alias(const std::string& model, const std::string& alias);

@@ -202,27 +202,31 @@ Status check_artifact_path(const std::string& path) {
   return Status::OK();
 }
 
-Result<Page> StoreDb::list_audit(int page_size, const std::string& page_token) {
+void to_json(json& j, const AuditRecord& a) {
+  j = {{"id", a.id},         {"timestamp", a.timestamp}, {"actor", a.actor},
+       {"action", a.action}, {"target", a.target},       {"detail", a.detail}};
+}
+
+Result<PageOf<AuditRecord>> StoreDb::list_audit(int page_size, const std::string& page_token) {
   DLSYS_RETURN_IF_ERROR(check_page_size(page_size));
   int64_t before = INT64_MAX;
   if (!page_token.empty()) {
     DLSYS_ASSIGN_OR_RETURN(before, int_token(page_token, "a:"));
   }
-  Page page;
+  PageOf<AuditRecord> page;
   DLSYS_RETURN_IF_ERROR(tx(false, [&](SqlConnection& c) -> Status {
+    page = {};
     DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT id, ts, actor, action, target, detail FROM "
                                               "audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2",
                                               {before, int64_t{page_size} + 1}));
     for (size_t i = 0; i < rows.size() && i < static_cast<size_t>(page_size); ++i) {
       auto& r = rows[i];
       std::string detail = sql_text(r[5]);
-      page.items.push_back(
-          {{"id", sql_int(r[0])},
-           {"timestamp", sql_int(r[1])},
-           {"actor", sql_text(r[2])},
-           {"action", sql_text(r[3])},
-           {"target", sql_text(r[4])},
-           {"detail", detail.empty() ? json::object() : json::parse(detail, nullptr, false)}});
+      // The detail was written by audit() as a JSON object; anything else reads as empty.
+      json d = detail.empty() ? json::object() : json::parse(detail, nullptr, false);
+      if (!d.is_object()) d = json::object();
+      page.items.push_back({sql_int(r[0]), sql_int(r[1]), sql_text(r[2]), sql_text(r[3]),
+                            sql_text(r[4]), std::move(d)});
     }
     if (rows.size() > static_cast<size_t>(page_size))
       page.next_page_token = "a:" + std::to_string(sql_int(rows[page_size - 1][0]));

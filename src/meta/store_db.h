@@ -29,7 +29,18 @@ struct PageOf {
   std::vector<T> items;
   std::string next_page_token;
 };
-using Page = PageOf<json>;
+
+// One entry of the audit log: who did what to which object, and when.
+struct AuditRecord {
+  int64_t id = 0;
+  int64_t timestamp = 0;  // ms since the epoch
+  std::string actor;      // the principal's name
+  std::string action;     // "run.create", "model_alias.set", ...
+  std::string target;     // "run/7", "model/digits@production", ...
+  json detail;            // what the action recorded (an object, maybe empty)
+};
+// {"id", "timestamp", "actor", "action", "target", "detail"} (docs/api.md).
+void to_json(json& j, const AuditRecord& a);
 
 // Reads a record (Run, Experiment, ...) from its REST representation (docs/api.md), as the CLI
 // and other clients get it from a server: every field is checked, so a missing key or a wrong
@@ -66,8 +77,8 @@ class StoreDb {
     }
   }
 
-  // The audit log, newest first: {"id", "timestamp", "actor", "action", "target", "detail"}.
-  Result<Page> list_audit(int page_size, const std::string& page_token);
+  // The audit log, newest first.
+  Result<PageOf<AuditRecord>> list_audit(int page_size, const std::string& page_token);
 
  private:
   explicit StoreDb(std::unique_ptr<SqlDatabase> db) : db_(std::move(db)) {}

@@ -107,7 +107,7 @@ class SecurityTest : public ServerFixture {
     auto t =
         backend_->store().tokens().create_token(meta::role_name(role) + random_hex(2), role, root);
     EXPECT_TRUE(t.ok());
-    return "Bearer " + (*t)["token"].get<std::string>();
+    return "Bearer " + t->token;
   }
   // Pushes a small CSV dataset `name` through the API; returns the version label.
   void PushDataset(const std::string& name, const std::string& auth = "") {

@@ -166,8 +166,7 @@ TEST_F(ServerTest, TokensAndRoles) {
   meta::Principal root{"root", meta::Role::kAdmin};
   auto tok = [&](meta::Role role) {
     return "Bearer " +
-           (*backend_->store().tokens().create_token(meta::role_name(role), role, root))["token"]
-               .get<std::string>();
+           backend_->store().tokens().create_token(meta::role_name(role), role, root)->token;
   };
   std::string admin = tok(meta::Role::kAdmin), editor = tok(meta::Role::kEditor),
               viewer = tok(meta::Role::kViewer), infer = tok(meta::Role::kInference);

@@ -600,12 +600,16 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
 
   auto a = store_->registry().set_alias("digits", "production", 1, kAlice);
   ASSERT_TRUE(a.ok()) << a.status().to_string();
-  EXPECT_TRUE((*a)["previous_version"].is_null());
+  EXPECT_EQ(a->model, "digits");
+  EXPECT_EQ(a->alias, "production");
+  EXPECT_EQ(a->version, 1);
+  EXPECT_FALSE(a->previous_version.has_value());
+  EXPECT_TRUE(json(*a)["previous_version"].is_null());                  // the REST form says null
   a = store_->registry().set_alias("digits", "production", 2, kAlice);  // promote
-  EXPECT_EQ((*a)["previous_version"], 1);
+  EXPECT_EQ(a->previous_version, 1);
   EXPECT_EQ(store_->registry().get_version_by_alias("digits", "production")->version, 2);
   a = store_->registry().set_alias("digits", "production", 1, kAlice);  // roll back
-  EXPECT_EQ((*a)["previous_version"], 2);
+  EXPECT_EQ(a->previous_version, 2);
   EXPECT_EQ(store_->registry().get_version_by_alias("digits", "production")->version, 1);
   EXPECT_EQ(store_->registry().get_version_by_alias("digits", "latest")->version, 2);
   EXPECT_EQ(store_->registry().set_alias("digits", "latest", 1, kAlice).status().code(),
@@ -642,15 +646,21 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
   auto g = store_->lineage().graph("model_version", "digits/1", 10);
   ASSERT_TRUE(g.ok()) << g.status().to_string();
   std::set<std::string> nodes;
-  for (auto& n : (*g)["nodes"])
-    nodes.insert(n["kind"].get<std::string>() + ":" + n["id"].get<std::string>() + ":" +
-                 n["direction"].get<std::string>());
+  for (auto& [n, direction] : g->nodes) nodes.insert(n.kind + ":" + n.id + ":" + direction);
+  EXPECT_EQ(g->root.kind, "model_version");
+  EXPECT_EQ(g->nodes.size(), nodes.size()) << "a node was listed twice";
+  std::set<std::string> edges;
+  for (auto& e : g->edges)
+    edges.insert(e.src.kind + ":" + e.src.id + "->" + e.dst.kind + ":" + e.dst.id + ":" +
+                 e.relation);
+  EXPECT_TRUE(edges.count("dataset_version:sha-of-digits->run:" + std::to_string(run) + ":input"));
+  EXPECT_TRUE(edges.count("model_version:digits/1->deployment:prod-digits:deployed"));
   EXPECT_TRUE(nodes.count("run:" + std::to_string(run) + ":upstream"));
   EXPECT_TRUE(nodes.count("dataset_version:sha-of-digits:upstream"));
   EXPECT_TRUE(nodes.count("deployment:prod-digits:downstream"));
   EXPECT_FALSE(nodes.count("model_version:digits/2:upstream"));  // a sibling, not an ancestor
   auto shallow = store_->lineage().graph("model_version", "digits/1", 1);
-  EXPECT_EQ((*shallow)["nodes"].size(), 3u);  // root, run, deployment
+  EXPECT_EQ(shallow->nodes.size(), 3u);  // root, run, deployment
 
   auto arts = store_->runs().list_artifacts(run, "");
   ASSERT_TRUE(arts.ok());
@@ -690,17 +700,21 @@ TEST_P(MetaStoreTest, AuditLogRecordsWhoDidWhat) {
   auto p = store_->db().list_audit(100, "");
   ASSERT_TRUE(p.ok());
   ASSERT_GE(p->items.size(), 3u);  // experiment, run, update
-  EXPECT_EQ(p->items[0]["actor"], "bob");
-  EXPECT_EQ(p->items[0]["action"], "run.update");
-  EXPECT_EQ(p->items[0]["detail"]["status"], "KILLED");
-  EXPECT_EQ(p->items.back()["action"], "experiment.create");
-  EXPECT_EQ(p->items.back()["actor"], "alice");
+  EXPECT_EQ(p->items[0].actor, "bob");
+  EXPECT_EQ(p->items[0].action, "run.update");
+  EXPECT_EQ(p->items[0].target, "run/" + std::to_string(run));
+  EXPECT_EQ(p->items[0].detail["status"], "KILLED");
+  EXPECT_GT(p->items[0].id, p->items[1].id);  // newest first
+  EXPECT_EQ(p->items.back().action, "experiment.create");
+  EXPECT_EQ(p->items.back().actor, "alice");
 }
 
 TEST_P(MetaStoreTest, TokensAreHashedAndRevocable) {
   auto t = store_->tokens().create_token("ci", Role::kViewer, kAlice);
   ASSERT_TRUE(t.ok());
-  std::string token = (*t)["token"];
+  std::string token = t->token;
+  EXPECT_EQ(t->info.name, "ci");
+  EXPECT_EQ(t->info.role, Role::kViewer);
   EXPECT_EQ(token.rfind("dls_", 0), 0u);
   auto who = store_->tokens().authenticate(token);
   ASSERT_TRUE(who.ok());
@@ -710,8 +724,12 @@ TEST_P(MetaStoreTest, TokensAreHashedAndRevocable) {
             StatusCode::kUnauthenticated);
   auto list = store_->tokens().list_tokens();
   ASSERT_TRUE(list.ok());
-  EXPECT_EQ(list->dump().find(token), std::string::npos) << "a token was listed in clear";
-  ASSERT_TRUE(store_->tokens().revoke_token((*t)["id"], kAlice).ok());
+  ASSERT_EQ(list->size(), 1u);
+  EXPECT_EQ((*list)[0].id, t->info.id);
+  EXPECT_FALSE((*list)[0].revoked);
+  EXPECT_EQ(json(*list).dump().find(token), std::string::npos) << "a token was listed in clear";
+  ASSERT_TRUE(store_->tokens().revoke_token(t->info.id, kAlice).ok());
+  EXPECT_TRUE((*store_->tokens().list_tokens())[0].revoked);
   EXPECT_EQ(store_->tokens().authenticate(token).status().code(), StatusCode::kUnauthenticated);
 }
 
