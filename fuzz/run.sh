@@ -2,7 +2,7 @@
 # Runs the libFuzzer targets for a bounded time each, over a copy of their seed corpus, and fails
 # when one finds a crash. `make test-fuzz` calls it after building them.
 #
-#   fuzz/run.sh [BUILD_DIR [SECONDS [TARGET...]]]     defaults: build-fuzz, 8, every target
+#   fuzz/run.sh [BUILD_DIR [SECONDS [TARGET...]]]     defaults: build-san, 8, every target
 #
 # Per target: the corpus is BUILD_DIR/corpus-TARGET (the seeds of fuzz/corpus/TARGET are copied
 # in, so the repository is not modified, and what earlier runs found is kept), crash inputs go
@@ -11,7 +11,7 @@
 set -uo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="${1:-build-fuzz}"
+build="${1:-build-san}"
 seconds="${2:-8}"
 shift $(($# < 2 ? $# : 2))
 targets=("$@")
