@@ -128,7 +128,10 @@ Result<std::vector<Tensor>> ModelRunner::run(int instance, const std::vector<Ten
   Plan*& slot =
       plans_[static_cast<size_t>(instance)][static_cast<size_t>(it - opts_.buckets.begin())];
   if (slot == nullptr) {
-    DLSYS_ASSIGN_OR_RETURN(slot, s.plan_for(padded));
+    // From shapes alone: a model whose plans depend on input values cannot be served by bucket.
+    std::vector<Shape> shapes;
+    for (const Tensor& t : padded) shapes.push_back(t.shape());
+    DLSYS_ASSIGN_OR_RETURN(slot, s.plan_for_shapes(shapes));
   }
   std::vector<Tensor> outputs;
   DLSYS_RETURN_IF_ERROR(slot->run(padded, &outputs));

@@ -262,7 +262,10 @@ TEST(Batcher, AQueuedRequestExpiresAtItsDeadlineWhileTheOnlyInstanceIsBusy) {
   ASSERT_FALSE(res.ok());
   EXPECT_EQ(res.status().code(), StatusCode::kDeadlineExceeded);
   EXPECT_GE(answered, deadline);
-  EXPECT_LT(answered, deadline + milliseconds(10));
+  EXPECT_LT(answered, deadline + milliseconds(10))
+      << "answered "
+      << std::chrono::duration_cast<std::chrono::microseconds>(answered - deadline).count()
+      << " us after the deadline";
   EXPECT_EQ(b->stats().expired, 1);
   EXPECT_EQ(b->stats().queue_depth, 1);
   gate.open();
