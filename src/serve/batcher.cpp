@@ -120,22 +120,50 @@ void DynamicBatcher::worker_loop(int instance) {
     std::vector<Item> batch;
     int64_t rows = 0;
     const Clock::time_point leave_at = Clock::now() + std::chrono::microseconds(opts_.max_delay_us);
-    for (;;) {
+    auto fill = [&] {
       while (rows < opts_.max_batch && take_next(opts_.max_batch - rows, &batch)) {
         rows += batch.back().req.rows;
       }
+    };
+    for (;;) {
+      fill();
       // Full, or the next request in order does not fit: waiting cannot add anything.
       if (rows == opts_.max_batch || !queue_empty() || stopping_) break;
-      if (work_cv_.wait_until(lk, leave_at) == std::cv_status::timeout) {
-        while (rows < opts_.max_batch && take_next(opts_.max_batch - rows, &batch)) {
-          rows += batch.back().req.rows;
+      // Wake for new requests, at leave_at, or at the earliest deadline in the forming batch.
+      Clock::time_point wake = leave_at;
+      for (const Item& it : batch) wake = std::min(wake, it.req.deadline);
+      work_cv_.wait_until(lk, wake);
+      const Clock::time_point now = Clock::now();
+      std::vector<Item> expired;
+      for (auto it = batch.begin(); it != batch.end();) {
+        if (it->req.deadline <= now) {
+          rows -= it->req.rows;
+          expired.push_back(std::move(*it));
+          it = batch.erase(it);
+        } else {
+          ++it;
         }
+      }
+      if (!expired.empty()) {
+        stats_.expired += static_cast<int64_t>(expired.size());
+        lk.unlock();
+        for (Item& it : expired) {
+          it.req.done(Status::DeadlineExceeded(
+              "the request's deadline passed after {} us waiting for its batch to fill",
+              micros(now - it.submitted)));
+        }
+        lk.lock();
+      }
+      if (batch.empty()) break;  // every request taken so far expired: start over
+      if (Clock::now() >= leave_at) {
+        fill();
         break;
       }
     }
     forming_ = false;
     work_cv_.notify_all();   // another idle worker may start forming
     timer_cv_.notify_one();  // the earliest queued deadline may have changed
+    if (batch.empty()) continue;
     lk.unlock();
     run_batch(instance, std::move(batch));
     lk.lock();

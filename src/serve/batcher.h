@@ -17,9 +17,9 @@
 //
 // Deadlines: a request whose deadline passes while it is queued is answered at that moment with
 // StatusCode::kDeadlineExceeded by the timer thread, which waits on the earliest deadline, so
-// this holds even while every instance is busy. A request whose deadline passes while its batch
-// is still forming (at most max_delay_us) is answered the same way when the batch leaves; once
-// a batch runs, its requests are answered with the run's outcome.
+// this holds even while every instance is busy. A request already taken into a batch that is
+// still forming (waiting up to max_delay_us for more) is answered the same way at its deadline
+// by the forming worker. Once a batch runs, its requests are answered with the run's outcome.
 //
 // Lifetime: stop() (also run by the destructor) refuses new requests ("shutting down"), lets the
 // workers run every queued request (drain), then joins all threads. Idempotent. After stop()

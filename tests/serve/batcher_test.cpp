@@ -273,6 +273,35 @@ TEST(Batcher, AQueuedRequestExpiresAtItsDeadlineWhileTheOnlyInstanceIsBusy) {
   EXPECT_TRUE(patient.f.get().ok());
 }
 
+TEST(Batcher, ARequestInAFormingBatchExpiresAtItsDeadlineNotWhenTheBatchLeaves) {
+  RunLog log;
+  BatcherOptions o;
+  o.max_batch = 8;
+  o.max_delay_us = 60'000'000;  // the batch would wait a minute for more rows
+  auto b = make(o, fake_run(&log));
+  Pending late;
+  Request r = make_request(1, 0, &late);
+  r.deadline = Clock::now() + milliseconds(20);
+  const auto deadline = r.deadline;
+  ASSERT_TRUE(b->submit(std::move(r)).ok());
+  auto res = late.f.get();
+  const auto answered = Clock::now();
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_GE(answered, deadline);
+  EXPECT_LT(answered, deadline + milliseconds(10))
+      << "answered "
+      << std::chrono::duration_cast<std::chrono::microseconds>(answered - deadline).count()
+      << " us after the deadline";
+  // The batcher goes on: a full batch after it runs at once.
+  Pending full;
+  ASSERT_TRUE(b->submit(make_request(8, 0, &full)).ok());
+  EXPECT_TRUE(full.f.get().ok());
+  b->stop();
+  EXPECT_EQ(b->stats().expired, 1);
+  EXPECT_EQ(log.rows, (std::vector<int64_t>{8}));
+}
+
 TEST(Batcher, StopDrainsTheQueueThenRefuses) {
   RunLog log;
   Gate gate;
