@@ -174,14 +174,16 @@ void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
   const Clock::time_point start = Clock::now();
   std::vector<Item> expired, live;
   for (auto& it : batch) (it.req.deadline <= start ? expired : live).push_back(std::move(it));
-  for (auto& it : expired) {
-    it.req.done(Status::DeadlineExceeded("the request's deadline passed before it could run"));
+  if (!expired.empty()) {
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stats_.expired += static_cast<int64_t>(expired.size());
+    }
+    for (auto& it : expired) {
+      it.req.done(Status::DeadlineExceeded("the request's deadline passed before it could run"));
+    }
   }
-  if (live.empty()) {
-    std::lock_guard<std::mutex> lk(mu_);
-    stats_.expired += static_cast<int64_t>(expired.size());
-    return;
-  }
+  if (live.empty()) return;
   std::vector<const std::vector<Tensor>*> parts;
   std::vector<int64_t> rows;
   int64_t total = 0, queue_us = 0;
@@ -212,7 +214,6 @@ void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
   }
   {
     std::lock_guard<std::mutex> lk(mu_);
-    stats_.expired += static_cast<int64_t>(expired.size());
     stats_.queue_us += queue_us;
     if (ran) {
       ++stats_.batches;
