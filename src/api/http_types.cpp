@@ -46,6 +46,7 @@ int http_status_of(StatusCode code) {
     case StatusCode::kUnsupported:
       return 501;
     case StatusCode::kUnavailable:
+    case StatusCode::kDeadlineExceeded:  // a queued request that waited too long: retry later
       return 503;
     case StatusCode::kIOError:
     case StatusCode::kInternal:
@@ -72,6 +73,8 @@ const char* error_code_of(StatusCode code) {
       return "UNSUPPORTED";
     case StatusCode::kUnavailable:
       return "UNAVAILABLE";
+    case StatusCode::kDeadlineExceeded:
+      return "DEADLINE_EXCEEDED";
     case StatusCode::kIOError:
       return "IO_ERROR";
     case StatusCode::kInternal:

@@ -24,6 +24,8 @@ const char* status_code_name(StatusCode code) {
       return "permission denied";
     case StatusCode::kUnavailable:
       return "unavailable";
+    case StatusCode::kDeadlineExceeded:
+      return "deadline exceeded";
   }
   return "unknown";
 }

@@ -23,6 +23,7 @@ enum class StatusCode {
   kUnauthenticated,   // no valid credentials were presented
   kPermissionDenied,  // the caller is known but may not do this
   kUnavailable,       // a service is down or shutting down; retry later
+  kDeadlineExceeded,  // the caller's deadline passed before the work was done
 };
 
 // Returns a short lower-case name for `code` ("invalid argument", ...).
@@ -66,6 +67,10 @@ class Status {
   template <typename... Args>
   static Status Unavailable(fmt::format_string<Args...> f, Args&&... args) {
     return Status(StatusCode::kUnavailable, fmt::format(f, std::forward<Args>(args)...));
+  }
+  template <typename... Args>
+  static Status DeadlineExceeded(fmt::format_string<Args...> f, Args&&... args) {
+    return Status(StatusCode::kDeadlineExceeded, fmt::format(f, std::forward<Args>(args)...));
   }
   template <typename... Args>
   static Status Internal(fmt::format_string<Args...> f, Args&&... args) {

@@ -1,0 +1,141 @@
+#include "serve/model_runner.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "serve/batch_tensors.h"
+
+namespace dlsys::serve {
+
+Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_path,
+                                                       ModelRunnerOptions opts) {
+  if (opts.instances < 1) return Status::Invalid("model runner: instances {} < 1", opts.instances);
+  if (opts.threads < 0) return Status::Invalid("model runner: threads {} < 0", opts.threads);
+  if (opts.max_batch < 1) return Status::Invalid("model runner: max_batch {} < 1", opts.max_batch);
+  if (opts.buckets.empty()) opts.buckets = default_buckets(opts.max_batch);
+  for (size_t i = 0; i < opts.buckets.size(); ++i) {
+    if (opts.buckets[i] < 1 || (i > 0 && opts.buckets[i] <= opts.buckets[i - 1])) {
+      return Status::Invalid(
+          "model runner: buckets must be positive and ascending (bucket {} is {})", i,
+          opts.buckets[i]);
+    }
+  }
+  if (opts.buckets.back() != opts.max_batch) {
+    return Status::Invalid("model runner: the largest bucket {} must equal max_batch {}",
+                           opts.buckets.back(), opts.max_batch);
+  }
+  std::unique_ptr<ModelRunner> r(new ModelRunner(opts));
+  SessionOptions so;
+  so.threads = opts.threads;
+  so.precision = opts.precision;
+  for (int i = 0; i < opts.instances; ++i) {
+    DLSYS_ASSIGN_OR_RETURN(auto s, Session::open(onnx_path, so));
+    r->sessions_.push_back(std::move(s));
+  }
+  const Graph& g = r->sessions_[0]->graph();
+  for (const ValueInfo& v : g.inputs) {
+    if (!v.has_shape || v.dims.empty()) {
+      return Status::Invalid(
+          "model input '{}' has no declared shape ({}); serving batches need a free batch "
+          "dimension (export with dynamic_axes)",
+          v.name, dims_str(v));
+    }
+    if (v.dims[0].fixed()) {
+      return Status::Invalid(
+          "model input '{}' has a fixed first dimension {}; serving batches need a free batch "
+          "dimension (export with dynamic_axes)",
+          v.name, v.dims[0].value);
+    }
+    TensorMeta m{v.name, v.dtype, {-1}, true};
+    for (size_t d = 1; d < v.dims.size(); ++d) {
+      if (!v.dims[d].fixed()) {
+        return Status::Invalid(
+            "model input '{}' has shape {}: only the first (batch) dimension may be free for "
+            "serving; dimension {} is not fixed",
+            v.name, dims_str(v), d);
+      }
+      m.shape.push_back(v.dims[d].value);
+    }
+    r->inputs_.push_back(std::move(m));
+  }
+  for (const ValueInfo& v : g.outputs) {
+    TensorMeta m{v.name, v.dtype, {}, v.has_shape};
+    for (const Dim& d : v.dims) m.shape.push_back(d.fixed() ? d.value : -1);
+    r->outputs_.push_back(std::move(m));
+  }
+  r->plans_.assign(r->sessions_.size(), std::vector<Plan*>(opts.buckets.size(), nullptr));
+  return r;
+}
+
+Status ModelRunner::warm_up() {
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < sessions_.size(); ++i) {
+    for (size_t b = 0; b < opts_.buckets.size(); ++b) {
+      std::vector<Tensor> zeros;
+      for (const TensorMeta& m : inputs_) {
+        Shape s = m.shape;
+        s[0] = opts_.buckets[b];
+        zeros.push_back(Tensor::zeros(m.dtype, s));
+      }
+      auto out = run(static_cast<int>(i), zeros, opts_.buckets[b]);
+      if (!out.ok()) {
+        return out.status().with_context(
+            fmt::format("warm-up of instance {} at batch {}", i, opts_.buckets[b]));
+      }
+    }
+  }
+  warm_up_us_ =
+      std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  return Status::OK();
+}
+
+int64_t ModelRunner::memory_bytes() const {
+  int64_t total = 0;
+  for (size_t i = 0; i < sessions_.size(); ++i) {
+    for (const auto& [name, t] : sessions_[i]->graph().initializers) {
+      total += static_cast<int64_t>(t.nbytes());
+    }
+    for (const Plan* p : plans_[i]) {
+      if (p) total += static_cast<int64_t>(p->activation_bytes());
+    }
+  }
+  return total;
+}
+
+Result<std::vector<Tensor>> ModelRunner::run(int instance, const std::vector<Tensor>& padded,
+                                             int64_t rows) {
+  if (instance < 0 || instance >= instances()) {
+    return Status::Invalid("model runner: instance {} is outside 0..{}", instance, instances() - 1);
+  }
+  if (padded.size() != inputs_.size()) {
+    return Status::Invalid("model runner: {} inputs given, the model has {}", padded.size(),
+                           inputs_.size());
+  }
+  if (padded.empty() || padded[0].rank() < 1) {
+    return Status::Invalid("model runner: the inputs have no batch dimension");
+  }
+  const int64_t batch = padded[0].dim(0);
+  auto it = std::find(opts_.buckets.begin(), opts_.buckets.end(), batch);
+  if (it == opts_.buckets.end()) {
+    return Status::Invalid("model runner: batch {} is not one of the buckets", batch);
+  }
+  if (rows < 1 || rows > batch) {
+    return Status::Invalid("model runner: {} rows in a batch of {}", rows, batch);
+  }
+  Session& s = *sessions_[static_cast<size_t>(instance)];
+  s.apply_threads();
+  Plan*& slot =
+      plans_[static_cast<size_t>(instance)][static_cast<size_t>(it - opts_.buckets.begin())];
+  if (slot == nullptr) {
+    // From shapes alone: a model whose plans depend on input values cannot be served by bucket.
+    std::vector<Shape> shapes;
+    for (const Tensor& t : padded) shapes.push_back(t.shape());
+    DLSYS_ASSIGN_OR_RETURN(slot, s.plan_for_shapes(shapes));
+  }
+  std::vector<Tensor> outputs;
+  DLSYS_RETURN_IF_ERROR(slot->run(padded, &outputs));
+  return outputs;
+}
+
+}  // namespace dlsys::serve

@@ -1,0 +1,84 @@
+// ModelRunner: N instances of one ONNX model for serving, each its own Session (a Session's
+// plans are not safe for concurrent runs), with plans built ahead of time for a fixed set of
+// batch-size buckets so that serving never builds a plan (and an arena) per batch size.
+//
+// Threading: open() and warm_up() are called once, before serving. After that run() may be
+// called concurrently for different instances, never concurrently for the same instance (the
+// DynamicBatcher's one worker per instance guarantees it). The metadata accessors and
+// memory_bytes() are safe at any time after warm_up() returns.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "graph/session.h"
+#include "ops/attribute.h"
+#include "tensor/tensor.h"
+
+namespace dlsys::serve {
+
+struct ModelRunnerOptions {
+  int instances = 1;  // Sessions, each with its own weights and plans
+  int threads = 1;    // intra-op threads per instance (0: OpenMP's default)
+  Precision precision = Precision::kF32;
+  int64_t max_batch = 32;             // the largest padded batch
+  std::vector<int64_t> buckets = {};  // ascending, last == max_batch; empty: default_buckets()
+};
+
+// A model input or output as a protocol layer reports it: -1 marks the batch dimension (and,
+// for outputs, any other dimension the model leaves free). `has_shape` is false for an output
+// the model declares without a shape (then `shape` is empty).
+struct TensorMeta {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+  bool has_shape = true;
+};
+
+class ModelRunner {
+ public:
+  // Opens `onnx_path` once per instance. Every input must have a symbolic first dimension (the
+  // batch) and fixed other dims; errors name the input and say how to export it. Options are
+  // checked (errors name the field).
+  static Result<std::unique_ptr<ModelRunner>> open(const std::string& onnx_path,
+                                                   ModelRunnerOptions opts);
+
+  // Builds the plan of every bucket on every instance and runs it once on zeros; records the
+  // wall time in warm_up_us(). A model that cannot be planned from shapes alone fails here.
+  Status warm_up();
+  int64_t warm_up_us() const { return warm_up_us_; }
+
+  // Bytes held by the runner, as far as dlsys tracks them: for every instance, the bytes of the
+  // (optimized) graph's initializers (the weights, counted once per instance since each Session
+  // imports its own copy) plus the activation arena of each bucket's plan built so far
+  // (Plan::activation_bytes()). Not counted: weight copies a plan reorders into oneDNN
+  // layouts, oneDNN scratchpads and kernel code, protobuf and allocator overhead.
+  int64_t memory_bytes() const;
+
+  // Runs one padded batch on `instance` (applies its thread count on the calling thread first).
+  // `padded` holds the inputs in graph order, all with dim 0 equal to one of the buckets, of
+  // which the first `rows` are real. Returns the outputs in graph order: views into the
+  // instance's plan, valid until the next run() on the same instance. Matches RunFn.
+  Result<std::vector<Tensor>> run(int instance, const std::vector<Tensor>& padded, int64_t rows);
+
+  const std::vector<TensorMeta>& inputs() const { return inputs_; }
+  const std::vector<TensorMeta>& outputs() const { return outputs_; }
+  const std::vector<int64_t>& buckets() const { return opts_.buckets; }
+  const ModelRunnerOptions& options() const { return opts_; }
+  int instances() const { return static_cast<int>(sessions_.size()); }
+
+ private:
+  explicit ModelRunner(ModelRunnerOptions opts) : opts_(std::move(opts)) {}
+
+  ModelRunnerOptions opts_;
+  std::vector<std::unique_ptr<Session>> sessions_;
+  std::vector<TensorMeta> inputs_, outputs_;
+  // plans_[instance][bucket index]: null until built by warm_up() or run().
+  std::vector<std::vector<Plan*>> plans_;
+  int64_t warm_up_us_ = 0;
+};
+
+}  // namespace dlsys::serve

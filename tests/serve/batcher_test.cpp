@@ -1,0 +1,425 @@
+// DynamicBatcher with a fake RunFn (no engine): y = 2x + 1 row-wise, optionally held on a gate
+// the test opens, so the tests depend on ordering the test controls, not on machine speed.
+#include "serve/batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <deque>
+#include <future>
+#include <random>
+#include <thread>
+
+#include "serve/batch_tensors.h"
+
+namespace dlsys::serve {
+namespace {
+
+using std::chrono::milliseconds;
+
+// Holds runs until opened; counts runs that entered.
+class Gate {
+ public:
+  void pass() {
+    std::unique_lock<std::mutex> lk(mu_);
+    ++entered_;
+    cv_.notify_all();
+    cv_.wait(lk, [&] { return open_; });
+  }
+  void wait_entered(int n) {
+    std::unique_lock<std::mutex> lk(mu_);
+    cv_.wait(lk, [&] { return entered_ >= n; });
+  }
+  void open() {
+    std::lock_guard<std::mutex> lk(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+  bool is_open() {
+    std::lock_guard<std::mutex> lk(mu_);
+    return open_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool open_ = false;
+  int entered_ = 0;
+};
+
+struct RunLog {
+  std::mutex mu;
+  std::vector<int64_t> rows, padded;
+  std::vector<float> first_values;  // x[0] of each batch
+};
+
+// y = 2x + 1 over input 0 ([padded, cols] f32); records each batch; waits on `gate` if given.
+RunFn fake_run(RunLog* log, Gate* gate = nullptr) {
+  return
+      [log, gate](int, const std::vector<Tensor>& in, int64_t rows) -> Result<std::vector<Tensor>> {
+        {
+          std::lock_guard<std::mutex> lk(log->mu);
+          log->rows.push_back(rows);
+          log->padded.push_back(in[0].dim(0));
+          log->first_values.push_back(in[0].data_as<float>()[0]);
+        }
+        if (gate) gate->pass();
+        Tensor y = Tensor::empty(DType::kF32, in[0].shape());
+        for (int64_t i = 0; i < y.numel(); ++i) {
+          y.data_as<float>()[i] = 2.f * in[0].data_as<float>()[i] + 1.f;
+        }
+        return std::vector<Tensor>{y};
+      };
+}
+
+// A request of `rows` rows x [rows, 2] filled from `base`; its answer goes to the future.
+struct Pending {
+  std::shared_ptr<std::promise<Result<std::vector<Tensor>>>> p =
+      std::make_shared<std::promise<Result<std::vector<Tensor>>>>();
+  std::future<Result<std::vector<Tensor>>> f = p->get_future();
+};
+
+Request make_request(int64_t rows, float base, Pending* pending, int priority = 0) {
+  Request r;
+  Tensor x = Tensor::empty(DType::kF32, {rows, 2});
+  for (int64_t i = 0; i < rows * 2; ++i) x.data_as<float>()[i] = base + static_cast<float>(i);
+  r.inputs = {x};
+  r.rows = rows;
+  r.priority = priority;
+  auto p = pending->p;
+  r.done = [p](Result<std::vector<Tensor>> res) { p->set_value(std::move(res)); };
+  return r;
+}
+
+std::unique_ptr<DynamicBatcher> make(BatcherOptions o, RunFn fn) {
+  auto b = DynamicBatcher::create(std::move(o), std::move(fn));
+  EXPECT_TRUE(b.ok()) << b.status().to_string();
+  return std::move(b).value();
+}
+
+TEST(Batcher, AFullBatchLeavesAtOnceWithoutWaitingForTheDelay) {
+  RunLog log;
+  BatcherOptions o;
+  o.max_batch = 8;
+  o.max_delay_us = 60'000'000;  // a minute: only a full batch can leave in time
+  auto b = make(o, fake_run(&log));
+  Pending p1, p2, p3;
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(b->submit(make_request(3, 0, &p1)).ok());
+  ASSERT_TRUE(b->submit(make_request(3, 100, &p2)).ok());
+  ASSERT_TRUE(b->submit(make_request(2, 200, &p3)).ok());
+  auto r2 = p2.f.get();
+  EXPECT_LT(Clock::now() - t0, std::chrono::seconds(10));
+  ASSERT_TRUE(r2.ok()) << r2.status().to_string();
+  // Request 2's rows come back to it: y = 2x + 1 of its own x.
+  ASSERT_EQ(r2->at(0).shape(), (Shape{3, 2}));
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(r2->at(0).data_as<float>()[i], 2.f * (100 + i) + 1.f);
+  EXPECT_TRUE(p1.f.get().ok());
+  EXPECT_TRUE(p3.f.get().ok());
+  b->stop();
+  auto s = b->stats();
+  EXPECT_EQ(s.batches, 1);
+  EXPECT_EQ(s.batch_rows[8], 1);
+  EXPECT_EQ(s.done, 3);
+  ASSERT_EQ(log.rows, (std::vector<int64_t>{8}));
+}
+
+TEST(Batcher, BatchesAreNeverLargerThanMaxBatchAndArePaddedToABucket) {
+  RunLog log;
+  BatcherOptions o;
+  o.max_batch = 8;
+  o.max_delay_us = 500;
+  o.instances = 2;
+  o.max_queue = 1000;
+  auto b = make(o, fake_run(&log));
+  std::mt19937 rng(7);
+  std::vector<Pending> pending(300);
+  int64_t total = 0;
+  for (size_t i = 0; i < pending.size(); ++i) {
+    int64_t rows = 1 + static_cast<int64_t>(rng() % 8);
+    total += rows;
+    ASSERT_TRUE(b->submit(make_request(rows, 0, &pending[i])).ok());
+  }
+  for (auto& p : pending) EXPECT_TRUE(p.f.get().ok());
+  b->stop();
+  int64_t sum = 0;
+  for (size_t i = 0; i < log.rows.size(); ++i) {
+    EXPECT_GE(log.rows[i], 1);
+    EXPECT_LE(log.rows[i], 8);
+    EXPECT_EQ(log.padded[i], bucket_for(log.rows[i], default_buckets(8)));
+    sum += log.rows[i];
+  }
+  EXPECT_EQ(sum, total);
+  auto s = b->stats();
+  int64_t hist = 0;
+  for (int64_t r = 1; r <= 8; ++r) hist += s.batch_rows[r];
+  EXPECT_EQ(hist, s.batches);
+  EXPECT_EQ(s.batches, static_cast<int64_t>(log.rows.size()));
+}
+
+TEST(Batcher, ALoneRequestLeavesAfterMaxDelay) {
+  RunLog log;
+  BatcherOptions o;
+  o.max_batch = 8;
+  o.max_delay_us = 20'000;
+  auto b = make(o, fake_run(&log));
+  Pending p;
+  const auto t0 = Clock::now();
+  ASSERT_TRUE(b->submit(make_request(1, 5, &p)).ok());
+  auto r = p.f.get();
+  const auto waited = Clock::now() - t0;
+  ASSERT_TRUE(r.ok());
+  EXPECT_GE(waited, milliseconds(20));
+  EXPECT_LT(waited, milliseconds(2000));
+  EXPECT_GE(b->stats().queue_us, 20'000);
+  EXPECT_EQ(log.padded, (std::vector<int64_t>{1}));
+}
+
+TEST(Batcher, MoreUrgentLevelsRunFirstAndFifoWithinALevel) {
+  RunLog log;
+  Gate gate;
+  BatcherOptions o;
+  o.max_batch = 1;
+  o.max_delay_us = 0;
+  o.priority_levels = 3;
+  auto b = make(o, fake_run(&log, &gate));
+  Pending first;
+  ASSERT_TRUE(b->submit(make_request(1, 0, &first, 2)).ok());
+  gate.wait_entered(1);  // the only instance is busy: the rest queue up
+  std::vector<Pending> p(5);
+  ASSERT_TRUE(b->submit(make_request(1, 10, &p[0], 2)).ok());
+  ASSERT_TRUE(b->submit(make_request(1, 20, &p[1], 1)).ok());
+  ASSERT_TRUE(b->submit(make_request(1, 30, &p[2], 2)).ok());
+  ASSERT_TRUE(b->submit(make_request(1, 40, &p[3], 0)).ok());
+  ASSERT_TRUE(b->submit(make_request(1, 50, &p[4], 1)).ok());
+  EXPECT_EQ(b->submit(make_request(1, 0, &first, 3)).code(), StatusCode::kInvalidArgument);
+  gate.open();
+  for (auto& x : p) EXPECT_TRUE(x.f.get().ok());
+  b->stop();
+  EXPECT_EQ(log.first_values, (std::vector<float>{0, 40, 20, 50, 10, 30}));
+}
+
+TEST(Batcher, RefusesAtOnceWithoutCallingDone) {
+  RunLog log;
+  Gate gate;
+  BatcherOptions o;
+  o.max_batch = 8;
+  o.max_delay_us = 0;
+  o.max_queue = 2;
+  auto b = make(o, fake_run(&log, &gate));
+  Pending first;
+  ASSERT_TRUE(b->submit(make_request(1, 0, &first)).ok());
+  gate.wait_entered(1);
+  Pending q1, q2;
+  ASSERT_TRUE(b->submit(make_request(1, 0, &q1)).ok());
+  ASSERT_TRUE(b->submit(make_request(1, 0, &q2)).ok());
+  std::atomic<int> calls{0};
+  auto refused = [&](int64_t rows) {
+    Request r;
+    r.inputs = {Tensor::zeros(DType::kF32, {std::max<int64_t>(rows, 0), 2})};
+    r.rows = rows;
+    r.done = [&](Result<std::vector<Tensor>>) { ++calls; };
+    return b->submit(std::move(r));
+  };
+  Status full = refused(1);
+  EXPECT_EQ(full.code(), StatusCode::kUnavailable);
+  EXPECT_EQ(full.message(), "queue full (2 requests)");
+  Status zero = refused(0), nine = refused(9);
+  EXPECT_EQ(zero.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(zero.message().find("0 rows"), std::string::npos) << zero.message();
+  EXPECT_NE(nine.message().find("9 rows"), std::string::npos) << nine.message();
+  EXPECT_NE(nine.message().find("max_batch 8"), std::string::npos) << nine.message();
+  Request mismatch = make_request(2, 0, &first);
+  mismatch.rows = 3;
+  EXPECT_EQ(b->submit(std::move(mismatch)).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(b->stats().queue_depth, 2);
+  gate.open();
+  EXPECT_TRUE(q1.f.get().ok());
+  EXPECT_TRUE(q2.f.get().ok());
+  b->stop();
+  EXPECT_EQ(calls.load(), 0);
+  EXPECT_EQ(b->stats().rejected, 4);
+}
+
+TEST(Batcher, AQueuedRequestExpiresAtItsDeadlineWhileTheOnlyInstanceIsBusy) {
+  RunLog log;
+  Gate gate;
+  BatcherOptions o;
+  o.max_batch = 4;
+  o.max_delay_us = 0;
+  auto b = make(o, fake_run(&log, &gate));
+  Pending first, late, patient;
+  ASSERT_TRUE(b->submit(make_request(4, 0, &first)).ok());
+  gate.wait_entered(1);
+  Request r = make_request(1, 0, &late);
+  r.deadline = Clock::now() + milliseconds(30);
+  const auto deadline = r.deadline;
+  ASSERT_TRUE(b->submit(std::move(r)).ok());
+  ASSERT_TRUE(b->submit(make_request(1, 0, &patient)).ok());
+  auto res = late.f.get();
+  const auto answered = Clock::now();
+  EXPECT_FALSE(gate.is_open());  // answered while the instance was still blocked
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_GE(answered, deadline);
+  EXPECT_LT(answered, deadline + milliseconds(10))
+      << "answered "
+      << std::chrono::duration_cast<std::chrono::microseconds>(answered - deadline).count()
+      << " us after the deadline";
+  EXPECT_EQ(b->stats().expired, 1);
+  EXPECT_EQ(b->stats().queue_depth, 1);
+  gate.open();
+  EXPECT_TRUE(first.f.get().ok());
+  EXPECT_TRUE(patient.f.get().ok());
+}
+
+TEST(Batcher, ARequestInAFormingBatchExpiresAtItsDeadlineNotWhenTheBatchLeaves) {
+  RunLog log;
+  BatcherOptions o;
+  o.max_batch = 8;
+  o.max_delay_us = 60'000'000;  // the batch would wait a minute for more rows
+  auto b = make(o, fake_run(&log));
+  Pending late;
+  Request r = make_request(1, 0, &late);
+  r.deadline = Clock::now() + milliseconds(20);
+  const auto deadline = r.deadline;
+  ASSERT_TRUE(b->submit(std::move(r)).ok());
+  auto res = late.f.get();
+  const auto answered = Clock::now();
+  ASSERT_FALSE(res.ok());
+  EXPECT_EQ(res.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_GE(answered, deadline);
+  EXPECT_LT(answered, deadline + milliseconds(10))
+      << "answered "
+      << std::chrono::duration_cast<std::chrono::microseconds>(answered - deadline).count()
+      << " us after the deadline";
+  // The batcher goes on: a full batch after it runs at once.
+  Pending full;
+  ASSERT_TRUE(b->submit(make_request(8, 0, &full)).ok());
+  EXPECT_TRUE(full.f.get().ok());
+  b->stop();
+  EXPECT_EQ(b->stats().expired, 1);
+  EXPECT_EQ(log.rows, (std::vector<int64_t>{8}));
+}
+
+TEST(Batcher, StopDrainsTheQueueThenRefuses) {
+  RunLog log;
+  Gate gate;
+  BatcherOptions o;
+  o.max_batch = 2;
+  o.max_delay_us = 0;
+  auto b = make(o, fake_run(&log, &gate));
+  std::vector<Pending> p(6);
+  for (size_t i = 0; i < p.size(); ++i) {
+    ASSERT_TRUE(b->submit(make_request(1, static_cast<float>(i), &p[i])).ok());
+  }
+  gate.wait_entered(1);
+  std::thread stopper([&] { b->stop(); });
+  // Once stop() has begun, submit says so.
+  Status st;
+  std::deque<Pending> extras;  // accepted before stop() began: drained like the rest
+  for (;;) {
+    Pending next;
+    st = b->submit(make_request(1, 0, &next));
+    if (st.ok()) extras.push_back(std::move(next));
+    if (!st.ok() && st.message() == "shutting down") break;
+    std::this_thread::yield();  // ok or queue full: stop() has not begun yet
+  }
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable);
+  gate.open();
+  stopper.join();
+  for (auto& x : p) {
+    ASSERT_EQ(x.f.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+    EXPECT_TRUE(x.f.get().ok());
+  }
+  for (auto& x : extras) {
+    ASSERT_EQ(x.f.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+    EXPECT_TRUE(x.f.get().ok());
+  }
+  b->stop();  // idempotent
+  EXPECT_EQ(b->stats().done, static_cast<int64_t>(6 + extras.size()));
+  EXPECT_EQ(b->stats().queue_depth, 0);
+}
+
+TEST(Batcher, ARunErrorAnswersEveryRequestOfTheBatch) {
+  BatcherOptions o;
+  o.max_batch = 4;
+  o.max_delay_us = 60'000'000;
+  auto b = make(o, [](int, const std::vector<Tensor>&, int64_t) -> Result<std::vector<Tensor>> {
+    return Status::Internal("engine broke");
+  });
+  Pending p1, p2;
+  ASSERT_TRUE(b->submit(make_request(2, 0, &p1)).ok());
+  ASSERT_TRUE(b->submit(make_request(2, 0, &p2)).ok());
+  for (auto* p : {&p1, &p2}) {
+    auto r = p->f.get();
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().message(), "engine broke");
+  }
+  b->stop();
+  EXPECT_EQ(b->stats().failed, 2);
+}
+
+TEST(Batcher, DoneExactlyOncePerRequestUnderConcurrentSubmitters) {
+  BatcherOptions o;
+  o.max_batch = 16;
+  o.max_delay_us = 200;
+  o.instances = 3;
+  o.max_queue = 2000;
+  RunLog log;
+  auto b = make(o, fake_run(&log));
+  constexpr int kThreads = 8, kPerThread = 250, kTotal = kThreads * kPerThread;
+  std::vector<std::atomic<int>> calls(kTotal);
+  std::vector<std::atomic<int>> wrong(kTotal);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937 rng(100 + t);
+      for (int k = 0; k < kPerThread; ++k) {
+        const int id = t * kPerThread + k;
+        const int64_t rows = 1 + static_cast<int64_t>(rng() % 8);
+        Request r;
+        Tensor x = Tensor::empty(DType::kF32, {rows, 2});
+        for (int64_t i = 0; i < rows * 2; ++i) x.data_as<float>()[i] = id * 100.f + i;
+        r.inputs = {x};
+        r.rows = rows;
+        r.done = [&, id, rows](Result<std::vector<Tensor>> res) {
+          ++calls[id];
+          if (!res.ok() || res->size() != 1 || res->at(0).shape() != Shape{rows, 2}) {
+            ++wrong[id];
+            return;
+          }
+          for (int64_t i = 0; i < rows * 2; ++i) {
+            if (res->at(0).data_as<float>()[i] != 2.f * (id * 100.f + i) + 1.f) ++wrong[id];
+          }
+        };
+        Status st = b->submit(std::move(r));
+        if (!st.ok()) ADD_FAILURE() << st.to_string();
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  b->stop();
+  for (int i = 0; i < kTotal; ++i) {
+    EXPECT_EQ(calls[i].load(), 1) << "request " << i;
+    EXPECT_EQ(wrong[i].load(), 0) << "request " << i;
+  }
+  EXPECT_EQ(b->stats().done, kTotal);
+  for (int64_t r : log.rows) EXPECT_LE(r, 16);
+}
+
+TEST(Batcher, CreateChecksOptions) {
+  BatcherOptions o;
+  o.max_batch = 0;
+  EXPECT_EQ(DynamicBatcher::create(o, fake_run(nullptr)).status().code(),
+            StatusCode::kInvalidArgument);
+  o = BatcherOptions();
+  o.buckets = {1, 2};
+  auto st = DynamicBatcher::create(o, fake_run(nullptr)).status();
+  EXPECT_NE(st.message().find("largest bucket 2 is less than max_batch 32"), std::string::npos)
+      << st.message();
+  EXPECT_FALSE(DynamicBatcher::create(BatcherOptions(), RunFn()).ok());
+}
+
+}  // namespace
+}  // namespace dlsys::serve
