@@ -446,13 +446,17 @@ class Session : public std::enable_shared_from_this<Session> {
     ++srv_.queued;
     ++srv_.inflight;
     // The guard keeps the I/O loop alive while the handler runs off it (graceful drain).
-    auto work = asio::make_work_guard(srv_.ioc);
-    asio::post(srv_.pool, [self = shared_from_this(), work = std::move(work)]() mutable {
-      Response r = self->srv_.router.dispatch(self->req_);
+    // An asynchronous route (inference) answers from another thread later; the worker is free
+    // as soon as the handler has handed the request on.
+    auto work = std::make_shared<asio::executor_work_guard<asio::io_context::executor_type>>(
+        asio::make_work_guard(srv_.ioc));
+    asio::post(srv_.pool, [self = shared_from_this(), work]() mutable {
       --self->srv_.queued;
-      asio::post(self->stream_.get_executor(),
-                 [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
-      work.reset();
+      self->srv_.router.dispatch_async(self->req_, [self, work](Response r) {
+        asio::post(self->stream_.get_executor(),
+                   [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+        work->reset();
+      });
     });
   }
 

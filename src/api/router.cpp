@@ -43,11 +43,25 @@ void Router::add(const std::string& method, const std::string& pattern, Access a
                  bool body_to_file, uint64_t max_body) {
   if (max_body == 0 && !body_to_file)
     max_body = method == "POST" ? kDefaultBodyLimit : kSmallBodyLimit;
-  Route r{method, pattern, access, body_to_file, max_body, std::move(h), split_path(pattern)};
+  Route r;
+  r.method = method;
+  r.pattern = pattern;
+  r.access = access;
+  r.body_to_file = body_to_file;
+  r.max_body = max_body;
+  r.handler = std::move(h);
+  r.segments = split_path(pattern);
   for (const Route& o : routes_)
     DLSYS_CHECK(!(o.method == method && o.pattern == pattern),
                 "route {} {} added twice: check the add_*_routes functions", method, pattern);
   routes_.push_back(std::move(r));
+}
+
+void Router::add_async(const std::string& method, const std::string& pattern, Access access,
+                       AsyncHandler h, uint64_t max_body, bool json_body) {
+  add(method, pattern, access, nullptr, false, max_body);
+  routes_.back().async_handler = std::move(h);
+  routes_.back().json_body = json_body;
 }
 
 const Route* Router::match(const std::string& method, const std::string& path,
@@ -137,6 +151,64 @@ Status Router::authorize(Request& req, const Route& route) const {
   return Status::OK();
 }
 
+Result<const Route*> Router::prepare(Request& req, Response* early) const {
+  const Route* route = req.route;
+  if (!route) {
+    bool path_matched = false;
+    route = match(req.method, req.path, &req.path_params, &path_matched);
+    if (!route) {
+      if (path_matched)
+        *early = Response::error(405, "METHOD_NOT_ALLOWED",
+                                 fmt::format("{} is not allowed on {}", req.method, req.path));
+      else
+        *early = Response::error(404, "NOT_FOUND",
+                                 fmt::format("no route for {} {}; the API is under "
+                                             "/api/v1 (see docs/api.md)",
+                                             req.method, req.path));
+      return nullptr;
+    }
+    Status st = authorize(req, *route);
+    if (!st.ok()) return st;
+  }
+  // Every JSON body passes the one parser configuration before any handler sees it: too deep
+  // or too many values is a 400 on every route, and the parsed size is reserved from the
+  // server's memory budget for the rest of the request.
+  if (!route->body_to_file && route->json_body && !req.body.empty()) {
+    auto shape = scan_json(req.body, kBodyJsonLimits, "the request body");
+    if (!shape.ok()) return shape.status();
+    if (req.budget) {
+      MemoryBudget::Lease lease = req.budget->reserve(shape->memory_estimate());
+      if (!lease)
+        return Status::Unavailable(
+            "the server is holding its limit of {} MiB of request memory; retry with backoff",
+            req.budget->limit() >> 20);
+      req.leases.push_back(std::move(lease));
+    }
+  }
+  return route;
+}
+
+void Router::dispatch_async(Request& req, std::function<void(Response)> done) const {
+  const Route* r = req.route;
+  if (!r) {
+    bool path_matched = false;
+    std::map<std::string, std::string> params;
+    r = match(req.method, req.path, &params, &path_matched);
+  }
+  if (!r || !r->async_handler) return done(dispatch(req));
+  Response early;
+  Result<const Route*> route = prepare(req, &early);
+  if (!route.ok()) return done(Response::error(route.status()));
+  try {
+    (*route)->async_handler(req, [this, done](Result<Response> res) {
+      done(res.ok() ? std::move(res).value() : error_response(res.status(), ""));
+    });
+  } catch (const std::exception& e) {
+    // Only when the handler threw before it handed the request on (it must not reply then).
+    done(error_response(Status::Internal("unexpected error: {}", e.what()), ""));
+  }
+}
+
 Response Router::dispatch(Request& req) const {
   struct BodyFileGuard {
     Request& r;
@@ -144,37 +216,14 @@ Response Router::dispatch(Request& req) const {
       if (!r.body_file.empty()) ::unlink(r.body_file.c_str());
     }
   } guard{req};
-  const Route* route = req.route;
-  if (!route) {
-    bool path_matched = false;
-    route = match(req.method, req.path, &req.path_params, &path_matched);
-    if (!route) {
-      if (path_matched)
-        return Response::error(405, "METHOD_NOT_ALLOWED",
-                               fmt::format("{} is not allowed on {}", req.method, req.path));
-      return Response::error(404, "NOT_FOUND",
-                             fmt::format("no route for {} {}; the API is under "
-                                         "/api/v1 (see docs/api.md)",
-                                         req.method, req.path));
-    }
-    Status st = authorize(req, *route);
-    if (!st.ok()) return Response::error(st);
-  }
-  // Every JSON body passes the one parser configuration before any handler sees it: too deep
-  // or too many values is a 400 on every route, and the parsed size is reserved from the
-  // server's memory budget for the rest of the request.
-  if (!route->body_to_file && !req.body.empty()) {
-    auto shape = scan_json(req.body, kBodyJsonLimits, "the request body");
-    if (!shape.ok()) return Response::error(shape.status());
-    if (req.budget) {
-      MemoryBudget::Lease lease = req.budget->reserve(shape->memory_estimate());
-      if (!lease)
-        return Response::error(Status::Unavailable(
-            "the server is holding its limit of {} MiB of request memory; retry with backoff",
-            req.budget->limit() >> 20));
-      req.leases.push_back(std::move(lease));
-    }
-  }
+  Response early;
+  Result<const Route*> prepared = prepare(req, &early);
+  if (!prepared.ok()) return Response::error(prepared.status());
+  if (!*prepared) return early;
+  const Route* route = *prepared;
+  if (!route->handler)
+    return Response::error(Status::Internal("{} {} answers asynchronously: use dispatch_async",
+                                            req.method, route->pattern));
   std::string body_file = req.body_file;
   try {
     Result<Response> r = route->handler(req);

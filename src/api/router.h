@@ -28,6 +28,13 @@ enum class Access {
 };
 
 using Handler = std::function<Result<Response>(Request&)>;
+// How an asynchronous handler answers: exactly once, from any thread. An error becomes the
+// route's JSON error response.
+using Reply = std::function<void(Result<Response>)>;
+// A handler that answers later (the inference routes: the request waits in a batcher's queue,
+// not on a worker thread). `req` stays valid until `reply` is called; the handler must not use
+// it afterwards.
+using AsyncHandler = std::function<void(Request&, Reply)>;
 
 // Body limits a route may choose. A route without its own limit takes kSmallBodyLimit (GET,
 // DELETE, PATCH, PUT), kDefaultBodyLimit (POST) or, when its body is streamed to a file, the
@@ -45,6 +52,10 @@ struct Route {
   uint64_t max_body = 0;      // bytes; 0 for files: the server's upload limit
   Handler handler;
   std::vector<std::string> segments;  // pattern split on '/'
+  AsyncHandler async_handler;         // set instead of `handler` by add_async
+  // The body is checked by the one JSON parser configuration before the handler (false: the
+  // handler parses it itself, e.g. JSON followed by binary tensor data).
+  bool json_body = true;
 };
 
 class Router {
@@ -62,6 +73,10 @@ class Router {
   // `max_body` is the route's body limit in bytes (0: the default, see Route).
   void add(const std::string& method, const std::string& pattern, Access access, Handler h,
            bool body_to_file = false, uint64_t max_body = 0);
+  // Adds a route whose handler answers later through its Reply (see AsyncHandler). Its body
+  // stays in memory (up to `max_body`) and, unless `json_body`, reaches the handler unparsed.
+  void add_async(const std::string& method, const std::string& pattern, Access access,
+                 AsyncHandler h, uint64_t max_body, bool json_body);
   // The route for (method, path), or null. Sets *path_matched when another method matches.
   const Route* match(const std::string& method, const std::string& path,
                      std::map<std::string, std::string>* params, bool* path_matched) const;
@@ -73,6 +88,9 @@ class Router {
   // (req.route set), that is not repeated; otherwise dispatch matches and authorizes first.
   // Unconsumed body files are deleted.
   Response dispatch(Request& req) const;
+  // Like dispatch, for every kind of route: `done` gets the response exactly once, at once for
+  // a synchronous handler, or from the thread an asynchronous handler answers on.
+  void dispatch_async(Request& req, std::function<void(Response)> done) const;
   std::string upload_temp_path() const;
   // Every route, in the order added (the role-matrix test and the fuzzers enumerate them).
   const std::vector<Route>& routes() const { return routes_; }
@@ -80,6 +98,9 @@ class Router {
 
  private:
   Result<meta::Principal> authenticate(const Request& req) const;
+  // What dispatch does before a handler runs (match, authorize, the JSON body check and its
+  // memory): the route to run, or the response that ends the request here.
+  Result<const Route*> prepare(Request& req, Response* early) const;
   // The error response for `st`: the data directory and the request's body file are not named
   // by their paths; an I/O error says only that one happened (its text goes to the log).
   Response error_response(const Status& st, const std::string& body_file) const;
