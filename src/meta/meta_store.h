@@ -4,6 +4,7 @@
 //   registry()  models, versions, aliases (model_registry.h)
 //   lineage()   typed edges between datasets, runs, model versions, deployments (lineage.h)
 //   tokens()    API tokens (auth.h)
+//   deployments() what the server serves (deployments.h)
 //   db()        schema version, engine, pool statistics, the audit log (store_db.h)
 // Every write and its audit record commit in one transaction. Thread-safe.
 #pragma once
@@ -13,6 +14,7 @@
 
 #include "core/status.h"
 #include "meta/auth.h"
+#include "meta/deployments.h"
 #include "meta/lineage.h"
 #include "meta/model_registry.h"
 #include "meta/run_tracking.h"
@@ -32,16 +34,23 @@ class MetaStore {
   ModelRegistry& registry() { return registry_; }
   LineageStore& lineage() { return lineage_; }
   TokenStore& tokens() { return tokens_; }
+  DeploymentStore& deployments() { return deployments_; }
 
  private:
   explicit MetaStore(std::unique_ptr<StoreDb> db)
-      : db_(std::move(db)), runs_(*db_), registry_(*db_), lineage_(*db_), tokens_(*db_) {}
+      : db_(std::move(db)),
+        runs_(*db_),
+        registry_(*db_),
+        lineage_(*db_),
+        tokens_(*db_),
+        deployments_(*db_) {}
 
   std::unique_ptr<StoreDb> db_;
   RunTracking runs_;
   ModelRegistry registry_;
   LineageStore lineage_;
   TokenStore tokens_;
+  DeploymentStore deployments_;
 };
 
 }  // namespace dlsys::meta

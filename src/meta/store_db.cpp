@@ -55,6 +55,12 @@ CREATE TABLE api_tokens (id {ID}, name TEXT NOT NULL, token_hash TEXT NOT NULL U
   role TEXT NOT NULL, created_at BIGINT NOT NULL, created_by TEXT NOT NULL,
   revoked BIGINT NOT NULL DEFAULT 0);
 )"},
+    // Serving (issue 19): deployments, restored when the server starts.
+    {2, R"(
+CREATE TABLE deployments (name TEXT PRIMARY KEY, model TEXT NOT NULL, ref TEXT NOT NULL,
+  config TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL DEFAULT '');
+)"},
 };
 
 std::string dialect_sql(const char* sql, SqlDialect d) {

@@ -84,12 +84,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 1);
+  EXPECT_EQ(*v, 2);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 1);
+  EXPECT_EQ(*(*again)->db().schema_version(), 2);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -665,6 +665,50 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
   auto arts = store_->runs().list_artifacts(run, "");
   ASSERT_TRUE(arts.ok());
   EXPECT_EQ(arts->size(), 2u);
+}
+
+TEST_P(MetaStoreTest, DeploymentsAreStoredUpdatedAndAudited) {
+  auto& deps = store_->deployments();
+  Deployment d{"digits-prod", "digits", "production", {{"max_batch", 16}}, 0, 0, ""};
+  EXPECT_EQ(deps.create(d, kAlice).status().code(), StatusCode::kNotFound);  // no model yet
+  ASSERT_TRUE(store_->registry().create_model("digits", "", kAlice).ok());
+  auto c = deps.create(d, kAlice);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->created_by, "alice");
+  EXPECT_GT(c->created_at, 0);
+  EXPECT_EQ(deps.create(d, kAlice).status().code(), StatusCode::kAlreadyExists);
+  for (const char* bad : {"", "has space", "../x"}) {
+    Deployment b = d;
+    b.name = bad;
+    EXPECT_EQ(deps.create(b, kAlice).status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  Deployment not_object = d;
+  not_object.name = "other";
+  not_object.config = json::array();
+  EXPECT_EQ(deps.create(not_object, kAlice).status().code(), StatusCode::kInvalidArgument);
+
+  d.ref = "3";
+  d.config = {{"max_batch", 32}, {"instances", 2}};
+  auto u = deps.update(d, kAlice);
+  ASSERT_TRUE(u.ok()) << u.status().to_string();
+  EXPECT_EQ(u->ref, "3");
+  EXPECT_EQ(u->config["instances"], 2);
+  EXPECT_EQ(u->created_at, c->created_at);
+  Deployment missing = d;
+  missing.name = "nope";
+  EXPECT_EQ(deps.update(missing, kAlice).status().code(), StatusCode::kNotFound);
+
+  auto all = deps.list();
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 1u);
+  EXPECT_EQ((*all)[0].config["max_batch"], 32);
+  ASSERT_TRUE(deps.remove("digits-prod", kAlice).ok());
+  EXPECT_EQ(deps.get("digits-prod").status().code(), StatusCode::kNotFound);
+  EXPECT_EQ(deps.remove("digits-prod", kAlice).code(), StatusCode::kNotFound);
+  auto audit = store_->db().list_audit(10, "");
+  ASSERT_TRUE(audit.ok());
+  EXPECT_EQ(audit->items[0].action, "deployment.delete");
+  EXPECT_EQ(audit->items[1].action, "deployment.update");
 }
 
 TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {
