@@ -1,0 +1,321 @@
+#include "serve/model_server.h"
+
+#include <fmt/format.h>
+
+#include <cctype>
+
+namespace dlsys::serve {
+
+namespace {
+
+bool all_digits(const std::string& s) {
+  if (s.empty() || s.size() > 12) return false;
+  for (char c : s)
+    if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
+std::vector<TensorSpec> specs_of(const std::vector<TensorMeta>& metas) {
+  std::vector<TensorSpec> out;
+  for (const auto& m : metas) out.push_back({m.name, m.dtype, m.shape});
+  return out;
+}
+
+}  // namespace
+
+ServedVersion::~ServedVersion() {
+  // The batcher's workers call into the runner: stop them (drain) before the runner goes.
+  if (batcher) batcher->stop();
+}
+
+ModelServer::ModelServer(meta::MetaStore& store, meta::ArtifactStore& objects,
+                         ModelServerOptions options)
+    : store_(store), objects_(objects), options_(options) {}
+
+ModelServer::~ModelServer() {
+  stop();
+}
+
+Status ModelServer::start() {
+  if (started_.exchange(true)) return Status::OK();
+  reaper_ = std::thread([this] { reap_loop(); });
+  watcher_ = std::thread([this] { watch_loop(); });
+  DLSYS_ASSIGN_OR_RETURN(std::vector<meta::Deployment> all, store_.deployments().list());
+  for (const auto& d : all) {
+    Status st = apply(d);
+    if (!st.ok())
+      std::fprintf(stderr, "serve: deployment '%s' is not served: %s\n", d.name.c_str(),
+                   st.message().c_str());
+  }
+  return Status::OK();
+}
+
+void ModelServer::stop() {
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    if (stopping_) return;
+    stopping_ = true;
+  }
+  watch_cv_.notify_all();
+  if (watcher_.joinable()) watcher_.join();
+  std::map<std::string, Slot> slots;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    slots.swap(slots_);
+  }
+  for (auto& [name, slot] : slots)
+    if (slot.current) retire(std::move(slot.current));
+  { std::lock_guard<std::mutex> lock(reap_mu_); }
+  reap_cv_.notify_all();
+  if (reaper_.joinable()) reaper_.join();
+  // Anything retired after the reaper left (not expected) drains here.
+  std::lock_guard<std::mutex> lock(reap_mu_);
+  retired_.clear();
+}
+
+Result<int64_t> ModelServer::resolve(const meta::Deployment& d) {
+  if (all_digits(d.ref)) {
+    int64_t v = std::stoll(d.ref);
+    DLSYS_RETURN_IF_ERROR(store_.registry().get_model_version(d.model, v).status());
+    return v;
+  }
+  DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
+                         store_.registry().get_version_by_alias(d.model, d.ref));
+  return mv.version;
+}
+
+Result<std::shared_ptr<ServedVersion>> ModelServer::load(const meta::Deployment& d, int64_t version,
+                                                         const DeploymentConfig& config) {
+  auto t0 = std::chrono::steady_clock::now();
+  DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
+                         store_.registry().get_model_version(d.model, version));
+  if (mv.status == "ARCHIVED")
+    return Status::Invalid("version {} of model '{}' is archived; set it READY to serve it",
+                           version, d.model);
+  DLSYS_ASSIGN_OR_RETURN(std::string path, objects_.open_verified(mv.sha256));
+  ModelRunnerOptions ro;
+  ro.instances = static_cast<int>(config.instances);
+  ro.threads = static_cast<int>(config.threads);
+  ro.precision = config.precision;
+  ro.max_batch = config.max_batch;
+  auto served = std::make_shared<ServedVersion>();
+  served->deployment = d.name;
+  served->model = d.model;
+  served->version = version;
+  served->config = config;
+  DLSYS_ASSIGN_OR_RETURN(served->runner, ModelRunner::open(path, ro));
+  DLSYS_RETURN_IF_ERROR(served->runner->warm_up());
+  served->inputs = specs_of(served->runner->inputs());
+  served->outputs = specs_of(served->runner->outputs());
+  BatcherOptions bo;
+  bo.max_batch = config.max_batch;
+  bo.max_delay_us = config.max_delay_us;
+  bo.max_queue = config.max_queue;
+  bo.instances = static_cast<int>(config.instances);
+  bo.priority_levels = static_cast<int>(config.priority_levels);
+  bo.buckets = served->runner->buckets();
+  ModelRunner* runner = served->runner.get();
+  DLSYS_ASSIGN_OR_RETURN(
+      served->batcher, DynamicBatcher::create(
+                           bo, [runner](int instance, const std::vector<Tensor>& in, int64_t rows) {
+                             return runner->run(instance, in, rows);
+                           }));
+  served->load_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return served;
+}
+
+Status ModelServer::apply(const meta::Deployment& d) {
+  std::lock_guard<std::mutex> serial(apply_mu_);
+  DLSYS_ASSIGN_OR_RETURN(DeploymentConfig config, parse_deployment_config(d.config));
+  Result<int64_t> version = resolve(d);
+  Result<std::shared_ptr<ServedVersion>> loaded =
+      version.ok() ? load(d, *version, config)
+                   : Result<std::shared_ptr<ServedVersion>>(version.status());
+  std::shared_ptr<ServedVersion> old;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    Slot& slot = slots_[d.name];
+    slot.spec = d;
+    if (!loaded.ok()) {
+      slot.last_error = loaded.status().message();
+      return loaded.status();
+    }
+    slot.last_error.clear();
+    old = std::move(slot.current);
+    slot.current = std::move(*loaded);
+    if (old) ++slot.switches;
+  }
+  if (old) retire(std::move(old));
+  return Status::OK();
+}
+
+Status ModelServer::remove(const std::string& name) {
+  std::shared_ptr<ServedVersion> old;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = slots_.find(name);
+    if (it == slots_.end()) return Status::NotFound("deployment '{}' is not served", name);
+    old = std::move(it->second.current);
+    slots_.erase(it);
+  }
+  if (old) retire(std::move(old));
+  return Status::OK();
+}
+
+Result<std::shared_ptr<ServedVersion>> ModelServer::find(const std::string& name, int64_t version) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = slots_.find(name);
+  if (it == slots_.end())
+    return Status::NotFound("no deployment '{}'; list them with GET /api/v1/deployments",
+                            name.substr(0, 64));
+  const auto& cur = it->second.current;
+  if (!cur)
+    return Status::Unavailable(
+        "deployment '{}' has no version loaded: {}", name,
+        it->second.last_error.empty() ? "it is loading" : it->second.last_error);
+  if (version != 0 && cur->version != version)
+    return Status::NotFound("deployment '{}' serves version {} of '{}', not version {}", name,
+                            cur->version, cur->model, version);
+  return cur;
+}
+
+static bool same_specs(const std::vector<TensorSpec>& a, const std::vector<TensorSpec>& b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i].name != b[i].name || a[i].dtype != b[i].dtype || a[i].shape != b[i].shape)
+      return false;
+  return true;
+}
+
+Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& request,
+                          InferDone done) {
+  const std::string name = v->deployment;
+  // A version retired between find() and submit() refuses with "shutting down": the request
+  // goes to the version that replaced it (a few tries: switches are rare).
+  for (int attempt = 0;; ++attempt) {
+    Request r;
+    r.rows = request.batch_rows;
+    for (auto& in : request.inputs) r.inputs.push_back(in.tensor);
+    int64_t timeout_us = request.timeout_us ? *request.timeout_us : v->config.timeout_ms * 1000;
+    r.deadline = Clock::now() + std::chrono::microseconds(timeout_us);
+    r.priority = static_cast<int>(request.priority.value_or(0));
+    if (r.priority >= v->config.priority_levels)
+      return Status::Invalid("parameter priority {} is out of range 0..{} for deployment '{}'",
+                             r.priority, v->config.priority_levels - 1, name);
+    r.done = [done, version = v->version](Result<std::vector<Tensor>> out) {
+      done(version, std::move(out));
+    };
+    Status st = v->batcher->submit(std::move(r));
+    bool retired = st.code() == StatusCode::kUnavailable &&
+                   st.message().find("shutting down") != std::string::npos;
+    if (!retired || attempt >= 3) return st;
+    DLSYS_ASSIGN_OR_RETURN(std::shared_ptr<ServedVersion> next, find(name));
+    if (!same_specs(next->inputs, v->inputs) || !same_specs(next->outputs, v->outputs))
+      return Status::Unavailable(
+          "deployment '{}' switched to version {} with other inputs or outputs while the "
+          "request was arriving; send it again",
+          name, next->version);
+    v = std::move(next);
+  }
+}
+
+void ModelServer::retire(std::shared_ptr<ServedVersion> v) {
+  {
+    std::lock_guard<std::mutex> lock(reap_mu_);
+    retired_.push_back(std::move(v));
+  }
+  reap_cv_.notify_all();
+}
+
+void ModelServer::reap_loop() {
+  for (;;) {
+    std::vector<std::shared_ptr<ServedVersion>> batch;
+    {
+      std::unique_lock<std::mutex> lock(reap_mu_);
+      reap_cv_.wait(lock, [&] {
+        std::lock_guard<std::mutex> w(watch_mu_);
+        return !retired_.empty() || stopping_;
+      });
+      batch.swap(retired_);
+      if (batch.empty()) {
+        std::lock_guard<std::mutex> w(watch_mu_);
+        if (stopping_) return;
+      }
+    }
+    // Drain first (requests still queued on the old version finish), then free. In-flight
+    // requests hold their own reference, so the memory goes when the last one is answered.
+    for (auto& v : batch)
+      if (v->batcher) v->batcher->stop();
+    batch.clear();
+  }
+}
+
+void ModelServer::watch_loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(watch_mu_);
+      if (watch_cv_.wait_for(lock, options_.poll, [&] { return stopping_; })) return;
+    }
+    std::vector<std::pair<meta::Deployment, int64_t>> todo;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      for (const auto& [name, slot] : slots_)
+        if (!all_digits(slot.spec.ref))
+          todo.push_back({slot.spec, slot.current ? slot.current->version : 0});
+    }
+    for (const auto& [d, served] : todo) {
+      Result<int64_t> want = resolve(d);
+      if (!want.ok() || *want == served) continue;
+      Status st = apply(d);
+      if (!st.ok())
+        std::fprintf(stderr, "serve: deployment '%s' stays on version %lld: %s\n", d.name.c_str(),
+                     static_cast<long long>(served), st.message().c_str());
+    }
+  }
+}
+
+json ModelServer::status(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = slots_.find(name);
+  if (it == slots_.end()) return json{{"name", name}, {"state", "not loaded"}};
+  const Slot& s = it->second;
+  json j = {{"name", name}, {"model", s.spec.model}, {"ref", s.spec.ref}, {"switches", s.switches}};
+  if (!s.last_error.empty()) j["last_error"] = s.last_error;
+  if (!s.current) {
+    j["state"] = s.last_error.empty() ? "loading" : "failed";
+    return j;
+  }
+  const ServedVersion& v = *s.current;
+  BatcherStats st = v.batcher->stats();
+  j["state"] = "ready";
+  j["version"] = v.version;
+  j["load_seconds"] = v.load_seconds;
+  j["memory_bytes"] = v.runner->memory_bytes();
+  j["config"] = deployment_config_json(v.config);
+  j["stats"] = {{"queue_depth", st.queue_depth}, {"done", st.done},
+                {"rejected", st.rejected},       {"expired", st.expired},
+                {"failed", st.failed},           {"batches", st.batches},
+                {"queue_us", st.queue_us},       {"compute_us", st.compute_us}};
+  return j;
+}
+
+json ModelServer::status_all() {
+  std::vector<std::string> names;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, slot] : slots_) names.push_back(name);
+  }
+  json out = json::array();
+  for (const auto& n : names) out.push_back(status(n));
+  return out;
+}
+
+bool ModelServer::all_ready() {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const auto& [name, slot] : slots_)
+    if (!slot.current) return false;
+  return true;
+}
+
+}  // namespace dlsys::serve

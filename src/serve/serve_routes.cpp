@@ -1,0 +1,184 @@
+#include "serve/serve_routes.h"
+
+#include "api/request_util.h"
+
+namespace dlsys::serve {
+namespace {
+
+using api::Access;
+using HttpRequest = api::Request;
+using api::Response;
+
+// The protocol's error body is {"error": "<message>"}; 503s say when to retry.
+Response v2_error(const Status& st) {
+  Response r = Response::json_body({{"error", st.message()}}, api::http_status_of(st.code()));
+  if (r.status == 503) r.headers.push_back({"Retry-After", "1"});
+  return r;
+}
+
+Result<int64_t> version_param(const HttpRequest& r) {
+  auto it = r.path_params.find("version");
+  if (it == r.path_params.end()) return int64_t{0};
+  DLSYS_ASSIGN_OR_RETURN(int64_t v, api::parse_int(it->second, "model version"));
+  if (v < 1) return Status::Invalid("model version {} must be 1 or more", v);
+  return v;
+}
+
+json tensor_specs_json(const std::vector<TensorSpec>& specs) {
+  json out = json::array();
+  for (const auto& s : specs)
+    out.push_back({{"name", s.name}, {"datatype", v2_datatype(s.dtype)}, {"shape", s.shape}});
+  return out;
+}
+
+void add_v2_model_routes(api::Router& router, ModelServer* server, const std::string& prefix) {
+  router.add("GET", prefix, Access::kInfer, [server](HttpRequest& r) -> Result<Response> {
+    auto version = version_param(r);
+    if (!version.ok()) return v2_error(version.status());
+    auto v = server->find(r.param("name"), *version);
+    if (!v.ok()) return v2_error(v.status());
+    return Response::json_body({{"name", r.param("name")},
+                                {"versions", {std::to_string((*v)->version)}},
+                                {"platform", "dlsys_onnx"},
+                                {"parameters", {{"model", (*v)->model}}},
+                                {"inputs", tensor_specs_json((*v)->inputs)},
+                                {"outputs", tensor_specs_json((*v)->outputs)}});
+  });
+  router.add("GET", prefix + "/ready", Access::kInfer,
+             [server](HttpRequest& r) -> Result<Response> {
+               auto version = version_param(r);
+               if (!version.ok()) return v2_error(version.status());
+               auto v = server->find(r.param("name"), *version);
+               if (!v.ok()) return v2_error(v.status());
+               return Response::json_body({{"name", r.param("name")}, {"ready", true}});
+             });
+  router.add_async(
+      "POST", prefix + "/infer", Access::kInfer,
+      [server](HttpRequest& r, api::Reply reply) {
+        auto version = version_param(r);
+        if (!version.ok()) return reply(v2_error(version.status()));
+        auto v = server->find(r.param("name"), *version);
+        if (!v.ok()) return reply(v2_error(v.status()));
+        auto jlen = parse_inference_header_length(r.header("inference-header-content-length"),
+                                                  r.body.size());
+        if (!jlen.ok()) return reply(v2_error(jlen.status()));
+        auto req = std::make_shared<V2InferRequest>();
+        auto parsed = parse_v2_infer_request(r.body, *jlen, (*v)->inputs, (*v)->outputs);
+        if (!parsed.ok()) return reply(v2_error(parsed.status()));
+        *req = std::move(*parsed);
+        // What the answer needs, by value: the callback must not keep the version alive.
+        // (The version that answers has the same outputs: ModelServer::infer checks.)
+        std::string name = r.param("name");
+        auto outputs = std::make_shared<std::vector<TensorSpec>>((*v)->outputs);
+        Status st = server->infer(
+            *v, *req,
+            [reply, req, name, outputs](int64_t version, Result<std::vector<Tensor>> out) {
+              if (!out.ok()) return reply(v2_error(out.status()));
+              V2EncodedResponse e =
+                  encode_v2_infer_response(name, std::to_string(version), *req, *outputs, *out);
+              Response resp;
+              resp.body = std::move(e.body);
+              if (e.json_length) {
+                resp.content_type = "application/octet-stream";
+                resp.headers.push_back(
+                    {"Inference-Header-Content-Length", std::to_string(*e.json_length)});
+              }
+              reply(std::move(resp));
+            });
+        if (!st.ok()) reply(v2_error(st));
+      },
+      api::kLargeBodyLimit, /*json_body=*/false);
+}
+
+Result<meta::Deployment> deployment_from_body(const HttpRequest& r, const std::string& name) {
+  DLSYS_ASSIGN_OR_RETURN(json b, api::body_object(r));
+  meta::Deployment d;
+  d.name = name;
+  if (d.name.empty()) {
+    DLSYS_ASSIGN_OR_RETURN(d.name, api::string_field(b, "name", true));
+  }
+  DLSYS_ASSIGN_OR_RETURN(d.model, api::string_field(b, "model", true));
+  DLSYS_ASSIGN_OR_RETURN(d.ref, api::string_field(b, "ref", false, "production"));
+  d.config = b.contains("config") ? b["config"] : json::object();
+  // Checked before it is stored, so the store never holds a configuration the server refuses.
+  DLSYS_RETURN_IF_ERROR(parse_deployment_config(d.config).status());
+  return d;
+}
+
+}  // namespace
+
+void add_serve_routes(api::Router& router, ModelServer& server, meta::MetaStore& store) {
+  ModelServer* s = &server;
+  meta::DeploymentStore* deps = &store.deployments();
+
+  router.add("GET", "/v2", Access::kInfer, [](HttpRequest&) -> Result<Response> {
+    return Response::json_body(
+        {{"name", "dlsys"}, {"version", "0.1"}, {"extensions", {"binary_tensor_data"}}});
+  });
+  router.add("GET", "/v2/health/live", Access::kPublic, [](HttpRequest&) -> Result<Response> {
+    return Response::json_body({{"live", true}});
+  });
+  router.add("GET", "/v2/health/ready", Access::kPublic, [s](HttpRequest&) -> Result<Response> {
+    bool ready = s->all_ready();
+    return Response::json_body({{"ready", ready}}, ready ? 200 : 503);
+  });
+  add_v2_model_routes(router, s, "/v2/models/{name}");
+  add_v2_model_routes(router, s, "/v2/models/{name}/versions/{version}");
+
+  router.add("GET", "/api/v1/deployments", Access::kRead,
+             [s, deps](HttpRequest&) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(std::vector<meta::Deployment> all, deps->list());
+               json out = json::array();
+               for (const auto& d : all) {
+                 json j = d;
+                 j["status"] = s->status(d.name);
+                 out.push_back(std::move(j));
+               }
+               return Response::json_body({{"deployments", out}});
+             });
+  router.add("POST", "/api/v1/deployments", Access::kWrite,
+             [s, deps](HttpRequest& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(meta::Deployment d, deployment_from_body(r, ""));
+               DLSYS_ASSIGN_OR_RETURN(meta::Deployment stored, deps->create(d, r.principal));
+               Status st = s->apply(stored);
+               if (!st.ok()) {
+                 // Not served: do not keep a deployment that cannot load.
+                 (void)deps->remove(stored.name, r.principal);
+                 return st;
+               }
+               json j = stored;
+               j["status"] = s->status(stored.name);
+               return Response::json_body(j, 201);
+             });
+  router.add("GET", "/api/v1/deployments/{name}", Access::kRead,
+             [s, deps](HttpRequest& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(meta::Deployment d, deps->get(r.param("name")));
+               json j = d;
+               j["status"] = s->status(d.name);
+               return Response::json_body(j);
+             });
+  router.add("PUT", "/api/v1/deployments/{name}", Access::kWrite,
+             [s, deps](HttpRequest& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(meta::Deployment d, deployment_from_body(r, r.param("name")));
+               DLSYS_ASSIGN_OR_RETURN(meta::Deployment before, deps->get(d.name));
+               // Load the new version first: when it fails, the stored deployment and what is
+               // served stay as they were.
+               DLSYS_RETURN_IF_ERROR(s->apply(d));
+               auto stored = deps->update(d, r.principal);
+               if (!stored.ok()) {
+                 (void)s->apply(before);
+                 return stored.status();
+               }
+               json j = *stored;
+               j["status"] = s->status(d.name);
+               return Response::json_body(j);
+             });
+  router.add("DELETE", "/api/v1/deployments/{name}", Access::kWrite,
+             [s, deps](HttpRequest& r) -> Result<Response> {
+               DLSYS_RETURN_IF_ERROR(deps->remove(r.param("name"), r.principal));
+               (void)s->remove(r.param("name"));
+               return Response::json_body({{"deleted", r.param("name")}});
+             });
+}
+
+}  // namespace dlsys::serve

@@ -1,0 +1,100 @@
+// The Open Inference Protocol (KServe v2) REST encoding of inference requests and responses,
+// with the binary tensor data extension. No HTTP here: the routes hand in the body and the
+// Inference-Header-Content-Length header, and get back a body and that header.
+//
+// A request is checked against the model's metadata before anything reaches a queue: every
+// input named once, no unknown input, the datatype the model expects, the rank and every fixed
+// dimension of its shape, and exactly as many elements (JSON data, flat or nested in row-major
+// order) or bytes (binary data) as the shape holds. Each error names the input, what the model
+// expects and what was sent ("input 'x': shape [2, 63] does not match the model's [-1, 64]").
+//
+//   request   {"id"?, "parameters"?, "inputs": [{"name", "shape", "datatype", "parameters"?:
+//              {"binary_data_size"?}, "data"?}], "outputs"?: [{"name", "parameters"?:
+//              {"binary_data"?}}]}  [binary tensor bytes, in the order of the inputs that
+//              declare binary_data_size]
+//   response  {"model_name", "model_version", "id"?, "outputs": [{"name", "datatype", "shape",
+//              "data" | "parameters": {"binary_data_size"}}]}  [binary output bytes]
+//
+// Request parameters dlsys reads: "timeout" (microseconds, the request's deadline),
+// "priority" (0 = most urgent), "binary_data_output" (every output in binary). Others are
+// accepted and ignored.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/status.h"
+#include "tensor/tensor.h"
+
+namespace dlsys::serve {
+
+// A model input or output as the protocol shows it: -1 marks a free dimension.
+struct TensorSpec {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+};
+
+// The protocol's datatype for `t`: "FP32", "BF16", "FP16", "INT8", "UINT8", "INT32", "INT64",
+// "BOOL".
+const char* v2_datatype(DType t);
+
+// Limits on what a request may hold (the route's body limit bounds the rest).
+struct V2Limits {
+  size_t max_inputs = 64;
+  int64_t max_elements = int64_t{1} << 28;  // per input
+};
+
+struct V2Input {
+  std::string name;
+  Tensor tensor;  // owned; shape as sent
+};
+
+struct V2RequestedOutput {
+  std::string name;
+  bool binary = false;
+};
+
+struct V2InferRequest {
+  std::string id;  // echoed in the response; "" when absent
+  // Inputs in the model's input order (every model input exactly once).
+  std::vector<V2Input> inputs;
+  // What the caller asked for; empty means every output (as JSON unless binary_output).
+  std::vector<V2RequestedOutput> outputs;
+  bool binary_output = false;         // parameters.binary_data_output
+  std::optional<int64_t> timeout_us;  // parameters.timeout
+  std::optional<int64_t> priority;    // parameters.priority
+  int64_t batch_rows = 0;             // dim 0 shared by every input (the batch)
+};
+
+// Parses and checks the body of POST /v2/models/{name}[/versions/{v}]/infer. `json_length` is
+// the Inference-Header-Content-Length header's value (std::nullopt when absent: the whole body
+// is the JSON document). Every error is InvalidArgument and names the place.
+Result<V2InferRequest> parse_v2_infer_request(std::string_view body,
+                                              std::optional<size_t> json_length,
+                                              const std::vector<TensorSpec>& model_inputs,
+                                              const std::vector<TensorSpec>& model_outputs,
+                                              const V2Limits& limits = {});
+
+// Parses the Inference-Header-Content-Length header ("" -> nullopt). Errors name the header.
+Result<std::optional<size_t>> parse_inference_header_length(std::string_view value,
+                                                            size_t body_size);
+
+struct V2EncodedResponse {
+  std::string body;
+  // Set when binary outputs follow the JSON: the Inference-Header-Content-Length to send.
+  std::optional<size_t> json_length;
+};
+
+// Encodes a response. `outputs` are in the model's output order, matching `model_outputs`;
+// only those `request` asks for are written, each as JSON or binary as it asks.
+V2EncodedResponse encode_v2_infer_response(const std::string& model_name,
+                                           const std::string& model_version,
+                                           const V2InferRequest& request,
+                                           const std::vector<TensorSpec>& model_outputs,
+                                           const std::vector<Tensor>& outputs);
+
+}  // namespace dlsys::serve

@@ -1,0 +1,342 @@
+// Serving end to end on a real HTTP server on loopback: deployments through /api/v1/deployments,
+// inference through the KServe v2 routes (JSON and binary tensors), answers checked against a
+// direct Session::run of the same ONNX model, and alias moves under load that fail no request.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <set>
+#include <thread>
+
+#include "../api/server_fixture.h"
+#include "graph/onnx_import.h"
+#include "graph/session.h"
+#include "serve/model_server.h"
+#include "serve/serve_routes.h"
+#include "testing/onnx_builder.h"
+
+namespace dlsys::serve {
+namespace {
+
+using api::HttpConnection;
+using api::HttpResult;
+using nlohmann::json;
+
+// tiny_mlp with W2 scaled by `scale`: version 1 and 2 of the same model give different answers.
+std::string mlp_bytes(float scale) {
+  auto b = testing::tiny_mlp();
+  for (auto& init : *b.model().mutable_graph()->mutable_initializer())
+    if (init.name() == "W2")
+      for (int i = 0; i < init.float_data_size(); ++i)
+        init.set_float_data(i, init.float_data(i) * scale);
+  return b.bytes();
+}
+
+class ServingTest : public api::ServerFixture {
+ protected:
+  void SetUp() override {
+    Start(false, 16 << 20, [this](api::Router& r) {
+      ModelServerOptions o;
+      o.poll = std::chrono::milliseconds(20);
+      models_ = std::make_unique<ModelServer>(backend_->store(), backend_->objects(), o);
+      add_serve_routes(r, *models_, backend_->store());
+      ASSERT_TRUE(models_->start().ok());
+    });
+    local_ = api::connect_local(*backend_);
+  }
+  void TearDown() override {
+    conn_.reset();
+    if (server_) server_->shutdown();
+    if (thread_.joinable()) thread_.join();
+    models_.reset();
+    ServerFixture::TearDown();
+  }
+
+  // Registers `onnx` as the next version of model "mlp" (through the API, as a user would).
+  int64_t Register(const std::string& onnx) {
+    auto run = local_->call("POST", "/api/v1/runs", {{"experiment", "serving"}});
+    EXPECT_TRUE(run.ok()) << run.status().to_string();
+    int64_t id = (*run)["id"].get<int64_t>();
+    std::string f = (dir_ / ("m" + std::to_string(id) + ".onnx")).string();
+    EXPECT_TRUE(write_file_atomic(f, onnx).ok());
+    EXPECT_TRUE(
+        local_->upload("/api/v1/runs/" + std::to_string(id) + "/artifacts/model.onnx", f).ok());
+    (void)local_->call("POST", "/api/v1/models", {{"name", "mlp"}});
+    auto v = local_->call("POST", "/api/v1/models/mlp/versions", {{"run_id", id}});
+    EXPECT_TRUE(v.ok()) << v.status().to_string();
+    return v.ok() ? (*v)["version"].get<int64_t>() : 0;
+  }
+  void Alias(int64_t version) {
+    ASSERT_TRUE(
+        local_->call("PUT", "/api/v1/models/mlp/aliases/production", {{"version", version}}).ok());
+  }
+  // Waits (up to 10 s) until deployment `name` serves `version`.
+  bool WaitForVersion(const std::string& name, int64_t version) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < until) {
+      auto v = models_->find(name);
+      if (v.ok() && (*v)->version == version) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return false;
+  }
+  // The reference answer: the ONNX model run directly.
+  static std::vector<float> Expected(const std::string& onnx, const std::vector<float>& x,
+                                     int64_t rows) {
+    auto m = Session::from_graph(*import_onnx_bytes(onnx, "test model"));
+    std::vector<Tensor> out;
+    Tensor in = Tensor::from_f32({rows, 4}, x.data());
+    EXPECT_TRUE(m->run({{"x", in}}, &out).ok());
+    const float* p = out[0].data_as<float>();
+    return std::vector<float>(p, p + out[0].numel());
+  }
+  static json InferBody(const std::vector<float>& x, int64_t rows, const std::string& id = "") {
+    json b = {
+        {"inputs", {{{"name", "x"}, {"shape", {rows, 4}}, {"datatype", "FP32"}, {"data", x}}}}};
+    if (!id.empty()) b["id"] = id;
+    return b;
+  }
+
+  std::unique_ptr<ModelServer> models_;
+  std::unique_ptr<api::ApiClient> local_;
+};
+
+std::vector<float> Inputs(int64_t rows, float seed) {
+  std::vector<float> x(static_cast<size_t>(rows * 4));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = seed + 0.25f * static_cast<float>(i % 7) - 0.5f;
+  return x;
+}
+
+void ExpectNear(const std::vector<float>& got, const std::vector<float>& want) {
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "element " << i;
+}
+
+TEST_F(ServingTest, DeploysAnAliasAndAnswersJsonLikeTheEngine) {
+  std::string v1 = mlp_bytes(1.0f);
+  ASSERT_EQ(Register(v1), 1);
+  Alias(1);
+  auto created = Req("POST", "/api/v1/deployments",
+                     json{{"name", "mlp"},
+                          {"model", "mlp"},
+                          {"ref", "production"},
+                          {"config", {{"max_batch", 8}, {"max_delay_us", 500}}}}
+                         .dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(J(created)["status"]["version"], 1);
+  EXPECT_EQ(J(created)["status"]["state"], "ready");
+
+  std::vector<float> x = Inputs(3, 0.1f);
+  auto r = Req("POST", "/v2/models/mlp/infer", InferBody(x, 3, "req-7").dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  json a = J(r);
+  EXPECT_EQ(a["model_name"], "mlp");
+  EXPECT_EQ(a["model_version"], "1");
+  EXPECT_EQ(a["id"], "req-7");
+  ASSERT_EQ(a["outputs"].size(), 1u);
+  EXPECT_EQ(a["outputs"][0]["name"], "y");
+  EXPECT_EQ(a["outputs"][0]["datatype"], "FP32");
+  EXPECT_EQ(a["outputs"][0]["shape"], json({3, 3}));
+  ExpectNear(a["outputs"][0]["data"].get<std::vector<float>>(), Expected(v1, x, 3));
+
+  // Nested data is read row-major like flat data.
+  json nested = InferBody({}, 2);
+  nested["inputs"][0]["data"] = {{0.1, 0.2, 0.3, 0.4}, {0.5, 0.6, 0.7, 0.8}};
+  r = Req("POST", "/v2/models/mlp/versions/1/infer", nested.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  ExpectNear(J(r)["outputs"][0]["data"].get<std::vector<float>>(),
+             Expected(v1, {0.1f, 0.2f, 0.3f, 0.4f, 0.5f, 0.6f, 0.7f, 0.8f}, 2));
+
+  // Metadata and readiness.
+  auto meta = J(Req("GET", "/v2/models/mlp"));
+  EXPECT_EQ(meta["inputs"][0]["name"], "x");
+  EXPECT_EQ(meta["inputs"][0]["shape"], json({-1, 4}));
+  EXPECT_EQ(meta["versions"], json({"1"}));
+  EXPECT_EQ(Req("GET", "/v2/models/mlp/ready").status, 200);
+  EXPECT_EQ(Req("GET", "/v2/health/ready").status, 200);
+  EXPECT_EQ(Req("GET", "/v2/health/live").status, 200);
+  EXPECT_EQ(J(Req("GET", "/v2"))["extensions"], json({"binary_tensor_data"}));
+}
+
+TEST_F(ServingTest, BinaryTensorsInAndOut) {
+  std::string v1 = mlp_bytes(1.0f);
+  ASSERT_EQ(Register(v1), 1);
+  ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                json{{"name", "mlp"}, {"model", "mlp"}, {"ref", "1"}}.dump())
+                .status,
+            201);
+  std::vector<float> x = Inputs(5, -0.3f);
+  json head = {{"inputs",
+                {{{"name", "x"},
+                  {"shape", {5, 4}},
+                  {"datatype", "FP32"},
+                  {"parameters", {{"binary_data_size", x.size() * 4}}}}}},
+               {"parameters", {{"binary_data_output", true}}}};
+  std::string h = head.dump();
+  std::string body = h + std::string(reinterpret_cast<const char*>(x.data()), x.size() * 4);
+  auto r = Req("POST", "/v2/models/mlp/infer", body,
+               {{"Inference-Header-Content-Length", std::to_string(h.size())}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  ASSERT_TRUE(r.headers.count("inference-header-content-length"));
+  size_t jl = std::stoul(r.headers["inference-header-content-length"]);
+  json a = json::parse(r.body.substr(0, jl));
+  EXPECT_EQ(a["outputs"][0]["parameters"]["binary_data_size"], 5 * 3 * 4);
+  ASSERT_EQ(r.body.size(), jl + 5 * 3 * 4);
+  std::vector<float> got(15);
+  std::memcpy(got.data(), r.body.data() + jl, 60);
+  ExpectNear(got, Expected(v1, x, 5));
+}
+
+TEST_F(ServingTest, BadRequestsNameTheInputAndWhatWasExpected) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                json{{"name", "mlp"}, {"model", "mlp"}, {"ref", "1"}}.dump())
+                .status,
+            201);
+  auto expect_400 = [&](const json& body, const std::string& needle) {
+    auto r = Req("POST", "/v2/models/mlp/infer", body.dump());
+    EXPECT_EQ(r.status, 400) << body.dump();
+    EXPECT_NE(J(r)["error"].get<std::string>().find(needle), std::string::npos) << r.body;
+  };
+  json b = InferBody(Inputs(2, 0), 2);
+  b["inputs"][0]["name"] = "z";
+  expect_400(b, "input 'z' is not an input of the model (it has 'x')");
+  b = InferBody(Inputs(2, 0), 2);
+  b["inputs"][0]["shape"] = {2, 5};
+  expect_400(b, "shape [2, 5] does not match the model's [-1, 4]");
+  b = InferBody(Inputs(2, 0), 2);
+  b["inputs"][0]["datatype"] = "FP64";
+  expect_400(b, "datatype FP64 does not match the model's FP32");
+  b = InferBody(Inputs(2, 0), 3);
+  expect_400(b, "\"data\" holds 8 elements, shape [3, 4] needs 12");
+  b = InferBody(Inputs(2, 0), 2);
+  b["inputs"][0]["data"][3] = "x";
+  expect_400(b, "element 3 is a string, expected a number");
+  expect_400(json{{"inputs", json::array()}}, "non-empty array");
+  auto r = Req("POST", "/v2/models/mlp/infer", "{not json");
+  EXPECT_EQ(r.status, 400);
+  // Too many rows for the deployment's max_batch (32 by default).
+  r = Req("POST", "/v2/models/mlp/infer", InferBody(Inputs(33, 0), 33).dump());
+  EXPECT_EQ(r.status, 400) << r.body;
+  EXPECT_NE(r.body.find("33"), std::string::npos) << r.body;
+  // Unknown model and version.
+  EXPECT_EQ(Req("POST", "/v2/models/nope/infer", InferBody(Inputs(1, 0), 1).dump()).status, 404);
+  EXPECT_EQ(
+      Req("POST", "/v2/models/mlp/versions/9/infer", InferBody(Inputs(1, 0), 1).dump()).status,
+      404);
+  // A deployment of a version that does not exist is refused and not stored.
+  auto bad = Req("POST", "/api/v1/deployments",
+                 json{{"name", "other"}, {"model", "mlp"}, {"ref", "7"}}.dump());
+  EXPECT_EQ(bad.status, 404) << bad.body;
+  EXPECT_EQ(Req("GET", "/api/v1/deployments/other").status, 404);
+  // A configuration typo is refused with the field's name.
+  bad = Req("POST", "/api/v1/deployments",
+            json{{"name", "other"}, {"model", "mlp"}, {"ref", "1"}, {"config", {{"max_bach", 4}}}}
+                .dump());
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("max_bach"), std::string::npos) << bad.body;
+}
+
+// The alias moves three times while four clients send requests: every request succeeds, each
+// answer is exactly one version's answer, and both versions answer.
+TEST_F(ServingTest, AliasMovesUnderLoadFailNoRequest) {
+  std::string v1 = mlp_bytes(1.0f), v2 = mlp_bytes(2.0f);
+  ASSERT_EQ(Register(v1), 1);
+  ASSERT_EQ(Register(v2), 2);
+  Alias(1);
+  ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                json{{"name", "mlp"},
+                     {"model", "mlp"},
+                     {"ref", "production"},
+                     {"config", {{"max_batch", 8}, {"max_delay_us", 200}, {"instances", 2}}}}
+                    .dump())
+                .status,
+            201);
+  std::vector<float> x = Inputs(2, 0.7f);
+  const std::vector<float> want1 = Expected(v1, x, 2), want2 = Expected(v2, x, 2);
+  const std::string body = InferBody(x, 2).dump();
+  std::atomic<bool> stop{false};
+  std::atomic<int64_t> ok{0}, failed{0}, seen1{0}, seen2{0};
+  std::vector<std::string> errors;
+  std::mutex errors_mu;
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t)
+    clients.emplace_back([&] {
+      auto c = HttpConnection::open("127.0.0.1", server_->port());
+      if (!c.ok()) {
+        ++failed;
+        return;
+      }
+      while (!stop.load()) {
+        auto r = (*c)->request("POST", "/v2/models/mlp/infer", body);
+        json a = r.ok() ? json::parse(r->body, nullptr, false) : json();
+        bool good = r.ok() && r->status == 200 && a.is_object();
+        if (good) {
+          auto y = a["outputs"][0]["data"].get<std::vector<float>>();
+          auto close = [&](const std::vector<float>& w) {
+            for (size_t i = 0; i < w.size(); ++i)
+              if (std::fabs(y[i] - w[i]) > 1e-5) return false;
+            return y.size() == w.size();
+          };
+          std::string ver = a["model_version"];
+          if (ver == "1" && close(want1))
+            ++seen1;
+          else if (ver == "2" && close(want2))
+            ++seen2;
+          else
+            good = false;
+        }
+        if (good) {
+          ++ok;
+        } else {
+          ++failed;
+          std::lock_guard<std::mutex> l(errors_mu);
+          if (errors.size() < 5)
+            errors.push_back(r.ok() ? std::to_string(r->status) + " " + r->body
+                                    : r.status().to_string());
+        }
+      }
+    });
+  auto wait_some = [&](int64_t n) {
+    int64_t start = ok.load();
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (ok.load() < start + n && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  };
+  wait_some(50);
+  for (int64_t v : {2, 1, 2}) {
+    Alias(v);
+    EXPECT_TRUE(WaitForVersion("mlp", v)) << "the deployment did not roll to version " << v;
+    wait_some(50);
+  }
+  stop = true;
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failed.load(), 0) << (errors.empty() ? "" : errors[0]);
+  EXPECT_GT(seen1.load(), 0);
+  EXPECT_GT(seen2.load(), 0);
+  auto status = models_->status("mlp");
+  EXPECT_EQ(status["switches"], 3) << status.dump();
+  EXPECT_EQ(status["version"], 2);
+}
+
+TEST_F(ServingTest, DeploymentsAreRestoredWhenTheServerRestarts) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                json{{"name", "mlp"}, {"model", "mlp"}, {"ref", "1"}}.dump())
+                .status,
+            201);
+  models_->stop();
+  EXPECT_FALSE(models_->find("mlp").ok());
+  ModelServer again(backend_->store(), backend_->objects(), {});
+  ASSERT_TRUE(again.start().ok());
+  auto v = again.find("mlp");
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_EQ((*v)->version, 1);
+  again.stop();
+  // Deleting drains and unloads; the deployment is gone from the store too.
+  EXPECT_EQ(Req("DELETE", "/api/v1/deployments/mlp").status, 200);
+  EXPECT_EQ(Req("GET", "/api/v1/deployments/mlp").status, 404);
+}
+
+}  // namespace
+}  // namespace dlsys::serve
