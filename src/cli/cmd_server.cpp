@@ -6,6 +6,8 @@
 #include "api/services.h"
 #include "cli/commands.h"
 #include "graph/onnx_import.h"
+#include "serve/model_server.h"
+#include "serve/serve_routes.h"
 
 namespace dlsys::cli {
 
@@ -54,6 +56,12 @@ int run_server(const ServerArgs& a) {
   so.memory_budget = static_cast<uint64_t>(a.memory_budget_mb) << 20;
   api::Services* be = backend->get();
   so.housekeeping = [be] { be->sweep_temp_files(); };
+  // Serving: the deployments stored in this data directory are loaded before the server listens
+  // (one that fails to load is reported and left out; GET /v2/health/ready says so).
+  serve::ModelServer models(be->store(), be->objects(), {});
+  serve::add_serve_routes(be->router(), models, be->store());
+  Status started = models.start();
+  if (!started.ok()) return fail(started.message());
   api::HttpServer server((*backend)->router(), so);
   Status st = server.listen();
   if (!st.ok()) return fail(st.message());
@@ -63,6 +71,7 @@ int run_server(const ServerArgs& a) {
               bo.auth ? "tokens required" : "off (loopback)", server.max_connections());
   std::fflush(stdout);
   server.run();
+  models.stop();
   std::printf("dlsys server stopped\n");
   if (log && log != stdout) std::fclose(log);
   return 0;
@@ -73,7 +82,9 @@ int run_server(const ServerArgs& a) {
 void add_server(CLI::App& app, int* rc) {
   auto a = std::make_shared<ServerArgs>();
   CLI::App* c = app.add_subcommand(
-      "server", "Run the dlsys API server: tracking, model registry and artifacts under /api/v1");
+      "server",
+      "Run the dlsys API server: tracking, model registry, artifacts and deployments under "
+      "/api/v1, and inference (KServe v2) under /v2");
   c->add_option("--data-dir", a->data_dir, "State directory (default $DLSYS_HOME or ~/.dlsys)");
   c->add_option("--host", a->host, "Address to bind; a non-loopback address turns on --auth")
       ->capture_default_str();

@@ -20,6 +20,7 @@ void add_server(CLI::App& app, int* rc);
 void add_train(CLI::App& app, int* rc);
 void add_runs(CLI::App& app, int* rc);
 void add_models(CLI::App& app, int* rc);
+void add_deploy(CLI::App& app, int* rc);
 void add_artifacts(CLI::App& app, int* rc);
 void add_tokens(CLI::App& app, int* rc);
 void add_data(CLI::App& app, int* rc);

@@ -63,6 +63,7 @@ int main(int argc, char** argv) {
   dlsys::cli::add_server(app, &rc);
   dlsys::cli::add_runs(app, &rc);
   dlsys::cli::add_models(app, &rc);
+  dlsys::cli::add_deploy(app, &rc);
   dlsys::cli::add_artifacts(app, &rc);
   dlsys::cli::add_tokens(app, &rc);
   dlsys::cli::add_data(app, &rc);

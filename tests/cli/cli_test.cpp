@@ -423,7 +423,7 @@ TEST_F(Cli, DataCommandsAndTrainingFromAVersion) {
   ASSERT_TRUE(lin.ok());
   bool has_run = false;
   for (const auto& [n, direction] : lin->nodes) has_run = has_run || n.kind == "run";
-  EXPECT_TRUE(has_run) << json(*lin).dump();
+  EXPECT_TRUE(has_run) << nlohmann::json(*lin).dump();
 }
 
 }  // namespace

@@ -1,0 +1,81 @@
+// What the commands that talk to a dlsys server share (`runs`, `models`, `artifacts`, `tokens`,
+// `deploy`): the --server/--data-dir/--token/--json options, the connection (a server over
+// HTTP, or a data directory in process through the same API code), checked reads of answers and
+// table printing.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "api/client.h"
+#include "api/services.h"
+#include "cli/commands.h"
+#include "core/json_get.h"
+#include "meta/store_db.h"
+
+namespace dlsys::cli {
+
+struct ClientArgs {
+  std::string server, data_dir, token, meta;
+  bool json = false;
+};
+
+// Adds --server, --data-dir, --meta, --token and --json to `c`.
+void add_client_options(CLI::App* c, ClientArgs* a);
+
+// The client and, for local access, the backend it dispatches to.
+struct Connection {
+  std::unique_ptr<api::Services> backend;
+  std::unique_ptr<api::ApiClient> client;
+};
+
+// --server (or $DLSYS_SERVER); else, without --data-dir, the local server on 127.0.0.1:8080
+// when one answers; else the data directory in process.
+Result<Connection> connect(const ClientArgs& a);
+
+// Runs `fn(client)`, printing its error; returns the exit code.
+template <typename Fn>
+int with_client(const ClientArgs& a, Fn&& fn) {
+  auto c = connect(a);
+  if (!c.ok()) return fail(c.status().message());
+  Status st = fn(*c->client);
+  if (!st.ok()) return fail(st.message());
+  return 0;
+}
+
+// "the server's answer to GET /api/v1/runs" (the query left out), for checked reads.
+std::string answer_to(const std::string& method, const std::string& target);
+
+// The array answer[key], each element read as a T with meta::from_json.
+template <typename T>
+Result<std::vector<T>> records(const nlohmann::json& answer, const char* key,
+                               const std::string& what) {
+  DLSYS_ASSIGN_OR_RETURN(nlohmann::json list, json_get<nlohmann::json>(answer, key, what));
+  if (!list.is_array())
+    return Status::Invalid("{}: '{}' must be an array, got {}", what, key, json_type_phrase(list));
+  std::vector<T> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    DLSYS_ASSIGN_OR_RETURN(T r,
+                           meta::from_json<T>(list[i], fmt::format("{}: {}[{}]", what, key, i)));
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// The array answer[key] (plain JSON objects, read with json_get by the caller).
+Result<nlohmann::json> json_list(const nlohmann::json& answer, const char* key,
+                                 const std::string& what);
+// A number for a table cell ("%.6g").
+std::string number_text(double v);
+// Prints rows as aligned columns (cells cut at 48 characters); the first row is the header.
+void print_table(const std::vector<std::vector<std::string>>& rows);
+// Pretty-printed JSON for --json.
+void print_json(const nlohmann::json& j);
+// Percent-encodes one path segment.
+std::string enc(const std::string& s);
+
+}  // namespace dlsys::cli
