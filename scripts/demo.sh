@@ -2,7 +2,8 @@
 # The demo: export a model from PyTorch with the project's script, inspect it, run it through
 # `dlsys run` and compare with PyTorch's output, measure it with `dlsys bench`; train the digits
 # MLP and run its exported model; then track a training run in a `dlsys server`, register the
-# model and promote it to production.
+# model and promote it to production; deploy it, infer the validation split over KServe v2 and
+# roll the deployment to a second version under load.
 set -euo pipefail
 BUILD=${1:-build}
 DLSYS="$BUILD/dlsys"
@@ -11,17 +12,17 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/6 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
+step "1/7 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
 if [ ! -f "$DIR/resnet18.onnx" ]; then
   /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18
 else
   echo "already exported: $DIR/resnet18.onnx"
 fi
 
-step "2/6 dlsys inspect"
+step "2/7 dlsys inspect"
 "$DLSYS" inspect "$DIR/resnet18.onnx" | head -12
 
-step "3/6 dlsys run, compared with PyTorch's own output"
+step "3/7 dlsys run, compared with PyTorch's own output"
 "$DLSYS" run "$DIR/resnet18.onnx" --input input="$DIR/resnet18.input.npy" --output-dir "$DIR/out" --threads 2
 /usr/bin/python3 - "$DIR" <<'PY'
 import sys, numpy as np
@@ -33,9 +34,9 @@ print(f"dlsys vs PyTorch: max error {rel:.2e} of the output scale, top-1 {'ident
 sys.exit(0 if rel <= 1e-4 and same else 1)
 PY
 
-step "4/6 dlsys bench (batch 8, 2 threads)"
+step "4/7 dlsys bench (batch 8, 2 threads)"
 "$DLSYS" bench "$DIR/resnet18.onnx" --batch 8 --threads 2 --seconds 3
-step "5/6 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
+step "5/7 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits" --threads 2
 "$DLSYS" run "$DIR/digits/model.onnx" --input input="$DIR/digits/val_x.npy" --output-dir "$DIR/digits/pred" --threads 2
 /usr/bin/python3 - "$DIR/digits" <<'PY'
@@ -47,7 +48,7 @@ print(f"exported model, run by dlsys run on the {len(y)} validation digits: accu
 sys.exit(0 if acc >= 0.9 else 1)
 PY
 
-step "6/6 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
+step "6/7 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
 HOME_DIR="$DIR/home"
 rm -rf "$HOME_DIR"
 "$DLSYS" server --data-dir "$HOME_DIR" --port 0 --access-log off >"$DIR/server.out" 2>&1 &
@@ -78,6 +79,14 @@ print("nested body:", *ask("/api/v1/runs/search", data=b"[" * 65536 + b"]" * 655
 cap = [l for l in ask("/metrics")[1].splitlines() if l.startswith("dlsys_http_connections_max")]
 print("connection cap:", cap[0].split()[1], "(docs/security.md lists every bound)")
 PY
+
+step "7/7 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load"
+"$DLSYS" deploy create digits --model digits@production --max-batch 32 --max-delay-us 1000 --server "$URL"
+"$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits-v2" --threads 2 --server "$URL" 2>&1 | tail -1
+"$DLSYS" models register digits --run 2 --server "$URL"
+/usr/bin/python3 scripts/demo_serve.py "$URL" digits "$DIR/digits/val_x.npy" "$DIR/digits/val_y.npy" \
+  --alias-move "$DLSYS" 2
+"$DLSYS" deploy list --server "$URL"
 kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
