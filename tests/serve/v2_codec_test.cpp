@@ -16,8 +16,12 @@ using nlohmann::json;
 const std::vector<TensorSpec> kIn = {{"x", DType::kF32, {-1, 2}}, {"mask", DType::kBool, {-1}}};
 const std::vector<TensorSpec> kOut = {{"y", DType::kF32, {-1, 2}}, {"ids", DType::kI64, {-1}}};
 
-json Body(json inputs) {
-  return {{"inputs", std::move(inputs)}};
+// An initializer list, not a json: a one-element braced json is a copy of the element under
+// clang and an array under GCC.
+json Body(std::initializer_list<json> inputs) {
+  json list = json::array();
+  for (const auto& i : inputs) list.push_back(i);
+  return {{"inputs", list}};
 }
 json X(json shape, json data) {
   return {{"name", "x"}, {"datatype", "FP32"}, {"shape", shape}, {"data", data}};
