@@ -136,12 +136,17 @@ Status ModelServer::apply(const meta::Deployment& d) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     Slot& slot = slots_[d.name];
-    slot.spec = d;
     if (!loaded.ok()) {
+      // What was served stays, with the spec it was served under; a deployment with nothing
+      // served yet keeps the new spec (the watcher loads it when its alias moves).
+      if (!slot.current) slot.spec = d;
       slot.last_error = loaded.status().message();
+      slot.failed_version = version.ok() ? *version : 0;
       return loaded.status();
     }
+    slot.spec = d;
     slot.last_error.clear();
+    slot.failed_version = 0;
     old = std::move(slot.current);
     slot.current = std::move(*loaded);
     if (old) ++slot.switches;
@@ -257,16 +262,22 @@ void ModelServer::watch_loop() {
       std::unique_lock<std::mutex> lock(watch_mu_);
       if (watch_cv_.wait_for(lock, options_.poll, [&] { return stopping_; })) return;
     }
-    std::vector<std::pair<meta::Deployment, int64_t>> todo;
+    struct Todo {
+      meta::Deployment spec;
+      int64_t served, failed;
+    };
+    std::vector<Todo> todo;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [name, slot] : slots_)
         if (!all_digits(slot.spec.ref))
-          todo.push_back({slot.spec, slot.current ? slot.current->version : 0});
+          todo.push_back(
+              {slot.spec, slot.current ? slot.current->version : 0, slot.failed_version});
     }
-    for (const auto& [d, served] : todo) {
+    for (const auto& [d, served, failed] : todo) {
       Result<int64_t> want = resolve(d);
-      if (!want.ok() || *want == served) continue;
+      // A version that failed to load is not tried again on every poll; the next alias move is.
+      if (!want.ok() || *want == served || *want == failed) continue;
       Status st = apply(d);
       if (!st.ok())
         std::fprintf(stderr, "serve: deployment '%s' stays on version %lld: %s\n", d.name.c_str(),

@@ -104,6 +104,7 @@ class ModelServer {
     std::shared_ptr<ServedVersion> current;
     std::string last_error;
     int64_t switches = 0;
+    int64_t failed_version = 0;  // the version whose load failed last (0: none)
   };
   Result<std::shared_ptr<ServedVersion>> load(const meta::Deployment& d, int64_t version,
                                               const DeploymentConfig& config);

@@ -144,6 +144,7 @@ void add_serve_routes(api::Router& router, ModelServer& server, meta::MetaStore&
                if (!st.ok()) {
                  // Not served: do not keep a deployment that cannot load.
                  (void)deps->remove(stored.name, r.principal);
+                 (void)s->remove(stored.name);
                  return st;
                }
                json j = stored;

@@ -229,6 +229,14 @@ TEST_F(ServingTest, BadRequestsNameTheInputAndWhatWasExpected) {
                  json{{"name", "other"}, {"model", "mlp"}, {"ref", "7"}}.dump());
   EXPECT_EQ(bad.status, 404) << bad.body;
   EXPECT_EQ(Req("GET", "/api/v1/deployments/other").status, 404);
+  EXPECT_EQ(Req("GET", "/v2/health/ready").status, 200) << "the refused deployment lingers";
+  // An update to a version that cannot load changes nothing: version 1 still answers.
+  auto upd = Req("PUT", "/api/v1/deployments/mlp", json{{"model", "mlp"}, {"ref", "9"}}.dump());
+  EXPECT_EQ(upd.status, 404) << upd.body;
+  EXPECT_EQ(J(Req("GET", "/api/v1/deployments/mlp"))["ref"], "1");
+  r = Req("POST", "/v2/models/mlp/infer", InferBody(Inputs(1, 0), 1).dump());
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(J(r)["model_version"], "1");
   // A configuration typo is refused with the field's name.
   bad = Req("POST", "/api/v1/deployments",
             json{{"name", "other"}, {"model", "mlp"}, {"ref", "1"}, {"config", {{"max_bach", 4}}}}
