@@ -737,6 +737,7 @@ std::string HttpServer::Impl::metrics_text() const {
       static_cast<double>(latency_us_sum.load()) / 1e6, total, inflight.load(),
       session_count.load(), max_connections, shed_idle.load(), rejected_connections.load(),
       budget.used());
+  if (options.extra_metrics) out += options.extra_metrics();
   return out;
 }
 

@@ -50,6 +50,9 @@ struct ServerOptions {
   bool handle_signals = true;      // SIGTERM/SIGINT start a graceful shutdown
   // Runs on a worker every housekeeping_interval (e.g. sweeping stale temporary files).
   std::function<void()> housekeeping;
+  // More Prometheus text appended to /metrics (serving's families); runs on an I/O thread, so
+  // it must be quick and must not block.
+  std::function<std::string()> extra_metrics;
   std::chrono::seconds housekeeping_interval{600};
 };
 

@@ -62,6 +62,7 @@ int run_server(const ServerArgs& a) {
   serve::add_serve_routes(be->router(), models, be->store());
   Status started = models.start();
   if (!started.ok()) return fail(started.message());
+  so.extra_metrics = [&models] { return models.metrics_text(); };
   api::HttpServer server((*backend)->router(), so);
   Status st = server.listen();
   if (!st.ok()) return fail(st.message());

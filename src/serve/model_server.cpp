@@ -23,6 +23,13 @@ std::vector<TensorSpec> specs_of(const std::vector<TensorMeta>& metas) {
 
 }  // namespace
 
+void LatencyHistogram::observe(int64_t us) {
+  size_t b = 0;
+  while (b < std::size(kBoundsMs) && static_cast<double>(us) > kBoundsMs[b] * 1000) ++b;
+  counts[b].fetch_add(1, std::memory_order_relaxed);
+  sum_us.fetch_add(static_cast<uint64_t>(std::max<int64_t>(us, 0)), std::memory_order_relaxed);
+}
+
 ServedVersion::~ServedVersion() {
   // The batcher's workers call into the runner: stop them (drain) before the runner goes.
   if (batcher) batcher->stop();
@@ -208,7 +215,11 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
     if (r.priority >= v->config.priority_levels)
       return Status::Invalid("parameter priority {} is out of range 0..{} for deployment '{}'",
                              r.priority, v->config.priority_levels - 1, name);
-    r.done = [done, version = v->version](Result<std::vector<Tensor>> out) {
+    // Raw pointer: the histogram outlives the batcher's threads (see ServedVersion).
+    r.done = [done, version = v->version, hist = &v->latency,
+              t0 = Clock::now()](Result<std::vector<Tensor>> out) {
+      hist->observe(
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
       done(version, std::move(out));
     };
     Status st = v->batcher->submit(std::move(r));
@@ -327,6 +338,102 @@ bool ModelServer::all_ready() {
   for (const auto& [name, slot] : slots_)
     if (!slot.current) return false;
   return true;
+}
+
+std::string ModelServer::metrics_text() {
+  // Families first, then one sample line per (deployment, version): Prometheus wants each
+  // family's lines together.
+  struct Row {
+    std::string labels;
+    BatcherStats st;
+    const LatencyHistogram* hist;
+    int64_t memory;
+    double load_seconds;
+    int64_t max_batch;
+  };
+  std::vector<Row> rows;
+  std::vector<std::shared_ptr<ServedVersion>> hold;  // keeps the histograms alive while read
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, slot] : slots_) {
+      if (!slot.current) continue;
+      const ServedVersion& v = *slot.current;
+      // Deployment names are [A-Za-z0-9_-]: nothing in them needs escaping.
+      rows.push_back({fmt::format("deployment=\"{}\",version=\"{}\"", name, v.version),
+                      v.batcher->stats(), &v.latency, v.runner->memory_bytes(), v.load_seconds,
+                      v.config.max_batch});
+      hold.push_back(slot.current);
+    }
+  }
+  std::string out;
+  auto family = [&](const char* name, const char* type, const char* help) {
+    out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
+  };
+  family("dlsys_serve_requests_total", "counter",
+         "Inference requests by outcome: success, rejected (queue full, too many rows), timeout "
+         "(deadline passed in the queue), error.");
+  for (const auto& r : rows) {
+    std::pair<const char*, int64_t> outcomes[] = {{"success", r.st.done},
+                                                  {"rejected", r.st.rejected},
+                                                  {"timeout", r.st.expired},
+                                                  {"error", r.st.failed}};
+    for (const auto& [o, n] : outcomes)
+      out += fmt::format("dlsys_serve_requests_total{{{},outcome=\"{}\"}} {}\n", r.labels, o, n);
+  }
+  family("dlsys_serve_request_duration_seconds", "histogram",
+         "Time from a request's arrival at the batcher to its answer (queue and compute).");
+  for (const auto& r : rows) {
+    uint64_t cum = 0;
+    for (size_t b = 0; b < LatencyHistogram::kBuckets; ++b) {
+      cum += r.hist->counts[b].load(std::memory_order_relaxed);
+      std::string le = b < std::size(LatencyHistogram::kBoundsMs)
+                           ? fmt::format("{}", LatencyHistogram::kBoundsMs[b] / 1000)
+                           : "+Inf";
+      out += fmt::format("dlsys_serve_request_duration_seconds_bucket{{{},le=\"{}\"}} {}\n",
+                         r.labels, le, cum);
+    }
+    out += fmt::format("dlsys_serve_request_duration_seconds_sum{{{}}} {:.6f}\n", r.labels,
+                       r.hist->sum_us.load() / 1e6);
+    out += fmt::format("dlsys_serve_request_duration_seconds_count{{{}}} {}\n", r.labels, cum);
+  }
+  family("dlsys_serve_batch_size", "histogram", "Real rows per batch run.");
+  for (const auto& r : rows) {
+    uint64_t cum = 0, sum = 0;
+    for (int64_t le = 1;; le *= 2) {
+      int64_t top = std::min(le, r.max_batch);
+      for (int64_t k = le / 2 + 1; k <= top && k < static_cast<int64_t>(r.st.batch_rows.size());
+           ++k) {
+        cum += static_cast<uint64_t>(r.st.batch_rows[k]);
+        sum += static_cast<uint64_t>(r.st.batch_rows[k] * k);
+      }
+      out += fmt::format("dlsys_serve_batch_size_bucket{{{},le=\"{}\"}} {}\n", r.labels, top, cum);
+      if (top >= r.max_batch) break;
+    }
+    out += fmt::format("dlsys_serve_batch_size_bucket{{{},le=\"+Inf\"}} {}\n", r.labels, cum);
+    out += fmt::format("dlsys_serve_batch_size_sum{{{}}} {}\n", r.labels, sum);
+    out += fmt::format("dlsys_serve_batch_size_count{{{}}} {}\n", r.labels, cum);
+  }
+  family("dlsys_serve_queue_depth", "gauge", "Requests waiting in the batcher's queue now.");
+  for (const auto& r : rows)
+    out += fmt::format("dlsys_serve_queue_depth{{{}}} {}\n", r.labels, r.st.queue_depth);
+  family("dlsys_serve_queue_seconds_total", "counter",
+         "Time requests that ran spent queued, summed.");
+  for (const auto& r : rows)
+    out += fmt::format("dlsys_serve_queue_seconds_total{{{}}} {:.6f}\n", r.labels,
+                       r.st.queue_us / 1e6);
+  family("dlsys_serve_compute_seconds_total", "counter", "Time batches spent running, summed.");
+  for (const auto& r : rows)
+    out += fmt::format("dlsys_serve_compute_seconds_total{{{}}} {:.6f}\n", r.labels,
+                       r.st.compute_us / 1e6);
+  family("dlsys_serve_model_memory_bytes", "gauge",
+         "Weights and activation arenas a loaded version holds (ModelRunner::memory_bytes).");
+  for (const auto& r : rows)
+    out += fmt::format("dlsys_serve_model_memory_bytes{{{}}} {}\n", r.labels, r.memory);
+  family("dlsys_serve_model_load_seconds", "gauge",
+         "Time to load and warm the version (open, plan every bucket, run once).");
+  for (const auto& r : rows)
+    out += fmt::format("dlsys_serve_model_load_seconds{{{}}} {:.6f}\n", r.labels, r.load_seconds);
+  return out;
 }
 
 }  // namespace dlsys::serve

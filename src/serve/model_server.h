@@ -21,6 +21,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -38,6 +39,15 @@
 
 namespace dlsys::serve {
 
+// Request latencies (queued to answered) in fixed buckets, for /metrics. Lock-free.
+struct LatencyHistogram {
+  static constexpr double kBoundsMs[] = {0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000, 5000};
+  static constexpr size_t kBuckets = std::size(kBoundsMs) + 1;  // the last is +Inf
+  std::atomic<uint64_t> counts[kBuckets] = {};
+  std::atomic<uint64_t> sum_us{0};
+  void observe(int64_t us);
+};
+
 // One loaded model version of a deployment.
 struct ServedVersion {
   std::string deployment;
@@ -45,6 +55,10 @@ struct ServedVersion {
   int64_t version = 0;
   DeploymentConfig config;
   std::vector<TensorSpec> inputs, outputs;
+  // Declared before the batcher: the batcher's callbacks observe into it, so it must outlive
+  // the batcher's threads (members are destroyed in reverse order, after ~ServedVersion stops
+  // the batcher).
+  LatencyHistogram latency;
   std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<DynamicBatcher> batcher;
   double load_seconds = 0;  // open + warm-up
@@ -97,6 +111,11 @@ class ModelServer {
   json status_all();
   // True when every stored deployment is being served (GET /v2/health/ready).
   bool all_ready();
+  // The serving metrics in Prometheus text format, labelled by deployment and version only
+  // (a version's series go when it is unloaded): requests by outcome (success, rejected,
+  // timeout, error), request latency histogram, batches and their sizes, queue depth, queue and
+  // compute time, memory held and load time.
+  std::string metrics_text();
 
  private:
   struct Slot {

@@ -35,13 +35,18 @@ std::string mlp_bytes(float scale) {
 class ServingTest : public api::ServerFixture {
  protected:
   void SetUp() override {
-    Start(false, 16 << 20, [this](api::Router& r) {
-      ModelServerOptions o;
-      o.poll = std::chrono::milliseconds(20);
-      models_ = std::make_unique<ModelServer>(backend_->store(), backend_->objects(), o);
-      add_serve_routes(r, *models_, backend_->store());
-      ASSERT_TRUE(models_->start().ok());
-    });
+    Start(
+        false, 16 << 20,
+        [this](api::Router& r) {
+          ModelServerOptions o;
+          o.poll = std::chrono::milliseconds(20);
+          models_ = std::make_unique<ModelServer>(backend_->store(), backend_->objects(), o);
+          add_serve_routes(r, *models_, backend_->store());
+          ASSERT_TRUE(models_->start().ok());
+        },
+        [this](api::ServerOptions& so) {
+          so.extra_metrics = [this] { return models_->metrics_text(); };
+        });
     local_ = api::connect_local(*backend_);
   }
   void TearDown() override {
@@ -325,6 +330,44 @@ TEST_F(ServingTest, AliasMovesUnderLoadFailNoRequest) {
   auto status = models_->status("mlp");
   EXPECT_EQ(status["switches"], 3) << status.dump();
   EXPECT_EQ(status["version"], 2);
+  // Only the loaded version has series.
+  std::string m = Req("GET", "/metrics").body;
+  EXPECT_NE(m.find("dlsys_serve_queue_depth{deployment=\"mlp\",version=\"2\"}"), std::string::npos);
+  EXPECT_EQ(m.find("version=\"1\""), std::string::npos) << "an unloaded version's series stay";
+}
+
+// /metrics counts what was served: requests by outcome, the latency histogram, batch sizes.
+TEST_F(ServingTest, MetricsCountRequestsBatchesAndOutcomes) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                json{{"name", "mlp"},
+                     {"model", "mlp"},
+                     {"ref", "1"},
+                     {"config", {{"max_batch", 4}, {"max_delay_us", 0}}}}
+                    .dump())
+                .status,
+            201);
+  for (int i = 0; i < 5; ++i)
+    ASSERT_EQ(Req("POST", "/v2/models/mlp/infer", InferBody(Inputs(3, 0), 3).dump()).status, 200);
+  // One request over max_batch: refused by the batcher.
+  EXPECT_EQ(Req("POST", "/v2/models/mlp/infer", InferBody(Inputs(5, 0), 5).dump()).status, 400);
+  std::string m = Req("GET", "/metrics").body;
+  auto has = [&](const std::string& line) {
+    EXPECT_NE(m.find(line + "\n"), std::string::npos) << line << "\n" << m;
+  };
+  const std::string l = "deployment=\"mlp\",version=\"1\"";
+  has("dlsys_serve_requests_total{" + l + ",outcome=\"success\"} 5");
+  has("dlsys_serve_requests_total{" + l + ",outcome=\"rejected\"} 1");
+  has("dlsys_serve_requests_total{" + l + ",outcome=\"timeout\"} 0");
+  has("dlsys_serve_request_duration_seconds_count{" + l + "} 5");
+  has("dlsys_serve_request_duration_seconds_bucket{" + l + ",le=\"+Inf\"} 5");
+  // Sequential requests of 3 rows: five batches of 3 rows, in the le="4" bucket.
+  has("dlsys_serve_batch_size_bucket{" + l + ",le=\"2\"} 0");
+  has("dlsys_serve_batch_size_bucket{" + l + ",le=\"4\"} 5");
+  has("dlsys_serve_batch_size_sum{" + l + "} 15");
+  has("# TYPE dlsys_serve_request_duration_seconds histogram");
+  EXPECT_NE(m.find("dlsys_serve_model_memory_bytes{" + l + "} "), std::string::npos);
+  EXPECT_NE(m.find("dlsys_http_requests_total"), std::string::npos);  // the server's own
 }
 
 TEST_F(ServingTest, DeploymentsAreRestoredWhenTheServerRestarts) {
