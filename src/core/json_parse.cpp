@@ -70,8 +70,9 @@ Result<nlohmann::json> parse_json(std::string_view text, const JsonLimits& limit
   if (shape) *shape = s;
   try {
     return nlohmann::json::parse(text);
-  } catch (const nlohmann::json::parse_error& e) {
-    // e.what() reads "[json.exception.parse_error.101] parse error at line 1, column 9: ...".
+  } catch (const nlohmann::json::exception& e) {
+    // Syntax errors and numbers beyond a double ("1e999": out_of_range.406) alike. e.what()
+    // reads "[json.exception.parse_error.101] parse error at line 1, column 9: ...".
     std::string msg = e.what();
     size_t at = msg.find("] ");
     return Status::Invalid("{} is not valid JSON: {}", what,

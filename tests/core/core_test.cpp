@@ -3,6 +3,7 @@
 
 #include "core/check.h"
 #include "core/json_get.h"
+#include "core/json_parse.h"
 #include "core/status.h"
 
 namespace dlsys {
@@ -39,6 +40,19 @@ TEST(JsonGet, OptionalAndFallback) {
   EXPECT_EQ(**json_get_optional<std::string>(j, "b", "d"), "x");
   EXPECT_FALSE(json_get_optional<int64_t>(j, "b", "d").ok()) << "a wrong type still fails";
   EXPECT_EQ(*json_get_or<int64_t>(j, "zz", 5, "d"), 5);
+}
+
+// A number beyond a double is a 400-style error like any malformed JSON, not an exception
+// (nlohmann throws out_of_range, not parse_error, for it; fuzz_v2_infer found "31e333").
+TEST(JsonParse, NumbersBeyondADoubleAreAnError) {
+  for (const char* text : {"[31e333]", "{\"x\": -1e400}", "[1, 2"}) {
+    auto r = parse_json(text, JsonLimits{}, "the request body");
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument) << text;
+    EXPECT_NE(r.status().message().find("the request body is not valid JSON"), std::string::npos)
+        << r.status().message();
+  }
+  EXPECT_TRUE(parse_json("[1e308]", JsonLimits{}, "x").ok());
 }
 
 TEST(CheckDeathTest, StaysOnInReleaseBuildsWithItsHint) {
