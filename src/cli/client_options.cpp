@@ -85,4 +85,12 @@ std::string enc(const std::string& s) {
   return api::url_encode(s);
 }
 
+Status need_server(const Connection& c) {
+  if (c.backend)
+    return Status::Unavailable(
+        "deployments live in a running server: start one with `dlsys server` (or give --server "
+        "URL)");
+  return Status::OK();
+}
+
 }  // namespace dlsys::cli

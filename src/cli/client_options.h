@@ -37,12 +37,18 @@ struct Connection {
 // when one answers; else the data directory in process.
 Result<Connection> connect(const ClientArgs& a);
 
-// Runs `fn(client)`, printing its error; returns the exit code.
+// Unavailable when `c` is a data directory in process rather than a running server (what only a
+// server does: deployments).
+Status need_server(const Connection& c);
+
+// Runs `fn(client)`, printing its error; returns the exit code. With `server_only`, a data
+// directory in process is refused (need_server).
 template <typename Fn>
-int with_client(const ClientArgs& a, Fn&& fn) {
+int with_client(const ClientArgs& a, Fn&& fn, bool server_only = false) {
   auto c = connect(a);
   if (!c.ok()) return fail(c.status().message());
-  Status st = fn(*c->client);
+  Status st = server_only ? need_server(*c) : Status::OK();
+  if (st.ok()) st = fn(*c->client);
   if (!st.ok()) return fail(st.message());
   return 0;
 }

@@ -55,25 +55,7 @@ Result<std::pair<std::string, std::string>> split_model_ref(const std::string& t
   return std::make_pair(text.substr(0, at), text.substr(at + 1));
 }
 
-Status need_server(const Connection& c) {
-  if (c.backend)
-    return Status::Unavailable(
-        "deployments live in a running server: start one with `dlsys server` (or give --server "
-        "URL)");
-  return Status::OK();
-}
-
-template <typename Fn>
-int with_server(const DeployArgs& a, Fn&& fn) {
-  auto c = connect(a);
-  if (!c.ok()) return fail(c.status().message());
-  Status st = need_server(*c);
-  if (st.ok()) st = fn(*c->client);
-  if (!st.ok()) return fail(st.message());
-  return 0;
-}
-
-void print_deployment(const json& d) {
+void print_deployment_text(const json& d) {
   const json& s = d.value("status", json::object());
   std::printf("%s  %s@%s", d.value("name", "").c_str(), d.value("model", "").c_str(),
               d.value("ref", "").c_str());
@@ -90,6 +72,15 @@ void print_deployment(const json& d) {
                 s["memory_bytes"].get<double>() / (1 << 20), s.value("load_seconds", 0.0));
 }
 
+// The answer for a deployment: JSON with --json, else the summary.
+Status print_deployment(const json& d, const DeployArgs& a) {
+  if (a.json)
+    print_json(d);
+  else
+    print_deployment_text(d);
+  return Status::OK();
+}
+
 Status deploy_create(api::ApiClient& c, const DeployArgs& a) {
   DLSYS_ASSIGN_OR_RETURN(auto mr, split_model_ref(a.model));
   json body = {{"name", a.name},
@@ -97,12 +88,7 @@ Status deploy_create(api::ApiClient& c, const DeployArgs& a) {
                {"ref", mr.second},
                {"config", config_of(a, json::object())}};
   DLSYS_ASSIGN_OR_RETURN(json d, c.call("POST", "/api/v1/deployments", body));
-  if (a.json) {
-    print_json(d);
-    return Status::OK();
-  }
-  print_deployment(d);
-  return Status::OK();
+  return print_deployment(d, a);
 }
 
 Status deploy_update(api::ApiClient& c, const DeployArgs& a) {
@@ -119,12 +105,7 @@ Status deploy_update(api::ApiClient& c, const DeployArgs& a) {
   }
   json body = {{"model", model}, {"ref", ref}, {"config", config_of(a, config)}};
   DLSYS_ASSIGN_OR_RETURN(json d, c.call("PUT", target, body));
-  if (a.json) {
-    print_json(d);
-    return Status::OK();
-  }
-  print_deployment(d);
-  return Status::OK();
+  return print_deployment(d, a);
 }
 
 Status deploy_list(api::ApiClient& c, const DeployArgs& a) {
@@ -160,12 +141,7 @@ Status deploy_list(api::ApiClient& c, const DeployArgs& a) {
 
 Status deploy_show(api::ApiClient& c, const DeployArgs& a) {
   DLSYS_ASSIGN_OR_RETURN(json d, c.call("GET", "/api/v1/deployments/" + enc(a.name)));
-  if (a.json) {
-    print_json(d);
-    return Status::OK();
-  }
-  print_deployment(d);
-  return Status::OK();
+  return print_deployment(d, a);
 }
 
 Status deploy_delete(api::ApiClient& c, const DeployArgs& a) {
@@ -186,8 +162,10 @@ void add_deploy(CLI::App& app, int* rc) {
   auto a = std::make_shared<DeployArgs>();
   auto bind = [&](CLI::App* c, Status (*fn)(api::ApiClient&, const DeployArgs&)) {
     add_client_options(c, a.get());
-    c->callback(
-        [a, rc, fn] { *rc = with_server(*a, [&](api::ApiClient& cl) { return fn(cl, *a); }); });
+    c->callback([a, rc, fn] {
+      *rc = with_client(
+          *a, [&](api::ApiClient& cl) { return fn(cl, *a); }, /*server_only=*/true);
+    });
   };
   CLI::App* create = dep->add_subcommand(
       "create", "Deploy MODEL@ALIAS (follows the alias) or MODEL@VERSION as NAME");

@@ -273,19 +273,19 @@ void ModelServer::watch_loop() {
       std::unique_lock<std::mutex> lock(watch_mu_);
       if (watch_cv_.wait_for(lock, options_.poll, [&] { return stopping_; })) return;
     }
-    struct Todo {
+    struct Watched {
       meta::Deployment spec;
       int64_t served, failed;
     };
-    std::vector<Todo> todo;
+    std::vector<Watched> watched;
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [name, slot] : slots_)
         if (!all_digits(slot.spec.ref))
-          todo.push_back(
+          watched.push_back(
               {slot.spec, slot.current ? slot.current->version : 0, slot.failed_version});
     }
-    for (const auto& [d, served, failed] : todo) {
+    for (const auto& [d, served, failed] : watched) {
       Result<int64_t> want = resolve(d);
       // A version that failed to load is not tried again on every poll; the next alias move is.
       if (!want.ok() || *want == served || *want == failed) continue;
