@@ -21,6 +21,7 @@ struct ServerArgs {
   std::string data_dir, host = "127.0.0.1", meta, access_log = "-";
   int port = 8080, workers = 8, io_threads = 1;
   int64_t max_body_mb = 16, max_upload_mb = 8192, max_connections = 10000, memory_budget_mb = 1024;
+  int64_t serve_memory_mb = 0;
   bool auth = false;
 };
 
@@ -58,7 +59,9 @@ int run_server(const ServerArgs& a) {
   so.housekeeping = [be] { be->sweep_temp_files(); };
   // Serving: the deployments stored in this data directory are loaded before the server listens
   // (one that fails to load is reported and left out; GET /v2/health/ready says so).
-  serve::ModelServer models(be->store(), be->objects(), {});
+  serve::ModelServerOptions mo;
+  mo.memory_budget_bytes = a.serve_memory_mb << 20;
+  serve::ModelServer models(be->store(), be->objects(), mo);
   serve::add_serve_routes(be->router(), models, be->store());
   Status started = models.start();
   if (!started.ok()) return fail(started.message());
@@ -115,6 +118,11 @@ void add_server(CLI::App& app, int* rc) {
                 "Memory that requests in flight may hold (bodies and parsed JSON); past it, 503")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{16}, int64_t{1} << 20));
+  c->add_option("--serve-memory-mb", a->serve_memory_mb,
+                "Memory all loaded model versions may hold; past it the least recently used "
+                "deployments are unloaded and load again on their next request (0: no limit)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
   c->add_option("--access-log", a->access_log, "Access log file, '-' for stdout, 'off'")
       ->capture_default_str();
   c->callback([a, rc] { *rc = run_server(*a); });

@@ -5,29 +5,77 @@
 namespace dlsys::serve {
 namespace {
 
-Status read_int(const json& config, const char* key, int64_t lo, int64_t hi, int64_t* out) {
+Status read_int(const json& config, const char* key, int64_t lo, int64_t hi, int64_t* out,
+                const std::string& where = "config") {
   auto it = config.find(key);
   if (it == config.end() || it->is_null()) return Status::OK();
   if (!it->is_number_integer() || it->get<int64_t>() < lo || it->get<int64_t>() > hi)
-    return Status::Invalid("config.{} must be an integer in {}..{}, got {}", key, lo, hi,
+    return Status::Invalid("{}.{} must be an integer in {}..{}, got {}", where, key, lo, hi,
                            it->dump().substr(0, 40));
   *out = it->get<int64_t>();
   return Status::OK();
 }
 
+// config.canary / config.shadow: {"model": "digits", "version": 3[, "weight": 10]}.
+Result<std::optional<TrafficTarget>> read_target(const json& config, const char* key,
+                                                 bool weighted) {
+  auto it = config.find(key);
+  if (it == config.end() || it->is_null()) return std::optional<TrafficTarget>();
+  if (!it->is_object())
+    return Status::Invalid(
+        "config.{} must be an object like {{\"model\": \"digits\", "
+        "\"version\": 3{}}}, got {}",
+        key, weighted ? ", \"weight\": 10" : "", it->dump().substr(0, 60));
+  for (auto f = it->begin(); f != it->end(); ++f)
+    if (f.key() != "model" && f.key() != "version" && !(weighted && f.key() == "weight"))
+      return Status::Invalid("config.{}.{} is not a field (known: model, version{})", key,
+                             f.key().substr(0, 64), weighted ? ", weight" : "");
+  TrafficTarget t;
+  auto m = it->find("model");
+  if (m == it->end() || !m->is_string() || m->get<std::string>().empty())
+    return Status::Invalid("config.{}.model must name a registered model", key);
+  t.model = m->get<std::string>();
+  const std::string where = std::string("config.") + key;
+  DLSYS_RETURN_IF_ERROR(read_int(*it, "version", 1, int64_t{1} << 40, &t.version, where));
+  if (t.version == 0)
+    return Status::Invalid(
+        "config.{}.version must be a version number (canaries and shadows "
+        "are pinned versions, not aliases)",
+        key);
+  if (weighted) {
+    t.weight = 10;
+    DLSYS_RETURN_IF_ERROR(read_int(*it, "weight", 0, 100, &t.weight, where));
+  }
+  return std::optional<TrafficTarget>(t);
+}
+
+json target_json(const TrafficTarget& t, bool weighted) {
+  json j = {{"model", t.model}, {"version", t.version}};
+  if (weighted) j["weight"] = t.weight;
+  return j;
+}
+
 }  // namespace
+
+bool same_runtime(const DeploymentConfig& a, const DeploymentConfig& b) {
+  return a.max_batch == b.max_batch && a.max_delay_us == b.max_delay_us &&
+         a.instances == b.instances && a.threads == b.threads && a.precision == b.precision &&
+         a.max_queue == b.max_queue && a.timeout_ms == b.timeout_ms &&
+         a.priority_levels == b.priority_levels && a.cache_mb == b.cache_mb;
+}
 
 Result<DeploymentConfig> parse_deployment_config(const json& config) {
   if (!config.is_object()) return Status::Invalid("a deployment's config must be a JSON object");
   static const char* kKnown[] = {"max_batch", "max_delay_us", "instances",  "threads",
-                                 "precision", "max_queue",    "timeout_ms", "priority_levels"};
+                                 "precision", "max_queue",    "timeout_ms", "priority_levels",
+                                 "cache_mb",  "canary",       "shadow"};
   for (auto it = config.begin(); it != config.end(); ++it) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
     if (!known)
       return Status::Invalid(
           "config.{} is not a deployment setting (known: max_batch, max_delay_us, instances, "
-          "threads, precision, max_queue, timeout_ms, priority_levels)",
+          "threads, precision, max_queue, timeout_ms, priority_levels, cache_mb, canary, shadow)",
           it.key().substr(0, 64));
   }
   DeploymentConfig c;
@@ -39,6 +87,9 @@ Result<DeploymentConfig> parse_deployment_config(const json& config) {
   DLSYS_RETURN_IF_ERROR(read_int(config, "max_queue", 1, 1 << 20, &c.max_queue));
   DLSYS_RETURN_IF_ERROR(read_int(config, "timeout_ms", 1, 3600 * 1000, &c.timeout_ms));
   DLSYS_RETURN_IF_ERROR(read_int(config, "priority_levels", 1, 16, &c.priority_levels));
+  DLSYS_RETURN_IF_ERROR(read_int(config, "cache_mb", 0, 1 << 20, &c.cache_mb));
+  DLSYS_ASSIGN_OR_RETURN(c.canary, read_target(config, "canary", true));
+  DLSYS_ASSIGN_OR_RETURN(c.shadow, read_target(config, "shadow", false));
   if (auto it = config.find("precision"); it != config.end() && !it->is_null()) {
     std::string p = it->is_string() ? it->get<std::string>() : "";
     if (p == "fp32" || p == "f32")
@@ -53,14 +104,18 @@ Result<DeploymentConfig> parse_deployment_config(const json& config) {
 }
 
 json deployment_config_json(const DeploymentConfig& c) {
-  return {{"max_batch", c.max_batch},
-          {"max_delay_us", c.max_delay_us},
-          {"instances", c.instances},
-          {"threads", c.threads},
-          {"precision", c.precision == Precision::kBF16 ? "bf16" : "fp32"},
-          {"max_queue", c.max_queue},
-          {"timeout_ms", c.timeout_ms},
-          {"priority_levels", c.priority_levels}};
+  json j = {{"max_batch", c.max_batch},
+            {"max_delay_us", c.max_delay_us},
+            {"instances", c.instances},
+            {"threads", c.threads},
+            {"precision", c.precision == Precision::kBF16 ? "bf16" : "fp32"},
+            {"max_queue", c.max_queue},
+            {"timeout_ms", c.timeout_ms},
+            {"priority_levels", c.priority_levels},
+            {"cache_mb", c.cache_mb}};
+  if (c.canary) j["canary"] = target_json(*c.canary, true);
+  if (c.shadow) j["shadow"] = target_json(*c.shadow, false);
+  return j;
 }
 
 }  // namespace dlsys::serve

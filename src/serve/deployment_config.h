@@ -15,6 +15,15 @@ namespace dlsys::serve {
 
 using json = nlohmann::json;
 
+// Another model version that takes part of a deployment's traffic: a canary answers `weight`
+// percent of the requests; a shadow gets a copy of every request and its answers are compared
+// with the served ones, never returned. Pinned versions only (an alias would move under them).
+struct TrafficTarget {
+  std::string model;
+  int64_t version = 0;
+  int64_t weight = 0;  // canary only: percent of requests, 0..100
+};
+
 struct DeploymentConfig {
   int64_t max_batch = 32;       // rows per batch
   int64_t max_delay_us = 2000;  // how long a batch waits to fill
@@ -24,7 +33,14 @@ struct DeploymentConfig {
   int64_t max_queue = 256;      // requests waiting; more get 503
   int64_t timeout_ms = 1000;    // a request's deadline unless it sets its own
   int64_t priority_levels = 2;  // request parameter "priority": 0 (most urgent) .. levels-1
+  int64_t cache_mb = 0;         // response cache per version, LRU by bytes; 0: off
+  std::optional<TrafficTarget> canary;
+  std::optional<TrafficTarget> shadow;
 };
+
+// True when `a` and `b` load and run a version the same way (everything but the canary and the
+// shadow): a version loaded under `a` can keep serving under `b` without a reload.
+bool same_runtime(const DeploymentConfig& a, const DeploymentConfig& b);
 
 // Reads and checks `config` (an object; absent fields keep their defaults, unknown fields are
 // refused so that a typo is not silently ignored).

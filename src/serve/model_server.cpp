@@ -3,6 +3,10 @@
 #include <fmt/format.h>
 
 #include <cctype>
+#include <random>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace dlsys::serve {
 
@@ -13,6 +17,32 @@ bool all_digits(const std::string& s) {
   for (char c : s)
     if (!std::isdigit(static_cast<unsigned char>(c))) return false;
   return true;
+}
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// FNV-1a of the routing key, in 0..99: stable across processes and replicas, so a key lands on
+// the same side of a canary split on every server.
+int64_t bucket_of(const std::string& key) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : key) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return static_cast<int64_t>(h % 100);
+}
+
+int64_t random_bucket() {
+  thread_local std::minstd_rand rng(std::random_device{}());
+  return static_cast<int64_t>(rng() % 100);
+}
+
+int64_t memory_of(const std::shared_ptr<ServedVersion>& v) {
+  return v ? v->runner->memory_bytes() : 0;
 }
 
 std::vector<TensorSpec> specs_of(const std::vector<TensorMeta>& metas) {
@@ -47,6 +77,7 @@ Status ModelServer::start() {
   if (started_.exchange(true)) return Status::OK();
   reaper_ = std::thread([this] { reap_loop(); });
   watcher_ = std::thread([this] { watch_loop(); });
+  loader_ = std::thread([this] { load_loop(); });
   DLSYS_ASSIGN_OR_RETURN(std::vector<meta::Deployment> all, store_.deployments().list());
   for (const auto& d : all) {
     Status st = apply(d);
@@ -65,13 +96,19 @@ void ModelServer::stop() {
   }
   watch_cv_.notify_all();
   if (watcher_.joinable()) watcher_.join();
+  { std::lock_guard<std::mutex> lock(load_mu_); }
+  load_cv_.notify_all();
+  if (loader_.joinable()) loader_.join();
   std::map<std::string, Slot> slots;
   {
     std::lock_guard<std::mutex> lock(mu_);
     slots.swap(slots_);
   }
-  for (auto& [name, slot] : slots)
-    if (slot.current) retire(std::move(slot.current));
+  for (auto& [name, slot] : slots) {
+    for (auto* v : {&slot.current, &slot.canary, &slot.shadow})
+      if (*v) retire(std::move(*v));
+    for (auto& w : slot.waiters) w();  // they find the deployment gone
+  }
   { std::lock_guard<std::mutex> lock(reap_mu_); }
   reap_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
@@ -91,14 +128,15 @@ Result<int64_t> ModelServer::resolve(const meta::Deployment& d) {
   return mv.version;
 }
 
-Result<std::shared_ptr<ServedVersion>> ModelServer::load(const meta::Deployment& d, int64_t version,
+Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& deployment,
+                                                         const std::string& model, int64_t version,
                                                          const DeploymentConfig& config) {
   auto t0 = std::chrono::steady_clock::now();
   DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
-                         store_.registry().get_model_version(d.model, version));
+                         store_.registry().get_model_version(model, version));
   if (mv.status == "ARCHIVED")
     return Status::Invalid("version {} of model '{}' is archived; set it READY to serve it",
-                           version, d.model);
+                           version, model);
   DLSYS_ASSIGN_OR_RETURN(std::string path, objects_.open_verified(mv.sha256));
   ModelRunnerOptions ro;
   ro.instances = static_cast<int>(config.instances);
@@ -106,14 +144,16 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const meta::Deployment&
   ro.precision = config.precision;
   ro.max_batch = config.max_batch;
   auto served = std::make_shared<ServedVersion>();
-  served->deployment = d.name;
-  served->model = d.model;
+  served->deployment = deployment;
+  served->model = model;
   served->version = version;
   served->config = config;
   DLSYS_ASSIGN_OR_RETURN(served->runner, ModelRunner::open(path, ro));
   DLSYS_RETURN_IF_ERROR(served->runner->warm_up());
   served->inputs = specs_of(served->runner->inputs());
   served->outputs = specs_of(served->runner->outputs());
+  if (config.cache_mb > 0)
+    served->cache = std::make_unique<ResponseCache>(config.cache_mb * (int64_t{1} << 20));
   BatcherOptions bo;
   bo.max_batch = config.max_batch;
   bo.max_delay_us = config.max_delay_us;
@@ -135,60 +175,264 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const meta::Deployment&
 Status ModelServer::apply(const meta::Deployment& d) {
   std::lock_guard<std::mutex> serial(apply_mu_);
   DLSYS_ASSIGN_OR_RETURN(DeploymentConfig config, parse_deployment_config(d.config));
+  // What is loaded now may be reused: a promote makes the canary the primary without a reload,
+  // and an update that only changes the canary does not reload the primary.
+  std::vector<std::shared_ptr<ServedVersion>> loaded_now;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = slots_.find(d.name); it != slots_.end())
+      for (const auto& v : {it->second.current, it->second.canary, it->second.shadow})
+        if (v) loaded_now.push_back(v);
+  }
+  auto obtain = [&](const std::string& model,
+                    int64_t version) -> Result<std::shared_ptr<ServedVersion>> {
+    for (const auto& v : loaded_now)
+      if (v->model == model && v->version == version && same_runtime(v->config, config)) return v;
+    return load(d.name, model, version, config);
+  };
   Result<int64_t> version = resolve(d);
-  Result<std::shared_ptr<ServedVersion>> loaded =
-      version.ok() ? load(d, *version, config)
+  Result<std::shared_ptr<ServedVersion>> primary =
+      version.ok() ? obtain(d.model, *version)
                    : Result<std::shared_ptr<ServedVersion>>(version.status());
-  std::shared_ptr<ServedVersion> old;
+  // A canary or shadow that is the primary itself (after a promote) is not loaded twice.
+  auto is_primary = [&](const std::optional<TrafficTarget>& t) {
+    return t && version.ok() && t->model == d.model && t->version == *version;
+  };
+  std::shared_ptr<ServedVersion> canary, shadow;
+  if (primary.ok() && config.canary && !is_primary(config.canary)) {
+    auto c = obtain(config.canary->model, config.canary->version);
+    if (c.ok()) {
+      canary = std::move(*c);
+    } else {
+      primary = c.status().with_context(
+          fmt::format("canary {}@{}", config.canary->model, config.canary->version));
+    }
+  }
+  if (primary.ok() && config.shadow && !is_primary(config.shadow)) {
+    auto sh = obtain(config.shadow->model, config.shadow->version);
+    if (sh.ok()) {
+      shadow = std::move(*sh);
+    } else {
+      primary = sh.status().with_context(
+          fmt::format("shadow {}@{}", config.shadow->model, config.shadow->version));
+    }
+  }
+  if (primary.ok() && (canary || shadow) && options_.memory_budget_bytes > 0 &&
+      memory_of(*primary) + memory_of(canary) + memory_of(shadow) > options_.memory_budget_bytes)
+    primary = Status::Invalid(
+        "deployment '{}' needs {} MiB for its versions, more than the serving memory budget of "
+        "{} MiB; raise --serve-memory-mb or serve fewer versions",
+        d.name, (memory_of(*primary) + memory_of(canary) + memory_of(shadow)) >> 20,
+        options_.memory_budget_bytes >> 20);
+  else if (primary.ok() && options_.memory_budget_bytes > 0 &&
+           memory_of(*primary) > options_.memory_budget_bytes)
+    primary = Status::Invalid(
+        "version {} of '{}' needs {} MiB, more than the serving memory budget of {} MiB; raise "
+        "--serve-memory-mb",
+        (*primary)->version, d.model, memory_of(*primary) >> 20,
+        options_.memory_budget_bytes >> 20);
+  std::vector<std::shared_ptr<ServedVersion>> old;
   {
     std::lock_guard<std::mutex> lock(mu_);
     Slot& slot = slots_[d.name];
-    if (!loaded.ok()) {
+    if (!primary.ok()) {
       // What was served stays, with the spec it was served under; a deployment with nothing
       // served yet keeps the new spec (the watcher loads it when its alias moves).
       if (!slot.current) slot.spec = d;
-      slot.last_error = loaded.status().message();
+      slot.last_error = primary.status().message();
       slot.failed_version = version.ok() ? *version : 0;
-      return loaded.status();
+      return primary.status();
     }
     slot.spec = d;
     slot.last_error.clear();
     slot.failed_version = 0;
-    old = std::move(slot.current);
-    slot.current = std::move(*loaded);
-    if (old) ++slot.switches;
+    slot.evicted = false;
+    slot.last_used_ns = now_ns();
+    if (slot.current && slot.current != *primary) ++slot.switches;
+    if (slot.shadow != shadow) slot.shadow_stats = std::make_shared<ShadowStats>();
+    for (auto* v : {&slot.current, &slot.canary, &slot.shadow})
+      if (*v && *v != *primary && *v != canary && *v != shadow) old.push_back(std::move(*v));
+    slot.current = std::move(*primary);
+    slot.canary = std::move(canary);
+    slot.shadow = std::move(shadow);
+    slot.canary_weight = slot.canary ? config.canary->weight : 0;
+    evict_locked(d.name, &old);
   }
-  if (old) retire(std::move(old));
+  for (auto& v : old) retire(std::move(v));
   return Status::OK();
 }
 
+void ModelServer::evict_locked(const std::string& keep,
+                               std::vector<std::shared_ptr<ServedVersion>>* out) {
+  if (options_.memory_budget_bytes <= 0) return;
+  auto slot_bytes = [](const Slot& s) {
+    return memory_of(s.current) + memory_of(s.canary) + memory_of(s.shadow);
+  };
+  int64_t total = 0;
+  for (const auto& [name, slot] : slots_) total += slot_bytes(slot);
+  while (total > options_.memory_budget_bytes) {
+    Slot* lru = nullptr;
+    for (auto& [name, slot] : slots_)
+      if (name != keep && slot.current && (!lru || slot.last_used_ns < lru->last_used_ns))
+        lru = &slot;
+    if (!lru) return;  // only `keep` is loaded, and apply() checked that it fits alone
+    total -= slot_bytes(*lru);
+    for (auto* v : {&lru->current, &lru->canary, &lru->shadow})
+      if (*v) out->push_back(std::move(*v));
+    lru->evicted = true;
+    ++lru->evictions;
+    std::fprintf(
+        stderr, "serve: unloaded deployment '%s' to stay within the memory budget (%lld MiB)\n",
+        lru->spec.name.c_str(), static_cast<long long>(options_.memory_budget_bytes >> 20));
+  }
+}
+
+bool ModelServer::when_loaded(const std::string& name, std::function<void()> ready) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = slots_.find(name);
+    if (it == slots_.end() || !it->second.evicted) return false;
+    it->second.waiters.push_back(std::move(ready));
+    if (it->second.reloading) return true;
+    it->second.reloading = true;
+  }
+  {
+    std::lock_guard<std::mutex> lock(load_mu_);
+    to_reload_.push_back(name);
+  }
+  load_cv_.notify_all();
+  return true;
+}
+
+void ModelServer::load_loop() {
+  for (;;) {
+    std::string name;
+    {
+      std::unique_lock<std::mutex> lock(load_mu_);
+      load_cv_.wait(lock, [&] {
+        std::lock_guard<std::mutex> w(watch_mu_);
+        return !to_reload_.empty() || stopping_;
+      });
+      {
+        std::lock_guard<std::mutex> w(watch_mu_);
+        if (stopping_) return;  // stop() answers the waiters
+      }
+      name = to_reload_.front();
+      to_reload_.erase(to_reload_.begin());
+    }
+    meta::Deployment spec;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = slots_.find(name);
+      if (it == slots_.end()) continue;
+      spec = it->second.spec;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    Status st = apply(spec);
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::vector<std::function<void()>> waiters;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = slots_.find(name);
+      if (it == slots_.end()) continue;
+      Slot& slot = it->second;
+      slot.reloading = false;
+      waiters.swap(slot.waiters);
+      if (st.ok()) {
+        ++slot.cold_starts;
+        slot.last_cold_start_seconds = seconds;
+      } else {
+        // Requests that wait get the error; the next request tries again.
+        slot.evicted = !slot.current;
+      }
+    }
+    if (!st.ok())
+      std::fprintf(stderr, "serve: reloading deployment '%s' failed: %s\n", name.c_str(),
+                   st.message().c_str());
+    for (auto& w : waiters) w();
+  }
+}
+
+Result<meta::Deployment> ModelServer::store_without_canary(
+    const std::string& name, const meta::Principal& who,
+    const std::function<Status(meta::Deployment&)>& edit) {
+  DLSYS_ASSIGN_OR_RETURN(meta::Deployment d, store_.deployments().get(name));
+  DLSYS_ASSIGN_OR_RETURN(DeploymentConfig c, parse_deployment_config(d.config));
+  if (!c.canary)
+    return Status::Invalid(
+        "deployment '{}' has no canary; add one with `dlsys deploy update {} --canary "
+        "MODEL@VERSION --weight 10`",
+        name, name);
+  DLSYS_RETURN_IF_ERROR(edit(d));
+  d.config.erase("canary");
+  DLSYS_RETURN_IF_ERROR(apply(d));
+  return store_.deployments().update(d, who);
+}
+
+Result<meta::Deployment> ModelServer::promote(const std::string& name, const meta::Principal& who) {
+  return store_without_canary(name, who, [&](meta::Deployment& d) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(DeploymentConfig c, parse_deployment_config(d.config));
+    if (c.canary->model == d.model && !all_digits(d.ref)) {
+      // Promote is an alias move: everything that follows the alias sees it.
+      return store_.registry().set_alias(d.model, d.ref, c.canary->version, who).status();
+    }
+    d.model = c.canary->model;
+    d.ref = std::to_string(c.canary->version);
+    return Status::OK();
+  });
+}
+
+Result<meta::Deployment> ModelServer::rollback(const std::string& name,
+                                               const meta::Principal& who) {
+  return store_without_canary(name, who, [](meta::Deployment&) { return Status::OK(); });
+}
+
 Status ModelServer::remove(const std::string& name) {
-  std::shared_ptr<ServedVersion> old;
+  std::vector<std::shared_ptr<ServedVersion>> old;
+  std::vector<std::function<void()>> waiters;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = slots_.find(name);
     if (it == slots_.end()) return Status::NotFound("deployment '{}' is not served", name);
-    old = std::move(it->second.current);
+    for (auto* v : {&it->second.current, &it->second.canary, &it->second.shadow})
+      if (*v) old.push_back(std::move(*v));
+    waiters.swap(it->second.waiters);
     slots_.erase(it);
   }
-  if (old) retire(std::move(old));
+  for (auto& v : old) retire(std::move(v));
+  for (auto& w : waiters) w();  // they find the deployment gone
   return Status::OK();
 }
 
-Result<std::shared_ptr<ServedVersion>> ModelServer::find(const std::string& name, int64_t version) {
+Result<std::shared_ptr<ServedVersion>> ModelServer::find(const std::string& name, int64_t version,
+                                                         const std::string* routing_key) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = slots_.find(name);
   if (it == slots_.end())
     return Status::NotFound("no deployment '{}'; list them with GET /api/v1/deployments",
                             name.substr(0, 64));
-  const auto& cur = it->second.current;
-  if (!cur)
+  Slot& slot = it->second;
+  if (slot.evicted)
     return Status::Unavailable(
-        "deployment '{}' has no version loaded: {}", name,
-        it->second.last_error.empty() ? "it is loading" : it->second.last_error);
-  if (version != 0 && cur->version != version)
-    return Status::NotFound("deployment '{}' serves version {} of '{}', not version {}", name,
-                            cur->version, cur->model, version);
+        "deployment '{}' was unloaded to stay within the serving memory budget and is loading "
+        "again; retry in a moment",
+        name);
+  const auto& cur = slot.current;
+  if (!cur)
+    return Status::Unavailable("deployment '{}' has no version loaded: {}", name,
+                               slot.last_error.empty() ? "it is loading" : slot.last_error);
+  slot.last_used_ns = now_ns();
+  if (version != 0) {
+    for (const auto& v : {slot.current, slot.canary, slot.shadow})
+      if (v && v->version == version) return v;
+    return Status::NotFound(
+        "deployment '{}' serves version {} of '{}'{}, not version {}", name, cur->version,
+        cur->model, slot.canary ? fmt::format(" (canary {})", slot.canary->version) : "", version);
+  }
+  if (routing_key && slot.canary && slot.canary_weight > 0) {
+    int64_t b = routing_key->empty() ? random_bucket() : bucket_of(*routing_key);
+    if (b < slot.canary_weight) return slot.canary;
+  }
   return cur;
 }
 
@@ -203,8 +447,43 @@ static bool same_specs(const std::vector<TensorSpec>& a, const std::vector<Tenso
 Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& request,
                           InferDone done) {
   const std::string name = v->deployment;
+  if (v->cache) {
+    std::vector<Tensor> inputs;
+    for (auto& in : request.inputs) inputs.push_back(in.tensor);
+    CacheKey key = cache_key(inputs);
+    if (auto hit = v->cache->get(key)) {
+      v->latency.observe(0);
+      done(v->version, std::move(*hit));
+      return Status::OK();
+    }
+    // Stored by the version that answers (the one asked, unless it was retired meanwhile).
+    done = [done = std::move(done), key, cache = v->cache.get(), asked = v->version](
+               int64_t version, Result<std::vector<Tensor>> out) {
+      // `cache` lives as long as the batcher whose thread calls this (see ServedVersion).
+      if (out.ok() && version == asked) cache->put(key, *out);
+      done(version, std::move(out));
+    };
+  }
+  // Shadow traffic: a copy of a request to the primary or the canary goes to the shadow.
+  std::shared_ptr<ServedVersion> shadow;
+  std::shared_ptr<ShadowPair> pair;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = slots_.find(name);
+    if (it != slots_.end() && it->second.shadow && it->second.shadow != v) {
+      shadow = it->second.shadow;
+      pair = std::make_shared<ShadowPair>(it->second.shadow_stats);
+    }
+  }
+  if (pair) {
+    done = [done = std::move(done), pair](int64_t version, Result<std::vector<Tensor>> out) {
+      pair->served(out);
+      done(version, std::move(out));
+    };
+  }
   // A version retired between find() and submit() refuses with "shutting down": the request
   // goes to the version that replaced it (a few tries: switches are rare).
+  Status st;
   for (int attempt = 0;; ++attempt) {
     Request r;
     r.rows = request.batch_rows;
@@ -222,10 +501,10 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
           std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
       done(version, std::move(out));
     };
-    Status st = v->batcher->submit(std::move(r));
+    st = v->batcher->submit(std::move(r));
     bool retired = st.code() == StatusCode::kUnavailable &&
                    st.message().find("shutting down") != std::string::npos;
-    if (!retired || attempt >= 3) return st;
+    if (!retired || attempt >= 3) break;
     DLSYS_ASSIGN_OR_RETURN(std::shared_ptr<ServedVersion> next, find(name));
     if (!same_specs(next->inputs, v->inputs) || !same_specs(next->outputs, v->outputs))
       return Status::Unavailable(
@@ -234,6 +513,32 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
           name, next->version);
     v = std::move(next);
   }
+  if (!st.ok() || !pair) return st;
+  // The copy: the least urgent priority, the shadow's own deadline; a refusal (queue full, other
+  // inputs) is counted and never delays or fails the served request.
+  Request copy;
+  copy.rows = request.batch_rows;
+  for (auto& in : request.inputs) copy.inputs.push_back(in.tensor);
+  copy.priority = static_cast<int>(shadow->config.priority_levels - 1);
+  copy.deadline = Clock::now() + std::chrono::milliseconds(shadow->config.timeout_ms);
+  copy.done = [pair, hist = &shadow->latency, t0 = Clock::now()](Result<std::vector<Tensor>> out) {
+    hist->observe(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+    pair->shadow(out);
+  };
+  std::shared_ptr<ShadowStats> stats;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = slots_.find(name);
+    if (it != slots_.end()) stats = it->second.shadow_stats;
+  }
+  if (!same_specs(shadow->inputs, v->inputs) || !shadow->batcher->submit(std::move(copy)).ok())
+    if (stats) stats->dropped.fetch_add(1, std::memory_order_relaxed);
+  return st;
+}
+
+size_t ModelServer::retired_pending() {
+  std::lock_guard<std::mutex> lock(reap_mu_);
+  return retired_.size() + reaping_;
 }
 
 void ModelServer::retire(std::shared_ptr<ServedVersion> v) {
@@ -254,6 +559,7 @@ void ModelServer::reap_loop() {
         return !retired_.empty() || stopping_;
       });
       batch.swap(retired_);
+      reaping_ = batch.size();
       if (batch.empty()) {
         std::lock_guard<std::mutex> w(watch_mu_);
         if (stopping_) return;
@@ -264,6 +570,12 @@ void ModelServer::reap_loop() {
     for (auto& v : batch)
       if (v->batcher) v->batcher->stop();
     batch.clear();
+#if defined(__GLIBC__)
+    // Give freed arenas and weights back to the system (glibc keeps freed heap otherwise).
+    malloc_trim(0);
+#endif
+    std::lock_guard<std::mutex> lock(reap_mu_);
+    reaping_ = 0;
   }
 }
 
@@ -281,7 +593,7 @@ void ModelServer::watch_loop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       for (const auto& [name, slot] : slots_)
-        if (!all_digits(slot.spec.ref))
+        if (!all_digits(slot.spec.ref) && !slot.evicted)
           watched.push_back(
               {slot.spec, slot.current ? slot.current->version : 0, slot.failed_version});
     }
@@ -297,6 +609,33 @@ void ModelServer::watch_loop() {
   }
 }
 
+namespace {
+
+json version_state(const ServedVersion& v) {
+  BatcherStats st = v.batcher->stats();
+  json j = {{"model", v.model},
+            {"version", v.version},
+            {"load_seconds", v.load_seconds},
+            {"memory_bytes", v.runner->memory_bytes()},
+            {"stats",
+             {{"queue_depth", st.queue_depth},
+              {"done", st.done},
+              {"rejected", st.rejected},
+              {"expired", st.expired},
+              {"failed", st.failed},
+              {"batches", st.batches},
+              {"queue_us", st.queue_us},
+              {"compute_us", st.compute_us}}}};
+  if (v.cache) {
+    CacheStats c = v.cache->stats();
+    j["cache"] = {{"hits", c.hits},   {"misses", c.misses},     {"entries", c.entries},
+                  {"bytes", c.bytes}, {"capacity", c.capacity}, {"evictions", c.evictions}};
+  }
+  return j;
+}
+
+}  // namespace
+
 json ModelServer::status(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = slots_.find(name);
@@ -304,21 +643,35 @@ json ModelServer::status(const std::string& name) {
   const Slot& s = it->second;
   json j = {{"name", name}, {"model", s.spec.model}, {"ref", s.spec.ref}, {"switches", s.switches}};
   if (!s.last_error.empty()) j["last_error"] = s.last_error;
+  if (s.evictions || s.cold_starts)
+    j["memory_budget"] = {{"evictions", s.evictions},
+                          {"cold_starts", s.cold_starts},
+                          {"last_cold_start_seconds", s.last_cold_start_seconds}};
   if (!s.current) {
-    j["state"] = s.last_error.empty() ? "loading" : "failed";
+    j["state"] = s.evicted ? "evicted" : s.last_error.empty() ? "loading" : "failed";
     return j;
   }
   const ServedVersion& v = *s.current;
-  BatcherStats st = v.batcher->stats();
   j["state"] = "ready";
-  j["version"] = v.version;
-  j["load_seconds"] = v.load_seconds;
-  j["memory_bytes"] = v.runner->memory_bytes();
+  j.update(version_state(v));
+  j["model"] = s.spec.model;  // the deployment's model (a promoted canary may be another)
   j["config"] = deployment_config_json(v.config);
-  j["stats"] = {{"queue_depth", st.queue_depth}, {"done", st.done},
-                {"rejected", st.rejected},       {"expired", st.expired},
-                {"failed", st.failed},           {"batches", st.batches},
-                {"queue_us", st.queue_us},       {"compute_us", st.compute_us}};
+  if (s.canary) {
+    j["canary"] = version_state(*s.canary);
+    j["canary"]["weight"] = s.canary_weight;
+  }
+  if (s.shadow) {
+    j["shadow"] = version_state(*s.shadow);
+    const ShadowStats& ss = *s.shadow_stats;
+    int64_t agreed = ss.agreed.load(), disagreed = ss.disagreed.load();
+    j["shadow"]["comparison"] = {
+        {"agreed", agreed},
+        {"disagreed", disagreed},
+        {"failed", ss.failed.load()},
+        {"dropped", ss.dropped.load()},
+        {"agreement", agreed + disagreed ? json(static_cast<double>(agreed) / (agreed + disagreed))
+                                         : json(nullptr)}};
+  }
   return j;
 }
 
@@ -336,7 +689,7 @@ json ModelServer::status_all() {
 bool ModelServer::all_ready() {
   std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [name, slot] : slots_)
-    if (!slot.current) return false;
+    if (!slot.current && !slot.evicted) return false;  // evicted ones load on demand
   return true;
 }
 
@@ -350,19 +703,36 @@ std::string ModelServer::metrics_text() {
     int64_t memory;
     double load_seconds;
     int64_t max_batch;
+    std::optional<CacheStats> cache;
   };
+  struct SlotRow {
+    std::string labels;  // deployment only
+    int64_t evictions, cold_starts;
+    double cold_start_seconds;
+    std::shared_ptr<ShadowStats> shadow;  // null without a shadow
+  };
+  std::vector<SlotRow> slot_rows;
   std::vector<Row> rows;
   std::vector<std::shared_ptr<ServedVersion>> hold;  // keeps the histograms alive while read
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [name, slot] : slots_) {
-      if (!slot.current) continue;
-      const ServedVersion& v = *slot.current;
-      // Deployment names are [A-Za-z0-9_-]: nothing in them needs escaping.
-      rows.push_back({fmt::format("deployment=\"{}\",version=\"{}\"", name, v.version),
-                      v.batcher->stats(), &v.latency, v.runner->memory_bytes(), v.load_seconds,
-                      v.config.max_batch});
-      hold.push_back(slot.current);
+      slot_rows.push_back({fmt::format("deployment=\"{}\"", name), slot.evictions, slot.cold_starts,
+                           slot.last_cold_start_seconds,
+                           slot.shadow ? slot.shadow_stats : nullptr});
+      std::pair<const char*, const std::shared_ptr<ServedVersion>*> roles[] = {
+          {"primary", &slot.current}, {"canary", &slot.canary}, {"shadow", &slot.shadow}};
+      for (const auto& [role, p] : roles) {
+        if (!*p) continue;
+        const ServedVersion& v = **p;
+        // Deployment and model names are [A-Za-z0-9_.-]: nothing in them needs escaping.
+        rows.push_back({fmt::format("deployment=\"{}\",model=\"{}\",version=\"{}\",role=\"{}\"",
+                                    name, v.model, v.version, role),
+                        v.batcher->stats(), &v.latency, v.runner->memory_bytes(), v.load_seconds,
+                        v.config.max_batch,
+                        v.cache ? std::optional<CacheStats>(v.cache->stats()) : std::nullopt});
+        hold.push_back(*p);
+      }
     }
   }
   std::string out;
@@ -373,7 +743,8 @@ std::string ModelServer::metrics_text() {
          "Inference requests by outcome: success, rejected (queue full, too many rows), timeout "
          "(deadline passed in the queue), error.");
   for (const auto& r : rows) {
-    std::pair<const char*, int64_t> outcomes[] = {{"success", r.st.done},
+    int64_t hits = r.cache ? r.cache->hits : 0;  // answered from the cache: successes too
+    std::pair<const char*, int64_t> outcomes[] = {{"success", r.st.done + hits},
                                                   {"rejected", r.st.rejected},
                                                   {"timeout", r.st.expired},
                                                   {"error", r.st.failed}};
@@ -433,6 +804,41 @@ std::string ModelServer::metrics_text() {
          "Time to load and warm the version (open, plan every bucket, run once).");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_model_load_seconds{{{}}} {:.6f}\n", r.labels, r.load_seconds);
+  family("dlsys_serve_cache_requests_total", "counter",
+         "Response cache lookups by result (hit, miss), for versions with a cache.");
+  for (const auto& r : rows)
+    if (r.cache)
+      for (const auto& [o, n] :
+           {std::pair{"hit", r.cache->hits}, std::pair{"miss", r.cache->misses}})
+        out += fmt::format("dlsys_serve_cache_requests_total{{{},result=\"{}\"}} {}\n", r.labels, o,
+                           n);
+  family("dlsys_serve_cache_bytes", "gauge", "Bytes the response cache holds.");
+  for (const auto& r : rows)
+    if (r.cache) out += fmt::format("dlsys_serve_cache_bytes{{{}}} {}\n", r.labels, r.cache->bytes);
+  family("dlsys_serve_shadow_comparisons_total", "counter",
+         "Shadow copies by outcome: agree and disagree (both answered), failed (the shadow "
+         "errored), dropped (the shadow's queue refused the copy).");
+  for (const auto& sr : slot_rows)
+    if (sr.shadow)
+      for (const auto& [o, n] : {std::pair{"agree", sr.shadow->agreed.load()},
+                                 std::pair{"disagree", sr.shadow->disagreed.load()},
+                                 std::pair{"failed", sr.shadow->failed.load()},
+                                 std::pair{"dropped", sr.shadow->dropped.load()}})
+        out += fmt::format("dlsys_serve_shadow_comparisons_total{{{},outcome=\"{}\"}} {}\n",
+                           sr.labels, o, n);
+  family("dlsys_serve_evictions_total", "counter",
+         "Times the deployment was unloaded to stay within the serving memory budget.");
+  for (const auto& sr : slot_rows)
+    out += fmt::format("dlsys_serve_evictions_total{{{}}} {}\n", sr.labels, sr.evictions);
+  family("dlsys_serve_cold_starts_total", "counter",
+         "Reloads of an evicted deployment that a request waited for.");
+  for (const auto& sr : slot_rows)
+    out += fmt::format("dlsys_serve_cold_starts_total{{{}}} {}\n", sr.labels, sr.cold_starts);
+  family("dlsys_serve_cold_start_seconds", "gauge",
+         "The last cold start's time: the reload a waiting request saw, load and warm-up.");
+  for (const auto& sr : slot_rows)
+    out += fmt::format("dlsys_serve_cold_start_seconds{{{}}} {:.6f}\n", sr.labels,
+                       sr.cold_start_seconds);
   return out;
 }
 

@@ -12,6 +12,18 @@
 // A request that picked the old version just before the switch and finds its batcher stopped
 // is handed to the current version instead, so no request fails because of a switch.
 //
+// Besides the version it serves (the primary), a deployment may load two more (config.canary,
+// config.shadow; see deployment_config.h): a canary answers `weight` percent of the requests
+// (sticky per routing key: the same X-Request-Key always lands on the same side), and a shadow
+// gets a copy of every request, its answers compared with the served ones (ShadowStats) and
+// never returned. promote() makes the canary the primary (an alias move when the deployment
+// follows an alias of the canary's model), rollback() drops it; neither reloads anything.
+//
+// Memory: with a budget (ModelServerOptions::memory_budget_bytes), after a load the least
+// recently used deployments are unloaded (evicted) until the loaded versions fit; an evicted
+// deployment is loaded again when a request arrives (when_loaded()), and its cold start is
+// measured. Unloaded memory goes back to the system (the reaper trims the heap).
+//
 // Threading: every public method is thread-safe. Callbacks (`InferDone`) run on a batcher
 // thread and must not block. Lifetime: the MetaStore and ArtifactStore outlive the server;
 // stop() (or the destructor) stops the watcher, drains every version and joins.
@@ -35,6 +47,8 @@
 #include "serve/batcher.h"
 #include "serve/deployment_config.h"
 #include "serve/model_runner.h"
+#include "serve/response_cache.h"
+#include "serve/shadow.h"
 #include "serve/v2_codec.h"
 
 namespace dlsys::serve {
@@ -59,6 +73,7 @@ struct ServedVersion {
   // the batcher's threads (members are destroyed in reverse order, after ~ServedVersion stops
   // the batcher).
   LatencyHistogram latency;
+  std::unique_ptr<ResponseCache> cache;  // null unless config.cache_mb > 0
   std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<DynamicBatcher> batcher;
   double load_seconds = 0;  // open + warm-up
@@ -67,6 +82,7 @@ struct ServedVersion {
 
 struct ModelServerOptions {
   std::chrono::milliseconds poll{500};  // how often aliases are checked
+  int64_t memory_budget_bytes = 0;      // across every loaded version (memory_bytes()); 0: none
 };
 
 class ModelServer {
@@ -89,9 +105,26 @@ class ModelServer {
   // Stops serving `name` (drains first).
   Status remove(const std::string& name);
 
-  // The version of `name` requests go to now (version 0: the current one; otherwise that
-  // version, which must be the one loaded). NotFound names what exists.
-  Result<std::shared_ptr<ServedVersion>> find(const std::string& name, int64_t version = 0);
+  // The version of `name` a request goes to now. Version 0 without `routing_key`: the primary
+  // (metadata requests). Version 0 with one: the primary, or the canary for its share of
+  // requests, chosen by a hash of *routing_key when it is not empty (the same key always gets the
+  // same side, on every server) and at random when it is. Another version: that one, which must
+  // be loaded (primary, canary or shadow). NotFound names what exists; an evicted deployment is
+  // Unavailable (call when_loaded()).
+  Result<std::shared_ptr<ServedVersion>> find(const std::string& name, int64_t version = 0,
+                                              const std::string* routing_key = nullptr);
+  // When `name` was evicted to stay within the memory budget: starts loading it again (once,
+  // however many requests wait), calls `ready` on the loader thread when that ends (loaded or
+  // not: call find() again) and returns true. Otherwise returns false and does not call `ready`.
+  bool when_loaded(const std::string& name, std::function<void()> ready);
+
+  // Makes the canary of `name` its primary (the canary's ServedVersion keeps serving; nothing is
+  // reloaded): when the deployment follows an alias of the canary's model, the alias is moved to
+  // the canary's version (as `who`); otherwise the deployment is pinned to it. The stored
+  // deployment loses its canary. InvalidArgument when there is no canary.
+  Result<meta::Deployment> promote(const std::string& name, const meta::Principal& who);
+  // Drops the canary of `name` (and unloads it); the stored deployment loses its canary.
+  Result<meta::Deployment> rollback(const std::string& name, const meta::Principal& who);
 
   // Called with the version that answered (it differs from the one the request was parsed
   // against when that one was retired meanwhile) and its outputs, or the error.
@@ -102,7 +135,12 @@ class ModelServer {
   // batcher thread; it must not hold a reference to a ServedVersion (the last reference dropped
   // on a batcher thread would stop that batcher from inside it). Refusals (queue full, too many
   // rows, a priority out of range) come back as the Status, and `done` is not called then.
+  // With a response cache, a repeated request is answered from it at once (on the calling
+  // thread). With a shadow, a copy goes to the shadow version after `request` was accepted.
   Status infer(std::shared_ptr<ServedVersion> v, V2InferRequest& request, InferDone done);
+
+  // Versions retired and not yet unloaded (drained and freed by the reaper); for tests.
+  size_t retired_pending();
 
   // A deployment's state for `dlsys deploy show` and GET /api/v1/deployments/{name}: the
   // version served, whether it is ready, its last load error, batcher statistics.
@@ -120,17 +158,36 @@ class ModelServer {
  private:
   struct Slot {
     meta::Deployment spec;
-    std::shared_ptr<ServedVersion> current;
+    std::shared_ptr<ServedVersion> current;         // the primary
+    std::shared_ptr<ServedVersion> canary, shadow;  // null unless configured
+    int64_t canary_weight = 0;
+    std::shared_ptr<ShadowStats> shadow_stats = std::make_shared<ShadowStats>();
     std::string last_error;
     int64_t switches = 0;
     int64_t failed_version = 0;  // the version whose load failed last (0: none)
+    // Memory budget: when the deployment was last asked for (steady clock, ns); evicted
+    // deployments have no versions loaded and reload on demand.
+    int64_t last_used_ns = 0;
+    bool evicted = false;
+    bool reloading = false;
+    std::vector<std::function<void()>> waiters;  // called when a reload ends
+    int64_t evictions = 0, cold_starts = 0;
+    double last_cold_start_seconds = 0;
   };
-  Result<std::shared_ptr<ServedVersion>> load(const meta::Deployment& d, int64_t version,
+  Result<std::shared_ptr<ServedVersion>> load(const std::string& deployment,
+                                              const std::string& model, int64_t version,
                                               const DeploymentConfig& config);
   Result<int64_t> resolve(const meta::Deployment& d);
+  // Unloads the least recently used deployments other than `keep` until the loaded versions
+  // fit the budget. Called with mu_ held; what it unloads goes to `out` (retired by the caller).
+  void evict_locked(const std::string& keep, std::vector<std::shared_ptr<ServedVersion>>* out);
+  Result<meta::Deployment> store_without_canary(
+      const std::string& name, const meta::Principal& who,
+      const std::function<Status(meta::Deployment&)>& edit);
   void retire(std::shared_ptr<ServedVersion> v);
   void watch_loop();
   void reap_loop();
+  void load_loop();
 
   meta::MetaStore& store_;
   meta::ArtifactStore& objects_;
@@ -143,10 +200,14 @@ class ModelServer {
   std::mutex reap_mu_;
   std::condition_variable reap_cv_;
   std::vector<std::shared_ptr<ServedVersion>> retired_;
+  size_t reaping_ = 0;  // versions the reaper is draining now
   std::mutex watch_mu_;
   std::condition_variable watch_cv_;
   bool stopping_ = false;
-  std::thread watcher_, reaper_;
+  std::mutex load_mu_;
+  std::condition_variable load_cv_;
+  std::vector<std::string> to_reload_;  // evicted deployments a request is waiting for
+  std::thread watcher_, reaper_, loader_;
   std::atomic<bool> started_{false};
 };
 

@@ -31,10 +31,45 @@ json tensor_specs_json(const std::vector<TensorSpec>& specs) {
   return out;
 }
 
+// Parses `r` against the version chosen for it (the canary for its share, by X-Request-Key) and
+// queues it; the answer goes to `reply`.
+void infer_now(ModelServer* server, HttpRequest& r, const api::Reply& reply, int64_t version,
+               const std::string& routing_key) {
+  auto v = server->find(r.param("name"), version, &routing_key);
+  if (!v.ok()) return reply(v2_error(v.status()));
+  auto jlen =
+      parse_inference_header_length(r.header("inference-header-content-length"), r.body.size());
+  if (!jlen.ok()) return reply(v2_error(jlen.status()));
+  auto req = std::make_shared<V2InferRequest>();
+  auto parsed = parse_v2_infer_request(r.body, *jlen, (*v)->inputs, (*v)->outputs);
+  if (!parsed.ok()) return reply(v2_error(parsed.status()));
+  *req = std::move(*parsed);
+  // What the answer needs, by value: the callback must not keep the version alive.
+  // (The version that answers has the same outputs: ModelServer::infer checks.)
+  std::string name = r.param("name");
+  auto outputs = std::make_shared<std::vector<TensorSpec>>((*v)->outputs);
+  Status st = server->infer(
+      *v, *req, [reply, req, name, outputs](int64_t version, Result<std::vector<Tensor>> out) {
+        if (!out.ok()) return reply(v2_error(out.status()));
+        V2EncodedResponse e =
+            encode_v2_infer_response(name, std::to_string(version), *req, *outputs, *out);
+        Response resp;
+        resp.body = std::move(e.body);
+        if (e.json_length) {
+          resp.content_type = "application/octet-stream";
+          resp.headers.push_back(
+              {"Inference-Header-Content-Length", std::to_string(*e.json_length)});
+        }
+        reply(std::move(resp));
+      });
+  if (!st.ok()) reply(v2_error(st));
+}
+
 void add_v2_model_routes(api::Router& router, ModelServer* server, const std::string& prefix) {
   router.add("GET", prefix, Access::kInfer, [server](HttpRequest& r) -> Result<Response> {
     auto version = version_param(r);
     if (!version.ok()) return v2_error(version.status());
+    (void)server->when_loaded(r.param("name"), [] {});  // an evicted deployment starts loading
     auto v = server->find(r.param("name"), *version);
     if (!v.ok()) return v2_error(v.status());
     return Response::json_body({{"name", r.param("name")},
@@ -48,6 +83,7 @@ void add_v2_model_routes(api::Router& router, ModelServer* server, const std::st
              [server](HttpRequest& r) -> Result<Response> {
                auto version = version_param(r);
                if (!version.ok()) return v2_error(version.status());
+               (void)server->when_loaded(r.param("name"), [] {});
                auto v = server->find(r.param("name"), *version);
                if (!v.ok()) return v2_error(v.status());
                return Response::json_body({{"name", r.param("name")}, {"ready", true}});
@@ -57,35 +93,14 @@ void add_v2_model_routes(api::Router& router, ModelServer* server, const std::st
       [server](HttpRequest& r, api::Reply reply) {
         auto version = version_param(r);
         if (!version.ok()) return reply(v2_error(version.status()));
-        auto v = server->find(r.param("name"), *version);
-        if (!v.ok()) return reply(v2_error(v.status()));
-        auto jlen = parse_inference_header_length(r.header("inference-header-content-length"),
-                                                  r.body.size());
-        if (!jlen.ok()) return reply(v2_error(jlen.status()));
-        auto req = std::make_shared<V2InferRequest>();
-        auto parsed = parse_v2_infer_request(r.body, *jlen, (*v)->inputs, (*v)->outputs);
-        if (!parsed.ok()) return reply(v2_error(parsed.status()));
-        *req = std::move(*parsed);
-        // What the answer needs, by value: the callback must not keep the version alive.
-        // (The version that answers has the same outputs: ModelServer::infer checks.)
-        std::string name = r.param("name");
-        auto outputs = std::make_shared<std::vector<TensorSpec>>((*v)->outputs);
-        Status st = server->infer(
-            *v, *req,
-            [reply, req, name, outputs](int64_t version, Result<std::vector<Tensor>> out) {
-              if (!out.ok()) return reply(v2_error(out.status()));
-              V2EncodedResponse e =
-                  encode_v2_infer_response(name, std::to_string(version), *req, *outputs, *out);
-              Response resp;
-              resp.body = std::move(e.body);
-              if (e.json_length) {
-                resp.content_type = "application/octet-stream";
-                resp.headers.push_back(
-                    {"Inference-Header-Content-Length", std::to_string(*e.json_length)});
-              }
-              reply(std::move(resp));
-            });
-        if (!st.ok()) reply(v2_error(st));
+        // An evicted deployment is loaded again first (a cold start); `r` stays valid until
+        // reply() is called, so the request continues when the load ends.
+        auto go = [server, &r, reply, version = *version] {
+          std::string key = r.header("x-request-key");
+          infer_now(server, r, reply, version, key);
+        };
+        if (server->when_loaded(r.param("name"), go)) return;
+        go();
       },
       api::kLargeBodyLimit, /*json_body=*/false);
 }
@@ -171,6 +186,23 @@ void add_serve_routes(api::Router& router, ModelServer& server, meta::MetaStore&
                  return stored.status();
                }
                json j = *stored;
+               j["status"] = s->status(d.name);
+               return Response::json_body(j);
+             });
+  // Canary verbs: promote makes the canary the primary (an alias move when the deployment follows
+  // an alias of its model), rollback drops it. Neither reloads the version that stays.
+  router.add("POST", "/api/v1/deployments/{name}/promote", Access::kWrite,
+             [s](HttpRequest& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(meta::Deployment d, s->promote(r.param("name"), r.principal));
+               json j = d;
+               j["status"] = s->status(d.name);
+               return Response::json_body(j);
+             });
+  router.add("POST", "/api/v1/deployments/{name}/rollback", Access::kWrite,
+             [s](HttpRequest& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(meta::Deployment d,
+                                      s->rollback(r.param("name"), r.principal));
+               json j = d;
                j["status"] = s->status(d.name);
                return Response::json_body(j);
              });

@@ -1,121 +1,14 @@
 // Serving end to end on a real HTTP server on loopback: deployments through /api/v1/deployments,
 // inference through the KServe v2 routes (JSON and binary tensors), answers checked against a
 // direct Session::run of the same ONNX model, and alias moves under load that fail no request.
-#include <gtest/gtest.h>
-
 #include <atomic>
 #include <cstring>
 #include <set>
-#include <thread>
 
-#include "../api/server_fixture.h"
-#include "graph/onnx_import.h"
-#include "graph/session.h"
-#include "serve/model_server.h"
-#include "serve/serve_routes.h"
-#include "testing/onnx_builder.h"
+#include "serving_fixture.h"
 
 namespace dlsys::serve {
 namespace {
-
-using api::HttpConnection;
-using api::HttpResult;
-using nlohmann::json;
-
-// tiny_mlp with W2 scaled by `scale`: version 1 and 2 of the same model give different answers.
-std::string mlp_bytes(float scale) {
-  auto b = testing::tiny_mlp();
-  for (auto& init : *b.model().mutable_graph()->mutable_initializer())
-    if (init.name() == "W2")
-      for (int i = 0; i < init.float_data_size(); ++i)
-        init.set_float_data(i, init.float_data(i) * scale);
-  return b.bytes();
-}
-
-class ServingTest : public api::ServerFixture {
- protected:
-  void SetUp() override {
-    Start(
-        false, 16 << 20,
-        [this](api::Router& r) {
-          ModelServerOptions o;
-          o.poll = std::chrono::milliseconds(20);
-          models_ = std::make_unique<ModelServer>(backend_->store(), backend_->objects(), o);
-          add_serve_routes(r, *models_, backend_->store());
-          ASSERT_TRUE(models_->start().ok());
-        },
-        [this](api::ServerOptions& so) {
-          so.extra_metrics = [this] { return models_->metrics_text(); };
-        });
-    local_ = api::connect_local(*backend_);
-  }
-  void TearDown() override {
-    conn_.reset();
-    if (server_) server_->shutdown();
-    if (thread_.joinable()) thread_.join();
-    models_.reset();
-    ServerFixture::TearDown();
-  }
-
-  // Registers `onnx` as the next version of model "mlp" (through the API, as a user would).
-  int64_t Register(const std::string& onnx) {
-    auto run = local_->call("POST", "/api/v1/runs", {{"experiment", "serving"}});
-    EXPECT_TRUE(run.ok()) << run.status().to_string();
-    int64_t id = (*run)["id"].get<int64_t>();
-    std::string f = (dir_ / ("m" + std::to_string(id) + ".onnx")).string();
-    EXPECT_TRUE(write_file_atomic(f, onnx).ok());
-    EXPECT_TRUE(
-        local_->upload("/api/v1/runs/" + std::to_string(id) + "/artifacts/model.onnx", f).ok());
-    (void)local_->call("POST", "/api/v1/models", {{"name", "mlp"}});
-    auto v = local_->call("POST", "/api/v1/models/mlp/versions", {{"run_id", id}});
-    EXPECT_TRUE(v.ok()) << v.status().to_string();
-    return v.ok() ? (*v)["version"].get<int64_t>() : 0;
-  }
-  void Alias(int64_t version) {
-    ASSERT_TRUE(
-        local_->call("PUT", "/api/v1/models/mlp/aliases/production", {{"version", version}}).ok());
-  }
-  // Waits (up to 10 s) until deployment `name` serves `version`.
-  bool WaitForVersion(const std::string& name, int64_t version) {
-    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (std::chrono::steady_clock::now() < until) {
-      auto v = models_->find(name);
-      if (v.ok() && (*v)->version == version) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    return false;
-  }
-  // The reference answer: the ONNX model run directly.
-  static std::vector<float> Expected(const std::string& onnx, const std::vector<float>& x,
-                                     int64_t rows) {
-    auto m = Session::from_graph(*import_onnx_bytes(onnx, "test model"));
-    std::vector<Tensor> out;
-    Tensor in = Tensor::from_f32({rows, 4}, x.data());
-    EXPECT_TRUE(m->run({{"x", in}}, &out).ok());
-    const float* p = out[0].data_as<float>();
-    return std::vector<float>(p, p + out[0].numel());
-  }
-  static json InferBody(const std::vector<float>& x, int64_t rows, const std::string& id = "") {
-    json b = {
-        {"inputs", {{{"name", "x"}, {"shape", {rows, 4}}, {"datatype", "FP32"}, {"data", x}}}}};
-    if (!id.empty()) b["id"] = id;
-    return b;
-  }
-
-  std::unique_ptr<ModelServer> models_;
-  std::unique_ptr<api::ApiClient> local_;
-};
-
-std::vector<float> Inputs(int64_t rows, float seed) {
-  std::vector<float> x(static_cast<size_t>(rows * 4));
-  for (size_t i = 0; i < x.size(); ++i) x[i] = seed + 0.25f * static_cast<float>(i % 7) - 0.5f;
-  return x;
-}
-
-void ExpectNear(const std::vector<float>& got, const std::vector<float>& want) {
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "element " << i;
-}
 
 TEST_F(ServingTest, DeploysAnAliasAndAnswersJsonLikeTheEngine) {
   std::string v1 = mlp_bytes(1.0f);
@@ -332,7 +225,9 @@ TEST_F(ServingTest, AliasMovesUnderLoadFailNoRequest) {
   EXPECT_EQ(status["version"], 2);
   // Only the loaded version has series.
   std::string m = Req("GET", "/metrics").body;
-  EXPECT_NE(m.find("dlsys_serve_queue_depth{deployment=\"mlp\",version=\"2\"}"), std::string::npos);
+  EXPECT_NE(m.find("dlsys_serve_queue_depth{deployment=\"mlp\",model=\"mlp\",version=\"2\",role="
+                   "\"primary\"}"),
+            std::string::npos);
   EXPECT_EQ(m.find("version=\"1\""), std::string::npos) << "an unloaded version's series stay";
 }
 
@@ -355,7 +250,7 @@ TEST_F(ServingTest, MetricsCountRequestsBatchesAndOutcomes) {
   auto has = [&](const std::string& line) {
     EXPECT_NE(m.find(line + "\n"), std::string::npos) << line << "\n" << m;
   };
-  const std::string l = "deployment=\"mlp\",version=\"1\"";
+  const std::string l = "deployment=\"mlp\",model=\"mlp\",version=\"1\",role=\"primary\"";
   has("dlsys_serve_requests_total{" + l + ",outcome=\"success\"} 5");
   has("dlsys_serve_requests_total{" + l + ",outcome=\"rejected\"} 1");
   has("dlsys_serve_requests_total{" + l + ",outcome=\"timeout\"} 0");
