@@ -35,7 +35,7 @@ class ServingTest : public api::ServerFixture {
  protected:
   void SetUp() override {
     Start(
-        false, 16 << 20,
+        auth_, 16 << 20,
         [this](api::Router& r) {
           models_ =
               std::make_unique<ModelServer>(backend_->store(), backend_->objects(), model_options_);
@@ -45,7 +45,18 @@ class ServingTest : public api::ServerFixture {
         [this](api::ServerOptions& so) {
           so.extra_metrics = [this] { return models_->metrics_text(); };
         });
-    local_ = api::connect_local(*backend_);
+    if (auth_) {
+      // The router checks tokens on in-process calls too: set-up goes over HTTP as an admin.
+      meta::Principal root{"root", meta::Role::kAdmin};
+      auto admin = backend_->store().tokens().create_token("setup", meta::Role::kAdmin, root);
+      ASSERT_TRUE(admin.ok());
+      auto c = api::connect_http("http://127.0.0.1:" + std::to_string(server_->port()),
+                                 admin->token);
+      ASSERT_TRUE(c.ok()) << c.status().to_string();
+      local_ = std::move(c).value();
+    } else {
+      local_ = api::connect_local(*backend_);
+    }
   }
   void TearDown() override {
     conn_.reset();
@@ -112,6 +123,7 @@ class ServingTest : public api::ServerFixture {
 
   // Set by a derived fixture's constructor to serve under other options.
   ModelServerOptions model_options_{std::chrono::milliseconds(20)};
+  bool auth_ = false;  // tokens required (set by a derived fixture's constructor)
   std::unique_ptr<ModelServer> models_;
   std::unique_ptr<api::ApiClient> local_;
 };

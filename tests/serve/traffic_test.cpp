@@ -245,5 +245,41 @@ TEST_F(TrafficTest, ResponseCacheAnswersRepeatsWithoutRunning) {
   EXPECT_FALSE(Status("mlp").contains("cache"));
 }
 
+class ServingRolesTest : public ServingTest {
+ protected:
+  ServingRolesTest() { auth_ = true; }
+};
+
+// Only `inference` and above may infer; only `editor` and above may change deployments.
+TEST_F(ServingRolesTest, InferenceTokensInferAndOnlyEditorsChangeDeployments) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  meta::Principal root{"root", meta::Role::kAdmin};
+  auto tok = [&](meta::Role role) {
+    return "Bearer " +
+           backend_->store().tokens().create_token(meta::role_name(role), role, root)->token;
+  };
+  std::string editor = tok(meta::Role::kEditor), viewer = tok(meta::Role::kViewer),
+              infer = tok(meta::Role::kInference);
+  auto as = [&](const std::string& t, const std::string& m, const std::string& target,
+                const std::string& body = "") {
+    return Req(m, target, body, {{"Authorization", t}}).status;
+  };
+  const std::string spec = json{{"name", "mlp"}, {"model", "mlp"}, {"ref", "1"}}.dump();
+  EXPECT_EQ(as(infer, "POST", "/api/v1/deployments", spec), 403);
+  EXPECT_EQ(as(viewer, "POST", "/api/v1/deployments", spec), 403);
+  EXPECT_EQ(as(editor, "POST", "/api/v1/deployments", spec), 201);
+  const std::string body = InferBody(Inputs(1, 0), 1).dump();
+  EXPECT_EQ(Req("POST", "/v2/models/mlp/infer", body).status, 401);  // no token
+  EXPECT_EQ(as(infer, "POST", "/v2/models/mlp/infer", body), 200);
+  EXPECT_EQ(as(viewer, "POST", "/v2/models/mlp/infer", body), 200);
+  EXPECT_EQ(as(infer, "GET", "/v2/models/mlp"), 200);
+  EXPECT_EQ(as(infer, "GET", "/api/v1/deployments"), 403);
+  EXPECT_EQ(as(viewer, "GET", "/api/v1/deployments"), 200);
+  EXPECT_EQ(as(infer, "POST", "/api/v1/deployments/mlp/rollback"), 403);
+  EXPECT_EQ(as(viewer, "PUT", "/api/v1/deployments/mlp", spec), 403);
+  EXPECT_EQ(as(infer, "DELETE", "/api/v1/deployments/mlp"), 403);
+  EXPECT_EQ(as(editor, "DELETE", "/api/v1/deployments/mlp"), 200);
+}
+
 }  // namespace
 }  // namespace dlsys::serve
