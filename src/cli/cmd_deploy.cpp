@@ -27,7 +27,9 @@ void add_config_options(CLI::App* c, DeployArgs* a) {
   c->add_option("--max-delay-us", a->max_delay_us, "How long a batch waits to fill (default 2000)");
   c->add_option("--instances", a->instances, "Model instances, each with its own threads (1)");
   c->add_option("--threads", a->threads, "Intra-op threads per instance (1)");
-  c->add_option("--precision", a->precision, "fp32 or bf16 (fp32)");
+  c->add_option("--precision", a->precision,
+                "fp32, bf16, or int8 (MatMul/Gemm weights quantized when the version loads) "
+                "(fp32)");
   c->add_option("--max-queue", a->max_queue, "Queued requests before 503 (256)");
   c->add_option("--timeout-ms", a->timeout_ms,
                 "A request's deadline unless it sets parameters.timeout (1000)");

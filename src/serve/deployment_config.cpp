@@ -60,7 +60,7 @@ json target_json(const TrafficTarget& t, bool weighted) {
 bool same_runtime(const DeploymentConfig& a, const DeploymentConfig& b) {
   return a.max_batch == b.max_batch && a.max_delay_us == b.max_delay_us &&
          a.instances == b.instances && a.threads == b.threads && a.precision == b.precision &&
-         a.max_queue == b.max_queue && a.timeout_ms == b.timeout_ms &&
+         a.int8 == b.int8 && a.max_queue == b.max_queue && a.timeout_ms == b.timeout_ms &&
          a.priority_levels == b.priority_levels && a.cache_mb == b.cache_mb;
 }
 
@@ -96,8 +96,10 @@ Result<DeploymentConfig> parse_deployment_config(const json& config) {
       c.precision = Precision::kF32;
     else if (p == "bf16")
       c.precision = Precision::kBF16;
+    else if (p == "int8")
+      c.int8 = true;
     else
-      return Status::Invalid("config.precision must be \"fp32\" or \"bf16\", got {}",
+      return Status::Invalid("config.precision must be \"fp32\", \"bf16\" or \"int8\", got {}",
                              it->dump().substr(0, 40));
   }
   return c;
@@ -108,7 +110,9 @@ json deployment_config_json(const DeploymentConfig& c) {
             {"max_delay_us", c.max_delay_us},
             {"instances", c.instances},
             {"threads", c.threads},
-            {"precision", c.precision == Precision::kBF16 ? "bf16" : "fp32"},
+            {"precision", c.int8                            ? "int8"
+                          : c.precision == Precision::kBF16 ? "bf16"
+                                                            : "fp32"},
             {"max_queue", c.max_queue},
             {"timeout_ms", c.timeout_ms},
             {"priority_levels", c.priority_levels},

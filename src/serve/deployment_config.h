@@ -25,11 +25,15 @@ struct TrafficTarget {
 };
 
 struct DeploymentConfig {
-  int64_t max_batch = 32;       // rows per batch
-  int64_t max_delay_us = 2000;  // how long a batch waits to fill
-  int64_t instances = 1;        // model instances (each its own plans and threads)
-  int64_t threads = 1;          // intra-op threads per instance
-  Precision precision = Precision::kF32;
+  int64_t max_batch = 32;                 // rows per batch
+  int64_t max_delay_us = 2000;            // how long a batch waits to fill
+  int64_t instances = 1;                  // model instances (each its own plans and threads)
+  int64_t threads = 1;                    // intra-op threads per instance
+  Precision precision = Precision::kF32;  // the engine's float precision (fp32 or bf16)
+  // "int8": the version's MatMul/Gemm weights are quantized to int8 when it loads (dynamic
+  // quantization: activations are quantized per batch at run time, so no calibration data is
+  // needed); the rest runs at `precision`.
+  bool int8 = false;
   int64_t max_queue = 256;      // requests waiting; more get 503
   int64_t timeout_ms = 1000;    // a request's deadline unless it sets its own
   int64_t priority_levels = 2;  // request parameter "priority": 0 (most urgent) .. levels-1

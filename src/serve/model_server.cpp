@@ -1,8 +1,12 @@
 #include "serve/model_server.h"
 
+#include "core/file_util.h"
+#include "graph/quantize/quantize.h"
+
 #include <fmt/format.h>
 
 #include <cctype>
+#include <filesystem>
 #include <random>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -138,6 +142,32 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
     return Status::Invalid("version {} of model '{}' is archived; set it READY to serve it",
                            version, model);
   DLSYS_ASSIGN_OR_RETURN(std::string path, objects_.open_verified(mv.sha256));
+  std::string quantized;  // precision int8: the version with int8 weights, removed once loaded
+  if (config.int8) {
+    quantized = (std::filesystem::temp_directory_path() /
+                 fmt::format("dlsys-int8-{}-{}.onnx", mv.sha256.substr(0, 16), random_hex(8)))
+                    .string();
+    QuantizeOptions qo;
+    qo.dynamic = true;
+    Status q = quantize_model(path, Tensor(), quantized, qo).status();
+    if (!q.ok()) {
+      std::error_code ec;
+      std::filesystem::remove(quantized, ec);
+      return q.with_context(fmt::format(
+          "precision int8 (dynamic quantization of MatMul/Gemm weights) for version {} of '{}'; "
+          "for a convolutional model register one quantized with `dlsys quantize` and serve it "
+          "at fp32",
+          version, model));
+    }
+    path = quantized;
+  }
+  struct RemoveAfter {
+    std::string f;
+    ~RemoveAfter() {
+      std::error_code ec;
+      if (!f.empty()) std::filesystem::remove(f, ec);
+    }
+  } remove_after{quantized};
   ModelRunnerOptions ro;
   ro.instances = static_cast<int>(config.instances);
   ro.threads = static_cast<int>(config.threads);

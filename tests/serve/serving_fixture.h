@@ -50,8 +50,8 @@ class ServingTest : public api::ServerFixture {
       meta::Principal root{"root", meta::Role::kAdmin};
       auto admin = backend_->store().tokens().create_token("setup", meta::Role::kAdmin, root);
       ASSERT_TRUE(admin.ok());
-      auto c = api::connect_http("http://127.0.0.1:" + std::to_string(server_->port()),
-                                 admin->token);
+      auto c =
+          api::connect_http("http://127.0.0.1:" + std::to_string(server_->port()), admin->token);
       ASSERT_TRUE(c.ok()) << c.status().to_string();
       local_ = std::move(c).value();
     } else {

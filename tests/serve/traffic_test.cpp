@@ -245,6 +245,31 @@ TEST_F(TrafficTest, ResponseCacheAnswersRepeatsWithoutRunning) {
   EXPECT_FALSE(Status("mlp").contains("cache"));
 }
 
+// precision int8: the version's MatMul weights are quantized when it loads; answers stay close
+// to the float model's (int8 weights, activations quantized per batch).
+TEST_F(TrafficTest, Int8DeploymentsQuantizeWeightsWhenTheyLoad) {
+  std::string v1 = mlp_bytes(1.0f);
+  ASSERT_EQ(Register(v1), 1);
+  auto r = Req("POST", "/api/v1/deployments",
+               json{{"name", "q"},
+                    {"model", "mlp"},
+                    {"ref", "1"},
+                    {"config", {{"precision", "int8"}, {"max_delay_us", 0}}}}
+                   .dump());
+  ASSERT_EQ(r.status, 201) << r.body;
+  EXPECT_EQ(Status("q")["config"]["precision"], "int8");
+  std::vector<float> x = Inputs(4, 0.35f);
+  std::vector<float> want = Expected(v1, x, 4), got = OutputOf(Infer("q", x, 4));
+  ASSERT_EQ(got.size(), want.size());
+  float peak = 0, worst = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    peak = std::max(peak, std::fabs(want[i]));
+    worst = std::max(worst, std::fabs(got[i] - want[i]));
+  }
+  EXPECT_LT(worst, 0.03f * peak) << "int8 answers too far from fp32";
+  EXPECT_GT(worst, 0.0f) << "identical to fp32: the weights were not quantized";
+}
+
 class ServingRolesTest : public ServingTest {
  protected:
   ServingRolesTest() { auth_ = true; }
