@@ -16,7 +16,7 @@ struct DeployArgs : ClientArgs {
   // Serving settings; unset ones are not sent (the server's defaults, or on update the
   // deployment's current values, apply).
   std::optional<int64_t> max_batch, max_delay_us, instances, threads, max_queue, timeout_ms,
-      cache_mb, weight;
+      cache_mb, weight, min_instances, max_instances;
   std::string precision;
   std::string canary, shadow;  // MODEL@VERSION
   bool no_shadow = false;
@@ -27,6 +27,11 @@ void add_config_options(CLI::App* c, DeployArgs* a) {
   c->add_option("--max-delay-us", a->max_delay_us, "How long a batch waits to fill (default 2000)");
   c->add_option("--instances", a->instances, "Model instances, each with its own threads (1)");
   c->add_option("--threads", a->threads, "Intra-op threads per instance (1)");
+  c->add_option("--min-instances", a->min_instances,
+                "Autoscaling: the fewest instances (with --max-instances; 1)");
+  c->add_option("--max-instances", a->max_instances,
+                "Autoscaling: add instances up to this many while requests queue, remove them "
+                "when idle (within the machine's cores)");
   c->add_option("--precision", a->precision,
                 "fp32, bf16, or int8 (MatMul/Gemm weights quantized when the version loads) "
                 "(fp32)");
@@ -80,6 +85,9 @@ Result<json> config_of(const DeployArgs& a, json base) {
   put("max_queue", a.max_queue);
   put("timeout_ms", a.timeout_ms);
   put("cache_mb", a.cache_mb);
+  put("min_instances", a.min_instances);
+  put("max_instances", a.max_instances);
+  if (a.max_instances) base.erase("instances");
   if (!a.precision.empty()) base["precision"] = a.precision;
   if (!a.canary.empty()) {
     DLSYS_ASSIGN_OR_RETURN(json t, target_of(a.canary, "--canary"));

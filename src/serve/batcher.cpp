@@ -23,6 +23,11 @@ Result<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(BatcherOptions op
   }
   if (opts.max_queue < 1) return Status::Invalid("batcher: max_queue {} < 1", opts.max_queue);
   if (opts.instances < 1) return Status::Invalid("batcher: instances {} < 1", opts.instances);
+  if (opts.max_instances == 0) opts.max_instances = opts.instances;
+  if (opts.max_instances < opts.instances) {
+    return Status::Invalid("batcher: max_instances {} < instances {}", opts.max_instances,
+                           opts.instances);
+  }
   if (opts.priority_levels < 1) {
     return Status::Invalid("batcher: priority_levels {} < 1", opts.priority_levels);
   }
@@ -44,8 +49,12 @@ Result<std::unique_ptr<DynamicBatcher>> DynamicBatcher::create(BatcherOptions op
 DynamicBatcher::DynamicBatcher(BatcherOptions opts, RunFn run)
     : opts_(std::move(opts)), run_(std::move(run)), queues_(opts_.priority_levels) {
   stats_.batch_rows.assign(static_cast<size_t>(opts_.max_batch) + 1, 0);
+  active_ = opts_.instances;
+  busy_.assign(static_cast<size_t>(opts_.max_instances), 0);
   timer_ = std::thread([this] { timer_loop(); });
-  for (int i = 0; i < opts_.instances; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+  for (int i = 0; i < opts_.max_instances; ++i) {
+    workers_.emplace_back([this, i] { worker_loop(i); });
+  }
 }
 
 DynamicBatcher::~DynamicBatcher() {
@@ -113,10 +122,12 @@ bool DynamicBatcher::take_next(int64_t room, std::vector<Item>* batch) {
 void DynamicBatcher::worker_loop(int instance) {
   std::unique_lock<std::mutex> lk(mu_);
   for (;;) {
-    work_cv_.wait(lk,
-                  [&] { return (!forming_ && !queue_empty()) || (stopping_ && queue_empty()); });
+    work_cv_.wait(lk, [&] {
+      return (instance < active_ && !forming_ && !queue_empty()) || (stopping_ && queue_empty());
+    });
     if (queue_empty()) return;  // stopping and drained
     forming_ = true;
+    busy_[static_cast<size_t>(instance)] = 1;
     std::vector<Item> batch;
     int64_t rows = 0;
     const Clock::time_point leave_at = Clock::now() + std::chrono::microseconds(opts_.max_delay_us);
@@ -163,11 +174,31 @@ void DynamicBatcher::worker_loop(int instance) {
     forming_ = false;
     work_cv_.notify_all();   // another idle worker may start forming
     timer_cv_.notify_one();  // the earliest queued deadline may have changed
-    if (batch.empty()) continue;
-    lk.unlock();
-    run_batch(instance, std::move(batch));
-    lk.lock();
+    if (!batch.empty()) {
+      lk.unlock();
+      run_batch(instance, std::move(batch));
+      lk.lock();
+    }
+    busy_[static_cast<size_t>(instance)] = 0;
+    idle_cv_.notify_all();
   }
+}
+
+void DynamicBatcher::set_active(int n) {
+  std::unique_lock<std::mutex> lk(mu_);
+  active_ = std::clamp(n, 1, opts_.max_instances);
+  work_cv_.notify_all();
+  idle_cv_.wait(lk, [&] {
+    for (size_t i = static_cast<size_t>(active_); i < busy_.size(); ++i) {
+      if (busy_[i]) return false;
+    }
+    return true;
+  });
+}
+
+int DynamicBatcher::active() const {
+  std::lock_guard<std::mutex> lk(mu_);
+  return active_;
 }
 
 void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
@@ -296,6 +327,7 @@ BatcherStats DynamicBatcher::stats() const {
   std::lock_guard<std::mutex> lk(mu_);
   BatcherStats s = stats_;
   s.queue_depth = queued_;
+  s.active_instances = active_;
   return s;
 }
 

@@ -48,8 +48,11 @@ struct BatcherOptions {
   int64_t max_batch = 32;       // rows per batch, at least 1
   int64_t max_delay_us = 2000;  // how long a forming batch waits for more requests
   int64_t max_queue = 256;      // queued requests (not yet taken into a batch), at least 1
-  int instances = 1;            // worker threads; each runs batches on its own instance index
-  int priority_levels = 1;      // priorities 0 (most urgent) .. priority_levels-1
+  int instances = 1;            // active workers at start; each runs batches on its own instance
+  // Worker threads created (>= instances; 0: instances). Workers from `instances` up are parked
+  // until set_active() lets them take batches (autoscaling).
+  int max_instances = 0;
+  int priority_levels = 1;  // priorities 0 (most urgent) .. priority_levels-1
   // Padded batch sizes, ascending; the last must be >= max_batch. Empty: default_buckets().
   std::vector<int64_t> buckets = {};
 };
@@ -80,8 +83,9 @@ struct BatcherStats {
   int64_t batches = 0;      // RunFn calls
   // batch_rows[r]: batches that carried r real rows (r in 1..max_batch; index 0 stays 0).
   std::vector<int64_t> batch_rows;
-  int64_t queue_us = 0;    // sum over requests that ran of (taken into a batch - submitted)
-  int64_t compute_us = 0;  // sum over batches of the RunFn's wall time
+  int64_t queue_us = 0;      // sum over requests that ran of (taken into a batch - submitted)
+  int64_t compute_us = 0;    // sum over batches of the RunFn's wall time
+  int active_instances = 0;  // workers taking batches now
 };
 
 class DynamicBatcher {
@@ -97,6 +101,11 @@ class DynamicBatcher {
   // numbers); a full queue (kUnavailable "queue full (N requests)": answer 503 + Retry-After);
   // after stop() (kUnavailable "shutting down"). On OK, r.done will be called exactly once.
   Status submit(Request r);
+  // Lets workers 0..n-1 take batches (n is clamped to 1..max_instances). When n shrinks, returns
+  // once the workers from n up have finished the batch they were forming or running, so their
+  // instances may then be released. Not from a `done` callback or the RunFn.
+  void set_active(int n);
+  int active() const;
   // Stops taking requests, drains the queue, joins the threads. Idempotent.
   void stop();
   BatcherStats stats() const;
@@ -122,9 +131,12 @@ class DynamicBatcher {
   std::condition_variable timer_cv_;      // timer: a request arrived, stopping
   std::vector<std::deque<Item>> queues_;  // one per priority level
   int64_t queued_ = 0;
-  bool forming_ = false;     // a worker is forming a batch
-  bool stopping_ = false;    // submit refuses; workers drain and exit
-  bool timer_stop_ = false;  // the timer exits
+  bool forming_ = false;             // a worker is forming a batch
+  int active_ = 1;                   // workers 0..active_-1 take batches
+  std::vector<char> busy_;           // busy_[i]: worker i is forming or running a batch
+  std::condition_variable idle_cv_;  // set_active: a worker finished its batch
+  bool stopping_ = false;            // submit refuses; workers drain and exit
+  bool timer_stop_ = false;          // the timer exits
   BatcherStats stats_;
   std::vector<std::thread> workers_;
   std::thread timer_;

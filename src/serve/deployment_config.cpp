@@ -59,23 +59,27 @@ json target_json(const TrafficTarget& t, bool weighted) {
 
 bool same_runtime(const DeploymentConfig& a, const DeploymentConfig& b) {
   return a.max_batch == b.max_batch && a.max_delay_us == b.max_delay_us &&
-         a.instances == b.instances && a.threads == b.threads && a.precision == b.precision &&
-         a.int8 == b.int8 && a.max_queue == b.max_queue && a.timeout_ms == b.timeout_ms &&
-         a.priority_levels == b.priority_levels && a.cache_mb == b.cache_mb;
+         a.instances == b.instances && a.min_instances == b.min_instances &&
+         a.max_instances == b.max_instances && a.threads == b.threads &&
+         a.precision == b.precision && a.int8 == b.int8 && a.max_queue == b.max_queue &&
+         a.timeout_ms == b.timeout_ms && a.priority_levels == b.priority_levels &&
+         a.cache_mb == b.cache_mb;
 }
 
 Result<DeploymentConfig> parse_deployment_config(const json& config) {
   if (!config.is_object()) return Status::Invalid("a deployment's config must be a JSON object");
-  static const char* kKnown[] = {"max_batch", "max_delay_us", "instances",  "threads",
-                                 "precision", "max_queue",    "timeout_ms", "priority_levels",
-                                 "cache_mb",  "canary",       "shadow"};
+  static const char* kKnown[] = {"max_batch",    "max_delay_us", "instances",  "threads",
+                                 "precision",    "max_queue",    "timeout_ms", "priority_levels",
+                                 "cache_mb",     "canary",       "shadow",     "min_instances",
+                                 "max_instances"};
   for (auto it = config.begin(); it != config.end(); ++it) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
     if (!known)
       return Status::Invalid(
           "config.{} is not a deployment setting (known: max_batch, max_delay_us, instances, "
-          "threads, precision, max_queue, timeout_ms, priority_levels, cache_mb, canary, shadow)",
+          "threads, precision, max_queue, timeout_ms, priority_levels, cache_mb, canary, shadow, "
+          "min_instances, max_instances)",
           it.key().substr(0, 64));
   }
   DeploymentConfig c;
@@ -88,6 +92,22 @@ Result<DeploymentConfig> parse_deployment_config(const json& config) {
   DLSYS_RETURN_IF_ERROR(read_int(config, "timeout_ms", 1, 3600 * 1000, &c.timeout_ms));
   DLSYS_RETURN_IF_ERROR(read_int(config, "priority_levels", 1, 16, &c.priority_levels));
   DLSYS_RETURN_IF_ERROR(read_int(config, "cache_mb", 0, 1 << 20, &c.cache_mb));
+  DLSYS_RETURN_IF_ERROR(read_int(config, "min_instances", 1, 64, &c.min_instances));
+  DLSYS_RETURN_IF_ERROR(read_int(config, "max_instances", 1, 64, &c.max_instances));
+  if (c.min_instances > 0 || c.max_instances > 0) {
+    if (c.max_instances == 0)
+      return Status::Invalid(
+          "config.min_instances needs config.max_instances (autoscaling "
+          "between the two)");
+    if (c.min_instances == 0) c.min_instances = 1;
+    if (c.min_instances > c.max_instances)
+      return Status::Invalid("config.min_instances {} is more than config.max_instances {}",
+                             c.min_instances, c.max_instances);
+    if (config.contains("instances") && !config["instances"].is_null())
+      return Status::Invalid(
+          "config.instances is fixed; with autoscaling set min_instances and "
+          "max_instances instead");
+  }
   DLSYS_ASSIGN_OR_RETURN(c.canary, read_target(config, "canary", true));
   DLSYS_ASSIGN_OR_RETURN(c.shadow, read_target(config, "shadow", false));
   if (auto it = config.find("precision"); it != config.end() && !it->is_null()) {
@@ -117,6 +137,11 @@ json deployment_config_json(const DeploymentConfig& c) {
             {"timeout_ms", c.timeout_ms},
             {"priority_levels", c.priority_levels},
             {"cache_mb", c.cache_mb}};
+  if (c.max_instances > 0) {
+    j.erase("instances");
+    j["min_instances"] = c.min_instances;
+    j["max_instances"] = c.max_instances;
+  }
   if (c.canary) j["canary"] = target_json(*c.canary, true);
   if (c.shadow) j["shadow"] = target_json(*c.shadow, false);
   return j;

@@ -25,9 +25,12 @@ struct TrafficTarget {
 };
 
 struct DeploymentConfig {
-  int64_t max_batch = 32;                 // rows per batch
-  int64_t max_delay_us = 2000;            // how long a batch waits to fill
-  int64_t instances = 1;                  // model instances (each its own plans and threads)
+  int64_t max_batch = 32;       // rows per batch
+  int64_t max_delay_us = 2000;  // how long a batch waits to fill
+  int64_t instances = 1;        // model instances (each its own plans and threads)
+  // Autoscaling (serve/autoscaler.h) when max_instances > 0: starts at min_instances and adds or
+  // removes instances between the two by queue depth and busy time; `instances` is then unused.
+  int64_t min_instances = 0, max_instances = 0;
   int64_t threads = 1;                    // intra-op threads per instance
   Precision precision = Precision::kF32;  // the engine's float precision (fp32 or bf16)
   // "int8": the version's MatMul/Gemm weights are quantized to int8 when it loads (dynamic

@@ -24,14 +24,21 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
     return Status::Invalid("model runner: the largest bucket {} must equal max_batch {}",
                            opts.buckets.back(), opts.max_batch);
   }
-  std::unique_ptr<ModelRunner> r(new ModelRunner(opts));
-  SessionOptions so;
-  so.threads = opts.threads;
-  so.precision = opts.precision;
-  for (int i = 0; i < opts.instances; ++i) {
-    DLSYS_ASSIGN_OR_RETURN(auto s, Session::open(onnx_path, so));
-    r->sessions_.push_back(std::move(s));
+  if (opts.max_instances == 0) opts.max_instances = opts.instances;
+  if (opts.max_instances < opts.instances) {
+    return Status::Invalid("model runner: max_instances {} < instances {}", opts.max_instances,
+                           opts.instances);
   }
+  std::unique_ptr<ModelRunner> r(new ModelRunner(opts));
+  r->path_ = onnx_path;
+  r->session_options_.threads = opts.threads;
+  r->session_options_.precision = opts.precision;
+  r->sessions_.resize(static_cast<size_t>(opts.max_instances));
+  for (int i = 0; i < opts.instances; ++i) {
+    DLSYS_ASSIGN_OR_RETURN(r->sessions_[static_cast<size_t>(i)],
+                           Session::open(onnx_path, r->session_options_));
+  }
+  r->active_.store(opts.instances, std::memory_order_release);
   const Graph& g = r->sessions_[0]->graph();
   for (const ValueInfo& v : g.inputs) {
     if (!v.has_shape || v.dims.empty()) {
@@ -67,22 +74,27 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
   return r;
 }
 
+Status ModelRunner::warm_instance(size_t i) {
+  for (size_t b = 0; b < opts_.buckets.size(); ++b) {
+    std::vector<Tensor> zeros;
+    for (const TensorMeta& m : inputs_) {
+      Shape s = m.shape;
+      s[0] = opts_.buckets[b];
+      zeros.push_back(Tensor::zeros(m.dtype, s));
+    }
+    auto out = run(static_cast<int>(i), zeros, opts_.buckets[b]);
+    if (!out.ok()) {
+      return out.status().with_context(
+          fmt::format("warm-up of instance {} at batch {}", i, opts_.buckets[b]));
+    }
+  }
+  return Status::OK();
+}
+
 Status ModelRunner::warm_up() {
   const auto t0 = std::chrono::steady_clock::now();
-  for (size_t i = 0; i < sessions_.size(); ++i) {
-    for (size_t b = 0; b < opts_.buckets.size(); ++b) {
-      std::vector<Tensor> zeros;
-      for (const TensorMeta& m : inputs_) {
-        Shape s = m.shape;
-        s[0] = opts_.buckets[b];
-        zeros.push_back(Tensor::zeros(m.dtype, s));
-      }
-      auto out = run(static_cast<int>(i), zeros, opts_.buckets[b]);
-      if (!out.ok()) {
-        return out.status().with_context(
-            fmt::format("warm-up of instance {} at batch {}", i, opts_.buckets[b]));
-      }
-    }
+  for (size_t i = 0; i < static_cast<size_t>(instances()); ++i) {
+    DLSYS_RETURN_IF_ERROR(warm_instance(i));
   }
   warm_up_us_ =
       std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
@@ -90,9 +102,43 @@ Status ModelRunner::warm_up() {
   return Status::OK();
 }
 
+Status ModelRunner::add_instance() {
+  const int n = instances();
+  if (n >= opts_.max_instances) {
+    return Status::Invalid("model runner: already at max_instances {}", opts_.max_instances);
+  }
+  DLSYS_ASSIGN_OR_RETURN(std::unique_ptr<Session> s, Session::open(path_, session_options_));
+  // Held while the new instance warms up, so that memory_bytes() never reads a plan slot being
+  // written. run() checks the index against instances(), so the instance is counted first; the
+  // batcher does not send it batches before this returns.
+  std::lock_guard<std::mutex> lk(instances_mu_);
+  sessions_[static_cast<size_t>(n)] = std::move(s);
+  active_.store(n + 1, std::memory_order_release);
+  Status st = warm_instance(static_cast<size_t>(n));
+  if (!st.ok()) {
+    active_.store(n, std::memory_order_release);
+    sessions_[static_cast<size_t>(n)].reset();
+    std::fill(plans_[static_cast<size_t>(n)].begin(), plans_[static_cast<size_t>(n)].end(),
+              nullptr);
+  }
+  return st;
+}
+
+Status ModelRunner::remove_instance() {
+  const int n = instances();
+  if (n <= 1) return Status::Invalid("model runner: the last instance cannot be removed");
+  std::lock_guard<std::mutex> lk(instances_mu_);
+  active_.store(n - 1, std::memory_order_release);
+  sessions_[static_cast<size_t>(n - 1)].reset();  // its plans go with it
+  std::fill(plans_[static_cast<size_t>(n - 1)].begin(), plans_[static_cast<size_t>(n - 1)].end(),
+            nullptr);
+  return Status::OK();
+}
+
 int64_t ModelRunner::memory_bytes() const {
+  std::lock_guard<std::mutex> lk(instances_mu_);
   int64_t total = 0;
-  for (size_t i = 0; i < sessions_.size(); ++i) {
+  for (size_t i = 0; i < static_cast<size_t>(instances()); ++i) {
     for (const auto& [name, t] : sessions_[i]->graph().initializers) {
       total += static_cast<int64_t>(t.nbytes());
     }

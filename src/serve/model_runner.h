@@ -5,8 +5,14 @@
 // Threading: open() and warm_up() are called once, before serving. After that run() may be
 // called concurrently for different instances, never concurrently for the same instance (the
 // DynamicBatcher's one worker per instance guarantees it). The metadata accessors and
-// memory_bytes() are safe at any time after warm_up() returns.
+// memory_bytes() are safe at any time after warm_up() returns. add_instance() and
+// remove_instance() (autoscaling) are called from one thread at a time; run() must not be called
+// on an instance that is being added or removed (the batcher activates an instance only after
+// add_instance() returned, and parks it before remove_instance()).
 #pragma once
+
+#include <atomic>
+#include <mutex>
 
 #include <cstdint>
 #include <memory>
@@ -21,8 +27,9 @@
 namespace dlsys::serve {
 
 struct ModelRunnerOptions {
-  int instances = 1;  // Sessions, each with its own weights and plans
-  int threads = 1;    // intra-op threads per instance (0: OpenMP's default)
+  int instances = 1;      // Sessions at open, each with its own weights and plans
+  int max_instances = 0;  // the most add_instance() may reach (0: instances)
+  int threads = 1;        // intra-op threads per instance (0: OpenMP's default)
   Precision precision = Precision::kF32;
   int64_t max_batch = 32;             // the largest padded batch
   std::vector<int64_t> buckets = {};  // ascending, last == max_batch; empty: default_buckets()
@@ -51,6 +58,12 @@ class ModelRunner {
   Status warm_up();
   int64_t warm_up_us() const { return warm_up_us_; }
 
+  // Opens, plans and warms one more instance (index instances()) from the same file. Invalid at
+  // max_instances. The file given to open() must still exist.
+  Status add_instance();
+  // Frees the last instance (its Session, weights and plans). Invalid with one instance left.
+  Status remove_instance();
+
   // Bytes held by the runner, as far as dlsys tracks them: for every instance, the bytes of the
   // (optimized) graph's initializers (the weights, counted once per instance since each Session
   // imports its own copy) plus the activation arena of each bucket's plan built so far
@@ -68,13 +81,20 @@ class ModelRunner {
   const std::vector<TensorMeta>& outputs() const { return outputs_; }
   const std::vector<int64_t>& buckets() const { return opts_.buckets; }
   const ModelRunnerOptions& options() const { return opts_; }
-  int instances() const { return static_cast<int>(sessions_.size()); }
+  // Instances open now.
+  int instances() const { return active_.load(std::memory_order_acquire); }
 
  private:
   explicit ModelRunner(ModelRunnerOptions opts) : opts_(std::move(opts)) {}
+  Status warm_instance(size_t i);
 
   ModelRunnerOptions opts_;
+  std::string path_;
+  SessionOptions session_options_;
+  // max_instances slots; the first active_ hold an open Session.
   std::vector<std::unique_ptr<Session>> sessions_;
+  std::atomic<int> active_{0};
+  mutable std::mutex instances_mu_;  // add/remove_instance against memory_bytes()
   std::vector<TensorMeta> inputs_, outputs_;
   // plans_[instance][bucket index]: null until built by warm_up() or run().
   std::vector<std::vector<Plan*>> plans_;

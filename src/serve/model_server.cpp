@@ -67,6 +67,12 @@ void LatencyHistogram::observe(int64_t us) {
 ServedVersion::~ServedVersion() {
   // The batcher's workers call into the runner: stop them (drain) before the runner goes.
   if (batcher) batcher->stop();
+  batcher.reset();
+  runner.reset();
+  if (!temp_file.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(temp_file, ec);
+  }
 }
 
 ModelServer::ModelServer(meta::MetaStore& store, meta::ArtifactStore& objects,
@@ -142,7 +148,8 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
     return Status::Invalid("version {} of model '{}' is archived; set it READY to serve it",
                            version, model);
   DLSYS_ASSIGN_OR_RETURN(std::string path, objects_.open_verified(mv.sha256));
-  std::string quantized;  // precision int8: the version with int8 weights, removed once loaded
+  std::string quantized;  // precision int8: the version with int8 weights, removed when the version
+                          // is freed
   if (config.int8) {
     quantized = (std::filesystem::temp_directory_path() /
                  fmt::format("dlsys-int8-{}-{}.onnx", mv.sha256.substr(0, 16), random_hex(8)))
@@ -161,15 +168,18 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
     }
     path = quantized;
   }
-  struct RemoveAfter {
+  // Removed when the version is freed, or now if it does not load: add_instance() reads it.
+  struct RemoveUnlessKept {
     std::string f;
-    ~RemoveAfter() {
+    ~RemoveUnlessKept() {
       std::error_code ec;
       if (!f.empty()) std::filesystem::remove(f, ec);
     }
-  } remove_after{quantized};
+  } remove_unless_kept{quantized};
   ModelRunnerOptions ro;
-  ro.instances = static_cast<int>(config.instances);
+  const bool autoscaled = config.max_instances > 0;
+  ro.instances = static_cast<int>(autoscaled ? config.min_instances : config.instances);
+  ro.max_instances = static_cast<int>(autoscaled ? config.max_instances : config.instances);
   ro.threads = static_cast<int>(config.threads);
   ro.precision = config.precision;
   ro.max_batch = config.max_batch;
@@ -188,7 +198,8 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
   bo.max_batch = config.max_batch;
   bo.max_delay_us = config.max_delay_us;
   bo.max_queue = config.max_queue;
-  bo.instances = static_cast<int>(config.instances);
+  bo.instances = ro.instances;
+  bo.max_instances = ro.max_instances;
   bo.priority_levels = static_cast<int>(config.priority_levels);
   bo.buckets = served->runner->buckets();
   ModelRunner* runner = served->runner.get();
@@ -197,6 +208,14 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
                            bo, [runner](int instance, const std::vector<Tensor>& in, int64_t rows) {
                              return runner->run(instance, in, rows);
                            }));
+  if (autoscaled) {
+    served->autoscale = std::make_unique<AutoscalePolicy>();
+    served->autoscale->min_instances = ro.instances;
+    served->autoscale->max_instances = ro.max_instances;
+    served->autoscale->threads_per_instance = static_cast<int>(config.threads);
+    served->autoscale->cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }
+  served->temp_file = std::move(remove_unless_kept.f);
   served->load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return served;
@@ -615,6 +634,7 @@ void ModelServer::watch_loop() {
       std::unique_lock<std::mutex> lock(watch_mu_);
       if (watch_cv_.wait_for(lock, options_.poll, [&] { return stopping_; })) return;
     }
+    autoscale_step();
     struct Watched {
       meta::Deployment spec;
       int64_t served, failed;
@@ -647,6 +667,7 @@ json version_state(const ServedVersion& v) {
             {"version", v.version},
             {"load_seconds", v.load_seconds},
             {"memory_bytes", v.runner->memory_bytes()},
+            {"instances", v.runner->instances()},
             {"stats",
              {{"queue_depth", st.queue_depth},
               {"done", st.done},
@@ -656,6 +677,11 @@ json version_state(const ServedVersion& v) {
               {"batches", st.batches},
               {"queue_us", st.queue_us},
               {"compute_us", st.compute_us}}}};
+  if (v.autoscale)
+    j["autoscale"] = {{"min_instances", v.autoscale->min_instances},
+                      {"max_instances", v.autoscale->max_instances},
+                      {"scale_ups", v.autoscale->scale_ups.load()},
+                      {"scale_downs", v.autoscale->scale_downs.load()}};
   if (v.cache) {
     CacheStats c = v.cache->stats();
     j["cache"] = {{"hits", c.hits},   {"misses", c.misses},     {"entries", c.entries},
@@ -665,6 +691,40 @@ json version_state(const ServedVersion& v) {
 }
 
 }  // namespace
+
+void ModelServer::autoscale_step() {
+  std::vector<std::shared_ptr<ServedVersion>> scaled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [name, slot] : slots_)
+      for (const auto& v : {slot.current, slot.canary, slot.shadow})
+        if (v && v->autoscale) scaled.push_back(v);
+  }
+  for (const auto& v : scaled) {
+    BatcherStats st = v->batcher->stats();
+    AutoscaleSample s;
+    s.queue_depth = st.queue_depth;
+    s.compute_us = st.compute_us;
+    s.at_us = std::chrono::duration_cast<std::chrono::microseconds>(
+                  std::chrono::steady_clock::now().time_since_epoch())
+                  .count();
+    s.active = st.active_instances;
+    int step = v->autoscale->decide(s);
+    if (step > 0) {
+      // Open, plan and warm the instance before it takes a batch.
+      Status added = v->runner->add_instance();
+      if (added.ok())
+        v->batcher->set_active(v->runner->instances());
+      else
+        std::fprintf(stderr, "serve: deployment '%s' could not add an instance: %s\n",
+                     v->deployment.c_str(), added.message().c_str());
+    } else if (step < 0) {
+      // Park the last instance (waits for its batch), then free it.
+      v->batcher->set_active(v->runner->instances() - 1);
+      (void)v->runner->remove_instance();
+    }
+  }
+}
 
 json ModelServer::status(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -830,6 +890,10 @@ std::string ModelServer::metrics_text() {
          "Weights and activation arenas a loaded version holds (ModelRunner::memory_bytes).");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_model_memory_bytes{{{}}} {}\n", r.labels, r.memory);
+  family("dlsys_serve_instances", "gauge",
+         "Model instances taking batches now (changes with autoscaling).");
+  for (const auto& r : rows)
+    out += fmt::format("dlsys_serve_instances{{{}}} {}\n", r.labels, r.st.active_instances);
   family("dlsys_serve_model_load_seconds", "gauge",
          "Time to load and warm the version (open, plan every bucket, run once).");
   for (const auto& r : rows)

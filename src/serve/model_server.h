@@ -19,6 +19,10 @@
 // never returned. promote() makes the canary the primary (an alias move when the deployment
 // follows an alias of the canary's model), rollback() drops it; neither reloads anything.
 //
+// Autoscaling: a version with config.max_instances > 0 starts at min_instances; at each poll
+// the watcher feeds its batcher's queue depth and busy time to its AutoscalePolicy and adds
+// (open, plan, warm, then activate) or removes (park, then free) one instance.
+//
 // Memory: with a budget (ModelServerOptions::memory_budget_bytes), after a load the least
 // recently used deployments are unloaded (evicted) until the loaded versions fit; an evicted
 // deployment is loaded again when a request arrives (when_loaded()), and its cold start is
@@ -44,6 +48,7 @@
 #include "core/status.h"
 #include "meta/artifact_store.h"
 #include "meta/meta_store.h"
+#include "serve/autoscaler.h"
 #include "serve/batcher.h"
 #include "serve/deployment_config.h"
 #include "serve/model_runner.h"
@@ -74,6 +79,9 @@ struct ServedVersion {
   // the batcher).
   LatencyHistogram latency;
   std::unique_ptr<ResponseCache> cache;  // null unless config.cache_mb > 0
+  // Null unless config.max_instances > 0; fed and acted on by the watcher thread only.
+  std::unique_ptr<AutoscalePolicy> autoscale;
+  std::string temp_file;  // a file the runner reads (int8: the quantized copy); removed at the end
   std::unique_ptr<ModelRunner> runner;
   std::unique_ptr<DynamicBatcher> batcher;
   double load_seconds = 0;  // open + warm-up
@@ -186,6 +194,7 @@ class ModelServer {
       const std::function<Status(meta::Deployment&)>& edit);
   void retire(std::shared_ptr<ServedVersion> v);
   void watch_loop();
+  void autoscale_step();
   void reap_loop();
   void load_loop();
 
