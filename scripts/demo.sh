@@ -3,7 +3,7 @@
 # `dlsys run` and compare with PyTorch's output, measure it with `dlsys bench`; train the digits
 # MLP and run its exported model; then track a training run in a `dlsys server`, register the
 # model and promote it to production; deploy it, infer the validation split over KServe v2 and
-# roll the deployment to a second version under load.
+# roll the deployment to a second version under load; add a canary, roll it back, and shadow it.
 set -euo pipefail
 BUILD=${1:-build}
 DLSYS="$BUILD/dlsys"
@@ -80,12 +80,21 @@ cap = [l for l in ask("/metrics")[1].splitlines() if l.startswith("dlsys_http_co
 print("connection cap:", cap[0].split()[1], "(docs/security.md lists every bound)")
 PY
 
-step "7/7 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load"
+step "7/7 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
 "$DLSYS" deploy create digits --model digits@production --max-batch 32 --max-delay-us 1000 --server "$URL"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits-v2" --threads 2 --server "$URL" 2>&1 | tail -1
 "$DLSYS" models register digits --run 2 --server "$URL"
 /usr/bin/python3 scripts/demo_serve.py "$URL" digits "$DIR/digits/val_x.npy" "$DIR/digits/val_y.npy" \
   --alias-move "$DLSYS" 2
+# Version 1 back as a 20% canary (sticky per X-Request-Key), then rolled back; then as a shadow
+# that gets a copy of every request, compared with the answers served and never returned.
+"$DLSYS" deploy update digits --canary digits@1 --weight 20 --server "$URL" | grep canary
+/usr/bin/python3 scripts/demo_serve.py "$URL" digits "$DIR/digits/val_x.npy" "$DIR/digits/val_y.npy"
+"$DLSYS" deploy show digits --server "$URL" | grep -A1 "canary:"
+"$DLSYS" deploy rollback digits --server "$URL" | head -1
+"$DLSYS" deploy update digits --shadow digits@1 --server "$URL" >/dev/null
+/usr/bin/python3 scripts/demo_serve.py "$URL" digits "$DIR/digits/val_x.npy" "$DIR/digits/val_y.npy"
+"$DLSYS" deploy show digits --server "$URL" | grep "shadow:"
 "$DLSYS" deploy list --server "$URL"
 kill -TERM "$SERVER"
 wait "$SERVER"

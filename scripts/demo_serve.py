@@ -11,12 +11,15 @@ import argparse, json, subprocess, sys, threading, time, urllib.error, urllib.re
 import numpy as np
 
 
-def infer(url, name, x, timeout=10):
+def infer(url, name, x, timeout=10, key=None):
     head = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
                                    "parameters": {"binary_data_size": x.nbytes}}],
                        "parameters": {"binary_data_output": True}}).encode()
+    headers = {"Inference-Header-Content-Length": str(len(head))}
+    if key is not None:
+        headers["X-Request-Key"] = key  # keeps a caller on one side of a canary split
     req = urllib.request.Request(f"{url}/v2/models/{name}/infer", data=head + x.tobytes(),
-                                 headers={"Inference-Header-Content-Length": str(len(head))})
+                                 headers=headers)
     with urllib.request.urlopen(req, timeout=timeout) as r:
         body = r.read()
         n = int(r.headers["Inference-Header-Content-Length"])
@@ -52,7 +55,7 @@ def main():
             i += 1
             t0 = time.perf_counter()
             try:
-                v, logits = infer(a.url, a.name, x[k:k + 1])
+                v, logits = infer(a.url, a.name, x[k:k + 1], key=f"digit-{k}")
                 ok = True
             except (urllib.error.URLError, OSError, ValueError) as e:
                 ok, v, logits = False, None, None
@@ -77,7 +80,8 @@ def main():
     p = np.percentile(np.array(lat) * 1e3, [50, 90, 99])
     print(f"{len(x)} validation digits through /v2/models/{a.name}/infer ({a.threads} clients): "
           f"accuracy {correct / len(x):.4f}, latency p50 {p[0]:.2f} ms p90 {p[1]:.2f} ms "
-          f"p99 {p[2]:.2f} ms, {len(x) / wall:.0f} requests/s, failed {failed}")
+          f"p99 {p[2]:.2f} ms, {len(x) / wall:.0f} requests/s, failed {failed}, answered by "
+          f"versions {dict(sorted(versions.items()))}")
     if failed or correct / len(x) < 0.9:
         sys.exit(1)
     if not a.alias_move:

@@ -110,6 +110,11 @@ Result<DeploymentConfig> parse_deployment_config(const json& config) {
   }
   DLSYS_ASSIGN_OR_RETURN(c.canary, read_target(config, "canary", true));
   DLSYS_ASSIGN_OR_RETURN(c.shadow, read_target(config, "shadow", false));
+  if (c.canary && c.shadow && c.canary->model == c.shadow->model &&
+      c.canary->version == c.shadow->version)
+    return Status::Invalid(
+        "config.shadow is the canary's version ({}@{}); a shadow must be another version",
+        c.shadow->model, c.shadow->version);
   if (auto it = config.find("precision"); it != config.end() && !it->is_null()) {
     std::string p = it->is_string() ? it->get<std::string>() : "";
     if (p == "fp32" || p == "f32")

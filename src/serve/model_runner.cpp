@@ -53,7 +53,7 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
           "dimension (export with dynamic_axes)",
           v.name, v.dims[0].value);
     }
-    TensorMeta m{v.name, v.dtype, {-1}, true};
+    TensorSpec m{v.name, v.dtype, {-1}, true};
     for (size_t d = 1; d < v.dims.size(); ++d) {
       if (!v.dims[d].fixed()) {
         return Status::Invalid(
@@ -66,7 +66,7 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
     r->inputs_.push_back(std::move(m));
   }
   for (const ValueInfo& v : g.outputs) {
-    TensorMeta m{v.name, v.dtype, {}, v.has_shape};
+    TensorSpec m{v.name, v.dtype, {}, v.has_shape};
     for (const Dim& d : v.dims) m.shape.push_back(d.fixed() ? d.value : -1);
     r->outputs_.push_back(std::move(m));
   }
@@ -77,7 +77,7 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
 Status ModelRunner::warm_instance(size_t i) {
   for (size_t b = 0; b < opts_.buckets.size(); ++b) {
     std::vector<Tensor> zeros;
-    for (const TensorMeta& m : inputs_) {
+    for (const TensorSpec& m : inputs_) {
       Shape s = m.shape;
       s[0] = opts_.buckets[b];
       zeros.push_back(Tensor::zeros(m.dtype, s));

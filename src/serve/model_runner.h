@@ -12,16 +12,16 @@
 #pragma once
 
 #include <atomic>
-#include <mutex>
-
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
 #include "core/status.h"
 #include "graph/session.h"
 #include "ops/attribute.h"
+#include "serve/tensor_spec.h"
 #include "tensor/tensor.h"
 
 namespace dlsys::serve {
@@ -33,16 +33,6 @@ struct ModelRunnerOptions {
   Precision precision = Precision::kF32;
   int64_t max_batch = 32;             // the largest padded batch
   std::vector<int64_t> buckets = {};  // ascending, last == max_batch; empty: default_buckets()
-};
-
-// A model input or output as a protocol layer reports it: -1 marks the batch dimension (and,
-// for outputs, any other dimension the model leaves free). `has_shape` is false for an output
-// the model declares without a shape (then `shape` is empty).
-struct TensorMeta {
-  std::string name;
-  DType dtype = DType::kF32;
-  Shape shape;
-  bool has_shape = true;
 };
 
 class ModelRunner {
@@ -77,8 +67,8 @@ class ModelRunner {
   // instance's plan, valid until the next run() on the same instance. Matches RunFn.
   Result<std::vector<Tensor>> run(int instance, const std::vector<Tensor>& padded, int64_t rows);
 
-  const std::vector<TensorMeta>& inputs() const { return inputs_; }
-  const std::vector<TensorMeta>& outputs() const { return outputs_; }
+  const std::vector<TensorSpec>& inputs() const { return inputs_; }
+  const std::vector<TensorSpec>& outputs() const { return outputs_; }
   const std::vector<int64_t>& buckets() const { return opts_.buckets; }
   const ModelRunnerOptions& options() const { return opts_; }
   // Instances open now.
@@ -95,7 +85,7 @@ class ModelRunner {
   std::vector<std::unique_ptr<Session>> sessions_;
   std::atomic<int> active_{0};
   mutable std::mutex instances_mu_;  // add/remove_instance against memory_bytes()
-  std::vector<TensorMeta> inputs_, outputs_;
+  std::vector<TensorSpec> inputs_, outputs_;
   // plans_[instance][bucket index]: null until built by warm_up() or run().
   std::vector<std::vector<Plan*>> plans_;
   int64_t warm_up_us_ = 0;

@@ -49,12 +49,6 @@ int64_t memory_of(const std::shared_ptr<ServedVersion>& v) {
   return v ? v->runner->memory_bytes() : 0;
 }
 
-std::vector<TensorSpec> specs_of(const std::vector<TensorMeta>& metas) {
-  std::vector<TensorSpec> out;
-  for (const auto& m : metas) out.push_back({m.name, m.dtype, m.shape});
-  return out;
-}
-
 }  // namespace
 
 void LatencyHistogram::observe(int64_t us) {
@@ -190,8 +184,8 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
   served->config = config;
   DLSYS_ASSIGN_OR_RETURN(served->runner, ModelRunner::open(path, ro));
   DLSYS_RETURN_IF_ERROR(served->runner->warm_up());
-  served->inputs = specs_of(served->runner->inputs());
-  served->outputs = specs_of(served->runner->outputs());
+  served->inputs = served->runner->inputs();
+  served->outputs = served->runner->outputs();
   if (config.cache_mb > 0)
     served->cache = std::make_unique<ResponseCache>(config.cache_mb * (int64_t{1} << 20));
   BatcherOptions bo;

@@ -27,16 +27,10 @@
 #include <vector>
 
 #include "core/status.h"
+#include "serve/tensor_spec.h"
 #include "tensor/tensor.h"
 
 namespace dlsys::serve {
-
-// A model input or output as the protocol shows it: -1 marks a free dimension.
-struct TensorSpec {
-  std::string name;
-  DType dtype = DType::kF32;
-  std::vector<int64_t> shape;
-};
 
 // The protocol's datatype for `t`: "FP32", "BF16", "FP16", "INT8", "UINT8", "INT32", "INT64",
 // "BOOL".
