@@ -325,8 +325,8 @@ void ModelServer::evict_locked(const std::string& keep,
     lru->evicted = true;
     ++lru->evictions;
     std::fprintf(
-        stderr, "serve: unloaded deployment '%s' to stay within the memory budget (%lld MiB)\n",
-        lru->spec.name.c_str(), static_cast<long long>(options_.memory_budget_bytes >> 20));
+        stderr, "serve: unloaded deployment '%s' to stay within the memory budget (%.1f MiB)\n",
+        lru->spec.name.c_str(), static_cast<double>(options_.memory_budget_bytes) / (1 << 20));
   }
 }
 
