@@ -446,6 +446,23 @@ Status Trainer::open_data() {
     if (classify_ && val_.labels.dtype() != DType::kI64)
       return Status::Invalid("{}: label column '{}' is not int64; cross_entropy needs class ids",
                              (*vl)->label(), spec_.label);
+    // The training split streams: its range comes from the version's statistics (every row),
+    // and each batch is checked again before its step.
+    if (classify_) {
+      auto info = store_->resolve(tref);
+      if (info.ok() && info->manifest.contains("stats") &&
+          info->manifest["stats"].contains(spec_.label)) {
+        const nlohmann::json& st = info->manifest["stats"][spec_.label];
+        if (st.contains("min") && st.contains("max") && st["min"].is_number() &&
+            st["max"].is_number()) {
+          int64_t mm[2] = {static_cast<int64_t>(st["min"].get<double>()),
+                           static_cast<int64_t>(st["max"].get<double>())};
+          DLSYS_RETURN_IF_ERROR(
+              check_class_ids(Tensor::from_i64({2}, mm), "data.dataset " + (*dl)->label()));
+        }
+      }
+    }
+    DLSYS_RETURN_IF_ERROR(check_class_ids(val_.labels, "data.validation " + (*vl)->label()));
     dataset_label_ = (*dl)->label();
     validation_label_ = (*vl)->label();
     loader_ = std::move(dl).value();
@@ -469,6 +486,10 @@ Status Trainer::open_data() {
       DLSYS_RETURN_IF_ERROR(
           data::split(all, spec_.validation_fraction, spec_.split_seed, &train, &val_));
     }
+    DLSYS_RETURN_IF_ERROR(check_class_ids(train.labels, "training data " + spec_.train_path));
+    DLSYS_RETURN_IF_ERROR(check_class_ids(
+        val_.labels, "validation data " + (spec_.validation_path.empty() ? spec_.train_path
+                                                                         : spec_.validation_path)));
     for (data::InMemoryDataset* d : {&train, &val_})
       if (spec_.feature_scale != 1.0)
         for (int64_t i = 0; i < d->features.numel(); ++i)
@@ -487,6 +508,30 @@ Status Trainer::open_data() {
     DLSYS_ASSIGN_OR_RETURN(loader_, data::TensorLoader::make(train, lo));
   }
   return Status::OK();
+}
+
+std::string Trainer::label_column_name() const {
+  if (!spec_.dataset.empty()) return "'" + spec_.label + "'";
+  if (spec_.format != "csv") return "(the labels file)";
+  return spec_.label_column < 0 ? "(the last column)" : fmt::format("{}", spec_.label_column);
+}
+
+Status Trainer::check_class_ids(const Tensor& labels, const std::string& where) const {
+  if (!classify_ || labels.dtype() != DType::kI64) return Status::OK();
+  const int64_t classes = logits_sample_.empty() ? 1 : logits_sample_.back();
+  const int64_t* p = labels.data_as<int64_t>();
+  int64_t lo = 0, hi = classes - 1, bad = -1;
+  for (int64_t i = 0; i < labels.numel(); ++i) {
+    if ((p[i] < 0 || p[i] >= classes) && bad < 0) bad = i;
+    lo = std::min(lo, p[i]);
+    hi = std::max(hi, p[i]);
+  }
+  if (bad < 0) return Status::OK();
+  return Status::Invalid(
+      "{}: label column {} holds {} (labels range {}..{}), but the model has {} outputs, so "
+      "cross_entropy needs class ids in 0..{}; make the last layer's `out` {} or more, or map "
+      "the labels to 0..N-1",
+      where, label_column_name(), p[bad], lo, hi, classes, classes - 1, hi + 1);
 }
 
 Status Trainer::build_graphs() {
@@ -597,6 +642,8 @@ Status Trainer::train_step(int64_t epoch, int64_t* batch, double* loss_sum, int6
     auto tw = Clock::now();
     DLSYS_ASSIGN_OR_RETURN(data::Batch batch_data, loader_->next());
     result_.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
+    DLSYS_RETURN_IF_ERROR(check_class_ids(
+        batch_data.y, fmt::format("training batch {} of epoch {}", b + 1, epoch + 1)));
     inputs_["input"] = input_batch(batch_data.x);
     inputs_["target"] = target_batch(batch_data.y);
     if (!tg_.dropout_seed.empty()) {

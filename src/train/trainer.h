@@ -160,6 +160,13 @@ class Trainer {
   // (class ids as they are; regression and bce targets as f32 in the prediction's shape).
   Tensor input_batch(Tensor x) const;
   Tensor target_batch(Tensor y) const;
+  // cross_entropy: every class id in `labels` must be in [0, classes) where classes is the
+  // model's output size. Otherwise the error names `where`, the label column, the value found
+  // and the output size (a label past the last class would train on garbage and report a
+  // negative loss).
+  Status check_class_ids(const Tensor& labels, const std::string& where) const;
+  // The label column as the spec names it, for messages.
+  std::string label_column_name() const;
 
   const TrainSpec spec_;
   const TrainOptions options_;

@@ -424,6 +424,22 @@ TEST_F(Cli, DataCommandsAndTrainingFromAVersion) {
   bool has_run = false;
   for (const auto& [n, direction] : lin->nodes) has_run = has_run || n.kind == "run";
   EXPECT_TRUE(has_run) << nlohmann::json(*lin).dump();
+
+  // A model with fewer outputs than the dataset has classes is refused before the first step,
+  // from the version's statistics, naming the label column, the value and the output size.
+  {
+    std::ifstream src(spec);
+    std::string text((std::istreambuf_iterator<char>(src)), {});
+    text.replace(text.find("out: 10"), 7, "out: 5");
+    std::ofstream(spec) << text;
+  }
+  Ran few = sh("train " + spec + " --epochs 1 --threads 2 --out " + (dir_ / "few").string() + dd);
+  EXPECT_NE(few.code, 0);
+  EXPECT_NE(few.out.find("label column 'c64' holds 9 (labels range 0..9), but the model has 5 "
+                         "outputs"),
+            std::string::npos)
+      << few.out;
+  EXPECT_EQ(few.out.find("step 1"), std::string::npos) << "a step ran: " << few.out;
 }
 
 }  // namespace

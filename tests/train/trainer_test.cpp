@@ -375,6 +375,35 @@ train:
             (std::set<std::string>{"val_loss", "val_mae"}));
 }
 
+// cross_entropy with fewer outputs than classes: an error before the first step that names the
+// label column, the value and the output size (it used to train and report a negative loss).
+TEST_F(TrainerTest, ClassIdsBeyondTheModelsOutputsAreRefusedBeforeTheFirstStep) {
+  TrainSpec s = spec("five", "name: five\ndata:\n  train: " + kDigits + R"(
+  format: csv
+  label_column: -1
+model:
+  input: [64]
+  layers:
+    - linear: {out: 5}
+train:
+  epochs: 1
+  loss: cross_entropy
+)");
+  TrainOptions o;
+  o.out_dir = dir_ + "/five";
+  int steps = 0;
+  o.on_event = [&](const TrainEvent& e) { steps += std::holds_alternative<StepEvent>(e); };
+  auto r = train_model(s, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("label column (the last column) holds"), std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("labels range 0..9), but the model has 5 outputs"),
+            std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("`out` 10 or more"), std::string::npos);
+  EXPECT_EQ(steps, 0);
+}
+
 TEST_F(TrainerTest, SpecErrorsNameTheFieldAndLine) {
   struct Case {
     std::string yaml, expect;
