@@ -23,13 +23,6 @@ std::vector<TensorSpec> specs_of(const std::vector<TensorMeta>& metas) {
 
 }  // namespace
 
-void LatencyHistogram::observe(int64_t us) {
-  size_t b = 0;
-  while (b < std::size(kBoundsMs) && static_cast<double>(us) > kBoundsMs[b] * 1000) ++b;
-  counts[b].fetch_add(1, std::memory_order_relaxed);
-  sum_us.fetch_add(static_cast<uint64_t>(std::max<int64_t>(us, 0)), std::memory_order_relaxed);
-}
-
 ServedVersion::~ServedVersion() {
   // The batcher's workers call into the runner: stop them (drain) before the runner goes.
   if (batcher) batcher->stop();
@@ -346,7 +339,7 @@ std::string ModelServer::metrics_text() {
   struct Row {
     std::string labels;
     BatcherStats st;
-    const LatencyHistogram* hist;
+    LatencyHistogram::Snapshot latency, queue, compute;
     int64_t memory;
     double load_seconds;
     int64_t max_batch;
@@ -360,8 +353,9 @@ std::string ModelServer::metrics_text() {
       const ServedVersion& v = *slot.current;
       // Deployment names are [A-Za-z0-9_-]: nothing in them needs escaping.
       rows.push_back({fmt::format("deployment=\"{}\",version=\"{}\"", name, v.version),
-                      v.batcher->stats(), &v.latency, v.runner->memory_bytes(), v.load_seconds,
-                      v.config.max_batch});
+                      v.batcher->stats(), v.latency.snapshot(), v.batcher->queue_time().snapshot(),
+                      v.batcher->compute_time().snapshot(), v.runner->memory_bytes(),
+                      v.load_seconds, v.config.max_batch});
       hold.push_back(slot.current);
     }
   }
@@ -382,20 +376,8 @@ std::string ModelServer::metrics_text() {
   }
   family("dlsys_serve_request_duration_seconds", "histogram",
          "Time from a request's arrival at the batcher to its answer (queue and compute).");
-  for (const auto& r : rows) {
-    uint64_t cum = 0;
-    for (size_t b = 0; b < LatencyHistogram::kBuckets; ++b) {
-      cum += r.hist->counts[b].load(std::memory_order_relaxed);
-      std::string le = b < std::size(LatencyHistogram::kBoundsMs)
-                           ? fmt::format("{}", LatencyHistogram::kBoundsMs[b] / 1000)
-                           : "+Inf";
-      out += fmt::format("dlsys_serve_request_duration_seconds_bucket{{{},le=\"{}\"}} {}\n",
-                         r.labels, le, cum);
-    }
-    out += fmt::format("dlsys_serve_request_duration_seconds_sum{{{}}} {:.6f}\n", r.labels,
-                       r.hist->sum_us.load() / 1e6);
-    out += fmt::format("dlsys_serve_request_duration_seconds_count{{{}}} {}\n", r.labels, cum);
-  }
+  for (const auto& r : rows)
+    append_histogram(&out, "dlsys_serve_request_duration_seconds", r.labels, r.latency);
   family("dlsys_serve_batch_size", "histogram", "Real rows per batch run.");
   for (const auto& r : rows) {
     uint64_t cum = 0, sum = 0;
@@ -416,15 +398,26 @@ std::string ModelServer::metrics_text() {
   family("dlsys_serve_queue_depth", "gauge", "Requests waiting in the batcher's queue now.");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_queue_depth{{{}}} {}\n", r.labels, r.st.queue_depth);
+  // Queue and compute time: histograms, and their _sum again under the counter names they had
+  // before (docs/serving.md), from the same snapshot so the two agree in every scrape.
+  family("dlsys_serve_queue_duration_seconds", "histogram",
+         "Per request that ran: arrival at the batcher to its batch starting.");
+  for (const auto& r : rows)
+    append_histogram(&out, "dlsys_serve_queue_duration_seconds", r.labels, r.queue);
+  family("dlsys_serve_compute_duration_seconds", "histogram",
+         "Per batch run: the model's wall time on one instance.");
+  for (const auto& r : rows)
+    append_histogram(&out, "dlsys_serve_compute_duration_seconds", r.labels, r.compute);
   family("dlsys_serve_queue_seconds_total", "counter",
-         "Time requests that ran spent queued, summed.");
+         "Time requests that ran spent queued, summed (= dlsys_serve_queue_duration_seconds_sum).");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_queue_seconds_total{{{}}} {:.6f}\n", r.labels,
-                       r.st.queue_us / 1e6);
-  family("dlsys_serve_compute_seconds_total", "counter", "Time batches spent running, summed.");
+                       r.queue.sum_us / 1e6);
+  family("dlsys_serve_compute_seconds_total", "counter",
+         "Time batches spent running, summed (= dlsys_serve_compute_duration_seconds_sum).");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_compute_seconds_total{{{}}} {:.6f}\n", r.labels,
-                       r.st.compute_us / 1e6);
+                       r.compute.sum_us / 1e6);
   family("dlsys_serve_model_memory_bytes", "gauge",
          "Weights and activation arenas a loaded version holds (ModelRunner::memory_bytes).");
   for (const auto& r : rows)

@@ -366,6 +366,37 @@ TEST_F(ServingTest, MetricsCountRequestsBatchesAndOutcomes) {
   has("dlsys_serve_batch_size_bucket{" + l + ",le=\"4\"} 5");
   has("dlsys_serve_batch_size_sum{" + l + "} 15");
   has("# TYPE dlsys_serve_request_duration_seconds histogram");
+  // Queue time per request that ran, compute time per batch: five of each here. Buckets are
+  // cumulative up to +Inf = _count, and the older counters carry the same sums.
+  has("# TYPE dlsys_serve_queue_duration_seconds histogram");
+  has("# TYPE dlsys_serve_compute_duration_seconds histogram");
+  for (const std::string fam :
+       {"dlsys_serve_queue_duration_seconds", "dlsys_serve_compute_duration_seconds"}) {
+    has(fam + "_count{" + l + "} 5");
+    has(fam + "_bucket{" + l + ",le=\"+Inf\"} 5");
+    uint64_t last = 0;
+    int buckets = 0;
+    for (size_t at = m.find(fam + "_bucket{"); at != std::string::npos;
+         at = m.find(fam + "_bucket{", at + 1)) {
+      size_t sp = m.find("} ", at);
+      uint64_t v = std::stoull(m.substr(sp + 2, m.find('\n', sp) - sp - 2));
+      EXPECT_GE(v, last) << fam << " buckets are not cumulative\n" << m;
+      last = v;
+      ++buckets;
+    }
+    EXPECT_EQ(buckets, 17) << fam;  // 16 bounds and +Inf
+    EXPECT_EQ(last, 5u);
+  }
+  auto value = [&](const std::string& series) {
+    size_t at = m.find(series + " ");
+    EXPECT_NE(at, std::string::npos) << series;
+    return at == std::string::npos ? -1.0 : std::stod(m.substr(at + series.size() + 1));
+  };
+  EXPECT_EQ(value("dlsys_serve_queue_seconds_total{" + l + "}"),
+            value("dlsys_serve_queue_duration_seconds_sum{" + l + "}"));
+  EXPECT_EQ(value("dlsys_serve_compute_seconds_total{" + l + "}"),
+            value("dlsys_serve_compute_duration_seconds_sum{" + l + "}"));
+  EXPECT_GT(value("dlsys_serve_compute_duration_seconds_sum{" + l + "}"), 0);
   EXPECT_NE(m.find("dlsys_serve_model_memory_bytes{" + l + "} "), std::string::npos);
   EXPECT_NE(m.find("dlsys_http_requests_total"), std::string::npos);  // the server's own
 }
