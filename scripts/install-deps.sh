@@ -21,6 +21,9 @@ PKGS=(
   libzstd-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # the Prometheus server that tests/serve/prometheus_test.cpp starts on a loopback port to
+  # scrape /metrics (the package also installs a system service on :9090; the test does not use it)
+  prometheus
   # fuzzers (fuzz/): clang, libFuzzer and the sanitizer runtimes (libclang-rt), and clang's
   # OpenMP (the top-level CMakeLists finds OpenMP whatever the compiler)
   clang libclang-rt-14-dev libomp-dev
