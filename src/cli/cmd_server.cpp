@@ -58,7 +58,9 @@ int run_server(const ServerArgs& a) {
   so.housekeeping = [be] { be->sweep_temp_files(); };
   // Serving: the deployments stored in this data directory are loaded before the server listens
   // (one that fails to load is reported and left out; GET /v2/health/ready says so).
-  serve::ModelServer models(be->store(), be->objects(), {});
+  serve::ModelServerOptions mo;
+  mo.sample_dir = be->options().data_dir + "/samples";  // request sampling (docs/formats.md)
+  serve::ModelServer models(be->store(), be->objects(), mo);
   serve::add_serve_routes(be->router(), models, be->store());
   Status started = models.start();
   if (!started.ok()) return fail(started.message());

@@ -24,6 +24,7 @@ struct DeploymentConfig {
   int64_t max_queue = 256;      // requests waiting; more get 503
   int64_t timeout_ms = 1000;    // a request's deadline unless it sets its own
   int64_t priority_levels = 2;  // request parameter "priority": 0 (most urgent) .. levels-1
+  double sample_rate = 0;       // fraction of requests recorded for monitoring (request_sampler.h)
 };
 
 // Reads and checks `config` (an object; absent fields keep their defaults, unknown fields are

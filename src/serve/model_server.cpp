@@ -30,7 +30,10 @@ ServedVersion::~ServedVersion() {
 
 ModelServer::ModelServer(meta::MetaStore& store, meta::ArtifactStore& objects,
                          ModelServerOptions options)
-    : store_(store), objects_(objects), options_(options) {}
+    : store_(store), objects_(objects), options_(options) {
+  if (!options_.sample_dir.empty())
+    sampler_ = std::make_shared<RequestSampler>(RequestSamplerOptions{.dir = options_.sample_dir});
+}
 
 ModelServer::~ModelServer() {
   stop();
@@ -69,8 +72,11 @@ void ModelServer::stop() {
   reap_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
   // Anything retired after the reaper left (not expected) drains here.
-  std::lock_guard<std::mutex> lock(reap_mu_);
-  retired_.clear();
+  {
+    std::lock_guard<std::mutex> lock(reap_mu_);
+    retired_.clear();
+  }
+  if (sampler_) sampler_->stop();  // every batcher drained: write the last samples
 }
 
 Result<int64_t> ModelServer::resolve(const meta::Deployment& d) {
@@ -196,6 +202,9 @@ static bool same_specs(const std::vector<TensorSpec>& a, const std::vector<Tenso
 Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& request,
                           InferDone done) {
   const std::string name = v->deployment;
+  // Request sampling: decided once; recorded with the answer (an id is generated if none).
+  std::shared_ptr<PendingSample> sample =
+      sampler_ ? sampler_->begin(v->config.sample_rate, name, request, v->outputs) : nullptr;
   // A version retired between find() and submit() refuses with "shutting down": the request
   // goes to the version that replaced it (a few tries: switches are rare).
   for (int attempt = 0;; ++attempt) {
@@ -209,10 +218,13 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
       return Status::Invalid("parameter priority {} is out of range 0..{} for deployment '{}'",
                              r.priority, v->config.priority_levels - 1, name);
     // Raw pointer: the histogram outlives the batcher's threads (see ServedVersion).
-    r.done = [done, version = v->version, hist = &v->latency,
-              t0 = Clock::now()](Result<std::vector<Tensor>> out) {
-      hist->observe(
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+    r.done = [done, version = v->version, hist = &v->latency, t0 = Clock::now(), sample,
+              sampler = sample ? sampler_ : nullptr,
+              model = sample ? v->model : std::string()](Result<std::vector<Tensor>> out) {
+      const int64_t us =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+      hist->observe(us);
+      if (sampler && out.ok()) sampler->finish(sample, model, version, us, *out);
       done(version, std::move(out));
     };
     Status st = v->batcher->submit(std::move(r));
@@ -346,6 +358,7 @@ std::string ModelServer::metrics_text() {
   };
   std::vector<Row> rows;
   std::vector<std::shared_ptr<ServedVersion>> hold;  // keeps the histograms alive while read
+  std::vector<std::string> names;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [name, slot] : slots_) {
@@ -357,6 +370,7 @@ std::string ModelServer::metrics_text() {
                       v.batcher->compute_time().snapshot(), v.runner->memory_bytes(),
                       v.load_seconds, v.config.max_batch});
       hold.push_back(slot.current);
+      names.push_back(name);
     }
   }
   std::string out;
@@ -426,6 +440,7 @@ std::string ModelServer::metrics_text() {
          "Time to load and warm the version (open, plan every bucket, run once).");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_model_load_seconds{{{}}} {:.6f}\n", r.labels, r.load_seconds);
+  if (sampler_) out += sampler_->metrics_text(names);  // per deployment, not per version
   return out;
 }
 

@@ -36,6 +36,7 @@
 #include "serve/deployment_config.h"
 #include "serve/latency_histogram.h"
 #include "serve/model_runner.h"
+#include "serve/request_sampler.h"
 #include "serve/v2_codec.h"
 
 namespace dlsys::serve {
@@ -59,6 +60,9 @@ struct ServedVersion {
 
 struct ModelServerOptions {
   std::chrono::milliseconds poll{500};  // how often aliases are checked
+  // Request sampling's log root (DATA_DIR/samples); "" turns sampling off whatever the
+  // deployments' sample_rate says.
+  std::string sample_dir;
 };
 
 class ModelServer {
@@ -141,6 +145,7 @@ class ModelServer {
   bool stopping_ = false;
   std::thread watcher_, reaper_;
   std::atomic<bool> started_{false};
+  std::shared_ptr<RequestSampler> sampler_;  // null without options_.sample_dir
 };
 
 }  // namespace dlsys::serve
