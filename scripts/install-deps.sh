@@ -31,6 +31,8 @@ PKGS=(
   python3 python3-numpy python3-onnx python3-torch python3-torchvision
   # no-recommends would drop these, and the scripts use them
   python3-protobuf
+  # scripts/check_k8s.py (make lint) parses the Kubernetes manifests under deploy/
+  python3-yaml
 )
 # The ONNX Runtime peer runs under node (npm package installed by bench/engine). A machine may
 # already carry another node build (nodesource) whose npm conflicts with Debian's: only install

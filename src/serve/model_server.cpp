@@ -357,8 +357,7 @@ std::string ModelServer::metrics_text() {
     int64_t max_batch;
   };
   std::vector<Row> rows;
-  std::vector<std::shared_ptr<ServedVersion>> hold;  // keeps the histograms alive while read
-  std::vector<std::string> names;
+  std::vector<std::string> names;  // the histograms are snapshots: nothing is read later
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [name, slot] : slots_) {
@@ -369,7 +368,6 @@ std::string ModelServer::metrics_text() {
                       v.batcher->stats(), v.latency.snapshot(), v.batcher->queue_time().snapshot(),
                       v.batcher->compute_time().snapshot(), v.runner->memory_bytes(),
                       v.load_seconds, v.config.max_batch});
-      hold.push_back(slot.current);
       names.push_back(name);
     }
   }
