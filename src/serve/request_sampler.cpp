@@ -452,11 +452,11 @@ uint32_t u32_at(std::string_view b, size_t off) {
   return v;
 }
 
-// Scans one segment. Torn tails go to scan->torn; anything else is an error naming the offset.
-Status scan_file(const std::string& path, const SampleReadOptions& opts,
-                 const std::function<Status(SampleRecord&&)>& visit, SampleScan* scan) {
-  DLSYS_ASSIGN_OR_RETURN(std::string data, read_file(path));
-  const std::string_view b(data);
+}  // namespace
+
+Status parse_sample_segment(std::string_view b, const std::string& path,
+                            const SampleReadOptions& opts,
+                            const std::function<Status(SampleRecord&&)>& visit, SampleScan* scan) {
   auto damaged = [&](size_t off, const std::string& what) {
     return Status::IOError("sample log {} at offset {}: {}", path, off, what);
   };
@@ -533,8 +533,6 @@ Status scan_file(const std::string& path, const SampleReadOptions& opts,
   return Status::OK();
 }
 
-}  // namespace
-
 Result<SampleScan> scan_samples(const std::string& dir, const SampleReadOptions& options,
                                 const std::function<Status(SampleRecord&&)>& visit) {
   SampleScan scan;
@@ -550,7 +548,8 @@ Result<SampleScan> scan_samples(const std::string& dir, const SampleReadOptions&
   std::sort(files.begin(), files.end());  // names start with the creation time
   for (const auto& f : files) {
     ++scan.files;
-    DLSYS_RETURN_IF_ERROR(scan_file(f, options, visit, &scan));
+    DLSYS_ASSIGN_OR_RETURN(std::string bytes, read_file(f));
+    DLSYS_RETURN_IF_ERROR(parse_sample_segment(bytes, f, options, visit, &scan));
   }
   return scan;
 }

@@ -26,6 +26,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -165,6 +166,12 @@ std::string sample_dir(const std::string& root, const std::string& deployment);
 // and the offset. A missing directory is an empty log.
 Result<SampleScan> scan_samples(const std::string& dir, const SampleReadOptions& options,
                                 const std::function<Status(SampleRecord&&)>& visit);
+// Parses one segment's bytes (what scan_samples does for each file; `name` is the file named in
+// errors and torn tails). Records in the window go to `visit`; torn tails to scan->torn; damage
+// is an IOError. scan->files is not counted here.
+Status parse_sample_segment(std::string_view bytes, const std::string& name,
+                            const SampleReadOptions& options,
+                            const std::function<Status(SampleRecord&&)>& visit, SampleScan* scan);
 // scan_samples into a vector (for small logs and tests); `scan` gets the summary if given.
 Result<std::vector<SampleRecord>> read_samples(const std::string& dir,
                                                const SampleReadOptions& options = {},
