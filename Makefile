@@ -26,10 +26,12 @@ build: deps
 # AVX2.
 test: lint test-asan test-fuzz test-unit test-avx2
 
-# The tree is clang-formatted (no diff) and every #include follows docs/architecture.md.
+# The tree is clang-formatted (no diff), every #include follows docs/architecture.md, and the
+# Kubernetes manifests under deploy/ parse and fit together (deploy/k8s/README.md).
 lint: deps
 	@bash scripts/check-format.sh
 	@python3 scripts/check_deps.py
+	@python3 scripts/check_k8s.py
 
 test-unit: build
 	@cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

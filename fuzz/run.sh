@@ -16,7 +16,7 @@ seconds="${2:-8}"
 shift $(($# < 2 ? $# : 2))
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(fuzz_http fuzz_routes fuzz_dataset_ref fuzz_run_filter fuzz_v2_infer)
+  targets=(fuzz_http fuzz_routes fuzz_dataset_ref fuzz_run_filter fuzz_v2_infer fuzz_samples)
 fi
 
 failed=0

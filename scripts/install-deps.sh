@@ -21,6 +21,9 @@ PKGS=(
   libzstd-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # the Prometheus server that tests/serve/prometheus_test.cpp starts on a loopback port to
+  # scrape /metrics (the package also installs a system service on :9090; the test does not use it)
+  prometheus
   # fuzzers (fuzz/): clang, libFuzzer and the sanitizer runtimes (libclang-rt), and clang's
   # OpenMP (the top-level CMakeLists finds OpenMP whatever the compiler)
   clang libclang-rt-14-dev libomp-dev
@@ -28,6 +31,8 @@ PKGS=(
   python3 python3-numpy python3-onnx python3-torch python3-torchvision
   # no-recommends would drop these, and the scripts use them
   python3-protobuf
+  # scripts/check_k8s.py (make lint) parses the Kubernetes manifests under deploy/
+  python3-yaml
 )
 # The ONNX Runtime peer runs under node (npm package installed by bench/engine). A machine may
 # already carry another node build (nodesource) whose npm conflicts with Debian's: only install

@@ -17,6 +17,7 @@ struct DeployArgs : ClientArgs {
   // deployment's current values, apply).
   std::optional<int64_t> max_batch, max_delay_us, instances, threads, max_queue, timeout_ms,
       cache_mb, weight, min_instances, max_instances;
+  std::optional<double> sample_rate;
   std::string precision;
   std::string canary, shadow;  // MODEL@VERSION
   bool no_shadow = false;
@@ -38,6 +39,9 @@ void add_config_options(CLI::App* c, DeployArgs* a) {
   c->add_option("--max-queue", a->max_queue, "Queued requests before 503 (256)");
   c->add_option("--timeout-ms", a->timeout_ms,
                 "A request's deadline unless it sets parameters.timeout (1000)");
+  c->add_option("--sample-rate", a->sample_rate,
+                "Fraction (0..1) of successful requests recorded with inputs and outputs under "
+                "DATA_DIR/samples for monitoring (0: off, the default)");
   c->add_option("--cache-mb", a->cache_mb,
                 "Response cache per version, LRU by bytes: repeated inputs are answered without "
                 "running (0: off, the default)");
@@ -85,6 +89,7 @@ Result<json> config_of(const DeployArgs& a, json base) {
   put("max_queue", a.max_queue);
   put("timeout_ms", a.timeout_ms);
   put("cache_mb", a.cache_mb);
+  if (a.sample_rate) base["sample_rate"] = *a.sample_rate;
   put("min_instances", a.min_instances);
   put("max_instances", a.max_instances);
   if (a.max_instances) base.erase("instances");

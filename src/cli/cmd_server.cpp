@@ -61,6 +61,7 @@ int run_server(const ServerArgs& a) {
   // (one that fails to load is reported and left out; GET /v2/health/ready says so).
   serve::ModelServerOptions mo;
   mo.memory_budget_bytes = a.serve_memory_mb << 20;
+  mo.sample_dir = be->options().data_dir + "/samples";  // request sampling (docs/formats.md)
   serve::ModelServer models(be->store(), be->objects(), mo);
   serve::add_serve_routes(be->router(), models, be->store());
   Status started = models.start();

@@ -222,7 +222,9 @@ void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
     parts.push_back(&it.req.inputs);
     rows.push_back(it.req.rows);
     total += it.req.rows;
-    queue_us += micros(start - it.submitted);
+    const int64_t waited = micros(start - it.submitted);
+    queue_us += waited;
+    queue_time_.observe(waited);
   }
   Result<std::vector<std::vector<Tensor>>> answers = Status::Internal("batch did not run");
   Clock::time_point run_start = start, run_end = start;
@@ -240,6 +242,7 @@ void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
     }
     run_end = Clock::now();
     ran = true;
+    compute_time_.observe(micros(run_end - run_start));
     answers = out.ok() ? split_rows(out.value(), rows)
                        : Result<std::vector<std::vector<Tensor>>>(out.status());
   }

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "serve/latency_histogram.h"
 #include "tensor/tensor.h"
 
 namespace dlsys::serve {
@@ -110,6 +111,11 @@ class DynamicBatcher {
   void stop();
   BatcherStats stats() const;
   const BatcherOptions& options() const { return opts_; }
+  // Per request that ran (it counts the same requests as stats().queue_us): the time from
+  // submit() to its batch starting. Buckets LatencyHistogram::kFineBoundsUs.
+  const LatencyHistogram& queue_time() const { return queue_time_; }
+  // Per batch run (the batches of stats().batches): the RunFn's wall time.
+  const LatencyHistogram& compute_time() const { return compute_time_; }
 
  private:
   struct Item {
@@ -138,6 +144,8 @@ class DynamicBatcher {
   bool stopping_ = false;            // submit refuses; workers drain and exit
   bool timer_stop_ = false;          // the timer exits
   BatcherStats stats_;
+  LatencyHistogram queue_time_{LatencyHistogram::kFineBoundsUs};
+  LatencyHistogram compute_time_{LatencyHistogram::kFineBoundsUs};
   std::vector<std::thread> workers_;
   std::thread timer_;
   std::mutex stop_mu_;  // serializes stop()

@@ -63,15 +63,15 @@ bool same_runtime(const DeploymentConfig& a, const DeploymentConfig& b) {
          a.max_instances == b.max_instances && a.threads == b.threads &&
          a.precision == b.precision && a.int8 == b.int8 && a.max_queue == b.max_queue &&
          a.timeout_ms == b.timeout_ms && a.priority_levels == b.priority_levels &&
-         a.cache_mb == b.cache_mb;
+         a.cache_mb == b.cache_mb && a.sample_rate == b.sample_rate;
 }
 
 Result<DeploymentConfig> parse_deployment_config(const json& config) {
   if (!config.is_object()) return Status::Invalid("a deployment's config must be a JSON object");
-  static const char* kKnown[] = {"max_batch",    "max_delay_us", "instances",  "threads",
-                                 "precision",    "max_queue",    "timeout_ms", "priority_levels",
-                                 "cache_mb",     "canary",       "shadow",     "min_instances",
-                                 "max_instances"};
+  static const char* kKnown[] = {"max_batch",     "max_delay_us", "instances",  "threads",
+                                 "precision",     "max_queue",    "timeout_ms", "priority_levels",
+                                 "cache_mb",      "canary",       "shadow",     "min_instances",
+                                 "max_instances", "sample_rate"};
   for (auto it = config.begin(); it != config.end(); ++it) {
     bool known = false;
     for (const char* k : kKnown) known = known || it.key() == k;
@@ -79,7 +79,7 @@ Result<DeploymentConfig> parse_deployment_config(const json& config) {
       return Status::Invalid(
           "config.{} is not a deployment setting (known: max_batch, max_delay_us, instances, "
           "threads, precision, max_queue, timeout_ms, priority_levels, cache_mb, canary, shadow, "
-          "min_instances, max_instances)",
+          "min_instances, max_instances, sample_rate)",
           it.key().substr(0, 64));
   }
   DeploymentConfig c;
@@ -115,6 +115,12 @@ Result<DeploymentConfig> parse_deployment_config(const json& config) {
     return Status::Invalid(
         "config.shadow is the canary's version ({}@{}); a shadow must be another version",
         c.shadow->model, c.shadow->version);
+  if (auto it = config.find("sample_rate"); it != config.end() && !it->is_null()) {
+    if (!it->is_number() || !(it->get<double>() >= 0 && it->get<double>() <= 1))
+      return Status::Invalid("config.sample_rate must be a number in 0..1, got {}",
+                             it->dump().substr(0, 40));
+    c.sample_rate = it->get<double>();
+  }
   if (auto it = config.find("precision"); it != config.end() && !it->is_null()) {
     std::string p = it->is_string() ? it->get<std::string>() : "";
     if (p == "fp32" || p == "f32")
@@ -141,7 +147,8 @@ json deployment_config_json(const DeploymentConfig& c) {
             {"max_queue", c.max_queue},
             {"timeout_ms", c.timeout_ms},
             {"priority_levels", c.priority_levels},
-            {"cache_mb", c.cache_mb}};
+            {"cache_mb", c.cache_mb},
+            {"sample_rate", c.sample_rate}};
   if (c.max_instances > 0) {
     j.erase("instances");
     j["min_instances"] = c.min_instances;

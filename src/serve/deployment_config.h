@@ -43,10 +43,12 @@ struct DeploymentConfig {
   int64_t cache_mb = 0;         // response cache per version, LRU by bytes; 0: off
   std::optional<TrafficTarget> canary;
   std::optional<TrafficTarget> shadow;
+  double sample_rate = 0;  // fraction of requests recorded for monitoring (request_sampler.h)
 };
 
-// True when `a` and `b` load and run a version the same way (everything but the canary and the
-// shadow): a version loaded under `a` can keep serving under `b` without a reload.
+// True when `a` and `b` load and run a version the same way (every setting but the canary and
+// the shadow, which belong to the deployment): a version loaded under `a` can keep serving under
+// `b` without a reload.
 bool same_runtime(const DeploymentConfig& a, const DeploymentConfig& b);
 
 // Reads and checks `config` (an object; absent fields keep their defaults, unknown fields are

@@ -51,13 +51,6 @@ int64_t memory_of(const std::shared_ptr<ServedVersion>& v) {
 
 }  // namespace
 
-void LatencyHistogram::observe(int64_t us) {
-  size_t b = 0;
-  while (b < std::size(kBoundsMs) && static_cast<double>(us) > kBoundsMs[b] * 1000) ++b;
-  counts[b].fetch_add(1, std::memory_order_relaxed);
-  sum_us.fetch_add(static_cast<uint64_t>(std::max<int64_t>(us, 0)), std::memory_order_relaxed);
-}
-
 ServedVersion::~ServedVersion() {
   // The batcher's workers call into the runner: stop them (drain) before the runner goes.
   if (batcher) batcher->stop();
@@ -71,7 +64,10 @@ ServedVersion::~ServedVersion() {
 
 ModelServer::ModelServer(meta::MetaStore& store, meta::ArtifactStore& objects,
                          ModelServerOptions options)
-    : store_(store), objects_(objects), options_(options) {}
+    : store_(store), objects_(objects), options_(options) {
+  if (!options_.sample_dir.empty())
+    sampler_ = std::make_shared<RequestSampler>(RequestSamplerOptions{.dir = options_.sample_dir});
+}
 
 ModelServer::~ModelServer() {
   stop();
@@ -117,8 +113,11 @@ void ModelServer::stop() {
   reap_cv_.notify_all();
   if (reaper_.joinable()) reaper_.join();
   // Anything retired after the reaper left (not expected) drains here.
-  std::lock_guard<std::mutex> lock(reap_mu_);
-  retired_.clear();
+  {
+    std::lock_guard<std::mutex> lock(reap_mu_);
+    retired_.clear();
+  }
+  if (sampler_) sampler_->stop();  // every batcher drained: write the last samples
 }
 
 Result<int64_t> ModelServer::resolve(const meta::Deployment& d) {
@@ -490,12 +489,16 @@ static bool same_specs(const std::vector<TensorSpec>& a, const std::vector<Tenso
 Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& request,
                           InferDone done) {
   const std::string name = v->deployment;
+  // Request sampling: decided once; recorded with the answer (an id is generated if none).
+  std::shared_ptr<PendingSample> sample =
+      sampler_ ? sampler_->begin(v->config.sample_rate, name, request, v->outputs) : nullptr;
   if (v->cache) {
     std::vector<Tensor> inputs;
     for (auto& in : request.inputs) inputs.push_back(in.tensor);
     CacheKey key = cache_key(inputs);
     if (auto hit = v->cache->get(key)) {
       v->latency.observe(0);
+      if (sample) sampler_->finish(sample, v->model, v->version, 0, *hit);
       done(v->version, std::move(*hit));
       return Status::OK();
     }
@@ -538,10 +541,13 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
       return Status::Invalid("parameter priority {} is out of range 0..{} for deployment '{}'",
                              r.priority, v->config.priority_levels - 1, name);
     // Raw pointer: the histogram outlives the batcher's threads (see ServedVersion).
-    r.done = [done, version = v->version, hist = &v->latency,
-              t0 = Clock::now()](Result<std::vector<Tensor>> out) {
-      hist->observe(
-          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
+    r.done = [done, version = v->version, hist = &v->latency, t0 = Clock::now(), sample,
+              sampler = sample ? sampler_ : nullptr,
+              model = sample ? v->model : std::string()](Result<std::vector<Tensor>> out) {
+      const int64_t us =
+          std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
+      hist->observe(us);
+      if (sampler && out.ok()) sampler->finish(sample, model, version, us, *out);
       done(version, std::move(out));
     };
     st = v->batcher->submit(std::move(r));
@@ -783,7 +789,7 @@ std::string ModelServer::metrics_text() {
   struct Row {
     std::string labels;
     BatcherStats st;
-    const LatencyHistogram* hist;
+    LatencyHistogram::Snapshot latency, queue, compute;
     int64_t memory;
     double load_seconds;
     int64_t max_batch;
@@ -797,13 +803,14 @@ std::string ModelServer::metrics_text() {
   };
   std::vector<SlotRow> slot_rows;
   std::vector<Row> rows;
-  std::vector<std::shared_ptr<ServedVersion>> hold;  // keeps the histograms alive while read
+  std::vector<std::string> names;  // the histograms are snapshots: nothing is read later
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (const auto& [name, slot] : slots_) {
       slot_rows.push_back({fmt::format("deployment=\"{}\"", name), slot.evictions, slot.cold_starts,
                            slot.last_cold_start_seconds,
                            slot.shadow ? slot.shadow_stats : nullptr});
+      names.push_back(name);
       std::pair<const char*, const std::shared_ptr<ServedVersion>*> roles[] = {
           {"primary", &slot.current}, {"canary", &slot.canary}, {"shadow", &slot.shadow}};
       for (const auto& [role, p] : roles) {
@@ -812,10 +819,10 @@ std::string ModelServer::metrics_text() {
         // Deployment and model names are [A-Za-z0-9_.-]: nothing in them needs escaping.
         rows.push_back({fmt::format("deployment=\"{}\",model=\"{}\",version=\"{}\",role=\"{}\"",
                                     name, v.model, v.version, role),
-                        v.batcher->stats(), &v.latency, v.runner->memory_bytes(), v.load_seconds,
-                        v.config.max_batch,
+                        v.batcher->stats(), v.latency.snapshot(),
+                        v.batcher->queue_time().snapshot(), v.batcher->compute_time().snapshot(),
+                        v.runner->memory_bytes(), v.load_seconds, v.config.max_batch,
                         v.cache ? std::optional<CacheStats>(v.cache->stats()) : std::nullopt});
-        hold.push_back(*p);
       }
     }
   }
@@ -837,20 +844,8 @@ std::string ModelServer::metrics_text() {
   }
   family("dlsys_serve_request_duration_seconds", "histogram",
          "Time from a request's arrival at the batcher to its answer (queue and compute).");
-  for (const auto& r : rows) {
-    uint64_t cum = 0;
-    for (size_t b = 0; b < LatencyHistogram::kBuckets; ++b) {
-      cum += r.hist->counts[b].load(std::memory_order_relaxed);
-      std::string le = b < std::size(LatencyHistogram::kBoundsMs)
-                           ? fmt::format("{}", LatencyHistogram::kBoundsMs[b] / 1000)
-                           : "+Inf";
-      out += fmt::format("dlsys_serve_request_duration_seconds_bucket{{{},le=\"{}\"}} {}\n",
-                         r.labels, le, cum);
-    }
-    out += fmt::format("dlsys_serve_request_duration_seconds_sum{{{}}} {:.6f}\n", r.labels,
-                       r.hist->sum_us.load() / 1e6);
-    out += fmt::format("dlsys_serve_request_duration_seconds_count{{{}}} {}\n", r.labels, cum);
-  }
+  for (const auto& r : rows)
+    append_histogram(&out, "dlsys_serve_request_duration_seconds", r.labels, r.latency);
   family("dlsys_serve_batch_size", "histogram", "Real rows per batch run.");
   for (const auto& r : rows) {
     uint64_t cum = 0, sum = 0;
@@ -871,15 +866,26 @@ std::string ModelServer::metrics_text() {
   family("dlsys_serve_queue_depth", "gauge", "Requests waiting in the batcher's queue now.");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_queue_depth{{{}}} {}\n", r.labels, r.st.queue_depth);
+  // Queue and compute time: histograms, and their _sum again under the counter names they had
+  // before (docs/serving.md), from the same snapshot so the two agree in every scrape.
+  family("dlsys_serve_queue_duration_seconds", "histogram",
+         "Per request that ran: arrival at the batcher to its batch starting.");
+  for (const auto& r : rows)
+    append_histogram(&out, "dlsys_serve_queue_duration_seconds", r.labels, r.queue);
+  family("dlsys_serve_compute_duration_seconds", "histogram",
+         "Per batch run: the model's wall time on one instance.");
+  for (const auto& r : rows)
+    append_histogram(&out, "dlsys_serve_compute_duration_seconds", r.labels, r.compute);
   family("dlsys_serve_queue_seconds_total", "counter",
-         "Time requests that ran spent queued, summed.");
+         "Time requests that ran spent queued, summed (= dlsys_serve_queue_duration_seconds_sum).");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_queue_seconds_total{{{}}} {:.6f}\n", r.labels,
-                       r.st.queue_us / 1e6);
-  family("dlsys_serve_compute_seconds_total", "counter", "Time batches spent running, summed.");
+                       r.queue.sum_us / 1e6);
+  family("dlsys_serve_compute_seconds_total", "counter",
+         "Time batches spent running, summed (= dlsys_serve_compute_duration_seconds_sum).");
   for (const auto& r : rows)
     out += fmt::format("dlsys_serve_compute_seconds_total{{{}}} {:.6f}\n", r.labels,
-                       r.st.compute_us / 1e6);
+                       r.compute.sum_us / 1e6);
   family("dlsys_serve_model_memory_bytes", "gauge",
          "Weights and activation arenas a loaded version holds (ModelRunner::memory_bytes).");
   for (const auto& r : rows)
@@ -927,6 +933,7 @@ std::string ModelServer::metrics_text() {
   for (const auto& sr : slot_rows)
     out += fmt::format("dlsys_serve_cold_start_seconds{{{}}} {:.6f}\n", sr.labels,
                        sr.cold_start_seconds);
+  if (sampler_) out += sampler_->metrics_text(names);  // per deployment, not per version
   return out;
 }
 

@@ -51,21 +51,14 @@
 #include "serve/autoscaler.h"
 #include "serve/batcher.h"
 #include "serve/deployment_config.h"
+#include "serve/latency_histogram.h"
 #include "serve/model_runner.h"
+#include "serve/request_sampler.h"
 #include "serve/response_cache.h"
 #include "serve/shadow.h"
 #include "serve/v2_codec.h"
 
 namespace dlsys::serve {
-
-// Request latencies (queued to answered) in fixed buckets, for /metrics. Lock-free.
-struct LatencyHistogram {
-  static constexpr double kBoundsMs[] = {0.25, 0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 1000, 5000};
-  static constexpr size_t kBuckets = std::size(kBoundsMs) + 1;  // the last is +Inf
-  std::atomic<uint64_t> counts[kBuckets] = {};
-  std::atomic<uint64_t> sum_us{0};
-  void observe(int64_t us);
-};
 
 // One loaded model version of a deployment.
 struct ServedVersion {
@@ -91,6 +84,9 @@ struct ServedVersion {
 struct ModelServerOptions {
   std::chrono::milliseconds poll{500};  // how often aliases are checked
   int64_t memory_budget_bytes = 0;      // across every loaded version (memory_bytes()); 0: none
+  // Request sampling's log root (DATA_DIR/samples); "" turns sampling off whatever the
+  // deployments' sample_rate says.
+  std::string sample_dir;
 };
 
 class ModelServer {
@@ -160,7 +156,8 @@ class ModelServer {
   // The serving metrics in Prometheus text format, labelled by deployment and version only
   // (a version's series go when it is unloaded): requests by outcome (success, rejected,
   // timeout, error), request latency histogram, batches and their sizes, queue depth, queue and
-  // compute time, memory held and load time.
+  // compute time histograms (and their sums under the older counter names), memory held and
+  // load time.
   std::string metrics_text();
 
  private:
@@ -218,6 +215,7 @@ class ModelServer {
   std::vector<std::string> to_reload_;  // evicted deployments a request is waiting for
   std::thread watcher_, reaper_, loader_;
   std::atomic<bool> started_{false};
+  std::shared_ptr<RequestSampler> sampler_;  // null without options_.sample_dir
 };
 
 }  // namespace dlsys::serve

@@ -408,6 +408,68 @@ TEST(Batcher, DoneExactlyOncePerRequestUnderConcurrentSubmitters) {
   for (int64_t r : log.rows) EXPECT_LE(r, 16);
 }
 
+// Queue time is observed per request that ran (an expired one is not), compute time per
+// batch; the histograms' sums are the stats' sums and their buckets place the durations.
+TEST(Batcher, QueueAndComputeHistogramsCountRequestsAndBatches) {
+  RunLog log;
+  Gate gate;
+  BatcherOptions o;
+  o.max_batch = 8;
+  o.max_delay_us = 0;
+  auto b = make(o, fake_run(&log, &gate));
+  Pending first, late, p2, p3, p4;
+  ASSERT_TRUE(b->submit(make_request(1, 0, &first)).ok());
+  gate.wait_entered(1);  // the only instance is busy: what comes next waits in the queue
+  Request r = make_request(1, 0, &late);
+  r.deadline = Clock::now() + milliseconds(1);
+  ASSERT_TRUE(b->submit(std::move(r)).ok());
+  ASSERT_TRUE(b->submit(make_request(2, 10, &p2)).ok());
+  ASSERT_TRUE(b->submit(make_request(2, 20, &p3)).ok());
+  ASSERT_TRUE(b->submit(make_request(3, 30, &p4)).ok());
+  EXPECT_FALSE(late.f.get().ok());               // expired in the queue
+  std::this_thread::sleep_for(milliseconds(3));  // a lower bound on the queued requests' wait
+  gate.open();
+  for (Pending* p : {&first, &p2, &p3, &p4}) EXPECT_TRUE(p->f.get().ok());
+  b->stop();
+  const BatcherStats st = b->stats();
+  ASSERT_EQ(st.batches, 2);  // {first}, then {p2, p3, p4} together
+  const auto q = b->queue_time().snapshot();
+  const auto c = b->compute_time().snapshot();
+  EXPECT_EQ(q.count, 4u);
+  EXPECT_EQ(c.count, 2u);
+  EXPECT_EQ(static_cast<int64_t>(q.sum_us), st.queue_us);
+  EXPECT_EQ(static_cast<int64_t>(c.sum_us), st.compute_us);
+  ASSERT_EQ(q.cumulative.size(), std::size(LatencyHistogram::kFineBoundsUs) + 1);
+  for (size_t i = 1; i < q.cumulative.size(); ++i) EXPECT_GE(q.cumulative[i], q.cumulative[i - 1]);
+  EXPECT_EQ(q.cumulative.back(), q.count);
+  // p2..p4 waited at least 3 ms: at most `first` is at or below the 2.5 ms bound.
+  size_t le_2500 = 0;
+  while (LatencyHistogram::kFineBoundsUs[le_2500] != 2500) ++le_2500;
+  EXPECT_LE(q.cumulative[le_2500], 1u);
+  // The first batch held on the gate at least 3 ms too.
+  EXPECT_LE(c.cumulative[le_2500], 1u);
+}
+
+TEST(LatencyHistogram, BucketsAreCumulativeAndTheTextIsPrometheus) {
+  LatencyHistogram h(LatencyHistogram::kRequestBoundsUs);
+  for (int64_t us : {0, 250, 251, 999, 4000, 7000000}) h.observe(us);
+  const auto s = h.snapshot();
+  EXPECT_EQ(s.count, 6u);
+  EXPECT_EQ(s.sum_us, uint64_t{0 + 250 + 251 + 999 + 4000 + 7000000});
+  EXPECT_EQ(s.cumulative[0], 2u);   // le 250 us: 0 and 250 (bounds are inclusive)
+  EXPECT_EQ(s.cumulative[2], 4u);   // le 1 ms
+  EXPECT_EQ(s.cumulative[4], 5u);   // le 5 ms
+  EXPECT_EQ(s.cumulative[11], 5u);  // le 5 s
+  EXPECT_EQ(s.cumulative[12], 6u);  // +Inf
+  std::string text;
+  append_histogram(&text, "x_seconds", "d=\"a\"", s);
+  EXPECT_NE(text.find("x_seconds_bucket{d=\"a\",le=\"0.00025\"} 2\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("x_seconds_bucket{d=\"a\",le=\"0.001\"} 4\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("x_seconds_bucket{d=\"a\",le=\"+Inf\"} 6\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("x_seconds_sum{d=\"a\"} 7.005500\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("x_seconds_count{d=\"a\"} 6\n"), std::string::npos) << text;
+}
+
 TEST(Batcher, CreateChecksOptions) {
   BatcherOptions o;
   o.max_batch = 0;

@@ -37,8 +37,9 @@ class ServingTest : public api::ServerFixture {
     Start(
         auth_, 16 << 20,
         [this](api::Router& r) {
-          models_ =
-              std::make_unique<ModelServer>(backend_->store(), backend_->objects(), model_options_);
+          ModelServerOptions o = model_options_;
+          if (o.sample_dir.empty()) o.sample_dir = (dir_ / "samples").string();
+          models_ = std::make_unique<ModelServer>(backend_->store(), backend_->objects(), o);
           add_serve_routes(r, *models_, backend_->store());
           ASSERT_TRUE(models_->start().ok());
         },

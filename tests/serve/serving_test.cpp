@@ -3,8 +3,10 @@
 // direct Session::run of the same ONNX model, and alias moves under load that fail no request.
 #include <atomic>
 #include <cstring>
+#include <map>
 #include <set>
 
+#include "serve/request_sampler.h"
 #include "serving_fixture.h"
 
 namespace dlsys::serve {
@@ -261,8 +263,164 @@ TEST_F(ServingTest, MetricsCountRequestsBatchesAndOutcomes) {
   has("dlsys_serve_batch_size_bucket{" + l + ",le=\"4\"} 5");
   has("dlsys_serve_batch_size_sum{" + l + "} 15");
   has("# TYPE dlsys_serve_request_duration_seconds histogram");
+  // Queue time per request that ran, compute time per batch: five of each here. Buckets are
+  // cumulative up to +Inf = _count, and the older counters carry the same sums.
+  has("# TYPE dlsys_serve_queue_duration_seconds histogram");
+  has("# TYPE dlsys_serve_compute_duration_seconds histogram");
+  for (const std::string fam :
+       {"dlsys_serve_queue_duration_seconds", "dlsys_serve_compute_duration_seconds"}) {
+    has(fam + "_count{" + l + "} 5");
+    has(fam + "_bucket{" + l + ",le=\"+Inf\"} 5");
+    uint64_t last = 0;
+    int buckets = 0;
+    for (size_t at = m.find(fam + "_bucket{"); at != std::string::npos;
+         at = m.find(fam + "_bucket{", at + 1)) {
+      size_t sp = m.find("} ", at);
+      uint64_t v = std::stoull(m.substr(sp + 2, m.find('\n', sp) - sp - 2));
+      EXPECT_GE(v, last) << fam << " buckets are not cumulative\n" << m;
+      last = v;
+      ++buckets;
+    }
+    EXPECT_EQ(buckets, 17) << fam;  // 16 bounds and +Inf
+    EXPECT_EQ(last, 5u);
+  }
+  auto value = [&](const std::string& series) {
+    size_t at = m.find(series + " ");
+    EXPECT_NE(at, std::string::npos) << series;
+    return at == std::string::npos ? -1.0 : std::stod(m.substr(at + series.size() + 1));
+  };
+  EXPECT_EQ(value("dlsys_serve_queue_seconds_total{" + l + "}"),
+            value("dlsys_serve_queue_duration_seconds_sum{" + l + "}"));
+  EXPECT_EQ(value("dlsys_serve_compute_seconds_total{" + l + "}"),
+            value("dlsys_serve_compute_duration_seconds_sum{" + l + "}"));
+  EXPECT_GT(value("dlsys_serve_compute_duration_seconds_sum{" + l + "}"), 0);
   EXPECT_NE(m.find("dlsys_serve_model_memory_bytes{" + l + "} "), std::string::npos);
   EXPECT_NE(m.find("dlsys_http_requests_total"), std::string::npos);  // the server's own
+}
+
+// Request sampling at rate 1: every successful request is recorded with the inputs it sent and
+// the outputs it got back (binary outputs, so the bytes compare exactly); a request without an
+// id gets a generated one, in the response and in the record; a refused request is not recorded.
+TEST_F(ServingTest, SampleRateOneRecordsEveryRequestAsSentAndAnswered) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                json{{"name", "mlp"},
+                     {"model", "mlp"},
+                     {"ref", "1"},
+                     {"config", {{"sample_rate", 1.0}, {"max_delay_us", 0}}}}
+                    .dump())
+                .status,
+            201);
+  struct Sent {
+    std::vector<float> x;
+    int64_t rows;
+    std::string output;  // the returned output's bytes
+  };
+  std::map<std::string, Sent> sent;  // by request id
+  for (int i = 0; i < 5; ++i) {
+    const int64_t rows = 1 + i % 3;
+    std::vector<float> x = Inputs(rows, 0.3f * i);
+    json b = InferBody(x, rows, i < 3 ? "req-" + std::to_string(i) : "");
+    b["parameters"] = {{"binary_data_output", true}};
+    auto r = Req("POST", "/v2/models/mlp/infer", b.dump());
+    ASSERT_EQ(r.status, 200) << r.body;
+    size_t jl = std::stoul(r.headers["inference-header-content-length"]);
+    json a = json::parse(r.body.substr(0, jl));
+    ASSERT_TRUE(a.contains("id")) << "a sampled request's answer carries its id: " << a.dump();
+    std::string id = a["id"];
+    if (i < 3)
+      EXPECT_EQ(id, "req-" + std::to_string(i));
+    else
+      EXPECT_EQ(id.size(), 32u) << id;
+    sent[id] = {x, rows, r.body.substr(jl)};
+  }
+  EXPECT_EQ(Req("POST", "/v2/models/mlp/infer", InferBody(Inputs(40, 0), 40).dump()).status, 400);
+  // The writer counts what it wrote (polled: it runs on its own thread).
+  const std::string written = "dlsys_serve_samples_written_total{deployment=\"mlp\"} 5\n";
+  std::string m;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+       std::chrono::steady_clock::now() < until;
+       std::this_thread::sleep_for(std::chrono::milliseconds(5))) {
+    m = Req("GET", "/metrics").body;
+    if (m.find(written) != std::string::npos) break;
+  }
+  EXPECT_NE(m.find(written), std::string::npos) << m;
+  EXPECT_NE(m.find("dlsys_serve_samples_dropped_total{deployment=\"mlp\",reason=\"queue_full\"} 0"),
+            std::string::npos);
+
+  models_->stop();  // drains and closes the log
+  auto got = read_samples(sample_dir((dir_ / "samples").string(), "mlp"));
+  ASSERT_TRUE(got.ok()) << got.status().to_string();
+  ASSERT_EQ(got->size(), 5u);
+  for (const SampleRecord& rec : *got) {
+    ASSERT_TRUE(sent.count(rec.request_id)) << rec.request_id;
+    const Sent& s = sent[rec.request_id];
+    EXPECT_EQ(rec.deployment, "mlp");
+    EXPECT_EQ(rec.model, "mlp");
+    EXPECT_EQ(rec.version, 1);
+    EXPECT_GT(rec.latency_us, 0);
+    ASSERT_EQ(rec.inputs.size(), 1u);
+    EXPECT_EQ(rec.inputs[0].name, "x");
+    EXPECT_EQ(rec.inputs[0].datatype, "FP32");
+    EXPECT_EQ(rec.inputs[0].shape, (std::vector<int64_t>{s.rows, 4}));
+    EXPECT_EQ(rec.inputs[0].data,
+              std::string(reinterpret_cast<const char*>(s.x.data()), s.x.size() * 4));
+    ASSERT_EQ(rec.outputs.size(), 1u);
+    EXPECT_EQ(rec.outputs[0].name, "y");
+    EXPECT_EQ(rec.outputs[0].shape, (std::vector<int64_t>{s.rows, 3}));
+    EXPECT_EQ(rec.outputs[0].data, s.output) << rec.request_id;
+  }
+}
+
+// Rate 0 (the default) records nothing and answers as before (no id when none was sent); rate
+// 0.5 records about half, within a binomial tolerance, and exactly the requests whose answers
+// carry a generated id.
+TEST_F(ServingTest, SampleRatesZeroAndHalf) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  for (auto [name, rate] : {std::pair<const char*, double>{"none", 0.0}, {"half", 0.5}})
+    ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                  json{{"name", name},
+                       {"model", "mlp"},
+                       {"ref", "1"},
+                       {"config", {{"sample_rate", rate}, {"max_delay_us", 0}}}}
+                      .dump())
+                  .status,
+              201);
+  EXPECT_EQ(J(Req("GET", "/api/v1/deployments/half"))["status"]["config"]["sample_rate"], 0.5);
+  const std::string body = InferBody(Inputs(1, 0.2f), 1).dump();
+  for (int i = 0; i < 50; ++i) {
+    auto r = Req("POST", "/v2/models/none/infer", body);
+    ASSERT_EQ(r.status, 200);
+    EXPECT_FALSE(J(r).contains("id")) << r.body;
+  }
+  const int kN = 400;
+  std::set<std::string> ids;
+  for (int i = 0; i < kN; ++i) {
+    auto r = Req("POST", "/v2/models/half/infer", body);
+    ASSERT_EQ(r.status, 200);
+    json a = J(r);
+    if (a.contains("id")) ids.insert(a["id"].get<std::string>());
+  }
+  models_->stop();
+  auto none = read_samples(sample_dir((dir_ / "samples").string(), "none"));
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->size(), 0u);
+  auto half = read_samples(sample_dir((dir_ / "samples").string(), "half"));
+  ASSERT_TRUE(half.ok()) << half.status().to_string();
+  // Binomial(400, 0.5): mean 200, standard deviation 10; 5 deviations either side.
+  EXPECT_GE(half->size(), 150u);
+  EXPECT_LE(half->size(), 250u);
+  std::set<std::string> recorded;
+  for (const auto& rec : *half) recorded.insert(rec.request_id);
+  EXPECT_EQ(recorded, ids) << "the recorded requests are not those answered with an id";
+  // A rate outside 0..1 is refused with the field's name.
+  auto bad =
+      Req("POST", "/api/v1/deployments",
+          json{{"name", "bad"}, {"model", "mlp"}, {"ref", "1"}, {"config", {{"sample_rate", 1.5}}}}
+              .dump());
+  EXPECT_EQ(bad.status, 400);
+  EXPECT_NE(bad.body.find("config.sample_rate must be a number in 0..1"), std::string::npos)
+      << bad.body;
 }
 
 TEST_F(ServingTest, DeploymentsAreRestoredWhenTheServerRestarts) {
