@@ -262,7 +262,9 @@ TEST(Batcher, AQueuedRequestExpiresAtItsDeadlineWhileTheOnlyInstanceIsBusy) {
   ASSERT_FALSE(res.ok());
   EXPECT_EQ(res.status().code(), StatusCode::kDeadlineExceeded);
   EXPECT_GE(answered, deadline);
-  EXPECT_LT(answered, deadline + milliseconds(10))
+  // Not when the batch leaves (a minute): a wide bound, so a loaded machine's scheduling delay
+  // does not fail it; how close to the deadline is measured by bench/serve, not here.
+  EXPECT_LT(answered, deadline + milliseconds(1000))
       << "answered "
       << std::chrono::duration_cast<std::chrono::microseconds>(answered - deadline).count()
       << " us after the deadline";
@@ -289,7 +291,9 @@ TEST(Batcher, ARequestInAFormingBatchExpiresAtItsDeadlineNotWhenTheBatchLeaves) 
   ASSERT_FALSE(res.ok());
   EXPECT_EQ(res.status().code(), StatusCode::kDeadlineExceeded);
   EXPECT_GE(answered, deadline);
-  EXPECT_LT(answered, deadline + milliseconds(10))
+  // Not when the batch leaves (a minute): a wide bound, so a loaded machine's scheduling delay
+  // does not fail it; how close to the deadline is measured by bench/serve, not here.
+  EXPECT_LT(answered, deadline + milliseconds(1000))
       << "answered "
       << std::chrono::duration_cast<std::chrono::microseconds>(answered - deadline).count()
       << " us after the deadline";
