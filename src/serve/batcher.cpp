@@ -82,7 +82,7 @@ Status DynamicBatcher::submit(Request r) {
       }
     }
   }
-  std::lock_guard<std::mutex> lk(mu_);
+  std::unique_lock<std::mutex> lk(mu_);
   if (!invalid.ok()) {
     ++stats_.rejected;
     return invalid;
@@ -95,12 +95,40 @@ Status DynamicBatcher::submit(Request r) {
     ++stats_.rejected;
     return Status::Unavailable("queue full ({} requests)", opts_.max_queue);
   }
+  if (const int instance = claim_inline_locked(); instance >= 0) {
+    ++inline_running_;
+    lk.unlock();
+    std::vector<Item> batch;
+    batch.push_back(Item{std::move(r), Clock::now()});
+    run_batch(instance, std::move(batch));
+    lk.lock();
+    busy_[static_cast<size_t>(instance)] = 0;
+    --inline_running_;
+    idle_cv_.notify_all();
+    work_cv_.notify_all();  // its worker may take what was queued meanwhile
+    return Status::OK();
+  }
   const int level = r.priority;
+  const Clock::time_point deadline = r.deadline;
   queues_[level].push_back(Item{std::move(r), Clock::now()});
   ++queued_;
   work_cv_.notify_all();
-  timer_cv_.notify_one();
+  if (deadline < timer_next_) timer_cv_.notify_one();
   return Status::OK();
+}
+
+int DynamicBatcher::claim_inline_locked() {
+  if (opts_.inline_below_us <= 0 || opts_.max_delay_us != 0 || queued_ != 0 || forming_ ||
+      avg_compute_us_ < 0 || avg_compute_us_ >= opts_.inline_below_us) {
+    return -1;
+  }
+  for (int i = 0; i < active_; ++i) {
+    if (!busy_[static_cast<size_t>(i)]) {
+      busy_[static_cast<size_t>(i)] = 1;
+      return i;
+    }
+  }
+  return -1;
 }
 
 bool DynamicBatcher::queue_empty() const {
@@ -123,7 +151,9 @@ void DynamicBatcher::worker_loop(int instance) {
   std::unique_lock<std::mutex> lk(mu_);
   for (;;) {
     work_cv_.wait(lk, [&] {
-      return (instance < active_ && !forming_ && !queue_empty()) || (stopping_ && queue_empty());
+      return (instance < active_ && !busy_[static_cast<size_t>(instance)] && !forming_ &&
+              !queue_empty()) ||
+             (stopping_ && queue_empty());
     });
     if (queue_empty()) return;  // stopping and drained
     forming_ = true;
@@ -172,8 +202,9 @@ void DynamicBatcher::worker_loop(int instance) {
       }
     }
     forming_ = false;
-    work_cv_.notify_all();   // another idle worker may start forming
-    timer_cv_.notify_one();  // the earliest queued deadline may have changed
+    // Another idle worker may start forming. (The timer is not woken: the earliest deadline can
+    // only have moved later, and it rescans when it wakes.)
+    work_cv_.notify_all();
     if (!batch.empty()) {
       lk.unlock();
       run_batch(instance, std::move(batch));
@@ -250,6 +281,8 @@ void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
     std::lock_guard<std::mutex> lk(mu_);
     stats_.queue_us += queue_us;
     if (ran) {
+      const int64_t us = micros(run_end - run_start);
+      avg_compute_us_ = avg_compute_us_ < 0 ? us : (avg_compute_us_ * 7 + us) / 8;
       ++stats_.batches;
       ++stats_.batch_rows[static_cast<size_t>(total)];
       stats_.compute_us += micros(run_end - run_start);
@@ -277,11 +310,15 @@ void DynamicBatcher::timer_loop() {
       for (auto& it : q) earliest = std::min(earliest, it.req.deadline);
     }
     if (earliest == Clock::time_point::max()) {
+      timer_next_ = earliest;
       timer_cv_.wait(lk);
+      timer_next_ = Clock::time_point::min();
       continue;
     }
     if (Clock::now() < earliest) {
+      timer_next_ = earliest;
       timer_cv_.wait_until(lk, earliest);
+      timer_next_ = Clock::time_point::min();
       continue;  // recompute: the queue may have changed
     }
     const Clock::time_point now = Clock::now();
@@ -317,6 +354,11 @@ void DynamicBatcher::stop() {
   }
   work_cv_.notify_all();
   for (auto& w : workers_) w.join();
+  {
+    // Batches run by submitting threads finish before the RunFn may go.
+    std::unique_lock<std::mutex> lk(mu_);
+    idle_cv_.wait(lk, [&] { return inline_running_ == 0; });
+  }
   {
     std::lock_guard<std::mutex> lk(mu_);
     timer_stop_ = true;

@@ -5,8 +5,10 @@
 // Threading: one worker thread per instance (index 0..instances-1) and one timer thread, all
 // started by create(). submit(), stats() and stop() are thread-safe and may be called from any
 // thread except from inside a `done` callback or the RunFn (stop() would wait on itself).
-// `done` callbacks run on batcher threads (a worker, or the timer for expired requests), never
-// under the batcher's lock; they should be short (a slow callback delays its worker's next batch).
+// `done` callbacks run on batcher threads (a worker, or the timer for expired requests), or, with
+// direct dispatch (BatcherOptions::inline_below_us), on the thread calling submit() before it
+// returns; never under the batcher's lock; they should be short (a slow callback delays its
+// worker's next batch). An instance runs one batch at a time, whoever runs it.
 //
 // Batch forming: one idle worker at a time forms a batch. It takes the oldest request of the most
 // urgent non-empty priority level (0 is the most urgent) and keeps adding requests in the same
@@ -56,6 +58,11 @@ struct BatcherOptions {
   int priority_levels = 1;  // priorities 0 (most urgent) .. priority_levels-1
   // Padded batch sizes, ascending; the last must be >= max_batch. Empty: default_buckets().
   std::vector<int64_t> buckets = {};
+  // Direct dispatch: with max_delay_us 0, a request that finds nothing queued and an idle
+  // instance runs at once on the thread that submits it (no hand-off to a worker) when the
+  // batches so far took under this many microseconds on average (a fast model: the submitting
+  // thread, often an I/O thread, is not held for long). 0: never.
+  int64_t inline_below_us = 0;
 };
 
 struct Request {
@@ -129,6 +136,8 @@ class DynamicBatcher {
   bool take_next(int64_t room, std::vector<Item>* batch);
   bool queue_empty() const;
   void run_batch(int instance, std::vector<Item> batch);
+  // Direct dispatch: an idle instance (busy_ set) for a request that need not queue, or -1.
+  int claim_inline_locked();
 
   const BatcherOptions opts_;
   const RunFn run_;
@@ -140,9 +149,14 @@ class DynamicBatcher {
   bool forming_ = false;             // a worker is forming a batch
   int active_ = 1;                   // workers 0..active_-1 take batches
   std::vector<char> busy_;           // busy_[i]: worker i is forming or running a batch
-  std::condition_variable idle_cv_;  // set_active: a worker finished its batch
-  bool stopping_ = false;            // submit refuses; workers drain and exit
-  bool timer_stop_ = false;          // the timer exits
+  std::condition_variable idle_cv_;  // set_active, stop: a batch finished
+  int inline_running_ = 0;           // batches running on submitting threads
+  int64_t avg_compute_us_ = -1;      // moving average of a batch's run time (-1: none yet)
+  // When the timer thread wakes next (max: nothing queued; min: awake, it rescans anyway):
+  // submit() wakes it only for a deadline earlier than this.
+  Clock::time_point timer_next_ = Clock::time_point::min();
+  bool stopping_ = false;    // submit refuses; workers drain and exit
+  bool timer_stop_ = false;  // the timer exits
   BatcherStats stats_;
   LatencyHistogram queue_time_{LatencyHistogram::kFineBoundsUs};
   LatencyHistogram compute_time_{LatencyHistogram::kFineBoundsUs};

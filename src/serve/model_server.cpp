@@ -195,6 +195,9 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
   bo.max_instances = ro.max_instances;
   bo.priority_levels = static_cast<int>(config.priority_levels);
   bo.buckets = served->runner->buckets();
+  // A request that finds an idle instance runs on the thread that received it when batches take
+  // under 200 us (and max_delay_us is 0): no hand-off for a fast model at low load.
+  bo.inline_below_us = 200;
   ModelRunner* runner = served->runner.get();
   DLSYS_ASSIGN_OR_RETURN(
       served->batcher, DynamicBatcher::create(

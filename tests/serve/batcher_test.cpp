@@ -489,3 +489,73 @@ TEST(Batcher, CreateChecksOptions) {
 
 }  // namespace
 }  // namespace dlsys::serve
+
+namespace dlsys::serve {
+namespace {
+
+// Direct dispatch: with max_delay_us 0 and a fast model, a request that finds an idle instance
+// and nothing queued runs on the submitting thread (answered before submit returns); while an
+// instance is busy and others wait, requests queue for the workers as before.
+TEST(Batcher, AFastRequestWithNothingQueuedRunsOnTheSubmittingThread) {
+  RunLog log;
+  std::mutex mu;
+  std::vector<std::thread::id> ran_on;
+  Gate gate;
+  std::atomic<bool> hold{false};
+  RunFn run = [&](int instance, const std::vector<Tensor>& in, int64_t rows) {
+    {
+      std::lock_guard<std::mutex> lk(mu);
+      ran_on.push_back(std::this_thread::get_id());
+    }
+    if (hold) gate.pass();
+    return fake_run(&log)(instance, in, rows);
+  };
+  BatcherOptions o;
+  o.max_batch = 4;
+  o.max_delay_us = 0;
+  o.inline_below_us = 1'000'000;
+  auto b = make(o, run);
+  // The first batch goes to a worker: the batcher has not measured the model yet.
+  Pending first;
+  ASSERT_TRUE(b->submit(make_request(1, 0, &first)).ok());
+  ASSERT_TRUE(first.f.get().ok());
+  EXPECT_NE(ran_on.back(), std::this_thread::get_id());
+  // Now it runs here, before submit returns.
+  Pending second;
+  ASSERT_TRUE(b->submit(make_request(2, 10, &second)).ok());
+  ASSERT_EQ(second.f.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  auto y = second.f.get();
+  ASSERT_TRUE(y.ok());
+  EXPECT_EQ((*y)[0].data_as<float>()[0], 21.f);
+  EXPECT_EQ(ran_on.back(), std::this_thread::get_id());
+  // The only instance busy (held in a run on another thread): the next request queues and its
+  // worker runs it once the instance is free, never two runs on one instance at once.
+  hold = true;
+  Pending held, queued;
+  std::thread t([&] { ASSERT_TRUE(b->submit(make_request(1, 20, &held)).ok()); });
+  gate.wait_entered(1);
+  ASSERT_TRUE(b->submit(make_request(1, 30, &queued)).ok());
+  EXPECT_EQ(b->stats().queue_depth, 1);
+  gate.open();
+  t.join();
+  EXPECT_TRUE(held.f.get().ok());
+  EXPECT_TRUE(queued.f.get().ok());
+  b->stop();
+  EXPECT_EQ(b->stats().done, 4);
+  // Off without the option, or with a delay to fill batches.
+  for (auto [below, delay] : {std::pair<int64_t, int64_t>{0, 0}, {1'000'000, 100}}) {
+    o.inline_below_us = below;
+    o.max_delay_us = delay;
+    auto off = make(o, run);
+    for (int i = 0; i < 3; ++i) {
+      Pending p;
+      ASSERT_TRUE(off->submit(make_request(1, 0, &p)).ok());
+      ASSERT_TRUE(p.f.get().ok());
+      EXPECT_NE(ran_on.back(), std::this_thread::get_id()) << below << " " << delay;
+    }
+    off->stop();
+  }
+}
+
+}  // namespace
+}  // namespace dlsys::serve
