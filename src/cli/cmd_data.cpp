@@ -2,6 +2,7 @@
 // shared with `dlsys server`): push, list, versions, show, diff, pull, tag, verify, gc.
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 
@@ -9,6 +10,7 @@
 #include "cli/commands.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "core/natural_order.h"
 #include "core/sha256.h"
 #include "data/diff.h"
 #include "data/export.h"
@@ -354,10 +356,14 @@ int run_diff(const DataArgs& a) {
   }
   const json& dr = d["drift"];
   std::printf("  drift (PSI >= %.2f or KS >= %.2f):\n", a.psi, a.ks);
-  for (auto it = dr.begin(); it != dr.end(); ++it) {
-    if (it.key() == "__summary") continue;
-    const json& c = it.value();
-    std::printf("    %-20s psi %7.4f%s  %s\n", it.key().c_str(), c.value("psi", 0.0),
+  std::vector<std::string> columns;  // c2 before c10
+  for (auto it = dr.begin(); it != dr.end(); ++it)
+    if (it.key() != "__summary") columns.push_back(it.key());
+  std::sort(columns.begin(), columns.end(),
+            [](const std::string& x, const std::string& y) { return natural_less(x, y); });
+  for (const std::string& name : columns) {
+    const json& c = dr[name];
+    std::printf("    %-20s psi %7.4f%s  %s\n", name.c_str(), c.value("psi", 0.0),
                 c.contains("ks") ? fmt::format("  ks {:6.4f}", c["ks"].get<double>()).c_str() : "",
                 c.value("drift", false) ? "DRIFT" : "ok");
   }

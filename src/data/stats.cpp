@@ -5,6 +5,8 @@
 #include <limits>
 #include <map>
 
+#include "core/natural_order.h"
+
 namespace dlsys::data {
 
 namespace {
@@ -313,6 +315,10 @@ json compute_drift(const json& reference, const json& current, const DriftThresh
   }
   for (auto it = current.begin(); it != current.end(); ++it)
     if (!reference.contains(it.key())) added.push_back(it.key());
+  auto natural = [](const std::string& x, const std::string& y) { return natural_less(x, y); };
+  std::sort(drifted.begin(), drifted.end(), natural);
+  std::sort(added.begin(), added.end(), natural);
+  std::sort(removed.begin(), removed.end(), natural);
   out["__summary"] = {{"columns_drifted", drifted},
                       {"columns_added", added},
                       {"columns_removed", removed},

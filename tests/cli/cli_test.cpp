@@ -397,6 +397,13 @@ TEST_F(Cli, DataCommandsAndTrainingFromAVersion) {
   int64_t lines = std::count(std::istreambuf_iterator<char>(in), {}, '\n');
   EXPECT_EQ(lines - 1, m["split"]["rows"]["validation"].get<int64_t>());
   EXPECT_EQ(sh("data verify digits@v1" + dd).code, 0);
+  // Columns are listed in natural order (c2 before c10), in show and in diff.
+  Ran shown = sh("data show digits" + dd);
+  EXPECT_LT(shown.out.find("  c2 "), shown.out.find("  c10 ")) << shown.out;
+  Ran diffed = sh("data diff digits@v1 digits@prod" + dd);
+  ASSERT_EQ(diffed.code, 0) << diffed.out;
+  EXPECT_LT(diffed.out.find("    c2 "), diffed.out.find("    c10 ")) << diffed.out;
+  EXPECT_NE(diffed.out.find("    c10 "), std::string::npos) << diffed.out;
   Ran missing = sh("data show digits@v4" + dd);
   EXPECT_NE(missing.code, 0);
   EXPECT_NE(missing.out.find("digits has v1..v1"), std::string::npos) << missing.out;

@@ -1,9 +1,14 @@
 // core: checked JSON reads and DLSYS_CHECK.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <string>
+#include <vector>
+
 #include "core/check.h"
 #include "core/json_get.h"
 #include "core/json_parse.h"
+#include "core/natural_order.h"
 #include "core/status.h"
 
 namespace dlsys {
@@ -69,4 +74,16 @@ TEST(CheckDeathTest, ResultValueOfAnErrorStopsWithTheError) {
 }
 
 }  // namespace
+TEST(NaturalOrder, NumbersInNamesCompareByValue) {
+  std::vector<std::string> v = {"c10",  "c2",    "c1",     "c01", "b", "c",
+                                "c100", "a10b2", "a10b10", "a9",  "",  "c0"};
+  std::sort(v.begin(), v.end(),
+            [](const std::string& a, const std::string& b) { return natural_less(a, b); });
+  EXPECT_EQ(v, (std::vector<std::string>{"", "a9", "a10b2", "a10b10", "b", "c", "c0", "c1", "c01",
+                                         "c2", "c10", "c100"}));
+  EXPECT_FALSE(natural_less("c2", "c2"));
+  EXPECT_TRUE(natural_less("x", "xa"));
+  EXPECT_FALSE(natural_less("xa", "x"));
+}
+
 }  // namespace dlsys
