@@ -151,6 +151,9 @@ int run_push(const DataArgs& a) {
   std::printf("  %lld rows in %lld shards (%lld new, %s stored, %s new) in %.2f s\n",
               (long long)r.rows, (long long)r.shards, (long long)r.shards_new,
               human_bytes(r.stored_bytes).c_str(), human_bytes(r.new_bytes).c_str(), r.seconds);
+  if ((*src)->describe().value("skipped_first_line", false))
+    std::printf(
+        "  line 1 skipped: not data (its number of fields differs from every row below it)\n");
   if (r.version.manifest.contains("split"))
     std::printf("  split: train %lld, validation %lld, test %lld\n",
                 (long long)data::split_rows(r.version, "train"),

@@ -83,7 +83,8 @@ class CsvSource : public RowSource {
     return {{"format", o_.delimiter == '\t' ? "tsv" : "csv"},
             {"path", path_},
             {"bytes", total_},
-            {"header", has_header_}};
+            {"header", has_header_},
+            {"skipped_first_line", skipped_first_line_}};
   }
 
   Result<SourceBatch> next(int64_t max_rows, int64_t max_bytes) override {
@@ -229,6 +230,19 @@ class CsvSource : public RowSource {
   }
 
   Status infer() {
+    // A first line of another width than every row below it, like the sklearn-style files
+    // ("178,13,class_0,class_1,class_2" above 14-field rows), is not data and not a header:
+    // skipped (describe() says so).
+    if (o_.header == "auto" && head_.size() >= 3) {
+      bool rest_agree = true;
+      for (size_t r = 2; r < head_.size() && rest_agree; ++r)
+        rest_agree = head_[r].size() == head_[1].size();
+      if (rest_agree && head_[0].size() != head_[1].size()) {
+        skipped_first_line_ = true;
+        head_.erase(head_.begin());
+        head_lines_.erase(head_lines_.begin());
+      }
+    }
     size_t ncols = head_[0].size();
     // Header: given, or detected when a first-row value is not numeric where rows below are.
     bool header = o_.header == "yes";
@@ -318,7 +332,11 @@ class CsvSource : public RowSource {
       out->bad.push_back({line, std::move(column), std::move(reason), std::move(text)});
     };
     if (f.size() != ncols) {
-      bad("", fmt::format("{} fields where the header has {}", f.size(), ncols));
+      bad("", fmt::format("{} fields where the {} has {}{}", f.size(),
+                          has_header_ ? "header" : "first row", ncols,
+                          line <= 3 ? "; if the first line is not data, push with --header no "
+                                      "--skip-rows 1"
+                                    : ""));
       return;
     }
     iv_.resize(ncols);
@@ -377,6 +395,7 @@ class CsvSource : public RowSource {
   bool eof_ = false;
   int64_t line_ = 1;
   bool has_header_ = false;
+  bool skipped_first_line_ = false;  // a first line of another width than the rows (infer)
   std::vector<std::vector<std::string>> head_;
   std::vector<int64_t> head_lines_;
   size_t head_pos_ = 0;

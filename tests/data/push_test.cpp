@@ -92,6 +92,40 @@ TEST_F(PushTest, CsvHeaderQuotingNullsAndTypes) {
   EXPECT_EQ(st["id"]["max"].get<double>(), 3);
 }
 
+// sklearn-style files (shared/data/wine): a first line "178,13,class_0,class_1,class_2" above
+// 14-field rows is neither data nor a header; it is skipped and the source says so. With the
+// header forced, the error says which flags read such a file.
+TEST_F(PushTest, AFirstLineOfAnotherWidthIsSkipped) {
+  std::string p = write("wine.csv",
+                        "3,2,class_0,class_1\n"
+                        "14.2,1.7,0\n"
+                        "13.2,1.8,1\n"
+                        "12.0,2.1,1\n");
+  IngestOptions io;
+  auto src = open_source(p, "", io);
+  ASSERT_TRUE(src.ok()) << src.status().to_string();
+  EXPECT_TRUE((*src)->describe()["skipped_first_line"].get<bool>());
+  auto r = push(*store_, "wine", **src, {});
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->rows, 3);
+  auto rows = all_rows(r->version);
+  ASSERT_TRUE(rows.ok());
+  ASSERT_EQ(rows->schema.columns.size(), 3u);
+  EXPECT_EQ(rows->schema.columns[2].name, "c2");
+  EXPECT_EQ(rows->schema.columns[2].type, ColumnType::kInt64);
+  // A normal header is still a header; one of another width with --header yes is an error that
+  // names the flags.
+  auto plain = open_source(write("h.csv", "a,b,c\n1,2,3\n4,5,6\n"), "", io);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_FALSE((*plain)->describe()["skipped_first_line"].get<bool>());
+  EXPECT_EQ((*plain)->schema().columns[0].name, "a");
+  io.header = "yes";
+  auto forced = push_file("forced", p, io);
+  ASSERT_FALSE(forced.ok());
+  EXPECT_NE(forced.status().message().find("--header no --skip-rows 1"), std::string::npos)
+      << forced.status().message();
+}
+
 TEST_F(PushTest, MalformedCsvNamesTheLine) {
   auto r = push_file("bad", write("b.csv", "a,b\n1,2\n3,\"x\n"));
   ASSERT_FALSE(r.ok());
