@@ -2,6 +2,7 @@
 // `dlsys experiments` and `dlsys tokens`. They talk to a server (--server URL or
 // $DLSYS_SERVER; by default the local one on 127.0.0.1:8080 when it runs) or, with --data-dir
 // or when no local server runs, to the data directory directly through the same API code.
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <set>
@@ -22,7 +23,7 @@ using json = nlohmann::json;
 // ---- runs ----
 
 struct RunsArgs : ClientArgs {
-  std::string experiment, filter, order_by, page_token;
+  std::string experiment, filter, order_by, page_token, status = "finished";
   int limit = 50;
   std::vector<int64_t> ids;
 };
@@ -64,6 +65,22 @@ Status runs_list(api::ApiClient& c, const RunsArgs& a) {
   }
   print_table(rows);
   if (next) std::printf("more: --page-token %s\n", next->c_str());
+  return Status::OK();
+}
+
+// `runs end ID --status finished|failed|killed`: PATCH /api/v1/runs/{id}.
+Status runs_end(api::ApiClient& c, const RunsArgs& a) {
+  std::string status = a.status;
+  for (char& ch : status) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  if (status != "FINISHED" && status != "FAILED" && status != "KILLED")
+    return Status::Invalid("--status '{}' must be finished, failed or killed", a.status);
+  const std::string target = fmt::format("/api/v1/runs/{}", a.ids.at(0));
+  DLSYS_ASSIGN_OR_RETURN(json rj, c.call("PATCH", target, {{"status", status}}));
+  if (a.json) {
+    print_json(rj);
+    return Status::OK();
+  }
+  std::printf("run %lld ended: %s\n", static_cast<long long>(a.ids[0]), status.c_str());
   return Status::OK();
 }
 
@@ -332,6 +349,16 @@ void add_runs(CLI::App& app, int* rc) {
   show->add_option("id", a->ids, "Run id")->required()->expected(1);
   show->callback(
       [a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_show(c, *a); }); });
+  CLI::App* end = runs->add_subcommand(
+      "end",
+      "Mark a run as ended (a run left RUNNING by a process that stopped without ending it)");
+  add_client_options(end, a.get());
+  end->add_option("id", a->ids, "Run id")->required()->expected(1);
+  end->add_option("--status", a->status, "finished, failed or killed")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"finished", "failed", "killed", "FINISHED", "FAILED", "KILLED"}));
+  end->callback(
+      [a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return runs_end(c, *a); }); });
   CLI::App* cmp = runs->add_subcommand(
       "compare", "Params and metrics of runs side by side ('*' marks differences)");
   add_client_options(cmp, a.get());

@@ -182,6 +182,7 @@ TEST_F(Cli, EveryCommandHasHelp) {
                         "runs ",
                         "runs list ",
                         "runs show ",
+                        "runs end ",
                         "runs compare ",
                         "models ",
                         "models list ",
@@ -205,7 +206,15 @@ TEST_F(Cli, EveryCommandHasHelp) {
                         "data pull ",
                         "data tag ",
                         "data verify ",
-                        "data gc "}) {
+                        "data gc ",
+                        "deploy ",
+                        "deploy create ",
+                        "deploy update ",
+                        "deploy list ",
+                        "deploy show ",
+                        "deploy promote ",
+                        "deploy rollback ",
+                        "deploy delete "}) {
     Ran r = sh(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
@@ -244,6 +253,12 @@ TEST_F(Cli, RegistryCommandsOnADataDirectory) {
   EXPECT_NE(show.out.find("model.onnx"), std::string::npos) << show.out;
   Ran cmp = sh("runs compare 1 2" + dd);
   ASSERT_EQ(cmp.code, 0) << cmp.out;
+  // A run can be ended by hand (one a dead process left RUNNING), and the status is checked.
+  Ran ended = sh("runs end 1 --status killed" + dd);
+  ASSERT_EQ(ended.code, 0) << ended.out;
+  EXPECT_NE(ended.out.find("run 1 ended: KILLED"), std::string::npos) << ended.out;
+  EXPECT_NE(sh("runs show 1" + dd).out.find("KILLED"), std::string::npos);
+  EXPECT_NE(sh("runs end 1 --status done" + dd).code, 0);
   std::string got = (dir_ / "got.onnx").string();
   ASSERT_EQ(sh("artifacts get 1 model.onnx -o " + got + dd).code, 0);
   std::ifstream a(model_, std::ios::binary), b(got, std::ios::binary);
