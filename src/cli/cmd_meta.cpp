@@ -182,7 +182,8 @@ Status runs_compare(api::ApiClient& c, const RunsArgs& a) {
 // ---- models ----
 
 struct ModelsArgs : ClientArgs {
-  std::string name, artifact = "model.onnx", file, experiment = "models", description, alias;
+  std::string name, artifact = "model.onnx", file, experiment = "models", description, alias,
+                    output;
   int64_t run = 0, version = 0;
   bool remove = false;
 };
@@ -273,6 +274,25 @@ Status models_versions(api::ApiClient& c, const ModelsArgs& a) {
                     aliases, format_time_ms(x.created_at)});
   }
   print_table(rows);
+  return Status::OK();
+}
+
+// `models get NAME@ALIAS|NAME@VERSION -o FILE`: the version's ONNX file (GET
+// /api/v1/models/{name}/versions/{version}/artifact; the store checks it against its SHA-256
+// before it is sent), written atomically.
+Status models_get(api::ApiClient& c, const ModelsArgs& a) {
+  size_t at = a.name.find('@');
+  if (at == std::string::npos || at == 0 || at + 1 == a.name.size())
+    return Status::Invalid(
+        "'{}' must be NAME@ALIAS or NAME@VERSION, e.g. digits@production or digits@3", a.name);
+  std::string model = a.name.substr(0, at), ref = a.name.substr(at + 1);
+  std::string out = a.output.empty() ? model + "-" + ref + ".onnx" : a.output;
+  DLSYS_RETURN_IF_ERROR(
+      c.download("/api/v1/models/" + enc(model) + "/versions/" + enc(ref) + "/artifact", out));
+  if (a.json)
+    print_json({{"model", model}, {"ref", ref}, {"path", out}});
+  else
+    std::printf("%s@%s -> %s\n", model.c_str(), ref.c_str(), out.c_str());
   return Status::OK();
 }
 
@@ -394,6 +414,14 @@ void add_models(CLI::App& app, int* rc) {
   vers->callback([a, rc] {
     *rc = with_client(*a, [&](api::ApiClient& c) { return models_versions(c, *a); });
   });
+  CLI::App* get = models->add_subcommand(
+      "get", "Download a model version's ONNX file: NAME@ALIAS or NAME@VERSION");
+  add_client_options(get, a.get());
+  get->add_option("model", a->name, "NAME@ALIAS or NAME@VERSION, e.g. digits@production")
+      ->required();
+  get->add_option("-o,--output", a->output, "Where to write it (default NAME-REF.onnx)");
+  get->callback(
+      [a, rc] { *rc = with_client(*a, [&](api::ApiClient& c) { return models_get(c, *a); }); });
   CLI::App* al = models->add_subcommand(
       "alias", "Point ALIAS of NAME at VERSION (promote, roll back), show it, or --delete it");
   add_client_options(al, a.get());

@@ -189,6 +189,7 @@ TEST_F(Cli, EveryCommandHasHelp) {
                         "models register ",
                         "models versions ",
                         "models alias ",
+                        "models get ",
                         "artifacts ",
                         "artifacts get ",
                         "artifacts put ",
@@ -259,6 +260,18 @@ TEST_F(Cli, RegistryCommandsOnADataDirectory) {
   EXPECT_NE(ended.out.find("run 1 ended: KILLED"), std::string::npos) << ended.out;
   EXPECT_NE(sh("runs show 1" + dd).out.find("KILLED"), std::string::npos);
   EXPECT_NE(sh("runs end 1 --status done" + dd).code, 0);
+  // models get: the version behind an alias, byte for byte.
+  std::string by_alias = (dir_ / "by-alias.onnx").string();
+  Ran mget = sh("models get digits@production -o " + by_alias + dd);
+  ASSERT_EQ(mget.code, 0) << mget.out;
+  {
+    std::ifstream x(model_, std::ios::binary), y(by_alias, std::ios::binary);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(x), {}),
+              std::string(std::istreambuf_iterator<char>(y), {}));
+  }
+  Ran mbad = sh("models get digits -o " + by_alias + dd);
+  EXPECT_NE(mbad.code, 0);
+  EXPECT_NE(mbad.out.find("NAME@ALIAS or NAME@VERSION"), std::string::npos) << mbad.out;
   std::string got = (dir_ / "got.onnx").string();
   ASSERT_EQ(sh("artifacts get 1 model.onnx -o " + got + dd).code, 0);
   std::ifstream a(model_, std::ios::binary), b(got, std::ios::binary);
