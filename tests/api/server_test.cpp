@@ -221,6 +221,55 @@ TEST_F(ServerTest, GracefulShutdownFinishesInFlightRequests) {
   EXPECT_FALSE(HttpConnection::open("127.0.0.1", server_->port()).ok()) << "still accepting";
 }
 
+// An asynchronous route with a small body runs on the I/O thread, so it is answered even while
+// every worker is busy; a body over inline_async_max_body goes to a worker and waits for one.
+TEST_F(ServerTest, SmallAsynchronousRequestsDoNotWaitForAWorker) {
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  auto routes = [&](Router& r) {
+    r.add("POST", "/test/block", Access::kPublic, [&](Request&) -> Result<Response> {
+      entered.set_value();
+      released.wait();
+      return Response::json_body({{"blocked", true}});
+    });
+    r.add_async(
+        "POST", "/test/async", Access::kPublic,
+        [](Request& req, Reply reply) {
+          reply(Response::json_body({{"bytes", req.body.size()}}));
+        },
+        1 << 20, /*json_body=*/false);
+  };
+  Start(false, 16 << 20, routes, [](ServerOptions& so) {
+    so.workers = 1;
+    so.inline_async_max_body = 1024;
+  });
+  std::thread blocker([&] {
+    auto c = HttpConnection::open("127.0.0.1", server_->port());
+    if (c.ok()) (void)(*c)->request("POST", "/test/block", "x");
+  });
+  entered.get_future().wait();  // the only worker is held now
+  auto send = [&](size_t bytes) {
+    return std::async(std::launch::async, [this, bytes] {
+      auto c = HttpConnection::open("127.0.0.1", server_->port());
+      auto r = c.ok() ? (*c)->request("POST", "/test/async", std::string(bytes, 'b'))
+                      : Result<HttpResult>(c.status());
+      return r.ok() ? *r : HttpResult{};
+    });
+  };
+  auto small = send(100);
+  bool answered = small.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  auto large = send(2000);
+  bool large_waited = large.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout;
+  release.set_value();
+  blocker.join();
+  ASSERT_TRUE(answered) << "a small asynchronous request waited for the busy worker";
+  EXPECT_EQ(J(small.get())["bytes"], 100);
+  EXPECT_TRUE(large_waited) << "a body over inline_async_max_body ran on the I/O thread";
+  HttpResult r = large.get();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(J(r)["bytes"], 2000);
+}
+
 TEST_F(ServerTest, LocalClientUsesTheSameRoutes) {
   Start();
   auto local = connect_local(*backend_);
