@@ -93,14 +93,14 @@ struct LoadgenResult {
   std::string model;
   int64_t batch = 1;
   double target_qps = 0;             // server only
-  double seconds = 0;                // first send to last answer
+  double seconds = 0;                // the start to the last answer
   int64_t sent = 0, ok = 0;          // ok: 200
   int64_t rejected = 0;              // 503 (queue full or deadline passed)
   int64_t failed = 0;                // any other status, or a transport error
   int64_t late_dispatches = 0;       // server: arrivals sent > 1 ms after their time (client-bound)
   int connections = 0;               // client connections used
   double throughput_rows_per_s = 0;  // ok * batch / seconds
-  double achieved_qps = 0;           // sent / seconds
+  double achieved_qps = 0;           // sent / seconds; server: sent / duration (the arrival rate)
   // Of the ok answers (ms; server: from the scheduled arrival).
   double mean_ms = 0, p50_ms = 0, p90_ms = 0, p99_ms = 0, max_ms = 0;
   // Of the 503 answers (ms from when each was sent).
