@@ -350,7 +350,7 @@ struct Run {
     for (size_t i = next++; i < arrivals.size(); i = next++) {
       double at = arrivals[i];
       std::this_thread::sleep_until(
-          t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at)));
+          t0 + std::chrono::ceil<Clock::duration>(std::chrono::duration<double>(at)));
       if (since_start() - at > 1e-3) ++late;
       int busy = ++in_flight;
       {
