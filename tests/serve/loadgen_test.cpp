@@ -4,6 +4,7 @@
 #include "serve/loadgen.h"
 
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cmath>
@@ -223,10 +224,22 @@ class LoadgenServerTest : public api::ServerFixture {
   std::unique_ptr<api::ApiClient> local_;
 };
 
+// CPU seconds the calling thread has used.
+double ThreadCpuSeconds() {
+  rusage u{};
+  getrusage(RUSAGE_THREAD, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
 TEST_F(LoadgenServerTest, SingleStreamSendsOneQueryAtATime) {
   LoadgenOptions o = Options(Scenario::kSingleStream);
   o.keep_records = true;
+  double cpu0 = ThreadCpuSeconds();
   auto r = run_loadgen(o);
+  // The calling thread only waits for the clients (it must not spin: the client would take
+  // CPU from the server it measures).
+  EXPECT_LT(ThreadCpuSeconds() - cpu0, 0.2);
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   EXPECT_GT(r->sent, 10);
   EXPECT_EQ(r->ok, r->sent) << r->first_error;
