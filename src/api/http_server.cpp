@@ -306,6 +306,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (route->access == Access::kPublic ||
         (!srv_.router.auth_required() && req_.header("authorization").empty()))
       return after_auth(route, srv_.router.authorize(req_, *route));
+    // A token seen within the cache's lifetime needs no database: no worker either.
+    if (std::optional<Status> cached = srv_.router.authorize_cached(req_, *route))
+      return after_auth(route, *cached);
     if (srv_.queued.load() >= srv_.options.max_queued)
       return respond_now(Response::error(503, "UNAVAILABLE",
                                          "the server is at its limit of queued requests; retry "
