@@ -384,10 +384,12 @@ Result<LoadgenResult> run_loadgen(const LoadgenOptions& o,
   DLSYS_ASSIGN_OR_RETURN(auto first, api::HttpConnection::open(o.host, o.port));
   DLSYS_ASSIGN_OR_RETURN(api::HttpResult meta, first->request("GET", model_path, "", r.headers));
   if (meta.status != 200) {
+    // The v2 routes answer {"error": "..."}, the rest of the server (auth) {"error":
+    // {"code", "message"}}; anything else is shown as it came.
     json e = json::parse(meta.body, nullptr, false);
-    std::string msg = e.is_object() && e.contains("error") && e["error"].is_string()
-                          ? e["error"].get<std::string>()
-                          : meta.body.substr(0, 300);
+    json err = e.is_object() && e.contains("error") ? e["error"] : json();
+    if (err.is_object() && err.contains("message")) err = err["message"];
+    std::string msg = err.is_string() ? err.get<std::string>() : meta.body.substr(0, 300);
     return Status(api::status_code_of_http(meta.status),
                   fmt::format("GET {}: HTTP {}: {}", model_path, meta.status, msg));
   }
