@@ -306,6 +306,9 @@ class Session : public std::enable_shared_from_this<Session> {
     if (route->access == Access::kPublic ||
         (!srv_.router.auth_required() && req_.header("authorization").empty()))
       return after_auth(route, srv_.router.authorize(req_, *route));
+    // A token seen within the cache's lifetime needs no database: no worker either.
+    if (std::optional<Status> cached = srv_.router.authorize_cached(req_, *route))
+      return after_auth(route, *cached);
     if (srv_.queued.load() >= srv_.options.max_queued)
       return respond_now(Response::error(503, "UNAVAILABLE",
                                          "the server is at its limit of queued requests; retry "
@@ -438,6 +441,23 @@ class Session : public std::enable_shared_from_this<Session> {
       req_.body = std::move(string_body_->get().body());
       string_body_.reset();
     }
+    // The guard keeps the I/O loop alive while the handler runs off it (graceful drain).
+    // An asynchronous route (inference) answers from another thread later; the worker is free
+    // as soon as the handler has handed the request on.
+    auto work = std::make_shared<asio::executor_work_guard<asio::io_context::executor_type>>(
+        asio::make_work_guard(srv_.ioc));
+    if (req_.route && req_.route->async_handler && !to_file_ &&
+        req_.body.size() <= srv_.options.inline_async_max_body) {
+      // Small and asynchronous: the handler only parses and hands on, so it runs here. The
+      // answer is posted back to this strand like a worker's (never written re-entrantly).
+      ++srv_.inflight;
+      srv_.router.dispatch_async(req_, [self = shared_from_this(), work](Response r) {
+        asio::post(self->stream_.get_executor(),
+                   [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+        work->reset();
+      });
+      return;
+    }
     if (srv_.queued.load() >= srv_.options.max_queued)
       return respond_now(Response::error(503, "UNAVAILABLE",
                                          "the server is at its limit of queued requests; retry "
@@ -445,11 +465,6 @@ class Session : public std::enable_shared_from_this<Session> {
                          keep_alive_);
     ++srv_.queued;
     ++srv_.inflight;
-    // The guard keeps the I/O loop alive while the handler runs off it (graceful drain).
-    // An asynchronous route (inference) answers from another thread later; the worker is free
-    // as soon as the handler has handed the request on.
-    auto work = std::make_shared<asio::executor_work_guard<asio::io_context::executor_type>>(
-        asio::make_work_guard(srv_.ioc));
     asio::post(srv_.pool, [self = shared_from_this(), work]() mutable {
       --self->srv_.queued;
       self->srv_.router.dispatch_async(self->req_, [self, work](Response r) {

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -84,6 +85,10 @@ class Router {
   // level against the role; sets req.principal. The HTTP server calls it before it reads a
   // body, so an unauthenticated caller costs no more than its headers.
   Status authorize(Request& req, const Route& route) const;
+  // authorize() when it needs no database work (a public route, or a Bearer token found in the
+  // token cache); std::nullopt when the token store must be asked (authorize() on a worker).
+  // The HTTP server calls it on the I/O thread, so a known token costs no thread hand-off.
+  std::optional<Status> authorize_cached(Request& req, const Route& route) const;
   // Runs the handler; never throws. When the server already matched and authorized the route
   // (req.route set), that is not repeated; otherwise dispatch matches and authorizes first.
   // Unconsumed body files are deleted.
@@ -98,6 +103,8 @@ class Router {
 
  private:
   Result<meta::Principal> authenticate(const Request& req) const;
+  // The role check of authorize once req.principal is set.
+  Status check_role(const Request& req, const Route& route) const;
   // What dispatch does before a handler runs (match, authorize, the JSON body check and its
   // memory): the route to run, or the response that ends the request here.
   Result<const Route*> prepare(Request& req, Response* early) const;

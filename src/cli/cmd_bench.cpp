@@ -1,5 +1,6 @@
 // `dlsys bench MODEL.onnx --batch B [--threads N] [--json]`: warm-up, then latency per batch
-// (median, p90) and items/s over a few seconds, on generated inputs.
+// (median, p90) and items/s over a few seconds, on generated inputs. `dlsys bench serve ...`
+// (cmd_bench_serve.cpp) is its subcommand: the serving load generator.
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
@@ -99,10 +100,14 @@ int run_bench(const BenchArgs& args) {
 
 void add_bench(CLI::App& app, int* rc) {
   auto a = std::make_shared<BenchArgs>();
-  CLI::App* sub =
-      app.add_subcommand("bench", "Measure a model's latency and throughput on generated inputs");
+  CLI::App* sub = app.add_subcommand(
+      "bench",
+      "Measure a model's latency and throughput on generated inputs (`dlsys bench serve`: "
+      "load-test a served model)");
   EngineOptions* e = &a->engine;
-  add_model_arg(sub, e);
+  // Required unless the `serve` subcommand is given (checked in the callback): CLI11 takes a
+  // word that names a subcommand as the subcommand, any other as MODEL.
+  add_model_arg(sub, e)->required(false);
   add_batch_option(sub, e, "Batch size (the first dimension of each input)");
   add_threads_option(sub, e);
   sub->add_option("--seconds", a->seconds, "How long to measure (default 3)")
@@ -113,7 +118,17 @@ void add_bench(CLI::App& app, int* rc) {
   add_json_flag(sub, e);
   add_precision_option(sub, e);
   add_no_optimize_flag(sub, e);
-  sub->callback([a, rc] { *rc = run_bench(*a); });
+  add_bench_serve(*sub, rc);
+  sub->callback([a, rc, sub] {
+    if (sub->got_subcommand("serve")) return;  // its own callback ran
+    if (a->engine.model.empty()) {
+      *rc = fail(
+          "bench needs MODEL.onnx (or `dlsys bench serve --model NAME ...` for a served "
+          "model); see `dlsys bench --help`");
+      return;
+    }
+    *rc = run_bench(*a);
+  });
 }
 
 }  // namespace dlsys::cli

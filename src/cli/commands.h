@@ -14,6 +14,8 @@ namespace dlsys::cli {
 void add_inspect(CLI::App& app, int* rc);
 void add_run(CLI::App& app, int* rc);
 void add_bench(CLI::App& app, int* rc);
+// `serve` under `bench` (cmd_bench_serve.cpp), added by add_bench.
+void add_bench_serve(CLI::App& bench, int* rc);
 void add_profile(CLI::App& app, int* rc);
 void add_quantize(CLI::App& app, int* rc);
 void add_server(CLI::App& app, int* rc);

@@ -221,6 +221,109 @@ TEST_F(ServerTest, GracefulShutdownFinishesInFlightRequests) {
   EXPECT_FALSE(HttpConnection::open("127.0.0.1", server_->port()).ok()) << "still accepting";
 }
 
+// An asynchronous route with a small body runs on the I/O thread, so it is answered even while
+// every worker is busy; a body over inline_async_max_body goes to a worker and waits for one.
+TEST_F(ServerTest, SmallAsynchronousRequestsDoNotWaitForAWorker) {
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  auto routes = [&](Router& r) {
+    r.add("POST", "/test/block", Access::kPublic, [&](Request&) -> Result<Response> {
+      entered.set_value();
+      released.wait();
+      return Response::json_body({{"blocked", true}});
+    });
+    r.add_async(
+        "POST", "/test/async", Access::kPublic,
+        [](Request& req, Reply reply) {
+          reply(Response::json_body({{"bytes", req.body.size()}}));
+        },
+        1 << 20, /*json_body=*/false);
+  };
+  Start(false, 16 << 20, routes, [](ServerOptions& so) {
+    so.workers = 1;
+    so.inline_async_max_body = 1024;
+  });
+  std::thread blocker([&] {
+    auto c = HttpConnection::open("127.0.0.1", server_->port());
+    if (c.ok()) (void)(*c)->request("POST", "/test/block", "x");
+  });
+  entered.get_future().wait();  // the only worker is held now
+  auto send = [&](size_t bytes) {
+    return std::async(std::launch::async, [this, bytes] {
+      auto c = HttpConnection::open("127.0.0.1", server_->port());
+      auto r = c.ok() ? (*c)->request("POST", "/test/async", std::string(bytes, 'b'))
+                      : Result<HttpResult>(c.status());
+      return r.ok() ? *r : HttpResult{};
+    });
+  };
+  auto small = send(100);
+  bool answered = small.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  auto large = send(2000);
+  bool large_waited = large.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout;
+  release.set_value();
+  blocker.join();
+  ASSERT_TRUE(answered) << "a small asynchronous request waited for the busy worker";
+  EXPECT_EQ(J(small.get())["bytes"], 100);
+  EXPECT_TRUE(large_waited) << "a body over inline_async_max_body ran on the I/O thread";
+  HttpResult r = large.get();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(J(r)["bytes"], 2000);
+}
+
+// A token the server checked within the token cache's lifetime is accepted on the I/O thread:
+// its small asynchronous request is answered while the only worker is busy; a token not seen
+// yet needs the token store, on a worker, and waits for it.
+TEST_F(ServerTest, AKnownTokenNeedsNoWorker) {
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  auto routes = [&](Router& r) {
+    r.add("POST", "/test/block", Access::kPublic, [&](Request&) -> Result<Response> {
+      entered.set_value();
+      released.wait();
+      return Response::json_body({{"blocked", true}});
+    });
+    r.add_async(
+        "POST", "/test/async", Access::kInfer,
+        [](Request& req, Reply reply) {
+          reply(Response::json_body({{"who", req.principal.name}}));
+        },
+        1 << 20, /*json_body=*/false);
+  };
+  Start(/*auth=*/true, 16 << 20, routes, [](ServerOptions& so) { so.workers = 1; });
+  meta::Principal root{"root", meta::Role::kAdmin};
+  auto token = [&](const std::string& name) {
+    return "Bearer " +
+           backend_->store().tokens().create_token(name, meta::Role::kInference, root)->token;
+  };
+  std::string known = token("known"), fresh = token("fresh");
+  ASSERT_EQ(Req("POST", "/test/async", "x", {{"Authorization", known}}).status, 200);
+  std::thread blocker([&] {
+    auto c = HttpConnection::open("127.0.0.1", server_->port());
+    if (c.ok()) (void)(*c)->request("POST", "/test/block", "x");
+  });
+  entered.get_future().wait();  // the only worker is held now
+  auto send = [&](const std::string& tok) {
+    return std::async(std::launch::async, [this, tok] {
+      auto c = HttpConnection::open("127.0.0.1", server_->port());
+      auto r = c.ok() ? (*c)->request("POST", "/test/async", "x", {{"Authorization", tok}})
+                      : Result<HttpResult>(c.status());
+      return r.ok() ? *r : HttpResult{};
+    });
+  };
+  auto with_known = send(known);
+  bool answered = with_known.wait_for(std::chrono::seconds(10)) == std::future_status::ready;
+  auto with_fresh = send(fresh);
+  bool waited = with_fresh.wait_for(std::chrono::milliseconds(300)) == std::future_status::timeout;
+  release.set_value();
+  blocker.join();
+  ASSERT_TRUE(answered) << "a cached token's request waited for the busy worker";
+  EXPECT_EQ(J(with_known.get())["who"], "known");
+  EXPECT_TRUE(waited) << "a token not seen yet was accepted without the token store";
+  HttpResult r = with_fresh.get();
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(J(r)["who"], "fresh");
+}
+
 TEST_F(ServerTest, LocalClientUsesTheSameRoutes) {
   Start();
   auto local = connect_local(*backend_);

@@ -103,6 +103,23 @@ TEST_F(Cli, BenchJsonHasTheAgreedFields) {
   EXPECT_LE(j["median_ms"].get<double>(), j["p90_ms"].get<double>());
 }
 
+// `serve` under `bench` leaves `dlsys bench MODEL` as it was; each says what is missing.
+TEST_F(Cli, BenchServeIsASubcommandBesideTheModelArgument) {
+  Ran r = sh("bench");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("bench needs MODEL.onnx"), std::string::npos) << r.out;
+  r = sh("bench serve --url http://127.0.0.1:1 --model m --duration 0.1");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("cannot reach the dlsys server at http://127.0.0.1:1"), std::string::npos)
+      << r.out;
+  r = sh("bench serve --model m --scenario closed");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("closed"), std::string::npos) << r.out;
+  r = sh("bench serve --help");
+  EXPECT_NE(r.out.find("--p99-bound-ms"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("default 25 ms"), std::string::npos) << r.out;
+}
+
 TEST_F(Cli, InspectPlanShowsRewritesStepsAndMemory) {
   Ran r = sh("inspect --plan --json --batch 4 " + model_);
   ASSERT_EQ(r.code, 0) << r.out;
@@ -175,6 +192,7 @@ TEST_F(Cli, EveryCommandHasHelp) {
                         "run ",
                         "inspect ",
                         "bench ",
+                        "bench serve ",
                         "profile ",
                         "quantize ",
                         "train ",
