@@ -95,6 +95,23 @@ Status DynamicBatcher::submit(Request r) {
     ++stats_.rejected;
     return Status::Unavailable("queue full ({} requests)", opts_.max_queue);
   }
+  if (opts_.shed_late && queued_ > 0 && avg_compute_us_ > 0) {
+    // Work ahead of this request: the queued rows in full batches, spread over the instances,
+    // plus the batch each instance may be running. A request that cannot be reached before its
+    // deadline is refused now (503) instead of waiting to expire in the queue.
+    const int64_t batches = (queued_rows_ + r.rows + opts_.max_batch - 1) / opts_.max_batch;
+    const int64_t waves = (batches + active_ - 1) / active_ + 1;
+    const int64_t ahead_us = waves * avg_compute_us_;
+    const Clock::time_point now = Clock::now();
+    if (now + std::chrono::microseconds(ahead_us) > r.deadline) {
+      ++stats_.rejected;
+      ++stats_.shed;
+      return Status::Unavailable(
+          "the request would wait about {} ms behind {} queued requests, past its deadline in "
+          "{} ms; retry later or give it a longer parameters.timeout",
+          ahead_us / 1000, queued_, std::max<int64_t>(0, micros(r.deadline - now)) / 1000);
+    }
+  }
   if (const int instance = claim_inline_locked(); instance >= 0) {
     ++inline_running_;
     lk.unlock();
@@ -112,6 +129,7 @@ Status DynamicBatcher::submit(Request r) {
   const Clock::time_point deadline = r.deadline;
   queues_[level].push_back(Item{std::move(r), Clock::now()});
   ++queued_;
+  queued_rows_ += queues_[level].back().req.rows;
   work_cv_.notify_all();
   if (deadline < timer_next_) timer_cv_.notify_one();
   return Status::OK();
@@ -139,6 +157,7 @@ bool DynamicBatcher::take_next(int64_t room, std::vector<Item>* batch) {
   for (auto& q : queues_) {
     if (q.empty()) continue;
     if (q.front().req.rows > room) return false;  // never skip ahead of the next in order
+    queued_rows_ -= q.front().req.rows;
     batch->push_back(std::move(q.front()));
     q.pop_front();
     --queued_;
@@ -326,6 +345,7 @@ void DynamicBatcher::timer_loop() {
     for (auto& q : queues_) {
       for (auto it = q.begin(); it != q.end();) {
         if (it->req.deadline <= now) {
+          queued_rows_ -= it->req.rows;
           expired.push_back(std::move(*it));
           it = q.erase(it);
           --queued_;

@@ -63,6 +63,10 @@ struct BatcherOptions {
   // batches so far took under this many microseconds on average (a fast model: the submitting
   // thread, often an I/O thread, is not held for long). 0: never.
   int64_t inline_below_us = 0;
+  // Load shedding: refuse at once (Unavailable) a request that, by the batches queued ahead of
+  // it and the average batch time so far, would not start before its deadline, instead of
+  // letting it expire in the queue. Off: every request waits for its deadline.
+  bool shed_late = false;
 };
 
 struct Request {
@@ -85,7 +89,8 @@ using RunFn = std::function<Result<std::vector<Tensor>>(
 struct BatcherStats {
   int64_t queue_depth = 0;  // requests queued now (not yet taken into a batch)
   int64_t done = 0;         // answered with outputs
-  int64_t rejected = 0;     // refused by submit (invalid, queue full, shutting down)
+  int64_t rejected = 0;     // refused by submit (invalid, queue full, shed, shutting down)
+  int64_t shed = 0;         // of those: would have missed the deadline (BatcherOptions::shed_late)
   int64_t expired = 0;      // answered kDeadlineExceeded
   int64_t failed = 0;       // answered with a run (or batch assembly) error
   int64_t batches = 0;      // RunFn calls
@@ -107,7 +112,9 @@ class DynamicBatcher {
   // Queues `r`. Refuses at once, without calling r.done: rows < 1 or > max_batch, an inputs'
   // dim 0 that is not rows, a priority out of range or no `done` (kInvalidArgument naming the
   // numbers); a full queue (kUnavailable "queue full (N requests)": answer 503 + Retry-After);
-  // after stop() (kUnavailable "shutting down"). On OK, r.done will be called exactly once.
+  // with shed_late, a request the queue would not reach before its deadline (kUnavailable "the
+  // request would wait about ..."); after stop() (kUnavailable "shutting down"). On OK, r.done
+  // will be called exactly once.
   Status submit(Request r);
   // Lets workers 0..n-1 take batches (n is clamped to 1..max_instances). When n shrinks, returns
   // once the workers from n up have finished the batch they were forming or running, so their
@@ -146,6 +153,7 @@ class DynamicBatcher {
   std::condition_variable timer_cv_;      // timer: a request arrived, stopping
   std::vector<std::deque<Item>> queues_;  // one per priority level
   int64_t queued_ = 0;
+  int64_t queued_rows_ = 0;          // rows of the queued requests
   bool forming_ = false;             // a worker is forming a batch
   int active_ = 1;                   // workers 0..active_-1 take batches
   std::vector<char> busy_;           // busy_[i]: worker i is forming or running a batch

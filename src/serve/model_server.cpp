@@ -198,6 +198,8 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
   // A request that finds an idle instance runs on the thread that received it when batches take
   // under 200 us (and max_delay_us is 0): no hand-off for a fast model at low load.
   bo.inline_below_us = 200;
+  // Under overload, a request the queue cannot reach before its deadline is refused at once.
+  bo.shed_late = true;
   ModelRunner* runner = served->runner.get();
   DLSYS_ASSIGN_OR_RETURN(
       served->batcher, DynamicBatcher::create(

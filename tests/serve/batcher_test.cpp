@@ -559,3 +559,50 @@ TEST(Batcher, AFastRequestWithNothingQueuedRunsOnTheSubmittingThread) {
 
 }  // namespace
 }  // namespace dlsys::serve
+
+namespace dlsys::serve {
+namespace {
+
+// Load shedding: with batches measured at ~20 ms and one instance busy, a request whose deadline
+// is nearer than the work queued ahead of it is refused at once; one with time enough queues.
+TEST(Batcher, ShedsARequestTheQueueCannotReachBeforeItsDeadline) {
+  RunLog log;
+  Gate gate;
+  std::atomic<bool> hold{false};
+  RunFn run = [&](int instance, const std::vector<Tensor>& in, int64_t rows) {
+    if (hold) gate.pass();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the model's run time
+    return fake_run(&log)(instance, in, rows);
+  };
+  BatcherOptions o;
+  o.max_batch = 1;
+  o.max_delay_us = 0;
+  o.shed_late = true;
+  auto b = make(o, run);
+  Pending warm;
+  ASSERT_TRUE(b->submit(make_request(1, 0, &warm)).ok());
+  ASSERT_TRUE(warm.f.get().ok());  // the batcher now knows a batch takes ~20 ms
+  hold = true;
+  Pending busy, first;
+  ASSERT_TRUE(b->submit(make_request(1, 1, &busy)).ok());
+  gate.wait_entered(1);
+  Request q = make_request(1, 2, &first);
+  q.deadline = Clock::now() + std::chrono::seconds(10);
+  ASSERT_TRUE(b->submit(std::move(q)).ok());  // queued: ~40 ms of work ahead, 10 s left
+  Pending late;
+  Request r = make_request(1, 3, &late);
+  r.deadline = Clock::now() + std::chrono::milliseconds(5);  // ~60 ms of work ahead
+  Status st = b->submit(std::move(r));
+  EXPECT_EQ(st.code(), StatusCode::kUnavailable);
+  EXPECT_NE(st.message().find("past its deadline"), std::string::npos) << st.message();
+  gate.open();
+  EXPECT_TRUE(busy.f.get().ok());
+  EXPECT_TRUE(first.f.get().ok());
+  b->stop();
+  EXPECT_EQ(b->stats().shed, 1);
+  EXPECT_EQ(b->stats().rejected, 1);
+  EXPECT_EQ(b->stats().done, 3);
+}
+
+}  // namespace
+}  // namespace dlsys::serve
