@@ -8,6 +8,7 @@
 #include <cctype>
 #include <filesystem>
 #include <random>
+#include <set>
 #if defined(__GLIBC__)
 #include <malloc.h>
 #endif
@@ -286,11 +287,13 @@ Status ModelServer::apply(const meta::Deployment& d) {
       // What was served stays, with the spec it was served under; a deployment with nothing
       // served yet keeps the new spec (the watcher loads it when its alias moves).
       if (!slot.current) slot.spec = d;
+      slot.stored_at = d.updated_at;  // tried: not again until the stored spec changes
       slot.last_error = primary.status().message();
       slot.failed_version = version.ok() ? *version : 0;
       return primary.status();
     }
     slot.spec = d;
+    slot.stored_at = d.updated_at;
     slot.last_error.clear();
     slot.failed_version = 0;
     slot.evicted = false;
@@ -633,6 +636,31 @@ void ModelServer::reap_loop() {
   }
 }
 
+void ModelServer::follow_store() {
+  auto stored = store_.deployments().list();
+  if (!stored.ok()) return;  // the database is away: try again next poll
+  std::vector<meta::Deployment> changed;
+  std::vector<std::string> gone;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::set<std::string> names;
+    for (const auto& d : *stored) {
+      names.insert(d.name);
+      auto it = slots_.find(d.name);
+      if (it == slots_.end() || it->second.stored_at != d.updated_at) changed.push_back(d);
+    }
+    for (const auto& [name, slot] : slots_)
+      if (!names.count(name)) gone.push_back(name);
+  }
+  for (const auto& d : changed) {
+    Status st = apply(d);
+    if (!st.ok())
+      std::fprintf(stderr, "serve: deployment '%s' changed in the store but is not served: %s\n",
+                   d.name.c_str(), st.message().c_str());
+  }
+  for (const auto& name : gone) (void)remove(name);
+}
+
 void ModelServer::watch_loop() {
   for (;;) {
     {
@@ -640,6 +668,7 @@ void ModelServer::watch_loop() {
       if (watch_cv_.wait_for(lock, options_.poll, [&] { return stopping_; })) return;
     }
     autoscale_step();
+    follow_store();
     struct Watched {
       meta::Deployment spec;
       int64_t served, failed;

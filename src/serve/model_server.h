@@ -23,6 +23,9 @@
 // the watcher feeds its batcher's queue depth and busy time to its AutoscalePolicy and adds
 // (open, plan, warm, then activate) or removes (park, then free) one instance.
 //
+// Replicas: servers sharing one metadata database follow each other: each poll, the watcher
+// applies stored deployments that are new or whose updated_at changed, and removes deleted ones.
+//
 // Memory: with a budget (ModelServerOptions::memory_budget_bytes), after a load the least
 // recently used deployments are unloaded (evicted) until the loaded versions fit; an evicted
 // deployment is loaded again when a request arrives (when_loaded()), and its cold start is
@@ -170,6 +173,10 @@ class ModelServer {
     std::string last_error;
     int64_t switches = 0;
     int64_t failed_version = 0;  // the version whose load failed last (0: none)
+    // The stored deployment's updated_at when this server last applied it (loaded or not): the
+    // watcher applies a stored deployment again only when it changed (another server sharing
+    // the metadata database, a replica, changed it).
+    int64_t stored_at = 0;
     // Memory budget: when the deployment was last asked for (steady clock, ns); evicted
     // deployments have no versions loaded and reload on demand.
     int64_t last_used_ns = 0;
@@ -191,6 +198,9 @@ class ModelServer {
       const std::function<Status(meta::Deployment&)>& edit);
   void retire(std::shared_ptr<ServedVersion> v);
   void watch_loop();
+  // Applies stored deployments that are new or changed since this server applied them, and
+  // removes those deleted: replicas sharing one metadata database follow each other's changes.
+  void follow_store();
   void autoscale_step();
   void reap_loop();
   void load_loop();

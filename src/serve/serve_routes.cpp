@@ -177,6 +177,9 @@ void add_serve_routes(api::Router& router, ModelServer& server, meta::MetaStore&
              [s, deps](HttpRequest& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(meta::Deployment d, deployment_from_body(r, r.param("name")));
                DLSYS_ASSIGN_OR_RETURN(meta::Deployment before, deps->get(d.name));
+               // Until the update is stored, the store still holds `before`: the watcher must
+               // not take that for a change and apply it again.
+               d.updated_at = before.updated_at;
                // Load the new version first: when it fails, the stored deployment and what is
                // served stay as they were.
                DLSYS_RETURN_IF_ERROR(s->apply(d));

@@ -2,6 +2,7 @@
 // split by weight and sticky per X-Request-Key, promote and roll back without a reload or a
 // failed request, shadow copies compared and never returned, and the response cache.
 #include <atomic>
+#include <functional>
 #include <map>
 
 #include "serving_fixture.h"
@@ -268,6 +269,44 @@ TEST_F(TrafficTest, Int8DeploymentsQuantizeWeightsWhenTheyLoad) {
   }
   EXPECT_LT(worst, 0.03f * peak) << "int8 answers too far from fp32";
   EXPECT_GT(worst, 0.0f) << "identical to fp32: the weights were not quantized";
+}
+
+// Two servers on one metadata database (replicas behind a load balancer): a deployment created,
+// changed or deleted through one is followed by the other within a few polls.
+TEST_F(TrafficTest, ReplicasSharingTheStoreFollowEachOthersDeployments) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  ASSERT_EQ(Register(mlp_bytes(2.0f)), 2);
+  ModelServerOptions o;
+  o.poll = std::chrono::milliseconds(20);
+  ModelServer replica(backend_->store(), backend_->objects(), o);
+  ASSERT_TRUE(replica.start().ok());
+  auto wait_for = [&](const std::function<bool()>& done) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!done() && std::chrono::steady_clock::now() < until)
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    return done();
+  };
+  auto serves = [&](int64_t v) {
+    return [&replica, v] {
+      auto got = replica.find("mlp");
+      return got.ok() && (*got)->version == v;
+    };
+  };
+  ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                json{{"name", "mlp"}, {"model", "mlp"}, {"ref", "1"}}.dump())
+                .status,
+            201);
+  EXPECT_TRUE(wait_for(serves(1))) << replica.status("mlp").dump();
+  ASSERT_EQ(Req("PUT", "/api/v1/deployments/mlp",
+                json{{"model", "mlp"}, {"ref", "2"}, {"config", json::object()}}.dump())
+                .status,
+            200);
+  EXPECT_TRUE(wait_for(serves(2))) << replica.status("mlp").dump();
+  // The server that took the update does not flap back to the old spec meanwhile.
+  EXPECT_EQ((*models_->find("mlp"))->version, 2);
+  ASSERT_EQ(Req("DELETE", "/api/v1/deployments/mlp").status, 200);
+  EXPECT_TRUE(wait_for([&] { return replica.find("mlp").status().code() == StatusCode::kNotFound; }));
+  replica.stop();
 }
 
 class ServingRolesTest : public ServingTest {
