@@ -305,7 +305,8 @@ TEST_F(TrafficTest, ReplicasSharingTheStoreFollowEachOthersDeployments) {
   // The server that took the update does not flap back to the old spec meanwhile.
   EXPECT_EQ((*models_->find("mlp"))->version, 2);
   ASSERT_EQ(Req("DELETE", "/api/v1/deployments/mlp").status, 200);
-  EXPECT_TRUE(wait_for([&] { return replica.find("mlp").status().code() == StatusCode::kNotFound; }));
+  EXPECT_TRUE(
+      wait_for([&] { return replica.find("mlp").status().code() == StatusCode::kNotFound; }));
   replica.stop();
 }
 
