@@ -4,6 +4,7 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "cli/suggest.h"
 
 namespace dlsys::cli {
 
@@ -70,7 +71,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    int code = app.exit(e);
+    if (code != 0)
+      for (const std::string& s : dlsys::cli::suggest_corrections(app, argc, argv))
+        std::fprintf(stderr, "%s\n", s.c_str());
+    return code;
   } catch (const std::exception& e) {
     // Commands return Status; an exception here is a library's that a call site did not catch
     // (docs/engineering.md). Say so in one line instead of std::terminate's core dump.

@@ -246,6 +246,23 @@ TEST_F(Cli, EveryCommandHasHelp) {
 namespace dlsys {
 namespace {
 
+// Mistyped subcommands and flags get the nearest real one, never one that does not exist.
+TEST_F(Cli, TyposGetADidYouMean) {
+  Ran sub = sh("deplyo list");
+  EXPECT_NE(sub.code, 0);
+  EXPECT_NE(sub.out.find("did you mean 'deploy' for 'deplyo'?"), std::string::npos) << sub.out;
+  Ran nested = sh("models regster x --file y");
+  EXPECT_NE(nested.code, 0);
+  EXPECT_NE(nested.out.find("did you mean 'register' for 'regster'?"), std::string::npos)
+      << nested.out;
+  Ran flag = sh("runs list --limt 3");
+  EXPECT_NE(flag.code, 0);
+  EXPECT_NE(flag.out.find("did you mean '--limit' for '--limt'?"), std::string::npos) << flag.out;
+  Ran far = sh("runs list --zzzzzzzz 3");
+  EXPECT_NE(far.code, 0);
+  EXPECT_EQ(far.out.find("did you mean"), std::string::npos) << far.out;
+}
+
 // The registry commands on a data directory (no server): register a file, alias it, look at
 // runs, fetch the artifact back, tokens.
 TEST_F(Cli, RegistryCommandsOnADataDirectory) {
