@@ -44,8 +44,16 @@ void add_registry_routes(Router& router, meta::ModelRegistry& registry, meta::Ru
                  auto a = rt->get_artifact(run, path);
                  if (a.ok()) {
                    DLSYS_ASSIGN_OR_RETURN(std::string file, obj->open_verified(a->sha256));
-                   DLSYS_RETURN_IF_ERROR(validate_model(file).with_context(fmt::format(
-                       "artifact '{}' of run {} is not a loadable ONNX model", path, run)));
+                   Status valid = validate_model(file);
+                   if (!valid.ok()) {
+                     // The object store's path is the server's business: name the artifact.
+                     std::string m = valid.message();
+                     for (size_t at = m.find(file); at != std::string::npos; at = m.find(file, at))
+                       m.replace(at, file.size(), path);
+                     return Status(valid.code(), fmt::format("artifact '{}' of run {} is not a "
+                                                             "loadable ONNX model: {}",
+                                                             path, run, m));
+                   }
                  }
                }
                DLSYS_ASSIGN_OR_RETURN(

@@ -215,6 +215,10 @@ Status models_register(api::ApiClient& c, const ModelsArgs& a) {
   int64_t run = a.run;
   std::string artifact = a.artifact;
   if (!a.file.empty()) {
+    // Checked here first, so that a file that is not a model leaves nothing behind (no run, no
+    // stored artifact) and the error names the user's file.
+    if (Status st = validate_onnx_model(a.file); !st.ok())
+      return Status(st.code(), fmt::format("{} cannot be registered: {}", a.file, st.message()));
     // Bring an ONNX file from outside: it becomes the model artifact of a new run.
     if (run == 0) {
       DLSYS_ASSIGN_OR_RETURN(json r, c.call("POST", "/api/v1/runs",

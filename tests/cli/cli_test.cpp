@@ -246,6 +246,29 @@ TEST_F(Cli, EveryCommandHasHelp) {
 namespace dlsys {
 namespace {
 
+// A file that is not an ONNX model is refused before anything is stored, and no error shows the
+// server's object paths.
+TEST_F(Cli, RegisteringSomethingThatIsNotAModelStoresNothing) {
+  std::string dd = " --data-dir " + (dir_ / "home").string();
+  std::string bad = (dir_ / "bad.onnx").string();
+  std::ofstream(bad) << "not a model";
+  Ran r = sh("models register m --file " + bad + dd);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find(bad + " cannot be registered"), std::string::npos) << r.out;
+  EXPECT_EQ(sh("runs list --json" + dd).out.find("register m"), std::string::npos)
+      << "a run was left behind";
+  // From a run's artifact, checked by the server: the message names the artifact.
+  ASSERT_EQ(sh("models register good --file " + model_ + dd).code, 0);
+  ASSERT_EQ(sh("artifacts put 1 bad.onnx " + bad + dd).code, 0);
+  Ran from_run = sh("models register x --run 1 --artifact bad.onnx" + dd);
+  EXPECT_NE(from_run.code, 0);
+  EXPECT_NE(from_run.out.find("artifact 'bad.onnx' of run 1 is not a loadable ONNX model: "
+                              "'bad.onnx' is not an ONNX model"),
+            std::string::npos)
+      << from_run.out;
+  EXPECT_EQ(from_run.out.find("objects/"), std::string::npos) << from_run.out;
+}
+
 // Mistyped subcommands and flags get the nearest real one, never one that does not exist.
 TEST_F(Cli, TyposGetADidYouMean) {
   Ran sub = sh("deplyo list");
@@ -324,7 +347,7 @@ TEST_F(Cli, RegistryCommandsOnADataDirectory) {
   std::ofstream(junk) << "not a model";
   Ran notonnx = sh("models register junk --file " + junk + dd);
   EXPECT_EQ(notonnx.code, 1);
-  EXPECT_NE(notonnx.out.find("is not a loadable ONNX model"), std::string::npos) << notonnx.out;
+  EXPECT_NE(notonnx.out.find("cannot be registered"), std::string::npos) << notonnx.out;
   EXPECT_EQ(sh("server --help").code, 0);
 }
 
