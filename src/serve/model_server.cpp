@@ -649,8 +649,9 @@ void ModelServer::follow_store() {
       auto it = slots_.find(d.name);
       if (it == slots_.end() || it->second.stored_at != d.updated_at) changed.push_back(d);
     }
+    // Only deployments that came from the store (stored_at set) can be gone from it.
     for (const auto& [name, slot] : slots_)
-      if (!names.count(name)) gone.push_back(name);
+      if (!names.count(name) && slot.stored_at != 0) gone.push_back(name);
   }
   for (const auto& d : changed) {
     Status st = apply(d);
@@ -658,7 +659,11 @@ void ModelServer::follow_store() {
       std::fprintf(stderr, "serve: deployment '%s' changed in the store but is not served: %s\n",
                    d.name.c_str(), st.message().c_str());
   }
-  for (const auto& name : gone) (void)remove(name);
+  // The list may predate a deployment created since: ask again before removing.
+  for (const auto& name : gone) {
+    auto still = store_.deployments().get(name);
+    if (!still.ok() && still.status().code() == StatusCode::kNotFound) (void)remove(name);
+  }
 }
 
 void ModelServer::watch_loop() {
