@@ -222,6 +222,10 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
 
 Status ModelServer::apply(const meta::Deployment& d) {
   std::lock_guard<std::mutex> serial(apply_mu_);
+  return apply_locked(d);
+}
+
+Status ModelServer::apply_locked(const meta::Deployment& d) {
   DLSYS_ASSIGN_OR_RETURN(DeploymentConfig config, parse_deployment_config(d.config));
   // What is loaded now may be reused: a promote makes the canary the primary without a reload,
   // and an update that only changes the canary does not reload the primary.
@@ -653,8 +657,19 @@ void ModelServer::follow_store() {
     for (const auto& [name, slot] : slots_)
       if (!names.count(name) && slot.stored_at != 0) gone.push_back(name);
   }
-  for (const auto& d : changed) {
-    Status st = apply(d);
+  for (const auto& listed : changed) {
+    // Decided again under apply_mu_ from a fresh read: a route may have applied a newer spec
+    // since the list was taken (it applies before it stores), which must not be undone.
+    std::lock_guard<std::mutex> serial(apply_mu_);
+    auto fresh = store_.deployments().get(listed.name);
+    if (!fresh.ok()) continue;
+    const meta::Deployment& d = *fresh;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = slots_.find(d.name);
+      if (it != slots_.end() && it->second.stored_at == d.updated_at) continue;
+    }
+    Status st = apply_locked(d);
     if (!st.ok())
       std::fprintf(stderr, "serve: deployment '%s' changed in the store but is not served: %s\n",
                    d.name.c_str(), st.message().c_str());

@@ -190,6 +190,7 @@ class ModelServer {
                                               const std::string& model, int64_t version,
                                               const DeploymentConfig& config);
   Result<int64_t> resolve(const meta::Deployment& d);
+  Status apply_locked(const meta::Deployment& d);  // apply() with apply_mu_ held
   // Unloads the least recently used deployments other than `keep` until the loaded versions
   // fit the budget. Called with mu_ held; what it unloads goes to `out` (retired by the caller).
   void evict_locked(const std::string& keep, std::vector<std::shared_ptr<ServedVersion>>* out);
