@@ -8,6 +8,9 @@ JOBS       ?= $(shell nproc)
 CMAKE_GEN  := -G Ninja
 # ccache keys on relative paths, so a fresh clone elsewhere reuses what an earlier build compiled.
 export CCACHE_BASEDIR := $(CURDIR)
+# The sanitized build has debug info (-g): ccache would hash the build directory into every key
+# and miss in a fresh clone. Paths in debug info then name the first clone; nothing reads them.
+export CCACHE_NOHASHDIR := true
 
 .PHONY: all deps build build-san lint test test-unit test-avx2 test-asan test-fuzz demo bench format clean
 
