@@ -1,8 +1,13 @@
-// `dlsys run MODEL.onnx --input NAME=FILE.npy ... --output-dir DIR [--threads N]`.
+// `dlsys run MODEL.onnx --input [NAME=]FILE ... [--output-dir DIR] [--table] [--json]`: inputs
+// from .npy, or rows from .csv/.tsv/.jsonl/.json (cli/tabular_input.h); outputs as .npy files,
+// and a classifier's predictions (class, probability) as a table or JSON.
+#include <algorithm>
 #include <filesystem>
 
+#include "cli/client_options.h"
 #include "cli/commands.h"
 #include "cli/engine_options.h"
+#include "cli/tabular_input.h"
 #include "graph/session.h"
 #include "tensor/npy.h"
 
@@ -12,6 +17,7 @@ namespace {
 struct RunArgs {
   EngineOptions engine;
   std::string output_dir;
+  bool table = false;
 };
 
 int run_run(const RunArgs& a) {
@@ -33,7 +39,13 @@ int run_run(const RunArgs& a) {
       name = spec.substr(0, eq);
       path = spec.substr(eq + 1);
     }
-    auto t = npy_read(path);
+    auto in = std::find_if(s.graph().inputs.begin(), s.graph().inputs.end(),
+                           [&](const ValueInfo& v) { return v.name == name; });
+    if (in == s.graph().inputs.end())
+      return fail(fmt::format("the model has no input '{}'; its inputs: {}", name,
+                              s.graph().inputs.size() == 1 ? s.graph().inputs[0].name
+                                                           : std::string("(see dlsys inspect)")));
+    auto t = read_input_file(path, s.graph(), *in);
     if (!t.ok()) return fail(t.status().message());
     if (named.count(name)) return fail(fmt::format("input '{}' is given twice", name));
     named[name] = std::move(t).value();
@@ -41,6 +53,15 @@ int run_run(const RunArgs& a) {
   std::vector<Tensor> outputs;
   Status st = s.run(named, &outputs);
   if (!st.ok()) return fail(st.message());
+  if (a.table || a.engine.json) {
+    std::vector<Prediction> p = predictions(s.graph(), outputs[0]);
+    if (a.engine.json) {
+      print_json({{"output", s.graph().outputs[0].name}, {"predictions", predictions_json(p)}});
+    } else {
+      print_predictions(p);
+    }
+  }
+  if (a.output_dir.empty()) return 0;
   std::error_code ec;
   std::filesystem::create_directories(a.output_dir, ec);
   if (ec)
@@ -52,6 +73,7 @@ int run_run(const RunArgs& a) {
     std::string path = (std::filesystem::path(a.output_dir) / (name + ".npy")).string();
     Status w = npy_write(path, outputs[i]);
     if (!w.ok()) return fail(w.message());
+    if (a.engine.json) continue;
     std::printf("%s: %s %s -> %s\n", s.graph().outputs[i].name.c_str(),
                 dtype_name(outputs[i].dtype()), shape_str(outputs[i].shape()).c_str(),
                 path.c_str());
@@ -63,17 +85,30 @@ int run_run(const RunArgs& a) {
 
 void add_run(CLI::App& app, int* rc) {
   auto a = std::make_shared<RunArgs>();
-  CLI::App* sub =
-      app.add_subcommand("run", "Run a model on .npy inputs and write its outputs as .npy");
+  CLI::App* sub = app.add_subcommand(
+      "run",
+      "Run a model on .npy inputs or rows of a CSV/JSON file; write its outputs as .npy or "
+      "print predictions");
   add_model_arg(sub, &a->engine);
   add_input_option(sub, &a->engine,
-                   "NAME=FILE.npy for each model input (FILE.npy alone for a one-input model)")
+                   "NAME=FILE for each model input (FILE alone for a one-input model): .npy, or "
+                   "rows from .csv/.tsv/.jsonl/.json, columns matched by the names the model was "
+                   "trained on")
       ->required();
-  sub->add_option("--output-dir,-o", a->output_dir, "Directory for <output name>.npy files")
-      ->required();
+  sub->add_option("--output-dir,-o", a->output_dir, "Directory for <output name>.npy files");
+  sub->add_flag("--table", a->table,
+                "Print the predictions: class and probability per row for a classifier trained "
+                "by dlsys, else the output values");
+  add_json_flag(sub, &a->engine, "Print the predictions as one JSON object");
   add_threads_option(sub, &a->engine);
   add_precision_option(sub, &a->engine);
-  sub->callback([a, rc] { *rc = run_run(*a); });
+  sub->callback([a, rc] {
+    if (a->output_dir.empty() && !a->table && !a->engine.json) {
+      *rc = fail("give --output-dir DIR (outputs as .npy), --table or --json (predictions)");
+      return;
+    }
+    *rc = run_run(*a);
+  });
 }
 
 }  // namespace dlsys::cli

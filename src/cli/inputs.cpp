@@ -3,6 +3,7 @@
 #include <random>
 
 #include "cli/commands.h"
+#include "cli/tabular_input.h"
 #include "tensor/npy.h"
 
 namespace dlsys::cli {
@@ -15,12 +16,16 @@ Result<std::map<std::string, Tensor>> make_inputs(const Session& s,
   for (const std::string& spec : input_specs) {
     size_t eq = spec.find('=');
     if (eq == std::string::npos)
-      return Status::Invalid("--input '{}' needs the form NAME=FILE.npy", spec);
+      return Status::Invalid("--input '{}' needs the form NAME=FILE (.npy, .csv, .jsonl, .json)",
+                             spec);
     std::string name = spec.substr(0, eq);
     bool known = false;
     for (const ValueInfo& v : s.graph().inputs) known = known || v.name == name;
     if (!known) return Status::Invalid("the model has no input '{}'", name);
-    auto t = npy_read(spec.substr(eq + 1));
+    const ValueInfo* in = nullptr;
+    for (const ValueInfo& v : s.graph().inputs)
+      if (v.name == name) in = &v;
+    auto t = read_input_file(spec.substr(eq + 1), s.graph(), *in);
     if (!t.ok()) return t.status();
     named[name] = std::move(t).value();
   }
