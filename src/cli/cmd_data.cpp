@@ -122,6 +122,12 @@ int run_push(const DataArgs& a) {
   bar.end();
   if (!res.ok()) return fail(res.status().message());
   const auto& r = *res;
+  // Nulls per column, from the version's statistics: said now rather than found by the loader.
+  json nulls = json::object();
+  if (r.version.manifest.contains("stats"))
+    for (const auto& [col, st] : r.version.manifest["stats"].items())
+      if (st.is_object() && st.value("nulls", int64_t(0)) > 0 && col.rfind("__", 0) != 0)
+        nulls[col] = st["nulls"];
   if (a.json) {
     json j = {{"event", "done"},
               {"version", r.version.label()},
@@ -136,6 +142,7 @@ int run_push(const DataArgs& a) {
               {"input", (*src)->describe()}};
     j["unchanged"] = r.unchanged;  // true: no new version, `version` already held this data
     if (r.quarantine) j["quarantine"] = r.quarantine->label();
+    j["nulls"] = nulls;
     std::printf("%s\n", json_dump_line(j).c_str());
     return 0;
   }
@@ -151,6 +158,15 @@ int run_push(const DataArgs& a) {
   std::printf("  %lld rows in %lld shards (%lld new, %s stored, %s new) in %.2f s\n",
               (long long)r.rows, (long long)r.shards, (long long)r.shards_new,
               human_bytes(r.stored_bytes).c_str(), human_bytes(r.new_bytes).c_str(), r.seconds);
+  if (!nulls.empty()) {
+    std::string list;
+    for (const auto& [col, n] : nulls.items())
+      list += fmt::format("{}{} {}", list.empty() ? "" : ", ", col, n.get<int64_t>());
+    std::printf(
+        "  nulls: %s (training refuses rows with nulls unless its spec sets `data.nulls: drop` or "
+        "imputes them: see docs/spec.md)\n",
+        list.c_str());
+  }
   if ((*src)->describe().value("skipped_first_line", false))
     std::printf(
         "  line 1 skipped: not data (its number of fields differs from every row below it)\n");

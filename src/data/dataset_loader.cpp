@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <limits>
 
 #include "data/push.h"
 #include "data/shard.h"
@@ -94,7 +95,10 @@ Status DatasetLoader::init(const std::string& split) {
     feature_cols_.push_back(c);
     read_cols_.push_back(n);
   }
-  if (!tensor_feature) sample_shape_ = {features_};
+  if (!tensor_feature) {
+    sample_shape_ = {features_};
+    feature_names_ = names;
+  }
   stride_ = features_ + 2;  // features, then the label (8 bytes)
   if (!o_.label.empty()) {
     int c = schema.index(o_.label);
@@ -113,6 +117,15 @@ Status DatasetLoader::init(const std::string& split) {
     if (schema.index("__split") < 0)
       return Status::Invalid("{}: the version has no split column", where);
   }
+  // kDrop reads the null masks of the columns that have nulls (the version's statistics say
+  // which; all of them when a manifest has no statistics).
+  std::vector<std::string> nullable;
+  if (o_.nulls == DatasetLoaderOptions::Nulls::kDrop)
+    for (const std::string& c : read_cols_) {
+      const json* st = nullptr;
+      if (m.contains("stats") && m["stats"].contains(c)) st = &m["stats"][c];
+      if (!st || st->value("nulls", int64_t(1)) > 0) nullable.push_back(c);
+    }
   const json& shards = m.at("shards");
   slots_.resize(shards.size());
   for (size_t i = 0; i < shards.size(); ++i) {
@@ -129,6 +142,19 @@ Status DatasetLoader::init(const std::string& split) {
     } else {
       keep.resize(rows);
       for (int64_t r = 0; r < rows; ++r) keep[r] = static_cast<uint32_t>(r);
+    }
+    if (!nullable.empty()) {
+      std::string w = fmt::format("shard {} of {}", id.substr(0, 12), where);
+      DLSYS_ASSIGN_OR_RETURN(RowBatch b, read_shard(store_.shard_path(id), nullable, w));
+      size_t before = keep.size();
+      keep.erase(std::remove_if(keep.begin(), keep.end(),
+                                [&](uint32_t r) {
+                                  for (const ColumnData& d : b.columns)
+                                    if (d.is_null(r)) return true;
+                                  return false;
+                                }),
+                 keep.end());
+      dropped_rows_ += static_cast<int64_t>(before - keep.size());
     }
     total_rows_ += keep.size();
     rows_of_.push_back(std::move(keep));
@@ -187,12 +213,13 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::load(int i) {
   for (size_t k = 0; k < feature_cols_.size(); ++k) {
     const ColumnData& d = b.columns[k];
     const ColumnSchema& cs = b.schema.columns[k];
-    if (!d.valid.empty())
+    if (!d.valid.empty() && o_.nulls == DatasetLoaderOptions::Nulls::kError)
       for (int64_t row = 0; row < b.rows; ++row)
         if (!d.valid[row])
           return Status::Invalid(
-              "{}: feature column '{}' is null at row {}; the loader needs "
-              "complete rows (fill or drop nulls, or pick other features)",
+              "{}: feature column '{}' is null at row {}; in the training spec, set "
+              "`data.nulls: drop` to leave such rows out, or add an impute step to "
+              "data.preprocess (`- impute: median`) to fill them",
               w, cs.name, row);
     float* x = r->x.data();
     const float s = o_.scale;
@@ -217,13 +244,19 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::load(int i) {
       default:
         break;
     }
+    if (!d.valid.empty() && is_numeric_scalar(cs.type))
+      for (int64_t row = 0; row < b.rows; ++row)
+        if (!d.valid[row]) x[row * stride_ + off] = std::numeric_limits<float>::quiet_NaN();
     off += cs.numel();
   }
   if (!o_.label.empty()) {
     const ColumnData& d = b.columns.back();
     for (int64_t row = 0; row < b.rows; ++row)
-      if (d.is_null(row))
-        return Status::Invalid("{}: label '{}' is null at row {}", w, o_.label, row);
+      if (d.is_null(row) && o_.nulls != DatasetLoaderOptions::Nulls::kDrop)
+        return Status::Invalid(
+            "{}: label '{}' is null at row {}; set `data.nulls: drop` in the training spec to "
+            "leave rows without a label out",
+            w, o_.label, row);
     // The label sits after the row's features (8 bytes), so a row is one contiguous read.
     for (int64_t row = 0; row < b.rows; ++row) {
       float* dst = r->x.data() + row * stride_ + features_;

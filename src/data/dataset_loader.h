@@ -30,6 +30,11 @@ struct DatasetLoaderOptions {
   std::vector<std::string> features;
   std::string label = "label";  // "" for no labels (y is then an empty tensor)
   float scale = 1.0f;           // features are multiplied by this (1/255 for u8 images)
+  // A null feature: an error naming the shard and row (kError), NaN for the model's impute
+  // step (kNaN), or the row is left out (kDrop: rows with a null feature or label are not part
+  // of the epoch; samples() counts the rest). A null label is an error unless kDrop.
+  enum class Nulls { kError, kNaN, kDrop };
+  Nulls nulls = Nulls::kError;
   int64_t batch_size = 32;
   bool shuffle = true;
   uint64_t seed = 0;
@@ -59,6 +64,11 @@ class DatasetLoader : public Loader {
   std::string label() const;
   // Features per sample and the shape of one sample.
   const Shape& sample_shape() const { return sample_shape_; }
+  // The feature columns' names, one per feature, when the features are scalar columns; empty
+  // for a tensor column.
+  const std::vector<std::string>& feature_names() const { return feature_names_; }
+  // Rows left out for nulls (Nulls::kDrop), over the whole version's selection.
+  int64_t dropped_rows() const { return dropped_rows_; }
   // Whether every decoded shard fits the cache (a global shuffle), and the seconds next()
   // spent waiting for a batch since opening.
   bool global_shuffle() const { return global_; }
@@ -105,7 +115,8 @@ class DatasetLoader : public Loader {
   int64_t features_ = 0;  // per sample
   int64_t stride_ = 0;    // floats per ready row
   Shape sample_shape_;
-  int64_t total_rows_ = 0, rank_rows_ = 0, batches_ = 0;
+  int64_t total_rows_ = 0, rank_rows_ = 0, batches_ = 0, dropped_rows_ = 0;
+  std::vector<std::string> feature_names_;
   bool global_ = true;
 
   // Shard cache.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -72,8 +73,10 @@ Result<double> scalar(const AllRows& all, int c, int64_t r, const std::string& p
   const RowBatch& b = all.rows;
   const ColumnData& d = b.columns[c];
   if (d.is_null(r))
-    return Status::Invalid("{}:{}:{}: missing value in column '{}'; training needs every value",
-                           path, all.lines[r], c + 1, b.schema.columns[c].name);
+    return Status::Invalid(
+        "{}:{}:{}: missing value in column '{}'; in the training spec, set `data.nulls: drop` "
+        "to leave such rows out, or add an impute step to data.preprocess (`- impute: median`)",
+        path, all.lines[r], c + 1, b.schema.columns[c].name);
   return b.schema.columns[c].type == ColumnType::kInt64 ? static_cast<double>(d.i64[r]) : d.f64[r];
 }
 
@@ -137,31 +140,58 @@ Result<InMemoryDataset> read_file_dataset(const std::string& path, const FileDat
     }
   } else {
     int64_t nf = static_cast<int64_t>(features.size());
+    for (int c : features) d.feature_names.push_back(schema.columns[c].name);
     d.features = Tensor::empty(DType::kF32, {n, nf});
     float* out = d.features.data_as<float>();
     for (int64_t r = 0; r < n; ++r)
       for (int64_t j = 0; j < nf; ++j) {
+        if (o.nulls != "error" && all.rows.columns[features[j]].is_null(r)) {
+          out[r * nf + j] = std::numeric_limits<float>::quiet_NaN();
+          continue;
+        }
         DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, features[j], r, path));
         out[r * nf + j] = static_cast<float>(v);
       }
   }
   const std::string& label_file = o.labels_path.empty() ? path : o.labels_path;
+  // "drop": the rows with a missing feature or label are left out.
+  std::vector<int64_t> rows;
+  for (int64_t r = 0; r < n; ++r) {
+    bool null = all.rows.columns[label].is_null(r);
+    if (o.nulls == "drop" && d.feature_names.size() > 0)
+      for (int c : features) null = null || all.rows.columns[c].is_null(r);
+    if (o.nulls != "drop" || !null) rows.push_back(r);
+  }
+  if (o.dropped_rows) *o.dropped_rows = n - static_cast<int64_t>(rows.size());
+  if (static_cast<int64_t>(rows.size()) < n) {
+    if (rows.empty()) return Status::Invalid("{}: every row has a missing value", path);
+    const int64_t per = d.features.numel() / n;
+    Tensor kept = Tensor::empty(DType::kF32, {static_cast<int64_t>(rows.size()), per});
+    for (size_t i = 0; i < rows.size(); ++i)
+      std::memcpy(kept.data_as<float>() + i * per, d.features.data_as<float>() + rows[i] * per,
+                  per * sizeof(float));
+    Shape s = d.features.shape();
+    s[0] = static_cast<int64_t>(rows.size());
+    d.features = kept.view(s);
+  }
+  const int64_t kept_rows = static_cast<int64_t>(rows.size());
   if (o.labels_as_classes) {
-    d.labels = Tensor::empty(DType::kI64, {n});
-    for (int64_t r = 0; r < n; ++r) {
+    d.labels = Tensor::empty(DType::kI64, {kept_rows});
+    for (int64_t i = 0; i < kept_rows; ++i) {
+      const int64_t r = rows[i];
       DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, label, r, label_file));
       if (v != std::floor(v) || v < 0)
         return Status::Invalid(
             "{}:{}: label {} is not a class id (a non-negative integer); for regression "
             "targets use the mse loss",
             label_file, all.lines[r], v);
-      d.labels.data_as<int64_t>()[r] = static_cast<int64_t>(v);
+      d.labels.data_as<int64_t>()[i] = static_cast<int64_t>(v);
     }
   } else {
-    d.labels = Tensor::empty(DType::kF32, {n});
-    for (int64_t r = 0; r < n; ++r) {
-      DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, label, r, label_file));
-      d.labels.data_as<float>()[r] = static_cast<float>(v);
+    d.labels = Tensor::empty(DType::kF32, {kept_rows});
+    for (int64_t i = 0; i < kept_rows; ++i) {
+      DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, label, rows[i], label_file));
+      d.labels.data_as<float>()[i] = static_cast<float>(v);
     }
   }
   return d;
@@ -186,7 +216,7 @@ Tensor gather_rows(const Tensor& t, const std::vector<int64_t>& rows) {
 InMemoryDataset slice(const InMemoryDataset& d, int64_t begin, int64_t end) {
   std::vector<int64_t> rows(static_cast<size_t>(end - begin));
   std::iota(rows.begin(), rows.end(), begin);
-  return {gather_rows(d.features, rows), gather_rows(d.labels, rows)};
+  return {gather_rows(d.features, rows), gather_rows(d.labels, rows), d.feature_names};
 }
 
 Status split(const InMemoryDataset& d, double validation_fraction, uint64_t seed,
@@ -202,8 +232,8 @@ Status split(const InMemoryDataset& d, double validation_fraction, uint64_t seed
   std::vector<int64_t> v(order.begin(), order.begin() + nv), t(order.begin() + nv, order.end());
   std::sort(v.begin(), v.end());
   std::sort(t.begin(), t.end());
-  *train = {gather_rows(d.features, t), gather_rows(d.labels, t)};
-  *validation = {gather_rows(d.features, v), gather_rows(d.labels, v)};
+  *train = {gather_rows(d.features, t), gather_rows(d.labels, t), d.feature_names};
+  *validation = {gather_rows(d.features, v), gather_rows(d.labels, v), d.feature_names};
   return Status::OK();
 }
 

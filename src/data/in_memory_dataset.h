@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "tensor/tensor.h"
@@ -16,6 +17,9 @@ namespace dlsys::data {
 struct InMemoryDataset {
   Tensor features;  // f32 [N, ...]
   Tensor labels;    // i64 [N] (classes) or f32 [N] (targets)
+  // The feature columns' names (a CSV header's, or "column N"), one per feature; empty when the
+  // features are one tensor column (NPY, IDX).
+  std::vector<std::string> feature_names;
   int64_t size() const { return features.valid() && features.rank() > 0 ? features.dim(0) : 0; }
 };
 
@@ -28,6 +32,10 @@ struct FileDatasetOptions {
   std::string header = "auto";  // CSV: "auto", "yes" or "no" (as `dlsys data push --header`)
   // Labels as class ids (each a non-negative integer, i64) or as f32 regression targets.
   bool labels_as_classes = true;
+  // A missing value: "error" (naming the line and column), "nan" (a feature becomes NaN, for an
+  // impute step; a missing label is still an error) or "drop" (the row is left out).
+  std::string nulls = "error";
+  int64_t* dropped_rows = nullptr;  // receives the rows "drop" left out, when given
 };
 
 // Reads the whole file into memory. IDX images (u8) are scaled to [0, 1]; other features are

@@ -45,6 +45,9 @@ struct Graph {
   int opset = 0;  // default-domain opset
   int64_t ir_version = 0;
   std::string producer;
+  // ONNX metadata_props: key -> value (dlsys writes "dlsys.*" keys: the preprocessing, feature
+  // and class names a trained model carries; see docs/formats.md).
+  std::map<std::string, std::string> metadata;
 };
 
 // "[batch, 3, 224, 224]" ("?" for an unnamed symbolic dim, "unknown" without a shape).

@@ -75,6 +75,11 @@ Result<std::string> export_onnx_bytes(const Graph& g) {
   m.set_ir_version(8);
   m.set_producer_name("dlsys");
   m.set_producer_version("0.1.0");
+  for (const auto& [k, v] : g.metadata) {
+    auto* mp = m.add_metadata_props();
+    mp->set_key(k);
+    mp->set_value(v);
+  }
   auto* op = m.add_opset_import();
   op->set_domain("");
   op->set_version(std::max(g.opset, 13));

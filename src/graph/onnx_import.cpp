@@ -176,6 +176,7 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   Graph g;
   g.ir_version = m.ir_version();
   g.producer = m.producer_name();
+  for (const auto& mp : m.metadata_props()) g.metadata[mp.key()] = mp.value();
   for (const auto& o : m.opset_import())
     if (o.domain().empty() || o.domain() == "ai.onnx") g.opset = static_cast<int>(o.version());
   if (g.opset > 0 && g.opset < kMinOpset) {

@@ -170,6 +170,114 @@ Status parse_layers(const std::string& path, const YAML::Node& layers, int depth
   return Status::OK();
 }
 
+// The fields each preprocess step takes, and its shorthand value (`impute: median`).
+const std::map<std::string, std::set<std::string>>& preprocess_fields() {
+  static const std::map<std::string, std::set<std::string>> m = {
+      {"impute", {"columns", "strategy", "value"}},
+      {"clip", {"columns", "min", "max"}},
+      {"standardize", {"columns"}},
+      {"minmax", {"columns"}},
+      {"scale", {"columns", "factor"}},
+      {"onehot", {"columns"}},
+  };
+  return m;
+}
+
+// data.preprocess, data.nulls, data.class_names.
+Status parse_preprocess(const std::string& path, const YAML::Node& data, TrainSpec* s) {
+  DLSYS_RETURN_IF_ERROR(get(path, data, "nulls", &s->nulls));
+  DLSYS_RETURN_IF_ERROR(get(path, data, "class_names", &s->class_names));
+  YAML::Node list = data["preprocess"];
+  bool impute = false, onehot = false;
+  if (list) {
+    if (!list.IsSequence())
+      return Status::Invalid(
+          "{} must be a list of steps, e.g. [impute: median, standardize, {{onehot: [color]}}]",
+          where(path, list, "preprocess"));
+    for (size_t i = 0; i < list.size(); ++i) {
+      YAML::Node item = list[i];
+      PreprocessStep st;
+      st.line = line_of(item);
+      YAML::Node args;
+      if (item.IsScalar()) {
+        st.kind = item.Scalar();
+      } else if (item.IsMap() && item.size() == 1) {
+        st.kind = item.begin()->first.as<std::string>();
+        args = item.begin()->second;
+      } else {
+        return Status::Invalid(
+            "{}:{}: a preprocess step is a name (standardize) or one name with fields "
+            "({{clip: {{min: -5, max: 5}}}})",
+            path, st.line);
+      }
+      auto it = preprocess_fields().find(st.kind);
+      if (it == preprocess_fields().end()) {
+        std::string names;
+        for (const auto& [k, v] : preprocess_fields()) names += (names.empty() ? "" : ", ") + k;
+        return Status::Invalid("{}:{}: unknown preprocess step '{}'; steps: {}", path, st.line,
+                               st.kind, names);
+      }
+      std::string w = fmt::format("preprocess[{}] {}", i, st.kind);
+      if (args && args.IsScalar() && !args.IsNull()) {
+        // Shorthand: impute: median, scale: 0.0625.
+        if (st.kind == "impute") {
+          st.strategy = args.Scalar();
+        } else if (st.kind == "scale") {
+          YAML::Node tmp;
+          tmp["factor"] = args;
+          DLSYS_RETURN_IF_ERROR(get(path, tmp, "factor", &st.factor));
+        } else {
+          return Status::Invalid(
+              "{}:{}: {} takes a list of columns or fields, not '{}' (e.g. {{{}: [c1, c2]}})", path,
+              st.line, w, args.Scalar(), st.kind);
+        }
+      } else if (args && args.IsSequence()) {
+        DLSYS_RETURN_IF_ERROR(get(path, item, st.kind, &st.columns));
+      } else if (args && args.IsMap()) {
+        DLSYS_RETURN_IF_ERROR(check_fields(path, args, w, it->second));
+        DLSYS_RETURN_IF_ERROR(get(path, args, "columns", &st.columns));
+        DLSYS_RETURN_IF_ERROR(get(path, args, "strategy", &st.strategy));
+        DLSYS_RETURN_IF_ERROR(get(path, args, "value", &st.value));
+        DLSYS_RETURN_IF_ERROR(get(path, args, "min", &st.min));
+        DLSYS_RETURN_IF_ERROR(get(path, args, "max", &st.max));
+        DLSYS_RETURN_IF_ERROR(get(path, args, "factor", &st.factor));
+      }
+      if (st.kind == "impute" && st.strategy != "mean" && st.strategy != "median" &&
+          st.strategy != "constant")
+        return Status::Invalid("{}:{}: {} strategy is '{}'; use mean, median or constant", path,
+                               st.line, w, st.strategy);
+      if (st.kind == "clip" && !(st.min <= st.max))
+        return Status::Invalid("{}:{}: {} needs min <= max (got {} and {})", path, st.line, w,
+                               st.min, st.max);
+      if (st.kind == "clip" && std::isinf(st.min) && std::isinf(st.max))
+        return Status::Invalid("{}:{}: {} needs 'min', 'max' or both: {{clip: {{min: 0}}}}", path,
+                               st.line, w);
+      if (st.kind == "scale" && !std::isfinite(st.factor))
+        return Status::Invalid("{}:{}: {} factor must be a finite number", path, st.line, w);
+      if (st.kind == "onehot" && st.columns.empty())
+        return Status::Invalid("{}:{}: {} needs its columns: {{onehot: [color, size]}}", path,
+                               st.line, w);
+      if (onehot && st.kind != "onehot")
+        return Status::Invalid(
+            "{}:{}: {} comes after a onehot step; put onehot steps last (they change the "
+            "columns)",
+            path, st.line, w);
+      impute = impute || st.kind == "impute";
+      onehot = onehot || st.kind == "onehot";
+      s->preprocess.push_back(std::move(st));
+    }
+  }
+  if (s->nulls.empty()) s->nulls = impute ? "impute" : "error";
+  if (s->nulls != "error" && s->nulls != "drop" && s->nulls != "impute")
+    return Status::Invalid("{} is '{}'; use error, drop or impute",
+                           where(path, data["nulls"], "nulls"), s->nulls);
+  if (s->nulls == "impute" && !impute)
+    return Status::Invalid(
+        "{}: nulls: impute needs an impute step in data.preprocess (e.g. `- impute: median`)",
+        where(path, data["nulls"], "nulls"));
+  return Status::OK();
+}
+
 }  // namespace
 
 Result<TrainSpec> load_train_spec(const std::string& path) {
@@ -190,10 +298,12 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
 
   YAML::Node data = root["data"];
   if (!data) return Status::Invalid("{}: the spec needs a 'data' section (train: FILE.csv)", path);
-  DLSYS_RETURN_IF_ERROR(check_fields(
-      path, data, "data",
-      {"train", "validation", "format", "label_column", "validation_fraction", "feature_scale",
-       "split_seed", "dataset", "features", "label", "train_labels", "validation_labels"}));
+  DLSYS_RETURN_IF_ERROR(
+      check_fields(path, data, "data",
+                   {"train", "validation", "format", "label_column", "validation_fraction",
+                    "feature_scale", "split_seed", "dataset", "features", "label", "train_labels",
+                    "validation_labels", "preprocess", "nulls", "class_names"}));
+  DLSYS_RETURN_IF_ERROR(parse_preprocess(path, data, &s));
   DLSYS_RETURN_IF_ERROR(get(path, data, "dataset", &s.dataset));
   DLSYS_RETURN_IF_ERROR(get(path, data, "features", &s.features));
   DLSYS_RETURN_IF_ERROR(get(path, data, "label", &s.label));

@@ -3,6 +3,7 @@
 // back to a default silently). Example: examples/digits/mlp.yaml.
 #pragma once
 
+#include <cmath>
 #include <string>
 #include <vector>
 
@@ -40,6 +41,28 @@ struct LayerSpec {
   int line = 0;
 };
 
+// One step of `data.preprocess`: computed from the training split, then part of the model (the
+// exported ONNX graph starts with it), so a served model takes raw features. train/preprocess.h
+// fits and applies them.
+//   impute {strategy: mean|median|constant, value}: nulls (NaN) -> a statistic of the column
+//   clip {min, max}: values outside [min, max] -> the bound
+//   standardize: (x - mean) / std (population std; 1 where a column is constant)
+//   minmax: (x - min) / (max - min) (1 where a column is constant)
+//   scale {factor}: x * factor (data.feature_scale is a scale step before every other)
+//   onehot: a categorical column -> one 0/1 feature per category seen in training (an unseen
+//   category gives all zeros); onehot steps come last (they change the number of features)
+struct PreprocessStep {
+  std::string kind;
+  // Feature columns by name (a dataset's or a CSV header's) or 0-based index; empty: every
+  // feature (onehot needs them named).
+  std::vector<std::string> columns;
+  std::string strategy = "mean";           // impute
+  double value = 0;                        // impute constant
+  double min = -HUGE_VAL, max = HUGE_VAL;  // clip
+  double factor = 1;                       // scale
+  int line = 0;
+};
+
 struct TrainSpec {
   std::string name = "model";
   std::string spec_path;  // the file it came from (data paths are relative to its folder)
@@ -58,7 +81,13 @@ struct TrainSpec {
   std::string format = "csv";
   int label_column = -1;
   double validation_fraction = 0.2;
-  double feature_scale = 1.0;  // features are multiplied by this (e.g. 1/16 for digits)
+  double feature_scale = 1.0;              // features are multiplied by this (e.g. 1/16 for digits)
+  std::vector<PreprocessStep> preprocess;  // applied in order, inside the model
+  // Rows with a null (missing) feature: "error" (the default without an impute step), "drop"
+  // (the row is skipped), "impute" (the default with one: the impute steps fill them).
+  std::string nulls;
+  // The names of the classes (cross_entropy: one per model output), stored in the model.
+  std::vector<std::string> class_names;
   uint64_t split_seed = 0;
   // model
   std::vector<int64_t> input_shape;  // per sample, e.g. [64]

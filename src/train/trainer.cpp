@@ -343,7 +343,10 @@ Result<Graph> import_forward_graph(const TrainSpec& spec, ModelNames* original) 
 // The parameters to train: every trainable initializer of the model but those matching a
 // `freeze` pattern. Every pattern must match something, and something must stay trainable.
 Result<std::vector<std::string>> unfrozen_params(const TrainSpec& spec, const Graph& forward) {
-  std::vector<std::string> all = trainable_initializers(forward), keep;
+  // Preprocessing constants (an exported model's first nodes) are never trained.
+  std::vector<std::string> all, keep;
+  for (const std::string& p : trainable_initializers(forward))
+    if (!is_preprocess_constant(p)) all.push_back(p);
   if (spec.freeze.empty()) return all;
   std::vector<bool> matched(spec.freeze.size(), false);
   for (const std::string& p : all) {
@@ -410,6 +413,17 @@ Status Trainer::build_model() {
         "use precision: fp32");
   classify_ = spec_.loss == "cross_entropy";
   bce_ = spec_.loss == "bce_with_logits";
+  const int64_t outputs = logits_sample_.empty() ? 1 : logits_sample_.back();
+  const size_t names = spec_.class_names.size();
+  if (names > 0 && !((classify_ && static_cast<int64_t>(names) == outputs) ||
+                     (bce_ && outputs == 1 && names == 2)))
+    return Status::Invalid(
+        "{}: data.class_names has {} names, but the model has {} outputs ({}); give one name "
+        "per class",
+        spec_.spec_path, names, outputs,
+        classify_ ? "cross_entropy: one per class"
+        : bce_    ? "bce_with_logits with one output takes two names: negative, positive"
+                  : "mse predicts numbers, not classes");
   return Status::OK();
 }
 
@@ -426,7 +440,9 @@ Status Trainer::open_data() {
     data::DatasetLoaderOptions dlo;
     dlo.features = spec_.features;
     dlo.label = spec_.label;
-    dlo.scale = static_cast<float>(spec_.feature_scale);
+    dlo.nulls = spec_.nulls == "drop"     ? data::DatasetLoaderOptions::Nulls::kDrop
+                : spec_.nulls == "impute" ? data::DatasetLoaderOptions::Nulls::kNaN
+                                          : data::DatasetLoaderOptions::Nulls::kError;
     dlo.batch_size = spec_.batch_size;
     dlo.seed = spec_.seed;
     auto dl = data::DatasetLoader::open(*store_, tref, dlo);
@@ -465,6 +481,7 @@ Status Trainer::open_data() {
     DLSYS_RETURN_IF_ERROR(check_class_ids(val_.labels, "data.validation " + (*vl)->label()));
     dataset_label_ = (*dl)->label();
     validation_label_ = (*vl)->label();
+    feature_names_ = (*dl)->feature_names();
     loader_ = std::move(dl).value();
   } else {
     // CSV, NPY and IDX files are read through the data module's ingest sources.
@@ -475,6 +492,7 @@ Status Trainer::open_data() {
       fo.labels_path = labels;
       fo.label_column = spec_.label_column;
       fo.labels_as_classes = classify_;
+      fo.nulls = spec_.nulls == "impute" ? "nan" : spec_.nulls;
       return data::read_file_dataset(path, fo);
     };
     DLSYS_ASSIGN_OR_RETURN(data::InMemoryDataset all,
@@ -490,12 +508,10 @@ Status Trainer::open_data() {
     DLSYS_RETURN_IF_ERROR(check_class_ids(
         val_.labels, "validation data " + (spec_.validation_path.empty() ? spec_.train_path
                                                                          : spec_.validation_path)));
-    for (data::InMemoryDataset* d : {&train, &val_})
-      if (spec_.feature_scale != 1.0)
-        for (int64_t i = 0; i < d->features.numel(); ++i)
-          d->features.data_as<float>()[i] *= static_cast<float>(spec_.feature_scale);
+    feature_names_ = train.feature_names;
     data_sample.assign(train.features.shape().begin() + 1, train.features.shape().end());
   }
+  DLSYS_RETURN_IF_ERROR(fit_preprocessing(spec_.dataset.empty() ? &train : nullptr, data_sample));
   int64_t per_sample = shape_numel(input_sample_), data_per_sample = shape_numel(data_sample);
   if (data_per_sample != per_sample)
     return Status::Invalid("the data has {} features per sample but model.input {} needs {}",
@@ -507,6 +523,67 @@ Status Trainer::open_data() {
     lo.seed = spec_.seed;
     DLSYS_ASSIGN_OR_RETURN(loader_, data::TensorLoader::make(train, lo));
   }
+  return Status::OK();
+}
+
+Status Trainer::fit_preprocessing(const data::InMemoryDataset* file_train,
+                                  const Shape& data_sample) {
+  std::vector<PreprocessStep> steps;
+  if (spec_.feature_scale != 1.0) {
+    PreprocessStep scale;
+    scale.kind = "scale";
+    scale.factor = spec_.feature_scale;
+    steps.push_back(scale);
+  }
+  steps.insert(steps.end(), spec_.preprocess.begin(), spec_.preprocess.end());
+  if (steps.empty()) return Status::OK();
+  if (forward_.metadata.count("dlsys.preprocess"))
+    return Status::Invalid(
+        "{}: model.onnx {} already starts with its preprocessing (dlsys.preprocess in its "
+        "metadata) and takes raw features: drop data.feature_scale and data.preprocess",
+        spec_.spec_path, spec_.onnx_path);
+  const int64_t features = shape_numel(data_sample);
+  FeatureBatches batches;
+  if (file_train) {
+    batches = [&](const std::function<Status(const Tensor&)>& visit) {
+      return visit(file_train->features.view({file_train->size(), features}));
+    };
+  } else {
+    // A sequential pass over the training split, in large batches.
+    batches = [&](const std::function<Status(const Tensor&)>& visit) -> Status {
+      DLSYS_ASSIGN_OR_RETURN(data::VersionRef ref, data::parse_version_ref(spec_.dataset));
+      data::DatasetLoaderOptions o;
+      o.features = spec_.features;
+      o.label = spec_.label;
+      o.nulls = spec_.nulls == "drop" ? data::DatasetLoaderOptions::Nulls::kDrop
+                                      : data::DatasetLoaderOptions::Nulls::kNaN;
+      o.shuffle = false;
+      o.batch_size = 8192;
+      DLSYS_ASSIGN_OR_RETURN(auto l, data::DatasetLoader::open(*store_, ref, o));
+      for (int64_t b = 0; b < l->batches_per_epoch(); ++b) {
+        DLSYS_ASSIGN_OR_RETURN(data::Batch batch, l->next());
+        DLSYS_RETURN_IF_ERROR(visit(batch.x.view({batch.x.dim(0), features})));
+      }
+      return Status::OK();
+    };
+  }
+  DLSYS_ASSIGN_OR_RETURN(preprocess_, Preprocessor::fit(steps, feature_names_, features, batches));
+  if (spec_.nulls == "impute") {
+    // Every null must meet an impute step: one left would train on NaN.
+    DLSYS_RETURN_IF_ERROR(batches([&](const Tensor& raw) -> Status {
+      DLSYS_ASSIGN_OR_RETURN(Tensor y, preprocess_.apply(raw));
+      const float* p = y.data_as<float>();
+      for (int64_t i = 0; i < y.numel(); ++i)
+        if (std::isnan(p[i]))
+          return Status::Invalid(
+              "{}: feature {} has nulls that no impute step of data.preprocess covers; add it to "
+              "an impute step's columns (or use data.nulls: drop)",
+              spec_.spec_path, preprocess_.out_names()[i % preprocess_.out_features()]);
+      return Status::OK();
+    }));
+  }
+  DLSYS_RETURN_IF_ERROR(preprocess_.prepend_to(&forward_).with_context(spec_.spec_path));
+  input_sample_ = {preprocess_.in_features()};
   return Status::OK();
 }
 
@@ -818,6 +895,15 @@ Status Trainer::export_model() {
   // A fine-tuned model keeps its own input and output names.
   rename_value(&trained, "input", names_.input);
   rename_value(&trained, "logits", names_.output);
+  // What a runtime needs to read the model's answers and feed it rows (docs/formats.md).
+  trained.metadata["dlsys.task"] = classify_ ? "classification"
+                                   : bce_    ? "binary_classification"
+                                             : "regression";
+  if (!preprocess_.empty()) trained.metadata["dlsys.preprocess"] = preprocess_.to_json().dump();
+  if (!feature_names_.empty())
+    trained.metadata["dlsys.feature_names"] = nlohmann::json(feature_names_).dump();
+  if (!spec_.class_names.empty())
+    trained.metadata["dlsys.class_names"] = nlohmann::json(spec_.class_names).dump();
   result_.model_path = options_.out_dir + "/model.onnx";
   DLSYS_RETURN_IF_ERROR(export_onnx_file(trained, result_.model_path).with_context("export"));
   // The validation split, so that the exported model can be checked on exactly these rows.

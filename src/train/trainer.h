@@ -23,6 +23,7 @@
 #include "train/autodiff.h"
 #include "train/events.h"
 #include "train/optimizer.h"
+#include "train/preprocess.h"
 #include "train/spec.h"
 
 namespace dlsys {
@@ -103,9 +104,15 @@ class Trainer {
   // Reads the data: a version of the dataset store (a shuffling DatasetLoader, and the whole
   // validation split in stored order) or files (CSV, NPY, IDX through the data module's ingest
   // sources; split by validation_fraction unless validation files are given; features scaled by
-  // feature_scale, served by a TensorLoader). Leaves loader_, val_, the dataset labels, and
-  // checks that a sample's size is what the model's input needs. Needs build_model.
+  // feature_scale, served by a TensorLoader). Nulls as data.nulls says. Leaves loader_, val_,
+  // the dataset labels, and checks that a sample's size is what the model's input needs. Then
+  // fits data.preprocess (feature_scale first, as a scale step) on the training split and
+  // prepends it to forward_, whose input becomes the raw features (preprocess_,
+  // input_sample_). Needs build_model.
   Status open_data();
+  // Fits the preprocessing on the training data (`file_train` for file data, else a
+  // sequential pass of the store's training split) and prepends it to forward_.
+  Status fit_preprocessing(const data::InMemoryDataset* file_train, const Shape& data_sample);
 
   // Derives the training graph (loss, gradients, training-mode layers) and the evaluation graph
   // (inference-mode forward graph), both with the weights as inputs, and plans their sessions
@@ -148,8 +155,10 @@ class Trainer {
   Status checkpoint(int64_t at_step);
 
   // Writes model.onnx (the forward graph with the trained weights and running statistics, a
-  // fine-tuned model under its own input and output names), val_x.npy / val_y.npy (the
-  // validation split the metrics were computed on) and spec.yaml. Sets result_.model_path.
+  // fine-tuned model under its own input and output names; its preprocessing first, and the
+  // metadata dlsys.preprocess, dlsys.feature_names, dlsys.class_names, dlsys.task),
+  // val_x.npy / val_y.npy (the validation split the metrics were computed on, raw features as
+  // the model takes them) and spec.yaml. Sets result_.model_path.
   Status export_model();
 
   // Sends `e` to options.on_event; record() also appends its to_json() to metrics.jsonl.
@@ -185,6 +194,8 @@ class Trainer {
   std::unique_ptr<data::Loader> loader_;
   data::InMemoryDataset val_;
   std::string dataset_label_, validation_label_;
+  std::vector<std::string> feature_names_;  // the raw features' names (empty: unnamed)
+  Preprocessor preprocess_;                 // fitted, and the first nodes of forward_
 
   // build_graphs
   TrainingGraph tg_;

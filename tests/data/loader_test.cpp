@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -173,6 +174,51 @@ TEST_F(LoaderTest, BadOptionsAreRefused) {
   o.rank = 2;
   o.world = 2;
   EXPECT_FALSE(DatasetLoader::open(*store_, {"d", "latest", ""}, o).ok());
+}
+
+TEST_F(LoaderTest, NullFeaturesAreRefusedDroppedOrNaN) {
+  // 300 rows over 3 shards; a is null every 7th row, the label every 50th.
+  std::string csv = "id,a,label\n";
+  for (int i = 0; i < 300; ++i)
+    csv += fmt::format("{},{},{}\n", i, i % 7 == 0 ? "" : std::to_string(i * 2),
+                       i % 50 == 1 ? "" : std::to_string(i % 10));
+  std::ofstream(dir_ + "/n.csv") << csv;
+  auto src = open_source(dir_ + "/n.csv", "", {});
+  ASSERT_TRUE(src.ok());
+  PushOptions po;
+  po.shard_rows = 100;
+  ASSERT_TRUE(push(*store_, "n", **src, po).ok());
+  auto read_all = [&](DatasetLoaderOptions::Nulls nulls, std::vector<float>* a) -> Status {
+    DatasetLoaderOptions o;
+    o.features = {"id", "a"};
+    o.nulls = nulls;
+    o.shuffle = false;
+    o.batch_size = 64;
+    DLSYS_ASSIGN_OR_RETURN(auto l, DatasetLoader::open(*store_, {"n", "latest", ""}, o));
+    for (int64_t b = 0; b < l->batches_per_epoch(); ++b) {
+      DLSYS_ASSIGN_OR_RETURN(Batch batch, l->next());
+      for (int64_t i = 0; i < batch.x.dim(0); ++i)
+        a->push_back(batch.x.data_as<float>()[i * 2 + 1]);
+    }
+    return Status::OK();
+  };
+  std::vector<float> a;
+  Status st = read_all(DatasetLoaderOptions::Nulls::kError, &a);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("feature column 'a' is null at row 0"), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("data.nulls: drop"), std::string::npos) << st.message();
+  a.clear();
+  st = read_all(DatasetLoaderOptions::Nulls::kNaN, &a);
+  ASSERT_FALSE(st.ok()) << "a null label is an error unless rows are dropped";
+  EXPECT_NE(st.message().find("label 'label' is null"), std::string::npos) << st.message();
+  a.clear();
+  ASSERT_TRUE(read_all(DatasetLoaderOptions::Nulls::kDrop, &a).ok());
+  // Every row but those with a null a or a null label.
+  int want = 0;
+  for (int i = 0; i < 300; ++i) want += i % 7 != 0 && i % 50 != 1;
+  EXPECT_EQ(static_cast<int>(a.size()), want);
+  for (float v : a) EXPECT_FALSE(std::isnan(v));
 }
 
 }  // namespace

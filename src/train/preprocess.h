@@ -1,0 +1,87 @@
+// Preprocessing that travels with the model: the steps of `data.preprocess` (train/spec.h),
+// fitted on the training split, become the first nodes of the model's graph. The trainer feeds
+// raw features to that graph in training and evaluation alike, and the exported ONNX model
+// starts with the same nodes, so any runtime that serves it takes raw features and answers as the
+// trainer's evaluation did: there is no second implementation to drift (training/serving skew).
+//
+// Graph form (ONNX ops, constants named "preprocess.*", never trained):
+//   impute       Where(IsNaN(x), fill, x)          fill[j] = NaN for columns it does not cover
+//   clip         Max(Min(x, hi), lo)                +-inf for columns it does not cover
+//   standardize, minmax, scale   Mul(Sub(x, shift), mul)   shift 0 and mul 1 elsewhere
+//   onehot       Concat(Gather(x, kept columns), Cast(Equal(Gather(x, [c]), categories))...)
+// then a Reshape to the model's input shape when it has more than one dimension.
+//
+// Threading: a fitted Preprocessor is immutable; apply() may run on many threads.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "graph/ir.h"
+#include "tensor/tensor.h"
+#include "train/spec.h"
+
+namespace dlsys::train {
+
+// Calls `visit` with every batch of the training split's raw features, f32 [B, F] (NaN for a
+// null), in any order; stops at the first error `visit` returns. Called once per step that
+// needs statistics, so it must be repeatable.
+using FeatureBatches = std::function<Status(const std::function<Status(const Tensor&)>& visit)>;
+
+// One fitted step (see the banner for what the vectors mean per kind).
+struct FittedStep {
+  std::string kind;
+  std::vector<int> columns;       // the input features it covers
+  std::vector<float> fill;        // impute
+  std::vector<float> lo, hi;      // clip
+  std::vector<float> shift, mul;  // standardize, minmax, scale
+  std::vector<float> categories;  // onehot: the sorted categories of columns[0]
+};
+
+class Preprocessor {
+ public:
+  Preprocessor() = default;
+
+  // Fits `steps` on the training features (`features` per sample, named by `names`, which may
+  // be empty: then steps name columns by index). Errors name the step (data.preprocess[i]) and
+  // the column: an unknown column, onehot of a column with more than 256 categories or
+  // non-integer values, a column with no values to take a statistic of.
+  static Result<Preprocessor> fit(const std::vector<PreprocessStep>& steps,
+                                  const std::vector<std::string>& names, int64_t features,
+                                  const FeatureBatches& batches);
+
+  bool empty() const { return steps_.empty(); }
+  int64_t in_features() const { return in_; }
+  // Features after the steps (onehot adds one per category, less the column itself).
+  int64_t out_features() const { return out_; }
+  // The names of the output features ("color=2" for a onehot category); indices as text when
+  // the input had no names.
+  const std::vector<std::string>& out_names() const { return out_names_; }
+  const std::vector<FittedStep>& steps() const { return steps_; }
+
+  // The steps applied to x, f32 [N, in_features()] -> [N, out_features()], in plain C++ (the
+  // reference the graph form is tested against; also what fit() uses between passes).
+  Result<Tensor> apply(const Tensor& x) const;
+
+  // Prepends the steps to `g`, whose input `input` is the model's ([batch, S...] with
+  // numel(S) == out_features()): afterwards `input` is f32 [batch, in_features()] of raw
+  // features and the old input is computed from it. Nothing changes when empty().
+  Status prepend_to(Graph* g, const std::string& input = "input") const;
+
+  // What the steps are and their fitted values, for the model's metadata ("dlsys.preprocess").
+  nlohmann::json to_json() const;
+
+ private:
+  std::vector<FittedStep> steps_;
+  std::vector<std::string> in_names_, out_names_;
+  int64_t in_ = 0, out_ = 0;
+};
+
+// True for the constants prepend_to() adds (they are never trained).
+bool is_preprocess_constant(const std::string& name);
+
+}  // namespace dlsys::train

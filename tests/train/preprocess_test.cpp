@@ -1,0 +1,345 @@
+// Preprocessing that travels with the model (train/preprocess.h):
+// - fitted values equal statistics computed here independently (median, mean, population std,
+//   min/max, categories) on the training rows only;
+// - the graph form equals the plain C++ reference, through a Session and through an ONNX file
+//   read back (the ONNX checker passes);
+// - end to end on the shipped wine data: the exported model takes raw features (val_x.npy as
+//   stored) and scores exactly the trainer's validation accuracy; class names and the fitted
+//   steps are in its metadata; nulls are dropped, imputed, or refused with the fix named;
+// - spec errors name the step and the line.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <sstream>
+
+#include "core/file_util.h"
+#include "data/in_memory_dataset.h"
+#include "graph/onnx_export.h"
+#include "graph/onnx_import.h"
+#include "graph/session.h"
+#include "tensor/npy.h"
+#include "train/preprocess.h"
+#include "train/trainer.h"
+
+namespace dlsys::train {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+const std::string kWine = std::string(DLSYS_SHARED_DATA) + "/wine/wine_data.csv";
+
+// 8 rows x 4 features: c0 with a null (median impute), c1 with a null (mean impute), c2 to clip,
+// c3 categories {0, 2, 5}.
+Tensor sample_features() {
+  const float v[] = {1,    10,   -3,   0,  //
+                     4,    kNaN, 0.5,  2,  //
+                     kNaN, 30,   2,    5,  //
+                     2,    20,   -0.5, 0,  //
+                     9,    40,   1,    2,  //
+                     3,    50,   7,    2,  //
+                     7,    60,   0,    0,  //
+                     5,    70,   0.25, 5};
+  return Tensor::from_f32({8, 4}, v);
+}
+
+std::vector<PreprocessStep> sample_steps() {
+  std::vector<PreprocessStep> s(5);
+  s[0].kind = "impute", s[0].strategy = "median", s[0].columns = {"c0"};
+  s[1].kind = "impute", s[1].strategy = "mean", s[1].columns = {"1"};  // by index
+  s[2].kind = "clip", s[2].min = -1, s[2].max = 1, s[2].columns = {"c2"};
+  s[3].kind = "standardize", s[3].columns = {"c0", "c1", "c2"};
+  s[4].kind = "onehot", s[4].columns = {"c3"};
+  return s;
+}
+
+Result<Preprocessor> fit_sample() {
+  Tensor x = sample_features();
+  return Preprocessor::fit(sample_steps(), {"c0", "c1", "c2", "c3"}, 4,
+                           [&](const std::function<Status(const Tensor&)>& visit) {
+                             // Two batches, so that statistics accumulate across them.
+                             Tensor a = Tensor::from_f32({3, 4}, x.data_as<float>());
+                             Tensor b = Tensor::from_f32({5, 4}, x.data_as<float>() + 12);
+                             DLSYS_RETURN_IF_ERROR(visit(a));
+                             return visit(b);
+                           });
+}
+
+TEST(Preprocessor, FittedValuesAreTheTrainingStatistics) {
+  auto p = fit_sample();
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  ASSERT_EQ(p->steps().size(), 5u);
+  // Median of c0's 7 values {1,4,2,9,3,7,5} is 4; mean of c1's 7 values is 280/7 = 40.
+  EXPECT_EQ(p->steps()[0].fill[0], 4.0f);
+  EXPECT_TRUE(std::isnan(p->steps()[0].fill[1])) << "an uncovered column stays as it is";
+  EXPECT_FLOAT_EQ(p->steps()[1].fill[1], 40.0f);
+  // Standardize sees the imputed and clipped values.
+  std::vector<double> cols[3] = {{1, 4, 4, 2, 9, 3, 7, 5},
+                                 {10, 40, 30, 20, 40, 50, 60, 70},
+                                 {-1, 0.5, 1, -0.5, 1, 1, 0, 0.25}};
+  for (int c = 0; c < 3; ++c) {
+    double mean = 0, var = 0;
+    for (double v : cols[c]) mean += v / 8;
+    for (double v : cols[c]) var += (v - mean) * (v - mean) / 8;
+    EXPECT_NEAR(p->steps()[3].shift[c], mean, 1e-5) << "column " << c;
+    EXPECT_NEAR(p->steps()[3].mul[c], 1 / std::sqrt(var), 1e-5) << "column " << c;
+  }
+  EXPECT_EQ(p->steps()[4].categories, (std::vector<float>{0, 2, 5}));
+  EXPECT_EQ(p->out_features(), 6);
+  EXPECT_EQ(p->out_names(), (std::vector<std::string>{"c0", "c1", "c2", "c3=0", "c3=2", "c3=5"}));
+}
+
+TEST(Preprocessor, TheGraphComputesWhatTheReferenceComputes) {
+  auto p = fit_sample();
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  // A model that is the identity on its input [batch, 6].
+  Graph g;
+  g.opset = 17;
+  g.inputs.push_back({"input", DType::kF32, true, {Dim{-1, "batch"}, Dim{6, ""}}});
+  g.outputs.push_back({"logits", DType::kF32, true, {Dim{-1, "batch"}, Dim{6, ""}}});
+  Node n;
+  n.name = "id";
+  n.op_type = "Identity";
+  n.inputs = {"input"};
+  n.outputs = {"logits"};
+  g.nodes.push_back(n);
+  ASSERT_TRUE(p->prepend_to(&g).ok());
+  EXPECT_EQ(g.inputs[0].dims[1].value, 4) << "the model now takes the raw features";
+  // Rows with nulls and unseen categories (3 is not a category: all zeros).
+  const float raw[] = {kNaN, kNaN, 5, 3, 2, 100, -9, 5};
+  Tensor x = Tensor::from_f32({2, 4}, raw);
+  auto want = p->apply(x);
+  ASSERT_TRUE(want.ok());
+  EXPECT_EQ(want->data_as<float>()[3], 0.0f);
+  EXPECT_EQ(want->data_as<float>()[4], 0.0f);
+  EXPECT_EQ(want->data_as<float>()[5], 0.0f);
+  EXPECT_EQ(want->data_as<float>()[6 + 5], 1.0f);
+  auto check = [&](const Graph& graph, const char* how) {
+    auto s = Session::from_graph(graph, SessionOptions{});
+    std::vector<Tensor> out;
+    Status st = s->run({{"input", x}}, &out);
+    ASSERT_TRUE(st.ok()) << how << ": " << st.to_string();
+    ASSERT_EQ(out[0].shape(), want->shape()) << how;
+    for (int64_t i = 0; i < want->numel(); ++i)
+      EXPECT_FLOAT_EQ(out[0].data_as<float>()[i], want->data_as<float>()[i]) << how << " " << i;
+  };
+  check(g, "in memory");
+  auto bytes = export_onnx_bytes(g);  // runs the ONNX checker
+  ASSERT_TRUE(bytes.ok()) << bytes.status().to_string();
+  auto back = import_onnx_bytes(*bytes, "the exported model");
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  check(*back, "exported and read back");
+}
+
+TEST(Preprocessor, ErrorsNameTheStepAndTheColumn) {
+  std::vector<PreprocessStep> s(1);
+  s[0].kind = "standardize";
+  s[0].columns = {"nope"};
+  Tensor x = sample_features();
+  auto visit_all = [&](const std::function<Status(const Tensor&)>& v) { return v(x); };
+  auto r = Preprocessor::fit(s, {"c0", "c1", "c2", "c3"}, 4, visit_all);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("data.preprocess[0] standardize: no feature column 'nope'"),
+            std::string::npos)
+      << r.status().message();
+  EXPECT_NE(r.status().message().find("c0, c1, c2, c3"), std::string::npos);
+  s[0].kind = "onehot";
+  s[0].columns = {"c2"};  // 0.5, -0.5 are not category codes
+  r = Preprocessor::fit(s, {"c0", "c1", "c2", "c3"}, 4, visit_all);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("not a category code"), std::string::npos)
+      << r.status().message();
+}
+
+class PreprocessTrainTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = (fs::temp_directory_path() / ("dlsys-preprocess-" + random_hex(6))).string();
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  Result<TrainSpec> spec(const std::string& yaml) {
+    std::string path = dir_ + "/spec" + std::to_string(n_++) + ".yaml";
+    std::ofstream(path) << yaml;
+    return load_train_spec(path);
+  }
+  Result<TrainResult> train(const std::string& yaml, const std::string& name) {
+    auto s = spec(yaml);
+    if (!s.ok()) return s.status();
+    TrainOptions o;
+    o.out_dir = dir_ + "/" + name;
+    o.threads = 2;
+    return train_model(*s, o);
+  }
+  std::string dir_;
+  int n_ = 0;
+};
+
+std::string wine_spec(const std::string& data_extra, const std::string& train = kWine) {
+  return "data:\n  train: " + train + "\n  split_seed: 3\n" + data_extra + R"(
+model:
+  input: [13]
+  layers: [{linear: {out: 16}}, relu, {linear: {out: 3}}]
+train:
+  epochs: 30
+  batch_size: 16
+  seed: 1
+  optimizer: {name: adam, lr: 0.01}
+)";
+}
+
+// Accuracy of `model` on val_x.npy against val_y.npy, run as any user would run the file.
+double exported_accuracy(const std::string& run_dir, Graph* model_out = nullptr) {
+  auto g = import_onnx_file(run_dir + "/model.onnx");
+  EXPECT_TRUE(g.ok()) << g.status().to_string();
+  if (!g.ok()) return -1;
+  if (model_out) *model_out = *g;
+  auto x = npy_read(run_dir + "/val_x.npy");
+  auto y = npy_read(run_dir + "/val_y.npy");
+  EXPECT_TRUE(x.ok() && y.ok());
+  auto s = Session::from_graph(*g, SessionOptions{});
+  std::vector<Tensor> out;
+  EXPECT_TRUE(s->run({{g->inputs[0].name, *x}}, &out).ok());
+  const int64_t n = y->numel(), k = out[0].dim(1);
+  int64_t right = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const float* row = out[0].data_as<float>() + i * k;
+    right += (std::max_element(row, row + k) - row) == y->data_as<int64_t>()[i];
+  }
+  return double(right) / n;
+}
+
+TEST_F(PreprocessTrainTest, TheExportedModelTakesRawFeaturesAndScoresAsTheTrainerDid) {
+  auto r = train(wine_spec("  preprocess: [standardize]\n"
+                           "  class_names: [class_0, class_1, class_2]\n"),
+                 "std");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_GE(r->val_accuracy, 0.9) << "standardized wine is easy";
+  auto x = npy_read(dir_ + "/std/val_x.npy");
+  ASSERT_TRUE(x.ok());
+  EXPECT_GT(*std::max_element(x->data_as<float>(), x->data_as<float>() + x->numel()), 250.0f)
+      << "val_x.npy holds raw features (proline is in the hundreds)";
+  Graph model;
+  EXPECT_DOUBLE_EQ(exported_accuracy(dir_ + "/std", &model), r->val_accuracy);
+  EXPECT_EQ(model.metadata["dlsys.class_names"], R"(["class_0","class_1","class_2"])");
+  EXPECT_EQ(model.metadata["dlsys.task"], "classification");
+  // The fitted means are those of the training rows (the same seeded split, computed here).
+  auto all = data::read_file_dataset(kWine, {});
+  ASSERT_TRUE(all.ok()) << all.status().to_string();
+  data::InMemoryDataset tr, va;
+  ASSERT_TRUE(data::split(*all, 0.2, 3, &tr, &va).ok());
+  auto meta = nlohmann::json::parse(model.metadata["dlsys.preprocess"]);
+  ASSERT_EQ(meta["steps"].size(), 1u);
+  for (int c = 0; c < 13; ++c) {
+    double mean = 0;
+    for (int64_t i = 0; i < tr.size(); ++i) mean += tr.features.data_as<float>()[i * 13 + c];
+    mean /= tr.size();
+    EXPECT_NEAR(meta["steps"][0]["shift"][c].get<double>(), mean, 1e-3 * std::abs(mean) + 1e-5)
+        << "column " << c;
+  }
+}
+
+TEST_F(PreprocessTrainTest, FeatureScaleIsBakedIntoTheModel) {
+  auto r = train(wine_spec("  feature_scale: 0.001\n"), "scaled");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  Graph model;
+  EXPECT_DOUBLE_EQ(exported_accuracy(dir_ + "/scaled", &model), r->val_accuracy);
+  auto meta = nlohmann::json::parse(model.metadata["dlsys.preprocess"]);
+  EXPECT_EQ(meta["steps"][0]["kind"], "scale");
+  EXPECT_FLOAT_EQ(meta["steps"][0]["mul"][0].get<float>(), 0.001f);
+}
+
+// The wine CSV with the second value missing in data rows 5 and 9, and (with `label_null`) the
+// label missing in row 12.
+std::string wine_with_nulls(const std::string& dir, bool label_null) {
+  auto text = read_file(kWine);
+  std::string out, line;
+  std::istringstream in(*text);
+  int n = 0;
+  while (std::getline(in, line)) {
+    if (n == 5 || n == 9) {
+      size_t a = line.find(','), b = line.find(',', a + 1);
+      line = line.substr(0, a + 1) + line.substr(b);
+    }
+    if (n == 12 && label_null) line = line.substr(0, line.rfind(',') + 1);
+    out += line + "\n";
+    ++n;
+  }
+  std::string path = dir + (label_null ? "/wine_null_label.csv" : "/wine_nulls.csv");
+  std::ofstream(path) << out;
+  return path;
+}
+
+TEST_F(PreprocessTrainTest, NullsAreRefusedDroppedOrImputed) {
+  std::string csv = wine_with_nulls(dir_, true);
+  auto refused = train(wine_spec("", csv), "refused");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("data.nulls: drop"), std::string::npos)
+      << refused.status().message();
+  auto dropped = train(wine_spec("  nulls: drop\n", csv), "dropped");
+  ASSERT_TRUE(dropped.ok()) << dropped.status().to_string();
+  auto y = npy_read(dir_ + "/dropped/val_y.npy");
+  ASSERT_TRUE(y.ok());
+  EXPECT_EQ(y->numel(), 35) << "175 complete rows, 20% held out";
+  // Impute fills features; a missing label is still refused.
+  auto no_label = train(wine_spec("  preprocess: [{impute: median}, standardize]\n", csv), "nl");
+  ASSERT_FALSE(no_label.ok());
+  EXPECT_NE(no_label.status().message().find("missing value"), std::string::npos)
+      << no_label.status().message();
+  auto imputed = train(
+      wine_spec("  preprocess: [{impute: median}, standardize]\n", wine_with_nulls(dir_, false)),
+      "imputed");
+  ASSERT_TRUE(imputed.ok()) << imputed.status().to_string();
+  Graph model;
+  EXPECT_DOUBLE_EQ(exported_accuracy(dir_ + "/imputed", &model), imputed->val_accuracy);
+  // The model answers for a null what it answers for the training median.
+  auto meta = nlohmann::json::parse(model.metadata["dlsys.preprocess"]);
+  float median = meta["steps"][0]["fill"][1].get<float>();
+  EXPECT_GT(median, 0.5f);
+  float row[13] = {13.2f, kNaN,  2.14f, 11.2f, 100,  2.65f, 2.76f,
+                   0.26f, 1.28f, 4.38f, 1.05f, 3.4f, 1050};
+  float filled[13];
+  std::copy(row, row + 13, filled);
+  filled[1] = median;
+  auto s = Session::from_graph(model, SessionOptions{});
+  std::vector<Tensor> a, b;
+  ASSERT_TRUE(s->run({{model.inputs[0].name, Tensor::from_f32({1, 13}, row)}}, &a).ok());
+  ASSERT_TRUE(s->run({{model.inputs[0].name, Tensor::from_f32({1, 13}, filled)}}, &b).ok());
+  for (int k = 0; k < 3; ++k) {
+    EXPECT_TRUE(std::isfinite(a[0].data_as<float>()[k]));
+    EXPECT_EQ(a[0].data_as<float>()[k], b[0].data_as<float>()[k]);
+  }
+}
+
+TEST_F(PreprocessTrainTest, SpecErrorsNameTheStepAndLine) {
+  struct Case {
+    std::string data, want;
+  } cases[] = {
+      {"  preprocess: [normalize]\n", "unknown preprocess step 'normalize'; steps: clip, impute"},
+      {"  preprocess: [{onehot: [c3]}, standardize]\n", "put onehot steps last"},
+      {"  preprocess: [{impute: mode}]\n", "strategy is 'mode'; use mean, median or constant"},
+      {"  preprocess: [{clip: {}}]\n", "needs 'min', 'max' or both"},
+      {"  preprocess: [onehot]\n", "needs its columns"},
+      {"  preprocess: [{standardize: {colums: [a]}}]\n", "unknown field 'colums'"},
+      {"  nulls: impute\n", "nulls: impute needs an impute step"},
+      {"  nulls: fill\n", "is 'fill'; use error, drop or impute"},
+  };
+  for (const Case& c : cases) {
+    auto s = spec(wine_spec(c.data));
+    ASSERT_FALSE(s.ok()) << c.data;
+    EXPECT_NE(s.status().message().find(c.want), std::string::npos)
+        << c.data << " -> " << s.status().message();
+    EXPECT_NE(s.status().message().find(".yaml:"), std::string::npos) << s.status().message();
+  }
+  auto names = train(wine_spec("  class_names: [a, b]\n"), "names");
+  ASSERT_FALSE(names.ok());
+  EXPECT_NE(names.status().message().find("class_names has 2 names, but the model has 3 outputs"),
+            std::string::npos)
+      << names.status().message();
+}
+
+}  // namespace
+}  // namespace dlsys::train
