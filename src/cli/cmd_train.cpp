@@ -135,6 +135,9 @@ int run_train(const TrainArgs& a) {
                 static_cast<long long>(r->epochs), static_cast<long long>(r->steps), r->seconds);
     if (spec->loss == "cross_entropy") std::printf(", validation accuracy %.4f", r->val_accuracy);
     std::printf("\nmodel: %s\n", r->model_path.c_str());
+    if (a.threads == 0 && r->threads == 1)
+      std::printf("threads: 1 (a small model: %.0f MFLOP per step; --threads N to choose)\n",
+                  r->step_flops / 1e6);
     if (logger)
       std::printf("tracked as run %lld (%s)\n", static_cast<long long>(logger->run_id()),
                   client->where().c_str());
@@ -157,7 +160,8 @@ void add_train(CLI::App& app, int* rc) {
   c->add_option("--checkpoint-every", a->checkpoint_every,
                 "Steps between checkpoints (overrides train.checkpoint_every; 0: only at the end)");
   c->add_option("--log-every", a->log_every, "Steps between step events")->capture_default_str();
-  c->add_option("--threads", a->threads, "Threads (default: all cores)");
+  c->add_option("--threads", a->threads,
+                "Threads (default: 1 for a model under 100 MFLOP per step, else all cores)");
   c->add_option("--server", a->server, "Record the run in this tracking server (or $DLSYS_SERVER)");
   c->add_option("--data-dir", a->data_dir, "Record the run in this data directory (no server)");
   c->add_option("--experiment", a->experiment, "Experiment to record in (default: the spec name)");

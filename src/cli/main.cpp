@@ -1,6 +1,10 @@
 // dlsys: a deep learning system in one program. This is the command line's front door.
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
+
+#include <unistd.h>
 #include <exception>
 
 #include "cli/commands.h"
@@ -50,7 +54,28 @@ Result<std::map<std::string, int64_t>> parse_dims(const std::vector<std::string>
 
 }  // namespace dlsys::cli
 
+// OpenMP's waiting. libgomp spins up to 300,000 times at every barrier before it sleeps, which
+// collapses on a shared machine: the digits MLP trained 50-100x slower with 2 threads on 2 cores
+// while one other CPU-bound process ran (bench/train/threads.sh, docs/benchmarks.md). libgomp
+// reads OMP_WAIT_POLICY once, when it loads, and glibc resets the environment that an earlier
+// setenv could change, so the commands that compute run themselves again once with
+// OMP_WAIT_POLICY=passive (about 50 ms) unless the user chose a policy (OMP_WAIT_POLICY,
+// GOMP_SPINCOUNT) or asked for libgomp's own (DLSYS_OMP_DEFAULTS=1).
+void set_openmp_waiting(int argc, char** argv) {
+  if (argc < 2 || std::getenv("OMP_WAIT_POLICY") || std::getenv("GOMP_SPINCOUNT") ||
+      std::getenv("DLSYS_OMP_DEFAULTS"))
+    return;
+  static const char* const kComputing[] = {"train",   "run",      "bench",
+                                           "profile", "quantize", "server"};
+  bool computes = false;
+  for (const char* c : kComputing) computes = computes || std::strcmp(argv[1], c) == 0;
+  if (!computes) return;
+  setenv("OMP_WAIT_POLICY", "passive", 1);
+  execv("/proc/self/exe", argv);  // returns only when it fails: then libgomp's defaults apply
+}
+
 int main(int argc, char** argv) {
+  set_openmp_waiting(argc, argv);
   CLI::App app{"dlsys: run, train, track and serve deep learning models on one program"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "dlsys 0.1.0");

@@ -40,8 +40,8 @@ json DoneEvent::to_json() const {
     data["dataset"] = dataset;
     data["validation"] = validation_dataset;
   }
-  return {{"event", "done"}, {"epochs", epochs}, {"steps", steps}, {"seconds", seconds},
-          {"metrics", m},    {"model", model},   {"data", data}};
+  return {{"event", "done"},    {"epochs", epochs}, {"steps", steps}, {"seconds", seconds},
+          {"threads", threads}, {"metrics", m},     {"model", model}, {"data", data}};
 }
 
 json to_json(const TrainEvent& e) {

@@ -59,7 +59,8 @@ struct DoneEvent {
   double data_wait_fraction = 0;  // data_wait_s / seconds (0 when seconds is 0)
   // Set when trained on a version of the dataset store ("digits@v2:train"), else empty.
   std::string dataset, validation_dataset;
-  // {"event":"done","epochs","steps","seconds","metrics":{...},"model",
+  int threads = 0;  // the threads the steps ran on (0: all cores)
+  // {"event":"done","epochs","steps","seconds","threads","metrics":{...},"model",
   //  "data":{"wait_s","wait_fraction"[,"dataset","validation"]}}
   nlohmann::json to_json() const;
 };

@@ -14,6 +14,7 @@
 #include "data/dataset_loader.h"
 #include "data/in_memory_dataset.h"
 #include "data/tensor_loader.h"
+#include "graph/model_info.h"
 #include "graph/onnx_export.h"
 #include "graph/onnx_import.h"
 #include "graph/session.h"
@@ -621,6 +622,21 @@ Status Trainer::build_graphs() {
   DLSYS_ASSIGN_OR_RETURN(tg_, build_training_graph(forward_, ls, trainable_));
   SessionOptions so;
   so.threads = options_.threads;
+  if (so.threads <= 0) {
+    // A small model trains fastest on one thread: estimate a step as 3x the forward FLOPs.
+    auto probe = Session::from_graph(forward_, SessionOptions{});
+    auto shapes = probe->concrete_input_shapes({}, 1);
+    if (shapes.ok()) {
+      auto plan = probe->plan_for_shapes(*shapes);
+      if (plan.ok()) {
+        ModelInfo info = model_info(forward_, *plan);
+        if (info.flops_known)
+          result_.step_flops = 3 * info.flops_per_sample * static_cast<double>(spec_.batch_size);
+      }
+    }
+    if (result_.step_flops > 0 && result_.step_flops < kSmallStepFlops) so.threads = 1;
+  }
+  result_.threads = so.threads;
   // Mixed precision: the training graph's matmuls and convolutions in bf16; evaluation in fp32,
   // as the exported model runs by default.
   SessionOptions train_so = so;
@@ -957,6 +973,7 @@ Result<TrainResult> Trainer::run() {
   // Time the steps spent waiting for the loader, against the whole training time.
   done.data_wait_s = result_.data_wait_seconds;
   done.data_wait_fraction = result_.seconds > 0 ? result_.data_wait_seconds / result_.seconds : 0;
+  done.threads = result_.threads;
   done.dataset = dataset_label_;
   done.validation_dataset = validation_label_;
   emit(done);

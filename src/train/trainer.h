@@ -37,7 +37,9 @@ namespace dlsys::train {
 
 struct TrainOptions {
   std::string out_dir;  // the run directory (created)
-  int threads = 0;      // 0: all cores
+  // 0: chosen from the model: 1 when a training step is under kSmallStepFlops (more threads
+  // only add waiting at every barrier there: bench/train/threads.sh), else all cores.
+  int threads = 0;
   // Receives every event (train/events.h), typed: StepEvent, EvalEvent, DoneEvent; step and
   // eval events are also written to metrics.jsonl as their to_json(). May be null.
   std::function<void(const TrainEvent&)> on_event;
@@ -49,6 +51,10 @@ struct TrainOptions {
   std::string datasets_dir;
 };
 
+// Below this many estimated FLOPs per training step (forward and backward of one batch), the
+// default is one thread.
+inline constexpr double kSmallStepFlops = 100e6;
+
 struct TrainResult {
   int64_t epochs = 0, steps = 0;
   double seconds = 0;
@@ -59,6 +65,8 @@ struct TrainResult {
   std::string dataset, validation_dataset;  // "digits@v2:train" when trained on a version
   double data_wait_seconds = 0;             // time the steps waited for the loader
   DoneEvent done;                           // the last event the run sent
+  int threads = 0;                          // what options.threads resolved to (0: all cores)
+  double step_flops = 0;                    // estimated FLOPs of a training step (0: not estimated)
 };
 
 // The names of a model's input and prediction output. Forward graphs call them "input" and
