@@ -73,7 +73,7 @@ TEST(TrainEvents, DoneEventWritesMetricsModelAndData) {
   EXPECT_EQ(line(d),
             R"({"data":{"wait_fraction":0.1,"wait_s":0.25},"epochs":4,"event":"done",)"
             R"("metrics":{"val_accuracy":0.96875,"val_loss":0.125,"val_top5_accuracy":1.0},)"
-            R"("model":"runs/mlp/model.onnx","seconds":2.5,"steps":92})");
+            R"("model":"runs/mlp/model.onnx","seconds":2.5,"steps":92,"threads":0})");
   // Trained on a version of the dataset store: the versions read, after the wait.
   d.dataset = "digits@v1:train";
   d.validation_dataset = "digits@v1:validation";
