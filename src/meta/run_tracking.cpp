@@ -349,7 +349,13 @@ Result<Run> RunTracking::create_run(int64_t experiment_id, const std::string& na
 }
 
 void RunTracking::sweep_before_read() {
-  if (liveness_.timeout_ms > 0) (void)fail_stale_runs();
+  if (liveness_.timeout_ms <= 0) return;
+  const int64_t t = now();
+  int64_t last = last_read_sweep_.load();
+  // One reader sweeps per interval; the others go on (a clock moved back sweeps again).
+  if (last != INT64_MIN && t >= last && t - last < liveness_.read_sweep_interval_ms) return;
+  if (!last_read_sweep_.compare_exchange_strong(last, t)) return;
+  (void)fail_stale_runs();
 }
 
 Result<Run> RunTracking::get_run(int64_t id) {

@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -134,6 +135,9 @@ struct RunLiveness {
   // Milliseconds since the epoch for every time this class writes and for the sweep; null is
   // the wall clock (tests inject one to move time without sleeping).
   std::function<int64_t()> clock;
+  // Reads sweep at most once in this long (by `clock`), so a busy read path pays for one index
+  // read a second, not one per request; 0: every read sweeps.
+  int64_t read_sweep_interval_ms = 1000;
 };
 
 class RunTracking {
@@ -141,7 +145,8 @@ class RunTracking {
   explicit RunTracking(StoreDb& db) : db_(db) {}
 
   // Sets the timeout and clock; call it before the store is used (it is not synchronized with
-  // calls in flight). get_run and search_runs sweep first when a timeout is set.
+  // calls in flight). get_run and search_runs sweep first when a timeout is set (at most once
+  // per read_sweep_interval_ms).
   void set_liveness(RunLiveness liveness) { liveness_ = std::move(liveness); }
   const RunLiveness& liveness() const { return liveness_; }
 
@@ -198,6 +203,7 @@ class RunTracking {
 
   StoreDb& db_;
   RunLiveness liveness_;
+  std::atomic<int64_t> last_read_sweep_{INT64_MIN};
 };
 
 }  // namespace dlsys::meta

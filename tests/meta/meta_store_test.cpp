@@ -755,7 +755,7 @@ TEST_P(MetaStoreTest, HeartbeatsKeepRunsAliveAndTheSweepFailsOnlyStaleRunningOne
   EXPECT_TRUE(none->empty());
   EXPECT_EQ(store_->runs().get_run(quiet)->status, "RUNNING");
 
-  store_->runs().set_liveness({300'000, clock});
+  store_->runs().set_liveness({300'000, clock, /*read_sweep_interval_ms=*/0});
   *t = 1'300'001;  // quiet: 300.001 s without a heartbeat; the others 100 s
   auto failed = store_->runs().fail_stale_runs();
   ASSERT_TRUE(failed.ok()) << failed.status().to_string();
@@ -793,6 +793,17 @@ TEST_P(MetaStoreTest, HeartbeatsKeepRunsAliveAndTheSweepFailsOnlyStaleRunningOne
   // A run set RUNNING again is alive from then on (a PATCH counts as a heartbeat).
   ASSERT_TRUE(store_->runs().update_run(beating, "RUNNING", kAlice).ok());
   EXPECT_EQ(store_->runs().get_run(beating)->status, "RUNNING");
+
+  // Reads sweep at most once per read_sweep_interval_ms (the periodic sweep does the rest).
+  store_->runs().set_liveness({300'000, clock, /*read_sweep_interval_ms=*/1000});
+  *t = 2'000'000;
+  int64_t late = new_run();  // its read sweeps
+  *t = 2'300'000;
+  EXPECT_EQ(store_->runs().get_run(late)->status, "RUNNING");  // sweeps: exactly the timeout
+  *t = 2'300'500;
+  EXPECT_EQ(store_->runs().get_run(late)->status, "RUNNING");  // over it, but no sweep yet
+  *t = 2'301'000;
+  EXPECT_EQ(store_->runs().get_run(late)->status, "FAILED");
 }
 
 // A version registered from a file has no run: no run is made, no lineage edge from one, and
