@@ -221,8 +221,8 @@ Result<json> json_answer(int status, const std::string& body) {
 class HttpApiClient : public ApiClient {
  public:
   HttpApiClient(std::string url, std::unique_ptr<HttpConnection> c, std::string token)
-      : url_(std::move(url)), c_(std::move(c)) {
-    if (!token.empty()) headers_["Authorization"] = "Bearer " + token;
+      : url_(std::move(url)), token_(std::move(token)), c_(std::move(c)) {
+    if (!token_.empty()) headers_["Authorization"] = "Bearer " + token_;
   }
   Result<json> call(const std::string& method, const std::string& target,
                     const json& body) override {
@@ -230,8 +230,9 @@ class HttpApiClient : public ApiClient {
         HttpResult r, c_->request(method, target, body.is_null() ? "" : body.dump(), headers_));
     return json_answer(r.status, r.body);
   }
-  Result<json> upload(const std::string& target, const std::string& path) override {
-    DLSYS_ASSIGN_OR_RETURN(HttpResult r, c_->request_file("PUT", target, path, headers_));
+  Result<json> upload(const std::string& target, const std::string& path,
+                      const std::string& method = "PUT") override {
+    DLSYS_ASSIGN_OR_RETURN(HttpResult r, c_->request_file(method, target, path, headers_));
     return json_answer(r.status, r.body);
   }
   Status download(const std::string& target, const std::string& out_path) override {
@@ -240,9 +241,10 @@ class HttpApiClient : public ApiClient {
     return Status::OK();
   }
   std::string where() const override { return url_; }
+  Result<std::unique_ptr<ApiClient>> another() const override { return connect_http(url_, token_); }
 
  private:
-  std::string url_;
+  std::string url_, token_;
   std::unique_ptr<HttpConnection> c_;
   std::map<std::string, std::string> headers_;
 };
@@ -258,9 +260,10 @@ class LocalApiClient : public ApiClient {
     Response r = b_.router().dispatch(req);
     return json_answer(r.status, r.body);
   }
-  Result<json> upload(const std::string& target, const std::string& path) override {
+  Result<json> upload(const std::string& target, const std::string& path,
+                      const std::string& method = "PUT") override {
     Request req;
-    DLSYS_RETURN_IF_ERROR(make("PUT", target, &req));
+    DLSYS_RETURN_IF_ERROR(make(method, target, &req));
     std::string tmp = b_.router().upload_temp_path();
     std::error_code ec;
     std::filesystem::copy_file(path, tmp, ec);
@@ -284,6 +287,9 @@ class LocalApiClient : public ApiClient {
     return commit_file(tmp, out_path);
   }
   std::string where() const override { return "local:" + b_.options().data_dir; }
+  Result<std::unique_ptr<ApiClient>> another() const override {
+    return std::unique_ptr<ApiClient>(new LocalApiClient(b_));
+  }
 
  private:
   static Status make(const std::string& method, const std::string& target, Request* req) {

@@ -18,12 +18,17 @@ class ApiClient {
   // Sends `method target` with `body` (null for none) and returns the JSON answer.
   virtual Result<json> call(const std::string& method, const std::string& target,
                             const json& body = nullptr) = 0;
-  // PUTs the file at `path` as the body of `target` (streamed), returns the JSON answer.
-  virtual Result<json> upload(const std::string& target, const std::string& path) = 0;
+  // Sends the file at `path` as the body of `method target` (streamed; PUT unless said, POST to
+  // create something from it), returns the JSON answer.
+  virtual Result<json> upload(const std::string& target, const std::string& path,
+                              const std::string& method = "PUT") = 0;
   // GETs `target` and writes the body to `out_path` (atomically).
   virtual Status download(const std::string& target, const std::string& out_path) = 0;
   // "http://host:port" or "local:<data dir>".
   virtual std::string where() const = 0;
+  // A second client to the same place (its own connection, same token), for another thread: a
+  // client is used by one thread at a time.
+  virtual Result<std::unique_ptr<ApiClient>> another() const = 0;
 };
 
 // A client of the server at `url` (http://host:port). `token` may be empty.

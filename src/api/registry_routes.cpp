@@ -3,6 +3,7 @@
 
 #include "api/meta_routes.h"
 #include "api/request_util.h"
+#include "core/file_util.h"
 
 namespace dlsys::api {
 
@@ -48,7 +49,8 @@ void add_registry_routes(Router& router, meta::ModelRegistry& registry, meta::Ru
                    if (!valid.ok()) {
                      // The object store's path is the server's business: name the artifact.
                      std::string m = valid.message();
-                     for (size_t at = m.find(file); at != std::string::npos; at = m.find(file, at))
+                     for (size_t at = m.find(file); at != std::string::npos;
+                          at = m.find(file, at + path.size()))
                        m.replace(at, file.size(), path);
                      return Status(valid.code(), fmt::format("artifact '{}' of run {} is not a "
                                                              "loadable ONNX model: {}",
@@ -61,6 +63,44 @@ void add_registry_routes(Router& router, meta::ModelRegistry& registry, meta::Ru
                    s->create_model_version(r.param("name"), run, path, desc, r.principal));
                return Response::json_body(v, 201);
              });
+  // A version from an ONNX file sent as the body, with no run (`dlsys models register --file`):
+  // the file is checked by `validate_model` before anything is stored, and an error names it by
+  // its artifact_path, never by a path on the server.
+  router.add(
+      "POST", "/api/v1/models/{name}/versions/upload", Access::kWrite,
+      [s, obj, validate_model](Request& r) -> Result<Response> {
+        const std::string& name = r.param("name");
+        const std::string path = r.query_or("artifact_path", "model.onnx");
+        const std::string desc = r.query_or("description", "");
+        DLSYS_RETURN_IF_ERROR(meta::check_version_file_name(path));
+        DLSYS_RETURN_IF_ERROR(s->get_model(name).status());
+        // The body arrived as a file (HTTP, an in-process upload) or in memory (an in-process
+        // call): either way a file under objects/tmp, which put_file takes or this removes.
+        std::string tmp = r.body_file;
+        if (tmp.empty()) {
+          tmp = obj->temp_path();
+          DLSYS_RETURN_IF_ERROR(write_file_atomic(tmp, r.body));
+          r.body_file = tmp;  // the router removes it if this returns an error
+        }
+        if (validate_model) {
+          Status valid = validate_model(tmp);
+          if (!valid.ok()) {
+            std::string m = valid.message();
+            for (size_t at = m.find(tmp); at != std::string::npos;
+                 at = m.find(tmp, at + path.size()))
+              m.replace(at, tmp.size(), path);
+            return Status(valid.code(),
+                          fmt::format("'{}' is not a loadable ONNX model: {}", path, m));
+          }
+        }
+        r.body_file.clear();
+        DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o, obj->put_file(tmp));
+        DLSYS_ASSIGN_OR_RETURN(
+            meta::ModelVersion v,
+            s->create_file_version(name, path, o.sha256, o.size, desc, r.principal));
+        return Response::json_body(v, 201);
+      },
+      /*body_to_file=*/true);
   router.add("GET", "/api/v1/models/{name}/versions", Access::kRead,
              [s](Request& r) -> Result<Response> {
                DLSYS_ASSIGN_OR_RETURN(auto v, s->list_model_versions(r.param("name")));

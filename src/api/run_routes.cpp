@@ -170,6 +170,14 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(meta::Run run, s->update_run(id, status, r.principal));
     return Response::json_body(run);
   });
+  // A sign of life from the run's process (the trainer sends one when it has sent nothing else
+  // for a while); answers with the run, so a process can see that it was ended meanwhile.
+  router.add("POST", "/api/v1/runs/{id}/heartbeat", Access::kWrite,
+             [s](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+               DLSYS_ASSIGN_OR_RETURN(meta::Run run, s->heartbeat(id));
+               return Response::json_body(run);
+             });
   router.add(
       "POST", "/api/v1/runs/{id}/log-batch", Access::kWrite,
       [s](Request& r) -> Result<Response> {

@@ -23,6 +23,7 @@ Result<std::unique_ptr<Services>> Services::open(const ServicesOptions& options)
   DLSYS_RETURN_IF_ERROR(make_dirs(dir));
   std::string url = options.meta_url.empty() ? dir + "/meta.db" : options.meta_url;
   DLSYS_ASSIGN_OR_RETURN(b->store_, meta::MetaStore::open(url, options.db_connections));
+  b->store_->runs().set_liveness({options.run_timeout_ms, options.clock});
   DLSYS_ASSIGN_OR_RETURN(meta::ArtifactStore objects, meta::ArtifactStore::open(dir));
   b->objects_ = std::make_unique<meta::ArtifactStore>(std::move(objects));
   Router::Options ro;

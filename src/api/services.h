@@ -14,6 +14,10 @@
 
 namespace dlsys::api {
 
+// How long a RUNNING run may go unheard before it is marked FAILED, by default (5 minutes: the
+// trainer sends a heartbeat every 30 s).
+constexpr int64_t kDefaultRunTimeoutMs = 300'000;
+
 struct ServicesOptions {
   std::string data_dir;  // holds meta.db (SQLite) and objects/
   std::string meta_url;  // "" for SQLite in data_dir, or postgresql://...
@@ -22,6 +26,12 @@ struct ServicesOptions {
   // Checks a file registered as a model version (the CLI passes the ONNX importer; api does not
   // depend on graph). Null: no check.
   std::function<Status(const std::string& path)> model_validator;
+  // A RUNNING run not heard from for this long is marked FAILED (docs/api.md, "Runs have an
+  // end"): on each read of runs and by the server's periodic sweep. 0: never.
+  int64_t run_timeout_ms = kDefaultRunTimeoutMs;
+  // The clock of run times and of that sweep (ms since the epoch); null: the wall clock. Tests
+  // move it instead of sleeping.
+  std::function<int64_t()> clock;
 };
 
 class Services {

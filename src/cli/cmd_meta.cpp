@@ -103,6 +103,9 @@ Status runs_show(api::ApiClient& c, const RunsArgs& a) {
   std::printf("started %s  ended %s  by %s\n", format_time_ms(r.start_time).c_str(),
               format_time_ms(r.end_time ? json(*r.end_time) : json()).c_str(),
               r.created_by.c_str());
+  if (r.status == "RUNNING" && r.heartbeat_time > 0)
+    std::printf("last heard from %s\n", format_time_ms(r.heartbeat_time).c_str());
+  if (!r.end_reason.empty()) std::printf("ended by the server: %s\n", r.end_reason.c_str());
   for (const auto& [section, kvs] : {std::pair{"params", &r.params}, std::pair{"tags", &r.tags}}) {
     if (kvs->empty()) continue;
     std::printf("%s:\n", section);
@@ -185,7 +188,7 @@ struct ModelsArgs : ClientArgs {
   std::string name, artifact = "model.onnx", file, experiment = "models", description, alias,
                     output;
   int64_t run = 0, version = 0;
-  bool remove = false;
+  bool remove = false, new_run = false;
 };
 
 Status models_list(api::ApiClient& c, const ModelsArgs& a) {
@@ -212,51 +215,72 @@ Status models_list(api::ApiClient& c, const ModelsArgs& a) {
 }
 
 Status models_register(api::ApiClient& c, const ModelsArgs& a) {
-  int64_t run = a.run;
-  std::string artifact = a.artifact;
+  if (a.new_run && a.run != 0)
+    return Status::Invalid("--new-run and --run {} both say which run holds the file: give one",
+                           a.run);
+  if (a.new_run && a.file.empty())
+    return Status::Invalid("--new-run makes a run to hold --file MODEL.onnx: give the file");
+  if (a.file.empty() && a.run == 0)
+    return Status::Invalid(
+        "say where the model comes from: --run ID (with --artifact PATH) or "
+        "--file MODEL.onnx");
   if (!a.file.empty()) {
-    // Checked here first, so that a file that is not a model leaves nothing behind (no run, no
-    // stored artifact) and the error names the user's file.
+    // Checked here first, so that a file that is not a model leaves nothing behind and the
+    // error names the user's file (the server checks it again).
     if (Status st = validate_onnx_model(a.file); !st.ok())
       return Status(st.code(), fmt::format("{} cannot be registered: {}", a.file, st.message()));
-    // Bring an ONNX file from outside: it becomes the model artifact of a new run.
-    if (run == 0) {
+  }
+  auto created =
+      c.call("POST", "/api/v1/models", {{"name", a.name}, {"description", a.description}});
+  if (!created.ok() && created.status().code() != StatusCode::kAlreadyExists)
+    return created.status();
+  const std::string versions = "/api/v1/models/" + enc(a.name) + "/versions";
+  json v;
+  std::optional<int64_t> run;
+  if (!a.file.empty() && a.run == 0 && !a.new_run) {
+    // The file becomes the version's own artifact: no run.
+    const std::string target = versions + "/upload?artifact_path=" + enc(a.artifact) +
+                               "&description=" + enc(a.description);
+    DLSYS_ASSIGN_OR_RETURN(v, c.upload(target, a.file, "POST"));
+  } else {
+    run = a.run;
+    if (a.new_run) {
+      // Asked for: a finished run in --experiment that holds the file as its artifact.
       DLSYS_ASSIGN_OR_RETURN(json r, c.call("POST", "/api/v1/runs",
                                             {{"experiment", a.experiment},
                                              {"name", "register " + a.name},
                                              {"tags", {{"source_file", a.file}}}}));
       DLSYS_ASSIGN_OR_RETURN(run, json_get<int64_t>(r, "id", answer_to("POST", "/api/v1/runs")));
     }
-    DLSYS_RETURN_IF_ERROR(
-        c.upload(fmt::format("/api/v1/runs/{}/artifacts/{}", run, api::url_encode(artifact, true)),
-                 a.file)
-            .status());
-    if (a.run == 0)
-      DLSYS_RETURN_IF_ERROR(
-          c.call("PATCH", fmt::format("/api/v1/runs/{}", run), {{"status", "FINISHED"}}).status());
+    if (!a.file.empty()) {
+      DLSYS_RETURN_IF_ERROR(c.upload(fmt::format("/api/v1/runs/{}/artifacts/{}", *run,
+                                                 api::url_encode(a.artifact, true)),
+                                     a.file)
+                                .status());
+      if (a.new_run)
+        DLSYS_RETURN_IF_ERROR(
+            c.call("PATCH", fmt::format("/api/v1/runs/{}", *run), {{"status", "FINISHED"}})
+                .status());
+    }
+    DLSYS_ASSIGN_OR_RETURN(
+        v,
+        c.call("POST", versions,
+               {{"run_id", *run}, {"artifact_path", a.artifact}, {"description", a.description}}));
   }
-  if (run == 0)
-    return Status::Invalid(
-        "say where the model comes from: --run ID (with --artifact PATH) or "
-        "--file MODEL.onnx");
-  auto created =
-      c.call("POST", "/api/v1/models", {{"name", a.name}, {"description", a.description}});
-  if (!created.ok() && created.status().code() != StatusCode::kAlreadyExists)
-    return created.status();
-  const std::string versions = "/api/v1/models/" + enc(a.name) + "/versions";
-  DLSYS_ASSIGN_OR_RETURN(
-      json v,
-      c.call("POST", versions,
-             {{"run_id", run}, {"artifact_path", artifact}, {"description", a.description}}));
   if (a.json) {
     print_json(v);
     return Status::OK();
   }
   DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
                          meta::from_json<meta::ModelVersion>(v, answer_to("POST", versions)));
-  std::printf("registered %s version %lld from run %lld (%s, sha256:%s)\n", a.name.c_str(),
-              static_cast<long long>(mv.version), static_cast<long long>(run), artifact.c_str(),
-              mv.sha256.substr(0, 12).c_str());
+  if (run)
+    std::printf("registered %s version %lld from run %lld (%s, sha256:%s)\n", a.name.c_str(),
+                static_cast<long long>(mv.version), static_cast<long long>(*run),
+                a.artifact.c_str(), mv.sha256.substr(0, 12).c_str());
+  else
+    std::printf("registered %s version %lld from %s (no run; sha256:%s)\n", a.name.c_str(),
+                static_cast<long long>(mv.version), a.file.c_str(),
+                mv.sha256.substr(0, 12).c_str());
   return Status::OK();
 }
 
@@ -274,8 +298,8 @@ Status models_versions(api::ApiClient& c, const ModelsArgs& a) {
   for (auto& x : versions) {
     std::string aliases;
     for (auto& al : x.aliases) aliases += (aliases.empty() ? "" : " ") + al;
-    rows.push_back({std::to_string(x.version), x.status, std::to_string(x.run_id), x.artifact_path,
-                    aliases, format_time_ms(x.created_at)});
+    rows.push_back({std::to_string(x.version), x.status, x.run_id ? std::to_string(*x.run_id) : "-",
+                    x.artifact_path, aliases, format_time_ms(x.created_at)});
   }
   print_table(rows);
   return Status::OK();
@@ -405,8 +429,10 @@ void add_models(CLI::App& app, int* rc) {
   reg->add_option("name", a->name, "Model name")->required();
   reg->add_option("--run", a->run, "Run whose artifact becomes the version");
   reg->add_option("--artifact", a->artifact, "Artifact path inside the run")->capture_default_str();
-  reg->add_option("--file", a->file, "An ONNX file to upload (into --run, or a new run)");
-  reg->add_option("--experiment", a->experiment, "Experiment of the new run made for --file")
+  reg->add_option("--file", a->file,
+                  "An ONNX file to upload: the version's own file (no run), or into --run ID");
+  reg->add_flag("--new-run", a->new_run, "Make a finished run to hold --file (in --experiment)");
+  reg->add_option("--experiment", a->experiment, "Experiment of the run --new-run makes")
       ->capture_default_str();
   reg->add_option("--description", a->description, "Version description");
   reg->callback([a, rc] {

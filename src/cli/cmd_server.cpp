@@ -1,5 +1,7 @@
 // `dlsys server`: the API server over a data directory (SQLite + objects/ by default, or
 // PostgreSQL with --meta), until SIGTERM/SIGINT, which drain in-flight requests first.
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 
 #include "api/http_server.h"
@@ -22,6 +24,7 @@ struct ServerArgs {
   int port = 8080, workers = 8, io_threads = 1;
   int64_t max_body_mb = 16, max_upload_mb = 8192, max_connections = 10000, memory_budget_mb = 1024;
   int64_t serve_memory_mb = 0;
+  int64_t run_timeout_s = api::kDefaultRunTimeoutMs / 1000;
   bool auth = false;
 };
 
@@ -36,6 +39,7 @@ int run_server(const ServerArgs& a) {
   bo.auth = a.auth || !is_loopback(a.host);
   bo.db_connections = static_cast<size_t>(a.workers) + 2;
   bo.model_validator = validate_onnx_model;
+  bo.run_timeout_ms = a.run_timeout_s * 1000;
   auto backend = api::Services::open(bo);
   if (!backend.ok()) return fail(backend.status().message());
   api::ServerOptions so;
@@ -56,7 +60,16 @@ int run_server(const ServerArgs& a) {
   so.max_connections = static_cast<size_t>(a.max_connections);
   so.memory_budget = static_cast<uint64_t>(a.memory_budget_mb) << 20;
   api::Services* be = backend->get();
-  so.housekeeping = [be] { be->sweep_temp_files(); };
+  // Housekeeping: runs whose process stopped without ending them become FAILED (reads of runs
+  // sweep too), and temporary files of requests that died are removed. Often enough that a run
+  // is failed within a fifth of the timeout after it expires.
+  so.housekeeping = [be] {
+    (void)be->store().runs().fail_stale_runs();
+    be->sweep_temp_files();
+  };
+  if (a.run_timeout_s > 0)
+    so.housekeeping_interval = std::min(
+        so.housekeeping_interval, std::chrono::seconds(std::max<int64_t>(1, a.run_timeout_s / 5)));
   // Serving: the deployments stored in this data directory are loaded before the server listens
   // (one that fails to load is reported and left out; GET /v2/health/ready says so).
   serve::ModelServerOptions mo;
@@ -124,6 +137,11 @@ void add_server(CLI::App& app, int* rc) {
                 "deployments are unloaded and load again on their next request (0: no limit)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 24));
+  c->add_option("--run-timeout-s", a->run_timeout_s,
+                "A RUNNING run not heard from for this long (no heartbeat, metric or artifact) is "
+                "marked FAILED with the reason; 0: never")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
   c->add_option("--access-log", a->access_log, "Access log file, '-' for stdout, 'off'")
       ->capture_default_str();
   c->callback([a, rc] { *rc = run_server(*a); });

@@ -45,7 +45,7 @@ ModelVersion version_of(const std::string& model, const SqlRow& r) {
   ModelVersion v;
   v.model = model;
   v.version = sql_int(r[0]);
-  v.run_id = sql_int(r[1]);
+  if (!sql_is_null(r[1])) v.run_id = sql_int(r[1]);
   v.artifact_path = sql_text(r[2]);
   v.sha256 = sql_text(r[3]);
   v.size = sql_int(r[4]);
@@ -71,7 +71,7 @@ void to_json(json& j, const Model& m) {
 void to_json(json& j, const ModelVersion& v) {
   j = {{"model", v.model},
        {"version", v.version},
-       {"run_id", v.run_id},
+       {"run_id", v.run_id ? json(*v.run_id) : json(nullptr)},
        {"artifact_path", v.artifact_path},
        {"sha256", v.sha256},
        {"size", v.size},
@@ -109,7 +109,7 @@ Result<ModelVersion> from_json<ModelVersion>(const json& j, std::string_view wha
   ModelVersion v;
   DLSYS_ASSIGN_OR_RETURN(v.model, json_get<std::string>(j, "model", what));
   DLSYS_ASSIGN_OR_RETURN(v.version, json_get<int64_t>(j, "version", what));
-  DLSYS_ASSIGN_OR_RETURN(v.run_id, json_get<int64_t>(j, "run_id", what));
+  DLSYS_ASSIGN_OR_RETURN(v.run_id, json_get_optional<int64_t>(j, "run_id", what));
   DLSYS_ASSIGN_OR_RETURN(v.artifact_path, json_get<std::string>(j, "artifact_path", what));
   DLSYS_ASSIGN_OR_RETURN(v.sha256, json_get<std::string>(j, "sha256", what));
   DLSYS_ASSIGN_OR_RETURN(v.size, json_get<int64_t>(j, "size", what));
@@ -240,17 +240,54 @@ Result<PageOf<Model>> ModelRegistry::list_models(int page_size, const std::strin
   return page;
 }
 
-Result<ModelVersion> ModelRegistry::create_model_version(const std::string& model, int64_t run_id,
-                                                         const std::string& artifact_path,
-                                                         const std::string& description,
-                                                         const Principal& who) {
+Status check_version_file_name(const std::string& artifact_path) {
   DLSYS_RETURN_IF_ERROR(check_artifact_path(artifact_path));
   if (artifact_path.size() < 5 || artifact_path.substr(artifact_path.size() - 5) != ".onnx")
     return Status::Invalid("model versions are ONNX files: '{}' does not end in .onnx",
                            artifact_path);
+  return Status::OK();
+}
+
+Result<int64_t> ModelRegistry::insert_version(SqlConnection& c, const std::string& model,
+                                              std::optional<int64_t> run_id,
+                                              const std::string& artifact_path,
+                                              const SqlValue& sha256, const SqlValue& size,
+                                              const std::string& description,
+                                              const Principal& who) {
+  DLSYS_ASSIGN_OR_RETURN(int64_t mid, model_id(c, model, true));
+  DLSYS_ASSIGN_OR_RETURN(auto mv, c.query("SELECT MAX(version) FROM model_versions WHERE "
+                                          "model_id = $1",
+                                          {mid}));
+  const int64_t version = sql_is_null(mv[0][0]) ? 1 : sql_int(mv[0][0]) + 1;
+  const int64_t now = now_ms();
+  const SqlValue run = run_id ? SqlValue(*run_id) : SqlValue();
+  DLSYS_RETURN_IF_ERROR(c.exec(
+      "INSERT INTO model_versions (model_id, version, run_id, artifact_path, sha256, size, "
+      "status, description, created_at, created_by) VALUES ($1,$2,$3,$4,$5,$6,'READY',$7,$8,$9)",
+      {mid, version, run, artifact_path, sha256, size, description, now, who.name}));
+  DLSYS_RETURN_IF_ERROR(
+      c.exec("UPDATE registered_models SET updated_at = $1 WHERE id = $2", {now, mid}));
+  const std::string vid = model + "/" + std::to_string(version);
+  if (run_id)
+    DLSYS_RETURN_IF_ERROR(c.exec(
+        "INSERT INTO lineage_edges (src_kind, src_id, dst_kind, dst_id, relation, created_at) "
+        "VALUES ('run', $1, 'model_version', $2, 'produced', $3) ON CONFLICT DO NOTHING",
+        {std::to_string(*run_id), vid, now}));
+  DLSYS_RETURN_IF_ERROR(audit(c, who, "model_version.create", "model_version/" + vid,
+                              {{"run_id", run_id ? json(*run_id) : json(nullptr)},
+                               {"artifact_path", artifact_path},
+                               {"sha256", sql_text(sha256)}}));
+  return version;
+}
+
+Result<ModelVersion> ModelRegistry::create_model_version(const std::string& model, int64_t run_id,
+                                                         const std::string& artifact_path,
+                                                         const std::string& description,
+                                                         const Principal& who) {
+  DLSYS_RETURN_IF_ERROR(check_version_file_name(artifact_path));
   int64_t version = 0;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(int64_t mid, model_id(c, model, true));
+    DLSYS_RETURN_IF_ERROR(model_id(c, model, true).status());
     DLSYS_ASSIGN_OR_RETURN(auto art, c.query("SELECT sha256, size FROM artifacts WHERE run_id = $1 "
                                              "AND path = $2",
                                              {run_id, artifact_path}));
@@ -259,24 +296,28 @@ Result<ModelVersion> ModelRegistry::create_model_version(const std::string& mode
           "run {} has no artifact '{}'; upload it first (PUT "
           "/api/v1/runs/{}/artifacts/{})",
           run_id, artifact_path, run_id, artifact_path);
-    DLSYS_ASSIGN_OR_RETURN(auto mv, c.query("SELECT MAX(version) FROM model_versions WHERE "
-                                            "model_id = $1",
-                                            {mid}));
-    version = sql_is_null(mv[0][0]) ? 1 : sql_int(mv[0][0]) + 1;
-    int64_t now = now_ms();
-    DLSYS_RETURN_IF_ERROR(c.exec(
-        "INSERT INTO model_versions (model_id, version, run_id, artifact_path, sha256, size, "
-        "status, description, created_at, created_by) VALUES ($1,$2,$3,$4,$5,$6,'READY',$7,$8,$9)",
-        {mid, version, run_id, artifact_path, art[0][0], art[0][1], description, now, who.name}));
-    DLSYS_RETURN_IF_ERROR(
-        c.exec("UPDATE registered_models SET updated_at = $1 WHERE id = $2", {now, mid}));
-    std::string vid = model + "/" + std::to_string(version);
-    DLSYS_RETURN_IF_ERROR(c.exec(
-        "INSERT INTO lineage_edges (src_kind, src_id, dst_kind, dst_id, relation, created_at) "
-        "VALUES ('run', $1, 'model_version', $2, 'produced', $3) ON CONFLICT DO NOTHING",
-        {std::to_string(run_id), vid, now}));
-    return audit(c, who, "model_version.create", "model_version/" + vid,
-                 {{"run_id", run_id}, {"artifact_path", artifact_path}});
+    DLSYS_ASSIGN_OR_RETURN(version, insert_version(c, model, run_id, artifact_path, art[0][0],
+                                                   art[0][1], description, who));
+    return Status::OK();
+  }));
+  return get_model_version(model, version);
+}
+
+Result<ModelVersion> ModelRegistry::create_file_version(const std::string& model,
+                                                        const std::string& file_name,
+                                                        const std::string& sha256, int64_t size,
+                                                        const std::string& description,
+                                                        const Principal& who) {
+  DLSYS_RETURN_IF_ERROR(check_version_file_name(file_name));
+  if (sha256.size() != 64 || sha256.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return Status::Invalid("'{}' is not a SHA-256 (64 lower-case hex digits)",
+                           sha256.substr(0, 80));
+  if (size < 0) return Status::Invalid("file size {} is negative", size);
+  int64_t version = 0;
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(
+        version, insert_version(c, model, std::nullopt, file_name, sha256, size, description, who));
+    return Status::OK();
   }));
   return get_model_version(model, version);
 }

@@ -1,5 +1,6 @@
-// The model registry: named models, their numbered versions (each an ONNX artifact of a run)
-// and aliases ("production") that point at versions. Thread-safe.
+// The model registry: named models, their numbered versions (each an ONNX file: a run's
+// artifact, or a file registered on its own) and aliases ("production") that point at versions.
+// Thread-safe.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -28,12 +29,12 @@ struct Model {
   int64_t version_count = 0;
 };
 
-// One version of a model: an ONNX artifact of a run.
+// One version of a model: an ONNX file, a run's artifact or one registered without a run.
 struct ModelVersion {
   std::string model;
-  int64_t version = 0;  // 1, 2, ...
-  int64_t run_id = 0;
-  std::string artifact_path;
+  int64_t version = 0;            // 1, 2, ...
+  std::optional<int64_t> run_id;  // none for a file registered without a run
+  std::string artifact_path;      // the artifact's path in the run, or the file's name
   std::string sha256;
   int64_t size = 0;
   std::string status;  // READY or ARCHIVED
@@ -61,6 +62,9 @@ Result<Model> from_json<Model>(const json& j, std::string_view what);
 template <>
 Result<ModelVersion> from_json<ModelVersion>(const json& j, std::string_view what);
 
+// Checks the name of a version's file: a valid artifact path ending in .onnx.
+Status check_version_file_name(const std::string& path);
+
 class ModelRegistry {
  public:
   explicit ModelRegistry(StoreDb& db) : db_(db) {}
@@ -77,6 +81,12 @@ class ModelRegistry {
   Result<ModelVersion> create_model_version(const std::string& model, int64_t run_id,
                                             const std::string& artifact_path,
                                             const std::string& description, const Principal& who);
+  // A new version whose file belongs to the version alone (no run, no lineage edge): the bytes
+  // are already in the ArtifactStore as `sha256`; `file_name` (e.g. "model.onnx", ending in
+  // .onnx) names it.
+  Result<ModelVersion> create_file_version(const std::string& model, const std::string& file_name,
+                                           const std::string& sha256, int64_t size,
+                                           const std::string& description, const Principal& who);
   Result<ModelVersion> get_model_version(const std::string& model, int64_t version);
   Result<std::vector<ModelVersion>> list_model_versions(const std::string& model);
   // Status: READY, ARCHIVED.
@@ -90,6 +100,12 @@ class ModelRegistry {
   Result<ModelVersion> get_version_by_alias(const std::string& model, const std::string& alias);
 
  private:
+  // Inserts version MAX+1 of `model` in the caller's transaction; returns its number.
+  Result<int64_t> insert_version(SqlConnection& c, const std::string& model,
+                                 std::optional<int64_t> run_id, const std::string& artifact_path,
+                                 const SqlValue& sha256, const SqlValue& size,
+                                 const std::string& description, const Principal& who);
+
   StoreDb& db_;
 };
 

@@ -16,7 +16,7 @@ namespace {
 
 const char* kRunColumns =
     "runs.id, runs.experiment_id, runs.name, runs.status, runs.start_time, runs.end_time, "
-    "runs.created_by";
+    "runs.created_by, runs.heartbeat_at, runs.end_reason";
 
 bool terminal_status(const std::string& s) {
   return s == "FINISHED" || s == "FAILED" || s == "KILLED";
@@ -63,6 +63,8 @@ void to_json(json& j, const Run& r) {
        {"status", r.status},
        {"start_time", r.start_time},
        {"end_time", r.end_time ? json(*r.end_time) : json(nullptr)},
+       {"heartbeat_time", r.heartbeat_time},
+       {"end_reason", r.end_reason},
        {"created_by", r.created_by},
        {"params", r.params.empty() ? json::object() : json(r.params)},
        {"tags", r.tags.empty() ? json::object() : json(r.tags)},
@@ -104,6 +106,8 @@ Result<Run> from_json<Run>(const json& j, std::string_view what) {
   DLSYS_ASSIGN_OR_RETURN(r.status, json_get<std::string>(j, "status", what));
   DLSYS_ASSIGN_OR_RETURN(r.start_time, json_get_or<int64_t>(j, "start_time", 0, what));
   DLSYS_ASSIGN_OR_RETURN(r.end_time, json_get_optional<int64_t>(j, "end_time", what));
+  DLSYS_ASSIGN_OR_RETURN(r.heartbeat_time, json_get_or<int64_t>(j, "heartbeat_time", 0, what));
+  DLSYS_ASSIGN_OR_RETURN(r.end_reason, json_get_or<std::string>(j, "end_reason", "", what));
   DLSYS_ASSIGN_OR_RETURN(r.created_by, json_get_or<std::string>(j, "created_by", "", what));
   DLSYS_RETURN_IF_ERROR(string_map(j, "params", what, &r.params));
   DLSYS_RETURN_IF_ERROR(string_map(j, "tags", what, &r.tags));
@@ -166,7 +170,7 @@ Result<Experiment> RunTracking::create_experiment(const std::string& name,
     auto rows = c.query(
         "INSERT INTO experiments (name, description, created_at, created_by) VALUES ($1,$2,$3,$4) "
         "RETURNING id, name, description, created_at, created_by",
-        {name, description, now_ms(), who.name});
+        {name, description, now(), who.name});
     if (rows.status().code() == StatusCode::kAlreadyExists)
       return Status::AlreadyExists("experiment '{}' already exists", name);
     if (!rows.ok()) return rows.status();
@@ -259,6 +263,8 @@ Result<std::vector<Run>> RunTracking::load_runs(SqlConnection& c, const std::vec
     run.start_time = sql_int(r[4]);
     if (!sql_is_null(r[5])) run.end_time = sql_int(r[5]);
     run.created_by = sql_text(r[6]);
+    run.heartbeat_time = sql_int(r[7]);
+    run.end_reason = sql_text(r[8]);
     out.push_back(std::move(run));
   }
   // Params, tags and latest metrics in one statement (one round trip on PostgreSQL).
@@ -319,9 +325,9 @@ Result<Run> RunTracking::create_run(int64_t experiment_id, const std::string& na
     if (e.empty())
       return Status::NotFound("experiment {} does not exist; create it first", experiment_id);
     DLSYS_ASSIGN_OR_RETURN(
-        auto rows, c.query("INSERT INTO runs (experiment_id, name, status, start_time, created_by) "
-                           "VALUES ($1,$2,'RUNNING',$3,$4) RETURNING id",
-                           {experiment_id, name, now_ms(), who.name}));
+        auto rows, c.query("INSERT INTO runs (experiment_id, name, status, start_time, created_by, "
+                           "heartbeat_at) VALUES ($1,$2,'RUNNING',$3,$4,$3) RETURNING id",
+                           {experiment_id, name, now(), who.name}));
     id = sql_int(rows.at(0).at(0));
     std::vector<SqlParams> p, t;
     std::set<std::string> seen;
@@ -342,7 +348,18 @@ Result<Run> RunTracking::create_run(int64_t experiment_id, const std::string& na
   return get_run(id);
 }
 
+void RunTracking::sweep_before_read() {
+  if (liveness_.timeout_ms <= 0) return;
+  const int64_t t = now();
+  int64_t last = last_read_sweep_.load();
+  // One reader sweeps per interval; the others go on (a clock moved back sweeps again).
+  if (last != INT64_MIN && t >= last && t - last < liveness_.read_sweep_interval_ms) return;
+  if (!last_read_sweep_.compare_exchange_strong(last, t)) return;
+  (void)fail_stale_runs();
+}
+
 Result<Run> RunTracking::get_run(int64_t id) {
+  sweep_before_read();
   Run out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(
@@ -361,14 +378,66 @@ Result<Run> RunTracking::update_run(int64_t id, const std::string& status, const
     return Status::Invalid("run status '{}' is not one of RUNNING, FINISHED, FAILED, KILLED",
                            status);
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
-    SqlValue end = terminal_status(status) ? SqlValue(now_ms()) : SqlValue();
-    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("UPDATE runs SET status = $1, end_time = $2 WHERE "
-                                              "id = $3 RETURNING id",
-                                              {status, end, id}));
+    const int64_t t = now();
+    SqlValue end = terminal_status(status) ? SqlValue(t) : SqlValue();
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("UPDATE runs SET status = $1, end_time = $2, "
+                                              "end_reason = '', heartbeat_at = $3 WHERE id = $4 "
+                                              "RETURNING id",
+                                              {status, end, t, id}));
     if (rows.empty()) return Status::NotFound("run {} does not exist", id);
     return audit(c, who, "run.update", "run/" + std::to_string(id), {{"status", status}});
   }));
   return get_run(id);
+}
+
+Result<Run> RunTracking::heartbeat(int64_t id) {
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query("UPDATE runs SET heartbeat_at = $1 WHERE id = $2 RETURNING id", {now(), id}));
+    if (rows.empty()) return Status::NotFound("run {} does not exist", id);
+    return Status::OK();
+  }));
+  return get_run(id);
+}
+
+Result<std::vector<int64_t>> RunTracking::fail_stale_runs() {
+  std::vector<int64_t> failed;
+  const int64_t timeout = liveness_.timeout_ms;
+  if (timeout <= 0) return failed;
+  const int64_t t = now();
+  const int64_t cutoff = t - timeout;
+  // The common case, nothing stale, is one read of the partial index runs_running.
+  const char* stale_sql =
+      "SELECT id, heartbeat_at FROM runs WHERE status = 'RUNNING' AND heartbeat_at < $1 ORDER BY "
+      "id";
+  std::vector<SqlRow> stale;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(stale, c.query(stale_sql, {cutoff}));
+    return Status::OK();
+  }));
+  if (stale.empty()) return failed;
+  const Principal system{"system", Role::kAdmin};
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    failed.clear();
+    // Again inside the write transaction: a heartbeat or an end may have come in between.
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(stale_sql, {cutoff}));
+    for (const SqlRow& r : rows) {
+      const int64_t id = sql_int(r[0]);
+      const std::string reason = fmt::format("no heartbeat for {} s (the run timeout is {} s)",
+                                             (t - sql_int(r[1])) / 1000, timeout / 1000);
+      DLSYS_ASSIGN_OR_RETURN(auto done, c.query("UPDATE runs SET status = 'FAILED', end_time = $1, "
+                                                "end_reason = $2 WHERE id = $3 AND status = "
+                                                "'RUNNING' AND heartbeat_at < $4 RETURNING id",
+                                                {t, reason, id, cutoff}));
+      if (done.empty()) continue;
+      failed.push_back(id);
+      DLSYS_RETURN_IF_ERROR(audit(c, system, "run.update", "run/" + std::to_string(id),
+                                  {{"status", "FAILED"}, {"end_reason", reason}}));
+    }
+    return Status::OK();
+  }));
+  return failed;
 }
 
 Status RunTracking::log_batch(int64_t run_id, const std::vector<MetricPoint>& metrics,
@@ -390,9 +459,12 @@ Status RunTracking::log_batch(int64_t run_id, const std::vector<MetricPoint>& me
     if (!std::isfinite(m.value))
       return Status::Invalid("metric '{}' at step {} is not a finite number", m.key, m.step);
   }
-  int64_t now = now_ms();
+  const int64_t now = this->now();
   return db_.tx(true, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
+    // The run exists, and was heard from.
+    DLSYS_ASSIGN_OR_RETURN(
+        auto r,
+        c.query("UPDATE runs SET heartbeat_at = $1 WHERE id = $2 RETURNING id", {now, run_id}));
     if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
     if (!params.empty()) {
       DLSYS_ASSIGN_OR_RETURN(auto have, c.query("SELECT key, value FROM run_params WHERE "
@@ -566,6 +638,7 @@ Result<MetricHistory> RunTracking::metric_history(int64_t run_id, const std::str
 
 Result<PageOf<Run>> RunTracking::search_runs(const SearchRunsRequest& req) {
   DLSYS_RETURN_IF_ERROR(check_page_size(req.page_size));
+  sweep_before_read();
   SqlParams params;
   DLSYS_ASSIGN_OR_RETURN(std::string where, compile_run_filter(req.filter, &params));
   DLSYS_ASSIGN_OR_RETURN(RunOrder order, parse_run_order(req.order_by, &params));
@@ -619,13 +692,16 @@ Result<PageOf<Run>> RunTracking::search_runs(const SearchRunsRequest& req) {
 Status RunTracking::record_artifact(int64_t run_id, const ArtifactRecord& a, const Principal& who) {
   DLSYS_RETURN_IF_ERROR(check_artifact_path(a.path));
   return db_.tx(true, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
+    const int64_t t = now();
+    DLSYS_ASSIGN_OR_RETURN(
+        auto r,
+        c.query("UPDATE runs SET heartbeat_at = $1 WHERE id = $2 RETURNING id", {t, run_id}));
     if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
     DLSYS_RETURN_IF_ERROR(c.exec(
         "INSERT INTO artifacts (run_id, path, sha256, size, created_at) VALUES ($1,$2,$3,$4,$5) "
         "ON CONFLICT (run_id, path) DO UPDATE SET sha256 = excluded.sha256, size = excluded.size, "
         "created_at = excluded.created_at",
-        {run_id, a.path, a.sha256, a.size, now_ms()}));
+        {run_id, a.path, a.sha256, a.size, t}));
     return audit(c, who, "artifact.put", "run/" + std::to_string(run_id) + "/" + a.path,
                  {{"sha256", a.sha256}, {"size", a.size}});
   });

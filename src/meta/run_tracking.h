@@ -5,13 +5,16 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/file_util.h"
 #include "core/status.h"
 #include "meta/auth.h"
 #include "meta/store_db.h"
@@ -78,6 +81,8 @@ struct Run {
   std::string status;               // RUNNING, FINISHED, FAILED or KILLED
   int64_t start_time = 0;           // ms since the epoch
   std::optional<int64_t> end_time;  // set when the status became terminal
+  int64_t heartbeat_time = 0;       // when the run was last heard from (ms since the epoch)
+  std::string end_reason;           // why the server ended it ("no heartbeat for 312 s ..."), or ""
   std::string created_by;
   std::map<std::string, std::string> params;  // written once
   std::map<std::string, std::string> tags;
@@ -122,9 +127,28 @@ Result<MetricHistory> from_json<MetricHistory>(const json& j, std::string_view w
 template <>
 Result<ArtifactInfo> from_json<ArtifactInfo>(const json& j, std::string_view what);
 
+// When a RUNNING run counts as abandoned, and the clock run times are taken from.
+struct RunLiveness {
+  // A RUNNING run not heard from (created, heartbeat, logged to, artifact stored, status set)
+  // for longer than this is marked FAILED by the next sweep. 0: runs never time out.
+  int64_t timeout_ms = 0;
+  // Milliseconds since the epoch for every time this class writes and for the sweep; null is
+  // the wall clock (tests inject one to move time without sleeping).
+  std::function<int64_t()> clock;
+  // Reads sweep at most once in this long (by `clock`), so a busy read path pays for one index
+  // read a second, not one per request; 0: every read sweeps.
+  int64_t read_sweep_interval_ms = 1000;
+};
+
 class RunTracking {
  public:
   explicit RunTracking(StoreDb& db) : db_(db) {}
+
+  // Sets the timeout and clock; call it before the store is used (it is not synchronized with
+  // calls in flight). get_run and search_runs sweep first when a timeout is set (at most once
+  // per read_sweep_interval_ms).
+  void set_liveness(RunLiveness liveness) { liveness_ = std::move(liveness); }
+  const RunLiveness& liveness() const { return liveness_; }
 
   // Experiments. Names are unique (409 on a second create).
   Result<Experiment> create_experiment(const std::string& name, const std::string& description,
@@ -141,10 +165,19 @@ class RunTracking {
                          const Principal& who);
   // The run with its params, tags and latest metric values.
   Result<Run> get_run(int64_t id);
-  // Sets status (RUNNING, FINISHED, FAILED, KILLED); a terminal status sets end_time.
+  // Sets status (RUNNING, FINISHED, FAILED, KILLED); a terminal status sets end_time. Clears
+  // end_reason and counts as a heartbeat.
   Result<Run> update_run(int64_t id, const std::string& status, const Principal& who);
-  // Logs metrics, params and tags in one transaction. Params are write-once: the same value
-  // again is accepted, a different one is a 400.
+  // Records that the run's process is alive (heartbeat_time = now, whatever the status; a run
+  // already ended stays ended). Not audited: it changes nothing a user wrote, and a training
+  // process sends one every few tens of seconds. Returns the run.
+  Result<Run> heartbeat(int64_t id);
+  // Marks FAILED every RUNNING run whose last heartbeat is more than liveness().timeout_ms old,
+  // with end_time now and end_reason "no heartbeat for N s (the run timeout is T s)", audited as
+  // actor "system". Returns their ids in id order; nothing when no timeout is set.
+  Result<std::vector<int64_t>> fail_stale_runs();
+  // Logs metrics, params and tags in one transaction (a heartbeat too). Params are write-once:
+  // the same value again is accepted, a different one is a 400.
   Status log_batch(int64_t run_id, const std::vector<MetricPoint>& metrics,
                    const std::vector<KeyValue>& params, const std::vector<KeyValue>& tags,
                    const Principal& who);
@@ -155,7 +188,8 @@ class RunTracking {
   Result<MetricHistory> metric_history(int64_t run_id, const std::string& key, int max_points);
   Result<PageOf<Run>> search_runs(const SearchRunsRequest& req);
 
-  // Artifact records (the bytes live in the ArtifactStore). Re-recording a path replaces it.
+  // Artifact records (the bytes live in the ArtifactStore). Re-recording a path replaces it;
+  // recording is a heartbeat.
   Status record_artifact(int64_t run_id, const ArtifactRecord& a, const Principal& who);
   Result<ArtifactRecord> get_artifact(int64_t run_id, const std::string& path);
   // The run's artifacts whose path starts with `prefix`, by path.
@@ -163,8 +197,13 @@ class RunTracking {
 
  private:
   Result<std::vector<Run>> load_runs(SqlConnection& c, const std::vector<SqlRow>& rows);
+  int64_t now() const { return liveness_.clock ? liveness_.clock() : now_ms(); }
+  // fail_stale_runs before a read; a failure is left to the next sweep (the read goes on).
+  void sweep_before_read();
 
   StoreDb& db_;
+  RunLiveness liveness_;
+  std::atomic<int64_t> last_read_sweep_{INT64_MIN};
 };
 
 }  // namespace dlsys::meta

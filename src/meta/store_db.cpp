@@ -9,10 +9,14 @@ namespace dlsys::meta {
 
 namespace {
 
-// Schema versions, oldest first. {ID} becomes the dialect's auto-increment primary key.
+// Schema versions, oldest first. {ID} becomes the dialect's auto-increment primary key. `sqlite`
+// and `postgres`, when set, run after `sql` on that engine only (SQLite cannot drop a NOT NULL
+// constraint in place: it copies the table).
 struct Migration {
   int64_t version;
   const char* sql;
+  const char* sqlite = nullptr;
+  const char* postgres = nullptr;
 };
 const Migration kMigrations[] = {
     {1, R"(
@@ -60,6 +64,29 @@ CREATE TABLE api_tokens (id {ID}, name TEXT NOT NULL, token_hash TEXT NOT NULL U
 CREATE TABLE deployments (name TEXT PRIMARY KEY, model TEXT NOT NULL, ref TEXT NOT NULL,
   config TEXT NOT NULL, created_at BIGINT NOT NULL, updated_at BIGINT NOT NULL,
   created_by TEXT NOT NULL DEFAULT '');
+)"},
+    // Runs have an end (issue 20): when a run was last heard from, and why the server ended it
+    // (a RUNNING run without a heartbeat for the timeout becomes FAILED). A model version may
+    // have no run (registered from a file).
+    {3, R"(
+ALTER TABLE runs ADD COLUMN heartbeat_at BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE runs ADD COLUMN end_reason TEXT NOT NULL DEFAULT '';
+UPDATE runs SET heartbeat_at = start_time;
+CREATE INDEX runs_running ON runs(heartbeat_at) WHERE status = 'RUNNING';
+)",
+     R"(
+CREATE TABLE model_versions_v3 (model_id BIGINT NOT NULL REFERENCES registered_models(id),
+  version BIGINT NOT NULL, run_id BIGINT REFERENCES runs(id), artifact_path TEXT NOT NULL,
+  sha256 TEXT NOT NULL, size BIGINT NOT NULL, status TEXT NOT NULL,
+  description TEXT NOT NULL DEFAULT '', created_at BIGINT NOT NULL,
+  created_by TEXT NOT NULL DEFAULT '', PRIMARY KEY (model_id, version));
+INSERT INTO model_versions_v3 SELECT model_id, version, run_id, artifact_path, sha256, size,
+  status, description, created_at, created_by FROM model_versions;
+DROP TABLE model_versions;
+ALTER TABLE model_versions_v3 RENAME TO model_versions;
+)",
+     R"(
+ALTER TABLE model_versions ALTER COLUMN run_id DROP NOT NULL;
 )"},
 };
 
@@ -120,14 +147,14 @@ Result<int64_t> int_token(const std::string& t, const std::string& prefix) {
 }
 
 Result<std::unique_ptr<StoreDb>> StoreDb::open(const std::string& url, size_t max_connections,
-                                               const SqlOptions& options) {
+                                               const SqlOptions& options, int64_t schema_version) {
   DLSYS_ASSIGN_OR_RETURN(auto db, SqlDatabase::open(url, max_connections, options));
   std::unique_ptr<StoreDb> store(new StoreDb(std::move(db)));
-  DLSYS_RETURN_IF_ERROR(store->migrate());
+  DLSYS_RETURN_IF_ERROR(store->migrate(schema_version));
   return store;
 }
 
-Status StoreDb::migrate() {
+Status StoreDb::migrate(int64_t target) {
   return tx(true, [&](SqlConnection& c) -> Status {
     if (c.dialect() == SqlDialect::kPostgres)
       DLSYS_RETURN_IF_ERROR(c.exec("SELECT pg_advisory_xact_lock(7215001)", {}));
@@ -143,9 +170,13 @@ Status StoreDb::migrate() {
           "upgrade dlsys",
           current, newest);
     for (const Migration& m : kMigrations) {
-      if (m.version <= current) continue;
-      DLSYS_RETURN_IF_ERROR(c.exec_script(dialect_sql(m.sql, c.dialect()))
-                                .with_context(fmt::format("schema migration {}", m.version)));
+      if (m.version <= current || (target > 0 && m.version > target)) continue;
+      const char* only = c.dialect() == SqlDialect::kSqlite ? m.sqlite : m.postgres;
+      for (const char* sql : {m.sql, only}) {
+        if (!sql) continue;
+        DLSYS_RETURN_IF_ERROR(c.exec_script(dialect_sql(sql, c.dialect()))
+                                  .with_context(fmt::format("schema migration {}", m.version)));
+      }
       DLSYS_RETURN_IF_ERROR(
           c.exec("INSERT INTO schema_migrations (version, applied_at) "
                  "VALUES ($1, $2)",

@@ -52,9 +52,12 @@ Result<T> from_json(const json& j, std::string_view what);
 class StoreDb {
  public:
   // Opens the database at `url` (an SQLite path or postgresql://...) and brings its schema to
-  // the newest version (migrations run once, under a lock, in a transaction).
+  // the newest version (migrations run once, under a lock, in a transaction). A
+  // `schema_version` above 0 stops there instead (tests build an older database with it; the
+  // store's classes expect the newest).
   static Result<std::unique_ptr<StoreDb>> open(const std::string& url, size_t max_connections,
-                                               const SqlOptions& options = {});
+                                               const SqlOptions& options = {},
+                                               int64_t schema_version = 0);
   // The schema version after migrations.
   Result<int64_t> schema_version();
   SqlDialect dialect() const { return db_->dialect(); }
@@ -82,7 +85,7 @@ class StoreDb {
 
  private:
   explicit StoreDb(std::unique_ptr<SqlDatabase> db) : db_(std::move(db)) {}
-  Status migrate();
+  Status migrate(int64_t target);
 
   std::unique_ptr<SqlDatabase> db_;
 };

@@ -26,6 +26,7 @@ class ServerFixture : public ::testing::Test {
     ServicesOptions bo;
     bo.data_dir = dir_.string();
     bo.auth = auth;
+    if (tune_services) tune_services(bo);
     auto b = Services::open(bo);
     ASSERT_TRUE(b.ok()) << b.status().to_string();
     backend_ = std::move(b).value();
@@ -60,6 +61,8 @@ class ServerFixture : public ::testing::Test {
   }
   static json J(const HttpResult& r) { return json::parse(r.body, nullptr, false); }
 
+  // Set before Start() to change the Services' options (a clock, a run timeout, a validator).
+  std::function<void(ServicesOptions&)> tune_services;
   std::filesystem::path dir_;
   std::unique_ptr<Services> backend_;
   std::unique_ptr<HttpServer> server_;

@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -389,6 +391,139 @@ TEST_F(ServerTest, RunLoggerBatchesMetricsAndFinishes) {
   auto runs = local->call("GET", "/api/v1/runs?filter=" + url_encode("name = 'crashed'"));
   ASSERT_TRUE(runs.ok());
   EXPECT_EQ((*runs)["runs"][0]["status"], "FAILED");
+}
+
+// While training sends nothing, the logger sends heartbeats on a client of its own (a wait
+// with a deadline, not a busy thread), and stops when the run finishes.
+TEST_F(ServerTest, RunLoggerSendsHeartbeatsWhileNothingElseIsSent) {
+  Start();
+  auto http = connect_http("http://127.0.0.1:" + std::to_string(server_->port()), "");
+  ASSERT_TRUE(http.ok());
+  RunLoggerOptions fast;
+  fast.heartbeat_period = std::chrono::milliseconds(10);
+  auto log = RunLogger::start(**http, "training", "slow", {}, {}, fast);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  // The training thread is quiet: heartbeats arrive (waited for, up to 30 s).
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while ((*log)->heartbeats_sent() < 3 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ASSERT_GE((*log)->heartbeats_sent(), 3);
+  // Meanwhile the training thread's own client still works (the heartbeats use another).
+  ASSERT_TRUE((*log)->log_metric("loss", 0.5, 1).ok());
+  ASSERT_TRUE((*log)->flush().ok());
+  auto run = (*http)->call("GET", fmt::format("/api/v1/runs/{}", (*log)->run_id()));
+  ASSERT_TRUE(run.ok());
+  EXPECT_EQ((*run)["status"], "RUNNING");
+  EXPECT_GT((*run)["heartbeat_time"].get<int64_t>(), 0);
+  ASSERT_TRUE((*log)->finish().ok());
+  int64_t sent = (*log)->heartbeats_sent();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ((*log)->heartbeats_sent(), sent) << "a heartbeat after the run finished";
+  // No period: no heartbeats at all.
+  RunLoggerOptions none;
+  none.heartbeat_period = std::chrono::milliseconds(0);
+  auto quiet = RunLogger::start(**http, "training", "quiet", {}, {}, none);
+  ASSERT_TRUE(quiet.ok());
+  ASSERT_TRUE((*quiet)->finish().ok());
+  EXPECT_EQ((*quiet)->heartbeats_sent(), 0);
+}
+
+// A run whose process stopped without ending it (no heartbeat, no metric) is FAILED once the
+// timeout passes, with the reason; one that sends heartbeats stays RUNNING. The services' clock
+// is injected: the test moves it instead of sleeping.
+TEST_F(ServerTest, RunsNotHeardFromFailAfterTheTimeout) {
+  auto now = std::make_shared<std::atomic<int64_t>>(1'000'000);
+  tune_services = [now](ServicesOptions& o) {
+    o.run_timeout_ms = 60'000;
+    o.clock = [now] { return now->load(); };
+  };
+  Start();
+  auto quiet = J(Req("POST", "/api/v1/runs", R"({"experiment":"e","name":"dies"})"));
+  auto alive = J(Req("POST", "/api/v1/runs", R"({"experiment":"e","name":"beats"})"));
+  const std::string q = "/api/v1/runs/" + std::to_string(quiet["id"].get<int64_t>());
+  const std::string a = "/api/v1/runs/" + std::to_string(alive["id"].get<int64_t>());
+  EXPECT_EQ(quiet["heartbeat_time"], 1'000'000);
+  *now += 40'000;
+  auto hb = Req("POST", a + "/heartbeat");
+  ASSERT_EQ(hb.status, 200) << hb.body;
+  EXPECT_EQ(J(hb)["heartbeat_time"], 1'040'000);
+  EXPECT_EQ(J(hb)["status"], "RUNNING");
+  EXPECT_EQ(Req("POST", "/api/v1/runs/999/heartbeat").status, 404);
+  *now += 20'000;  // the quiet one: exactly the timeout, not over it
+  EXPECT_EQ(J(Req("GET", q))["status"], "RUNNING");
+  *now += 10'000;  // quiet: 70 s; alive: 30 s since its heartbeat
+  auto failed = J(Req("GET", q));
+  EXPECT_EQ(failed["status"], "FAILED");
+  EXPECT_EQ(failed["end_time"], 1'070'000);
+  EXPECT_NE(failed["end_reason"].get<std::string>().find("no heartbeat for 70 s"),
+            std::string::npos)
+      << failed.dump();
+  EXPECT_EQ(J(Req("GET", a))["status"], "RUNNING");
+  auto list = J(Req("GET", "/api/v1/runs?filter=" + url_encode("status = 'FAILED'")));
+  ASSERT_EQ(list["runs"].size(), 1u);
+  EXPECT_EQ(list["runs"][0]["name"], "dies");
+  // Logging metrics is a heartbeat too.
+  *now += 50'000;  // alive: 80 s since its heartbeat, but it logs now
+  ASSERT_EQ(Req("POST", a + "/log-batch", R"({"metrics":[{"key":"loss","value":1}]})").status, 200);
+  EXPECT_EQ(J(Req("GET", a))["status"], "RUNNING");
+}
+
+// `models register --file` over REST: the file is the version's own artifact (no run); a file
+// that is not a model is refused before anything is stored, and the error names no server path.
+TEST_F(ServerTest, AVersionFromAFileHasNoRunAndBadFilesStoreNothing) {
+  tune_services = [](ServicesOptions& o) {
+    // A stand-in for the ONNX importer: its error names the path it was given, as the real one
+    // does.
+    o.model_validator = [](const std::string& path) -> Status {
+      auto bytes = read_file(path);
+      if (!bytes.ok()) return bytes.status();
+      if (bytes->rfind("MODEL", 0) != 0) return Status::Invalid("'{}' is not an ONNX model", path);
+      return Status::OK();
+    };
+  };
+  Start();
+  ASSERT_EQ(Req("POST", "/api/v1/models", R"({"name":"own"})").status, 201);
+  auto count_objects = [this] {
+    size_t n = 0;
+    for (auto& e : std::filesystem::recursive_directory_iterator(dir_ / "objects"))
+      if (e.is_regular_file() && e.path().parent_path().filename() != "tmp") ++n;
+    return n;
+  };
+  auto bad = Req("POST", "/api/v1/models/own/versions/upload?artifact_path=m.onnx", "junk");
+  EXPECT_EQ(bad.status, 400) << bad.body;
+  EXPECT_NE(bad.body.find("'m.onnx' is not a loadable ONNX model: 'm.onnx' is not an ONNX model"),
+            std::string::npos)
+      << bad.body;
+  EXPECT_EQ(bad.body.find("objects"), std::string::npos) << bad.body;
+  EXPECT_EQ(bad.body.find(dir_.string()), std::string::npos) << bad.body;
+  EXPECT_EQ(count_objects(), 0u);
+  EXPECT_TRUE(J(Req("GET", "/api/v1/models/own/versions"))["versions"].empty());
+  EXPECT_EQ(Req("POST", "/api/v1/models/nope/versions/upload", "MODEL").status, 404);
+  EXPECT_EQ(Req("POST", "/api/v1/models/own/versions/upload?artifact_path=m.txt", "MODEL").status,
+            400);
+  EXPECT_EQ(count_objects(), 0u);
+
+  const std::string bytes = "MODEL bytes\n\x01\x02";
+  auto ok = Req("POST", "/api/v1/models/own/versions/upload?description=from%20a%20file", bytes);
+  ASSERT_EQ(ok.status, 201) << ok.body;
+  auto v = J(ok);
+  EXPECT_EQ(v["version"], 1);
+  EXPECT_TRUE(v["run_id"].is_null());
+  EXPECT_EQ(v["artifact_path"], "model.onnx");
+  EXPECT_EQ(v["description"], "from a file");
+  EXPECT_EQ(v["sha256"], sha256_hex(bytes));
+  EXPECT_TRUE(J(Req("GET", "/api/v1/runs"))["runs"].empty());
+  auto got = Req("GET", "/api/v1/models/own/versions/latest/artifact");
+  ASSERT_EQ(got.status, 200);
+  EXPECT_EQ(got.body, bytes);
+  // The in-process client uploads the same way.
+  auto local = connect_local(*backend_);
+  std::string f = (dir_ / "m.onnx").string();
+  ASSERT_TRUE(write_file_atomic(f, "MODEL two").ok());
+  auto v2 = local->upload("/api/v1/models/own/versions/upload", f, "POST");
+  ASSERT_TRUE(v2.ok()) << v2.status().to_string();
+  EXPECT_EQ((*v2)["version"], 2);
+  EXPECT_TRUE((*v2)["run_id"].is_null());
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <vector>
 
 #include "api/services.h"
@@ -257,8 +258,10 @@ TEST_F(Cli, RegisteringSomethingThatIsNotAModelStoresNothing) {
   EXPECT_NE(r.out.find(bad + " cannot be registered"), std::string::npos) << r.out;
   EXPECT_EQ(sh("runs list --json" + dd).out.find("register m"), std::string::npos)
       << "a run was left behind";
+  EXPECT_EQ(sh("models versions m" + dd).out.find("model.onnx"), std::string::npos)
+      << "a version was left behind";
   // From a run's artifact, checked by the server: the message names the artifact.
-  ASSERT_EQ(sh("models register good --file " + model_ + dd).code, 0);
+  ASSERT_EQ(sh("models register good --file " + model_ + " --new-run" + dd).code, 0);
   ASSERT_EQ(sh("artifacts put 1 bad.onnx " + bad + dd).code, 0);
   Ran from_run = sh("models register x --run 1 --artifact bad.onnx" + dd);
   EXPECT_NE(from_run.code, 0);
@@ -290,10 +293,29 @@ TEST_F(Cli, TyposGetADidYouMean) {
 // runs, fetch the artifact back, tokens.
 TEST_F(Cli, RegistryCommandsOnADataDirectory) {
   std::string dd = " --data-dir " + (dir_ / "home").string();
-  Ran reg = sh("models register digits --file " + model_ + dd);
+  // A file becomes the version's own artifact: no run is made.
+  Ran own = sh("models register digits --file " + model_ + dd);
+  ASSERT_EQ(own.code, 0) << own.out;
+  EXPECT_NE(own.out.find("registered digits version 1 from " + model_ + " (no run;"),
+            std::string::npos)
+      << own.out;
+  Ran none = sh("runs list --json" + dd);
+  ASSERT_EQ(none.code, 0) << none.out;
+  EXPECT_TRUE(nlohmann::json::parse(none.out)["runs"].empty()) << none.out;
+  std::string own_back = (dir_ / "own.onnx").string();
+  ASSERT_EQ(sh("models get digits@1 -o " + own_back + dd).code, 0);
+  {
+    std::ifstream x(model_, std::ios::binary), y(own_back, std::ios::binary);
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(x), {}),
+              std::string(std::istreambuf_iterator<char>(y), {}));
+  }
+  EXPECT_NE(sh("models register digits --file " + model_ + " --new-run --run 1" + dd).code, 0);
+  EXPECT_NE(sh("models register digits --new-run" + dd).code, 0);
+  // Asked for, a run holds the file (versions 2 and 3 from runs 1 and 2).
+  Ran reg = sh("models register digits --file " + model_ + " --new-run" + dd);
   ASSERT_EQ(reg.code, 0) << reg.out;
-  EXPECT_NE(reg.out.find("registered digits version 1 from run 1"), std::string::npos) << reg.out;
-  ASSERT_EQ(sh("models register digits --file " + model_ + dd).code, 0);
+  EXPECT_NE(reg.out.find("registered digits version 2 from run 1"), std::string::npos) << reg.out;
+  ASSERT_EQ(sh("models register digits --file " + model_ + " --new-run" + dd).code, 0);
   Ran al = sh("models alias digits production 1" + dd);
   ASSERT_EQ(al.code, 0) << al.out;
   al = sh("models alias digits production 2" + dd);
@@ -301,8 +323,19 @@ TEST_F(Cli, RegistryCommandsOnADataDirectory) {
   Ran vers = sh("models versions digits --json" + dd);
   ASSERT_EQ(vers.code, 0) << vers.out;
   auto j = nlohmann::json::parse(vers.out);
-  ASSERT_EQ(j["versions"].size(), 2u);
+  ASSERT_EQ(j["versions"].size(), 3u);
   EXPECT_EQ(j["versions"][1]["aliases"][0], "production");
+  EXPECT_TRUE(j["versions"][0]["run_id"].is_null());
+  EXPECT_EQ(j["versions"][1]["run_id"], 1);
+  Ran table = sh("models versions digits" + dd);
+  std::istringstream lines(table.out);
+  std::string line, run_of_1;
+  while (std::getline(lines, line)) {
+    std::istringstream words(line);
+    std::string version, status, run;
+    if (words >> version >> status >> run && version == "1") run_of_1 = run;
+  }
+  EXPECT_EQ(run_of_1, "-") << table.out;
   Ran list = sh("models list" + dd);
   EXPECT_NE(list.out.find("production=v2"), std::string::npos) << list.out;
   Ran runs = sh("runs list --experiment models" + dd);

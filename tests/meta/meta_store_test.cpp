@@ -38,26 +38,38 @@ const Principal kAlice{"alice", Role::kEditor};
 
 class MetaStoreTest : public ::testing::TestWithParam<std::string> {
  protected:
-  void SetUp() override {
+  // The URL of a new, empty database of the engine under test ("" after a failure).
+  std::string new_database() {
     static std::atomic<int> counter{0};
     int n = counter++;
-    std::string url;
     if (GetParam() == "sqlite") {
-      dir_ = std::filesystem::temp_directory_path() /
-             ("dlsys-meta-test-" + std::to_string(getpid()) + "-" + std::to_string(n));
-      std::filesystem::create_directories(dir_);
-      url = (dir_ / "meta.db").string();
-    } else {
-      auto* pg = postgres();
-      ASSERT_NE(pg, nullptr);
-      auto admin = SqlDatabase::open(pg->url(), 1);
-      ASSERT_TRUE(admin.ok()) << admin.status().to_string();
-      auto lease = (*admin)->acquire();
-      ASSERT_TRUE(lease.ok());
-      std::string db = "t" + std::to_string(n);
-      ASSERT_TRUE((*lease)->exec_script("CREATE DATABASE " + db).ok());
-      url = pg->url(db);
+      if (dir_.empty()) {
+        dir_ = std::filesystem::temp_directory_path() /
+               ("dlsys-meta-test-" + std::to_string(getpid()) + "-" + std::to_string(n));
+        std::filesystem::create_directories(dir_);
+      }
+      return (dir_ / ("meta-" + std::to_string(n) + ".db")).string();
     }
+    auto* pg = postgres();
+    if (!pg) {
+      ADD_FAILURE() << "no PostgreSQL server";
+      return "";
+    }
+    auto admin = SqlDatabase::open(pg->url(), 1);
+    EXPECT_TRUE(admin.ok()) << admin.status().to_string();
+    if (!admin.ok()) return "";
+    auto lease = (*admin)->acquire();
+    EXPECT_TRUE(lease.ok());
+    if (!lease.ok()) return "";
+    std::string db = "t" + std::to_string(n);
+    Status created = (*lease)->exec_script("CREATE DATABASE " + db);
+    EXPECT_TRUE(created.ok()) << created.to_string();
+    return created.ok() ? pg->url(db) : "";
+  }
+
+  void SetUp() override {
+    std::string url = new_database();
+    ASSERT_FALSE(url.empty());
     auto s = MetaStore::open(url, 8);
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     store_ = std::move(s).value();
@@ -84,12 +96,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 2);
+  EXPECT_EQ(*v, 3);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 2);
+  EXPECT_EQ(*(*again)->db().schema_version(), 3);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -667,6 +679,173 @@ TEST_P(MetaStoreTest, RegistryVersionsAliasesAndLineage) {
   EXPECT_EQ(arts->size(), 2u);
 }
 
+// Schema 3 on a database written by schema 2: a RUNNING run's heartbeat is its start, a version
+// keeps its run (SQLite copies model_versions to drop NOT NULL on run_id), and a version
+// without a run can be added.
+TEST_P(MetaStoreTest, MigrationToSchema3KeepsRunsAndVersions) {
+  std::string url = new_database();
+  ASSERT_FALSE(url.empty());
+  const std::string sha(64, 'a');
+  {
+    auto old = StoreDb::open(url, 2, {}, 2);
+    ASSERT_TRUE(old.ok()) << old.status().to_string();
+    EXPECT_EQ(*(*old)->schema_version(), 2);
+    Status st = (*old)->tx(true, [&](SqlConnection& c) -> Status {
+      for (const char* sql :
+           {"INSERT INTO experiments (name, created_at) VALUES ('e', 1)",
+            "INSERT INTO runs (experiment_id, name, status, start_time) VALUES (1, 'r', "
+            "'RUNNING', 5000)",
+            "INSERT INTO registered_models (name, created_at, updated_at) VALUES ('m', 1, 1)"})
+        DLSYS_RETURN_IF_ERROR(c.exec(sql, {}));
+      DLSYS_RETURN_IF_ERROR(
+          c.exec("INSERT INTO artifacts (run_id, path, sha256, size, created_at) VALUES "
+                 "(1, 'model.onnx', $1, 10, 6000)",
+                 {sha}));
+      return c.exec(
+          "INSERT INTO model_versions (model_id, version, run_id, artifact_path, sha256, size, "
+          "status, created_at) VALUES (1, 1, 1, 'model.onnx', $1, 10, 'READY', 7000)",
+          {sha});
+    });
+    ASSERT_TRUE(st.ok()) << st.to_string();
+  }
+  auto s = MetaStore::open(url, 2);
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  EXPECT_EQ(*(*s)->db().schema_version(), 3);
+  auto run = (*s)->runs().get_run(1);
+  ASSERT_TRUE(run.ok()) << run.status().to_string();
+  EXPECT_EQ(run->status, "RUNNING");
+  EXPECT_EQ(run->heartbeat_time, 5000);
+  EXPECT_EQ(run->end_reason, "");
+  auto v1 = (*s)->registry().get_model_version("m", 1);
+  ASSERT_TRUE(v1.ok()) << v1.status().to_string();
+  EXPECT_EQ(v1->run_id, 1);
+  EXPECT_EQ(v1->sha256, sha);
+  EXPECT_EQ(v1->size, 10);
+  auto v2 = (*s)->registry().create_file_version("m", "model.onnx", sha, 10, "", kAlice);
+  ASSERT_TRUE(v2.ok()) << v2.status().to_string();
+  EXPECT_EQ(v2->version, 2);
+  EXPECT_FALSE(v2->run_id.has_value());
+  // The run still cannot be a dangling reference: versions from runs check the run's artifact.
+  EXPECT_EQ((*s)->registry().create_model_version("m", 9, "model.onnx", "", kAlice).status().code(),
+            StatusCode::kNotFound);
+}
+
+// A run records when it was last heard from; a sweep fails RUNNING runs not heard from for
+// longer than the timeout (and nothing else), saying why. The clock is injected: no sleeps.
+TEST_P(MetaStoreTest, HeartbeatsKeepRunsAliveAndTheSweepFailsOnlyStaleRunningOnes) {
+  auto t = std::make_shared<std::atomic<int64_t>>(1'000'000);
+  auto clock = [t] { return t->load(); };
+  store_->runs().set_liveness({0, clock});
+  int64_t quiet = new_run(), beating = new_run(), logging = new_run(), finished = new_run();
+  EXPECT_EQ(store_->runs().get_run(quiet)->heartbeat_time, 1'000'000);
+  EXPECT_EQ(store_->runs().get_run(quiet)->start_time, 1'000'000);
+  ASSERT_TRUE(store_->runs().update_run(finished, "FINISHED", kAlice).ok());
+  *t = 1'200'000;
+  auto hb = store_->runs().heartbeat(beating);
+  ASSERT_TRUE(hb.ok()) << hb.status().to_string();
+  EXPECT_EQ(hb->heartbeat_time, 1'200'000);
+  EXPECT_EQ(hb->status, "RUNNING");
+  EXPECT_EQ(store_->runs().heartbeat(999).status().code(), StatusCode::kNotFound);
+  ASSERT_TRUE(store_->runs().log_batch(logging, {{"loss", 1.0, 1, 0}}, {}, {}, kAlice).ok());
+  EXPECT_EQ(store_->runs().get_run(logging)->heartbeat_time, 1'200'000);  // logging counts
+  // Without a timeout nothing ever fails.
+  *t = 9'000'000'000;
+  auto none = store_->runs().fail_stale_runs();
+  ASSERT_TRUE(none.ok()) << none.status().to_string();
+  EXPECT_TRUE(none->empty());
+  EXPECT_EQ(store_->runs().get_run(quiet)->status, "RUNNING");
+
+  store_->runs().set_liveness({300'000, clock, /*read_sweep_interval_ms=*/0});
+  *t = 1'300'001;  // quiet: 300.001 s without a heartbeat; the others 100 s
+  auto failed = store_->runs().fail_stale_runs();
+  ASSERT_TRUE(failed.ok()) << failed.status().to_string();
+  EXPECT_EQ(*failed, std::vector<int64_t>{quiet});
+  auto q = store_->runs().get_run(quiet);
+  EXPECT_EQ(q->status, "FAILED");
+  EXPECT_EQ(q->end_time, 1'300'001);
+  EXPECT_NE(q->end_reason.find("no heartbeat for 300 s"), std::string::npos) << q->end_reason;
+  EXPECT_NE(q->end_reason.find("timeout is 300 s"), std::string::npos) << q->end_reason;
+  EXPECT_EQ(json(*q)["end_reason"], q->end_reason);  // the REST form carries it
+  EXPECT_EQ(store_->runs().get_run(beating)->status, "RUNNING");
+  auto f = store_->runs().get_run(finished);
+  EXPECT_EQ(f->status, "FINISHED");
+  EXPECT_EQ(f->end_reason, "");
+  auto audit = store_->db().list_audit(1, "");
+  ASSERT_TRUE(audit.ok());
+  EXPECT_EQ(audit->items[0].actor, "system");
+  EXPECT_EQ(audit->items[0].target, "run/" + std::to_string(quiet));
+  EXPECT_EQ(audit->items[0].detail["status"], "FAILED");
+  EXPECT_TRUE(store_->runs().fail_stale_runs()->empty());  // once
+
+  // Reads sweep first. Exactly the timeout is not over it.
+  *t = 1'500'000;
+  EXPECT_EQ(store_->runs().get_run(beating)->status, "RUNNING");
+  *t = 1'500'001;
+  EXPECT_EQ(store_->runs().get_run(beating)->status, "FAILED");
+  SearchRunsRequest running;
+  running.filter = "status = 'RUNNING'";
+  EXPECT_TRUE(store_->runs().search_runs(running)->items.empty());  // `logging` failed too
+  // Ending a run by hand replaces the server's reason.
+  auto killed = store_->runs().update_run(quiet, "KILLED", kAlice);
+  ASSERT_TRUE(killed.ok());
+  EXPECT_EQ(killed->status, "KILLED");
+  EXPECT_EQ(killed->end_reason, "");
+  // A run set RUNNING again is alive from then on (a PATCH counts as a heartbeat).
+  ASSERT_TRUE(store_->runs().update_run(beating, "RUNNING", kAlice).ok());
+  EXPECT_EQ(store_->runs().get_run(beating)->status, "RUNNING");
+
+  // Reads sweep at most once per read_sweep_interval_ms (the periodic sweep does the rest).
+  store_->runs().set_liveness({300'000, clock, /*read_sweep_interval_ms=*/1000});
+  *t = 2'000'000;
+  int64_t late = new_run();  // its read sweeps
+  *t = 2'300'000;
+  EXPECT_EQ(store_->runs().get_run(late)->status, "RUNNING");  // sweeps: exactly the timeout
+  *t = 2'300'500;
+  EXPECT_EQ(store_->runs().get_run(late)->status, "RUNNING");  // over it, but no sweep yet
+  *t = 2'301'000;
+  EXPECT_EQ(store_->runs().get_run(late)->status, "FAILED");
+}
+
+// A version registered from a file has no run: no run is made, no lineage edge from one, and
+// its REST form says run_id null.
+TEST_P(MetaStoreTest, FileVersionsHaveNoRun) {
+  ASSERT_TRUE(store_->registry().create_model("own", "", kAlice).ok());
+  const std::string sha(64, 'c');
+  auto v = store_->registry().create_file_version("own", "model.onnx", sha, 42, "a file", kAlice);
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_EQ(v->version, 1);
+  EXPECT_FALSE(v->run_id.has_value());
+  EXPECT_EQ(v->sha256, sha);
+  EXPECT_EQ(v->size, 42);
+  EXPECT_EQ(v->artifact_path, "model.onnx");
+  EXPECT_TRUE(json(*v)["run_id"].is_null());
+  auto back = from_json<ModelVersion>(json(*v), "the version");
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(json(*back), json(*v));
+  EXPECT_EQ(store_->registry().get_version_by_alias("own", "latest")->sha256, sha);
+  ASSERT_TRUE(store_->registry().set_alias("own", "production", 1, kAlice).ok());
+  EXPECT_FALSE(store_->registry().list_model_versions("own")->at(0).run_id.has_value());
+  EXPECT_EQ(store_->registry()
+                .create_file_version("own", "model.txt", sha, 1, "", kAlice)
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->registry()
+                .create_file_version("own", "model.onnx", "xyz", 1, "", kAlice)
+                .status()
+                .code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->registry()
+                .create_file_version("nope", "model.onnx", sha, 1, "", kAlice)
+                .status()
+                .code(),
+            StatusCode::kNotFound);
+  EXPECT_TRUE(store_->runs().search_runs({})->items.empty());
+  auto g = store_->lineage().graph("model_version", "own/1", 10);
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  EXPECT_TRUE(g->edges.empty());
+}
+
 TEST_P(MetaStoreTest, DeploymentsAreStoredUpdatedAndAudited) {
   auto& deps = store_->deployments();
   Deployment d{"digits-prod", "digits", "production", {{"max_batch", 16}}, 0, 0, ""};
@@ -915,6 +1094,8 @@ TEST(RecordsTest, MalformedAnswersGiveClearErrors) {
                     {"status", "RUNNING"},
                     {"start_time", 5},
                     {"end_time", nullptr},
+                    {"heartbeat_time", 6},
+                    {"end_reason", ""},
                     {"created_by", "alice"},
                     {"params", {{"lr", "0.1"}}},
                     {"tags", json::object()},

@@ -58,6 +58,28 @@ TEST_F(ServingTest, DeploysAnAliasAndAnswersJsonLikeTheEngine) {
   EXPECT_EQ(J(Req("GET", "/v2"))["extensions"], json({"binary_tensor_data"}));
 }
 
+// A version registered from a file has no run (`dlsys models register --file`); a deployment
+// finds its file all the same and answers like the engine.
+TEST_F(ServingTest, AVersionWithoutARunServes) {
+  std::string v1 = mlp_bytes(0.5f);
+  std::string f = (dir_ / "own.onnx").string();
+  ASSERT_TRUE(write_file_atomic(f, v1).ok());
+  ASSERT_TRUE(local_->call("POST", "/api/v1/models", {{"name", "mlp"}}).ok());
+  auto v = local_->upload("/api/v1/models/mlp/versions/upload", f, "POST");
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  EXPECT_TRUE((*v)["run_id"].is_null());
+  Alias((*v)["version"].get<int64_t>());
+  auto created = Req("POST", "/api/v1/deployments",
+                     json{{"name", "mlp"}, {"model", "mlp"}, {"ref", "production"}}.dump());
+  ASSERT_EQ(created.status, 201) << created.body;
+  EXPECT_EQ(J(created)["status"]["state"], "ready");
+  std::vector<float> x = Inputs(2, 0.3f);
+  auto r = Infer("mlp", x, 2);
+  ASSERT_EQ(r.status, 200) << r.body;
+  ExpectNear(J(r)["outputs"][0]["data"].get<std::vector<float>>(), Expected(v1, x, 2));
+  EXPECT_TRUE(J(Req("GET", "/api/v1/runs"))["runs"].empty());
+}
+
 TEST_F(ServingTest, BinaryTensorsInAndOut) {
   std::string v1 = mlp_bytes(1.0f);
   ASSERT_EQ(Register(v1), 1);
