@@ -1,8 +1,9 @@
 // The reference docs against the code they describe: every field the spec parsers accept has a
-// row in docs/spec.md.
+// row in docs/spec.md, and `dlsys train --help` points there.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -62,6 +63,18 @@ TEST(Spec, EveryAcceptedFieldIsDocumented) {
     ADD_FAILURE() << "deployment setting '" << f << "' is accepted by "
                   << "src/serve/deployment_config.cpp but has no row \"| `" << f
                   << "` |\" under '## Deployment spec' in docs/spec.md";
+}
+
+// Where a newcomer looks first: `dlsys train --help` names the reference.
+TEST(Spec, TrainHelpPointsAtTheReference) {
+  FILE* p = popen((std::string(DLSYS_BIN) + " train --help 2>&1").c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << out;
+  EXPECT_NE(out.find("docs/spec.md"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -145,7 +145,7 @@ TEST(ReadmeWalkthrough, RunsAsWritten) {
        {"split: train 1456, validation 341, test 0",
         "trained digits-mlp-dataset: 5 epochs, 115 steps in", "model: runs/digits/model.onnx",
         "tracked as run 1 (http://127.0.0.1:", "logits: f32 [341, 10] -> out/logits.npy",
-        "registered digits version 1 from run",
+        "registered digits version 1",
         "\"model_name\":\"digits\",\"model_version\":\"1\",\"outputs\":[{\"data\":["})
     EXPECT_NE(out.find(shown), std::string::npos) << "missing: " << shown << "\n" << out;
 }
