@@ -33,6 +33,9 @@ PKGS=(
   python3-protobuf
   # scripts/check_k8s.py (make lint) parses the Kubernetes manifests under deploy/
   python3-yaml
+  # cli_test loads the script of `dlsys completion zsh` in a real zsh, and runs the README's
+  # walkthrough, whose commands use curl
+  zsh curl
 )
 # The ONNX Runtime peer runs under node (npm package installed by bench/engine). A machine may
 # already carry another node build (nodesource) whose npm conflicts with Debian's: only install

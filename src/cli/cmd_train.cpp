@@ -150,6 +150,9 @@ int run_train(const TrainArgs& a) {
 void add_train(CLI::App& app, int* rc) {
   auto a = std::make_shared<TrainArgs>();
   CLI::App* c = app.add_subcommand("train", "Train the model of a YAML spec and export it as ONNX");
+  c->footer(
+      "Every field of the spec, with its type, default and an example: docs/spec.md. Examples: "
+      "examples/digits/*.yaml.");
   c->add_option("spec", a->spec, "Training spec, e.g. examples/digits/mlp.yaml")
       ->required()
       ->check(CLI::ExistingFile);

@@ -8,6 +8,7 @@
 #include <exception>
 
 #include "cli/commands.h"
+#include "cli/completion.h"
 #include "cli/suggest.h"
 
 namespace dlsys::cli {
@@ -93,6 +94,7 @@ int main(int argc, char** argv) {
   dlsys::cli::add_artifacts(app, &rc);
   dlsys::cli::add_tokens(app, &rc);
   dlsys::cli::add_data(app, &rc);
+  dlsys::cli::add_completion(app, &rc);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,5 +1,6 @@
 #include "serve/deployment_config.h"
 
+#include <algorithm>
 #include <thread>
 
 namespace dlsys::serve {
@@ -16,6 +17,32 @@ Status read_int(const json& config, const char* key, int64_t lo, int64_t hi, int
   return Status::OK();
 }
 
+// The settings of a deployment's config and of its canary and shadow: the parser refuses any
+// other key, and deployment_config_fields() lists them for docs/spec.md (checked by cli_test).
+// A new setting is added here, read in parse_deployment_config, and documented there.
+const std::vector<std::string>& known_settings() {
+  static const std::vector<std::string> k = {
+      "max_batch", "max_delay_us",  "instances",       "threads",    "precision",
+      "max_queue", "timeout_ms",    "priority_levels", "cache_mb",   "canary",
+      "shadow",    "min_instances", "max_instances",   "sample_rate"};
+  return k;
+}
+const std::vector<std::string>& target_fields(bool weighted) {
+  static const std::vector<std::string> canary = {"model", "version", "weight"};
+  static const std::vector<std::string> shadow = {"model", "version"};
+  return weighted ? canary : shadow;
+}
+
+std::string joined(const std::vector<std::string>& names) {
+  std::string out;
+  for (const std::string& n : names) out += (out.empty() ? "" : ", ") + n;
+  return out;
+}
+
+bool contains(const std::vector<std::string>& names, const std::string& n) {
+  return std::find(names.begin(), names.end(), n) != names.end();
+}
+
 // config.canary / config.shadow: {"model": "digits", "version": 3[, "weight": 10]}.
 Result<std::optional<TrafficTarget>> read_target(const json& config, const char* key,
                                                  bool weighted) {
@@ -27,9 +54,9 @@ Result<std::optional<TrafficTarget>> read_target(const json& config, const char*
         "\"version\": 3{}}}, got {}",
         key, weighted ? ", \"weight\": 10" : "", it->dump().substr(0, 60));
   for (auto f = it->begin(); f != it->end(); ++f)
-    if (f.key() != "model" && f.key() != "version" && !(weighted && f.key() == "weight"))
-      return Status::Invalid("config.{}.{} is not a field (known: model, version{})", key,
-                             f.key().substr(0, 64), weighted ? ", weight" : "");
+    if (!contains(target_fields(weighted), f.key()))
+      return Status::Invalid("config.{}.{} is not a field (known: {})", key, f.key().substr(0, 64),
+                             joined(target_fields(weighted)));
   TrafficTarget t;
   auto m = it->find("model");
   if (m == it->end() || !m->is_string() || m->get<std::string>().empty())
@@ -68,20 +95,10 @@ bool same_runtime(const DeploymentConfig& a, const DeploymentConfig& b) {
 
 Result<DeploymentConfig> parse_deployment_config(const json& config) {
   if (!config.is_object()) return Status::Invalid("a deployment's config must be a JSON object");
-  static const char* kKnown[] = {"max_batch",     "max_delay_us", "instances",  "threads",
-                                 "precision",     "max_queue",    "timeout_ms", "priority_levels",
-                                 "cache_mb",      "canary",       "shadow",     "min_instances",
-                                 "max_instances", "sample_rate"};
-  for (auto it = config.begin(); it != config.end(); ++it) {
-    bool known = false;
-    for (const char* k : kKnown) known = known || it.key() == k;
-    if (!known)
-      return Status::Invalid(
-          "config.{} is not a deployment setting (known: max_batch, max_delay_us, instances, "
-          "threads, precision, max_queue, timeout_ms, priority_levels, cache_mb, canary, shadow, "
-          "min_instances, max_instances, sample_rate)",
-          it.key().substr(0, 64));
-  }
+  for (auto it = config.begin(); it != config.end(); ++it)
+    if (!contains(known_settings(), it.key()))
+      return Status::Invalid("config.{} is not a deployment setting (known: {})",
+                             it.key().substr(0, 64), joined(known_settings()));
   DeploymentConfig c;
   int64_t cores = std::max<int64_t>(1, std::thread::hardware_concurrency());
   DLSYS_RETURN_IF_ERROR(read_int(config, "max_batch", 1, 1024, &c.max_batch));
@@ -134,6 +151,17 @@ Result<DeploymentConfig> parse_deployment_config(const json& config) {
                              it->dump().substr(0, 40));
   }
   return c;
+}
+
+std::vector<std::string> deployment_config_fields() {
+  std::vector<std::string> out;
+  for (const std::string& k : known_settings()) {
+    out.push_back("config." + k);
+    if (k == "canary" || k == "shadow")
+      for (const std::string& f : target_fields(k == "canary"))
+        out.push_back("config." + k + "." + f);
+  }
+  return out;
 }
 
 json deployment_config_json(const DeploymentConfig& c) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "meta/deployments.h"
@@ -54,6 +55,10 @@ bool same_runtime(const DeploymentConfig& a, const DeploymentConfig& b);
 // Reads and checks `config` (an object; absent fields keep their defaults, unknown fields are
 // refused so that a typo is not silently ignored).
 Result<DeploymentConfig> parse_deployment_config(const json& config);
+// Every setting parse_deployment_config accepts, as a dotted path ("config.max_batch",
+// "config.canary.weight"), from the same lists it refuses unknown keys against, so docs/spec.md
+// (a table row per path, checked by cli_test) cannot fall behind it.
+std::vector<std::string> deployment_config_fields();
 // The object form, every field present.
 json deployment_config_json(const DeploymentConfig& c);
 

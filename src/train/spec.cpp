@@ -57,7 +57,33 @@ std::string relative_to(const std::string& spec, const std::string& p) {
   return (std::filesystem::path(spec).parent_path() / p).lexically_normal().string();
 }
 
-// The fields each layer takes.
+// The fields of each mapping of the spec, by its dotted path ("" is the top level): the parser
+// refuses any other key (check_fields), and train_spec_fields() lists them for docs/spec.md,
+// whose test requires a row for each. A new field is added here, read below, and documented
+// there.
+const std::map<std::string, std::set<std::string>>& section_fields() {
+  static const std::map<std::string, std::set<std::string>> m = {
+      {"", {"name", "data", "model", "train"}},
+      {"data",
+       {"train", "validation", "format", "label_column", "validation_fraction", "feature_scale",
+        "split_seed", "dataset", "features", "label", "train_labels", "validation_labels",
+        "preprocess", "nulls", "class_names"}},
+      {"model", {"input", "layers", "init", "onnx", "freeze"}},
+      {"train",
+       {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer", "schedule",
+        "clip_grad_norm", "target_accuracy", "checkpoint_every", "accumulate_steps", "precision"}},
+      {"train.optimizer",
+       {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps"}},
+      {"train.schedule", {"name", "warmup_steps", "step_size", "gamma", "min_lr"}},
+  };
+  return m;
+}
+
+const std::set<std::string>& fields_of(const std::string& section) {
+  return section_fields().at(section);
+}
+
+// The fields each layer takes (model.layers[].<type>.<field>).
 const std::map<std::string, std::set<std::string>>& layer_fields() {
   static const std::map<std::string, std::set<std::string>> m = {
       {"linear", {"out", "bias"}},
@@ -280,6 +306,23 @@ Status parse_preprocess(const std::string& path, const YAML::Node& data, TrainSp
 
 }  // namespace
 
+std::vector<std::string> train_spec_fields() {
+  std::vector<std::string> out;
+  for (const auto& [section, fields] : section_fields())
+    for (const std::string& f : fields) out.push_back(section.empty() ? f : section + "." + f);
+  for (const auto& [type, fields] : layer_fields()) {
+    std::string layer = "model.layers[]." + type;
+    out.push_back(layer);
+    for (const std::string& f : fields) out.push_back(layer + "." + f);
+  }
+  for (const auto& [kind, fields] : preprocess_fields()) {
+    std::string step = "data.preprocess[]." + kind;
+    out.push_back(step);
+    for (const std::string& f : fields) out.push_back(step + "." + f);
+  }
+  return out;
+}
+
 Result<TrainSpec> load_train_spec(const std::string& path) {
   auto text = read_file(path);
   if (!text.ok()) return Status::IOError("cannot read the spec '{}'", path);
@@ -293,16 +336,12 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
   TrainSpec s;
   s.spec_path = path;
   s.spec_text = std::move(text).value();
-  DLSYS_RETURN_IF_ERROR(check_fields(path, root, "the spec", {"name", "data", "model", "train"}));
+  DLSYS_RETURN_IF_ERROR(check_fields(path, root, "the spec", fields_of("")));
   DLSYS_RETURN_IF_ERROR(get(path, root, "name", &s.name));
 
   YAML::Node data = root["data"];
   if (!data) return Status::Invalid("{}: the spec needs a 'data' section (train: FILE.csv)", path);
-  DLSYS_RETURN_IF_ERROR(
-      check_fields(path, data, "data",
-                   {"train", "validation", "format", "label_column", "validation_fraction",
-                    "feature_scale", "split_seed", "dataset", "features", "label", "train_labels",
-                    "validation_labels", "preprocess", "nulls", "class_names"}));
+  DLSYS_RETURN_IF_ERROR(check_fields(path, data, "data", fields_of("data")));
   DLSYS_RETURN_IF_ERROR(parse_preprocess(path, data, &s));
   DLSYS_RETURN_IF_ERROR(get(path, data, "dataset", &s.dataset));
   DLSYS_RETURN_IF_ERROR(get(path, data, "features", &s.features));
@@ -364,8 +403,7 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
 
   YAML::Node model = root["model"];
   if (!model) return Status::Invalid("{}: the spec needs a 'model' section (input, layers)", path);
-  DLSYS_RETURN_IF_ERROR(
-      check_fields(path, model, "model", {"input", "layers", "init", "onnx", "freeze"}));
+  DLSYS_RETURN_IF_ERROR(check_fields(path, model, "model", fields_of("model")));
   DLSYS_RETURN_IF_ERROR(get(path, model, "input", &s.input_shape));
   DLSYS_RETURN_IF_ERROR(get(path, model, "init", &s.init));
   DLSYS_RETURN_IF_ERROR(get(path, model, "onnx", &s.onnx_path));
@@ -399,11 +437,7 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
 
   YAML::Node tr = root["train"];
   if (tr) {
-    DLSYS_RETURN_IF_ERROR(
-        check_fields(path, tr, "train",
-                     {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer",
-                      "schedule", "clip_grad_norm", "target_accuracy", "checkpoint_every",
-                      "accumulate_steps", "precision"}));
+    DLSYS_RETURN_IF_ERROR(check_fields(path, tr, "train", fields_of("train")));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "epochs", &s.epochs));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "batch_size", &s.batch_size));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "seed", &s.seed));
@@ -431,9 +465,7 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
       return Status::Invalid("{} is '{}'; use cross_entropy, mse or bce_with_logits",
                              where(path, tr["loss"], "loss"), s.loss);
     if (YAML::Node o = tr["optimizer"]) {
-      DLSYS_RETURN_IF_ERROR(check_fields(
-          path, o, "optimizer",
-          {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps"}));
+      DLSYS_RETURN_IF_ERROR(check_fields(path, o, "optimizer", fields_of("train.optimizer")));
       std::string name = "sgd";
       DLSYS_RETURN_IF_ERROR(get(path, o, "name", &name));
       auto kind = parse_optimizer(name);
@@ -450,8 +482,7 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
       if (!ok.ok()) return ok.status().with_context(where(path, o, "optimizer"));
     }
     if (YAML::Node sc = tr["schedule"]) {
-      DLSYS_RETURN_IF_ERROR(check_fields(path, sc, "schedule",
-                                         {"name", "warmup_steps", "step_size", "gamma", "min_lr"}));
+      DLSYS_RETURN_IF_ERROR(check_fields(path, sc, "schedule", fields_of("train.schedule")));
       std::string name = "constant";
       DLSYS_RETURN_IF_ERROR(get(path, sc, "name", &name));
       auto kind = parse_schedule(name);

@@ -120,4 +120,10 @@ struct TrainSpec {
 // Reads and checks the spec at `path`.
 Result<TrainSpec> load_train_spec(const std::string& path);
 
+// Every field the parser accepts, as a dotted path: "name", "data.feature_scale",
+// "train.optimizer.lr", and per layer type "model.layers[].linear" and
+// "model.layers[].linear.out". Built from the same lists the parser refuses unknown keys
+// against, so docs/spec.md (a table row per path, checked by cli_test) cannot fall behind it.
+std::vector<std::string> train_spec_fields();
+
 }  // namespace dlsys::train

@@ -234,7 +234,8 @@ TEST_F(Cli, EveryCommandHasHelp) {
                         "deploy show ",
                         "deploy promote ",
                         "deploy rollback ",
-                        "deploy delete "}) {
+                        "deploy delete ",
+                        "completion "}) {
     Ran r = sh(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c;
     EXPECT_NE(r.out.find("Usage"), std::string::npos) << r.out;
