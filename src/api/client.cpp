@@ -240,6 +240,8 @@ Result<json> json_answer(int status, const std::string& body) {
       if (m.ok()) msg = *m;
     }
   }
+  if (msg.find_first_not_of(" \t\r\n") == std::string::npos)
+    msg = fmt::format("HTTP {} without a message (is it a dlsys server?)", status);
   StatusCode code = status_code_of_http(status);
   if (code == StatusCode::kOk) code = StatusCode::kInternal;
   return Status(code, msg);

@@ -1,12 +1,16 @@
 // The `dlsys` command as a user runs it: exit codes, files written, JSON fields, error messages.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -657,6 +661,47 @@ TEST_F(Cli, AServerThatDoesNotAnswerIsAnErrorNeverAFallback) {
   EXPECT_FALSE(fs::exists(home));
   // --data-dir is explicit: $DLSYS_SERVER does not apply.
   EXPECT_EQ(sh_apart(env + " DLSYS_SERVER=" + url, "runs list --data-dir " + home, dir_).code, 0);
+}
+
+// A named server that accepts no connection (its accept queue full: the kernel drops the SYN,
+// as a host behind a firewall does) is reported as timed out after the connect deadline, not
+// after the kernel's minutes.
+TEST_F(Cli, AServerThatNeverAcceptsTimesOutWithinTheDeadline) {
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(lfd, 0), 0);
+  socklen_t len = sizeof a;
+  getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  // Fill the accept queue until a connect no longer completes.
+  std::vector<int> fillers;
+  bool full = false;
+  for (int i = 0; i < 8 && !full; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    (void)connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    pollfd p{fd, POLLOUT, 0};
+    full = poll(&p, 1, 300) == 0;
+    fillers.push_back(fd);
+  }
+  if (full) {
+    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    auto t0 = std::chrono::steady_clock::now();
+    RanApart r =
+        sh_apart("DLSYS_HOME=" + (dir_ / "home").string(), "runs list --server " + url, dir_);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("cannot reach the dlsys server at " + url +
+                         ": no answer within 5 s (timed out)"),
+              std::string::npos)
+        << r.err;
+    EXPECT_LT(s, 15);
+    EXPECT_FALSE(fs::exists(dir_ / "home"));
+  }
+  for (int fd : fillers) close(fd);
+  close(lfd);
+  if (!full) GTEST_SKIP() << "this kernel completes connects beyond the listen backlog";
 }
 
 // Without a server or a data directory named, commands say on stderr which data directory they
