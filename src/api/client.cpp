@@ -3,9 +3,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <chrono>
 #include <filesystem>
 #include <limits>
 
@@ -60,12 +62,25 @@ struct HttpConnection::Impl {
     beast::error_code ec;
     tcp::resolver resolver(ioc);
     auto results = resolver.resolve(host, std::to_string(port), ec);
-    if (!ec) stream->connect(results, ec);
-    if (ec)
+    if (!ec) {
+      // A deadline on the connect: an address that drops packets answers "timed out" within
+      // kConnectSeconds instead of the kernel's minutes.
+      stream->expires_after(std::chrono::seconds(kConnectSeconds));
+      stream->async_connect(results,
+                            [&](const beast::error_code& e, const tcp::endpoint&) { ec = e; });
+      ioc.restart();
+      ioc.run();
+      stream->expires_never();
+    }
+    if (ec) {
+      std::string cause = ec == beast::error::timeout
+                              ? fmt::format("no answer within {} s (timed out)", kConnectSeconds)
+                              : ec.message();
+      stream.reset();
       return Status::Unavailable(
-          "cannot reach the dlsys server at http://{}:{}: {}; start it with "
-          "`dlsys server` or pass --server",
-          host, port, ec.message());
+          "cannot reach the dlsys server at http://{}:{}: {}; start it with `dlsys server`", host,
+          port, cause);
+    }
     timeval tv{300, 0};
     ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -75,9 +90,20 @@ struct HttpConnection::Impl {
   }
 
   template <typename ReqBody, typename ResParser>
-  Result<HttpResult> exchange(http::request<ReqBody>& req, ResParser& parser) {
+  Result<HttpResult> exchange(http::request<ReqBody>& req, ResParser& parser,
+                              const ApiClient::Progress& progress = nullptr) {
     beast::error_code ec;
-    http::write(*stream, req, ec);
+    if (progress) {
+      // Piece by piece, so the caller sees the body go out.
+      uint64_t total = req.payload_size().value_or(0), sent = 0;
+      http::request_serializer<ReqBody> sr{req};
+      while (!ec && !sr.is_done()) {
+        sent += http::write_some(*stream, sr, ec);
+        progress(std::min(sent, total), total);
+      }
+    } else {
+      http::write(*stream, req, ec);
+    }
     if (!ec) http::read(*stream, buffer, parser, ec);
     if (ec)
       return Status::Unavailable("HTTP exchange with {}:{} failed: {}", host, port, ec.message());
@@ -145,7 +171,8 @@ Result<HttpResult> HttpConnection::request(const std::string& method, const std:
 
 Result<HttpResult> HttpConnection::request_file(const std::string& method,
                                                 const std::string& target, const std::string& path,
-                                                const std::map<std::string, std::string>& headers) {
+                                                const std::map<std::string, std::string>& headers,
+                                                const ApiClient::Progress& progress) {
   return impl_->with_retry([&]() -> Result<HttpResult> {
     http::request<http::file_body> req(http::string_to_verb(method), target, 11);
     beast::error_code ec;
@@ -154,7 +181,7 @@ Result<HttpResult> HttpConnection::request_file(const std::string& method,
     req.set(http::field::content_type, "application/octet-stream");
     impl_->prepare(req, headers);
     http::response_parser<http::string_body> parser;
-    DLSYS_ASSIGN_OR_RETURN(HttpResult r, impl_->exchange(req, parser));
+    DLSYS_ASSIGN_OR_RETURN(HttpResult r, impl_->exchange(req, parser, progress));
     r.body = std::move(parser.get().body());
     return r;
   });
@@ -213,6 +240,8 @@ Result<json> json_answer(int status, const std::string& body) {
       if (m.ok()) msg = *m;
     }
   }
+  if (msg.find_first_not_of(" \t\r\n") == std::string::npos)
+    msg = fmt::format("HTTP {} without a message (is it a dlsys server?)", status);
   StatusCode code = status_code_of_http(status);
   if (code == StatusCode::kOk) code = StatusCode::kInternal;
   return Status(code, msg);
@@ -230,9 +259,10 @@ class HttpApiClient : public ApiClient {
         HttpResult r, c_->request(method, target, body.is_null() ? "" : body.dump(), headers_));
     return json_answer(r.status, r.body);
   }
-  Result<json> upload(const std::string& target, const std::string& path,
-                      const std::string& method = "PUT") override {
-    DLSYS_ASSIGN_OR_RETURN(HttpResult r, c_->request_file(method, target, path, headers_));
+  Result<json> send_file(const std::string& method, const std::string& target,
+                         const std::string& path, const Progress& progress) override {
+    DLSYS_ASSIGN_OR_RETURN(HttpResult r,
+                           c_->request_file(method, target, path, headers_, progress));
     return json_answer(r.status, r.body);
   }
   Status download(const std::string& target, const std::string& out_path) override {
@@ -260,8 +290,8 @@ class LocalApiClient : public ApiClient {
     Response r = b_.router().dispatch(req);
     return json_answer(r.status, r.body);
   }
-  Result<json> upload(const std::string& target, const std::string& path,
-                      const std::string& method = "PUT") override {
+  Result<json> send_file(const std::string& method, const std::string& target,
+                         const std::string& path, const Progress& progress) override {
     Request req;
     DLSYS_RETURN_IF_ERROR(make(method, target, &req));
     std::string tmp = b_.router().upload_temp_path();
@@ -269,6 +299,10 @@ class LocalApiClient : public ApiClient {
     std::filesystem::copy_file(path, tmp, ec);
     if (ec) return Status::IOError("cannot read '{}' to upload it: {}", path, ec.message());
     req.body_file = tmp;
+    if (progress) {
+      uint64_t size = std::filesystem::file_size(tmp, ec);
+      progress(size, size);
+    }
     Response r = b_.router().dispatch(req);
     return json_answer(r.status, r.body);
   }

@@ -3,6 +3,8 @@
 // turn error bodies back into Status values with the server's message.
 #pragma once
 
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -12,16 +14,27 @@ namespace dlsys::api {
 
 class Services;
 
+// How long connecting to a server may take before it counts as not answering.
+inline constexpr int kConnectSeconds = 5;
+
 class ApiClient {
  public:
   virtual ~ApiClient() = default;
   // Sends `method target` with `body` (null for none) and returns the JSON answer.
   virtual Result<json> call(const std::string& method, const std::string& target,
                             const json& body = nullptr) = 0;
-  // Sends the file at `path` as the body of `method target` (streamed; PUT unless said, POST to
-  // create something from it), returns the JSON answer.
-  virtual Result<json> upload(const std::string& target, const std::string& path,
-                              const std::string& method = "PUT") = 0;
+  // Called while a body is sent: bytes sent so far and the body's size.
+  using Progress = std::function<void(uint64_t sent, uint64_t total)>;
+  // Sends the file at `path` as the body of `method target` (streamed from the file, never
+  // loaded whole), calling `progress` (when given) as it goes; returns the JSON answer.
+  virtual Result<json> send_file(const std::string& method, const std::string& target,
+                                 const std::string& path, const Progress& progress = nullptr) = 0;
+  // Sends the file at `path` as the body of `method target` (PUT unless said, POST to create
+  // something from it), returns the JSON answer.
+  Result<json> upload(const std::string& target, const std::string& path,
+                      const std::string& method = "PUT") {
+    return send_file(method, target, path);
+  }
   // GETs `target` and writes the body to `out_path` (atomically).
   virtual Status download(const std::string& target, const std::string& out_path) = 0;
   // "http://host:port" or "local:<data dir>".
@@ -31,7 +44,9 @@ class ApiClient {
   virtual Result<std::unique_ptr<ApiClient>> another() const = 0;
 };
 
-// A client of the server at `url` (http://host:port). `token` may be empty.
+// A client of the server at `url` (http://host:port). `token` may be empty. Connecting waits
+// at most kConnectSeconds; the error names the URL and the cause (connection refused, timed
+// out).
 Result<std::unique_ptr<ApiClient>> connect_http(const std::string& url, const std::string& token);
 // A client that dispatches to `services`' router in this process (no network, no auth).
 std::unique_ptr<ApiClient> connect_local(Services& services);
@@ -46,16 +61,17 @@ struct HttpResult {
 // One keep-alive HTTP/1.1 connection (synchronous). Reconnects once when the server closed it.
 class HttpConnection {
  public:
-  // Connects to host:port; errors say what to check.
+  // Connects to host:port within kConnectSeconds; errors name the address and the cause.
   static Result<std::unique_ptr<HttpConnection>> open(const std::string& host, int port);
   ~HttpConnection();
   Result<HttpResult> request(const std::string& method, const std::string& target,
                              const std::string& body,
                              const std::map<std::string, std::string>& headers = {});
-  // Sends the file at `path` as the body.
+  // Sends the file at `path` as the body (streamed), calling `progress` when given.
   Result<HttpResult> request_file(const std::string& method, const std::string& target,
                                   const std::string& path,
-                                  const std::map<std::string, std::string>& headers = {});
+                                  const std::map<std::string, std::string>& headers = {},
+                                  const ApiClient::Progress& progress = nullptr);
   // Receives the body into `out_path` (streamed); the result's body is empty unless an error.
   Result<HttpResult> download(const std::string& target, const std::string& out_path,
                               const std::map<std::string, std::string>& headers = {});

@@ -20,6 +20,7 @@ json version_json(const data::VersionInfo& v, bool with_manifest) {
             {"tags", v.tags},
             {"rows", v.manifest.value("rows", int64_t(0))},
             {"message", v.manifest.value("message", "")},
+            {"author", v.manifest.value("author", "")},
             {"created_ms", v.manifest.value("created_ms", int64_t(0))}};
   if (with_manifest) j["manifest"] = v.manifest;
   return j;
@@ -39,6 +40,29 @@ Result<data::DriftThresholds> thresholds(const Request& r) {
     return Status::Invalid("thresholds psi={} and ks={}: use psi > 0 and 0 < ks <= 1", t.psi, t.ks);
   return t;
 }
+
+// A pushed body's source as the manifest records it: the client's file name (?filename=), not
+// the server's temporary copy of the body.
+class UploadedSource : public data::RowSource {
+ public:
+  UploadedSource(std::unique_ptr<data::RowSource> in, std::string name)
+      : in_(std::move(in)), name_(std::move(name)) {}
+  const data::Schema& schema() const override { return in_->schema(); }
+  Result<data::SourceBatch> next(int64_t max_rows, int64_t max_bytes) override {
+    return in_->next(max_rows, max_bytes);
+  }
+  int64_t done() const override { return in_->done(); }
+  int64_t total() const override { return in_->total(); }
+  json describe() const override {
+    json j = in_->describe();
+    j["path"] = name_;
+    return j;
+  }
+
+ private:
+  std::unique_ptr<data::RowSource> in_;
+  std::string name_;
+};
 
 }  // namespace
 
@@ -89,6 +113,22 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::Lineage
                return resp;
              });
 
+  // One shard of a version, byte for byte (named by its SHA-256; only the version's own
+  // shards): what a client copies to train on the version (`dlsys train --server`).
+  router.add("GET", "/api/v1/datasets/{name}/versions/{ref}/shards/{id}", Access::kRead,
+             [ds](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(auto v, resolve(*ds, r.param("name"), r.param("ref")));
+               const std::string& id = r.param("id");
+               bool listed = false;
+               for (const auto& s : v.manifest["shards"]) listed = listed || s["id"] == id;
+               if (!listed)
+                 return Status::NotFound("{} has no shard '{}'", v.label(), id.substr(0, 64));
+               Response resp;
+               resp.content_type = "application/octet-stream";
+               resp.file_path = ds->shard_path(id);
+               return resp;
+             });
+
   router.add("GET", "/api/v1/datasets/{name}/diff", Access::kRead,
              [ds](Request& r) -> Result<Response> {
                std::string from = r.query_or("from", ""), to = r.query_or("to", "latest");
@@ -125,9 +165,12 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::Lineage
              });
 
   // Push the body (a CSV, TSV or JSONL file) as a new version:
-  // ?format=csv&message=...&split=0.8,0.1,0.1&policy=reject|quarantine&split_key=col.
+  // ?format=csv&message=...&split=0.8,0.1,0.1&policy=reject|quarantine&split_key=col
+  // &header=auto|yes|no&skip_rows=N&shard_rows=N&filename=NAME (recorded as the source).
   // 201 with the new version; 200 with "unchanged": true and the latest version when the data
-  // is the same as the latest version's (no version is made, no lineage recorded).
+  // is the same as the latest version's (no version is made, no lineage recorded). Either way
+  // the answer says what the push did (shards, bytes, new_bytes, seconds, split, input,
+  // bad_sample), as `dlsys data push` prints it.
   router.add(
       "POST", "/api/v1/datasets/{name}/versions", Access::kWrite,
       [ds, ms](Request& r) -> Result<Response> {
@@ -152,7 +195,18 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::Lineage
         po.policy = r.query_or("policy", "reject");
         po.split_key = r.query_or("split_key", "");
         DLSYS_RETURN_IF_ERROR(data::parse_split_fractions(r.query_or("split", "0.8,0.1,0.1"), &po));
-        DLSYS_ASSIGN_OR_RETURN(auto src, data::open_source(body, format, {}));
+        data::IngestOptions io;
+        io.header = r.query_or("header", "auto");
+        if (io.header != "auto" && io.header != "yes" && io.header != "no")
+          return Status::Invalid("header '{}': use auto, yes or no", io.header.substr(0, 16));
+        DLSYS_ASSIGN_OR_RETURN(io.skip_rows, parse_int(r.query_or("skip_rows", "0"), "skip_rows"));
+        DLSYS_ASSIGN_OR_RETURN(po.shard_rows,
+                               parse_int(r.query_or("shard_rows", "1048576"), "shard_rows"));
+        if (io.skip_rows < 0 || po.shard_rows < 1)
+          return Status::Invalid("skip_rows must be >= 0 and shard_rows >= 1");
+        DLSYS_ASSIGN_OR_RETURN(auto opened, data::open_source(body, format, io));
+        auto src = std::make_unique<UploadedSource>(
+            std::move(opened), r.query_or("filename", "(request body)").substr(0, 1024));
         DLSYS_ASSIGN_OR_RETURN(data::PushResult res, data::push(*ds, r.param("name"), *src, po));
         if (!res.unchanged && res.version.manifest["parent"].is_string()) {
           // Lineage: parent version -> new version.
@@ -166,6 +220,17 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, meta::Lineage
         out["unchanged"] = res.unchanged;
         out["bad_rows"] = res.bad_rows;
         out["shards_new"] = res.shards_new;
+        out["shards"] = res.shards;
+        out["bytes"] = res.stored_bytes;
+        out["new_bytes"] = res.new_bytes;
+        out["seconds"] = res.seconds;
+        out["input"] = src->describe();
+        if (res.version.manifest.contains("split"))
+          out["split"] = res.version.manifest["split"]["rows"];
+        json bad = json::array();
+        for (size_t i = 0; i < res.bad_sample.size() && i < 5; ++i)
+          bad.push_back({{"line", res.bad_sample[i].line}, {"reason", res.bad_sample[i].reason}});
+        out["bad_sample"] = bad;
         if (res.quarantine) out["quarantine"] = res.quarantine->label();
         return Response::json_body(out, res.unchanged ? 200 : 201);
       },

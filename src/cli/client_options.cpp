@@ -13,6 +13,42 @@ void add_client_options(CLI::App* c, ClientArgs* a) {
   c->add_option("--meta", a->meta, "With --data-dir: the PostgreSQL URL of the metadata database");
   c->add_option("--token", a->token, "API token (or $DLSYS_TOKEN)");
   c->add_flag("--json", a->json, "Print JSON for scripts");
+  c->add_flag("--quiet", a->quiet,
+              "No note on stderr saying which server or data directory is used");
+}
+
+std::string data_dir_or_default(const std::string& data_dir) {
+  return data_dir.empty() ? api::default_data_dir() : data_dir;
+}
+
+std::string server_to_use(const std::string& flag, bool local_given, bool* from_env) {
+  *from_env = false;
+  if (!flag.empty()) return flag;
+  if (local_given) return "";
+  const char* s = std::getenv("DLSYS_SERVER");
+  if (s == nullptr || *s == 0) return "";
+  *from_env = true;
+  return s;
+}
+
+Result<std::unique_ptr<api::ApiClient>> connect_server(const std::string& url, bool from_env,
+                                                       const std::string& token,
+                                                       const std::string& data_dir) {
+  auto c = api::connect_http(url, token);
+  if (c.ok()) return c;
+  if (c.status().code() != StatusCode::kUnavailable) return c.status();
+  // Never a silent fallback to the data directory: the user meant that server.
+  std::string cause = c.status().message();
+  cause = cause.substr(0, cause.find("; start it with"));
+  return Status::Unavailable(
+      "{} (the address comes from {}); start it with `dlsys server`, or {} to use the data "
+      "directory {} instead",
+      cause, from_env ? "$DLSYS_SERVER" : "--server",
+      from_env ? "unset DLSYS_SERVER" : "drop --server", data_dir_or_default(data_dir));
+}
+
+void note(bool quiet, const std::string& text) {
+  if (!quiet) std::fprintf(stderr, "note: %s\n", text.c_str());
 }
 
 Result<Connection> connect(const ClientArgs& a) {
@@ -20,16 +56,18 @@ Result<Connection> connect(const ClientArgs& a) {
   std::string token = a.token;
   if (token.empty())
     if (const char* t = std::getenv("DLSYS_TOKEN")) token = t;
-  std::string server = a.server;
-  if (server.empty() && a.data_dir.empty())
-    if (const char* s = std::getenv("DLSYS_SERVER")) server = s;
+  bool local_given = !a.data_dir.empty() || !a.meta.empty();
+  bool from_env = false;
+  std::string server = server_to_use(a.server, local_given, &from_env);
   if (!server.empty()) {
-    DLSYS_ASSIGN_OR_RETURN(c.client, api::connect_http(server, token));
+    DLSYS_ASSIGN_OR_RETURN(c.client, connect_server(server, from_env, token, a.data_dir));
     return c;
   }
-  if (a.data_dir.empty() && a.meta.empty()) {
-    auto local = api::connect_http("http://127.0.0.1:8080", token);
+  if (!local_given) {
+    const std::string local_url = "http://127.0.0.1:8080";
+    auto local = api::connect_http(local_url, token);
     if (local.ok()) {
+      note(a.quiet, "using the dlsys server at " + local_url);
       c.client = std::move(local).value();
       return c;
     }
@@ -40,8 +78,19 @@ Result<Connection> connect(const ClientArgs& a) {
   bo.db_connections = 2;
   bo.model_validator = validate_onnx_model;
   DLSYS_ASSIGN_OR_RETURN(c.backend, api::Services::open(bo));
+  c.data_dir = c.backend->options().data_dir;
+  if (!local_given)
+    note(a.quiet, fmt::format("using data directory {} (no server given, none on 127.0.0.1:8080)",
+                              c.data_dir));
   c.client = api::connect_local(*c.backend);
   return c;
+}
+
+Status with_where(Status st, const Connection& c) {
+  if (st.ok() || st.code() != StatusCode::kNotFound) return st;
+  std::string where =
+      c.backend ? "in data directory " + c.data_dir : "on the server at " + c.client->where();
+  return Status(st.code(), fmt::format("{} (looked {})", st.message(), where));
 }
 
 std::string answer_to(const std::string& method, const std::string& target) {

@@ -21,34 +21,61 @@ namespace dlsys::cli {
 
 struct ClientArgs {
   std::string server, data_dir, token, meta;
-  bool json = false;
+  bool json = false, quiet = false;
 };
 
-// Adds --server, --data-dir, --meta, --token and --json to `c`.
+// Adds --server, --data-dir, --meta, --token, --json and --quiet to `c`.
 void add_client_options(CLI::App* c, ClientArgs* a);
+
+// Where the state lives: `data_dir`, or the default one ($DLSYS_HOME or ~/.dlsys).
+std::string data_dir_or_default(const std::string& data_dir);
+
+// The server a command was told to use: `flag` (--server), else $DLSYS_SERVER unless
+// `local_given` (an explicit --data-dir or --meta); "" for none. `*from_env` says which.
+std::string server_to_use(const std::string& flag, bool local_given, bool* from_env);
+
+// Connects to the server at `url` that a command was told to use (by --server, or by
+// $DLSYS_SERVER when `from_env`). Never falls back: when it does not answer the error names the
+// URL, the cause (refused, timed out) and what to do, including the data directory `data_dir`
+// (default when empty) the command would use without it.
+Result<std::unique_ptr<api::ApiClient>> connect_server(const std::string& url, bool from_env,
+                                                       const std::string& token,
+                                                       const std::string& data_dir);
+
+// Prints "note: <text>" on stderr (never stdout: --json output stays parseable) unless `quiet`.
+void note(bool quiet, const std::string& text);
 
 // The client and, for local access, the backend it dispatches to.
 struct Connection {
   std::unique_ptr<api::Services> backend;
   std::unique_ptr<api::ApiClient> client;
+  std::string data_dir;  // with a backend: the data directory it uses
 };
 
-// --server (or $DLSYS_SERVER); else, without --data-dir, the local server on 127.0.0.1:8080
-// when one answers; else the data directory in process.
+// Where a command's state lives, decided once:
+// - --server URL, or $DLSYS_SERVER (without --data-dir/--meta): that server, or an error when it
+//   does not answer (connect_server; never a fallback);
+// - --data-dir D or --meta URL: the data directory in process, silently (it was asked for);
+// - neither: the dlsys server on 127.0.0.1:8080 when one answers, else the default data
+//   directory in process, each with a note on stderr saying which (unless --quiet).
 Result<Connection> connect(const ClientArgs& a);
+
+// `st` with where it looked appended when it is a NotFound ("... (looked in data directory D)"
+// or "... (looked on the server at URL)"), so a user with two stores sees which one answered.
+Status with_where(Status st, const Connection& c);
 
 // Unavailable when `c` is a data directory in process rather than a running server (what only a
 // server does: deployments).
 Status need_server(const Connection& c);
 
-// Runs `fn(client)`, printing its error; returns the exit code. With `server_only`, a data
-// directory in process is refused (need_server).
+// Runs `fn(client)`, printing its error (with_where); returns the exit code. With
+// `server_only`, a data directory in process is refused (need_server).
 template <typename Fn>
 int with_client(const ClientArgs& a, Fn&& fn, bool server_only = false) {
   auto c = connect(a);
   if (!c.ok()) return fail(c.status().message());
   Status st = server_only ? need_server(*c) : Status::OK();
-  if (st.ok()) st = fn(*c->client);
+  if (st.ok()) st = with_where(fn(*c->client), *c);
   if (!st.ok()) return fail(st.message());
   return 0;
 }

@@ -1,19 +1,27 @@
 // `dlsys data`: versioned datasets in the data directory's dataset store (DATA_DIR/datasets,
-// shared with `dlsys server`): push, list, versions, show, diff, pull, tag, verify, gc.
+// shared with `dlsys server`): push, list, versions, show, diff, pull, tag, verify, gc. With
+// --server URL (or $DLSYS_SERVER) push, list, versions, show, diff, pull and tag go through that
+// server's /api/v1/datasets routes instead, printing the same output.
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <optional>
 
+#include "api/client.h"
 #include "api/services.h"
+#include "cli/client_options.h"
 #include "cli/commands.h"
 #include "core/file_util.h"
+#include "core/json_get.h"
 #include "core/json_util.h"
 #include "core/natural_order.h"
 #include "core/sha256.h"
 #include "data/diff.h"
 #include "data/export.h"
+#include "data/manifest_check.h"
 #include "data/push.h"
 #include "data/shard.h"
 
@@ -23,8 +31,8 @@ namespace {
 using nlohmann::json;
 
 struct DataArgs {
-  std::string data_dir;
-  bool json = false;
+  std::string data_dir, server, token;
+  bool json = false, quiet = false;
   // push
   std::string path, name, schema, message, format, labels, policy, split = "0.8,0.1,0.1", split_key,
                                                                    image_size, header = "auto";
@@ -37,12 +45,97 @@ struct DataArgs {
 
 void add_common(CLI::App* c, DataArgs* a) {
   c->add_option("--data-dir", a->data_dir, "Data directory (default $DLSYS_HOME or ~/.dlsys)");
+  c->add_option("--server", a->server,
+                "Use this dlsys server's datasets, e.g. http://127.0.0.1:8080 (or $DLSYS_SERVER)");
+  c->add_option("--token", a->token, "API token for --server (or $DLSYS_TOKEN)");
   c->add_flag("--json", a->json, "Print JSON for scripts");
+  c->add_flag("--quiet", a->quiet, "No note on stderr saying which data directory is used");
 }
 
-Result<std::unique_ptr<data::DatasetStore>> open_store(const DataArgs& a) {
-  std::string dir = a.data_dir.empty() ? api::default_data_dir() : a.data_dir;
-  return data::DatasetStore::open(dir + "/datasets");
+// Where a data command works: a server (client set) or a data directory's store.
+struct Target {
+  std::unique_ptr<api::ApiClient> client;
+  std::unique_ptr<data::DatasetStore> store;
+  std::string data_dir;
+};
+
+// --server / $DLSYS_SERVER (never a fallback when it does not answer), else the data directory;
+// without --data-dir a note on stderr names the default one (and a server on 127.0.0.1:8080
+// that answers, whose datasets may be the ones meant).
+Result<Target> open_target(const DataArgs& a) {
+  Target t;
+  bool from_env = false;
+  std::string server = server_to_use(a.server, !a.data_dir.empty(), &from_env);
+  if (!server.empty()) {
+    std::string token = a.token;
+    if (token.empty())
+      if (const char* e = std::getenv("DLSYS_TOKEN")) token = e;
+    DLSYS_ASSIGN_OR_RETURN(t.client, connect_server(server, from_env, token, a.data_dir));
+    return t;
+  }
+  t.data_dir = data_dir_or_default(a.data_dir);
+  if (a.data_dir.empty() && !a.quiet) {
+    const std::string local_url = "http://127.0.0.1:8080";
+    bool local_server = api::connect_http(local_url, "").ok();
+    note(false,
+         fmt::format("using data directory {} (no --server given{})", t.data_dir,
+                     local_server ? "; a dlsys server answers on " + local_url + ": add --server " +
+                                        local_url + " to use its datasets"
+                                  : ""));
+  }
+  DLSYS_ASSIGN_OR_RETURN(t.store, data::DatasetStore::open(t.data_dir + "/datasets"));
+  return t;
+}
+
+// Prints the error of a failed command; a NotFound says where it looked.
+int fail_at(const Status& st, const Target& t) {
+  if (st.code() != StatusCode::kNotFound) return fail(st.message());
+  return fail(fmt::format(
+      "{} (looked {})", st.message(),
+      t.client ? "on the server at " + t.client->where() : "in data directory " + t.data_dir));
+}
+
+// What a server can do for `verify` and `gc`: nothing; they read the store's files.
+int local_only(const char* command) {
+  return fail(fmt::format(
+      "`dlsys data {}` reads the store's files, so it runs on the server's machine: give "
+      "--data-dir DIR there (the server's data directory); drop --server / unset DLSYS_SERVER",
+      command));
+}
+
+// A dataset version from a server's answer (the routes' version_json): checked reads; the
+// manifest, when `with_manifest`, is checked as a store checks the manifests it reads.
+Result<data::VersionInfo> version_from(const json& j, const std::string& what, bool with_manifest) {
+  data::VersionInfo v;
+  DLSYS_ASSIGN_OR_RETURN(v.name, json_get<std::string>(j, "name", what));
+  DLSYS_ASSIGN_OR_RETURN(v.number, json_get<int64_t>(j, "version", what));
+  DLSYS_ASSIGN_OR_RETURN(v.id, json_get<std::string>(j, "id", what));
+  DLSYS_ASSIGN_OR_RETURN(json tags, json_get<json>(j, "tags", what));
+  if (!tags.is_array()) return Status::Invalid("{}: 'tags' must be an array", what);
+  for (size_t i = 0; i < tags.size(); ++i) {
+    DLSYS_ASSIGN_OR_RETURN(std::string tag,
+                           json_as<std::string>(tags[i], fmt::format("{}: tags[{}]", what, i)));
+    v.tags.push_back(std::move(tag));
+  }
+  if (with_manifest) {
+    DLSYS_ASSIGN_OR_RETURN(v.manifest, json_get<json>(j, "manifest", what));
+    DLSYS_RETURN_IF_ERROR(data::check_manifest(v.manifest, what + ": " + v.label()));
+  } else {
+    DLSYS_ASSIGN_OR_RETURN(int64_t rows, json_get<int64_t>(j, "rows", what));
+    DLSYS_ASSIGN_OR_RETURN(int64_t created, json_get<int64_t>(j, "created_ms", what));
+    DLSYS_ASSIGN_OR_RETURN(std::string message, json_get_or<std::string>(j, "message", "", what));
+    DLSYS_ASSIGN_OR_RETURN(std::string author, json_get_or<std::string>(j, "author", "", what));
+    v.manifest = {{"rows", rows}, {"created_ms", created}, {"message", message}};
+    if (!author.empty()) v.manifest["author"] = author;
+  }
+  return v;
+}
+
+// GET /api/v1/datasets/NAME/versions/REF with its manifest.
+Result<data::VersionInfo> remote_version(api::ApiClient& c, const data::VersionRef& ref) {
+  std::string target = "/api/v1/datasets/" + enc(ref.name) + "/versions/" + enc(ref.ref);
+  DLSYS_ASSIGN_OR_RETURN(json j, c.call("GET", target));
+  return version_from(j, answer_to("GET", target), true);
 }
 
 // A progress bar on stderr when it is a terminal; refreshed at most 10 times a second.
@@ -69,9 +162,226 @@ class Progress {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// What a push did, from the store (local) or the server's answer, printed the same way.
+struct PushReport {
+  std::string name, label, id;
+  int64_t number = 0, rows = 0, bad_rows = 0, shards = 0, shards_new = 0, bytes = 0, new_bytes = 0;
+  double seconds = 0;
+  bool unchanged = false;
+  json input;
+  std::optional<std::string> quarantine;
+  std::optional<json> split;  // {"train": n, "validation": n, "test": n}
+  std::vector<std::pair<int64_t, std::string>> bad_sample;
+  json nulls = json::object();  // column -> rows with a null, for the columns that have any
+};
+
+// Nulls per column from a version's statistics: said at push time rather than found by the
+// training loader later.
+json null_counts(const json& manifest) {
+  json nulls = json::object();
+  if (manifest.contains("stats") && manifest["stats"].is_object())
+    for (const auto& [col, st] : manifest["stats"].items())
+      if (st.is_object() && st.value("nulls", int64_t(0)) > 0 && col.rfind("__", 0) != 0)
+        nulls[col] = st["nulls"];
+  return nulls;
+}
+
+int print_push(const DataArgs& a, const PushReport& r) {
+  if (a.json) {
+    json j = {{"event", "done"},
+              {"version", r.label},
+              {"id", r.id},
+              {"rows", r.rows},
+              {"bad_rows", r.bad_rows},
+              {"shards", r.shards},
+              {"shards_new", r.shards_new},
+              {"bytes", r.bytes},
+              {"new_bytes", r.new_bytes},
+              {"seconds", r.seconds},
+              {"input", r.input}};
+    j["unchanged"] = r.unchanged;  // true: no new version, `version` already held this data
+    if (r.quarantine) j["quarantine"] = *r.quarantine;
+    j["nulls"] = r.nulls;
+    std::printf("%s\n", json_dump_line(j).c_str());
+    return 0;
+  }
+  if (r.unchanged) {
+    // Like git's "nothing to commit": the latest version already holds this data.
+    std::printf("data unchanged: dataset %s is already at version %lld (%s  %s)\n", r.name.c_str(),
+                (long long)r.number, r.label.c_str(), r.id.substr(0, 12).c_str());
+    if (!a.message.empty()) std::printf("  no new version: the message was not recorded\n");
+  } else {
+    std::printf("%s  %s\n", r.label.c_str(), r.id.substr(0, 12).c_str());
+  }
+  std::printf("  %lld rows in %lld shards (%lld new, %s stored, %s new) in %.2f s\n",
+              (long long)r.rows, (long long)r.shards, (long long)r.shards_new,
+              human_bytes(r.bytes).c_str(), human_bytes(r.new_bytes).c_str(), r.seconds);
+  if (!r.nulls.empty()) {
+    std::string list;
+    for (const auto& [col, n] : r.nulls.items())
+      list += fmt::format("{}{} {}", list.empty() ? "" : ", ", col, n.get<int64_t>());
+    std::printf(
+        "  nulls: %s (training refuses rows with nulls unless its spec sets `data.nulls: drop` or "
+        "imputes them: see docs/spec.md)\n",
+        list.c_str());
+  }
+  if (r.input.is_object() && r.input.value("skipped_first_line", false))
+    std::printf(
+        "  line 1 skipped: not data (its number of fields differs from every row below it)\n");
+  if (r.split)
+    std::printf("  split: train %lld, validation %lld, test %lld\n",
+                (long long)r.split->value("train", int64_t(0)),
+                (long long)r.split->value("validation", int64_t(0)),
+                (long long)r.split->value("test", int64_t(0)));
+  if (r.bad_rows > 0) {
+    std::printf("  %lld bad rows kept aside in %s, e.g.:\n", (long long)r.bad_rows,
+                r.quarantine ? r.quarantine->c_str() : "-");
+    for (size_t i = 0; i < r.bad_sample.size() && i < 5; ++i)
+      std::printf("    line %lld: %s\n", (long long)r.bad_sample[i].first,
+                  r.bad_sample[i].second.c_str());
+  }
+  return 0;
+}
+
+// The formats the server's push route takes (the body is the file, streamed).
+Result<std::string> remote_push_format(const DataArgs& a) {
+  std::string f = a.format;
+  std::error_code ec;
+  if (f.empty()) {
+    auto has = [&](const char* ext) {
+      std::string e = ext;
+      return a.path.size() >= e.size() &&
+             a.path.compare(a.path.size() - e.size(), e.size(), e) == 0;
+    };
+    if (std::filesystem::is_directory(a.path, ec))
+      f = "images";
+    else if (has(".csv"))
+      f = "csv";
+    else if (has(".tsv"))
+      f = "tsv";
+    else if (has(".jsonl") || has(".ndjson"))
+      f = "jsonl";
+    else if (has(".npy"))
+      f = "npy";
+    else if (has("-ubyte") || has(".idx"))
+      f = "idx";
+    else
+      return Status::Invalid(
+          "{}: cannot tell the format from the name; give --format csv|tsv|jsonl", a.path);
+  }
+  if (f != "csv" && f != "tsv" && f != "jsonl")
+    return Status::Unsupported(
+        "{}: {} data cannot be pushed through a server (its push route takes CSV, TSV and JSONL "
+        "files); push it on the server's machine into its data directory with `dlsys data push "
+        "{} --name {} --data-dir DIR`, or convert it to CSV",
+        a.path, f, a.path, a.name);
+  if (!a.schema.empty())
+    return Status::Unsupported(
+        "--schema is not available through a server; push with --data-dir DIR on the server's "
+        "machine to apply a schema file");
+  return f;
+}
+
+int run_push_remote(const DataArgs& a, api::ApiClient& client) {
+  auto format = remote_push_format(a);
+  if (!format.ok()) return fail(format.status().message());
+  data::PushOptions check;
+  if (Status st = data::parse_split_fractions(a.split, &check); !st.ok())
+    return fail("--" + st.message());
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(a.path, ec))
+    return fail(fmt::format("cannot read {}: not a file", a.path));
+  std::string target = fmt::format(
+      "/api/v1/datasets/{}/versions?format={}&split={}&header={}&skip_rows={}&shard_rows={}",
+      enc(a.name), *format, enc(a.split), enc(a.header), a.skip_rows, a.shard_rows);
+  target += "&filename=" + enc(a.path);
+  if (!a.message.empty()) target += "&message=" + enc(a.message);
+  if (!a.policy.empty()) target += "&policy=" + enc(a.policy);
+  if (!a.split_key.empty()) target += "&split_key=" + enc(a.split_key);
+  Progress bar(!a.json);
+  auto t0 = std::chrono::steady_clock::now();
+  auto last = t0 - std::chrono::seconds(1);
+  auto progress = [&](uint64_t sent, uint64_t total) {
+    auto now = std::chrono::steady_clock::now();
+    double s = std::chrono::duration<double>(now - t0).count();
+    bar.update(
+        "push " + a.name, static_cast<int64_t>(sent), static_cast<int64_t>(total),
+        fmt::format("{} sent  {}/s", human_bytes(sent), human_bytes(sent / std::max(s, 1e-9))));
+    if (a.json && (now - last >= std::chrono::milliseconds(100) || sent == total)) {
+      last = now;
+      std::printf(
+          "%s\n",
+          json_dump_line({{"event", "progress"}, {"done", sent}, {"total", total}, {"rows", 0}})
+              .c_str());
+      std::fflush(stdout);
+    }
+  };
+  auto answer = client.send_file("POST", target, a.path, progress);
+  bar.end();
+  if (!answer.ok()) return fail(answer.status().message());
+  std::string what = answer_to("POST", target);
+  auto v = version_from(*answer, what, false);
+  if (!v.ok()) return fail(v.status().message());
+  PushReport r;
+  r.name = v->name;
+  r.number = v->number;
+  r.label = v->label();
+  r.id = v->id;
+  r.rows = v->manifest["rows"];
+  r.nulls = null_counts(v->manifest);
+  Status st = Status::OK();
+  auto read_int = [&](const char* key, int64_t* out) {
+    if (!st.ok()) return;
+    auto x = json_get_or<int64_t>(*answer, key, 0, what);
+    if (x.ok())
+      *out = *x;
+    else
+      st = x.status();
+  };
+  read_int("bad_rows", &r.bad_rows);
+  read_int("shards", &r.shards);
+  read_int("shards_new", &r.shards_new);
+  read_int("bytes", &r.bytes);
+  read_int("new_bytes", &r.new_bytes);
+  if (!st.ok()) return fail(st.message());
+  auto unchanged = json_get_or<bool>(*answer, "unchanged", false, what);
+  if (!unchanged.ok()) return fail(unchanged.status().message());
+  r.unchanged = *unchanged;
+  // The time the user waited: upload and the server's ingest.
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto input = json_get_or<json>(*answer, "input", json::object(), what);
+  if (!input.ok()) return fail(input.status().message());
+  r.input = *input;
+  auto quarantine = json_get_optional<std::string>(*answer, "quarantine", what);
+  if (!quarantine.ok()) return fail(quarantine.status().message());
+  r.quarantine = *quarantine;
+  auto split = json_get_optional<json>(*answer, "split", what);
+  if (!split.ok()) return fail(split.status().message());
+  if (split->has_value()) {
+    for (const char* k : {"train", "validation", "test"}) {
+      auto n = json_get<int64_t>(**split, k, what + ": split");
+      if (!n.ok()) return fail(n.status().message());
+    }
+    r.split = **split;
+  }
+  auto bad = json_get_or<json>(*answer, "bad_sample", json::array(), what);
+  if (!bad.ok()) return fail(bad.status().message());
+  for (size_t i = 0; bad->is_array() && i < bad->size(); ++i) {
+    std::string w = fmt::format("{}: bad_sample[{}]", what, i);
+    auto line = json_get<int64_t>((*bad)[i], "line", w);
+    auto reason = json_get<std::string>((*bad)[i], "reason", w);
+    if (!line.ok() || !reason.ok())
+      return fail((line.ok() ? reason.status() : line.status()).message());
+    r.bad_sample.emplace_back(*line, *reason);
+  }
+  return print_push(a, r);
+}
+
 int run_push(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
+  auto t = open_target(a);
+  if (!t.ok()) return fail(t.status().message());
+  if (t->client) return run_push_remote(a, *t->client);
+  auto& store = t->store;
   data::IngestOptions io;
   data::PushOptions po;
   if (!a.schema.empty()) {
@@ -118,91 +428,71 @@ int run_push(const DataArgs& a) {
       std::fflush(stdout);
     }
   };
-  auto res = data::push(**store, a.name, **src, po);
+  auto res = data::push(*store, a.name, **src, po);
   bar.end();
   if (!res.ok()) return fail(res.status().message());
-  const auto& r = *res;
-  // Nulls per column, from the version's statistics: said now rather than found by the loader.
-  json nulls = json::object();
-  if (r.version.manifest.contains("stats"))
-    for (const auto& [col, st] : r.version.manifest["stats"].items())
-      if (st.is_object() && st.value("nulls", int64_t(0)) > 0 && col.rfind("__", 0) != 0)
-        nulls[col] = st["nulls"];
-  if (a.json) {
-    json j = {{"event", "done"},
-              {"version", r.version.label()},
-              {"id", r.version.id},
-              {"rows", r.rows},
-              {"bad_rows", r.bad_rows},
-              {"shards", r.shards},
-              {"shards_new", r.shards_new},
-              {"bytes", r.stored_bytes},
-              {"new_bytes", r.new_bytes},
-              {"seconds", r.seconds},
-              {"input", (*src)->describe()}};
-    j["unchanged"] = r.unchanged;  // true: no new version, `version` already held this data
-    if (r.quarantine) j["quarantine"] = r.quarantine->label();
-    j["nulls"] = nulls;
-    std::printf("%s\n", json_dump_line(j).c_str());
-    return 0;
-  }
-  if (r.unchanged) {
-    // Like git's "nothing to commit": the latest version already holds this data.
-    std::printf("data unchanged: dataset %s is already at version %lld (%s  %s)\n",
-                r.version.name.c_str(), (long long)r.version.number, r.version.label().c_str(),
-                r.version.id.substr(0, 12).c_str());
-    if (!a.message.empty()) std::printf("  no new version: the message was not recorded\n");
-  } else {
-    std::printf("%s  %s\n", r.version.label().c_str(), r.version.id.substr(0, 12).c_str());
-  }
-  std::printf("  %lld rows in %lld shards (%lld new, %s stored, %s new) in %.2f s\n",
-              (long long)r.rows, (long long)r.shards, (long long)r.shards_new,
-              human_bytes(r.stored_bytes).c_str(), human_bytes(r.new_bytes).c_str(), r.seconds);
-  if (!nulls.empty()) {
-    std::string list;
-    for (const auto& [col, n] : nulls.items())
-      list += fmt::format("{}{} {}", list.empty() ? "" : ", ", col, n.get<int64_t>());
-    std::printf(
-        "  nulls: %s (training refuses rows with nulls unless its spec sets `data.nulls: drop` or "
-        "imputes them: see docs/spec.md)\n",
-        list.c_str());
-  }
-  if ((*src)->describe().value("skipped_first_line", false))
-    std::printf(
-        "  line 1 skipped: not data (its number of fields differs from every row below it)\n");
-  if (r.version.manifest.contains("split"))
-    std::printf("  split: train %lld, validation %lld, test %lld\n",
-                (long long)data::split_rows(r.version, "train"),
-                (long long)data::split_rows(r.version, "validation"),
-                (long long)data::split_rows(r.version, "test"));
-  if (r.bad_rows > 0) {
-    std::printf("  %lld bad rows kept aside in %s, e.g.:\n", (long long)r.bad_rows,
-                r.quarantine ? r.quarantine->label().c_str() : "-");
-    for (size_t i = 0; i < r.bad_sample.size() && i < 5; ++i)
-      std::printf("    line %lld: %s\n", (long long)r.bad_sample[i].line,
-                  r.bad_sample[i].reason.c_str());
-  }
-  return 0;
+  const auto& pr = *res;
+  PushReport r;
+  r.name = pr.version.name;
+  r.number = pr.version.number;
+  r.label = pr.version.label();
+  r.id = pr.version.id;
+  r.rows = pr.rows;
+  r.bad_rows = pr.bad_rows;
+  r.shards = pr.shards;
+  r.shards_new = pr.shards_new;
+  r.bytes = pr.stored_bytes;
+  r.new_bytes = pr.new_bytes;
+  r.seconds = pr.seconds;
+  r.unchanged = pr.unchanged;
+  r.input = (*src)->describe();
+  if (pr.quarantine) r.quarantine = pr.quarantine->label();
+  if (pr.version.manifest.contains("split"))
+    r.split = json{{"train", data::split_rows(pr.version, "train")},
+                   {"validation", data::split_rows(pr.version, "validation")},
+                   {"test", data::split_rows(pr.version, "test")}};
+  for (const auto& b : pr.bad_sample) r.bad_sample.emplace_back(b.line, b.reason);
+  r.nulls = null_counts(pr.version.manifest);
+  return print_push(a, r);
 }
 
 int run_list(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
-  auto names = (*store)->names();
-  if (!names.ok()) return fail(names.status().message());
-  // Manifests are checked when read (data/manifest_check.h): "rows" and "created_ms" are there.
+  auto t = open_target(a);
+  if (!t.ok()) return fail(t.status().message());
+  // Manifests are checked when read (data/manifest_check.h), and a server's answer by
+  // version_from: "rows" and "created_ms" are there.
   std::vector<data::VersionInfo> latest;
-  json out = json::array();
-  for (const auto& n : *names) {
-    auto v = (*store)->resolve({n, "latest", ""});
-    if (!v.ok()) return fail(v.status().message());
-    out.push_back({{"name", n},
-                   {"latest", v->label()},
-                   {"rows", v->manifest["rows"]},
-                   {"created_ms", v->manifest["created_ms"]}});
-    latest.push_back(std::move(*v));
+  if (t->client) {
+    std::string target = "/api/v1/datasets";
+    auto answer = t->client->call("GET", target);
+    if (!answer.ok()) return fail_at(answer.status(), *t);
+    std::string what = answer_to("GET", target);
+    auto list = json_list(*answer, "datasets", what);
+    if (!list.ok()) return fail(list.status().message());
+    for (size_t i = 0; i < list->size(); ++i) {
+      std::string w = fmt::format("{}: datasets[{}]", what, i);
+      auto j = json_get<json>((*list)[i], "latest", w);
+      if (!j.ok()) return fail(j.status().message());
+      auto v = version_from(*j, w + ".latest", false);
+      if (!v.ok()) return fail(v.status().message());
+      latest.push_back(std::move(*v));
+    }
+  } else {
+    auto names = t->store->names();
+    if (!names.ok()) return fail(names.status().message());
+    for (const auto& n : *names) {
+      auto v = t->store->resolve({n, "latest", ""});
+      if (!v.ok()) return fail(v.status().message());
+      latest.push_back(std::move(*v));
+    }
   }
   if (a.json) {
+    json out = json::array();
+    for (const auto& v : latest)
+      out.push_back({{"name", v.name},
+                     {"latest", v.label()},
+                     {"rows", v.manifest["rows"]},
+                     {"created_ms", v.manifest["created_ms"]}});
     std::printf("%s\n", json_dump_line(out).c_str());
     return 0;
   }
@@ -219,12 +509,28 @@ int run_list(const DataArgs& a) {
 }
 
 int run_versions(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
-  auto vs = (*store)->versions(a.name);
-  if (!vs.ok()) return fail(vs.status().message());
+  auto t = open_target(a);
+  if (!t.ok()) return fail(t.status().message());
+  std::vector<data::VersionInfo> vs;
+  if (t->client) {
+    std::string target = "/api/v1/datasets/" + enc(a.name) + "/versions";
+    auto answer = t->client->call("GET", target);
+    if (!answer.ok()) return fail_at(answer.status(), *t);
+    std::string what = answer_to("GET", target);
+    auto list = json_list(*answer, "versions", what);
+    if (!list.ok()) return fail(list.status().message());
+    for (size_t i = 0; i < list->size(); ++i) {
+      auto v = version_from((*list)[i], fmt::format("{}: versions[{}]", what, i), false);
+      if (!v.ok()) return fail(v.status().message());
+      vs.push_back(std::move(*v));
+    }
+  } else {
+    auto local = t->store->versions(a.name);
+    if (!local.ok()) return fail_at(local.status(), *t);
+    vs = std::move(*local);
+  }
   json out = json::array();
-  for (const auto& v : *vs)
+  for (const auto& v : vs)
     out.push_back({{"version", v.label()},
                    {"id", v.id},
                    {"rows", v.manifest.value("rows", int64_t(0))},
@@ -238,7 +544,7 @@ int run_versions(const DataArgs& a) {
   }
   std::printf("%-8s %-12s %12s  %-19s %-16s %s\n", "VERSION", "ID", "ROWS", "CREATED", "TAGS",
               "MESSAGE");
-  for (const auto& v : *vs)
+  for (const auto& v : vs)
     std::printf("v%-7lld %-12s %12lld  %-19s %-16s %s\n", (long long)v.number,
                 v.id.substr(0, 12).c_str(), (long long)v.manifest["rows"].get<int64_t>(),
                 format_time_ms(v.manifest["created_ms"]).c_str(),
@@ -247,18 +553,20 @@ int run_versions(const DataArgs& a) {
   return 0;
 }
 
-Result<data::VersionInfo> resolve(data::DatasetStore& store, const std::string& text,
+// The version `text` names, in the store or on the server.
+Result<data::VersionInfo> resolve(const Target& t, const std::string& text,
                                   std::string* split = nullptr) {
   DLSYS_ASSIGN_OR_RETURN(data::VersionRef ref, data::parse_version_ref(text));
   if (split) *split = ref.split;
-  return store.resolve(ref);
+  if (t.client) return remote_version(*t.client, ref);
+  return t.store->resolve(ref);
 }
 
 int run_show(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
-  auto v = resolve(**store, a.ref);
-  if (!v.ok()) return fail(v.status().message());
+  auto t = open_target(a);
+  if (!t.ok()) return fail(t.status().message());
+  auto v = resolve(*t, a.ref);
+  if (!v.ok()) return fail_at(v.status(), *t);
   const json& m = v->manifest;
   if (a.json) {
     json j = m;
@@ -327,27 +635,94 @@ int run_show(const DataArgs& a) {
 }
 
 int run_diff(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
+  auto target = open_target(a);
+  if (!target.ok()) return fail(target.status().message());
+  const Target& tg = *target;
   data::DriftThresholds t{a.psi, a.ks};
-  auto from = resolve(**store, a.ref);
-  if (!from.ok()) return fail(from.status().message());
+  auto from = resolve(tg, a.ref);
+  if (!from.ok()) return fail_at(from.status(), tg);
+  std::string thresholds = fmt::format("psi={}&ks={}", a.psi, a.ks);
   json d;
   if (!a.sample.empty()) {
     auto text = read_file(a.sample);
     if (!text.ok()) return fail(text.status().message());
     json sample = json::parse(*text, nullptr, false);
     if (sample.is_discarded()) return fail(a.sample + ": not JSON; give {\"column\": [values]}");
-    auto r = data::drift_of_sample(*from, sample, t);
+    Result<json> r = Status::OK();
+    if (tg.client) {
+      std::string path = fmt::format("/api/v1/datasets/{}/versions/{}/drift?{}", enc(from->name),
+                                     enc(from->id), thresholds);
+      r = tg.client->call("POST", path, sample);
+      if (r.ok() && !r->is_object())
+        return fail(answer_to("POST", path) + ": must be a JSON object");
+    } else {
+      r = data::drift_of_sample(*from, sample, t);
+    }
     if (!r.ok()) return fail(r.status().message());
     d = {{"from", from->label()}, {"to", a.sample}, {"drift", *r}};
   } else {
     if (a.ref2.empty()) return fail("give a second version (N@V2) or --sample FILE.json");
-    auto to = resolve(**store, a.ref2);
-    if (!to.ok()) return fail(to.status().message());
-    auto r = data::diff_versions(**store, *from, *to, t);
-    if (!r.ok()) return fail(r.status().message());
-    d = *r;
+    auto to = resolve(tg, a.ref2);
+    if (!to.ok()) return fail_at(to.status(), tg);
+    if (tg.client) {
+      if (to->name != from->name)
+        return fail(fmt::format(
+            "through a server, diff compares two versions of one dataset ({} and {} differ); "
+            "pull both and push them as versions of one dataset, or use --data-dir",
+            from->name, to->name));
+      std::string path = fmt::format("/api/v1/datasets/{}/diff?from={}&to={}&{}", enc(from->name),
+                                     enc(from->id), enc(to->id), thresholds);
+      auto r = tg.client->call("GET", path);
+      if (!r.ok()) return fail(r.status().message());
+      d = *r;
+    } else {
+      auto r = data::diff_versions(*tg.store, *from, *to, t);
+      if (!r.ok()) return fail(r.status().message());
+      d = *r;
+    }
+  }
+  if (tg.client) {
+    // A server's answer is checked before it is printed: the fields read below.
+    std::string what = "the server's diff answer";
+    for (const char* k : {"from", "to"})
+      if (auto x = json_get<std::string>(d, k, what); !x.ok()) return fail(x.status().message());
+    auto dr = json_get<json>(d, "drift", what);
+    if (!dr.ok()) return fail(dr.status().message());
+    if (!dr->is_object()) return fail(what + ": 'drift' must be an object");
+    for (auto it = dr->begin(); it != dr->end(); ++it) {
+      if (!it->is_object())
+        return fail(fmt::format("{}: drift.{} must be an object", what, it.key()));
+      if (it.key() == "__summary") {
+        auto c = json_get<json>(*it, "columns_drifted", what + ": drift.__summary");
+        if (!c.ok()) return fail(c.status().message());
+        continue;
+      }
+      for (const char* k : {"psi", "ks"})
+        if (auto x = json_get_optional<double>(*it, k, what + ": drift." + it.key()); !x.ok())
+          return fail(x.status().message());
+      if (auto x = json_get_optional<bool>(*it, "drift", what + ": drift." + it.key()); !x.ok())
+        return fail(x.status().message());
+    }
+    if (!dr->contains("__summary")) return fail(what + ": 'drift' has no '__summary'");
+    if (d.contains("rows"))
+      for (const char* k : {"from", "to", "added", "removed", "shards_shared"})
+        if (auto x = json_get<int64_t>(d["rows"], k, what + ": rows"); !x.ok())
+          return fail(x.status().message());
+    if (d.contains("schema")) {
+      for (const char* k : {"added", "removed", "changed"}) {
+        auto x = json_get<json>(d["schema"], k, what + ": schema");
+        if (!x.ok()) return fail(x.status().message());
+        if (!x->is_array()) return fail(fmt::format("{}: schema.{} must be an array", what, k));
+        for (const auto& e : *x) {
+          bool ok = std::string(k) == "changed"
+                        ? e.is_object() && e.value("name", json()).is_string() &&
+                              e.value("from", json()).is_string() &&
+                              e.value("to", json()).is_string()
+                        : e.is_string();
+          if (!ok) return fail(fmt::format("{}: schema.{} holds a malformed entry", what, k));
+        }
+      }
+    }
   }
   if (a.json) {
     std::printf("%s\n", json_dump_line(d).c_str());
@@ -391,11 +766,16 @@ int run_diff(const DataArgs& a) {
 }
 
 int run_pull(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
+  auto t = open_target(a);
+  if (!t.ok()) return fail(t.status().message());
+  if (t->client && !a.format.empty() && a.format != "csv")
+    return fail(fmt::format(
+        "--format {}: a server sends rows as CSV only; pull CSV (drop --format), or run `dlsys "
+        "data pull --format {}` with --data-dir DIR on the server's machine",
+        a.format, a.format));
   std::string split;
-  auto v = resolve(**store, a.ref, &split);
-  if (!v.ok()) return fail(v.status().message());
+  auto v = resolve(*t, a.ref, &split);
+  if (!v.ok()) return fail_at(v.status(), *t);
   if (a.out.empty()) return fail("give the output with -o PATH");
   Progress bar(!a.json);
   int64_t total = data::split_rows(*v, split);
@@ -403,13 +783,21 @@ int run_pull(const DataArgs& a) {
     bar.update("pull " + v->label(), rows, total, fmt::format("{} rows", rows));
   };
   std::vector<std::string> files;
-  if (a.format == "csv" || a.format.empty()) {
-    Status st = data::export_csv(**store, *v, split, a.out, progress);
+  if (t->client) {
+    // Streamed to a temporary file beside the output, renamed when complete.
+    std::string path =
+        fmt::format("/api/v1/datasets/{}/versions/{}/rows", enc(v->name), enc(v->id));
+    if (!split.empty()) path += "?split=" + enc(split);
+    Status st = t->client->download(path, a.out);
+    if (!st.ok()) return fail(st.message());
+    files.push_back(a.out);
+  } else if (a.format == "csv" || a.format.empty()) {
+    Status st = data::export_csv(*t->store, *v, split, a.out, progress);
     bar.end();
     if (!st.ok()) return fail(st.message());
     files.push_back(a.out);
   } else if (a.format == "npy") {
-    auto r = data::export_npy(**store, *v, split, a.out, progress);
+    auto r = data::export_npy(*t->store, *v, split, a.out, progress);
     bar.end();
     if (!r.ok()) return fail(r.status().message());
     files = *r;
@@ -429,13 +817,21 @@ int run_pull(const DataArgs& a) {
 }
 
 int run_tag(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
+  auto t = open_target(a);
+  if (!t.ok()) return fail(t.status().message());
   auto ref = data::parse_version_ref(a.ref);
   if (!ref.ok()) return fail(ref.status().message());
-  Status st = (*store)->tag(*ref, a.tag);
-  if (!st.ok()) return fail(st.message());
-  auto v = (*store)->resolve(*ref);
+  Result<data::VersionInfo> v = Status::OK();
+  if (t->client) {
+    std::string path = "/api/v1/datasets/" + enc(ref->name) + "/tags/" + enc(a.tag);
+    auto answer = t->client->call("PUT", path, {{"version", ref->ref}});
+    if (!answer.ok()) return fail_at(answer.status(), *t);
+    v = remote_version(*t->client, *ref);
+  } else {
+    Status st = t->store->tag(*ref, a.tag);
+    if (!st.ok()) return fail_at(st, *t);
+    v = t->store->resolve(*ref);
+  }
   if (!v.ok()) return fail(v.status().message());
   if (a.json)
     std::printf(
@@ -447,15 +843,17 @@ int run_tag(const DataArgs& a) {
 }
 
 int run_verify(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
-  auto v = resolve(**store, a.ref);
-  if (!v.ok()) return fail(v.status().message());
+  auto t = open_target(a);
+  if (!t.ok()) return fail(t.status().message());
+  if (t->client) return local_only("verify");
+  auto& store = t->store;
+  auto v = resolve(*t, a.ref);
+  if (!v.ok()) return fail_at(v.status(), *t);
   int64_t rows = 0;
   for (const auto& s : v->manifest["shards"]) {
     std::string id = s["id"];
     std::string w = fmt::format("shard {} of {}", id.substr(0, 12), v->label());
-    auto bytes = read_file((*store)->shard_path(id));
+    auto bytes = read_file(store->shard_path(id));
     if (!bytes.ok()) return fail(w + ": " + bytes.status().message());
     if (sha256_hex(*bytes) != id)
       return fail(w +
@@ -474,9 +872,10 @@ int run_verify(const DataArgs& a) {
 }
 
 int run_gc(const DataArgs& a) {
-  auto store = open_store(a);
-  if (!store.ok()) return fail(store.status().message());
-  auto freed = (*store)->gc();
+  auto t = open_target(a);
+  if (!t.ok()) return fail(t.status().message());
+  if (t->client) return local_only("gc");
+  auto freed = t->store->gc();
   if (!freed.ok()) return fail(freed.status().message());
   std::printf("freed %s\n", human_bytes(*freed).c_str());
   return 0;

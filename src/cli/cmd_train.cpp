@@ -1,7 +1,9 @@
 // `dlsys train SPEC.yaml [--out DIR] [--json]`: trains the spec's model, shows progress (a bar
 // on a terminal, one JSON object per line with --json), writes the run directory (metrics.jsonl,
 // spec.yaml, model.onnx) and, with --server or --data-dir, records the run in the tracking
-// server: params, per-epoch metrics and the model artifact.
+// server: params, per-epoch metrics and the model artifact. A spec's data.dataset is read from
+// where the run is tracked: the data directory, or the server (its version copied into a local
+// cache first).
 #include <unistd.h>
 
 #include <cstdio>
@@ -10,16 +12,24 @@
 #include "api/client.h"
 #include "api/run_logger.h"
 #include "api/services.h"
+#include "cli/client_options.h"
 #include "cli/commands.h"
+#include "core/file_util.h"
+#include "core/json_get.h"
 #include "core/json_util.h"
+#include "core/sha256.h"
+#include "data/dataset_store.h"
+#include "data/manifest_check.h"
 #include "train/trainer.h"
 
 namespace dlsys::cli {
 namespace {
 
+using nlohmann::json;
+
 struct TrainArgs {
   std::string spec, out, server, data_dir, experiment, token, resume;
-  bool json = false;
+  bool json = false, quiet = false;
   int64_t epochs = 0, log_every = 10, checkpoint_every = -1;
   int threads = 0;
 };
@@ -42,6 +52,113 @@ void progress_bar(const train::TrainEvent& e) {
   }
 }
 
+bool is_sha256_hex(const std::string& s) {
+  if (s.size() != 64) return false;
+  for (char c : s)
+    if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) return false;
+  return true;
+}
+
+// The local cache of a server's dataset versions: DATA_DIR/cache/<host>_<port>, holding a
+// dataset store (datasets/) and an index (index/<server's version id> -> the local version id).
+std::string cache_dir_of(const std::string& url) {
+  std::string key = url.rfind("http://", 0) == 0 ? url.substr(7) : url;
+  while (!key.empty() && key.back() == '/') key.pop_back();
+  for (char& c : key)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-') c = '_';
+  return data_dir_or_default("") + "/cache/" + key;
+}
+
+// Copies the version `ref` names on the server into the cache store `cache` (shards the cache
+// lacks are fetched and checked against their SHA-256; nothing is fetched again for a version
+// already copied). Returns the cached version; `*server_label` is the server's "digits@v3".
+Result<data::VersionInfo> cache_server_version(api::ApiClient& c, data::DatasetStore& cache,
+                                               const std::string& index_dir,
+                                               const data::VersionRef& ref,
+                                               std::string* server_label) {
+  std::string base = "/api/v1/datasets/" + api::url_encode(ref.name) + "/versions/";
+  std::string target = base + api::url_encode(ref.ref);
+  std::string what = answer_to("GET", target);
+  DLSYS_ASSIGN_OR_RETURN(json j, c.call("GET", target));
+  DLSYS_ASSIGN_OR_RETURN(*server_label, json_get<std::string>(j, "label", what));
+  DLSYS_ASSIGN_OR_RETURN(std::string id, json_get<std::string>(j, "id", what));
+  if (!is_sha256_hex(id)) return Status::Invalid("{}: 'id' is not a version id", what);
+  DLSYS_ASSIGN_OR_RETURN(json manifest, json_get<json>(j, "manifest", what));
+  DLSYS_RETURN_IF_ERROR(data::check_manifest(manifest, what));
+  std::string index = index_dir + "/" + id;
+  if (auto local = read_file(index); local.ok() && is_sha256_hex(*local)) {
+    auto v = cache.resolve({ref.name, *local, ""});
+    if (v.ok()) return v;
+  }
+  for (const auto& s : manifest["shards"]) {
+    std::string sid = s["id"];
+    if (cache.has_shard(sid)) continue;
+    std::string tmp = cache.root() + "/tmp/fetch-" + random_hex(8);
+    DLSYS_RETURN_IF_ERROR(make_dirs(cache.root() + "/tmp"));
+    Status st = c.download(base + id + "/shards/" + sid, tmp);
+    Result<std::string> bytes = st.ok() ? read_file(tmp) : Result<std::string>(st);
+    ::unlink(tmp.c_str());
+    if (!bytes.ok()) return bytes.status().with_context("fetching a shard of " + *server_label);
+    if (sha256_hex(*bytes) != sid)
+      return Status::IOError("shard {} of {} from the server does not match its SHA-256",
+                             sid.substr(0, 12), *server_label);
+    DLSYS_RETURN_IF_ERROR(cache.put_shard(*bytes).status());
+  }
+  for (const char* k : {"name", "parent", "created_ms", "stats_id"}) manifest.erase(k);
+  DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, cache.commit(ref.name, manifest));
+  DLSYS_RETURN_IF_ERROR(make_dirs(index_dir));
+  DLSYS_RETURN_IF_ERROR(write_file_atomic(index, v.id));
+  return v;
+}
+
+// A spec's data.dataset refs resolved on the server `c`: each version is copied into the local
+// cache and the refs rewritten to it; `labels` maps a cached label to the server's ("digits@v3")
+// so events and lineage name the server's versions.
+Status use_server_datasets(api::ApiClient& c, train::TrainSpec* spec, std::string* datasets_dir,
+                           std::map<std::string, std::string>* labels) {
+  std::string dir = cache_dir_of(c.where());
+  DLSYS_ASSIGN_OR_RETURN(auto cache, data::DatasetStore::open(dir + "/datasets"));
+  for (std::string* text : {&spec->dataset, &spec->dataset_validation}) {
+    if (text->empty()) continue;
+    DLSYS_ASSIGN_OR_RETURN(data::VersionRef ref, data::parse_version_ref(*text));
+    std::string server_label;
+    auto v = cache_server_version(c, *cache, dir + "/index", ref, &server_label);
+    if (!v.ok())
+      return v.status().with_context(
+          fmt::format("data.dataset {} on the server at {}", *text, c.where()));
+    (*labels)[v->label()] = server_label;
+    *text = ref.name + "@" + v->id + (ref.split.empty() ? "" : ":" + ref.split);
+  }
+  *datasets_dir = dir + "/datasets";
+  return Status::OK();
+}
+
+// "digits@v1:train" with its version renamed by `labels` (the cache's to the server's).
+std::string server_label_of(const std::string& label,
+                            const std::map<std::string, std::string>& labels) {
+  size_t colon = label.find(':');
+  auto it = labels.find(label.substr(0, colon));
+  if (it == labels.end()) return label;
+  return it->second + (colon == std::string::npos ? "" : label.substr(colon));
+}
+
+// Checks that a spec's data.dataset refs resolve in the local store `dir` (the data directory
+// `data_dir`), so a missing dataset says where it was looked for.
+Status check_local_datasets(const train::TrainSpec& spec, const std::string& data_dir) {
+  DLSYS_ASSIGN_OR_RETURN(auto store, data::DatasetStore::open(data_dir + "/datasets"));
+  for (const std::string* text : {&spec.dataset, &spec.dataset_validation}) {
+    if (text->empty()) continue;
+    DLSYS_ASSIGN_OR_RETURN(data::VersionRef ref, data::parse_version_ref(*text));
+    auto v = store->resolve(ref);
+    if (!v.ok() && v.status().code() == StatusCode::kNotFound)
+      return Status::NotFound(
+          "data.dataset: {} (looked in data directory {}; to train on a server's datasets give "
+          "--server URL)",
+          v.status().message(), data_dir);
+  }
+  return Status::OK();
+}
+
 int run_train(const TrainArgs& a) {
   auto spec = train::load_train_spec(a.spec);
   if (!spec.ok()) return fail(spec.status().message());
@@ -58,14 +175,23 @@ int run_train(const TrainArgs& a) {
   std::unique_ptr<api::Services> backend;
   std::unique_ptr<api::ApiClient> client;
   std::unique_ptr<api::RunLogger> logger;
-  std::string server = a.server;
-  if (server.empty() && a.data_dir.empty())
-    if (const char* s = std::getenv("DLSYS_SERVER")) server = s;
+  bool from_env = false;
+  std::string server = server_to_use(a.server, !a.data_dir.empty(), &from_env);
+  std::string token = a.token;
+  if (token.empty())
+    if (const char* t = std::getenv("DLSYS_TOKEN")) token = t;
+  // Datasets come from where the run is tracked: the server, or the data directory.
+  std::string datasets_dir = data_dir_or_default(a.data_dir) + "/datasets";
+  std::map<std::string, std::string> labels;  // cached version -> the server's
   if (!server.empty() || !a.data_dir.empty()) {
     if (!server.empty()) {
-      auto c = api::connect_http(server, a.token);
+      auto c = connect_server(server, from_env, token, a.data_dir);
       if (!c.ok()) return fail(c.status().message());
       client = std::move(c).value();
+      if (!spec->dataset.empty()) {
+        Status st = use_server_datasets(*client, &*spec, &datasets_dir, &labels);
+        if (!st.ok()) return fail(st.message());
+      }
     } else {
       api::ServicesOptions bo;
       bo.data_dir = a.data_dir;
@@ -81,20 +207,35 @@ int run_train(const TrainArgs& a) {
                                                  {"seed", std::to_string(spec->seed)},
                                                  {"loss", spec->loss},
                                                  {"layers", std::to_string(spec->layers.size())}};
+    if (server.empty() && !spec->dataset.empty())
+      if (Status st = check_local_datasets(*spec, data_dir_or_default(a.data_dir)); !st.ok())
+        return fail(st.message());
     auto l = api::RunLogger::start(*client, a.experiment.empty() ? spec->name : a.experiment,
                                    spec->name, params, {{"spec", a.spec}});
     if (!l.ok()) return fail(l.status().with_context("tracking").message());
     logger = std::move(l).value();
+  } else if (!spec->dataset.empty()) {
+    // No server, no --data-dir: the default data directory's store, said once.
+    note(a.quiet, fmt::format("reading data.dataset from data directory {} (no server given)",
+                              data_dir_or_default("")));
+    if (Status st = check_local_datasets(*spec, data_dir_or_default("")); !st.ok())
+      return fail(st.message());
   }
 
   train::TrainOptions o;
   o.out_dir = out;
   o.threads = a.threads;
   o.resume = !a.resume.empty();
-  o.datasets_dir = (a.data_dir.empty() ? api::default_data_dir() : a.data_dir) + "/datasets";
+  o.datasets_dir = datasets_dir;
   o.step_event_every = a.log_every;
   bool tty = isatty(STDERR_FILENO);
-  o.on_event = [&](const train::TrainEvent& e) {
+  o.on_event = [&](const train::TrainEvent& ev) {
+    // Trained on a server's versions: events name them, not the local cache's copies.
+    train::TrainEvent e = ev;
+    if (auto* d = std::get_if<train::DoneEvent>(&e); d && !labels.empty()) {
+      d->dataset = server_label_of(d->dataset, labels);
+      d->validation_dataset = server_label_of(d->validation_dataset, labels);
+    }
     const auto* eval = std::get_if<train::EvalEvent>(&e);
     if (a.json) {
       std::printf("%s\n", json_dump_line(train::to_json(e)).c_str());
@@ -118,7 +259,8 @@ int run_train(const TrainArgs& a) {
   if (logger) {
     Status st = logger->log_artifact("model.onnx", r->model_path);
     // Lineage: the dataset versions this run read.
-    for (const std::string& d : {r->dataset, r->validation_dataset}) {
+    for (const std::string& d :
+         {server_label_of(r->dataset, labels), server_label_of(r->validation_dataset, labels)}) {
       if (!st.ok() || d.empty()) continue;
       auto e =
           client->call("POST", "/api/v1/lineage",
@@ -165,10 +307,15 @@ void add_train(CLI::App& app, int* rc) {
   c->add_option("--log-every", a->log_every, "Steps between step events")->capture_default_str();
   c->add_option("--threads", a->threads,
                 "Threads (default: 1 for a model under 100 MFLOP per step, else all cores)");
-  c->add_option("--server", a->server, "Record the run in this tracking server (or $DLSYS_SERVER)");
-  c->add_option("--data-dir", a->data_dir, "Record the run in this data directory (no server)");
+  c->add_option("--server", a->server,
+                "Record the run in this tracking server and read data.dataset from it (or "
+                "$DLSYS_SERVER)");
+  c->add_option("--data-dir", a->data_dir,
+                "Record the run in this data directory and read data.dataset from it (no server)");
   c->add_option("--experiment", a->experiment, "Experiment to record in (default: the spec name)");
-  c->add_option("--token", a->token, "API token for --server");
+  c->add_option("--token", a->token, "API token for --server (or $DLSYS_TOKEN)");
+  c->add_flag("--quiet", a->quiet,
+              "No note on stderr saying which data directory data.dataset is read from");
   c->callback([a, rc] { *rc = run_train(*a); });
 }
 

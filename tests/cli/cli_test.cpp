@@ -1,9 +1,16 @@
 // The `dlsys` command as a user runs it: exit codes, files written, JSON fields, error messages.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -11,8 +18,10 @@
 #include <sstream>
 #include <vector>
 
+#include "api/client.h"
 #include "api/services.h"
 #include "tensor/npy.h"
+#include "testing/free_port.h"
 #include "testing/onnx_builder.h"
 
 namespace fs = std::filesystem;
@@ -635,6 +644,362 @@ train:
   EXPECT_NE(bad.code, 0);
   EXPECT_NE(bad.out.find("row 0 has no column 'c1', a feature of the model"), std::string::npos)
       << bad.out;
+}
+
+}  // namespace
+}  // namespace dlsys
+
+namespace dlsys {
+namespace {
+
+// Runs dlsys with `env` ("NAME=VALUE ...") before it; stdout and stderr apart.
+struct RanApart {
+  int code;
+  std::string out, err;
+};
+
+RanApart sh_apart(const std::string& env, const std::string& args, const fs::path& dir) {
+  fs::path err_file = dir / "stderr.txt";
+  std::string cmd = "env -u DLSYS_SERVER " + env + " " + std::string(DLSYS_BIN) + " " + args +
+                    " 2>" + err_file.string();
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int st = pclose(p);
+  std::ifstream in(err_file);
+  std::string err((std::istreambuf_iterator<char>(in)), {});
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out, err};
+}
+
+// A `dlsys server` on a free loopback port, stopped (SIGTERM) by the destructor.
+class Server {
+ public:
+  Server(const std::string& data_dir) {
+    port_ = testing::free_loopback_port();
+    int fds[2];
+    if (pipe(fds) != 0) return;
+    pid_ = fork();
+    if (pid_ == 0) {
+      dup2(fds[1], STDOUT_FILENO);
+      close(fds[0]);
+      close(fds[1]);
+      std::string p = std::to_string(port_);
+      execl(DLSYS_BIN, DLSYS_BIN, "server", "--data-dir", data_dir.c_str(), "--port", p.c_str(),
+            "--access-log", "off", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(fds[1]);
+    std::string out;
+    char b[256];
+    ssize_t n;
+    while (out.find('\n') == std::string::npos && (n = read(fds[0], b, sizeof b)) > 0)
+      out.append(b, static_cast<size_t>(n));
+    fd_ = fds[0];  // kept open: a write to a closed pipe would kill the server (SIGPIPE)
+    up_ = out.rfind("dlsys server on", 0) == 0;
+  }
+  ~Server() {
+    if (pid_ > 0) {
+      kill(pid_, SIGTERM);
+      int st;
+      waitpid(pid_, &st, 0);
+      close(fd_);
+    }
+  }
+  bool up() const { return up_; }
+  std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+
+ private:
+  pid_t pid_ = -1;
+  int fd_ = -1, port_ = 0;
+  bool up_ = false;
+};
+
+// The example dataset spec with its dataset ref replaced.
+std::string dataset_spec(const fs::path& dir, const std::string& ref) {
+  std::string spec = (dir / "ds.yaml").string();
+  std::ifstream src(std::string(DLSYS_SOURCE_DIR) + "/examples/digits/mlp-dataset.yaml");
+  std::string text((std::istreambuf_iterator<char>(src)), {});
+  text.replace(text.find("dataset: digits@latest"), 22, "dataset: " + ref);
+  std::ofstream(spec) << text;
+  return spec;
+}
+
+// A server that was named (--server or $DLSYS_SERVER) and does not answer is an error naming
+// the URL, the cause and what to do; nothing falls back to the data directory, nothing is
+// created there.
+TEST_F(Cli, AServerThatDoesNotAnswerIsAnErrorNeverAFallback) {
+  std::string home = (dir_ / "home").string();
+  std::string env = "DLSYS_HOME=" + home;
+  std::string url = "http://127.0.0.1:" + std::to_string(testing::free_loopback_port());
+  for (const std::string& args :
+       {"runs list --server " + url, "models alias m production 1 --server " + url,
+        "data list --server " + url, "data push " + model_ + ".csv --name x --server " + url,
+        "train " + dataset_spec(dir_, "digits@v1") + " --epochs 1 --server " + url}) {
+    RanApart r = sh_apart(env, args, dir_);
+    EXPECT_EQ(r.code, 1) << args << "\n" << r.out << r.err;
+    EXPECT_NE(r.err.find("cannot reach the dlsys server at " + url + ": Connection refused"),
+              std::string::npos)
+        << args << "\n"
+        << r.err;
+    EXPECT_NE(r.err.find("start it with `dlsys server`, or drop --server to use the data "
+                         "directory " +
+                         home + " instead"),
+              std::string::npos)
+        << r.err;
+    EXPECT_FALSE(fs::exists(home)) << args << ": the data directory was created";
+  }
+  RanApart from_env = sh_apart(env + " DLSYS_SERVER=" + url, "runs list --json", dir_);
+  EXPECT_EQ(from_env.code, 1);
+  EXPECT_EQ(from_env.out, "");
+  EXPECT_NE(from_env.err.find("(the address comes from $DLSYS_SERVER); start it with `dlsys "
+                              "server`, or unset DLSYS_SERVER"),
+            std::string::npos)
+      << from_env.err;
+  RanApart data_env = sh_apart(env + " DLSYS_SERVER=" + url, "data show digits", dir_);
+  EXPECT_EQ(data_env.code, 1);
+  EXPECT_NE(data_env.err.find("unset DLSYS_SERVER"), std::string::npos) << data_env.err;
+  EXPECT_FALSE(fs::exists(home));
+  // --data-dir is explicit: $DLSYS_SERVER does not apply.
+  EXPECT_EQ(sh_apart(env + " DLSYS_SERVER=" + url, "runs list --data-dir " + home, dir_).code, 0);
+}
+
+// A named server that accepts no connection (its accept queue full: the kernel drops the SYN,
+// as a host behind a firewall does) is reported as timed out after the connect deadline, not
+// after the kernel's minutes.
+TEST_F(Cli, AServerThatNeverAcceptsTimesOutWithinTheDeadline) {
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(lfd, 0), 0);
+  socklen_t len = sizeof a;
+  getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  // Fill the accept queue until a connect no longer completes.
+  std::vector<int> fillers;
+  bool full = false;
+  for (int i = 0; i < 8 && !full; ++i) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    (void)connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    pollfd p{fd, POLLOUT, 0};
+    full = poll(&p, 1, 300) == 0;
+    fillers.push_back(fd);
+  }
+  if (full) {
+    std::string url = "http://127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+    auto t0 = std::chrono::steady_clock::now();
+    RanApart r =
+        sh_apart("DLSYS_HOME=" + (dir_ / "home").string(), "runs list --server " + url, dir_);
+    double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    EXPECT_EQ(r.code, 1);
+    EXPECT_NE(r.err.find("cannot reach the dlsys server at " + url +
+                         ": no answer within 5 s (timed out)"),
+              std::string::npos)
+        << r.err;
+    EXPECT_LT(s, 15);
+    EXPECT_FALSE(fs::exists(dir_ / "home"));
+  }
+  for (int fd : fillers) close(fd);
+  close(lfd);
+  if (!full) GTEST_SKIP() << "this kernel completes connects beyond the listen backlog";
+}
+
+// Without a server or a data directory named, commands say on stderr which data directory they
+// use (stdout stays parseable), --quiet drops the note, and "not found" says where it looked.
+TEST_F(Cli, CommandsSayWhereTheirStateLives) {
+  {
+    auto probe = api::connect_http("http://127.0.0.1:8080", "");
+    if (probe.ok()) GTEST_SKIP() << "a server answers on 127.0.0.1:8080 on this machine";
+  }
+  std::string home = (dir_ / "home").string();
+  std::string env = "DLSYS_HOME=" + home;
+  RanApart runs = sh_apart(env, "runs list --json", dir_);
+  ASSERT_EQ(runs.code, 0) << runs.err;
+  EXPECT_TRUE(nlohmann::json::parse(runs.out).contains("runs")) << runs.out;
+  EXPECT_EQ(runs.err,
+            "note: using data directory " + home + " (no server given, none on 127.0.0.1:8080)\n");
+  EXPECT_EQ(sh_apart(env, "runs list --quiet", dir_).err, "");
+  EXPECT_EQ(sh_apart(env, "runs list --data-dir " + home, dir_).err, "");
+  RanApart missing = sh_apart(env, "models alias nope production 1 --quiet", dir_);
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("model 'nope' is not registered"), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("(looked in data directory " + home + ")"), std::string::npos)
+      << missing.err;
+  RanApart data = sh_apart(env, "data list --json", dir_);
+  ASSERT_EQ(data.code, 0) << data.err;
+  EXPECT_EQ(data.out, "[]\n");
+  EXPECT_EQ(data.err, "note: using data directory " + home + " (no --server given)\n");
+  EXPECT_EQ(sh_apart(env, "data list --quiet", dir_).err, "");
+  RanApart show = sh_apart(env, "data show digits --quiet", dir_);
+  EXPECT_EQ(show.code, 1);
+  EXPECT_NE(show.err.find("no dataset named 'digits'"), std::string::npos) << show.err;
+  EXPECT_NE(show.err.find("(looked in data directory " + home + ")"), std::string::npos)
+      << show.err;
+  // Training on a dataset the local store lacks, with no server: the error says where it
+  // looked and how to use a server's datasets.
+  RanApart tr = sh_apart(env, "train " + dataset_spec(dir_, "digits@v1") + " --epochs 1", dir_);
+  EXPECT_EQ(tr.code, 1);
+  EXPECT_NE(tr.err.find("note: reading data.dataset from data directory " + home),
+            std::string::npos)
+      << tr.err;
+  EXPECT_NE(tr.err.find("no dataset named 'digits'"), std::string::npos) << tr.err;
+  EXPECT_NE(tr.err.find("looked in data directory " + home +
+                        "; to train on a server's datasets "
+                        "give --server URL"),
+            std::string::npos)
+      << tr.err;
+}
+
+// `dlsys data ... --server` through the REST routes gives what the same commands give on a data
+// directory: the same versions, statistics and rows; formats the server cannot take are refused
+// with what to do.
+TEST_F(Cli, DataCommandsThroughAServerMatchTheDataDirectory) {
+  std::string srv = (dir_ / "srv").string(), home = (dir_ / "home").string();
+  Server server(srv);
+  ASSERT_TRUE(server.up());
+  std::string env = "DLSYS_HOME=" + home;
+  std::string s = " --server " + server.url(), d = " --data-dir " + (dir_ / "local").string();
+  std::string csv = std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv";
+  for (const std::string& where : {s, d}) {
+    RanApart push =
+        sh_apart(env, "data push " + csv + " --name digits --split 0.8,0.2 -m first" + where, dir_);
+    ASSERT_EQ(push.code, 0) << push.out << push.err;
+    EXPECT_NE(push.out.find("digits@v1  "), std::string::npos) << push.out;
+    EXPECT_NE(push.out.find("1797 rows in 1 shards (1 new, 74.4 KiB stored, 74.4 KiB new)"),
+              std::string::npos)
+        << push.out;
+    EXPECT_NE(push.out.find("split: train 1456, validation 341, test 0"), std::string::npos)
+        << push.out;
+    RanApart again =
+        sh_apart(env, "data push " + csv + " --name digits --split 0.8,0.2 --json" + where, dir_);
+    ASSERT_EQ(again.code, 0) << again.err;
+    std::string last = again.out.substr(0, again.out.find_last_not_of('\n') + 1);
+    auto done = nlohmann::json::parse(last.substr(last.rfind('\n') + 1));
+    EXPECT_TRUE(done["unchanged"].get<bool>()) << again.out;
+    EXPECT_EQ(done["version"], "digits@v1");
+    EXPECT_EQ(done["input"]["path"], csv);
+    ASSERT_EQ(sh_apart(env, "data tag digits@v1 prod" + where, dir_).code, 0);
+  }
+  EXPECT_FALSE(fs::exists(home)) << "a command with --server touched the default data directory";
+  // The same answers, but for what differs by nature (time, author, manifest ids).
+  auto json_of = [&](const std::string& args) {
+    RanApart r = sh_apart(env, args, dir_);
+    EXPECT_EQ(r.code, 0) << args << r.err;
+    auto j = nlohmann::json::parse(r.out);
+    for (auto* e : {&j}) {
+      if (e->is_array())
+        for (auto& x : *e) x.erase("created_ms"), x.erase("id"), x.erase("author");
+      else
+        for (const char* k : {"created_ms", "id", "author", "stats_id"}) e->erase(k);
+    }
+    return j;
+  };
+  EXPECT_EQ(json_of("data list --json" + s), json_of("data list --json" + d));
+  EXPECT_EQ(json_of("data versions digits --json" + s), json_of("data versions digits --json" + d));
+  nlohmann::json shown = json_of("data show digits@prod --json" + s);
+  EXPECT_EQ(shown, json_of("data show digits@prod --json" + d));
+  EXPECT_EQ(shown["stats"]["c64"]["max"], 9);
+  EXPECT_EQ(shown["source"]["path"], csv) << "the server's temporary file was recorded";
+  RanApart table_s = sh_apart(env, "data show digits" + s, dir_);
+  RanApart table_d = sh_apart(env, "data show digits" + d, dir_);
+  ASSERT_EQ(table_s.code, 0) << table_s.err;
+  EXPECT_EQ(table_s.out.substr(table_s.out.find("COLUMN")),
+            table_d.out.substr(table_d.out.find("COLUMN")));
+  for (const char* split : {"", ":validation"}) {
+    std::string a = (dir_ / "a.csv").string(), b = (dir_ / "b.csv").string();
+    RanApart ps =
+        sh_apart(env, "data pull digits@prod" + std::string(split) + " -o " + a + s, dir_);
+    ASSERT_EQ(ps.code, 0) << ps.err;
+    ASSERT_EQ(sh_apart(env, "data pull digits@v1" + std::string(split) + " -o " + b + d, dir_).code,
+              0);
+    std::ifstream x(a), y(b);
+    std::string xa((std::istreambuf_iterator<char>(x)), {}),
+        yb((std::istreambuf_iterator<char>(y)), {});
+    EXPECT_EQ(xa, yb) << split;
+    EXPECT_GT(std::count(xa.begin(), xa.end(), '\n'), 300);
+  }
+  RanApart diffed = sh_apart(env, "data diff digits@v1 digits@prod" + s, dir_);
+  ASSERT_EQ(diffed.code, 0) << diffed.err;
+  EXPECT_EQ(diffed.out, sh_apart(env, "data diff digits@v1 digits@prod" + d, dir_).out);
+  RanApart missing = sh_apart(env, "data show digits@v9" + s, dir_);
+  EXPECT_EQ(missing.code, 1);
+  EXPECT_NE(missing.err.find("digits has v1..v1"), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("(looked on the server at " + server.url() + ")"), std::string::npos)
+      << missing.err;
+  // What a server cannot do is refused with what to do instead.
+  RanApart npy = sh_apart(env, "data push " + (dir_ / "x.npy").string() + " --name x" + s, dir_);
+  EXPECT_EQ(npy.code, 1);
+  EXPECT_NE(npy.err.find("npy data cannot be pushed through a server"), std::string::npos)
+      << npy.err;
+  EXPECT_NE(npy.err.find("--data-dir DIR"), std::string::npos) << npy.err;
+  RanApart verify = sh_apart(env, "data verify digits" + s, dir_);
+  EXPECT_EQ(verify.code, 1);
+  EXPECT_NE(verify.err.find("runs on the server's machine"), std::string::npos) << verify.err;
+  RanApart pull_npy =
+      sh_apart(env, "data pull digits --format npy -o " + (dir_ / "n").string() + s, dir_);
+  EXPECT_EQ(pull_npy.code, 1);
+  EXPECT_NE(pull_npy.err.find("a server sends rows as CSV only"), std::string::npos)
+      << pull_npy.err;
+}
+
+// `dlsys train --server` reads data.dataset on that server (a dataset pushed only there), and
+// the events and the lineage name the server's versions.
+TEST_F(Cli, TrainWithAServerReadsTheServersDatasets) {
+  std::string srv = (dir_ / "srv").string(), home = (dir_ / "home").string();
+  Server server(srv);
+  ASSERT_TRUE(server.up());
+  std::string env = "DLSYS_HOME=" + home, s = " --server " + server.url();
+  // v1: the first 1000 rows; v2: all of them. Training on v2 makes the local cache's first
+  // version the server's second, so a label that is not translated shows.
+  std::string csv = std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv";
+  {
+    std::ifstream in(csv);
+    std::ofstream out(dir_ / "part.csv");
+    std::string line;
+    for (int i = 0; i < 1000 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  ASSERT_EQ(
+      sh_apart(env,
+               "data push " + (dir_ / "part.csv").string() + " --name digits --split 0.8,0.2" + s,
+               dir_)
+          .code,
+      0);
+  ASSERT_EQ(sh_apart(env, "data push " + csv + " --name digits --split 0.8,0.2" + s, dir_).code, 0);
+  std::string spec = dataset_spec(dir_, "digits@v2");
+  RanApart tr = sh_apart(
+      env, "train " + spec + " --epochs 2 --json --threads 2 --out " + (dir_ / "run").string() + s,
+      dir_);
+  ASSERT_EQ(tr.code, 0) << tr.out << tr.err;
+  auto done = nlohmann::json::parse(tr.out.substr(tr.out.rfind("{\"data\"")));
+  EXPECT_EQ(done["data"]["dataset"], "digits@v2:train");
+  EXPECT_EQ(done["data"]["validation"], "digits@v2:validation");
+  EXPECT_GT(done["metrics"]["val_accuracy"].get<double>(), 0.5);
+  // Lineage on the server: digits@v2 -> run 1.
+  auto c = api::connect_http(server.url(), "");
+  ASSERT_TRUE(c.ok()) << c.status().message();
+  auto lin = (*c)->call("GET", "/api/v1/lineage/dataset_version/digits@v2?depth=1");
+  ASSERT_TRUE(lin.ok()) << lin.status().message();
+  bool has_run = false;
+  for (const auto& n : (*lin)["nodes"]) has_run = has_run || (n["kind"] == "run" && n["id"] == "1");
+  EXPECT_TRUE(has_run) << lin->dump();
+  // The local store was not used: no dataset there, the run is on the server only.
+  EXPECT_FALSE(fs::exists(home + "/datasets/refs/digits"));
+  EXPECT_FALSE(fs::exists(home + "/meta.db"));
+  // Again: the copy is reused (the server's shards are not fetched twice) and still correct.
+  RanApart again = sh_apart(
+      env, "train " + spec + " --epochs 1 --json --threads 2 --out " + (dir_ / "run2").string() + s,
+      dir_);
+  ASSERT_EQ(again.code, 0) << again.err;
+  auto done2 = nlohmann::json::parse(again.out.substr(again.out.rfind("{\"data\"")));
+  EXPECT_EQ(done2["data"]["dataset"], "digits@v2:train");
+  // A ref the server lacks: the error names the server.
+  RanApart missing =
+      sh_apart(env, "train " + dataset_spec(dir_, "digits@v7") + " --epochs 1" + s, dir_);
+  EXPECT_EQ(missing.code, 1) << missing.out << missing.err;
+  EXPECT_NE(missing.err.find("on the server at " + server.url()), std::string::npos) << missing.err;
+  EXPECT_NE(missing.err.find("digits has v1..v2"), std::string::npos) << missing.err;
 }
 
 }  // namespace
