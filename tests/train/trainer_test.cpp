@@ -344,8 +344,8 @@ TEST_F(TrainerTest, MetricsJsonlHoldsTheEventsWithTheirKeysAndTypes) {
   // The done event comes last and is not in the file.
   ASSERT_TRUE(std::holds_alternative<DoneEvent>(r.events.back()));
   nlohmann::json done = to_json(r.events.back());
-  EXPECT_EQ(keys(done), (std::set<std::string>{"event", "epochs", "steps", "seconds", "metrics",
-                                               "model", "data"}));
+  EXPECT_EQ(keys(done), (std::set<std::string>{"event", "epochs", "steps", "seconds", "threads",
+                                               "metrics", "model", "data"}));
   EXPECT_EQ(keys(done["metrics"]),
             (std::set<std::string>{"val_loss", "val_accuracy", "val_top5_accuracy"}));
   EXPECT_EQ(keys(done["data"]), (std::set<std::string>{"wait_s", "wait_fraction"}));
