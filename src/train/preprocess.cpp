@@ -220,7 +220,8 @@ Result<Preprocessor> Preprocessor::fit(const std::vector<PreprocessStep>& steps,
   for (const FittedStep& s : p.steps_)
     if (s.kind == "onehot") categorical[s.columns[0]] = true;
   for (int64_t c = 0; c < features; ++c)
-    if (!categorical[c]) p.out_names_.push_back(p.in_names_[c]);
+    if (!categorical[c]) p.kept_.push_back(c);
+  for (int64_t c : p.kept_) p.out_names_.push_back(p.in_names_[c]);
   for (const FittedStep& s : p.steps_)
     if (s.kind == "onehot")
       for (float v : s.categories)
@@ -247,17 +248,13 @@ Result<Tensor> Preprocessor::apply(const Tensor& x) const {
     apply_numeric(s, d, n, in_);
   }
   if (!onehot) return y.view({n, in_});
-  std::vector<bool> categorical(in_, false);
-  for (const FittedStep& s : steps_)
-    if (s.kind == "onehot") categorical[s.columns[0]] = true;
   Tensor out = Tensor::zeros(DType::kF32, {n, out_});
   float* o = out.data_as<float>();
   for (int64_t r = 0; r < n; ++r) {
     const float* row = d + r * in_;
     float* orow = o + r * out_;
     int64_t k = 0;
-    for (int64_t c = 0; c < in_; ++c)
-      if (!categorical[c]) orow[k++] = row[c];
+    for (int64_t c : kept_) orow[k++] = row[c];
     for (const FittedStep& s : steps_) {
       if (s.kind != "onehot") continue;
       for (float v : s.categories) orow[k++] = row[s.columns[0]] == v ? 1.0f : 0.0f;
@@ -302,12 +299,6 @@ Status Preprocessor::prepend_to(Graph* g, const std::string& input) const {
     pre.push_back(std::move(n));
   };
   std::vector<std::string> onehot_blocks;
-  std::vector<int64_t> kept;
-  std::vector<bool> categorical(in_, false);
-  for (const FittedStep& s : steps_)
-    if (s.kind == "onehot") categorical[s.columns[0]] = true;
-  for (int64_t c = 0; c < in_; ++c)
-    if (!categorical[c]) kept.push_back(c);
   for (const FittedStep& s : steps_) {
     if (s.kind == "impute") {
       g->initializers[value("fill")] = vector_constant(s.fill);
@@ -345,9 +336,9 @@ Status Preprocessor::prepend_to(Graph* g, const std::string& input) const {
   }
   if (!onehot_blocks.empty()) {
     std::vector<std::string> parts;
-    if (!kept.empty()) {
+    if (!kept_.empty()) {
       g->initializers["preprocess.kept"] =
-          Tensor::from_i64({static_cast<int64_t>(kept.size())}, kept.data());
+          Tensor::from_i64({static_cast<int64_t>(kept_.size())}, kept_.data());
       Node n;
       n.name = "preprocess.kept.Gather";
       n.op_type = "Gather";

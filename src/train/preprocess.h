@@ -78,6 +78,7 @@ class Preprocessor {
  private:
   std::vector<FittedStep> steps_;
   std::vector<std::string> in_names_, out_names_;
+  std::vector<int64_t> kept_;  // the input columns no onehot step takes, in order (fit)
   int64_t in_ = 0, out_ = 0;
 };
 

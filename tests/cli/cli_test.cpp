@@ -34,15 +34,22 @@ struct Ran {
   std::string out;  // stdout and stderr
 };
 
-Ran sh(const std::string& args) {
-  std::string cmd = std::string(DLSYS_BIN) + " " + args + " 2>&1";
+// Runs `cmd` through the shell: its stdout, and its exit code in `*code` (-1 when killed).
+std::string run_shell(const std::string& cmd, int* code) {
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
   size_t n;
   while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
   int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out};
+  *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
+}
+
+Ran sh(const std::string& args) {
+  int code = 0;
+  std::string out = run_shell(std::string(DLSYS_BIN) + " " + args + " 2>&1", &code);
+  return {code, out};
 }
 
 class Cli : public ::testing::Test {
@@ -662,15 +669,11 @@ RanApart sh_apart(const std::string& env, const std::string& args, const fs::pat
   fs::path err_file = dir / "stderr.txt";
   std::string cmd = "env -u DLSYS_SERVER " + env + " " + std::string(DLSYS_BIN) + " " + args +
                     " 2>" + err_file.string();
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = pclose(p);
+  int code = 0;
+  std::string out = run_shell(cmd, &code);
   std::ifstream in(err_file);
   std::string err((std::istreambuf_iterator<char>(in)), {});
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : -1, out, err};
+  return {code, out, err};
 }
 
 // A `dlsys server` on a free loopback port, stopped (SIGTERM) by the destructor.

@@ -9,17 +9,17 @@
 #include <string>
 #include <vector>
 
+#include "core/file_util.h"
 #include "serve/deployment_config.h"
 #include "train/spec.h"
 
 namespace dlsys {
 namespace {
 
+// The file's text, or "" when it cannot be read (the callers assert it is not empty).
 std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
+  auto t = read_file(path);
+  return t.ok() ? *t : std::string();
 }
 
 // The part of `doc` from the line `heading` to the next heading of the same level ("## ").

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/file_util.h"
+
 extern char** environ;
 
 namespace fs = std::filesystem;
@@ -25,11 +27,10 @@ namespace fs = std::filesystem;
 namespace dlsys {
 namespace {
 
+// The file's text, or "" when it cannot be read.
 std::string read_text(const fs::path& path) {
-  std::ifstream f(path);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
+  auto t = read_file(path.string());
+  return t.ok() ? *t : std::string();
 }
 
 // The lines of every ```sh block that directly follows a `<!-- walkthrough -->` line.
