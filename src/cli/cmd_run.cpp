@@ -54,7 +54,7 @@ int run_run(const RunArgs& a) {
   Status st = s.run(named, &outputs);
   if (!st.ok()) return fail(st.message());
   if (a.table || a.engine.json) {
-    std::vector<Prediction> p = predictions(s.graph(), outputs[0]);
+    std::vector<Prediction> p = predict(ModelMetadata::read(s.graph()), outputs[0]);
     if (a.engine.json) {
       print_json({{"output", s.graph().outputs[0].name}, {"predictions", predictions_json(p)}});
     } else {

@@ -23,21 +23,9 @@ std::string extension(const std::string& path) {
   return e;
 }
 
-// The names the model was trained on, or empty.
-std::vector<std::string> feature_names(const Graph& model) {
-  auto it = model.metadata.find("dlsys.feature_names");
-  if (it == model.metadata.end()) return {};
-  json j = json::parse(it->second, nullptr, false);
-  std::vector<std::string> out;
-  if (j.is_array())
-    for (const json& n : j)
-      if (n.is_string()) out.push_back(n.get<std::string>());
-  return out;
-}
-
 // Rows from a .json array: objects by column name, or arrays of numbers in order.
-Result<Tensor> read_json_rows(const std::string& path, const std::vector<std::string>& names,
-                              int64_t features) {
+Result<Tensor> read_json_rows(const std::string& path, const ModelMetadata& meta,
+                              const std::vector<std::string>& names, int64_t features) {
   DLSYS_ASSIGN_OR_RETURN(std::string text, read_file(path));
   json rows = json::parse(text, nullptr, false);
   if (rows.is_discarded())
@@ -48,8 +36,12 @@ Result<Tensor> read_json_rows(const std::string& path, const std::vector<std::st
   const int64_t n = static_cast<int64_t>(rows.size());
   Tensor t = Tensor::empty(DType::kF32, {n, features});
   float* out = t.data_as<float>();
-  auto number = [&](const json& v, int64_t r, const std::string& col) -> Result<float> {
+  // Feature j's value in row r: a number, null (NaN), or a category name of a string feature.
+  auto number = [&](const json& v, int64_t r, int64_t j, const std::string& col) -> Result<float> {
     if (v.is_null()) return kNaN;
+    const std::string* name = j < static_cast<int64_t>(names.size()) ? &names[j] : nullptr;
+    if (name && meta.is_categorical(*name))
+      return *meta.encode(*name, v.is_string() ? v.get<std::string>() : v.dump());
     if (!v.is_number())
       return Status::Invalid("{}: row {} column {}: {} is not a number", path, r, col, v.dump());
     return v.get<float>();
@@ -67,14 +59,14 @@ Result<Tensor> read_json_rows(const std::string& path, const std::vector<std::st
         if (v == row.end())
           return Status::Invalid("{}: row {} has no column '{}', a feature of the model", path, r,
                                  names[j]);
-        DLSYS_ASSIGN_OR_RETURN(out[r * features + j], number(*v, r, "'" + names[j] + "'"));
+        DLSYS_ASSIGN_OR_RETURN(out[r * features + j], number(*v, r, j, "'" + names[j] + "'"));
       }
     } else if (row.is_array()) {
       if (static_cast<int64_t>(row.size()) != features)
         return Status::Invalid("{}: row {} has {} values; the model takes {} features", path, r,
                                row.size(), features);
       for (int64_t j = 0; j < features; ++j) {
-        DLSYS_ASSIGN_OR_RETURN(out[r * features + j], number(row[j], r, std::to_string(j)));
+        DLSYS_ASSIGN_OR_RETURN(out[r * features + j], number(row[j], r, j, std::to_string(j)));
       }
     } else {
       return Status::Invalid("{}: row {} is {}, not an object or an array", path, r,
@@ -85,8 +77,8 @@ Result<Tensor> read_json_rows(const std::string& path, const std::vector<std::st
 }
 
 // Rows from a CSV, TSV or JSONL file through the data module's ingest sources.
-Result<Tensor> read_source_rows(const std::string& path, const std::vector<std::string>& names,
-                                int64_t features) {
+Result<Tensor> read_source_rows(const std::string& path, const ModelMetadata& meta,
+                                const std::vector<std::string>& names, int64_t features) {
   DLSYS_ASSIGN_OR_RETURN(auto src, data::open_source(path, "", data::IngestOptions{}));
   const data::Schema& schema = src->schema();
   std::vector<int> cols;
@@ -123,6 +115,12 @@ Result<Tensor> read_source_rows(const std::string& path, const std::vector<std::
         const data::ColumnSchema& cs = b.rows.schema.columns[c];
         if (d.is_null(r)) {
           values.push_back(kNaN);
+        } else if (meta.is_categorical(cs.name)) {
+          // A category name; a file whose names all look like numbers was read as numbers.
+          std::string text = cs.type == data::ColumnType::kString  ? std::string(d.str(r))
+                             : cs.type == data::ColumnType::kInt64 ? std::to_string(d.i64[r])
+                                                                   : number_text(d.f64[r]);
+          values.push_back(*meta.encode(cs.name, text));
         } else if (cs.type == data::ColumnType::kInt64) {
           values.push_back(static_cast<float>(d.i64[r]));
         } else if (cs.type == data::ColumnType::kFloat64) {
@@ -160,52 +158,15 @@ Result<Tensor> read_input_file(const std::string& path, const Graph& model,
                              input.name);
     features *= input.dims[d].value;
   }
-  std::vector<std::string> names = feature_names(model);
+  ModelMetadata meta = ModelMetadata::read(model);
+  std::vector<std::string> names = meta.feature_names;
   if (static_cast<int64_t>(names.size()) != features) names.clear();
   DLSYS_ASSIGN_OR_RETURN(Tensor t, extension(path) == ".json"
-                                       ? read_json_rows(path, names, features)
-                                       : read_source_rows(path, names, features));
+                                       ? read_json_rows(path, meta, names, features)
+                                       : read_source_rows(path, meta, names, features));
   Shape s = {t.dim(0)};
   for (size_t d = 1; d < input.dims.size(); ++d) s.push_back(input.dims[d].value);
   return t.view(s);
-}
-
-std::vector<Prediction> predictions(const Graph& model, const Tensor& output) {
-  std::vector<Prediction> out;
-  if (output.dtype() != DType::kF32 || output.rank() < 1) return out;
-  const int64_t n = output.dim(0), k = n > 0 ? output.numel() / n : 0;
-  auto meta = [&](const char* key) {
-    auto it = model.metadata.find(key);
-    return it == model.metadata.end() ? std::string() : it->second;
-  };
-  const std::string task = meta("dlsys.task");
-  std::vector<std::string> names;
-  json jn = json::parse(meta("dlsys.class_names"), nullptr, false);
-  if (jn.is_array())
-    for (const json& s : jn) names.push_back(s.is_string() ? s.get<std::string>() : s.dump());
-  const float* p = output.data_as<float>();
-  for (int64_t r = 0; r < n; ++r) {
-    Prediction pr;
-    pr.values.assign(p + r * k, p + (r + 1) * k);
-    if (task == "classification" && k > 1) {
-      double mx = *std::max_element(pr.values.begin(), pr.values.end()), sum = 0;
-      for (double v : pr.values) sum += std::exp(v - mx);
-      for (double v : pr.values) pr.probabilities.push_back(std::exp(v - mx) / sum);
-      pr.class_id = std::max_element(pr.values.begin(), pr.values.end()) - pr.values.begin();
-      pr.probability = pr.probabilities[pr.class_id];
-    } else if (task == "binary_classification" && k == 1) {
-      double q = 1 / (1 + std::exp(-pr.values[0]));
-      pr.probabilities = {1 - q, q};
-      pr.class_id = q >= 0.5 ? 1 : 0;
-      pr.probability = pr.probabilities[pr.class_id];
-    }
-    if (pr.class_id >= 0)
-      pr.class_name = pr.class_id < static_cast<int64_t>(names.size())
-                          ? names[pr.class_id]
-                          : std::to_string(pr.class_id);
-    out.push_back(std::move(pr));
-  }
-  return out;
 }
 
 json predictions_json(const std::vector<Prediction>& p) {
