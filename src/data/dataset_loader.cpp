@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstring>
 #include <limits>
+#include <set>
 
 #include "data/push.h"
 #include "data/shard.h"
@@ -65,14 +66,21 @@ Status DatasetLoader::init(const std::string& split) {
   std::string where = version_.label();
   // Pick the feature columns.
   std::vector<std::string> names = o_.features;
+  auto is_categorical = [&](const std::string& n) {
+    return std::find(o_.categorical.begin(), o_.categorical.end(), n) != o_.categorical.end();
+  };
   if (names.empty()) {
     for (const auto& c : schema.columns)
       if (is_tensor(c.type) && c.name != o_.label) names.push_back(c.name);
     if (names.size() != 1) {
       names.clear();
       for (const auto& c : schema.columns)
-        if (is_numeric_scalar(c.type) && c.name != o_.label && c.name.rfind("__", 0) != 0)
+        if ((is_numeric_scalar(c.type) ||
+             (c.type == ColumnType::kString && is_categorical(c.name))) &&
+            c.name != o_.label && c.name.rfind("__", 0) != 0)
           names.push_back(c.name);
+        else if (c.type == ColumnType::kString && c.name != o_.label && c.name.rfind("__", 0) != 0)
+          ignored_strings_.push_back(c.name);
     }
     if (names.empty())
       return Status::Invalid("{}: no numeric columns to use as features; name them", where);
@@ -82,9 +90,11 @@ Status DatasetLoader::init(const std::string& split) {
     int c = schema.index(n);
     if (c < 0) return Status::NotFound("{}: no column '{}' to use as a feature", where, n);
     const ColumnSchema& cs = schema.columns[c];
-    if (cs.type == ColumnType::kString)
-      return Status::Invalid("{}: column '{}' is a string; features must be numbers or tensors",
-                             where, n);
+    if (cs.type == ColumnType::kString && !is_categorical(n))
+      return Status::Invalid(
+          "{}: column '{}' holds strings; a string feature is a category: add `- onehot: [{}]` "
+          "to data.preprocess (or leave it out of data.features)",
+          where, n, n);
     if (is_tensor(cs.type)) {
       if (names.size() != 1)
         return Status::Invalid("{}: tensor column '{}' must be the only feature column", where, n);
@@ -99,6 +109,10 @@ Status DatasetLoader::init(const std::string& split) {
     sample_shape_ = {features_};
     feature_names_ = names;
   }
+  codes_.resize(feature_cols_.size());
+  for (size_t k = 0; k < feature_cols_.size(); ++k)
+    if (schema.columns[feature_cols_[k]].type == ColumnType::kString)
+      DLSYS_RETURN_IF_ERROR(code_column(names[k], &codes_[k]));
   stride_ = features_ + 2;  // features, then the label (8 bytes)
   if (!o_.label.empty()) {
     int c = schema.index(o_.label);
@@ -172,6 +186,35 @@ Status DatasetLoader::init(const std::string& split) {
   return Status::OK();
 }
 
+Status DatasetLoader::code_column(const std::string& name,
+                                  std::unordered_map<std::string, float>* codes) {
+  std::vector<std::string>& vocab = vocabularies_[name];
+  if (auto given = o_.vocabularies.find(name); given != o_.vocabularies.end()) {
+    vocab = given->second;
+  } else {
+    // The sorted distinct values of every shard (every split).
+    std::set<std::string, std::less<>> seen;
+    const json& shards = version_.manifest.at("shards");
+    for (const json& sh : shards) {
+      std::string id = sh.at("id").get<std::string>();
+      std::string w = fmt::format("shard {} of {}", id.substr(0, 12), version_.label());
+      DLSYS_ASSIGN_OR_RETURN(RowBatch b, read_shard(store_.shard_path(id), {name}, w));
+      const ColumnData& d = b.columns[0];
+      for (int64_t r = 0; r < b.rows; ++r)
+        if (!d.is_null(r) && seen.size() <= kMaxVocabulary && !seen.count(d.str(r)))
+          seen.emplace(d.str(r));
+      if (static_cast<int64_t>(seen.size()) > kMaxVocabulary)
+        return Status::Invalid(
+            "{}: column '{}' has more than {} distinct values; it is not a category (leave it "
+            "out of data.features)",
+            version_.label(), name, kMaxVocabulary);
+    }
+    vocab.assign(seen.begin(), seen.end());
+  }
+  for (size_t i = 0; i < vocab.size(); ++i) codes->emplace(vocab[i], static_cast<float>(i));
+  return Status::OK();
+}
+
 std::shared_ptr<const std::vector<uint64_t>> DatasetLoader::order(int64_t epoch) {
   std::lock_guard<std::mutex> l(order_mu_);
   auto it = orders_.find(epoch);
@@ -230,6 +273,15 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::load(int i) {
       case ColumnType::kFloat64:
         for (int64_t row = 0; row < b.rows; ++row) x[row * stride_ + off] = float(d.f64[row]) * s;
         break;
+      case ColumnType::kString: {  // a category's code; never scaled
+        const auto& codes = codes_[k];
+        for (int64_t row = 0; row < b.rows; ++row) {
+          if (d.is_null(row)) continue;
+          auto c = codes.find(std::string(d.str(row)));
+          x[row * stride_ + off] = c == codes.end() ? -1.0f : c->second;
+        }
+        break;
+      }
       case ColumnType::kTensorU8:
         for (int64_t row = 0; row < b.rows; ++row)
           for (int64_t e = 0; e < features_; ++e)
@@ -244,7 +296,7 @@ Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::load(int i) {
       default:
         break;
     }
-    if (!d.valid.empty() && is_numeric_scalar(cs.type))
+    if (!d.valid.empty() && (is_numeric_scalar(cs.type) || cs.type == ColumnType::kString))
       for (int64_t row = 0; row < b.rows; ++row)
         if (!d.valid[row]) x[row * stride_ + off] = std::numeric_limits<float>::quiet_NaN();
     off += cs.numel();

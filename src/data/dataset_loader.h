@@ -17,6 +17,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
 
 #include "data/dataset_store.h"
 #include "data/loader.h"
@@ -28,6 +29,13 @@ struct DatasetLoaderOptions {
   // column ([B, shape...]). Empty: the one tensor column if there is one, else every numeric
   // scalar column except the label.
   std::vector<std::string> features;
+  // String columns that are categorical features: each value becomes its code (data/loader.h
+  // Vocabularies), from `vocabularies` when it has the column, else from the sorted distinct
+  // values of the whole version (every split, so two splits code alike). Named string columns
+  // join the default feature list, in the version's column order. Another string feature is an
+  // error that says to onehot it.
+  std::vector<std::string> categorical;
+  Vocabularies vocabularies;
   std::string label = "label";  // "" for no labels (y is then an empty tensor)
   float scale = 1.0f;           // features are multiplied by this (1/255 for u8 images)
   // A null feature: an error naming the shard and row (kError), NaN for the model's impute
@@ -67,6 +75,10 @@ class DatasetLoader : public Loader {
   // The feature columns' names, one per feature, when the features are scalar columns; empty
   // for a tensor column.
   const std::vector<std::string>& feature_names() const { return feature_names_; }
+  // The vocabulary of each categorical feature column (see DatasetLoaderOptions::categorical).
+  const Vocabularies& vocabularies() const { return vocabularies_; }
+  // String columns the default feature list left out (not named in `categorical`).
+  const std::vector<std::string>& ignored_string_columns() const { return ignored_strings_; }
   // Rows left out for nulls (Nulls::kDrop), over the whole version's selection.
   int64_t dropped_rows() const { return dropped_rows_; }
   // Whether every decoded shard fits the cache (a global shuffle), and the seconds next()
@@ -90,6 +102,8 @@ class DatasetLoader : public Loader {
 
   DatasetLoader(const DatasetStore& store, VersionInfo v, DatasetLoaderOptions o);
   Status init(const std::string& split);
+  // Fills vocabularies_[name] (given, or the version's distinct values) and its value -> code.
+  Status code_column(const std::string& name, std::unordered_map<std::string, float>* codes);
   Result<std::shared_ptr<const Ready>> shard(int i);
   Result<std::shared_ptr<const Ready>> load(int i);
   // Adds a loaded shard to the cache (cache_mu_ held) and evicts beyond the budget.
@@ -117,6 +131,9 @@ class DatasetLoader : public Loader {
   Shape sample_shape_;
   int64_t total_rows_ = 0, rank_rows_ = 0, batches_ = 0, dropped_rows_ = 0;
   std::vector<std::string> feature_names_;
+  Vocabularies vocabularies_;
+  std::vector<std::string> ignored_strings_;
+  std::vector<std::unordered_map<std::string, float>> codes_;  // per feature column (string ones)
   bool global_ = true;
 
   // Shard cache.

@@ -5,8 +5,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <numeric>
 #include <random>
+#include <set>
 #include <vector>
 
 #include "data/ingest.h"
@@ -58,9 +60,9 @@ Status not_numeric(const AllRows& all, int c, const std::string& path) {
       std::strtod(v.c_str(), &end);
       if (v.empty() || *end != '\0')
         return Status::Invalid(
-            "{}:{}:{}: '{}' is not a number (column '{}'); a training CSV "
-            "holds numbers only",
-            path, all.lines[r], c + 1, v, cs.name);
+            "{}:{}:{}: '{}' is not a number (column '{}'); fix the value, or, when the column "
+            "holds categories, add `- onehot: [{}]` to data.preprocess",
+            path, all.lines[r], c + 1, v, cs.name, cs.name);
     }
   return Status::Invalid(
       "{}: column {} ('{}') is {}, not a number; a training CSV holds numbers "
@@ -113,7 +115,11 @@ Result<InMemoryDataset> read_file_dataset(const std::string& path, const FileDat
                              ncols, path);
     for (int c = 0; c < ncols; ++c) {
       if (c == label) continue;
-      if (!is_numeric_scalar(schema.columns[c].type)) return not_numeric(all, c, path);
+      const ColumnSchema& cs = schema.columns[c];
+      const bool category =
+          cs.type == ColumnType::kString &&
+          std::find(o.categorical.begin(), o.categorical.end(), cs.name) != o.categorical.end();
+      if (!is_numeric_scalar(cs.type) && !category) return not_numeric(all, c, path);
       features.push_back(c);
     }
   } else {
@@ -141,12 +147,39 @@ Result<InMemoryDataset> read_file_dataset(const std::string& path, const FileDat
   } else {
     int64_t nf = static_cast<int64_t>(features.size());
     for (int c : features) d.feature_names.push_back(schema.columns[c].name);
+    // Each string feature's value -> code.
+    std::vector<std::map<std::string, float, std::less<>>> codes(nf);
+    for (int64_t j = 0; j < nf; ++j) {
+      const ColumnSchema& cs = schema.columns[features[j]];
+      if (cs.type != ColumnType::kString) continue;
+      std::vector<std::string>& vocab = d.vocabularies[cs.name];
+      if (auto given = o.vocabularies.find(cs.name); given != o.vocabularies.end()) {
+        vocab = given->second;
+      } else {
+        std::set<std::string, std::less<>> seen;
+        const ColumnData& col = all.rows.columns[features[j]];
+        for (int64_t r = 0; r < n; ++r)
+          if (!col.is_null(r)) seen.emplace(col.str(r));
+        if (static_cast<int64_t>(seen.size()) > kMaxVocabulary)
+          return Status::Invalid(
+              "{}: column '{}' has {} distinct values, more than {}; it is not a category", path,
+              cs.name, seen.size(), kMaxVocabulary);
+        vocab.assign(seen.begin(), seen.end());
+      }
+      for (size_t i = 0; i < vocab.size(); ++i) codes[j].emplace(vocab[i], static_cast<float>(i));
+    }
     d.features = Tensor::empty(DType::kF32, {n, nf});
     float* out = d.features.data_as<float>();
     for (int64_t r = 0; r < n; ++r)
       for (int64_t j = 0; j < nf; ++j) {
-        if (o.nulls != "error" && all.rows.columns[features[j]].is_null(r)) {
+        const ColumnData& col = all.rows.columns[features[j]];
+        if (o.nulls != "error" && col.is_null(r)) {
           out[r * nf + j] = std::numeric_limits<float>::quiet_NaN();
+          continue;
+        }
+        if (schema.columns[features[j]].type == ColumnType::kString && !col.is_null(r)) {
+          auto it = codes[j].find(col.str(r));
+          out[r * nf + j] = it == codes[j].end() ? -1.0f : it->second;
           continue;
         }
         DLSYS_ASSIGN_OR_RETURN(double v, scalar(all, features[j], r, path));
@@ -216,7 +249,8 @@ Tensor gather_rows(const Tensor& t, const std::vector<int64_t>& rows) {
 InMemoryDataset slice(const InMemoryDataset& d, int64_t begin, int64_t end) {
   std::vector<int64_t> rows(static_cast<size_t>(end - begin));
   std::iota(rows.begin(), rows.end(), begin);
-  return {gather_rows(d.features, rows), gather_rows(d.labels, rows), d.feature_names};
+  return {gather_rows(d.features, rows), gather_rows(d.labels, rows), d.feature_names,
+          d.vocabularies};
 }
 
 Status split(const InMemoryDataset& d, double validation_fraction, uint64_t seed,
@@ -232,8 +266,9 @@ Status split(const InMemoryDataset& d, double validation_fraction, uint64_t seed
   std::vector<int64_t> v(order.begin(), order.begin() + nv), t(order.begin() + nv, order.end());
   std::sort(v.begin(), v.end());
   std::sort(t.begin(), t.end());
-  *train = {gather_rows(d.features, t), gather_rows(d.labels, t), d.feature_names};
-  *validation = {gather_rows(d.features, v), gather_rows(d.labels, v), d.feature_names};
+  *train = {gather_rows(d.features, t), gather_rows(d.labels, t), d.feature_names, d.vocabularies};
+  *validation = {gather_rows(d.features, v), gather_rows(d.labels, v), d.feature_names,
+                 d.vocabularies};
   return Status::OK();
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "data/loader.h"
 #include "tensor/tensor.h"
 
 namespace dlsys::data {
@@ -20,6 +21,8 @@ struct InMemoryDataset {
   // The feature columns' names (a CSV header's, or "column N"), one per feature; empty when the
   // features are one tensor column (NPY, IDX).
   std::vector<std::string> feature_names;
+  // The categories of each string feature column (FileDatasetOptions::categorical).
+  Vocabularies vocabularies;
   int64_t size() const { return features.valid() && features.rank() > 0 ? features.dim(0) : 0; }
 };
 
@@ -27,7 +30,7 @@ struct FileDatasetOptions {
   std::string format;       // "csv", "npy" or "idx"; "" picks by the file's extension
   std::string labels_path;  // npy / idx: the labels file beside the features
   // CSV: the label column's index (negative counts from the end); every other column is a
-  // feature and must be numeric.
+  // feature and must be numeric, or a string column named in `categorical`.
   int label_column = -1;
   std::string header = "auto";  // CSV: "auto", "yes" or "no" (as `dlsys data push --header`)
   // Labels as class ids (each a non-negative integer, i64) or as f32 regression targets.
@@ -35,6 +38,11 @@ struct FileDatasetOptions {
   // A missing value: "error" (naming the line and column), "nan" (a feature becomes NaN, for an
   // impute step; a missing label is still an error) or "drop" (the row is left out).
   std::string nulls = "error";
+  // CSV: string columns that are categorical features, coded as in DatasetLoaderOptions
+  // (data/loader.h Vocabularies): with `vocabularies` when it has the column (a validation file
+  // coded with the training file's categories), else the sorted distinct values of the file.
+  std::vector<std::string> categorical;
+  Vocabularies vocabularies;
   int64_t* dropped_rows = nullptr;  // receives the rows "drop" left out, when given
 };
 

@@ -5,11 +5,22 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
 
 #include "core/status.h"
 #include "tensor/tensor.h"
 
 namespace dlsys::data {
+
+// The categories of string (categorical) feature columns, by column name: a value's code is its
+// index in the sorted list, and -1 for a value the list lacks (so a validation split coded with
+// the training vocabulary gives an unseen category a code no onehot step matches).
+using Vocabularies = std::map<std::string, std::vector<std::string>>;
+// Most distinct values a string feature column may have (a bound on the vocabulary's memory;
+// onehot takes at most 256 anyway).
+constexpr int64_t kMaxVocabulary = 65536;
 
 struct LoaderPosition {
   int64_t epoch = 0;

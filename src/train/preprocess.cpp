@@ -93,18 +93,48 @@ bool is_preprocess_constant(const std::string& name) {
 
 Result<Preprocessor> Preprocessor::fit(const std::vector<PreprocessStep>& steps,
                                        const std::vector<std::string>& names, int64_t features,
-                                       const FeatureBatches& batches) {
+                                       const FeatureBatches& batches,
+                                       const data::Vocabularies& vocabularies) {
   Preprocessor p;
   p.in_ = features;
   p.in_names_ = names;
   if (p.in_names_.empty())
     for (int64_t c = 0; c < features; ++c) p.in_names_.push_back(fmt::format("{}", c));
+  // The columns onehot steps take (other steps skip them unless named), and the string ones.
+  std::vector<bool> taken(features, false), strings(features, false);
+  for (size_t i = 0; i < steps.size(); ++i)
+    if (steps[i].kind == "onehot") {
+      DLSYS_ASSIGN_OR_RETURN(
+          std::vector<int> cols,
+          resolve_columns(steps[i], fmt::format("data.preprocess[{}] onehot", i), names, features));
+      for (int c : cols) taken[c] = true;
+    }
+  for (int64_t c = 0; c < features && c < static_cast<int64_t>(names.size()); ++c)
+    strings[c] = vocabularies.count(names[c]) > 0;
+  for (int64_t c = 0; c < features; ++c)
+    if (strings[c] && !taken[c])
+      return Status::Invalid(
+          "column '{}' holds strings (category names); add `- onehot: [{}]` to data.preprocess, "
+          "or leave it out of data.features",
+          names[c], names[c]);
   for (size_t i = 0; i < steps.size(); ++i) {
     const PreprocessStep& st = steps[i];
     const std::string where = fmt::format("data.preprocess[{}] {}", i, st.kind);
     FittedStep fs;
     fs.kind = st.kind;
     DLSYS_ASSIGN_OR_RETURN(fs.columns, resolve_columns(st, where, names, features));
+    if (st.kind != "onehot") {
+      if (st.columns.empty())
+        fs.columns.erase(
+            std::remove_if(fs.columns.begin(), fs.columns.end(), [&](int c) { return taken[c]; }),
+            fs.columns.end());
+      for (int c : fs.columns)
+        if (strings[c])
+          return Status::Invalid(
+              "{}: column '{}' holds category names; only onehot takes it (drop it from the "
+              "step's columns)",
+              where, names[c]);
+    }
     std::vector<ColumnStats> stats(features);
     if (needs_stats(st)) {
       std::vector<bool> covered(features, false);
@@ -208,7 +238,16 @@ Result<Preprocessor> Preprocessor::fit(const std::vector<PreprocessStep>& steps,
         FittedStep one;
         one.kind = "onehot";
         one.columns = {c};
-        for (const auto& [v, n] : stats[c].counts) one.categories.push_back(v);
+        const std::vector<std::string>* vocab = nullptr;
+        if (strings[c]) vocab = &vocabularies.at(names[c]);
+        for (const auto& [v, n] : stats[c].counts) {
+          if (!vocab) {
+            one.categories.push_back(v);
+          } else if (v >= 0 && v < static_cast<float>(vocab->size())) {
+            one.categories.push_back(v);
+            one.category_names.push_back((*vocab)[static_cast<size_t>(v)]);
+          }
+        }
         p.steps_.push_back(std::move(one));
       }
     } else {
@@ -224,8 +263,10 @@ Result<Preprocessor> Preprocessor::fit(const std::vector<PreprocessStep>& steps,
   for (int64_t c : p.kept_) p.out_names_.push_back(p.in_names_[c]);
   for (const FittedStep& s : p.steps_)
     if (s.kind == "onehot")
-      for (float v : s.categories)
-        p.out_names_.push_back(fmt::format("{}={}", p.in_names_[s.columns[0]], v));
+      for (size_t k = 0; k < s.categories.size(); ++k)
+        p.out_names_.push_back(fmt::format(
+            "{}={}", p.in_names_[s.columns[0]],
+            s.category_names.empty() ? fmt::format("{}", s.categories[k]) : s.category_names[k]));
   p.out_ = static_cast<int64_t>(p.out_names_.size());
   return p;
 }
@@ -401,6 +442,7 @@ nlohmann::json Preprocessor::to_json() const {
       j["mul"] = sub(s.mul, s.columns);
     }
     if (s.kind == "onehot") j["categories"] = s.categories;
+    if (!s.category_names.empty()) j["vocabulary"] = s.category_names;
     steps.push_back(std::move(j));
   }
   return {{"input_features", in_names_}, {"output_features", out_names_}, {"steps", steps}};

@@ -9,6 +9,9 @@
 //   clip         Max(Min(x, hi), lo)                +-inf for columns it does not cover
 //   standardize, minmax, scale   Mul(Sub(x, shift), mul)   shift 0 and mul 1 elsewhere
 //   onehot       Concat(Gather(x, kept columns), Cast(Equal(Gather(x, [c]), categories))...)
+//                a string column arrives as its category's code; the vocabulary (names of the
+//                codes) travels in the model's metadata and readers code names with it
+//                (graph/model_metadata.h)
 // then a Reshape to the model's input shape when it has more than one dimension.
 //
 // Threading: a fitted Preprocessor is immutable; apply() may run on many threads.
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "data/loader.h"
 #include "graph/ir.h"
 #include "tensor/tensor.h"
 #include "train/spec.h"
@@ -40,6 +44,9 @@ struct FittedStep {
   std::vector<float> lo, hi;      // clip
   std::vector<float> shift, mul;  // standardize, minmax, scale
   std::vector<float> categories;  // onehot: the sorted categories of columns[0]
+  // onehot of a string column: the name of each category (its vocabulary entry), parallel to
+  // `categories` (their codes); written into the model as the step's "vocabulary".
+  std::vector<std::string> category_names;
 };
 
 class Preprocessor {
@@ -47,12 +54,16 @@ class Preprocessor {
   Preprocessor() = default;
 
   // Fits `steps` on the training features (`features` per sample, named by `names`, which may
-  // be empty: then steps name columns by index). Errors name the step (data.preprocess[i]) and
-  // the column: an unknown column, onehot of a column with more than 256 categories or
-  // non-integer values, a column with no values to take a statistic of.
+  // be empty: then steps name columns by index). `vocabularies` names the string (categorical)
+  // features, which arrive as codes (data/loader.h): each must be taken by a onehot step and by
+  // no other. A step without columns covers every feature no onehot step takes. Errors name the
+  // step (data.preprocess[i]) and the column: an unknown column, onehot of a column with more
+  // than 256 categories or non-integer values, a column with no values to take a statistic of,
+  // a string column left without onehot.
   static Result<Preprocessor> fit(const std::vector<PreprocessStep>& steps,
                                   const std::vector<std::string>& names, int64_t features,
-                                  const FeatureBatches& batches);
+                                  const FeatureBatches& batches,
+                                  const data::Vocabularies& vocabularies = {});
 
   bool empty() const { return steps_.empty(); }
   int64_t in_features() const { return in_; }

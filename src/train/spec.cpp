@@ -352,10 +352,12 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
       return Status::Invalid("{}: give data.dataset or data.train (a file), not both",
                              where(path, data["train"], "train"));
     DLSYS_RETURN_IF_ERROR(get(path, data, "validation", &s.dataset_validation));
-    if (s.dataset.find(':') == std::string::npos) {
-      if (s.dataset_validation.empty()) s.dataset_validation = s.dataset + ":validation";
-      s.dataset += ":train";
-    }
+    // Without a split: train on its train split. Without data.validation: the version's
+    // validation split.
+    const size_t colon = s.dataset.find(':');
+    if (s.dataset_validation.empty())
+      s.dataset_validation = s.dataset.substr(0, colon) + ":validation";
+    if (colon == std::string::npos) s.dataset += ":train";
   } else {
     DLSYS_RETURN_IF_ERROR(get(path, data, "train", &s.train_path));
     DLSYS_RETURN_IF_ERROR(get(path, data, "validation", &s.validation_path));

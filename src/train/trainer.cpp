@@ -446,9 +446,15 @@ Status Trainer::open_data() {
                                           : data::DatasetLoaderOptions::Nulls::kError;
     dlo.batch_size = spec_.batch_size;
     dlo.seed = spec_.seed;
+    dlo.categorical = onehot_columns();
     auto dl = data::DatasetLoader::open(*store_, tref, dlo);
     if (!dl.ok()) return dl.status().with_context("data.dataset");
     data_sample = (*dl)->sample_shape();
+    // The validation split, and every later pass, codes categories as the training split did.
+    vocabularies_ = (*dl)->vocabularies();
+    dlo.vocabularies = vocabularies_;
+    for (const std::string& c : (*dl)->ignored_string_columns())
+      ignored_strings_ += (ignored_strings_.empty() ? "" : ", ") + c;
     // Validation: the whole split in one batch, in stored order.
     data::DatasetLoaderOptions vo = dlo;
     vo.shuffle = false;
@@ -494,10 +500,13 @@ Status Trainer::open_data() {
       fo.label_column = spec_.label_column;
       fo.labels_as_classes = classify_;
       fo.nulls = spec_.nulls == "impute" ? "nan" : spec_.nulls;
+      fo.categorical = onehot_columns();
+      fo.vocabularies = vocabularies_;
       return data::read_file_dataset(path, fo);
     };
     DLSYS_ASSIGN_OR_RETURN(data::InMemoryDataset all,
                            read(spec_.train_path, spec_.train_labels_path));
+    vocabularies_ = all.vocabularies;  // a validation file is coded with the training file's
     if (!spec_.validation_path.empty()) {
       train = all;
       DLSYS_ASSIGN_OR_RETURN(val_, read(spec_.validation_path, spec_.validation_labels_path));
@@ -515,9 +524,9 @@ Status Trainer::open_data() {
   DLSYS_RETURN_IF_ERROR(fit_preprocessing(spec_.dataset.empty() ? &train : nullptr, data_sample));
   int64_t per_sample = shape_numel(input_sample_), data_per_sample = shape_numel(data_sample);
   if (data_per_sample != per_sample)
-    return Status::Invalid("the data has {} features per sample but model.input {} needs {}",
+    return Status::Invalid("the data has {} features per sample but model.input {} needs {}{}",
                            data_per_sample, fmt::format("[{}]", fmt::join(input_sample_, ", ")),
-                           per_sample);
+                           per_sample, string_columns_hint());
   if (!loader_) {
     data::TensorLoaderOptions lo;
     lo.batch_size = spec_.batch_size;
@@ -560,6 +569,8 @@ Status Trainer::fit_preprocessing(const data::InMemoryDataset* file_train,
                                       : data::DatasetLoaderOptions::Nulls::kNaN;
       o.shuffle = false;
       o.batch_size = 8192;
+      o.categorical = onehot_columns();
+      o.vocabularies = vocabularies_;
       DLSYS_ASSIGN_OR_RETURN(auto l, data::DatasetLoader::open(*store_, ref, o));
       for (int64_t b = 0; b < l->batches_per_epoch(); ++b) {
         DLSYS_ASSIGN_OR_RETURN(data::Batch batch, l->next());
@@ -568,7 +579,8 @@ Status Trainer::fit_preprocessing(const data::InMemoryDataset* file_train,
       return Status::OK();
     };
   }
-  DLSYS_ASSIGN_OR_RETURN(preprocess_, Preprocessor::fit(steps, feature_names_, features, batches));
+  DLSYS_ASSIGN_OR_RETURN(
+      preprocess_, Preprocessor::fit(steps, feature_names_, features, batches, vocabularies_));
   if (spec_.nulls == "impute") {
     // Every null must meet an impute step: one left would train on NaN.
     DLSYS_RETURN_IF_ERROR(batches([&](const Tensor& raw) -> Status {
@@ -583,9 +595,25 @@ Status Trainer::fit_preprocessing(const data::InMemoryDataset* file_train,
       return Status::OK();
     }));
   }
-  DLSYS_RETURN_IF_ERROR(preprocess_.prepend_to(&forward_).with_context(spec_.spec_path));
+  if (Status st = preprocess_.prepend_to(&forward_); !st.ok())
+    return Status(st.code(), spec_.spec_path + ": " + st.message() + string_columns_hint());
   input_sample_ = {preprocess_.in_features()};
   return Status::OK();
+}
+
+std::string Trainer::string_columns_hint() const {
+  if (ignored_strings_.empty()) return "";
+  return fmt::format(
+      " (string columns are not features unless a onehot step takes them: {}; add `- onehot: "
+      "[{}]` to data.preprocess to use one)",
+      ignored_strings_, ignored_strings_.substr(0, ignored_strings_.find(',')));
+}
+
+std::vector<std::string> Trainer::onehot_columns() const {
+  std::vector<std::string> out;
+  for (const PreprocessStep& st : spec_.preprocess)
+    if (st.kind == "onehot") out.insert(out.end(), st.columns.begin(), st.columns.end());
+  return out;
 }
 
 std::string Trainer::label_column_name() const {

@@ -183,6 +183,10 @@ class Trainer {
   // negative loss).
   Status check_class_ids(const Tensor& labels, const std::string& where) const;
   // The label column as the spec names it, for messages.
+  // The columns data.preprocess onehot steps name (string ones become categorical features).
+  std::vector<std::string> onehot_columns() const;
+  // " (string columns ... )" when the dataset's default features left string columns out.
+  std::string string_columns_hint() const;
   std::string label_column_name() const;
 
   const TrainSpec spec_;
@@ -203,6 +207,8 @@ class Trainer {
   data::InMemoryDataset val_;
   std::string dataset_label_, validation_label_;
   std::vector<std::string> feature_names_;  // the raw features' names (empty: unnamed)
+  data::Vocabularies vocabularies_;         // the string features' categories (training split)
+  std::string ignored_strings_;             // string columns left out of the default features
   Preprocessor preprocess_;                 // fitted, and the first nodes of forward_
 
   // build_graphs

@@ -653,6 +653,51 @@ train:
       << bad.out;
 }
 
+TEST_F(Cli, StringCategoriesFromPushToPredictionsByName) {
+  std::string dd = " --data-dir " + (dir_ / "home").string();
+  // The class is the color (size is noise): a model can only learn it through the onehot block.
+  const char* colors[] = {"red", "green", "blue"};
+  std::string csv = "size,color,label\n";
+  for (int i = 0; i < 300; ++i)
+    csv += fmt::format("{},{},{}\n", (i * 7) % 10, colors[i % 3], i % 3);
+  std::ofstream(dir_ / "colors.csv") << csv;
+  Ran push = sh("data push " + (dir_ / "colors.csv").string() + " --name colors" + dd);
+  ASSERT_EQ(push.code, 0) << push.out;
+  std::string spec = (dir_ / "colors.yaml").string();
+  std::ofstream(spec) << R"(name: colors
+data:
+  dataset: colors@latest
+  preprocess: [standardize, {onehot: [color]}]
+  class_names: [warm, mid, cold]
+model:
+  input: [4]
+  layers: [{linear: {out: 3}}]
+train:
+  epochs: 20
+  batch_size: 16
+  optimizer: {name: adam, lr: 0.05}
+)";
+  std::string run = (dir_ / "colors-run").string();
+  Ran tr = sh("train " + spec + " --out " + run + dd);
+  ASSERT_EQ(tr.code, 0) << tr.out;
+  // New rows name their color; purple was never seen (all zeros in the onehot block).
+  std::ofstream(dir_ / "new.csv") << "color,size\nblue,3\nred,9\ngreen,1\npurple,4\n";
+  Ran table = sh("run " + run + "/model.onnx --input " + (dir_ / "new.csv").string() + " --table");
+  ASSERT_EQ(table.code, 0) << table.out;
+  EXPECT_NE(table.out.find("0    cold"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("1    warm"), std::string::npos) << table.out;
+  EXPECT_NE(table.out.find("2    mid"), std::string::npos) << table.out;
+  std::ofstream(dir_ / "new.json")
+      << R"([{"size": 2, "color": "green"}, {"size": 2, "color": null}])";
+  Ran js = sh("run " + run + "/model.onnx --input " + (dir_ / "new.json").string() + " --json");
+  ASSERT_EQ(js.code, 0) << js.out;
+  auto j = nlohmann::json::parse(js.out);
+  EXPECT_EQ(j["predictions"][0]["class"], "mid") << js.out;
+  EXPECT_GT(j["predictions"][0]["probability"].get<double>(), 0.9) << js.out;
+  // A null color, like an unseen one, matches no category: the model cannot tell.
+  EXPECT_LT(j["predictions"][1]["probability"].get<double>(), 0.9) << js.out;
+}
+
 }  // namespace
 }  // namespace dlsys
 

@@ -221,5 +221,68 @@ TEST_F(LoaderTest, NullFeaturesAreRefusedDroppedOrNaN) {
   for (float v : a) EXPECT_FALSE(std::isnan(v));
 }
 
+TEST_F(LoaderTest, StringColumnsBecomeCategoryCodes) {
+  // 300 rows over 3 shards; color cycles through 4 names (one null every 11th row), and the
+  // names sort differently from their order of appearance.
+  const char* names[] = {"red", "blue", "green", "amber"};
+  std::string csv = "x,color,label\n";
+  for (int i = 0; i < 300; ++i)
+    csv += fmt::format("{},{},{}\n", i, i % 11 == 5 ? "" : names[i % 4], i % 3);
+  std::ofstream(dir_ + "/c.csv") << csv;
+  auto src = open_source(dir_ + "/c.csv", "", {});
+  ASSERT_TRUE(src.ok());
+  PushOptions po;
+  po.shard_rows = 100;
+  ASSERT_TRUE(push(*store_, "c", **src, po).ok());
+  auto rows = [&](DatasetLoaderOptions o, std::vector<float>* x) -> Result<Vocabularies> {
+    o.shuffle = false;
+    o.batch_size = 64;
+    o.nulls = DatasetLoaderOptions::Nulls::kNaN;
+    DLSYS_ASSIGN_OR_RETURN(auto l, DatasetLoader::open(*store_, {"c", "latest", ""}, o));
+    EXPECT_EQ(l->feature_names(), (std::vector<std::string>{"x", "color"}));
+    for (int64_t b = 0; b < l->batches_per_epoch(); ++b) {
+      DLSYS_ASSIGN_OR_RETURN(Batch batch, l->next());
+      x->insert(x->end(), batch.x.data_as<float>(), batch.x.data_as<float>() + batch.x.numel());
+    }
+    return l->vocabularies();
+  };
+  // Named in `categorical`: a default feature, coded by the sorted vocabulary of the version.
+  DatasetLoaderOptions o;
+  o.categorical = {"color"};
+  std::vector<float> x;
+  auto vocab = rows(o, &x);
+  ASSERT_TRUE(vocab.ok()) << vocab.status().to_string();
+  EXPECT_EQ((*vocab)["color"], (std::vector<std::string>{"amber", "blue", "green", "red"}));
+  const float code[] = {3, 1, 2, 0};  // red, blue, green, amber
+  ASSERT_EQ(x.size(), 600u);
+  for (int i = 0; i < 300; ++i) {
+    EXPECT_EQ(x[i * 2], float(i));
+    if (i % 11 == 5)
+      EXPECT_TRUE(std::isnan(x[i * 2 + 1])) << "a null category is NaN, row " << i;
+    else
+      EXPECT_EQ(x[i * 2 + 1], code[i % 4]) << "row " << i;
+  }
+  // A given vocabulary wins; a value it lacks is -1 (no onehot category matches it).
+  o.vocabularies = {{"color", {"blue", "red"}}};
+  x.clear();
+  ASSERT_TRUE(rows(o, &x).ok());
+  EXPECT_EQ(x[0 * 2 + 1], 1.0f) << "red";
+  EXPECT_EQ(x[1 * 2 + 1], 0.0f) << "blue";
+  EXPECT_EQ(x[2 * 2 + 1], -1.0f) << "green is not in the given vocabulary";
+  // Not categorical: left out of the default features (and said so), refused when named.
+  DatasetLoaderOptions plain;
+  plain.features = {"x", "color"};
+  auto refused = DatasetLoader::open(*store_, {"c", "latest", ""}, plain);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("add `- onehot: [color]` to data.preprocess"),
+            std::string::npos)
+      << refused.status().message();
+  plain.features.clear();
+  auto numeric = DatasetLoader::open(*store_, {"c", "latest", ""}, plain);
+  ASSERT_TRUE(numeric.ok()) << numeric.status().to_string();
+  EXPECT_EQ((*numeric)->feature_names(), (std::vector<std::string>{"x"}));
+  EXPECT_EQ((*numeric)->ignored_string_columns(), (std::vector<std::string>{"color"}));
+}
+
 }  // namespace
 }  // namespace dlsys::data

@@ -6,6 +6,8 @@
 // - end to end on the shipped wine data: the exported model takes raw features (val_x.npy as
 //   stored) and scores exactly the trainer's validation accuracy; class names and the fitted
 //   steps are in its metadata; nulls are dropped, imputed, or refused with the fix named;
+// - string columns: coded by a vocabulary, onehot, the names of the categories in the model's
+//   metadata, a validation file coded with the training file's categories;
 // - spec errors name the step and the line.
 #include <gtest/gtest.h>
 
@@ -18,6 +20,7 @@
 
 #include "core/file_util.h"
 #include "data/in_memory_dataset.h"
+#include "graph/model_metadata.h"
 #include "graph/onnx_export.h"
 #include "graph/onnx_import.h"
 #include "graph/session.h"
@@ -152,6 +155,60 @@ TEST(Preprocessor, ErrorsNameTheStepAndTheColumn) {
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("not a category code"), std::string::npos)
       << r.status().message();
+}
+
+TEST(Preprocessor, StringColumnsAreOnehotWithTheirNames) {
+  // c0 numeric; color as codes of the vocabulary {amber, blue, green, red}: training has blue
+  // (1) and red (3) only.
+  const data::Vocabularies vocab = {{"color", {"amber", "blue", "green", "red"}}};
+  const float v[] = {1, 3, 2, 1, 3, 3, 6, 1};
+  Tensor x = Tensor::from_f32({4, 2}, v);
+  auto visit_all = [&](const std::function<Status(const Tensor&)>& f) { return f(x); };
+  std::vector<PreprocessStep> s(2);
+  s[0].kind = "standardize";  // no columns: every feature no onehot takes
+  s[1].kind = "onehot", s[1].columns = {"color"};
+  auto p = Preprocessor::fit(s, {"c0", "color"}, 2, visit_all, vocab);
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  EXPECT_EQ(p->steps()[0].columns, (std::vector<int>{0})) << "standardize leaves color alone";
+  EXPECT_EQ(p->steps()[1].categories, (std::vector<float>{1, 3}));
+  EXPECT_EQ(p->steps()[1].category_names, (std::vector<std::string>{"blue", "red"}));
+  EXPECT_EQ(p->out_names(), (std::vector<std::string>{"c0", "color=blue", "color=red"}));
+  nlohmann::json j = p->to_json();
+  EXPECT_EQ(j["steps"][1]["vocabulary"], nlohmann::json({"blue", "red"})) << j.dump();
+  // What a reader of the model makes of it: names back to the codes the graph compares.
+  Graph g;
+  g.metadata["dlsys.preprocess"] = j.dump();
+  g.metadata["dlsys.feature_names"] = R"(["c0","color"])";
+  ModelMetadata m = ModelMetadata::read(g);
+  EXPECT_TRUE(m.is_categorical("color"));
+  EXPECT_FALSE(m.is_categorical("c0"));
+  EXPECT_EQ(m.encode("color", "red"), 3.0f);
+  EXPECT_EQ(m.encode("color", "blue"), 1.0f);
+  EXPECT_EQ(m.encode("color", "green"), -1.0f) << "not a training category: all zeros";
+  EXPECT_EQ(m.encode("c0", "1"), std::nullopt);
+  auto y =
+      p->apply(Tensor::from_f32({1, 2}, std::vector<float>{2, *m.encode("color", "red")}.data()));
+  ASSERT_TRUE(y.ok());
+  EXPECT_EQ(y->data_as<float>()[1], 0.0f);
+  EXPECT_EQ(y->data_as<float>()[2], 1.0f);
+
+  // A string column must be onehot, and only onehot.
+  s.pop_back();
+  auto missing = Preprocessor::fit(s, {"c0", "color"}, 2, visit_all, vocab);
+  ASSERT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("column 'color' holds strings (category names); add "
+                                            "`- onehot: [color]`"),
+            std::string::npos)
+      << missing.status().message();
+  s[0].columns = {"c0", "color"};
+  s.push_back({});
+  s[1].kind = "onehot", s[1].columns = {"color"};
+  auto named = Preprocessor::fit(s, {"c0", "color"}, 2, visit_all, vocab);
+  ASSERT_FALSE(named.ok());
+  EXPECT_NE(named.status().message().find(
+                "data.preprocess[0] standardize: column 'color' holds category names"),
+            std::string::npos)
+      << named.status().message();
 }
 
 class PreprocessTrainTest : public ::testing::Test {
@@ -312,6 +369,65 @@ TEST_F(PreprocessTrainTest, NullsAreRefusedDroppedOrImputed) {
     EXPECT_TRUE(std::isfinite(a[0].data_as<float>()[k]));
     EXPECT_EQ(a[0].data_as<float>()[k], b[0].data_as<float>()[k]);
   }
+}
+
+TEST_F(PreprocessTrainTest, StringCategoriesTrainAndTravelAsAVocabulary) {
+  // The class is the color; size is noise. The validation file has a color training never saw.
+  const char* colors[] = {"red", "green", "blue"};
+  std::string train_csv = "size,color,label\n", val_csv = train_csv;
+  for (int i = 0; i < 240; ++i)
+    train_csv += fmt::format("{},{},{}\n", (i * 37) % 11, colors[i % 3], i % 3);
+  for (int i = 0; i < 30; ++i)
+    val_csv += fmt::format("{},{},{}\n", (i * 13) % 7, i == 29 ? "purple" : colors[i % 3], i % 3);
+  std::ofstream(dir_ + "/train.csv") << train_csv;
+  std::ofstream(dir_ + "/val.csv") << val_csv;
+  auto r = train("data:\n  train: " + dir_ + "/train.csv\n  validation: " + dir_ +
+                     "/val.csv\n  preprocess: [standardize, {onehot: [color]}]\n" + R"(
+model:
+  input: [4]
+  layers: [{linear: {out: 3}}]
+train:
+  epochs: 30
+  batch_size: 16
+  seed: 1
+  optimizer: {name: adam, lr: 0.05}
+)",
+                 "colors");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  // 29 of 30 rows name their class; purple (row 29, class 2) gets an all-zero onehot block.
+  EXPECT_GE(r->val_accuracy, 29.0 / 30 - 1e-9);
+  Graph model;
+  EXPECT_DOUBLE_EQ(exported_accuracy(dir_ + "/colors", &model), r->val_accuracy);
+  auto x = npy_read(dir_ + "/colors/val_x.npy");
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(x->data_as<float>()[29 * 2 + 1], -1.0f)
+      << "purple is coded -1: validation is coded with the training file's vocabulary";
+  ModelMetadata m = ModelMetadata::read(model);
+  EXPECT_EQ(m.feature_names, (std::vector<std::string>{"size", "color"}));
+  // The training vocabulary sorted: blue 0, green 1, red 2.
+  EXPECT_EQ(m.encode("color", "blue"), 0.0f);
+  EXPECT_EQ(m.encode("color", "red"), 2.0f);
+  EXPECT_EQ(m.encode("color", "purple"), -1.0f);
+  // A row coded with the model's vocabulary predicts its color's class.
+  auto s = Session::from_graph(model, SessionOptions{});
+  const float row[] = {5, *m.encode("color", "green"), 5, *m.encode("color", "red")};
+  std::vector<Tensor> out;
+  ASSERT_TRUE(s->run({{model.inputs[0].name, Tensor::from_f32({2, 2}, row)}}, &out).ok());
+  std::vector<Prediction> p = predict(m, out[0]);
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p[0].class_id, 1) << "green";
+  EXPECT_EQ(p[1].class_id, 0) << "red";
+  // Without the onehot step the string column is refused, with the fix named.
+  auto plain = train("data:\n  train: " + dir_ + "/train.csv\n" + R"(
+model:
+  input: [2]
+  layers: [{linear: {out: 3}}]
+)",
+                     "plain");
+  ASSERT_FALSE(plain.ok());
+  EXPECT_NE(plain.status().message().find("add `- onehot: [color]` to data.preprocess"),
+            std::string::npos)
+      << plain.status().message();
 }
 
 TEST_F(PreprocessTrainTest, SpecErrorsNameTheStepAndLine) {
