@@ -430,6 +430,21 @@ model:
       << plain.status().message();
 }
 
+TEST_F(PreprocessTrainTest, DatasetValidationDefaultsToTheVersionsValidationSplit) {
+  const std::string rest = "model:\n  input: [2]\n  layers: [{linear: {out: 2}}]\n";
+  auto plain = spec("data:\n  dataset: d@v1\n" + rest);
+  ASSERT_TRUE(plain.ok()) << plain.status().to_string();
+  EXPECT_EQ(plain->dataset, "d@v1:train");
+  EXPECT_EQ(plain->dataset_validation, "d@v1:validation");
+  auto split = spec("data:\n  dataset: d@v1:test\n" + rest);
+  ASSERT_TRUE(split.ok()) << split.status().to_string();
+  EXPECT_EQ(split->dataset, "d@v1:test");
+  EXPECT_EQ(split->dataset_validation, "d@v1:validation") << "was '' (an error naming no dataset)";
+  auto given = spec("data:\n  dataset: d@v1:test\n  validation: e@v2\n" + rest);
+  ASSERT_TRUE(given.ok()) << given.status().to_string();
+  EXPECT_EQ(given->dataset_validation, "e@v2");
+}
+
 TEST_F(PreprocessTrainTest, SpecErrorsNameTheStepAndLine) {
   struct Case {
     std::string data, want;
