@@ -13,6 +13,7 @@
 #include <map>
 #include <string>
 
+#include "core/crc32c.h"
 #include "fuzz_common.h"
 #include "serve/request_sampler.h"
 
@@ -22,21 +23,7 @@ using dlsys::fuzz::fail;
 using dlsys::fuzz::shown;
 namespace serve = dlsys::serve;
 
-uint32_t crc32c(const void* data, size_t n) {
-  static const auto table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  uint32_t crc = ~0u;
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
+using dlsys::crc32c;
 
 template <typename T>
 void put(std::string* out, T v) {

@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/crc32c.h"
 #include "core/file_util.h"
 
 namespace dlsys::serve {
@@ -32,23 +33,6 @@ constexpr uint32_t kRecordMagic = 0x52534C44;  // "DLSR" in the file
 constexpr size_t kFrameHeader = 16;            // magic, length, payload crc, header crc
 constexpr const char* kSuffix = ".dlsys-samples";
 constexpr uint32_t kMaxJsonHeader = 1 << 16;
-
-// CRC-32C (Castagnoli), reflected, as in iSCSI and LevelDB.
-uint32_t crc32c(const void* data, size_t n, uint32_t crc = 0) {
-  static const auto table = [] {
-    std::array<uint32_t, 256> t{};
-    for (uint32_t i = 0; i < 256; ++i) {
-      uint32_t c = i;
-      for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82F63B78u : c >> 1;
-      t[i] = c;
-    }
-    return t;
-  }();
-  const auto* p = static_cast<const unsigned char*>(data);
-  crc = ~crc;
-  for (size_t i = 0; i < n; ++i) crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
-  return ~crc;
-}
 
 template <typename T>
 void put(std::string* out, T v) {

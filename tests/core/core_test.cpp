@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/check.h"
+#include "core/crc32c.h"
 #include "core/json_get.h"
 #include "core/json_parse.h"
 #include "core/natural_order.h"
@@ -15,6 +16,16 @@ namespace dlsys {
 namespace {
 
 using nlohmann::json;
+
+TEST(Crc32c, KnownValuesAndContinuation) {
+  // The check value of the CRC-32C catalogue entry, and RFC 3720's 32 zero bytes.
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  const std::string zeros(32, '\0');
+  EXPECT_EQ(crc32c(zeros.data(), zeros.size()), 0x8A9136AAu);
+  EXPECT_EQ(crc32c("", 0), 0u);
+  // Continuing over a split gives the whole buffer's value.
+  EXPECT_EQ(crc32c("6789", 4, crc32c("12345", 5)), 0xE3069283u);
+}
 
 TEST(JsonGet, ReadsEachTypeAndNamesTheProblem) {
   json j = {{"id", 7}, {"name", "r"}, {"acc", 0.5}, {"ok", true}, {"big", 18446744073709551615ull}};
