@@ -169,8 +169,8 @@ std::string feature_list(const V2ModelExtras& x) {
   return quoted_list(names);
 }
 
-// Collects the leaves of `data` (flat or nested arrays, row-major) into `out`, at most
-// `expected` + 1 of them.
+// Collects the leaves of `data` (flat or nested arrays, row-major) into `out`; more than
+// `expected` of them is an error.
 Status leaves(const json& data, int64_t expected, std::vector<const json*>* out,
               const std::string& where) {
   for (const auto& v : data) {
@@ -270,7 +270,8 @@ Status parse_columns(const json& inputs, std::string_view binary, size_t jlen,
           first_column, req->batch_rows);
     }
 
-    std::vector<float> values(static_cast<size_t>(n));
+    // Allocated once the body is known to hold the column: a shape alone allocates nothing.
+    std::vector<float> values;
     // A category name's code (unknown names: -1, as an unseen category).
     auto category = [&](std::string_view text) { return *x.metadata.encode(name, text); };
     DLSYS_ASSIGN_OR_RETURN(const json* ip, params_of(in, where));
@@ -288,6 +289,12 @@ Status parse_columns(const json& inputs, std::string_view binary, size_t jlen,
             where, size, binary.size(), binary_used);
       const char* p = binary.data() + binary_used;
       if (bytes) {
+        if (size / 4 < static_cast<size_t>(n))
+          return Status::Invalid(
+              "{}: binary_data_size is {} bytes, too few for {} BYTES elements (each takes a "
+              "4-byte length)",
+              where, size, n);
+        values.resize(static_cast<size_t>(n));
         size_t off = 0;
         for (int64_t i = 0; i < n; ++i) {
           if (size - off < 4)
@@ -314,6 +321,7 @@ Status parse_columns(const json& inputs, std::string_view binary, size_t jlen,
           return Status::Invalid("{}: binary_data_size is {} bytes, but shape {} of {} takes {}",
                                  where, size, shape_text(shape), dt,
                                  static_cast<size_t>(n) * width);
+        values.resize(static_cast<size_t>(n));
         for (int64_t i = 0; i < n; ++i) {
           const char* e = p + static_cast<size_t>(i) * width;
           float v = 0;
@@ -353,6 +361,7 @@ Status parse_columns(const json& inputs, std::string_view binary, size_t jlen,
       if (static_cast<int64_t>(vs.size()) != n)
         return Status::Invalid("{}: \"data\" holds {} elements, shape {} needs {}", where,
                                vs.size(), shape_text(shape), n);
+      values.resize(static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) {
         const json& v = *vs[static_cast<size_t>(i)];
         float& out = values[static_cast<size_t>(i)];

@@ -285,6 +285,14 @@ TEST(V2Codec, BinaryColumnsIncludingBytes) {
                 .find("column 'color': BYTES element 1 at byte offset 9 needs a 4-byte length, "
                       "but 2 of its 11 bytes remain"),
             std::string::npos);
+  // Fewer bytes than the elements' lengths alone take: refused before anything is read.
+  json tiny = head;
+  tiny["inputs"][1]["parameters"]["binary_data_size"] = 4;
+  std::string ht = tiny.dump();
+  EXPECT_NE(
+      ColumnError(tiny, ht.size(), bin.substr(0, 16) + colors.substr(0, 4) + bin.substr(16 + 13))
+          .find("column 'color': binary_data_size is 4 bytes, too few for 2 BYTES elements"),
+      std::string::npos);
   // Bytes left over after the last element.
   json longer = head;
   longer["inputs"][1]["parameters"]["binary_data_size"] = 14;
