@@ -1,12 +1,16 @@
 // fuzz_v2_infer: the KServe v2 inference request parser (serve/v2_codec.h), JSON and binary.
 // Input: a decimal Inference-Header-Content-Length, a newline, then the body (a first line that
 // is not a number means "no header": the whole input is the body). The model has three inputs
-// (x FP32 [-1, 3], ids INT64 [-1], mask BOOL [-1, 2]) and two outputs.
+// (x FP32 [-1, 3], ids INT64 [-1], mask BOOL [-1, 2]) and two outputs. The same body is parsed
+// again for a classifier trained by dlsys (one input x FP32 [-1, 3] with features a, color
+// (categorical) and b; logits y [-1, 3]), whose requests may send columns (BYTES included) and ask
+// for derived outputs (serve/v2_extras.h).
 //
 // A finding is a sanitizer report; a parse that succeeds with inputs that break what the parser
 // promises (every model input once, in model order, each with the shared batch rows and a shape
 // the model allows, tensors exactly as large as their shapes); or a response for such a request
-// whose JSON header does not parse back.
+// whose JSON header does not parse back. For the classifier: a parse that succeeds without
+// exactly one input f32 [rows, 3], or derived outputs asked for that cannot be computed.
 #include <cstdint>
 #include <string>
 
@@ -24,6 +28,43 @@ const std::vector<serve::TensorSpec> kIn = {
     {"x", DType::kF32, {-1, 3}}, {"ids", DType::kI64, {-1}}, {"mask", DType::kBool, {-1, 2}}};
 const std::vector<serve::TensorSpec> kOut = {{"y", DType::kF32, {-1, 3}},
                                              {"ids", DType::kI64, {-1}}};
+const std::vector<serve::TensorSpec> kRowIn = {{"x", DType::kF32, {-1, 3}}};
+const std::vector<serve::TensorSpec> kRowOut = {{"y", DType::kF32, {-1, 3}}};
+
+const serve::V2ModelExtras& Classifier() {
+  static const serve::V2ModelExtras x = [] {
+    dlsys::ModelMetadata m;
+    m.task = "classification";
+    m.feature_names = {"a", "color", "b"};
+    m.class_names = {"cat", "dog", "eel"};
+    m.vocabularies["color"] = {{"red", 0.0f}, {"green", 1.0f}, {"blue", 2.0f}};
+    return serve::v2_model_extras(m, kRowIn, kRowOut);
+  }();
+  return x;
+}
+
+// The same body for the classifier: columns and derived outputs.
+void parse_for_classifier(const std::string& body, std::optional<size_t> jlen,
+                          const serve::V2Limits& limits, const std::string& input) {
+  auto r = serve::parse_v2_infer_request(body, jlen, kRowIn, kRowOut, limits, &Classifier());
+  if (!r.ok()) {
+    if (r.status().code() != dlsys::StatusCode::kInvalidArgument)
+      fail("classifier: refused with %s instead of InvalidArgument: %s",
+           r.status().to_string().c_str(), shown(input).c_str());
+    return;
+  }
+  if (r->inputs.size() != 1 || r->inputs[0].name != "x") fail("classifier: not one input 'x'");
+  const dlsys::Tensor& t = r->inputs[0].tensor;
+  if (t.dtype() != DType::kF32 || t.rank() != 2 || t.dim(0) != r->batch_rows || t.dim(1) != 3)
+    fail("classifier: the input is not f32 [rows, 3]");
+  std::vector<dlsys::Tensor> outs = {t};
+  auto d = serve::v2_derived_outputs(Classifier(), r->derived_outputs(), outs);
+  if (!d.ok()) fail("classifier: derived outputs failed: %s", d.status().to_string().c_str());
+  auto e = serve::encode_v2_infer_response("m", "1", *r, kRowOut, outs, *d);
+  size_t jl = e.json_length.value_or(e.body.size());
+  auto back = nlohmann::json::parse(e.body.substr(0, jl), nullptr, false);
+  if (back.is_discarded()) fail("classifier: the response header is not JSON");
+}
 
 }  // namespace
 
@@ -41,6 +82,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   serve::V2Limits limits;
   limits.max_elements = 1 << 16;
+  parse_for_classifier(body, jlen, limits, input);
   auto r = serve::parse_v2_infer_request(body, jlen, kIn, kOut, limits);
   if (!r.ok()) {
     if (r.status().code() != dlsys::StatusCode::kInvalidArgument)

@@ -40,6 +40,7 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
   }
   r->active_.store(opts.instances, std::memory_order_release);
   const Graph& g = r->sessions_[0]->graph();
+  r->metadata_ = ModelMetadata::read(g);
   for (const ValueInfo& v : g.inputs) {
     if (!v.has_shape || v.dims.empty()) {
       return Status::Invalid(

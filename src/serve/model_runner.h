@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "core/status.h"
+#include "graph/model_metadata.h"
 #include "graph/session.h"
 #include "ops/attribute.h"
 #include "serve/tensor_spec.h"
@@ -69,6 +70,8 @@ class ModelRunner {
 
   const std::vector<TensorSpec>& inputs() const { return inputs_; }
   const std::vector<TensorSpec>& outputs() const { return outputs_; }
+  // What the model says about itself (dlsys.* metadata; empty for a model not trained by dlsys).
+  const ModelMetadata& metadata() const { return metadata_; }
   const std::vector<int64_t>& buckets() const { return opts_.buckets; }
   const ModelRunnerOptions& options() const { return opts_; }
   // Instances open now.
@@ -86,6 +89,7 @@ class ModelRunner {
   std::atomic<int> active_{0};
   mutable std::mutex instances_mu_;  // add/remove_instance against memory_bytes()
   std::vector<TensorSpec> inputs_, outputs_;
+  ModelMetadata metadata_;
   // plans_[instance][bucket index]: null until built by warm_up() or run().
   std::vector<std::vector<Plan*>> plans_;
   int64_t warm_up_us_ = 0;

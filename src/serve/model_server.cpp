@@ -186,6 +186,8 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
   DLSYS_RETURN_IF_ERROR(served->runner->warm_up());
   served->inputs = served->runner->inputs();
   served->outputs = served->runner->outputs();
+  served->extras = std::make_shared<const V2ModelExtras>(
+      v2_model_extras(served->runner->metadata(), served->inputs, served->outputs));
   if (config.cache_mb > 0)
     served->cache = std::make_unique<ResponseCache>(config.cache_mb * (int64_t{1} << 20));
   BatcherOptions bo;
@@ -498,6 +500,31 @@ static bool same_specs(const std::vector<TensorSpec>& a, const std::vector<Tenso
   return true;
 }
 
+// Whether columns assembled for `a` mean the same to `b`: the same features in the same order,
+// with the same vocabularies.
+static bool same_columns(const ServedVersion& a, const ServedVersion& b) {
+  const V2ModelExtras &x = *a.extras, &y = *b.extras;
+  if (x.features.size() != y.features.size()) return false;
+  for (size_t i = 0; i < x.features.size(); ++i)
+    if (x.features[i].name != y.features[i].name ||
+        x.features[i].categorical != y.features[i].categorical)
+      return false;
+  return x.metadata.vocabularies == y.metadata.vocabularies;
+}
+
+// Whether `request`, parsed against `a`, means the same to `b`: its columns (if it sent them),
+// and for derived outputs the same task and class names (the answer's derived outputs are
+// computed with `a`'s metadata).
+static bool same_meaning(const V2InferRequest& request, const ServedVersion& a,
+                         const ServedVersion& b) {
+  if (request.columns && !same_columns(a, b)) return false;
+  for (const auto& o : request.outputs)
+    if (o.derived && (a.extras->metadata.task != b.extras->metadata.task ||
+                      a.extras->metadata.class_names != b.extras->metadata.class_names))
+      return false;
+  return true;
+}
+
 Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& request,
                           InferDone done) {
   const std::string name = v->deployment;
@@ -567,7 +594,8 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
                    st.message().find("shutting down") != std::string::npos;
     if (!retired || attempt >= 3) break;
     DLSYS_ASSIGN_OR_RETURN(std::shared_ptr<ServedVersion> next, find(name));
-    if (!same_specs(next->inputs, v->inputs) || !same_specs(next->outputs, v->outputs))
+    if (!same_specs(next->inputs, v->inputs) || !same_specs(next->outputs, v->outputs) ||
+        !same_meaning(request, *v, *next))
       return Status::Unavailable(
           "deployment '{}' switched to version {} with other inputs or outputs while the "
           "request was arriving; send it again",
@@ -592,7 +620,8 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
     auto it = slots_.find(name);
     if (it != slots_.end()) stats = it->second.shadow_stats;
   }
-  if (!same_specs(shadow->inputs, v->inputs) || !shadow->batcher->submit(std::move(copy)).ok())
+  if (!same_specs(shadow->inputs, v->inputs) || (request.columns && !same_columns(*v, *shadow)) ||
+      !shadow->batcher->submit(std::move(copy)).ok())
     if (stats) stats->dropped.fetch_add(1, std::memory_order_relaxed);
   return st;
 }

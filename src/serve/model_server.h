@@ -70,6 +70,9 @@ struct ServedVersion {
   int64_t version = 0;
   DeploymentConfig config;
   std::vector<TensorSpec> inputs, outputs;
+  // The columns and derived outputs its dlsys metadata offers (serve/v2_extras.h); shared with
+  // requests in flight, which must not hold the version itself.
+  std::shared_ptr<const V2ModelExtras> extras;
   // Declared before the batcher: the batcher's callbacks observe into it, so it must outlive
   // the batcher's threads (members are destroyed in reverse order, after ~ServedVersion stops
   // the batcher).

@@ -31,6 +31,43 @@ json tensor_specs_json(const std::vector<TensorSpec>& specs) {
   return out;
 }
 
+// GET /v2/models/{name}: the model's tensors, then the derived outputs it offers; parameters
+// name the derived outputs, the task and classes, and the features the column form takes.
+json model_metadata_json(const std::string& name, const ServedVersion& v) {
+  const V2ModelExtras& x = *v.extras;
+  json outputs = tensor_specs_json(v.outputs);
+  json params = {{"model", v.model}};
+  if (!x.derived.empty()) {
+    json names = json::array();
+    for (const auto& d : x.derived) {
+      outputs.push_back({{"name", d.name}, {"datatype", d.datatype}, {"shape", d.shape}});
+      names.push_back(d.name);
+    }
+    params["derived_outputs"] = names;
+  }
+  if (!x.metadata.task.empty()) params["task"] = x.metadata.task;
+  if (!x.metadata.class_names.empty()) params["class_names"] = x.metadata.class_names;
+  if (!x.features.empty()) {
+    json features = json::array();
+    for (const auto& f : x.features) {
+      json j = {{"name", f.name}, {"datatype", f.categorical ? "BYTES" : "FP32"}};
+      if (f.categorical) {
+        json cats = json::array();
+        for (const auto& [cat, code] : x.metadata.vocabularies.at(f.name)) cats.push_back(cat);
+        j["categories"] = std::move(cats);
+      }
+      features.push_back(std::move(j));
+    }
+    params["features"] = std::move(features);
+  }
+  return {{"name", name},
+          {"versions", {std::to_string(v.version)}},
+          {"platform", "dlsys_onnx"},
+          {"parameters", std::move(params)},
+          {"inputs", tensor_specs_json(v.inputs)},
+          {"outputs", std::move(outputs)}};
+}
+
 // Parses `r` against the version chosen for it (the canary for its share, by X-Request-Key) and
 // queues it; the answer goes to `reply`.
 void infer_now(ModelServer* server, HttpRequest& r, const api::Reply& reply, int64_t version,
@@ -41,18 +78,29 @@ void infer_now(ModelServer* server, HttpRequest& r, const api::Reply& reply, int
       parse_inference_header_length(r.header("inference-header-content-length"), r.body.size());
   if (!jlen.ok()) return reply(v2_error(jlen.status()));
   auto req = std::make_shared<V2InferRequest>();
-  auto parsed = parse_v2_infer_request(r.body, *jlen, (*v)->inputs, (*v)->outputs);
+  auto parsed =
+      parse_v2_infer_request(r.body, *jlen, (*v)->inputs, (*v)->outputs, {}, (*v)->extras.get());
   if (!parsed.ok()) return reply(v2_error(parsed.status()));
   *req = std::move(*parsed);
   // What the answer needs, by value: the callback must not keep the version alive.
   // (The version that answers has the same outputs: ModelServer::infer checks.)
   std::string name = r.param("name");
   auto outputs = std::make_shared<std::vector<TensorSpec>>((*v)->outputs);
+  std::shared_ptr<const V2ModelExtras> extras = (*v)->extras;
   Status st = server->infer(
-      *v, *req, [reply, req, name, outputs](int64_t version, Result<std::vector<Tensor>> out) {
+      *v, *req,
+      [reply, req, name, outputs, extras](int64_t version, Result<std::vector<Tensor>> out) {
         if (!out.ok()) return reply(v2_error(out.status()));
+        // Derived outputs come from this request's rows of the batch's output (and from a
+        // cached answer alike: the cache holds the model's outputs, not the encoding).
+        std::vector<V2ExtraOutput> derived;
+        if (std::vector<std::string> names = req->derived_outputs(); !names.empty()) {
+          auto d = v2_derived_outputs(*extras, names, *out);
+          if (!d.ok()) return reply(v2_error(d.status()));
+          derived = std::move(*d);
+        }
         V2EncodedResponse e =
-            encode_v2_infer_response(name, std::to_string(version), *req, *outputs, *out);
+            encode_v2_infer_response(name, std::to_string(version), *req, *outputs, *out, derived);
         Response resp;
         resp.body = std::move(e.body);
         if (e.json_length) {
@@ -72,12 +120,7 @@ void add_v2_model_routes(api::Router& router, ModelServer* server, const std::st
     (void)server->when_loaded(r.param("name"), [] {});  // an evicted deployment starts loading
     auto v = server->find(r.param("name"), *version);
     if (!v.ok()) return v2_error(v.status());
-    return Response::json_body({{"name", r.param("name")},
-                                {"versions", {std::to_string((*v)->version)}},
-                                {"platform", "dlsys_onnx"},
-                                {"parameters", {{"model", (*v)->model}}},
-                                {"inputs", tensor_specs_json((*v)->inputs)},
-                                {"outputs", tensor_specs_json((*v)->outputs)}});
+    return Response::json_body(model_metadata_json(r.param("name"), **v));
   });
   router.add("GET", prefix + "/ready", Access::kInfer,
              [server](HttpRequest& r) -> Result<Response> {

@@ -18,6 +18,15 @@
 // Request parameters dlsys reads: "timeout" (microseconds, the request's deadline),
 // "priority" (0 = most urgent), "binary_data_output" (every output in binary). Others are
 // accepted and ignored.
+//
+// With a model's V2ModelExtras (serve/v2_extras.h), a request may also send columns, one input
+// per raw feature, in place of the model's input (the column form: detected when no input of
+// the request is named like a model input), and ask for derived outputs by name. A column is
+// [N] or [N, 1]: FP32, FP64, INT32 or INT64 for a numeric feature, BYTES (category names) for a
+// categorical one, null in JSON for a missing value (NaN). BYTES data is a JSON array of strings,
+// or in binary each element's byte count (4 bytes, little-endian) then its bytes. Errors name the
+// column (a missing feature, an unknown column, a string for a numeric feature, other rows) and,
+// for malformed binary BYTES, the element and its byte offset.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +37,7 @@
 
 #include "core/status.h"
 #include "serve/tensor_spec.h"
+#include "serve/v2_extras.h"
 #include "tensor/tensor.h"
 
 namespace dlsys::serve {
@@ -50,6 +60,7 @@ struct V2Input {
 struct V2RequestedOutput {
   std::string name;
   bool binary = false;
+  bool derived = false;  // one of V2ModelExtras::derived, computed by serving
 };
 
 struct V2InferRequest {
@@ -62,16 +73,23 @@ struct V2InferRequest {
   std::optional<int64_t> timeout_us;  // parameters.timeout
   std::optional<int64_t> priority;    // parameters.priority
   int64_t batch_rows = 0;             // dim 0 shared by every input (the batch)
+  bool columns = false;               // sent in the column form (assembled into `inputs`)
+
+  // The derived outputs asked for, in the order asked.
+  std::vector<std::string> derived_outputs() const;
 };
 
 // Parses and checks the body of POST /v2/models/{name}[/versions/{v}]/infer. `json_length` is
 // the Inference-Header-Content-Length header's value (std::nullopt when absent: the whole body
-// is the JSON document). Every error is InvalidArgument and names the place.
+// is the JSON document). Every error is InvalidArgument and names the place. `extras` (may be
+// null: none) adds the column form and the derived outputs; the column form may have as many
+// inputs as the model has features, even past limits.max_inputs.
 Result<V2InferRequest> parse_v2_infer_request(std::string_view body,
                                               std::optional<size_t> json_length,
                                               const std::vector<TensorSpec>& model_inputs,
                                               const std::vector<TensorSpec>& model_outputs,
-                                              const V2Limits& limits = {});
+                                              const V2Limits& limits = {},
+                                              const V2ModelExtras* extras = nullptr);
 
 // Parses the Inference-Header-Content-Length header ("" -> nullopt). Errors name the header.
 Result<std::optional<size_t>> parse_inference_header_length(std::string_view value,
@@ -84,11 +102,15 @@ struct V2EncodedResponse {
 };
 
 // Encodes a response. `outputs` are in the model's output order, matching `model_outputs`;
-// only those `request` asks for are written, each as JSON or binary as it asks.
+// `derived` holds the derived outputs the request asks for (v2_derived_outputs). Without
+// "outputs" in the request every model output is written (no derived one); with it, those asked
+// for in the order asked, each as JSON or binary as it asks (BYTES: a JSON array of strings, or
+// each element's 4-byte little-endian length and bytes).
 V2EncodedResponse encode_v2_infer_response(const std::string& model_name,
                                            const std::string& model_version,
                                            const V2InferRequest& request,
                                            const std::vector<TensorSpec>& model_outputs,
-                                           const std::vector<Tensor>& outputs);
+                                           const std::vector<Tensor>& outputs,
+                                           const std::vector<V2ExtraOutput>& derived = {});
 
 }  // namespace dlsys::serve

@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <cstring>
 
 namespace dlsys::serve {
@@ -143,6 +144,267 @@ TEST(V2Codec, ResponsesCarryTheOutputsAskedForInTheFormAskedFor) {
   ASSERT_EQ(one.body.size(), *one.json_length + 16);
   std::memcpy(back, one.body.data() + *one.json_length, 16);
   EXPECT_EQ(back[1], -9);
+}
+
+// The column form and derived outputs of a model trained by dlsys (serve/v2_extras.h): a
+// classifier with features a (numeric), color (categorical) and b (numeric) in one input f32
+// [-1, 3], and logits y [-1, 3].
+const std::vector<TensorSpec> kRowIn = {{"x", DType::kF32, {-1, 3}}};
+const std::vector<TensorSpec> kRowOut = {{"y", DType::kF32, {-1, 3}}};
+
+V2ModelExtras Extras() {
+  ModelMetadata m;
+  m.task = "classification";
+  m.feature_names = {"a", "color", "b"};
+  m.class_names = {"cat", "dog", "eel"};
+  m.vocabularies["color"] = {{"red", 0.0f}, {"green", 1.0f}, {"blue", 2.0f}};
+  return v2_model_extras(m, kRowIn, kRowOut);
+}
+
+json Col(const std::string& name, const std::string& type, json shape, json data) {
+  return {{"name", name}, {"datatype", type}, {"shape", shape}, {"data", data}};
+}
+
+// A BYTES binary element: 4-byte little-endian length, then the bytes.
+std::string BytesElement(const std::string& s) {
+  uint32_t n = static_cast<uint32_t>(s.size());
+  std::string out(4, '\0');
+  for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  return out + s;
+}
+
+Result<V2InferRequest> ParseColumns(const json& body, std::optional<size_t> jl = std::nullopt,
+                                    const std::string& tail = "") {
+  V2ModelExtras x = Extras();
+  return parse_v2_infer_request(body.dump() + tail, jl, kRowIn, kRowOut, {}, &x);
+}
+
+std::string ColumnError(const json& body, std::optional<size_t> jl = std::nullopt,
+                        const std::string& tail = "") {
+  auto r = ParseColumns(body, jl, tail);
+  EXPECT_FALSE(r.ok()) << body.dump();
+  return r.ok() ? "" : r.status().message();
+}
+
+TEST(V2Codec, WhatAModelsMetadataOffers) {
+  V2ModelExtras x = Extras();
+  ASSERT_EQ(x.features.size(), 3u);
+  EXPECT_FALSE(x.features[0].categorical);
+  EXPECT_TRUE(x.features[1].categorical);
+  ASSERT_EQ(x.derived.size(), 3u);
+  EXPECT_EQ(x.derived[0].name, "probabilities");
+  EXPECT_EQ(x.derived[0].shape, std::vector<int64_t>({-1, 3}));
+  EXPECT_STREQ(x.derived[1].datatype, "BYTES");
+  EXPECT_STREQ(x.derived[2].datatype, "INT64");
+
+  ModelMetadata m = x.metadata;
+  // Names that do not fill the input: no columns. Regression: no derived outputs.
+  m.feature_names = {"a", "b"};
+  m.task = "regression";
+  V2ModelExtras none = v2_model_extras(m, kRowIn, kRowOut);
+  EXPECT_TRUE(none.features.empty());
+  EXPECT_TRUE(none.derived.empty());
+  // A model output named like a derived one keeps its name; binary classification gives [N, 2].
+  m.task = "binary_classification";
+  V2ModelExtras bin =
+      v2_model_extras(m, kRowIn, {{"y", DType::kF32, {-1, 1}}, {"class", DType::kI64, {-1}}});
+  ASSERT_EQ(bin.derived.size(), 2u);
+  EXPECT_EQ(bin.derived[0].shape, std::vector<int64_t>({-1, 2}));
+  EXPECT_EQ(bin.derived[1].name, "class_id");
+  // No metadata (a model not trained by dlsys): nothing.
+  V2ModelExtras plain = v2_model_extras(ModelMetadata{}, kRowIn, kRowOut);
+  EXPECT_TRUE(plain.features.empty());
+  EXPECT_TRUE(plain.derived.empty());
+}
+
+TEST(V2Codec, ColumnsAreAssembledInFeatureOrderWithCategoriesCoded) {
+  json body = Body({Col("b", "INT64", {3}, {7, 8, 9}),
+                    Col("color", "BYTES", {3, 1}, {{"blue"}, {"purple"}, nullptr}),
+                    Col("a", "FP64", {3}, {0.5, nullptr, -2})});
+  auto r = ParseColumns(body);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->columns);
+  EXPECT_EQ(r->batch_rows, 3);
+  ASSERT_EQ(r->inputs.size(), 1u);
+  EXPECT_EQ(r->inputs[0].name, "x");
+  const Tensor& t = r->inputs[0].tensor;
+  ASSERT_EQ(t.shape(), Shape({3, 3}));
+  const float* p = t.data_as<float>();
+  EXPECT_EQ(p[0], 0.5f);          // a
+  EXPECT_EQ(p[1], 2.0f);          // blue
+  EXPECT_EQ(p[2], 7.0f);          // b
+  EXPECT_TRUE(std::isnan(p[3]));  // null a: missing
+  EXPECT_EQ(p[4], -1.0f);         // an unknown category: as an unseen one
+  EXPECT_TRUE(std::isnan(p[7]));  // null category: missing
+  EXPECT_EQ(p[8], 9.0f);
+
+  // The tensor form still works beside it.
+  auto plain = ParseColumns(
+      Body({{{"name", "x"}, {"datatype", "FP32"}, {"shape", {1, 3}}, {"data", {1, 2, 3}}}}));
+  ASSERT_TRUE(plain.ok()) << plain.status().to_string();
+  EXPECT_FALSE(plain->columns);
+}
+
+TEST(V2Codec, BinaryColumnsIncludingBytes) {
+  double a[2] = {1.5, -3};
+  int32_t b[2] = {4, 5};
+  std::string colors = BytesElement("green") + BytesElement("");
+  std::string bin = std::string(reinterpret_cast<const char*>(a), 16) + colors +
+                    std::string(reinterpret_cast<const char*>(b), 8);
+  json head = Body({{{"name", "a"},
+                     {"datatype", "FP64"},
+                     {"shape", {2}},
+                     {"parameters", {{"binary_data_size", 16}}}},
+                    {{"name", "color"},
+                     {"datatype", "BYTES"},
+                     {"shape", {2}},
+                     {"parameters", {{"binary_data_size", colors.size()}}}},
+                    {{"name", "b"},
+                     {"datatype", "INT32"},
+                     {"shape", {2, 1}},
+                     {"parameters", {{"binary_data_size", 8}}}}});
+  std::string h = head.dump();
+  auto r = ParseColumns(head, h.size(), bin);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  const float* p = r->inputs[0].tensor.data_as<float>();
+  EXPECT_EQ(std::vector<float>(p, p + 6), std::vector<float>({1.5f, 1, 4, -3, -1, 5}));
+
+  // A length that runs past the input's bytes names the element and its byte offset.
+  std::string bad = colors;
+  bad[9] = 50;  // element 1 (at byte offset 9) claims 50 bytes
+  EXPECT_NE(ColumnError(head, h.size(), std::string(bin).replace(16, colors.size(), bad))
+                .find("column 'color': BYTES element 1 at byte offset 9 is 50 bytes long, but 0 "
+                      "of its 13 bytes remain"),
+            std::string::npos);
+  // Too few bytes for a length.
+  json shorter = head;
+  shorter["inputs"][1]["parameters"]["binary_data_size"] = 11;
+  std::string hs = shorter.dump();
+  EXPECT_NE(ColumnError(shorter, hs.size(),
+                        bin.substr(0, 16) + colors.substr(0, 11) + bin.substr(16 + 13))
+                .find("column 'color': BYTES element 1 at byte offset 9 needs a 4-byte length, "
+                      "but 2 of its 11 bytes remain"),
+            std::string::npos);
+  // Fewer bytes than the elements' lengths alone take: refused before anything is read.
+  json tiny = head;
+  tiny["inputs"][1]["parameters"]["binary_data_size"] = 4;
+  std::string ht = tiny.dump();
+  EXPECT_NE(
+      ColumnError(tiny, ht.size(), bin.substr(0, 16) + colors.substr(0, 4) + bin.substr(16 + 13))
+          .find("column 'color': binary_data_size is 4 bytes, too few for 2 BYTES elements"),
+      std::string::npos);
+  // Bytes left over after the last element.
+  json longer = head;
+  longer["inputs"][1]["parameters"]["binary_data_size"] = 14;
+  std::string hl = longer.dump();
+  EXPECT_NE(ColumnError(longer, hl.size(), bin.substr(0, 16) + colors + "z" + bin.substr(16 + 13))
+                .find("binary_data_size is 14 bytes, but its 2 BYTES elements end at byte "
+                      "offset 13"),
+            std::string::npos);
+  // A numeric column's byte count must match its shape.
+  json wrong = head;
+  wrong["inputs"][0]["parameters"]["binary_data_size"] = 8;
+  std::string hw = wrong.dump();
+  EXPECT_NE(ColumnError(wrong, hw.size(), bin.substr(8)).find("column 'a': binary_data_size is 8"),
+            std::string::npos);
+}
+
+TEST(V2Codec, ColumnRefusalsNameTheColumn) {
+  auto has = [](const std::string& msg, const std::string& needle) {
+    EXPECT_NE(msg.find(needle), std::string::npos) << msg;
+  };
+  json a = Col("a", "FP32", {2}, {1, 2});
+  json color = Col("color", "BYTES", {2}, {"red", "blue"});
+  json b = Col("b", "FP32", {2}, {3, 4});
+  has(ColumnError(Body({a, color})),
+      "feature 'b' is missing (the model's features: 'a', 'color', 'b')");
+  has(ColumnError(Body({a, color, b, Col("zz", "FP32", {2}, {1, 2})})),
+      "input 'zz' is not a feature of the model (its features: 'a', 'color', 'b'; or send its "
+      "input 'x' as one tensor)");
+  has(ColumnError(Body({Col("a", "BYTES", {2}, {"1", "2"}), color, b})),
+      "column 'a': feature 'a' is numeric; send FP32, FP64, INT32 or INT64, not BYTES");
+  has(ColumnError(Body({Col("a", "FP32", {2}, {1, "2"}), color, b})),
+      "column 'a': element 1 is a string, expected a number or null for feature 'a'");
+  has(ColumnError(Body({a, Col("color", "INT64", {2}, {0, 1}), b})),
+      "column 'color': feature 'color' takes category names; send them as datatype BYTES");
+  has(ColumnError(Body({a, Col("color", "BYTES", {2}, {"red", 3}), b})),
+      "column 'color': element 1 is 3, expected a category name");
+  has(ColumnError(Body({a, color, Col("b", "FP32", {3}, {3, 4, 5})})),
+      "column 'b': 3 rows, but column 'a' has 2; every column carries the same rows");
+  has(ColumnError(Body({a, color, Col("b", "FP32", {2, 2}, {3, 4, 5, 6})})),
+      "column 'b': shape [2, 2] is not a column");
+  has(ColumnError(Body({a, a, color, b})), "column 'a' is given twice");
+  has(ColumnError(Body({a, color, Col("b", "INT32", {2}, {3, 4.5})})), "expected an integer");
+  // A request mixing the tensor and a column: the tensor form, whose error offers the columns.
+  has(ColumnError(Body(
+          {{{"name", "x"}, {"datatype", "FP32"}, {"shape", {2, 3}}, {"data", {1, 2, 3, 4, 5, 6}}},
+           a})),
+      "input 'a' is not an input of the model (it has 'x'); or send every input as a column, one "
+      "per feature: 'a', 'color', 'b'");
+  // Derived outputs are asked for by name; others are refused with what exists.
+  json ok = Body({a, color, b});
+  ok["outputs"] = {{{"name", "class"}}, {{"name", "y"}}, {{"name", "probabilities"}}};
+  auto r = ParseColumns(ok);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->derived_outputs(), std::vector<std::string>({"class", "probabilities"}));
+  ok["outputs"] = {{{"name", "klass"}}};
+  has(ColumnError(ok),
+      "output 'klass' is not an output of the model; derived outputs: 'probabilities', 'class', "
+      "'class_id'");
+  // Without extras, derived names are unknown outputs, as before.
+  json plain = Body({X({1, 2}, {1, 2}), Mask({1}, {true})});
+  plain["outputs"] = {{{"name", "class"}}};
+  has(Error(plain), "output 'class' is not an output of the model");
+}
+
+TEST(V2Codec, DerivedOutputsAreEncodedAsAskedIncludingBytes) {
+  V2ModelExtras x = Extras();
+  float y[6] = {1, 3, 2, 0.5f, -1, 0};
+  std::vector<Tensor> outs = {Tensor::from_f32({2, 3}, y)};
+  auto d = v2_derived_outputs(x, {"class", "probabilities", "class_id"}, outs);
+  ASSERT_TRUE(d.ok()) << d.status().to_string();
+  ASSERT_EQ(d->size(), 3u);
+  EXPECT_EQ((*d)[0].bytes, std::vector<std::string>({"dog", "cat"}));
+  const float* pr = (*d)[1].tensor.data_as<float>();
+  double z = std::exp(1.0) + std::exp(3.0) + std::exp(2.0);
+  EXPECT_NEAR(pr[1], std::exp(3.0) / z, 1e-6);
+  EXPECT_NEAR(pr[3] + pr[4] + pr[5], 1.0, 1e-6);
+  EXPECT_EQ((*d)[2].tensor.data_as<int64_t>()[1], 0);
+
+  V2InferRequest req;
+  req.outputs = {{"class", false, true}, {"y", false, false}, {"class_id", true, true}};
+  auto e = encode_v2_infer_response("m", "1", req, kRowOut, outs, *d);
+  ASSERT_TRUE(e.json_length.has_value());
+  json h = json::parse(e.body.substr(0, *e.json_length));
+  ASSERT_EQ(h["outputs"].size(), 3u);
+  EXPECT_EQ(h["outputs"][0]["name"], "class");
+  EXPECT_EQ(h["outputs"][0]["datatype"], "BYTES");
+  EXPECT_EQ(h["outputs"][0]["shape"], json({2}));
+  EXPECT_EQ(h["outputs"][0]["data"], json({"dog", "cat"}));
+  EXPECT_EQ(h["outputs"][1]["name"], "y");
+  EXPECT_EQ(h["outputs"][2]["parameters"]["binary_data_size"], 16);
+
+  // Binary BYTES round trip: the response's class names, sent back as a BYTES column.
+  req.outputs = {{"class", true, true}};
+  auto b = encode_v2_infer_response("m", "1", req, kRowOut, outs, *d);
+  ASSERT_TRUE(b.json_length.has_value());
+  std::string bytes = b.body.substr(*b.json_length);
+  EXPECT_EQ(bytes, BytesElement("dog") + BytesElement("cat"));
+  EXPECT_EQ(
+      json::parse(b.body.substr(0, *b.json_length))["outputs"][0]["parameters"]["binary_data_size"],
+      bytes.size());
+
+  // Binary classification: one logit per row gives [N, 2] probabilities.
+  ModelMetadata m = x.metadata;
+  m.task = "binary_classification";
+  m.class_names = {"no", "yes"};
+  V2ModelExtras bx = v2_model_extras(m, kRowIn, {{"logit", DType::kF32, {-1, 1}}});
+  float l[2] = {2, -1};
+  auto bd = v2_derived_outputs(bx, {"probabilities", "class"}, {Tensor::from_f32({2, 1}, l)});
+  ASSERT_TRUE(bd.ok()) << bd.status().to_string();
+  EXPECT_EQ((*bd)[0].tensor.shape(), Shape({2, 2}));
+  EXPECT_NEAR((*bd)[0].tensor.data_as<float>()[1], 1 / (1 + std::exp(-2.0)), 1e-6);
+  EXPECT_EQ((*bd)[1].bytes, std::vector<std::string>({"yes", "no"}));
 }
 
 }  // namespace
