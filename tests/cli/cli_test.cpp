@@ -900,6 +900,65 @@ TEST_F(Cli, CommandsSayWhereTheirStateLives) {
       << tr.err;
 }
 
+// A model trained on a string column, served: a request sends one column per feature, the color
+// as its name, and asks for the class; the answer is what `dlsys run` prints for the same rows.
+TEST_F(Cli, StringCategoriesServedByColumnName) {
+  std::string srv = (dir_ / "srv").string();
+  Server server(srv);
+  ASSERT_TRUE(server.up());
+  std::string s = " --server " + server.url(), d = " --data-dir " + (dir_ / "local").string();
+  const char* colors[] = {"red", "green", "blue"};
+  std::string csv = "size,color,label\n";
+  for (int i = 0; i < 300; ++i)
+    csv += fmt::format("{},{},{}\n", (i * 7) % 10, colors[i % 3], i % 3);
+  std::ofstream(dir_ / "colors.csv") << csv;
+  std::string spec = (dir_ / "colors.yaml").string();
+  std::ofstream(spec) << "name: colors\ndata:\n  train: " + (dir_ / "colors.csv").string() + R"(
+  preprocess: [standardize, {onehot: [color]}]
+  class_names: [warm, mid, cold]
+model:
+  input: [4]
+  layers: [{linear: {out: 3}}]
+train:
+  epochs: 20
+  batch_size: 16
+  optimizer: {name: adam, lr: 0.05}
+)";
+  std::string run = (dir_ / "colors-run").string();
+  Ran tr = sh("train " + spec + " --out " + run + d);
+  ASSERT_EQ(tr.code, 0) << tr.out;
+  for (const std::string& args : {"models register colors --file " + run + "/model.onnx" + s,
+                                  "models alias colors production 1" + s,
+                                  "deploy create colors --model colors@production" + s}) {
+    Ran r = sh(args);
+    ASSERT_EQ(r.code, 0) << args << "\n" << r.out;
+  }
+  std::ofstream(dir_ / "req.json") << R"({"inputs": [
+    {"name": "size", "shape": [3], "datatype": "FP32", "data": [3, 9, 1]},
+    {"name": "color", "shape": [3], "datatype": "BYTES", "data": ["blue", "red", "green"]}],
+    "outputs": [{"name": "class"}, {"name": "probabilities"}]})";
+  int code = 0;
+  std::string out =
+      run_shell("curl -sS --max-time 10 -X POST --data-binary @" + (dir_ / "req.json").string() +
+                    " " + server.url() + "/v2/models/colors/infer",
+                &code);
+  ASSERT_EQ(code, 0) << out;
+  auto j = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_TRUE(j.is_object() && j.contains("outputs")) << out;
+  EXPECT_EQ(j["outputs"][0]["name"], "class") << out;
+  EXPECT_EQ(j["outputs"][0]["data"], nlohmann::json({"cold", "warm", "mid"})) << out;
+  // The same rows through `dlsys run`: the same probabilities.
+  std::ofstream(dir_ / "rows.csv") << "size,color\n3,blue\n9,red\n1,green\n";
+  Ran local = sh("run " + run + "/model.onnx --input " + (dir_ / "rows.csv").string() + " --json");
+  ASSERT_EQ(local.code, 0) << local.out;
+  auto lj = nlohmann::json::parse(local.out);
+  for (int r = 0; r < 3; ++r)
+    for (int k = 0; k < 3; ++k)
+      EXPECT_NEAR(j["outputs"][1]["data"][r * 3 + k].get<double>(),
+                  lj["predictions"][r]["probabilities"][k].get<double>(), 1e-6)
+          << "row " << r << " class " << k;
+}
+
 // `dlsys data ... --server` through the REST routes gives what the same commands give on a data
 // directory: the same versions, statistics and rows; formats the server cannot take are refused
 // with what to do.
