@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 
@@ -939,11 +941,8 @@ int run_diff(const DataArgs& a) {
 int run_pull(const DataArgs& a) {
   auto t = open_target(a);
   if (!t.ok()) return fail(t.status().message());
-  if (t->client && !a.format.empty() && a.format != "csv")
-    return fail(fmt::format(
-        "--format {}: a server sends rows as CSV only; pull CSV (drop --format), or run `dlsys "
-        "data pull --format {}` with --data-dir DIR on the server's machine",
-        a.format, a.format));
+  if (!a.format.empty() && a.format != "csv" && a.format != "npy")
+    return fail(fmt::format("--format '{}' is not csv or npy", a.format));
   std::string split;
   auto v = resolve(*t, a.ref, &split);
   if (!v.ok()) return fail_at(v.status(), *t);
@@ -954,7 +953,49 @@ int run_pull(const DataArgs& a) {
     bar.update("pull " + v->label(), rows, total, fmt::format("{} rows", rows));
   };
   std::vector<std::string> files;
-  if (t->client) {
+  if (t->client && a.format == "npy") {
+    // The version's shards copied into a temporary store beside the output (each checked
+    // against its SHA-256, one in memory at a time), then exported as a local pull does.
+    namespace fs = std::filesystem;
+    fs::path out(a.out);
+    std::string tmp = (out.has_parent_path() ? out.parent_path() / "" : fs::path()).string() + "." +
+                      out.filename().string() + ".pull-" + random_hex(4);
+    struct RemoveTree {
+      std::string p;
+      ~RemoveTree() {
+        std::error_code ec;
+        fs::remove_all(p, ec);
+      }
+    } remove{tmp};
+    auto store = data::DatasetStore::open(tmp);
+    if (!store.ok()) return fail(store.status().message());
+    const json& shards = v->manifest["shards"];
+    std::string base =
+        fmt::format("/api/v1/datasets/{}/versions/{}/shards/", enc(v->name), enc(v->id));
+    for (size_t i = 0; i < shards.size(); ++i) {
+      std::string sid = shards[i]["id"];
+      bar.update("pull " + v->label(), static_cast<int64_t>(i), static_cast<int64_t>(shards.size()),
+                 fmt::format("{}/{} shards", i, shards.size()));
+      if ((*store)->has_shard(sid)) continue;
+      std::string file = tmp + "/tmp/fetch-" + random_hex(8);
+      Status st = t->client->download(base + sid, file);
+      Result<std::string> bytes = st.ok() ? read_file(file) : Result<std::string>(st);
+      ::unlink(file.c_str());
+      if (!bytes.ok())
+        return fail(fmt::format("fetching shard {} of {}: {}", sid.substr(0, 12), v->label(),
+                                bytes.status().message()));
+      if (sha256_hex(*bytes) != sid)
+        return fail(fmt::format(
+            "shard {} of {} from the server does not match its SHA-256; nothing was written",
+            sid.substr(0, 12), v->label()));
+      auto put = (*store)->put_shard(*bytes);
+      if (!put.ok()) return fail(put.status().message());
+    }
+    auto r = data::export_npy(**store, *v, split, a.out, progress);
+    bar.end();
+    if (!r.ok()) return fail(r.status().message());
+    files = *r;
+  } else if (t->client) {
     // Streamed to a temporary file beside the output, renamed when complete.
     std::string path =
         fmt::format("/api/v1/datasets/{}/versions/{}/rows", enc(v->name), enc(v->id));
@@ -1042,13 +1083,71 @@ int run_verify(const DataArgs& a) {
   return 0;
 }
 
+// Removes the train cache under `dir` (DATA_DIR/cache/<host>_<port>/: copies of servers'
+// versions that `dlsys train --server` made). Each server's cache is first renamed to a hidden
+// name (atomic: a train either finds it whole or not at all, and fetches again), then removed;
+// a gc that died midway leaves only hidden names, removed by the next gc. Returns the bytes
+// freed; `*entries` counts the server caches removed.
+Result<int64_t> remove_train_cache(const std::string& dir, int64_t* entries) {
+  namespace fs = std::filesystem;
+  int64_t freed = 0;
+  std::error_code ec;
+  std::vector<fs::path> all;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::end(it); it.increment(ec))
+    all.push_back(it->path());
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    return Status::IOError("cannot list {}: {}", dir, ec.message());
+  for (const fs::path& p : all) {
+    std::string name = p.filename().string();
+    fs::path doomed = p;
+    if (name.rfind(".gc-", 0) != 0) {
+      doomed = fs::path(dir) / (".gc-" + random_hex(8));
+      if (::rename(p.c_str(), doomed.c_str()) != 0)
+        return Status::IOError("cannot remove the cache {}: {}", p.string(), strerror(errno));
+      ++*entries;
+    }
+    std::error_code e2;
+    for (auto it = fs::recursive_directory_iterator(doomed, e2); !e2 && it != fs::end(it);
+         it.increment(e2)) {
+      std::error_code e3;
+      if (it->is_regular_file(e3)) freed += static_cast<int64_t>(it->file_size(e3));
+    }
+    fs::remove_all(doomed, e2);
+    if (e2) return Status::IOError("cannot remove {}: {}", doomed.string(), e2.message());
+  }
+  return freed;
+}
+
 int run_gc(const DataArgs& a) {
   auto t = open_target(a);
   if (!t.ok()) return fail(t.status().message());
   if (t->client) return local_only("gc");
   auto freed = t->store->gc();
   if (!freed.ok()) return fail(freed.status().message());
+  // Staged uploads of pushes through a server whose client died (the server sweeps them too).
+  int64_t upload_bytes = 0;
+  size_t uploads = data::remove_stale_uploads(t->store->root() + "/uploads",
+                                              data::kStaleUploadSeconds, &upload_bytes);
+  std::string cache_dir = t->data_dir + "/cache";
+  int64_t cache_entries = 0;
+  auto cache_freed = remove_train_cache(cache_dir, &cache_entries);
+  if (!cache_freed.ok()) return fail(cache_freed.status().message());
+  if (a.json) {
+    std::printf("%s\n", json_dump_line({{"freed_bytes", *freed},
+                                        {"uploads_removed", uploads},
+                                        {"uploads_freed_bytes", upload_bytes},
+                                        {"cache_dir", cache_dir},
+                                        {"cache_removed", cache_entries},
+                                        {"cache_freed_bytes", *cache_freed}})
+                            .c_str());
+    return 0;
+  }
   std::printf("freed %s\n", human_bytes(*freed).c_str());
+  if (uploads > 0)
+    std::printf("freed %s of %zu stale staged upload(s)\n", human_bytes(upload_bytes).c_str(),
+                uploads);
+  std::printf("freed %s of cached server versions (%lld server cache(s) in %s)\n",
+              human_bytes(*cache_freed).c_str(), (long long)cache_entries, cache_dir.c_str());
   return 0;
 }
 
@@ -1130,7 +1229,9 @@ void add_data(CLI::App& app, int* rc) {
   verify->callback([a, rc] { *rc = run_verify(*a); });
 
   auto* gc = d->add_subcommand(
-      "gc", "Delete shards, statistics and manifests no version references (older than an hour)");
+      "gc",
+      "Delete shards, statistics and manifests no version references (older than an hour), "
+      "staged uploads untouched for an hour, and the train cache (DATA_DIR/cache)");
   add_common(gc, a.get());
   gc->callback([a, rc] { *rc = run_gc(*a); });
 }
