@@ -147,9 +147,10 @@ Status renamed(const Status& st, const std::vector<std::pair<std::string, std::s
 constexpr int64_t kMaxSchemaFileBytes = 1 << 20;
 
 // POST .../versions?upload=ID: ingests the staged files of the upload with the push code a local
-// push uses; the upload is removed whatever happens.
+// push uses; the upload is removed whatever happens (a request that also has a body is refused).
 Result<Response> push_upload(data::DatasetStore& ds, data::UploadStaging& uploads,
-                             meta::LineageStore& ms, Request& r, const std::string& id) {
+                             meta::LineageStore& ms, Request& r, const std::string& id,
+                             bool has_body) {
   const std::string& name = r.param("name");
   DLSYS_ASSIGN_OR_RETURN(std::string dir, uploads.claim(name, id));
   struct Drop {
@@ -158,6 +159,8 @@ Result<Response> push_upload(data::DatasetStore& ds, data::UploadStaging& upload
     const std::string& id;
     ~Drop() { (void)u.remove(name, id); }
   } drop{uploads, name, id};
+  if (has_body)
+    return Status::Invalid("upload: with ?upload=ID the files come from the upload; send no body");
   std::string format = r.query_or("format", "");
   if (format != "csv" && format != "tsv" && format != "jsonl" && format != "npy" &&
       format != "idx" && format != "images")
@@ -349,11 +352,9 @@ void add_data_routes(Router& router, data::DatasetStore& datasets, data::UploadS
         std::string upload = r.query_or("upload", "");
         if (!upload.empty()) {
           struct stat st;
-          if (!r.body.empty() ||
-              (!body.empty() && ::stat(body.c_str(), &st) == 0 && st.st_size > 0))
-            return Status::Invalid(
-                "upload: with ?upload=ID the files come from the upload; send no body");
-          return push_upload(*ds, *up, *ms, r, upload);
+          bool has_body = !r.body.empty() ||
+                          (!body.empty() && ::stat(body.c_str(), &st) == 0 && st.st_size > 0);
+          return push_upload(*ds, *up, *ms, r, upload, has_body);
         }
         if (body.empty()) return Status::Invalid("send the file as the request body");
         std::string format = r.query_or("format", "csv");
