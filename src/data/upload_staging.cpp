@@ -115,8 +115,13 @@ UploadStaging::UploadStaging(std::string dir, UploadLimits limits)
 
 Result<std::string> UploadStaging::create(const std::string& dataset) {
   std::string id = random_hex(16);
-  DLSYS_RETURN_IF_ERROR(make_dirs(path_of(id)));
   std::lock_guard<std::mutex> lock(mu_);
+  if (static_cast<int64_t>(uploads_.size()) >= limits_.max_open)
+    return Status::Unavailable(
+        "the server holds {} uploads in progress, its limit (max_open); retry when one is done "
+        "(untouched ones expire after {} s)",
+        uploads_.size(), kStaleUploadSeconds);
+  DLSYS_RETURN_IF_ERROR(make_dirs(path_of(id)));
   uploads_[id] = Entry{dataset, 0, 0, false, now_s()};
   return id;
 }

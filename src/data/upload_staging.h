@@ -29,6 +29,7 @@ inline constexpr size_t kMaxUploadPathDepth = 16;
 struct UploadLimits {
   int64_t max_files = 1'000'000;         // files in one upload
   int64_t max_bytes = int64_t{8} << 30;  // all files of one upload together
+  int64_t max_open = 256;                // uploads in progress at once (more: Unavailable)
 };
 
 // Checks the relative path of a staged file: not empty, relative, no "." or ".." or empty part,
@@ -46,7 +47,8 @@ class UploadStaging {
 
   const UploadLimits& limits() const { return limits_; }
 
-  // A new, empty upload for `dataset`; returns its id.
+  // A new, empty upload for `dataset`; returns its id. Unavailable when `max_open` uploads are
+  // in progress.
   Result<std::string> create(const std::string& dataset);
 
   // Moves the finished file `file` (a request body) to `path` inside the upload `id` of

@@ -701,6 +701,18 @@ TEST_F(ServerTest, StagedDatasetUploadsCheckPathsAndLimits) {
   EXPECT_EQ(backend_->uploads().sweep(0), 1u);
   EXPECT_FALSE(std::filesystem::exists(staging / id));
   EXPECT_EQ(Req("PUT", "/api/v1/datasets/toy/uploads/" + id + "/files/x", "1").status, 404);
+  // Uploads in progress at once are bounded (503, naming the limit).
+  std::vector<std::string> open;
+  for (int i = 0; i < 256; ++i) {
+    auto r = Req("POST", "/api/v1/datasets/toy/uploads");
+    ASSERT_EQ(r.status, 201) << i << ": " << r.body;
+    open.push_back(J(r)["upload"]);
+  }
+  auto full = Req("POST", "/api/v1/datasets/toy/uploads");
+  EXPECT_EQ(full.status, 503) << full.body;
+  EXPECT_NE(full.body.find("its limit (max_open)"), std::string::npos) << full.body;
+  EXPECT_EQ(Req("DELETE", "/api/v1/datasets/toy/uploads/" + open.back()).status, 200);
+  EXPECT_EQ(Req("POST", "/api/v1/datasets/toy/uploads").status, 201);
 }
 
 }  // namespace
