@@ -587,6 +587,30 @@ TEST_F(ServerTest, DatasetsOverRest) {
   EXPECT_NE(lin.dump().find("toy@v1"), std::string::npos) << lin.dump();
 }
 
+// Uploads left by a server that stopped (or clients that died) are removed when a server starts,
+// once untouched for an hour; younger ones stay.
+TEST_F(ServerTest, StaleStagedUploadsAreRemovedAtStart) {
+  std::filesystem::path stale, fresh;
+  tune_services = [&](ServicesOptions& o) {
+    std::filesystem::path up = std::filesystem::path(o.data_dir) / "datasets" / "uploads";
+    stale = up / std::string(32, 'a');
+    fresh = up / std::string(32, 'b');
+    for (const auto& d : {stale, fresh}) {
+      std::filesystem::create_directories(d / "input");
+      std::ofstream(d / "input" / "x.csv") << "x\n1\n";
+    }
+    std::filesystem::last_write_time(
+        stale, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
+  };
+  Start();
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_TRUE(std::filesystem::exists(fresh / "input" / "x.csv"));
+  // Unknown to this server: no file can be added to it, and its sweep removes it once stale.
+  EXPECT_EQ(
+      Req("PUT", "/api/v1/datasets/toy/uploads/" + std::string(32, 'b') + "/files/y", "1").status,
+      404);
+}
+
 // A staged upload: files PUT one by one under checked relative paths, within the limits (files
 // and bytes per upload, the server's body limit per file), then ingested by one POST that
 // removes the staging directory whatever happens.
