@@ -1127,6 +1127,22 @@ TEST_F(Cli, DataPushThroughAServerTakesEveryFormatAsALocalPushDoes) {
   EXPECT_EQ(broken_s.err, broken_d.err);
   // Nothing stays staged on the server, whatever happened.
   EXPECT_TRUE(fs::is_empty(fs::path(srv) / "datasets" / "uploads"));
+  // `data gc` on a data directory removes staged uploads untouched for an hour (a server's
+  // client that died), not younger ones.
+  fs::path uploads = dir_ / "local" / "datasets" / "uploads";
+  for (char c : {'a', 'b'}) {
+    fs::create_directories(uploads / std::string(32, c));
+    std::ofstream(uploads / std::string(32, c) / "input.csv") << "x\n1\n";
+  }
+  fs::last_write_time(uploads / std::string(32, 'a'),
+                      fs::file_time_type::clock::now() - std::chrono::hours(2));
+  RanApart gc = sh_apart(env, "data gc --json" + d, dir_);
+  ASSERT_EQ(gc.code, 0) << gc.err;
+  auto freed = nlohmann::json::parse(gc.out);
+  EXPECT_EQ(freed["uploads_removed"], 1) << gc.out;
+  EXPECT_EQ(freed["uploads_freed_bytes"], 4) << gc.out;
+  EXPECT_FALSE(fs::exists(uploads / std::string(32, 'a')));
+  EXPECT_TRUE(fs::exists(uploads / std::string(32, 'b')));
 }
 
 // `dlsys train --server` reads data.dataset on that server (a dataset pushed only there), and
