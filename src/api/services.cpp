@@ -35,14 +35,17 @@ Result<std::unique_ptr<Services>> Services::open(const ServicesOptions& options)
   b->router_ = std::make_unique<Router>(ro);
   add_meta_routes(*b->router_, *b->store_, *b->objects_, options.model_validator);
   DLSYS_ASSIGN_OR_RETURN(b->datasets_, data::DatasetStore::open(dir + "/datasets"));
-  add_data_routes(*b->router_, *b->datasets_, b->store_->lineage());
+  b->uploads_ = std::make_unique<data::UploadStaging>(
+      dir + "/datasets/uploads",
+      data::UploadLimits{options.max_upload_files, options.max_upload_bytes});
+  add_data_routes(*b->router_, *b->datasets_, *b->uploads_, b->store_->lineage());
   return b;
 }
 
 size_t Services::sweep_temp_files() {
   constexpr int64_t kMinAge = 3600;  // running uploads and pushes touch their files
   return remove_stale_files(options_.data_dir + "/objects/tmp", kMinAge) +
-         remove_stale_files(datasets_->root() + "/tmp", kMinAge);
+         remove_stale_files(datasets_->root() + "/tmp", kMinAge) + uploads_->sweep(kMinAge);
 }
 
 }  // namespace dlsys::api

@@ -9,6 +9,7 @@
 
 #include "api/router.h"
 #include "data/dataset_store.h"
+#include "data/upload_staging.h"
 #include "meta/artifact_store.h"
 #include "meta/meta_store.h"
 
@@ -32,6 +33,10 @@ struct ServicesOptions {
   // The clock of run times and of that sweep (ms since the epoch); null: the wall clock. Tests
   // move it instead of sleeping.
   std::function<int64_t()> clock;
+  // Staged dataset pushes (data/upload_staging.h): files per upload, and bytes per upload (the
+  // server sets it to its --max-upload-mb, which also bounds each file).
+  int64_t max_upload_files = data::UploadLimits{}.max_files;
+  int64_t max_upload_bytes = data::UploadLimits{}.max_bytes;
 };
 
 class Services {
@@ -40,13 +45,15 @@ class Services {
   // routes of every component.
   static Result<std::unique_ptr<Services>> open(const ServicesOptions& options);
 
-  // Removes temporary files (uploads, dataset pushes, row exports) untouched for an hour: the
-  // server runs it periodically, so files of requests that died do not pile up.
+  // Removes temporary files (uploads, dataset pushes, row exports) and staged dataset uploads
+  // untouched for an hour: the server runs it periodically, so files of requests that died do
+  // not pile up.
   size_t sweep_temp_files();
 
   meta::MetaStore& store() { return *store_; }
   meta::ArtifactStore& objects() { return *objects_; }
   data::DatasetStore& datasets() { return *datasets_; }
+  data::UploadStaging& uploads() { return *uploads_; }
   Router& router() { return *router_; }
   const ServicesOptions& options() const { return options_; }
 
@@ -56,6 +63,7 @@ class Services {
   std::unique_ptr<meta::MetaStore> store_;
   std::unique_ptr<meta::ArtifactStore> objects_;
   std::unique_ptr<data::DatasetStore> datasets_;
+  std::unique_ptr<data::UploadStaging> uploads_;
   std::unique_ptr<Router> router_;
 };
 

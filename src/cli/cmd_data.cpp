@@ -5,8 +5,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <optional>
 
@@ -24,6 +26,7 @@
 #include "data/manifest_check.h"
 #include "data/push.h"
 #include "data/shard.h"
+#include "data/upload_staging.h"
 
 namespace dlsys::cli {
 namespace {
@@ -243,61 +246,286 @@ int print_push(const DataArgs& a, const PushReport& r) {
   return 0;
 }
 
-// The formats the server's push route takes (the body is the file, streamed).
-Result<std::string> remote_push_format(const DataArgs& a) {
-  std::string f = a.format;
+// The format of a push's input: --format, else from the path (a folder: images).
+Result<std::string> push_format(const DataArgs& a) {
+  if (!a.format.empty()) return a.format;
   std::error_code ec;
-  if (f.empty()) {
-    auto has = [&](const char* ext) {
-      std::string e = ext;
-      return a.path.size() >= e.size() &&
-             a.path.compare(a.path.size() - e.size(), e.size(), e) == 0;
-    };
-    if (std::filesystem::is_directory(a.path, ec))
-      f = "images";
-    else if (has(".csv"))
-      f = "csv";
-    else if (has(".tsv"))
-      f = "tsv";
-    else if (has(".jsonl") || has(".ndjson"))
-      f = "jsonl";
-    else if (has(".npy"))
-      f = "npy";
-    else if (has("-ubyte") || has(".idx"))
-      f = "idx";
+  auto has = [&](const char* ext) {
+    std::string e = ext;
+    return a.path.size() >= e.size() && a.path.compare(a.path.size() - e.size(), e.size(), e) == 0;
+  };
+  if (std::filesystem::is_directory(a.path, ec)) return std::string("images");
+  if (has(".csv")) return std::string("csv");
+  if (has(".tsv")) return std::string("tsv");
+  if (has(".jsonl") || has(".ndjson")) return std::string("jsonl");
+  if (has(".npy")) return std::string("npy");
+  if (has("-ubyte") || has(".idx")) return std::string("idx");
+  return Status::Invalid(
+      "{}: cannot tell the format from the name; give --format csv|tsv|jsonl|npy|idx|images",
+      a.path);
+}
+
+// Reads a push route's answer into what `print_push` prints; `t0` is when the push began (the
+// time the user waited: upload and the server's ingest).
+int print_remote_push(const DataArgs& a, const json& answer, const std::string& what,
+                      std::chrono::steady_clock::time_point t0) {
+  auto v = version_from(answer, what, false);
+  if (!v.ok()) return fail(v.status().message());
+  PushReport r;
+  r.name = v->name;
+  r.number = v->number;
+  r.label = v->label();
+  r.id = v->id;
+  r.rows = v->manifest["rows"];
+  r.nulls = null_counts(v->manifest);
+  Status st = Status::OK();
+  auto read_int = [&](const char* key, int64_t* out) {
+    if (!st.ok()) return;
+    auto x = json_get_or<int64_t>(answer, key, 0, what);
+    if (x.ok())
+      *out = *x;
     else
-      return Status::Invalid(
-          "{}: cannot tell the format from the name; give --format csv|tsv|jsonl", a.path);
+      st = x.status();
+  };
+  read_int("bad_rows", &r.bad_rows);
+  read_int("shards", &r.shards);
+  read_int("shards_new", &r.shards_new);
+  read_int("bytes", &r.bytes);
+  read_int("new_bytes", &r.new_bytes);
+  if (!st.ok()) return fail(st.message());
+  auto unchanged = json_get_or<bool>(answer, "unchanged", false, what);
+  if (!unchanged.ok()) return fail(unchanged.status().message());
+  r.unchanged = *unchanged;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto input = json_get_or<json>(answer, "input", json::object(), what);
+  if (!input.ok()) return fail(input.status().message());
+  r.input = *input;
+  auto quarantine = json_get_optional<std::string>(answer, "quarantine", what);
+  if (!quarantine.ok()) return fail(quarantine.status().message());
+  r.quarantine = *quarantine;
+  auto split = json_get_optional<json>(answer, "split", what);
+  if (!split.ok()) return fail(split.status().message());
+  if (split->has_value()) {
+    for (const char* k : {"train", "validation", "test"}) {
+      auto n = json_get<int64_t>(**split, k, what + ": split");
+      if (!n.ok()) return fail(n.status().message());
+    }
+    r.split = **split;
   }
-  if (f != "csv" && f != "tsv" && f != "jsonl")
-    return Status::Unsupported(
-        "{}: {} data cannot be pushed through a server (its push route takes CSV, TSV and JSONL "
-        "files); push it on the server's machine into its data directory with `dlsys data push "
-        "{} --name {} --data-dir DIR`, or convert it to CSV",
-        a.path, f, a.path, a.name);
-  if (!a.schema.empty())
-    return Status::Unsupported(
-        "--schema is not available through a server; push with --data-dir DIR on the server's "
-        "machine to apply a schema file");
-  return f;
+  auto bad = json_get_or<json>(answer, "bad_sample", json::array(), what);
+  if (!bad.ok()) return fail(bad.status().message());
+  for (size_t i = 0; bad->is_array() && i < bad->size(); ++i) {
+    std::string w = fmt::format("{}: bad_sample[{}]", what, i);
+    auto line = json_get<int64_t>((*bad)[i], "line", w);
+    auto reason = json_get<std::string>((*bad)[i], "reason", w);
+    if (!line.ok() || !reason.ok())
+      return fail((line.ok() ? reason.status() : line.status()).message());
+    r.bad_sample.emplace_back(*line, *reason);
+  }
+  return print_push(a, r);
+}
+
+// The query of a push route: the options a local push takes.
+std::string push_query(const DataArgs& a, const std::string& format) {
+  std::string q = fmt::format("format={}&split={}&header={}&skip_rows={}&shard_rows={}", format,
+                              enc(a.split), enc(a.header), a.skip_rows, a.shard_rows);
+  q += "&filename=" + enc(a.path);
+  if (!a.message.empty()) q += "&message=" + enc(a.message);
+  if (!a.policy.empty()) q += "&policy=" + enc(a.policy);
+  if (!a.split_key.empty()) q += "&split_key=" + enc(a.split_key);
+  return q;
+}
+
+// Opens the push's input here as a local push would (headers, shapes, the first image, the
+// schema file), so that a mistake is reported with the local error before anything is sent.
+Status check_push_input(const DataArgs& a, const std::string& format) {
+  data::IngestOptions io;
+  if (!a.schema.empty()) {
+    DLSYS_ASSIGN_OR_RETURN(data::SchemaFile sf, data::read_schema_file(a.schema));
+    io.schema = sf.schema;
+  }
+  io.labels_path = a.labels;
+  io.header = a.header;
+  io.skip_rows = a.skip_rows;
+  io.image_channels = a.channels;
+  if (!a.image_size.empty()) {
+    int h = 0, w = 0;
+    if (std::sscanf(a.image_size.c_str(), "%dx%d", &h, &w) != 2 || h <= 0 || w <= 0)
+      return Status::Invalid("--image-size '{}' must look like 32x32 (height x width)",
+                             a.image_size);
+    io.image_height = h;
+    io.image_width = w;
+  }
+  return data::open_source(a.path, format, io).status();
+}
+
+// A file of a staged push: where it is here and its path in the upload.
+struct StagedFile {
+  std::string local, rel;
+  uint64_t bytes = 0;
+};
+
+bool image_name(const std::string& f) {
+  std::string l = f;
+  for (char& c : l) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  auto ends = [&](const std::string& e) {
+    return l.size() >= e.size() && l.compare(l.size() - e.size(), e.size(), e) == 0;
+  };
+  return ends(".png") || ends(".jpg") || ends(".jpeg");
+}
+
+// The files a staged push sends: the input (a file, or an image folder's DIR/<class>/<image>
+// files as the image source reads them: hidden entries skipped, classes and files sorted), the
+// labels and the schema file.
+Result<std::vector<StagedFile>> staged_files(const DataArgs& a, const std::string& format) {
+  namespace fs = std::filesystem;
+  std::vector<StagedFile> out;
+  auto add = [&](const std::string& local, const std::string& rel) -> Status {
+    std::error_code ec;
+    uint64_t n = fs::file_size(local, ec);
+    if (ec) return Status::IOError("cannot read {}: {}", local, ec.message());
+    Status st = data::check_upload_path(rel);
+    if (!st.ok())
+      return Status::Invalid("{}: its name cannot be sent to a server ({}); rename it", local,
+                             st.message());
+    out.push_back({local, rel, n});
+    return Status::OK();
+  };
+  if (format == "images") {
+    std::vector<std::string> classes;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(a.path, ec)) {
+      std::string n = e.path().filename().string();
+      std::error_code e2;
+      if (!n.empty() && n[0] != '.' && fs::is_directory(e.symlink_status(e2))) classes.push_back(n);
+    }
+    if (ec) return Status::IOError("cannot list {}: {}", a.path, ec.message());
+    std::sort(classes.begin(), classes.end());
+    for (const auto& c : classes) {
+      std::vector<std::string> files;
+      for (const auto& e : fs::directory_iterator(a.path + "/" + c, ec)) {
+        std::string n = e.path().filename().string();
+        std::error_code e2;
+        if (!n.empty() && n[0] != '.' && !fs::is_directory(e.symlink_status(e2)) && image_name(n))
+          files.push_back(n);
+      }
+      if (ec) return Status::IOError("cannot list {}/{}: {}", a.path, c, ec.message());
+      std::sort(files.begin(), files.end());
+      for (const auto& f : files)
+        DLSYS_RETURN_IF_ERROR(add(a.path + "/" + c + "/" + f, "input/" + c + "/" + f));
+    }
+  } else {
+    DLSYS_RETURN_IF_ERROR(add(a.path, "input." + format));
+  }
+  if (!a.labels.empty()) DLSYS_RETURN_IF_ERROR(add(a.labels, "labels." + format));
+  if (!a.schema.empty()) DLSYS_RETURN_IF_ERROR(add(a.schema, "schema.yaml"));
+  return out;
+}
+
+// A push through a server of what one request body cannot carry (NPY or IDX with labels, an
+// image folder, a schema file): a staged upload, one PUT per file, then one POST that ingests
+// them (the server removes the upload whatever happens).
+int run_push_staged(const DataArgs& a, api::ApiClient& client, const std::string& format) {
+  auto files = staged_files(a, format);
+  if (!files.ok()) return fail(files.status().message());
+  uint64_t total = 0;
+  for (const auto& f : *files) total += f.bytes;
+  std::string base = "/api/v1/datasets/" + enc(a.name) + "/uploads";
+  auto created = client.call("POST", base);
+  if (!created.ok()) return fail(created.status().message());
+  std::string what = answer_to("POST", base);
+  auto id = json_get<std::string>(*created, "upload", what);
+  if (!id.ok()) return fail(id.status().message());
+  if (!data::is_upload_id(*id)) return fail(what + ": 'upload' is not an upload id");
+  std::string upload = base + "/" + *id;
+  auto cancel = [&](const std::string& message) {
+    (void)client.call("DELETE", upload);
+    return fail(message);
+  };
+  auto max_files = json_get_or<int64_t>(*created, "max_files", 0, what);
+  auto max_bytes = json_get_or<int64_t>(*created, "max_bytes", 0, what);
+  if (!max_files.ok() || !max_bytes.ok())
+    return cancel((max_files.ok() ? max_bytes.status() : max_files.status()).message());
+  if (*max_files > 0 && static_cast<int64_t>(files->size()) > *max_files)
+    return cancel(fmt::format(
+        "{}: {} files, more than the {} the server at {} takes in one push (max_files); push "
+        "fewer files, or pack them into an NPY or IDX file",
+        a.path, files->size(), *max_files, client.where()));
+  if (*max_bytes > 0 && total > static_cast<uint64_t>(*max_bytes))
+    return cancel(fmt::format(
+        "{}: {} in all, more than the {} the server at {} takes in one push (max_bytes: its "
+        "--max-upload-mb); start it with a larger --max-upload-mb, or push on its machine with "
+        "--data-dir DIR",
+        a.path, human_bytes(total), human_bytes(*max_bytes), client.where()));
+  Progress bar(!a.json);
+  auto t0 = std::chrono::steady_clock::now();
+  auto last = t0 - std::chrono::seconds(1);
+  uint64_t before = 0;
+  for (size_t i = 0; i < files->size(); ++i) {
+    const StagedFile& f = (*files)[i];
+    auto progress = [&](uint64_t sent, uint64_t) {
+      auto now = std::chrono::steady_clock::now();
+      uint64_t done = before + sent;
+      double s = std::chrono::duration<double>(now - t0).count();
+      bar.update("push " + a.name, static_cast<int64_t>(done), static_cast<int64_t>(total),
+                 fmt::format("{}/{} files  {} sent  {}/s  {}", i + 1, files->size(),
+                             human_bytes(done), human_bytes(done / std::max(s, 1e-9)), f.rel));
+      bool end = i + 1 == files->size() && sent == f.bytes;
+      if (a.json && (now - last >= std::chrono::milliseconds(100) || end)) {
+        last = now;
+        std::printf("%s\n", json_dump_line({{"event", "progress"},
+                                            {"done", done},
+                                            {"total", total},
+                                            {"rows", 0},
+                                            {"files_done", i},
+                                            {"files", files->size()},
+                                            {"file", f.local}})
+                                .c_str());
+        std::fflush(stdout);
+      }
+    };
+    std::string target = upload + "/files/" + api::url_encode(f.rel, /*keep_slash=*/true);
+    auto put = client.send_file("PUT", target, f.local, progress);
+    if (!put.ok()) {
+      bar.end();
+      return cancel(fmt::format("uploading {} (file {} of {}) to the server at {}: {}", f.local,
+                                i + 1, files->size(), client.where(), put.status().message()));
+    }
+    before += f.bytes;
+  }
+  bar.end();
+  std::string target =
+      fmt::format("/api/v1/datasets/{}/versions?upload={}&{}&path={}", enc(a.name), *id,
+                  push_query(a, format), format == "images" ? "input" : "input." + format);
+  if (!a.labels.empty()) target += "&labels=labels." + format + "&labels_filename=" + enc(a.labels);
+  if (!a.schema.empty()) target += "&schema=schema.yaml&schema_filename=" + enc(a.schema);
+  if (!a.image_size.empty()) target += "&image_size=" + enc(a.image_size);
+  if (format == "images") target += fmt::format("&channels={}", a.channels);
+  // The server removes the upload once this returns, whatever the outcome.
+  auto answer = client.call("POST", target);
+  if (!answer.ok()) return fail(answer.status().message());
+  return print_remote_push(a, *answer, answer_to("POST", target), t0);
 }
 
 int run_push_remote(const DataArgs& a, api::ApiClient& client) {
-  auto format = remote_push_format(a);
+  auto format = push_format(a);
   if (!format.ok()) return fail(format.status().message());
+  const std::string& f = *format;
+  if (f != "csv" && f != "tsv" && f != "jsonl" && f != "npy" && f != "idx" && f != "images")
+    return fail(fmt::format("unknown format '{}'; use csv, tsv, jsonl, npy, idx or images", f));
   data::PushOptions check;
   if (Status st = data::parse_split_fractions(a.split, &check); !st.ok())
     return fail("--" + st.message());
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(a.path, ec))
-    return fail(fmt::format("cannot read {}: not a file", a.path));
-  std::string target = fmt::format(
-      "/api/v1/datasets/{}/versions?format={}&split={}&header={}&skip_rows={}&shard_rows={}",
-      enc(a.name), *format, enc(a.split), enc(a.header), a.skip_rows, a.shard_rows);
-  target += "&filename=" + enc(a.path);
-  if (!a.message.empty()) target += "&message=" + enc(a.message);
-  if (!a.policy.empty()) target += "&policy=" + enc(a.policy);
-  if (!a.split_key.empty()) target += "&split_key=" + enc(a.split_key);
+  if (f == "images" ? !std::filesystem::is_directory(a.path, ec)
+                    : !std::filesystem::is_regular_file(a.path, ec))
+    return fail(fmt::format("cannot read {}: not a {}", a.path, f == "images" ? "folder" : "file"));
+  if (Status st = check_push_input(a, f); !st.ok()) return fail(st.message());
+  // CSV, TSV and JSONL without a schema file: one request, the file as its body.
+  if (!a.schema.empty() || (f != "csv" && f != "tsv" && f != "jsonl"))
+    return run_push_staged(a, client, f);
+  std::string target =
+      fmt::format("/api/v1/datasets/{}/versions?{}", enc(a.name), push_query(a, f));
   Progress bar(!a.json);
   auto t0 = std::chrono::steady_clock::now();
   auto last = t0 - std::chrono::seconds(1);
@@ -319,62 +547,7 @@ int run_push_remote(const DataArgs& a, api::ApiClient& client) {
   auto answer = client.send_file("POST", target, a.path, progress);
   bar.end();
   if (!answer.ok()) return fail(answer.status().message());
-  std::string what = answer_to("POST", target);
-  auto v = version_from(*answer, what, false);
-  if (!v.ok()) return fail(v.status().message());
-  PushReport r;
-  r.name = v->name;
-  r.number = v->number;
-  r.label = v->label();
-  r.id = v->id;
-  r.rows = v->manifest["rows"];
-  r.nulls = null_counts(v->manifest);
-  Status st = Status::OK();
-  auto read_int = [&](const char* key, int64_t* out) {
-    if (!st.ok()) return;
-    auto x = json_get_or<int64_t>(*answer, key, 0, what);
-    if (x.ok())
-      *out = *x;
-    else
-      st = x.status();
-  };
-  read_int("bad_rows", &r.bad_rows);
-  read_int("shards", &r.shards);
-  read_int("shards_new", &r.shards_new);
-  read_int("bytes", &r.bytes);
-  read_int("new_bytes", &r.new_bytes);
-  if (!st.ok()) return fail(st.message());
-  auto unchanged = json_get_or<bool>(*answer, "unchanged", false, what);
-  if (!unchanged.ok()) return fail(unchanged.status().message());
-  r.unchanged = *unchanged;
-  // The time the user waited: upload and the server's ingest.
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  auto input = json_get_or<json>(*answer, "input", json::object(), what);
-  if (!input.ok()) return fail(input.status().message());
-  r.input = *input;
-  auto quarantine = json_get_optional<std::string>(*answer, "quarantine", what);
-  if (!quarantine.ok()) return fail(quarantine.status().message());
-  r.quarantine = *quarantine;
-  auto split = json_get_optional<json>(*answer, "split", what);
-  if (!split.ok()) return fail(split.status().message());
-  if (split->has_value()) {
-    for (const char* k : {"train", "validation", "test"}) {
-      auto n = json_get<int64_t>(**split, k, what + ": split");
-      if (!n.ok()) return fail(n.status().message());
-    }
-    r.split = **split;
-  }
-  auto bad = json_get_or<json>(*answer, "bad_sample", json::array(), what);
-  if (!bad.ok()) return fail(bad.status().message());
-  for (size_t i = 0; bad->is_array() && i < bad->size(); ++i) {
-    std::string w = fmt::format("{}: bad_sample[{}]", what, i);
-    auto line = json_get<int64_t>((*bad)[i], "line", w);
-    auto reason = json_get<std::string>((*bad)[i], "reason", w);
-    if (!line.ok() || !reason.ok())
-      return fail((line.ok() ? reason.status() : line.status()).message());
-    r.bad_sample.emplace_back(*line, *reason);
-  }
-  return print_push(a, r);
+  return print_remote_push(a, *answer, answer_to("POST", target), t0);
 }
 
 int run_push(const DataArgs& a) {
@@ -768,11 +941,8 @@ int run_diff(const DataArgs& a) {
 int run_pull(const DataArgs& a) {
   auto t = open_target(a);
   if (!t.ok()) return fail(t.status().message());
-  if (t->client && !a.format.empty() && a.format != "csv")
-    return fail(fmt::format(
-        "--format {}: a server sends rows as CSV only; pull CSV (drop --format), or run `dlsys "
-        "data pull --format {}` with --data-dir DIR on the server's machine",
-        a.format, a.format));
+  if (!a.format.empty() && a.format != "csv" && a.format != "npy")
+    return fail(fmt::format("--format '{}' is not csv or npy", a.format));
   std::string split;
   auto v = resolve(*t, a.ref, &split);
   if (!v.ok()) return fail_at(v.status(), *t);
@@ -783,7 +953,49 @@ int run_pull(const DataArgs& a) {
     bar.update("pull " + v->label(), rows, total, fmt::format("{} rows", rows));
   };
   std::vector<std::string> files;
-  if (t->client) {
+  if (t->client && a.format == "npy") {
+    // The version's shards copied into a temporary store beside the output (each checked
+    // against its SHA-256, one in memory at a time), then exported as a local pull does.
+    namespace fs = std::filesystem;
+    fs::path out(a.out);
+    std::string tmp = (out.has_parent_path() ? out.parent_path() / "" : fs::path()).string() + "." +
+                      out.filename().string() + ".pull-" + random_hex(4);
+    struct RemoveTree {
+      std::string p;
+      ~RemoveTree() {
+        std::error_code ec;
+        fs::remove_all(p, ec);
+      }
+    } remove{tmp};
+    auto store = data::DatasetStore::open(tmp);
+    if (!store.ok()) return fail(store.status().message());
+    const json& shards = v->manifest["shards"];
+    std::string base =
+        fmt::format("/api/v1/datasets/{}/versions/{}/shards/", enc(v->name), enc(v->id));
+    for (size_t i = 0; i < shards.size(); ++i) {
+      std::string sid = shards[i]["id"];
+      bar.update("pull " + v->label(), static_cast<int64_t>(i), static_cast<int64_t>(shards.size()),
+                 fmt::format("{}/{} shards", i, shards.size()));
+      if ((*store)->has_shard(sid)) continue;
+      std::string file = tmp + "/tmp/fetch-" + random_hex(8);
+      Status st = t->client->download(base + sid, file);
+      Result<std::string> bytes = st.ok() ? read_file(file) : Result<std::string>(st);
+      ::unlink(file.c_str());
+      if (!bytes.ok())
+        return fail(fmt::format("fetching shard {} of {}: {}", sid.substr(0, 12), v->label(),
+                                bytes.status().message()));
+      if (sha256_hex(*bytes) != sid)
+        return fail(fmt::format(
+            "shard {} of {} from the server does not match its SHA-256; nothing was written",
+            sid.substr(0, 12), v->label()));
+      auto put = (*store)->put_shard(*bytes);
+      if (!put.ok()) return fail(put.status().message());
+    }
+    auto r = data::export_npy(**store, *v, split, a.out, progress);
+    bar.end();
+    if (!r.ok()) return fail(r.status().message());
+    files = *r;
+  } else if (t->client) {
     // Streamed to a temporary file beside the output, renamed when complete.
     std::string path =
         fmt::format("/api/v1/datasets/{}/versions/{}/rows", enc(v->name), enc(v->id));
@@ -871,13 +1083,71 @@ int run_verify(const DataArgs& a) {
   return 0;
 }
 
+// Removes the train cache under `dir` (DATA_DIR/cache/<host>_<port>/: copies of servers'
+// versions that `dlsys train --server` made). Each server's cache is first renamed to a hidden
+// name (atomic: a train either finds it whole or not at all, and fetches again), then removed;
+// a gc that died midway leaves only hidden names, removed by the next gc. Returns the bytes
+// freed; `*entries` counts the server caches removed.
+Result<int64_t> remove_train_cache(const std::string& dir, int64_t* entries) {
+  namespace fs = std::filesystem;
+  int64_t freed = 0;
+  std::error_code ec;
+  std::vector<fs::path> all;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::end(it); it.increment(ec))
+    all.push_back(it->path());
+  if (ec && ec != std::errc::no_such_file_or_directory)
+    return Status::IOError("cannot list {}: {}", dir, ec.message());
+  for (const fs::path& p : all) {
+    std::string name = p.filename().string();
+    fs::path doomed = p;
+    if (name.rfind(".gc-", 0) != 0) {
+      doomed = fs::path(dir) / (".gc-" + random_hex(8));
+      if (::rename(p.c_str(), doomed.c_str()) != 0)
+        return Status::IOError("cannot remove the cache {}: {}", p.string(), strerror(errno));
+      ++*entries;
+    }
+    std::error_code e2;
+    for (auto it = fs::recursive_directory_iterator(doomed, e2); !e2 && it != fs::end(it);
+         it.increment(e2)) {
+      std::error_code e3;
+      if (it->is_regular_file(e3)) freed += static_cast<int64_t>(it->file_size(e3));
+    }
+    fs::remove_all(doomed, e2);
+    if (e2) return Status::IOError("cannot remove {}: {}", doomed.string(), e2.message());
+  }
+  return freed;
+}
+
 int run_gc(const DataArgs& a) {
   auto t = open_target(a);
   if (!t.ok()) return fail(t.status().message());
   if (t->client) return local_only("gc");
   auto freed = t->store->gc();
   if (!freed.ok()) return fail(freed.status().message());
+  // Staged uploads of pushes through a server whose client died (the server sweeps them too).
+  int64_t upload_bytes = 0;
+  size_t uploads = data::remove_stale_uploads(t->store->root() + "/uploads",
+                                              data::kStaleUploadSeconds, &upload_bytes);
+  std::string cache_dir = t->data_dir + "/cache";
+  int64_t cache_entries = 0;
+  auto cache_freed = remove_train_cache(cache_dir, &cache_entries);
+  if (!cache_freed.ok()) return fail(cache_freed.status().message());
+  if (a.json) {
+    std::printf("%s\n", json_dump_line({{"freed_bytes", *freed},
+                                        {"uploads_removed", uploads},
+                                        {"uploads_freed_bytes", upload_bytes},
+                                        {"cache_dir", cache_dir},
+                                        {"cache_removed", cache_entries},
+                                        {"cache_freed_bytes", *cache_freed}})
+                            .c_str());
+    return 0;
+  }
   std::printf("freed %s\n", human_bytes(*freed).c_str());
+  if (uploads > 0)
+    std::printf("freed %s of %zu stale staged upload(s)\n", human_bytes(upload_bytes).c_str(),
+                uploads);
+  std::printf("freed %s of cached server versions (%lld server cache(s) in %s)\n",
+              human_bytes(*cache_freed).c_str(), (long long)cache_entries, cache_dir.c_str());
   return 0;
 }
 
@@ -959,7 +1229,9 @@ void add_data(CLI::App& app, int* rc) {
   verify->callback([a, rc] { *rc = run_verify(*a); });
 
   auto* gc = d->add_subcommand(
-      "gc", "Delete shards, statistics and manifests no version references (older than an hour)");
+      "gc",
+      "Delete shards, statistics and manifests no version references (older than an hour), "
+      "staged uploads untouched for an hour, and the train cache (DATA_DIR/cache)");
   add_common(gc, a.get());
   gc->callback([a, rc] { *rc = run_gc(*a); });
 }

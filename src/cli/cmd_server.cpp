@@ -40,6 +40,7 @@ int run_server(const ServerArgs& a) {
   bo.db_connections = static_cast<size_t>(a.workers) + 2;
   bo.model_validator = validate_onnx_model;
   bo.run_timeout_ms = a.run_timeout_s * 1000;
+  bo.max_upload_bytes = a.max_upload_mb << 20;  // a staged dataset push, all its files together
   auto backend = api::Services::open(bo);
   if (!backend.ok()) return fail(backend.status().message());
   api::ServerOptions so;
@@ -120,7 +121,8 @@ void add_server(CLI::App& app, int* rc) {
   c->add_option("--max-body-mb", a->max_body_mb, "Largest JSON body; larger gets 413")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{4096}));
-  c->add_option("--max-upload-mb", a->max_upload_mb, "Largest artifact upload")
+  c->add_option("--max-upload-mb", a->max_upload_mb,
+                "Largest upload: an artifact, a pushed file, all files of one staged dataset push")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 30));
   c->add_option("--max-connections", a->max_connections,

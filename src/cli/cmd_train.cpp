@@ -87,8 +87,12 @@ Result<data::VersionInfo> cache_server_version(api::ApiClient& c, data::DatasetS
   DLSYS_RETURN_IF_ERROR(data::check_manifest(manifest, what));
   std::string index = index_dir + "/" + id;
   if (auto local = read_file(index); local.ok() && is_sha256_hex(*local)) {
+    // Only a whole copy is used: a shard missing (a `dlsys data gc` that ran meanwhile) is
+    // fetched again below.
     auto v = cache.resolve({ref.name, *local, ""});
-    if (v.ok()) return v;
+    bool whole = v.ok();
+    for (const auto& s : manifest["shards"]) whole = whole && cache.has_shard(s["id"]);
+    if (whole) return v;
   }
   for (const auto& s : manifest["shards"]) {
     std::string sid = s["id"];

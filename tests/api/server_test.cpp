@@ -587,5 +587,157 @@ TEST_F(ServerTest, DatasetsOverRest) {
   EXPECT_NE(lin.dump().find("toy@v1"), std::string::npos) << lin.dump();
 }
 
+// Uploads left by a server that stopped (or clients that died) are removed when a server starts,
+// once untouched for an hour; younger ones stay.
+TEST_F(ServerTest, StaleStagedUploadsAreRemovedAtStart) {
+  std::filesystem::path stale, fresh;
+  tune_services = [&](ServicesOptions& o) {
+    std::filesystem::path up = std::filesystem::path(o.data_dir) / "datasets" / "uploads";
+    stale = up / std::string(32, 'a');
+    fresh = up / std::string(32, 'b');
+    for (const auto& d : {stale, fresh}) {
+      std::filesystem::create_directories(d / "input");
+      std::ofstream(d / "input" / "x.csv") << "x\n1\n";
+    }
+    std::filesystem::last_write_time(
+        stale, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
+  };
+  Start();
+  EXPECT_FALSE(std::filesystem::exists(stale));
+  EXPECT_TRUE(std::filesystem::exists(fresh / "input" / "x.csv"));
+  // Unknown to this server: no file can be added to it, and its sweep removes it once stale.
+  EXPECT_EQ(
+      Req("PUT", "/api/v1/datasets/toy/uploads/" + std::string(32, 'b') + "/files/y", "1").status,
+      404);
+}
+
+// A staged upload: files PUT one by one under checked relative paths, within the limits (files
+// and bytes per upload, the server's body limit per file), then ingested by one POST that
+// removes the staging directory whatever happens.
+TEST_F(ServerTest, StagedDatasetUploadsCheckPathsAndLimits) {
+  tune_services = [](ServicesOptions& o) {
+    o.max_upload_files = 3;
+    o.max_upload_bytes = 400;
+  };
+  Start(false, 16 << 20, nullptr, [](ServerOptions& so) { so.max_upload = 300; });
+  std::filesystem::path staging = dir_ / "datasets" / "uploads";
+  auto create = [&](const std::string& name) {
+    auto r = Req("POST", "/api/v1/datasets/" + name + "/uploads");
+    EXPECT_EQ(r.status, 201) << r.body;
+    EXPECT_EQ(J(r)["max_files"], 3);
+    EXPECT_EQ(J(r)["max_bytes"], 400);
+    return J(r)["upload"].get<std::string>();
+  };
+  std::string id = create("toy");
+  ASSERT_EQ(id.size(), 32u);
+  EXPECT_TRUE(std::filesystem::is_directory(staging / id));
+  std::string files = "/api/v1/datasets/toy/uploads/" + id + "/files/";
+  // Paths that would leave the upload, or that are not plain relative names: 400 naming `path`.
+  for (const std::string& bad :
+       {std::string("../x"), std::string("a/../../x"), std::string("a/./b"), std::string(".env"),
+        std::string("a//b"), std::string("%2e%2e/x"), std::string("a%5cb"), std::string("a%01b"),
+        std::string("%2Fabs"), std::string(300, 'p'), std::string("a/") + std::string(1100, 'q')}) {
+    auto r = Req("PUT", files + bad, "data");
+    EXPECT_EQ(r.status, 400) << bad << ": " << r.body;
+    EXPECT_NE(r.body.find("\"message\":\"path"), std::string::npos) << bad << ": " << r.body;
+  }
+  std::string deep;
+  for (int i = 0; i < 17; ++i) deep += "d/";
+  auto too_deep = Req("PUT", files + deep + "f", "x");
+  EXPECT_EQ(too_deep.status, 400) << too_deep.body;
+  EXPECT_NE(too_deep.body.find("more than 16 parts"), std::string::npos) << too_deep.body;
+  // Unknown uploads, and another dataset's: 404.
+  EXPECT_EQ(
+      Req("PUT", "/api/v1/datasets/toy/uploads/" + std::string(32, 'a') + "/files/x", "1").status,
+      404);
+  EXPECT_EQ(Req("PUT", "/api/v1/datasets/other/uploads/" + id + "/files/x", "1").status, 404);
+  EXPECT_EQ(Req("PUT", "/api/v1/datasets/toy/uploads/..%2F..%2Fmeta.db/files/x", "1").status, 404);
+  // Limits: bytes per upload (a file replaced counts once), files per upload, bytes per file.
+  std::string csv = "x,label\n1,0\n2,1\n3,0\n4,1\n";
+  ASSERT_EQ(Req("PUT", files + "in/data.csv", csv).status, 201);
+  ASSERT_EQ(Req("PUT", files + "in/data.csv", csv).status, 201);
+  auto big = Req("PUT", files + "b.bin", std::string(250, 'b'));
+  ASSERT_EQ(big.status, 201) << big.body;
+  auto over = Req("PUT", files + "c.bin", std::string(200, 'c'));
+  EXPECT_EQ(over.status, 400) << over.body;
+  EXPECT_NE(over.body.find("over the limit (max_bytes) of 400 bytes"), std::string::npos)
+      << over.body;
+  ASSERT_EQ(Req("PUT", files + "c.bin", "c").status, 201);
+  auto many = Req("PUT", files + "d.bin", "d");
+  EXPECT_EQ(many.status, 400) << many.body;
+  EXPECT_NE(many.body.find("the limit (max_files) of one upload"), std::string::npos) << many.body;
+  auto file_limit = Req("PUT", files + "e.bin", std::string(301, 'e'));
+  EXPECT_EQ(file_limit.status, 413) << file_limit.body;
+  EXPECT_NE(file_limit.body.find("--max-upload-mb"), std::string::npos) << file_limit.body;
+  // A file where a folder of the upload is, and under a file.
+  EXPECT_EQ(Req("PUT", files + "in", "x").status, 400);
+  auto under = Req("PUT", files + "c.bin/x", "x");
+  EXPECT_EQ(under.status, 400) << under.body;
+  EXPECT_NE(under.body.find("'c.bin' is a file of the upload"), std::string::npos) << under.body;
+  // The ingest: paths checked like files (400 naming the field), the upload gone afterwards.
+  std::string push = "/api/v1/datasets/toy/versions?upload=" + id + "&format=csv";
+  auto no_path = Req("POST", push);
+  EXPECT_EQ(no_path.status, 400) << no_path.body;
+  EXPECT_NE(no_path.body.find("path: give"), std::string::npos) << no_path.body;
+  EXPECT_FALSE(std::filesystem::exists(staging / id)) << "a failed ingest left its upload";
+  EXPECT_EQ(Req("PUT", files + "x", "1").status, 404);
+  id = create("toy");
+  files = "/api/v1/datasets/toy/uploads/" + id + "/files/";
+  ASSERT_EQ(Req("PUT", files + "in/data.csv", csv).status, 201);
+  push = "/api/v1/datasets/toy/versions?upload=" + id + "&format=csv";
+  auto escape = Req("POST", push + "&path=in/data.csv&labels=../../meta.db");
+  EXPECT_EQ(escape.status, 400) << escape.body;
+  EXPECT_NE(escape.body.find("labels: path '../../meta.db' has a '..' part"), std::string::npos)
+      << escape.body;
+  id = create("toy");
+  files = "/api/v1/datasets/toy/uploads/" + id + "/files/";
+  ASSERT_EQ(Req("PUT", files + "in/data.csv", csv).status, 201);
+  push = "/api/v1/datasets/toy/versions?upload=" + id + "&format=csv";
+  auto missing = Req("POST", push + "&path=in/other.csv");
+  EXPECT_EQ(missing.status, 400) << missing.body;
+  EXPECT_NE(missing.body.find("path 'in/other.csv' is not a file of upload"), std::string::npos)
+      << missing.body;
+  id = create("toy");
+  files = "/api/v1/datasets/toy/uploads/" + id + "/files/";
+  ASSERT_EQ(Req("PUT", files + "in/data.csv", csv).status, 201);
+  push = "/api/v1/datasets/toy/versions?upload=" + id + "&format=csv";
+  auto with_body = Req("POST", push + "&path=in/data.csv", "x,label\n1,1\n");
+  EXPECT_EQ(with_body.status, 400) << with_body.body;
+  EXPECT_FALSE(std::filesystem::exists(staging / id)) << "a refused ingest left its upload";
+  id = create("toy");
+  files = "/api/v1/datasets/toy/uploads/" + id + "/files/";
+  ASSERT_EQ(Req("PUT", files + "in/data.csv", csv).status, 201);
+  push = "/api/v1/datasets/toy/versions?upload=" + id + "&format=csv";
+  auto ok = Req("POST", push + "&path=in/data.csv&filename=my.csv&split=1,0,0");
+  ASSERT_EQ(ok.status, 201) << ok.body;
+  EXPECT_EQ(J(ok)["rows"], 4);
+  EXPECT_EQ(J(ok)["input"]["path"], "my.csv");
+  EXPECT_FALSE(std::filesystem::exists(staging / id));
+  // The same rows pushed as a body: no new version (the same shards).
+  auto same = Req("POST", "/api/v1/datasets/toy/versions?split=1,0,0", csv);
+  EXPECT_EQ(same.status, 200) << same.body;
+  EXPECT_TRUE(J(same)["unchanged"].get<bool>());
+  // Cancelled, and swept when stale (here: at once).
+  id = create("toy");
+  EXPECT_EQ(Req("DELETE", "/api/v1/datasets/toy/uploads/" + id).status, 200);
+  EXPECT_FALSE(std::filesystem::exists(staging / id));
+  id = create("toy");
+  EXPECT_EQ(backend_->uploads().sweep(0), 1u);
+  EXPECT_FALSE(std::filesystem::exists(staging / id));
+  EXPECT_EQ(Req("PUT", "/api/v1/datasets/toy/uploads/" + id + "/files/x", "1").status, 404);
+  // Uploads in progress at once are bounded (503, naming the limit).
+  std::vector<std::string> open;
+  for (int i = 0; i < 256; ++i) {
+    auto r = Req("POST", "/api/v1/datasets/toy/uploads");
+    ASSERT_EQ(r.status, 201) << i << ": " << r.body;
+    open.push_back(J(r)["upload"]);
+  }
+  auto full = Req("POST", "/api/v1/datasets/toy/uploads");
+  EXPECT_EQ(full.status, 503) << full.body;
+  EXPECT_NE(full.body.find("its limit (max_open)"), std::string::npos) << full.body;
+  EXPECT_EQ(Req("DELETE", "/api/v1/datasets/toy/uploads/" + open.back()).status, 200);
+  EXPECT_EQ(Req("POST", "/api/v1/datasets/toy/uploads").status, 201);
+}
+
 }  // namespace
 }  // namespace dlsys::api

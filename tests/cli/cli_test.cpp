@@ -1,6 +1,7 @@
 // The `dlsys` command as a user runs it: exit codes, files written, JSON fields, error messages.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <png.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -12,6 +13,7 @@
 #include <array>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -20,6 +22,7 @@
 
 #include "api/client.h"
 #include "api/services.h"
+#include "core/file_util.h"
 #include "tensor/npy.h"
 #include "testing/free_port.h"
 #include "testing/onnx_builder.h"
@@ -764,6 +767,12 @@ class Server {
   bool up_ = false;
 };
 
+// A file's bytes ("" when it cannot be read).
+std::string read_bytes(const fs::path& path) {
+  auto r = read_file(path.string());
+  return r.ok() ? *r : std::string();
+}
+
 // The example dataset spec with its dataset ref replaced.
 std::string dataset_spec(const fs::path& dir, const std::string& ref) {
   std::string spec = (dir / "ds.yaml").string();
@@ -1035,20 +1044,209 @@ TEST_F(Cli, DataCommandsThroughAServerMatchTheDataDirectory) {
   EXPECT_NE(missing.err.find("digits has v1..v1"), std::string::npos) << missing.err;
   EXPECT_NE(missing.err.find("(looked on the server at " + server.url() + ")"), std::string::npos)
       << missing.err;
+  // .npy files pulled through the server are the local pull's, byte for byte.
+  for (const char* split : {"", ":train"}) {
+    fs::path a = dir_ / "npy_s", b = dir_ / "npy_d";
+    RanApart ps = sh_apart(
+        env, "data pull digits@prod" + std::string(split) + " --format npy -o " + a.string() + s,
+        dir_);
+    ASSERT_EQ(ps.code, 0) << ps.err;
+    ASSERT_EQ(
+        sh_apart(env,
+                 "data pull digits@v1" + std::string(split) + " --format npy -o " + b.string() + d,
+                 dir_)
+            .code,
+        0);
+    size_t n = 0;
+    for (const auto& e : fs::directory_iterator(b)) {
+      EXPECT_EQ(read_bytes(e.path()), read_bytes(a / e.path().filename())) << e.path();
+      ++n;
+    }
+    EXPECT_EQ(n, 65u);  // c0..c63 and the label
+    EXPECT_EQ(std::distance(fs::directory_iterator(a), fs::directory_iterator()), 65);
+    fs::remove_all(a);
+    fs::remove_all(b);
+  }
+  for (const auto& e : fs::directory_iterator(dir_))
+    EXPECT_EQ(e.path().filename().string().find(".pull-"), std::string::npos)
+        << "a pull left its temporary store: " << e.path();
   // What a server cannot do is refused with what to do instead.
-  RanApart npy = sh_apart(env, "data push " + (dir_ / "x.npy").string() + " --name x" + s, dir_);
-  EXPECT_EQ(npy.code, 1);
-  EXPECT_NE(npy.err.find("npy data cannot be pushed through a server"), std::string::npos)
-      << npy.err;
-  EXPECT_NE(npy.err.find("--data-dir DIR"), std::string::npos) << npy.err;
   RanApart verify = sh_apart(env, "data verify digits" + s, dir_);
   EXPECT_EQ(verify.code, 1);
   EXPECT_NE(verify.err.find("runs on the server's machine"), std::string::npos) << verify.err;
-  RanApart pull_npy =
-      sh_apart(env, "data pull digits --format npy -o " + (dir_ / "n").string() + s, dir_);
-  EXPECT_EQ(pull_npy.code, 1);
-  EXPECT_NE(pull_npy.err.find("a server sends rows as CSV only"), std::string::npos)
-      << pull_npy.err;
+}
+
+void write_png(const std::string& path, int w, int h, uint8_t value) {
+  png_image img;
+  std::memset(&img, 0, sizeof img);
+  img.version = PNG_IMAGE_VERSION;
+  img.width = w;
+  img.height = h;
+  img.format = PNG_FORMAT_RGB;
+  std::vector<uint8_t> px(w * h * 3);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(value + i % 7);
+  ASSERT_TRUE(png_image_write_to_file(&img, path.c_str(), 0, px.data(), 0, nullptr));
+}
+
+// An IDX file (MNIST's format): u8 values, dimensions big-endian.
+void write_idx(const fs::path& path, const std::vector<uint32_t>& dims,
+               const std::vector<uint8_t>& values) {
+  std::string b = {0, 0, 0x08, static_cast<char>(dims.size())};
+  for (uint32_t d : dims)
+    for (int s = 24; s >= 0; s -= 8) b += static_cast<char>((d >> s) & 0xff);
+  b.append(values.begin(), values.end());
+  std::ofstream(path, std::ios::binary) << b;
+}
+
+// `dlsys data push --server` takes every input a local push takes (NPY with labels, IDX, an
+// image folder, a CSV with a schema file) through a staged upload, and the version it makes is
+// the local push's: the same shards (row hashes), schema, statistics and source; the same
+// summary; the same errors.
+TEST_F(Cli, DataPushThroughAServerTakesEveryFormatAsALocalPushDoes) {
+  std::string srv = (dir_ / "srv").string(), home = (dir_ / "home").string();
+  Server server(srv);
+  ASSERT_TRUE(server.up());
+  std::string env = "DLSYS_HOME=" + home;
+  std::string s = " --server " + server.url(), d = " --data-dir " + (dir_ / "local").string();
+  std::vector<float> x(60 * 4);
+  std::vector<int64_t> y(60);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = static_cast<float>(i % 17) * 0.25f;
+  for (size_t i = 0; i < y.size(); ++i) y[i] = static_cast<int64_t>(i % 3);
+  ASSERT_TRUE(npy_write((dir_ / "feat.npy").string(), Tensor::from_f32({60, 4}, x.data())).ok());
+  ASSERT_TRUE(npy_write((dir_ / "lab.npy").string(), Tensor::from_i64({60}, y.data())).ok());
+  ASSERT_TRUE(npy_write((dir_ / "short.npy").string(), Tensor::from_i64({59}, y.data())).ok());
+  std::vector<uint8_t> pixels(20 * 4 * 4), digits(20);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 7);
+  for (size_t i = 0; i < digits.size(); ++i) digits[i] = static_cast<uint8_t>(i % 10);
+  write_idx(dir_ / "images-idx3-ubyte", {20, 4, 4}, pixels);
+  write_idx(dir_ / "labels-idx1-ubyte", {20}, digits);
+  for (const char* c : {"cat", "dog", ".hidden"}) fs::create_directories(dir_ / "img" / c);
+  write_png((dir_ / "img/cat/a.png").string(), 8, 8, 10);
+  write_png((dir_ / "img/cat/b.png").string(), 16, 4, 50);
+  write_png((dir_ / "img/dog/c.png").string(), 8, 8, 200);
+  write_png((dir_ / "img/dog/.d.png").string(), 8, 8, 90);     // hidden: not read
+  write_png((dir_ / "img/.hidden/e.png").string(), 8, 8, 90);  // hidden: not read
+  std::ofstream(dir_ / "img/dog/notes.txt") << "not an image";
+  std::ofstream(dir_ / "t.csv") << "a,b,label\n1.5,x,0\n2,y,1\n-3,x,0\n4,z,1\n5,y,0\n";
+  std::ofstream(dir_ / "s.yaml") << "columns:\n  - {name: a, type: float64, min: 0}\n"
+                                    "  - {name: b, type: string, allowed: [x, y]}\npolicy: "
+                                    "quarantine\n";
+  struct Case {
+    std::string name, args;
+    int64_t rows;
+  };
+  std::string p = dir_.string() + "/";
+  std::vector<Case> cases = {
+      {"arr", p + "feat.npy --labels " + p + "lab.npy", 60},
+      {"mnist", p + "images-idx3-ubyte --labels " + p + "labels-idx1-ubyte", 20},
+      {"pets", p + "img --image-size 4x4", 3},
+      {"tab", p + "t.csv --schema " + p + "s.yaml --split 0.5,0.5", 3},
+  };
+  for (const Case& c : cases) {
+    nlohmann::json done[2];
+    int k = 0;
+    for (const std::string& where : {s, d}) {
+      RanApart r =
+          sh_apart(env, "data push " + c.args + " --name " + c.name + " --json" + where, dir_);
+      ASSERT_EQ(r.code, 0) << c.name << where << "\n" << r.out << r.err;
+      std::istringstream lines(r.out);
+      std::string line;
+      nlohmann::json last_progress;
+      while (std::getline(lines, line)) {
+        auto j = nlohmann::json::parse(line);
+        if (j["event"] == "progress") last_progress = j;
+        if (j["event"] == "done") done[k] = j;
+      }
+      if (where == s) {  // the last progress event: every byte of every file sent
+        EXPECT_EQ(last_progress["done"], last_progress["total"]) << r.out;
+        EXPECT_EQ(last_progress["files"], c.name == "pets" ? 3 : 2) << r.out;
+      }
+      for (const char* key : {"id", "seconds"}) done[k].erase(key);
+      ++k;
+    }
+    EXPECT_EQ(done[0], done[1]) << c.name;
+    EXPECT_EQ(done[0]["rows"], c.rows) << c.name;
+    auto show = [&](const std::string& where) {
+      RanApart r = sh_apart(env, "data show " + c.name + " --json" + where, dir_);
+      EXPECT_EQ(r.code, 0) << r.err;
+      auto j = nlohmann::json::parse(r.out);
+      for (const char* key : {"created_ms", "id", "author", "stats_id"}) j.erase(key);
+      return j;
+    };
+    nlohmann::json shown = show(s);
+    EXPECT_EQ(shown, show(d)) << c.name;
+    EXPECT_EQ(shown["rows"], c.rows);
+    EXPECT_FALSE(shown["shards"].empty());
+  }
+  // The schema file's rules and policy applied on the server: the bad rows are quarantined.
+  RanApart q = sh_apart(env, "data show tab.quarantine --json" + s, dir_);
+  ASSERT_EQ(q.code, 0) << q.err;
+  EXPECT_EQ(nlohmann::json::parse(q.out)["rows"], 2);
+  // The image folder: classes and files as a local push reads them (hidden ones left out).
+  nlohmann::json pets = nlohmann::json::parse(sh_apart(env, "data show pets --json" + s, dir_).out);
+  EXPECT_EQ(pets["source"]["classes"], nlohmann::json({"cat", "dog"}));
+  EXPECT_EQ(pets["source"]["path"], p + "img");
+  // Tensor columns pulled as .npy through the server: the local pull's bytes.
+  for (const std::string& name : {std::string("pets"), std::string("mnist")}) {
+    fs::path a = dir_ / "pull_s", b = dir_ / "pull_d";
+    ASSERT_EQ(sh_apart(env, "data pull " + name + " --format npy -o " + a.string() + s, dir_).code,
+              0);
+    ASSERT_EQ(sh_apart(env, "data pull " + name + " --format npy -o " + b.string() + d, dir_).code,
+              0);
+    for (const char* f : {"image.npy", "label.npy"}) {
+      EXPECT_FALSE(read_bytes(b / f).empty()) << name << " " << f;
+      EXPECT_EQ(read_bytes(a / f), read_bytes(b / f)) << name << " " << f;
+    }
+    fs::remove_all(a);
+    fs::remove_all(b);
+  }
+  // Errors: the local push's, found before anything is sent (or by the server, naming the
+  // user's files, never its staging directory).
+  for (const std::string& args :
+       {p + "feat.npy --labels " + p + "short.npy --name arr",
+        p + "t.csv --schema " + p + "nope.yaml --name tab", p + "empty_dir --name e"}) {
+    if (args.find("empty_dir") != std::string::npos) fs::create_directories(dir_ / "empty_dir");
+    RanApart rs = sh_apart(env, "data push " + args + s, dir_);
+    RanApart rd = sh_apart(env, "data push " + args + d, dir_);
+    EXPECT_EQ(rs.code, 1) << args;
+    EXPECT_EQ(rd.code, 1) << args;
+    EXPECT_EQ(rs.err, rd.err) << args;
+  }
+  std::ofstream(dir_ / "strict.yaml") << "columns:\n  - {name: a, type: float64, min: 0}\n";
+  RanApart strict_s = sh_apart(
+      env, "data push " + p + "t.csv --schema " + p + "strict.yaml" + " --name strict" + s, dir_);
+  RanApart strict_d = sh_apart(
+      env, "data push " + p + "t.csv --schema " + p + "strict.yaml" + " --name strict" + d, dir_);
+  EXPECT_EQ(strict_s.code, 1);
+  EXPECT_EQ(strict_s.err, strict_d.err);
+  EXPECT_EQ(strict_s.err.find(srv), std::string::npos) << strict_s.err;
+  // An image the server cannot decode: the local push's error.
+  fs::create_directories(dir_ / "img2/cat");
+  write_png((dir_ / "img2/cat/a.png").string(), 8, 8, 10);
+  std::ofstream(dir_ / "img2/cat/b.jpg") << "not a jpeg";
+  RanApart broken_s = sh_apart(env, "data push " + p + "img2 --name broken" + s, dir_);
+  RanApart broken_d = sh_apart(env, "data push " + p + "img2 --name broken" + d, dir_);
+  EXPECT_EQ(broken_s.code, 1);
+  EXPECT_NE(broken_s.err.find("JPEG decode failed"), std::string::npos) << broken_s.err;
+  EXPECT_EQ(broken_s.err, broken_d.err);
+  // Nothing stays staged on the server, whatever happened.
+  EXPECT_TRUE(fs::is_empty(fs::path(srv) / "datasets" / "uploads"));
+  // `data gc` on a data directory removes staged uploads untouched for an hour (a server's
+  // client that died), not younger ones.
+  fs::path uploads = dir_ / "local" / "datasets" / "uploads";
+  for (char c : {'a', 'b'}) {
+    fs::create_directories(uploads / std::string(32, c));
+    std::ofstream(uploads / std::string(32, c) / "input.csv") << "x\n1\n";
+  }
+  fs::last_write_time(uploads / std::string(32, 'a'),
+                      fs::file_time_type::clock::now() - std::chrono::hours(2));
+  RanApart gc = sh_apart(env, "data gc --json" + d, dir_);
+  ASSERT_EQ(gc.code, 0) << gc.err;
+  auto freed = nlohmann::json::parse(gc.out);
+  EXPECT_EQ(freed["uploads_removed"], 1) << gc.out;
+  EXPECT_EQ(freed["uploads_freed_bytes"], 4) << gc.out;
+  EXPECT_FALSE(fs::exists(uploads / std::string(32, 'a')));
+  EXPECT_TRUE(fs::exists(uploads / std::string(32, 'b')));
 }
 
 // `dlsys train --server` reads data.dataset on that server (a dataset pushed only there), and
@@ -1101,6 +1299,36 @@ TEST_F(Cli, TrainWithAServerReadsTheServersDatasets) {
   ASSERT_EQ(again.code, 0) << again.err;
   auto done2 = nlohmann::json::parse(again.out.substr(again.out.rfind("{\"data\"")));
   EXPECT_EQ(done2["data"]["dataset"], "digits@v2:train");
+  // A cached copy that lost a shard (a `data gc` that ran meanwhile) is fetched again, never
+  // trusted as it is.
+  fs::path cache = fs::path(home) / "cache";
+  std::vector<fs::path> shards;
+  for (const auto& e : fs::recursive_directory_iterator(cache))
+    if (e.is_regular_file() && e.path().parent_path().parent_path().filename() == "shards")
+      shards.push_back(e.path());
+  ASSERT_FALSE(shards.empty());
+  for (const auto& f : shards) fs::remove(f);
+  RanApart refetch = sh_apart(
+      env, "train " + spec + " --epochs 1 --json --threads 2 --out " + (dir_ / "run3").string() + s,
+      dir_);
+  ASSERT_EQ(refetch.code, 0) << refetch.err;
+  for (const auto& f : shards) EXPECT_TRUE(fs::exists(f)) << f;
+  // `data gc` removes the train cache and says what it freed.
+  RanApart gc = sh_apart(env, "data gc --json --quiet", dir_);
+  ASSERT_EQ(gc.code, 0) << gc.err;
+  auto freed = nlohmann::json::parse(gc.out);
+  EXPECT_EQ(freed["cache_removed"], 1) << gc.out;
+  EXPECT_GT(freed["cache_freed_bytes"].get<int64_t>(), 0) << gc.out;
+  EXPECT_EQ(freed["cache_dir"], cache.string());
+  EXPECT_TRUE(fs::is_empty(cache));
+  RanApart gc_text = sh_apart(env, "data gc --quiet", dir_);
+  EXPECT_EQ(gc_text.out, "freed 0 B\nfreed 0 B of cached server versions (0 server cache(s) in " +
+                             cache.string() + ")\n");
+  RanApart after = sh_apart(
+      env, "train " + spec + " --epochs 1 --json --threads 2 --out " + (dir_ / "run4").string() + s,
+      dir_);
+  ASSERT_EQ(after.code, 0) << after.err;
+  EXPECT_FALSE(fs::is_empty(cache));
   // A ref the server lacks: the error names the server.
   RanApart missing =
       sh_apart(env, "train " + dataset_spec(dir_, "digits@v7") + " --epochs 1" + s, dir_);
