@@ -325,6 +325,15 @@ Status models_get(api::ApiClient& c, const ModelsArgs& a) {
 }
 
 Status models_alias(api::ApiClient& c, const ModelsArgs& a) {
+  // NAME@VERSION is how other commands name a version; alias takes them apart.
+  if (size_t at = a.name.find('@'); at != std::string::npos) {
+    std::string name = a.name.substr(0, at), ref = a.name.substr(at + 1);
+    bool number = !ref.empty() && ref.find_first_not_of("0123456789") == std::string::npos;
+    return Status::Invalid(
+        "'{}': models alias takes the model name, the alias and the version apart: `dlsys models "
+        "alias {} {} {}`",
+        a.name, name, a.alias, number ? ref : (a.version > 0 ? std::to_string(a.version) : "N"));
+  }
   std::string target = "/api/v1/models/" + enc(a.name) + "/aliases/" + enc(a.alias);
   if (a.remove) {
     DLSYS_RETURN_IF_ERROR(c.call("DELETE", target).status());

@@ -340,6 +340,12 @@ TEST_F(Cli, RegistryCommandsOnADataDirectory) {
   ASSERT_EQ(al.code, 0) << al.out;
   al = sh("models alias digits production 2" + dd);
   EXPECT_NE(al.out.find("digits@production -> version 2 (was 1)"), std::string::npos) << al.out;
+  Ran at = sh("models alias digits@2 production" + dd);
+  EXPECT_NE(at.code, 0);
+  EXPECT_NE(at.out.find("takes the model name, the alias and the version apart: `dlsys models "
+                        "alias digits production 2`"),
+            std::string::npos)
+      << at.out;
   Ran vers = sh("models versions digits --json" + dd);
   ASSERT_EQ(vers.code, 0) << vers.out;
   auto j = nlohmann::json::parse(vers.out);
