@@ -108,6 +108,17 @@ struct HttpServer::Impl {
 
 namespace {
 
+// A request id no other request of this process has, and most likely no other process: a random
+// prefix drawn once, then a counter (16 hex digits). A cryptographic random id per request cost
+// 3% of a fast model's serving time; ids need to be unique, not unpredictable.
+std::string next_request_id() {
+  static const std::string prefix = random_hex(4);
+  static std::atomic<uint32_t> counter{0};
+  char tail[9];
+  std::snprintf(tail, sizeof tail, "%08x", counter.fetch_add(1, std::memory_order_relaxed));
+  return prefix + tail;
+}
+
 // A request's framing and credentials, checked once the headers are in (RFC 9112 section 6):
 // only HTTP/1.0 and 1.1; one Content-Length, a non-negative decimal; Transfer-Encoding only
 // "chunked", only in HTTP/1.1 and never beside Content-Length; one Authorization header.
@@ -278,7 +289,7 @@ class Session : public std::enable_shared_from_this<Session> {
       req_.headers[name] = std::string(f.value());
     }
     req_.request_id = sanitize_request_id(req_.header("x-request-id"));
-    if (req_.request_id.empty()) req_.request_id = random_hex(8);
+    if (req_.request_id.empty()) req_.request_id = next_request_id();
     keep_alive_ = h.keep_alive();
     req_.budget = &srv_.budget;
     if (Status st = check_request_header(*header_); !st.ok())
@@ -478,7 +489,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void respond_now(Response r, bool keep) {
     busy_ = true;
     keep_alive_ = keep;
-    if (req_.request_id.empty()) req_.request_id = random_hex(8);
+    if (req_.request_id.empty()) req_.request_id = next_request_id();
     if (t0_ == std::chrono::steady_clock::time_point()) t0_ = std::chrono::steady_clock::now();
     ++srv_.inflight;
     write(std::move(r));

@@ -121,8 +121,11 @@ Status DynamicBatcher::submit(Request r) {
     lk.lock();
     busy_[static_cast<size_t>(instance)] = 0;
     --inline_running_;
-    idle_cv_.notify_all();
-    work_cv_.notify_all();  // its worker may take what was queued meanwhile
+    idle_cv_.notify_all();  // no system call unless set_active or stop waits
+    // Its worker may take what was queued meanwhile. Only then: waking the idle workers for
+    // nothing costs a futex wake and a context switch per request (5% of a fast model's
+    // serving time in a profile).
+    if (!queue_empty()) work_cv_.notify_all();
     return Status::OK();
   }
   const int level = r.priority;

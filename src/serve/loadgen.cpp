@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "api/client.h"
+#include "serve/loadgen_connection.h"
 
 namespace dlsys::serve {
 
@@ -272,6 +273,13 @@ struct Run {
   const LoadgenOptions& o;
   std::string target, body;
   std::map<std::string, std::string> headers;
+  std::string request;  // the whole HTTP request, serialized once
+
+  // The deadline of every read and write: the request's own timeout with room to answer, and
+  // never under 30 s.
+  std::chrono::milliseconds io_timeout() const {
+    return std::chrono::milliseconds(std::max<int64_t>(30000, 2 * o.timeout_ms));
+  }
   Clock::time_point t0;
   std::vector<double> arrivals;  // server
   std::atomic<size_t> next{0};   // server: the next arrival to claim
@@ -290,25 +298,25 @@ struct Run {
   double since_start() const { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
   // Sends one query on `*c` (opening it when null) scheduled at `scheduled_s`.
-  RequestRecord send(std::unique_ptr<api::HttpConnection>* c, double scheduled_s) {
+  RequestRecord send(std::unique_ptr<LoadgenConnection>* c, double scheduled_s) {
     RequestRecord rec;
     rec.scheduled_s = scheduled_s;
     rec.sent_s = since_start();
     ++sent;
     std::string error;
-    if (!*c) {
-      auto opened = api::HttpConnection::open(o.host, o.port);
+    if (!*c || (*c)->closed()) {
+      auto opened = LoadgenConnection::open(o.host, o.port, io_timeout());
       if (opened.ok())
         *c = std::move(opened).value();
       else
         error = opened.status().message();
     }
-    if (*c) {
-      auto r = (*c)->request("POST", target, body, headers);
+    if (*c && !(*c)->closed()) {
+      auto r = (*c)->exchange(request);
       if (r.ok()) {
-        rec.status = r->status;
-        if (r->status != 200 && r->status != 503)
-          error = fmt::format("HTTP {}: {}", r->status, r->body.substr(0, 300));
+        rec.status = *r;
+        if (*r != 200 && *r != 503)
+          error = fmt::format("HTTP {}: {}", *r, (*c)->body().substr(0, 300));
       } else {
         error = r.status().message();
         c->reset();
@@ -336,7 +344,7 @@ struct Run {
   }
 
   // single-stream and offline: back to back until the duration is over.
-  void closed_loop(std::unique_ptr<api::HttpConnection> c) {
+  void closed_loop(std::unique_ptr<LoadgenConnection> c) {
     std::vector<RequestRecord> mine;
     for (double now = since_start(); now < o.duration_s; now = since_start())
       mine.push_back(send(&c, now));
@@ -345,7 +353,7 @@ struct Run {
 
   // server: claims arrivals in order, sends each at its time; asks for another connection when
   // every started one is busy, so arrivals do not wait for a free client.
-  void open_loop(std::unique_ptr<api::HttpConnection> c) {
+  void open_loop(std::unique_ptr<LoadgenConnection> c) {
     std::vector<RequestRecord> mine;
     for (size_t i = next++; i < arrivals.size(); i = next++) {
       double at = arrivals[i];
@@ -400,20 +408,21 @@ Result<LoadgenResult> run_loadgen(const LoadgenOptions& o,
   r.headers["Inference-Header-Content-Length"] = std::to_string(json_length);
   r.headers["Content-Type"] = "application/octet-stream";
   r.target = model_path + "/infer";
+  r.request = serialize_http_request("POST", o.host, o.port, r.target, r.headers, r.body);
+  first.reset();  // the measured requests go through the load generator's own connections
 
   // Connections opened before the clock starts: one for single-stream, `concurrency` otherwise.
   int initial = o.scenario == Scenario::kSingleStream ? 1 : o.concurrency;
   if (o.scenario == Scenario::kServer) initial = std::min(initial, o.max_connections);
-  std::vector<std::unique_ptr<api::HttpConnection>> conns;
-  conns.push_back(std::move(first));
+  std::vector<std::unique_ptr<LoadgenConnection>> conns;
   while (static_cast<int>(conns.size()) < initial) {
-    DLSYS_ASSIGN_OR_RETURN(auto c, api::HttpConnection::open(o.host, o.port));
+    DLSYS_ASSIGN_OR_RETURN(auto c, LoadgenConnection::open(o.host, o.port, r.io_timeout()));
     conns.push_back(std::move(c));
   }
   if (o.scenario == Scenario::kServer) r.arrivals = poisson_arrivals(o.qps, o.duration_s, o.seed);
 
   std::vector<std::thread> threads;
-  auto start_one = [&](std::unique_ptr<api::HttpConnection> c) {
+  auto start_one = [&](std::unique_ptr<LoadgenConnection> c) {
     ++r.started;  // under r.mu or before any thread runs
     if (o.scenario == Scenario::kServer)
       threads.emplace_back([&r, c = std::move(c)]() mutable { r.open_loop(std::move(c)); });

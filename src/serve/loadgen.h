@@ -10,7 +10,8 @@
 //
 // The pure parts (the arrival schedule, percentiles, the histogram, the result record) are
 // plain functions for tests; run_loadgen() does the HTTP work over keep-alive connections, one
-// api::HttpConnection per client thread, with binary tensors (the protocol's extension).
+// LoadgenConnection (serve/loadgen_connection.h) per client thread, with binary tensors (the
+// protocol's extension); the model's metadata comes first through api::HttpConnection.
 #pragma once
 
 #include <nlohmann/json.hpp>
