@@ -462,11 +462,26 @@ class Session : public std::enable_shared_from_this<Session> {
       // Small and asynchronous: the handler only parses and hands on, so it runs here. The
       // answer is posted back to this strand like a worker's (never written re-entrantly).
       ++srv_.inflight;
+      // An answer given before dispatch_async returns (a fast model run inline) is written
+      // right after it returns, on this strand; one given later, from another thread, is posted
+      // here. Either way never re-entrantly, and without a round through the scheduler for the
+      // common fast case.
+      dispatching_on_ = std::this_thread::get_id();
       srv_.router.dispatch_async(req_, [self = shared_from_this(), work](Response r) {
-        asio::post(self->stream_.get_executor(),
-                   [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+        if (self->dispatching_on_.load() == std::this_thread::get_id()) {
+          self->answered_inline_.emplace(std::move(r));
+        } else {
+          asio::post(self->stream_.get_executor(),
+                     [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+        }
         work->reset();
       });
+      dispatching_on_ = std::thread::id();
+      if (answered_inline_) {
+        Response r = std::move(*answered_inline_);
+        answered_inline_.reset();
+        write(std::move(r));
+      }
       return;
     }
     if (srv_.queued.load() >= srv_.options.max_queued)
@@ -613,6 +628,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool to_file_ = false;
   bool keep_alive_ = true;
   bool busy_ = false;
+  // on_body: the thread inside dispatch_async, and an answer it gave before returning.
+  std::atomic<std::thread::id> dispatching_on_{};
+  std::optional<Response> answered_inline_;
   std::atomic<int64_t> idle_since_ms_{0};
   uint64_t expected_body_ = 0;
   uint64_t body_read_ = 0;
