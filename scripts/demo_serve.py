@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The demo's serving step: sends a validation split through a dlsys deployment over the KServe
 v2 REST protocol (binary tensors) from several threads, prints accuracy and latency
-percentiles, and with --alias-move moves the model's `production` alias to another version while
+percentiles, and with --alias-move first shows five rows asked for the derived outputs class and
+probabilities, then moves the model's `production` alias to another version while
 the load runs, printing how many requests failed (the deployment must roll without failing one).
 
   demo_serve.py URL DEPLOYMENT VAL_X.npy VAL_Y.npy [--alias-move DLSYS VERSION] [--threads 4]
@@ -27,6 +28,19 @@ def infer(url, name, x, timeout=10, key=None):
         out = meta["outputs"][0]
         y = np.frombuffer(body[n:], dtype=np.float32).reshape(out["shape"])
         return meta["model_version"], y
+
+
+def classes(url, name, x):
+    """One request for several rows asking for the derived outputs a classifier trained by dlsys
+    offers: the predicted class and the probabilities (JSON, not the logits)."""
+    body = json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}],
+                       "outputs": [{"name": "class"}, {"name": "probabilities"}]}).encode()
+    req = urllib.request.Request(f"{url}/v2/models/{name}/infer", data=body)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        outs = {o["name"]: o for o in json.loads(r.read())["outputs"]}
+    probs = np.array(outs["probabilities"]["data"]).reshape(outs["probabilities"]["shape"])
+    return outs["class"]["data"], probs.max(1)
 
 
 def main():
@@ -84,6 +98,10 @@ def main():
           f"versions {dict(sorted(versions.items()))}")
     if failed or correct / len(x) < 0.9:
         sys.exit(1)
+    if a.alias_move:  # once, on the first pass
+        names, top = classes(a.url, a.name, x[:5])
+        print("  asked for outputs class and probabilities: " +
+              ", ".join(f"{n} ({q:.2f}, label {int(t)})" for n, q, t in zip(names, top, y[:5])))
     if not a.alias_move:
         return
     dlsys, version = a.alias_move
