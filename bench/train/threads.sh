@@ -3,8 +3,8 @@
 # trained with `dlsys train --threads N` for N in 1, 2 and the default (all cores), on an idle
 # machine and with a second CPU-bound process running (a shell busy loop on every core but one,
 # at normal priority); with libgomp's own waiting (DLSYS_OMP_DEFAULTS=1: spin up to 300k times
-# at a barrier), dlsys's default (GOMP_SPINCOUNT=10000, src/cli/main.cpp) and
-# OMP_WAIT_POLICY=passive (sleep at once). Each
+# at a barrier), dlsys's default (OMP_WAIT_POLICY=passive for the computing commands,
+# src/cli/main.cpp) and OMP_WAIT_POLICY=passive set by hand (sleep at once). Each
 # configuration runs ROUNDS times, interleaved; prints the median training seconds (the done
 # event's `seconds`: steps and evaluations, no start-up) and their range, per configuration.
 # Usage: bench/train/threads.sh [BUILD_DIR] [ROUNDS]   (defaults: build, 5)
@@ -29,7 +29,7 @@ train_seconds() {  # THREADS WAIT_POLICY
   local env=()
   case "$2" in
   libgomp) env=(DLSYS_OMP_DEFAULTS=1) ;;  # libgomp's own waiting (spins up to 300k times)
-  dlsys) env=(DLSYS_UNSET=1) ;;           # dlsys's default: GOMP_SPINCOUNT=10000
+  dlsys) env=(DLSYS_UNSET=1) ;;           # dlsys's default: passive (src/cli/main.cpp)
   passive) env=(OMP_WAIT_POLICY=passive) ;;
   esac
   env "${env[@]}" "$DLSYS" train "$TMP/mlp.yaml" --threads "$1" --json --out "$TMP/run" |
