@@ -144,7 +144,8 @@ void add_server(CLI::App& app, int* rc) {
                 "marked FAILED with the reason; 0: never")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
-  c->add_option("--access-log", a->access_log, "Access log file, '-' for stdout, 'off'")
+  c->add_option("--access-log", a->access_log,
+                "Access log file, '-' for stdout, 'off' (lines are written within 100 ms)")
       ->capture_default_str();
   c->callback([a, rc] { *rc = run_server(*a); });
 }
