@@ -530,8 +530,11 @@ TEST(Batcher, AFastRequestWithNothingQueuedRunsOnTheSubmittingThread) {
     auto y = second.f.get();
     ASSERT_TRUE(y.ok());
     EXPECT_EQ((*y)[0].data_as<float>()[0], 21.f);
-    if (ran_here) EXPECT_EQ(ran_on.back(), std::this_thread::get_id());
-    if (!ran_here) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (ran_here) {
+      EXPECT_EQ(ran_on.back(), std::this_thread::get_id());
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
   }
   EXPECT_TRUE(ran_here) << "no request ran on the submitting thread in 200 tries";
   // The only instance busy (held in a run on another thread): the next request queues and its

@@ -123,7 +123,11 @@ class ServingTest : public api::ServerFixture {
   }
 
   // Set by a derived fixture's constructor to serve under other options.
-  ModelServerOptions model_options_{std::chrono::milliseconds(20)};
+  ModelServerOptions model_options_ = [] {
+    ModelServerOptions o;
+    o.poll = std::chrono::milliseconds(20);  // aliases checked often: tests move them
+    return o;
+  }();
   bool auth_ = false;  // tokens required (set by a derived fixture's constructor)
   std::unique_ptr<ModelServer> models_;
   std::unique_ptr<api::ApiClient> local_;
