@@ -336,26 +336,34 @@ std::string push_query(const DataArgs& a, const std::string& format) {
   return q;
 }
 
-// Opens the push's input here as a local push would (headers, shapes, the first image, the
-// schema file), so that a mistake is reported with the local error before anything is sent.
-Status check_push_input(const DataArgs& a, const std::string& format) {
-  data::IngestOptions io;
+// The ingest options of a push's flags (--schema read into io.schema, and into `*schema` when
+// given; --labels, --header, --skip-rows, --channels, --image-size).
+Status ingest_options(const DataArgs& a, data::IngestOptions* io, data::SchemaFile* schema) {
   if (!a.schema.empty()) {
     DLSYS_ASSIGN_OR_RETURN(data::SchemaFile sf, data::read_schema_file(a.schema));
-    io.schema = sf.schema;
+    io->schema = sf.schema;
+    if (schema) *schema = std::move(sf);
   }
-  io.labels_path = a.labels;
-  io.header = a.header;
-  io.skip_rows = a.skip_rows;
-  io.image_channels = a.channels;
+  io->labels_path = a.labels;
+  io->header = a.header;
+  io->skip_rows = a.skip_rows;
+  io->image_channels = a.channels;
   if (!a.image_size.empty()) {
     int h = 0, w = 0;
     if (std::sscanf(a.image_size.c_str(), "%dx%d", &h, &w) != 2 || h <= 0 || w <= 0)
       return Status::Invalid("--image-size '{}' must look like 32x32 (height x width)",
                              a.image_size);
-    io.image_height = h;
-    io.image_width = w;
+    io->image_height = h;
+    io->image_width = w;
   }
+  return Status::OK();
+}
+
+// Opens the push's input here as a local push would (headers, shapes, the first image, the
+// schema file), so that a mistake is reported with the local error before anything is sent.
+Status check_push_input(const DataArgs& a, const std::string& format) {
+  data::IngestOptions io;
+  DLSYS_RETURN_IF_ERROR(ingest_options(a, &io, nullptr));
   return data::open_source(a.path, format, io).status();
 }
 
@@ -557,26 +565,13 @@ int run_push(const DataArgs& a) {
   auto& store = t->store;
   data::IngestOptions io;
   data::PushOptions po;
+  data::SchemaFile sf;
+  if (Status st = ingest_options(a, &io, &sf); !st.ok()) return fail(st.message());
   if (!a.schema.empty()) {
-    auto sf = data::read_schema_file(a.schema);
-    if (!sf.ok()) return fail(sf.status().message());
-    io.schema = sf->schema;
-    po.rules = sf->schema;
-    po.policy = sf->policy;
+    po.rules = sf.schema;
+    po.policy = sf.policy;
   }
   if (!a.policy.empty()) po.policy = a.policy;
-  io.labels_path = a.labels;
-  io.header = a.header;
-  io.skip_rows = a.skip_rows;
-  io.image_channels = a.channels;
-  if (!a.image_size.empty()) {
-    int h = 0, w = 0;
-    if (std::sscanf(a.image_size.c_str(), "%dx%d", &h, &w) != 2 || h <= 0 || w <= 0)
-      return fail(
-          fmt::format("--image-size '{}' must look like 32x32 (height x width)", a.image_size));
-    io.image_height = h;
-    io.image_width = w;
-  }
   if (Status st = data::parse_split_fractions(a.split, &po); !st.ok())
     return fail("--" + st.message());
   po.split_key = a.split_key;

@@ -140,12 +140,7 @@ Status UploadStaging::add(const std::string& dataset, const std::string& id,
     return Status::IOError("cannot read the staged body {}: {}", file, strerror(errno));
   int64_t size = st.st_size;
   std::lock_guard<std::mutex> lock(mu_);
-  auto it = uploads_.find(id);
-  if (!is_upload_id(id) || it == uploads_.end() || it->second.dataset != dataset)
-    return Status::NotFound(
-        "no upload '{}' for dataset {} (uploads expire after {} s untouched and do not survive a "
-        "server restart); push again",
-        id.substr(0, 64), dataset, kStaleUploadSeconds);
+  DLSYS_ASSIGN_OR_RETURN(auto it, find_locked(dataset, id));
   Entry& e = it->second;
   if (e.claimed)
     return Status::Unavailable("upload '{}' is being ingested; it takes no more files", id);
@@ -196,14 +191,20 @@ Status UploadStaging::add(const std::string& dataset, const std::string& id,
   return Status::OK();
 }
 
-Result<std::string> UploadStaging::claim(const std::string& dataset, const std::string& id) {
-  std::lock_guard<std::mutex> lock(mu_);
+Result<std::map<std::string, UploadStaging::Entry>::iterator> UploadStaging::find_locked(
+    const std::string& dataset, const std::string& id) {
   auto it = uploads_.find(id);
   if (!is_upload_id(id) || it == uploads_.end() || it->second.dataset != dataset)
     return Status::NotFound(
         "no upload '{}' for dataset {} (uploads expire after {} s untouched and do not survive a "
         "server restart); push again",
         id.substr(0, 64), dataset, kStaleUploadSeconds);
+  return it;
+}
+
+Result<std::string> UploadStaging::claim(const std::string& dataset, const std::string& id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  DLSYS_ASSIGN_OR_RETURN(auto it, find_locked(dataset, id));
   if (it->second.claimed) return Status::Unavailable("upload '{}' is already being ingested", id);
   it->second.claimed = true;
   it->second.touched_s = now_s();
@@ -222,9 +223,7 @@ void UploadStaging::touch(const std::string& id) {
 Status UploadStaging::remove(const std::string& dataset, const std::string& id) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = uploads_.find(id);
-    if (!is_upload_id(id) || it == uploads_.end() || it->second.dataset != dataset)
-      return Status::NotFound("no upload '{}' for dataset {}", id.substr(0, 64), dataset);
+    DLSYS_ASSIGN_OR_RETURN(auto it, find_locked(dataset, id));
     uploads_.erase(it);
   }
   std::error_code ec;

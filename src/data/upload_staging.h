@@ -81,6 +81,9 @@ class UploadStaging {
     int64_t touched_s = 0;
   };
   std::string path_of(const std::string& id) const { return dir_ + "/" + id; }
+  // The upload `id` of `dataset` (mu_ held); NotFound says why it may be gone.
+  Result<std::map<std::string, Entry>::iterator> find_locked(const std::string& dataset,
+                                                             const std::string& id);
 
   std::string dir_;
   UploadLimits limits_;

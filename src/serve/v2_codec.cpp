@@ -192,6 +192,15 @@ uint32_t read_u32_le(const char* p) {
          static_cast<uint32_t>(b[2]) << 16 | static_cast<uint32_t>(b[3]) << 24;
 }
 
+// The "name" of request input `in` (an object); errors name the input (`where`).
+Result<std::string> input_name(const json& in, const std::string& where) {
+  if (!in.is_object()) return Status::Invalid("{} must be an object", where);
+  auto it = in.find("name");
+  if (it == in.end() || !it->is_string())
+    return Status::Invalid("{} needs a string \"name\"", where);
+  return it->get<std::string>();
+}
+
 // The column form: one input per raw feature of the model, assembled into its input f32
 // [N, F] in feature order (serve/v2_extras.h). Sets req->inputs, batch_rows and columns.
 Status parse_columns(const json& inputs, std::string_view binary, size_t jlen,
@@ -206,11 +215,7 @@ Status parse_columns(const json& inputs, std::string_view binary, size_t jlen,
   for (size_t k = 0; k < inputs.size(); ++k) {
     const json& in = inputs[k];
     std::string where = fmt::format("inputs[{}]", k);
-    if (!in.is_object()) return Status::Invalid("{} must be an object", where);
-    auto name_it = in.find("name");
-    if (name_it == in.end() || !name_it->is_string())
-      return Status::Invalid("{} needs a string \"name\"", where);
-    std::string name = name_it->get<std::string>();
+    DLSYS_ASSIGN_OR_RETURN(std::string name, input_name(in, where));
     int f = x.feature_index(name);
     if (f < 0)
       return Status::Invalid(
@@ -417,11 +422,7 @@ Status parse_tensors(const json& inputs, std::string_view binary, size_t jlen,
   for (size_t k = 0; k < inputs_it->size(); ++k) {
     const json& in = (*inputs_it)[k];
     std::string where = fmt::format("inputs[{}]", k);
-    if (!in.is_object()) return Status::Invalid("{} must be an object", where);
-    auto name_it = in.find("name");
-    if (name_it == in.end() || !name_it->is_string())
-      return Status::Invalid("{} needs a string \"name\"", where);
-    std::string name = name_it->get<std::string>();
+    DLSYS_ASSIGN_OR_RETURN(std::string name, input_name(in, where));
     size_t m = 0;
     while (m < model_inputs.size() && model_inputs[m].name != name) ++m;
     if (m == model_inputs.size()) {

@@ -662,20 +662,17 @@ train:
       << bad.out;
 }
 
-TEST_F(Cli, StringCategoriesFromPushToPredictionsByName) {
-  std::string dd = " --data-dir " + (dir_ / "home").string();
-  // The class is the color (size is noise): a model can only learn it through the onehot block.
+// The colors data in `dir`: colors.csv, 300 rows whose class is the color (size is noise: a
+// model can only learn it through the onehot block), and colors.yaml, a spec training on it from
+// `source` ("dataset: colors@latest" or "train: PATH"). Returns the spec's path.
+std::string write_colors(const fs::path& dir, const std::string& source) {
   const char* colors[] = {"red", "green", "blue"};
   std::string csv = "size,color,label\n";
   for (int i = 0; i < 300; ++i)
     csv += fmt::format("{},{},{}\n", (i * 7) % 10, colors[i % 3], i % 3);
-  std::ofstream(dir_ / "colors.csv") << csv;
-  Ran push = sh("data push " + (dir_ / "colors.csv").string() + " --name colors" + dd);
-  ASSERT_EQ(push.code, 0) << push.out;
-  std::string spec = (dir_ / "colors.yaml").string();
-  std::ofstream(spec) << R"(name: colors
-data:
-  dataset: colors@latest
+  std::ofstream(dir / "colors.csv") << csv;
+  std::string spec = (dir / "colors.yaml").string();
+  std::ofstream(spec) << "name: colors\ndata:\n  " + source + R"(
   preprocess: [standardize, {onehot: [color]}]
   class_names: [warm, mid, cold]
 model:
@@ -686,6 +683,14 @@ train:
   batch_size: 16
   optimizer: {name: adam, lr: 0.05}
 )";
+  return spec;
+}
+
+TEST_F(Cli, StringCategoriesFromPushToPredictionsByName) {
+  std::string dd = " --data-dir " + (dir_ / "home").string();
+  std::string spec = write_colors(dir_, "dataset: colors@latest");
+  Ran push = sh("data push " + (dir_ / "colors.csv").string() + " --name colors" + dd);
+  ASSERT_EQ(push.code, 0) << push.out;
   std::string run = (dir_ / "colors-run").string();
   Ran tr = sh("train " + spec + " --out " + run + dd);
   ASSERT_EQ(tr.code, 0) << tr.out;
@@ -922,23 +927,7 @@ TEST_F(Cli, StringCategoriesServedByColumnName) {
   Server server(srv);
   ASSERT_TRUE(server.up());
   std::string s = " --server " + server.url(), d = " --data-dir " + (dir_ / "local").string();
-  const char* colors[] = {"red", "green", "blue"};
-  std::string csv = "size,color,label\n";
-  for (int i = 0; i < 300; ++i)
-    csv += fmt::format("{},{},{}\n", (i * 7) % 10, colors[i % 3], i % 3);
-  std::ofstream(dir_ / "colors.csv") << csv;
-  std::string spec = (dir_ / "colors.yaml").string();
-  std::ofstream(spec) << "name: colors\ndata:\n  train: " + (dir_ / "colors.csv").string() + R"(
-  preprocess: [standardize, {onehot: [color]}]
-  class_names: [warm, mid, cold]
-model:
-  input: [4]
-  layers: [{linear: {out: 3}}]
-train:
-  epochs: 20
-  batch_size: 16
-  optimizer: {name: adam, lr: 0.05}
-)";
+  std::string spec = write_colors(dir_, "train: " + (dir_ / "colors.csv").string());
   std::string run = (dir_ / "colors-run").string();
   Ran tr = sh("train " + spec + " --out " + run + d);
   ASSERT_EQ(tr.code, 0) << tr.out;
