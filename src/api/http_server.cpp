@@ -292,6 +292,7 @@ class Session : public std::enable_shared_from_this<Session> {
   // must come within header_timeout.
   void read_header_more() {
     busy_ = true;
+    first_byte_ = std::chrono::steady_clock::now();
     idle_since_ms_ = 0;
     stream_.expires_after(srv_.options.header_timeout);
     http::async_read_header(
@@ -314,6 +315,7 @@ class Session : public std::enable_shared_from_this<Session> {
     req_.method = std::string(h.method_string());
     target_ = std::string(h.target());
     req_.remote = remote_;
+    req_.received = first_byte_;
     for (auto& f : h) {
       std::string name(f.name_string());
       for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -668,6 +670,8 @@ class Session : public std::enable_shared_from_this<Session> {
   uint64_t body_read_ = 0;
   std::chrono::steady_clock::time_point body_start_;
   std::chrono::steady_clock::time_point t0_;
+  // When the current request's first byte was read (Request::received).
+  std::chrono::steady_clock::time_point first_byte_;
 };
 
 void HttpServer::Impl::accept() {

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <map>
 #include <string>
 #include <utility>
@@ -28,6 +29,9 @@ struct Request {
   std::string body_file;  // the streamed body's temporary file (the handler takes ownership)
   std::string request_id;
   std::string remote;  // peer address, for the access log
+  // When the server read the request's first byte (the epoch for a request made in process):
+  // the clock that request deadlines count from.
+  std::chrono::steady_clock::time_point received{};
   meta::Principal principal;
   // Set by the HTTP server once it matched and authorized the route from the headers.
   const Route* route = nullptr;

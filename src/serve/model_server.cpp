@@ -574,7 +574,11 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
     r.rows = request.batch_rows;
     for (auto& in : request.inputs) r.inputs.push_back(in.tensor);
     int64_t timeout_us = request.timeout_us ? *request.timeout_us : v->config.timeout_ms * 1000;
-    r.deadline = Clock::now() + std::chrono::microseconds(timeout_us);
+    // The deadline counts from the request's first byte: the time it waited in the socket and
+    // for the I/O thread is part of what its caller waits.
+    const Clock::time_point start =
+        request.received == Clock::time_point{} ? Clock::now() : request.received;
+    r.deadline = start + std::chrono::microseconds(timeout_us);
     r.priority = static_cast<int>(request.priority.value_or(0));
     if (r.priority >= v->config.priority_levels)
       return Status::Invalid("parameter priority {} is out of range 0..{} for deployment '{}'",

@@ -82,6 +82,7 @@ void infer_now(ModelServer* server, HttpRequest& r, const api::Reply& reply, int
       parse_v2_infer_request(r.body, *jlen, (*v)->inputs, (*v)->outputs, {}, (*v)->extras.get());
   if (!parsed.ok()) return reply(v2_error(parsed.status()));
   *req = std::move(*parsed);
+  req->received = r.received;
   // What the answer needs, by value: the callback must not keep the version alive.
   // (The version that answers has the same outputs: ModelServer::infer checks.)
   std::string name = r.param("name");

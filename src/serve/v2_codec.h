@@ -29,6 +29,7 @@
 // for malformed binary BYTES, the element and its byte offset.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -74,6 +75,9 @@ struct V2InferRequest {
   std::optional<int64_t> priority;    // parameters.priority
   int64_t batch_rows = 0;             // dim 0 shared by every input (the batch)
   bool columns = false;               // sent in the column form (assembled into `inputs`)
+  // When the server read the request's first byte; its deadline counts from here (the epoch,
+  // the default, means "when ModelServer::infer is called": requests made in process).
+  std::chrono::steady_clock::time_point received{};
 
   // The derived outputs asked for, in the order asked.
   std::vector<std::string> derived_outputs() const;

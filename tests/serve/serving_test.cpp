@@ -1,6 +1,11 @@
 // Serving end to end on a real HTTP server on loopback: deployments through /api/v1/deployments,
 // inference through the KServe v2 routes (JSON and binary tensors), answers checked against a
 // direct Session::run of the same ONNX model, and alias moves under load that fail no request.
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstring>
 #include <map>
@@ -60,6 +65,49 @@ TEST_F(ServingTest, DeploysAnAliasAndAnswersJsonLikeTheEngine) {
 
 // A version registered from a file has no run (`dlsys models register --file`); a deployment
 // finds its file all the same and answers like the engine.
+// A request's deadline counts from its first byte, not from when its body was complete: a body
+// that trickles in past the deadline is answered 503 at once instead of being run late.
+TEST_F(ServingTest, DeadlineCountsFromTheRequestsFirstByte) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  ASSERT_EQ(
+      Req("POST", "/api/v1/deployments",
+          json{{"name", "mlp"}, {"model", "mlp"}, {"ref", "1"}, {"config", {{"timeout_ms", 100}}}}
+              .dump())
+          .status,
+      201);
+  const std::string body = InferBody(Inputs(1, 0.1f), 1).dump();
+  const std::string head = "POST /v2/models/mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                           std::to_string(body.size()) + "\r\n\r\n";
+  // Sends head + body (the second half `pause` later) on a fresh connection; returns the answer.
+  auto send = [&](std::chrono::milliseconds pause) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(server_->port()));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    const std::string first = head + body.substr(0, body.size() / 2);
+    const std::string rest = body.substr(body.size() / 2);
+    EXPECT_EQ(::send(fd, first.data(), first.size(), MSG_NOSIGNAL), ssize_t(first.size()));
+    std::this_thread::sleep_for(pause);  // a slow client: the point of the test
+    EXPECT_EQ(::send(fd, rest.data(), rest.size(), MSG_NOSIGNAL), ssize_t(rest.size()));
+    std::string out;
+    char buf[4096];
+    for (ssize_t n; out.find("}") == std::string::npos && (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+      out.append(buf, static_cast<size_t>(n));
+    ::close(fd);
+    return out;
+  };
+  std::string quick = send(std::chrono::milliseconds(0));
+  EXPECT_EQ(quick.rfind("HTTP/1.1 200", 0), 0u) << quick;
+  std::string slow = send(std::chrono::milliseconds(150));
+  EXPECT_EQ(slow.rfind("HTTP/1.1 503", 0), 0u) << slow;
+  EXPECT_NE(slow.find("deadline"), std::string::npos) << slow;
+  EXPECT_NE(slow.find("Retry-After"), std::string::npos) << slow;
+}
+
 TEST_F(ServingTest, AVersionWithoutARunServes) {
   std::string v1 = mlp_bytes(0.5f);
   std::string f = (dir_ / "own.onnx").string();
