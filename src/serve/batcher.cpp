@@ -256,15 +256,37 @@ int DynamicBatcher::active() const {
 
 void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
   const Clock::time_point start = Clock::now();
+  int64_t estimate_us = -1;
+  {
+    std::lock_guard<std::mutex> lk(mu_);
+    // A batch's run time with room for its spread (as TCP estimates a retransmission timeout).
+    estimate_us = avg_compute_us_ < 0 ? -1 : avg_compute_us_ + 2 * dev_compute_us_;
+  }
+  // Expired: the deadline passed, or a batch (its moving average plus twice the moving mean
+  // deviation) can no longer end before it although it could when the request arrived. Refused now,
+  // not answered after its deadline; a request whose timeout was always shorter than a batch still
+  // runs (its caller chose it).
+  const auto estimate = std::chrono::microseconds(std::max<int64_t>(0, estimate_us));
+  auto expires = [&](const Item& it) {
+    if (it.req.deadline <= start) return true;
+    return start + estimate > it.req.deadline && it.submitted + estimate <= it.req.deadline;
+  };
   std::vector<Item> expired, live;
-  for (auto& it : batch) (it.req.deadline <= start ? expired : live).push_back(std::move(it));
+  for (auto& it : batch) (expires(it) ? expired : live).push_back(std::move(it));
   if (!expired.empty()) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stats_.expired += static_cast<int64_t>(expired.size());
     }
     for (auto& it : expired) {
-      it.req.done(Status::DeadlineExceeded("the request's deadline passed before it could run"));
+      const int64_t left_us = micros(it.req.deadline - start);
+      it.req.done(
+          left_us <= 0
+              ? Status::DeadlineExceeded("the request's deadline passed before it could run")
+              : Status::DeadlineExceeded("the request's deadline is {} us away and a batch takes "
+                                         "about {} us: refused rather than answered late; retry "
+                                         "later or give it a longer parameters.timeout",
+                                         left_us, estimate_us));
     }
   }
   if (live.empty()) return;
@@ -304,6 +326,8 @@ void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
     stats_.queue_us += queue_us;
     if (ran) {
       const int64_t us = micros(run_end - run_start);
+      if (avg_compute_us_ >= 0)
+        dev_compute_us_ = (dev_compute_us_ * 3 + std::abs(us - avg_compute_us_)) / 4;
       avg_compute_us_ = avg_compute_us_ < 0 ? us : (avg_compute_us_ * 7 + us) / 8;
       ++stats_.batches;
       ++stats_.batch_rows[static_cast<size_t>(total)];

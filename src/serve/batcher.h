@@ -160,6 +160,7 @@ class DynamicBatcher {
   std::condition_variable idle_cv_;  // set_active, stop: a batch finished
   int inline_running_ = 0;           // batches running on submitting threads
   int64_t avg_compute_us_ = -1;      // moving average of a batch's run time (-1: none yet)
+  int64_t dev_compute_us_ = 0;       // moving average of |run time - avg_compute_us_|
   // When the timer thread wakes next (max: nothing queued; min: awake, it rescans anyway):
   // submit() wakes it only for a deadline earlier than this.
   Clock::time_point timer_next_ = Clock::time_point::min();

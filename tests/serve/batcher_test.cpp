@@ -306,6 +306,58 @@ TEST(Batcher, ARequestInAFormingBatchExpiresAtItsDeadlineNotWhenTheBatchLeaves) 
   EXPECT_EQ(log.rows, (std::vector<int64_t>{8}));
 }
 
+// A queued request that can no longer finish before its deadline (a batch takes about as long as
+// the last ones) is refused when its batch would start, not answered late; one whose timeout was
+// always shorter than a batch still runs.
+TEST(Batcher, AQueuedRequestThatCannotFinishInTimeIsRefusedNotAnsweredLate) {
+  RunLog log;
+  Gate gate;
+  std::atomic<bool> hold{false};
+  RunFn base = fake_run(&log);
+  // Each batch takes 40 ms (a slow model); the first one after `hold` then waits on the gate.
+  RunFn slow = [&](int i, const std::vector<Tensor>& in, int64_t rows) {
+    const bool held = hold.exchange(false);
+    std::this_thread::sleep_for(milliseconds(40));
+    if (held) gate.pass();  // then ends as soon as the test opens the gate
+    return base(i, in, rows);
+  };
+  BatcherOptions o;
+  o.max_batch = 1;
+  o.max_delay_us = 0;
+  auto b = make(o, slow);
+  Pending warm;  // teaches the batcher how long a batch takes
+  ASSERT_TRUE(b->submit(make_request(1, 0, &warm)).ok());
+  ASSERT_TRUE(warm.f.get().ok());
+
+  Pending first, late;
+  hold = true;
+  ASSERT_TRUE(b->submit(make_request(1, 0, &first)).ok());
+  gate.wait_entered(1);
+  Request r = make_request(1, 100, &late);  // 200 ms of room: enough for a 40 ms batch now
+  r.deadline = Clock::now() + milliseconds(200);
+  const auto deadline = r.deadline;
+  ASSERT_TRUE(b->submit(std::move(r)).ok());
+  // The instance frees up 20 ms before the deadline: too late for a 40 ms batch.
+  std::this_thread::sleep_until(deadline - milliseconds(20));
+  gate.open();
+  auto res = late.f.get();
+  ASSERT_FALSE(res.ok()) << "the request ran and was answered after its deadline";
+  EXPECT_EQ(res.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(first.f.get().ok());
+  {
+    std::lock_guard<std::mutex> lk(log.mu);
+    for (float v : log.first_values) EXPECT_NE(v, 100.f) << "the late request was run";
+  }
+  EXPECT_EQ(b->stats().expired, 1);
+
+  // A timeout shorter than a batch from the start: it runs (and is late: its caller chose it).
+  Pending tight;
+  Request t = make_request(1, 0, &tight);
+  t.deadline = Clock::now() + milliseconds(30);
+  ASSERT_TRUE(b->submit(std::move(t)).ok());
+  EXPECT_TRUE(tight.f.get().ok());
+}
+
 TEST(Batcher, StopDrainsTheQueueThenRefuses) {
   RunLog log;
   Gate gate;
