@@ -7,10 +7,15 @@ is the median of the rounds, with its range [min-max].
 
 Usage: bench/serve/serve_bench.py --dlsys build/dlsys --models build/models [--rounds 3]
        [--seconds 3] [--only offline overhead server overload rollout] [--markdown]
+       [--pin SERVER_CPUS:CLIENT_CPUS]
+
+--pin 0:1 runs the server (and the in-process engine figure it is compared with) on CPU 0 and
+the load generator on CPU 1 (`taskset`), so that the client does not take the server's cores:
+the deployments then get as many threads and instances as the server has CPUs (at most 2).
 
 Cases (floors from issue 19):
   offline   ResNet-18, offline scenario through HTTP (16 clients sending 1-row requests, dynamic
-            batching up to 8 rows, 1 instance x 2 threads) vs `dlsys bench --batch 8 --threads 2`:
+            batching up to 8 rows, 1 instance x 2 threads, or as many as --pin gives the server) vs `dlsys bench --batch 8 --threads 2`:
             rows/s ratio (floor >= 85%).
   overhead  the MLP at batch 1, single-stream (no batching delay, 1 thread): p50 end to end minus
             the engine's median batch-1 time (floor <= 100 us); p99 too.
@@ -43,6 +48,15 @@ P99_BOUND_MS = 25.0
 R8_TIMEOUT_MS = 50
 
 
+def cpu_count(cpus):
+    """The number of CPUs in a taskset list such as "0", "0,2" or "0-3"."""
+    n = 0
+    for part in cpus.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
 def die(msg):
     sys.exit(f"serve_bench: {msg}")
 
@@ -61,13 +75,13 @@ def make_resnet8(path, seed):
 
 
 class Server:
-    def __init__(self, dlsys, workdir):
+    def __init__(self, dlsys, workdir, server_cpus=None):
         self.dlsys = dlsys
         self.data = os.path.join(workdir, "data")
         self.log = open(os.path.join(workdir, "server.out"), "w+")
         # The access log is on (to a file), as a server in use has it.
         self.proc = subprocess.Popen(
-            [dlsys, "server", "--data-dir", self.data, "--port", "0", "--access-log",
+            pin_prefix(server_cpus) + [dlsys, "server", "--data-dir", self.data, "--port", "0", "--access-log",
              os.path.join(workdir, "access.log")], stdout=self.log, stderr=subprocess.STDOUT)
         self.url = None
         for _ in range(300):
@@ -99,6 +113,11 @@ class Server:
             self.proc.kill()
 
 
+def pin_prefix(cpus):
+    """`taskset -c CPUS` when pinned, else nothing."""
+    return ["taskset", "-c", cpus] if cpus else []
+
+
 def run_json(cmd):
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
@@ -107,7 +126,7 @@ def run_json(cmd):
 
 
 def loadgen(a, srv, model, scenario, seconds, records=None, **kw):
-    cmd = [a.dlsys, "bench", "serve", "--url", srv.url, "--model", model, "--scenario", scenario,
+    cmd = pin_prefix(a.client_cpus) + [a.dlsys, "bench", "serve", "--url", srv.url, "--model", model, "--scenario", scenario,
            "--duration", str(seconds), "--json"]
     for k, v in kw.items():
         cmd += ["--" + k.replace("_", "-"), str(v)]
@@ -117,7 +136,7 @@ def loadgen(a, srv, model, scenario, seconds, records=None, **kw):
 
 
 def engine(a, model, batch, threads, seconds):
-    return run_json([a.dlsys, "bench", os.path.join(a.work, model), "--batch", str(batch),
+    return run_json(pin_prefix(a.server_cpus) + [a.dlsys, "bench", os.path.join(a.work, model), "--batch", str(batch),
                      "--threads", str(threads), "--seconds", str(seconds), "--json"])
 
 
@@ -140,7 +159,7 @@ def p99(values):
 
 
 def case_offline(a, srv):
-    e = engine(a, "resnet18.onnx", 8, 2, a.seconds)
+    e = engine(a, "resnet18.onnx", 8, a.threads, a.seconds)
     stats0 = srv.cli("deploy", "show", "r18", json_out=True)["status"]["stats"]
     h = loadgen(a, srv, "r18", "offline", max(a.seconds, 5), concurrency=16, batch=1)
     stats1 = srv.cli("deploy", "show", "r18", json_out=True)["status"]["stats"]
@@ -347,7 +366,16 @@ def main():
     ap.add_argument("--markdown", action="store_true")
     ap.add_argument("--verbose", action="store_true", help="print each QPS step")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--pin", metavar="SERVER_CPUS:CLIENT_CPUS",
+                    help="taskset CPU lists for the server and the load generator, e.g. 0:1")
     a = ap.parse_args()
+    a.server_cpus = a.client_cpus = None
+    a.threads = 2  # ResNet-18's threads and ResNet-8's instances
+    if a.pin:
+        if a.pin.count(":") != 1 or not all(a.pin.split(":")):
+            die(f"--pin '{a.pin}': give the server's and the client's CPU lists, e.g. 0:1")
+        a.server_cpus, a.client_cpus = a.pin.split(":")
+        a.threads = min(2, cpu_count(a.server_cpus))
     a.dlsys = os.path.abspath(a.dlsys)
     a.work = tempfile.mkdtemp(prefix="dlsys-serve-bench-")
     need_r8 = any(c in a.only for c in ("server", "overload", "rollout"))
@@ -362,12 +390,12 @@ def main():
         if need_r8:
             for v in (1, 2, 3):
                 make_resnet8(os.path.join(a.work, f"resnet8_v{v}.onnx"), v)
-        srv = Server(a.dlsys, a.work)
+        srv = Server(a.dlsys, a.work, a.server_cpus)
         print(f"server {srv.url}, data {srv.data}", file=sys.stderr)
         if "offline" in a.only:
             srv.cli("models", "register", "r18", "--file", os.path.join(a.work, "resnet18.onnx"))
             srv.cli("deploy", "create", "r18", "--model", "r18@1", "--max-batch", "8",
-                    "--max-delay-us", "2000", "--instances", "1", "--threads", "2",
+                    "--max-delay-us", "2000", "--instances", "1", "--threads", str(a.threads),
                     "--timeout-ms", "10000")
         if "overhead" in a.only:
             srv.cli("models", "register", "mlp", "--file", os.path.join(a.work, "mlp.onnx"))
@@ -379,7 +407,7 @@ def main():
                         os.path.join(a.work, f"resnet8_v{v}.onnx"))
             srv.cli("models", "alias", "r8", "production", "1")
             srv.cli("deploy", "create", "r8", "--model", "r8@production", "--max-batch", "16",
-                    "--max-delay-us", "1000", "--instances", "2", "--threads", "1",
+                    "--max-delay-us", "1000", "--instances", str(a.threads), "--threads", "1",
                     "--timeout-ms", str(R8_TIMEOUT_MS))
         rounds = []
         for i in range(a.rounds):

@@ -143,7 +143,8 @@ void add_bench_serve(CLI::App& bench, int* rc) {
       ->check(CLI::PositiveNumber);
   s->add_option("--concurrency", a->o.concurrency,
                 "offline: client connections sending back to back; server: connections opened "
-                "before the start (more are added when all are busy); default 4")
+                "before the start, at least 2 x qps x the p99 bound (more are added when all "
+                "are busy); default 4")
       ->check(CLI::PositiveNumber);
   s->add_option("--max-connections", a->o.max_connections,
                 "server: the most connections it may grow to (default 512)")

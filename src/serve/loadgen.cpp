@@ -412,8 +412,14 @@ Result<LoadgenResult> run_loadgen(const LoadgenOptions& o,
   first.reset();  // the measured requests go through the load generator's own connections
 
   // Connections opened before the clock starts: one for single-stream, `concurrency` otherwise.
+  // The server scenario also opens what it expects to have in flight (twice the arrivals over
+  // the p99 bound): growing hundreds of connections after the clock starts made the first second
+  // of a run measure the client's start-up, not the server.
   int initial = o.scenario == Scenario::kSingleStream ? 1 : o.concurrency;
-  if (o.scenario == Scenario::kServer) initial = std::min(initial, o.max_connections);
+  if (o.scenario == Scenario::kServer) {
+    const double expected = 2.0 * o.qps * o.p99_bound_ms / 1000.0;
+    initial = std::min(std::max(initial, static_cast<int>(std::ceil(expected))), o.max_connections);
+  }
   std::vector<std::unique_ptr<LoadgenConnection>> conns;
   while (static_cast<int>(conns.size()) < initial) {
     DLSYS_ASSIGN_OR_RETURN(auto c, LoadgenConnection::open(o.host, o.port, r.io_timeout()));

@@ -78,10 +78,12 @@ struct LoadgenOptions {
   std::string model;  // the v2 model name (the deployment's name)
   std::string token;  // sent as "Authorization: Bearer"; empty for none
   Scenario scenario = Scenario::kSingleStream;
-  double qps = 100;           // server: mean arrivals per second
-  double duration_s = 10;     // how long queries are issued
-  int64_t batch = 1;          // rows per query (dimension 0 of every input)
-  int concurrency = 4;        // offline: client threads; server: connections opened up front
+  double qps = 100;        // server: mean arrivals per second
+  double duration_s = 10;  // how long queries are issued
+  int64_t batch = 1;       // rows per query (dimension 0 of every input)
+  // offline: client threads; server: connections opened up front (at least 2 x qps x the p99
+  // bound, what it expects in flight)
+  int concurrency = 4;
   int max_connections = 512;  // server: connections (threads) it may grow to
   int64_t timeout_ms = 0;     // the request's "timeout" parameter; 0 leaves the deployment's
   double p99_bound_ms = 25;   // server: the bound p99 is checked against
