@@ -46,6 +46,7 @@ static const OpRegistry& registry() {
     register_grad_ops(reg);
     register_conv_grad_ops(reg);
     register_attention_ops(reg);
+    register_loss_ops(reg);
     return reg;
   }();
   return r;

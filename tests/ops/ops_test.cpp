@@ -103,6 +103,31 @@ TEST(Ops, GatherRejectsOutOfRangeIndicesAtRunTime) {
   EXPECT_NE(st.message().find("lookup"), std::string::npos) << st.message();
 }
 
+TEST(Ops, LossOpsRejectATargetOutsideTheClassesAndNameTheSample) {
+  testing::OnnxBuilder b(17);
+  b.input("x", onnx::TensorProto::FLOAT, {2, 3});
+  b.input("t", onnx::TensorProto::INT64, {2});
+  b.output("loss", onnx::TensorProto::FLOAT, {});
+  auto* n = b.node("SoftmaxCrossEntropyLoss", {"x", "t"}, {"loss"}, "xent");
+  testing::OnnxBuilder::attr_int(n, "ignore_index", -1);
+  auto g = import_onnx_bytes(b.bytes(), "loss.onnx");
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  auto s = Session::from_graph(std::move(g).value());
+  float x[6] = {1, 2, 3, 0, 0, 0};
+  std::vector<Tensor> out;
+  // Sample 1 is ignored: the mean is sample 0's loss alone, -log(softmax(x0)[2]).
+  int64_t ok[2] = {2, -1};
+  ASSERT_TRUE(
+      s->run({{"x", Tensor::from_f32({2, 3}, x)}, {"t", Tensor::from_i64({2}, ok)}}, &out).ok());
+  const double want = -(3.0 - std::log(std::exp(1.0) + std::exp(2.0) + std::exp(3.0)));
+  EXPECT_NEAR(out[0].data_as<float>()[0], want, 1e-6);
+  int64_t bad[2] = {2, 3};
+  Status st = s->run({{"x", Tensor::from_f32({2, 3}, x)}, {"t", Tensor::from_i64({2}, bad)}}, &out);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("target 3 at sample 1"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("xent"), std::string::npos) << st.message();
+}
+
 // One node of `op` on graph inputs a (shape sa) and b (shape sb); returns its output.
 Tensor run_binary(const std::string& op, const Tensor& a, const Tensor& b) {
   Graph g;
