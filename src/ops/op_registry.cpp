@@ -47,6 +47,7 @@ static const OpRegistry& registry() {
     register_conv_grad_ops(reg);
     register_attention_ops(reg);
     register_loss_ops(reg);
+    register_resize_ops(reg);
     return reg;
   }();
   return r;
@@ -139,18 +140,31 @@ std::vector<float> BuildContext::attr_floats(const std::string& name) const {
   return a ? a->floats : std::vector<float>{};
 }
 
+Status BuildContext::plan_time_value_missing(size_t i, const char* what) const {
+  // Session::plan_for looks for "computable when the plan is built" to re-plan with the small
+  // inputs' values fixed.
+  return unsupported(
+      "input {} ('{}') must be computable when the plan is built (a constant, an initializer "
+      "or a function of input shapes); dlsys does not support data-dependent {}",
+      i, what, what);
+}
+
 Result<std::vector<int64_t>> BuildContext::const_ints(size_t i, const char* what) const {
   const Tensor* v = in_value(i);
-  if (!v)
-    return unsupported(
-        "input {} ('{}') must be computable when the plan is built (a constant, an initializer "
-        "or a function of input shapes); dlsys does not support data-dependent {}",
-        i, what, what);
+  if (!v) return plan_time_value_missing(i, what);
   if (v->dtype() != DType::kI64 && v->dtype() != DType::kI32)
     return error("input {} ('{}') must be int64 or int32, got {}", i, what, dtype_name(v->dtype()));
   std::vector<int64_t> out(static_cast<size_t>(v->numel()));
   for (int64_t k = 0; k < v->numel(); ++k) out[k] = v->get_i64(k);
   return out;
+}
+
+Result<std::vector<float>> BuildContext::const_floats(size_t i, const char* what) const {
+  const Tensor* v = in_value(i);
+  if (!v) return plan_time_value_missing(i, what);
+  if (v->dtype() != DType::kF32)
+    return error("input {} ('{}') must be float32, got {}", i, what, dtype_name(v->dtype()));
+  return std::vector<float>(v->data_as<float>(), v->data_as<float>() + v->numel());
 }
 
 Status BuildContext::expect_dtype(size_t i, std::initializer_list<DType> allowed) const {
