@@ -66,6 +66,49 @@ class Encoder(nn.Module):
         return self.head(x.mean(dim=1))
 
 
+class SeqClassifier(nn.Module):
+    """A 2-layer bidirectional LSTM or GRU over [batch, seq, 16] features (batch first), the last
+    step's output -> 10 classes: ONNX LSTM/GRU nodes, both directions, stacked."""
+
+    def __init__(self, kind):
+        super().__init__()
+        rnn = nn.LSTM if kind == "lstm" else nn.GRU
+        self.rnn = rnn(16, 32, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x):
+        y, _ = self.rnn(x)
+        return self.head(y[:, -1])
+
+
+class TinyUNet(nn.Module):
+    """A U-Net-style segmenter on 3x32x32: two max-pool downsamplings, then Resize back up
+    (bilinear by scale, nearest to the skip's size, bicubic with align_corners) with skip
+    concatenations, 2 output channels per pixel."""
+
+    def __init__(self):
+        super().__init__()
+        self.e1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.e2 = nn.Conv2d(8, 16, 3, padding=1)
+        self.e3 = nn.Conv2d(16, 32, 3, padding=1)
+        self.d2 = nn.Conv2d(32 + 16, 16, 3, padding=1)
+        self.d1 = nn.Conv2d(16 + 8, 8, 3, padding=1)
+        self.out = nn.Conv2d(8 + 8, 2, 1)
+
+    def forward(self, x):
+        import torch.nn.functional as F
+        a = F.relu(self.e1(x))
+        b = F.relu(self.e2(F.max_pool2d(a, 2)))
+        c = F.relu(self.e3(F.max_pool2d(b, 2)))
+        u2 = F.interpolate(c, scale_factor=2.0, mode="bilinear", align_corners=False)
+        d2 = F.relu(self.d2(torch.cat([u2, b], 1)))
+        u1 = F.interpolate(d2, size=a.shape[-2:], mode="nearest")
+        d1 = F.relu(self.d1(torch.cat([u1, a], 1)))
+        sharp = F.interpolate(F.avg_pool2d(d1, 2), scale_factor=2.0, mode="bicubic",
+                              align_corners=True)
+        return self.out(torch.cat([d1, sharp], 1))
+
+
 def randomize_batchnorm(model):
     """Random running statistics and affine parameters, so BatchNorm is not the identity."""
     g = torch.Generator().manual_seed(1)
@@ -97,6 +140,12 @@ def build(name):
     if name == "encoder":
         m = Encoder()
         return m.eval(), (lambda b: torch.randint(0, 1000, (b, 128))), {0: "batch", 1: "seq"}
+    if name in ("lstm", "gru"):
+        m = SeqClassifier(name)
+        return m.eval(), (lambda b: torch.randn(b, 12, 16)), {0: "batch", 1: "seq"}
+    if name == "unet":
+        m = TinyUNet()
+        return m.eval(), (lambda b: torch.randn(b, 3, 32, 32)), {0: "batch"}
     raise ValueError(f"unknown model {name}")
 
 
@@ -107,4 +156,7 @@ EXPORTS = [
     ("mobilenetv2", "mobilenetv2", 17),
     ("encoder_opset14", "encoder", 14),
     ("encoder_opset17", "encoder", 17),
+    ("lstm_bidirectional", "lstm", 17),
+    ("gru_bidirectional", "gru", 17),
+    ("unet_resize", "unet", 17),
 ]

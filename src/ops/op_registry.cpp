@@ -48,6 +48,7 @@ static const OpRegistry& registry() {
     register_attention_ops(reg);
     register_loss_ops(reg);
     register_resize_ops(reg);
+    register_rnn_ops(reg);
     return reg;
   }();
   return r;
