@@ -158,6 +158,19 @@ Result<KernelPtr> build_cos(BuildContext& ctx) {
   F32_ONLY();
   return f32_map(ctx, [](float v) { return std::cos(v); });
 }
+// The rest of ONNX's trigonometric and hyperbolic functions, f32 only.
+template <float (*F)(float)>
+Result<KernelPtr> build_math(BuildContext& ctx) {
+  F32_ONLY();
+  return f32_map(ctx, [](float v) { return F(v); });
+}
+// Shrink: x < -lambd ? x + bias : x > lambd ? x - bias : 0.
+Result<KernelPtr> build_shrink(BuildContext& ctx) {
+  F32_ONLY();
+  const float lambd = ctx.attr_float("lambd", 0.5f), bias = ctx.attr_float("bias", 0.f);
+  return f32_map(
+      ctx, [lambd, bias](float v) { return v < -lambd ? v + bias : (v > lambd ? v - bias : 0.f); });
+}
 Result<KernelPtr> build_round(BuildContext& ctx) {
   F32_ONLY();
   return f32_map(ctx, [](float v) { return std::nearbyint(v); });  // half to even
@@ -271,6 +284,16 @@ void register_unary_ops(OpRegistry& r) {
   r.add("Not", 1, 1, 1, 1, build_not);
   r.add("Sin", 1, 1, 1, 1, build_sin);
   r.add("Cos", 1, 1, 1, 1, build_cos);
+  r.add("Tan", 1, 1, 1, 1, build_math<std::tan>);
+  r.add("Asin", 1, 1, 1, 1, build_math<std::asin>);
+  r.add("Acos", 1, 1, 1, 1, build_math<std::acos>);
+  r.add("Atan", 1, 1, 1, 1, build_math<std::atan>);
+  r.add("Sinh", 1, 1, 1, 1, build_math<std::sinh>);
+  r.add("Cosh", 1, 1, 1, 1, build_math<std::cosh>);
+  r.add("Asinh", 1, 1, 1, 1, build_math<std::asinh>);
+  r.add("Acosh", 1, 1, 1, 1, build_math<std::acosh>);
+  r.add("Atanh", 1, 1, 1, 1, build_math<std::atanh>);
+  r.add("Shrink", 1, 1, 1, 1, build_shrink);
   r.add("Round", 1, 1, 1, 1, build_round);
   r.add("Softsign", 1, 1, 1, 1, build_softsign);
   r.add("Selu", 1, 1, 1, 1, build_selu);
