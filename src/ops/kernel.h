@@ -123,6 +123,9 @@ class BuildContext {
   }
   // Requires input i to be known at plan time and returns its values as int64.
   Result<std::vector<int64_t>> const_ints(size_t i, const char* what) const;
+  // The Unsupported error for input i when it is not known at plan time (Session then plans
+  // again with the small inputs' values fixed, and the error stands only if that fails too).
+  Status plan_time_value_missing(size_t i, const char* what) const;
   // Requires input i to be known at plan time and f32; returns its values.
   Result<std::vector<float>> const_floats(size_t i, const char* what) const;
   // Requires that input i has one of the listed dtypes.
@@ -130,8 +133,6 @@ class BuildContext {
 
  private:
   std::string where() const;
-  // The Unsupported error for an input that must be known when the plan is built.
-  Status plan_time_value_missing(size_t i, const char* what) const;
   std::string node_name_, op_type_;
   int opset_;
   const AttributeMap& attrs_;

@@ -49,6 +49,7 @@ static const OpRegistry& registry() {
     register_loss_ops(reg);
     register_resize_ops(reg);
     register_rnn_ops(reg);
+    register_index_ops(reg);
     return reg;
   }();
   return r;

@@ -47,6 +47,7 @@ void register_attention_ops(OpRegistry& r);
 void register_loss_ops(OpRegistry& r);
 void register_resize_ops(OpRegistry& r);
 void register_rnn_ops(OpRegistry& r);
+void register_index_ops(OpRegistry& r);
 
 class OpRegistry {
  public:

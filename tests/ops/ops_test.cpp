@@ -128,6 +128,36 @@ TEST(Ops, LossOpsRejectATargetOutsideTheClassesAndNameTheSample) {
   EXPECT_NE(st.message().find("xent"), std::string::npos) << st.message();
 }
 
+TEST(Ops, IndexOpsRejectOutOfRangeIndicesNamingTheNode) {
+  testing::OnnxBuilder b(17);
+  b.input("data", onnx::TensorProto::FLOAT, {3, 2});
+  b.input("idx", onnx::TensorProto::INT64, {2, 1});
+  b.input("upd", onnx::TensorProto::FLOAT, {2, 2});
+  b.output("y", onnx::TensorProto::FLOAT, {3, 2});
+  b.node("ScatterND", {"data", "idx", "upd"}, {"y"}, "place");
+  auto g = import_onnx_bytes(b.bytes(), "scatter.onnx");
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  auto s = Session::from_graph(std::move(g).value());
+  float d[6] = {0, 1, 2, 3, 4, 5}, u[4] = {10, 11, 12, 13};
+  int64_t idx[2] = {-1, 0};  // the last row, then the first
+  std::vector<Tensor> out;
+  auto run = [&] {
+    return s->run({{"data", Tensor::from_f32({3, 2}, d)},
+                   {"idx", Tensor::from_i64({2, 1}, idx)},
+                   {"upd", Tensor::from_f32({2, 2}, u)}},
+                  &out);
+  };
+  ASSERT_TRUE(run().ok());
+  const std::vector<float> want = {12, 13, 2, 3, 10, 11};
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(out[0].data_as<float>()[i], want[i]) << i;
+  idx[1] = 3;
+  Status st = run();
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("index 3 is out of range for a dimension of 3"), std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("place"), std::string::npos) << st.message();
+}
+
 // One node of `op` on graph inputs a (shape sa) and b (shape sb); returns its output.
 Tensor run_binary(const std::string& op, const Tensor& a, const Tensor& b) {
   Graph g;
