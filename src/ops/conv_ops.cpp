@@ -479,8 +479,10 @@ Tensor prepared_constant(const BuildContext& ctx, size_t i, const dnnl::memory::
 // output (the block's widest tensor) is produced a few rows at a time and consumed by the
 // depthwise kernel while in cache instead of going through memory. oneDNN falls back to running
 // the two convolutions one after the other (ref_fused_convolution) where it has no fused kernel.
-// Activations are channels-last (what the brgconv kernels around it use), or nChw16c when X
-// arrives so.
+// Activations are nChw16c, whatever layout X arrives in: on channels-last tensors oneDNN 2.6's
+// jit_1x1 kernel with a depthwise post-op writes wrong values (up to 10x the output scale, and
+// different from run to run; seen on AVX-512 and AVX2 EPYCs, caught by
+// Optimize.PointwiseDepthwiseFusionMatchesAtMobileNetShapes).
 Result<KernelPtr> build_conv_depthwise(BuildContext& ctx) {
   for (size_t i = 0; i < 5; ++i)
     if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
@@ -510,10 +512,7 @@ Result<KernelPtr> build_conv_depthwise(BuildContext& ctx) {
   dims xd(x.begin(), x.end()), mid(xd);
   mid[1] = M;
   auto src_given = ctx.in_layout(0).is_zero() ? plain_md(x, DType::kF32) : ctx.in_layout(0);
-  auto blocked = dnnl::memory::format_tag::aBcd16b;
-  auto tag = src_given == dnnl::memory::desc(xd, src_given.data_type(), blocked)
-                 ? blocked
-                 : dnnl::memory::format_tag::acdb;
+  auto tag = dnnl::memory::format_tag::aBcd16b;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
     dnnl::post_ops po;
     if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);

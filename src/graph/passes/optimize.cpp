@@ -75,7 +75,8 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
   if (opts.fold_constants && fold_constants(g, opts.max_folded_bytes, &r) > 0)
     eliminate_dead_nodes(g, &r);
   // Last: the quantized passes above need the float convolutions as they were.
-  if (run("PointwiseDepthwiseFusion", fuse_pointwise_depthwise(g, &r)) > 0)
+  if (opts.fuse_pointwise_depthwise &&
+      run("PointwiseDepthwiseFusion", fuse_pointwise_depthwise(g, &r)) > 0)
     eliminate_dead_nodes(g, &r);
 
   r.nodes_after = static_cast<int>(g->nodes.size());

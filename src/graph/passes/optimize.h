@@ -17,7 +17,10 @@ namespace dlsys {
 
 struct OptimizeOptions {
   bool fold_constants = true;
-  bool fuse = true;                     // the fusion passes (cleanup always runs)
+  bool fuse = true;  // the fusion passes (cleanup always runs)
+  // PointwiseDepthwiseFusion, off by default: its only correct oneDNN 2.6 kernel (nChw16c) is
+  // slower than the two convolutions it replaces on MobileNetV2 (see src/graph/passes/README.md).
+  bool fuse_pointwise_depthwise = false;
   int64_t max_folded_bytes = 64 << 20;  // constant folding never creates a larger initializer
 };
 
