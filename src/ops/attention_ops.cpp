@@ -128,7 +128,7 @@ Result<KernelPtr> build_attention(BuildContext& ctx) {
     dnnl::memory::desc pd(dims{B, H, Sq, Skv}, cdt, dims{H * Sq * Skv, Sq * Skv, Skv, 1});
     dnnl::memory::desc vd(dims{B, H, Skv, Dv}, cdt, dims{Skv * H * Dv, Dv, H * Dv, 1});
     dnnl::memory::desc yd(dims{B, H, Sq, Dv}, dt::f32, dims{Sq * H * Dv, Dv, H * Dv, 1});
-    dnnl::primitive_attr scaled;
+    dnnl::primitive_attr scaled = dnnl_attr();
     dnnl::post_ops po;
     po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, scale, 0.f);
     scaled.set_post_ops(po);
@@ -140,11 +140,11 @@ Result<KernelPtr> build_attention(BuildContext& ctx) {
     kern->softmax.prim = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(
         dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_inference,
                                        dnnl::algorithm::softmax_accurate, sd, pd, 3),
-        dnnl_engine()));
+        dnnl_attr(), dnnl_engine()));
     kern->softmax.add(DNNL_ARG_SRC, sd);
     kern->softmax.add(DNNL_ARG_DST, pd);
-    kern->context.prim =
-        dnnl::matmul(dnnl::matmul::primitive_desc(dnnl::matmul::desc(pd, vd, yd), dnnl_engine()));
+    kern->context.prim = dnnl::matmul(
+        dnnl::matmul::primitive_desc(dnnl::matmul::desc(pd, vd, yd), dnnl_attr(), dnnl_engine()));
     kern->context.add(DNNL_ARG_SRC, pd);
     kern->context.add(DNNL_ARG_WEIGHTS, vd);
     kern->context.add(DNNL_ARG_DST, yd);

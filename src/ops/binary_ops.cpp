@@ -147,7 +147,7 @@ KernelPtr try_dnnl_binary(BuildContext& ctx, Bin op, const Shape& out) {
   try {
     auto md0 = plain_md(s0, DType::kF32), md1 = plain_md(s1, DType::kF32);
     auto d = dnnl::binary::desc(a, md0, md1, md0);
-    call->prim = dnnl::binary(dnnl::binary::primitive_desc(d, dnnl_engine()));
+    call->prim = dnnl::binary(dnnl::binary::primitive_desc(d, dnnl_attr(), dnnl_engine()));
     call->add(DNNL_ARG_SRC_0, md0);
     call->add(DNNL_ARG_SRC_1, md1);
     call->add(DNNL_ARG_DST, md0);

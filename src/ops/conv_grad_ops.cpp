@@ -127,7 +127,7 @@ Result<KernelPtr> build_conv_grad_input(BuildContext& ctx) {
     dnnl::convolution_backward_data::desc d(dnnl::algorithm::convolution_direct, dx_any, wei_any,
                                             dy_any, geo.strides, geo.dilations, geo.pad_l,
                                             geo.pad_r);
-    dnnl::convolution_backward_data::primitive_desc pd(d, dnnl_engine(), hint);
+    dnnl::convolution_backward_data::primitive_desc pd(d, dnnl_attr(), dnnl_engine(), hint);
     st->call.prim = dnnl::convolution_backward_data(pd);
     prepare_input(ctx, st->call, &st->dy, 0, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
                   pd.diff_dst_desc());
@@ -175,7 +175,7 @@ Result<KernelPtr> build_conv_grad_weight(BuildContext& ctx) {
                    geo.dilations, geo.pad_l, geo.pad_r)
              : dnnl::convolution_backward_weights::desc(alg, src_any, dw_any, dy_any, geo.strides,
                                                         geo.dilations, geo.pad_l, geo.pad_r);
-    dnnl::convolution_backward_weights::primitive_desc pd(d, dnnl_engine(), hint);
+    dnnl::convolution_backward_weights::primitive_desc pd(d, dnnl_attr(), dnnl_engine(), hint);
     st->call.prim = dnnl::convolution_backward_weights(pd);
     prepare_input(ctx, st->call, &st->dy, 0, DNNL_ARG_DIFF_DST, plain_md(geo.out, DType::kF32),
                   pd.diff_dst_desc());

@@ -153,7 +153,7 @@ Result<KernelPtr> conv_kernel(BuildContext& ctx, const Shape& x, const Shape& ou
     if (act.present && !fallback) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
     if (num.final_scale != 0.f)
       po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, num.final_scale, 0.f);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = dnnl_attr();
     attr.set_post_ops(po);
     if (num.int8) attr.set_output_scales(num.output_scales.size() > 1 ? 2 : 0, num.output_scales);
     dnnl::memory::desc src_any(xd, src_dt, act_tag);
@@ -518,7 +518,7 @@ Result<KernelPtr> build_conv_depthwise(BuildContext& ctx) {
     if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
     po.append_dw(cdt, dt::f32, free_out ? cdt : dt::f32, 3, stride, 1, 0, {});
     if (dw_act.present) po.append_eltwise(1.f, dw_act.alg, dw_act.alpha, dw_act.beta);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = dnnl_attr();
     attr.set_post_ops(po);
     dnnl::convolution_forward::desc d(
         dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,

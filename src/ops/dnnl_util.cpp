@@ -56,7 +56,59 @@ void DnnlCall::add(int arg, const dnnl::memory::desc& md) {
   c_args_.push_back(dnnl_exec_arg_t{arg, it->second.get()});
 }
 
+dnnl::primitive_attr dnnl_attr() {
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+  return attr;
+}
+
+namespace {
+
+// The calling thread's scratchpad, grown to at least `bytes` (never shrunk: a thread's largest
+// primitive sets its size). One run at a time per thread, so primitives share it.
+void* thread_scratchpad(size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buf;
+  if (buf.size < bytes) {
+    std::free(buf.data);
+    size_t rounded = (bytes + 63) / 64 * 64;
+    buf.data = std::aligned_alloc(64, rounded);
+    DLSYS_CHECK(buf.data != nullptr, "out of memory allocating a {}-byte oneDNN scratchpad",
+                rounded);
+    buf.size = rounded;
+  }
+  return buf.data;
+}
+
+}  // namespace
+
+void DnnlCall::init_scratchpad() {
+  const_dnnl_primitive_desc_t pd = nullptr;
+  DLSYS_CHECK(dnnl_primitive_get_primitive_desc(prim.get(), &pd) == dnnl_success,
+              "DnnlCall::exec before a primitive was set");
+  const_dnnl_primitive_attr_t attr = nullptr;
+  dnnl_scratchpad_mode_t mode = dnnl_scratchpad_mode_library;
+  DLSYS_CHECK(dnnl_primitive_desc_get_attr(pd, &attr) == dnnl_success &&
+                  dnnl_primitive_attr_get_scratchpad_mode(attr, &mode) == dnnl_success &&
+                  mode == dnnl_scratchpad_mode_user,
+              "a oneDNN primitive was created without dnnl_attr(): its scratchpad would belong to "
+              "the creating thread (pass dnnl_attr() to its primitive_desc)");
+  const dnnl_memory_desc_t* md = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+  scratchpad_bytes_ = md ? static_cast<int64_t>(dnnl_memory_desc_get_size(md)) : 0;
+  if (scratchpad_bytes_ > 0) {
+    scratchpad_ = dnnl::memory(dnnl::memory::desc(*md), dnnl_engine(), DNNL_MEMORY_NONE);
+    c_args_.push_back(dnnl_exec_arg_t{DNNL_ARG_SCRATCHPAD, scratchpad_.get()});
+  }
+}
+
 void DnnlCall::exec() {
+  if (scratchpad_bytes_ < 0) init_scratchpad();
+  if (scratchpad_bytes_ > 0)
+    scratchpad_.set_data_handle(thread_scratchpad(static_cast<size_t>(scratchpad_bytes_)));
   dnnl_status_t st = dnnl_primitive_execute(prim.get(), dnnl_stream().get(),
                                             static_cast<int>(c_args_.size()), c_args_.data());
   if (st != dnnl_success) {
@@ -70,7 +122,8 @@ void DnnlCall::exec() {
 }
 
 void DnnlReorder::init(const dnnl::memory::desc& src, const dnnl::memory::desc& dst) {
-  call.prim = dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), src, dnnl_engine(), dst));
+  call.prim = dnnl::reorder(
+      dnnl::reorder::primitive_desc(dnnl_engine(), src, dnnl_engine(), dst, dnnl_attr()));
   call.add(DNNL_ARG_FROM, src);
   call.add(DNNL_ARG_TO, dst);
 }

@@ -19,20 +19,33 @@ dnnl::memory::desc plain_md(const Shape& s, DType t);
 // Memory descriptor with explicit element strides.
 dnnl::memory::desc strided_md(const Shape& s, DType t, const std::vector<int64_t>& strides);
 
+// The attributes every primitive dlsys executes is created with: a user-managed scratchpad.
+// oneDNN's own (library) scratchpad is thread-local to the thread that *created* the primitive,
+// so a plan built on one thread and run on another (a server's loader and its instances) read
+// a buffer that was never allocated for it and crashed (Winograd convolutions on AVX-512).
+// DnnlCall::exec passes a scratchpad owned by the executing thread instead. Add post-ops and
+// scales to the returned attributes; never start from a default-constructed primitive_attr.
+dnnl::primitive_attr dnnl_attr();
+
 // A oneDNN primitive plus its argument memories, created once per plan; bind() swaps data
 // pointers before each run, and exec() calls the C API with a prebuilt argument array (the C++
-// execute() builds a vector per call), so running allocates nothing.
+// execute() builds a vector per call), so running allocates nothing (after a thread's first run
+// of its largest primitive, whose scratchpad it allocates).
 struct DnnlCall {
-  dnnl::primitive prim;
+  dnnl::primitive prim;  // its primitive_desc made with dnnl_attr()
   std::unordered_map<int, dnnl::memory> args;
 
   // Adds argument `arg` with descriptor `md` (no data yet).
   void add(int arg, const dnnl::memory::desc& md);
   void bind(int arg, const void* data) { args.at(arg).set_data_handle(const_cast<void*>(data)); }
+  // Runs the primitive on the calling thread, with that thread's scratchpad.
   void exec();
 
  private:
+  void init_scratchpad();
   std::vector<dnnl_exec_arg_t> c_args_;
+  int64_t scratchpad_bytes_ = -1;  // -1: not asked yet
+  dnnl::memory scratchpad_;
 };
 
 // Runs `f` and turns a dnnl::error into an Unsupported status naming the node.

@@ -202,7 +202,8 @@ Result<KernelPtr> build_gelu_grad(BuildContext& ctx) {
     auto alg = dnnl::algorithm::eltwise_gelu_erf;
     dnnl::eltwise_forward::primitive_desc hint(
         {dnnl::prop_kind::forward_training, alg, md, 0.f, 0.f}, dnnl_engine());
-    dnnl::eltwise_backward::primitive_desc pd({alg, md, md, 0.f, 0.f}, dnnl_engine(), hint);
+    dnnl::eltwise_backward::primitive_desc pd({alg, md, md, 0.f, 0.f}, dnnl_attr(), dnnl_engine(),
+                                              hint);
     call->prim = dnnl::eltwise_backward(pd);
     call->add(DNNL_ARG_DIFF_DST, md);
     call->add(DNNL_ARG_SRC, md);

@@ -169,7 +169,7 @@ Result<KernelPtr> build_matmul(BuildContext& ctx) {
   auto core = std::make_shared<MatmulCore>();
   DLSYS_RETURN_IF_ERROR(core->init(ctx, operand_md(pa, ta), operand_md(pb, tb),
                                    plain_md(pc, DType::kF32), ctx.in_value(1), bias, bias_md,
-                                   ctx.has_input(3) ? &zs : nullptr, out, {}, false));
+                                   ctx.has_input(3) ? &zs : nullptr, out, dnnl_attr(), false));
   bool has_z = ctx.has_input(3);
   return make_kernel([core, has_z](const Tensor* const* in, Tensor* const* o) {
     const float* z = has_z ? in[3]->data_as<float>() : nullptr;
@@ -218,7 +218,7 @@ Result<KernelPtr> build_gemm(BuildContext& ctx) {
   bool runtime_c = has_c && !use_bias;
   Shape zs = ctx.has_input(3) ? ctx.in_shape(3) : Shape{};
   auto core = std::make_shared<MatmulCore>();
-  dnnl::primitive_attr attr;
+  dnnl::primitive_attr attr = dnnl_attr();
   if (alpha != 1.f) attr.set_output_scales(0, {alpha});
   auto mda = ta ? strided_md({M, K}, DType::kF32, {1, M}) : plain_md({M, K}, DType::kF32);
   auto mdb = tb ? strided_md({K, N}, DType::kF32, {1, K}) : plain_md({K, N}, DType::kF32);

@@ -40,7 +40,7 @@ Result<KernelPtr> build_batch_norm(BuildContext& ctx) {
     auto d =
         dnnl::batch_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps, flags);
     call->prim = dnnl::batch_normalization_forward(
-        dnnl::batch_normalization_forward::primitive_desc(d, dnnl_engine()));
+        dnnl::batch_normalization_forward::primitive_desc(d, dnnl_attr(), dnnl_engine()));
     call->add(DNNL_ARG_SRC, md);
     call->add(DNNL_ARG_DST, md);
     call->add(DNNL_ARG_SCALE, cmd);
@@ -96,7 +96,7 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
       auto d = dnnl::layer_normalization_forward::desc(dnnl::prop_kind::forward_inference, md, eps,
                                                        flags);
       call->prim = dnnl::layer_normalization_forward(
-          dnnl::layer_normalization_forward::primitive_desc(d, dnnl_engine()));
+          dnnl::layer_normalization_forward::primitive_desc(d, dnnl_attr(), dnnl_engine()));
       call->add(DNNL_ARG_SRC, md);
       call->add(DNNL_ARG_DST, md);
       call->add(DNNL_ARG_SCALE, cmd);

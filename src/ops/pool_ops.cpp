@@ -28,7 +28,7 @@ Result<KernelPtr> make_pool(BuildContext& ctx, dnnl::algorithm alg, const Shape&
                                                       dnnl::memory::format_tag::any);
     auto d = dnnl::pooling_v2_forward::desc(dnnl::prop_kind::forward_inference, alg, src, dst,
                                             strides, kernel, dil, pl, pr);
-    dnnl::pooling_v2_forward::primitive_desc pd(d, dnnl_engine());
+    dnnl::pooling_v2_forward::primitive_desc pd(d, dnnl_attr(), dnnl_engine());
     call->prim = dnnl::pooling_v2_forward(pd);
     call->add(DNNL_ARG_SRC, src);
     call->add(DNNL_ARG_DST, pd.dst_desc());

@@ -60,8 +60,8 @@ Status EpilogueFallback::init(const BuildContext& ctx, const Shape& out, const S
       auto md = plain_md({shape_numel(out)}, DType::kF32);
       auto d = dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, act.alg, md,
                                            act.alpha, act.beta);
-      eltwise_.prim =
-          dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(d, dnnl_engine()));
+      eltwise_.prim = dnnl::eltwise_forward(
+          dnnl::eltwise_forward::primitive_desc(d, dnnl_attr(), dnnl_engine()));
       eltwise_.add(DNNL_ARG_SRC, md);
       eltwise_.add(DNNL_ARG_DST, md);
     });

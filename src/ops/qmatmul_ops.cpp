@@ -102,7 +102,7 @@ Result<KernelPtr> build_qmatmul_dynamic(BuildContext& ctx) {
     int post = 1;
     add_bias_and_z(st->has_bias, st->has_z, N, dst, &po, &st->call, &post);
     if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = dnnl_attr();
     attr.set_output_scales(mask, st->w_scales);
     attr.set_post_ops(po);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei_any, dst), attr, dnnl_engine());
@@ -194,7 +194,7 @@ Result<KernelPtr> build_qmatmul_static(BuildContext& ctx) {
     add_bias_and_z(st->has_bias, st->has_z, N, fdst, &po, &st->call, &post);
     if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
     if (quantized_out) po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, 1.f / y_scale, 0.f);
-    dnnl::primitive_attr attr;
+    dnnl::primitive_attr attr = dnnl_attr();
     attr.set_output_scales(scales.size() > 1 ? 2 : 0, scales);
     attr.set_post_ops(po);
     dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei_any, dst), attr, dnnl_engine());

@@ -103,7 +103,7 @@ Status prepare_layout(BuildContext& ctx, DType out_dtype, bool invert, const Qua
       dnnl_memory_desc_t d = src.data;
       d.data_type = static_cast<dnnl_data_type_t>(to_dnnl(out_dtype));
       dnnl::memory::desc dst(d);
-      dnnl::primitive_attr attr;
+      dnnl::primitive_attr attr = dnnl_attr();
       int mask = 0;
       if (qp.per_axis) {
         int64_t r = static_cast<int64_t>(ctx.in_shape(0).size());

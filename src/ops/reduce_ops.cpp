@@ -120,7 +120,7 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
       auto src = plain_md(xs, DType::kF32), dst = plain_md(ks, DType::kF32);
       float p = op == Red::kSumSquare ? 2.f : 0.f;
       call->prim = dnnl::reduction(dnnl::reduction::primitive_desc(
-          dnnl::reduction::desc(a, src, dst, p, 0.f), dnnl_engine()));
+          dnnl::reduction::desc(a, src, dst, p, 0.f), dnnl_attr(), dnnl_engine()));
       call->add(DNNL_ARG_SRC, src);
       call->add(DNNL_ARG_DST, dst);
     } catch (const dnnl::error&) {

@@ -31,8 +31,8 @@ Result<KernelPtr> build_softmax(BuildContext& ctx, bool log) {
         dnnl::prop_kind::forward_inference,
         log ? dnnl::algorithm::softmax_log : dnnl::algorithm::softmax_accurate, md, md,
         static_cast<int>(axis));
-    call->prim =
-        dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(d, dnnl_engine()));
+    call->prim = dnnl::softmax_v2_forward(
+        dnnl::softmax_v2_forward::primitive_desc(d, dnnl_attr(), dnnl_engine()));
     call->add(DNNL_ARG_SRC, md);
     call->add(DNNL_ARG_DST, md);
   }));

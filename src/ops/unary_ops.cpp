@@ -20,7 +20,8 @@ Result<KernelPtr> dnnl_eltwise(BuildContext& ctx, alg a, float alpha, float beta
   auto md = plain_md({n}, DType::kF32);
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
     auto d = dnnl::eltwise_forward::desc(dnnl::prop_kind::forward_inference, a, md, alpha, beta);
-    call->prim = dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(d, dnnl_engine()));
+    call->prim =
+        dnnl::eltwise_forward(dnnl::eltwise_forward::primitive_desc(d, dnnl_attr(), dnnl_engine()));
   }));
   call->add(DNNL_ARG_SRC, md);
   call->add(DNNL_ARG_DST, md);

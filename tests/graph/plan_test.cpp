@@ -2,8 +2,11 @@
 // aliases are rebound per call, results match a hand computation.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "graph/onnx_import.h"
 #include "graph/session.h"
+#include "testing/compare.h"
 #include "testing/onnx_builder.h"
 
 namespace dlsys {
@@ -32,6 +35,43 @@ std::vector<float> mlp_ref(const onnx::ModelProto& m, const float* x) {
     y[j] = acc;
   }
   return y;
+}
+
+// A plan built on one thread runs on others (a server warms a deployment's plans on a loader
+// thread and runs them on its instances' threads). oneDNN's library-managed scratchpad is
+// thread-local to the thread that created the primitive, so every primitive takes its scratchpad
+// from dlsys instead (DnnlCall::exec). Convolutions at ResNet's sizes need one (Winograd on
+// AVX-512, brgconv elsewhere); with the library's, running them here crashed on an AVX-512 EPYC.
+TEST(Plan, RunsOnThreadsOtherThanTheOneThatBuiltIt) {
+  OnnxBuilder b;
+  b.input("x", onnx::TensorProto::FLOAT, {-1, 64, 56, 56});
+  b.output("y", onnx::TensorProto::FLOAT, {-1, 64, 56, 56});
+  b.random_f32("w1", {64, 64, 3, 3}, 0.05f, 1);
+  b.random_f32("w2", {64, 64, 3, 3}, 0.05f, 2);
+  OnnxBuilder::attr_ints(b.node("Conv", {"x", "w1"}, {"c1"}), "pads", {1, 1, 1, 1});
+  b.node("Relu", {"c1"}, {"r1"});
+  OnnxBuilder::attr_ints(b.node("Conv", {"r1", "w2"}, {"y"}), "pads", {1, 1, 1, 1});
+  auto s = load(b);
+  Tensor x = Tensor::empty(DType::kF32, {8, 64, 56, 56});
+  for (int64_t i = 0; i < x.numel(); ++i) x.data_as<float>()[i] = static_cast<float>(i % 13) - 6;
+  Tensor want;
+  std::thread builder([&] {
+    std::vector<Tensor> out;
+    Status st = s->run({{"x", x}}, &out);
+    ASSERT_TRUE(st.ok()) << st.message();
+    want = out[0].clone();
+  });
+  builder.join();
+  for (int t = 0; t < 2; ++t) {
+    std::vector<Tensor> out;
+    std::thread runner([&] {
+      Status st = s->run({{"x", x}}, &out);
+      ASSERT_TRUE(st.ok()) << st.message();
+    });
+    runner.join();
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(testing::compare_tensors(out[0], want, 0, 0), "") << "run " << t;
+  }
 }
 
 TEST(Plan, OnePlanPerBatchSizeAndResultsMatchReference) {
