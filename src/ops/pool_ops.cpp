@@ -184,10 +184,10 @@ Result<KernelPtr> build_pool_grad(BuildContext& ctx) {
     auto src = plain_md(x, DType::kF32), dst = plain_md(g.out, DType::kF32);
     auto fd = dnnl::pooling_v2_forward::desc(dnnl::prop_kind::forward_training, g.alg, src, dst,
                                              g.strides, g.kernel, g.dil, g.pl, g.pr);
-    dnnl::pooling_v2_forward::primitive_desc fpd(fd, dnnl_engine());
+    dnnl::pooling_v2_forward::primitive_desc fpd(fd, dnnl_attr(), dnnl_engine());
     auto bd =
         dnnl::pooling_v2_backward::desc(g.alg, src, dst, g.strides, g.kernel, g.dil, g.pl, g.pr);
-    dnnl::pooling_v2_backward::primitive_desc bpd(bd, dnnl_engine(), fpd);
+    dnnl::pooling_v2_backward::primitive_desc bpd(bd, dnnl_attr(), dnnl_engine(), fpd);
     st->bwd.prim = dnnl::pooling_v2_backward(bpd);
     st->bwd.add(DNNL_ARG_DIFF_DST, dst);
     st->bwd.add(DNNL_ARG_DIFF_SRC, src);
