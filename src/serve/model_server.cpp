@@ -11,6 +11,10 @@
 #include <set>
 #if defined(__GLIBC__)
 #include <malloc.h>
+#include <pthread.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 namespace dlsys::serve {
@@ -361,6 +365,12 @@ bool ModelServer::when_loaded(const std::string& name, std::function<void()> rea
 }
 
 void ModelServer::load_loop() {
+  // A reload (an alias moved, an evicted version asked for) opens, plans and warms the new
+  // version beside the one still serving: at nice +10 it takes the cores only when the serving
+  // instances leave them idle, so a rollout does not slow the traffic it replaces. Threads it
+  // starts (its OpenMP team) inherit the priority. Best effort: a failure changes nothing else.
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kLoaderNice);
+  (void)::pthread_setname_np(::pthread_self(), "dlsys-loader");
   for (;;) {
     std::string name;
     {

@@ -207,7 +207,9 @@ class ModelServer {
   void follow_store();
   void autoscale_step();
   void reap_loop();
+  // Reloads queued deployments (to_reload_) on the loader_ thread, at nice kLoaderNice.
   void load_loop();
+  static constexpr int kLoaderNice = 10;
 
   meta::MetaStore& store_;
   meta::ArtifactStore& objects_;
