@@ -1,12 +1,15 @@
-// Linear algebra beyond MatMul, as plain loops: Einsum and Det.
+// Linear algebra beyond MatMul, as plain loops: Einsum (any numeric dtype) and Det (f32).
 //
 // Einsum parses its equation when the plan is built into one label per operand axis (a
 // repeated label takes a diagonal, "..." stands for broadcast leading axes, an absent "->"
 // means numpy's implicit output: the labels used once, sorted, after the ellipsis). The kernel
 // then walks every combination of output and summed labels once, multiplying the operands'
 // elements (addresses precomputed per label as strides): transposes, sums, diagonals, inner,
-// outer and batched matrix products are all this one loop. It is not a GEMM: models whose
-// Einsum is a large matrix product should export MatMul.
+// outer and batched matrix products are all this one loop. A two-operand f32 contraction
+// without diagonals or labels summed within one operand (`bij,bjk->bik`, `bhqd,bhkd->bhqk`,
+// `i,i`) runs instead as one oneDNN batched matmul: the operands are copied into
+// [batch, M, K] and [batch, K, N] order (skipped when already there) and the product copied
+// out into the output's label order.
 // Det: LU factorization with partial pivoting per matrix, in double.
 #include <algorithm>
 #include <cctype>
@@ -15,6 +18,7 @@
 #include <type_traits>
 
 #include "ops/dispatch.h"
+#include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 
 namespace dlsys {
@@ -148,12 +152,137 @@ void einsum_loop(const Tensor* const* in, size_t K,
   }
 }
 
-Result<KernelPtr> build_einsum(BuildContext& ctx) {
-  const DType t = ctx.in_dtype(0);
-  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
-    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32, DType::kI32, DType::kI64}));
-    if (ctx.in_dtype(i) != t) return ctx.error("operand {} has another dtype than operand 0", i);
+// Copies a strided view (dims `d`, element strides `st` into src) into contiguous dst.
+void gather_strided(const float* src, const std::vector<int64_t>& d, const std::vector<int64_t>& st,
+                    float* dst) {
+  const size_t r = d.size();
+  int64_t total = 1;
+  for (int64_t v : d) total *= v;
+  if (total == 0) return;
+  const int64_t inner = r ? d[r - 1] : 1, inner_st = r ? st[r - 1] : 0;
+  for (int64_t row = 0; row < total / inner; ++row) {
+    int64_t off = 0, rest = row;
+    for (size_t a = r - 1; a-- > 0;) {
+      off += rest % d[a] * st[a];
+      rest /= d[a];
+    }
+    float* o = dst + row * inner;
+    for (int64_t j = 0; j < inner; ++j) o[j] = src[off + j * inner_st];
   }
+}
+
+// One operand's (or the product's) reordering: dims and source strides in the packed order;
+// `identity`: the source is already contiguous in that order.
+struct Packing {
+  std::vector<int64_t> dims, strides;
+  bool identity = true;
+};
+
+Packing packing(const std::vector<int64_t>& dims, const std::vector<int64_t>& strides) {
+  Packing p{dims, strides, true};
+  int64_t want = 1;
+  for (size_t a = dims.size(); a-- > 0;) {
+    if (dims[a] != 1 && strides[a] != want) p.identity = false;
+    want *= dims[a];
+  }
+  return p;
+}
+
+// The Einsum as a oneDNN batched matmul, or null when the equation is not a plain two-operand
+// contraction (then the loop runs).
+Result<KernelPtr> einsum_as_matmul(BuildContext& ctx, const EinsumSpec& spec, DType t) {
+  if (spec.in.size() != 2 || t != DType::kF32) return KernelPtr();
+  const std::string &a = spec.in[0], &b = spec.in[1], &o = spec.out;
+  auto in = [](const std::string& s, char c) { return s.find(c) != std::string::npos; };
+  for (const std::string* term : {&a, &b})
+    for (char c : *term) {
+      if (std::count(term->begin(), term->end(), c) > 1) return KernelPtr();  // a diagonal
+      if (!in(o, c) && !(in(a, c) && in(b, c))) return KernelPtr();  // summed in one operand
+    }
+  const Shape &sa = ctx.in_shape(0), &sb = ctx.in_shape(1);
+  std::map<char, int64_t> size;
+  for (size_t i = 0; i < a.size(); ++i) size[a[i]] = sa[i];
+  for (size_t i = 0; i < b.size(); ++i)
+    if (size.count(b[i]) && size[b[i]] != sb[i])
+      return KernelPtr();  // broadcast: the loop
+    else
+      size[b[i]] = sb[i];
+  std::string batch, m, n, k;
+  for (char c : o) (in(a, c) && in(b, c) ? batch : in(a, c) ? m : n) += c;
+  for (char c : a)
+    if (!in(o, c)) k += c;
+  auto prod = [&](const std::string& ls) {
+    int64_t p = 1;
+    for (char c : ls) p *= size[c];
+    return p;
+  };
+  const int64_t B = prod(batch), M = prod(m), N = prod(n), K = prod(k);
+  if (B * M * N * K == 0) return KernelPtr();
+  // Packed orders: A as batch, m, k; B as batch, k, n; the product [B, M, N] read in o's order.
+  auto view = [&](const std::string& term, const Shape& s, const std::string& order) {
+    const std::vector<int64_t> st = shape_strides(s);
+    std::vector<int64_t> d, ss;
+    for (char c : order) {
+      d.push_back(size[c]);
+      ss.push_back(st[term.find(c)]);
+    }
+    return packing(d, ss);
+  };
+  Packing pa = view(a, sa, batch + m + k), pb = view(b, sb, batch + k + n);
+  const std::string prod_order = batch + m + n;
+  std::vector<int64_t> prod_dims;
+  for (char c : prod_order) prod_dims.push_back(size[c]);
+  Packing po = view(prod_order, prod_dims, o);
+  auto call = std::make_shared<DnnlCall>();
+  const auto ma = plain_md({B, M, K}, t), mb = plain_md({B, K, N}, t), mc = plain_md({B, M, N}, t);
+  DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(ma, mb, mc), dnnl_attr(), dnnl_engine());
+    call->prim = dnnl::matmul(pd);
+    call->add(DNNL_ARG_SRC, ma);
+    call->add(DNNL_ARG_WEIGHTS, mb);
+    call->add(DNNL_ARG_DST, mc);
+    ctx.set_impl(pd.impl_info_str());
+  }));
+  // Scratch for the packed operands and the product (only where a copy is needed).
+  auto buf = std::make_shared<std::vector<float>>(
+      static_cast<size_t>((pa.identity ? 0 : B * M * K) + (pb.identity ? 0 : B * K * N) +
+                          (po.identity ? 0 : B * M * N)));
+  return make_kernel([=](const Tensor* const* inp, Tensor* const* out) {
+    float* scratch = buf->data();
+    const float* A = inp[0]->data_as<float>();
+    const float* Bm = inp[1]->data_as<float>();
+    if (!pa.identity) {
+      gather_strided(A, pa.dims, pa.strides, scratch);
+      A = scratch;
+      scratch += B * M * K;
+    }
+    if (!pb.identity) {
+      gather_strided(Bm, pb.dims, pb.strides, scratch);
+      Bm = scratch;
+      scratch += B * K * N;
+    }
+    float* C = po.identity ? out[0]->data_as<float>() : scratch;
+    call->bind(DNNL_ARG_SRC, A);
+    call->bind(DNNL_ARG_WEIGHTS, Bm);
+    call->bind(DNNL_ARG_DST, C);
+    call->exec();
+    if (!po.identity) gather_strided(C, po.dims, po.strides, out[0]->data_as<float>());
+    return Status::OK();
+  });
+}
+
+Result<KernelPtr> build_einsum(BuildContext& ctx) {
+  // Every dtype with native C++ arithmetic (DLSYS_DISPATCH_NUMERIC's list); floats sum in double.
+  const DType t = ctx.in_dtype(0);
+  bool numeric = false;
+  DLSYS_DISPATCH_NUMERIC(t, T, numeric = true);
+  if (!numeric)
+    return ctx.unsupported("operands of dtype {}; Einsum computes in f32 and the integer types",
+                           dtype_name(t));
+  for (size_t i = 1; i < ctx.num_inputs(); ++i)
+    if (ctx.in_dtype(i) != t)
+      return ctx.error("operand {} is {}, operand 0 is {}; they must have one dtype", i,
+                       dtype_name(ctx.in_dtype(i)), dtype_name(t));
   if (!ctx.has_attr("equation")) return ctx.error("attribute 'equation' is required");
   const std::string eq = ctx.attr_string("equation", "");
   EinsumSpec spec;
@@ -177,20 +306,14 @@ Result<KernelPtr> build_einsum(BuildContext& ctx) {
                            spec.in[k][a], sizes[l], s[a]);
         sizes[l] = s[a];
         strides[k][l] += st[a];  // a repeated label adds its strides: the diagonal
-      }
+      }                          // a label of size 1 broadcasts (stride 0), as numpy.einsum does
     }
-  }
-  // A label of size 1 in one operand broadcasts; a repeated label must agree with itself.
-  for (size_t k = 0; k < K; ++k) {
-    const Shape& s = ctx.in_shape(k);
-    for (size_t a = 0; a < s.size(); ++a)
-      if (s[a] == 1 && std::isalpha(static_cast<unsigned char>(spec.in[k][a])) &&
-          sizes[labels.find(spec.in[k][a])] != 1)
-        return ctx.error("equation '{}': label '{}' is 1 in operand {} and {} elsewhere", eq,
-                         spec.in[k][a], k, sizes[labels.find(spec.in[k][a])]);
   }
   Shape y(sizes.begin(), sizes.begin() + static_cast<int64_t>(spec.out.size()));
   ctx.set_output(0, t, y);
+  KernelPtr gemm;
+  DLSYS_ASSIGN_OR_RETURN(gemm, einsum_as_matmul(ctx, spec, t));
+  if (gemm) return gemm;
   const size_t n_out = spec.out.size();
   auto scratch = std::make_shared<std::vector<int64_t>>(L + K);
   return make_kernel([=](const Tensor* const* in, Tensor* const* out) {

@@ -128,6 +128,45 @@ TEST(EinsumOp, BatchMatMulDiagonalAndImplicitOutputMatchPlainLoops) {
     for (int i = 0; i < 2; ++i) want.push_back(m.data_as<float>()[i * 4 + j]);
   expect_near(out[0], want, 0, "ba");
 
+  // Contractions whose operands and output need reordering around the batched product
+  // (attention scores; a transposed product written transposed), and one with a broadcast
+  // label (size 1 in one operand), which takes the loop.
+  Tensor q = random_f32({2, 3, 4, 5}, 20), kt = random_f32({2, 6, 4, 5}, 21);
+  ASSERT_TRUE(run_node("Einsum", {{"q", q}, {"k", kt}}, 1, eq("bqhd,bkhd->bhqk"), &out).ok());
+  EXPECT_EQ(out[0].shape(), (Shape{2, 4, 3, 6}));
+  want.clear();
+  for (int bt = 0; bt < 2; ++bt)
+    for (int h = 0; h < 4; ++h)
+      for (int i = 0; i < 3; ++i)
+        for (int j = 0; j < 6; ++j) {
+          double acc = 0;
+          for (int d = 0; d < 5; ++d)
+            acc += double(q.data_as<float>()[((bt * 3 + i) * 4 + h) * 5 + d]) *
+                   kt.data_as<float>()[((bt * 6 + j) * 4 + h) * 5 + d];
+          want.push_back(acc);
+        }
+  expect_near(out[0], want, 1e-5, "bqhd,bkhd->bhqk");
+  Tensor p = random_f32({3, 4}, 22), r = random_f32({5, 4}, 23), r1 = random_f32({1, 4}, 24);
+  ASSERT_TRUE(run_node("Einsum", {{"p", p}, {"r", r}}, 1, eq("ij,kj->ki"), &out).ok());
+  want.clear();
+  for (int kk = 0; kk < 5; ++kk)
+    for (int i = 0; i < 3; ++i) {
+      double acc = 0;
+      for (int j = 0; j < 4; ++j)
+        acc += double(p.data_as<float>()[i * 4 + j]) * r.data_as<float>()[kk * 4 + j];
+      want.push_back(acc);
+    }
+  expect_near(out[0], want, 1e-5, "ij,kj->ki");
+  ASSERT_TRUE(run_node("Einsum", {{"p", p}, {"r", r1}}, 1, eq("ij,ij->i"), &out).ok());
+  want.clear();
+  for (int i = 0; i < 3; ++i) {
+    double acc = 0;
+    for (int j = 0; j < 4; ++j)
+      acc += double(p.data_as<float>()[i * 4 + j]) * r1.data_as<float>()[j];
+    want.push_back(acc);
+  }
+  expect_near(out[0], want, 1e-5, "ij,ij->i (broadcast i)");
+
   // A label whose sizes disagree is an error naming the equation.
   Status st = run_node("Einsum", {{"m", m}, {"b", b}}, 1, eq("ij,jkl->ikl"), &out);
   ASSERT_FALSE(st.ok());
