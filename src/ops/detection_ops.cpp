@@ -175,13 +175,15 @@ Result<KernelPtr> build_roi_align(BuildContext& ctx) {
   ctx.set_output(0, DType::kF32, {R, C, oh, ow});
   const bool half = ctm == "half_pixel", is_max = mode == "max";
   std::string node = ctx.node_name();
-  // The taps depend on the rois' values: computed per run, into a buffer sized here.
-  auto taps = std::make_shared<std::vector<Tap4>>();
+  // One accumulator per channel, sized here: the taps depend on the rois' values, so each
+  // sample's taps are computed per run and applied to every channel.
+  auto acc = std::make_shared<std::vector<float>>(static_cast<size_t>(C));
   return make_kernel([=](const Tensor* const* in, Tensor* const* out) {
     const float* X = in[0]->data_as<float>();
     const float* roi = in[1]->data_as<float>();
     const int64_t* bi = in[2]->data_as<int64_t>();
     float* Y = out[0]->data_as<float>();
+    float* a = acc->data();
     const float off = half ? 0.5f : 0.f;
     for (int64_t r = 0; r < R; ++r) {
       const int64_t b = bi[r];
@@ -196,36 +198,32 @@ Result<KernelPtr> build_roi_align(BuildContext& ctx) {
       const int64_t gh = ratio > 0 ? ratio : static_cast<int64_t>(std::ceil(rh / oh));
       const int64_t gw = ratio > 0 ? ratio : static_cast<int64_t>(std::ceil(rw / ow));
       const float count = static_cast<float>(std::max<int64_t>(gh * gw, 1));
-      // Taps for every output cell's samples, shared by the channels.
-      taps->assign(static_cast<size_t>(oh * ow * std::max<int64_t>(gh * gw, 0)), Tap4{});
-      size_t k = 0;
+      const float* img = X + b * C * H * W;
       for (int64_t ph = 0; ph < oh; ++ph)
-        for (int64_t pw = 0; pw < ow; ++pw)
+        for (int64_t pw = 0; pw < ow; ++pw) {
+          bool first = true;
+          std::fill(a, a + C, 0.f);
           for (int64_t iy = 0; iy < gh; ++iy) {
             const float yy = y1 + ph * bh + (iy + 0.5f) * bh / static_cast<float>(gh);
             for (int64_t ix = 0; ix < gw; ++ix) {
               const float xx = x1 + pw * bw + (ix + 0.5f) * bw / static_cast<float>(gw);
-              (*taps)[k++] = roi_tap(yy, xx, H, W);
+              const Tap4 t = roi_tap(yy, xx, H, W);
+              for (int64_t c = 0; c < C; ++c) {
+                const float* plane = img + c * H * W;
+                if (is_max) {
+                  float m = t.w[0] * plane[t.o[0]];
+                  for (int j = 1; j < 4; ++j) m = std::max(m, t.w[j] * plane[t.o[j]]);
+                  a[c] = first ? m : std::max(a[c], m);
+                } else {
+                  for (int j = 0; j < 4; ++j) a[c] += t.w[j] * plane[t.o[j]];
+                }
+              }
+              first = false;
             }
           }
-      for (int64_t c = 0; c < C; ++c) {
-        const float* plane = X + (b * C + c) * H * W;
-        float* dst = Y + (r * C + c) * oh * ow;
-        const Tap4* t = taps->data();
-        for (int64_t cell = 0; cell < oh * ow; ++cell) {
-          float acc = 0.f;
-          for (int64_t s = 0; s < gh * gw; ++s, ++t) {
-            if (is_max) {
-              float m = t->w[0] * plane[t->o[0]];
-              for (int j = 1; j < 4; ++j) m = std::max(m, t->w[j] * plane[t->o[j]]);
-              acc = s == 0 ? m : std::max(acc, m);
-            } else {
-              for (int j = 0; j < 4; ++j) acc += t->w[j] * plane[t->o[j]];
-            }
-          }
-          dst[cell] = is_max ? acc : acc / count;
+          for (int64_t c = 0; c < C; ++c)
+            Y[((r * C + c) * oh + ph) * ow + pw] = is_max ? a[c] : a[c] / count;
         }
-      }
     }
     return Status::OK();
   });
