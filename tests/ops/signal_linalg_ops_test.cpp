@@ -269,6 +269,44 @@ TEST(DftOp, ZeroPadsToDftLengthAndKeepsOneSide) {
     EXPECT_NEAR(out[0].data_as<float>()[i], want[i], 1e-5) << i;
 }
 
+TEST(DetectionOps, RoiAlignAveragesAndMaxesItsSamplesByHand) {
+  // X[i][j] = 4i + j on a 4x4 plane; ROI (0, 0)-(2, 2), one output cell, 2x2 samples.
+  Tensor x = Tensor::empty(DType::kF32, {1, 1, 4, 4});
+  for (int i = 0; i < 16; ++i) x.data_as<float>()[i] = static_cast<float>(i);
+  float roi[4] = {0, 0, 2, 2};
+  int64_t batch = 0;
+  // half_pixel: the samples fall on pixel centres (0,0), (0,1), (1,0), (1,1): values 0, 1, 4, 5.
+  // output_half_pixel: at (0.5,0.5), (0.5,1.5), (1.5,0.5), (1.5,1.5): 2.5, 3.5, 6.5, 7.5.
+  // max mode (ONNX Runtime's): the largest weighted tap of any sample: 5 (weight 1) on pixel
+  // centres; 0.25 * 10 between them.
+  struct Case {
+    const char* ctm;
+    const char* mode;
+    float want;
+  } cases[] = {{"half_pixel", "avg", 2.5f},
+               {"half_pixel", "max", 5.f},
+               {"output_half_pixel", "avg", 5.f},
+               {"output_half_pixel", "max", 2.5f}};
+  for (const Case& c : cases) {
+    std::vector<Tensor> out;
+    ASSERT_TRUE(run_node(
+                    "RoiAlign",
+                    {{"x", x},
+                     {"rois", Tensor::from_f32({1, 4}, roi)},
+                     {"bi", Tensor::from_i64({1}, &batch)}},
+                    1,
+                    [&](onnx::NodeProto* n) {
+                      attr_string(n, "coordinate_transformation_mode", c.ctm);
+                      attr_string(n, "mode", c.mode);
+                      testing::OnnxBuilder::attr_int(n, "sampling_ratio", 2);
+                    },
+                    &out)
+                    .ok());
+    ASSERT_EQ(out[0].shape(), (Shape{1, 1, 1, 1}));
+    EXPECT_NEAR(out[0].data_as<float>()[0], c.want, 1e-6) << c.ctm << " " << c.mode;
+  }
+}
+
 TEST(DetectionOps, NonMaxSuppressionNeedsItsBoxesWhenThePlanIsBuilt) {
   // 20 boxes = 80 values: more than the session fixes per value, so the boxes are only known
   // at run time and the output size cannot be planned.
