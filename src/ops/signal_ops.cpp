@@ -158,9 +158,11 @@ Result<KernelPtr> build_dft(BuildContext& ctx) {
   if (rank < 3 || (x.back() != 1 && x.back() != 2))
     return ctx.error("input {} must be [batch, ..., 1 or 2] (real or complex signals)",
                      shape_str(x));
-  const int64_t axis = ctx.attr_int("axis", 1);
-  if (axis < 1 || axis > rank - 2)
-    return ctx.error("axis {} must be in [1, {}] for input {}", axis, rank - 2, shape_str(x));
+  // Negative axes count from the back of the whole shape (the complex dimension included).
+  const int64_t axis0 = ctx.attr_int("axis", 1), axis = axis0 < 0 ? axis0 + rank : axis0;
+  if (axis < 0 || axis > rank - 2)
+    return ctx.error("axis {} must be in [{}, {}] for input {} (not the last, complex, dimension)",
+                     axis0, -rank, rank - 2, shape_str(x));
   const bool inverse = ctx.attr_int("inverse", 0) != 0;
   const bool onesided = ctx.attr_int("onesided", 0) != 0;
   const bool cplx = x.back() == 2;

@@ -254,6 +254,16 @@ TEST(DftOp, ZeroPadsToDftLengthAndKeepsOneSide) {
     want.push_back(im);
   }
   expect_near(out[0], want, 1e-5, "DFT padded");
+  // axis -2 counts from the back of [1, 12, 1]: the same signal axis.
+  ASSERT_TRUE(run_node(
+                  "DFT", {{"x", x}, {"len", Tensor::from_i64({}, &len)}}, 1,
+                  [](onnx::NodeProto* n) {
+                    testing::OnnxBuilder::attr_int(n, "onesided", 1);
+                    testing::OnnxBuilder::attr_int(n, "axis", -2);
+                  },
+                  &out)
+                  .ok());
+  expect_near(out[0], want, 1e-5, "DFT padded, axis -2");
   // The full 16 samples: the closed form, 8 at bin 3, 0 elsewhere in the one-sided half.
   Tensor full = Tensor::empty(DType::kF32, {1, 16, 1});
   for (int j = 0; j < 16; ++j)
