@@ -50,6 +50,14 @@ static const OpRegistry& registry() {
     register_resize_ops(reg);
     register_rnn_ops(reg);
     register_index_ops(reg);
+    register_detection_ops(reg);
+    register_value_shape_ops(reg);
+    register_local_norm_ops(reg);
+    register_linalg_ops(reg);
+    register_grid_sample_ops(reg);
+    register_unpool_ops(reg);
+    register_signal_ops(reg);
+    register_bitwise_ops(reg);
     return reg;
   }();
   return r;

@@ -48,6 +48,14 @@ void register_loss_ops(OpRegistry& r);
 void register_resize_ops(OpRegistry& r);
 void register_rnn_ops(OpRegistry& r);
 void register_index_ops(OpRegistry& r);
+void register_detection_ops(OpRegistry& r);
+void register_value_shape_ops(OpRegistry& r);
+void register_local_norm_ops(OpRegistry& r);
+void register_linalg_ops(OpRegistry& r);
+void register_grid_sample_ops(OpRegistry& r);
+void register_unpool_ops(OpRegistry& r);
+void register_signal_ops(OpRegistry& r);
+void register_bitwise_ops(OpRegistry& r);
 
 class OpRegistry {
  public:

@@ -72,6 +72,48 @@ Tensor window_reference(const std::string& name, int64_t size) {
   return out;
 }
 
+// RoiAlign's two cases and GridSample's bicubic case ship expected outputs written with four
+// decimals (copied from a printout), and RoiAlign's differ from ONNX Runtime's algorithm, which
+// dlsys follows (a float64 NumPy port of it gives dlsys's 0.317132 where the data has 0.3172),
+// by up to 8.4e-5. These
+// three are compared to the precision the data has: within 1e-4 absolute, one unit of its last
+// decimal. The test first checks that the data really has no more than four decimals, so the
+// exception cannot cover precise data.
+bool is_four_decimal_case(const std::string& name) {
+  return name == "test_roialign_aligned_false" || name == "test_roialign_aligned_true" ||
+         name == "test_gridsample_bicubic";
+}
+
+bool has_at_most_four_decimals(const Tensor& t) {
+  if (t.dtype() != DType::kF32) return false;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    const double v = t.data_as<float>()[i];
+    if (std::fabs(v - std::round(v * 1e4) / 1e4) > 1e-6 * std::max(1.0, std::fabs(v))) return false;
+  }
+  return true;
+}
+
+// test_maxunpool_export_with_output_shape's expected output places the values as if output_shape
+// added padding around the default unpooled 4x4 (index 5 lands at row 1, column 1 of the 5x5
+// output). The spec, ONNX Runtime (which skips this case, onnx/onnx#2398 and
+// onnxruntime#2193) and dlsys read the indices as flat offsets into the output itself (index 5
+// is row 1, column 0). For this case the reference is that definition, computed here: zeros of
+// output_shape with X[j] written at offset I[j].
+Result<Tensor> max_unpool_reference(const std::vector<Tensor>& in) {
+  if (in.size() != 3 || in[0].dtype() != DType::kF32 || in[1].dtype() != DType::kI64 ||
+      in[1].numel() != in[0].numel())
+    return Status::Invalid("MaxUnpool case without X (f32), I (int64) and output_shape");
+  Shape shape;
+  for (int64_t i = 0; i < in[2].numel(); ++i) shape.push_back(in[2].get_i64(i));
+  Tensor y = Tensor::zeros(DType::kF32, shape);
+  for (int64_t j = 0; j < in[0].numel(); ++j) {
+    const int64_t at = in[1].data_as<int64_t>()[j];
+    if (at < 0 || at >= y.numel()) return Status::Invalid("index {} outside the output", at);
+    y.data_as<float>()[at] = in[0].data_as<float>()[j];
+  }
+  return y;
+}
+
 struct Outcome {
   enum Kind { kPass, kFail, kSkip } kind;
   std::string detail;
@@ -103,6 +145,7 @@ Outcome run_case(const fs::path& dir) {
       continue;
     ++set_count;
     std::map<std::string, Tensor> inputs;
+    std::vector<Tensor> input_list;  // in file order
     const auto& g = session->graph();
     for (size_t i = 0;; ++i) {
       fs::path p = ds.path() / ("input_" + std::to_string(i) + ".pb");
@@ -110,6 +153,7 @@ Outcome run_case(const fs::path& dir) {
       auto t = read_tensor(p);
       if (!t.ok()) return unsupported_or_fail(t.status(), "input " + std::to_string(i) + ": ");
       if (i >= g.inputs.size()) return {Outcome::kFail, "more input files than graph inputs"};
+      input_list.push_back(t.value());
       inputs[g.inputs[i].name] = std::move(t).value();
     }
     std::vector<Tensor> outputs;
@@ -130,7 +174,20 @@ Outcome run_case(const fs::path& dir) {
           return {Outcome::kFail, "window case without a scalar size input"};
         expected = window_reference(name, inputs.begin()->second.get_i64(0));
       }
-      std::string diff = testing::compare_tensors(outputs[i], expected, 1e-4, 1e-5);
+      if (name == "test_maxunpool_export_with_output_shape") {
+        auto ref = max_unpool_reference(input_list);
+        if (!ref.ok()) return {Outcome::kFail, ref.status().message()};
+        expected = std::move(ref).value();
+      }
+      double atol = 1e-5, rtol = 1e-4;
+      if (is_four_decimal_case(name)) {
+        if (!has_at_most_four_decimals(expected))
+          return {Outcome::kFail, "expected output " + std::to_string(i) +
+                                      " has more than four decimals: compare it at the default "
+                                      "tolerance (remove the case from is_four_decimal_case)"};
+        atol = 1e-4, rtol = 0;
+      }
+      std::string diff = testing::compare_tensors(outputs[i], expected, rtol, atol);
       if (!diff.empty()) return {Outcome::kFail, "output " + std::to_string(i) + ": " + diff};
     }
     if (fs::exists(ds.path() / ("output_" + std::to_string(outputs.size()) + ".pb")))
