@@ -3,6 +3,8 @@
 #include <onnx/checker.h>
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
+
 #include "core/file_util.h"
 
 namespace dlsys {
@@ -28,6 +30,10 @@ void set_tensor(onnx::TensorProto* p, const std::string& name, const Tensor& t) 
   p->set_name(name);
   p->set_data_type(dtype_to_onnx(t.dtype()));
   for (int64_t d : t.shape()) p->add_dims(d);
+  if (t.dtype() == DType::kString) {
+    for (int64_t i = 0; i < t.numel(); ++i) p->add_string_data(t.strings()[i]);
+    return;
+  }
   p->set_raw_data(std::string(static_cast<const char*>(t.data()), t.nbytes()));
 }
 
@@ -83,6 +89,13 @@ Result<std::string> export_onnx_bytes(const Graph& g) {
   auto* op = m.add_opset_import();
   op->set_domain("");
   op->set_version(std::max(g.opset, 13));
+  // ai.onnx.ml nodes (LabelEncoder) are written at ai.onnx.ml opset 2 (keys_*/values_*).
+  if (std::any_of(g.nodes.begin(), g.nodes.end(),
+                  [](const Node& n) { return n.domain == "ai.onnx.ml"; })) {
+    auto* ml = m.add_opset_import();
+    ml->set_domain("ai.onnx.ml");
+    ml->set_version(2);
+  }
   auto* gp = m.mutable_graph();
   gp->set_name(g.name.empty() ? "dlsys" : g.name);
   for (const ValueInfo& v : g.inputs) set_value_info(gp->add_input(), v);

@@ -1,6 +1,8 @@
 // Writes a Graph as an ONNX model file (the trainer's export): nodes, attributes, initializers
-// as raw little-endian data, declared inputs/outputs and the default-domain opset. The file is
-// checked with the ONNX checker before it is written (atomically).
+// as raw little-endian data (STRING ones as string_data), declared inputs/outputs, the
+// default-domain opset, and ai.onnx.ml opset 2 when a node is of that domain (LabelEncoder with
+// keys_*/values_* attributes). The file is checked with the ONNX checker before it is written
+// (atomically).
 #pragma once
 
 #include <string>

@@ -35,6 +35,17 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& 
     shape.push_back(d);
   }
   Tensor out = Tensor::empty(t, shape);
+  if (t == DType::kString) {
+    // Strings are only ever in string_data (raw_data has no encoding for them).
+    if (p.has_raw_data())
+      return Status::Invalid("{}: a STRING tensor keeps its values in string_data, not raw_data",
+                             what);
+    if (p.string_data_size() != n)
+      return Status::Invalid("{}: has {} strings, shape {} needs {}", what, p.string_data_size(),
+                             shape_str(shape), n);
+    for (int64_t i = 0; i < n; ++i) out.strings()[i] = p.string_data(static_cast<int>(i));
+    return out;
+  }
   size_t bytes = static_cast<size_t>(n) * dtype_size(t);
   if (p.has_raw_data()) {
     if (p.raw_data().size() != bytes)
@@ -75,6 +86,8 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& 
       for (int64_t i = 0; i < n; ++i)
         out.data_as<uint16_t>()[i] = static_cast<uint16_t>(p.int32_data(i));
       break;
+    case DType::kString:
+      break;  // read above
   }
   return out;
 }
@@ -226,7 +239,9 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
     const auto& n = gp.node(i);
     std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
     bool default_domain = n.domain().empty() || n.domain() == "ai.onnx";
-    if (!default_domain || !find_op(n.op_type()))
+    const OpSchema* op = find_op(n.op_type());
+    // An op is dlsys's when the registry has it for the node's domain (ai.onnx or ai.onnx.ml).
+    if (!op || op->domain != (default_domain ? std::string() : n.domain()))
       unsupported.push_back(fmt::format("{}{} (node '{}')", default_domain ? "" : n.domain() + ".",
                                         n.op_type(), name));
   }

@@ -282,7 +282,7 @@ Status Plan::Builder::build_node(const Node& node) {
   ctx.set_training(opts_.training);
   ctx.set_output_layout_free(free);
   KernelPtr kernel;
-  DLSYS_ASSIGN_OR_RETURN(kernel, schema->build(ctx));
+  DLSYS_ASSIGN_OR_RETURN(kernel, build_kernel(*schema, ctx));
   DLSYS_RETURN_IF_ERROR(convert_inputs(node, ctx, &in_ids));
   return add_outputs_and_step(node, ctx, std::move(kernel), in_ids, all_const);
 }
@@ -322,7 +322,9 @@ Status Plan::Builder::add_outputs_and_step(const Node& node, BuildContext& ctx, 
                              p_.input_slots_.end();
         if (root_is_input) p_.input_aliases_.push_back(id);
       }
-    } else if (all_const) {
+    } else if (all_const || od.dtype == DType::kString) {
+      // Strings are objects the tensor constructs and destroys: a string value owns its
+      // storage rather than taking arena bytes.
       s.tensor = Tensor::empty(od.dtype, od.shape);
       has_runtime_output = true;
     } else {
@@ -438,7 +440,10 @@ Status Plan::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs
                              graph_->inputs[i].name, dtype_name(t.dtype()), shape_str(t.shape()),
                              dtype_name(inputs[i].dtype()), shape_str(inputs[i].shape()));
     if (slots_[input_slots_[i]].is_const) {
-      if (std::memcmp(t.data(), inputs[i].data(), t.nbytes()) != 0)
+      bool same = t.dtype() == DType::kString
+                      ? std::equal(t.strings(), t.strings() + t.numel(), inputs[i].strings())
+                      : std::memcmp(t.data(), inputs[i].data(), t.nbytes()) == 0;
+      if (!same)
         return Status::Invalid("input '{}': plan was specialized on another value of this input",
                                graph_->inputs[i].name);
       continue;

@@ -105,7 +105,9 @@ Result<Plan*> Session::plan_for(const std::vector<Tensor>& inputs) {
   std::string key = shapes_key(shapes);
   auto add_fixed = [&] {
     for (size_t i = 0; i < inputs.size(); ++i) {
-      if (inputs[i].numel() > kMaxFixedElements) continue;
+      // Strings never decide a shape (no op reads them at plan time), and their bytes are
+      // pointers: never fixed.
+      if (inputs[i].numel() > kMaxFixedElements || inputs[i].dtype() == DType::kString) continue;
       fixed[static_cast<int>(i)] = inputs[i];
       key += fmt::format("|{}=", i);
       key.append(static_cast<const char*>(inputs[i].data()), inputs[i].nbytes());

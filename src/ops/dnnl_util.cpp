@@ -27,6 +27,7 @@ dnnl::memory::data_type to_dnnl(DType t) {
     case DType::kI32:
       return dt::s32;
     case DType::kI64:
+    case DType::kString:
       return dt::undef;
   }
   return dt::undef;

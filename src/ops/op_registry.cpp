@@ -8,13 +8,29 @@ void OpRegistry::add(const std::string& name, int min_in, int max_in, int min_ou
                      BuildFn fn) {
   DLSYS_CHECK(!ops_.count(name), "op {} registered twice: check the register_*_ops functions",
               name);
-  ops_[name] = OpSchema{name, min_in, max_in, min_out, max_out, fn, 0};
+  OpSchema s;
+  s.name = name;
+  s.min_inputs = min_in, s.max_inputs = max_in, s.min_outputs = min_out, s.max_outputs = max_out;
+  s.build = fn;
+  ops_[name] = std::move(s);
 }
 
 void OpRegistry::set_layout_inputs(const std::string& name, uint32_t mask) {
   DLSYS_CHECK(ops_.count(name), "set_layout_inputs({}) before add({}): register the op first", name,
               name);
   ops_[name].layout_inputs = mask;
+}
+
+void OpRegistry::set_strings(const std::string& name, uint32_t inputs, bool outputs) {
+  DLSYS_CHECK(ops_.count(name), "set_strings({}) before add({}): register the op first", name,
+              name);
+  ops_[name].string_inputs = inputs;
+  ops_[name].string_outputs = outputs;
+}
+
+void OpRegistry::set_domain(const std::string& name, const std::string& domain) {
+  DLSYS_CHECK(ops_.count(name), "set_domain({}) before add({}): register the op first", name, name);
+  ops_[name].domain = domain;
 }
 
 const OpSchema* OpRegistry::find(const std::string& name) const {
@@ -58,6 +74,7 @@ static const OpRegistry& registry() {
     register_unpool_ops(reg);
     register_signal_ops(reg);
     register_bitwise_ops(reg);
+    register_ml_ops(reg);
     return reg;
   }();
   return r;
@@ -68,6 +85,29 @@ const OpSchema* find_op(const std::string& op_type) {
 }
 std::vector<std::string> supported_ops() {
   return registry().names();
+}
+
+Result<KernelPtr> build_kernel(const OpSchema& schema, BuildContext& ctx) {
+  auto string_ops = [] {
+    std::string list;
+    for (const auto& n : registry().names())
+      if (registry().find(n)->string_inputs) list += (list.empty() ? "" : ", ") + n;
+    return list;
+  };
+  for (size_t i = 0; i < ctx.num_inputs(); ++i)
+    if (ctx.has_input(i) && ctx.in_dtype(i) == DType::kString && !(schema.string_inputs >> i & 1u))
+      return ctx.unsupported(
+          "input {} is a STRING tensor; {} takes numbers there (the ops that take strings: {})", i,
+          ctx.op_type(), string_ops());
+  DLSYS_ASSIGN_OR_RETURN(KernelPtr k, schema.build(ctx));
+  if (!schema.string_outputs)
+    for (size_t i = 0; i < ctx.num_outputs(); ++i) {
+      const OutputDesc& od = ctx.outputs()[i];
+      if (od.set && od.dtype == DType::kString && od.alias_of_input < 0)
+        return ctx.unsupported("output {} would be a STRING tensor; {} makes no strings in dlsys",
+                               i, ctx.op_type());
+    }
+  return k;
 }
 
 // ---- BuildContext -------------------------------------------------------------------------

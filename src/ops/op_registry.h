@@ -17,10 +17,22 @@ struct OpSchema {
   // Bit i set: input i may arrive in a oneDNN layout (ValueDesc::layout); the planner reorders
   // other inputs to plain before the op.
   uint32_t layout_inputs = 0;
+  // Bit i set: input i may be a STRING tensor (DType::kString); build_kernel() refuses string
+  // inputs elsewhere, so no numeric kernel ever reads std::string objects as numbers.
+  uint32_t string_inputs = 0;
+  // The op may make STRING outputs (its kernel constructs them properly).
+  bool string_outputs = false;
+  // The ONNX domain of the op: "" (ai.onnx) or "ai.onnx.ml" (LabelEncoder).
+  std::string domain;
 };
 
-// The schema for an op of the default ONNX domain, or null if dlsys does not implement it.
+// The schema for op `op_type` (of the domain its OpSchema::domain names), or null if dlsys does
+// not implement it.
 const OpSchema* find_op(const std::string& op_type);
+// Runs schema.build(ctx), refusing STRING inputs and outputs the op does not declare
+// (string_inputs / string_outputs) with an Unsupported error naming the node. Every planner
+// and graph pass builds kernels through this.
+Result<KernelPtr> build_kernel(const OpSchema& schema, BuildContext& ctx);
 // Every supported op type, sorted.
 std::vector<std::string> supported_ops();
 // Lowest and highest default-domain opset dlsys accepts.
@@ -56,11 +68,15 @@ void register_grid_sample_ops(OpRegistry& r);
 void register_unpool_ops(OpRegistry& r);
 void register_signal_ops(OpRegistry& r);
 void register_bitwise_ops(OpRegistry& r);
+void register_ml_ops(OpRegistry& r);
 
 class OpRegistry {
  public:
   void add(const std::string& name, int min_in, int max_in, int min_out, int max_out, BuildFn fn);
   void set_layout_inputs(const std::string& name, uint32_t mask);
+  // Declares which inputs of `name` may be STRING and whether it makes STRING outputs.
+  void set_strings(const std::string& name, uint32_t inputs, bool outputs);
+  void set_domain(const std::string& name, const std::string& domain);
   const OpSchema* find(const std::string& name) const;
   std::vector<std::string> names() const;
 

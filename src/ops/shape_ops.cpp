@@ -2,7 +2,9 @@
 // Constant, ConstantOfShape and Range produce values when the plan is built, which is how
 // shape subgraphs (Shape -> Gather -> Concat -> Reshape) are evaluated before running.
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "ops/broadcast.h"
 #include "ops/dispatch.h"
@@ -213,45 +215,51 @@ Result<KernelPtr> build_range(BuildContext& ctx) {
   return KernelPtr();
 }
 
+// Writes element i of `dst`: `f` when is_f (a float value), else `v` (an integer, exact for
+// int64).
+void store_element(Tensor& dst, int64_t i, double f, int64_t v, bool is_f) {
+  switch (dst.dtype()) {
+    case DType::kF32:
+      dst.data_as<float>()[i] = is_f ? static_cast<float>(f) : static_cast<float>(v);
+      break;
+    case DType::kBF16:
+      dst.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(is_f ? f : v));
+      break;
+    case DType::kF16:
+      dst.data_as<uint16_t>()[i] = f32_to_f16(static_cast<float>(is_f ? f : v));
+      break;
+    case DType::kBool:
+      dst.data_as<uint8_t>()[i] = is_f ? (f != 0) : (v != 0);
+      break;
+    default: {
+      int64_t iv = v;
+      if (is_f) iv = std::isfinite(f) ? static_cast<int64_t>(f) : 0;
+      switch (dst.dtype()) {
+        case DType::kI8:
+          dst.data_as<int8_t>()[i] = static_cast<int8_t>(iv);
+          break;
+        case DType::kU8:
+          dst.data_as<uint8_t>()[i] = static_cast<uint8_t>(iv);
+          break;
+        case DType::kI32:
+          dst.data_as<int32_t>()[i] = static_cast<int32_t>(iv);
+          break;
+        case DType::kI64:
+          dst.data_as<int64_t>()[i] = iv;
+          break;
+        default:
+          break;
+      }
+    }
+  }
+}
+
 // Element conversion through double (floats) or int64 (integers, exact for int64).
 void convert(const Tensor& src, Tensor& dst) {
   int64_t n = src.numel();
-  DType from = src.dtype(), to = dst.dtype();
+  DType from = src.dtype();
   auto store = [&](int64_t i, double f, int64_t v, bool is_f) {
-    switch (to) {
-      case DType::kF32:
-        dst.data_as<float>()[i] = is_f ? static_cast<float>(f) : static_cast<float>(v);
-        break;
-      case DType::kBF16:
-        dst.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(is_f ? f : v));
-        break;
-      case DType::kF16:
-        dst.data_as<uint16_t>()[i] = f32_to_f16(static_cast<float>(is_f ? f : v));
-        break;
-      case DType::kBool:
-        dst.data_as<uint8_t>()[i] = is_f ? (f != 0) : (v != 0);
-        break;
-      default: {
-        int64_t iv = v;
-        if (is_f) iv = std::isfinite(f) ? static_cast<int64_t>(f) : 0;
-        switch (to) {
-          case DType::kI8:
-            dst.data_as<int8_t>()[i] = static_cast<int8_t>(iv);
-            break;
-          case DType::kU8:
-            dst.data_as<uint8_t>()[i] = static_cast<uint8_t>(iv);
-            break;
-          case DType::kI32:
-            dst.data_as<int32_t>()[i] = static_cast<int32_t>(iv);
-            break;
-          case DType::kI64:
-            dst.data_as<int64_t>()[i] = iv;
-            break;
-          default:
-            break;
-        }
-      }
-    }
+    store_element(dst, i, f, v, is_f);
   };
   bool is_f = dtype_is_float(from);
   for (int64_t i = 0; i < n; ++i) {
@@ -269,6 +277,28 @@ Result<KernelPtr> cast_to(BuildContext& ctx, DType t) {
     return KernelPtr();
   }
   ctx.set_output(0, t, ctx.in_shape(0));
+  if (ctx.in_dtype(0) == DType::kString) {
+    if (t == DType::kBool)
+      return ctx.unsupported("a cast from STRING to BOOL is not supported (to numbers only)");
+    // Each string read as a number (C's strtod: "1.5", "1e3", "NaN", "INF", "-inf"), then
+    // converted as a double would be.
+    std::string node = ctx.node_name();
+    return make_kernel([node](const Tensor* const* in, Tensor* const* o) {
+      const std::string* x = in[0]->strings();
+      const bool to_float = dtype_is_float(o[0]->dtype());
+      for (int64_t i = 0; i < in[0]->numel(); ++i) {
+        const char* begin = x[i].c_str();
+        char* end = nullptr;
+        double v = std::strtod(begin, &end);
+        while (end && *end == ' ') ++end;
+        if (end == begin || *end != '\0')
+          return Status::Invalid("node '{}' (Cast): element {} is '{}', not a number", node, i,
+                                 x[i].substr(0, 40));
+        store_element(*o[0], i, v, to_float ? 0 : std::strtoll(begin, nullptr, 10), to_float);
+      }
+      return Status::OK();
+    });
+  }
   return make_kernel([](const Tensor* const* in, Tensor* const* o) {
     convert(*in[0], *o[0]);
     return Status::OK();
@@ -321,6 +351,12 @@ void register_shape_ops(OpRegistry& r) {
   r.add("Cast", 1, 1, 1, 1, build_cast);
   r.add("Expand", 2, 2, 1, 1, build_expand);
   r.add("CastLike", 2, 2, 1, 1, build_cast_like);
+  // Ops that only look at shapes, or alias their input, take strings as they take numbers.
+  for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size"})
+    r.set_strings(op, 1u, false);
+  r.set_strings("Constant", 0u, true);
+  r.set_strings("Cast", 1u, false);  // STRING -> numbers (not numbers -> STRING)
+  r.set_strings("CastLike", 3u, false);
 }
 
 }  // namespace dlsys

@@ -123,6 +123,8 @@ json element_json(const Tensor& t, int64_t i) {
       return t.data_as<int32_t>()[i];
     case DType::kI64:
       return t.data_as<int64_t>()[i];
+    case DType::kString:
+      return t.strings()[i];
   }
   return nullptr;
 }

@@ -1,6 +1,7 @@
 #include "tensor/dtype.h"
 
 #include <cstring>
+#include <string>
 
 namespace dlsys {
 
@@ -22,6 +23,8 @@ size_t dtype_size(DType t) {
       return 8;
     case DType::kBool:
       return 1;
+    case DType::kString:
+      return sizeof(std::string);
   }
   return 0;
 }
@@ -44,6 +47,8 @@ const char* dtype_name(DType t) {
       return "i64";
     case DType::kBool:
       return "bool";
+    case DType::kString:
+      return "string";
   }
   return "?";
 }
@@ -66,6 +71,8 @@ int dtype_to_onnx(DType t) {
       return 10;
     case DType::kBF16:
       return 16;
+    case DType::kString:
+      return 8;
   }
   return 0;
 }
@@ -97,10 +104,12 @@ Result<DType> dtype_from_onnx(int t) {
       return DType::kF16;
     case 16:
       return DType::kBF16;
+    case 8:
+      return DType::kString;
     default:
       return Status::Unsupported(
           "element type {} ({}) is not supported; dlsys supports FLOAT, BFLOAT16, FLOAT16, "
-          "INT8, UINT8, INT32, INT64 and BOOL",
+          "INT8, UINT8, INT32, INT64, BOOL and STRING",
           onnx_type_name(t), t);
   }
 }
@@ -122,6 +131,7 @@ const char* dtype_npy_descr(DType t) {
     case DType::kBool:
       return "|b1";
     case DType::kBF16:
+    case DType::kString:
       return "";
   }
   return "";

@@ -9,11 +9,15 @@
 
 namespace dlsys {
 
-enum class DType : uint8_t { kF32, kBF16, kF16, kI8, kU8, kI32, kI64, kBool };
+// kString: each element is a std::string the tensor owns (variable length, so never in a plan's
+// activation arena, never raw bytes to copy or compare). Only ops whose schema says so take or
+// make string tensors (OpSchema::string_inputs/string_outputs, ops/op_registry.h); the planner
+// refuses a string tensor for any other op, naming the node.
+enum class DType : uint8_t { kF32, kBF16, kF16, kI8, kU8, kI32, kI64, kBool, kString };
 
-// Bytes per element.
+// Bytes per element (for kString, sizeof(std::string): the object, not its characters).
 size_t dtype_size(DType t);
-// Lower-case name: "f32", "bf16", "f16", "i8", "u8", "i32", "i64", "bool".
+// Lower-case name: "f32", "bf16", "f16", "i8", "u8", "i32", "i64", "bool", "string".
 const char* dtype_name(DType t);
 // The ONNX TensorProto.DataType number for `t`.
 int dtype_to_onnx(DType t);
@@ -21,9 +25,12 @@ int dtype_to_onnx(DType t);
 Result<DType> dtype_from_onnx(int onnx_type);
 // Name of an ONNX TensorProto.DataType number ("DOUBLE", "STRING", ...), for messages.
 const char* onnx_type_name(int onnx_type);
-// NumPy descr string for `t` ("<f4", "|b1", ...); bf16 has none and returns "".
+// NumPy descr string for `t` ("<f4", "|b1", ...); bf16 and string have none and return "".
 const char* dtype_npy_descr(DType t);
 bool dtype_is_float(DType t);
+inline bool dtype_is_string(DType t) {
+  return t == DType::kString;
+}
 
 // bf16 and f16 conversions (round to nearest even).
 uint16_t f32_to_bf16(float f);

@@ -182,6 +182,11 @@ std::string npy_serialize(const Tensor& t) {
 }
 
 Status npy_write(const std::string& path, const Tensor& t) {
+  if (t.dtype() == DType::kString)
+    return Status::Unsupported(
+        "{}: a string tensor has no .npy form dlsys writes (NumPy's are fixed-width unicode or "
+        "Python objects)",
+        path);
   return write_file_atomic(path, npy_serialize(t));
 }
 

@@ -25,7 +25,7 @@ Result<Tensor> npy_parse(const std::string& bytes, const std::string& where);
 Result<Tensor> npy_read(const std::string& path);
 // Serializes `t` as .npy version 1.0. bf16 is written as float32 (NumPy has no bf16).
 std::string npy_serialize(const Tensor& t);
-// Writes `t` to `path` atomically (temporary file, fsync, rename).
+// Writes `t` to `path` atomically (temporary file, fsync, rename); a string tensor is refused.
 Status npy_write(const std::string& path, const Tensor& t);
 
 }  // namespace dlsys

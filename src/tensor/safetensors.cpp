@@ -30,6 +30,8 @@ const char* st_dtype(DType t) {
       return "I64";
     case DType::kBool:
       return "BOOL";
+    case DType::kString:
+      return "";  // safetensors has no strings (parse_dtype never matches "")
   }
   return "F32";
 }

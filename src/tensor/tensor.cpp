@@ -1,8 +1,11 @@
 #include "tensor/tensor.h"
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
+
+#include "core/check.h"
 
 namespace dlsys {
 
@@ -16,20 +19,35 @@ std::shared_ptr<void> alloc_aligned(size_t bytes) {
   if (!p) throw std::bad_alloc();
   return std::shared_ptr<void>(p, [](void* q) { std::free(q); });
 }
+
+// Storage holding n constructed strings, destroyed with the storage.
+std::shared_ptr<void> alloc_strings(int64_t n) {
+  size_t rounded = (static_cast<size_t>(n) * sizeof(std::string) + kAlign - 1) / kAlign * kAlign;
+  if (rounded == 0) rounded = kAlign;
+  void* p = std::aligned_alloc(kAlign, rounded);
+  if (!p) throw std::bad_alloc();
+  auto* s = static_cast<std::string*>(p);
+  for (int64_t i = 0; i < n; ++i) new (s + i) std::string();
+  return std::shared_ptr<void>(p, [n](void* q) {
+    auto* str = static_cast<std::string*>(q);
+    for (int64_t i = 0; i < n; ++i) str[i].~basic_string();
+    std::free(q);
+  });
+}
 }  // namespace
 
 Tensor Tensor::empty(DType dtype, const Shape& shape) {
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = shape;
-  t.storage_ = alloc_aligned(t.nbytes());
+  t.storage_ = dtype == DType::kString ? alloc_strings(t.numel()) : alloc_aligned(t.nbytes());
   t.data_ = t.storage_.get();
   return t;
 }
 
 Tensor Tensor::zeros(DType dtype, const Shape& shape) {
   Tensor t = empty(dtype, shape);
-  std::memset(t.data_, 0, t.nbytes());
+  if (dtype != DType::kString) std::memset(t.data_, 0, t.nbytes());
   return t;
 }
 
@@ -51,6 +69,21 @@ Tensor Tensor::from_i64(const Shape& shape, const int64_t* values) {
   Tensor t = empty(DType::kI64, shape);
   std::memcpy(t.data_, values, t.nbytes());
   return t;
+}
+
+Tensor Tensor::from_strings(const Shape& shape, const std::vector<std::string>& values) {
+  Tensor t = empty(DType::kString, shape);
+  DLSYS_CHECK(static_cast<int64_t>(values.size()) == t.numel(),
+              "from_strings: {} values for shape {} ({} elements)", values.size(), shape_str(shape),
+              t.numel());
+  std::copy(values.begin(), values.end(), t.strings());
+  return t;
+}
+
+std::string* Tensor::strings() const {
+  DLSYS_CHECK(dtype_ == DType::kString,
+              "strings() of a {} tensor: only kString tensors hold strings", dtype_name(dtype_));
+  return static_cast<std::string*>(data_);
 }
 
 Tensor Tensor::view(const Shape& shape) const {
@@ -75,7 +108,10 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
 
 Tensor Tensor::clone() const {
   Tensor t = empty(dtype_, shape_);
-  if (nbytes()) std::memcpy(t.data_, data_, nbytes());
+  if (dtype_ == DType::kString)
+    std::copy(strings(), strings() + numel(), t.strings());
+  else if (nbytes())
+    std::memcpy(t.data_, data_, nbytes());
   return t;
 }
 
@@ -97,6 +133,9 @@ double Tensor::get_f64(int64_t i) const {
       return static_cast<double>(static_cast<const int64_t*>(data_)[i]);
     case DType::kBool:
       return static_cast<const uint8_t*>(data_)[i] ? 1.0 : 0.0;
+    case DType::kString:
+      DLSYS_CHECK(false,
+                  "get_f64 of a string tensor: check dtype_is_string() before reading numbers");
   }
   return 0;
 }
@@ -113,7 +152,7 @@ int64_t Tensor::get_i64(int64_t i) const {
     case DType::kBool:
       return static_cast<const uint8_t*>(data_)[i];
     default:
-      return static_cast<int64_t>(get_f64(i));
+      return static_cast<int64_t>(get_f64(i));  // kString stops in get_f64
   }
 }
 

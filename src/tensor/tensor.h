@@ -3,6 +3,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "tensor/dtype.h"
 #include "tensor/shape.h"
@@ -11,6 +13,8 @@ namespace dlsys {
 
 // A dense, row-major tensor. Copying a Tensor shares its storage (a view); use clone() for a
 // deep copy. A default-constructed Tensor is empty (no storage, valid() is false).
+// A kString tensor's storage holds constructed std::string objects (empty() and zeros() make
+// empty strings; the last owner destroys them): read and write them with strings().
 // Not thread-safe for concurrent writes to the same storage.
 class Tensor {
  public:
@@ -25,6 +29,8 @@ class Tensor {
   // A scalar or 1-D tensor holding `values` (helpers for tests and shape arithmetic).
   static Tensor from_f32(const Shape& shape, const float* values);
   static Tensor from_i64(const Shape& shape, const int64_t* values);
+  // A kString tensor holding `values` (numel(shape) of them, row-major).
+  static Tensor from_strings(const Shape& shape, const std::vector<std::string>& values);
 
   bool valid() const { return data_ != nullptr || numel() == 0; }
   DType dtype() const { return dtype_; }
@@ -52,7 +58,10 @@ class Tensor {
   Tensor slice_rows(int64_t begin, int64_t end) const;
   // A deep copy with its own storage.
   Tensor clone() const;
-  // Reads element i (row-major) converted to double / int64, whatever the dtype.
+  // The elements of a kString tensor (stops the process for another dtype: a caller's bug).
+  std::string* strings() const;
+  // Reads element i (row-major) converted to double / int64, whatever the numeric dtype (a
+  // kString tensor has no numbers: stops the process; callers check dtype_is_string first).
   double get_f64(int64_t i) const;
   int64_t get_i64(int64_t i) const;
 

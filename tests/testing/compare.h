@@ -9,7 +9,8 @@
 namespace dlsys::testing {
 
 // Empty string when `got` matches `want` (same dtype and shape; floats within
-// atol + rtol * |want|, NaN equal to NaN; other dtypes exactly); else what differs and where.
+// atol + rtol * |want|, NaN equal to NaN; other dtypes, strings included, exactly); else what
+// differs and where.
 inline std::string compare_tensors(const Tensor& got, const Tensor& want, double rtol,
                                    double atol) {
   if (got.dtype() != want.dtype())
@@ -17,6 +18,13 @@ inline std::string compare_tensors(const Tensor& got, const Tensor& want, double
            dtype_name(want.dtype());
   if (got.shape() != want.shape())
     return "shape " + shape_str(got.shape()) + " vs expected " + shape_str(want.shape());
+  if (want.dtype() == DType::kString) {
+    for (int64_t i = 0; i < want.numel(); ++i)
+      if (got.strings()[i] != want.strings()[i])
+        return "element " + std::to_string(i) + ": '" + got.strings()[i] + "' vs expected '" +
+               want.strings()[i] + "'";
+    return "";
+  }
   bool is_float = dtype_is_float(want.dtype());
   double worst = 0;
   int64_t worst_i = -1;

@@ -75,6 +75,34 @@ class OnnxBuilder {
     a->set_type(onnx::AttributeProto::FLOAT);
     a->set_f(v);
   }
+  static void attr_floats(onnx::NodeProto* n, const std::string& name,
+                          const std::vector<float>& v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::FLOATS);
+    for (float x : v) a->add_floats(x);
+  }
+  static void attr_string(onnx::NodeProto* n, const std::string& name, const std::string& v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::STRING);
+    a->set_s(v);
+  }
+  static void attr_strings(onnx::NodeProto* n, const std::string& name,
+                           const std::vector<std::string>& v) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::STRINGS);
+    for (const auto& x : v) a->add_strings(x);
+  }
+  void initializer_strings(const std::string& name, const std::vector<int64_t>& dims,
+                           const std::vector<std::string>& v) {
+    auto* t = model_.mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(onnx::TensorProto::STRING);
+    for (auto d : dims) t->add_dims(d);
+    for (const auto& x : v) t->add_string_data(x);
+  }
   // A float initializer filled with a deterministic pseudo-random pattern in [-scale, scale].
   void random_f32(const std::string& name, const std::vector<int64_t>& dims, float scale,
                   uint32_t seed) {

@@ -38,7 +38,7 @@ int fold_constants(Graph* g, int64_t max_bytes, OptimizeReport* report,
     for (size_t i = 0; i < used.size(); ++i) used[i] = !node.outputs[i].empty();
     BuildContext ctx(node.name, node.op_type, g->opset, node.attrs, ptrs, node.outputs.size(),
                      used);
-    auto kernel = schema->build(ctx);
+    auto kernel = build_kernel(*schema, ctx);
     if (!kernel.ok()) continue;
     int64_t bytes = 0;
     bool complete = true;
