@@ -601,6 +601,16 @@ Status Trainer::fit_preprocessing(const data::InMemoryDataset* file_train,
   }
   if (Status st = preprocess_.prepend_to(&forward_); !st.ok())
     return Status(st.code(), spec_.spec_path + ": " + st.message() + string_columns_hint());
+  {
+    // The export's string inputs, tried now: a column name the model already uses fails here,
+    // not after training.
+    Graph probe = forward_;
+    rename_value(&probe, "input", names_.input);
+    rename_value(&probe, "logits", names_.output);
+    auto strings = preprocess_.string_inputs_to(&probe, names_.input);
+    if (!strings.ok())
+      return Status(strings.status().code(), spec_.spec_path + ": " + strings.status().message());
+  }
   input_sample_ = {preprocess_.in_features()};
   return Status::OK();
 }

@@ -584,6 +584,25 @@ train:
   ASSERT_EQ(p.size(), 2u);
   EXPECT_EQ(p[0].class_id, 1) << "green";
   EXPECT_EQ(p[1].class_id, 0) << "red";
+  // A string column named like the model's float input cannot become an input of that name:
+  // refused before training, naming the column.
+  std::string clash = "size,input,label\n";
+  for (int i = 0; i < 30; ++i) clash += fmt::format("{},{},{}\n", i % 5, colors[i % 3], i % 3);
+  std::ofstream(dir_ + "/clash.csv") << clash;
+  auto clashed = train("data:\n  train: " + dir_ + "/clash.csv\n" + R"(
+  preprocess: [{onehot: [input]}]
+model:
+  input: [4]
+  layers: [{linear: {out: 3}}]
+train:
+  epochs: 1
+)",
+                       "clash");
+  ASSERT_FALSE(clashed.ok());
+  EXPECT_NE(clashed.status().message().find("string column 'input' would become the model's input"),
+            std::string::npos)
+      << clashed.status().message();
+  EXPECT_FALSE(fs::exists(dir_ + "/clash/model.onnx"));
   // Without the onehot step the string column is refused, with the fix named.
   auto plain = train("data:\n  train: " + dir_ + "/train.csv\n" + R"(
 model:
