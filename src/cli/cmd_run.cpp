@@ -28,6 +28,16 @@ int run_run(const RunArgs& a) {
   for (const std::string& spec : a.engine.inputs) {
     std::string name, path;
     size_t eq = spec.find('=');
+    if (eq == std::string::npos && is_tabular_path(spec) && s.graph().inputs.size() != 1) {
+      // Rows fill every input of a model that takes string columns as strings.
+      auto all = read_rows(spec, s.graph());
+      if (!all.ok()) return fail(all.status().message());
+      for (auto& [n, t] : all.value()) {
+        if (named.count(n)) return fail(fmt::format("input '{}' is given twice", n));
+        named[n] = t;
+      }
+      continue;
+    }
     if (eq == std::string::npos) {
       if (s.graph().inputs.size() != 1)
         return fail(

@@ -25,7 +25,8 @@ std::string extension(const std::string& path) {
 
 // Rows from a .json array: objects by column name, or arrays of numbers in order.
 Result<Tensor> read_json_rows(const std::string& path, const ModelMetadata& meta,
-                              const std::vector<std::string>& names, int64_t features) {
+                              const std::vector<std::string>& names, int64_t features,
+                              std::vector<std::vector<std::string>>* texts) {
   DLSYS_ASSIGN_OR_RETURN(std::string text, read_file(path));
   json rows = json::parse(text, nullptr, false);
   if (rows.is_discarded())
@@ -38,8 +39,13 @@ Result<Tensor> read_json_rows(const std::string& path, const ModelMetadata& meta
   float* out = t.data_as<float>();
   // Feature j's value in row r: a number, null (NaN), or a category name of a string feature.
   auto number = [&](const json& v, int64_t r, int64_t j, const std::string& col) -> Result<float> {
-    if (v.is_null()) return kNaN;
     const std::string* name = j < static_cast<int64_t>(names.size()) ? &names[j] : nullptr;
+    if (name && meta.takes_string(*name)) {
+      // Goes to the model as the string itself (a null as "": no category).
+      (*texts)[j].push_back(v.is_null() ? "" : v.is_string() ? v.get<std::string>() : v.dump());
+      return 0.0f;
+    }
+    if (v.is_null()) return kNaN;
     if (name && meta.is_categorical(*name))
       return *meta.encode(*name, v.is_string() ? v.get<std::string>() : v.dump());
     if (!v.is_number())
@@ -78,7 +84,8 @@ Result<Tensor> read_json_rows(const std::string& path, const ModelMetadata& meta
 
 // Rows from a CSV, TSV or JSONL file through the data module's ingest sources.
 Result<Tensor> read_source_rows(const std::string& path, const ModelMetadata& meta,
-                                const std::vector<std::string>& names, int64_t features) {
+                                const std::vector<std::string>& names, int64_t features,
+                                std::vector<std::vector<std::string>>* texts) {
   DLSYS_ASSIGN_OR_RETURN(auto src, data::open_source(path, "", data::IngestOptions{}));
   const data::Schema& schema = src->schema();
   std::vector<int> cols;
@@ -110,10 +117,19 @@ Result<Tensor> read_source_rows(const std::string& path, const ModelMetadata& me
                              b.bad[0].column.empty() ? "" : " (column '" + b.bad[0].column + "')");
     if (b.rows.rows == 0) break;
     for (int64_t r = 0; r < b.rows.rows; ++r) {
-      for (int c : cols) {
+      for (size_t j = 0; j < cols.size(); ++j) {
+        const int c = cols[j];
         const data::ColumnData& d = b.rows.columns[c];
         const data::ColumnSchema& cs = b.rows.schema.columns[c];
-        if (d.is_null(r)) {
+        if (by_name && meta.takes_string(cs.name)) {
+          // Goes to the model as the string itself (a null as "": no category).
+          std::string text = d.is_null(r)                           ? std::string()
+                             : cs.type == data::ColumnType::kString ? std::string(d.str(r))
+                             : cs.type == data::ColumnType::kInt64  ? std::to_string(d.i64[r])
+                                                                    : number_text(d.f64[r]);
+          (*texts)[j].push_back(std::move(text));
+          values.push_back(0.0f);
+        } else if (d.is_null(r)) {
           values.push_back(kNaN);
         } else if (meta.is_categorical(cs.name)) {
           // A category name; a file whose names all look like numbers was read as numbers.
@@ -138,6 +154,48 @@ Result<Tensor> read_source_rows(const std::string& path, const ModelMetadata& me
   return Tensor::from_f32({rows, features}, values.data());
 }
 
+// Rows of `path` for a model that takes string columns as STRING inputs (its metadata's
+// string_inputs): the float input gets the other features, each string input its column.
+Result<std::map<std::string, Tensor>> read_rows_with_strings(const std::string& path,
+                                                             const Graph& model,
+                                                             const ModelMetadata& meta) {
+  const std::vector<std::string>& names = meta.feature_names;
+  const int64_t nf = static_cast<int64_t>(names.size());
+  std::vector<std::vector<std::string>> texts(names.size());
+  DLSYS_ASSIGN_OR_RETURN(Tensor all, extension(path) == ".json"
+                                         ? read_json_rows(path, meta, names, nf, &texts)
+                                         : read_source_rows(path, meta, names, nf, &texts));
+  const int64_t n = all.dim(0);
+  std::map<std::string, Tensor> out;
+  std::vector<int64_t> numeric;
+  for (int64_t j = 0; j < nf; ++j) {
+    if (!meta.takes_string(names[j])) {
+      numeric.push_back(j);
+      continue;
+    }
+    if (static_cast<int64_t>(texts[j].size()) != n)
+      return Status::Invalid("{}: column '{}' has {} values for {} rows", path, names[j],
+                             texts[j].size(), n);
+    out[names[j]] = Tensor::from_strings({n, 1}, texts[j]);
+  }
+  if (!numeric.empty()) {
+    const ValueInfo* in = nullptr;
+    for (const ValueInfo& v : model.inputs)
+      if (v.dtype == DType::kF32 && !meta.takes_string(v.name)) in = &v;
+    if (!in)
+      return Status::Invalid("the model has no float input for its {} numeric features",
+                             numeric.size());
+    Tensor x = Tensor::empty(DType::kF32, {n, static_cast<int64_t>(numeric.size())});
+    const float* a = all.data_as<float>();
+    float* o = x.data_as<float>();
+    for (int64_t r = 0; r < n; ++r)
+      for (size_t k = 0; k < numeric.size(); ++k)
+        o[r * numeric.size() + k] = a[r * nf + numeric[k]];
+    out[in->name] = x;
+  }
+  return out;
+}
+
 }  // namespace
 
 bool is_tabular_path(const std::string& path) {
@@ -148,6 +206,15 @@ bool is_tabular_path(const std::string& path) {
 Result<Tensor> read_input_file(const std::string& path, const Graph& model,
                                const ValueInfo& input) {
   if (!is_tabular_path(path)) return npy_read(path);
+  ModelMetadata meta = ModelMetadata::read(model);
+  if (!meta.string_inputs.empty()) {
+    DLSYS_ASSIGN_OR_RETURN(auto all, read_rows_with_strings(path, model, meta));
+    auto it = all.find(input.name);
+    if (it == all.end())
+      return Status::Invalid("{}: rows fill the model's feature inputs; '{}' is not one of them",
+                             path, input.name);
+    return it->second;
+  }
   if (input.dtype != DType::kF32)
     return Status::Invalid("input '{}' is {}; rows from {} fill f32 inputs only", input.name,
                            dtype_name(input.dtype), path);
@@ -158,15 +225,25 @@ Result<Tensor> read_input_file(const std::string& path, const Graph& model,
                              input.name);
     features *= input.dims[d].value;
   }
-  ModelMetadata meta = ModelMetadata::read(model);
   std::vector<std::string> names = meta.feature_names;
   if (static_cast<int64_t>(names.size()) != features) names.clear();
+  std::vector<std::vector<std::string>> texts(names.size());
   DLSYS_ASSIGN_OR_RETURN(Tensor t, extension(path) == ".json"
-                                       ? read_json_rows(path, meta, names, features)
-                                       : read_source_rows(path, meta, names, features));
+                                       ? read_json_rows(path, meta, names, features, &texts)
+                                       : read_source_rows(path, meta, names, features, &texts));
   Shape s = {t.dim(0)};
   for (size_t d = 1; d < input.dims.size(); ++d) s.push_back(input.dims[d].value);
   return t.view(s);
+}
+
+Result<std::map<std::string, Tensor>> read_rows(const std::string& path, const Graph& model) {
+  ModelMetadata meta = ModelMetadata::read(model);
+  if (!meta.string_inputs.empty()) return read_rows_with_strings(path, model, meta);
+  if (model.inputs.size() != 1)
+    return Status::Invalid("{}: rows fill a model with one input; this one has {} (give NAME=FILE)",
+                           path, model.inputs.size());
+  DLSYS_ASSIGN_OR_RETURN(Tensor t, read_input_file(path, model, model.inputs[0]));
+  return std::map<std::string, Tensor>{{model.inputs[0].name, t}};
 }
 
 json predictions_json(const std::vector<Prediction>& p) {

@@ -6,12 +6,16 @@
 // are ignored, and a missing one is an error that names it. A model without names takes every
 // numeric column in file order, and the count must match its input. Missing values become NaN
 // (a model trained with an impute step fills them). A feature that was a string column in
-// training takes category names, coded with the vocabulary the model carries (an unknown name
-// gives all zeros in its onehot block, as an unseen category does).
+// training takes category names: a model that takes them as STRING inputs (ModelMetadata::
+// string_inputs, what the trainer exports) gets the names themselves, one [rows, 1] input per
+// string column, and its float input the other features; an older model gets them coded with
+// the vocabulary it carries. Either way an unknown name (or a null) gives all zeros in its
+// onehot block, as an unseen category does.
 #pragma once
 
 #include <nlohmann/json.hpp>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -30,6 +34,9 @@ bool is_tabular_path(const std::string& path);
 // an array of rows, each an object {column: value} or an array of numbers. Errors name the
 // file, the line or row, and the column.
 Result<Tensor> read_input_file(const std::string& path, const Graph& model, const ValueInfo& input);
+// Reads the rows of tabular `path` into every input they fill: the one input of a
+// single-input model, or the float input and each STRING input of a model with string_inputs.
+Result<std::map<std::string, Tensor>> read_rows(const std::string& path, const Graph& model);
 
 // {"row": i, "class": name, "class_id": k, "probability": p, "probabilities": [...]} per row
 // (or {"row": i, "values": [...]} for a model that is not a classifier).

@@ -31,6 +31,7 @@ ModelMetadata ModelMetadata::read(const Graph& g) {
   if (auto it = g.metadata.find("dlsys.task"); it != g.metadata.end()) m.task = it->second;
   m.feature_names = string_array(parse_entry(g, "dlsys.feature_names"));
   m.class_names = string_array(parse_entry(g, "dlsys.class_names"));
+  m.string_inputs = string_array(parse_entry(g, "dlsys.string_inputs"));
   json pre = parse_entry(g, "dlsys.preprocess");
   if (pre.is_object() && pre.contains("steps") && pre["steps"].is_array())
     for (const json& s : pre["steps"]) {
@@ -52,6 +53,60 @@ std::optional<float> ModelMetadata::encode(const std::string& name, std::string_
   if (it == vocabularies.end()) return std::nullopt;
   auto c = it->second.find(text);
   return c == it->second.end() ? -1.0f : c->second;
+}
+
+bool ModelMetadata::takes_string(const std::string& name) const {
+  return std::find(string_inputs.begin(), string_inputs.end(), name) != string_inputs.end();
+}
+
+std::vector<std::string> ModelMetadata::float_features() const {
+  std::vector<std::string> out;
+  for (const std::string& f : feature_names)
+    if (!takes_string(f)) out.push_back(f);
+  return out;
+}
+
+Status to_codes_form(Graph* g) {
+  ModelMetadata m = ModelMetadata::read(*g);
+  if (m.string_inputs.empty()) return Status::OK();
+  const std::string raw = "preprocess.raw";
+  auto concat = std::find_if(g->nodes.begin(), g->nodes.end(),
+                             [](const Node& n) { return n.name == "preprocess.raw.Concat"; });
+  if (concat == g->nodes.end() || m.feature_names.empty())
+    return Status::Invalid(
+        "the model names string inputs (dlsys.string_inputs) but lacks the nodes that rebuild "
+        "its features from them (preprocess.raw.Concat): was it edited after training?");
+  // The float input: Concat's first part when it is a graph input, else a new "input".
+  std::string name = "input";
+  Dim batch{-1, "batch"};
+  for (auto it = g->inputs.begin(); it != g->inputs.end();) {
+    if (it->dtype == DType::kString && m.takes_string(it->name)) {
+      if (!it->dims.empty()) batch = it->dims[0];
+      it = g->inputs.erase(it);
+    } else if (it->name == concat->inputs[0]) {
+      name = it->name;
+      if (!it->dims.empty()) batch = it->dims[0];
+      it = g->inputs.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  g->nodes.erase(std::remove_if(g->nodes.begin(), g->nodes.end(),
+                                [](const Node& n) {
+                                  return n.name.rfind("preprocess.encode.", 0) == 0 ||
+                                         n.name == "preprocess.raw.Concat" ||
+                                         n.name == "preprocess.raw.Gather";
+                                }),
+                 g->nodes.end());
+  g->initializers.erase("preprocess.raw.order");
+  for (Node& n : g->nodes)
+    for (std::string& i : n.inputs)
+      if (i == raw) i = name;
+  ValueInfo in{
+      name, DType::kF32, true, {batch, Dim{static_cast<int64_t>(m.feature_names.size()), ""}}};
+  g->inputs.insert(g->inputs.begin(), in);
+  g->metadata.erase("dlsys.string_inputs");
+  return Status::OK();
 }
 
 std::vector<Prediction> predict(const ModelMetadata& m, const Tensor& output) {

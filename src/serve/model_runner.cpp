@@ -3,9 +3,24 @@
 #include <algorithm>
 #include <chrono>
 
+#include "graph/model_metadata.h"
+#include "graph/onnx_import.h"
 #include "serve/batch_tensors.h"
 
 namespace dlsys::serve {
+
+namespace {
+
+// The model as serving runs it. Batches and the protocol's tensors carry numbers, so a model
+// that takes string columns as STRING inputs runs in its codes form (graph/model_metadata.h):
+// the column form codes category names with the vocabulary its LabelEncoders hold.
+Result<std::unique_ptr<Session>> open_session(const std::string& path, const SessionOptions& o) {
+  DLSYS_ASSIGN_OR_RETURN(Graph g, import_onnx_file(path));
+  DLSYS_RETURN_IF_ERROR(to_codes_form(&g).with_context(path));
+  return Session::from_graph(std::move(g), o);
+}
+
+}  // namespace
 
 Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_path,
                                                        ModelRunnerOptions opts) {
@@ -36,12 +51,17 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
   r->sessions_.resize(static_cast<size_t>(opts.max_instances));
   for (int i = 0; i < opts.instances; ++i) {
     DLSYS_ASSIGN_OR_RETURN(r->sessions_[static_cast<size_t>(i)],
-                           Session::open(onnx_path, r->session_options_));
+                           open_session(onnx_path, r->session_options_));
   }
   r->active_.store(opts.instances, std::memory_order_release);
   const Graph& g = r->sessions_[0]->graph();
   r->metadata_ = ModelMetadata::read(g);
   for (const ValueInfo& v : g.inputs) {
+    if (v.dtype == DType::kString)
+      return Status::Unsupported(
+          "model input '{}' is STRING; serving batches numeric tensors only (a dlsys model's "
+          "string columns are served through the column form)",
+          v.name);
     if (!v.has_shape || v.dims.empty()) {
       return Status::Invalid(
           "model input '{}' has no declared shape ({}); serving batches need a free batch "
@@ -67,6 +87,9 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
     r->inputs_.push_back(std::move(m));
   }
   for (const ValueInfo& v : g.outputs) {
+    if (v.dtype == DType::kString)
+      return Status::Unsupported("model output '{}' is STRING; serving answers numbers only",
+                                 v.name);
     TensorSpec m{v.name, v.dtype, {}, v.has_shape};
     for (const Dim& d : v.dims) m.shape.push_back(d.fixed() ? d.value : -1);
     r->outputs_.push_back(std::move(m));
@@ -108,7 +131,7 @@ Status ModelRunner::add_instance() {
   if (n >= opts_.max_instances) {
     return Status::Invalid("model runner: already at max_instances {}", opts_.max_instances);
   }
-  DLSYS_ASSIGN_OR_RETURN(std::unique_ptr<Session> s, Session::open(path_, session_options_));
+  DLSYS_ASSIGN_OR_RETURN(std::unique_ptr<Session> s, open_session(path_, session_options_));
   // Held while the new instance warms up, so that memory_bytes() never reads a plan slot being
   // written. run() checks the index against instances(), so the instance is counted first; the
   // batcher does not send it batches before this returns.

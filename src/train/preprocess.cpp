@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <map>
+#include <set>
 
 namespace dlsys::train {
 
@@ -418,6 +419,102 @@ Status Preprocessor::prepend_to(Graph* g, const std::string& input) const {
   in->dtype = DType::kF32;
   in->has_shape = true;
   return Status::OK();
+}
+
+Result<std::vector<std::string>> Preprocessor::string_inputs_to(Graph* g,
+                                                                const std::string& input) const {
+  std::vector<const FittedStep*> strings;  // onehot steps over string columns, by column
+  for (const FittedStep& s : steps_)
+    if (s.kind == "onehot" && !s.category_names.empty()) strings.push_back(&s);
+  std::sort(strings.begin(), strings.end(),
+            [](const FittedStep* a, const FittedStep* b) { return a->columns[0] < b->columns[0]; });
+  std::vector<std::string> names;
+  if (strings.empty()) return names;
+  auto in = std::find_if(g->inputs.begin(), g->inputs.end(),
+                         [&](const ValueInfo& v) { return v.name == input; });
+  if (in == g->inputs.end())
+    return Status::Internal("preprocessing: the model has no input '{}'", input);
+  // Every value name of the graph: a string column's input must not take one of them.
+  std::set<std::string> used = {input};
+  for (const ValueInfo& v : g->inputs) used.insert(v.name);
+  for (const ValueInfo& v : g->outputs) used.insert(v.name);
+  for (const auto& [name, t] : g->initializers) used.insert(name);
+  for (const Node& n : g->nodes) used.insert(n.outputs.begin(), n.outputs.end());
+  std::vector<bool> is_string(static_cast<size_t>(in_), false);
+  for (const FittedStep* s : strings) {
+    const std::string& col = in_names_[s->columns[0]];
+    if (used.count(col))
+      return Status::Invalid(
+          "string column '{}' would become the model's input of that name, but the model "
+          "already has a value '{}'; rename the column",
+          col, col);
+    is_string[s->columns[0]] = true;
+    names.push_back(col);
+  }
+  // The raw features [batch, in_] again: Concat(numeric input, codes...) in that order, then a
+  // Gather back to feature order.
+  std::vector<int64_t> numeric, order(static_cast<size_t>(in_));
+  for (int64_t c = 0; c < in_; ++c)
+    if (!is_string[c]) numeric.push_back(c);
+  int64_t at = 0;
+  for (int64_t c : numeric) order[c] = at++;
+  for (const FittedStep* s : strings) order[s->columns[0]] = at++;
+  const std::string raw = "preprocess.raw";
+  for (Node& n : g->nodes)
+    for (std::string& i : n.inputs)
+      if (i == input) i = raw;
+  const Dim batch = in->dims.empty() ? Dim{-1, "batch"} : in->dims[0];
+  std::vector<Node> pre;
+  std::vector<std::string> parts;
+  if (!numeric.empty()) parts.push_back(input);
+  std::vector<ValueInfo> string_inputs;
+  for (const FittedStep* s : strings) {
+    const std::string& col = in_names_[s->columns[0]];
+    Node n;
+    n.name = "preprocess.encode." + col;
+    n.op_type = "LabelEncoder";
+    n.domain = "ai.onnx.ml";
+    n.inputs = {col};
+    n.outputs = {"preprocess.code." + col};
+    Attribute keys, values;
+    keys.kind = Attribute::Kind::kStrings;
+    keys.strings = s->category_names;
+    values.kind = Attribute::Kind::kFloats;
+    values.floats = s->categories;
+    n.attrs["keys_strings"] = std::move(keys);
+    n.attrs["values_floats"] = std::move(values);
+    n.attrs["default_float"] = Attribute::of_float(-1.0f);
+    parts.push_back(n.outputs[0]);
+    pre.push_back(std::move(n));
+    string_inputs.push_back(ValueInfo{col, DType::kString, true, {batch, Dim{1, ""}}});
+  }
+  bool identity = true;
+  for (int64_t c = 0; c < in_; ++c) identity = identity && order[c] == c;
+  Node concat;
+  concat.name = "preprocess.raw.Concat";
+  concat.op_type = "Concat";
+  concat.inputs = parts;
+  concat.outputs = {identity ? raw : "preprocess.raw.permuted"};
+  concat.attrs["axis"] = Attribute::of_int(1);
+  pre.push_back(std::move(concat));
+  if (!identity) {
+    g->initializers["preprocess.raw.order"] = Tensor::from_i64({in_}, order.data());
+    Node gather;
+    gather.name = "preprocess.raw.Gather";
+    gather.op_type = "Gather";
+    gather.inputs = {"preprocess.raw.permuted", "preprocess.raw.order"};
+    gather.outputs = {raw};
+    gather.attrs["axis"] = Attribute::of_int(1);
+    pre.push_back(std::move(gather));
+  }
+  g->nodes.insert(g->nodes.begin(), pre.begin(), pre.end());
+  if (numeric.empty()) {
+    g->inputs.erase(in);
+  } else {
+    in->dims = {batch, Dim{static_cast<int64_t>(numeric.size()), ""}};
+  }
+  g->inputs.insert(g->inputs.end(), string_inputs.begin(), string_inputs.end());
+  return names;
 }
 
 nlohmann::json Preprocessor::to_json() const {

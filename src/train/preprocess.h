@@ -9,10 +9,15 @@
 //   clip         Max(Min(x, hi), lo)                +-inf for columns it does not cover
 //   standardize, minmax, scale   Mul(Sub(x, shift), mul)   shift 0 and mul 1 elsewhere
 //   onehot       Concat(Gather(x, kept columns), Cast(Equal(Gather(x, [c]), categories))...)
-//                a string column arrives as its category's code; the vocabulary (names of the
-//                codes) travels in the model's metadata and readers code names with it
-//                (graph/model_metadata.h)
+//                in training a string column arrives as its category's code (data/loader.h)
 // then a Reshape to the model's input shape when it has more than one dimension.
+//
+// The exported model takes each string column as strings (string_inputs_to): a STRING input
+// named after the column, [batch, 1], and a LabelEncoder (ai.onnx.ml) whose table is the
+// vocabulary maps names to those codes (an unknown name to -1: an all-zero onehot block);
+// the float input keeps the numeric columns. So ONNX Runtime or any other runtime fed raw
+// rows answers as the trainer's evaluation did. The vocabulary also travels in the model's
+// metadata (graph/model_metadata.h), which older models (codes in the float input) need.
 //
 // Threading: a fitted Preprocessor is immutable; apply() may run on many threads.
 #pragma once
@@ -82,6 +87,17 @@ class Preprocessor {
   // numel(S) == out_features()): afterwards `input` is f32 [batch, in_features()] of raw
   // features and the old input is computed from it. Nothing changes when empty().
   Status prepend_to(Graph* g, const std::string& input = "input") const;
+
+  // For the exported model (after prepend_to): each string column becomes a STRING input named
+  // after the column, [batch, 1], and a LabelEncoder (ai.onnx.ml opset 2) maps its category
+  // names to the codes its onehot step compares. A name outside the training vocabulary (and
+  // "", which is how a missing value arrives) maps to -1, which matches no category: an
+  // all-zero onehot block, as an unseen category gets in training. `input` then takes only the
+  // numeric features, f32 [batch, numeric], in feature order (removed when there are none).
+  // Returns the string columns' names, in feature order (empty: `g` is unchanged). Invalid when
+  // a string column's name is already a value of `g`.
+  Result<std::vector<std::string>> string_inputs_to(Graph* g,
+                                                    const std::string& input = "input") const;
 
   // What the steps are and their fitted values, for the model's metadata ("dlsys.preprocess").
   nlohmann::json to_json() const;

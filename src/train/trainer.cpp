@@ -15,6 +15,7 @@
 #include "data/in_memory_dataset.h"
 #include "data/tensor_loader.h"
 #include "graph/model_info.h"
+#include "graph/model_metadata.h"
 #include "graph/onnx_export.h"
 #include "graph/onnx_import.h"
 #include "graph/session.h"
@@ -298,6 +299,9 @@ Result<Graph> import_forward_graph(const TrainSpec& spec, ModelNames* original) 
   auto imported = import_onnx_file(spec.onnx_path);
   if (!imported.ok()) return imported.status().with_context("model.onnx");
   Graph g = std::move(imported).value();
+  // A dlsys model that takes string columns as strings is fine-tuned in its codes form (the
+  // loaders code the strings; the export then writes that form).
+  DLSYS_RETURN_IF_ERROR(to_codes_form(&g).with_context(spec.onnx_path));
   if (g.inputs.size() != 1) {
     std::vector<std::string> names;
     for (const ValueInfo& v : g.inputs) names.push_back(v.name);
@@ -597,6 +601,16 @@ Status Trainer::fit_preprocessing(const data::InMemoryDataset* file_train,
   }
   if (Status st = preprocess_.prepend_to(&forward_); !st.ok())
     return Status(st.code(), spec_.spec_path + ": " + st.message() + string_columns_hint());
+  {
+    // The export's string inputs, tried now: a column name the model already uses fails here,
+    // not after training.
+    Graph probe = forward_;
+    rename_value(&probe, "input", names_.input);
+    rename_value(&probe, "logits", names_.output);
+    auto strings = preprocess_.string_inputs_to(&probe, names_.input);
+    if (!strings.ok())
+      return Status(strings.status().code(), spec_.spec_path + ": " + strings.status().message());
+  }
   input_sample_ = {preprocess_.in_features()};
   return Status::OK();
 }
@@ -948,6 +962,10 @@ Status Trainer::export_model() {
     trained.metadata["dlsys.feature_names"] = nlohmann::json(feature_names_).dump();
   if (!spec_.class_names.empty())
     trained.metadata["dlsys.class_names"] = nlohmann::json(spec_.class_names).dump();
+  // String columns go in as strings (a LabelEncoder per column maps them to their codes).
+  DLSYS_ASSIGN_OR_RETURN(std::vector<std::string> strings,
+                         preprocess_.string_inputs_to(&trained, names_.input));
+  if (!strings.empty()) trained.metadata["dlsys.string_inputs"] = nlohmann::json(strings).dump();
   result_.model_path = options_.out_dir + "/model.onnx";
   DLSYS_RETURN_IF_ERROR(export_onnx_file(trained, result_.model_path).with_context("export"));
   // The validation split, so that the exported model can be checked on exactly these rows.

@@ -164,9 +164,11 @@ class Trainer {
 
   // Writes model.onnx (the forward graph with the trained weights and running statistics, a
   // fine-tuned model under its own input and output names; its preprocessing first, and the
-  // metadata dlsys.preprocess, dlsys.feature_names, dlsys.class_names, dlsys.task),
+  // metadata dlsys.preprocess, dlsys.feature_names, dlsys.class_names, dlsys.task, and
+  // dlsys.string_inputs when string columns go in as strings: Preprocessor::string_inputs_to),
   // val_x.npy / val_y.npy (the validation split the metrics were computed on, raw features as
-  // the model takes them) and spec.yaml. Sets result_.model_path.
+  // the evaluation took them: a string column as its code, where the model takes its name) and
+  // spec.yaml. Sets result_.model_path.
   Status export_model();
 
   // Sends `e` to options.on_event; record() also appends its to_json() to metrics.jsonl.

@@ -263,6 +263,34 @@ TEST(StringGraph, InitializersShapesAndRepeatedRuns) {
   EXPECT_TRUE(contains(st.message(), "expected dtype string, got f32")) << st.message();
 }
 
+TEST(StringGraph, ConstantsOfStringsMergeOnlyWhenEqual) {
+  // Common-subexpression elimination compares string constants by their strings.
+  OnnxBuilder b(17);
+  for (const char* out : {"p", "q", "r"}) b.output(out, onnx::TensorProto::STRING, {2});
+  auto constant = [&](const std::string& out, const std::vector<std::string>& v) {
+    auto* n = b.node("Constant", {}, {out}, "const_" + out);
+    auto* a = n->add_attribute();
+    a->set_name("value");
+    a->set_type(onnx::AttributeProto::TENSOR);
+    a->mutable_t()->set_data_type(onnx::TensorProto::STRING);
+    a->mutable_t()->add_dims(2);
+    for (const auto& x : v) a->mutable_t()->add_string_data(x);
+  };
+  constant("p", {"a", "b"});
+  constant("q", {"a", "b"});
+  constant("r", {"a", "c"});
+  auto g = import_onnx_bytes(b.bytes(), "m.onnx");
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  auto s = Session::from_graph(std::move(g).value());
+  std::vector<Tensor> out;
+  Status st = s->run({}, &out);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].strings()[1], "b");
+  EXPECT_EQ(out[1].strings()[1], "b");
+  EXPECT_EQ(out[2].strings()[1], "c") << "a different string constant stays itself";
+}
+
 TEST(StringGraph, ExportWritesStringsAndTheMlOpset) {
   Graph g;
   g.opset = 17;

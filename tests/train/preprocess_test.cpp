@@ -7,12 +7,16 @@
 //   stored) and scores exactly the trainer's validation accuracy; class names and the fitted
 //   steps are in its metadata; nulls are dropped, imputed, or refused with the fix named;
 // - string columns: coded by a vocabulary, onehot, the names of the categories in the model's
-//   metadata, a validation file coded with the training file's categories;
+//   metadata, a validation file coded with the training file's categories; the exported model
+//   takes the names as STRING inputs and answers as the trainer's evaluation did;
 // - spec errors name the step and the line.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -157,6 +161,81 @@ TEST(Preprocessor, ErrorsNameTheStepAndTheColumn) {
       << r.status().message();
 }
 
+TEST(Preprocessor, StringColumnsBecomeStringInputsThatAnswerAsTheirCodes) {
+  // Two string columns around a numeric one (so the features are put back in order by a
+  // Gather): the graph with STRING inputs gives exactly what the graph fed codes gives.
+  const data::Vocabularies vocab = {{"color", {"blue", "red"}}, {"shade", {"dark", "light"}}};
+  // color, c0, shade as codes; the last row has codes no category matches (-1: unseen).
+  const float v[] = {0, 1.5f, 1, 1, -2, 0, 0, 4, 0, 1, 0.5f, 1, -1, 3, -1};
+  Tensor x = Tensor::from_f32({5, 3}, v);
+  auto visit = [&](const std::function<Status(const Tensor&)>& f) {
+    return f(Tensor::from_f32({4, 3}, v));  // training rows: the first four
+  };
+  std::vector<PreprocessStep> steps(2);
+  steps[0].kind = "standardize";
+  steps[1].kind = "onehot", steps[1].columns = {"color", "shade"};
+  auto p = Preprocessor::fit(steps, {"color", "c0", "shade"}, 3, visit, vocab);
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  Graph g;
+  g.opset = 17;
+  g.inputs.push_back(ValueInfo{"input", DType::kF32, true, {Dim{-1, "batch"}, Dim{5, ""}}});
+  g.outputs.push_back(ValueInfo{"y", DType::kF32, true, {Dim{-1, "batch"}, Dim{5, ""}}});
+  Node id;
+  id.name = "body";
+  id.op_type = "Identity";
+  id.inputs = {"input"};
+  id.outputs = {"y"};
+  g.nodes.push_back(id);
+  ASSERT_TRUE(p->prepend_to(&g).ok());
+  Graph strings = g;
+  auto names = p->string_inputs_to(&strings);
+  ASSERT_TRUE(names.ok()) << names.status().to_string();
+  EXPECT_EQ(*names, (std::vector<std::string>{"color", "shade"}));
+  ASSERT_EQ(strings.inputs.size(), 3u);
+  EXPECT_EQ(dims_str(strings.inputs[0]), "[batch, 1]") << "the float input keeps c0 only";
+  EXPECT_EQ(strings.inputs[1].name, "color");
+  EXPECT_EQ(strings.inputs[2].name, "shade");
+  // Through an ONNX file (the checker passes) and back.
+  auto bytes = export_onnx_bytes(strings);
+  ASSERT_TRUE(bytes.ok()) << bytes.status().to_string();
+  auto back = import_onnx_bytes(*bytes, "strings.onnx");
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  std::vector<float> c0;
+  std::vector<std::string> color, shade;
+  auto name = [](const std::vector<std::string>& words, float code) {
+    return code >= 0 ? words[static_cast<size_t>(code)] : std::string("never seen");
+  };
+  for (int r = 0; r < 5; ++r) {
+    color.push_back(name(vocab.at("color"), v[r * 3]));
+    c0.push_back(v[r * 3 + 1]);
+    shade.push_back(name(vocab.at("shade"), v[r * 3 + 2]));
+  }
+  std::vector<Tensor> a, b;
+  auto codes = Session::from_graph(g, SessionOptions{});
+  ASSERT_TRUE(codes->run({{"input", x}}, &a).ok());
+  auto s = Session::from_graph(*back, SessionOptions{});
+  Status st = s->run({{"input", Tensor::from_f32({5, 1}, c0.data())},
+                      {"color", Tensor::from_strings({5, 1}, color)},
+                      {"shade", Tensor::from_strings({5, 1}, shade)}},
+                     &b);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(a[0].shape(), b[0].shape());
+  for (int64_t i = 0; i < a[0].numel(); ++i)
+    EXPECT_EQ(a[0].data_as<float>()[i], b[0].data_as<float>()[i]) << i;
+  // The last row's onehot blocks are all zero: c0 standardized, then four zeros.
+  for (int k = 1; k < 5; ++k) EXPECT_EQ(b[0].data_as<float>()[4 * 5 + k], 0.0f) << k;
+  // And the codes form read back from the string form is the graph the trainer ran.
+  Graph back_to_codes = strings;
+  back_to_codes.metadata["dlsys.string_inputs"] = R"(["color","shade"])";
+  back_to_codes.metadata["dlsys.feature_names"] = R"(["color","c0","shade"])";
+  ASSERT_TRUE(to_codes_form(&back_to_codes).ok());
+  std::vector<Tensor> c;
+  auto cs = Session::from_graph(back_to_codes, SessionOptions{});
+  ASSERT_TRUE(cs->run({{"input", x}}, &c).ok());
+  for (int64_t i = 0; i < a[0].numel(); ++i)
+    EXPECT_EQ(a[0].data_as<float>()[i], c[0].data_as<float>()[i]) << i;
+}
+
 TEST(Preprocessor, StringColumnsAreOnehotWithTheirNames) {
   // c0 numeric; color as codes of the vocabulary {amber, blue, green, red}: training has blue
   // (1) and red (3) only.
@@ -246,6 +325,22 @@ train:
   seed: 1
   optimizer: {name: adam, lr: 0.01}
 )";
+}
+
+// Runs `cmd` in a shell: its stdout, and its exit status in *code.
+std::string shell(const std::string& cmd, int* code) {
+  std::string out;
+  FILE* f = popen(cmd.c_str(), "r");
+  if (!f) {
+    *code = -1;
+    return out;
+  }
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, f)) > 0) out.append(buf, n);
+  int st = pclose(f);
+  *code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return out;
 }
 
 // Accuracy of `model` on val_x.npy against val_y.npy, run as any user would run the file.
@@ -396,27 +491,118 @@ train:
   ASSERT_TRUE(r.ok()) << r.status().to_string();
   // 29 of 30 rows name their class; purple (row 29, class 2) gets an all-zero onehot block.
   EXPECT_GE(r->val_accuracy, 29.0 / 30 - 1e-9);
-  Graph model;
-  EXPECT_DOUBLE_EQ(exported_accuracy(dir_ + "/colors", &model), r->val_accuracy);
-  auto x = npy_read(dir_ + "/colors/val_x.npy");
-  ASSERT_TRUE(x.ok());
-  EXPECT_EQ(x->data_as<float>()[29 * 2 + 1], -1.0f)
-      << "purple is coded -1: validation is coded with the training file's vocabulary";
+  auto imported = import_onnx_file(dir_ + "/colors/model.onnx");
+  ASSERT_TRUE(imported.ok()) << imported.status().to_string();
+  Graph model = *imported;
   ModelMetadata m = ModelMetadata::read(model);
   EXPECT_EQ(m.feature_names, (std::vector<std::string>{"size", "color"}));
-  // The training vocabulary sorted: blue 0, green 1, red 2.
+  EXPECT_EQ(m.string_inputs, (std::vector<std::string>{"color"}));
+  // The training vocabulary sorted: blue 0, green 1, red 2 (also in the metadata).
   EXPECT_EQ(m.encode("color", "blue"), 0.0f);
   EXPECT_EQ(m.encode("color", "red"), 2.0f);
   EXPECT_EQ(m.encode("color", "purple"), -1.0f);
-  // A row coded with the model's vocabulary predicts its color's class.
+  // The model takes the size as floats and the color as strings.
+  ASSERT_EQ(model.inputs.size(), 2u);
+  EXPECT_EQ(model.inputs[0].name, "input");
+  EXPECT_EQ(dims_str(model.inputs[0]), "[batch, 1]");
+  EXPECT_EQ(model.inputs[1].name, "color");
+  EXPECT_EQ(model.inputs[1].dtype, DType::kString);
+  auto x = npy_read(dir_ + "/colors/val_x.npy");
+  auto y = npy_read(dir_ + "/colors/val_y.npy");
+  ASSERT_TRUE(x.ok() && y.ok());
+  EXPECT_EQ(x->data_as<float>()[29 * 2 + 1], -1.0f)
+      << "purple is coded -1: validation is coded with the training file's vocabulary";
+  // The validation rows as a user has them: sizes, and colors by name.
+  std::vector<float> sizes;
+  std::vector<std::string> names;
+  for (int i = 0; i < 30; ++i) {
+    sizes.push_back(static_cast<float>((i * 13) % 7));
+    names.push_back(i == 29 ? "purple" : colors[i % 3]);
+  }
   auto s = Session::from_graph(model, SessionOptions{});
-  const float row[] = {5, *m.encode("color", "green"), 5, *m.encode("color", "red")};
   std::vector<Tensor> out;
-  ASSERT_TRUE(s->run({{model.inputs[0].name, Tensor::from_f32({2, 2}, row)}}, &out).ok());
+  ASSERT_TRUE(s->run({{"input", Tensor::from_f32({30, 1}, sizes.data())},
+                      {"color", Tensor::from_strings({30, 1}, names)}},
+                     &out)
+                  .ok());
+  // The trainer's evaluation: the model in the form it was trained and evaluated in (codes in
+  // the float input) on val_x.npy, the rows the evaluation ran on.
+  Graph codes = model;
+  ASSERT_TRUE(to_codes_form(&codes).ok());
+  ASSERT_EQ(codes.inputs.size(), 1u);
+  auto cs = Session::from_graph(codes, SessionOptions{});
+  std::vector<Tensor> eval;
+  ASSERT_TRUE(cs->run({{codes.inputs[0].name, *x}}, &eval).ok());
+  ASSERT_EQ(out[0].shape(), (Shape{30, 3}));
+  ASSERT_EQ(eval[0].shape(), (Shape{30, 3}));
+  int64_t right = 0;
+  for (int64_t i = 0; i < 30; ++i) {
+    const float* row = out[0].data_as<float>() + i * 3;
+    for (int k = 0; k < 3; ++k)
+      EXPECT_EQ(row[k], eval[0].data_as<float>()[i * 3 + k]) << "row " << i << " class " << k;
+    right += (std::max_element(row, row + 3) - row) == y->data_as<int64_t>()[i];
+  }
+  EXPECT_DOUBLE_EQ(double(right) / 30, r->val_accuracy);
+  // Independent references: Python's ONNX checker accepts the file, and ONNX Runtime fed the
+  // same raw rows answers what dlsys answers.
+  const std::string model_path = dir_ + "/colors/model.onnx";
+  int code = 0;
+  std::string checked = shell(
+      "/usr/bin/python3 -c \"import onnx; onnx.checker.check_model("
+      "onnx.load('" +
+          model_path + "')); print('checked')\" 2>&1",
+      &code);
+  if (checked.find("No module named") != std::string::npos)
+    std::printf("skipping the Python ONNX checker: %s", checked.c_str());
+  else
+    EXPECT_EQ(checked, "checked\n") << checked;
+  const std::string engine = std::string(DLSYS_SOURCE_DIR) + "/bench/engine";
+  if (!fs::exists(engine + "/node_modules/onnxruntime-node")) {
+    std::printf("skipping the ONNX Runtime comparison: run `npm install --ignore-scripts` in %s\n",
+                engine.c_str());
+  } else {
+    nlohmann::json feeds = {{"input", {{"type", "float32"}, {"dims", {30, 1}}, {"data", sizes}}},
+                            {"color", {{"type", "string"}, {"dims", {30, 1}}, {"data", names}}}};
+    std::ofstream(dir_ + "/feeds.json") << feeds.dump();
+    std::string ort = shell(
+        "node " + engine + "/run_model.mjs " + model_path + " " + dir_ + "/feeds.json 2>&1", &code);
+    ASSERT_EQ(code, 0) << ort;
+    auto j = nlohmann::json::parse(ort, nullptr, false);
+    ASSERT_TRUE(j.is_object() && j.contains(model.outputs[0].name)) << ort;
+    const nlohmann::json& data = j[model.outputs[0].name]["data"];
+    ASSERT_EQ(data.size(), 90u) << ort;
+    for (int64_t i = 0; i < 90; ++i)
+      EXPECT_NEAR(data[i].get<double>(), out[0].data_as<float>()[i], 1e-5) << "element " << i;
+  }
+  // Rows by name predict their color's class.
+  const float two[] = {5, 5};
+  ASSERT_TRUE(s->run({{"input", Tensor::from_f32({2, 1}, two)},
+                      {"color", Tensor::from_strings({2, 1}, {"green", "red"})}},
+                     &out)
+                  .ok());
   std::vector<Prediction> p = predict(m, out[0]);
   ASSERT_EQ(p.size(), 2u);
   EXPECT_EQ(p[0].class_id, 1) << "green";
   EXPECT_EQ(p[1].class_id, 0) << "red";
+  // A string column named like the model's float input cannot become an input of that name:
+  // refused before training, naming the column.
+  std::string clash = "size,input,label\n";
+  for (int i = 0; i < 30; ++i) clash += fmt::format("{},{},{}\n", i % 5, colors[i % 3], i % 3);
+  std::ofstream(dir_ + "/clash.csv") << clash;
+  auto clashed = train("data:\n  train: " + dir_ + "/clash.csv\n" + R"(
+  preprocess: [{onehot: [input]}]
+model:
+  input: [4]
+  layers: [{linear: {out: 3}}]
+train:
+  epochs: 1
+)",
+                       "clash");
+  ASSERT_FALSE(clashed.ok());
+  EXPECT_NE(clashed.status().message().find("string column 'input' would become the model's input"),
+            std::string::npos)
+      << clashed.status().message();
+  EXPECT_FALSE(fs::exists(dir_ + "/clash/model.onnx"));
   // Without the onehot step the string column is refused, with the fix named.
   auto plain = train("data:\n  train: " + dir_ + "/train.csv\n" + R"(
 model:

@@ -21,7 +21,11 @@ std::string attrs_key(const AttributeMap& attrs) {
     for (const std::string& v : a.strings) k += v + "\x1f";
     if (a.t.valid()) {
       k += fmt::format("t{}{}", static_cast<int>(a.t.dtype()), shape_str(a.t.shape()));
-      k.append(static_cast<const char*>(a.t.data()), a.t.nbytes());
+      if (a.t.dtype() == DType::kString) {
+        for (int64_t i = 0; i < a.t.numel(); ++i) k += a.t.strings()[i] + "\x1f";  // not pointers
+      } else {
+        k.append(static_cast<const char*>(a.t.data()), a.t.nbytes());
+      }
     }
     if (a.kind == Attribute::Kind::kGraph || a.kind == Attribute::Kind::kOther)
       k += fmt::format("@{}", static_cast<const void*>(&a));  // never equal
