@@ -200,7 +200,8 @@ Result<KernelPtr> build_thresholded_relu(BuildContext& ctx) {
 }
 Result<KernelPtr> build_sign(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   return numeric_map(ctx, [](auto v) { return (v > 0) - (v < 0); });
 }
 // IsNaN / IsInf: f32 in, bool out.
@@ -233,7 +234,8 @@ Result<KernelPtr> build_clip(BuildContext& ctx) {
   ctx.set_output(0, t, ctx.in_shape(0));
   bool has_lo = ctx.has_input(1), has_hi = ctx.has_input(2);
   DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   return make_kernel([t, has_lo, has_hi](const Tensor* const* in, Tensor* const* out) {
     int64_t n = in[0]->numel();
     DLSYS_DISPATCH_NUMERIC(t, T, {

@@ -22,6 +22,16 @@ size_t dtype_size(DType t) {
       return 8;
     case DType::kBool:
       return 1;
+    case DType::kF64:
+      return 8;
+    case DType::kI16:
+      return 2;
+    case DType::kU16:
+      return 2;
+    case DType::kU32:
+      return 4;
+    case DType::kU64:
+      return 8;
   }
   return 0;
 }
@@ -44,6 +54,16 @@ const char* dtype_name(DType t) {
       return "i64";
     case DType::kBool:
       return "bool";
+    case DType::kF64:
+      return "f64";
+    case DType::kI16:
+      return "i16";
+    case DType::kU16:
+      return "u16";
+    case DType::kU32:
+      return "u32";
+    case DType::kU64:
+      return "u64";
   }
   return "?";
 }
@@ -66,6 +86,16 @@ int dtype_to_onnx(DType t) {
       return 10;
     case DType::kBF16:
       return 16;
+    case DType::kU16:
+      return 4;
+    case DType::kI16:
+      return 5;
+    case DType::kF64:
+      return 11;
+    case DType::kU32:
+      return 12;
+    case DType::kU64:
+      return 13;
   }
   return 0;
 }
@@ -97,10 +127,20 @@ Result<DType> dtype_from_onnx(int t) {
       return DType::kF16;
     case 16:
       return DType::kBF16;
+    case 4:
+      return DType::kU16;
+    case 5:
+      return DType::kI16;
+    case 11:
+      return DType::kF64;
+    case 12:
+      return DType::kU32;
+    case 13:
+      return DType::kU64;
     default:
       return Status::Unsupported(
-          "element type {} ({}) is not supported; dlsys supports FLOAT, BFLOAT16, FLOAT16, "
-          "INT8, UINT8, INT32, INT64 and BOOL",
+          "element type {} ({}) is not supported; dlsys supports FLOAT, DOUBLE, BFLOAT16, "
+          "FLOAT16, INT8, UINT8, INT16, UINT16, INT32, UINT32, INT64, UINT64 and BOOL",
           onnx_type_name(t), t);
   }
 }
@@ -123,12 +163,22 @@ const char* dtype_npy_descr(DType t) {
       return "|b1";
     case DType::kBF16:
       return "";
+    case DType::kF64:
+      return "<f8";
+    case DType::kI16:
+      return "<i2";
+    case DType::kU16:
+      return "<u2";
+    case DType::kU32:
+      return "<u4";
+    case DType::kU64:
+      return "<u8";
   }
   return "";
 }
 
 bool dtype_is_float(DType t) {
-  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16;
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16 || t == DType::kF64;
 }
 
 uint16_t f32_to_bf16(float f) {

@@ -9,11 +9,27 @@
 
 namespace dlsys {
 
-enum class DType : uint8_t { kF32, kBF16, kF16, kI8, kU8, kI32, kI64, kBool };
+// kF64, kI16, kU16, kU32 and kU64 have no oneDNN type: only the plain C++ kernels take them.
+enum class DType : uint8_t {
+  kF32,
+  kBF16,
+  kF16,
+  kI8,
+  kU8,
+  kI32,
+  kI64,
+  kBool,
+  kF64,
+  kI16,
+  kU16,
+  kU32,
+  kU64
+};
 
 // Bytes per element.
 size_t dtype_size(DType t);
-// Lower-case name: "f32", "bf16", "f16", "i8", "u8", "i32", "i64", "bool".
+// Lower-case name: "f32", "bf16", "f16", "i8", "u8", "i32", "i64", "bool", "f64", "i16", "u16",
+// "u32", "u64".
 const char* dtype_name(DType t);
 // The ONNX TensorProto.DataType number for `t`.
 int dtype_to_onnx(DType t);
@@ -23,6 +39,7 @@ Result<DType> dtype_from_onnx(int onnx_type);
 const char* onnx_type_name(int onnx_type);
 // NumPy descr string for `t` ("<f4", "|b1", ...); bf16 has none and returns "".
 const char* dtype_npy_descr(DType t);
+// True for the floating-point dtypes (f32, bf16, f16, f64).
 bool dtype_is_float(DType t);
 
 // bf16 and f16 conversions (round to nearest even).

@@ -52,7 +52,8 @@ class Tensor {
   Tensor slice_rows(int64_t begin, int64_t end) const;
   // A deep copy with its own storage.
   Tensor clone() const;
-  // Reads element i (row-major) converted to double / int64, whatever the dtype.
+  // Reads element i (row-major) converted to double / int64, whatever the dtype. get_i64 of a
+  // u64 above INT64_MAX returns its bit pattern (negative); get_f64 of a large i64/u64 rounds.
   double get_f64(int64_t i) const;
   int64_t get_i64(int64_t i) const;
 
