@@ -269,6 +269,27 @@ TEST(WideDtypes, ArithmeticKeepsEachTypesRange) {
   EXPECT_EQ(p.data_as<float>()[1], 9.f);
 }
 
+TEST(WideDtypes, F64MathRunsInDouble) {
+  // Known constants to double precision (a float computation would be off by ~1e-8).
+  struct Case {
+    const char* op;
+    double x, want;
+  };
+  for (const Case& c : {Case{"Sqrt", 2, M_SQRT2}, Case{"Exp", 1, M_E}, Case{"Log", 10, M_LN10},
+                        Case{"Reciprocal", 3, 1.0 / 3}, Case{"Sigmoid", 0, 0.5},
+                        Case{"Atan", 1, M_PI_4}, Case{"Floor", -1.5, -2}, Case{"Ceil", -1.5, -1},
+                        Case{"Round", 2.5, 2}, Case{"Tanh", 0, 0}}) {
+    Tensor y = run_node(c.op, {make<double>(DType::kF64, {1}, {c.x})}, DType::kF64);
+    ASSERT_TRUE(y.valid()) << c.op;
+    EXPECT_NEAR(y.data_as<double>()[0], c.want, 1e-15) << c.op;
+  }
+  Tensor nan =
+      run_node("IsNaN", {make<double>(DType::kF64, {3}, {NAN, 1.0, INFINITY})}, DType::kBool);
+  EXPECT_EQ(nan.data_as<uint8_t>()[0], 1);
+  EXPECT_EQ(nan.data_as<uint8_t>()[1], 0);
+  EXPECT_EQ(nan.data_as<uint8_t>()[2], 0);
+}
+
 TEST(WideDtypes, ReductionsScansTransposeEyeLikeAndTopK) {
   // CumSum in double: 0.1, 0.1 + 0.2, 0.1 + 0.2 + 0.3 as IEEE doubles sum them.
   Tensor x = make<double>(DType::kF64, {3}, {0.1, 0.2, 0.3});
