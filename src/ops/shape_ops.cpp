@@ -235,6 +235,29 @@ T element_as(const Tensor& src, int64_t i, bool from_float) {
   return static_cast<T>(src.get_i64(i));
 }
 
+// `d` as the float nearest it rounding to odd (toward zero, then the last bit set when inexact):
+// a second rounding of that float to f16 or bf16 (fewer than 22 mantissa bits) then gives the
+// correctly rounded result, which double -> float -> half rounding to nearest twice does not.
+float f64_to_f32_odd(double d) {
+  float f = static_cast<float>(d);
+  if (!std::isfinite(d) || static_cast<double>(f) == d) return f;
+  if (std::fabs(static_cast<double>(f)) > std::fabs(d)) f = std::nextafter(f, 0.f);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u |= 1u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Element i of `src` as the float a cast to f16/bf16 rounds from (round-to-odd from double
+// unless `src` is already f32/f16/bf16, whose values a float holds exactly).
+float half_source(const Tensor& src, int64_t i, bool from_float) {
+  DType t = src.dtype();
+  if (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16)
+    return static_cast<float>(src.get_f64(i));
+  return f64_to_f32_odd(element_as<double>(src, i, from_float));
+}
+
 // Converts every element of `src` into `dst` (same shape, any two dtypes).
 void convert(const Tensor& src, Tensor& dst) {
   int64_t n = src.numel();
@@ -247,11 +270,11 @@ void convert(const Tensor& src, Tensor& dst) {
       break;
     case DType::kBF16:
       for (int64_t i = 0; i < n; ++i)
-        dst.data_as<uint16_t>()[i] = f32_to_bf16(element_as<float>(src, i, from_float));
+        dst.data_as<uint16_t>()[i] = f32_to_bf16(half_source(src, i, from_float));
       break;
     case DType::kF16:
       for (int64_t i = 0; i < n; ++i)
-        dst.data_as<uint16_t>()[i] = f32_to_f16(element_as<float>(src, i, from_float));
+        dst.data_as<uint16_t>()[i] = f32_to_f16(half_source(src, i, from_float));
       break;
     default:
       DLSYS_DISPATCH_NUMERIC(to, T, {

@@ -218,6 +218,20 @@ TEST(WideDtypes, CastEdgeValues) {
   EXPECT_EQ(nu16.data_as<uint16_t>()[0], 65535);
   Tensor ni16 = cast(n, DType::kI16);
   EXPECT_EQ(ni16.data_as<int16_t>()[1], 4464);
+  // f64 -> f16 and bf16 round once: 1 + 2^-11 + 2^-40 lies just above the midpoint of 1 and the
+  // next half 1 + 2^-10 (0x3C01), and of 1 and the next bfloat16 1 + 2^-7 (0x3F81) when 2^-11
+  // becomes 2^-8. Rounding through float first would land on the midpoint and tie to 1.0.
+  Tensor mid = make<double>(DType::kF64, {2},
+                            {1 + std::ldexp(1.0, -11) + std::ldexp(1.0, -40),
+                             1 + std::ldexp(1.0, -8) + std::ldexp(1.0, -40)});
+  Tensor h = cast(mid, DType::kF16);
+  EXPECT_EQ(h.data_as<uint16_t>()[0], 0x3C01);
+  Tensor bh = cast(mid, DType::kBF16);
+  EXPECT_EQ(bh.data_as<uint16_t>()[1], 0x3F81);
+  // The same for an i64 beyond float's 24 bits: 2^30 + 2^22 + 1 lies just above the midpoint of
+  // the bfloat16s 2^30 and 2^30 + 2^23 (0x4E81).
+  Tensor big_i = make<int64_t>(DType::kI64, {1}, {(int64_t{1} << 30) + (int64_t{1} << 22) + 1});
+  EXPECT_EQ(cast(big_i, DType::kBF16).data_as<uint16_t>()[0], 0x4E81);
   // f64 -> f32 rounds once: 0.1 becomes the float nearest 0.1.
   Tensor tenth = make<double>(DType::kF64, {1}, {0.1});
   EXPECT_EQ(cast(tenth, DType::kF32).data_as<float>()[0], 0.1f);
