@@ -2,8 +2,8 @@
 // ScatterElements, TopK, OneHot, Compress, EyeLike, ReverseSequence.
 //
 // Elements move as bytes (any dtype); the reductions of ScatterND/ScatterElements (`reduction`
-// add, mul, max, min) are typed (f32, int32, int64) and so are TopK's comparisons (every numeric
-// dtype of DLSYS_DISPATCH_NUMERIC). An index outside its dimension fails the run with the node's
+// add, mul, max, min) and TopK's comparisons are typed (every numeric dtype of
+// DLSYS_DISPATCH_NUMERIC). An index outside its dimension fails the run with the node's
 // name, the index and the bound; negative indices count from the end, as ONNX says. Output shapes
 // that depend on values (Compress's condition, TopK's K, OneHot's depth) need those values when the
 // plan is built.
@@ -68,20 +68,14 @@ void place(DType t, void* dst, const void* src, int64_t n, Reduction r) {
     std::memcpy(dst, src, static_cast<size_t>(n) * dtype_size(t));
     return;
   }
-  switch (t) {
-    case DType::kF32:
-      return reduce_into(static_cast<float*>(dst), static_cast<const float*>(src), n, r);
-    case DType::kI32:
-      return reduce_into(static_cast<int32_t*>(dst), static_cast<const int32_t*>(src), n, r);
-    default:
-      return reduce_into(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), n, r);
-  }
+  DLSYS_DISPATCH_NUMERIC(t, T, reduce_into(static_cast<T*>(dst), static_cast<const T*>(src), n, r));
 }
 
 Status check_reducible(BuildContext& ctx, Reduction r, DType t) {
-  if (r != Reduction::kNone && t != DType::kF32 && t != DType::kI32 && t != DType::kI64)
-    return ctx.unsupported("reduction on {} data; dlsys reduces float32, int32 and int64",
-                           dtype_name(t));
+  if (r != Reduction::kNone && (t == DType::kF16 || t == DType::kBF16 || t == DType::kBool))
+    return ctx.unsupported(
+        "reduction on {} data; dlsys reduces f32, f64, i8, u8, i16, u16, i32, u32, i64 and u64",
+        dtype_name(t));
   return Status::OK();
 }
 
@@ -306,7 +300,9 @@ Result<KernelPtr> build_top_k(BuildContext& ctx) {
 // ---- OneHot ------------------------------------------------------------------------------------
 
 Result<KernelPtr> build_one_hot(BuildContext& ctx) {
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64}));
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   const Tensor* dv = ctx.in_value(1);
   if (!dv) return ctx.plan_time_value_missing(1, "depth");
   if (dv->numel() != 1) return ctx.error("depth (input 1) must be one value, got {}", dv->numel());

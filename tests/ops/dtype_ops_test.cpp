@@ -304,7 +304,7 @@ TEST(WideDtypes, F64MathRunsInDouble) {
   EXPECT_EQ(nan.data_as<uint8_t>()[2], 0);
 }
 
-TEST(WideDtypes, ReductionsScansTransposeEyeLikeAndTopK) {
+TEST(WideDtypes, ReductionsScansAndIndexOps) {
   // CumSum in double: 0.1, 0.1 + 0.2, 0.1 + 0.2 + 0.3 as IEEE doubles sum them.
   Tensor x = make<double>(DType::kF64, {3}, {0.1, 0.2, 0.3});
   const int64_t zero = 0;
@@ -330,6 +330,27 @@ TEST(WideDtypes, ReductionsScansTransposeEyeLikeAndTopK) {
   Tensor eye = run_node("EyeLike", {Tensor::zeros(DType::kF32, {2, 3})}, DType::kF64, e);
   const double want_e[] = {0, 1, 0, 0, 0, 1};
   for (int i = 0; i < 6; ++i) EXPECT_EQ(eye.data_as<double>()[i], want_e[i]) << i;
+  // ScatterElements with reduction max on u64 compares unsigned: max(2^63 + 5, 7) = 2^63 + 5,
+  // max(1, 2^64 - 1) = 2^64 - 1.
+  Attribute red;
+  red.kind = Attribute::Kind::kString;
+  red.s = "max";
+  const int64_t at[2] = {1, 0};
+  Tensor sc = run_node(
+      "ScatterElements",
+      {make<uint64_t>(DType::kU64, {3}, {1, 9223372036854775813ull, 3}), Tensor::from_i64({2}, at),
+       make<uint64_t>(DType::kU64, {2}, {7, 18446744073709551615ull})},
+      DType::kU64, {{"reduction", red}});
+  EXPECT_EQ(sc.data_as<uint64_t>()[0], 18446744073709551615ull);
+  EXPECT_EQ(sc.data_as<uint64_t>()[1], 9223372036854775813ull);
+  EXPECT_EQ(sc.data_as<uint64_t>()[2], 3u);
+  // OneHot of u16 indices {2, 0}, depth 3, values {off 0, on 1}.
+  const int64_t depth = 3;
+  Tensor oh = run_node("OneHot", {make<uint16_t>(DType::kU16, {2}, {2, 0})}, DType::kF32, {},
+                       {Tensor::from_i64({1}, &depth), make<float>(DType::kF32, {2}, {0, 1})});
+  ASSERT_EQ(oh.shape(), (Shape{2, 3}));
+  const float want_oh[] = {0, 0, 1, 1, 0, 0};
+  for (int i = 0; i < 6; ++i) EXPECT_EQ(oh.data_as<float>()[i], want_oh[i]) << i;
   // TopK (K = 2, largest) of a u16: 65535 and 7.
   const int64_t two = 2;
   Tensor k = run_node("TopK", {make<uint16_t>(DType::kU16, {3}, {3, 65535, 7})}, DType::kU16, {},
