@@ -30,9 +30,11 @@ Tensor make(DType t, const Shape& shape, std::initializer_list<T> values) {
 
 // Runs one node `op` on inputs x0, x1, ... (graph inputs of their dtypes and shapes); `out` is
 // the declared output dtype. Returns the output, or an invalid tensor after a failed check.
-// `constants` follow the inputs as initializers (for inputs an op needs when the plan is built).
+// `constants` follow the inputs as initializers (for inputs an op needs when the plan is built);
+// `more_outputs` name the node's outputs after the first (not graph outputs).
 Tensor run_node(const std::string& op, const std::vector<Tensor>& in, DType out,
-                AttributeMap attrs = {}, const std::vector<Tensor>& constants = {}) {
+                AttributeMap attrs = {}, const std::vector<Tensor>& constants = {},
+                const std::vector<std::string>& more_outputs = {}) {
   Graph g;
   g.opset = 17;
   std::map<std::string, Tensor> feeds;
@@ -48,7 +50,9 @@ Tensor run_node(const std::string& op, const std::vector<Tensor>& in, DType out,
     names.push_back("c" + std::to_string(i));
     g.initializers[names.back()] = constants[i];
   }
-  g.nodes.push_back(Node{"n", op, "", names, {"y"}, std::move(attrs)});
+  std::vector<std::string> outputs = {"y"};
+  outputs.insert(outputs.end(), more_outputs.begin(), more_outputs.end());
+  g.nodes.push_back(Node{"n", op, "", names, outputs, std::move(attrs)});
   g.outputs.push_back(ValueInfo{"y", out, false, {}});
   auto s = Session::from_graph(g);
   std::vector<Tensor> got;
@@ -354,7 +358,7 @@ TEST(WideDtypes, ReductionsScansAndIndexOps) {
   // TopK (K = 2, largest) of a u16: 65535 and 7.
   const int64_t two = 2;
   Tensor k = run_node("TopK", {make<uint16_t>(DType::kU16, {3}, {3, 65535, 7})}, DType::kU16, {},
-                      {Tensor::from_i64({1}, &two)});
+                      {Tensor::from_i64({1}, &two)}, {"indices"});
   ASSERT_EQ(k.shape(), Shape{2});
   EXPECT_EQ(k.data_as<uint16_t>()[0], 65535);
   EXPECT_EQ(k.data_as<uint16_t>()[1], 7);
