@@ -46,6 +46,9 @@ Result<std::map<std::string, Tensor>> make_inputs(const Session& s,
           case DType::kF32:
             t.data_as<float>()[i] = normal(rng);
             break;
+          case DType::kF64:
+            t.data_as<double>()[i] = normal(rng);
+            break;
           case DType::kI64:
             t.data_as<int64_t>()[i] = static_cast<int64_t>(rng() % 8);
             break;

@@ -82,12 +82,28 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& 
       break;
     case DType::kF16:
     case DType::kBF16:
+    case DType::kI16:
+    case DType::kU16:
+      // int32_data holds 16-bit values (and the bit patterns of f16/bf16) one per entry.
       DLSYS_RETURN_IF_ERROR(check(p.int32_data_size()));
       for (int64_t i = 0; i < n; ++i)
         out.data_as<uint16_t>()[i] = static_cast<uint16_t>(p.int32_data(i));
       break;
     case DType::kString:
       break;  // read above
+    case DType::kF64:
+      DLSYS_RETURN_IF_ERROR(check(p.double_data_size()));
+      for (int64_t i = 0; i < n; ++i) out.data_as<double>()[i] = p.double_data(i);
+      break;
+    case DType::kU32:
+      DLSYS_RETURN_IF_ERROR(check(p.uint64_data_size()));
+      for (int64_t i = 0; i < n; ++i)
+        out.data_as<uint32_t>()[i] = static_cast<uint32_t>(p.uint64_data(i));
+      break;
+    case DType::kU64:
+      DLSYS_RETURN_IF_ERROR(check(p.uint64_data_size()));
+      for (int64_t i = 0; i < n; ++i) out.data_as<uint64_t>()[i] = p.uint64_data(i);
+      break;
   }
   return out;
 }

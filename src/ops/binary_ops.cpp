@@ -84,20 +84,9 @@ uint8_t apply_compare(Bin op, T a, T b) {
 }
 
 double load_f64(const void* p, DType t, int64_t i) {
-  switch (t) {
-    case DType::kF32:
-      return static_cast<const float*>(p)[i];
-    case DType::kI32:
-      return static_cast<const int32_t*>(p)[i];
-    case DType::kI64:
-      return static_cast<double>(static_cast<const int64_t*>(p)[i]);
-    case DType::kI8:
-      return static_cast<const int8_t*>(p)[i];
-    case DType::kU8:
-      return static_cast<const uint8_t*>(p)[i];
-    default:
-      return 0;
-  }
+  double v = 0;
+  DLSYS_DISPATCH_NUMERIC(t, T, v = static_cast<double>(static_cast<const T*>(p)[i]));
+  return v;
 }
 
 // oneDNN binary for f32 when src0 has the output shape; returns null when not applicable.
@@ -233,13 +222,16 @@ Result<KernelPtr> build_binary(BuildContext& ctx, Bin op) {
     DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kBool}));
   } else if (op == Bin::kEq) {
     DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(
-        0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64, DType::kBool}));
+        0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16, DType::kU16, DType::kI32,
+            DType::kU32, DType::kI64, DType::kU64, DType::kBool}));
   } else {
     DLSYS_RETURN_IF_ERROR(
-        ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+        ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                             DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
     if (op == Bin::kPow)
       DLSYS_RETURN_IF_ERROR(
-          ctx.expect_dtype(1, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+          ctx.expect_dtype(1, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                               DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   }
   Shape out;
   {
@@ -355,7 +347,8 @@ Result<KernelPtr> build_variadic(BuildContext& ctx, Fold op) {
                                                 : Bin::kAdd);
   DType t = ctx.in_dtype(0);
   DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   Shape out = ctx.in_shape(0);
   for (size_t i = 1; i < ctx.num_inputs(); ++i) {
     if (ctx.in_dtype(i) != t)
@@ -420,9 +413,11 @@ Result<KernelPtr> build_mod(BuildContext& ctx) {
     return ctx.error("inputs have different dtypes ({} and {})", dtype_name(t),
                      dtype_name(ctx.in_dtype(1)));
   DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   bool fmod = ctx.attr_int("fmod", 0) != 0;
-  if (t == DType::kF32 && !fmod) return ctx.error("floating-point Mod requires fmod=1 (ONNX spec)");
+  if (dtype_is_float(t) && !fmod)
+    return ctx.error("floating-point Mod requires fmod=1 (ONNX spec)");
   auto r = broadcast_shapes(ctx.in_shape(0), ctx.in_shape(1));
   if (!r.ok()) return ctx.error("{}", r.status().message());
   Shape out = r.value();

@@ -5,7 +5,8 @@
 
 #include "tensor/dtype.h"
 
-// Numeric types whose arithmetic is native in C++ (f32, i8, u8, i32, i64).
+// Numeric types whose arithmetic is native in C++ (f32, f64, i8, u8, i16, u16, i32, u32, i64,
+// u64).
 #define DLSYS_DISPATCH_NUMERIC(dtype, T, ...) \
   switch (dtype) {                            \
     case ::dlsys::DType::kF32: {              \
@@ -30,6 +31,31 @@
     }                                         \
     case ::dlsys::DType::kU8: {               \
       using T = uint8_t;                      \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kF64: {              \
+      using T = double;                       \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kI16: {              \
+      using T = int16_t;                      \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kU16: {              \
+      using T = uint16_t;                     \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kU32: {              \
+      using T = uint32_t;                     \
+      __VA_ARGS__;                            \
+      break;                                  \
+    }                                         \
+    case ::dlsys::DType::kU64: {              \
+      using T = uint64_t;                     \
       __VA_ARGS__;                            \
       break;                                  \
     }                                         \

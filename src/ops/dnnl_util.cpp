@@ -28,13 +28,18 @@ dnnl::memory::data_type to_dnnl(DType t) {
       return dt::s32;
     case DType::kI64:
     case DType::kString:
+    case DType::kF64:
+    case DType::kI16:
+    case DType::kU16:
+    case DType::kU32:
+    case DType::kU64:
       return dt::undef;
   }
   return dt::undef;
 }
 
 bool dnnl_has(DType t) {
-  return t != DType::kI64;
+  return to_dnnl(t) != dt::undef;
 }
 
 dnnl::memory::desc plain_md(const Shape& s, DType t) {

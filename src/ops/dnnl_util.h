@@ -10,9 +10,10 @@
 
 namespace dlsys {
 
-// oneDNN data type for a dlsys dtype (bool maps to u8); i64 has none and returns undef.
+// oneDNN data type for a dlsys dtype (bool maps to u8); i64, f64, i16, u16, u32 and u64 have
+// none and return undef.
 dnnl::memory::data_type to_dnnl(DType t);
-// True when oneDNN can hold `t` in memory (every dtype but i64).
+// True when oneDNN can hold `t` in memory (to_dnnl(t) is not undef).
 bool dnnl_has(DType t);
 // Plain row-major memory descriptor (a rank-0 shape becomes {1}).
 dnnl::memory::desc plain_md(const Shape& s, DType t);

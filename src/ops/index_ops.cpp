@@ -2,14 +2,16 @@
 // ScatterElements, TopK, OneHot, Compress, EyeLike, ReverseSequence.
 //
 // Elements move as bytes (any dtype); the reductions of ScatterND/ScatterElements (`reduction`
-// add, mul, max, min) and TopK's comparisons are typed (f32, int32, int64). An index outside its
-// dimension fails the run with the node's name, the index and the bound; negative indices count
-// from the end, as ONNX says. Output shapes that depend on values (Compress's condition,
-// TopK's K, OneHot's depth) need those values when the plan is built.
+// add, mul, max, min) and TopK's comparisons are typed (every numeric dtype of
+// DLSYS_DISPATCH_NUMERIC). An index outside its dimension fails the run with the node's
+// name, the index and the bound; negative indices count from the end, as ONNX says. Output shapes
+// that depend on values (Compress's condition, TopK's K, OneHot's depth) need those values when the
+// plan is built.
 #include <algorithm>
 #include <cstring>
 #include <numeric>
 
+#include "ops/dispatch.h"
 #include "ops/op_registry.h"
 
 namespace dlsys {
@@ -66,20 +68,14 @@ void place(DType t, void* dst, const void* src, int64_t n, Reduction r) {
     std::memcpy(dst, src, static_cast<size_t>(n) * dtype_size(t));
     return;
   }
-  switch (t) {
-    case DType::kF32:
-      return reduce_into(static_cast<float*>(dst), static_cast<const float*>(src), n, r);
-    case DType::kI32:
-      return reduce_into(static_cast<int32_t*>(dst), static_cast<const int32_t*>(src), n, r);
-    default:
-      return reduce_into(static_cast<int64_t*>(dst), static_cast<const int64_t*>(src), n, r);
-  }
+  DLSYS_DISPATCH_NUMERIC(t, T, reduce_into(static_cast<T*>(dst), static_cast<const T*>(src), n, r));
 }
 
 Status check_reducible(BuildContext& ctx, Reduction r, DType t) {
-  if (r != Reduction::kNone && t != DType::kF32 && t != DType::kI32 && t != DType::kI64)
-    return ctx.unsupported("reduction on {} data; dlsys reduces float32, int32 and int64",
-                           dtype_name(t));
+  if (r != Reduction::kNone && (t == DType::kF16 || t == DType::kBF16 || t == DType::kBool))
+    return ctx.unsupported(
+        "reduction on {} data; dlsys reduces f32, f64, i8, u8, i16, u16, i32, u32, i64 and u64",
+        dtype_name(t));
   return Status::OK();
 }
 
@@ -268,7 +264,9 @@ void top_k(const T* x, int64_t outer, int64_t n, int64_t inner, int64_t k, bool 
 }
 
 Result<KernelPtr> build_top_k(BuildContext& ctx) {
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64}));
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   std::vector<int64_t> kv;
   DLSYS_ASSIGN_OR_RETURN(kv, ctx.const_ints(1, "K"));
   const Shape& x = ctx.in_shape(0);
@@ -292,15 +290,9 @@ Result<KernelPtr> build_top_k(BuildContext& ctx) {
   return make_kernel(
       [sp, k, largest, t, order, unused](const Tensor* const* in, Tensor* const* out) {
         int64_t* idx = out[1] ? out[1]->data_as<int64_t>() : unused->data();
-        if (t == DType::kF32)
-          top_k(in[0]->data_as<float>(), sp.outer, sp.n, sp.inner, k, largest,
-                out[0]->data_as<float>(), idx, *order);
-        else if (t == DType::kI32)
-          top_k(in[0]->data_as<int32_t>(), sp.outer, sp.n, sp.inner, k, largest,
-                out[0]->data_as<int32_t>(), idx, *order);
-        else
-          top_k(in[0]->data_as<int64_t>(), sp.outer, sp.n, sp.inner, k, largest,
-                out[0]->data_as<int64_t>(), idx, *order);
+        DLSYS_DISPATCH_NUMERIC(t, T,
+                               top_k(in[0]->data_as<T>(), sp.outer, sp.n, sp.inner, k, largest,
+                                     out[0]->data_as<T>(), idx, *order));
         return Status::OK();
       });
 }
@@ -308,7 +300,9 @@ Result<KernelPtr> build_top_k(BuildContext& ctx) {
 // ---- OneHot ------------------------------------------------------------------------------------
 
 Result<KernelPtr> build_one_hot(BuildContext& ctx) {
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64}));
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   const Tensor* dv = ctx.in_value(1);
   if (!dv) return ctx.plan_time_value_missing(1, "depth");
   if (dv->numel() != 1) return ctx.error("depth (input 1) must be one value, got {}", dv->numel());
@@ -387,14 +381,9 @@ Result<KernelPtr> build_eye_like(BuildContext& ctx) {
   if (x.size() != 2) return ctx.error("input {} must be 2-D", shape_str(x));
   DType t = ctx.in_dtype(0);
   if (ctx.has_attr("dtype")) {
-    const int64_t onnx_type = ctx.attr_int("dtype", 1);
-    static const std::pair<int64_t, DType> types[] = {
-        {1, DType::kF32}, {2, DType::kU8},   {3, DType::kI8},   {6, DType::kI32},
-        {7, DType::kI64}, {9, DType::kBool}, {10, DType::kF16}, {16, DType::kBF16}};
-    bool found = false;
-    for (const auto& [code, d] : types)
-      if (code == onnx_type) t = d, found = true;
-    if (!found) return ctx.unsupported("dtype {} is not supported", onnx_type);
+    auto d = dtype_from_onnx(static_cast<int>(ctx.attr_int("dtype", 1)));
+    if (!d.ok()) return ctx.unsupported("dtype: {}", d.status().message());
+    t = d.value();
   }
   const int64_t k = ctx.attr_int("k", 0);
   Tensor eye = Tensor::zeros(t, x);
@@ -403,23 +392,17 @@ Result<KernelPtr> build_eye_like(BuildContext& ctx) {
     if (j < 0 || j >= x[1]) continue;
     const int64_t at = i * x[1] + j;
     switch (t) {
-      case DType::kF32:
-        eye.data_as<float>()[at] = 1.f;
-        break;
       case DType::kF16:
         eye.data_as<uint16_t>()[at] = 0x3C00;  // 1.0 in half precision
         break;
       case DType::kBF16:
         eye.data_as<uint16_t>()[at] = 0x3F80;  // 1.0 in bfloat16
         break;
-      case DType::kI32:
-        eye.data_as<int32_t>()[at] = 1;
-        break;
-      case DType::kI64:
-        eye.data_as<int64_t>()[at] = 1;
-        break;
-      default:  // i8, u8, bool
+      case DType::kBool:
         eye.data_as<uint8_t>()[at] = 1;
+        break;
+      default:
+        DLSYS_DISPATCH_NUMERIC(t, T, eye.data_as<T>()[at] = T(1));
         break;
     }
   }

@@ -14,7 +14,8 @@ enum class Red { kMean, kSum, kMax, kMin, kProd, kSumSquare, kL1, kL2, kLogSum, 
 
 Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
   DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64, DType::kI8, DType::kU8}));
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   const Shape& x = ctx.in_shape(0);
   int64_t rank = static_cast<int64_t>(x.size());
   std::vector<int64_t> axes;
@@ -220,7 +221,8 @@ Result<KernelPtr> build_reduce(BuildContext& ctx, Red op) {
 
 Result<KernelPtr> build_arg(BuildContext& ctx, bool is_max) {
   DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64, DType::kI8, DType::kU8}));
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   const Shape& x = ctx.in_shape(0);
   int64_t rank = static_cast<int64_t>(x.size());
   int64_t axis = normalize_axis(ctx.attr_int("axis", 0), rank);
@@ -263,7 +265,9 @@ Result<KernelPtr> build_arg(BuildContext& ctx, bool is_max) {
 }
 
 Result<KernelPtr> build_cumsum(BuildContext& ctx) {
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64}));
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   const Shape& x = ctx.in_shape(0);
   std::vector<int64_t> ax;
   DLSYS_ASSIGN_OR_RETURN(ax, ctx.const_ints(1, "axis"));

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <type_traits>
 
 #include "ops/broadcast.h"
 #include "ops/dispatch.h"
@@ -201,7 +202,8 @@ Result<KernelPtr> build_range(BuildContext& ctx) {
       return ctx.error("start, limit and delta must share a dtype");
   }
   DType t = ctx.in_dtype(0);
-  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kI32, DType::kI64}));
+  DLSYS_RETURN_IF_ERROR(
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI16, DType::kI32, DType::kI64}));
   double start = ctx.in_value(0)->get_f64(0), limit = ctx.in_value(1)->get_f64(0),
          delta = ctx.in_value(2)->get_f64(0);
   if (delta == 0) return ctx.error("delta must not be zero");
@@ -216,12 +218,9 @@ Result<KernelPtr> build_range(BuildContext& ctx) {
 }
 
 // Writes element i of `dst`: `f` when is_f (a float value), else `v` (an integer, exact for
-// int64).
+// int64). A float becomes an integer truncated toward zero (NaN and inf give 0).
 void store_element(Tensor& dst, int64_t i, double f, int64_t v, bool is_f) {
   switch (dst.dtype()) {
-    case DType::kF32:
-      dst.data_as<float>()[i] = is_f ? static_cast<float>(f) : static_cast<float>(v);
-      break;
     case DType::kBF16:
       dst.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(is_f ? f : v));
       break;
@@ -231,42 +230,87 @@ void store_element(Tensor& dst, int64_t i, double f, int64_t v, bool is_f) {
     case DType::kBool:
       dst.data_as<uint8_t>()[i] = is_f ? (f != 0) : (v != 0);
       break;
-    default: {
-      int64_t iv = v;
-      if (is_f) iv = std::isfinite(f) ? static_cast<int64_t>(f) : 0;
-      switch (dst.dtype()) {
-        case DType::kI8:
-          dst.data_as<int8_t>()[i] = static_cast<int8_t>(iv);
-          break;
-        case DType::kU8:
-          dst.data_as<uint8_t>()[i] = static_cast<uint8_t>(iv);
-          break;
-        case DType::kI32:
-          dst.data_as<int32_t>()[i] = static_cast<int32_t>(iv);
-          break;
-        case DType::kI64:
-          dst.data_as<int64_t>()[i] = iv;
-          break;
-        default:
-          break;
-      }
-    }
+    default:
+      DLSYS_DISPATCH_NUMERIC(dst.dtype(), T, {
+        if constexpr (std::is_floating_point_v<T>) {
+          dst.data_as<T>()[i] = is_f ? static_cast<T>(f) : static_cast<T>(v);
+        } else {
+          int64_t iv = v;
+          if (is_f) iv = std::isfinite(f) ? static_cast<int64_t>(f) : 0;
+          dst.data_as<T>()[i] = static_cast<T>(iv);
+        }
+      });
+      break;
   }
 }
 
-// Element conversion through double (floats) or int64 (integers, exact for int64).
+// Element i of `src` as a T: floats go through double, integers through int64 (u64 through
+// uint64), so every integer converts exactly. A float becomes an integer truncated toward zero
+// (NaN, inf and values outside int64/uint64 give 0); a wider integer wraps into a narrower one.
+template <typename T>
+T element_as(const Tensor& src, int64_t i, bool from_float) {
+  if (from_float) {
+    double f = src.get_f64(i);
+    if constexpr (std::is_floating_point_v<T>) {
+      return static_cast<T>(f);
+    } else {
+      constexpr double kTwo63 = 9223372036854775808.0;
+      if (!(f >= -kTwo63 && f < 2 * kTwo63)) return T(0);
+      if (f >= kTwo63) return static_cast<T>(static_cast<uint64_t>(f));
+      return static_cast<T>(static_cast<int64_t>(f));
+    }
+  }
+  if (src.dtype() == DType::kU64) return static_cast<T>(src.data_as<uint64_t>()[i]);
+  return static_cast<T>(src.get_i64(i));
+}
+
+// `d` as the float nearest it rounding to odd (toward zero, then the last bit set when inexact):
+// a second rounding of that float to f16 or bf16 (fewer than 22 mantissa bits) then gives the
+// correctly rounded result, which double -> float -> half rounding to nearest twice does not.
+float f64_to_f32_odd(double d) {
+  float f = static_cast<float>(d);
+  if (!std::isfinite(d) || static_cast<double>(f) == d) return f;
+  if (std::fabs(static_cast<double>(f)) > std::fabs(d)) f = std::nextafter(f, 0.f);
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u |= 1u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+// Element i of `src` as the float a cast to f16/bf16 rounds from (round-to-odd from double
+// unless `src` is already f32/f16/bf16, whose values a float holds exactly).
+float half_source(const Tensor& src, int64_t i, bool from_float) {
+  DType t = src.dtype();
+  if (t == DType::kF32 || t == DType::kF16 || t == DType::kBF16)
+    return static_cast<float>(src.get_f64(i));
+  return f64_to_f32_odd(element_as<double>(src, i, from_float));
+}
+
+// Converts every element of `src` into `dst` (same shape, any two dtypes).
 void convert(const Tensor& src, Tensor& dst) {
   int64_t n = src.numel();
-  DType from = src.dtype();
-  auto store = [&](int64_t i, double f, int64_t v, bool is_f) {
-    store_element(dst, i, f, v, is_f);
-  };
-  bool is_f = dtype_is_float(from);
-  for (int64_t i = 0; i < n; ++i) {
-    if (is_f)
-      store(i, src.get_f64(i), 0, true);
-    else
-      store(i, 0, src.get_i64(i), false);
+  DType to = dst.dtype();
+  bool from_float = dtype_is_float(src.dtype());
+  switch (to) {
+    case DType::kBool:
+      for (int64_t i = 0; i < n; ++i)
+        dst.data_as<uint8_t>()[i] = from_float ? src.get_f64(i) != 0 : src.get_i64(i) != 0;
+      break;
+    case DType::kBF16:
+      for (int64_t i = 0; i < n; ++i)
+        dst.data_as<uint16_t>()[i] = f32_to_bf16(half_source(src, i, from_float));
+      break;
+    case DType::kF16:
+      for (int64_t i = 0; i < n; ++i)
+        dst.data_as<uint16_t>()[i] = f32_to_f16(half_source(src, i, from_float));
+      break;
+    default:
+      DLSYS_DISPATCH_NUMERIC(to, T, {
+        T* y = dst.data_as<T>();
+        for (int64_t i = 0; i < n; ++i) y[i] = element_as<T>(src, i, from_float);
+      });
+      break;
   }
 }
 

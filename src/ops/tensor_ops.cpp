@@ -1,5 +1,5 @@
-// Data-movement ops: Transpose (oneDNN reorder with permuted strides; plain loop for i64),
-// Concat, Split, Slice, Gather, Tile; SliceGrad and GatherGrad for training graphs.
+// Data-movement ops: Transpose (oneDNN reorder with permuted strides; a plain loop for the dtypes
+// oneDNN lacks), Concat, Split, Slice, Gather, Tile; SliceGrad and GatherGrad for training graphs.
 #include <cstring>
 
 #include "ops/dispatch.h"

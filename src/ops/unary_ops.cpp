@@ -1,5 +1,6 @@
 // Element-wise unary ops: oneDNN eltwise for f32 where it has the algorithm, plain loops
-// elsewhere (Erf, HardSigmoid, HardSwish, integer and bool inputs).
+// elsewhere (Erf, HardSigmoid, HardSwish, integer and bool inputs, and f64: the math functions
+// (Exp, Log, Sqrt, Sigmoid, Tanh, trigonometry, Floor, Ceil, Round, ...) compute it in double).
 #include <cmath>
 
 #include "ops/dispatch.h"
@@ -63,11 +64,29 @@ Result<KernelPtr> numeric_map(BuildContext& ctx, F f) {
   });
 }
 
+// A plain f64 loop (f64 has no oneDNN type).
+template <typename F>
+Result<KernelPtr> f64_map(BuildContext& ctx, F f) {
+  ctx.set_output(0, DType::kF64, ctx.in_shape(0));
+  return make_kernel([f](const Tensor* const* in, Tensor* const* out) {
+    const double* x = in[0]->data_as<double>();
+    double* y = out[0]->data_as<double>();
+    int64_t n = in[0]->numel();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+    return Status::OK();
+  });
+}
+
 Status need_f32(BuildContext& ctx) {
   return ctx.expect_dtype(0, {DType::kF32});
 }
 
 #define F32_ONLY() DLSYS_RETURN_IF_ERROR(need_f32(ctx))
+// f32 or f64: an f64 input runs `f64_fn` (the same math in double) in a plain loop.
+#define F32_OR_F64(f64_fn)                                                \
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kF64})); \
+  if (ctx.in_dtype(0) == DType::kF64) return f64_map(ctx, f64_fn)
 
 Result<KernelPtr> build_relu(BuildContext& ctx) {
   if (ctx.in_dtype(0) != DType::kF32)
@@ -79,23 +98,23 @@ Result<KernelPtr> build_leaky_relu(BuildContext& ctx) {
   return dnnl_eltwise(ctx, alg::eltwise_relu, ctx.attr_float("alpha", 0.01f), 0.f);
 }
 Result<KernelPtr> build_sigmoid(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return 1 / (1 + std::exp(-v)); });
   return dnnl_eltwise(ctx, alg::eltwise_logistic, 0.f, 0.f);
 }
 Result<KernelPtr> build_tanh(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::tanh(v); });
   return dnnl_eltwise(ctx, alg::eltwise_tanh, 0.f, 0.f);
 }
 Result<KernelPtr> build_exp(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::exp(v); });
   return dnnl_eltwise(ctx, alg::eltwise_exp, 0.f, 0.f);
 }
 Result<KernelPtr> build_log(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::log(v); });
   return dnnl_eltwise(ctx, alg::eltwise_log, 0.f, 0.f);
 }
 Result<KernelPtr> build_sqrt(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::sqrt(v); });
   return dnnl_eltwise(ctx, alg::eltwise_sqrt, 0.f, 0.f);
 }
 Result<KernelPtr> build_abs(BuildContext& ctx) {
@@ -108,19 +127,19 @@ Result<KernelPtr> build_neg(BuildContext& ctx) {
   return dnnl_eltwise(ctx, alg::eltwise_linear, -1.f, 0.f);
 }
 Result<KernelPtr> build_reciprocal(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return 1 / v; });
   return f32_map(ctx, [](float v) { return 1.f / v; });
 }
 Result<KernelPtr> build_floor(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::floor(v); });
   return f32_map(ctx, [](float v) { return std::floor(v); });
 }
 Result<KernelPtr> build_ceil(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::ceil(v); });
   return f32_map(ctx, [](float v) { return std::ceil(v); });
 }
 Result<KernelPtr> build_erf(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::erf(v); });
   return f32_map(ctx, [](float v) { return std::erf(v); });
 }
 Result<KernelPtr> build_gelu(BuildContext& ctx) {
@@ -152,17 +171,17 @@ Result<KernelPtr> build_elu(BuildContext& ctx) {
 }
 
 Result<KernelPtr> build_sin(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::sin(v); });
   return f32_map(ctx, [](float v) { return std::sin(v); });
 }
 Result<KernelPtr> build_cos(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::cos(v); });
   return f32_map(ctx, [](float v) { return std::cos(v); });
 }
-// The rest of ONNX's trigonometric and hyperbolic functions, f32 only.
-template <float (*F)(float)>
+// The rest of ONNX's trigonometric and hyperbolic functions, f32 and f64.
+template <float (*F)(float), double (*D)(double)>
 Result<KernelPtr> build_math(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return D(v); });
   return f32_map(ctx, [](float v) { return F(v); });
 }
 // Shrink: x < -lambd ? x + bias : x > lambd ? x - bias : 0.
@@ -173,11 +192,11 @@ Result<KernelPtr> build_shrink(BuildContext& ctx) {
       ctx, [lambd, bias](float v) { return v < -lambd ? v + bias : (v > lambd ? v - bias : 0.f); });
 }
 Result<KernelPtr> build_round(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return std::nearbyint(v); });
   return f32_map(ctx, [](float v) { return std::nearbyint(v); });  // half to even
 }
 Result<KernelPtr> build_softsign(BuildContext& ctx) {
-  F32_ONLY();
+  F32_OR_F64([](double v) { return v / (1 + std::fabs(v)); });
   return f32_map(ctx, [](float v) { return v / (1.f + std::fabs(v)); });
 }
 Result<KernelPtr> build_selu(BuildContext& ctx) {
@@ -200,20 +219,27 @@ Result<KernelPtr> build_thresholded_relu(BuildContext& ctx) {
 }
 Result<KernelPtr> build_sign(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   return numeric_map(ctx, [](auto v) { return (v > 0) - (v < 0); });
 }
-// IsNaN / IsInf: f32 in, bool out.
+// IsNaN / IsInf: f32 or f64 in, bool out.
 Result<KernelPtr> build_float_test(BuildContext& ctx, bool nan) {
-  F32_ONLY();
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kF64}));
   bool pos = ctx.attr_int("detect_positive", 1) != 0, neg = ctx.attr_int("detect_negative", 1) != 0;
+  DType t = ctx.in_dtype(0);
   ctx.set_output(0, DType::kBool, ctx.in_shape(0));
-  return make_kernel([nan, pos, neg](const Tensor* const* in, Tensor* const* out) {
-    const float* x = in[0]->data_as<float>();
+  return make_kernel([nan, pos, neg, t](const Tensor* const* in, Tensor* const* out) {
     uint8_t* y = out[0]->data_as<uint8_t>();
-    for (int64_t i = 0; i < in[0]->numel(); ++i)
-      y[i] =
-          nan ? std::isnan(x[i]) : (std::isinf(x[i]) && ((x[i] > 0 && pos) || (x[i] < 0 && neg)));
+    auto test = [&](const auto* x) {
+      for (int64_t i = 0; i < in[0]->numel(); ++i)
+        y[i] =
+            nan ? std::isnan(x[i]) : (std::isinf(x[i]) && ((x[i] > 0 && pos) || (x[i] < 0 && neg)));
+    };
+    if (t == DType::kF64)
+      test(in[0]->data_as<double>());
+    else
+      test(in[0]->data_as<float>());
     return Status::OK();
   });
 }
@@ -233,7 +259,8 @@ Result<KernelPtr> build_clip(BuildContext& ctx) {
   ctx.set_output(0, t, ctx.in_shape(0));
   bool has_lo = ctx.has_input(1), has_hi = ctx.has_input(2);
   DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kI8, DType::kU8, DType::kI32, DType::kI64}));
+      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
+                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   return make_kernel([t, has_lo, has_hi](const Tensor* const* in, Tensor* const* out) {
     int64_t n = in[0]->numel();
     DLSYS_DISPATCH_NUMERIC(t, T, {
@@ -285,15 +312,15 @@ void register_unary_ops(OpRegistry& r) {
   r.add("Not", 1, 1, 1, 1, build_not);
   r.add("Sin", 1, 1, 1, 1, build_sin);
   r.add("Cos", 1, 1, 1, 1, build_cos);
-  r.add("Tan", 1, 1, 1, 1, build_math<std::tan>);
-  r.add("Asin", 1, 1, 1, 1, build_math<std::asin>);
-  r.add("Acos", 1, 1, 1, 1, build_math<std::acos>);
-  r.add("Atan", 1, 1, 1, 1, build_math<std::atan>);
-  r.add("Sinh", 1, 1, 1, 1, build_math<std::sinh>);
-  r.add("Cosh", 1, 1, 1, 1, build_math<std::cosh>);
-  r.add("Asinh", 1, 1, 1, 1, build_math<std::asinh>);
-  r.add("Acosh", 1, 1, 1, 1, build_math<std::acosh>);
-  r.add("Atanh", 1, 1, 1, 1, build_math<std::atanh>);
+  r.add("Tan", 1, 1, 1, 1, build_math<std::tan, std::tan>);
+  r.add("Asin", 1, 1, 1, 1, build_math<std::asin, std::asin>);
+  r.add("Acos", 1, 1, 1, 1, build_math<std::acos, std::acos>);
+  r.add("Atan", 1, 1, 1, 1, build_math<std::atan, std::atan>);
+  r.add("Sinh", 1, 1, 1, 1, build_math<std::sinh, std::sinh>);
+  r.add("Cosh", 1, 1, 1, 1, build_math<std::cosh, std::cosh>);
+  r.add("Asinh", 1, 1, 1, 1, build_math<std::asinh, std::asinh>);
+  r.add("Acosh", 1, 1, 1, 1, build_math<std::acosh, std::acosh>);
+  r.add("Atanh", 1, 1, 1, 1, build_math<std::atanh, std::atanh>);
   r.add("Shrink", 1, 1, 1, 1, build_shrink);
   r.add("Round", 1, 1, 1, 1, build_round);
   r.add("Softsign", 1, 1, 1, 1, build_softsign);

@@ -14,18 +14,18 @@ namespace {
 
 using nlohmann::json;
 
-// The protocol's datatypes, including those dlsys has no tensor type for (FP64, UINT16, ...):
-// those parse, so that the error says "the model expects FP32, got FP64".
+// The protocol's datatypes, including BYTES, which dlsys has no tensor type for: it parses, so
+// that the error says "the model expects FP32, got BYTES".
 struct V2Type {
   const char* name;
   std::optional<DType> dtype;
 };
 constexpr V2Type kTypes[] = {
-    {"BOOL", DType::kBool},   {"UINT8", DType::kU8},    {"INT8", DType::kI8},
-    {"INT32", DType::kI32},   {"INT64", DType::kI64},   {"FP16", DType::kF16},
-    {"BF16", DType::kBF16},   {"FP32", DType::kF32},    {"FP64", std::nullopt},
-    {"UINT16", std::nullopt}, {"UINT32", std::nullopt}, {"UINT64", std::nullopt},
-    {"INT16", std::nullopt},  {"BYTES", std::nullopt},
+    {"BOOL", DType::kBool},  {"UINT8", DType::kU8},   {"INT8", DType::kI8},
+    {"INT32", DType::kI32},  {"INT64", DType::kI64},  {"FP16", DType::kF16},
+    {"BF16", DType::kBF16},  {"FP32", DType::kF32},   {"FP64", DType::kF64},
+    {"UINT16", DType::kU16}, {"UINT32", DType::kU32}, {"UINT64", DType::kU64},
+    {"INT16", DType::kI16},  {"BYTES", std::nullopt},
 };
 
 const V2Type* find_type(std::string_view name) {
@@ -65,13 +65,25 @@ Status put_element(const json& v, DType t, void* out, int64_t i, const std::stri
         static_cast<uint16_t*>(out)[i] = f32_to_bf16(f);
       return Status::OK();
     }
+    case DType::kF64:
+      if (!v.is_number()) return bad("a number");
+      static_cast<double*>(out)[i] = v.get<double>();
+      return Status::OK();
+    case DType::kU64:
+      if (!v.is_number_integer() || (!v.is_number_unsigned() && v.get<int64_t>() < 0))
+        return bad("an integer in 0..18446744073709551615");
+      static_cast<uint64_t*>(out)[i] = v.get<uint64_t>();
+      return Status::OK();
     default: {
       if (!v.is_number_integer()) return bad("an integer");
       int64_t lo = 0, hi = 0;
       if (t == DType::kI8) lo = -128, hi = 127;
       if (t == DType::kU8) lo = 0, hi = 255;
+      if (t == DType::kI16) lo = -32768, hi = 32767;
+      if (t == DType::kU16) lo = 0, hi = 65535;
       if (t == DType::kI32)
         lo = std::numeric_limits<int32_t>::min(), hi = std::numeric_limits<int32_t>::max();
+      if (t == DType::kU32) lo = 0, hi = std::numeric_limits<uint32_t>::max();
       if (t == DType::kI64)
         lo = std::numeric_limits<int64_t>::min(), hi = std::numeric_limits<int64_t>::max();
       if (v.is_number_unsigned() && v.get<uint64_t>() > static_cast<uint64_t>(hi))
@@ -80,7 +92,10 @@ Status put_element(const json& v, DType t, void* out, int64_t i, const std::stri
       if (x < lo || x > hi) return bad(fmt::format("an integer in {}..{}", lo, hi).c_str());
       if (t == DType::kI8) static_cast<int8_t*>(out)[i] = static_cast<int8_t>(x);
       if (t == DType::kU8) static_cast<uint8_t*>(out)[i] = static_cast<uint8_t>(x);
+      if (t == DType::kI16) static_cast<int16_t*>(out)[i] = static_cast<int16_t>(x);
+      if (t == DType::kU16) static_cast<uint16_t*>(out)[i] = static_cast<uint16_t>(x);
       if (t == DType::kI32) static_cast<int32_t*>(out)[i] = static_cast<int32_t>(x);
+      if (t == DType::kU32) static_cast<uint32_t*>(out)[i] = static_cast<uint32_t>(x);
       if (t == DType::kI64) static_cast<int64_t*>(out)[i] = x;
       return Status::OK();
     }
@@ -125,6 +140,16 @@ json element_json(const Tensor& t, int64_t i) {
       return t.data_as<int64_t>()[i];
     case DType::kString:
       return t.strings()[i];
+    case DType::kF64:
+      return t.data_as<double>()[i];
+    case DType::kI16:
+      return t.data_as<int16_t>()[i];
+    case DType::kU16:
+      return t.data_as<uint16_t>()[i];
+    case DType::kU32:
+      return t.data_as<uint32_t>()[i];
+    case DType::kU64:
+      return t.data_as<uint64_t>()[i];
   }
   return nullptr;
 }

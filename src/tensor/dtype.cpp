@@ -25,6 +25,16 @@ size_t dtype_size(DType t) {
       return 1;
     case DType::kString:
       return sizeof(std::string);
+    case DType::kF64:
+      return 8;
+    case DType::kI16:
+      return 2;
+    case DType::kU16:
+      return 2;
+    case DType::kU32:
+      return 4;
+    case DType::kU64:
+      return 8;
   }
   return 0;
 }
@@ -49,6 +59,16 @@ const char* dtype_name(DType t) {
       return "bool";
     case DType::kString:
       return "string";
+    case DType::kF64:
+      return "f64";
+    case DType::kI16:
+      return "i16";
+    case DType::kU16:
+      return "u16";
+    case DType::kU32:
+      return "u32";
+    case DType::kU64:
+      return "u64";
   }
   return "?";
 }
@@ -73,6 +93,16 @@ int dtype_to_onnx(DType t) {
       return 16;
     case DType::kString:
       return 8;
+    case DType::kU16:
+      return 4;
+    case DType::kI16:
+      return 5;
+    case DType::kF64:
+      return 11;
+    case DType::kU32:
+      return 12;
+    case DType::kU64:
+      return 13;
   }
   return 0;
 }
@@ -106,10 +136,20 @@ Result<DType> dtype_from_onnx(int t) {
       return DType::kBF16;
     case 8:
       return DType::kString;
+    case 4:
+      return DType::kU16;
+    case 5:
+      return DType::kI16;
+    case 11:
+      return DType::kF64;
+    case 12:
+      return DType::kU32;
+    case 13:
+      return DType::kU64;
     default:
       return Status::Unsupported(
-          "element type {} ({}) is not supported; dlsys supports FLOAT, BFLOAT16, FLOAT16, "
-          "INT8, UINT8, INT32, INT64, BOOL and STRING",
+          "element type {} ({}) is not supported; dlsys supports FLOAT, DOUBLE, BFLOAT16, "
+          "FLOAT16, INT8, UINT8, INT16, UINT16, INT32, UINT32, INT64, UINT64, BOOL and STRING",
           onnx_type_name(t), t);
   }
 }
@@ -133,12 +173,22 @@ const char* dtype_npy_descr(DType t) {
     case DType::kBF16:
     case DType::kString:
       return "";
+    case DType::kF64:
+      return "<f8";
+    case DType::kI16:
+      return "<i2";
+    case DType::kU16:
+      return "<u2";
+    case DType::kU32:
+      return "<u4";
+    case DType::kU64:
+      return "<u8";
   }
   return "";
 }
 
 bool dtype_is_float(DType t) {
-  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16;
+  return t == DType::kF32 || t == DType::kBF16 || t == DType::kF16 || t == DType::kF64;
 }
 
 uint16_t f32_to_bf16(float f) {

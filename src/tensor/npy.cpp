@@ -41,9 +41,15 @@ Result<DType> dtype_from_descr(const std::string& d, const std::string& where) {
   if (d == "<i4") return DType::kI32;
   if (d == "<i8") return DType::kI64;
   if (d == "|b1" || d == "<b1" || d == "b1") return DType::kBool;
+  if (d == "<f8") return DType::kF64;
+  if (d == "<i2") return DType::kI16;
+  if (d == "<u2") return DType::kU16;
+  if (d == "<u4") return DType::kU32;
+  if (d == "<u8") return DType::kU64;
   return Status::Unsupported(
-      "{}: NumPy dtype '{}' is not supported; convert the array to float32, float16, int8, "
-      "uint8, int32, int64 or bool (little-endian), e.g. arr.astype(np.float32)",
+      "{}: NumPy dtype '{}' is not supported; convert the array to float32, float64, float16, "
+      "int8, uint8, int16, uint16, int32, uint32, int64, uint64 or bool (little-endian), e.g. "
+      "arr.astype(np.float32)",
       where, d);
 }
 

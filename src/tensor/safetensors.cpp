@@ -32,13 +32,24 @@ const char* st_dtype(DType t) {
       return "BOOL";
     case DType::kString:
       return "";  // safetensors has no strings (parse_dtype never matches "")
+    case DType::kF64:
+      return "F64";
+    case DType::kI16:
+      return "I16";
+    case DType::kU16:
+      return "U16";
+    case DType::kU32:
+      return "U32";
+    case DType::kU64:
+      return "U64";
   }
   return "F32";
 }
 
 Result<DType> parse_dtype(const std::string& s) {
-  for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8, DType::kU8, DType::kI32,
-                  DType::kI64, DType::kBool})
+  for (DType t :
+       {DType::kF32, DType::kBF16, DType::kF16, DType::kI8, DType::kU8, DType::kI32, DType::kI64,
+        DType::kBool, DType::kF64, DType::kI16, DType::kU16, DType::kU32, DType::kU64})
     if (s == st_dtype(t)) return t;
   return Status::Unsupported("dtype '{}' is not supported", s);
 }

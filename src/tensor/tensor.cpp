@@ -136,6 +136,17 @@ double Tensor::get_f64(int64_t i) const {
     case DType::kString:
       DLSYS_CHECK(false,
                   "get_f64 of a string tensor: check dtype_is_string() before reading numbers");
+      return 0;
+    case DType::kF64:
+      return static_cast<const double*>(data_)[i];
+    case DType::kI16:
+      return static_cast<const int16_t*>(data_)[i];
+    case DType::kU16:
+      return static_cast<const uint16_t*>(data_)[i];
+    case DType::kU32:
+      return static_cast<const uint32_t*>(data_)[i];
+    case DType::kU64:
+      return static_cast<double>(static_cast<const uint64_t*>(data_)[i]);
   }
   return 0;
 }
@@ -151,6 +162,14 @@ int64_t Tensor::get_i64(int64_t i) const {
     case DType::kU8:
     case DType::kBool:
       return static_cast<const uint8_t*>(data_)[i];
+    case DType::kI16:
+      return static_cast<const int16_t*>(data_)[i];
+    case DType::kU16:
+      return static_cast<const uint16_t*>(data_)[i];
+    case DType::kU32:
+      return static_cast<const uint32_t*>(data_)[i];
+    case DType::kU64:  // bit pattern: values above INT64_MAX come back negative
+      return static_cast<int64_t>(static_cast<const uint64_t*>(data_)[i]);
     default:
       return static_cast<int64_t>(get_f64(i));  // kString stops in get_f64
   }

@@ -62,6 +62,8 @@ class Tensor {
   std::string* strings() const;
   // Reads element i (row-major) converted to double / int64, whatever the numeric dtype (a
   // kString tensor has no numbers: stops the process; callers check dtype_is_string first).
+  // get_i64 of a u64 above INT64_MAX returns its bit pattern (negative); get_f64 of a large
+  // i64/u64 rounds.
   double get_f64(int64_t i) const;
   int64_t get_i64(int64_t i) const;
 

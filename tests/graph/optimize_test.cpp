@@ -319,6 +319,38 @@ TEST(Optimize, GeluFromErfPatterns) {
   }
 }
 
+TEST(Optimize, F64GeluPatternIsLeftToTheF64Kernels) {
+  // Gelu is an f32 kernel: the same pattern in double stays as it is and runs in double.
+  constexpr int kD = onnx::TensorProto::DOUBLE;
+  OnnxBuilder b;
+  b.input("x", kD, {2});
+  b.output("y", kD, {2});
+  for (auto [name, v] :
+       {std::pair<const char*, double>{"sqrt2", M_SQRT2}, {"one", 1}, {"half", 0.5}}) {
+    auto* t = b.model().mutable_graph()->add_initializer();
+    t->set_name(name);
+    t->set_data_type(kD);
+    t->add_double_data(v);
+  }
+  b.node("Div", {"x", "sqrt2"}, {"d"});
+  b.node("Erf", {"d"}, {"e"});
+  b.node("Add", {"e", "one"}, {"a"});
+  b.node("Mul", {"x", "a"}, {"m"});
+  b.node("Mul", {"m", "half"}, {"y"});
+  auto s = Session::from_graph(import(b));
+  EXPECT_EQ(count_op(s->graph(), "Gelu"), 0);
+  Tensor x = Tensor::empty(DType::kF64, {2});
+  x.data_as<double>()[0] = 1.0;
+  x.data_as<double>()[1] = -2.0;
+  std::vector<Tensor> out;
+  Status st = s->run({{"x", x}}, &out);
+  ASSERT_TRUE(st.ok()) << st.message();
+  ASSERT_EQ(out[0].dtype(), DType::kF64);
+  // gelu(1) = 0.5 (1 + erf(1 / sqrt 2)) = 0.8413447460685429; gelu(-2) = -0.04550026389635842.
+  EXPECT_NEAR(out[0].data_as<double>()[0], 0.8413447460685429, 1e-15);
+  EXPECT_NEAR(out[0].data_as<double>()[1], -0.04550026389635842, 1e-15);
+}
+
 TEST(Optimize, DecomposedLayerNormBecomesOneNode) {
   OnnxBuilder b(14);
   b.input("x", kF, {-1, 4, 32});

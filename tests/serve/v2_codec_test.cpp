@@ -146,6 +146,67 @@ TEST(V2Codec, ResponsesCarryTheOutputsAskedForInTheFormAskedFor) {
   EXPECT_EQ(back[1], -9);
 }
 
+TEST(V2Codec, WideDtypesInJsonAndBinary) {
+  const std::vector<TensorSpec> in = {{"d", DType::kF64, {-1}},
+                                      {"s", DType::kI16, {-1}},
+                                      {"h", DType::kU16, {-1}},
+                                      {"w", DType::kU32, {-1}},
+                                      {"q", DType::kU64, {-1}}};
+  auto input = [](const char* name, const char* type, json data) {
+    return json{{"name", name}, {"datatype", type}, {"shape", {2}}, {"data", data}};
+  };
+  json body = {{"inputs",
+                {input("d", "FP64", {0.1, -4503599627370497.0}), input("s", "INT16", {-32768, 7}),
+                 input("h", "UINT16", {65535, 0}), input("w", "UINT32", {4294967295u, 1}),
+                 input("q", "UINT64", {18446744073709551615ull, 2})}}};
+  auto r = parse_v2_infer_request(body.dump(), std::nullopt, in, kOut);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->inputs[0].tensor.dtype(), DType::kF64);
+  EXPECT_EQ(r->inputs[0].tensor.data_as<double>()[0], 0.1);  // not rounded through float
+  EXPECT_EQ(r->inputs[0].tensor.data_as<double>()[1], -4503599627370497.0);
+  EXPECT_EQ(r->inputs[1].tensor.data_as<int16_t>()[0], -32768);
+  EXPECT_EQ(r->inputs[2].tensor.data_as<uint16_t>()[0], 65535);
+  EXPECT_EQ(r->inputs[3].tensor.data_as<uint32_t>()[0], 4294967295u);
+  EXPECT_EQ(r->inputs[4].tensor.data_as<uint64_t>()[0], 18446744073709551615ull);
+
+  // Out of range for the type: named with the range.
+  auto refusal = [&](size_t k, json data) {
+    json b = body;
+    b["inputs"][k]["data"] = data;
+    auto e = parse_v2_infer_request(b.dump(), std::nullopt, in, kOut);
+    EXPECT_FALSE(e.ok()) << b.dump();
+    return e.ok() ? std::string() : e.status().message();
+  };
+  EXPECT_NE(refusal(1, {32768, 0}).find("an integer in -32768..32767"), std::string::npos);
+  EXPECT_NE(refusal(2, {-1, 0}).find("an integer in 0..65535"), std::string::npos);
+  EXPECT_NE(refusal(3, {4294967296, 0}).find("an integer in 0..4294967295"), std::string::npos);
+  EXPECT_NE(refusal(4, {-1, 0}).find("0..18446744073709551615"), std::string::npos);
+
+  // Binary FP64 input: 8 bytes per element.
+  const std::vector<TensorSpec> din = {{"d", DType::kF64, {-1}}};
+  double d[2] = {1.5, -0.25};
+  json head = {{"inputs",
+                {{{"name", "d"},
+                  {"datatype", "FP64"},
+                  {"shape", {2}},
+                  {"parameters", {{"binary_data_size", 16}}}}}}};
+  std::string h = head.dump();
+  auto rb = parse_v2_infer_request(h + std::string(reinterpret_cast<const char*>(d), 16), h.size(),
+                                   din, kOut);
+  ASSERT_TRUE(rb.ok()) << rb.status().to_string();
+  EXPECT_EQ(rb->inputs[0].tensor.data_as<double>()[1], -0.25);
+
+  // Responses name the types and carry the exact values.
+  const std::vector<TensorSpec> out = {{"q", DType::kU64, {-1}}, {"d", DType::kF64, {-1}}};
+  std::vector<Tensor> outs = {r->inputs[4].tensor, r->inputs[0].tensor};
+  auto resp = encode_v2_infer_response("m", "1", V2InferRequest{}, out, outs);
+  json a = json::parse(resp.body);
+  EXPECT_EQ(a["outputs"][0]["datatype"], "UINT64");
+  EXPECT_EQ(a["outputs"][0]["data"][0].get<uint64_t>(), 18446744073709551615ull);
+  EXPECT_EQ(a["outputs"][1]["datatype"], "FP64");
+  EXPECT_EQ(a["outputs"][1]["data"][0].get<double>(), 0.1);
+}
+
 // The column form and derived outputs of a model trained by dlsys (serve/v2_extras.h): a
 // classifier with features a (numeric), color (categorical) and b (numeric) in one input f32
 // [-1, 3], and logits y [-1, 3].

@@ -26,12 +26,49 @@ TEST(DType, F16MatchesIeeeHalf) {
 }
 
 TEST(DType, OnnxMappingRoundTrips) {
-  for (DType t : {DType::kF32, DType::kBF16, DType::kF16, DType::kI8, DType::kU8, DType::kI32,
-                  DType::kI64, DType::kBool})
+  for (DType t :
+       {DType::kF32, DType::kBF16, DType::kF16, DType::kI8, DType::kU8, DType::kI32, DType::kI64,
+        DType::kBool, DType::kF64, DType::kI16, DType::kU16, DType::kU32, DType::kU64})
     EXPECT_EQ(dtype_from_onnx(dtype_to_onnx(t)).value(), t);
-  auto d = dtype_from_onnx(11);
+  auto d = dtype_from_onnx(14);
   ASSERT_FALSE(d.ok());
-  EXPECT_NE(d.status().message().find("DOUBLE"), std::string::npos);
+  EXPECT_NE(d.status().message().find("COMPLEX64"), std::string::npos);
+}
+
+TEST(DType, WideTypesSizesNamesAndElementReads) {
+  struct Want {
+    DType t;
+    size_t size;
+    const char* name;
+    const char* npy;
+  };
+  for (const Want& w : {Want{DType::kF64, 8, "f64", "<f8"}, Want{DType::kI16, 2, "i16", "<i2"},
+                        Want{DType::kU16, 2, "u16", "<u2"}, Want{DType::kU32, 4, "u32", "<u4"},
+                        Want{DType::kU64, 8, "u64", "<u8"}}) {
+    EXPECT_EQ(dtype_size(w.t), w.size) << w.name;
+    EXPECT_STREQ(dtype_name(w.t), w.name);
+    EXPECT_STREQ(dtype_npy_descr(w.t), w.npy);
+  }
+  EXPECT_TRUE(dtype_is_float(DType::kF64));
+  EXPECT_FALSE(dtype_is_float(DType::kU64));
+  Tensor d = Tensor::empty(DType::kF64, {1});
+  d.data_as<double>()[0] = -2.5;
+  EXPECT_EQ(d.get_f64(0), -2.5);
+  EXPECT_EQ(d.get_i64(0), -2);
+  Tensor s = Tensor::empty(DType::kI16, {1});
+  s.data_as<int16_t>()[0] = -32768;
+  EXPECT_EQ(s.get_i64(0), -32768);
+  Tensor u16 = Tensor::empty(DType::kU16, {1});
+  u16.data_as<uint16_t>()[0] = 65535;
+  EXPECT_EQ(u16.get_i64(0), 65535);
+  Tensor u32 = Tensor::empty(DType::kU32, {1});
+  u32.data_as<uint32_t>()[0] = 4294967295u;
+  EXPECT_EQ(u32.get_i64(0), 4294967295);
+  EXPECT_EQ(u32.get_f64(0), 4294967295.0);
+  Tensor u64 = Tensor::empty(DType::kU64, {1});
+  u64.data_as<uint64_t>()[0] = 18446744073709551615ull;
+  EXPECT_EQ(u64.get_f64(0), 18446744073709551616.0);
+  EXPECT_EQ(u64.get_i64(0), -1);  // the bit pattern
 }
 
 TEST(Tensor, StorageIsAlignedAndViewsShare) {

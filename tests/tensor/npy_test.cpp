@@ -8,8 +8,8 @@ namespace dlsys {
 namespace {
 
 TEST(Npy, RoundTripsEveryDtype) {
-  for (DType t :
-       {DType::kF32, DType::kF16, DType::kI8, DType::kU8, DType::kI32, DType::kI64, DType::kBool}) {
+  for (DType t : {DType::kF32, DType::kF16, DType::kI8, DType::kU8, DType::kI32, DType::kI64,
+                  DType::kBool, DType::kF64, DType::kI16, DType::kU16, DType::kU32, DType::kU64}) {
     Tensor a = Tensor::empty(t, {2, 3});
     for (size_t i = 0; i < a.nbytes(); ++i)
       static_cast<uint8_t*>(a.data())[i] = static_cast<uint8_t>(i * 7 % 2);
@@ -19,6 +19,29 @@ TEST(Npy, RoundTripsEveryDtype) {
     EXPECT_EQ(b->shape(), (Shape{2, 3}));
     EXPECT_EQ(0, std::memcmp(a.data(), b->data(), a.nbytes()));
   }
+}
+
+TEST(Npy, ReadsWideDtypesWrittenByNumPy) {
+  // np.save of np.array([1.5, -2.0]) and np.array([2**64 - 1, 3], dtype=np.uint64): a version 1
+  // header padded to a multiple of 64 bytes, then little-endian data.
+  auto file = [](const std::string& descr, const std::string& data) {
+    std::string h = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (2,), }";
+    h.append((64 - (10 + h.size() + 1) % 64) % 64, ' ');
+    h.push_back('\n');
+    return std::string("\x93NUMPY\x01\x00", 8) + static_cast<char>(h.size()) + '\0' + h + data;
+  };
+  auto f =
+      npy_parse(file("<f8", std::string("\0\0\0\0\0\0\xf8\x3f\0\0\0\0\0\0\0\xc0", 16)), "f.npy");
+  ASSERT_TRUE(f.ok()) << f.status().to_string();
+  ASSERT_EQ(f->dtype(), DType::kF64);
+  EXPECT_EQ(f->data_as<double>()[0], 1.5);
+  EXPECT_EQ(f->data_as<double>()[1], -2.0);
+  auto u = npy_parse(file("<u8", std::string(8, '\xff') + std::string("\x03\0\0\0\0\0\0\0", 8)),
+                     "u.npy");
+  ASSERT_TRUE(u.ok()) << u.status().to_string();
+  ASSERT_EQ(u->dtype(), DType::kU64);
+  EXPECT_EQ(u->data_as<uint64_t>()[0], 18446744073709551615ull);
+  EXPECT_EQ(u->data_as<uint64_t>()[1], 3u);
 }
 
 TEST(Npy, ScalarAndEmptyShapes) {
@@ -42,9 +65,9 @@ TEST(Npy, RejectsMalformedInputWithClearErrors) {
   auto not_npy = npy_parse("hello world, this is text", "x.npy");
   ASSERT_FALSE(not_npy.ok());
   EXPECT_NE(not_npy.status().message().find("not a .npy"), std::string::npos);
-  std::string f64 = good;
-  f64.replace(f64.find("<f4"), 3, "<f8");
-  auto bad_dtype = npy_parse(f64, "x.npy");
+  std::string c64 = good;
+  c64.replace(c64.find("<f4"), 3, "<c8");  // complex64: not a dlsys dtype
+  auto bad_dtype = npy_parse(c64, "x.npy");
   ASSERT_FALSE(bad_dtype.ok());
   EXPECT_NE(bad_dtype.status().message().find("astype"), std::string::npos);
   std::string fortran = good;

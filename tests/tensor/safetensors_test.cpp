@@ -33,6 +33,31 @@ TEST(Safetensors, RoundTripsTensorsAndMetadata) {
   EXPECT_EQ(bytes[8], '{');
 }
 
+TEST(Safetensors, ReadsWideDtypesByTheirFormatNames) {
+  // A file as the safetensors library writes it: {"d": F64 [1] = 1.5, "u": U16 [2] = 1, 65535}.
+  std::string data = std::string("\0\0\0\0\0\0\xf8\x3f", 8) + std::string("\x01\0\xff\xff", 4);
+  auto r =
+      safetensors_parse(with_header(R"({"d":{"dtype":"F64","shape":[1],"data_offsets":[0,8]},)"
+                                    R"("u":{"dtype":"U16","shape":[2],"data_offsets":[8,12]}})",
+                                    data),
+                        "wide.safetensors");
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  ASSERT_EQ(r->tensors["d"].dtype(), DType::kF64);
+  EXPECT_EQ(r->tensors["d"].data_as<double>()[0], 1.5);
+  ASSERT_EQ(r->tensors["u"].dtype(), DType::kU16);
+  EXPECT_EQ(r->tensors["u"].data_as<uint16_t>()[1], 65535);
+  // And writes them back under the same names.
+  SafetensorsFile f;
+  for (DType t : {DType::kF64, DType::kI16, DType::kU16, DType::kU32, DType::kU64})
+    f.tensors[dtype_name(t)] = Tensor::zeros(t, {1});
+  std::string bytes = safetensors_serialize(f);
+  for (const char* name : {"\"F64\"", "\"I16\"", "\"U16\"", "\"U32\"", "\"U64\""})
+    EXPECT_NE(bytes.find(name), std::string::npos) << name;
+  auto back = safetensors_parse(bytes, "mem");
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->tensors["u64"].dtype(), DType::kU64);
+}
+
 TEST(Safetensors, MalformedFilesNameTheProblem) {
   auto err = [](const std::string& bytes) {
     auto r = safetensors_parse(bytes, "bad.safetensors");

@@ -53,7 +53,8 @@ const Tensor* initializer(const Graph& g, const std::string& value) {
 
 bool scalar_value(const Graph& g, const std::string& value, double* out) {
   const Tensor* t = initializer(g, value);
-  if (!t || t->numel() != 1 || !dtype_is_float(t->dtype())) return false;
+  if (!t || t->numel() != 1 || !dtype_is_float(t->dtype()) || t->dtype() == DType::kF64)
+    return false;
   *out = t->get_f64(0);
   return true;
 }

@@ -39,7 +39,8 @@ void compact(Graph* g);
 void replace_uses(Graph* g, const std::string& from, const std::string& to);
 // The initializer holding `value`, or null.
 const Tensor* initializer(const Graph& g, const std::string& value);
-// A scalar float constant (initializer with one element of a float dtype).
+// A scalar float constant (initializer with one element of f32, f16 or bf16). f64 is left out:
+// the fusions that match these constants make f32 kernels, which an f64 graph cannot use.
 bool scalar_value(const Graph& g, const std::string& value, double* out);
 // A name no value or node of `g` uses yet, built from `base`.
 std::string fresh_name(const Graph& g, const std::string& base);
