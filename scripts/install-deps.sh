@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package dlsys needs to build, test, demo and benchmark.
 # Idempotent: does nothing (and needs no network) when everything is already installed.
+# Also the npm packages (bench/engine/package.json).
 set -euo pipefail
 
 PKGS=(
@@ -50,13 +51,20 @@ for p in "${PKGS[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-echo "install-deps: installing ${missing[*]}"
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# ONNX Runtime for node (npm), the second reference some tests compare with (e.g. the exported
+# model with string inputs in tests/train/preprocess_test.cpp) and the engine benchmark's peer.
+# --ignore-scripts: the package carries its CPU binary; nothing is downloaded at install.
+ENGINE_BENCH="$(cd "$(dirname "$0")/.." && pwd)/bench/engine"
+if [ ! -d "$ENGINE_BENCH/node_modules/onnxruntime-node" ]; then
+  echo "install-deps: installing onnxruntime-node (npm) into bench/engine/node_modules"
+  (cd "$ENGINE_BENCH" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
+fi
