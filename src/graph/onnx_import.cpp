@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "graph/opset_upgrade.h"
 #include "ops/op_registry.h"
 #include "tensor/npy.h"
 
@@ -180,8 +181,9 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   for (const auto& o : m.opset_import())
     if (o.domain().empty() || o.domain() == "ai.onnx") g.opset = static_cast<int>(o.version());
   if (g.opset > 0 && g.opset < kMinOpset) {
-    // An older opset is accepted when every op it uses has the same definition there as at
-    // opset 13 (the ONNX schema registry says when each op last changed).
+    // An older opset whose ops all have the same definition there as at opset 13 (the ONNX
+    // schema registry says when each op last changed) is only relabelled; from opset 7 on, one
+    // with changed ops goes through ONNX's version converter (graph/opset_upgrade.h).
     std::vector<std::string> changed;
     for (const auto& n : m.graph().node()) {
       if (!n.domain().empty() && n.domain() != "ai.onnx") continue;
@@ -192,7 +194,20 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
         if (std::find(changed.begin(), changed.end(), op) == changed.end()) changed.push_back(op);
       }
     }
-    if (changed.empty()) {
+    if (!changed.empty() && g.opset >= kMinConvertibleOpset) {
+      // The checker runs on the model as written first, so the converter sees a valid graph.
+      try {
+        onnx::checker::check_model(m);
+      } catch (const std::exception& e) {
+        std::string msg = e.what();
+        if (msg.size() > 600) msg = msg.substr(0, 600) + "...";
+        return Status::Invalid("'{}' fails the ONNX checker: {}", where, msg);
+      }
+      DLSYS_RETURN_IF_ERROR(upgrade_onnx_opset(&m, g.opset, where));
+      g.converted_from_opset = g.opset;
+      g.opset = kMinOpset;
+    } else if (changed.empty()) {
+      g.converted_from_opset = g.opset;
       g.opset = kMinOpset;
     } else {
       std::string list;
@@ -200,17 +215,18 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
       return Status::Unsupported(
           "'{}' uses opset {} of the default ONNX domain, and these ops "
           "changed between it and opset {}: {}. dlsys supports opsets {} "
-          "to {}: re-export with torch.onnx.export(..., opset_version=17) "
-          "or convert with onnx.version_converter",
-          where, g.opset, kMinOpset, list, kMinOpset, kMaxOpset);
+          "to {} and converts opsets {} to {}: re-export with torch.onnx.export(..., "
+          "opset_version=17)",
+          where, g.opset, kMinOpset, list, kMinOpset, kMaxOpset, kMinConvertibleOpset,
+          kMinOpset - 1);
     }
   }
   if (g.opset < kMinOpset || g.opset > kMaxOpset)
     return Status::Unsupported(
         "'{}' uses opset {} of the default ONNX domain; dlsys supports "
-        "opsets {} to {}: re-export with torch.onnx.export(..., "
-        "opset_version=17) or convert with onnx.version_converter",
-        where, g.opset, kMinOpset, kMaxOpset);
+        "opsets {} to {} (and converts {} to {}): re-export with torch.onnx.export(..., "
+        "opset_version=17)",
+        where, g.opset, kMinOpset, kMaxOpset, kMinConvertibleOpset, kMinOpset - 1);
   try {
     onnx::checker::check_model(m);
   } catch (const std::exception& e) {
