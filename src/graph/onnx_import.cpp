@@ -149,6 +149,28 @@ Result<Attribute> attribute_from_proto(const onnx::AttributeProto& a, const std:
   return out;
 }
 
+// Unsupported ops, all of them in one message: every node outside the default domain, and with
+// !custom_domains_only every default-domain op dlsys does not implement.
+Status check_supported_ops(const onnx::GraphProto& gp, const std::string& where,
+                           bool custom_domains_only) {
+  std::vector<std::string> unsupported;
+  for (int i = 0; i < gp.node_size(); ++i) {
+    const auto& n = gp.node(i);
+    std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
+    bool default_domain = n.domain().empty() || n.domain() == "ai.onnx";
+    if (!default_domain || (!custom_domains_only && !find_op(n.op_type())))
+      unsupported.push_back(fmt::format("{}{} (node '{}')", default_domain ? "" : n.domain() + ".",
+                                        n.op_type(), name));
+  }
+  if (unsupported.empty()) return Status::OK();
+  std::string list;
+  for (auto& u : unsupported) list += (list.empty() ? "" : ", ") + u;
+  return Status::Unsupported(
+      "'{}' uses {} unsupported op{}: {}. `dlsys inspect --ops` lists "
+      "the supported ones",
+      where, unsupported.size(), unsupported.size() == 1 ? "" : "s", list);
+}
+
 }  // namespace
 
 Result<Tensor> parse_onnx_tensor(const std::string& bytes, const std::string& where) {
@@ -203,6 +225,9 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
         if (msg.size() > 600) msg = msg.substr(0, 600) + "...";
         return Status::Invalid("'{}' fails the ONNX checker: {}", where, msg);
       }
+      // Nodes of other domains (which dlsys does not run) make the converter throw
+      // "unordered_map::at": report them as unsupported first.
+      DLSYS_RETURN_IF_ERROR(check_supported_ops(m.graph(), where, /*custom_domains_only=*/true));
       DLSYS_RETURN_IF_ERROR(upgrade_onnx_opset(&m, g.opset, where));
       g.converted_from_opset = g.opset;
       g.opset = kMinOpset;
@@ -236,24 +261,7 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   }
   const auto& gp = m.graph();
   g.name = gp.name();
-  // Unsupported ops, all of them in one message.
-  std::vector<std::string> unsupported;
-  for (int i = 0; i < gp.node_size(); ++i) {
-    const auto& n = gp.node(i);
-    std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
-    bool default_domain = n.domain().empty() || n.domain() == "ai.onnx";
-    if (!default_domain || !find_op(n.op_type()))
-      unsupported.push_back(fmt::format("{}{} (node '{}')", default_domain ? "" : n.domain() + ".",
-                                        n.op_type(), name));
-  }
-  if (!unsupported.empty()) {
-    std::string list;
-    for (auto& u : unsupported) list += (list.empty() ? "" : ", ") + u;
-    return Status::Unsupported(
-        "'{}' uses {} unsupported op{}: {}. `dlsys inspect --ops` lists "
-        "the supported ones",
-        where, unsupported.size(), unsupported.size() == 1 ? "" : "s", list);
-  }
+  DLSYS_RETURN_IF_ERROR(check_supported_ops(gp, where, /*custom_domains_only=*/false));
   for (const auto& init : gp.initializer()) {
     Tensor t;
     DLSYS_ASSIGN_OR_RETURN(t, tensor_from_proto(init, where));

@@ -154,6 +154,23 @@ TEST(OpsetUpgrade, UnusedCustomDomainDoesNotBlock) {
   expect_near(run_model(b.bytes(), x, 11), old_softmax(x, 1, 0), {2, 3});
 }
 
+// A node of another domain is reported as an unsupported op (the converter itself would throw a
+// bare "unordered_map::at" on it).
+TEST(OpsetUpgrade, UsedCustomDomainIsAnUnsupportedOp) {
+  OnnxBuilder b(11);
+  b.add_opset("com.microsoft", 1);
+  b.input("x", onnx::TensorProto::FLOAT, {1, 3});
+  b.output("y", onnx::TensorProto::FLOAT, {3});
+  OnnxBuilder::attr_ints(b.node("Squeeze", {"x"}, {"s"}, "sq"), "axes", {0});
+  b.node("Gelu", {"s"}, {"y"}, "the_gelu", "com.microsoft");
+  auto r = import_onnx_bytes(b.bytes(), "ms.onnx");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(contains(r.status().message(),
+                       "1 unsupported op: com.microsoft.Gelu (node "
+                       "'the_gelu')"))
+      << r.status().message();
+}
+
 // An older opset whose ops did not change is relabelled, not converted, and still says so.
 TEST(OpsetUpgrade, UnchangedOpsAreRelabelled) {
   OnnxBuilder b(9);
