@@ -100,6 +100,22 @@ void rewrite_softmax_family(onnx::ModelProto* m) {
   g->mutable_node()->Swap(&out);
 }
 
+// Pad before opset 11 has an optional `value` (default 0) that the converter's Pad 10->11 adapter
+// reads unconditionally (it throws "required undefined attribute 'value'"): write the default.
+void fill_pad_value(onnx::ModelProto* m, int from) {
+  if (from >= 11) return;
+  for (auto& n : *m->mutable_graph()->mutable_node()) {
+    if (!default_domain(n) || n.op_type() != "Pad") continue;
+    bool has_value = false;
+    for (const auto& a : n.attribute()) has_value = has_value || a.name() == "value";
+    if (has_value) continue;
+    auto* a = n.add_attribute();
+    a->set_name("value");
+    a->set_type(onnx::AttributeProto::FLOAT);
+    a->set_f(0.f);
+  }
+}
+
 // The one-node model of `n` (its inputs and outputs typed as shape inference left them), to find
 // which node the converter fails on.
 onnx::ModelProto single_node_model(const onnx::ModelProto& m, const onnx::NodeProto& n) {
@@ -183,6 +199,7 @@ Status upgrade_onnx_opset(onnx::ModelProto* m, int from, const std::string& wher
                            short_message(e));
   }
   rewrite_softmax_family(m);
+  fill_pad_value(m, from);
   onnx::ModelProto converted;
   std::string failure;
   try {

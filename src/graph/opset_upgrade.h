@@ -1,7 +1,8 @@
 // Upgrades ONNX models at default-domain opsets 7-12 to opset 13 on import, with ONNX's own
 // version converter (onnx::version_conversion in libonnx) after shape inference, plus dlsys's
 // own rewrite of Softmax / LogSoftmax / Hardmax (whose axis changed meaning at 13) where the
-// converter asserts (input of unknown rank) or is wrong (Hardmax it treats as unchanged).
+// converter asserts (input of unknown rank) or is wrong (Hardmax it treats as unchanged), and
+// Pad's default `value` written out (the converter requires it).
 #pragma once
 
 #include <string>

@@ -213,9 +213,41 @@ TEST(OpsetUpgrade, BelowSevenIsRefused) {
   EXPECT_TRUE(contains(r.status().message(), "converts opsets 7 to 12")) << r.status().message();
 }
 
-// Conversion is not a crash path: every truncation and many byte flips of an opset-11 model
-// (one the converter rewrites) give a result or a clear error (graph_test runs under ASan). A
-// flip once renamed the graph output to one nothing defines, which crashed libonnx's converter.
+// An opset-9 chain through ops the converter rewrites at every step: Upsample (to Resize at 10,
+// roi at 11), Slice (attributes to inputs at 10), Pad and Clip (at 11), TopK (k an input at 10),
+// Softmax (axis at 13).
+OnnxBuilder opset9_chain() {
+  OnnxBuilder b(9);
+  b.input("x", onnx::TensorProto::FLOAT, {1, 2, 4, 4});
+  b.output("y", onnx::TensorProto::FLOAT, {1, 2, 8, 3});
+  b.initializer_f32("scales", {4}, {1.f, 1.f, 2.f, 2.f});
+  b.node("Upsample", {"x", "scales"}, {"u"}, "up");
+  auto* sl = b.node("Slice", {"u"}, {"s"}, "slice");
+  OnnxBuilder::attr_ints(sl, "starts", {0});
+  OnnxBuilder::attr_ints(sl, "ends", {6});
+  OnnxBuilder::attr_ints(sl, "axes", {3});
+  OnnxBuilder::attr_ints(b.node("Pad", {"s"}, {"p"}, "pad"), "pads", {0, 0, 0, 1, 0, 0, 0, 1});
+  auto* clip = b.node("Clip", {"p"}, {"c"}, "clip");
+  OnnxBuilder::attr_float(clip, "min", -0.5f);
+  OnnxBuilder::attr_float(clip, "max", 0.5f);
+  OnnxBuilder::attr_int(b.node("TopK", {"c"}, {"tv", "ti"}, "topk"), "k", 3);
+  b.node("Softmax", {"tv"}, {"y"}, "sm");
+  return b;
+}
+
+TEST(OpsetUpgrade, Opset9ChainConvertsAndRuns) {
+  Tensor x = pattern({1, 2, 4, 4});
+  Tensor y = run_model(opset9_chain().bytes(), x, 9);
+  ASSERT_EQ(y.shape(), (Shape{1, 2, 8, 3}));
+  // The old Softmax axis 1 normalizes each batch row (2 * 8 * 3 values) as a whole.
+  double sum = 0;
+  for (int64_t i = 0; i < y.numel(); ++i) sum += y.data_as<float>()[i];
+  EXPECT_NEAR(sum, 1.0, 1e-5);
+}
+
+// Conversion is not a crash path: every truncation and many byte flips of old models the
+// converter rewrites give a result or a clear error (graph_test runs under ASan). A flip once
+// renamed the graph output to one nothing defines, which crashed libonnx's converter.
 TEST(OpsetUpgrade, DamagedOldModelsFailCleanly) {
   OnnxBuilder b(11);
   b.input("x", onnx::TensorProto::FLOAT, {-1, 3, 4});
@@ -225,22 +257,23 @@ TEST(OpsetUpgrade, DamagedOldModelsFailCleanly) {
   OnnxBuilder::attr_ints(b.model().mutable_graph()->mutable_node(0), "axes", {0});
   OnnxBuilder::attr_ints(b.node("Squeeze", {"u"}, {"s"}, "sq"), "axes", {0});
   b.node("Softmax", {"s"}, {"y"}, "sm");
-  std::string good = b.bytes();
-  ASSERT_TRUE(import_onnx_bytes(good, "good.onnx").ok());
-  for (size_t cut = 1; cut < good.size(); cut += 2) {
-    auto r = import_onnx_bytes(good.substr(0, cut), "cut.onnx");
-    if (!r.ok()) {
-      EXPECT_TRUE(contains(r.status().message(), "cut.onnx")) << r.status().message();
+  for (const std::string& good : {b.bytes(), opset9_chain().bytes()}) {
+    ASSERT_TRUE(import_onnx_bytes(good, "good.onnx").ok());
+    for (size_t cut = 1; cut < good.size(); cut += 2) {
+      auto r = import_onnx_bytes(good.substr(0, cut), "cut.onnx");
+      if (!r.ok()) {
+        EXPECT_TRUE(contains(r.status().message(), "cut.onnx")) << r.status().message();
+      }
     }
-  }
-  uint32_t seed = 11;
-  for (int trial = 0; trial < 2000; ++trial) {
-    std::string bad = good;
-    seed = seed * 1664525u + 1013904223u;
-    bad[(seed >> 8) % bad.size()] ^= static_cast<char>(1 + (seed >> 24) % 255);
-    auto r = import_onnx_bytes(bad, "flip.onnx");
-    if (!r.ok()) {
-      EXPECT_TRUE(contains(r.status().message(), "flip.onnx")) << r.status().message();
+    uint32_t seed = 11;
+    for (int trial = 0; trial < 1500; ++trial) {
+      std::string bad = good;
+      seed = seed * 1664525u + 1013904223u;
+      bad[(seed >> 8) % bad.size()] ^= static_cast<char>(1 + (seed >> 24) % 255);
+      auto r = import_onnx_bytes(bad, "flip.onnx");
+      if (!r.ok()) {
+        EXPECT_TRUE(contains(r.status().message(), "flip.onnx")) << r.status().message();
+      }
     }
   }
 }
