@@ -191,6 +191,12 @@ Status upgrade_onnx_opset(onnx::ModelProto* m, int from, const std::string& wher
             "'{}': graph output '{}' is not produced by any node, input or initializer", where,
             v.name());
   }
+  // Unnamed nodes get the name the importer would give them from their place in the file as
+  // written ("{op}_{index}"), before rewrites and the converter insert nodes and shift indices.
+  for (int i = 0; i < m->graph().node_size(); ++i) {
+    auto* n = m->mutable_graph()->mutable_node(i);
+    if (n->name().empty()) n->set_name(fmt::format("{}_{}", n->op_type(), i));
+  }
   // Shape inference first: the converter's adapters read input ranks from the graph.
   try {
     onnx::shape_inference::InferShapes(*m);
@@ -222,13 +228,11 @@ Status upgrade_onnx_opset(onnx::ModelProto* m, int from, const std::string& wher
       } catch (const std::exception& e) {
         why = short_message(e);
       }
-      if (!why.empty()) {
-        std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
+      if (!why.empty())
         return Status::Unsupported(
             "'{}': node '{}' ({}) cannot be converted from opset {} to opset {}: {}. Re-export "
             "the model with torch.onnx.export(..., opset_version=17)",
-            where, name, n.op_type(), from, kMinOpset, why);
-      }
+            where, n.name(), n.op_type(), from, kMinOpset, why);
     }
     return Status::Unsupported(
         "'{}': converting from opset {} to opset {} failed: {}. Re-export the model with "

@@ -198,6 +198,19 @@ TEST(OpsetUpgrade, UnconvertibleNodeIsNamed) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnsupported) << m;
   EXPECT_TRUE(contains(m, "node 'the_bn' (BatchNormalization)")) << m;
   EXPECT_TRUE(contains(m, "from opset 8 to opset 13")) << m;
+  // An unnamed node is named by its place in the file as written, even after a Softmax before
+  // it was rewritten into four nodes.
+  OnnxBuilder c(8);
+  c.input("x", onnx::TensorProto::FLOAT, {1, 2, 3});
+  c.output("y", onnx::TensorProto::FLOAT, {1, 2, 3});
+  for (const char* p : {"scale", "bias", "mean", "var"}) c.initializer_f32(p, {2}, {1.f, 1.f});
+  c.node("Softmax", {"x"}, {"s"}, "");
+  auto* bn = c.node("BatchNormalization", {"s", "scale", "bias", "mean", "var"}, {"y"}, "");
+  OnnxBuilder::attr_int(bn, "spatial", 0);
+  auto r2 = import_onnx_bytes(c.bytes(), "bn8.onnx");
+  ASSERT_FALSE(r2.ok());
+  EXPECT_TRUE(contains(r2.status().message(), "node 'BatchNormalization_1'"))
+      << r2.status().message();
 }
 
 // Opsets below 7 are not converted: a changed op there is refused with the supported ranges.
