@@ -131,6 +131,24 @@ TEST(OpsetUpgrade, ClipWithAttributesAtOpset10) {
   expect_near(run_model(b.bytes(), x, 10), want, {2, 5});
 }
 
+// Upsample took scales as an attribute at opset 7 and became Resize at 10 (nearest: each output
+// pixel copies input pixel (i / 2, j / 2) at scale 2).
+TEST(OpsetUpgrade, UpsampleWithScalesAttributeAtOpset7) {
+  OnnxBuilder b(7);
+  b.input("x", onnx::TensorProto::FLOAT, {1, 1, 2, 3});
+  b.output("y", onnx::TensorProto::FLOAT, {1, 1, 4, 6});
+  auto* n = b.node("Upsample", {"x"}, {"y"}, "up");
+  auto* a = n->add_attribute();
+  a->set_name("scales");
+  a->set_type(onnx::AttributeProto::FLOATS);
+  for (float f : {1.f, 1.f, 2.f, 2.f}) a->add_floats(f);
+  Tensor x = pattern({1, 1, 2, 3});
+  std::vector<float> want(24);
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 6; ++j) want[i * 6 + j] = x.data_as<float>()[(i / 2) * 3 + j / 2];
+  expect_near(run_model(b.bytes(), x, 7), want, {1, 1, 4, 6});
+}
+
 // Squeeze took axes as an attribute until opset 13.
 TEST(OpsetUpgrade, SqueezeAxesAttributeAtOpset11) {
   OnnxBuilder b(11);
