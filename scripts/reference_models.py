@@ -159,4 +159,10 @@ EXPORTS = [
     ("lstm_bidirectional", "lstm", 17),
     ("gru_bidirectional", "gru", 17),
     ("unet_resize", "unet", 17),
+    # Older opsets, which dlsys upgrades to 13 on import with ONNX's version converter.
+    ("mlp_opset9", "mlp", 9),
+    ("mlp_opset11", "mlp", 11),
+    ("resnet18_opset9", "resnet18", 9),
+    ("resnet18_opset11", "resnet18", 11),
+    ("encoder_opset11", "encoder", 11),
 ]

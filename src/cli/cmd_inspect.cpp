@@ -146,6 +146,10 @@ int run_inspect(const InspectArgs& a) {
     j["model"] = a.model;
     j["producer"] = g.producer;
     j["opset"] = g.opset;
+    if (g.converted_from_opset)
+      j["converted_from_opset"] = g.converted_from_opset;
+    else
+      j["converted_from_opset"] = nullptr;
     j["ir_version"] = g.ir_version;
     for (const auto& v : g.inputs)
       j["inputs"].push_back(
@@ -165,8 +169,11 @@ int run_inspect(const InspectArgs& a) {
     return 0;
   }
   std::printf("model:      %s\n", a.model.c_str());
-  std::printf("producer:   %s, opset %d, IR version %lld\n",
-              g.producer.empty() ? "unknown" : g.producer.c_str(), g.opset,
+  std::string converted = g.converted_from_opset
+                              ? fmt::format(" (converted from opset {})", g.converted_from_opset)
+                              : std::string();
+  std::printf("producer:   %s, opset %d%s, IR version %lld\n",
+              g.producer.empty() ? "unknown" : g.producer.c_str(), g.opset, converted.c_str(),
               static_cast<long long>(g.ir_version));
   std::printf("inputs:\n");
   for (const auto& v : g.inputs)

@@ -43,6 +43,8 @@ struct Graph {
   std::vector<ValueInfo> outputs;
   std::map<std::string, Tensor> initializers;
   int opset = 0;  // default-domain opset
+  // The default-domain opset the file declared when import upgraded it to `opset` (0: none).
+  int converted_from_opset = 0;
   int64_t ir_version = 0;
   std::string producer;
   // ONNX metadata_props: key -> value (dlsys writes "dlsys.*" keys: the preprocessing, feature

@@ -7,6 +7,7 @@
 #include <cstring>
 #include <limits>
 
+#include "graph/opset_upgrade.h"
 #include "ops/op_registry.h"
 #include "tensor/npy.h"
 
@@ -177,6 +178,31 @@ Result<Attribute> attribute_from_proto(const onnx::AttributeProto& a, const std:
   return out;
 }
 
+// Unsupported ops, all of them in one message: every node outside the default domain, and with
+// !custom_domains_only every default-domain op dlsys does not implement.
+Status check_supported_ops(const onnx::GraphProto& gp, const std::string& where,
+                           bool custom_domains_only) {
+  std::vector<std::string> unsupported;
+  for (int i = 0; i < gp.node_size(); ++i) {
+    const auto& n = gp.node(i);
+    std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
+    bool default_domain = n.domain().empty() || n.domain() == "ai.onnx";
+    // An op is dlsys's when the registry has it for the node's domain (ai.onnx or ai.onnx.ml).
+    const OpSchema* op = find_op(n.op_type());
+    bool ours = op && op->domain == (default_domain ? std::string() : n.domain());
+    if (custom_domains_only ? (!default_domain && !ours) : !ours)
+      unsupported.push_back(fmt::format("{}{} (node '{}')", default_domain ? "" : n.domain() + ".",
+                                        n.op_type(), name));
+  }
+  if (unsupported.empty()) return Status::OK();
+  std::string list;
+  for (auto& u : unsupported) list += (list.empty() ? "" : ", ") + u;
+  return Status::Unsupported(
+      "'{}' uses {} unsupported op{}: {}. `dlsys inspect --ops` lists "
+      "the supported ones",
+      where, unsupported.size(), unsupported.size() == 1 ? "" : "s", list);
+}
+
 }  // namespace
 
 Result<Tensor> parse_onnx_tensor(const std::string& bytes, const std::string& where) {
@@ -209,8 +235,9 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   for (const auto& o : m.opset_import())
     if (o.domain().empty() || o.domain() == "ai.onnx") g.opset = static_cast<int>(o.version());
   if (g.opset > 0 && g.opset < kMinOpset) {
-    // An older opset is accepted when every op it uses has the same definition there as at
-    // opset 13 (the ONNX schema registry says when each op last changed).
+    // An older opset whose ops all have the same definition there as at opset 13 (the ONNX
+    // schema registry says when each op last changed) is only relabelled; from opset 7 on, one
+    // with changed ops goes through ONNX's version converter (graph/opset_upgrade.h).
     std::vector<std::string> changed;
     for (const auto& n : m.graph().node()) {
       if (!n.domain().empty() && n.domain() != "ai.onnx") continue;
@@ -221,7 +248,23 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
         if (std::find(changed.begin(), changed.end(), op) == changed.end()) changed.push_back(op);
       }
     }
-    if (changed.empty()) {
+    if (!changed.empty() && g.opset >= kMinConvertibleOpset) {
+      // The checker runs on the model as written first, so the converter sees a valid graph.
+      try {
+        onnx::checker::check_model(m);
+      } catch (const std::exception& e) {
+        std::string msg = e.what();
+        if (msg.size() > 600) msg = msg.substr(0, 600) + "...";
+        return Status::Invalid("'{}' fails the ONNX checker: {}", where, msg);
+      }
+      // Nodes of other domains (which dlsys does not run) make the converter throw
+      // "unordered_map::at": report them as unsupported first.
+      DLSYS_RETURN_IF_ERROR(check_supported_ops(m.graph(), where, /*custom_domains_only=*/true));
+      DLSYS_RETURN_IF_ERROR(upgrade_onnx_opset(&m, g.opset, where));
+      g.converted_from_opset = g.opset;
+      g.opset = kMinOpset;
+    } else if (changed.empty()) {
+      g.converted_from_opset = g.opset;
       g.opset = kMinOpset;
     } else {
       std::string list;
@@ -229,17 +272,18 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
       return Status::Unsupported(
           "'{}' uses opset {} of the default ONNX domain, and these ops "
           "changed between it and opset {}: {}. dlsys supports opsets {} "
-          "to {}: re-export with torch.onnx.export(..., opset_version=17) "
-          "or convert with onnx.version_converter",
-          where, g.opset, kMinOpset, list, kMinOpset, kMaxOpset);
+          "to {} and converts opsets {} to {}: re-export with torch.onnx.export(..., "
+          "opset_version=17)",
+          where, g.opset, kMinOpset, list, kMinOpset, kMaxOpset, kMinConvertibleOpset,
+          kMinOpset - 1);
     }
   }
   if (g.opset < kMinOpset || g.opset > kMaxOpset)
     return Status::Unsupported(
         "'{}' uses opset {} of the default ONNX domain; dlsys supports "
-        "opsets {} to {}: re-export with torch.onnx.export(..., "
-        "opset_version=17) or convert with onnx.version_converter",
-        where, g.opset, kMinOpset, kMaxOpset);
+        "opsets {} to {} (and converts {} to {}): re-export with torch.onnx.export(..., "
+        "opset_version=17)",
+        where, g.opset, kMinOpset, kMaxOpset, kMinConvertibleOpset, kMinOpset - 1);
   try {
     onnx::checker::check_model(m);
   } catch (const std::exception& e) {
@@ -249,26 +293,7 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   }
   const auto& gp = m.graph();
   g.name = gp.name();
-  // Unsupported ops, all of them in one message.
-  std::vector<std::string> unsupported;
-  for (int i = 0; i < gp.node_size(); ++i) {
-    const auto& n = gp.node(i);
-    std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
-    bool default_domain = n.domain().empty() || n.domain() == "ai.onnx";
-    const OpSchema* op = find_op(n.op_type());
-    // An op is dlsys's when the registry has it for the node's domain (ai.onnx or ai.onnx.ml).
-    if (!op || op->domain != (default_domain ? std::string() : n.domain()))
-      unsupported.push_back(fmt::format("{}{} (node '{}')", default_domain ? "" : n.domain() + ".",
-                                        n.op_type(), name));
-  }
-  if (!unsupported.empty()) {
-    std::string list;
-    for (auto& u : unsupported) list += (list.empty() ? "" : ", ") + u;
-    return Status::Unsupported(
-        "'{}' uses {} unsupported op{}: {}. `dlsys inspect --ops` lists "
-        "the supported ones",
-        where, unsupported.size(), unsupported.size() == 1 ? "" : "s", list);
-  }
+  DLSYS_RETURN_IF_ERROR(check_supported_ops(gp, where, /*custom_domains_only=*/false));
   for (const auto& init : gp.initializer()) {
     Tensor t;
     DLSYS_ASSIGN_OR_RETURN(t, tensor_from_proto(init, where));

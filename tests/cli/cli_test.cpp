@@ -112,6 +112,28 @@ TEST_F(Cli, InspectJsonDescribesTheModel) {
   EXPECT_DOUBLE_EQ(j["flops_per_sample"].get<double>(), 128.0);
 }
 
+// A model at an older opset is upgraded on import, and inspect says from which opset.
+TEST_F(Cli, InspectSaysWhichOpsetAModelWasConvertedFrom) {
+  testing::OnnxBuilder b(10);
+  b.input("x", onnx::TensorProto::FLOAT, {-1, 4});
+  b.output("y", onnx::TensorProto::FLOAT, {-1, 4});
+  auto* clip = b.node("Clip", {"x"}, {"y"}, "clip");  // min/max attributes until opset 11
+  testing::OnnxBuilder::attr_float(clip, "min", -1.f);
+  testing::OnnxBuilder::attr_float(clip, "max", 1.f);
+  std::string old = (dir_ / "clip10.onnx").string();
+  std::ofstream(old, std::ios::binary) << b.bytes();
+  Ran text = sh("inspect " + old);
+  ASSERT_EQ(text.code, 0) << text.out;
+  EXPECT_NE(text.out.find("opset 13 (converted from opset 10)"), std::string::npos) << text.out;
+  Ran json = sh("inspect --json " + old);
+  ASSERT_EQ(json.code, 0) << json.out;
+  auto j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["opset"], 13);
+  EXPECT_EQ(j["converted_from_opset"], 10);
+  auto current = nlohmann::json::parse(sh("inspect --json " + model_).out);
+  EXPECT_TRUE(current["converted_from_opset"].is_null());
+}
+
 TEST_F(Cli, BenchJsonHasTheAgreedFields) {
   Ran r = sh("bench " + model_ + " --batch 4 --threads 1 --seconds 0.2 --json");
   ASSERT_EQ(r.code, 0) << r.out;

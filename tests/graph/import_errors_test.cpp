@@ -59,25 +59,32 @@ TEST(ImportErrors, OpsetOutsideRangeNamesTheOpsetAndTheFix) {
   EXPECT_TRUE(contains(r.status().message(), "13 to 17"));
 }
 
-TEST(ImportErrors, OlderOpsetAcceptedOnlyWhenOpsAreUnchanged) {
+TEST(ImportErrors, OlderOpsetIsUpgradedOrRefused) {
   // GlobalAveragePool has not changed since opset 1, so an opset-11 model using it means the same
-  // at 13; Squeeze changed at 13 (axes became an input), so that model is refused. The ONNX
-  // schema registry decides.
+  // at 13; Squeeze changed at 13 (axes became an input): at opset 11 ONNX's version converter
+  // upgrades it, at opset 6 (below what dlsys converts) the model is refused. The ONNX schema
+  // registry decides which ops changed. (opset_upgrade_test.cpp checks the converted results.)
   OnnxBuilder b(11);
   b.input("x", onnx::TensorProto::FLOAT, {1, 2, 3, 3});
   b.output("y", onnx::TensorProto::FLOAT, {1, 2, 1, 1});
   b.node("GlobalAveragePool", {"x"}, {"y"}, "gap");
   auto ok = import_onnx_bytes(b.bytes(), "gap.onnx");
   EXPECT_TRUE(ok.ok()) << ok.status().message();
-  OnnxBuilder c(11);
-  c.input("x", onnx::TensorProto::FLOAT, {1, 3});
-  c.output("y", onnx::TensorProto::FLOAT, {3});
-  auto* s = c.node("Squeeze", {"x"}, {"y"}, "sq");
-  OnnxBuilder::attr_ints(s, "axes", {0});
-  auto r = import_onnx_bytes(c.bytes(), "old.onnx");
-  ASSERT_FALSE(r.ok());
-  EXPECT_TRUE(contains(r.status().message(), "opset 11")) << r.status().message();
-  EXPECT_TRUE(contains(r.status().message(), "Squeeze")) << r.status().message();
+  for (int opset : {11, 6}) {
+    OnnxBuilder c(opset);
+    c.input("x", onnx::TensorProto::FLOAT, {1, 3});
+    c.output("y", onnx::TensorProto::FLOAT, {3});
+    auto* s = c.node("Squeeze", {"x"}, {"y"}, "sq");
+    OnnxBuilder::attr_ints(s, "axes", {0});
+    auto r = import_onnx_bytes(c.bytes(), "old.onnx");
+    if (opset == 11) {
+      EXPECT_TRUE(r.ok()) << r.status().message();
+      continue;
+    }
+    ASSERT_FALSE(r.ok());
+    EXPECT_TRUE(contains(r.status().message(), "opset 6")) << r.status().message();
+    EXPECT_TRUE(contains(r.status().message(), "Squeeze")) << r.status().message();
+  }
 }
 
 TEST(ImportErrors, EveryUnsupportedOpIsListedWithItsNode) {

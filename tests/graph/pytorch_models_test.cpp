@@ -1,7 +1,8 @@
 // Models exported from PyTorch by scripts/export_models.py (an MLP, torchvision's ResNet-18 and
 // MobileNetV2, a transformer encoder at opsets 14 and 17, bidirectional 2-layer LSTM and GRU
-// classifiers, a U-Net-style segmenter with Resize): dlsys's outputs must match PyTorch's
-// within 1e-4 relative to the output's scale (max |dlsys - torch| <= 1e-4 * max |torch|).
+// classifiers, a U-Net-style segmenter with Resize; the MLP and ResNet-18 also at opsets 9 and 11
+// and the encoder at 11, which dlsys upgrades to 13 on import): dlsys's outputs must match
+// PyTorch's within 1e-4 relative to the output's scale (max |dlsys - torch| <= 1e-4 * max |torch|).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -44,6 +45,10 @@ TEST_P(PyTorchModel, MatchesPyTorch) {
   auto x = npy_read(stem + ".input.npy");
   auto want = npy_read(stem + ".output.npy");
   ASSERT_TRUE(x.ok() && want.ok()) << "run scripts/export_models.py first (ctest does)";
+  // The older exports say which opset they were converted from (`dlsys inspect` prints it).
+  size_t at = GetParam().find("_opset");
+  int declared = at == std::string::npos ? 0 : std::stoi(GetParam().substr(at + 6));
+  EXPECT_EQ(s.value()->graph().converted_from_opset, declared < 13 ? declared : 0);
   std::vector<Tensor> out;
   Status st = s.value()->run({{"input", x.value()}}, &out);
   ASSERT_TRUE(st.ok()) << st.message();
@@ -131,7 +136,9 @@ TEST_P(PyTorchModel, Bf16StaysCloseToPyTorch) {
 INSTANTIATE_TEST_SUITE_P(Exported, PyTorchModel,
                          ::testing::Values("mlp", "resnet18", "mobilenetv2", "encoder_opset14",
                                            "encoder_opset17", "lstm_bidirectional",
-                                           "gru_bidirectional", "unet_resize"));
+                                           "gru_bidirectional", "unet_resize", "mlp_opset9",
+                                           "mlp_opset11", "resnet18_opset9", "resnet18_opset11",
+                                           "encoder_opset11"));
 
 }  // namespace
 }  // namespace dlsys
