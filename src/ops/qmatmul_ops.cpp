@@ -4,9 +4,14 @@
 // measures max |A|, quantizes A to s8 with scale max|A|/127, and runs an s8 x s8 oneDNN matmul
 // with output scales w_scales[n], then A's scale, bias, Z and the activation as post-ops. Result:
 // act(dequant(A_q) @ (Bq * w_scales) + bias + Z), f32.
+// MatMulInteger and QLinearMatMul (ONNX, as older quantizers emit them): NumPy matmul semantics
+// (batch broadcasting, 1-D operands), per-tensor or per-row (A) / per-column (B) zero points and
+// scales, exact int32 sums (int_gemm.h) on every CPU.
 #include <cmath>
 
+#include "ops/broadcast.h"
 #include "ops/dnnl_util.h"
+#include "ops/int_gemm.h"
 #include "ops/op_registry.h"
 #include "ops/post_ops.h"
 
@@ -216,9 +221,165 @@ Result<KernelPtr> build_qmatmul_static(BuildContext& ctx) {
   });
 }
 
+// Checks that input i (a zero point or scale of an integer matmul operand) is a scalar or 1-D
+// with `n` values (`per` says what they run along).
+Status check_int_param(const BuildContext& ctx, size_t i, int64_t n, const char* what,
+                       const char* per) {
+  if (!ctx.has_input(i)) return Status::OK();
+  const Shape& s = ctx.in_shape(i);
+  if (s.size() <= 1 && shape_numel(s) == 1) return Status::OK();
+  if (s.size() == 1 && s[0] == n) return Status::OK();
+  return ctx.error("{} must be a scalar or 1-D with {} values (one per {}), got {}", what, n, per,
+                   shape_str(s));
+}
+
+// The matrices of A (input ia) and B (input ib) under NumPy matmul semantics.
+struct IntMatmulGeometry {
+  int64_t M = 0, K = 0, N = 0;
+  Shape out;
+  std::vector<int64_t> a_off, b_off;  // per output matrix: element offset of its A and B matrix
+};
+
+Status int_matmul_geometry(const BuildContext& ctx, size_t ia, size_t ib, IntMatmulGeometry* g) {
+  Shape a = ctx.in_shape(ia), b = ctx.in_shape(ib);
+  if (a.empty() || b.empty())
+    return ctx.error("A {} and B {} must have rank >= 1", shape_str(a), shape_str(b));
+  bool a1 = a.size() == 1, b1 = b.size() == 1;
+  if (a1) a.insert(a.begin(), 1);
+  if (b1) b.push_back(1);
+  g->M = a[a.size() - 2];
+  g->K = a.back();
+  g->N = b.back();
+  if (b[b.size() - 2] != g->K)
+    return ctx.error("inner dimensions differ: A is {} and B is {}", shape_str(ctx.in_shape(ia)),
+                     shape_str(ctx.in_shape(ib)));
+  Shape ab(a.begin(), a.end() - 2), bb(b.begin(), b.end() - 2);
+  DLSYS_ASSIGN_OR_RETURN(Shape batch, broadcast_shapes(ab, bb));
+  std::vector<int64_t> sa = broadcast_strides(ab, batch), sb = broadcast_strides(bb, batch);
+  int64_t count = shape_numel(batch);
+  for (int64_t i = 0; i < count; ++i) {
+    int64_t rem = i, oa = 0, ob = 0;
+    for (int64_t d = static_cast<int64_t>(batch.size()) - 1; d >= 0; --d) {
+      int64_t idx = rem % batch[d];
+      rem /= batch[d];
+      oa += idx * sa[d];
+      ob += idx * sb[d];
+    }
+    g->a_off.push_back(oa * g->M * g->K);
+    g->b_off.push_back(ob * g->K * g->N);
+  }
+  g->out = batch;
+  if (!a1) g->out.push_back(g->M);
+  if (!b1) g->out.push_back(g->N);
+  return Status::OK();
+}
+
+// Per-run state of an integer matmul: both operands widened with their zero points subtracted,
+// and the int32 product.
+struct IntMatmul {
+  IntMatmulGeometry g;
+  DType a_type = DType::kU8, b_type = DType::kU8;
+  std::vector<int32_t> a, b, c;
+  int64_t a_numel = 0, b_numel = 0;
+
+  void init(const BuildContext& ctx, size_t ia, size_t ib) {
+    a_type = ctx.in_dtype(ia);
+    b_type = ctx.in_dtype(ib);
+    a_numel = shape_numel(ctx.in_shape(ia));
+    b_numel = shape_numel(ctx.in_shape(ib));
+    a.resize(a_numel);
+    b.resize(b_numel);
+    c.resize(g.a_off.size() * g.M * g.N);
+  }
+  // A - a_zp (per row m when a_zp has M values), B - b_zp (per column n), then C = A·B per matrix.
+  void run(const Tensor& at, const Tensor* azp, const Tensor& bt, const Tensor* bzp) {
+    const void* ad = at.data();
+    const void* bd = bt.data();
+    bool a_rows = azp && azp->numel() > 1, b_cols = bzp && bzp->numel() > 1;
+    int64_t M = g.M, K = g.K, N = g.N;
+    for (int64_t i = 0; i < a_numel; ++i)
+      a[i] = load_q8(ad, a_type, i) -
+             (azp ? load_q8(azp->data(), a_type, a_rows ? (i / K) % M : 0) : 0);
+    for (int64_t i = 0; i < b_numel; ++i)
+      b[i] = load_q8(bd, b_type, i) - (bzp ? load_q8(bzp->data(), b_type, b_cols ? i % N : 0) : 0);
+    for (size_t m = 0; m < g.a_off.size(); ++m)
+      gemm_s32(M, N, K, a.data() + g.a_off[m], K, b.data() + g.b_off[m], N, c.data() + m * M * N,
+               N);
+  }
+};
+
+// MatMulInteger(A, B, a_zero_point?, b_zero_point?) -> int32 (A - a_zp) · (B - b_zp).
+Result<KernelPtr> build_matmul_integer(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kU8, DType::kI8}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kU8, DType::kI8}));
+  auto st = std::make_shared<IntMatmul>();
+  DLSYS_RETURN_IF_ERROR(int_matmul_geometry(ctx, 0, 1, &st->g));
+  for (size_t i : {size_t{2}, size_t{3}})
+    if (ctx.has_input(i) && ctx.in_dtype(i) != ctx.in_dtype(i - 2))
+      return ctx.error("{} zero point type {} differs from {}'s type {}", i == 2 ? "a" : "b",
+                       dtype_name(ctx.in_dtype(i)), i == 2 ? "A" : "B",
+                       dtype_name(ctx.in_dtype(i - 2)));
+  DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 2, st->g.M, "a_zero_point", "row of A"));
+  DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 3, st->g.N, "b_zero_point", "column of B"));
+  st->init(ctx, 0, 1);
+  ctx.set_output(0, DType::kI32, st->g.out);
+  bool az = ctx.has_input(2), bz = ctx.has_input(3);
+  return make_kernel([st, az, bz](const Tensor* const* in, Tensor* const* out) {
+    st->run(*in[0], az ? in[2] : nullptr, *in[1], bz ? in[3] : nullptr);
+    copy_bytes(out[0]->data(), st->c.data(), st->c.size() * sizeof(int32_t));
+    return Status::OK();
+  });
+}
+
+// QLinearMatMul(a, a_scale, a_zp, b, b_scale, b_zp, y_scale, y_zp) -> u8/i8 y =
+// saturate(round((a - a_zp)·(b - b_zp) · a_scale·b_scale / y_scale) + y_zp). Scales and zero
+// points are per tensor, per row of a (a's) or per column of b (b's and y's).
+Result<KernelPtr> build_qlinear_matmul(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kU8, DType::kI8}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(3, {DType::kU8, DType::kI8}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(7, {DType::kU8, DType::kI8}));
+  for (size_t i : {size_t{1}, size_t{4}, size_t{6}})
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
+  auto st = std::make_shared<IntMatmul>();
+  DLSYS_RETURN_IF_ERROR(int_matmul_geometry(ctx, 0, 3, &st->g));
+  if (ctx.in_dtype(2) != ctx.in_dtype(0) || ctx.in_dtype(5) != ctx.in_dtype(3))
+    return ctx.error("zero point types ({}, {}) must match a's and b's ({}, {})",
+                     dtype_name(ctx.in_dtype(2)), dtype_name(ctx.in_dtype(5)),
+                     dtype_name(ctx.in_dtype(0)), dtype_name(ctx.in_dtype(3)));
+  int64_t M = st->g.M, N = st->g.N;
+  DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 1, M, "a_scale", "row of a"));
+  DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 2, M, "a_zero_point", "row of a"));
+  DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 4, N, "b_scale", "column of b"));
+  DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 5, N, "b_zero_point", "column of b"));
+  DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 6, N, "y_scale", "column of y"));
+  DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 7, N, "y_zero_point", "column of y"));
+  st->init(ctx, 0, 3);
+  DType yt = ctx.in_dtype(7);
+  ctx.set_output(0, yt, st->g.out);
+  return make_kernel([st, yt](const Tensor* const* in, Tensor* const* out) {
+    st->run(*in[0], in[2], *in[3], in[5]);
+    const float *as = in[1]->data_as<float>(), *bs = in[4]->data_as<float>(),
+                *ys = in[6]->data_as<float>();
+    bool a_rows = in[1]->numel() > 1, b_cols = in[4]->numel() > 1, y_cols = in[6]->numel() > 1,
+         yz_cols = in[7]->numel() > 1;
+    int64_t M = st->g.M, N = st->g.N, n_out = static_cast<int64_t>(st->c.size());
+    const void* yz = in[7]->data();
+    void* y = out[0]->data();
+#pragma omp parallel for if (n_out > 65536)
+    for (int64_t i = 0; i < n_out; ++i) {
+      int64_t n = i % N, m = (i / N) % M;
+      float mult = as[a_rows ? m : 0] * bs[b_cols ? n : 0] / ys[y_cols ? n : 0];
+      store_requantized(st->c[i], mult, load_q8(yz, yt, yz_cols ? n : 0), yt, y, i);
+    }
+    return Status::OK();
+  });
+}
+
 }  // namespace
 
 void register_qmatmul_ops(OpRegistry& r) {
+  r.add("MatMulInteger", 2, 4, 1, 1, build_matmul_integer);
+  r.add("QLinearMatMul", 8, 8, 1, 1, build_qlinear_matmul);
   r.add("QMatMulDynamic", 2, 4, 1, 1, build_qmatmul_dynamic);
   r.add("QMatMul", 2, 4, 1, 1, build_qmatmul_static);
 }
