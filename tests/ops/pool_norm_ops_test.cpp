@@ -1,0 +1,131 @@
+// Checks of the training-mode outputs of inference ops beyond what the conformance cases reach:
+// MaxPool's Indices with padding, dilation, ties and both storage orders. Every expectation is
+// computed here by a direct loop, never taken from dlsys.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <map>
+#include <random>
+
+#include "graph/onnx_import.h"
+#include "graph/session.h"
+#include "testing/onnx_builder.h"
+
+namespace dlsys {
+namespace {
+
+struct In {
+  std::string name;
+  Tensor value;
+};
+
+int onnx_elem(DType t) {
+  switch (t) {
+    case DType::kU8:
+      return onnx::TensorProto::UINT8;
+    case DType::kI8:
+      return onnx::TensorProto::INT8;
+    case DType::kI32:
+      return onnx::TensorProto::INT32;
+    default:
+      return onnx::TensorProto::FLOAT;
+  }
+}
+
+void attr_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t x : v) a->add_ints(x);
+}
+
+void attr_int(onnx::NodeProto* n, const std::string& name, int64_t v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(v);
+}
+
+// Runs one node `op` on graph inputs (an empty name leaves an optional input out).
+Status run_node(const std::string& op, const std::vector<In>& inputs, size_t outputs,
+                const std::function<void(onnx::NodeProto*)>& attrs, std::vector<Tensor>* out) {
+  testing::OnnxBuilder b(17);
+  std::vector<std::string> names, outs;
+  std::map<std::string, Tensor> feed;
+  for (const In& i : inputs) {
+    names.push_back(i.name);
+    if (i.name.empty()) continue;
+    b.input(i.name, onnx_elem(i.value.dtype()), i.value.shape());
+    feed[i.name] = i.value;
+  }
+  for (size_t k = 0; k < outputs; ++k) {
+    outs.push_back("y" + std::to_string(k));
+    b.output(outs.back(), onnx::TensorProto::FLOAT, {});
+  }
+  auto* n = b.node(op, names, outs, "q");
+  if (attrs) attrs(n);
+  auto g = import_onnx_bytes(b.bytes(), "t.onnx");
+  if (!g.ok()) return g.status();
+  auto s = Session::from_graph(std::move(g).value());
+  Status st = s->run(feed, out);
+  for (Tensor& t : *out) t = t.clone();
+  return st;
+}
+
+template <typename T>
+Tensor make(DType dt, const Shape& shape, const std::vector<T>& v) {
+  Tensor t = Tensor::empty(dt, shape);
+  EXPECT_EQ(t.numel(), static_cast<int64_t>(v.size()));
+  std::copy(v.begin(), v.end(), t.data_as<T>());
+  return t;
+}
+
+TEST(PoolNormOps, MaxPoolIndicesPaddingDilationTiesStorageOrder) {
+  const int64_t N = 2, C = 2, H = 4, W = 5, KH = 2, KW = 3, SH = 2, SW = 1, DW = 2;
+  const int64_t PT = 1, PL = 0, PB = 0, PR = 1;
+  const int64_t OH = (H + PT + PB - KH) / SH + 1, OW = (W + PL + PR - ((KW - 1) * DW + 1)) / SW + 1;
+  std::vector<float> x(N * C * H * W);
+  std::mt19937 rng(9);
+  std::uniform_int_distribution<int> d(-3, 3);  // few distinct values: many ties
+  for (float& v : x) v = static_cast<float>(d(rng));
+  for (int64_t order : {0, 1}) {
+    std::vector<Tensor> out;
+    Status st = run_node(
+        "MaxPool", {{"x", make(DType::kF32, {N, C, H, W}, x)}}, 2,
+        [&](onnx::NodeProto* n) {
+          attr_ints(n, "kernel_shape", {KH, KW});
+          attr_ints(n, "strides", {SH, SW});
+          attr_ints(n, "dilations", {1, DW});
+          attr_ints(n, "pads", {PT, PL, PB, PR});
+          attr_int(n, "storage_order", order);
+        },
+        &out);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_EQ(out[1].dtype(), DType::kI64);
+    ASSERT_EQ(out[1].shape(), (Shape{N, C, OH, OW}));
+    for (int64_t nc = 0; nc < N * C; ++nc)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          float best = -std::numeric_limits<float>::infinity();
+          int64_t want = -1;
+          for (int64_t kh = 0; kh < KH; ++kh)
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              int64_t h = oh * SH - PT + kh, w = ow * SW - PL + kw * DW;
+              if (h < 0 || h >= H || w < 0 || w >= W) continue;
+              float v = x[(nc * H + h) * W + w];
+              if (v > best) {  // the first maximum in row-major window order
+                best = v;
+                want = nc * H * W + (order ? w * H + h : h * W + w);
+              }
+            }
+          int64_t o = (nc * OH + oh) * OW + ow;
+          EXPECT_EQ(out[0].data_as<float>()[o], best);
+          EXPECT_EQ(out[1].data_as<int64_t>()[o], want) << "order " << order << " at " << o;
+        }
+  }
+}
+
+}  // namespace
+}  // namespace dlsys
