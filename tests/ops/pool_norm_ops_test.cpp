@@ -1,5 +1,6 @@
 // Checks of the training-mode outputs of inference ops beyond what the conformance cases reach:
-// MaxPool's Indices with padding, dilation, ties and both storage orders. Every expectation is
+// MaxPool's Indices with padding, dilation, ties and both storage orders; BatchNormalization's
+// training mode on rank-2 input with a non-default momentum. Every expectation is
 // computed here by a direct loop, never taken from dlsys.
 #include <gtest/gtest.h>
 
@@ -124,6 +125,51 @@ TEST(PoolNormOps, MaxPoolIndicesPaddingDilationTiesStorageOrder) {
           EXPECT_EQ(out[0].data_as<float>()[o], best);
           EXPECT_EQ(out[1].data_as<int64_t>()[o], want) << "order " << order << " at " << o;
         }
+  }
+}
+
+TEST(PoolNormOps, BatchNormTrainingModeRank2Momentum) {
+  const int64_t N = 5, C = 3;
+  std::vector<float> x(N * C);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> d(2.f, 3.f);
+  for (float& v : x) v = d(rng);
+  std::vector<float> scale = {1.f, 0.5f, -2.f}, bias = {0.f, 1.f, 3.f}, mean = {0.1f, -1.f, 4.f},
+                     var = {1.f, 2.f, 0.5f};
+  const float momentum = 0.7f, eps = 1e-3f;
+  std::vector<Tensor> out;
+  Status st = run_node(
+      "BatchNormalization",
+      {{"x", make(DType::kF32, {N, C}, x)},
+       {"s", make(DType::kF32, {C}, scale)},
+       {"b", make(DType::kF32, {C}, bias)},
+       {"m", make(DType::kF32, {C}, mean)},
+       {"v", make(DType::kF32, {C}, var)}},
+      3,
+      [&](onnx::NodeProto* n) {
+        attr_int(n, "training_mode", 1);
+        auto* a = n->add_attribute();
+        a->set_name("momentum");
+        a->set_type(onnx::AttributeProto::FLOAT);
+        a->set_f(momentum);
+        a = n->add_attribute();
+        a->set_name("epsilon");
+        a->set_type(onnx::AttributeProto::FLOAT);
+        a->set_f(eps);
+      },
+      &out);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  for (int64_t c = 0; c < C; ++c) {
+    double m = 0, v = 0;
+    for (int64_t n = 0; n < N; ++n) m += x[n * C + c];
+    m /= N;
+    for (int64_t n = 0; n < N; ++n) v += (x[n * C + c] - m) * (x[n * C + c] - m);
+    v /= N;  // biased, as the spec's reference (numpy var)
+    for (int64_t n = 0; n < N; ++n)
+      EXPECT_NEAR(out[0].data_as<float>()[n * C + c],
+                  (x[n * C + c] - m) / std::sqrt(v + eps) * scale[c] + bias[c], 1e-5);
+    EXPECT_NEAR(out[1].data_as<float>()[c], mean[c] * momentum + m * (1 - momentum), 1e-5);
+    EXPECT_NEAR(out[2].data_as<float>()[c], var[c] * momentum + v * (1 - momentum), 1e-4);
   }
 }
 
