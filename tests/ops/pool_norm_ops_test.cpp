@@ -1,6 +1,7 @@
 // Checks of the training-mode outputs of inference ops beyond what the conformance cases reach:
 // MaxPool's Indices with padding, dilation, ties and both storage orders; BatchNormalization's
-// training mode on rank-2 input with a non-default momentum. Every expectation is
+// training mode on rank-2 input with a non-default momentum; Dropout's training_mode given as a
+// graph input (the plan specialized on its value). Every expectation is
 // computed here by a direct loop, never taken from dlsys.
 #include <gtest/gtest.h>
 
@@ -30,6 +31,8 @@ int onnx_elem(DType t) {
       return onnx::TensorProto::INT8;
     case DType::kI32:
       return onnx::TensorProto::INT32;
+    case DType::kBool:
+      return onnx::TensorProto::BOOL;
     default:
       return onnx::TensorProto::FLOAT;
   }
@@ -171,6 +174,33 @@ TEST(PoolNormOps, BatchNormTrainingModeRank2Momentum) {
     EXPECT_NEAR(out[1].data_as<float>()[c], mean[c] * momentum + m * (1 - momentum), 1e-5);
     EXPECT_NEAR(out[2].data_as<float>()[c], var[c] * momentum + v * (1 - momentum), 1e-4);
   }
+}
+
+TEST(PoolNormOps, DropoutTrainingModeFromGraphInput) {
+  std::vector<float> x = {1.f, -2.f, 3.f, 4.f, -5.f, 6.f};
+  auto run = [&](bool training, float ratio, std::vector<Tensor>* out) {
+    return run_node("Dropout",
+                    {{"x", make(DType::kF32, {2, 3}, x)},
+                     {"r", make(DType::kF32, {}, std::vector<float>{ratio})},
+                     {"t", make(DType::kBool, {}, std::vector<uint8_t>{training})}},
+                    2, nullptr, out);
+  };
+  std::vector<Tensor> out;
+  // Inference (whatever the ratio) and training with ratio 0: y = x, mask all true.
+  for (auto [training, ratio] : {std::pair{false, 0.5f}, std::pair{true, 0.f}}) {
+    Status st = run(training, ratio, &out);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    for (size_t i = 0; i < x.size(); ++i) {
+      EXPECT_EQ(out[0].data_as<float>()[i], x[i]);
+      EXPECT_EQ(out[1].data_as<uint8_t>()[i], 1);
+    }
+  }
+  // Training with a positive ratio needs a random mask: refused, naming the node and the ratio.
+  Status st = run(true, 0.5f, &out);
+  ASSERT_FALSE(st.ok());
+  EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.to_string();
+  EXPECT_NE(st.message().find("(Dropout): training_mode=true with ratio 0.5"), std::string::npos)
+      << st.to_string();
 }
 
 }  // namespace
