@@ -58,6 +58,7 @@ static const OpRegistry& registry() {
     register_unpool_ops(reg);
     register_signal_ops(reg);
     register_bitwise_ops(reg);
+    register_text_ops(reg);
     return reg;
   }();
   return r;
