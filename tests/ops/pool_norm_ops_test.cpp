@@ -1,5 +1,6 @@
 // Checks of the training-mode outputs of inference ops beyond what the conformance cases reach:
-// MaxPool's Indices with padding, dilation, ties and both storage orders; BatchNormalization's
+// MaxPool's Indices with padding, dilation, ties and both storage orders, and after a Conv that
+// hands X over in a blocked layout; BatchNormalization's
 // training mode on rank-2 input with a non-default momentum; Dropout's training_mode given as a
 // graph input (the plan specialized on its value). Every expectation is
 // computed here by a direct loop, never taken from dlsys.
@@ -129,6 +130,47 @@ TEST(PoolNormOps, MaxPoolIndicesPaddingDilationTiesStorageOrder) {
           EXPECT_EQ(out[1].data_as<int64_t>()[o], want) << "order " << order << " at " << o;
         }
   }
+}
+
+// A Conv before the MaxPool hands it X in oneDNN's blocked layout (16 channels): the Indices
+// loop must read X as plain NCHW. The 1x1 identity convolution keeps X's values.
+TEST(PoolNormOps, MaxPoolIndicesAfterConvBlockedLayout) {
+  const int64_t C = 16, H = 6, W = 6, OH = 3, OW = 3;
+  std::vector<float> x(C * H * W), w(C * C, 0.f);
+  std::mt19937 rng(13);
+  std::normal_distribution<float> d(0.f, 1.f);
+  for (float& v : x) v = d(rng);
+  for (int64_t c = 0; c < C; ++c) w[c * C + c] = 1.f;
+  testing::OnnxBuilder b(17);
+  b.input("x", onnx::TensorProto::FLOAT, {1, C, H, W});
+  b.initializer_f32("w", {C, C, 1, 1}, w);
+  b.output("y", onnx::TensorProto::FLOAT, {});
+  b.output("i", onnx::TensorProto::INT64, {});
+  b.node("Conv", {"x", "w"}, {"c"}, "conv");
+  auto* n = b.node("MaxPool", {"c"}, {"y", "i"}, "pool");
+  attr_ints(n, "kernel_shape", {2, 2});
+  attr_ints(n, "strides", {2, 2});
+  auto g = import_onnx_bytes(b.bytes(), "t.onnx");
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  auto sess = Session::from_graph(std::move(g).value());
+  std::vector<Tensor> out;
+  Status st = sess->run({{"x", make(DType::kF32, {1, C, H, W}, x)}}, &out);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t oh = 0; oh < OH; ++oh)
+      for (int64_t ow = 0; ow < OW; ++ow) {
+        float best = -std::numeric_limits<float>::infinity();
+        int64_t want = -1;
+        for (int64_t h = 2 * oh; h < 2 * oh + 2; ++h)
+          for (int64_t w2 = 2 * ow; w2 < 2 * ow + 2; ++w2)
+            if (x[(c * H + h) * W + w2] > best) {
+              best = x[(c * H + h) * W + w2];
+              want = (c * H + h) * W + w2;
+            }
+        int64_t o = (c * OH + oh) * OW + ow;
+        EXPECT_FLOAT_EQ(out[0].data_as<float>()[o], best) << o;
+        EXPECT_EQ(out[1].data_as<int64_t>()[o], want) << o;
+      }
 }
 
 TEST(PoolNormOps, BatchNormTrainingModeRank2Momentum) {
