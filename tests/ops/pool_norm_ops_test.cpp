@@ -1,9 +1,8 @@
 // Checks of the training-mode outputs of inference ops beyond what the conformance cases reach:
 // MaxPool's Indices with padding, dilation, ties and both storage orders, and after a Conv that
-// hands X over in a blocked layout; BatchNormalization's
-// training mode on rank-2 input with a non-default momentum; Dropout's training_mode given as a
-// graph input (the plan specialized on its value). Every expectation is
-// computed here by a direct loop, never taken from dlsys.
+// hands X over in a blocked layout; BatchNormalization's training mode on rank-2 input with a
+// non-default momentum; Dropout's training_mode given as a graph input (the plan specialized on
+// its value). Every expectation is computed here by a direct loop, never taken from dlsys.
 #include <gtest/gtest.h>
 
 #include <cmath>
