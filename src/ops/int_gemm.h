@@ -1,8 +1,8 @@
 // Exact integer arithmetic for the ONNX integer ops (MatMulInteger, ConvInteger, QLinearMatMul,
 // QLinearConv): 8-bit operands are widened to int32 with their zero points subtracted, and the
-// products are summed in int32, so results equal the spec's on every CPU. oneDNN's int8 kernels
-// are not used for these ops: without VNNI their u8 x s8 pair sums saturate in int16
-// (int8_kernels_exact() in dnnl_util.h), and they take no per-row or u8 weights.
+// products are summed in int32, so results equal the spec's on every CPU. (MatMulInteger and
+// QLinearMatMul with a constant 2-D B use oneDNN's int8 matmul instead where it sums exactly,
+// int8_kernels_exact(); without VNNI its u8 x s8 pair sums saturate in int16.)
 #pragma once
 
 #include <cmath>

@@ -274,29 +274,85 @@ Status int_matmul_geometry(const BuildContext& ctx, size_t ia, size_t ib, IntMat
   return Status::OK();
 }
 
-// Per-run state of an integer matmul: both operands widened with their zero points subtracted,
-// and the int32 product.
+// Per-run state of an integer matmul, and its two paths. Exact everywhere: where oneDNN's int8
+// kernels sum exactly (VNNI, int8_kernels_exact()) and B is a 2-D constant, one oneDNN int8 matmul
+// computes A·B' (s32) with B' = B as s8 (B - 128 for u8, its zero point shifted likewise), and
+// the zero points enter as corrections: (A - za)(B' - zb') = A·B' - za·colsum(B') - zb'·rowsum(A)
+// + K·za·zb'. Elsewhere both operands are widened with their zero points subtracted and
+// multiplied by gemm_s32.
 struct IntMatmul {
   IntMatmulGeometry g;
   DType a_type = DType::kU8, b_type = DType::kU8;
   std::vector<int32_t> a, b, c;
   int64_t a_numel = 0, b_numel = 0;
+  bool onednn = false;
+  DnnlCall call;
+  Tensor b_buf;                 // B' prepacked in the primitive's layout
+  std::vector<int64_t> colsum;  // per column of B'
 
-  void init(const BuildContext& ctx, size_t ia, size_t ib) {
+  Status init(const BuildContext& ctx, size_t ia, size_t ib) {
     a_type = ctx.in_dtype(ia);
     b_type = ctx.in_dtype(ib);
     a_numel = shape_numel(ctx.in_shape(ia));
     b_numel = shape_numel(ctx.in_shape(ib));
+    c.resize(g.a_off.size() * g.M * g.N);
+    const Tensor* bv = ctx.in_value(ib);
+    if (int8_kernels_exact() && bv && ctx.in_shape(ib).size() == 2 && !c.empty()) {
+      int64_t rows = static_cast<int64_t>(g.a_off.size()) * g.M, K = g.K, N = g.N;
+      Tensor bs = Tensor::empty(DType::kI8, {K, N});
+      colsum.assign(N, 0);
+      for (int64_t i = 0; i < K * N; ++i) {
+        int32_t v = load_q8(bv->data(), b_type, i) - (b_type == DType::kU8 ? 128 : 0);
+        bs.data_as<int8_t>()[i] = static_cast<int8_t>(v);
+        colsum[i % N] += v;
+      }
+      Status st = dnnl_try(ctx, [&] {
+        auto src = plain_md({rows, K}, a_type);
+        auto wei_any = dnnl::memory::desc({K, N}, dt::s8, dnnl::memory::format_tag::any);
+        auto dst = plain_md({rows, N}, DType::kI32);
+        dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei_any, dst), dnnl_attr(),
+                                        dnnl_engine());
+        call.prim = dnnl::matmul(pd);
+        call.add(DNNL_ARG_SRC, src);
+        call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
+        call.add(DNNL_ARG_DST, dst);
+        b_buf = prepack_weights(bs, K, N, pd.weights_desc());
+      });
+      if (st.ok()) {
+        onednn = true;
+        return Status::OK();
+      }
+    }
     a.resize(a_numel);
     b.resize(b_numel);
-    c.resize(g.a_off.size() * g.M * g.N);
+    return Status::OK();
   }
-  // A - a_zp (per row m when a_zp has M values), B - b_zp (per column n), then C = A·B per matrix.
+  // C = (A - a_zp)(B - b_zp) per matrix; a_zp per row m when it has M values, b_zp per column.
   void run(const Tensor& at, const Tensor* azp, const Tensor& bt, const Tensor* bzp) {
     const void* ad = at.data();
-    const void* bd = bt.data();
     bool a_rows = azp && azp->numel() > 1, b_cols = bzp && bzp->numel() > 1;
     int64_t M = g.M, K = g.K, N = g.N;
+    if (onednn) {
+      call.bind(DNNL_ARG_SRC, ad);
+      call.bind(DNNL_ARG_WEIGHTS, b_buf.data());
+      call.bind(DNNL_ARG_DST, c.data());
+      call.exec();
+      int64_t rows = static_cast<int64_t>(c.size()) / N;
+      int32_t shift = b_type == DType::kU8 ? 128 : 0;
+#pragma omp parallel for if (rows * (K + N) > 65536)
+      for (int64_t r = 0; r < rows; ++r) {
+        int64_t za = azp ? load_q8(azp->data(), a_type, a_rows ? r % M : 0) : 0;
+        int64_t rowsum = 0;
+        for (int64_t k = 0; k < K; ++k) rowsum += load_q8(ad, a_type, r * K + k);
+        int32_t* cr = c.data() + r * N;
+        for (int64_t n = 0; n < N; ++n) {
+          int64_t zb = (bzp ? load_q8(bzp->data(), b_type, b_cols ? n : 0) : 0) - shift;
+          cr[n] = static_cast<int32_t>(cr[n] - za * colsum[n] - zb * rowsum + K * za * zb);
+        }
+      }
+      return;
+    }
+    const void* bd = bt.data();
     for (int64_t i = 0; i < a_numel; ++i)
       a[i] = load_q8(ad, a_type, i) -
              (azp ? load_q8(azp->data(), a_type, a_rows ? (i / K) % M : 0) : 0);
@@ -321,7 +377,7 @@ Result<KernelPtr> build_matmul_integer(BuildContext& ctx) {
                        dtype_name(ctx.in_dtype(i - 2)));
   DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 2, st->g.M, "a_zero_point", "row of A"));
   DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 3, st->g.N, "b_zero_point", "column of B"));
-  st->init(ctx, 0, 1);
+  DLSYS_RETURN_IF_ERROR(st->init(ctx, 0, 1));
   ctx.set_output(0, DType::kI32, st->g.out);
   bool az = ctx.has_input(2), bz = ctx.has_input(3);
   return make_kernel([st, az, bz](const Tensor* const* in, Tensor* const* out) {
@@ -353,7 +409,7 @@ Result<KernelPtr> build_qlinear_matmul(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 5, N, "b_zero_point", "column of b"));
   DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 6, N, "y_scale", "column of y"));
   DLSYS_RETURN_IF_ERROR(check_int_param(ctx, 7, N, "y_zero_point", "column of y"));
-  st->init(ctx, 0, 3);
+  DLSYS_RETURN_IF_ERROR(st->init(ctx, 0, 3));
   DType yt = ctx.in_dtype(7);
   ctx.set_output(0, yt, st->g.out);
   return make_kernel([st, yt](const Tensor* const* in, Tensor* const* out) {

@@ -21,6 +21,7 @@ namespace {
 struct In {
   std::string name;
   Tensor value;
+  bool constant = false;  // fed by a Constant node (known when the plan is built)
 };
 
 int onnx_elem(DType t) {
@@ -59,6 +60,17 @@ Status run_node(const std::string& op, const std::vector<In>& inputs, size_t out
   for (const In& i : inputs) {
     names.push_back(i.name);
     if (i.name.empty()) continue;
+    if (i.constant) {
+      auto* c = b.node("Constant", {}, {i.name}, i.name + "_const");
+      auto* a = c->add_attribute();
+      a->set_name("value");
+      a->set_type(onnx::AttributeProto::TENSOR);
+      auto* t = a->mutable_t();
+      t->set_data_type(onnx_elem(i.value.dtype()));
+      for (int64_t d : i.value.shape()) t->add_dims(d);
+      t->set_raw_data(i.value.data(), i.value.nbytes());
+      continue;
+    }
     b.input(i.name, onnx_elem(i.value.dtype()), i.value.shape());
     feed[i.name] = i.value;
   }
@@ -134,6 +146,49 @@ TEST(IntQuantOps, MatMulIntegerLargeSumsStayExact) {
                        nullptr, &out)
                   .ok());
   for (int64_t i = 0; i < M * N; ++i) EXPECT_EQ(out[0].data_as<int32_t>()[i], 255 * 255 * K);
+}
+
+// A constant B takes oneDNN's int8 matmul where it sums exactly (VNNI) and the zero points as
+// corrections; u8 and s8 B, per-row a_zp and per-column b_zp, sums past int16.
+TEST(IntQuantOps, MatMulIntegerConstantWeights) {
+  const int64_t B = 2, M = 3, K = 300, N = 5;
+  for (DType bt : {DType::kU8, DType::kI8}) {
+    auto a = random_ints<uint8_t>(B * M * K, 0, 255, 21);
+    std::vector<uint8_t> azp = {0, 255, 17};
+    int lo = bt == DType::kU8 ? 0 : -128, hi = bt == DType::kU8 ? 255 : 127;
+    auto b = random_ints<int>(K * N, lo, hi, 22);
+    auto bzp = random_ints<int>(N, lo, hi, 23);
+    Tensor bq = Tensor::empty(bt, {K, N}), bz = Tensor::empty(bt, {N});
+    for (int64_t i = 0; i < K * N; ++i) {
+      if (bt == DType::kU8)
+        bq.data_as<uint8_t>()[i] = static_cast<uint8_t>(b[i]);
+      else
+        bq.data_as<int8_t>()[i] = static_cast<int8_t>(b[i]);
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      if (bt == DType::kU8)
+        bz.data_as<uint8_t>()[n] = static_cast<uint8_t>(bzp[n]);
+      else
+        bz.data_as<int8_t>()[n] = static_cast<int8_t>(bzp[n]);
+    }
+    std::vector<Tensor> out;
+    Status st = run_node("MatMulInteger",
+                         {{"A", make(DType::kU8, {B, M, K}, a)},
+                          {"Bm", bq, true},
+                          {"az", make(DType::kU8, {M}, azp)},
+                          {"bz", bz}},
+                         1, nullptr, &out);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_EQ(out[0].shape(), (Shape{B, M, N}));
+    for (int64_t r = 0; r < B * M; ++r)
+      for (int64_t n = 0; n < N; ++n) {
+        int64_t want = 0;
+        for (int64_t k = 0; k < K; ++k)
+          want += (a[r * K + k] - azp[r % M]) * (b[k * N + n] - bzp[n]);
+        EXPECT_EQ(out[0].data_as<int32_t>()[r * N + n], want)
+            << dtype_name(bt) << " row " << r << " col " << n;
+      }
+  }
 }
 
 TEST(IntQuantOps, QLinearMatMulPerColumnScalesSaturatesI8) {
