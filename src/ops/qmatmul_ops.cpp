@@ -6,7 +6,7 @@
 // act(dequant(A_q) @ (Bq * w_scales) + bias + Z), f32.
 // MatMulInteger and QLinearMatMul (ONNX, as older quantizers emit them): NumPy matmul semantics
 // (batch broadcasting, 1-D operands), per-tensor or per-row (A) / per-column (B) zero points and
-// scales, exact int32 sums (int_gemm.h) on every CPU.
+// scales, exact int32 sums on every CPU (see IntMatmul: oneDNN int8 where exact, else loops).
 #include <cmath>
 
 #include "ops/broadcast.h"
