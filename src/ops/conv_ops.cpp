@@ -5,6 +5,7 @@
 
 #include "ops/conv_geometry.h"
 #include "ops/dnnl_util.h"
+#include "ops/int_gemm.h"
 #include "ops/op_registry.h"
 #include "ops/post_ops.h"
 
@@ -649,9 +650,181 @@ Result<KernelPtr> build_conv_transpose(BuildContext& ctx) {
       });
 }
 
+// ConvInteger and QLinearConv: exact int32 convolution (int_gemm.h). Per image and group, the
+// zero-point-subtracted input is unfolded into columns [C/group · kernel, output pixels] (padding
+// reads as the zero point, 0 after subtraction) and multiplied by W - w_zp [M/group, C/group ·
+// kernel]. Spatial ranks 1 to 3 run as 3-D with unit leading dims.
+struct IntConv {
+  int64_t N = 0, C = 0, M = 0, G = 1, Cg = 0, Mg = 0, R = 0, P = 0, kk = 1;
+  int64_t in[3] = {1, 1, 1}, k[3] = {1, 1, 1}, out[3] = {1, 1, 1};
+  int64_t s[3] = {1, 1, 1}, d[3] = {1, 1, 1}, pad[3] = {0, 0, 0};
+  DType x_type = DType::kU8, w_type = DType::kU8;
+  std::vector<int32_t> w, col, acc;  // W - w_zp [M, R]; columns [R, P]; result [N, M, P]
+
+  // Reads the Conv attributes for X (input 0) and W (input `iw`); sizes the buffers.
+  Status init(const BuildContext& ctx, size_t iw) {
+    const Shape &x = ctx.in_shape(0), &ws = ctx.in_shape(iw);
+    if (x.size() < 3 || x.size() > 5 || ws.size() != x.size())
+      return ctx.error("x {} and w {} must both have rank 3, 4 or 5", shape_str(x), shape_str(ws));
+    ConvGeometry geo;
+    DLSYS_RETURN_IF_ERROR(conv_geometry(ctx, x, ws, &geo));
+    size_t nsp = x.size() - 2, off = 3 - nsp;
+    for (size_t i = 0; i < nsp; ++i) {
+      in[off + i] = x[2 + i];
+      k[off + i] = ws[2 + i];
+      out[off + i] = geo.out[2 + i];
+      s[off + i] = geo.strides[i];
+      d[off + i] = geo.dilations[i] + 1;
+      pad[off + i] = geo.pad_l[i];
+    }
+    N = x[0];
+    C = x[1];
+    M = ws[0];
+    G = geo.group;
+    Cg = C / G;
+    Mg = M / G;
+    kk = k[0] * k[1] * k[2];
+    R = Cg * kk;
+    P = out[0] * out[1] * out[2];
+    x_type = ctx.in_dtype(0);
+    w_type = ctx.in_dtype(iw);
+    w.resize(M * R);
+    col.resize(R * P);
+    acc.resize(N * M * P);
+    out_shape = geo.out;
+    return Status::OK();
+  }
+  Shape out_shape;
+
+  // acc = conv(x - x_zp, w - w_zp), w_zp per tensor or per output channel.
+  void run(const Tensor& xt, const Tensor* xzp, const Tensor& wt, const Tensor* wzp) {
+    int32_t xz = xzp ? load_q8(xzp->data(), x_type, 0) : 0;
+    bool w_per = wzp && wzp->numel() > 1;
+    for (int64_t i = 0; i < M * R; ++i)
+      w[i] = load_q8(wt.data(), w_type, i) -
+             (wzp ? load_q8(wzp->data(), w_type, w_per ? i / R : 0) : 0);
+    const void* xd = xt.data();
+    int64_t isp = in[0] * in[1] * in[2];
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t g = 0; g < G; ++g) {
+        int64_t base = (n * C + g * Cg) * isp;
+#pragma omp parallel for if (R * P > 65536)
+        for (int64_t r = 0; r < R; ++r) {
+          int64_t c = r / kk, q = r % kk;
+          int64_t kd = q / (k[1] * k[2]), kh = (q / k[2]) % k[1], kw = q % k[2];
+          int32_t* row = col.data() + r * P;
+          for (int64_t od = 0; od < out[0]; ++od) {
+            int64_t id = od * s[0] - pad[0] + kd * d[0];
+            for (int64_t oh = 0; oh < out[1]; ++oh) {
+              int64_t ih = oh * s[1] - pad[1] + kh * d[1];
+              for (int64_t ow = 0; ow < out[2]; ++ow) {
+                int64_t iw = ow * s[2] - pad[2] + kw * d[2];
+                bool inside =
+                    id >= 0 && id < in[0] && ih >= 0 && ih < in[1] && iw >= 0 && iw < in[2];
+                *row++ =
+                    inside
+                        ? load_q8(xd, x_type, base + c * isp + (id * in[1] + ih) * in[2] + iw) - xz
+                        : 0;
+              }
+            }
+          }
+        }
+        gemm_s32(Mg, P, R, w.data() + g * Mg * R, R, col.data(), P,
+                 acc.data() + (n * M + g * Mg) * P, P);
+      }
+  }
+};
+
+// Checks that input i is a scalar, or (when per_channel) 1-D with M values.
+Status check_conv_param(const BuildContext& ctx, size_t i, int64_t M, bool per_channel,
+                        const char* what) {
+  if (!ctx.has_input(i)) return Status::OK();
+  const Shape& s = ctx.in_shape(i);
+  if (s.size() <= 1 && shape_numel(s) == 1) return Status::OK();
+  if (per_channel && s.size() == 1 && s[0] == M) return Status::OK();
+  if (per_channel)
+    return ctx.error("{} must be a scalar or 1-D with {} values (one per output channel), got {}",
+                     what, M, shape_str(s));
+  return ctx.error("{} must be a scalar, got {}", what, shape_str(s));
+}
+
+// ConvInteger(x, w, x_zero_point?, w_zero_point?) -> int32 conv(x - x_zp, w - w_zp).
+Result<KernelPtr> build_conv_integer(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kU8, DType::kI8}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kU8, DType::kI8}));
+  for (size_t i : {size_t{2}, size_t{3}})
+    if (ctx.has_input(i) && ctx.in_dtype(i) != ctx.in_dtype(i - 2))
+      return ctx.error("{} zero point type {} differs from {}'s type {}", i == 2 ? "x" : "w",
+                       dtype_name(ctx.in_dtype(i)), i == 2 ? "x" : "w",
+                       dtype_name(ctx.in_dtype(i - 2)));
+  auto st = std::make_shared<IntConv>();
+  DLSYS_RETURN_IF_ERROR(st->init(ctx, 1));
+  DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 2, st->M, false, "x_zero_point"));
+  DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 3, st->M, true, "w_zero_point"));
+  ctx.set_output(0, DType::kI32, st->out_shape);
+  bool xz = ctx.has_input(2), wz = ctx.has_input(3);
+  return make_kernel([st, xz, wz](const Tensor* const* in, Tensor* const* out) {
+    st->run(*in[0], xz ? in[2] : nullptr, *in[1], wz ? in[3] : nullptr);
+    copy_bytes(out[0]->data(), st->acc.data(), st->acc.size() * sizeof(int32_t));
+    return Status::OK();
+  });
+}
+
+// QLinearConv(x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp, B?) -> u8/i8 y =
+// saturate(round((conv(x - x_zp, w - w_zp) + B) · x_scale·w_scale / y_scale) + y_zp); w's scale
+// and zero point per tensor or per output channel, B int32 per output channel.
+Result<KernelPtr> build_qlinear_conv(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kU8, DType::kI8}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(3, {DType::kU8, DType::kI8}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(7, {DType::kU8, DType::kI8}));
+  for (size_t i : {size_t{1}, size_t{4}, size_t{6}})
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
+  if (ctx.in_dtype(2) != ctx.in_dtype(0) || ctx.in_dtype(5) != ctx.in_dtype(3))
+    return ctx.error("zero point types ({}, {}) must match x's and w's ({}, {})",
+                     dtype_name(ctx.in_dtype(2)), dtype_name(ctx.in_dtype(5)),
+                     dtype_name(ctx.in_dtype(0)), dtype_name(ctx.in_dtype(3)));
+  auto st = std::make_shared<IntConv>();
+  DLSYS_RETURN_IF_ERROR(st->init(ctx, 3));
+  int64_t M = st->M;
+  DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 1, M, false, "x_scale"));
+  DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 2, M, false, "x_zero_point"));
+  DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 4, M, true, "w_scale"));
+  DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 5, M, true, "w_zero_point"));
+  DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 6, M, false, "y_scale"));
+  DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 7, M, false, "y_zero_point"));
+  if (ctx.has_input(8)) {
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(8, {DType::kI32}));
+    if (ctx.in_shape(8) != Shape{M})
+      return ctx.error("B must be 1-D with {} values (one per output channel), got {}", M,
+                       shape_str(ctx.in_shape(8)));
+  }
+  DType yt = ctx.in_dtype(7);
+  ctx.set_output(0, yt, st->out_shape);
+  bool has_bias = ctx.has_input(8);
+  return make_kernel([st, yt, has_bias](const Tensor* const* in, Tensor* const* out) {
+    st->run(*in[0], in[2], *in[3], in[5]);
+    float xs = in[1]->data_as<float>()[0], ys = in[6]->data_as<float>()[0];
+    const float* ws = in[4]->data_as<float>();
+    bool w_per = in[4]->numel() > 1;
+    const int32_t* bias = has_bias ? in[8]->data_as<int32_t>() : nullptr;
+    int32_t yz = load_q8(in[7]->data(), yt, 0);
+    int64_t M = st->M, P = st->P, total = static_cast<int64_t>(st->acc.size());
+    void* y = out[0]->data();
+#pragma omp parallel for if (total > 65536)
+    for (int64_t i = 0; i < total; ++i) {
+      int64_t m = (i / P) % M;
+      double a = static_cast<double>(st->acc[i]) + (bias ? bias[m] : 0);
+      store_requantized(a, xs * ws[w_per ? m : 0] / ys, yz, yt, y, i);
+    }
+    return Status::OK();
+  });
+}
+
 }  // namespace
 
 void register_conv_ops(OpRegistry& r) {
+  r.add("ConvInteger", 2, 4, 1, 1, build_conv_integer);
+  r.add("QLinearConv", 8, 9, 1, 1, build_qlinear_conv);
   r.add("Conv", 2, 3, 1, 1, build_conv);
   r.add("ConvTranspose", 2, 3, 1, 1, build_conv_transpose);
   // FusedConv(X, W, B?, Z?): act(Conv(X, W) + B + Z), made by the graph optimizer; attributes

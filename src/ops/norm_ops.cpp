@@ -1,5 +1,6 @@
 // BatchNormalization (inference) and LayerNormalization on oneDNN's normalization primitives;
-// LayerNormalization falls back to a plain loop when its Mean / InvStdDev outputs are used.
+// LayerNormalization falls back to a plain loop when its Mean / InvStdDev outputs are used, and
+// BatchNormalization with training_mode=1 (batch statistics, running mean/var outputs) is a loop.
 // BatchNormTraining, BatchNormGrad and LayerNormGrad are for training graphs (src/train/autodiff):
 // plain loops, threaded over channels / rows.
 #include <omp.h>
@@ -14,10 +15,13 @@
 namespace dlsys {
 namespace {
 
+Result<KernelPtr> build_batch_norm_train_mode(BuildContext& ctx);
+
 Result<KernelPtr> build_batch_norm(BuildContext& ctx) {
   for (size_t i = 0; i < 5; ++i) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
-  if (ctx.attr_int("training_mode", 0) != 0 || ctx.output_used(1) || ctx.output_used(2))
-    return ctx.unsupported("training mode (running statistics outputs) is not supported");
+  if (ctx.attr_int("training_mode", 0) != 0) return build_batch_norm_train_mode(ctx);
+  if (ctx.output_used(1) || ctx.output_used(2))
+    return ctx.error("running_mean and running_var are outputs only with training_mode=1");
   const Shape& x = ctx.in_shape(0);
   if (x.size() < 2) return ctx.error("X must have rank >= 2, got {}", shape_str(x));
   int64_t C = x[1];
@@ -181,6 +185,72 @@ Status channel_layout(const BuildContext& ctx, size_t x_in, ChannelLayout* l) {
   return Status::OK();
 }
 
+// Mean and biased variance of channel c of x, summed in double (the variance around the mean:
+// no cancellation).
+void channel_moments(const float* x, const ChannelLayout& l, int64_t c, float* mean, double* var) {
+  const int64_t inner = l.inner;
+  double n = static_cast<double>(l.count()), sum = 0;
+  for (int64_t r = 0; r < l.N; ++r) {
+    const float* xr = x + l.offset(r, c);
+    float acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < inner; ++i) acc += xr[i];
+    sum += acc;
+  }
+  float m = static_cast<float>(sum / n);
+  double sq = 0;
+  for (int64_t r = 0; r < l.N; ++r) {
+    const float* xr = x + l.offset(r, c);
+    float acc = 0;
+#pragma omp simd reduction(+ : acc)
+    for (int64_t i = 0; i < inner; ++i) acc += (xr[i] - m) * (xr[i] - m);
+    sq += acc;
+  }
+  *mean = m;
+  *var = sq / n;
+}
+
+// BatchNormalization with training_mode=1 (ONNX opset 14+): Y normalized with this batch's mean
+// and biased variance; outputs running_mean = input_mean * momentum + mean * (1 - momentum) and
+// likewise running_var (from the biased variance, as the spec's reference computes it).
+Result<KernelPtr> build_batch_norm_train_mode(BuildContext& ctx) {
+  ChannelLayout l;
+  DLSYS_RETURN_IF_ERROR(channel_layout(ctx, 0, &l));
+  int64_t C = l.C;
+  for (size_t i = 1; i < 5; ++i)
+    if (ctx.in_shape(i) != Shape{C})
+      return ctx.error("input {} has shape {}, expected [{}]", i, shape_str(ctx.in_shape(i)), C);
+  float eps = ctx.attr_float("epsilon", 1e-5f);
+  float momentum = ctx.attr_float("momentum", 0.9f);
+  ctx.set_output(0, DType::kF32, ctx.in_shape(0));
+  for (size_t k = 1; k < ctx.num_outputs(); ++k) ctx.set_output(k, DType::kF32, {C});
+  bool run_mean = ctx.output_used(1), run_var = ctx.output_used(2);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    const float *x = in[0]->data_as<float>(), *scale = in[1]->data_as<float>(),
+                *shift = in[2]->data_as<float>(), *in_mean = in[3]->data_as<float>(),
+                *in_var = in[4]->data_as<float>();
+    float* y = o[0]->data_as<float>();
+    const int64_t inner = l.inner;
+#pragma omp parallel for schedule(static) if (l.N * l.C * l.inner > 32768)
+    for (int64_t c = 0; c < l.C; ++c) {
+      float m;
+      double var;
+      channel_moments(x, l, c, &m, &var);
+      float a = static_cast<float>(scale[c] / std::sqrt(var + eps));
+      float b = shift[c] - m * a;
+      for (int64_t r = 0; r < l.N; ++r) {
+        int64_t off = l.offset(r, c);
+#pragma omp simd
+        for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * a + b;
+      }
+      if (run_mean) o[1]->data_as<float>()[c] = in_mean[c] * momentum + m * (1 - momentum);
+      if (run_var)
+        o[2]->data_as<float>()[c] = in_var[c] * momentum + static_cast<float>(var) * (1 - momentum);
+    }
+    return Status::OK();
+  });
+}
+
 Result<KernelPtr> build_batch_norm_training(BuildContext& ctx) {
   for (size_t i = 0; i < 3; ++i) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
   ChannelLayout l;
@@ -202,24 +272,9 @@ Result<KernelPtr> build_batch_norm_training(BuildContext& ctx) {
     const int64_t inner = l.inner;
 #pragma omp parallel for schedule(static) if (l.N * l.C * l.inner > 32768)
     for (int64_t c = 0; c < l.C; ++c) {
-      double sum = 0;
-      for (int64_t r = 0; r < l.N; ++r) {
-        const float* xr = x + l.offset(r, c);
-        float acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t i = 0; i < inner; ++i) acc += xr[i];
-        sum += acc;
-      }
-      float m = static_cast<float>(sum / n);
-      double sq = 0;  // around the mean: no cancellation
-      for (int64_t r = 0; r < l.N; ++r) {
-        const float* xr = x + l.offset(r, c);
-        float acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t i = 0; i < inner; ++i) acc += (xr[i] - m) * (xr[i] - m);
-        sq += acc;
-      }
-      double var = sq / n;
+      float m;
+      double var;
+      channel_moments(x, l, c, &m, &var);
       float a = static_cast<float>(scale[c] / std::sqrt(var + eps));
       float b = shift[c] - m * a;
       for (int64_t r = 0; r < l.N; ++r) {

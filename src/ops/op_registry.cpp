@@ -75,6 +75,7 @@ static const OpRegistry& registry() {
     register_signal_ops(reg);
     register_bitwise_ops(reg);
     register_ml_ops(reg);
+    register_text_ops(reg);
     return reg;
   }();
   return r;

@@ -69,6 +69,7 @@ void register_unpool_ops(OpRegistry& r);
 void register_signal_ops(OpRegistry& r);
 void register_bitwise_ops(OpRegistry& r);
 void register_ml_ops(OpRegistry& r);
+void register_text_ops(OpRegistry& r);
 
 class OpRegistry {
  public:

@@ -1,6 +1,8 @@
 // MaxPool, AveragePool (auto_pad, ceil_mode, dilations, count_include_pad) and the global
 // pools, on oneDNN's pooling_v2 primitive over plain layouts; PoolGrad, their gradient for
-// training graphs (src/train/autodiff).
+// training graphs (src/train/autodiff). MaxPool's Indices output takes a loop.
+#include <limits>
+
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 
@@ -131,15 +133,105 @@ Status global_pool_geometry(const BuildContext& ctx, bool is_max, const Shape& x
   return Status::OK();
 }
 
+// MaxPool with its Indices output (int64): a loop over each window that keeps the first maximum
+// and its flat index into X, row-major (storage_order 0) or with the spatial dimensions counted
+// column-major (storage_order 1), as ONNX defines. X arriving in a oneDNN layout is reordered to
+// plain first.
+template <typename T>
+void max_pool_with_indices(const T* x, T* y, int64_t* idx, const Shape& xs, const PoolGeometry& g,
+                           bool col_major) {
+  int64_t in[3] = {1, 1, 1}, out[3] = {1, 1, 1}, k[3] = {1, 1, 1}, s[3] = {1, 1, 1},
+          d[3] = {1, 1, 1}, p[3] = {0, 0, 0};
+  size_t nsp = xs.size() - 2, off = 3 - nsp;
+  for (size_t i = 0; i < nsp; ++i) {
+    in[off + i] = xs[2 + i];
+    out[off + i] = g.out[2 + i];
+    k[off + i] = g.kernel[i];
+    s[off + i] = g.strides[i];
+    d[off + i] = g.dil[i] + 1;
+    p[off + i] = g.pl[i];
+  }
+  int64_t isp = in[0] * in[1] * in[2], osp = out[0] * out[1] * out[2];
+  int64_t planes = xs[0] * xs[1];
+#pragma omp parallel for if (planes * osp > 4096)
+  for (int64_t nc = 0; nc < planes; ++nc) {
+    const T* xp = x + nc * isp;
+    for (int64_t o = 0; o < osp; ++o) {
+      int64_t od = o / (out[1] * out[2]), oh = (o / out[2]) % out[1], ow = o % out[2];
+      T best = std::numeric_limits<T>::lowest();
+      int64_t bd = -1, bh = -1, bw = -1;
+      for (int64_t kd = 0; kd < k[0]; ++kd) {
+        int64_t id = od * s[0] - p[0] + kd * d[0];
+        if (id < 0 || id >= in[0]) continue;
+        for (int64_t kh = 0; kh < k[1]; ++kh) {
+          int64_t ih = oh * s[1] - p[1] + kh * d[1];
+          if (ih < 0 || ih >= in[1]) continue;
+          for (int64_t kw = 0; kw < k[2]; ++kw) {
+            int64_t iw = ow * s[2] - p[2] + kw * d[2];
+            if (iw < 0 || iw >= in[2]) continue;
+            T v = xp[(id * in[1] + ih) * in[2] + iw];
+            if (bd < 0 || v > best) {
+              best = v;
+              bd = id;
+              bh = ih;
+              bw = iw;
+            }
+          }
+        }
+      }
+      y[nc * osp + o] = best;
+      int64_t flat =
+          col_major ? bd + bh * in[0] + bw * in[0] * in[1] : (bd * in[1] + bh) * in[2] + bw;
+      idx[nc * osp + o] = nc * isp + flat;
+    }
+  }
+}
+
+Result<KernelPtr> build_max_pool_indices(BuildContext& ctx, const PoolGeometry& g) {
+  const Shape& x = ctx.in_shape(0);
+  DType t = ctx.in_dtype(0);
+  int64_t order = ctx.attr_int("storage_order", 0);
+  if (order != 0 && order != 1) return ctx.error("storage_order must be 0 or 1, got {}", order);
+  ctx.set_output(0, t, g.out);
+  ctx.set_output(1, DType::kI64, g.out);
+  auto to_plain = std::make_shared<DnnlReorder>();
+  Tensor plain;
+  if (!ctx.in_layout(0).is_zero()) {
+    DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] { to_plain->init(ctx.in_layout(0), plain_md(x, t)); }));
+    plain = Tensor::empty(t, x);
+  }
+  bool col_major = order == 1;
+  return make_kernel(
+      [g, x, t, col_major, to_plain, plain](const Tensor* const* in, Tensor* const* out) {
+        const void* src = in[0]->data();
+        if (plain.valid() && plain.data()) {
+          to_plain->run(src, plain.data());
+          dnnl_stream().wait();
+          src = plain.data();
+        }
+        int64_t* idx = out[1]->data_as<int64_t>();
+        if (t == DType::kF32)
+          max_pool_with_indices(static_cast<const float*>(src), out[0]->data_as<float>(), idx, x, g,
+                                col_major);
+        else if (t == DType::kU8)
+          max_pool_with_indices(static_cast<const uint8_t*>(src), out[0]->data_as<uint8_t>(), idx,
+                                x, g, col_major);
+        else
+          max_pool_with_indices(static_cast<const int8_t*>(src), out[0]->data_as<int8_t>(), idx, x,
+                                g, col_major);
+        return Status::OK();
+      });
+}
+
 Result<KernelPtr> build_pool(BuildContext& ctx, bool is_max) {
   if (is_max)
     DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32, DType::kU8, DType::kI8}));
   else
     DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
-  if (ctx.output_used(1)) return ctx.unsupported("the Indices output is not supported");
   const Shape& x = ctx.in_shape(0);
   PoolGeometry g;
   DLSYS_RETURN_IF_ERROR(pool_geometry(ctx, is_max, x, &g));
+  if (ctx.output_used(1)) return build_max_pool_indices(ctx, g);
   return make_pool(ctx, g.alg, x, g.out, g.kernel, g.strides, g.dil, g.pl, g.pr);
 }
 

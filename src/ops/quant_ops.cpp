@@ -2,7 +2,9 @@
 // points, u8/i8 quantized values (i32 too for DequantizeLinear, as quantized biases use).
 // Plain loops on plain data; a value arriving in a oneDNN layout (the int8 convolution chain's
 // output) is converted by a oneDNN reorder with scales when the zero point is 0, else reordered
-// to plain first. Rounding is to nearest even, as the spec says.
+// to plain first. Rounding is to nearest even, as the spec says. DynamicQuantizeLinear (u8,
+// scale and zero point from the input's range) is a loop.
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -198,9 +200,40 @@ Result<KernelPtr> build_dequantize(BuildContext& ctx) {
   });
 }
 
+// DynamicQuantizeLinear(x) -> (y u8, y_scale, y_zero_point): the u8 range [0, 255] spread over
+// [min(0, min x), max(0, max x)] (scale 1/255 when both are 0), zero point rounded half to even,
+// every step in float as the spec computes it.
+Result<KernelPtr> build_dynamic_quantize(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kF32}));
+  ctx.set_output(0, DType::kU8, ctx.in_shape(0));
+  ctx.set_output(1, DType::kF32, {});
+  ctx.set_output(2, DType::kU8, {});
+  return make_kernel([](const Tensor* const* in, Tensor* const* out) {
+    const float* x = in[0]->data_as<float>();
+    int64_t n = in[0]->numel();
+    float lo = 0.f, hi = 0.f;
+#pragma omp parallel for reduction(min : lo) reduction(max : hi) if (n > 65536)
+    for (int64_t i = 0; i < n; ++i) {
+      lo = std::min(lo, x[i]);
+      hi = std::max(hi, x[i]);
+    }
+    float scale = (hi == lo ? 1.f : hi - lo) / 255.f;
+    float zp = std::nearbyint(std::min(255.f, std::max(0.f, 0.f - lo / scale)));
+    uint8_t* y = out[0]->data_as<uint8_t>();
+#pragma omp parallel for if (n > 65536)
+    for (int64_t i = 0; i < n; ++i)
+      y[i] =
+          static_cast<uint8_t>(std::min(255.f, std::max(0.f, std::nearbyint(x[i] / scale) + zp)));
+    out[1]->data_as<float>()[0] = scale;
+    out[2]->data_as<uint8_t>()[0] = static_cast<uint8_t>(zp);
+    return Status::OK();
+  });
+}
+
 }  // namespace
 
 void register_quant_ops(OpRegistry& r) {
+  r.add("DynamicQuantizeLinear", 1, 1, 3, 3, build_dynamic_quantize);
   r.add("QuantizeLinear", 2, 3, 1, 1, build_quantize);
   r.add("DequantizeLinear", 2, 3, 1, 1, build_dequantize);
   r.set_layout_inputs("QuantizeLinear", 1u);

@@ -118,12 +118,32 @@ Result<KernelPtr> build_identity(BuildContext& ctx) {
   return KernelPtr();
 }
 
+// Dropout(data, ratio?, training_mode?): the identity (mask all true) in inference, and also in
+// training mode with ratio 0. training_mode and ratio must be known when the plan is built (a
+// graph input is: Session specializes the plan on small inputs' values). Training mode with a
+// ratio above 0 draws a random mask, which dlsys does not do.
 Result<KernelPtr> build_dropout(BuildContext& ctx) {
   if (ctx.has_input(2)) {
     const Tensor* tm = ctx.in_value(2);
-    if (!tm) return ctx.unsupported("training_mode must be a constant");
-    if (tm->get_i64(0) != 0)
-      return ctx.unsupported("training_mode=true is not supported for inference");
+    if (!tm) return ctx.plan_time_value_missing(2, "training_mode");
+    if (tm->numel() != 1)
+      return ctx.error("training_mode must be one value, got shape {}", shape_str(tm->shape()));
+    if (tm->get_i64(0) != 0) {
+      float ratio = 0.5f;
+      if (ctx.has_input(1)) {
+        const Tensor* r = ctx.in_value(1);
+        if (!r) return ctx.plan_time_value_missing(1, "ratio");
+        if (r->numel() != 1)
+          return ctx.error("ratio must be one value, got shape {}", shape_str(r->shape()));
+        ratio = static_cast<float>(r->get_f64(0));
+      }
+      if (ratio < 0.f || ratio >= 1.f) return ctx.error("ratio must be in [0, 1), got {}", ratio);
+      if (ratio != 0.f)
+        return ctx.unsupported(
+            "training_mode=true with ratio {} draws a random mask; dlsys runs Dropout as the "
+            "identity only (inference, or ratio 0)",
+            ratio);
+    }
   }
   ctx.alias_output(0, 0, ctx.in_shape(0));
   if (ctx.num_outputs() > 1) {

@@ -1,0 +1,352 @@
+// Checks of the ONNX integer-quantized ops beyond what the conformance cases reach: per-row and
+// per-column zero points and scales, i8 operands, batch broadcasting, grouped / strided / dilated
+// integer convolutions with per-channel weight zero points, saturation, and the errors for
+// mis-shaped quantization parameters. Every expectation is computed here by a direct loop
+// (no im2col, no shared helper), never taken from dlsys.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <map>
+#include <random>
+
+#include "graph/onnx_import.h"
+#include "graph/session.h"
+#include "testing/onnx_builder.h"
+
+namespace dlsys {
+namespace {
+
+struct In {
+  std::string name;
+  Tensor value;
+  bool constant = false;  // fed by a Constant node (known when the plan is built)
+};
+
+int onnx_elem(DType t) {
+  switch (t) {
+    case DType::kU8:
+      return onnx::TensorProto::UINT8;
+    case DType::kI8:
+      return onnx::TensorProto::INT8;
+    case DType::kI32:
+      return onnx::TensorProto::INT32;
+    default:
+      return onnx::TensorProto::FLOAT;
+  }
+}
+
+void attr_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INTS);
+  for (int64_t x : v) a->add_ints(x);
+}
+
+void attr_int(onnx::NodeProto* n, const std::string& name, int64_t v) {
+  auto* a = n->add_attribute();
+  a->set_name(name);
+  a->set_type(onnx::AttributeProto::INT);
+  a->set_i(v);
+}
+
+// Runs one node `op` on graph inputs (an empty name leaves an optional input out).
+Status run_node(const std::string& op, const std::vector<In>& inputs, size_t outputs,
+                const std::function<void(onnx::NodeProto*)>& attrs, std::vector<Tensor>* out) {
+  testing::OnnxBuilder b(17);
+  std::vector<std::string> names, outs;
+  std::map<std::string, Tensor> feed;
+  for (const In& i : inputs) {
+    names.push_back(i.name);
+    if (i.name.empty()) continue;
+    if (i.constant) {
+      auto* c = b.node("Constant", {}, {i.name}, i.name + "_const");
+      auto* a = c->add_attribute();
+      a->set_name("value");
+      a->set_type(onnx::AttributeProto::TENSOR);
+      auto* t = a->mutable_t();
+      t->set_data_type(onnx_elem(i.value.dtype()));
+      for (int64_t d : i.value.shape()) t->add_dims(d);
+      t->set_raw_data(i.value.data(), i.value.nbytes());
+      continue;
+    }
+    b.input(i.name, onnx_elem(i.value.dtype()), i.value.shape());
+    feed[i.name] = i.value;
+  }
+  for (size_t k = 0; k < outputs; ++k) {
+    outs.push_back("y" + std::to_string(k));
+    b.output(outs.back(), onnx::TensorProto::FLOAT, {});
+  }
+  auto* n = b.node(op, names, outs, "q");
+  if (attrs) attrs(n);
+  auto g = import_onnx_bytes(b.bytes(), "t.onnx");
+  if (!g.ok()) return g.status();
+  auto s = Session::from_graph(std::move(g).value());
+  Status st = s->run(feed, out);
+  for (Tensor& t : *out) t = t.clone();
+  return st;
+}
+
+template <typename T>
+Tensor make(DType dt, const Shape& shape, const std::vector<T>& v) {
+  Tensor t = Tensor::empty(dt, shape);
+  EXPECT_EQ(t.numel(), static_cast<int64_t>(v.size()));
+  std::copy(v.begin(), v.end(), t.data_as<T>());
+  return t;
+}
+
+template <typename T>
+std::vector<T> random_ints(int64_t n, int lo, int hi, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::uniform_int_distribution<int> d(lo, hi);
+  std::vector<T> v(n);
+  for (T& x : v) x = static_cast<T>(d(rng));
+  return v;
+}
+
+// saturate(round_half_even(v) + zp) for the reference computations.
+int requant(double v, int zp, int lo, int hi) {
+  double r = std::nearbyint(v) + zp;
+  return static_cast<int>(std::min<double>(hi, std::max<double>(lo, r)));
+}
+
+TEST(IntQuantOps, MatMulIntegerPerRowAndPerColumnZeroPointsBroadcastBatch) {
+  const int64_t B = 2, M = 3, K = 5, N = 4;
+  auto a = random_ints<int8_t>(B * M * K, -128, 127, 1);
+  auto b = random_ints<int8_t>(K * N, -128, 127, 2);
+  std::vector<int8_t> azp = {-3, 0, 7}, bzp = {5, -128, 127, 0};
+  std::vector<Tensor> out;
+  ASSERT_TRUE(run_node("MatMulInteger",
+                       {{"A", make(DType::kI8, {B, M, K}, a)},
+                        {"Bm", make(DType::kI8, {K, N}, b)},
+                        {"az", make(DType::kI8, {M}, azp)},
+                        {"bz", make(DType::kI8, {N}, bzp)}},
+                       1, nullptr, &out)
+                  .ok());
+  ASSERT_EQ(out[0].dtype(), DType::kI32);
+  ASSERT_EQ(out[0].shape(), (Shape{B, M, N}));
+  for (int64_t bb = 0; bb < B; ++bb)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        int64_t want = 0;
+        for (int64_t k = 0; k < K; ++k)
+          want += (a[(bb * M + m) * K + k] - azp[m]) * (b[k * N + n] - bzp[n]);
+        EXPECT_EQ(out[0].data_as<int32_t>()[(bb * M + m) * N + n], want) << bb << m << n;
+      }
+}
+
+TEST(IntQuantOps, MatMulIntegerLargeSumsStayExact) {
+  // 255 * 255 * 512 needs more than int16 pair sums: what the non-VNNI int8 kernels saturate.
+  const int64_t M = 2, K = 512, N = 3;
+  std::vector<uint8_t> a(M * K, 255), b(K * N, 255);
+  std::vector<Tensor> out;
+  ASSERT_TRUE(run_node("MatMulInteger",
+                       {{"A", make(DType::kU8, {M, K}, a)}, {"Bm", make(DType::kU8, {K, N}, b)}}, 1,
+                       nullptr, &out)
+                  .ok());
+  for (int64_t i = 0; i < M * N; ++i) EXPECT_EQ(out[0].data_as<int32_t>()[i], 255 * 255 * K);
+}
+
+// A constant B takes oneDNN's int8 matmul where it sums exactly (VNNI) and the zero points as
+// corrections; u8 and s8 B, per-row a_zp and per-column b_zp, sums past int16.
+TEST(IntQuantOps, MatMulIntegerConstantWeights) {
+  const int64_t B = 2, M = 3, K = 300, N = 5;
+  for (DType bt : {DType::kU8, DType::kI8}) {
+    auto a = random_ints<uint8_t>(B * M * K, 0, 255, 21);
+    std::vector<uint8_t> azp = {0, 255, 17};
+    int lo = bt == DType::kU8 ? 0 : -128, hi = bt == DType::kU8 ? 255 : 127;
+    auto b = random_ints<int>(K * N, lo, hi, 22);
+    auto bzp = random_ints<int>(N, lo, hi, 23);
+    Tensor bq = Tensor::empty(bt, {K, N}), bz = Tensor::empty(bt, {N});
+    for (int64_t i = 0; i < K * N; ++i) {
+      if (bt == DType::kU8)
+        bq.data_as<uint8_t>()[i] = static_cast<uint8_t>(b[i]);
+      else
+        bq.data_as<int8_t>()[i] = static_cast<int8_t>(b[i]);
+    }
+    for (int64_t n = 0; n < N; ++n) {
+      if (bt == DType::kU8)
+        bz.data_as<uint8_t>()[n] = static_cast<uint8_t>(bzp[n]);
+      else
+        bz.data_as<int8_t>()[n] = static_cast<int8_t>(bzp[n]);
+    }
+    std::vector<Tensor> out;
+    Status st = run_node("MatMulInteger",
+                         {{"A", make(DType::kU8, {B, M, K}, a)},
+                          {"Bm", bq, true},
+                          {"az", make(DType::kU8, {M}, azp)},
+                          {"bz", bz}},
+                         1, nullptr, &out);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_EQ(out[0].shape(), (Shape{B, M, N}));
+    for (int64_t r = 0; r < B * M; ++r)
+      for (int64_t n = 0; n < N; ++n) {
+        int64_t want = 0;
+        for (int64_t k = 0; k < K; ++k)
+          want += (a[r * K + k] - azp[r % M]) * (b[k * N + n] - bzp[n]);
+        EXPECT_EQ(out[0].data_as<int32_t>()[r * N + n], want)
+            << dtype_name(bt) << " row " << r << " col " << n;
+      }
+  }
+}
+
+TEST(IntQuantOps, QLinearMatMulPerColumnScalesSaturatesI8) {
+  const int64_t M = 4, K = 6, N = 3;
+  auto a = random_ints<uint8_t>(M * K, 0, 255, 3);
+  auto b = random_ints<int8_t>(K * N, -128, 127, 4);
+  float as = 0.02f, ys = 0.03f;
+  std::vector<float> bs = {0.01f, 0.05f, 0.003f};
+  std::vector<int8_t> bzp = {0, 3, -2};
+  uint8_t azp = 128;
+  int8_t yzp = -5;
+  std::vector<Tensor> out;
+  ASSERT_TRUE(run_node("QLinearMatMul",
+                       {{"a", make(DType::kU8, {M, K}, a)},
+                        {"as", make(DType::kF32, {}, std::vector<float>{as})},
+                        {"az", make(DType::kU8, {}, std::vector<uint8_t>{azp})},
+                        {"b", make(DType::kI8, {K, N}, b)},
+                        {"bs", make(DType::kF32, {N}, bs)},
+                        {"bz", make(DType::kI8, {N}, bzp)},
+                        {"ys", make(DType::kF32, {}, std::vector<float>{ys})},
+                        {"yz", make(DType::kI8, {}, std::vector<int8_t>{yzp})}},
+                       1, nullptr, &out)
+                  .ok());
+  ASSERT_EQ(out[0].dtype(), DType::kI8);
+  int saturated = 0;
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) {
+      int64_t acc = 0;
+      for (int64_t k = 0; k < K; ++k) acc += (a[m * K + k] - azp) * (b[k * N + n] - bzp[n]);
+      double real = static_cast<double>(acc) * as * bs[n];
+      int want = requant(real / ys, yzp, -128, 127);
+      saturated += want == 127 || want == -128;
+      EXPECT_EQ(out[0].data_as<int8_t>()[m * N + n], want) << m << "," << n;
+    }
+  EXPECT_GT(saturated, 0);  // the data reaches the clamp
+  EXPECT_LT(saturated, M * N);
+}
+
+// Direct grouped convolution of (x - xz) and (w - wz[m]) over 2-D images.
+std::vector<int64_t> conv_ref(const std::vector<uint8_t>& x, int xz, const std::vector<int8_t>& w,
+                              const std::vector<int8_t>& wz, int64_t N, int64_t C, int64_t H,
+                              int64_t W, int64_t M, int64_t G, int64_t KH, int64_t KW, int64_t s,
+                              int64_t d, int64_t p, int64_t OH, int64_t OW) {
+  std::vector<int64_t> y(N * M * OH * OW, 0);
+  int64_t Cg = C / G, Mg = M / G;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t oh = 0; oh < OH; ++oh)
+        for (int64_t ow = 0; ow < OW; ++ow) {
+          int64_t acc = 0;
+          for (int64_t c = 0; c < Cg; ++c)
+            for (int64_t kh = 0; kh < KH; ++kh)
+              for (int64_t kw = 0; kw < KW; ++kw) {
+                int64_t ih = oh * s - p + kh * d, iw = ow * s - p + kw * d;
+                if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+                int64_t ci = (m / Mg) * Cg + c;
+                acc += (x[((n * C + ci) * H + ih) * W + iw] - xz) *
+                       (w[((m * Cg + c) * KH + kh) * KW + kw] - wz[wz.size() > 1 ? m : 0]);
+              }
+          y[((n * M + m) * OH + oh) * OW + ow] = acc;
+        }
+  return y;
+}
+
+void conv_attrs(onnx::NodeProto* n) {
+  attr_int(n, "group", 2);
+  attr_ints(n, "strides", {2, 2});
+  attr_ints(n, "dilations", {2, 2});
+  attr_ints(n, "pads", {1, 1, 1, 1});
+}
+
+TEST(IntQuantOps, ConvIntegerGroupedStridedDilatedPerChannelZeroPoint) {
+  const int64_t N = 2, C = 4, H = 7, W = 6, M = 6, G = 2, K = 3;
+  const int64_t OH = (H + 2 - 5) / 2 + 1, OW = (W + 2 - 5) / 2 + 1;
+  auto x = random_ints<uint8_t>(N * C * H * W, 0, 255, 5);
+  auto w = random_ints<int8_t>(M * (C / G) * K * K, -128, 127, 6);
+  std::vector<int8_t> wz = {0, 1, -1, 5, -7, 100};
+  uint8_t xz = 100;
+  std::vector<Tensor> out;
+  Status st = run_node("ConvInteger",
+                       {{"x", make(DType::kU8, {N, C, H, W}, x)},
+                        {"w", make(DType::kI8, {M, C / G, K, K}, w)},
+                        {"xz", make(DType::kU8, {}, std::vector<uint8_t>{xz})},
+                        {"wz", make(DType::kI8, {M}, wz)}},
+                       1, conv_attrs, &out);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(out[0].shape(), (Shape{N, M, OH, OW}));
+  auto want = conv_ref(x, xz, w, wz, N, C, H, W, M, G, K, K, 2, 2, 1, OH, OW);
+  for (size_t i = 0; i < want.size(); ++i) EXPECT_EQ(out[0].data_as<int32_t>()[i], want[i]) << i;
+}
+
+TEST(IntQuantOps, QLinearConvPerChannelScaleZeroPointAndBias) {
+  const int64_t N = 1, C = 4, H = 6, W = 5, M = 4, G = 2, K = 3;
+  const int64_t OH = (H + 2 - 5) / 2 + 1, OW = (W + 2 - 5) / 2 + 1;
+  auto x = random_ints<uint8_t>(N * C * H * W, 0, 255, 7);
+  auto w = random_ints<int8_t>(M * (C / G) * K * K, -128, 127, 8);
+  std::vector<int8_t> wz = {0, 2, -3, 9};
+  std::vector<float> ws = {0.002f, 0.01f, 0.0007f, 0.004f};
+  std::vector<int32_t> bias = {1000, -2500, 0, 77};
+  float xs = 0.03f, ys = 0.2f;
+  uint8_t xz = 7, yz = 120;
+  std::vector<Tensor> out;
+  Status st = run_node("QLinearConv",
+                       {{"x", make(DType::kU8, {N, C, H, W}, x)},
+                        {"xs", make(DType::kF32, {}, std::vector<float>{xs})},
+                        {"xz", make(DType::kU8, {}, std::vector<uint8_t>{xz})},
+                        {"w", make(DType::kI8, {M, C / G, K, K}, w)},
+                        {"ws", make(DType::kF32, {M}, ws)},
+                        {"wz", make(DType::kI8, {M}, wz)},
+                        {"ys", make(DType::kF32, {}, std::vector<float>{ys})},
+                        {"yz", make(DType::kU8, {}, std::vector<uint8_t>{yz})},
+                        {"B", make(DType::kI32, {M}, bias)}},
+                       1, conv_attrs, &out);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  ASSERT_EQ(out[0].dtype(), DType::kU8);
+  auto acc = conv_ref(x, xz, w, wz, N, C, H, W, M, G, K, K, 2, 2, 1, OH, OW);
+  for (size_t i = 0; i < acc.size(); ++i) {
+    int64_t m = (i / (OH * OW)) % M;
+    double real = static_cast<double>(acc[i] + bias[m]) * xs * ws[m];
+    EXPECT_NEAR(out[0].data_as<uint8_t>()[i], requant(real / ys, yz, 0, 255), 0) << i;
+  }
+}
+
+TEST(IntQuantOps, DynamicQuantizeLinearAllZeroAndAllNegative) {
+  std::vector<Tensor> out;
+  ASSERT_TRUE(run_node("DynamicQuantizeLinear",
+                       {{"x", make(DType::kF32, {3}, std::vector<float>{0.f, 0.f, 0.f})}}, 3,
+                       nullptr, &out)
+                  .ok());
+  EXPECT_FLOAT_EQ(out[1].data_as<float>()[0], 1.f / 255.f);
+  EXPECT_EQ(out[2].data_as<uint8_t>()[0], 0);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(out[0].data_as<uint8_t>()[i], 0);
+  // All negative: the range is [min x, 0], so the zero point is 255 and min x maps to 0.
+  ASSERT_TRUE(run_node("DynamicQuantizeLinear",
+                       {{"x", make(DType::kF32, {3}, std::vector<float>{-2.55f, -1.f, 0.f})}}, 3,
+                       nullptr, &out)
+                  .ok());
+  EXPECT_FLOAT_EQ(out[1].data_as<float>()[0], 2.55f / 255.f);
+  EXPECT_EQ(out[2].data_as<uint8_t>()[0], 255);
+  EXPECT_EQ(out[0].data_as<uint8_t>()[0], 0);
+  EXPECT_EQ(out[0].data_as<uint8_t>()[1], 155);
+  EXPECT_EQ(out[0].data_as<uint8_t>()[2], 255);
+}
+
+TEST(IntQuantOps, MisShapedZeroPointIsNamed) {
+  std::vector<Tensor> out;
+  Status st = run_node("MatMulInteger",
+                       {{"A", make(DType::kU8, {2, 3}, std::vector<uint8_t>(6, 1))},
+                        {"Bm", make(DType::kU8, {3, 4}, std::vector<uint8_t>(12, 1))},
+                        {"", Tensor()},
+                        {"bz", make(DType::kU8, {3}, std::vector<uint8_t>(3, 0))}},
+                       1, nullptr, &out);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("node 'q' (MatMulInteger)"), std::string::npos) << st.to_string();
+  EXPECT_NE(st.message().find("b_zero_point must be a scalar or 1-D with 4 values"),
+            std::string::npos)
+      << st.to_string();
+}
+
+}  // namespace
+}  // namespace dlsys
