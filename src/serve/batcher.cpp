@@ -256,20 +256,24 @@ int DynamicBatcher::active() const {
 
 void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
   const Clock::time_point start = Clock::now();
-  int64_t estimate_us = -1;
+  int64_t estimate_us = -1, typical_us = 0;
   {
     std::lock_guard<std::mutex> lk(mu_);
     // A batch's run time with room for its spread (as TCP estimates a retransmission timeout).
-    estimate_us = avg_compute_us_ < 0 ? -1 : avg_compute_us_ + 2 * dev_compute_us_;
+    estimate_us = avg_compute_us_ < 0 ? -1 : avg_compute_us_ + 4 * dev_compute_us_;
+    typical_us = std::max<int64_t>(0, avg_compute_us_);
   }
-  // Expired: the deadline passed, or a batch (its moving average plus twice the moving mean
-  // deviation) can no longer end before it although it could when the request arrived. Refused now,
-  // not answered after its deadline; a request whose timeout was always shorter than a batch still
-  // runs (its caller chose it).
+  // Expired: the deadline passed, or a batch (its moving average plus four times the moving mean
+  // deviation, TCP's RTO rule) can no longer end before it although a typical batch (the moving
+  // average) could when the request arrived. Refused now, not answered after its deadline; a
+  // request whose timeout was always shorter than a typical batch still runs (its caller chose
+  // it). The typical batch, not the estimate, decides "always shorter": one slow batch inflates
+  // the deviation, and must not turn queued requests into ones that run late.
   const auto estimate = std::chrono::microseconds(std::max<int64_t>(0, estimate_us));
   auto expires = [&](const Item& it) {
     if (it.req.deadline <= start) return true;
-    return start + estimate > it.req.deadline && it.submitted + estimate <= it.req.deadline;
+    return start + estimate > it.req.deadline &&
+           it.submitted + std::chrono::microseconds(typical_us) <= it.req.deadline;
   };
   std::vector<Item> expired, live;
   for (auto& it : batch) (expires(it) ? expired : live).push_back(std::move(it));
