@@ -54,6 +54,41 @@ echo "the wine classifier: standardization fitted on the training split, inside 
 head -5 ../shared/data/wine/wine_data.csv > "$DIR/wine/rows.csv"
 "$DLSYS" run "$DIR/wine/model.onnx" --input "$DIR/wine/rows.csv" --table
 
+echo "a string column: the model takes the color's name (a STRING input, mapped inside the model), so ONNX Runtime gets the same raw rows"
+mkdir -p "$DIR/colors"
+/usr/bin/python3 - "$DIR/colors" <<'PY'
+import sys
+d, colors = sys.argv[1], ["red", "green", "blue"]
+rows = ["size,color,label"] + [f"{(i * 37) % 11},{colors[i % 3]},{i % 3}" for i in range(240)]
+open(f"{d}/train.csv", "w").write("\n".join(rows) + "\n")
+open(f"{d}/rows.csv", "w").write("size,color\n3,red\n5,green\n7,blue\n2,purple\n")
+open(f"{d}/colors.yaml", "w").write("""name: colors
+data:
+  train: train.csv
+  split_seed: 1
+  preprocess: [standardize, {onehot: [color]}]   # the vocabulary travels in the model
+model:
+  input: [4]
+  layers: [{linear: {out: 3}}]
+train: {epochs: 30, batch_size: 16, seed: 1, optimizer: {name: adam, lr: 0.05}}
+""")
+PY
+"$DLSYS" train "$DIR/colors/colors.yaml" --out "$DIR/colors/run" --threads 2 2>&1 | tail -1
+"$DLSYS" run "$DIR/colors/run/model.onnx" --input "$DIR/colors/rows.csv" --table
+if [ -d bench/engine/node_modules/onnxruntime-node ]; then
+  printf '%s' '{"input": {"type": "float32", "dims": [4, 1], "data": [3, 5, 7, 2]},
+    "color": {"type": "string", "dims": [4, 1], "data": ["red", "green", "blue", "purple"]}}' \
+    >"$DIR/colors/feeds.json"
+  echo "ONNX Runtime (onnxruntime-node) on the same rows (purple, never seen, has no one-hot bit):"
+  node bench/engine/run_model.mjs "$DIR/colors/run/model.onnx" "$DIR/colors/feeds.json" |
+    /usr/bin/python3 -c '
+import json, sys, numpy as np
+z = np.array(json.load(sys.stdin)["logits"]["data"]).reshape(4, 3)
+p = np.exp(z - z.max(1, keepdims=True)); p /= p.sum(1, keepdims=True)
+print("row  class  probability")
+for i, r in enumerate(p): print(f"{i:<4} {r.argmax():<6} {r.max():.4f}")'
+fi
+
 step "6/7 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
 HOME_DIR="$DIR/home"
 rm -rf "$HOME_DIR"
