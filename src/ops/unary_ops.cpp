@@ -52,6 +52,11 @@ Result<KernelPtr> f32_map(BuildContext& ctx, F f) {
 template <typename F>
 Result<KernelPtr> numeric_map(BuildContext& ctx, F f) {
   DType t = ctx.in_dtype(0);
+  // The loop below covers DLSYS_DISPATCH_NUMERIC's dtypes only: any other would leave the output
+  // unwritten.
+  if (t == DType::kF16 || t == DType::kBF16 || t == DType::kBool || t == DType::kString)
+    return ctx.unsupported("input of dtype {}: this op runs on f32, f64 and integer tensors",
+                           dtype_name(t));
   ctx.set_output(0, t, ctx.in_shape(0));
   return make_kernel([f, t](const Tensor* const* in, Tensor* const* out) {
     int64_t n = in[0]->numel();

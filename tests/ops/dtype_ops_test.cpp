@@ -63,6 +63,26 @@ Tensor run_node(const std::string& op, const std::vector<Tensor>& in, DType out,
   return got[0].clone();
 }
 
+// Relu, Abs and Neg on a dtype their loop does not cover are refused naming it (their output was
+// left unwritten before).
+TEST(WideDtypes, ElementwiseLoopsRefuseDtypesTheyDoNotCover) {
+  for (const char* op : {"Relu", "Abs", "Neg"}) {
+    for (DType t : {DType::kF16, DType::kBF16, DType::kBool}) {
+      Graph g;
+      g.opset = 17;
+      ValueInfo x{"x", t, true, {Dim{4, ""}}};
+      g.inputs.push_back(x);
+      g.nodes.push_back(Node{"n", op, "", {"x"}, {"y"}, {}});
+      g.outputs.push_back(ValueInfo{"y", t, false, {}});
+      auto s = Session::from_graph(g);
+      std::vector<Tensor> got;
+      Status st = s->run({{"x", Tensor::empty(t, {4})}}, &got);
+      EXPECT_EQ(st.code(), StatusCode::kUnsupported) << op << " " << dtype_name(t);
+      EXPECT_NE(st.message().find(dtype_name(t)), std::string::npos) << st.message();
+    }
+  }
+}
+
 TEST(WideDtypes, HaveNoOneDnnTypeAndOnnxNamesRoundTrip) {
   for (DType t : {DType::kF64, DType::kI16, DType::kU16, DType::kU32, DType::kU64}) {
     EXPECT_FALSE(dnnl_has(t)) << dtype_name(t);
