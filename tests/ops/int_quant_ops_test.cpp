@@ -14,88 +14,13 @@
 #include "graph/onnx_import.h"
 #include "graph/session.h"
 #include "testing/onnx_builder.h"
+#include "testing/run_node.h"
 
 namespace dlsys {
 namespace {
 
-struct In {
-  std::string name;
-  Tensor value;
-  bool constant = false;  // fed by a Constant node (known when the plan is built)
-};
-
-int onnx_elem(DType t) {
-  switch (t) {
-    case DType::kU8:
-      return onnx::TensorProto::UINT8;
-    case DType::kI8:
-      return onnx::TensorProto::INT8;
-    case DType::kI32:
-      return onnx::TensorProto::INT32;
-    default:
-      return onnx::TensorProto::FLOAT;
-  }
-}
-
-void attr_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
-
-void attr_int(onnx::NodeProto* n, const std::string& name, int64_t v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(v);
-}
-
-// Runs one node `op` on graph inputs (an empty name leaves an optional input out).
-Status run_node(const std::string& op, const std::vector<In>& inputs, size_t outputs,
-                const std::function<void(onnx::NodeProto*)>& attrs, std::vector<Tensor>* out) {
-  testing::OnnxBuilder b(17);
-  std::vector<std::string> names, outs;
-  std::map<std::string, Tensor> feed;
-  for (const In& i : inputs) {
-    names.push_back(i.name);
-    if (i.name.empty()) continue;
-    if (i.constant) {
-      auto* c = b.node("Constant", {}, {i.name}, i.name + "_const");
-      auto* a = c->add_attribute();
-      a->set_name("value");
-      a->set_type(onnx::AttributeProto::TENSOR);
-      auto* t = a->mutable_t();
-      t->set_data_type(onnx_elem(i.value.dtype()));
-      for (int64_t d : i.value.shape()) t->add_dims(d);
-      t->set_raw_data(i.value.data(), i.value.nbytes());
-      continue;
-    }
-    b.input(i.name, onnx_elem(i.value.dtype()), i.value.shape());
-    feed[i.name] = i.value;
-  }
-  for (size_t k = 0; k < outputs; ++k) {
-    outs.push_back("y" + std::to_string(k));
-    b.output(outs.back(), onnx::TensorProto::FLOAT, {});
-  }
-  auto* n = b.node(op, names, outs, "q");
-  if (attrs) attrs(n);
-  auto g = import_onnx_bytes(b.bytes(), "t.onnx");
-  if (!g.ok()) return g.status();
-  auto s = Session::from_graph(std::move(g).value());
-  Status st = s->run(feed, out);
-  for (Tensor& t : *out) t = t.clone();
-  return st;
-}
-
-template <typename T>
-Tensor make(DType dt, const Shape& shape, const std::vector<T>& v) {
-  Tensor t = Tensor::empty(dt, shape);
-  EXPECT_EQ(t.numel(), static_cast<int64_t>(v.size()));
-  std::copy(v.begin(), v.end(), t.data_as<T>());
-  return t;
-}
-
+using In = testing::NodeInput;
+using testing::run_node;
 template <typename T>
 std::vector<T> random_ints(int64_t n, int lo, int hi, uint32_t seed) {
   std::mt19937 rng(seed);
@@ -118,10 +43,10 @@ TEST(IntQuantOps, MatMulIntegerPerRowAndPerColumnZeroPointsBroadcastBatch) {
   std::vector<int8_t> azp = {-3, 0, 7}, bzp = {5, -128, 127, 0};
   std::vector<Tensor> out;
   ASSERT_TRUE(run_node("MatMulInteger",
-                       {{"A", make(DType::kI8, {B, M, K}, a)},
-                        {"Bm", make(DType::kI8, {K, N}, b)},
-                        {"az", make(DType::kI8, {M}, azp)},
-                        {"bz", make(DType::kI8, {N}, bzp)}},
+                       {{"A", testing::make_tensor(DType::kI8, {B, M, K}, a)},
+                        {"Bm", testing::make_tensor(DType::kI8, {K, N}, b)},
+                        {"az", testing::make_tensor(DType::kI8, {M}, azp)},
+                        {"bz", testing::make_tensor(DType::kI8, {N}, bzp)}},
                        1, nullptr, &out)
                   .ok());
   ASSERT_EQ(out[0].dtype(), DType::kI32);
@@ -142,8 +67,9 @@ TEST(IntQuantOps, MatMulIntegerLargeSumsStayExact) {
   std::vector<uint8_t> a(M * K, 255), b(K * N, 255);
   std::vector<Tensor> out;
   ASSERT_TRUE(run_node("MatMulInteger",
-                       {{"A", make(DType::kU8, {M, K}, a)}, {"Bm", make(DType::kU8, {K, N}, b)}}, 1,
-                       nullptr, &out)
+                       {{"A", testing::make_tensor(DType::kU8, {M, K}, a)},
+                        {"Bm", testing::make_tensor(DType::kU8, {K, N}, b)}},
+                       1, nullptr, &out)
                   .ok());
   for (int64_t i = 0; i < M * N; ++i) EXPECT_EQ(out[0].data_as<int32_t>()[i], 255 * 255 * K);
 }
@@ -173,9 +99,9 @@ TEST(IntQuantOps, MatMulIntegerConstantWeights) {
     }
     std::vector<Tensor> out;
     Status st = run_node("MatMulInteger",
-                         {{"A", make(DType::kU8, {B, M, K}, a)},
+                         {{"A", testing::make_tensor(DType::kU8, {B, M, K}, a)},
                           {"Bm", bq, true},
-                          {"az", make(DType::kU8, {M}, azp)},
+                          {"az", testing::make_tensor(DType::kU8, {M}, azp)},
                           {"bz", bz}},
                          1, nullptr, &out);
     ASSERT_TRUE(st.ok()) << st.to_string();
@@ -202,14 +128,14 @@ TEST(IntQuantOps, QLinearMatMulPerColumnScalesSaturatesI8) {
   int8_t yzp = -5;
   std::vector<Tensor> out;
   ASSERT_TRUE(run_node("QLinearMatMul",
-                       {{"a", make(DType::kU8, {M, K}, a)},
-                        {"as", make(DType::kF32, {}, std::vector<float>{as})},
-                        {"az", make(DType::kU8, {}, std::vector<uint8_t>{azp})},
-                        {"b", make(DType::kI8, {K, N}, b)},
-                        {"bs", make(DType::kF32, {N}, bs)},
-                        {"bz", make(DType::kI8, {N}, bzp)},
-                        {"ys", make(DType::kF32, {}, std::vector<float>{ys})},
-                        {"yz", make(DType::kI8, {}, std::vector<int8_t>{yzp})}},
+                       {{"a", testing::make_tensor(DType::kU8, {M, K}, a)},
+                        {"as", testing::make_tensor(DType::kF32, {}, std::vector<float>{as})},
+                        {"az", testing::make_tensor(DType::kU8, {}, std::vector<uint8_t>{azp})},
+                        {"b", testing::make_tensor(DType::kI8, {K, N}, b)},
+                        {"bs", testing::make_tensor(DType::kF32, {N}, bs)},
+                        {"bz", testing::make_tensor(DType::kI8, {N}, bzp)},
+                        {"ys", testing::make_tensor(DType::kF32, {}, std::vector<float>{ys})},
+                        {"yz", testing::make_tensor(DType::kI8, {}, std::vector<int8_t>{yzp})}},
                        1, nullptr, &out)
                   .ok());
   ASSERT_EQ(out[0].dtype(), DType::kI8);
@@ -254,10 +180,10 @@ std::vector<int64_t> conv_ref(const std::vector<uint8_t>& x, int xz, const std::
 }
 
 void conv_attrs(onnx::NodeProto* n) {
-  attr_int(n, "group", 2);
-  attr_ints(n, "strides", {2, 2});
-  attr_ints(n, "dilations", {2, 2});
-  attr_ints(n, "pads", {1, 1, 1, 1});
+  testing::OnnxBuilder::attr_int(n, "group", 2);
+  testing::OnnxBuilder::attr_ints(n, "strides", {2, 2});
+  testing::OnnxBuilder::attr_ints(n, "dilations", {2, 2});
+  testing::OnnxBuilder::attr_ints(n, "pads", {1, 1, 1, 1});
 }
 
 TEST(IntQuantOps, ConvIntegerGroupedStridedDilatedPerChannelZeroPoint) {
@@ -269,10 +195,10 @@ TEST(IntQuantOps, ConvIntegerGroupedStridedDilatedPerChannelZeroPoint) {
   uint8_t xz = 100;
   std::vector<Tensor> out;
   Status st = run_node("ConvInteger",
-                       {{"x", make(DType::kU8, {N, C, H, W}, x)},
-                        {"w", make(DType::kI8, {M, C / G, K, K}, w)},
-                        {"xz", make(DType::kU8, {}, std::vector<uint8_t>{xz})},
-                        {"wz", make(DType::kI8, {M}, wz)}},
+                       {{"x", testing::make_tensor(DType::kU8, {N, C, H, W}, x)},
+                        {"w", testing::make_tensor(DType::kI8, {M, C / G, K, K}, w)},
+                        {"xz", testing::make_tensor(DType::kU8, {}, std::vector<uint8_t>{xz})},
+                        {"wz", testing::make_tensor(DType::kI8, {M}, wz)}},
                        1, conv_attrs, &out);
   ASSERT_TRUE(st.ok()) << st.to_string();
   ASSERT_EQ(out[0].shape(), (Shape{N, M, OH, OW}));
@@ -292,15 +218,15 @@ TEST(IntQuantOps, QLinearConvPerChannelScaleZeroPointAndBias) {
   uint8_t xz = 7, yz = 120;
   std::vector<Tensor> out;
   Status st = run_node("QLinearConv",
-                       {{"x", make(DType::kU8, {N, C, H, W}, x)},
-                        {"xs", make(DType::kF32, {}, std::vector<float>{xs})},
-                        {"xz", make(DType::kU8, {}, std::vector<uint8_t>{xz})},
-                        {"w", make(DType::kI8, {M, C / G, K, K}, w)},
-                        {"ws", make(DType::kF32, {M}, ws)},
-                        {"wz", make(DType::kI8, {M}, wz)},
-                        {"ys", make(DType::kF32, {}, std::vector<float>{ys})},
-                        {"yz", make(DType::kU8, {}, std::vector<uint8_t>{yz})},
-                        {"B", make(DType::kI32, {M}, bias)}},
+                       {{"x", testing::make_tensor(DType::kU8, {N, C, H, W}, x)},
+                        {"xs", testing::make_tensor(DType::kF32, {}, std::vector<float>{xs})},
+                        {"xz", testing::make_tensor(DType::kU8, {}, std::vector<uint8_t>{xz})},
+                        {"w", testing::make_tensor(DType::kI8, {M, C / G, K, K}, w)},
+                        {"ws", testing::make_tensor(DType::kF32, {M}, ws)},
+                        {"wz", testing::make_tensor(DType::kI8, {M}, wz)},
+                        {"ys", testing::make_tensor(DType::kF32, {}, std::vector<float>{ys})},
+                        {"yz", testing::make_tensor(DType::kU8, {}, std::vector<uint8_t>{yz})},
+                        {"B", testing::make_tensor(DType::kI32, {M}, bias)}},
                        1, conv_attrs, &out);
   ASSERT_TRUE(st.ok()) << st.to_string();
   ASSERT_EQ(out[0].dtype(), DType::kU8);
@@ -314,17 +240,19 @@ TEST(IntQuantOps, QLinearConvPerChannelScaleZeroPointAndBias) {
 
 TEST(IntQuantOps, DynamicQuantizeLinearAllZeroAndAllNegative) {
   std::vector<Tensor> out;
-  ASSERT_TRUE(run_node("DynamicQuantizeLinear",
-                       {{"x", make(DType::kF32, {3}, std::vector<float>{0.f, 0.f, 0.f})}}, 3,
-                       nullptr, &out)
-                  .ok());
+  ASSERT_TRUE(
+      run_node("DynamicQuantizeLinear",
+               {{"x", testing::make_tensor(DType::kF32, {3}, std::vector<float>{0.f, 0.f, 0.f})}},
+               3, nullptr, &out)
+          .ok());
   EXPECT_FLOAT_EQ(out[1].data_as<float>()[0], 1.f / 255.f);
   EXPECT_EQ(out[2].data_as<uint8_t>()[0], 0);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(out[0].data_as<uint8_t>()[i], 0);
   // All negative: the range is [min x, 0], so the zero point is 255 and min x maps to 0.
   ASSERT_TRUE(run_node("DynamicQuantizeLinear",
-                       {{"x", make(DType::kF32, {3}, std::vector<float>{-2.55f, -1.f, 0.f})}}, 3,
-                       nullptr, &out)
+                       {{"x", testing::make_tensor(DType::kF32, {3},
+                                                   std::vector<float>{-2.55f, -1.f, 0.f})}},
+                       3, nullptr, &out)
                   .ok());
   EXPECT_FLOAT_EQ(out[1].data_as<float>()[0], 2.55f / 255.f);
   EXPECT_EQ(out[2].data_as<uint8_t>()[0], 255);
@@ -335,12 +263,13 @@ TEST(IntQuantOps, DynamicQuantizeLinearAllZeroAndAllNegative) {
 
 TEST(IntQuantOps, MisShapedZeroPointIsNamed) {
   std::vector<Tensor> out;
-  Status st = run_node("MatMulInteger",
-                       {{"A", make(DType::kU8, {2, 3}, std::vector<uint8_t>(6, 1))},
-                        {"Bm", make(DType::kU8, {3, 4}, std::vector<uint8_t>(12, 1))},
-                        {"", Tensor()},
-                        {"bz", make(DType::kU8, {3}, std::vector<uint8_t>(3, 0))}},
-                       1, nullptr, &out);
+  Status st =
+      run_node("MatMulInteger",
+               {{"A", testing::make_tensor(DType::kU8, {2, 3}, std::vector<uint8_t>(6, 1))},
+                {"Bm", testing::make_tensor(DType::kU8, {3, 4}, std::vector<uint8_t>(12, 1))},
+                {"", Tensor()},
+                {"bz", testing::make_tensor(DType::kU8, {3}, std::vector<uint8_t>(3, 0))}},
+               1, nullptr, &out);
   ASSERT_FALSE(st.ok());
   EXPECT_NE(st.message().find("node 'q' (MatMulInteger)"), std::string::npos) << st.to_string();
   EXPECT_NE(st.message().find("b_zero_point must be a scalar or 1-D with 4 values"),

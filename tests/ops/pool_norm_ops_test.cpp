@@ -14,78 +14,13 @@
 #include "graph/onnx_import.h"
 #include "graph/session.h"
 #include "testing/onnx_builder.h"
+#include "testing/run_node.h"
 
 namespace dlsys {
 namespace {
 
-struct In {
-  std::string name;
-  Tensor value;
-};
-
-int onnx_elem(DType t) {
-  switch (t) {
-    case DType::kU8:
-      return onnx::TensorProto::UINT8;
-    case DType::kI8:
-      return onnx::TensorProto::INT8;
-    case DType::kI32:
-      return onnx::TensorProto::INT32;
-    case DType::kBool:
-      return onnx::TensorProto::BOOL;
-    default:
-      return onnx::TensorProto::FLOAT;
-  }
-}
-
-void attr_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
-
-void attr_int(onnx::NodeProto* n, const std::string& name, int64_t v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(v);
-}
-
-// Runs one node `op` on graph inputs (an empty name leaves an optional input out).
-Status run_node(const std::string& op, const std::vector<In>& inputs, size_t outputs,
-                const std::function<void(onnx::NodeProto*)>& attrs, std::vector<Tensor>* out) {
-  testing::OnnxBuilder b(17);
-  std::vector<std::string> names, outs;
-  std::map<std::string, Tensor> feed;
-  for (const In& i : inputs) {
-    names.push_back(i.name);
-    if (i.name.empty()) continue;
-    b.input(i.name, onnx_elem(i.value.dtype()), i.value.shape());
-    feed[i.name] = i.value;
-  }
-  for (size_t k = 0; k < outputs; ++k) {
-    outs.push_back("y" + std::to_string(k));
-    b.output(outs.back(), onnx::TensorProto::FLOAT, {});
-  }
-  auto* n = b.node(op, names, outs, "q");
-  if (attrs) attrs(n);
-  auto g = import_onnx_bytes(b.bytes(), "t.onnx");
-  if (!g.ok()) return g.status();
-  auto s = Session::from_graph(std::move(g).value());
-  Status st = s->run(feed, out);
-  for (Tensor& t : *out) t = t.clone();
-  return st;
-}
-
-template <typename T>
-Tensor make(DType dt, const Shape& shape, const std::vector<T>& v) {
-  Tensor t = Tensor::empty(dt, shape);
-  EXPECT_EQ(t.numel(), static_cast<int64_t>(v.size()));
-  std::copy(v.begin(), v.end(), t.data_as<T>());
-  return t;
-}
-
+using In = testing::NodeInput;
+using testing::run_node;
 TEST(PoolNormOps, MaxPoolIndicesPaddingDilationTiesStorageOrder) {
   const int64_t N = 2, C = 2, H = 4, W = 5, KH = 2, KW = 3, SH = 2, SW = 1, DW = 2;
   const int64_t PT = 1, PL = 0, PB = 0, PR = 1;
@@ -97,13 +32,13 @@ TEST(PoolNormOps, MaxPoolIndicesPaddingDilationTiesStorageOrder) {
   for (int64_t order : {0, 1}) {
     std::vector<Tensor> out;
     Status st = run_node(
-        "MaxPool", {{"x", make(DType::kF32, {N, C, H, W}, x)}}, 2,
+        "MaxPool", {{"x", testing::make_tensor(DType::kF32, {N, C, H, W}, x)}}, 2,
         [&](onnx::NodeProto* n) {
-          attr_ints(n, "kernel_shape", {KH, KW});
-          attr_ints(n, "strides", {SH, SW});
-          attr_ints(n, "dilations", {1, DW});
-          attr_ints(n, "pads", {PT, PL, PB, PR});
-          attr_int(n, "storage_order", order);
+          testing::OnnxBuilder::attr_ints(n, "kernel_shape", {KH, KW});
+          testing::OnnxBuilder::attr_ints(n, "strides", {SH, SW});
+          testing::OnnxBuilder::attr_ints(n, "dilations", {1, DW});
+          testing::OnnxBuilder::attr_ints(n, "pads", {PT, PL, PB, PR});
+          testing::OnnxBuilder::attr_int(n, "storage_order", order);
         },
         &out);
     ASSERT_TRUE(st.ok()) << st.to_string();
@@ -147,13 +82,13 @@ TEST(PoolNormOps, MaxPoolIndicesAfterConvBlockedLayout) {
   b.output("i", onnx::TensorProto::INT64, {});
   b.node("Conv", {"x", "w"}, {"c"}, "conv");
   auto* n = b.node("MaxPool", {"c"}, {"y", "i"}, "pool");
-  attr_ints(n, "kernel_shape", {2, 2});
-  attr_ints(n, "strides", {2, 2});
+  testing::OnnxBuilder::attr_ints(n, "kernel_shape", {2, 2});
+  testing::OnnxBuilder::attr_ints(n, "strides", {2, 2});
   auto g = import_onnx_bytes(b.bytes(), "t.onnx");
   ASSERT_TRUE(g.ok()) << g.status().to_string();
   auto sess = Session::from_graph(std::move(g).value());
   std::vector<Tensor> out;
-  Status st = sess->run({{"x", make(DType::kF32, {1, C, H, W}, x)}}, &out);
+  Status st = sess->run({{"x", testing::make_tensor(DType::kF32, {1, C, H, W}, x)}}, &out);
   ASSERT_TRUE(st.ok()) << st.to_string();
   for (int64_t c = 0; c < C; ++c)
     for (int64_t oh = 0; oh < OH; ++oh)
@@ -184,14 +119,14 @@ TEST(PoolNormOps, BatchNormTrainingModeRank2Momentum) {
   std::vector<Tensor> out;
   Status st = run_node(
       "BatchNormalization",
-      {{"x", make(DType::kF32, {N, C}, x)},
-       {"s", make(DType::kF32, {C}, scale)},
-       {"b", make(DType::kF32, {C}, bias)},
-       {"m", make(DType::kF32, {C}, mean)},
-       {"v", make(DType::kF32, {C}, var)}},
+      {{"x", testing::make_tensor(DType::kF32, {N, C}, x)},
+       {"s", testing::make_tensor(DType::kF32, {C}, scale)},
+       {"b", testing::make_tensor(DType::kF32, {C}, bias)},
+       {"m", testing::make_tensor(DType::kF32, {C}, mean)},
+       {"v", testing::make_tensor(DType::kF32, {C}, var)}},
       3,
       [&](onnx::NodeProto* n) {
-        attr_int(n, "training_mode", 1);
+        testing::OnnxBuilder::attr_int(n, "training_mode", 1);
         auto* a = n->add_attribute();
         a->set_name("momentum");
         a->set_type(onnx::AttributeProto::FLOAT);
@@ -221,9 +156,9 @@ TEST(PoolNormOps, DropoutTrainingModeFromGraphInput) {
   std::vector<float> x = {1.f, -2.f, 3.f, 4.f, -5.f, 6.f};
   auto run = [&](bool training, float ratio, std::vector<Tensor>* out) {
     return run_node("Dropout",
-                    {{"x", make(DType::kF32, {2, 3}, x)},
-                     {"r", make(DType::kF32, {}, std::vector<float>{ratio})},
-                     {"t", make(DType::kBool, {}, std::vector<uint8_t>{training})}},
+                    {{"x", testing::make_tensor(DType::kF32, {2, 3}, x)},
+                     {"r", testing::make_tensor(DType::kF32, {}, std::vector<float>{ratio})},
+                     {"t", testing::make_tensor(DType::kBool, {}, std::vector<uint8_t>{training})}},
                     2, nullptr, out);
   };
   std::vector<Tensor> out;

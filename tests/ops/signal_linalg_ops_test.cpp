@@ -14,54 +14,18 @@
 #include "graph/onnx_import.h"
 #include "graph/session.h"
 #include "testing/onnx_builder.h"
+#include "testing/run_node.h"
 
 namespace dlsys {
 namespace {
 
-struct In {
-  std::string name;
-  Tensor value;
-};
-
-int onnx_elem(DType t) {
-  return t == DType::kI64   ? onnx::TensorProto::INT64
-         : t == DType::kI32 ? onnx::TensorProto::INT32
-                            : onnx::TensorProto::FLOAT;
-}
-
+using In = testing::NodeInput;
+using testing::run_node;
 void attr_string(onnx::NodeProto* n, const std::string& name, const std::string& v) {
   auto* a = n->add_attribute();
   a->set_name(name);
   a->set_type(onnx::AttributeProto::STRING);
   a->set_s(v);
-}
-
-// Runs one node `op` on graph inputs; `attrs` sets its attributes. Returns the status and
-// fills `out`.
-Status run_node(const std::string& op, const std::vector<In>& inputs, size_t outputs,
-                const std::function<void(onnx::NodeProto*)>& attrs, std::vector<Tensor>* out,
-                const std::string& node_name = "n") {
-  testing::OnnxBuilder b(17);
-  std::vector<std::string> names, outs;
-  std::map<std::string, Tensor> feed;
-  for (const In& i : inputs) {
-    b.input(i.name, onnx_elem(i.value.dtype()), i.value.shape());
-    names.push_back(i.name);
-    feed[i.name] = i.value;
-  }
-  for (size_t k = 0; k < outputs; ++k) {
-    outs.push_back("y" + std::to_string(k));
-    b.output(outs.back(), onnx::TensorProto::FLOAT, {});
-  }
-  auto* n = b.node(op, names, outs, node_name);
-  if (attrs) attrs(n);
-  auto g = import_onnx_bytes(b.bytes(), "t.onnx");
-  if (!g.ok()) return g.status();
-  auto s = Session::from_graph(std::move(g).value());
-  Status st = s->run(feed, out);
-  // The outputs live in the session's plan: copy them out before it goes.
-  for (Tensor& t : *out) t = t.clone();
-  return st;
 }
 
 Tensor random_f32(const Shape& shape, uint32_t seed) {

@@ -8,92 +8,26 @@
 #include "graph/onnx_import.h"
 #include "graph/session.h"
 #include "testing/onnx_builder.h"
+#include "testing/run_node.h"
 
 namespace dlsys {
 namespace {
 
-struct In {
-  std::string name;
-  Tensor value;
-};
-
-int onnx_elem(DType t) {
-  switch (t) {
-    case DType::kU8:
-      return onnx::TensorProto::UINT8;
-    case DType::kI8:
-      return onnx::TensorProto::INT8;
-    case DType::kI32:
-      return onnx::TensorProto::INT32;
-    case DType::kI64:
-      return onnx::TensorProto::INT64;
-    case DType::kBool:
-      return onnx::TensorProto::BOOL;
-    default:
-      return onnx::TensorProto::FLOAT;
-  }
-}
-
-void attr_ints(onnx::NodeProto* n, const std::string& name, const std::vector<int64_t>& v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INTS);
-  for (int64_t x : v) a->add_ints(x);
-}
-
-void attr_int(onnx::NodeProto* n, const std::string& name, int64_t v) {
-  auto* a = n->add_attribute();
-  a->set_name(name);
-  a->set_type(onnx::AttributeProto::INT);
-  a->set_i(v);
-}
-
-// Runs one node `op` on graph inputs (an empty name leaves an optional input out).
-Status run_node(const std::string& op, const std::vector<In>& inputs, size_t outputs,
-                const std::function<void(onnx::NodeProto*)>& attrs, std::vector<Tensor>* out) {
-  testing::OnnxBuilder b(17);
-  std::vector<std::string> names, outs;
-  std::map<std::string, Tensor> feed;
-  for (const In& i : inputs) {
-    names.push_back(i.name);
-    if (i.name.empty()) continue;
-    b.input(i.name, onnx_elem(i.value.dtype()), i.value.shape());
-    feed[i.name] = i.value;
-  }
-  for (size_t k = 0; k < outputs; ++k) {
-    outs.push_back("y" + std::to_string(k));
-    b.output(outs.back(), onnx::TensorProto::FLOAT, {});
-  }
-  auto* n = b.node(op, names, outs, "q");
-  if (attrs) attrs(n);
-  auto g = import_onnx_bytes(b.bytes(), "t.onnx");
-  if (!g.ok()) return g.status();
-  auto s = Session::from_graph(std::move(g).value());
-  Status st = s->run(feed, out);
-  for (Tensor& t : *out) t = t.clone();
-  return st;
-}
-
-template <typename T>
-Tensor make(DType dt, const Shape& shape, const std::vector<T>& v) {
-  Tensor t = Tensor::empty(dt, shape);
-  EXPECT_EQ(t.numel(), static_cast<int64_t>(v.size()));
-  std::copy(v.begin(), v.end(), t.data_as<T>());
-  return t;
-}
-
+using In = testing::NodeInput;
+using testing::run_node;
 void tfidf_attrs(onnx::NodeProto* n, const std::string& mode, int64_t skip,
                  const std::vector<int64_t>& counts) {
   auto* a = n->add_attribute();
   a->set_name("mode");
   a->set_type(onnx::AttributeProto::STRING);
   a->set_s(mode);
-  attr_int(n, "min_gram_length", 1);
-  attr_int(n, "max_gram_length", 2);
-  attr_int(n, "max_skip_count", skip);
-  attr_ints(n, "ngram_counts", counts);
-  attr_ints(n, "ngram_indexes", {0, 1, 2, 3});
-  attr_ints(n, "pool_int64s", {1, 2, 1, 2, 2, 1});  // unigrams 1, 2; bigrams (1,2), (2,1)
+  testing::OnnxBuilder::attr_int(n, "min_gram_length", 1);
+  testing::OnnxBuilder::attr_int(n, "max_gram_length", 2);
+  testing::OnnxBuilder::attr_int(n, "max_skip_count", skip);
+  testing::OnnxBuilder::attr_ints(n, "ngram_counts", counts);
+  testing::OnnxBuilder::attr_ints(n, "ngram_indexes", {0, 1, 2, 3});
+  testing::OnnxBuilder::attr_ints(n, "pool_int64s",
+                                  {1, 2, 1, 2, 2, 1});  // unigrams 1, 2; bigrams (1,2), (2,1)
   a = n->add_attribute();
   a->set_name("weights");
   a->set_type(onnx::AttributeProto::FLOATS);
@@ -103,7 +37,7 @@ void tfidf_attrs(onnx::NodeProto* n, const std::string& mode, int64_t skip,
 TEST(TextOps, TfIdfModesWeightsAndSkips) {
   // Tokens 1 2 1 3 2 1: unigram 1 x3, 2 x2; adjacent pairs (1,2) x1, (2,1) x2; pairs one apart
   // (1,1) (2,3) (1,2) (3,1) add one (1,2).
-  Tensor x = make(DType::kI32, {6}, std::vector<int32_t>{1, 2, 1, 3, 2, 1});
+  Tensor x = testing::make_tensor(DType::kI32, {6}, std::vector<int32_t>{1, 2, 1, 3, 2, 1});
   struct Case {
     std::string mode;
     int64_t skip;
@@ -129,7 +63,8 @@ TEST(TextOps, TfIdfPoolThatDoesNotSplitIsNamed) {
   std::vector<Tensor> out;
   // ngram_counts {0, 3}: three unigrams, then three values that are not whole bigrams.
   Status st = run_node(
-      "TfIdfVectorizer", {{"x", make(DType::kI64, {3}, std::vector<int64_t>{1, 2, 3})}}, 1,
+      "TfIdfVectorizer",
+      {{"x", testing::make_tensor(DType::kI64, {3}, std::vector<int64_t>{1, 2, 3})}}, 1,
       [&](onnx::NodeProto* n) {
         tfidf_attrs(n, "TF", 0, {0, 3});
       },
