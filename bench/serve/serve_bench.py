@@ -75,8 +75,11 @@ def make_resnet8(path, seed):
 
 
 class Server:
-    def __init__(self, dlsys, workdir, server_cpus=None):
+    def __init__(self, dlsys, workdir, server_cpus=None, client_cpus=None):
         self.dlsys = dlsys
+        # The operator's commands (`dlsys models alias` during a rollout) run beside the load
+        # generator, not on the server's cores: in use they come from another machine.
+        self.client_cpus = client_cpus
         self.data = os.path.join(workdir, "data")
         self.log = open(os.path.join(workdir, "server.out"), "w+")
         # The access log is on (to a file), as a server in use has it.
@@ -99,7 +102,8 @@ class Server:
             die("the server did not start:\n" + self.log.read())
 
     def cli(self, *args, json_out=False):
-        cmd = [self.dlsys, *args, "--server", self.url] + (["--json"] if json_out else [])
+        cmd = pin_prefix(self.client_cpus) + [self.dlsys, *args, "--server", self.url] + \
+            (["--json"] if json_out else [])
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             die(f"{' '.join(cmd)} failed ({out.returncode}):\n{out.stderr.strip()}")
@@ -390,7 +394,7 @@ def main():
         if need_r8:
             for v in (1, 2, 3):
                 make_resnet8(os.path.join(a.work, f"resnet8_v{v}.onnx"), v)
-        srv = Server(a.dlsys, a.work, a.server_cpus)
+        srv = Server(a.dlsys, a.work, a.server_cpus, a.client_cpus)
         print(f"server {srv.url}, data {srv.data}", file=sys.stderr)
         if "offline" in a.only:
             srv.cli("models", "register", "r18", "--file", os.path.join(a.work, "resnet18.onnx"))

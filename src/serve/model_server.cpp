@@ -186,8 +186,7 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
   served->model = model;
   served->version = version;
   served->config = config;
-  DLSYS_ASSIGN_OR_RETURN(served->runner, ModelRunner::open(path, ro));
-  DLSYS_RETURN_IF_ERROR(served->runner->warm_up());
+  DLSYS_ASSIGN_OR_RETURN(served->runner, open_and_warm_in_background(path, ro));
   served->inputs = served->runner->inputs();
   served->outputs = served->runner->outputs();
   served->extras = std::make_shared<const V2ModelExtras>(
@@ -224,6 +223,28 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
   served->load_seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return served;
+}
+
+Result<std::unique_ptr<ModelRunner>> ModelServer::open_and_warm_in_background(
+    const std::string& path, const ModelRunnerOptions& ro) {
+  // On a thread of its own at nice kLoaderNice: opening, planning and warming every bucket
+  // takes the cores only when the serving threads leave them idle, so a rollout (or a reload)
+  // does not slow the traffic it replaces. The thread ends here: the batcher's instance threads
+  // are started afterwards by the caller, at the process's priority (Linux threads inherit
+  // the nice value of the thread that starts them, and lowering it back needs CAP_SYS_NICE).
+  Result<std::unique_ptr<ModelRunner>> out = Status::Internal("model load did not run");
+  std::thread loader([&] {
+    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kLoaderNice);
+    (void)::pthread_setname_np(::pthread_self(), "dlsys-load");
+    auto runner = ModelRunner::open(path, ro);
+    if (runner.ok()) {
+      Status warm = (*runner)->warm_up();
+      if (!warm.ok()) runner = warm;
+    }
+    out = std::move(runner);
+  });
+  loader.join();
+  return out;
 }
 
 Status ModelServer::apply(const meta::Deployment& d) {
@@ -365,12 +386,10 @@ bool ModelServer::when_loaded(const std::string& name, std::function<void()> rea
 }
 
 void ModelServer::load_loop() {
-  // A reload (an alias moved, an evicted version asked for) opens, plans and warms the new
-  // version beside the one still serving: at nice +10 it takes the cores only when the serving
-  // instances leave them idle, so a rollout does not slow the traffic it replaces. Threads it
-  // starts (its OpenMP team) inherit the priority. Best effort: a failure changes nothing else.
-  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kLoaderNice);
-  (void)::pthread_setname_np(::pthread_self(), "dlsys-loader");
+  // Reloads an evicted version when a request asks for it; the heavy part of a load runs at
+  // low priority (open_and_warm_in_background), this thread at the process's priority, so the
+  // batcher threads it starts are not niced.
+  (void)::pthread_setname_np(::pthread_self(), "dlsys-reload");
   for (;;) {
     std::string name;
     {

@@ -3,7 +3,8 @@
 // that follows an alias rolls to the version the alias points at:
 //
 //   1. a watcher thread notices the alias moved (it polls the registry every `poll`),
-//   2. the new version is loaded and warmed beside the old one (every batch bucket planned),
+//   2. the new version is loaded and warmed beside the old one (every batch bucket planned), on
+//      a thread at nice +10 so that the serving threads keep the cores they need,
 //   3. the deployment's current version is switched (one pointer swap under a mutex): new
 //      requests go to the new version,
 //   4. the old version is retired: its batcher stops taking requests and drains what it
@@ -207,8 +208,12 @@ class ModelServer {
   void follow_store();
   void autoscale_step();
   void reap_loop();
-  // Reloads queued deployments (to_reload_) on the loader_ thread, at nice kLoaderNice.
+  // Reloads queued deployments (to_reload_) on the loader_ thread.
   void load_loop();
+  // ModelRunner::open and warm_up on a short-lived thread at nice kLoaderNice (every load:
+  // deployments created, alias moves, reloads); returns when it is done.
+  static Result<std::unique_ptr<ModelRunner>> open_and_warm_in_background(
+      const std::string& path, const ModelRunnerOptions& ro);
   static constexpr int kLoaderNice = 10;
 
   meta::MetaStore& store_;

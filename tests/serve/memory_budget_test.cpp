@@ -94,6 +94,9 @@ TEST_F(MemoryBudgetTest, EvictsTheLeastRecentlyUsedAndReloadsOnDemand) {
     }));
   for (auto& w : waiting) EXPECT_EQ(w.get(), 200);
   EXPECT_EQ(models_->status("a")["memory_budget"]["cold_starts"], 1);
+  // The reloads planned at nice +10 on a thread of their own; the versions they started serve
+  // at the process's priority (threads inherit the nice value of the thread that starts them).
+  ExpectEveryThreadAtTheProcessPriority();
 }
 
 TEST_F(MemoryBudgetTest, AVersionLargerThanTheBudgetIsRefused) {

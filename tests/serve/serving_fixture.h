@@ -5,7 +5,12 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "../api/server_fixture.h"
@@ -142,6 +147,43 @@ inline std::vector<float> Inputs(int64_t rows, float seed) {
 inline void ExpectNear(const std::vector<float>& got, const std::vector<float>& want) {
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_NEAR(got[i], want[i], 1e-5) << "element " << i;
+}
+
+// The nice value of thread `tid` of this process (field 19 of /proc/self/task/TID/stat).
+inline int ThreadNice(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));  // the name may hold spaces
+  std::string field;
+  for (int i = 3; i <= 19 && rest >> field; ++i) {
+  }
+  return std::stoi(field);
+}
+
+inline std::string ThreadName(pid_t tid) {
+  std::ifstream f("/proc/self/task/" + std::to_string(tid) + "/comm");
+  std::string name;
+  std::getline(f, name);
+  return name;
+}
+
+// Every thread of this process with its nice value.
+inline std::vector<std::pair<pid_t, int>> ThreadNices() {
+  std::vector<std::pair<pid_t, int>> out;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/task")) {
+    pid_t tid = static_cast<pid_t>(std::stol(e.path().filename().string()));
+    out.emplace_back(tid, ThreadNice(tid));
+  }
+  return out;
+}
+
+// Loads plan at nice +10 on a thread of their own; the threads they leave behind (a version's
+// batcher) must serve at the process's priority.
+inline void ExpectEveryThreadAtTheProcessPriority() {
+  int main_nice = ThreadNice(::getpid());
+  for (const auto& [tid, nice] : ThreadNices())
+    EXPECT_EQ(nice, main_nice) << "thread " << tid << " ('" << ThreadName(tid)
+                               << "') runs at another priority than the server";
 }
 
 }  // namespace dlsys::serve

@@ -305,22 +305,8 @@ TEST_F(ServingTest, AliasMovesUnderLoadFailNoRequest) {
                    "\"primary\"}"),
             std::string::npos);
   EXPECT_EQ(m.find("version=\"1\""), std::string::npos) << "an unloaded version's series stay";
-  // The reloads ran on the loader thread at a lower CPU priority than the serving threads.
-  int loaders = 0;
-  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
-    std::ifstream comm(task.path() / "comm"), stat(task.path() / "stat");
-    std::string name, line;
-    std::getline(comm, name);
-    if (name != "dlsys-loader") continue;
-    ++loaders;
-    std::getline(stat, line);
-    // Fields after the command's closing parenthesis: state is field 3, nice field 19.
-    std::istringstream rest(line.substr(line.rfind(')') + 2));
-    std::vector<std::string> f{std::istream_iterator<std::string>(rest), {}};
-    ASSERT_GE(f.size(), 17u) << line;
-    EXPECT_EQ(f[16], "10") << "the loader's nice value, from " << line;
-  }
-  EXPECT_EQ(loaders, 1);
+  // The new versions were planned at nice +10; their batchers serve at the server's priority.
+  ExpectEveryThreadAtTheProcessPriority();
 }
 
 // /metrics counts what was served: requests by outcome, the latency histogram, batch sizes.
