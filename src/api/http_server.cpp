@@ -7,6 +7,7 @@
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <cstdlib>
 #include <ctime>
 #include <limits>
 #include <mutex>
@@ -92,6 +93,27 @@ struct HttpServer::Impl {
   std::atomic<uint64_t> inflight{0};
   std::atomic<uint64_t> shed_idle{0};             // idle connections closed to make room
   std::atomic<uint64_t> rejected_connections{0};  // connections answered 503 at the cap
+  // How long answers posted from other threads waited for their I/O thread (Request::
+  // answer_delay_us): moving average (gain 1/8) and mean deviation (1/4) in microseconds, as
+  // TCP estimates a round trip. Updated by I/O threads without a lock: with more than one, an
+  // update may be lost, which only delays the estimate.
+  std::atomic<int64_t> answer_wait_avg_us{-1};
+  std::atomic<int64_t> answer_wait_dev_us{0};
+
+  void observe_answer_wait(int64_t us) {
+    const int64_t avg = answer_wait_avg_us.load(std::memory_order_relaxed);
+    if (avg < 0) {
+      answer_wait_avg_us.store(us, std::memory_order_relaxed);
+      return;
+    }
+    const int64_t dev = answer_wait_dev_us.load(std::memory_order_relaxed);
+    answer_wait_dev_us.store((dev * 3 + std::abs(us - avg)) / 4, std::memory_order_relaxed);
+    answer_wait_avg_us.store((avg * 7 + us) / 8, std::memory_order_relaxed);
+  }
+  int64_t answer_delay_us() const {
+    const int64_t avg = answer_wait_avg_us.load(std::memory_order_relaxed);
+    return avg < 0 ? 0 : avg + 4 * answer_wait_dev_us.load(std::memory_order_relaxed);
+  }
 
   void accept();
   void on_accept_error(const beast::error_code& ec);
@@ -316,6 +338,7 @@ class Session : public std::enable_shared_from_this<Session> {
     target_ = std::string(h.target());
     req_.remote = remote_;
     req_.received = first_byte_;
+    req_.answer_delay_us = srv_.answer_delay_us();
     for (auto& f : h) {
       std::string name(f.name_string());
       for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
@@ -504,8 +527,7 @@ class Session : public std::enable_shared_from_this<Session> {
         if (self->dispatching_on_.load() == std::this_thread::get_id()) {
           self->answered_inline_.emplace(std::move(r));
         } else {
-          asio::post(self->stream_.get_executor(),
-                     [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+          self->post_answer(std::move(r));
         }
         work->reset();
       });
@@ -527,10 +549,21 @@ class Session : public std::enable_shared_from_this<Session> {
     asio::post(srv_.pool, [self = shared_from_this(), work]() mutable {
       --self->srv_.queued;
       self->srv_.router.dispatch_async(self->req_, [self, work](Response r) {
-        asio::post(self->stream_.get_executor(),
-                   [self, r = std::move(r)]() mutable { self->write(std::move(r)); });
+        self->post_answer(std::move(r));
         work->reset();
       });
+    });
+  }
+
+  // Hands an answer made on another thread to this connection's strand, which writes it; how
+  // long that took (the wait for the I/O thread, and the write's start) feeds answer_delay_us.
+  void post_answer(Response r) {
+    asio::post(stream_.get_executor(), [self = shared_from_this(), r = std::move(r),
+                                        posted = std::chrono::steady_clock::now()]() mutable {
+      self->write(std::move(r));
+      self->srv_.observe_answer_wait(std::chrono::duration_cast<std::chrono::microseconds>(
+                                         std::chrono::steady_clock::now() - posted)
+                                         .count());
     });
   }
 

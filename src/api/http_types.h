@@ -32,6 +32,11 @@ struct Request {
   // When the server read the request's first byte (the epoch for a request made in process):
   // the clock that request deadlines count from.
   std::chrono::steady_clock::time_point received{};
+  // How long an answer handed back from another thread (an asynchronous route's) has lately
+  // waited for the I/O thread to write it, in microseconds: the moving average plus four mean
+  // deviations, 0 in process. A handler bound by a deadline answers that much before it so
+  // that its answer still leaves in time (the I/O thread shares the cores with the model).
+  int64_t answer_delay_us = 0;
   meta::Principal principal;
   // Set by the HTTP server once it matched and authorized the route from the headers.
   const Route* route = nullptr;

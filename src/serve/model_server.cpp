@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cctype>
 #include <filesystem>
 #include <random>
@@ -607,7 +608,11 @@ Status ModelServer::infer(std::shared_ptr<ServedVersion> v, V2InferRequest& requ
     // for the I/O thread is part of what its caller waits.
     const Clock::time_point start =
         request.received == Clock::time_point{} ? Clock::now() : request.received;
-    r.deadline = start + std::chrono::microseconds(timeout_us);
+    // The answer must also reach the I/O thread and be written by the deadline: the batcher
+    // works to a deadline that much earlier (at most a quarter of the timeout).
+    const int64_t reserve_us =
+        std::clamp<int64_t>(request.answer_delay_us, 0, std::max<int64_t>(0, timeout_us) / 4);
+    r.deadline = start + std::chrono::microseconds(timeout_us - reserve_us);
     r.priority = static_cast<int>(request.priority.value_or(0));
     if (r.priority >= v->config.priority_levels)
       return Status::Invalid("parameter priority {} is out of range 0..{} for deployment '{}'",

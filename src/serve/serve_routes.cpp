@@ -83,6 +83,7 @@ void infer_now(ModelServer* server, HttpRequest& r, const api::Reply& reply, int
   if (!parsed.ok()) return reply(v2_error(parsed.status()));
   *req = std::move(*parsed);
   req->received = r.received;
+  req->answer_delay_us = r.answer_delay_us;
   // What the answer needs, by value: the callback must not keep the version alive.
   // (The version that answers has the same outputs: ModelServer::infer checks.)
   std::string name = r.param("name");

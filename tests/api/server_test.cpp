@@ -272,6 +272,36 @@ TEST_F(ServerTest, SmallAsynchronousRequestsDoNotWaitForAWorker) {
   EXPECT_EQ(J(r)["bytes"], 2000);
 }
 
+// An answer posted from another thread waits for the I/O thread; the server measures that wait
+// and tells later requests (Request::answer_delay_us) so that deadline-bound handlers answer
+// early enough: here an answer made while the only I/O thread is held for 50 ms.
+TEST_F(ServerTest, RequestsLearnHowLongAnswersWaitForTheIOThread) {
+  auto routes = [](Router& r) {
+    r.add_async(
+        "POST", "/test/held", Access::kPublic,
+        [](Request&, Reply reply) {
+          // Answered from another thread, then the I/O thread (running this handler) is held.
+          std::thread([reply] { reply(Response::json_body({{"held", true}})); }).join();
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        },
+        1 << 10, /*json_body=*/false);
+    r.add_async(
+        "POST", "/test/delay", Access::kPublic,
+        [](Request& req, Reply reply) {
+          reply(Response::json_body({{"answer_delay_us", req.answer_delay_us}}));
+        },
+        1 << 10, /*json_body=*/false);
+  };
+  Start(false, 16 << 20, routes, [](ServerOptions& so) { so.io_threads = 1; });
+  EXPECT_EQ(J(Req("POST", "/test/delay", "x"))["answer_delay_us"], 0) << "nothing measured yet";
+  EXPECT_EQ(Req("POST", "/test/held", "x").status, 200);
+  // The first wait measured is the estimate (no spread yet): at least the 50 ms hold, less
+  // the time the answering thread took to post.
+  int64_t delay = J(Req("POST", "/test/delay", "x"))["answer_delay_us"].get<int64_t>();
+  EXPECT_GE(delay, 40'000);
+  EXPECT_LT(delay, 5'000'000);
+}
+
 // A token the server checked within the token cache's lifetime is accepted on the I/O thread:
 // its small asynchronous request is answered while the only worker is busy; a token not seen
 // yet needs the token store, on a worker, and waits for it.

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <map>
 #include <set>
@@ -110,6 +111,46 @@ TEST_F(ServingTest, DeadlineCountsFromTheRequestsFirstByte) {
   EXPECT_EQ(slow.rfind("HTTP/1.1 503", 0), 0u) << slow;
   EXPECT_NE(slow.find("deadline"), std::string::npos) << slow;
   EXPECT_NE(slow.find("Retry-After"), std::string::npos) << slow;
+}
+
+// The batcher works to a deadline earlier by the time answers lately waited for the I/O thread
+// (at most a quarter of the timeout), so that an admitted answer still leaves in time.
+TEST_F(ServingTest, DeadlinesLeaveTimeForTheAnswerToBeWritten) {
+  ASSERT_EQ(Register(mlp_bytes(1.0f)), 1);
+  ASSERT_EQ(Req("POST", "/api/v1/deployments",
+                json{{"name", "mlp"},
+                     {"model", "mlp"},
+                     {"ref", "1"},
+                     {"config", {{"timeout_ms", 1000}, {"max_delay_us", 0}}}}
+                    .dump())
+                .status,
+            201);
+  auto v = models_->find("mlp");
+  ASSERT_TRUE(v.ok()) << v.status().to_string();
+  // Runs one request that arrived `age` ago, whose answers lately waited `delay_us`.
+  auto run = [&](std::chrono::milliseconds age, int64_t delay_us) -> Status {
+    auto req = parse_v2_infer_request(InferBody(Inputs(1, 0.2f), 1).dump(), std::nullopt,
+                                      (*v)->inputs, (*v)->outputs, {}, (*v)->extras.get());
+    EXPECT_TRUE(req.ok()) << req.status().to_string();
+    req->received = Clock::now() - age;
+    req->answer_delay_us = delay_us;
+    std::promise<Status> answered;
+    Status st = models_->infer(*v, *req, [&](int64_t, Result<std::vector<Tensor>> out) {
+      answered.set_value(out.status());
+    });
+    if (!st.ok()) return st;
+    auto f = answered.get_future();
+    EXPECT_EQ(f.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    return f.get();
+  };
+  using std::chrono::milliseconds;
+  EXPECT_TRUE(run(milliseconds(900), 0).ok()) << "100 ms were left";
+  Status late = run(milliseconds(900), 200'000);
+  EXPECT_EQ(late.code(), StatusCode::kDeadlineExceeded)
+      << "100 ms left, less 200 ms for the answer to be written: " << late.to_string();
+  // The reserve is capped at a quarter of the timeout (250 ms): 150 ms are left to run.
+  Status capped = run(milliseconds(600), 10'000'000);
+  EXPECT_TRUE(capped.ok()) << capped.to_string();
 }
 
 TEST_F(ServingTest, AVersionWithoutARunServes) {
