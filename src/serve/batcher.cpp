@@ -281,6 +281,12 @@ void DynamicBatcher::run_batch(int instance, std::vector<Item> batch) {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stats_.expired += static_cast<int64_t>(expired.size());
+      // A batch refused whole by the estimate measures nothing: after one very slow batch the
+      // estimate could refuse every later request and never be corrected. Each such batch
+      // halves the deviation, so the estimate falls back towards the average within a few.
+      if (live.empty() && std::any_of(expired.begin(), expired.end(),
+                                      [&](const Item& it) { return it.req.deadline > start; }))
+        dev_compute_us_ /= 2;
     }
     for (auto& it : expired) {
       const int64_t left_us = micros(it.req.deadline - start);

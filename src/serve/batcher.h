@@ -21,7 +21,10 @@
 // StatusCode::kDeadlineExceeded by the timer thread, which waits on the earliest deadline, so
 // this holds even while every instance is busy. A request already taken into a batch that is
 // still forming (waiting up to max_delay_us for more) is answered the same way at its deadline
-// by the forming worker. Once a batch runs, its requests are answered with the run's outcome.
+// by the forming worker. A request whose batch would end past its deadline (by the batches' run
+// time so far: moving average plus four mean deviations) is answered the same way when the batch
+// starts; a batch refused whole halves the deviation, so one very slow batch cannot lock every
+// later request out. Once a batch runs, its requests are answered with the run's outcome.
 //
 // Lifetime: stop() (also run by the destructor) refuses new requests ("shutting down"), lets the
 // workers run every queued request (drain), then joins all threads. Idempotent. After stop()

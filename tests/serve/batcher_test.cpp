@@ -7,6 +7,7 @@
 #include <atomic>
 #include <deque>
 #include <future>
+#include <optional>
 #include <random>
 #include <thread>
 
@@ -356,6 +357,46 @@ TEST(Batcher, AQueuedRequestThatCannotFinishInTimeIsRefusedNotAnsweredLate) {
   t.deadline = Clock::now() + milliseconds(30);
   ASSERT_TRUE(b->submit(std::move(t)).ok());
   EXPECT_TRUE(tight.f.get().ok());
+}
+
+// One very slow batch inflates the estimate (average + 4 deviations) far past every timeout;
+// refusing by it must not lock every later request out: nothing would run, so nothing would
+// correct the estimate. A batch refused whole halves the deviation, so requests run again soon.
+TEST(Batcher, OneSlowBatchDoesNotLockLaterRequestsOut) {
+  RunLog log;
+  RunFn base = fake_run(&log);
+  std::atomic<int> sleep_ms{2};
+  RunFn fn = [&](int i, const std::vector<Tensor>& in, int64_t rows) {
+    std::this_thread::sleep_for(milliseconds(sleep_ms.load()));
+    return base(i, in, rows);
+  };
+  BatcherOptions o;
+  o.max_batch = 1;
+  o.max_delay_us = 0;
+  auto b = make(o, fn);
+  auto run_one = [&](std::optional<milliseconds> timeout) {
+    Pending p;
+    Request r = make_request(1, 0, &p);
+    if (timeout) r.deadline = Clock::now() + *timeout;
+    EXPECT_TRUE(b->submit(std::move(r)).ok());
+    return p.f.get().status();
+  };
+  for (int i = 0; i < 8; ++i) ASSERT_TRUE(run_one(std::nullopt).ok());  // batches take ~2 ms
+  sleep_ms = 300;
+  ASSERT_TRUE(run_one(std::nullopt).ok());  // one stall: the estimate is now ~0.3 s
+  sleep_ms = 2;
+  int refused = 0;
+  std::vector<bool> ok;
+  for (int i = 0; i < 20; ++i) {
+    Status st = run_one(milliseconds(100));  // 100 ms of room for a ~2 ms batch
+    if (!st.ok()) {
+      EXPECT_EQ(st.code(), StatusCode::kDeadlineExceeded) << st.to_string();
+      ++refused;
+    }
+    ok.push_back(st.ok());
+  }
+  EXPECT_LE(refused, 6) << "requests with 50x the room a batch needs were refused";
+  for (int i = 10; i < 20; ++i) EXPECT_TRUE(ok[static_cast<size_t>(i)]) << "request " << i;
 }
 
 TEST(Batcher, StopDrainsTheQueueThenRefuses) {
