@@ -1,5 +1,6 @@
 #include "api/http_server.h"
 
+#include <sched.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -99,6 +100,27 @@ struct HttpServer::Impl {
   // update may be lost, which only delays the estimate.
   std::atomic<int64_t> answer_wait_avg_us{-1};
   std::atomic<int64_t> answer_wait_dev_us{0};
+
+  // One I/O thread's loop until the context stops or runs out of work (ServerOptions::spin_us).
+  void run_io() {
+    if (options.spin_us <= 0) {
+      ioc.run();
+      return;
+    }
+    const auto spin = std::chrono::microseconds(options.spin_us);
+    while (ioc.run_one() > 0) {  // blocks until a handler ran
+      auto until = std::chrono::steady_clock::now() + spin;
+      while (!ioc.stopped()) {
+        if (ioc.poll() > 0) {
+          until = std::chrono::steady_clock::now() + spin;
+        } else if (std::chrono::steady_clock::now() < until) {
+          ::sched_yield();  // a runnable thread on this core (a model instance) goes first
+        } else {
+          break;
+        }
+      }
+    }
+  }
 
   void observe_answer_wait(int64_t us) {
     const int64_t avg = answer_wait_avg_us.load(std::memory_order_relaxed);
@@ -917,8 +939,8 @@ void HttpServer::run() {
   });
   std::vector<std::thread> threads;
   for (int i = 1; i < std::max(1, s.options.io_threads); ++i)
-    threads.emplace_back([&s] { s.ioc.run(); });
-  s.ioc.run();
+    threads.emplace_back([&s] { s.run_io(); });
+  s.run_io();
   for (auto& t : threads) t.join();
   s.pool.join();
   if (s.options.access_log) {  // access lines still pending when the loop ended

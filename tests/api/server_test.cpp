@@ -272,6 +272,16 @@ TEST_F(ServerTest, SmallAsynchronousRequestsDoNotWaitForAWorker) {
   EXPECT_EQ(J(r)["bytes"], 2000);
 }
 
+// With spin_us 0 the I/O threads block at once (no polling): requests are served the same.
+TEST_F(ServerTest, IOThreadsThatNeverPollServeToo) {
+  Start(false, 16 << 20, nullptr, [](ServerOptions& so) {
+    so.spin_us = 0;
+    so.io_threads = 2;
+  });
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(Req("GET", "/api/v1/experiments").status, 200);
+  EXPECT_EQ(Req("GET", "/no/such/route").status, 404);
+}
+
 // An answer posted from another thread waits for the I/O thread; the server measures that wait
 // and tells later requests (Request::answer_delay_us) so that deadline-bound handlers answer
 // early enough: here an answer made while the only I/O thread is held for 50 ms.
