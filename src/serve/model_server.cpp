@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
+#include <future>
 #include <random>
 #include <set>
 #if defined(__GLIBC__)
@@ -105,6 +106,12 @@ void ModelServer::stop() {
   { std::lock_guard<std::mutex> lock(load_mu_); }
   load_cv_.notify_all();
   if (loader_.joinable()) loader_.join();
+  {
+    std::lock_guard<std::mutex> lock(plan_mu_);
+    plan_stop_ = true;  // loads from now on run on their caller's thread
+  }
+  plan_cv_.notify_all();
+  if (planner_.joinable()) planner_.join();
   std::map<std::string, Slot> slots;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -228,24 +235,44 @@ Result<std::shared_ptr<ServedVersion>> ModelServer::load(const std::string& depl
 
 Result<std::unique_ptr<ModelRunner>> ModelServer::open_and_warm_in_background(
     const std::string& path, const ModelRunnerOptions& ro) {
-  // On a thread of its own at nice kLoaderNice: opening, planning and warming every bucket
+  // On the planner thread, at nice kLoaderNice: opening, planning and warming every bucket
   // takes the cores only when the serving threads leave them idle, so a rollout (or a reload)
-  // does not slow the traffic it replaces. The thread ends here: the batcher's instance threads
-  // are started afterwards by the caller, at the process's priority (Linux threads inherit
-  // the nice value of the thread that starts them, and lowering it back needs CAP_SYS_NICE).
-  Result<std::unique_ptr<ModelRunner>> out = Status::Internal("model load did not run");
-  std::thread loader([&] {
-    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kLoaderNice);
-    (void)::pthread_setname_np(::pthread_self(), "dlsys-load");
-    auto runner = ModelRunner::open(path, ro);
-    if (runner.ok()) {
-      Status warm = (*runner)->warm_up();
-      if (!warm.ok()) runner = warm;
+  // does not slow the traffic it replaces. The batcher's instance threads are started by the
+  // caller afterwards, at the process's priority (Linux threads inherit the nice value of the
+  // thread that starts them, and lowering it back needs CAP_SYS_NICE). One long-lived thread,
+  // not one per load: a thread per load gives glibc a malloc arena per load, whose freed
+  // memory the process keeps.
+  auto work = [&path, &ro]() -> Result<std::unique_ptr<ModelRunner>> {
+    DLSYS_ASSIGN_OR_RETURN(std::unique_ptr<ModelRunner> runner, ModelRunner::open(path, ro));
+    DLSYS_RETURN_IF_ERROR(runner->warm_up());
+    return runner;
+  };
+  std::promise<Result<std::unique_ptr<ModelRunner>>> done;
+  auto answer = done.get_future();
+  {
+    std::lock_guard<std::mutex> lock(plan_mu_);
+    if (plan_stop_) return work();  // stopping: on the caller's thread
+    if (!planner_.joinable()) planner_ = std::thread([this] { plan_loop(); });
+    plan_jobs_.push_back([&] { done.set_value(work()); });
+  }
+  plan_cv_.notify_one();
+  return answer.get();
+}
+
+void ModelServer::plan_loop() {
+  (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::syscall(SYS_gettid)), kLoaderNice);
+  (void)::pthread_setname_np(::pthread_self(), "dlsys-load");
+  for (;;) {
+    std::function<void()> job;
+    {
+      std::unique_lock<std::mutex> lock(plan_mu_);
+      plan_cv_.wait(lock, [&] { return !plan_jobs_.empty() || plan_stop_; });
+      if (plan_jobs_.empty()) return;  // stopping, and every caller was answered
+      job = std::move(plan_jobs_.front());
+      plan_jobs_.pop_front();
     }
-    out = std::move(runner);
-  });
-  loader.join();
-  return out;
+    job();
+  }
 }
 
 Status ModelServer::apply(const meta::Deployment& d) {

@@ -4,7 +4,7 @@
 //
 //   1. a watcher thread notices the alias moved (it polls the registry every `poll`),
 //   2. the new version is loaded and warmed beside the old one (every batch bucket planned), on
-//      a thread at nice +10 so that the serving threads keep the cores they need,
+//      the planner thread at nice +10 so that the serving threads keep the cores they need,
 //   3. the deployment's current version is switched (one pointer swap under a mutex): new
 //      requests go to the new version,
 //   4. the old version is retired: its batcher stops taking requests and drains what it
@@ -40,6 +40,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <iterator>
 #include <map>
@@ -210,10 +211,11 @@ class ModelServer {
   void reap_loop();
   // Reloads queued deployments (to_reload_) on the loader_ thread.
   void load_loop();
-  // ModelRunner::open and warm_up on a short-lived thread at nice kLoaderNice (every load:
+  // ModelRunner::open and warm_up on the planner_ thread at nice kLoaderNice (every load:
   // deployments created, alias moves, reloads); returns when it is done.
-  static Result<std::unique_ptr<ModelRunner>> open_and_warm_in_background(
-      const std::string& path, const ModelRunnerOptions& ro);
+  Result<std::unique_ptr<ModelRunner>> open_and_warm_in_background(const std::string& path,
+                                                                   const ModelRunnerOptions& ro);
+  void plan_loop();  // the planner_ thread: runs plan_jobs_ in order
   static constexpr int kLoaderNice = 10;
 
   meta::MetaStore& store_;
@@ -235,6 +237,12 @@ class ModelServer {
   std::condition_variable load_cv_;
   std::vector<std::string> to_reload_;  // evicted deployments a request is waiting for
   std::thread watcher_, reaper_, loader_;
+  // The planner thread (started by the first load) and its queue; stop() ends it last.
+  std::thread planner_;
+  std::mutex plan_mu_;
+  std::condition_variable plan_cv_;
+  std::deque<std::function<void()>> plan_jobs_;
+  bool plan_stop_ = false;
   std::atomic<bool> started_{false};
   std::shared_ptr<RequestSampler> sampler_;  // null without options_.sample_dir
 };
