@@ -109,6 +109,30 @@ class TinyUNet(nn.Module):
         return self.out(torch.cat([d1, sharp], 1))
 
 
+class ScriptedControl(nn.Module):
+    """Scripted, not traced: torch.onnx.export keeps its `for` (a Loop whose trip count is the
+    sequence length, read from the input's shape) and its `if` on a tensor value (an If whose
+    branches differ) instead of unrolling them. The condition reads the first row only, so that
+    every row's answer does not depend on the rest of the batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.Linear(16, 16)
+        self.inp = nn.Linear(8, 16)
+        self.pos = nn.Linear(16, 4)
+        self.neg = nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = torch.zeros(x.size(0), 16)
+        for t in range(x.size(1)):
+            h = torch.tanh(self.cell(h) + self.inp(x[:, t]))
+        if bool(h[0].sum() > 0):
+            y = self.pos(h)
+        else:
+            y = self.neg(h) * 2.0
+        return y
+
+
 def randomize_batchnorm(model):
     """Random running statistics and affine parameters, so BatchNorm is not the identity."""
     g = torch.Generator().manual_seed(1)
@@ -146,6 +170,9 @@ def build(name):
     if name == "unet":
         m = TinyUNet()
         return m.eval(), (lambda b: torch.randn(b, 3, 32, 32)), {0: "batch"}
+    if name == "scripted_control":
+        m = torch.jit.script(ScriptedControl().eval())
+        return m, (lambda b: torch.randn(b, 6, 8)), {0: "batch", 1: "seq"}
     raise ValueError(f"unknown model {name}")
 
 
@@ -159,6 +186,7 @@ EXPORTS = [
     ("lstm_bidirectional", "lstm", 17),
     ("gru_bidirectional", "gru", 17),
     ("unet_resize", "unet", 17),
+    ("scripted_control", "scripted_control", 17),
     # Older opsets, which dlsys upgrades to 13 on import with ONNX's version converter.
     ("mlp_opset9", "mlp", 9),
     ("mlp_opset11", "mlp", 11),

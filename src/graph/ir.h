@@ -50,6 +50,12 @@ struct Graph {
   // ONNX metadata_props: key -> value (dlsys writes "dlsys.*" keys: the preprocessing, feature
   // and class names a trained model carries; see docs/formats.md).
   std::map<std::string, std::string> metadata;
+  // A subgraph (a node's kGraph attribute) may read values of the graphs around it. Import
+  // makes that explicit: the outer values it reads (`outer_inputs`, by their outer names) are
+  // its last graph inputs, and are appended, in the same order, to the inputs of the node that
+  // holds it (every subgraph of one node gets the node's whole list). Their dtypes and shapes
+  // are the outer values', known when the node is planned.
+  std::vector<std::string> outer_inputs;
 };
 
 // "[batch, 3, 224, 224]" ("?" for an unnamed symbolic dim, "unknown" without a shape).

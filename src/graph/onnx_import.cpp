@@ -4,8 +4,11 @@
 #include <onnx/defs/schema.h>
 #include <onnx/onnx_pb.h>
 
+#include <algorithm>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <set>
 
 #include "graph/opset_upgrade.h"
 #include "ops/op_registry.h"
@@ -16,6 +19,11 @@ namespace dlsys {
 namespace {
 
 constexpr int64_t kMaxTensorElements = int64_t{1} << 36;
+
+// Reads a graph's initializers, inputs, outputs and nodes into `out` (subgraphs of nodes
+// recursively: see Graph::outer_inputs). `subgraph`: values may be untyped, and names read but
+// not defined are collected as outer_inputs.
+Status import_body(const onnx::GraphProto& gp, const std::string& where, bool subgraph, Graph* out);
 
 Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& where) {
   std::string what = p.name().empty() ? where : fmt::format("{}: tensor '{}'", where, p.name());
@@ -109,9 +117,15 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& 
   return out;
 }
 
-Result<ValueInfo> value_info_from_proto(const onnx::ValueInfoProto& v, const std::string& where) {
+// `untyped_ok`: a subgraph's value may leave its type out (it is the outer value's, known when
+// the node is planned); it is then f32 without a shape here.
+Result<ValueInfo> value_info_from_proto(const onnx::ValueInfoProto& v, const std::string& where,
+                                        bool untyped_ok = false) {
   ValueInfo vi;
   vi.name = v.name();
+  if (untyped_ok &&
+      (!v.has_type() || (v.type().has_tensor_type() && v.type().tensor_type().elem_type() == 0)))
+    return vi;
   if (!v.type().has_tensor_type())
     return Status::Unsupported(
         "{}: value '{}' is not a tensor (sequences and maps are not supported)", where, v.name());
@@ -183,17 +197,28 @@ Result<Attribute> attribute_from_proto(const onnx::AttributeProto& a, const std:
 Status check_supported_ops(const onnx::GraphProto& gp, const std::string& where,
                            bool custom_domains_only) {
   std::vector<std::string> unsupported;
-  for (int i = 0; i < gp.node_size(); ++i) {
-    const auto& n = gp.node(i);
-    std::string name = n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name();
-    bool default_domain = n.domain().empty() || n.domain() == "ai.onnx";
-    // An op is dlsys's when the registry has it for the node's domain (ai.onnx or ai.onnx.ml).
-    const OpSchema* op = find_op(n.op_type());
-    bool ours = op && op->domain == (default_domain ? std::string() : n.domain());
-    if (custom_domains_only ? (!default_domain && !ours) : !ours)
-      unsupported.push_back(fmt::format("{}{} (node '{}')", default_domain ? "" : n.domain() + ".",
-                                        n.op_type(), name));
-  }
+  // Nodes of subgraphs (If's branches, Loop's body) too, named by their path.
+  std::function<void(const onnx::GraphProto&, const std::string&)> visit =
+      [&](const onnx::GraphProto& body, const std::string& prefix) {
+        for (int i = 0; i < body.node_size(); ++i) {
+          const auto& n = body.node(i);
+          std::string name =
+              prefix + (n.name().empty() ? fmt::format("{}_{}", n.op_type(), i) : n.name());
+          bool default_domain = n.domain().empty() || n.domain() == "ai.onnx";
+          // An op is dlsys's when the registry has it for the node's domain (ai.onnx or
+          // ai.onnx.ml).
+          const OpSchema* op = find_op(n.op_type());
+          bool ours = op && op->domain == (default_domain ? std::string() : n.domain());
+          if (custom_domains_only ? (!default_domain && !ours) : !ours)
+            unsupported.push_back(fmt::format(
+                "{}{} (node '{}')", default_domain ? "" : n.domain() + ".", n.op_type(), name));
+          for (const auto& a : n.attribute()) {
+            if (a.has_g()) visit(a.g(), name + "/" + a.name() + "/");
+            for (const auto& sub : a.graphs()) visit(sub, name + "/" + a.name() + "/");
+          }
+        }
+      };
+  visit(gp, "");
   if (unsupported.empty()) return Status::OK();
   std::string list;
   for (auto& u : unsupported) list += (list.empty() ? "" : ", ") + u;
@@ -294,6 +319,21 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   const auto& gp = m.graph();
   g.name = gp.name();
   DLSYS_RETURN_IF_ERROR(check_supported_ops(gp, where, /*custom_domains_only=*/false));
+  DLSYS_RETURN_IF_ERROR(import_body(gp, where, /*subgraph=*/false, &g));
+  return g;
+}
+
+Result<Graph> import_onnx_file(const std::string& path) {
+  std::string bytes;
+  DLSYS_ASSIGN_OR_RETURN(bytes, read_file(path));
+  return import_onnx_bytes(bytes, path);
+}
+
+namespace {
+
+Status import_body(const onnx::GraphProto& gp, const std::string& where, bool subgraph,
+                   Graph* out) {
+  Graph& g = *out;
   for (const auto& init : gp.initializer()) {
     Tensor t;
     DLSYS_ASSIGN_OR_RETURN(t, tensor_from_proto(init, where));
@@ -302,14 +342,23 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   for (const auto& v : gp.input()) {
     if (g.initializers.count(v.name())) continue;
     ValueInfo vi;
-    DLSYS_ASSIGN_OR_RETURN(vi, value_info_from_proto(v, where));
+    DLSYS_ASSIGN_OR_RETURN(vi, value_info_from_proto(v, where, subgraph));
     g.inputs.push_back(std::move(vi));
   }
   for (const auto& v : gp.output()) {
     ValueInfo vi;
-    DLSYS_ASSIGN_OR_RETURN(vi, value_info_from_proto(v, where));
+    DLSYS_ASSIGN_OR_RETURN(vi, value_info_from_proto(v, where, subgraph));
     g.outputs.push_back(std::move(vi));
   }
+  // Names this graph defines; in a subgraph, any other name a node reads is an outer value.
+  std::set<std::string> defined;
+  for (const auto& [name, t] : g.initializers) defined.insert(name);
+  for (const auto& v : g.inputs) defined.insert(v.name);
+  auto read = [&](const std::string& name) {
+    if (!subgraph || name.empty() || defined.count(name)) return;
+    if (std::find(g.outer_inputs.begin(), g.outer_inputs.end(), name) == g.outer_inputs.end())
+      g.outer_inputs.push_back(name);
+  };
   for (int i = 0; i < gp.node_size(); ++i) {
     const auto& n = gp.node(i);
     Node node;
@@ -319,9 +368,19 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
     node.inputs.assign(n.input().begin(), n.input().end());
     node.outputs.assign(n.output().begin(), n.output().end());
     std::string nwhere = fmt::format("{}: node '{}' ({})", where, node.name, node.op_type);
+    std::vector<std::shared_ptr<Graph>> subgraphs;
     for (const auto& a : n.attribute()) {
       Attribute attr;
       DLSYS_ASSIGN_OR_RETURN(attr, attribute_from_proto(a, nwhere));
+      if (a.type() == onnx::AttributeProto::GRAPH) {
+        auto sub = std::make_shared<Graph>();
+        sub->name = a.g().name();
+        sub->opset = g.opset;
+        DLSYS_RETURN_IF_ERROR(
+            import_body(a.g(), nwhere + ": attribute '" + a.name() + "'", true, sub.get()));
+        subgraphs.push_back(sub);
+        attr.g = sub;
+      }
       node.attrs[a.name()] = std::move(attr);
     }
     const OpSchema* s = find_op(node.op_type);
@@ -331,15 +390,33 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
       return Status::Invalid(
           "{}: has {} inputs and {} outputs; {} takes {}-{} inputs and {}-{} outputs", nwhere, nin,
           nout, node.op_type, s->min_inputs, s->max_inputs, s->min_outputs, s->max_outputs);
+    if (!subgraphs.empty()) {
+      // The outer values the node's subgraphs read become its trailing inputs (Graph::
+      // outer_inputs), the same list for each of its subgraphs.
+      std::vector<std::string> outer;
+      for (const auto& sub : subgraphs)
+        for (const auto& name : sub->outer_inputs)
+          if (std::find(outer.begin(), outer.end(), name) == outer.end()) outer.push_back(name);
+      for (const auto& sub : subgraphs) {
+        sub->outer_inputs = outer;
+        for (const auto& name : outer) {
+          ValueInfo vi;
+          vi.name = name;
+          sub->inputs.push_back(vi);
+        }
+      }
+      node.inputs.insert(node.inputs.end(), outer.begin(), outer.end());
+    }
+    for (const auto& in : node.inputs) read(in);
+    for (const auto& o : node.outputs)
+      if (!o.empty()) defined.insert(o);
     g.nodes.push_back(std::move(node));
   }
-  return g;
+  if (subgraph)
+    for (const auto& v : g.outputs) read(v.name);  // an output may be an outer value itself
+  return Status::OK();
 }
 
-Result<Graph> import_onnx_file(const std::string& path) {
-  std::string bytes;
-  DLSYS_ASSIGN_OR_RETURN(bytes, read_file(path));
-  return import_onnx_bytes(bytes, path);
-}
+}  // namespace
 
 }  // namespace dlsys

@@ -27,6 +27,66 @@ class ReorderKernel : public Kernel {
   DnnlReorder r_;
 };
 
+// A control-flow node's subgraph planned on its own (BuildContext::plan_subgraph): a copy of the
+// subgraph whose inputs take the outer values' dtypes, and its plan.
+class PlannedSubgraph : public SubgraphRunner {
+ public:
+  static Result<std::unique_ptr<SubgraphRunner>> build(const Graph& g,
+                                                       const std::vector<ValueDesc>& inputs,
+                                                       const PlanOptions& opts) {
+    if (inputs.size() != g.inputs.size())
+      return Status::Internal("subgraph '{}' has {} inputs, {} given", g.name, g.inputs.size(),
+                              inputs.size());
+    auto r = std::unique_ptr<PlannedSubgraph>(new PlannedSubgraph());
+    r->graph_ = g;
+    std::vector<Shape> shapes;
+    std::map<int, Tensor> fixed;
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      r->graph_.inputs[i].dtype = inputs[i].dtype;
+      shapes.push_back(inputs[i].shape);
+      if (inputs[i].value) fixed[static_cast<int>(i)] = *inputs[i].value;
+    }
+    PlanOptions o = opts;
+    o.training = false;
+    auto plan = Plan::build(r->graph_, shapes, fixed, o);
+    if (!plan.ok())
+      return plan.status().with_context(
+          fmt::format("subgraph '{}'", g.name.empty() ? std::string("(unnamed)") : g.name));
+    r->plan_ = std::move(plan).value();
+    r->dtypes_ = r->plan_->output_dtypes();
+    r->shapes_ = r->plan_->output_shapes();
+    return std::unique_ptr<SubgraphRunner>(std::move(r));
+  }
+  const std::vector<DType>& output_dtypes() const override { return dtypes_; }
+  const std::vector<Shape>& output_shapes() const override { return shapes_; }
+  Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override {
+    return plan_->run(inputs, outputs);
+  }
+
+ private:
+  PlannedSubgraph() = default;
+  Graph graph_;  // the plan points into it
+  std::unique_ptr<Plan> plan_;
+  std::vector<DType> dtypes_;
+  std::vector<Shape> shapes_;
+};
+
+// The planner's side of BuildContext::plan_subgraph.
+class SubgraphsOf : public SubgraphPlanner {
+ public:
+  explicit SubgraphsOf(const PlanOptions& opts) : opts_(opts) {}
+  SubgraphArity arity(const Graph& g) const override {
+    return {g.inputs.size(), g.outputs.size(), g.outer_inputs.size(), g.name};
+  }
+  Result<std::unique_ptr<SubgraphRunner>> plan(const Graph& g,
+                                               const std::vector<ValueDesc>& ins) const override {
+    return PlannedSubgraph::build(g, ins, opts_);
+  }
+
+ private:
+  const PlanOptions& opts_;
+};
+
 }  // namespace
 
 // Builds one Plan. The stages, in the order build() runs them:
@@ -281,6 +341,8 @@ Status Plan::Builder::build_node(const Node& node) {
   ctx.set_precision(opts_.precision);
   ctx.set_training(opts_.training);
   ctx.set_output_layout_free(free);
+  SubgraphsOf planner(opts_);
+  ctx.set_subgraph_planner(&planner);
   KernelPtr kernel;
   DLSYS_ASSIGN_OR_RETURN(kernel, build_kernel(*schema, ctx));
   DLSYS_RETURN_IF_ERROR(convert_inputs(node, ctx, &in_ids));
@@ -407,6 +469,18 @@ void Plan::Builder::plan_memory() {
   for (Slot& s : p_.slots_)
     if (s.alias_of >= 0 && p_.slots_[s.alias_of].in_arena)
       s.tensor.reset_data(p_.slots_[s.alias_of].tensor.data());
+}
+
+std::vector<DType> Plan::output_dtypes() const {
+  std::vector<DType> out;
+  for (int id : output_slots_) out.push_back(slots_[id].tensor.dtype());
+  return out;
+}
+
+std::vector<Shape> Plan::output_shapes() const {
+  std::vector<Shape> out;
+  for (int id : output_slots_) out.push_back(slots_[id].tensor.shape());
+  return out;
 }
 
 Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shape>& input_shapes,

@@ -76,6 +76,9 @@ class Plan {
              std::vector<int64_t>* step_ns = nullptr);
 
   const std::vector<Shape>& input_shapes() const { return input_shapes_; }
+  // The dtype and shape of each graph output (graph-output order).
+  std::vector<DType> output_dtypes() const;
+  std::vector<Shape> output_shapes() const;
   const std::vector<PlannedNode>& nodes() const { return planned_; }
   const std::vector<PlanStepInfo>& steps() const { return step_info_; }
   size_t num_kernels() const { return steps_.size(); }

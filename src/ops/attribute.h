@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,9 +15,11 @@
 
 namespace dlsys {
 
+struct Graph;  // graph/ir.h
+
 // An ONNX node attribute. `kind` says which one member holds the value; the others stay at
-// their defaults. kGraph (a subgraph) and kOther carry no payload: import records only that the
-// attribute is there.
+// their defaults. kGraph is a subgraph (If's branches, Loop's and Scan's body) in `g`, shared by
+// copies of the node; kOther carries no payload (import records only that it is there).
 struct Attribute {
   enum class Kind { kFloat, kInt, kString, kTensor, kFloats, kInts, kStrings, kGraph, kOther };
   Kind kind = Kind::kOther;
@@ -27,6 +30,7 @@ struct Attribute {
   std::vector<float> floats;
   std::vector<int64_t> ints;
   std::vector<std::string> strings;
+  std::shared_ptr<const Graph> g;
 
   // An INT / FLOAT / STRING / INTS attribute (what graph rewrites and the autodiff emit).
   static Attribute of_int(int64_t v) {

@@ -46,6 +46,35 @@ class Kernel {
 };
 using KernelPtr = std::unique_ptr<Kernel>;
 
+// A subgraph (If's branch, Loop's or Scan's body) planned for fixed input dtypes and shapes, as
+// a control-flow kernel runs it. Not thread-safe: one run at a time.
+class SubgraphRunner {
+ public:
+  virtual ~SubgraphRunner() = default;
+  virtual const std::vector<DType>& output_dtypes() const = 0;
+  virtual const std::vector<Shape>& output_shapes() const = 0;
+  // `inputs` in the subgraph's input order, of the planned dtypes and shapes; `outputs` are
+  // views of buffers the runner owns, valid until its next run.
+  virtual Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) = 0;
+};
+// What a control-flow op needs to know of a subgraph before planning it: its inputs and
+// outputs (Graph::inputs/outputs, the outer values among the inputs) and its name.
+struct SubgraphArity {
+  size_t inputs = 0, outputs = 0, outer_inputs = 0;
+  std::string name;
+};
+// Reads and plans subgraphs (graph/ir.h's Graph) for the ops, which do not depend on the graph
+// library: provided by the planner (graph/plan.cpp).
+class SubgraphPlanner {
+ public:
+  virtual ~SubgraphPlanner() = default;
+  virtual SubgraphArity arity(const Graph& g) const = 0;
+  // Plans `g` for `inputs` (their dtypes and shapes; a value known at plan time is fixed in the
+  // subgraph's plan).
+  virtual Result<std::unique_ptr<SubgraphRunner>> plan(
+      const Graph& g, const std::vector<ValueDesc>& inputs) const = 0;
+};
+
 // The global oneDNN CPU engine and a stream on it (oneDNN on OpenMP: streams are cheap).
 dnnl::engine& dnnl_engine();
 dnnl::stream& dnnl_stream();
@@ -130,6 +159,13 @@ class BuildContext {
   Result<std::vector<float>> const_floats(size_t i, const char* what) const;
   // Requires that input i has one of the listed dtypes.
   Status expect_dtype(size_t i, std::initializer_list<DType> allowed) const;
+  // A subgraph of this node (control flow): its arity, and its plan for `inputs`. Unsupported
+  // where no planner was set (the constant-folding pass builds kernels without one).
+  Result<SubgraphArity> subgraph_arity(const Graph& g) const;
+  Result<std::unique_ptr<SubgraphRunner>> plan_subgraph(const Graph& g,
+                                                        const std::vector<ValueDesc>& inputs) const;
+  // `p` must outlive the build.
+  void set_subgraph_planner(const SubgraphPlanner* p) { subgraph_planner_ = p; }
 
  private:
   std::string where() const;
@@ -144,6 +180,7 @@ class BuildContext {
   bool training_ = false;
   std::vector<std::pair<size_t, dnnl::memory::desc>> conversions_;
   std::string impl_;
+  const SubgraphPlanner* subgraph_planner_ = nullptr;
 };
 
 using BuildFn = Result<KernelPtr> (*)(BuildContext&);

@@ -76,6 +76,7 @@ static const OpRegistry& registry() {
     register_bitwise_ops(reg);
     register_ml_ops(reg);
     register_text_ops(reg);
+    register_control_flow_ops(reg);
     return reg;
   }();
   return r;
@@ -121,6 +122,25 @@ dnnl::engine& dnnl_engine() {
 dnnl::stream& dnnl_stream() {
   static dnnl::stream s(dnnl_engine());
   return s;
+}
+
+Result<SubgraphArity> BuildContext::subgraph_arity(const Graph& g) const {
+  if (!subgraph_planner_)
+    return unsupported(
+        "its subgraphs are planned only when the whole graph is (not while "
+        "folding constants)");
+  return subgraph_planner_->arity(g);
+}
+
+Result<std::unique_ptr<SubgraphRunner>> BuildContext::plan_subgraph(
+    const Graph& g, const std::vector<ValueDesc>& inputs) const {
+  if (!subgraph_planner_)
+    return unsupported(
+        "its subgraphs are planned only when the whole graph is (not while "
+        "folding constants)");
+  auto r = subgraph_planner_->plan(g, inputs);
+  if (!r.ok()) return r.status().with_context(where().substr(0, where().size() - 2));
+  return r;
 }
 
 BuildContext::BuildContext(std::string node_name, std::string op_type, int opset,

@@ -70,6 +70,7 @@ void register_signal_ops(OpRegistry& r);
 void register_bitwise_ops(OpRegistry& r);
 void register_ml_ops(OpRegistry& r);
 void register_text_ops(OpRegistry& r);
+void register_control_flow_ops(OpRegistry& r);
 
 class OpRegistry {
  public:

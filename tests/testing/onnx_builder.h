@@ -120,6 +120,14 @@ class OnnxBuilder {
     o->set_domain(domain);
     o->set_version(version);
   }
+  // A subgraph attribute (If's branches, Loop's and Scan's body): `body`'s graph, named `name`.
+  static void attr_graph(onnx::NodeProto* n, const std::string& name, const OnnxBuilder& body) {
+    auto* a = n->add_attribute();
+    a->set_name(name);
+    a->set_type(onnx::AttributeProto::GRAPH);
+    *a->mutable_g() = body.model_.graph();
+    a->mutable_g()->set_name(name);
+  }
   std::string bytes() const { return model_.SerializeAsString(); }
   onnx::ModelProto& model() { return model_; }
 

@@ -1,0 +1,499 @@
+// Control flow: If, Loop and Scan. Each node's subgraphs (graph/ir.h: Graph::outer_inputs says
+// how they read outer values) are planned once, when the node is, for the shapes the node sees
+// (BuildContext::plan_subgraph), and run through those plans: nothing is imported or planned
+// per run. dlsys plans every shape ahead of running, so
+//   - If: both branches must give outputs of the same dtypes and shapes, unless the condition is
+//     known at plan time (then only its branch is planned);
+//   - Loop and Scan: a loop-carried value keeps its dtype and shape across iterations; a Loop
+//     with scan outputs needs its trip count M at plan time (a constant, or a small graph input
+//     the session specializes on) and must run all M iterations.
+// Loop-carried values live in two buffers per value, written in turn (an iteration's outputs
+// may be views of the body plan's buffers, which its next run overwrites).
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "ops/op_registry.h"
+
+namespace dlsys {
+namespace {
+
+constexpr int kManyValues = 1 << 16;  // the variadic ops' arity bound
+// A Loop body that needs its iteration number at plan time is planned once per iteration, up
+// to this many.
+constexpr int64_t kMaxUnrolledIterations = 256;
+
+void copy_into(const Tensor& src, Tensor* dst) {
+  if (dst && src.nbytes()) std::memcpy(dst->data(), src.data(), src.nbytes());
+}
+
+// Bytes of the dims before `axis`, the dim itself, and the bytes of one row after it.
+struct AxisSplit {
+  int64_t outer = 1, len = 1, inner_bytes = 0;
+};
+AxisSplit split_at(const Shape& s, int64_t axis, DType dt) {
+  AxisSplit a;
+  int64_t inner = 1;
+  for (int64_t d = 0; d < static_cast<int64_t>(s.size()); ++d) {
+    if (d < axis) a.outer *= s[d];
+    if (d == axis) a.len = s[d];
+    if (d > axis) inner *= s[d];
+  }
+  a.inner_bytes = inner * static_cast<int64_t>(dtype_size(dt));
+  return a;
+}
+
+// Copies slice `index` of `src` along `axis` into `dst` (shape without that axis).
+void take_slice(const Tensor& src, int64_t axis, int64_t index, Tensor* dst) {
+  AxisSplit a = split_at(src.shape(), axis, src.dtype());
+  const char* s = static_cast<const char*>(src.data());
+  char* d = static_cast<char*>(dst->data());
+  for (int64_t o = 0; o < a.outer; ++o)
+    std::memcpy(d + o * a.inner_bytes, s + (o * a.len + index) * a.inner_bytes,
+                static_cast<size_t>(a.inner_bytes));
+}
+
+// Writes `slice` as slice `index` of `dst` along `axis`.
+void put_slice(const Tensor& slice, int64_t axis, int64_t index, Tensor* dst) {
+  AxisSplit a = split_at(dst->shape(), axis, dst->dtype());
+  const char* s = static_cast<const char*>(slice.data());
+  char* d = static_cast<char*>(dst->data());
+  for (int64_t o = 0; o < a.outer; ++o)
+    std::memcpy(d + (o * a.len + index) * a.inner_bytes, s + o * a.inner_bytes,
+                static_cast<size_t>(a.inner_bytes));
+}
+
+// The node's subgraph attribute `name` and its arity, or an error naming it.
+struct Sub {
+  const Graph* g = nullptr;
+  SubgraphArity arity;
+};
+Result<Sub> subgraph(const BuildContext& ctx, const char* name) {
+  const Attribute* a = ctx.attr(name);
+  if (!a || a->kind != Attribute::Kind::kGraph || !a->g)
+    return ctx.error("needs the subgraph attribute '{}'", name);
+  DLSYS_ASSIGN_OR_RETURN(SubgraphArity arity, ctx.subgraph_arity(*a->g));
+  return Sub{a->g.get(), arity};
+}
+
+// The descriptors of the node's trailing inputs: the outer values its subgraphs read.
+std::vector<ValueDesc> outer_descs(const BuildContext& ctx, size_t first) {
+  std::vector<ValueDesc> out;
+  for (size_t i = first; i < ctx.num_inputs(); ++i) out.push_back(ctx.input(i));
+  return out;
+}
+
+bool truthy(const Tensor& t) {
+  return t.numel() > 0 && t.data_as<uint8_t>()[0] != 0;
+}
+
+// ---- If ---------------------------------------------------------------------------------------
+
+Result<KernelPtr> build_if(BuildContext& ctx) {
+  DLSYS_ASSIGN_OR_RETURN(Sub then_g, subgraph(ctx, "then_branch"));
+  DLSYS_ASSIGN_OR_RETURN(Sub else_g, subgraph(ctx, "else_branch"));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kBool}));
+  if (shape_numel(ctx.in_shape(0)) != 1)
+    return ctx.error("the condition must have one element, got shape {}",
+                     shape_str(ctx.in_shape(0)));
+  const size_t n_outer = then_g.arity.outer_inputs;
+  if (ctx.num_inputs() != 1 + n_outer)
+    return Status::Internal("If: {} inputs for {} outer values", ctx.num_inputs(), n_outer);
+  std::vector<ValueDesc> outer = outer_descs(ctx, 1);
+  const Tensor* known = ctx.in_value(0);
+  std::unique_ptr<SubgraphRunner> then_r, else_r;
+  if (!known || truthy(*known)) {
+    auto r = ctx.plan_subgraph(*then_g.g, outer);
+    if (!r.ok()) return r.status().with_context("then_branch");
+    then_r = std::move(r).value();
+  }
+  if (!known || !truthy(*known)) {
+    auto r = ctx.plan_subgraph(*else_g.g, outer);
+    if (!r.ok()) return r.status().with_context("else_branch");
+    else_r = std::move(r).value();
+  }
+  const SubgraphRunner& first = then_r ? *then_r : *else_r;
+  if (first.output_dtypes().size() != ctx.num_outputs())
+    return ctx.error("the node has {} outputs, its branches {}", ctx.num_outputs(),
+                     first.output_dtypes().size());
+  if (then_r && else_r) {
+    if (else_r->output_dtypes().size() != then_r->output_dtypes().size())
+      return ctx.error("then_branch has {} outputs, else_branch {}", then_r->output_dtypes().size(),
+                       else_r->output_dtypes().size());
+    for (size_t i = 0; i < ctx.num_outputs(); ++i) {
+      if (then_r->output_dtypes()[i] != else_r->output_dtypes()[i] ||
+          then_r->output_shapes()[i] != else_r->output_shapes()[i])
+        return ctx.unsupported(
+            "output {} is {} {} in then_branch and {} {} in else_branch: dlsys plans shapes "
+            "before running and cannot give an output whose shape depends on the condition",
+            i, dtype_name(then_r->output_dtypes()[i]), shape_str(then_r->output_shapes()[i]),
+            dtype_name(else_r->output_dtypes()[i]), shape_str(else_r->output_shapes()[i]));
+    }
+  }
+  for (size_t i = 0; i < ctx.num_outputs(); ++i) {
+    if (first.output_dtypes()[i] == DType::kString)
+      return ctx.unsupported("output {} is a STRING tensor, which control flow does not carry", i);
+    ctx.set_output(i, first.output_dtypes()[i], first.output_shapes()[i]);
+  }
+  struct State {
+    std::unique_ptr<SubgraphRunner> then_r, else_r;
+    size_t n_outer = 0, n_out = 0;
+    std::vector<Tensor> ins, outs;
+  };
+  auto st = std::make_shared<State>();
+  st->then_r = std::move(then_r);
+  st->else_r = std::move(else_r);
+  st->n_outer = n_outer;
+  st->n_out = ctx.num_outputs();
+  st->ins.resize(n_outer);
+  return make_kernel([st](const Tensor* const* in, Tensor* const* out) -> Status {
+    SubgraphRunner* r = truthy(*in[0]) ? st->then_r.get() : st->else_r.get();
+    if (!r) return Status::Internal("If: the branch taken was not planned");
+    for (size_t i = 0; i < st->n_outer; ++i) st->ins[i] = *in[1 + i];
+    DLSYS_RETURN_IF_ERROR(r->run(st->ins, &st->outs));
+    for (size_t i = 0; i < st->n_out; ++i) copy_into(st->outs[i], out[i]);
+    return Status::OK();
+  });
+}
+
+// ---- Loop -------------------------------------------------------------------------------------
+
+Result<KernelPtr> build_loop(BuildContext& ctx) {
+  DLSYS_ASSIGN_OR_RETURN(Sub body, subgraph(ctx, "body"));
+  const size_t n_outer = body.arity.outer_inputs;
+  if (ctx.num_inputs() < 2 + n_outer)
+    return Status::Internal("Loop: {} inputs for {} outer values", ctx.num_inputs(), n_outer);
+  const size_t n_state = ctx.num_inputs() - 2 - n_outer;
+  if (body.arity.inputs != 2 + n_state + n_outer)
+    return ctx.error(
+        "the body takes {} inputs; a Loop with {} loop-carried values gives it {} "
+        "(iteration number, condition, the values)",
+        body.arity.inputs - n_outer, n_state, 2 + n_state);
+  if (body.arity.outputs < 1 + n_state)
+    return ctx.error(
+        "the body gives {} outputs, fewer than the condition and {} loop-carried "
+        "values",
+        body.arity.outputs, n_state);
+  const size_t n_scan = body.arity.outputs - 1 - n_state;
+  if (ctx.num_outputs() != n_state + n_scan)
+    return ctx.error("the node has {} outputs; its body makes {} loop-carried and {} scan outputs",
+                     ctx.num_outputs(), n_state, n_scan);
+  const bool has_m = ctx.has_input(0), has_cond = ctx.has_input(1);
+  if (has_m) {
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kI64}));
+    if (shape_numel(ctx.in_shape(0)) != 1) return ctx.error("M must have one element");
+  }
+  if (has_cond) {
+    DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kBool}));
+    if (shape_numel(ctx.in_shape(1)) != 1) return ctx.error("cond must have one element");
+  }
+  // The iteration count scan outputs are stacked over, when it is known now.
+  int64_t trips = -1;
+  if (n_scan > 0) {
+    if (!has_m)
+      return ctx.unsupported(
+          "a Loop without a trip count M has scan outputs whose length is known only at run "
+          "time, which dlsys does not support");
+    const Tensor* m = ctx.in_value(0);
+    if (!m) return ctx.plan_time_value_missing(0, "the trip count M of a Loop with scan outputs");
+    trips = std::max<int64_t>(0, m->data_as<int64_t>()[0]);
+    if (has_cond && ctx.in_value(1) && !truthy(*ctx.in_value(1))) trips = 0;
+  }
+  std::vector<ValueDesc> descs(2);
+  descs[0].dtype = DType::kI64;
+  descs[1].dtype = DType::kBool;
+  for (size_t i = 0; i < n_state; ++i) {
+    ValueDesc d = ctx.input(2 + i);
+    d.value = nullptr;  // changes every iteration
+    if (d.dtype == DType::kString)
+      return ctx.unsupported(
+          "loop-carried value {} is a STRING tensor, which control flow does "
+          "not carry",
+          i);
+    descs.push_back(d);
+  }
+  for (const ValueDesc& d : outer_descs(ctx, 2 + n_state)) descs.push_back(d);
+  // One plan for every iteration; or, when the body needs the iteration number at plan time (a
+  // Slice starting at it) and M is known and small, one plan per iteration with it fixed.
+  std::vector<std::unique_ptr<SubgraphRunner>> runners;
+  std::vector<Tensor> iters;  // the fixed iteration numbers of per-iteration plans
+  auto planned = ctx.plan_subgraph(*body.g, descs);
+  if (planned.ok()) {
+    runners.push_back(std::move(planned).value());
+  } else {
+    const Tensor* m = has_m ? ctx.in_value(0) : nullptr;
+    const int64_t count = m ? m->data_as<int64_t>()[0] : -1;
+    if (planned.status().code() != StatusCode::kUnsupported || count < 0 ||
+        count > kMaxUnrolledIterations)
+      return planned.status().with_context(
+          fmt::format("body (planned once for every iteration{})",
+                      count > kMaxUnrolledIterations
+                          ? fmt::format("; M = {} is over the {} iterations planned one by one",
+                                        count, kMaxUnrolledIterations)
+                          : std::string()));
+    Tensor yes = Tensor::empty(DType::kBool, {});
+    yes.data_as<uint8_t>()[0] = 1;
+    descs[1].value = &yes;
+    for (int64_t i = 0; i < count; ++i) iters.push_back(Tensor::from_i64({}, &i));
+    for (int64_t i = 0; i < count; ++i) {
+      descs[0].value = &iters[static_cast<size_t>(i)];
+      auto r = ctx.plan_subgraph(*body.g, descs);
+      if (!r.ok()) return r.status().with_context(fmt::format("body at iteration {}", i));
+      runners.push_back(std::move(r).value());
+    }
+    descs[0].value = descs[1].value = nullptr;
+    if (runners.empty()) {  // M = 0: shapes from a plan that never runs
+      auto r = ctx.plan_subgraph(*body.g, descs);
+      if (!r.ok()) return r.status().with_context("body");
+      runners.push_back(std::move(r).value());
+    }
+  }
+  const auto& odt = runners[0]->output_dtypes();
+  const auto& osh = runners[0]->output_shapes();
+  for (const auto& r : runners)
+    for (size_t k = 0; k < odt.size(); ++k)
+      if (r->output_dtypes()[k] != odt[k] || r->output_shapes()[k] != osh[k])
+        return ctx.unsupported(
+            "body output {} is {} {} in one iteration and {} {} in another: values whose "
+            "dtype or shape changes between iterations are not supported",
+            k, dtype_name(odt[k]), shape_str(osh[k]), dtype_name(r->output_dtypes()[k]),
+            shape_str(r->output_shapes()[k]));
+  if (odt[0] != DType::kBool || shape_numel(osh[0]) != 1)
+    return ctx.error("the body's first output (the condition) is {} {}, not one bool",
+                     dtype_name(odt[0]), shape_str(osh[0]));
+  for (size_t i = 0; i < n_state; ++i)
+    if (odt[1 + i] != descs[2 + i].dtype || osh[1 + i] != descs[2 + i].shape)
+      return ctx.unsupported(
+          "loop-carried value {} enters as {} {} and leaves the body as {} {}: values whose "
+          "dtype or shape changes between iterations are not supported",
+          i, dtype_name(descs[2 + i].dtype), shape_str(descs[2 + i].shape), dtype_name(odt[1 + i]),
+          shape_str(osh[1 + i]));
+  for (size_t i = 0; i < n_state; ++i) ctx.set_output(i, descs[2 + i].dtype, descs[2 + i].shape);
+  for (size_t k = 0; k < n_scan; ++k) {
+    if (odt[1 + n_state + k] == DType::kString)
+      return ctx.unsupported("scan output {} is a STRING tensor", k);
+    Shape s = osh[1 + n_state + k];
+    s.insert(s.begin(), trips);
+    ctx.set_output(n_state + k, odt[1 + n_state + k], s);
+  }
+  struct State {
+    std::vector<std::unique_ptr<SubgraphRunner>> bodies;  // one, or one per iteration
+    std::vector<Tensor> iters;                            // their fixed iteration numbers
+    size_t n_state = 0, n_scan = 0, n_outer = 0;
+    bool has_m = false, has_cond = false;
+    int64_t trips = -1;
+    std::string node;
+    Tensor iter, cond;
+    std::vector<Tensor> bufs[2];  // loop-carried values, written in turn
+    std::vector<Tensor> ins, outs;
+  };
+  auto st = std::make_shared<State>();
+  st->bodies = std::move(runners);
+  st->iters = std::move(iters);
+  st->n_state = n_state;
+  st->n_scan = n_scan;
+  st->n_outer = n_outer;
+  st->has_m = has_m;
+  st->has_cond = has_cond;
+  st->trips = trips;
+  st->node = ctx.node_name();
+  st->iter = Tensor::empty(DType::kI64, {});
+  st->cond = Tensor::empty(DType::kBool, {});
+  for (auto& b : st->bufs)
+    for (size_t i = 0; i < n_state; ++i)
+      b.push_back(Tensor::empty(descs[2 + i].dtype, descs[2 + i].shape));
+  st->ins.resize(2 + n_state + n_outer);
+  return make_kernel([st](const Tensor* const* in, Tensor* const* out) -> Status {
+    const int64_t max_trips =
+        st->has_m ? in[0]->data_as<int64_t>()[0] : std::numeric_limits<int64_t>::max();
+    bool cond = st->has_cond ? truthy(*in[1]) : true;
+    const size_t n = st->n_state;
+    for (size_t i = 0; i < n; ++i) st->ins[2 + i] = *in[2 + i];
+    for (size_t i = 0; i < st->n_outer; ++i) st->ins[2 + n + i] = *in[2 + n + i];
+    int64_t it = 0;
+    int cur = -1;  // which buffer set holds the current values (-1: still the inputs)
+    for (; it < max_trips && cond; ++it) {
+      st->cond.data_as<uint8_t>()[0] = 1;
+      st->ins[1] = st->cond;
+      SubgraphRunner* body = st->bodies[0].get();
+      if (st->iters.empty()) {
+        st->iter.data_as<int64_t>()[0] = it;
+        st->ins[0] = st->iter;
+      } else {  // planned per iteration: M was fixed at plan time
+        if (it >= static_cast<int64_t>(st->bodies.size()))
+          return Status::Internal("Loop '{}': iteration {} has no plan", st->node, it);
+        body = st->bodies[static_cast<size_t>(it)].get();
+        st->ins[0] = st->iters[static_cast<size_t>(it)];
+      }
+      DLSYS_RETURN_IF_ERROR(body->run(st->ins, &st->outs));
+      cond = truthy(st->outs[0]);
+      const int next = cur == 0 ? 1 : 0;
+      for (size_t i = 0; i < n; ++i) {
+        copy_into(st->outs[1 + i], &st->bufs[next][i]);
+        st->ins[2 + i] = st->bufs[next][i];
+      }
+      cur = next;
+      for (size_t k = 0; k < st->n_scan; ++k)
+        if (out[n + k]) put_slice(st->outs[1 + n + k], 0, it, out[n + k]);
+    }
+    if (st->n_scan > 0 && it != st->trips)
+      return Status::Unsupported(
+          "Loop '{}' stopped after {} of its {} iterations (its condition became false): its scan "
+          "outputs would have {} rows, a length known only at run time, which dlsys does not "
+          "support",
+          st->node, it, st->trips, it);
+    for (size_t i = 0; i < n; ++i) copy_into(st->ins[2 + i], out[i]);
+    return Status::OK();
+  });
+}
+
+// ---- Scan -------------------------------------------------------------------------------------
+
+Result<KernelPtr> build_scan(BuildContext& ctx) {
+  DLSYS_ASSIGN_OR_RETURN(Sub body, subgraph(ctx, "body"));
+  const size_t n_outer = body.arity.outer_inputs;
+  const int64_t m = ctx.attr_int("num_scan_inputs", -1);
+  if (m < 1) return ctx.error("needs num_scan_inputs >= 1");
+  if (ctx.num_inputs() < static_cast<size_t>(m) + n_outer)
+    return ctx.error("has {} inputs, fewer than num_scan_inputs {}", ctx.num_inputs() - n_outer, m);
+  const size_t n_scan_in = static_cast<size_t>(m);
+  const size_t n_state = ctx.num_inputs() - n_outer - n_scan_in;
+  if (body.arity.inputs != n_state + n_scan_in + n_outer)
+    return ctx.error(
+        "the body takes {} inputs; the node gives it {} loop-carried values and {} "
+        "scan slices",
+        body.arity.inputs - n_outer, n_state, n_scan_in);
+  if (body.arity.outputs < n_state)
+    return ctx.error("the body gives {} outputs, fewer than the {} loop-carried values",
+                     body.arity.outputs, n_state);
+  const size_t n_scan_out = body.arity.outputs - n_state;
+  if (ctx.num_outputs() != n_state + n_scan_out)
+    return ctx.error("the node has {} outputs; its body makes {}", ctx.num_outputs(),
+                     n_state + n_scan_out);
+  auto list = [&](const char* name, size_t n) -> Result<std::vector<int64_t>> {
+    std::vector<int64_t> v = ctx.attr_ints(name);
+    if (v.empty()) v.assign(n, 0);
+    if (v.size() != n) return ctx.error("{} has {} entries, expected {}", name, v.size(), n);
+    return v;
+  };
+  DLSYS_ASSIGN_OR_RETURN(auto in_axes, list("scan_input_axes", n_scan_in));
+  DLSYS_ASSIGN_OR_RETURN(auto in_dirs, list("scan_input_directions", n_scan_in));
+  DLSYS_ASSIGN_OR_RETURN(auto out_axes, list("scan_output_axes", n_scan_out));
+  DLSYS_ASSIGN_OR_RETURN(auto out_dirs, list("scan_output_directions", n_scan_out));
+  int64_t steps = -1;
+  std::vector<ValueDesc> descs;
+  for (size_t i = 0; i < n_state; ++i) {
+    ValueDesc d = ctx.input(i);
+    d.value = nullptr;
+    descs.push_back(d);
+  }
+  std::vector<Shape> slice_shapes;
+  for (size_t j = 0; j < n_scan_in; ++j) {
+    const Shape& s = ctx.in_shape(n_state + j);
+    const int64_t r = static_cast<int64_t>(s.size());
+    int64_t& a = in_axes[j];
+    if (a < -r || a >= r)
+      return ctx.error("scan_input_axes[{}] = {} is out of range for rank {}", j, a, r);
+    if (a < 0) a += r;
+    if (steps >= 0 && s[a] != steps)
+      return ctx.error("scan input {} has {} steps along axis {}, scan input 0 has {}", j, s[a], a,
+                       steps);
+    steps = s[a];
+    ValueDesc d;
+    d.dtype = ctx.in_dtype(n_state + j);
+    d.shape = s;
+    d.shape.erase(d.shape.begin() + a);
+    slice_shapes.push_back(d.shape);
+    descs.push_back(d);
+  }
+  for (const ValueDesc& d : outer_descs(ctx, n_state + n_scan_in)) descs.push_back(d);
+  for (const ValueDesc& d : descs)
+    if (d.dtype == DType::kString)
+      return ctx.unsupported("STRING tensors are not carried through Scan");
+  auto planned = ctx.plan_subgraph(*body.g, descs);
+  if (!planned.ok()) return planned.status().with_context("body");
+  std::unique_ptr<SubgraphRunner> runner = std::move(planned).value();
+  const auto& odt = runner->output_dtypes();
+  const auto& osh = runner->output_shapes();
+  for (size_t i = 0; i < n_state; ++i) {
+    if (odt[i] != descs[i].dtype || osh[i] != descs[i].shape)
+      return ctx.unsupported(
+          "loop-carried value {} enters as {} {} and leaves the body as {} {}: values whose "
+          "dtype or shape changes between iterations are not supported",
+          i, dtype_name(descs[i].dtype), shape_str(descs[i].shape), dtype_name(odt[i]),
+          shape_str(osh[i]));
+    ctx.set_output(i, descs[i].dtype, descs[i].shape);
+  }
+  for (size_t k = 0; k < n_scan_out; ++k) {
+    Shape s = osh[n_state + k];
+    const int64_t r = static_cast<int64_t>(s.size()) + 1;
+    int64_t& a = out_axes[k];
+    if (a < -r || a >= r)
+      return ctx.error("scan_output_axes[{}] = {} is out of range for rank {}", k, a, r);
+    if (a < 0) a += r;
+    s.insert(s.begin() + a, steps);
+    if (odt[n_state + k] == DType::kString)
+      return ctx.unsupported("scan output {} is a STRING tensor", k);
+    ctx.set_output(n_state + k, odt[n_state + k], s);
+  }
+  struct State {
+    std::unique_ptr<SubgraphRunner> body;
+    size_t n_state = 0, n_in = 0, n_out = 0, n_outer = 0;
+    int64_t steps = 0;
+    std::vector<int64_t> in_axes, in_dirs, out_axes, out_dirs;
+    std::vector<Tensor> slices;
+    std::vector<Tensor> bufs[2];
+    std::vector<Tensor> ins, outs;
+  };
+  auto st = std::make_shared<State>();
+  st->body = std::move(runner);
+  st->n_state = n_state;
+  st->n_in = n_scan_in;
+  st->n_out = n_scan_out;
+  st->n_outer = n_outer;
+  st->steps = steps;
+  st->in_axes = in_axes;
+  st->in_dirs = in_dirs;
+  st->out_axes = out_axes;
+  st->out_dirs = out_dirs;
+  for (size_t j = 0; j < n_scan_in; ++j)
+    st->slices.push_back(Tensor::empty(descs[n_state + j].dtype, slice_shapes[j]));
+  for (auto& b : st->bufs)
+    for (size_t i = 0; i < n_state; ++i) b.push_back(Tensor::empty(descs[i].dtype, descs[i].shape));
+  st->ins.resize(n_state + n_scan_in + n_outer);
+  return make_kernel([st](const Tensor* const* in, Tensor* const* out) -> Status {
+    const size_t n = st->n_state;
+    for (size_t i = 0; i < n; ++i) st->ins[i] = *in[i];
+    for (size_t j = 0; j < st->n_in; ++j) st->ins[n + j] = st->slices[j];
+    for (size_t i = 0; i < st->n_outer; ++i) st->ins[n + st->n_in + i] = *in[n + st->n_in + i];
+    int cur = -1;
+    for (int64_t t = 0; t < st->steps; ++t) {
+      for (size_t j = 0; j < st->n_in; ++j)
+        take_slice(*in[n + j], st->in_axes[j], st->in_dirs[j] ? st->steps - 1 - t : t,
+                   &st->slices[j]);
+      DLSYS_RETURN_IF_ERROR(st->body->run(st->ins, &st->outs));
+      const int next = cur == 0 ? 1 : 0;
+      for (size_t i = 0; i < n; ++i) {
+        copy_into(st->outs[i], &st->bufs[next][i]);
+        st->ins[i] = st->bufs[next][i];
+      }
+      cur = next;
+      for (size_t k = 0; k < st->n_out; ++k)
+        if (out[n + k])
+          put_slice(st->outs[n + k], st->out_axes[k], st->out_dirs[k] ? st->steps - 1 - t : t,
+                    out[n + k]);
+    }
+    for (size_t i = 0; i < n; ++i) copy_into(st->ins[i], out[i]);
+    return Status::OK();
+  });
+}
+
+}  // namespace
+
+void register_control_flow_ops(OpRegistry& r) {
+  r.add("If", 1, kManyValues, 1, kManyValues, build_if);
+  r.add("Loop", 2, kManyValues, 1, kManyValues, build_loop);
+  r.add("Scan", 1, kManyValues, 1, kManyValues, build_scan);
+}
+
+}  // namespace dlsys
