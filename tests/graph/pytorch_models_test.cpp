@@ -136,10 +136,9 @@ TEST_P(PyTorchModel, Bf16StaysCloseToPyTorch) {
 INSTANTIATE_TEST_SUITE_P(Exported, PyTorchModel,
                          ::testing::Values("mlp", "resnet18", "mobilenetv2", "encoder_opset14",
                                            "encoder_opset17", "lstm_bidirectional",
-                                           "gru_bidirectional", "unet_resize",
-                                           "scripted_control", "mlp_opset9",
-                                           "mlp_opset11", "resnet18_opset9", "resnet18_opset11",
-                                           "encoder_opset11"));
+                                           "gru_bidirectional", "unet_resize", "scripted_control",
+                                           "mlp_opset9", "mlp_opset11", "resnet18_opset9",
+                                           "resnet18_opset11", "encoder_opset11"));
 
 }  // namespace
 }  // namespace dlsys
