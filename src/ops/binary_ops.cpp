@@ -213,8 +213,44 @@ KernelPtr try_row_broadcast(BuildContext& ctx, Bin op, const Shape& out) {
   });
 }
 
+// f16 and bf16: each element widened to f32, computed there and rounded back once.
+bool is_half(DType t) {
+  return t == DType::kF16 || t == DType::kBF16;
+}
+float half_load(const uint16_t* p, int64_t i, bool bf) {
+  return bf ? bf16_to_f32(p[i]) : f16_to_f32(p[i]);
+}
+uint16_t half_store(float v, bool bf) {
+  return bf ? f32_to_bf16(v) : f32_to_f16(v);
+}
+
+// A broadcasting kernel over two f16 (or two bf16) inputs: y = f(a, b) computed in f32.
+template <typename F>
+KernelPtr half_binary_kernel(const Shape& out, std::vector<int64_t> st0, std::vector<int64_t> st1,
+                             bool bf, F f) {
+  std::vector<int64_t> st[2] = {std::move(st0), std::move(st1)};
+  return make_kernel([st, out, bf, f](const Tensor* const* in, Tensor* const* o) {
+    const uint16_t* a = in[0]->data_as<uint16_t>();
+    const uint16_t* b = in[1]->data_as<uint16_t>();
+    uint16_t* y = o[0]->data_as<uint16_t>();
+    broadcast_for_each(out, st, [&](int64_t i, const int64_t* off) {
+      y[i] = half_store(f(half_load(a, off[0], bf), half_load(b, off[1], bf)), bf);
+    });
+    return Status::OK();
+  });
+}
+
 Result<KernelPtr> build_binary(BuildContext& ctx, Bin op) {
   DType ta = ctx.in_dtype(0), tb = ctx.in_dtype(1);
+  if (is_half(ta) && ta == tb && !is_logic(op) && !is_compare(op) && op != Bin::kEq &&
+      op != Bin::kPow) {
+    auto r = broadcast_shapes(ctx.in_shape(0), ctx.in_shape(1));
+    if (!r.ok()) return ctx.error("{}", r.status().message());
+    ctx.set_output(0, ta, r.value());
+    return half_binary_kernel(r.value(), broadcast_strides(ctx.in_shape(0), r.value()),
+                              broadcast_strides(ctx.in_shape(1), r.value()), ta == DType::kBF16,
+                              [op](float a, float b) { return apply_arith<float>(op, a, b); });
+  }
   if (op != Bin::kPow && ta != tb)
     return ctx.error("inputs have different dtypes ({} and {}); insert a Cast", dtype_name(ta),
                      dtype_name(tb));
@@ -412,16 +448,20 @@ Result<KernelPtr> build_mod(BuildContext& ctx) {
   if (ctx.in_dtype(1) != t)
     return ctx.error("inputs have different dtypes ({} and {})", dtype_name(t),
                      dtype_name(ctx.in_dtype(1)));
-  DLSYS_RETURN_IF_ERROR(
-      ctx.expect_dtype(0, {DType::kF32, DType::kF64, DType::kI8, DType::kU8, DType::kI16,
-                           DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(
+      0, {DType::kF32, DType::kF64, DType::kF16, DType::kBF16, DType::kI8, DType::kU8, DType::kI16,
+          DType::kU16, DType::kI32, DType::kU32, DType::kI64, DType::kU64}));
   bool fmod = ctx.attr_int("fmod", 0) != 0;
-  if (dtype_is_float(t) && !fmod)
+  if ((dtype_is_float(t) || is_half(t)) && !fmod)
     return ctx.error("floating-point Mod requires fmod=1 (ONNX spec)");
   auto r = broadcast_shapes(ctx.in_shape(0), ctx.in_shape(1));
   if (!r.ok()) return ctx.error("{}", r.status().message());
   Shape out = r.value();
   ctx.set_output(0, t, out);
+  if (is_half(t))
+    return half_binary_kernel(out, broadcast_strides(ctx.in_shape(0), out),
+                              broadcast_strides(ctx.in_shape(1), out), t == DType::kBF16,
+                              [](float a, float b) { return std::fmod(a, b); });
   std::vector<int64_t> st[2] = {broadcast_strides(ctx.in_shape(0), out),
                                 broadcast_strides(ctx.in_shape(1), out)};
   return make_kernel([st, out, t, fmod](const Tensor* const* in, Tensor* const* o) {

@@ -1,9 +1,18 @@
 // TfIdfVectorizer (ONNX): n-gram counts of integer token sequences against a pool of n-grams,
 // in TF, IDF or TFIDF mode. The pool is indexed once, when the plan is built; each run is a loop
-// over start positions, skip distances and n-gram lengths. String tokens are not supported
-// (dlsys has no string tensors).
+// over start positions, skip distances and n-gram lengths. String tokens (pool_strings) are not
+// supported.
+//
+// StringNormalizer (ONNX): removes stopwords (case-sensitively or not) and changes case
+// (LOWER/UPPER/NONE) of a [C] or [1, C] string tensor. Case changes are ASCII only (the
+// `locale` attribute is read and not applied to other letters). With stopwords the output's
+// length depends on the values: it is computed when the plan is built, from a constant input
+// (other inputs are refused: dlsys plans shapes before running).
 #include <algorithm>
+#include <cctype>
 #include <map>
+#include <set>
+#include <string>
 
 #include "ops/op_registry.h"
 
@@ -121,10 +130,77 @@ Result<KernelPtr> build_tfidf(BuildContext& ctx) {
   });
 }
 
+struct Normalizer {
+  int change = 0;  // 0 NONE, 1 LOWER, 2 UPPER
+  bool case_sensitive = false;
+  std::set<std::string> stopwords;  // lower-cased unless case_sensitive
+
+  static std::string lower(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return s;
+  }
+  static std::string upper(std::string s) {
+    for (char& c : s) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    return s;
+  }
+  bool stop(const std::string& w) const {
+    return !stopwords.empty() && stopwords.count(case_sensitive ? w : lower(w)) > 0;
+  }
+  std::string changed(const std::string& w) const {
+    return change == 1 ? lower(w) : change == 2 ? upper(w) : w;
+  }
+};
+
+Result<KernelPtr> build_string_normalizer(BuildContext& ctx) {
+  DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(0, {DType::kString}));
+  const Shape& in = ctx.in_shape(0);
+  if (!(in.size() == 1 || (in.size() == 2 && in[0] == 1)))
+    return ctx.error("input must be [C] or [1, C], got {}", shape_str(in));
+  auto n = std::make_shared<Normalizer>();
+  const std::string action = ctx.attr_string("case_change_action", "NONE");
+  if (action == "LOWER")
+    n->change = 1;
+  else if (action == "UPPER")
+    n->change = 2;
+  else if (action != "NONE")
+    return ctx.error("case_change_action '{}' is not LOWER, UPPER or NONE", action);
+  n->case_sensitive = ctx.attr_int("is_case_sensitive", 0) != 0;
+  if (const Attribute* a = ctx.attr("stopwords"))
+    for (const std::string& w : a->strings)
+      n->stopwords.insert(n->case_sensitive ? w : Normalizer::lower(w));
+  if (n->stopwords.empty()) {  // the output has the input's shape: at run time
+    ctx.set_output(0, DType::kString, in);
+    return make_kernel([n](const Tensor* const* x, Tensor* const* y) {
+      const std::string* s = x[0]->data_as<std::string>();
+      std::string* d = y[0]->data_as<std::string>();
+      for (int64_t i = 0; i < x[0]->numel(); ++i) d[i] = n->changed(s[i]);
+      return Status::OK();
+    });
+  }
+  const Tensor* v = ctx.in_value(0);
+  // Not plan_time_value_missing: the session would then plan once per distinct text.
+  if (!v)
+    return ctx.unsupported(
+        "with stopwords the output's length depends on the strings' values, which dlsys knows "
+        "before running only when they are constant; remove the stopwords in preprocessing");
+  std::vector<std::string> kept;
+  const std::string* s = v->data_as<std::string>();
+  for (int64_t i = 0; i < v->numel(); ++i)
+    if (!n->stop(s[i])) kept.push_back(n->changed(s[i]));
+  // Every word a stopword: one empty string (ONNX's rule).
+  if (kept.empty()) kept.push_back("");
+  const int64_t c = static_cast<int64_t>(kept.size());
+  Shape out = in.size() == 1 ? Shape{c} : Shape{1, c};
+  ctx.set_output_value(0, Tensor::from_strings(out, kept));
+  return KernelPtr();
+}
+
 }  // namespace
 
 void register_text_ops(OpRegistry& r) {
   r.add("TfIdfVectorizer", 1, 1, 1, 1, build_tfidf);
+  r.add("StringNormalizer", 1, 1, 1, 1, build_string_normalizer);
+  r.set_strings("StringNormalizer", 1u, true);
 }
 
 }  // namespace dlsys

@@ -54,10 +54,24 @@ Result<KernelPtr> numeric_map(BuildContext& ctx, F f) {
   DType t = ctx.in_dtype(0);
   // The loop below covers DLSYS_DISPATCH_NUMERIC's dtypes only: any other would leave the output
   // unwritten.
-  if (t == DType::kF16 || t == DType::kBF16 || t == DType::kBool || t == DType::kString)
-    return ctx.unsupported("input of dtype {}: this op runs on f32, f64 and integer tensors",
+  if (t == DType::kBool || t == DType::kString)
+    return ctx.unsupported("input of dtype {}: this op runs on floating-point and integer tensors",
                            dtype_name(t));
   ctx.set_output(0, t, ctx.in_shape(0));
+  if (t == DType::kF16 || t == DType::kBF16) {
+    // Widened to f32, computed there, rounded back once.
+    const bool bf = t == DType::kBF16;
+    return make_kernel([f, bf](const Tensor* const* in, Tensor* const* out) {
+      int64_t n = in[0]->numel();
+      const uint16_t* x = in[0]->data_as<uint16_t>();
+      uint16_t* y = out[0]->data_as<uint16_t>();
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = static_cast<float>(f(bf ? bf16_to_f32(x[i]) : f16_to_f32(x[i])));
+        y[i] = bf ? f32_to_bf16(v) : f32_to_f16(v);
+      }
+      return Status::OK();
+    });
+  }
   return make_kernel([f, t](const Tensor* const* in, Tensor* const* out) {
     int64_t n = in[0]->numel();
     DLSYS_DISPATCH_NUMERIC(t, T, {

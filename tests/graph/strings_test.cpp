@@ -342,5 +342,56 @@ TEST(StringGraph, ExportWritesStringsAndTheMlOpset) {
   EXPECT_EQ(out[1].strings()[0], "blue");
 }
 
+// StringNormalizer: case changes at run time; stopwords (case-insensitive by default) on a
+// constant input, where the output's length is known when the plan is built; all words removed
+// leave one empty string; stopwords on a graph input are refused with what to do.
+TEST(StringNormalizer, ChangesCaseAndRemovesStopwords) {
+  auto normalizer = [](const std::string& action, std::vector<std::string> stop, bool constant,
+                       std::vector<int64_t> dims, std::vector<std::string> words) {
+    OnnxBuilder b(17);
+    if (constant)
+      b.initializer_strings("x", dims, words);
+    else
+      b.input("x", onnx::TensorProto::STRING, dims);
+    b.output("y", onnx::TensorProto::STRING, {});
+    auto* n = b.node("StringNormalizer", {"x"}, {"y"}, "norm");
+    OnnxBuilder::attr_string(n, "case_change_action", action);
+    if (!stop.empty()) OnnxBuilder::attr_strings(n, "stopwords", stop);
+    return b;
+  };
+  auto strings = [](const Tensor& t) {
+    return std::vector<std::string>(t.strings(), t.strings() + t.numel());
+  };
+  // Run time: no stopwords, the input's shape.
+  auto upper = normalizer("UPPER", {}, false, {3}, {});
+  auto r = run(upper.bytes(), "x", Tensor::from_strings({3}, {"Monday", "tuesday", "ß1a"}));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(strings((*r)[0]), (std::vector<std::string>{"MONDAY", "TUESDAY", "ß1A"}));
+  // A constant [1, C]: "monday" and "THE" are stopwords whatever their case.
+  auto lower = normalizer("LOWER", {"monday", "the"}, true, {1, 4}, {"Monday", "is", "THE", "Day"});
+  auto g = import_onnx_bytes(lower.bytes(), "m.onnx");
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  auto s = Session::from_graph(std::move(g).value());
+  std::vector<Tensor> out;
+  ASSERT_TRUE(s->run({}, &out).ok());
+  EXPECT_EQ(out[0].shape(), (Shape{1, 2}));
+  EXPECT_EQ(strings(out[0]), (std::vector<std::string>{"is", "day"}));
+  // Every word a stopword: one empty string.
+  auto empty = normalizer("NONE", {"a", "b"}, true, {2}, {"A", "b"});
+  auto ge = import_onnx_bytes(empty.bytes(), "m.onnx");
+  ASSERT_TRUE(ge.ok());
+  auto se = Session::from_graph(std::move(ge).value());
+  ASSERT_TRUE(se->run({}, &out).ok());
+  EXPECT_EQ(out[0].shape(), (Shape{1}));
+  EXPECT_EQ(strings(out[0]), (std::vector<std::string>{""}));
+  // Stopwords on a graph input: the length is not known before running.
+  auto dynamic = normalizer("NONE", {"a"}, false, {2}, {});
+  r = run(dynamic.bytes(), "x", Tensor::from_strings({2}, {"a", "b"}));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
+  EXPECT_TRUE(contains(r.status().message(), "remove the stopwords in preprocessing"))
+      << r.status().message();
+}
+
 }  // namespace
 }  // namespace dlsys

@@ -67,19 +67,49 @@ Tensor run_node(const std::string& op, const std::vector<Tensor>& in, DType out,
 // left unwritten before).
 TEST(WideDtypes, ElementwiseLoopsRefuseDtypesTheyDoNotCover) {
   for (const char* op : {"Relu", "Abs", "Neg"}) {
-    for (DType t : {DType::kF16, DType::kBF16, DType::kBool}) {
-      Graph g;
-      g.opset = 17;
-      ValueInfo x{"x", t, true, {Dim{4, ""}}};
-      g.inputs.push_back(x);
-      g.nodes.push_back(Node{"n", op, "", {"x"}, {"y"}, {}});
-      g.outputs.push_back(ValueInfo{"y", t, false, {}});
-      auto s = Session::from_graph(g);
-      std::vector<Tensor> got;
-      Status st = s->run({{"x", Tensor::empty(t, {4})}}, &got);
-      EXPECT_EQ(st.code(), StatusCode::kUnsupported) << op << " " << dtype_name(t);
-      EXPECT_NE(st.message().find(dtype_name(t)), std::string::npos) << st.message();
-    }
+    Graph g;
+    g.opset = 17;
+    ValueInfo x{"x", DType::kBool, true, {Dim{4, ""}}};
+    g.inputs.push_back(x);
+    g.nodes.push_back(Node{"n", op, "", {"x"}, {"y"}, {}});
+    g.outputs.push_back(ValueInfo{"y", DType::kBool, false, {}});
+    auto s = Session::from_graph(g);
+    std::vector<Tensor> got;
+    Status st = s->run({{"x", Tensor::empty(DType::kBool, {4})}}, &got);
+    EXPECT_EQ(st.code(), StatusCode::kUnsupported) << op;
+    EXPECT_NE(st.message().find("bool"), std::string::npos) << st.message();
+  }
+}
+
+// f16 and bf16 elementwise math (unary loops, binary arithmetic, Mod): widened to f32, computed,
+// rounded back once; the values here are exact in both formats.
+TEST(WideDtypes, HalfPrecisionArithmeticRoundsOnce) {
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    auto half = [t](std::initializer_list<float> v) {
+      Tensor x = Tensor::empty(t, {static_cast<int64_t>(v.size())});
+      int64_t i = 0;
+      for (float f : v)
+        x.data_as<uint16_t>()[i++] = t == DType::kF16 ? f32_to_f16(f) : f32_to_bf16(f);
+      return x;
+    };
+    auto values = [t](const Tensor& y) {
+      std::vector<float> v;
+      for (int64_t i = 0; i < y.numel(); ++i)
+        v.push_back(t == DType::kF16 ? f16_to_f32(y.data_as<uint16_t>()[i])
+                                     : bf16_to_f32(y.data_as<uint16_t>()[i]));
+      return v;
+    };
+    Tensor a = half({-1.5f, 2.f, 0.25f, -8.f}), b = half({2.f, -3.f, 0.5f, 3.f});
+    EXPECT_EQ(values(run_node("Relu", {a}, t)), (std::vector<float>{0, 2, 0.25f, 0}));
+    EXPECT_EQ(values(run_node("Abs", {a}, t)), (std::vector<float>{1.5f, 2, 0.25f, 8}));
+    EXPECT_EQ(values(run_node("Neg", {a}, t)), (std::vector<float>{1.5f, -2, -0.25f, 8}));
+    EXPECT_EQ(values(run_node("Max", {a, b}, t)), (std::vector<float>{2, 2, 0.5f, 3}));
+    EXPECT_EQ(values(run_node("Min", {a, b}, t)), (std::vector<float>{-1.5f, -3, 0.25f, -8}));
+    EXPECT_EQ(values(run_node("Add", {a, b}, t)), (std::vector<float>{0.5f, -1, 0.75f, -5}));
+    EXPECT_EQ(values(run_node("Mul", {a, b}, t)), (std::vector<float>{-3, -6, 0.125f, -24}));
+    AttributeMap fmod;
+    fmod["fmod"] = Attribute::of_int(1);
+    EXPECT_EQ(values(run_node("Mod", {a, b}, t, fmod)), (std::vector<float>{-1.5f, 2, 0.25f, -2}));
   }
 }
 

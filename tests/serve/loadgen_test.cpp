@@ -302,7 +302,8 @@ TEST_F(LoadgenServerTest, ServerSendsEveryScheduledArrivalAtItsTime) {
 
 TEST_F(LoadgenServerTest, DeadlineRejectionsAndFailuresAreCountedApart) {
   // A batch that waits 300 ms to fill, and queries with a 1 ms deadline: every one is answered
-  // 503 at its deadline by the batcher.
+  // 503 by the batcher at its deadline, less the time answers lately waited to be written (at
+  // most a quarter of the timeout: serve/v2_codec.h, answer_delay_us).
   Deploy("slow", {{"max_batch", 8}, {"max_delay_us", 300000}});
   LoadgenOptions o = Options(Scenario::kSingleStream, "slow");
   o.duration_s = 0.3;
@@ -312,7 +313,7 @@ TEST_F(LoadgenServerTest, DeadlineRejectionsAndFailuresAreCountedApart) {
   EXPECT_GT(r->rejected, 0);
   EXPECT_EQ(r->rejected, r->sent);
   EXPECT_EQ(r->ok, 0);
-  EXPECT_GE(r->rejected_p50_ms, 1.0);
+  EXPECT_GE(r->rejected_p50_ms, 0.75);
   // More rows than max_batch: every query is a 400, a failure with the server's message.
   o = Options(Scenario::kOffline);
   o.duration_s = 0.3;
