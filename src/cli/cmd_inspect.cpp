@@ -159,6 +159,7 @@ int run_inspect(const InspectArgs& a) {
           {{"name", v.name}, {"dtype", dtype_name(v.dtype)}, {"shape", dims_json(v)}});
     j["nodes"] = g.nodes.size();
     j["ops"] = info.op_histogram;
+    j["subgraph_nodes"] = info.subgraph_nodes;
     j["parameters"] = info.parameters;
     j["parameter_bytes"] = info.parameter_bytes;
     if (plan)
@@ -188,7 +189,11 @@ int run_inspect(const InspectArgs& a) {
                 human_flops(info.flops_per_sample).c_str());
   else
     std::printf("FLOPs:      unknown (%s)\n", plan_error.c_str());
-  std::printf("ops:        %zu nodes\n", g.nodes.size());
+  if (info.subgraph_nodes > 0)
+    std::printf("ops:        %zu nodes, and %d more inside If/Loop/Scan subgraphs\n",
+                g.nodes.size(), info.subgraph_nodes);
+  else
+    std::printf("ops:        %zu nodes\n", g.nodes.size());
   std::vector<std::pair<int, std::string>> hist;
   for (auto& [op, n] : info.op_histogram) hist.push_back({-n, op});
   std::sort(hist.begin(), hist.end());

@@ -50,13 +50,27 @@ double node_flops(const PlannedNode& n) {
   return out;
 }
 
+namespace {
+
+// Ops and initializers of `g` and, recursively, of its nodes' subgraphs.
+void count_graph(const Graph& g, bool nested, ModelInfo* info) {
+  for (const Node& n : g.nodes) {
+    info->op_histogram[n.op_type]++;
+    if (nested) ++info->subgraph_nodes;
+    for (const auto& [name, a] : n.attrs)
+      if (a.kind == Attribute::Kind::kGraph && a.g) count_graph(*a.g, true, info);
+  }
+  for (const auto& [name, t] : g.initializers) {
+    if (dtype_is_float(t.dtype())) info->parameters += t.numel();
+    info->parameter_bytes += static_cast<int64_t>(t.nbytes());
+  }
+}
+
+}  // namespace
+
 ModelInfo model_info(const Graph& g, const Plan* plan) {
   ModelInfo info;
-  for (const Node& n : g.nodes) info.op_histogram[n.op_type]++;
-  for (const auto& [name, t] : g.initializers) {
-    if (dtype_is_float(t.dtype())) info.parameters += t.numel();
-    info.parameter_bytes += static_cast<int64_t>(t.nbytes());
-  }
+  count_graph(g, false, &info);
   if (plan) {
     for (const PlannedNode& n : plan->nodes()) info.flops_per_sample += node_flops(n);
     info.flops_known = true;

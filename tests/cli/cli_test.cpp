@@ -134,6 +134,36 @@ TEST_F(Cli, InspectSaysWhichOpsetAModelWasConvertedFrom) {
   EXPECT_TRUE(current["converted_from_opset"].is_null());
 }
 
+// Ops inside a Loop's body are counted, and said to be there.
+TEST_F(Cli, InspectCountsTheOpsInsideSubgraphs) {
+  testing::OnnxBuilder body;
+  body.input("i", onnx::TensorProto::INT64, {});
+  body.input("c", onnx::TensorProto::BOOL, {});
+  body.input("s", onnx::TensorProto::FLOAT, {4});
+  body.output("c_out", onnx::TensorProto::BOOL, {});
+  body.output("s_out", onnx::TensorProto::FLOAT, {4});
+  body.node("Identity", {"c"}, {"c_out"});
+  body.node("Add", {"s", "s"}, {"s_out"});
+  testing::OnnxBuilder b(17);
+  b.input("x", onnx::TensorProto::FLOAT, {4});
+  b.output("y", onnx::TensorProto::FLOAT, {4});
+  b.initializer_i64("M", {}, {3});
+  auto* loop = b.node("Loop", {"M", "", "x"}, {"y"}, "doubling");
+  testing::OnnxBuilder::attr_graph(loop, "body", body);
+  std::string path = (dir_ / "loop.onnx").string();
+  std::ofstream(path, std::ios::binary) << b.bytes();
+  Ran text = sh("inspect " + path);
+  ASSERT_EQ(text.code, 0) << text.out;
+  EXPECT_NE(text.out.find("1 nodes, and 2 more inside If/Loop/Scan subgraphs"), std::string::npos)
+      << text.out;
+  Ran json = sh("inspect --json " + path);
+  ASSERT_EQ(json.code, 0) << json.out;
+  auto j = nlohmann::json::parse(json.out);
+  EXPECT_EQ(j["ops"]["Loop"], 1);
+  EXPECT_EQ(j["ops"]["Add"], 1);
+  EXPECT_EQ(j["subgraph_nodes"], 2);
+}
+
 TEST_F(Cli, BenchJsonHasTheAgreedFields) {
   Ran r = sh("bench " + model_ + " --batch 4 --threads 1 --seconds 0.2 --json");
   ASSERT_EQ(r.code, 0) << r.out;
