@@ -1,6 +1,7 @@
 // Shape-manipulating ops. Reshape-like ops alias their input buffer (no copy); Shape, Size,
 // Constant, ConstantOfShape and Range produce values when the plan is built, which is how
 // shape subgraphs (Shape -> Gather -> Concat -> Reshape) are evaluated before running.
+#include <charconv>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -341,6 +342,37 @@ Result<KernelPtr> cast_to(BuildContext& ctx, DType t) {
     return KernelPtr();
   }
   ctx.set_output(0, t, ctx.in_shape(0));
+  if (t == DType::kString) {
+    // Numbers to text: floats as the shortest text that reads back to the same value (C++'s
+    // to_chars, as NumPy prints float32), integers in decimal; NaN, INF and -INF as the cast
+    // from STRING reads them. f16 and bf16 print their value as a float.
+    const DType from = ctx.in_dtype(0);
+    if (from == DType::kBool)
+      return ctx.unsupported("a cast from BOOL to STRING is not supported (numbers only)");
+    return make_kernel([from](const Tensor* const* in, Tensor* const* o) {
+      std::string* y = o[0]->strings();
+      char buf[64];
+      for (int64_t i = 0; i < in[0]->numel(); ++i) {
+        double v = in[0]->get_f64(i);
+        if (std::isnan(v)) {
+          y[i] = "NaN";
+        } else if (std::isinf(v)) {
+          y[i] = v > 0 ? "INF" : "-INF";
+        } else if (from == DType::kF64) {
+          auto r = std::to_chars(buf, buf + sizeof buf, v);
+          y[i].assign(buf, r.ptr);
+        } else if (dtype_is_float(from)) {
+          auto r = std::to_chars(buf, buf + sizeof buf, static_cast<float>(v));
+          y[i].assign(buf, r.ptr);
+        } else if (from == DType::kU64) {
+          y[i] = std::to_string(in[0]->data_as<uint64_t>()[i]);
+        } else {
+          y[i] = std::to_string(in[0]->get_i64(i));
+        }
+      }
+      return Status::OK();
+    });
+  }
   if (ctx.in_dtype(0) == DType::kString) {
     if (t == DType::kBool)
       return ctx.unsupported("a cast from STRING to BOOL is not supported (to numbers only)");
@@ -419,8 +451,8 @@ void register_shape_ops(OpRegistry& r) {
   for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size"})
     r.set_strings(op, 1u, false);
   r.set_strings("Constant", 0u, true);
-  r.set_strings("Cast", 1u, false);  // STRING -> numbers (not numbers -> STRING)
-  r.set_strings("CastLike", 3u, false);
+  r.set_strings("Cast", 1u, true);  // STRING <-> numbers
+  r.set_strings("CastLike", 3u, true);
 }
 
 }  // namespace dlsys

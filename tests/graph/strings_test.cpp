@@ -195,7 +195,7 @@ TEST(StringGuard, NumericOpsRefuseStringsNamingTheNode) {
   EXPECT_TRUE(contains(r.status().message(), "node 'add_strings' (Add)")) << r.status().message();
 }
 
-TEST(StringGuard, CastReadsNumbersFromStringsButMakesNoStrings) {
+TEST(StringGuard, CastReadsNumbersFromStringsAndRefusesBoolToString) {
   OnnxBuilder b(17);
   b.input("x", onnx::TensorProto::STRING, {-1});
   b.output("y", onnx::TensorProto::FLOAT, {-1});
@@ -211,14 +211,13 @@ TEST(StringGuard, CastReadsNumbersFromStringsButMakesNoStrings) {
   ASSERT_FALSE(bad.ok());
   EXPECT_TRUE(contains(bad.status().message(), "'twelve', not a number")) << bad.status().message();
   OnnxBuilder to(17);
-  to.input("x", onnx::TensorProto::FLOAT, {2});
+  to.input("x", onnx::TensorProto::BOOL, {2});
   to.output("y", onnx::TensorProto::STRING, {2});
   OnnxBuilder::attr_int(to.node("Cast", {"x"}, {"y"}, "to_str"), "to", onnx::TensorProto::STRING);
-  const float x[] = {1, 2};
-  auto r = run(to.bytes(), "x", Tensor::from_f32({2}, x));
+  auto r = run(to.bytes(), "x", Tensor::zeros(DType::kBool, {2}));
   ASSERT_FALSE(r.ok());
   EXPECT_TRUE(contains(r.status().message(), "node 'to_str' (Cast)")) << r.status().message();
-  EXPECT_TRUE(contains(r.status().message(), "STRING")) << r.status().message();
+  EXPECT_TRUE(contains(r.status().message(), "BOOL to STRING")) << r.status().message();
 }
 
 TEST(StringGraph, InitializersShapesAndRepeatedRuns) {
@@ -391,6 +390,38 @@ TEST(StringNormalizer, ChangesCaseAndRemovesStopwords) {
   EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
   EXPECT_TRUE(contains(r.status().message(), "remove the stopwords in preprocessing"))
       << r.status().message();
+}
+
+// Cast to STRING: floats as the shortest text that reads back to the same float (what NumPy
+// prints for float32), integers in decimal, NaN/INF/-INF as the cast from STRING reads them;
+// and back again to the same values.
+TEST(StringTensor, CastNumbersToStringAndBack) {
+  auto cast = [](int from, int to) {
+    OnnxBuilder b(17);
+    b.input("x", from, {-1});
+    b.output("y", to, {-1});
+    OnnxBuilder::attr_int(b.node("Cast", {"x"}, {"y"}, "cast"), "to", to);
+    return b;
+  };
+  const std::vector<float> f = {0.039187793f, 0.1f, -2.5f, 1e20f, 7.f, NAN, INFINITY, -INFINITY};
+  auto r = run(cast(onnx::TensorProto::FLOAT, onnx::TensorProto::STRING).bytes(), "x",
+               Tensor::from_f32({8}, f.data()));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  const Tensor& text = (*r)[0];
+  EXPECT_EQ(
+      std::vector<std::string>(text.strings(), text.strings() + 8),
+      (std::vector<std::string>{"0.039187793", "0.1", "-2.5", "1e+20", "7", "NaN", "INF", "-INF"}));
+  auto back = run(cast(onnx::TensorProto::STRING, onnx::TensorProto::FLOAT).bytes(), "x", text);
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  for (int i = 0; i < 5; ++i) EXPECT_EQ((*back)[0].data_as<float>()[i], f[i]) << i;
+  EXPECT_TRUE(std::isnan((*back)[0].data_as<float>()[5]));
+  EXPECT_EQ((*back)[0].data_as<float>()[7], -INFINITY);
+  const std::vector<int64_t> n = {-9000000000000LL, 0, 42};
+  auto ints = run(cast(onnx::TensorProto::INT64, onnx::TensorProto::STRING).bytes(), "x",
+                  Tensor::from_i64({3}, n.data()));
+  ASSERT_TRUE(ints.ok()) << ints.status().to_string();
+  EXPECT_EQ(std::vector<std::string>((*ints)[0].strings(), (*ints)[0].strings() + 3),
+            (std::vector<std::string>{"-9000000000000", "0", "42"}));
 }
 
 }  // namespace
