@@ -9,9 +9,12 @@
 //   offline        `concurrency` clients sending back to back; the headline is rows/s.
 //
 // The pure parts (the arrival schedule, percentiles, the histogram, the result record) are
-// plain functions for tests; run_loadgen() does the HTTP work over keep-alive connections, one
-// LoadgenConnection (serve/loadgen_connection.h) per client thread, with binary tensors (the
-// protocol's extension); the model's metadata comes first through api::HttpConnection.
+// plain functions for tests; run_loadgen() does the HTTP work over keep-alive connections
+// (serve/loadgen_connection.h) with binary tensors (the protocol's extension): single-stream and
+// offline with one thread per connection, server on one thread that sends each arrival on an
+// idle connection and reads answers as their sockets become readable (epoll), so that the
+// client is not woken once per answer per thread. The model's metadata comes first through
+// api::HttpConnection.
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -84,7 +87,7 @@ struct LoadgenOptions {
   // offline: client threads; server: connections opened up front (at least 2 x qps x the p99
   // bound, what it expects in flight)
   int concurrency = 4;
-  int max_connections = 512;  // server: connections (threads) it may grow to
+  int max_connections = 512;  // server: connections it may grow to
   int64_t timeout_ms = 0;     // the request's "timeout" parameter; 0 leaves the deployment's
   double p99_bound_ms = 25;   // server: the bound p99 is checked against
   uint64_t seed = 1;          // the arrival schedule and the generated inputs

@@ -119,6 +119,11 @@ Status LoadgenConnection::fill() {
 }
 
 Result<int> LoadgenConnection::exchange(std::string_view request) {
+  DLSYS_RETURN_IF_ERROR(send_request(request));
+  return read_answer();
+}
+
+Status LoadgenConnection::send_request(std::string_view request) {
   if (fd_ < 0) return Status::Unavailable("the connection to {} is closed", where_);
   for (size_t sent = 0; sent < request.size();) {
     ssize_t n = ::send(fd_, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
@@ -132,6 +137,11 @@ Result<int> LoadgenConnection::exchange(std::string_view request) {
     return fail_closed(Status::Unavailable("sending to {}: {}", where_,
                                            n < 0 ? std::strerror(errno) : "nothing sent"));
   }
+  return Status::OK();
+}
+
+Result<int> LoadgenConnection::read_answer() {
+  if (fd_ < 0) return Status::Unavailable("the connection to {} is closed", where_);
   // The header block.
   size_t end;
   for (;;) {

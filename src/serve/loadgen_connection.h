@@ -10,7 +10,7 @@
 // read and write has a deadline (SO_RCVTIMEO / SO_SNDTIMEO); a request that meets it fails with
 // DeadlineExceeded and the connection is closed.
 //
-// Threading: one thread per connection.
+// Threading: one thread per connection at a time.
 #pragma once
 
 #include <chrono>
@@ -44,6 +44,11 @@ class LoadgenConnection {
   // Sends `request` (serialize_http_request's bytes) and reads the answer: its status code, the
   // body in body(). After an error, or an answer that closes the connection, open() again.
   Result<int> exchange(std::string_view request);
+  // exchange() in two halves, for a caller that waits for many connections at once (the server
+  // scenario's event loop): send, then read the answer once the socket is readable.
+  Status send_request(std::string_view request);
+  Result<int> read_answer();
+  int fd() const { return fd_; }
   const std::string& body() const { return body_; }
   bool closed() const { return fd_ < 0; }
 
