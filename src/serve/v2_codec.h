@@ -79,8 +79,9 @@ struct V2InferRequest {
   // the default, means "when ModelServer::infer is called": requests made in process).
   std::chrono::steady_clock::time_point received{};
   // How long an answer lately waited for the I/O thread once computed (api::Request::
-  // answer_delay_us; 0 in process): the batcher's deadline comes that much earlier, at most a
-  // quarter of the timeout, so that an admitted answer leaves by the request's deadline.
+  // answer_delay_us; 0 in process): the batcher's deadline comes twice that much earlier (the
+  // wait to be read and the wait to be written), at most a quarter of the timeout, so that an
+  // admitted answer reaches its caller by the request's deadline.
   int64_t answer_delay_us = 0;
 
   // The derived outputs asked for, in the order asked.
