@@ -7,8 +7,7 @@
 //   - Loop and Scan: a loop-carried value keeps its dtype and shape across iterations; a Loop
 //     with scan outputs needs its trip count M at plan time (a constant, or a small graph input
 //     the session specializes on) and must run all M iterations.
-// Loop-carried values live in two buffers per value, written in turn (an iteration's outputs
-// may be views of the body plan's buffers, which its next run overwrites).
+// Loop-carried values live in two buffers per value, written in turn (Carried).
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -86,6 +85,45 @@ std::vector<ValueDesc> outer_descs(const BuildContext& ctx, size_t first) {
 bool truthy(const Tensor& t) {
   return t.numel() > 0 && t.data_as<uint8_t>()[0] != 0;
 }
+
+// Loop and Scan: loop-carried value i enters as `in[i]` and must leave the body with the same
+// dtype and shape (body output first_out + i); sets node outputs 0..n-1 to them.
+Status check_and_set_carried(BuildContext& ctx, const ValueDesc* in, size_t n,
+                             const std::vector<DType>& odt, const std::vector<Shape>& osh,
+                             size_t first_out) {
+  for (size_t i = 0; i < n; ++i) {
+    if (odt[first_out + i] != in[i].dtype || osh[first_out + i] != in[i].shape)
+      return ctx.unsupported(
+          "loop-carried value {} enters as {} {} and leaves the body as {} {}: values whose "
+          "dtype or shape changes between iterations are not supported",
+          i, dtype_name(in[i].dtype), shape_str(in[i].shape), dtype_name(odt[first_out + i]),
+          shape_str(osh[first_out + i]));
+    ctx.set_output(i, in[i].dtype, in[i].shape);
+  }
+  return Status::OK();
+}
+
+// Loop-carried values in two buffer sets written in turn: an iteration's outputs may be views of
+// the body plan's buffers, which its next run overwrites.
+struct Carried {
+  std::vector<Tensor> bufs[2];
+  int cur = -1;  // the set holding the current values (-1: still the node's inputs)
+
+  void allocate(const ValueDesc* in, size_t n) {
+    for (auto& b : bufs)
+      for (size_t i = 0; i < n; ++i) b.push_back(Tensor::empty(in[i].dtype, in[i].shape));
+  }
+  // Copies the body's outputs [from, from + n) into the other set and makes that set the body's
+  // inputs [at, at + n) for the next iteration.
+  void advance(const std::vector<Tensor>& outs, size_t from, std::vector<Tensor>* ins, size_t at) {
+    const int next = cur == 0 ? 1 : 0;
+    for (size_t i = 0; i < bufs[next].size(); ++i) {
+      copy_into(outs[from + i], &bufs[next][i]);
+      (*ins)[at + i] = bufs[next][i];
+    }
+    cur = next;
+  }
+};
 
 // ---- If ---------------------------------------------------------------------------------------
 
@@ -261,14 +299,7 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
   if (odt[0] != DType::kBool || shape_numel(osh[0]) != 1)
     return ctx.error("the body's first output (the condition) is {} {}, not one bool",
                      dtype_name(odt[0]), shape_str(osh[0]));
-  for (size_t i = 0; i < n_state; ++i)
-    if (odt[1 + i] != descs[2 + i].dtype || osh[1 + i] != descs[2 + i].shape)
-      return ctx.unsupported(
-          "loop-carried value {} enters as {} {} and leaves the body as {} {}: values whose "
-          "dtype or shape changes between iterations are not supported",
-          i, dtype_name(descs[2 + i].dtype), shape_str(descs[2 + i].shape), dtype_name(odt[1 + i]),
-          shape_str(osh[1 + i]));
-  for (size_t i = 0; i < n_state; ++i) ctx.set_output(i, descs[2 + i].dtype, descs[2 + i].shape);
+  DLSYS_RETURN_IF_ERROR(check_and_set_carried(ctx, &descs[2], n_state, odt, osh, 1));
   for (size_t k = 0; k < n_scan; ++k) {
     if (odt[1 + n_state + k] == DType::kString)
       return ctx.unsupported("scan output {} is a STRING tensor", k);
@@ -284,7 +315,7 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
     int64_t trips = -1;
     std::string node;
     Tensor iter, cond;
-    std::vector<Tensor> bufs[2];  // loop-carried values, written in turn
+    Carried carried;
     std::vector<Tensor> ins, outs;
   };
   auto st = std::make_shared<State>();
@@ -299,9 +330,7 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
   st->node = ctx.node_name();
   st->iter = Tensor::empty(DType::kI64, {});
   st->cond = Tensor::empty(DType::kBool, {});
-  for (auto& b : st->bufs)
-    for (size_t i = 0; i < n_state; ++i)
-      b.push_back(Tensor::empty(descs[2 + i].dtype, descs[2 + i].shape));
+  st->carried.allocate(&descs[2], n_state);
   st->ins.resize(2 + n_state + n_outer);
   return make_kernel([st](const Tensor* const* in, Tensor* const* out) -> Status {
     const int64_t max_trips =
@@ -311,7 +340,7 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
     for (size_t i = 0; i < n; ++i) st->ins[2 + i] = *in[2 + i];
     for (size_t i = 0; i < st->n_outer; ++i) st->ins[2 + n + i] = *in[2 + n + i];
     int64_t it = 0;
-    int cur = -1;  // which buffer set holds the current values (-1: still the inputs)
+    st->carried.cur = -1;
     for (; it < max_trips && cond; ++it) {
       st->cond.data_as<uint8_t>()[0] = 1;
       st->ins[1] = st->cond;
@@ -327,12 +356,7 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
       }
       DLSYS_RETURN_IF_ERROR(body->run(st->ins, &st->outs));
       cond = truthy(st->outs[0]);
-      const int next = cur == 0 ? 1 : 0;
-      for (size_t i = 0; i < n; ++i) {
-        copy_into(st->outs[1 + i], &st->bufs[next][i]);
-        st->ins[2 + i] = st->bufs[next][i];
-      }
-      cur = next;
+      st->carried.advance(st->outs, 1, &st->ins, 2);
       for (size_t k = 0; k < st->n_scan; ++k)
         if (out[n + k]) put_slice(st->outs[1 + n + k], 0, it, out[n + k]);
     }
@@ -415,15 +439,7 @@ Result<KernelPtr> build_scan(BuildContext& ctx) {
   std::unique_ptr<SubgraphRunner> runner = std::move(planned).value();
   const auto& odt = runner->output_dtypes();
   const auto& osh = runner->output_shapes();
-  for (size_t i = 0; i < n_state; ++i) {
-    if (odt[i] != descs[i].dtype || osh[i] != descs[i].shape)
-      return ctx.unsupported(
-          "loop-carried value {} enters as {} {} and leaves the body as {} {}: values whose "
-          "dtype or shape changes between iterations are not supported",
-          i, dtype_name(descs[i].dtype), shape_str(descs[i].shape), dtype_name(odt[i]),
-          shape_str(osh[i]));
-    ctx.set_output(i, descs[i].dtype, descs[i].shape);
-  }
+  DLSYS_RETURN_IF_ERROR(check_and_set_carried(ctx, descs.data(), n_state, odt, osh, 0));
   for (size_t k = 0; k < n_scan_out; ++k) {
     Shape s = osh[n_state + k];
     const int64_t r = static_cast<int64_t>(s.size()) + 1;
@@ -442,7 +458,7 @@ Result<KernelPtr> build_scan(BuildContext& ctx) {
     int64_t steps = 0;
     std::vector<int64_t> in_axes, in_dirs, out_axes, out_dirs;
     std::vector<Tensor> slices;
-    std::vector<Tensor> bufs[2];
+    Carried carried;
     std::vector<Tensor> ins, outs;
   };
   auto st = std::make_shared<State>();
@@ -458,26 +474,20 @@ Result<KernelPtr> build_scan(BuildContext& ctx) {
   st->out_dirs = out_dirs;
   for (size_t j = 0; j < n_scan_in; ++j)
     st->slices.push_back(Tensor::empty(descs[n_state + j].dtype, slice_shapes[j]));
-  for (auto& b : st->bufs)
-    for (size_t i = 0; i < n_state; ++i) b.push_back(Tensor::empty(descs[i].dtype, descs[i].shape));
+  st->carried.allocate(descs.data(), n_state);
   st->ins.resize(n_state + n_scan_in + n_outer);
   return make_kernel([st](const Tensor* const* in, Tensor* const* out) -> Status {
     const size_t n = st->n_state;
     for (size_t i = 0; i < n; ++i) st->ins[i] = *in[i];
     for (size_t j = 0; j < st->n_in; ++j) st->ins[n + j] = st->slices[j];
     for (size_t i = 0; i < st->n_outer; ++i) st->ins[n + st->n_in + i] = *in[n + st->n_in + i];
-    int cur = -1;
+    st->carried.cur = -1;
     for (int64_t t = 0; t < st->steps; ++t) {
       for (size_t j = 0; j < st->n_in; ++j)
         take_slice(*in[n + j], st->in_axes[j], st->in_dirs[j] ? st->steps - 1 - t : t,
                    &st->slices[j]);
       DLSYS_RETURN_IF_ERROR(st->body->run(st->ins, &st->outs));
-      const int next = cur == 0 ? 1 : 0;
-      for (size_t i = 0; i < n; ++i) {
-        copy_into(st->outs[i], &st->bufs[next][i]);
-        st->ins[i] = st->bufs[next][i];
-      }
-      cur = next;
+      st->carried.advance(st->outs, 0, &st->ins, 0);
       for (size_t k = 0; k < st->n_out; ++k)
         if (out[n + k])
           put_slice(st->outs[n + k], st->out_axes[k], st->out_dirs[k] ? st->steps - 1 - t : t,

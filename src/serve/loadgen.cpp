@@ -512,35 +512,17 @@ Result<LoadgenResult> run_loadgen(const LoadgenOptions& o,
   if (o.scenario == Scenario::kServer) r.arrivals = poisson_arrivals(o.qps, o.duration_s, o.seed);
 
   std::vector<std::thread> threads;
-  if (o.scenario == Scenario::kServer) {
+  {
     r.t0 = Clock::now();
-    r.started = 1;
-    std::thread loop([&r, cs = std::move(conns)]() mutable { r.event_loop(std::move(cs)); });
     std::unique_lock<std::mutex> l(r.mu);
-    while (r.finished < r.started) {
-      r.cv.wait_for(l, std::chrono::milliseconds(250));
-      if (progress && r.finished < r.started) {
-        LoadgenProgress p;
-        p.elapsed_s = r.since_start();
-        p.sent = r.sent;
-        p.ok = r.ok;
-        p.rejected = r.rejected;
-        p.failed = r.failed;
-        p.connections = r.connections;
-        l.unlock();
-        progress(p);
-        l.lock();
+    if (o.scenario == Scenario::kServer) {
+      ++r.started;  // one thread runs every connection
+      threads.emplace_back([&r, cs = std::move(conns)]() mutable { r.event_loop(std::move(cs)); });
+    } else {
+      for (auto& c : conns) {
+        ++r.started;
+        threads.emplace_back([&r, c = std::move(c)]() mutable { r.closed_loop(std::move(c)); });
       }
-    }
-    l.unlock();
-    loop.join();
-  }
-  if (o.scenario != Scenario::kServer) {
-    r.t0 = Clock::now();
-    std::unique_lock<std::mutex> l(r.mu);
-    for (auto& c : conns) {
-      ++r.started;
-      threads.emplace_back([&r, c = std::move(c)]() mutable { r.closed_loop(std::move(c)); });
     }
     auto next_report = Clock::now();
     while (r.finished < r.started) {
@@ -557,7 +539,7 @@ Result<LoadgenResult> run_loadgen(const LoadgenOptions& o,
         p.ok = r.ok;
         p.rejected = r.rejected;
         p.failed = r.failed;
-        p.connections = r.started;
+        p.connections = o.scenario == Scenario::kServer ? r.connections.load() : r.started;
         l.unlock();
         progress(p);
         l.lock();
