@@ -3,9 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <set>
 #include <unordered_map>
 
 #include "graph/memory_planner.h"
+#include "graph/plan_cache.h"
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 
@@ -28,7 +30,8 @@ class ReorderKernel : public Kernel {
 };
 
 // A control-flow node's subgraph planned on its own (BuildContext::plan_subgraph): a copy of the
-// subgraph whose inputs take the outer values' dtypes, and its plan.
+// subgraph whose inputs take the outer values' dtypes, and its plans: the one for the shapes it
+// was planned for, and others made on first use when a run brings other shapes.
 class PlannedSubgraph : public SubgraphRunner {
  public:
   static Result<std::unique_ptr<SubgraphRunner>> build(const Graph& g,
@@ -44,7 +47,7 @@ class PlannedSubgraph : public SubgraphRunner {
     for (size_t i = 0; i < inputs.size(); ++i) {
       r->graph_.inputs[i].dtype = inputs[i].dtype;
       shapes.push_back(inputs[i].shape);
-      if (inputs[i].value) fixed[static_cast<int>(i)] = *inputs[i].value;
+      if (inputs[i].value) fixed[static_cast<int>(i)] = inputs[i].value->clone();
     }
     PlanOptions o = opts;
     o.training = false;
@@ -53,20 +56,37 @@ class PlannedSubgraph : public SubgraphRunner {
       return plan.status().with_context(
           fmt::format("subgraph '{}'", g.name.empty() ? std::string("(unnamed)") : g.name));
     r->plan_ = std::move(plan).value();
+    r->others_ = std::make_unique<PlanCache>(r->graph_, o, fixed);
     r->dtypes_ = r->plan_->output_dtypes();
     r->shapes_ = r->plan_->output_shapes();
     return std::unique_ptr<SubgraphRunner>(std::move(r));
   }
   const std::vector<DType>& output_dtypes() const override { return dtypes_; }
   const std::vector<Shape>& output_shapes() const override { return shapes_; }
+  bool static_shapes() const override { return plan_->static_shapes(); }
   Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) override {
-    return plan_->run(inputs, outputs);
+    bool planned_shapes = inputs.size() == plan_->input_shapes().size();
+    for (size_t i = 0; planned_shapes && i < inputs.size(); ++i)
+      planned_shapes = inputs[i].shape() == plan_->input_shapes()[i];
+    if (planned_shapes) return plan_->run(inputs, outputs);
+    std::vector<Shape> shapes;
+    for (const Tensor& t : inputs) shapes.push_back(t.shape());
+    auto other = others_->plan_for_shapes(shapes);
+    if (!other.ok())
+      return other.status().with_context(
+          fmt::format("subgraph '{}' planned again for input shapes {}", graph_.name, [&] {
+            std::string k;
+            for (const Shape& sh : shapes) k += (k.empty() ? "" : ", ") + shape_str(sh);
+            return k;
+          }()));
+    return other.value()->run(inputs, outputs);
   }
 
  private:
   PlannedSubgraph() = default;
-  Graph graph_;  // the plan points into it
-  std::unique_ptr<Plan> plan_;
+  Graph graph_;                        // the plans point into it
+  std::unique_ptr<Plan> plan_;         // for the shapes it was planned for
+  std::unique_ptr<PlanCache> others_;  // for other shapes, made on first use
   std::vector<DType> dtypes_;
   std::vector<Shape> shapes_;
 };
@@ -76,7 +96,21 @@ class SubgraphsOf : public SubgraphPlanner {
  public:
   explicit SubgraphsOf(const PlanOptions& opts) : opts_(opts) {}
   SubgraphArity arity(const Graph& g) const override {
-    return {g.inputs.size(), g.outputs.size(), g.outer_inputs.size(), g.name};
+    SubgraphArity a{g.inputs.size(), g.outputs.size(), g.outer_inputs.size(), g.name, {}};
+    // An output passes an input through when it names it, maybe through Identity nodes.
+    std::map<std::string, std::string> identity_of;
+    for (const Node& n : g.nodes)
+      if (n.op_type == "Identity" && n.inputs.size() == 1 && n.outputs.size() == 1)
+        identity_of[n.outputs[0]] = n.inputs[0];
+    for (const ValueInfo& o : g.outputs) {
+      std::string name = o.name;
+      for (int hops = 0; identity_of.count(name) && hops < 64; ++hops) name = identity_of[name];
+      int at = -1;
+      for (size_t i = 0; i < g.inputs.size() && at < 0; ++i)
+        if (g.inputs[i].name == name) at = static_cast<int>(i);
+      a.output_is_input.push_back(at);
+    }
+    return a;
   }
   Result<std::unique_ptr<SubgraphRunner>> plan(const Graph& g,
                                                const std::vector<ValueDesc>& ins) const override {
@@ -89,6 +123,22 @@ class SubgraphsOf : public SubgraphPlanner {
 
 }  // namespace
 
+// The nodes after a split (plan.h, "Run-time shapes") as a graph of their own: its inputs are
+// the values that cross the split (read from `from_slots` of the first part), and the values
+// known at plan time that they read are its initializers.
+struct Plan::Continuation {
+  Graph graph;
+  std::vector<int> from_slots;
+  std::unique_ptr<PlanCache> plans;  // over `graph`
+  std::vector<Tensor> ins;           // the crossing values of the current run
+};
+
+Plan::~Plan() = default;
+
+size_t Plan::continuation_nodes() const {
+  return rest_ ? rest_->graph.nodes.size() : 0;
+}
+
 // Builds one Plan. The stages, in the order build() runs them:
 //   slots for initializers and graph inputs (add_constants_and_inputs);
 //   which values may stay in a oneDNN layout (find_layout_free_values);
@@ -97,10 +147,13 @@ class SubgraphsOf : public SubgraphPlanner {
 //   asked for as to-layout steps (convert_inputs), its outputs' slots, and either a step or an
 //   evaluation right there when every input is known (add_outputs_and_step);
 //   the graph outputs, made plain (bind_outputs);
+//   or, at a node with a dynamic output or one that needs a value computed at run time, the rest
+//   of the graph as a continuation instead (split_before);
 //   liveness and placement in the arena (plan_memory, through graph/memory_planner.h).
 class Plan::Builder {
  public:
-  Builder(Plan* p, const Graph& g, const PlanOptions& opts) : p_(*p), g_(g), opts_(opts) {}
+  Builder(Plan* p, const Graph& g, const PlanOptions& opts, std::vector<int>* needed)
+      : p_(*p), g_(g), opts_(opts), needed_(needed) {}
 
   Status build(const std::vector<Shape>& input_shapes, const std::map<int, Tensor>& fixed_inputs);
 
@@ -130,7 +183,13 @@ class Plan::Builder {
                               const std::vector<int>& in_ids, bool all_const);
 
   Status bind_outputs();
-  void plan_memory();
+  // Node `k` could not be planned for want of a value (missing_slot_): splits before it when the
+  // value is computed by a step, else returns `st` (naming the graph input in needed_).
+  Status split_for_value(size_t k, Status st);
+  // Makes nodes [k, end) the plan's continuation.
+  Status split_before(size_t k);
+  // `live_at_end`: the slots read after the last step (graph outputs, or the crossing values).
+  void plan_memory(const std::vector<int>& live_at_end);
 
   Plan& p_;
   const Graph& g_;
@@ -139,6 +198,9 @@ class Plan::Builder {
   std::unordered_map<std::string, bool> layout_free_;  // value -> may stay in a oneDNN layout
   std::vector<ValueDesc> descs_;                       // the current node's inputs
   std::vector<StepAccess> access_;                     // per step: slots read and written
+  std::vector<int>* needed_;                           // Plan::build's needed_inputs
+  int missing_slot_ = -1;        // the slot whose value the last node needed (or -1)
+  bool dynamic_output_ = false;  // the last node has a dynamic output
 };
 
 int Plan::Builder::add_slot() {
@@ -166,9 +228,82 @@ Status Plan::Builder::build(const std::vector<Shape>& input_shapes,
   p_.planned_.reserve(g_.nodes.size());
   add_constants_and_inputs(input_shapes, fixed_inputs);
   find_layout_free_values();
-  for (const Node& node : g_.nodes) DLSYS_RETURN_IF_ERROR(build_node(node));
+  for (size_t k = 0; k < g_.nodes.size(); ++k) {
+    missing_slot_ = -1;
+    dynamic_output_ = false;
+    Status st = build_node(g_.nodes[k]);
+    if (!st.ok()) return split_for_value(k, std::move(st));
+    if (dynamic_output_ && k + 1 < g_.nodes.size()) return split_before(k + 1);
+    p_.dynamic_outputs_ = dynamic_output_;
+  }
   DLSYS_RETURN_IF_ERROR(bind_outputs());
-  plan_memory();
+  plan_memory(p_.output_slots_);
+  return Status::OK();
+}
+
+Status Plan::Builder::split_for_value(size_t k, Status st) {
+  if (missing_slot_ < 0) return st;
+  const int root = p_.root_of(missing_slot_);
+  auto in = std::find(p_.input_slots_.begin(), p_.input_slots_.end(), root);
+  if (in != p_.input_slots_.end()) {
+    if (needed_) needed_->push_back(static_cast<int>(in - p_.input_slots_.begin()));
+    return st;
+  }
+  const Tensor& v = p_.slots_[missing_slot_].tensor;
+  if (v.dtype() == DType::kString || v.numel() > PlanCache::kMaxFixedElements)
+    return st.with_context(fmt::format(
+        "the value is computed while running ({} {}), and dlsys plans per value only for values "
+        "of at most {} numbers",
+        dtype_name(v.dtype()), shape_str(v.shape()), PlanCache::kMaxFixedElements));
+  return split_before(k);
+}
+
+Status Plan::Builder::split_before(size_t k) {
+  p_.rest_ = std::make_unique<Continuation>();
+  Continuation& c = *p_.rest_;
+  Graph& r = c.graph;
+  r.name = g_.name;
+  r.opset = g_.opset;
+  r.ir_version = g_.ir_version;
+  r.producer = g_.producer;
+  r.nodes.assign(g_.nodes.begin() + static_cast<std::ptrdiff_t>(k), g_.nodes.end());
+  r.outputs = g_.outputs;
+  // The values the nodes after the split read (or the graph gives out) that come from before it.
+  std::set<std::string> made, seen;
+  std::vector<std::string> reads;
+  auto read = [&](const std::string& name) {
+    if (!name.empty() && !made.count(name) && seen.insert(name).second) reads.push_back(name);
+  };
+  for (const Node& n : r.nodes) {
+    for (const std::string& in : n.inputs) read(in);
+    for (const std::string& out : n.outputs) made.insert(out);
+  }
+  for (const ValueInfo& o : r.outputs) read(o.name);
+  for (const std::string& name : reads) {
+    auto it = ids_.find(name);
+    if (it == ids_.end())
+      return Status::Invalid(
+          "value '{}' is read after node '{}' but no earlier node, input or initializer "
+          "produces it (is the graph topologically sorted?)",
+          name, g_.nodes[k > 0 ? k - 1 : 0].name);
+    int id = it->second;
+    if (p_.slots_[id].is_const) {
+      r.initializers[name] = p_.slots_[id].tensor;
+      continue;
+    }
+    if (!p_.slots_[id].layout.is_zero()) {
+      DLSYS_RETURN_IF_ERROR(to_plain(id, name));
+      id = p_.slots_[id].plain_copy;
+    }
+    ValueInfo vi;
+    vi.name = name;
+    vi.dtype = p_.slots_[id].tensor.dtype();
+    r.inputs.push_back(vi);
+    c.from_slots.push_back(id);
+  }
+  c.ins.resize(c.from_slots.size());
+  c.plans = std::make_unique<PlanCache>(r, opts_);
+  plan_memory(c.from_slots);
   return Status::OK();
 }
 
@@ -343,8 +478,13 @@ Status Plan::Builder::build_node(const Node& node) {
   ctx.set_output_layout_free(free);
   SubgraphsOf planner(opts_);
   ctx.set_subgraph_planner(&planner);
-  KernelPtr kernel;
-  DLSYS_ASSIGN_OR_RETURN(kernel, build_kernel(*schema, ctx));
+  auto built = build_kernel(*schema, ctx);
+  if (!built.ok()) {
+    const int m = ctx.missing_value_input();
+    if (m >= 0 && static_cast<size_t>(m) < in_ids.size()) missing_slot_ = in_ids[m];
+    return built.status();
+  }
+  KernelPtr kernel = std::move(built).value();
   DLSYS_RETURN_IF_ERROR(convert_inputs(node, ctx, &in_ids));
   return add_outputs_and_step(node, ctx, std::move(kernel), in_ids, all_const);
 }
@@ -371,6 +511,11 @@ Status Plan::Builder::add_outputs_and_step(const Node& node, BuildContext& ctx, 
     if (od.value.data()) {
       s.tensor = od.value;
       s.is_const = true;
+    } else if (od.dynamic) {
+      // The kernel sets the tensor when it runs (a buffer it owns).
+      s.tensor = Tensor::wrap(od.dtype, {0}, nullptr);
+      has_runtime_output = true;
+      dynamic_output_ = !all_const;
     } else if (od.alias_of_input >= 0) {
       int base = in_ids[od.alias_of_input];
       const Slot& b = p_.slots_[base];
@@ -411,8 +556,16 @@ Status Plan::Builder::add_outputs_and_step(const Node& node, BuildContext& ctx, 
       if (out_ids[i] >= 0) outs[i] = &p_.slots_[out_ids[i]].tensor;
     DLSYS_RETURN_IF_ERROR(kernel->run(ins.data(), outs.data()));
     dnnl_stream().wait();
-    for (int id : out_ids)
-      if (id >= 0) p_.slots_[id].is_const = true;
+    for (size_t i = 0; i < out_ids.size(); ++i) {
+      if (out_ids[i] < 0) continue;
+      Slot& s = p_.slots_[out_ids[i]];
+      // A dynamic output is the kernel's buffer, which dies with the kernel here.
+      if (ctx.outputs()[i].dynamic) {
+        s.tensor = s.tensor.clone();
+        pn.output_shapes[i] = s.tensor.shape();
+      }
+      s.is_const = true;
+    }
     pn.folded = true;
     return Status::OK();
   }
@@ -445,11 +598,11 @@ Status Plan::Builder::bind_outputs() {
 
 // The memory planner sees slots as values: liveness over the steps, then placement of the
 // arena slots; the arena is allocated once and each arena slot (and alias of one) points into it.
-void Plan::Builder::plan_memory() {
+void Plan::Builder::plan_memory(const std::vector<int>& live_at_end) {
   std::vector<int> alias_root(p_.slots_.size());
   for (size_t i = 0; i < alias_root.size(); ++i) alias_root[i] = p_.root_of(static_cast<int>(i));
   std::vector<Lifetime> life =
-      compute_lifetimes(p_.slots_.size(), access_, alias_root, p_.output_slots_);
+      compute_lifetimes(p_.slots_.size(), access_, alias_root, live_at_end);
   std::vector<int> arena_slots;
   std::vector<BufferRequest> requests;
   for (size_t i = 0; i < p_.slots_.size(); ++i) {
@@ -473,11 +626,16 @@ void Plan::Builder::plan_memory() {
 
 std::vector<DType> Plan::output_dtypes() const {
   std::vector<DType> out;
+  if (rest_) {
+    for (const ValueInfo& o : graph_->outputs) out.push_back(o.dtype);
+    return out;
+  }
   for (int id : output_slots_) out.push_back(slots_[id].tensor.dtype());
   return out;
 }
 
 std::vector<Shape> Plan::output_shapes() const {
+  if (rest_) return std::vector<Shape>(graph_->outputs.size());
   std::vector<Shape> out;
   for (int id : output_slots_) out.push_back(slots_[id].tensor.shape());
   return out;
@@ -485,7 +643,8 @@ std::vector<Shape> Plan::output_shapes() const {
 
 Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shape>& input_shapes,
                                           const std::map<int, Tensor>& fixed_inputs,
-                                          const PlanOptions& opts) {
+                                          const PlanOptions& opts,
+                                          std::vector<int>* needed_inputs) {
   auto plan = std::unique_ptr<Plan>(new Plan());
   plan->graph_ = &g;
   plan->opts_ = opts;
@@ -498,7 +657,7 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
         "bf16 precision needs a CPU with AVX512-BF16 or AMX; oneDNN sees '{}' here and has no "
         "bf16 kernels for it: run with fp32 (the default)",
         cpu_isa_name());
-  Builder builder(plan.get(), g, plan->opts_);
+  Builder builder(plan.get(), g, plan->opts_, needed_inputs);
   DLSYS_RETURN_IF_ERROR(builder.build(input_shapes, fixed_inputs));
   return plan;
 }
@@ -540,6 +699,13 @@ Status Plan::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs
     }
   }
   dnnl_stream().wait();
+  if (rest_) {
+    for (size_t i = 0; i < rest_->from_slots.size(); ++i)
+      rest_->ins[i] = slots_[rest_->from_slots[i]].tensor;
+    Plan* next;
+    DLSYS_ASSIGN_OR_RETURN(next, rest_->plans->plan_for(rest_->ins));
+    return next->run(rest_->ins, outputs);
+  }
   outputs->resize(output_slots_.size());
   for (size_t i = 0; i < output_slots_.size(); ++i) (*outputs)[i] = slots_[output_slots_[i]].tensor;
   return Status::OK();

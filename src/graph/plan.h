@@ -60,25 +60,36 @@ struct MemoryPlanStats {
 
 class Plan {
  public:
+  ~Plan();
   // Builds a plan for `g` with one shape per graph input (graph order). `g` must outlive the
   // plan. Errors name the node whose shape inference or kernel creation failed.
   // `fixed_inputs` (graph-input index -> value) are treated as constants: the plan is then
-  // specialized on those values and run() checks they are unchanged.
+  // specialized on those values and run() checks they are unchanged. When the build fails
+  // because a node needs the value of a graph input that is not fixed, `needed_inputs`
+  // receives that input's index (PlanCache fixes it and builds again).
   static Result<std::unique_ptr<Plan>> build(const Graph& g, const std::vector<Shape>& input_shapes,
                                              const std::map<int, Tensor>& fixed_inputs = {},
-                                             const PlanOptions& opts = {});
+                                             const PlanOptions& opts = {},
+                                             std::vector<int>* needed_inputs = nullptr);
 
   // Runs with `inputs` in graph-input order, each of the planned dtype and shape (checked).
   // `outputs` receives one tensor per graph output: views of plan-owned buffers, valid until the
-  // next run. With `step_ns`, it receives the wall time of each step (size num_steps()).
+  // next run. With `step_ns`, it receives the wall time of each step (size num_steps(); a
+  // continuation's steps are not timed).
   // Not thread-safe: one run at a time per plan.
   Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
              std::vector<int64_t>* step_ns = nullptr);
 
   const std::vector<Shape>& input_shapes() const { return input_shapes_; }
-  // The dtype and shape of each graph output (graph-output order).
+  // The dtype and shape of each graph output (graph-output order). The shapes are meaningful
+  // only when static_shapes(); the dtypes of a split plan are the graph's declared ones.
   std::vector<DType> output_dtypes() const;
   std::vector<Shape> output_shapes() const;
+  // False when an output's shape is known only after a run (the plan splits, or its last node
+  // has a dynamic output).
+  bool static_shapes() const { return !rest_ && !dynamic_outputs_; }
+  // The nodes planned when run() reaches the split (0 when the plan does not split).
+  size_t continuation_nodes() const;
   const std::vector<PlannedNode>& nodes() const { return planned_; }
   const std::vector<PlanStepInfo>& steps() const { return step_info_; }
   size_t num_kernels() const { return steps_.size(); }
@@ -105,7 +116,8 @@ class Plan {
     std::vector<const Tensor*> in;
     std::vector<Tensor*> out;
   };
-  class Builder;  // Plan::build's stages (plan.cpp)
+  class Builder;        // Plan::build's stages (plan.cpp)
+  struct Continuation;  // the graph after the split, and its plans (plan.cpp)
   int root_of(int slot) const { return slots_[slot].alias_of >= 0 ? slots_[slot].alias_of : slot; }
 
   const Graph* graph_ = nullptr;
@@ -119,6 +131,8 @@ class Plan {
   std::vector<PlannedNode> planned_;
   Tensor arena_;
   MemoryPlanStats memory_;
+  std::unique_ptr<Continuation> rest_;
+  bool dynamic_outputs_ = false;  // a graph output is a dynamic output (no continuation)
 };
 
 }  // namespace dlsys

@@ -15,6 +15,7 @@ Result<std::unique_ptr<Session>> Session::open(const std::string& path, SessionO
 std::unique_ptr<Session> Session::from_graph(Graph g, SessionOptions opts) {
   auto s = std::unique_ptr<Session>(new Session(std::move(g), opts));
   if (opts.optimize) s->report_ = optimize_graph(&s->graph_, opts.passes);
+  s->plans_ = std::make_unique<PlanCache>(s->graph_, PlanOptions{opts.precision, opts.training});
   return s;
 }
 
@@ -73,62 +74,12 @@ Result<std::vector<Tensor>> Session::bind_inputs(const std::map<std::string, Ten
   return out;
 }
 
-static std::string shapes_key(const std::vector<Shape>& shapes) {
-  std::string k;
-  for (const Shape& s : shapes) k += shape_str(s) + ";";
-  return k;
-}
-
-static bool needs_plan_time_value(const Status& st) {
-  return st.code() == StatusCode::kUnsupported &&
-         st.message().find("computable when the plan is built") != std::string::npos;
-}
-
 Result<Plan*> Session::plan_for_shapes(const std::vector<Shape>& shapes) {
-  std::lock_guard<std::mutex> lock(mu_);
-  std::string key = shapes_key(shapes);
-  auto it = plans_.find(key);
-  if (it != plans_.end()) return it->second.get();
-  std::unique_ptr<Plan> p;
-  DLSYS_ASSIGN_OR_RETURN(
-      p, Plan::build(graph_, shapes, {}, PlanOptions{opts_.precision, opts_.training}));
-  Plan* raw = p.get();
-  plans_[key] = std::move(p);
-  return raw;
+  return plans_->plan_for_shapes(shapes);
 }
 
 Result<Plan*> Session::plan_for(const std::vector<Tensor>& inputs) {
-  std::vector<Shape> shapes;
-  for (const auto& t : inputs) shapes.push_back(t.shape());
-  std::lock_guard<std::mutex> lock(mu_);
-  std::map<int, Tensor> fixed;
-  std::string key = shapes_key(shapes);
-  auto add_fixed = [&] {
-    for (size_t i = 0; i < inputs.size(); ++i) {
-      // Strings never decide a shape (no op reads them at plan time), and their bytes are
-      // pointers: never fixed.
-      if (inputs[i].numel() > kMaxFixedElements || inputs[i].dtype() == DType::kString) continue;
-      fixed[static_cast<int>(i)] = inputs[i];
-      key += fmt::format("|{}=", i);
-      key.append(static_cast<const char*>(inputs[i].data()), inputs[i].nbytes());
-    }
-  };
-  if (specialize_values_) add_fixed();
-  auto it = plans_.find(key);
-  if (it != plans_.end()) return it->second.get();
-  auto built = Plan::build(graph_, shapes, fixed, PlanOptions{opts_.precision, opts_.training});
-  if (!built.ok() && !specialize_values_ && needs_plan_time_value(built.status())) {
-    specialize_values_ = true;
-    add_fixed();
-    it = plans_.find(key);
-    if (it != plans_.end()) return it->second.get();
-    built = Plan::build(graph_, shapes, fixed, PlanOptions{opts_.precision, opts_.training});
-  }
-  if (!built.ok()) return built.status();
-  if (plans_.size() >= 256) plans_.clear();  // bound the cache when plans are value-specialized
-  Plan* raw = built.value().get();
-  plans_[key] = std::move(built).value();
-  return raw;
+  return plans_->plan_for(inputs);
 }
 
 Status Session::run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs) {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "graph/passes/optimize.h"
-#include "graph/plan.h"
+#include "graph/plan_cache.h"
 
 namespace dlsys {
 
@@ -38,12 +38,12 @@ class Session {
   Result<std::vector<Tensor>> bind_inputs(const std::map<std::string, Tensor>& named) const;
   // The plan for these inputs' shapes, built on first use. Thread-safe; the plan is not.
   // When a shape argument (Reshape's shape, Slice's starts, ...) comes from a graph input
-  // rather than a constant, the plan is specialized on the values of the small graph inputs
-  // (at most kMaxFixedElements elements each) and cached per value.
+  // rather than a constant, the plan is specialized on that input's value (at most
+  // kMaxFixedElements elements) and cached per value (graph/plan_cache.h).
   Result<Plan*> plan_for(const std::vector<Tensor>& inputs);
   // Same, from shapes alone (fails if the model needs value-specialized plans).
   Result<Plan*> plan_for_shapes(const std::vector<Shape>& shapes);
-  static constexpr int64_t kMaxFixedElements = 64;
+  static constexpr int64_t kMaxFixedElements = PlanCache::kMaxFixedElements;
   // Validates, plans and runs. `outputs` are in graph-output order, views valid until the next
   // run with the same shapes. Not thread-safe for concurrent runs.
   Status run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs);
@@ -60,9 +60,7 @@ class Session {
   Graph graph_;
   SessionOptions opts_;
   OptimizeReport report_;
-  std::mutex mu_;
-  bool specialize_values_ = false;                      // learned on the first plan that needed it
-  std::map<std::string, std::unique_ptr<Plan>> plans_;  // key: shapes (+ fixed input values)
+  std::unique_ptr<PlanCache> plans_;  // over graph_, made once the passes have run
 };
 
 }  // namespace dlsys

@@ -1,13 +1,18 @@
 // Control flow: If, Loop and Scan. Each node's subgraphs (graph/ir.h: Graph::outer_inputs says
 // how they read outer values) are planned once, when the node is, for the shapes the node sees
 // (BuildContext::plan_subgraph), and run through those plans: nothing is imported or planned
-// per run. dlsys plans every shape ahead of running, so
-//   - If: both branches must give outputs of the same dtypes and shapes, unless the condition is
-//     known at plan time (then only its branch is planned);
-//   - Loop and Scan: a loop-carried value keeps its dtype and shape across iterations; a Loop
-//     with scan outputs needs its trip count M at plan time (a constant, or a small graph input
-//     the session specializes on) and must run all M iterations.
-// Loop-carried values live in two buffers per value, written in turn (Carried).
+// per run (a body run with other shapes is planned for them on first use, then cached).
+//   - If: when both branches give the same shapes (or the condition is known at plan time, and
+//     only its branch is planned) the outputs are planned buffers; otherwise they are dynamic
+//     (BuildContext::set_output_dynamic): the taken branch's own buffers, and what reads them is
+//     planned once their shapes are known (graph/plan.h, "Run-time shapes").
+//   - Loop: static when every carried value keeps its shape and the scan outputs' length is
+//     known at plan time (M known, and a body that passes its condition through): carried
+//     values then live in two buffers per value, written in turn (Carried), and scan rows are
+//     written in place. Otherwise dynamic: carried values are copied per iteration (a decoded
+//     sequence that grows by one token), scan rows are collected and stacked when the loop
+//     stops (an early exit gives fewer rows).
+//   - Scan: a loop-carried value keeps its dtype and shape across iterations.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -154,28 +159,33 @@ Result<KernelPtr> build_if(BuildContext& ctx) {
   if (first.output_dtypes().size() != ctx.num_outputs())
     return ctx.error("the node has {} outputs, its branches {}", ctx.num_outputs(),
                      first.output_dtypes().size());
+  // Outputs are dynamic when their shape depends on the branch taken, or on values inside it.
+  bool dynamic = !first.static_shapes();
   if (then_r && else_r) {
     if (else_r->output_dtypes().size() != then_r->output_dtypes().size())
       return ctx.error("then_branch has {} outputs, else_branch {}", then_r->output_dtypes().size(),
                        else_r->output_dtypes().size());
+    dynamic = dynamic || !else_r->static_shapes();
     for (size_t i = 0; i < ctx.num_outputs(); ++i) {
-      if (then_r->output_dtypes()[i] != else_r->output_dtypes()[i] ||
-          then_r->output_shapes()[i] != else_r->output_shapes()[i])
-        return ctx.unsupported(
-            "output {} is {} {} in then_branch and {} {} in else_branch: dlsys plans shapes "
-            "before running and cannot give an output whose shape depends on the condition",
-            i, dtype_name(then_r->output_dtypes()[i]), shape_str(then_r->output_shapes()[i]),
-            dtype_name(else_r->output_dtypes()[i]), shape_str(else_r->output_shapes()[i]));
+      if (then_r->output_dtypes()[i] != else_r->output_dtypes()[i])
+        return ctx.error("output {} is {} in then_branch and {} in else_branch", i,
+                         dtype_name(then_r->output_dtypes()[i]),
+                         dtype_name(else_r->output_dtypes()[i]));
+      dynamic = dynamic || then_r->output_shapes()[i] != else_r->output_shapes()[i];
     }
   }
   for (size_t i = 0; i < ctx.num_outputs(); ++i) {
     if (first.output_dtypes()[i] == DType::kString)
       return ctx.unsupported("output {} is a STRING tensor, which control flow does not carry", i);
-    ctx.set_output(i, first.output_dtypes()[i], first.output_shapes()[i]);
+    if (dynamic)
+      ctx.set_output_dynamic(i, first.output_dtypes()[i]);
+    else
+      ctx.set_output(i, first.output_dtypes()[i], first.output_shapes()[i]);
   }
   struct State {
     std::unique_ptr<SubgraphRunner> then_r, else_r;
     size_t n_outer = 0, n_out = 0;
+    bool dynamic = false;
     std::vector<Tensor> ins, outs;
   };
   auto st = std::make_shared<State>();
@@ -183,13 +193,20 @@ Result<KernelPtr> build_if(BuildContext& ctx) {
   st->else_r = std::move(else_r);
   st->n_outer = n_outer;
   st->n_out = ctx.num_outputs();
+  st->dynamic = dynamic;
   st->ins.resize(n_outer);
   return make_kernel([st](const Tensor* const* in, Tensor* const* out) -> Status {
     SubgraphRunner* r = truthy(*in[0]) ? st->then_r.get() : st->else_r.get();
     if (!r) return Status::Internal("If: the branch taken was not planned");
     for (size_t i = 0; i < st->n_outer; ++i) st->ins[i] = *in[1 + i];
     DLSYS_RETURN_IF_ERROR(r->run(st->ins, &st->outs));
-    for (size_t i = 0; i < st->n_out; ++i) copy_into(st->outs[i], out[i]);
+    for (size_t i = 0; i < st->n_out; ++i) {
+      if (!out[i]) continue;
+      if (st->dynamic)
+        *out[i] = st->outs[i];  // the branch's buffer, valid until this node runs again
+      else
+        copy_into(st->outs[i], out[i]);
+    }
     return Status::OK();
   });
 }
@@ -226,15 +243,10 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
     if (shape_numel(ctx.in_shape(1)) != 1) return ctx.error("cond must have one element");
   }
   // The iteration count scan outputs are stacked over, when it is known now.
+  const Tensor* m_value = has_m ? ctx.in_value(0) : nullptr;
   int64_t trips = -1;
-  if (n_scan > 0) {
-    if (!has_m)
-      return ctx.unsupported(
-          "a Loop without a trip count M has scan outputs whose length is known only at run "
-          "time, which dlsys does not support");
-    const Tensor* m = ctx.in_value(0);
-    if (!m) return ctx.plan_time_value_missing(0, "the trip count M of a Loop with scan outputs");
-    trips = std::max<int64_t>(0, m->data_as<int64_t>()[0]);
+  if (m_value) {
+    trips = std::max<int64_t>(0, m_value->data_as<int64_t>()[0]);
     if (has_cond && ctx.in_value(1) && !truthy(*ctx.in_value(1))) trips = 0;
   }
   std::vector<ValueDesc> descs(2);
@@ -259,8 +271,7 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
   if (planned.ok()) {
     runners.push_back(std::move(planned).value());
   } else {
-    const Tensor* m = has_m ? ctx.in_value(0) : nullptr;
-    const int64_t count = m ? m->data_as<int64_t>()[0] : -1;
+    const int64_t count = m_value ? m_value->data_as<int64_t>()[0] : -1;
     if (planned.status().code() != StatusCode::kUnsupported || count < 0 ||
         count > kMaxUnrolledIterations)
       return planned.status().with_context(
@@ -288,35 +299,56 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
   }
   const auto& odt = runners[0]->output_dtypes();
   const auto& osh = runners[0]->output_shapes();
-  for (const auto& r : runners)
-    for (size_t k = 0; k < odt.size(); ++k)
-      if (r->output_dtypes()[k] != odt[k] || r->output_shapes()[k] != osh[k])
-        return ctx.unsupported(
-            "body output {} is {} {} in one iteration and {} {} in another: values whose "
-            "dtype or shape changes between iterations are not supported",
-            k, dtype_name(odt[k]), shape_str(osh[k]), dtype_name(r->output_dtypes()[k]),
-            shape_str(r->output_shapes()[k]));
-  if (odt[0] != DType::kBool || shape_numel(osh[0]) != 1)
+  // Static: every output's shape is known now and the buffers are reused. Dynamic (outputs
+  // set per run): the body's shapes depend on values, a carried value changes shape between
+  // iterations (a sequence that grows by a token), or the number of scan rows is known only
+  // when the loop stops (no M at plan time, or a body that may end the loop early).
+  bool dynamic = false;
+  for (const auto& r : runners) {
+    if (!r->static_shapes()) dynamic = true;
+    for (size_t k = 0; k < odt.size() && !dynamic; ++k)
+      if (r->output_dtypes()[k] != odt[k] || r->output_shapes()[k] != osh[k]) dynamic = true;
+  }
+  for (size_t i = 0; i < n_state && !dynamic; ++i)
+    if (osh[1 + i] != descs[2 + i].shape) dynamic = true;
+  const bool may_stop_early =
+      has_cond && body.arity.output_is_input.size() > 0 && body.arity.output_is_input[0] != 1;
+  if (n_scan > 0 && (trips < 0 || may_stop_early)) dynamic = true;
+  for (size_t k = 0; k < odt.size(); ++k)
+    if (k > 0 && odt[k] == DType::kString)
+      return ctx.unsupported("body output {} is a STRING tensor, which control flow does not carry",
+                             k);
+  if (odt[0] != DType::kBool || (!dynamic && shape_numel(osh[0]) != 1))
     return ctx.error("the body's first output (the condition) is {} {}, not one bool",
                      dtype_name(odt[0]), shape_str(osh[0]));
-  DLSYS_RETURN_IF_ERROR(check_and_set_carried(ctx, &descs[2], n_state, odt, osh, 1));
-  for (size_t k = 0; k < n_scan; ++k) {
-    if (odt[1 + n_state + k] == DType::kString)
-      return ctx.unsupported("scan output {} is a STRING tensor", k);
-    Shape s = osh[1 + n_state + k];
-    s.insert(s.begin(), trips);
-    ctx.set_output(n_state + k, odt[1 + n_state + k], s);
+  for (size_t i = 0; i < n_state; ++i)
+    if (odt[1 + i] != descs[2 + i].dtype)
+      return ctx.error("loop-carried value {} enters as {} and leaves the body as {}", i,
+                       dtype_name(descs[2 + i].dtype), dtype_name(odt[1 + i]));
+  if (dynamic) {
+    for (size_t k = 0; k < n_state + n_scan; ++k) ctx.set_output_dynamic(k, odt[1 + k]);
+  } else {
+    DLSYS_RETURN_IF_ERROR(check_and_set_carried(ctx, &descs[2], n_state, odt, osh, 1));
+    for (size_t k = 0; k < n_scan; ++k) {
+      Shape s = osh[1 + n_state + k];
+      s.insert(s.begin(), trips);
+      ctx.set_output(n_state + k, odt[1 + n_state + k], s);
+    }
   }
   struct State {
     std::vector<std::unique_ptr<SubgraphRunner>> bodies;  // one, or one per iteration
     std::vector<Tensor> iters;                            // their fixed iteration numbers
     size_t n_state = 0, n_scan = 0, n_outer = 0;
-    bool has_m = false, has_cond = false;
+    bool has_m = false, has_cond = false, dynamic = false;
     int64_t trips = -1;
     std::string node;
+    std::vector<DType> scan_dtypes;
+    std::vector<Shape> scan_shapes;  // a scan row's shape, from the first plan (for 0 rows)
     Tensor iter, cond;
     Carried carried;
     std::vector<Tensor> ins, outs;
+    std::vector<std::vector<Tensor>> rows;  // dynamic: each scan output's rows
+    std::vector<Tensor> next;               // dynamic: the carried values of the next iteration
   };
   auto st = std::make_shared<State>();
   st->bodies = std::move(runners);
@@ -326,12 +358,18 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
   st->n_outer = n_outer;
   st->has_m = has_m;
   st->has_cond = has_cond;
+  st->dynamic = dynamic;
   st->trips = trips;
   st->node = ctx.node_name();
+  for (size_t k = 0; k < n_scan; ++k) {
+    st->scan_dtypes.push_back(odt[1 + n_state + k]);
+    st->scan_shapes.push_back(osh[1 + n_state + k]);
+  }
   st->iter = Tensor::empty(DType::kI64, {});
   st->cond = Tensor::empty(DType::kBool, {});
-  st->carried.allocate(&descs[2], n_state);
+  if (!dynamic) st->carried.allocate(&descs[2], n_state);
   st->ins.resize(2 + n_state + n_outer);
+  st->rows.resize(n_scan);
   return make_kernel([st](const Tensor* const* in, Tensor* const* out) -> Status {
     const int64_t max_trips =
         st->has_m ? in[0]->data_as<int64_t>()[0] : std::numeric_limits<int64_t>::max();
@@ -339,6 +377,7 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
     const size_t n = st->n_state;
     for (size_t i = 0; i < n; ++i) st->ins[2 + i] = *in[2 + i];
     for (size_t i = 0; i < st->n_outer; ++i) st->ins[2 + n + i] = *in[2 + n + i];
+    for (auto& r : st->rows) r.clear();
     int64_t it = 0;
     st->carried.cur = -1;
     for (; it < max_trips && cond; ++it) {
@@ -355,18 +394,50 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
         st->ins[0] = st->iters[static_cast<size_t>(it)];
       }
       DLSYS_RETURN_IF_ERROR(body->run(st->ins, &st->outs));
+      if (st->outs[0].numel() != 1)
+        return Status::Invalid(
+            "Loop '{}': the body's condition output has {} elements at "
+            "iteration {}, not one",
+            st->node, st->outs[0].numel(), it);
       cond = truthy(st->outs[0]);
+      if (st->dynamic) {
+        // Values of any shape: copies the body's next run cannot overwrite, all taken before
+        // the inputs are replaced (an output may be a view of an input).
+        for (size_t k = 0; k < st->n_scan; ++k) st->rows[k].push_back(st->outs[1 + n + k].clone());
+        st->next.resize(n);
+        for (size_t i = 0; i < n; ++i) st->next[i] = st->outs[1 + i].clone();
+        for (size_t i = 0; i < n; ++i) st->ins[2 + i] = std::move(st->next[i]);
+        continue;
+      }
       st->carried.advance(st->outs, 1, &st->ins, 2);
       for (size_t k = 0; k < st->n_scan; ++k)
         if (out[n + k]) put_slice(st->outs[1 + n + k], 0, it, out[n + k]);
     }
-    if (st->n_scan > 0 && it != st->trips)
-      return Status::Unsupported(
-          "Loop '{}' stopped after {} of its {} iterations (its condition became false): its scan "
-          "outputs would have {} rows, a length known only at run time, which dlsys does not "
-          "support",
-          st->node, it, st->trips, it);
-    for (size_t i = 0; i < n; ++i) copy_into(st->ins[2 + i], out[i]);
+    if (!st->dynamic) {
+      if (st->n_scan > 0 && it != st->trips)
+        return Status::Internal("Loop '{}' stopped after {} of its {} iterations", st->node, it,
+                                st->trips);
+      for (size_t i = 0; i < n; ++i) copy_into(st->ins[2 + i], out[i]);
+      return Status::OK();
+    }
+    for (size_t i = 0; i < n; ++i)
+      if (out[i]) *out[i] = it == 0 ? st->ins[2 + i].clone() : st->ins[2 + i];
+    for (size_t k = 0; k < st->n_scan; ++k) {
+      if (!out[n + k]) continue;
+      const std::vector<Tensor>& rows = st->rows[k];
+      Shape row = rows.empty() ? st->scan_shapes[k] : rows[0].shape();
+      for (size_t j = 1; j < rows.size(); ++j)
+        if (rows[j].shape() != row)
+          return Status::Invalid(
+              "Loop '{}': scan output {} is {} at iteration 0 and {} at iteration {}: scan "
+              "outputs are stacked, so every iteration must give the same shape",
+              st->node, k, shape_str(row), shape_str(rows[j].shape()), j);
+      Shape stacked = row;
+      stacked.insert(stacked.begin(), static_cast<int64_t>(rows.size()));
+      Tensor y = Tensor::empty(st->scan_dtypes[k], stacked);
+      for (size_t j = 0; j < rows.size(); ++j) put_slice(rows[j], 0, static_cast<int64_t>(j), &y);
+      *out[n + k] = std::move(y);
+    }
     return Status::OK();
   });
 }

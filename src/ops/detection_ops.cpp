@@ -1,10 +1,11 @@
 // Object-detection ops, as plain loops (oneDNN has neither): NonMaxSuppression and RoiAlign.
 //
 // NonMaxSuppression's output size is the number of boxes it keeps, which depends on every input
-// value. dlsys plans are static, so the op selects its boxes when the plan is built: boxes,
-// scores and the thresholds must be known then (constants, or small graph inputs that
-// Session fixes when it re-plans per value). A detector whose boxes come out of the network
-// gets an Unsupported error naming the input; no fixed-size output is faked.
+// value. With boxes and scores known at plan time it selects them then (a constant output);
+// with boxes a network computes, its output is dynamic (BuildContext::set_output_dynamic): the
+// kernel selects per run and the nodes that read the selection are planned once its size is
+// known. The thresholds and the per-class maximum must be known at plan time (constants, or
+// small values the plan is specialized on).
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -72,44 +73,51 @@ Result<KernelPtr> build_non_max_suppression(BuildContext& ctx) {
       score_th = v[0], has_score_th = true;
   }
   if (iou_th < 0 || iou_th > 1) return ctx.error("iou_threshold {} is outside [0, 1]", iou_th);
-  const Tensor* boxes = ctx.in_value(0);
-  if (!boxes) return ctx.plan_time_value_missing(0, "boxes");
-  const Tensor* scores = ctx.in_value(1);
-  if (!scores) return ctx.plan_time_value_missing(1, "scores");
-
   const int64_t B = bs[0], N = bs[1], C = ss[1];
-  std::vector<int64_t> selected;  // (batch, class, box) triples
-  std::vector<Box> bx(static_cast<size_t>(N));
-  std::vector<int64_t> order;
-  std::vector<int64_t> kept;
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t i = 0; i < N; ++i)
-      bx[i] = read_box(boxes->data_as<float>() + (b * N + i) * 4, center == 1);
-    for (int64_t c = 0; c < C; ++c) {
-      const float* sc = scores->data_as<float>() + (b * C + c) * N;
-      order.clear();
+  // (batch, class, box) triples of the boxes kept, for these boxes and scores.
+  auto select = [=](const Tensor& boxes, const Tensor& scores) {
+    std::vector<int64_t> selected;
+    std::vector<Box> bx(static_cast<size_t>(N));
+    std::vector<int64_t> order, kept;
+    for (int64_t b = 0; b < B; ++b) {
       for (int64_t i = 0; i < N; ++i)
-        if (!has_score_th || sc[i] > score_th) order.push_back(i);
-      // Highest score first; ties keep the lower box index first (as ONNX Runtime).
-      std::stable_sort(order.begin(), order.end(),
-                       [&](int64_t i, int64_t j) { return sc[i] > sc[j]; });
-      kept.clear();
-      for (int64_t i : order) {
-        if (static_cast<int64_t>(kept.size()) >= max_out) break;
-        bool keep = true;
-        for (int64_t k : kept)
-          if (iou(bx[i], bx[k]) > iou_th) {
-            keep = false;
-            break;
-          }
-        if (keep) kept.push_back(i);
+        bx[i] = read_box(boxes.data_as<float>() + (b * N + i) * 4, center == 1);
+      for (int64_t c = 0; c < C; ++c) {
+        const float* sc = scores.data_as<float>() + (b * C + c) * N;
+        order.clear();
+        for (int64_t i = 0; i < N; ++i)
+          if (!has_score_th || sc[i] > score_th) order.push_back(i);
+        // Highest score first; ties keep the lower box index first (as ONNX Runtime).
+        std::stable_sort(order.begin(), order.end(),
+                         [&](int64_t i, int64_t j) { return sc[i] > sc[j]; });
+        kept.clear();
+        for (int64_t i : order) {
+          if (static_cast<int64_t>(kept.size()) >= max_out) break;
+          bool keep = true;
+          for (int64_t k : kept)
+            if (iou(bx[i], bx[k]) > iou_th) {
+              keep = false;
+              break;
+            }
+          if (keep) kept.push_back(i);
+        }
+        for (int64_t k : kept) selected.insert(selected.end(), {b, c, k});
       }
-      for (int64_t k : kept) selected.insert(selected.end(), {b, c, k});
     }
+    const int64_t n = static_cast<int64_t>(selected.size()) / 3;
+    return Tensor::from_i64({n, 3}, selected.data());
+  };
+  const Tensor* boxes = ctx.in_value(0);
+  const Tensor* scores = ctx.in_value(1);
+  if (boxes && scores) {
+    ctx.set_output_value(0, select(*boxes, *scores));
+    return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
   }
-  const int64_t n = static_cast<int64_t>(selected.size()) / 3;
-  ctx.set_output_value(0, Tensor::from_i64({n, 3}, selected.data()));
-  return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
+  ctx.set_output_dynamic(0, DType::kI64);
+  return make_kernel([select](const Tensor* const* in, Tensor* const* out) {
+    *out[0] = select(*in[0], *in[1]);
+    return Status::OK();
+  });
 }
 
 // ---- RoiAlign ----------------------------------------------------------------------------------

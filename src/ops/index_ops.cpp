@@ -5,8 +5,9 @@
 // add, mul, max, min) and TopK's comparisons are typed (every numeric dtype of
 // DLSYS_DISPATCH_NUMERIC). An index outside its dimension fails the run with the node's
 // name, the index and the bound; negative indices count from the end, as ONNX says. Output shapes
-// that depend on values (Compress's condition, TopK's K, OneHot's depth) need those values when the
-// plan is built.
+// that depend on values (TopK's K, OneHot's depth) need those values when the plan is built (a
+// small value computed while running splits the plan there: graph/plan.h); Compress's output
+// is dynamic when its condition is computed while running.
 #include <algorithm>
 #include <cstring>
 #include <numeric>
@@ -343,8 +344,6 @@ Result<KernelPtr> build_one_hot(BuildContext& ctx) {
 
 Result<KernelPtr> build_compress(BuildContext& ctx) {
   DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(1, {DType::kBool}));
-  const Tensor* cond = ctx.in_value(1);
-  if (!cond) return ctx.plan_time_value_missing(1, "condition");
   const Shape& x = ctx.in_shape(0);
   const bool flat = !ctx.has_attr("axis");
   const int64_t axis =
@@ -352,24 +351,45 @@ Result<KernelPtr> build_compress(BuildContext& ctx) {
   if (axis < 0)
     return ctx.error("axis {} is out of range for {}", ctx.attr_int("axis", 0), shape_str(x));
   const Shape xs = flat ? Shape{shape_numel(x)} : x;
-  AxisSplit sp = split_at_axis(xs, axis);
-  if (cond->numel() > sp.n)
-    return ctx.error("condition has {} values for an axis of {}", cond->numel(), sp.n);
-  std::vector<int64_t> kept;
-  for (int64_t i = 0; i < cond->numel(); ++i)
-    if (cond->data_as<uint8_t>()[i]) kept.push_back(i);
-  Shape y = xs;
-  y[static_cast<size_t>(axis)] = static_cast<int64_t>(kept.size());
+  const AxisSplit sp = split_at_axis(xs, axis);
+  if (shape_numel(ctx.in_shape(1)) > sp.n)
+    return ctx.error("condition has {} values for an axis of {}", shape_numel(ctx.in_shape(1)),
+                     sp.n);
   const DType t = ctx.in_dtype(0);
-  ctx.set_output(0, t, y);
   const size_t piece = static_cast<size_t>(sp.inner) * dtype_size(t);
-  return make_kernel([sp, kept, piece](const Tensor* const* in, Tensor* const* out) {
-    const char* src = static_cast<const char*>(in[0]->data());
-    char* dst = static_cast<char*>(out[0]->data());
+  auto kept_of = [](const Tensor& cond) {
+    std::vector<int64_t> kept;
+    for (int64_t i = 0; i < cond.numel(); ++i)
+      if (cond.data_as<uint8_t>()[i]) kept.push_back(i);
+    return kept;
+  };
+  // The slices of x along the axis whose condition is true, into y.
+  auto gather = [sp, piece](const Tensor& x, const std::vector<int64_t>& kept, Tensor* y) {
+    const char* src = static_cast<const char*>(x.data());
+    char* dst = static_cast<char*>(y->data());
     for (int64_t a = 0; a < sp.outer; ++a)
       for (size_t j = 0; j < kept.size(); ++j)
         std::memcpy(dst + (static_cast<size_t>(a) * kept.size() + j) * piece,
                     src + static_cast<size_t>(a * sp.n + kept[j]) * piece, piece);
+  };
+  if (const Tensor* cond = ctx.in_value(1)) {
+    std::vector<int64_t> kept = kept_of(*cond);
+    Shape y = xs;
+    y[static_cast<size_t>(axis)] = static_cast<int64_t>(kept.size());
+    ctx.set_output(0, t, y);
+    return make_kernel([gather, kept](const Tensor* const* in, Tensor* const* out) {
+      gather(*in[0], kept, out[0]);
+      return Status::OK();
+    });
+  }
+  // The condition is computed while running: so is the output's length.
+  ctx.set_output_dynamic(0, t);
+  return make_kernel([=](const Tensor* const* in, Tensor* const* out) {
+    std::vector<int64_t> kept = kept_of(*in[1]);
+    Shape y = xs;
+    y[static_cast<size_t>(axis)] = static_cast<int64_t>(kept.size());
+    *out[0] = Tensor::empty(t, y);
+    gather(*in[0], kept, out[0]);
     return Status::OK();
   });
 }

@@ -35,9 +35,13 @@ struct OutputDesc {
   Tensor value;               // valid() when the output is known at plan time (no kernel runs)
   int alias_of_input = -1;    // >= 0: the output shares that input's buffer (reshape-like ops)
   dnnl::memory::desc layout;  // non-zero: stored in this oneDNN layout (see ValueDesc::layout)
+  // The shape is known only when the kernel runs (BuildContext::set_output_dynamic).
+  bool dynamic = false;
 };
 
-// A kernel prepared for fixed shapes. run() must not allocate on the steady-state path.
+// A kernel prepared for fixed shapes. run() must not allocate on the steady-state path, except
+// for a dynamic output (BuildContext::set_output_dynamic), which run() sets: `*out[i] = t`, a
+// tensor the kernel allocates or owns, valid until its next run.
 // `in[i]` is null for an absent optional input. Not thread-safe: one run at a time.
 class Kernel {
  public:
@@ -52,9 +56,14 @@ class SubgraphRunner {
  public:
   virtual ~SubgraphRunner() = default;
   virtual const std::vector<DType>& output_dtypes() const = 0;
+  // The outputs' shapes for the inputs it was planned for; meaningful only when static_shapes().
   virtual const std::vector<Shape>& output_shapes() const = 0;
-  // `inputs` in the subgraph's input order, of the planned dtypes and shapes; `outputs` are
-  // views of buffers the runner owns, valid until its next run.
+  // False when an output's shape is known only once the subgraph runs (it holds a node with a
+  // dynamic output, graph/plan.h "Run-time shapes").
+  virtual bool static_shapes() const = 0;
+  // `inputs` in the subgraph's input order, of the planned dtypes; shapes other than the planned
+  // ones are planned on first use (a loop-carried value that grows). `outputs` are views of
+  // buffers the runner owns, valid until its next run.
   virtual Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs) = 0;
 };
 // What a control-flow op needs to know of a subgraph before planning it: its inputs and
@@ -62,6 +71,9 @@ class SubgraphRunner {
 struct SubgraphArity {
   size_t inputs = 0, outputs = 0, outer_inputs = 0;
   std::string name;
+  // Per output: the index of the subgraph input it passes through unchanged, or -1 (a Loop
+  // body whose condition output is its condition input never stops early).
+  std::vector<int> output_is_input;
 };
 // Reads and plans subgraphs (graph/ir.h's Graph) for the ops, which do not depend on the graph
 // library: provided by the planner (graph/plan.cpp).
@@ -129,6 +141,12 @@ class BuildContext {
   bool output_used(size_t i) const { return i < used_.size() && used_[i]; }
   void set_output(size_t i, DType dtype, const Shape& shape);
   void set_output_value(size_t i, Tensor value);
+  // Output i's shape depends on values known only when the kernel runs (how many elements
+  // NonZero finds, the boxes NonMaxSuppression keeps, the branch If takes): the kernel sets
+  // `*out[i]` to a tensor of `dtype` it allocates or owns. The planner plans the nodes that
+  // follow once the shape is known (graph/plan.h, "Run-time shapes"). An op whose inputs are
+  // all known at plan time is run then, so its output is a constant like any other.
+  void set_output_dynamic(size_t i, DType dtype);
   void alias_output(size_t i, size_t input, const Shape& shape);
   std::vector<OutputDesc>& outputs() { return outputs_; }
 
@@ -152,9 +170,13 @@ class BuildContext {
   }
   // Requires input i to be known at plan time and returns its values as int64.
   Result<std::vector<int64_t>> const_ints(size_t i, const char* what) const;
-  // The Unsupported error for input i when it is not known at plan time (Session then plans
-  // again with the small inputs' values fixed, and the error stands only if that fails too).
+  // The Unsupported error for input i when it is not known at plan time. The planner then plans
+  // again with the value known (graph/plan_cache.h: fixed when it is a small graph input; a run-
+  // time split before this node when it is computed: graph/plan.h), and the error stands only
+  // when it cannot. Records i (missing_value_input).
   Status plan_time_value_missing(size_t i, const char* what) const;
+  // The input whose value the last plan_time_value_missing named, or -1.
+  int missing_value_input() const { return missing_value_input_; }
   // Requires input i to be known at plan time and f32; returns its values.
   Result<std::vector<float>> const_floats(size_t i, const char* what) const;
   // Requires that input i has one of the listed dtypes.
@@ -181,6 +203,7 @@ class BuildContext {
   std::vector<std::pair<size_t, dnnl::memory::desc>> conversions_;
   std::string impl_;
   const SubgraphPlanner* subgraph_planner_ = nullptr;
+  mutable int missing_value_input_ = -1;
 };
 
 using BuildFn = Result<KernelPtr> (*)(BuildContext&);

@@ -171,6 +171,12 @@ void BuildContext::set_output_value(size_t i, Tensor value) {
   outputs_[i].value = std::move(value);
 }
 
+void BuildContext::set_output_dynamic(size_t i, DType dtype) {
+  if (i >= outputs_.size()) return;
+  set_output(i, dtype, {});
+  outputs_[i].dynamic = true;
+}
+
 void BuildContext::alias_output(size_t i, size_t input, const Shape& shape) {
   if (i >= outputs_.size()) return;
   set_output(i, in_dtype(input), shape);
@@ -212,12 +218,13 @@ std::vector<float> BuildContext::attr_floats(const std::string& name) const {
 }
 
 Status BuildContext::plan_time_value_missing(size_t i, const char* what) const {
-  // Session::plan_for looks for "computable when the plan is built" to re-plan with the small
-  // inputs' values fixed.
+  // PlanCache and the planner look for "computable when the plan is built" to plan again with
+  // the value known (needs_plan_time_value).
+  missing_value_input_ = static_cast<int>(i);
   return unsupported(
-      "input {} ('{}') must be computable when the plan is built (a constant, an initializer "
-      "or a function of input shapes); dlsys does not support data-dependent {}",
-      i, what, what);
+      "input {} ('{}') must be computable when the plan is built (a constant, a function of "
+      "input shapes, or a value of at most 64 numbers, which dlsys plans for per value)",
+      i, what);
 }
 
 Result<std::vector<int64_t>> BuildContext::const_ints(size_t i, const char* what) const {

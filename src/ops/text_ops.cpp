@@ -6,8 +6,8 @@
 // StringNormalizer (ONNX): removes stopwords (case-sensitively or not) and changes case
 // (LOWER/UPPER/NONE) of a [C] or [1, C] string tensor. Case changes are ASCII only (the
 // `locale` attribute is read and not applied to other letters). With stopwords the output's
-// length depends on the values: it is computed when the plan is built, from a constant input
-// (other inputs are refused: dlsys plans shapes before running).
+// length depends on the values: computed when the plan is built from a constant input, else a
+// dynamic output (BuildContext::set_output_dynamic) computed per run.
 #include <algorithm>
 #include <cctype>
 #include <map>
@@ -177,22 +177,27 @@ Result<KernelPtr> build_string_normalizer(BuildContext& ctx) {
       return Status::OK();
     });
   }
-  const Tensor* v = ctx.in_value(0);
-  // Not plan_time_value_missing: the session would then plan once per distinct text.
-  if (!v)
-    return ctx.unsupported(
-        "with stopwords the output's length depends on the strings' values, which dlsys knows "
-        "before running only when they are constant; remove the stopwords in preprocessing");
-  std::vector<std::string> kept;
-  const std::string* s = v->data_as<std::string>();
-  for (int64_t i = 0; i < v->numel(); ++i)
-    if (!n->stop(s[i])) kept.push_back(n->changed(s[i]));
-  // Every word a stopword: one empty string (ONNX's rule).
-  if (kept.empty()) kept.push_back("");
-  const int64_t c = static_cast<int64_t>(kept.size());
-  Shape out = in.size() == 1 ? Shape{c} : Shape{1, c};
-  ctx.set_output_value(0, Tensor::from_strings(out, kept));
-  return KernelPtr();
+  const bool flat = in.size() == 1;
+  // The words that are not stopwords, case-changed; every word a stopword gives one empty
+  // string (ONNX's rule).
+  auto normalize = [n, flat](const Tensor& v) {
+    std::vector<std::string> kept;
+    const std::string* s = v.data_as<std::string>();
+    for (int64_t i = 0; i < v.numel(); ++i)
+      if (!n->stop(s[i])) kept.push_back(n->changed(s[i]));
+    if (kept.empty()) kept.push_back("");
+    const int64_t c = static_cast<int64_t>(kept.size());
+    return Tensor::from_strings(flat ? Shape{c} : Shape{1, c}, kept);
+  };
+  if (const Tensor* v = ctx.in_value(0)) {
+    ctx.set_output_value(0, normalize(*v));
+    return KernelPtr();
+  }
+  ctx.set_output_dynamic(0, DType::kString);
+  return make_kernel([normalize](const Tensor* const* x, Tensor* const* y) {
+    *y[0] = normalize(*x[0]);
+    return Status::OK();
+  });
 }
 
 }  // namespace

@@ -1,10 +1,10 @@
 // Ops whose output shape is a function of their input's values: NonZero and Unique.
 //
-// dlsys plans are static (every buffer sized when the plan is built), so these ops compute
-// their outputs then, from an input known at plan time: a constant, a function of constants
-// and shapes, or a small graph input that Session fixes when it re-plans per value. Given an
-// input only known at run time they return the Unsupported "computable when the plan is built"
-// error naming it; they never guess an output size.
+// Given an input known at plan time (a constant, a function of constants and shapes, or a small
+// graph input the plan is specialized on) they compute their outputs then, as constants. Given
+// one known only at run time their outputs are dynamic (BuildContext::set_output_dynamic): the
+// kernel computes them into tensors it allocates per run, and the planner plans what reads them
+// once their shapes are known (graph/plan.h, "Run-time shapes").
 #include <algorithm>
 #include <map>
 #include <numeric>
@@ -20,10 +20,9 @@ KernelPtr no_kernel() {
 
 // ---- NonZero -----------------------------------------------------------------------------------
 
-Result<KernelPtr> build_non_zero(BuildContext& ctx) {
-  const Tensor* x = ctx.in_value(0);
-  if (!x) return ctx.plan_time_value_missing(0, "X");
-  const Shape& s = ctx.in_shape(0);
+// The indices of x's non-zero elements, [max(rank, 1), count].
+Tensor non_zero(const Tensor* x) {
+  const Shape& s = x->shape();
   const int64_t rank = static_cast<int64_t>(s.size());
   const std::vector<int64_t> st = shape_strides(s);
   std::vector<int64_t> hits;
@@ -41,23 +40,27 @@ Result<KernelPtr> build_non_zero(BuildContext& ctx) {
       rest %= st[d];
     }
   }
-  ctx.set_output_value(0, Tensor::from_i64({rows, n}, y.data()));
-  return no_kernel();
+  return Tensor::from_i64({rows, n}, y.data());
+}
+
+Result<KernelPtr> build_non_zero(BuildContext& ctx) {
+  if (const Tensor* x = ctx.in_value(0)) {
+    ctx.set_output_value(0, non_zero(x));
+    return no_kernel();
+  }
+  ctx.set_output_dynamic(0, DType::kI64);
+  return make_kernel([](const Tensor* const* in, Tensor* const* out) {
+    *out[0] = non_zero(in[0]);
+    return Status::OK();
+  });
 }
 
 // ---- Unique ------------------------------------------------------------------------------------
 
-Result<KernelPtr> build_unique(BuildContext& ctx) {
-  const DType t = ctx.in_dtype(0);
-  const Tensor* x = ctx.in_value(0);
-  if (!x) return ctx.plan_time_value_missing(0, "X");
-  const Shape& s = ctx.in_shape(0);
-  const bool flat = !ctx.has_attr("axis");
-  const int64_t axis =
-      flat ? 0 : normalize_axis(ctx.attr_int("axis", 0), static_cast<int64_t>(s.size()));
-  if (axis < 0)
-    return ctx.error("axis {} is out of range for X {}", ctx.attr_int("axis", 0), shape_str(s));
-  const bool sorted = ctx.attr_int("sorted", 1) != 0;
+// Unique's four outputs for x (flattened when `flat`, else slices along `axis`).
+void unique(const Tensor* x, bool flat, int64_t axis, bool sorted, Tensor* const* outs) {
+  const DType t = x->dtype();
+  const Shape& s = x->shape();
   const Shape xs = flat ? Shape{shape_numel(s)} : s;
   const AxisSplit sp = split_at_axis(xs, axis);
   // Slice j: the elements x[o, j, i] in (o, i) order, as numpy.unique(axis=...) compares them.
@@ -107,11 +110,39 @@ Result<KernelPtr> build_unique(BuildContext& ctx) {
       std::copy_n(src + static_cast<size_t>((o * sp.n + indices[p]) * sp.inner) * es,
                   static_cast<size_t>(sp.inner) * es,
                   dst + static_cast<size_t>((o * U + p) * sp.inner) * es);
-  ctx.set_output_value(0, std::move(y));
-  ctx.set_output_value(1, Tensor::from_i64({U}, indices.data()));
-  ctx.set_output_value(2, Tensor::from_i64({sp.n}, inverse.data()));
-  ctx.set_output_value(3, Tensor::from_i64({U}, cnt.data()));
-  return no_kernel();
+  *outs[0] = std::move(y);
+  *outs[1] = Tensor::from_i64({U}, indices.data());
+  *outs[2] = Tensor::from_i64({sp.n}, inverse.data());
+  *outs[3] = Tensor::from_i64({U}, cnt.data());
+}
+
+Result<KernelPtr> build_unique(BuildContext& ctx) {
+  const Shape& s = ctx.in_shape(0);
+  const bool flat = !ctx.has_attr("axis");
+  const int64_t axis =
+      flat ? 0 : normalize_axis(ctx.attr_int("axis", 0), static_cast<int64_t>(s.size()));
+  if (axis < 0)
+    return ctx.error("axis {} is out of range for X {}", ctx.attr_int("axis", 0), shape_str(s));
+  const bool sorted = ctx.attr_int("sorted", 1) != 0;
+  if (const Tensor* x = ctx.in_value(0)) {
+    Tensor outs[4];
+    Tensor* ptrs[4] = {&outs[0], &outs[1], &outs[2], &outs[3]};
+    unique(x, flat, axis, sorted, ptrs);
+    for (size_t i = 0; i < 4 && i < ctx.num_outputs(); ++i)
+      ctx.set_output_value(i, std::move(outs[i]));
+    return no_kernel();
+  }
+  for (size_t i = 0; i < ctx.num_outputs(); ++i)
+    ctx.set_output_dynamic(i, i == 0 ? ctx.in_dtype(0) : DType::kI64);
+  const size_t n_out = ctx.num_outputs();
+  return make_kernel([=](const Tensor* const* in, Tensor* const* out) {
+    Tensor outs[4];
+    Tensor* ptrs[4] = {&outs[0], &outs[1], &outs[2], &outs[3]};
+    unique(in[0], flat, axis, sorted, ptrs);
+    for (size_t i = 0; i < n_out; ++i)
+      if (out[i]) *out[i] = std::move(outs[i]);
+    return Status::OK();
+  });
 }
 
 }  // namespace

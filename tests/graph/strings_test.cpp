@@ -343,7 +343,7 @@ TEST(StringGraph, ExportWritesStringsAndTheMlOpset) {
 
 // StringNormalizer: case changes at run time; stopwords (case-insensitive by default) on a
 // constant input, where the output's length is known when the plan is built; all words removed
-// leave one empty string; stopwords on a graph input are refused with what to do.
+// leave one empty string; stopwords on a graph input, where the length is known only per run.
 TEST(StringNormalizer, ChangesCaseAndRemovesStopwords) {
   auto normalizer = [](const std::string& action, std::vector<std::string> stop, bool constant,
                        std::vector<int64_t> dims, std::vector<std::string> words) {
@@ -383,13 +383,14 @@ TEST(StringNormalizer, ChangesCaseAndRemovesStopwords) {
   ASSERT_TRUE(se->run({}, &out).ok());
   EXPECT_EQ(out[0].shape(), (Shape{1}));
   EXPECT_EQ(strings(out[0]), (std::vector<std::string>{""}));
-  // Stopwords on a graph input: the length is not known before running.
-  auto dynamic = normalizer("NONE", {"a"}, false, {2}, {});
-  r = run(dynamic.bytes(), "x", Tensor::from_strings({2}, {"a", "b"}));
-  ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.status().code(), StatusCode::kUnsupported);
-  EXPECT_TRUE(contains(r.status().message(), "remove the stopwords in preprocessing"))
-      << r.status().message();
+  // Stopwords on a graph input: the length is known only when it runs, per text.
+  auto dynamic = normalizer("UPPER", {"a"}, false, {3}, {});
+  r = run(dynamic.bytes(), "x", Tensor::from_strings({3}, {"a", "b", "A"}));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(strings((*r)[0]), (std::vector<std::string>{"B"}));
+  r = run(dynamic.bytes(), "x", Tensor::from_strings({3}, {"c", "b", "d"}));
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(strings((*r)[0]), (std::vector<std::string>{"C", "B", "D"}));
 }
 
 // Cast to STRING: floats as the shortest text that reads back to the same float (what NumPy

@@ -281,17 +281,63 @@ TEST(DetectionOps, RoiAlignAveragesAndMaxesItsSamplesByHand) {
   }
 }
 
-TEST(DetectionOps, NonMaxSuppressionNeedsItsBoxesWhenThePlanIsBuilt) {
-  // 20 boxes = 80 values: more than the session fixes per value, so the boxes are only known
-  // at run time and the output size cannot be planned.
-  Tensor boxes = random_f32({1, 20, 4}, 12), scores = random_f32({1, 1, 20}, 13);
-  std::vector<Tensor> out;
-  Status st = run_node("NonMaxSuppression", {{"boxes", boxes}, {"scores", scores}}, 1, nullptr,
-                       &out, "nms");
-  ASSERT_FALSE(st.ok());
-  EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.message();
-  EXPECT_NE(st.message().find("boxes"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("nms"), std::string::npos) << st.message();
+TEST(DetectionOps, NonMaxSuppressionSelectsPerRunWhenItsBoxesAreKnownOnlyThen) {
+  // 20 boxes = 80 values: more than a plan is specialized on, so the boxes are known only at run
+  // time and the output's length is too (a dynamic output). The selection is checked against
+  // greedy NMS's definition: kept boxes in decreasing score, at most max_out, no two kept boxes
+  // over the IoU threshold, and every box scoring above the last kept one either kept or
+  // suppressed by a kept box that scores higher.
+  const float max_iou = 0.3f;
+  const int64_t max_out = 6;
+  for (uint32_t seed : {12u, 40u}) {
+    Tensor boxes = random_f32({1, 20, 4}, seed), scores = random_f32({1, 1, 20}, seed + 1);
+    std::vector<Tensor> out;
+    Status st = run_node("NonMaxSuppression",
+                         {{"boxes", boxes},
+                          {"scores", scores},
+                          {"max_out", Tensor::from_i64({1}, &max_out)},
+                          {"iou", Tensor::from_f32({1}, &max_iou)}},
+                         1, nullptr, &out, "nms");
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    ASSERT_EQ(out[0].rank(), 2);
+    ASSERT_EQ(out[0].shape()[1], 3);
+    const int64_t n = out[0].shape()[0];
+    ASSERT_GE(n, 1);
+    ASSERT_LE(n, max_out);
+    const float* b = boxes.data_as<float>();
+    const float* sc = scores.data_as<float>();
+    auto iou = [&](int64_t i, int64_t j) {
+      auto lo = [](float p, float q) { return std::min(p, q); };
+      auto hi = [](float p, float q) { return std::max(p, q); };
+      const float* p = b + i * 4;
+      const float* q = b + j * 4;
+      float ay1 = lo(p[0], p[2]), ax1 = lo(p[1], p[3]), ay2 = hi(p[0], p[2]), ax2 = hi(p[1], p[3]);
+      float by1 = lo(q[0], q[2]), bx1 = lo(q[1], q[3]), by2 = hi(q[0], q[2]), bx2 = hi(q[1], q[3]);
+      float ih = lo(ay2, by2) - hi(ay1, by1), iw = lo(ax2, bx2) - hi(ax1, bx1);
+      if (ih <= 0 || iw <= 0) return 0.f;
+      float inter = ih * iw;
+      return inter / ((ay2 - ay1) * (ax2 - ax1) + (by2 - by1) * (bx2 - bx1) - inter);
+    };
+    std::vector<int64_t> kept;
+    for (int64_t r = 0; r < n; ++r) {
+      const int64_t* t = out[0].data_as<int64_t>() + r * 3;
+      EXPECT_EQ(t[0], 0);
+      EXPECT_EQ(t[1], 0);
+      ASSERT_GE(t[2], 0);
+      ASSERT_LT(t[2], 20);
+      if (!kept.empty()) EXPECT_GE(sc[kept.back()], sc[t[2]]);
+      for (int64_t k : kept) EXPECT_LE(iou(k, t[2]), max_iou) << k << " and " << t[2];
+      kept.push_back(t[2]);
+    }
+    for (int64_t i = 0; i < 20; ++i) {
+      if (std::find(kept.begin(), kept.end(), i) != kept.end()) continue;
+      if (n == max_out && sc[i] <= sc[kept.back()]) continue;
+      bool suppressed = false;
+      for (int64_t k : kept) suppressed = suppressed || (sc[k] >= sc[i] && iou(k, i) > max_iou);
+      EXPECT_TRUE(suppressed) << "box " << i << " (score " << sc[i] << ") was neither kept nor "
+                              << "suppressed";
+    }
+  }
 }
 
 TEST(DetectionOps, MaxUnpoolAndRoiAlignRejectOutOfRangeIndicesNamingTheNode) {
