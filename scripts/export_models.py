@@ -36,10 +36,14 @@ def main():
         with torch.no_grad():
             y = model(x)
             torch.onnx.export(model, (x,), path, opset_version=opset, input_names=["input"],
-                              output_names=["logits"], dynamic_axes={"input": axes, "logits": {0: "batch"}},
+                              output_names=["logits"],
+                              dynamic_axes={"input": axes,
+                                            "logits": reference_models.OUTPUT_AXES.get(name, {0: "batch"})},
                               do_constant_folding=True)
         np.save(os.path.join(args.out_dir, stem + ".input.npy"), x.numpy())
-        np.save(os.path.join(args.out_dir, stem + ".output.npy"), y.numpy().astype(np.float32))
+        # Token ids stay integers; everything else is compared as fp32.
+        y = y.numpy() if y.dtype == torch.long else y.numpy().astype(np.float32)
+        np.save(os.path.join(args.out_dir, stem + ".output.npy"), y)
         print(f"exported {path} (opset {opset}, input {tuple(x.shape)}, output {tuple(y.shape)})", flush=True)
 
 

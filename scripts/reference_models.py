@@ -133,6 +133,66 @@ class ScriptedControl(nn.Module):
         return y
 
 
+class GreedyDecoder(nn.Module):
+    """Scripted greedy decoding, the shape of a seq2seq decoder's inference loop: from an encoder
+    state x [B, 8], feed the last token back, take the argmax as the next one, append it with
+    torch.cat (a Loop-carried tensor that grows by one column per iteration), and stop when every
+    row has produced EOS (token 1; a `break`, which the export turns into the Loop's condition).
+    Rows that are done emit PAD (0). At most 12 steps."""
+
+    def __init__(self):
+        super().__init__()
+        self.init = nn.Linear(8, 16)
+        self.emb = nn.Embedding(10, 16)
+        self.cell = nn.Linear(32, 16)
+        self.out = nn.Linear(16, 10)
+        with torch.no_grad():
+            self.out.bias[1] += 0.2  # EOS within a few steps
+
+    def forward(self, x):
+        h = torch.tanh(self.init(x))
+        tok = torch.full((x.size(0), 1), 2, dtype=torch.long)  # BOS
+        seq = tok
+        done = torch.zeros(x.size(0), 1, dtype=torch.bool)
+        for _ in range(12):
+            h = torch.tanh(self.cell(torch.cat([self.emb(tok[:, 0]), h], 1)))
+            nxt = self.out(h).argmax(1, keepdim=True)
+            tok = nxt.masked_fill(done, 0)
+            seq = torch.cat([seq, tok], 1)
+            done = done | (tok == 1)
+            if bool(done.all()):
+                break
+        return seq
+
+
+class DetectorHead(nn.Module):
+    """A one-image detector head: a small conv backbone, per-cell box deltas and a score on an
+    8x8 anchor grid, then torchvision's nms (exported as NonMaxSuppression on boxes the network
+    computed) and the kept boxes with their scores, [kept, 5]."""
+
+    def __init__(self):
+        super().__init__()
+        self.backbone = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1), nn.ReLU(), nn.Conv2d(8, 16, 3, 2, 1),
+                                      nn.ReLU())
+        self.box = nn.Conv2d(16, 4, 1)
+        self.score = nn.Conv2d(16, 1, 1)
+        c = (torch.arange(8, dtype=torch.float32) + 0.5) * 4.0
+        cy, cx = torch.meshgrid(c, c, indexing="ij")
+        self.register_buffer("centers", torch.stack([cx.reshape(-1), cy.reshape(-1)], 1))
+
+    def forward(self, x):
+        import torchvision
+
+        f = self.backbone(x)
+        d = self.box(f)[0].permute(1, 2, 0).reshape(-1, 4)
+        s = torch.sigmoid(self.score(f)[0].reshape(-1))
+        ctr = self.centers + d[:, :2] * 2.0
+        half = 4.0 * torch.exp(torch.tanh(d[:, 2:]))
+        boxes = torch.cat([ctr - half, ctr + half], 1)
+        keep = torchvision.ops.nms(boxes, s, 0.3)
+        return torch.cat([boxes[keep], s[keep].unsqueeze(1)], 1)
+
+
 def randomize_batchnorm(model):
     """Random running statistics and affine parameters, so BatchNorm is not the identity."""
     g = torch.Generator().manual_seed(1)
@@ -173,8 +233,17 @@ def build(name):
     if name == "scripted_control":
         m = torch.jit.script(ScriptedControl().eval())
         return m, (lambda b: torch.randn(b, 6, 8)), {0: "batch", 1: "seq"}
+    if name == "greedy_decoder":
+        m = torch.jit.script(GreedyDecoder().eval())
+        return m, (lambda b: torch.randn(b, 8)), {0: "batch"}
+    if name == "detector_nms":
+        m = DetectorHead()
+        return m.eval(), (lambda b: torch.randn(1, 3, 32, 32)), {}
     raise ValueError(f"unknown model {name}")
 
+
+# The output's dynamic axes where they are not just the batch: lengths known only at run time.
+OUTPUT_AXES = {"greedy_decoder": {0: "batch", 1: "steps"}, "detector_nms": {0: "kept"}}
 
 # (file stem, model name, opset)
 EXPORTS = [
@@ -187,6 +256,8 @@ EXPORTS = [
     ("gru_bidirectional", "gru", 17),
     ("unet_resize", "unet", 17),
     ("scripted_control", "scripted_control", 17),
+    ("greedy_decoder", "greedy_decoder", 17),
+    ("detector_nms", "detector_nms", 17),
     # Older opsets, which dlsys upgrades to 13 on import with ONNX's version converter.
     ("mlp_opset9", "mlp", 9),
     ("mlp_opset11", "mlp", 11),

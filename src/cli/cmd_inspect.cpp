@@ -77,6 +77,8 @@ int run_inspect_plan(const InspectArgs& a) {
     j["memory"] = {{"arena_bytes", m.arena_bytes},
                    {"sum_of_intermediates_bytes", m.sum_value_bytes},
                    {"values", m.num_values}};
+    j["static_shapes"] = plan.static_shapes();
+    j["nodes_planned_at_run_time"] = plan.continuation_nodes();
     std::printf("%s\n", json_dump_line(j).c_str());
     return 0;
   }
@@ -95,9 +97,15 @@ int run_inspect_plan(const InspectArgs& a) {
     std::string shape = st.planned && !st.planned->output_shapes.empty()
                             ? shape_str(st.planned->output_shapes[0])
                             : "";
+    if (st.dynamic_output) shape = "(run time)";
     std::printf("  %-12s %-44s %-20s %s\n", st.op.c_str(), st.name.substr(0, 44).c_str(),
                 shape.c_str(), layout_str(st).c_str());
   }
+  if (plan.continuation_nodes() > 0)
+    std::printf(
+        "then:       %zu more nodes, planned when a run gets there (the shapes they see depend "
+        "on values computed while running) and cached per shape\n",
+        plan.continuation_nodes());
   std::printf(
       "memory:     arena (peak activations) %s for %zu values; one buffer per value "
       "would take %s\n",

@@ -574,6 +574,7 @@ Status Plan::Builder::add_outputs_and_step(const Node& node, BuildContext& ctx, 
   info.op = node.op_type;
   info.planned = &pn;
   info.kernel = ctx.impl();
+  info.dynamic_output = dynamic_output_;
   push_step(std::move(kernel), in_ids, out_ids, std::move(info));
   return Status::OK();
 }

@@ -49,6 +49,7 @@ struct PlanStepInfo {
   const PlannedNode* planned = nullptr;  // null for inserted reorders
   size_t bytes_in = 0, bytes_out = 0;    // bytes read from inputs and written to outputs
   bool blocked_output = false;           // output left in a oneDNN layout
+  bool dynamic_output = false;           // an output's shape is known only when it runs
   std::string kernel;  // the implementation (oneDNN's name), when the op reports it
 };
 

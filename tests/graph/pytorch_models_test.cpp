@@ -1,7 +1,9 @@
 // Models exported from PyTorch by scripts/export_models.py (an MLP, torchvision's ResNet-18 and
 // MobileNetV2, a transformer encoder at opsets 14 and 17, bidirectional 2-layer LSTM and GRU
-// classifiers, a U-Net-style segmenter with Resize; the MLP and ResNet-18 also at opsets 9 and 11
-// and the encoder at 11, which dlsys upgrades to 13 on import): dlsys's outputs must match
+// classifiers, a U-Net-style segmenter with Resize, a scripted model with a data-dependent `if`
+// and a `for`; the MLP and ResNet-18 also at opsets 9 and 11 and the encoder at 11, which dlsys
+// upgrades to 13 on import; and two whose output length is known only while running, a scripted
+// greedy decoder and a detector head with NonMaxSuppression): dlsys's outputs must match
 // PyTorch's within 1e-4 relative to the output's scale (max |dlsys - torch| <= 1e-4 * max |torch|).
 #include <gtest/gtest.h>
 
@@ -139,6 +141,49 @@ INSTANTIATE_TEST_SUITE_P(Exported, PyTorchModel,
                                            "gru_bidirectional", "unet_resize", "scripted_control",
                                            "mlp_opset9", "mlp_opset11", "resnet18_opset9",
                                            "resnet18_opset11", "encoder_opset11"));
+
+// Exports whose output length is known only while running: a scripted greedy decoder (a Loop
+// whose carried token sequence grows by torch.cat, stopped by a `break` when every row has
+// produced EOS) and a detector head (NonMaxSuppression on the boxes the network computed, then
+// Gathers of the kept boxes). The length and every value must be PyTorch's: the tokens exactly,
+// the boxes and scores within 1e-4 of the output's scale.
+class DynamicExport : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DynamicExport, MatchesPyTorchIncludingItsLength) {
+  std::string stem = (std::filesystem::path(models_dir()) / GetParam()).string();
+  auto s = Session::open(stem + ".onnx", SessionOptions{2});
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  auto x = npy_read(stem + ".input.npy");
+  auto want = npy_read(stem + ".output.npy");
+  ASSERT_TRUE(x.ok() && want.ok()) << "run scripts/export_models.py first (ctest does)";
+  std::vector<Tensor> out;
+  // Twice: the second run goes through the plans the first one made for the run-time shapes.
+  for (int run = 0; run < 2; ++run) {
+    Status st = s.value()->run({{"input", x.value()}}, &out);
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(out[0].shape(), want->shape()) << "run " << run;
+    ASSERT_EQ(out[0].dtype(), want->dtype());
+    double max_ref = 0, max_err = 0;
+    for (int64_t i = 0; i < want->numel(); ++i) {
+      max_ref = std::max(max_ref, std::fabs(want->get_f64(i)));
+      max_err = std::max(max_err, std::fabs(out[0].get_f64(i) - want->get_f64(i)));
+    }
+    std::printf("%s: output %s, max |err| %.3g of max |ref| %.3g\n", GetParam().c_str(),
+                shape_str(out[0].shape()).c_str(), max_err, max_ref);
+    if (want->dtype() == DType::kI64)
+      EXPECT_EQ(max_err, 0.0);
+    else
+      EXPECT_LE(max_err, 1e-4 * max_ref);
+  }
+  // The plan stops where the length becomes known; the rest is planned per length.
+  std::vector<Shape> shapes = {x->shape()};
+  auto plan = s.value()->plan_for_shapes(shapes);
+  ASSERT_TRUE(plan.ok()) << plan.status().message();
+  EXPECT_FALSE(plan.value()->static_shapes());
+}
+
+INSTANTIATE_TEST_SUITE_P(Exported, DynamicExport,
+                         ::testing::Values("greedy_decoder", "detector_nms"));
 
 }  // namespace
 }  // namespace dlsys
