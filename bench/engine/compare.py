@@ -5,6 +5,9 @@ median with their range over rounds (markdown with --markdown).
 
 Usage: bench/engine/compare.py --dlsys build/dlsys --models build/models [--threads 2] [--seconds 3]
        [--rounds 3] [--only mlp resnet18 ...] [--batches 1 8] [--markdown] [--no-reduced] [--no-binding]
+       [--busy N]
+--busy N starts N CPU-bound processes (a Python busy loop each) before the first round and stops
+them after the last: every runtime is measured beside the same co-located load.
 Round r runs, for each model and batch in turn, dlsys, then ONNX Runtime, then PyTorch (one
 runtime at a time, never concurrently), so that a slow spell of the shared machine hits every
 runtime of a case alike. A headline ratio is the median of the per-round ratios, never one run;
@@ -26,6 +29,13 @@ CASES = [
     ("ResNet-18 224x224", "resnet18", "resnet18", [1, 8], lambda b, r: r.standard_normal((b, 3, 224, 224), dtype=np.float32)),
     ("MobileNetV2 224x224", "mobilenetv2", "mobilenetv2", [1, 32], lambda b, r: r.standard_normal((b, 3, 224, 224), dtype=np.float32)),
     ("Encoder 4L d256 seq128", "encoder_opset17", "encoder", [1, 8], lambda b, r: r.integers(0, 1000, (b, 128), dtype=np.int64)),
+    ("LSTM 2L bidir seq12", "lstm_bidirectional", "lstm", [1, 32], lambda b, r: r.standard_normal((b, 12, 16), dtype=np.float32)),
+    ("GRU 2L bidir seq12", "gru_bidirectional", "gru", [1, 32], lambda b, r: r.standard_normal((b, 12, 16), dtype=np.float32)),
+    ("U-Net Resize 32x32", "unet_resize", "unet", [1, 8], lambda b, r: r.standard_normal((b, 3, 32, 32), dtype=np.float32)),
+    ("Scripted If+Loop", "scripted_control", "scripted_control", [1, 32], lambda b, r: r.standard_normal((b, 6, 8), dtype=np.float32)),
+    ("Greedy decoder (Loop, cat)", "greedy_decoder", "greedy_decoder", [1, 32], lambda b, r: r.standard_normal((b, 8), dtype=np.float32)),
+    # One image per call: torchvision's nms is per image, so the export's batch is 1.
+    ("Detector head + NMS", "detector_nms", "detector_nms", [1], lambda b, r: r.standard_normal((1, 3, 32, 32), dtype=np.float32)),
 ]
 
 
@@ -96,9 +106,23 @@ def main():
     ap.add_argument("--no-reduced", action="store_true", help="skip the bf16/int8 rows")
     ap.add_argument("--no-binding", action="store_true",
                     help="skip the Identity-model row (per-call overhead of each runtime's entry point)")
+    ap.add_argument("--busy", type=int, default=0,
+                    help="CPU-bound processes to run beside every measurement (co-located load)")
     a = ap.parse_args()
     if a.rounds < 1:
         sys.exit("--rounds must be at least 1")
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(a.busy)]
+    try:
+        measure(a)
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+
+
+def measure(a):
+    if a.busy:
+        log(f"  co-located load: {a.busy} busy process(es) running beside every measurement")
     rng = np.random.default_rng(0)
     run = Runner(a)
     jobs = []  # (label, stem, torch name, batch, model path, input path)
@@ -131,6 +155,8 @@ def main():
                       ratio_cell([x["items_per_s"] / y["items_per_s"] for x, y in zip(d, p)]),
                       ratio_cell([y["median_ms"] / x["median_ms"] for x, y in zip(d, o)])])
     print_table(hdr, lines, a.markdown)
+    if a.busy:
+        print(f"\nmeasured beside {a.busy} CPU-bound process(es) (--busy)")
     print(f"\nmedians of {a.rounds} interleaved rounds (ms and items/s: median over rounds of each run's figure); "
           "ratios: median of the per-round ratios [min-max over rounds]; > 1x means dlsys is faster "
           "(throughput) / has the lower median latency.")

@@ -10,7 +10,10 @@ if [ ! -d "$HERE/node_modules/onnxruntime-node" ]; then
   echo "installing onnxruntime-node (npm, --ignore-scripts: CPU binary only, no downloads at install)"
   (cd "$HERE" && npm install --ignore-scripts --no-audit --no-fund --loglevel=error >/dev/null)
 fi
-if [ ! -f "$BUILD/models/encoder_opset17.onnx" ]; then
-  /usr/bin/python3 scripts/export_models.py "$BUILD/models"
-fi
+for stem in encoder_opset17 lstm_bidirectional unet_resize greedy_decoder detector_nms; do
+  if [ ! -f "$BUILD/models/$stem.onnx" ]; then
+    /usr/bin/python3 scripts/export_models.py "$BUILD/models"
+    break
+  fi
+done
 /usr/bin/python3 "$HERE/compare.py" --dlsys "$BUILD/dlsys" --models "$BUILD/models" --threads 2 "$@"

@@ -1,5 +1,13 @@
 // The recurrent layers of the default ONNX domain: RNN, GRU and LSTM (opset 14 semantics, which
-// opsets 7-13 share but for `layout`), as loops around oneDNN's sgemm.
+// opsets 7-13 share but for `layout`), on oneDNN's RNN primitives where they fit, else as loops
+// around oneDNN's sgemm.
+//
+// oneDNN's primitives (vanilla_rnn, gru, lbr_gru, lstm; one unidirectional primitive per
+// direction) take the node when: W, R and B are known at plan time (weights reordered once, to
+// oneDNN's preferred layout), layout 0, no sequence_lens, no clip, the default activations (RNN:
+// Relu, Tanh or Sigmoid), no peepholes and no input_forget. Gate orders differ: ONNX's LSTM is
+// (i, o, f, c), oneDNN's (i, f, c, o); GRU is (z, r, h) in both. Biases: oneDNN has one per gate
+// (Wb + Rb), and lbr_gru a fourth for R_h's (Rbh, inside r's product).
 //
 // Shapes (layout 0; layout 1 swaps the first two dims of X, Y, and puts batch first in the
 // states): X [S, B, I]; W [D, G*H, I]; R [D, G*H, H]; B [D, 2*G*H] (W's biases, then R's);
@@ -7,7 +15,7 @@
 // (peepholes i, o, f). Outputs: Y [S, D, B, H], Y_h (and Y_c) [D, B, H]. D is 2 for
 // `direction` bidirectional, else 1; G is 1 (RNN), 3 (GRU: z, r, h) or 4 (LSTM: i, o, f, c).
 //
-// Per direction, X W^T for every step is one sgemm before the loop; each step then adds
+// The loops: per direction, X W^T for every step is one sgemm before the loop; each step then adds
 // H_{t-1} R^T (one sgemm for the batch) and the biases, clips (`clip`, on the activations'
 // inputs) and applies the gates' activations (`activations`, with `activation_alpha/beta`; the
 // defaults Tanh for RNN, Sigmoid/Tanh for GRU, Sigmoid/Tanh/Tanh for LSTM). GRU's
@@ -15,7 +23,10 @@
 // sequence_lens is L runs L steps (from L-1 down to 0 in the reverse direction): its Y is 0 after
 // them and its Y_h is the state after its last step.
 #include <cmath>
+#include <cstring>
+#include <unordered_map>
 
+#include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
 
 namespace dlsys {
@@ -356,9 +367,193 @@ void run_direction(const RnnGeometry& g, RnnScratch& s, int d, bool reverse, con
   }
 }
 
+// ---- the oneDNN path ------------------------------------------------------------------------
+
+// Whether oneDNN's RNN primitives compute this node exactly (see the banner).
+bool fits_onednn(const BuildContext& ctx, const RnnGeometry& g) {
+  if (g.layout1 || g.has_lens || g.clip > 0 || g.has_p || g.input_forget) return false;
+  if (!ctx.in_value(1) || !ctx.in_value(2) || (g.has_b && !ctx.in_value(3))) return false;
+  for (size_t i = 0; i < g.act.size(); ++i) {
+    const Activation::Kind k = g.act[i].kind;
+    const size_t per_dir = g.act.size() / static_cast<size_t>(g.dirs);
+    const size_t j = i % per_dir;
+    if (g.cell == Cell::kRnn) {
+      if (k != Activation::kRelu && k != Activation::kTanh && k != Activation::kSigmoid)
+        return false;
+      if (g.act[i].kind != g.act[0].kind) return false;
+    } else if (k != (j == 0 ? Activation::kSigmoid : Activation::kTanh)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// One direction's primitive (with the calling thread's scratchpad: DnnlCall), its weights in
+// oneDNN's layout, and its state and output buffers.
+struct DnnlDirection {
+  DnnlCall call;
+  Tensor weights_layer, weights_iter, bias, dst_layer, src_iter, dst_iter, src_iter_c, dst_iter_c;
+};
+
+Result<KernelPtr> build_rnn_onednn(BuildContext& ctx, const RnnGeometry& g) {
+  using dt = dnnl::memory::data_type;
+  using tag = dnnl::memory::format_tag;
+  const int64_t T = g.seq, N = g.batch, I = g.input, H = g.hidden, G = g.gates;
+  const bool lbr = g.cell == Cell::kGru && g.linear_before_reset;
+  const int64_t GB = lbr ? 4 : G;  // bias gates
+  // oneDNN gate k is ONNX gate onnx_gate[k].
+  const std::vector<int64_t> onnx_gate =
+      g.cell == Cell::kLstm ? std::vector<int64_t>{0, 2, 3, 1} : std::vector<int64_t>{0, 1, 2};
+  const float* W = ctx.in_value(1)->data_as<float>();
+  const float* R = ctx.in_value(2)->data_as<float>();
+  const float* B = g.has_b ? ctx.in_value(3)->data_as<float>() : nullptr;
+  auto md = [](dnnl::memory::dims d, tag t) { return dnnl::memory::desc(d, dt::f32, t); };
+  auto dirs = std::make_shared<std::vector<DnnlDirection>>(static_cast<size_t>(g.dirs));
+  dnnl::engine& eng = dnnl_engine();
+
+  try {
+    for (int d = 0; d < g.dirs; ++d) {
+      DnnlDirection& dd = (*dirs)[static_cast<size_t>(d)];
+      const auto direction = (g.reverse_only || d == 1)
+                                 ? dnnl::rnn_direction::unidirectional_right2left
+                                 : dnnl::rnn_direction::unidirectional_left2right;
+      const auto src_layer = md({T, N, I}, tag::tnc), dst_layer = md({T, N, H}, tag::tnc);
+      const auto state = md({1, 1, N, H}, tag::ldnc);
+      const auto wl_any = dnnl::memory::desc({1, 1, I, G, H}, dt::f32, tag::any);
+      const auto wi_any = dnnl::memory::desc({1, 1, H, G, H}, dt::f32, tag::any);
+      const auto bias = md({1, 1, GB, H}, tag::ldgo);
+      const auto fwd = dnnl::prop_kind::forward_inference;
+      dnnl::memory::desc wl_md, wi_md;
+      if (g.cell == Cell::kLstm) {
+        dnnl::lstm_forward::primitive_desc p(
+            dnnl::lstm_forward::desc(fwd, direction, src_layer, state, state, wl_any, wi_any, bias,
+                                     dst_layer, state, state),
+            dnnl_attr(), eng);
+        wl_md = p.weights_layer_desc();
+        wi_md = p.weights_iter_desc();
+        dd.call.prim = dnnl::lstm_forward(p);
+      } else if (g.cell == Cell::kGru && lbr) {
+        dnnl::lbr_gru_forward::primitive_desc p(
+            dnnl::lbr_gru_forward::desc(fwd, direction, src_layer, state, wl_any, wi_any, bias,
+                                        dst_layer, state),
+            dnnl_attr(), eng);
+        wl_md = p.weights_layer_desc();
+        wi_md = p.weights_iter_desc();
+        dd.call.prim = dnnl::lbr_gru_forward(p);
+      } else if (g.cell == Cell::kGru) {
+        dnnl::gru_forward::primitive_desc p(
+            dnnl::gru_forward::desc(fwd, direction, src_layer, state, wl_any, wi_any, bias,
+                                    dst_layer, state),
+            dnnl_attr(), eng);
+        wl_md = p.weights_layer_desc();
+        wi_md = p.weights_iter_desc();
+        dd.call.prim = dnnl::gru_forward(p);
+      } else {
+        const Activation::Kind k = g.act[0].kind;
+        const auto alg = k == Activation::kRelu   ? dnnl::algorithm::eltwise_relu
+                         : k == Activation::kTanh ? dnnl::algorithm::eltwise_tanh
+                                                  : dnnl::algorithm::eltwise_logistic;
+        dnnl::vanilla_rnn_forward::primitive_desc p(
+            dnnl::vanilla_rnn_forward::desc(fwd, alg, direction, src_layer, state, wl_any, wi_any,
+                                            bias, dst_layer, state),
+            dnnl_attr(), eng);
+        wl_md = p.weights_layer_desc();
+        wi_md = p.weights_iter_desc();
+        dd.call.prim = dnnl::vanilla_rnn_forward(p);
+      }
+      // ONNX's weights as ldigo ([input][gate][unit]), then reordered to oneDNN's choice.
+      std::vector<float> wl(static_cast<size_t>(I * G * H)), wi(static_cast<size_t>(H * G * H));
+      std::vector<float> b(static_cast<size_t>(GB * H), 0.f);
+      const float* Wd = W + d * G * H * I;
+      const float* Rd = R + d * G * H * H;
+      for (int64_t k = 0; k < G; ++k)
+        for (int64_t u = 0; u < H; ++u) {
+          const int64_t row = onnx_gate[static_cast<size_t>(k)] * H + u;
+          for (int64_t i = 0; i < I; ++i)
+            wl[static_cast<size_t>((i * G + k) * H + u)] = Wd[row * I + i];
+          for (int64_t i = 0; i < H; ++i)
+            wi[static_cast<size_t>((i * G + k) * H + u)] = Rd[row * H + i];
+          if (B) {
+            const float wb = B[d * 2 * G * H + row], rb = B[d * 2 * G * H + G * H + row];
+            const bool apart = lbr && k == 2;  // Rbh goes inside r's product: the fourth gate
+            b[static_cast<size_t>(k * H + u)] = wb + (apart ? 0.f : rb);
+            if (apart) b[static_cast<size_t>(3 * H + u)] = rb;
+          }
+        }
+      dd.weights_layer = reorder_once(wl.data(), md({1, 1, I, G, H}, tag::ldigo), wl_md);
+      dd.weights_iter = reorder_once(wi.data(), md({1, 1, H, G, H}, tag::ldigo), wi_md);
+      dd.bias = Tensor::from_f32({GB, H}, b.data());
+      dd.dst_layer = Tensor::empty(DType::kF32, {T, N, H});  // copied into Y's direction d
+      dd.src_iter = Tensor::zeros(DType::kF32, {N, H});      // zeros unless initial_h is given
+      dd.dst_iter = Tensor::empty(DType::kF32, {N, H});
+      DnnlCall& c = dd.call;
+      c.add(DNNL_ARG_SRC_LAYER, src_layer);
+      c.add(DNNL_ARG_SRC_ITER, state);
+      c.add(DNNL_ARG_WEIGHTS_LAYER, wl_md);
+      c.add(DNNL_ARG_WEIGHTS_ITER, wi_md);
+      c.add(DNNL_ARG_BIAS, bias);
+      c.add(DNNL_ARG_DST_LAYER, dst_layer);
+      c.add(DNNL_ARG_DST_ITER, state);
+      c.bind(DNNL_ARG_WEIGHTS_LAYER, dd.weights_layer.data());
+      c.bind(DNNL_ARG_WEIGHTS_ITER, dd.weights_iter.data());
+      c.bind(DNNL_ARG_BIAS, dd.bias.data());
+      c.bind(DNNL_ARG_DST_LAYER, dd.dst_layer.data());
+      c.bind(DNNL_ARG_SRC_ITER, dd.src_iter.data());
+      c.bind(DNNL_ARG_DST_ITER, dd.dst_iter.data());
+      if (g.cell == Cell::kLstm) {
+        dd.src_iter_c = Tensor::zeros(DType::kF32, {N, H});
+        dd.dst_iter_c = Tensor::empty(DType::kF32, {N, H});
+        c.add(DNNL_ARG_SRC_ITER_C, state);
+        c.add(DNNL_ARG_DST_ITER_C, state);
+        c.bind(DNNL_ARG_SRC_ITER_C, dd.src_iter_c.data());
+        c.bind(DNNL_ARG_DST_ITER_C, dd.dst_iter_c.data());
+      }
+    }
+  } catch (const dnnl::error& e) {
+    return ctx.unsupported("oneDNN has no RNN primitive for this node ({})", e.what());
+  }
+  ctx.set_impl(fmt::format("onednn_{}", g.cell == Cell::kLstm  ? "lstm"
+                                        : lbr                  ? "lbr_gru"
+                                        : g.cell == Cell::kGru ? "gru"
+                                                               : "rnn"));
+  const size_t outs = ctx.num_outputs();
+  return make_kernel([g, dirs, outs](const Tensor* const* in, Tensor* const* out) -> Status {
+    const int64_t T = g.seq, N = g.batch, H = g.hidden;
+    const size_t state_bytes = static_cast<size_t>(N * H) * sizeof(float);
+    float* Y = out[0] ? out[0]->data_as<float>() : nullptr;
+    float* Yh = outs > 1 && out[1] ? out[1]->data_as<float>() : nullptr;
+    float* Yc = outs > 2 && out[2] ? out[2]->data_as<float>() : nullptr;
+    for (int d = 0; d < g.dirs; ++d) {
+      DnnlDirection& dd = (*dirs)[static_cast<size_t>(d)];
+      dd.call.bind(DNNL_ARG_SRC_LAYER, in[0]->data());
+      // The initial states are read in place (a direction's [N, H] block is contiguous).
+      dd.call.bind(DNNL_ARG_SRC_ITER,
+                   g.has_h0 ? in[5]->data_as<float>() + d * N * H : dd.src_iter.data_as<float>());
+      if (g.cell == Cell::kLstm)
+        dd.call.bind(DNNL_ARG_SRC_ITER_C, g.has_c0 ? in[6]->data_as<float>() + d * N * H
+                                                   : dd.src_iter_c.data_as<float>());
+      dd.call.exec();
+      dnnl_stream().wait();
+      const float* y = dd.dst_layer.data_as<float>();
+      if (Y)
+        for (int64_t t = 0; t < T; ++t)
+          std::memcpy(Y + (t * g.dirs + d) * N * H, y + t * N * H, state_bytes);
+      if (Yh) std::memcpy(Yh + d * N * H, dd.dst_iter.data(), state_bytes);
+      if (Yc) std::memcpy(Yc + d * N * H, dd.dst_iter_c.data(), state_bytes);
+    }
+    return Status::OK();
+  });
+}
+
+// ---- the loops -------------------------------------------------------------------------------
+
 Result<KernelPtr> build_rnn(BuildContext& ctx, Cell cell) {
   RnnGeometry g;
   DLSYS_ASSIGN_OR_RETURN(g, rnn_setup(ctx, cell));
+  if (fits_onednn(ctx, g)) {
+    auto k = build_rnn_onednn(ctx, g);
+    if (k.ok()) return k;  // else the loops below, which take every case
+  }
   auto s = std::make_shared<RnnScratch>();
   const int64_t GH = g.gates * g.hidden;
   s->x.resize(static_cast<size_t>(g.seq * g.batch * g.input));
