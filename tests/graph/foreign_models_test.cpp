@@ -6,7 +6,8 @@
 // Slice with inputs, Resize with roi/scales, a Shape -> Gather -> Concat -> Reshape flatten,
 // Softmax). dlsys's outputs must match ONNX Runtime's within 1e-4 relative to the output's scale
 // (max |dlsys - ort| <= 1e-4 * max |ort|), at batch 1 and 8, with the rewrite passes on and off;
-// the NHWC and NCHW networks must agree.
+// the NHWC and NCHW networks must agree, and after TransposeElimination the NHWC graph keeps only
+// the Transpose of its input.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -118,8 +119,15 @@ INSTANTIATE_TEST_SUITE_P(Exported, ForeignModel,
                            return i.param.stem + (i.param.optimize ? "_optimized" : "_as_given");
                          });
 
+int count_op(const Graph& g, const std::string& op) {
+  int n = 0;
+  for (const Node& node : g.nodes) n += node.op_type == op;
+  return n;
+}
+
 // The NHWC network is the NCHW one with a Transpose pair around every Conv: on the same input
-// (transposed) both give the same logits.
+// (transposed) both give the same logits, and after TransposeElimination (and the fusions) the
+// NHWC graph is the NCHW one behind the one Transpose of its input.
 TEST(ForeignModels, NhwcAndNchwNetworksAgree) {
   SessionOptions o;
   o.threads = 2;
@@ -127,6 +135,19 @@ TEST(ForeignModels, NhwcAndNchwNetworksAgree) {
   auto nchw = Session::open(stem_path("tf_cnn_nchw") + ".onnx", o);
   ASSERT_TRUE(nhwc.ok()) << nhwc.status().message();
   ASSERT_TRUE(nchw.ok()) << nchw.status().message();
+  const Graph& g = nhwc.value()->graph();
+  EXPECT_EQ(count_op(g, "Transpose"), 1);
+  for (const Node& n : g.nodes)
+    if (n.op_type == "Transpose") {
+      EXPECT_EQ(n.inputs.at(0), "input") << "the Transpose left is not the input's";
+    }
+  EXPECT_EQ(g.nodes.size(), nchw.value()->graph().nodes.size() + 1);
+  for (const char* op : {"FusedConv", "Conv", "Mul", "Add", "ReduceMean"})
+    EXPECT_EQ(count_op(g, op), count_op(nchw.value()->graph(), op)) << op;
+  int regions = 0;
+  for (const PassStats& p : nhwc.value()->optimize_report().passes)
+    if (p.pass == "TransposeElimination") regions = p.rewrites;
+  EXPECT_EQ(regions, 4);
   for (int batch : {1, 8}) {
     SCOPED_TRACE("batch " + std::to_string(batch));
     std::string b = ".b" + std::to_string(batch) + ".input.npy";
