@@ -13,4 +13,7 @@ fi
 if [ ! -f "$BUILD/models/encoder_opset17.onnx" ]; then
   /usr/bin/python3 scripts/export_models.py "$BUILD/models"
 fi
+if [ ! -f "$BUILD/models/tf_cnn_nhwc.onnx" ]; then
+  /usr/bin/python3 scripts/tf_style_models.py "$BUILD/models"
+fi
 /usr/bin/python3 "$HERE/compare.py" --dlsys "$BUILD/dlsys" --models "$BUILD/models" --threads 2 "$@"
