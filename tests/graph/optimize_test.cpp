@@ -320,6 +320,63 @@ TEST(Optimize, GeluFromErfPatterns) {
   }
 }
 
+// HardSwish as exporters below opset 14 write it. `form`: "hardsigmoid" x * HardSigmoid(x);
+// "div" x * Clip(x + 3, 0, 6) / 6; "mul" (3 + x) * ... * (1/6) with the operands swapped;
+// "inner" x * (Clip(x + 3, 0, 6) / 6). With `conv`, x comes out of a Conv.
+OnnxBuilder hardswish_block(const std::string& form, bool conv = false, float alpha = 1.f / 6) {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 4, 5, 5});
+  b.output("y", kF, {-1, 4, 5, 5});
+  std::string x = "x";
+  if (conv) {
+    b.random_f32("w", {4, 4, 3, 3}, 0.4f, 96);
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}, "conv"), "pads", {1, 1, 1, 1});
+    x = "c";
+  }
+  b.initializer_f32("zero", {}, {0.f});
+  b.initializer_f32("three", {}, {3.f});
+  b.initializer_f32("six", {}, {6.f});
+  b.initializer_f32("sixth", {}, {1.f / 6});
+  if (form == "hardsigmoid") {
+    OnnxBuilder::attr_float(b.node("HardSigmoid", {x}, {"g"}), "alpha", alpha);
+    b.node("Mul", {"g", x}, {"y"});
+    return b;
+  }
+  b.node(
+      "Add",
+      form == "mul" ? std::vector<std::string>{"three", x} : std::vector<std::string>{x, "three"},
+      {"a"});
+  b.node("Clip", {"a", "zero", "six"}, {"r6"});
+  if (form == "inner") {
+    b.node("Div", {"r6", "six"}, {"g"});
+    b.node("Mul", {x, "g"}, {"y"});
+  } else if (form == "mul") {
+    b.node("Mul", {"r6", x}, {"p"});
+    b.node("Mul", {"sixth", "p"}, {"y"});
+  } else {
+    b.node("Mul", {x, "r6"}, {"p"});
+    b.node("Div", {"p", "six"}, {"y"});
+  }
+  return b;
+}
+
+TEST(Optimize, HardSwishFromItsSpelledOutForms) {
+  for (const char* form : {"hardsigmoid", "div", "mul", "inner"}) {
+    auto s = expect_same_outputs(hardswish_block(form), {2, 4, 5, 5});
+    EXPECT_EQ(count_op(s->graph(), "HardSwish"), 1) << form;
+    EXPECT_EQ(s->graph().nodes.size(), 1u) << form;
+    // After a Conv it becomes the convolution's post-op.
+    s = expect_same_outputs(hardswish_block(form, true), {2, 4, 5, 5});
+    ASSERT_EQ(s->graph().nodes.size(), 1u) << form;
+    EXPECT_EQ(s->graph().nodes[0].op_type, "FusedConv") << form;
+    EXPECT_EQ(s->graph().nodes[0].attrs.at("activation").s, "HardSwish") << form;
+  }
+  // HardSigmoid with another slope (paddle's default 0.2) is not HardSwish's gate.
+  auto s = expect_same_outputs(hardswish_block("hardsigmoid", false, 0.2f), {2, 4, 5, 5});
+  EXPECT_EQ(count_op(s->graph(), "HardSwish"), 0);
+  EXPECT_EQ(count_op(s->graph(), "HardSigmoid"), 1);
+}
+
 TEST(Optimize, F64GeluPatternIsLeftToTheF64Kernels) {
   // Gelu is an f32 kernel: the same pattern in double stays as it is and runs in double.
   constexpr int kD = onnx::TensorProto::DOUBLE;
@@ -591,7 +648,7 @@ TEST(Optimize, TransposePairsAroundConvolutionsCancel) {
     EXPECT_EQ(count_op(g, "Transpose"), 1);
     EXPECT_EQ(perm_of(g, "c1_nchw"), (std::vector<int64_t>{0, 3, 1, 2}));  // the input's
     ASSERT_EQ(r.rewrites.size(), 2u);
-    EXPECT_NE(r.rewrites[0].find(": 1 fewer Transposes"), std::string::npos) << r.rewrites[0];
+    EXPECT_NE(r.rewrites[0].find(": 1 fewer Transpose"), std::string::npos) << r.rewrites[0];
     EXPECT_NE(r.rewrites[1].find(": 2 fewer Transposes"), std::string::npos) << r.rewrites[1];
     for (const Node& n : g.nodes)
       if (n.op_type == "ReduceMean") {
@@ -603,13 +660,13 @@ TEST(Optimize, TransposePairsAroundConvolutionsCancel) {
         EXPECT_EQ(g.initializers.at(n.inputs[1]).shape(), (Shape{1, 8, 1, 1}));
       }
   }
-  // With every pass: the block is the NCHW one behind the input's Transpose, the Relu fused into
-  // the first convolution.
+  // With every pass: the block is the NCHW one behind the input's Transpose, the Relu and the
+  // HardSwish fused into the convolutions.
   auto s = expect_same_outputs(nhwc_conv_block(), {3, 6, 6, 8});
   const Graph& g = s->graph();
   EXPECT_EQ(count_op(g, "Transpose"), 1);
-  EXPECT_EQ(count_op(g, "FusedConv"), 1);
-  EXPECT_EQ(count_op(g, "Relu"), 0);
+  EXPECT_EQ(count_op(g, "FusedConv"), 2);
+  EXPECT_EQ(count_op(g, "Relu") + count_op(g, "HardSigmoid"), 0);
 }
 
 // One Transpose and a reader of its output (x: [N, 4, 5, 6]).

@@ -44,6 +44,8 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
       changes += run("ConvBatchNormFolding", fold_conv_batchnorm(g, &r));
       // Before ActivationFusion, which then takes the Gelu into its producer.
       changes += run("GeluFusion", fuse_gelu(g, &r));
+      // x * HardSigmoid(x) and x * relu6(x + 3) / 6 -> HardSwish, for ActivationFusion likewise.
+      changes += run("HardSwishFusion", fuse_hardswish(g, &r));
       // One LayerNormalization kernel instead of nine element-wise ops.
       changes += run("LayerNormFusion", fuse_layernorm(g, &r));
       // Before ResidualAddFusion, which would take an unscaled scores MatMul + mask Add.

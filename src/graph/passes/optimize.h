@@ -54,6 +54,7 @@ int eliminate_dead_nodes(Graph* g, OptimizeReport* report);
 int eliminate_transposes(Graph* g, OptimizeReport* report);
 int fold_conv_batchnorm(Graph* g, OptimizeReport* report);
 int fuse_gelu(Graph* g, OptimizeReport* report);
+int fuse_hardswish(Graph* g, OptimizeReport* report);
 int fuse_layernorm(Graph* g, OptimizeReport* report);
 int fuse_attention(Graph* g, OptimizeReport* report);
 int fuse_matmul_bias(Graph* g, OptimizeReport* report);

@@ -280,8 +280,9 @@ class Region {
     std::string more =
         sources_.size() > 1 ? fmt::format(" and {} more", sources_.size() - 1) : std::string();
     std::string what =
-        fmt::format("moved Transpose '{}' (perm {}){} down past {} ops: {} fewer Transposes",
-                    g_->nodes[sources_[0]].name, fmt::join(p_, ","), more, members, gain_);
+        fmt::format("moved Transpose '{}' (perm {}){} down past {} ops: {} fewer Transpose{}",
+                    g_->nodes[sources_[0]].name, fmt::join(p_, ","), more, members, gain_,
+                    gain_ == 1 ? "" : "s");
     std::vector<Node> nodes;
     nodes.reserve(g_->nodes.size() + after.size());
     for (size_t i = 0; i < g_->nodes.size(); ++i) {
