@@ -286,6 +286,7 @@ class Region {
     std::vector<Node> nodes;
     nodes.reserve(g_->nodes.size() + after.size());
     for (size_t i = 0; i < g_->nodes.size(); ++i) {
+      if (static_cast<int>(i) == sources_[0]) resume_ = nodes.size();
       if (!dropped.count(static_cast<int>(i))) nodes.push_back(std::move(g_->nodes[i]));
       auto it = after.find(static_cast<int>(i));
       if (it != after.end())
@@ -296,6 +297,9 @@ class Region {
   }
 
   void set_gain(int gain) { gain_ = gain; }
+  // After rewrite(): the index, in the rewritten graph, of the first node at or after the
+  // region's first source.
+  size_t resume() const { return resume_; }
 
  private:
   void add_source(int i) {
@@ -328,7 +332,8 @@ class Region {
   // Decides what node `c` (reading an in-layout value) becomes; false if it stays outside.
   bool classify(int c) {
     const Node& n = g_->nodes[c];
-    if (!default_domain(n) || n.outputs.size() != 1 || n.outputs[0].empty()) return false;
+    if (!default_domain(n) || n.inputs.empty() || n.outputs.size() != 1 || n.outputs[0].empty())
+      return false;
     const int64_t rank = static_cast<int64_t>(p_.size());
     Perm q;
     if (transpose_perm(n, &q)) {
@@ -465,6 +470,7 @@ class Region {
   std::vector<std::string> values_;               // in-layout values
   std::map<int, Entry> entries_;                  // node index -> its role
   int gain_ = 0;
+  size_t resume_ = 0;
 };
 
 }  // namespace
@@ -482,7 +488,9 @@ int eliminate_transposes(Graph* g, OptimizeReport* report) {
     r.set_gain(gain);
     note_rewrite(report, r.rewrite());
     ++n;
-    i = static_cast<size_t>(-1);  // node indices moved: scan again from the top
+    // Go on from where the region started. A Transpose before it that the rewrite made movable
+    // (rare) waits for the next round of optimize_graph(), which follows any change.
+    i = r.resume() - 1;
   }
   return n;
 }
