@@ -44,9 +44,10 @@ test-unit: build
 # the AVX2 paths too. Their fixtures (ONNX cases, PyTorch exports and training references) come
 # from ctest's setup tests.
 AVX2_TESTS := ops_test graph_test quantize_test steady_state_alloc_test pytorch_models_test \
-  onnx_conformance_test autodiff_test train_vs_torch_test layers_vs_torch_test trainer_test
+  foreign_models_test onnx_conformance_test autodiff_test train_vs_torch_test layers_vs_torch_test \
+  trainer_test
 test-avx2: build
-	@cd $(BUILD) && ctest -R '^(onnx_cases_generate|pytorch_models_export|torch_train_reference)$$' --output-on-failure >/dev/null
+	@cd $(BUILD) && ctest -R '^(onnx_cases_generate|pytorch_models_export|foreign_models_export|torch_train_reference)$$' --output-on-failure >/dev/null
 	@set -e; for t in $(AVX2_TESTS); do echo "$$t (ONEDNN_MAX_CPU_ISA=AVX2)"; \
 	  ONEDNN_MAX_CPU_ISA=AVX2 $(BUILD)/tests/$$t --gtest_brief=1; done
 

@@ -23,7 +23,9 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-# (label, onnx stem, torch model name, batches, input maker)
+# (label, onnx stem, torch model name or None (no PyTorch peer), batches, input maker). The tf2onnx-
+# style CNNs come from scripts/tf_style_models.py (run.sh writes them): the same network with NHWC
+# input and a Transpose pair around every Conv, and in NCHW.
 CASES = [
     ("MLP 64-256-128-10", "mlp", "mlp", [1, 32], lambda b, r: r.standard_normal((b, 64), dtype=np.float32)),
     ("ResNet-18 224x224", "resnet18", "resnet18", [1, 8], lambda b, r: r.standard_normal((b, 3, 224, 224), dtype=np.float32)),
@@ -36,6 +38,8 @@ CASES = [
     ("Greedy decoder (Loop, cat)", "greedy_decoder", "greedy_decoder", [1, 32], lambda b, r: r.standard_normal((b, 8), dtype=np.float32)),
     # One image per call: torchvision's nms is per image, so the export's batch is 1.
     ("Detector head + NMS", "detector_nms", "detector_nms", [1], lambda b, r: r.standard_normal((1, 3, 32, 32), dtype=np.float32)),
+    ("tf2onnx CNN NHWC 32x32", "tf_cnn_nhwc", None, [1, 32], lambda b, r: r.standard_normal((b, 32, 32, 3), dtype=np.float32)),
+    ("tf2onnx CNN NCHW 32x32", "tf_cnn_nchw", None, [1, 32], lambda b, r: r.standard_normal((b, 3, 32, 32), dtype=np.float32)),
 ]
 
 
@@ -138,10 +142,11 @@ def measure(a):
     res = {(j[0], j[3]): {"dlsys": [], "ort": [], "torch": []} for j in jobs}
     for r in range(a.rounds):
         for label, stem, torch_name, b, model, inp in jobs:
-            log(f"  round {r + 1}/{a.rounds}, {label} batch {b}: dlsys, onnxruntime, pytorch")
+            log(f"  round {r + 1}/{a.rounds}, {label} batch {b}: dlsys, onnxruntime" + (", pytorch" if torch_name else ""))
             res[(label, b)]["dlsys"].append(run.dlsys(model, inp))
             res[(label, b)]["ort"].append(run.ort(model, inp))
-            res[(label, b)]["torch"].append(run.torch(torch_name, inp))
+            if torch_name:
+                res[(label, b)]["torch"].append(run.torch(torch_name, inp))
     hdr = ["model", "batch", "dlsys median ms", "ORT median ms", "PyTorch median ms", "dlsys items/s",
            "ORT items/s", "PyTorch items/s", "dlsys/ORT thr.", "dlsys/PyTorch thr.", "ORT/dlsys b-latency"]
     lines = []
@@ -149,10 +154,10 @@ def measure(a):
         d, o, p = rr["dlsys"], rr["ort"], rr["torch"]
         m = lambda xs, k: med([x[k] for x in xs])  # noqa: E731
         lines.append([label, str(b), f"{m(d, 'median_ms'):.3f}", f"{m(o, 'median_ms'):.3f}",
-                      f"{m(p, 'median_ms'):.3f}", f"{m(d, 'items_per_s'):.1f}", f"{m(o, 'items_per_s'):.1f}",
-                      f"{m(p, 'items_per_s'):.1f}",
+                      f"{m(p, 'median_ms'):.3f}" if p else "-", f"{m(d, 'items_per_s'):.1f}",
+                      f"{m(o, 'items_per_s'):.1f}", f"{m(p, 'items_per_s'):.1f}" if p else "-",
                       ratio_cell([x["items_per_s"] / y["items_per_s"] for x, y in zip(d, o)]),
-                      ratio_cell([x["items_per_s"] / y["items_per_s"] for x, y in zip(d, p)]),
+                      ratio_cell([x["items_per_s"] / y["items_per_s"] for x, y in zip(d, p)]) if p else "-",
                       ratio_cell([y["median_ms"] / x["median_ms"] for x, y in zip(d, o)])])
     print_table(hdr, lines, a.markdown)
     if a.busy:

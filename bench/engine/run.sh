@@ -16,4 +16,7 @@ for stem in encoder_opset17 lstm_bidirectional unet_resize greedy_decoder detect
     break
   fi
 done
+if [ ! -f "$BUILD/models/tf_cnn_nhwc.onnx" ]; then
+  /usr/bin/python3 scripts/tf_style_models.py "$BUILD/models"
+fi
 /usr/bin/python3 "$HERE/compare.py" --dlsys "$BUILD/dlsys" --models "$BUILD/models" --threads 2 "$@"

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <functional>
 #include <random>
 
 #include "graph/onnx_import.h"
@@ -319,6 +320,63 @@ TEST(Optimize, GeluFromErfPatterns) {
   }
 }
 
+// HardSwish as exporters below opset 14 write it. `form`: "hardsigmoid" x * HardSigmoid(x);
+// "div" x * Clip(x + 3, 0, 6) / 6; "mul" (3 + x) * ... * (1/6) with the operands swapped;
+// "inner" x * (Clip(x + 3, 0, 6) / 6). With `conv`, x comes out of a Conv.
+OnnxBuilder hardswish_block(const std::string& form, bool conv = false, float alpha = 1.f / 6) {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 4, 5, 5});
+  b.output("y", kF, {-1, 4, 5, 5});
+  std::string x = "x";
+  if (conv) {
+    b.random_f32("w", {4, 4, 3, 3}, 0.4f, 96);
+    OnnxBuilder::attr_ints(b.node("Conv", {"x", "w"}, {"c"}, "conv"), "pads", {1, 1, 1, 1});
+    x = "c";
+  }
+  b.initializer_f32("zero", {}, {0.f});
+  b.initializer_f32("three", {}, {3.f});
+  b.initializer_f32("six", {}, {6.f});
+  b.initializer_f32("sixth", {}, {1.f / 6});
+  if (form == "hardsigmoid") {
+    OnnxBuilder::attr_float(b.node("HardSigmoid", {x}, {"g"}), "alpha", alpha);
+    b.node("Mul", {"g", x}, {"y"});
+    return b;
+  }
+  b.node(
+      "Add",
+      form == "mul" ? std::vector<std::string>{"three", x} : std::vector<std::string>{x, "three"},
+      {"a"});
+  b.node("Clip", {"a", "zero", "six"}, {"r6"});
+  if (form == "inner") {
+    b.node("Div", {"r6", "six"}, {"g"});
+    b.node("Mul", {x, "g"}, {"y"});
+  } else if (form == "mul") {
+    b.node("Mul", {"r6", x}, {"p"});
+    b.node("Mul", {"sixth", "p"}, {"y"});
+  } else {
+    b.node("Mul", {x, "r6"}, {"p"});
+    b.node("Div", {"p", "six"}, {"y"});
+  }
+  return b;
+}
+
+TEST(Optimize, HardSwishFromItsSpelledOutForms) {
+  for (const char* form : {"hardsigmoid", "div", "mul", "inner"}) {
+    auto s = expect_same_outputs(hardswish_block(form), {2, 4, 5, 5});
+    EXPECT_EQ(count_op(s->graph(), "HardSwish"), 1) << form;
+    EXPECT_EQ(s->graph().nodes.size(), 1u) << form;
+    // After a Conv it becomes the convolution's post-op.
+    s = expect_same_outputs(hardswish_block(form, true), {2, 4, 5, 5});
+    ASSERT_EQ(s->graph().nodes.size(), 1u) << form;
+    EXPECT_EQ(s->graph().nodes[0].op_type, "FusedConv") << form;
+    EXPECT_EQ(s->graph().nodes[0].attrs.at("activation").s, "HardSwish") << form;
+  }
+  // HardSigmoid with another slope (paddle's default 0.2) is not HardSwish's gate.
+  auto s = expect_same_outputs(hardswish_block("hardsigmoid", false, 0.2f), {2, 4, 5, 5});
+  EXPECT_EQ(count_op(s->graph(), "HardSwish"), 0);
+  EXPECT_EQ(count_op(s->graph(), "HardSigmoid"), 1);
+}
+
 TEST(Optimize, F64GeluPatternIsLeftToTheF64Kernels) {
   // Gelu is an f32 kernel: the same pattern in double stays as it is and runs in double.
   constexpr int kD = onnx::TensorProto::DOUBLE;
@@ -535,6 +593,224 @@ TEST(Optimize, GemmWithActivationAndBroadcastResidualFallsBackCorrectly) {
   auto s = expect_same_outputs(b, {3, 4});
   EXPECT_EQ(count_op(s->graph(), "FusedGemm"), 1);
   EXPECT_EQ(count_op(s->graph(), "Sigmoid"), 0);
+}
+
+// tf2onnx's NHWC form of a residual block: a Transpose to NCHW before and one back to NHWC after
+// every Conv, with Relu, a per-channel Mul (a constant [C] on NHWC's last axis), HardSwish as
+// x * HardSigmoid(x), a residual Add of two NHWC values and a mean over H and W (keepdims 0).
+OnnxBuilder nhwc_conv_block() {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 6, 6, 8});
+  b.output("y", kF, {-1, 8});
+  b.random_f32("w1", {8, 8, 3, 3}, 0.3f, 91);
+  b.random_f32("b1", {8}, 0.1f, 92);
+  b.random_f32("w2", {8, 8, 1, 1}, 0.3f, 93);
+  b.random_f32("scale", {8}, 1.f, 94);
+  auto conv = [&](const std::string& in, const std::string& w,
+                  const std::vector<std::string>& extra, const std::string& out) {
+    OnnxBuilder::attr_ints(b.node("Transpose", {in}, {out + "_nchw"}), "perm", {0, 3, 1, 2});
+    std::vector<std::string> ins = {out + "_nchw", w};
+    ins.insert(ins.end(), extra.begin(), extra.end());
+    auto* c = b.node("Conv", ins, {out + "_c"}, out);
+    if (w == "w1") OnnxBuilder::attr_ints(c, "pads", {1, 1, 1, 1});
+    OnnxBuilder::attr_ints(b.node("Transpose", {out + "_c"}, {out}), "perm", {0, 2, 3, 1});
+  };
+  conv("x", "w1", {"b1"}, "c1");
+  b.node("Relu", {"c1"}, {"r1"});
+  b.node("Mul", {"r1", "scale"}, {"s1"});
+  conv("s1", "w2", {}, "c2");
+  auto* hs = b.node("HardSigmoid", {"c2"}, {"g2"});
+  OnnxBuilder::attr_float(hs, "alpha", 1.f / 6);
+  b.node("Mul", {"c2", "g2"}, {"h2"});
+  b.node("Add", {"h2", "r1"}, {"sum"});
+  auto* m = b.node("ReduceMean", {"sum"}, {"y"});
+  OnnxBuilder::attr_ints(m, "axes", {1, 2});
+  OnnxBuilder::attr_int(m, "keepdims", 0);
+  return b;
+}
+
+std::vector<int64_t> perm_of(const Graph& g, const std::string& output) {
+  for (const Node& n : g.nodes)
+    if (n.op_type == "Transpose" && n.outputs[0] == output) return n.attrs.at("perm").ints;
+  return {};
+}
+
+TEST(Optimize, TransposePairsAroundConvolutionsCancel) {
+  {
+    Graph g = import(nhwc_conv_block());
+    ASSERT_EQ(count_op(g, "Transpose"), 4);
+    OptimizeReport r;
+    // Two regions: the first Transpose back to NHWC moves below the Relu and the scale and
+    // cancels the second convolution's input Transpose, but is put back for the residual Add;
+    // then that one and the second convolution's output Transpose meet at the Add and go
+    // below the mean, whose axes are remapped (1, 2 -> 2, 3) with nothing left to transpose.
+    EXPECT_EQ(eliminate_transposes(&g, &r), 2);
+    EXPECT_EQ(count_op(g, "Transpose"), 1);
+    EXPECT_EQ(perm_of(g, "c1_nchw"), (std::vector<int64_t>{0, 3, 1, 2}));  // the input's
+    ASSERT_EQ(r.rewrites.size(), 2u);
+    EXPECT_NE(r.rewrites[0].find(": 1 fewer Transpose"), std::string::npos) << r.rewrites[0];
+    EXPECT_NE(r.rewrites[1].find(": 2 fewer Transposes"), std::string::npos) << r.rewrites[1];
+    for (const Node& n : g.nodes)
+      if (n.op_type == "ReduceMean") {
+        EXPECT_EQ(n.attrs.at("axes").ints, (std::vector<int64_t>{2, 3}));
+      }
+    // The scale is stored permuted onto the channel axis of NCHW.
+    for (const Node& n : g.nodes)
+      if (n.op_type == "Mul" && n.inputs[0] == "r1_untransposed") {
+        EXPECT_EQ(g.initializers.at(n.inputs[1]).shape(), (Shape{1, 8, 1, 1}));
+      }
+  }
+  // With every pass: the block is the NCHW one behind the input's Transpose, the Relu and the
+  // HardSwish fused into the convolutions.
+  auto s = expect_same_outputs(nhwc_conv_block(), {3, 6, 6, 8});
+  const Graph& g = s->graph();
+  EXPECT_EQ(count_op(g, "Transpose"), 1);
+  EXPECT_EQ(count_op(g, "FusedConv"), 2);
+  EXPECT_EQ(count_op(g, "Relu") + count_op(g, "HardSigmoid"), 0);
+}
+
+// One Transpose and a reader of its output (x: [N, 4, 5, 6]).
+OnnxBuilder transposes(const std::vector<int64_t>& p, const std::function<void(OnnxBuilder&)>& rest,
+                       std::vector<int64_t> out_dims = {-1, 4, 5, 6}) {
+  OnnxBuilder b;
+  b.input("x", kF, {-1, 4, 5, 6});
+  b.output("y", kF, out_dims);
+  OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"t"}, "first"), "perm", p);
+  rest(b);
+  return b;
+}
+
+TEST(Optimize, ConsecutiveTransposesCompose) {
+  // Inverse permutations: both go, the Relu reads x.
+  auto inverse = transposes({0, 2, 3, 1}, [](OnnxBuilder& b) {
+    OnnxBuilder::attr_ints(b.node("Transpose", {"t"}, {"u"}), "perm", {0, 3, 1, 2});
+    b.node("Relu", {"u"}, {"y"});
+  });
+  auto s = expect_same_outputs(inverse, {2, 4, 5, 6});
+  EXPECT_EQ(count_op(s->graph(), "Transpose"), 0);
+  // Not inverse: one Transpose by the composed permutation ((0,2,3,1) twice is (0,3,1,2)).
+  auto twice =
+      transposes({0, 2, 3, 1},
+                 [](OnnxBuilder& b) {
+                   OnnxBuilder::attr_ints(b.node("Transpose", {"t"}, {"y"}), "perm", {0, 2, 3, 1});
+                 },
+                 {-1, 6, 4, 5});
+  s = expect_same_outputs(twice, {2, 4, 5, 6});
+  EXPECT_EQ(count_op(s->graph(), "Transpose"), 1);
+  EXPECT_EQ(perm_of(s->graph(), "y"), (std::vector<int64_t>{0, 3, 1, 2}));
+  // The same through a Sigmoid and a Clip: the Transposes move below them.
+  auto through =
+      transposes({0, 2, 3, 1},
+                 [](OnnxBuilder& b) {
+                   b.initializer_f32("lo", {}, {-0.5f});
+                   b.initializer_f32("hi", {}, {0.5f});
+                   b.node("Sigmoid", {"t"}, {"sg"});
+                   b.node("Clip", {"sg", "lo", "hi"}, {"cl"});
+                   OnnxBuilder::attr_ints(b.node("Transpose", {"cl"}, {"y"}), "perm", {0, 2, 3, 1});
+                 },
+                 {-1, 6, 4, 5});
+  s = expect_same_outputs(through, {2, 4, 5, 6});
+  EXPECT_EQ(count_op(s->graph(), "Transpose"), 1);
+  EXPECT_EQ(s->graph().nodes.back().op_type, "Transpose");
+}
+
+TEST(Optimize, TransposeBeforeReductionsGetsItsAxesRemapped) {
+  // GlobalAveragePool of H and W swapped, swapped back: a ReduceMean over x's H and W.
+  auto pool =
+      transposes({0, 1, 3, 2},
+                 [](OnnxBuilder& b) {
+                   b.node("GlobalAveragePool", {"t"}, {"p"});
+                   OnnxBuilder::attr_ints(b.node("Transpose", {"p"}, {"y"}), "perm", {0, 1, 3, 2});
+                 },
+                 {-1, 4, 1, 1});
+  auto s = expect_same_outputs(pool, {2, 4, 5, 6});
+  EXPECT_EQ(count_op(s->graph(), "Transpose"), 0);
+  EXPECT_EQ(count_op(s->graph(), "ReduceMean"), 1);
+  // After NHWC's Relu: a mean over H and W with keepdims 0 ("mean"), or with keepdims 1 and a
+  // Squeeze of H and W ("squeeze"): what is left, [N, C], is in x's order, no Transpose stays.
+  // "unordered": a max over W, squeezed, leaves [N, H, C] of NHWC, which x's [N, C, H] gives
+  // only through a Transpose (0, 2, 1); with the Relu also read back in NCHW (through the
+  // inverse Transpose, into a second output), the rewrite still saves one.
+  for (const char* kind : {"mean", "squeeze", "unordered"}) {
+    std::string k = kind;
+    std::vector<int64_t> dims =
+        k == "unordered" ? std::vector<int64_t>{-1, 5, 4} : std::vector<int64_t>{-1, 4};
+    auto reduce = transposes(
+        {0, 2, 3, 1},
+        [&](OnnxBuilder& b) {
+          b.node("Relu", {"t"}, {"r"});
+          if (k == "mean") {
+            auto* m = b.node("ReduceMean", {"r"}, {"y"});
+            OnnxBuilder::attr_ints(m, "axes", {1, 2});
+            OnnxBuilder::attr_int(m, "keepdims", 0);
+          } else if (k == "squeeze") {
+            OnnxBuilder::attr_ints(b.node("ReduceMean", {"r"}, {"m"}), "axes", {1, 2});
+            b.initializer_i64("axes", {2}, {1, 2});
+            b.node("Squeeze", {"m", "axes"}, {"y"});
+          } else {
+            OnnxBuilder::attr_ints(b.node("ReduceMax", {"r"}, {"m"}), "axes", {2});
+            b.initializer_i64("axes", {1}, {-2});
+            b.node("Squeeze", {"m", "axes"}, {"y"});
+            b.output("back", kF, {-1, 4, 5, 6});
+            OnnxBuilder::attr_ints(b.node("Transpose", {"r"}, {"rb"}), "perm", {0, 3, 1, 2});
+            b.node("Sigmoid", {"rb"}, {"back"});
+          }
+        },
+        dims);
+    Graph g = import(reduce);
+    EXPECT_EQ(eliminate_transposes(&g, nullptr), 1) << k;
+    EXPECT_EQ(count_op(g, "Transpose"), k == "unordered" ? 1 : 0) << k;
+    if (k == "unordered") {
+      EXPECT_EQ(perm_of(g, "y"), (std::vector<int64_t>{0, 2, 1}));
+    }
+    expect_same_outputs(reduce, {2, 4, 5, 6});
+  }
+}
+
+TEST(Optimize, TransposesThatMustStay) {
+  // The Transpose's output is also read in its layout (a MatMul over NHWC's last axis) and by a
+  // Relu that is a graph output: nothing cancels, nothing changes.
+  auto two_readers = transposes({0, 2, 3, 1},
+                                [](OnnxBuilder& b) {
+                                  b.output("z", kF, {-1, 5, 6, 3});
+                                  b.random_f32("w", {4, 3}, 0.5f, 95);
+                                  b.node("Relu", {"t"}, {"y"});
+                                  b.node("MatMul", {"t", "w"}, {"z"});
+                                },
+                                {-1, 5, 6, 4});
+  {
+    Graph g = import(two_readers);
+    EXPECT_EQ(eliminate_transposes(&g, nullptr), 0);
+    EXPECT_EQ(count_op(g, "Transpose"), 1);
+  }
+  expect_same_outputs(two_readers, {2, 4, 5, 6});
+  // Same, with an inverse Transpose beside the MatMul: that pair cancels, the first Transpose
+  // stays for the MatMul.
+  auto with_inverse = transposes({0, 2, 3, 1}, [](OnnxBuilder& b) {
+    b.output("z", kF, {-1, 5, 6, 3});
+    b.random_f32("w", {4, 3}, 0.5f, 95);
+    OnnxBuilder::attr_ints(b.node("Transpose", {"t"}, {"u"}), "perm", {0, 3, 1, 2});
+    b.node("Relu", {"u"}, {"y"});
+    b.node("MatMul", {"t", "w"}, {"z"});
+  });
+  auto s = expect_same_outputs(with_inverse, {2, 4, 5, 6});
+  EXPECT_EQ(count_op(s->graph(), "Transpose"), 1);
+  EXPECT_EQ(perm_of(s->graph(), "t"), (std::vector<int64_t>{0, 2, 3, 1}));
+  // An Add of two differently transposed values, and of a transposed and a plain one (x is
+  // [N, 4, 4, 4]): neither side can take the other's layout.
+  for (bool plain : {false, true}) {
+    OnnxBuilder b;
+    b.input("x", kF, {-1, 4, 4, 4});
+    b.output("y", kF, {-1, 4, 4, 4});
+    OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"a"}), "perm", {0, 2, 3, 1});
+    if (!plain) OnnxBuilder::attr_ints(b.node("Transpose", {"x"}, {"c"}), "perm", {0, 3, 1, 2});
+    b.node("Add", {"a", plain ? "x" : "c"}, {"s"});
+    OnnxBuilder::attr_ints(b.node("Transpose", {"s"}, {"y"}), "perm", {0, 3, 1, 2});
+    Graph g = import(b);
+    EXPECT_EQ(eliminate_transposes(&g, nullptr), 0) << plain;
+    EXPECT_EQ(count_op(g, "Transpose"), plain ? 2 : 3) << plain;
+    expect_same_outputs(b, {2, 4, 4, 4});
+  }
 }
 
 TEST(Optimize, CleanupPasses) {

@@ -36,10 +36,16 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
     // Drops what the passes above disconnected: its readers would fail single-use checks.
     changes += run("DeadNodeElimination", eliminate_dead_nodes(g, &r));
     if (opts.fuse) {
+      // Before every fusion: NHWC exports put a Transpose between each Conv and its BN, Add or
+      // activation; after the cleanup, so that constants (Clip bounds, per-channel scales,
+      // Squeeze axes) are initializers.
+      changes += run("TransposeElimination", eliminate_transposes(g, &r));
       // Before the epilogue fusions: BN sits between a Conv and its Add/Relu.
       changes += run("ConvBatchNormFolding", fold_conv_batchnorm(g, &r));
       // Before ActivationFusion, which then takes the Gelu into its producer.
       changes += run("GeluFusion", fuse_gelu(g, &r));
+      // x * HardSigmoid(x) and x * relu6(x + 3) / 6 -> HardSwish, for ActivationFusion likewise.
+      changes += run("HardSwishFusion", fuse_hardswish(g, &r));
       // One LayerNormalization kernel instead of nine element-wise ops.
       changes += run("LayerNormFusion", fuse_layernorm(g, &r));
       // Before ResidualAddFusion, which would take an unscaled scores MatMul + mask Add.

@@ -48,8 +48,13 @@ int fold_constants(Graph* g, int64_t max_bytes, OptimizeReport* report,
 int eliminate_identities(Graph* g, OptimizeReport* report);
 int eliminate_common_subexpressions(Graph* g, OptimizeReport* report);
 int eliminate_dead_nodes(Graph* g, OptimizeReport* report);
+// TransposeElimination: Transposes moved down past element-wise ops, reductions and Squeeze
+// until they meet their inverse and cancel (the pairs NHWC exporters put around convolutions);
+// rewrites only where that leaves fewer Transposes. Returns the number of regions rewritten.
+int eliminate_transposes(Graph* g, OptimizeReport* report);
 int fold_conv_batchnorm(Graph* g, OptimizeReport* report);
 int fuse_gelu(Graph* g, OptimizeReport* report);
+int fuse_hardswish(Graph* g, OptimizeReport* report);
 int fuse_layernorm(Graph* g, OptimizeReport* report);
 int fuse_attention(Graph* g, OptimizeReport* report);
 int fuse_matmul_bias(Graph* g, OptimizeReport* report);
