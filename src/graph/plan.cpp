@@ -1,7 +1,10 @@
 #include "graph/plan.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <unordered_map>
@@ -51,6 +54,7 @@ class PlannedSubgraph : public SubgraphRunner {
     }
     PlanOptions o = opts;
     o.training = false;
+    o.tune_threads = false;
     auto plan = Plan::build(r->graph_, shapes, fixed, o);
     if (!plan.ok())
       return plan.status().with_context(
@@ -302,7 +306,9 @@ Status Plan::Builder::split_before(size_t k) {
     c.from_slots.push_back(id);
   }
   c.ins.resize(c.from_slots.size());
-  c.plans = std::make_unique<PlanCache>(r, opts_);
+  PlanOptions rest_opts = opts_;
+  rest_opts.tune_threads = false;  // its runs are timed as part of this plan's
+  c.plans = std::make_unique<PlanCache>(r, rest_opts);
   plan_memory(c.from_slots);
   return Status::OK();
 }
@@ -663,8 +669,33 @@ Result<std::unique_ptr<Plan>> Plan::build(const Graph& g, const std::vector<Shap
   return plan;
 }
 
+static bool adaptive_threads_enabled() {
+  static const bool on = [] {
+    const char* e = std::getenv("DLSYS_ADAPTIVE_THREADS");
+    return !(e && std::string(e) == "0");
+  }();
+  return on;
+}
+
 Status Plan::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
                  std::vector<int64_t>* step_ns) {
+  if (!opts_.tune_threads || opts_.training || step_ns || !adaptive_threads_enabled())
+    return run_steps(inputs, outputs, step_ns);
+  const int max = omp_get_max_threads();
+  const int threads = tuner_.next(max);
+  if (threads != max) omp_set_num_threads(threads);
+  const auto t0 = std::chrono::steady_clock::now();
+  Status st = run_steps(inputs, outputs, step_ns);
+  const int64_t ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  if (threads != max) omp_set_num_threads(max);
+  if (st.ok()) tuner_.record(threads, ns);
+  return st;
+}
+
+Status Plan::run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
+                       std::vector<int64_t>* step_ns) {
   if (inputs.size() != input_slots_.size())
     return Status::Invalid("plan expects {} inputs, got {}", input_slots_.size(), inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "graph/ir.h"
+#include "graph/thread_tuner.h"
 #include "ops/kernel.h"
 
 namespace dlsys {
@@ -33,6 +34,12 @@ struct PlanOptions {
   // The graph is a training step (forward, loss and gradients): kernels may choose layouts
   // that let forward and gradient kernels share input conversions (BuildContext::training).
   bool training = false;
+  // An inference plan picks its OpenMP thread count (1 up to the caller's omp_get_max_threads())
+  // by timing its runs (graph/thread_tuner.h). Off for training (the thread count changes
+  // summation orders, and resumed runs must repeat), for subgraphs and continuations (their
+  // time is part of the plan that runs them), for serving (model_runner.cpp says why), and with
+  // DLSYS_ADAPTIVE_THREADS=0.
+  bool tune_threads = true;
 };
 
 // What the plan knows of one graph node, for `inspect` and profiling.
@@ -77,7 +84,8 @@ class Plan {
   // `outputs` receives one tensor per graph output: views of plan-owned buffers, valid until the
   // next run. With `step_ns`, it receives the wall time of each step (size num_steps(); a
   // continuation's steps are not timed).
-  // Not thread-safe: one run at a time per plan.
+  // Not thread-safe: one run at a time per plan. An inference plan may run with fewer OpenMP
+  // threads than the calling thread's setting (PlanOptions::tune_threads), which it restores.
   Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
              std::vector<int64_t>* step_ns = nullptr);
 
@@ -98,6 +106,8 @@ class Plan {
   // Bytes of the activation arena (kept for callers of the first version).
   size_t activation_bytes() const { return memory_.arena_bytes; }
   const PlanOptions& options() const { return opts_; }
+  // The thread count the tuner settled on (0: still trying, or tuning is off).
+  int tuned_threads() const { return tuner_.chosen(); }
 
  private:
   struct Slot {
@@ -117,6 +127,9 @@ class Plan {
     std::vector<const Tensor*> in;
     std::vector<Tensor*> out;
   };
+  // run() without the thread tuning.
+  Status run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
+                   std::vector<int64_t>* step_ns);
   class Builder;        // Plan::build's stages (plan.cpp)
   struct Continuation;  // the graph after the split, and its plans (plan.cpp)
   int root_of(int slot) const { return slots_[slot].alias_of >= 0 ? slots_[slot].alias_of : slot; }
@@ -133,6 +146,7 @@ class Plan {
   Tensor arena_;
   MemoryPlanStats memory_;
   std::unique_ptr<Continuation> rest_;
+  ThreadTuner tuner_;
   bool dynamic_outputs_ = false;  // a graph output is a dynamic output (no continuation)
 };
 

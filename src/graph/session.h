@@ -17,8 +17,10 @@ namespace dlsys {
 struct SessionOptions {
   int threads = 0;  // 0: OpenMP's default (all cores)
   Precision precision = Precision::kF32;
-  bool training = false;   // plans run training steps (PlanOptions::training)
-  bool optimize = true;    // run the graph rewrite passes (graph/passes/optimize.h) once at open
+  bool training = false;  // plans run training steps (PlanOptions::training)
+  bool optimize = true;   // run the graph rewrite passes (graph/passes/optimize.h) once at open
+  // Inference plans pick their thread count by timing their runs (PlanOptions::tune_threads).
+  bool tune_threads = true;
   OptimizeOptions passes;  // which passes, when optimize is on
 };
 
