@@ -14,10 +14,10 @@ mkdir -p "$DIR"
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "1/7 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
-if [ ! -f "$DIR/resnet18.onnx" ]; then
-  /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18
+if [ ! -f "$DIR/resnet18.onnx" ] || [ ! -f "$DIR/detector_nms.onnx" ]; then
+  /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18 detector_nms
 else
-  echo "already exported: $DIR/resnet18.onnx"
+  echo "already exported: $DIR/resnet18.onnx, $DIR/detector_nms.onnx"
 fi
 
 step "2/7 dlsys inspect"
@@ -33,6 +33,20 @@ rel = np.abs(got - ref).max() / np.abs(ref).max()
 same = (got.argmax(1) == ref.argmax(1)).all()
 print(f"dlsys vs PyTorch: max error {rel:.2e} of the output scale, top-1 {'identical' if same else 'DIFFERENT'}")
 sys.exit(0 if rel <= 1e-4 and same else 1)
+PY
+
+# A detector head: NonMaxSuppression keeps a number of boxes known only while running, so the
+# plan stops there and the rest is planned per count when a run gets there.
+echo "a detector head with NonMaxSuppression on the boxes it computes (output length known only while running):"
+"$DLSYS" inspect --plan "$DIR/detector_nms.onnx" | grep -E "NonMaxSuppression|^then:"
+"$DLSYS" run "$DIR/detector_nms.onnx" --input input="$DIR/detector_nms.input.npy" --output-dir "$DIR/out_det" --threads 2 >/dev/null
+/usr/bin/python3 - "$DIR" <<'PY'
+import sys, numpy as np
+d = sys.argv[1]
+got, ref = np.load(f"{d}/out_det/logits.npy"), np.load(f"{d}/detector_nms.output.npy")
+ok = got.shape == ref.shape and np.abs(got - ref).max() <= 1e-4 * np.abs(ref).max()
+print(f"detector: dlsys kept {got.shape[0]} boxes, PyTorch {ref.shape[0]}; boxes and scores {'match' if ok else 'DIFFER'}")
+sys.exit(0 if ok else 1)
 PY
 
 step "4/7 dlsys bench (batch 8, 2 threads)"
