@@ -114,11 +114,15 @@ Result<KernelPtr> build_kernel(const OpSchema& schema, BuildContext& ctx) {
         schema.composite_inputs == ~0u || (i < 32 && (schema.composite_inputs >> i & 1u));
     if (ctx.has_input(i) && dtype_is_composite(ctx.in_dtype(i)) && !allowed)
       return ctx.unsupported(
-          "input {} is a {} value (a {}); {} takes a tensor there (only the Sequence*, "
-          "Optional*, SplitToSequence, ConcatFromSequence, Identity, If and Loop ops take "
-          "sequences and optionals)",
+          "input {} is a {} value (a {}); {} takes a tensor there (the ops that take sequences "
+          "and optionals: {})",
           i, dtype_name(ctx.in_dtype(i)),
-          dtype_is_sequence(ctx.in_dtype(i)) ? "sequence" : "optional", ctx.op_type());
+          dtype_is_sequence(ctx.in_dtype(i)) ? "sequence" : "optional", ctx.op_type(), [] {
+            std::string list;
+            for (const auto& n : registry().names())
+              if (registry().find(n)->composite_inputs) list += (list.empty() ? "" : ", ") + n;
+            return list;
+          }());
   }
   DLSYS_ASSIGN_OR_RETURN(KernelPtr k, schema.build(ctx));
   if (!schema.composite_outputs)

@@ -321,8 +321,14 @@ Result<KernelPtr> build_sequence_map(BuildContext& ctx) {
     }
     descs.push_back(d);
   }
+  bool placeholders = false;
+  for (size_t i = 0; i < n_in; ++i) placeholders = placeholders || (is_seq[i] && !ctx.in_value(i));
   auto planned = ctx.plan_subgraph(*a->g, descs);
-  if (!planned.ok()) return planned.status().with_context("body");
+  if (!planned.ok())
+    return planned.status().with_context(
+        placeholders ? "body (planned for rank-0 items: the sequences' items are known only when "
+                       "the node runs)"
+                     : "body");
   std::unique_ptr<SubgraphRunner> body = std::move(planned).value();
   for (size_t k = 0; k < ctx.num_outputs(); ++k) {
     const DType odt = body->output_dtypes()[k];
