@@ -77,13 +77,13 @@ Tensor Tensor::wrap(DType dtype, const Shape& shape, void* data) {
 
 Tensor Tensor::from_f32(const Shape& shape, const float* values) {
   Tensor t = empty(DType::kF32, shape);
-  std::memcpy(t.data_, values, t.nbytes());
+  if (t.nbytes()) std::memcpy(t.data_, values, t.nbytes());  // `values` may be null when empty
   return t;
 }
 
 Tensor Tensor::from_i64(const Shape& shape, const int64_t* values) {
   Tensor t = empty(DType::kI64, shape);
-  std::memcpy(t.data_, values, t.nbytes());
+  if (t.nbytes()) std::memcpy(t.data_, values, t.nbytes());  // `values` may be null when empty
   return t;
 }
 
