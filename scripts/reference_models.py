@@ -4,6 +4,7 @@ Imported by export_models.py (ONNX export + reference outputs) and bench/engine/
 (the PyTorch peer). Weights are random but seeded: nothing is downloaded.
 """
 import math
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -133,6 +134,22 @@ class ScriptedControl(nn.Module):
         return y
 
 
+class ScriptedList(nn.Module):
+    """A list appended to in a scripted `for` and stacked after it: torch.onnx.export makes the
+    list a Loop-carried sequence (SequenceEmpty before the Loop, SequenceInsert in its body) and
+    the stack a ConcatFromSequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.Linear(8, 8)
+
+    def forward(self, x):
+        outs: List[torch.Tensor] = []
+        for t in range(x.size(1)):
+            outs.append(torch.tanh(self.cell(x[:, t])))
+        return torch.stack(outs, 1).sum(1)
+
+
 def randomize_batchnorm(model):
     """Random running statistics and affine parameters, so BatchNorm is not the identity."""
     g = torch.Generator().manual_seed(1)
@@ -173,6 +190,9 @@ def build(name):
     if name == "scripted_control":
         m = torch.jit.script(ScriptedControl().eval())
         return m, (lambda b: torch.randn(b, 6, 8)), {0: "batch", 1: "seq"}
+    if name == "scripted_list":
+        m = torch.jit.script(ScriptedList().eval())
+        return m, (lambda b: torch.randn(b, 5, 8)), {0: "batch", 1: "seq"}
     raise ValueError(f"unknown model {name}")
 
 
@@ -187,6 +207,7 @@ EXPORTS = [
     ("gru_bidirectional", "gru", 17),
     ("unet_resize", "unet", 17),
     ("scripted_control", "scripted_control", 17),
+    ("scripted_list", "scripted_list", 17),
     # Older opsets, which dlsys upgrades to 13 on import with ONNX's version converter.
     ("mlp_opset9", "mlp", 9),
     ("mlp_opset11", "mlp", 11),

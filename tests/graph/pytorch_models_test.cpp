@@ -1,7 +1,9 @@
 // Models exported from PyTorch by scripts/export_models.py (an MLP, torchvision's ResNet-18 and
 // MobileNetV2, a transformer encoder at opsets 14 and 17, bidirectional 2-layer LSTM and GRU
 // classifiers, a U-Net-style segmenter with Resize; the MLP and ResNet-18 also at opsets 9 and 11
-// and the encoder at 11, which dlsys upgrades to 13 on import): dlsys's outputs must match
+// and the encoder at 11, which dlsys upgrades to 13 on import; TorchScript-scripted models with
+// a `for` and an `if`, and with a list appended to in a `for` and stacked, exported as a Loop
+// carrying a sequence and ConcatFromSequence): dlsys's outputs must match
 // PyTorch's within 1e-4 relative to the output's scale (max |dlsys - torch| <= 1e-4 * max |torch|).
 #include <gtest/gtest.h>
 
@@ -137,8 +139,9 @@ INSTANTIATE_TEST_SUITE_P(Exported, PyTorchModel,
                          ::testing::Values("mlp", "resnet18", "mobilenetv2", "encoder_opset14",
                                            "encoder_opset17", "lstm_bidirectional",
                                            "gru_bidirectional", "unet_resize", "scripted_control",
-                                           "mlp_opset9", "mlp_opset11", "resnet18_opset9",
-                                           "resnet18_opset11", "encoder_opset11"));
+                                           "scripted_list", "mlp_opset9", "mlp_opset11",
+                                           "resnet18_opset9", "resnet18_opset11",
+                                           "encoder_opset11"));
 
 }  // namespace
 }  // namespace dlsys
