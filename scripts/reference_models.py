@@ -4,6 +4,7 @@ Imported by export_models.py (ONNX export + reference outputs) and bench/engine/
 (the PyTorch peer). Weights are random but seeded: nothing is downloaded.
 """
 import math
+from typing import List
 
 import torch
 import torch.nn as nn
@@ -191,6 +192,20 @@ class DetectorHead(nn.Module):
         boxes = torch.cat([ctr - half, ctr + half], 1)
         keep = torchvision.ops.nms(boxes, s, 0.3)
         return torch.cat([boxes[keep], s[keep].unsqueeze(1)], 1)
+class ScriptedList(nn.Module):
+    """A list appended to in a scripted `for` and stacked after it: torch.onnx.export makes the
+    list a Loop-carried sequence (SequenceEmpty before the Loop, SequenceInsert in its body) and
+    the stack a ConcatFromSequence."""
+
+    def __init__(self):
+        super().__init__()
+        self.cell = nn.Linear(8, 8)
+
+    def forward(self, x):
+        outs: List[torch.Tensor] = []
+        for t in range(x.size(1)):
+            outs.append(torch.tanh(self.cell(x[:, t])))
+        return torch.stack(outs, 1).sum(1)
 
 
 def randomize_batchnorm(model):
@@ -239,6 +254,9 @@ def build(name):
     if name == "detector_nms":
         m = DetectorHead()
         return m.eval(), (lambda b: torch.randn(1, 3, 32, 32)), {}
+    if name == "scripted_list":
+        m = torch.jit.script(ScriptedList().eval())
+        return m, (lambda b: torch.randn(b, 5, 8)), {0: "batch", 1: "seq"}
     raise ValueError(f"unknown model {name}")
 
 
@@ -258,6 +276,7 @@ EXPORTS = [
     ("scripted_control", "scripted_control", 17),
     ("greedy_decoder", "greedy_decoder", 17),
     ("detector_nms", "detector_nms", 17),
+    ("scripted_list", "scripted_list", 17),
     # Older opsets, which dlsys upgrades to 13 on import with ONNX's version converter.
     ("mlp_opset9", "mlp", 9),
     ("mlp_opset11", "mlp", 11),

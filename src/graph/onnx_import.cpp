@@ -2,6 +2,7 @@
 
 #include <onnx/checker.h>
 #include <onnx/defs/schema.h>
+#include <onnx/onnx-data.pb.h>
 #include <onnx/onnx_pb.h>
 
 #include <algorithm>
@@ -117,22 +118,63 @@ Result<Tensor> tensor_from_proto(const onnx::TensorProto& p, const std::string& 
   return out;
 }
 
+// The dlsys dtype of an ONNX type: a tensor's element type, or a composite for a sequence of
+// tensors, an optional tensor and an optional sequence of tensors (tensor/dtype.h). Sets
+// *untyped when an element type is left out (0, or no type at all).
+Result<DType> dtype_from_type_proto(const onnx::TypeProto& t, const std::string& what,
+                                    bool* untyped) {
+  if (t.has_tensor_type()) {
+    if (t.tensor_type().elem_type() == 0) {
+      *untyped = true;
+      return DType::kF32;
+    }
+    auto dt = dtype_from_onnx(t.tensor_type().elem_type());
+    if (!dt.ok()) return dt.status().with_context(what);
+    return dt.value();
+  }
+  if (t.has_sequence_type() || t.has_optional_type()) {
+    const bool seq = t.has_sequence_type();
+    if (!(seq ? t.sequence_type().has_elem_type() : t.optional_type().has_elem_type())) {
+      *untyped = true;
+      return DType::kF32;
+    }
+    const onnx::TypeProto& e = seq ? t.sequence_type().elem_type() : t.optional_type().elem_type();
+    DLSYS_ASSIGN_OR_RETURN(DType inner, dtype_from_type_proto(e, what, untyped));
+    if (dtype_is_optional(inner) || (seq && dtype_is_sequence(inner)))
+      return Status::Unsupported(
+          "{} is a {} of {}: dlsys holds sequences of tensors, optional tensors and optional "
+          "sequences of tensors",
+          what, seq ? "sequence" : "optional", dtype_name(inner));
+    return seq ? sequence_of(inner) : optional_of(inner);
+  }
+  return Status::Unsupported(
+      "{} is not a tensor, a sequence of tensors or an optional (maps and sparse tensors are not "
+      "supported)",
+      what);
+}
+
 // `untyped_ok`: a subgraph's value may leave its type out (it is the outer value's, known when
 // the node is planned); it is then f32 without a shape here.
 Result<ValueInfo> value_info_from_proto(const onnx::ValueInfoProto& v, const std::string& where,
                                         bool untyped_ok = false) {
   ValueInfo vi;
   vi.name = v.name();
-  if (untyped_ok &&
-      (!v.has_type() || (v.type().has_tensor_type() && v.type().tensor_type().elem_type() == 0)))
+  if (untyped_ok && !v.has_type()) return vi;
+  bool untyped = false;
+  auto dt =
+      dtype_from_type_proto(v.type(), fmt::format("{}: value '{}'", where, v.name()), &untyped);
+  if (!dt.ok()) return dt.status();
+  if (untyped && untyped_ok) return vi;
+  if (!v.type().has_tensor_type()) {
+    if (untyped) return Status::Invalid("{}: value '{}' has no element type", where, v.name());
+    vi.dtype = dt.value();  // a sequence or optional: rank 0, one list
+    vi.has_shape = true;
     return vi;
-  if (!v.type().has_tensor_type())
-    return Status::Unsupported(
-        "{}: value '{}' is not a tensor (sequences and maps are not supported)", where, v.name());
+  }
   const auto& tt = v.type().tensor_type();
-  auto dt = dtype_from_onnx(tt.elem_type());
-  if (!dt.ok()) return dt.status().with_context(fmt::format("{}: value '{}'", where, v.name()));
-  vi.dtype = dt.value();
+  auto edt = dtype_from_onnx(tt.elem_type());
+  if (!edt.ok()) return edt.status().with_context(fmt::format("{}: value '{}'", where, v.name()));
+  vi.dtype = edt.value();
   if (tt.has_shape()) {
     vi.has_shape = true;
     for (const auto& d : tt.shape().dim()) {
@@ -185,6 +227,17 @@ Result<Attribute> attribute_from_proto(const onnx::AttributeProto& a, const std:
     case A::GRAPHS:
       out.kind = Attribute::Kind::kGraph;
       break;
+    case A::TYPE_PROTO: {
+      // Optional's `type`: kept as the dlsys dtype's code (an INT attribute).
+      bool untyped = false;
+      auto dt = dtype_from_type_proto(a.tp(), where + ": attribute '" + a.name() + "'", &untyped);
+      if (!dt.ok()) return dt.status();
+      if (untyped)
+        return Status::Invalid("{}: attribute '{}' has no element type", where, a.name());
+      out.kind = Attribute::Kind::kInt;
+      out.i = static_cast<int64_t>(dt.value());
+      break;
+    }
     default:
       out.kind = Attribute::Kind::kOther;
       break;
@@ -235,6 +288,68 @@ Result<Tensor> parse_onnx_tensor(const std::string& bytes, const std::string& wh
   if (!p.ParseFromString(bytes))
     return Status::Invalid("{}: not a serialized ONNX TensorProto", where);
   return tensor_from_proto(p, where);
+}
+
+namespace {
+Result<Tensor> sequence_from_proto(const onnx::SequenceProto& p, DType declared,
+                                   const std::string& where);
+
+Result<Tensor> optional_from_proto(const onnx::OptionalProto& p, DType declared,
+                                   const std::string& where) {
+  const DType inner = element_dtype(declared);
+  if (p.elem_type() == onnx::OptionalProto::UNDEFINED) return Tensor::optional(inner, nullptr);
+  if (dtype_is_sequence(inner)) {
+    if (p.elem_type() != onnx::OptionalProto::SEQUENCE)
+      return Status::Invalid("{}: the optional holds element type {}, {} was declared", where,
+                             p.elem_type(), dtype_name(declared));
+    DLSYS_ASSIGN_OR_RETURN(Tensor s, sequence_from_proto(p.sequence_value(), inner, where));
+    return Tensor::optional(inner, &s);
+  }
+  if (p.elem_type() != onnx::OptionalProto::TENSOR)
+    return Status::Invalid("{}: the optional holds element type {}, {} was declared", where,
+                           p.elem_type(), dtype_name(declared));
+  DLSYS_ASSIGN_OR_RETURN(Tensor t, tensor_from_proto(p.tensor_value(), where));
+  if (t.dtype() != inner)
+    return Status::Invalid("{}: the optional holds a {} tensor, {} was declared", where,
+                           dtype_name(t.dtype()), dtype_name(declared));
+  return Tensor::optional(inner, &t);
+}
+
+Result<Tensor> sequence_from_proto(const onnx::SequenceProto& p, DType declared,
+                                   const std::string& where) {
+  const DType elem = element_dtype(declared);
+  if (p.elem_type() != onnx::SequenceProto::TENSOR && p.tensor_values_size() + p.elem_type() > 0)
+    return Status::Unsupported(
+        "{}: a sequence of element type {}; dlsys reads sequences of tensors", where,
+        p.elem_type());
+  std::vector<Tensor> items;
+  for (int i = 0; i < p.tensor_values_size(); ++i) {
+    DLSYS_ASSIGN_OR_RETURN(Tensor t,
+                           tensor_from_proto(p.tensor_values(i), fmt::format("{}[{}]", where, i)));
+    if (t.dtype() != elem)
+      return Status::Invalid("{}: item {} is {}, the sequence is declared {}", where, i,
+                             dtype_name(t.dtype()), dtype_name(declared));
+    items.push_back(std::move(t));
+  }
+  return Tensor::sequence(elem, std::move(items));
+}
+}  // namespace
+
+Result<Tensor> parse_onnx_value(const std::string& bytes, DType declared,
+                                const std::string& where) {
+  if (dtype_is_sequence(declared)) {
+    onnx::SequenceProto p;
+    if (!p.ParseFromString(bytes))
+      return Status::Invalid("{}: not a serialized ONNX SequenceProto", where);
+    return sequence_from_proto(p, declared, where);
+  }
+  if (dtype_is_optional(declared)) {
+    onnx::OptionalProto p;
+    if (!p.ParseFromString(bytes))
+      return Status::Invalid("{}: not a serialized ONNX OptionalProto", where);
+    return optional_from_proto(p, declared, where);
+  }
+  return parse_onnx_tensor(bytes, where);
 }
 
 Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& where) {

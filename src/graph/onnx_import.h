@@ -15,5 +15,9 @@ Result<Graph> import_onnx_file(const std::string& path);
 Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& where);
 // Parses a serialized onnx.TensorProto (as in the conformance cases' .pb files).
 Result<Tensor> parse_onnx_tensor(const std::string& bytes, const std::string& where);
+// Parses a value of dtype `declared`: a serialized onnx.SequenceProto for a sequence dtype, an
+// onnx.OptionalProto for an optional one (tensor/dtype.h), else a TensorProto. Errors name
+// `where` and an item whose dtype differs from the declared element dtype.
+Result<Tensor> parse_onnx_value(const std::string& bytes, DType declared, const std::string& where);
 
 }  // namespace dlsys

@@ -50,7 +50,9 @@ class PlannedSubgraph : public SubgraphRunner {
     for (size_t i = 0; i < inputs.size(); ++i) {
       r->graph_.inputs[i].dtype = inputs[i].dtype;
       shapes.push_back(inputs[i].shape);
-      if (inputs[i].value) fixed[static_cast<int>(i)] = inputs[i].value->clone();
+      // A sequence or optional changes from run to run (a loop's outer list): never fixed.
+      if (inputs[i].value && !dtype_is_composite(inputs[i].dtype))
+        fixed[static_cast<int>(i)] = inputs[i].value->clone();
     }
     PlanOptions o = opts;
     o.training = false;
@@ -254,7 +256,7 @@ Status Plan::Builder::split_for_value(size_t k, Status st) {
     return st;
   }
   const Tensor& v = p_.slots_[missing_slot_].tensor;
-  if (v.dtype() == DType::kString || v.numel() > PlanCache::kMaxFixedElements)
+  if (dtype_is_object(v.dtype()) || v.numel() > PlanCache::kMaxFixedElements)
     return st.with_context(fmt::format(
         "the value is computed while running ({} {}), and dlsys plans per value only for values "
         "of at most {} numbers",
@@ -535,9 +537,9 @@ Status Plan::Builder::add_outputs_and_step(const Node& node, BuildContext& ctx, 
                              p_.input_slots_.end();
         if (root_is_input) p_.input_aliases_.push_back(id);
       }
-    } else if (all_const || od.dtype == DType::kString) {
-      // Strings are objects the tensor constructs and destroys: a string value owns its
-      // storage rather than taking arena bytes.
+    } else if (all_const || dtype_is_object(od.dtype)) {
+      // Strings, sequences and optionals are objects the tensor constructs and destroys: such
+      // a value owns its storage rather than taking arena bytes.
       s.tensor = Tensor::empty(od.dtype, od.shape);
       has_runtime_output = true;
     } else {
@@ -707,6 +709,8 @@ Status Plan::run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* o
     if (slots_[input_slots_[i]].is_const) {
       bool same = t.dtype() == DType::kString
                       ? std::equal(t.strings(), t.strings() + t.numel(), inputs[i].strings())
+                  : dtype_is_composite(t.dtype())
+                      ? t.data() == inputs[i].data()  // the same list object
                       : std::memcmp(t.data(), inputs[i].data(), t.nbytes()) == 0;
       if (!same)
         return Status::Invalid("input '{}': plan was specialized on another value of this input",

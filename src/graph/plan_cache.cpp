@@ -16,8 +16,9 @@ size_t PlanCache::size() {
 }
 
 static bool fixable(const Tensor& t) {
-  // Strings never decide a shape in dlsys, and their bytes are pointers: never fixed.
-  return t.numel() <= PlanCache::kMaxFixedElements && t.dtype() != DType::kString;
+  // Strings, sequences and optionals never decide a shape in dlsys, and their bytes are
+  // pointers: never fixed.
+  return t.numel() <= PlanCache::kMaxFixedElements && !dtype_is_object(t.dtype());
 }
 
 std::string PlanCache::key_of(const std::vector<Shape>& shapes,

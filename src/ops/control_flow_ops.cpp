@@ -13,6 +13,9 @@
 //     sequence that grows by one token), scan rows are collected and stacked when the loop
 //     stops (an early exit gives fewer rows).
 //   - Scan: a loop-carried value keeps its dtype and shape across iterations.
+// Sequences and optionals (rank-0 values holding a list, tensor/dtype.h) pass through If's
+// outputs and Loop's carried values like tensors of an unchanging shape; copying one copies its
+// list (copy_into). They cannot be scan outputs or go through Scan.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -27,8 +30,13 @@ constexpr int kManyValues = 1 << 16;  // the variadic ops' arity bound
 // to this many.
 constexpr int64_t kMaxUnrolledIterations = 256;
 
+// A sequence or optional is copied as its list (the items are shared: never written).
 void copy_into(const Tensor& src, Tensor* dst) {
-  if (dst && src.nbytes()) std::memcpy(dst->data(), src.data(), src.nbytes());
+  if (!dst) return;
+  if (dtype_is_composite(src.dtype()))
+    *dst->list() = *src.list();
+  else if (src.nbytes())
+    std::memcpy(dst->data(), src.data(), src.nbytes());
 }
 
 // Bytes of the dims before `axis`, the dim itself, and the bytes of one row after it.
@@ -318,13 +326,29 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
     if (k > 0 && odt[k] == DType::kString)
       return ctx.unsupported("body output {} is a STRING tensor, which control flow does not carry",
                              k);
+  for (size_t k = 1 + n_state; k < odt.size(); ++k)
+    if (dtype_is_composite(odt[k]))
+      return ctx.unsupported(
+          "scan output {} is a {} value: scan outputs stack tensors (carry a sequence instead)",
+          k - 1 - n_state, dtype_name(odt[k]));
   if (odt[0] != DType::kBool || (!dynamic && shape_numel(osh[0]) != 1))
     return ctx.error("the body's first output (the condition) is {} {}, not one bool",
                      dtype_name(odt[0]), shape_str(osh[0]));
-  for (size_t i = 0; i < n_state; ++i)
-    if (odt[1 + i] != descs[2 + i].dtype)
-      return ctx.error("loop-carried value {} enters as {} and leaves the body as {}", i,
-                       dtype_name(descs[2 + i].dtype), dtype_name(odt[1 + i]));
+  // A carried optional may leave the body as the value it holds (ONNX's loop16_seq_none: an
+  // optional sequence, empty at first, that the body fills): the next iteration gets it wrapped
+  // in an optional again, and the node gives out the value (dynamic path).
+  std::vector<bool> wrap(n_state, false);
+  for (size_t i = 0; i < n_state; ++i) {
+    const DType in_dt = descs[2 + i].dtype;
+    if (odt[1 + i] == in_dt) continue;
+    if (dtype_is_optional(in_dt) && odt[1 + i] == element_dtype(in_dt)) {
+      wrap[i] = true;
+      dynamic = true;
+      continue;
+    }
+    return ctx.error("loop-carried value {} enters as {} and leaves the body as {}", i,
+                     dtype_name(in_dt), dtype_name(odt[1 + i]));
+  }
   if (dynamic) {
     for (size_t k = 0; k < n_state + n_scan; ++k) ctx.set_output_dynamic(k, odt[1 + k]);
   } else {
@@ -349,6 +373,8 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
     std::vector<Tensor> ins, outs;
     std::vector<std::vector<Tensor>> rows;  // dynamic: each scan output's rows
     std::vector<Tensor> next;               // dynamic: the carried values of the next iteration
+    std::vector<bool> wrap;                 // carried optional that leaves the body as its value
+    std::vector<DType> carried_dtypes;
   };
   auto st = std::make_shared<State>();
   st->bodies = std::move(runners);
@@ -361,6 +387,8 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
   st->dynamic = dynamic;
   st->trips = trips;
   st->node = ctx.node_name();
+  st->wrap = wrap;
+  for (size_t i = 0; i < n_state; ++i) st->carried_dtypes.push_back(odt[1 + i]);
   for (size_t k = 0; k < n_scan; ++k) {
     st->scan_dtypes.push_back(odt[1 + n_state + k]);
     st->scan_shapes.push_back(osh[1 + n_state + k]);
@@ -405,7 +433,10 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
         // the inputs are replaced (an output may be a view of an input).
         for (size_t k = 0; k < st->n_scan; ++k) st->rows[k].push_back(st->outs[1 + n + k].clone());
         st->next.resize(n);
-        for (size_t i = 0; i < n; ++i) st->next[i] = st->outs[1 + i].clone();
+        for (size_t i = 0; i < n; ++i) {
+          st->next[i] = st->outs[1 + i].clone();
+          if (st->wrap[i]) st->next[i] = Tensor::optional(st->carried_dtypes[i], &st->next[i]);
+        }
         for (size_t i = 0; i < n; ++i) st->ins[2 + i] = std::move(st->next[i]);
         continue;
       }
@@ -420,8 +451,20 @@ Result<KernelPtr> build_loop(BuildContext& ctx) {
       for (size_t i = 0; i < n; ++i) copy_into(st->ins[2 + i], out[i]);
       return Status::OK();
     }
-    for (size_t i = 0; i < n; ++i)
-      if (out[i]) *out[i] = it == 0 ? st->ins[2 + i].clone() : st->ins[2 + i];
+    for (size_t i = 0; i < n; ++i) {
+      if (!out[i]) continue;
+      if (st->wrap[i]) {  // the optional's value
+        const std::vector<Tensor>& held = st->ins[2 + i].list()->items;
+        if (held.empty())
+          return Status::Invalid(
+              "Loop '{}': loop-carried value {} is an empty optional after {} iterations, and "
+              "the node gives out its value ({})",
+              st->node, i, it, dtype_name(st->carried_dtypes[i]));
+        *out[i] = held[0].clone();
+        continue;
+      }
+      *out[i] = it == 0 ? st->ins[2 + i].clone() : st->ins[2 + i];
+    }
     for (size_t k = 0; k < st->n_scan; ++k) {
       if (!out[n + k]) continue;
       const std::vector<Tensor>& rows = st->rows[k];
@@ -503,8 +546,8 @@ Result<KernelPtr> build_scan(BuildContext& ctx) {
   }
   for (const ValueDesc& d : outer_descs(ctx, n_state + n_scan_in)) descs.push_back(d);
   for (const ValueDesc& d : descs)
-    if (d.dtype == DType::kString)
-      return ctx.unsupported("STRING tensors are not carried through Scan");
+    if (dtype_is_object(d.dtype))
+      return ctx.unsupported("{} values are not carried through Scan", dtype_name(d.dtype));
   auto planned = ctx.plan_subgraph(*body.g, descs);
   if (!planned.ok()) return planned.status().with_context("body");
   std::unique_ptr<SubgraphRunner> runner = std::move(planned).value();
@@ -575,6 +618,9 @@ void register_control_flow_ops(OpRegistry& r) {
   r.add("If", 1, kManyValues, 1, kManyValues, build_if);
   r.add("Loop", 2, kManyValues, 1, kManyValues, build_loop);
   r.add("Scan", 1, kManyValues, 1, kManyValues, build_scan);
+  // Sequences and optionals pass through branches and loop-carried values.
+  r.set_composites("If", ~0u, true);
+  r.set_composites("Loop", ~0u, true);
 }
 
 }  // namespace dlsys

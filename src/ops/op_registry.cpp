@@ -28,6 +28,13 @@ void OpRegistry::set_strings(const std::string& name, uint32_t inputs, bool outp
   ops_[name].string_outputs = outputs;
 }
 
+void OpRegistry::set_composites(const std::string& name, uint32_t inputs, bool outputs) {
+  DLSYS_CHECK(ops_.count(name), "set_composites({}) before add({}): register the op first", name,
+              name);
+  ops_[name].composite_inputs = inputs;
+  ops_[name].composite_outputs = outputs;
+}
+
 void OpRegistry::set_domain(const std::string& name, const std::string& domain) {
   DLSYS_CHECK(ops_.count(name), "set_domain({}) before add({}): register the op first", name, name);
   ops_[name].domain = domain;
@@ -77,6 +84,7 @@ static const OpRegistry& registry() {
     register_ml_ops(reg);
     register_text_ops(reg);
     register_control_flow_ops(reg);
+    register_sequence_ops(reg);
     return reg;
   }();
   return r;
@@ -101,7 +109,29 @@ Result<KernelPtr> build_kernel(const OpSchema& schema, BuildContext& ctx) {
       return ctx.unsupported(
           "input {} is a STRING tensor; {} takes numbers there (the ops that take strings: {})", i,
           ctx.op_type(), string_ops());
+  for (size_t i = 0; i < ctx.num_inputs(); ++i) {
+    const bool allowed =
+        schema.composite_inputs == ~0u || (i < 32 && (schema.composite_inputs >> i & 1u));
+    if (ctx.has_input(i) && dtype_is_composite(ctx.in_dtype(i)) && !allowed)
+      return ctx.unsupported(
+          "input {} is a {} value (a {}); {} takes a tensor there (the ops that take sequences "
+          "and optionals: {})",
+          i, dtype_name(ctx.in_dtype(i)),
+          dtype_is_sequence(ctx.in_dtype(i)) ? "sequence" : "optional", ctx.op_type(), [] {
+            std::string list;
+            for (const auto& n : registry().names())
+              if (registry().find(n)->composite_inputs) list += (list.empty() ? "" : ", ") + n;
+            return list;
+          }());
+  }
   DLSYS_ASSIGN_OR_RETURN(KernelPtr k, schema.build(ctx));
+  if (!schema.composite_outputs)
+    for (size_t i = 0; i < ctx.num_outputs(); ++i) {
+      const OutputDesc& od = ctx.outputs()[i];
+      if (od.set && dtype_is_composite(od.dtype) && od.alias_of_input < 0)
+        return ctx.unsupported("output {} would be a {} value; {} makes no sequences or optionals",
+                               i, dtype_name(od.dtype), ctx.op_type());
+    }
   if (!schema.string_outputs)
     for (size_t i = 0; i < ctx.num_outputs(); ++i) {
       const OutputDesc& od = ctx.outputs()[i];

@@ -22,6 +22,11 @@ struct OpSchema {
   uint32_t string_inputs = 0;
   // The op may make STRING outputs (its kernel constructs them properly).
   bool string_outputs = false;
+  // Bit i set: input i may be a sequence or an optional (a composite dtype, tensor/dtype.h); all
+  // bits set: every input (control flow). build_kernel() refuses composite inputs elsewhere.
+  uint32_t composite_inputs = 0;
+  // The op may make sequence or optional outputs.
+  bool composite_outputs = false;
   // The ONNX domain of the op: "" (ai.onnx) or "ai.onnx.ml" (LabelEncoder).
   std::string domain;
 };
@@ -30,7 +35,8 @@ struct OpSchema {
 // not implement it.
 const OpSchema* find_op(const std::string& op_type);
 // Runs schema.build(ctx), refusing STRING inputs and outputs the op does not declare
-// (string_inputs / string_outputs) with an Unsupported error naming the node. Every planner
+// (string_inputs / string_outputs), and sequence/optional inputs and outputs likewise
+// (composite_inputs / composite_outputs), with an Unsupported error naming the node. Every planner
 // and graph pass builds kernels through this.
 Result<KernelPtr> build_kernel(const OpSchema& schema, BuildContext& ctx);
 // Every supported op type, sorted.
@@ -71,6 +77,7 @@ void register_bitwise_ops(OpRegistry& r);
 void register_ml_ops(OpRegistry& r);
 void register_text_ops(OpRegistry& r);
 void register_control_flow_ops(OpRegistry& r);
+void register_sequence_ops(OpRegistry& r);
 
 class OpRegistry {
  public:
@@ -78,6 +85,9 @@ class OpRegistry {
   void set_layout_inputs(const std::string& name, uint32_t mask);
   // Declares which inputs of `name` may be STRING and whether it makes STRING outputs.
   void set_strings(const std::string& name, uint32_t inputs, bool outputs);
+  // Declares which inputs of `name` may be sequences or optionals (~0u: all) and whether it
+  // makes them.
+  void set_composites(const std::string& name, uint32_t inputs, bool outputs);
   void set_domain(const std::string& name, const std::string& domain);
   const OpSchema* find(const std::string& name) const;
   std::vector<std::string> names() const;

@@ -450,6 +450,7 @@ void register_shape_ops(OpRegistry& r) {
   // Ops that only look at shapes, or alias their input, take strings as they take numbers.
   for (const char* op : {"Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Shape", "Size"})
     r.set_strings(op, 1u, false);
+  r.set_composites("Identity", 1u, false);  // an alias of a sequence or optional
   r.set_strings("Constant", 0u, true);
   r.set_strings("Cast", 1u, true);  // STRING <-> numbers
   r.set_strings("CastLike", 3u, true);

@@ -61,6 +61,11 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
   const Graph& g = r->sessions_[0]->graph();
   r->metadata_ = ModelMetadata::read(g);
   for (const ValueInfo& v : g.inputs) {
+    if (dtype_is_composite(v.dtype))
+      return Status::Unsupported(
+          "model input '{}' is a {} value; serving batches tensors only (no sequences or "
+          "optionals)",
+          v.name, dtype_name(v.dtype));
     if (v.dtype == DType::kString)
       return Status::Unsupported(
           "model input '{}' is STRING; serving batches numeric tensors only (a dlsys model's "
@@ -91,6 +96,11 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
     r->inputs_.push_back(std::move(m));
   }
   for (const ValueInfo& v : g.outputs) {
+    if (dtype_is_composite(v.dtype))
+      return Status::Unsupported(
+          "model output '{}' is a {} value; serving answers tensors only (no sequences or "
+          "optionals)",
+          v.name, dtype_name(v.dtype));
     if (v.dtype == DType::kString)
       return Status::Unsupported("model output '{}' is STRING; serving answers numbers only",
                                  v.name);

@@ -1,11 +1,15 @@
 #include "tensor/dtype.h"
 
+#include <array>
 #include <cstring>
 #include <string>
+
+#include "tensor/tensor.h"
 
 namespace dlsys {
 
 size_t dtype_size(DType t) {
+  if (dtype_is_composite(t)) return sizeof(TensorList);
   switch (t) {
     case DType::kF32:
       return 4;
@@ -40,6 +44,23 @@ size_t dtype_size(DType t) {
 }
 
 const char* dtype_name(DType t) {
+  if (dtype_is_composite(t)) {
+    // Built once: one name per composite code.
+    static const std::array<std::string, 256> names = [] {
+      std::array<std::string, 256> n;
+      for (int c = 0; c < 256; ++c) {
+        const DType d = static_cast<DType>(c);
+        if (!dtype_is_composite(d)) continue;
+        const DType e = element_dtype(d);
+        const std::string inner = dtype_is_sequence(e)
+                                      ? std::string("seq(") + dtype_name(element_dtype(e)) + ")"
+                                      : std::string(dtype_name(e));
+        n[c] = dtype_is_optional(d) ? "optional(" + inner + ")" : "seq(" + inner + ")";
+      }
+      return n;
+    }();
+    return names[static_cast<uint8_t>(t)].c_str();
+  }
   switch (t) {
     case DType::kF32:
       return "f32";
@@ -74,6 +95,7 @@ const char* dtype_name(DType t) {
 }
 
 int dtype_to_onnx(DType t) {
+  if (dtype_is_composite(t)) return 0;
   switch (t) {
     case DType::kF32:
       return 1;

@@ -193,6 +193,10 @@ Status npy_write(const std::string& path, const Tensor& t) {
         "{}: a string tensor has no .npy form dlsys writes (NumPy's are fixed-width unicode or "
         "Python objects)",
         path);
+  if (dtype_is_composite(t.dtype()))
+    return Status::Unsupported(
+        "{}: a {} value (a sequence or optional of tensors) has no .npy form; write its items",
+        path, dtype_name(t.dtype()));
   return write_file_atomic(path, npy_serialize(t));
 }
 

@@ -34,20 +34,36 @@ std::shared_ptr<void> alloc_strings(int64_t n) {
     std::free(q);
   });
 }
+// Storage holding n constructed TensorLists (sequences, optionals), destroyed with the storage.
+std::shared_ptr<void> alloc_lists(int64_t n) {
+  size_t rounded = (static_cast<size_t>(n) * sizeof(TensorList) + kAlign - 1) / kAlign * kAlign;
+  if (rounded == 0) rounded = kAlign;
+  void* p = std::aligned_alloc(kAlign, rounded);
+  if (!p) throw std::bad_alloc();
+  auto* l = static_cast<TensorList*>(p);
+  for (int64_t i = 0; i < n; ++i) new (l + i) TensorList();
+  return std::shared_ptr<void>(p, [n](void* q) {
+    auto* lists = static_cast<TensorList*>(q);
+    for (int64_t i = 0; i < n; ++i) lists[i].~TensorList();
+    std::free(q);
+  });
+}
 }  // namespace
 
 Tensor Tensor::empty(DType dtype, const Shape& shape) {
   Tensor t;
   t.dtype_ = dtype;
   t.shape_ = shape;
-  t.storage_ = dtype == DType::kString ? alloc_strings(t.numel()) : alloc_aligned(t.nbytes());
+  t.storage_ = dtype == DType::kString     ? alloc_strings(t.numel())
+               : dtype_is_composite(dtype) ? alloc_lists(t.numel())
+                                           : alloc_aligned(t.nbytes());
   t.data_ = t.storage_.get();
   return t;
 }
 
 Tensor Tensor::zeros(DType dtype, const Shape& shape) {
   Tensor t = empty(dtype, shape);
-  if (dtype != DType::kString) std::memset(t.data_, 0, t.nbytes());
+  if (!dtype_is_object(dtype)) std::memset(t.data_, 0, t.nbytes());
   return t;
 }
 
@@ -61,13 +77,13 @@ Tensor Tensor::wrap(DType dtype, const Shape& shape, void* data) {
 
 Tensor Tensor::from_f32(const Shape& shape, const float* values) {
   Tensor t = empty(DType::kF32, shape);
-  std::memcpy(t.data_, values, t.nbytes());
+  if (t.nbytes()) std::memcpy(t.data_, values, t.nbytes());  // `values` may be null when empty
   return t;
 }
 
 Tensor Tensor::from_i64(const Shape& shape, const int64_t* values) {
   Tensor t = empty(DType::kI64, shape);
-  std::memcpy(t.data_, values, t.nbytes());
+  if (t.nbytes()) std::memcpy(t.data_, values, t.nbytes());  // `values` may be null when empty
   return t;
 }
 
@@ -78,6 +94,25 @@ Tensor Tensor::from_strings(const Shape& shape, const std::vector<std::string>& 
               t.numel());
   std::copy(values.begin(), values.end(), t.strings());
   return t;
+}
+
+Tensor Tensor::sequence(DType elem, std::vector<Tensor> items) {
+  Tensor t = empty(sequence_of(elem), {});
+  t.list()->items = std::move(items);
+  return t;
+}
+
+Tensor Tensor::optional(DType contained, const Tensor* value) {
+  Tensor t = empty(optional_of(contained), {});
+  if (value) t.list()->items.push_back(*value);
+  return t;
+}
+
+TensorList* Tensor::list() const {
+  DLSYS_CHECK(dtype_is_composite(dtype_),
+              "list() of a {} tensor: only sequence and optional tensors hold lists",
+              dtype_name(dtype_));
+  return static_cast<TensorList*>(data_);
 }
 
 std::string* Tensor::strings() const {
@@ -110,12 +145,17 @@ Tensor Tensor::clone() const {
   Tensor t = empty(dtype_, shape_);
   if (dtype_ == DType::kString)
     std::copy(strings(), strings() + numel(), t.strings());
+  else if (dtype_is_composite(dtype_))
+    std::copy(list(), list() + numel(), t.list());  // items are shared: never written
   else if (nbytes())
     std::memcpy(t.data_, data_, nbytes());
   return t;
 }
 
 double Tensor::get_f64(int64_t i) const {
+  DLSYS_CHECK(!dtype_is_composite(dtype_),
+              "get_f64 of a {} value: sequences and optionals hold tensors, not numbers",
+              dtype_name(dtype_));
   switch (dtype_) {
     case DType::kF32:
       return static_cast<const float*>(data_)[i];

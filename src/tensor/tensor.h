@@ -11,10 +11,16 @@
 
 namespace dlsys {
 
+struct TensorList;
+
 // A dense, row-major tensor. Copying a Tensor shares its storage (a view); use clone() for a
 // deep copy. A default-constructed Tensor is empty (no storage, valid() is false).
 // A kString tensor's storage holds constructed std::string objects (empty() and zeros() make
 // empty strings; the last owner destroys them): read and write them with strings().
+// A tensor of a composite dtype (a sequence or an optional, tensor/dtype.h) is rank 0 and holds
+// one TensorList object: read and write it with list(). Its items are immutable once in a list:
+// ops put clones of their inputs into a list and hand out clones of items, so clone() of a
+// composite copies the list and shares the item tensors.
 // Not thread-safe for concurrent writes to the same storage.
 class Tensor {
  public:
@@ -29,6 +35,11 @@ class Tensor {
   // A scalar or 1-D tensor holding `values` (helpers for tests and shape arithmetic).
   static Tensor from_f32(const Shape& shape, const float* values);
   static Tensor from_i64(const Shape& shape, const int64_t* values);
+  // A rank-0 tensor of dtype sequence_of(elem) holding `items` (each of dtype `elem`; the
+  // caller hands over tensors nobody writes to again, e.g. clones).
+  static Tensor sequence(DType elem, std::vector<Tensor> items);
+  // A rank-0 tensor of dtype optional_of(contained) holding `value`, or nothing when null.
+  static Tensor optional(DType contained, const Tensor* value);
   // A kString tensor holding `values` (numel(shape) of them, row-major).
   static Tensor from_strings(const Shape& shape, const std::vector<std::string>& values);
 
@@ -60,6 +71,9 @@ class Tensor {
   Tensor clone() const;
   // The elements of a kString tensor (stops the process for another dtype: a caller's bug).
   std::string* strings() const;
+  // The list of a composite (sequence or optional) tensor (stops the process for another
+  // dtype: a caller's bug; check dtype_is_composite).
+  TensorList* list() const;
   // Reads element i (row-major) converted to double / int64, whatever the numeric dtype (a
   // kString tensor has no numbers: stops the process; callers check dtype_is_string first).
   // get_i64 of a u64 above INT64_MAX returns its bit pattern (negative); get_f64 of a large
@@ -72,6 +86,11 @@ class Tensor {
   void* data_ = nullptr;
   DType dtype_ = DType::kF32;
   Shape shape_;
+};
+
+// The value of a sequence (any number of items) or of an optional (no item: empty, or one).
+struct TensorList {
+  std::vector<Tensor> items;
 };
 
 }  // namespace dlsys

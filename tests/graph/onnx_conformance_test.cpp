@@ -129,10 +129,33 @@ Outcome unsupported_or_fail(const Status& st, const std::string& what) {
   return {Outcome::kFail, what + st.message()};
 }
 
-Result<Tensor> read_tensor(const fs::path& p) {
+// A TensorProto, or a SequenceProto / OptionalProto when the model declares a sequence or an
+// optional there.
+Result<Tensor> read_value(const fs::path& p, DType declared) {
   auto bytes = read_file(p.string());
   if (!bytes.ok()) return bytes.status();
-  return parse_onnx_tensor(bytes.value(), p.string());
+  return parse_onnx_value(bytes.value(), declared, p.string());
+}
+
+// compare_tensors, item by item for sequences and optionals.
+std::string compare_values(const Tensor& got, const Tensor& want, double rtol, double atol) {
+  if (!dtype_is_composite(want.dtype())) {
+    if (dtype_is_composite(got.dtype()))
+      return std::string("got a ") + dtype_name(got.dtype()) + " value, expected a tensor";
+    return testing::compare_tensors(got, want, rtol, atol);
+  }
+  if (got.dtype() != want.dtype())
+    return std::string("got a ") + dtype_name(got.dtype()) + " value, expected " +
+           dtype_name(want.dtype());
+  const auto& g = got.list()->items;
+  const auto& w = want.list()->items;
+  if (g.size() != w.size())
+    return "holds " + std::to_string(g.size()) + " items, expected " + std::to_string(w.size());
+  for (size_t i = 0; i < w.size(); ++i) {
+    std::string d = compare_values(g[i], w[i], rtol, atol);
+    if (!d.empty()) return "item " + std::to_string(i) + ": " + d;
+  }
+  return "";
 }
 
 // NumPy has no bfloat16, so the ONNX test generator stores a BFLOAT16 value's data as UINT16
@@ -176,9 +199,9 @@ Outcome run_case(const fs::path& dir) {
     for (size_t i = 0;; ++i) {
       fs::path p = ds.path() / ("input_" + std::to_string(i) + ".pb");
       if (!fs::exists(p)) break;
-      auto t = read_tensor(p);
-      if (!t.ok()) return unsupported_or_fail(t.status(), "input " + std::to_string(i) + ": ");
       if (i >= g.inputs.size()) return {Outcome::kFail, "more input files than graph inputs"};
+      auto t = read_value(p, g.inputs[i].dtype);
+      if (!t.ok()) return unsupported_or_fail(t.status(), "input " + std::to_string(i) + ": ");
       // A case whose data contradict its own model is skipped, not run: onnx 1.12's CastLike
       // BFLOAT16 cases declare `like` with the output's shape [3, 4] and feed it [1].
       if (!fits_declared(g.inputs[i], t->shape()))
@@ -198,7 +221,7 @@ Outcome run_case(const fs::path& dir) {
       if (!fs::exists(p))
         return {Outcome::kFail,
                 "output " + std::to_string(i) + ": no expected file " + p.filename().string()};
-      auto want = read_tensor(p);
+      auto want = read_value(p, i < g.outputs.size() ? g.outputs[i].dtype : outputs[i].dtype());
       if (!want.ok())
         return unsupported_or_fail(want.status(), "expected output " + std::to_string(i) + ": ");
       Tensor expected = as_declared(std::move(want).value(),
@@ -222,7 +245,7 @@ Outcome run_case(const fs::path& dir) {
                                       "tolerance (remove the case from is_four_decimal_case)"};
         atol = 1e-4, rtol = 0;
       }
-      std::string diff = testing::compare_tensors(outputs[i], expected, rtol, atol);
+      std::string diff = compare_values(outputs[i], expected, rtol, atol);
       if (!diff.empty()) return {Outcome::kFail, "output " + std::to_string(i) + ": " + diff};
     }
     if (fs::exists(ds.path() / ("output_" + std::to_string(outputs.size()) + ".pb")))

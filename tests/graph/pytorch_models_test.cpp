@@ -1,10 +1,12 @@
 // Models exported from PyTorch by scripts/export_models.py (an MLP, torchvision's ResNet-18 and
 // MobileNetV2, a transformer encoder at opsets 14 and 17, bidirectional 2-layer LSTM and GRU
-// classifiers, a U-Net-style segmenter with Resize, a scripted model with a data-dependent `if`
-// and a `for`; the MLP and ResNet-18 also at opsets 9 and 11 and the encoder at 11, which dlsys
-// upgrades to 13 on import; and two whose output length is known only while running, a scripted
-// greedy decoder and a detector head with NonMaxSuppression): dlsys's outputs must match
-// PyTorch's within 1e-4 relative to the output's scale (max |dlsys - torch| <= 1e-4 * max |torch|).
+// classifiers, a U-Net-style segmenter with Resize; the MLP and ResNet-18 also at opsets 9 and 11
+// and the encoder at 11, which dlsys upgrades to 13 on import; TorchScript-scripted models with
+// a `for` and an `if`, and with a list appended to in a `for` and stacked, exported as a Loop
+// carrying a sequence and ConcatFromSequence; and two whose output length is known only while
+// running, a scripted greedy decoder and a detector head with NonMaxSuppression): dlsys's outputs
+// must match PyTorch's within 1e-4 relative to the output's scale (max |dlsys - torch| <= 1e-4 *
+// max |torch|).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -139,8 +141,9 @@ INSTANTIATE_TEST_SUITE_P(Exported, PyTorchModel,
                          ::testing::Values("mlp", "resnet18", "mobilenetv2", "encoder_opset14",
                                            "encoder_opset17", "lstm_bidirectional",
                                            "gru_bidirectional", "unet_resize", "scripted_control",
-                                           "mlp_opset9", "mlp_opset11", "resnet18_opset9",
-                                           "resnet18_opset11", "encoder_opset11"));
+                                           "scripted_list", "mlp_opset9", "mlp_opset11",
+                                           "resnet18_opset9", "resnet18_opset11",
+                                           "encoder_opset11"));
 
 // Exports whose output length is known only while running: a scripted greedy decoder (a Loop
 // whose carried token sequence grows by torch.cat, stopped by a `break` when every row has

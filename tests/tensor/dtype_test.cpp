@@ -85,5 +85,38 @@ TEST(Tensor, StorageIsAlignedAndViewsShare) {
   EXPECT_EQ(t.data_as<float>()[5], 2.f);
 }
 
+// Sequences and optionals: the element dtype travels in the dtype; a composite tensor holds one
+// list; clone() copies the list and shares the items.
+TEST(DType, CompositeDTypesKeepTheirElementType) {
+  const DType seq = sequence_of(DType::kI64);
+  const DType opt = optional_of(sequence_of(DType::kF32));
+  EXPECT_STREQ(dtype_name(seq), "seq(i64)");
+  EXPECT_STREQ(dtype_name(optional_of(DType::kBool)), "optional(bool)");
+  EXPECT_STREQ(dtype_name(opt), "optional(seq(f32))");
+  EXPECT_TRUE(dtype_is_sequence(seq) && !dtype_is_optional(seq));
+  EXPECT_TRUE(dtype_is_optional(opt) && !dtype_is_sequence(opt));
+  EXPECT_EQ(element_dtype(seq), DType::kI64);
+  EXPECT_EQ(element_dtype(opt), sequence_of(DType::kF32));
+  EXPECT_EQ(element_dtype(element_dtype(opt)), DType::kF32);
+  EXPECT_EQ(element_dtype(DType::kF32), DType::kF32);
+  EXPECT_FALSE(dtype_is_composite(DType::kString));
+  EXPECT_TRUE(dtype_is_object(DType::kString) && dtype_is_object(seq));
+  EXPECT_EQ(dtype_to_onnx(seq), 0);
+
+  const float a[] = {1, 2}, b[] = {3};
+  Tensor s = Tensor::sequence(DType::kF32, {Tensor::from_f32({2}, a), Tensor::from_f32({1}, b)});
+  EXPECT_EQ(s.dtype(), sequence_of(DType::kF32));
+  EXPECT_EQ(s.rank(), 0);
+  Tensor c = s.clone();
+  ASSERT_EQ(c.list()->items.size(), 2u);
+  EXPECT_NE(c.list(), s.list());                                    // its own list
+  EXPECT_EQ(c.list()->items[1].data(), s.list()->items[1].data());  // the same items
+  c.list()->items.pop_back();
+  EXPECT_EQ(s.list()->items.size(), 2u);
+  Tensor none = Tensor::optional(DType::kF32, nullptr);
+  EXPECT_EQ(none.dtype(), optional_of(DType::kF32));
+  EXPECT_TRUE(none.list()->items.empty());
+}
+
 }  // namespace
 }  // namespace dlsys

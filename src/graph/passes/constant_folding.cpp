@@ -43,7 +43,8 @@ int fold_constants(Graph* g, int64_t max_bytes, OptimizeReport* report,
     int64_t bytes = 0;
     bool complete = true;
     for (const OutputDesc& od : ctx.outputs()) {
-      complete = complete && od.set;
+      // Sequences and optionals have no initializer form in ONNX: the plan folds them instead.
+      complete = complete && od.set && !dtype_is_composite(od.dtype);
       bytes += shape_numel(od.shape) * static_cast<int64_t>(dtype_size(od.dtype));
     }
     if (!complete || bytes > max_bytes) continue;
