@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <map>
 #include <set>
 
 #include "graph/opset_upgrade.h"
@@ -247,8 +248,10 @@ Result<Attribute> attribute_from_proto(const onnx::AttributeProto& a, const std:
 
 // Unsupported ops, all of them in one message: every node outside the default domain, and with
 // !custom_domains_only every default-domain op dlsys does not implement.
+// Each is named with its node (its path inside subgraphs) and its domain and opset as the model
+// declares them (`opsets`: domain -> version, "" for the default domain).
 Status check_supported_ops(const onnx::GraphProto& gp, const std::string& where,
-                           bool custom_domains_only) {
+                           bool custom_domains_only, const std::map<std::string, int64_t>& opsets) {
   std::vector<std::string> unsupported;
   // Nodes of subgraphs (If's branches, Loop's body) too, named by their path.
   std::function<void(const onnx::GraphProto&, const std::string&)> visit =
@@ -262,9 +265,14 @@ Status check_supported_ops(const onnx::GraphProto& gp, const std::string& where,
           // ai.onnx.ml).
           const OpSchema* op = find_op(n.op_type());
           bool ours = op && op->domain == (default_domain ? std::string() : n.domain());
-          if (custom_domains_only ? (!default_domain && !ours) : !ours)
+          if (custom_domains_only ? (!default_domain && !ours) : !ours) {
+            const std::string domain = default_domain ? std::string() : n.domain();
+            auto v = opsets.find(domain);
             unsupported.push_back(fmt::format(
-                "{}{} (node '{}')", default_domain ? "" : n.domain() + ".", n.op_type(), name));
+                "{}{} (node '{}', {} opset {})", domain.empty() ? "" : domain + ".", n.op_type(),
+                name, domain.empty() ? "ai.onnx" : domain,
+                v == opsets.end() ? std::string("undeclared") : std::to_string(v->second)));
+          }
           for (const auto& a : n.attribute()) {
             if (a.has_g()) visit(a.g(), name + "/" + a.name() + "/");
             for (const auto& sub : a.graphs()) visit(sub, name + "/" + a.name() + "/");
@@ -372,8 +380,11 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   g.ir_version = m.ir_version();
   g.producer = m.producer_name();
   for (const auto& mp : m.metadata_props()) g.metadata[mp.key()] = mp.value();
-  for (const auto& o : m.opset_import())
+  std::map<std::string, int64_t> declared_opsets;  // before any upgrade, for error messages
+  for (const auto& o : m.opset_import()) {
     if (o.domain().empty() || o.domain() == "ai.onnx") g.opset = static_cast<int>(o.version());
+    declared_opsets[o.domain() == "ai.onnx" ? std::string() : o.domain()] = o.version();
+  }
   if (g.opset > 0 && g.opset < kMinOpset) {
     // An older opset whose ops all have the same definition there as at opset 13 (the ONNX
     // schema registry says when each op last changed) is only relabelled; from opset 7 on, one
@@ -399,7 +410,8 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
       }
       // Nodes of other domains (which dlsys does not run) make the converter throw
       // "unordered_map::at": report them as unsupported first.
-      DLSYS_RETURN_IF_ERROR(check_supported_ops(m.graph(), where, /*custom_domains_only=*/true));
+      DLSYS_RETURN_IF_ERROR(
+          check_supported_ops(m.graph(), where, /*custom_domains_only=*/true, declared_opsets));
       DLSYS_RETURN_IF_ERROR(upgrade_onnx_opset(&m, g.opset, where));
       g.converted_from_opset = g.opset;
       g.opset = kMinOpset;
@@ -433,7 +445,8 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
   }
   const auto& gp = m.graph();
   g.name = gp.name();
-  DLSYS_RETURN_IF_ERROR(check_supported_ops(gp, where, /*custom_domains_only=*/false));
+  DLSYS_RETURN_IF_ERROR(
+      check_supported_ops(gp, where, /*custom_domains_only=*/false, declared_opsets));
   DLSYS_RETURN_IF_ERROR(import_body(gp, where, /*subgraph=*/false, &g));
   return g;
 }

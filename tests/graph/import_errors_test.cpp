@@ -103,9 +103,10 @@ TEST(ImportErrors, EveryUnsupportedOpIsListedWithItsNode) {
   ASSERT_FALSE(r.ok());
   const std::string& m = r.status().message();
   EXPECT_TRUE(contains(m, "3 unsupported ops")) << m;
-  EXPECT_TRUE(contains(m, "org.other.Warp (node 'the_warp')")) << m;
-  EXPECT_TRUE(contains(m, "com.example.FancyOp (node 'custom1')")) << m;
-  EXPECT_TRUE(contains(m, "org.other.Bend (node 'the_bend')")) << m;
+  // Each with its domain and the opset the model declares for it.
+  EXPECT_TRUE(contains(m, "org.other.Warp (node 'the_warp', org.other opset 1)")) << m;
+  EXPECT_TRUE(contains(m, "com.example.FancyOp (node 'custom1', com.example opset 1)")) << m;
+  EXPECT_TRUE(contains(m, "org.other.Bend (node 'the_bend', org.other opset 1)")) << m;
   EXPECT_FALSE(contains(m, "ok_relu")) << m;
 }
 
