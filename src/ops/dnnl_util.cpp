@@ -1,5 +1,7 @@
 #include "ops/dnnl_util.h"
 
+#include <omp.h>
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -145,6 +147,14 @@ Tensor reorder_once(const void* src, const dnnl::memory::desc& from, const dnnl:
   r.run(src, buf.data());
   dnnl_stream().wait();
   return buf;
+}
+
+OneOmpThread::OneOmpThread() : saved_(omp_get_max_threads()) {
+  if (saved_ != 1) omp_set_num_threads(1);
+}
+
+OneOmpThread::~OneOmpThread() {
+  if (saved_ != 1) omp_set_num_threads(saved_);
 }
 
 void copy_bytes(void* dst, const void* src, size_t n) {

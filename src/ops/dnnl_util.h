@@ -83,6 +83,21 @@ Tensor reorder_once(const void* src, const dnnl::memory::desc& from, const dnnl:
 // the memory bus).
 void copy_bytes(void* dst, const void* src, size_t n);
 
+// Sets the calling thread's OpenMP thread count to 1 for its scope, then back. oneDNN fixes a
+// convolution's or an RNN's thread count when the primitive is created: one made in this scope
+// never opens a parallel region, which is what a kernel too small to pay for one needs (with
+// passive waiting each region wakes a sleeping thread, tens of microseconds on a VM).
+class OneOmpThread {
+ public:
+  OneOmpThread();
+  ~OneOmpThread();
+  OneOmpThread(const OneOmpThread&) = delete;
+  OneOmpThread& operator=(const OneOmpThread&) = delete;
+
+ private:
+  int saved_;
+};
+
 // True when oneDNN can run bf16 matmul/conv here (AVX512-BF16 or AMX; probed once with a tiny
 // primitive). On other CPUs oneDNN 2.6 has no bf16 kernels at all.
 bool bf16_kernels_available();

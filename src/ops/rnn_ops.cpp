@@ -22,8 +22,6 @@
 // `linear_before_reset` and LSTM's `input_forget` are honoured. A batch entry whose
 // sequence_lens is L runs L steps (from L-1 down to 0 in the reverse direction): its Y is 0 after
 // them and its Y_h is the state after its last step.
-#include <omp.h>
-
 #include <cmath>
 #include <cstring>
 #include <unordered_map>
@@ -394,15 +392,7 @@ bool fits_onednn(const BuildContext& ctx, const RnnGeometry& g) {
 // waiting each one wakes a sleeping thread, and on 2 threads the bidirectional LSTM classifier
 // took 3.5 ms at batch 1 and 4.8 ms at batch 32 against 0.04 and 0.6 ms on one thread (0.5 ms
 // when the threads spin, which a shared machine cannot afford). So they are created and run on
-// one thread: the OpenMP thread count of the calling thread, set to 1 for the scope.
-class OneOmpThread {
- public:
-  OneOmpThread() : saved_(omp_get_max_threads()) { omp_set_num_threads(1); }
-  ~OneOmpThread() { omp_set_num_threads(saved_); }
-
- private:
-  int saved_;
-};
+// one thread (OneOmpThread, ops/dnnl_util.h).
 
 // One direction's primitive (with the calling thread's scratchpad: DnnlCall), its weights in
 // oneDNN's layout, and its state and output buffers.
