@@ -39,40 +39,24 @@ void copy_into(const Tensor& src, Tensor* dst) {
     std::memcpy(dst->data(), src.data(), src.nbytes());
 }
 
-// Bytes of the dims before `axis`, the dim itself, and the bytes of one row after it.
-struct AxisSplit {
-  int64_t outer = 1, len = 1, inner_bytes = 0;
-};
-AxisSplit split_at(const Shape& s, int64_t axis, DType dt) {
-  AxisSplit a;
-  int64_t inner = 1;
-  for (int64_t d = 0; d < static_cast<int64_t>(s.size()); ++d) {
-    if (d < axis) a.outer *= s[d];
-    if (d == axis) a.len = s[d];
-    if (d > axis) inner *= s[d];
-  }
-  a.inner_bytes = inner * static_cast<int64_t>(dtype_size(dt));
-  return a;
-}
-
 // Copies slice `index` of `src` along `axis` into `dst` (shape without that axis).
 void take_slice(const Tensor& src, int64_t axis, int64_t index, Tensor* dst) {
-  AxisSplit a = split_at(src.shape(), axis, src.dtype());
+  const AxisSplit a = split_at_axis(src.shape(), axis);
+  const int64_t row = a.inner * static_cast<int64_t>(dtype_size(src.dtype()));  // bytes
   const char* s = static_cast<const char*>(src.data());
   char* d = static_cast<char*>(dst->data());
   for (int64_t o = 0; o < a.outer; ++o)
-    std::memcpy(d + o * a.inner_bytes, s + (o * a.len + index) * a.inner_bytes,
-                static_cast<size_t>(a.inner_bytes));
+    std::memcpy(d + o * row, s + (o * a.n + index) * row, static_cast<size_t>(row));
 }
 
 // Writes `slice` as slice `index` of `dst` along `axis`.
 void put_slice(const Tensor& slice, int64_t axis, int64_t index, Tensor* dst) {
-  AxisSplit a = split_at(dst->shape(), axis, dst->dtype());
+  const AxisSplit a = split_at_axis(dst->shape(), axis);
+  const int64_t row = a.inner * static_cast<int64_t>(dtype_size(dst->dtype()));  // bytes
   const char* s = static_cast<const char*>(slice.data());
   char* d = static_cast<char*>(dst->data());
   for (int64_t o = 0; o < a.outer; ++o)
-    std::memcpy(d + (o * a.len + index) * a.inner_bytes, s + o * a.inner_bytes,
-                static_cast<size_t>(a.inner_bytes));
+    std::memcpy(d + (o * a.n + index) * row, s + o * row, static_cast<size_t>(row));
 }
 
 // The node's subgraph attribute `name` and its arity, or an error naming it.

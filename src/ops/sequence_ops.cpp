@@ -46,22 +46,6 @@ Result<int64_t> resolve_position(const std::string& node, const char* op, int64_
   return p;
 }
 
-// Bytes before, along and after `axis` of `s` with elements of `esize` bytes.
-struct Rows {
-  int64_t outer = 1, len = 1, inner_bytes = 0;
-};
-Rows rows_of(const Shape& s, int64_t axis, size_t esize) {
-  Rows r;
-  int64_t inner = 1;
-  for (int64_t d = 0; d < static_cast<int64_t>(s.size()); ++d) {
-    if (d < axis) r.outer *= s[d];
-    if (d == axis) r.len = s[d];
-    if (d > axis) inner *= s[d];
-  }
-  r.inner_bytes = inner * static_cast<int64_t>(esize);
-  return r;
-}
-
 // ---- Making sequences --------------------------------------------------------------------------
 
 Result<KernelPtr> build_sequence_empty(BuildContext& ctx) {
@@ -179,7 +163,8 @@ Result<KernelPtr> build_split_to_sequence(BuildContext& ctx) {
             "node '{}' (SplitToSequence): the split lengths add up to {}, axis {} has {}", node,
             sum, axis, len);
     }
-    const Rows rw = rows_of(x.shape(), axis, dtype_size(x.dtype()));
+    const AxisSplit rw = split_at_axis(x.shape(), axis);
+    const int64_t row = rw.inner * static_cast<int64_t>(dtype_size(x.dtype()));  // bytes
     std::vector<Tensor> items;
     int64_t at = 0;
     for (int64_t k : sizes) {
@@ -189,8 +174,7 @@ Result<KernelPtr> build_split_to_sequence(BuildContext& ctx) {
       const char* src = static_cast<const char*>(x.data());
       char* dst = static_cast<char*>(piece.data());
       for (int64_t o = 0; o < rw.outer; ++o)
-        std::memcpy(dst + o * k * rw.inner_bytes, src + (o * rw.len + at) * rw.inner_bytes,
-                    static_cast<size_t>(k * rw.inner_bytes));
+        std::memcpy(dst + o * k * row, src + (o * rw.n + at) * row, static_cast<size_t>(k * row));
       if (!has_split && !keepdims) s.erase(s.begin() + axis);
       items.push_back(piece.view(s));
       at += k;
@@ -268,15 +252,15 @@ Result<KernelPtr> build_concat_from_sequence(BuildContext& ctx) {
     }
     joined[static_cast<size_t>(axis)] = total;
     Tensor y = Tensor::empty(elem, joined);
-    const Rows yr = rows_of(joined, axis, dtype_size(elem));
+    const AxisSplit yr = split_at_axis(joined, axis);
+    const int64_t row = yr.inner * static_cast<int64_t>(dtype_size(elem));  // bytes
     char* dst = static_cast<char*>(y.data());
     int64_t at = 0;
     for (const Tensor& t : items) {
       const int64_t k = new_axis ? 1 : t.dim(axis);
       const char* src = static_cast<const char*>(t.data());
       for (int64_t o = 0; o < yr.outer; ++o)
-        std::memcpy(dst + (o * yr.len + at) * yr.inner_bytes, src + o * k * yr.inner_bytes,
-                    static_cast<size_t>(k * yr.inner_bytes));
+        std::memcpy(dst + (o * yr.n + at) * row, src + o * k * row, static_cast<size_t>(k * row));
       at += k;
     }
     *out[0] = std::move(y);
