@@ -1,4 +1,6 @@
 // MatMul (NumPy semantics, batch broadcasting) and Gemm on oneDNN's matmul primitive.
+#include <algorithm>
+
 #include "ops/broadcast.h"
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
@@ -166,6 +168,18 @@ Result<KernelPtr> build_matmul(BuildContext& ctx) {
     std::swap(st[n - 1], st[n - 2]);
     return strided_md(logical, DType::kF32, st);
   };
+  // A batch of activations times one matrix of weights (B's batch dimensions all 1, A stored
+  // plainly) is one 2-D product [batch * M, K] x [K, N]: oneDNN then packs B in its blocked
+  // layout once (it keeps a broadcast 3-D B plain and repacks it on every call) and splits the
+  // larger M over threads.
+  bool b_single = std::all_of(pb.begin(), pb.end() - 2, [](int64_t d) { return d == 1; });
+  if (b_single && !ta && r > 2) {
+    int64_t rows = shape_numel(pc) / N;
+    pa = {rows, K};
+    pb = {K, N};
+    pc = {rows, N};
+    if (bias.valid()) bias_md = plain_md({1, N}, DType::kF32);
+  }
   auto core = std::make_shared<MatmulCore>();
   DLSYS_RETURN_IF_ERROR(core->init(ctx, operand_md(pa, ta), operand_md(pb, tb),
                                    plain_md(pc, DType::kF32), ctx.in_value(1), bias, bias_md,

@@ -232,6 +232,48 @@ TEST(Ops, SumToShapeOfMatchesAPlainLoopForEveryPattern) {
   }
 }
 
+// A batch of activations times one constant weight matrix runs as one 2-D product [batch * M, K]
+// x [K, N] (ops/matmul_ops.cpp): FusedMatMul(A [2, 3, 5, 16], B, bias, Z) with B given as
+// [16, 24], as [1, 1, 16, 24] and transposed as [24, 16], y = relu(A B + bias + Z), checked
+// against a plain loop in double.
+TEST(Ops, BatchedMatMulWithOneWeightMatrixMatchesAPlainLoop) {
+  std::mt19937 rng(7);
+  const int64_t M = 5, K = 16, N = 24, rows = 2 * 3 * M;
+  Tensor a = random_tensor({2, 3, M, K}, &rng), z = random_tensor({2, 3, M, N}, &rng);
+  Tensor w = random_tensor({K, N}, &rng), bias = random_tensor({N}, &rng);
+  for (int form = 0; form < 3; ++form) {
+    Graph g;
+    g.opset = 17;
+    g.inputs.push_back(ValueInfo{"a", DType::kF32, true, {{2, ""}, {3, ""}, {M, ""}, {K, ""}}});
+    g.inputs.push_back(ValueInfo{"z", DType::kF32, true, {{2, ""}, {3, ""}, {M, ""}, {N, ""}}});
+    Tensor wf = form == 2 ? Tensor::empty(DType::kF32, {N, K}) : w.clone();
+    if (form == 1) wf = Tensor::empty(DType::kF32, {1, 1, K, N});
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t n = 0; n < N; ++n)
+        wf.data_as<float>()[form == 2 ? n * K + k : k * N + n] = w.data_as<float>()[k * N + n];
+    g.initializers["w"] = wf;
+    g.initializers["bias"] = bias;
+    Node n{"mm", "FusedMatMul", "dlsys", {"a", "w", "bias", "z"}, {"y"}, {}};
+    n.attrs["activation"] = Attribute::of_string("Relu");
+    if (form == 2) n.attrs["transB"] = Attribute::of_int(1);
+    g.nodes.push_back(n);
+    g.outputs.push_back(ValueInfo{"y", DType::kF32, false, {}});
+    auto s = Session::from_graph(g);
+    std::vector<Tensor> out;
+    Status st = s->run({{"a", a}, {"z", z}}, &out);
+    ASSERT_TRUE(st.ok()) << st.message();
+    ASSERT_EQ(out[0].shape(), (Shape{2, 3, M, N}));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < N; ++c) {
+        double acc = bias.data_as<float>()[c] + z.data_as<float>()[r * N + c];
+        for (int64_t k = 0; k < K; ++k)
+          acc += double(a.data_as<float>()[r * K + k]) * w.data_as<float>()[k * N + c];
+        ASSERT_NEAR(out[0].data_as<float>()[r * N + c], std::max(acc, 0.0), 1e-4 * std::abs(acc))
+            << "form " << form << " at row " << r << ", column " << c;
+      }
+  }
+}
+
 // Y[n, m, h, w] = sum over c, kh, kw of X[n, c, h + kh - 1, w + kw - 1] * W[m, c, kh, kw] + B[m]
 // (3x3, stride 1, padding 1), in double.
 std::vector<double> conv3x3_reference(const Tensor& x, const Tensor& w, const Tensor* b) {
