@@ -35,6 +35,10 @@ double node_flops(const PlannedNode& n) {
     const Shape &q = n.input_shapes[0], &k = n.input_shapes[1], &v = n.input_shapes[2];
     return 2.0 * static_cast<double>(q[0] * q[2] * q[1] * k[1]) * static_cast<double>(q[3] + v[3]);
   }
+  if (op == "PackedScaledDotProductAttention") {  // the same, from Y [B, S, H, Dv] (Dh = Dv)
+    const Shape& y = n.output_shapes[0];
+    return 4.0 * static_cast<double>(y[0] * y[2] * y[1] * y[1]) * static_cast<double>(y[3]);
+  }
   if (op == "ConvTranspose") {
     const Shape& x = n.input_shapes[0];
     const Shape& w = n.input_shapes[1];

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <functional>
 #include <random>
 
@@ -437,8 +438,10 @@ TEST(Optimize, DecomposedLayerNormBecomesOneNode) {
 // With `probs_out`, the softmax output is also a graph output (read twice: no fusion).
 // `mask`: "" none; "causal": a constant [6, 6] of 0 and -1e9 added after the scale; "padding":
 // HF-style (1 - m) * -10000 from a graph input m [B, 1, 1, 6] of 0/1, added before the scores.
+// `packed`: Q, K and V sliced from one projection [.., 24] as PyTorch exports
+// `qkv(x).chunk(3, -1)`: bounds computed from the projection's shape, V's end INT64_MAX.
 OnnxBuilder attention_block(const std::string& scale_op, bool probs_out = false,
-                            const std::string& mask = "") {
+                            const std::string& mask = "", bool packed = false) {
   OnnxBuilder b;
   b.input("x", kF, {-1, 6, 8});
   if (mask == "padding") b.input("m", kF, {-1, 1, 1, 6});
@@ -446,9 +449,28 @@ OnnxBuilder attention_block(const std::string& scale_op, bool probs_out = false,
   if (probs_out) b.output("p", kF, {-1, 2, 6, 6});
   b.initializer_i64("heads", {4}, {0, 6, 2, 4});
   b.initializer_i64("merged", {3}, {0, 6, 8});
+  if (packed) {
+    b.random_f32("wqkv", {8, 24}, 0.5f, 5);
+    b.node("MatMul", {"x", "wqkv"}, {"qkv"});
+    b.node("Shape", {"qkv"}, {"qkv_shape"});
+    b.initializer_i64("last", {1}, {2});
+    b.initializer_i64("three", {1}, {3});
+    b.initializer_i64("two", {1}, {2});
+    b.initializer_i64("zero", {1}, {0});
+    b.initializer_i64("minus1", {1}, {-1});
+    b.initializer_i64("end", {1}, {INT64_MAX});
+    b.node("Gather", {"qkv_shape", "last"}, {"width"});
+    b.node("Div", {"width", "three"}, {"third"});
+    b.node("Mul", {"third", "two"}, {"two_thirds"});
+    b.node("Slice", {"qkv", "zero", "third", "minus1"}, {"qp"});
+    b.node("Slice", {"qkv", "third", "two_thirds", "minus1"}, {"kp"});
+    b.node("Slice", {"qkv", "two_thirds", "end", "minus1"}, {"vp"});
+  }
   for (const char* w : {"q", "k", "v"}) {
-    b.random_f32(std::string("w") + w, {8, 8}, 0.5f, static_cast<uint32_t>(w[0]));
-    b.node("MatMul", {"x", std::string("w") + w}, {std::string(w) + "p"});
+    if (!packed) {
+      b.random_f32(std::string("w") + w, {8, 8}, 0.5f, static_cast<uint32_t>(w[0]));
+      b.node("MatMul", {"x", std::string("w") + w}, {std::string(w) + "p"});
+    }
     b.node("Reshape", {std::string(w) + "p", "heads"}, {std::string(w) + "r"});
   }
   OnnxBuilder::attr_ints(b.node("Transpose", {"qr"}, {"qh"}), "perm", {0, 2, 1, 3});
@@ -498,6 +520,25 @@ TEST(Optimize, AttentionBecomesOneScaledDotProductAttention) {
   auto s = expect_same_outputs(attention_block("Div", true), {3, 6, 8});
   EXPECT_EQ(count_op(s->graph(), "ScaledDotProductAttention"), 0);
   EXPECT_EQ(count_op(s->graph(), "Softmax"), 1);
+}
+
+TEST(Optimize, AttentionOnOnePackedProjectionReadsItInPlace) {
+  for (const char* mask : {"", "causal"}) {
+    auto s = expect_same_outputs(attention_block("Div", false, mask, true), {3, 6, 8});
+    EXPECT_EQ(count_op(s->graph(), "PackedScaledDotProductAttention"), 1) << mask;
+    EXPECT_EQ(count_op(s->graph(), "Slice") + count_op(s->graph(), "Reshape"), 1) << mask;
+  }
+  // bf16: Q, K and V converted from the projection in one reorder, close to the f32 result.
+  if (!bf16_kernels_available()) return;
+  SessionOptions o;
+  o.precision = Precision::kBF16;
+  auto f32 = Session::from_graph(import(attention_block("Mul", false, "causal", true)));
+  auto bf16 = Session::from_graph(import(attention_block("Mul", false, "causal", true)), o);
+  Tensor x = random_input({2, 6, 8}, 4);
+  std::vector<Tensor> want, got;
+  ASSERT_TRUE(f32->run({{"x", x}}, &want).ok());
+  ASSERT_TRUE(bf16->run({{"x", x}}, &got).ok());
+  EXPECT_EQ(testing::compare_tensors(got[0], want[0], 2e-2, 2e-2), "");
 }
 
 TEST(Optimize, AttentionWithAnAdditiveMask) {

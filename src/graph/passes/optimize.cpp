@@ -50,6 +50,8 @@ OptimizeReport optimize_graph(Graph* g, const OptimizeOptions& opts) {
       changes += run("LayerNormFusion", fuse_layernorm(g, &r));
       // Before ResidualAddFusion, which would take an unscaled scores MatMul + mask Add.
       changes += run("AttentionFusion", fuse_attention(g, &r));
+      // Q, K and V sliced from one QKV projection are read from it in place.
+      changes += run("AttentionInputPacking", pack_attention_inputs(g, &r));
       // The bias first: FusedMatMul(A, B, bias) can still take a residual and an activation.
       changes += run("MatMulBiasFusion", fuse_matmul_bias(g, &r));
       // Before ActivationFusion: the activation applies to op + bias + Z.

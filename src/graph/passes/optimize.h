@@ -57,6 +57,7 @@ int fuse_gelu(Graph* g, OptimizeReport* report);
 int fuse_hardswish(Graph* g, OptimizeReport* report);
 int fuse_layernorm(Graph* g, OptimizeReport* report);
 int fuse_attention(Graph* g, OptimizeReport* report);
+int pack_attention_inputs(Graph* g, OptimizeReport* report);
 int fuse_matmul_bias(Graph* g, OptimizeReport* report);
 int fuse_residual_add(Graph* g, OptimizeReport* report);
 int fuse_activations(Graph* g, OptimizeReport* report);
