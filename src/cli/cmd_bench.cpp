@@ -69,25 +69,29 @@ int run_bench(const BenchArgs& args) {
     return sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * (sorted.size() - 1) + 0.5))];
   };
   double median = pct(0.5), p90 = pct(0.9);
+  // The thread count the plan's tuner settled on (graph/thread_tuner.h; 0: still trying, or off).
+  int tuned = 0;
+  {
+    std::vector<Tensor> bound;
+    for (const ValueInfo& v : s.graph().inputs)
+      if (named.count(v.name)) bound.push_back(named.at(v.name));
+    auto plan = s.plan_for(bound);
+    if (plan.ok()) tuned = plan.value()->tuned_threads();
+  }
   double items_per_s = static_cast<double>(batch) * static_cast<double>(lat.size()) / total_s;
   if (a.json) {
-    nlohmann::json j = {{"model", a.model},
-                        {"batch", batch},
-                        {"threads", a.threads},
-                        {"median_ms", median},
-                        {"p90_ms", p90},
-                        {"items_per_s", items_per_s},
-                        {"runs", lat.size()},
-                        {"seconds", total_s},
-                        {"first_run_ms", plan_ms},
-                        {"precision", a.precision},
-                        {"optimized", !a.no_optimize}};
+    nlohmann::json j = {
+        {"model", a.model},           {"batch", batch},           {"threads", a.threads},
+        {"tuned_threads", tuned},     {"median_ms", median},      {"p90_ms", p90},
+        {"items_per_s", items_per_s}, {"runs", lat.size()},       {"seconds", total_s},
+        {"first_run_ms", plan_ms},    {"precision", a.precision}, {"optimized", !a.no_optimize}};
     std::printf("%s\n", json_dump_line(j).c_str());
   } else {
     std::printf("model:      %s\n", a.model.c_str());
     std::printf("batch:      %lld, threads: %s, precision: %s%s\n", static_cast<long long>(a.batch),
                 a.threads ? std::to_string(a.threads).c_str() : "all", a.precision.c_str(),
                 a.no_optimize ? ", graph optimizations off" : "");
+    if (tuned > 0) std::printf("tuned:      the plan settled on %d thread(s)\n", tuned);
     std::printf("first run:  %.2f ms (plan build + run)\n", plan_ms);
     std::printf("latency:    median %.3f ms, p90 %.3f ms per batch (%zu runs in %.1f s)\n", median,
                 p90, lat.size(), total_s);
