@@ -41,8 +41,7 @@ struct AttentionKernel : Kernel {
   // bf16 plans: each distinct source of Q, K and V converted to bf16 (same layout) and the
   // probabilities written by the softmax in bf16; the scores, the mask and the softmax stay f32.
   bool bf16 = false;
-  int sources = 3;  // 1 when Q, K and V are column ranges of one tensor
-  DnnlReorder to_bf16[3];
+  DnnlReorder to_bf16[3];  // Q, K, V (strided f32 views) -> dense head-major bf16
   Tensor low[3], probs;
   bool has_mask = false;
   std::array<int64_t, 4> dims{}, mask_strides{};  // [B, H, Sq, Skv]; 0 where M broadcasts
@@ -65,17 +64,14 @@ struct AttentionKernel : Kernel {
   }
 
   Status run(const Tensor* const* in, Tensor* const* out) override {
-    const char* base[3] = {};
-    for (int i = 0; i < sources; ++i) {
-      base[i] = static_cast<const char*>(in[i]->data());
+    const void* qkv[3];
+    for (int i = 0; i < 3; ++i) {
+      qkv[i] = static_cast<const float*>(in[geo.src[i]]->data()) + geo.offset[i];
       if (bf16) {
-        to_bf16[i].run(base[i], low[i].data());
-        base[i] = static_cast<const char*>(low[i].data());
+        to_bf16[i].run(qkv[i], low[i].data());
+        qkv[i] = low[i].data();
       }
     }
-    size_t es = bf16 ? 2 : 4;
-    const void* qkv[3];
-    for (int i = 0; i < 3; ++i) qkv[i] = base[geo.src[i]] + geo.offset[i] * es;
     void* p = bf16 ? probs.data() : scratch.data();
     scores.bind(DNNL_ARG_SRC, qkv[0]);
     scores.bind(DNNL_ARG_WEIGHTS, qkv[1]);
@@ -93,14 +89,13 @@ struct AttentionKernel : Kernel {
   }
 };
 
-// The kernel for `geo` (sources 0 .. sources-1 are the tensors Q, K and V are read from).
-Result<KernelPtr> make_attention(BuildContext& ctx, const AttentionGeometry& geo, int sources) {
+// The kernel for `geo`.
+Result<KernelPtr> make_attention(BuildContext& ctx, const AttentionGeometry& geo) {
   int64_t B = geo.B, Sq = geo.Sq, H = geo.H, Dh = geo.Dh, Skv = geo.Skv, Dv = geo.Dv;
   float scale = ctx.attr_float("scale", 1.0f);
   ctx.set_output(0, DType::kF32, {B, Sq, H, Dv});
   auto kern = std::make_unique<AttentionKernel>();
   kern->geo = geo;
-  kern->sources = sources;
   kern->dims = {B, H, Sq, Skv};
   if (geo.mask_input >= 0) {
     // M's dims, right-aligned onto [B, H, Sq, Skv]: each 1 (broadcast) or equal.
@@ -124,22 +119,31 @@ Result<KernelPtr> make_attention(BuildContext& ctx, const AttentionGeometry& geo
   kern->bf16 = ctx.precision() == Precision::kBF16;
   dt cdt = kern->bf16 ? dt::bf16 : dt::f32;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
+    // Head-major views [B, H, S, D] of the token-major tensors, through strides.
+    int64_t qr = geo.row[0], kr = geo.row[1], vr = geo.row[2];
+    dnnl::memory::desc qd(dims{B, H, Sq, Dh}, dt::f32, dims{Sq * qr, Dh, qr, 1});
+    dnnl::memory::desc ktd(dims{B, H, Dh, Skv}, dt::f32, dims{Skv * kr, Dh, 1, kr});
+    dnnl::memory::desc vd(dims{B, H, Skv, Dv}, dt::f32, dims{Skv * vr, Dv, vr, 1});
     if (kern->bf16) {
-      for (int i = 0; i < sources; ++i) {
-        const Shape& s = ctx.in_shape(i);
-        kern->to_bf16[i].init(plain_md(s, DType::kF32), plain_md(s, DType::kBF16));
-        kern->low[i] = Tensor::empty(DType::kBF16, s);
+      // The conversion to bf16 also makes the views dense (K transposed): the batched matmuls
+      // then read plain [B, H, S, D] blocks instead of strided ones.
+      dnnl::memory::desc* views[3] = {&qd, &ktd, &vd};
+      for (int i = 0; i < 3; ++i) {
+        dnnl::memory::desc dense(views[i]->dims(), dt::bf16, dnnl::memory::format_tag::abcd);
+        kern->to_bf16[i].init(*views[i], dense);
+        kern->low[i] = Tensor::empty(DType::kBF16, Shape(views[i]->dims()));
+        *views[i] = dense;
       }
       kern->probs = Tensor::empty(DType::kBF16, {B, H, Sq, Skv});
     }
-    // Head-major views [B, H, S, D] of the token-major tensors, through strides.
-    int64_t qr = geo.row[0], kr = geo.row[1], vr = geo.row[2];
-    dnnl::memory::desc qd(dims{B, H, Sq, Dh}, cdt, dims{Sq * qr, Dh, qr, 1});
-    dnnl::memory::desc ktd(dims{B, H, Dh, Skv}, cdt, dims{Skv * kr, Dh, 1, kr});
     dnnl::memory::desc sd(dims{B, H, Sq, Skv}, dt::f32, dims{H * Sq * Skv, Sq * Skv, Skv, 1});
     dnnl::memory::desc pd(dims{B, H, Sq, Skv}, cdt, dims{H * Sq * Skv, Sq * Skv, Skv, 1});
-    dnnl::memory::desc vd(dims{B, H, Skv, Dv}, cdt, dims{Skv * vr, Dv, vr, 1});
-    dnnl::memory::desc yd(dims{B, H, Sq, Dv}, dt::f32, dims{Sq * H * Dv, Dv, H * Dv, 1});
+    // In bf16 plans Y is written in bf16 when its consumers take a layout (a MatMul: the output
+    // projection), as a plain [B, Sq, H, Dv].
+    bool y_bf16 = kern->bf16 && ctx.output_layout_free(0);
+    dnnl::memory::desc yd(dims{B, H, Sq, Dv}, y_bf16 ? dt::bf16 : dt::f32,
+                          dims{Sq * H * Dv, Dv, H * Dv, 1});
+    if (y_bf16) ctx.set_output_layout(0, plain_md({B, Sq, H, Dv}, DType::kBF16));
     dnnl::primitive_attr scaled = dnnl_attr();
     dnnl::post_ops po;
     po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, scale, 0.f);
@@ -182,7 +186,7 @@ Result<KernelPtr> build_attention(BuildContext& ctx) {
   geo.row[0] = geo.row[1] = geo.H * geo.Dh;
   geo.row[2] = geo.H * geo.Dv;
   if (ctx.has_input(3)) geo.mask_input = 3;
-  return make_attention(ctx, geo, 3);
+  return make_attention(ctx, geo);
 }
 
 // PackedScaledDotProductAttention(X, Sq, Sk, Sv, q0, q1, k0, k1, v0, v1, M?): Q, K and V are the
@@ -246,7 +250,7 @@ Result<KernelPtr> build_packed_attention(BuildContext& ctx) {
     geo.row[i] = W;
   }
   if (ctx.has_input(10)) geo.mask_input = 10;
-  return make_attention(ctx, geo, 1);
+  return make_attention(ctx, geo);
 }
 
 }  // namespace

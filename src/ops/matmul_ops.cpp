@@ -22,14 +22,16 @@ struct MatmulCore {
   bool b_const = false;
   EpilogueFallback epilogue;
 
-  // `a`, `b`: f32 descriptors of the inputs as stored (maybe strided); `c`: plain f32 output.
+  // `a`, `b`: descriptors of the inputs as stored (f32, maybe strided; `a` may be plain bf16, a
+  // bf16 plan's activation a MatMul left in bf16); `c`: the plain f32 output, `c_bf16`: write it
+  // as plain bf16 instead (its consumers accept oneDNN layouts; Z stays f32).
   // `b_value`: B when constant. `bias_md`/`bias_value`: optional constant bias. `z`: Z's shape
   // when present. `runtime_tail`: work the caller does after the primitive (Gemm's runtime C),
   // which forces the epilogue to run after it too.
   Status init(const BuildContext& ctx, const dnnl::memory::desc& a, const dnnl::memory::desc& b,
               const dnnl::memory::desc& c, const Tensor* b_value, const Tensor& bias_value,
               const dnnl::memory::desc& bias_md, const Shape* z, const Shape& out,
-              dnnl::primitive_attr attr, bool runtime_tail) {
+              dnnl::primitive_attr attr, bool runtime_tail, bool c_bf16 = false) {
     ActivationSpec act;
     DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
     z_post = z && *z == out && !runtime_tail;
@@ -48,12 +50,18 @@ struct MatmulCore {
         mb = dnnl::memory::desc(b.dims(), cdt, dnnl::memory::format_tag::any);
       else if (cdt != dt::f32)
         mb = dnnl::memory::desc(b.dims(), cdt, dnnl::memory::format_tag::any);
-      auto d = has_bias ? dnnl::matmul::desc(ma, mb, bias_md, c) : dnnl::matmul::desc(ma, mb, c);
+      dnnl::memory::desc dst = c;
+      if (c_bf16) {
+        const auto& st = c.data.format_desc.blocking.strides;
+        dst = dnnl::memory::desc(c.dims(), dt::bf16, dnnl::memory::dims(st, st + c.data.ndims));
+      }
+      auto d =
+          has_bias ? dnnl::matmul::desc(ma, mb, bias_md, dst) : dnnl::matmul::desc(ma, mb, dst);
       dnnl::matmul::primitive_desc pd(d, attr, dnnl_engine());
       call.prim = dnnl::matmul(pd);
       call.add(DNNL_ARG_SRC, pd.src_desc());
       call.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
-      call.add(DNNL_ARG_DST, c);
+      call.add(DNNL_ARG_DST, dst);
       if (has_bias) call.add(DNNL_ARG_BIAS, bias_md);
       if (z_post) call.add(DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, c);
       if (pd.src_desc() != a) {
@@ -180,10 +188,26 @@ Result<KernelPtr> build_matmul(BuildContext& ctx) {
     pc = {rows, N};
     if (bias.valid()) bias_md = plain_md({1, N}, DType::kF32);
   }
+  // bf16 plans keep activations between matmuls in bf16: A may arrive so (from a MatMul or
+  // attention that wrote it), and the output is written so when every consumer accepts a
+  // layout (ops/op_registry.h, layout_inputs) and no f32 epilogue pass follows. Any other layout
+  // A arrives in is converted to plain f32 first.
+  bool bf16 = ctx.precision() == Precision::kBF16;
+  dnnl::memory::desc a_md = operand_md(pa, ta);
+  const dnnl::memory::desc& given = ctx.in_layout(0);
+  if (!given.is_zero()) {
+    if (bf16 && !ta && !a_vec && given == plain_md(ctx.in_shape(0), DType::kBF16))
+      a_md = plain_md(pa, DType::kBF16);
+    else
+      ctx.convert_input(0, plain_md(ctx.in_shape(0), DType::kF32));
+  }
+  bool act_fallback = ctx.has_input(3) && zs != out;
+  bool c_bf16 = bf16 && ctx.output_layout_free(0) && !act_fallback && !a_vec && !b_vec;
   auto core = std::make_shared<MatmulCore>();
-  DLSYS_RETURN_IF_ERROR(core->init(ctx, operand_md(pa, ta), operand_md(pb, tb),
-                                   plain_md(pc, DType::kF32), ctx.in_value(1), bias, bias_md,
-                                   ctx.has_input(3) ? &zs : nullptr, out, dnnl_attr(), false));
+  DLSYS_RETURN_IF_ERROR(core->init(ctx, a_md, operand_md(pb, tb), plain_md(pc, DType::kF32),
+                                   ctx.in_value(1), bias, bias_md, ctx.has_input(3) ? &zs : nullptr,
+                                   out, dnnl_attr(), false, c_bf16));
+  if (c_bf16) ctx.set_output_layout(0, plain_md(out, DType::kBF16));
   bool has_z = ctx.has_input(3);
   return make_kernel([core, has_z](const Tensor* const* in, Tensor* const* o) {
     const float* z = has_z ? in[3]->data_as<float>() : nullptr;
@@ -265,6 +289,9 @@ void register_matmul_ops(OpRegistry& r) {
   // Made by the graph optimizer: FusedMatMul(A, B, bias?, Z?) and FusedGemm(A, B, C?, Z?), with
   // optional `activation` / `activation_params` attributes (see ops/post_ops.h).
   r.add("FusedMatMul", 2, 4, 1, 1, build_matmul);
+  // A in a layout: bf16 plans pass bf16 activations between matmuls (build_matmul).
+  r.set_layout_inputs("MatMul", 1u);
+  r.set_layout_inputs("FusedMatMul", 1u);
   r.add("FusedGemm", 2, 4, 1, 1, build_gemm);
 }
 

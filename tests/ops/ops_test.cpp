@@ -274,6 +274,63 @@ TEST(Ops, BatchedMatMulWithOneWeightMatrixMatchesAPlainLoop) {
   }
 }
 
+// bf16 plans keep the activation between two matmuls in bf16 (ops/matmul_ops.cpp): the first
+// writes it as a bf16 layout, the second reads it without a reorder; a value that is also a graph
+// output stays f32. Both within bf16's error of a plain loop in double.
+TEST(Ops, Bf16MatMulsPassTheirActivationInBf16) {
+  if (!bf16_kernels_available()) GTEST_SKIP() << "no bf16 kernels on this CPU";
+  std::mt19937 rng(11);
+  const int64_t R = 24, K = 32, H = 64, N = 16;
+  Tensor x = random_tensor({4, 6, K}, &rng), w1 = random_tensor({K, H}, &rng),
+         w2 = random_tensor({H, N}, &rng);
+  for (Tensor* w : {&w1, &w2})
+    for (int64_t i = 0; i < w->numel(); ++i) w->data_as<float>()[i] -= 1.25f;  // both signs
+  for (bool hidden_out : {false, true}) {
+    Graph g;
+    g.opset = 17;
+    g.inputs.push_back(ValueInfo{"x", DType::kF32, true, {{4, ""}, {6, ""}, {K, ""}}});
+    g.initializers["w1"] = w1;
+    g.initializers["w2"] = w2;
+    g.nodes.push_back(Node{"mm1", "MatMul", "", {"x", "w1"}, {"m"}, {}});
+    g.nodes.push_back(Node{"relu", "Relu", "", {"m"}, {"h"}, {}});
+    g.nodes.push_back(Node{"mm2", "MatMul", "", {"h", "w2"}, {"y"}, {}});
+    g.outputs.push_back(ValueInfo{"y", DType::kF32, false, {}});
+    if (hidden_out) g.outputs.push_back(ValueInfo{"h", DType::kF32, false, {}});
+    SessionOptions o;
+    o.precision = Precision::kBF16;
+    auto s = Session::from_graph(g, o);
+    std::vector<Tensor> out;
+    Status st = s->run({{"x", x}}, &out);
+    ASSERT_TRUE(st.ok()) << st.message();
+    auto plan = s->plan_for({x});
+    ASSERT_TRUE(plan.ok());
+    int reorders = 0;
+    bool first_blocked = false;
+    for (const PlanStepInfo& step : plan.value()->steps()) {
+      if (step.name == "mm1") first_blocked = step.blocked_output;
+      reorders += step.op == "Reorder";
+    }
+    EXPECT_EQ(first_blocked, !hidden_out);
+    EXPECT_EQ(reorders, 0);
+    // y = relu(x w1) w2 in double.
+    double peak = 0, err = 0;
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t c = 0; c < N; ++c) {
+        double y = 0;
+        for (int64_t j = 0; j < H; ++j) {
+          double h = 0;
+          for (int64_t k = 0; k < K; ++k)
+            h += double(x.data_as<float>()[r * K + k]) * w1.data_as<float>()[k * H + j];
+          y += std::max(h, 0.0) * w2.data_as<float>()[j * N + c];
+        }
+        peak = std::max(peak, std::fabs(y));
+        err = std::max(err, std::fabs(y - out[0].data_as<float>()[r * N + c]));
+      }
+    EXPECT_GT(peak, 1.0);
+    EXPECT_LT(err, 0.02 * peak) << "hidden output " << hidden_out;
+  }
+}
+
 // Y[n, m, h, w] = sum over c, kh, kw of X[n, c, h + kh - 1, w + kw - 1] * W[m, c, kh, kw] + B[m]
 // (3x3, stride 1, padding 1), in double.
 std::vector<double> conv3x3_reference(const Tensor& x, const Tensor& w, const Tensor* b) {
