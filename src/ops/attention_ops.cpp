@@ -5,15 +5,21 @@
 // projections produce; M (f32) broadcasts onto the head-major scores [B, H, Sq, Skv]:
 //   Y[b, i, h, :] = sum_j softmax_j(scale * Q[b, i, h, :] . K[b, j, h, :] + M[b, h, i, j])
 //                   V[b, j, h, :]
-// Three oneDNN primitives read the head-major views through strides (no transposes are
-// materialized): scores = scale * Q K^T (matmul with a linear post-op), an in-place softmax over
-// the last axis, Y = P V written straight into Y's token-major layout. The mask is added by a
-// loop between the first two (a oneDNN binary post-op with M's broadcasts would leave the fast
-// matmul kernels). In bf16 plans the two matmuls read bf16 copies of Q, K, V and the softmax
-// writes P in bf16; scores, mask and softmax stay f32. The scores ([B, H, Sq, Skv]), and in bf16
-// the copies and P, are the only scratch.
+// One parallel region over the (batch, head) pairs; each thread runs, per pair, oneDNN primitives
+// made for one thread on its own buffers: scores = scale * Q K^T (a matmul reading the head's
+// strided view, with a linear post-op), the mask added by a loop, a softmax over the last axis,
+// Y = P V written straight into Y's token-major layout. A head's scores [Sq, Skv] stay in the
+// thread's cache between the three steps, and the run costs one wake-up of the thread team instead
+// of one per primitive. In bf16 plans each pair's Q, K^T and V are first converted to dense bf16
+// blocks and the softmax writes P in bf16; scores, mask and softmax stay f32, and Y is written in
+// bf16 when its consumers take a layout. The pairs are the unit of parallel work: a model with
+// fewer (batch x heads) than threads runs its attention on fewer threads.
+#include <omp.h>
+
 #include <algorithm>
 #include <array>
+#include <memory>
+#include <vector>
 
 #include "ops/dnnl_util.h"
 #include "ops/op_registry.h"
@@ -35,26 +41,51 @@ struct AttentionGeometry {
 };
 
 struct AttentionKernel : Kernel {
-  DnnlCall scores, softmax, context;
-  Tensor scratch;  // the scores [B, H, Sq, Skv]
   AttentionGeometry geo;
-  // bf16 plans: each distinct source of Q, K and V converted to bf16 (same layout) and the
-  // probabilities written by the softmax in bf16; the scores, the mask and the softmax stay f32.
-  bool bf16 = false;
-  DnnlReorder to_bf16[3];  // Q, K, V (strided f32 views) -> dense head-major bf16
-  Tensor low[3], probs;
-  bool has_mask = false;
+  bool bf16 = false, y_bf16 = false, has_mask = false;
   std::array<int64_t, 4> dims{}, mask_strides{};  // [B, H, Sq, Skv]; 0 where M broadcasts
+  // The primitives for one (batch, head) pair, made for one thread, and their descriptors.
+  dnnl::primitive to_q, to_k, to_v, scores, softmax, context;
+  dnnl::memory::desc q_view, k_view, v_view;  // the pair's f32 views of the inputs
+  dnnl::memory::desc q_md, kt_md, v_md;       // what the matmuls read (the views, or bf16 copies)
+  dnnl::memory::desc s_md, p_md, y_md;        // scores (f32), probabilities, the pair's Y view
+  // One thread's calls and buffers.
+  struct Lane {
+    DnnlCall to_q, to_k, to_v, scores, softmax, context;
+    Tensor q, kt, v, s, p;
+  };
+  std::vector<std::unique_ptr<Lane>> lanes;  // one per thread, grown on the first larger run
 
-  // scores[b, h, i, j] += M[b, h, i, j] (broadcast).
-  void add_mask(const float* m) {
-    float* s = scratch.data_as<float>();
-    int64_t rows = dims[0] * dims[1] * dims[2], n = dims[3], sj = mask_strides[3];
-#pragma omp parallel for if (rows * n > 65536)
-    for (int64_t r = 0; r < rows; ++r) {
-      int64_t i = r % dims[2], h = r / dims[2] % dims[1], b = r / (dims[2] * dims[1]);
-      const float* mr = m + b * mask_strides[0] + h * mask_strides[1] + i * mask_strides[2];
-      float* sr = s + r * n;
+  void add_lane() {
+    auto l = std::make_unique<Lane>();
+    int64_t Sq = dims[2], Skv = dims[3], Dh = geo.Dh, Dv = geo.Dv;
+    if (bf16) {
+      l->to_q.prim = to_q, l->to_k.prim = to_k, l->to_v.prim = to_v;
+      l->to_q.add(DNNL_ARG_FROM, q_view), l->to_q.add(DNNL_ARG_TO, q_md);
+      l->to_k.add(DNNL_ARG_FROM, k_view), l->to_k.add(DNNL_ARG_TO, kt_md);
+      l->to_v.add(DNNL_ARG_FROM, v_view), l->to_v.add(DNNL_ARG_TO, v_md);
+      l->q = Tensor::empty(DType::kBF16, {Sq, Dh});
+      l->kt = Tensor::empty(DType::kBF16, {Dh, Skv});
+      l->v = Tensor::empty(DType::kBF16, {Skv, Dv});
+      l->p = Tensor::empty(DType::kBF16, {Sq, Skv});
+    }
+    l->s = Tensor::empty(DType::kF32, {Sq, Skv});
+    l->scores.prim = scores, l->softmax.prim = softmax, l->context.prim = context;
+    l->scores.add(DNNL_ARG_SRC, q_md), l->scores.add(DNNL_ARG_WEIGHTS, kt_md);
+    l->scores.add(DNNL_ARG_DST, s_md);
+    l->softmax.add(DNNL_ARG_SRC, s_md), l->softmax.add(DNNL_ARG_DST, p_md);
+    l->context.add(DNNL_ARG_SRC, p_md), l->context.add(DNNL_ARG_WEIGHTS, v_md);
+    l->context.add(DNNL_ARG_DST, y_md);
+    lanes.push_back(std::move(l));
+  }
+
+  // scores[i, j] += M[b, h, i, j] (broadcast) for one pair.
+  void add_mask(const float* m, int64_t b, int64_t h, float* s) const {
+    const float* mb = m + b * mask_strides[0] + h * mask_strides[1];
+    int64_t n = dims[3], sj = mask_strides[3];
+    for (int64_t i = 0; i < dims[2]; ++i) {
+      const float* mr = mb + i * mask_strides[2];
+      float* sr = s + i * n;
       if (sj == 1) {
         for (int64_t j = 0; j < n; ++j) sr[j] += mr[j];
       } else {
@@ -63,28 +94,54 @@ struct AttentionKernel : Kernel {
     }
   }
 
-  Status run(const Tensor* const* in, Tensor* const* out) override {
-    const void* qkv[3];
+  // One (batch, head) pair on lane `l`.
+  void pair(Lane& l, const float* const* src, const float* mask, char* y, int64_t b,
+            int64_t h) const {
+    int64_t Sq = dims[2], Skv = dims[3], H = dims[1];
+    const float* at[3];
     for (int i = 0; i < 3; ++i) {
-      qkv[i] = static_cast<const float*>(in[geo.src[i]]->data()) + geo.offset[i];
-      if (bf16) {
-        to_bf16[i].run(qkv[i], low[i].data());
-        qkv[i] = low[i].data();
-      }
+      int64_t S = i == 0 ? Sq : Skv, D = i == 2 ? geo.Dv : geo.Dh;
+      at[i] = src[i] + geo.offset[i] + b * S * geo.row[i] + h * D;
     }
-    void* p = bf16 ? probs.data() : scratch.data();
-    scores.bind(DNNL_ARG_SRC, qkv[0]);
-    scores.bind(DNNL_ARG_WEIGHTS, qkv[1]);
-    scores.bind(DNNL_ARG_DST, scratch.data());
-    scores.exec();
-    if (has_mask) add_mask(in[geo.mask_input]->data_as<float>());
-    softmax.bind(DNNL_ARG_SRC, scratch.data());
-    softmax.bind(DNNL_ARG_DST, p);
-    softmax.exec();
-    context.bind(DNNL_ARG_SRC, p);
-    context.bind(DNNL_ARG_WEIGHTS, qkv[2]);
-    context.bind(DNNL_ARG_DST, out[0]->data());
-    context.exec();
+    const void *q = at[0], *k = at[1], *v = at[2];
+    if (bf16) {
+      DnnlCall* to[3] = {&l.to_q, &l.to_k, &l.to_v};
+      Tensor* dst[3] = {&l.q, &l.kt, &l.v};
+      for (int i = 0; i < 3; ++i) {
+        to[i]->bind(DNNL_ARG_FROM, at[i]);
+        to[i]->bind(DNNL_ARG_TO, dst[i]->data());
+        to[i]->exec();
+      }
+      q = l.q.data(), k = l.kt.data(), v = l.v.data();
+    }
+    l.scores.bind(DNNL_ARG_SRC, q);
+    l.scores.bind(DNNL_ARG_WEIGHTS, k);
+    l.scores.bind(DNNL_ARG_DST, l.s.data());
+    l.scores.exec();
+    if (mask) add_mask(mask, b, h, l.s.data_as<float>());
+    void* p = bf16 ? l.p.data() : l.s.data();
+    l.softmax.bind(DNNL_ARG_SRC, l.s.data());
+    l.softmax.bind(DNNL_ARG_DST, p);
+    l.softmax.exec();
+    size_t es = y_bf16 ? 2 : 4;
+    l.context.bind(DNNL_ARG_SRC, p);
+    l.context.bind(DNNL_ARG_WEIGHTS, v);
+    l.context.bind(DNNL_ARG_DST, y + ((b * Sq * H + h) * geo.Dv) * es);
+    l.context.exec();
+  }
+
+  Status run(const Tensor* const* in, Tensor* const* out) override {
+    int threads = std::max(1, omp_get_max_threads());
+    while (static_cast<int>(lanes.size()) < threads) add_lane();
+    const float* src[3];
+    for (int i = 0; i < 3; ++i) src[i] = in[geo.src[i]]->data_as<float>();
+    const float* mask = has_mask ? in[geo.mask_input]->data_as<float>() : nullptr;
+    char* y = static_cast<char*>(out[0]->data());
+    const int64_t pairs = dims[0] * dims[1];
+#pragma omp parallel for schedule(static) if (pairs > 1 && threads > 1)
+    for (int64_t bh = 0; bh < pairs; ++bh)
+      pair(*lanes[static_cast<size_t>(omp_get_thread_num())], src, mask, y, bh / dims[1],
+           bh % dims[1]);
     return Status::OK();
   }
 };
@@ -115,56 +172,50 @@ Result<KernelPtr> make_attention(BuildContext& ctx, const AttentionGeometry& geo
   }
   if (B * Sq * Skv * H == 0)
     return make_kernel([](const Tensor* const*, Tensor* const*) { return Status::OK(); });
-  kern->scratch = Tensor::empty(DType::kF32, {B, H, Sq, Skv});
   kern->bf16 = ctx.precision() == Precision::kBF16;
+  // In bf16 plans Y is written in bf16 when its consumers take a layout (a MatMul: the output
+  // projection), as a plain [B, Sq, H, Dv].
+  kern->y_bf16 = kern->bf16 && ctx.output_layout_free(0);
   dt cdt = kern->bf16 ? dt::bf16 : dt::f32;
+  // Made for one thread: each runs inside the region over the pairs.
+  OneOmpThread one;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    // Head-major views [B, H, S, D] of the token-major tensors, through strides.
+    AttentionKernel& k = *kern;
+    // One pair's views of the token-major tensors, through strides.
     int64_t qr = geo.row[0], kr = geo.row[1], vr = geo.row[2];
-    dnnl::memory::desc qd(dims{B, H, Sq, Dh}, dt::f32, dims{Sq * qr, Dh, qr, 1});
-    dnnl::memory::desc ktd(dims{B, H, Dh, Skv}, dt::f32, dims{Skv * kr, Dh, 1, kr});
-    dnnl::memory::desc vd(dims{B, H, Skv, Dv}, dt::f32, dims{Skv * vr, Dv, vr, 1});
-    if (kern->bf16) {
-      // The conversion to bf16 also makes the views dense (K transposed): the batched matmuls
-      // then read plain [B, H, S, D] blocks instead of strided ones.
-      dnnl::memory::desc* views[3] = {&qd, &ktd, &vd};
-      for (int i = 0; i < 3; ++i) {
-        dnnl::memory::desc dense(views[i]->dims(), dt::bf16, dnnl::memory::format_tag::abcd);
-        kern->to_bf16[i].init(*views[i], dense);
-        kern->low[i] = Tensor::empty(DType::kBF16, Shape(views[i]->dims()));
-        *views[i] = dense;
-      }
-      kern->probs = Tensor::empty(DType::kBF16, {B, H, Sq, Skv});
+    k.q_view = dnnl::memory::desc(dims{Sq, Dh}, dt::f32, dims{qr, 1});
+    k.k_view = dnnl::memory::desc(dims{Dh, Skv}, dt::f32, dims{1, kr});  // K^T
+    k.v_view = dnnl::memory::desc(dims{Skv, Dv}, dt::f32, dims{vr, 1});
+    k.q_md = k.q_view, k.kt_md = k.k_view, k.v_md = k.v_view;
+    if (k.bf16) {
+      k.q_md = dnnl::memory::desc(dims{Sq, Dh}, dt::bf16, dnnl::memory::format_tag::ab);
+      k.kt_md = dnnl::memory::desc(dims{Dh, Skv}, dt::bf16, dnnl::memory::format_tag::ab);
+      k.v_md = dnnl::memory::desc(dims{Skv, Dv}, dt::bf16, dnnl::memory::format_tag::ab);
+      k.to_q = dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), k.q_view, dnnl_engine(),
+                                                           k.q_md, dnnl_attr()));
+      k.to_k = dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), k.k_view, dnnl_engine(),
+                                                           k.kt_md, dnnl_attr()));
+      k.to_v = dnnl::reorder(dnnl::reorder::primitive_desc(dnnl_engine(), k.v_view, dnnl_engine(),
+                                                           k.v_md, dnnl_attr()));
     }
-    dnnl::memory::desc sd(dims{B, H, Sq, Skv}, dt::f32, dims{H * Sq * Skv, Sq * Skv, Skv, 1});
-    dnnl::memory::desc pd(dims{B, H, Sq, Skv}, cdt, dims{H * Sq * Skv, Sq * Skv, Skv, 1});
-    // In bf16 plans Y is written in bf16 when its consumers take a layout (a MatMul: the output
-    // projection), as a plain [B, Sq, H, Dv].
-    bool y_bf16 = kern->bf16 && ctx.output_layout_free(0);
-    dnnl::memory::desc yd(dims{B, H, Sq, Dv}, y_bf16 ? dt::bf16 : dt::f32,
-                          dims{Sq * H * Dv, Dv, H * Dv, 1});
-    if (y_bf16) ctx.set_output_layout(0, plain_md({B, Sq, H, Dv}, DType::kBF16));
+    k.s_md = dnnl::memory::desc(dims{Sq, Skv}, dt::f32, dnnl::memory::format_tag::ab);
+    k.p_md = dnnl::memory::desc(dims{Sq, Skv}, cdt, dnnl::memory::format_tag::ab);
+    k.y_md = dnnl::memory::desc(dims{Sq, Dv}, k.y_bf16 ? dt::bf16 : dt::f32, dims{H * Dv, 1});
     dnnl::primitive_attr scaled = dnnl_attr();
     dnnl::post_ops po;
     po.append_eltwise(1.f, dnnl::algorithm::eltwise_linear, scale, 0.f);
     scaled.set_post_ops(po);
-    kern->scores.prim = dnnl::matmul(
-        dnnl::matmul::primitive_desc(dnnl::matmul::desc(qd, ktd, sd), scaled, dnnl_engine()));
-    kern->scores.add(DNNL_ARG_SRC, qd);
-    kern->scores.add(DNNL_ARG_WEIGHTS, ktd);
-    kern->scores.add(DNNL_ARG_DST, sd);
-    kern->softmax.prim = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(
+    k.scores = dnnl::matmul(dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(k.q_md, k.kt_md, k.s_md), scaled, dnnl_engine()));
+    k.softmax = dnnl::softmax_v2_forward(dnnl::softmax_v2_forward::primitive_desc(
         dnnl::softmax_v2_forward::desc(dnnl::prop_kind::forward_inference,
-                                       dnnl::algorithm::softmax_accurate, sd, pd, 3),
+                                       dnnl::algorithm::softmax_accurate, k.s_md, k.p_md, 1),
         dnnl_attr(), dnnl_engine()));
-    kern->softmax.add(DNNL_ARG_SRC, sd);
-    kern->softmax.add(DNNL_ARG_DST, pd);
-    kern->context.prim = dnnl::matmul(
-        dnnl::matmul::primitive_desc(dnnl::matmul::desc(pd, vd, yd), dnnl_attr(), dnnl_engine()));
-    kern->context.add(DNNL_ARG_SRC, pd);
-    kern->context.add(DNNL_ARG_WEIGHTS, vd);
-    kern->context.add(DNNL_ARG_DST, yd);
+    k.context = dnnl::matmul(dnnl::matmul::primitive_desc(
+        dnnl::matmul::desc(k.p_md, k.v_md, k.y_md), dnnl_attr(), dnnl_engine()));
+    k.add_lane();
   }));
+  if (kern->y_bf16) ctx.set_output_layout(0, plain_md({B, Sq, H, Dv}, DType::kBF16));
   return KernelPtr(std::move(kern));
 }
 
