@@ -210,6 +210,7 @@ class Plan::Builder {
   std::vector<StepAccess> access_;                     // per step: slots read and written
   std::vector<int>* needed_;                           // Plan::build's needed_inputs
   int missing_slot_ = -1;        // the slot whose value the last node needed (or -1)
+  bool small_step_ = false;      // the node being built runs on one thread (push_step)
   bool dynamic_output_ = false;  // the last node has a dynamic output
 };
 
@@ -359,6 +360,8 @@ void Plan::Builder::push_step(KernelPtr kernel, const std::vector<int>& in_ids,
                               const std::vector<int>& out_ids, PlanStepInfo info) {
   Step st;
   st.kernel = std::move(kernel);
+  st.one_thread = small_step_;
+  info.one_thread = small_step_;
   for (int id : in_ids) {
     st.in.push_back(id >= 0 ? &p_.slots_[id].tensor : nullptr);
     if (id >= 0)
@@ -494,18 +497,22 @@ Status Plan::Builder::build_node(const Node& node) {
   // on 2 passive threads a 32x32 detector head took 1.1 ms, on one 0.03 ms.
   int64_t work = 0;
   for (const ValueDesc& d : descs_) work += shape_numel(d.shape);
+  // Its input conversions likewise (oneDNN's reorders also fix their thread count when made),
+  // and all its steps run on one thread (PlanOptions::one_thread_small_steps; push_step).
   std::optional<OneOmpThread> one;
   if (work < kSmallKernelElements) one.emplace();
+  small_step_ = work < kSmallKernelElements && opts_.one_thread_small_steps;
   auto built = build_kernel(*schema, ctx);
-  one.reset();
+  Status st = built.status();
   if (!built.ok()) {
     const int m = ctx.missing_value_input();
     if (m >= 0 && static_cast<size_t>(m) < in_ids.size()) missing_slot_ = in_ids[m];
-    return built.status();
+  } else {
+    st = convert_inputs(node, ctx, &in_ids);
+    if (st.ok()) st = add_outputs_and_step(node, ctx, std::move(built).value(), in_ids, all_const);
   }
-  KernelPtr kernel = std::move(built).value();
-  DLSYS_RETURN_IF_ERROR(convert_inputs(node, ctx, &in_ids));
-  return add_outputs_and_step(node, ctx, std::move(kernel), in_ids, all_const);
+  small_step_ = false;
+  return st;
 }
 
 Status Plan::Builder::add_outputs_and_step(const Node& node, BuildContext& ctx, KernelPtr kernel,
@@ -733,10 +740,14 @@ Status Plan::run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* o
   for (int id : input_aliases_)
     slots_[id].tensor.reset_data(slots_[slots_[id].alias_of].tensor.data());
   if (step_ns) step_ns->assign(steps_.size(), 0);
+  const int team = omp_get_max_threads();
   for (size_t k = 0; k < steps_.size(); ++k) {
     Step& s = steps_[k];
     auto t0 = step_ns ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point{};
+    const bool narrow = s.one_thread && team > 1;
+    if (narrow) omp_set_num_threads(1);
     Status st = s.kernel->run(s.in.data(), s.out.data());
+    if (narrow) omp_set_num_threads(team);
     if (!st.ok()) return st;
     if (step_ns) {
       dnnl_stream().wait();

@@ -40,6 +40,11 @@ struct PlanOptions {
   // time is part of the plan that runs them), for serving (model_runner.cpp says why), and with
   // DLSYS_ADAPTIVE_THREADS=0.
   bool tune_threads = true;
+  // Steps whose kernels were made for one thread (inputs under 65,536 elements) also run on one:
+  // oneDNN's element-wise and binary primitives split their work over every thread when they
+  // execute, and waking a passive thread costs 50-100 us on a VM, 20-60x such a step. Off for
+  // serving (model_runner.cpp says why).
+  bool one_thread_small_steps = true;
 };
 
 // What the plan knows of one graph node, for `inspect` and profiling.
@@ -57,6 +62,7 @@ struct PlanStepInfo {
   size_t bytes_in = 0, bytes_out = 0;    // bytes read from inputs and written to outputs
   bool blocked_output = false;           // output left in a oneDNN layout
   bool dynamic_output = false;           // an output's shape is known only when it runs
+  bool one_thread = false;               // runs on one thread (a small step)
   std::string kernel;  // the implementation (oneDNN's name), when the op reports it
 };
 
@@ -124,6 +130,7 @@ class Plan {
   };
   struct Step {
     KernelPtr kernel;
+    bool one_thread = false;  // run with one OpenMP thread (PlanOptions::one_thread_small_steps)
     std::vector<const Tensor*> in;
     std::vector<Tensor*> out;
   };

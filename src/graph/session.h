@@ -21,6 +21,8 @@ struct SessionOptions {
   bool optimize = true;   // run the graph rewrite passes (graph/passes/optimize.h) once at open
   // Inference plans pick their thread count by timing their runs (PlanOptions::tune_threads).
   bool tune_threads = true;
+  // Small steps run on one thread (PlanOptions::one_thread_small_steps).
+  bool one_thread_small_steps = true;
   OptimizeOptions passes;  // which passes, when optimize is on
 };
 

@@ -52,6 +52,7 @@ Result<std::unique_ptr<ModelRunner>> ModelRunner::open(const std::string& onnx_p
   // state behind when it exits (1,000 load/unload cycles grew the resident set by 2 MiB), and
   // instances are the server's own lever for its cores.
   r->session_options_.tune_threads = false;
+  r->session_options_.one_thread_small_steps = false;
   r->sessions_.resize(static_cast<size_t>(opts.max_instances));
   for (int i = 0; i < opts.instances; ++i) {
     DLSYS_ASSIGN_OR_RETURN(r->sessions_[static_cast<size_t>(i)],

@@ -2,6 +2,8 @@
 // aliases are rebound per call, results match a hand computation.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <thread>
 
 #include "graph/onnx_import.h"
@@ -71,6 +73,40 @@ TEST(Plan, RunsOnThreadsOtherThanTheOneThatBuiltIt) {
     runner.join();
     ASSERT_EQ(out.size(), 1u);
     EXPECT_EQ(testing::compare_tensors(out[0], want, 0, 0), "") << "run " << t;
+  }
+}
+
+// A step whose inputs hold fewer than 65,536 elements runs on one OpenMP thread (waking a
+// sleeping thread costs more than such a step); larger ones run on the caller's threads, which
+// the run leaves as it found them. Serving turns it off (PlanOptions::one_thread_small_steps).
+TEST(Plan, SmallStepsRunOnOneThreadAndLargeOnesOnAll) {
+  OnnxBuilder b;
+  b.input("x", onnx::TensorProto::FLOAT, {-1, 8});
+  b.output("y", onnx::TensorProto::FLOAT, {-1, 9000});
+  b.random_f32("w", {8, 9000}, 0.5f, 3);
+  b.node("Sigmoid", {"x"}, {"h"}, "small");
+  b.node("MatMul", {"h", "w"}, {"y"}, "large");  // 8 x 9000 weights: over the threshold
+  for (bool on : {true, false}) {
+    auto g = import_onnx_bytes(b.bytes(), "test.onnx");
+    ASSERT_TRUE(g.ok());
+    SessionOptions o;
+    o.one_thread_small_steps = on;
+    auto s = Session::from_graph(std::move(g).value(), o);
+    Tensor x = Tensor::zeros(DType::kF32, {2, 8});
+    const int before = omp_get_max_threads();
+    std::vector<Tensor> out;
+    ASSERT_TRUE(s->run({{"x", x}}, &out).ok());
+    EXPECT_EQ(omp_get_max_threads(), before);
+    ASSERT_EQ(out[0].shape(), (Shape{2, 9000}));
+    auto plan = s->plan_for({x});
+    ASSERT_TRUE(plan.ok());
+    int small = 0, large = 0;
+    for (const PlanStepInfo& st : plan.value()->steps()) {
+      if (st.name == "small") small += st.one_thread ? 1 : 2;
+      if (st.name == "large") large += st.one_thread ? 1 : 2;
+    }
+    EXPECT_EQ(small, on ? 1 : 2) << "on " << on;
+    EXPECT_EQ(large, 2) << "on " << on;
   }
 }
 
