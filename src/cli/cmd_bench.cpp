@@ -13,6 +13,7 @@
 #include "cli/inputs.h"
 #include "core/json_util.h"
 #include "graph/session.h"
+#include "graph/thread_tuner.h"
 
 namespace dlsys::cli {
 namespace {
@@ -43,9 +44,20 @@ int run_bench(const BenchArgs& args) {
   Status st = s.run(named, &outputs);
   if (!st.ok()) return fail(st.message());
   double plan_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  // Warm-up: 300 ms and 3 runs, then on until the plan's thread tuner has chosen its count
+  // (graph/thread_tuner.h: 3 runs per candidate), at most 5 s: the figures are steady-state.
+  std::vector<Tensor> bound;
+  for (const ValueInfo& v : s.graph().inputs)
+    if (named.count(v.name)) bound.push_back(named.at(v.name));
+  auto tuned_now = [&] {
+    auto plan = s.plan_for(bound);
+    return plan.ok() ? plan.value()->tuned_threads() : 0;
+  };
   auto warm_end = Clock::now() + std::chrono::milliseconds(300);
+  auto tune_end = Clock::now() + std::chrono::seconds(5);
   int warm = 0;
-  while (warm < 3 || Clock::now() < warm_end) {
+  while (warm < 3 || Clock::now() < warm_end ||
+         (tuned_now() == 0 && warm < 3 + 4 * ThreadTuner::kTrials && Clock::now() < tune_end)) {
     st = s.run(named, &outputs);
     if (!st.ok()) return fail(st.message());
     ++warm;
@@ -69,15 +81,8 @@ int run_bench(const BenchArgs& args) {
     return sorted[std::min(sorted.size() - 1, static_cast<size_t>(q * (sorted.size() - 1) + 0.5))];
   };
   double median = pct(0.5), p90 = pct(0.9);
-  // The thread count the plan's tuner settled on (graph/thread_tuner.h; 0: still trying, or off).
-  int tuned = 0;
-  {
-    std::vector<Tensor> bound;
-    for (const ValueInfo& v : s.graph().inputs)
-      if (named.count(v.name)) bound.push_back(named.at(v.name));
-    auto plan = s.plan_for(bound);
-    if (plan.ok()) tuned = plan.value()->tuned_threads();
-  }
+  // The thread count the plan's tuner settled on (0: still trying, or off).
+  int tuned = tuned_now();
   double items_per_s = static_cast<double>(batch) * static_cast<double>(lat.size()) / total_s;
   if (a.json) {
     nlohmann::json j = {
