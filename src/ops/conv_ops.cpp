@@ -459,10 +459,42 @@ Result<KernelPtr> build_qconv(BuildContext& ctx) {
 // reorder of its output to plain when a consumer needs plain.
 struct ConvDepthwiseState {
   DnnlCall call;
+  // Unfused (a small 1x1 output): the depthwise convolution runs after `call`, which writes the
+  // 1x1 output into the calling thread's buffer of `mid_bytes` (mid_buffer).
+  bool unfused = false;
+  DnnlCall dw_call;
+  size_t mid_bytes = 0;
   bool dst_reorder = false;
   DnnlReorder dst_r;
   Tensor dst_buf, wei, dw_wei, bias, dw_bias;
 };
+
+// The calling thread's buffer for an unfused FusedConvDepthwise's 1x1 output, grown to at least
+// `bytes` (kernels of one plan run one at a time per thread; nothing else uses it).
+void* mid_buffer(size_t bytes) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buf;
+  if (buf.size < bytes) {
+    std::free(buf.data);
+    size_t rounded = (bytes + 63) / 64 * 64;
+    buf.data = std::aligned_alloc(64, rounded);
+    DLSYS_CHECK(buf.data != nullptr, "out of memory allocating a {}-byte convolution buffer",
+                rounded);
+    buf.size = rounded;
+  }
+  return buf.data;
+}
+
+// From this size of the 1x1 output (f32 bytes) up, FusedConvDepthwise runs oneDNN's fused kernel;
+// below it the two convolutions, whose output then stays in cache anyway. MobileNetV2, dlsys
+// bench, 2 threads, interleaved: fused at batch 32 (15-154 MB outputs) 190-199 vs 211-217 ms
+// quiet and 293-329 vs 355-396 ms beside a busy process; at batch 1 (at most 4.8 MB) 9.8-10.0 vs
+// 8.4-9.4 ms.
+constexpr int64_t kFuseMinBytes = 8 << 20;
 
 // A constant input converted once from plain f32 `plain` into `want`; zeros of `want`'s size when
 // the input is absent (a missing bias).
@@ -483,7 +515,9 @@ Tensor prepared_constant(const BuildContext& ctx, size_t i, const dnnl::memory::
 // Activations are nChw16c, whatever layout X arrives in: on channels-last tensors oneDNN 2.6's
 // jit_1x1 kernel with a depthwise post-op writes wrong values (up to 10x the output scale, and
 // different from run to run; seen on AVX-512 and AVX2 EPYCs, caught by
-// Optimize.PointwiseDepthwiseFusionMatchesAtMobileNetShapes).
+// Optimize.PointwiseDepthwiseFusionMatchesAtMobileNetShapes). Below kFuseMinBytes of 1x1 output
+// the kernel runs the two convolutions instead (same layouts), the 1x1 output in a per-thread
+// buffer.
 Result<KernelPtr> build_conv_depthwise(BuildContext& ctx) {
   for (size_t i = 0; i < 5; ++i)
     if (ctx.has_input(i)) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
@@ -514,40 +548,78 @@ Result<KernelPtr> build_conv_depthwise(BuildContext& ctx) {
   mid[1] = M;
   auto src_given = ctx.in_layout(0).is_zero() ? plain_md(x, DType::kF32) : ctx.in_layout(0);
   auto tag = dnnl::memory::format_tag::aBcd16b;
+  st->unfused = x[0] * M * x[2] * x[3] * 4 < kFuseMinBytes;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
     dnnl::post_ops po;
     if (act.present) po.append_eltwise(1.f, act.alg, act.alpha, act.beta);
-    po.append_dw(cdt, dt::f32, free_out ? cdt : dt::f32, 3, stride, 1, 0, {});
-    if (dw_act.present) po.append_eltwise(1.f, dw_act.alg, dw_act.alpha, dw_act.beta);
+    if (!st->unfused) {
+      po.append_dw(cdt, dt::f32, free_out ? cdt : dt::f32, 3, stride, 1, 0, {});
+      if (dw_act.present) po.append_eltwise(1.f, dw_act.alg, dw_act.alpha, dw_act.beta);
+    }
     dnnl::primitive_attr attr = dnnl_attr();
     attr.set_post_ops(po);
+    // Unfused, oneDNN picks the layouts (its brgemm kernels prefer channels-last), reading X as
+    // it arrives when it arrives in a oneDNN layout of the compute type.
+    auto io_tag = st->unfused ? dnnl::memory::format_tag::any : tag;
+    dnnl::memory::desc src_md(xd, cdt, io_tag);
+    if (st->unfused && !ctx.in_layout(0).is_zero() && ctx.in_layout(0).data_type() == cdt)
+      src_md = ctx.in_layout(0);
     dnnl::convolution_forward::desc d(
-        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-        dnnl::memory::desc(xd, cdt, tag),
+        dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_md,
         dnnl::memory::desc({M, x[1], 1, 1}, cdt, dnnl::memory::format_tag::any),
-        plain_md({M}, DType::kF32), dnnl::memory::desc(mid, cdt, tag), {1, 1}, {0, 0}, {0, 0});
+        plain_md({M}, DType::kF32), dnnl::memory::desc(mid, cdt, io_tag), {1, 1}, {0, 0}, {0, 0});
     dnnl::convolution_forward::primitive_desc pd(d, attr, dnnl_engine());
     ctx.set_impl(pd.impl_info_str());
     auto arg_md = [&](int arg) { return pd.query_md(dnnl::query::exec_arg_md, arg); };
-    const int dw_wei = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS;
-    const int dw_bias = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS;
     st->call.prim = dnnl::convolution_forward(pd);
     st->call.add(DNNL_ARG_SRC, pd.src_desc());
     st->call.add(DNNL_ARG_DST, pd.dst_desc());
     st->wei = prepared_constant(ctx, 1, plain_md(w, DType::kF32), pd.weights_desc());
     st->bias = prepared_constant(ctx, 2, plain_md({M}, DType::kF32), pd.bias_desc());
-    st->dw_wei = prepared_constant(ctx, 3, plain_md({M, 1, 1, 3, 3}, DType::kF32), arg_md(dw_wei));
-    st->dw_bias = prepared_constant(ctx, 4, plain_md({M}, DType::kF32), arg_md(dw_bias));
-    std::pair<int, Tensor*> constants[] = {{DNNL_ARG_WEIGHTS, &st->wei},
-                                           {DNNL_ARG_BIAS, &st->bias},
-                                           {dw_wei, &st->dw_wei},
-                                           {dw_bias, &st->dw_bias}};
+    const dnnl::memory::desc dw_plain = plain_md({M, 1, 1, 3, 3}, DType::kF32);
+    std::vector<std::pair<int, Tensor*>> constants = {{DNNL_ARG_WEIGHTS, &st->wei},
+                                                      {DNNL_ARG_BIAS, &st->bias}};
+    dnnl::memory::desc dst;
+    if (st->unfused) {
+      // The depthwise convolution on its own, reading the 1x1 output in nChw16c.
+      dnnl::post_ops dpo;
+      if (dw_act.present) dpo.append_eltwise(1.f, dw_act.alg, dw_act.alpha, dw_act.beta);
+      dnnl::primitive_attr dattr = dnnl_attr();
+      dattr.set_post_ops(dpo);
+      dims od(out.begin(), out.end());
+      dnnl::convolution_forward::desc dd(
+          dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, pd.dst_desc(),
+          dnnl::memory::desc({M, 1, 1, 3, 3}, cdt, dnnl::memory::format_tag::any),
+          plain_md({M}, DType::kF32), dnnl::memory::desc(od, free_out ? cdt : dt::f32, io_tag),
+          {stride, stride}, {1, 1}, {1, 1});
+      dnnl::convolution_forward::primitive_desc dpd(dd, dattr, dnnl_engine());
+      st->dw_call.prim = dnnl::convolution_forward(dpd);
+      st->dw_call.add(DNNL_ARG_SRC, dpd.src_desc());
+      st->dw_call.add(DNNL_ARG_DST, dpd.dst_desc());
+      st->dw_wei = prepared_constant(ctx, 3, dw_plain, dpd.weights_desc());
+      st->dw_bias = prepared_constant(ctx, 4, plain_md({M}, DType::kF32), dpd.bias_desc());
+      st->dw_call.add(DNNL_ARG_WEIGHTS, dpd.weights_desc());
+      st->dw_call.bind(DNNL_ARG_WEIGHTS, st->dw_wei.data());
+      st->dw_call.add(DNNL_ARG_BIAS, dpd.bias_desc());
+      st->dw_call.bind(DNNL_ARG_BIAS, st->dw_bias.data());
+      st->mid_bytes = pd.dst_desc().get_size();
+      dst = dpd.dst_desc();
+      ctx.set_impl(std::string(pd.impl_info_str()) + " + " + dpd.impl_info_str() + " (unfused)");
+    } else {
+      const int dw_wei = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_WEIGHTS;
+      const int dw_bias = DNNL_ARG_ATTR_POST_OP_DW | DNNL_ARG_BIAS;
+      st->dw_wei = prepared_constant(ctx, 3, dw_plain, arg_md(dw_wei));
+      st->dw_bias = prepared_constant(ctx, 4, plain_md({M}, DType::kF32), arg_md(dw_bias));
+      constants.push_back({dw_wei, &st->dw_wei});
+      constants.push_back({dw_bias, &st->dw_bias});
+      dst = pd.dst_desc();
+    }
     for (auto& [arg, t] : constants) {
       st->call.add(arg, arg_md(arg));
       st->call.bind(arg, t->data());
     }
     if (pd.src_desc() != src_given) ctx.convert_input(0, pd.src_desc());
-    auto dst = pd.dst_desc(), dst_plain = plain_md(out, DType::kF32);
+    auto dst_plain = plain_md(out, DType::kF32);
     if (free_out) {
       if (dst != dst_plain) ctx.set_output_layout(0, dst);
     } else if (dst != dst_plain) {
@@ -558,9 +630,19 @@ Result<KernelPtr> build_conv_depthwise(BuildContext& ctx) {
   }));
   return make_kernel([st](const Tensor* const* in, Tensor* const* o) {
     ConvDepthwiseState& c = *st;
+    void* y = c.dst_reorder ? c.dst_buf.data() : o[0]->data();
     c.call.bind(DNNL_ARG_SRC, in[0]->data());
-    c.call.bind(DNNL_ARG_DST, c.dst_reorder ? c.dst_buf.data() : o[0]->data());
-    c.call.exec();
+    if (c.unfused) {
+      void* mid = mid_buffer(c.mid_bytes);
+      c.call.bind(DNNL_ARG_DST, mid);
+      c.call.exec();
+      c.dw_call.bind(DNNL_ARG_SRC, mid);
+      c.dw_call.bind(DNNL_ARG_DST, y);
+      c.dw_call.exec();
+    } else {
+      c.call.bind(DNNL_ARG_DST, y);
+      c.call.exec();
+    }
     if (c.dst_reorder) c.dst_r.run(c.dst_buf.data(), o[0]->data());
     return Status::OK();
   });

@@ -163,15 +163,18 @@ OnnxBuilder inverted_residual_blocks(bool extra_reader = false) {
   return b;
 }
 
-// PointwiseDepthwiseFusion is opt-in (OptimizeOptions::fuse_pointwise_depthwise).
+// PointwiseDepthwiseFusion is on by default and can be turned off
+// (OptimizeOptions::fuse_pointwise_depthwise).
 SessionOptions with_pointwise_depthwise() {
   SessionOptions o;
   o.passes.fuse_pointwise_depthwise = true;
   return o;
 }
 
-TEST(Optimize, PointwiseDepthwiseFusionIsOffByDefault) {
-  auto s = expect_same_outputs(inverted_residual_blocks(), {2, 16, 9, 9});
+TEST(Optimize, PointwiseDepthwiseFusionCanBeTurnedOff) {
+  SessionOptions off;
+  off.passes.fuse_pointwise_depthwise = false;
+  auto s = expect_same_outputs(inverted_residual_blocks(), {2, 16, 9, 9}, 1e-4, 1e-5, off);
   EXPECT_EQ(count_op(s->graph(), "FusedConvDepthwise"), 0);
 }
 
@@ -279,12 +282,22 @@ TEST(Optimize, PointwiseDepthwiseFusionMatchesAtMobileNetShapes) {
     OnnxBuilder::attr_ints(dw, "pads", {1, 1, 1, 1});
     OnnxBuilder::attr_ints(dw, "strides", {k.stride, k.stride});
     b.node("Clip", {"d", "zero", "six"}, {"y"});
-    for (int64_t n : {1, 4}) {
+    for (int64_t n : {1, 4, 8}) {
       SCOPED_TRACE("C=" + std::to_string(k.c) + " M=" + std::to_string(k.m) +
                    " H=" + std::to_string(k.h) + " stride=" + std::to_string(k.stride) +
                    " N=" + std::to_string(n));
       auto s = expect_same_outputs(b, {n, k.c, k.h, k.h}, 1e-4, 1e-5, with_pointwise_depthwise());
       EXPECT_EQ(count_op(s->graph(), "FusedConvDepthwise"), 1);
+      // oneDNN's fused kernel from 8 MiB of 1x1 output up, the two convolutions below.
+      auto plan = s->plan_for_shapes({{n, k.c, k.h, k.h}});
+      ASSERT_TRUE(plan.ok());
+      bool unfused_want = n * k.m * k.h * k.h * 4 < (8 << 20), seen = false;
+      for (const PlanStepInfo& st : plan.value()->steps())
+        if (st.op == "FusedConvDepthwise") {
+          seen = true;
+          EXPECT_EQ(st.kernel.find("(unfused)") != std::string::npos, unfused_want) << st.kernel;
+        }
+      EXPECT_TRUE(seen);
     }
   }
 }

@@ -18,9 +18,10 @@ namespace dlsys {
 struct OptimizeOptions {
   bool fold_constants = true;
   bool fuse = true;  // the fusion passes (cleanup always runs)
-  // PointwiseDepthwiseFusion, off by default: its only correct oneDNN 2.6 kernel (nChw16c) is
-  // slower than the two convolutions it replaces on MobileNetV2 (see src/graph/passes/README.md).
-  bool fuse_pointwise_depthwise = false;
+  // PointwiseDepthwiseFusion: its kernel runs oneDNN's fused primitive where the 1x1 output is
+  // large (>= 8 MiB: MobileNetV2 at batch 32) and the two convolutions below that
+  // (src/graph/passes/README.md).
+  bool fuse_pointwise_depthwise = true;
   int64_t max_folded_bytes = 64 << 20;  // constant folding never creates a larger initializer
 };
 
