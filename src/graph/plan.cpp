@@ -495,8 +495,12 @@ Status Plan::Builder::build_node(const Node& node) {
   ctx.set_subgraph_planner(&planner);
   // A kernel too small to pay for a parallel region is made for one thread (OneOmpThread):
   // on 2 passive threads a 32x32 detector head took 1.1 ms, on one 0.03 ms.
+  // Not a node with subgraphs (If, Loop, Scan): its inputs say nothing of its branches' or body's
+  // work, which reads outer-scope values.
   int64_t work = 0;
   for (const ValueDesc& d : descs_) work += shape_numel(d.shape);
+  for (const auto& [name, a] : node.attrs)
+    if (a.kind == Attribute::Kind::kGraph) work = kSmallKernelElements;
   // Its input conversions likewise (oneDNN's reorders also fix their thread count when made),
   // and all its steps run on one thread (PlanOptions::one_thread_small_steps; push_step).
   std::optional<OneOmpThread> one;

@@ -84,6 +84,17 @@ TEST(ControlFlow, IfTakesTheBranchTheConditionSaysAtRunTimeAndReadsOuterValues) 
       EXPECT_EQ(Values(out[0]), want) << "c1 " << c1 << " c2 " << c2;
     }
   }
+  // Its inputs are one bool, but its branches' work is not: the If is no small step run on one
+  // thread (PlanOptions::one_thread_small_steps).
+  auto plan = (*s)->plan_for({x, Bool(true), Bool(true)});
+  ASSERT_TRUE(plan.ok());
+  int ifs = 0;
+  for (const PlanStepInfo& st : plan.value()->steps())
+    if (st.op == "If") {
+      ++ifs;
+      EXPECT_FALSE(st.one_thread) << st.name;
+    }
+  EXPECT_EQ(ifs, 1);
 }
 
 TEST(ControlFlow, BranchesOfDifferentShapesGiveTheTakenBranchsShape) {
