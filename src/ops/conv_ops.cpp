@@ -472,21 +472,8 @@ struct ConvDepthwiseState {
 // The calling thread's buffer for an unfused FusedConvDepthwise's 1x1 output, grown to at least
 // `bytes` (kernels of one plan run one at a time per thread; nothing else uses it).
 void* mid_buffer(size_t bytes) {
-  struct Buffer {
-    void* data = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buf;
-  if (buf.size < bytes) {
-    std::free(buf.data);
-    size_t rounded = (bytes + 63) / 64 * 64;
-    buf.data = std::aligned_alloc(64, rounded);
-    DLSYS_CHECK(buf.data != nullptr, "out of memory allocating a {}-byte convolution buffer",
-                rounded);
-    buf.size = rounded;
-  }
-  return buf.data;
+  thread_local GrowingBuffer buf;
+  return buf.grow(bytes, "convolution buffer");
 }
 
 // From this size of the 1x1 output (f32 bytes) up, FusedConvDepthwise runs oneDNN's fused kernel;

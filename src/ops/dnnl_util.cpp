@@ -70,26 +70,28 @@ dnnl::primitive_attr dnnl_attr() {
   return attr;
 }
 
+GrowingBuffer::~GrowingBuffer() {
+  std::free(data);
+}
+
+void* GrowingBuffer::grow(size_t bytes, const char* what) {
+  if (size < bytes) {
+    std::free(data);
+    size_t rounded = (bytes + 63) / 64 * 64;
+    data = std::aligned_alloc(64, rounded);
+    DLSYS_CHECK(data != nullptr, "out of memory allocating a {}-byte {}", rounded, what);
+    size = rounded;
+  }
+  return data;
+}
+
 namespace {
 
 // The calling thread's scratchpad, grown to at least `bytes` (never shrunk: a thread's largest
 // primitive sets its size). One run at a time per thread, so primitives share it.
 void* thread_scratchpad(size_t bytes) {
-  struct Buffer {
-    void* data = nullptr;
-    size_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buf;
-  if (buf.size < bytes) {
-    std::free(buf.data);
-    size_t rounded = (bytes + 63) / 64 * 64;
-    buf.data = std::aligned_alloc(64, rounded);
-    DLSYS_CHECK(buf.data != nullptr, "out of memory allocating a {}-byte oneDNN scratchpad",
-                rounded);
-    buf.size = rounded;
-  }
-  return buf.data;
+  thread_local GrowingBuffer buf;
+  return buf.grow(bytes, "oneDNN scratchpad");
 }
 
 }  // namespace

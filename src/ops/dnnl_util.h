@@ -28,6 +28,19 @@ dnnl::memory::desc strided_md(const Shape& s, DType t, const std::vector<int64_t
 // scales to the returned attributes; never start from a default-constructed primitive_attr.
 dnnl::primitive_attr dnnl_attr();
 
+// A 64-byte-aligned buffer that only grows: what a thread keeps for scratch it reuses run after
+// run (declare it thread_local). grow() returns at least `bytes`, keeping the contents only when
+// no reallocation was needed; `what` names the buffer in the out-of-memory error.
+struct GrowingBuffer {
+  void* data = nullptr;
+  size_t size = 0;
+  GrowingBuffer() = default;
+  GrowingBuffer(const GrowingBuffer&) = delete;
+  GrowingBuffer& operator=(const GrowingBuffer&) = delete;
+  ~GrowingBuffer();
+  void* grow(size_t bytes, const char* what);
+};
+
 // A oneDNN primitive plus its argument memories, created once per plan; bind() swaps data
 // pointers before each run, and exec() calls the C API with a prebuilt argument array (the C++
 // execute() builds a vector per call), so running allocates nothing (after a thread's first run

@@ -20,22 +20,24 @@ struct MatmulCore {
   DnnlReorder a_r, b_r;
   Tensor a_buf, b_buf, bias;  // b_buf holds converted constant weights when b_const
   bool b_const = false;
+  bool c_bf16 = false;  // the output is written as plain bf16 (see init's `bf16_out`)
   EpilogueFallback epilogue;
 
   // `a`, `b`: descriptors of the inputs as stored (f32, maybe strided; `a` may be plain bf16, a
-  // bf16 plan's activation a MatMul left in bf16); `c`: the plain f32 output, `c_bf16`: write it
-  // as plain bf16 instead (its consumers accept oneDNN layouts; Z stays f32).
+  // bf16 plan's activation a MatMul left in bf16); `c`: the plain f32 output. `bf16_out`: its
+  // consumers accept a bf16 output (Z stays f32); taken unless an f32 epilogue pass follows.
   // `b_value`: B when constant. `bias_md`/`bias_value`: optional constant bias. `z`: Z's shape
   // when present. `runtime_tail`: work the caller does after the primitive (Gemm's runtime C),
   // which forces the epilogue to run after it too.
   Status init(const BuildContext& ctx, const dnnl::memory::desc& a, const dnnl::memory::desc& b,
               const dnnl::memory::desc& c, const Tensor* b_value, const Tensor& bias_value,
               const dnnl::memory::desc& bias_md, const Shape* z, const Shape& out,
-              dnnl::primitive_attr attr, bool runtime_tail, bool c_bf16 = false) {
+              dnnl::primitive_attr attr, bool runtime_tail, bool bf16_out = false) {
     ActivationSpec act;
     DLSYS_ASSIGN_OR_RETURN(act, read_activation(ctx));
     z_post = z && *z == out && !runtime_tail;
     bool fallback = (z && !z_post) || (act.present && runtime_tail);
+    c_bf16 = bf16_out && !fallback;
     dt cdt = ctx.precision() == Precision::kBF16 ? dt::bf16 : dt::f32;
     has_bias = bias_value.valid() && bias_value.data();
     bias = bias_value;
@@ -201,13 +203,12 @@ Result<KernelPtr> build_matmul(BuildContext& ctx) {
     else
       ctx.convert_input(0, plain_md(ctx.in_shape(0), DType::kF32));
   }
-  bool act_fallback = ctx.has_input(3) && zs != out;
-  bool c_bf16 = bf16 && ctx.output_layout_free(0) && !act_fallback && !a_vec && !b_vec;
+  bool bf16_out = bf16 && ctx.output_layout_free(0) && !a_vec && !b_vec;
   auto core = std::make_shared<MatmulCore>();
   DLSYS_RETURN_IF_ERROR(core->init(ctx, a_md, operand_md(pb, tb), plain_md(pc, DType::kF32),
                                    ctx.in_value(1), bias, bias_md, ctx.has_input(3) ? &zs : nullptr,
-                                   out, dnnl_attr(), false, c_bf16));
-  if (c_bf16) ctx.set_output_layout(0, plain_md(out, DType::kBF16));
+                                   out, dnnl_attr(), false, bf16_out));
+  if (core->c_bf16) ctx.set_output_layout(0, plain_md(out, DType::kBF16));
   bool has_z = ctx.has_input(3);
   return make_kernel([core, has_z](const Tensor* const* in, Tensor* const* o) {
     const float* z = has_z ? in[3]->data_as<float>() : nullptr;
