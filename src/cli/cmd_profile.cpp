@@ -77,6 +77,9 @@ int run_profile(const ProfileArgs& args) {
   auto peak_for = [&](const std::string& op) {
     bool heavy = op.find("Conv") != std::string::npos || op.find("MatMul") != std::string::npos ||
                  op.find("Gemm") != std::string::npos || op.find("Attention") != std::string::npos;
+    bool int8 = op == "QConv" || op == "QMatMul" || op == "QMatMulDynamic" || op == "ConvInteger" ||
+                op == "QLinearConv" || op == "MatMulInteger" || op == "QLinearMatMul";
+    if (int8 && peak.int8_gops > 0) return peak.int8_gops;
     return bf16 && heavy ? peak.bf16_gflops : peak.f32_gflops;
   };
   auto verdict = [&](const StepRow& r) {

@@ -13,7 +13,8 @@ double node_flops(const PlannedNode& n) {
     for (; i < s.size(); ++i) p *= static_cast<double>(s[i]);
     return p;
   };
-  if (op == "MatMul") {
+  if (op == "MatMul" || op == "QMatMul" || op == "QMatMulDynamic" || op == "MatMulInteger" ||
+      op == "QLinearMatMul") {
     const Shape& a = n.input_shapes[0];
     return 2.0 * out * static_cast<double>(a.empty() ? 1 : a.back());
   }
@@ -22,8 +23,9 @@ double node_flops(const PlannedNode& n) {
     bool ta = n.node->attrs.count("transA") && n.node->attrs.at("transA").i;
     return 2.0 * out * static_cast<double>(ta ? a[0] : a[1]);
   }
-  if (op == "Conv") {
-    const Shape& w = n.input_shapes[1];
+  if (op == "Conv" || op == "QConv" || op == "ConvInteger" || op == "QLinearConv") {
+    // int8 ops count one multiply-add as 2 operations, as the float ones do.
+    const Shape& w = n.input_shapes[op == "QLinearConv" ? 3 : 1];
     return 2.0 * out * prod_from(w, 1);
   }
   if (op == "ConvDepthwise") {  // FusedConvDepthwise: the 1x1 convolution, then the 3x3 one

@@ -53,6 +53,11 @@ dnnl::memory::desc plain_md(const Shape& s, DType t) {
   return dnnl::memory::desc(dims, to_dnnl(t), strides);
 }
 
+dnnl::memory::format_tag channels_last_tag(size_t rank) {
+  using tag = dnnl::memory::format_tag;
+  return rank == 3 ? tag::acb : rank == 4 ? tag::acdb : tag::acdeb;
+}
+
 dnnl::memory::desc strided_md(const Shape& s, DType t, const std::vector<int64_t>& strides) {
   dnnl::memory::dims dims(s.begin(), s.end());
   dnnl::memory::dims st(strides.begin(), strides.end());

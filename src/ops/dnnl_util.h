@@ -17,6 +17,9 @@ dnnl::memory::data_type to_dnnl(DType t);
 bool dnnl_has(DType t);
 // Plain row-major memory descriptor (a rank-0 shape becomes {1}).
 dnnl::memory::desc plain_md(const Shape& s, DType t);
+// The channels-last format tag (nwc, nhwc, ndhwc) for an activation of rank 3 to 5: what
+// oneDNN's int8 convolutions and pools run on (their plain-NCHW forms are reference kernels).
+dnnl::memory::format_tag channels_last_tag(size_t rank);
 // Memory descriptor with explicit element strides.
 dnnl::memory::desc strided_md(const Shape& s, DType t, const std::vector<int64_t>& strides);
 

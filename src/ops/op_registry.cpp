@@ -58,6 +58,7 @@ static const OpRegistry& registry() {
     register_binary_ops(reg);
     register_matmul_ops(reg);
     register_conv_ops(reg);
+    register_int_conv_ops(reg);
     register_pool_ops(reg);
     register_norm_ops(reg);
     register_softmax_ops(reg);

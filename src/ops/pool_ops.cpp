@@ -21,13 +21,22 @@ Result<KernelPtr> make_pool(BuildContext& ctx, dnnl::algorithm alg, const Shape&
   auto call = std::make_shared<DnnlCall>();
   auto src = ctx.in_layout(0).is_zero() ? plain_md(x, t) : ctx.in_layout(0);
   auto dst_plain = plain_md(out, t);
+  // oneDNN pools u8/s8 on plain NCHW with its reference kernel (30x slower than jit_int on
+  // channels-last for ResNet-18's first MaxPool): a plain int8 input is converted to
+  // channels-last by the planner, and the output stays channels-last where consumers accept it.
+  bool int8_plain = ctx.in_layout(0).is_zero() && (t == DType::kU8 || t == DType::kI8);
+  if (int8_plain) {
+    src = dnnl::memory::desc(dims(x.begin(), x.end()), to_dnnl(t), channels_last_tag(x.size()));
+    ctx.convert_input(0, src);
+  }
   auto reorder = std::make_shared<DnnlReorder>();
   Tensor dst_buf, ws;
   DLSYS_RETURN_IF_ERROR(dnnl_try(ctx, [&] {
-    dnnl::memory::desc dst = ctx.in_layout(0).is_zero()
-                                 ? dst_plain
-                                 : dnnl::memory::desc(dims(out.begin(), out.end()), src.data_type(),
-                                                      dnnl::memory::format_tag::any);
+    auto dst_tag = int8_plain ? channels_last_tag(out.size()) : dnnl::memory::format_tag::any;
+    dnnl::memory::desc dst =
+        ctx.in_layout(0).is_zero() && !int8_plain
+            ? dst_plain
+            : dnnl::memory::desc(dims(out.begin(), out.end()), src.data_type(), dst_tag);
     auto d = dnnl::pooling_v2_forward::desc(dnnl::prop_kind::forward_inference, alg, src, dst,
                                             strides, kernel, dil, pl, pr);
     dnnl::pooling_v2_forward::primitive_desc pd(d, dnnl_attr(), dnnl_engine());

@@ -1,9 +1,10 @@
 // QuantizeLinear and DequantizeLinear (ONNX opset 13): per-tensor or per-axis scales and zero
 // points, u8/i8 quantized values (i32 too for DequantizeLinear, as quantized biases use).
-// Plain loops on plain data; a value arriving in a oneDNN layout (the int8 convolution chain's
-// output) is converted by a oneDNN reorder with scales when the zero point is 0, else reordered
-// to plain first. Rounding is to nearest even, as the spec says. DynamicQuantizeLinear (u8,
-// scale and zero point from the input's range) is a loop.
+// Loops on plain data (vectorized for a per-tensor scale); a value arriving in a oneDNN layout
+// (the int8 convolution chain's output) is converted by a oneDNN reorder with scales when the
+// zero point is 0, else reordered to plain first. Rounding is to nearest even, as the spec says.
+// DynamicQuantizeLinear (u8, scale and zero point from the input's range) is a min/max pass and
+// the per-tensor quantize loop.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -49,13 +50,36 @@ Status read_quant_params(const BuildContext& ctx, DType qtype_default, QuantPara
   return Status::OK();
 }
 
+// Runs body(begin, end) over [0, n) in chunks, split across the team when n is large: the body's
+// loop is the one that vectorizes.
+template <typename F>
+void for_chunks(int64_t n, F body) {
+  constexpr int64_t kChunk = 16384;
+  int64_t chunks = (n + kChunk - 1) / kChunk;
+#pragma omp parallel for if (n > 65536)
+  for (int64_t c = 0; c < chunks; ++c) body(c * kChunk, std::min(n, (c + 1) * kChunk));
+}
+
 template <typename Q>
 void quantize_loop(const float* x, Q* y, int64_t n, const float* scale, const Q* zp,
                    const QuantParams& p) {
   constexpr float lo = std::numeric_limits<Q>::min(), hi = std::numeric_limits<Q>::max();
+  if (!p.per_axis) {  // one scale: a loop the compiler vectorizes (division and rounding too)
+    float s = scale[0], z = zp ? static_cast<float>(zp[0]) : 0.f;
+    for_chunks(n, [x, y, s, z](int64_t b, int64_t e) {
+      // Locals: stores through Q* (a char type) may alias the closure's members.
+      const float* xs = x;
+      Q* ys = y;
+      float sv = s, zv = z, lov = lo, hiv = hi;
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i)
+        ys[i] = static_cast<Q>(std::min(hiv, std::max(lov, std::nearbyint(xs[i] / sv) + zv)));
+    });
+    return;
+  }
 #pragma omp parallel for if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
-    int64_t c = p.per_axis ? (i / p.inner) % p.axis_dim : 0;
+    int64_t c = (i / p.inner) % p.axis_dim;
     float v = std::nearbyint(x[i] / scale[c]) + (zp ? static_cast<float>(zp[c]) : 0.f);
     y[i] = static_cast<Q>(std::min(hi, std::max(lo, v)));
   }
@@ -64,6 +88,15 @@ void quantize_loop(const float* x, Q* y, int64_t n, const float* scale, const Q*
 template <typename Q>
 void dequantize_loop(const Q* x, float* y, int64_t n, const float* scale, const Q* zp,
                      const QuantParams& p) {
+  if (!p.per_axis && sizeof(Q) == 1) {  // 8-bit values: x - zp is exact in int32
+    float s = scale[0];
+    int32_t z = zp ? static_cast<int32_t>(zp[0]) : 0;
+    for_chunks(n, [&](int64_t b, int64_t e) {
+#pragma omp simd
+      for (int64_t i = b; i < e; ++i) y[i] = static_cast<float>(static_cast<int32_t>(x[i]) - z) * s;
+    });
+    return;
+  }
 #pragma omp parallel for if (n > 65536)
   for (int64_t i = 0; i < n; ++i) {
     int64_t c = p.per_axis ? (i / p.inner) % p.axis_dim : 0;
@@ -212,20 +245,18 @@ Result<KernelPtr> build_dynamic_quantize(BuildContext& ctx) {
     const float* x = in[0]->data_as<float>();
     int64_t n = in[0]->numel();
     float lo = 0.f, hi = 0.f;
-#pragma omp parallel for reduction(min : lo) reduction(max : hi) if (n > 65536)
+#pragma omp parallel for simd reduction(min : lo) reduction(max : hi) if (n > 65536)
     for (int64_t i = 0; i < n; ++i) {
       lo = std::min(lo, x[i]);
       hi = std::max(hi, x[i]);
     }
     float scale = (hi == lo ? 1.f : hi - lo) / 255.f;
     float zp = std::nearbyint(std::min(255.f, std::max(0.f, 0.f - lo / scale)));
-    uint8_t* y = out[0]->data_as<uint8_t>();
-#pragma omp parallel for if (n > 65536)
-    for (int64_t i = 0; i < n; ++i)
-      y[i] =
-          static_cast<uint8_t>(std::min(255.f, std::max(0.f, std::nearbyint(x[i] / scale) + zp)));
     out[1]->data_as<float>()[0] = scale;
     out[2]->data_as<uint8_t>()[0] = static_cast<uint8_t>(zp);
+    QuantParams per_tensor;
+    quantize_loop(x, out[0]->data_as<uint8_t>(), n, out[1]->data_as<float>(),
+                  out[2]->data_as<uint8_t>(), per_tensor);
     return Status::OK();
   });
 }

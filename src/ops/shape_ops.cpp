@@ -308,8 +308,51 @@ float half_source(const Tensor& src, int64_t i, bool from_float) {
   return f64_to_f32_odd(element_as<double>(src, i, from_float));
 }
 
+template <typename S, typename D>
+void convert_plain(const Tensor& src, Tensor& dst) {
+  const S* x = src.data_as<S>();
+  D* y = dst.data_as<D>();
+  int64_t n = src.numel();
+#pragma omp simd
+  for (int64_t i = 0; i < n; ++i) y[i] = static_cast<D>(x[i]);
+}
+
+// The casts to f32/f64 from the 8- to 32-bit integers and f32 as one loop the compiler
+// vectorizes, with the general path's results (static_cast rounds an int32 to the nearest float
+// as the path through int64 does). The general path reads every element through get_i64 /
+// get_f64: ConvInteger's int32 -> f32 Cast took 2.8 ns an element. False: not one of these.
+bool convert_fast(const Tensor& src, Tensor& dst) {
+  DType to = dst.dtype();
+  if (to != DType::kF32 && to != DType::kF64) return false;
+  auto go = [&](auto tag) {
+    using S = decltype(tag);
+    if (to == DType::kF32)
+      convert_plain<S, float>(src, dst);
+    else
+      convert_plain<S, double>(src, dst);
+    return true;
+  };
+  switch (src.dtype()) {
+    case DType::kI32:
+      return go(int32_t{});
+    case DType::kI16:
+      return go(int16_t{});
+    case DType::kU16:
+      return go(uint16_t{});
+    case DType::kI8:
+      return go(int8_t{});
+    case DType::kU8:
+      return go(uint8_t{});
+    case DType::kF32:
+      return go(float{});
+    default:
+      return false;
+  }
+}
+
 // Converts every element of `src` into `dst` (same shape, any two dtypes).
 void convert(const Tensor& src, Tensor& dst) {
+  if (convert_fast(src, dst)) return;
   int64_t n = src.numel();
   DType to = dst.dtype();
   bool from_float = dtype_is_float(src.dtype());

@@ -7,7 +7,7 @@
 // Softmax). dlsys's outputs must match ONNX Runtime's within 1e-4 relative to the output's scale
 // (max |dlsys - ort| <= 1e-4 * max |ort|), at batch 1 and 8, with the rewrite passes on and off;
 // the NHWC and NCHW networks must agree, and after TransposeElimination the NHWC graph keeps only
-// the Transpose of its input.
+// the Transpose of its input. Last, an integer-quantized network (scripts/quantized_models.py).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "graph/session.h"
+#include "ops/dnnl_util.h"
 #include "tensor/npy.h"
 
 namespace dlsys {
@@ -164,6 +165,57 @@ TEST(ForeignModels, NhwcAndNchwNetworksAgree) {
     ASSERT_TRUE(nhwc.value()->run({{"input", xh.value()}}, &yh).ok());
     ASSERT_TRUE(nchw.value()->run({{"input", xc.value()}}, &yc).ok());
     EXPECT_LE(relative_error(yh[0], yc[0]), kTol);
+  }
+}
+
+// A ResNet-18-shaped network quantized as ONNX Runtime's quantizers write it
+// (scripts/quantized_models.py: QLinearConv with s8 and u8 weights, ConvInteger with static and
+// run-time zero points, DynamicQuantizeLinear, MaxPool on u8). Its logits must equal, within
+// float rounding of the final average and Gemm, the numpy evaluation of the ONNX operator
+// definitions (exact integer sums) on every CPU, and ONNX Runtime's where oneDNN's int8 sums are
+// exact (VNNI, AMX: there ONNX Runtime's are too; without VNNI its u8 x s8 kernels may saturate).
+// Where oneDNN's sums are exact, every integer convolution must run on a oneDNN kernel.
+TEST(ForeignModels, QuantizedResNetMatchesTheSpecAndOnnxRuntime) {
+  const std::string stem = stem_path("qop_resnet_small");
+  for (bool optimize : {true, false}) {
+    SCOPED_TRACE(optimize ? "optimized" : "as given");
+    SessionOptions o;
+    o.threads = 2;
+    o.optimize = optimize;
+    auto s = Session::open(stem + ".onnx", o);
+    ASSERT_TRUE(s.ok()) << s.status().message();
+    EXPECT_EQ(count_op(s.value()->graph(), "QLinearConv"), 9);
+    EXPECT_EQ(count_op(s.value()->graph(), "ConvInteger"), 11);
+    for (int batch : {1, 8}) {
+      SCOPED_TRACE("batch " + std::to_string(batch));
+      std::string base = stem + ".b" + std::to_string(batch);
+      auto x = npy_read(base + ".input.npy");
+      auto want = npy_read(base + ".reference.npy");
+      ASSERT_TRUE(x.ok() && want.ok()) << "the fixture quantized_models_export writes them";
+      std::vector<Tensor> out;
+      Status st = s.value()->run({{"input", x.value()}}, &out);
+      ASSERT_TRUE(st.ok()) << st.message();
+      double rel = relative_error(out[0], want.value());
+      std::printf("qop_resnet_small batch %d: max |dlsys - spec| / max |spec| = %.3g\n", batch,
+                  rel);
+      EXPECT_LE(rel, 1e-5);
+      auto ort = read_ort_output(base + ".ort.json", "logits");
+      ASSERT_TRUE(ort.ok()) << ort.status().message();
+      double rel_ort = relative_error(out[0], ort.value());
+      std::printf("qop_resnet_small batch %d: max |dlsys - ort| / max |ort| = %.3g (%s)\n", batch,
+                  rel_ort, cpu_isa_name().c_str());
+      if (int8_kernels_exact()) EXPECT_LE(rel_ort, 1e-5);
+      auto bound = s.value()->bind_inputs({{"input", x.value()}});
+      ASSERT_TRUE(bound.ok());
+      int on_onednn = 0, integer_convs = 0;
+      for (const PlanStepInfo& step : s.value()->plan_for(bound.value()).value()->steps())
+        if (step.op == "QLinearConv" || step.op == "ConvInteger") {
+          ++integer_convs;
+          on_onednn += !step.kernel.empty();
+        }
+      EXPECT_EQ(integer_convs, 20);
+      EXPECT_EQ(on_onednn, int8_kernels_exact() ? 20 : 0) << cpu_isa_name();
+    }
   }
 }
 

@@ -13,6 +13,7 @@
 
 #include "graph/onnx_import.h"
 #include "graph/session.h"
+#include "ops/dnnl_util.h"
 #include "testing/onnx_builder.h"
 #include "testing/run_node.h"
 
@@ -236,6 +237,268 @@ TEST(IntQuantOps, QLinearConvPerChannelScaleZeroPointAndBias) {
     double real = static_cast<double>(acc[i] + bias[m]) * xs * ws[m];
     EXPECT_NEAR(out[0].data_as<uint8_t>()[i], requant(real / ys, yz, 0, 255), 0) << i;
   }
+}
+
+// One integer convolution of the sweep below: dtypes, geometry, and which inputs are constants.
+struct IntConvCase {
+  std::string name;
+  DType xt, wt;
+  int64_t N, C, M, G;
+  std::vector<int64_t> in, k, strides, dilations, pads;  // pads: begins then ends
+  int xz;
+  std::vector<int> wz;  // empty: no w_zero_point input
+  bool w_const, wz_const;
+};
+
+// conv(x - xz, w - wz[m]) by a direct loop over 1-3 spatial dims (unit leading dims).
+std::vector<int64_t> int_conv_ref(const IntConvCase& c, const std::vector<int>& x,
+                                  const std::vector<int>& w, const std::vector<int64_t>& out) {
+  size_t nsp = c.in.size(), off = 3 - nsp;
+  int64_t I[3] = {1, 1, 1}, K[3] = {1, 1, 1}, O[3] = {1, 1, 1}, S[3] = {1, 1, 1}, D[3] = {1, 1, 1},
+          PB[3] = {0, 0, 0};
+  for (size_t i = 0; i < nsp; ++i) {
+    I[off + i] = c.in[i];
+    K[off + i] = c.k[i];
+    O[off + i] = out[i];
+    S[off + i] = c.strides[i];
+    D[off + i] = c.dilations[i];
+    PB[off + i] = c.pads[i];
+  }
+  int64_t Cg = c.C / c.G, Mg = c.M / c.G, isp = I[0] * I[1] * I[2], osp = O[0] * O[1] * O[2];
+  std::vector<int64_t> y(c.N * c.M * osp, 0);
+  for (int64_t n = 0; n < c.N; ++n)
+    for (int64_t m = 0; m < c.M; ++m) {
+      int wzm = c.wz.empty() ? 0 : c.wz[c.wz.size() > 1 ? m : 0];
+      for (int64_t o = 0; o < osp; ++o) {
+        int64_t o0 = o / (O[1] * O[2]), o1 = (o / O[2]) % O[1], o2 = o % O[2];
+        int64_t acc = 0;
+        for (int64_t ci = 0; ci < Cg; ++ci)
+          for (int64_t k0 = 0; k0 < K[0]; ++k0)
+            for (int64_t k1 = 0; k1 < K[1]; ++k1)
+              for (int64_t k2 = 0; k2 < K[2]; ++k2) {
+                int64_t i0 = o0 * S[0] - PB[0] + k0 * D[0], i1 = o1 * S[1] - PB[1] + k1 * D[1],
+                        i2 = o2 * S[2] - PB[2] + k2 * D[2];
+                if (i0 < 0 || i0 >= I[0] || i1 < 0 || i1 >= I[1] || i2 < 0 || i2 >= I[2]) continue;
+                int64_t xc = (m / Mg) * Cg + ci;
+                int xv = x[(n * c.C + xc) * isp + (i0 * I[1] + i1) * I[2] + i2];
+                int wv = w[((m * Cg + ci) * K[0] + k0) * K[1] * K[2] + k1 * K[2] + k2];
+                acc += static_cast<int64_t>(xv - c.xz) * (wv - wzm);
+              }
+        y[(n * c.M + m) * osp + o] = acc;
+      }
+    }
+  return y;
+}
+
+Tensor int8_tensor(DType t, const Shape& shape, const std::vector<int>& v) {
+  Tensor r = Tensor::empty(t, shape);
+  for (size_t i = 0; i < v.size(); ++i) {
+    if (t == DType::kU8)
+      r.data_as<uint8_t>()[i] = static_cast<uint8_t>(v[i]);
+    else
+      r.data_as<int8_t>()[i] = static_cast<int8_t>(v[i]);
+  }
+  return r;
+}
+
+// ConvInteger over u8/s8 inputs and weights, 1-3 spatial dims, groups and depthwise, strides,
+// dilations, asymmetric pads, zero points absent, per tensor or per channel, constant or fed:
+// equal to the direct loop. Where oneDNN's int8 sums are exact (VNNI, AMX) the node must run on
+// a oneDNN kernel (zero points as its source zero point and a window-sum correction), else on
+// the loops.
+TEST(IntQuantOps, ConvIntegerOnOneDnnEqualsTheDirectLoop) {
+  const DType u8 = DType::kU8, s8 = DType::kI8;
+  std::vector<IntConvCase> cases = {
+      {"2d u8 x s8 w, no w zp",
+       u8,
+       s8,
+       2,
+       16,
+       32,
+       1,
+       {9, 9},
+       {3, 3},
+       {1, 1},
+       {1, 1},
+       {1, 1, 1, 1},
+       100,
+       {},
+       true,
+       true},
+      {"2d s8 x u8 w, per-channel zp, groups, stride, dilation",
+       s8,
+       u8,
+       1,
+       8,
+       6,
+       2,
+       {10, 9},
+       {3, 3},
+       {2, 1},
+       {2, 2},
+       {1, 2, 2, 0},
+       -5,
+       {0, 128, 127, 255, 3, 200},
+       true,
+       true},
+      {"1d u8 x u8 w fed, scalar zp fed",
+       u8,
+       u8,
+       3,
+       5,
+       7,
+       1,
+       {17},
+       {4},
+       {2},
+       {1},
+       {0, 3},
+       255,
+       {131},
+       false,
+       false},
+      {"3d s8 x s8 w fed, depthwise, per-channel zp",
+       s8,
+       s8,
+       1,
+       4,
+       4,
+       4,
+       {5, 6, 4},
+       {3, 2, 3},
+       {1, 2, 1},
+       {1, 1, 2},
+       {1, 0, 2, 1, 1, 0},
+       17,
+       {-3, 0, 9, -128},
+       false,
+       true},
+      {"2d depthwise u8, zp 0 given",
+       u8,
+       s8,
+       2,
+       32,
+       32,
+       32,
+       {12, 12},
+       {3, 3},
+       {2, 2},
+       {1, 1},
+       {1, 1, 1, 1},
+       3,
+       {0},
+       true,
+       true},
+      {"2d u8 w with zp 128 (no correction)",
+       u8,
+       u8,
+       1,
+       24,
+       16,
+       1,
+       {7, 7},
+       {1, 1},
+       {1, 1},
+       {1, 1},
+       {0, 0, 0, 0},
+       9,
+       {128},
+       true,
+       true},
+  };
+  uint32_t seed = 100;
+  for (const IntConvCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    size_t nsp = c.in.size();
+    Shape xs = {c.N, c.C}, wsh = {c.M, c.C / c.G};
+    std::vector<int64_t> out;
+    for (size_t i = 0; i < nsp; ++i) {
+      xs.push_back(c.in[i]);
+      wsh.push_back(c.k[i]);
+      int64_t ext = (c.k[i] - 1) * c.dilations[i] + 1;
+      out.push_back((c.in[i] + c.pads[i] + c.pads[nsp + i] - ext) / c.strides[i] + 1);
+    }
+    auto range = [](DType t) { return t == DType::kU8 ? std::pair{0, 255} : std::pair{-128, 127}; };
+    auto x = random_ints<int>(shape_numel(xs), range(c.xt).first, range(c.xt).second, ++seed);
+    auto w = random_ints<int>(shape_numel(wsh), range(c.wt).first, range(c.wt).second, ++seed);
+    std::vector<In> inputs = {{"x", int8_tensor(c.xt, xs, x)},
+                              {"w", int8_tensor(c.wt, wsh, w), c.w_const},
+                              {"xz", int8_tensor(c.xt, {}, {c.xz}), true}};
+    if (!c.wz.empty()) {
+      Shape zs = c.wz.size() > 1 ? Shape{c.M} : Shape{};
+      inputs.push_back({"wz", int8_tensor(c.wt, zs, c.wz), c.wz_const});
+    }
+    auto attrs = [&](onnx::NodeProto* n) {
+      testing::OnnxBuilder::attr_int(n, "group", c.G);
+      testing::OnnxBuilder::attr_ints(n, "strides", c.strides);
+      testing::OnnxBuilder::attr_ints(n, "dilations", c.dilations);
+      testing::OnnxBuilder::attr_ints(n, "pads", c.pads);
+    };
+    std::vector<Tensor> got;
+    std::string kernel;
+    Status st = run_node("ConvInteger", inputs, 1, attrs, &got, "q", &kernel);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    if (int8_kernels_exact()) {
+      EXPECT_FALSE(kernel.empty()) << "expected a oneDNN int8 kernel on " << cpu_isa_name();
+      EXPECT_EQ(kernel.rfind("ref", 0), std::string::npos) << kernel;
+    } else {
+      EXPECT_EQ(kernel, "") << "oneDNN's int8 sums are not exact on " << cpu_isa_name();
+    }
+    Shape os = {c.N, c.M};
+    os.insert(os.end(), out.begin(), out.end());
+    ASSERT_EQ(got[0].shape(), os);
+    auto want = int_conv_ref(c, x, w, out);
+    int64_t bad = 0;
+    for (size_t i = 0; i < want.size(); ++i)
+      if (got[0].data_as<int32_t>()[i] != want[i] && bad++ < 5)
+        ADD_FAILURE() << "element " << i << ": " << got[0].data_as<int32_t>()[i]
+                      << " != " << want[i];
+    EXPECT_EQ(bad, 0);
+  }
+}
+
+// QLinearConv with u8 weights whose per-channel zero points are not 128 (the oneDNN path's
+// window-sum correction), fed weights, and a bias: requantized like the spec, in double.
+TEST(IntQuantOps, QLinearConvU8WeightsPerChannelZeroPointsMatchTheLoop) {
+  IntConvCase c{
+      "",           DType::kU8, DType::kU8,        2,     6,   4, 1, {8, 7}, {3, 3}, {1, 1}, {1, 1},
+      {1, 1, 1, 1}, 31,         {128, 0, 77, 255}, false, true};
+  auto x = random_ints<int>(2 * 6 * 8 * 7, 0, 255, 41);
+  auto w = random_ints<int>(4 * 6 * 9, 0, 255, 42);
+  std::vector<float> ws = {0.002f, 0.0011f, 0.0007f, 0.004f};
+  std::vector<int32_t> bias = {1000, -2500, 0, 77};
+  float xs = 0.03f, ys = 0.5f;
+  int yz = 128;
+  std::vector<Tensor> got;
+  std::string kernel;
+  Status st = run_node(
+      "QLinearConv",
+      {{"x", int8_tensor(DType::kU8, {2, 6, 8, 7}, x)},
+       {"xs", testing::make_tensor(DType::kF32, {}, std::vector<float>{xs}), true},
+       {"xz", int8_tensor(DType::kU8, {}, {c.xz}), true},
+       {"w", int8_tensor(DType::kU8, {4, 6, 3, 3}, w)},
+       {"ws", testing::make_tensor(DType::kF32, {4}, ws), true},
+       {"wz", int8_tensor(DType::kU8, {4}, c.wz), true},
+       {"ys", testing::make_tensor(DType::kF32, {}, std::vector<float>{ys}), true},
+       {"yz", int8_tensor(DType::kU8, {}, {yz}), true},
+       {"B", testing::make_tensor(DType::kI32, {4}, bias), true}},
+      1,
+      [](onnx::NodeProto* n) {
+        testing::OnnxBuilder::attr_ints(n, "pads", {1, 1, 1, 1});
+      },
+      &got, "q", &kernel);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  EXPECT_EQ(kernel.empty(), !int8_kernels_exact()) << kernel;
+  auto acc = int_conv_ref(c, x, w, {8, 7});
+  int64_t clamped = 0;
+  for (size_t i = 0; i < acc.size(); ++i) {
+    int64_t m = (i / 56) % 4;
+    float mult = xs * ws[m] / ys;
+    int want = requant(static_cast<double>(acc[i] + bias[m]) * mult, yz, 0, 255);
+    clamped += want == 0 || want == 255;
+    ASSERT_EQ(got[0].data_as<uint8_t>()[i], want) << i;
+  }
+  EXPECT_LT(clamped, static_cast<int64_t>(acc.size()) / 2);  // the values are not all clamped
 }
 
 TEST(IntQuantOps, DynamicQuantizeLinearAllZeroAndAllNegative) {

@@ -29,10 +29,11 @@ struct NodeInput {
 
 // Runs node `node_name` of type `op` on `inputs` with `outputs` outputs (y0, y1, ...); `attrs`
 // sets its attributes. Returns the import or run status; `out` gets copies of the outputs (they
-// outlive the session).
+// outlive the session); `kernel`, when given, the implementation the node's step reports
+// (oneDNN's name, or empty).
 inline Status run_node(const std::string& op, const std::vector<NodeInput>& inputs, size_t outputs,
                        const std::function<void(onnx::NodeProto*)>& attrs, std::vector<Tensor>* out,
-                       const std::string& node_name = "q") {
+                       const std::string& node_name = "q", std::string* kernel = nullptr) {
   OnnxBuilder b(17);
   std::vector<std::string> names, outs;
   std::map<std::string, Tensor> feed;
@@ -64,6 +65,14 @@ inline Status run_node(const std::string& op, const std::vector<NodeInput>& inpu
   auto s = Session::from_graph(std::move(g).value());
   Status st = s->run(feed, out);
   for (Tensor& t : *out) t = t.clone();
+  if (kernel && st.ok()) {
+    auto bound = s->bind_inputs(feed);
+    if (!bound.ok()) return bound.status();
+    auto plan = s->plan_for(bound.value());
+    if (!plan.ok()) return plan.status();
+    for (const PlanStepInfo& step : plan.value()->steps())
+      if (step.name == node_name) *kernel = step.kernel;
+  }
   return st;
 }
 
