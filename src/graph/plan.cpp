@@ -477,6 +477,8 @@ Status Plan::Builder::build_node(const Node& node) {
   std::vector<int> in_ids;
   bool all_const = true;
   DLSYS_RETURN_IF_ERROR(node_inputs(node, *schema, &in_ids, &all_const));
+  // A random op draws new values every run: never evaluated here, whatever its inputs.
+  if (schema->random) all_const = false;
   std::vector<const ValueDesc*> in_ptrs(node.inputs.size(), nullptr);
   for (size_t i = 0; i < node.inputs.size(); ++i)
     if (in_ids[i] >= 0) in_ptrs[i] = &descs_[i];

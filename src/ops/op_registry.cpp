@@ -40,6 +40,11 @@ void OpRegistry::set_domain(const std::string& name, const std::string& domain) 
   ops_[name].domain = domain;
 }
 
+void OpRegistry::set_random(const std::string& name) {
+  DLSYS_CHECK(ops_.count(name), "set_random({}) before add({}): register the op first", name, name);
+  ops_[name].random = true;
+}
+
 const OpSchema* OpRegistry::find(const std::string& name) const {
   auto it = ops_.find(name);
   return it == ops_.end() ? nullptr : &it->second;
@@ -59,6 +64,7 @@ static const OpRegistry& registry() {
     register_matmul_ops(reg);
     register_conv_ops(reg);
     register_int_conv_ops(reg);
+    register_random_ops(reg);
     register_pool_ops(reg);
     register_norm_ops(reg);
     register_softmax_ops(reg);

@@ -29,6 +29,10 @@ struct OpSchema {
   bool composite_outputs = false;
   // The ONNX domain of the op: "" (ai.onnx) or "ai.onnx.ml" (LabelEncoder).
   std::string domain;
+  // The op draws random values (RandomNormal, Bernoulli, Dropout in training mode, ...): the
+  // planner never evaluates it when the plan is built, even on constant inputs, and the
+  // optimizer neither folds nor merges it.
+  bool random = false;
 };
 
 // The schema for op `op_type` (of the domain its OpSchema::domain names), or null if dlsys does
@@ -52,6 +56,7 @@ void register_binary_ops(OpRegistry& r);
 void register_matmul_ops(OpRegistry& r);
 void register_conv_ops(OpRegistry& r);
 void register_int_conv_ops(OpRegistry& r);
+void register_random_ops(OpRegistry& r);
 void register_pool_ops(OpRegistry& r);
 void register_norm_ops(OpRegistry& r);
 void register_softmax_ops(OpRegistry& r);
@@ -90,6 +95,8 @@ class OpRegistry {
   // makes them.
   void set_composites(const std::string& name, uint32_t inputs, bool outputs);
   void set_domain(const std::string& name, const std::string& domain);
+  // Marks `name` as drawing random values (OpSchema::random).
+  void set_random(const std::string& name);
   const OpSchema* find(const std::string& name) const;
   std::vector<std::string> names() const;
 

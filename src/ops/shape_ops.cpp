@@ -11,6 +11,7 @@
 #include "ops/broadcast.h"
 #include "ops/dispatch.h"
 #include "ops/op_registry.h"
+#include "ops/random.h"
 
 namespace dlsys {
 namespace {
@@ -122,37 +123,54 @@ Result<KernelPtr> build_identity(BuildContext& ctx) {
 // Dropout(data, ratio?, training_mode?): the identity (mask all true) in inference, and also in
 // training mode with ratio 0. training_mode and ratio must be known when the plan is built (a
 // graph input is: Session specializes the plan on small inputs' values). Training mode with a
-// ratio above 0 draws a random mask, which dlsys does not do.
+// ratio r in (0, 1) keeps each element with probability 1 - r, scaled by 1 / (1 - r), and
+// zeroes the rest; the mask (output 1) says which were kept. The mask is drawn every run from
+// the node's RandomSource (seeded by the `seed` attribute when present).
 Result<KernelPtr> build_dropout(BuildContext& ctx) {
+  float ratio = 0.5f;
+  bool training = false;
   if (ctx.has_input(2)) {
     const Tensor* tm = ctx.in_value(2);
     if (!tm) return ctx.plan_time_value_missing(2, "training_mode");
     if (tm->numel() != 1)
       return ctx.error("training_mode must be one value, got shape {}", shape_str(tm->shape()));
-    if (tm->get_i64(0) != 0) {
-      float ratio = 0.5f;
-      if (ctx.has_input(1)) {
-        const Tensor* r = ctx.in_value(1);
-        if (!r) return ctx.plan_time_value_missing(1, "ratio");
-        if (r->numel() != 1)
-          return ctx.error("ratio must be one value, got shape {}", shape_str(r->shape()));
-        ratio = static_cast<float>(r->get_f64(0));
-      }
-      if (ratio < 0.f || ratio >= 1.f) return ctx.error("ratio must be in [0, 1), got {}", ratio);
-      if (ratio != 0.f)
-        return ctx.unsupported(
-            "training_mode=true with ratio {} draws a random mask; dlsys runs Dropout as the "
-            "identity only (inference, or ratio 0)",
-            ratio);
+    training = tm->get_i64(0) != 0;
+  }
+  if (training && ctx.has_input(1)) {
+    const Tensor* r = ctx.in_value(1);
+    if (!r) return ctx.plan_time_value_missing(1, "ratio");
+    if (r->numel() != 1)
+      return ctx.error("ratio must be one value, got shape {}", shape_str(r->shape()));
+    ratio = static_cast<float>(r->get_f64(0));
+  }
+  if (training && !(ratio >= 0.f && ratio < 1.f))
+    return ctx.error("ratio must be in [0, 1), got {}", ratio);
+  if (!training || ratio == 0.f) {
+    ctx.alias_output(0, 0, ctx.in_shape(0));
+    if (ctx.num_outputs() > 1) {
+      Tensor mask = Tensor::empty(DType::kBool, ctx.in_shape(0));
+      std::memset(mask.data(), 1, mask.nbytes());
+      ctx.set_output_value(1, mask);
     }
+    return KernelPtr();
   }
-  ctx.alias_output(0, 0, ctx.in_shape(0));
-  if (ctx.num_outputs() > 1) {
-    Tensor mask = Tensor::empty(DType::kBool, ctx.in_shape(0));
-    std::memset(mask.data(), 1, mask.nbytes());
-    ctx.set_output_value(1, mask);
-  }
-  return KernelPtr();
+  DType t = ctx.in_dtype(0);
+  if (!dtype_is_float(t))
+    return ctx.error("training mode needs a float input, got {}", dtype_name(t));
+  ctx.set_output(0, t, ctx.in_shape(0));
+  bool with_mask = ctx.num_outputs() > 1;
+  if (with_mask) ctx.set_output(1, DType::kBool, ctx.in_shape(0));
+  auto src = std::make_shared<RandomSource>(ctx);
+  double keep = 1.0 - ratio, scale = 1.0 / keep;
+  return make_kernel([src, keep, scale, with_mask](const Tensor* const* in, Tensor* const* out) {
+    const Tensor& x = *in[0];
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      bool kept = src->uniform() < keep;
+      store_random_value(*out[0], i, kept ? x.get_f64(i) * scale : 0.0);
+      if (with_mask) out[1]->data_as<uint8_t>()[i] = kept;
+    }
+    return Status::OK();
+  });
 }
 
 Result<KernelPtr> build_shape(BuildContext& ctx) {
@@ -482,6 +500,7 @@ void register_shape_ops(OpRegistry& r) {
   r.add("Unsqueeze", 2, 2, 1, 1, build_unsqueeze);
   r.add("Identity", 1, 1, 1, 1, build_identity);
   r.add("Dropout", 1, 3, 1, 2, build_dropout);
+  r.set_random("Dropout");  // the mask, in training mode
   r.add("Shape", 1, 1, 1, 1, build_shape);
   r.add("Size", 1, 1, 1, 1, build_size);
   r.add("Constant", 0, 0, 1, 1, build_constant);

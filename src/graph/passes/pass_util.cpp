@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "graph/passes/optimize.h"
+#include "ops/op_registry.h"
 
 namespace dlsys {
 
@@ -12,7 +13,8 @@ void note_rewrite(OptimizeReport* r, std::string line) {
 }
 
 bool nondeterministic(const std::string& op) {
-  return op.rfind("Random", 0) == 0 || op == "Multinomial" || op == "Bernoulli";
+  const OpSchema* s = find_op(op);
+  return s && s->random;
 }
 
 bool nearly_equal(double a, double b, double tol) {

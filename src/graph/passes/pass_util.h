@@ -15,7 +15,8 @@ struct OptimizeReport;
 // Appends `line` to the report's rewrite log (no-op when `r` is null).
 void note_rewrite(OptimizeReport* r, std::string line);
 
-// True for ops whose output is random (Random*, Multinomial, Bernoulli): never folded or merged.
+// True for ops marked random (OpSchema::random: Random*, Multinomial, Bernoulli, Dropout, whose
+// training mode draws a mask): never folded or merged.
 bool nondeterministic(const std::string& op);
 
 // |a - b| <= tol * max(1, |b|): matching constants exporters write with rounding.
