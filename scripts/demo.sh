@@ -49,6 +49,21 @@ print(f"detector: dlsys kept {got.shape[0]} boxes, PyTorch {ref.shape[0]}; boxes
 sys.exit(0 if ok else 1)
 PY
 
+# Integer-quantized ONNX (QLinearConv, ConvInteger, DynamicQuantizeLinear), as ONNX Runtime's
+# quantizers write it, checked against the ONNX operator definitions evaluated in numpy.
+echo "a ResNet-shaped network quantized as ONNX Runtime's quantizers write it (QLinearConv, ConvInteger):"
+[ -f "$DIR/qop_resnet_small.onnx" ] || /usr/bin/python3 scripts/quantized_models.py "$DIR" --only qop_resnet_small >/dev/null
+"$DLSYS" inspect --plan "$DIR/qop_resnet_small.onnx" | grep -m 2 -E "QLinearConv|ConvInteger" || true
+"$DLSYS" run "$DIR/qop_resnet_small.onnx" --input input="$DIR/qop_resnet_small.b8.input.npy" --output-dir "$DIR/out_q" --threads 2 >/dev/null
+/usr/bin/python3 - "$DIR" <<'PY'
+import sys, numpy as np
+d = sys.argv[1]
+got, ref = np.load(f"{d}/out_q/logits.npy"), np.load(f"{d}/qop_resnet_small.b8.reference.npy")
+rel = np.abs(got - ref).max() / np.abs(ref).max()
+print(f"quantized: dlsys vs the ONNX operator definitions (numpy, exact integer sums): max error {rel:.2e} of the output scale")
+sys.exit(0 if rel <= 1e-5 else 1)
+PY
+
 step "4/7 dlsys bench (batch 8, 2 threads)"
 "$DLSYS" bench "$DIR/resnet18.onnx" --batch 8 --threads 2 --seconds 3
 step "5/7 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"

@@ -70,6 +70,7 @@ int run_inspect_plan(const InspectArgs& a) {
     j["folded_at_plan_time"] = folded;
     for (const PlanStepInfo& st : plan.steps()) {
       nlohmann::json o = {{"name", st.name}, {"op", st.op}, {"output_layout", layout_str(st)}};
+      if (!st.kernel.empty()) o["kernel"] = st.kernel;
       if (st.planned && !st.planned->output_shapes.empty())
         o["output_shape"] = st.planned->output_shapes[0];
       j["steps"].push_back(o);
@@ -98,8 +99,8 @@ int run_inspect_plan(const InspectArgs& a) {
                             ? shape_str(st.planned->output_shapes[0])
                             : "";
     if (st.dynamic_output) shape = "(run time)";
-    std::printf("  %-12s %-44s %-20s %s\n", st.op.c_str(), st.name.substr(0, 44).c_str(),
-                shape.c_str(), layout_str(st).c_str());
+    std::printf("  %-12s %-44s %-20s %-7s %s\n", st.op.c_str(), st.name.substr(0, 44).c_str(),
+                shape.c_str(), layout_str(st).c_str(), st.kernel.c_str());
   }
   if (plan.continuation_nodes() > 0)
     std::printf(
