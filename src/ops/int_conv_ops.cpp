@@ -88,6 +88,7 @@ struct IntConv {
   bool wei_runtime = false;  // weights not constant: shifted and reordered every run
   bool has_sums = false;     // the all-ones convolution exists (zw' may be non-zero)
   int32_t w_shift = 0;       // 128 for u8 weights
+  bool src_zp_attr = true;   // x's zero point may be non-zero: the primitives take it
   int32_t src_zp = 0;        // bound as the convolutions' source zero point
   DnnlCall conv, ones;
   DnnlReorder src_r, wei_r, dst_r, sums_r;  // dst_r, sums_r: channels-last to NCHW
@@ -139,6 +140,8 @@ struct IntConv {
     const Tensor* wv = ctx.in_value(iw);
     const Tensor* wz = ctx.has_input(iwz) ? ctx.in_value(iwz) : nullptr;
     wei_runtime = wv == nullptr;
+    const Tensor* xz = ctx.has_input(2) ? ctx.in_value(2) : nullptr;
+    src_zp_attr = ctx.has_input(2) && !(xz && load_q8(xz->data(), x_type, 0) == 0);
     // The correction is needed unless every zw' is known to be 0.
     has_sums = true;
     if (!ctx.has_input(iwz) || wz) {
@@ -153,7 +156,9 @@ struct IntConv {
     Status st = dnnl_try(ctx, [&] {
       dnnl::memory::desc src(xd, to_dnnl(x_type), cl), dst_md(od, dt::s32, cl);
       dnnl::primitive_attr attr = dnnl_attr();
-      attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
+      // A zero point known to be 0 (absent, or a constant 0: activations after a Relu) leaves
+      // the attribute out, which lets oneDNN pick its brgemm kernels.
+      if (src_zp_attr) attr.set_zero_points(DNNL_ARG_SRC, 0, {DNNL_RUNTIME_S32_VAL});
       auto make = [&](const dnnl::memory::dims& wdims, const dnnl::memory::desc& dmd) {
         dnnl::memory::desc wei(wdims, dt::s8, tag::any);
         dnnl::convolution_forward::desc cd(dnnl::prop_kind::forward_inference,
@@ -168,7 +173,8 @@ struct IntConv {
       conv.add(DNNL_ARG_SRC, src);
       conv.add(DNNL_ARG_WEIGHTS, pd.weights_desc());
       conv.add(DNNL_ARG_DST, dst_md);
-      conv.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, plain_md({1}, DType::kI32));
+      if (src_zp_attr)
+        conv.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, plain_md({1}, DType::kI32));
       auto wei_plain = plain_md(Shape(geo.weights.begin(), geo.weights.end()), DType::kI8);
       wei_s8 = Tensor::empty(DType::kI8, {M * R});
       if (wei_runtime) {
@@ -194,7 +200,8 @@ struct IntConv {
         ones.add(DNNL_ARG_SRC, src);
         ones.add(DNNL_ARG_WEIGHTS, opd.weights_desc());
         ones.add(DNNL_ARG_DST, sums_md);
-        ones.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, plain_md({1}, DType::kI32));
+        if (src_zp_attr)
+          ones.add(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, plain_md({1}, DType::kI32));
         Tensor one = Tensor::empty(DType::kI8, {G * R});
         std::fill_n(one.data_as<int8_t>(), one.numel(), int8_t{1});
         ones_buf = reorder_once(one.data(), plain_md(Shape(ow.begin(), ow.end()), DType::kI8),
@@ -260,7 +267,7 @@ struct IntConv {
     conv.bind(DNNL_ARG_SRC, src_buf.data());
     conv.bind(DNNL_ARG_WEIGHTS, wei_buf.data());
     conv.bind(DNNL_ARG_DST, dst.data());
-    conv.bind(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &src_zp);
+    if (src_zp_attr) conv.bind(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &src_zp);
     conv.exec();
     // has_sums is false only when every zw' is 0 (known when the plan was built).
     bool correct = has_sums && any_zw;
@@ -268,7 +275,7 @@ struct IntConv {
       ones.bind(DNNL_ARG_SRC, src_buf.data());
       ones.bind(DNNL_ARG_WEIGHTS, ones_buf.data());
       ones.bind(DNNL_ARG_DST, sums.data());
-      ones.bind(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &src_zp);
+      if (src_zp_attr) ones.bind(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &src_zp);
       ones.exec();
     }
     // oneDNN's channels-last sums to NCHW (its jit reorder), then finished row by row.

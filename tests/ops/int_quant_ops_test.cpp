@@ -248,6 +248,7 @@ struct IntConvCase {
   int xz;
   std::vector<int> wz;  // empty: no w_zero_point input
   bool w_const, wz_const;
+  bool xz_const = true;
 };
 
 // conv(x - xz, w - wz[m]) by a direct loop over 1-3 spatial dims (unit leading dims).
@@ -308,104 +309,21 @@ Tensor int8_tensor(DType t, const Shape& shape, const std::vector<int>& v) {
 // the loops.
 TEST(IntQuantOps, ConvIntegerOnOneDnnEqualsTheDirectLoop) {
   const DType u8 = DType::kU8, s8 = DType::kI8;
+  // One case per line: name, x and w types, N C M group, spatial dims, kernel, strides,
+  // dilations, pads, x_zp, w_zp, w constant, w_zp constant[, x_zp constant].
+  // clang-format off
   std::vector<IntConvCase> cases = {
-      {"2d u8 x s8 w, no w zp",
-       u8,
-       s8,
-       2,
-       16,
-       32,
-       1,
-       {9, 9},
-       {3, 3},
-       {1, 1},
-       {1, 1},
-       {1, 1, 1, 1},
-       100,
-       {},
-       true,
-       true},
-      {"2d s8 x u8 w, per-channel zp, groups, stride, dilation",
-       s8,
-       u8,
-       1,
-       8,
-       6,
-       2,
-       {10, 9},
-       {3, 3},
-       {2, 1},
-       {2, 2},
-       {1, 2, 2, 0},
-       -5,
-       {0, 128, 127, 255, 3, 200},
-       true,
-       true},
-      {"1d u8 x u8 w fed, scalar zp fed",
-       u8,
-       u8,
-       3,
-       5,
-       7,
-       1,
-       {17},
-       {4},
-       {2},
-       {1},
-       {0, 3},
-       255,
-       {131},
-       false,
-       false},
-      {"3d s8 x s8 w fed, depthwise, per-channel zp",
-       s8,
-       s8,
-       1,
-       4,
-       4,
-       4,
-       {5, 6, 4},
-       {3, 2, 3},
-       {1, 2, 1},
-       {1, 1, 2},
-       {1, 0, 2, 1, 1, 0},
-       17,
-       {-3, 0, 9, -128},
-       false,
-       true},
-      {"2d depthwise u8, zp 0 given",
-       u8,
-       s8,
-       2,
-       32,
-       32,
-       32,
-       {12, 12},
-       {3, 3},
-       {2, 2},
-       {1, 1},
-       {1, 1, 1, 1},
-       3,
-       {0},
-       true,
-       true},
-      {"2d u8 w with zp 128 (no correction)",
-       u8,
-       u8,
-       1,
-       24,
-       16,
-       1,
-       {7, 7},
-       {1, 1},
-       {1, 1},
-       {1, 1},
-       {0, 0, 0, 0},
-       9,
-       {128},
-       true,
-       true},
+      {"2d u8 x s8 w, no w zp", u8, s8, 2, 16, 32, 1, {9, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1, 1, 1}, 100, {}, true, true},
+      {"2d s8 x u8 w, per-channel zp, groups, stride, dilation", s8, u8, 1, 8, 6, 2, {10, 9}, {3, 3}, {2, 1}, {2, 2}, {1, 2, 2, 0}, -5, {0, 128, 127, 255, 3, 200}, true, true},
+      {"1d u8 x u8 w fed, scalar zp fed", u8, u8, 3, 5, 7, 1, {17}, {4}, {2}, {1}, {0, 3}, 255, {131}, false, false},
+      {"3d s8 x s8 w fed, depthwise, per-channel zp", s8, s8, 1, 4, 4, 4, {5, 6, 4}, {3, 2, 3}, {1, 2, 1}, {1, 1, 2}, {1, 0, 2, 1, 1, 0}, 17, {-3, 0, 9, -128}, false, true},
+      {"2d depthwise u8, zp 0 given", u8, s8, 2, 32, 32, 32, {12, 12}, {3, 3}, {2, 2}, {1, 1}, {1, 1, 1, 1}, 3, {0}, true, true},
+      {"2d u8 w with zp 128 (no correction)", u8, u8, 1, 24, 16, 1, {7, 7}, {1, 1}, {1, 1}, {1, 1}, {0, 0, 0, 0}, 9, {128}, true, true},
+      {"2d x zp a constant 0 (no source zero point)", u8, s8, 2, 16, 16, 1, {8, 8}, {3, 3}, {1, 1}, {1, 1}, {1, 1, 1, 1}, 0, {}, true, true},
+      {"2d x zp fed", u8, s8, 1, 8, 8, 1, {6, 6}, {3, 3}, {1, 1}, {1, 1}, {1, 1, 1, 1}, 77, {2}, true, true, false},
   };
+  // clang-format on
+
   uint32_t seed = 100;
   for (const IntConvCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -423,7 +341,7 @@ TEST(IntQuantOps, ConvIntegerOnOneDnnEqualsTheDirectLoop) {
     auto w = random_ints<int>(shape_numel(wsh), range(c.wt).first, range(c.wt).second, ++seed);
     std::vector<In> inputs = {{"x", int8_tensor(c.xt, xs, x)},
                               {"w", int8_tensor(c.wt, wsh, w), c.w_const},
-                              {"xz", int8_tensor(c.xt, {}, {c.xz}), true}};
+                              {"xz", int8_tensor(c.xt, {}, {c.xz}), c.xz_const}};
     if (!c.wz.empty()) {
       Shape zs = c.wz.size() > 1 ? Shape{c.M} : Shape{};
       inputs.push_back({"wz", int8_tensor(c.wt, zs, c.wz), c.wz_const});
@@ -460,9 +378,9 @@ TEST(IntQuantOps, ConvIntegerOnOneDnnEqualsTheDirectLoop) {
 // QLinearConv with u8 weights whose per-channel zero points are not 128 (the oneDNN path's
 // window-sum correction), fed weights, and a bias: requantized like the spec, in double.
 TEST(IntQuantOps, QLinearConvU8WeightsPerChannelZeroPointsMatchTheLoop) {
-  IntConvCase c{
-      "",           DType::kU8, DType::kU8,        2,     6,   4, 1, {8, 7}, {3, 3}, {1, 1}, {1, 1},
-      {1, 1, 1, 1}, 31,         {128, 0, 77, 255}, false, true};
+  // clang-format off
+  IntConvCase c{"", DType::kU8, DType::kU8, 2, 6, 4, 1, {8, 7}, {3, 3}, {1, 1}, {1, 1}, {1, 1, 1, 1}, 31, {128, 0, 77, 255}, false, true};
+  // clang-format on
   auto x = random_ints<int>(2 * 6 * 8 * 7, 0, 255, 41);
   auto w = random_ints<int>(4 * 6 * 9, 0, 255, 42);
   std::vector<float> ws = {0.002f, 0.0011f, 0.0007f, 0.004f};
