@@ -44,6 +44,34 @@ struct IntConvOutput {
     }
   }
 
+  // Channels m0 .. m0 + count of one pixel (8-bit output): out[j] = finish(src[j] - zw[j] *
+  // wsum) (zw may be null), channel-wise multipliers and biases. Contiguous: it vectorizes.
+  void finish_channels(const int32_t* src, int32_t wsum, const int32_t* zw, int64_t count,
+                       int64_t m0, void* out) const {
+    if (type == DType::kU8)
+      finish_channels_q8(src, wsum, zw, count, m0, static_cast<uint8_t*>(out), 0.0, 255.0);
+    else
+      finish_channels_q8(src, wsum, zw, count, m0, static_cast<int8_t*>(out), -128.0, 127.0);
+  }
+
+  template <typename T>
+  void finish_channels_q8(const int32_t* src, int32_t wsum, const int32_t* zw, int64_t count,
+                          int64_t m0, T* o, double lo, double hi) const {
+    const double* k = mult + m0;
+    const int32_t* b = bias ? bias + m0 : nullptr;
+    double z = zp;
+    if (zw) {
+#pragma omp simd
+      for (int64_t j = 0; j < count; ++j)
+        o[j] = static_cast<T>(requantize_value(
+            (src[j] - static_cast<double>(zw[j]) * wsum + (b ? b[j] : 0)) * k[j], z, lo, hi));
+    } else {
+#pragma omp simd
+      for (int64_t j = 0; j < count; ++j)
+        o[j] = static_cast<T>(requantize_value((src[j] + (b ? b[j] : 0)) * k[j], z, lo, hi));
+    }
+  }
+
   template <typename T>
   void finish_q8(const int32_t* src, const int32_t* sums, int32_t zw, int64_t count, int64_t m,
                  T* o, double lo, double hi) const {
@@ -89,7 +117,10 @@ struct IntConv {
   bool has_sums = false;     // the all-ones convolution exists (zw' may be non-zero)
   int32_t w_shift = 0;       // 128 for u8 weights
   bool src_zp_attr = true;   // x's zero point may be non-zero: the primitives take it
-  int32_t src_zp = 0;        // bound as the convolutions' source zero point
+  bool src_reorder = false;  // a constant x, converted to channels-last by src_r each run
+  bool out_cl = false;       // the 8-bit output stays channels-last (out_md)
+  dnnl::memory::desc out_md;
+  int32_t src_zp = 0;  // bound as the convolutions' source zero point
   DnnlCall conv, ones;
   DnnlReorder src_r, wei_r, dst_r, sums_r;  // dst_r, sums_r: channels-last to NCHW
   Tensor src_buf, wei_s8, wei_buf, ones_buf, dst, sums, sums_nchw;  // dst, sums channels-last
@@ -97,7 +128,10 @@ struct IntConv {
 
   // Reads the Conv attributes for X (input 0) and W (input `iw`, zero point `iwz`); sizes the
   // buffers and, where oneDNN's int8 sums are exact, creates its convolutions.
-  Status init(BuildContext& ctx, size_t iw, size_t iwz) {
+  // `out_type` is the output's dtype (i32, or u8/i8 for QLinearConv). Input 0 may arrive in
+  // oneDNN's channels-last layout (a layout input), and an 8-bit output is left channels-last
+  // where every consumer accepts a layout (out_cl; the caller sets the output's layout).
+  Status init(BuildContext& ctx, size_t iw, size_t iwz, DType out_type) {
     const Shape &x = ctx.in_shape(0), &ws = ctx.in_shape(iw);
     if (x.size() < 3 || x.size() > 5 || ws.size() != x.size())
       return ctx.error("x {} and w {} must both have rank 3, 4 or 5", shape_str(x), shape_str(ws));
@@ -125,7 +159,9 @@ struct IntConv {
     w_type = ctx.in_dtype(iw);
     out_shape = geo.out;
     zw.assign(M, 0);
-    if (int8_kernels_exact() && N > 0 && init_onednn(ctx, geo, iw, iwz)) return Status::OK();
+    if (int8_kernels_exact() && N > 0 && init_onednn(ctx, geo, iw, iwz, out_type))
+      return Status::OK();
+    if (!ctx.in_layout(0).is_zero()) ctx.convert_input(0, plain_md(x, x_type));
     w.resize(M * R);
     col.resize(R * P);
     acc.resize(N * M * P);
@@ -134,7 +170,8 @@ struct IntConv {
   }
 
   // The oneDNN convolutions; false (the loops run) when oneDNN has no exact kernel for them.
-  bool init_onednn(BuildContext& ctx, const ConvGeometry& geo, size_t iw, size_t iwz) {
+  bool init_onednn(BuildContext& ctx, const ConvGeometry& geo, size_t iw, size_t iwz,
+                   DType out_type) {
     const Shape& x = ctx.in_shape(0);
     w_shift = w_type == DType::kU8 ? 128 : 0;
     const Tensor* wv = ctx.in_value(iw);
@@ -210,11 +247,23 @@ struct IntConv {
         sums_nchw = Tensor::empty(DType::kI32, {N * P * G});
         sums_r.init(sums_md, plain_md(Shape(sdims.begin(), sdims.end()), DType::kI32));
       }
-      src_r.init(plain_md(x, x_type), src);
-      src_buf = Tensor::empty(x_type, x);
+      // x in channels-last: a constant is converted here once per run; anything else by the
+      // planner (a conversion step consumers share), unless it already arrives so.
+      if (ctx.in_value(0)) {
+        src_r.init(plain_md(x, x_type), src);
+        src_buf = Tensor::empty(x_type, x);
+        src_reorder = true;
+      } else if (ctx.in_layout(0) != src) {
+        ctx.convert_input(0, src);
+      }
       dst = Tensor::empty(DType::kI32, {N * P * M});
-      dst_r.init(dst_md, plain_md(out_shape, DType::kI32));
-      acc.resize(N * M * P);
+      out_cl = out_type != DType::kI32 && ctx.output_layout_free(0);
+      if (out_cl) {
+        out_md = dnnl::memory::desc(od, to_dnnl(out_type), cl);
+      } else {
+        dst_r.init(dst_md, plain_md(out_shape, DType::kI32));
+        acc.resize(N * M * P);
+      }
       ctx.set_impl(impl);
       onednn = true;
     });
@@ -263,8 +312,12 @@ struct IntConv {
       shift_weights(wt.data());
       wei_r.run(wei_s8.data(), wei_buf.data());
     }
-    src_r.run(xt.data(), src_buf.data());
-    conv.bind(DNNL_ARG_SRC, src_buf.data());
+    const void* src = xt.data();
+    if (src_reorder) {
+      src_r.run(src, src_buf.data());
+      src = src_buf.data();
+    }
+    conv.bind(DNNL_ARG_SRC, src);
     conv.bind(DNNL_ARG_WEIGHTS, wei_buf.data());
     conv.bind(DNNL_ARG_DST, dst.data());
     if (src_zp_attr) conv.bind(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &src_zp);
@@ -272,11 +325,23 @@ struct IntConv {
     // has_sums is false only when every zw' is 0 (known when the plan was built).
     bool correct = has_sums && any_zw;
     if (correct) {
-      ones.bind(DNNL_ARG_SRC, src_buf.data());
+      ones.bind(DNNL_ARG_SRC, src);
       ones.bind(DNNL_ARG_WEIGHTS, ones_buf.data());
       ones.bind(DNNL_ARG_DST, sums.data());
       if (src_zp_attr) ones.bind(DNNL_ARG_ATTR_ZERO_POINTS | DNNL_ARG_SRC, &src_zp);
       ones.exec();
+    }
+    if (out_cl) {
+      // Channels-last in and out: each pixel's M channels are finished in one contiguous row.
+      const int32_t* a = dst.data_as<int32_t>();
+      const int32_t* sm = correct ? sums.data_as<int32_t>() : nullptr;
+#pragma omp parallel for if (N * M * P > 65536)
+      for (int64_t pix = 0; pix < N * P; ++pix)
+        for (int64_t g = 0; g < G; ++g)
+          y.finish_channels(a + pix * M + g * Mg, sm ? sm[pix * G + g] : 0,
+                            sm ? zw.data() + g * Mg : nullptr, Mg, g * Mg,
+                            y.slot(pix * M + g * Mg));
+      return;
     }
     // oneDNN's channels-last sums to NCHW (its jit reorder), then finished row by row.
     dst_r.run(dst.data(), acc.data());
@@ -351,7 +416,7 @@ Result<KernelPtr> build_conv_integer(BuildContext& ctx) {
     DLSYS_RETURN_IF_ERROR(check_conv_param(ctx, 3, M, true, "w_zero_point"));
   }
   auto st = std::make_shared<IntConv>();
-  DLSYS_RETURN_IF_ERROR(st->init(ctx, 1, 3));
+  DLSYS_RETURN_IF_ERROR(st->init(ctx, 1, 3, DType::kI32));
   ctx.set_output(0, DType::kI32, st->out_shape);
   bool xz = ctx.has_input(2), wz = ctx.has_input(3);
   return make_kernel([st, xz, wz](const Tensor* const* in, Tensor* const* out) {
@@ -390,9 +455,10 @@ Result<KernelPtr> build_qlinear_conv(BuildContext& ctx) {
                        shape_str(ctx.in_shape(8)));
   }
   auto st = std::make_shared<IntConv>();
-  DLSYS_RETURN_IF_ERROR(st->init(ctx, 3, 5));
   DType yt = ctx.in_dtype(7);
+  DLSYS_RETURN_IF_ERROR(st->init(ctx, 3, 5, yt));
   ctx.set_output(0, yt, st->out_shape);
+  if (st->out_cl) ctx.set_output_layout(0, st->out_md);
   bool has_bias = ctx.has_input(8);
   auto mult = std::make_shared<std::vector<double>>(M);
   return make_kernel([st, yt, has_bias, mult](const Tensor* const* in, Tensor* const* out) {
@@ -417,6 +483,8 @@ Result<KernelPtr> build_qlinear_conv(BuildContext& ctx) {
 void register_int_conv_ops(OpRegistry& r) {
   r.add("ConvInteger", 2, 4, 1, 1, build_conv_integer);
   r.add("QLinearConv", 8, 9, 1, 1, build_qlinear_conv);
+  r.set_layout_inputs("ConvInteger", 1u);
+  r.set_layout_inputs("QLinearConv", 1u);
 }
 
 }  // namespace dlsys
