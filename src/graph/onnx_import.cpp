@@ -385,6 +385,15 @@ Result<Graph> import_onnx_bytes(const std::string& bytes, const std::string& whe
     if (o.domain().empty() || o.domain() == "ai.onnx") g.opset = static_cast<int>(o.version());
     declared_opsets[o.domain() == "ai.onnx" ? std::string() : o.domain()] = o.version();
   }
+  if (g.opset == 0) {
+    // No default-domain opset: a model of other domains only (the ONNX training cases, whose
+    // Adagrad/Adam/Momentum are ai.onnx.preview.training ops) has no default-domain semantics to
+    // pin, and runs as the newest opset; one that uses default-domain ops anyway keeps the error.
+    bool uses_default = false;
+    for (const auto& n : m.graph().node())
+      uses_default |= n.domain().empty() || n.domain() == "ai.onnx";
+    if (!uses_default) g.opset = kMaxOpset;
+  }
   if (g.opset > 0 && g.opset < kMinOpset) {
     // An older opset whose ops all have the same definition there as at opset 13 (the ONNX
     // schema registry says when each op last changed) is only relabelled; from opset 7 on, one

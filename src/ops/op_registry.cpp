@@ -65,6 +65,7 @@ static const OpRegistry& registry() {
     register_conv_ops(reg);
     register_int_conv_ops(reg);
     register_random_ops(reg);
+    register_optimizer_ops(reg);
     register_pool_ops(reg);
     register_norm_ops(reg);
     register_softmax_ops(reg);

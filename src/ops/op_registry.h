@@ -57,6 +57,7 @@ void register_matmul_ops(OpRegistry& r);
 void register_conv_ops(OpRegistry& r);
 void register_int_conv_ops(OpRegistry& r);
 void register_random_ops(OpRegistry& r);
+void register_optimizer_ops(OpRegistry& r);
 void register_pool_ops(OpRegistry& r);
 void register_norm_ops(OpRegistry& r);
 void register_softmax_ops(OpRegistry& r);

@@ -59,6 +59,55 @@ TEST(ImportErrors, OpsetOutsideRangeNamesTheOpsetAndTheFix) {
   EXPECT_TRUE(contains(r.status().message(), "13 to 17"));
 }
 
+// A model that declares only another domain (the ONNX training cases declare only
+// ai.onnx.preview.training) runs when it has no default-domain node, and a default-domain node
+// without the default domain's opset is refused, naming it.
+TEST(ImportErrors, ModelOfAnotherDomainOnlyRunsButDefaultOpsNeedTheirOpset) {
+  auto build = [](bool with_relu) {
+    testing::OnnxBuilder b;
+    b.model().mutable_opset_import(0)->set_domain("ai.onnx.preview.training");
+    b.model().mutable_opset_import(0)->set_version(1);
+    b.input("R", onnx::TensorProto::FLOAT, {});
+    b.input("T", onnx::TensorProto::INT64, {});
+    for (const char* n : {"X", "G", "V"}) b.input(n, onnx::TensorProto::FLOAT, {2});
+    b.output("X_new", onnx::TensorProto::FLOAT, {2});
+    b.output("V_new", onnx::TensorProto::FLOAT, {2});
+    auto* m = b.node("Momentum", {"R", "T", "X", "G", "V"}, {"X_new", "V_new"}, "m");
+    m->set_domain("ai.onnx.preview.training");
+    testing::OnnxBuilder::attr_float(m, "alpha", 0.5f);
+    testing::OnnxBuilder::attr_float(m, "beta", 1.f);
+    testing::OnnxBuilder::attr_string(m, "mode", "standard");
+    testing::OnnxBuilder::attr_float(m, "norm_coefficient", 0.f);
+    if (with_relu) {
+      b.output("Y", onnx::TensorProto::FLOAT, {2});
+      b.node("Relu", {"X"}, {"Y"}, "relu");
+    }
+    return b;
+  };
+  auto g = import_onnx_bytes(build(false).bytes(), "momentum.onnx");
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  auto s = Session::from_graph(std::move(g).value());
+  std::vector<Tensor> out;
+  Tensor t = Tensor::empty(DType::kI64, {});
+  t.data_as<int64_t>()[0] = 1;
+  ASSERT_TRUE(s->run({{"R", Tensor::from_f32({}, std::vector<float>{0.1f}.data())},
+                      {"T", t},
+                      {"X", Tensor::from_f32({2}, std::vector<float>{1.f, 2.f}.data())},
+                      {"G", Tensor::from_f32({2}, std::vector<float>{-1.f, 4.f}.data())},
+                      {"V", Tensor::from_f32({2}, std::vector<float>{2.f, 0.f}.data())}},
+                     &out)
+                  .ok());
+  // V_new = 0.5 V + G, X_new = X - 0.1 V_new.
+  EXPECT_FLOAT_EQ(out[1].data_as<float>()[0], 0.f);
+  EXPECT_FLOAT_EQ(out[1].data_as<float>()[1], 4.f);
+  EXPECT_FLOAT_EQ(out[0].data_as<float>()[0], 1.f);
+  EXPECT_FLOAT_EQ(out[0].data_as<float>()[1], 1.6f);
+  auto bad = import_onnx_bytes(build(true).bytes(), "momentum_relu.onnx");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_TRUE(contains(bad.status().message(), "opset 0 of the default ONNX domain"))
+      << bad.status().message();
+}
+
 TEST(ImportErrors, OlderOpsetIsUpgradedOrRefused) {
   // GlobalAveragePool has not changed since opset 1, so an opset-11 model using it means the same
   // at 13; Squeeze changed at 13 (axes became an input): at opset 11 ONNX's version converter
