@@ -25,7 +25,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 # (label, onnx stem, torch model name or None (no PyTorch peer), batches, input maker). The tf2onnx-
 # style CNNs come from scripts/tf_style_models.py (run.sh writes them): the same network with NHWC
-# input and a Transpose pair around every Conv, and in NCHW.
+# input and a Transpose pair around every Conv, and in NCHW; the integer-quantized ResNet from
+# scripts/quantized_models.py.
 CASES = [
     ("MLP 64-256-128-10", "mlp", "mlp", [1, 32], lambda b, r: r.standard_normal((b, 64), dtype=np.float32)),
     ("ResNet-18 224x224", "resnet18", "resnet18", [1, 8], lambda b, r: r.standard_normal((b, 3, 224, 224), dtype=np.float32)),
@@ -40,6 +41,9 @@ CASES = [
     ("Detector head + NMS", "detector_nms", "detector_nms", [1], lambda b, r: r.standard_normal((1, 3, 32, 32), dtype=np.float32)),
     ("tf2onnx CNN NHWC 32x32", "tf_cnn_nhwc", None, [1, 32], lambda b, r: r.standard_normal((b, 32, 32, 3), dtype=np.float32)),
     ("tf2onnx CNN NCHW 32x32", "tf_cnn_nchw", None, [1, 32], lambda b, r: r.standard_normal((b, 3, 32, 32), dtype=np.float32)),
+    # ResNet-18's shapes quantized as ONNX Runtime's quantizers write them (QLinearConv,
+    # ConvInteger; scripts/quantized_models.py): both runtimes run the same integer model.
+    ("ResNet-18 QLinearConv/ConvInteger", "qop_resnet18", None, [1, 8], lambda b, r: r.standard_normal((b, 3, 224, 224), dtype=np.float32)),
 ]
 
 

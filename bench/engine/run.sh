@@ -19,4 +19,7 @@ done
 if [ ! -f "$BUILD/models/tf_cnn_nhwc.onnx" ]; then
   /usr/bin/python3 scripts/tf_style_models.py "$BUILD/models"
 fi
+if [ ! -f "$BUILD/models/qop_resnet18.onnx" ]; then
+  /usr/bin/python3 scripts/quantized_models.py "$BUILD/models" --only qop_resnet18
+fi
 /usr/bin/python3 "$HERE/compare.py" --dlsys "$BUILD/dlsys" --models "$BUILD/models" --threads 2 "$@"
