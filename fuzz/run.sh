@@ -16,7 +16,8 @@ seconds="${2:-8}"
 shift $(($# < 2 ? $# : 2))
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(fuzz_http fuzz_routes fuzz_dataset_ref fuzz_run_filter fuzz_v2_infer fuzz_samples)
+  targets=(fuzz_http fuzz_routes fuzz_dataset_ref fuzz_run_filter fuzz_v2_infer fuzz_samples
+    fuzz_job_spec)
 fi
 
 failed=0

@@ -26,6 +26,7 @@ void add_deploy(CLI::App& app, int* rc);
 void add_artifacts(CLI::App& app, int* rc);
 void add_tokens(CLI::App& app, int* rc);
 void add_data(CLI::App& app, int* rc);
+void add_jobs(CLI::App& app, int* rc);
 
 // Checks that `path` is an ONNX model dlsys imports (the registry's check on new versions).
 dlsys::Status validate_onnx_model(const std::string& path);

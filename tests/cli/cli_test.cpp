@@ -210,6 +210,28 @@ TEST_F(Cli, InspectPlanShowsRewritesStepsAndMemory) {
             j["memory"]["sum_of_intermediates_bytes"].get<int64_t>() + 128);
 }
 
+TEST_F(Cli, JobsValidateChecksASpecAndPrintsWhatItRuns) {
+  std::string good = (dir_ / "job.yaml").string(), bad = (dir_ / "bad.yaml").string();
+  std::ofstream(good) << "kind: train\nspec: examples/digits/mlp.yaml\ndataset: digits@2\n"
+                         "resources: {threads: 2, memory: 1GiB}\nmax_run_time: 30m\n";
+  std::ofstream(bad) << "kind: train\nspec: a.yaml\nresources: {threads: 0}\n";
+  Ran r = sh("jobs validate " + good);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("a train job 'train' that trains examples/digits/mlp.yaml on digits@2"),
+            std::string::npos)
+      << r.out;
+  r = sh("jobs validate --json " + good);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_EQ(j["resources"]["memory"], 1073741824);
+  EXPECT_EQ(j["max_run_time"], 1800);
+  r = sh("jobs validate " + bad);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("bad.yaml:3: 'resources.threads' must be a whole number from 1 to 1024"),
+            std::string::npos)
+      << r.out;
+}
+
 TEST_F(Cli, ProfileReportsEveryStepAgainstTheMeasuredPeak) {
   Ran r = sh("profile " + model_ + " --batch 4 --threads 1 --runs 3 --json");
   ASSERT_EQ(r.code, 0) << r.out;
