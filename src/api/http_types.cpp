@@ -42,6 +42,7 @@ int http_status_of(StatusCode code) {
     case StatusCode::kNotFound:
       return 404;
     case StatusCode::kAlreadyExists:
+    case StatusCode::kFailedPrecondition:
       return 409;
     case StatusCode::kUnsupported:
       return 501;
@@ -75,6 +76,8 @@ const char* error_code_of(StatusCode code) {
       return "UNAVAILABLE";
     case StatusCode::kDeadlineExceeded:
       return "DEADLINE_EXCEEDED";
+    case StatusCode::kFailedPrecondition:
+      return "FAILED_PRECONDITION";
     case StatusCode::kIOError:
       return "IO_ERROR";
     case StatusCode::kInternal:

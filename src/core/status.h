@@ -14,16 +14,17 @@ namespace dlsys {
 
 enum class StatusCode {
   kOk = 0,
-  kInvalidArgument,   // the caller passed something malformed
-  kNotFound,          // a named thing does not exist
-  kUnsupported,       // valid input that dlsys cannot handle (yet)
-  kIOError,           // the file system said no
-  kInternal,          // a bug in dlsys or a library it calls
-  kAlreadyExists,     // a create met a name that is taken
-  kUnauthenticated,   // no valid credentials were presented
-  kPermissionDenied,  // the caller is known but may not do this
-  kUnavailable,       // a service is down or shutting down; retry later
-  kDeadlineExceeded,  // the caller's deadline passed before the work was done
+  kInvalidArgument,     // the caller passed something malformed
+  kNotFound,            // a named thing does not exist
+  kUnsupported,         // valid input that dlsys cannot handle (yet)
+  kIOError,             // the file system said no
+  kInternal,            // a bug in dlsys or a library it calls
+  kAlreadyExists,       // a create met a name that is taken
+  kUnauthenticated,     // no valid credentials were presented
+  kPermissionDenied,    // the caller is known but may not do this
+  kUnavailable,         // a service is down or shutting down; retry later
+  kDeadlineExceeded,    // the caller's deadline passed before the work was done
+  kFailedPrecondition,  // the object is not in the state the operation needs (a job that ended)
 };
 
 // Returns a short lower-case name for `code` ("invalid argument", ...).
@@ -71,6 +72,10 @@ class Status {
   template <typename... Args>
   static Status DeadlineExceeded(fmt::format_string<Args...> f, Args&&... args) {
     return Status(StatusCode::kDeadlineExceeded, fmt::format(f, std::forward<Args>(args)...));
+  }
+  template <typename... Args>
+  static Status FailedPrecondition(fmt::format_string<Args...> f, Args&&... args) {
+    return Status(StatusCode::kFailedPrecondition, fmt::format(f, std::forward<Args>(args)...));
   }
   template <typename... Args>
   static Status Internal(fmt::format_string<Args...> f, Args&&... args) {

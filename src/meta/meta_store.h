@@ -15,6 +15,7 @@
 #include "core/status.h"
 #include "meta/auth.h"
 #include "meta/deployments.h"
+#include "meta/job_queue.h"
 #include "meta/lineage.h"
 #include "meta/model_registry.h"
 #include "meta/run_tracking.h"
@@ -35,6 +36,7 @@ class MetaStore {
   LineageStore& lineage() { return lineage_; }
   TokenStore& tokens() { return tokens_; }
   DeploymentStore& deployments() { return deployments_; }
+  JobQueue& jobs() { return jobs_; }
 
  private:
   explicit MetaStore(std::unique_ptr<StoreDb> db)
@@ -43,7 +45,8 @@ class MetaStore {
         registry_(*db_),
         lineage_(*db_),
         tokens_(*db_),
-        deployments_(*db_) {}
+        deployments_(*db_),
+        jobs_(*db_) {}
 
   std::unique_ptr<StoreDb> db_;
   RunTracking runs_;
@@ -51,6 +54,7 @@ class MetaStore {
   LineageStore lineage_;
   TokenStore tokens_;
   DeploymentStore deployments_;
+  JobQueue jobs_;
 };
 
 }  // namespace dlsys::meta

@@ -88,6 +88,18 @@ ALTER TABLE model_versions_v3 RENAME TO model_versions;
      R"(
 ALTER TABLE model_versions ALTER COLUMN run_id DROP NOT NULL;
 )"},
+    // The training service (issue 22): the job queue and each job's state (meta/job_queue.h).
+    {4, R"(
+CREATE TABLE jobs (id {ID}, name TEXT NOT NULL, kind TEXT NOT NULL, owner TEXT NOT NULL,
+  spec TEXT NOT NULL, state TEXT NOT NULL, priority BIGINT NOT NULL, threads BIGINT NOT NULL,
+  memory_bytes BIGINT NOT NULL, max_retries BIGINT NOT NULL, attempts BIGINT NOT NULL DEFAULT 0,
+  not_before BIGINT NOT NULL DEFAULT 0, run_id BIGINT, pid BIGINT NOT NULL DEFAULT 0,
+  created_at BIGINT NOT NULL, started_at BIGINT NOT NULL DEFAULT 0,
+  ended_at BIGINT NOT NULL DEFAULT 0, heartbeat_at BIGINT NOT NULL DEFAULT 0,
+  cancel_requested BIGINT NOT NULL DEFAULT 0, end_reason TEXT NOT NULL DEFAULT '');
+CREATE INDEX jobs_queued ON jobs(priority, created_at) WHERE state = 'QUEUED';
+CREATE INDEX jobs_owner ON jobs(owner, id);
+)"},
 };
 
 std::string dialect_sql(const char* sql, SqlDialect d) {

@@ -96,12 +96,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 3);
+  EXPECT_EQ(*v, 4);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 3);
+  EXPECT_EQ(*(*again)->db().schema_version(), 4);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -710,7 +710,7 @@ TEST_P(MetaStoreTest, MigrationToSchema3KeepsRunsAndVersions) {
   }
   auto s = MetaStore::open(url, 2);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
-  EXPECT_EQ(*(*s)->db().schema_version(), 3);
+  EXPECT_EQ(*(*s)->db().schema_version(), 4);
   auto run = (*s)->runs().get_run(1);
   ASSERT_TRUE(run.ok()) << run.status().to_string();
   EXPECT_EQ(run->status, "RUNNING");
@@ -888,6 +888,114 @@ TEST_P(MetaStoreTest, DeploymentsAreStoredUpdatedAndAudited) {
   ASSERT_TRUE(audit.ok());
   EXPECT_EQ(audit->items[0].action, "deployment.delete");
   EXPECT_EQ(audit->items[1].action, "deployment.update");
+}
+
+// The training service's queue (meta/job_queue.h): order, the state machine's transitions as
+// compare-and-sets, retries within max_retries with a backoff, cancels and who may make them.
+TEST_P(MetaStoreTest, JobQueueOrdersRetriesAndCancels) {
+  JobQueue& q = store_->jobs();
+  const Principal bob{"bob", Role::kEditor}, viewer{"val", Role::kViewer},
+      admin{"root", Role::kAdmin};
+  auto submit = [&](const std::string& name, int64_t priority, int64_t retries,
+                    const Principal& who) {
+    NewJob n{name, "train", {{"kind", "train"}, {"spec", "a.yaml"}}, priority, 2, 0, retries};
+    auto j = q.submit(n, who);
+    EXPECT_TRUE(j.ok()) << j.status().to_string();
+    return j.ok() ? j->id : 0;
+  };
+  int64_t low = submit("low", 0, 0, kAlice), high = submit("high", 5, 1, kAlice),
+          low2 = submit("low2", 0, 0, bob);
+  auto first = q.get(high);
+  ASSERT_TRUE(first.ok());
+  EXPECT_EQ(first->state, "QUEUED");
+  EXPECT_EQ(first->owner, "alice");
+  EXPECT_EQ(first->threads, 2);
+  EXPECT_EQ(first->spec["spec"], "a.yaml");
+  // Priority first, then oldest first.
+  auto order = q.runnable(now_ms());
+  ASSERT_TRUE(order.ok());
+  ASSERT_EQ(order->size(), 3u);
+  EXPECT_EQ((*order)[0].id, high);
+  EXPECT_EQ((*order)[1].id, low);
+  EXPECT_EQ((*order)[2].id, low2);
+  // Two schedulers race to start one job: one wins.
+  auto a = q.start(high, 100, 1000);
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  EXPECT_EQ(a->attempts, 1);
+  EXPECT_EQ(a->pid, 100);
+  auto b = q.start(high, 101, 1000);
+  EXPECT_EQ(b.status().code(), StatusCode::kFailedPrecondition) << b.status().to_string();
+  ASSERT_TRUE(q.heartbeat(high, 2000).ok());
+  EXPECT_EQ(q.heartbeat(low, 2000).code(), StatusCode::kFailedPrecondition);
+  // A failure with a retry left: queued again, not before the backoff.
+  auto r = q.retry_or_fail(high, "exit code 1", 3000, 500);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->state, "QUEUED");
+  EXPECT_EQ(r->not_before, 3500);
+  EXPECT_EQ(r->end_reason, "exit code 1");
+  auto waiting = q.runnable(3499);
+  ASSERT_TRUE(waiting.ok());
+  for (const Job& j : *waiting) EXPECT_NE(j.id, high) << "started before its backoff";
+  ASSERT_TRUE(q.start(high, 102, 3500).ok());
+  // The second failure uses the last attempt (max_retries 1): FAILED.
+  auto f = q.retry_or_fail(high, "killed by signal 9", 4000, 500);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ(f->state, "FAILED");
+  EXPECT_EQ(f->attempts, 2);
+  EXPECT_EQ(f->ended_at, 4000);
+  // Success.
+  ASSERT_TRUE(q.start(low, 103, 5000).ok());
+  ASSERT_TRUE(q.set_run(low, 42).ok());
+  auto done = q.finish(low, true, "", 6000);
+  ASSERT_TRUE(done.ok());
+  EXPECT_EQ(done->state, "SUCCEEDED");
+  EXPECT_EQ(done->run_id, 42);
+  EXPECT_EQ(q.finish(low, true, "", 6001).status().code(), StatusCode::kFailedPrecondition);
+  // Cancels: not someone else's as an editor, not as a viewer; an admin may.
+  EXPECT_EQ(q.cancel(low2, kAlice).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(q.cancel(low2, viewer).status().code(), StatusCode::kPermissionDenied);
+  auto c = q.cancel(low2, bob);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->state, "CANCELLED");
+  EXPECT_EQ(c->end_reason, "cancelled by bob");
+  EXPECT_EQ(q.cancel(low2, admin).status().code(), StatusCode::kFailedPrecondition);
+  // A running job is asked to stop, then marked when its process has.
+  int64_t run = submit("run", 0, 0, bob);
+  ASSERT_TRUE(q.start(run, 104, 7000).ok());
+  EXPECT_EQ(q.mark_cancelled(run, 7001).status().code(), StatusCode::kFailedPrecondition);
+  auto asked = q.cancel(run, admin);
+  ASSERT_TRUE(asked.ok());
+  EXPECT_EQ(asked->state, "RUNNING");
+  EXPECT_TRUE(asked->cancel_requested);
+  auto stopped = q.mark_cancelled(run, 7100);
+  ASSERT_TRUE(stopped.ok());
+  EXPECT_EQ(stopped->state, "CANCELLED");
+  // Lists: newest first, by state and owner, paginated; bad input named.
+  auto page = q.list("", "", 2, "");
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->items.size(), 2u);
+  EXPECT_EQ(page->items[0].id, run);
+  auto rest = q.list("", "", 2, page->next_page_token);
+  ASSERT_TRUE(rest.ok());
+  EXPECT_EQ(rest->items.size(), 2u);
+  auto bobs = q.list("", "bob", 10, "");
+  ASSERT_TRUE(bobs.ok());
+  EXPECT_EQ(bobs->items.size(), 2u);
+  auto failed = q.list("FAILED", "", 10, "");
+  ASSERT_TRUE(failed.ok());
+  ASSERT_EQ(failed->items.size(), 1u);
+  EXPECT_EQ(failed->items[0].id, high);
+  EXPECT_EQ(q.list("DONE", "", 10, "").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(q.get(9999).status().code(), StatusCode::kNotFound);
+  NewJob bad{"", "train", json::object(), 0, 1, 0, 0};
+  EXPECT_EQ(q.submit(bad, kAlice).status().code(), StatusCode::kInvalidArgument);
+  bad = {"x", "train", json::array(), 0, 1, 0, 0};
+  EXPECT_EQ(q.submit(bad, kAlice).status().code(), StatusCode::kInvalidArgument);
+  bad = {"x", "train", json::object(), 0, 0, 0, 0};
+  EXPECT_EQ(q.submit(bad, kAlice).status().code(), StatusCode::kInvalidArgument);
+  auto audit = store_->db().list_audit(20, "");
+  ASSERT_TRUE(audit.ok());
+  EXPECT_EQ(audit->items[0].action, "job.cancel");
 }
 
 TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {

@@ -1,0 +1,278 @@
+#include "meta/job_queue.h"
+
+#include <algorithm>
+
+#include "core/file_util.h"
+
+namespace dlsys::meta {
+namespace {
+
+constexpr size_t kMaxSpecBytes = 64 << 10;
+
+const char* kColumns =
+    "id, name, kind, owner, spec, state, priority, threads, memory_bytes, max_retries, attempts, "
+    "not_before, run_id, pid, created_at, started_at, ended_at, heartbeat_at, cancel_requested, "
+    "end_reason";
+
+Result<Job> row_to_job(const SqlRow& r) {
+  Job j;
+  j.id = sql_int(r[0]);
+  j.name = sql_text(r[1]);
+  j.kind = sql_text(r[2]);
+  j.owner = sql_text(r[3]);
+  j.spec = json::parse(sql_text(r[4]), nullptr, false);
+  if (!j.spec.is_object())
+    return Status::Internal("the stored spec of job {} is not a JSON object", j.id);
+  j.state = sql_text(r[5]);
+  j.priority = sql_int(r[6]);
+  j.threads = sql_int(r[7]);
+  j.memory_bytes = sql_int(r[8]);
+  j.max_retries = sql_int(r[9]);
+  j.attempts = sql_int(r[10]);
+  j.not_before = sql_int(r[11]);
+  j.run_id = sql_is_null(r[12]) ? 0 : sql_int(r[12]);
+  j.pid = sql_int(r[13]);
+  j.created_at = sql_int(r[14]);
+  j.started_at = sql_int(r[15]);
+  j.ended_at = sql_int(r[16]);
+  j.heartbeat_at = sql_int(r[17]);
+  j.cancel_requested = sql_int(r[18]) != 0;
+  j.end_reason = sql_text(r[19]);
+  return j;
+}
+
+Result<std::vector<Job>> rows_to_jobs(const std::vector<SqlRow>& rows) {
+  std::vector<Job> out;
+  for (const auto& r : rows) {
+    DLSYS_ASSIGN_OR_RETURN(Job j, row_to_job(r));
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
+Status check(const NewJob& j) {
+  if (j.name.empty() || j.name.size() > kMaxKeyLength)
+    return Status::Invalid("a job name must be 1..{} characters, got {}", kMaxKeyLength,
+                           j.name.size());
+  if (!valid_name(j.kind, 32, false))
+    return Status::Invalid("job kind '{}' must be 1..32 of [A-Za-z0-9_-]", j.kind.substr(0, 32));
+  if (!j.spec.is_object()) return Status::Invalid("a job spec must be a JSON object");
+  if (j.spec.dump().size() > kMaxSpecBytes)
+    return Status::Invalid("the job spec is over {} KiB", kMaxSpecBytes >> 10);
+  if (j.threads < 1) return Status::Invalid("a job needs at least 1 thread, got {}", j.threads);
+  if (j.memory_bytes < 0 || j.max_retries < 0)
+    return Status::Invalid("memory_bytes ({}) and max_retries ({}) must not be negative",
+                           j.memory_bytes, j.max_retries);
+  return Status::OK();
+}
+
+Status check_state(const std::string& s) {
+  if (s.empty() || s == "QUEUED" || s == "RUNNING" || s == "SUCCEEDED" || s == "FAILED" ||
+      s == "CANCELLED")
+    return Status::OK();
+  return Status::Invalid(
+      "job state '{}' is not one of QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED",
+      s.substr(0, 32));
+}
+
+}  // namespace
+
+void to_json(json& j, const Job& job) {
+  j = {{"id", job.id},
+       {"name", job.name},
+       {"kind", job.kind},
+       {"owner", job.owner},
+       {"spec", job.spec},
+       {"state", job.state},
+       {"priority", job.priority},
+       {"threads", job.threads},
+       {"memory_bytes", job.memory_bytes},
+       {"max_retries", job.max_retries},
+       {"attempts", job.attempts},
+       {"not_before", job.not_before},
+       {"run_id", job.run_id},
+       {"pid", job.pid},
+       {"created_at", job.created_at},
+       {"started_at", job.started_at},
+       {"ended_at", job.ended_at},
+       {"heartbeat_at", job.heartbeat_at},
+       {"cancel_requested", job.cancel_requested},
+       {"end_reason", job.end_reason}};
+}
+
+Result<Job> JobQueue::submit(const NewJob& j, const Principal& who) {
+  DLSYS_RETURN_IF_ERROR(check(j));
+  int64_t id = 0;
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query("INSERT INTO jobs (name, kind, owner, spec, state, priority, threads, "
+                "memory_bytes, max_retries, created_at) VALUES ($1,$2,$3,$4,'QUEUED',$5,$6,$7,$8,"
+                "$9) RETURNING id",
+                {j.name, j.kind, who.name, j.spec.dump(), j.priority, j.threads, j.memory_bytes,
+                 j.max_retries, now_ms()}));
+    id = sql_int(rows.at(0)[0]);
+    return audit(c, who, "job.submit", "job/" + std::to_string(id),
+                 {{"name", j.name}, {"kind", j.kind}});
+  }));
+  return get(id);
+}
+
+Result<Job> JobQueue::get(int64_t id) {
+  Result<Job> out =
+      Status::NotFound("job {} does not exist; list the jobs with `dlsys jobs list`", id);
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows, c.query(std::string("SELECT ") + kColumns + " FROM jobs WHERE id = $1", {id}));
+    if (!rows.empty()) out = row_to_job(rows[0]);
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<PageOf<Job>> JobQueue::list(const std::string& state, const std::string& owner,
+                                   int page_size, const std::string& page_token) {
+  DLSYS_RETURN_IF_ERROR(check_page_size(page_size));
+  DLSYS_RETURN_IF_ERROR(check_state(state));
+  int64_t before = INT64_MAX;
+  if (!page_token.empty()) {
+    DLSYS_ASSIGN_OR_RETURN(before, int_token(page_token, "j:"));
+  }
+  PageOf<Job> page;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    page = {};
+    DLSYS_ASSIGN_OR_RETURN(auto rows,
+                           c.query(std::string("SELECT ") + kColumns +
+                                       " FROM jobs WHERE id < $1 AND ($2 = '' OR state = $2) AND "
+                                       "($3 = '' OR owner = $3) ORDER BY id DESC LIMIT $4",
+                                   {before, state, owner, int64_t{page_size} + 1}));
+    for (size_t i = 0; i < rows.size() && i < static_cast<size_t>(page_size); ++i) {
+      DLSYS_ASSIGN_OR_RETURN(Job j, row_to_job(rows[i]));
+      page.items.push_back(std::move(j));
+    }
+    if (rows.size() > static_cast<size_t>(page_size))
+      page.next_page_token = "j:" + std::to_string(page.items.back().id);
+    return Status::OK();
+  }));
+  return page;
+}
+
+Result<std::vector<Job>> JobQueue::runnable(int64_t now) {
+  std::vector<Job> out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(auto rows,
+                           c.query(std::string("SELECT ") + kColumns +
+                                       " FROM jobs WHERE state = 'QUEUED' AND not_before <= $1 "
+                                       "ORDER BY priority DESC, created_at, id",
+                                   {now}));
+    DLSYS_ASSIGN_OR_RETURN(out, rows_to_jobs(rows));
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<std::vector<Job>> JobQueue::running() {
+  std::vector<Job> out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(std::string("SELECT ") + kColumns +
+                                                  " FROM jobs WHERE state = 'RUNNING' "
+                                                  "ORDER BY started_at, id",
+                                              {}));
+    DLSYS_ASSIGN_OR_RETURN(out, rows_to_jobs(rows));
+    return Status::OK();
+  }));
+  return out;
+}
+
+Result<Job> JobQueue::transition(int64_t id, const std::string& sql, const SqlParams& params,
+                                 const std::string& not_done) {
+  bool done = false;
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, params));
+    done = !rows.empty();
+    return Status::OK();
+  }));
+  DLSYS_ASSIGN_OR_RETURN(Job j, get(id));
+  if (!done) return Status::FailedPrecondition("job {} is {}: {}", id, j.state, not_done);
+  return j;
+}
+
+Result<Job> JobQueue::start(int64_t id, int64_t pid, int64_t now) {
+  return transition(id,
+                    "UPDATE jobs SET state = 'RUNNING', attempts = attempts + 1, pid = $2, "
+                    "started_at = $3, heartbeat_at = $3, end_reason = '' "
+                    "WHERE id = $1 AND state = 'QUEUED' RETURNING id",
+                    {id, pid, now}, "only a QUEUED job starts");
+}
+
+Status JobQueue::heartbeat(int64_t id, int64_t now) {
+  return transition(id,
+                    "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND state = 'RUNNING' "
+                    "RETURNING id",
+                    {id, now}, "only a RUNNING job heartbeats")
+      .status();
+}
+
+Status JobQueue::set_run(int64_t id, int64_t run_id) {
+  return transition(id, "UPDATE jobs SET run_id = $2 WHERE id = $1 RETURNING id", {id, run_id},
+                    "it does not exist")
+      .status();
+}
+
+Result<Job> JobQueue::finish(int64_t id, bool succeeded, const std::string& reason, int64_t now) {
+  return transition(id,
+                    "UPDATE jobs SET state = $2, end_reason = $3, ended_at = $4, pid = 0 "
+                    "WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+                    {id, std::string(succeeded ? "SUCCEEDED" : "FAILED"), reason, now},
+                    "only a RUNNING job finishes");
+}
+
+Result<Job> JobQueue::retry_or_fail(int64_t id, const std::string& reason, int64_t now,
+                                    int64_t backoff_ms) {
+  // One statement decides: attempts so far <= max_retries means another attempt is allowed.
+  return transition(id,
+                    "UPDATE jobs SET end_reason = $2, pid = 0, "
+                    "state = CASE WHEN attempts <= max_retries THEN 'QUEUED' ELSE 'FAILED' END, "
+                    "not_before = CASE WHEN attempts <= max_retries THEN $3 ELSE not_before END, "
+                    "ended_at = CASE WHEN attempts <= max_retries THEN 0 ELSE $4 END "
+                    "WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+                    {id, reason, now + std::max<int64_t>(0, backoff_ms), now},
+                    "only a RUNNING job is retried");
+}
+
+Result<Job> JobQueue::cancel(int64_t id, const Principal& who) {
+  DLSYS_ASSIGN_OR_RETURN(Job j, get(id));
+  if (who.role != Role::kAdmin && !(who.role == Role::kEditor && who.name == j.owner))
+    return Status::PermissionDenied(
+        "job {} belongs to '{}': only its owner (as an editor) or an admin may cancel it", id,
+        j.owner);
+  Result<Job> r = Status::OK();
+  if (j.state == "QUEUED") {
+    r = transition(id,
+                   "UPDATE jobs SET state = 'CANCELLED', ended_at = $2, "
+                   "end_reason = 'cancelled by ' || $3 WHERE id = $1 AND state = 'QUEUED' "
+                   "RETURNING id",
+                   {id, now_ms(), who.name}, "it left the queue before the cancel");
+  } else if (j.state == "RUNNING") {
+    r = transition(id,
+                   "UPDATE jobs SET cancel_requested = 1, end_reason = 'cancelled by ' || $2 "
+                   "WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+                   {id, who.name}, "it ended before the cancel");
+  } else {
+    return Status::FailedPrecondition("job {} has already ended ({})", id, j.state);
+  }
+  if (!r.ok()) return r;
+  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
+    return audit(c, who, "job.cancel", "job/" + std::to_string(id), {{"state", j.state}});
+  }));
+  return r;
+}
+
+Result<Job> JobQueue::mark_cancelled(int64_t id, int64_t now) {
+  return transition(id,
+                    "UPDATE jobs SET state = 'CANCELLED', ended_at = $2, pid = 0 "
+                    "WHERE id = $1 AND state = 'RUNNING' AND cancel_requested = 1 RETURNING id",
+                    {id, now}, "only a RUNNING job asked to cancel becomes CANCELLED");
+}
+
+}  // namespace dlsys::meta

@@ -1,0 +1,104 @@
+// The training service's jobs as stored (issue 22): the persistent queue the scheduler
+// (src/jobs) reads and the state machine every job follows, in the metadata store so that a
+// server restart loses none and several schedulers never start one twice.
+//
+//   QUEUED --start--> RUNNING --finish--> SUCCEEDED | FAILED
+//      |                 |  \--retry_or_fail--> QUEUED (attempts left; not before a backoff)
+//      |                 |                      | FAILED (no attempts left)
+//      |                 \--cancel--> RUNNING with cancel_requested --mark_cancelled--> CANCELLED
+//      \--cancel--> CANCELLED
+//
+// Every transition is one compare-and-set on the job's state (an UPDATE ... WHERE state = ...),
+// so two callers racing for one transition see one succeed and the other FailedPrecondition.
+// The spec is stored as given (JSON, jobs/job_spec.h reads it); the fields the scheduler orders
+// and packs by (priority, threads, memory) are columns. Thread-safe; `db` must outlive the queue.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "meta/auth.h"
+#include "meta/store_db.h"
+
+namespace dlsys::meta {
+
+struct Job {
+  int64_t id = 0;
+  std::string name, kind, owner;
+  json spec;                 // as submitted (an object)
+  std::string state;         // QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED
+  int64_t priority = 0;      // higher first
+  int64_t threads = 1;       // the capacity it takes while running
+  int64_t memory_bytes = 0;  // 0: undeclared
+  int64_t max_retries = 0;   // restarts allowed after failures of its process
+  int64_t attempts = 0;      // starts so far
+  int64_t not_before = 0;    // ms: a retried job waits until then
+  int64_t run_id = 0;        // its tracked run (0: none yet)
+  int64_t pid = 0;           // the process of the current attempt (0: none)
+  int64_t created_at = 0, started_at = 0, ended_at = 0, heartbeat_at = 0;  // ms
+  bool cancel_requested = false;
+  std::string end_reason;  // why it failed, was retried or cancelled
+};
+// {"id", "name", "kind", "owner", "spec", "state", "priority", "threads", "memory_bytes",
+// "max_retries", "attempts", "not_before", "run_id", "pid", "created_at", "started_at",
+// "ended_at", "heartbeat_at", "cancel_requested", "end_reason"}.
+void to_json(json& j, const Job& job);
+
+// What a submission gives; the rest the queue sets.
+struct NewJob {
+  std::string name, kind;
+  json spec;
+  int64_t priority = 0, threads = 1, memory_bytes = 0, max_retries = 0;
+};
+
+class JobQueue {
+ public:
+  explicit JobQueue(StoreDb& db) : db_(db) {}
+
+  // Queues `j` for `who` (its owner), audited as job.submit. InvalidArgument for a name or kind
+  // that is empty or too long, a spec that is not an object, threads < 1 or negative numbers.
+  Result<Job> submit(const NewJob& j, const Principal& who);
+  // Job `id`; NotFound says how to list them.
+  Result<Job> get(int64_t id);
+  // Jobs newest first, optionally of one `state` and/or `owner`; paginated.
+  Result<PageOf<Job>> list(const std::string& state, const std::string& owner, int page_size,
+                           const std::string& page_token);
+  // QUEUED jobs that may start at `now_ms` (not_before passed), in the order the scheduler
+  // considers them: priority high to low, then oldest first.
+  Result<std::vector<Job>> runnable(int64_t now_ms);
+  // RUNNING jobs, oldest start first.
+  Result<std::vector<Job>> running();
+
+  // QUEUED -> RUNNING for attempt attempts + 1 by process `pid`. FailedPrecondition when the
+  // job is not QUEUED (another scheduler started it, or it was cancelled).
+  Result<Job> start(int64_t id, int64_t pid, int64_t now_ms);
+  // Records that a RUNNING job is alive; FailedPrecondition when it is not running.
+  Status heartbeat(int64_t id, int64_t now_ms);
+  // Links the job to its tracked run.
+  Status set_run(int64_t id, int64_t run_id);
+  // RUNNING -> SUCCEEDED or FAILED (with `reason`).
+  Result<Job> finish(int64_t id, bool succeeded, const std::string& reason, int64_t now_ms);
+  // A RUNNING job whose process failed: back to QUEUED, not before now + backoff_ms, when it
+  // has attempts left (attempts <= max_retries), else FAILED. `reason` is kept either way.
+  Result<Job> retry_or_fail(int64_t id, const std::string& reason, int64_t now_ms,
+                            int64_t backoff_ms);
+  // Cancels for `who`: a QUEUED job at once (CANCELLED), a RUNNING one by setting
+  // cancel_requested (the executor stops it, then mark_cancelled). An editor cancels only their
+  // own jobs (PermissionDenied otherwise), an admin any; viewers none. FailedPrecondition for a
+  // job that has ended. Audited as job.cancel.
+  Result<Job> cancel(int64_t id, const Principal& who);
+  // RUNNING with cancel_requested -> CANCELLED, after its process stopped.
+  Result<Job> mark_cancelled(int64_t id, int64_t now_ms);
+
+ private:
+  // Runs `sql` (an UPDATE ... WHERE id = $1 AND <condition> RETURNING id) and reads the job
+  // back; FailedPrecondition with `not_done` (formatted with the job's state) when no row
+  // matched.
+  Result<Job> transition(int64_t id, const std::string& sql, const SqlParams& params,
+                         const std::string& not_done);
+  StoreDb& db_;
+};
+
+}  // namespace dlsys::meta
