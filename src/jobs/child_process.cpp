@@ -1,0 +1,154 @@
+#include "jobs/child_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+extern char** environ;
+
+namespace dlsys::jobs {
+namespace {
+
+ExitStatus from_wait_status(int st) {
+  ExitStatus e;
+  if (WIFEXITED(st)) {
+    e.exited = true;
+    e.code = WEXITSTATUS(st);
+  } else if (WIFSIGNALED(st)) {
+    e.signal = WTERMSIG(st);
+  }
+  return e;
+}
+
+int open_pidfd(pid_t pid) {
+#ifdef SYS_pidfd_open
+  long fd = syscall(SYS_pidfd_open, pid, 0);
+  if (fd >= 0) {
+    fcntl(static_cast<int>(fd), F_SETFD, FD_CLOEXEC);
+    return static_cast<int>(fd);
+  }
+#endif
+  return -1;
+}
+
+}  // namespace
+
+std::string ExitStatus::describe() const {
+  if (exited) return fmt::format("exit code {}", code);
+  const char* name = sigabbrev_np(signal);
+  return fmt::format("killed by signal {}{}", signal,
+                     name ? fmt::format(" (SIG{})", name) : std::string());
+}
+
+Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spec) {
+  if (spec.argv.empty()) return Status::Invalid("a job process needs a program to run");
+  // Everything the child needs is built before fork: between fork and exec it only makes
+  // async-signal-safe calls.
+  std::vector<std::string> env_strings;
+  std::map<std::string, std::string> env = spec.env;
+  env["OMP_NUM_THREADS"] = std::to_string(spec.threads);
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv = *e;
+    std::string key = kv.substr(0, kv.find('='));
+    if (!env.count(key)) env_strings.push_back(kv);
+  }
+  for (const auto& [k, v] : env) env_strings.push_back(k + "=" + v);
+  std::vector<char*> envp, argv;
+  for (std::string& s : env_strings) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args = spec.argv;
+  for (std::string& s : args) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  int log = open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (log < 0)
+    return Status::IOError("cannot open the job log {}: {}", spec.log_path, std::strerror(errno));
+  int null_in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  rlimit as{static_cast<rlim_t>(spec.memory_bytes), static_cast<rlim_t>(spec.memory_bytes)};
+  const char* workdir = spec.workdir.empty() ? nullptr : spec.workdir.c_str();
+  const char* program = argv[0];
+  static const char kNoProgram[] = "dlsys: cannot start the job's program\n";
+  pid_t pid = fork();
+  if (pid < 0) {
+    int err = errno;
+    close(log);
+    if (null_in >= 0) close(null_in);
+    return Status::IOError("cannot create the job's process: {}", std::strerror(err));
+  }
+  if (pid == 0) {
+    setpgid(0, 0);
+    if (null_in >= 0) dup2(null_in, 0);
+    dup2(log, 1);
+    dup2(log, 2);
+    if (spec.memory_bytes > 0) setrlimit(RLIMIT_AS, &as);
+    if (workdir && chdir(workdir) != 0) _exit(126);
+    // execvpe searches PATH like a shell; a missing program exits 127 as a shell's would.
+    execvpe(program, argv.data(), envp.data());
+    ssize_t unused = write(2, kNoProgram, sizeof(kNoProgram) - 1);
+    (void)unused;
+    _exit(127);
+  }
+  setpgid(pid, pid);  // also from the parent: the group exists before anyone signals it
+  close(log);
+  if (null_in >= 0) close(null_in);
+  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, open_pidfd(pid)));
+}
+
+ChildProcess::~ChildProcess() {
+  if (!status_) {
+    kill(-pid_, SIGKILL);
+    kill(pid_, SIGKILL);
+    int st = 0;
+    while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+    }
+  }
+  if (pidfd_ >= 0) close(pidfd_);
+}
+
+std::optional<ExitStatus> ChildProcess::poll() {
+  if (status_) return status_;
+  int st = 0;
+  pid_t r = waitpid(pid_, &st, WNOHANG);
+  if (r == pid_) status_ = from_wait_status(st);
+  return status_;
+}
+
+std::optional<ExitStatus> ChildProcess::wait_for(std::chrono::milliseconds timeout) {
+  auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (!poll()) {
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) return std::nullopt;
+    // Rounded up: a wait never ends before its deadline.
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - now);
+    if (pidfd_ >= 0) {
+      // Readable when the process ends.
+      pollfd p{pidfd_, POLLIN, 0};
+      ::poll(&p, 1, static_cast<int>(std::min<int64_t>(left.count(), 1 << 30)));
+    } else {
+      std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(5)));
+    }
+  }
+  return status_;
+}
+
+ExitStatus ChildProcess::stop(std::chrono::milliseconds grace) {
+  if (poll()) return *status_;
+  kill(-pid_, SIGTERM);
+  if (auto s = wait_for(grace)) return *s;
+  kill(-pid_, SIGKILL);
+  kill(pid_, SIGKILL);
+  // SIGKILL cannot be ignored: the process ends; the deadline only guards a kernel stuck in I/O.
+  if (auto s = wait_for(std::chrono::seconds(30))) return *s;
+  ExitStatus unknown;
+  unknown.signal = SIGKILL;
+  return unknown;
+}
+
+}  // namespace dlsys::jobs

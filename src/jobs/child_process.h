@@ -1,0 +1,70 @@
+// One job attempt as a child process (issue 22's local executor): started in its own process
+// group with its stdout and stderr appended to a log file, OMP_NUM_THREADS set to the job's
+// threads, and its address space limited to the job's memory (RLIMIT_AS: an allocation past it
+// fails in the child, which then exits, instead of the machine swapping). Stopped with SIGTERM to
+// the whole group, then SIGKILL after a grace period. Every wait has a deadline and waits on
+// the process itself (a pidfd), not on a sleep loop.
+//
+// Thread-safety: one ChildProcess is used by one thread at a time. Destroying a running one
+// kills its group (SIGKILL) and reaps it: no process outlives its owner unnoticed.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace dlsys::jobs {
+
+struct ProcessSpec {
+  std::vector<std::string> argv;           // argv[0] is looked up on PATH when it has no '/'
+  std::map<std::string, std::string> env;  // added to (or replacing in) the parent's
+  std::string log_path;                    // stdout and stderr are appended here
+  std::string workdir;                     // "" : the parent's
+  int64_t threads = 1;                     // OMP_NUM_THREADS
+  int64_t memory_bytes = 0;                // RLIMIT_AS; 0: none
+};
+
+// How a process ended.
+struct ExitStatus {
+  bool exited = false;  // exited normally (code), else killed by `signal`
+  int code = 0;
+  int signal = 0;
+  bool ok() const { return exited && code == 0; }
+  // "exit code 3", "killed by signal 9 (SIGKILL)".
+  std::string describe() const;
+};
+
+class ChildProcess {
+ public:
+  // Starts `spec`. InvalidArgument for an empty argv; IOError when the log cannot be opened or
+  // the process cannot be created; a program that does not exist exits with code 127 (and says
+  // so in the log), as a shell would.
+  static Result<std::unique_ptr<ChildProcess>> start(const ProcessSpec& spec);
+  ~ChildProcess();
+  ChildProcess(const ChildProcess&) = delete;
+  ChildProcess& operator=(const ChildProcess&) = delete;
+
+  pid_t pid() const { return pid_; }
+  // How it ended, once it has (reaped then); nullopt while it runs.
+  std::optional<ExitStatus> poll();
+  // Waits until it ends or `timeout` passes.
+  std::optional<ExitStatus> wait_for(std::chrono::milliseconds timeout);
+  // SIGTERM to its process group, then SIGKILL when it has not ended after `grace`; returns how
+  // it ended (the group's other processes are killed with it).
+  ExitStatus stop(std::chrono::milliseconds grace);
+
+ private:
+  ChildProcess(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
+  pid_t pid_;
+  int pidfd_;  // -1: the kernel has none (then waits poll waitpid every 5 ms)
+  std::optional<ExitStatus> status_;
+};
+
+}  // namespace dlsys::jobs
