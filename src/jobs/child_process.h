@@ -52,6 +52,9 @@ class ChildProcess {
   ChildProcess& operator=(const ChildProcess&) = delete;
 
   pid_t pid() const { return pid_; }
+  // A descriptor that becomes readable when the process ends (its pidfd), for poll() over many
+  // processes; -1 when the kernel has none.
+  int wait_fd() const { return pidfd_; }
   // How it ended, once it has (reaped then); nullopt while it runs.
   std::optional<ExitStatus> poll();
   // Waits until it ends or `timeout` passes.

@@ -213,6 +213,12 @@ Status JobQueue::heartbeat(int64_t id, int64_t now) {
       .status();
 }
 
+Status JobQueue::set_pid(int64_t id, int64_t pid) {
+  return transition(id, "UPDATE jobs SET pid = $2 WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+                    {id, pid}, "only a RUNNING job has a process")
+      .status();
+}
+
 Status JobQueue::set_run(int64_t id, int64_t run_id) {
   return transition(id, "UPDATE jobs SET run_id = $2 WHERE id = $1 RETURNING id", {id, run_id},
                     "it does not exist")
@@ -238,6 +244,13 @@ Result<Job> JobQueue::retry_or_fail(int64_t id, const std::string& reason, int64
                     "WHERE id = $1 AND state = 'RUNNING' RETURNING id",
                     {id, reason, now + std::max<int64_t>(0, backoff_ms), now},
                     "only a RUNNING job is retried");
+}
+
+Result<Job> JobQueue::requeue_interrupted(int64_t id, const std::string& reason) {
+  return transition(id,
+                    "UPDATE jobs SET state = 'QUEUED', attempts = attempts - 1, pid = 0, "
+                    "end_reason = $2 WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+                    {id, reason}, "only a RUNNING job is requeued");
 }
 
 Result<Job> JobQueue::cancel(int64_t id, const Principal& who) {

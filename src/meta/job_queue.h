@@ -4,6 +4,7 @@
 //
 //   QUEUED --start--> RUNNING --finish--> SUCCEEDED | FAILED
 //      |                 |  \--retry_or_fail--> QUEUED (attempts left; not before a backoff)
+//      |                 |  \--requeue_interrupted--> QUEUED (the service restarted: not counted)
 //      |                 |                      | FAILED (no attempts left)
 //      |                 \--cancel--> RUNNING with cancel_requested --mark_cancelled--> CANCELLED
 //      \--cancel--> CANCELLED
@@ -76,6 +77,8 @@ class JobQueue {
   Result<Job> start(int64_t id, int64_t pid, int64_t now_ms);
   // Records that a RUNNING job is alive; FailedPrecondition when it is not running.
   Status heartbeat(int64_t id, int64_t now_ms);
+  // Records the process of a RUNNING job's current attempt (started after start() claimed it).
+  Status set_pid(int64_t id, int64_t pid);
   // Links the job to its tracked run.
   Status set_run(int64_t id, int64_t run_id);
   // RUNNING -> SUCCEEDED or FAILED (with `reason`).
@@ -84,6 +87,9 @@ class JobQueue {
   // has attempts left (attempts <= max_retries), else FAILED. `reason` is kept either way.
   Result<Job> retry_or_fail(int64_t id, const std::string& reason, int64_t now_ms,
                             int64_t backoff_ms);
+  // A RUNNING job whose attempt was interrupted by the service itself (it restarted): back to
+  // QUEUED without counting the attempt against max_retries; `reason` is kept.
+  Result<Job> requeue_interrupted(int64_t id, const std::string& reason);
   // Cancels for `who`: a QUEUED job at once (CANCELLED), a RUNNING one by setting
   // cancel_requested (the executor stops it, then mark_cancelled). An editor cancels only their
   // own jobs (PermissionDenied otherwise), an admin any; viewers none. FailedPrecondition for a

@@ -959,6 +959,19 @@ TEST_P(MetaStoreTest, JobQueueOrdersRetriesAndCancels) {
   EXPECT_EQ(c->state, "CANCELLED");
   EXPECT_EQ(c->end_reason, "cancelled by bob");
   EXPECT_EQ(q.cancel(low2, admin).status().code(), StatusCode::kFailedPrecondition);
+  // An attempt interrupted by the service (a restart) goes back without counting.
+  int64_t interrupted = submit("interrupted", 0, 0, bob);
+  ASSERT_TRUE(q.start(interrupted, 105, 6500).ok());
+  ASSERT_TRUE(q.set_pid(interrupted, 205).ok());
+  EXPECT_EQ(q.get(interrupted)->pid, 205);
+  auto back = q.requeue_interrupted(interrupted, "the service restarted while it ran");
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(back->state, "QUEUED");
+  EXPECT_EQ(back->attempts, 0);
+  EXPECT_EQ(back->pid, 0);
+  EXPECT_EQ(q.requeue_interrupted(interrupted, "again").status().code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(q.cancel(interrupted, bob).ok());
   // A running job is asked to stop, then marked when its process has.
   int64_t run = submit("run", 0, 0, bob);
   ASSERT_TRUE(q.start(run, 104, 7000).ok());
@@ -978,9 +991,10 @@ TEST_P(MetaStoreTest, JobQueueOrdersRetriesAndCancels) {
   auto rest = q.list("", "", 2, page->next_page_token);
   ASSERT_TRUE(rest.ok());
   EXPECT_EQ(rest->items.size(), 2u);
+  EXPECT_FALSE(rest->next_page_token.empty());
   auto bobs = q.list("", "bob", 10, "");
   ASSERT_TRUE(bobs.ok());
-  EXPECT_EQ(bobs->items.size(), 2u);
+  EXPECT_EQ(bobs->items.size(), 3u);
   auto failed = q.list("FAILED", "", 10, "");
   ASSERT_TRUE(failed.ok());
   ASSERT_EQ(failed->items.size(), 1u);
