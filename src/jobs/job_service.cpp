@@ -107,7 +107,10 @@ Result<int> JobService::tick() {
   DLSYS_ASSIGN_OR_RETURN(auto queued, store_.jobs().runnable(now_ms()));
   if (queued.empty()) return 0;
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
-  Decision d = decide(queued, running, options_.scheduler, {});
+  int64_t now = now_ms();
+  DLSYS_ASSIGN_OR_RETURN(auto usage,
+                         store_.jobs().usage_by_owner(now - options_.usage_window_ms, now));
+  Decision d = decide(queued, running, options_.scheduler, usage);
   int started = 0;
   for (int64_t id : d.start) {
     auto it =

@@ -29,6 +29,7 @@ struct JobServiceOptions {
   std::string work_dir;                         // per-job directories under it
   std::chrono::milliseconds stop_grace{10000};  // SIGTERM to SIGKILL on cancel
   int64_t retry_backoff_ms = 1000;              // doubled per attempt
+  int64_t usage_window_ms = 24 * 3600 * 1000;   // fair share looks back this far
 };
 
 class JobService {

@@ -184,6 +184,23 @@ Result<std::vector<Job>> JobQueue::running() {
   return out;
 }
 
+Result<std::map<std::string, double>> JobQueue::usage_by_owner(int64_t since, int64_t now) {
+  std::map<std::string, double> out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    out.clear();
+    // Each attempt's span clipped to [since, now]: the end is ended_at, or now while it runs.
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query("SELECT owner, SUM(threads * (CASE WHEN state = 'RUNNING' THEN $2 ELSE ended_at "
+                "END - CASE WHEN started_at > $1 THEN started_at ELSE $1 END)) FROM jobs "
+                "WHERE started_at > 0 AND (state = 'RUNNING' OR ended_at > $1) GROUP BY owner",
+                {since, now}));
+    for (const auto& r : rows) out[sql_text(r[0])] = static_cast<double>(sql_int(r[1])) / 1000.0;
+    return Status::OK();
+  }));
+  return out;
+}
+
 Result<Job> JobQueue::transition(int64_t id, const std::string& sql, const SqlParams& params,
                                  const std::string& not_done) {
   bool done = false;
@@ -240,17 +257,19 @@ Result<Job> JobQueue::retry_or_fail(int64_t id, const std::string& reason, int64
                     "UPDATE jobs SET end_reason = $2, pid = 0, "
                     "state = CASE WHEN attempts <= max_retries THEN 'QUEUED' ELSE 'FAILED' END, "
                     "not_before = CASE WHEN attempts <= max_retries THEN $3 ELSE not_before END, "
-                    "ended_at = CASE WHEN attempts <= max_retries THEN 0 ELSE $4 END "
+                    "ended_at = CASE WHEN attempts <= max_retries THEN 0 ELSE $4 END, "
+                    "started_at = CASE WHEN attempts <= max_retries THEN 0 ELSE started_at END "
                     "WHERE id = $1 AND state = 'RUNNING' RETURNING id",
                     {id, reason, now + std::max<int64_t>(0, backoff_ms), now},
                     "only a RUNNING job is retried");
 }
 
 Result<Job> JobQueue::requeue_interrupted(int64_t id, const std::string& reason) {
-  return transition(id,
-                    "UPDATE jobs SET state = 'QUEUED', attempts = attempts - 1, pid = 0, "
-                    "end_reason = $2 WHERE id = $1 AND state = 'RUNNING' RETURNING id",
-                    {id, reason}, "only a RUNNING job is requeued");
+  return transition(
+      id,
+      "UPDATE jobs SET state = 'QUEUED', attempts = attempts - 1, pid = 0, started_at = 0, "
+      "end_reason = $2 WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+      {id, reason}, "only a RUNNING job is requeued");
 }
 
 Result<Job> JobQueue::cancel(int64_t id, const Principal& who) {

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,11 @@ class JobQueue {
   Result<std::vector<Job>> runnable(int64_t now_ms);
   // RUNNING jobs, oldest start first.
   Result<std::vector<Job>> running();
+  // Core-seconds per owner of the attempts that ran since `since_ms` (threads x the part of
+  // each attempt after since_ms; a running attempt up to now_ms): the scheduler's fair-share
+  // input. Only a job's latest attempt counts: going back to the queue (a retry, an
+  // interrupted attempt) clears started_at.
+  Result<std::map<std::string, double>> usage_by_owner(int64_t since_ms, int64_t now_ms);
 
   // QUEUED -> RUNNING for attempt attempts + 1 by process `pid`. FailedPrecondition when the
   // job is not QUEUED (another scheduler started it, or it was cancelled).

@@ -983,6 +983,16 @@ TEST_P(MetaStoreTest, JobQueueOrdersRetriesAndCancels) {
   auto stopped = q.mark_cancelled(run, 7100);
   ASSERT_TRUE(stopped.ok());
   EXPECT_EQ(stopped->state, "CANCELLED");
+  // Usage for fair share: threads x seconds of each job's last attempt inside the window.
+  // alice: high's last attempt 3500..4000 (2 threads: 1.0), low 5000..6000 (2 threads: 2.0);
+  // bob: interrupted never ended, run 7000..7100 (2 threads: 0.2).
+  auto usage = q.usage_by_owner(0, 8000);
+  ASSERT_TRUE(usage.ok()) << usage.status().to_string();
+  EXPECT_DOUBLE_EQ((*usage)["alice"], 3.0);
+  EXPECT_DOUBLE_EQ((*usage)["bob"], 0.2);
+  auto recent = q.usage_by_owner(5500, 8000);  // clipped: low counts from 5500
+  ASSERT_TRUE(recent.ok());
+  EXPECT_DOUBLE_EQ((*recent)["alice"], 1.0);
   // Lists: newest first, by state and owner, paginated; bad input named.
   auto page = q.list("", "", 2, "");
   ASSERT_TRUE(page.ok());
