@@ -3,7 +3,9 @@
 #include <poll.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <set>
 #include <thread>
 #include <vector>
 
@@ -21,6 +23,7 @@ JobService::~JobService() = default;  // each ChildProcess kills and reaps its p
 
 Status JobService::recover() {
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
+  std::set<int64_t> stopped;
   for (const meta::Job& j : running) {
     if (children_.count(j.id)) continue;
     // Its process belonged to a service that is gone: stop whatever is left of it so that it
@@ -92,21 +95,26 @@ Result<int> JobService::tick() {
       ++it;
     }
   }
-  // Cancels asked for, and heartbeats for the rest.
-  for (auto it = children_.begin(); it != children_.end();) {
-    DLSYS_ASSIGN_OR_RETURN(meta::Job j, store_.jobs().get(it->first));
+  // Cancels asked for, and heartbeats for the rest: one read of the running jobs.
+  DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
+  std::set<int64_t> stopped;
+  for (const meta::Job& j : running) {
+    auto child = children_.find(j.id);
+    if (child == children_.end()) continue;  // another service's
     if (j.cancel_requested) {
-      ExitStatus e = it->second->stop(options_.stop_grace);
-      DLSYS_RETURN_IF_ERROR(settle(it->first, e));
-      it = children_.erase(it);
+      DLSYS_RETURN_IF_ERROR(settle(j.id, child->second->stop(options_.stop_grace)));
+      children_.erase(child);
+      stopped.insert(j.id);
       continue;
     }
-    DLSYS_RETURN_IF_ERROR(store_.jobs().heartbeat(it->first, now_ms()));
-    ++it;
+    DLSYS_RETURN_IF_ERROR(store_.jobs().heartbeat(j.id, now_ms()));
   }
   DLSYS_ASSIGN_OR_RETURN(auto queued, store_.jobs().runnable(now_ms()));
   if (queued.empty()) return 0;
-  DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
+  // What was just stopped is no longer running; the scheduler counts the rest.
+  running.erase(std::remove_if(running.begin(), running.end(),
+                               [&](const meta::Job& j) { return stopped.count(j.id) > 0; }),
+                running.end());
   int64_t now = now_ms();
   DLSYS_ASSIGN_OR_RETURN(auto usage,
                          store_.jobs().usage_by_owner(now - options_.usage_window_ms, now));

@@ -1,6 +1,7 @@
 #include "meta/job_queue.h"
 
 #include <algorithm>
+#include <optional>
 
 #include "core/file_util.h"
 
@@ -201,43 +202,48 @@ Result<std::map<std::string, double>> JobQueue::usage_by_owner(int64_t since, in
   return out;
 }
 
-Result<Job> JobQueue::transition(int64_t id, const std::string& sql, const SqlParams& params,
-                                 const std::string& not_done) {
-  bool done = false;
+Result<Job> JobQueue::transition(int64_t id, const std::string& update, const SqlParams& params,
+                                 const std::string& not_done, const Principal* who,
+                                 const json& audit_detail) {
+  std::optional<Job> changed;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, params));
-    done = !rows.empty();
-    return Status::OK();
+    changed.reset();
+    DLSYS_ASSIGN_OR_RETURN(auto rows,
+                           c.query(update + " RETURNING " + std::string(kColumns), params));
+    if (rows.empty()) return Status::OK();
+    DLSYS_ASSIGN_OR_RETURN(Job j, row_to_job(rows[0]));
+    changed = std::move(j);
+    // The audit record commits with the change it records.
+    if (!who) return Status::OK();
+    return audit(c, *who, "job.cancel", "job/" + std::to_string(id), audit_detail);
   }));
-  DLSYS_ASSIGN_OR_RETURN(Job j, get(id));
-  if (!done) return Status::FailedPrecondition("job {} is {}: {}", id, j.state, not_done);
-  return j;
+  if (changed) return *changed;
+  DLSYS_ASSIGN_OR_RETURN(Job j, get(id));  // NotFound, or the state that refused the change
+  return Status::FailedPrecondition("job {} is {}: {}", id, j.state, not_done);
 }
 
 Result<Job> JobQueue::start(int64_t id, int64_t pid, int64_t now) {
   return transition(id,
                     "UPDATE jobs SET state = 'RUNNING', attempts = attempts + 1, pid = $2, "
                     "started_at = $3, heartbeat_at = $3, end_reason = '' "
-                    "WHERE id = $1 AND state = 'QUEUED' RETURNING id",
+                    "WHERE id = $1 AND state = 'QUEUED'",
                     {id, pid, now}, "only a QUEUED job starts");
 }
 
 Status JobQueue::heartbeat(int64_t id, int64_t now) {
-  return transition(id,
-                    "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND state = 'RUNNING' "
-                    "RETURNING id",
+  return transition(id, "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND state = 'RUNNING' ",
                     {id, now}, "only a RUNNING job heartbeats")
       .status();
 }
 
 Status JobQueue::set_pid(int64_t id, int64_t pid) {
-  return transition(id, "UPDATE jobs SET pid = $2 WHERE id = $1 AND state = 'RUNNING' RETURNING id",
-                    {id, pid}, "only a RUNNING job has a process")
+  return transition(id, "UPDATE jobs SET pid = $2 WHERE id = $1 AND state = 'RUNNING'", {id, pid},
+                    "only a RUNNING job has a process")
       .status();
 }
 
 Status JobQueue::set_run(int64_t id, int64_t run_id) {
-  return transition(id, "UPDATE jobs SET run_id = $2 WHERE id = $1 RETURNING id", {id, run_id},
+  return transition(id, "UPDATE jobs SET run_id = $2 WHERE id = $1", {id, run_id},
                     "it does not exist")
       .status();
 }
@@ -245,7 +251,7 @@ Status JobQueue::set_run(int64_t id, int64_t run_id) {
 Result<Job> JobQueue::finish(int64_t id, bool succeeded, const std::string& reason, int64_t now) {
   return transition(id,
                     "UPDATE jobs SET state = $2, end_reason = $3, ended_at = $4, pid = 0 "
-                    "WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+                    "WHERE id = $1 AND state = 'RUNNING'",
                     {id, std::string(succeeded ? "SUCCEEDED" : "FAILED"), reason, now},
                     "only a RUNNING job finishes");
 }
@@ -259,7 +265,7 @@ Result<Job> JobQueue::retry_or_fail(int64_t id, const std::string& reason, int64
                     "not_before = CASE WHEN attempts <= max_retries THEN $3 ELSE not_before END, "
                     "ended_at = CASE WHEN attempts <= max_retries THEN 0 ELSE $4 END, "
                     "started_at = CASE WHEN attempts <= max_retries THEN 0 ELSE started_at END "
-                    "WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+                    "WHERE id = $1 AND state = 'RUNNING'",
                     {id, reason, now + std::max<int64_t>(0, backoff_ms), now},
                     "only a RUNNING job is retried");
 }
@@ -268,7 +274,7 @@ Result<Job> JobQueue::requeue_interrupted(int64_t id, const std::string& reason)
   return transition(
       id,
       "UPDATE jobs SET state = 'QUEUED', attempts = attempts - 1, pid = 0, started_at = 0, "
-      "end_reason = $2 WHERE id = $1 AND state = 'RUNNING' RETURNING id",
+      "end_reason = $2 WHERE id = $1 AND state = 'RUNNING'",
       {id, reason}, "only a RUNNING job is requeued");
 }
 
@@ -278,32 +284,24 @@ Result<Job> JobQueue::cancel(int64_t id, const Principal& who) {
     return Status::PermissionDenied(
         "job {} belongs to '{}': only its owner (as an editor) or an admin may cancel it", id,
         j.owner);
-  Result<Job> r = Status::OK();
-  if (j.state == "QUEUED") {
-    r = transition(id,
-                   "UPDATE jobs SET state = 'CANCELLED', ended_at = $2, "
-                   "end_reason = 'cancelled by ' || $3 WHERE id = $1 AND state = 'QUEUED' "
-                   "RETURNING id",
-                   {id, now_ms(), who.name}, "it left the queue before the cancel");
-  } else if (j.state == "RUNNING") {
-    r = transition(id,
-                   "UPDATE jobs SET cancel_requested = 1, end_reason = 'cancelled by ' || $2 "
-                   "WHERE id = $1 AND state = 'RUNNING' RETURNING id",
-                   {id, who.name}, "it ended before the cancel");
-  } else {
-    return Status::FailedPrecondition("job {} has already ended ({})", id, j.state);
-  }
-  if (!r.ok()) return r;
-  DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
-    return audit(c, who, "job.cancel", "job/" + std::to_string(id), {{"state", j.state}});
-  }));
-  return r;
+  if (j.state == "QUEUED")
+    return transition(id,
+                      "UPDATE jobs SET state = 'CANCELLED', ended_at = $2, "
+                      "end_reason = 'cancelled by ' || $3 WHERE id = $1 AND state = 'QUEUED'",
+                      {id, now_ms(), who.name}, "it left the queue before the cancel", &who,
+                      {{"state", j.state}});
+  if (j.state == "RUNNING")
+    return transition(id,
+                      "UPDATE jobs SET cancel_requested = 1, end_reason = 'cancelled by ' || $2 "
+                      "WHERE id = $1 AND state = 'RUNNING'",
+                      {id, who.name}, "it ended before the cancel", &who, {{"state", j.state}});
+  return Status::FailedPrecondition("job {} has already ended ({})", id, j.state);
 }
 
 Result<Job> JobQueue::mark_cancelled(int64_t id, int64_t now) {
   return transition(id,
                     "UPDATE jobs SET state = 'CANCELLED', ended_at = $2, pid = 0 "
-                    "WHERE id = $1 AND state = 'RUNNING' AND cancel_requested = 1 RETURNING id",
+                    "WHERE id = $1 AND state = 'RUNNING' AND cancel_requested = 1",
                     {id, now}, "only a RUNNING job asked to cancel becomes CANCELLED");
 }
 

@@ -105,11 +105,12 @@ class JobQueue {
   Result<Job> mark_cancelled(int64_t id, int64_t now_ms);
 
  private:
-  // Runs `sql` (an UPDATE ... WHERE id = $1 AND <condition> RETURNING id) and reads the job
-  // back; FailedPrecondition with `not_done` (formatted with the job's state) when no row
-  // matched.
-  Result<Job> transition(int64_t id, const std::string& sql, const SqlParams& params,
-                         const std::string& not_done);
+  // Runs `update` (an UPDATE ... WHERE id = $1 AND <condition>) and returns the job as it
+  // changed it, in one statement; with `who`, audits it as job.cancel in the same transaction.
+  // When no row matched: NotFound, or FailedPrecondition with `not_done` and the job's state.
+  Result<Job> transition(int64_t id, const std::string& update, const SqlParams& params,
+                         const std::string& not_done, const Principal* who = nullptr,
+                         const json& audit_detail = json::object());
   StoreDb& db_;
 };
 

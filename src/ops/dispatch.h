@@ -1,9 +1,13 @@
-// Dtype dispatch for plain C++ kernels: binds `T` to the element type and runs the body.
+// Dtype dispatch for plain C++ kernels: binds `T` to the element type and runs the body; and
+// store_element, which writes one element of any numeric, f16/bf16 or bool tensor.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
+#include <type_traits>
 
 #include "tensor/dtype.h"
+#include "tensor/tensor.h"
 
 // Numeric types whose arithmetic is native in C++ (f32, f64, i8, u8, i16, u16, i32, u32, i64,
 // u64).
@@ -87,3 +91,34 @@
       break;                                \
     }                                       \
   }
+
+namespace dlsys {
+
+// Writes element i of `dst`: `f` when is_f (a float value), else `v` (an integer, exact for
+// int64). A float becomes an integer truncated toward zero (NaN and inf give 0).
+inline void store_element(Tensor& dst, int64_t i, double f, int64_t v, bool is_f) {
+  switch (dst.dtype()) {
+    case DType::kBF16:
+      dst.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(is_f ? f : v));
+      break;
+    case DType::kF16:
+      dst.data_as<uint16_t>()[i] = f32_to_f16(static_cast<float>(is_f ? f : v));
+      break;
+    case DType::kBool:
+      dst.data_as<uint8_t>()[i] = is_f ? (f != 0) : (v != 0);
+      break;
+    default:
+      DLSYS_DISPATCH_NUMERIC(dst.dtype(), T, {
+        if constexpr (std::is_floating_point_v<T>) {
+          dst.data_as<T>()[i] = is_f ? static_cast<T>(f) : static_cast<T>(v);
+        } else {
+          int64_t iv = v;
+          if (is_f) iv = std::isfinite(f) ? static_cast<int64_t>(f) : 0;
+          dst.data_as<T>()[i] = static_cast<T>(iv);
+        }
+      });
+      break;
+  }
+}
+
+}  // namespace dlsys

@@ -24,7 +24,4 @@ class RandomSource {
   bool has_spare_ = false;
 };
 
-// t[i] = v converted to t's dtype (float types rounded, integers truncated, bool v != 0).
-void store_random_value(Tensor& t, int64_t i, double v);
-
 }  // namespace dlsys

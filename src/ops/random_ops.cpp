@@ -57,28 +57,6 @@ double RandomSource::normal() {
   return u * f;
 }
 
-void store_random_value(Tensor& t, int64_t i, double v) {
-  switch (t.dtype()) {
-    case DType::kF32:
-      t.data_as<float>()[i] = static_cast<float>(v);
-      break;
-    case DType::kF64:
-      t.data_as<double>()[i] = v;
-      break;
-    case DType::kF16:
-      t.data_as<uint16_t>()[i] = f32_to_f16(static_cast<float>(v));
-      break;
-    case DType::kBF16:
-      t.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(v));
-      break;
-    case DType::kBool:
-      t.data_as<uint8_t>()[i] = v != 0;
-      break;
-    default:
-      DLSYS_DISPATCH_NUMERIC(t.dtype(), T, { t.data_as<T>()[i] = static_cast<T>(v); });
-  }
-}
-
 namespace {
 
 // The output dtype from the `dtype` attribute (an ONNX TensorProto type), else `fallback`;
@@ -124,7 +102,7 @@ Result<KernelPtr> build_random(BuildContext& ctx, bool normal, bool like) {
   return make_kernel([src, normal, a, b](const Tensor* const*, Tensor* const* out) {
     Tensor& y = *out[0];
     for (int64_t i = 0; i < y.numel(); ++i)
-      store_random_value(y, i, normal ? a + b * src->normal() : a + (b - a) * src->uniform());
+      store_element(y, i, normal ? a + b * src->normal() : a + (b - a) * src->uniform(), 0, true);
     return Status::OK();
   });
 }
@@ -165,7 +143,7 @@ Result<KernelPtr> build_bernoulli(BuildContext& ctx) {
             "node '{}' (Bernoulli): element {} of the input is {}, not a "
             "probability in [0, 1]",
             node, i, pi);
-      store_random_value(*out[0], i, src->uniform() < pi ? 1 : 0);
+      store_element(*out[0], i, 0, src->uniform() < pi ? 1 : 0, false);
     }
     return Status::OK();
   });
@@ -203,7 +181,7 @@ Result<KernelPtr> build_multinomial(BuildContext& ctx) {
       for (int64_t s = 0; s < samples; ++s) {
         double u = src->uniform() * total;
         int64_t c = std::upper_bound(cdf->begin(), cdf->end(), u) - cdf->begin();
-        store_random_value(*out[0], b * samples + s, static_cast<double>(std::min(c, classes - 1)));
+        store_element(*out[0], b * samples + s, 0, std::min(c, classes - 1), false);
       }
     }
     return Status::OK();

@@ -166,7 +166,7 @@ Result<KernelPtr> build_dropout(BuildContext& ctx) {
     const Tensor& x = *in[0];
     for (int64_t i = 0; i < x.numel(); ++i) {
       bool kept = src->uniform() < keep;
-      store_random_value(*out[0], i, kept ? x.get_f64(i) * scale : 0.0);
+      store_element(*out[0], i, kept ? x.get_f64(i) * scale : 0.0, 0, true);
       if (with_mask) out[1]->data_as<uint8_t>()[i] = kept;
     }
     return Status::OK();
@@ -254,33 +254,6 @@ Result<KernelPtr> build_range(BuildContext& ctx) {
   });
   ctx.set_output_value(0, out);
   return KernelPtr();
-}
-
-// Writes element i of `dst`: `f` when is_f (a float value), else `v` (an integer, exact for
-// int64). A float becomes an integer truncated toward zero (NaN and inf give 0).
-void store_element(Tensor& dst, int64_t i, double f, int64_t v, bool is_f) {
-  switch (dst.dtype()) {
-    case DType::kBF16:
-      dst.data_as<uint16_t>()[i] = f32_to_bf16(static_cast<float>(is_f ? f : v));
-      break;
-    case DType::kF16:
-      dst.data_as<uint16_t>()[i] = f32_to_f16(static_cast<float>(is_f ? f : v));
-      break;
-    case DType::kBool:
-      dst.data_as<uint8_t>()[i] = is_f ? (f != 0) : (v != 0);
-      break;
-    default:
-      DLSYS_DISPATCH_NUMERIC(dst.dtype(), T, {
-        if constexpr (std::is_floating_point_v<T>) {
-          dst.data_as<T>()[i] = is_f ? static_cast<T>(f) : static_cast<T>(v);
-        } else {
-          int64_t iv = v;
-          if (is_f) iv = std::isfinite(f) ? static_cast<int64_t>(f) : 0;
-          dst.data_as<T>()[i] = static_cast<T>(iv);
-        }
-      });
-      break;
-  }
 }
 
 // Element i of `src` as a T: floats go through double, integers through int64 (u64 through
