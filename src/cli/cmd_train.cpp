@@ -4,9 +4,16 @@
 // server: params, per-epoch metrics and the model artifact. A spec's data.dataset is read from
 // where the run is tracked: the data directory, or the server (its version copied into a local
 // cache first).
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <condition_variable>
+#include <csignal>
 #include <cstdio>
+#include <mutex>
+#include <thread>
 #include <variant>
 
 #include "api/client.h"
@@ -29,6 +36,7 @@ using nlohmann::json;
 
 struct TrainArgs {
   std::string spec, out, server, data_dir, experiment, token, resume;
+  std::vector<std::string> overrides;  // --set FIELD=VALUE
   bool json = false, quiet = false;
   int64_t epochs = 0, log_every = 10, checkpoint_every = -1;
   int threads = 0;
@@ -51,6 +59,69 @@ void progress_bar(const train::TrainEvent& e) {
     std::fprintf(stderr, "%40s\n", "");
   }
 }
+
+// The exit code of a run stopped by SIGTERM or SIGINT after writing its checkpoint (EX_TEMPFAIL:
+// the work can go on with --resume).
+constexpr int kExitStopped = 75;
+
+// SIGTERM or SIGINT while training: the run checkpoints after its current step and stops (a
+// second SIGINT ends the process at once, as a user pressing Ctrl-C twice expects).
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_stop_signal(int sig) {
+  if (sig == SIGINT && g_stop.load()) {
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+  }
+  g_stop.store(true);
+}
+
+// The job heartbeat (docs/jobs.md): with DLSYS_HEARTBEAT_FILE set (the training service sets
+// it), the file's modification time is the run's sign of life. Touched after steps and
+// validation batches, at most once a second; until the first step a thread touches it every
+// second (reading data and planning may take a while), so a run whose steps stop is noticed and
+// one that is still setting up is not.
+class HeartbeatFile {
+ public:
+  explicit HeartbeatFile(const char* path) {
+    if (!path || !*path) return;
+    fd_ = ::open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) return;
+    setup_ = std::thread([this] {
+      while (!stepping_.load()) {
+        ::futimens(fd_, nullptr);
+        std::unique_lock<std::mutex> l(mu_);
+        cv_.wait_for(l, std::chrono::seconds(1), [this] { return stepping_.load(); });
+      }
+    });
+  }
+  ~HeartbeatFile() {
+    started_stepping();
+    if (setup_.joinable()) setup_.join();
+    if (fd_ >= 0) ::close(fd_);
+  }
+  void beat() {
+    if (fd_ < 0) return;
+    started_stepping();
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_ < std::chrono::seconds(1)) return;
+    last_ = now;
+    ::futimens(fd_, nullptr);
+  }
+
+ private:
+  void started_stepping() {
+    if (stepping_.exchange(true)) return;
+    std::lock_guard<std::mutex> l(mu_);
+    cv_.notify_all();
+  }
+  int fd_ = -1;
+  std::atomic<bool> stepping_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::thread setup_;
+  std::chrono::steady_clock::time_point last_{};
+};
 
 bool is_sha256_hex(const std::string& s) {
   if (s.size() != 64) return false;
@@ -164,7 +235,7 @@ Status check_local_datasets(const train::TrainSpec& spec, const std::string& dat
 }
 
 int run_train(const TrainArgs& a) {
-  auto spec = train::load_train_spec(a.spec);
+  auto spec = train::load_train_spec(a.spec, a.overrides);
   if (!spec.ok()) return fail(spec.status().message());
   if (a.epochs > 0) spec->epochs = a.epochs;
   if (a.checkpoint_every >= 0) spec->checkpoint_every = a.checkpoint_every;
@@ -232,6 +303,16 @@ int run_train(const TrainArgs& a) {
   o.resume = !a.resume.empty();
   o.datasets_dir = datasets_dir;
   o.step_event_every = a.log_every;
+  HeartbeatFile heartbeat(std::getenv("DLSYS_HEARTBEAT_FILE"));
+  o.heartbeat = [&heartbeat] { heartbeat.beat(); };
+  o.stop_requested = [] { return g_stop.load(std::memory_order_relaxed); };
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  struct sigaction old_term {
+  }, old_int{};
+  ::sigaction(SIGTERM, &sa, &old_term);
+  ::sigaction(SIGINT, &sa, &old_int);
   bool tty = isatty(STDERR_FILENO);
   o.on_event = [&](const train::TrainEvent& ev) {
     // Trained on a server's versions: events name them, not the local cache's copies.
@@ -256,8 +337,15 @@ int run_train(const TrainArgs& a) {
     }
   };
   auto r = train::train_model(*spec, o);
+  ::sigaction(SIGTERM, &old_term, nullptr);
+  ::sigaction(SIGINT, &old_int, nullptr);
   if (!r.ok()) {
-    if (logger) (void)logger->finish("FAILED");
+    if (logger) (void)logger->finish(g_stop.load() ? "KILLED" : "FAILED");
+    if (g_stop.load() && r.status().message().rfind(train::kStopped, 0) == 0) {
+      // Stopped with a checkpoint: not a failure of the run, and the exit code says so.
+      std::fprintf(stderr, "%s\n", r.status().message().c_str());
+      return kExitStopped;
+    }
     return fail(r.status().message());
   }
   if (logger) {
@@ -298,13 +386,18 @@ void add_train(CLI::App& app, int* rc) {
   CLI::App* c = app.add_subcommand("train", "Train the model of a YAML spec and export it as ONNX");
   c->footer(
       "Every field of the spec, with its type, default and an example: docs/spec.md. Examples: "
-      "examples/digits/*.yaml.");
+      "examples/digits/*.yaml.\nSIGTERM or Ctrl-C checkpoints after the current step and exits "
+      "with code 75; --resume DIR continues exactly where it stopped.");
   c->add_option("spec", a->spec, "Training spec, e.g. examples/digits/mlp.yaml")
       ->required()
       ->check(CLI::ExistingFile);
   c->add_option("--out", a->out, "Run directory (default runs/<spec name>)");
   c->add_flag("--json", a->json, "One JSON object per line: step, eval and done events");
   c->add_option("--epochs", a->epochs, "Override train.epochs");
+  c->add_option("--set", a->overrides,
+                "Override a spec setting: FIELD=VALUE, e.g. --set lr=0.01 --set "
+                "train.batch_size=128 (a dotted path from docs/spec.md, or its last part when "
+                "unique; VALUE is YAML). Repeatable");
   c->add_option("--resume", a->resume, "Continue the run in DIR from its newest checkpoint");
   c->add_option("--checkpoint-every", a->checkpoint_every,
                 "Steps between checkpoints (overrides train.checkpoint_every; 0: only at the end)");

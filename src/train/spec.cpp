@@ -17,6 +17,8 @@ int line_of(const YAML::Node& n) {
 }
 
 std::string where(const std::string& path, const YAML::Node& n, const std::string& field) {
+  // A node an override (--set) put in has no place in the file.
+  if (line_of(n) <= 0) return fmt::format("{} (--set {}): '{}'", path, field, field);
   return fmt::format("{}:{}: '{}'", path, line_of(n), field);
 }
 
@@ -304,7 +306,99 @@ Status parse_preprocess(const std::string& path, const YAML::Node& data, TrainSp
   return Status::OK();
 }
 
+// The fields of data that read files: a spec trained on a dataset version (data.dataset set by an
+// override) drops them.
+const char* const kFileDataFields[] = {"train",        "validation",          "format",
+                                       "label_column", "validation_fraction", "split_seed",
+                                       "train_labels", "validation_labels"};
+
+// A copy of `n` without positions in a file (a node parsed from an override's text would claim
+// line 1 of the spec in error messages).
+YAML::Node without_marks(const YAML::Node& n) {
+  if (n.IsScalar()) return YAML::Node(n.Scalar());
+  YAML::Node out(n.IsSequence() ? YAML::NodeType::Sequence : YAML::NodeType::Map);
+  if (n.IsSequence())
+    for (const auto& e : n) out.push_back(without_marks(e));
+  else
+    for (const auto& kv : n) out[kv.first.Scalar()] = without_marks(kv.second);
+  return out;
+}
+
+// Applies "PATH=VALUE" overrides to the parsed spec (see load_train_spec).
+Status apply_overrides(const std::string& path, YAML::Node root,
+                       const std::vector<std::string>& overrides) {
+  for (const std::string& o : overrides) {
+    const size_t eq = o.find('=');
+    if (eq == std::string::npos || eq == 0)
+      return Status::Invalid("override '{}' must be FIELD=VALUE, e.g. train.optimizer.lr=0.01", o);
+    DLSYS_ASSIGN_OR_RETURN(std::string field, resolve_spec_field(o.substr(0, eq)));
+    YAML::Node value;
+    try {
+      value = YAML::Load(o.substr(eq + 1));
+    } catch (const YAML::Exception& e) {
+      return Status::Invalid("override '{}': the value is not YAML: {}", o, e.msg);
+    }
+    if (!value.IsScalar() && !value.IsSequence() && !value.IsMap())
+      return Status::Invalid("override '{}' has no value (FIELD=VALUE)", o);
+    // Walk (and make) the sections down to the field: the sections a field sits in are
+    // mappings (train, train.optimizer, ...), never lists.
+    std::vector<std::string> parts;
+    for (size_t b = 0, e; b <= field.size(); b = e + 1) {
+      e = field.find('.', b);
+      if (e == std::string::npos) e = field.size();
+      parts.push_back(field.substr(b, e - b));
+    }
+    YAML::Node node = root;
+    for (size_t i = 0; i + 1 < parts.size(); ++i) {
+      YAML::Node next = node[parts[i]];
+      if (next && !next.IsMap())
+        return Status::Invalid("{}:{}: cannot apply override '{}': '{}' is not a mapping", path,
+                               line_of(next), o, parts[i]);
+      if (!next) {
+        node[parts[i]] = YAML::Node(YAML::NodeType::Map);
+        next = node[parts[i]];
+      }
+      node.reset(next);
+    }
+    node[parts.back()] = without_marks(value);
+    if (field == "data.dataset")
+      for (const char* f : kFileDataFields) node.remove(f);
+  }
+  return Status::OK();
+}
+
 }  // namespace
+
+Result<std::string> resolve_spec_field(const std::string& name) {
+  // Settings only: fields inside lists (layers, preprocessing steps) have no single place.
+  std::vector<std::string> settings;
+  for (const auto& [section, fields] : section_fields())
+    for (const std::string& f : fields) {
+      // Whole sections (data, model, train, optimizer, schedule) are not single settings.
+      const std::string full = section.empty() ? f : section + "." + f;
+      if (section_fields().count(full) || full == "data" || full == "model") continue;
+      settings.push_back(full);
+    }
+  std::vector<std::string> matches;
+  for (const std::string& full : settings) {
+    if (full == name) return full;
+    if (full.size() > name.size() &&
+        full.compare(full.size() - name.size(), name.size(), name) == 0 &&
+        full[full.size() - name.size() - 1] == '.')
+      matches.push_back(full);
+  }
+  if (matches.size() == 1) return matches[0];
+  if (matches.size() > 1) {
+    std::string list;
+    for (const auto& m : matches) list += (list.empty() ? "" : ", ") + m;
+    return Status::Invalid("the spec field '{}' is ambiguous: say which of {}", name, list);
+  }
+  return Status::Invalid(
+      "'{}' is not a spec setting; use a field such as train.optimizer.lr, train.epochs or "
+      "data.dataset, or its last part when that is unique (lr, epochs, batch_size): docs/spec.md "
+      "lists them",
+      name);
+}
 
 std::vector<std::string> train_spec_fields() {
   std::vector<std::string> out;
@@ -323,7 +417,8 @@ std::vector<std::string> train_spec_fields() {
   return out;
 }
 
-Result<TrainSpec> load_train_spec(const std::string& path) {
+Result<TrainSpec> load_train_spec(const std::string& path,
+                                  const std::vector<std::string>& overrides) {
   auto text = read_file(path);
   if (!text.ok()) return Status::IOError("cannot read the spec '{}'", path);
   YAML::Node root;
@@ -336,6 +431,17 @@ Result<TrainSpec> load_train_spec(const std::string& path) {
   TrainSpec s;
   s.spec_path = path;
   s.spec_text = std::move(text).value();
+  if (!overrides.empty()) {
+    if (!root.IsMap())
+      return Status::Invalid("{}: the spec must be a mapping (name, data, model, train)", path);
+    DLSYS_RETURN_IF_ERROR(apply_overrides(path, root, overrides));
+    // The spec as trained: what the run keeps (spec.yaml) and what a checkpoint must match.
+    YAML::Emitter out;
+    out << root;
+    std::string header = "# " + path + " with";
+    for (const std::string& o : overrides) header += " --set " + o;
+    s.spec_text = header + "\n" + out.c_str() + "\n";
+  }
   DLSYS_RETURN_IF_ERROR(check_fields(path, root, "the spec", fields_of("")));
   DLSYS_RETURN_IF_ERROR(get(path, root, "name", &s.name));
 

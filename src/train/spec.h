@@ -117,8 +117,19 @@ struct TrainSpec {
   std::string precision = "fp32";
 };
 
-// Reads and checks the spec at `path`.
-Result<TrainSpec> load_train_spec(const std::string& path);
+// Reads and checks the spec at `path`, with `overrides` applied first: each "FIELD=VALUE", where
+// FIELD is a setting's dotted path (train.optimizer.lr) or its last part when that is unique
+// (resolve_spec_field) and VALUE is YAML (0.01, adam, [64]). Setting data.dataset removes the
+// spec's data files (train, validation, format, ...): the run reads the version instead. With
+// overrides, spec_text is the spec as trained (re-emitted YAML under a comment naming them),
+// so the run's spec.yaml and its checkpoints' hash follow them.
+Result<TrainSpec> load_train_spec(const std::string& path,
+                                  const std::vector<std::string>& overrides = {});
+
+// The dotted path of the spec setting `name`: itself when it is one (train.epochs), else the one
+// setting whose last part it is (lr -> train.optimizer.lr). InvalidArgument names the choices
+// when it is ambiguous (name) and points to docs/spec.md when it is none.
+Result<std::string> resolve_spec_field(const std::string& name);
 
 // Every field the parser accepts, as a dotted path: "name", "data.feature_scale",
 // "train.optimizer.lr", and per layer type "model.layers[].linear" and

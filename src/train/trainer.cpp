@@ -847,8 +847,15 @@ Status Trainer::run_epoch(int64_t epoch, double* train_loss) {
     double loss = step_loss / static_cast<double>(std::max<int64_t>(step_samples, 1));
     epoch_loss += step_loss;
     seen += step_samples;
-    if (spec_.checkpoint_every > 0 && (step_ + 1) % spec_.checkpoint_every == 0)
-      DLSYS_RETURN_IF_ERROR(checkpoint(step_ + 1).with_context("checkpoint"));
+    const bool periodic = spec_.checkpoint_every > 0 && (step_ + 1) % spec_.checkpoint_every == 0;
+    if (periodic) DLSYS_RETURN_IF_ERROR(checkpoint(step_ + 1).with_context("checkpoint"));
+    if (options_.heartbeat) options_.heartbeat();
+    if (options_.stop_requested && options_.stop_requested()) {
+      if (!periodic) DLSYS_RETURN_IF_ERROR(checkpoint(step_ + 1).with_context("checkpoint"));
+      return Status::Unavailable("{} after step {}; checkpoint step-{} in {} (--resume {} goes on)",
+                                 kStopped, step_ + 1, step_ + 1, options_.out_dir,
+                                 options_.out_dir);
+    }
     if (options_.step_event_every > 0 && step_ % options_.step_event_every == 0) {
       double secs = std::chrono::duration<double>(Clock::now() - te).count();
       double elapsed = std::chrono::duration<double>(Clock::now() - t0_).count();
@@ -882,6 +889,7 @@ Result<EvalMetrics> Trainer::evaluate() {
     ein["input"] = input_batch(val_.features.slice_rows(b, e));
     std::vector<Tensor> out;
     DLSYS_RETURN_IF_ERROR(eval_session_->run(ein, &out).with_context("validation"));
+    if (options_.heartbeat) options_.heartbeat();
     const Tensor& z = out[0];
     const float* zd = z.data_as<float>();
     if (classify_) {

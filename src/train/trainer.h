@@ -49,7 +49,18 @@ struct TrainOptions {
   bool resume = false;
   // The dataset store for specs with data.dataset (DATA_DIR/datasets).
   std::string datasets_dir;
+  // Asked after every optimizer step (may be null): when it returns true the run writes a
+  // checkpoint of that step and stops with kStopped (a job cancelled or its service shutting
+  // down: SIGTERM). `resume` continues it as if it had never stopped.
+  std::function<bool()> stop_requested;
+  // Called after every step and every validation batch (may be null): the run's sign of life
+  // (a job's heartbeat file). Must be cheap.
+  std::function<void()> heartbeat;
 };
+
+// The status message prefix of a run that stopped because stop_requested said so (its code is
+// kUnavailable: the work is not done and can go on).
+inline constexpr const char* kStopped = "training stopped on request";
 
 // Below this many estimated FLOPs per training step (forward and backward of one batch), the
 // default is one thread.
