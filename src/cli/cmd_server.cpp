@@ -1,13 +1,18 @@
 // `dlsys server`: the API server over a data directory (SQLite + objects/ by default, or
 // PostgreSQL with --meta), until SIGTERM/SIGINT, which drain in-flight requests first.
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
+#include <thread>
 
 #include "api/http_server.h"
 #include "api/services.h"
 #include "cli/commands.h"
 #include "graph/onnx_import.h"
+#include "jobs/job_routes.h"
+#include "jobs/job_service.h"
 #include "serve/model_server.h"
 #include "serve/serve_routes.h"
 
@@ -24,6 +29,8 @@ struct ServerArgs {
   int port = 8080, workers = 8, io_threads = 1, io_spin_us = 50;
   int64_t max_body_mb = 16, max_upload_mb = 8192, max_connections = 10000, memory_budget_mb = 1024;
   int64_t serve_memory_mb = 0;
+  int64_t job_threads = 0, job_memory_mb = 0, job_stop_grace_s = 10;
+  bool no_jobs = false;
   int64_t run_timeout_s = api::kDefaultRunTimeoutMs / 1000;
   bool auth = false;
 };
@@ -82,15 +89,57 @@ int run_server(const ServerArgs& a) {
   Status started = models.start();
   if (!started.ok()) return fail(started.message());
   so.extra_metrics = [&models] { return models.metrics_text(); };
+  // The training service: jobs queued in the metadata store run as child processes of this
+  // server within --job-threads and --job-memory-mb (docs/jobs.md).
+  jobs::JobServiceOptions jo;
+  jo.work_dir = be->options().data_dir + "/jobs";
+  jo.data_dir = be->options().data_dir;
+  jo.scheduler.threads =
+      a.job_threads > 0
+          ? a.job_threads
+          : std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
+  jo.scheduler.memory_bytes = a.job_memory_mb << 20;
+  jo.stop_grace = std::chrono::seconds(a.job_stop_grace_s);
+  std::unique_ptr<jobs::JobService> job_service;
+  if (!a.no_jobs) job_service = std::make_unique<jobs::JobService>(be->store(), jo);
+  jobs::JobRoutesOptions jro;
+  jro.work_dir = jo.work_dir;
+  jro.validate = check_job_spec;
+  if (job_service) jro.wake = [svc = job_service.get()] { svc->wake(); };
+  jobs::add_job_routes(be->router(), be->store(), jro);
   api::HttpServer server((*backend)->router(), so);
   Status st = server.listen();
   if (!st.ok()) return fail(st.message());
+  std::atomic<bool> stopping{false};
+  std::thread job_thread;
+  if (job_service) {
+    // Train jobs record their runs in this server (known once it listens: --port 0).
+    job_service->set_server_url(
+        fmt::format("http://{}:{}", so.host == "0.0.0.0" ? "127.0.0.1" : so.host, server.port()));
+    Status rec = job_service->recover();
+    if (!rec.ok()) return fail(rec.with_context("recovering the job queue").message());
+    job_thread = std::thread([&stopping, svc = job_service.get()] {
+      while (!stopping.load()) {
+        auto r = svc->tick();
+        if (!r.ok()) std::fprintf(stderr, "jobs: %s\n", r.status().message().c_str());
+        svc->wait(std::chrono::seconds(1));
+      }
+    });
+  }
   std::printf("dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s  connections: %zu\n",
               so.host.c_str(), server.port(), (*backend)->options().data_dir.c_str(),
               a.meta.empty() ? "sqlite (meta.db)" : "postgresql",
               bo.auth ? "tokens required" : "off (loopback)", server.max_connections());
   std::fflush(stdout);
   server.run();
+  if (job_service) {
+    stopping.store(true);
+    job_service->wake();
+    job_thread.join();
+    // Running jobs are asked to stop (train jobs checkpoint) and go back to the queue.
+    Status js = job_service->shutdown(jo.stop_grace);
+    if (!js.ok()) std::fprintf(stderr, "jobs: %s\n", js.message().c_str());
+  }
   models.stop();
   std::printf("dlsys server stopped\n");
   if (log && log != stdout) std::fclose(log);
@@ -150,6 +199,21 @@ void add_server(CLI::App& app, int* rc) {
                 "marked FAILED with the reason; 0: never")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  c->add_option("--job-threads", a->job_threads,
+                "Cores the training service's jobs may use together (default: all of them)")
+      ->check(CLI::Range(int64_t{0}, int64_t{4096}));
+  c->add_option("--job-memory-mb", a->job_memory_mb,
+                "Memory the running jobs may declare together (0: memory is not packed)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 30));
+  c->add_option("--job-stop-grace-s", a->job_stop_grace_s,
+                "Seconds between SIGTERM and SIGKILL when a job is cancelled, runs out of time or "
+                "the server stops")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{3600}));
+  c->add_flag("--no-jobs", a->no_jobs,
+              "Do not run jobs here (another server on the same metadata store runs them; "
+              "submitting still works)");
   c->add_option("--access-log", a->access_log,
                 "Access log file, '-' for stdout, 'off' (lines are written within 100 ms)")
       ->capture_default_str();

@@ -9,6 +9,10 @@
 
 #include "core/status.h"
 
+namespace dlsys::jobs {
+struct JobSpec;  // jobs/job_spec.h
+}  // namespace dlsys::jobs
+
 namespace dlsys::cli {
 
 void add_inspect(CLI::App& app, int* rc);
@@ -28,6 +32,10 @@ void add_tokens(CLI::App& app, int* rc);
 void add_data(CLI::App& app, int* rc);
 void add_jobs(CLI::App& app, int* rc);
 
+// Checks a job spec beyond its own fields, as the service will run it: a train job's training
+// spec read with its dataset and hyperparameters applied (cmd_jobs.cpp; the server checks
+// submissions with it too).
+dlsys::Status check_job_spec(const dlsys::jobs::JobSpec& j);
 // Checks that `path` is an ONNX model dlsys imports (the registry's check on new versions).
 dlsys::Status validate_onnx_model(const std::string& path);
 // Prints "error: <message>" to stderr; returns 1.

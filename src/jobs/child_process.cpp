@@ -138,6 +138,12 @@ std::optional<ExitStatus> ChildProcess::wait_for(std::chrono::milliseconds timeo
   return status_;
 }
 
+void ChildProcess::signal(int sig) {
+  if (status_) return;  // reaped: the pid may belong to someone else now
+  kill(-pid_, sig);
+  if (sig == SIGKILL) kill(pid_, SIGKILL);
+}
+
 ExitStatus ChildProcess::stop(std::chrono::milliseconds grace) {
   if (poll()) return *status_;
   kill(-pid_, SIGTERM);

@@ -62,6 +62,9 @@ class ChildProcess {
   // SIGTERM to its process group, then SIGKILL when it has not ended after `grace`; returns how
   // it ended (the group's other processes are killed with it).
   ExitStatus stop(std::chrono::milliseconds grace);
+  // Sends `sig` to its process group without waiting (SIGTERM to ask, SIGKILL to end); nothing
+  // once it has been reaped.
+  void signal(int sig);
 
  private:
   ChildProcess(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}

@@ -2,6 +2,9 @@
 
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -15,17 +18,39 @@
 namespace dlsys::jobs {
 
 namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+// A hyperparameter's value as `dlsys train --set` reads it (YAML): text as it is, numbers and
+// true/false as JSON writes them.
+std::string set_value(const nlohmann::json& v) {
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+std::string self_exe() {
+  std::error_code ec;
+  fs::path p = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string("dlsys") : p.string();
+}
+
+}  // namespace
 
 JobService::JobService(meta::MetaStore& store, JobServiceOptions options)
-    : store_(store), options_(std::move(options)) {}
+    : store_(store), options_(std::move(options)) {
+  if (options_.dlsys_exe.empty()) options_.dlsys_exe = self_exe();
+  wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+}
 
-JobService::~JobService() = default;  // each ChildProcess kills and reaps its process
+JobService::~JobService() {
+  attempts_.clear();  // each ChildProcess kills and reaps its process
+  if (wake_fd_ >= 0) ::close(wake_fd_);
+}
 
 Status JobService::recover() {
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
-  std::set<int64_t> stopped;
   for (const meta::Job& j : running) {
-    if (children_.count(j.id)) continue;
+    if (attempts_.count(j.id)) continue;
     // Its process belonged to a service that is gone: stop whatever is left of it so that it
     // never runs twice, then queue it again (or fail it when its attempts are spent).
     if (j.pid > 0) kill(-static_cast<pid_t>(j.pid), SIGKILL);
@@ -35,89 +60,184 @@ Status JobService::recover() {
   return Status::OK();
 }
 
-Status JobService::settle(int64_t id, const ExitStatus& e) {
+Status JobService::settle(int64_t id, const ExitStatus& e, Ending ending) {
   DLSYS_ASSIGN_OR_RETURN(meta::Job j, store_.jobs().get(id));
   Result<meta::Job> r = Status::OK();
-  if (j.cancel_requested) {
+  const int64_t backoff = options_.retry_backoff_ms << std::min<int64_t>(20, j.attempts - 1);
+  if (ending == Ending::kCancel || j.cancel_requested) {
     r = store_.jobs().mark_cancelled(id, now_ms());
+  } else if (ending == Ending::kTimeout) {
+    auto spec = job_spec_from_json(j.spec, "job");
+    r = store_.jobs().finish(
+        id, false,
+        fmt::format("ran longer than its max_run_time ({} s) and was stopped ({})",
+                    spec.ok() ? spec->max_run_seconds : 0, e.describe()),
+        now_ms());
+  } else if (ending == Ending::kHung) {
+    r = store_.jobs().retry_or_fail(
+        id,
+        fmt::format(
+            "hung: its heartbeat stopped for {} s, so it was killed",
+            std::chrono::duration_cast<std::chrono::seconds>(options_.heartbeat_timeout).count()),
+        now_ms(), backoff);
   } else if (e.ok()) {
     r = store_.jobs().finish(id, true, "", now_ms());
   } else {
-    int64_t backoff = options_.retry_backoff_ms << std::min<int64_t>(20, j.attempts - 1);
     r = store_.jobs().retry_or_fail(id, e.describe(), now_ms(), backoff);
   }
   return r.status();
 }
 
+Result<ProcessSpec> JobService::train_process(const meta::Job& job, const std::string& dir) {
+  DLSYS_ASSIGN_OR_RETURN(JobSpec spec, job_spec_from_json(job.spec, fmt::format("job {}", job.id)));
+  if (spec.spec.empty())
+    return Status::Unsupported(
+        "fine-tuning a registered model ({}) in a job does not run yet: give the job a "
+        "training spec (spec: FILE.yaml) whose model.onnx names the model file",
+        spec.model.str());
+  ProcessSpec p;
+  const std::string run = dir + "/run";
+  p.argv = {options_.dlsys_exe, "train", spec.spec,   "--json",
+            "--log-every",      "10",    "--threads", std::to_string(job.threads),
+            "--experiment",     job.name};
+  // Overrides in order, later ones winning: the service's checkpoint interval, the dataset, then
+  // the job's hyperparameters.
+  auto set = [&p](const std::string& field, const std::string& value) {
+    p.argv.push_back("--set");
+    p.argv.push_back(field + "=" + value);
+  };
+  set("train.checkpoint_every", std::to_string(options_.checkpoint_every));
+  if (spec.has_dataset)
+    set("data.dataset", spec.dataset.str() + (spec.split.empty() ? "" : ":" + spec.split));
+  for (const auto& [k, v] : spec.hyperparameters.items()) set(k, set_value(v));
+  // A checkpoint from an earlier attempt: go on from it (the same overrides, so the same spec).
+  std::error_code ec;
+  if (fs::exists(run + "/checkpoints/latest", ec)) {
+    p.argv.push_back("--resume");
+  } else {
+    p.argv.push_back("--out");
+  }
+  p.argv.push_back(run);
+  if (!options_.server_url.empty()) {
+    p.argv.push_back("--server");
+    p.argv.push_back(options_.server_url);
+  } else if (!options_.data_dir.empty()) {
+    p.argv.push_back("--data-dir");
+    p.argv.push_back(options_.data_dir);
+  }
+  return p;
+}
+
 Status JobService::start_job(const meta::Job& job) {
   DLSYS_ASSIGN_OR_RETURN(meta::Job j, store_.jobs().start(job.id, 0, now_ms()));
+  auto fail = [&](const Status& st) {
+    return store_.jobs().finish(j.id, false, st.message(), now_ms()).status();
+  };
   auto spec = job_spec_from_json(j.spec, fmt::format("job {}", j.id));
-  if (!spec.ok())
-    return store_.jobs().finish(j.id, false, spec.status().message(), now_ms()).status();
-  if (spec->kind != JobKind::kCommand)
-    return store_.jobs()
-        .finish(j.id, false,
-                fmt::format("{} jobs do not run yet: this service runs command jobs (issue 22)",
-                            job_kind_name(spec->kind)),
-                now_ms())
-        .status();
-  fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
+  if (!spec.ok()) return fail(spec.status());
+  const fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
+  ProcessSpec p;
+  switch (spec->kind) {
+    case JobKind::kCommand:
+      p.argv = spec->command;
+      break;
+    case JobKind::kTrain: {
+      auto t = train_process(j, dir.string());
+      if (!t.ok()) return fail(t.status());
+      p = std::move(t).value();
+      break;
+    }
+    case JobKind::kPredict:
+      return fail(Status::Unsupported(
+          "predict jobs do not run yet: this service runs command and train jobs (issue 22)"));
+  }
   std::error_code ec;
   fs::create_directories(dir / "output", ec);
-  ProcessSpec p;
-  p.argv = spec->command;
+  const std::string heartbeat = (dir / "heartbeat").string();
+  fs::remove(heartbeat, ec);  // an earlier attempt's would count as a stopped heartbeat
   p.log_path = (dir / "log").string();
-  p.workdir = dir.string();
+  p.workdir = spec->working_dir.empty() ? dir.string() : spec->working_dir;
   p.threads = j.threads;
   p.memory_bytes = j.memory_bytes;
   p.env = {{"DLSYS_JOB_ID", std::to_string(j.id)},
            {"DLSYS_OUTPUT_DIR", (dir / "output").string()},
-           {"DLSYS_ATTEMPT", std::to_string(j.attempts)}};
-  auto child = ec ? Result<std::unique_ptr<ChildProcess>>(
-                        Status::IOError("cannot create {}: {}", dir.string(), ec.message()))
-                  : ChildProcess::start(p);
+           {"DLSYS_ATTEMPT", std::to_string(j.attempts)},
+           {"DLSYS_HEARTBEAT_FILE", heartbeat}};
+  if (!options_.server_url.empty()) p.env["DLSYS_SERVER"] = options_.server_url;
+  auto child = !fs::is_directory(dir / "output")
+                   ? Result<std::unique_ptr<ChildProcess>>(Status::IOError(
+                         "cannot create the job's directory {}", (dir / "output").string()))
+                   : ChildProcess::start(p);
   if (!child.ok())
     return store_.jobs()
         .retry_or_fail(j.id, child.status().message(), now_ms(), options_.retry_backoff_ms)
         .status();
   DLSYS_RETURN_IF_ERROR(store_.jobs().set_pid(j.id, (*child)->pid()));
-  children_[j.id] = std::move(child).value();
+  Attempt a;
+  a.process = std::move(child).value();
+  a.started = Clock::now();
+  a.max_run_seconds = spec->max_run_seconds;
+  a.heartbeat_path = heartbeat;
+  attempts_[j.id] = std::move(a);
   return Status::OK();
+}
+
+bool JobService::hung(const Attempt& a) const {
+  struct stat st {};
+  if (::stat(a.heartbeat_path.c_str(), &st) != 0) return false;  // never beat: judged by exit
+  auto mtime = std::chrono::system_clock::time_point(
+      std::chrono::duration_cast<std::chrono::system_clock::duration>(
+          std::chrono::seconds(st.st_mtim.tv_sec) + std::chrono::nanoseconds(st.st_mtim.tv_nsec)));
+  return std::chrono::system_clock::now() - mtime > options_.heartbeat_timeout;
 }
 
 Result<int> JobService::tick() {
   // Attempts that ended.
-  for (auto it = children_.begin(); it != children_.end();) {
-    if (auto e = it->second->poll()) {
-      DLSYS_RETURN_IF_ERROR(settle(it->first, *e));
-      it = children_.erase(it);
+  for (auto it = attempts_.begin(); it != attempts_.end();) {
+    if (auto e = it->second.process->poll()) {
+      DLSYS_RETURN_IF_ERROR(settle(it->first, *e, it->second.ending));
+      it = attempts_.erase(it);
     } else {
       ++it;
     }
   }
-  // Cancels asked for, and heartbeats for the rest: one read of the running jobs.
+  // Cancels asked for, run times passed, hangs; heartbeats for the rest: one read of the
+  // running jobs.
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
-  std::set<int64_t> stopped;
+  const auto now = Clock::now();
   for (const meta::Job& j : running) {
-    auto child = children_.find(j.id);
-    if (child == children_.end()) continue;  // another service's
-    if (j.cancel_requested) {
-      DLSYS_RETURN_IF_ERROR(settle(j.id, child->second->stop(options_.stop_grace)));
-      children_.erase(child);
-      stopped.insert(j.id);
-      continue;
+    auto found = attempts_.find(j.id);
+    if (found == attempts_.end()) continue;  // another service's
+    Attempt& a = found->second;
+    if (a.ending == Ending::kNone) {
+      if (j.cancel_requested) {
+        a.ending = Ending::kCancel;
+      } else if (a.max_run_seconds > 0 &&
+                 now - a.started > std::chrono::seconds(a.max_run_seconds)) {
+        a.ending = Ending::kTimeout;
+      } else if (hung(a)) {
+        // Not asked: a hung process would not answer SIGTERM anyway, and its retry resumes
+        // from the last checkpoint.
+        a.ending = Ending::kHung;
+        a.process->signal(SIGKILL);
+        continue;
+      }
+      if (a.ending != Ending::kNone) {
+        a.process->signal(SIGTERM);
+        a.kill_at = now + options_.stop_grace;
+        continue;
+      }
+      DLSYS_RETURN_IF_ERROR(store_.jobs().heartbeat(j.id, now_ms()));
+    } else if (a.ending != Ending::kHung && now >= a.kill_at) {
+      a.process->signal(SIGKILL);
     }
-    DLSYS_RETURN_IF_ERROR(store_.jobs().heartbeat(j.id, now_ms()));
   }
   DLSYS_ASSIGN_OR_RETURN(auto queued, store_.jobs().runnable(now_ms()));
   if (queued.empty()) return 0;
-  // What was just stopped is no longer running; the scheduler counts the rest.
-  running.erase(std::remove_if(running.begin(), running.end(),
-                               [&](const meta::Job& j) { return stopped.count(j.id) > 0; }),
-                running.end());
-  int64_t now = now_ms();
-  DLSYS_ASSIGN_OR_RETURN(auto usage,
-                         store_.jobs().usage_by_owner(now - options_.usage_window_ms, now));
+  const int64_t now_wall = now_ms();
+  DLSYS_ASSIGN_OR_RETURN(
+      auto usage, store_.jobs().usage_by_owner(now_wall - options_.usage_window_ms, now_wall));
+  // Jobs still stopping hold their capacity until their processes end.
   Decision d = decide(queued, running, options_.scheduler, usage);
   int started = 0;
   for (int64_t id : d.start) {
@@ -134,18 +254,58 @@ Result<int> JobService::tick() {
 
 void JobService::wait(std::chrono::milliseconds timeout) {
   std::vector<pollfd> fds;
-  for (const auto& [id, c] : children_) {
-    if (c->wait_fd() < 0) {  // no pidfd: a short sleep instead
-      std::this_thread::sleep_for(std::min(timeout, std::chrono::milliseconds(5)));
-      return;
+  if (wake_fd_ >= 0) fds.push_back({wake_fd_, POLLIN, 0});
+  // Stopping attempts need a look when their grace ends; hung ones within the timeout.
+  auto until = Clock::now() + timeout;
+  for (const auto& [id, a] : attempts_) {
+    if (a.process->wait_fd() < 0) {  // no pidfd: look again soon
+      until = std::min(until, Clock::now() + std::chrono::milliseconds(5));
+      continue;
     }
-    fds.push_back({c->wait_fd(), POLLIN, 0});
+    if (a.ending == Ending::kCancel || a.ending == Ending::kTimeout)
+      until = std::min(until, a.kill_at);
+    fds.push_back({a.process->wait_fd(), POLLIN, 0});
   }
-  if (fds.empty()) {
-    std::this_thread::sleep_for(timeout);
-    return;
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
+  if (left.count() > 0) ::poll(fds.data(), fds.size(), static_cast<int>(left.count()));
+  uint64_t n = 0;
+  if (wake_fd_ >= 0) (void)!::read(wake_fd_, &n, sizeof n);  // clears a wake (non-blocking)
+}
+
+void JobService::wake() {
+  uint64_t one = 1;
+  if (wake_fd_ >= 0) (void)!::write(wake_fd_, &one, sizeof one);
+}
+
+Status JobService::shutdown(std::chrono::milliseconds grace) {
+  Status first = Status::OK();
+  auto keep = [&first](const Status& st) {
+    if (first.ok() && !st.ok() && st.code() != StatusCode::kFailedPrecondition) first = st;
+  };
+  // What ended before the stop is settled as usual; the rest is asked to stop.
+  for (auto it = attempts_.begin(); it != attempts_.end();) {
+    if (auto e = it->second.process->poll()) {
+      keep(settle(it->first, *e, it->second.ending));
+      it = attempts_.erase(it);
+    } else {
+      it->second.process->signal(SIGTERM);
+      ++it;
+    }
   }
-  ::poll(fds.data(), fds.size(), static_cast<int>(timeout.count()));
+  const auto deadline = Clock::now() + grace;
+  for (auto& [id, a] : attempts_) {
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
+    std::optional<ExitStatus> e = a.process->wait_for(std::max(left, std::chrono::milliseconds(0)));
+    if (!e) e = a.process->stop(std::chrono::milliseconds(0));  // SIGKILL and reap
+    // Being ended anyway (cancel, time-out, hang): settled so. Otherwise it was interrupted by
+    // this stop, whatever its exit said: queued again, the attempt not counted.
+    if (a.ending != Ending::kNone)
+      keep(settle(id, *e, a.ending));
+    else
+      keep(store_.jobs().requeue_interrupted(id, "the service stopped while it ran").status());
+  }
+  attempts_.clear();
+  return first;
 }
 
 }  // namespace dlsys::jobs

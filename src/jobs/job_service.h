@@ -1,16 +1,26 @@
 // The training service's loop (issue 22), local executor: it reads the queue (meta/job_queue),
-// decides what to start (scheduler.h), runs each attempt as a ChildProcess, and settles how each
-// ended: success, a retry after a backoff while attempts last, a failure, or a cancel. Today it
-// runs `command` jobs (train and predict jobs come with the trainer's job mode); a job of
-// another kind fails with a message that says so.
+// decides what to start (scheduler.h), runs each attempt as a ChildProcess, watches it (cancel,
+// max_run_time, heartbeat) and settles how it ended: success, a retry after a backoff while
+// attempts last, a failure, or a cancel. It runs `command` jobs (the job's program) and `train`
+// jobs (`dlsys train` on the job's spec, resumed from its checkpoint on a retry); predict jobs
+// fail with a message saying they do not run yet.
 //
 // A job attempt gets a directory <work_dir>/<id>/ with its log (`log`, stdout and stderr of every
-// attempt) and an output directory (`output/`), and the environment DLSYS_JOB_ID,
-// DLSYS_OUTPUT_DIR, DLSYS_ATTEMPT and OMP_NUM_THREADS.
+// attempt), an output directory (`output/`), for train jobs the run directory (`run/`, where the
+// checkpoints are) and the heartbeat file (`heartbeat`), and the environment DLSYS_JOB_ID,
+// DLSYS_OUTPUT_DIR, DLSYS_ATTEMPT, DLSYS_HEARTBEAT_FILE, OMP_NUM_THREADS (and DLSYS_SERVER when
+// the service knows its server).
+//
+// Watching: a cancel asked for (JobQueue::cancel) and a run past max_run_time get SIGTERM, then
+// SIGKILL after stop_grace (a trainer checkpoints on SIGTERM). A process that has touched its
+// heartbeat file and then leaves it untouched for heartbeat_timeout is hung: it is killed
+// (SIGKILL) and retried. Processes that never touch the file (most commands) are judged by
+// their exit alone.
 //
 // Ownership and threading: the service keeps the ChildProcess of every attempt it started; one
-// thread calls tick() and wait(). `store` must outlive it. Destroying it kills what it started
-// (their jobs stay RUNNING in the store, and recover() requeues them when a service starts).
+// thread calls recover(), tick(), wait() and shutdown(); wake() may be called from any thread.
+// `store` must outlive it. Destroying it kills what it started (their jobs stay RUNNING in the
+// store, and recover() requeues them when a service starts); shutdown() stops them gently first.
 #pragma once
 
 #include <chrono>
@@ -27,9 +37,19 @@ namespace dlsys::jobs {
 struct JobServiceOptions {
   SchedulerConfig scheduler;
   std::string work_dir;                         // per-job directories under it
-  std::chrono::milliseconds stop_grace{10000};  // SIGTERM to SIGKILL on cancel
+  std::chrono::milliseconds stop_grace{10000};  // SIGTERM to SIGKILL on cancel, time-out, stop
   int64_t retry_backoff_ms = 1000;              // doubled per attempt
   int64_t usage_window_ms = 24 * 3600 * 1000;   // fair share looks back this far
+  // A job that touched its heartbeat file and then stopped for this long is killed and retried.
+  std::chrono::milliseconds heartbeat_timeout{8000};
+  // Train jobs: the dlsys executable that runs them (default: this process's own), where they
+  // record their run and read datasets (server_url, e.g. http://127.0.0.1:8080, passed as
+  // --server and DLSYS_SERVER; else data_dir as --data-dir), and their checkpoint interval in
+  // steps (a job's hyperparameter checkpoint_every overrides it).
+  std::string dlsys_exe;
+  std::string server_url;
+  std::string data_dir;
+  int64_t checkpoint_every = 100;
 };
 
 class JobService {
@@ -39,23 +59,53 @@ class JobService {
 
   // At startup: RUNNING jobs in the store that no process of this service runs (the previous
   // server died with them) have what is left of their process group killed (so none runs
-  // twice) and go back to the queue; the interrupted attempt does not count as a retry.
+  // twice) and go back to the queue; the interrupted attempt does not count as a retry (a train
+  // job resumes from its checkpoint).
   Status recover();
-  // One pass: settles the attempts that ended, stops the ones asked to cancel, heartbeats the
-  // rest, then starts what the scheduler chooses. Returns the number of jobs it started.
+  // One pass: settles the attempts that ended; asks the ones to cancel or past their run time to
+  // stop and kills those past the grace or hung; heartbeats the rest in the store; then starts
+  // what the scheduler chooses. Returns the number of jobs it started.
   Result<int> tick();
-  // Waits until an attempt ends or `timeout` passes (on the processes' pidfds, not a sleep).
+  // Waits until an attempt ends, wake() is called or `timeout` passes (on the processes' pidfds
+  // and an eventfd, not a sleep).
   void wait(std::chrono::milliseconds timeout);
+  // Makes the current or next wait() return at once (a job was submitted or cancelled).
+  // Thread-safe.
+  void wake();
+  // Stops every attempt (SIGTERM, SIGKILL after `grace`) and queues their jobs again without
+  // counting the attempt; an attempt that finished meanwhile is settled as usual. For a server
+  // that is stopping: its train jobs checkpoint and continue when a service starts again.
+  Status shutdown(std::chrono::milliseconds grace);
+  // Sets options.server_url (a server that chose its port when it listened); before the first
+  // tick().
+  void set_server_url(std::string url) { options_.server_url = std::move(url); }
   // Jobs this service is running now.
-  size_t running() const { return children_.size(); }
+  size_t running() const { return attempts_.size(); }
 
  private:
-  Status settle(int64_t id, const ExitStatus& e);
+  // Why the service is ending an attempt (kNone: it is not).
+  enum class Ending { kNone, kCancel, kTimeout, kHung };
+  struct Attempt {
+    std::unique_ptr<ChildProcess> process;
+    std::chrono::steady_clock::time_point started;
+    int64_t max_run_seconds = 0;
+    std::string heartbeat_path;
+    Ending ending = Ending::kNone;
+    std::chrono::steady_clock::time_point kill_at;  // with kCancel/kTimeout: SIGKILL then
+  };
+
+  Status settle(int64_t id, const ExitStatus& e, Ending ending);
   Status start_job(const meta::Job& job);
+  // The process of a train job: `dlsys train` with the job's overrides, resumed when its run
+  // directory has a checkpoint.
+  Result<ProcessSpec> train_process(const meta::Job& job, const std::string& dir);
+  // Whether the attempt's heartbeat file exists and is older than heartbeat_timeout.
+  bool hung(const Attempt& a) const;
 
   meta::MetaStore& store_;
   JobServiceOptions options_;
-  std::map<int64_t, std::unique_ptr<ChildProcess>> children_;  // by job id
+  std::map<int64_t, Attempt> attempts_;  // by job id
+  int wake_fd_ = -1;                     // an eventfd
 };
 
 }  // namespace dlsys::jobs

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <map>
 #include <set>
 
@@ -142,7 +143,8 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
                                              "max_retries",
                                              "max_run_time",
                                              "owner",
-                                             "on_success"};
+                                             "on_success",
+                                             "working_dir"};
   DLSYS_RETURN_IF_ERROR(check_fields(j, "", kTop, loc));
   JobSpec s;
   if (!j.contains("kind"))
@@ -166,6 +168,7 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
       {"split", {JobKind::kTrain, JobKind::kCommand, JobKind::kPredict}},
       {"hyperparameters", {JobKind::kTrain, JobKind::kCommand}},
       {"command", {JobKind::kCommand}},
+      {"working_dir", {JobKind::kCommand}},
       {"output_dataset", {JobKind::kPredict}},
       {"on_success", {JobKind::kTrain, JobKind::kCommand}}};
   for (const auto& [field, kinds] : kFor)
@@ -228,6 +231,9 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
                                shown(a));
       s.command.push_back(a.is_string() ? a.get<std::string>() : a.dump());
     }
+  }
+  if (j.contains("working_dir")) {
+    DLSYS_ASSIGN_OR_RETURN(s.working_dir, get_string(j, "working_dir", "working_dir", loc));
   }
   if (j.contains("output_dataset")) {
     DLSYS_ASSIGN_OR_RETURN(s.output_dataset,
@@ -421,7 +427,19 @@ Result<JobSpec> parse_job_spec(const std::string& text, const std::string& path)
 Result<JobSpec> load_job_spec(const std::string& path) {
   std::string text;
   DLSYS_ASSIGN_OR_RETURN(text, read_file(path));
-  return parse_job_spec(text, path);
+  DLSYS_ASSIGN_OR_RETURN(JobSpec s, parse_job_spec(text, path));
+  // Paths in the file are relative to its folder, as a training spec's data paths are.
+  std::error_code ec;
+  const std::filesystem::path folder = std::filesystem::absolute(path, ec).parent_path();
+  auto resolve = [&folder](const std::string& p) {
+    if (p.empty() || p[0] == '/') return p;
+    return (folder / p).lexically_normal().string();
+  };
+  s.spec = resolve(s.spec);
+  if (s.kind == JobKind::kCommand)
+    s.working_dir =
+        s.working_dir.empty() ? folder.lexically_normal().string() : resolve(s.working_dir);
+  return s;
 }
 
 json to_json(const JobSpec& s) {
@@ -437,6 +455,7 @@ json to_json(const JobSpec& s) {
   if (!s.split.empty()) j["split"] = s.split;
   if (s.kind != JobKind::kPredict) j["hyperparameters"] = s.hyperparameters;
   if (!s.command.empty()) j["command"] = s.command;
+  if (!s.working_dir.empty()) j["working_dir"] = s.working_dir;
   if (!s.output_dataset.empty()) j["output_dataset"] = s.output_dataset;
   if (!s.owner.empty()) j["owner"] = s.owner;
   if (!s.register_model.empty()) {

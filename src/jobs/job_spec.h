@@ -51,6 +51,9 @@ struct JobSpec {
   nlohmann::json hyperparameters = nlohmann::json::object();
   // command: the program and its arguments (argv[0] looked up on PATH).
   std::vector<std::string> command;
+  // command: the folder it runs in (load_job_spec: the job file's folder unless given; empty:
+  // the job's own directory on the server).
+  std::string working_dir;
   // predict: the dataset the predictions are written to as a new version.
   std::string output_dataset;
   JobResources resources;
@@ -64,7 +67,8 @@ struct JobSpec {
 
 // Parses a spec from `text` (YAML or JSON); `path` names it in errors ("job.yaml").
 Result<JobSpec> parse_job_spec(const std::string& text, const std::string& path);
-// Reads and parses the file at `path`.
+// Reads and parses the file at `path`; `spec` and `working_dir` are made absolute, relative to
+// the file's folder, which is also a command job's working_dir unless it names one.
 Result<JobSpec> load_job_spec(const std::string& path);
 
 // The spec as JSON (every field, defaults included) and back; job_spec_from_json applies the

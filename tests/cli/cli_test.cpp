@@ -212,12 +212,22 @@ TEST_F(Cli, InspectPlanShowsRewritesStepsAndMemory) {
 
 TEST_F(Cli, JobsValidateChecksASpecAndPrintsWhatItRuns) {
   std::string good = (dir_ / "job.yaml").string(), bad = (dir_ / "bad.yaml").string();
-  std::ofstream(good) << "kind: train\nspec: examples/digits/mlp.yaml\ndataset: digits@2\n"
+  {
+    // The example training spec beside the job, its data path pointed at shared/.
+    std::ifstream in(std::string(DLSYS_SOURCE_DIR) + "/examples/digits/mlp.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("../../../shared"), 15, DLSYS_SHARED_DIR);
+    std::ofstream(dir_ / "mlp.yaml") << text;
+  }
+  std::ofstream(good) << "kind: train\nspec: mlp.yaml\ndataset: digits@2\n"
+                         "hyperparameters: {lr: 0.01, batch_size: 16}\n"
                          "resources: {threads: 2, memory: 1GiB}\nmax_run_time: 30m\n";
   std::ofstream(bad) << "kind: train\nspec: a.yaml\nresources: {threads: 0}\n";
   Ran r = sh("jobs validate " + good);
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("a train job 'train' that trains examples/digits/mlp.yaml on digits@2"),
+  // The training spec's path is relative to the job file.
+  EXPECT_NE(r.out.find("a train job 'train' that trains " + (dir_ / "mlp.yaml").string() +
+                       " on digits@2"),
             std::string::npos)
       << r.out;
   r = sh("jobs validate --json " + good);
@@ -228,6 +238,17 @@ TEST_F(Cli, JobsValidateChecksASpecAndPrintsWhatItRuns) {
   r = sh("jobs validate " + bad);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("bad.yaml:3: 'resources.threads' must be a whole number from 1 to 1024"),
+            std::string::npos)
+      << r.out;
+  // The training spec is read as the service will run it: with the job's hyperparameters.
+  std::ofstream(bad) << "kind: train\nspec: mlp.yaml\nhyperparameters: {lrr: 0.1}\n";
+  r = sh("jobs validate " + bad);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("'lrr' is not a spec setting"), std::string::npos) << r.out;
+  std::ofstream(bad) << "kind: train\nspec: mlp.yaml\nhyperparameters: {epochs: many}\n";
+  r = sh("jobs validate " + bad);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("'epochs' has the value 'many', which is not a whole number"),
             std::string::npos)
       << r.out;
 }
@@ -866,6 +887,74 @@ std::string dataset_spec(const fs::path& dir, const std::string& ref) {
   text.replace(text.find("dataset: digits@latest"), 22, "dataset: " + ref);
   std::ofstream(spec) << text;
   return spec;
+}
+
+// The training service through the CLI and a real `dlsys server`: a train job submitted with
+// --wait trains (its run tracked in the server), a failing command job is retried and its log
+// read, a sleeping one is cancelled, and a job queued in the data directory while no server ran
+// is run by the next server on it.
+TEST_F(Cli, JobsSubmitListShowLogsAndCancelOnAServer) {
+  const std::string data = (dir_ / "data").string();
+  {
+    std::ifstream in(std::string(DLSYS_SOURCE_DIR) + "/examples/digits/mlp.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("../../../shared"), 15, DLSYS_SHARED_DIR);
+    std::ofstream(dir_ / "mlp.yaml") << text;
+  }
+  std::ofstream(dir_ / "train.yaml") << "kind: train\nname: digits-job\nspec: mlp.yaml\n"
+                                        "hyperparameters: {epochs: 2, lr: 0.002}\n";
+  std::ofstream(dir_ / "flaky.yaml")
+      << "kind: command\nname: flaky\nmax_retries: 1\n"
+         "command: [sh, -c, 'echo attempt $DLSYS_ATTEMPT; exit 4']\n";
+  std::ofstream(dir_ / "sleep.yaml") << "kind: command\nname: sleeper\ncommand: [sleep, '60']\n";
+  // Queued in the data directory: no server runs yet.
+  std::ofstream(dir_ / "early.yaml") << "kind: command\nname: early\n"
+                                        "command: [sh, -c, 'echo ran in $(pwd)']\n";
+  Ran r = sh("jobs submit " + (dir_ / "early.yaml").string() + " --data-dir " + data);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("a `dlsys server --data-dir " + data + "` runs it"), std::string::npos)
+      << r.out;
+
+  Server server(data);
+  ASSERT_TRUE(server.up());
+  const std::string at = " --server " + server.url();
+  r = sh("jobs submit --wait " + (dir_ / "train.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"event\":\"done\""), std::string::npos) << r.out;
+  r = sh("jobs submit --wait " + (dir_ / "flaky.yaml").string() + at);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("attempt 1\nattempt 2\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("FAILED: exit code 4"), std::string::npos) << r.out;
+  r = sh("jobs submit --json " + (dir_ / "sleep.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string sleeper = std::to_string(nlohmann::json::parse(r.out)["id"].get<int64_t>());
+  r = sh("jobs cancel " + sleeper + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("jobs list --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::map<std::string, nlohmann::json> by_name;
+  for (const auto& j : nlohmann::json::parse(r.out)) by_name[j["name"]] = j;
+  ASSERT_EQ(by_name.size(), 4u) << r.out;
+  EXPECT_EQ(by_name["digits-job"]["state"], "SUCCEEDED");
+  EXPECT_EQ(by_name["flaky"]["attempts"], 2);
+  EXPECT_TRUE(by_name["sleeper"]["state"] == "CANCELLED" ||
+              by_name["sleeper"]["cancel_requested"] == true)
+      << by_name["sleeper"];
+  // The early job ran once the server started, in the job file's folder.
+  r = sh("jobs logs " + std::to_string(by_name["early"]["id"].get<int64_t>()) + " -f" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out, "ran in " + dir_.string() + "\n");
+  r = sh("jobs show " + std::to_string(by_name["flaky"]["id"].get<int64_t>()) + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("FAILED command job"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("reason: exit code 4"), std::string::npos) << r.out;
+  // The train job's run is tracked in the server, with the job's hyperparameters.
+  r = sh("runs list --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("digits-mlp"), std::string::npos) << r.out;
+  r = sh("jobs show 999" + at);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("999"), std::string::npos) << r.out;
 }
 
 // A server that was named (--server or $DLSYS_SERVER) and does not answer is an error naming

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <thread>
 
@@ -102,10 +104,11 @@ TEST_F(JobServiceTest, CommandJobsSucceedFailAfterRetriesAndStayWithinCapacity) 
   EXPECT_EQ(f.end_reason, "exit code 3");
   for (int64_t id : sleepers) EXPECT_EQ(job(id).state, "SUCCEEDED");
   // A job of a kind this service does not run yet fails with a message that says so.
-  int64_t train = submit("kind: train\nspec: a.yaml\n");
+  int64_t predict =
+      submit("kind: predict\nmodel: digits@1\ndataset: digits@1\noutput_dataset: p\n");
   run_until_settled(svc);
-  EXPECT_EQ(job(train).state, "FAILED");
-  EXPECT_NE(job(train).end_reason.find("train jobs do not run yet"), std::string::npos);
+  EXPECT_EQ(job(predict).state, "FAILED");
+  EXPECT_NE(job(predict).end_reason.find("predict jobs do not run yet"), std::string::npos);
 }
 
 TEST_F(JobServiceTest, CancelStopsARunningJobAndARestartRequeuesWhatWasRunning) {
@@ -117,7 +120,8 @@ TEST_F(JobServiceTest, CancelStopsARunningJobAndARestartRequeuesWhatWasRunning) 
     EXPECT_GT(job(id).pid, 0);
     ASSERT_TRUE(store_->jobs().cancel(id, kAlice).ok());
     auto t0 = std::chrono::steady_clock::now();
-    ASSERT_TRUE(svc.tick().ok());
+    // The first tick sends SIGTERM, a later one settles the ended process.
+    run_until_settled(svc);
     EXPECT_LT(std::chrono::steady_clock::now() - t0, milliseconds(2000)) << "SIGTERM suffices";
     EXPECT_EQ(job(id).state, "CANCELLED");
     EXPECT_EQ(svc.running(), 0u);
@@ -148,6 +152,164 @@ TEST_F(JobServiceTest, CancelStopsARunningJobAndARestartRequeuesWhatWasRunning) 
   EXPECT_EQ(job(again).state, "SUCCEEDED") << job(again).end_reason;
   EXPECT_EQ(job(again).attempts, 1);
   EXPECT_EQ(read(starts), "x\nx\n");
+}
+
+TEST_F(JobServiceTest, ARunPastItsTimeOrIgnoringSigtermIsKilledAndAHungOneIsFoundAndRetried) {
+  options_.stop_grace = milliseconds(300);
+  options_.heartbeat_timeout = milliseconds(1000);
+  // Ignores SIGTERM (an ignored signal stays ignored in sleep too): SIGKILL after the grace.
+  int64_t stubborn = submit("kind: command\ncommand: [sh, -c, \"trap '' TERM; sleep 60\"]\n");
+  int64_t slow = submit("kind: command\ncommand: [sleep, '60']\nmax_run_time: 1s\n");
+  // Beats once, then hangs: killed once its heartbeat is a second old, and retried (the retry
+  // hangs too and is failed: its attempts are spent).
+  int64_t hung = submit(
+      "kind: command\ncommand: [sh, -c, 'touch $DLSYS_HEARTBEAT_FILE; sleep 60']\n"
+      "max_retries: 1\nresources: {threads: 1}\n");
+  options_.scheduler.threads = 3;
+  JobService svc(*store_, options_);
+  ASSERT_EQ(svc.tick().value(), 3);
+  ASSERT_TRUE(store_->jobs().cancel(stubborn, kAlice).ok());
+  auto t0 = std::chrono::steady_clock::now();
+  run_until_settled(svc);
+  auto took = std::chrono::steady_clock::now() - t0;
+  EXPECT_EQ(job(stubborn).state, "CANCELLED");
+  EXPECT_EQ(job(slow).state, "FAILED");
+  EXPECT_NE(job(slow).end_reason.find("ran longer than its max_run_time (1 s)"), std::string::npos)
+      << job(slow).end_reason;
+  EXPECT_EQ(job(hung).state, "FAILED");
+  EXPECT_EQ(job(hung).attempts, 2);
+  EXPECT_NE(job(hung).end_reason.find("hung: its heartbeat stopped for 1 s"), std::string::npos)
+      << job(hung).end_reason;
+  // Two hangs of ~1 s each, found by ticks at most 1 s apart (the waits' timeout here is 200 ms).
+  EXPECT_LT(took, std::chrono::seconds(6));
+  // The service's default finds a hang within the 10 s: the timeout plus one tick of
+  // the server's loop (1 s).
+  EXPECT_LE(JobServiceOptions{}.heartbeat_timeout + std::chrono::seconds(1),
+            std::chrono::seconds(10));
+}
+
+// Train jobs: `dlsys train` in the child, checkpointing every 100 steps. A job killed with
+// SIGKILL at a random step is retried from its last checkpoint and ends with a model
+// byte-identical to the same job run without interruption; a service that stops asks its jobs to
+// stop (the trainer checkpoints on SIGTERM) and the next service finishes them, again identical.
+class TrainJobTest : public JobServiceTest {
+ protected:
+  void SetUp() override {
+    JobServiceTest::SetUp();
+    options_.dlsys_exe = DLSYS_BIN;
+    options_.data_dir = (dir_ / "data").string();
+    options_.checkpoint_every = 100;
+    options_.scheduler.threads = 1;
+    std::ofstream(dir_ / "mlp.yaml")
+        << "name: jobs-test\n"
+           "data:\n"
+           "  train: " DLSYS_SHARED_DATA
+           "/digits/digits.csv\n"
+           "  label_column: -1\n"
+           "  feature_scale: 0.0625\n"
+           "model:\n"
+           "  input: [64]\n"
+           "  layers: [{linear: {out: 64}}, relu, {linear: {out: 10}}]\n"
+           "train:\n"
+           "  epochs: 10\n"
+           "  batch_size: 32\n"
+           "  seed: 7\n"
+           "  optimizer: {name: adam, lr: 0.001}\n";
+  }
+  // A train job of the spec above for `epochs` (a hyperparameter, as users override them).
+  int64_t submit_train(int epochs, int max_retries) {
+    return submit(
+        fmt::format("kind: train\nspec: {}\nhyperparameters: {{epochs: {}}}\nmax_retries: {}\n",
+                    (dir_ / "mlp.yaml").string(), epochs, max_retries));
+  }
+  fs::path run_dir(int64_t id) { return dir_ / "jobs" / std::to_string(id) / "run"; }
+  // The step the job's log last reported (its --json step events, every 10 steps).
+  int64_t last_step(int64_t id) {
+    std::string log = read(dir_ / "jobs" / std::to_string(id) / "log");
+    size_t at = log.rfind("\"step\":");
+    return at == std::string::npos ? -1 : std::atoll(log.c_str() + at + 7);
+  }
+  // The step numbers of the job's log in order, and where they go back (an attempt that started
+  // again): the first step the later attempt reported, or -1 when none went back.
+  int64_t restarted_at(int64_t id, int64_t* before) {
+    std::string log = read(dir_ / "jobs" / std::to_string(id) / "log");
+    int64_t prev = -1;
+    for (size_t at = log.find("\"step\":"); at != std::string::npos;
+         at = log.find("\"step\":", at + 1)) {
+      int64_t step = std::atoll(log.c_str() + at + 7);
+      if (step < prev) {
+        *before = prev;
+        return step;
+      }
+      prev = step;
+    }
+    return -1;
+  }
+  // Ticks `svc` until the job's log reports step `step` or later (30 s at most).
+  void run_until_step(JobService& svc, int64_t id, int64_t step) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (last_step(id) < step) {
+      ASSERT_LT(std::chrono::steady_clock::now(), deadline) << "no step " << step << " in 30 s";
+      ASSERT_TRUE(svc.tick().ok());
+      ASSERT_EQ(job(id).state, "RUNNING") << job(id).end_reason << "\n"
+                                          << read(dir_ / "jobs" / std::to_string(id) / "log");
+      std::this_thread::sleep_for(milliseconds(2));  // the log is another process's file
+    }
+  }
+};
+
+TEST_F(TrainJobTest, AJobKilledAtARandomStepResumesFromItsCheckpointBitIdentically) {
+  constexpr int kEpochs = 40;  // 45 steps an epoch: 1800 steps
+  int64_t reference = submit_train(kEpochs, 0);
+  {
+    JobService svc(*store_, options_);
+    run_until_settled(svc);
+  }
+  ASSERT_EQ(job(reference).state, "SUCCEEDED")
+      << read(dir_ / "jobs" / std::to_string(reference) / "log");
+  const std::string want = read(run_dir(reference) / "model.onnx");
+  ASSERT_FALSE(want.empty());
+
+  // Killed past its first checkpoint, at a step drawn at random.
+  std::mt19937 rng(std::random_device{}());
+  const int64_t kill_at = std::uniform_int_distribution<int64_t>(150, 1500)(rng);
+  int64_t killed = submit_train(kEpochs, 2);
+  JobService svc(*store_, options_);
+  run_until_step(svc, killed, kill_at);
+  ASSERT_GT(job(killed).pid, 0);
+  ASSERT_EQ(::kill(-static_cast<pid_t>(job(killed).pid), SIGKILL), 0);
+  run_until_settled(svc);
+  meta::Job k = job(killed);
+  ASSERT_EQ(k.state, "SUCCEEDED") << k.end_reason;
+  EXPECT_EQ(k.attempts, 2) << "one kill, one retry";
+  // The retry went on from the last checkpoint (every 100 steps) before the kill, not from 0:
+  // an uninterrupted second run would give the same weights too.
+  int64_t before = 0, resumed = restarted_at(killed, &before);
+  EXPECT_GE(resumed, 100) << "the retry started again from step " << resumed;
+  EXPECT_EQ(resumed % 100, 0);
+  EXPECT_LE(resumed, before + 10);
+  EXPECT_EQ(read(run_dir(killed) / "model.onnx"), want)
+      << "killed after step " << kill_at << "; the weights differ from the uninterrupted run";
+
+  // The service stops while the job runs: SIGTERM, the trainer checkpoints that step and exits;
+  // the job goes back to the queue without spending an attempt; the next service finishes it.
+  int64_t stopped = submit_train(kEpochs, 0);
+  run_until_step(svc, stopped, kill_at);
+  ASSERT_TRUE(svc.shutdown(std::chrono::seconds(20)).ok());
+  EXPECT_EQ(job(stopped).state, "QUEUED");
+  EXPECT_EQ(job(stopped).attempts, 0);
+  EXPECT_NE(
+      read(dir_ / "jobs" / std::to_string(stopped) / "log").find("training stopped on request"),
+      std::string::npos);
+  JobService next(*store_, options_);
+  ASSERT_TRUE(next.recover().ok());
+  run_until_settled(next);
+  ASSERT_EQ(job(stopped).state, "SUCCEEDED") << job(stopped).end_reason;
+  // It went on from the step it stopped at: no step number in its log goes back (a start from 0,
+  // or from an older checkpoint, would repeat steps).
+  EXPECT_EQ(restarted_at(stopped, &before), -1) << "steps were redone after step " << before;
+  EXPECT_EQ(read(run_dir(stopped) / "model.onnx"), want)
+      << "stopped after step " << kill_at << "; the weights differ from the uninterrupted run";
 }
 
 }  // namespace
