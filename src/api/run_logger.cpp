@@ -30,6 +30,28 @@ Result<std::unique_ptr<RunLogger>> RunLogger::start(
   return logger;
 }
 
+Result<std::unique_ptr<RunLogger>> RunLogger::attach(
+    ApiClient& client, int64_t run_id, const std::map<std::string, std::string>& params,
+    const std::map<std::string, std::string>& tags, const RunLoggerOptions& options) {
+  std::unique_ptr<ApiClient> beat_client;
+  if (options.heartbeat_period.count() > 0) {
+    DLSYS_ASSIGN_OR_RETURN(beat_client, client.another());
+  }
+  const std::string run = fmt::format("/api/v1/runs/{}", run_id);
+  DLSYS_RETURN_IF_ERROR(client.call("PATCH", run, {{"status", "RUNNING"}}).status());
+  DLSYS_RETURN_IF_ERROR(client
+                            .call("POST", run + "/log-batch",
+                                  {{"metrics", json::array()}, {"params", params}, {"tags", tags}})
+                            .status());
+  std::unique_ptr<RunLogger> logger(new RunLogger(client, run_id));
+  if (beat_client) {
+    logger->beat_client_ = std::move(beat_client);
+    logger->beat_ =
+        std::thread([l = logger.get(), p = options.heartbeat_period] { l->heartbeat_loop(p); });
+  }
+  return logger;
+}
+
 RunLogger::~RunLogger() {
   // A logger dropped without finish() (an exception, an early return) marks the run FAILED.
   if (!finished_) (void)finish("FAILED");

@@ -39,6 +39,13 @@ class RunLogger {
                                                   const std::map<std::string, std::string>& params,
                                                   const std::map<std::string, std::string>& tags,
                                                   const RunLoggerOptions& options = {});
+  // Continues the existing run `run_id` (a job's run, made by the training service, which a
+  // retried attempt continues): sets it RUNNING again, logs `params` (write-once: the same
+  // values again are fine) and `tags`, and starts the heartbeat thread as start() does.
+  static Result<std::unique_ptr<RunLogger>> attach(ApiClient& client, int64_t run_id,
+                                                   const std::map<std::string, std::string>& params,
+                                                   const std::map<std::string, std::string>& tags,
+                                                   const RunLoggerOptions& options = {});
   // Marks the run FAILED unless finish() was called; stops the heartbeat thread.
   ~RunLogger();
 

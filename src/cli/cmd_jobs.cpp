@@ -8,6 +8,7 @@
 
 #include "cli/client_options.h"
 #include "cli/commands.h"
+#include "core/file_util.h"
 #include "core/json_get.h"
 #include "jobs/job_routes.h"
 #include "jobs/job_spec.h"
@@ -34,7 +35,7 @@ namespace {
 using nlohmann::json;
 
 struct JobsArgs : ClientArgs {
-  std::string spec, state, owner;
+  std::string spec, state, owner, by = "owner", since;
   int64_t id = 0;
   int limit = 50;
   bool follow = false, wait = false;
@@ -238,6 +239,42 @@ Status cancel(Connection& c, const JobsArgs& a) {
   return Status::OK();
 }
 
+Status usage(Connection& c, const JobsArgs& a) {
+  int64_t since_ms = 0;
+  if (!a.since.empty()) {
+    DLSYS_ASSIGN_OR_RETURN(int64_t seconds, jobs::parse_duration_seconds(a.since, "--since"));
+    since_ms = now_ms() - seconds * 1000;
+  }
+  const std::string target =
+      "/api/v1/jobs/usage?by=" + enc(a.by) + "&since_ms=" + std::to_string(since_ms);
+  DLSYS_ASSIGN_OR_RETURN(json j, c.client->call("GET", target));
+  if (a.json) {
+    print_json(j);
+    return Status::OK();
+  }
+  DLSYS_ASSIGN_OR_RETURN(json list, json_list(j, "usage", answer_to("GET", target)));
+  const double price = j.value("core_hour_price", 0.0);
+  std::vector<std::vector<std::string>> rows = {{a.by == "model" ? "MODEL VERSION"
+                                                 : a.by == "run" ? "RUN"
+                                                                 : "OWNER",
+                                                 "JOBS", "ATTEMPTS", "CORE-HOURS", "CPU-HOURS",
+                                                 "PEAK MEMORY", "COST"}};
+  for (const json& u : list)
+    rows.push_back({u.value("key", ""), std::to_string(u.value("jobs", int64_t{0})),
+                    std::to_string(u.value("attempts", int64_t{0})),
+                    fmt::format("{:.4f}", u.value("core_seconds", 0.0) / 3600),
+                    fmt::format("{:.4f}", u.value("cpu_seconds", 0.0) / 3600),
+                    human_bytes(static_cast<double>(u.value("peak_memory_bytes", int64_t{0}))),
+                    price > 0 ? fmt::format("{:.4f}", u.value("cost", 0.0)) : "-"});
+  print_table(rows);
+  if (list.empty()) std::printf("(no jobs%s)\n", a.since.empty() ? "" : " in that time");
+  if (price == 0)
+    std::printf(
+        "cost: no price set (dlsys server --core-hour-price P charges threads x run "
+        "time)\n");
+  return Status::OK();
+}
+
 }  // namespace
 
 void add_jobs(CLI::App& app, int* rc) {
@@ -280,6 +317,17 @@ void add_jobs(CLI::App& app, int* rc) {
     *rc = with_jobs(*a,
                     [&](Connection& c) { return print_log(*c.client, a->id, a->follow).status(); });
   });
+
+  CLI::App* us = jobs_cmd->add_subcommand(
+      "usage",
+      "What jobs used: core-hours, CPU-hours, peak memory and cost, by owner, run or "
+      "model version");
+  add_client_options(us, a.get());
+  us->add_option("--by", a->by, "owner, run or model")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"owner", "run", "model"}));
+  us->add_option("--since", a->since, "Only jobs created in this past time: 90m, 24h, 7d");
+  us->callback([a, rc] { *rc = with_jobs(*a, [&](Connection& c) { return usage(c, *a); }); });
 
   CLI::App* cn = jobs_cmd->add_subcommand(
       "cancel", "Cancel a job: a queued one at once, a running one with SIGTERM then SIGKILL");

@@ -30,6 +30,7 @@ struct ServerArgs {
   int64_t max_body_mb = 16, max_upload_mb = 8192, max_connections = 10000, memory_budget_mb = 1024;
   int64_t serve_memory_mb = 0;
   int64_t job_threads = 0, job_memory_mb = 0, job_stop_grace_s = 10;
+  double core_hour_price = 0;
   bool no_jobs = false;
   int64_t run_timeout_s = api::kDefaultRunTimeoutMs / 1000;
   bool auth = false;
@@ -94,6 +95,7 @@ int run_server(const ServerArgs& a) {
   jobs::JobServiceOptions jo;
   jo.work_dir = be->options().data_dir + "/jobs";
   jo.data_dir = be->options().data_dir;
+  jo.objects = &be->objects();
   jo.scheduler.threads =
       a.job_threads > 0
           ? a.job_threads
@@ -105,6 +107,7 @@ int run_server(const ServerArgs& a) {
   jobs::JobRoutesOptions jro;
   jro.work_dir = jo.work_dir;
   jro.validate = check_job_spec;
+  jro.core_hour_price = a.core_hour_price;
   if (job_service) jro.wake = [svc = job_service.get()] { svc->wake(); };
   jobs::add_job_routes(be->router(), be->store(), jro);
   api::HttpServer server((*backend)->router(), so);
@@ -211,6 +214,11 @@ void add_server(CLI::App& app, int* rc) {
                 "the server stops")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{0}, int64_t{3600}));
+  c->add_option("--core-hour-price", a->core_hour_price,
+                "Price of a core-hour for `dlsys jobs usage` (a job is charged its threads x its "
+                "run time)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1e9));
   c->add_flag("--no-jobs", a->no_jobs,
               "Do not run jobs here (another server on the same metadata store runs them; "
               "submitting still works)");

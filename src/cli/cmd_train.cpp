@@ -38,7 +38,7 @@ struct TrainArgs {
   std::string spec, out, server, data_dir, experiment, token, resume;
   std::vector<std::string> overrides;  // --set FIELD=VALUE
   bool json = false, quiet = false;
-  int64_t epochs = 0, log_every = 10, checkpoint_every = -1;
+  int64_t epochs = 0, log_every = 10, checkpoint_every = -1, run_id = 0;
   int threads = 0;
 };
 
@@ -285,8 +285,10 @@ int run_train(const TrainArgs& a) {
     if (server.empty() && !spec->dataset.empty())
       if (Status st = check_local_datasets(*spec, data_dir_or_default(a.data_dir)); !st.ok())
         return fail(st.message());
-    auto l = api::RunLogger::start(*client, a.experiment.empty() ? spec->name : a.experiment,
-                                   spec->name, params, {{"spec", a.spec}});
+    auto l = a.run_id > 0
+                 ? api::RunLogger::attach(*client, a.run_id, params, {{"spec", a.spec}})
+                 : api::RunLogger::start(*client, a.experiment.empty() ? spec->name : a.experiment,
+                                         spec->name, params, {{"spec", a.spec}});
     if (!l.ok()) return fail(l.status().with_context("tracking").message());
     logger = std::move(l).value();
   } else if (!spec->dataset.empty()) {
@@ -411,6 +413,10 @@ void add_train(CLI::App& app, int* rc) {
                 "Record the run in this data directory and read data.dataset from it (no server)");
   c->add_option("--experiment", a->experiment, "Experiment to record in (default: the spec name)");
   c->add_option("--token", a->token, "API token for --server (or $DLSYS_TOKEN)");
+  c->add_option("--run-id", a->run_id,
+                "Record into this existing run instead of a new one (the training service "
+                "passes its job's run, so that retries continue one run)")
+      ->check(CLI::PositiveNumber);
   c->add_flag("--quiet", a->quiet,
               "No note on stderr saying which data directory data.dataset is read from");
   c->callback([a, rc] { *rc = run_train(*a); });

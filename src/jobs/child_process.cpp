@@ -115,8 +115,15 @@ ChildProcess::~ChildProcess() {
 std::optional<ExitStatus> ChildProcess::poll() {
   if (status_) return status_;
   int st = 0;
-  pid_t r = waitpid(pid_, &st, WNOHANG);
-  if (r == pid_) status_ = from_wait_status(st);
+  struct rusage ru {};
+  pid_t r = wait4(pid_, &st, WNOHANG, &ru);
+  if (r == pid_) {
+    status_ = from_wait_status(st);
+    // What the process and the children it waited for used.
+    status_->cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+                           static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
+    status_->max_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
+  }
   return status_;
 }
 

@@ -36,6 +36,8 @@ struct ExitStatus {
   bool exited = false;  // exited normally (code), else killed by `signal`
   int code = 0;
   int signal = 0;
+  double cpu_seconds = 0;     // user + system time of the process (and children it waited for)
+  int64_t max_rss_bytes = 0;  // its largest resident set
   bool ok() const { return exited && code == 0; }
   // "exit code 3", "killed by signal 9 (SIGKILL)".
   std::string describe() const;

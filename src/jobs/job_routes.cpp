@@ -95,6 +95,22 @@ void add_job_routes(api::Router& router, meta::MetaStore& store, JobRoutesOption
         auto p, s->jobs().list(state, r.query_or("owner", ""), n, r.query_or("page_token", "")));
     return api::page_response(p, "jobs");
   });
+  // Before /api/v1/jobs/{id}: routes match in the order added.
+  router.add("GET", "/api/v1/jobs/usage", Access::kRead, [s, o](Request& r) -> Result<Response> {
+    const std::string by = r.query_or("by", "owner");
+    DLSYS_ASSIGN_OR_RETURN(int64_t since, api::parse_int(r.query_or("since_ms", "0"), "since_ms"));
+    if (since < 0) return Status::Invalid("since_ms {} must be 0 or more", since);
+    DLSYS_ASSIGN_OR_RETURN(auto rows, s->jobs().usage(by, since));
+    json out = {{"by", by}, {"since_ms", since}, {"core_hour_price", o->core_hour_price}};
+    json list = json::array();
+    for (const meta::JobUsage& u : rows) {
+      json j = u;
+      j["cost"] = static_cast<double>(u.core_ms) / 3.6e6 * o->core_hour_price;
+      list.push_back(std::move(j));
+    }
+    out["usage"] = std::move(list);
+    return Response::json_body(out);
+  });
   router.add("GET", "/api/v1/jobs/{id}", Access::kRead, [s](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, job_id(r));
     DLSYS_ASSIGN_OR_RETURN(meta::Job j, s->jobs().get(id));

@@ -1,6 +1,8 @@
 // The training service's REST routes on the dlsys server (docs/api.md, docs/jobs.md):
 //   POST /api/v1/jobs                 submit a job (its spec as JSON; editor and up)
 //   GET  /api/v1/jobs                 list, newest first (?state=, ?owner=, paginated)
+//   GET  /api/v1/jobs/usage           core-seconds, CPU seconds, peak memory and cost ?by=owner,
+//                                     run or model (version), of the jobs created since ?since_ms=
 //   GET  /api/v1/jobs/{id}            one job
 //   POST /api/v1/jobs/{id}/cancel     cancel (an editor their own jobs, an admin any)
 //   GET  /api/v1/jobs/{id}/log        the job's log from ?offset= (at most ?max_bytes=, 1 MiB;
@@ -25,6 +27,9 @@ struct JobRoutesOptions {
   std::function<Status(const JobSpec&)> validate;
   // Called after a submit or a cancel (the service's wake()); may be null.
   std::function<void()> wake;
+  // The price of a core-hour (core time held by a job: its threads x its wall time), for the
+  // usage's cost; 0: no price set.
+  double core_hour_price = 0;
 };
 
 // Adds the routes above. `store` must outlive the router's use.

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -19,6 +21,7 @@ namespace dlsys::jobs {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
+using nlohmann::json;
 
 namespace {
 
@@ -60,7 +63,8 @@ Status JobService::recover() {
   return Status::OK();
 }
 
-Status JobService::settle(int64_t id, const ExitStatus& e, Ending ending) {
+Status JobService::settle(int64_t id, const Attempt& a, const ExitStatus& e) {
+  const Ending ending = a.ending;
   DLSYS_ASSIGN_OR_RETURN(meta::Job j, store_.jobs().get(id));
   Result<meta::Job> r = Status::OK();
   const int64_t backoff = options_.retry_backoff_ms << std::min<int64_t>(20, j.attempts - 1);
@@ -85,10 +89,120 @@ Status JobService::settle(int64_t id, const ExitStatus& e, Ending ending) {
   } else {
     r = store_.jobs().retry_or_fail(id, e.describe(), now_ms(), backoff);
   }
+  // A retry waits for its backoff: wait() must not sleep past it.
+  if (r.ok() && r->state == "QUEUED" && r->not_before > 0) retries_due_ms_.insert(r->not_before);
+  if (r.ok()) record_attempt(*r, a, e);
   return r.status();
 }
 
-Result<ProcessSpec> JobService::train_process(const meta::Job& job, const std::string& dir) {
+namespace {
+
+// The metrics a command printed as JSON lines: {"metric": NAME, "value": NUMBER, "step": N}.
+std::vector<meta::MetricPoint> printed_metrics(const std::string& text) {
+  std::vector<meta::MetricPoint> out;
+  for (size_t b = 0, e; b < text.size(); b = e + 1) {
+    e = text.find('\n', b);
+    if (e == std::string::npos) e = text.size();
+    if (e - b < 2 || text[b] != '{') continue;
+    json j = json::parse(text.begin() + static_cast<std::ptrdiff_t>(b),
+                         text.begin() + static_cast<std::ptrdiff_t>(e), nullptr, false);
+    if (!j.is_object() || !j.contains("metric") || !j["metric"].is_string() ||
+        !j.contains("value") || !j["value"].is_number())
+      continue;
+    meta::MetricPoint p;
+    p.key = j["metric"].get<std::string>();
+    p.value = j["value"].get<double>();
+    if (!std::isfinite(p.value) || p.key.empty() || p.key.size() > 250) continue;
+    if (j.contains("step") && j["step"].is_number_integer()) p.step = j["step"].get<int64_t>();
+    out.push_back(std::move(p));
+    if (out.size() >= 100000) break;  // a bound on what one attempt may log this way
+  }
+  return out;
+}
+
+}  // namespace
+
+Status JobService::upload_artifact(int64_t run_id, const std::string& path, const std::string& file,
+                                   const meta::Principal& who) {
+  if (!options_.objects) return Status::OK();
+  std::string tmp = options_.objects->temp_path();
+  std::error_code ec;
+  fs::copy_file(file, tmp, fs::copy_options::overwrite_existing, ec);
+  if (ec) return Status::IOError("cannot copy {} for the run: {}", file, ec.message());
+  DLSYS_ASSIGN_OR_RETURN(meta::StoredObject o, options_.objects->put_file(tmp));
+  return store_.runs().record_artifact(run_id, {path, o.sha256, o.size}, who);
+}
+
+void JobService::record_attempt(const meta::Job& job, const Attempt& a, const ExitStatus& e) {
+  auto report = [&job](const Status& st, const char* what) {
+    if (!st.ok())
+      std::fprintf(stderr, "jobs: job %lld: %s: %s\n", static_cast<long long>(job.id), what,
+                   st.message().c_str());
+  };
+  const double wall_s = std::chrono::duration<double>(Clock::now() - a.started).count();
+  const int64_t cpu_ms = static_cast<int64_t>(e.cpu_seconds * 1000);
+  const int64_t core_ms = static_cast<int64_t>(wall_s * 1000) * a.threads;
+  report(store_.jobs().add_usage(job.id, cpu_ms, core_ms, e.max_rss_bytes), "recording its usage");
+  if (job.run_id <= 0) return;
+  const meta::Principal who{job.owner, meta::Role::kEditor};
+  std::vector<meta::MetricPoint> m = {
+      {"job.cpu_seconds", e.cpu_seconds, job.attempts, 0},
+      {"job.core_seconds", static_cast<double>(core_ms) / 1000.0, job.attempts, 0},
+      {"job.peak_memory_mb", static_cast<double>(e.max_rss_bytes) / (1 << 20), job.attempts, 0}};
+  const std::string log = a.dir + "/log";
+  if (a.command) {
+    // What this attempt printed (from where its part of the log starts; at most 64 MiB of it).
+    std::error_code ec;
+    int64_t size = static_cast<int64_t>(fs::file_size(log, ec));
+    if (!ec && size > a.log_offset) {
+      std::string text(static_cast<size_t>(std::min<int64_t>(size - a.log_offset, 64 << 20)), 0);
+      if (std::FILE* f = std::fopen(log.c_str(), "rb")) {
+        std::fseek(f, static_cast<long>(a.log_offset), SEEK_SET);
+        text.resize(std::fread(text.data(), 1, text.size(), f));
+        std::fclose(f);
+        for (auto& p : printed_metrics(text)) m.push_back(std::move(p));
+      }
+    }
+  }
+  report(store_.runs().log_batch(job.run_id, m, {}, {}, who), "logging its metrics");
+  report(upload_artifact(job.run_id, "job.log", log, who), "uploading its log");
+  if (a.command && job.state == "SUCCEEDED") {
+    std::error_code ec;
+    for (const auto& f : fs::recursive_directory_iterator(a.dir + "/output", ec)) {
+      if (!f.is_regular_file()) continue;
+      std::string rel = fs::relative(f.path(), a.dir + "/output").string();
+      report(upload_artifact(job.run_id, "output/" + rel, f.path().string(), who),
+             "uploading an output file");
+    }
+  }
+  // The run ends with the job (a retry continues it).
+  const char* status = job.state == "SUCCEEDED"   ? "FINISHED"
+                       : job.state == "FAILED"    ? "FAILED"
+                       : job.state == "CANCELLED" ? "KILLED"
+                                                  : nullptr;
+  if (status) report(store_.runs().update_run(job.run_id, status, who).status(), "ending its run");
+}
+
+Result<int64_t> JobService::ensure_run(const meta::Job& job, const JobSpec& spec) {
+  if (job.run_id > 0) return job.run_id;
+  const meta::Principal who{job.owner, meta::Role::kEditor};
+  DLSYS_ASSIGN_OR_RETURN(meta::Experiment x, store_.runs().ensure_experiment(job.name, who));
+  std::vector<meta::KeyValue> params;
+  // A train job's trainer logs the spec's values itself (the job's among them).
+  if (spec.kind != JobKind::kTrain)
+    for (const auto& [k, v] : spec.hyperparameters.items()) params.push_back({k, set_value(v)});
+  DLSYS_ASSIGN_OR_RETURN(meta::Run run,
+                         store_.runs().create_run(x.id, job.name, params,
+                                                  {{"dlsys.job_id", std::to_string(job.id)},
+                                                   {"dlsys.owner", job.owner},
+                                                   {"dlsys.job_kind", job_kind_name(spec.kind)}},
+                                                  who));
+  DLSYS_RETURN_IF_ERROR(store_.jobs().set_run(job.id, run.id));
+  return run.id;
+}
+
+Result<ProcessSpec> JobService::train_process(const meta::Job& job, const std::string& dir,
+                                              int64_t run_id) {
   DLSYS_ASSIGN_OR_RETURN(JobSpec spec, job_spec_from_json(job.spec, fmt::format("job {}", job.id)));
   if (spec.spec.empty())
     return Status::Unsupported(
@@ -125,6 +239,10 @@ Result<ProcessSpec> JobService::train_process(const meta::Job& job, const std::s
     p.argv.push_back("--data-dir");
     p.argv.push_back(options_.data_dir);
   }
+  if (run_id > 0 && (!options_.server_url.empty() || !options_.data_dir.empty())) {
+    p.argv.push_back("--run-id");
+    p.argv.push_back(std::to_string(run_id));
+  }
   return p;
 }
 
@@ -136,33 +254,40 @@ Status JobService::start_job(const meta::Job& job) {
   auto spec = job_spec_from_json(j.spec, fmt::format("job {}", j.id));
   if (!spec.ok()) return fail(spec.status());
   const fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
+  if (spec->kind == JobKind::kPredict)
+    return fail(Status::Unsupported(
+        "predict jobs do not run yet: this service runs command and train jobs (issue 22)"));
+  auto run_id = ensure_run(j, *spec);
+  if (!run_id.ok()) return fail(run_id.status().with_context("creating the job's run"));
   ProcessSpec p;
   switch (spec->kind) {
     case JobKind::kCommand:
       p.argv = spec->command;
       break;
     case JobKind::kTrain: {
-      auto t = train_process(j, dir.string());
+      auto t = train_process(j, dir.string(), *run_id);
       if (!t.ok()) return fail(t.status());
       p = std::move(t).value();
       break;
     }
     case JobKind::kPredict:
-      return fail(Status::Unsupported(
-          "predict jobs do not run yet: this service runs command and train jobs (issue 22)"));
+      break;  // refused above
   }
   std::error_code ec;
   fs::create_directories(dir / "output", ec);
   const std::string heartbeat = (dir / "heartbeat").string();
   fs::remove(heartbeat, ec);  // an earlier attempt's would count as a stopped heartbeat
   p.log_path = (dir / "log").string();
+  const int64_t log_offset =
+      fs::exists(p.log_path, ec) ? static_cast<int64_t>(fs::file_size(p.log_path, ec)) : 0;
   p.workdir = spec->working_dir.empty() ? dir.string() : spec->working_dir;
   p.threads = j.threads;
   p.memory_bytes = j.memory_bytes;
   p.env = {{"DLSYS_JOB_ID", std::to_string(j.id)},
            {"DLSYS_OUTPUT_DIR", (dir / "output").string()},
            {"DLSYS_ATTEMPT", std::to_string(j.attempts)},
-           {"DLSYS_HEARTBEAT_FILE", heartbeat}};
+           {"DLSYS_HEARTBEAT_FILE", heartbeat},
+           {"DLSYS_RUN_ID", std::to_string(*run_id)}};
   if (!options_.server_url.empty()) p.env["DLSYS_SERVER"] = options_.server_url;
   auto child = !fs::is_directory(dir / "output")
                    ? Result<std::unique_ptr<ChildProcess>>(Status::IOError(
@@ -176,6 +301,10 @@ Status JobService::start_job(const meta::Job& job) {
   Attempt a;
   a.process = std::move(child).value();
   a.started = Clock::now();
+  a.threads = j.threads;
+  a.dir = dir.string();
+  a.command = spec->kind == JobKind::kCommand;
+  a.log_offset = log_offset;
   a.max_run_seconds = spec->max_run_seconds;
   a.heartbeat_path = heartbeat;
   attempts_[j.id] = std::move(a);
@@ -195,7 +324,7 @@ Result<int> JobService::tick() {
   // Attempts that ended.
   for (auto it = attempts_.begin(); it != attempts_.end();) {
     if (auto e = it->second.process->poll()) {
-      DLSYS_RETURN_IF_ERROR(settle(it->first, *e, it->second.ending));
+      DLSYS_RETURN_IF_ERROR(settle(it->first, it->second, *e));
       it = attempts_.erase(it);
     } else {
       ++it;
@@ -232,6 +361,8 @@ Result<int> JobService::tick() {
       a.process->signal(SIGKILL);
     }
   }
+  // Retries whose backoff ended are runnable now.
+  retries_due_ms_.erase(retries_due_ms_.begin(), retries_due_ms_.upper_bound(now_ms()));
   DLSYS_ASSIGN_OR_RETURN(auto queued, store_.jobs().runnable(now_ms()));
   if (queued.empty()) return 0;
   const int64_t now_wall = now_ms();
@@ -266,6 +397,11 @@ void JobService::wait(std::chrono::milliseconds timeout) {
       until = std::min(until, a.kill_at);
     fds.push_back({a.process->wait_fd(), POLLIN, 0});
   }
+  if (!retries_due_ms_.empty()) {
+    // The next retry's backoff ends then (wall-clock milliseconds, as stored).
+    until = std::min(until, Clock::now() + std::chrono::milliseconds(std::max<int64_t>(
+                                               0, *retries_due_ms_.begin() - now_ms())));
+  }
   auto left = std::chrono::ceil<std::chrono::milliseconds>(until - Clock::now());
   if (left.count() > 0) ::poll(fds.data(), fds.size(), static_cast<int>(left.count()));
   uint64_t n = 0;
@@ -285,7 +421,7 @@ Status JobService::shutdown(std::chrono::milliseconds grace) {
   // What ended before the stop is settled as usual; the rest is asked to stop.
   for (auto it = attempts_.begin(); it != attempts_.end();) {
     if (auto e = it->second.process->poll()) {
-      keep(settle(it->first, *e, it->second.ending));
+      keep(settle(it->first, it->second, *e));
       it = attempts_.erase(it);
     } else {
       it->second.process->signal(SIGTERM);
@@ -299,10 +435,13 @@ Status JobService::shutdown(std::chrono::milliseconds grace) {
     if (!e) e = a.process->stop(std::chrono::milliseconds(0));  // SIGKILL and reap
     // Being ended anyway (cancel, time-out, hang): settled so. Otherwise it was interrupted by
     // this stop, whatever its exit said: queued again, the attempt not counted.
-    if (a.ending != Ending::kNone)
-      keep(settle(id, *e, a.ending));
-    else
-      keep(store_.jobs().requeue_interrupted(id, "the service stopped while it ran").status());
+    if (a.ending != Ending::kNone) {
+      keep(settle(id, a, *e));
+    } else {
+      auto r = store_.jobs().requeue_interrupted(id, "the service stopped while it ran");
+      keep(r.status());
+      if (r.ok()) record_attempt(*r, a, *e);
+    }
   }
   attempts_.clear();
   return first;

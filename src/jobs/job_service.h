@@ -11,6 +11,16 @@
 // DLSYS_OUTPUT_DIR, DLSYS_ATTEMPT, DLSYS_HEARTBEAT_FILE, OMP_NUM_THREADS (and DLSYS_SERVER when
 // the service knows its server).
 //
+// Every job is a tracked run, made when it first starts (experiment and run named after the job,
+// tagged dlsys.job_id and dlsys.owner; a command job's hyperparameters as params), passed to the
+// process as DLSYS_RUN_ID (a train job as `dlsys train --run-id`), so retries continue one run.
+// When an attempt ends the service adds what it used to the job (JobQueue::add_usage: CPU time,
+// core time = threads x wall time, peak resident set) and to the run (metrics job.cpu_seconds,
+// job.core_seconds, job.peak_memory_mb at step = the attempt), uploads the log as the artifact
+// job.log, and for a command job logs the metrics it printed as JSON lines
+// ({"metric": "loss", "value": 0.1, "step": 3}) and, on success, its output files as artifacts
+// output/<name>. The run ends with the job: FINISHED, FAILED, or KILLED when cancelled.
+//
 // Watching: a cancel asked for (JobQueue::cancel) and a run past max_run_time get SIGTERM, then
 // SIGKILL after stop_grace (a trainer checkpoints on SIGTERM). A process that has touched its
 // heartbeat file and then leaves it untouched for heartbeat_timeout is hung: it is killed
@@ -26,10 +36,13 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "jobs/child_process.h"
+#include "jobs/job_spec.h"
 #include "jobs/scheduler.h"
+#include "meta/artifact_store.h"
 #include "meta/meta_store.h"
 
 namespace dlsys::jobs {
@@ -38,7 +51,7 @@ struct JobServiceOptions {
   SchedulerConfig scheduler;
   std::string work_dir;                         // per-job directories under it
   std::chrono::milliseconds stop_grace{10000};  // SIGTERM to SIGKILL on cancel, time-out, stop
-  int64_t retry_backoff_ms = 1000;              // doubled per attempt
+  int64_t retry_backoff_ms = 250;               // doubled per attempt
   int64_t usage_window_ms = 24 * 3600 * 1000;   // fair share looks back this far
   // A job that touched its heartbeat file and then stopped for this long is killed and retried.
   std::chrono::milliseconds heartbeat_timeout{8000};
@@ -50,6 +63,9 @@ struct JobServiceOptions {
   std::string server_url;
   std::string data_dir;
   int64_t checkpoint_every = 100;
+  // Where a job's run keeps its artifacts (the log, a command job's output files); null: the
+  // run gets none.
+  meta::ArtifactStore* objects = nullptr;
 };
 
 class JobService {
@@ -92,20 +108,35 @@ class JobService {
     std::string heartbeat_path;
     Ending ending = Ending::kNone;
     std::chrono::steady_clock::time_point kill_at;  // with kCancel/kTimeout: SIGKILL then
+    int64_t threads = 1;
+    int64_t log_offset = 0;  // the size of the log when this attempt started
+    std::string dir;         // the job's directory
+    bool command = false;    // a command job (its JSON-line metrics and outputs are collected)
   };
 
-  Status settle(int64_t id, const ExitStatus& e, Ending ending);
+  // Settles how attempt `a` of job `id` ended (`e`), then records it (record_attempt).
+  Status settle(int64_t id, const Attempt& a, const ExitStatus& e);
+  // Usage, metrics, the log and outputs of an attempt that ended, and the run's status when the
+  // job ended (`job` as it is now). Errors are reported, never fatal to the loop.
+  void record_attempt(const meta::Job& job, const Attempt& a, const ExitStatus& e);
+  // Copies `file` into the artifact store as artifact `path` of run `run_id` (nothing without
+  // options.objects).
+  Status upload_artifact(int64_t run_id, const std::string& path, const std::string& file,
+                         const meta::Principal& who);
+  // The job's run, made at its first start (see above); its id.
+  Result<int64_t> ensure_run(const meta::Job& job, const JobSpec& spec);
   Status start_job(const meta::Job& job);
   // The process of a train job: `dlsys train` with the job's overrides, resumed when its run
   // directory has a checkpoint.
-  Result<ProcessSpec> train_process(const meta::Job& job, const std::string& dir);
+  Result<ProcessSpec> train_process(const meta::Job& job, const std::string& dir, int64_t run_id);
   // Whether the attempt's heartbeat file exists and is older than heartbeat_timeout.
   bool hung(const Attempt& a) const;
 
   meta::MetaStore& store_;
   JobServiceOptions options_;
-  std::map<int64_t, Attempt> attempts_;  // by job id
-  int wake_fd_ = -1;                     // an eventfd
+  std::map<int64_t, Attempt> attempts_;    // by job id
+  int wake_fd_ = -1;                       // an eventfd
+  std::multiset<int64_t> retries_due_ms_;  // when the backoffs of retries settled here end
 };
 
 }  // namespace dlsys::jobs

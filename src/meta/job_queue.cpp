@@ -13,7 +13,7 @@ constexpr size_t kMaxSpecBytes = 64 << 10;
 const char* kColumns =
     "id, name, kind, owner, spec, state, priority, threads, memory_bytes, max_retries, attempts, "
     "not_before, run_id, pid, created_at, started_at, ended_at, heartbeat_at, cancel_requested, "
-    "end_reason";
+    "end_reason, cpu_ms, core_ms, peak_memory_bytes";
 
 Result<Job> row_to_job(const SqlRow& r) {
   Job j;
@@ -39,6 +39,9 @@ Result<Job> row_to_job(const SqlRow& r) {
   j.heartbeat_at = sql_int(r[17]);
   j.cancel_requested = sql_int(r[18]) != 0;
   j.end_reason = sql_text(r[19]);
+  j.cpu_ms = sql_int(r[20]);
+  j.core_ms = sql_int(r[21]);
+  j.peak_memory_bytes = sql_int(r[22]);
   return j;
 }
 
@@ -98,7 +101,19 @@ void to_json(json& j, const Job& job) {
        {"ended_at", job.ended_at},
        {"heartbeat_at", job.heartbeat_at},
        {"cancel_requested", job.cancel_requested},
-       {"end_reason", job.end_reason}};
+       {"end_reason", job.end_reason},
+       {"cpu_seconds", static_cast<double>(job.cpu_ms) / 1000.0},
+       {"core_seconds", static_cast<double>(job.core_ms) / 1000.0},
+       {"peak_memory_bytes", job.peak_memory_bytes}};
+}
+
+void to_json(json& j, const JobUsage& u) {
+  j = {{"key", u.key},
+       {"jobs", u.jobs},
+       {"attempts", u.attempts},
+       {"core_seconds", static_cast<double>(u.core_ms) / 1000.0},
+       {"cpu_seconds", static_cast<double>(u.cpu_ms) / 1000.0},
+       {"peak_memory_bytes", u.peak_memory_bytes}};
 }
 
 Result<Job> JobQueue::submit(const NewJob& j, const Principal& who) {
@@ -197,6 +212,61 @@ Result<std::map<std::string, double>> JobQueue::usage_by_owner(int64_t since, in
                 "WHERE started_at > 0 AND (state = 'RUNNING' OR ended_at > $1) GROUP BY owner",
                 {since, now}));
     for (const auto& r : rows) out[sql_text(r[0])] = static_cast<double>(sql_int(r[1])) / 1000.0;
+    return Status::OK();
+  }));
+  return out;
+}
+
+Status JobQueue::add_usage(int64_t id, int64_t cpu_ms, int64_t core_ms, int64_t peak_bytes) {
+  if (cpu_ms < 0 || core_ms < 0 || peak_bytes < 0)
+    return Status::Invalid("job {}: usage must not be negative", id);
+  return db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query("UPDATE jobs SET cpu_ms = cpu_ms + $2, core_ms = core_ms + $3, peak_memory_bytes = "
+                "CASE WHEN peak_memory_bytes < $4 THEN $4 ELSE peak_memory_bytes END WHERE id = $1 "
+                "RETURNING id",
+                {id, cpu_ms, core_ms, peak_bytes}));
+    if (rows.empty()) return Status::NotFound("no job {}; `dlsys jobs list` lists them", id);
+    return Status::OK();
+  });
+}
+
+Result<std::vector<JobUsage>> JobQueue::usage(const std::string& by, int64_t since_ms) {
+  std::string key, from = " FROM jobs j", where = " WHERE j.created_at >= $1";
+  if (by == "owner") {
+    key = "j.owner";
+  } else if (by == "run") {
+    key = "CAST(j.run_id AS TEXT)";
+    where += " AND j.run_id IS NOT NULL";
+  } else if (by == "model") {
+    // The model versions registered from a job's run.
+    key = "m.name || '@' || CAST(v.version AS TEXT)";
+    from +=
+        " JOIN model_versions v ON v.run_id = j.run_id JOIN registered_models m ON "
+        "m.id = v.model_id";
+  } else {
+    return Status::Invalid("usage by '{}': use owner, run or model", by);
+  }
+  std::vector<JobUsage> out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    out.clear();
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows, c.query("SELECT " + key +
+                               ", COUNT(*), SUM(j.attempts), SUM(j.core_ms), SUM(j.cpu_ms), "
+                               "MAX(j.peak_memory_bytes)" +
+                               from + where + " GROUP BY " + key + " ORDER BY " + key,
+                           {since_ms}));
+    for (const auto& r : rows) {
+      JobUsage u;
+      u.key = sql_text(r[0]);
+      u.jobs = sql_int(r[1]);
+      u.attempts = sql_int(r[2]);
+      u.core_ms = sql_int(r[3]);
+      u.cpu_ms = sql_int(r[4]);
+      u.peak_memory_bytes = sql_int(r[5]);
+      out.push_back(std::move(u));
+    }
     return Status::OK();
   }));
   return out;

@@ -42,11 +42,23 @@ struct Job {
   int64_t created_at = 0, started_at = 0, ended_at = 0, heartbeat_at = 0;  // ms
   bool cancel_requested = false;
   std::string end_reason;  // why it failed, was retried or cancelled
+  // What its attempts used so far (add_usage): CPU time, core time held (threads x wall time,
+  // what a job is charged for) and the largest resident set of one attempt.
+  int64_t cpu_ms = 0, core_ms = 0, peak_memory_bytes = 0;
 };
 // {"id", "name", "kind", "owner", "spec", "state", "priority", "threads", "memory_bytes",
 // "max_retries", "attempts", "not_before", "run_id", "pid", "created_at", "started_at",
-// "ended_at", "heartbeat_at", "cancel_requested", "end_reason"}.
+// "ended_at", "heartbeat_at", "cancel_requested", "end_reason", "cpu_seconds", "core_seconds",
+// "peak_memory_bytes"}.
 void to_json(json& j, const Job& job);
+
+// Usage summed over a group of jobs (JobQueue::usage).
+struct JobUsage {
+  std::string key;  // the owner, the run id, or "model@version"
+  int64_t jobs = 0, attempts = 0, core_ms = 0, cpu_ms = 0, peak_memory_bytes = 0;
+};
+// {"key", "jobs", "attempts", "core_seconds", "cpu_seconds", "peak_memory_bytes"}.
+void to_json(json& j, const JobUsage& u);
 
 // What a submission gives; the rest the queue sets.
 struct NewJob {
@@ -77,6 +89,14 @@ class JobQueue {
   // input. Only a job's latest attempt counts: going back to the queue (a retry, an
   // interrupted attempt) clears started_at.
   Result<std::map<std::string, double>> usage_by_owner(int64_t since_ms, int64_t now_ms);
+
+  // Adds an attempt's use to job `id`: CPU time, core time held (threads x wall), and its peak
+  // resident set (the job keeps the largest). NotFound for an unknown job.
+  Status add_usage(int64_t id, int64_t cpu_ms, int64_t core_ms, int64_t peak_memory_bytes);
+  // Usage of the jobs created since `since_ms`, grouped `by` "owner", "run" (the job's tracked
+  // run) or "model" (the model versions registered from a job's run), in key order.
+  // InvalidArgument for another `by`.
+  Result<std::vector<JobUsage>> usage(const std::string& by, int64_t since_ms);
 
   // QUEUED -> RUNNING for attempt attempts + 1 by process `pid`. FailedPrecondition when the
   // job is not QUEUED (another scheduler started it, or it was cancelled).

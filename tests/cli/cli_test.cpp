@@ -951,7 +951,19 @@ TEST_F(Cli, JobsSubmitListShowLogsAndCancelOnAServer) {
   // The train job's run is tracked in the server, with the job's hyperparameters.
   r = sh("runs list --json" + at);
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("digits-mlp"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"name\": \"digits-job\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"lr\": \"0.002\""), std::string::npos) << r.out;
+  // What the jobs used, by owner (all were submitted without a token: "local").
+  r = sh("jobs usage --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto usage = nlohmann::json::parse(r.out);
+  ASSERT_EQ(usage["usage"].size(), 1u) << r.out;
+  EXPECT_EQ(usage["usage"][0]["key"], "local");
+  EXPECT_EQ(usage["usage"][0]["jobs"], 4);
+  EXPECT_GT(usage["usage"][0]["core_seconds"].get<double>(), 0);
+  r = sh("jobs usage --by run" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("CORE-HOURS"), std::string::npos) << r.out;
   r = sh("jobs show 999" + at);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("999"), std::string::npos) << r.out;

@@ -117,7 +117,7 @@ TEST_F(JobRoutesTest, EveryJobRouteRefusesCallersWithoutTheRole) {
         << route.pattern;
     ++checked;
   }
-  EXPECT_EQ(checked, 5u);
+  EXPECT_EQ(checked, 6u);
 }
 
 TEST_F(JobRoutesTest, BadSpecsAndIdsAreNamedErrors) {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -30,6 +31,10 @@ class JobServiceTest : public ::testing::Test {
     auto s = meta::MetaStore::open((dir_ / "meta.db").string(), 4);
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     store_ = std::move(s).value();
+    auto o = meta::ArtifactStore::open(dir_.string());
+    ASSERT_TRUE(o.ok()) << o.status().to_string();
+    objects_ = std::make_unique<meta::ArtifactStore>(std::move(o).value());
+    options_.objects = objects_.get();
     options_.work_dir = (dir_ / "jobs").string();
     options_.scheduler.threads = 2;
     options_.retry_backoff_ms = 0;
@@ -76,13 +81,16 @@ class JobServiceTest : public ::testing::Test {
 
   fs::path dir_;
   std::unique_ptr<meta::MetaStore> store_;
+  std::unique_ptr<meta::ArtifactStore> objects_;
   JobServiceOptions options_;
 };
 
 TEST_F(JobServiceTest, CommandJobsSucceedFailAfterRetriesAndStayWithinCapacity) {
   int64_t ok = submit(
-      "kind: command\ncommand: [sh, -c, 'echo job $DLSYS_JOB_ID attempt $DLSYS_ATTEMPT "
-      "threads $OMP_NUM_THREADS; echo done > $DLSYS_OUTPUT_DIR/result']\n");
+      "kind: command\nname: ok\nhyperparameters: {lr: 0.5}\n"
+      "command: [sh, -c, 'echo job $DLSYS_JOB_ID attempt $DLSYS_ATTEMPT "
+      "threads $OMP_NUM_THREADS run $DLSYS_RUN_ID; echo done > $DLSYS_OUTPUT_DIR/result; "
+      "echo \\{\\\"metric\\\": \\\"loss\\\", \\\"value\\\": 0.25, \\\"step\\\": 3\\}']\n");
   int64_t flaky = submit("kind: command\ncommand: [sh, -c, 'exit 3']\nmax_retries: 2\n");
   std::vector<int64_t> sleepers;
   for (int i = 0; i < 3; ++i)
@@ -98,6 +106,21 @@ TEST_F(JobServiceTest, CommandJobsSucceedFailAfterRetriesAndStayWithinCapacity) 
             std::string::npos)
       << read(jdir / "log");
   EXPECT_EQ(read(jdir / "output" / "result"), "done\n");
+  // Its run: made by the service, named in the environment, ended with the job; the metric it
+  // printed, its hyperparameters, what it used, its log and its output file.
+  ASSERT_GT(a.run_id, 0);
+  EXPECT_NE(read(jdir / "log").find("run " + std::to_string(a.run_id)), std::string::npos);
+  meta::Run run = store_->runs().get_run(a.run_id).value();
+  EXPECT_EQ(run.status, "FINISHED");
+  EXPECT_EQ(run.metrics.at("loss").value, 0.25);
+  EXPECT_EQ(run.metrics.at("loss").step, 3);
+  EXPECT_GT(run.metrics.at("job.core_seconds").value, 0);
+  EXPECT_GT(run.metrics.at("job.peak_memory_mb").value, 0);
+  EXPECT_EQ(run.params["lr"], "0.5") << "the hyperparameters are the run's params";
+  EXPECT_EQ(store_->runs().get_artifact(a.run_id, "output/result").value().size, 5);
+  EXPECT_GT(store_->runs().get_artifact(a.run_id, "job.log").value().size, 0);
+  EXPECT_GT(a.core_ms, 0);
+  EXPECT_GT(a.peak_memory_bytes, 0);
   meta::Job f = job(flaky);
   EXPECT_EQ(f.state, "FAILED");
   EXPECT_EQ(f.attempts, 3) << "1 attempt and 2 retries";
@@ -188,6 +211,30 @@ TEST_F(JobServiceTest, ARunPastItsTimeOrIgnoringSigtermIsKilledAndAHungOneIsFoun
             std::chrono::seconds(10));
 }
 
+TEST_F(JobServiceTest, WaitEndsWhenAnAttemptEndsAndWhenARetrysBackoffDoes) {
+  options_.retry_backoff_ms = 100;
+  int64_t id = submit("kind: command\ncommand: [sh, -c, 'exit 3']\nmax_retries: 1\n");
+  JobService svc(*store_, options_);
+  ASSERT_EQ(svc.tick().value(), 1);
+  auto t0 = std::chrono::steady_clock::now();
+  svc.wait(std::chrono::seconds(10));  // the process ends: its pidfd wakes the wait
+  ASSERT_EQ(svc.tick().value(), 0);
+  ASSERT_EQ(job(id).state, "QUEUED") << job(id).end_reason;
+  svc.wait(std::chrono::seconds(10));  // the backoff ends: the wait ends with it
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  EXPECT_EQ(svc.tick().value(), 1) << "the retry starts once its backoff passed";
+  run_until_settled(svc);
+  // wake() ends a wait from another thread at once.
+  t0 = std::chrono::steady_clock::now();
+  std::thread waker([&svc] {
+    std::this_thread::sleep_for(milliseconds(50));
+    svc.wake();
+  });
+  svc.wait(std::chrono::seconds(10));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(3));
+  waker.join();
+}
+
 // Train jobs: `dlsys train` in the child, checkpointing every 100 steps. A job killed with
 // SIGKILL at a random step is retried from its last checkpoint and ends with a model
 // byte-identical to the same job run without interruption; a service that stops asks its jobs to
@@ -197,7 +244,7 @@ class TrainJobTest : public JobServiceTest {
   void SetUp() override {
     JobServiceTest::SetUp();
     options_.dlsys_exe = DLSYS_BIN;
-    options_.data_dir = (dir_ / "data").string();
+    options_.data_dir = dir_.string();  // its meta.db is the test's store
     options_.checkpoint_every = 100;
     options_.scheduler.threads = 1;
     std::ofstream(dir_ / "mlp.yaml")
@@ -290,6 +337,23 @@ TEST_F(TrainJobTest, AJobKilledAtARandomStepResumesFromItsCheckpointBitIdentical
   EXPECT_LE(resumed, before + 10);
   EXPECT_EQ(read(run_dir(killed) / "model.onnx"), want)
       << "killed after step " << kill_at << "; the weights differ from the uninterrupted run";
+  // One run for both attempts, with one history: an evaluation per epoch, steps in order.
+  ASSERT_GT(k.run_id, 0);
+  meta::Run run = store_->runs().get_run(k.run_id).value();
+  EXPECT_EQ(run.status, "FINISHED");
+  EXPECT_EQ(run.tags["dlsys.job_id"], std::to_string(killed));
+  auto history = store_->runs().metric_history(k.run_id, "val_accuracy", 0).value();
+  std::set<int64_t> steps;
+  int64_t prev = -1;
+  for (const auto& p : history.points) {
+    EXPECT_GE(p.step, prev) << "the history goes back";
+    prev = p.step;
+    steps.insert(p.step);
+  }
+  EXPECT_EQ(steps.size(), static_cast<size_t>(kEpochs)) << "one evaluation per epoch";
+  EXPECT_EQ(prev, 45 * kEpochs);
+  EXPECT_GT(store_->runs().get_artifact(k.run_id, "job.log").value().size, 0);
+  EXPECT_GT(k.cpu_ms, 0) << "the two attempts' CPU time";
 
   // The service stops while the job runs: SIGTERM, the trainer checkpoints that step and exits;
   // the job goes back to the queue without spending an attempt; the next service finishes it.

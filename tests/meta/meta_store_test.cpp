@@ -96,12 +96,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 4);
+  EXPECT_EQ(*v, 5);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 4);
+  EXPECT_EQ(*(*again)->db().schema_version(), 5);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -710,7 +710,7 @@ TEST_P(MetaStoreTest, MigrationToSchema3KeepsRunsAndVersions) {
   }
   auto s = MetaStore::open(url, 2);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
-  EXPECT_EQ(*(*s)->db().schema_version(), 4);
+  EXPECT_EQ(*(*s)->db().schema_version(), 5);
   auto run = (*s)->runs().get_run(1);
   ASSERT_TRUE(run.ok()) << run.status().to_string();
   EXPECT_EQ(run->status, "RUNNING");
@@ -892,6 +892,64 @@ TEST_P(MetaStoreTest, DeploymentsAreStoredUpdatedAndAudited) {
 
 // The training service's queue (meta/job_queue.h): order, the state machine's transitions as
 // compare-and-sets, retries within max_retries with a backoff, cancels and who may make them.
+TEST_P(MetaStoreTest, JobUsageAddsUpByOwnerRunAndModelVersion) {
+  JobQueue& q = store_->jobs();
+  const Principal bob{"bob", Role::kEditor};
+  auto submit = [&](const Principal& who) {
+    NewJob n{"j", "command", {{"kind", "command"}}, 0, 2, 0, 0};
+    auto j = q.submit(n, who);
+    EXPECT_TRUE(j.ok()) << j.status().to_string();
+    return j.ok() ? j->id : 0;
+  };
+  int64_t a1 = submit(kAlice), a2 = submit(kAlice), b1 = submit(bob);
+  ASSERT_TRUE(q.add_usage(a1, 1500, 4000, 100 << 20).ok());
+  ASSERT_TRUE(q.add_usage(a1, 500, 2000, 50 << 20).ok());  // a retry: sums, keeps the peak
+  ASSERT_TRUE(q.add_usage(a2, 1000, 1000, 10 << 20).ok());
+  ASSERT_TRUE(q.add_usage(b1, 3000, 6000, 200 << 20).ok());
+  EXPECT_EQ(q.add_usage(999999, 1, 1, 1).code(), StatusCode::kNotFound);
+  EXPECT_EQ(q.add_usage(a1, -1, 1, 1).code(), StatusCode::kInvalidArgument);
+  meta::Job j = q.get(a1).value();
+  EXPECT_EQ(j.cpu_ms, 2000);
+  EXPECT_EQ(j.core_ms, 6000);
+  EXPECT_EQ(j.peak_memory_bytes, 100 << 20);
+  auto by_owner = q.usage("owner", 0);
+  ASSERT_TRUE(by_owner.ok()) << by_owner.status().to_string();
+  ASSERT_EQ(by_owner->size(), 2u);
+  EXPECT_EQ((*by_owner)[0].key, "alice");
+  EXPECT_EQ((*by_owner)[0].jobs, 2);
+  EXPECT_EQ((*by_owner)[0].core_ms, 7000);
+  EXPECT_EQ((*by_owner)[0].cpu_ms, 3000);
+  EXPECT_EQ((*by_owner)[0].peak_memory_bytes, 100 << 20);
+  EXPECT_EQ((*by_owner)[1].key, "bob");
+  EXPECT_EQ((*by_owner)[1].core_ms, 6000);
+  // Jobs created after a time: none here.
+  EXPECT_TRUE(q.usage("owner", now_ms() + 60000)->empty());
+  // By run and by the model version registered from it.
+  auto x = store_->runs().create_experiment("jobs-usage", "", kAlice);
+  ASSERT_TRUE(x.ok());
+  auto run = store_->runs().create_run(x->id, "r", {}, {}, kAlice);
+  ASSERT_TRUE(run.ok());
+  ASSERT_TRUE(q.set_run(a1, run->id).ok());
+  ASSERT_TRUE(store_->runs()
+                  .record_artifact(run->id, {"model.onnx", std::string(64, 'c'), 10}, kAlice)
+                  .ok());
+  ASSERT_TRUE(store_->registry().create_model("usage-model", "", kAlice).ok());
+  ASSERT_TRUE(store_->registry()
+                  .create_model_version("usage-model", run->id, "model.onnx", "", kAlice)
+                  .ok());
+  auto by_run = q.usage("run", 0);
+  ASSERT_TRUE(by_run.ok()) << by_run.status().to_string();
+  ASSERT_EQ(by_run->size(), 1u);
+  EXPECT_EQ((*by_run)[0].key, std::to_string(run->id));
+  EXPECT_EQ((*by_run)[0].core_ms, 6000);
+  auto by_model = q.usage("model", 0);
+  ASSERT_TRUE(by_model.ok()) << by_model.status().to_string();
+  ASSERT_EQ(by_model->size(), 1u);
+  EXPECT_EQ((*by_model)[0].key, "usage-model@1");
+  EXPECT_EQ((*by_model)[0].core_ms, 6000);
+  EXPECT_EQ(q.usage("team", 0).status().code(), StatusCode::kInvalidArgument);
+}
+
 TEST_P(MetaStoreTest, JobQueueOrdersRetriesAndCancels) {
   JobQueue& q = store_->jobs();
   const Principal bob{"bob", Role::kEditor}, viewer{"val", Role::kViewer},
