@@ -96,6 +96,7 @@ int run_server(const ServerArgs& a) {
   jo.work_dir = be->options().data_dir + "/jobs";
   jo.data_dir = be->options().data_dir;
   jo.objects = &be->objects();
+  jo.validate_model = validate_onnx_model;
   jo.scheduler.threads =
       a.job_threads > 0
           ? a.job_threads

@@ -85,7 +85,14 @@ Status JobService::settle(int64_t id, const Attempt& a, const ExitStatus& e) {
             std::chrono::duration_cast<std::chrono::seconds>(options_.heartbeat_timeout).count()),
         now_ms(), backoff);
   } else if (e.ok()) {
-    r = store_.jobs().finish(id, true, "", now_ms());
+    // What a success leaves: a command job's output files, then the model on_success registers.
+    // A registration that fails fails the job (it did not do all it was asked).
+    Status done = Status::OK();
+    if (a.command && j.run_id > 0) collect_outputs(j, a);
+    if (auto spec = job_spec_from_json(j.spec, "job"); spec.ok()) done = register_model(j, *spec);
+    r = done.ok() ? store_.jobs().finish(id, true, "", now_ms())
+                  : store_.jobs().finish(
+                        id, false, done.with_context("on_success.register").message(), now_ms());
   } else {
     r = store_.jobs().retry_or_fail(id, e.describe(), now_ms(), backoff);
   }
@@ -166,21 +173,63 @@ void JobService::record_attempt(const meta::Job& job, const Attempt& a, const Ex
   }
   report(store_.runs().log_batch(job.run_id, m, {}, {}, who), "logging its metrics");
   report(upload_artifact(job.run_id, "job.log", log, who), "uploading its log");
-  if (a.command && job.state == "SUCCEEDED") {
-    std::error_code ec;
-    for (const auto& f : fs::recursive_directory_iterator(a.dir + "/output", ec)) {
-      if (!f.is_regular_file()) continue;
-      std::string rel = fs::relative(f.path(), a.dir + "/output").string();
-      report(upload_artifact(job.run_id, "output/" + rel, f.path().string(), who),
-             "uploading an output file");
-    }
-  }
   // The run ends with the job (a retry continues it).
   const char* status = job.state == "SUCCEEDED"   ? "FINISHED"
                        : job.state == "FAILED"    ? "FAILED"
                        : job.state == "CANCELLED" ? "KILLED"
                                                   : nullptr;
   if (status) report(store_.runs().update_run(job.run_id, status, who).status(), "ending its run");
+}
+
+void JobService::collect_outputs(const meta::Job& job, const Attempt& a) {
+  const meta::Principal who{job.owner, meta::Role::kEditor};
+  std::error_code ec;
+  for (const auto& f : fs::recursive_directory_iterator(a.dir + "/output", ec)) {
+    if (!f.is_regular_file()) continue;
+    std::string rel = fs::relative(f.path(), a.dir + "/output").string();
+    Status st = upload_artifact(job.run_id, "output/" + rel, f.path().string(), who);
+    if (!st.ok())
+      std::fprintf(stderr, "jobs: job %lld: uploading output %s: %s\n",
+                   static_cast<long long>(job.id), rel.c_str(), st.message().c_str());
+  }
+}
+
+Status JobService::register_model(const meta::Job& job, const JobSpec& spec) {
+  if (spec.register_model.empty()) return Status::OK();
+  if (job.run_id <= 0) return Status::Invalid("the job has no run to register a model from");
+  // The run's ONNX file: a train job's model.onnx, a command job's output/*.onnx.
+  DLSYS_ASSIGN_OR_RETURN(auto artifacts, store_.runs().list_artifacts(job.run_id, ""));
+  std::vector<std::string> onnx;
+  for (const auto& x : artifacts)
+    if (x.path.size() > 5 && x.path.compare(x.path.size() - 5, 5, ".onnx") == 0)
+      onnx.push_back(x.path);
+  std::string path;
+  for (const char* preferred : {"model.onnx", "output/model.onnx"})
+    if (std::find(onnx.begin(), onnx.end(), preferred) != onnx.end()) path = preferred;
+  if (path.empty() && onnx.size() == 1) path = onnx[0];
+  if (path.empty() && onnx.empty())
+    return Status::Invalid(
+        "the job left no ONNX file (a command job writes one into $DLSYS_OUTPUT_DIR, e.g. "
+        "model.onnx)");
+  if (path.empty())
+    return Status::Invalid("the job left {} ONNX files and none is called model.onnx", onnx.size());
+  if (options_.validate_model && options_.objects) {
+    DLSYS_ASSIGN_OR_RETURN(meta::ArtifactRecord rec, store_.runs().get_artifact(job.run_id, path));
+    DLSYS_ASSIGN_OR_RETURN(std::string file, options_.objects->open_verified(rec.sha256));
+    DLSYS_RETURN_IF_ERROR(options_.validate_model(file).with_context(path));
+  }
+  const meta::Principal who{job.owner, meta::Role::kEditor};
+  // The model is made on its first registration, as `dlsys models register` does.
+  auto made = store_.registry().create_model(spec.register_model, "", who);
+  if (!made.ok() && made.status().code() != StatusCode::kAlreadyExists) return made.status();
+  DLSYS_ASSIGN_OR_RETURN(
+      meta::ModelVersion v,
+      store_.registry().create_model_version(spec.register_model, job.run_id, path,
+                                             fmt::format("registered by job {}", job.id), who));
+  if (!spec.move_alias.empty())
+    DLSYS_RETURN_IF_ERROR(
+        store_.registry().set_alias(spec.register_model, spec.move_alias, v.version, who).status());
+  return Status::OK();
 }
 
 Result<int64_t> JobService::ensure_run(const meta::Job& job, const JobSpec& spec) {
@@ -246,6 +295,27 @@ Result<ProcessSpec> JobService::train_process(const meta::Job& job, const std::s
   return p;
 }
 
+std::vector<std::string> JobService::command_process(const JobSpec& spec,
+                                                     const std::string& dir) const {
+  if (!spec.has_dataset) return spec.command;
+  // The dataset version is exported first, by `dlsys data pull` in the job's own process (the
+  // service never waits on it): a shell runs the pull, then execs the command.
+  const std::string where = options_.server_url.empty() ? "--data-dir" : "--server";
+  const std::string from = options_.server_url.empty() ? options_.data_dir : options_.server_url;
+  std::vector<std::string> argv = {
+      "/bin/sh",
+      "-c",
+      "\"$0\" data pull \"$1\" --format csv -o \"$2\" \"$3\" \"$4\" --quiet || exit $?; "
+      "shift 4; exec \"$@\"",
+      options_.dlsys_exe,
+      spec.dataset.str() + (spec.split.empty() ? "" : ":" + spec.split),
+      dir + "/data/data.csv",
+      where,
+      from};
+  argv.insert(argv.end(), spec.command.begin(), spec.command.end());
+  return argv;
+}
+
 Status JobService::start_job(const meta::Job& job) {
   DLSYS_ASSIGN_OR_RETURN(meta::Job j, store_.jobs().start(job.id, 0, now_ms()));
   auto fail = [&](const Status& st) {
@@ -262,7 +332,7 @@ Status JobService::start_job(const meta::Job& job) {
   ProcessSpec p;
   switch (spec->kind) {
     case JobKind::kCommand:
-      p.argv = spec->command;
+      p.argv = command_process(*spec, dir.string());
       break;
     case JobKind::kTrain: {
       auto t = train_process(j, dir.string(), *run_id);
@@ -289,6 +359,13 @@ Status JobService::start_job(const meta::Job& job) {
            {"DLSYS_HEARTBEAT_FILE", heartbeat},
            {"DLSYS_RUN_ID", std::to_string(*run_id)}};
   if (!options_.server_url.empty()) p.env["DLSYS_SERVER"] = options_.server_url;
+  if (spec->kind == JobKind::kCommand) {
+    p.env["DLSYS_HYPERPARAMETERS"] = spec->hyperparameters.dump();
+    if (spec->has_dataset) {
+      fs::create_directories(dir / "data", ec);
+      p.env["DLSYS_DATA_DIR"] = (dir / "data").string();
+    }
+  }
   auto child = !fs::is_directory(dir / "output")
                    ? Result<std::unique_ptr<ChildProcess>>(Status::IOError(
                          "cannot create the job's directory {}", (dir / "output").string()))

@@ -8,8 +8,10 @@
 // A job attempt gets a directory <work_dir>/<id>/ with its log (`log`, stdout and stderr of every
 // attempt), an output directory (`output/`), for train jobs the run directory (`run/`, where the
 // checkpoints are) and the heartbeat file (`heartbeat`), and the environment DLSYS_JOB_ID,
-// DLSYS_OUTPUT_DIR, DLSYS_ATTEMPT, DLSYS_HEARTBEAT_FILE, OMP_NUM_THREADS (and DLSYS_SERVER when
-// the service knows its server).
+// DLSYS_OUTPUT_DIR, DLSYS_ATTEMPT, DLSYS_HEARTBEAT_FILE, DLSYS_RUN_ID, OMP_NUM_THREADS (and
+// DLSYS_SERVER when the service knows its server). A command job also gets its hyperparameters
+// as JSON in DLSYS_HYPERPARAMETERS and, with a dataset, the version exported as CSV to
+// DLSYS_DATA_DIR/data.csv (`dlsys data pull`, before its command starts).
 //
 // Every job is a tracked run, made when it first starts (experiment and run named after the job,
 // tagged dlsys.job_id and dlsys.owner; a command job's hyperparameters as params), passed to the
@@ -19,7 +21,9 @@
 // job.core_seconds, job.peak_memory_mb at step = the attempt), uploads the log as the artifact
 // job.log, and for a command job logs the metrics it printed as JSON lines
 // ({"metric": "loss", "value": 0.1, "step": 3}) and, on success, its output files as artifacts
-// output/<name>. The run ends with the job: FINISHED, FAILED, or KILLED when cancelled.
+// output/<name>. A job that succeeds with on_success.register has its run's ONNX file registered
+// as a new model version (and the alias moved); a registration that fails fails the job. The run
+// ends with the job: FINISHED, FAILED, or KILLED when cancelled.
 //
 // Watching: a cancel asked for (JobQueue::cancel) and a run past max_run_time get SIGTERM, then
 // SIGKILL after stop_grace (a trainer checkpoints on SIGTERM). A process that has touched its
@@ -34,6 +38,7 @@
 #pragma once
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -66,6 +71,8 @@ struct JobServiceOptions {
   // Where a job's run keeps its artifacts (the log, a command job's output files); null: the
   // run gets none.
   meta::ArtifactStore* objects = nullptr;
+  // Checks the ONNX file a job registers on success (the server's model check); may be null.
+  std::function<Status(const std::string& path)> validate_model;
 };
 
 class JobService {
@@ -119,6 +126,12 @@ class JobService {
   // Usage, metrics, the log and outputs of an attempt that ended, and the run's status when the
   // job ended (`job` as it is now). Errors are reported, never fatal to the loop.
   void record_attempt(const meta::Job& job, const Attempt& a, const ExitStatus& e);
+  // A command job that succeeded: its output files become artifacts output/<name> of its run.
+  void collect_outputs(const meta::Job& job, const Attempt& a);
+  // on_success: registers the run's ONNX file (model.onnx, output/model.onnx, or the one .onnx
+  // artifact) as a new version of spec.register_model (checked by options.validate_model), and
+  // moves spec.move_alias to it.
+  Status register_model(const meta::Job& job, const JobSpec& spec);
   // Copies `file` into the artifact store as artifact `path` of run `run_id` (nothing without
   // options.objects).
   Status upload_artifact(int64_t run_id, const std::string& path, const std::string& file,
@@ -129,6 +142,9 @@ class JobService {
   // The process of a train job: `dlsys train` with the job's overrides, resumed when its run
   // directory has a checkpoint.
   Result<ProcessSpec> train_process(const meta::Job& job, const std::string& dir, int64_t run_id);
+  // The process of a command job: its command, preceded (in the same process, by a shell) by
+  // the export of its dataset version to <dir>/data/data.csv when it names one.
+  std::vector<std::string> command_process(const JobSpec& spec, const std::string& dir) const;
   // Whether the attempt's heartbeat file exists and is older than heartbeat_timeout.
   bool hung(const Attempt& a) const;
 

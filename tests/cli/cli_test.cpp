@@ -969,6 +969,75 @@ TEST_F(Cli, JobsSubmitListShowLogsAndCancelOnAServer) {
   EXPECT_NE(r.out.find("999"), std::string::npos) << r.out;
 }
 
+// Bring your own training code: the PyTorch command job of examples/jobs/torch-digits trains on
+// the digits version the service exports, its printed metrics land in its run, its model.onnx
+// is registered (on_success) and served, and the server answers as PyTorch did on the same rows.
+TEST_F(Cli, APyTorchCommandJobIsTrackedRegisteredAndServed) {
+  const std::string data = (dir_ / "data").string();
+  Server server(data);
+  ASSERT_TRUE(server.up());
+  const std::string at = " --server " + server.url();
+  Ran r = sh("data push " + std::string(DLSYS_SHARED_DIR) +
+             "/data/digits/digits.csv --name digits" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  // The example job, with fewer epochs, from its own folder.
+  std::string job;
+  {
+    std::ifstream in(std::string(DLSYS_SOURCE_DIR) + "/examples/jobs/torch-digits/job.yaml");
+    job.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  job.replace(job.find("epochs: 30"), 10, "epochs: 5");
+  const std::string folder = std::string(DLSYS_SOURCE_DIR) + "/examples/jobs/torch-digits";
+  std::ofstream(dir_ / "torch-job.yaml") << job << "working_dir: " << folder << "\n";
+  r = sh("jobs submit --wait " + (dir_ / "torch-job.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("exported model.onnx"), std::string::npos) << r.out;
+  r = sh("jobs list --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto jobs = nlohmann::json::parse(r.out);
+  ASSERT_EQ(jobs.size(), 1u);
+  const int64_t id = jobs[0]["id"], run = jobs[0]["run_id"];
+  EXPECT_EQ(jobs[0]["state"], "SUCCEEDED");
+  // The run: the metrics it printed, its hyperparameters, its files.
+  r = sh("runs show " + std::to_string(run) + " --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto rj = nlohmann::json::parse(r.out);
+  EXPECT_EQ(rj["status"], "FINISHED") << r.out;
+  EXPECT_GT(rj["metrics"]["val_accuracy"]["value"].get<double>(), 0.8) << r.out;
+  EXPECT_EQ(rj["params"]["epochs"], "5") << r.out;
+  // Registered as digits-torch@production, then deployed.
+  r = sh("deploy create digits-torch --model digits-torch@production" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream ref_in(fs::path(data) / "jobs" / std::to_string(id) / "output" / "reference.json");
+  auto ref = nlohmann::json::parse(ref_in);
+  nlohmann::json flat = nlohmann::json::array();
+  for (const auto& row : ref["input"])
+    for (const auto& v : row) flat.push_back(v);
+  std::ofstream(dir_ / "req.json") << nlohmann::json{
+      {"inputs",
+       {{{"name", "input"},
+         {"shape", {ref["input"].size(), 64}},
+         {"datatype", "FP32"},
+         {"data", flat}}}}}.dump();
+  int code = 0;
+  std::string out =
+      run_shell("curl -sS --max-time 10 -X POST --data-binary @" + (dir_ / "req.json").string() +
+                    " " + server.url() + "/v2/models/digits-torch/infer",
+                &code);
+  ASSERT_EQ(code, 0) << out;
+  auto answer = nlohmann::json::parse(out, nullptr, false);
+  ASSERT_TRUE(answer.is_object() && answer.contains("outputs")) << out;
+  const auto& got = answer["outputs"][0]["data"];
+  size_t k = 0;
+  for (const auto& row : ref["logits"])
+    for (const auto& v : row) {
+      ASSERT_LT(k, got.size()) << out;
+      EXPECT_NEAR(got[k].get<double>(), v.get<double>(), 1e-4) << "logit " << k;
+      ++k;
+    }
+  EXPECT_EQ(k, got.size());
+}
+
 // A server that was named (--server or $DLSYS_SERVER) and does not answer is an error naming
 // the URL, the cause and what to do; nothing falls back to the data directory, nothing is
 // created there.

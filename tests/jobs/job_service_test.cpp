@@ -126,6 +126,13 @@ TEST_F(JobServiceTest, CommandJobsSucceedFailAfterRetriesAndStayWithinCapacity) 
   EXPECT_EQ(f.attempts, 3) << "1 attempt and 2 retries";
   EXPECT_EQ(f.end_reason, "exit code 3");
   for (int64_t id : sleepers) EXPECT_EQ(job(id).state, "SUCCEEDED");
+  // A job that succeeds without the model its on_success registers has not done its work.
+  int64_t no_model = submit("kind: command\ncommand: ['true']\non_success: {register: m}\n");
+  run_until_settled(svc);
+  EXPECT_EQ(job(no_model).state, "FAILED");
+  EXPECT_NE(job(no_model).end_reason.find("on_success.register: the job left no ONNX file"),
+            std::string::npos)
+      << job(no_model).end_reason;
   // A job of a kind this service does not run yet fails with a message that says so.
   int64_t predict =
       submit("kind: predict\nmodel: digits@1\ndataset: digits@1\noutput_dataset: p\n");
@@ -264,10 +271,10 @@ class TrainJobTest : public JobServiceTest {
            "  optimizer: {name: adam, lr: 0.001}\n";
   }
   // A train job of the spec above for `epochs` (a hyperparameter, as users override them).
-  int64_t submit_train(int epochs, int max_retries) {
+  int64_t submit_train(int epochs, int max_retries, const std::string& extra = "") {
     return submit(
-        fmt::format("kind: train\nspec: {}\nhyperparameters: {{epochs: {}}}\nmax_retries: {}\n",
-                    (dir_ / "mlp.yaml").string(), epochs, max_retries));
+        fmt::format("kind: train\nspec: {}\nhyperparameters: {{epochs: {}}}\nmax_retries: {}\n{}",
+                    (dir_ / "mlp.yaml").string(), epochs, max_retries, extra));
   }
   fs::path run_dir(int64_t id) { return dir_ / "jobs" / std::to_string(id) / "run"; }
   // The step the job's log last reported (its --json step events, every 10 steps).
@@ -307,15 +314,21 @@ class TrainJobTest : public JobServiceTest {
 
 TEST_F(TrainJobTest, AJobKilledAtARandomStepResumesFromItsCheckpointBitIdentically) {
   constexpr int kEpochs = 40;  // 45 steps an epoch: 1800 steps
-  int64_t reference = submit_train(kEpochs, 0);
+  int64_t reference =
+      submit_train(kEpochs, 0, "on_success: {register: digits-job, alias: staging}\n");
   {
     JobService svc(*store_, options_);
     run_until_settled(svc);
   }
   ASSERT_EQ(job(reference).state, "SUCCEEDED")
-      << read(dir_ / "jobs" / std::to_string(reference) / "log");
+      << job(reference).end_reason << read(dir_ / "jobs" / std::to_string(reference) / "log");
   const std::string want = read(run_dir(reference) / "model.onnx");
   ASSERT_FALSE(want.empty());
+  // on_success: the run's model.onnx is version 1 of digits-job, and staging points at it.
+  auto staged = store_->registry().get_version_by_alias("digits-job", "staging");
+  ASSERT_TRUE(staged.ok()) << staged.status().to_string();
+  EXPECT_EQ(staged->version, 1);
+  EXPECT_EQ(staged->run_id, job(reference).run_id);
 
   // Killed past its first checkpoint, at a step drawn at random.
   std::mt19937 rng(std::random_device{}());
