@@ -97,6 +97,7 @@ int run_server(const ServerArgs& a) {
   jo.data_dir = be->options().data_dir;
   jo.objects = &be->objects();
   jo.validate_model = validate_onnx_model;
+  if (bo.auth) jo.tokens = &be->store().tokens();
   jo.scheduler.threads =
       a.job_threads > 0
           ? a.job_threads

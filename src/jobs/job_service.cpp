@@ -50,7 +50,18 @@ JobService::~JobService() {
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
+namespace {
+const meta::Principal kService{"dlsys-jobs", meta::Role::kAdmin};  // what the service audits as
+}  // namespace
+
 Status JobService::recover() {
+  if (options_.tokens) {
+    // Tokens of attempts a previous service started and never ended.
+    DLSYS_ASSIGN_OR_RETURN(auto tokens, options_.tokens->list_tokens());
+    for (const meta::TokenInfo& t : tokens)
+      if (!t.revoked && t.name.rfind("job-", 0) == 0 && t.created_by == kService.name)
+        (void)options_.tokens->revoke_token(t.id, kService);
+  }
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
   for (const meta::Job& j : running) {
     if (attempts_.count(j.id)) continue;
@@ -146,6 +157,8 @@ void JobService::record_attempt(const meta::Job& job, const Attempt& a, const Ex
       std::fprintf(stderr, "jobs: job %lld: %s: %s\n", static_cast<long long>(job.id), what,
                    st.message().c_str());
   };
+  if (options_.tokens && a.token_id > 0)
+    report(options_.tokens->revoke_token(a.token_id, kService), "revoking its token");
   const double wall_s = std::chrono::duration<double>(Clock::now() - a.started).count();
   const int64_t cpu_ms = static_cast<int64_t>(e.cpu_seconds * 1000);
   const int64_t core_ms = static_cast<int64_t>(wall_s * 1000) * a.threads;
@@ -359,6 +372,14 @@ Status JobService::start_job(const meta::Job& job) {
            {"DLSYS_HEARTBEAT_FILE", heartbeat},
            {"DLSYS_RUN_ID", std::to_string(*run_id)}};
   if (!options_.server_url.empty()) p.env["DLSYS_SERVER"] = options_.server_url;
+  int64_t token_id = 0;
+  if (options_.tokens) {
+    auto t = options_.tokens->create_token(fmt::format("job-{}-{}", j.id, j.attempts),
+                                           meta::Role::kEditor, kService);
+    if (!t.ok()) return fail(t.status().with_context("making the job's API token"));
+    token_id = t->info.id;
+    p.env["DLSYS_TOKEN"] = t->token;
+  }
   if (spec->kind == JobKind::kCommand) {
     p.env["DLSYS_HYPERPARAMETERS"] = spec->hyperparameters.dump();
     if (spec->has_dataset) {
@@ -370,6 +391,7 @@ Status JobService::start_job(const meta::Job& job) {
                    ? Result<std::unique_ptr<ChildProcess>>(Status::IOError(
                          "cannot create the job's directory {}", (dir / "output").string()))
                    : ChildProcess::start(p);
+  if (!child.ok() && token_id > 0) (void)options_.tokens->revoke_token(token_id, kService);
   if (!child.ok())
     return store_.jobs()
         .retry_or_fail(j.id, child.status().message(), now_ms(), options_.retry_backoff_ms)
@@ -382,6 +404,7 @@ Status JobService::start_job(const meta::Job& job) {
   a.dir = dir.string();
   a.command = spec->kind == JobKind::kCommand;
   a.log_offset = log_offset;
+  a.token_id = token_id;
   a.max_run_seconds = spec->max_run_seconds;
   a.heartbeat_path = heartbeat;
   attempts_[j.id] = std::move(a);

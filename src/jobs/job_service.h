@@ -73,6 +73,10 @@ struct JobServiceOptions {
   meta::ArtifactStore* objects = nullptr;
   // Checks the ONNX file a job registers on success (the server's model check); may be null.
   std::function<Status(const std::string& path)> validate_model;
+  // A server that requires tokens (--auth): each attempt gets its own editor token
+  // "job-<id>-<attempt>" as DLSYS_TOKEN, revoked when the attempt ends (and by recover(), for
+  // attempts a previous service left). Null: no tokens.
+  meta::TokenStore* tokens = nullptr;
 };
 
 class JobService {
@@ -119,6 +123,7 @@ class JobService {
     int64_t log_offset = 0;  // the size of the log when this attempt started
     std::string dir;         // the job's directory
     bool command = false;    // a command job (its JSON-line metrics and outputs are collected)
+    int64_t token_id = 0;    // its API token (options.tokens), revoked when it ends
   };
 
   // Settles how attempt `a` of job `id` ended (`e`), then records it (record_attempt).

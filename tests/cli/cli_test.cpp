@@ -833,7 +833,7 @@ RanApart sh_apart(const std::string& env, const std::string& args, const fs::pat
 // A `dlsys server` on a free loopback port, stopped (SIGTERM) by the destructor.
 class Server {
  public:
-  Server(const std::string& data_dir) {
+  explicit Server(const std::string& data_dir, bool auth = false) {
     port_ = testing::free_loopback_port();
     int fds[2];
     if (pipe(fds) != 0) return;
@@ -843,8 +843,12 @@ class Server {
       close(fds[0]);
       close(fds[1]);
       std::string p = std::to_string(port_);
-      execl(DLSYS_BIN, DLSYS_BIN, "server", "--data-dir", data_dir.c_str(), "--port", p.c_str(),
-            "--access-log", "off", static_cast<char*>(nullptr));
+      if (auth)
+        execl(DLSYS_BIN, DLSYS_BIN, "server", "--data-dir", data_dir.c_str(), "--port", p.c_str(),
+              "--access-log", "off", "--auth", static_cast<char*>(nullptr));
+      else
+        execl(DLSYS_BIN, DLSYS_BIN, "server", "--data-dir", data_dir.c_str(), "--port", p.c_str(),
+              "--access-log", "off", static_cast<char*>(nullptr));
       _exit(127);
     }
     close(fds[1]);
@@ -967,6 +971,54 @@ TEST_F(Cli, JobsSubmitListShowLogsAndCancelOnAServer) {
   r = sh("jobs show 999" + at);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("999"), std::string::npos) << r.out;
+}
+
+// On a server that requires tokens, a job gets a token of its own for its attempt (a train job
+// records its run with it), and the token is revoked when the attempt ends.
+TEST_F(Cli, JobsOnAServerWithAuthGetATokenForTheirAttempt) {
+  const std::string data = (dir_ / "data").string();
+  Ran t = sh("tokens create --name alice --role editor --json --data-dir " + data);
+  ASSERT_EQ(t.code, 0) << t.out;
+  const std::string token = nlohmann::json::parse(t.out)["token"];
+  {
+    std::ifstream in(std::string(DLSYS_SOURCE_DIR) + "/examples/digits/mlp.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("../../../shared"), 15, DLSYS_SHARED_DIR);
+    std::ofstream(dir_ / "mlp.yaml") << text;
+  }
+  std::ofstream(dir_ / "train.yaml") << "kind: train\nname: authed\nspec: mlp.yaml\n"
+                                        "hyperparameters: {epochs: 2}\n";
+  Server server(data, /*auth=*/true);
+  ASSERT_TRUE(server.up());
+  const std::string at = " --server " + server.url();
+  Ran r = sh("jobs submit --wait " + (dir_ / "train.yaml").string() + at);
+  EXPECT_EQ(r.code, 1) << "no token: " << r.out;
+  r = sh("jobs submit --wait " + (dir_ / "train.yaml").string() + at + " --token " + token);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("jobs list --json" + at + " --token " + token);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto jobs = nlohmann::json::parse(r.out);
+  ASSERT_EQ(jobs.size(), 1u);
+  EXPECT_EQ(jobs[0]["owner"], "alice");
+  r = sh("runs show " + std::to_string(jobs[0]["run_id"].get<int64_t>()) + " --json" + at +
+         " --token " + token);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["status"], "FINISHED") << r.out;
+  EXPECT_NE(r.out.find("val_accuracy"), std::string::npos) << r.out;
+  // The attempt's token was revoked when it ended.
+  Ran admin = sh("tokens create --name root --role admin --json --data-dir " + data);
+  ASSERT_EQ(admin.code, 0) << admin.out;
+  r = sh("tokens list --json" + at + " --token " +
+         nlohmann::json::parse(admin.out)["token"].get<std::string>());
+  ASSERT_EQ(r.code, 0) << r.out;
+  bool found = false;
+  const auto listed = nlohmann::json::parse(r.out);
+  for (const auto& tk : listed["tokens"]) {
+    if (tk["name"] != "job-" + std::to_string(jobs[0]["id"].get<int64_t>()) + "-1") continue;
+    found = true;
+    EXPECT_EQ(tk["revoked"], true) << tk;
+  }
+  EXPECT_TRUE(found) << r.out;
 }
 
 // Bring your own training code: the PyTorch command job of examples/jobs/torch-digits trains on
