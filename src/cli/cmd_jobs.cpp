@@ -12,6 +12,7 @@
 #include "core/json_get.h"
 #include "jobs/job_routes.h"
 #include "jobs/job_spec.h"
+#include "jobs/k8s_job.h"
 #include "train/spec.h"
 
 namespace dlsys::cli {
@@ -35,7 +36,8 @@ namespace {
 using nlohmann::json;
 
 struct JobsArgs : ClientArgs {
-  std::string spec, state, owner, by = "owner", since;
+  std::string spec, state, owner, by = "owner", since, target;
+  jobs::K8sJobOptions k8s;
   int64_t id = 0;
   int limit = 50;
   bool follow = false, wait = false;
@@ -275,6 +277,44 @@ Status usage(Connection& c, const JobsArgs& a) {
   return Status::OK();
 }
 
+// `jobs render`: a queued job (by id, from the server) or a spec file (as job 0 of --owner).
+Status render(const JobsArgs& a) {
+  meta::Job job;
+  jobs::JobSpec spec;
+  const bool is_id =
+      !a.target.empty() && a.target.find_first_not_of("0123456789") == std::string::npos;
+  if (is_id) {
+    DLSYS_ASSIGN_OR_RETURN(Connection c, connect_jobs(a));
+    const std::string target = "/api/v1/jobs/" + a.target;
+    DLSYS_ASSIGN_OR_RETURN(json j, c.client->call("GET", target));
+    const std::string what = answer_to("GET", target);
+    DLSYS_ASSIGN_OR_RETURN(job.id, json_get<int64_t>(j, "id", what));
+    DLSYS_ASSIGN_OR_RETURN(job.name, json_get<std::string>(j, "name", what));
+    DLSYS_ASSIGN_OR_RETURN(job.owner, json_get<std::string>(j, "owner", what));
+    DLSYS_ASSIGN_OR_RETURN(job.spec, json_get<json>(j, "spec", what));
+    DLSYS_ASSIGN_OR_RETURN(job.threads, json_get<int64_t>(j, "threads", what));
+    DLSYS_ASSIGN_OR_RETURN(job.memory_bytes, json_get<int64_t>(j, "memory_bytes", what));
+    DLSYS_ASSIGN_OR_RETURN(job.max_retries, json_get<int64_t>(j, "max_retries", what));
+    DLSYS_ASSIGN_OR_RETURN(job.run_id, json_get<int64_t>(j, "run_id", what));
+    job.attempts = std::max<int64_t>(1, j.value("attempts", int64_t{0}));
+    DLSYS_ASSIGN_OR_RETURN(spec, jobs::job_spec_from_json(job.spec, "job " + a.target));
+  } else {
+    DLSYS_ASSIGN_OR_RETURN(spec, jobs::load_job_spec(a.target));
+    DLSYS_RETURN_IF_ERROR(check_job_spec(spec));
+    job.name = spec.name;
+    job.kind = jobs::job_kind_name(spec.kind);
+    job.owner = a.owner.empty() ? "local" : a.owner;
+    job.spec = jobs::to_json(spec);
+    job.threads = spec.resources.threads;
+    job.memory_bytes = spec.resources.memory_bytes;
+    job.max_retries = spec.max_retries;
+    job.attempts = 1;
+  }
+  DLSYS_ASSIGN_OR_RETURN(std::string yaml, jobs::render_k8s_job(job, spec, a.k8s));
+  std::fwrite(yaml.data(), 1, yaml.size(), stdout);
+  return Status::OK();
+}
+
 }  // namespace
 
 void add_jobs(CLI::App& app, int* rc) {
@@ -328,6 +368,24 @@ void add_jobs(CLI::App& app, int* rc) {
       ->check(CLI::IsMember({"owner", "run", "model"}));
   us->add_option("--since", a->since, "Only jobs created in this past time: 90m, 24h, 7d");
   us->callback([a, rc] { *rc = with_jobs(*a, [&](Connection& c) { return usage(c, *a); }); });
+
+  CLI::App* rd = jobs_cmd->add_subcommand(
+      "render", "Print a job as a Kubernetes batch/v1 Job manifest (docs/deploy.md)");
+  add_client_options(rd, a.get());
+  rd->add_option("job", a->target, "A job id (read from the server) or a job spec file")
+      ->required();
+  rd->add_option("--owner", a->owner, "With a spec file: the owner to label it with");
+  rd->add_option("--image", a->k8s.image, "The image holding dlsys")->capture_default_str();
+  rd->add_option("--namespace", a->k8s.namespace_, "The namespace")->capture_default_str();
+  rd->add_option("--claim", a->k8s.claim, "The shared data directory's PersistentVolumeClaim")
+      ->capture_default_str();
+  rd->add_option("--mount", a->k8s.mount, "Where pods mount it")->capture_default_str();
+  rd->add_option("--server-url", a->k8s.server_url, "The dlsys server as pods reach it")
+      ->capture_default_str();
+  rd->callback([a, rc] {
+    Status st = render(*a);
+    *rc = st.ok() ? 0 : fail(st.message());
+  });
 
   CLI::App* cn = jobs_cmd->add_subcommand(
       "cancel", "Cancel a job: a queued one at once, a running one with SIGTERM then SIGKILL");

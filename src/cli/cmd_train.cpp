@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <mutex>
 #include <thread>
 #include <variant>
@@ -37,7 +38,7 @@ using nlohmann::json;
 struct TrainArgs {
   std::string spec, out, server, data_dir, experiment, token, resume;
   std::vector<std::string> overrides;  // --set FIELD=VALUE
-  bool json = false, quiet = false;
+  bool json = false, quiet = false, auto_resume = false;
   int64_t epochs = 0, log_every = 10, checkpoint_every = -1, run_id = 0;
   int threads = 0;
 };
@@ -240,6 +241,11 @@ int run_train(const TrainArgs& a) {
   if (a.epochs > 0) spec->epochs = a.epochs;
   if (a.checkpoint_every >= 0) spec->checkpoint_every = a.checkpoint_every;
   std::string out = a.out.empty() ? "runs/" + spec->name : a.out;
+  // --auto-resume: continue the run in --out when it has a checkpoint (a retried job), else start.
+  bool resume = !a.resume.empty();
+  std::error_code ec;
+  if (a.auto_resume && a.resume.empty() && std::filesystem::exists(out + "/checkpoints/latest", ec))
+    resume = true;
   if (!a.resume.empty()) {
     if (!a.out.empty() && a.out != a.resume)
       return fail("--resume DIR continues the run in DIR; drop --out or make it the same folder");
@@ -302,7 +308,7 @@ int run_train(const TrainArgs& a) {
   train::TrainOptions o;
   o.out_dir = out;
   o.threads = a.threads;
-  o.resume = !a.resume.empty();
+  o.resume = resume;
   o.datasets_dir = datasets_dir;
   o.step_event_every = a.log_every;
   HeartbeatFile heartbeat(std::getenv("DLSYS_HEARTBEAT_FILE"));
@@ -401,6 +407,9 @@ void add_train(CLI::App& app, int* rc) {
                 "train.batch_size=128 (a dotted path from docs/spec.md, or its last part when "
                 "unique; VALUE is YAML). Repeatable");
   c->add_option("--resume", a->resume, "Continue the run in DIR from its newest checkpoint");
+  c->add_flag("--auto-resume", a->auto_resume,
+              "Continue the run in --out from its newest checkpoint when it has one, else start "
+              "it (what a retried job does)");
   c->add_option("--checkpoint-every", a->checkpoint_every,
                 "Steps between checkpoints (overrides train.checkpoint_every; 0: only at the end)");
   c->add_option("--log-every", a->log_every, "Steps between step events")->capture_default_str();

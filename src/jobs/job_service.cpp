@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/file_util.h"
+#include "jobs/job_process.h"
 #include "jobs/job_spec.h"
 
 namespace dlsys::jobs {
@@ -25,10 +26,10 @@ using nlohmann::json;
 
 namespace {
 
-// A hyperparameter's value as `dlsys train --set` reads it (YAML): text as it is, numbers and
-// true/false as JSON writes them.
-std::string set_value(const nlohmann::json& v) {
-  return v.is_string() ? v.get<std::string>() : v.dump();
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0 || !buf[0]) return "localhost";
+  return buf;
 }
 
 std::string self_exe() {
@@ -42,6 +43,7 @@ std::string self_exe() {
 JobService::JobService(meta::MetaStore& store, JobServiceOptions options)
     : store_(store), options_(std::move(options)) {
   if (options_.dlsys_exe.empty()) options_.dlsys_exe = self_exe();
+  if (options_.runner.empty()) options_.runner = host_name();
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
@@ -65,8 +67,11 @@ Status JobService::recover() {
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
   for (const meta::Job& j : running) {
     if (attempts_.count(j.id)) continue;
-    // Its process belonged to a service that is gone: stop whatever is left of it so that it
-    // never runs twice, then queue it again (or fail it when its attempts are spent).
+    // Another runner's (another server on the same database): not ours to touch. A job of no
+    // runner was started before runners were recorded: treated as this host's.
+    if (!j.runner.empty() && j.runner != options_.runner) continue;
+    // Its process belonged to this host's service that is gone: stop whatever is left of it so
+    // that it never runs twice, then queue it again (or fail it when its attempts are spent).
     if (j.pid > 0) kill(-static_cast<pid_t>(j.pid), SIGKILL);
     auto r = store_.jobs().requeue_interrupted(j.id, "the service restarted while it ran");
     if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) return r.status();
@@ -263,74 +268,8 @@ Result<int64_t> JobService::ensure_run(const meta::Job& job, const JobSpec& spec
   return run.id;
 }
 
-Result<ProcessSpec> JobService::train_process(const meta::Job& job, const std::string& dir,
-                                              int64_t run_id) {
-  DLSYS_ASSIGN_OR_RETURN(JobSpec spec, job_spec_from_json(job.spec, fmt::format("job {}", job.id)));
-  if (spec.spec.empty())
-    return Status::Unsupported(
-        "fine-tuning a registered model ({}) in a job does not run yet: give the job a "
-        "training spec (spec: FILE.yaml) whose model.onnx names the model file",
-        spec.model.str());
-  ProcessSpec p;
-  const std::string run = dir + "/run";
-  p.argv = {options_.dlsys_exe, "train", spec.spec,   "--json",
-            "--log-every",      "10",    "--threads", std::to_string(job.threads),
-            "--experiment",     job.name};
-  // Overrides in order, later ones winning: the service's checkpoint interval, the dataset, then
-  // the job's hyperparameters.
-  auto set = [&p](const std::string& field, const std::string& value) {
-    p.argv.push_back("--set");
-    p.argv.push_back(field + "=" + value);
-  };
-  set("train.checkpoint_every", std::to_string(options_.checkpoint_every));
-  if (spec.has_dataset)
-    set("data.dataset", spec.dataset.str() + (spec.split.empty() ? "" : ":" + spec.split));
-  for (const auto& [k, v] : spec.hyperparameters.items()) set(k, set_value(v));
-  // A checkpoint from an earlier attempt: go on from it (the same overrides, so the same spec).
-  std::error_code ec;
-  if (fs::exists(run + "/checkpoints/latest", ec)) {
-    p.argv.push_back("--resume");
-  } else {
-    p.argv.push_back("--out");
-  }
-  p.argv.push_back(run);
-  if (!options_.server_url.empty()) {
-    p.argv.push_back("--server");
-    p.argv.push_back(options_.server_url);
-  } else if (!options_.data_dir.empty()) {
-    p.argv.push_back("--data-dir");
-    p.argv.push_back(options_.data_dir);
-  }
-  if (run_id > 0 && (!options_.server_url.empty() || !options_.data_dir.empty())) {
-    p.argv.push_back("--run-id");
-    p.argv.push_back(std::to_string(run_id));
-  }
-  return p;
-}
-
-std::vector<std::string> JobService::command_process(const JobSpec& spec,
-                                                     const std::string& dir) const {
-  if (!spec.has_dataset) return spec.command;
-  // The dataset version is exported first, by `dlsys data pull` in the job's own process (the
-  // service never waits on it): a shell runs the pull, then execs the command.
-  const std::string where = options_.server_url.empty() ? "--data-dir" : "--server";
-  const std::string from = options_.server_url.empty() ? options_.data_dir : options_.server_url;
-  std::vector<std::string> argv = {
-      "/bin/sh",
-      "-c",
-      "\"$0\" data pull \"$1\" --format csv -o \"$2\" \"$3\" \"$4\" --quiet || exit $?; "
-      "shift 4; exec \"$@\"",
-      options_.dlsys_exe,
-      spec.dataset.str() + (spec.split.empty() ? "" : ":" + spec.split),
-      dir + "/data/data.csv",
-      where,
-      from};
-  argv.insert(argv.end(), spec.command.begin(), spec.command.end());
-  return argv;
-}
-
 Status JobService::start_job(const meta::Job& job) {
-  DLSYS_ASSIGN_OR_RETURN(meta::Job j, store_.jobs().start(job.id, 0, now_ms()));
+  DLSYS_ASSIGN_OR_RETURN(meta::Job j, store_.jobs().start(job.id, 0, now_ms(), options_.runner));
   auto fail = [&](const Status& st) {
     return store_.jobs().finish(j.id, false, st.message(), now_ms()).status();
   };
@@ -338,24 +277,20 @@ Status JobService::start_job(const meta::Job& job) {
   if (!spec.ok()) return fail(spec.status());
   const fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
   if (spec->kind == JobKind::kPredict)
-    return fail(Status::Unsupported(
-        "predict jobs do not run yet: this service runs command and train jobs (issue 22)"));
+    return fail(job_argv(j, *spec, {}).status());  // not yet: its message says so
   auto run_id = ensure_run(j, *spec);
   if (!run_id.ok()) return fail(run_id.status().with_context("creating the job's run"));
+  JobProcessContext ctx;
+  ctx.dlsys_exe = options_.dlsys_exe;
+  ctx.server_url = options_.server_url;
+  ctx.data_dir = options_.data_dir;
+  ctx.checkpoint_every = options_.checkpoint_every;
+  ctx.dir = dir.string();
+  ctx.run_id = *run_id;
   ProcessSpec p;
-  switch (spec->kind) {
-    case JobKind::kCommand:
-      p.argv = command_process(*spec, dir.string());
-      break;
-    case JobKind::kTrain: {
-      auto t = train_process(j, dir.string(), *run_id);
-      if (!t.ok()) return fail(t.status());
-      p = std::move(t).value();
-      break;
-    }
-    case JobKind::kPredict:
-      break;  // refused above
-  }
+  auto argv = job_argv(j, *spec, ctx);
+  if (!argv.ok()) return fail(argv.status());
+  p.argv = std::move(argv).value();
   std::error_code ec;
   fs::create_directories(dir / "output", ec);
   const std::string heartbeat = (dir / "heartbeat").string();
@@ -366,12 +301,9 @@ Status JobService::start_job(const meta::Job& job) {
   p.workdir = spec->working_dir.empty() ? dir.string() : spec->working_dir;
   p.threads = j.threads;
   p.memory_bytes = j.memory_bytes;
-  p.env = {{"DLSYS_JOB_ID", std::to_string(j.id)},
-           {"DLSYS_OUTPUT_DIR", (dir / "output").string()},
-           {"DLSYS_ATTEMPT", std::to_string(j.attempts)},
-           {"DLSYS_HEARTBEAT_FILE", heartbeat},
-           {"DLSYS_RUN_ID", std::to_string(*run_id)}};
-  if (!options_.server_url.empty()) p.env["DLSYS_SERVER"] = options_.server_url;
+  p.env = job_env(j, *spec, ctx);
+  if (spec->has_dataset && spec->kind == JobKind::kCommand)
+    fs::create_directories(dir / "data", ec);
   int64_t token_id = 0;
   if (options_.tokens) {
     auto t = options_.tokens->create_token(fmt::format("job-{}-{}", j.id, j.attempts),
@@ -379,13 +311,6 @@ Status JobService::start_job(const meta::Job& job) {
     if (!t.ok()) return fail(t.status().with_context("making the job's API token"));
     token_id = t->info.id;
     p.env["DLSYS_TOKEN"] = t->token;
-  }
-  if (spec->kind == JobKind::kCommand) {
-    p.env["DLSYS_HYPERPARAMETERS"] = spec->hyperparameters.dump();
-    if (spec->has_dataset) {
-      fs::create_directories(dir / "data", ec);
-      p.env["DLSYS_DATA_DIR"] = (dir / "data").string();
-    }
   }
   auto child = !fs::is_directory(dir / "output")
                    ? Result<std::unique_ptr<ChildProcess>>(Status::IOError(
@@ -434,9 +359,23 @@ Result<int> JobService::tick() {
   // running jobs.
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
   const auto now = Clock::now();
+  const int64_t wall_now = now_ms();
   for (const meta::Job& j : running) {
     auto found = attempts_.find(j.id);
-    if (found == attempts_.end()) continue;  // another service's
+    if (found == attempts_.end()) {
+      // Another service's. When it has stopped heartbeating the job, that service is gone (a
+      // server scaled down or dead): the job goes back to the queue. Its process, if any is left,
+      // is on that service's host, which kills it when it starts again (recover()).
+      if (j.runner != options_.runner &&
+          wall_now - j.heartbeat_at > options_.runner_timeout.count()) {
+        auto r = store_.jobs().requeue_interrupted(
+            j.id, fmt::format("taken over: its runner {} stopped heartbeating it for {} s",
+                              j.runner.empty() ? "(unknown)" : j.runner,
+                              (wall_now - j.heartbeat_at) / 1000));
+        if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) return r.status();
+      }
+      continue;
+    }
     Attempt& a = found->second;
     if (a.ending == Ending::kNone) {
       if (j.cancel_requested) {
@@ -468,7 +407,11 @@ Result<int> JobService::tick() {
   const int64_t now_wall = now_ms();
   DLSYS_ASSIGN_OR_RETURN(
       auto usage, store_.jobs().usage_by_owner(now_wall - options_.usage_window_ms, now_wall));
-  // Jobs still stopping hold their capacity until their processes end.
+  // This service's capacity holds its own jobs (jobs still stopping included until their
+  // processes end); other servers' jobs run on their machines. Quotas count per server too.
+  running.erase(std::remove_if(running.begin(), running.end(),
+                               [this](const meta::Job& j) { return !attempts_.count(j.id); }),
+                running.end());
   Decision d = decide(queued, running, options_.scheduler, usage);
   int started = 0;
   for (int64_t id : d.start) {

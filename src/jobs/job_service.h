@@ -73,6 +73,12 @@ struct JobServiceOptions {
   meta::ArtifactStore* objects = nullptr;
   // Checks the ONNX file a job registers on success (the server's model check); may be null.
   std::function<Status(const std::string& path)> validate_model;
+  // Who this service is among the services sharing one queue (several `dlsys server`s on one
+  // PostgreSQL database): recorded on the jobs it starts. Default: the host's name.
+  std::string runner;
+  // Another service's RUNNING job that it has not heartbeaten for this long is taken over: its
+  // service is gone, so it goes back to the queue (without spending an attempt).
+  std::chrono::milliseconds runner_timeout{60000};
   // A server that requires tokens (--auth): each attempt gets its own editor token
   // "job-<id>-<attempt>" as DLSYS_TOKEN, revoked when the attempt ends (and by recover(), for
   // attempts a previous service left). Null: no tokens.
@@ -84,14 +90,16 @@ class JobService {
   JobService(meta::MetaStore& store, JobServiceOptions options);
   ~JobService();
 
-  // At startup: RUNNING jobs in the store that no process of this service runs (the previous
-  // server died with them) have what is left of their process group killed (so none runs
-  // twice) and go back to the queue; the interrupted attempt does not count as a retry (a train
-  // job resumes from its checkpoint).
+  // At startup: RUNNING jobs this service's runner started before (the previous server on this
+  // host died with them) have what is left of their process group killed (so none runs twice)
+  // and go back to the queue; the interrupted attempt does not count as a retry (a train job
+  // resumes from its checkpoint). Other runners' jobs are left to them (or to the takeover in
+  // tick() once their heartbeats stop).
   Status recover();
   // One pass: settles the attempts that ended; asks the ones to cancel or past their run time to
-  // stop and kills those past the grace or hung; heartbeats the rest in the store; then starts
-  // what the scheduler chooses. Returns the number of jobs it started.
+  // stop and kills those past the grace or hung; heartbeats the rest in the store; queues again
+  // the jobs of runners that stopped heartbeating (runner_timeout); then starts what the
+  // scheduler chooses. Returns the number of jobs it started.
   Result<int> tick();
   // Waits until an attempt ends, wake() is called or `timeout` passes (on the processes' pidfds
   // and an eventfd, not a sleep).
@@ -144,12 +152,6 @@ class JobService {
   // The job's run, made at its first start (see above); its id.
   Result<int64_t> ensure_run(const meta::Job& job, const JobSpec& spec);
   Status start_job(const meta::Job& job);
-  // The process of a train job: `dlsys train` with the job's overrides, resumed when its run
-  // directory has a checkpoint.
-  Result<ProcessSpec> train_process(const meta::Job& job, const std::string& dir, int64_t run_id);
-  // The process of a command job: its command, preceded (in the same process, by a shell) by
-  // the export of its dataset version to <dir>/data/data.csv when it names one.
-  std::vector<std::string> command_process(const JobSpec& spec, const std::string& dir) const;
   // Whether the attempt's heartbeat file exists and is older than heartbeat_timeout.
   bool hung(const Attempt& a) const;
 

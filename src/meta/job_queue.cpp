@@ -13,7 +13,7 @@ constexpr size_t kMaxSpecBytes = 64 << 10;
 const char* kColumns =
     "id, name, kind, owner, spec, state, priority, threads, memory_bytes, max_retries, attempts, "
     "not_before, run_id, pid, created_at, started_at, ended_at, heartbeat_at, cancel_requested, "
-    "end_reason, cpu_ms, core_ms, peak_memory_bytes";
+    "end_reason, cpu_ms, core_ms, peak_memory_bytes, runner";
 
 Result<Job> row_to_job(const SqlRow& r) {
   Job j;
@@ -42,6 +42,7 @@ Result<Job> row_to_job(const SqlRow& r) {
   j.cpu_ms = sql_int(r[20]);
   j.core_ms = sql_int(r[21]);
   j.peak_memory_bytes = sql_int(r[22]);
+  j.runner = sql_text(r[23]);
   return j;
 }
 
@@ -104,7 +105,8 @@ void to_json(json& j, const Job& job) {
        {"end_reason", job.end_reason},
        {"cpu_seconds", static_cast<double>(job.cpu_ms) / 1000.0},
        {"core_seconds", static_cast<double>(job.core_ms) / 1000.0},
-       {"peak_memory_bytes", job.peak_memory_bytes}};
+       {"peak_memory_bytes", job.peak_memory_bytes},
+       {"runner", job.runner}};
 }
 
 void to_json(json& j, const JobUsage& u) {
@@ -292,12 +294,12 @@ Result<Job> JobQueue::transition(int64_t id, const std::string& update, const Sq
   return Status::FailedPrecondition("job {} is {}: {}", id, j.state, not_done);
 }
 
-Result<Job> JobQueue::start(int64_t id, int64_t pid, int64_t now) {
+Result<Job> JobQueue::start(int64_t id, int64_t pid, int64_t now, const std::string& runner) {
   return transition(id,
                     "UPDATE jobs SET state = 'RUNNING', attempts = attempts + 1, pid = $2, "
-                    "started_at = $3, heartbeat_at = $3, end_reason = '' "
+                    "started_at = $3, heartbeat_at = $3, end_reason = '', runner = $4 "
                     "WHERE id = $1 AND state = 'QUEUED'",
-                    {id, pid, now}, "only a QUEUED job starts");
+                    {id, pid, now, runner}, "only a QUEUED job starts");
 }
 
 Status JobQueue::heartbeat(int64_t id, int64_t now) {

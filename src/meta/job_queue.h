@@ -45,11 +45,12 @@ struct Job {
   // What its attempts used so far (add_usage): CPU time, core time held (threads x wall time,
   // what a job is charged for) and the largest resident set of one attempt.
   int64_t cpu_ms = 0, core_ms = 0, peak_memory_bytes = 0;
+  std::string runner;  // the service running its current or last attempt (its host)
 };
 // {"id", "name", "kind", "owner", "spec", "state", "priority", "threads", "memory_bytes",
 // "max_retries", "attempts", "not_before", "run_id", "pid", "created_at", "started_at",
 // "ended_at", "heartbeat_at", "cancel_requested", "end_reason", "cpu_seconds", "core_seconds",
-// "peak_memory_bytes"}.
+// "peak_memory_bytes", "runner"}.
 void to_json(json& j, const Job& job);
 
 // Usage summed over a group of jobs (JobQueue::usage).
@@ -98,9 +99,10 @@ class JobQueue {
   // InvalidArgument for another `by`.
   Result<std::vector<JobUsage>> usage(const std::string& by, int64_t since_ms);
 
-  // QUEUED -> RUNNING for attempt attempts + 1 by process `pid`. FailedPrecondition when the
-  // job is not QUEUED (another scheduler started it, or it was cancelled).
-  Result<Job> start(int64_t id, int64_t pid, int64_t now_ms);
+  // QUEUED -> RUNNING for attempt attempts + 1 by process `pid` of the service `runner`.
+  // FailedPrecondition when the job is not QUEUED (another scheduler started it, or it was
+  // cancelled).
+  Result<Job> start(int64_t id, int64_t pid, int64_t now_ms, const std::string& runner = "");
   // Records that a RUNNING job is alive; FailedPrecondition when it is not running.
   Status heartbeat(int64_t id, int64_t now_ms);
   // Records the process of a RUNNING job's current attempt (started after start() claimed it).

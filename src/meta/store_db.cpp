@@ -100,11 +100,13 @@ CREATE TABLE jobs (id {ID}, name TEXT NOT NULL, kind TEXT NOT NULL, owner TEXT N
 CREATE INDEX jobs_queued ON jobs(priority, created_at) WHERE state = 'QUEUED';
 CREATE INDEX jobs_owner ON jobs(owner, id);
 )"},
-    // What each job used, summed over its attempts (JobQueue::add_usage, `dlsys jobs usage`).
+    // What each job used, summed over its attempts (JobQueue::add_usage, `dlsys jobs usage`),
+    // and which service runs it (several servers share one queue).
     {5, R"(
 ALTER TABLE jobs ADD COLUMN cpu_ms BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN core_ms BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN peak_memory_bytes BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN runner TEXT NOT NULL DEFAULT '';
 )"},
 };
 

@@ -218,6 +218,44 @@ TEST_F(JobServiceTest, ARunPastItsTimeOrIgnoringSigtermIsKilledAndAHungOneIsFoun
             std::chrono::seconds(10));
 }
 
+// Several servers share one queue: each recovers only what it ran itself, counts only its own
+// jobs against its capacity, and takes over a job whose server stopped heartbeating it.
+TEST_F(JobServiceTest, ServersOnOneQueueLeaveEachOthersJobsAloneUntilTheirHeartbeatStops) {
+  int64_t id = submit(
+      "kind: command\ncommand: [sh, -c, 'echo x >> $DLSYS_OUTPUT_DIR/starts; "
+      "[ $(wc -l < $DLSYS_OUTPUT_DIR/starts) -ge 2 ] || sleep 60']\n");
+  JobServiceOptions a_options = options_, b_options = options_;
+  a_options.runner = "host-a";
+  b_options.runner = "host-b";
+  b_options.runner_timeout = milliseconds(300);
+  b_options.scheduler.threads = 1;
+  JobService b(*store_, b_options);
+  {
+    JobService a(*store_, a_options);
+    ASSERT_EQ(a.tick().value(), 1);
+    EXPECT_EQ(job(id).runner, "host-a");
+    // B starts beside it: A's job is not B's to recover, and does not take B's one thread.
+    ASSERT_TRUE(b.recover().ok());
+    EXPECT_EQ(job(id).state, "RUNNING");
+    int64_t other = submit("kind: command\ncommand: ['true']\n");
+    run_until_settled(b);  // settles once only A's job is left running... which B never runs
+    EXPECT_EQ(job(other).state, "SUCCEEDED");
+    EXPECT_EQ(job(id).state, "RUNNING") << "fresh heartbeats: B leaves A's job alone";
+  }  // A goes away with its job (its process killed): nobody heartbeats the job any more
+  // B takes it over once its heartbeat is 300 ms old (and starts it again: it has the room).
+  auto t0 = std::chrono::steady_clock::now();
+  while (job(id).runner != "host-b" &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10)) {
+    ASSERT_TRUE(b.tick().ok());
+    b.wait(milliseconds(50));
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(5));
+  run_until_settled(b);
+  EXPECT_EQ(job(id).state, "SUCCEEDED") << job(id).end_reason;
+  EXPECT_EQ(job(id).runner, "host-b");
+  EXPECT_EQ(job(id).attempts, 1) << "the attempt cut short by A's end is not counted";
+}
+
 TEST_F(JobServiceTest, WaitEndsWhenAnAttemptEndsAndWhenARetrysBackoffDoes) {
   options_.retry_backoff_ms = 100;
   int64_t id = submit("kind: command\ncommand: [sh, -c, 'exit 3']\nmax_retries: 1\n");

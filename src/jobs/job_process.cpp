@@ -1,0 +1,88 @@
+#include "jobs/job_process.h"
+
+namespace dlsys::jobs {
+
+std::string set_value(const nlohmann::json& v) {
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+namespace {
+
+std::string dataset_ref(const JobSpec& spec) {
+  return spec.dataset.str() + (spec.split.empty() ? "" : ":" + spec.split);
+}
+
+}  // namespace
+
+Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& spec,
+                                          const JobProcessContext& c) {
+  switch (spec.kind) {
+    case JobKind::kPredict:
+      return Status::Unsupported(
+          "predict jobs do not run yet: this service runs command and train jobs (issue 22)");
+    case JobKind::kCommand: {
+      if (!spec.has_dataset) return spec.command;
+      const std::string where = c.server_url.empty() ? "--data-dir" : "--server";
+      const std::string from = c.server_url.empty() ? c.data_dir : c.server_url;
+      std::vector<std::string> argv = {
+          "/bin/sh",
+          "-c",
+          "\"$0\" data pull \"$1\" --format csv -o \"$2\" \"$3\" \"$4\" --quiet || exit $?; "
+          "shift 4; exec \"$@\"",
+          c.dlsys_exe,
+          dataset_ref(spec),
+          c.dir + "/data/data.csv",
+          where,
+          from};
+      argv.insert(argv.end(), spec.command.begin(), spec.command.end());
+      return argv;
+    }
+    case JobKind::kTrain:
+      break;
+  }
+  if (spec.spec.empty())
+    return Status::Unsupported(
+        "fine-tuning a registered model ({}) in a job does not run yet: give the job a "
+        "training spec (spec: FILE.yaml) whose model.onnx names the model file",
+        spec.model.str());
+  std::vector<std::string> argv = {
+      c.dlsys_exe,    "train", spec.spec,   "--json",
+      "--log-every",  "10",    "--threads", std::to_string(job.threads),
+      "--experiment", job.name};
+  // Overrides in order, later ones winning: the checkpoint interval, the dataset, then the job's
+  // hyperparameters.
+  auto set = [&argv](const std::string& field, const std::string& value) {
+    argv.push_back("--set");
+    argv.push_back(field + "=" + value);
+  };
+  set("train.checkpoint_every", std::to_string(c.checkpoint_every));
+  if (spec.has_dataset) set("data.dataset", dataset_ref(spec));
+  for (const auto& [k, v] : spec.hyperparameters.items()) set(k, set_value(v));
+  // A retry goes on from the run directory's checkpoint (the same overrides: the same spec).
+  argv.insert(argv.end(), {"--out", c.dir + "/run", "--auto-resume"});
+  if (!c.server_url.empty()) {
+    argv.insert(argv.end(), {"--server", c.server_url});
+  } else if (!c.data_dir.empty()) {
+    argv.insert(argv.end(), {"--data-dir", c.data_dir});
+  }
+  if (c.run_id > 0 && (!c.server_url.empty() || !c.data_dir.empty()))
+    argv.insert(argv.end(), {"--run-id", std::to_string(c.run_id)});
+  return argv;
+}
+
+std::map<std::string, std::string> job_env(const meta::Job& job, const JobSpec& spec,
+                                           const JobProcessContext& c) {
+  std::map<std::string, std::string> env = {{"DLSYS_JOB_ID", std::to_string(job.id)},
+                                            {"DLSYS_OUTPUT_DIR", c.dir + "/output"},
+                                            {"DLSYS_ATTEMPT", std::to_string(job.attempts)},
+                                            {"DLSYS_HEARTBEAT_FILE", c.dir + "/heartbeat"}};
+  if (c.run_id > 0) env["DLSYS_RUN_ID"] = std::to_string(c.run_id);
+  if (!c.server_url.empty()) env["DLSYS_SERVER"] = c.server_url;
+  if (spec.kind == JobKind::kCommand) {
+    env["DLSYS_HYPERPARAMETERS"] = spec.hyperparameters.dump();
+    if (spec.has_dataset) env["DLSYS_DATA_DIR"] = c.dir + "/data";
+  }
+  return env;
+}
+
+}  // namespace dlsys::jobs

@@ -1,0 +1,33 @@
+// The Kubernetes form of a job (issue 22, "Scale beyond one machine"): a `batch/v1` Job manifest
+// that runs the same attempt the local executor runs (jobs/job_process.h) in a pod of the dlsys
+// image, with the job's threads and memory as the container's requests and limits, its
+// directory on the shared data volume (the PersistentVolumeClaim of deploy/k8s/server.yaml), the
+// job's environment, max_retries as backoffLimit (a retried pod resumes from the checkpoint in
+// the shared run directory) and max_run_time as activeDeadlineSeconds. The manifest is checked
+// offline against the API's fields by scripts/check_k8s.py --job; `dlsys jobs render` prints it.
+#pragma once
+
+#include <string>
+
+#include "core/status.h"
+#include "jobs/job_spec.h"
+#include "meta/job_queue.h"
+
+namespace dlsys::jobs {
+
+struct K8sJobOptions {
+  std::string image = "dlsys:latest";  // holds the dlsys binary (and a job's own tools)
+  std::string namespace_ = "default";
+  std::string claim = "dlsys-data";         // the shared data directory's volume claim
+  std::string mount = "/data";              // where the pod mounts it (the server's data dir)
+  std::string server_url = "http://dlsys";  // the dlsys Service inside the cluster
+  int64_t checkpoint_every = 100;
+  int64_t ttl_seconds = 86400;  // a finished Job is deleted after a day
+};
+
+// The manifest (YAML) of `job` (its parsed spec `spec`), named dlsys-job-<id>. Unsupported for
+// jobs that do not run yet (predict, fine-tuning a registered model).
+Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
+                                   const K8sJobOptions& options);
+
+}  // namespace dlsys::jobs
