@@ -177,6 +177,7 @@ for _ in $(seq 300); do
   sleep 0.05
 done
 PID=$("$DLSYS" jobs show 1 --json --server "$URL" | /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["pid"])')
+[ "$PID" -gt 1 ] || { "$DLSYS" jobs show 1 --server "$URL"; echo "job 1 is not running"; exit 1; }
 kill -KILL -- "-$PID" && echo "killed job 1's process group $PID (its latest checkpoint: $(cat "$HOME_DIR/jobs/1/run/checkpoints/latest"))"
 "$DLSYS" jobs logs 1 -f --server "$URL" | grep -c '"event":"eval"' | sed 's/^/epoch evaluations in the log, both attempts: /'
 "$DLSYS" jobs list --server "$URL"

@@ -2,6 +2,7 @@
 // list, show, follow the log of and cancel jobs, on a running server (/api/v1/jobs) or on a data
 // directory in process (queued there; a `dlsys server` on that directory runs them).
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <thread>
@@ -19,6 +20,14 @@ namespace dlsys::cli {
 
 Status check_job_spec(const jobs::JobSpec& j) {
   if (j.kind != jobs::JobKind::kTrain || j.spec.empty()) return Status::OK();
+  // The server reads the file a submitter names: a regular file of a spec's size, nothing else.
+  std::error_code ec;
+  const auto st = std::filesystem::status(j.spec, ec);
+  if (ec || !std::filesystem::is_regular_file(st))
+    return Status::Invalid("the job's training spec '{}' is not a file the server can read",
+                           j.spec);
+  if (std::filesystem::file_size(j.spec, ec) > (1u << 20) || ec)
+    return Status::Invalid("the job's training spec '{}' is larger than 1 MiB", j.spec);
   std::vector<std::string> overrides;
   if (j.has_dataset)
     overrides.push_back("data.dataset=" + j.dataset.str() + (j.split.empty() ? "" : ":" + j.split));

@@ -1,5 +1,7 @@
 // `dlsys server`: the API server over a data directory (SQLite + objects/ by default, or
 // PostgreSQL with --meta), until SIGTERM/SIGINT, which drain in-flight requests first.
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -29,7 +31,7 @@ struct ServerArgs {
   int port = 8080, workers = 8, io_threads = 1, io_spin_us = 50;
   int64_t max_body_mb = 16, max_upload_mb = 8192, max_connections = 10000, memory_budget_mb = 1024;
   int64_t serve_memory_mb = 0;
-  int64_t job_threads = 0, job_memory_mb = 0, job_stop_grace_s = 10;
+  int64_t job_threads = 0, job_memory_mb = 0, job_stop_grace_s = 10, job_heartbeat_timeout_s = 8;
   double core_hour_price = 0;
   bool no_jobs = false;
   int64_t run_timeout_s = api::kDefaultRunTimeoutMs / 1000;
@@ -104,12 +106,16 @@ int run_server(const ServerArgs& a) {
           : std::max<int64_t>(1, static_cast<int64_t>(std::thread::hardware_concurrency()));
   jo.scheduler.memory_bytes = a.job_memory_mb << 20;
   jo.stop_grace = std::chrono::seconds(a.job_stop_grace_s);
+  jo.heartbeat_timeout = std::chrono::seconds(a.job_heartbeat_timeout_s);
   std::unique_ptr<jobs::JobService> job_service;
   if (!a.no_jobs) job_service = std::make_unique<jobs::JobService>(be->store(), jo);
   jobs::JobRoutesOptions jro;
   jro.work_dir = jo.work_dir;
   jro.validate = check_job_spec;
   jro.core_hour_price = a.core_hour_price;
+  // A command job runs any program as the server's user: with tokens required, only admins
+  // may submit one (an editor's would hold the server's files).
+  jro.command_jobs_need_admin = bo.auth;
   if (job_service) jro.wake = [svc = job_service.get()] { svc->wake(); };
   jobs::add_job_routes(be->router(), be->store(), jro);
   api::HttpServer server((*backend)->router(), so);
@@ -221,6 +227,12 @@ void add_server(CLI::App& app, int* rc) {
                 "run time)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 1e9));
+  c->add_option("--job-heartbeat-timeout-s", a->job_heartbeat_timeout_s,
+                "A job that touched its heartbeat file and then not for this long is hung: killed "
+                "and retried (dlsys train touches it every step: raise it for steps longer than "
+                "this)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{1}, int64_t{86400}));
   c->add_flag("--no-jobs", a->no_jobs,
               "Do not run jobs here (another server on the same metadata store runs them; "
               "submitting still works)");

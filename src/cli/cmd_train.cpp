@@ -78,49 +78,55 @@ extern "C" void on_stop_signal(int sig) {
 }
 
 // The job heartbeat (docs/jobs.md): with DLSYS_HEARTBEAT_FILE set (the training service sets
-// it), the file's modification time is the run's sign of life. Touched after steps and
-// validation batches, at most once a second; until the first step a thread touches it every
-// second (reading data and planning may take a while), so a run whose steps stop is noticed and
-// one that is still setting up is not.
+// it), the file's modification time is the run's sign of life. While the steps run, they touch
+// it (after steps and validation batches, at most once a second), so a run whose steps stop is
+// noticed; before the first step (reading data, planning) and after the last one (the final
+// checkpoint, the export, the uploads) a thread touches it every second.
 class HeartbeatFile {
  public:
   explicit HeartbeatFile(const char* path) {
     if (!path || !*path) return;
     fd_ = ::open(path, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (fd_ < 0) return;
-    setup_ = std::thread([this] {
-      while (!stepping_.load()) {
-        ::futimens(fd_, nullptr);
-        std::unique_lock<std::mutex> l(mu_);
-        cv_.wait_for(l, std::chrono::seconds(1), [this] { return stepping_.load(); });
+    thread_ = std::thread([this] {
+      std::unique_lock<std::mutex> l(mu_);
+      while (!done_) {
+        if (!stepping_) ::futimens(fd_, nullptr);
+        cv_.wait_for(l, std::chrono::seconds(1));
       }
     });
   }
   ~HeartbeatFile() {
-    started_stepping();
-    if (setup_.joinable()) setup_.join();
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
     if (fd_ >= 0) ::close(fd_);
   }
+  // From a step: the steps beat from now on.
   void beat() {
     if (fd_ < 0) return;
-    started_stepping();
+    if (!stepping_.load(std::memory_order_relaxed)) stepping_.store(true);
     auto now = std::chrono::steady_clock::now();
     if (now - last_ < std::chrono::seconds(1)) return;
     last_ = now;
     ::futimens(fd_, nullptr);
   }
+  // The steps are over: the thread beats again.
+  void steps_done() {
+    stepping_.store(false);
+    if (fd_ >= 0) ::futimens(fd_, nullptr);
+  }
 
  private:
-  void started_stepping() {
-    if (stepping_.exchange(true)) return;
-    std::lock_guard<std::mutex> l(mu_);
-    cv_.notify_all();
-  }
   int fd_ = -1;
   std::atomic<bool> stepping_{false};
+  bool done_ = false;  // guarded by mu_
   std::mutex mu_;
   std::condition_variable cv_;
-  std::thread setup_;
+  std::thread thread_;
   std::chrono::steady_clock::time_point last_{};
 };
 
@@ -313,9 +319,11 @@ int run_train(const TrainArgs& a) {
   o.step_event_every = a.log_every;
   HeartbeatFile heartbeat(std::getenv("DLSYS_HEARTBEAT_FILE"));
   o.heartbeat = [&heartbeat] { heartbeat.beat(); };
+  o.steps_done = [&heartbeat] { heartbeat.steps_done(); };
   o.stop_requested = [] { return g_stop.load(std::memory_order_relaxed); };
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
+  sa.sa_flags = SA_RESTART;  // a read the signal interrupts goes on: the step ends, then the stop
   sigemptyset(&sa.sa_mask);
   struct sigaction old_term {
   }, old_int{};
@@ -345,6 +353,7 @@ int run_train(const TrainArgs& a) {
     }
   };
   auto r = train::train_model(*spec, o);
+  heartbeat.steps_done();  // a run that failed or stopped beats by time until the process ends
   ::sigaction(SIGTERM, &old_term, nullptr);
   ::sigaction(SIGINT, &old_int, nullptr);
   if (!r.ok()) {

@@ -74,6 +74,11 @@ void add_job_routes(api::Router& router, meta::MetaStore& store, JobRoutesOption
       owner.name = spec.owner;
     }
     spec.owner = owner.name;
+    if (o->command_jobs_need_admin && spec.kind == JobKind::kCommand &&
+        r.principal.role != meta::Role::kAdmin)
+      return Status::PermissionDenied(
+          "a command job runs any program as the server's user: on a server with --auth only an "
+          "admin submits one (train jobs are open to editors)");
     if (o->validate) DLSYS_RETURN_IF_ERROR(o->validate(spec));
     meta::NewJob n;
     n.name = spec.name;

@@ -30,6 +30,9 @@ struct JobRoutesOptions {
   // The price of a core-hour (core time held by a job: its threads x its wall time), for the
   // usage's cost; 0: no price set.
   double core_hour_price = 0;
+  // Command jobs run any program as the server's user: when set (a server with --auth), only an
+  // admin may submit one (403 for others).
+  bool command_jobs_need_admin = false;
 };
 
 // Adds the routes above. `store` must outlive the router's use.

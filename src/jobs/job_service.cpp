@@ -43,6 +43,12 @@ std::string self_exe() {
 JobService::JobService(meta::MetaStore& store, JobServiceOptions options)
     : store_(store), options_(std::move(options)) {
   if (options_.dlsys_exe.empty()) options_.dlsys_exe = self_exe();
+  // A job runs in its own directory: paths it is given must not depend on the server's.
+  std::error_code ec;
+  if (!options_.work_dir.empty())
+    options_.work_dir = fs::absolute(options_.work_dir, ec).lexically_normal().string();
+  if (!options_.data_dir.empty())
+    options_.data_dir = fs::absolute(options_.data_dir, ec).lexically_normal().string();
   if (options_.runner.empty()) options_.runner = host_name();
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
@@ -54,16 +60,30 @@ JobService::~JobService() {
 
 namespace {
 const meta::Principal kService{"dlsys-jobs", meta::Role::kAdmin};  // what the service audits as
+constexpr int kMaxOutputFiles = 10000;             // a command job's output files kept
+constexpr uintmax_t kMaxLogArtifact = 256u << 20;  // a log larger stays in the job's folder
 }  // namespace
 
+void JobService::revoke_attempt_token(const meta::Job& j) {
+  if (!options_.tokens) return;
+  // The token of the attempt that was cut short (other servers' attempts keep theirs).
+  auto tokens = options_.tokens->list_tokens();
+  if (!tokens.ok()) return;
+  const std::string name = fmt::format("job-{}-{}", j.id, j.attempts);
+  for (const meta::TokenInfo& t : *tokens)
+    if (!t.revoked && t.name == name && t.created_by == kService.name)
+      (void)options_.tokens->revoke_token(t.id, kService);
+}
+
+// A RUNNING job whose attempt was cut short by a service's end: back to the queue, or CANCELLED
+// when a cancel was asked for meanwhile.
+Result<meta::Job> JobService::requeue(const meta::Job& j, const std::string& reason) {
+  revoke_attempt_token(j);
+  if (j.cancel_requested) return store_.jobs().mark_cancelled(j.id, now_ms());
+  return store_.jobs().requeue_interrupted(j.id, reason);
+}
+
 Status JobService::recover() {
-  if (options_.tokens) {
-    // Tokens of attempts a previous service started and never ended.
-    DLSYS_ASSIGN_OR_RETURN(auto tokens, options_.tokens->list_tokens());
-    for (const meta::TokenInfo& t : tokens)
-      if (!t.revoked && t.name.rfind("job-", 0) == 0 && t.created_by == kService.name)
-        (void)options_.tokens->revoke_token(t.id, kService);
-  }
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
   for (const meta::Job& j : running) {
     if (attempts_.count(j.id)) continue;
@@ -73,7 +93,7 @@ Status JobService::recover() {
     // Its process belonged to this host's service that is gone: stop whatever is left of it so
     // that it never runs twice, then queue it again (or fail it when its attempts are spent).
     if (j.pid > 0) kill(-static_cast<pid_t>(j.pid), SIGKILL);
-    auto r = store_.jobs().requeue_interrupted(j.id, "the service restarted while it ran");
+    auto r = requeue(j, "the service restarted while it ran");
     if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) return r.status();
   }
   return Status::OK();
@@ -190,7 +210,17 @@ void JobService::record_attempt(const meta::Job& job, const Attempt& a, const Ex
     }
   }
   report(store_.runs().log_batch(job.run_id, m, {}, {}, who), "logging its metrics");
-  report(upload_artifact(job.run_id, "job.log", log, who), "uploading its log");
+  {
+    std::error_code ec;
+    const auto size = fs::file_size(log, ec);
+    if (!ec && size <= kMaxLogArtifact)
+      report(upload_artifact(job.run_id, "job.log", log, who), "uploading its log");
+    else if (!ec)
+      std::fprintf(stderr,
+                   "jobs: job %lld: its log (%llu bytes) is too large for an artifact; "
+                   "`dlsys jobs logs` reads it\n",
+                   static_cast<long long>(job.id), static_cast<unsigned long long>(size));
+  }
   // The run ends with the job (a retry continues it).
   const char* status = job.state == "SUCCEEDED"   ? "FINISHED"
                        : job.state == "FAILED"    ? "FAILED"
@@ -201,14 +231,26 @@ void JobService::record_attempt(const meta::Job& job, const Attempt& a, const Ex
 
 void JobService::collect_outputs(const meta::Job& job, const Attempt& a) {
   const meta::Principal who{job.owner, meta::Role::kEditor};
+  const fs::path root = a.dir + "/output";
+  // Whatever the job left there: unreadable folders are skipped, links are not followed, and
+  // nothing the file system throws reaches the loop.
   std::error_code ec;
-  for (const auto& f : fs::recursive_directory_iterator(a.dir + "/output", ec)) {
-    if (!f.is_regular_file()) continue;
-    std::string rel = fs::relative(f.path(), a.dir + "/output").string();
-    Status st = upload_artifact(job.run_id, "output/" + rel, f.path().string(), who);
-    if (!st.ok())
+  fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
+  int files = 0;
+  for (; !ec && it != end; it.increment(ec)) {
+    std::error_code fe;
+    const fs::file_status st = it->symlink_status(fe);
+    if (fe || !fs::is_regular_file(st)) continue;
+    if (++files > kMaxOutputFiles) {
+      std::fprintf(stderr, "jobs: job %lld: more than %d output files; the rest are not kept\n",
+                   static_cast<long long>(job.id), kMaxOutputFiles);
+      break;
+    }
+    const std::string rel = it->path().lexically_relative(root).generic_string();
+    Status up = upload_artifact(job.run_id, "output/" + rel, it->path().string(), who);
+    if (!up.ok())
       std::fprintf(stderr, "jobs: job %lld: uploading output %s: %s\n",
-                   static_cast<long long>(job.id), rel.c_str(), st.message().c_str());
+                   static_cast<long long>(job.id), rel.c_str(), up.message().c_str());
   }
 }
 
@@ -321,7 +363,12 @@ Status JobService::start_job(const meta::Job& job) {
     return store_.jobs()
         .retry_or_fail(j.id, child.status().message(), now_ms(), options_.retry_backoff_ms)
         .status();
-  DLSYS_RETURN_IF_ERROR(store_.jobs().set_pid(j.id, (*child)->pid()));
+  if (Status st = store_.jobs().set_pid(j.id, (*child)->pid()); !st.ok()) {
+    // The job changed under us (cancelled meanwhile): the process goes (its destructor kills
+    // it), and so does its token.
+    if (token_id > 0) (void)options_.tokens->revoke_token(token_id, kService);
+    return st.code() == StatusCode::kFailedPrecondition ? Status::OK() : st;
+  }
   Attempt a;
   a.process = std::move(child).value();
   a.started = Clock::now();
@@ -349,7 +396,16 @@ Result<int> JobService::tick() {
   // Attempts that ended.
   for (auto it = attempts_.begin(); it != attempts_.end();) {
     if (auto e = it->second.process->poll()) {
-      DLSYS_RETURN_IF_ERROR(settle(it->first, it->second, *e));
+      // An attempt that ended leaves this service whatever settling it says: an error here
+      // (its job taken over meanwhile, the database away) must not stop the loop.
+      Status st = settle(it->first, it->second, *e);
+      if (!st.ok()) {
+        std::fprintf(stderr, "jobs: job %lld: settling its attempt: %s\n",
+                     static_cast<long long>(it->first), st.message().c_str());
+        // Not recorded, so its token was not revoked there.
+        if (options_.tokens && it->second.token_id > 0)
+          (void)options_.tokens->revoke_token(it->second.token_id, kService);
+      }
       it = attempts_.erase(it);
     } else {
       ++it;
@@ -368,10 +424,10 @@ Result<int> JobService::tick() {
       // is on that service's host, which kills it when it starts again (recover()).
       if (j.runner != options_.runner &&
           wall_now - j.heartbeat_at > options_.runner_timeout.count()) {
-        auto r = store_.jobs().requeue_interrupted(
-            j.id, fmt::format("taken over: its runner {} stopped heartbeating it for {} s",
-                              j.runner.empty() ? "(unknown)" : j.runner,
-                              (wall_now - j.heartbeat_at) / 1000));
+        auto r =
+            requeue(j, fmt::format("taken over: its runner {} stopped heartbeating it for {} s",
+                                   j.runner.empty() ? "(unknown)" : j.runner,
+                                   (wall_now - j.heartbeat_at) / 1000));
         if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) return r.status();
       }
       continue;
@@ -396,6 +452,8 @@ Result<int> JobService::tick() {
         continue;
       }
       DLSYS_RETURN_IF_ERROR(store_.jobs().heartbeat(j.id, now_ms()));
+      // Its run is alive as long as the job is (a command job may never call the API itself).
+      if (j.run_id > 0) (void)store_.runs().heartbeat(j.run_id);
     } else if (a.ending != Ending::kHung && now >= a.kill_at) {
       a.process->signal(SIGKILL);
     }
@@ -476,12 +534,13 @@ Status JobService::shutdown(std::chrono::milliseconds grace) {
     auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
     std::optional<ExitStatus> e = a.process->wait_for(std::max(left, std::chrono::milliseconds(0)));
     if (!e) e = a.process->stop(std::chrono::milliseconds(0));  // SIGKILL and reap
-    // Being ended anyway (cancel, time-out, hang): settled so. Otherwise it was interrupted by
-    // this stop, whatever its exit said: queued again, the attempt not counted.
-    if (a.ending != Ending::kNone) {
+    // Being ended anyway (cancel, time-out, hang), or it finished well within the grace:
+    // settled so. Otherwise this stop interrupted it: queued again, the attempt not counted.
+    if (a.ending != Ending::kNone || e->ok()) {
       keep(settle(id, a, *e));
     } else {
-      auto r = store_.jobs().requeue_interrupted(id, "the service stopped while it ran");
+      auto j = store_.jobs().get(id);
+      auto r = j.ok() ? requeue(*j, "the service stopped while it ran") : j;
       keep(r.status());
       if (r.ok()) record_attempt(*r, a, *e);
     }

@@ -74,7 +74,8 @@ struct JobServiceOptions {
   // Checks the ONNX file a job registers on success (the server's model check); may be null.
   std::function<Status(const std::string& path)> validate_model;
   // Who this service is among the services sharing one queue (several `dlsys server`s on one
-  // PostgreSQL database): recorded on the jobs it starts. Default: the host's name.
+  // PostgreSQL database): recorded on the jobs it starts. Default: the host's name (`dlsys
+  // server` sets host:port).
   std::string runner;
   // Another service's RUNNING job that it has not heartbeaten for this long is taken over: its
   // service is gone, so it goes back to the queue (without spending an attempt).
@@ -114,6 +115,8 @@ class JobService {
   // Sets options.server_url (a server that chose its port when it listened); before the first
   // tick().
   void set_server_url(std::string url) { options_.server_url = std::move(url); }
+  // Sets options.runner (a server that knows its port once it listens); before recover().
+  void set_runner(std::string runner) { options_.runner = std::move(runner); }
   // Jobs this service is running now.
   size_t running() const { return attempts_.size(); }
 
@@ -134,6 +137,10 @@ class JobService {
     int64_t token_id = 0;    // its API token (options.tokens), revoked when it ends
   };
 
+  // Revokes the token of job `j`'s current attempt (options.tokens).
+  void revoke_attempt_token(const meta::Job& j);
+  // Queues `j` again after its attempt was cut short (CANCELLED when a cancel was asked for).
+  Result<meta::Job> requeue(const meta::Job& j, const std::string& reason);
   // Settles how attempt `a` of job `id` ended (`e`), then records it (record_attempt).
   Status settle(int64_t id, const Attempt& a, const ExitStatus& e);
   // Usage, metrics, the log and outputs of an attempt that ended, and the run's status when the

@@ -314,13 +314,22 @@ const char* const kFileDataFields[] = {"train",        "validation",          "f
 
 // A copy of `n` without positions in a file (a node parsed from an override's text would claim
 // line 1 of the spec in error messages).
-YAML::Node without_marks(const YAML::Node& n) {
+// `*budget` bounds the nodes copied (YAML aliases could make a short value expand without end).
+Result<YAML::Node> without_marks(const YAML::Node& n, int* budget) {
+  if (--*budget < 0) return Status::Invalid("an override's value has more than 10000 nodes");
   if (n.IsScalar()) return YAML::Node(n.Scalar());
   YAML::Node out(n.IsSequence() ? YAML::NodeType::Sequence : YAML::NodeType::Map);
-  if (n.IsSequence())
-    for (const auto& e : n) out.push_back(without_marks(e));
-  else
-    for (const auto& kv : n) out[kv.first.Scalar()] = without_marks(kv.second);
+  if (n.IsSequence()) {
+    for (const auto& e : n) {
+      DLSYS_ASSIGN_OR_RETURN(YAML::Node c, without_marks(e, budget));
+      out.push_back(c);
+    }
+  } else {
+    for (const auto& kv : n) {
+      DLSYS_ASSIGN_OR_RETURN(YAML::Node c, without_marks(kv.second, budget));
+      out[kv.first.Scalar()] = c;
+    }
+  }
   return out;
 }
 
@@ -360,7 +369,10 @@ Status apply_overrides(const std::string& path, YAML::Node root,
       }
       node.reset(next);
     }
-    node[parts.back()] = without_marks(value);
+    int budget = 10000;
+    auto copied = without_marks(value, &budget);
+    if (!copied.ok()) return copied.status().with_context("override '" + o.substr(0, eq) + "'");
+    node[parts.back()] = *copied;
     if (field == "data.dataset")
       for (const char* f : kFileDataFields) node.remove(f);
   }

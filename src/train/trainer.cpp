@@ -1013,6 +1013,7 @@ Result<TrainResult> Trainer::run() {
   }
   result_.steps = step_;
   result_.seconds = std::chrono::duration<double>(Clock::now() - t0_).count();
+  if (options_.steps_done) options_.steps_done();
   metrics_.reset();
   DLSYS_RETURN_IF_ERROR(checkpoint(step_).with_context("final checkpoint"));
   DLSYS_RETURN_IF_ERROR(export_model());

@@ -56,6 +56,9 @@ struct TrainOptions {
   // Called after every step and every validation batch (may be null): the run's sign of life
   // (a job's heartbeat file). Must be cheap.
   std::function<void()> heartbeat;
+  // Called once the last step and evaluation are done, before the final checkpoint and the
+  // export (may be null): what follows beats no more (a job's heartbeat goes on by time).
+  std::function<void()> steps_done;
 };
 
 // The status message prefix of a run that stopped because stop_requested said so (its code is

@@ -21,10 +21,11 @@ class JobRoutesTest : public api::ServerFixture {
  protected:
   void Start(bool auth) {
     work_dir_ = std::filesystem::temp_directory_path() / ("dlsys-job-routes-" + random_hex(6));
-    api::ServerFixture::Start(auth, 16 << 20, [this](api::Router& r) {
+    api::ServerFixture::Start(auth, 16 << 20, [this, auth](api::Router& r) {
       JobRoutesOptions o;
       o.work_dir = work_dir_.string();
       o.wake = [this] { ++wakes_; };
+      o.command_jobs_need_admin = auth;
       add_job_routes(r, backend_->store(), o);
     });
   }
@@ -49,6 +50,7 @@ class JobRoutesTest : public api::ServerFixture {
 };
 
 const char* kCommandJob = R"({"kind": "command", "command": ["true"]})";
+const char* kTrainJob = R"({"kind": "train", "spec": "/specs/mlp.yaml"})";
 
 TEST_F(JobRoutesTest, EditorsSubmitAndCancelTheirOwnJobsAdminsAnyViewersNone) {
   Start(/*auth=*/true);
@@ -57,7 +59,7 @@ TEST_F(JobRoutesTest, EditorsSubmitAndCancelTheirOwnJobsAdminsAnyViewersNone) {
   const std::string viewer = Token("val", meta::Role::kViewer);
   const std::string admin = Token("ada", meta::Role::kAdmin);
 
-  auto r = As(alice, "POST", "/api/v1/jobs", kCommandJob);
+  auto r = As(alice, "POST", "/api/v1/jobs", kTrainJob);
   ASSERT_EQ(r.status, 201) << r.body;
   const int64_t id = J(r)["id"];
   EXPECT_EQ(J(r)["owner"], "alice");
@@ -65,8 +67,8 @@ TEST_F(JobRoutesTest, EditorsSubmitAndCancelTheirOwnJobsAdminsAnyViewersNone) {
   EXPECT_EQ(wakes_.load(), 1) << "a submit wakes the service";
   const std::string job = "/api/v1/jobs/" + std::to_string(id);
 
-  EXPECT_EQ(As(viewer, "POST", "/api/v1/jobs", kCommandJob).status, 403);
-  EXPECT_EQ(Req("POST", "/api/v1/jobs", kCommandJob).status, 401);
+  EXPECT_EQ(As(viewer, "POST", "/api/v1/jobs", kTrainJob).status, 403);
+  EXPECT_EQ(Req("POST", "/api/v1/jobs", kTrainJob).status, 401);
   // Everyone with a read role sees every job.
   r = As(viewer, "GET", "/api/v1/jobs?owner=alice");
   ASSERT_EQ(r.status, 200) << r.body;
@@ -86,11 +88,11 @@ TEST_F(JobRoutesTest, EditorsSubmitAndCancelTheirOwnJobsAdminsAnyViewersNone) {
   EXPECT_NE(r.body.find("CANCELLED"), std::string::npos) << r.body;
 
   // An admin cancels anyone's job and may submit for someone else; an editor may not.
-  r = As(bob, "POST", "/api/v1/jobs", kCommandJob);
+  r = As(bob, "POST", "/api/v1/jobs", kTrainJob);
   ASSERT_EQ(r.status, 201);
   r = As(admin, "POST", "/api/v1/jobs/" + std::to_string(int64_t(J(r)["id"])) + "/cancel", "{}");
   EXPECT_EQ(r.status, 200) << r.body;
-  r = As(bob, "POST", "/api/v1/jobs", R"({"kind": "command", "command": ["true"], "owner": "x"})");
+  r = As(bob, "POST", "/api/v1/jobs", R"({"kind": "train", "spec": "/a.yaml", "owner": "x"})");
   EXPECT_EQ(r.status, 403) << r.body;
   EXPECT_NE(r.body.find("only an admin submits jobs for someone else"), std::string::npos);
   r = As(admin, "POST", "/api/v1/jobs",

@@ -256,6 +256,21 @@ TEST_F(JobServiceTest, ServersOnOneQueueLeaveEachOthersJobsAloneUntilTheirHeartb
   EXPECT_EQ(job(id).attempts, 1) << "the attempt cut short by A's end is not counted";
 }
 
+// A server started with a relative data directory gives its jobs absolute paths: a job runs in
+// its own folder, where the server's relative paths would mean something else.
+TEST_F(JobServiceTest, AJobGetsAbsolutePathsFromARelativeWorkDir) {
+  options_.work_dir = fs::relative(dir_ / "jobs", fs::current_path()).string();
+  ASSERT_NE(options_.work_dir[0], '/');
+  int64_t id = submit(
+      "kind: command\ncommand: [sh, -c, 'echo $DLSYS_OUTPUT_DIR > "
+      "$DLSYS_OUTPUT_DIR/where']\n");
+  JobService svc(*store_, options_);
+  run_until_settled(svc);
+  ASSERT_EQ(job(id).state, "SUCCEEDED") << job(id).end_reason;
+  const fs::path out = dir_ / "jobs" / std::to_string(id) / "output";
+  EXPECT_EQ(read(out / "where"), fs::canonical(out).string() + "\n");
+}
+
 TEST_F(JobServiceTest, WaitEndsWhenAnAttemptEndsAndWhenARetrysBackoffDoes) {
   options_.retry_backoff_ms = 100;
   int64_t id = submit("kind: command\ncommand: [sh, -c, 'exit 3']\nmax_retries: 1\n");

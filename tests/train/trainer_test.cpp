@@ -104,6 +104,55 @@ void expect_losses_near(const std::vector<double>& a, const std::vector<double>&
     ASSERT_NEAR(a[i], b[i], rel * std::abs(b[i])) << what << ": step " << i;
 }
 
+// `dlsys train --set` and a job's hyperparameters: overrides by dotted path or unique last
+// part, checked like the file's own values; data.dataset replaces the files; the spec as
+// trained is what the run keeps and hashes.
+TEST_F(TrainerTest, OverridesSetSettingsByPathOrLastPartAndAreCheckedLikeTheFile) {
+  const std::string path = dir_ + "/o.yaml";
+  std::ofstream(path) << "name: o\ndata:\n  train: " << kDigits
+                      << "\n  label_column: -1\nmodel:\n  input: [64]\n  layers: [{linear: "
+                         "{out: 10}}]\ntrain:\n  epochs: 3\n  optimizer: {name: adam, lr: "
+                         "0.001}\n";
+  auto s = load_train_spec(path, {"lr=0.05", "train.batch_size=16", "epochs=7"});
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  EXPECT_DOUBLE_EQ(s->schedule.lr, 0.05);
+  EXPECT_EQ(s->batch_size, 16);
+  EXPECT_EQ(s->epochs, 7);
+  EXPECT_NE(s->spec_text.find("--set lr=0.05"), std::string::npos) << s->spec_text;
+  auto plain = load_train_spec(path);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_NE(plain->spec_text, s->spec_text) << "overrides change what a checkpoint must match";
+  // A section the file lacks is made.
+  auto sched = load_train_spec(path, {"train.schedule.name=cosine"});
+  ASSERT_TRUE(sched.ok()) << sched.status().to_string();
+  EXPECT_EQ(sched->schedule.kind, ScheduleKind::kCosine);
+  // data.dataset: the version replaces the files.
+  auto ds = load_train_spec(path, {"data.dataset=digits@2"});
+  ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+  EXPECT_EQ(ds->dataset, "digits@2:train");
+  EXPECT_TRUE(ds->train_path.empty());
+  // Errors name the override and what to do.
+  auto unknown = load_train_spec(path, {"lrr=1"});
+  EXPECT_NE(unknown.status().message().find("'lrr' is not a spec setting"), std::string::npos);
+  EXPECT_EQ(resolve_spec_field("name").value(), "name");  // a whole path wins over a last part
+  EXPECT_EQ(resolve_spec_field("optimizer.name").value(), "train.optimizer.name");
+  EXPECT_EQ(resolve_spec_field("batch_size").value(), "train.batch_size");
+  auto bad = load_train_spec(path, {"epochs=0"});
+  EXPECT_NE(bad.status().message().find("(--set epochs): 'epochs' must be at least 1"),
+            std::string::npos)
+      << bad.status().message();
+  EXPECT_NE(load_train_spec(path, {"lr"}).status().message().find("must be FIELD=VALUE"),
+            std::string::npos);
+  // A value that expands without end through YAML aliases is refused, not copied.
+  std::string bomb =
+      "lr={a: &a [x,x,x,x,x,x,x,x,x,x], b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a], "
+      "c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b], d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c], "
+      "e: [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]}";
+  auto exploded = load_train_spec(path, {bomb});
+  EXPECT_NE(exploded.status().message().find("more than 10000 nodes"), std::string::npos)
+      << exploded.status().message();
+}
+
 TEST_F(TrainerTest, FourAccumulatedBatchesOf16StepLikeOneBatchOf64) {
   // 1437 training rows: 22 steps of 64 and a last one of 29 per epoch, either way.
   Run big = train(spec("big", digits_mlp(csv_data(), R"(  epochs: 2
