@@ -11,6 +11,7 @@
 #include "cli/commands.h"
 #include "core/file_util.h"
 #include "core/json_get.h"
+#include "jobs/job_process.h"
 #include "jobs/job_routes.h"
 #include "jobs/job_spec.h"
 #include "jobs/k8s_job.h"
@@ -28,12 +29,8 @@ Status check_job_spec(const jobs::JobSpec& j) {
                            j.spec);
   if (std::filesystem::file_size(j.spec, ec) > (1u << 20) || ec)
     return Status::Invalid("the job's training spec '{}' is larger than 1 MiB", j.spec);
-  std::vector<std::string> overrides;
-  if (j.has_dataset)
-    overrides.push_back("data.dataset=" + j.dataset.str() + (j.split.empty() ? "" : ":" + j.split));
-  for (const auto& [k, v] : j.hyperparameters.items())
-    overrides.push_back(k + "=" + (v.is_string() ? v.get<std::string>() : v.dump()));
-  auto spec = train::load_train_spec(j.spec, overrides);
+  // Read as the service will run it (the checkpoint interval aside, which any spec takes).
+  auto spec = train::load_train_spec(j.spec, jobs::train_overrides(j, 0));
   if (!spec.ok())
     return Status::Invalid("the job's training spec, with its dataset and hyperparameters: {}",
                            spec.status().message());

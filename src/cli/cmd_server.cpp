@@ -127,6 +127,8 @@ int run_server(const ServerArgs& a) {
     // Train jobs record their runs in this server (known once it listens: --port 0).
     job_service->set_server_url(
         fmt::format("http://{}:{}", so.host == "0.0.0.0" ? "127.0.0.1" : so.host, server.port()));
+    // Servers sharing one database tell their jobs apart by host and port.
+    job_service->set_runner(fmt::format("{}:{}", job_service->runner(), server.port()));
     Status rec = job_service->recover();
     if (!rec.ok()) return fail(rec.with_context("recovering the job queue").message());
     job_thread = std::thread([&stopping, svc = job_service.get()] {

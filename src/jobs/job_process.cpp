@@ -14,6 +14,15 @@ std::string dataset_ref(const JobSpec& spec) {
 
 }  // namespace
 
+std::vector<std::string> train_overrides(const JobSpec& spec, int64_t checkpoint_every) {
+  std::vector<std::string> out;
+  if (checkpoint_every > 0)
+    out.push_back("train.checkpoint_every=" + std::to_string(checkpoint_every));
+  if (spec.has_dataset) out.push_back("data.dataset=" + dataset_ref(spec));
+  for (const auto& [k, v] : spec.hyperparameters.items()) out.push_back(k + "=" + set_value(v));
+  return out;
+}
+
 Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& spec,
                                           const JobProcessContext& c) {
   switch (spec.kind) {
@@ -49,15 +58,8 @@ Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& s
       c.dlsys_exe,    "train", spec.spec,   "--json",
       "--log-every",  "10",    "--threads", std::to_string(job.threads),
       "--experiment", job.name};
-  // Overrides in order, later ones winning: the checkpoint interval, the dataset, then the job's
-  // hyperparameters.
-  auto set = [&argv](const std::string& field, const std::string& value) {
-    argv.push_back("--set");
-    argv.push_back(field + "=" + value);
-  };
-  set("train.checkpoint_every", std::to_string(c.checkpoint_every));
-  if (spec.has_dataset) set("data.dataset", dataset_ref(spec));
-  for (const auto& [k, v] : spec.hyperparameters.items()) set(k, set_value(v));
+  for (const std::string& o : train_overrides(spec, c.checkpoint_every))
+    argv.insert(argv.end(), {"--set", o});
   // A retry goes on from the run directory's checkpoint (the same overrides: the same spec).
   argv.insert(argv.end(), {"--out", c.dir + "/run", "--auto-resume"});
   if (!c.server_url.empty()) {

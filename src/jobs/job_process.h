@@ -39,6 +39,12 @@ Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& s
 std::map<std::string, std::string> job_env(const meta::Job& job, const JobSpec& spec,
                                            const JobProcessContext& c);
 
+// The overrides a train job applies to its training spec, as `dlsys train --set` takes them, in
+// order (later ones win): train.checkpoint_every (when `checkpoint_every` > 0), data.dataset
+// (the job's dataset and split), then the job's hyperparameters. The service runs them and a
+// submission is checked with them.
+std::vector<std::string> train_overrides(const JobSpec& spec, int64_t checkpoint_every);
+
 // A hyperparameter's value as `dlsys train --set` reads it (YAML): text as it is, numbers and
 // true/false as JSON writes them.
 std::string set_value(const nlohmann::json& v);

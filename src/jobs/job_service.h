@@ -117,6 +117,8 @@ class JobService {
   void set_server_url(std::string url) { options_.server_url = std::move(url); }
   // Sets options.runner (a server that knows its port once it listens); before recover().
   void set_runner(std::string runner) { options_.runner = std::move(runner); }
+  // Who this service is on the shared queue (options.runner, the host's name by default).
+  const std::string& runner() const { return options_.runner; }
   // Jobs this service is running now.
   size_t running() const { return attempts_.size(); }
 

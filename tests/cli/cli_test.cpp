@@ -940,6 +940,10 @@ TEST_F(Cli, JobsSubmitListShowLogsAndCancelOnAServer) {
   for (const auto& j : nlohmann::json::parse(r.out)) by_name[j["name"]] = j;
   ASSERT_EQ(by_name.size(), 4u) << r.out;
   EXPECT_EQ(by_name["digits-job"]["state"], "SUCCEEDED");
+  // The server that ran it, by host and port (servers sharing a database tell jobs apart so).
+  const std::string port = server.url().substr(server.url().rfind(':'));
+  const std::string runner = by_name["digits-job"]["runner"];
+  EXPECT_EQ(runner.substr(runner.size() - std::min(runner.size(), port.size())), port) << runner;
   EXPECT_EQ(by_name["flaky"]["attempts"], 2);
   EXPECT_TRUE(by_name["sleeper"]["state"] == "CANCELLED" ||
               by_name["sleeper"]["cancel_requested"] == true)

@@ -188,7 +188,8 @@ TEST_F(JobServiceTest, ARunPastItsTimeOrIgnoringSigtermIsKilledAndAHungOneIsFoun
   options_.stop_grace = milliseconds(300);
   options_.heartbeat_timeout = milliseconds(1000);
   // Ignores SIGTERM (an ignored signal stays ignored in sleep too): SIGKILL after the grace.
-  int64_t stubborn = submit("kind: command\ncommand: [sh, -c, \"trap '' TERM; sleep 60\"]\n");
+  int64_t ignores_sigterm =
+      submit("kind: command\ncommand: [sh, -c, \"trap '' TERM; sleep 60\"]\n");
   int64_t slow = submit("kind: command\ncommand: [sleep, '60']\nmax_run_time: 1s\n");
   // Beats once, then hangs: killed once its heartbeat is a second old, and retried (the retry
   // hangs too and is failed: its attempts are spent).
@@ -198,11 +199,11 @@ TEST_F(JobServiceTest, ARunPastItsTimeOrIgnoringSigtermIsKilledAndAHungOneIsFoun
   options_.scheduler.threads = 3;
   JobService svc(*store_, options_);
   ASSERT_EQ(svc.tick().value(), 3);
-  ASSERT_TRUE(store_->jobs().cancel(stubborn, kAlice).ok());
+  ASSERT_TRUE(store_->jobs().cancel(ignores_sigterm, kAlice).ok());
   auto t0 = std::chrono::steady_clock::now();
   run_until_settled(svc);
   auto took = std::chrono::steady_clock::now() - t0;
-  EXPECT_EQ(job(stubborn).state, "CANCELLED");
+  EXPECT_EQ(job(ignores_sigterm).state, "CANCELLED");
   EXPECT_EQ(job(slow).state, "FAILED");
   EXPECT_NE(job(slow).end_reason.find("ran longer than its max_run_time (1 s)"), std::string::npos)
       << job(slow).end_reason;
