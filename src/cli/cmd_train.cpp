@@ -38,7 +38,7 @@ using nlohmann::json;
 struct TrainArgs {
   std::string spec, out, server, data_dir, experiment, token, resume;
   std::vector<std::string> overrides;  // --set FIELD=VALUE
-  bool json = false, quiet = false, auto_resume = false;
+  bool json = false, quiet = false, auto_resume = false, extend = false;
   int64_t epochs = 0, log_every = 10, checkpoint_every = -1, run_id = 0;
   int threads = 0;
 };
@@ -294,6 +294,9 @@ int run_train(const TrainArgs& a) {
                                                  {"seed", std::to_string(spec->seed)},
                                                  {"loss", spec->loss},
                                                  {"layers", std::to_string(spec->layers.size())}};
+    // A run that may be trained further (--extend) changes its epochs: a metric ("epoch", per
+    // evaluation), not a param, which is written once.
+    if (a.extend) params.erase("epochs");
     if (server.empty() && !spec->dataset.empty())
       if (Status st = check_local_datasets(*spec, data_dir_or_default(a.data_dir)); !st.ok())
         return fail(st.message());
@@ -315,6 +318,7 @@ int run_train(const TrainArgs& a) {
   o.out_dir = out;
   o.threads = a.threads;
   o.resume = resume;
+  o.extend = a.extend;
   o.datasets_dir = datasets_dir;
   o.step_event_every = a.log_every;
   HeartbeatFile heartbeat(std::getenv("DLSYS_HEARTBEAT_FILE"));
@@ -347,6 +351,7 @@ int run_train(const TrainArgs& a) {
     if (logger && eval) {
       (void)logger->log_metric("train_loss", eval->train_loss, eval->step);
       (void)logger->log_metric("val_loss", eval->metrics.val_loss, eval->step);
+      (void)logger->log_metric("epoch", static_cast<double>(eval->epoch), eval->step);
       if (eval->metrics.val_accuracy)
         (void)logger->log_metric("val_accuracy", *eval->metrics.val_accuracy, eval->step);
       (void)logger->flush();
@@ -419,6 +424,9 @@ void add_train(CLI::App& app, int* rc) {
   c->add_flag("--auto-resume", a->auto_resume,
               "Continue the run in --out from its newest checkpoint when it has one, else start "
               "it (what a retried job does)");
+  c->add_flag("--extend", a->extend,
+              "With --resume or --auto-resume: continue a checkpoint written with another "
+              "train.epochs (train a finished run further; not with a cosine schedule)");
   c->add_option("--checkpoint-every", a->checkpoint_every,
                 "Steps between checkpoints (overrides train.checkpoint_every; 0: only at the end)");
   c->add_option("--log-every", a->log_every, "Steps between step events")->capture_default_str();

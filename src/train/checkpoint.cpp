@@ -58,7 +58,8 @@ Status write_checkpoint(const std::string& run_dir, const Checkpoint& c) {
   json state = {{"step", c.step},
                 {"loader", {{"epoch", c.position.epoch}, {"batch", c.position.batch}}},
                 {"optimizer_steps", c.optimizer_steps},
-                {"spec_sha256", c.spec_sha256}};
+                {"spec_sha256", c.spec_sha256},
+                {"extend_sha256", c.extend_sha256}};
   DLSYS_RETURN_IF_ERROR(write_file_atomic(tmp + "/state.json", state.dump(2)));
   // 2. Renamed in; a folder of the same step goes aside first and is removed after.
   std::string name = fmt::format("step-{}", c.step);
@@ -132,6 +133,7 @@ Result<Checkpoint> read_latest_checkpoint(const std::string& run_dir) {
                   state.at("loader").at("batch").get<int64_t>()};
     c.optimizer_steps = state.at("optimizer_steps").get<int64_t>();
     c.spec_sha256 = state.value("spec_sha256", "");
+    c.extend_sha256 = state.value("extend_sha256", "");
   } catch (const json::exception& e) {
     return Status::Invalid("{}/state.json is not a checkpoint state: {}", dir, e.what());
   }
@@ -149,13 +151,16 @@ Result<Checkpoint> read_latest_checkpoint(const std::string& run_dir) {
 
 Result<Checkpoint> resume_from_checkpoint(const std::string& run_dir,
                                           const std::string& spec_sha256,
-                                          const ResumeTarget& target) {
+                                          const ResumeTarget& target,
+                                          const std::string& extend_sha256) {
   DLSYS_ASSIGN_OR_RETURN(Checkpoint c, read_latest_checkpoint(run_dir));
   const std::string& dir = c.folder;
-  if (c.spec_sha256 != spec_sha256)
+  const bool extended = !extend_sha256.empty() && c.extend_sha256 == extend_sha256;
+  if (c.spec_sha256 != spec_sha256 && !extended)
     return Status::Invalid(
-        "--resume: the spec changed since the checkpoint in {}; resume with "
-        "the same spec or start a new run directory",
+        "--resume: the spec changed since the checkpoint in {}; resume with the same spec (or, "
+        "with --extend, the same spec and another train.epochs under a schedule that does not "
+        "depend on it), or start a new run directory",
         dir);
   for (auto& [name, dst] : target.params) {
     auto it = c.params.find(name);

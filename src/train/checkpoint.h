@@ -43,12 +43,14 @@ inline constexpr int kKeepCheckpoints = 3;
 
 // The contents of one checkpoint.
 struct Checkpoint {
-  int64_t step = 0;                       // optimizer steps completed
-  data::LoaderPosition position;          // the batch the run reads next
-  int64_t optimizer_steps = 0;            // the optimizer's own step count (bias correction)
-  std::string spec_sha256;                // the spec (and overrides) the run was started with
-  std::map<std::string, Tensor> params;   // trained parameters by name
-  std::map<std::string, Tensor> buffers;  // running statistics by name
+  int64_t step = 0;               // optimizer steps completed
+  data::LoaderPosition position;  // the batch the run reads next
+  int64_t optimizer_steps = 0;    // the optimizer's own step count (bias correction)
+  std::string spec_sha256;        // the spec (and overrides) the run was started with
+  std::string extend_sha256;      // the same without the number of epochs ("" when its schedule
+                                  // depends on it); older checkpoints have none
+  std::map<std::string, Tensor> params;           // trained parameters by name
+  std::map<std::string, Tensor> buffers;          // running statistics by name
   std::map<std::string, Tensor> optimizer_state;  // Optimizer::state()
   std::string folder;  // read_latest_checkpoint: the folder it was read from (for messages)
 };
@@ -69,14 +71,17 @@ struct ResumeTarget {
   Optimizer* optimizer = nullptr;
 };
 
-// Reads the latest checkpoint of `run_dir`, checks that it was written for `spec_sha256`, copies
+// Reads the latest checkpoint of `run_dir`, checks that it was written for `spec_sha256` (or,
+// when `extend_sha256` is not empty, for the same spec with another number of epochs: a run
+// continued for longer, as a promoted search trial is), copies
 // its parameters and running statistics into the tensors of `target` (same shapes, in place, so
 // views of them stay valid) and loads the optimizer's state. Returns the checkpoint (its step and
 // loader position say where to continue). Errors name the run directory or the checkpoint
 // folder and the missing or mismatched tensor; on error `target` may be partly restored.
 Result<Checkpoint> resume_from_checkpoint(const std::string& run_dir,
                                           const std::string& spec_sha256,
-                                          const ResumeTarget& target);
+                                          const ResumeTarget& target,
+                                          const std::string& extend_sha256 = "");
 
 // The keep-newest policy alone: removes all but the newest `keep` step-* folders of
 // `run_dir`/checkpoints (by step number) and every .tmp-* folder. write_checkpoint calls it.

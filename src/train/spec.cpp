@@ -456,6 +456,13 @@ Result<TrainSpec> load_train_spec(const std::string& path,
   }
   DLSYS_RETURN_IF_ERROR(check_fields(path, root, "the spec", fields_of("")));
   DLSYS_RETURN_IF_ERROR(get(path, root, "name", &s.name));
+  {
+    YAML::Node without = YAML::Clone(root);
+    if (without["train"] && without["train"].IsMap()) without["train"].remove("epochs");
+    YAML::Emitter out;
+    out << without;
+    s.extend_text = out.c_str();
+  }
 
   YAML::Node data = root["data"];
   if (!data) return Status::Invalid("{}: the spec needs a 'data' section (train: FILE.csv)", path);

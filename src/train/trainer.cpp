@@ -707,6 +707,9 @@ Status Trainer::build_graphs() {
   // Overrides given on the command line are part of what must match on resume.
   spec_hash_ =
       sha256_hex(fmt::format("{}|{}|{}", spec_.spec_text, spec_.epochs, spec_.checkpoint_every));
+  // Cosine annealing ends at the last epoch's step: another number of epochs changes every rate.
+  if (schedule_.kind != ScheduleKind::kCosine)
+    extend_hash_ = sha256_hex(fmt::format("{}|{}", spec_.extend_text, spec_.checkpoint_every));
   return Status::OK();
 }
 
@@ -718,7 +721,8 @@ Status Trainer::restore() {
     target.optimizer = &*optimizer_;
     // Only where to continue is kept: the tensors were copied into the live ones.
     DLSYS_ASSIGN_OR_RETURN(Checkpoint c,
-                           resume_from_checkpoint(options_.out_dir, spec_hash_, target));
+                           resume_from_checkpoint(options_.out_dir, spec_hash_, target,
+                                                  options_.extend ? extend_hash_ : ""));
     start_step_ = c.step;
     start_position_ = c.position;
     DLSYS_RETURN_IF_ERROR(loader_->seek(start_position_));
@@ -947,6 +951,7 @@ Status Trainer::checkpoint(int64_t at_step) {
   c.position = loader_->position();
   c.optimizer_steps = optimizer_->steps();
   c.spec_sha256 = spec_hash_;
+  c.extend_sha256 = extend_hash_;
   for (const std::string& p : tg_.params) c.params[p] = inputs_.at(p);
   c.buffers = buffers_;
   c.optimizer_state = optimizer_->state();

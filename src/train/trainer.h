@@ -47,6 +47,11 @@ struct TrainOptions {
   // Continue from the newest checkpoint in out_dir (same spec); the losses of the steps after it
   // equal those of an uninterrupted run.
   bool resume = false;
+  // With resume: a checkpoint written for the same spec with another train.epochs is continued
+  // too (a run trained further: a promoted search trial), when the schedule does not depend on
+  // the number of epochs (not cosine). Its steps equal those of a run started with the new
+  // epochs.
+  bool extend = false;
   // The dataset store for specs with data.dataset (DATA_DIR/datasets).
   std::string datasets_dir;
   // Asked after every optimizer step (may be null): when it returns true the run writes a
@@ -239,6 +244,7 @@ class Trainer {
   ScheduleConfig schedule_;
   int64_t batches_per_epoch_ = 0, steps_per_epoch_ = 0;
   std::string spec_hash_;
+  std::string extend_hash_;  // "" when the schedule depends on the number of epochs
 
   // restore, and the run's progress
   int64_t start_step_ = 0;               // the step the run starts or resumes at

@@ -28,6 +28,7 @@ Checkpoint make(int64_t step, float v) {
   c.position = {step / 10, step % 10};
   c.optimizer_steps = step;
   c.spec_sha256 = "abc";
+  c.extend_sha256 = "abc-without-epochs";
   c.params["layers.0.weight"] = filled({2, 3}, v);
   c.params["layers.0.bias"] = filled({2}, v + 10);
   c.buffers["layers.1.running_mean"] = filled({2}, v + 20);
@@ -58,13 +59,15 @@ TEST_F(CheckpointTest, RoundTripsEveryTensorAndTheState) {
   EXPECT_EQ(*read_file(run_ + "/checkpoints/latest"), "step-20");
   auto state = nlohmann::json::parse(*read_file(run_ + "/checkpoints/step-20/state.json"));
   EXPECT_EQ(state, nlohmann::json::parse(R"({"step": 20, "loader": {"epoch": 2, "batch": 0},
-                                             "optimizer_steps": 20, "spec_sha256": "abc"})"));
+                                             "optimizer_steps": 20, "spec_sha256": "abc",
+                                             "extend_sha256": "abc-without-epochs"})"));
   auto c = read_latest_checkpoint(run_);
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_EQ(c->step, 20);
   EXPECT_EQ(c->position, (data::LoaderPosition{2, 0}));
   EXPECT_EQ(c->optimizer_steps, 20);
   EXPECT_EQ(c->spec_sha256, "abc");
+  EXPECT_EQ(c->extend_sha256, "abc-without-epochs");
   Checkpoint want = make(20, 1.f);
   for (auto maps : {std::pair{&c->params, &want.params}, std::pair{&c->buffers, &want.buffers},
                     std::pair{&c->optimizer_state, &want.optimizer_state}}) {

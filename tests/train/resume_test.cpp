@@ -157,5 +157,72 @@ train:
   check_resume(spec, 6, 10, 70);
 }
 
+// A finished run trained further (--extend with more epochs: a promoted search trial) reaches
+// the steps and metrics of a run started with those epochs; a cosine schedule, whose rates
+// depend on the number of epochs, refuses.
+TEST(Resume, ExtendingAFinishedRunEqualsTrainingLongerFromTheStart) {
+  auto text = read_file(std::string(DLSYS_SOURCE_DIR) + "/examples/digits/mlp.yaml");
+  ASSERT_TRUE(text.ok());
+  std::string s = *text;
+  s.replace(s.find("target_accuracy: 0.97"), 21, "target_accuracy: 0");
+  s.replace(s.find("../../../shared"), 15, DLSYS_SHARED_DIR);
+  std::string dir = (fs::temp_directory_path() / ("dlsys-extend-" + random_hex(6))).string();
+  fs::create_directories(dir);
+  ASSERT_TRUE(write_file_atomic(dir + "/spec.yaml", s).ok());
+  auto args = [&](const std::string& out, int epochs, std::vector<std::string> extra) {
+    std::vector<std::string> a = {"train",
+                                  dir + "/spec.yaml",
+                                  "--set",
+                                  "epochs=" + std::to_string(epochs),
+                                  "--json",
+                                  "--log-every",
+                                  "1",
+                                  "--threads",
+                                  "1",
+                                  "--checkpoint-every",
+                                  "20",
+                                  "--out",
+                                  dir + "/" + out};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  Events full = run(args("full", 5, {}));
+  Events first = run(args("grown", 2, {}));
+  ASSERT_FALSE(first.done.is_null());
+  Events grown = run(args("grown", 5, {"--auto-resume", "--extend"}));
+  ASSERT_FALSE(grown.done.is_null());
+  ASSERT_FALSE(grown.loss.empty());
+  EXPECT_EQ(grown.loss.begin()->first, first.done["steps"].get<int64_t>())
+      << "the extended run did not start after the first one's last step";
+  for (auto& [step, loss] : grown.loss)
+    ASSERT_EQ(loss, full.loss.at(step)) << "step " << step << " differs from the longer run";
+  EXPECT_EQ(grown.done["metrics"], full.done["metrics"]);
+  EXPECT_EQ(read_file(dir + "/grown/model.onnx").value(),
+            read_file(dir + "/full/model.onnx").value());
+
+  // Without --extend the changed epochs are a changed spec.
+  int64_t pid_rc = 0;
+  {
+    std::string cmd =
+        std::string(DLSYS_BIN) + " train " + dir + "/spec.yaml --set epochs=7 --out " + dir +
+        "/grown --auto-resume --checkpoint-every 20 --threads 1 --quiet >/dev/null 2>" + dir +
+        "/err";
+    pid_rc = std::system(cmd.c_str());
+  }
+  EXPECT_NE(pid_rc, 0);
+  EXPECT_NE(read_file(dir + "/err").value().find("--extend"), std::string::npos)
+      << read_file(dir + "/err").value();
+  // A cosine schedule refuses even with --extend.
+  std::string cos = s;
+  cos.replace(cos.find("schedule: {name: constant}"), 26, "schedule: {name: cosine}");
+  ASSERT_TRUE(write_file_atomic(dir + "/cos.yaml", cos).ok());
+  std::string base = std::string(DLSYS_BIN) + " train " + dir + "/cos.yaml --out " + dir +
+                     "/cos --checkpoint-every 20 --threads 1 --quiet";
+  ASSERT_EQ(std::system((base + " --set epochs=1 >/dev/null").c_str()), 0);
+  EXPECT_NE(std::system((base + " --set epochs=2 --auto-resume --extend >/dev/null 2>&1").c_str()),
+            0);
+  fs::remove_all(dir);
+}
+
 }  // namespace
 }  // namespace dlsys
