@@ -15,6 +15,8 @@
 #include "graph/onnx_import.h"
 #include "jobs/job_routes.h"
 #include "jobs/job_service.h"
+#include "jobs/search_routes.h"
+#include "jobs/search_service.h"
 #include "serve/model_server.h"
 #include "serve/serve_routes.h"
 
@@ -118,6 +120,15 @@ int run_server(const ServerArgs& a) {
   jro.command_jobs_need_admin = bo.auth;
   if (job_service) jro.wake = [svc = job_service.get()] { svc->wake(); };
   jobs::add_job_routes(be->router(), be->store(), jro);
+  // Hyperparameter searches: their trials are jobs of this service (docs/search.md).
+  jobs::SearchRoutesOptions sro;
+  sro.validate = check_job_spec;
+  sro.wake = jro.wake;
+  jobs::add_search_routes(be->router(), be->store(), sro);
+  std::unique_ptr<jobs::SearchService> search_service;
+  if (job_service)
+    search_service = std::make_unique<jobs::SearchService>(
+        be->store(), jobs::SearchServiceOptions{&be->objects(), validate_onnx_model});
   api::HttpServer server((*backend)->router(), so);
   Status st = server.listen();
   if (!st.ok()) return fail(st.message());
@@ -131,10 +142,15 @@ int run_server(const ServerArgs& a) {
     job_service->set_runner(fmt::format("{}:{}", job_service->runner(), server.port()));
     Status rec = job_service->recover();
     if (!rec.ok()) return fail(rec.with_context("recovering the job queue").message());
-    job_thread = std::thread([&stopping, svc = job_service.get()] {
+    job_thread = std::thread([&stopping, svc = job_service.get(), searches = search_service.get()] {
       while (!stopping.load()) {
         auto r = svc->tick();
         if (!r.ok()) std::fprintf(stderr, "jobs: %s\n", r.status().message().c_str());
+        // Searches read the jobs that ended and queue trials: started at once (wake), not at
+        // the next second.
+        auto q = searches->tick();
+        if (!q.ok()) std::fprintf(stderr, "searches: %s\n", q.status().message().c_str());
+        if (q.ok() && *q > 0) svc->wake();
         svc->wait(std::chrono::seconds(1));
       }
     });

@@ -95,6 +95,7 @@ int main(int argc, char** argv) {
   dlsys::cli::add_tokens(app, &rc);
   dlsys::cli::add_data(app, &rc);
   dlsys::cli::add_jobs(app, &rc);
+  dlsys::cli::add_search(app, &rc);
   dlsys::cli::add_completion(app, &rc);
   try {
     app.parse(argc, argv);

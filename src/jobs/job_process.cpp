@@ -55,13 +55,17 @@ Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& s
         "training spec (spec: FILE.yaml) whose model.onnx names the model file",
         spec.model.str());
   std::vector<std::string> argv = {
-      c.dlsys_exe,    "train", spec.spec,   "--json",
-      "--log-every",  "10",    "--threads", std::to_string(job.threads),
-      "--experiment", job.name};
+      c.dlsys_exe,    "train",
+      spec.spec,      "--json",
+      "--log-every",  "10",
+      "--threads",    std::to_string(job.threads),
+      "--experiment", spec.experiment.empty() ? job.name : spec.experiment};
   for (const std::string& o : train_overrides(spec, c.checkpoint_every))
     argv.insert(argv.end(), {"--set", o});
-  // A retry goes on from the run directory's checkpoint (the same overrides: the same spec).
-  argv.insert(argv.end(), {"--out", c.dir + "/run", "--auto-resume"});
+  // A retry goes on from the run directory's checkpoint (the same overrides: the same spec); a
+  // job given more epochs after it succeeded (a promoted search trial) trains further from its
+  // final checkpoint (--extend).
+  argv.insert(argv.end(), {"--out", c.dir + "/run", "--auto-resume", "--extend"});
   if (!c.server_url.empty()) {
     argv.insert(argv.end(), {"--server", c.server_url});
   } else if (!c.data_dir.empty()) {

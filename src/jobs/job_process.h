@@ -2,9 +2,9 @@
 // environment (`job_env`) of a train or command job. The local executor (job_service.h) runs them
 // as a child process; the Kubernetes executor (k8s_job.h) renders them into a Job manifest.
 //
-// A train job runs `dlsys train SPEC --out DIR/run --auto-resume` with the job's dataset and
-// hyperparameters as --set overrides (after the service's checkpoint interval), so that a retry,
-// wherever it runs, continues from the run directory's checkpoint. A command job runs its
+// A train job runs `dlsys train SPEC --out DIR/run --auto-resume --extend` with the job's dataset
+// and hyperparameters as --set overrides (after the service's checkpoint interval), so that a
+// retry, wherever it runs, continues from the run directory's checkpoint. A command job runs its
 // command; with a dataset, a shell first exports the version with `dlsys data pull` to
 // DIR/data/data.csv, then execs the command.
 #pragma once

@@ -17,6 +17,7 @@
 #include "core/file_util.h"
 #include "jobs/job_process.h"
 #include "jobs/job_spec.h"
+#include "jobs/run_model.h"
 
 namespace dlsys::jobs {
 
@@ -256,46 +257,18 @@ void JobService::collect_outputs(const meta::Job& job, const Attempt& a) {
 
 Status JobService::register_model(const meta::Job& job, const JobSpec& spec) {
   if (spec.register_model.empty()) return Status::OK();
-  if (job.run_id <= 0) return Status::Invalid("the job has no run to register a model from");
-  // The run's ONNX file: a train job's model.onnx, a command job's output/*.onnx.
-  DLSYS_ASSIGN_OR_RETURN(auto artifacts, store_.runs().list_artifacts(job.run_id, ""));
-  std::vector<std::string> onnx;
-  for (const auto& x : artifacts)
-    if (x.path.size() > 5 && x.path.compare(x.path.size() - 5, 5, ".onnx") == 0)
-      onnx.push_back(x.path);
-  std::string path;
-  for (const char* preferred : {"model.onnx", "output/model.onnx"})
-    if (std::find(onnx.begin(), onnx.end(), preferred) != onnx.end()) path = preferred;
-  if (path.empty() && onnx.size() == 1) path = onnx[0];
-  if (path.empty() && onnx.empty())
-    return Status::Invalid(
-        "the job left no ONNX file (a command job writes one into $DLSYS_OUTPUT_DIR, e.g. "
-        "model.onnx)");
-  if (path.empty())
-    return Status::Invalid("the job left {} ONNX files and none is called model.onnx", onnx.size());
-  if (options_.validate_model && options_.objects) {
-    DLSYS_ASSIGN_OR_RETURN(meta::ArtifactRecord rec, store_.runs().get_artifact(job.run_id, path));
-    DLSYS_ASSIGN_OR_RETURN(std::string file, options_.objects->open_verified(rec.sha256));
-    DLSYS_RETURN_IF_ERROR(options_.validate_model(file).with_context(path));
-  }
-  const meta::Principal who{job.owner, meta::Role::kEditor};
-  // The model is made on its first registration, as `dlsys models register` does.
-  auto made = store_.registry().create_model(spec.register_model, "", who);
-  if (!made.ok() && made.status().code() != StatusCode::kAlreadyExists) return made.status();
-  DLSYS_ASSIGN_OR_RETURN(
-      meta::ModelVersion v,
-      store_.registry().create_model_version(spec.register_model, job.run_id, path,
-                                             fmt::format("registered by job {}", job.id), who));
-  if (!spec.move_alias.empty())
-    DLSYS_RETURN_IF_ERROR(
-        store_.registry().set_alias(spec.register_model, spec.move_alias, v.version, who).status());
-  return Status::OK();
+  return register_run_model(store_, options_.objects, options_.validate_model,
+                            {job.run_id, job.owner, spec.register_model, spec.move_alias,
+                             fmt::format("registered by job {}", job.id)})
+      .status();
 }
 
 Result<int64_t> JobService::ensure_run(const meta::Job& job, const JobSpec& spec) {
   if (job.run_id > 0) return job.run_id;
   const meta::Principal who{job.owner, meta::Role::kEditor};
-  DLSYS_ASSIGN_OR_RETURN(meta::Experiment x, store_.runs().ensure_experiment(job.name, who));
+  DLSYS_ASSIGN_OR_RETURN(
+      meta::Experiment x,
+      store_.runs().ensure_experiment(spec.experiment.empty() ? job.name : spec.experiment, who));
   std::vector<meta::KeyValue> params;
   // A train job's trainer logs the spec's values itself (the job's among them).
   if (spec.kind != JobKind::kTrain)

@@ -144,7 +144,8 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
                                              "max_run_time",
                                              "owner",
                                              "on_success",
-                                             "working_dir"};
+                                             "working_dir",
+                                             "experiment"};
   DLSYS_RETURN_IF_ERROR(check_fields(j, "", kTop, loc));
   JobSpec s;
   if (!j.contains("kind"))
@@ -187,6 +188,12 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
   }
   if (j.contains("spec")) {
     DLSYS_ASSIGN_OR_RETURN(s.spec, get_string(j, "spec", "spec", loc));
+  }
+  if (j.contains("experiment")) {
+    DLSYS_ASSIGN_OR_RETURN(s.experiment, get_string(j, "experiment", "experiment", loc));
+    if (s.experiment.size() > kMaxName)
+      return Status::Invalid("{} is {} characters; at most {}", loc.at("experiment"),
+                             s.experiment.size(), kMaxName);
   }
   if (j.contains("model")) {
     std::string m;
@@ -404,6 +411,25 @@ Result<int64_t> parse_duration_seconds(const std::string& text, const std::strin
   return static_cast<int64_t>(std::ceil(s));
 }
 
+Result<json> yaml_text_to_json(const std::string& text, const std::string& path,
+                               const std::string& what) {
+  size_t bad = 0;
+  if (!is_valid_utf8(text, &bad)) {
+    int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + bad, '\n'));
+    return Status::Invalid("{}:{}: byte {} is not UTF-8 text: save the spec as UTF-8", path, line,
+                           bad);
+  }
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return Status::Invalid("{}:{}: not valid YAML or JSON: {}", path, e.mark.line + 1, e.msg);
+  }
+  if (!root.IsMap()) return Status::Invalid("{}: {}", path, what);
+  Locator loc{path, {}};
+  return yaml_to_json(root, "", &loc);
+}
+
 Result<JobSpec> parse_job_spec(const std::string& text, const std::string& path) {
   size_t bad = 0;
   if (!is_valid_utf8(text, &bad)) {
@@ -450,6 +476,7 @@ json to_json(const JobSpec& s) {
             {"max_retries", s.max_retries},
             {"max_run_time", s.max_run_seconds}};
   if (!s.spec.empty()) j["spec"] = s.spec;
+  if (!s.experiment.empty()) j["experiment"] = s.experiment;
   if (s.has_model) j["model"] = s.model.str();
   if (s.has_dataset) j["dataset"] = s.dataset.str();
   if (!s.split.empty()) j["split"] = s.split;

@@ -38,6 +38,9 @@ struct JobResources {
 struct JobSpec {
   JobKind kind = JobKind::kTrain;
   std::string name;  // shown in lists; defaults to the kind
+  // The experiment its run is recorded in (empty: one named after the job): a search puts all
+  // its trials in one.
+  std::string experiment;
   // train: the model spec (a YAML path, train/spec.h), or `model` to fine-tune a registered
   // ONNX model version. predict: `model` is the version that predicts.
   std::string spec;
@@ -75,6 +78,12 @@ Result<JobSpec> load_job_spec(const std::string& path);
 // same checks as the YAML parser, with `what` naming the source in errors.
 nlohmann::json to_json(const JobSpec& s);
 Result<JobSpec> job_spec_from_json(const nlohmann::json& j, const std::string& what);
+
+// Reads YAML or JSON `text` (a mapping) as JSON: quoted text stays text, plain scalars read as
+// numbers, true/false or null when they read fully as one. Errors name `path` and the line
+// (text that is not UTF-8, YAML syntax, not a mapping: `what` says what it should be).
+Result<nlohmann::json> yaml_text_to_json(const std::string& text, const std::string& path,
+                                         const std::string& what);
 
 // "2GiB", "512MiB", "1.5G", "100M", "64k" or a number of bytes -> bytes (binary and decimal
 // suffixes as written). Errors name `what`.

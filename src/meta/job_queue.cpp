@@ -118,22 +118,46 @@ void to_json(json& j, const JobUsage& u) {
        {"peak_memory_bytes", u.peak_memory_bytes}};
 }
 
+Result<int64_t> JobQueue::submit_in(SqlConnection& c, const NewJob& j, const Principal& who) {
+  DLSYS_RETURN_IF_ERROR(check(j));
+  DLSYS_ASSIGN_OR_RETURN(
+      auto rows,
+      c.query("INSERT INTO jobs (name, kind, owner, spec, state, priority, threads, "
+              "memory_bytes, max_retries, created_at) VALUES ($1,$2,$3,$4,'QUEUED',$5,$6,$7,$8,"
+              "$9) RETURNING id",
+              {j.name, j.kind, who.name, j.spec.dump(), j.priority, j.threads, j.memory_bytes,
+               j.max_retries, now_ms()}));
+  const int64_t id = sql_int(rows.at(0)[0]);
+  DLSYS_RETURN_IF_ERROR(audit(c, who, "job.submit", "job/" + std::to_string(id),
+                              {{"name", j.name}, {"kind", j.kind}}));
+  return id;
+}
+
 Result<Job> JobQueue::submit(const NewJob& j, const Principal& who) {
   DLSYS_RETURN_IF_ERROR(check(j));
   int64_t id = 0;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(
-        auto rows,
-        c.query("INSERT INTO jobs (name, kind, owner, spec, state, priority, threads, "
-                "memory_bytes, max_retries, created_at) VALUES ($1,$2,$3,$4,'QUEUED',$5,$6,$7,$8,"
-                "$9) RETURNING id",
-                {j.name, j.kind, who.name, j.spec.dump(), j.priority, j.threads, j.memory_bytes,
-                 j.max_retries, now_ms()}));
-    id = sql_int(rows.at(0)[0]);
-    return audit(c, who, "job.submit", "job/" + std::to_string(id),
-                 {{"name", j.name}, {"kind", j.kind}});
+    DLSYS_ASSIGN_OR_RETURN(id, submit_in(c, j, who));
+    return Status::OK();
   }));
   return get(id);
+}
+
+Status JobQueue::rerun_in(SqlConnection& c, int64_t id, const json& spec,
+                          const std::string& reason) {
+  if (!spec.is_object() || spec.dump().size() > kMaxSpecBytes)
+    return Status::Invalid("job {}: a spec must be a JSON object under {} KiB", id,
+                           kMaxSpecBytes >> 10);
+  DLSYS_ASSIGN_OR_RETURN(auto rows,
+                         c.query("UPDATE jobs SET state = 'QUEUED', spec = $2, attempts = 0, "
+                                 "not_before = 0, started_at = 0, ended_at = 0, pid = 0, "
+                                 "cancel_requested = 0, end_reason = $3 WHERE id = $1 AND "
+                                 "state = 'SUCCEEDED' RETURNING id",
+                                 {id, spec.dump(), reason}));
+  if (rows.empty())
+    return Status::FailedPrecondition("job {} is not SUCCEEDED: only a finished job runs again",
+                                      id);
+  return Status::OK();
 }
 
 Result<Job> JobQueue::get(int64_t id) {

@@ -8,6 +8,7 @@
 //      |                 |                      | FAILED (no attempts left)
 //      |                 \--cancel--> RUNNING with cancel_requested --mark_cancelled--> CANCELLED
 //      \--cancel--> CANCELLED
+//   SUCCEEDED --rerun--> QUEUED (a search trial promoted to train further: meta/search_store.h)
 //
 // Every transition is one compare-and-set on the job's state (an UPDATE ... WHERE state = ...),
 // so two callers racing for one transition see one succeed and the other FailedPrecondition.
@@ -75,6 +76,12 @@ class JobQueue {
   // Queues `j` for `who` (its owner), audited as job.submit. InvalidArgument for a name or kind
   // that is empty or too long, a spec that is not an object, threads < 1 or negative numbers.
   Result<Job> submit(const NewJob& j, const Principal& who);
+  // The same inside the caller's transaction `c` (with what else it writes); the new job's id.
+  Result<int64_t> submit_in(SqlConnection& c, const NewJob& j, const Principal& who);
+  // Inside the caller's transaction: a SUCCEEDED job back to QUEUED with `spec` (its attempts
+  // count from 0 again; run, usage and directory stay), `reason` as its end_reason.
+  // FailedPrecondition when it is not SUCCEEDED.
+  Status rerun_in(SqlConnection& c, int64_t id, const json& spec, const std::string& reason);
   // Job `id`; NotFound says how to list them.
   Result<Job> get(int64_t id);
   // Jobs newest first, optionally of one `state` and/or `owner`; paginated.

@@ -5,6 +5,8 @@
 //   lineage()   typed edges between datasets, runs, model versions, deployments (lineage.h)
 //   tokens()    API tokens (auth.h)
 //   deployments() what the server serves (deployments.h)
+//   jobs()      the training service's job queue (job_queue.h)
+//   searches()  hyperparameter searches and their trials (search_store.h)
 //   db()        schema version, engine, pool statistics, the audit log (store_db.h)
 // Every write and its audit record commit in one transaction. Thread-safe.
 #pragma once
@@ -19,6 +21,7 @@
 #include "meta/lineage.h"
 #include "meta/model_registry.h"
 #include "meta/run_tracking.h"
+#include "meta/search_store.h"
 #include "meta/store_db.h"
 
 namespace dlsys::meta {
@@ -37,6 +40,7 @@ class MetaStore {
   TokenStore& tokens() { return tokens_; }
   DeploymentStore& deployments() { return deployments_; }
   JobQueue& jobs() { return jobs_; }
+  SearchStore& searches() { return searches_; }
 
  private:
   explicit MetaStore(std::unique_ptr<StoreDb> db)
@@ -46,7 +50,8 @@ class MetaStore {
         lineage_(*db_),
         tokens_(*db_),
         deployments_(*db_),
-        jobs_(*db_) {}
+        jobs_(*db_),
+        searches_(*db_, jobs_) {}
 
   std::unique_ptr<StoreDb> db_;
   RunTracking runs_;
@@ -55,6 +60,7 @@ class MetaStore {
   TokenStore tokens_;
   DeploymentStore deployments_;
   JobQueue jobs_;
+  SearchStore searches_;
 };
 
 }  // namespace dlsys::meta

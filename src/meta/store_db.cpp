@@ -108,6 +108,17 @@ ALTER TABLE jobs ADD COLUMN core_ms BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN peak_memory_bytes BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN runner TEXT NOT NULL DEFAULT '';
 )"},
+    // Hyperparameter searches and their trials (meta/search_store.h).
+    {6, R"(
+CREATE TABLE searches (id {ID}, name TEXT NOT NULL, owner TEXT NOT NULL, spec TEXT NOT NULL,
+  state TEXT NOT NULL, created_at BIGINT NOT NULL, ended_at BIGINT NOT NULL DEFAULT 0,
+  best_trial BIGINT NOT NULL DEFAULT -1, cancel_requested BIGINT NOT NULL DEFAULT 0,
+  end_reason TEXT NOT NULL DEFAULT '', model_version BIGINT NOT NULL DEFAULT 0);
+CREATE TABLE search_trials (search_id BIGINT NOT NULL REFERENCES searches(id),
+  trial BIGINT NOT NULL, params TEXT NOT NULL, job_id BIGINT NOT NULL REFERENCES jobs(id),
+  rung BIGINT NOT NULL, state TEXT NOT NULL, results TEXT NOT NULL DEFAULT '[]',
+  end_reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (search_id, trial));
+)"},
 };
 
 std::string dialect_sql(const char* sql, SqlDialect d) {

@@ -977,6 +977,87 @@ TEST_F(Cli, JobsSubmitListShowLogsAndCancelOnAServer) {
   EXPECT_NE(r.out.find("999"), std::string::npos) << r.out;
 }
 
+// Hyperparameter search through the CLI and a real `dlsys server`: validate explains a spec and
+// names a bad field, submit --wait reports the trials and the best one, list and show read it
+// back, and cancel stops a search with its running trials.
+TEST_F(Cli, SearchSubmitShowListAndCancelOnAServer) {
+  Ran r =
+      sh("search validate " + std::string(DLSYS_SOURCE_DIR) + "/examples/search/digits-asha.yaml");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("a random search 'digits-asha' of 27 trials"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("rungs of 1, 3, 9, 27 epochs"), std::string::npos) << r.out;
+  {
+    std::ifstream in(std::string(DLSYS_SOURCE_DIR) + "/examples/digits/mlp.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    text.replace(text.find("../../../shared"), 15, DLSYS_SHARED_DIR);
+    std::ofstream(dir_ / "mlp.yaml") << text;
+  }
+  const std::string trial =
+      "trial: {spec: mlp.yaml, hyperparameters: {target_accuracy: 0}, resources: {threads: 1}}\n";
+  std::ofstream(dir_ / "bad.yaml")
+      << "name: bad\n"
+      << trial << "algorithm: grid\nspace: {lr: {uniform: [0.001, 0.1]}}\n";
+  r = sh("search validate " + (dir_ / "bad.yaml").string());
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("'space.lr' is a range (uniform): a grid search needs choice lists"),
+            std::string::npos)
+      << r.out;
+  std::ofstream(dir_ / "small.yaml")
+      << "name: small\n"
+      << trial
+      << "algorithm: grid\nspace: {lr: {choice: [0.0003, 0.003, 0.03]}}\nparallelism: 2\n"
+         "epochs: 3\nasha: {min_epochs: 1}\nregister: {model: small-best}\n";
+  std::ofstream(dir_ / "long.yaml") << "name: long\n"
+                                    << trial
+                                    << "trials: 4\nspace: {lr: {log_uniform: [0.001, 0.01]}}\n"
+                                       "epochs: 100000\n";
+  Server server((dir_ / "data").string());
+  ASSERT_TRUE(server.up());
+  const std::string at = " --server " + server.url();
+  r = sh("search submit --wait " + (dir_ / "small.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("search 1 submitted: 'small', 3 trials, rungs of 1, 3 epochs"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("trial 0 STOPPED at 1 epochs: val_accuracy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("SUCCEEDED"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("registered as small-best@1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("best: trial"), std::string::npos) << r.out;
+  r = sh("search show 1" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("COMPLETED (best)  3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("lr=0.003"), std::string::npos) << r.out;
+  r = sh("models list --json" + at);
+  EXPECT_NE(r.out.find("small-best"), std::string::npos) << r.out;
+
+  // A long search, cancelled: its running trials stop and it ends CANCELLED.
+  r = sh("search submit --json " + (dir_ / "long.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string id = std::to_string(nlohmann::json::parse(r.out)["id"].get<int64_t>());
+  r = sh("search cancel " + id + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::string state;
+  for (int i = 0; i < 600 && state != "CANCELLED"; ++i) {
+    r = sh("search show --json " + id + at);
+    ASSERT_EQ(r.code, 0) << r.out;
+    state = nlohmann::json::parse(r.out)["state"];
+    if (state != "CANCELLED") std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  EXPECT_EQ(state, "CANCELLED") << r.out;
+  r = sh("search list --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto list = nlohmann::json::parse(r.out);
+  ASSERT_EQ(list.size(), 2u) << r.out;
+  EXPECT_EQ(list[0]["state"], "CANCELLED");
+  EXPECT_EQ(list[1]["state"], "SUCCEEDED");
+  r = sh("jobs list --json --state running" + at);
+  EXPECT_EQ(nlohmann::json::parse(r.out).size(), 0u)
+      << "a cancelled search leaves no trial running";
+  r = sh("search show 999" + at);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("search 999 does not exist"), std::string::npos) << r.out;
+}
+
 // On a server that requires tokens, a job gets a token of its own for its attempt (a train job
 // records its run with it), and the token is revoked when the attempt ends.
 TEST_F(Cli, JobsOnAServerWithAuthGetATokenForTheirAttempt) {

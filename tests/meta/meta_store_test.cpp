@@ -96,12 +96,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 5);
+  EXPECT_EQ(*v, 6);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 5);
+  EXPECT_EQ(*(*again)->db().schema_version(), 6);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -710,7 +710,7 @@ TEST_P(MetaStoreTest, MigrationToSchema3KeepsRunsAndVersions) {
   }
   auto s = MetaStore::open(url, 2);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
-  EXPECT_EQ(*(*s)->db().schema_version(), 5);
+  EXPECT_EQ(*(*s)->db().schema_version(), 6);
   auto run = (*s)->runs().get_run(1);
   ASSERT_TRUE(run.ok()) << run.status().to_string();
   EXPECT_EQ(run->status, "RUNNING");
@@ -1078,6 +1078,102 @@ TEST_P(MetaStoreTest, JobQueueOrdersRetriesAndCancels) {
   auto audit = store_->db().list_audit(20, "");
   ASSERT_TRUE(audit.ok());
   EXPECT_EQ(audit->items[0].action, "job.cancel");
+}
+
+// A search's trials and their jobs change together: a trial starts with its job in one
+// transaction, a promotion queues the trial's finished job again or changes nothing, and the
+// state machine refuses what its state does not allow.
+TEST_P(MetaStoreTest, SearchTrialsStartAndArePromotedWithTheirJobs) {
+  SearchStore& ss = store_->searches();
+  JobQueue& q = store_->jobs();
+  const Principal bob{"bob", Role::kEditor}, admin{"root", Role::kAdmin};
+  auto bad = ss.create("", {{"a", 1}}, kAlice);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  auto s = ss.create("lr-search", {{"name", "lr-search"}}, kAlice);
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  EXPECT_EQ(s->state, "RUNNING");
+  EXPECT_EQ(s->owner, "alice");
+  EXPECT_EQ(s->best_trial, -1);
+  auto job = [](const std::string& name, int64_t epochs) {
+    return NewJob{
+        name,
+        "train",
+        {{"kind", "train"}, {"spec", "a.yaml"}, {"hyperparameters", {{"epochs", epochs}}}},
+        0,
+        1,
+        0,
+        0};
+  };
+  auto t0 = ss.start_trial(s->id, 0, {{"lr", 0.1}}, job("lr-search-t0", 1));
+  ASSERT_TRUE(t0.ok()) << t0.status().to_string();
+  auto t1 = ss.start_trial(s->id, 1, {{"lr", 0.01}}, job("lr-search-t1", 1));
+  ASSERT_TRUE(t1.ok()) << t1.status().to_string();
+  // A trial starts once: the second start neither records it nor queues a job.
+  auto again = ss.start_trial(s->id, 1, {{"lr", 0.01}}, job("lr-search-t1", 1));
+  EXPECT_EQ(again.status().code(), StatusCode::kAlreadyExists) << again.status().to_string();
+  auto queued = q.list("QUEUED", "", 100, "");
+  ASSERT_TRUE(queued.ok());
+  EXPECT_EQ(queued->items.size(), 2u) << "one job per trial";
+  EXPECT_EQ(q.get(t0->job_id)->owner, "alice") << "trials are the search's owner's";
+
+  // Trial 0's job runs and succeeds; its result pauses it at rung 0.
+  ASSERT_TRUE(q.start(t0->job_id, 10, now_ms()).ok());
+  ASSERT_TRUE(q.finish(t0->job_id, true, "", now_ms()).ok());
+  ASSERT_TRUE(ss.record_result(s->id, 0, 0, 0.75, false, false, "").ok());
+  EXPECT_EQ(ss.record_result(s->id, 0, 0, 0.75, false, false, "").code(),
+            StatusCode::kFailedPrecondition)
+      << "a rung's result is recorded once";
+  // Trial 1 has no result yet (its job is queued): recording a result for it at rung 0 works,
+  // but its job is not SUCCEEDED, so promoting it changes nothing, trial or job.
+  ASSERT_TRUE(ss.record_result(s->id, 1, 0, 0.5, false, false, "").ok());
+  auto refused = ss.promote(s->id, 1, 0, {{"kind", "train"}, {"spec", "a.yaml"}});
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition) << refused.to_string();
+  auto trials = ss.trials(s->id);
+  ASSERT_TRUE(trials.ok());
+  ASSERT_EQ(trials->size(), 2u);
+  EXPECT_EQ((*trials)[1].state, "PAUSED") << "the refused promotion rolled back";
+  EXPECT_EQ((*trials)[1].rung, 0);
+  EXPECT_EQ(q.get(t1->job_id)->state, "QUEUED");
+
+  // Trial 0 is promoted: its job is queued again with the new spec, attempts from 0.
+  json more = {{"kind", "train"}, {"spec", "a.yaml"}, {"hyperparameters", {{"epochs", 3}}}};
+  ASSERT_TRUE(ss.promote(s->id, 0, 0, more).ok());
+  EXPECT_EQ(ss.promote(s->id, 0, 0, more).code(), StatusCode::kFailedPrecondition)
+      << "promoted twice";
+  Job rerun = q.get(t0->job_id).value();
+  EXPECT_EQ(rerun.state, "QUEUED");
+  EXPECT_EQ(rerun.attempts, 0);
+  EXPECT_EQ(rerun.spec["hyperparameters"]["epochs"], 3);
+  trials = ss.trials(s->id);
+  EXPECT_EQ((*trials)[0].state, "RUNNING");
+  EXPECT_EQ((*trials)[0].rung, 1);
+  ASSERT_EQ((*trials)[0].results.size(), 1u);
+  EXPECT_EQ(*(*trials)[0].results[0], 0.75);
+  // It fails at rung 1: FAILED with the reason, its first result kept.
+  ASSERT_TRUE(ss.record_result(s->id, 0, 1, std::nullopt, false, true, "job 1 FAILED: oom").ok());
+  trials = ss.trials(s->id);
+  EXPECT_EQ((*trials)[0].state, "FAILED");
+  EXPECT_EQ((*trials)[0].end_reason, "job 1 FAILED: oom");
+  EXPECT_EQ((*trials)[0].results.size(), 1u);
+
+  // Only its owner or an admin cancels it; finishing stops the paused trials.
+  EXPECT_EQ(ss.cancel(s->id, bob).status().code(), StatusCode::kPermissionDenied);
+  auto c = ss.cancel(s->id, admin);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_TRUE(c->cancel_requested);
+  auto done = ss.finish(s->id, "CANCELLED", 1, "cancelled by root");
+  ASSERT_TRUE(done.ok()) << done.status().to_string();
+  EXPECT_EQ(done->state, "CANCELLED");
+  EXPECT_EQ(done->best_trial, 1);
+  EXPECT_EQ(ss.trials(s->id)->at(1).state, "STOPPED");
+  EXPECT_EQ(ss.finish(s->id, "SUCCEEDED", 1, "").status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ss.cancel(s->id, kAlice).status().code(), StatusCode::kFailedPrecondition);
+  auto listed = ss.list("cancelled", 10, "");
+  EXPECT_EQ(listed.status().code(), StatusCode::kInvalidArgument) << "states are upper case";
+  listed = ss.list("CANCELLED", 10, "");
+  ASSERT_TRUE(listed.ok());
+  ASSERT_EQ(listed->items.size(), 1u);
+  EXPECT_TRUE(ss.running()->empty());
 }
 
 TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {

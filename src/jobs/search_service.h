@@ -1,0 +1,55 @@
+// Drives the hyperparameter searches stored in the metadata store (meta/search_store.h) with the
+// policy of search_policy.h: each tick, for every RUNNING search, it records the result of each
+// trial whose job ended (the metric's last value in the trial's run), then starts and promotes
+// trials as decided (a trial is a train job on the shared queue: the JobService runs it within
+// the capacity like any other), and ends the search when the policy says it is done (the best
+// trial's model registered when the spec asks). A cancelled search cancels its trials' jobs and
+// ends CANCELLED once they have stopped.
+//
+// Everything it knows is in the store, so a server that restarts goes on where it was: trial
+// jobs that were running resume from their checkpoints (JobService::recover), and the search
+// neither starts a trial again nor loses a rung's result.
+//
+// Threading: one thread calls tick() (the server's job thread, after JobService::tick). `store`
+// must outlive it. With several servers on one database each drives the searches; every change
+// is a compare-and-set, so a race costs a FailedPrecondition, never a trial twice.
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "core/status.h"
+#include "meta/artifact_store.h"
+#include "meta/meta_store.h"
+
+namespace dlsys::jobs {
+
+struct SearchServiceOptions {
+  // Where trial runs keep their artifacts, and the check a registered model passes (the
+  // server's); both may be null.
+  meta::ArtifactStore* objects = nullptr;
+  std::function<Status(const std::string& path)> validate_model;
+};
+
+class SearchService {
+ public:
+  SearchService(meta::MetaStore& store, SearchServiceOptions options)
+      : store_(store), options_(std::move(options)) {}
+
+  // One pass over the RUNNING searches (above). Returns how many trial jobs it queued (started
+  // or promoted): the caller wakes the job service when it is not 0. An error of one search is
+  // reported on stderr and fails only that search when it is its spec's; the database's is
+  // returned.
+  Result<int> tick();
+
+ private:
+  // Drives search `s` one step; the number of jobs it queued.
+  Result<int> drive(const meta::Search& s);
+  // The trial's metric after its rung: the last value of spec.metric in the job's run.
+  std::optional<double> metric_of(int64_t job_id, const std::string& metric);
+
+  meta::MetaStore& store_;
+  SearchServiceOptions options_;
+};
+
+}  // namespace dlsys::jobs
