@@ -12,9 +12,9 @@ namespace dlsys::meta {
 
 Result<ArtifactStore> ArtifactStore::open(const std::string& root) {
   DLSYS_RETURN_IF_ERROR(make_dirs(root + "/objects/tmp"));
-  std::error_code ec;
-  for (auto& e : std::filesystem::directory_iterator(root + "/objects/tmp", ec))
-    std::filesystem::remove(e.path(), ec);
+  // Only what a killed writer left long ago: another process on this data directory (a
+  // `dlsys train --data-dir` beside a server's job) may be writing its upload there now.
+  remove_stale_files(root + "/objects/tmp", 3600);
   return ArtifactStore(root);
 }
 

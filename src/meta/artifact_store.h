@@ -18,7 +18,8 @@ struct StoredObject {
 class ArtifactStore {
  public:
   // Uses (and creates) `root`/objects and `root`/objects/tmp. Removes leftover temporary files
-  // of writes that a crash interrupted.
+  // of writes that a crash interrupted over an hour ago (younger ones may be another process's
+  // upload in progress).
   static Result<ArtifactStore> open(const std::string& root);
 
   // A fresh path under objects/tmp for a streamed upload; hand it to put_file when complete.

@@ -3,6 +3,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 
@@ -58,15 +59,24 @@ TEST_F(ArtifactStoreTest, CorruptedObjectIsNeverServed) {
   EXPECT_EQ(s->open_verified("../../etc/passwd").status().code(), StatusCode::kInvalidArgument);
 }
 
+// An upload a crash left over an hour ago is removed when a store opens; a younger one may be
+// another process's upload in progress on the same data directory, and stays.
 TEST_F(ArtifactStoreTest, InterruptedUploadsAreClearedOnOpen) {
+  std::string old_upload, live_upload;
   {
     auto s = ArtifactStore::open(dir_.string());
     ASSERT_TRUE(s.ok());
-    std::ofstream(s->temp_path()) << "half an upload";
+    old_upload = s->temp_path();
+    live_upload = s->temp_path();
+    std::ofstream(old_upload) << "half an upload";
+    std::ofstream(live_upload) << "an upload being written";
+    std::filesystem::last_write_time(
+        old_upload, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
   }
   auto s = ArtifactStore::open(dir_.string());
   ASSERT_TRUE(s.ok());
-  EXPECT_TRUE(std::filesystem::is_empty(dir_ / "objects" / "tmp"));
+  EXPECT_FALSE(std::filesystem::exists(old_upload));
+  EXPECT_TRUE(std::filesystem::exists(live_upload));
 }
 
 }  // namespace
