@@ -10,9 +10,11 @@
 #include "cli/client_options.h"
 #include "cli/commands.h"
 #include "core/json_get.h"
+#include "jobs/job_process.h"
 #include "jobs/search_policy.h"
 #include "jobs/search_routes.h"
 #include "jobs/search_spec.h"
+#include "train/spec.h"
 
 namespace dlsys::cli {
 namespace {
@@ -26,13 +28,31 @@ struct SearchArgs : ClientArgs {
   bool wait = false;
 };
 
+}  // namespace
+
+Status check_search_trial(const jobs::JobSpec& trial, bool extended) {
+  DLSYS_RETURN_IF_ERROR(check_job_spec(trial));
+  if (!extended) return Status::OK();
+  auto spec = train::load_train_spec(trial.spec, jobs::train_overrides(trial, 0));
+  if (spec.ok() && spec->schedule.kind == train::ScheduleKind::kCosine)
+    return Status::Invalid(
+        "the trial's schedule is cosine: asha continues promoted trials from their checkpoints, "
+        "which a cosine schedule's rates (set by the number of epochs) do not allow; use "
+        "train.schedule.name constant or step (e.g. trial.hyperparameters: "
+        "{{train.schedule.name: constant}})");
+  return Status::OK();
+}
+
+namespace {
+
 Status check_trials(const jobs::SearchSpec& s) {
   const auto params = jobs::trial_params(s);
   if (params.empty()) return Status::Invalid("the search draws no trials");
   const int64_t epochs = jobs::rung_epochs(s).front();
   for (size_t i = 0; i < params.size() && i < 20; ++i)
     DLSYS_RETURN_IF_ERROR(
-        check_job_spec(jobs::trial_job(s, s.name, static_cast<int64_t>(i), params[i], epochs))
+        check_search_trial(jobs::trial_job(s, s.name, static_cast<int64_t>(i), params[i], epochs),
+                           s.asha)
             .with_context(fmt::format("trial {} ({})", i, params[i].dump())));
   return Status::OK();
 }
@@ -71,7 +91,7 @@ Result<Connection> connect_searches(const ClientArgs& a) {
   DLSYS_ASSIGN_OR_RETURN(Connection c, connect(a));
   if (c.backend) {
     jobs::SearchRoutesOptions o;
-    o.validate = check_job_spec;
+    o.validate = check_search_trial;
     jobs::add_search_routes(c.backend->router(), c.backend->store(), o);
   }
   return c;

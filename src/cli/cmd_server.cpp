@@ -122,7 +122,7 @@ int run_server(const ServerArgs& a) {
   jobs::add_job_routes(be->router(), be->store(), jro);
   // Hyperparameter searches: their trials are jobs of this service (docs/search.md).
   jobs::SearchRoutesOptions sro;
-  sro.validate = check_job_spec;
+  sro.validate = check_search_trial;
   sro.wake = jro.wake;
   jobs::add_search_routes(be->router(), be->store(), sro);
   std::unique_ptr<jobs::SearchService> search_service;

@@ -32,11 +32,16 @@ void add_tokens(CLI::App& app, int* rc);
 void add_data(CLI::App& app, int* rc);
 void add_jobs(CLI::App& app, int* rc);
 void add_search(CLI::App& app, int* rc);
+void add_predict(CLI::App& app, int* rc);
 
 // Checks a job spec beyond its own fields, as the service will run it: a train job's training
 // spec read with its dataset and hyperparameters applied (cmd_jobs.cpp; the server checks
 // submissions with it too).
 dlsys::Status check_job_spec(const dlsys::jobs::JobSpec& j);
+// Checks a search trial's job (check_job_spec) and, when `extended` (asha promotions continue
+// trials from their checkpoints), that its schedule is not cosine (cmd_search.cpp; the server
+// checks search submissions with it).
+dlsys::Status check_search_trial(const dlsys::jobs::JobSpec& trial, bool extended);
 // Checks that `path` is an ONNX model dlsys imports (the registry's check on new versions).
 dlsys::Status validate_onnx_model(const std::string& path);
 // Prints "error: <message>" to stderr; returns 1.

@@ -41,11 +41,12 @@ SearchStep decide_search(const SearchSpec& spec, int64_t total,
     if (t.state == "RUNNING") ++running;
     next = std::max(next, t.trial + 1);
   }
-  // Once every trial has started and none runs, a rung whose n finished trials give
-  // floor(n / reduction_factor) = 0 still promotes its best: the budget's end is known, and the
-  // top rung gets a trial (as synchronous successive halving keeps at least one).
+  // Once every trial has started and none runs (the budget's end is known), a rung none of whose
+  // trials has a result at the next rung promotes its best paused trial: the top rung gets a
+  // trial (as synchronous successive halving keeps at least one) unless every candidate fails.
   const bool last_call = running == 0 && next >= total;
-  std::set<int64_t> chosen;  // promoted in this step
+  std::set<int64_t> chosen;        // promoted in this step
+  std::set<int64_t> chosen_rungs;  // the rungs they were promoted from
   for (int64_t slot = running; slot < spec.parallelism; ++slot) {
     bool promoted = false;
     for (int64_t k = rungs - 2; k >= 0 && !promoted; --k) {
@@ -57,12 +58,21 @@ SearchStep decide_search(const SearchSpec& spec, int64_t total,
         return better(spec, *a->results[k], *b->results[k]);
       });
       size_t quota = done.size() / static_cast<size_t>(spec.reduction_factor);
-      if (last_call && quota == 0 && !done.empty()) quota = 1;
+      if (last_call) {
+        // None of the rung's promoted trials has a result at the next rung (none was promoted,
+        // or they failed there): its best paused trial goes on.
+        bool beyond = false;
+        for (const auto& t : trials)
+          beyond = beyond || (static_cast<int64_t>(t.results.size()) > k + 1 && t.results[k + 1]);
+        // One at a time: the next only if that one fails too.
+        if (!beyond && !chosen_rungs.count(k)) quota = done.size();
+      }
       for (size_t i = 0; i < quota; ++i) {
         const meta::SearchTrial* t = done[i];
         if (t->state == "PAUSED" && t->rung == k && !chosen.count(t->trial)) {
           step.actions.push_back({SearchAction::Kind::kPromote, t->trial, k});
           chosen.insert(t->trial);
+          chosen_rungs.insert(k);
           promoted = true;
           break;
         }

@@ -9,8 +9,9 @@
 //     goes on to the next rung (its job is queued again with more epochs and continues from its
 //     checkpoint);
 //   - start: the next trial of trial_params(), while any are left;
-//   - at the end (every trial started, none running), a rung whose n finished trials promote
-//     none (n < reduction_factor) promotes its best, so that a trial reaches the top rung.
+//   - at the end (every trial started, none running), a rung none of whose trials has a result
+//     at the next rung (none was promoted, n < reduction_factor, or the promoted ones failed)
+//     promotes its best paused trial, so that a trial reaches the top rung unless all fail.
 // No trial waits for a rung to fill up: a promotion is decided on the results known then, so
 // slots never idle (the "asynchronous" part). Without asha there is one rung and nothing to
 // promote. The search is done when nothing runs and nothing can start or be promoted.

@@ -43,7 +43,8 @@ void add_search_routes(api::Router& router, meta::MetaStore& store, SearchRoutes
     if (o->validate)
       for (size_t i = 0; i < params.size() && i < kTrialsChecked; ++i)
         DLSYS_RETURN_IF_ERROR(
-            o->validate(trial_job(spec, spec.name, static_cast<int64_t>(i), params[i], epochs))
+            o->validate(trial_job(spec, spec.name, static_cast<int64_t>(i), params[i], epochs),
+                        spec.asha)
                 .with_context(fmt::format("trial {} ({})", i, params[i].dump())));
     DLSYS_ASSIGN_OR_RETURN(meta::Search created,
                            s->searches().create(spec.name, to_json(spec), r.principal));

@@ -19,8 +19,10 @@ namespace dlsys::jobs {
 
 struct SearchRoutesOptions {
   // Checks a trial's job as a job submission is checked (its training spec with the trial's
-  // hyperparameters); may be null. Run on the first trials before the search is stored.
-  std::function<Status(const JobSpec&)> validate;
+  // hyperparameters) and, with `extended` (asha: promoted trials continue from their
+  // checkpoints), that its schedule allows that; may be null. Run on the first trials before
+  // the search is stored.
+  std::function<Status(const JobSpec& trial, bool extended)> validate;
   // Called after a submit or a cancel; may be null.
   std::function<void()> wake;
 };

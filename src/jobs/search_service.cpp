@@ -29,14 +29,48 @@ Result<int> SearchService::tick() {
     }
     // Another service changed it first: it goes on there (or here, at the next tick).
     if (n.status().code() == StatusCode::kFailedPrecondition) continue;
+    // The database away: every search would fail alike; the loop reports it.
+    if (n.status().code() == StatusCode::kUnavailable) return n.status();
     std::fprintf(stderr, "search %lld: %s\n", static_cast<long long>(s.id),
                  n.status().message().c_str());
-    if (n.status().code() == StatusCode::kInvalidArgument)
-      (void)store_.searches().finish(s.id, "FAILED", -1, n.status().message());
-    else
-      return n.status();
+    // Its spec or a trial's job is refused: the search cannot go on. Another error (a row
+    // unreadable, a file missing) is reported and the search tried again next tick; either way
+    // the other searches go on.
+    if (n.status().code() == StatusCode::kInvalidArgument) fail_search(s, n.status().message());
   }
   return queued;
+}
+
+void SearchService::fail_search(const meta::Search& s, const std::string& reason) {
+  // Its trials' jobs stop with it: none goes on training for a search that has ended.
+  if (auto trials = store_.searches().trials(s.id); trials.ok())
+    for (const auto& t : *trials)
+      if (t.state == "RUNNING") (void)store_.jobs().cancel(t.job_id, kSearchService);
+  (void)store_.searches().finish(s.id, "FAILED", -1, reason);
+}
+
+Result<int64_t> SearchService::register_best(const meta::Search& s, const SearchSpec& spec,
+                                             const meta::SearchTrial& best) {
+  int64_t version = s.model_version;
+  if (version > 0) return version;  // a tick that stopped before finishing the search
+  if (version == 0) {
+    // Of two services ending the search, one registers.
+    DLSYS_RETURN_IF_ERROR(store_.searches().claim_registration(s.id));
+  }
+  DLSYS_ASSIGN_OR_RETURN(meta::Job job, store_.jobs().get(best.job_id));
+  // A service that stopped after registering but before recording it: the version is there.
+  if (auto versions = store_.registry().list_model_versions(spec.register_model); versions.ok())
+    for (const auto& v : *versions)
+      if (v.run_id == job.run_id && job.run_id > 0) version = v.version;
+  if (version <= 0) {
+    DLSYS_ASSIGN_OR_RETURN(
+        version,
+        register_run_model(store_, options_.objects, options_.validate_model,
+                           {job.run_id, s.owner, spec.register_model, spec.move_alias,
+                            fmt::format("the best trial ({}) of search {}", best.trial, s.id)}));
+  }
+  DLSYS_RETURN_IF_ERROR(store_.searches().set_model_version(s.id, version));
+  return version;
 }
 
 std::optional<double> SearchService::metric_of(int64_t job_id, const std::string& metric) {
@@ -121,17 +155,12 @@ Result<int> SearchService::drive(const meta::Search& s) {
     return 0;
   }
   std::string reason;
-  if (!spec.register_model.empty() && s.model_version > 0) {
-    // Registered by a tick that stopped before finishing the search: not again.
-    reason = fmt::format("registered as {}@{}", spec.register_model, s.model_version);
-  } else if (!spec.register_model.empty()) {
+  if (!spec.register_model.empty()) {
     const auto& best = *std::find_if(trials.begin(), trials.end(),
                                      [&](const auto& x) { return x.trial == step.best_trial; });
-    DLSYS_ASSIGN_OR_RETURN(meta::Job job, store_.jobs().get(best.job_id));
-    auto v =
-        register_run_model(store_, options_.objects, options_.validate_model,
-                           {job.run_id, s.owner, spec.register_model, spec.move_alias,
-                            fmt::format("the best trial ({}) of search {}", best.trial, s.id)});
+    auto v = register_best(s, spec, best);
+    // Another service registers it: it ends the search too.
+    if (!v.ok() && v.status().code() == StatusCode::kFailedPrecondition) return 0;
     if (!v.ok()) {
       DLSYS_RETURN_IF_ERROR(
           store_.searches()
@@ -140,7 +169,6 @@ Result<int> SearchService::drive(const meta::Search& s) {
               .status());
       return 0;
     }
-    DLSYS_RETURN_IF_ERROR(store_.searches().set_model_version(s.id, *v));
     reason = fmt::format("registered as {}@{}", spec.register_model, *v);
   }
   DLSYS_RETURN_IF_ERROR(

@@ -16,9 +16,11 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "core/status.h"
+#include "jobs/search_spec.h"
 #include "meta/artifact_store.h"
 #include "meta/meta_store.h"
 
@@ -38,8 +40,8 @@ class SearchService {
 
   // One pass over the RUNNING searches (above). Returns how many trial jobs it queued (started
   // or promoted): the caller wakes the job service when it is not 0. An error of one search is
-  // reported on stderr and fails only that search when it is its spec's; the database's is
-  // returned.
+  // reported on stderr and fails that search when it is its spec's or a trial job's (its
+  // running trials cancelled); the others go on. The database's (Unavailable) is returned.
   Result<int> tick();
 
  private:
@@ -47,6 +49,13 @@ class SearchService {
   Result<int> drive(const meta::Search& s);
   // The trial's metric after its rung: the last value of spec.metric in the job's run.
   std::optional<double> metric_of(int64_t job_id, const std::string& metric);
+  // Ends `s` FAILED with `reason`, its running trials' jobs cancelled.
+  void fail_search(const meta::Search& s, const std::string& reason);
+  // Registers the best trial's model once (claim_registration; a version already made from its
+  // run is found, not made again) and records it; the version. FailedPrecondition when another
+  // service has claimed it.
+  Result<int64_t> register_best(const meta::Search& s, const SearchSpec& spec,
+                                const meta::SearchTrial& best);
 
   meta::MetaStore& store_;
   SearchServiceOptions options_;

@@ -109,14 +109,20 @@ Result<ParamSpace> check_param(const std::string& name, const json& v, const Che
                            key, shown(arg));
   p.low = arg[0].get<double>();
   p.high = arg[1].get<double>();
-  if (!std::isfinite(p.low) || !std::isfinite(p.high) || !(p.low < p.high))
-    return Status::Invalid("{}: '{}.{}' needs low < high, got {}", c.where, field, key, shown(arg));
+  if (!std::isfinite(p.low) || !std::isfinite(p.high) || !(p.low < p.high) ||
+      !std::isfinite(p.high - p.low))
+    return Status::Invalid("{}: '{}.{}' needs finite low < high, got {}", c.where, field, key,
+                           shown(arg));
   if (p.kind == ParamSpace::Kind::kLogUniform && p.low <= 0)
     return Status::Invalid("{}: '{}.log_uniform' needs low > 0 (a log scale), got {}", c.where,
                            field, p.low);
+  // Whole numbers a double holds exactly (the draws are made in doubles).
+  constexpr double kExact = 9007199254740992.0;  // 2^53
   if (p.kind == ParamSpace::Kind::kInt &&
-      (!arg[0].is_number_integer() || !arg[1].is_number_integer()))
-    return Status::Invalid("{}: '{}.int' needs whole numbers, got {}", c.where, field, shown(arg));
+      (!arg[0].is_number_integer() || !arg[1].is_number_integer() || std::fabs(p.low) > kExact ||
+       std::fabs(p.high) > kExact))
+    return Status::Invalid("{}: '{}.int' needs whole numbers within +-2^53, got {}", c.where, field,
+                           shown(arg));
   return p;
 }
 
@@ -211,6 +217,13 @@ Result<SearchSpec> check_search(const json& j, const std::string& where) {
                              c.integer(a["reduction_factor"], "asha.reduction_factor", 2, 100));
     }
   }
+  if (s.epochs > 0)
+    for (const char* e : {"epochs", "train.epochs"})
+      if (s.trial.hyperparameters.contains(e))
+        return Status::Invalid(
+            "{}: 'trial.hyperparameters.{}': the search's 'epochs' (and 'asha' rungs) set every "
+            "trial's epochs; leave it out of the trial",
+            where, e);
   if (j.contains("register")) {
     const json& r = j["register"];
     DLSYS_RETURN_IF_ERROR(c.fields(r, "register", {"model", "alias"}));

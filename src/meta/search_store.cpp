@@ -195,10 +195,18 @@ Result<SearchTrial> SearchStore::start_trial(int64_t id, int64_t trial, const js
     if (!have.empty()) return Status::AlreadyExists("search {} has a trial {} already", id, trial);
     const Principal owner{s.owner, Role::kEditor};
     DLSYS_ASSIGN_OR_RETURN(int64_t job_id, jobs_.submit_in(c, job, owner));
-    DLSYS_RETURN_IF_ERROR(
-        c.exec("INSERT INTO search_trials (search_id, trial, params, job_id, "
-               "rung, state, results) VALUES ($1,$2,$3,$4,0,'RUNNING','[]')",
-               {id, trial, params.dump(), job_id}));
+    // Only into a search still RUNNING and not being cancelled (another server may have ended
+    // it since it was read): else nothing, the job's insert included, is kept.
+    DLSYS_ASSIGN_OR_RETURN(
+        auto added,
+        c.query("INSERT INTO search_trials (search_id, trial, params, job_id, rung, state, "
+                "results) SELECT CAST($1 AS BIGINT), CAST($2 AS BIGINT), CAST($3 AS TEXT), "
+                "CAST($4 AS BIGINT), 0, 'RUNNING', '[]' WHERE EXISTS (SELECT 1 FROM "
+                "searches WHERE id = $1 AND state = 'RUNNING' AND cancel_requested = 0) "
+                "RETURNING trial",
+                {id, trial, params.dump(), job_id}));
+    if (added.empty())
+      return Status::FailedPrecondition("search {} ended or is being cancelled: no new trial", id);
     t = {id, trial, params, job_id, 0, "RUNNING", {}, ""};
     return Status::OK();
   }));
@@ -232,11 +240,12 @@ Status SearchStore::promote(int64_t id, int64_t trial, int64_t rung, const json&
     DLSYS_ASSIGN_OR_RETURN(
         auto rows, c.query("UPDATE search_trials SET rung = rung + 1, state = 'RUNNING' WHERE "
                            "search_id = $1 AND trial = $2 AND rung = $3 AND state = 'PAUSED' "
-                           "RETURNING job_id",
+                           "AND EXISTS (SELECT 1 FROM searches WHERE id = $1 AND state = "
+                           "'RUNNING' AND cancel_requested = 0) RETURNING job_id",
                            {id, trial, rung}));
     if (rows.empty())
-      return Status::FailedPrecondition("trial {} of search {} is not PAUSED at rung {}", trial, id,
-                                        rung);
+      return Status::FailedPrecondition(
+          "trial {} of search {} is not PAUSED at rung {} in a running search", trial, id, rung);
     // An error here rolls the trial's move back too.
     return jobs_.rerun_in(c, sql_int(rows[0][0]), job_spec,
                           fmt::format("search {}: promoted to rung {}", id, rung + 1));
@@ -249,11 +258,14 @@ Result<Search> SearchStore::finish(int64_t id, const std::string& state, int64_t
     return Status::Invalid("a search ends SUCCEEDED, FAILED or CANCELLED, not '{}'", state);
   bool done = false;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
-    DLSYS_ASSIGN_OR_RETURN(auto rows,
-                           c.query("UPDATE searches SET state = $2, best_trial = $3, "
-                                   "end_reason = $4, ended_at = $5 WHERE id = $1 AND state = "
-                                   "'RUNNING' RETURNING id",
-                                   {id, state, best_trial, reason, now_ms()}));
+    // A search that ends with success or a cancel has no trial left running (one a racing
+    // server started or promoted meanwhile keeps it going); a failure ends it regardless.
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query("UPDATE searches SET state = $2, best_trial = $3, end_reason = $4, ended_at = $5 "
+                "WHERE id = $1 AND state = 'RUNNING' AND ($2 = 'FAILED' OR NOT EXISTS (SELECT 1 "
+                "FROM search_trials WHERE search_id = $1 AND state = 'RUNNING')) RETURNING id",
+                {id, state, best_trial, reason, now_ms()}));
     done = !rows.empty();
     if (!done) return Status::OK();
     return c.exec(
@@ -263,8 +275,22 @@ Result<Search> SearchStore::finish(int64_t id, const std::string& state, int64_t
   }));
   DLSYS_ASSIGN_OR_RETURN(Search s, get(id));
   if (!done)
-    return Status::FailedPrecondition("search {} is {}: only a RUNNING one finishes", id, s.state);
+    return Status::FailedPrecondition(
+        "search {} is {}: only a RUNNING one without running trials finishes", id, s.state);
   return s;
+}
+
+Status SearchStore::claim_registration(int64_t id) {
+  return db_.tx(true, [&](SqlConnection& c) -> Status {
+    DLSYS_ASSIGN_OR_RETURN(auto rows,
+                           c.query("UPDATE searches SET model_version = -1 WHERE id = $1 AND "
+                                   "model_version = 0 AND state = 'RUNNING' RETURNING id",
+                                   {id}));
+    if (rows.empty())
+      return Status::FailedPrecondition(
+          "search {}: its best model is being registered, or was, by another service", id);
+    return Status::OK();
+  });
 }
 
 Status SearchStore::set_model_version(int64_t id, int64_t version) {

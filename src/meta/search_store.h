@@ -41,7 +41,8 @@ struct Search {
   int64_t best_trial = -1;               // the best trial once the search ended (-1: none)
   bool cancel_requested = false;
   std::string end_reason;
-  int64_t model_version = 0;  // the version the best trial was registered as (0: none)
+  // The version the best trial was registered as (0: none; -1: being registered).
+  int64_t model_version = 0;
 };
 // {"id", "name", "owner", "spec", "state", "created_at", "ended_at", "best_trial",
 // "cancel_requested", "end_reason", "model_version"}.
@@ -79,7 +80,8 @@ class SearchStore {
   Result<std::vector<SearchTrial>> trials(int64_t id);
 
   // Starts trial number `trial` of search `id` at rung 0: queues `job` for the search's owner
-  // and records the trial with it, in one transaction. AlreadyExists when that trial exists.
+  // and records the trial with it, in one transaction. AlreadyExists when that trial exists;
+  // FailedPrecondition when the search has ended or is being cancelled.
   Result<SearchTrial> start_trial(int64_t id, int64_t trial, const json& params, const NewJob& job);
   // The trial's job ended at `rung`: RUNNING -> COMPLETED (`top`: its last rung), PAUSED, or
   // FAILED (`failed`, with `reason`), adding `value` (the metric; nullopt when the run has
@@ -88,12 +90,18 @@ class SearchStore {
                        bool top, bool failed, const std::string& reason);
   // PAUSED at `rung` -> RUNNING at rung + 1 with its (SUCCEEDED) job queued again with
   // `job_spec` (JobQueue::rerun), in one transaction. FailedPrecondition when either is not in
-  // that state (promoted already, or the job changed).
+  // that state (promoted already, or the job changed) or the search has ended or is being
+  // cancelled.
   Status promote(int64_t id, int64_t trial, int64_t rung, const json& job_spec);
   // RUNNING -> `state` (SUCCEEDED, FAILED, CANCELLED) with the best trial (-1: none) and
-  // `reason`; its PAUSED trials become STOPPED.
+  // `reason`; its PAUSED trials become STOPPED. SUCCEEDED and CANCELLED only when no trial is
+  // RUNNING (FailedPrecondition otherwise).
   Result<Search> finish(int64_t id, const std::string& state, int64_t best_trial,
                         const std::string& reason);
+  // Claims the registration of the best trial's model for the caller (model_version 0 -> -1):
+  // of two services ending one search, one registers. FailedPrecondition when it was claimed
+  // before (a service that stopped after claiming left -1: the caller looks for the version).
+  Status claim_registration(int64_t id);
   // Records the model version the best trial was registered as.
   Status set_model_version(int64_t id, int64_t version);
   // Asks a RUNNING search to stop (the service cancels its trials' jobs, then finish()):

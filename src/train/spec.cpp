@@ -458,7 +458,10 @@ Result<TrainSpec> load_train_spec(const std::string& path,
   DLSYS_RETURN_IF_ERROR(get(path, root, "name", &s.name));
   {
     YAML::Node without = YAML::Clone(root);
-    if (without["train"] && without["train"].IsMap()) without["train"].remove("epochs");
+    if (without["train"] && without["train"].IsMap()) {
+      without["train"].remove("epochs");
+      without["train"].remove("checkpoint_every");  // where to checkpoint is not what is trained
+    }
     YAML::Emitter out;
     out << without;
     s.extend_text = out.c_str();

@@ -67,8 +67,9 @@ struct TrainSpec {
   std::string name = "model";
   std::string spec_path;  // the file it came from (data paths are relative to its folder)
   std::string spec_text;  // its content (copied into the run; hashed to match checkpoints)
-  // The spec as trained (overrides applied, re-emitted) without train.epochs: what a checkpoint
-  // must match to be continued for more epochs (TrainOptions::extend).
+  // The spec as trained (overrides applied, re-emitted) without train.epochs and
+  // train.checkpoint_every: what a checkpoint must match to be continued for more epochs
+  // (TrainOptions::extend).
   std::string extend_text;
   // data: a file (train_path), or a version of the dataset store (dataset, e.g. "digits@v2";
   // its train split unless the reference names one; validation from its validation split, or

@@ -708,8 +708,7 @@ Status Trainer::build_graphs() {
   spec_hash_ =
       sha256_hex(fmt::format("{}|{}|{}", spec_.spec_text, spec_.epochs, spec_.checkpoint_every));
   // Cosine annealing ends at the last epoch's step: another number of epochs changes every rate.
-  if (schedule_.kind != ScheduleKind::kCosine)
-    extend_hash_ = sha256_hex(fmt::format("{}|{}", spec_.extend_text, spec_.checkpoint_every));
+  if (schedule_.kind != ScheduleKind::kCosine) extend_hash_ = sha256_hex(spec_.extend_text);
   return Status::OK();
 }
 
@@ -723,6 +722,11 @@ Status Trainer::restore() {
     DLSYS_ASSIGN_OR_RETURN(Checkpoint c,
                            resume_from_checkpoint(options_.out_dir, spec_hash_, target,
                                                   options_.extend ? extend_hash_ : ""));
+    if (options_.extend && c.position.epoch > spec_.epochs)
+      return Status::Invalid(
+          "--extend: the checkpoint in {} is at epoch {}, past train.epochs = {}: a run is "
+          "extended to more epochs, not fewer",
+          options_.out_dir, c.position.epoch, spec_.epochs);
     start_step_ = c.step;
     start_position_ = c.position;
     DLSYS_RETURN_IF_ERROR(loader_->seek(start_position_));

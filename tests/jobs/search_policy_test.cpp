@@ -103,7 +103,18 @@ TEST(SearchSpec, ErrorsNameTheFieldAndWhatToWrite) {
                 .find("needs low > 0"),
             std::string::npos);
   EXPECT_NE(error_of(std::string(kBase) + "trials: 3\nspace: {lr: {uniform: [2, 1]}}\n")
-                .find("needs low < high"),
+                .find("needs finite low < high"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(std::string(kBase) + "trials: 3\nspace: {n: {int: [0, 18446744073709551615]}}\n")
+          .find("needs whole numbers within +-2^53"),
+      std::string::npos);
+  EXPECT_NE(error_of(std::string(kBase) + "trials: 3\nspace: {x: {uniform: [-1e308, 1e308]}}\n")
+                .find("needs finite low < high"),
+            std::string::npos);
+  EXPECT_NE(error_of("name: s\ntrial: {spec: mlp.yaml, hyperparameters: {train.epochs: 5}}\n"
+                     "trials: 3\nepochs: 9\nspace: {lr: {choice: [1]}}\n")
+                .find("'trial.hyperparameters.train.epochs'"),
             std::string::npos);
   EXPECT_NE(error_of(std::string(kBase) + "trials: 3\nspace: {epochs: {choice: [1, 2]}}\n")
                 .find("the epochs are the search's budget"),
@@ -226,6 +237,14 @@ TEST(SearchPolicy, HigherRungsFirstAndTheBudgetsEndPromotesTheBestToTheTop) {
   EXPECT_TRUE(step.actions.empty());
   EXPECT_TRUE(step.done);
   EXPECT_EQ(step.best_trial, 1);
+  // The trial promoted at the end failed at the next rung: the next best paused one goes on.
+  step = decide_search(asha(2), 3,
+                       {trial(0, "PAUSED", {0.6, 0.7}), trial(1, "FAILED", {0.9, 0.75}, 2),
+                        trial(2, "PAUSED", {0.1})});
+  ASSERT_EQ(step.actions.size(), 1u);
+  EXPECT_EQ(step.actions[0].kind, SearchAction::Kind::kPromote);
+  EXPECT_EQ(step.actions[0].trial, 0);
+  EXPECT_EQ(step.actions[0].rung, 1);
   // Failed trials are never promoted and a search of failures has no best.
   step = decide_search(asha(2), 2, {trial(0, "FAILED", {}), trial(1, "FAILED", {})});
   EXPECT_TRUE(step.done);

@@ -118,6 +118,9 @@ class SearchServiceTest : public ::testing::Test {
     ASSERT_EQ(s.state, "SUCCEEDED") << s.end_reason;
     auto trials = store_->searches().trials(id).value();
     ASSERT_EQ(trials.size(), 6u);
+    for (const auto& t : trials)
+      EXPECT_NE(t.state, "FAILED") << "trial " << t.trial << ": " << t.end_reason << "\n"
+                                   << read(dir_ / "jobs" / std::to_string(t.job_id) / "log");
     std::set<int64_t> jobs;
     for (const auto& t : trials) jobs.insert(t.job_id);
     EXPECT_EQ(jobs.size(), 6u) << "one job per trial, none started twice";

@@ -1156,16 +1156,36 @@ TEST_P(MetaStoreTest, SearchTrialsStartAndArePromotedWithTheirJobs) {
   EXPECT_EQ((*trials)[0].end_reason, "job 1 FAILED: oom");
   EXPECT_EQ((*trials)[0].results.size(), 1u);
 
+  // The best model is registered once: the first claim wins.
+  ASSERT_TRUE(ss.claim_registration(s->id).ok());
+  EXPECT_EQ(ss.claim_registration(s->id).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(ss.get(s->id)->model_version, -1);
+  ASSERT_TRUE(ss.set_model_version(s->id, 0).ok());
+  // A search with a trial RUNNING does not end with success (a racing service promoted it).
+  ASSERT_TRUE(ss.record_result(s->id, 1, 0, 0.9, false, false, "").code() ==
+              StatusCode::kFailedPrecondition);  // trial 1 is PAUSED
+  auto t2 = ss.start_trial(s->id, 2, {{"lr", 0.5}}, job("lr-search-t2", 1));
+  ASSERT_TRUE(t2.ok()) << t2.status().to_string();
+  EXPECT_EQ(ss.finish(s->id, "SUCCEEDED", 1, "").status().code(), StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(ss.record_result(s->id, 2, 0, 0.1, false, false, "").ok());
+
   // Only its owner or an admin cancels it; finishing stops the paused trials.
   EXPECT_EQ(ss.cancel(s->id, bob).status().code(), StatusCode::kPermissionDenied);
   auto c = ss.cancel(s->id, admin);
   ASSERT_TRUE(c.ok()) << c.status().to_string();
   EXPECT_TRUE(c->cancel_requested);
-  auto done = ss.finish(s->id, "CANCELLED", 1, "cancelled by root");
+  // Once a cancel is asked for, no trial starts (its job is not queued) and none is promoted.
+  const size_t jobs_before = q.list("", "", 100, "")->items.size();
+  EXPECT_EQ(ss.start_trial(s->id, 3, {{"lr", 0.2}}, job("lr-search-t3", 1)).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(q.list("", "", 100, "")->items.size(), jobs_before) << "the job's insert rolled back";
+  EXPECT_EQ(ss.promote(s->id, 1, 0, more).code(), StatusCode::kFailedPrecondition);
+  auto done = ss.finish(s->id, "CANCELLED", 1, "cancelled by root");  // no trial RUNNING now
   ASSERT_TRUE(done.ok()) << done.status().to_string();
   EXPECT_EQ(done->state, "CANCELLED");
   EXPECT_EQ(done->best_trial, 1);
   EXPECT_EQ(ss.trials(s->id)->at(1).state, "STOPPED");
+  EXPECT_EQ(ss.trials(s->id)->at(2).state, "STOPPED");
   EXPECT_EQ(ss.finish(s->id, "SUCCEEDED", 1, "").status().code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(ss.cancel(s->id, kAlice).status().code(), StatusCode::kFailedPrecondition);
   auto listed = ss.list("cancelled", 10, "");

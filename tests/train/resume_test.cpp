@@ -212,6 +212,17 @@ TEST(Resume, ExtendingAFinishedRunEqualsTrainingLongerFromTheStart) {
   EXPECT_NE(pid_rc, 0);
   EXPECT_NE(read_file(dir + "/err").value().find("--extend"), std::string::npos)
       << read_file(dir + "/err").value();
+  // Fewer epochs than the checkpoint has done is refused, not exported as if trained so.
+  {
+    std::string cmd = std::string(DLSYS_BIN) + " train " + dir +
+                      "/spec.yaml --set epochs=2 --out " + dir +
+                      "/grown --auto-resume --extend --checkpoint-every 20 --threads 1 "
+                      "--quiet >/dev/null 2>" +
+                      dir + "/err";
+    EXPECT_NE(std::system(cmd.c_str()), 0);
+    EXPECT_NE(read_file(dir + "/err").value().find("past train.epochs = 2"), std::string::npos)
+        << read_file(dir + "/err").value();
+  }
   // A cosine schedule refuses even with --extend.
   std::string cos = s;
   cos.replace(cos.find("schedule: {name: constant}"), 26, "schedule: {name: cosine}");
