@@ -86,6 +86,31 @@ int64_t split_rows(const VersionInfo& v, const std::string& split) {
 Status for_each_batch(const DatasetStore& store, const VersionInfo& v, const std::string& split,
                       const std::vector<std::string>& columns,
                       const std::function<Status(const RowBatch&)>& fn) {
+  return for_each_shard(store, v, split, columns, nullptr,
+                        [&fn](int64_t, const RowBatch& b) { return fn(b); });
+}
+
+std::string csv_text(const RowBatch& b, bool header) {
+  std::string out;
+  if (header) {
+    for (size_t c = 0; c < b.schema.columns.size(); ++c)
+      out += (c ? "," : "") + csv_field(b.schema.columns[c].name);
+    out += '\n';
+  }
+  for (int64_t r = 0; r < b.rows; ++r) {
+    for (size_t c = 0; c < b.columns.size(); ++c) {
+      if (c) out += ',';
+      out += csv_field(b.value_text(r, static_cast<int>(c)));
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+Status for_each_shard(const DatasetStore& store, const VersionInfo& v, const std::string& split,
+                      const std::vector<std::string>& columns,
+                      const std::function<bool(int64_t shard)>& wanted,
+                      const std::function<Status(int64_t shard, const RowBatch&)>& fn) {
   DLSYS_ASSIGN_OR_RETURN(Schema schema, Schema::from_json(v.manifest.at("schema")));
   std::vector<std::string> cols = columns;
   if (cols.empty())
@@ -97,7 +122,10 @@ Status for_each_batch(const DatasetStore& store, const VersionInfo& v, const std
     if (schema.index("__split") < 0) return Status::Invalid("{} has no split column", v.label());
     cols.push_back("__split");
   }
+  int64_t index = -1;
   for (const auto& s : v.manifest.at("shards")) {
+    ++index;
+    if (wanted && !wanted(index)) continue;
     std::string id = s.at("id").get<std::string>();
     std::string w = fmt::format("shard {} of {}", id.substr(0, 12), v.label());
     DLSYS_ASSIGN_OR_RETURN(RowBatch b, read_shard(store.shard_path(id), cols, w));
@@ -108,9 +136,9 @@ Status for_each_batch(const DatasetStore& store, const VersionInfo& v, const std
         if (sp[r] == sid) kept.append_row(b, r);
       kept.schema.columns.pop_back();
       kept.columns.pop_back();
-      DLSYS_RETURN_IF_ERROR(fn(kept));
+      DLSYS_RETURN_IF_ERROR(fn(index, kept));
     } else {
-      DLSYS_RETURN_IF_ERROR(fn(b));
+      DLSYS_RETURN_IF_ERROR(fn(index, b));
     }
   }
   return Status::OK();

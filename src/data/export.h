@@ -16,6 +16,17 @@ Status for_each_batch(const DatasetStore& store, const VersionInfo& v, const std
                       const std::vector<std::string>& columns,
                       const std::function<Status(const RowBatch&)>& fn);
 
+// The same shard by shard: `fn` gets each shard's index in the version (0, 1, ...) with its rows;
+// shards for which `wanted` (when given) returns false are not read at all (a resumed batch
+// prediction skips the shards it has done).
+Status for_each_shard(const DatasetStore& store, const VersionInfo& v, const std::string& split,
+                      const std::vector<std::string>& columns,
+                      const std::function<bool(int64_t shard)>& wanted,
+                      const std::function<Status(int64_t shard, const RowBatch&)>& fn);
+
+// `b`'s rows as CSV lines (fields quoted where they need it), after a header line when `header`.
+std::string csv_text(const RowBatch& b, bool header);
+
 // Writes the rows as CSV with a header line.
 Status export_csv(const DatasetStore& store, const VersionInfo& v, const std::string& split,
                   const std::string& path, const std::function<void(int64_t rows)>& progress);

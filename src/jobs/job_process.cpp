@@ -26,9 +26,22 @@ std::vector<std::string> train_overrides(const JobSpec& spec, int64_t checkpoint
 Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& spec,
                                           const JobProcessContext& c) {
   switch (spec.kind) {
-    case JobKind::kPredict:
-      return Status::Unsupported(
-          "predict jobs do not run yet: this service runs command and train jobs (issue 22)");
+    case JobKind::kPredict: {
+      // Its work folder keeps the finished shards: a retry goes on from them.
+      std::vector<std::string> argv = {c.dlsys_exe,      "predict",
+                                       spec.model.str(), dataset_ref(spec),
+                                       "--output",       spec.output_dataset,
+                                       "--work",         c.dir + "/predict",
+                                       "--threads",      std::to_string(job.threads),
+                                       "--json"};
+      if (!c.server_url.empty()) {
+        argv.insert(argv.end(), {"--server", c.server_url});
+      } else if (!c.data_dir.empty()) {
+        argv.insert(argv.end(), {"--data-dir", c.data_dir});
+      }
+      if (c.run_id > 0) argv.insert(argv.end(), {"--run-id", std::to_string(c.run_id)});
+      return argv;
+    }
     case JobKind::kCommand: {
       if (!spec.has_dataset) return spec.command;
       const std::string where = c.server_url.empty() ? "--data-dir" : "--server";

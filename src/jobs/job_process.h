@@ -6,7 +6,8 @@
 // and hyperparameters as --set overrides (after the service's checkpoint interval), so that a
 // retry, wherever it runs, continues from the run directory's checkpoint. A command job runs its
 // command; with a dataset, a shell first exports the version with `dlsys data pull` to
-// DIR/data/data.csv, then execs the command.
+// DIR/data/data.csv, then execs the command. A predict job runs `dlsys predict MODEL DATASET
+// --output NAME --work DIR/predict` (batch prediction, resumable by shard from its work folder).
 #pragma once
 
 #include <map>
@@ -28,8 +29,8 @@ struct JobProcessContext {
   int64_t run_id = 0;               // the job's tracked run (0: none)
 };
 
-// The argv of an attempt of `job` (whose parsed spec is `spec`). Unsupported for kinds and forms
-// that do not run yet (predict; fine-tuning a registered model).
+// The argv of an attempt of `job` (whose parsed spec is `spec`). Unsupported for forms that do
+// not run yet (fine-tuning a registered model).
 Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& spec,
                                           const JobProcessContext& c);
 

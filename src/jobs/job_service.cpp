@@ -291,8 +291,6 @@ Status JobService::start_job(const meta::Job& job) {
   auto spec = job_spec_from_json(j.spec, fmt::format("job {}", j.id));
   if (!spec.ok()) return fail(spec.status());
   const fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
-  if (spec->kind == JobKind::kPredict)
-    return fail(job_argv(j, *spec, {}).status());  // not yet: its message says so
   auto run_id = ensure_run(j, *spec);
   if (!run_id.ok()) return fail(run_id.status().with_context("creating the job's run"));
   JobProcessContext ctx;

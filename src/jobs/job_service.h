@@ -2,8 +2,8 @@
 // decides what to start (scheduler.h), runs each attempt as a ChildProcess, watches it (cancel,
 // max_run_time, heartbeat) and settles how it ended: success, a retry after a backoff while
 // attempts last, a failure, or a cancel. It runs `command` jobs (the job's program) and `train`
-// jobs (`dlsys train` on the job's spec, resumed from its checkpoint on a retry); predict jobs
-// fail with a message saying they do not run yet.
+// jobs (`dlsys train` on the job's spec, resumed from its checkpoint on a retry) and predict jobs
+// (`dlsys predict`, resumed from its finished shards on a retry).
 //
 // A job attempt gets a directory <work_dir>/<id>/ with its log (`log`, stdout and stderr of every
 // attempt), an output directory (`output/`), for train jobs the run directory (`run/`, where the

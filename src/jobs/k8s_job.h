@@ -26,7 +26,7 @@ struct K8sJobOptions {
 };
 
 // The manifest (YAML) of `job` (its parsed spec `spec`), named dlsys-job-<id>. Unsupported for
-// jobs that do not run yet (predict, fine-tuning a registered model).
+// jobs that do not run yet (fine-tuning a registered model).
 Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
                                    const K8sJobOptions& options);
 

@@ -1058,6 +1058,108 @@ TEST_F(Cli, SearchSubmitShowListAndCancelOnAServer) {
   EXPECT_NE(r.out.find("search 999 does not exist"), std::string::npos) << r.out;
 }
 
+// Batch prediction: a registered model over a dataset version, by `dlsys predict` and as a
+// predict job. The predictions (with the input's label column) equal `dlsys run` on the same rows
+// in the same order, become a dataset version with lineage, and a run that lost a shard's part
+// predicts only that shard again (the same data: no new version).
+TEST_F(Cli, PredictWritesADatasetVersionResumesByShardAndRunsAsAJob) {
+  Server server((dir_ / "data").string());
+  ASSERT_TRUE(server.up());
+  const std::string at = " --server " + server.url();
+  Ran r = sh("data push " + std::string(DLSYS_SHARED_DIR) +
+             "/data/digits/digits.csv --name digits --split 0.8,0.2 --shard-rows 300" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ofstream(dir_ / "train.yaml") << "kind: train\nspec: " << DLSYS_SOURCE_DIR
+                                     << "/examples/digits/mlp-dataset.yaml\ndataset: digits@1\n"
+                                        "hyperparameters: {epochs: 3}\n"
+                                        "on_success: {register: digits, alias: production}\n";
+  r = sh("jobs submit --wait " + (dir_ / "train.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+
+  const std::string work = (dir_ / "work").string();
+  r = sh("predict digits@production digits@1:validation --output digits-preds --work " + work +
+         " --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["model"], "digits@1");
+  EXPECT_EQ(report["output"], "digits-preds@v1");
+  EXPECT_EQ(report["shards"], 6) << "1797 rows in shards of 300";
+  EXPECT_EQ(report["shards_done_before"], 0);
+  const int64_t rows = report["rows"];
+  EXPECT_GT(rows, 300);
+  EXPECT_LT(rows, 500) << "the validation split, about 20%";
+
+  // The same rows through `dlsys run`: the same classes, in the same order.
+  r = sh("data pull digits@1:validation --format csv -o " + (dir_ / "val.csv").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("run " + work + "/model-1.onnx --input " + (dir_ / "val.csv").string() + " --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto direct = nlohmann::json::parse(r.out)["predictions"];
+  ASSERT_EQ(static_cast<int64_t>(direct.size()), rows);
+  r = sh("data pull digits-preds@1 --format csv -o " + (dir_ / "preds.csv").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ifstream preds(dir_ / "preds.csv");
+  std::string line;
+  std::getline(preds, line);
+  EXPECT_EQ(line, "c64,prediction,prediction_id,probability")
+      << "the label column goes along; the features do not";
+  int64_t n = 0, agree_label = 0;
+  while (std::getline(preds, line)) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ',');) f.push_back(x);
+    ASSERT_EQ(f.size(), 4u) << line;
+    ASSERT_LT(n, rows);
+    EXPECT_EQ(std::stoll(f[2]), direct[n]["class_id"].get<int64_t>()) << "row " << n;
+    EXPECT_NEAR(std::stod(f[3]), direct[n]["probability"].get<double>(), 1e-6) << "row " << n;
+    agree_label += std::stoll(f[0]) == std::stoll(f[2]);
+    ++n;
+  }
+  EXPECT_EQ(n, rows);
+  EXPECT_GT(agree_label, rows * 8 / 10) << "a trained model agrees with most labels";
+
+  // Lineage: the model version and the input version -> the predictions.
+  int code = 0;
+  const std::string lineage = run_shell(
+      "/usr/bin/python3 -c \"import urllib.request; print(urllib.request.urlopen('" + server.url() +
+          "/api/v1/lineage/dataset_version/digits-preds@v1?depth=1').read()."
+          "decode())\" 2>&1",
+      &code);
+  ASSERT_EQ(code, 0) << lineage;
+  EXPECT_NE(lineage.find("\"id\":\"digits/1\""), std::string::npos) << lineage;
+  EXPECT_NE(lineage.find("\"relation\":\"predicted\""), std::string::npos) << lineage;
+  EXPECT_NE(lineage.find("\"id\":\"digits@v1\""), std::string::npos) << lineage;
+
+  // A part lost (as a kill mid-write leaves none): only that shard is predicted again.
+  fs::remove(work + "/parts/part-00002.csv");
+  r = sh("predict digits@production digits@1:validation --output digits-preds --work " + work +
+         " --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  report = nlohmann::json::parse(r.out);
+  EXPECT_EQ(report["shards_done_before"], 5);
+  EXPECT_GT(report["rows_predicted_now"].get<int64_t>(), 0);
+  EXPECT_LT(report["rows_predicted_now"].get<int64_t>(), rows / 3);
+  EXPECT_EQ(report["unchanged"], true) << "the same predictions: no new version";
+  // Another prediction in the same folder is refused, not mixed in.
+  r = sh("predict digits@production digits@1:train --output digits-preds --work " + work + at);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("holds another prediction"), std::string::npos) << r.out;
+
+  // As a job of the training service: a tracked run, the predictions a new dataset.
+  std::ofstream(dir_ / "predict.yaml")
+      << "kind: predict\nmodel: digits@production\ndataset: digits@1\nsplit: train\n"
+         "output_dataset: digits-train-preds\nmax_retries: 1\n";
+  r = sh("jobs submit --wait " + (dir_ / "predict.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"output\": \"digits-train-preds@v1\""), std::string::npos) << r.out;
+  r = sh("data versions digits-train-preds" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("predictions of digits@1 on digits@v1:train"), std::string::npos) << r.out;
+  r = sh("predict nosuch@1 digits@1 --output x" + at);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("nosuch"), std::string::npos) << r.out;
+}
+
 // On a server that requires tokens, a job gets a token of its own for its attempt (a train job
 // records its run with it), and the token is revoked when the attempt ends.
 TEST_F(Cli, JobsOnAServerWithAuthGetATokenForTheirAttempt) {

@@ -133,12 +133,6 @@ TEST_F(JobServiceTest, CommandJobsSucceedFailAfterRetriesAndStayWithinCapacity) 
   EXPECT_NE(job(no_model).end_reason.find("on_success.register: the job left no ONNX file"),
             std::string::npos)
       << job(no_model).end_reason;
-  // A job of a kind this service does not run yet fails with a message that says so.
-  int64_t predict =
-      submit("kind: predict\nmodel: digits@1\ndataset: digits@1\noutput_dataset: p\n");
-  run_until_settled(svc);
-  EXPECT_EQ(job(predict).state, "FAILED");
-  EXPECT_NE(job(predict).end_reason.find("predict jobs do not run yet"), std::string::npos);
 }
 
 TEST_F(JobServiceTest, CancelStopsARunningJobAndARestartRequeuesWhatWasRunning) {
