@@ -21,6 +21,7 @@
 #include "cli/commands.h"
 #include "cli/dataset_cache.h"
 #include "cli/engine_options.h"
+#include "cli/model_fetch.h"
 #include "cli/tabular_input.h"
 #include "core/file_util.h"
 #include "core/json_get.h"
@@ -41,44 +42,6 @@ struct PredictArgs : ClientArgs {
   int threads = 0;
   int64_t run_id = 0;
 };
-
-// A registered model version as fetched: its number and its ONNX file in the work folder.
-struct ModelFile {
-  std::string name;
-  int64_t version = 0;
-  std::string path;
-  std::string label() const { return name + "@" + std::to_string(version); }
-};
-
-// Resolves `text` (name@version, name@alias or name: its newest version) on the server and
-// downloads the version's ONNX file into `work` once (kept when its SHA-256 matches).
-Result<ModelFile> fetch_model(api::ApiClient& c, const std::string& text, const std::string& work) {
-  const size_t at = text.find('@');
-  ModelFile m;
-  m.name = text.substr(0, at);
-  std::string ref = at == std::string::npos ? "latest" : text.substr(at + 1);
-  if (m.name.empty() || ref.empty())
-    return Status::Invalid("model '{}': give name@version, name@alias or name (its newest)", text);
-  const bool number = std::isdigit(static_cast<unsigned char>(ref[0]));
-  const std::string base = "/api/v1/models/" + enc(m.name);
-  const std::string target = base + (number ? "/versions/" + enc(ref) : "/aliases/" + enc(ref));
-  DLSYS_ASSIGN_OR_RETURN(json v, c.call("GET", target));
-  const std::string what = answer_to("GET", target);
-  DLSYS_ASSIGN_OR_RETURN(m.version, json_get<int64_t>(v, "version", what));
-  DLSYS_ASSIGN_OR_RETURN(std::string sha, json_get<std::string>(v, "sha256", what));
-  m.path = work + "/model-" + std::to_string(m.version) + ".onnx";
-  if (auto have = read_file(m.path); have.ok() && sha256_hex(*have) == sha) return m;
-  const std::string tmp = m.path + ".tmp-" + random_hex(4);
-  Status st = c.download(base + "/versions/" + std::to_string(m.version) + "/artifact", tmp);
-  auto bytes = st.ok() ? read_file(tmp) : Result<std::string>(st);
-  if (!bytes.ok() || sha256_hex(*bytes) != sha) {
-    ::unlink(tmp.c_str());
-    if (!bytes.ok()) return bytes.status().with_context("downloading " + m.label());
-    return Status::IOError("the file of {} does not match its SHA-256", m.label());
-  }
-  DLSYS_RETURN_IF_ERROR(commit_file(tmp, m.path));
-  return m;
-}
 
 // The input version, readable locally: the data directory's store, or the cache of a server's.
 struct Input {
@@ -172,7 +135,7 @@ Status run_predict(Connection& c, const PredictArgs& a) {
     work = data_dir_or_default(c.backend ? c.data_dir : "") + "/predict/" + a.output;
   }
   DLSYS_RETURN_IF_ERROR(make_dirs(work + "/parts"));
-  DLSYS_ASSIGN_OR_RETURN(ModelFile m, fetch_model(*c.client, a.model, work));
+  DLSYS_ASSIGN_OR_RETURN(ModelFile m, fetch_model_version(*c.client, a.model, work));
   // What the folder predicts: a folder of another prediction is not mixed into this one.
   const json state = {{"model", m.label()},
                       {"input", in.version.id},

@@ -23,6 +23,7 @@
 #include "cli/client_options.h"
 #include "cli/commands.h"
 #include "cli/dataset_cache.h"
+#include "cli/model_fetch.h"
 #include "core/file_util.h"
 #include "core/json_get.h"
 #include "core/json_util.h"
@@ -252,6 +253,20 @@ int run_train(const TrainArgs& a) {
       return fail(st.message());
   }
 
+  // model.onnx: models:/NAME@REF: the registered version, fetched into the run directory from
+  // the registry the run is tracked in.
+  if (spec->onnx_path.rfind(kRegisteredModelPrefix, 0) == 0) {
+    const std::string ref = spec->onnx_path.substr(std::string(kRegisteredModelPrefix).size());
+    if (!client)
+      return fail(fmt::format(
+          "model.onnx names the registered model {}: give --server URL (or --data-dir D) to "
+          "fetch it from",
+          ref));
+    if (Status st = make_dirs(out); !st.ok()) return fail(st.message());
+    auto m = fetch_model_version(*client, ref, out);
+    if (!m.ok()) return fail(m.status().with_context("model.onnx " + spec->onnx_path).message());
+    spec->onnx_path = m->path;
+  }
   train::TrainOptions o;
   o.out_dir = out;
   o.threads = a.threads;

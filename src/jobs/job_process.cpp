@@ -19,6 +19,9 @@ std::vector<std::string> train_overrides(const JobSpec& spec, int64_t checkpoint
   if (checkpoint_every > 0)
     out.push_back("train.checkpoint_every=" + std::to_string(checkpoint_every));
   if (spec.has_dataset) out.push_back("data.dataset=" + dataset_ref(spec));
+  // Fine-tuning a registered version: dlsys train fetches it (models:/NAME@REF).
+  if (spec.has_model && spec.kind == JobKind::kTrain)
+    out.push_back("model.onnx=models:/" + spec.model.str());
   for (const auto& [k, v] : spec.hyperparameters.items()) out.push_back(k + "=" + set_value(v));
   return out;
 }
@@ -63,9 +66,10 @@ Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& s
       break;
   }
   if (spec.spec.empty())
-    return Status::Unsupported(
-        "fine-tuning a registered model ({}) in a job does not run yet: give the job a "
-        "training spec (spec: FILE.yaml) whose model.onnx names the model file",
+    return Status::Invalid(
+        "a train job of a registered model ({}) needs a training spec (spec: FILE.yaml, e.g. "
+        "examples/digits/finetune.yaml): its data, what to freeze and how to train; the job "
+        "sets its model.onnx to the model",
         spec.model.str());
   std::vector<std::string> argv = {
       c.dlsys_exe,    "train",

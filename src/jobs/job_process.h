@@ -29,8 +29,8 @@ struct JobProcessContext {
   int64_t run_id = 0;               // the job's tracked run (0: none)
 };
 
-// The argv of an attempt of `job` (whose parsed spec is `spec`). Unsupported for forms that do
-// not run yet (fine-tuning a registered model).
+// The argv of an attempt of `job` (whose parsed spec is `spec`). InvalidArgument for a train job
+// of a registered model without a training spec.
 Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& spec,
                                           const JobProcessContext& c);
 
@@ -42,7 +42,8 @@ std::map<std::string, std::string> job_env(const meta::Job& job, const JobSpec& 
 
 // The overrides a train job applies to its training spec, as `dlsys train --set` takes them, in
 // order (later ones win): train.checkpoint_every (when `checkpoint_every` > 0), data.dataset
-// (the job's dataset and split), then the job's hyperparameters. The service runs them and a
+// (the job's dataset and split), model.onnx (models:/NAME@REF, the job's registered `model` to
+// fine-tune), then the job's hyperparameters. The service runs them and a
 // submission is checked with them.
 std::vector<std::string> train_overrides(const JobSpec& spec, int64_t checkpoint_every);
 

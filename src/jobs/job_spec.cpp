@@ -289,11 +289,11 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
   // What each kind needs.
   switch (s.kind) {
     case JobKind::kTrain:
-      if (s.spec.empty() == !s.has_model)
+      if (s.spec.empty())
         return Status::Invalid(
-            "{}: a train job needs one of 'spec' (a model spec YAML, e.g. "
-            "examples/digits/mlp.yaml) or 'model' (a registered version to fine-tune, "
-            "name@version)",
+            "{}: a train job needs 'spec' (a training spec YAML, e.g. examples/digits/mlp.yaml; "
+            "with 'model', a registered version to fine-tune, a fine-tuning spec such as "
+            "examples/digits/finetune.yaml, whose model.onnx the version replaces)",
             loc.source);
       break;
     case JobKind::kCommand:

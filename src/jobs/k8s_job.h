@@ -25,8 +25,8 @@ struct K8sJobOptions {
   int64_t ttl_seconds = 86400;  // a finished Job is deleted after a day
 };
 
-// The manifest (YAML) of `job` (its parsed spec `spec`), named dlsys-job-<id>. Unsupported for
-// jobs that do not run yet (fine-tuning a registered model).
+// The manifest (YAML) of `job` (its parsed spec `spec`), named dlsys-job-<id>. The errors of
+// job_argv.
 Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
                                    const K8sJobOptions& options);
 

@@ -544,7 +544,8 @@ Result<TrainSpec> load_train_spec(const std::string& path,
       if (model[f])
         return Status::Invalid("{}: a model from 'onnx' has its own layers and weights; drop {}",
                                where(path, model[f], f), f);
-    s.onnx_path = relative_to(path, s.onnx_path);
+    // "models:/NAME@REF" names a registered version (dlsys train fetches it), not a file.
+    if (s.onnx_path.rfind("models:/", 0) != 0) s.onnx_path = relative_to(path, s.onnx_path);
   } else {
     if (model["freeze"])
       return Status::Invalid("{}: freeze names parameters of an 'onnx' model to keep fixed",

@@ -1155,6 +1155,27 @@ TEST_F(Cli, PredictWritesADatasetVersionResumesByShardAndRunsAsAJob) {
   r = sh("data versions digits-train-preds" + at);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("predictions of digits@1 on digits@v1:train"), std::string::npos) << r.out;
+  // Fine-tuning the registered version in a train job: the job fetches digits@production (the
+  // same bytes predict used) into its run directory and trains from it.
+  std::ofstream(dir_ / "finetune.yaml")
+      << "name: digits-finetune\ndata: {dataset: digits@1, label: c64}\n"
+         "model: {onnx: replaced-by-the-job.onnx, freeze: [\"layers.0.*\"]}\n"
+         "train: {epochs: 1, batch_size: 32, optimizer: {name: adam, lr: 0.0003}}\n";
+  std::ofstream(dir_ / "finetune-job.yaml")
+      << "kind: train\nname: finetune\nspec: finetune.yaml\nmodel: digits@production\n"
+         "on_success: {register: digits-finetuned}\n";
+  r = sh("jobs submit --wait --json " + (dir_ / "finetune-job.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string fetched = read_bytes(dir_ / "data" / "jobs" / "3" / "run" / "model-1.onnx");
+  EXPECT_FALSE(fetched.empty()) << r.out;
+  EXPECT_EQ(fetched, read_bytes(work + "/model-1.onnx")) << "not the registered version's bytes";
+  r = sh("models versions digits-finetuned" + at);
+  EXPECT_NE(r.out.find("READY"), std::string::npos) << r.out;
+  std::ofstream(dir_ / "nospec.yaml") << "kind: train\nmodel: digits@production\n";
+  r = sh("jobs submit " + (dir_ / "nospec.yaml").string() + at);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("a train job needs 'spec'"), std::string::npos) << r.out;
+
   r = sh("predict nosuch@1 digits@1 --output x" + at);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("nosuch"), std::string::npos) << r.out;
