@@ -238,16 +238,35 @@ void JobService::collect_outputs(const meta::Job& job, const Attempt& a) {
   std::error_code ec;
   fs::recursive_directory_iterator it(root, fs::directory_options::skip_permission_denied, ec), end;
   int files = 0;
+  int64_t bytes = 0;
+  // What is not kept is said where the job's owner reads: its log.
+  auto tell = [&](const std::string& line) {
+    std::fprintf(stderr, "jobs: job %lld: %s\n", static_cast<long long>(job.id), line.c_str());
+    if (FILE* f = std::fopen((a.dir + "/log").c_str(), "ab")) {
+      std::fprintf(f, "dlsys jobs: %s\n", line.c_str());
+      std::fclose(f);
+    }
+  };
   for (; !ec && it != end; it.increment(ec)) {
     std::error_code fe;
     const fs::file_status st = it->symlink_status(fe);
     if (fe || !fs::is_regular_file(st)) continue;
     if (++files > kMaxOutputFiles) {
-      std::fprintf(stderr, "jobs: job %lld: more than %d output files; the rest are not kept\n",
-                   static_cast<long long>(job.id), kMaxOutputFiles);
+      tell(fmt::format("more than {} output files; the rest are not kept as artifacts",
+                       kMaxOutputFiles));
       break;
     }
     const std::string rel = it->path().lexically_relative(root).generic_string();
+    const int64_t size = static_cast<int64_t>(fs::file_size(it->path(), fe));
+    if (fe) continue;
+    if (bytes + size > options_.max_output_bytes) {
+      tell(
+          fmt::format("output/{} ({} bytes) is not kept as an artifact: the job's outputs are "
+                      "limited to {} bytes",
+                      rel, size, options_.max_output_bytes));
+      continue;
+    }
+    bytes += size;
     Status up = upload_artifact(job.run_id, "output/" + rel, it->path().string(), who);
     if (!up.ok())
       std::fprintf(stderr, "jobs: job %lld: uploading output %s: %s\n",

@@ -71,6 +71,9 @@ struct JobServiceOptions {
   // Where a job's run keeps its artifacts (the log, a command job's output files); null: the
   // run gets none.
   meta::ArtifactStore* objects = nullptr;
+  // The most bytes of a command job's output files kept as artifacts (in directory order);
+  // files past it are left in its output folder, and its log says which.
+  int64_t max_output_bytes = int64_t{2} << 30;
   // Checks the ONNX file a job registers on success (the server's model check); may be null.
   std::function<Status(const std::string& path)> validate_model;
   // Who this service is among the services sharing one queue (several `dlsys server`s on one

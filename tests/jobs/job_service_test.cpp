@@ -135,6 +135,28 @@ TEST_F(JobServiceTest, CommandJobsSucceedFailAfterRetriesAndStayWithinCapacity) 
       << job(no_model).end_reason;
 }
 
+// A command job's outputs are kept up to max_output_bytes; what is past it stays in its folder
+// and its log says so.
+TEST_F(JobServiceTest, OutputsPastTheLimitAreNotKeptAndTheLogSaysSo) {
+  options_.max_output_bytes = 1000;
+  int64_t id = submit(
+      "kind: command\ncommand: [sh, -c, 'head -c 600 /dev/zero > $DLSYS_OUTPUT_DIR/a.bin; "
+      "head -c 600 /dev/zero > $DLSYS_OUTPUT_DIR/b.bin']\n");
+  JobService svc(*store_, options_);
+  ASSERT_TRUE(svc.recover().ok());
+  run_until_settled(svc);
+  meta::Job j = job(id);
+  ASSERT_EQ(j.state, "SUCCEEDED") << j.end_reason;
+  auto kept = store_->runs().list_artifacts(j.run_id, "output/");
+  ASSERT_TRUE(kept.ok()) << kept.status().to_string();
+  EXPECT_EQ(kept->size(), 1u) << "600 + 600 bytes against a limit of 1000";
+  const std::string log = read(dir_ / "jobs" / std::to_string(id) / "log");
+  EXPECT_NE(log.find("(600 bytes) is not kept as an artifact: the job's outputs are limited to "
+                     "1000 bytes"),
+            std::string::npos)
+      << log;
+}
+
 TEST_F(JobServiceTest, CancelStopsARunningJobAndARestartRequeuesWhatWasRunning) {
   int64_t id = submit("kind: command\ncommand: [sleep, '60']\n");
   {
