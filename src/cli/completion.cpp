@@ -32,7 +32,9 @@ struct Node {
 void walk(CLI::App* app, const std::string& path, std::vector<Node>* out) {
   Node n;
   n.path = path;
-  std::vector<CLI::App*> subs = app->get_subcommands([](CLI::App*) { return true; });
+  // Hidden ones (no group: `job-run`, which the training service runs) are not offered.
+  std::vector<CLI::App*> subs =
+      app->get_subcommands([](CLI::App* a) { return !a->get_group().empty(); });
   for (CLI::App* s : subs)
     if (plain(s->get_name())) n.subcommands.push_back(s->get_name());
   for (const CLI::Option* o : app->get_options()) {

@@ -12,6 +12,10 @@
 #include <cstring>
 #include <thread>
 
+#include <nlohmann/json.hpp>
+
+#include "core/file_util.h"
+
 extern char** environ;
 
 namespace dlsys::jobs {
@@ -87,6 +91,10 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spe
     if (null_in >= 0) dup2(null_in, 0);
     dup2(log, 1);
     dup2(log, 2);
+    // Nothing else of the server's: its listening socket and connections (which an orphaned
+    // job would keep open, holding the port a restarted server needs) and its files.
+    if (syscall(SYS_close_range, 3u, ~0u, 0u) != 0)
+      for (int fd = 3; fd < 65536; ++fd) close(fd);
     if (spec.memory_bytes > 0) setrlimit(RLIMIT_AS, &as);
     if (workdir && chdir(workdir) != 0) _exit(126);
     // execvpe searches PATH like a shell; a missing program exits 127 as a shell's would.
@@ -98,7 +106,30 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spe
   setpgid(pid, pid);  // also from the parent: the group exists before anyone signals it
   close(log);
   if (null_in >= 0) close(null_in);
-  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, open_pidfd(pid)));
+  return std::unique_ptr<ChildProcess>(
+      new ChildProcess(pid, open_pidfd(pid), spec.exit_file, false));
+}
+
+Result<std::unique_ptr<ChildProcess>> ChildProcess::adopt(pid_t pid, const std::string& exit_file) {
+  if (pid <= 0 || kill(pid, 0) != 0)
+    return Status::NotFound("process {} is not running", static_cast<long long>(pid));
+  return std::unique_ptr<ChildProcess>(new ChildProcess(pid, open_pidfd(pid), exit_file, true));
+}
+
+std::optional<ExitStatus> ChildProcess::read_exit_file() const {
+  if (exit_file_.empty()) return std::nullopt;
+  auto text = read_file(exit_file_);
+  if (!text.ok()) return std::nullopt;
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_object()) return std::nullopt;
+  ExitStatus e;
+  e.exited = j.value("exited", false);
+  e.code = j.value("code", 0);
+  e.signal = j.value("signal", 0);
+  e.cpu_seconds = j.value("cpu_seconds", 0.0);
+  e.max_rss_bytes = j.value("max_rss_bytes", int64_t{0});
+  if (!e.exited && e.signal == 0) return std::nullopt;
+  return e;
 }
 
 ChildProcess::~ChildProcess() {
@@ -106,7 +137,7 @@ ChildProcess::~ChildProcess() {
     kill(-pid_, SIGKILL);
     kill(pid_, SIGKILL);
     int st = 0;
-    while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+    while (!adopted_ && waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
     }
   }
   if (pidfd_ >= 0) close(pidfd_);
@@ -114,6 +145,24 @@ ChildProcess::~ChildProcess() {
 
 std::optional<ExitStatus> ChildProcess::poll() {
   if (status_) return status_;
+  if (adopted_) {
+    // Ended: its pidfd is readable (or, without one, its pid is gone once its parent reaped it).
+    bool ended = false;
+    if (pidfd_ >= 0) {
+      pollfd p{pidfd_, POLLIN, 0};
+      ended = ::poll(&p, 1, 0) > 0;
+    } else {
+      ended = kill(pid_, 0) != 0 && errno == ESRCH;
+    }
+    if (!ended) return std::nullopt;
+    if (auto e = read_exit_file()) {
+      status_ = e;
+    } else {
+      status_ = ExitStatus{};
+      status_->signal = SIGKILL;  // ended without a record: killed with its wrapper
+    }
+    return status_;
+  }
   int st = 0;
   struct rusage ru {};
   pid_t r = wait4(pid_, &st, WNOHANG, &ru);
@@ -123,6 +172,8 @@ std::optional<ExitStatus> ChildProcess::poll() {
     status_->cpu_seconds = static_cast<double>(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
                            static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * 1e-6;
     status_->max_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;  // Linux: KiB
+    // The program's own end, as its wrapper recorded it (the wrapper killed with it: none).
+    if (auto e = read_exit_file()) status_ = e;
   }
   return status_;
 }

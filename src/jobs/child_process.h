@@ -1,5 +1,6 @@
 // One job attempt as a child process (issue 22's local executor): started in its own process
-// group with its stdout and stderr appended to a log file, OMP_NUM_THREADS set to the job's
+// group, with none of the parent's other open files or sockets, its stdout and stderr appended
+// to a log file, OMP_NUM_THREADS set to the job's
 // threads, and its address space limited to the job's memory (RLIMIT_AS: an allocation past it
 // fails in the child, which then exits, instead of the machine swapping). Stopped with SIGTERM to
 // the whole group, then SIGKILL after a grace period. Every wait has a deadline and waits on
@@ -29,6 +30,9 @@ struct ProcessSpec {
   std::string workdir;                     // "" : the parent's
   int64_t threads = 1;                     // OMP_NUM_THREADS
   int64_t memory_bytes = 0;                // RLIMIT_AS; 0: none
+  // Where `dlsys job-run` (the argv's wrapper, when the caller uses it) writes how the program
+  // ended: read instead of the wrapper's own status when it is there.
+  std::string exit_file;
 };
 
 // How a process ended.
@@ -49,6 +53,12 @@ class ChildProcess {
   // the process cannot be created; a program that does not exist exits with code 127 (and says
   // so in the log), as a shell would.
   static Result<std::unique_ptr<ChildProcess>> start(const ProcessSpec& spec);
+  // Takes over a running process that another process started (a job attempt a previous server
+  // left: run under `dlsys job-run`, so that `exit_file` says how it ended). It is not this
+  // process's child: its end is seen on a pidfd (or by its pid disappearing) and read from
+  // `exit_file`; without that file it counts as killed (SIGKILL), its usage unknown.
+  // NotFound when `pid` is not running.
+  static Result<std::unique_ptr<ChildProcess>> adopt(pid_t pid, const std::string& exit_file);
   ~ChildProcess();
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
@@ -69,9 +79,14 @@ class ChildProcess {
   void signal(int sig);
 
  private:
-  ChildProcess(pid_t pid, int pidfd) : pid_(pid), pidfd_(pidfd) {}
+  ChildProcess(pid_t pid, int pidfd, std::string exit_file, bool adopted)
+      : pid_(pid), pidfd_(pidfd), exit_file_(std::move(exit_file)), adopted_(adopted) {}
+  // The exit file's record (nullopt when it is missing or unreadable).
+  std::optional<ExitStatus> read_exit_file() const;
   pid_t pid_;
   int pidfd_;  // -1: the kernel has none (then waits poll waitpid every 5 ms)
+  std::string exit_file_;
+  bool adopted_ = false;  // not a child: never waited for
   std::optional<ExitStatus> status_;
 };
 

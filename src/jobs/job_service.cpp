@@ -65,15 +65,59 @@ constexpr int kMaxOutputFiles = 10000;             // a command job's output fil
 constexpr uintmax_t kMaxLogArtifact = 256u << 20;  // a log larger stays in the job's folder
 }  // namespace
 
-void JobService::revoke_attempt_token(const meta::Job& j) {
-  if (!options_.tokens) return;
-  // The token of the attempt that was cut short (other servers' attempts keep theirs).
+int64_t JobService::attempt_token_id(const meta::Job& j) {
+  if (!options_.tokens) return 0;
   auto tokens = options_.tokens->list_tokens();
-  if (!tokens.ok()) return;
+  if (!tokens.ok()) return 0;
   const std::string name = fmt::format("job-{}-{}", j.id, j.attempts);
   for (const meta::TokenInfo& t : *tokens)
-    if (!t.revoked && t.name == name && t.created_by == kService.name)
-      (void)options_.tokens->revoke_token(t.id, kService);
+    if (!t.revoked && t.name == name && t.created_by == kService.name) return t.id;
+  return 0;
+}
+
+void JobService::revoke_attempt_token(const meta::Job& j) {
+  // The token of the attempt that was cut short (other servers' attempts keep theirs).
+  if (int64_t id = attempt_token_id(j); id > 0) (void)options_.tokens->revoke_token(id, kService);
+}
+
+std::string JobService::exit_file(const meta::Job& j) const {
+  return (fs::path(options_.work_dir) / std::to_string(j.id) / fmt::format("exit-{}", j.attempts))
+      .string();
+}
+
+bool JobService::reattach(const meta::Job& j) {
+  // Only the wrapper this service's runner started for this very attempt: a pid reused by
+  // another program since has another command line.
+  auto cmdline = read_file(fmt::format("/proc/{}/cmdline", j.pid));
+  if (!cmdline.ok()) return false;
+  for (char& c : *cmdline)
+    if (c == '\0') c = ' ';
+  if (cmdline->find(" job-run --exit-file " + exit_file(j) + " ") == std::string::npos)
+    return false;
+  auto spec = job_spec_from_json(j.spec, fmt::format("job {}", j.id));
+  if (!spec.ok()) return false;
+  auto child = ChildProcess::adopt(static_cast<pid_t>(j.pid), exit_file(j));
+  if (!child.ok()) return false;
+  const fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
+  Attempt a;
+  a.process = std::move(child).value();
+  // Its run time counts from its start, not from this service's.
+  a.started =
+      Clock::now() - std::chrono::milliseconds(std::max<int64_t>(0, now_ms() - j.started_at));
+  a.max_run_seconds = spec->max_run_seconds;
+  a.heartbeat_path = (dir / "heartbeat").string();
+  a.threads = j.threads;
+  std::error_code ec;
+  const std::string log = (dir / "log").string();
+  // A command job's metric lines are read from its attempt's start: the whole log for a first
+  // attempt; for a later one, what it prints from now on (where the attempt began is not kept).
+  a.log_offset =
+      j.attempts <= 1 || !fs::exists(log, ec) ? 0 : static_cast<int64_t>(fs::file_size(log, ec));
+  a.dir = dir.string();
+  a.command = spec->kind == JobKind::kCommand;
+  a.token_id = attempt_token_id(j);
+  attempts_[j.id] = std::move(a);
+  return true;
 }
 
 // A RUNNING job whose attempt was cut short by a service's end: back to the queue, or CANCELLED
@@ -91,8 +135,16 @@ Status JobService::recover() {
     // Another runner's (another server on the same database): not ours to touch. A job of no
     // runner was started before runners were recorded: treated as this host's.
     if (!j.runner.empty() && j.runner != options_.runner) continue;
-    // Its process belonged to this host's service that is gone: stop whatever is left of it so
-    // that it never runs twice, then queue it again (or fail it when its attempts are spent).
+    // Its process belonged to this host's service that is gone. Still running under its
+    // wrapper: this service takes it over, and it goes on undisturbed.
+    if (j.pid > 0 && reattach(j)) {
+      (void)store_.jobs().heartbeat(j.id, now_ms());
+      std::fprintf(stderr, "jobs: job %lld: re-attached to its running process %lld\n",
+                   static_cast<long long>(j.id), static_cast<long long>(j.pid));
+      continue;
+    }
+    // Else stop whatever is left of it so that it never runs twice, then queue it again (or
+    // fail it when its attempts are spent).
     if (j.pid > 0) kill(-static_cast<pid_t>(j.pid), SIGKILL);
     auto r = requeue(j, "the service restarted while it ran");
     if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) return r.status();
@@ -322,11 +374,16 @@ Status JobService::start_job(const meta::Job& job) {
   ProcessSpec p;
   auto argv = job_argv(j, *spec, ctx);
   if (!argv.ok()) return fail(argv.status());
-  p.argv = std::move(argv).value();
+  // Under `dlsys job-run`, which records how the program ended: a server that dies and starts
+  // again re-attaches to the attempt and still learns it (recover()).
+  p.exit_file = exit_file(j);
+  p.argv = {options_.dlsys_exe, "job-run", "--exit-file", p.exit_file, "--"};
+  p.argv.insert(p.argv.end(), argv->begin(), argv->end());
   std::error_code ec;
   fs::create_directories(dir / "output", ec);
   const std::string heartbeat = (dir / "heartbeat").string();
   fs::remove(heartbeat, ec);  // an earlier attempt's would count as a stopped heartbeat
+  fs::remove(p.exit_file, ec);
   p.log_path = (dir / "log").string();
   const int64_t log_offset =
       fs::exists(p.log_path, ec) ? static_cast<int64_t>(fs::file_size(p.log_path, ec)) : 0;

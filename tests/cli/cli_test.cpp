@@ -830,11 +830,11 @@ RanApart sh_apart(const std::string& env, const std::string& args, const fs::pat
   return {code, out, err};
 }
 
-// A `dlsys server` on a free loopback port, stopped (SIGTERM) by the destructor.
+// A `dlsys server` on a free loopback port (or `port`), stopped (SIGTERM) by the destructor.
 class Server {
  public:
-  explicit Server(const std::string& data_dir, bool auth = false) {
-    port_ = testing::free_loopback_port();
+  explicit Server(const std::string& data_dir, bool auth = false, int port = 0) {
+    port_ = port > 0 ? port : testing::free_loopback_port();
     int fds[2];
     if (pipe(fds) != 0) return;
     pid_ = fork();
@@ -870,6 +870,16 @@ class Server {
   }
   bool up() const { return up_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
+  int port() const { return port_; }
+  // Ends the server as a crash would (SIGKILL): what it started is left running.
+  void crash() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGKILL);
+    int st;
+    waitpid(pid_, &st, 0);
+    close(fd_);
+    pid_ = -1;
+  }
 
  private:
   pid_t pid_ = -1;
@@ -1056,6 +1066,48 @@ TEST_F(Cli, SearchSubmitShowListAndCancelOnAServer) {
   r = sh("search show 999" + at);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("search 999 does not exist"), std::string::npos) << r.out;
+}
+
+// A server that crashes while a job runs: the job's process lives on, and the next server on
+// the same data directory and port re-attaches to it: the attempt goes on undisturbed (the same
+// process, one attempt), and how it ended (recorded by `dlsys job-run`) settles the job.
+TEST_F(Cli, AServerThatCrashesReattachesToAJobStillRunning) {
+  const std::string data = (dir_ / "data").string();
+  std::ofstream(dir_ / "wait.yaml") << "kind: command\nname: waiter\n"
+                                       "command: [sh, -c, 'while [ ! -e go ]; do sleep 0.02; done; "
+                                       "echo done > $DLSYS_OUTPUT_DIR/result; exit 0']\n";
+  auto first = std::make_unique<Server>(data);
+  ASSERT_TRUE(first->up());
+  const int port = first->port();
+  const std::string at = " --server " + first->url();
+  Ran r = sh("jobs submit " + (dir_ / "wait.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  nlohmann::json j;
+  for (int i = 0; i < 500; ++i) {
+    j = nlohmann::json::parse(sh("jobs show 1 --json" + at).out);
+    if (j["state"] == "RUNNING" && j["pid"].get<int64_t>() > 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_EQ(j["state"], "RUNNING") << j;
+  const int64_t pid = j["pid"];
+  first->crash();
+  ASSERT_EQ(::kill(static_cast<pid_t>(pid), 0), 0) << "the job's process died with its server";
+
+  Server second(data, false, port);
+  ASSERT_TRUE(second.up());
+  j = nlohmann::json::parse(sh("jobs show 1 --json" + at).out);
+  EXPECT_EQ(j["state"], "RUNNING") << j;
+  EXPECT_EQ(j["pid"], pid) << "not the same process: it was started again";
+  EXPECT_EQ(j["attempts"], 1);
+  std::ofstream(dir_ / "go") << "";
+  for (int i = 0; i < 500 && j["state"] == "RUNNING"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    j = nlohmann::json::parse(sh("jobs show 1 --json" + at).out);
+  }
+  EXPECT_EQ(j["state"], "SUCCEEDED") << j;
+  EXPECT_EQ(j["attempts"], 1);
+  r = sh("artifacts list " + std::to_string(j["run_id"].get<int64_t>()) + at);
+  EXPECT_NE(r.out.find("output/result"), std::string::npos) << r.out;
 }
 
 // Batch prediction: a registered model over a dataset version, by `dlsys predict` and as a
