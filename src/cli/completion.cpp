@@ -32,7 +32,7 @@ struct Node {
 void walk(CLI::App* app, const std::string& path, std::vector<Node>* out) {
   Node n;
   n.path = path;
-  // Hidden ones (no group: `job-run`, which the training service runs) are not offered.
+  // Hidden ones (no group) are not offered.
   std::vector<CLI::App*> subs =
       app->get_subcommands([](CLI::App* a) { return !a->get_group().empty(); });
   for (CLI::App* s : subs)

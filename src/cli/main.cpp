@@ -97,7 +97,6 @@ int main(int argc, char** argv) {
   dlsys::cli::add_jobs(app, &rc);
   dlsys::cli::add_search(app, &rc);
   dlsys::cli::add_predict(app, &rc);
-  dlsys::cli::add_job_run(app, &rc);
   dlsys::cli::add_completion(app, &rc);
   try {
     app.parse(argc, argv);

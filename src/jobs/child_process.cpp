@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -79,7 +80,15 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spe
   const char* workdir = spec.workdir.empty() ? nullptr : spec.workdir.c_str();
   const char* program = argv[0];
   static const char kNoProgram[] = "dlsys: cannot start the job's program\n";
+  // A stop sent to the new group before its program runs must not be caught by a copy of this
+  // process's handlers: held over the fork, then pending in the child until its defaults are back.
+  sigset_t stops, old_mask;
+  sigemptyset(&stops);
+  sigaddset(&stops, SIGTERM);
+  sigaddset(&stops, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stops, &old_mask);
   pid_t pid = fork();
+  if (pid != 0) pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
   if (pid < 0) {
     int err = errno;
     close(log);
@@ -88,6 +97,9 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spe
   }
   if (pid == 0) {
     setpgid(0, 0);
+    ::signal(SIGTERM, SIG_DFL);
+    ::signal(SIGINT, SIG_DFL);
+    sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (null_in >= 0) dup2(null_in, 0);
     dup2(log, 1);
     dup2(log, 2);

@@ -30,7 +30,7 @@ struct ProcessSpec {
   std::string workdir;                     // "" : the parent's
   int64_t threads = 1;                     // OMP_NUM_THREADS
   int64_t memory_bytes = 0;                // RLIMIT_AS; 0: none
-  // Where `dlsys job-run` (the argv's wrapper, when the caller uses it) writes how the program
+  // Where `dlsys-job-run` (the argv's wrapper, when the caller uses it) writes how the program
   // ended: read instead of the wrapper's own status when it is there.
   std::string exit_file;
 };
@@ -54,7 +54,7 @@ class ChildProcess {
   // so in the log), as a shell would.
   static Result<std::unique_ptr<ChildProcess>> start(const ProcessSpec& spec);
   // Takes over a running process that another process started (a job attempt a previous server
-  // left: run under `dlsys job-run`, so that `exit_file` says how it ended). It is not this
+  // left: run under `dlsys-job-run`, so that `exit_file` says how it ended). It is not this
   // process's child: its end is seen on a pidfd (or by its pid disappearing) and read from
   // `exit_file`; without that file it counts as killed (SIGKILL), its usage unknown.
   // NotFound when `pid` is not running.

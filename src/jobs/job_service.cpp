@@ -80,6 +80,10 @@ void JobService::revoke_attempt_token(const meta::Job& j) {
   if (int64_t id = attempt_token_id(j); id > 0) (void)options_.tokens->revoke_token(id, kService);
 }
 
+std::string JobService::job_runner() const {
+  return (fs::path(options_.dlsys_exe).parent_path() / "dlsys-job-run").string();
+}
+
 std::string JobService::exit_file(const meta::Job& j) const {
   return (fs::path(options_.work_dir) / std::to_string(j.id) / fmt::format("exit-{}", j.attempts))
       .string();
@@ -92,7 +96,7 @@ bool JobService::reattach(const meta::Job& j) {
   if (!cmdline.ok()) return false;
   for (char& c : *cmdline)
     if (c == '\0') c = ' ';
-  if (cmdline->find(" job-run --exit-file " + exit_file(j) + " ") == std::string::npos)
+  if (cmdline->find("dlsys-job-run --exit-file " + exit_file(j) + " ") == std::string::npos)
     return false;
   auto spec = job_spec_from_json(j.spec, fmt::format("job {}", j.id));
   if (!spec.ok()) return false;
@@ -374,10 +378,10 @@ Status JobService::start_job(const meta::Job& job) {
   ProcessSpec p;
   auto argv = job_argv(j, *spec, ctx);
   if (!argv.ok()) return fail(argv.status());
-  // Under `dlsys job-run`, which records how the program ended: a server that dies and starts
+  // Under `dlsys-job-run`, which records how the program ended: a server that dies and starts
   // again re-attaches to the attempt and still learns it (recover()).
   p.exit_file = exit_file(j);
-  p.argv = {options_.dlsys_exe, "job-run", "--exit-file", p.exit_file, "--"};
+  p.argv = {job_runner(), "--exit-file", p.exit_file, "--"};
   p.argv.insert(p.argv.end(), argv->begin(), argv->end());
   std::error_code ec;
   fs::create_directories(dir / "output", ec);

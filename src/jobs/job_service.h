@@ -95,12 +95,12 @@ class JobService {
   ~JobService();
 
   // At startup: RUNNING jobs this service's runner started before (the previous server on this
-  // host died) are re-attached when their process still runs (every attempt runs under `dlsys
-  // job-run`, which records how it ended, so this service learns it though the process is not
-  // its child); the others have what is left of their process group killed (so none runs
-  // twice) and go back to the queue; the interrupted attempt does not count as a retry (a train
-  // job resumes from its checkpoint). Other runners' jobs are left to them (or to the takeover
-  // in tick() once their heartbeats stop).
+  // host died) are re-attached when their process still runs (every attempt runs under
+  // `dlsys-job-run`, which records how it ended, so this service learns it though the process is
+  // not its child); the others have what is left of their process group killed (so none runs twice)
+  // and go back to the queue; the interrupted attempt does not count as a retry (a train job
+  // resumes from its checkpoint). Other runners' jobs are left to them (or to the takeover in
+  // tick() once their heartbeats stop).
   Status recover();
   // One pass: settles the attempts that ended; asks the ones to cancel or past their run time to
   // stop and kills those past the grace or hung; heartbeats the rest in the store; queues again
@@ -148,10 +148,12 @@ class JobService {
   int64_t attempt_token_id(const meta::Job& j);
   // Revokes the token of job `j`'s current attempt (options.tokens).
   void revoke_attempt_token(const meta::Job& j);
-  // Where `dlsys job-run` records how job `j`'s current attempt ended.
+  // Where `dlsys-job-run` records how job `j`'s current attempt ended.
   std::string exit_file(const meta::Job& j) const;
+  // The wrapper every attempt runs under: dlsys-job-run next to options.dlsys_exe.
+  std::string job_runner() const;
   // recover(): takes over `j`'s attempt when its process is still running under this attempt's
-  // `dlsys job-run` (checked on /proc/PID/cmdline, so a reused pid is not taken). Whether it did.
+  // `dlsys-job-run` (checked on /proc/PID/cmdline, so a reused pid is not taken). Whether it did.
   bool reattach(const meta::Job& j);
   // Queues `j` again after its attempt was cut short (CANCELLED when a cancel was asked for).
   Result<meta::Job> requeue(const meta::Job& j, const std::string& reason);

@@ -1,8 +1,11 @@
 #include "meta/artifact_store.h"
 
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
 #include <filesystem>
 
 #include "core/file_util.h"
@@ -12,14 +15,28 @@ namespace dlsys::meta {
 
 Result<ArtifactStore> ArtifactStore::open(const std::string& root) {
   DLSYS_RETURN_IF_ERROR(make_dirs(root + "/objects/tmp"));
-  // Only what a killed writer left long ago: another process on this data directory (a
-  // `dlsys train --data-dir` beside a server's job) may be writing its upload there now.
+  // What writers that are gone left behind: an upload names its process (upload-<pid>-...), and
+  // one whose process no longer runs was cut short. Another process on this data directory (a
+  // `dlsys train --data-dir` beside a server's job) may be writing its upload now: kept. Files
+  // of no running writer that are not named so are removed after an hour.
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(root + "/objects/tmp", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("upload-", 0) != 0) continue;
+    char* end = nullptr;
+    const long pid = std::strtol(name.c_str() + 7, &end, 10);
+    if (pid <= 0 || end == nullptr || *end != '-') continue;
+    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) {
+      std::error_code re;
+      std::filesystem::remove(e.path(), re);
+    }
+  }
   remove_stale_files(root + "/objects/tmp", 3600);
   return ArtifactStore(root);
 }
 
 std::string ArtifactStore::temp_path() const {
-  return root_ + "/objects/tmp/upload-" + random_hex(12);
+  return root_ + "/objects/tmp/upload-" + std::to_string(::getpid()) + "-" + random_hex(12);
 }
 
 std::string ArtifactStore::object_path(const std::string& sha256) const {

@@ -17,9 +17,9 @@ struct StoredObject {
 
 class ArtifactStore {
  public:
-  // Uses (and creates) `root`/objects and `root`/objects/tmp. Removes leftover temporary files
-  // of writes that a crash interrupted over an hour ago (younger ones may be another process's
-  // upload in progress).
+  // Uses (and creates) `root`/objects and `root`/objects/tmp. Removes the temporary files of
+  // writes a crash interrupted: those of processes that no longer run (temp_path names the
+  // writer), and any over an hour old; another running process's upload stays.
   static Result<ArtifactStore> open(const std::string& root);
 
   // A fresh path under objects/tmp for a streamed upload; hand it to put_file when complete.

@@ -1070,7 +1070,7 @@ TEST_F(Cli, SearchSubmitShowListAndCancelOnAServer) {
 
 // A server that crashes while a job runs: the job's process lives on, and the next server on
 // the same data directory and port re-attaches to it: the attempt goes on undisturbed (the same
-// process, one attempt), and how it ended (recorded by `dlsys job-run`) settles the job.
+// process, one attempt), and how it ended (recorded by `dlsys-job-run`) settles the job.
 TEST_F(Cli, AServerThatCrashesReattachesToAJobStillRunning) {
   const std::string data = (dir_ / "data").string();
   std::ofstream(dir_ / "wait.yaml") << "kind: command\nname: waiter\n"

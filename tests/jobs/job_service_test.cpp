@@ -39,7 +39,7 @@ class JobServiceTest : public ::testing::Test {
     options_.scheduler.threads = 2;
     options_.retry_backoff_ms = 0;
     options_.stop_grace = milliseconds(2000);
-    options_.dlsys_exe = DLSYS_BIN;  // attempts run under its `dlsys job-run`
+    options_.dlsys_exe = DLSYS_BIN;  // attempts run under the dlsys-job-run beside it
   }
   void TearDown() override {
     store_.reset();

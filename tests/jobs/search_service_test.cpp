@@ -193,7 +193,8 @@ TEST_F(SearchServiceTest, ARestartInTheMiddleStartsNoTrialAgain) {
     SearchService searches(*store_, {objects_.get(), nullptr});
     // Until a promoted trial's job runs: the server stops then (its trials checkpoint).
     bool stopped = drive(jobs, searches, id, [&] {
-      for (const auto& t : store_->searches().trials(id).value())
+      const auto trials = store_->searches().trials(id).value();  // named: a temporary dangles
+      for (const auto& t : trials)
         if (t.rung > 0 && t.state == "RUNNING" && store_->jobs().get(t.job_id)->state == "RUNNING")
           return true;
       return false;

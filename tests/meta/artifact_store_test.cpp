@@ -59,23 +59,32 @@ TEST_F(ArtifactStoreTest, CorruptedObjectIsNeverServed) {
   EXPECT_EQ(s->open_verified("../../etc/passwd").status().code(), StatusCode::kInvalidArgument);
 }
 
-// An upload a crash left over an hour ago is removed when a store opens; a younger one may be
-// another process's upload in progress on the same data directory, and stays.
+// When a store opens, an upload whose writer is gone (a crash) is removed, as is one over an hour
+// old; another running process's upload in progress on the same data directory stays.
 TEST_F(ArtifactStoreTest, InterruptedUploadsAreClearedOnOpen) {
   std::string old_upload, live_upload;
+  const std::string tmp = (dir_ / "objects" / "tmp").string();
   {
     auto s = ArtifactStore::open(dir_.string());
     ASSERT_TRUE(s.ok());
     old_upload = s->temp_path();
-    live_upload = s->temp_path();
+    live_upload = s->temp_path();  // this process's: running
     std::ofstream(old_upload) << "half an upload";
     std::ofstream(live_upload) << "an upload being written";
     std::filesystem::last_write_time(
         old_upload, std::filesystem::file_time_type::clock::now() - std::chrono::hours(2));
   }
+  // A writer that ended: a child that exited, its pid in the name.
+  pid_t gone = fork();
+  if (gone == 0) _exit(0);
+  int st = 0;
+  waitpid(gone, &st, 0);
+  const std::string dead_upload = tmp + "/upload-" + std::to_string(gone) + "-abc";
+  std::ofstream(dead_upload) << "cut short";
   auto s = ArtifactStore::open(dir_.string());
   ASSERT_TRUE(s.ok());
   EXPECT_FALSE(std::filesystem::exists(old_upload));
+  EXPECT_FALSE(std::filesystem::exists(dead_upload));
   EXPECT_TRUE(std::filesystem::exists(live_upload));
 }
 
