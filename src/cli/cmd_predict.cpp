@@ -68,13 +68,6 @@ Result<Input> open_input(Connection& c, const std::string& text) {
   return in;
 }
 
-std::string csv_field(const std::string& v) {
-  if (v.find_first_of(",\"\n\r") == std::string::npos) return v;
-  std::string out = "\"";
-  for (char ch : v) out += ch == '"' ? std::string("\"\"") : std::string(1, ch);
-  return out + "\"";
-}
-
 // Predicts one shard's rows in batches of `batch` and returns them as CSV lines: the kept
 // input columns, then the prediction columns (`header`: their names).
 Result<std::string> predict_rows(Session& s, const data::RowBatch& rows, int64_t batch,
@@ -83,20 +76,19 @@ Result<std::string> predict_rows(Session& s, const data::RowBatch& rows, int64_t
   const ModelMetadata meta = ModelMetadata::read(s.graph());
   std::string out;
   for (int64_t start = 0; start < rows.rows; start += batch) {
-    data::RowBatch part = data::RowBatch::empty(rows.schema);
-    for (int64_t r = start; r < std::min(rows.rows, start + batch); ++r) part.append_row(rows, r);
-    DLSYS_RETURN_IF_ERROR(write_file_atomic(scratch, data::csv_text(part, true)));
+    const int64_t end = std::min(rows.rows, start + batch), n = end - start;
+    DLSYS_RETURN_IF_ERROR(write_file_atomic(scratch, data::csv_text(rows, true, start, end)));
     DLSYS_ASSIGN_OR_RETURN(auto inputs, read_rows(scratch, s.graph()));
     std::vector<Tensor> outputs;
     DLSYS_RETURN_IF_ERROR(s.run(inputs, &outputs));
     const std::vector<Prediction> p = predict(meta, outputs.at(0));
-    if (static_cast<int64_t>(p.size()) != part.rows)
+    if (static_cast<int64_t>(p.size()) != n)
       return Status::Invalid(
           "the model gave {} predictions for {} rows: its first output is not "
           "one row per input row",
-          p.size(), part.rows);
+          p.size(), n);
     if (header->empty()) {
-      for (int c : kept) *header += csv_field(rows.schema.columns[c].name) + ",";
+      for (int c : kept) *header += data::csv_field(rows.schema.columns[c].name) + ",";
       if (!p.empty() && p[0].class_id >= 0) {
         *header += "prediction,prediction_id,probability";
       } else {
@@ -106,11 +98,12 @@ Result<std::string> predict_rows(Session& s, const data::RowBatch& rows, int64_t
                      (n == 1 ? std::string("prediction") : "prediction_" + std::to_string(k));
       }
     }
-    for (int64_t r = 0; r < part.rows; ++r) {
-      for (int c : kept) out += csv_field(part.value_text(r, c)) + ",";
+    for (int64_t r = 0; r < n; ++r) {
+      for (int c : kept) out += data::csv_field(rows.value_text(start + r, c)) + ",";
       const Prediction& q = p[r];
       if (q.class_id >= 0) {
-        out += fmt::format("{},{},{:.9g}", csv_field(q.class_name), q.class_id, q.probability);
+        out +=
+            fmt::format("{},{},{:.9g}", data::csv_field(q.class_name), q.class_id, q.probability);
       } else {
         for (size_t k = 0; k < q.values.size(); ++k)
           out += fmt::format("{}{:.9g}", k ? "," : "", q.values[k]);

@@ -12,16 +12,6 @@ namespace dlsys::data {
 
 namespace {
 
-std::string csv_field(const std::string& v) {
-  if (v.find_first_of(",\"\n\r") == std::string::npos) return v;
-  std::string out = "\"";
-  for (char c : v) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
 // A file written through a temporary name and committed at the end.
 class TmpFile {
  public:
@@ -90,20 +80,35 @@ Status for_each_batch(const DatasetStore& store, const VersionInfo& v, const std
                         [&fn](int64_t, const RowBatch& b) { return fn(b); });
 }
 
-std::string csv_text(const RowBatch& b, bool header) {
+std::string csv_field(const std::string& v) {
+  if (v.find_first_of(",\"\n\r") == std::string::npos) return v;
+  std::string out = "\"";
+  for (char c : v) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
+void append_csv_header(const RowBatch& b, std::string* out) {
+  for (size_t c = 0; c < b.schema.columns.size(); ++c)
+    *out += (c ? "," : "") + csv_field(b.schema.columns[c].name);
+  *out += '\n';
+}
+
+void append_csv_row(const RowBatch& b, int64_t r, std::string* out) {
+  for (size_t c = 0; c < b.columns.size(); ++c) {
+    if (c) *out += ',';
+    *out += csv_field(b.value_text(r, static_cast<int>(c)));
+  }
+  *out += '\n';
+}
+
+std::string csv_text(const RowBatch& b, bool header, int64_t begin, int64_t end) {
   std::string out;
-  if (header) {
-    for (size_t c = 0; c < b.schema.columns.size(); ++c)
-      out += (c ? "," : "") + csv_field(b.schema.columns[c].name);
-    out += '\n';
-  }
-  for (int64_t r = 0; r < b.rows; ++r) {
-    for (size_t c = 0; c < b.columns.size(); ++c) {
-      if (c) out += ',';
-      out += csv_field(b.value_text(r, static_cast<int>(c)));
-    }
-    out += '\n';
-  }
+  if (header) append_csv_header(b, &out);
+  if (end < 0 || end > b.rows) end = b.rows;
+  for (int64_t r = begin; r < end; ++r) append_csv_row(b, r, &out);
   return out;
 }
 
@@ -153,17 +158,11 @@ Status export_csv(const DatasetStore& store, const VersionInfo& v, const std::st
   std::string buf;
   DLSYS_RETURN_IF_ERROR(for_each_batch(store, v, split, {}, [&](const RowBatch& b) -> Status {
     if (!header) {
-      for (size_t c = 0; c < b.schema.columns.size(); ++c)
-        buf += (c ? "," : "") + csv_field(b.schema.columns[c].name);
-      buf += '\n';
+      append_csv_header(b, &buf);
       header = true;
     }
     for (int64_t r = 0; r < b.rows; ++r) {
-      for (size_t c = 0; c < b.columns.size(); ++c) {
-        if (c) buf += ',';
-        buf += csv_field(b.value_text(r, static_cast<int>(c)));
-      }
-      buf += '\n';
+      append_csv_row(b, r, &buf);
       if (buf.size() > (1 << 20)) {
         DLSYS_RETURN_IF_ERROR(f.write(buf));
         buf.clear();

@@ -24,8 +24,17 @@ Status for_each_shard(const DatasetStore& store, const VersionInfo& v, const std
                       const std::function<bool(int64_t shard)>& wanted,
                       const std::function<Status(int64_t shard, const RowBatch&)>& fn);
 
-// `b`'s rows as CSV lines (fields quoted where they need it), after a header line when `header`.
-std::string csv_text(const RowBatch& b, bool header);
+// `v` as one CSV field: quoted (with its quotes doubled) when it holds a comma, a quote or a line
+// break.
+std::string csv_field(const std::string& v);
+
+// Appends `b`'s column names as a CSV line to `out`.
+void append_csv_header(const RowBatch& b, std::string* out);
+// Appends row `r` of `b` as a CSV line to `out` (fields quoted where they need it).
+void append_csv_row(const RowBatch& b, int64_t r, std::string* out);
+// Rows [begin, end) of `b` (end < 0: to the last) as CSV lines, after a header line when
+// `header`.
+std::string csv_text(const RowBatch& b, bool header, int64_t begin = 0, int64_t end = -1);
 
 // Writes the rows as CSV with a header line.
 Status export_csv(const DatasetStore& store, const VersionInfo& v, const std::string& split,

@@ -128,6 +128,26 @@ Result<int64_t> get_amount(const json& j, const std::string& key, const std::str
                          loc.at(field), shown(v));
 }
 
+// `text` (YAML or JSON, a mapping) as JSON, each field's line recorded in `loc` (whose source
+// names the file in errors); `what` says what the mapping should be when it is not one.
+Result<json> parse_yaml_map(const std::string& text, const std::string& what, Locator* loc) {
+  const std::string& path = loc->source;
+  size_t bad = 0;
+  if (!is_valid_utf8(text, &bad)) {
+    int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + bad, '\n'));
+    return Status::Invalid("{}:{}: byte {} is not UTF-8 text: save the spec as UTF-8", path, line,
+                           bad);
+  }
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return Status::Invalid("{}:{}: not valid YAML or JSON: {}", path, e.mark.line + 1, e.msg);
+  }
+  if (!root.IsMap()) return Status::Invalid("{}: {}", path, what);
+  return yaml_to_json(root, "", loc);
+}
+
 Result<JobSpec> check_spec(const json& j, const Locator& loc) {
   static const std::set<std::string> kTop = {"kind",
                                              "name",
@@ -413,40 +433,14 @@ Result<int64_t> parse_duration_seconds(const std::string& text, const std::strin
 
 Result<json> yaml_text_to_json(const std::string& text, const std::string& path,
                                const std::string& what) {
-  size_t bad = 0;
-  if (!is_valid_utf8(text, &bad)) {
-    int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + bad, '\n'));
-    return Status::Invalid("{}:{}: byte {} is not UTF-8 text: save the spec as UTF-8", path, line,
-                           bad);
-  }
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return Status::Invalid("{}:{}: not valid YAML or JSON: {}", path, e.mark.line + 1, e.msg);
-  }
-  if (!root.IsMap()) return Status::Invalid("{}: {}", path, what);
   Locator loc{path, {}};
-  return yaml_to_json(root, "", &loc);
+  return parse_yaml_map(text, what, &loc);
 }
 
 Result<JobSpec> parse_job_spec(const std::string& text, const std::string& path) {
-  size_t bad = 0;
-  if (!is_valid_utf8(text, &bad)) {
-    int line = 1 + static_cast<int>(std::count(text.begin(), text.begin() + bad, '\n'));
-    return Status::Invalid("{}:{}: byte {} is not UTF-8 text: save the spec as UTF-8", path, line,
-                           bad);
-  }
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return Status::Invalid("{}:{}: not valid YAML or JSON: {}", path, e.mark.line + 1, e.msg);
-  }
-  if (!root.IsMap())
-    return Status::Invalid("{}: a job spec is a mapping of fields (kind: train, ...)", path);
   Locator loc{path, {}};
-  json j = yaml_to_json(root, "", &loc);
+  DLSYS_ASSIGN_OR_RETURN(
+      json j, parse_yaml_map(text, "a job spec is a mapping of fields (kind: train, ...)", &loc));
   return check_spec(j, loc);
 }
 

@@ -73,10 +73,9 @@ Result<int64_t> SearchService::register_best(const meta::Search& s, const Search
   return version;
 }
 
-std::optional<double> SearchService::metric_of(int64_t job_id, const std::string& metric) {
-  auto job = store_.jobs().get(job_id);
-  if (!job.ok() || job->run_id <= 0) return std::nullopt;
-  auto run = store_.runs().get_run(job->run_id);
+std::optional<double> SearchService::metric_of(int64_t run_id, const std::string& metric) {
+  if (run_id <= 0) return std::nullopt;
+  auto run = store_.runs().get_run(run_id);
   if (!run.ok()) return std::nullopt;
   auto it = run->metrics.find(metric);
   if (it == run->metrics.end()) return std::nullopt;
@@ -102,7 +101,7 @@ Result<int> SearchService::drive(const meta::Search& s) {
     }
     const bool failed = job.state != "SUCCEEDED";
     const bool top = t.rung + 1 >= static_cast<int64_t>(rungs.size());
-    std::optional<double> value = failed ? std::nullopt : metric_of(job.id, spec.metric);
+    std::optional<double> value = failed ? std::nullopt : metric_of(job.run_id, spec.metric);
     Status st = store_.searches().record_result(
         s.id, t.trial, t.rung, value, top, failed,
         failed ? fmt::format("job {} {}: {}", job.id, job.state, job.end_reason) : "");

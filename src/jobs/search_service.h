@@ -47,8 +47,8 @@ class SearchService {
  private:
   // Drives search `s` one step; the number of jobs it queued.
   Result<int> drive(const meta::Search& s);
-  // The trial's metric after its rung: the last value of spec.metric in the job's run.
-  std::optional<double> metric_of(int64_t job_id, const std::string& metric);
+  // The trial's metric after its rung: the last value of `metric` in its job's run `run_id`.
+  std::optional<double> metric_of(int64_t run_id, const std::string& metric);
   // Ends `s` FAILED with `reason`, its running trials' jobs cancelled.
   void fail_search(const meta::Search& s, const std::string& reason);
   // Registers the best trial's model once (claim_registration; a version already made from its
