@@ -132,15 +132,20 @@ TEST(AutoscaleBatcherTest, SetActiveWakesAndParksWorkers) {
 }
 
 // A model heavy enough (about 2 M multiply-adds a row) that requests queue behind one instance.
+// Heavy enough that a request's compute (about 1 ms: 32 MB of weights read) outweighs its HTTP
+// round trip, so that six clients keep the one instance's queue non-empty on any machine (with
+// 2048 hidden units a fast core answered in 0.1 ms and the queue was often empty when sampled).
+constexpr int64_t kHidden = 8192;
+
 std::string HeavyMlp() {
   testing::OnnxBuilder b(17);
   b.input("x", onnx::TensorProto::FLOAT, {-1, 512});
   b.output("y", onnx::TensorProto::FLOAT, {-1, 512});
-  std::vector<float> w1(512 * 2048), w2(2048 * 512);
+  std::vector<float> w1(512 * kHidden), w2(kHidden * 512);
   for (size_t i = 0; i < w1.size(); ++i) w1[i] = 0.001f * static_cast<float>(i % 13) - 0.006f;
   for (size_t i = 0; i < w2.size(); ++i) w2[i] = 0.001f * static_cast<float>(i % 11) - 0.005f;
-  b.initializer_f32("W1", {512, 2048}, w1);
-  b.initializer_f32("W2", {2048, 512}, w2);
+  b.initializer_f32("W1", {512, kHidden}, w1);
+  b.initializer_f32("W2", {kHidden, 512}, w2);
   b.node("MatMul", {"x", "W1"}, {"h"}, "fc1");
   b.node("Relu", {"h"}, {"r"}, "relu");
   b.node("MatMul", {"r", "W2"}, {"y"}, "fc2");
