@@ -6,7 +6,8 @@ and the pieces fit together: each HorizontalPodAutoscaler targets a Deployment d
 Pods metric it scales on is published by a Prometheus adapter rule (a ConfigMap's config.yaml)
 and is a metric family dlsys exports (its name appears in src/serve/); a Deployment's selector
 matches its pod labels; a Service selects a Deployment's pods and targets a port they declare;
-probes name declared ports.
+probes name declared ports; pods run as a ServiceAccount defined here and a RoleBinding binds
+one to a Role defined here.
 
   check_k8s.py [ROOT]       check ROOT/deploy (ROOT: the repository, default: this script's)
   check_k8s.py --self-test  show that broken manifests are refused
@@ -77,6 +78,23 @@ def check(docs, metrics_source):
                     errors.append(f"{where}: {probe} uses port {port!r}, which the container "
                                   f"does not declare")
         pod_ports[name] = ports
+
+    # Service accounts: a Deployment's pods run as one defined here; a RoleBinding binds an
+    # account and a Role defined here.
+    accounts = {d["metadata"]["name"] for _, d in by_kind.get("ServiceAccount", [])}
+    roles = {d["metadata"]["name"] for _, d in by_kind.get("Role", [])}
+    for name, (where, d) in deployments.items():
+        sa = d.get("spec", {}).get("template", {}).get("spec", {}).get("serviceAccountName")
+        if sa is not None and sa not in accounts:
+            errors.append(f"{where}: serviceAccountName {sa!r} is no ServiceAccount here")
+    for where, b in by_kind.get("RoleBinding", []):
+        ref = b.get("roleRef") or {}
+        if ref.get("kind") != "Role" or ref.get("name") not in roles:
+            errors.append(f"{where}: roleRef {ref} is not a Role defined here")
+        for subject in b.get("subjects") or []:
+            if subject.get("kind") == "ServiceAccount" and subject.get("name") not in accounts:
+                errors.append(f"{where}: subject {subject.get('name')!r} is no ServiceAccount "
+                              f"here")
 
     for where, s in by_kind.get("Service", []):
         sel = s.get("spec", {}).get("selector", {}) or {}
@@ -166,6 +184,11 @@ def self_test(root):
             lambda d: find(d, "Deployment")["spec"]["template"]["spec"]["containers"][0]
             ["readinessProbe"]["httpGet"].update(port="metrics"),
         "no metadata.name": lambda d: find(d, "Service")["metadata"].pop("name"),
+        "pods run as a missing account":
+            lambda d: find(d, "Deployment")["spec"]["template"]["spec"].update(
+                serviceAccountName="nobody"),
+        "binding of a missing Role":
+            lambda d: find(d, "RoleBinding")["roleRef"].update(name="nope"),
     }
     for what, edit in cases.items():
         errs = broken(edit)

@@ -108,6 +108,22 @@ def check_shape(v, schema, path, errors):
                 check_shape(x, schema["object"][k], f"{path}.{k}" if path else k, errors)
 
 
+SECRET = obj(apiVersion=STR, kind=STR, metadata=OBJECT_META, type=STR, stringData=STR_MAP,
+             data=STR_MAP, immutable=BOOL)
+
+
+def check_secret(doc, where):
+    """A v1 Secret (an attempt's token, KubernetesExecutor)."""
+    errors = []
+    check_shape(doc, SECRET, "", errors)
+    if doc.get("apiVersion") != "v1":
+        errors.append("apiVersion must be v1 for a Secret")
+    name = str((doc.get("metadata") or {}).get("name", ""))
+    if not DNS_LABEL.match(name):
+        errors.append(f"metadata.name '{name}' is not a DNS-1123 label")
+    return [f"{where}: {e}" for e in errors]
+
+
 def check_job(doc, where):
     errors = []
     if not isinstance(doc, dict):
@@ -221,6 +237,9 @@ def main(argv):
             errors.append(f"{path}: cannot read: {e}")
             continue
         for i, d in enumerate(docs):
+            if isinstance(d, dict) and d.get("kind") == "Secret":
+                errors += check_secret(d, f"{path} document {i + 1}")
+                continue
             errors += check_job(d, f"{path} document {i + 1}")
             jobs += 1
     for e in errors:

@@ -43,6 +43,10 @@ PKGS=(
 # Debian's when there is none.
 if ! command -v node >/dev/null 2>&1; then PKGS+=(nodejs); fi
 if ! command -v npm >/dev/null 2>&1; then PKGS+=(npm); fi
+# kubectl: the Kubernetes executor's tests check every flag it passes against the real kubectl's
+# --help (tests/jobs/kubectl_standin.py). Debian's kubernetes-client, unless a kubectl is there
+# already (another package of it would conflict on /usr/bin/kubectl).
+if ! command -v kubectl >/dev/null 2>&1; then PKGS+=(kubernetes-client); fi
 
 missing=()
 for p in "${PKGS[@]}"; do

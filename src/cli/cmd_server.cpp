@@ -15,6 +15,7 @@
 #include "graph/onnx_import.h"
 #include "jobs/job_routes.h"
 #include "jobs/job_service.h"
+#include "jobs/k8s_executor.h"
 #include "jobs/search_routes.h"
 #include "jobs/search_service.h"
 #include "serve/model_server.h"
@@ -36,6 +37,16 @@ struct ServerArgs {
   int64_t job_threads = 0, job_memory_mb = 0, job_stop_grace_s = 10, job_heartbeat_timeout_s = 8;
   double core_hour_price = 0;
   bool no_jobs = false;
+  // Where jobs run: "local" (child processes) or "kubernetes" (a Job per attempt, docs/deploy.md).
+  std::string job_executor = "local", kubectl = "kubectl", k8s_server_url;
+  // mount "": the data directory's own path; server_url "": this server's URL once it listens.
+  jobs::K8sJobOptions k8s = [] {
+    jobs::K8sJobOptions o;
+    o.mount.clear();
+    o.server_url.clear();
+    return o;
+  }();
+  int64_t k8s_poll_ms = 2000;
   int64_t run_timeout_s = api::kDefaultRunTimeoutMs / 1000;
   bool auth = false;
 };
@@ -109,6 +120,24 @@ int run_server(const ServerArgs& a) {
   jo.scheduler.memory_bytes = a.job_memory_mb << 20;
   jo.stop_grace = std::chrono::seconds(a.job_stop_grace_s);
   jo.heartbeat_timeout = std::chrono::seconds(a.job_heartbeat_timeout_s);
+  // Kubernetes: each attempt a Job that mounts the data directory's volume at the same path, so
+  // that its log, heartbeat and checkpoints are where this server reads them.
+  std::unique_ptr<jobs::KubernetesExecutor> k8s_executor;
+  if (a.job_executor == "kubernetes") {
+    jobs::KubernetesExecutorOptions ko;
+    ko.job = a.k8s;
+    std::error_code ec;
+    if (ko.job.mount.empty())
+      ko.job.mount = std::filesystem::absolute(be->options().data_dir, ec).string();
+    ko.job.checkpoint_every = jo.checkpoint_every;
+    ko.job.stop_grace_seconds = std::max<int64_t>(1, a.job_stop_grace_s);
+    ko.kubectl = a.kubectl;
+    ko.poll_interval = std::chrono::milliseconds(a.k8s_poll_ms);
+    ko.scratch_dir = jo.work_dir;
+    std::filesystem::create_directories(jo.work_dir, ec);
+    k8s_executor = std::make_unique<jobs::KubernetesExecutor>(ko);
+    jo.executor = k8s_executor.get();
+  }
   std::unique_ptr<jobs::JobService> job_service;
   if (!a.no_jobs) job_service = std::make_unique<jobs::JobService>(be->store(), jo);
   jobs::JobRoutesOptions jro;
@@ -136,8 +165,10 @@ int run_server(const ServerArgs& a) {
   std::thread job_thread;
   if (job_service) {
     // Train jobs record their runs in this server (known once it listens: --port 0).
-    job_service->set_server_url(
-        fmt::format("http://{}:{}", so.host == "0.0.0.0" ? "127.0.0.1" : so.host, server.port()));
+    const std::string url =
+        fmt::format("http://{}:{}", so.host == "0.0.0.0" ? "127.0.0.1" : so.host, server.port());
+    job_service->set_server_url(url);
+    if (k8s_executor) k8s_executor->set_default_server_url(url);
     // Servers sharing one database tell their jobs apart by host and port.
     job_service->set_runner(fmt::format("{}:{}", job_service->runner(), server.port()));
     Status rec = job_service->recover();
@@ -155,10 +186,14 @@ int run_server(const ServerArgs& a) {
       }
     });
   }
-  std::printf("dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s  connections: %zu\n",
-              so.host.c_str(), server.port(), (*backend)->options().data_dir.c_str(),
-              a.meta.empty() ? "sqlite (meta.db)" : "postgresql",
-              bo.auth ? "tokens required" : "off (loopback)", server.max_connections());
+  std::printf(
+      "dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s  connections: %zu  jobs: %s\n",
+      so.host.c_str(), server.port(), (*backend)->options().data_dir.c_str(),
+      a.meta.empty() ? "sqlite (meta.db)" : "postgresql",
+      bo.auth ? "tokens required" : "off (loopback)", server.max_connections(),
+      !job_service   ? "off"
+      : k8s_executor ? "kubernetes"
+                     : "local");
   std::fflush(stdout);
   server.run();
   if (job_service) {
@@ -254,6 +289,30 @@ void add_server(CLI::App& app, int* rc) {
   c->add_flag("--no-jobs", a->no_jobs,
               "Do not run jobs here (another server on the same metadata store runs them; "
               "submitting still works)");
+  c->add_option("--job-executor", a->job_executor,
+                "Where jobs run: local (child processes of this server) or kubernetes (a Job per "
+                "attempt, applied with kubectl; docs/deploy.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"local", "kubernetes"}));
+  c->add_option("--kubectl", a->kubectl, "The kubectl the kubernetes executor runs")
+      ->capture_default_str();
+  c->add_option("--k8s-image", a->k8s.image, "The image job pods run (it holds dlsys)")
+      ->capture_default_str();
+  c->add_option("--k8s-namespace", a->k8s.namespace_, "The namespace of the jobs' Jobs")
+      ->capture_default_str();
+  c->add_option("--k8s-claim", a->k8s.claim,
+                "The PersistentVolumeClaim of this server's data directory, which pods mount")
+      ->capture_default_str();
+  c->add_option("--k8s-mount", a->k8s.mount,
+                "Where pods mount it (default: the data directory's own path, as this server "
+                "sees it)");
+  c->add_option("--k8s-server-url", a->k8s.server_url,
+                "This server as pods reach it, e.g. http://dlsys (the Service of "
+                "deploy/k8s/server.yaml; default: the address it listens on)");
+  c->add_option("--k8s-poll-ms", a->k8s_poll_ms,
+                "How often the kubernetes executor lists its Jobs (one kubectl call for all)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{50}, int64_t{600000}));
   c->add_option("--access-log", a->access_log,
                 "Access log file, '-' for stdout, 'off' (lines are written within 100 ms)")
       ->capture_default_str();

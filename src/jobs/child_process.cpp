@@ -47,10 +47,15 @@ int open_pidfd(pid_t pid) {
 }  // namespace
 
 std::string ExitStatus::describe() const {
-  if (exited) return fmt::format("exit code {}", code);
-  const char* name = sigabbrev_np(signal);
-  return fmt::format("killed by signal {}{}", signal,
-                     name ? fmt::format(" (SIG{})", name) : std::string());
+  std::string how;
+  if (exited) {
+    how = fmt::format("exit code {}", code);
+  } else {
+    const char* name = sigabbrev_np(signal);
+    how = fmt::format("killed by signal {}{}", signal,
+                      name ? fmt::format(" (SIG{})", name) : std::string());
+  }
+  return detail.empty() ? how : fmt::format("{} ({})", how, detail);
 }
 
 Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spec) {
@@ -75,6 +80,15 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spe
   int log = open(spec.log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
   if (log < 0)
     return Status::IOError("cannot open the job log {}: {}", spec.log_path, std::strerror(errno));
+  int out = log;
+  if (!spec.stdout_path.empty()) {
+    out = open(spec.stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (out < 0) {
+      int err = errno;
+      close(log);
+      return Status::IOError("cannot open {}: {}", spec.stdout_path, std::strerror(err));
+    }
+  }
   int null_in = open("/dev/null", O_RDONLY | O_CLOEXEC);
   rlimit as{static_cast<rlim_t>(spec.memory_bytes), static_cast<rlim_t>(spec.memory_bytes)};
   const char* workdir = spec.workdir.empty() ? nullptr : spec.workdir.c_str();
@@ -92,6 +106,7 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spe
   if (pid < 0) {
     int err = errno;
     close(log);
+    if (out != log) close(out);
     if (null_in >= 0) close(null_in);
     return Status::IOError("cannot create the job's process: {}", std::strerror(err));
   }
@@ -101,7 +116,7 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spe
     ::signal(SIGINT, SIG_DFL);
     sigprocmask(SIG_SETMASK, &old_mask, nullptr);
     if (null_in >= 0) dup2(null_in, 0);
-    dup2(log, 1);
+    dup2(out, 1);
     dup2(log, 2);
     // Nothing else of the server's: its listening socket and connections (which an orphaned
     // job would keep open, holding the port a restarted server needs) and its files.
@@ -117,6 +132,7 @@ Result<std::unique_ptr<ChildProcess>> ChildProcess::start(const ProcessSpec& spe
   }
   setpgid(pid, pid);  // also from the parent: the group exists before anyone signals it
   close(log);
+  if (out != log) close(out);
   if (null_in >= 0) close(null_in);
   return std::unique_ptr<ChildProcess>(
       new ChildProcess(pid, open_pidfd(pid), spec.exit_file, false));

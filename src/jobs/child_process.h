@@ -20,13 +20,15 @@
 #include <vector>
 
 #include "core/status.h"
+#include "jobs/execution.h"
 
 namespace dlsys::jobs {
 
 struct ProcessSpec {
   std::vector<std::string> argv;           // argv[0] is looked up on PATH when it has no '/'
   std::map<std::string, std::string> env;  // added to (or replacing in) the parent's
-  std::string log_path;                    // stdout and stderr are appended here
+  std::string log_path;                    // stdout and stderr are appended here ...
+  std::string stdout_path;                 // ... but stdout goes here (truncated) when set
   std::string workdir;                     // "" : the parent's
   int64_t threads = 1;                     // OMP_NUM_THREADS
   int64_t memory_bytes = 0;                // RLIMIT_AS; 0: none
@@ -35,19 +37,7 @@ struct ProcessSpec {
   std::string exit_file;
 };
 
-// How a process ended.
-struct ExitStatus {
-  bool exited = false;  // exited normally (code), else killed by `signal`
-  int code = 0;
-  int signal = 0;
-  double cpu_seconds = 0;     // user + system time of the process (and children it waited for)
-  int64_t max_rss_bytes = 0;  // its largest resident set
-  bool ok() const { return exited && code == 0; }
-  // "exit code 3", "killed by signal 9 (SIGKILL)".
-  std::string describe() const;
-};
-
-class ChildProcess {
+class ChildProcess : public Execution {
  public:
   // Starts `spec`. InvalidArgument for an empty argv; IOError when the log cannot be opened or
   // the process cannot be created; a program that does not exist exits with code 127 (and says
@@ -59,24 +49,24 @@ class ChildProcess {
   // `exit_file`; without that file it counts as killed (SIGKILL), its usage unknown.
   // NotFound when `pid` is not running.
   static Result<std::unique_ptr<ChildProcess>> adopt(pid_t pid, const std::string& exit_file);
-  ~ChildProcess();
+  ~ChildProcess() override;
   ChildProcess(const ChildProcess&) = delete;
   ChildProcess& operator=(const ChildProcess&) = delete;
 
-  pid_t pid() const { return pid_; }
+  int64_t pid() const override { return pid_; }
   // A descriptor that becomes readable when the process ends (its pidfd), for poll() over many
   // processes; -1 when the kernel has none.
-  int wait_fd() const { return pidfd_; }
+  int wait_fd() const override { return pidfd_; }
   // How it ended, once it has (reaped then); nullopt while it runs.
-  std::optional<ExitStatus> poll();
+  std::optional<ExitStatus> poll() override;
   // Waits until it ends or `timeout` passes.
-  std::optional<ExitStatus> wait_for(std::chrono::milliseconds timeout);
+  std::optional<ExitStatus> wait_for(std::chrono::milliseconds timeout) override;
   // SIGTERM to its process group, then SIGKILL when it has not ended after `grace`; returns how
   // it ended (the group's other processes are killed with it).
-  ExitStatus stop(std::chrono::milliseconds grace);
+  ExitStatus stop(std::chrono::milliseconds grace) override;
   // Sends `sig` to its process group without waiting (SIGTERM to ask, SIGKILL to end); nothing
   // once it has been reaped.
-  void signal(int sig);
+  void signal(int sig) override;
 
  private:
   ChildProcess(pid_t pid, int pidfd, std::string exit_file, bool adopted)

@@ -17,6 +17,7 @@
 #include "core/file_util.h"
 #include "jobs/job_process.h"
 #include "jobs/job_spec.h"
+#include "jobs/local_executor.h"
 #include "jobs/run_model.h"
 
 namespace dlsys::jobs {
@@ -51,11 +52,18 @@ JobService::JobService(meta::MetaStore& store, JobServiceOptions options)
   if (!options_.data_dir.empty())
     options_.data_dir = fs::absolute(options_.data_dir, ec).lexically_normal().string();
   if (options_.runner.empty()) options_.runner = host_name();
+  executor_ = options_.executor;
+  if (!executor_) {
+    // The wrapper every attempt runs under: dlsys-job-run next to dlsys.
+    own_executor_ = std::make_unique<LocalExecutor>(
+        options_.work_dir, (fs::path(options_.dlsys_exe).parent_path() / "dlsys-job-run").string());
+    executor_ = own_executor_.get();
+  }
   wake_fd_ = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 }
 
 JobService::~JobService() {
-  attempts_.clear();  // each ChildProcess kills and reaps its process
+  attempts_.clear();  // a ChildProcess kills and reaps its process; a cluster's Job goes on
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
 
@@ -80,31 +88,14 @@ void JobService::revoke_attempt_token(const meta::Job& j) {
   if (int64_t id = attempt_token_id(j); id > 0) (void)options_.tokens->revoke_token(id, kService);
 }
 
-std::string JobService::job_runner() const {
-  return (fs::path(options_.dlsys_exe).parent_path() / "dlsys-job-run").string();
-}
-
-std::string JobService::exit_file(const meta::Job& j) const {
-  return (fs::path(options_.work_dir) / std::to_string(j.id) / fmt::format("exit-{}", j.attempts))
-      .string();
-}
-
 bool JobService::reattach(const meta::Job& j) {
-  // Only the wrapper this service's runner started for this very attempt: a pid reused by
-  // another program since has another command line.
-  auto cmdline = read_file(fmt::format("/proc/{}/cmdline", j.pid));
-  if (!cmdline.ok()) return false;
-  for (char& c : *cmdline)
-    if (c == '\0') c = ' ';
-  if (cmdline->find("dlsys-job-run --exit-file " + exit_file(j) + " ") == std::string::npos)
-    return false;
   auto spec = job_spec_from_json(j.spec, fmt::format("job {}", j.id));
   if (!spec.ok()) return false;
-  auto child = ChildProcess::adopt(static_cast<pid_t>(j.pid), exit_file(j));
-  if (!child.ok()) return false;
+  std::unique_ptr<Execution> running = executor_->reattach(j);
+  if (!running) return false;
   const fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
   Attempt a;
-  a.process = std::move(child).value();
+  a.process = std::move(running);
   // Its run time counts from its start, not from this service's.
   a.started =
       Clock::now() - std::chrono::milliseconds(std::max<int64_t>(0, now_ms() - j.started_at));
@@ -139,17 +130,18 @@ Status JobService::recover() {
     // Another runner's (another server on the same database): not ours to touch. A job of no
     // runner was started before runners were recorded: treated as this host's.
     if (!j.runner.empty() && j.runner != options_.runner) continue;
-    // Its process belonged to this host's service that is gone. Still running under its
-    // wrapper: this service takes it over, and it goes on undisturbed.
-    if (j.pid > 0 && reattach(j)) {
+    // Its attempt belonged to this runner's service that is gone. Still running (a process under
+    // its wrapper, a cluster's Job): this service takes it over, and it goes on undisturbed.
+    if (reattach(j)) {
       (void)store_.jobs().heartbeat(j.id, now_ms());
-      std::fprintf(stderr, "jobs: job %lld: re-attached to its running process %lld\n",
-                   static_cast<long long>(j.id), static_cast<long long>(j.pid));
+      std::fprintf(stderr, "jobs: job %lld: re-attached to its running attempt %lld (%s)\n",
+                   static_cast<long long>(j.id), static_cast<long long>(j.attempts),
+                   executor_->name().c_str());
       continue;
     }
     // Else stop whatever is left of it so that it never runs twice, then queue it again (or
     // fail it when its attempts are spent).
-    if (j.pid > 0) kill(-static_cast<pid_t>(j.pid), SIGKILL);
+    executor_->end_leftover(j, true);
     auto r = requeue(j, "the service restarted while it ran");
     if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) return r.status();
   }
@@ -368,6 +360,7 @@ Status JobService::start_job(const meta::Job& job) {
   const fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
   auto run_id = ensure_run(j, *spec);
   if (!run_id.ok()) return fail(run_id.status().with_context("creating the job's run"));
+  j.run_id = *run_id;
   JobProcessContext ctx;
   ctx.dlsys_exe = options_.dlsys_exe;
   ctx.server_url = options_.server_url;
@@ -375,19 +368,16 @@ Status JobService::start_job(const meta::Job& job) {
   ctx.checkpoint_every = options_.checkpoint_every;
   ctx.dir = dir.string();
   ctx.run_id = *run_id;
-  ProcessSpec p;
+  AttemptSpec at;
+  at.dir = dir.string();
+  ProcessSpec& p = at.process;
   auto argv = job_argv(j, *spec, ctx);
   if (!argv.ok()) return fail(argv.status());
-  // Under `dlsys-job-run`, which records how the program ended: a server that dies and starts
-  // again re-attaches to the attempt and still learns it (recover()).
-  p.exit_file = exit_file(j);
-  p.argv = {job_runner(), "--exit-file", p.exit_file, "--"};
-  p.argv.insert(p.argv.end(), argv->begin(), argv->end());
+  p.argv = std::move(argv).value();
   std::error_code ec;
   fs::create_directories(dir / "output", ec);
   const std::string heartbeat = (dir / "heartbeat").string();
   fs::remove(heartbeat, ec);  // an earlier attempt's would count as a stopped heartbeat
-  fs::remove(p.exit_file, ec);
   p.log_path = (dir / "log").string();
   const int64_t log_offset =
       fs::exists(p.log_path, ec) ? static_cast<int64_t>(fs::file_size(p.log_path, ec)) : 0;
@@ -406,17 +396,17 @@ Status JobService::start_job(const meta::Job& job) {
     p.env["DLSYS_TOKEN"] = t->token;
   }
   auto child = !fs::is_directory(dir / "output")
-                   ? Result<std::unique_ptr<ChildProcess>>(Status::IOError(
+                   ? Result<std::unique_ptr<Execution>>(Status::IOError(
                          "cannot create the job's directory {}", (dir / "output").string()))
-                   : ChildProcess::start(p);
+                   : executor_->start(j, *spec, at);
   if (!child.ok() && token_id > 0) (void)options_.tokens->revoke_token(token_id, kService);
   if (!child.ok())
     return store_.jobs()
         .retry_or_fail(j.id, child.status().message(), now_ms(), options_.retry_backoff_ms)
         .status();
   if (Status st = store_.jobs().set_pid(j.id, (*child)->pid()); !st.ok()) {
-    // The job changed under us (cancelled meanwhile): the process goes (its destructor kills
-    // it), and so does its token.
+    // The job changed under us (cancelled meanwhile): the attempt ends, and so does its token.
+    (*child)->signal(SIGKILL);
     if (token_id > 0) (void)options_.tokens->revoke_token(token_id, kService);
     return st.code() == StatusCode::kFailedPrecondition ? Status::OK() : st;
   }
@@ -475,6 +465,9 @@ Result<int> JobService::tick() {
       // is on that service's host, which kills it when it starts again (recover()).
       if (j.runner != options_.runner &&
           wall_now - j.heartbeat_at > options_.runner_timeout.count()) {
+        // A cluster's Job of that runner is deleted here; a process on its host is killed by
+        // that host's next service.
+        executor_->end_leftover(j, false);
         auto r =
             requeue(j, fmt::format("taken over: its runner {} stopped heartbeating it for {} s",
                                    j.runner.empty() ? "(unknown)" : j.runner,
@@ -541,8 +534,8 @@ void JobService::wait(std::chrono::milliseconds timeout) {
   // Stopping attempts need a look when their grace ends; hung ones within the timeout.
   auto until = Clock::now() + timeout;
   for (const auto& [id, a] : attempts_) {
-    if (a.process->wait_fd() < 0) {  // no pidfd: look again soon
-      until = std::min(until, Clock::now() + std::chrono::milliseconds(5));
+    if (a.process->wait_fd() < 0) {  // nothing to wait on: look again when it can tell more
+      until = std::min(until, Clock::now() + a.process->recheck_after());
       continue;
     }
     if (a.ending == Ending::kCancel || a.ending == Ending::kTimeout)
@@ -570,10 +563,13 @@ Status JobService::shutdown(std::chrono::milliseconds grace) {
   auto keep = [&first](const Status& st) {
     if (first.ok() && !st.ok() && st.code() != StatusCode::kFailedPrecondition) first = st;
   };
-  // What ended before the stop is settled as usual; the rest is asked to stop.
+  // What ended before the stop is settled as usual; a cluster's attempt goes on without this
+  // service (still RUNNING: the next one re-attaches); the rest is asked to stop.
   for (auto it = attempts_.begin(); it != attempts_.end();) {
     if (auto e = it->second.process->poll()) {
       keep(settle(it->first, it->second, *e));
+      it = attempts_.erase(it);
+    } else if (it->second.process->outlives_service()) {
       it = attempts_.erase(it);
     } else {
       it->second.process->signal(SIGTERM);

@@ -44,7 +44,7 @@
 #include <set>
 #include <string>
 
-#include "jobs/child_process.h"
+#include "jobs/executor.h"
 #include "jobs/job_spec.h"
 #include "jobs/scheduler.h"
 #include "meta/artifact_store.h"
@@ -87,6 +87,9 @@ struct JobServiceOptions {
   // "job-<id>-<attempt>" as DLSYS_TOKEN, revoked when the attempt ends (and by recover(), for
   // attempts a previous service left). Null: no tokens.
   meta::TokenStore* tokens = nullptr;
+  // Where attempts run (executor.h); must outlive the service. Null: on this machine (a
+  // LocalExecutor of the service's own).
+  Executor* executor = nullptr;
 };
 
 class JobService {
@@ -131,7 +134,7 @@ class JobService {
   // Why the service is ending an attempt (kNone: it is not).
   enum class Ending { kNone, kCancel, kTimeout, kHung };
   struct Attempt {
-    std::unique_ptr<ChildProcess> process;
+    std::unique_ptr<Execution> process;
     std::chrono::steady_clock::time_point started;
     int64_t max_run_seconds = 0;
     std::string heartbeat_path;
@@ -148,12 +151,8 @@ class JobService {
   int64_t attempt_token_id(const meta::Job& j);
   // Revokes the token of job `j`'s current attempt (options.tokens).
   void revoke_attempt_token(const meta::Job& j);
-  // Where `dlsys-job-run` records how job `j`'s current attempt ended.
-  std::string exit_file(const meta::Job& j) const;
-  // The wrapper every attempt runs under: dlsys-job-run next to options.dlsys_exe.
-  std::string job_runner() const;
-  // recover(): takes over `j`'s attempt when its process is still running under this attempt's
-  // `dlsys-job-run` (checked on /proc/PID/cmdline, so a reused pid is not taken). Whether it did.
+  // recover(): takes over `j`'s attempt when the executor still has it running (Executor::
+  // reattach). Whether it did.
   bool reattach(const meta::Job& j);
   // Queues `j` again after its attempt was cut short (CANCELLED when a cancel was asked for).
   Result<meta::Job> requeue(const meta::Job& j, const std::string& reason);
@@ -180,6 +179,8 @@ class JobService {
 
   meta::MetaStore& store_;
   JobServiceOptions options_;
+  std::unique_ptr<Executor> own_executor_;  // a LocalExecutor when options.executor is null
+  Executor* executor_ = nullptr;
   std::map<int64_t, Attempt> attempts_;    // by job id
   int wake_fd_ = -1;                       // an eventfd
   std::multiset<int64_t> retries_due_ms_;  // when the backoffs of retries settled here end

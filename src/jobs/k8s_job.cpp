@@ -28,7 +28,45 @@ std::string quantity(int64_t bytes) {
   return std::to_string(bytes);
 }
 
+// The labels of every object of job `job`.
+void emit_labels(YAML::Emitter& y, const meta::Job& job, const K8sJobOptions& o) {
+  y << YAML::Key << "labels" << YAML::Value << YAML::BeginMap;
+  y << YAML::Key << "app.kubernetes.io/name" << YAML::Value << "dlsys-job";
+  y << YAML::Key << "app.kubernetes.io/managed-by" << YAML::Value << "dlsys";
+  y << YAML::Key << "dlsys.io/job-id" << YAML::Value << YAML::DoubleQuoted
+    << std::to_string(job.id);
+  if (o.per_attempt)
+    y << YAML::Key << "dlsys.io/attempt" << YAML::Value << YAML::DoubleQuoted
+      << std::to_string(job.attempts);
+  y << YAML::Key << "dlsys.io/owner" << YAML::Value << YAML::DoubleQuoted << label_value(job.owner);
+  y << YAML::EndMap;
+}
+
 }  // namespace
+
+std::string k8s_job_name(const meta::Job& job, bool per_attempt) {
+  return per_attempt ? fmt::format("dlsys-job-{}-{}", job.id, job.attempts)
+                     : fmt::format("dlsys-job-{}", job.id);
+}
+
+std::string render_k8s_token_secret(const meta::Job& job, const std::string& name,
+                                    const std::string& token, const K8sJobOptions& o) {
+  YAML::Emitter y;
+  y << YAML::BeginMap;
+  y << YAML::Key << "apiVersion" << YAML::Value << "v1";
+  y << YAML::Key << "kind" << YAML::Value << "Secret";
+  y << YAML::Key << "metadata" << YAML::Value << YAML::BeginMap;
+  y << YAML::Key << "name" << YAML::Value << name;
+  y << YAML::Key << "namespace" << YAML::Value << o.namespace_;
+  emit_labels(y, job, o);
+  y << YAML::EndMap;
+  y << YAML::Key << "type" << YAML::Value << "Opaque";
+  y << YAML::Key << "stringData" << YAML::Value << YAML::BeginMap;
+  y << YAML::Key << "token" << YAML::Value << YAML::DoubleQuoted << token;
+  y << YAML::EndMap;
+  y << YAML::EndMap;
+  return "---\n" + std::string(y.c_str()) + "\n";
+}
 
 Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
                                    const K8sJobOptions& o) {
@@ -49,19 +87,10 @@ Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
   auto env = job_env(job, spec, c);
   env["DLSYS_JOB_LOG"] = c.dir + "/log";
   env["OMP_NUM_THREADS"] = std::to_string(job.threads);
-  const std::string name = "dlsys-job-" + std::to_string(job.id);
+  const std::string name = k8s_job_name(job, o.per_attempt);
 
   YAML::Emitter y;
-  auto labels = [&] {
-    y << YAML::Key << "labels" << YAML::Value << YAML::BeginMap;
-    y << YAML::Key << "app.kubernetes.io/name" << YAML::Value << "dlsys-job";
-    y << YAML::Key << "app.kubernetes.io/managed-by" << YAML::Value << "dlsys";
-    y << YAML::Key << "dlsys.io/job-id" << YAML::Value << YAML::DoubleQuoted
-      << std::to_string(job.id);
-    y << YAML::Key << "dlsys.io/owner" << YAML::Value << YAML::DoubleQuoted
-      << label_value(job.owner);
-    y << YAML::EndMap;
-  };
+  auto labels = [&] { emit_labels(y, job, o); };
   y << YAML::BeginMap;
   y << YAML::Key << "apiVersion" << YAML::Value << "batch/v1";
   y << YAML::Key << "kind" << YAML::Value << "Job";
@@ -71,9 +100,12 @@ Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
   labels();
   y << YAML::EndMap;
   y << YAML::Key << "spec" << YAML::Value << YAML::BeginMap;
-  y << YAML::Key << "backoffLimit" << YAML::Value << job.max_retries;
+  y << YAML::Key << "backoffLimit" << YAML::Value << (o.per_attempt ? 0 : job.max_retries);
+  // The service's own Jobs: it stops them at max_run_time itself (SIGTERM, then its grace); the
+  // cluster's deadline is a backstop a minute past that, for a service that is gone.
   if (spec.max_run_seconds > 0)
-    y << YAML::Key << "activeDeadlineSeconds" << YAML::Value << spec.max_run_seconds;
+    y << YAML::Key << "activeDeadlineSeconds" << YAML::Value
+      << spec.max_run_seconds + (o.per_attempt ? o.stop_grace_seconds + 60 : 0);
   y << YAML::Key << "ttlSecondsAfterFinished" << YAML::Value << o.ttl_seconds;
   y << YAML::Key << "template" << YAML::Value << YAML::BeginMap;
   y << YAML::Key << "metadata" << YAML::Value << YAML::BeginMap;
@@ -81,6 +113,8 @@ Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
   y << YAML::EndMap;
   y << YAML::Key << "spec" << YAML::Value << YAML::BeginMap;
   y << YAML::Key << "restartPolicy" << YAML::Value << "Never";
+  if (o.stop_grace_seconds > 0)
+    y << YAML::Key << "terminationGracePeriodSeconds" << YAML::Value << o.stop_grace_seconds;
   y << YAML::Key << "containers" << YAML::Value << YAML::BeginSeq << YAML::BeginMap;
   y << YAML::Key << "name" << YAML::Value << "job";
   y << YAML::Key << "image" << YAML::Value << o.image;
@@ -92,6 +126,14 @@ Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
   for (const auto& [k, v] : env)
     y << YAML::BeginMap << YAML::Key << "name" << YAML::Value << k << YAML::Key << "value"
       << YAML::Value << YAML::DoubleQuoted << v << YAML::EndMap;
+  if (!o.token_secret.empty()) {
+    y << YAML::BeginMap << YAML::Key << "name" << YAML::Value << "DLSYS_TOKEN";
+    y << YAML::Key << "valueFrom" << YAML::Value << YAML::BeginMap;
+    y << YAML::Key << "secretKeyRef" << YAML::Value << YAML::BeginMap;
+    y << YAML::Key << "name" << YAML::Value << o.token_secret;
+    y << YAML::Key << "key" << YAML::Value << "token";
+    y << YAML::EndMap << YAML::EndMap << YAML::EndMap;
+  }
   y << YAML::EndSeq;
   // Requests equal limits: the scheduler packs by what the job declared, as the local one does.
   y << YAML::Key << "resources" << YAML::Value << YAML::BeginMap;

@@ -23,11 +23,33 @@ struct K8sJobOptions {
   std::string server_url = "http://dlsys";  // the dlsys Service inside the cluster
   int64_t checkpoint_every = 100;
   int64_t ttl_seconds = 86400;  // a finished Job is deleted after a day
+  // The service's own Jobs (KubernetesExecutor): one Job per attempt, named
+  // dlsys-job-<id>-<attempt> and labelled dlsys.io/attempt, with backoffLimit 0 (the service
+  // retries, from the checkpoint, with its backoff and its count of attempts).
+  bool per_attempt = false;
+  // The Secret (render_k8s_token_secret) whose key `token` the pod gets as DLSYS_TOKEN; "": none.
+  std::string token_secret;
+  // How long the pod has between SIGTERM and SIGKILL when it is stopped (a trainer
+  // checkpoints); 0: the cluster's default (30 s).
+  int64_t stop_grace_seconds = 0;
 };
 
-// The manifest (YAML) of `job` (its parsed spec `spec`), named dlsys-job-<id>. The errors of
+// The Job's name: dlsys-job-<id>, or with per_attempt dlsys-job-<id>-<attempt>.
+std::string k8s_job_name(const meta::Job& job, bool per_attempt);
+
+// The manifest (YAML) of `job` (its parsed spec `spec`), named k8s_job_name. The errors of
 // job_argv.
 Result<std::string> render_k8s_job(const meta::Job& job, const JobSpec& spec,
                                    const K8sJobOptions& options);
+
+}  // namespace dlsys::jobs
+
+namespace dlsys::jobs {
+
+// A `v1` Secret manifest named `name` holding `token` under the key `token` (an attempt's API
+// token: kept out of the Job's manifest, which anyone who may read Jobs sees), labelled as the
+// job's.
+std::string render_k8s_token_secret(const meta::Job& job, const std::string& name,
+                                    const std::string& token, const K8sJobOptions& options);
 
 }  // namespace dlsys::jobs
