@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -96,6 +97,7 @@ bool JobService::reattach(const meta::Job& j) {
   const fs::path dir = fs::path(options_.work_dir) / std::to_string(j.id);
   Attempt a;
   a.process = std::move(running);
+  a.guard = meta::AttemptGuard::of(j);
   // Its run time counts from its start, not from this service's.
   a.started =
       Clock::now() - std::chrono::milliseconds(std::max<int64_t>(0, now_ms() - j.started_at));
@@ -104,10 +106,18 @@ bool JobService::reattach(const meta::Job& j) {
   a.threads = j.threads;
   std::error_code ec;
   const std::string log = (dir / "log").string();
-  // A command job's metric lines are read from its attempt's start: the whole log for a first
-  // attempt; for a later one, what it prints from now on (where the attempt began is not kept).
-  a.log_offset =
-      j.attempts <= 1 || !fs::exists(log, ec) ? 0 : static_cast<int64_t>(fs::file_size(log, ec));
+  // A command job's metric lines are read from its attempt's start, which start_job kept
+  // (log-start-<attempt>); without that record, the whole log for a first attempt, and for a
+  // later one what it prints from now on.
+  auto kept = read_file((dir / fmt::format("log-start-{}", j.attempts)).string());
+  char* end = nullptr;
+  const long long start = kept.ok() ? std::strtoll(kept->c_str(), &end, 10) : -1;
+  if (kept.ok() && end != kept->c_str() && start >= 0) {
+    a.log_offset = start;
+  } else {
+    a.log_offset =
+        j.attempts <= 1 || !fs::exists(log, ec) ? 0 : static_cast<int64_t>(fs::file_size(log, ec));
+  }
   a.dir = dir.string();
   a.command = spec->kind == JobKind::kCommand;
   a.token_id = attempt_token_id(j);
@@ -116,11 +126,13 @@ bool JobService::reattach(const meta::Job& j) {
 }
 
 // A RUNNING job whose attempt was cut short by a service's end: back to the queue, or CANCELLED
-// when a cancel was asked for meanwhile.
-Result<meta::Job> JobService::requeue(const meta::Job& j, const std::string& reason) {
-  revoke_attempt_token(j);
-  if (j.cancel_requested) return store_.jobs().mark_cancelled(j.id, now_ms());
-  return store_.jobs().requeue_interrupted(j.id, reason);
+// when a cancel was asked for meanwhile; only while `guard`'s attempt is still the job's.
+Result<meta::Job> JobService::requeue(const meta::Job& j, const std::string& reason,
+                                      const meta::AttemptGuard& guard) {
+  Result<meta::Job> r = j.cancel_requested ? store_.jobs().mark_cancelled(j.id, now_ms(), guard)
+                                           : store_.jobs().requeue_interrupted(j.id, reason, guard);
+  if (r.ok()) revoke_attempt_token(j);
+  return r;
 }
 
 Status JobService::recover() {
@@ -133,7 +145,7 @@ Status JobService::recover() {
     // Its attempt belonged to this runner's service that is gone. Still running (a process under
     // its wrapper, a cluster's Job): this service takes it over, and it goes on undisturbed.
     if (reattach(j)) {
-      (void)store_.jobs().heartbeat(j.id, now_ms());
+      (void)store_.jobs().heartbeat(j.id, now_ms(), meta::AttemptGuard::of(j));
       std::fprintf(stderr, "jobs: job %lld: re-attached to its running attempt %lld (%s)\n",
                    static_cast<long long>(j.id), static_cast<long long>(j.attempts),
                    executor_->name().c_str());
@@ -142,7 +154,7 @@ Status JobService::recover() {
     // Else stop whatever is left of it so that it never runs twice, then queue it again (or
     // fail it when its attempts are spent).
     executor_->end_leftover(j, true);
-    auto r = requeue(j, "the service restarted while it ran");
+    auto r = requeue(j, "the service restarted while it ran", meta::AttemptGuard::of(j));
     if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) return r.status();
   }
   return Status::OK();
@@ -151,35 +163,44 @@ Status JobService::recover() {
 Status JobService::settle(int64_t id, const Attempt& a, const ExitStatus& e) {
   const Ending ending = a.ending;
   DLSYS_ASSIGN_OR_RETURN(meta::Job j, store_.jobs().get(id));
+  // Another service took the job over while this one was cut off: its attempt is not this one,
+  // and nothing of this one is recorded (the guards below refuse it in the same statement, should
+  // a takeover happen between this read and them).
+  if (j.runner != a.guard.runner || j.started_at != a.guard.started_at)
+    return Status::FailedPrecondition(
+        "job {} was taken over by {} while this attempt ran: its end is not recorded", id,
+        j.runner.empty() ? "another service" : j.runner);
+  const meta::AttemptGuard& guard = a.guard;
   Result<meta::Job> r = Status::OK();
   const int64_t backoff = options_.retry_backoff_ms << std::min<int64_t>(20, j.attempts - 1);
   if (ending == Ending::kCancel || j.cancel_requested) {
-    r = store_.jobs().mark_cancelled(id, now_ms());
+    r = store_.jobs().mark_cancelled(id, now_ms(), guard);
   } else if (ending == Ending::kTimeout) {
     auto spec = job_spec_from_json(j.spec, "job");
     r = store_.jobs().finish(
         id, false,
         fmt::format("ran longer than its max_run_time ({} s) and was stopped ({})",
                     spec.ok() ? spec->max_run_seconds : 0, e.describe()),
-        now_ms());
+        now_ms(), guard);
   } else if (ending == Ending::kHung) {
     r = store_.jobs().retry_or_fail(
         id,
         fmt::format(
             "hung: its heartbeat stopped for {} s, so it was killed",
             std::chrono::duration_cast<std::chrono::seconds>(options_.heartbeat_timeout).count()),
-        now_ms(), backoff);
+        now_ms(), backoff, guard);
   } else if (e.ok()) {
     // What a success leaves: a command job's output files, then the model on_success registers.
     // A registration that fails fails the job (it did not do all it was asked).
     Status done = Status::OK();
     if (a.command && j.run_id > 0) collect_outputs(j, a);
     if (auto spec = job_spec_from_json(j.spec, "job"); spec.ok()) done = register_model(j, *spec);
-    r = done.ok() ? store_.jobs().finish(id, true, "", now_ms())
-                  : store_.jobs().finish(
-                        id, false, done.with_context("on_success.register").message(), now_ms());
+    r = done.ok()
+            ? store_.jobs().finish(id, true, "", now_ms(), guard)
+            : store_.jobs().finish(id, false, done.with_context("on_success.register").message(),
+                                   now_ms(), guard);
   } else {
-    r = store_.jobs().retry_or_fail(id, e.describe(), now_ms(), backoff);
+    r = store_.jobs().retry_or_fail(id, e.describe(), now_ms(), backoff, guard);
   }
   // A retry waits for its backoff: wait() must not sleep past it.
   if (r.ok() && r->state == "QUEUED" && r->not_before > 0) retries_due_ms_.insert(r->not_before);
@@ -381,6 +402,9 @@ Status JobService::start_job(const meta::Job& job) {
   p.log_path = (dir / "log").string();
   const int64_t log_offset =
       fs::exists(p.log_path, ec) ? static_cast<int64_t>(fs::file_size(p.log_path, ec)) : 0;
+  // Where this attempt's part of the log begins, for a service that re-attaches to it.
+  (void)write_file_atomic((dir / fmt::format("log-start-{}", j.attempts)).string(),
+                          std::to_string(log_offset));
   p.workdir = spec->working_dir.empty() ? dir.string() : spec->working_dir;
   p.threads = j.threads;
   p.memory_bytes = j.memory_bytes;
@@ -412,6 +436,7 @@ Status JobService::start_job(const meta::Job& job) {
   }
   Attempt a;
   a.process = std::move(child).value();
+  a.guard = meta::AttemptGuard::of(j);
   a.started = Clock::now();
   a.threads = j.threads;
   a.dir = dir.string();
@@ -457,6 +482,29 @@ Result<int> JobService::tick() {
   DLSYS_ASSIGN_OR_RETURN(auto running, store_.jobs().running());
   const auto now = Clock::now();
   const int64_t wall_now = now_ms();
+  // This service's attempts whose job is no longer theirs: another service took it over while
+  // this one could not heartbeat (cut off from the database for longer than runner_timeout).
+  // Theirs is the attempt that counts: this one is killed, and nothing of it is recorded.
+  std::set<int64_t> still_ours;
+  for (const meta::Job& j : running)
+    if (auto it = attempts_.find(j.id); it != attempts_.end() &&
+                                        j.runner == it->second.guard.runner &&
+                                        j.started_at == it->second.guard.started_at)
+      still_ours.insert(j.id);
+  for (auto it = attempts_.begin(); it != attempts_.end();) {
+    if (still_ours.count(it->first)) {
+      ++it;
+      continue;
+    }
+    std::fprintf(stderr,
+                 "jobs: job %lld: taken over by another service while this one was cut off; "
+                 "its attempt here is killed\n",
+                 static_cast<long long>(it->first));
+    it->second.process->signal(SIGKILL);
+    if (options_.tokens && it->second.token_id > 0)
+      (void)options_.tokens->revoke_token(it->second.token_id, kService);
+    it = attempts_.erase(it);
+  }
   for (const meta::Job& j : running) {
     auto found = attempts_.find(j.id);
     if (found == attempts_.end()) {
@@ -465,14 +513,19 @@ Result<int> JobService::tick() {
       // is on that service's host, which kills it when it starts again (recover()).
       if (j.runner != options_.runner &&
           wall_now - j.heartbeat_at > options_.runner_timeout.count()) {
-        // A cluster's Job of that runner is deleted here; a process on its host is killed by
-        // that host's next service.
-        executor_->end_leftover(j, false);
-        auto r =
-            requeue(j, fmt::format("taken over: its runner {} stopped heartbeating it for {} s",
-                                   j.runner.empty() ? "(unknown)" : j.runner,
-                                   (wall_now - j.heartbeat_at) / 1000));
+        // Then a cluster's Job of that runner is deleted here; a process on its host is killed
+        // by that runner when it comes back, or by that host's next service.
+        // Only while it is still that attempt and still silent (its runner may have come back
+        // since the read).
+        meta::AttemptGuard guard = meta::AttemptGuard::of(j);
+        guard.stale_before = wall_now - options_.runner_timeout.count() + 1;
+        auto r = requeue(j,
+                         fmt::format("taken over: its runner {} stopped heartbeating it for {} s",
+                                     j.runner.empty() ? "(unknown)" : j.runner,
+                                     (wall_now - j.heartbeat_at) / 1000),
+                         guard);
         if (!r.ok() && r.status().code() != StatusCode::kFailedPrecondition) return r.status();
+        if (r.ok()) executor_->end_leftover(j, false);
       }
       continue;
     }
@@ -495,7 +548,9 @@ Result<int> JobService::tick() {
         a.kill_at = now + options_.stop_grace;
         continue;
       }
-      DLSYS_RETURN_IF_ERROR(store_.jobs().heartbeat(j.id, now_ms()));
+      // Refused when another service has just taken the job over: the next tick kills this one.
+      Status beat = store_.jobs().heartbeat(j.id, now_ms(), a.guard);
+      if (!beat.ok() && beat.code() != StatusCode::kFailedPrecondition) return beat;
       // Its run is alive as long as the job is (a command job may never call the API itself).
       if (j.run_id > 0) (void)store_.runs().heartbeat(j.run_id);
     } else if (a.ending != Ending::kHung && now >= a.kill_at) {
@@ -587,7 +642,7 @@ Status JobService::shutdown(std::chrono::milliseconds grace) {
       keep(settle(id, a, *e));
     } else {
       auto j = store_.jobs().get(id);
-      auto r = j.ok() ? requeue(*j, "the service stopped while it ran") : j;
+      auto r = j.ok() ? requeue(*j, "the service stopped while it ran", a.guard) : j;
       keep(r.status());
       if (r.ok()) record_attempt(*r, a, *e);
     }

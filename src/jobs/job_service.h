@@ -135,6 +135,7 @@ class JobService {
   enum class Ending { kNone, kCancel, kTimeout, kHung };
   struct Attempt {
     std::unique_ptr<Execution> process;
+    meta::AttemptGuard guard;  // which attempt of the job it is (runner, started_at)
     std::chrono::steady_clock::time_point started;
     int64_t max_run_seconds = 0;
     std::string heartbeat_path;
@@ -154,8 +155,10 @@ class JobService {
   // recover(): takes over `j`'s attempt when the executor still has it running (Executor::
   // reattach). Whether it did.
   bool reattach(const meta::Job& j);
-  // Queues `j` again after its attempt was cut short (CANCELLED when a cancel was asked for).
-  Result<meta::Job> requeue(const meta::Job& j, const std::string& reason);
+  // Queues `j` again after its attempt was cut short (CANCELLED when a cancel was asked for),
+  // while `guard`'s attempt is still its current one.
+  Result<meta::Job> requeue(const meta::Job& j, const std::string& reason,
+                            const meta::AttemptGuard& guard);
   // Settles how attempt `a` of job `id` ended (`e`), then records it (record_attempt).
   Status settle(int64_t id, const Attempt& a, const ExitStatus& e);
   // Usage, metrics, the log and outputs of an attempt that ended, and the run's status when the

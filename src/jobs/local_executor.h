@@ -27,11 +27,14 @@ class LocalExecutor : public Executor {
   // The process of job.pid when it still runs under this attempt's dlsys-job-run (checked on
   // /proc/PID/cmdline, so that a pid reused by another program is not taken).
   std::unique_ptr<Execution> reattach(const meta::Job& job) override;
-  // SIGKILL to what is left of the attempt's process group, when it ran on this host.
+  // SIGKILL to what is left of the attempt's process group, when it ran on this host in this
+  // boot (start() records the boot id in <dir>/boot-<attempt>).
   void end_leftover(const meta::Job& job, bool same_host) override;
 
   // Where dlsys-job-run records how job `j`'s current attempt ended.
   std::string exit_file(const meta::Job& j) const;
+  // Where start() records the boot the attempt runs in.
+  std::string boot_file(const meta::Job& j) const;
 
  private:
   std::string work_dir_;

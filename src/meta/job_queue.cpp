@@ -298,6 +298,26 @@ Result<std::vector<JobUsage>> JobQueue::usage(const std::string& by, int64_t sin
   return out;
 }
 
+namespace {
+
+// The WHERE conditions of `g` (job_queue.h), its values appended to `params`.
+std::string guard_sql(const AttemptGuard& g, SqlParams& params) {
+  std::string sql;
+  if (!g.runner.empty() || g.started_at != 0) {
+    params.push_back(g.runner);
+    sql += fmt::format(" AND runner = ${}", params.size());
+    params.push_back(g.started_at);
+    sql += fmt::format(" AND started_at = ${}", params.size());
+  }
+  if (g.stale_before > 0) {
+    params.push_back(g.stale_before);
+    sql += fmt::format(" AND heartbeat_at < ${}", params.size());
+  }
+  return sql;
+}
+
+}  // namespace
+
 Result<Job> JobQueue::transition(int64_t id, const std::string& update, const SqlParams& params,
                                  const std::string& not_done, const Principal* who,
                                  const json& audit_detail) {
@@ -326,9 +346,12 @@ Result<Job> JobQueue::start(int64_t id, int64_t pid, int64_t now, const std::str
                     {id, pid, now, runner}, "only a QUEUED job starts");
 }
 
-Status JobQueue::heartbeat(int64_t id, int64_t now) {
-  return transition(id, "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND state = 'RUNNING' ",
-                    {id, now}, "only a RUNNING job heartbeats")
+Status JobQueue::heartbeat(int64_t id, int64_t now, const AttemptGuard& guard) {
+  SqlParams p = {id, now};
+  const std::string where = guard_sql(guard, p);
+  return transition(id,
+                    "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND state = 'RUNNING'" + where,
+                    p, "only a RUNNING job's current attempt heartbeats")
       .status();
 }
 
@@ -344,16 +367,21 @@ Status JobQueue::set_run(int64_t id, int64_t run_id) {
       .status();
 }
 
-Result<Job> JobQueue::finish(int64_t id, bool succeeded, const std::string& reason, int64_t now) {
+Result<Job> JobQueue::finish(int64_t id, bool succeeded, const std::string& reason, int64_t now,
+                             const AttemptGuard& guard) {
+  SqlParams p = {id, std::string(succeeded ? "SUCCEEDED" : "FAILED"), reason, now};
+  const std::string where = guard_sql(guard, p);
   return transition(id,
                     "UPDATE jobs SET state = $2, end_reason = $3, ended_at = $4, pid = 0 "
-                    "WHERE id = $1 AND state = 'RUNNING'",
-                    {id, std::string(succeeded ? "SUCCEEDED" : "FAILED"), reason, now},
-                    "only a RUNNING job finishes");
+                    "WHERE id = $1 AND state = 'RUNNING'" +
+                        where,
+                    p, "only a RUNNING job's current attempt finishes");
 }
 
 Result<Job> JobQueue::retry_or_fail(int64_t id, const std::string& reason, int64_t now,
-                                    int64_t backoff_ms) {
+                                    int64_t backoff_ms, const AttemptGuard& guard) {
+  SqlParams p = {id, reason, now + std::max<int64_t>(0, backoff_ms), now};
+  const std::string where = guard_sql(guard, p);
   // One statement decides: attempts so far <= max_retries means another attempt is allowed.
   return transition(id,
                     "UPDATE jobs SET end_reason = $2, pid = 0, "
@@ -361,17 +389,21 @@ Result<Job> JobQueue::retry_or_fail(int64_t id, const std::string& reason, int64
                     "not_before = CASE WHEN attempts <= max_retries THEN $3 ELSE not_before END, "
                     "ended_at = CASE WHEN attempts <= max_retries THEN 0 ELSE $4 END, "
                     "started_at = CASE WHEN attempts <= max_retries THEN 0 ELSE started_at END "
-                    "WHERE id = $1 AND state = 'RUNNING'",
-                    {id, reason, now + std::max<int64_t>(0, backoff_ms), now},
-                    "only a RUNNING job is retried");
+                    "WHERE id = $1 AND state = 'RUNNING'" +
+                        where,
+                    p, "only a RUNNING job's current attempt is retried");
 }
 
-Result<Job> JobQueue::requeue_interrupted(int64_t id, const std::string& reason) {
+Result<Job> JobQueue::requeue_interrupted(int64_t id, const std::string& reason,
+                                          const AttemptGuard& guard) {
+  SqlParams p = {id, reason};
+  const std::string where = guard_sql(guard, p);
   return transition(
       id,
       "UPDATE jobs SET state = 'QUEUED', attempts = attempts - 1, pid = 0, started_at = 0, "
-      "end_reason = $2 WHERE id = $1 AND state = 'RUNNING'",
-      {id, reason}, "only a RUNNING job is requeued");
+      "end_reason = $2 WHERE id = $1 AND state = 'RUNNING'" +
+          where,
+      p, "only a RUNNING job's current attempt is requeued");
 }
 
 Result<Job> JobQueue::cancel(int64_t id, const Principal& who) {
@@ -394,11 +426,14 @@ Result<Job> JobQueue::cancel(int64_t id, const Principal& who) {
   return Status::FailedPrecondition("job {} has already ended ({})", id, j.state);
 }
 
-Result<Job> JobQueue::mark_cancelled(int64_t id, int64_t now) {
+Result<Job> JobQueue::mark_cancelled(int64_t id, int64_t now, const AttemptGuard& guard) {
+  SqlParams p = {id, now};
+  const std::string where = guard_sql(guard, p);
   return transition(id,
                     "UPDATE jobs SET state = 'CANCELLED', ended_at = $2, pid = 0 "
-                    "WHERE id = $1 AND state = 'RUNNING' AND cancel_requested = 1",
-                    {id, now}, "only a RUNNING job asked to cancel becomes CANCELLED");
+                    "WHERE id = $1 AND state = 'RUNNING' AND cancel_requested = 1" +
+                        where,
+                    p, "only a RUNNING job asked to cancel becomes CANCELLED");
 }
 
 }  // namespace dlsys::meta

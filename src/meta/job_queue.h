@@ -69,6 +69,21 @@ struct NewJob {
   int64_t priority = 0, threads = 1, memory_bytes = 0, max_retries = 0;
 };
 
+// Which attempt of a RUNNING job a transition is meant for (the transitions below that take
+// one): it applies only while the job's current attempt is the one `runner` started at
+// `started_at` (JobQueue::start's time). A service that was cut off from the database while
+// another took its job over thus cannot end, heartbeat or requeue the other's attempt: the
+// transition is refused (FailedPrecondition). With `stale_before` > 0 also only while the job's
+// last heartbeat is older than that (a takeover of an attempt whose service is gone). Default:
+// any attempt.
+struct AttemptGuard {
+  std::string runner;
+  int64_t started_at = 0;
+  int64_t stale_before = 0;
+  // The guard of `job`'s current attempt, as read.
+  static AttemptGuard of(const Job& job) { return {job.runner, job.started_at, 0}; }
+};
+
 class JobQueue {
  public:
   explicit JobQueue(StoreDb& db) : db_(db) {}
@@ -111,27 +126,29 @@ class JobQueue {
   // cancelled).
   Result<Job> start(int64_t id, int64_t pid, int64_t now_ms, const std::string& runner = "");
   // Records that a RUNNING job is alive; FailedPrecondition when it is not running.
-  Status heartbeat(int64_t id, int64_t now_ms);
+  Status heartbeat(int64_t id, int64_t now_ms, const AttemptGuard& guard = {});
   // Records the process of a RUNNING job's current attempt (started after start() claimed it).
   Status set_pid(int64_t id, int64_t pid);
   // Links the job to its tracked run.
   Status set_run(int64_t id, int64_t run_id);
   // RUNNING -> SUCCEEDED or FAILED (with `reason`).
-  Result<Job> finish(int64_t id, bool succeeded, const std::string& reason, int64_t now_ms);
+  Result<Job> finish(int64_t id, bool succeeded, const std::string& reason, int64_t now_ms,
+                     const AttemptGuard& guard = {});
   // A RUNNING job whose process failed: back to QUEUED, not before now + backoff_ms, when it
   // has attempts left (attempts <= max_retries), else FAILED. `reason` is kept either way.
   Result<Job> retry_or_fail(int64_t id, const std::string& reason, int64_t now_ms,
-                            int64_t backoff_ms);
+                            int64_t backoff_ms, const AttemptGuard& guard = {});
   // A RUNNING job whose attempt was interrupted by the service itself (it restarted): back to
   // QUEUED without counting the attempt against max_retries; `reason` is kept.
-  Result<Job> requeue_interrupted(int64_t id, const std::string& reason);
+  Result<Job> requeue_interrupted(int64_t id, const std::string& reason,
+                                  const AttemptGuard& guard = {});
   // Cancels for `who`: a QUEUED job at once (CANCELLED), a RUNNING one by setting
   // cancel_requested (the executor stops it, then mark_cancelled). An editor cancels only their
   // own jobs (PermissionDenied otherwise), an admin any; viewers none. FailedPrecondition for a
   // job that has ended. Audited as job.cancel.
   Result<Job> cancel(int64_t id, const Principal& who);
   // RUNNING with cancel_requested -> CANCELLED, after its process stopped.
-  Result<Job> mark_cancelled(int64_t id, int64_t now_ms);
+  Result<Job> mark_cancelled(int64_t id, int64_t now_ms, const AttemptGuard& guard = {});
 
  private:
   // Runs `update` (an UPDATE ... WHERE id = $1 AND <condition>) and returns the job as it

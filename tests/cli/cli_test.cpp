@@ -1070,12 +1070,16 @@ TEST_F(Cli, SearchSubmitShowListAndCancelOnAServer) {
 
 // A server that crashes while a job runs: the job's process lives on, and the next server on
 // the same data directory and port re-attaches to it: the attempt goes on undisturbed (the same
-// process, one attempt), and how it ended (recorded by `dlsys-job-run`) settles the job.
+// process, the same attempt: here the second, after a failed first), how it ended (recorded by
+// `dlsys-job-run`) settles the job, and the metric it printed before the crash is recorded (read
+// from where the attempt's part of the log began).
 TEST_F(Cli, AServerThatCrashesReattachesToAJobStillRunning) {
   const std::string data = (dir_ / "data").string();
-  std::ofstream(dir_ / "wait.yaml") << "kind: command\nname: waiter\n"
-                                       "command: [sh, -c, 'while [ ! -e go ]; do sleep 0.02; done; "
-                                       "echo done > $DLSYS_OUTPUT_DIR/result; exit 0']\n";
+  std::ofstream(dir_ / "wait.yaml")
+      << "kind: command\nname: waiter\nmax_retries: 1\n"
+         "command: [sh, -c, 'if [ \"$DLSYS_ATTEMPT\" = 1 ]; then echo first; exit 3; fi; "
+         "echo \"{\\\"metric\\\": \\\"before_crash\\\", \\\"value\\\": 2, \\\"step\\\": 1}\"; "
+         "while [ ! -e go ]; do sleep 0.02; done; echo done > $DLSYS_OUTPUT_DIR/result; exit 0']\n";
   auto first = std::make_unique<Server>(data);
   ASSERT_TRUE(first->up());
   const int port = first->port();
@@ -1085,11 +1089,19 @@ TEST_F(Cli, AServerThatCrashesReattachesToAJobStillRunning) {
   nlohmann::json j;
   for (int i = 0; i < 500; ++i) {
     j = nlohmann::json::parse(sh("jobs show 1 --json" + at).out);
-    if (j["state"] == "RUNNING" && j["pid"].get<int64_t>() > 0) break;
+    if (j["state"] == "RUNNING" && j["attempts"] == 2 && j["pid"].get<int64_t>() > 0) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   ASSERT_EQ(j["state"], "RUNNING") << j;
+  ASSERT_EQ(j["attempts"], 2) << j;
   const int64_t pid = j["pid"];
+  // The second attempt has printed its metric before the crash.
+  auto log = [&] {
+    auto text = read_file(data + "/jobs/1/log");
+    return text.ok() ? *text : std::string();
+  };
+  for (int i = 0; i < 500 && log().find("before_crash") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   first->crash();
   ASSERT_EQ(::kill(static_cast<pid_t>(pid), 0), 0) << "the job's process died with its server";
 
@@ -1098,16 +1110,20 @@ TEST_F(Cli, AServerThatCrashesReattachesToAJobStillRunning) {
   j = nlohmann::json::parse(sh("jobs show 1 --json" + at).out);
   EXPECT_EQ(j["state"], "RUNNING") << j;
   EXPECT_EQ(j["pid"], pid) << "not the same process: it was started again";
-  EXPECT_EQ(j["attempts"], 1);
+  EXPECT_EQ(j["attempts"], 2);
   std::ofstream(dir_ / "go") << "";
   for (int i = 0; i < 500 && j["state"] == "RUNNING"; ++i) {
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
     j = nlohmann::json::parse(sh("jobs show 1 --json" + at).out);
   }
   EXPECT_EQ(j["state"], "SUCCEEDED") << j;
-  EXPECT_EQ(j["attempts"], 1);
+  EXPECT_EQ(j["attempts"], 2);
   r = sh("artifacts list " + std::to_string(j["run_id"].get<int64_t>()) + at);
   EXPECT_NE(r.out.find("output/result"), std::string::npos) << r.out;
+  r = sh("runs show " + std::to_string(j["run_id"].get<int64_t>()) + " --json" + at);
+  auto run = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(run.is_object()) << r.out;
+  EXPECT_EQ(run["metrics"]["before_crash"]["value"], 2.0) << r.out;
 }
 
 // Batch prediction: a registered model over a dataset version, by `dlsys predict` and as a

@@ -10,7 +10,9 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/file_util.h"
 #include "jobs/child_process.h"
+#include "jobs/local_executor.h"
 
 namespace dlsys::jobs {
 namespace {
@@ -117,6 +119,32 @@ TEST_F(ChildProcessTest, AMissingProgramExits127AndNothingOutlivesItsOwner) {
   // Destroyed while running: killed and reaped.
   EXPECT_EQ(kill(pid, 0), -1);
   EXPECT_EQ(errno, ESRCH);
+}
+
+// recover() ends what is left of an attempt by its process group, but only in the boot the
+// attempt ran in: after a reboot its pid may be another program's.
+TEST_F(ChildProcessTest, ALeftoverIsKilledOnlyInTheBootItRanIn) {
+  LocalExecutor local(dir_.string(), "dlsys-job-run");
+  auto other = ChildProcess::start(spec({"sleep", "60"}));  // a group that is not the job's now
+  ASSERT_TRUE(other.ok());
+  meta::Job j;
+  j.id = 7;
+  j.attempts = 2;
+  j.pid = (*other)->pid();
+  fs::create_directories(dir_ / "7");
+  ASSERT_TRUE(write_file_atomic(local.boot_file(j), "an-earlier-boot").ok());
+  local.end_leftover(j, true);
+  EXPECT_FALSE((*other)->wait_for(milliseconds(200)).has_value())
+      << "a process of another boot's pid was killed";
+  auto boot = read_file("/proc/sys/kernel/random/boot_id");
+  ASSERT_TRUE(boot.ok());
+  ASSERT_TRUE(write_file_atomic(local.boot_file(j), boot->substr(0, boot->find('\n'))).ok());
+  local.end_leftover(j, false);
+  EXPECT_FALSE((*other)->wait_for(milliseconds(100)).has_value()) << "another host's attempt";
+  local.end_leftover(j, true);
+  auto e = (*other)->wait_for(milliseconds(5000));
+  ASSERT_TRUE(e.has_value()) << "this boot's leftover is killed";
+  EXPECT_EQ(e->signal, SIGKILL);
 }
 
 }  // namespace

@@ -274,6 +274,49 @@ TEST_F(JobServiceTest, ServersOnOneQueueLeaveEachOthersJobsAloneUntilTheirHeartb
   EXPECT_EQ(job(id).attempts, 1) << "the attempt cut short by A's end is not counted";
 }
 
+// A service cut off from the database for longer than the takeover time (it does not tick)
+// comes back to find its job taken over: it kills its own attempt and records nothing of it,
+// and the other service's attempt is the one that ends the job.
+TEST_F(JobServiceTest, AServiceThatWasCutOffKillsItsAttemptAndLeavesTheTakeoverAlone) {
+  int64_t id = submit(
+      "kind: command\ncommand: [sh, -c, 'echo $$ >> $DLSYS_OUTPUT_DIR/pids; "
+      "[ $(wc -l < $DLSYS_OUTPUT_DIR/pids) -ge 2 ] && exit 0; exec sleep 60']\n");
+  JobServiceOptions a_options = options_, b_options = options_;
+  a_options.runner = "host-a";
+  b_options.runner = "host-b";
+  b_options.runner_timeout = milliseconds(300);
+  JobService a(*store_, a_options);
+  JobService b(*store_, b_options);
+  ASSERT_EQ(a.tick().value(), 1);
+  const fs::path pids = dir_ / "jobs" / std::to_string(id) / "output" / "pids";
+  auto t0 = std::chrono::steady_clock::now();
+  while (!fs::exists(pids) && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
+    a.wait(milliseconds(20));
+  ASSERT_TRUE(fs::exists(pids));
+  const pid_t a_pid = static_cast<pid_t>(std::stol(read(pids)));
+  // A is silent; B takes the job over and runs it to its end.
+  t0 = std::chrono::steady_clock::now();
+  while (job(id).state != "SUCCEEDED" &&
+         std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10)) {
+    ASSERT_TRUE(b.tick().ok());
+    b.wait(milliseconds(50));
+  }
+  ASSERT_EQ(job(id).state, "SUCCEEDED") << job(id).end_reason;
+  EXPECT_EQ(job(id).runner, "host-b");
+  ASSERT_EQ(::kill(a_pid, 0), 0) << "A's attempt still runs: A has not looked yet";
+  // A comes back: the job is not its attempt's any more.
+  ASSERT_TRUE(a.tick().ok());
+  EXPECT_EQ(a.running(), 0u);
+  t0 = std::chrono::steady_clock::now();
+  while (::kill(a_pid, 0) == 0 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5))
+    std::this_thread::sleep_for(milliseconds(10));
+  EXPECT_NE(::kill(a_pid, 0), 0) << "A killed its own attempt";
+  meta::Job j = job(id);
+  EXPECT_EQ(j.state, "SUCCEEDED") << "A's killed attempt did not retry or fail the job";
+  EXPECT_EQ(j.runner, "host-b");
+  EXPECT_EQ(j.attempts, 1);
+}
+
 // A server started with a relative data directory gives its jobs absolute paths: a job runs in
 // its own folder, where the server's relative paths would mean something else.
 TEST_F(JobServiceTest, AJobGetsAbsolutePathsFromARelativeWorkDir) {

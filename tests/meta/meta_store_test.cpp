@@ -1080,6 +1080,49 @@ TEST_P(MetaStoreTest, JobQueueOrdersRetriesAndCancels) {
   EXPECT_EQ(audit->items[0].action, "job.cancel");
 }
 
+// Transitions with an AttemptGuard apply only to the attempt they name: a service that was cut
+// off cannot end, heartbeat or requeue the attempt another service started after taking over,
+// and a takeover does not happen once the runner has heartbeaten again.
+TEST_P(MetaStoreTest, JobTransitionsWithAGuardApplyOnlyToTheirAttempt) {
+  JobQueue& q = store_->jobs();
+  NewJob n{"guarded", "command", {{"kind", "command"}}, 0, 1, 0, 3};
+  int64_t id = q.submit(n, kAlice).value().id;
+  auto a = q.start(id, 0, 1000, "host-a");
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  const AttemptGuard of_a = AttemptGuard::of(*a);
+  EXPECT_EQ(of_a.runner, "host-a");
+  EXPECT_EQ(of_a.started_at, 1000);
+  // host-b takes over: only while the heartbeat is older than its cut-off.
+  AttemptGuard takeover = of_a;
+  takeover.stale_before = 1000;  // the heartbeat (1000) is not older
+  EXPECT_EQ(q.requeue_interrupted(id, "taken over", takeover).status().code(),
+            StatusCode::kFailedPrecondition);
+  takeover.stale_before = 1001;
+  ASSERT_TRUE(q.requeue_interrupted(id, "taken over", takeover).ok());
+  auto b = q.start(id, 0, 2000, "host-b");
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(b->attempts, 1) << "the taken-over attempt is not counted";
+  // host-a comes back: each of its transitions is refused, and the job is unchanged.
+  EXPECT_EQ(q.heartbeat(id, 2100, of_a).code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(q.finish(id, true, "", 2100, of_a).status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(q.retry_or_fail(id, "exit code 1", 2100, 0, of_a).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(q.requeue_interrupted(id, "stopped", of_a).status().code(),
+            StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(q.cancel(id, kAlice).ok());
+  EXPECT_EQ(q.mark_cancelled(id, 2100, of_a).status().code(), StatusCode::kFailedPrecondition);
+  Job now = q.get(id).value();
+  EXPECT_EQ(now.state, "RUNNING");
+  EXPECT_EQ(now.runner, "host-b");
+  EXPECT_EQ(now.heartbeat_at, 2000);
+  // host-b's own transitions go through.
+  const AttemptGuard of_b = AttemptGuard::of(*b);
+  ASSERT_TRUE(q.heartbeat(id, 2200, of_b).ok());
+  auto done = q.mark_cancelled(id, 2300, of_b);
+  ASSERT_TRUE(done.ok()) << done.status().to_string();
+  EXPECT_EQ(done->state, "CANCELLED");
+}
+
 // A search's trials and their jobs change together: a trial starts with its job in one
 // transaction, a promotion queues the trial's finished job again or changes nothing, and the
 // state machine refuses what its state does not allow.
