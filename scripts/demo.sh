@@ -15,17 +15,17 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/9 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
+step "1/10 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
 if [ ! -f "$DIR/resnet18.onnx" ] || [ ! -f "$DIR/detector_nms.onnx" ]; then
   /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18 detector_nms
 else
   echo "already exported: $DIR/resnet18.onnx, $DIR/detector_nms.onnx"
 fi
 
-step "2/9 dlsys inspect"
+step "2/10 dlsys inspect"
 "$DLSYS" inspect "$DIR/resnet18.onnx" | head -12
 
-step "3/9 dlsys run, compared with PyTorch's own output"
+step "3/10 dlsys run, compared with PyTorch's own output"
 "$DLSYS" run "$DIR/resnet18.onnx" --input input="$DIR/resnet18.input.npy" --output-dir "$DIR/out" --threads 2
 /usr/bin/python3 - "$DIR" <<'PY'
 import sys, numpy as np
@@ -66,9 +66,9 @@ print(f"quantized: dlsys vs the ONNX operator definitions (numpy, exact integer 
 sys.exit(0 if rel <= 1e-5 else 1)
 PY
 
-step "4/9 dlsys bench (batch 8, 2 threads)"
+step "4/10 dlsys bench (batch 8, 2 threads)"
 "$DLSYS" bench "$DIR/resnet18.onnx" --batch 8 --threads 2 --seconds 3
-step "5/9 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
+step "5/10 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits" --threads 2
 "$DLSYS" run "$DIR/digits/model.onnx" --input input="$DIR/digits/val_x.npy" --output-dir "$DIR/digits/pred" --threads 2
 /usr/bin/python3 - "$DIR/digits" <<'PY'
@@ -120,7 +120,7 @@ print("row  class  probability")
 for i, r in enumerate(p): print(f"{i:<4} {r.argmax():<6} {r.max():.4f}")'
 fi
 
-step "6/9 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
+step "6/10 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
 HOME_DIR="$DIR/home"
 rm -rf "$HOME_DIR"
 "$DLSYS" server --data-dir "$HOME_DIR" --port 0 --access-log off >"$DIR/server.out" 2>&1 &
@@ -152,7 +152,7 @@ cap = [l for l in ask("/metrics")[1].splitlines() if l.startswith("dlsys_http_co
 print("connection cap:", cap[0].split()[1], "(docs/security.md lists every bound)")
 PY
 
-step "7/9 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
+step "7/10 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
 "$DLSYS" deploy create digits --model digits@production --max-batch 32 --max-delay-us 1000 --server "$URL"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits-v2" --threads 2 --server "$URL" 2>&1 | tail -1
 "$DLSYS" models register digits --run 2 --server "$URL"
@@ -169,7 +169,7 @@ step "7/9 serving: deploy digits@production, infer the validation split over KSe
 "$DLSYS" deploy show digits --server "$URL" | grep "shadow:"
 "$DLSYS" deploy list --server "$URL"
 
-step "8/9 the training service: a train job killed with SIGKILL mid-run, retried from its checkpoint to the same weights"
+step "8/10 the training service: a train job killed with SIGKILL mid-run, retried from its checkpoint to the same weights"
 "$DLSYS" jobs submit examples/jobs/digits-train.yaml --server "$URL"
 # Wait for its first checkpoint (every 100 steps), then kill its process as a crash would.
 for _ in $(seq 300); do
@@ -187,13 +187,16 @@ kill -KILL -- "-$PID" && echo "killed job 1's process group $PID (its latest che
 cmp "$HOME_DIR/jobs/1/run/model.onnx" "$DIR/digits-uninterrupted/model.onnx" \
   && echo "the retried job's model.onnx is byte-identical to the uninterrupted run's"
 
-step "9/9 hyperparameter search: 27 random trials of the digits MLP, stopped early by ASHA, the best registered"
+step "9/10 hyperparameter search: 27 random trials of the digits MLP, stopped early by ASHA, the best registered"
 "$DLSYS" search submit examples/search/digits-asha.yaml --wait --quiet --server "$URL"
 "$DLSYS" search show 1 --server "$URL" | head -12
 "$DLSYS" models list --server "$URL"
 kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
+
+step "10/10 pipelines (being built): the retrain pipeline's spec checked, its steps in the order they run"
+"$DLSYS" pipelines validate examples/pipelines/retrain.yaml
 
 # A versioned dataset: the digits CSV pushed twice. The second push finds the same data as the
 # latest version and makes no new one (as git refuses an empty commit).

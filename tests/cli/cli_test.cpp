@@ -349,6 +349,8 @@ TEST_F(Cli, EveryCommandHasHelp) {
                         "deploy promote ",
                         "deploy rollback ",
                         "deploy delete ",
+                        "pipelines ",
+                        "pipelines validate ",
                         "completion "}) {
     Ran r = sh(std::string(c) + "--help");
     EXPECT_EQ(r.code, 0) << c;
@@ -985,6 +987,36 @@ TEST_F(Cli, JobsSubmitListShowLogsAndCancelOnAServer) {
   r = sh("jobs show 999" + at);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("999"), std::string::npos) << r.out;
+}
+
+// `dlsys pipelines validate`: the shipped example's steps in run order (and as JSON), and a bad
+// spec refused with its file, line and the cycle spelled out.
+TEST_F(Cli, PipelinesValidatePrintsTheRunOrderAndRefusesACycle) {
+  const std::string example = std::string(DLSYS_SOURCE_DIR) + "/examples/pipelines/retrain.yaml";
+  Ran r = sh("pipelines validate " + example);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("pipeline 'retrain', 8 steps"), std::string::npos) << r.out;
+  EXPECT_LT(r.out.find("train "), r.out.find("evaluate ")) << r.out;
+  EXPECT_NE(r.out.find("after better, register"), std::string::npos) << r.out;
+  r = sh("pipelines validate --json " + example);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  ASSERT_EQ(j["steps"].size(), 8u);
+  EXPECT_EQ(j["steps"][7]["name"], "promote");
+  std::ofstream(dir_ / "cycle.yaml")
+      << "name: c\nsteps:\n  - {name: a, kind: notify, with: {url: u}, needs: [b]}\n"
+         "  - {name: b, kind: notify, with: {url: u}, needs: [a]}\n";
+  r = sh("pipelines validate " + (dir_ / "cycle.yaml").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(
+      r.out.find("cycle.yaml:3: steps: the steps depend on each other in a cycle: a -> b -> a"),
+      std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("docs/pipelines.md"), std::string::npos) << r.out;
+  r = sh("pipelines validate " + (dir_ / "missing.yaml").string());
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("missing.yaml"), std::string::npos) << r.out;
 }
 
 // Hyperparameter search through the CLI and a real `dlsys server`: validate explains a spec and

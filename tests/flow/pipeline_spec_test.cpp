@@ -1,0 +1,147 @@
+// The pipeline spec (flow/pipeline_spec.h): the shipped example parses with the dependencies its
+// references imply and a run order; every mistake is refused with the file, the line and the
+// field; a cycle is spelled out.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "flow/pipeline_spec.h"
+
+namespace dlsys::flow {
+namespace {
+
+std::string example() {
+  std::ifstream f(std::string(DLSYS_SOURCE_DIR) + "/examples/pipelines/retrain.yaml");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::vector<std::string> deps(const PipelineSpec& p, const std::string& step) {
+  return p.step(step)->depends_on;
+}
+
+TEST(PipelineSpec, TheRetrainExampleParsesWithItsDependenciesAndOrder) {
+  auto p = parse_pipeline_spec(example(), "retrain.yaml");
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  EXPECT_EQ(p->name, "retrain");
+  ASSERT_EQ(p->steps.size(), 8u);
+  EXPECT_EQ(p->params["min_gain"], 0.005);
+  // References are dependencies; needs adds the ordering-only ones.
+  EXPECT_EQ(deps(*p, "push"), std::vector<std::string>{});
+  EXPECT_EQ(deps(*p, "train"), (std::vector<std::string>{"push", "validate"}));
+  EXPECT_EQ(deps(*p, "evaluate"), (std::vector<std::string>{"push", "register"}));
+  EXPECT_EQ(deps(*p, "better"), std::vector<std::string>{"evaluate"});
+  EXPECT_EQ(deps(*p, "canary"), (std::vector<std::string>{"better", "register"}));
+  EXPECT_EQ(p->order, (std::vector<std::string>{"push", "validate", "train", "register", "evaluate",
+                                                "better", "canary", "promote"}));
+  const StepSpec* train = p->step("train");
+  EXPECT_EQ(train->retries, 1);
+  EXPECT_EQ(train->timeout_seconds, 1800);
+  EXPECT_TRUE(train->cache);
+  EXPECT_EQ(p->step("better")->kind, "gate");
+  EXPECT_NE(p->step("better")->condition.find(">="), std::string::npos);
+  EXPECT_GT(p->step("canary")->line, p->step("better")->line);
+}
+
+TEST(PipelineSpec, TheOrderRunsDependenciesFirstWhateverTheFileOrder) {
+  auto p = parse_pipeline_spec(
+      "name: fan\nparams: {sizes: [16, 32, 64]}\nsteps:\n"
+      "  - {name: pick, kind: gate, condition: '${steps.train.outputs.metrics.accuracy} > 0.9'}\n"
+      "  - name: train\n    kind: train\n    for_each: ${params.sizes}\n"
+      "    with: {dataset: '${steps.push.outputs.dataset}', hyperparameters: {hidden: "
+      "'${item}'}}\n"
+      "  - {name: push, kind: data.push, with: {file: a.csv, name: a}}\n",
+      "fan.yaml");
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  EXPECT_EQ(p->order, (std::vector<std::string>{"push", "train", "pick"}));
+  EXPECT_EQ(p->step("train")->for_each, "${params.sizes}");
+}
+
+// Each bad spec, and a part of the message it must get (the field, the line, the fix).
+TEST(PipelineSpec, MistakesAreRefusedNamingTheFileLineAndField) {
+  const std::string push = "  - {name: push, kind: data.push, with: {file: a.csv, name: a}}\n";
+  struct Case {
+    std::string text, expect;
+  };
+  const std::vector<Case> cases = {
+      {"name: x\nstep: []\n", "x.yaml:2: step is not a field of a pipeline spec"},
+      {"name: x\nsteps: []\n", "steps must be a list of steps"},
+      {"name: 3x\nsteps:\n" + push, "x.yaml:1: name must be a name"},
+      {"steps:\n" + push, "name must be a name"},
+      {"name: x\nparams: {a: {b: 1}}\nsteps:\n" + push, "x.yaml:2: params.a must be a number"},
+      {"name: x\nsteps:\n  - {name: t, kind: trian}\n", "steps.t.kind must be one of: alias"},
+      {"name: x\nsteps:\n  - {name: t, kind: train}\n", "a 'train' step needs with.dataset"},
+      {"name: x\nsteps:\n" + push +
+           "  - name: t\n    kind: train\n    with:\n"
+           "      dataset: a@1\n      epochs: 3\n",
+       "x.yaml:8: steps.t.with.epochs is not a field of a 'train' step's with"},
+      {"name: x\nsteps:\n" + push + push, "x.yaml:4: steps[1].name: a second step named 'push'"},
+      {"name: x\nsteps:\n" + push + "  - {name: t, kind: train, with: {dataset: '${params.ds}'}}\n",
+       "x.yaml:4: steps.t.with: no parameter 'ds'"},
+      {"name: x\nsteps:\n" + push +
+           "  - {name: t, kind: train, with: {dataset: '${steps.pull.outputs.dataset}'}}\n",
+       "no step is named 'pull'"},
+      {"name: x\nsteps:\n" + push +
+           "  - {name: t, kind: train, with: {dataset: '${steps.push.outputs.model}'}}\n",
+       "a 'data.push' step has no output 'model' (its outputs: dataset, version)"},
+      {"name: x\nsteps:\n" + push +
+           "  - {name: t, kind: train, with: {dataset: '${steps.push.outputs.dataset'}}\n",
+       "'${' without its '}'"},
+      {"name: x\nsteps:\n" + push + "  - {name: t, kind: train, with: {dataset: '${push}'}}\n",
+       "'${push}' is not a reference"},
+      {"name: x\nsteps:\n" + push + "  - {name: t, kind: train, with: {dataset: '${item}'}}\n",
+       "${item} is only for a step with for_each"},
+      {"name: x\nsteps:\n" + push + "  - {name: g, kind: gate}\n", "a gate needs a condition"},
+      {"name: x\nsteps:\n" + push + "  - {name: g, kind: gate, condition: 'true', retries: 2}\n",
+       "a gate step is not retried"},
+      {"name: x\nsteps:\n" + push +
+           "  - {name: t, kind: train, with: {dataset: a}, timeout: soon}\n",
+       "steps.t.timeout"},
+      {"name: x\nsteps:\n" + push +
+           "  - {name: t, kind: train, with: {dataset: a}, needs: [pul]}\n",
+       "steps.t.needs: no step is named 'pul'"},
+      {"name: x\nsteps:\n" + push + "  - {name: t, kind: train, with: {dataset: a}, needs: [t]}\n",
+       "a step cannot need itself"},
+      {"name: x\nsteps:\n  - {name: a, kind: notify, with: {url: '${steps.c.outputs.status}'}}\n"
+       "  - {name: b, kind: notify, with: {url: u}, needs: [a]}\n"
+       "  - {name: c, kind: notify, with: {url: u}, needs: [b]}\n",
+       "x.yaml:3: steps: the steps depend on each other in a cycle: a -> c -> b -> a"},
+      {"name: x\nsteps:\n  - {name: a, kind: command, with: {command: [echo]}, cache: maybe}\n",
+       "steps.a.cache must be true or false"},
+      {"name: x\nsteps:\n  - [a, b]\n", "steps[0] must be a mapping"},
+      {"name: x\nparams: {n: 3}\nsteps:\n  - {name: a, kind: notify, with: {url: u}, for_each: "
+       "'${params.n}'}\n",
+       "steps.a.for_each: params.n is not a list"},
+      {"name: x\nsteps:\n  - {name: a, kind: notify, with: {url: u}, for_each: 'a, b'}\n",
+       "must be a non-empty list of values or one ${params.NAME} holding a list"},
+      {"name: x\nsteps: [\n", "x.yaml:"},
+  };
+  for (const Case& c : cases) {
+    auto p = parse_pipeline_spec(c.text, "x.yaml");
+    ASSERT_FALSE(p.ok()) << "accepted:\n" << c.text;
+    EXPECT_EQ(p.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(p.status().message().find(c.expect), std::string::npos)
+        << "for:\n"
+        << c.text << "got: " << p.status().message() << "\nwant: " << c.expect;
+  }
+}
+
+TEST(PipelineSpec, ReferencesAreFoundInsideListsAndMappings) {
+  auto refs =
+      find_references(nlohmann::json{{"a", "${params.x}-${item}"},
+                                     {"b", {"${steps.t.outputs.metrics.accuracy}", 3, true}}},
+                      "here");
+  ASSERT_TRUE(refs.ok()) << refs.status().to_string();
+  ASSERT_EQ(refs->size(), 3u);
+  EXPECT_EQ((*refs)[0].kind, Reference::Kind::kParam);
+  EXPECT_EQ((*refs)[0].name, "x");
+  EXPECT_EQ((*refs)[1].kind, Reference::Kind::kItem);
+  EXPECT_EQ((*refs)[2].kind, Reference::Kind::kStepOutput);
+  EXPECT_EQ((*refs)[2].name, "t");
+  EXPECT_EQ((*refs)[2].key, "metrics.accuracy");
+}
+
+}  // namespace
+}  // namespace dlsys::flow
