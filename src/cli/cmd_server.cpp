@@ -133,8 +133,8 @@ int run_server(const ServerArgs& a) {
     ko.job.stop_grace_seconds = std::max<int64_t>(1, a.job_stop_grace_s);
     ko.kubectl = a.kubectl;
     ko.poll_interval = std::chrono::milliseconds(a.k8s_poll_ms);
-    ko.scratch_dir = jo.work_dir;
-    std::filesystem::create_directories(jo.work_dir, ec);
+    // kubectl's files (a manifest with a token, its answers) stay on this server's own disk (the
+    // system's temp folder), not on the volume the job pods mount.
     k8s_executor = std::make_unique<jobs::KubernetesExecutor>(ko);
     jo.executor = k8s_executor.get();
   }

@@ -94,7 +94,7 @@ struct Where {
 YAML::Node child(const YAML::Node& map, const std::string& key) {
   if (!map || !map.IsMap()) return YAML::Node();
   for (const auto& kv : map)
-    if (kv.first.as<std::string>() == key) return kv.second;
+    if (kv.first.IsScalar() && kv.first.Scalar() == key) return kv.second;
   return YAML::Node();
 }
 
@@ -157,10 +157,11 @@ Result<std::vector<Reference>> find_references(const json& value, const std::str
         r.kind = Reference::Kind::kParam;
         r.name = parts[1];
       } else if (parts.size() >= 4 && parts[0] == "steps" && parts[2] == "outputs" &&
-                 !parts[1].empty() && !parts[3].empty()) {
+                 std::none_of(parts.begin() + 1, parts.end(),
+                              [](const std::string& x) { return x.empty(); })) {
         r.kind = Reference::Kind::kStepOutput;
         r.name = parts[1];
-        r.key = ref.substr(ref.find(".outputs.") + 9);
+        r.key = ref.substr(parts[0].size() + parts[1].size() + parts[2].size() + 3);
       } else {
         return Status::Invalid(
             "{}: '${{{}}}' is not a reference; write ${{params.NAME}}, "
@@ -429,11 +430,19 @@ Result<PipelineSpec> parse_pipeline_spec(const std::string& text, const std::str
     std::vector<std::string> path = {at};
     std::string cur = at;
     do {
-      for (const std::string& d : deps[cur])
-        if (!done.count(d) && ancestors(deps, d).count(at)) {
-          cur = d;
-          break;
-        }
+      // Back to the start when it is a direct dependency; else on to a step that leads back to
+      // it and is not on the path yet (so the path never loops short of the start).
+      const std::vector<std::string>& ds = deps[cur];
+      if (std::find(ds.begin(), ds.end(), at) != ds.end()) {
+        cur = at;
+      } else {
+        for (const std::string& d : ds)
+          if (!done.count(d) && ancestors(deps, d).count(at) &&
+              std::find(path.begin(), path.end(), d) == path.end()) {
+            cur = d;
+            break;
+          }
+      }
       path.push_back(cur);
     } while (cur != at && path.size() <= p.steps.size() + 1);
     std::string shown_path;

@@ -40,6 +40,10 @@ class Executor {
   // At a service's start: the attempt that a previous service of this runner started for `job`
   // (RUNNING in the store) when it is still there, taken over; null when it is gone.
   virtual std::unique_ptr<Execution> reattach(const meta::Job& job) = 0;
+  // Whether an attempt still running after its service is gone can be taken over by another
+  // service (a cluster's Job can; a process on another host cannot): a takeover then adopts it
+  // instead of ending it and starting the job again.
+  virtual bool adopts_across_runners() const { return false; }
   // Ends what may be left of `job`'s current attempt (not re-attached, or taken over from a
   // runner that stopped heartbeating), so that it never runs twice. `same_host`: the attempt was
   // started on this machine (a local process can only be killed there).

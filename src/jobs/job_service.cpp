@@ -519,6 +519,20 @@ Result<int> JobService::tick() {
         // since the read).
         meta::AttemptGuard guard = meta::AttemptGuard::of(j);
         guard.stale_before = wall_now - options_.runner_timeout.count() + 1;
+        // A cluster's Job goes on without its service: this one adopts it as it runs (no new
+        // start, no lost work), when it is still there.
+        if (executor_->adopts_across_runners()) {
+          auto adopted = store_.jobs().adopt(j.id, options_.runner, wall_now, guard);
+          if (!adopted.ok() && adopted.status().code() != StatusCode::kFailedPrecondition)
+            return adopted.status();
+          if (!adopted.ok()) continue;  // its runner came back, or another service was first
+          if (reattach(*adopted)) {
+            std::fprintf(stderr, "jobs: job %lld: adopted from %s, whose heartbeats stopped\n",
+                         static_cast<long long>(j.id), j.runner.c_str());
+            continue;
+          }
+          guard = meta::AttemptGuard::of(*adopted);  // gone: queued again below, as ours
+        }
         auto r = requeue(j,
                          fmt::format("taken over: its runner {} stopped heartbeating it for {} s",
                                      j.runner.empty() ? "(unknown)" : j.runner,

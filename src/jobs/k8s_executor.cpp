@@ -18,6 +18,12 @@ using nlohmann::json;
 
 namespace {
 
+// The text at `key` of object `o` ("" when absent or not text: kubectl's JSON is not trusted).
+std::string text_at(const json& o, const char* key) {
+  auto it = o.find(key);
+  return it != o.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
 // The token's Secret of Job `name`.
 std::string secret_name(const std::string& name) {
   return name + "-token";
@@ -63,8 +69,12 @@ class K8sExecution : public Execution {
       status_ = e;
     } else if (s->failed) {
       ExitStatus e = executor_->pod_end(name_);
-      if (s->reason == "DeadlineExceeded" || e.detail.empty())
-        e.detail = s->reason.empty() ? "Failed" : s->reason;
+      // The pod's own reason (OOMKilled) says most. The Job's says more only when the cluster
+      // ended it (DeadlineExceeded), or when the pod's end is unknown; not the
+      // BackoffLimitExceeded that every failed pod of ours brings (backoffLimit 0).
+      if (s->reason == "DeadlineExceeded" ||
+          (e.detail.empty() && !e.exited && s->reason != "BackoffLimitExceeded"))
+        e.detail = s->reason;
       status_ = e;
     }
     // Its token's Secret goes with its end (the token is revoked by then); the Job itself stays
@@ -98,7 +108,7 @@ class K8sExecution : public Execution {
 
   void signal(int sig) override {
     if (status_ || (sig != SIGTERM && sig != SIGKILL)) return;
-    if (sig == SIGTERM && signal_sent_) return;  // asked already
+    if (signal_sent_ == SIGKILL || (sig == SIGTERM && signal_sent_)) return;  // asked already
     executor_->delete_job(name_, sig);
     signal_sent_ = sig;
   }
@@ -131,13 +141,13 @@ Result<std::map<std::string, K8sJobState>> parse_k8s_jobs(const json& list) {
       const json& status = item["status"];
       if (status.contains("conditions") && status["conditions"].is_array()) {
         for (const json& c : status["conditions"]) {
-          if (!c.is_object() || c.value("status", "") != "True") continue;
-          const std::string type = c.value("type", "");
+          if (!c.is_object() || text_at(c, "status") != "True") continue;
+          const std::string type = text_at(c, "type");
           if (type == "Complete") s.complete = true;
           if (type == "Failed") {
             s.failed = true;
-            s.reason = c.value("reason", "");
-            s.message = c.value("message", "");
+            s.reason = text_at(c, "reason");
+            s.message = text_at(c, "message");
           }
         }
       }
@@ -170,7 +180,7 @@ std::optional<ExitStatus> parse_k8s_pod_end(const json& list) {
         e.exited = true;
         e.code = code;
       }
-      const std::string reason = t.value("reason", "");
+      const std::string reason = text_at(t, "reason");
       if (reason != "Error" && reason != "Completed") e.detail = reason;
       end = e;
     }
@@ -265,17 +275,17 @@ ExitStatus KubernetesExecutor::pod_end(const std::string& name) {
 
 void KubernetesExecutor::delete_job(const std::string& name, int sig) {
   const std::string& ns = options_.job.namespace_;
-  Result<std::string> r = std::string();
+  // The Job first (so that its controller makes no new pod), in the foreground: its pods get
+  // SIGTERM and their grace. For SIGKILL its pods then go at once, without grace.
+  Result<std::string> r = kubectl({"delete", "job", name, "--namespace", ns, "--cascade=foreground",
+                                   "--ignore-not-found", "--wait=false"});
+  if (!r.ok()) std::fprintf(stderr, "jobs: kubernetes: %s\n", r.status().message().c_str());
   if (sig == SIGKILL) {
-    // Its pods at once (no grace), then the Job.
     r = kubectl({"delete", "pods", "--namespace", ns, "--selector", "job-name=" + name,
                  "--grace-period=0", "--force", "--ignore-not-found", "--wait=false"});
+    if (!r.ok()) std::fprintf(stderr, "jobs: kubernetes: %s\n", r.status().message().c_str());
   }
-  if (r.ok())
-    r = kubectl({"delete", "job", name, "--namespace", ns, "--cascade=foreground",
-                 "--ignore-not-found", "--wait=false"});
   delete_secret(name);
-  if (!r.ok()) std::fprintf(stderr, "jobs: kubernetes: %s\n", r.status().message().c_str());
 }
 
 void KubernetesExecutor::delete_secret(const std::string& name) {
@@ -295,13 +305,19 @@ Result<std::unique_ptr<Execution>> KubernetesExecutor::start(const meta::Job& jo
     manifest += render_k8s_token_secret(job, o.token_secret, token->second, o);
   }
   DLSYS_ASSIGN_OR_RETURN(std::string job_yaml, render_k8s_job(job, spec, o));
+  // The Job's manifest is kept beside the job's log, for whoever looks into a failure; what is
+  // applied (with the token's Secret) is written to this server's own scratch folder, which job
+  // pods do not mount, and removed once applied.
+  DLSYS_RETURN_IF_ERROR(write_file_atomic(
+      (fs::path(attempt.dir) / fmt::format("k8s-{}.yaml", job.attempts)).string(), job_yaml));
   manifest += job_yaml;
-  // Kept beside the job's log: what was applied, for whoever looks into a failure.
   const std::string path =
-      (fs::path(attempt.dir) / fmt::format("k8s-{}.yaml", job.attempts)).string();
+      (fs::path(options_.scratch_dir) / fmt::format("apply-{}-{}.yaml", ::getpid(), name)).string();
   DLSYS_RETURN_IF_ERROR(write_file_atomic(path, manifest));
   const Clock::time_point applied_at = Clock::now();
   auto applied = kubectl({"apply", "--namespace", o.namespace_, "--filename", path});
+  std::error_code ec;
+  fs::remove(path, ec);
   if (!applied.ok()) {
     delete_job(name, SIGKILL);  // whatever part of it was created
     return applied.status().with_context(fmt::format("submitting job {} to Kubernetes", job.id));

@@ -1,6 +1,6 @@
 // The Kubernetes executor (issue 22, "Scale beyond one machine"): each attempt of a job is a
-// `batch/v1` Job (k8s_job.h, per attempt: dlsys-job-<id>-<attempt>, backoffLimit 0) that
-// `kubectl apply` submits, with the attempt's API token in a Secret beside it. The pod writes
+// `batch/v1` Job (k8s_job.h, per start: dlsys-job-<id>-<attempt>-<started_at>, backoffLimit 0)
+// that `kubectl apply` submits, with the attempt's API token in a Secret beside it. The pod writes
 // the job's log and heartbeat to the job's directory on the shared volume, which the server
 // mounts at the same path (deploy/k8s/server.yaml), so the service reads them as it does a local
 // attempt's.
@@ -14,7 +14,8 @@
 // terminationGracePeriodSeconds, the service's stop grace); SIGKILL force-deletes its pods at
 // once. A Job that is gone ended as the signal asked, or as killed when nobody here asked.
 // Attempts outlive the service: a server that stops leaves them running, and the next one
-// re-attaches by name. Every kubectl call has a deadline (kubectl_timeout).
+// re-attaches by name, or another server adopts them (adopts_across_runners). Every kubectl call
+// has a deadline (kubectl_timeout).
 //
 // No cluster runs in this project's tests: tests/jobs/kubectl_standin.py stands in for kubectl
 // (docs/deploy.md says what that leaves unchecked).
@@ -39,7 +40,9 @@ struct KubernetesExecutorOptions {
   K8sJobOptions job;  // image, namespace, claim, mount (the server's data directory), server URL
   std::string kubectl = "kubectl";
   std::vector<std::string> kubectl_args;  // before every verb, e.g. --context NAME
-  std::string scratch_dir;                // kubectl's output files; "": the system's temp folder
+  // kubectl's files (answers; a manifest holding a token, until applied): a folder of this
+  // server's own, not the shared volume. "": the system's temp folder.
+  std::string scratch_dir;
   std::chrono::milliseconds poll_interval{2000};
   std::chrono::milliseconds kubectl_timeout{30000};
 };
@@ -66,9 +69,11 @@ class KubernetesExecutor : public Executor {
   explicit KubernetesExecutor(KubernetesExecutorOptions options);
 
   std::string name() const override { return "kubernetes"; }
-  // Writes the attempt's manifest (the token's Secret, then the Job) to <dir>/k8s-<attempt>.yaml
-  // and applies it; an error carries kubectl's message and leaves nothing behind (the Secret is
-  // deleted again).
+  // A cluster's Job goes on without the service that started it: another service adopts it.
+  bool adopts_across_runners() const override { return true; }
+  // Writes the Job's manifest to <dir>/k8s-<attempt>.yaml and applies it with the token's Secret
+  // (from scratch_dir: the token never lands on the shared volume); an error carries kubectl's
+  // message and leaves nothing behind (the Job and Secret are deleted again).
   Result<std::unique_ptr<Execution>> start(const meta::Job& job, const JobSpec& spec,
                                            const AttemptSpec& attempt) override;
   // The Job of the job's current attempt, while the cluster still has it (finished or not: its
@@ -91,8 +96,8 @@ class KubernetesExecutor : public Executor {
                                        bool* known);
   // How Job `name`'s pod ended (parse_k8s_pod_end), or killed by SIGKILL when that is unknown.
   ExitStatus pod_end(const std::string& name);
-  // Deletes Job `name` (and its Secret): foreground with its pods' grace (SIGTERM), or its pods
-  // force-deleted at once (SIGKILL).
+  // Deletes Job `name` in the foreground (its pods get SIGTERM and their grace), then for SIGKILL
+  // force-deletes its pods, then its Secret; each is tried whatever the one before did.
   void delete_job(const std::string& name, int sig);
   // Deletes the Secret of Job `name`'s token (an attempt that ended).
   void delete_secret(const std::string& name);

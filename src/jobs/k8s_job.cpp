@@ -45,7 +45,9 @@ void emit_labels(YAML::Emitter& y, const meta::Job& job, const K8sJobOptions& o)
 }  // namespace
 
 std::string k8s_job_name(const meta::Job& job, bool per_attempt) {
-  return per_attempt ? fmt::format("dlsys-job-{}-{}", job.id, job.attempts)
+  // The start time too: an attempt that was requeued without counting (a takeover) starts again
+  // with the same number, and must not meet its predecessor's Job, still being deleted.
+  return per_attempt ? fmt::format("dlsys-job-{}-{}-{}", job.id, job.attempts, job.started_at)
                      : fmt::format("dlsys-job-{}", job.id);
 }
 

@@ -23,9 +23,9 @@ struct K8sJobOptions {
   std::string server_url = "http://dlsys";  // the dlsys Service inside the cluster
   int64_t checkpoint_every = 100;
   int64_t ttl_seconds = 86400;  // a finished Job is deleted after a day
-  // The service's own Jobs (KubernetesExecutor): one Job per attempt, named
-  // dlsys-job-<id>-<attempt> and labelled dlsys.io/attempt, with backoffLimit 0 (the service
-  // retries, from the checkpoint, with its backoff and its count of attempts).
+  // The service's own Jobs (KubernetesExecutor): one Job per start of an attempt, named
+  // dlsys-job-<id>-<attempt>-<started_at> and labelled dlsys.io/attempt, with backoffLimit 0 (the
+  // service retries, from the checkpoint, with its backoff and its count of attempts).
   bool per_attempt = false;
   // The Secret (render_k8s_token_secret) whose key `token` the pod gets as DLSYS_TOKEN; "": none.
   std::string token_secret;
@@ -34,7 +34,8 @@ struct K8sJobOptions {
   int64_t stop_grace_seconds = 0;
 };
 
-// The Job's name: dlsys-job-<id>, or with per_attempt dlsys-job-<id>-<attempt>.
+// The Job's name: dlsys-job-<id>, or with per_attempt dlsys-job-<id>-<attempt>-<started_at>
+// (unique per start: an uncounted restart of an attempt has another start time).
 std::string k8s_job_name(const meta::Job& job, bool per_attempt);
 
 // The manifest (YAML) of `job` (its parsed spec `spec`), named k8s_job_name. The errors of

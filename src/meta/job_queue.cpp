@@ -355,6 +355,17 @@ Status JobQueue::heartbeat(int64_t id, int64_t now, const AttemptGuard& guard) {
       .status();
 }
 
+Result<Job> JobQueue::adopt(int64_t id, const std::string& runner, int64_t now,
+                            const AttemptGuard& guard) {
+  SqlParams p = {id, runner, now};
+  const std::string where = guard_sql(guard, p);
+  return transition(id,
+                    "UPDATE jobs SET runner = $2, heartbeat_at = $3 WHERE id = $1 AND state = "
+                    "'RUNNING'" +
+                        where,
+                    p, "only a RUNNING job's current attempt is adopted");
+}
+
 Status JobQueue::set_pid(int64_t id, int64_t pid) {
   return transition(id, "UPDATE jobs SET pid = $2 WHERE id = $1 AND state = 'RUNNING'", {id, pid},
                     "only a RUNNING job has a process")

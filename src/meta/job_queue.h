@@ -127,6 +127,11 @@ class JobQueue {
   Result<Job> start(int64_t id, int64_t pid, int64_t now_ms, const std::string& runner = "");
   // Records that a RUNNING job is alive; FailedPrecondition when it is not running.
   Status heartbeat(int64_t id, int64_t now_ms, const AttemptGuard& guard = {});
+  // A RUNNING job's attempt goes on under service `runner` (its own service is gone; the attempt
+  // runs where any service can watch it, a cluster's Job): the runner changes, the heartbeat is
+  // `now_ms`, the attempt (its start time) stays. FailedPrecondition unless `guard` holds.
+  Result<Job> adopt(int64_t id, const std::string& runner, int64_t now_ms,
+                    const AttemptGuard& guard);
   // Records the process of a RUNNING job's current attempt (started after start() claimed it).
   Status set_pid(int64_t id, int64_t pid);
   // Links the job to its tracked run.

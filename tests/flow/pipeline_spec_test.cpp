@@ -108,6 +108,14 @@ TEST(PipelineSpec, MistakesAreRefusedNamingTheFileLineAndField) {
        "  - {name: b, kind: notify, with: {url: u}, needs: [a]}\n"
        "  - {name: c, kind: notify, with: {url: u}, needs: [b]}\n",
        "x.yaml:3: steps: the steps depend on each other in a cycle: a -> c -> b -> a"},
+      // x needs m, m needs n, n needs m and x: the path goes back to x, not round m and n.
+      {"name: x\nsteps:\n  - {name: x, kind: notify, with: {url: u}, needs: [m]}\n"
+       "  - {name: m, kind: notify, with: {url: u}, needs: [n]}\n"
+       "  - {name: n, kind: notify, with: {url: u}, needs: [m, x]}\n",
+       "cycle: x -> m -> n -> x"},
+      {"name: x\nsteps:\n" + push +
+           "  - {name: t, kind: train, with: {dataset: '${steps.push.outputs.dataset.}'}}\n",
+       "is not a reference"},
       {"name: x\nsteps:\n  - {name: a, kind: command, with: {command: [echo]}, cache: maybe}\n",
        "steps.a.cache must be true or false"},
       {"name: x\nsteps:\n  - [a, b]\n", "steps[0] must be a mapping"},
@@ -141,6 +149,11 @@ TEST(PipelineSpec, ReferencesAreFoundInsideListsAndMappings) {
   EXPECT_EQ((*refs)[2].kind, Reference::Kind::kStepOutput);
   EXPECT_EQ((*refs)[2].name, "t");
   EXPECT_EQ((*refs)[2].key, "metrics.accuracy");
+  // A step may be named like a part of the syntax.
+  auto named = find_references("${steps.outputs.outputs.dataset}", "here");
+  ASSERT_TRUE(named.ok()) << named.status().to_string();
+  EXPECT_EQ((*named)[0].name, "outputs");
+  EXPECT_EQ((*named)[0].key, "dataset");
 }
 
 }  // namespace

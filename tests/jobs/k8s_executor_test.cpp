@@ -172,23 +172,35 @@ TEST_F(K8sExecutorTest, EachAttemptIsAJobWithItsTokenInASecretAndFailuresAreRetr
   const std::string log = read(jdir / "log");
   EXPECT_NE(log.find("attempt 1 token set in " + jdir.string()), std::string::npos) << log;
   EXPECT_NE(log.find("attempt 2 token set"), std::string::npos) << log;
-  // One Job per attempt, applied from the manifest kept beside the log; the service retried.
+  // One Job per attempt (named for the attempt and its start), its manifest kept beside the
+  // log; the service retried.
   EXPECT_EQ(count_calls("apply", "--namespace"), 2u);
   const std::string m1 = read(jdir / "k8s-1.yaml");
-  EXPECT_NE(m1.find("name: dlsys-job-" + std::to_string(id) + "-1\n"), std::string::npos) << m1;
+  EXPECT_NE(m1.find("name: dlsys-job-" + std::to_string(id) + "-1-"), std::string::npos) << m1;
   EXPECT_NE(m1.find("backoffLimit: 0"), std::string::npos) << "the service retries, not the Job";
   EXPECT_NE(m1.find("terminationGracePeriodSeconds: 2"), std::string::npos);
-  EXPECT_NE(read(jdir / "k8s-2.yaml").find("dlsys-job-" + std::to_string(id) + "-2"),
-            std::string::npos);
-  // The token is in the Secret, referenced from the Job, never written into the Job.
-  const size_t job_doc = m1.find("kind: Job");
-  const size_t t = m1.find("token: \"");
-  ASSERT_NE(t, std::string::npos) << m1;
-  ASSERT_LT(t, job_doc);
-  const std::string token = m1.substr(t + 8, m1.find('"', t + 8) - t - 8);
-  EXPECT_GT(token.size(), 16u);
-  EXPECT_EQ(m1.find(token, job_doc), std::string::npos) << "the token leaked into the Job";
   EXPECT_NE(m1.find("secretKeyRef"), std::string::npos);
+  EXPECT_NE(read(jdir / "k8s-2.yaml").find("dlsys-job-" + std::to_string(id) + "-2-"),
+            std::string::npos);
+  // The token went to the cluster in a Secret, and is nowhere on the shared volume: not in the
+  // Job, not in a file of the job's directory.
+  std::vector<std::string> tokens_sent, jobs_sent;
+  std::istringstream applied(read(dir_ / "cluster" / "applied.log"));
+  for (std::string line; std::getline(applied, line);) {
+    json doc = json::parse(line);
+    if (doc["kind"] == "Secret") tokens_sent.push_back(doc["stringData"]["token"]);
+    if (doc["kind"] == "Job") jobs_sent.push_back(line);
+  }
+  ASSERT_EQ(tokens_sent.size(), 2u);
+  ASSERT_EQ(jobs_sent.size(), 2u);
+  for (const std::string& t : tokens_sent) {
+    EXPECT_EQ(t.rfind("dls_", 0), 0u) << t;
+    for (const std::string& j : jobs_sent) EXPECT_EQ(j.find(t), std::string::npos) << j;
+  }
+  for (const auto& entry : fs::recursive_directory_iterator(dir_ / "jobs"))
+    if (entry.is_regular_file())
+      for (const std::string& t : tokens_sent)
+        EXPECT_EQ(read(entry.path()).find(t), std::string::npos) << entry.path();
   // Secrets go when their attempts end; both tokens are revoked.
   EXPECT_TRUE(fs::is_empty(dir_ / "cluster" / "secrets"));
   auto tokens = store_->tokens().list_tokens().value();
@@ -259,6 +271,43 @@ TEST_F(K8sExecutorTest, ARestartedServiceReattachesToItsJobsWithoutStartingThemA
   EXPECT_NE(read(log).find("finished"), std::string::npos);
 }
 
+// A server that is gone for good (a pod replaced by a rollout has another name): another server
+// whose runner differs adopts its running Job once its heartbeats are stale, instead of deleting
+// it and starting the job again.
+TEST_F(K8sExecutorTest, AnotherServerAdoptsTheJobsOfOneThatIsGone) {
+  const fs::path go = dir_ / "go";
+  int64_t id = submit("kind: command\nname: long\ncommand: [sh, -c, 'echo started; while [ ! -e " +
+                      go.string() + " ]; do sleep 0.05; done; echo finished']\n");
+  KubernetesExecutor k8s(ko_);
+  options_.executor = &k8s;
+  const fs::path log = dir_ / "jobs" / std::to_string(id) / "log";
+  JobServiceOptions a_options = options_, b_options = options_;
+  a_options.runner = "pod-a:8080";
+  b_options.runner = "pod-b:8080";
+  b_options.runner_timeout = milliseconds(300);
+  {
+    JobService a(*store_, a_options);
+    ASSERT_TRUE(a.recover().ok());
+    run_until(a, [&] { return read(log).find("started") != std::string::npos; });
+    ASSERT_TRUE(a.shutdown(milliseconds(100)).ok());
+  }
+  KubernetesExecutor k8s_b(ko_);
+  b_options.executor = &k8s_b;
+  JobService b(*store_, b_options);
+  ASSERT_TRUE(b.recover().ok());
+  EXPECT_EQ(b.running(), 0u) << "not b's to recover";
+  run_until(b, [&] { return job(id).runner == "pod-b:8080"; });
+  EXPECT_EQ(b.running(), 1u) << "adopted as it runs";
+  EXPECT_EQ(count_calls("delete", "job"), 0u) << "not deleted and started again";
+  std::ofstream(go.string()).put('x');
+  run_until(b, [&] { return ended(id); });
+  meta::Job j = job(id);
+  EXPECT_EQ(j.state, "SUCCEEDED") << j.end_reason;
+  EXPECT_EQ(j.attempts, 1);
+  EXPECT_EQ(count_calls("apply", "--namespace"), 1u);
+  EXPECT_NE(read(log).find("finished"), std::string::npos);
+}
+
 TEST_F(K8sExecutorTest, AJobDeletedOutsideDlsysIsRetriedAndKubectlErrorsAreReported) {
   int64_t id = submit(
       "kind: command\nname: victim\nmax_retries: 1\n"
@@ -269,7 +318,8 @@ TEST_F(K8sExecutorTest, AJobDeletedOutsideDlsysIsRetriedAndKubectlErrorsAreRepor
   ASSERT_TRUE(svc.recover().ok());
   run_until(svc, [&] { return job(id).state == "RUNNING"; });
   // Someone runs `kubectl delete job` by hand.
-  const std::string name = "dlsys-job-" + std::to_string(id) + "-1";
+  const std::string name =
+      "dlsys-job-" + std::to_string(id) + "-1-" + std::to_string(job(id).started_at);
   std::ofstream((dir_ / "cluster" / "jobs" / (name + ".deleting")).string()).put('x');
   run_until(svc, [&] { return ended(id); });
   meta::Job j = job(id);

@@ -15,7 +15,8 @@ answers the calls the executor makes with the API's JSON shapes:
   delete pods --selector job-name=NAME --grace-period=0 --force ...
   delete secret NAME ...
 
-Every call is appended to STATE/calls.log, one JSON array per line. When the real kubectl is on
+Every call is appended to STATE/calls.log, one JSON array per line, and every applied object to
+STATE/applied.log, one JSON object per line. When the real kubectl is on
 PATH (Debian's kubernetes-client), every --flag of a call must appear in `kubectl VERB --help`:
 the executor's calls are then ones the real kubectl takes. Environment:
   KUBECTL_STANDIN_STATE   the state directory (required)
@@ -113,6 +114,9 @@ def apply(flags):
                 fail("; ".join(errors))
         else:
             fail(f"the stand-in takes Jobs and Secrets, not {d.get('kind')}")
+    with open(path("applied.log"), "a") as f:  # what the API server received, for the tests
+        for d in docs:
+            f.write(json.dumps(d) + "\n")
     for d in docs:
         name = d["metadata"]["name"]
         kind = "jobs" if d["kind"] == "Job" else "secrets"

@@ -1118,7 +1118,22 @@ TEST_P(MetaStoreTest, JobTransitionsWithAGuardApplyOnlyToTheirAttempt) {
   // host-b's own transitions go through.
   const AttemptGuard of_b = AttemptGuard::of(*b);
   ASSERT_TRUE(q.heartbeat(id, 2200, of_b).ok());
-  auto done = q.mark_cancelled(id, 2300, of_b);
+  // Adoption (a cluster's attempt whose service is gone): only of that attempt, and only while
+  // its heartbeat is stale; the attempt and its start stay, the runner changes.
+  AttemptGuard adopt_b = of_b;
+  adopt_b.stale_before = 2200;
+  EXPECT_EQ(q.adopt(id, "host-c", 2300, adopt_b).status().code(), StatusCode::kFailedPrecondition)
+      << "b heartbeat at 2200: not stale";
+  EXPECT_EQ(q.adopt(id, "host-c", 2300, of_a).status().code(), StatusCode::kFailedPrecondition);
+  adopt_b.stale_before = 2201;
+  auto c = q.adopt(id, "host-c", 2300, adopt_b);
+  ASSERT_TRUE(c.ok()) << c.status().to_string();
+  EXPECT_EQ(c->runner, "host-c");
+  EXPECT_EQ(c->started_at, 2000);
+  EXPECT_EQ(c->attempts, 1);
+  EXPECT_EQ(c->heartbeat_at, 2300);
+  EXPECT_EQ(q.heartbeat(id, 2400, of_b).code(), StatusCode::kFailedPrecondition) << "b's no more";
+  auto done = q.mark_cancelled(id, 2500, AttemptGuard::of(*c));
   ASSERT_TRUE(done.ok()) << done.status().to_string();
   EXPECT_EQ(done->state, "CANCELLED");
 }
