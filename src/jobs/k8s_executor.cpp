@@ -248,9 +248,10 @@ Status KubernetesExecutor::refresh() {
 }
 
 std::optional<K8sJobState> KubernetesExecutor::job_state(const std::string& name,
-                                                         Clock::time_point newer_than,
-                                                         bool* known) {
-  if (Clock::now() >= next_refresh() || listed_at_ <= newer_than) {
+                                                         Clock::time_point newer_than, bool* known,
+                                                         bool any_newer) {
+  const bool too_old = listed_at_ <= newer_than;
+  if (too_old || (!any_newer && Clock::now() >= next_refresh())) {
     if (Status st = refresh(); !st.ok())
       std::fprintf(stderr, "jobs: kubernetes: %s\n", st.message().c_str());
   }
@@ -329,7 +330,9 @@ std::unique_ptr<Execution> KubernetesExecutor::reattach(const meta::Job& job) {
   const std::string name = k8s_job_name(job, true);
   bool known = false;
   const Clock::time_point now = Clock::now();
-  std::optional<K8sJobState> s = job_state(name, now, &known);
+  // A list read since this executor began will do (one for all the jobs a restarted service
+  // re-attaches, not one each): the Job was made before that, by a service that is gone.
+  std::optional<K8sJobState> s = job_state(name, created_at_, &known, /*any_newer=*/true);
   // Gone: it ends here. Unknown (the cluster did not answer): taken over all the same, so that it
   // never runs twice; the next list read settles it (ended, if it is not there).
   if (known && !s) return nullptr;

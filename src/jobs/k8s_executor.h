@@ -89,11 +89,13 @@ class KubernetesExecutor : public Executor {
   }
 
   // For the executions (k8s_executor.cpp). The state of Job `name`, refreshing the list when it is
-  // older than poll_interval (or than `newer_than`); nullopt: not in the list. `known`: false when
-  // the list could not be read (then nothing is concluded).
+  // older than poll_interval (not with `any_newer`: then any list read after `newer_than` will
+  // do) or than `newer_than`; a read that failed counts as read (it is tried again a
+  // poll_interval later, not at every call). nullopt: not in the list. `known`: false when the
+  // list could not be read (then nothing is concluded).
   std::optional<K8sJobState> job_state(const std::string& name,
                                        std::chrono::steady_clock::time_point newer_than,
-                                       bool* known);
+                                       bool* known, bool any_newer = false);
   // How Job `name`'s pod ended (parse_k8s_pod_end), or killed by SIGKILL when that is unknown.
   ExitStatus pod_end(const std::string& name);
   // Deletes Job `name` in the foreground (its pods get SIGTERM and their grace), then for SIGKILL
@@ -115,6 +117,7 @@ class KubernetesExecutor : public Executor {
   KubernetesExecutorOptions options_;
   std::map<std::string, K8sJobState> jobs_;  // the last list read
   std::chrono::steady_clock::time_point listed_at_{};
+  const std::chrono::steady_clock::time_point created_at_ = std::chrono::steady_clock::now();
   bool listed_ok_ = false;
 };
 

@@ -243,15 +243,22 @@ TEST_F(K8sExecutorTest, ACancelDeletesTheJobAndItsPodStops) {
 
 TEST_F(K8sExecutorTest, ARestartedServiceReattachesToItsJobsWithoutStartingThemAgain) {
   const fs::path go = dir_ / "go";
-  int64_t id = submit("kind: command\nname: long\ncommand: [sh, -c, 'echo started; while [ ! -e " +
-                      go.string() + " ]; do sleep 0.05; done; echo finished']\n");
+  const std::string long_job =
+      "kind: command\nname: long\ncommand: [sh, -c, 'echo started; "
+      "while [ ! -e " +
+      go.string() + " ]; do sleep 0.05; done; echo finished']\n";
+  int64_t id = submit(long_job), other = submit(long_job);
   KubernetesExecutor k8s(ko_);
   options_.executor = &k8s;
   const fs::path log = dir_ / "jobs" / std::to_string(id) / "log";
+  const fs::path other_log = dir_ / "jobs" / std::to_string(other) / "log";
   {
     JobService first(*store_, options_);
     ASSERT_TRUE(first.recover().ok());
-    run_until(first, [&] { return read(log).find("started") != std::string::npos; });
+    run_until(first, [&] {
+      return read(log).find("started") != std::string::npos &&
+             read(other_log).find("started") != std::string::npos;
+    });
     // It stops without stopping its Job: the pod goes on.
     ASSERT_TRUE(first.shutdown(milliseconds(100)).ok());
   }
@@ -261,13 +268,16 @@ TEST_F(K8sExecutorTest, ARestartedServiceReattachesToItsJobsWithoutStartingThemA
   KubernetesExecutor k8s2(ko_);
   options_.executor = &k8s2;
   JobService second(*store_, options_);
+  const size_t lists = count_calls("get", "jobs");
   ASSERT_TRUE(second.recover().ok());
-  EXPECT_EQ(second.running(), 1u) << "re-attached";
-  run_until(second, [&] { return ended(id); });
+  EXPECT_EQ(second.running(), 2u) << "both re-attached";
+  EXPECT_EQ(count_calls("get", "jobs"), lists + 1) << "one list for all the jobs re-attached";
+  run_until(second, [&] { return ended(id) && ended(other); });
   meta::Job j = job(id);
   EXPECT_EQ(j.state, "SUCCEEDED") << j.end_reason;
   EXPECT_EQ(j.attempts, 1) << "not started again";
-  EXPECT_EQ(count_calls("apply", "--namespace"), 1u);
+  EXPECT_EQ(job(other).state, "SUCCEEDED") << job(other).end_reason;
+  EXPECT_EQ(count_calls("apply", "--namespace"), 2u) << "one apply per job, none at the restart";
   EXPECT_NE(read(log).find("finished"), std::string::npos);
 }
 
