@@ -139,7 +139,13 @@ Result<std::vector<Reference>> find_references(const json& value, const std::str
     }
     if (!v.is_string()) return Status::OK();
     const std::string s = v.get<std::string>();
-    for (size_t b = s.find("${"); b != std::string::npos; b = s.find("${", b + 2)) {
+    for (size_t b = s.find('$'); b != std::string::npos; b = s.find('$', b + 1)) {
+      // "$${" is a literal "${" (a shell's ${HOME} in a command): not a reference.
+      if (s.compare(b, 3, "$${") == 0) {
+        b += 2;
+        continue;
+      }
+      if (s.compare(b, 2, "${") != 0) continue;
       const size_t e = s.find('}', b);
       if (e == std::string::npos)
         return Status::Invalid("{}: '${{' without its '}}' in \"{}\"", where, s);

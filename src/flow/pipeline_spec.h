@@ -75,7 +75,8 @@ struct PipelineSpec {
 // Parses and checks `text`; `path` names it in errors ("retrain.yaml").
 Result<PipelineSpec> parse_pipeline_spec(const std::string& text, const std::string& path);
 
-// The `${...}` references in `value` (text, or the texts inside lists and mappings), in order.
+// The `${...}` references in `value` (text, or the texts inside lists and mappings), in order;
+// `$${` is a literal `${`, not a reference (the runner writes it as `${`).
 // InvalidArgument for a malformed one (an unclosed `${`, an unknown root), naming `where`.
 Result<std::vector<Reference>> find_references(const nlohmann::json& value,
                                                const std::string& where);

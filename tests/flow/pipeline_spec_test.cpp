@@ -149,6 +149,12 @@ TEST(PipelineSpec, ReferencesAreFoundInsideListsAndMappings) {
   EXPECT_EQ((*refs)[2].kind, Reference::Kind::kStepOutput);
   EXPECT_EQ((*refs)[2].name, "t");
   EXPECT_EQ((*refs)[2].key, "metrics.accuracy");
+  // "$${" is a literal "${": a shell's variable in a command is not a reference.
+  auto literal =
+      find_references(nlohmann::json{"sh", "-c", "echo $${HOME} ${params.x} $$ $"}, "here");
+  ASSERT_TRUE(literal.ok()) << literal.status().to_string();
+  ASSERT_EQ(literal->size(), 1u);
+  EXPECT_EQ((*literal)[0].name, "x");
   // A step may be named like a part of the syntax.
   auto named = find_references("${steps.outputs.outputs.dataset}", "here");
   ASSERT_TRUE(named.ok()) << named.status().to_string();
