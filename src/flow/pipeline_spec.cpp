@@ -116,14 +116,14 @@ bool is_scalar(const json& v) {
 std::set<std::string> ancestors(const std::map<std::string, std::vector<std::string>>& deps,
                                 const std::string& from) {
   std::set<std::string> seen;
-  std::vector<std::string> todo = {from};
-  while (!todo.empty()) {
-    std::string s = todo.back();
-    todo.pop_back();
+  std::vector<std::string> pending = {from};
+  while (!pending.empty()) {
+    std::string s = pending.back();
+    pending.pop_back();
     auto it = deps.find(s);
     if (it == deps.end()) continue;
     for (const std::string& d : it->second)
-      if (seen.insert(d).second) todo.push_back(d);
+      if (seen.insert(d).second) pending.push_back(d);
   }
   return seen;
 }

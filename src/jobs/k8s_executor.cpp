@@ -147,7 +147,6 @@ Result<std::map<std::string, K8sJobState>> parse_k8s_jobs(const json& list) {
           if (type == "Failed") {
             s.failed = true;
             s.reason = text_at(c, "reason");
-            s.message = text_at(c, "message");
           }
         }
       }

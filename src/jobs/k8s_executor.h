@@ -53,7 +53,6 @@ struct K8sJobState {
   bool failed = false;    // condition Failed is True
   bool deleting = false;  // metadata.deletionTimestamp is set
   std::string reason;     // the Failed condition's reason (DeadlineExceeded, ...)
-  std::string message;    // and its message
 };
 
 // The Jobs of a `kubectl get jobs -o json` answer (a v1 List of batch/v1 Job), by name.

@@ -318,14 +318,15 @@ std::string guard_sql(const AttemptGuard& g, SqlParams& params) {
 
 }  // namespace
 
-Result<Job> JobQueue::transition(int64_t id, const std::string& update, const SqlParams& params,
-                                 const std::string& not_done, const Principal* who,
-                                 const json& audit_detail) {
+Result<Job> JobQueue::transition(int64_t id, const std::string& update, SqlParams params,
+                                 const std::string& not_done, const AttemptGuard& guard,
+                                 const Principal* who, const json& audit_detail) {
+  // The guard's conditions join the update's own WHERE (its last clause).
+  const std::string sql = update + guard_sql(guard, params) + " RETURNING " + kColumns;
   std::optional<Job> changed;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
     changed.reset();
-    DLSYS_ASSIGN_OR_RETURN(auto rows,
-                           c.query(update + " RETURNING " + std::string(kColumns), params));
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, params));
     if (rows.empty()) return Status::OK();
     DLSYS_ASSIGN_OR_RETURN(Job j, row_to_job(rows[0]));
     changed = std::move(j);
@@ -347,23 +348,17 @@ Result<Job> JobQueue::start(int64_t id, int64_t pid, int64_t now, const std::str
 }
 
 Status JobQueue::heartbeat(int64_t id, int64_t now, const AttemptGuard& guard) {
-  SqlParams p = {id, now};
-  const std::string where = guard_sql(guard, p);
-  return transition(id,
-                    "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND state = 'RUNNING'" + where,
-                    p, "only a RUNNING job's current attempt heartbeats")
+  return transition(id, "UPDATE jobs SET heartbeat_at = $2 WHERE id = $1 AND state = 'RUNNING'",
+                    {id, now}, "only a RUNNING job's current attempt heartbeats", guard)
       .status();
 }
 
 Result<Job> JobQueue::adopt(int64_t id, const std::string& runner, int64_t now,
                             const AttemptGuard& guard) {
-  SqlParams p = {id, runner, now};
-  const std::string where = guard_sql(guard, p);
   return transition(id,
                     "UPDATE jobs SET runner = $2, heartbeat_at = $3 WHERE id = $1 AND state = "
-                    "'RUNNING'" +
-                        where,
-                    p, "only a RUNNING job's current attempt is adopted");
+                    "'RUNNING'",
+                    {id, runner, now}, "only a RUNNING job's current attempt is adopted", guard);
 }
 
 Status JobQueue::set_pid(int64_t id, int64_t pid) {
@@ -380,19 +375,15 @@ Status JobQueue::set_run(int64_t id, int64_t run_id) {
 
 Result<Job> JobQueue::finish(int64_t id, bool succeeded, const std::string& reason, int64_t now,
                              const AttemptGuard& guard) {
-  SqlParams p = {id, std::string(succeeded ? "SUCCEEDED" : "FAILED"), reason, now};
-  const std::string where = guard_sql(guard, p);
   return transition(id,
                     "UPDATE jobs SET state = $2, end_reason = $3, ended_at = $4, pid = 0 "
-                    "WHERE id = $1 AND state = 'RUNNING'" +
-                        where,
-                    p, "only a RUNNING job's current attempt finishes");
+                    "WHERE id = $1 AND state = 'RUNNING'",
+                    {id, std::string(succeeded ? "SUCCEEDED" : "FAILED"), reason, now},
+                    "only a RUNNING job's current attempt finishes", guard);
 }
 
 Result<Job> JobQueue::retry_or_fail(int64_t id, const std::string& reason, int64_t now,
                                     int64_t backoff_ms, const AttemptGuard& guard) {
-  SqlParams p = {id, reason, now + std::max<int64_t>(0, backoff_ms), now};
-  const std::string where = guard_sql(guard, p);
   // One statement decides: attempts so far <= max_retries means another attempt is allowed.
   return transition(id,
                     "UPDATE jobs SET end_reason = $2, pid = 0, "
@@ -400,21 +391,18 @@ Result<Job> JobQueue::retry_or_fail(int64_t id, const std::string& reason, int64
                     "not_before = CASE WHEN attempts <= max_retries THEN $3 ELSE not_before END, "
                     "ended_at = CASE WHEN attempts <= max_retries THEN 0 ELSE $4 END, "
                     "started_at = CASE WHEN attempts <= max_retries THEN 0 ELSE started_at END "
-                    "WHERE id = $1 AND state = 'RUNNING'" +
-                        where,
-                    p, "only a RUNNING job's current attempt is retried");
+                    "WHERE id = $1 AND state = 'RUNNING'",
+                    {id, reason, now + std::max<int64_t>(0, backoff_ms), now},
+                    "only a RUNNING job's current attempt is retried", guard);
 }
 
 Result<Job> JobQueue::requeue_interrupted(int64_t id, const std::string& reason,
                                           const AttemptGuard& guard) {
-  SqlParams p = {id, reason};
-  const std::string where = guard_sql(guard, p);
   return transition(
       id,
       "UPDATE jobs SET state = 'QUEUED', attempts = attempts - 1, pid = 0, started_at = 0, "
-      "end_reason = $2 WHERE id = $1 AND state = 'RUNNING'" +
-          where,
-      p, "only a RUNNING job's current attempt is requeued");
+      "end_reason = $2 WHERE id = $1 AND state = 'RUNNING'",
+      {id, reason}, "only a RUNNING job's current attempt is requeued", guard);
 }
 
 Result<Job> JobQueue::cancel(int64_t id, const Principal& who) {
@@ -427,24 +415,21 @@ Result<Job> JobQueue::cancel(int64_t id, const Principal& who) {
     return transition(id,
                       "UPDATE jobs SET state = 'CANCELLED', ended_at = $2, "
                       "end_reason = 'cancelled by ' || $3 WHERE id = $1 AND state = 'QUEUED'",
-                      {id, now_ms(), who.name}, "it left the queue before the cancel", &who,
+                      {id, now_ms(), who.name}, "it left the queue before the cancel", {}, &who,
                       {{"state", j.state}});
   if (j.state == "RUNNING")
     return transition(id,
                       "UPDATE jobs SET cancel_requested = 1, end_reason = 'cancelled by ' || $2 "
                       "WHERE id = $1 AND state = 'RUNNING'",
-                      {id, who.name}, "it ended before the cancel", &who, {{"state", j.state}});
+                      {id, who.name}, "it ended before the cancel", {}, &who, {{"state", j.state}});
   return Status::FailedPrecondition("job {} has already ended ({})", id, j.state);
 }
 
 Result<Job> JobQueue::mark_cancelled(int64_t id, int64_t now, const AttemptGuard& guard) {
-  SqlParams p = {id, now};
-  const std::string where = guard_sql(guard, p);
   return transition(id,
                     "UPDATE jobs SET state = 'CANCELLED', ended_at = $2, pid = 0 "
-                    "WHERE id = $1 AND state = 'RUNNING' AND cancel_requested = 1" +
-                        where,
-                    p, "only a RUNNING job asked to cancel becomes CANCELLED");
+                    "WHERE id = $1 AND state = 'RUNNING' AND cancel_requested = 1",
+                    {id, now}, "only a RUNNING job asked to cancel becomes CANCELLED", guard);
 }
 
 }  // namespace dlsys::meta

@@ -156,12 +156,13 @@ class JobQueue {
   Result<Job> mark_cancelled(int64_t id, int64_t now_ms, const AttemptGuard& guard = {});
 
  private:
-  // Runs `update` (an UPDATE ... WHERE id = $1 AND <condition>) and returns the job as it
-  // changed it, in one statement; with `who`, audits it as job.cancel in the same transaction.
-  // When no row matched: NotFound, or FailedPrecondition with `not_done` and the job's state.
-  Result<Job> transition(int64_t id, const std::string& update, const SqlParams& params,
-                         const std::string& not_done, const Principal* who = nullptr,
-                         const json& audit_detail = json::object());
+  // Runs `update` (an UPDATE ... WHERE id = $1 AND <condition>, the WHERE last), with `guard`'s
+  // conditions added to its WHERE, and returns the job as it changed it, in one statement; with
+  // `who`, audits it as job.cancel in the same transaction. When no row matched: NotFound, or
+  // FailedPrecondition with `not_done` and the job's state.
+  Result<Job> transition(int64_t id, const std::string& update, SqlParams params,
+                         const std::string& not_done, const AttemptGuard& guard = {},
+                         const Principal* who = nullptr, const json& audit_detail = json::object());
   StoreDb& db_;
 };
 

@@ -14,6 +14,7 @@
 
 #include "jobs/job_service.h"
 #include "jobs/job_spec.h"
+#include "testing/submit_job.h"
 
 namespace dlsys::jobs {
 namespace {
@@ -46,16 +47,7 @@ class JobServiceTest : public ::testing::Test {
     fs::remove_all(dir_);
   }
   // Submits a command job as the CLI will: the spec parsed, then queued.
-  int64_t submit(const std::string& yaml) {
-    auto spec = parse_job_spec(yaml, "job.yaml");
-    EXPECT_TRUE(spec.ok()) << spec.status().to_string();
-    meta::NewJob n{spec->name,       job_kind_name(spec->kind), to_json(*spec),
-                   spec->priority,   spec->resources.threads,   spec->resources.memory_bytes,
-                   spec->max_retries};
-    auto j = store_->jobs().submit(n, kAlice);
-    EXPECT_TRUE(j.ok()) << j.status().to_string();
-    return j.ok() ? j->id : 0;
-  }
+  int64_t submit(const std::string& yaml) { return submit_job(*store_, yaml, kAlice); }
   // Runs the service until no job is queued or running, or 20 s pass; returns the most jobs
   // seen running at once.
   size_t run_until_settled(JobService& svc) {

@@ -15,6 +15,7 @@
 
 #include "jobs/job_service.h"
 #include "jobs/k8s_executor.h"
+#include "testing/submit_job.h"
 
 namespace dlsys::jobs {
 namespace {
@@ -102,15 +103,11 @@ class K8sExecutorTest : public ::testing::Test {
     store_.reset();
     fs::remove_all(dir_);
   }
-  int64_t submit(const std::string& yaml) {
-    auto spec = parse_job_spec(yaml, "job.yaml");
-    EXPECT_TRUE(spec.ok()) << spec.status().to_string();
-    meta::NewJob n{spec->name,       job_kind_name(spec->kind), to_json(*spec),
-                   spec->priority,   spec->resources.threads,   spec->resources.memory_bytes,
-                   spec->max_retries};
-    auto j = store_->jobs().submit(n, kAlice);
-    EXPECT_TRUE(j.ok()) << j.status().to_string();
-    return j.ok() ? j->id : 0;
+  int64_t submit(const std::string& yaml) { return submit_job(*store_, yaml, kAlice); }
+  // A command job that prints "started", waits until file `go` exists, then prints "finished".
+  static std::string waiting_job(const fs::path& go) {
+    return "kind: command\nname: long\ncommand: [sh, -c, 'echo started; while [ ! -e " +
+           go.string() + " ]; do sleep 0.05; done; echo finished']\n";
   }
   // Ticks until `done` holds or 20 s pass.
   void run_until(JobService& svc, const std::function<bool()>& done) {
@@ -243,11 +240,7 @@ TEST_F(K8sExecutorTest, ACancelDeletesTheJobAndItsPodStops) {
 
 TEST_F(K8sExecutorTest, ARestartedServiceReattachesToItsJobsWithoutStartingThemAgain) {
   const fs::path go = dir_ / "go";
-  const std::string long_job =
-      "kind: command\nname: long\ncommand: [sh, -c, 'echo started; "
-      "while [ ! -e " +
-      go.string() + " ]; do sleep 0.05; done; echo finished']\n";
-  int64_t id = submit(long_job), other = submit(long_job);
+  int64_t id = submit(waiting_job(go)), other = submit(waiting_job(go));
   KubernetesExecutor k8s(ko_);
   options_.executor = &k8s;
   const fs::path log = dir_ / "jobs" / std::to_string(id) / "log";
@@ -286,8 +279,7 @@ TEST_F(K8sExecutorTest, ARestartedServiceReattachesToItsJobsWithoutStartingThemA
 // it and starting the job again.
 TEST_F(K8sExecutorTest, AnotherServerAdoptsTheJobsOfOneThatIsGone) {
   const fs::path go = dir_ / "go";
-  int64_t id = submit("kind: command\nname: long\ncommand: [sh, -c, 'echo started; while [ ! -e " +
-                      go.string() + " ]; do sleep 0.05; done; echo finished']\n");
+  int64_t id = submit(waiting_job(go));
   KubernetesExecutor k8s(ko_);
   options_.executor = &k8s;
   const fs::path log = dir_ / "jobs" / std::to_string(id) / "log";
