@@ -7,6 +7,7 @@
 //   deployments() what the server serves (deployments.h)
 //   jobs()      the training service's job queue (job_queue.h)
 //   searches()  hyperparameter searches and their trials (search_store.h)
+//   pipelines() pipelines, their runs and steps, the step cache (pipeline_store.h)
 //   db()        schema version, engine, pool statistics, the audit log (store_db.h)
 // Every write and its audit record commit in one transaction. Thread-safe.
 #pragma once
@@ -20,6 +21,7 @@
 #include "meta/job_queue.h"
 #include "meta/lineage.h"
 #include "meta/model_registry.h"
+#include "meta/pipeline_store.h"
 #include "meta/run_tracking.h"
 #include "meta/search_store.h"
 #include "meta/store_db.h"
@@ -41,6 +43,7 @@ class MetaStore {
   DeploymentStore& deployments() { return deployments_; }
   JobQueue& jobs() { return jobs_; }
   SearchStore& searches() { return searches_; }
+  PipelineStore& pipelines() { return pipelines_; }
 
  private:
   explicit MetaStore(std::unique_ptr<StoreDb> db)
@@ -51,7 +54,8 @@ class MetaStore {
         tokens_(*db_),
         deployments_(*db_),
         jobs_(*db_),
-        searches_(*db_, jobs_) {}
+        searches_(*db_, jobs_),
+        pipelines_(*db_, jobs_) {}
 
   std::unique_ptr<StoreDb> db_;
   RunTracking runs_;
@@ -61,6 +65,7 @@ class MetaStore {
   DeploymentStore deployments_;
   JobQueue jobs_;
   SearchStore searches_;
+  PipelineStore pipelines_;
 };
 
 }  // namespace dlsys::meta

@@ -119,6 +119,29 @@ CREATE TABLE search_trials (search_id BIGINT NOT NULL REFERENCES searches(id),
   rung BIGINT NOT NULL, state TEXT NOT NULL, results TEXT NOT NULL DEFAULT '[]',
   end_reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (search_id, trial));
 )"},
+    // Pipelines, their runs, each run's steps, and the step cache (meta/pipeline_store.h).
+    {7, R"(
+CREATE TABLE pipelines (id {ID}, name TEXT NOT NULL UNIQUE, owner TEXT NOT NULL,
+  spec_text TEXT NOT NULL, version BIGINT NOT NULL, created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL);
+CREATE TABLE pipeline_runs (id {ID}, pipeline_id BIGINT NOT NULL REFERENCES pipelines(id),
+  pipeline_version BIGINT NOT NULL, owner TEXT NOT NULL, spec_text TEXT NOT NULL,
+  params TEXT NOT NULL, state TEXT NOT NULL, trigger_kind TEXT NOT NULL, event_id TEXT,
+  no_cache BIGINT NOT NULL DEFAULT 0, attempt BIGINT NOT NULL DEFAULT 1,
+  created_at BIGINT NOT NULL, ended_at BIGINT NOT NULL DEFAULT 0,
+  cancel_requested BIGINT NOT NULL DEFAULT 0, end_reason TEXT NOT NULL DEFAULT '');
+CREATE UNIQUE INDEX pipeline_runs_event ON pipeline_runs(pipeline_id, event_id);
+CREATE INDEX pipeline_runs_running ON pipeline_runs(id) WHERE state = 'RUNNING';
+CREATE TABLE pipeline_steps (run_id BIGINT NOT NULL REFERENCES pipeline_runs(id),
+  step TEXT NOT NULL, item BIGINT NOT NULL, state TEXT NOT NULL,
+  attempts BIGINT NOT NULL DEFAULT 0, job_id BIGINT NOT NULL DEFAULT 0,
+  inputs TEXT NOT NULL, outputs TEXT NOT NULL, cache_key TEXT NOT NULL DEFAULT '',
+  cached BIGINT NOT NULL DEFAULT 0, not_before BIGINT NOT NULL DEFAULT 0,
+  started_at BIGINT NOT NULL DEFAULT 0, ended_at BIGINT NOT NULL DEFAULT 0,
+  end_reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (run_id, step, item));
+CREATE TABLE step_cache (cache_key TEXT PRIMARY KEY, kind TEXT NOT NULL, outputs TEXT NOT NULL,
+  run_id BIGINT NOT NULL, step TEXT NOT NULL, created_at BIGINT NOT NULL);
+)"},
 };
 
 std::string dialect_sql(const char* sql, SqlDialect d) {

@@ -96,12 +96,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 6);
+  EXPECT_EQ(*v, 7);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 6);
+  EXPECT_EQ(*(*again)->db().schema_version(), 7);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -710,7 +710,7 @@ TEST_P(MetaStoreTest, MigrationToSchema3KeepsRunsAndVersions) {
   }
   auto s = MetaStore::open(url, 2);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
-  EXPECT_EQ(*(*s)->db().schema_version(), 6);
+  EXPECT_EQ(*(*s)->db().schema_version(), 7);
   auto run = (*s)->runs().get_run(1);
   ASSERT_TRUE(run.ok()) << run.status().to_string();
   EXPECT_EQ(run->status, "RUNNING");
@@ -1252,6 +1252,112 @@ TEST_P(MetaStoreTest, SearchTrialsStartAndArePromotedWithTheirJobs) {
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->items.size(), 1u);
   EXPECT_TRUE(ss.running()->empty());
+}
+
+TEST_P(MetaStoreTest, PipelineRunsKeepTheirStepsAndStartOnePerEvent) {
+  PipelineStore& ps = store_->pipelines();
+  const Principal bob{"bob", Role::kEditor}, admin{"root", Role::kAdmin};
+  EXPECT_EQ(ps.put_pipeline("bad name", "x", kAlice).status().code(), StatusCode::kInvalidArgument);
+  auto p = ps.put_pipeline("retrain", "name: retrain\n", kAlice);
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  EXPECT_EQ(p->version, 1);
+  EXPECT_EQ(ps.put_pipeline("retrain", "name: retrain\n", kAlice)->version, 1) << "unchanged";
+  EXPECT_EQ(ps.put_pipeline("retrain", "name: retrain\n# v2\n", kAlice)->version, 2);
+  EXPECT_EQ(ps.create_run("nope", json::object(), "manual", "", false, kAlice).status().code(),
+            StatusCode::kNotFound);
+
+  // One run per event id: the second start with the same event returns the first run.
+  bool created = false;
+  auto r1 = ps.create_run("retrain", {{"model", "digits"}}, "dataset", "digits@3", false, kAlice,
+                          &created);
+  ASSERT_TRUE(r1.ok()) << r1.status().to_string();
+  EXPECT_TRUE(created);
+  EXPECT_EQ(r1->state, "RUNNING");
+  EXPECT_EQ(r1->pipeline_version, 2);
+  EXPECT_EQ(r1->spec_text, "name: retrain\n# v2\n") << "a run keeps the spec it started with";
+  auto again =
+      ps.create_run("retrain", json::object(), "dataset", "digits@3", false, kAlice, &created);
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(created);
+  EXPECT_EQ(again->id, r1->id);
+  auto r2 = ps.create_run("retrain", json::object(), "manual", "", true, kAlice, &created);
+  ASSERT_TRUE(r2.ok());
+  EXPECT_TRUE(created);
+  EXPECT_TRUE(r2->no_cache);
+  auto r3 = ps.create_run("retrain", json::object(), "manual", "", false, kAlice, &created);
+  ASSERT_TRUE(r3.ok() && created) << "runs without an event id are all new";
+  EXPECT_EQ(ps.running_runs()->size(), 3u);
+  auto page = ps.list_runs("retrain", "", 2, "");
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->items.size(), 2u);
+  EXPECT_EQ(page->items[0].id, r3->id) << "newest first";
+  auto rest = ps.list_runs("retrain", "", 2, page->next_page_token);
+  ASSERT_EQ(rest->items.size(), 1u);
+  EXPECT_EQ(rest->items[0].id, r1->id);
+
+  // Steps: a row is made once; a job step is inserted with its job in one transaction.
+  StepRun push = StepRun::of(r1->id, "push", -1, "RUNNING");
+  push.inputs = {{"file", "digits.csv"}};
+  ASSERT_TRUE(ps.insert_step(push).ok());
+  EXPECT_EQ(ps.insert_step(push).code(), StatusCode::kFailedPrecondition);
+  push.state = "SUCCEEDED";
+  push.outputs = {{"dataset", "digits@3"}};
+  ASSERT_TRUE(ps.update_step(push, "RUNNING").ok());
+  EXPECT_EQ(ps.update_step(push, "RUNNING").code(), StatusCode::kFailedPrecondition)
+      << "a compare-and-set on the state";
+  StepRun train = StepRun::of(r1->id, "train", -1, "RUNNING");
+  NewJob job{"retrain-train", "command", {{"kind", "command"}, {"command", {"true"}}}, 0, 1, 0, 0};
+  auto jid = ps.start_job_step(train, job, kAlice);
+  ASSERT_TRUE(jid.ok()) << jid.status().to_string();
+  EXPECT_EQ(store_->jobs().get(*jid)->state, "QUEUED");
+  auto twice = ps.start_job_step(train, job, kAlice);
+  EXPECT_EQ(twice.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_->jobs().list("", "", 100, "")->items.size(), 1u)
+      << "the second start's job was rolled back with it";
+  StepRun fan = StepRun::of(r1->id, "sizes", 1, "FAILED");
+  fan.end_reason = "exit 1";
+  ASSERT_TRUE(ps.insert_step(fan).ok());
+  StepRun big = StepRun::of(r1->id, "big", -1, "SUCCEEDED");
+  big.outputs = {{"data", std::string(2 << 20, 'x')}};
+  auto refused = ps.insert_step(big);
+  EXPECT_EQ(refused.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(refused.message().find("references"), std::string::npos) << refused.message();
+  auto steps = ps.steps(r1->id);
+  ASSERT_TRUE(steps.ok());
+  ASSERT_EQ(steps->size(), 3u);
+  EXPECT_EQ((*steps)[0].step, "push");
+  EXPECT_EQ((*steps)[0].outputs["dataset"], "digits@3");
+  EXPECT_EQ((*steps)[2].job_id, *jid);
+
+  // Cancel and retry: only the owner or an admin; a retry forgets what did not succeed.
+  EXPECT_EQ(ps.request_cancel(r1->id, bob).status().code(), StatusCode::kPermissionDenied);
+  EXPECT_EQ(ps.retry_run(r1->id, kAlice).status().code(), StatusCode::kFailedPrecondition)
+      << "a running run is not retried";
+  auto cancelling = ps.request_cancel(r1->id, kAlice);
+  ASSERT_TRUE(cancelling.ok());
+  EXPECT_TRUE(cancelling->cancel_requested);
+  auto ended = ps.finish_run(r1->id, "CANCELLED", "cancelled by alice");
+  ASSERT_TRUE(ended.ok());
+  EXPECT_EQ(ended->state, "CANCELLED");
+  EXPECT_EQ(ps.finish_run(r1->id, "FAILED", "").status().code(), StatusCode::kFailedPrecondition);
+  auto retried = ps.retry_run(r1->id, admin);
+  ASSERT_TRUE(retried.ok()) << retried.status().to_string();
+  EXPECT_EQ(retried->state, "RUNNING");
+  EXPECT_EQ(retried->attempt, 2);
+  EXPECT_FALSE(retried->cancel_requested);
+  steps = ps.steps(r1->id);
+  ASSERT_EQ(steps->size(), 1u) << "only the succeeded step stays";
+  EXPECT_EQ((*steps)[0].step, "push");
+
+  // The cache: put, get, replace, drop.
+  EXPECT_FALSE(ps.cache_get("k1")->has_value());
+  ASSERT_TRUE(ps.cache_put({"k1", "train", {{"run", 7}}, r1->id, "train"}).ok());
+  ASSERT_TRUE(ps.cache_put({"k1", "train", {{"run", 8}}, r1->id, "train"}).ok());
+  auto hit = ps.cache_get("k1");
+  ASSERT_TRUE(hit.ok() && hit->has_value());
+  EXPECT_EQ((**hit).outputs["run"], 8);
+  ASSERT_TRUE(ps.cache_drop("k1").ok());
+  EXPECT_FALSE(ps.cache_get("k1")->has_value());
 }
 
 TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {
