@@ -243,10 +243,13 @@ Status run_predict(Connection& c, const PredictArgs& a) {
           {"value", static_cast<double>(rows) / std::max(seconds, 1e-9)},
           {"step", 0},
           {"timestamp", now_ms()}}});
-    DLSYS_RETURN_IF_ERROR(c.client
-                              ->call("POST", fmt::format("/api/v1/runs/{}/log-batch", a.run_id),
-                                     {{"metrics", metrics}})
-                              .status());
+    DLSYS_RETURN_IF_ERROR(
+        c.client
+            ->call("POST", fmt::format("/api/v1/runs/{}/log-batch", a.run_id),
+                   {{"metrics", metrics},
+                    // What a pipeline's predict step gives as its output.
+                    {"tags", json::array({{{"key", "predict.output"}, {"value", out_label}}})}})
+            .status());
   }
   const json report = {{"model", m.label()},
                        {"input", in.label + (in.split.empty() ? "" : ":" + in.split)},

@@ -12,6 +12,9 @@
 #include "api/http_server.h"
 #include "api/services.h"
 #include "cli/commands.h"
+#include "cli/pipeline_steps.h"
+#include "flow/pipeline_routes.h"
+#include "flow/pipeline_service.h"
 #include "graph/onnx_import.h"
 #include "jobs/job_routes.h"
 #include "jobs/job_service.h"
@@ -138,7 +141,20 @@ int run_server(const ServerArgs& a) {
     k8s_executor = std::make_unique<jobs::KubernetesExecutor>(ko);
     jo.executor = k8s_executor.get();
   }
+  // Pipelines (docs/pipelines.md): their job steps are jobs of this service, which tells the
+  // runner as soon as one has settled.
   std::unique_ptr<jobs::JobService> job_service;
+  std::unique_ptr<flow::PipelineService> pipelines;
+  if (!a.no_jobs) {
+    flow::PipelineServiceOptions po;
+    add_pipeline_step_handlers(*be, models, &po);
+    po.validate_model = validate_onnx_model;
+    po.wake_jobs = [&job_service] {
+      if (job_service) job_service->wake();
+    };
+    pipelines = std::make_unique<flow::PipelineService>(be->store(), std::move(po));
+    jo.on_attempt_settled = [p = pipelines.get()](int64_t) { p->wake(); };
+  }
   if (!a.no_jobs) job_service = std::make_unique<jobs::JobService>(be->store(), jo);
   jobs::JobRoutesOptions jro;
   jro.work_dir = jo.work_dir;
@@ -154,6 +170,10 @@ int run_server(const ServerArgs& a) {
   sro.validate = check_search_trial;
   sro.wake = jro.wake;
   jobs::add_search_routes(be->router(), be->store(), sro);
+  if (pipelines) {
+    flow::add_pipeline_routes(be->router(), *pipelines, be->store(),
+                              flow::PipelineRoutesOptions{jo.work_dir});
+  }
   std::unique_ptr<jobs::SearchService> search_service;
   if (job_service)
     search_service = std::make_unique<jobs::SearchService>(
@@ -186,6 +206,7 @@ int run_server(const ServerArgs& a) {
       }
     });
   }
+  if (pipelines) pipelines->start();
   std::printf(
       "dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s  connections: %zu  jobs: %s\n",
       so.host.c_str(), server.port(), (*backend)->options().data_dir.c_str(),
@@ -196,6 +217,8 @@ int run_server(const ServerArgs& a) {
                      : "local");
   std::fflush(stdout);
   server.run();
+  // Inline steps in flight end first (they use the stores and the model server).
+  if (pipelines) pipelines->stop();
   if (job_service) {
     stopping.store(true);
     job_service->wake();

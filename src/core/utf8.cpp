@@ -43,4 +43,21 @@ bool is_valid_utf8(std::string_view s, size_t* bad_offset) {
   return true;
 }
 
+std::string printable_utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  while (!text.empty()) {
+    size_t bad = 0;
+    if (is_valid_utf8(text, &bad)) {
+      out.append(text);
+      break;
+    }
+    out.append(text.substr(0, bad));
+    out.append("\xEF\xBF\xBD");
+    // Skip the bad byte; what follows is checked again.
+    text.remove_prefix(bad + 1);
+  }
+  return out;
+}
+
 }  // namespace dlsys

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace dlsys {
@@ -11,5 +12,9 @@ namespace dlsys {
 // (U+D800..U+DFFF), nothing above U+10FFFF, no truncated or stray continuation bytes. When it
 // is not and `bad_offset` is given, sets it to the offset of the first byte of the bad sequence.
 bool is_valid_utf8(std::string_view s, size_t* bad_offset = nullptr);
+
+// `text` with every byte that is not part of well-formed UTF-8 replaced by U+FFFD (a log holds
+// whatever a program printed; JSON carries text).
+std::string printable_utf8(std::string_view text);
 
 }  // namespace dlsys

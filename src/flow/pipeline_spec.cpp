@@ -19,8 +19,11 @@ const std::map<std::string, StepKindInfo>& step_kinds() {
     add({"data.push",
          {"file", "name", "split", "shard_rows"},
          {"file", "name"},
-         {"dataset", "version"}});
-    add({"data.validate", {"dataset", "schema"}, {"dataset"}, {"report", "ok", "rows"}});
+         {"dataset", "version", "rows", "unchanged"}});
+    add({"data.validate",
+         {"dataset", "schema"},
+         {"dataset"},
+         {"dataset", "report", "ok", "rows", "problems"}});
     add({"train",
          {"spec", "model", "dataset", "split", "hyperparameters", "threads", "memory"},
          {"dataset"},
@@ -28,17 +31,17 @@ const std::map<std::string, StepKindInfo>& step_kinds() {
          true});
     add({"search", {"search", "dataset"}, {"search"}, {"search_id", "best_run", "model"}, true});
     add({"evaluate",
-         {"model", "dataset", "split", "compare"},
+         {"model", "dataset", "split", "compare", "label"},
          {"model", "dataset"},
-         {"run", "baseline"},
+         {"run", "model", "rows", "baseline", "baseline_model"},
          true});
-    add({"gate", {}, {}, {"passed"}, false, false});
+    add({"gate", {}, {}, {"passed", "explanation"}, false, false});
     add({"register", {"run", "name", "alias"}, {"run", "name"}, {"model", "version"}});
     add({"alias", {"model", "alias"}, {"model", "alias"}, {"model"}});
     add({"deploy",
-         {"deployment", "model", "weight", "config"},
+         {"deployment", "model", "weight", "alias", "config"},
          {"deployment", "model"},
-         {"deployment", "version"}});
+         {"deployment", "version", "weight", "promoted", "created"}});
     add({"predict", {"model", "dataset", "output"}, {"model", "dataset", "output"}, {"dataset"}});
     add({"command",
          {"command", "files", "dataset", "threads", "memory", "env"},
@@ -130,6 +133,60 @@ std::set<std::string> ancestors(const std::map<std::string, std::vector<std::str
 
 }  // namespace
 
+Result<std::vector<TextPiece>> split_references(const std::string& s, const std::string& where) {
+  std::vector<TextPiece> out;
+  std::string literal;
+  auto flush = [&] {
+    if (!literal.empty()) out.push_back({literal, false, {}, ""});
+    literal.clear();
+  };
+  for (size_t b = 0; b < s.size();) {
+    // "$${" is a literal "${" (a shell's ${HOME} in a command): not a reference.
+    if (s.compare(b, 3, "$${") == 0) {
+      literal += "${";
+      b += 3;
+      continue;
+    }
+    if (s.compare(b, 2, "${") != 0) {
+      literal += s[b++];
+      continue;
+    }
+    const size_t e = s.find('}', b);
+    if (e == std::string::npos)
+      return Status::Invalid("{}: '${{' without its '}}' in \"{}\"", where, s);
+    const std::string ref = s.substr(b + 2, e - b - 2);
+    std::vector<std::string> parts;
+    for (size_t p = 0, q; p <= ref.size(); p = q + 1) {
+      q = ref.find('.', p);
+      if (q == std::string::npos) q = ref.size();
+      parts.push_back(ref.substr(p, q - p));
+    }
+    Reference r;
+    if (parts.size() == 1 && parts[0] == "item") {
+      r.kind = Reference::Kind::kItem;
+    } else if (parts.size() == 2 && parts[0] == "params" && !parts[1].empty()) {
+      r.kind = Reference::Kind::kParam;
+      r.name = parts[1];
+    } else if (parts.size() >= 4 && parts[0] == "steps" && parts[2] == "outputs" &&
+               std::none_of(parts.begin() + 1, parts.end(),
+                            [](const std::string& x) { return x.empty(); })) {
+      r.kind = Reference::Kind::kStepOutput;
+      r.name = parts[1];
+      r.key = ref.substr(parts[0].size() + parts[1].size() + parts[2].size() + 3);
+    } else {
+      return Status::Invalid(
+          "{}: '${{{}}}' is not a reference; write ${{params.NAME}}, "
+          "${{steps.STEP.outputs.KEY}} or ${{item}}",
+          where, ref);
+    }
+    flush();
+    out.push_back({"", true, std::move(r), s.substr(b, e + 1 - b)});
+    b = e + 1;
+  }
+  flush();
+  return out;
+}
+
 Result<std::vector<Reference>> find_references(const json& value, const std::string& where) {
   std::vector<Reference> out;
   std::function<Status(const json&)> walk = [&](const json& v) -> Status {
@@ -138,45 +195,9 @@ Result<std::vector<Reference>> find_references(const json& value, const std::str
       return Status::OK();
     }
     if (!v.is_string()) return Status::OK();
-    const std::string s = v.get<std::string>();
-    for (size_t b = s.find('$'); b != std::string::npos; b = s.find('$', b + 1)) {
-      // "$${" is a literal "${" (a shell's ${HOME} in a command): not a reference.
-      if (s.compare(b, 3, "$${") == 0) {
-        b += 2;
-        continue;
-      }
-      if (s.compare(b, 2, "${") != 0) continue;
-      const size_t e = s.find('}', b);
-      if (e == std::string::npos)
-        return Status::Invalid("{}: '${{' without its '}}' in \"{}\"", where, s);
-      const std::string ref = s.substr(b + 2, e - b - 2);
-      std::vector<std::string> parts;
-      for (size_t p = 0, q; p <= ref.size(); p = q + 1) {
-        q = ref.find('.', p);
-        if (q == std::string::npos) q = ref.size();
-        parts.push_back(ref.substr(p, q - p));
-      }
-      Reference r;
-      if (parts.size() == 1 && parts[0] == "item") {
-        r.kind = Reference::Kind::kItem;
-      } else if (parts.size() == 2 && parts[0] == "params" && !parts[1].empty()) {
-        r.kind = Reference::Kind::kParam;
-        r.name = parts[1];
-      } else if (parts.size() >= 4 && parts[0] == "steps" && parts[2] == "outputs" &&
-                 std::none_of(parts.begin() + 1, parts.end(),
-                              [](const std::string& x) { return x.empty(); })) {
-        r.kind = Reference::Kind::kStepOutput;
-        r.name = parts[1];
-        r.key = ref.substr(parts[0].size() + parts[1].size() + parts[2].size() + 3);
-      } else {
-        return Status::Invalid(
-            "{}: '${{{}}}' is not a reference; write ${{params.NAME}}, "
-            "${{steps.STEP.outputs.KEY}} or ${{item}}",
-            where, ref);
-      }
-      out.push_back(std::move(r));
-      b = e - 1;
-    }
+    DLSYS_ASSIGN_OR_RETURN(auto pieces, split_references(v.get<std::string>(), where));
+    for (auto& p : pieces)
+      if (p.is_ref) out.push_back(std::move(p.ref));
     return Status::OK();
   };
   DLSYS_RETURN_IF_ERROR(walk(value));

@@ -75,6 +75,17 @@ struct PipelineSpec {
 // Parses and checks `text`; `path` names it in errors ("retrain.yaml").
 Result<PipelineSpec> parse_pipeline_spec(const std::string& text, const std::string& path);
 
+// A piece of a text value: literal text (`$${` already made `${`), or one reference and the
+// text it was written as ("${params.model}").
+struct TextPiece {
+  std::string text;
+  bool is_ref = false;
+  Reference ref;
+  std::string written;
+};
+// Splits `s` into its pieces, in order. InvalidArgument as find_references.
+Result<std::vector<TextPiece>> split_references(const std::string& s, const std::string& where);
+
 // The `${...}` references in `value` (text, or the texts inside lists and mappings), in order;
 // `$${` is a literal `${`, not a reference (the runner writes it as `${`).
 // InvalidArgument for a malformed one (an unclosed `${`, an unknown root), naming `where`.

@@ -18,25 +18,6 @@ using api::Request;
 using api::Response;
 using nlohmann::json;
 
-// `text` with every byte that is not part of well-formed UTF-8 replaced by U+FFFD (a log holds
-// whatever the job printed; JSON carries text).
-std::string printable_utf8(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  while (!text.empty()) {
-    size_t bad = 0;
-    if (is_valid_utf8(text, &bad)) {
-      out.append(text);
-      break;
-    }
-    out.append(text.substr(0, bad));
-    out.append("\xEF\xBF\xBD");
-    // Skip the bad byte; what follows is checked again.
-    text.remove_prefix(bad + 1);
-  }
-  return out;
-}
-
 // How many bytes at the end of `s` begin a UTF-8 sequence that `s` cuts short (0 when none):
 // a chunk of a log ends before them, and the next chunk starts with them.
 size_t cut_sequence(std::string_view s) {

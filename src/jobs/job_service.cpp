@@ -205,6 +205,7 @@ Status JobService::settle(int64_t id, const Attempt& a, const ExitStatus& e) {
   // A retry waits for its backoff: wait() must not sleep past it.
   if (r.ok() && r->state == "QUEUED" && r->not_before > 0) retries_due_ms_.insert(r->not_before);
   if (r.ok()) record_attempt(*r, a, e);
+  if (r.ok() && options_.on_attempt_settled) options_.on_attempt_settled(id);
   return r.status();
 }
 

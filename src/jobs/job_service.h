@@ -76,6 +76,10 @@ struct JobServiceOptions {
   int64_t max_output_bytes = int64_t{2} << 30;
   // Checks the ONNX file a job registers on success (the server's model check); may be null.
   std::function<Status(const std::string& path)> validate_model;
+  // Called (on the service's thread) after an attempt ended and everything it left is recorded:
+  // its state, its run's metrics and status, its output files. Pipelines wait on it (a step that
+  // is a job goes on once its job is settled, not at the next poll). May be empty.
+  std::function<void(int64_t job_id)> on_attempt_settled;
   // Who this service is among the services sharing one queue (several `dlsys server`s on one
   // PostgreSQL database): recorded on the jobs it starts. Default: the host's name (`dlsys
   // server` sets host:port).

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "api/client.h"
@@ -1017,6 +1018,151 @@ TEST_F(Cli, PipelinesValidatePrintsTheRunOrderAndRefusesACycle) {
   r = sh("pipelines validate " + (dir_ / "missing.yaml").string());
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("missing.yaml"), std::string::npos) << r.out;
+}
+
+// The retrain pipeline end to end through the CLI and a real `dlsys server`: a first run on a
+// small digits version puts its model in production (nothing to compare with); a second on the
+// whole data trains a better model, evaluates both on the same rows, passes the gate, canaries the
+// new version at 10% and promotes it; a third, unchanged, reuses every cached step and stops at
+// the gate. Then a run whose server is killed (SIGKILL) mid-step is finished by the next server
+// without its running job starting again.
+TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
+  const std::string data = (dir_ / "data").string();
+  {
+    std::ifstream in(std::string(DLSYS_SOURCE_DIR) + "/examples/pipelines/retrain.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    const std::string spec = "examples/digits/mlp-dataset.yaml";
+    text.replace(text.find(spec), spec.size(), std::string(DLSYS_SOURCE_DIR) + "/" + spec);
+    std::ofstream(dir_ / "retrain.yaml") << text;
+  }
+  const std::string digits = std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv";
+  {
+    std::ifstream in(digits);
+    std::ofstream out(dir_ / "small.csv");
+    std::string line;
+    for (int i = 0; i < 400 && std::getline(in, line); ++i) out << line << "\n";
+  }
+  Server server(data);
+  ASSERT_TRUE(server.up());
+  const std::string at = " --server " + server.url();
+  Ran r = sh("pipelines create " + (dir_ / "retrain.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("pipeline 'retrain' version 1: 8 steps"), std::string::npos) << r.out;
+  r = sh("pipelines run retrain --wait -p data_file=" + (dir_ / "small.csv").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("pipeline run 1 SUCCEEDED"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("canary: created=true, deployment=digits, version=1"), std::string::npos)
+      << r.out;
+
+  // The whole data: a better model, canaried and promoted.
+  r = sh("pipelines run retrain --wait --json -p data_file=" + digits + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  // --wait --json prints the ended run last.
+  auto run2 = nlohmann::json::parse(r.out.substr(r.out.find("\n{") + 1), nullptr, false);
+  ASSERT_TRUE(run2.is_object()) << r.out;
+  std::map<std::string, nlohmann::json> st;
+  for (const auto& s : run2["steps"]) st[s["step"]] = s;
+  EXPECT_EQ(run2["state"], "SUCCEEDED");
+  EXPECT_EQ(st["push"]["outputs"]["dataset"], "digits@v2");
+  EXPECT_EQ(st["register"]["outputs"]["model"], "digits@2");
+  EXPECT_EQ(st["evaluate"]["outputs"]["baseline_model"], "digits@1");
+  const double acc = st["evaluate"]["outputs"]["metrics.accuracy"];
+  const double base = st["evaluate"]["outputs"]["baseline.accuracy"];
+  EXPECT_GE(acc, base + 0.005) << "the gate passed: the new model is better on the same rows";
+  // The trainer's own validation accuracy is the evaluation's on the same split.
+  EXPECT_NEAR(st["train"]["outputs"]["metrics.val_accuracy"].get<double>(), acc, 1e-9);
+  EXPECT_EQ(st["better"]["outputs"]["passed"], true);
+  EXPECT_EQ(st["canary"]["outputs"]["weight"], 10);
+  EXPECT_EQ(st["promote"]["outputs"]["promoted"], true);
+  r = sh("models list --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"production\": 2"), std::string::npos) << r.out;
+  r = sh("deploy list --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto deps = nlohmann::json::parse(r.out, nullptr, false).value("deployments", nlohmann::json());
+  ASSERT_TRUE(deps.is_array() && deps.size() == 1u) << r.out;
+  EXPECT_EQ(deps[0]["ref"], "production");
+  EXPECT_FALSE(deps[0]["config"].contains("canary")) << "promoted: no canary left";
+
+  // Unchanged: every step up to the evaluation is a cache hit; the gate stops the deployment.
+  r = sh("pipelines run retrain --wait --json -p data_file=" + digits + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto run3 = nlohmann::json::parse(r.out.substr(r.out.find("\n{") + 1), nullptr, false);
+  ASSERT_TRUE(run3.is_object()) << r.out;
+  st.clear();
+  for (const auto& s : run3["steps"]) st[s["step"]] = s;
+  for (const char* s : {"push", "validate", "train", "register"})
+    EXPECT_TRUE(st[s]["cached"].get<bool>()) << s << ": " << st[s].dump();
+  EXPECT_FALSE(st["evaluate"]["cached"].get<bool>()) << "production moved: another key";
+  EXPECT_EQ(st["better"]["outputs"]["passed"], false);
+  EXPECT_EQ(st["canary"]["state"], "SKIPPED");
+
+  r = sh("pipelines runs retrain" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("SUCCEEDED"), std::string::npos) << r.out;
+  r = sh("pipelines logs 2" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("== train: SUCCEEDED"), std::string::npos) << r.out;
+  r = sh("pipelines show 2" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("pipeline run 2 of 'retrain' (version 1): SUCCEEDED"), std::string::npos)
+      << r.out;
+  r = sh("pipelines run nope" + at);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("pipeline 'nope' does not exist"), std::string::npos) << r.out;
+  r = sh("pipelines run retrain -p epoch=3" + at);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("has no parameter 'epoch' (its parameters: data_file, epochs, min_gain, "
+                       "model)"),
+            std::string::npos)
+      << r.out;
+
+  // A server killed in the middle of a run: the next one finishes it, the running step's job
+  // re-attached, not started again.
+  std::ofstream(dir_ / "waits.yaml")
+      << "name: waits\nsteps:\n"
+         "  - {name: a, kind: command, with: {command: ['true']}}\n"
+         "  - {name: b, kind: command, needs: [a], with: {command: [sh, -c, 'while ! test -e "
+      << (dir_ / "go").string()
+      << "; do sleep 0.05; done; echo b ran']}}\n"
+         "  - {name: c, kind: command, needs: [b], with: {command: ['true']}}\n";
+  r = sh("pipelines create " + (dir_ / "waits.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("pipelines run waits --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string id = std::to_string(nlohmann::json::parse(r.out)["id"].get<int64_t>());
+  bool b_running = false;
+  for (int i = 0; i < 200 && !b_running; ++i) {
+    r = sh("pipelines show " + id + " --json" + at);
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    if (j.is_object())
+      for (const auto& s : j["steps"]) b_running |= s["step"] == "b" && s["state"] == "RUNNING";
+    if (!b_running) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(b_running) << r.out;
+  server.crash();
+  std::ofstream(dir_ / "go") << "";
+  // On the same host and port: the same runner, which recovers its own jobs at once.
+  Server again(data, false, server.port());
+  ASSERT_TRUE(again.up());
+  const std::string at2 = " --server " + again.url();
+  bool done = false;
+  nlohmann::json j;
+  for (int i = 0; i < 400 && !done; ++i) {
+    r = sh("pipelines show " + id + " --json" + at2);
+    j = nlohmann::json::parse(r.out, nullptr, false);
+    done = j.is_object() && j["state"] != "RUNNING";
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(done) << r.out;
+  EXPECT_EQ(j["state"], "SUCCEEDED") << j.dump();
+  r = sh("jobs list --json" + at2);
+  ASSERT_EQ(r.code, 0) << r.out;
+  int b_jobs = 0;
+  for (const auto& job : nlohmann::json::parse(r.out)) b_jobs += job["name"] == "waits-b";
+  EXPECT_EQ(b_jobs, 1) << "b's job was re-attached by the next server, not started again";
+  r = sh("pipelines logs " + id + at2);
+  EXPECT_NE(r.out.find("b ran"), std::string::npos) << r.out;
 }
 
 // Hyperparameter search through the CLI and a real `dlsys server`: validate explains a spec and

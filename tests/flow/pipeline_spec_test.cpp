@@ -85,7 +85,7 @@ TEST(PipelineSpec, MistakesAreRefusedNamingTheFileLineAndField) {
        "no step is named 'pull'"},
       {"name: x\nsteps:\n" + push +
            "  - {name: t, kind: train, with: {dataset: '${steps.push.outputs.model}'}}\n",
-       "a 'data.push' step has no output 'model' (its outputs: dataset, version)"},
+       "a 'data.push' step has no output 'model' (its outputs: dataset, rows, unchanged, version)"},
       {"name: x\nsteps:\n" + push +
            "  - {name: t, kind: train, with: {dataset: '${steps.push.outputs.dataset'}}\n",
        "'${' without its '}'"},

@@ -1,0 +1,958 @@
+#include "flow/pipeline_service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <set>
+
+#include "api/client.h"
+#include "core/file_util.h"
+#include "flow/gate_condition.h"
+#include "flow/step_cache_key.h"
+#include "jobs/job_spec.h"
+#include "jobs/run_model.h"
+
+namespace dlsys::flow {
+namespace fs = std::filesystem;
+using meta::PipelineRun;
+using meta::StepRun;
+
+namespace {
+
+const meta::Principal kRunner{"pipelines", meta::Role::kAdmin};
+
+bool is_job_kind(const std::string& k) {
+  return k == "train" || k == "predict" || k == "command";
+}
+// Kinds whose result is reused from the cache: the ones that compute something. A gate is
+// cheap, and the rest act on the world (an alias, a deployment, a webhook): always run.
+bool is_cacheable(const std::string& k) {
+  return k == "data.push" || k == "data.validate" || k == "train" || k == "evaluate" ||
+         k == "register" || k == "predict" || k == "command";
+}
+
+std::string key_of(int64_t run, const std::string& step, int64_t item) {
+  return fmt::format("{}/{}/{}", run, step, item);
+}
+
+std::string where_of(const PipelineRun& run, const StepSpec& st, const std::string& field) {
+  return fmt::format("pipeline '{}' run {}: steps.{}.{}", run.pipeline, run.id, st.name, field);
+}
+
+// What references resolve against: the run's parameters, the outputs of the steps that
+// finished, and the instance's item.
+struct Scope {
+  const json* params = nullptr;
+  const std::map<std::string, std::vector<StepRun>>* steps = nullptr;
+  const PipelineSpec* spec = nullptr;
+  json item;
+};
+
+json output_of(const StepRun& r, const std::string& key) {
+  auto it = r.outputs.find(key);
+  return it == r.outputs.end() ? json() : *it;
+}
+
+Result<json> reference_value(const Reference& ref, const Scope& s, const std::string& where) {
+  switch (ref.kind) {
+    case Reference::Kind::kParam: {
+      auto it = s.params->find(ref.name);
+      if (it == s.params->end())
+        return Status::Invalid("{}: the run has no parameter '{}'", where, ref.name);
+      return *it;
+    }
+    case Reference::Kind::kItem:
+      return s.item;
+    case Reference::Kind::kStepOutput: {
+      auto it = s.steps->find(ref.name);
+      if (it == s.steps->end() || it->second.empty())
+        return Status::Internal("{}: step '{}' has not run", where, ref.name);
+      const StepSpec* from = s.spec->step(ref.name);
+      // Fan-in: a fanned-out step's output is the list of its instances' outputs.
+      if (from && !from->for_each.is_null()) {
+        json all = json::array();
+        for (const StepRun& r : it->second)
+          if (r.item >= 0) all.push_back(output_of(r, ref.key));
+        return all;
+      }
+      return output_of(it->second.front(), ref.key);  // null: the step did not give it
+    }
+  }
+  return json();
+}
+
+std::string as_text(const json& v) {
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+// `v` with every reference replaced: a string that is one reference becomes its value (a
+// number stays a number), one with text around references becomes text.
+Result<json> resolve(const json& v, const Scope& s, const std::string& where) {
+  if (v.is_object()) {
+    json out = json::object();
+    for (auto it = v.begin(); it != v.end(); ++it) {
+      DLSYS_ASSIGN_OR_RETURN(out[it.key()], resolve(it.value(), s, where + "." + it.key()));
+    }
+    return out;
+  }
+  if (v.is_array()) {
+    json out = json::array();
+    for (size_t i = 0; i < v.size(); ++i) {
+      DLSYS_ASSIGN_OR_RETURN(json x, resolve(v[i], s, fmt::format("{}[{}]", where, i)));
+      out.push_back(std::move(x));
+    }
+    return out;
+  }
+  if (!v.is_string()) return v;
+  DLSYS_ASSIGN_OR_RETURN(auto pieces, split_references(v.get<std::string>(), where));
+  if (pieces.size() == 1 && pieces[0].is_ref) return reference_value(pieces[0].ref, s, where);
+  std::string text;
+  for (const auto& p : pieces) {
+    if (!p.is_ref) {
+      text += p.text;
+      continue;
+    }
+    DLSYS_ASSIGN_OR_RETURN(json x, reference_value(p.ref, s, where));
+    if (x.is_null())
+      return Status::Invalid("{}: {} has no value (the step did not give that output)", where,
+                             p.written);
+    text += as_text(x);
+  }
+  return json(text);
+}
+
+Result<std::vector<ConditionPiece>> condition_pieces(const std::string& cond, const Scope& s,
+                                                     const std::string& where) {
+  DLSYS_ASSIGN_OR_RETURN(auto pieces, split_references(cond, where));
+  std::vector<ConditionPiece> out;
+  for (const auto& p : pieces) {
+    if (!p.is_ref) {
+      out.push_back({p.text, json(), false, ""});
+      continue;
+    }
+    DLSYS_ASSIGN_OR_RETURN(json x, reference_value(p.ref, s, where));
+    out.push_back({"", std::move(x), true, p.written});
+  }
+  return out;
+}
+
+Result<std::string> text_field(const json& with, const std::string& key, const std::string& where,
+                               bool required = true) {
+  auto it = with.find(key);
+  if (it == with.end() || it->is_null()) {
+    if (!required) return std::string();
+    return Status::Invalid("{}: '{}' has no value", where, key);
+  }
+  if (it->is_string()) return it->get<std::string>();
+  if (it->is_number_integer()) return it->dump();
+  return Status::Invalid("{}: '{}' must be text, got {}", where, key, it->dump());
+}
+
+Result<int64_t> int_field(const json& with, const std::string& key, const std::string& where,
+                          int64_t fallback) {
+  auto it = with.find(key);
+  if (it == with.end() || it->is_null()) return fallback;
+  if (it->is_number_integer()) return it->get<int64_t>();
+  if (it->is_string()) {
+    const std::string t = it->get<std::string>();
+    try {
+      size_t used = 0;
+      int64_t v = std::stoll(t, &used);
+      if (used == t.size()) return v;
+    } catch (...) {
+    }
+  }
+  return Status::Invalid("{}: '{}' must be a whole number, got {}", where, key, it->dump());
+}
+
+std::string absolute_in(const std::string& dir, const std::string& path) {
+  if (path.empty() || fs::path(path).is_absolute() || dir.empty()) return path;
+  return (fs::path(dir) / path).lexically_normal().string();
+}
+
+}  // namespace
+
+struct PipelineService::InFlight {
+  std::string key;
+  PipelineRun run;
+  std::shared_ptr<const PipelineSpec> spec;
+  StepCall call;
+  StepHandler fn;
+  int64_t attempt = 0;
+  bool done = false;
+  Result<json> result = json::object();
+};
+
+PipelineService::PipelineService(meta::MetaStore& store, PipelineServiceOptions options)
+    : store_(store), options_(std::move(options)) {
+  if (options_.work_dir.empty()) {
+    std::error_code ec;
+    options_.work_dir = fs::current_path(ec).string();
+  }
+}
+
+PipelineService::~PipelineService() {
+  stop();
+}
+
+void PipelineService::start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (runner_.joinable()) return;
+  stopping_ = false;
+  for (int i = 0; i < std::max(1, options_.workers); ++i)
+    workers_.emplace_back([this] { worker_loop(); });
+  runner_ = std::thread([this] { runner_loop(); });
+}
+
+void PipelineService::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  cv_.notify_all();
+  work_cv_.notify_all();
+  if (runner_.joinable()) runner_.join();
+  for (auto& w : workers_) w.join();
+  workers_.clear();
+}
+
+void PipelineService::wake() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    woken_ = true;
+  }
+  cv_.notify_all();
+}
+
+void PipelineService::runner_loop() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, options_.poll, [this] { return woken_ || stopping_; });
+      if (stopping_) return;
+      woken_ = false;
+    }
+    auto r = tick();
+    if (!r.ok()) std::fprintf(stderr, "pipelines: %s\n", r.status().message().c_str());
+  }
+}
+
+void PipelineService::worker_loop() {
+  for (;;) {
+    std::shared_ptr<InFlight> f;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      // Stopping still drains the queue: a step taken is a step finished.
+      work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+      if (queue_.empty()) return;
+      f = queue_.front();
+      queue_.pop_front();
+    }
+    f->call.run = &f->run;
+    Result<json> r = f->fn(f->call);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      f->result = std::move(r);
+      f->done = true;
+      woken_ = true;
+    }
+    cv_.notify_all();
+  }
+}
+
+Result<meta::PipelineRun> PipelineService::start_run(const std::string& name, const json& overrides,
+                                                     const std::string& trigger,
+                                                     const std::string& event_id, bool no_cache,
+                                                     const meta::Principal& who, bool* created) {
+  DLSYS_ASSIGN_OR_RETURN(meta::Pipeline p, store_.pipelines().get_pipeline(name));
+  DLSYS_ASSIGN_OR_RETURN(PipelineSpec spec, parse_pipeline_spec(p.spec_text, name + ".yaml"));
+  json params = spec.params;
+  if (!overrides.is_null() && !overrides.is_object())
+    return Status::Invalid("a run's parameters are an object of NAME: VALUE");
+  if (overrides.is_object())
+    for (auto it = overrides.begin(); it != overrides.end(); ++it) {
+      if (!params.contains(it.key())) {
+        std::string known;
+        for (auto k = params.begin(); k != params.end(); ++k)
+          known += (known.empty() ? "" : ", ") + k.key();
+        return Status::Invalid("pipeline '{}' has no parameter '{}' (its parameters: {})", name,
+                               it.key(), known.empty() ? "none" : known);
+      }
+      if (it.value().is_object())
+        return Status::Invalid("parameter '{}': a value is a scalar or a list of scalars",
+                               it.key());
+      params[it.key()] = it.value();
+    }
+  DLSYS_ASSIGN_OR_RETURN(
+      PipelineRun run,
+      store_.pipelines().create_run(name, params, trigger, event_id, no_cache, who, created));
+  wake();
+  return run;
+}
+
+Result<int> PipelineService::tick() {
+  DLSYS_ASSIGN_OR_RETURN(std::vector<PipelineRun> runs, store_.pipelines().running_runs());
+  int changed = 0;
+  std::set<int64_t> live;
+  for (const PipelineRun& run : runs) {
+    live.insert(run.id);
+    auto r = drive(run);
+    if (r.ok()) {
+      changed += *r;
+    } else if (r.status().code() == StatusCode::kUnavailable) {
+      return r.status();
+    } else {
+      std::fprintf(stderr, "pipelines: run %lld: %s\n", static_cast<long long>(run.id),
+                   r.status().message().c_str());
+    }
+  }
+  for (auto it = specs_.begin(); it != specs_.end();)
+    it = live.count(it->first) ? std::next(it) : specs_.erase(it);
+  return changed;
+}
+
+namespace {
+
+// Whether a dependency lets a step start: not yet, yes, or no (the reason it is skipped).
+struct Readiness {
+  bool waiting = false;
+  std::string skip_reason;
+};
+
+Readiness readiness(const StepSpec& st, const std::map<std::string, std::vector<StepRun>>& rows,
+                    const PipelineSpec& spec) {
+  Readiness out;
+  for (const std::string& d : st.depends_on) {
+    auto it = rows.find(d);
+    if (it == rows.end() || it->second.empty()) return {true, ""};
+    for (const StepRun& r : it->second)
+      if (r.state == "PENDING" || r.state == "RUNNING") return {true, ""};
+    for (const StepRun& r : it->second) {
+      if (!out.skip_reason.empty()) break;
+      if (r.state == "FAILED" || r.state == "CANCELLED")
+        out.skip_reason = fmt::format("step '{}' {}", d,
+                                      r.state == "FAILED" ? "failed"
+                                                          : "was "
+                                                            "cancelled");
+      else if (r.state == "SKIPPED")
+        out.skip_reason = r.end_reason;  // the first cause, passed down the branch
+      else if (spec.step(d)->kind == "gate" && output_of(r, "passed") == json(false))
+        out.skip_reason =
+            fmt::format("gate '{}' did not pass: {}", d, as_text(output_of(r, "explanation")));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+struct PipelineService::Pass {
+  const PipelineRun* run = nullptr;
+  std::shared_ptr<const PipelineSpec> spec;
+  std::map<std::string, std::vector<StepRun>> rows;
+  int changed = 0;
+  Scope scope(const json& item) const { return {&run->params, &rows, spec.get(), item}; }
+};
+
+Status PipelineService::save(Pass& p, StepRun& r, const std::string& expected) {
+  Status st = expected.empty() ? store_.pipelines().insert_step(r)
+                               : store_.pipelines().update_step(r, expected);
+  if (st.code() == StatusCode::kFailedPrecondition) return Status::OK();  // another runner's
+  if (st.ok()) ++p.changed;
+  return st;
+}
+
+Status PipelineService::fail(Pass& p, const StepSpec& st, StepRun& r, const std::string& expected,
+                             const std::string& reason) {
+  const bool retry = st.kind != "gate" && r.attempts > 0 && r.attempts <= st.retries;
+  r.state = retry ? "PENDING" : "FAILED";
+  r.end_reason =
+      retry ? fmt::format("attempt {} failed (retrying): {}", r.attempts, reason) : reason;
+  r.ended_at = retry ? 0 : now_ms();
+  r.not_before =
+      retry ? now_ms() + (options_.retry_backoff_ms << std::min<int64_t>(20, r.attempts - 1)) : 0;
+  return save(p, r, expected);
+}
+
+Result<int> PipelineService::drive(const PipelineRun& run) {
+  auto& pipes = store_.pipelines();
+  Pass p;
+  p.run = &run;
+  p.spec = specs_[run.id];
+  if (!p.spec) {
+    auto parsed = parse_pipeline_spec(run.spec_text, run.pipeline + ".yaml");
+    if (!parsed.ok()) {
+      auto ended = pipes.finish_run(run.id, "FAILED",
+                                    "its spec does not parse: " + parsed.status().message());
+      if (!ended.ok() && ended.status().code() != StatusCode::kFailedPrecondition)
+        return ended.status();
+      return 1;
+    }
+    p.spec = specs_[run.id] = std::make_shared<const PipelineSpec>(std::move(*parsed));
+  }
+  DLSYS_ASSIGN_OR_RETURN(std::vector<StepRun> all, pipes.steps(run.id));
+  for (StepRun& r : all) p.rows[r.step].push_back(std::move(r));
+  if (run.cancel_requested) return cancel(p);
+  const int64_t now = now_ms();
+  bool active = false;
+  for (const std::string& name : p.spec->order) {
+    const StepSpec& st = *p.spec->step(name);
+    std::vector<StepRun>& inst = p.rows[name];
+    if (inst.empty()) {
+      Readiness ready = readiness(st, p.rows, *p.spec);
+      if (ready.waiting) {
+        active = true;
+        continue;
+      }
+      StepRun r = StepRun::of(run.id, name, -1, "SKIPPED");
+      r.ended_at = now;
+      std::vector<json> items = {json()};
+      if (!ready.skip_reason.empty()) {
+        r.end_reason = ready.skip_reason;
+      } else if (!st.for_each.is_null()) {
+        auto fe = resolve(st.for_each, p.scope(json()), where_of(run, st, "for_each"));
+        if (fe.ok() && !fe->is_array())
+          fe = Status::Invalid("{}: for_each must give a list, got {}",
+                               where_of(run, st, "for_each"), fe->dump());
+        if (!fe.ok()) {
+          r.state = "FAILED";
+          r.end_reason = fe.status().message();
+        } else if (fe->empty()) {
+          // Nothing to fan out over: the step succeeds with no instances (fan-in gives []).
+          r.state = "SUCCEEDED";
+          r.end_reason = "for_each gave no items";
+        } else {
+          items.assign(fe->begin(), fe->end());
+          r.state.clear();
+        }
+      } else {
+        r.state.clear();
+      }
+      if (!r.state.empty()) {  // skipped, or decided without running
+        DLSYS_RETURN_IF_ERROR(save(p, r, ""));
+        inst.push_back(r);
+        continue;
+      }
+      for (size_t i = 0; i < items.size(); ++i) {
+        StepRun ri =
+            StepRun::of(run.id, name, st.for_each.is_null() ? -1 : static_cast<int64_t>(i), "");
+        DLSYS_RETURN_IF_ERROR(begin_step(p, st, items[i], ri, ""));
+        // The vector may have been read through p.rows by begin_step: push after.
+        p.rows[name].push_back(ri);
+      }
+    } else {
+      for (StepRun& r : inst) {
+        if (r.state == "PENDING" && r.not_before <= now) {
+          json item;
+          if (r.item >= 0) {
+            auto fe = resolve(st.for_each, p.scope(json()), where_of(run, st, "for_each"));
+            if (fe.ok() && fe->is_array() && r.item < static_cast<int64_t>(fe->size()))
+              item = (*fe)[static_cast<size_t>(r.item)];
+          }
+          DLSYS_RETURN_IF_ERROR(begin_step(p, st, item, r, "PENDING"));
+        } else if (r.state == "RUNNING") {
+          DLSYS_RETURN_IF_ERROR(poll_step(p, st, r));
+        }
+      }
+    }
+    for (const StepRun& r : p.rows[name])
+      if (r.state == "PENDING" || r.state == "RUNNING") active = true;
+  }
+  if (active) return p.changed;
+  // Nothing can move: the run ends.
+  std::string failed;
+  for (const auto& [name, inst] : p.rows)
+    for (const StepRun& r : inst)
+      if ((r.state == "FAILED" || r.state == "CANCELLED") && failed.empty())
+        failed = fmt::format("step '{}'{} {}: {}", name,
+                             r.item >= 0 ? fmt::format(" (item {})", r.item) : "",
+                             r.state == "FAILED" ? "failed" : "was cancelled", r.end_reason);
+  auto ended = pipes.finish_run(run.id, failed.empty() ? "SUCCEEDED" : "FAILED", failed);
+  if (!ended.ok() && ended.status().code() != StatusCode::kFailedPrecondition)
+    return ended.status();
+  return p.changed + 1;
+}
+
+Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item, StepRun& r,
+                                   const std::string& expected) {
+  const PipelineRun& run = *p.run;
+  const Scope scope = p.scope(item);
+  r.attempts += 1;
+  r.started_at = now_ms();
+  r.ended_at = 0;
+  r.not_before = 0;
+  r.state = "RUNNING";
+  // Resolve: an error here is the spec's or an output's, not a passing one: never retried.
+  auto failed_now = [&](const std::string& why) {
+    r.attempts = st.retries + 1;
+    return fail(p, st, r, expected, why);
+  };
+  if (st.kind == "gate") {
+    auto pieces = condition_pieces(st.condition, scope, where_of(run, st, "condition"));
+    Result<GateResult> g = pieces.ok() ? evaluate_condition(*pieces, where_of(run, st, "condition"))
+                                       : Result<GateResult>(pieces.status());
+    if (!g.ok()) return failed_now(g.status().message());
+    r.inputs = {{"condition", st.condition}};
+    r.outputs = {{"passed", g->passed}, {"explanation", g->explanation}};
+    r.state = "SUCCEEDED";
+    r.ended_at = now_ms();
+    r.end_reason = g->passed ? "passed: " + g->explanation : "did not pass: " + g->explanation;
+    return save(p, r, expected);
+  }
+  auto with = resolve(st.with, scope, where_of(run, st, "with"));
+  if (!with.ok()) return failed_now(with.status().message());
+  r.inputs = *with;
+  // The cache: a hit is used only when every output it names still exists.
+  r.cache_key.clear();
+  r.cached = false;
+  if (is_cacheable(st.kind)) {
+    auto in = cache_inputs(st, *with);
+    if (!in.ok()) return failed_now(in.status().message());
+    auto key = step_cache_key(*in);
+    if (!key.ok()) return failed_now(key.status().message());
+    r.cache_key = *key;
+    if (st.cache && !run.no_cache) {
+      DLSYS_ASSIGN_OR_RETURN(auto hit, store_.pipelines().cache_get(*key));
+      if (hit) {
+        Status there = outputs_exist(hit->outputs);
+        if (there.ok()) {
+          r.outputs = hit->outputs;
+          r.cached = true;
+          r.state = "SUCCEEDED";
+          r.ended_at = now_ms();
+          r.end_reason = fmt::format("cache hit: the result of step '{}' of pipeline run {}",
+                                     hit->step, hit->run_id);
+          return save(p, r, expected);
+        }
+        if (there.code() != StatusCode::kNotFound) return there;
+        DLSYS_RETURN_IF_ERROR(store_.pipelines().cache_drop(*key));
+        r.end_reason = "cache miss: " + there.message();
+      }
+    }
+  }
+  const meta::Principal owner{run.owner, meta::Role::kEditor};
+  if (is_job_kind(st.kind)) {
+    const std::string where = where_of(run, st, "with");
+    jobs::JobSpec js;
+    js.name = fmt::format("{}-{}{}", run.pipeline, st.name,
+                          r.item >= 0 ? fmt::format("-{}", r.item) : "");
+    js.experiment = "pipeline-" + run.pipeline;
+    js.max_retries = st.retries;
+    js.max_run_seconds = st.timeout_seconds;
+    js.owner = run.owner;
+    auto version_of = [&](const std::string& key, jobs::VersionRef* out, bool* has) -> Status {
+      DLSYS_ASSIGN_OR_RETURN(std::string t, text_field(*with, key, where, false));
+      if (t.empty()) return Status::OK();
+      DLSYS_ASSIGN_OR_RETURN(*out, jobs::parse_version_ref(t, where + "." + key));
+      *has = true;
+      return Status::OK();
+    };
+    Status built = [&]() -> Status {
+      DLSYS_RETURN_IF_ERROR(version_of("dataset", &js.dataset, &js.has_dataset));
+      DLSYS_ASSIGN_OR_RETURN(js.split, text_field(*with, "split", where, false));
+      DLSYS_ASSIGN_OR_RETURN(js.resources.threads, int_field(*with, "threads", where, 1));
+      if (with->contains("memory") && !(*with)["memory"].is_null()) {
+        DLSYS_ASSIGN_OR_RETURN(js.resources.memory_bytes,
+                               jobs::parse_bytes(as_text((*with)["memory"]), where + ".memory"));
+      }
+      if (st.kind == "train") {
+        js.kind = jobs::JobKind::kTrain;
+        DLSYS_ASSIGN_OR_RETURN(js.spec, text_field(*with, "spec", where, false));
+        js.spec = absolute_in(options_.work_dir, js.spec);
+        DLSYS_RETURN_IF_ERROR(version_of("model", &js.model, &js.has_model));
+        if (with->contains("hyperparameters")) js.hyperparameters = (*with)["hyperparameters"];
+      } else if (st.kind == "predict") {
+        js.kind = jobs::JobKind::kPredict;
+        DLSYS_RETURN_IF_ERROR(version_of("model", &js.model, &js.has_model));
+        DLSYS_ASSIGN_OR_RETURN(js.output_dataset, text_field(*with, "output", where));
+      } else {
+        js.kind = jobs::JobKind::kCommand;
+        const json& cmd = (*with)["command"];
+        if (!cmd.is_array() || cmd.empty())
+          return Status::Invalid("{}.command must be a list: the program and its arguments", where);
+        // Its environment: `env VAR=value ... program args` (env(1) sets them for the program).
+        if (with->contains("env") && (*with)["env"].is_object() && !(*with)["env"].empty()) {
+          js.command.push_back("env");
+          for (auto it = (*with)["env"].begin(); it != (*with)["env"].end(); ++it)
+            js.command.push_back(it.key() + "=" + as_text(it.value()));
+        }
+        for (const json& a : cmd) js.command.push_back(as_text(a));
+        js.working_dir = options_.work_dir;
+      }
+      // The service's own checks of a job spec, as a submission gets them.
+      return jobs::job_spec_from_json(jobs::to_json(js), where).status();
+    }();
+    if (!built.ok()) return failed_now(built.message());
+    meta::NewJob j{js.name,
+                   jobs::job_kind_name(js.kind),
+                   jobs::to_json(js),
+                   0,
+                   js.resources.threads,
+                   js.resources.memory_bytes,
+                   js.max_retries};
+    auto id = store_.pipelines().start_job_step(r, j, owner);
+    if (!id.ok()) {
+      if (id.status().code() == StatusCode::kFailedPrecondition) return Status::OK();
+      return id.status();
+    }
+    r.job_id = *id;
+    ++p.changed;
+    if (options_.wake_jobs) options_.wake_jobs();
+    return Status::OK();
+  }
+  if (st.kind == "search")
+    return failed_now(
+        "search steps do not run yet in this version of dlsys; run the search with `dlsys "
+        "search submit` and pass its model to the pipeline as a parameter");
+  // Inline: here (gate, register, alias, notify) or a handler of the server's.
+  StepHandler fn;
+  if (st.kind == "register" || st.kind == "alias" || st.kind == "notify") {
+    fn = [this](const StepCall& c) { return run_builtin(c); };
+  } else if (auto h = options_.handlers.find(st.kind); h != options_.handlers.end()) {
+    fn = h->second;
+  } else {
+    return failed_now(
+        fmt::format("this server runs no '{}' steps (it was started without them)", st.kind));
+  }
+  DLSYS_RETURN_IF_ERROR(save(p, r, expected));
+  auto f = std::make_shared<InFlight>();
+  f->key = key_of(run.id, st.name, r.item);
+  f->run = run;
+  f->spec = p.spec;
+  f->call.step = f->spec->step(st.name);
+  f->call.item = r.item;
+  f->call.with = *with;
+  f->call.who = owner;
+  f->call.work_dir = options_.work_dir;
+  f->fn = std::move(fn);
+  f->attempt = r.attempts;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    inflight_[f->key] = f;
+    queue_.push_back(f);
+  }
+  work_cv_.notify_one();
+  return Status::OK();
+}
+
+Status PipelineService::poll_step(Pass& p, const StepSpec& st, StepRun& r) {
+  const PipelineRun& run = *p.run;
+  const int64_t now = now_ms();
+  auto succeed = [&](json outputs) -> Status {
+    StepRun before = r;
+    r.outputs = std::move(outputs);
+    r.state = "SUCCEEDED";
+    r.ended_at = now_ms();
+    if (r.end_reason.rfind("cache miss", 0) != 0) r.end_reason.clear();
+    DLSYS_RETURN_IF_ERROR(save(p, r, "RUNNING"));
+    if (!r.cache_key.empty())
+      return store_.pipelines().cache_put({r.cache_key, st.kind, r.outputs, run.id, st.name});
+    return Status::OK();
+  };
+  if (r.job_id > 0) {
+    DLSYS_ASSIGN_OR_RETURN(meta::Job job, store_.jobs().get(r.job_id));
+    if (job.state == "QUEUED" || job.state == "RUNNING") return Status::OK();
+    // Settled: the service ended the job's run after recording what the attempt left.
+    if (job.run_id > 0 && now - job.ended_at < options_.settle_grace_ms) {
+      auto jr = store_.runs().get_run(job.run_id);
+      if (jr.ok() && jr->status == "RUNNING") return Status::OK();
+    }
+    if (job.state == "SUCCEEDED") {
+      auto out = job_outputs(st, job);
+      if (!out.ok()) {
+        r.attempts = st.retries + 1;
+        return fail(p, st, r, "RUNNING", out.status().message());
+      }
+      return succeed(std::move(*out));
+    }
+    r.state = job.state == "CANCELLED" ? "CANCELLED" : "FAILED";
+    r.ended_at = now_ms();
+    r.end_reason =
+        fmt::format("job {} {}: {}", job.id, job.state == "CANCELLED" ? "was cancelled" : "failed",
+                    job.end_reason.empty() ? "(no reason recorded)" : job.end_reason);
+    return save(p, r, "RUNNING");
+  }
+  // An inline step: on a worker of this service, or lost with the process that ran it.
+  const std::string key = key_of(run.id, st.name, r.item);
+  std::shared_ptr<InFlight> f;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = inflight_.find(key);
+    if (it != inflight_.end()) f = it->second;
+    if (f && f->done) inflight_.erase(it);
+  }
+  if (!f) {
+    // Started by a server that stopped before it ended: run it again (not counted).
+    json item;
+    if (r.item >= 0) {
+      auto fe = resolve(st.for_each, p.scope(json()), where_of(run, st, "for_each"));
+      if (fe.ok() && fe->is_array() && r.item < static_cast<int64_t>(fe->size()))
+        item = (*fe)[static_cast<size_t>(r.item)];
+    }
+    r.attempts -= 1;
+    return begin_step(p, st, item, r, "RUNNING");
+  }
+  if (!f->done) {
+    if (st.timeout_seconds > 0 && now - r.started_at > st.timeout_seconds * 1000) {
+      {
+        // Abandoned: its worker finishes it, and the result is dropped.
+        std::lock_guard<std::mutex> lock(mu_);
+        inflight_.erase(key);
+      }
+      return fail(p, st, r, "RUNNING",
+                  fmt::format("ran longer than its timeout ({} s)", st.timeout_seconds));
+    }
+    return Status::OK();
+  }
+  if (!f->result.ok()) return fail(p, st, r, "RUNNING", f->result.status().message());
+  if (!f->result->is_object())
+    return fail(p, st, r, "RUNNING", "its handler gave outputs that are not an object");
+  return succeed(std::move(*f->result));
+}
+
+Result<int> PipelineService::cancel(Pass& p) {
+  bool running = false;
+  for (auto& [name, inst] : p.rows)
+    for (StepRun& r : inst) {
+      if (r.state == "PENDING") {
+        r.state = "CANCELLED";
+        r.ended_at = now_ms();
+        r.end_reason = "the run was cancelled";
+        DLSYS_RETURN_IF_ERROR(save(p, r, "PENDING"));
+      } else if (r.state == "RUNNING" && r.job_id > 0) {
+        DLSYS_ASSIGN_OR_RETURN(meta::Job job, store_.jobs().get(r.job_id));
+        if (job.state == "QUEUED" || job.state == "RUNNING") {
+          running = true;
+          if (!job.cancel_requested) {
+            auto c = store_.jobs().cancel(job.id, kRunner);
+            if (!c.ok() && c.status().code() != StatusCode::kFailedPrecondition) return c.status();
+            if (options_.wake_jobs) options_.wake_jobs();
+          }
+          continue;
+        }
+        r.state = job.state == "SUCCEEDED" ? "SUCCEEDED" : "CANCELLED";
+        r.ended_at = now_ms();
+        if (r.state == "CANCELLED") r.end_reason = "the run was cancelled";
+        DLSYS_RETURN_IF_ERROR(save(p, r, "RUNNING"));
+      } else if (r.state == "RUNNING") {
+        // An inline step is not interrupted: it ends, then counts as cancelled.
+        const std::string key = key_of(p.run->id, name, r.item);
+        bool busy = false;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          auto it = inflight_.find(key);
+          busy = it != inflight_.end() && !it->second->done;
+          if (!busy && it != inflight_.end()) inflight_.erase(it);
+        }
+        if (busy) {
+          running = true;
+          continue;
+        }
+        r.state = "CANCELLED";
+        r.ended_at = now_ms();
+        r.end_reason = "the run was cancelled";
+        DLSYS_RETURN_IF_ERROR(save(p, r, "RUNNING"));
+      }
+    }
+  if (running) return p.changed;
+  auto ended = store_.pipelines().finish_run(
+      p.run->id, "CANCELLED", p.run->end_reason.empty() ? "cancelled" : p.run->end_reason);
+  if (!ended.ok() && ended.status().code() != StatusCode::kFailedPrecondition)
+    return ended.status();
+  return p.changed + 1;
+}
+
+Result<json> PipelineService::job_outputs(const StepSpec& st, const meta::Job& job) {
+  json out = {{"job", job.id}};
+  if (job.run_id <= 0) return out;
+  out["run"] = job.run_id;
+  DLSYS_ASSIGN_OR_RETURN(meta::Run run, store_.runs().get_run(job.run_id));
+  for (const auto& [key, m] : run.metrics)
+    if (key.rfind("job.", 0) != 0) out["metrics." + key] = m.value;
+  if (st.kind == "train") {
+    if (store_.runs().get_artifact(job.run_id, "model.onnx").ok()) out["model_file"] = "model.onnx";
+  } else if (st.kind == "command") {
+    DLSYS_ASSIGN_OR_RETURN(auto arts, store_.runs().list_artifacts(job.run_id, "output/"));
+    json paths = json::array();
+    for (const auto& a : arts) paths.push_back(a.path);
+    out["artifacts"] = paths;
+  } else if (st.kind == "predict") {
+    auto it = run.tags.find("predict.output");
+    if (it == run.tags.end())
+      return Status::Internal("predict job {} did not record the dataset version it wrote", job.id);
+    out["dataset"] = it->second;
+  }
+  return out;
+}
+
+Result<StepCacheInputs> PipelineService::cache_inputs(const StepSpec& st, const json& with) {
+  StepCacheInputs in;
+  in.kind = st.kind;
+  in.params = with;
+  const std::string where = "steps." + st.name + ".with";
+  // Dataset versions by their content id, model versions by their file's SHA-256, a run's model
+  // by its artifact's: a re-pushed or re-registered input is another key.
+  for (const char* field : {"dataset"}) {
+    if (!with.contains(field) || !with[field].is_string()) continue;
+    const std::string ref = with[field];
+    std::string id = ref;
+    if (options_.dataset_id) {
+      DLSYS_ASSIGN_OR_RETURN(id, options_.dataset_id(ref));
+    }
+    in.inputs.push_back(fmt::format("dataset {} {}", ref, id));
+  }
+  for (const char* field : {"model", "compare"}) {
+    if (!with.contains(field) || !with[field].is_string()) continue;
+    const std::string text = with[field];
+    auto ref = jobs::parse_version_ref(text, where + "." + field);
+    if (!ref.ok()) continue;  // not a version reference: its text is in the parameters
+    Result<meta::ModelVersion> v =
+        ref->version > 0      ? store_.registry().get_model_version(ref->name, ref->version)
+        : !ref->alias.empty() ? store_.registry().get_version_by_alias(ref->name, ref->alias)
+                              : Result<meta::ModelVersion>(Status::NotFound("latest"));
+    if (!v.ok() && ref->version == 0 && ref->alias.empty()) {
+      auto all = store_.registry().list_model_versions(ref->name);
+      if (all.ok() && !all->empty()) v = all->back();
+    }
+    in.inputs.push_back(v.ok() ? fmt::format("{} {}@{} {}", field, v->model, v->version, v->sha256)
+                               : fmt::format("{} {} absent", field, text));
+  }
+  if (with.contains("run")) {
+    auto run_id = int_field(with, "run", where, 0);
+    if (run_id.ok() && *run_id > 0) {
+      auto a = store_.runs().get_artifact(*run_id, "model.onnx");
+      in.inputs.push_back(fmt::format("run {} {}", *run_id, a.ok() ? a->sha256 : "no model"));
+    }
+  }
+  // Code and files read by content: a train spec, a command's files, a pushed file.
+  auto add_file = [&](const std::string& path) {
+    if (!path.empty()) in.code_files.push_back(absolute_in(options_.work_dir, path));
+  };
+  if (st.kind == "train" && with.contains("spec") && with["spec"].is_string())
+    add_file(with["spec"]);
+  if (st.kind == "data.push" && with.contains("file") && with["file"].is_string())
+    add_file(with["file"]);
+  if (st.kind == "command" && with.contains("files")) {
+    if (!with["files"].is_array())
+      return Status::Invalid("{}.files must be a list of the files the command runs", where);
+    for (const json& f : with["files"]) add_file(as_text(f));
+  }
+  return in;
+}
+
+Status PipelineService::outputs_exist(const json& outputs) {
+  auto object_there = [&](const std::string& sha, const std::string& what) -> Status {
+    if (!options_.objects) return Status::OK();
+    std::error_code ec;
+    if (!fs::exists(options_.objects->object_path(sha), ec))
+      return Status::NotFound("{} is gone from the artifact store", what);
+    return Status::OK();
+  };
+  auto run_there = [&](int64_t run) -> Status {
+    auto r = store_.runs().get_run(run);
+    if (!r.ok()) return Status::NotFound("run {} is gone", run);
+    return Status::OK();
+  };
+  int64_t run_id = 0;
+  if (outputs.contains("run") && outputs["run"].is_number_integer()) {
+    run_id = outputs["run"];
+    DLSYS_RETURN_IF_ERROR(run_there(run_id));
+  }
+  auto artifact_there = [&](const std::string& path) -> Status {
+    auto a = store_.runs().get_artifact(run_id, path);
+    if (!a.ok()) return Status::NotFound("artifact '{}' of run {} is gone", path, run_id);
+    return object_there(a->sha256, fmt::format("artifact '{}' of run {}", path, run_id));
+  };
+  if (outputs.contains("model_file") && outputs["model_file"].is_string())
+    DLSYS_RETURN_IF_ERROR(artifact_there(outputs["model_file"]));
+  if (outputs.contains("artifacts") && outputs["artifacts"].is_array())
+    for (const json& a : outputs["artifacts"])
+      if (a.is_string()) DLSYS_RETURN_IF_ERROR(artifact_there(a));
+  if (outputs.contains("dataset") && outputs["dataset"].is_string() && options_.dataset_id) {
+    auto there = options_.dataset_id(outputs["dataset"]);
+    if (!there.ok())
+      return Status::NotFound("dataset version {} is gone ({})",
+                              outputs["dataset"].get<std::string>(), there.status().message());
+  }
+  if (outputs.contains("model") && outputs["model"].is_string()) {
+    const std::string m = outputs["model"];
+    auto ref = jobs::parse_version_ref(m, "model");
+    if (ref.ok() && ref->version > 0) {
+      auto v = store_.registry().get_model_version(ref->name, ref->version);
+      if (!v.ok()) return Status::NotFound("model version {} is gone", m);
+      DLSYS_RETURN_IF_ERROR(object_there(v->sha256, "the file of model version " + m));
+    }
+  }
+  return Status::OK();
+}
+
+Result<json> PipelineService::run_builtin(const StepCall& c) {
+  const std::string where =
+      fmt::format("pipeline '{}' run {}: steps.{}.with", c.run->pipeline, c.run->id, c.step->name);
+  const std::string kind = c.step->kind;
+  if (kind == "register") {
+    DLSYS_ASSIGN_OR_RETURN(int64_t run_id, int_field(c.with, "run", where, 0));
+    DLSYS_ASSIGN_OR_RETURN(std::string name, text_field(c.with, "name", where));
+    DLSYS_ASSIGN_OR_RETURN(std::string alias, text_field(c.with, "alias", where, false));
+    if (run_id <= 0) return Status::Invalid("{}: 'run' must be a run id, got {}", where, run_id);
+    // Once per run: a version already registered from it (a step that ran again after a
+    // restart) is the one given.
+    int64_t version = 0;
+    if (auto all = store_.registry().list_model_versions(name); all.ok())
+      for (const auto& v : *all)
+        if (v.run_id && *v.run_id == run_id) version = v.version;
+    if (version == 0) {
+      jobs::RunModelRegistration reg{run_id, c.run->owner, name, alias,
+                                     fmt::format("registered by pipeline '{}' run {} step '{}'",
+                                                 c.run->pipeline, c.run->id, c.step->name)};
+      DLSYS_ASSIGN_OR_RETURN(version, jobs::register_run_model(store_, options_.objects,
+                                                               options_.validate_model, reg));
+    } else if (!alias.empty()) {
+      DLSYS_RETURN_IF_ERROR(store_.registry().set_alias(name, alias, version, c.who).status());
+    }
+    return json{{"model", fmt::format("{}@{}", name, version)}, {"version", version}};
+  }
+  if (kind == "alias") {
+    DLSYS_ASSIGN_OR_RETURN(std::string model, text_field(c.with, "model", where));
+    DLSYS_ASSIGN_OR_RETURN(std::string alias, text_field(c.with, "alias", where));
+    DLSYS_ASSIGN_OR_RETURN(jobs::VersionRef ref, jobs::parse_version_ref(model, where + ".model"));
+    int64_t version = ref.version;
+    if (version == 0) {
+      DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion v,
+                             ref.alias.empty()
+                                 ? Result<meta::ModelVersion>(Status::Invalid(
+                                       "{}.model must name a version (NAME@N or NAME@ALIAS), got "
+                                       "'{}'",
+                                       where, model))
+                                 : store_.registry().get_version_by_alias(ref.name, ref.alias));
+      version = v.version;
+    }
+    DLSYS_RETURN_IF_ERROR(store_.registry().set_alias(ref.name, alias, version, c.who).status());
+    return json{{"model", fmt::format("{}@{}", ref.name, version)}};
+  }
+  if (kind == "notify") {
+    DLSYS_ASSIGN_OR_RETURN(std::string url, text_field(c.with, "url", where));
+    DLSYS_ASSIGN_OR_RETURN(std::string message, text_field(c.with, "message", where, false));
+    // http://host:port/path: the client connects to the origin and POSTs to the path.
+    const size_t scheme = url.find("://");
+    const size_t slash =
+        scheme == std::string::npos ? std::string::npos : url.find('/', scheme + 3);
+    if (url.rfind("http://", 0) != 0)
+      return Status::Invalid("{}.url must be an http:// URL, got '{}'", where, url.substr(0, 200));
+    const std::string origin = slash == std::string::npos ? url : url.substr(0, slash);
+    const std::string path = slash == std::string::npos ? "/" : url.substr(slash);
+    DLSYS_ASSIGN_OR_RETURN(auto client, api::connect_http(origin, ""));
+    json body = {{"pipeline", c.run->pipeline},
+                 {"run", c.run->id},
+                 {"step", c.step->name},
+                 {"message", message},
+                 {"owner", c.run->owner}};
+    DLSYS_RETURN_IF_ERROR(
+        client->call("POST", path, body).status().with_context("notifying " + url.substr(0, 200)));
+    return json{{"status", 200}};
+  }
+  return Status::Internal("no built-in step of kind '{}'", kind);
+}
+
+}  // namespace dlsys::flow

@@ -1,0 +1,528 @@
+// The pipeline runner (flow/pipeline_service.h) on a real metadata store (SQLite) with the real
+// training service running its command steps as processes: order, fan-out and fan-in, gates
+// that stop a branch, retries and a retry of a failed run, timeouts, cancels, the step cache
+// (a hit, and a miss for each of its four causes), and a restart in the middle of a run.
+// The data.validate / evaluate kinds get handlers of the test's own here (their real ones need
+// the dataset store and the engine: cli_test runs them through `dlsys server`).
+#include "flow/pipeline_service.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "core/file_util.h"
+#include "data/ingest.h"
+#include "data/push.h"
+#include "jobs/job_service.h"
+
+namespace dlsys::flow {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+using json = nlohmann::json;
+
+const meta::Principal kAlice{"alice", meta::Role::kEditor};
+
+class PipelineServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("dlsys-flow-" + std::to_string(getpid()) + "-" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_ / "work");
+    auto s = meta::MetaStore::open((dir_ / "meta.db").string(), 4);
+    ASSERT_TRUE(s.ok()) << s.status().to_string();
+    store_ = std::move(s).value();
+    auto o = meta::ArtifactStore::open(dir_.string());
+    ASSERT_TRUE(o.ok()) << o.status().to_string();
+    objects_ = std::make_unique<meta::ArtifactStore>(std::move(o).value());
+    jobs_options_.objects = objects_.get();
+    jobs_options_.work_dir = (dir_ / "jobs").string();
+    jobs_options_.data_dir = dir_.string();
+    jobs_options_.scheduler.threads = 2;
+    jobs_options_.retry_backoff_ms = 0;
+    jobs_options_.dlsys_exe = DLSYS_BIN;
+    options_.objects = objects_.get();
+    options_.work_dir = (dir_ / "work").string();
+    options_.retry_backoff_ms = 10;
+    options_.poll = milliseconds(50);
+    // Datasets: "d@1" of the test handlers by a made-up content id; others from the data
+    // directory's real store (what a command job pulls), by their version's id.
+    datasets_["d@1"] = "content-of-d1";
+    auto ds = data::DatasetStore::open((dir_ / "datasets").string());
+    ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+    data_ = std::move(ds).value();
+    options_.dataset_id = [this](const std::string& ref) -> Result<std::string> {
+      std::lock_guard<std::mutex> lock(mu_);
+      auto it = datasets_.find(ref);
+      if (it != datasets_.end()) return it->second;
+      DLSYS_ASSIGN_OR_RETURN(data::VersionRef r, data::parse_version_ref(ref));
+      DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, data_->resolve(r));
+      return v.id;
+    };
+  }
+  void TearDown() override {
+    pipes_.reset();
+    jobs_.reset();
+    store_.reset();
+    fs::remove_all(dir_);
+  }
+  // The runner (its own thread) and the job service (ticked here until `until` holds).
+  void start() {
+    jobs::JobServiceOptions jo = jobs_options_;
+    jo.on_attempt_settled = [this](int64_t) {
+      if (pipes_) pipes_->wake();
+    };
+    jobs_ = std::make_unique<jobs::JobService>(*store_, jo);
+    ASSERT_TRUE(jobs_->recover().ok());
+    PipelineServiceOptions po = options_;
+    po.wake_jobs = [this] { jobs_->wake(); };
+    pipes_ = std::make_unique<PipelineService>(*store_, po);
+    pipes_->start();
+  }
+  void create(const std::string& yaml) {
+    auto spec = parse_pipeline_spec(yaml, "p.yaml");
+    ASSERT_TRUE(spec.ok()) << spec.status().to_string();
+    ASSERT_TRUE(store_->pipelines().put_pipeline(spec->name, yaml, kAlice).ok());
+  }
+  int64_t run(const std::string& name, const json& params = json::object(), bool no_cache = false) {
+    auto r = pipes_->start_run(name, params, "manual", "", no_cache, kAlice);
+    EXPECT_TRUE(r.ok()) << r.status().to_string();
+    return r.ok() ? r->id : 0;
+  }
+  // Drives the job service until `done` or 30 s.
+  bool drive_until(const std::function<bool()>& done) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+    while (std::chrono::steady_clock::now() < deadline) {
+      auto t = jobs_->tick();
+      EXPECT_TRUE(t.ok()) << t.status().to_string();
+      if (done()) return true;
+      jobs_->wait(milliseconds(20));
+    }
+    return false;
+  }
+  meta::PipelineRun wait_run(int64_t id) {
+    bool ended = drive_until([&] { return store_->pipelines().get_run(id)->state != "RUNNING"; });
+    EXPECT_TRUE(ended) << "pipeline run " << id << " did not end in 30 s";
+    return store_->pipelines().get_run(id).value();
+  }
+  std::map<std::string, meta::StepRun> steps(int64_t id) {
+    std::map<std::string, meta::StepRun> out;
+    auto all = store_->pipelines().steps(id);
+    EXPECT_TRUE(all.ok()) << all.status().to_string();
+    if (all.ok())
+      for (auto& s : *all) out[s.item >= 0 ? s.step + "#" + std::to_string(s.item) : s.step] = s;
+    return out;
+  }
+  size_t jobs_named(const std::string& name) {
+    size_t n = 0;
+    auto page = store_->jobs().list("", "", 1000, "");
+    if (page.ok())
+      for (const auto& j : page->items) n += j.name == name;
+    return n;
+  }
+  void write(const std::string& rel, const std::string& text) {
+    ASSERT_TRUE(write_file_atomic((dir_ / "work" / rel).string(), text).ok());
+  }
+
+  fs::path dir_;
+  std::unique_ptr<meta::MetaStore> store_;
+  std::unique_ptr<meta::ArtifactStore> objects_;
+  jobs::JobServiceOptions jobs_options_;
+  PipelineServiceOptions options_;
+  std::unique_ptr<jobs::JobService> jobs_;
+  std::unique_ptr<PipelineService> pipes_;
+  // Pushes `csv` as a new version of dataset `name` in the data directory.
+  void push(const std::string& name, const std::string& csv) {
+    write("data.csv", csv);
+    auto src = data::open_source((dir_ / "work" / "data.csv").string(), "", data::IngestOptions{});
+    ASSERT_TRUE(src.ok()) << src.status().to_string();
+    auto r = data::push(*data_, name, **src, data::PushOptions{});
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+  }
+
+  std::mutex mu_;
+  std::map<std::string, std::string> datasets_;
+  std::unique_ptr<data::DatasetStore> data_;
+};
+
+TEST_F(PipelineServiceTest, StepsRunInDependencyOrderFanOutAndFanIn) {
+  create(R"(name: fan
+params: {sizes: [1, 2, 3], word: hello}
+steps:
+  - name: last
+    kind: command
+    with: {command: [sh, -c, "echo got ${steps.square.outputs.metrics.sq}"]}
+  - name: first
+    kind: command
+    with: {command: [sh, -c, "echo '{\"metric\": \"n\", \"value\": 7}'"]}
+  - name: square
+    kind: command
+    for_each: ${params.sizes}
+    needs: [first]
+    with:
+      command: [sh, -c, "echo '{\"metric\": \"sq\", \"value\": '$(( ${item} * ${item} ))'}'"]
+      env: {WORD: "${params.word}"}
+)");
+  start();
+  const int64_t id = run("fan");
+  meta::PipelineRun r = wait_run(id);
+  EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+  auto s = steps(id);
+  ASSERT_EQ(s.size(), 5u);
+  EXPECT_EQ(s["first"].outputs["metrics.n"], 7);
+  for (int i = 0; i < 3; ++i) {
+    const meta::StepRun& sq = s["square#" + std::to_string(i)];
+    EXPECT_EQ(sq.state, "SUCCEEDED") << sq.end_reason;
+    EXPECT_EQ(sq.outputs["metrics.sq"], (i + 1) * (i + 1));
+    EXPECT_GE(sq.started_at, s["first"].ended_at) << "needs: after first";
+    EXPECT_EQ(sq.inputs["env"]["WORD"], "hello");
+  }
+  // Fan-in: the list of every instance's output, rendered into the command's text.
+  EXPECT_EQ(s["last"].inputs["command"][2], "echo got [1.0,4.0,9.0]");
+  for (int i = 0; i < 3; ++i)
+    EXPECT_GE(s["last"].started_at, s["square#" + std::to_string(i)].ended_at);
+  EXPECT_GT(s["last"].job_id, 0);
+}
+
+TEST_F(PipelineServiceTest, AGateThatIsFalseStopsItsBranchNotTheRun) {
+  options_.handlers["evaluate"] = [](const StepCall& c) -> Result<json> {
+    return json{{"metrics.accuracy", c.with["model"] == "good@1" ? 0.95 : 0.90},
+                {"baseline.accuracy", 0.93}};
+  };
+  create(R"(name: gated
+params: {model: bad@1, min_gain: 0.005}
+steps:
+  - name: evaluate
+    kind: evaluate
+    with: {model: "${params.model}", dataset: d@1}
+  - name: better
+    kind: gate
+    condition: >-
+      ${steps.evaluate.outputs.baseline.missing} == null or
+      ${steps.evaluate.outputs.metrics.accuracy} >=
+      ${steps.evaluate.outputs.baseline.accuracy} + ${params.min_gain}
+  - name: deploy
+    kind: command
+    needs: [better]
+    with: {command: ["true"]}
+  - name: after-deploy
+    kind: command
+    needs: [deploy]
+    with: {command: ["true"]}
+  - name: independent
+    kind: command
+    needs: [evaluate]
+    with: {command: ["true"]}
+)");
+  start();
+  int64_t id = run("gated");
+  meta::PipelineRun r = wait_run(id);
+  EXPECT_EQ(r.state, "SUCCEEDED") << "a gate stops its branch, not the run: " << r.end_reason;
+  auto s = steps(id);
+  EXPECT_EQ(s["better"].outputs["passed"], true) << "baseline.missing is null: the or holds";
+  // Now without the escape: 0.90 < 0.93 + 0.005.
+  create(R"(name: gated
+params: {model: bad@1, min_gain: 0.005}
+steps:
+  - name: evaluate
+    kind: evaluate
+    with: {model: "${params.model}", dataset: d@1}
+  - name: better
+    kind: gate
+    condition: ${steps.evaluate.outputs.metrics.accuracy} >= ${steps.evaluate.outputs.baseline.accuracy} + ${params.min_gain}
+  - name: deploy
+    kind: command
+    needs: [better]
+    with: {command: ["true"]}
+  - name: after-deploy
+    kind: command
+    needs: [deploy]
+    with: {command: ["true"]}
+  - name: independent
+    kind: command
+    needs: [evaluate]
+    with: {command: ["true"]}
+)");
+  id = run("gated");
+  r = wait_run(id);
+  EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+  s = steps(id);
+  EXPECT_EQ(s["better"].state, "SUCCEEDED");
+  EXPECT_EQ(s["better"].outputs["passed"], false);
+  EXPECT_EQ(s["better"].outputs["explanation"], "0.9 >= 0.93 + 0.005 -> false");
+  EXPECT_EQ(s["deploy"].state, "SKIPPED");
+  EXPECT_EQ(s["deploy"].end_reason, "gate 'better' did not pass: 0.9 >= 0.93 + 0.005 -> false");
+  EXPECT_EQ(s["after-deploy"].state, "SKIPPED");
+  EXPECT_EQ(s["after-deploy"].end_reason, s["deploy"].end_reason) << "the first cause, passed on";
+  EXPECT_EQ(s["independent"].state, "SUCCEEDED");
+  EXPECT_EQ(s["deploy"].job_id, 0) << "a skipped step queues no job";
+  // A better model passes.
+  id = run("gated", {{"model", "good@1"}});
+  r = wait_run(id);
+  s = steps(id);
+  EXPECT_EQ(s["better"].outputs["passed"], true);
+  EXPECT_EQ(s["after-deploy"].state, "SUCCEEDED");
+  // An unknown parameter is refused before anything runs.
+  auto bad = pipes_->start_run("gated", {{"modle", "x"}}, "manual", "", false, kAlice);
+  EXPECT_EQ(bad.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(bad.status().message().find("no parameter 'modle' (its parameters: min_gain, model)"),
+            std::string::npos)
+      << bad.status().message();
+}
+
+TEST_F(PipelineServiceTest, FailuresAreRetriedThenSkipDependentsAndARetryRerunsOnlyWhatFailed) {
+  std::atomic<int> validations{0};
+  options_.handlers["data.validate"] = [&](const StepCall&) -> Result<json> {
+    // Fails twice, then passes: within its 2 retries.
+    if (++validations <= 2) return Status::IOError("the disk hiccuped");
+    return json{{"ok", true}, {"rows", 10}};
+  };
+  create(R"(name: flaky
+steps:
+  - name: check
+    kind: data.validate
+    with: {dataset: d@1}
+    retries: 2
+  - name: good
+    kind: command
+    needs: [check]
+    with: {command: ["true"]}
+  - name: fragile
+    kind: command
+    needs: [check]
+    with: {command: [sh, -c, "test -e ok"]}
+  - name: downstream
+    kind: command
+    needs: [fragile, good]
+    with: {command: ["true"]}
+)");
+  start();
+  const int64_t id = run("flaky");
+  meta::PipelineRun r = wait_run(id);
+  EXPECT_EQ(r.state, "FAILED");
+  EXPECT_NE(r.end_reason.find("step 'fragile' failed"), std::string::npos) << r.end_reason;
+  auto s = steps(id);
+  EXPECT_EQ(s["check"].state, "SUCCEEDED");
+  EXPECT_EQ(s["check"].attempts, 3) << "2 failures, then the retry that passed";
+  EXPECT_EQ(validations.load(), 3);
+  EXPECT_EQ(s["good"].state, "SUCCEEDED") << "an independent branch goes on";
+  EXPECT_EQ(s["fragile"].state, "FAILED");
+  EXPECT_NE(s["fragile"].end_reason.find("exit code 1"), std::string::npos)
+      << s["fragile"].end_reason;
+  EXPECT_EQ(s["downstream"].state, "SKIPPED");
+  EXPECT_EQ(s["downstream"].end_reason, "step 'fragile' failed");
+  // Fixed; the retry runs fragile and downstream only.
+  write("ok", "");
+  auto again = store_->pipelines().retry_run(id, kAlice);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  pipes_->wake();
+  r = wait_run(id);
+  EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+  EXPECT_EQ(r.attempt, 2);
+  auto t = steps(id);
+  EXPECT_EQ(t["check"].started_at, s["check"].started_at) << "a succeeded step is not run again";
+  EXPECT_EQ(t["good"].job_id, s["good"].job_id);
+  EXPECT_NE(t["fragile"].job_id, s["fragile"].job_id);
+  EXPECT_EQ(t["fragile"].state, "SUCCEEDED");
+  EXPECT_EQ(t["downstream"].state, "SUCCEEDED");
+  EXPECT_EQ(validations.load(), 3);
+  EXPECT_EQ(jobs_named("flaky-good"), 1u);
+  EXPECT_EQ(jobs_named("flaky-fragile"), 2u);
+}
+
+TEST_F(PipelineServiceTest, StepsRunOutOfTimeAndRunsAreCancelled) {
+  std::atomic<bool> release{false};
+  options_.handlers["data.validate"] = [&](const StepCall&) -> Result<json> {
+    while (!release.load()) std::this_thread::sleep_for(milliseconds(10));
+    return json{{"ok", true}};
+  };
+  create(R"(name: slow
+steps:
+  - name: check
+    kind: data.validate
+    with: {dataset: d@1}
+    timeout: 1s
+)");
+  create(R"(name: long
+steps:
+  - name: sleep
+    kind: command
+    with: {command: [sleep, "60"]}
+  - name: after
+    kind: command
+    needs: [sleep]
+    with: {command: ["true"]}
+)");
+  start();
+  const int64_t slow = run("slow");
+  meta::PipelineRun r = wait_run(slow);
+  release = true;
+  EXPECT_EQ(r.state, "FAILED");
+  auto s = steps(slow);
+  EXPECT_EQ(s["check"].end_reason, "ran longer than its timeout (1 s)");
+  const int64_t id = run("long");
+  ASSERT_TRUE(drive_until([&] {
+    auto st = steps(id);
+    return st.count("sleep") && st["sleep"].job_id > 0 &&
+           store_->jobs().get(st["sleep"].job_id)->state == "RUNNING";
+  }));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(store_->pipelines().request_cancel(id, kAlice).ok());
+  pipes_->wake();
+  r = wait_run(id);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_EQ(r.state, "CANCELLED");
+  s = steps(id);
+  EXPECT_EQ(s["sleep"].state, "CANCELLED");
+  EXPECT_EQ(store_->jobs().get(s["sleep"].job_id)->state, "CANCELLED");
+  EXPECT_EQ(s.count("after"), 0u) << "nothing starts after a cancel";
+}
+
+// The cache: a hit reuses outputs without running; a changed parameter, a changed code file, a
+// changed input version and a deleted output artifact are misses.
+TEST_F(PipelineServiceTest, TheCacheHitsOnlyWhenNothingChangedAndTheOutputsStillExist) {
+  push("d", "x,y\n1,2\n3,4\n");
+  write("step.sh", "wc -l < \"$DLSYS_DATA_DIR/data.csv\" > \"$DLSYS_OUTPUT_DIR/out.txt\"\n");
+  create(R"(name: cached
+params: {data: d, n: 3}
+steps:
+  - name: work
+    kind: command
+    with:
+      command: [sh, step.sh, "${params.n}"]
+      files: [step.sh]
+      dataset: "${params.data}"
+)");
+  start();
+  auto once = [&](const json& params = json::object(), bool no_cache = false) {
+    const int64_t id = run("cached", params, no_cache);
+    meta::PipelineRun r = wait_run(id);
+    EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+    return steps(id)["work"];
+  };
+  meta::StepRun first = once();
+  EXPECT_FALSE(first.cached);
+  ASSERT_GT(first.job_id, 0);
+  ASSERT_EQ(first.outputs["artifacts"], json::array({"output/out.txt"}));
+  // Unchanged: a hit, no job.
+  meta::StepRun hit = once();
+  EXPECT_TRUE(hit.cached);
+  EXPECT_EQ(hit.job_id, 0);
+  EXPECT_EQ(hit.outputs, first.outputs);
+  EXPECT_NE(hit.end_reason.find("cache hit"), std::string::npos) << hit.end_reason;
+  EXPECT_EQ(hit.cache_key, first.cache_key);
+  // --no-cache: runs.
+  EXPECT_FALSE(once({}, true).cached);
+  // 1. A changed parameter.
+  meta::StepRun p = once({{"n", 4}});
+  EXPECT_FALSE(p.cached);
+  EXPECT_NE(p.cache_key, first.cache_key);
+  EXPECT_TRUE(once({{"n", 4}}).cached);
+  // 2. A changed code file.
+  write("step.sh", "wc -c < \"$DLSYS_DATA_DIR/data.csv\" > \"$DLSYS_OUTPUT_DIR/out.txt\"\n");
+  meta::StepRun code = once();
+  EXPECT_FALSE(code.cached);
+  EXPECT_NE(code.cache_key, first.cache_key);
+  EXPECT_TRUE(once().cached);
+  // 3. A changed input version: a new version of d lands (the step reads the newest).
+  push("d", "x,y\n1,2\n3,4\n5,6\n");
+  meta::StepRun input = once();
+  EXPECT_FALSE(input.cached);
+  EXPECT_NE(input.cache_key, code.cache_key);
+  meta::StepRun again = once();
+  ASSERT_TRUE(again.cached);
+  // 4. A deleted output artifact: the hit is refused, the step runs again.
+  auto art = store_->runs().get_artifact(again.outputs["run"].get<int64_t>(), "output/out.txt");
+  ASSERT_TRUE(art.ok());
+  ASSERT_TRUE(fs::remove(objects_->object_path(art->sha256)));
+  meta::StepRun gone = once();
+  EXPECT_FALSE(gone.cached);
+  EXPECT_GT(gone.job_id, 0);
+  EXPECT_NE(gone.end_reason.find("is gone from the artifact store"), std::string::npos)
+      << gone.end_reason;
+  EXPECT_TRUE(once().cached) << "its new outputs are cached";
+}
+
+// A restart in the middle of a run: finished steps stay finished, the running job step is
+// re-attached (its job is not started again), and an inline step that was running runs again.
+TEST_F(PipelineServiceTest, ARestartedRunnerGoesOnWhereTheRunWas) {
+  std::atomic<int> validations{0};
+  options_.handlers["data.validate"] = [&](const StepCall&) -> Result<json> {
+    ++validations;
+    return json{{"ok", true}};
+  };
+  create(R"(name: resume
+steps:
+  - name: a
+    kind: command
+    with: {command: ["true"]}
+  - name: b
+    kind: command
+    needs: [a]
+    with: {command: [sh, -c, "while ! test -e go; do sleep 0.05; done"]}
+  - name: c
+    kind: data.validate
+    needs: [b]
+    with: {dataset: d@1}
+)");
+  start();
+  const int64_t id = run("resume");
+  ASSERT_TRUE(drive_until([&] {
+    auto s = steps(id);
+    return s.count("b") && s["b"].job_id > 0 &&
+           store_->jobs().get(s["b"].job_id)->state == "RUNNING";
+  }));
+  const int64_t a_started = steps(id)["a"].started_at;
+  // The runner stops (its server went down); the job service keeps b's process.
+  pipes_->stop();
+  pipes_.reset();
+  write("go", "");
+  ASSERT_TRUE(
+      drive_until([&] { return store_->jobs().get(steps(id)["b"].job_id)->state == "SUCCEEDED"; }));
+  // A new runner: b is taken from its job, c runs, a is left alone.
+  PipelineServiceOptions po = options_;
+  po.wake_jobs = [this] { jobs_->wake(); };
+  pipes_ = std::make_unique<PipelineService>(*store_, po);
+  pipes_->start();
+  meta::PipelineRun r = wait_run(id);
+  EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+  auto s = steps(id);
+  EXPECT_EQ(s["a"].started_at, a_started);
+  EXPECT_EQ(jobs_named("resume-a"), 1u);
+  EXPECT_EQ(jobs_named("resume-b"), 1u) << "b's job was re-attached, not started again";
+  EXPECT_EQ(s["c"].state, "SUCCEEDED");
+  EXPECT_EQ(validations.load(), 1);
+
+  // An inline step left RUNNING by a runner that died: run again by the next one, once.
+  pipes_->stop();
+  pipes_.reset();
+  create(R"(name: inline
+steps:
+  - name: c
+    kind: data.validate
+    with: {dataset: d@1}
+    cache: false
+)");
+  auto r2 = store_->pipelines().create_run("inline", json::object(), "manual", "", false, kAlice);
+  ASSERT_TRUE(r2.ok());
+  meta::StepRun c = meta::StepRun::of(r2->id, "c", -1, "RUNNING");
+  c.attempts = 1;
+  c.started_at = now_ms();
+  ASSERT_TRUE(store_->pipelines().insert_step(c).ok());
+  pipes_ = std::make_unique<PipelineService>(*store_, po);
+  pipes_->start();
+  r = wait_run(r2->id);
+  EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+  EXPECT_EQ(validations.load(), 2);
+  EXPECT_EQ(steps(r2->id)["c"].attempts, 1) << "a restart is not counted as an attempt";
+}
+
+}  // namespace
+}  // namespace dlsys::flow
