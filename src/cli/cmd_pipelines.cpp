@@ -46,8 +46,14 @@ int validate(const PipelinesArgs& a) {
                        {"cache", s->cache},
                        {"fan_out", !s->for_each.is_null()}});
     }
-    std::printf("%s\n",
-                json{{"name", p->name}, {"params", p->params}, {"steps", steps}}.dump().c_str());
+    json triggers = json::array();
+    for (const flow::TriggerSpec& t : p->triggers)
+      triggers.push_back({{"kind", t.kind_name()}, {"value", t.value}, {"param", t.param}});
+    std::printf(
+        "%s\n",
+        json{{"name", p->name}, {"params", p->params}, {"steps", steps}, {"triggers", triggers}}
+            .dump()
+            .c_str());
     return 0;
   }
   std::printf("%s: pipeline '%s', %zu steps, in this order:\n", a.spec.c_str(), p->name.c_str(),
@@ -60,6 +66,9 @@ int validate(const PipelinesArgs& a) {
                 after.empty() ? "" : (" after " + after).c_str(),
                 s->for_each.is_null() ? "" : " (once per item of for_each)");
   }
+  for (const flow::TriggerSpec& t : p->triggers)
+    std::printf("  trigger %s: %s%s\n", t.kind_name(), t.value.c_str(),
+                t.param.empty() ? "" : (" -> params." + t.param).c_str());
   return 0;
 }
 
@@ -254,6 +263,7 @@ Status show(api::ApiClient& c, const PipelinesArgs& a) {
   // A number is a run; a name a pipeline (names start with a letter).
   if (!a.name.empty() && std::isdigit(static_cast<unsigned char>(a.name[0]))) {
     DLSYS_ASSIGN_OR_RETURN(int64_t id, api::parse_int(a.name, "run id"));
+    if (a.wait) return follow(c, a, id);
     DLSYS_ASSIGN_OR_RETURN(json r, c.call("GET", run_target(id)));
     if (a.json) {
       print_json(r);
@@ -272,6 +282,9 @@ Status show(api::ApiClient& c, const PipelinesArgs& a) {
               static_cast<long long>(p.value("version", int64_t{0})), p.value("owner", "").c_str(),
               p.value("description", "").c_str());
   std::printf("  params %s\n", p.value("params", json::object()).dump().c_str());
+  for (const json& t : p.value("triggers", json::array()))
+    std::printf("  trigger %s: %s%s\n", t.value("kind", "").c_str(), t.value("value", "").c_str(),
+                t.contains("param") ? (" -> params." + t.value("param", "")).c_str() : "");
   for (const json& s : p.value("steps", json::array())) {
     std::string after;
     for (const json& d : s.value("depends_on", json::array()))
@@ -349,6 +362,9 @@ void add_pipelines(CLI::App& app, int* rc) {
       "show", "Show a pipeline (by name: its steps) or a run (by id: its steps, states, outputs)");
   add_client_options(sh, a.get());
   sh->add_option("what", a->name, "A pipeline's name or a run's id")->required();
+  sh->add_flag("--wait", a->wait,
+               "A run: print each step's progress until it ends; the exit code says whether it "
+               "succeeded");
   sh->callback([a, rc] { *rc = with_server(*a, [&](api::ApiClient& c) { return show(c, *a); }); });
 
   CLI::App* rn = cmd->add_subcommand("run", "Start a run of a pipeline");

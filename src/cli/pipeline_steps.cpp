@@ -374,6 +374,11 @@ void add_pipeline_step_handlers(api::Services& services, serve::ModelServer& mod
     DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, s->datasets().resolve(ref));
     return v.id + (ref.split.empty() ? "" : ":" + ref.split);
   };
+  o->dataset_version = [s](const std::string& text) -> Result<std::string> {
+    DLSYS_ASSIGN_OR_RETURN(data::VersionRef ref, data::parse_version_ref(text));
+    DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, s->datasets().resolve(ref));
+    return v.label();
+  };
   o->objects = &services.objects();
 }
 

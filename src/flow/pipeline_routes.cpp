@@ -8,6 +8,7 @@
 
 #include "api/meta_routes.h"
 #include "api/request_util.h"
+#include "core/sha256.h"
 #include "core/utf8.h"
 
 namespace dlsys::flow {
@@ -50,7 +51,16 @@ json spec_json(const PipelineSpec& spec) {
                      {"timeout_seconds", st.timeout_seconds},
                      {"cache", st.cache}});
   }
-  return {{"description", spec.description}, {"params", spec.params}, {"steps", steps}};
+  json triggers = json::array();
+  for (const TriggerSpec& t : spec.triggers) {
+    json j = {{"kind", t.kind_name()}, {"value", t.value}};
+    if (!t.param.empty()) j["param"] = t.param;
+    triggers.push_back(std::move(j));
+  }
+  return {{"description", spec.description},
+          {"params", spec.params},
+          {"steps", steps},
+          {"triggers", triggers}};
 }
 
 // The last kLogTailBytes of a file, as printable UTF-8 ("" when there is none).
@@ -120,6 +130,21 @@ void add_pipeline_routes(api::Router& router, PipelineService& service, meta::Me
                DLSYS_ASSIGN_OR_RETURN(meta::PipelineRun run,
                                       svc->start_run(r.param("name"), params, trigger, event,
                                                      no_cache, r.principal, &created));
+               json out = run;
+               out["created"] = created;
+               return Response::json_body(out, created ? 201 : 200);
+             });
+  // Monitoring's webhook: {"alert": NAME, "id": EVENT} starts a run through the pipeline's alert
+  // trigger, once per id (a body without one is identified by its content).
+  router.add("POST", "/api/v1/pipelines/{name}/alerts", Access::kWrite,
+             [svc](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(json body, api::body_object(r));
+               DLSYS_ASSIGN_OR_RETURN(std::string alert, api::string_field(body, "alert", true));
+               DLSYS_ASSIGN_OR_RETURN(std::string id, api::string_field(body, "id", false));
+               if (id.empty()) id = sha256_hex(body.dump());
+               bool created = false;
+               DLSYS_ASSIGN_OR_RETURN(meta::PipelineRun run,
+                                      svc->fire_alert(r.param("name"), alert, id, &created));
                json out = run;
                out["created"] = created;
                return Response::json_body(out, created ? 201 : 200);

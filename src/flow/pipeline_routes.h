@@ -7,6 +7,9 @@
 //   POST /api/v1/pipelines/{name}/runs        start a run: {"params": {...}, "no_cache": bool,
 //                                             "event_id": "..."}; a second start with the same
 //                                             event id answers the first run (200, not 201)
+//   POST /api/v1/pipelines/{name}/alerts      an alert ({"alert": NAME, "id": EVENT}) starts a
+//                                             run through the pipeline's alert trigger, once per
+//                                             id (201; 200 with the run already started)
 //   GET  /api/v1/pipelines/{name}/runs        its runs, newest first (?state=, paginated); the
 //                                             name "-" lists the runs of every pipeline
 //   GET  /api/v1/pipelines/{name}/runs/{id}   a run with its steps (inputs, outputs, cache hits,

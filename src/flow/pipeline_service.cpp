@@ -8,6 +8,7 @@
 
 #include "api/client.h"
 #include "core/file_util.h"
+#include "flow/cron.h"
 #include "flow/gate_condition.h"
 #include "flow/step_cache_key.h"
 #include "jobs/job_spec.h"
@@ -235,6 +236,8 @@ void PipelineService::runner_loop() {
     }
     auto r = tick();
     if (!r.ok()) std::fprintf(stderr, "pipelines: %s\n", r.status().message().c_str());
+    auto t = fire_triggers();
+    if (!t.ok()) std::fprintf(stderr, "pipelines: triggers: %s\n", t.status().message().c_str());
   }
 }
 
@@ -953,6 +956,101 @@ Result<json> PipelineService::run_builtin(const StepCall& c) {
     return json{{"status", 200}};
   }
   return Status::Internal("no built-in step of kind '{}'", kind);
+}
+
+Result<int> PipelineService::fire_triggers() {
+  const int64_t now = now_ms();
+  if (now - triggers_at_ < 1000) return 0;
+  triggers_at_ = now;
+  DLSYS_ASSIGN_OR_RETURN(std::vector<meta::Pipeline> all, store_.pipelines().list_pipelines());
+  int started = 0;
+  for (const meta::Pipeline& p : all) {
+    auto spec = parse_pipeline_spec(p.spec_text, p.name + ".yaml");
+    if (!spec.ok() || spec->triggers.empty()) continue;
+    // One triggered run at a time.
+    DLSYS_ASSIGN_OR_RETURN(auto running, store_.pipelines().list_runs(p.name, "RUNNING", 100, ""));
+    bool busy = std::any_of(running.items.begin(), running.items.end(),
+                            [](const PipelineRun& r) { return r.trigger != "manual"; });
+    const meta::Principal owner{p.owner, meta::Role::kEditor};
+    for (size_t i = 0; i < spec->triggers.size(); ++i) {
+      const TriggerSpec& t = spec->triggers[i];
+      const std::string key = fmt::format("{}#{}", p.name, i);
+      std::string event, value;
+      bool timed = false;
+      if (t.kind == TriggerSpec::Kind::kCron) {
+        auto cron = parse_cron(t.value, key);
+        if (!cron.ok()) continue;
+        const int64_t minute = now / 60000 * 60;
+        auto seen = trigger_slot_.find(key);
+        const int64_t from = seen == trigger_slot_.end() ? minute : seen->second + 60;
+        trigger_slot_[key] = minute;
+        // The latest due minute since the last look (none missed while the server was down).
+        for (int64_t m = minute; m >= from && m > minute - 3600 && event.empty(); m -= 60)
+          if (cron->matches(m)) {
+            event = fmt::format("cron:{}", m);
+            value = std::to_string(m);
+          }
+        timed = true;
+      } else if (t.kind == TriggerSpec::Kind::kEvery) {
+        const int64_t slot = now / 1000 / t.every_seconds;
+        auto seen = trigger_slot_.find(key);
+        if (seen == trigger_slot_.end() || seen->second != slot) {
+          event = fmt::format("every:{}:{}", t.every_seconds, slot);
+          value = std::to_string(slot * t.every_seconds);
+        }
+        trigger_slot_[key] = slot;
+        timed = true;
+      } else if (t.kind == TriggerSpec::Kind::kDataset) {
+        if (!options_.dataset_version) continue;
+        auto v = options_.dataset_version(t.value);
+        if (!v.ok()) continue;  // no version yet
+        value = *v;
+        event = fmt::format("dataset:{}={}", t.value, *v);
+      } else if (t.kind == TriggerSpec::Kind::kAlias) {
+        const size_t at = t.value.find('@');
+        auto v =
+            store_.registry().get_version_by_alias(t.value.substr(0, at), t.value.substr(at + 1));
+        if (!v.ok()) continue;  // not set yet
+        value = fmt::format("{}@{}", v->model, v->version);
+        event = fmt::format("alias:{}={}", t.value, value);
+      }
+      if (event.empty() || busy) continue;  // nothing new, or a run goes on (a slot is lost)
+      if (!timed && trigger_event_[key] == event) continue;  // started before
+      json params = json::object();
+      if (!t.param.empty()) params[t.param] = value;
+      bool created = false;
+      auto run = start_run(p.name, params, t.kind_name(), event, false, owner, &created);
+      if (!run.ok()) {
+        std::fprintf(stderr, "pipelines: trigger %s of '%s' (%s): %s\n", t.kind_name(),
+                     p.name.c_str(), event.c_str(), run.status().message().c_str());
+        continue;
+      }
+      trigger_event_[key] = event;
+      if (created) {
+        ++started;
+        busy = true;
+      }
+    }
+  }
+  return started;
+}
+
+Result<meta::PipelineRun> PipelineService::fire_alert(const std::string& pipeline,
+                                                      const std::string& alert,
+                                                      const std::string& event_id, bool* created) {
+  DLSYS_ASSIGN_OR_RETURN(meta::Pipeline p, store_.pipelines().get_pipeline(pipeline));
+  DLSYS_ASSIGN_OR_RETURN(PipelineSpec spec, parse_pipeline_spec(p.spec_text, p.name + ".yaml"));
+  for (const TriggerSpec& t : spec.triggers) {
+    if (t.kind != TriggerSpec::Kind::kAlert || (t.value != "*" && t.value != alert)) continue;
+    json params = json::object();
+    if (!t.param.empty()) params[t.param] = alert;
+    return start_run(p.name, params, "alert", "alert:" + event_id, false,
+                     meta::Principal{p.owner, meta::Role::kEditor}, created);
+  }
+  return Status::NotFound(
+      "pipeline '{}' has no alert trigger for '{}'; add '- {{alert: {}}}' (or '*') to its "
+      "triggers",
+      pipeline, alert.substr(0, 80), alert.substr(0, 80));
 }
 
 }  // namespace dlsys::flow

@@ -80,6 +80,9 @@ struct PipelineServiceOptions {
   // Where relative paths of a step (a train spec, a command's files and folder, a data file)
   // are; empty: the current directory.
   std::string work_dir;
+  // The version a dataset reference names now ("digits" -> "digits@v7", "digits@prod" -> the
+  // tagged one): what a dataset trigger watches. Empty: dataset triggers never fire.
+  std::function<Result<std::string>(const std::string& ref)> dataset_version;
   int64_t retry_backoff_ms = 1000;  // before a step's retry; doubled per attempt
   int workers = 4;                  // inline steps running at once
   std::chrono::milliseconds poll{1000};
@@ -116,6 +119,18 @@ class PipelineService {
   // One pass over the RUNNING runs (above); how many steps changed state. The errors of one run
   // (its spec, a step) are recorded on it; a database error is returned.
   Result<int> tick();
+
+  // Triggers (docs/pipelines.md): starts the runs that the pipelines' cron, every, dataset and
+  // alias triggers call for now, as their owners, each once per event id (a cron minute, an
+  // interval's slot, a dataset or alias's new version). A pipeline runs one triggered run at a
+  // time: a time trigger that comes due while one runs is skipped, a version trigger waits for
+  // it to end. At most one pass a second (the runner thread calls it after each tick); the
+  // number of runs started.
+  Result<int> fire_triggers();
+  // An alert from monitoring: a run of `pipeline` through its alert trigger for `alert` (or
+  // "*"), once per `event_id`. NotFound when the pipeline has no such trigger.
+  Result<meta::PipelineRun> fire_alert(const std::string& pipeline, const std::string& alert,
+                                       const std::string& event_id, bool* created = nullptr);
 
  private:
   struct InFlight;  // an inline step on a worker
@@ -156,6 +171,11 @@ class PipelineService {
   std::vector<std::thread> workers_;
   std::thread runner_;
   std::map<int64_t, std::shared_ptr<const PipelineSpec>> specs_;  // parsed, by run id
+  // Triggers (the runner thread's): the last cron minute or interval slot looked at and the last
+  // version event started, by "pipeline#trigger"; when they were last looked at.
+  std::map<std::string, int64_t> trigger_slot_;
+  std::map<std::string, std::string> trigger_event_;
+  int64_t triggers_at_ = 0;
 };
 
 }  // namespace dlsys::flow

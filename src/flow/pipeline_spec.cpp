@@ -6,6 +6,7 @@
 #include <cctype>
 #include <functional>
 
+#include "flow/cron.h"
 #include "jobs/job_spec.h"
 
 namespace dlsys::flow {
@@ -204,12 +205,98 @@ Result<std::vector<Reference>> find_references(const json& value, const std::str
   return out;
 }
 
+const char* TriggerSpec::kind_name() const {
+  switch (kind) {
+    case Kind::kCron:
+      return "cron";
+    case Kind::kEvery:
+      return "every";
+    case Kind::kDataset:
+      return "dataset";
+    case Kind::kAlias:
+      return "alias";
+    case Kind::kAlert:
+      return "alert";
+  }
+  return "";
+}
+
+namespace {
+
+// `triggers`: a list of mappings, each one of cron/every/dataset/alias/alert and maybe `param`.
+Status parse_triggers(const json& doc, const Where& w, PipelineSpec* p) {
+  if (!doc.contains("triggers")) return Status::OK();
+  const YAML::Node tnode = child(w.root, "triggers");
+  const json& ts = doc["triggers"];
+  if (!ts.is_array())
+    return Status::Invalid(
+        "{} must be a list, e.g. '- {{every: 10m}}', '- {{cron: \"0 3 * * *\"}}', '- {{dataset: "
+        "digits, param: data}}', '- {{alias: digits@production}}', '- {{alert: drift}}'",
+        w.at(tnode, "triggers"));
+  static const std::set<std::string> kFields = {"cron",  "every", "dataset",
+                                                "alias", "alert", "param"};
+  for (size_t i = 0; i < ts.size(); ++i) {
+    const json& t = ts[i];
+    const YAML::Node n = tnode[i];
+    const std::string at = fmt::format("triggers[{}]", i);
+    if (!t.is_object()) return Status::Invalid("{} must be a mapping", w.at(n, at));
+    DLSYS_RETURN_IF_ERROR(check_fields(t, kFields, n, at, "a trigger", w));
+    TriggerSpec tr;
+    tr.line = w.line_of(n);
+    int kinds = 0;
+    for (const char* k : {"cron", "every", "dataset", "alias", "alert"}) {
+      if (!t.contains(k)) continue;
+      ++kinds;
+      const std::string field = w.at(child(n, k), at + "." + k);
+      if (!t[k].is_string() || t[k].get<std::string>().empty())
+        return Status::Invalid("{} must be text, got {}", field, shown(t[k]));
+      tr.value = t[k];
+      const std::string kind = k;
+      if (kind == "cron") {
+        tr.kind = TriggerSpec::Kind::kCron;
+        DLSYS_RETURN_IF_ERROR(parse_cron(tr.value, field).status());
+      } else if (kind == "every") {
+        tr.kind = TriggerSpec::Kind::kEvery;
+        DLSYS_ASSIGN_OR_RETURN(tr.every_seconds, jobs::parse_duration_seconds(tr.value, field));
+        if (tr.every_seconds < 1)
+          return Status::Invalid("{}: the interval must be 1 s or more", field);
+      } else if (kind == "dataset") {
+        tr.kind = TriggerSpec::Kind::kDataset;
+      } else if (kind == "alias") {
+        tr.kind = TriggerSpec::Kind::kAlias;
+        if (tr.value.find('@') == std::string::npos)
+          return Status::Invalid("{} must be MODEL@ALIAS (e.g. digits@production), got '{}'", field,
+                                 tr.value);
+      } else {
+        tr.kind = TriggerSpec::Kind::kAlert;
+      }
+    }
+    if (kinds != 1)
+      return Status::Invalid(
+          "{} must have exactly one of cron, every, dataset, alias or alert (it has {})",
+          w.at(n, at), kinds);
+    if (t.contains("param")) {
+      const std::string field = w.at(child(n, "param"), at + ".param");
+      if (!t["param"].is_string() || !p->params.contains(t["param"].get<std::string>()))
+        return Status::Invalid(
+            "{} must name one of the pipeline's params (it receives the event: a dataset "
+            "version, a model version, the time, the alert), got {}",
+            field, shown(t["param"]));
+      tr.param = t["param"];
+    }
+    p->triggers.push_back(std::move(tr));
+  }
+  return Status::OK();
+}
+
+}  // namespace
+
 Result<PipelineSpec> parse_pipeline_spec(const std::string& text, const std::string& path) {
   DLSYS_ASSIGN_OR_RETURN(
       json doc,
       jobs::yaml_text_to_json(text, path, "a pipeline spec is a mapping: name, params, steps"));
   Where w{path, YAML::Load(text)};  // parsed above: only for the lines of fields
-  static const std::set<std::string> kTop = {"name", "description", "params", "steps"};
+  static const std::set<std::string> kTop = {"name", "description", "params", "steps", "triggers"};
   DLSYS_RETURN_IF_ERROR(check_fields(doc, kTop, w.root, "", "a pipeline spec", w));
   PipelineSpec p;
   if (!doc.contains("name") || !doc["name"].is_string() || !valid_name(doc["name"]))
@@ -479,6 +566,7 @@ Result<PipelineSpec> parse_pipeline_spec(const std::string& text, const std::str
         "or a reference to its outputs); remove one of these dependencies",
         w.at(snode, "steps"), shown_path);
   }
+  DLSYS_RETURN_IF_ERROR(parse_triggers(doc, w, &p));
   return p;
 }
 

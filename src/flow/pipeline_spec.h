@@ -61,12 +61,30 @@ struct StepSpec {
   bool cache = true;            // false: never a cache hit (--no-cache for this step)
 };
 
+// What starts a run without a person (docs/pipelines.md, "Triggers"). Each fires an event with
+// an id (a run per pipeline and event id, however often it fires) and a value, which goes to the
+// run's parameter `param` when it names one.
+struct TriggerSpec {
+  enum class Kind { kCron, kEvery, kDataset, kAlias, kAlert };
+  Kind kind = Kind::kCron;
+  // cron: the schedule ("0 3 * * *", UTC); dataset: a dataset ("digits": a new version, or
+  // "digits@prod": a tag moving); alias: a model alias ("digits@production" moving); alert: the
+  // alert's name ("*": any) that POST /api/v1/pipelines/NAME/alerts fires.
+  std::string value;
+  int64_t every_seconds = 0;  // every: the interval
+  std::string param;          // the parameter the event's value goes to ("": none)
+  int line = 0;
+  // "cron", "every", "dataset", "alias" or "alert".
+  const char* kind_name() const;
+};
+
 struct PipelineSpec {
   std::string name;
   std::string description;
   // Parameter defaults (a run may override them); scalars or lists of scalars.
   nlohmann::json params = nlohmann::json::object();
   std::vector<StepSpec> steps;  // in the file's order
+  std::vector<TriggerSpec> triggers;
   // The steps in an order that runs every dependency first (ties in the file's order).
   std::vector<std::string> order;
   const StepSpec* step(const std::string& name) const;

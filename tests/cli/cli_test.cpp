@@ -1020,12 +1020,13 @@ TEST_F(Cli, PipelinesValidatePrintsTheRunOrderAndRefusesACycle) {
   EXPECT_NE(r.out.find("missing.yaml"), std::string::npos) << r.out;
 }
 
-// The retrain pipeline end to end through the CLI and a real `dlsys server`: a first run on a
-// small digits version puts its model in production (nothing to compare with); a second on the
-// whole data trains a better model, evaluates both on the same rows, passes the gate, canaries the
-// new version at 10% and promotes it; a third, unchanged, reuses every cached step and stops at
-// the gate. Then a run whose server is killed (SIGKILL) mid-step is finished by the next server
-// without its running job starting again.
+// The retrain pipeline end to end through the CLI and a real `dlsys server`, started by its
+// dataset trigger: a first small digits version puts its model in production (nothing to compare
+// with); the whole data, pushed as the next version, trains a better model, evaluates both on the
+// same rows, passes the gate, canaries the new version at 10% and promotes it; a run by hand on
+// the same version reuses every cached step and stops at the gate. A pipeline with a data.push
+// step pushes a file. Then a run whose server is killed (SIGKILL) mid-step is finished by the
+// next server without its running job starting again.
 TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
   const std::string data = (dir_ / "data").string();
   {
@@ -1048,22 +1049,38 @@ TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
   Ran r = sh("pipelines create " + (dir_ / "retrain.yaml").string() + at);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("pipeline 'retrain' version 1: 8 steps"), std::string::npos) << r.out;
-  r = sh("pipelines run retrain --wait -p data_file=" + (dir_ / "small.csv").string() + at);
+  // Waits for run `n` of retrain to exist, then follows it to its end; its JSON.
+  auto triggered = [&](int n) {
+    for (int i = 0; i < 300; ++i) {
+      Ran runs = sh("pipelines runs retrain --json" + at);
+      auto list = nlohmann::json::parse(runs.out, nullptr, false);
+      if (list.is_array() && static_cast<int>(list.size()) >= n) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    Ran w = sh("pipelines show " + std::to_string(n) + " --wait --json" + at);
+    EXPECT_EQ(w.code, 0) << w.out;
+    return nlohmann::json::parse(w.out.substr(w.out.find("\n{") + 1), nullptr, false);
+  };
+  r = sh("data push " + (dir_ / "small.csv").string() + " --name digits --split 0.8,0.2" + at);
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("pipeline run 1 SUCCEEDED"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("canary: created=true, deployment=digits, version=1"), std::string::npos)
-      << r.out;
-
-  // The whole data: a better model, canaried and promoted.
-  r = sh("pipelines run retrain --wait --json -p data_file=" + digits + at);
-  ASSERT_EQ(r.code, 0) << r.out;
-  // --wait --json prints the ended run last.
-  auto run2 = nlohmann::json::parse(r.out.substr(r.out.find("\n{") + 1), nullptr, false);
-  ASSERT_TRUE(run2.is_object()) << r.out;
+  auto run1 = triggered(1);
+  ASSERT_TRUE(run1.is_object());
+  EXPECT_EQ(run1["state"], "SUCCEEDED") << run1.dump();
+  EXPECT_EQ(run1["trigger"], "dataset");
+  EXPECT_EQ(run1["params"]["data"], "digits@v1");
   std::map<std::string, nlohmann::json> st;
+  for (const auto& s : run1["steps"]) st[s["step"]] = s;
+  EXPECT_EQ(st["canary"]["outputs"]["created"], true) << "nothing to canary against: deployed";
+
+  // The whole data lands: a better model, canaried and promoted.
+  r = sh("data push " + digits + " --name digits --split 0.8,0.2" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto run2 = triggered(2);
+  ASSERT_TRUE(run2.is_object());
+  st.clear();
   for (const auto& s : run2["steps"]) st[s["step"]] = s;
   EXPECT_EQ(run2["state"], "SUCCEEDED");
-  EXPECT_EQ(st["push"]["outputs"]["dataset"], "digits@v2");
+  EXPECT_EQ(run2["params"]["data"], "digits@v2");
   EXPECT_EQ(st["register"]["outputs"]["model"], "digits@2");
   EXPECT_EQ(st["evaluate"]["outputs"]["baseline_model"], "digits@1");
   const double acc = st["evaluate"]["outputs"]["metrics.accuracy"];
@@ -1084,14 +1101,15 @@ TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
   EXPECT_EQ(deps[0]["ref"], "production");
   EXPECT_FALSE(deps[0]["config"].contains("canary")) << "promoted: no canary left";
 
-  // Unchanged: every step up to the evaluation is a cache hit; the gate stops the deployment.
-  r = sh("pipelines run retrain --wait --json -p data_file=" + digits + at);
+  // By hand, on the same version: every step up to the evaluation is a cache hit; the gate
+  // stops the deployment.
+  r = sh("pipelines run retrain --wait --json -p data=digits@v2" + at);
   ASSERT_EQ(r.code, 0) << r.out;
   auto run3 = nlohmann::json::parse(r.out.substr(r.out.find("\n{") + 1), nullptr, false);
   ASSERT_TRUE(run3.is_object()) << r.out;
   st.clear();
   for (const auto& s : run3["steps"]) st[s["step"]] = s;
-  for (const char* s : {"push", "validate", "train", "register"})
+  for (const char* s : {"validate", "train", "register"})
     EXPECT_TRUE(st[s]["cached"].get<bool>()) << s << ": " << st[s].dump();
   EXPECT_FALSE(st["evaluate"]["cached"].get<bool>()) << "production moved: another key";
   EXPECT_EQ(st["better"]["outputs"]["passed"], false);
@@ -1099,7 +1117,7 @@ TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
 
   r = sh("pipelines runs retrain" + at);
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("SUCCEEDED"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("dataset"), std::string::npos) << r.out;
   r = sh("pipelines logs 2" + at);
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("== train: SUCCEEDED"), std::string::npos) << r.out;
@@ -1107,15 +1125,30 @@ TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("pipeline run 2 of 'retrain' (version 1): SUCCEEDED"), std::string::npos)
       << r.out;
+  r = sh("pipelines show retrain" + at);
+  EXPECT_NE(r.out.find("trigger dataset: digits -> params.data"), std::string::npos) << r.out;
   r = sh("pipelines run nope" + at);
   EXPECT_EQ(r.code, 1) << r.out;
   EXPECT_NE(r.out.find("pipeline 'nope' does not exist"), std::string::npos) << r.out;
   r = sh("pipelines run retrain -p epoch=3" + at);
   EXPECT_EQ(r.code, 1) << r.out;
-  EXPECT_NE(r.out.find("has no parameter 'epoch' (its parameters: data_file, epochs, min_gain, "
-                       "model)"),
+  EXPECT_NE(r.out.find("has no parameter 'epoch' (its parameters: data, epochs, min_gain, model)"),
             std::string::npos)
       << r.out;
+
+  // A data.push step: a file into a dataset version.
+  std::ofstream(dir_ / "ingest.yaml")
+      << "name: ingest\nparams: {file: x}\nsteps:\n"
+         "  - {name: push, kind: data.push, with: {file: '${params.file}', name: wine}}\n"
+         "  - {name: check, kind: data.validate, with: {dataset: "
+         "'${steps.push.outputs.dataset}'}}\n";
+  r = sh("pipelines create " + (dir_ / "ingest.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("pipelines run ingest --wait -p file=" + std::string(DLSYS_SHARED_DIR) +
+         "/data/wine/wine_data.csv" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("push: dataset=wine@v1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("ok=true"), std::string::npos) << r.out;
 
   // A server killed in the middle of a run: the next one finishes it, the running step's job
   // re-attached, not started again.

@@ -58,6 +58,11 @@ class PipelineServiceTest : public ::testing::Test {
     auto ds = data::DatasetStore::open((dir_ / "datasets").string());
     ASSERT_TRUE(ds.ok()) << ds.status().to_string();
     data_ = std::move(ds).value();
+    options_.dataset_version = [this](const std::string& ref) -> Result<std::string> {
+      DLSYS_ASSIGN_OR_RETURN(data::VersionRef r, data::parse_version_ref(ref));
+      DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, data_->resolve(r));
+      return v.label();
+    };
     options_.dataset_id = [this](const std::string& ref) -> Result<std::string> {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = datasets_.find(ref);
@@ -69,6 +74,8 @@ class PipelineServiceTest : public ::testing::Test {
   }
   void TearDown() override {
     pipes_.reset();
+    // Jobs still running (a sleeping step) are stopped, not left behind.
+    if (jobs_) (void)jobs_->shutdown(std::chrono::seconds(2));
     jobs_.reset();
     store_.reset();
     fs::remove_all(dir_);
@@ -522,6 +529,98 @@ steps:
   EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
   EXPECT_EQ(validations.load(), 2);
   EXPECT_EQ(steps(r2->id)["c"].attempts, 1) << "a restart is not counted as an attempt";
+}
+
+// Triggers: a new dataset version, an alias moving, an interval and an alert each start a run
+// with the event in its parameter, once per event, and one triggered run at a time.
+TEST_F(PipelineServiceTest, TriggersStartOneRunPerEvent) {
+  create(R"(name: on-data
+params: {data: none}
+steps:
+  - name: use
+    kind: command
+    with: {command: [sh, -c, "echo ${params.data}"]}
+    cache: false
+triggers:
+  - {dataset: d, param: data}
+  - {alert: drift, param: data}
+)");
+  create(R"(name: on-alias
+params: {model: none}
+steps:
+  - {name: use, kind: command, with: {command: ["true"]}, cache: false}
+triggers:
+  - {alias: m@production, param: model}
+)");
+  create(R"(name: ticking
+steps:
+  - {name: use, kind: command, with: {command: [sleep, "60"]}, cache: false}
+triggers:
+  - {every: 1s}
+)");
+  auto runs_of = [&](const std::string& name) {
+    auto page = store_->pipelines().list_runs(name, "", 100, "");
+    return page.ok() ? page->items : std::vector<meta::PipelineRun>();
+  };
+  start();
+  // No version yet: nothing. The every-second trigger starts one run, which sleeps: no second
+  // run starts while it runs (its slots are skipped).
+  ASSERT_TRUE(drive_until([&] { return runs_of("ticking").size() == 1; }));
+  push("d", "x\n1\n");
+  ASSERT_TRUE(drive_until([&] {
+    auto r = runs_of("on-data");
+    return r.size() == 1 && r[0].state == "SUCCEEDED";
+  }));
+  auto r = runs_of("on-data");
+  EXPECT_EQ(r[0].trigger, "dataset");
+  EXPECT_EQ(r[0].event_id, "dataset:d=d@v1");
+  EXPECT_EQ(r[0].params["data"], "d@v1");
+  EXPECT_EQ(r[0].owner, "alice") << "a triggered run is its pipeline's owner's";
+  // The same version again (another runner, a restart): no second run; a new version: one.
+  ASSERT_TRUE(drive_until([&] { return runs_of("ticking").size() == 1 && now_ms() > 0; }));
+  push("d", "x\n1\n2\n");
+  ASSERT_TRUE(drive_until([&] {
+    auto rr = runs_of("on-data");
+    return rr.size() == 2 && rr[0].state == "SUCCEEDED";
+  }));
+  EXPECT_EQ(runs_of("on-data")[0].params["data"], "d@v2");
+  // An alert: once per id.
+  bool created = false;
+  auto a1 = pipes_->fire_alert("on-data", "drift", "alert-1", &created);
+  ASSERT_TRUE(a1.ok()) << a1.status().to_string();
+  EXPECT_TRUE(created);
+  EXPECT_EQ(a1->params["data"], "drift");
+  auto a2 = pipes_->fire_alert("on-data", "drift", "alert-1", &created);
+  ASSERT_TRUE(a2.ok());
+  EXPECT_FALSE(created);
+  EXPECT_EQ(a2->id, a1->id);
+  auto other = pipes_->fire_alert("on-data", "latency", "alert-2");
+  EXPECT_EQ(other.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(other.status().message().find("no alert trigger for 'latency'"), std::string::npos);
+  // An alias moving: a run per version it names.
+  auto exp = store_->runs().ensure_experiment("e", kAlice);
+  ASSERT_TRUE(exp.ok());
+  auto tracked = store_->runs().create_run(exp->id, "r", {}, {}, kAlice);
+  ASSERT_TRUE(tracked.ok());
+  auto stored = objects_->put("onnx bytes");
+  ASSERT_TRUE(stored.ok());
+  ASSERT_TRUE(
+      store_->runs()
+          .record_artifact(tracked->id, {"model.onnx", stored->sha256, stored->size}, kAlice)
+          .ok());
+  (void)store_->registry().create_model("m", "", kAlice);
+  for (int v = 1; v <= 2; ++v) {
+    auto mv = store_->registry().create_model_version("m", tracked->id, "model.onnx", "", kAlice);
+    ASSERT_TRUE(mv.ok()) << mv.status().to_string();
+  }
+  ASSERT_TRUE(store_->registry().set_alias("m", "production", 1, kAlice).ok());
+  ASSERT_TRUE(drive_until([&] { return runs_of("on-alias").size() == 1; }));
+  EXPECT_EQ(runs_of("on-alias")[0].params["model"], "m@1");
+  ASSERT_TRUE(drive_until([&] { return runs_of("on-alias")[0].state != "RUNNING"; }));
+  ASSERT_TRUE(store_->registry().set_alias("m", "production", 2, kAlice).ok());
+  ASSERT_TRUE(drive_until([&] { return runs_of("on-alias").size() == 2; }));
+  EXPECT_EQ(runs_of("on-alias")[0].event_id, "alias:m@production=m@2");
+  EXPECT_EQ(runs_of("ticking").size(), 1u) << "one triggered run at a time";
 }
 
 }  // namespace

@@ -125,6 +125,18 @@ TEST(PipelineSpec, MistakesAreRefusedNamingTheFileLineAndField) {
       {"name: x\nsteps:\n  - {name: a, kind: notify, with: {url: u}, for_each: 'a, b'}\n",
        "must be a non-empty list of values or one ${params.NAME} holding a list"},
       {"name: x\nsteps: [\n", "x.yaml:"},
+      {"name: x\nsteps:\n" + push + "triggers:\n  - {every: 1m, cron: '* * * * *'}\n",
+       "x.yaml:5: triggers[0] must have exactly one of cron, every, dataset, alias or alert (it "
+       "has 2)"},
+      {"name: x\nsteps:\n" + push + "triggers:\n  - {cron: '61 * * * *'}\n",
+       "x.yaml:5: triggers[0].cron (minute): '61' is outside 0-59"},
+      {"name: x\nsteps:\n" + push + "triggers:\n  - {every: 0s}\n", "1 s or more"},
+      {"name: x\nsteps:\n" + push + "triggers:\n  - {alias: production}\n", "must be MODEL@ALIAS"},
+      {"name: x\nsteps:\n" + push + "triggers:\n  - {dataset: digits, param: data}\n",
+       "triggers[0].param must name one of the pipeline's params"},
+      {"name: x\nsteps:\n" + push + "triggers:\n  - {datset: digits}\n",
+       "triggers[0].datset is not a field of a trigger"},
+      {"name: x\nsteps:\n" + push + "triggers: {every: 1m}\n", "triggers must be a list"},
   };
   for (const Case& c : cases) {
     auto p = parse_pipeline_spec(c.text, "x.yaml");
@@ -160,6 +172,23 @@ TEST(PipelineSpec, ReferencesAreFoundInsideListsAndMappings) {
   ASSERT_TRUE(named.ok()) << named.status().to_string();
   EXPECT_EQ((*named)[0].name, "outputs");
   EXPECT_EQ((*named)[0].key, "dataset");
+}
+
+TEST(PipelineSpec, TriggersAreReadWithTheParamTheirEventGoesTo) {
+  auto p = parse_pipeline_spec(
+      "name: x\nparams: {data: d, model: m@1}\nsteps:\n  - {name: a, kind: notify, with: {url: "
+      "u}}\ntriggers:\n  - {cron: '0 3 * * *'}\n  - {every: 90s}\n  - {dataset: digits, param: "
+      "data}\n  - {alias: digits@production, param: model}\n  - {alert: '*'}\n",
+      "x.yaml");
+  ASSERT_TRUE(p.ok()) << p.status().to_string();
+  ASSERT_EQ(p->triggers.size(), 5u);
+  EXPECT_STREQ(p->triggers[0].kind_name(), "cron");
+  EXPECT_EQ(p->triggers[0].value, "0 3 * * *");
+  EXPECT_EQ(p->triggers[1].every_seconds, 90);
+  EXPECT_EQ(p->triggers[2].param, "data");
+  EXPECT_EQ(p->triggers[3].value, "digits@production");
+  EXPECT_EQ(p->triggers[4].kind, TriggerSpec::Kind::kAlert);
+  EXPECT_EQ(p->triggers[4].line, 10);
 }
 
 }  // namespace
