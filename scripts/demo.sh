@@ -6,7 +6,8 @@
 # model and promote it to production; deploy it, infer the validation split over KServe v2 and
 # roll the deployment to a second version under load; add a canary, roll it back, and shadow it;
 # then submit a train job to the server's training service, kill it, and see it retried from its
-# checkpoint to the weights of an uninterrupted run.
+# checkpoint to the weights of an uninterrupted run; a hyperparameter search; and the retrain
+# pipeline, started by new digits data, through its gate to a canary and a promotion.
 set -euo pipefail
 BUILD=${1:-build}
 DLSYS="$BUILD/dlsys"
@@ -195,8 +196,41 @@ kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
 
-step "10/10 pipelines (being built): the retrain pipeline's spec checked, its steps in the order they run"
-"$DLSYS" pipelines validate examples/pipelines/retrain.yaml
+step "10/10 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
+# A server of its own (a fresh data directory), run from the repository's root: the pipeline's
+# paths are relative to it. Each `data push` is an event of the pipeline's dataset trigger.
+FLOW_DIR="$DIR/flow-home"
+rm -rf "$FLOW_DIR"
+"$DLSYS" server --data-dir "$FLOW_DIR" --port 0 --access-log off >"$DIR/flow-server.out" 2>&1 &
+SERVER=$!
+trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+for _ in $(seq 300); do grep -q "dlsys server on" "$DIR/flow-server.out" && break; sleep 0.1; done
+URL=$(sed -n 's/^dlsys server on \(http[^ ]*\).*/\1/p' "$DIR/flow-server.out")
+[ -n "$URL" ] || { cat "$DIR/flow-server.out"; echo "dlsys server did not start"; exit 1; }
+"$DLSYS" pipelines create examples/pipelines/retrain.yaml --server "$URL"
+"$DLSYS" pipelines show retrain --server "$URL" | grep trigger
+# Waits until run $1 of retrain exists (its trigger started it), then follows it to its end.
+follow_run() {
+  for _ in $(seq 300); do
+    "$DLSYS" pipelines show "$1" --server "$URL" --quiet >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  "$DLSYS" pipelines show "$1" --wait --server "$URL"
+}
+head -400 ../shared/data/digits/digits.csv >"$DIR/digits-first-400.csv"
+echo "a first, small digits version lands (400 rows):"
+"$DLSYS" data push "$DIR/digits-first-400.csv" --name digits --split 0.8,0.2 --server "$URL" | head -1
+follow_run 1
+echo "the whole digits data lands as the next version:"
+"$DLSYS" data push ../shared/data/digits/digits.csv --name digits --split 0.8,0.2 --server "$URL" | head -1
+follow_run 2
+"$DLSYS" models list --server "$URL"
+"$DLSYS" deploy list --server "$URL"
+echo "the same version again, by hand: every step up to the evaluation is a cached result"
+"$DLSYS" pipelines run retrain -p data=digits@v2 --wait --server "$URL" | grep -E "cached|better|SUCCEEDED$"
+kill -TERM "$SERVER"
+wait "$SERVER"
+trap - EXIT
 
 # A versioned dataset: the digits CSV pushed twice. The second push finds the same data as the
 # latest version and makes no new one (as git refuses an empty commit).
