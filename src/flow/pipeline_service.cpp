@@ -13,6 +13,7 @@
 #include "flow/step_cache_key.h"
 #include "jobs/job_spec.h"
 #include "jobs/run_model.h"
+#include "jobs/search_spec.h"
 
 namespace dlsys::flow {
 namespace fs = std::filesystem;
@@ -29,8 +30,8 @@ bool is_job_kind(const std::string& k) {
 // Kinds whose result is reused from the cache: the ones that compute something. A gate is
 // cheap, and the rest act on the world (an alias, a deployment, a webhook): always run.
 bool is_cacheable(const std::string& k) {
-  return k == "data.push" || k == "data.validate" || k == "train" || k == "evaluate" ||
-         k == "register" || k == "predict" || k == "command";
+  return k == "data.push" || k == "data.validate" || k == "train" || k == "search" ||
+         k == "evaluate" || k == "register" || k == "predict" || k == "command";
 }
 
 std::string key_of(int64_t run, const std::string& step, int64_t item) {
@@ -604,10 +605,38 @@ Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item
     if (options_.wake_jobs) options_.wake_jobs();
     return Status::OK();
   }
-  if (st.kind == "search")
-    return failed_now(
-        "search steps do not run yet in this version of dlsys; run the search with `dlsys "
-        "search submit` and pass its model to the pipeline as a parameter");
+  if (st.kind == "search") {
+    // A hyperparameter search (the server's search service runs its trials as jobs), named for
+    // the run and step: a step started again after a restart finds it instead of another.
+    const std::string where = where_of(run, st, "with");
+    auto spec = [&]() -> Result<jobs::SearchSpec> {
+      DLSYS_ASSIGN_OR_RETURN(std::string path, text_field(*with, "search", where));
+      DLSYS_ASSIGN_OR_RETURN(jobs::SearchSpec sp,
+                             jobs::load_search_spec(absolute_in(options_.work_dir, path)));
+      DLSYS_ASSIGN_OR_RETURN(std::string data, text_field(*with, "dataset", where, false));
+      if (!data.empty()) {
+        DLSYS_ASSIGN_OR_RETURN(sp.trial.dataset, jobs::parse_version_ref(data, where + ".dataset"));
+        sp.trial.has_dataset = true;
+      }
+      sp.trial.owner = run.owner;
+      sp.name = fmt::format("{}-p{}-{}{}", sp.name, run.id, st.name,
+                            r.item >= 0 ? fmt::format("-{}", r.item) : "");
+      return sp;
+    }();
+    if (!spec.ok()) return failed_now(spec.status().message());
+    int64_t id = 0;
+    DLSYS_ASSIGN_OR_RETURN(auto page, store_.searches().list("", 1000, ""));
+    for (const meta::Search& x : page.items)
+      if (x.name == spec->name && x.owner == run.owner) id = x.id;
+    if (id == 0) {
+      DLSYS_ASSIGN_OR_RETURN(meta::Search created,
+                             store_.searches().create(spec->name, jobs::to_json(*spec), owner));
+      id = created.id;
+    }
+    r.outputs = {{"search_id", id}};
+    if (options_.wake_jobs) options_.wake_jobs();
+    return save(p, r, expected);
+  }
   // Inline: here (gate, register, alias, notify) or a handler of the server's.
   StepHandler fn;
   if (st.kind == "register" || st.kind == "alias" || st.kind == "notify") {
@@ -676,6 +705,34 @@ Status PipelineService::poll_step(Pass& p, const StepSpec& st, StepRun& r) {
                     job.end_reason.empty() ? "(no reason recorded)" : job.end_reason);
     return save(p, r, "RUNNING");
   }
+  if (st.kind == "search") {
+    const int64_t id = r.outputs.value("search_id", int64_t{0});
+    DLSYS_ASSIGN_OR_RETURN(meta::Search x, store_.searches().get(id));
+    if (x.state == "RUNNING") return Status::OK();
+    if (x.state != "SUCCEEDED") {
+      r.state = x.state == "CANCELLED" ? "CANCELLED" : "FAILED";
+      r.ended_at = now_ms();
+      r.end_reason = fmt::format("search {} {}: {}", id,
+                                 x.state == "CANCELLED" ? "was cancelled" : "failed", x.end_reason);
+      return save(p, r, "RUNNING");
+    }
+    json out = {{"search_id", id}};
+    DLSYS_ASSIGN_OR_RETURN(auto trials, store_.searches().trials(id));
+    for (const meta::SearchTrial& t : trials) {
+      if (t.trial != x.best_trial) continue;
+      DLSYS_ASSIGN_OR_RETURN(meta::Job job, store_.jobs().get(t.job_id));
+      out["best_run"] = job.run_id;
+      if (auto best = store_.runs().get_run(job.run_id); best.ok())
+        for (const auto& [key, m] : best->metrics)
+          if (key.rfind("job.", 0) != 0) out["metrics." + key] = m.value;
+    }
+    if (x.model_version > 0) {
+      auto spec = jobs::search_spec_from_json(x.spec, "search");
+      if (spec.ok() && !spec->register_model.empty())
+        out["model"] = fmt::format("{}@{}", spec->register_model, x.model_version);
+    }
+    return succeed(std::move(out));
+  }
   // An inline step: on a worker of this service, or lost with the process that ran it.
   const std::string key = key_of(run.id, st.name, r.item);
   std::shared_ptr<InFlight> f;
@@ -737,6 +794,22 @@ Result<int> PipelineService::cancel(Pass& p) {
         r.state = job.state == "SUCCEEDED" ? "SUCCEEDED" : "CANCELLED";
         r.ended_at = now_ms();
         if (r.state == "CANCELLED") r.end_reason = "the run was cancelled";
+        DLSYS_RETURN_IF_ERROR(save(p, r, "RUNNING"));
+      } else if (r.state == "RUNNING" && r.outputs.contains("search_id")) {
+        const int64_t id = r.outputs.value("search_id", int64_t{0});
+        DLSYS_ASSIGN_OR_RETURN(meta::Search x, store_.searches().get(id));
+        if (x.state == "RUNNING") {
+          running = true;
+          if (!x.cancel_requested) {
+            auto c = store_.searches().cancel(id, kRunner);
+            if (!c.ok() && c.status().code() != StatusCode::kFailedPrecondition) return c.status();
+            if (options_.wake_jobs) options_.wake_jobs();
+          }
+          continue;
+        }
+        r.state = "CANCELLED";
+        r.ended_at = now_ms();
+        r.end_reason = "the run was cancelled";
         DLSYS_RETURN_IF_ERROR(save(p, r, "RUNNING"));
       } else if (r.state == "RUNNING") {
         // An inline step is not interrupted: it ends, then counts as cancelled.
@@ -836,6 +909,8 @@ Result<StepCacheInputs> PipelineService::cache_inputs(const StepSpec& st, const 
     add_file(with["spec"]);
   if (st.kind == "data.push" && with.contains("file") && with["file"].is_string())
     add_file(with["file"]);
+  if (st.kind == "search" && with.contains("search") && with["search"].is_string())
+    add_file(with["search"]);
   if (st.kind == "command" && with.contains("files")) {
     if (!with["files"].is_array())
       return Status::Invalid("{}.files must be a list of the files the command runs", where);

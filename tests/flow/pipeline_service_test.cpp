@@ -18,6 +18,7 @@
 #include "data/ingest.h"
 #include "data/push.h"
 #include "jobs/job_service.h"
+#include "jobs/search_service.h"
 
 namespace dlsys::flow {
 namespace {
@@ -88,6 +89,8 @@ class PipelineServiceTest : public ::testing::Test {
     };
     jobs_ = std::make_unique<jobs::JobService>(*store_, jo);
     ASSERT_TRUE(jobs_->recover().ok());
+    searches_ = std::make_unique<jobs::SearchService>(
+        *store_, jobs::SearchServiceOptions{objects_.get(), nullptr});
     PipelineServiceOptions po = options_;
     po.wake_jobs = [this] { jobs_->wake(); };
     pipes_ = std::make_unique<PipelineService>(*store_, po);
@@ -109,6 +112,9 @@ class PipelineServiceTest : public ::testing::Test {
     while (std::chrono::steady_clock::now() < deadline) {
       auto t = jobs_->tick();
       EXPECT_TRUE(t.ok()) << t.status().to_string();
+      auto q = searches_->tick();
+      EXPECT_TRUE(q.ok()) << q.status().to_string();
+      if (q.ok() && *q > 0) jobs_->wake();
       if (done()) return true;
       jobs_->wait(milliseconds(20));
     }
@@ -144,6 +150,7 @@ class PipelineServiceTest : public ::testing::Test {
   jobs::JobServiceOptions jobs_options_;
   PipelineServiceOptions options_;
   std::unique_ptr<jobs::JobService> jobs_;
+  std::unique_ptr<jobs::SearchService> searches_;
   std::unique_ptr<PipelineService> pipes_;
   // Pushes `csv` as a new version of dataset `name` in the data directory.
   void push(const std::string& name, const std::string& csv) {
@@ -621,6 +628,47 @@ triggers:
   ASSERT_TRUE(drive_until([&] { return runs_of("on-alias").size() == 2; }));
   EXPECT_EQ(runs_of("on-alias")[0].event_id, "alias:m@production=m@2");
   EXPECT_EQ(runs_of("ticking").size(), 1u) << "one triggered run at a time";
+}
+
+// A search step: a hyperparameter search whose best trial's run, metrics and registered model
+// are the step's outputs, which a later step reads.
+TEST_F(PipelineServiceTest, ASearchStepGivesItsBestTrial) {
+  write("mlp.yaml", "name: t\ndata:\n  train: " DLSYS_SHARED_DATA
+                    "/digits/digits.csv\n  label_column: -1\n  feature_scale: 0.0625\n"
+                    "model:\n  input: [64]\n  layers: [{linear: {out: 16}}, relu, {linear: {out: "
+                    "10}}]\ntrain:\n  epochs: 1\n  batch_size: 64\n  seed: 3\n"
+                    "  optimizer: {name: adam, lr: 0.001}\n");
+  write("search.yaml",
+        "name: lr\ntrial: {spec: mlp.yaml, resources: {threads: 1}}\nalgorithm: grid\n"
+        "space: {lr: {choice: [0.00001, 0.01]}}\nparallelism: 2\n"
+        "register: {model: lr-best}\n");
+  create(R"(name: tune
+steps:
+  - {name: tune, kind: search, with: {search: search.yaml}}
+  - name: use
+    kind: command
+    with: {command: [sh, -c, "echo ${steps.tune.outputs.model} ${steps.tune.outputs.best_run}"]}
+)");
+  start();
+  const int64_t id = run("tune");
+  meta::PipelineRun r = wait_run(id);
+  ASSERT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+  auto s = steps(id);
+  const json& out = s["tune"].outputs;
+  EXPECT_EQ(out["model"], "lr-best@1");
+  ASSERT_TRUE(out.contains("best_run")) << out.dump();
+  auto search = store_->searches().get(out["search_id"].get<int64_t>());
+  ASSERT_TRUE(search.ok());
+  EXPECT_EQ(search->name, "lr-p" + std::to_string(id) + "-tune") << "named for its run and step";
+  EXPECT_EQ(search->state, "SUCCEEDED");
+  // The better learning rate's trial is the best (0.00001 learns next to nothing in an epoch).
+  auto trials = store_->searches().trials(search->id);
+  ASSERT_TRUE(trials.ok());
+  for (const auto& t : *trials)
+    if (t.trial == search->best_trial) EXPECT_EQ(t.params["lr"], 0.01);
+  EXPECT_GT(out["metrics.val_accuracy"].get<double>(), 0.5);
+  EXPECT_EQ(s["use"].inputs["command"][2],
+            "echo lr-best@1 " + std::to_string(out["best_run"].get<int64_t>()));
 }
 
 }  // namespace
