@@ -172,7 +172,7 @@ int run_server(const ServerArgs& a) {
   jobs::add_search_routes(be->router(), be->store(), sro);
   if (pipelines) {
     flow::add_pipeline_routes(be->router(), *pipelines, be->store(),
-                              flow::PipelineRoutesOptions{jo.work_dir});
+                              flow::PipelineRoutesOptions{jo.work_dir, bo.auth});
   }
   std::unique_ptr<jobs::SearchService> search_service;
   if (job_service)
@@ -191,6 +191,9 @@ int run_server(const ServerArgs& a) {
     if (k8s_executor) k8s_executor->set_default_server_url(url);
     // Servers sharing one database tell their jobs apart by host and port.
     job_service->set_runner(fmt::format("{}:{}", job_service->runner(), server.port()));
+    // The pipeline runner is known by the same name: restarted on the same port, it runs the
+    // steps it had in hand again at once.
+    if (pipelines) pipelines->set_runner(job_service->runner());
     Status rec = job_service->recover();
     if (!rec.ok()) return fail(rec.with_context("recovering the job queue").message());
     job_thread = std::thread([&stopping, svc = job_service.get(), searches = search_service.get()] {

@@ -250,6 +250,9 @@ Result<json> deploy_step(api::Services& s, serve::ModelServer& models, const flo
   meta::Deployment d = before;
   if (!config.empty())
     for (auto it = config.begin(); it != config.end(); ++it) d.config[it.key()] = it.value();
+  // Checked before any of it is read: an error names the field.
+  DLSYS_RETURN_IF_ERROR(
+      serve::parse_deployment_config(d.config).status().with_context(where + ".config"));
   const json canary = d.config.value("canary", json());
   if (weight == 100 && canary.is_object() && canary.value("version", int64_t{0}) == mv.version &&
       canary.value("model", "") == mv.model) {

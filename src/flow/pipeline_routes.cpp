@@ -21,6 +21,8 @@ using nlohmann::json;
 
 // The most of one job's log a run's logs carry (its end: where a failure shows).
 constexpr int64_t kLogTailBytes = 64 << 10;
+// The most log text one answer carries (a fanned-out step has up to 1,000 jobs).
+constexpr size_t kMaxLogsBytes = 8 << 20;
 
 Result<int64_t> run_id(const Request& r) {
   DLSYS_ASSIGN_OR_RETURN(int64_t id, api::parse_int(r.param("id"), "pipeline run id"));
@@ -77,6 +79,20 @@ std::string log_tail(const std::string& path) {
   return printable_utf8(buf);
 }
 
+// PermissionDenied when `spec` has a step that acts as the server and `who` is not an admin
+// (with `need_admin`).
+Status check_server_steps(const PipelineSpec& spec, const meta::Principal& who, bool need_admin,
+                          const char* what) {
+  if (!need_admin || who.role == meta::Role::kAdmin) return Status::OK();
+  for (const StepSpec& st : spec.steps)
+    if (st.kind == "command" || st.kind == "data.push" || st.kind == "notify")
+      return Status::PermissionDenied(
+          "step '{}' is a {} step, which runs as the server itself (its programs, files or "
+          "network): only an admin may {} pipeline '{}'",
+          st.name, st.kind, what, spec.name);
+  return Status::OK();
+}
+
 }  // namespace
 
 void add_pipeline_routes(api::Router& router, PipelineService& service, meta::MetaStore& store,
@@ -84,11 +100,13 @@ void add_pipeline_routes(api::Router& router, PipelineService& service, meta::Me
   auto o = std::make_shared<const PipelineRoutesOptions>(std::move(options));
   meta::MetaStore* s = &store;
   PipelineService* svc = &service;
-  router.add("POST", "/api/v1/pipelines", Access::kWrite, [s](Request& r) -> Result<Response> {
+  router.add("POST", "/api/v1/pipelines", Access::kWrite, [s, o](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(json body, api::body_object(r));
     DLSYS_ASSIGN_OR_RETURN(std::string text, api::string_field(body, "spec", true));
     DLSYS_ASSIGN_OR_RETURN(std::string file, api::string_field(body, "file", false, "spec.yaml"));
     DLSYS_ASSIGN_OR_RETURN(PipelineSpec spec, parse_pipeline_spec(text, file));
+    DLSYS_RETURN_IF_ERROR(
+        check_server_steps(spec, r.principal, o->server_steps_need_admin, "create"));
     const bool existed = s->pipelines().get_pipeline(spec.name).ok();
     DLSYS_ASSIGN_OR_RETURN(meta::Pipeline p,
                            s->pipelines().put_pipeline(spec.name, text, r.principal));
@@ -115,25 +133,34 @@ void add_pipeline_routes(api::Router& router, PipelineService& service, meta::Me
     if (spec.ok()) out.update(spec_json(*spec));
     return Response::json_body(out);
   });
-  router.add("POST", "/api/v1/pipelines/{name}/runs", Access::kWrite,
-             [svc](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(json body, api::body_object(r));
-               json params = body.value("params", json::object());
-               if (!params.is_object())
-                 return Status::Invalid("'params' must be an object of NAME: VALUE");
-               const bool no_cache = body.value("no_cache", false);
-               DLSYS_ASSIGN_OR_RETURN(std::string event,
-                                      api::string_field(body, "event_id", false));
-               DLSYS_ASSIGN_OR_RETURN(std::string trigger,
-                                      api::string_field(body, "trigger", false, "manual"));
-               bool created = false;
-               DLSYS_ASSIGN_OR_RETURN(meta::PipelineRun run,
-                                      svc->start_run(r.param("name"), params, trigger, event,
-                                                     no_cache, r.principal, &created));
-               json out = run;
-               out["created"] = created;
-               return Response::json_body(out, created ? 201 : 200);
-             });
+  router.add(
+      "POST", "/api/v1/pipelines/{name}/runs", Access::kWrite,
+      [s, svc, o](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(json body, api::body_object(r));
+        json params = body.value("params", json::object());
+        if (!params.is_object())
+          return Status::Invalid("'params' must be an object of NAME: VALUE");
+        if (body.contains("no_cache") && !body["no_cache"].is_boolean())
+          return Status::Invalid("'no_cache' must be true or false, got {}",
+                                 body["no_cache"].dump().substr(0, 40));
+        const bool no_cache = body.value("no_cache", false);
+        DLSYS_ASSIGN_OR_RETURN(std::string event, api::string_field(body, "event_id", false));
+        // A run started here is "manual"; triggers start theirs in the server.
+        const std::string trigger = "manual";
+        if (o->server_steps_need_admin && r.principal.role != meta::Role::kAdmin) {
+          DLSYS_ASSIGN_OR_RETURN(meta::Pipeline p, s->pipelines().get_pipeline(r.param("name")));
+          DLSYS_ASSIGN_OR_RETURN(PipelineSpec spec,
+                                 parse_pipeline_spec(p.spec_text, p.name + ".yaml"));
+          DLSYS_RETURN_IF_ERROR(check_server_steps(spec, r.principal, true, "run"));
+        }
+        bool created = false;
+        DLSYS_ASSIGN_OR_RETURN(meta::PipelineRun run,
+                               svc->start_run(r.param("name"), params, trigger, event, no_cache,
+                                              r.principal, &created));
+        json out = run;
+        out["created"] = created;
+        return Response::json_body(out, created ? 201 : 200);
+      });
   // Monitoring's webhook: {"alert": NAME, "id": EVENT} starts a run through the pipeline's alert
   // trigger, once per id (a body without one is identified by its content).
   router.add("POST", "/api/v1/pipelines/{name}/alerts", Access::kWrite,
@@ -200,6 +227,7 @@ void add_pipeline_routes(api::Router& router, PipelineService& service, meta::Me
                         std::tie(b.started_at, b.step, b.item);
                });
                json list = json::array();
+               size_t log_bytes = 0;  // all the logs of one answer: at most kMaxLogsBytes
                for (const meta::StepRun& st : steps) {
                  json j = {{"step", st.step},
                            {"item", st.item},
@@ -209,8 +237,13 @@ void add_pipeline_routes(api::Router& router, PipelineService& service, meta::Me
                            {"end_reason", st.end_reason},
                            {"started_at", st.started_at},
                            {"ended_at", st.ended_at}};
-                 if (st.job_id > 0 && !o->job_dir.empty())
-                   j["log"] = log_tail(fmt::format("{}/{}/log", o->job_dir, st.job_id));
+                 if (st.job_id > 0 && !o->job_dir.empty() && log_bytes < kMaxLogsBytes) {
+                   std::string log = log_tail(fmt::format("{}/{}/log", o->job_dir, st.job_id));
+                   log_bytes += log.size();
+                   j["log"] = std::move(log);
+                 } else if (st.job_id > 0) {
+                   j["log"] = fmt::format("(not shown: `dlsys jobs logs {}` prints it)", st.job_id);
+                 }
                  list.push_back(std::move(j));
                }
                return Response::json_body({{"run", run}, {"steps", list}});

@@ -32,6 +32,9 @@ struct PipelineRoutesOptions {
   // Where the training service keeps its jobs' folders (a job step's log is JOB_DIR/ID/log);
   // empty: logs show no job output.
   std::string job_dir;
+  // With tokens required: pipelines with steps that act as the server itself (`command`: its
+  // programs; `data.push`: its files; `notify`: its network) are created and run by admins only.
+  bool server_steps_need_admin = false;
 };
 
 // Adds the routes above. `service` (and its store) must outlive the router's use.

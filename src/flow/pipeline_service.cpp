@@ -1,6 +1,7 @@
 #include "flow/pipeline_service.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -23,6 +24,10 @@ using meta::StepRun;
 namespace {
 
 const meta::Principal kRunner{"pipelines", meta::Role::kAdmin};
+// The most instances one step fans out to.
+constexpr size_t kMaxFanOut = 1000;
+// The largest file a step's cache key reads (a pushed file, a command's code).
+constexpr uintmax_t kMaxHashedBytes = uintmax_t{4} << 30;
 
 bool is_job_kind(const std::string& k) {
   return k == "train" || k == "predict" || k == "command";
@@ -182,7 +187,10 @@ struct PipelineService::InFlight {
   StepCall call;
   StepHandler fn;
   int64_t attempt = 0;
-  bool done = false;
+  // Under mu_: when a worker took it (0: queued), whether it ended, or was given up (a timeout,
+  // a cancel: a queued one is not run, a running one's result is dropped).
+  int64_t started_ms = 0;
+  bool done = false, abandoned = false;
   Result<json> result = json::object();
 };
 
@@ -191,6 +199,11 @@ PipelineService::PipelineService(meta::MetaStore& store, PipelineServiceOptions 
   if (options_.work_dir.empty()) {
     std::error_code ec;
     options_.work_dir = fs::current_path(ec).string();
+  }
+  if (options_.runner.empty()) {
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    options_.runner = fmt::format("{}:{}", host, static_cast<long long>(::getpid()));
   }
 }
 
@@ -211,6 +224,9 @@ void PipelineService::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stopping_ = true;
+    // Steps no worker took: left RUNNING in the store, begun again by the next start.
+    for (auto& f : queue_) f->abandoned = true;
+    queue_.clear();
   }
   cv_.notify_all();
   work_cv_.notify_all();
@@ -235,9 +251,19 @@ void PipelineService::runner_loop() {
       if (stopping_) return;
       woken_ = false;
     }
-    auto r = tick();
+    Result<int> r = 0;
+    try {
+      r = tick();
+    } catch (const std::exception& e) {
+      r = Status::Internal("the runner's pass failed: {}", e.what());
+    }
     if (!r.ok()) std::fprintf(stderr, "pipelines: %s\n", r.status().message().c_str());
-    auto t = fire_triggers();
+    Result<int> t = 0;
+    try {
+      t = fire_triggers();
+    } catch (const std::exception& e) {
+      t = Status::Internal("{}", e.what());
+    }
     if (!t.ok()) std::fprintf(stderr, "pipelines: triggers: %s\n", t.status().message().c_str());
   }
 }
@@ -247,14 +273,23 @@ void PipelineService::worker_loop() {
     std::shared_ptr<InFlight> f;
     {
       std::unique_lock<std::mutex> lock(mu_);
-      // Stopping still drains the queue: a step taken is a step finished.
       work_cv_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
-      if (queue_.empty()) return;
+      if (stopping_ || queue_.empty()) return;
       f = queue_.front();
       queue_.pop_front();
+      if (f->abandoned) continue;  // timed out or cancelled while it waited
+      f->started_ms = now_ms();
     }
     f->call.run = &f->run;
-    Result<json> r = f->fn(f->call);
+    // A handler's exception is its step's failure, not the server's end.
+    Result<json> r = json::object();
+    try {
+      r = f->fn(f->call);
+    } catch (const std::exception& e) {
+      r = Status::Internal("the step's handler failed: {}", e.what());
+    } catch (...) {
+      r = Status::Internal("the step's handler failed with an unknown exception");
+    }
     {
       std::lock_guard<std::mutex> lock(mu_);
       f->result = std::move(r);
@@ -283,9 +318,12 @@ Result<meta::PipelineRun> PipelineService::start_run(const std::string& name, co
         return Status::Invalid("pipeline '{}' has no parameter '{}' (its parameters: {})", name,
                                it.key(), known.empty() ? "none" : known);
       }
-      if (it.value().is_object())
-        return Status::Invalid("parameter '{}': a value is a scalar or a list of scalars",
-                               it.key());
+      const json& v = it.value();
+      auto scalar = [](const json& x) { return x.is_primitive() && !x.is_null(); };
+      if (!(scalar(v) || (v.is_array() && std::all_of(v.begin(), v.end(), scalar))))
+        return Status::Invalid(
+            "parameter '{}': a value is a number, text, true/false or a list of those, got {}",
+            it.key(), v.dump().substr(0, 80));
       params[it.key()] = it.value();
     }
   DLSYS_ASSIGN_OR_RETURN(
@@ -301,7 +339,12 @@ Result<int> PipelineService::tick() {
   std::set<int64_t> live;
   for (const PipelineRun& run : runs) {
     live.insert(run.id);
-    auto r = drive(run);
+    Result<int> r = 0;
+    try {
+      r = drive(run);
+    } catch (const std::exception& e) {
+      r = Status::Internal("{}", e.what());
+    }
     if (r.ok()) {
       changed += *r;
     } else if (r.status().code() == StatusCode::kUnavailable) {
@@ -359,9 +402,11 @@ struct PipelineService::Pass {
   Scope scope(const json& item) const { return {&run->params, &rows, spec.get(), item}; }
 };
 
-Status PipelineService::save(Pass& p, StepRun& r, const std::string& expected) {
+Status PipelineService::save(Pass& p, StepRun& r, const std::string& expected, bool* won,
+                             int64_t heartbeat) {
   Status st = expected.empty() ? store_.pipelines().insert_step(r)
-                               : store_.pipelines().update_step(r, expected);
+                               : store_.pipelines().update_step(r, expected, heartbeat);
+  if (won) *won = st.ok();
   if (st.code() == StatusCode::kFailedPrecondition) return Status::OK();  // another runner's
   if (st.ok()) ++p.changed;
   return st;
@@ -375,7 +420,7 @@ Status PipelineService::fail(Pass& p, const StepSpec& st, StepRun& r, const std:
       retry ? fmt::format("attempt {} failed (retrying): {}", r.attempts, reason) : reason;
   r.ended_at = retry ? 0 : now_ms();
   r.not_before =
-      retry ? now_ms() + (options_.retry_backoff_ms << std::min<int64_t>(20, r.attempts - 1)) : 0;
+      retry ? now_ms() + (options_.retry_backoff_ms << std::min<int64_t>(10, r.attempts - 1)) : 0;
   return save(p, r, expected);
 }
 
@@ -419,6 +464,9 @@ Result<int> PipelineService::drive(const PipelineRun& run) {
         if (fe.ok() && !fe->is_array())
           fe = Status::Invalid("{}: for_each must give a list, got {}",
                                where_of(run, st, "for_each"), fe->dump());
+        if (fe.ok() && fe->size() > kMaxFanOut)
+          fe = Status::Invalid("{}: for_each gave {} items; a step fans out to at most {}",
+                               where_of(run, st, "for_each"), fe->size(), kMaxFanOut);
         if (!fe.ok()) {
           r.state = "FAILED";
           r.end_reason = fe.status().message();
@@ -446,7 +494,29 @@ Result<int> PipelineService::drive(const PipelineRun& run) {
         p.rows[name].push_back(ri);
       }
     } else {
-      for (StepRun& r : inst) {
+      // Polled below: the rows read from the store, not the ones begun in this pass (a row
+      // another runner inserted first is only this runner's copy).
+      const size_t existing = inst.size();
+      // A fan-out step's instances that are missing (a retry forgot the failed ones; a pass
+      // stopped after some): begun now, so that none is lost from the fan-in.
+      if (!st.for_each.is_null() &&
+          std::all_of(inst.begin(), inst.end(), [](const StepRun& r) { return r.item >= 0; })) {
+        Readiness ready = readiness(st, p.rows, *p.spec);
+        auto fe = resolve(st.for_each, p.scope(json()), where_of(run, st, "for_each"));
+        if (!ready.waiting && ready.skip_reason.empty() && fe.ok() && fe->is_array() &&
+            fe->size() <= kMaxFanOut) {
+          std::set<int64_t> have;
+          for (const StepRun& r : inst) have.insert(r.item);
+          for (size_t i = 0; i < fe->size(); ++i) {
+            if (have.count(static_cast<int64_t>(i))) continue;
+            StepRun ri = StepRun::of(run.id, name, static_cast<int64_t>(i), "");
+            DLSYS_RETURN_IF_ERROR(begin_step(p, st, (*fe)[i], ri, ""));
+            p.rows[name].push_back(ri);
+          }
+        }
+      }
+      for (size_t k = 0; k < existing; ++k) {
+        StepRun& r = inst[k];
         if (r.state == "PENDING" && r.not_before <= now) {
           json item;
           if (r.item >= 0) {
@@ -478,8 +548,32 @@ Result<int> PipelineService::drive(const PipelineRun& run) {
   return p.changed + 1;
 }
 
+void PipelineService::pin_versions(json* with) {
+  if (with->contains("dataset") && (*with)["dataset"].is_string() && options_.dataset_version) {
+    const std::string text = (*with)["dataset"];
+    // "digits@prod:train": the version is pinned, the split kept.
+    const size_t colon = text.find(':', text.find('@') == std::string::npos ? 0 : text.find('@'));
+    const std::string ref = text.substr(0, colon);
+    auto v = options_.dataset_version(ref);
+    if (v.ok()) (*with)["dataset"] = *v + (colon == std::string::npos ? "" : text.substr(colon));
+  }
+  for (const char* field : {"model", "compare"}) {
+    if (!with->contains(field) || !(*with)[field].is_string()) continue;
+    auto ref = jobs::parse_version_ref((*with)[field].get<std::string>(), field);
+    if (!ref.ok() || ref->version > 0) continue;
+    Result<meta::ModelVersion> v = Status::NotFound("no version");
+    if (!ref->alias.empty()) {
+      v = store_.registry().get_version_by_alias(ref->name, ref->alias);
+    } else if (auto all = store_.registry().list_model_versions(ref->name);
+               all.ok() && !all->empty()) {
+      v = all->back();
+    }
+    if (v.ok()) (*with)[field] = fmt::format("{}@{}", v->model, v->version);
+  }
+}
+
 Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item, StepRun& r,
-                                   const std::string& expected) {
+                                   const std::string& expected, int64_t expected_heartbeat) {
   const PipelineRun& run = *p.run;
   const Scope scope = p.scope(item);
   r.attempts += 1;
@@ -506,17 +600,23 @@ Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item
   }
   auto with = resolve(st.with, scope, where_of(run, st, "with"));
   if (!with.ok()) return failed_now(with.status().message());
+  // Versions named by a moving reference ("digits", "digits@prod", "m@production") are pinned
+  // to the one they name now: what the step runs on is what its cache key says.
+  pin_versions(&*with);
   r.inputs = *with;
-  // The cache: a hit is used only when every output it names still exists.
+  // The cache: a hit is used only when every output it names still exists. A registration that
+  // moves an alias acts on the world: always run.
   r.cache_key.clear();
   r.cached = false;
-  if (is_cacheable(st.kind)) {
+  const bool moves_alias = st.kind == "register" && with->contains("alias") &&
+                           !(*with)["alias"].is_null() && (*with)["alias"] != "";
+  if (is_cacheable(st.kind) && st.cache && !moves_alias) {
     auto in = cache_inputs(st, *with);
     if (!in.ok()) return failed_now(in.status().message());
     auto key = step_cache_key(*in);
     if (!key.ok()) return failed_now(key.status().message());
     r.cache_key = *key;
-    if (st.cache && !run.no_cache) {
+    if (!run.no_cache) {
       DLSYS_ASSIGN_OR_RETURN(auto hit, store_.pipelines().cache_get(*key));
       if (hit) {
         Status there = outputs_exist(hit->outputs);
@@ -647,7 +747,11 @@ Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item
     return failed_now(
         fmt::format("this server runs no '{}' steps (it was started without them)", st.kind));
   }
-  DLSYS_RETURN_IF_ERROR(save(p, r, expected));
+  r.runner = options_.runner;
+  r.heartbeat_at = now_ms();
+  bool won = false;
+  DLSYS_RETURN_IF_ERROR(save(p, r, expected, &won, expected_heartbeat));
+  if (!won) return Status::OK();  // another runner began it
   auto f = std::make_shared<InFlight>();
   f->key = key_of(run.id, st.name, r.item);
   f->run = run;
@@ -677,7 +781,14 @@ Status PipelineService::poll_step(Pass& p, const StepSpec& st, StepRun& r) {
     r.state = "SUCCEEDED";
     r.ended_at = now_ms();
     if (r.end_reason.rfind("cache miss", 0) != 0) r.end_reason.clear();
-    DLSYS_RETURN_IF_ERROR(save(p, r, "RUNNING"));
+    Status saved = save(p, r, "RUNNING");
+    if (saved.code() == StatusCode::kInvalidArgument) {
+      // Its outputs cannot be kept (over the size of references): the step fails, saying so.
+      r = before;
+      r.attempts = st.retries + 1;
+      return fail(p, st, r, "RUNNING", "its outputs cannot be recorded: " + saved.message());
+    }
+    DLSYS_RETURN_IF_ERROR(saved);
     if (!r.cache_key.empty())
       return store_.pipelines().cache_put({r.cache_key, st.kind, r.outputs, run.id, st.name});
     return Status::OK();
@@ -736,14 +847,24 @@ Status PipelineService::poll_step(Pass& p, const StepSpec& st, StepRun& r) {
   // An inline step: on a worker of this service, or lost with the process that ran it.
   const std::string key = key_of(run.id, st.name, r.item);
   std::shared_ptr<InFlight> f;
+  bool done = false;
+  int64_t started = 0;
+  Result<json> result = json::object();
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = inflight_.find(key);
-    if (it != inflight_.end()) f = it->second;
-    if (f && f->done) inflight_.erase(it);
+    if (it != inflight_.end() && it->second->attempt == r.attempts) f = it->second;
+    if (f) {
+      done = f->done;
+      started = f->started_ms;
+      if (done) result = std::move(f->result);
+    }
   }
   if (!f) {
-    // Started by a server that stopped before it ended: run it again (not counted).
+    // Begun by a runner that is gone: this one's earlier life (run it again at once), or another
+    // whose lease ran out (take it over). Not counted as an attempt.
+    if (r.runner != options_.runner && now - r.heartbeat_at < options_.lease_ms)
+      return Status::OK();  // another runner has it
     json item;
     if (r.item >= 0) {
       auto fe = resolve(st.for_each, p.scope(json()), where_of(run, st, "for_each"));
@@ -751,24 +872,43 @@ Status PipelineService::poll_step(Pass& p, const StepSpec& st, StepRun& r) {
         item = (*fe)[static_cast<size_t>(r.item)];
     }
     r.attempts -= 1;
-    return begin_step(p, st, item, r, "RUNNING");
+    return begin_step(p, st, item, r, "RUNNING", r.heartbeat_at);
   }
-  if (!f->done) {
-    if (st.timeout_seconds > 0 && now - r.started_at > st.timeout_seconds * 1000) {
-      {
-        // Abandoned: its worker finishes it, and the result is dropped.
-        std::lock_guard<std::mutex> lock(mu_);
-        inflight_.erase(key);
-      }
+  auto forget = [&] {
+    std::lock_guard<std::mutex> lock(mu_);
+    f->abandoned = true;
+    auto it = inflight_.find(key);
+    if (it != inflight_.end() && it->second == f) inflight_.erase(it);
+  };
+  if (!done) {
+    // The clock runs from when a worker took it, not while it waited for one.
+    if (st.timeout_seconds > 0 && started > 0 && now - started > st.timeout_seconds * 1000) {
+      forget();  // its worker finishes it; the result is dropped
       return fail(p, st, r, "RUNNING",
                   fmt::format("ran longer than its timeout ({} s)", st.timeout_seconds));
     }
+    if (now - r.heartbeat_at > options_.lease_ms / 3) {
+      StepRun h = r;
+      h.heartbeat_at = now;
+      bool won = false;
+      DLSYS_RETURN_IF_ERROR(save(p, h, "RUNNING", &won, r.heartbeat_at));
+      if (won) r = h;
+    }
     return Status::OK();
   }
-  if (!f->result.ok()) return fail(p, st, r, "RUNNING", f->result.status().message());
-  if (!f->result->is_object())
-    return fail(p, st, r, "RUNNING", "its handler gave outputs that are not an object");
-  return succeed(std::move(*f->result));
+  // Forgotten only once its end is recorded: a database that is away now leaves it for the
+  // next pass, not for a second run.
+  Status st_saved = !result.ok()           ? fail(p, st, r, "RUNNING", result.status().message())
+                    : !result->is_object() ? fail(p, st, r, "RUNNING",
+                                                  "its handler gave outputs that are not an object")
+                                           : succeed(*result);
+  if (st_saved.code() == StatusCode::kUnavailable) {
+    std::lock_guard<std::mutex> lock(mu_);
+    f->result = std::move(result);
+    return st_saved;
+  }
+  forget();
+  return st_saved;
 }
 
 Result<int> PipelineService::cancel(Pass& p) {
@@ -791,9 +931,16 @@ Result<int> PipelineService::cancel(Pass& p) {
           }
           continue;
         }
-        r.state = job.state == "SUCCEEDED" ? "SUCCEEDED" : "CANCELLED";
+        // A job that finished before the cancel reached it keeps its result (a retry of the
+        // run reads its outputs).
+        auto out = job.state == "SUCCEEDED" ? job_outputs(*p.spec->step(name), job)
+                                            : Result<json>(Status::FailedPrecondition("cancelled"));
+        r.state = out.ok() ? "SUCCEEDED" : "CANCELLED";
         r.ended_at = now_ms();
-        if (r.state == "CANCELLED") r.end_reason = "the run was cancelled";
+        if (out.ok())
+          r.outputs = std::move(*out);
+        else
+          r.end_reason = "the run was cancelled";
         DLSYS_RETURN_IF_ERROR(save(p, r, "RUNNING"));
       } else if (r.state == "RUNNING" && r.outputs.contains("search_id")) {
         const int64_t id = r.outputs.value("search_id", int64_t{0});
@@ -816,10 +963,14 @@ Result<int> PipelineService::cancel(Pass& p) {
         const std::string key = key_of(p.run->id, name, r.item);
         bool busy = false;
         {
+          // One that waits for a worker is not run; one a worker runs ends first.
           std::lock_guard<std::mutex> lock(mu_);
           auto it = inflight_.find(key);
-          busy = it != inflight_.end() && !it->second->done;
-          if (!busy && it != inflight_.end()) inflight_.erase(it);
+          busy = it != inflight_.end() && !it->second->done && it->second->started_ms > 0;
+          if (!busy && it != inflight_.end()) {
+            it->second->abandoned = true;
+            inflight_.erase(it);
+          }
         }
         if (busy) {
           running = true;
@@ -902,19 +1053,37 @@ Result<StepCacheInputs> PipelineService::cache_inputs(const StepSpec& st, const 
     }
   }
   // Code and files read by content: a train spec, a command's files, a pushed file.
-  auto add_file = [&](const std::string& path) {
-    if (!path.empty()) in.code_files.push_back(absolute_in(options_.work_dir, path));
+  // Read by content on the runner's thread: regular files only, of a bounded size.
+  auto add_file = [&](const std::string& path) -> Status {
+    if (path.empty()) return Status::OK();
+    const std::string abs = absolute_in(options_.work_dir, path);
+    std::error_code ec;
+    const auto status = fs::status(abs, ec);
+    if (ec || !fs::exists(status))
+      return Status::NotFound("{}: '{}' does not exist (relative paths are the server's: {})",
+                              where, path, options_.work_dir);
+    if (!fs::is_regular_file(status))
+      return Status::Invalid(
+          "{}: '{}' is not a regular file, so the step cache cannot hash it; give a file, or "
+          "set cache: false on the step",
+          where, path);
+    if (fs::file_size(abs, ec) > kMaxHashedBytes)
+      return Status::Invalid(
+          "{}: '{}' is over {} GiB, more than the step cache hashes; set cache: false on the step",
+          where, path, kMaxHashedBytes >> 30);
+    in.code_files.push_back(abs);
+    return Status::OK();
   };
   if (st.kind == "train" && with.contains("spec") && with["spec"].is_string())
-    add_file(with["spec"]);
+    DLSYS_RETURN_IF_ERROR(add_file(with["spec"]));
   if (st.kind == "data.push" && with.contains("file") && with["file"].is_string())
-    add_file(with["file"]);
+    DLSYS_RETURN_IF_ERROR(add_file(with["file"]));
   if (st.kind == "search" && with.contains("search") && with["search"].is_string())
-    add_file(with["search"]);
+    DLSYS_RETURN_IF_ERROR(add_file(with["search"]));
   if (st.kind == "command" && with.contains("files")) {
     if (!with["files"].is_array())
       return Status::Invalid("{}.files must be a list of the files the command runs", where);
-    for (const json& f : with["files"]) add_file(as_text(f));
+    for (const json& f : with["files"]) DLSYS_RETURN_IF_ERROR(add_file(as_text(f)));
   }
   return in;
 }

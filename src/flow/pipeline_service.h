@@ -83,7 +83,14 @@ struct PipelineServiceOptions {
   // The version a dataset reference names now ("digits" -> "digits@v7", "digits@prod" -> the
   // tagged one): what a dataset trigger watches. Empty: dataset triggers never fire.
   std::function<Result<std::string>(const std::string& ref)> dataset_version;
-  int64_t retry_backoff_ms = 1000;  // before a step's retry; doubled per attempt
+  // Who this runner is among the runners sharing one database (`dlsys server` sets host:port;
+  // default: the host's name and the process id). A step that runs in a runner's process is
+  // marked with it; another runner takes such a step over (runs it again) only once its runner
+  // has not said it still runs it for `lease_ms`. The same runner, restarted, runs its lost
+  // steps again at once.
+  std::string runner;
+  int64_t lease_ms = 30000;
+  int64_t retry_backoff_ms = 1000;  // before a step's retry; doubled per attempt (up to 1024x)
   int workers = 4;                  // inline steps running at once
   std::chrono::milliseconds poll{1000};
   // A job's end is taken as settled this long after it ended even when its run is not ended
@@ -98,11 +105,13 @@ class PipelineService {
   PipelineService(const PipelineService&) = delete;
   PipelineService& operator=(const PipelineService&) = delete;
 
+  // Sets options.runner (a server that knows its port once it listens); before start().
+  void set_runner(const std::string& runner) { options_.runner = runner; }
   // Starts the runner thread.
   void start();
-  // Stops it: waits for the inline steps in flight (they are not interrupted; a long one holds
-  // the stop as long as it runs) and joins. Running job steps stay with the job service.
-  // Idempotent.
+  // Stops it: waits for the inline steps that workers are running (they are not interrupted; a
+  // long one holds the stop as long as it runs) and joins; steps still queued are left for the
+  // next start (they never began). Running job steps stay with the job service. Idempotent.
   void stop();
   // Makes the runner pass over the runs now (a run started, a job ended).
   void wake();
@@ -136,17 +145,24 @@ class PipelineService {
   struct InFlight;  // an inline step on a worker
   struct Pass;      // one run's pass: its spec, its step rows, what changed
   Result<int> drive(const meta::PipelineRun& run);
-  // Records `r` (inserted when `expected` is empty, else a compare-and-set from it).
-  Status save(Pass& p, meta::StepRun& r, const std::string& expected);
+  // Records `r` (inserted when `expected` is empty, else a compare-and-set from it, and from
+  // `heartbeat` when >= 0). *won (when given) says whether this call changed the row (another
+  // runner may have first: not an error).
+  Status save(Pass& p, meta::StepRun& r, const std::string& expected, bool* won = nullptr,
+              int64_t heartbeat = -1);
   // A failure of `r`: PENDING for a retry while attempts last (never a gate's), else FAILED.
   Status fail(Pass& p, const StepSpec& st, meta::StepRun& r, const std::string& expected,
               const std::string& reason);
   // Starts an instance of `st` (`item` its for_each item): resolves, looks in the cache, and
   // runs it (a job, a search, here, or on a worker).
+  // `expected_heartbeat` >= 0: only if the row's heartbeat is still that (a takeover).
   Status begin_step(Pass& p, const StepSpec& st, const json& item, meta::StepRun& r,
-                    const std::string& expected);
+                    const std::string& expected, int64_t expected_heartbeat = -1);
   // A RUNNING instance: whether its job, search or worker finished, or it ran out of time.
   Status poll_step(Pass& p, const StepSpec& st, meta::StepRun& r);
+  // Replaces the dataset and model versions in `with` that a moving reference names (a dataset's
+  // latest or a tag, a model's alias or latest) with the version they name now.
+  void pin_versions(json* with);
   // Runs an inline step of a kind this service knows (gate, register, alias, notify).
   Result<json> run_builtin(const StepCall& call);
   // What a finished job gave, by the step's kind.

@@ -13,6 +13,9 @@ namespace dlsys::flow {
 
 using nlohmann::json;
 
+// A step's longest timeout: a year.
+constexpr int64_t kMaxTimeoutSeconds = int64_t{366} * 24 * 3600;
+
 const std::map<std::string, StepKindInfo>& step_kinds() {
   static const std::map<std::string, StepKindInfo> kinds = [] {
     std::map<std::string, StepKindInfo> m;
@@ -427,6 +430,9 @@ Result<PipelineSpec> parse_pipeline_spec(const std::string& text, const std::str
         return Status::Invalid("{} must be seconds or a duration (90s, 30m, 2h), got {}", field,
                                shown(t));
       }
+      if (s.timeout_seconds > kMaxTimeoutSeconds)
+        return Status::Invalid("{} is {} s, over the limit of {} s (a year)", field,
+                               s.timeout_seconds, kMaxTimeoutSeconds);
     }
     if (js.contains("cache")) {
       if (!js["cache"].is_boolean())

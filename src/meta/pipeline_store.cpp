@@ -16,7 +16,7 @@ const char* kRunColumns =
 const char* kRunFrom = " FROM pipeline_runs r JOIN pipelines p ON p.id = r.pipeline_id ";
 const char* kStepColumns =
     "run_id, step, item, state, attempts, job_id, inputs, outputs, cache_key, cached, "
-    "not_before, started_at, ended_at, end_reason";
+    "not_before, started_at, ended_at, end_reason, runner, heartbeat_at";
 
 Pipeline row_to_pipeline(const SqlRow& r) {
   Pipeline p;
@@ -72,6 +72,8 @@ Result<StepRun> row_to_step(const SqlRow& r) {
   s.started_at = sql_int(r[11]);
   s.ended_at = sql_int(r[12]);
   s.end_reason = sql_text(r[13]);
+  s.runner = sql_text(r[14]);
+  s.heartbeat_at = sql_int(r[15]);
   return s;
 }
 
@@ -92,15 +94,17 @@ Status check_step(const StepRun& s) {
 }
 
 SqlParams step_params(const StepRun& s) {
-  return {s.run_id,     s.step,          s.item,           s.state,     s.attempts,
-          s.job_id,     s.inputs.dump(), s.outputs.dump(), s.cache_key, int64_t{s.cached},
-          s.not_before, s.started_at,    s.ended_at,       s.end_reason};
+  return {s.run_id,      s.step,          s.item,           s.state,      s.attempts,
+          s.job_id,      s.inputs.dump(), s.outputs.dump(), s.cache_key,  int64_t{s.cached},
+          s.not_before,  s.started_at,    s.ended_at,       s.end_reason, s.runner,
+          s.heartbeat_at};
 }
 
 const char* kInsertStep =
     "INSERT INTO pipeline_steps (run_id, step, item, state, attempts, job_id, inputs, outputs, "
-    "cache_key, cached, not_before, started_at, ended_at, end_reason) VALUES "
-    "($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) ON CONFLICT DO NOTHING RETURNING run_id";
+    "cache_key, cached, not_before, started_at, ended_at, end_reason, runner, heartbeat_at) "
+    "VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) ON CONFLICT DO NOTHING "
+    "RETURNING run_id";
 
 Status check_run_state(const std::string& s) {
   if (s.empty() || s == "RUNNING" || s == "SUCCEEDED" || s == "FAILED" || s == "CANCELLED")
@@ -142,6 +146,8 @@ void to_json(json& j, const PipelineRun& r) {
 
 void to_json(json& j, const StepRun& s) {
   j = {{"step", s.step},
+       {"runner", s.runner},
+       {"heartbeat_at", s.heartbeat_at},
        {"item", s.item},
        {"state", s.state},
        {"attempts", s.attempts},
@@ -430,18 +436,21 @@ Result<int64_t> PipelineStore::start_job_step(StepRun s, const NewJob& j, const 
   return s.job_id;
 }
 
-Status PipelineStore::update_step(const StepRun& s, const std::string& expected) {
+Status PipelineStore::update_step(const StepRun& s, const std::string& expected,
+                                  int64_t expected_heartbeat) {
   DLSYS_RETURN_IF_ERROR(check_step(s));
   bool changed = false;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
     SqlParams p = step_params(s);
     p.push_back(expected);
+    p.push_back(expected_heartbeat);
     DLSYS_ASSIGN_OR_RETURN(
         auto rows,
         c.query("UPDATE pipeline_steps SET state = $4, attempts = $5, job_id = $6, inputs = $7, "
                 "outputs = $8, cache_key = $9, cached = $10, not_before = $11, started_at = $12, "
-                "ended_at = $13, end_reason = $14 WHERE run_id = $1 AND step = $2 AND item = $3 "
-                "AND state = $15 RETURNING run_id",
+                "ended_at = $13, end_reason = $14, runner = $15, heartbeat_at = $16 WHERE "
+                "run_id = $1 AND step = $2 AND item = $3 AND state = $17 AND ($18 < 0 OR "
+                "heartbeat_at = $18) RETURNING run_id",
                 p));
     changed = !rows.empty();
     return Status::OK();
@@ -480,11 +489,13 @@ Result<std::optional<CacheEntry>> PipelineStore::cache_get(const std::string& ke
 Status PipelineStore::cache_put(const CacheEntry& e) {
   if (e.key.empty() || !e.outputs.is_object())
     return Status::Invalid("a cache entry needs a key and an object of outputs");
+  // One statement: two runs finishing the same key race to one row, not to a key violation.
   return db_.tx(true, [&](SqlConnection& c) -> Status {
-    DLSYS_RETURN_IF_ERROR(c.exec("DELETE FROM step_cache WHERE cache_key = $1", {e.key}));
     return c.exec(
         "INSERT INTO step_cache (cache_key, kind, outputs, run_id, step, created_at) VALUES "
-        "($1,$2,$3,$4,$5,$6)",
+        "($1,$2,$3,$4,$5,$6) ON CONFLICT (cache_key) DO UPDATE SET kind = excluded.kind, "
+        "outputs = excluded.outputs, run_id = excluded.run_id, step = excluded.step, "
+        "created_at = excluded.created_at",
         {e.key, e.kind, e.outputs.dump(), e.run_id, e.step, now_ms()});
   });
 }

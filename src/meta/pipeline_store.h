@@ -82,6 +82,10 @@ struct StepRun {
   int64_t not_before = 0;         // ms: a retried step waits until then
   int64_t started_at = 0, ended_at = 0;
   std::string end_reason;  // why it failed, was skipped or retried, or what a gate decided
+  // The runner running it in its own process (an inline step), and when that runner last said
+  // it still does: another runner takes it over only once that is old.
+  std::string runner;
+  int64_t heartbeat_at = 0;
   // A row of run `run` for `step` (instance `item`) in `state`, the rest defaults.
   static StepRun of(int64_t run, std::string step, int64_t item, std::string state) {
     StepRun s;
@@ -151,9 +155,11 @@ class PipelineStore {
   // Inserts a RUNNING step row together with its job `j` (submitted as `who`), in one
   // transaction; the job's id. FailedPrecondition when the row exists.
   Result<int64_t> start_job_step(StepRun s, const NewJob& j, const Principal& who);
-  // Replaces the row of (s.run_id, s.step, s.item) with `s` if its state is still `expected`.
-  // FailedPrecondition otherwise (another runner changed it).
-  Status update_step(const StepRun& s, const std::string& expected);
+  // Replaces the row of (s.run_id, s.step, s.item) with `s` if its state is still `expected`
+  // (and, with `expected_heartbeat` >= 0, its heartbeat still that). FailedPrecondition
+  // otherwise (another runner changed it).
+  Status update_step(const StepRun& s, const std::string& expected,
+                     int64_t expected_heartbeat = -1);
 
   // The cached result for `key`, if any.
   Result<std::optional<CacheEntry>> cache_get(const std::string& key);

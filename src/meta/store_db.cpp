@@ -138,7 +138,8 @@ CREATE TABLE pipeline_steps (run_id BIGINT NOT NULL REFERENCES pipeline_runs(id)
   inputs TEXT NOT NULL, outputs TEXT NOT NULL, cache_key TEXT NOT NULL DEFAULT '',
   cached BIGINT NOT NULL DEFAULT 0, not_before BIGINT NOT NULL DEFAULT 0,
   started_at BIGINT NOT NULL DEFAULT 0, ended_at BIGINT NOT NULL DEFAULT 0,
-  end_reason TEXT NOT NULL DEFAULT '', PRIMARY KEY (run_id, step, item));
+  end_reason TEXT NOT NULL DEFAULT '', runner TEXT NOT NULL DEFAULT '',
+  heartbeat_at BIGINT NOT NULL DEFAULT 0, PRIMARY KEY (run_id, step, item));
 CREATE TABLE step_cache (cache_key TEXT PRIMARY KEY, kind TEXT NOT NULL, outputs TEXT NOT NULL,
   run_id BIGINT NOT NULL, step TEXT NOT NULL, created_at BIGINT NOT NULL);
 )"},

@@ -665,10 +665,132 @@ steps:
   auto trials = store_->searches().trials(search->id);
   ASSERT_TRUE(trials.ok());
   for (const auto& t : *trials)
-    if (t.trial == search->best_trial) EXPECT_EQ(t.params["lr"], 0.01);
+    if (t.trial == search->best_trial) {
+      EXPECT_EQ(t.params["lr"], 0.01);
+    }
   EXPECT_GT(out["metrics.val_accuracy"].get<double>(), 0.5);
   EXPECT_EQ(s["use"].inputs["command"][2],
             "echo lr-best@1 " + std::to_string(out["best_run"].get<int64_t>()));
+}
+
+// What a review found: a handler that throws fails its step (not the server); outputs too big
+// to keep fail their step, saying so; a retry re-runs a failed fan-out instance and the fan-in
+// gets every item; a cancel drops a step still waiting for a worker.
+TEST_F(PipelineServiceTest, BadHandlersFanOutRetriesAndQueuedCancelsAreHandled) {
+  options_.workers = 1;
+  std::atomic<int> calls{0};
+  std::atomic<bool> release{false};
+  options_.handlers["evaluate"] = [&](const StepCall& c) -> Result<json> {
+    ++calls;
+    const std::string mode = c.with.value("split", "");
+    if (mode == "throw") throw std::runtime_error("a bug in a handler");
+    if (mode == "big") return json{{"metrics.blob", std::string(2 << 20, 'x')}};
+    if (mode == "block")
+      while (!release.load()) std::this_thread::sleep_for(milliseconds(5));
+    return json{{"metrics.accuracy", 0.5}};
+  };
+  create(R"(name: bad
+params: {mode: throw}
+steps:
+  - {name: e, kind: evaluate, with: {model: m@1, dataset: d@1, split: "${params.mode}"}, cache: false}
+)");
+  start();
+  meta::PipelineRun r = wait_run(run("bad"));
+  EXPECT_EQ(r.state, "FAILED");
+  EXPECT_NE(r.end_reason.find("the step's handler failed: a bug in a handler"), std::string::npos)
+      << r.end_reason;
+  r = wait_run(run("bad", {{"mode", "big"}}));
+  EXPECT_EQ(r.state, "FAILED");
+  EXPECT_NE(r.end_reason.find("its outputs cannot be recorded"), std::string::npos) << r.end_reason;
+
+  // Fan-out: the instance for item 2 fails until a file exists; the retry runs only it.
+  create(R"(name: fan
+params: {items: [1, 2, 3]}
+steps:
+  - name: each
+    kind: command
+    for_each: ${params.items}
+    with: {command: [sh, -c, "test ${item} != 2 || test -e ok2 || exit 1; echo '{\"metric\": \"v\", \"value\": ${item}}'"]}
+    cache: false
+  - name: all
+    kind: command
+    with: {command: [sh, -c, "echo ${steps.each.outputs.metrics.v}"]}
+)");
+  const int64_t id = run("fan");
+  r = wait_run(id);
+  EXPECT_EQ(r.state, "FAILED");
+  auto s = steps(id);
+  EXPECT_EQ(s["each#1"].state, "FAILED");
+  const int64_t job0 = s["each#0"].job_id;
+  write("ok2", "");
+  ASSERT_TRUE(store_->pipelines().retry_run(id, kAlice).ok());
+  pipes_->wake();
+  r = wait_run(id);
+  EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+  s = steps(id);
+  EXPECT_EQ(s["each#0"].job_id, job0) << "a succeeded instance is not run again";
+  EXPECT_EQ(s["each#1"].state, "SUCCEEDED");
+  EXPECT_EQ(s["all"].inputs["command"][2], "echo [1.0,2.0,3.0]") << "every item in the fan-in";
+
+  // One worker: the first evaluation blocks it, the second waits; a cancel drops the waiting
+  // one without running it.
+  create(R"(name: two
+steps:
+  - {name: a, kind: evaluate, with: {model: m@1, dataset: d@1, split: block}, cache: false}
+  - {name: b, kind: evaluate, with: {model: m@1, dataset: d@1, split: x}, cache: false}
+)");
+  calls = 0;
+  const int64_t two = run("two");
+  ASSERT_TRUE(drive_until([&] {
+    auto st = steps(two);
+    return calls.load() == 1 && st.count("b") && st["b"].state == "RUNNING";
+  }));
+  ASSERT_TRUE(store_->pipelines().request_cancel(two, kAlice).ok());
+  pipes_->wake();
+  ASSERT_TRUE(drive_until([&] { return steps(two)["b"].state == "CANCELLED"; }));
+  release = true;
+  r = wait_run(two);
+  EXPECT_EQ(r.state, "CANCELLED");
+  EXPECT_EQ(calls.load(), 1) << "the waiting step never ran";
+}
+
+// Two runners on one database (two servers on one PostgreSQL): each inline step runs once.
+TEST_F(PipelineServiceTest, TwoRunnersOnOneStoreRunEachStepOnce) {
+  std::atomic<int> calls{0};
+  std::mutex seen_mu;
+  std::map<std::string, int> seen;
+  options_.handlers["data.validate"] = [&](const StepCall& c) -> Result<json> {
+    ++calls;
+    {
+      std::lock_guard<std::mutex> lock(seen_mu);
+      ++seen[std::to_string(c.run->id) + "/" + std::to_string(c.item)];
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+    return json{{"ok", true}};
+  };
+  create(R"(name: many
+params: {items: [1, 2, 3, 4, 5, 6, 7, 8]}
+steps:
+  - {name: v, kind: data.validate, for_each: "${params.items}", with: {dataset: d@1}, cache: false}
+)");
+  // Both pass over the runs every millisecond, so that they meet on the same steps.
+  options_.poll = milliseconds(1);
+  start();
+  PipelineServiceOptions other = options_;
+  other.runner = "the-other-runner";
+  PipelineService second(*store_, other);
+  second.start();
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 6; ++i) {
+    auto r = store_->pipelines().create_run(
+        "many", {{"items", json::array({1, 2, 3, 4, 5, 6, 7, 8})}}, "manual", "", false, kAlice);
+    ASSERT_TRUE(r.ok());
+    ids.push_back(r->id);
+  }
+  for (int64_t id : ids) EXPECT_EQ(wait_run(id).state, "SUCCEEDED");
+  second.stop();
+  EXPECT_EQ(calls.load(), 48) << "8 instances x 6 runs, each once";
+  for (const auto& [k, n] : seen) EXPECT_EQ(n, 1) << "run/item " << k;
 }
 
 }  // namespace

@@ -19,7 +19,9 @@ std::string example() {
 }
 
 std::vector<std::string> deps(const PipelineSpec& p, const std::string& step) {
-  return p.step(step)->depends_on;
+  const StepSpec* s = p.step(step);
+  EXPECT_NE(s, nullptr) << "no step named " << step;
+  return s ? s->depends_on : std::vector<std::string>{"(no such step)"};
 }
 
 TEST(PipelineSpec, TheRetrainExampleParsesWithItsDependenciesAndOrder) {
@@ -29,13 +31,18 @@ TEST(PipelineSpec, TheRetrainExampleParsesWithItsDependenciesAndOrder) {
   ASSERT_EQ(p->steps.size(), 8u);
   EXPECT_EQ(p->params["min_gain"], 0.005);
   // References are dependencies; needs adds the ordering-only ones.
-  EXPECT_EQ(deps(*p, "push"), std::vector<std::string>{});
-  EXPECT_EQ(deps(*p, "train"), (std::vector<std::string>{"push", "validate"}));
-  EXPECT_EQ(deps(*p, "evaluate"), (std::vector<std::string>{"push", "register"}));
+  ASSERT_NE(p->step("validate"), nullptr);
+  EXPECT_EQ(deps(*p, "validate"), std::vector<std::string>{});
+  EXPECT_EQ(deps(*p, "data-ok"), std::vector<std::string>{"validate"});
+  EXPECT_EQ(deps(*p, "train"), std::vector<std::string>{"data-ok"});
+  EXPECT_EQ(deps(*p, "evaluate"), std::vector<std::string>{"register"});
   EXPECT_EQ(deps(*p, "better"), std::vector<std::string>{"evaluate"});
   EXPECT_EQ(deps(*p, "canary"), (std::vector<std::string>{"better", "register"}));
-  EXPECT_EQ(p->order, (std::vector<std::string>{"push", "validate", "train", "register", "evaluate",
-                                                "better", "canary", "promote"}));
+  EXPECT_EQ(p->order, (std::vector<std::string>{"validate", "data-ok", "train", "register",
+                                                "evaluate", "better", "canary", "promote"}));
+  ASSERT_EQ(p->triggers.size(), 1u);
+  EXPECT_EQ(p->triggers[0].value, "digits");
+  EXPECT_EQ(p->triggers[0].param, "data");
   const StepSpec* train = p->step("train");
   EXPECT_EQ(train->retries, 1);
   EXPECT_EQ(train->timeout_seconds, 1800);
