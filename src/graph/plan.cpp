@@ -554,6 +554,8 @@ Status Plan::Builder::add_outputs_and_step(const Node& node, BuildContext& ctx, 
       s.tensor =
           b.tensor.data() ? b.tensor.view(od.shape) : Tensor::wrap(od.dtype, od.shape, nullptr);
       s.is_const = b.is_const;
+      // A view in a layout of its own (a Transpose's permuted strides over its input's bytes).
+      s.layout = od.layout;
       int root = b.alias_of >= 0 ? b.alias_of : base;
       if (!b.is_const) {
         s.alias_of = root;

@@ -58,6 +58,21 @@ Result<KernelPtr> build_transpose(BuildContext& ctx) {
     sst[i] = ist[perm[i]];
   }
   DType t = ctx.in_dtype(0);
+  // Every consumer takes a oneDNN layout (the convolution after an NHWC exporter's Transpose):
+  // the output is the input's own bytes seen through permuted strides, no copy; each consumer's
+  // conversion to its layout reads them so (one reorder where there were a transpose and a
+  // reorder). Only for a value computed while running: a constant's bytes are its plain order.
+  if (dnnl_has(t) && r > 0 && shape_numel(out) > 0 && !ctx.in_value(0) &&
+      ctx.in_layout(0).is_zero() && ctx.output_layout_free(0)) {
+    try {
+      dnnl::memory::desc view = strided_md(out, t, sst);
+      ctx.alias_output(0, 0, out);
+      ctx.set_output_layout(0, view);
+      return KernelPtr();
+    } catch (const dnnl::error&) {
+      // Not a layout oneDNN describes: copy as below.
+    }
+  }
   ctx.set_output(0, t, out);
   if (dnnl_has(t) && r > 0 && shape_numel(out) > 0) {
     auto reo = std::make_shared<DnnlReorder>();

@@ -110,6 +110,51 @@ TEST(Plan, SmallStepsRunOnOneThreadAndLargeOnesOnAll) {
   }
 }
 
+// A Transpose whose consumers all take layouts (an NHWC exporter's Transpose before a Conv) is a
+// view of its input's bytes: no step of its own, the conv reads the permuted strides; with a
+// consumer that needs plain data (here a graph output) it copies. Both give the same result.
+TEST(Plan, ATransposeBeforeAConvIsAViewNotACopy) {
+  auto model = [](bool transposed_is_output) {
+    OnnxBuilder b;
+    b.input("x", onnx::TensorProto::FLOAT, {2, 8, 8, 3});
+    b.output("y", onnx::TensorProto::FLOAT, {2, 4, 8, 8});
+    if (transposed_is_output) b.output("t", onnx::TensorProto::FLOAT, {2, 3, 8, 8});
+    b.random_f32("w", {4, 3, 3, 3}, 0.5f, 7);
+    auto* t = b.node("Transpose", {"x"}, {"t"}, "to_nchw");
+    OnnxBuilder::attr_ints(t, "perm", {0, 3, 1, 2});
+    auto* c = b.node("Conv", {"t", "w"}, {"y"}, "conv");
+    OnnxBuilder::attr_ints(c, "pads", {1, 1, 1, 1});
+    auto g = import_onnx_bytes(b.bytes(), "test.onnx");
+    EXPECT_TRUE(g.ok()) << g.status().to_string();
+    return Session::from_graph(std::move(g).value(), SessionOptions{});
+  };
+  Tensor x = Tensor::empty(DType::kF32, {2, 8, 8, 3});
+  for (int64_t i = 0; i < x.numel(); ++i)
+    x.data_as<float>()[i] = 0.01f * static_cast<float>((i * 37) % 101) - 0.5f;
+  auto view = model(false), copy = model(true);
+  std::vector<Tensor> a, b;
+  ASSERT_TRUE(view->run({{"x", x}}, &a).ok());
+  ASSERT_TRUE(copy->run({{"x", x}}, &b).ok());
+  auto steps_named = [&](Session& s, const std::string& name) {
+    int n = 0;
+    for (const PlanStepInfo& st : s.plan_for({x}).value()->steps()) n += st.name == name;
+    return n;
+  };
+  EXPECT_EQ(steps_named(*view, "to_nchw"), 0) << "a view: no step";
+  EXPECT_EQ(steps_named(*copy, "to_nchw"), 1) << "a graph output is plain: copied";
+  ASSERT_EQ(a[0].shape(), (Shape{2, 4, 8, 8}));
+  for (int64_t i = 0; i < a[0].numel(); ++i)
+    ASSERT_NEAR(a[0].data_as<float>()[i], b[0].data_as<float>()[i], 1e-5) << i;
+  // The copy is the transposition itself.
+  const float* xs = x.data_as<float>();
+  const float* ts = b[1].data_as<float>();
+  for (int n = 0; n < 2; ++n)
+    for (int c = 0; c < 3; ++c)
+      for (int h = 0; h < 8; ++h)
+        for (int w = 0; w < 8; ++w)
+          ASSERT_EQ(ts[((n * 3 + c) * 8 + h) * 8 + w], xs[((n * 8 + h) * 8 + w) * 3 + c]);
+}
+
 TEST(Plan, OnePlanPerBatchSizeAndResultsMatchReference) {
   auto b = testing::tiny_mlp();
   auto s = load(b);
