@@ -548,6 +548,45 @@ Result<int> PipelineService::drive(const PipelineRun& run) {
   return p.changed + 1;
 }
 
+void PipelineService::record_lineage(const PipelineRun& run, const StepSpec& st, const StepRun& r) {
+  const std::string me = std::to_string(run.id);
+  const meta::Principal who{run.owner, meta::Role::kEditor};
+  auto node = [&](const std::string& key, const json& v) -> std::pair<std::string, std::string> {
+    if (key == "run" && v.is_number_integer()) return {"run", std::to_string(v.get<int64_t>())};
+    if (!v.is_string()) return {};
+    const std::string text = v;
+    if (key == "dataset") return {"dataset_version", text.substr(0, text.find(':'))};
+    if (key == "model" || key == "compare") {
+      auto ref = jobs::parse_version_ref(text, key);
+      if (ref.ok() && ref->version > 0)
+        return {"model_version", fmt::format("{}/{}", ref->name, ref->version)};
+    }
+    return {};
+  };
+  auto edge = [&](const std::string& sk, const std::string& sid, const std::string& dk,
+                  const std::string& did, const std::string& rel) {
+    Status e = store_.lineage().add_edge(sk, sid, dk, did, rel, who);
+    if (!e.ok())
+      std::fprintf(stderr, "pipelines: lineage of run %s step %s: %s\n", me.c_str(),
+                   st.name.c_str(), e.message().c_str());
+  };
+  // What the step read, and what it made (a cached result's outputs were made by the run
+  // that first computed them: read here, not made).
+  for (const char* key : {"dataset", "model", "compare"}) {
+    auto [kind, id] = node(key, r.inputs.value(key, json()));
+    if (!kind.empty()) edge(kind, id, "pipeline_run", me, "input");
+  }
+  if (st.kind == "gate" || st.kind == "notify") return;
+  for (const char* key : {"dataset", "model", "run"}) {
+    auto [kind, id] = node(key, r.outputs.value(key, json()));
+    if (kind.empty()) continue;
+    if (r.cached || st.kind == "alias" || st.kind == "deploy")
+      edge(kind, id, "pipeline_run", me, "input");
+    else
+      edge("pipeline_run", me, kind, id, "produced");
+  }
+}
+
 void PipelineService::pin_versions(json* with) {
   if (with->contains("dataset") && (*with)["dataset"].is_string() && options_.dataset_version) {
     const std::string text = (*with)["dataset"];
@@ -627,7 +666,10 @@ Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item
           r.ended_at = now_ms();
           r.end_reason = fmt::format("cache hit: the result of step '{}' of pipeline run {}",
                                      hit->step, hit->run_id);
-          return save(p, r, expected);
+          bool won = false;
+          DLSYS_RETURN_IF_ERROR(save(p, r, expected, &won));
+          if (won) record_lineage(run, st, r);
+          return Status::OK();
         }
         if (there.code() != StatusCode::kNotFound) return there;
         DLSYS_RETURN_IF_ERROR(store_.pipelines().cache_drop(*key));
@@ -789,6 +831,7 @@ Status PipelineService::poll_step(Pass& p, const StepSpec& st, StepRun& r) {
       return fail(p, st, r, "RUNNING", "its outputs cannot be recorded: " + saved.message());
     }
     DLSYS_RETURN_IF_ERROR(saved);
+    record_lineage(run, st, r);
     if (!r.cache_key.empty())
       return store_.pipelines().cache_put({r.cache_key, st.kind, r.outputs, run.id, st.name});
     return Status::OK();
@@ -1189,14 +1232,26 @@ Result<json> PipelineService::run_builtin(const StepCall& c) {
       return Status::Invalid("{}.url must be an http:// URL, got '{}'", where, url.substr(0, 200));
     const std::string origin = slash == std::string::npos ? url : url.substr(0, slash);
     const std::string path = slash == std::string::npos ? "/" : url.substr(slash);
-    DLSYS_ASSIGN_OR_RETURN(auto client, api::connect_http(origin, ""));
+    auto client = api::connect_http(origin, "");
+    if (!client.ok()) {
+      // The client's message speaks of a dlsys server; keep only its cause.
+      std::string cause = client.status().message();
+      if (size_t at = cause.find(origin); at != std::string::npos)
+        cause = cause.substr(at + origin.size());
+      if (cause.rfind(": ", 0) == 0) cause = cause.substr(2);
+      cause = cause.substr(0, cause.find(';'));
+      return Status::Unavailable("notifying {}: nothing answers there ({})", url.substr(0, 200),
+                                 cause);
+    }
     json body = {{"pipeline", c.run->pipeline},
                  {"run", c.run->id},
                  {"step", c.step->name},
                  {"message", message},
                  {"owner", c.run->owner}};
-    DLSYS_RETURN_IF_ERROR(
-        client->call("POST", path, body).status().with_context("notifying " + url.substr(0, 200)));
+    DLSYS_RETURN_IF_ERROR((*client)
+                              ->call("POST", path, body)
+                              .status()
+                              .with_context("notifying " + url.substr(0, 200)));
     return json{{"status", 200}};
   }
   return Status::Internal("no built-in step of kind '{}'", kind);

@@ -160,6 +160,9 @@ class PipelineService {
                     const std::string& expected, int64_t expected_heartbeat = -1);
   // A RUNNING instance: whether its job, search or worker finished, or it ran out of time.
   Status poll_step(Pass& p, const StepSpec& st, meta::StepRun& r);
+  // Lineage of a step that succeeded: the versions it read -> the pipeline run ("input"), the
+  // pipeline run -> what it made ("produced": dataset and model versions, runs).
+  void record_lineage(const meta::PipelineRun& run, const StepSpec& st, const meta::StepRun& r);
   // Replaces the dataset and model versions in `with` that a moving reference names (a dataset's
   // latest or a tag, a model's alias or latest) with the version they name now.
   void pin_versions(json* with);

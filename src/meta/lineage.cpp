@@ -13,11 +13,11 @@ namespace {
 
 Status check_kind(const std::string& kind) {
   static const std::set<std::string> kKinds = {"dataset_version", "run", "model_version",
-                                               "deployment"};
+                                               "deployment", "pipeline_run"};
   if (!kKinds.count(kind))
     return Status::Invalid(
-        "lineage kind '{}' is not one of dataset_version, run, model_version, "
-        "deployment",
+        "lineage kind '{}' is not one of dataset_version, run, model_version, deployment, "
+        "pipeline_run",
         kind);
   return Status::OK();
 }

@@ -1,5 +1,5 @@
-// Lineage: typed edges between (kind, id) nodes; kinds are dataset_version, run, model_version
-// and deployment. Thread-safe.
+// Lineage: typed edges between (kind, id) nodes; kinds are dataset_version, run, model_version,
+// deployment and pipeline_run. Thread-safe.
 #pragma once
 
 #include <nlohmann/json.hpp>

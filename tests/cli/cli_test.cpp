@@ -1101,6 +1101,35 @@ TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
   ASSERT_TRUE(deps.is_array() && deps.size() == 1u) << r.out;
   EXPECT_EQ(deps[0]["ref"], "production");
   EXPECT_FALSE(deps[0]["config"].contains("canary")) << "promoted: no canary left";
+  // The pipeline run in the lineage graph: the version it read, what it made.
+  {
+    auto client = api::connect_http(server.url(), "");
+    ASSERT_TRUE(client.ok());
+    auto lin = (*client)->call("GET", "/api/v1/lineage/pipeline_run/2?depth=1");
+    ASSERT_TRUE(lin.ok()) << lin.status().to_string();
+    std::set<std::string> edges;
+    for (const auto& e : (*lin)["edges"])
+      edges.insert(e["src"]["kind"].get<std::string>() + ":" + e["src"]["id"].get<std::string>() +
+                   " -" + e["relation"].get<std::string>() + "-> " +
+                   e["dst"]["kind"].get<std::string>() + ":" + e["dst"]["id"].get<std::string>());
+    EXPECT_TRUE(edges.count("dataset_version:digits@v2 -input-> pipeline_run:2")) << lin->dump();
+    EXPECT_TRUE(edges.count("pipeline_run:2 -produced-> model_version:digits/2")) << lin->dump();
+    EXPECT_TRUE(edges.count("pipeline_run:2 -produced-> run:" +
+                            std::to_string(st["train"]["outputs"]["run"].get<int64_t>())))
+        << lin->dump();
+  }
+  // A predict step: the production model over the new version, as a dataset version.
+  std::ofstream(dir_ / "score.yaml")
+      << "name: score\nsteps:\n"
+         "  - {name: p, kind: predict, with: {model: digits@production, dataset: digits@v2, "
+         "output: digits-scored}}\n";
+  r = sh("pipelines create " + (dir_ / "score.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("pipelines run score --wait" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("p: dataset=digits-scored@v1"), std::string::npos) << r.out;
+  r = sh("data versions digits-scored" + at);
+  EXPECT_NE(r.out.find("1797"), std::string::npos) << r.out;
 
   // By hand, on the same version: every step up to the evaluation is a cache hit; the gate
   // stops the deployment.
@@ -1150,6 +1179,29 @@ TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("push: dataset=wine@v1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("ok=true"), std::string::npos) << r.out;
+
+  // Cancel and retry through the CLI: a step that waits for a file is cancelled, then the run
+  // retried once the file is there.
+  const std::string flag = (dir_ / "flag").string();
+  std::ofstream(dir_ / "slow.yaml")
+      << "name: slow\nsteps:\n  - {name: w, kind: command, cache: false, with: {command: [sh, "
+         "-c, 'test -e "
+      << flag << " || sleep 60']}}\n";
+  r = sh("pipelines create " + (dir_ / "slow.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("pipelines run slow --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string slow = std::to_string(nlohmann::json::parse(r.out)["id"].get<int64_t>());
+  r = sh("pipelines cancel " + slow + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("is stopping"), std::string::npos) << r.out;
+  r = sh("pipelines show " + slow + " --wait" + at);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("pipeline run " + slow + " CANCELLED"), std::string::npos) << r.out;
+  std::ofstream(flag) << "";
+  r = sh("pipelines retry " + slow + " --wait" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("pipeline run " + slow + " SUCCEEDED"), std::string::npos) << r.out;
 
   // A server killed in the middle of a run: the next one finishes it, the running step's job
   // re-attached, not started again.
@@ -1218,7 +1270,8 @@ TEST_F(Cli, SearchSubmitShowListAndCancelOnAServer) {
     std::ofstream(dir_ / "mlp.yaml") << text;
   }
   const std::string trial =
-      "trial: {spec: mlp.yaml, hyperparameters: {target_accuracy: 0}, resources: {threads: 1}}\n";
+      "trial: {spec: mlp.yaml, hyperparameters: {target_accuracy: 0}, resources: {threads: "
+      "1}}\n";
   std::ofstream(dir_ / "bad.yaml")
       << "name: bad\n"
       << trial << "algorithm: grid\nspace: {lr: {uniform: [0.001, 0.1]}}\n";
@@ -1286,15 +1339,16 @@ TEST_F(Cli, SearchSubmitShowListAndCancelOnAServer) {
 // A server that crashes while a job runs: the job's process lives on, and the next server on
 // the same data directory and port re-attaches to it: the attempt goes on undisturbed (the same
 // process, the same attempt: here the second, after a failed first), how it ended (recorded by
-// `dlsys-job-run`) settles the job, and the metric it printed before the crash is recorded (read
-// from where the attempt's part of the log began).
+// `dlsys-job-run`) settles the job, and the metric it printed before the crash is recorded
+// (read from where the attempt's part of the log began).
 TEST_F(Cli, AServerThatCrashesReattachesToAJobStillRunning) {
   const std::string data = (dir_ / "data").string();
   std::ofstream(dir_ / "wait.yaml")
       << "kind: command\nname: waiter\nmax_retries: 1\n"
          "command: [sh, -c, 'if [ \"$DLSYS_ATTEMPT\" = 1 ]; then echo first; exit 3; fi; "
          "echo \"{\\\"metric\\\": \\\"before_crash\\\", \\\"value\\\": 2, \\\"step\\\": 1}\"; "
-         "while [ ! -e go ]; do sleep 0.02; done; echo done > $DLSYS_OUTPUT_DIR/result; exit 0']\n";
+         "while [ ! -e go ]; do sleep 0.02; done; echo done > $DLSYS_OUTPUT_DIR/result; exit "
+         "0']\n";
   auto first = std::make_unique<Server>(data);
   ASSERT_TRUE(first->up());
   const int port = first->port();
@@ -1342,9 +1396,9 @@ TEST_F(Cli, AServerThatCrashesReattachesToAJobStillRunning) {
 }
 
 // Batch prediction: a registered model over a dataset version, by `dlsys predict` and as a
-// predict job. The predictions (with the input's label column) equal `dlsys run` on the same rows
-// in the same order, become a dataset version with lineage, and a run that lost a shard's part
-// predicts only that shard again (the same data: no new version).
+// predict job. The predictions (with the input's label column) equal `dlsys run` on the same
+// rows in the same order, become a dataset version with lineage, and a run that lost a shard's
+// part predicts only that shard again (the same data: no new version).
 TEST_F(Cli, PredictWritesADatasetVersionResumesByShardAndRunsAsAJob) {
   Server server((dir_ / "data").string());
   ASSERT_TRUE(server.up());
@@ -1512,9 +1566,9 @@ TEST_F(Cli, JobsOnAServerWithAuthGetATokenForTheirAttempt) {
   EXPECT_TRUE(found) << r.out;
 }
 
-// With tokens required, a pipeline whose steps act as the server itself (a command: its programs;
-// a data.push: its files; a notify: its network) is created and run by admins only; an editor's
-// pipeline of other steps is theirs to run.
+// With tokens required, a pipeline whose steps act as the server itself (a command: its
+// programs; a data.push: its files; a notify: its network) is created and run by admins only;
+// an editor's pipeline of other steps is theirs to run.
 TEST_F(Cli, PipelinesWithServerStepsNeedAnAdminWhenTokensAreRequired) {
   const std::string data = (dir_ / "data").string();
   Ran t = sh("tokens create --name ed --role editor --json --data-dir " + data);
@@ -1551,7 +1605,8 @@ TEST_F(Cli, PipelinesWithServerStepsNeedAnAdminWhenTokensAreRequired) {
 
 // Bring your own training code: the PyTorch command job of examples/jobs/torch-digits trains on
 // the digits version the service exports, its printed metrics land in its run, its model.onnx
-// is registered (on_success) and served, and the server answers as PyTorch did on the same rows.
+// is registered (on_success) and served, and the server answers as PyTorch did on the same
+// rows.
 TEST_F(Cli, APyTorchCommandJobIsTrackedRegisteredAndServed) {
   const std::string data = (dir_ / "data").string();
   Server server(data);

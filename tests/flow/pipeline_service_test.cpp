@@ -6,7 +6,10 @@
 // the dataset store and the engine: cli_test runs them through `dlsys server`).
 #include "flow/pipeline_service.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -791,6 +794,62 @@ steps:
   second.stop();
   EXPECT_EQ(calls.load(), 48) << "8 instances x 6 runs, each once";
   for (const auto& [k, n] : seen) EXPECT_EQ(n, 1) << "run/item " << k;
+}
+
+// A notify step POSTs the run's identity and message to its URL (a listener on loopback here),
+// and fails, naming the URL, when nothing answers.
+TEST_F(PipelineServiceTest, ANotifyStepPostsToItsWebhook) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(::listen(fd, 4), 0);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const int port = ntohs(a.sin_port);
+  std::string request;
+  std::thread hook([&] {
+    int c = ::accept(fd, nullptr, nullptr);
+    if (c < 0) return;
+    char buf[4096];
+    // Read the head and the body (the client sends Content-Length).
+    for (ssize_t n; (n = ::recv(c, buf, sizeof buf, 0)) > 0;) {
+      request.append(buf, static_cast<size_t>(n));
+      const size_t head = request.find("\r\n\r\n");
+      const size_t cl = request.find("Content-Length: ");
+      if (head != std::string::npos && cl != std::string::npos &&
+          request.size() >= head + 4 + std::stoul(request.substr(cl + 16)))
+        break;
+    }
+    const std::string answer =
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    (void)::send(c, answer.data(), answer.size(), 0);
+    ::close(c);
+  });
+  create("name: hooked\nsteps:\n  - {name: tell, kind: notify, with: {url: 'http://127.0.0.1:" +
+         std::to_string(port) + "/hooks/dlsys', message: 'retrained'}}\n");
+  create(R"(name: nobody
+steps:
+  - {name: tell, kind: notify, with: {url: "http://127.0.0.1:1/none"}}
+)");
+  start();
+  const int64_t id = run("hooked");
+  meta::PipelineRun r = wait_run(id);
+  hook.join();
+  ::close(fd);
+  EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
+  EXPECT_EQ(request.rfind("POST /hooks/dlsys HTTP/1.1", 0), 0u) << request;
+  const json body = json::parse(request.substr(request.find("\r\n\r\n") + 4), nullptr, false);
+  EXPECT_EQ(body["pipeline"], "hooked");
+  EXPECT_EQ(body["run"], id);
+  EXPECT_EQ(body["step"], "tell");
+  EXPECT_EQ(body["message"], "retrained");
+  r = wait_run(run("nobody"));
+  EXPECT_EQ(r.state, "FAILED");
+  EXPECT_NE(r.end_reason.find("notifying http://127.0.0.1:1/none"), std::string::npos)
+      << r.end_reason;
 }
 
 }  // namespace
