@@ -122,14 +122,18 @@ for i, r in enumerate(p): print(f"{i:<4} {r.argmax():<6} {r.max():.4f}")'
 fi
 
 step "6/10 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
+# Starts `dlsys server` on a fresh data directory $1 (its output in $2): sets SERVER and URL.
+start_server() {
+  rm -rf "$1"
+  "$DLSYS" server --data-dir "$1" --port 0 --access-log off >"$2" 2>&1 &
+  SERVER=$!
+  trap 'kill "$SERVER" 2>/dev/null || true' EXIT
+  for _ in $(seq 300); do grep -q "dlsys server on" "$2" && break; sleep 0.1; done
+  URL=$(sed -n 's/^dlsys server on \(http[^ ]*\).*/\1/p' "$2")
+  [ -n "$URL" ] || { cat "$2"; echo "dlsys server did not start"; exit 1; }
+}
 HOME_DIR="$DIR/home"
-rm -rf "$HOME_DIR"
-"$DLSYS" server --data-dir "$HOME_DIR" --port 0 --access-log off >"$DIR/server.out" 2>&1 &
-SERVER=$!
-trap 'kill "$SERVER" 2>/dev/null || true' EXIT
-for _ in $(seq 300); do grep -q "dlsys server on" "$DIR/server.out" && break; sleep 0.1; done
-URL=$(sed -n 's/^dlsys server on \(http[^ ]*\).*/\1/p' "$DIR/server.out")
-[ -n "$URL" ] || { cat "$DIR/server.out"; echo "dlsys server did not start"; exit 1; }
+start_server "$HOME_DIR" "$DIR/server.out"
 echo "server: $URL (data directory $HOME_DIR)"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits-tracked" --threads 2 --server "$URL" 2>&1 | tail -3
 "$DLSYS" models register digits --run 1 --server "$URL"
@@ -199,14 +203,7 @@ trap - EXIT
 step "10/10 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
 # A server of its own (a fresh data directory), run from the repository's root: the pipeline's
 # paths are relative to it. Each `data push` is an event of the pipeline's dataset trigger.
-FLOW_DIR="$DIR/flow-home"
-rm -rf "$FLOW_DIR"
-"$DLSYS" server --data-dir "$FLOW_DIR" --port 0 --access-log off >"$DIR/flow-server.out" 2>&1 &
-SERVER=$!
-trap 'kill "$SERVER" 2>/dev/null || true' EXIT
-for _ in $(seq 300); do grep -q "dlsys server on" "$DIR/flow-server.out" && break; sleep 0.1; done
-URL=$(sed -n 's/^dlsys server on \(http[^ ]*\).*/\1/p' "$DIR/flow-server.out")
-[ -n "$URL" ] || { cat "$DIR/flow-server.out"; echo "dlsys server did not start"; exit 1; }
+start_server "$DIR/flow-home" "$DIR/flow-server.out"
 "$DLSYS" pipelines create examples/pipelines/retrain.yaml --server "$URL"
 "$DLSYS" pipelines show retrain --server "$URL" | grep trigger
 # Waits until run $1 of retrain exists (its trigger started it), then follows it to its end.

@@ -14,43 +14,32 @@ dlsys's own, against the issue's floors.
 Usage: bench/flow/run.sh [BUILD] [--rounds 5] [--chain 100] [--out DIR]
 """
 import argparse
-import http.client
 import json
 import os
-import re
 import shutil
-import signal
 import statistics
-import subprocess
+import sys
 import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-class Server:
-    """A `dlsys server` on a free loopback port over a fresh data directory."""
+sys.path.insert(0, os.path.join(ROOT, "bench", "jobs"))
+import jobs_bench  # noqa: E402  (its Server: a `dlsys server` on loopback over a data directory)
+
+
+class Server(jobs_bench.Server):
+    """bench/jobs's server, run from the repository's root (the pipelines' relative paths), with
+    pipeline calls."""
 
     def __init__(self, dlsys, data_dir):
-        self.proc = subprocess.Popen(
-            [dlsys, "server", "--data-dir", data_dir, "--port", "0", "--access-log", "off",
-             "--job-threads", "2"],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-        line = self.proc.stdout.readline()
-        m = re.search(r"http://([0-9.]+):(\d+)", line)
-        if not m:
-            raise SystemExit("dlsys server did not start: " + line)
-        self.conn = http.client.HTTPConnection(m.group(1), int(m.group(2)), timeout=60)
-
-    def call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body)
-        self.conn.request(method, path, body=data,
-                          headers={"Content-Type": "application/json"} if data else {})
-        r = self.conn.getresponse()
-        text = r.read()
-        if r.status >= 300:
-            raise SystemExit(f"{method} {path}: {r.status} {text[:300]}")
-        return json.loads(text)
+        cwd = os.getcwd()
+        os.chdir(ROOT)
+        try:
+            super().__init__(dlsys, data_dir, 2)
+        finally:
+            os.chdir(cwd)
 
     def create(self, spec_text):
         return self.call("POST", "/api/v1/pipelines", {"spec": spec_text, "file": "bench.yaml"})
@@ -69,14 +58,6 @@ class Server:
                 return run
             time.sleep(0.002)
         raise SystemExit(f"run {r['id']} did not end in {deadline_s} s")
-
-    def stop(self):
-        self.conn.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
 
 
 def pct(values, q):

@@ -29,18 +29,6 @@ std::string where_of(const flow::StepCall& c) {
                      c.step->name);
 }
 
-Result<std::string> text(const json& with, const std::string& key, const std::string& where,
-                         bool required = true) {
-  auto it = with.find(key);
-  if (it == with.end() || it->is_null()) {
-    if (!required) return std::string();
-    return Status::Invalid("{}: '{}' has no value", where, key);
-  }
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_number()) return it->dump();
-  return Status::Invalid("{}: '{}' must be text, got {}", where, key, it->dump());
-}
-
 // The registered version `text` names (NAME@N, NAME@ALIAS or NAME: its newest).
 Result<meta::ModelVersion> model_version(meta::MetaStore& store, const std::string& text,
                                          const std::string& what) {
@@ -54,9 +42,9 @@ Result<meta::ModelVersion> model_version(meta::MetaStore& store, const std::stri
 
 Result<json> push_step(api::Services& s, const flow::StepCall& c) {
   const std::string where = where_of(c);
-  DLSYS_ASSIGN_OR_RETURN(std::string file, text(c.with, "file", where));
-  DLSYS_ASSIGN_OR_RETURN(std::string name, text(c.with, "name", where));
-  DLSYS_ASSIGN_OR_RETURN(std::string split, text(c.with, "split", where, false));
+  DLSYS_ASSIGN_OR_RETURN(std::string file, flow::with_text(c.with, "file", where));
+  DLSYS_ASSIGN_OR_RETURN(std::string name, flow::with_text(c.with, "name", where));
+  DLSYS_ASSIGN_OR_RETURN(std::string split, flow::with_text(c.with, "split", where, false));
   if (!fs::path(file).is_absolute()) file = (fs::path(c.work_dir) / file).string();
   data::PushOptions po;
   po.message = fmt::format("pushed by pipeline '{}' run {} step '{}'", c.run->pipeline, c.run->id,
@@ -79,8 +67,8 @@ Result<json> push_step(api::Services& s, const flow::StepCall& c) {
 // each column's problems, and whether there are none.
 Result<json> validate_step(api::Services& s, const flow::StepCall& c) {
   const std::string where = where_of(c);
-  DLSYS_ASSIGN_OR_RETURN(std::string ref_text, text(c.with, "dataset", where));
-  DLSYS_ASSIGN_OR_RETURN(std::string schema_path, text(c.with, "schema", where, false));
+  DLSYS_ASSIGN_OR_RETURN(std::string ref_text, flow::with_text(c.with, "dataset", where));
+  DLSYS_ASSIGN_OR_RETURN(std::string schema_path, flow::with_text(c.with, "schema", where, false));
   DLSYS_ASSIGN_OR_RETURN(data::VersionRef ref, data::parse_version_ref(ref_text));
   DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, s.datasets().resolve(ref));
   const json stats = v.manifest.value("stats", json::object());
@@ -128,11 +116,11 @@ Result<json> validate_step(api::Services& s, const flow::StepCall& c) {
 
 Result<json> evaluate_step(api::Services& s, const flow::StepCall& c) {
   const std::string where = where_of(c);
-  DLSYS_ASSIGN_OR_RETURN(std::string model_text, text(c.with, "model", where));
-  DLSYS_ASSIGN_OR_RETURN(std::string data_text, text(c.with, "dataset", where));
-  DLSYS_ASSIGN_OR_RETURN(std::string split, text(c.with, "split", where, false));
-  DLSYS_ASSIGN_OR_RETURN(std::string compare, text(c.with, "compare", where, false));
-  DLSYS_ASSIGN_OR_RETURN(std::string label, text(c.with, "label", where, false));
+  DLSYS_ASSIGN_OR_RETURN(std::string model_text, flow::with_text(c.with, "model", where));
+  DLSYS_ASSIGN_OR_RETURN(std::string data_text, flow::with_text(c.with, "dataset", where));
+  DLSYS_ASSIGN_OR_RETURN(std::string split, flow::with_text(c.with, "split", where, false));
+  DLSYS_ASSIGN_OR_RETURN(std::string compare, flow::with_text(c.with, "compare", where, false));
+  DLSYS_ASSIGN_OR_RETURN(std::string label, flow::with_text(c.with, "label", where, false));
   meta::MetaStore& store = s.store();
   DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv, model_version(store, model_text, where + ".model"));
   DLSYS_ASSIGN_OR_RETURN(data::VersionRef dref, data::parse_version_ref(data_text));
@@ -203,9 +191,9 @@ Result<json> evaluate_step(api::Services& s, const flow::StepCall& c) {
 // version (nothing to canary against), following `alias` when given (set to the version).
 Result<json> deploy_step(api::Services& s, serve::ModelServer& models, const flow::StepCall& c) {
   const std::string where = where_of(c);
-  DLSYS_ASSIGN_OR_RETURN(std::string name, text(c.with, "deployment", where));
-  DLSYS_ASSIGN_OR_RETURN(std::string model_text, text(c.with, "model", where));
-  DLSYS_ASSIGN_OR_RETURN(std::string alias, text(c.with, "alias", where, false));
+  DLSYS_ASSIGN_OR_RETURN(std::string name, flow::with_text(c.with, "deployment", where));
+  DLSYS_ASSIGN_OR_RETURN(std::string model_text, flow::with_text(c.with, "model", where));
+  DLSYS_ASSIGN_OR_RETURN(std::string alias, flow::with_text(c.with, "alias", where, false));
   int64_t weight = 100;
   if (c.with.contains("weight") && !c.with["weight"].is_null()) {
     if (!c.with["weight"].is_number_integer() || c.with["weight"].get<int64_t>() < 1 ||

@@ -12,6 +12,7 @@
 #include "core/status.h"
 #include "data/dataset_store.h"
 #include "flow/pipeline_service.h"
+#include "flow/step_fields.h"
 #include "serve/model_server.h"
 
 namespace dlsys::cli {

@@ -12,6 +12,7 @@
 #include "flow/cron.h"
 #include "flow/gate_condition.h"
 #include "flow/step_cache_key.h"
+#include "flow/step_fields.h"
 #include "jobs/job_spec.h"
 #include "jobs/run_model.h"
 #include "jobs/search_spec.h"
@@ -142,35 +143,6 @@ Result<std::vector<ConditionPiece>> condition_pieces(const std::string& cond, co
     out.push_back({"", std::move(x), true, p.written});
   }
   return out;
-}
-
-Result<std::string> text_field(const json& with, const std::string& key, const std::string& where,
-                               bool required = true) {
-  auto it = with.find(key);
-  if (it == with.end() || it->is_null()) {
-    if (!required) return std::string();
-    return Status::Invalid("{}: '{}' has no value", where, key);
-  }
-  if (it->is_string()) return it->get<std::string>();
-  if (it->is_number_integer()) return it->dump();
-  return Status::Invalid("{}: '{}' must be text, got {}", where, key, it->dump());
-}
-
-Result<int64_t> int_field(const json& with, const std::string& key, const std::string& where,
-                          int64_t fallback) {
-  auto it = with.find(key);
-  if (it == with.end() || it->is_null()) return fallback;
-  if (it->is_number_integer()) return it->get<int64_t>();
-  if (it->is_string()) {
-    const std::string t = it->get<std::string>();
-    try {
-      size_t used = 0;
-      int64_t v = std::stoll(t, &used);
-      if (used == t.size()) return v;
-    } catch (...) {
-    }
-  }
-  return Status::Invalid("{}: '{}' must be a whole number, got {}", where, key, it->dump());
 }
 
 std::string absolute_in(const std::string& dir, const std::string& path) {
@@ -688,7 +660,7 @@ Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item
     js.max_run_seconds = st.timeout_seconds;
     js.owner = run.owner;
     auto version_of = [&](const std::string& key, jobs::VersionRef* out, bool* has) -> Status {
-      DLSYS_ASSIGN_OR_RETURN(std::string t, text_field(*with, key, where, false));
+      DLSYS_ASSIGN_OR_RETURN(std::string t, with_text(*with, key, where, false));
       if (t.empty()) return Status::OK();
       DLSYS_ASSIGN_OR_RETURN(*out, jobs::parse_version_ref(t, where + "." + key));
       *has = true;
@@ -696,22 +668,22 @@ Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item
     };
     Status built = [&]() -> Status {
       DLSYS_RETURN_IF_ERROR(version_of("dataset", &js.dataset, &js.has_dataset));
-      DLSYS_ASSIGN_OR_RETURN(js.split, text_field(*with, "split", where, false));
-      DLSYS_ASSIGN_OR_RETURN(js.resources.threads, int_field(*with, "threads", where, 1));
+      DLSYS_ASSIGN_OR_RETURN(js.split, with_text(*with, "split", where, false));
+      DLSYS_ASSIGN_OR_RETURN(js.resources.threads, with_int(*with, "threads", where, 1));
       if (with->contains("memory") && !(*with)["memory"].is_null()) {
         DLSYS_ASSIGN_OR_RETURN(js.resources.memory_bytes,
                                jobs::parse_bytes(as_text((*with)["memory"]), where + ".memory"));
       }
       if (st.kind == "train") {
         js.kind = jobs::JobKind::kTrain;
-        DLSYS_ASSIGN_OR_RETURN(js.spec, text_field(*with, "spec", where, false));
+        DLSYS_ASSIGN_OR_RETURN(js.spec, with_text(*with, "spec", where, false));
         js.spec = absolute_in(options_.work_dir, js.spec);
         DLSYS_RETURN_IF_ERROR(version_of("model", &js.model, &js.has_model));
         if (with->contains("hyperparameters")) js.hyperparameters = (*with)["hyperparameters"];
       } else if (st.kind == "predict") {
         js.kind = jobs::JobKind::kPredict;
         DLSYS_RETURN_IF_ERROR(version_of("model", &js.model, &js.has_model));
-        DLSYS_ASSIGN_OR_RETURN(js.output_dataset, text_field(*with, "output", where));
+        DLSYS_ASSIGN_OR_RETURN(js.output_dataset, with_text(*with, "output", where));
       } else {
         js.kind = jobs::JobKind::kCommand;
         const json& cmd = (*with)["command"];
@@ -752,10 +724,10 @@ Status PipelineService::begin_step(Pass& p, const StepSpec& st, const json& item
     // the run and step: a step started again after a restart finds it instead of another.
     const std::string where = where_of(run, st, "with");
     auto spec = [&]() -> Result<jobs::SearchSpec> {
-      DLSYS_ASSIGN_OR_RETURN(std::string path, text_field(*with, "search", where));
+      DLSYS_ASSIGN_OR_RETURN(std::string path, with_text(*with, "search", where));
       DLSYS_ASSIGN_OR_RETURN(jobs::SearchSpec sp,
                              jobs::load_search_spec(absolute_in(options_.work_dir, path)));
-      DLSYS_ASSIGN_OR_RETURN(std::string data, text_field(*with, "dataset", where, false));
+      DLSYS_ASSIGN_OR_RETURN(std::string data, with_text(*with, "dataset", where, false));
       if (!data.empty()) {
         DLSYS_ASSIGN_OR_RETURN(sp.trial.dataset, jobs::parse_version_ref(data, where + ".dataset"));
         sp.trial.has_dataset = true;
@@ -1089,7 +1061,7 @@ Result<StepCacheInputs> PipelineService::cache_inputs(const StepSpec& st, const 
                                : fmt::format("{} {} absent", field, text));
   }
   if (with.contains("run")) {
-    auto run_id = int_field(with, "run", where, 0);
+    auto run_id = with_int(with, "run", where, 0);
     if (run_id.ok() && *run_id > 0) {
       auto a = store_.runs().get_artifact(*run_id, "model.onnx");
       in.inputs.push_back(fmt::format("run {} {}", *run_id, a.ok() ? a->sha256 : "no model"));
@@ -1182,9 +1154,9 @@ Result<json> PipelineService::run_builtin(const StepCall& c) {
       fmt::format("pipeline '{}' run {}: steps.{}.with", c.run->pipeline, c.run->id, c.step->name);
   const std::string kind = c.step->kind;
   if (kind == "register") {
-    DLSYS_ASSIGN_OR_RETURN(int64_t run_id, int_field(c.with, "run", where, 0));
-    DLSYS_ASSIGN_OR_RETURN(std::string name, text_field(c.with, "name", where));
-    DLSYS_ASSIGN_OR_RETURN(std::string alias, text_field(c.with, "alias", where, false));
+    DLSYS_ASSIGN_OR_RETURN(int64_t run_id, with_int(c.with, "run", where, 0));
+    DLSYS_ASSIGN_OR_RETURN(std::string name, with_text(c.with, "name", where));
+    DLSYS_ASSIGN_OR_RETURN(std::string alias, with_text(c.with, "alias", where, false));
     if (run_id <= 0) return Status::Invalid("{}: 'run' must be a run id, got {}", where, run_id);
     // Once per run: a version already registered from it (a step that ran again after a
     // restart) is the one given.
@@ -1204,8 +1176,8 @@ Result<json> PipelineService::run_builtin(const StepCall& c) {
     return json{{"model", fmt::format("{}@{}", name, version)}, {"version", version}};
   }
   if (kind == "alias") {
-    DLSYS_ASSIGN_OR_RETURN(std::string model, text_field(c.with, "model", where));
-    DLSYS_ASSIGN_OR_RETURN(std::string alias, text_field(c.with, "alias", where));
+    DLSYS_ASSIGN_OR_RETURN(std::string model, with_text(c.with, "model", where));
+    DLSYS_ASSIGN_OR_RETURN(std::string alias, with_text(c.with, "alias", where));
     DLSYS_ASSIGN_OR_RETURN(jobs::VersionRef ref, jobs::parse_version_ref(model, where + ".model"));
     int64_t version = ref.version;
     if (version == 0) {
@@ -1222,8 +1194,8 @@ Result<json> PipelineService::run_builtin(const StepCall& c) {
     return json{{"model", fmt::format("{}@{}", ref.name, version)}};
   }
   if (kind == "notify") {
-    DLSYS_ASSIGN_OR_RETURN(std::string url, text_field(c.with, "url", where));
-    DLSYS_ASSIGN_OR_RETURN(std::string message, text_field(c.with, "message", where, false));
+    DLSYS_ASSIGN_OR_RETURN(std::string url, with_text(c.with, "url", where));
+    DLSYS_ASSIGN_OR_RETURN(std::string message, with_text(c.with, "message", where, false));
     // http://host:port/path: the client connects to the origin and POSTs to the path.
     const size_t scheme = url.find("://");
     const size_t slash =

@@ -213,7 +213,9 @@ TEST_F(PipelineServiceTest, AGateThatIsFalseStopsItsBranchNotTheRun) {
     return json{{"metrics.accuracy", c.with["model"] == "good@1" ? 0.95 : 0.90},
                 {"baseline.accuracy", 0.93}};
   };
-  create(R"(name: gated
+  // The pipeline, its gate's condition given.
+  auto gated = [&](const std::string& condition) {
+    create(R"(name: gated
 params: {model: bad@1, min_gain: 0.005}
 steps:
   - name: evaluate
@@ -221,10 +223,8 @@ steps:
     with: {model: "${params.model}", dataset: d@1}
   - name: better
     kind: gate
-    condition: >-
-      ${steps.evaluate.outputs.baseline.missing} == null or
-      ${steps.evaluate.outputs.metrics.accuracy} >=
-      ${steps.evaluate.outputs.baseline.accuracy} + ${params.min_gain}
+    condition: )" +
+           condition + R"(
   - name: deploy
     kind: command
     needs: [better]
@@ -238,6 +238,11 @@ steps:
     needs: [evaluate]
     with: {command: ["true"]}
 )");
+  };
+  gated(
+      ">-\n      ${steps.evaluate.outputs.baseline.missing} == null or\n"
+      "      ${steps.evaluate.outputs.metrics.accuracy} >=\n"
+      "      ${steps.evaluate.outputs.baseline.accuracy} + ${params.min_gain}");
   start();
   int64_t id = run("gated");
   meta::PipelineRun r = wait_run(id);
@@ -245,28 +250,9 @@ steps:
   auto s = steps(id);
   EXPECT_EQ(s["better"].outputs["passed"], true) << "baseline.missing is null: the or holds";
   // Now without the escape: 0.90 < 0.93 + 0.005.
-  create(R"(name: gated
-params: {model: bad@1, min_gain: 0.005}
-steps:
-  - name: evaluate
-    kind: evaluate
-    with: {model: "${params.model}", dataset: d@1}
-  - name: better
-    kind: gate
-    condition: ${steps.evaluate.outputs.metrics.accuracy} >= ${steps.evaluate.outputs.baseline.accuracy} + ${params.min_gain}
-  - name: deploy
-    kind: command
-    needs: [better]
-    with: {command: ["true"]}
-  - name: after-deploy
-    kind: command
-    needs: [deploy]
-    with: {command: ["true"]}
-  - name: independent
-    kind: command
-    needs: [evaluate]
-    with: {command: ["true"]}
-)");
+  gated(
+      "${steps.evaluate.outputs.metrics.accuracy} >= "
+      "${steps.evaluate.outputs.baseline.accuracy} + ${params.min_gain}");
   id = run("gated");
   r = wait_run(id);
   EXPECT_EQ(r.state, "SUCCEEDED") << r.end_reason;
