@@ -298,9 +298,10 @@ Result<meta::PipelineRun> PipelineService::start_run(const std::string& name, co
             it.key(), v.dump().substr(0, 80));
       params[it.key()] = it.value();
     }
+  // The spec the parameters were checked against is the one the run gets.
   DLSYS_ASSIGN_OR_RETURN(
       PipelineRun run,
-      store_.pipelines().create_run(name, params, trigger, event_id, no_cache, who, created));
+      store_.pipelines().create_run(name, params, trigger, event_id, no_cache, who, created, &p));
   wake();
   return run;
 }

@@ -223,14 +223,20 @@ Result<std::vector<Pipeline>> PipelineStore::list_pipelines() {
 Result<PipelineRun> PipelineStore::create_run(const std::string& name, const json& params,
                                               const std::string& trigger,
                                               const std::string& event_id, bool no_cache,
-                                              const Principal& who, bool* created) {
+                                              const Principal& who, bool* created,
+                                              const Pipeline* as_read) {
   if (!params.is_object() || params.dump().size() > kMaxValueBytes)
     return Status::Invalid("a pipeline run's parameters must be a JSON object under {} KiB",
                            kMaxValueBytes >> 10);
   if (event_id.size() > kMaxKeyLength)
     return Status::Invalid("an event id must be at most {} characters, got {}", kMaxKeyLength,
                            event_id.size());
-  DLSYS_ASSIGN_OR_RETURN(Pipeline p, get_pipeline(name));
+  Pipeline p;
+  if (as_read) {
+    p = *as_read;
+  } else {
+    DLSYS_ASSIGN_OR_RETURN(p, get_pipeline(name));
+  }
   int64_t id = 0;
   bool made = false;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {

@@ -126,9 +126,12 @@ class PipelineStore {
   // Starts a RUNNING run of pipeline `name` with `params` (already merged with the defaults),
   // audited as pipeline.run. With an `event_id`, a run of this pipeline with the same event id
   // is returned instead of a new one and *created is false.
+  // With `as_read` (the pipeline as the caller read and checked it), the run gets that spec and
+  // version, not whatever the pipeline holds by now.
   Result<PipelineRun> create_run(const std::string& name, const json& params,
                                  const std::string& trigger, const std::string& event_id,
-                                 bool no_cache, const Principal& who, bool* created = nullptr);
+                                 bool no_cache, const Principal& who, bool* created = nullptr,
+                                 const Pipeline* as_read = nullptr);
   // Run `id`; NotFound says how to list them.
   Result<PipelineRun> get_run(int64_t id);
   // Runs newest first, optionally of one pipeline and/or `state`; paginated.

@@ -194,10 +194,12 @@ TEST_F(K8sExecutorTest, EachAttemptIsAJobWithItsTokenInASecretAndFailuresAreRetr
     EXPECT_EQ(t.rfind("dls_", 0), 0u) << t;
     for (const std::string& j : jobs_sent) EXPECT_EQ(j.find(t), std::string::npos) << j;
   }
-  for (const auto& entry : fs::recursive_directory_iterator(dir_ / "jobs"))
-    if (entry.is_regular_file())
-      for (const std::string& t : tokens_sent)
-        EXPECT_EQ(read(entry.path()).find(t), std::string::npos) << entry.path();
+  for (const auto& entry : fs::recursive_directory_iterator(dir_ / "jobs")) {
+    if (!entry.is_regular_file()) continue;
+    for (const std::string& t : tokens_sent) {
+      EXPECT_EQ(read(entry.path()).find(t), std::string::npos) << entry.path();
+    }
+  }
   // Secrets go when their attempts end; both tokens are revoked.
   EXPECT_TRUE(fs::is_empty(dir_ / "cluster" / "secrets"));
   auto tokens = store_->tokens().list_tokens().value();

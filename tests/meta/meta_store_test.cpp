@@ -1295,6 +1295,16 @@ TEST_P(MetaStoreTest, PipelineRunsKeepTheirStepsAndStartOnePerEvent) {
   ASSERT_EQ(rest->items.size(), 1u);
   EXPECT_EQ(rest->items[0].id, r1->id);
 
+  // A run gets the spec its starter read and checked, even when the pipeline changed since.
+  auto as_read = ps.get_pipeline("retrain");
+  ASSERT_TRUE(as_read.ok());
+  ASSERT_EQ(ps.put_pipeline("retrain", "name: retrain\n# v3\n", kAlice)->version, 3);
+  auto r4 =
+      ps.create_run("retrain", json::object(), "manual", "", false, kAlice, &created, &*as_read);
+  ASSERT_TRUE(r4.ok());
+  EXPECT_EQ(r4->pipeline_version, 2);
+  EXPECT_EQ(r4->spec_text, "name: retrain\n# v2\n");
+  ASSERT_TRUE(ps.finish_run(r4->id, "CANCELLED", "").ok());
   // Steps: a row is made once; a job step is inserted with its job in one transaction.
   StepRun push = StepRun::of(r1->id, "push", -1, "RUNNING");
   push.inputs = {{"file", "digits.csv"}};
