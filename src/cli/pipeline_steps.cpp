@@ -29,17 +29,6 @@ std::string where_of(const flow::StepCall& c) {
                      c.step->name);
 }
 
-// The registered version `text` names (NAME@N, NAME@ALIAS or NAME: its newest).
-Result<meta::ModelVersion> model_version(meta::MetaStore& store, const std::string& text,
-                                         const std::string& what) {
-  DLSYS_ASSIGN_OR_RETURN(jobs::VersionRef ref, jobs::parse_version_ref(text, what));
-  if (ref.version > 0) return store.registry().get_model_version(ref.name, ref.version);
-  if (!ref.alias.empty()) return store.registry().get_version_by_alias(ref.name, ref.alias);
-  DLSYS_ASSIGN_OR_RETURN(auto all, store.registry().list_model_versions(ref.name));
-  if (all.empty()) return Status::NotFound("model '{}' has no versions", ref.name);
-  return all.back();
-}
-
 Result<json> push_step(api::Services& s, const flow::StepCall& c) {
   const std::string where = where_of(c);
   DLSYS_ASSIGN_OR_RETURN(std::string file, flow::with_text(c.with, "file", where));
@@ -122,7 +111,8 @@ Result<json> evaluate_step(api::Services& s, const flow::StepCall& c) {
   DLSYS_ASSIGN_OR_RETURN(std::string compare, flow::with_text(c.with, "compare", where, false));
   DLSYS_ASSIGN_OR_RETURN(std::string label, flow::with_text(c.with, "label", where, false));
   meta::MetaStore& store = s.store();
-  DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv, model_version(store, model_text, where + ".model"));
+  DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
+                         flow::find_model_version(store, model_text, where + ".model"));
   DLSYS_ASSIGN_OR_RETURN(data::VersionRef dref, data::parse_version_ref(data_text));
   DLSYS_ASSIGN_OR_RETURN(data::VersionInfo dv, s.datasets().resolve(dref));
   if (split.empty()) split = dref.split;
@@ -138,7 +128,7 @@ Result<json> evaluate_step(api::Services& s, const flow::StepCall& c) {
   // (no model at `production` yet) gives no baseline: a gate can test `== null`.
   json baseline = json::object();
   if (!compare.empty()) {
-    auto cv = model_version(store, compare, where + ".compare");
+    auto cv = flow::find_model_version(store, compare, where + ".compare");
     if (cv.ok()) {
       DLSYS_ASSIGN_OR_RETURN(Evaluation b, evaluate_model(s.objects().object_path(cv->sha256),
                                                           s.datasets(), dv, split, label, scratch));
@@ -203,7 +193,8 @@ Result<json> deploy_step(api::Services& s, serve::ModelServer& models, const flo
     weight = c.with["weight"];
   }
   meta::MetaStore& store = s.store();
-  DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv, model_version(store, model_text, where + ".model"));
+  DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
+                         flow::find_model_version(store, model_text, where + ".model"));
   json config =
       c.with.contains("config") && c.with["config"].is_object() ? c.with["config"] : json::object();
   auto existing = store.deployments().get(name);
@@ -360,15 +351,10 @@ void add_pipeline_step_handlers(api::Services& services, serve::ModelServer& mod
   o->handlers["data.validate"] = [s](const flow::StepCall& c) { return validate_step(*s, c); };
   o->handlers["evaluate"] = [s](const flow::StepCall& c) { return evaluate_step(*s, c); };
   o->handlers["deploy"] = [s, m](const flow::StepCall& c) { return deploy_step(*s, *m, c); };
-  o->dataset_id = [s](const std::string& text) -> Result<std::string> {
+  o->dataset_version = [s](const std::string& text) -> Result<flow::DatasetVersion> {
     DLSYS_ASSIGN_OR_RETURN(data::VersionRef ref, data::parse_version_ref(text));
     DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, s->datasets().resolve(ref));
-    return v.id + (ref.split.empty() ? "" : ":" + ref.split);
-  };
-  o->dataset_version = [s](const std::string& text) -> Result<std::string> {
-    DLSYS_ASSIGN_OR_RETURN(data::VersionRef ref, data::parse_version_ref(text));
-    DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, s->datasets().resolve(ref));
-    return v.label();
+    return flow::DatasetVersion{v.label(), v.id};
   };
   o->objects = &services.objects();
 }

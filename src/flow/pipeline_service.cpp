@@ -373,6 +373,13 @@ struct PipelineService::Pass {
   std::map<std::string, std::vector<StepRun>> rows;
   int changed = 0;
   Scope scope(const json& item) const { return {&run->params, &rows, spec.get(), item}; }
+  // The item of instance `index` of fanned-out step `st` (null for -1 or one out of range).
+  json item_of(const StepSpec& st, int64_t index) const {
+    if (index < 0) return json();
+    auto fe = resolve(st.for_each, scope(json()), where_of(*run, st, "for_each"));
+    if (!fe.ok() || !fe->is_array() || index >= static_cast<int64_t>(fe->size())) return json();
+    return (*fe)[static_cast<size_t>(index)];
+  }
 };
 
 Status PipelineService::save(Pass& p, StepRun& r, const std::string& expected, bool* won,
@@ -491,13 +498,7 @@ Result<int> PipelineService::drive(const PipelineRun& run) {
       for (size_t k = 0; k < existing; ++k) {
         StepRun& r = inst[k];
         if (r.state == "PENDING" && r.not_before <= now) {
-          json item;
-          if (r.item >= 0) {
-            auto fe = resolve(st.for_each, p.scope(json()), where_of(run, st, "for_each"));
-            if (fe.ok() && fe->is_array() && r.item < static_cast<int64_t>(fe->size()))
-              item = (*fe)[static_cast<size_t>(r.item)];
-          }
-          DLSYS_RETURN_IF_ERROR(begin_step(p, st, item, r, "PENDING"));
+          DLSYS_RETURN_IF_ERROR(begin_step(p, st, p.item_of(st, r.item), r, "PENDING"));
         } else if (r.state == "RUNNING") {
           DLSYS_RETURN_IF_ERROR(poll_step(p, st, r));
         }
@@ -567,19 +568,13 @@ void PipelineService::pin_versions(json* with) {
     const size_t colon = text.find(':', text.find('@') == std::string::npos ? 0 : text.find('@'));
     const std::string ref = text.substr(0, colon);
     auto v = options_.dataset_version(ref);
-    if (v.ok()) (*with)["dataset"] = *v + (colon == std::string::npos ? "" : text.substr(colon));
+    if (v.ok())
+      (*with)["dataset"] = v->label + (colon == std::string::npos ? "" : text.substr(colon));
   }
   for (const char* field : {"model", "compare"}) {
     if (!with->contains(field) || !(*with)[field].is_string()) continue;
-    auto ref = jobs::parse_version_ref((*with)[field].get<std::string>(), field);
-    if (!ref.ok() || ref->version > 0) continue;
-    Result<meta::ModelVersion> v = Status::NotFound("no version");
-    if (!ref->alias.empty()) {
-      v = store_.registry().get_version_by_alias(ref->name, ref->alias);
-    } else if (auto all = store_.registry().list_model_versions(ref->name);
-               all.ok() && !all->empty()) {
-      v = all->back();
-    }
+    // Left as written when it names no version (yet): the step says what is missing.
+    auto v = find_model_version(store_, (*with)[field].get<std::string>(), field);
     if (v.ok()) (*with)[field] = fmt::format("{}@{}", v->model, v->version);
   }
 }
@@ -881,14 +876,8 @@ Status PipelineService::poll_step(Pass& p, const StepSpec& st, StepRun& r) {
     // whose lease ran out (take it over). Not counted as an attempt.
     if (r.runner != options_.runner && now - r.heartbeat_at < options_.lease_ms)
       return Status::OK();  // another runner has it
-    json item;
-    if (r.item >= 0) {
-      auto fe = resolve(st.for_each, p.scope(json()), where_of(run, st, "for_each"));
-      if (fe.ok() && fe->is_array() && r.item < static_cast<int64_t>(fe->size()))
-        item = (*fe)[static_cast<size_t>(r.item)];
-    }
     r.attempts -= 1;
-    return begin_step(p, st, item, r, "RUNNING", r.heartbeat_at);
+    return begin_step(p, st, p.item_of(st, r.item), r, "RUNNING", r.heartbeat_at);
   }
   auto forget = [&] {
     std::lock_guard<std::mutex> lock(mu_);
@@ -1040,24 +1029,17 @@ Result<StepCacheInputs> PipelineService::cache_inputs(const StepSpec& st, const 
     if (!with.contains(field) || !with[field].is_string()) continue;
     const std::string ref = with[field];
     std::string id = ref;
-    if (options_.dataset_id) {
-      DLSYS_ASSIGN_OR_RETURN(id, options_.dataset_id(ref));
+    if (options_.dataset_version) {
+      DLSYS_ASSIGN_OR_RETURN(DatasetVersion v, options_.dataset_version(ref));
+      id = v.id;
     }
     in.inputs.push_back(fmt::format("dataset {} {}", ref, id));
   }
   for (const char* field : {"model", "compare"}) {
     if (!with.contains(field) || !with[field].is_string()) continue;
     const std::string text = with[field];
-    auto ref = jobs::parse_version_ref(text, where + "." + field);
-    if (!ref.ok()) continue;  // not a version reference: its text is in the parameters
-    Result<meta::ModelVersion> v =
-        ref->version > 0      ? store_.registry().get_model_version(ref->name, ref->version)
-        : !ref->alias.empty() ? store_.registry().get_version_by_alias(ref->name, ref->alias)
-                              : Result<meta::ModelVersion>(Status::NotFound("latest"));
-    if (!v.ok() && ref->version == 0 && ref->alias.empty()) {
-      auto all = store_.registry().list_model_versions(ref->name);
-      if (all.ok() && !all->empty()) v = all->back();
-    }
+    if (!jobs::parse_version_ref(text, field).ok()) continue;  // its text is in the parameters
+    auto v = find_model_version(store_, text, where + "." + field);
     in.inputs.push_back(v.ok() ? fmt::format("{} {}@{} {}", field, v->model, v->version, v->sha256)
                                : fmt::format("{} {} absent", field, text));
   }
@@ -1132,8 +1114,8 @@ Status PipelineService::outputs_exist(const json& outputs) {
   if (outputs.contains("artifacts") && outputs["artifacts"].is_array())
     for (const json& a : outputs["artifacts"])
       if (a.is_string()) DLSYS_RETURN_IF_ERROR(artifact_there(a));
-  if (outputs.contains("dataset") && outputs["dataset"].is_string() && options_.dataset_id) {
-    auto there = options_.dataset_id(outputs["dataset"]);
+  if (outputs.contains("dataset") && outputs["dataset"].is_string() && options_.dataset_version) {
+    auto there = options_.dataset_version(outputs["dataset"]);
     if (!there.ok())
       return Status::NotFound("dataset version {} is gone ({})",
                               outputs["dataset"].get<std::string>(), there.status().message());
@@ -1179,20 +1161,10 @@ Result<json> PipelineService::run_builtin(const StepCall& c) {
   if (kind == "alias") {
     DLSYS_ASSIGN_OR_RETURN(std::string model, with_text(c.with, "model", where));
     DLSYS_ASSIGN_OR_RETURN(std::string alias, with_text(c.with, "alias", where));
-    DLSYS_ASSIGN_OR_RETURN(jobs::VersionRef ref, jobs::parse_version_ref(model, where + ".model"));
-    int64_t version = ref.version;
-    if (version == 0) {
-      DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion v,
-                             ref.alias.empty()
-                                 ? Result<meta::ModelVersion>(Status::Invalid(
-                                       "{}.model must name a version (NAME@N or NAME@ALIAS), got "
-                                       "'{}'",
-                                       where, model))
-                                 : store_.registry().get_version_by_alias(ref.name, ref.alias));
-      version = v.version;
-    }
-    DLSYS_RETURN_IF_ERROR(store_.registry().set_alias(ref.name, alias, version, c.who).status());
-    return json{{"model", fmt::format("{}@{}", ref.name, version)}};
+    DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion v,
+                           find_model_version(store_, model, where + ".model"));
+    DLSYS_RETURN_IF_ERROR(store_.registry().set_alias(v.model, alias, v.version, c.who).status());
+    return json{{"model", fmt::format("{}@{}", v.model, v.version)}};
   }
   if (kind == "notify") {
     DLSYS_ASSIGN_OR_RETURN(std::string url, with_text(c.with, "url", where));
@@ -1237,8 +1209,15 @@ Result<int> PipelineService::fire_triggers() {
   DLSYS_ASSIGN_OR_RETURN(std::vector<meta::Pipeline> all, store_.pipelines().list_pipelines());
   int started = 0;
   for (const meta::Pipeline& p : all) {
-    auto spec = parse_pipeline_spec(p.spec_text, p.name + ".yaml");
-    if (!spec.ok() || spec->triggers.empty()) continue;
+    // Parsed once per pipeline version, not on every pass.
+    auto& [version, spec] = pipeline_specs_[p.id];
+    if (!spec || version != p.version) {
+      auto parsed = parse_pipeline_spec(p.spec_text, p.name + ".yaml");
+      spec =
+          std::make_shared<const PipelineSpec>(parsed.ok() ? std::move(*parsed) : PipelineSpec{});
+      version = p.version;
+    }
+    if (spec->triggers.empty()) continue;
     // One triggered run at a time.
     DLSYS_ASSIGN_OR_RETURN(auto running, store_.pipelines().list_runs(p.name, "RUNNING", 100, ""));
     bool busy = std::any_of(running.items.begin(), running.items.end(),
@@ -1276,8 +1255,8 @@ Result<int> PipelineService::fire_triggers() {
         if (!options_.dataset_version) continue;
         auto v = options_.dataset_version(t.value);
         if (!v.ok()) continue;  // no version yet
-        value = *v;
-        event = fmt::format("dataset:{}={}", t.value, *v);
+        value = v->label;
+        event = fmt::format("dataset:{}={}", t.value, v->label);
       } else if (t.kind == TriggerSpec::Kind::kAlias) {
         const size_t at = t.value.find('@');
         auto v =

@@ -37,6 +37,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "core/status.h"
@@ -63,14 +64,22 @@ struct StepCall {
 // Its error is the step's failure (retried when the step has retries left).
 using StepHandler = std::function<Result<json>(const StepCall&)>;
 
+// A dataset version as a step sees it.
+struct DatasetVersion {
+  std::string label;  // "digits@v3"
+  std::string id;     // what it holds (its manifest's SHA-256)
+};
+
 struct PipelineServiceOptions {
   // The kinds that need more than the metadata store, by kind: data.push, data.validate,
   // evaluate, deploy. A step of a kind without one fails, naming what is missing.
   std::map<std::string, StepHandler> handlers;
-  // The content id of a dataset version ("digits@3", "digits@prod", "digits"): what a step that
-  // reads it is cached by, and the cache's check that a dataset output still exists (NotFound
-  // when it does not). Empty: datasets are known by their reference alone and not checked.
-  std::function<Result<std::string>(const std::string& ref)> dataset_id;
+  // The dataset version a reference names now ("digits", "digits@prod", "digits@v3:train"):
+  // its label, which moving references are pinned to and a dataset trigger watches, and its
+  // content id, which a step that reads it is cached by; NotFound when there is none (the
+  // cache's check that a dataset output still exists). Empty: datasets are known by their
+  // reference alone, never checked, and dataset triggers never fire.
+  std::function<Result<DatasetVersion>(const std::string& ref)> dataset_version;
   // Where artifacts are (the cache's check of model files and artifacts), and the check a
   // registered model passes; both may be null.
   meta::ArtifactStore* objects = nullptr;
@@ -80,9 +89,6 @@ struct PipelineServiceOptions {
   // Where relative paths of a step (a train spec, a command's files and folder, a data file)
   // are; empty: the current directory.
   std::string work_dir;
-  // The version a dataset reference names now ("digits" -> "digits@v7", "digits@prod" -> the
-  // tagged one): what a dataset trigger watches. Empty: dataset triggers never fire.
-  std::function<Result<std::string>(const std::string& ref)> dataset_version;
   // Who this runner is among the runners sharing one database (`dlsys server` sets host:port;
   // default: the host's name and the process id). A step that runs in a runner's process is
   // marked with it; another runner takes such a step over (runs it again) only once its runner
@@ -194,6 +200,8 @@ class PipelineService {
   // version event started, by "pipeline#trigger"; when they were last looked at.
   std::map<std::string, int64_t> trigger_slot_;
   std::map<std::string, std::string> trigger_event_;
+  // Each pipeline's spec as parsed, by id, with its version (one that does not parse: empty).
+  std::map<int64_t, std::pair<int64_t, std::shared_ptr<const PipelineSpec>>> pipeline_specs_;
   int64_t triggers_at_ = 0;
 };
 

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "jobs/job_spec.h"
+
 namespace dlsys::flow {
 
 Result<std::string> with_text(const nlohmann::json& with, const std::string& key,
@@ -31,6 +33,16 @@ Result<int64_t> with_int(const nlohmann::json& with, const std::string& key,
     }
   }
   return Status::Invalid("{}: '{}' must be a whole number, got {}", where, key, it->dump());
+}
+
+Result<meta::ModelVersion> find_model_version(meta::MetaStore& store, const std::string& text,
+                                              const std::string& what) {
+  DLSYS_ASSIGN_OR_RETURN(jobs::VersionRef ref, jobs::parse_version_ref(text, what));
+  if (ref.version > 0) return store.registry().get_model_version(ref.name, ref.version);
+  if (!ref.alias.empty()) return store.registry().get_version_by_alias(ref.name, ref.alias);
+  DLSYS_ASSIGN_OR_RETURN(auto all, store.registry().list_model_versions(ref.name));
+  if (all.empty()) return Status::NotFound("model '{}' has no versions", ref.name);
+  return all.back();
 }
 
 }  // namespace dlsys::flow

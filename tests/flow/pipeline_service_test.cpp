@@ -62,18 +62,13 @@ class PipelineServiceTest : public ::testing::Test {
     auto ds = data::DatasetStore::open((dir_ / "datasets").string());
     ASSERT_TRUE(ds.ok()) << ds.status().to_string();
     data_ = std::move(ds).value();
-    options_.dataset_version = [this](const std::string& ref) -> Result<std::string> {
-      DLSYS_ASSIGN_OR_RETURN(data::VersionRef r, data::parse_version_ref(ref));
-      DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, data_->resolve(r));
-      return v.label();
-    };
-    options_.dataset_id = [this](const std::string& ref) -> Result<std::string> {
+    options_.dataset_version = [this](const std::string& ref) -> Result<DatasetVersion> {
       std::lock_guard<std::mutex> lock(mu_);
       auto it = datasets_.find(ref);
-      if (it != datasets_.end()) return it->second;
+      if (it != datasets_.end()) return DatasetVersion{ref, it->second};
       DLSYS_ASSIGN_OR_RETURN(data::VersionRef r, data::parse_version_ref(ref));
       DLSYS_ASSIGN_OR_RETURN(data::VersionInfo v, data_->resolve(r));
-      return v.id;
+      return DatasetVersion{v.label(), v.id};
     };
   }
   void TearDown() override {
