@@ -15,12 +15,15 @@
 #include "cli/pipeline_steps.h"
 #include "flow/pipeline_routes.h"
 #include "flow/pipeline_service.h"
+#include "graph/model_metadata.h"
 #include "graph/onnx_import.h"
 #include "jobs/job_routes.h"
 #include "jobs/job_service.h"
 #include "jobs/k8s_executor.h"
 #include "jobs/search_routes.h"
 #include "jobs/search_service.h"
+#include "monitor/monitor_routes.h"
+#include "monitor/monitor_service.h"
 #include "serve/model_server.h"
 #include "serve/serve_routes.h"
 
@@ -39,7 +42,8 @@ struct ServerArgs {
   int64_t serve_memory_mb = 0;
   int64_t job_threads = 0, job_memory_mb = 0, job_stop_grace_s = 10, job_heartbeat_timeout_s = 8;
   double core_hour_price = 0;
-  bool no_jobs = false;
+  bool no_jobs = false, no_monitor = false;
+  int64_t monitor_interval_ms = 2000;
   // Where jobs run: "local" (child processes) or "kubernetes" (a Job per attempt, docs/deploy.md).
   std::string job_executor = "local", kubectl = "kubectl", k8s_server_url;
   // mount "": the data directory's own path; server_url "": this server's URL once it listens.
@@ -107,7 +111,6 @@ int run_server(const ServerArgs& a) {
   serve::add_serve_routes(be->router(), models, be->store());
   Status started = models.start();
   if (!started.ok()) return fail(started.message());
-  so.extra_metrics = [&models] { return models.metrics_text(); };
   // The training service: jobs queued in the metadata store run as child processes of this
   // server within --job-threads and --job-memory-mb (docs/jobs.md).
   jobs::JobServiceOptions jo;
@@ -178,6 +181,42 @@ int run_server(const ServerArgs& a) {
   if (job_service)
     search_service = std::make_unique<jobs::SearchService>(
         be->store(), jobs::SearchServiceOptions{&be->objects(), validate_onnx_model});
+  // Monitoring (docs/monitoring.md): the request samples of every sampling deployment against
+  // the training data in its model's lineage, delayed labels, alert rules.
+  std::unique_ptr<monitor::MonitorService> monitor;
+  if (!a.no_monitor) {
+    monitor::MonitorServiceOptions mon;
+    mon.sample_root = mo.sample_dir;
+    mon.datasets = &be->datasets();
+    mon.interval = std::chrono::milliseconds(a.monitor_interval_ms);
+    mon.model_facts = [be](const std::string& model,
+                           int64_t version) -> Result<monitor::ModelFacts> {
+      DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion mv,
+                             be->store().registry().get_model_version(model, version));
+      DLSYS_ASSIGN_OR_RETURN(Graph g, import_onnx_file(be->objects().object_path(mv.sha256)));
+      const ModelMetadata m = ModelMetadata::read(g);
+      return monitor::ModelFacts{m.float_features(), m.class_names, m.task};
+    };
+    mon.request_counts = [&models](const std::string& name) {
+      nlohmann::json st = models.status(name);
+      auto stats = st.find("stats");
+      if (stats == st.end()) return std::pair<int64_t, int64_t>{0, 0};
+      const int64_t failed =
+          stats->value("failed", int64_t{0}) + stats->value("expired", int64_t{0});
+      return std::pair<int64_t, int64_t>{stats->value("done", int64_t{0}) + failed, failed};
+    };
+    if (pipelines)
+      mon.fire_pipeline = [p = pipelines.get()](const std::string& pipeline,
+                                                const std::string& alert,
+                                                const std::string& event_id) {
+        return p->fire_alert(pipeline, alert, event_id).status();
+      };
+    monitor = std::make_unique<monitor::MonitorService>(be->store(), std::move(mon));
+  }
+  monitor::add_monitor_routes(be->router(), be->store(), monitor.get());
+  so.extra_metrics = [&models, m = monitor.get()] {
+    return models.metrics_text() + (m ? m->metrics_text() : std::string());
+  };
   api::HttpServer server((*backend)->router(), so);
   Status st = server.listen();
   if (!st.ok()) return fail(st.message());
@@ -210,6 +249,7 @@ int run_server(const ServerArgs& a) {
     });
   }
   if (pipelines) pipelines->start();
+  if (monitor) monitor->start();
   std::printf(
       "dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s  connections: %zu  jobs: %s\n",
       so.host.c_str(), server.port(), (*backend)->options().data_dir.c_str(),
@@ -220,6 +260,7 @@ int run_server(const ServerArgs& a) {
                      : "local");
   std::fflush(stdout);
   server.run();
+  if (monitor) monitor->stop();
   // Inline steps in flight end first (they use the stores and the model server).
   if (pipelines) pipelines->stop();
   if (job_service) {
@@ -312,6 +353,12 @@ void add_server(CLI::App& app, int* rc) {
                 "this)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{86400}));
+  c->add_flag("--no-monitor", a->no_monitor,
+              "Do not follow request samples, labels and alert rules on this server (another "
+              "server sharing the metadata database does)");
+  c->add_option("--monitor-interval-ms", a->monitor_interval_ms,
+                "How often the monitor reads new samples and labels and checks the alert rules")
+      ->check(CLI::Range(100, 600000));
   c->add_flag("--no-jobs", a->no_jobs,
               "Do not run jobs here (another server on the same metadata store runs them; "
               "submitting still works)");

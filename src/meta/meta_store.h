@@ -8,6 +8,7 @@
 //   jobs()      the training service's job queue (job_queue.h)
 //   searches()  hyperparameter searches and their trials (search_store.h)
 //   pipelines() pipelines, their runs and steps, the step cache (pipeline_store.h)
+//   monitor()   monitoring's configuration, delayed labels and alerts (monitor_store.h)
 //   db()        schema version, engine, pool statistics, the audit log (store_db.h)
 // Every write and its audit record commit in one transaction. Thread-safe.
 #pragma once
@@ -21,6 +22,7 @@
 #include "meta/job_queue.h"
 #include "meta/lineage.h"
 #include "meta/model_registry.h"
+#include "meta/monitor_store.h"
 #include "meta/pipeline_store.h"
 #include "meta/run_tracking.h"
 #include "meta/search_store.h"
@@ -44,6 +46,7 @@ class MetaStore {
   JobQueue& jobs() { return jobs_; }
   SearchStore& searches() { return searches_; }
   PipelineStore& pipelines() { return pipelines_; }
+  MonitorStore& monitor() { return monitor_; }
 
  private:
   explicit MetaStore(std::unique_ptr<StoreDb> db)
@@ -55,7 +58,8 @@ class MetaStore {
         deployments_(*db_),
         jobs_(*db_),
         searches_(*db_, jobs_),
-        pipelines_(*db_, jobs_) {}
+        pipelines_(*db_, jobs_),
+        monitor_(*db_) {}
 
   std::unique_ptr<StoreDb> db_;
   RunTracking runs_;
@@ -66,6 +70,7 @@ class MetaStore {
   JobQueue jobs_;
   SearchStore searches_;
   PipelineStore pipelines_;
+  MonitorStore monitor_;
 };
 
 }  // namespace dlsys::meta

@@ -143,6 +143,19 @@ CREATE TABLE pipeline_steps (run_id BIGINT NOT NULL REFERENCES pipeline_runs(id)
 CREATE TABLE step_cache (cache_key TEXT PRIMARY KEY, kind TEXT NOT NULL, outputs TEXT NOT NULL,
   run_id BIGINT NOT NULL, step TEXT NOT NULL, created_at BIGINT NOT NULL);
 )"},
+    // Monitoring: its configuration's versions, delayed labels, alerts (meta/monitor_store.h).
+    {8, R"(
+CREATE TABLE monitor_configs (version {ID}, spec_text TEXT NOT NULL, owner TEXT NOT NULL,
+  created_at BIGINT NOT NULL);
+CREATE TABLE monitor_feedback (id {ID}, deployment TEXT NOT NULL, request_id TEXT NOT NULL,
+  label TEXT NOT NULL, received_at BIGINT NOT NULL);
+CREATE UNIQUE INDEX monitor_feedback_request ON monitor_feedback(deployment, request_id);
+CREATE TABLE alerts (id {ID}, rule TEXT NOT NULL, deployment TEXT NOT NULL,
+  severity TEXT NOT NULL, state TEXT NOT NULL, value DOUBLE PRECISION NOT NULL,
+  message TEXT NOT NULL, started_at BIGINT NOT NULL, fired_at BIGINT NOT NULL,
+  resolved_at BIGINT NOT NULL);
+CREATE INDEX alerts_state ON alerts(state);
+)"},
 };
 
 std::string dialect_sql(const char* sql, SqlDialect d) {

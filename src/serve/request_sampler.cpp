@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include <nlohmann/json.hpp>
@@ -440,7 +441,9 @@ uint32_t u32_at(std::string_view b, size_t off) {
 
 Status parse_sample_segment(std::string_view b, const std::string& path,
                             const SampleReadOptions& opts,
-                            const std::function<Status(SampleRecord&&)>& visit, SampleScan* scan) {
+                            const std::function<Status(SampleRecord&&)>& visit, SampleScan* scan,
+                            size_t* end) {
+  if (end) *end = 0;
   auto damaged = [&](size_t off, const std::string& what) {
     return Status::IOError("sample log {} at offset {}: {}", path, off, what);
   };
@@ -476,6 +479,7 @@ Status parse_sample_segment(std::string_view b, const std::string& path,
     return damaged(0, "the file header fails its checksum");
   }
   size_t off = 20 + jlen;
+  if (end) *end = off;
   while (off < b.size()) {
     const std::string_view rest = b.substr(off);
     if (rest.size() < kFrameHeader) {
@@ -513,8 +517,52 @@ Status parse_sample_segment(std::string_view b, const std::string& path,
       DLSYS_RETURN_IF_ERROR(visit(std::move(r)));
     }
     off += kFrameHeader + len;
+    if (end) *end = off;
   }
   return Status::OK();
+}
+
+Result<int64_t> SampleTail::poll(const std::function<Status(SampleRecord&&)>& visit) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir_, ec)) return int64_t{0};
+  std::vector<std::string> files;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_regular_file(ec) && name.size() > std::strlen(kSuffix) && name.ends_with(kSuffix))
+      files.push_back(e.path().string());
+  }
+  if (ec) return Status::IOError("cannot list sample log {}: {}", dir_, ec.message());
+  std::sort(files.begin(), files.end());
+  SampleScan scan;
+  for (const auto& f : files) {
+    File& st = files_[f];
+    const int64_t size = static_cast<int64_t>(std::filesystem::file_size(f, ec));
+    if (ec || size <= st.consumed) continue;
+    std::string bytes;
+    if (st.consumed == 0) {
+      DLSYS_ASSIGN_OR_RETURN(bytes, read_file(f));
+    } else {
+      // The header again (parse_sample_segment checks it), then what came after the last
+      // whole record read.
+      std::ifstream in(f, std::ios::binary);
+      if (!in) return Status::IOError("cannot open sample log {}", f);
+      in.seekg(st.consumed);
+      std::string tail(static_cast<size_t>(size - st.consumed), '\0');
+      in.read(tail.data(), static_cast<std::streamsize>(tail.size()));
+      tail.resize(static_cast<size_t>(in.gcount()));
+      bytes = st.header + tail;
+    }
+    size_t end = 0;
+    DLSYS_RETURN_IF_ERROR(parse_sample_segment(bytes, f, {}, visit, &scan, &end));
+    if (end == 0) continue;  // the header itself is not complete yet
+    if (st.consumed == 0) {
+      st.header = bytes.substr(0, 20 + u32_at(bytes, 12));
+      st.consumed = static_cast<int64_t>(end);
+    } else {
+      st.consumed += static_cast<int64_t>(end - st.header.size());
+    }
+  }
+  return scan.records;
 }
 
 Result<SampleScan> scan_samples(const std::string& dir, const SampleReadOptions& options,

@@ -168,10 +168,30 @@ Result<SampleScan> scan_samples(const std::string& dir, const SampleReadOptions&
                                 const std::function<Status(SampleRecord&&)>& visit);
 // Parses one segment's bytes (what scan_samples does for each file; `name` is the file named in
 // errors and torn tails). Records in the window go to `visit`; torn tails to scan->torn; damage
-// is an IOError. scan->files is not counted here.
+// is an IOError. scan->files is not counted here. `end`, when given, gets the offset just past
+// the last whole record (0 while the file header itself is incomplete).
 Status parse_sample_segment(std::string_view bytes, const std::string& name,
                             const SampleReadOptions& options,
-                            const std::function<Status(SampleRecord&&)>& visit, SampleScan* scan);
+                            const std::function<Status(SampleRecord&&)>& visit, SampleScan* scan,
+                            size_t* end = nullptr);
+
+// Follows one deployment's log as the server appends to it (monitoring): each poll() reads only
+// what was appended since the last one, whole records only (a record still being written is read
+// by the next poll), across rotations. Damage is an error as for scan_samples. Not thread-safe.
+class SampleTail {
+ public:
+  explicit SampleTail(std::string dir) : dir_(std::move(dir)) {}
+  // Calls `visit` for each record appended since the last poll; returns how many.
+  Result<int64_t> poll(const std::function<Status(SampleRecord&&)>& visit);
+
+ private:
+  struct File {
+    int64_t consumed = 0;  // bytes up to the end of the last whole record read
+    std::string header;    // the file header's bytes
+  };
+  std::string dir_;
+  std::map<std::string, File> files_;
+};
 // scan_samples into a vector (for small logs and tests); `scan` gets the summary if given.
 Result<std::vector<SampleRecord>> read_samples(const std::string& dir,
                                                const SampleReadOptions& options = {},

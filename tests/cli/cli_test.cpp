@@ -1254,6 +1254,168 @@ TEST_F(Cli, PipelinesRunRetrainOnAServerEndToEnd) {
   EXPECT_NE(r.out.find("b ran"), std::string::npos) << r.out;
 }
 
+// Monitoring end to end (issue 24) through the CLI and a real `dlsys server`: a deployment
+// trained by the retrain pipeline samples its requests; inputs served with their pixels dimmed
+// drift from the training data in the model's lineage; the drift rule fires, is listed by
+// `dlsys alerts list` and `dlsys monitor show`, and starts the retrain pipeline through its alert
+// trigger, which trains on the newest data, passes its gate and canaries the new version. Labels
+// posted with `dlsys monitor feedback` are joined to the sampled predictions.
+TEST_F(Cli, MonitoringDriftAlertStartsTheRetrainPipelineWhichCanaries) {
+  const std::string data = (dir_ / "data").string();
+  {
+    std::ifstream in(std::string(DLSYS_SOURCE_DIR) + "/examples/pipelines/retrain.yaml");
+    std::string text((std::istreambuf_iterator<char>(in)), {});
+    const std::string spec = "examples/digits/mlp-dataset.yaml";
+    text.replace(text.find(spec), spec.size(), std::string(DLSYS_SOURCE_DIR) + "/" + spec);
+    // The alert trigger only: new data lands without starting a run.
+    const std::string ds = "  - {dataset: digits, param: data}\n";
+    ASSERT_NE(text.find(ds), std::string::npos);
+    text.erase(text.find(ds), ds.size());
+    // Stop at the canary: what the test looks at.
+    text = text.substr(0, text.find("  - name: promote"));
+    std::ofstream(dir_ / "retrain.yaml") << text;
+  }
+  const std::string digits = std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv";
+  std::vector<std::vector<float>> rows;
+  std::vector<int> labels;
+  {
+    std::ifstream in(digits);
+    std::ofstream out(dir_ / "small.csv");
+    std::string line;
+    for (int i = 0; std::getline(in, line); ++i) {
+      if (i < 400) out << line << "\n";
+      std::vector<float> v;
+      std::stringstream ss(line);
+      for (std::string f; std::getline(ss, f, ',');) v.push_back(std::stof(f));
+      labels.push_back(static_cast<int>(v.back()));
+      v.pop_back();
+      rows.push_back(v);
+    }
+  }
+  Server server(data);
+  ASSERT_TRUE(server.up());
+  const std::string at = " --server " + server.url();
+  ASSERT_EQ(sh("pipelines create " + (dir_ / "retrain.yaml").string() + at).code, 0);
+  Ran r = sh("data push " + (dir_ / "small.csv").string() + " --name digits --split 0.8,0.2" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  // The first model, by hand: deployed (nothing to canary against), then sampling on.
+  r = sh("pipelines run retrain --wait" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = sh("deploy update digits --sample-rate 1" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::ofstream(dir_ / "monitor.yaml")
+      << "defaults: {windows: [1s], history: 120, drift: {min_count: 50}, change: {min_count: "
+         "20}}\n"
+         "rules:\n"
+         "  - {name: digits-drift, deployment: digits, signal: drift, severity: critical,\n"
+         "     notify: {pipeline: retrain}}\n";
+  r = sh("monitor config apply " + (dir_ / "monitor.yaml").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("monitoring configuration v1 in force"), std::string::npos) << r.out;
+  r = sh("monitor config apply " + (dir_ / "missing.yaml").string() + at);
+  EXPECT_NE(r.code, 0);
+  // The whole data lands (no run: the pipeline has no dataset trigger now).
+  ASSERT_EQ(sh("data push " + digits + " --name digits --split 0.8,0.2" + at).code, 0);
+  // Traffic: `n` requests of rows scaled by `scale`, each with its id; returns the ids.
+  auto client = api::HttpConnection::open("127.0.0.1", server.port());
+  ASSERT_TRUE(client.ok());
+  std::mt19937_64 rng(3);
+  auto serve = [&](int n, float scale, std::vector<std::pair<std::string, int>>* ids) {
+    for (int i = 0; i < n; ++i) {
+      size_t k = rng() % rows.size();
+      std::vector<float> x = rows[k];
+      for (float& v : x) v = std::round(v * scale);
+      const std::string id = "q" + std::to_string(rng());
+      nlohmann::json req = {
+          {"id", id},
+          {"inputs", {{{"name", "input"}, {"shape", {1, 64}}, {"datatype", "FP32"}, {"data", x}}}}};
+      auto resp = (*client)->request("POST", "/v2/models/digits/infer", req.dump(),
+                                     {{"content-type", "application/json"}});
+      ASSERT_TRUE(resp.ok() && resp->status == 200) << (resp.ok() ? resp->body : "no answer");
+      if (ids) ids->emplace_back(id, labels[k]);
+    }
+  };
+  // Unshifted traffic over two whole windows, labelled: no alert, live accuracy joined.
+  std::vector<std::pair<std::string, int>> ids;
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  while (std::chrono::steady_clock::now() < end) serve(20, 1.0f, &ids);
+  {
+    std::ofstream fb(dir_ / "labels.csv");
+    fb << "id,label\n";
+    for (const auto& [id, y] : ids) fb << id << "," << y << "\n";
+  }
+  r = sh("monitor feedback digits " + (dir_ / "labels.csv").string() + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find(std::to_string(ids.size()) + " labels sent to digits, " +
+                       std::to_string(ids.size()) + " new"),
+            std::string::npos)
+      << r.out;
+  std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // a monitor pass
+  r = sh("alerts list --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(nlohmann::json::parse(r.out, nullptr, false)["alerts"].size(), 0u) << r.out;
+  r = sh("monitor show digits --json --history 120" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto report = nlohmann::json::parse(r.out, nullptr, false);
+  EXPECT_EQ(report["reference"]["source"], "digits@v1:train") << r.out.substr(0, 400);
+  EXPECT_EQ(report["labels"]["joined"].get<int64_t>(), static_cast<int64_t>(ids.size()));
+  // Dimmed inputs for two whole windows: the drift alert fires and starts the pipeline.
+  end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
+  while (std::chrono::steady_clock::now() < end) serve(20, 0.5f, nullptr);
+  nlohmann::json firing;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+       std::chrono::steady_clock::now() < until;) {
+    r = sh("alerts list --state firing --json" + at);
+    firing = nlohmann::json::parse(r.out, nullptr, false);
+    if (firing.is_object() && !firing["alerts"].empty()) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  ASSERT_TRUE(firing.is_object() && firing["alerts"].size() == 1u) << r.out;
+  EXPECT_EQ(firing["alerts"][0]["rule"], "digits-drift");
+  EXPECT_EQ(firing["alerts"][0]["severity"], "critical");
+  r = sh("monitor show digits --history 5" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("DRIFT"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("alert digits-drift FIRING"), std::string::npos) << r.out;
+  r = sh("alerts list" + at);
+  EXPECT_NE(r.out.find("digits-drift"), std::string::npos) << r.out;
+  // The retrain pipeline's second run, started by the alert: trained on the newest data,
+  // better than production on its rows, canaried at 10%.
+  nlohmann::json run;
+  for (auto until = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+       std::chrono::steady_clock::now() < until;) {
+    Ran runs = sh("pipelines runs retrain --json" + at);
+    auto list = nlohmann::json::parse(runs.out, nullptr, false);
+    if (list.is_array() && list.size() >= 2u) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  Ran w = sh("pipelines show 2 --wait --json" + at);
+  ASSERT_EQ(w.code, 0) << w.out;
+  run = nlohmann::json::parse(w.out.substr(w.out.find("\n{") + 1), nullptr, false);
+  ASSERT_TRUE(run.is_object()) << w.out;
+  EXPECT_EQ(run["trigger"], "alert");
+  EXPECT_EQ(run["event_id"],
+            "alert:alert-" + std::to_string(firing["alerts"][0]["id"].get<int64_t>()));
+  std::map<std::string, nlohmann::json> st;
+  for (const auto& s : run["steps"]) st[s["step"]] = s;
+  EXPECT_NE(st["validate"]["inputs"].dump().find("digits@v2"), std::string::npos)
+      << "the latest version: " << st["validate"].dump();
+  EXPECT_EQ(st["register"]["outputs"]["model"], "digits@2");
+  EXPECT_EQ(st["better"]["outputs"]["passed"], true) << st["evaluate"].dump();
+  EXPECT_EQ(st["canary"]["outputs"]["weight"], 10);
+  r = sh("deploy show digits --json" + at);
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto dep = nlohmann::json::parse(r.out, nullptr, false);
+  EXPECT_EQ(dep["config"]["canary"]["version"], 2) << r.out.substr(0, 600);
+  EXPECT_EQ(dep["config"]["canary"]["weight"], 10) << r.out.substr(0, 600);
+  // Prometheus has the same signals.
+  auto metrics = (*client)->request("GET", "/metrics", "");
+  ASSERT_TRUE(metrics.ok());
+  EXPECT_NE(metrics->body.find("dlsys_monitor_samples_total{deployment=\"digits\"}"),
+            std::string::npos);
+  EXPECT_NE(metrics->body.find("dlsys_alerts_firing{rule=\"digits-drift\""), std::string::npos);
+}
+
 // Hyperparameter search through the CLI and a real `dlsys server`: validate explains a spec and
 // names a bad field, submit --wait reports the trials and the best one, list and show read it
 // back, and cancel stops a search with its running trials.

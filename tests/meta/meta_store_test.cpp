@@ -96,12 +96,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 7);
+  EXPECT_EQ(*v, 8);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 7);
+  EXPECT_EQ(*(*again)->db().schema_version(), 8);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -710,7 +710,7 @@ TEST_P(MetaStoreTest, MigrationToSchema3KeepsRunsAndVersions) {
   }
   auto s = MetaStore::open(url, 2);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
-  EXPECT_EQ(*(*s)->db().schema_version(), 7);
+  EXPECT_EQ(*(*s)->db().schema_version(), 8);
   auto run = (*s)->runs().get_run(1);
   ASSERT_TRUE(run.ok()) << run.status().to_string();
   EXPECT_EQ(run->status, "RUNNING");
@@ -1394,6 +1394,67 @@ TEST_P(MetaStoreTest, ModelsListFiltersOrdersAndPages) {
   EXPECT_EQ(names(*rest), (std::vector<std::string>{"digits-a", "cancer"}));
   EXPECT_EQ(store_->registry().list_models(3, "", "", "size").status().code(),
             StatusCode::kInvalidArgument);
+}
+
+// Monitoring's records: configurations are versions (the newest in force), a label is kept once
+// per (deployment, request id), labels read back in insertion order after a cursor, and alerts
+// move through their states and filter by state and deployment.
+TEST_P(MetaStoreTest, MonitorConfigLabelsAndAlerts) {
+  MonitorStore& m = store_->monitor();
+  auto none = m.config();
+  ASSERT_TRUE(none.ok()) << none.status().to_string();
+  EXPECT_FALSE(none->has_value());
+  ASSERT_TRUE(m.put_config("rules: []\n", kAlice).ok());
+  auto v2 = m.put_config("defaults: {history: 5}\n", kAlice);
+  ASSERT_TRUE(v2.ok());
+  auto now = m.config();
+  ASSERT_TRUE(now.ok() && now->has_value());
+  EXPECT_EQ((*now)->version, v2->version);
+  EXPECT_EQ((*now)->spec_text, "defaults: {history: 5}\n");
+  EXPECT_FALSE(m.put_config(std::string(300 << 10, 'x'), kAlice).ok());
+
+  auto added = m.add_feedback("d", {{"r1", json("3")}, {"r2", json(4)}, {"r1", json("9")}});
+  ASSERT_TRUE(added.ok()) << added.status().to_string();
+  EXPECT_EQ(*added, 2);  // r1 twice in one batch: the first label stays
+  EXPECT_EQ(*m.add_feedback("other", {{"r1", json(1.5)}}), 1);  // another deployment's r1
+  auto all = m.feedback_after(0, 10);
+  ASSERT_TRUE(all.ok());
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].request_id, "r1");
+  EXPECT_EQ((*all)[0].label, json("3"));
+  EXPECT_EQ((*all)[1].label, json(4));
+  EXPECT_EQ((*all)[2].deployment, "other");
+  auto after = m.feedback_after((*all)[0].id, 10);
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(after->size(), 2u);
+
+  AlertRecord a;
+  a.rule = "drift";
+  a.deployment = "d";
+  a.severity = "critical";
+  a.state = "PENDING";
+  a.value = 3;
+  a.message = "3 columns";
+  a.started_at = 1000;
+  auto ins = m.insert_alert(a);
+  ASSERT_TRUE(ins.ok()) << ins.status().to_string();
+  EXPECT_GT(ins->id, 0);
+  AlertRecord f = *ins;
+  f.state = "FIRING";
+  f.fired_at = 2000;
+  ASSERT_TRUE(m.update_alert(f).ok());
+  a.deployment = "e";
+  auto other = m.insert_alert(a);
+  ASSERT_TRUE(other.ok());
+  auto firing = m.list_alerts("FIRING", "", 10);
+  ASSERT_TRUE(firing.ok());
+  ASSERT_EQ(firing->size(), 1u);
+  EXPECT_EQ((*firing)[0].fired_at, 2000);
+  EXPECT_EQ((*firing)[0].value, 3);
+  EXPECT_EQ(m.list_alerts("", "e", 10)->size(), 1u);
+  EXPECT_EQ(m.list_alerts("", "", 10)->size(), 2u);
+  ASSERT_TRUE(m.delete_alert(other->id).ok());
+  EXPECT_EQ(m.list_alerts("", "", 10)->size(), 1u);
 }
 
 TEST_P(MetaStoreTest, AuditLogRecordsWhoDidWhat) {
