@@ -7,7 +7,8 @@
 # roll the deployment to a second version under load; add a canary, roll it back, and shadow it;
 # then submit a train job to the server's training service, kill it, and see it retried from its
 # checkpoint to the weights of an uninterrupted run; a hyperparameter search; and the retrain
-# pipeline, started by new digits data, through its gate to a canary and a promotion.
+# pipeline, started by new digits data, through its gate to a canary and a promotion; and
+# monitoring of the served digits, whose drift alert starts that pipeline again.
 set -euo pipefail
 BUILD=${1:-build}
 DLSYS="$BUILD/dlsys"
@@ -16,17 +17,17 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/10 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
+step "1/11 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
 if [ ! -f "$DIR/resnet18.onnx" ] || [ ! -f "$DIR/detector_nms.onnx" ]; then
   /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18 detector_nms
 else
   echo "already exported: $DIR/resnet18.onnx, $DIR/detector_nms.onnx"
 fi
 
-step "2/10 dlsys inspect"
+step "2/11 dlsys inspect"
 "$DLSYS" inspect "$DIR/resnet18.onnx" | head -12
 
-step "3/10 dlsys run, compared with PyTorch's own output"
+step "3/11 dlsys run, compared with PyTorch's own output"
 "$DLSYS" run "$DIR/resnet18.onnx" --input input="$DIR/resnet18.input.npy" --output-dir "$DIR/out" --threads 2
 /usr/bin/python3 - "$DIR" <<'PY'
 import sys, numpy as np
@@ -67,9 +68,9 @@ print(f"quantized: dlsys vs the ONNX operator definitions (numpy, exact integer 
 sys.exit(0 if rel <= 1e-5 else 1)
 PY
 
-step "4/10 dlsys bench (batch 8, 2 threads)"
+step "4/11 dlsys bench (batch 8, 2 threads)"
 "$DLSYS" bench "$DIR/resnet18.onnx" --batch 8 --threads 2 --seconds 3
-step "5/10 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
+step "5/11 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits" --threads 2
 "$DLSYS" run "$DIR/digits/model.onnx" --input input="$DIR/digits/val_x.npy" --output-dir "$DIR/digits/pred" --threads 2
 /usr/bin/python3 - "$DIR/digits" <<'PY'
@@ -121,7 +122,7 @@ print("row  class  probability")
 for i, r in enumerate(p): print(f"{i:<4} {r.argmax():<6} {r.max():.4f}")'
 fi
 
-step "6/10 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
+step "6/11 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
 # Starts `dlsys server` on a fresh data directory $1 (its output in $2): sets SERVER and URL.
 start_server() {
   rm -rf "$1"
@@ -157,7 +158,7 @@ cap = [l for l in ask("/metrics")[1].splitlines() if l.startswith("dlsys_http_co
 print("connection cap:", cap[0].split()[1], "(docs/security.md lists every bound)")
 PY
 
-step "7/10 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
+step "7/11 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
 "$DLSYS" deploy create digits --model digits@production --max-batch 32 --max-delay-us 1000 --server "$URL"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits-v2" --threads 2 --server "$URL" 2>&1 | tail -1
 "$DLSYS" models register digits --run 2 --server "$URL"
@@ -174,7 +175,7 @@ step "7/10 serving: deploy digits@production, infer the validation split over KS
 "$DLSYS" deploy show digits --server "$URL" | grep "shadow:"
 "$DLSYS" deploy list --server "$URL"
 
-step "8/10 the training service: a train job killed with SIGKILL mid-run, retried from its checkpoint to the same weights"
+step "8/11 the training service: a train job killed with SIGKILL mid-run, retried from its checkpoint to the same weights"
 "$DLSYS" jobs submit examples/jobs/digits-train.yaml --server "$URL"
 # Wait for its first checkpoint (every 100 steps), then kill its process as a crash would.
 for _ in $(seq 300); do
@@ -192,7 +193,7 @@ kill -KILL -- "-$PID" && echo "killed job 1's process group $PID (its latest che
 cmp "$HOME_DIR/jobs/1/run/model.onnx" "$DIR/digits-uninterrupted/model.onnx" \
   && echo "the retried job's model.onnx is byte-identical to the uninterrupted run's"
 
-step "9/10 hyperparameter search: 27 random trials of the digits MLP, stopped early by ASHA, the best registered"
+step "9/11 hyperparameter search: 27 random trials of the digits MLP, stopped early by ASHA, the best registered"
 "$DLSYS" search submit examples/search/digits-asha.yaml --wait --quiet --server "$URL"
 "$DLSYS" search show 1 --server "$URL" | head -12
 "$DLSYS" models list --server "$URL"
@@ -200,7 +201,7 @@ kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
 
-step "10/10 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
+step "10/11 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
 # A server of its own (a fresh data directory), run from the repository's root: the pipeline's
 # paths are relative to it. Each `data push` is an event of the pipeline's dataset trigger.
 start_server "$DIR/flow-home" "$DIR/flow-server.out"
@@ -225,6 +226,32 @@ follow_run 2
 "$DLSYS" deploy list --server "$URL"
 echo "the same version again, by hand: every step up to the evaluation is a cached result"
 "$DLSYS" pipelines run retrain -p data=digits@v2 --wait --server "$URL" | grep -E "cached|better|SUCCEEDED$"
+
+step "11/11 monitoring: digits' served inputs against its training data; dimmed inputs drift, the alert starts the retrain pipeline"
+# The same server: every request to digits sampled; windows of 2 s so the demo sees them end.
+"$DLSYS" deploy update digits --sample-rate 1 --server "$URL" >/dev/null
+cat >"$DIR/monitor.yaml" <<'YAML'
+defaults: {windows: [2s, 1m], history: 30, drift: {false_alarm_rate: 0.001}}
+rules:
+  - {name: digits-drift, deployment: digits, signal: drift, window: 2s, severity: critical,
+     notify: {pipeline: retrain}}
+  - {name: digits-accuracy, deployment: digits, signal: accuracy, window: 1m, below: 0.9}
+YAML
+"$DLSYS" monitor config apply "$DIR/monitor.yaml" --server "$URL"
+/usr/bin/python3 scripts/demo_monitor.py "$URL" digits --seconds 5 --labels "$DIR/labels.csv"
+"$DLSYS" monitor feedback digits "$DIR/labels.csv" --server "$URL"
+sleep 4  # the last window ends and the monitor's next pass reads it
+"$DLSYS" monitor show digits --history 4 --server "$URL" | grep -E "^(reference|c2[0-9] |c3[0-6] )|drifted in|labels|accuracy"
+echo "the same traffic with every pixel at half its brightness:"
+/usr/bin/python3 scripts/demo_monitor.py "$URL" digits --seconds 5 --scale 0.5 --seed 2
+for _ in $(seq 100); do
+  "$DLSYS" alerts list --state firing --json --server "$URL" | grep -q digits-drift && break
+  sleep 0.2
+done
+"$DLSYS" alerts list --server "$URL"
+"$DLSYS" monitor show digits --history 4 --server "$URL" | grep -E "^(c2[0-9] |c3[0-6] )|drifted in"
+echo "the alert started the retrain pipeline (on the newest data: the same version, so its gate decides):"
+follow_run 4 | tail -4
 kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT

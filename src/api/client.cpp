@@ -53,6 +53,15 @@ Status parse_http_url(const std::string& url, std::string* host, int* port) {
 struct HttpConnection::Impl {
   std::string host;
   int port = 0;
+  std::chrono::milliseconds io_timeout{300'000};
+
+  // A deadline on every read and write of the socket (an answer that never comes).
+  void apply_io_timeout() {
+    const int64_t ms = io_timeout.count();
+    timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
+    ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  }
   asio::io_context ioc;
   std::optional<beast::tcp_stream> stream;
   beast::flat_buffer buffer;
@@ -81,9 +90,7 @@ struct HttpConnection::Impl {
           "cannot reach the dlsys server at http://{}:{}: {}; start it with `dlsys server`", host,
           port, cause);
     }
-    timeval tv{300, 0};
-    ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    apply_io_timeout();
     stream->socket().set_option(tcp::no_delay(true), ec);
     buffer.clear();
     return Status::OK();
@@ -101,10 +108,33 @@ struct HttpConnection::Impl {
         sent += http::write_some(*stream, sr, ec);
         progress(std::min(sent, total), total);
       }
-    } else {
-      http::write(*stream, req, ec);
     }
-    if (!ec) http::read(*stream, buffer, parser, ec);
+    // The rest as asynchronous operations run here to completion, so that the stream's timer
+    // bounds them (Asio's blocking reads wait forever on a peer that never answers, whatever
+    // the socket's own timeouts say).
+    if (!ec) {
+      stream->expires_after(io_timeout);
+      auto read = [&] {
+        http::async_read(*stream, buffer, parser,
+                         [&](beast::error_code e, std::size_t) { ec = e; });
+      };
+      if (progress) {
+        read();
+      } else {
+        http::async_write(*stream, req, [&](beast::error_code e, std::size_t) {
+          ec = e;
+          if (!e) read();
+        });
+      }
+      ioc.restart();
+      ioc.run();
+      if (stream) stream->expires_never();
+    }
+    if (ec == beast::error::timeout) {
+      stream.reset();
+      return Status::DeadlineExceeded("no answer from {}:{} within {} ms", host, port,
+                                      io_timeout.count());
+    }
     if (ec)
       return Status::Unavailable("HTTP exchange with {}:{} failed: {}", host, port, ec.message());
     HttpResult out;
@@ -135,7 +165,9 @@ struct HttpConnection::Impl {
       bool fresh = !stream.has_value();
       if (fresh) DLSYS_RETURN_IF_ERROR(connect());
       auto r = attempt();
-      if (r.ok() || fresh) return r;
+      // A closed kept-alive connection is tried again once; a peer that did not answer in time
+      // is not asked twice.
+      if (r.ok() || fresh || r.status().code() == StatusCode::kDeadlineExceeded) return r;
       stream.reset();
     }
     return Status::Unavailable("HTTP exchange with {}:{} failed twice", host, port);
@@ -143,6 +175,11 @@ struct HttpConnection::Impl {
 };
 
 HttpConnection::HttpConnection(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+void HttpConnection::set_io_timeout(std::chrono::milliseconds timeout) {
+  impl_->io_timeout = timeout;
+  if (impl_->stream) impl_->apply_io_timeout();
+}
 HttpConnection::~HttpConnection() = default;
 
 Result<std::unique_ptr<HttpConnection>> HttpConnection::open(const std::string& host, int port) {

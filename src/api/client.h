@@ -3,6 +3,7 @@
 // turn error bodies back into Status values with the server's message.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -64,6 +65,10 @@ class HttpConnection {
   // Connects to host:port within kConnectSeconds; errors name the address and the cause.
   static Result<std::unique_ptr<HttpConnection>> open(const std::string& host, int port);
   ~HttpConnection();
+  // How long a request may take from sending it to its whole answer (default 300 s; a
+  // streamed upload's body is not counted); a slower answer is DeadlineExceeded and the
+  // connection is closed.
+  void set_io_timeout(std::chrono::milliseconds timeout);
   Result<HttpResult> request(const std::string& method, const std::string& target,
                              const std::string& body,
                              const std::map<std::string, std::string>& headers = {});

@@ -81,15 +81,16 @@ Status show(api::ApiClient& c, const MonitorArgs& a) {
   std::string counts;
   for (const auto& w : windows) counts += std::to_string(w.value("samples", int64_t{0})) + " ";
   std::printf("samples per window: %s\n", counts.c_str());
-  // Per column: the PSI history as bars, then the figures of the newest window that ended (the
-  // one filling now is not judged yet).
+  // Per column: the PSI history as bars, then the figures of the newest window judged (the ones
+  // still filling are not).
   size_t newest = windows.size() - 1;
-  while (newest > 0 && !windows[newest].value("ended", true)) --newest;
+  while (newest > 0 && !windows[newest].value("judged", true)) --newest;
   const json& judged = windows[newest];
   const size_t ncols = judged["columns"].size();
   std::printf("%-16s %-*s %8s %8s %8s %8s  %s\n", "COLUMN", static_cast<int>(windows.size()), "PSI",
-              "psi", "limit", "ks", "mean", "drift (newest window)");
-  int drifted = 0;
+              "psi", "limit", "ks", "mean", "drift (newest judged window)");
+  int drifted = 0, features = 0, components = 0, components_drifted = 0;
+  bool prediction_drift = false;
   std::vector<std::string> lines;
   for (size_t c = 0; c < ncols; ++c) {
     std::vector<double> v, lim;
@@ -100,7 +101,16 @@ Status show(api::ApiClient& c, const MonitorArgs& a) {
     }
     const json& last = judged["columns"][c];
     const bool drift = last["drift"].get<bool>();
-    drifted += drift;
+    const std::string name = last["column"].get<std::string>();
+    if (name.rfind("__pc", 0) == 0) {
+      ++components;
+      components_drifted += drift;
+    } else if (name == "__prediction") {
+      prediction_drift = drift;
+    } else {
+      ++features;
+      drifted += drift;
+    }
     std::string line = fmt::format("{:<16} {} {:8.4f} {:8.4f} {:8.4f} {:8.3f}  {}",
                                    last["column"].get<std::string>(), sparkline(v, lim),
                                    last["psi"].get<double>(), last["psi_limit"].get<double>(),
@@ -111,9 +121,12 @@ Status show(api::ApiClient& c, const MonitorArgs& a) {
     lines.push_back(line);
   }
   for (const auto& l : lines) std::printf("%s\n", l.c_str());
-  std::printf("%d of %zu columns drifted in the window at %s (%lld values)\n", drifted, ncols,
-              when(judged["start"].get<int64_t>() * 1000).c_str(),
+  std::printf("%d of %d feature columns drifted in the window at %s (%lld requests)", drifted,
+              features, when(judged["start"].get<int64_t>() * 1000).c_str(),
               static_cast<long long>(judged.value("samples", int64_t{0})));
+  if (components > 0)
+    std::printf("; %d of %d projection components", components_drifted, components);
+  std::printf("%s\n", prediction_drift ? "; the predictions drifted" : "");
   for (const auto& q : r["quality"]) {
     if (q.value("labels", int64_t{0}) == 0) continue;
     std::printf("window %s: %lld labels, %s %.4f\n", when(q["start"].get<int64_t>() * 1000).c_str(),

@@ -199,11 +199,13 @@ int run_server(const ServerArgs& a) {
     };
     mon.request_counts = [&models](const std::string& name) {
       nlohmann::json st = models.status(name);
+      monitor::RequestCounts c;
       auto stats = st.find("stats");
-      if (stats == st.end()) return std::pair<int64_t, int64_t>{0, 0};
-      const int64_t failed =
-          stats->value("failed", int64_t{0}) + stats->value("expired", int64_t{0});
-      return std::pair<int64_t, int64_t>{stats->value("done", int64_t{0}) + failed, failed};
+      if (stats == st.end()) return c;
+      c.failed = stats->value("failed", int64_t{0}) + stats->value("expired", int64_t{0});
+      c.rejected = stats->value("rejected", int64_t{0});
+      c.requests = stats->value("done", int64_t{0}) + c.failed + c.rejected;
+      return c;
     };
     if (pipelines)
       mon.fire_pipeline = [p = pipelines.get()](const std::string& pipeline,

@@ -126,7 +126,8 @@ const DeploymentSettings& MonitorConfig::settings(const std::string& deployment)
 
 const std::vector<std::string>& signal_names() {
   static const std::vector<std::string> kNames = {
-      "drift", "accuracy", "mae", "accuracy_change", "latency_p99_ms", "error_rate", "samples"};
+      "drift",          "multivariate_drift", "accuracy",       "mae",    "accuracy_change",
+      "latency_p99_ms", "error_rate",         "rejection_rate", "samples"};
   return kNames;
 }
 

@@ -12,8 +12,9 @@
 //   rules:
 //     - name: digits-drift
 //       deployment: digits          # or "*": every monitored deployment
-//       signal: drift               # drift | accuracy | mae | accuracy_change |
-//                                   # latency_p99_ms | error_rate | samples
+//       signal: drift               # drift | multivariate_drift | accuracy | mae |
+//                                   # accuracy_change | latency_p99_ms | error_rate |
+//                                   # rejection_rate | samples
 //       column: any                 # drift only: a column name, or any (the default)
 //       window: 5m                  # one of the windows (default: the shortest)
 //       above: 0                    # or below: X; the default is above 0
@@ -22,11 +23,13 @@
 //       notify: {webhook: "http://127.0.0.1:9000/hook", pipeline: retrain, log: true}
 //
 // Signals (per deployment and window; monitor_service.h computes them): drift = the number of
-// drifted columns (or 1/0 for one column), accuracy / mae = live quality from joined labels,
-// accuracy_change = 1 once Page-Hinkley flags a rise of the error in the window, latency_p99_ms
-// of the sampled requests, error_rate = failed / all requests (serving's counters), samples =
-// requests sampled. A signal without enough data (fewer labels than drift.min_count, no
-// requests) has no value, and its condition does not hold.
+// drifted columns (or 1/0 for one column), multivariate_drift = the number of drifted components
+// of the reference's low-rank projection (projection.h), accuracy / mae = live quality from joined
+// labels, accuracy_change = 1 once Page-Hinkley flags a rise of the error in the window,
+// latency_p99_ms of the sampled requests, error_rate = failed / all requests and rejection_rate =
+// refused / all requests (serving's counters of the version served), samples = requests sampled. A
+// signal without enough data (fewer labels than drift.min_count, no requests) has no value, and its
+// condition does not hold.
 //
 // Every error names the file, the line and the field.
 #pragma once

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <ctime>
 #include <set>
 
 #include <fmt/format.h>
@@ -59,6 +60,16 @@ bool row_layout(const serve::SampledTensor& t, int64_t* rows, int64_t* numel) {
   *rows = t.shape[0];
   *numel = n;
   return true;
+}
+
+// A window's start as UTC text, for messages: "2026-12-04T11:04:06Z".
+std::string utc(int64_t seconds) {
+  std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 std::string label_text(const json& label) {
@@ -321,21 +332,33 @@ MonitorService::Window& MonitorService::window_for(Deployment& d, Series& s, int
 Status MonitorService::consume(Deployment& d, serve::SampleRecord&& r) {
   const int64_t time_s = r.time_us / 1'000'000;
   ++d.samples;
-  std::vector<std::pair<int, double>> values;  // (column, value)
+  // Every row of the request as a dense vector of the reference's columns (NaN: not given):
+  // the inputs' elements or channel means, the prediction, then the projection's scores.
+  const size_t ncols = d.ref->columns.size();
+  int64_t rows = 0;
   for (const auto& t : r.inputs) {
-    int64_t rows = 0, numel = 0;
-    if (!row_layout(t, &rows, &numel)) continue;
+    int64_t n = 0, numel = 0;
+    if (row_layout(t, &n, &numel)) rows = std::max(rows, n);
+  }
+  if (rows == 0) {
+    ++d.skipped_records;  // nothing of it can be read as columns
+    return Status::OK();
+  }
+  std::vector<double> values(static_cast<size_t>(rows) * ncols, NAN);
+  for (const auto& t : r.inputs) {
+    int64_t n = 0, numel = 0;
+    if (!row_layout(t, &n, &numel) || n != rows) continue;
     const InputMap& m = input_map(d, t, numel);
     for (int64_t row = 0; row < rows; ++row) {
+      double* out = &values[row * ncols];
       for (int64_t e = 0; e < numel; ++e)
-        if (m.element_column[e] >= 0)
-          values.emplace_back(m.element_column[e], element(t, row * numel + e));
+        if (m.element_column[e] >= 0) out[m.element_column[e]] = element(t, row * numel + e);
       if (m.channels > 0) {
         const int64_t per = numel / m.channels;
         for (int64_t c = 0; c < m.channels; ++c) {
-          double s = 0;
-          for (int64_t e = 0; e < per; ++e) s += element(t, row * numel + c * per + e);
-          values.emplace_back(m.channel_column[c], s / double(per));
+          double sum = 0;
+          for (int64_t e = 0; e < per; ++e) sum += element(t, row * numel + c * per + e);
+          out[m.channel_column[c]] = sum / double(per);
         }
       }
     }
@@ -344,9 +367,9 @@ Status MonitorService::consume(Deployment& d, serve::SampleRecord&& r) {
   // what labels are joined to (a batch request's id names its first row).
   double predicted = NAN;
   if (!r.outputs.empty()) {
-    int64_t rows = 0, numel = 0;
+    int64_t n = 0, numel = 0;
     const auto& o = r.outputs[0];
-    if (row_layout(o, &rows, &numel)) {
+    if (row_layout(o, &n, &numel) && n == rows) {
       for (int64_t row = 0; row < rows; ++row) {
         double v;
         if (d.facts.classifier() && numel > 1) {
@@ -360,17 +383,25 @@ Status MonitorService::consume(Deployment& d, serve::SampleRecord&& r) {
           v = element(o, row * numel);
         }
         if (row == 0) predicted = v;
-        if (d.prediction_column >= 0) values.emplace_back(d.prediction_column, v);
+        if (d.prediction_column >= 0) values[row * ncols + d.prediction_column] = v;
       }
     }
   }
+  const Projection& proj = d.ref->projection;
+  if (!proj.empty())
+    for (int64_t row = 0; row < rows; ++row)
+      proj.project(&values[row * ncols], &values[row * ncols + d.ref->projection_first]);
   for (Series& s : d.series) {
     bool dropped = false;
     Window& w = window_for(d, s, time_s, &dropped);
     if (dropped) continue;
     ++w.samples;
     ++w.latency[latency_bucket(r.latency_us)];
-    for (const auto& [c, v] : values) w.columns[c].add(v, d.ref->columns[c].bins);
+    for (int64_t row = 0; row < rows; ++row) {
+      const double* v = &values[row * ncols];
+      for (size_t c = 0; c < ncols; ++c)
+        if (!std::isnan(v[c])) w.columns[c].add(v[c], d.ref->columns[c].bins);
+    }
   }
   if (!r.request_id.empty() && !std::isnan(predicted)) {
     d.predictions[r.request_id] = Prediction{time_s, r.version, predicted};
@@ -397,10 +428,16 @@ void MonitorService::join_one(Deployment& d, const std::string& id, const json& 
   if (d.facts.classifier()) {
     const std::string text = label_text(label);
     auto c = std::find(d.facts.class_names.begin(), d.facts.class_names.end(), text);
-    if (c != d.facts.class_names.end())
+    if (c != d.facts.class_names.end()) {
       truth = double(c - d.facts.class_names.begin());
-    else if (label.is_number())
+    } else if (label.is_number()) {
       truth = label.get<double>();
+    } else {
+      // A class id sent as text ("3") by a model without class names.
+      char* end = nullptr;
+      const double v = std::strtod(text.c_str(), &end);
+      if (!text.empty() && end == text.c_str() + text.size()) truth = v;
+    }
   } else if (label.is_number()) {
     truth = label.get<double>();
   }
@@ -472,10 +509,13 @@ json MonitorService::window_drift(const Deployment& d, const Window& w) const {
   const auto& cols = d.ref->columns;
   const double alpha = d.settings.drift.false_alarm_rate / double(std::max<size_t>(1, cols.size()));
   json out = json::array();
-  int64_t drifted = 0;
+  int64_t drifted = 0, projected = 0;
   for (size_t c = 0; c < cols.size(); ++c) {
     DriftScore s = score_drift(cols[c].counts, w.columns[c].bins, d.settings.drift, alpha);
-    if (s.drift && cols[c].name != "__prediction") ++drifted;
+    if (s.drift && cols[c].name.rfind("__pc", 0) == 0)
+      ++projected;
+    else if (s.drift && cols[c].name != "__prediction")
+      ++drifted;
     out.push_back({{"column", cols[c].name},
                    {"count", s.count},
                    {"psi", s.psi},
@@ -489,7 +529,11 @@ json MonitorService::window_drift(const Deployment& d, const Window& w) const {
                    {"nulls", w.columns[c].nulls},
                    {"out_of_range", w.columns[c].out_of_range()}});
   }
-  return {{"start", w.start_s}, {"samples", w.samples}, {"drifted", drifted}, {"columns", out}};
+  return {{"start", w.start_s},
+          {"samples", w.samples},
+          {"drifted", drifted},
+          {"multivariate_drifted", projected},
+          {"columns", out}};
 }
 
 bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, double* value,
@@ -498,17 +542,21 @@ bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, do
   const Series* s = series_of(d, rule.window_s);
   if (!s) return false;
   const int64_t len = s->length_s;
-  if (rule.signal == "error_rate") {
+  if (rule.signal == "error_rate" || rule.signal == "rejection_rate") {
     if (d.counts.size() < 2) return false;
     const auto& last = d.counts.back();
     auto first = d.counts.front();
     for (const auto& c : d.counts)
       if (c.first <= last.first - len * 1000) first = c;
-    const int64_t req = last.second.first - first.second.first;
-    if (req <= 0) return false;
-    *value = double(last.second.second - first.second.second) / double(req);
-    *detail = fmt::format("{} of {} requests failed in the last {} s",
-                          last.second.second - first.second.second, req, len);
+    const int64_t req = last.second.requests - first.second.requests;
+    if (req <= 0) return false;  // no traffic, or the counters restarted (a new version)
+    const bool errors = rule.signal == "error_rate";
+    const int64_t bad = errors ? last.second.failed - first.second.failed
+                               : last.second.rejected - first.second.rejected;
+    if (bad < 0) return false;
+    *value = double(bad) / double(req);
+    *detail = fmt::format("{} of {} requests {} in the last {} s", bad, req,
+                          errors ? "failed" : "were refused", len);
     return true;
   }
   if (rule.signal == "accuracy_change") {
@@ -529,7 +577,7 @@ bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, do
       *value =
           rule.signal == "accuracy" ? double(q.correct) / double(q.n) : q.abs_error / double(q.n);
       *detail = fmt::format("{} {:.4f} over {} labelled predictions of the window at {}",
-                            rule.signal, *value, q.n, it->start_s);
+                            rule.signal, *value, q.n, utc(it->start_s));
       return true;
     }
     return false;
@@ -565,9 +613,12 @@ bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, do
   int64_t drifted = 0;
   bool decided = false;
   std::string names;
+  const bool multi = rule.signal == "multivariate_drift";
   for (size_t c = 0; c < cols.size(); ++c) {
-    if (rule.column != "any" && cols[c].name != rule.column) continue;
-    if (rule.column == "any" && cols[c].name == "__prediction") continue;
+    const bool pc = cols[c].name.rfind("__pc", 0) == 0;
+    if (multi != pc) continue;
+    if (!multi && rule.column != "any" && cols[c].name != rule.column) continue;
+    if (!multi && rule.column == "any" && cols[c].name == "__prediction") continue;
     DriftScore sc = score_drift(cols[c].counts, w->columns[c].bins, d.settings.drift, alpha);
     decided |= sc.decided;
     if (sc.drift) {
@@ -577,9 +628,10 @@ bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, do
   }
   if (!decided) return false;
   *value = double(drifted);
-  *detail = drifted == 0 ? fmt::format("no column drifted in the window at {}", start)
-                         : fmt::format("{} column(s) drifted in the window at {}: {}{}", drifted,
-                                       start, names, drifted > 5 ? ", ..." : "");
+  const char* what = multi ? "projection component(s)" : "column(s)";
+  *detail = drifted == 0 ? fmt::format("no {} drifted in the window at {}", what, utc(start))
+                         : fmt::format("{} {} drifted in the window at {}: {}{}", drifted, what,
+                                       utc(start), names, drifted > 5 ? ", ..." : "");
   return true;
 }
 
@@ -718,6 +770,7 @@ void MonitorService::notifier_loop() {
         err = conn.status().message();
         continue;
       }
+      (*conn)->set_io_timeout(options_.webhook_timeout);
       auto r =
           (*conn)->request("POST", path, w.body.dump(), {{"content-type", "application/json"}});
       if (r.ok() && r->status >= 200 && r->status < 300) {
@@ -743,6 +796,7 @@ void MonitorService::flush_notifications() {
 
 Status MonitorService::tick() {
   std::lock_guard<std::mutex> l(mu_);
+  last_pass_ms_ = now_ms();
   Status first = load_config();
   if (!first.ok()) return first;
   first = refresh_deployments();
@@ -791,11 +845,13 @@ Result<json> MonitorService::report(const std::string& deployment, int64_t windo
   out["windows_s"] = d.settings.windows_s;
   json windows = json::array(), quality = json::array();
   const size_t from = s->windows.size() > size_t(history) ? s->windows.size() - history : 0;
-  const int64_t now_s = now_ms() / 1000;
+  // Judged: ended before the last pass (less the grace for samples still being written), as
+  // the rules see it; the newer windows are still filling.
+  const int64_t judged_s = (last_pass_ms_ - options_.grace.count()) / 1000;
   for (size_t i = from; i < s->windows.size(); ++i) {
     const Window& w = s->windows[i];
     windows.push_back(window_drift(d, w));
-    windows.back()["ended"] = w.start_s + s->length_s <= now_s;
+    windows.back()["judged"] = w.start_s + s->length_s <= judged_s;
     json q = {{"start", w.start_s}};
     Quality all;
     json by_version = json::object();
@@ -882,7 +938,7 @@ std::string MonitorService::render_metrics() const {
     out += fmt::format("dlsys_monitor_labels_total{{deployment=\"{}\",outcome=\"unmatched\"}} {}\n",
                        name, d.labels_unmatched);
   }
-  std::string drifted, psi, accuracy;
+  std::string drifted, multi, psi, accuracy;
   for (const auto& [name, d] : deployments_) {
     if (!d.ref) continue;
     for (const Series& s : d.series) {
@@ -894,6 +950,10 @@ std::string MonitorService::render_metrics() const {
       drifted +=
           fmt::format("dlsys_monitor_drifted_columns{{deployment=\"{}\",window=\"{}s\"}} {}\n",
                       name, s.length_s, j["drifted"].get<int64_t>());
+      if (!d.ref->projection.empty())
+        multi += fmt::format(
+            "dlsys_monitor_multivariate_drifted{{deployment=\"{}\",window=\"{}s\"}} {}\n", name,
+            s.length_s, j["multivariate_drifted"].get<int64_t>());
       for (const auto& c : j["columns"])
         if (c["decided"].get<bool>())
           psi += fmt::format(
@@ -919,6 +979,11 @@ std::string MonitorService::render_metrics() const {
       "# HELP dlsys_monitor_drifted_columns Columns drifted in the newest ended window.\n"
       "# TYPE dlsys_monitor_drifted_columns gauge\n" +
       drifted;
+  out +=
+      "# HELP dlsys_monitor_multivariate_drifted Components of the reference's low-rank "
+      "projection drifted in the newest ended window.\n"
+      "# TYPE dlsys_monitor_multivariate_drifted gauge\n" +
+      multi;
   out +=
       "# HELP dlsys_monitor_column_psi PSI of a column against its reference in the newest "
       "ended window.\n# TYPE dlsys_monitor_column_psi gauge\n" +

@@ -54,6 +54,13 @@ struct ModelFacts {
   }
 };
 
+// A deployment's serving counters (cumulative, of the version it serves now).
+struct RequestCounts {
+  int64_t requests = 0;  // every request the batcher saw: answered, failed and refused
+  int64_t failed = 0;    // answered with an error, or past their deadline
+  int64_t rejected = 0;  // refused (queue full, too many rows, shed)
+};
+
 struct MonitorServiceOptions {
   std::string sample_root;                 // DATA_DIR/samples
   data::DatasetStore* datasets = nullptr;  // where references are read
@@ -62,9 +69,9 @@ struct MonitorServiceOptions {
   int64_t max_pending_predictions = 1'000'000;
   // The facts of a registered model version (the server reads its ONNX metadata).
   std::function<Result<ModelFacts>(const std::string& model, int64_t version)> model_facts;
-  // Cumulative (requests, failed requests) of a deployment, from serving's counters; may be
-  // empty (then error_rate has no value).
-  std::function<std::pair<int64_t, int64_t>(const std::string& deployment)> request_counts;
+  // A deployment's serving counters; may be empty (then error_rate and rejection_rate have no
+  // value).
+  std::function<RequestCounts(const std::string& deployment)> request_counts;
   // Starts a run of `pipeline` through its alert trigger for `alert`, once per `event_id`
   // (flow::PipelineService::fire_alert); may be empty.
   std::function<Status(const std::string& pipeline, const std::string& alert,
@@ -143,7 +150,7 @@ class MonitorService {
     PageHinkley change;
     int64_t last_change_ms = 0;
     int64_t samples = 0, labels_joined = 0, labels_unmatched = 0, skipped_records = 0;
-    std::deque<std::pair<int64_t, std::pair<int64_t, int64_t>>> counts;  // (ms, requests/errors)
+    std::deque<std::pair<int64_t, RequestCounts>> counts;  // (ms, counters then)
   };
   struct Episode {  // an alert in flight for (rule, deployment)
     meta::AlertRecord record;
@@ -175,6 +182,7 @@ class MonitorService {
   int64_t config_version_ = -1;
   std::map<std::string, Deployment> deployments_;
   int64_t feedback_cursor_ = 0;
+  int64_t last_pass_ms_ = 0;                                         // when the last tick() started
   std::map<std::pair<std::string, std::string>, Episode> episodes_;  // (rule, deployment)
   bool episodes_loaded_ = false;
   std::string metrics_;

@@ -13,8 +13,8 @@
 namespace dlsys::monitor {
 
 struct PageHinkleyOptions {
-  double delta = 0.02;  // for an error rate: changes of two points are noise
-  double lambda = 12;  // errors above the tolerated excess before a flag
+  double delta = 0.02;     // for an error rate: changes of two points are noise
+  double lambda = 12;      // errors above the tolerated excess before a flag
   int64_t min_count = 30;  // no flag before this many outcomes
 };
 

@@ -66,6 +66,37 @@ ReferenceProfile ReferenceBuilder::finish(std::string source) const {
     col.mean = sum / double(v.size());
     p.columns.push_back(std::move(col));
   }
+  // The projection's scores of every sampled row, as columns of their own.
+  std::vector<int> features;
+  for (size_t k = 0; k < c; ++k)
+    if (names_[k].rfind("__", 0) != 0) features.push_back(static_cast<int>(k));
+  if (projection_k_ > 0 && features.size() >= projection_min_columns_ && n >= 2) {
+    p.projection = fit_projection(sample_, c, features, projection_k_);
+    const size_t kk = p.projection.components.size();
+    if (kk > 0) {
+      p.projection_first = static_cast<int>(p.columns.size());
+      std::vector<std::vector<double>> scores(kk, std::vector<double>(n));
+      std::vector<double> out(kk);
+      for (size_t r = 0; r < n; ++r) {
+        p.projection.project(&sample_[r * c], out.data());
+        for (size_t j = 0; j < kk; ++j) scores[j][r] = out[j];
+      }
+      for (size_t j = 0; j < kk; ++j) {
+        ReferenceColumn col;
+        col.name = "__pc" + std::to_string(j + 1);
+        std::sort(scores[j].begin(), scores[j].end());
+        col.bins = ColumnBins::from_sorted(scores[j], bins_);
+        col.counts.assign(col.bins.size(), 0);
+        double sum = 0;
+        for (double x : scores[j]) {
+          ++col.counts[col.bins.bin_of(x)];
+          sum += x;
+        }
+        col.mean = sum / double(n);
+        p.columns.push_back(std::move(col));
+      }
+    }
+  }
   return p;
 }
 
@@ -135,7 +166,7 @@ Result<ReferenceProfile> profile_dataset(const data::DatasetStore& store,
     return Status::Invalid("{}: none of the model's features is a numeric column to monitor",
                            source);
   ReferenceBuilder builder(names);
-  std::vector<double> row;
+  builder.set_projection(tensors.projection_components);
   DLSYS_RETURN_IF_ERROR(
       data::for_each_batch(store, v, split, read, [&](const data::RowBatch& b) -> Status {
         std::vector<double> values(static_cast<size_t>(b.rows) * names.size());

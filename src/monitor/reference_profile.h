@@ -21,6 +21,7 @@
 #include "core/status.h"
 #include "data/dataset_store.h"
 #include "monitor/column_sketch.h"
+#include "monitor/projection.h"
 
 namespace dlsys::monitor {
 
@@ -36,6 +37,10 @@ struct ReferenceProfile {
   std::string source;  // "digits@v2:train"
   int64_t rows = 0;    // rows read
   std::vector<ReferenceColumn> columns;
+  // The multivariate signal (projection.h): its scores are the columns from `projection_first`
+  // on ("__pc1", ...); empty when not asked for or too few feature columns.
+  Projection projection;
+  int projection_first = -1;
   // The column named `name`, or -1.
   int index_of(const std::string& name) const;
 };
@@ -47,12 +52,20 @@ class ReferenceBuilder {
                    uint64_t seed = 0, int bins = 20);
   // Adds `rows` rows of values, row-major [rows, columns] (NaN: missing).
   void add(const double* values, int64_t rows);
+  // `k` principal components of the feature columns (names not starting with "__") become
+  // columns "__pc1".."__pck" of the profile, when there are at least `min_columns` of them.
+  void set_projection(int k, size_t min_columns = 8) {
+    projection_k_ = k;
+    projection_min_columns_ = min_columns;
+  }
   ReferenceProfile finish(std::string source) const;
 
  private:
   std::vector<std::string> names_;
   int64_t capacity_;  // rows the reservoir holds
   int bins_;
+  int projection_k_ = 0;
+  size_t projection_min_columns_ = 8;
   std::mt19937_64 rng_;
   int64_t rows_ = 0;
   std::vector<double> sample_;  // [min(rows_, capacity_), columns]
@@ -62,6 +75,7 @@ class ReferenceBuilder {
 // than `max_elements`.
 struct TensorColumns {
   int64_t max_elements = 256;
+  int projection_components = 4;  // the multivariate signal's components (0: none)
 };
 
 // Builds the profile of `split` of version `v`: `features` are the dataset columns the model

@@ -1304,7 +1304,8 @@ TEST_F(Cli, MonitoringDriftAlertStartsTheRetrainPipelineWhichCanaries) {
   r = sh("deploy update digits --sample-rate 1" + at);
   ASSERT_EQ(r.code, 0) << r.out;
   std::ofstream(dir_ / "monitor.yaml")
-      << "defaults: {windows: [1s], history: 120, drift: {min_count: 50}, change: {min_count: "
+      << "defaults: {windows: [1s], history: 120, drift: {min_count: 50, false_alarm_rate: 0.001}, "
+         "change: {min_count: "
          "20}}\n"
          "rules:\n"
          "  - {name: digits-drift, deployment: digits, signal: drift, severity: critical,\n"
@@ -1359,6 +1360,16 @@ TEST_F(Cli, MonitoringDriftAlertStartsTheRetrainPipelineWhichCanaries) {
   auto report = nlohmann::json::parse(r.out, nullptr, false);
   EXPECT_EQ(report["reference"]["source"], "digits@v1:train") << r.out.substr(0, 400);
   EXPECT_EQ(report["labels"]["joined"].get<int64_t>(), static_cast<int64_t>(ids.size()));
+  // Live accuracy of the model on those labels (trained on 320 rows: well above chance).
+  int64_t labelled = 0;
+  double right = 0;
+  for (const auto& q : report["quality"])
+    if (q.value("labels", int64_t{0}) > 0) {
+      labelled += q["labels"].get<int64_t>();
+      right += q["accuracy"].get<double>() * q["labels"].get<double>();
+    }
+  EXPECT_EQ(labelled, static_cast<int64_t>(ids.size()));
+  EXPECT_GT(right / double(std::max<int64_t>(1, labelled)), 0.8);
   // Dimmed inputs for two whole windows: the drift alert fires and starts the pipeline.
   end = std::chrono::steady_clock::now() + std::chrono::milliseconds(2500);
   while (std::chrono::steady_clock::now() < end) serve(20, 0.5f, nullptr);

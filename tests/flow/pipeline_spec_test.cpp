@@ -40,9 +40,11 @@ TEST(PipelineSpec, TheRetrainExampleParsesWithItsDependenciesAndOrder) {
   EXPECT_EQ(deps(*p, "canary"), (std::vector<std::string>{"better", "register"}));
   EXPECT_EQ(p->order, (std::vector<std::string>{"validate", "data-ok", "train", "register",
                                                 "evaluate", "better", "canary", "promote"}));
-  ASSERT_EQ(p->triggers.size(), 1u);
+  ASSERT_EQ(p->triggers.size(), 2u);
   EXPECT_EQ(p->triggers[0].value, "digits");
   EXPECT_EQ(p->triggers[0].param, "data");
+  EXPECT_EQ(p->triggers[1].kind_name(), "alert");  // monitoring's drift alert
+  EXPECT_EQ(p->triggers[1].value, "digits-drift");
   const StepSpec* train = p->step("train");
   EXPECT_EQ(train->retries, 1);
   EXPECT_EQ(train->timeout_seconds, 1800);

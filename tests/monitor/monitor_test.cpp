@@ -4,11 +4,15 @@
 // sample log written by serving's RequestSampler, fires a drift alert (stored, sent to a webhook,
 // starting a pipeline), joins delayed labels into live accuracy, and resolves.
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
 #include <numeric>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "api/http_server.h"
@@ -22,6 +26,7 @@
 #include "monitor/column_sketch.h"
 #include "monitor/drift_score.h"
 #include "monitor/monitor_config.h"
+#include "monitor/monitor_routes.h"
 #include "monitor/monitor_service.h"
 #include "monitor/page_hinkley.h"
 #include "monitor/reference_profile.h"
@@ -113,7 +118,9 @@ double drifted_share(const ReferenceProfile& ref, const std::vector<std::vector<
 }
 
 TEST_F(DigitsFixture, ReplayedDataKeepsTheFalseAlarmRateAndShiftsAreFound) {
-  auto ref = profile_dataset(*datasets_, version_, "train", digit_features(), "", {});
+  // Per-column tests only here (no projection columns).
+  auto ref = profile_dataset(*datasets_, version_, "train", digit_features(), "", {},
+                             TensorColumns{256, 0});
   ASSERT_TRUE(ref.ok()) << ref.status().to_string();
   ASSERT_EQ(ref->columns.size(), 64u);
   EXPECT_GT(ref->rows, 1000);
@@ -149,6 +156,63 @@ TEST_F(DigitsFixture, ReplayedDataKeepsTheFalseAlarmRateAndShiftsAreFound) {
   floors.false_alarm_rate = 0.05;
   EXPECT_LE(drifted_share(*ref, rows_, labels_, 200, 400, floors, same), 0.05);
   EXPECT_EQ(drifted_share(*ref, rows_, labels_, 50, 100, floors, dim), 1.0);
+}
+
+// The multivariate signal: within each window the pixels are shuffled across rows, column by
+// column, so every pixel keeps exactly its distribution and only how pixels go together changes.
+// No per-column test can see that; the projection's components do. Unshifted windows stay quiet
+// on both.
+TEST_F(DigitsFixture, TheProjectionFindsAChangeThePerColumnTestsCannotSee) {
+  auto ref = profile_dataset(*datasets_, version_, "train", digit_features(), "", {});
+  ASSERT_TRUE(ref.ok()) << ref.status().to_string();
+  ASSERT_FALSE(ref->projection.empty());
+  ASSERT_EQ(ref->projection.components.size(), 4u);
+  ASSERT_EQ(ref->columns.size(), 68u);
+  EXPECT_EQ(ref->columns[ref->projection_first].name, "__pc1");
+  DriftRule rule;  // the defaults: effect floors and calibrated noise levels
+  const double alpha = rule.false_alarm_rate / double(ref->columns.size());
+  std::mt19937_64 rng(9);
+  const int n = 400, windows = 20;
+  int column_alarms[2] = {0, 0}, projection_alarms[2] = {0, 0};
+  std::vector<size_t> order(rows_.size());
+  for (int shuffled = 0; shuffled < 2; ++shuffled)
+    for (int w = 0; w < windows; ++w) {
+      std::iota(order.begin(), order.end(), 0);
+      std::shuffle(order.begin(), order.end(), rng);
+      std::vector<std::vector<double>> win;
+      for (int i = 0; i < n; ++i) win.push_back(rows_[order[i]]);
+      if (shuffled)
+        for (int c = 0; c < 64; ++c) {
+          std::vector<double> col;
+          for (auto& r : win) col.push_back(r[c]);
+          std::shuffle(col.begin(), col.end(), rng);
+          for (int i = 0; i < n; ++i) win[i][c] = col[i];
+        }
+      std::vector<ColumnSketch> sk;
+      for (const auto& c : ref->columns) sk.emplace_back(c.bins.size());
+      std::vector<double> full(ref->columns.size());
+      for (const auto& r : win) {
+        std::copy(r.begin(), r.end(), full.begin());
+        ref->projection.project(full.data(), full.data() + ref->projection_first);
+        for (size_t c = 0; c < full.size(); ++c) sk[c].add(full[c], ref->columns[c].bins);
+      }
+      bool col_drift = false, pc_drift = false;
+      for (size_t c = 0; c < ref->columns.size(); ++c) {
+        bool d = score_drift(ref->columns[c].counts, sk[c].bins, rule, alpha).drift;
+        (static_cast<int>(c) >= ref->projection_first ? pc_drift : col_drift) |= d;
+      }
+      column_alarms[shuffled] += col_drift;
+      projection_alarms[shuffled] += pc_drift;
+    }
+  std::printf(
+      "unshifted: %d/%d windows with a column drifted, %d/%d with a component drifted; "
+      "pixels shuffled across rows: %d/%d and %d/%d\n",
+      column_alarms[0], windows, projection_alarms[0], windows, column_alarms[1], windows,
+      projection_alarms[1], windows);
+  EXPECT_LE(column_alarms[0], 1);
+  EXPECT_LE(projection_alarms[0], 1);
+  EXPECT_LE(column_alarms[1], 1) << "each pixel keeps its distribution";
+  EXPECT_EQ(projection_alarms[1], windows) << "how pixels go together changed";
 }
 
 TEST(PageHinkleyTest, FindsAnAccuracyDropAndIsQuietBeforeIt) {
@@ -208,7 +272,9 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
   meta::MetaStore& ms = **store;
   const meta::Principal who{"tester", meta::Role::kAdmin};
   ASSERT_TRUE(ms.registry().create_model("digits", "", who).ok());
-  ASSERT_TRUE(ms.registry().create_file_version("digits", "model.onnx", std::string(64, 'a'), 1, "", who).ok());
+  ASSERT_TRUE(ms.registry()
+                  .create_file_version("digits", "model.onnx", std::string(64, 'a'), 1, "", who)
+                  .ok());
   meta::Deployment dep;
   dep.name = "digits";
   dep.model = "digits";
@@ -237,11 +303,12 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
       "defaults: {{windows: [1s], history: 60, drift: {{min_count: 20}}, change: {{min_count: "
       "20}}}}\n"
       "deployments:\n  digits: {{reference: '{}:train', windows: [1s], history: 60, drift: "
-      "{{min_count: 20}}, change: {{min_count: 20}}}}\n"
+      "{{min_count: 20, false_alarm_rate: 0.001}}, change: {{min_count: 20}}}}\n"
       "rules:\n"
       "  - {{name: digits-drift, deployment: digits, signal: drift, severity: critical,\n"
       "     notify: {{webhook: 'http://127.0.0.1:{}/hook', pipeline: retrain}}}}\n"
-      "  - {{name: digits-accuracy, deployment: '*', signal: accuracy, below: 0.9}}\n",
+      "  - {{name: digits-accuracy, deployment: '*', signal: accuracy, below: 0.9}}\n"
+      "  - {{name: refused, deployment: digits, signal: rejection_rate, above: 0.1}}\n",
       version_.label(), hook_server.port());
   ASSERT_TRUE(parse_monitor_config(config, "test").ok())
       << parse_monitor_config(config, "test").status().to_string();
@@ -264,6 +331,11 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
     std::lock_guard<std::mutex> l(fired_mu);
     fired.push_back(p + "/" + alert + "/" + ev);
     return Status::OK();
+  };
+  // Serving's counters, as the server reads them from the version served.
+  std::atomic<int64_t> requests{0}, rejected{0};
+  mo.request_counts = [&](const std::string&) {
+    return RequestCounts{requests.load(), 0, rejected.load()};
   };
   MonitorService svc(ms, mo);
   serve::RequestSamplerOptions ro;
@@ -367,6 +439,13 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
   bool accuracy_fired = false;
   for (const auto& a : open_alerts("FIRING")) accuracy_fired |= a.rule == "digits-accuracy";
   EXPECT_TRUE(accuracy_fired);
+  // A fifth of the requests refused since the last pass: the rejection rule fires.
+  requests = 1000;
+  rejected = 200;
+  ASSERT_TRUE(svc.tick().ok());
+  bool refused_fired = false;
+  for (const auto& a : open_alerts("FIRING")) refused_fired |= a.rule == "refused";
+  EXPECT_TRUE(refused_fired);
   // Unshifted traffic again: the drift alert resolves (the webhook hears that too).
   next_second();
   serve_rows(300, false, false, nullptr);
@@ -387,6 +466,155 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
   sampler.stop();
   hook_server.shutdown();
   hook_thread.join();
+}
+
+// A webhook receiver that accepts the connection and never answers: each attempt gives up at
+// the webhook deadline, so the notifier is free again after attempts x deadline (+ backoff), not
+// never.
+TEST_F(DigitsFixture, AWebhookThatNeverAnswersIsGivenUpOnAtItsDeadline) {
+  auto store = meta::MetaStore::open((root_ / "meta.db").string(), 2);
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  meta::MetaStore& ms = **store;
+  const meta::Principal who{"tester", meta::Role::kAdmin};
+  ASSERT_TRUE(ms.registry().create_model("digits", "", who).ok());
+  ASSERT_TRUE(ms.registry()
+                  .create_file_version("digits", "model.onnx", std::string(64, 'a'), 1, "", who)
+                  .ok());
+  meta::Deployment dep;
+  dep.name = "digits";
+  dep.model = "digits";
+  dep.ref = "1";
+  dep.config = {{"sample_rate", 1.0}};
+  ASSERT_TRUE(ms.deployments().create(dep, who).ok());
+  // A listening socket nobody accepts on: the kernel completes the handshake (backlog).
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 16), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  const int port = ntohs(addr.sin_port);
+  // accuracy_change below 1: holds at once (no change flagged), so the rule fires on the first
+  // pass and calls the webhook.
+  const std::string config = fmt::format(
+      "deployments:\n  digits: {{reference: '{}:train'}}\n"
+      "rules:\n  - {{name: hook, deployment: digits, signal: accuracy_change, below: 1,\n"
+      "     notify: {{webhook: 'http://127.0.0.1:{}/hook', log: false}}}}\n",
+      version_.label(), port);
+  ASSERT_TRUE(ms.monitor().put_config(config, who).ok());
+  MonitorServiceOptions mo;
+  mo.sample_root = (root_ / "samples").string();
+  mo.datasets = datasets_.get();
+  mo.webhook_attempts = 2;
+  mo.webhook_timeout = std::chrono::milliseconds(300);
+  mo.model_facts = [](const std::string&, int64_t) -> Result<ModelFacts> {
+    return ModelFacts{digit_features(), {}, "classification"};
+  };
+  MonitorService svc(ms, mo);
+  ASSERT_TRUE(svc.tick().ok());
+  auto firing = ms.monitor().list_alerts("FIRING", "", 10);
+  ASSERT_TRUE(firing.ok());
+  ASSERT_EQ(firing->size(), 1u);
+  const auto t0 = std::chrono::steady_clock::now();
+  svc.flush_notifications();
+  const double waited =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  // Two attempts of 0.3 s and a 0.5 s backoff: about 1.1 s; far below the 300 s default.
+  EXPECT_GE(waited, 0.5);
+  EXPECT_LT(waited, 10);
+  ::close(fd);
+}
+
+// With tokens required, each monitoring route answers a role by its access: the reports and
+// alerts to viewers, labels to editors, the configuration (webhooks, pipelines) to admins only;
+// bad input is a 400 naming the field.
+TEST(MonitorRoutesTest, RolesAndBadInput) {
+  const fs::path root = fs::temp_directory_path() / ("dlsys-monitor-routes-" + random_hex(6));
+  fs::create_directories(root);
+  {
+    auto store = meta::MetaStore::open((root / "meta.db").string(), 2);
+    ASSERT_TRUE(store.ok()) << store.status().to_string();
+    meta::MetaStore& ms = **store;
+    const meta::Principal admin{"admin", meta::Role::kAdmin};
+    ASSERT_TRUE(ms.registry().create_model("m", "", admin).ok());
+    ASSERT_TRUE(ms.registry()
+                    .create_file_version("m", "model.onnx", std::string(64, 'a'), 1, "", admin)
+                    .ok());
+    meta::Deployment dep;
+    dep.name = "d";
+    dep.model = "m";
+    dep.ref = "1";
+    dep.config = nlohmann::json::object();
+    ASSERT_TRUE(ms.deployments().create(dep, admin).ok());
+    api::Router::Options ro;
+    ro.auth_required = true;
+    ro.tokens = &ms.tokens();
+    api::Router router(ro);
+    add_monitor_routes(router, ms, nullptr);
+    std::map<meta::Role, std::string> tokens;
+    for (meta::Role role :
+         {meta::Role::kInference, meta::Role::kViewer, meta::Role::kEditor, meta::Role::kAdmin}) {
+      auto t = ms.tokens().create_token(meta::role_name(role), role, admin);
+      ASSERT_TRUE(t.ok());
+      tokens[role] = t->token;
+    }
+    auto call = [&](const std::string& method, const std::string& path, const std::string& body,
+                    const std::string& token) {
+      api::Request req;
+      req.method = method;
+      req.path = path.substr(0, path.find('?'));
+      if (path.find('?') != std::string::npos) {
+        std::stringstream q(path.substr(path.find('?') + 1));
+        for (std::string kv; std::getline(q, kv, '&');)
+          req.query[kv.substr(0, kv.find('='))] = kv.substr(kv.find('=') + 1);
+      }
+      req.body = body;
+      if (!token.empty()) req.headers["authorization"] = "Bearer " + token;
+      return router.dispatch(req);
+    };
+    const std::string labels = R"({"labels": [{"id": "r1", "label": "3"}]})";
+    const std::string config = R"({"spec_text": "rules: []\n"})";
+    struct Case {
+      std::string method, path, body;
+      meta::Role least;
+    };
+    for (const Case& c :
+         std::vector<Case>{{"GET", "/api/v1/alerts", "", meta::Role::kViewer},
+                           {"GET", "/api/v1/monitor/config", "", meta::Role::kViewer},
+                           {"POST", "/api/v1/deployments/d/feedback", labels, meta::Role::kEditor},
+                           {"PUT", "/api/v1/monitor/config", config, meta::Role::kAdmin}}) {
+      EXPECT_EQ(call(c.method, c.path, c.body, "").status, 401) << c.path;
+      for (const auto& [role, token] : tokens) {
+        const int status = call(c.method, c.path, c.body, token).status;
+        if (role >= c.least)
+          EXPECT_EQ(status, 200) << c.method << " " << c.path << " as " << meta::role_name(role);
+        else
+          EXPECT_EQ(status, 403) << c.method << " " << c.path << " as " << meta::role_name(role);
+      }
+    }
+    // Without a monitor on this server the reports say so (503), the labels are still kept.
+    EXPECT_EQ(call("GET", "/api/v1/monitor", "", tokens[meta::Role::kViewer]).status, 503);
+    auto stored = ms.monitor().feedback_after(0, 10);
+    ASSERT_TRUE(stored.ok());
+    EXPECT_EQ(stored->size(), 1u);
+    const std::string& editor = tokens[meta::Role::kEditor];
+    auto bad = call("POST", "/api/v1/deployments/d/feedback", R"({"labels": [{"id": 7}]})", editor);
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_NE(bad.body.find("labels[0].id"), std::string::npos) << bad.body;
+    bad = call("POST", "/api/v1/deployments/nope/feedback", labels, editor);
+    EXPECT_EQ(bad.status, 404) << bad.body;
+    bad = call("PUT", "/api/v1/monitor/config",
+               R"({"spec_text": "rules:\n  - {name: r, deployment: d, signal: nope}\n"})",
+               tokens[meta::Role::kAdmin]);
+    EXPECT_EQ(bad.status, 400);
+    EXPECT_NE(bad.body.find("monitor config:2: rules[0].signal"), std::string::npos) << bad.body;
+    bad = call("GET", "/api/v1/alerts?state=LOUD", "", tokens[meta::Role::kViewer]);
+    EXPECT_EQ(bad.status, 400);
+  }
+  fs::remove_all(root);
 }
 
 }  // namespace
