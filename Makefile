@@ -55,7 +55,7 @@ test-avx2: build
 # instrumentation): the tests below and the fuzzers, in one build directory so a cold `make test`
 # compiles the libraries twice (release and this), not three times.
 ASAN_TESTS := tensor_test graph_test server_test meta_store_test loader_test safetensors_test \
-  data_test serve_test onnx_conformance_test
+  data_test serve_test monitor_test onnx_conformance_test
 SAN_ENV := ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1
 build-san: deps
 	@CXX=clang++ cmake -S . -B $(SAN_BUILD) $(CMAKE_GEN) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DDLSYS_SANITIZE=ON -DDLSYS_FUZZ=ON >/dev/null

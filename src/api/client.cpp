@@ -53,11 +53,11 @@ Status parse_http_url(const std::string& url, std::string* host, int* port) {
 struct HttpConnection::Impl {
   std::string host;
   int port = 0;
-  std::chrono::milliseconds io_timeout{300'000};
+  std::chrono::milliseconds io_timeout{0};  // 0: none
 
   // A deadline on every read and write of the socket (an answer that never comes).
   void apply_io_timeout() {
-    const int64_t ms = io_timeout.count();
+    const int64_t ms = io_timeout.count() > 0 ? io_timeout.count() : 300'000;
     timeval tv{static_cast<time_t>(ms / 1000), static_cast<suseconds_t>((ms % 1000) * 1000)};
     ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     ::setsockopt(stream->socket().native_handle(), SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
@@ -113,7 +113,7 @@ struct HttpConnection::Impl {
     // bounds them (Asio's blocking reads wait forever on a peer that never answers, whatever
     // the socket's own timeouts say).
     if (!ec) {
-      stream->expires_after(io_timeout);
+      if (io_timeout.count() > 0) stream->expires_after(io_timeout);
       auto read = [&] {
         http::async_read(*stream, buffer, parser,
                          [&](beast::error_code e, std::size_t) { ec = e; });

@@ -65,9 +65,9 @@ class HttpConnection {
   // Connects to host:port within kConnectSeconds; errors name the address and the cause.
   static Result<std::unique_ptr<HttpConnection>> open(const std::string& host, int port);
   ~HttpConnection();
-  // How long a request may take from sending it to its whole answer (default 300 s; a
-  // streamed upload's body is not counted); a slower answer is DeadlineExceeded and the
-  // connection is closed.
+  // How long a request may take from sending it to its whole answer (default: no limit, for
+  // downloads of any size; a streamed upload's body is not counted); a slower answer is
+  // DeadlineExceeded and the connection is closed.
   void set_io_timeout(std::chrono::milliseconds timeout);
   Result<HttpResult> request(const std::string& method, const std::string& target,
                              const std::string& body,

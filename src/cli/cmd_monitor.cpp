@@ -85,6 +85,10 @@ Status show(api::ApiClient& c, const MonitorArgs& a) {
   // still filling are not).
   size_t newest = windows.size() - 1;
   while (newest > 0 && !windows[newest].value("judged", true)) --newest;
+  if (!windows[newest].value("judged", true)) {
+    std::printf("no window has been judged yet (a window is judged once it has ended)\n");
+    return Status::OK();
+  }
   const json& judged = windows[newest];
   const size_t ncols = judged["columns"].size();
   std::printf("%-16s %-*s %8s %8s %8s %8s  %s\n", "COLUMN", static_cast<int>(windows.size()), "PSI",
@@ -127,6 +131,10 @@ Status show(api::ApiClient& c, const MonitorArgs& a) {
   if (components > 0)
     std::printf("; %d of %d projection components", components_drifted, components);
   std::printf("%s\n", prediction_drift ? "; the predictions drifted" : "");
+  const json latency = judged.value("latency", json::object());
+  for (const auto& [version, l] : latency.items())
+    std::printf("version %s: %lld requests sampled, p99 latency %.2f ms\n", version.c_str(),
+                static_cast<long long>(l.value("samples", int64_t{0})), l.value("p99_ms", 0.0));
   for (const auto& q : r["quality"]) {
     if (q.value("labels", int64_t{0}) == 0) continue;
     std::printf("window %s: %lld labels, %s %.4f\n", when(q["start"].get<int64_t>() * 1000).c_str(),
@@ -210,6 +218,7 @@ Status feedback(api::ApiClient& c, const MonitorArgs& a) {
   std::string line;
   while (std::getline(in, line)) {
     ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();  // a file written on Windows
     if (line.empty()) continue;
     if (line[0] == '{') {
       json j = json::parse(line, nullptr, false);

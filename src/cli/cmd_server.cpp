@@ -198,14 +198,21 @@ int run_server(const ServerArgs& a) {
       return monitor::ModelFacts{m.float_features(), m.class_names, m.task};
     };
     mon.request_counts = [&models](const std::string& name) {
-      nlohmann::json st = models.status(name);
-      monitor::RequestCounts c;
-      auto stats = st.find("stats");
-      if (stats == st.end()) return c;
-      c.failed = stats->value("failed", int64_t{0}) + stats->value("expired", int64_t{0});
-      c.rejected = stats->value("rejected", int64_t{0});
-      c.requests = stats->value("done", int64_t{0}) + c.failed + c.rejected;
-      return c;
+      const nlohmann::json st = models.status(name);
+      std::map<int64_t, monitor::RequestCounts> out;
+      auto add = [&out](const nlohmann::json& v) {
+        auto stats = v.find("stats");
+        if (stats == v.end() || !v.contains("version")) return;
+        monitor::RequestCounts c;
+        c.failed = stats->value("failed", int64_t{0}) + stats->value("expired", int64_t{0});
+        c.rejected = stats->value("rejected", int64_t{0});
+        c.requests = stats->value("done", int64_t{0}) + c.failed + c.rejected;
+        out[v["version"].get<int64_t>()] = c;
+      };
+      add(st);
+      for (const char* side : {"canary", "shadow"})
+        if (st.contains(side)) add(st[side]);
+      return out;
     };
     if (pipelines)
       mon.fire_pipeline = [p = pipelines.get()](const std::string& pipeline,

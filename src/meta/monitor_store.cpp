@@ -87,6 +87,10 @@ Result<int64_t> MonitorStore::add_feedback(
   int64_t added = 0;
   DLSYS_RETURN_IF_ERROR(db_.tx(true, [&](SqlConnection& c) -> Status {
     added = 0;
+    // Writers one at a time, so ids commit in the order they were drawn (a BIGSERIAL drawn by a
+    // transaction that commits later would otherwise appear behind a reader's cursor).
+    if (db_.dialect() == SqlDialect::kPostgres)
+      DLSYS_RETURN_IF_ERROR(c.exec("LOCK TABLE monitor_feedback IN SHARE ROW EXCLUSIVE MODE", {}));
     const int64_t now = now_ms();
     for (const auto& [id, label] : labels) {
       DLSYS_ASSIGN_OR_RETURN(auto rows,
@@ -101,14 +105,17 @@ Result<int64_t> MonitorStore::add_feedback(
   return added;
 }
 
-Result<std::vector<FeedbackLabel>> MonitorStore::feedback_after(int64_t after_id, int limit) {
+Result<std::vector<FeedbackLabel>> MonitorStore::feedback_after(const std::string& deployment,
+                                                                int64_t after_id, int64_t since_ms,
+                                                                int limit) {
   std::vector<FeedbackLabel> out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     out.clear();
-    DLSYS_ASSIGN_OR_RETURN(auto rows,
-                           c.query("SELECT id, deployment, request_id, label, received_at FROM "
-                                   "monitor_feedback WHERE id > $1 ORDER BY id LIMIT $2",
-                                   {after_id, int64_t{limit}}));
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query("SELECT id, deployment, request_id, label, received_at FROM monitor_feedback "
+                "WHERE deployment = $1 AND id > $2 AND received_at >= $3 ORDER BY id LIMIT $4",
+                {deployment, after_id, since_ms, int64_t{limit}}));
     for (const auto& r : rows) {
       FeedbackLabel f{sql_int(r[0]), sql_text(r[1]), sql_text(r[2]), json(), sql_int(r[4])};
       f.label = json::parse(sql_text(r[3]), nullptr, false);  // written by add_feedback

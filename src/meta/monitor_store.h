@@ -65,8 +65,11 @@ class MonitorStore {
   // were new (the rest repeat a request id already labelled).
   Result<int64_t> add_feedback(const std::string& deployment,
                                const std::vector<std::pair<std::string, json>>& labels);
-  // Labels with id > `after_id`, oldest first, at most `limit`.
-  Result<std::vector<FeedbackLabel>> feedback_after(int64_t after_id, int limit);
+  // Labels of `deployment` with id > `after_id` received at or after `since_ms`, in id order, at
+  // most `limit`. Ids become visible in increasing order (on PostgreSQL add_feedback holds a
+  // table lock, so a reader's cursor never passes a label still being written).
+  Result<std::vector<FeedbackLabel>> feedback_after(const std::string& deployment, int64_t after_id,
+                                                    int64_t since_ms, int limit);
 
   // Inserts `a` (its id is set) / writes its state, value, message and times / deletes it.
   Result<AlertRecord> insert_alert(AlertRecord a);

@@ -150,6 +150,7 @@ CREATE TABLE monitor_configs (version {ID}, spec_text TEXT NOT NULL, owner TEXT 
 CREATE TABLE monitor_feedback (id {ID}, deployment TEXT NOT NULL, request_id TEXT NOT NULL,
   label TEXT NOT NULL, received_at BIGINT NOT NULL);
 CREATE UNIQUE INDEX monitor_feedback_request ON monitor_feedback(deployment, request_id);
+CREATE INDEX monitor_feedback_cursor ON monitor_feedback(deployment, id);
 CREATE TABLE alerts (id {ID}, rule TEXT NOT NULL, deployment TEXT NOT NULL,
   severity TEXT NOT NULL, state TEXT NOT NULL, value DOUBLE PRECISION NOT NULL,
   message TEXT NOT NULL, started_at BIGINT NOT NULL, fired_at BIGINT NOT NULL,

@@ -20,20 +20,19 @@ ColumnBins ColumnBins::from_sorted(const std::vector<double>& v, int target) {
 }
 
 size_t ColumnBins::bin_of(double x) const {
-  const size_t inner = size() - 2;
   if (x < edges.front()) return 0;
-  if (x > edges.back()) return inner + 1;
-  size_t k = std::lower_bound(edges.begin(), edges.end(), x) - edges.begin();
-  return std::max<size_t>(k, 1);
+  if (x > edges.back()) return edges.size() + 1;
+  if (x == edges.front()) return 1;
+  // The first edge >= x: e_{k-1} < x <= e_k is bin k + 1.
+  return static_cast<size_t>(std::lower_bound(edges.begin(), edges.end(), x) - edges.begin()) + 1;
 }
 
 std::pair<double, double> ColumnBins::range(size_t k) const {
   const double inf = std::numeric_limits<double>::infinity();
-  const size_t inner = size() - 2;
   if (k == 0) return {-inf, edges.front()};
-  if (k > inner) return {edges.back(), inf};
-  if (edges.size() == 1) return {edges[0], edges[0]};
-  return {edges[k - 1], edges[k]};
+  if (k == 1) return {edges.front(), edges.front()};
+  if (k > edges.size()) return {edges.back(), inf};
+  return {edges[k - 2], edges[k - 1]};
 }
 
 void ColumnSketch::merge(const ColumnSketch& o) {

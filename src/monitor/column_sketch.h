@@ -5,9 +5,10 @@
 //
 // The bins come from the reference's quantiles: edges e_0 < e_1 < ... < e_m (repeated quantiles
 // of a discrete column merged). Bin 0 holds values below e_0 (lower than anything the reference
-// had), bins 1..max(m,1) the inner ranges [e_0, e_1], (e_1, e_2], ..., (e_{m-1}, e_m] (a constant
-// column, m = 0: the one value), and the last bin values above e_m. The first and last bins are
-// the out-of-range counts.
+// had), bin 1 the value e_0 itself (the reference's minimum: the zeros of a binary or sparse
+// column are a bin of their own), bins 2..m+1 the ranges (e_0, e_1], ..., (e_{m-1}, e_m], and the
+// last bin values above e_m. A constant column (m = 0) has three bins: below, the value, above.
+// The first and last bins are the out-of-range counts.
 //
 // Threading: plain values; no sharing.
 #pragma once
@@ -25,7 +26,7 @@ struct ColumnBins {
   // From the sorted, non-empty values of a reference: the edges at `target` equal-frequency
   // quantiles (fewer where values repeat).
   static ColumnBins from_sorted(const std::vector<double>& sorted, int target = 20);
-  size_t size() const { return (edges.size() > 1 ? edges.size() - 1 : 1) + 2; }
+  size_t size() const { return edges.size() + 2; }
   // The bin of finite `x` (see the banner).
   size_t bin_of(double x) const;
   // The range of bin `k` for display: below/above bins are open on one side (+-inf).

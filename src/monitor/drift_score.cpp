@@ -50,12 +50,14 @@ DriftScore score_drift(const std::vector<int64_t>& reference, const std::vector<
   }
   s.count = static_cast<int64_t>(n_cur);
   if (n_ref <= 0 || n_cur <= 0) return s;
-  // Adjacent bins are merged until each group expects at least 5 of the window's values (and
-  // holds 5 of the reference's): the chi-square approximation fails for sparse bins (a pixel
-  // that is rarely lit), whose counts have Poisson tails.
+  // The inner bins (1 .. k-2) are merged, adjacent ones, until each group expects at least 5
+  // of the window's values (and holds 5 of the reference's): the chi-square approximation fails
+  // for sparse bins (a pixel that is rarely lit), whose counts have Poisson tails. The two
+  // out-of-range bins, which the reference never fills, are one group of their own: values the
+  // training data never had are judged, not merged away.
   std::vector<std::pair<double, double>> groups;  // (reference, current) counts
   double gr = 0, gc = 0;
-  for (size_t i = 0; i < k; ++i) {
+  for (size_t i = 1; i + 1 < k; ++i) {
     gr += double(reference[i]);
     gc += double(current[i]);
     if (gr / n_ref * n_cur >= 5 && gr >= 5) {
@@ -63,22 +65,28 @@ DriftScore score_drift(const std::vector<int64_t>& reference, const std::vector<
       gr = gc = 0;
     }
   }
-  if (groups.empty())
+  if (groups.empty()) {
     groups.emplace_back(gr, gc);
-  else {
+  } else {
     groups.back().first += gr;
     groups.back().second += gc;
   }
+  const double out_ref = double(reference.front() + reference.back());
+  const double out_cur = double(current.front() + current.back());
+  if (out_ref > 0 || out_cur > 0) groups.emplace_back(out_ref, out_cur);
   const size_t g = groups.size();
   size_t used = 0;
-  double cr = 0, cc = 0;
   const double sr = n_ref + 0.5 * double(g), sc = n_cur + 0.5 * double(g);
   for (const auto& [r, c] : groups) {
     if (r > 0 || c > 0) ++used;
     double p = (r + 0.5) / sr, q = (c + 0.5) / sc;
     s.psi += (q - p) * std::log(q / p);
-    cr += r / n_ref;
-    cc += c / n_cur;
+  }
+  // KS over the bins in their order (out-of-range ones at their ends).
+  double cr = 0, cc = 0;
+  for (size_t i = 0; i < k; ++i) {
+    cr += double(reference[i]) / n_ref;
+    cc += double(current[i]) / n_cur;
     s.ks = std::max(s.ks, std::fabs(cr - cc));
   }
   double dof = std::max<double>(1, double(used) - 1);

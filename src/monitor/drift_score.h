@@ -1,12 +1,13 @@
 // Drift of one column in one window against its reference, with a decision that accounts for
 // the window's sample size.
 //
-// Both statistics are read off the shared bins (column_sketch.h): PSI over the bins, and the
-// Kolmogorov-Smirnov D at the bin edges (the largest gap between the two cumulative
-// distributions there, a lower bound of the exact D). Adjacent bins are first merged until each
-// group expects at least 5 of the window's values (sparse bins have Poisson tails, not chi-square
-// ones), and proportions are smoothed (+0.5 per group, Jeffreys), so an empty group in a small
-// window is not an infinite surprise. Out-of-range values are counted apart (ColumnSketch).
+// Both statistics are read off the shared bins (column_sketch.h): the Kolmogorov-Smirnov D at
+// the bin edges (the largest gap between the two cumulative distributions there, a lower bound
+// of the exact D), and PSI over groups of bins: adjacent inner bins merged until each group
+// expects at least 5 of the window's values (sparse bins have Poisson tails, not chi-square
+// ones), and the out-of-range bins as one group of their own (values the training data never
+// had are judged, not merged away); proportions are smoothed (+0.5 per group, Jeffreys), so an
+// empty group in a small window is not an infinite surprise.
 //
 // The decision: a column drifts when a statistic is above BOTH an effect floor (DriftRule::psi,
 // ::ks: a shift too small to matter is not drift, however much data shows it) and the level that

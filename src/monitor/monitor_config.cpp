@@ -147,6 +147,39 @@ Result<int64_t> parse_duration(const std::string& text, const std::string& where
   return std::stoll(text.substr(0, i)) * mult;
 }
 
+Result<WebhookUrl> parse_webhook_url(const std::string& url, const std::string& where) {
+  auto bad = [&](const char* why) {
+    return Status::Invalid(
+        "{}: '{}' {}; a webhook is http://HOST[:PORT][/PATH] (put a TLS proxy in front for "
+        "https)",
+        where, url.substr(0, 200), why);
+  };
+  if (url.rfind("http://", 0) != 0) return bad("is not an http:// address");
+  const std::string rest = url.substr(7);
+  const size_t slash = rest.find('/');
+  const std::string hostport = rest.substr(0, slash);
+  WebhookUrl w;
+  w.path = slash == std::string::npos ? "/" : rest.substr(slash);
+  const size_t colon = hostport.rfind(':');
+  w.host = hostport.substr(0, colon);
+  if (w.host.empty()) return bad("has no host");
+  for (char c : w.host)
+    if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '-' || c == '_'))
+      return bad("has a host that is not a name or an IPv4 address");
+  if (colon != std::string::npos) {
+    const std::string port = hostport.substr(colon + 1);
+    if (port.empty() || port.size() > 5 ||
+        !std::all_of(port.begin(), port.end(), [](char c) { return std::isdigit(c); }))
+      return bad("has a port that is not a number");
+    w.port = std::stoi(port);
+    if (w.port < 1 || w.port > 65535) return bad("has a port outside 1..65535");
+  }
+  for (char c : w.path)
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7f)
+      return bad("has a space or control character");
+  return w;
+}
+
 Result<MonitorConfig> parse_monitor_config(const std::string& yaml_text, const std::string& file) {
   YAML::Node root;
   try {
@@ -226,15 +259,18 @@ Result<MonitorConfig> parse_monitor_config(const std::string& yaml_text, const s
         DLSYS_RETURN_IF_ERROR(r.fields(no, {"webhook", "pipeline", "log"}, sec + ".notify"));
         if (no["webhook"]) {
           DLSYS_ASSIGN_OR_RETURN(a.webhook, r.text(no["webhook"], sec + ".notify.webhook"));
-          if (a.webhook.rfind("http://", 0) != 0)
-            return Status::Invalid(
-                "{}: '{}'; a webhook is an http:// address (put a TLS proxy in front for https)",
-                r.at(no["webhook"], sec + ".notify.webhook"), a.webhook);
+          DLSYS_RETURN_IF_ERROR(
+              parse_webhook_url(a.webhook, r.at(no["webhook"], sec + ".notify.webhook")).status());
         }
         if (no["pipeline"]) {
           DLSYS_ASSIGN_OR_RETURN(a.pipeline, r.text(no["pipeline"], sec + ".notify.pipeline"));
         }
-        if (no["log"]) a.log = no["log"].as<std::string>() != "false";
+        if (auto lg = no["log"]) {
+          bool v = true;
+          if (!lg.IsScalar() || !YAML::convert<bool>::decode(lg, v))
+            return Status::Invalid("{} must be true or false", r.at(lg, sec + ".notify.log"));
+          a.log = v;
+        }
       }
       // The window must be one of the deployment's.
       if (a.window_s > 0 && a.deployment != "*") {

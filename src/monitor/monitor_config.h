@@ -76,6 +76,13 @@ struct MonitorConfig {
 const std::vector<std::string>& signal_names();
 // Parses a duration: "90s", "10m", "1h", "7d" or a number of seconds. Errors name `where`.
 Result<int64_t> parse_duration(const std::string& text, const std::string& where);
+// A webhook's address, from "http://HOST[:PORT][/PATH]" (PORT 1..65535, default 80; PATH
+// default "/"). InvalidArgument naming `where` for anything else.
+struct WebhookUrl {
+  std::string host, path;
+  int port = 80;
+};
+Result<WebhookUrl> parse_webhook_url(const std::string& url, const std::string& where);
 // Parses and checks the document; `file` names it in errors.
 Result<MonitorConfig> parse_monitor_config(const std::string& yaml_text, const std::string& file);
 

@@ -18,11 +18,26 @@ namespace dlsys::monitor {
 
 namespace {
 
-constexpr int kLatencyBuckets = 4 * 40;  // quarter octaves of microseconds, up to 2^40 us
+constexpr int kLatencyBuckets = 4 * 40;        // quarter octaves of microseconds, up to 2^40 us
+constexpr int64_t kReferenceRetryMs = 30'000;  // a failed reference is tried again after this
 
 int latency_bucket(int64_t us) {
   if (us <= 1) return 0;
   return std::min(kLatencyBuckets - 1, static_cast<int>(4 * std::log2(double(us))));
+}
+
+// The 99th percentile (ms, the bucket's upper edge) of a latency histogram, and its count.
+double p99_ms(const std::vector<int64_t>& buckets, int64_t* count) {
+  int64_t n = 0;
+  for (int64_t c : buckets) n += c;
+  *count = n;
+  const int64_t need = static_cast<int64_t>(std::ceil(0.99 * double(n)));
+  int64_t seen = 0;
+  for (size_t b = 0; b < buckets.size(); ++b) {
+    seen += buckets[b];
+    if (n > 0 && seen >= need) return std::exp2(double(b + 1) / 4) / 1000;
+  }
+  return 0;
 }
 
 // Element `i` of a sampled tensor as a number (NaN for a type it cannot read).
@@ -60,6 +75,21 @@ bool row_layout(const serve::SampledTensor& t, int64_t* rows, int64_t* numel) {
   *rows = t.shape[0];
   *numel = n;
   return true;
+}
+
+// `text` as a Prometheus label value: backslash, double quote and line feed escaped (column
+// names come from a dataset's schema, rule names from the configuration).
+std::string label_value(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '\\' || c == '"')
+      out += {'\\', c};
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
+  }
+  return out;
 }
 
 // A window's start as UTC text, for messages: "2026-12-04T11:04:06Z".
@@ -257,14 +287,19 @@ Status MonitorService::refresh_deployments() {
       } else if (auto v = store_.registry().get_version_by_alias(s->model, r); v.ok()) {
         now_version = v->version;
       }
-      if (now_version == it->second.version && (it->second.ref || !it->second.ref_error.empty()))
-        continue;
+      // Unchanged: kept. A reference that failed is tried again after a while (a model or
+      // dataset that was missing may be there now).
+      const Deployment& cur = it->second;
+      const bool retry = !cur.ref && now_ms() - cur.ref_failed_ms > kReferenceRetryMs;
+      if (now_version == cur.version && !retry) continue;
     }
     Deployment d;
     d.name = name;
     d.settings = config_.settings(name);
     d.change = PageHinkley(d.settings.change);
     DLSYS_RETURN_IF_ERROR(prepare(d, *s));
+    d.since_ms = now_ms();
+    if (!d.ref) d.ref_failed_ms = d.since_ms;
     d.tail = std::make_unique<serve::SampleTail>(serve::sample_dir(options_.sample_root, name));
     for (int64_t len : d.settings.windows_s) d.series.push_back(Series{len, {}});
     deployments_[name] = std::move(d);
@@ -315,7 +350,6 @@ MonitorService::Window& MonitorService::window_for(Deployment& d, Series& s, int
   Window w;
   w.start_s = start;
   for (const auto& c : d.ref->columns) w.columns.emplace_back(c.bins.size());
-  w.latency.assign(kLatencyBuckets, 0);
   auto pos = std::find_if(s.windows.begin(), s.windows.end(),
                           [&](const Window& x) { return x.start_s > start; });
   auto inserted = s.windows.insert(pos, std::move(w));
@@ -396,7 +430,9 @@ Status MonitorService::consume(Deployment& d, serve::SampleRecord&& r) {
     Window& w = window_for(d, s, time_s, &dropped);
     if (dropped) continue;
     ++w.samples;
-    ++w.latency[latency_bucket(r.latency_us)];
+    auto& lat = w.latency[r.version];
+    if (lat.empty()) lat.assign(kLatencyBuckets, 0);
+    ++lat[latency_bucket(r.latency_us)];
     for (int64_t row = 0; row < rows; ++row) {
       const double* v = &values[row * ncols];
       for (size_t c = 0; c < ncols; ++c)
@@ -404,22 +440,31 @@ Status MonitorService::consume(Deployment& d, serve::SampleRecord&& r) {
     }
   }
   if (!r.request_id.empty() && !std::isnan(predicted)) {
-    d.predictions[r.request_id] = Prediction{time_s, r.version, predicted};
-    d.prediction_order.emplace_back(time_s, r.request_id);
-    while (static_cast<int64_t>(d.prediction_order.size()) > options_.max_pending_predictions) {
-      d.predictions.erase(d.prediction_order.front().second);
-      d.prediction_order.pop_front();
-    }
+    // A repeated request id: the newer prediction is the one a label joins.
+    const uint64_t seq = ++d.prediction_seq;
+    d.predictions[r.request_id] = Prediction{time_s, r.version, predicted, seq};
+    d.prediction_order.push_back(PendingId{time_s, r.request_id, seq});
+    while (static_cast<int64_t>(d.prediction_order.size()) > options_.max_pending_predictions)
+      drop_oldest_prediction(d);
     if (auto e = d.early_labels.find(r.request_id); e != d.early_labels.end()) {
       json label = std::move(e->second.first);
+      const int64_t received = e->second.second;
       d.early_labels.erase(e);
-      join_one(d, r.request_id, label);
+      join_one(d, r.request_id, label, received);
     }
   }
   return Status::OK();
 }
 
-void MonitorService::join_one(Deployment& d, const std::string& id, const json& label) {
+void MonitorService::drop_oldest_prediction(Deployment& d) {
+  const PendingId& o = d.prediction_order.front();
+  auto it = d.predictions.find(o.id);
+  if (it != d.predictions.end() && it->second.seq == o.seq) d.predictions.erase(it);
+  d.prediction_order.pop_front();
+}
+
+void MonitorService::join_one(Deployment& d, const std::string& id, const json& label,
+                              int64_t received_ms) {
   auto it = d.predictions.find(id);
   if (it == d.predictions.end()) return;
   const Prediction p = it->second;
@@ -457,43 +502,63 @@ void MonitorService::join_one(Deployment& d, const std::string& id, const json& 
     q.correct += correct ? 1 : 0;
     q.abs_error += std::fabs(truth - p.value);
   }
-  if (d.change.add(err)) d.last_change_ms = now_ms();
+  // Flagged when the label that completed the change came (not now: a restarted monitor reads
+  // old labels again).
+  if (d.change.add(err)) d.last_change_ms = std::max(d.last_change_ms, received_ms);
 }
 
 Status MonitorService::join_labels() {
-  for (;;) {
-    DLSYS_ASSIGN_OR_RETURN(auto batch, store_.monitor().feedback_after(feedback_cursor_, 5000));
-    for (const auto& f : batch) {
-      feedback_cursor_ = f.id;
-      auto it = deployments_.find(f.deployment);
-      if (it == deployments_.end() || !it->second.ref) continue;
-      Deployment& d = it->second;
-      if (d.predictions.count(f.request_id))
-        join_one(d, f.request_id, f.label);
-      else
-        d.early_labels[f.request_id] = {f.label, f.received_at};  // its sample may come later
-    }
-    if (batch.size() < 5000) break;
-  }
-  // Labels whose prediction never came within the horizon are unmatched.
   const int64_t now = now_ms();
   for (auto& [name, d] : deployments_) {
+    // Each deployment reads its labels from its own cursor: one rebuilt (its reference changed)
+    // reads again those of its horizon; the others are not read twice.
+    const int64_t since = now - d.settings.label_horizon_s * 1000;
+    for (;;) {
+      DLSYS_ASSIGN_OR_RETURN(auto batch,
+                             store_.monitor().feedback_after(name, d.feedback_cursor, since, 5000));
+      for (const auto& f : batch) {
+        d.feedback_cursor = f.id;
+        if (d.ref && d.predictions.count(f.request_id))
+          join_one(d, f.request_id, f.label, f.received_at);
+        else
+          d.early_labels[f.request_id] = {f.label, f.received_at};  // its sample may come later
+      }
+      if (batch.size() < 5000) break;
+    }
+    // Labels whose prediction never came within the horizon are unmatched; past the cap, the
+    // oldest go first.
     for (auto it = d.early_labels.begin(); it != d.early_labels.end();) {
-      if (now - it->second.second > d.settings.label_horizon_s * 1000 ||
-          d.early_labels.size() > size_t(options_.max_pending_predictions)) {
+      if (now - it->second.second > d.settings.label_horizon_s * 1000) {
         ++d.labels_unmatched;
         it = d.early_labels.erase(it);
       } else {
         ++it;
       }
     }
-    const int64_t oldest = now / 1000 - d.settings.label_horizon_s;
-    while (!d.prediction_order.empty() && d.prediction_order.front().first < oldest) {
-      d.predictions.erase(d.prediction_order.front().second);
-      d.prediction_order.pop_front();
+    while (d.early_labels.size() > size_t(options_.max_pending_predictions)) {
+      auto oldest = d.early_labels.begin();
+      for (auto it = d.early_labels.begin(); it != d.early_labels.end(); ++it)
+        if (it->second.second < oldest->second.second) oldest = it;
+      ++d.labels_unmatched;
+      d.early_labels.erase(oldest);
     }
+    const int64_t oldest = now / 1000 - d.settings.label_horizon_s;
+    while (!d.prediction_order.empty() && d.prediction_order.front().time_s < oldest)
+      drop_oldest_prediction(d);
   }
   return Status::OK();
+}
+
+int64_t MonitorService::judged_start(int64_t now_ms, int64_t len) const {
+  const int64_t judged = (now_ms - options_.grace.count()) / 1000;
+  return judged - ((judged % len) + len) % len - len;
+}
+
+const MonitorService::Window* MonitorService::judged_window(const Series& s, int64_t now_ms) const {
+  const int64_t start = judged_start(now_ms, s.length_s);
+  for (const Window& x : s.windows)
+    if (x.start_s == start) return &x;
+  return nullptr;
 }
 
 const MonitorService::Series* MonitorService::series_of(const Deployment& d,
@@ -543,21 +608,33 @@ bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, do
   if (!s) return false;
   const int64_t len = s->length_s;
   if (rule.signal == "error_rate" || rule.signal == "rejection_rate") {
+    // Per model version served (primary, canary, shadow): the worst over the window.
     if (d.counts.size() < 2) return false;
-    const auto& last = d.counts.back();
-    auto first = d.counts.front();
-    for (const auto& c : d.counts)
-      if (c.first <= last.first - len * 1000) first = c;
-    const int64_t req = last.second.requests - first.second.requests;
-    if (req <= 0) return false;  // no traffic, or the counters restarted (a new version)
+    const auto& [last_ms, last] = d.counts.back();
     const bool errors = rule.signal == "error_rate";
-    const int64_t bad = errors ? last.second.failed - first.second.failed
-                               : last.second.rejected - first.second.rejected;
-    if (bad < 0) return false;
-    *value = double(bad) / double(req);
-    *detail = fmt::format("{} of {} requests {} in the last {} s", bad, req,
-                          errors ? "failed" : "were refused", len);
-    return true;
+    bool any = false;
+    for (const auto& [version, now_counts] : last) {
+      // The oldest snapshot within the window that has this version.
+      const RequestCounts* first = nullptr;
+      for (const auto& [ms, snap] : d.counts) {
+        auto it = snap.find(version);
+        if (it == snap.end()) continue;
+        if (ms <= last_ms - len * 1000 || !first) first = &it->second;
+      }
+      if (!first) continue;
+      const int64_t req = now_counts.requests - first->requests;
+      const int64_t bad =
+          errors ? now_counts.failed - first->failed : now_counts.rejected - first->rejected;
+      if (req <= 0 || bad < 0) continue;  // no traffic, or its counters restarted
+      const double rate = double(bad) / double(req);
+      if (!any || rate > *value) {
+        *value = rate;
+        *detail = fmt::format("{} of {} requests to version {} {} in the last {} s", bad, req,
+                              version, errors ? "failed" : "were refused", len);
+      }
+      any = true;
+    }
+    return any;
   }
   if (rule.signal == "accuracy_change") {
     *value = d.last_change_ms > 0 && now - d.last_change_ms <= len * 1000 ? 1 : 0;
@@ -583,11 +660,15 @@ bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, do
     return false;
   }
   // The newest ended window.
-  const int64_t judged = (now - options_.grace.count()) / 1000;
-  const int64_t start = judged - ((judged % len) + len) % len - len;
-  const Window* w = nullptr;
-  for (const Window& x : s->windows)
-    if (x.start_s == start) w = &x;
+  const int64_t start = judged_start(now, len);
+  const Window* w = judged_window(*s, now);
+  if (!w && rule.signal == "samples" && d.since_ms > 0 && now - d.since_ms > 2 * len * 1000) {
+    // No request at all in a window of a deployment followed for longer than two: 0 samples
+    // (a "samples below" rule is how silence alerts).
+    *value = 0;
+    *detail = fmt::format("no request sampled in the window at {}", utc(start));
+    return true;
+  }
   if (!w) return false;
   if (rule.signal == "samples") {
     *value = double(w->samples);
@@ -595,17 +676,20 @@ bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, do
     return true;
   }
   if (rule.signal == "latency_p99_ms") {
-    if (w->samples == 0) return false;
-    int64_t need = static_cast<int64_t>(std::ceil(0.99 * double(w->samples))), seen = 0;
-    for (int b = 0; b < kLatencyBuckets; ++b) {
-      seen += w->latency[b];
-      if (seen >= need) {
-        *value = std::exp2(double(b + 1) / 4) / 1000;
-        break;
+    // Per model version (a slow canary is not hidden by a fast primary): the slowest.
+    bool any = false;
+    for (const auto& [version, lat] : w->latency) {
+      int64_t n = 0;
+      const double p99 = p99_ms(lat, &n);
+      if (n == 0) continue;
+      if (!any || p99 > *value) {
+        *value = p99;
+        *detail = fmt::format("p99 latency {:.2f} ms of version {} over {} sampled requests", p99,
+                              version, n);
       }
+      any = true;
     }
-    *detail = fmt::format("p99 latency {:.2f} ms over {} sampled requests", *value, w->samples);
-    return true;
+    return any;
   }
   // drift
   const auto& cols = d.ref->columns;
@@ -752,15 +836,11 @@ void MonitorService::notifier_loop() {
     ++notes_busy_;
     const bool stopping = notes_stop_;
     l.unlock();
-    // http://host:port/path
-    std::string rest = w.url.substr(7);
-    size_t slash = rest.find('/');
-    std::string hostport = rest.substr(0, slash),
-                path = slash == std::string::npos ? "/" : rest.substr(slash);
-    size_t colon = hostport.rfind(':');
-    std::string host = hostport.substr(0, colon);
-    int port = 80;
-    if (colon != std::string::npos) port = std::atoi(hostport.substr(colon + 1).c_str());
+    // Checked when the configuration was stored.
+    auto url = parse_webhook_url(w.url, "webhook");
+    const std::string host = url.ok() ? url->host : "";
+    const std::string path = url.ok() ? url->path : "/";
+    const int port = url.ok() ? url->port : 0;
     std::string err;
     const int attempts = stopping ? 1 : static_cast<int>(options_.webhook_attempts);
     for (int i = 0; i < attempts; ++i) {
@@ -815,7 +895,11 @@ Status MonitorService::tick() {
   if (!st.ok() && first.ok()) first = st;
   st = evaluate_rules();
   if (!st.ok() && first.ok()) first = st;
-  metrics_ = render_metrics();
+  std::string text = render_metrics();
+  {
+    std::lock_guard<std::mutex> m(metrics_mu_);
+    metrics_ = std::move(text);
+  }
   return first;
 }
 
@@ -852,6 +936,13 @@ Result<json> MonitorService::report(const std::string& deployment, int64_t windo
     const Window& w = s->windows[i];
     windows.push_back(window_drift(d, w));
     windows.back()["judged"] = w.start_s + s->length_s <= judged_s;
+    json lat = json::object();
+    for (const auto& [version, buckets] : w.latency) {
+      int64_t n = 0;
+      const double p99 = p99_ms(buckets, &n);
+      lat[std::to_string(version)] = {{"samples", n}, {"p99_ms", p99}};
+    }
+    windows.back()["latency"] = lat;
     json q = {{"start", w.start_s}};
     Quality all;
     json by_version = json::object();
@@ -891,7 +982,6 @@ Result<json> MonitorService::report(const std::string& deployment, int64_t windo
 json MonitorService::overview() {
   std::lock_guard<std::mutex> l(mu_);
   json out = json::array();
-  const int64_t now_s = now_ms() / 1000;
   for (const auto& [name, d] : deployments_) {
     json j = {{"deployment", name},
               {"model", d.model},
@@ -901,16 +991,14 @@ json MonitorService::overview() {
     if (!d.ref) j["error"] = d.ref_error;
     if (d.ref && !d.series.empty() && !d.series.front().windows.empty()) {
       const Series& s = d.series.front();
-      // The newest window that ended.
-      for (auto it = s.windows.rbegin(); it != s.windows.rend(); ++it)
-        if (it->start_s + s.length_s <= now_s) {
-          json w = window_drift(d, *it);
-          j["window"] = {{"start", it->start_s},
-                         {"length_s", s.length_s},
-                         {"samples", it->samples},
-                         {"drifted", w["drifted"]}};
-          break;
-        }
+      // The window the rules judge now.
+      if (const Window* it = judged_window(s, now_ms()); it) {
+        json w = window_drift(d, *it);
+        j["window"] = {{"start", it->start_s},
+                       {"length_s", s.length_s},
+                       {"samples", it->samples},
+                       {"drifted", w["drifted"]}};
+      }
     }
     int64_t firing = 0;
     for (const auto& [k, e] : episodes_)
@@ -923,7 +1011,6 @@ json MonitorService::overview() {
 
 std::string MonitorService::render_metrics() const {
   std::string out;
-  const int64_t now_s = now_ms() / 1000;
   out +=
       "# HELP dlsys_monitor_samples_total Sampled requests the monitor has read.\n"
       "# TYPE dlsys_monitor_samples_total counter\n";
@@ -942,9 +1029,7 @@ std::string MonitorService::render_metrics() const {
   for (const auto& [name, d] : deployments_) {
     if (!d.ref) continue;
     for (const Series& s : d.series) {
-      const Window* w = nullptr;
-      for (auto it = s.windows.rbegin(); it != s.windows.rend() && !w; ++it)
-        if (it->start_s + s.length_s <= now_s) w = &*it;
+      const Window* w = judged_window(s, now_ms());  // as the rules judge: no stale gauge
       if (!w) continue;
       json j = window_drift(d, *w);
       drifted +=
@@ -958,7 +1043,8 @@ std::string MonitorService::render_metrics() const {
         if (c["decided"].get<bool>())
           psi += fmt::format(
               "dlsys_monitor_column_psi{{deployment=\"{}\",column=\"{}\",window=\"{}s\"}} {}\n",
-              name, c["column"].get<std::string>(), s.length_s, c["psi"].get<double>());
+              name, label_value(c["column"].get<std::string>()), s.length_s,
+              c["psi"].get<double>());
       for (auto it = s.windows.rbegin(); it != s.windows.rend(); ++it) {
         Quality q;
         for (const auto& [v, x] : it->quality) {
@@ -999,12 +1085,14 @@ std::string MonitorService::render_metrics() const {
       "# TYPE dlsys_alerts_firing gauge\n";
   for (const auto& [k, e] : episodes_)
     out += fmt::format("dlsys_alerts_firing{{rule=\"{}\",deployment=\"{}\",severity=\"{}\"}} {}\n",
-                       k.first, k.second, e.record.severity, e.record.state == "FIRING" ? 1 : 0);
+                       label_value(k.first), k.second, e.record.severity,
+                       e.record.state == "FIRING" ? 1 : 0);
   return out;
 }
 
 std::string MonitorService::metrics_text() {
-  std::lock_guard<std::mutex> l(mu_);
+  // Not mu_: a pass that builds a reference or reads a long log must not stall /metrics.
+  std::lock_guard<std::mutex> l(metrics_mu_);
   return metrics_;
 }
 

@@ -54,7 +54,7 @@ struct ModelFacts {
   }
 };
 
-// A deployment's serving counters (cumulative, of the version it serves now).
+// A served version's counters (cumulative since it was loaded).
 struct RequestCounts {
   int64_t requests = 0;  // every request the batcher saw: answered, failed and refused
   int64_t failed = 0;    // answered with an error, or past their deadline
@@ -69,9 +69,9 @@ struct MonitorServiceOptions {
   int64_t max_pending_predictions = 1'000'000;
   // The facts of a registered model version (the server reads its ONNX metadata).
   std::function<Result<ModelFacts>(const std::string& model, int64_t version)> model_facts;
-  // A deployment's serving counters; may be empty (then error_rate and rejection_rate have no
-  // value).
-  std::function<RequestCounts(const std::string& deployment)> request_counts;
+  // A deployment's serving counters by model version (primary, canary, shadow); may be empty
+  // (then error_rate and rejection_rate have no value).
+  std::function<std::map<int64_t, RequestCounts>(const std::string& deployment)> request_counts;
   // Starts a run of `pipeline` through its alert trigger for `alert`, once per `event_id`
   // (flow::PipelineService::fire_alert); may be empty.
   std::function<Status(const std::string& pipeline, const std::string& alert,
@@ -117,8 +117,8 @@ class MonitorService {
     int64_t start_s = 0;
     std::vector<ColumnSketch> columns;
     int64_t samples = 0;
-    std::vector<int64_t> latency;        // quarter-octave buckets of microseconds
-    std::map<int64_t, Quality> quality;  // by model version
+    std::map<int64_t, std::vector<int64_t>> latency;  // by version: quarter octaves of us
+    std::map<int64_t, Quality> quality;               // by model version
   };
   struct Series {
     int64_t length_s = 0;
@@ -127,6 +127,12 @@ class MonitorService {
   struct Prediction {
     int64_t time_s = 0, version = 0;
     double value = 0;  // class id or the regression's value
+    uint64_t seq = 0;  // which of the predictions with this id (a client may repeat an id)
+  };
+  struct PendingId {
+    int64_t time_s = 0;
+    std::string id;
+    uint64_t seq = 0;
   };
   struct InputMap {                   // how one input tensor of a request becomes reference columns
     std::vector<int> element_column;  // per element of a row: the column, or -1
@@ -145,12 +151,16 @@ class MonitorService {
     std::vector<Series> series;
     DeploymentSettings settings;
     std::unordered_map<std::string, Prediction> predictions;
-    std::deque<std::pair<int64_t, std::string>> prediction_order;  // (time_s, id)
+    std::deque<PendingId> prediction_order;  // oldest first
+    uint64_t prediction_seq = 0;
+    int64_t feedback_cursor = 0;  // the last label id read
+    int64_t since_ms = 0;         // when this monitor started following it
+    int64_t ref_failed_ms = 0;    // when building its reference last failed (retried later)
     std::map<std::string, std::pair<json, int64_t>> early_labels;  // id -> (label, received ms)
     PageHinkley change;
     int64_t last_change_ms = 0;
     int64_t samples = 0, labels_joined = 0, labels_unmatched = 0, skipped_records = 0;
-    std::deque<std::pair<int64_t, RequestCounts>> counts;  // (ms, counters then)
+    std::deque<std::pair<int64_t, std::map<int64_t, RequestCounts>>> counts;  // (ms, by version)
   };
   struct Episode {  // an alert in flight for (rule, deployment)
     meta::AlertRecord record;
@@ -164,12 +174,17 @@ class MonitorService {
   const InputMap& input_map(Deployment& d, const serve::SampledTensor& t, int64_t numel);
   Window& window_for(Deployment& d, Series& s, int64_t time_s, bool* dropped);
   Status join_labels();
-  void join_one(Deployment& d, const std::string& id, const json& label);
+  void join_one(Deployment& d, const std::string& id, const json& label, int64_t received_ms);
+  void drop_oldest_prediction(Deployment& d);
   Status evaluate_rules();
   // The value of `rule`'s signal for `d` now; false when it has none.
   bool signal_value(const Deployment& d, const AlertRule& rule, double* value,
                     std::string* detail) const;
   const Series* series_of(const Deployment& d, int64_t window_s) const;
+  // The start of the window the rules judge at `now_ms` (the newest that ended, plus the grace
+  // for samples still being written), and that window of `s` (null: no traffic in it).
+  int64_t judged_start(int64_t now_ms, int64_t len) const;
+  const Window* judged_window(const Series& s, int64_t now_ms) const;
   json window_drift(const Deployment& d, const Window& w) const;
   void notify(const AlertRule& rule, const meta::AlertRecord& a);
   void notifier_loop();
@@ -181,10 +196,10 @@ class MonitorService {
   MonitorConfig config_;
   int64_t config_version_ = -1;
   std::map<std::string, Deployment> deployments_;
-  int64_t feedback_cursor_ = 0;
   int64_t last_pass_ms_ = 0;                                         // when the last tick() started
   std::map<std::pair<std::string, std::string>, Episode> episodes_;  // (rule, deployment)
   bool episodes_loaded_ = false;
+  std::mutex metrics_mu_;  // guards metrics_ alone (read by /metrics while a pass runs)
   std::string metrics_;
 
   std::mutex run_mu_;

@@ -534,10 +534,15 @@ Result<int64_t> SampleTail::poll(const std::function<Status(SampleRecord&&)>& vi
   if (ec) return Status::IOError("cannot list sample log {}: {}", dir_, ec.message());
   std::sort(files.begin(), files.end());
   SampleScan scan;
+  Status first_error = Status::OK();
+  // Files that are gone (an operator removed old segments) are forgotten.
+  for (auto it = files_.begin(); it != files_.end();)
+    it = std::binary_search(files.begin(), files.end(), it->first) ? std::next(it)
+                                                                   : files_.erase(it);
   for (const auto& f : files) {
     File& st = files_[f];
     const int64_t size = static_cast<int64_t>(std::filesystem::file_size(f, ec));
-    if (ec || size <= st.consumed) continue;
+    if (ec || size <= st.consumed || st.damaged) continue;
     std::string bytes;
     if (st.consumed == 0) {
       DLSYS_ASSIGN_OR_RETURN(bytes, read_file(f));
@@ -553,15 +558,23 @@ Result<int64_t> SampleTail::poll(const std::function<Status(SampleRecord&&)>& vi
       bytes = st.header + tail;
     }
     size_t end = 0;
-    DLSYS_RETURN_IF_ERROR(parse_sample_segment(bytes, f, {}, visit, &scan, &end));
-    if (end == 0) continue;  // the header itself is not complete yet
-    if (st.consumed == 0) {
-      st.header = bytes.substr(0, 20 + u32_at(bytes, 12));
-      st.consumed = static_cast<int64_t>(end);
-    } else {
-      st.consumed += static_cast<int64_t>(end - st.header.size());
+    Status parsed = parse_sample_segment(bytes, f, {}, visit, &scan, &end);
+    if (end > 0) {  // the records before `end` were read (also when damage follows them)
+      if (st.consumed == 0) {
+        st.header = bytes.substr(0, 20 + u32_at(bytes, 12));
+        st.consumed = static_cast<int64_t>(end);
+      } else {
+        st.consumed += static_cast<int64_t>(end - st.header.size());
+      }
+    }
+    if (!parsed.ok()) {
+      // Damage: what came before it was read once; the rest of this file is skipped from now
+      // on (and said once), and the newer files are still read.
+      st.damaged = true;
+      if (first_error.ok()) first_error = parsed;
     }
   }
+  if (!first_error.ok()) return first_error;
   return scan.records;
 }
 

@@ -177,17 +177,21 @@ Status parse_sample_segment(std::string_view bytes, const std::string& name,
 
 // Follows one deployment's log as the server appends to it (monitoring): each poll() reads only
 // what was appended since the last one, whole records only (a record still being written is read
-// by the next poll), across rotations. Damage is an error as for scan_samples. Not thread-safe.
+// by the next poll), across rotations. Damage (as scan_samples finds it) is returned as the
+// poll's error once, after the records before it and every other file were read; the rest of
+// that file is skipped from then on. Not thread-safe.
 class SampleTail {
  public:
   explicit SampleTail(std::string dir) : dir_(std::move(dir)) {}
-  // Calls `visit` for each record appended since the last poll; returns how many.
+  // Calls `visit` for each record appended since the last poll; returns how many (or the
+  // damage found, after reading everything else).
   Result<int64_t> poll(const std::function<Status(SampleRecord&&)>& visit);
 
  private:
   struct File {
     int64_t consumed = 0;  // bytes up to the end of the last whole record read
     std::string header;    // the file header's bytes
+    bool damaged = false;  // damage was found: the rest of the file is not read
   };
   std::string dir_;
   std::map<std::string, File> files_;

@@ -1417,16 +1417,22 @@ TEST_P(MetaStoreTest, MonitorConfigLabelsAndAlerts) {
   ASSERT_TRUE(added.ok()) << added.status().to_string();
   EXPECT_EQ(*added, 2);  // r1 twice in one batch: the first label stays
   EXPECT_EQ(*m.add_feedback("other", {{"r1", json(1.5)}}), 1);  // another deployment's r1
-  auto all = m.feedback_after(0, 10);
-  ASSERT_TRUE(all.ok());
-  ASSERT_EQ(all->size(), 3u);
+  auto all = m.feedback_after("d", 0, 0, 10);
+  ASSERT_TRUE(all.ok()) << all.status().to_string();
+  ASSERT_EQ(all->size(), 2u);
   EXPECT_EQ((*all)[0].request_id, "r1");
   EXPECT_EQ((*all)[0].label, json("3"));
   EXPECT_EQ((*all)[1].label, json(4));
-  EXPECT_EQ((*all)[2].deployment, "other");
-  auto after = m.feedback_after((*all)[0].id, 10);
+  auto other = m.feedback_after("other", 0, 0, 10);
+  ASSERT_TRUE(other.ok());
+  ASSERT_EQ(other->size(), 1u);
+  EXPECT_EQ((*other)[0].label, json(1.5));
+  auto after = m.feedback_after("d", (*all)[0].id, 0, 10);
   ASSERT_TRUE(after.ok());
-  EXPECT_EQ(after->size(), 2u);
+  EXPECT_EQ(after->size(), 1u);
+  auto recent = m.feedback_after("d", 0, (*all)[1].received_at + 1, 10);
+  ASSERT_TRUE(recent.ok());
+  EXPECT_TRUE(recent->empty());  // received before `since`
 
   AlertRecord a;
   a.rule = "drift";
@@ -1444,8 +1450,8 @@ TEST_P(MetaStoreTest, MonitorConfigLabelsAndAlerts) {
   f.fired_at = 2000;
   ASSERT_TRUE(m.update_alert(f).ok());
   a.deployment = "e";
-  auto other = m.insert_alert(a);
-  ASSERT_TRUE(other.ok());
+  auto other_alert = m.insert_alert(a);
+  ASSERT_TRUE(other_alert.ok());
   auto firing = m.list_alerts("FIRING", "", 10);
   ASSERT_TRUE(firing.ok());
   ASSERT_EQ(firing->size(), 1u);
@@ -1453,7 +1459,7 @@ TEST_P(MetaStoreTest, MonitorConfigLabelsAndAlerts) {
   EXPECT_EQ((*firing)[0].value, 3);
   EXPECT_EQ(m.list_alerts("", "e", 10)->size(), 1u);
   EXPECT_EQ(m.list_alerts("", "", 10)->size(), 2u);
-  ASSERT_TRUE(m.delete_alert(other->id).ok());
+  ASSERT_TRUE(m.delete_alert(other_alert->id).ok());
   EXPECT_EQ(m.list_alerts("", "", 10)->size(), 1u);
 }
 

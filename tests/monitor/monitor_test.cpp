@@ -149,7 +149,7 @@ TEST_F(DigitsFixture, ReplayedDataKeepsTheFalseAlarmRateAndShiftsAreFound) {
   auto no_zeros = [](std::vector<double>&, int64_t y) { return y != 0; };
   double found = drifted_share(*ref, rows_, labels_, 50, 400, rule, no_zeros);
   std::printf("class 0 removed, 400 rows per window: %.2f of windows drifted\n", found);
-  EXPECT_GE(found, 0.6);
+  EXPECT_GE(found, 0.9);
   // With the default effect floors, the same replay is quieter still, and the dimmed data
   // still drifts.
   DriftRule floors;
@@ -239,6 +239,47 @@ TEST(PageHinkleyTest, FindsAnAccuracyDropAndIsQuietBeforeIt) {
   EXPECT_LE(false_flags, 1);
 }
 
+// The bins give a column's smallest value a bin of its own and judge out-of-range values apart:
+// a 0/1 feature whose share of ones moves, and a column the training data had constant that now
+// varies, both drift; the same shares as the reference do not.
+TEST(DriftScoreTest, BinaryAndConstantColumnsDrift) {
+  std::vector<double> binary(1000, 0.0);
+  for (int i = 0; i < 100; ++i) binary[i * 10] = 1;  // 10% ones
+  std::sort(binary.begin(), binary.end());
+  const ColumnBins b = ColumnBins::from_sorted(binary);
+  // Interpolated quantiles may add an edge between the two values: below, {0}, (0, e], ...,
+  // (.., 1], above.
+  ASSERT_EQ(b.edges.front(), 0);
+  ASSERT_EQ(b.edges.back(), 1);
+  EXPECT_EQ(b.bin_of(0), 1u);  // the zeros: a bin of their own
+  EXPECT_EQ(b.bin_of(1), b.size() - 2);
+  EXPECT_EQ(b.bin_of(-1), 0u);
+  EXPECT_EQ(b.bin_of(2), b.size() - 1);
+  std::vector<int64_t> ref(b.size(), 0);
+  for (double x : binary) ++ref[b.bin_of(x)];
+  auto window = [&](double ones, size_t bins, const ColumnBins& cb, double other = 1) {
+    ColumnSketch sk(bins);
+    for (int i = 0; i < 400; ++i) sk.add(i < ones * 400 ? other : 0, cb);
+    return sk;
+  };
+  DriftRule rule;
+  const double alpha = 0.01;
+  EXPECT_FALSE(score_drift(ref, window(0.1, b.size(), b).bins, rule, alpha).drift);
+  DriftScore moved = score_drift(ref, window(0.9, b.size(), b).bins, rule, alpha);
+  EXPECT_TRUE(moved.drift) << moved.psi << " " << moved.ks;
+
+  const std::vector<double> zeros(1000, 0.0);
+  const ColumnBins c = ColumnBins::from_sorted(zeros);
+  ASSERT_EQ(c.size(), 3u);  // below, {0}, above
+  std::vector<int64_t> cref(c.size(), 0);
+  for (double x : zeros) ++cref[c.bin_of(x)];
+  EXPECT_FALSE(score_drift(cref, window(0, c.size(), c).bins, rule, alpha).drift);
+  ColumnSketch lit = window(0.1, c.size(), c, 12);  // a tenth of the rows now 12
+  EXPECT_EQ(lit.out_of_range(), 40);
+  DriftScore d = score_drift(cref, lit.bins, rule, alpha);
+  EXPECT_TRUE(d.drift) << d.psi << " " << d.ks;
+}
+
 TEST(MonitorConfigTest, ErrorsNameTheLineAndField) {
   auto bad =
       parse_monitor_config("rules:\n  - name: a\n    deployment: d\n    signal: drfit\n", "m.yaml");
@@ -259,6 +300,27 @@ TEST(MonitorConfigTest, ErrorsNameTheLineAndField) {
   EXPECT_EQ(good->rules[0].for_s, 600);
   EXPECT_EQ(good->rules[0].window_s, 300);
   EXPECT_EQ(good->rules[0].pipeline, "retrain");
+  for (const char* hook : {"https://h/x", "http://:80/x", "http://h:0/x", "http://h:99999/",
+                           "http://h:abc/", "http://[::1]:80/", "http://h/a b"}) {
+    auto r = parse_monitor_config(
+        fmt::format("rules:\n  - {{name: r, deployment: d, signal: drift, notify: {{webhook: "
+                    "'{}'}}}}\n",
+                    hook),
+        "m.yaml");
+    ASSERT_FALSE(r.ok()) << hook;
+    EXPECT_NE(r.status().message().find("m.yaml:2: rules[0].notify.webhook"), std::string::npos)
+        << r.status().message();
+  }
+  auto url = parse_webhook_url("http://127.0.0.1:9000/hooks/a?x=1", "w");
+  ASSERT_TRUE(url.ok()) << url.status().to_string();
+  EXPECT_EQ(url->host, "127.0.0.1");
+  EXPECT_EQ(url->port, 9000);
+  EXPECT_EQ(url->path, "/hooks/a?x=1");
+  auto log = parse_monitor_config(
+      "rules:\n  - {name: r, deployment: d, signal: drift, notify: {log: [1]}}\n", "m.yaml");
+  ASSERT_FALSE(log.ok());
+  EXPECT_NE(log.status().message().find("notify.log must be true or false"), std::string::npos)
+      << log.status().message();
   EXPECT_FALSE(
       parse_monitor_config("rules:\n  - {name: r, deployment: d, signal: drift, window: 2m}\n",
                            "m.yaml")
@@ -308,7 +370,8 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
       "  - {{name: digits-drift, deployment: digits, signal: drift, severity: critical,\n"
       "     notify: {{webhook: 'http://127.0.0.1:{}/hook', pipeline: retrain}}}}\n"
       "  - {{name: digits-accuracy, deployment: '*', signal: accuracy, below: 0.9}}\n"
-      "  - {{name: refused, deployment: digits, signal: rejection_rate, above: 0.1}}\n",
+      "  - {{name: refused, deployment: digits, signal: rejection_rate, above: 0.1}}\n"
+      "  - {{name: quick, deployment: digits, signal: latency_p99_ms, below: 1}}\n",
       version_.label(), hook_server.port());
   ASSERT_TRUE(parse_monitor_config(config, "test").ok())
       << parse_monitor_config(config, "test").status().to_string();
@@ -335,7 +398,9 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
   // Serving's counters, as the server reads them from the version served.
   std::atomic<int64_t> requests{0}, rejected{0};
   mo.request_counts = [&](const std::string&) {
-    return RequestCounts{requests.load(), 0, rejected.load()};
+    // The primary (version 1) refuses; a canary (version 2) is healthy.
+    return std::map<int64_t, RequestCounts>{{1, RequestCounts{requests.load(), 0, rejected.load()}},
+                                            {2, RequestCounts{requests.load() / 10, 0, 0}}};
   };
   MonitorService svc(ms, mo);
   serve::RequestSamplerOptions ro;
@@ -371,10 +436,14 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
     const int64_t now = now_ms();
     std::this_thread::sleep_for(std::chrono::milliseconds(1000 - now % 1000 + 20));
   };
-  auto open_alerts = [&](const std::string& state) {
+  // The alerts in `state`, of `rule` when given.
+  auto open_alerts = [&](const std::string& state, const std::string& rule = "") {
     auto a = ms.monitor().list_alerts(state, "digits", 100);
     EXPECT_TRUE(a.ok());
-    return a.ok() ? *a : std::vector<meta::AlertRecord>{};
+    std::vector<meta::AlertRecord> out;
+    for (const auto& x : a.ok() ? *a : std::vector<meta::AlertRecord>{})
+      if (rule.empty() || x.rule == rule) out.push_back(x);
+    return out;
   };
   // Unshifted traffic with right answers: nothing fires.
   std::vector<std::pair<std::string, int64_t>> ids;
@@ -383,8 +452,13 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
   next_second();
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   ASSERT_TRUE(svc.tick().ok());
-  EXPECT_TRUE(open_alerts("FIRING").empty());
-  EXPECT_TRUE(open_alerts("PENDING").empty());
+  EXPECT_TRUE(open_alerts("FIRING", "digits-drift").empty());
+  EXPECT_TRUE(open_alerts("PENDING", "digits-drift").empty());
+  // The sampled latency (100 us each) of version 1: p99 under 1 ms, so that rule fires.
+  auto quick = open_alerts("FIRING", "quick");
+  ASSERT_EQ(quick.size(), 1u);
+  EXPECT_NE(quick[0].message.find("ms of version 1 over 300 sampled requests"), std::string::npos)
+      << quick[0].message;
   // The labels of those requests: live accuracy 1.
   std::vector<std::pair<std::string, nlohmann::json>> labels;
   for (const auto& [id, y] : ids) labels.emplace_back(id, nlohmann::json(std::to_string(y)));
@@ -407,7 +481,7 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
   next_second();
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   ASSERT_TRUE(svc.tick().ok());
-  auto firing = open_alerts("FIRING");
+  auto firing = open_alerts("FIRING", "digits-drift");
   ASSERT_EQ(firing.size(), 1u);
   EXPECT_EQ(firing[0].rule, "digits-drift");
   EXPECT_EQ(firing[0].severity, "critical");
@@ -444,7 +518,13 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
   rejected = 200;
   ASSERT_TRUE(svc.tick().ok());
   bool refused_fired = false;
-  for (const auto& a : open_alerts("FIRING")) refused_fired |= a.rule == "refused";
+  for (const auto& a : open_alerts("FIRING"))
+    if (a.rule == "refused") {
+      refused_fired = true;
+      EXPECT_NE(a.message.find("200 of 1000 requests to version 1 were refused"),
+                std::string::npos)
+          << a.message;  // the refusing version, not the healthy canary
+    }
   EXPECT_TRUE(refused_fired);
   // Unshifted traffic again: the drift alert resolves (the webhook hears that too).
   next_second();
@@ -597,7 +677,7 @@ TEST(MonitorRoutesTest, RolesAndBadInput) {
     }
     // Without a monitor on this server the reports say so (503), the labels are still kept.
     EXPECT_EQ(call("GET", "/api/v1/monitor", "", tokens[meta::Role::kViewer]).status, 503);
-    auto stored = ms.monitor().feedback_after(0, 10);
+    auto stored = ms.monitor().feedback_after("d", 0, 0, 10);
     ASSERT_TRUE(stored.ok());
     EXPECT_EQ(stored->size(), 1u);
     const std::string& editor = tokens[meta::Role::kEditor];

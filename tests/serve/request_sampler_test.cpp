@@ -64,9 +64,10 @@ class SamplerTest : public ::testing::Test {
   static std::string Bytes(const Tensor& t) {
     return std::string(static_cast<const char*>(t.data()), t.nbytes());
   }
-  std::vector<fs::path> Segments(const std::string& deployment) {
+  std::vector<fs::path> Segments(const std::string& deployment, const fs::path& root = {}) {
     std::vector<fs::path> out;
-    for (const auto& e : fs::directory_iterator(root_ / deployment)) out.push_back(e.path());
+    for (const auto& e : fs::directory_iterator((root.empty() ? root_ : root) / deployment))
+      out.push_back(e.path());
     std::sort(out.begin(), out.end());
     return out;
   }
@@ -288,6 +289,82 @@ TEST_F(SamplerDamageTest, DamageBeforeTheTailIsAnErrorNamingFileAndOffset) {
   EXPECT_NE(got.status().message().find(fmt::format("at offset {}", w.offsets[1])),
             std::string::npos)
       << got.status().message();
+}
+
+// SampleTail reads what a log gained since its last poll: whole records only (one torn mid-way
+// is read once its bytes are complete), across rotations, each record once.
+TEST_F(SamplerTest, ATailReadsEachRecordOnceAsTheLogGrows) {
+  RequestSamplerOptions o = Options();
+  o.rotate_bytes = 300;  // about two records per segment
+  RequestSampler s(o);
+  SampleTail tail(sample_dir(root_.string(), "dep"));
+  std::vector<std::string> seen;
+  auto poll = [&] {
+    auto n = tail.poll([&](SampleRecord&& r) {
+      seen.push_back(r.request_id);
+      return Status::OK();
+    });
+    EXPECT_TRUE(n.ok()) << n.status().to_string();
+    return n.ok() ? *n : -1;
+  };
+  EXPECT_EQ(poll(), 0);  // no directory yet
+  for (int i = 0; i < 3; ++i) Sample(s, "dep", "a" + std::to_string(i), i);
+  s.flush();
+  EXPECT_EQ(poll(), 3);
+  EXPECT_EQ(poll(), 0);
+  for (int i = 0; i < 4; ++i) Sample(s, "dep", "b" + std::to_string(i), i);
+  s.flush();
+  EXPECT_EQ(poll(), 4);
+  s.stop();
+  EXPECT_GE(Segments("dep").size(), 3u);
+  EXPECT_EQ(seen, (std::vector<std::string>{"a0", "a1", "a2", "b0", "b1", "b2", "b3"}));
+  // Half a record appended by hand (as a crash mid-write leaves it): not read, and read once
+  // when its other half lands.
+  const fs::path last = Segments("dep").back();
+  std::string whole;
+  {
+    RequestSamplerOptions o2 = Options();
+    o2.dir = (root_ / "other").string();
+    RequestSampler t(o2);
+    Sample(t, "x", "c0", 9);
+    t.stop();
+    std::string b = *read_file(Segments("x", root_ / "other").at(0).string());
+    whole = b.substr(b.find("DLSR"));
+  }
+  std::ofstream(last, std::ios::binary | std::ios::app) << whole.substr(0, whole.size() / 2);
+  EXPECT_EQ(poll(), 0);
+  std::ofstream(last, std::ios::binary | std::ios::app) << whole.substr(whole.size() / 2);
+  EXPECT_EQ(poll(), 1);
+  EXPECT_EQ(seen.back(), "c0");
+  EXPECT_EQ(poll(), 0);
+}
+
+// Damage in a segment: the records before it are read once, the poll says so once, and the
+// newer segments are still read.
+TEST_F(SamplerDamageTest, ATailReportsDamageOnceAndReadsTheOtherFiles) {
+  Written w = WriteThree();
+  Rewrite(w.file, [&](std::string* b) { (*b)[w.offsets[1] + 30] ^= 0x01; });
+  {
+    RequestSampler s(Options());  // a new segment: the server restarted
+    Sample(s, "dep", "r3", 3);
+    s.stop();
+  }
+  SampleTail tail(sample_dir(root_.string(), "dep"));
+  std::vector<std::string> seen;
+  auto visit = [&](SampleRecord&& r) {
+    seen.push_back(r.request_id);
+    return Status::OK();
+  };
+  auto first = tail.poll(visit);
+  ASSERT_FALSE(first.ok());
+  EXPECT_NE(first.status().message().find(fmt::format("at offset {}", w.offsets[1])),
+            std::string::npos)
+      << first.status().message();
+  EXPECT_EQ(seen, (std::vector<std::string>{"r0", "r3"}));
+  auto again = tail.poll(visit);
+  ASSERT_TRUE(again.ok()) << again.status().to_string();
+  EXPECT_EQ(*again, 0);
+  EXPECT_EQ(seen.size(), 2u);
 }
 
 TEST_F(SamplerDamageTest, AFileThatIsNotASampleLogIsRefused) {
