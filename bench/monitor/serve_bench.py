@@ -17,7 +17,6 @@ No peer runs here: Evidently, NannyML and Alibi Detect are pip packages, not ins
 this machine. Usage: bench/monitor/serve_bench.py --dlsys build/dlsys [--rounds 3] [--runs 5]
 """
 import argparse
-import http.client
 import json
 import os
 import random
@@ -51,19 +50,8 @@ def load_digits():
     return rows, labels
 
 
-class Client:
-    def __init__(self, host, port):
-        self.conn = http.client.HTTPConnection(host, port, timeout=30)
-
-    def call(self, method, path, body=None):
-        data = None if body is None else json.dumps(body)
-        self.conn.request(method, path, body=data,
-                          headers={"Content-Type": "application/json"} if data else {})
-        r = self.conn.getresponse()
-        text = r.read()
-        if r.status >= 300:
-            raise SystemExit(f"{method} {path}: {r.status} {text[:300]}")
-        return json.loads(text)
+class Client(jobs_bench.Server):
+    """bench/jobs's server with the calls this benchmark makes (its own `call`)."""
 
     def infer(self, name, x, rid):
         out = self.call("POST", f"/v2/models/{name}/infer", {
@@ -202,11 +190,11 @@ def main():
     a = p.parse_args()
     a.dlsys = os.path.abspath(a.dlsys)
     data_dir = tempfile.mkdtemp(prefix="dlsys-monbench-data-")
-    server = jobs_bench.Server(a.dlsys, data_dir, 2, extra=("--monitor-interval-ms", "200"))
+    server = Client(a.dlsys, data_dir, 2, extra=("--monitor-interval-ms", "200"))
     url = f"http://{server.host}:{server.port}"
     try:
         setup(a, server, url)
-        client = Client(server.host, server.port)
+        client = server
         config = f"""defaults: {{windows: [{a.window}s, 20s], history: 200}}
 rules:
   - {{name: digits-drift, deployment: digits, signal: drift, window: {a.window}s,

@@ -549,6 +549,16 @@ Status MonitorService::join_labels() {
   return Status::OK();
 }
 
+MonitorService::Quality MonitorService::total_quality(const Window& w) {
+  Quality q;
+  for (const auto& [v, x] : w.quality) {
+    q.n += x.n;
+    q.correct += x.correct;
+    q.abs_error += x.abs_error;
+  }
+  return q;
+}
+
 int64_t MonitorService::judged_start(int64_t now_ms, int64_t len) const {
   const int64_t judged = (now_ms - options_.grace.count()) / 1000;
   return judged - ((judged % len) + len) % len - len;
@@ -644,12 +654,7 @@ bool MonitorService::signal_value(const Deployment& d, const AlertRule& rule, do
   }
   if (rule.signal == "accuracy" || rule.signal == "mae") {
     for (auto it = s->windows.rbegin(); it != s->windows.rend(); ++it) {
-      Quality q;
-      for (const auto& [v, x] : it->quality) {
-        q.n += x.n;
-        q.correct += x.correct;
-        q.abs_error += x.abs_error;
-      }
+      const Quality q = total_quality(*it);
       if (q.n < d.settings.change.min_count) continue;
       *value =
           rule.signal == "accuracy" ? double(q.correct) / double(q.n) : q.abs_error / double(q.n);
@@ -944,12 +949,9 @@ Result<json> MonitorService::report(const std::string& deployment, int64_t windo
     }
     windows.back()["latency"] = lat;
     json q = {{"start", w.start_s}};
-    Quality all;
+    const Quality all = total_quality(w);
     json by_version = json::object();
     for (const auto& [v, x] : w.quality) {
-      all.n += x.n;
-      all.correct += x.correct;
-      all.abs_error += x.abs_error;
       by_version[std::to_string(v)] = {
           {"labels", x.n},
           {d.facts.classifier() ? "accuracy" : "mae",
@@ -1046,12 +1048,7 @@ std::string MonitorService::render_metrics() const {
               name, label_value(c["column"].get<std::string>()), s.length_s,
               c["psi"].get<double>());
       for (auto it = s.windows.rbegin(); it != s.windows.rend(); ++it) {
-        Quality q;
-        for (const auto& [v, x] : it->quality) {
-          q.n += x.n;
-          q.correct += x.correct;
-          q.abs_error += x.abs_error;
-        }
+        const Quality q = total_quality(*it);
         if (q.n < d.settings.change.min_count) continue;
         accuracy += fmt::format(
             "dlsys_monitor_{}{{deployment=\"{}\",window=\"{}s\"}} {}\n",

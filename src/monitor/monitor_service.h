@@ -183,6 +183,7 @@ class MonitorService {
   const Series* series_of(const Deployment& d, int64_t window_s) const;
   // The start of the window the rules judge at `now_ms` (the newest that ended, plus the grace
   // for samples still being written), and that window of `s` (null: no traffic in it).
+  static Quality total_quality(const Window& w);  // over its versions
   int64_t judged_start(int64_t now_ms, int64_t len) const;
   const Window* judged_window(const Series& s, int64_t now_ms) const;
   json window_drift(const Deployment& d, const Window& w) const;

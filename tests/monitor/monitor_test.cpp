@@ -46,6 +46,30 @@ const std::vector<std::string>& digit_features() {
   return f;
 }
 
+// A metadata store at `path` with model `model` (version 1, a registered file) served as
+// deployment `name` with `config`; null (and a failed expectation) when any step fails.
+std::unique_ptr<meta::MetaStore> StoreWithDeployment(const fs::path& path, const std::string& name,
+                                                     const std::string& model,
+                                                     const nlohmann::json& config) {
+  auto store = meta::MetaStore::open(path.string(), 4);
+  EXPECT_TRUE(store.ok()) << store.status().to_string();
+  if (!store.ok()) return nullptr;
+  const meta::Principal who{"tester", meta::Role::kAdmin};
+  meta::Deployment dep;
+  dep.name = name;
+  dep.model = model;
+  dep.ref = "1";
+  dep.config = config;
+  const bool ok = (*store)->registry().create_model(model, "", who).ok() &&
+                  (*store)
+                      ->registry()
+                      .create_file_version(model, "model.onnx", std::string(64, 'a'), 1, "", who)
+                      .ok() &&
+                  (*store)->deployments().create(dep, who).ok();
+  EXPECT_TRUE(ok) << "registering " << model << " and deploying it as " << name;
+  return ok ? std::move(*store) : nullptr;
+}
+
 class DigitsFixture : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -329,20 +353,10 @@ TEST(MonitorConfigTest, ErrorsNameTheLineAndField) {
 
 // The service end to end, on the real clock with 1-second windows.
 TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
-  auto store = meta::MetaStore::open((root_ / "meta.db").string(), 4);
-  ASSERT_TRUE(store.ok()) << store.status().to_string();
-  meta::MetaStore& ms = **store;
+  auto store = StoreWithDeployment(root_ / "meta.db", "digits", "digits", {{"sample_rate", 1.0}});
+  ASSERT_NE(store, nullptr);
+  meta::MetaStore& ms = *store;
   const meta::Principal who{"tester", meta::Role::kAdmin};
-  ASSERT_TRUE(ms.registry().create_model("digits", "", who).ok());
-  ASSERT_TRUE(ms.registry()
-                  .create_file_version("digits", "model.onnx", std::string(64, 'a'), 1, "", who)
-                  .ok());
-  meta::Deployment dep;
-  dep.name = "digits";
-  dep.model = "digits";
-  dep.ref = "1";
-  dep.config = {{"sample_rate", 1.0}};
-  ASSERT_TRUE(ms.deployments().create(dep, who).ok());
   // A webhook receiver on loopback.
   std::atomic<int> hooks{0};
   std::string last_hook;
@@ -552,20 +566,10 @@ TEST_F(DigitsFixture, ServiceFiresAStoredAlertOnShiftedTrafficAndJoinsLabels) {
 // the webhook deadline, so the notifier is free again after attempts x deadline (+ backoff), not
 // never.
 TEST_F(DigitsFixture, AWebhookThatNeverAnswersIsGivenUpOnAtItsDeadline) {
-  auto store = meta::MetaStore::open((root_ / "meta.db").string(), 2);
-  ASSERT_TRUE(store.ok()) << store.status().to_string();
-  meta::MetaStore& ms = **store;
+  auto store = StoreWithDeployment(root_ / "meta.db", "digits", "digits", {{"sample_rate", 1.0}});
+  ASSERT_NE(store, nullptr);
+  meta::MetaStore& ms = *store;
   const meta::Principal who{"tester", meta::Role::kAdmin};
-  ASSERT_TRUE(ms.registry().create_model("digits", "", who).ok());
-  ASSERT_TRUE(ms.registry()
-                  .create_file_version("digits", "model.onnx", std::string(64, 'a'), 1, "", who)
-                  .ok());
-  meta::Deployment dep;
-  dep.name = "digits";
-  dep.model = "digits";
-  dep.ref = "1";
-  dep.config = {{"sample_rate", 1.0}};
-  ASSERT_TRUE(ms.deployments().create(dep, who).ok());
   // A listening socket nobody accepts on: the kernel completes the handshake (backlog).
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   ASSERT_GE(fd, 0);
@@ -615,20 +619,10 @@ TEST(MonitorRoutesTest, RolesAndBadInput) {
   const fs::path root = fs::temp_directory_path() / ("dlsys-monitor-routes-" + random_hex(6));
   fs::create_directories(root);
   {
-    auto store = meta::MetaStore::open((root / "meta.db").string(), 2);
-    ASSERT_TRUE(store.ok()) << store.status().to_string();
-    meta::MetaStore& ms = **store;
+    auto store = StoreWithDeployment(root / "meta.db", "d", "m", nlohmann::json::object());
+    ASSERT_NE(store, nullptr);
+    meta::MetaStore& ms = *store;
     const meta::Principal admin{"admin", meta::Role::kAdmin};
-    ASSERT_TRUE(ms.registry().create_model("m", "", admin).ok());
-    ASSERT_TRUE(ms.registry()
-                    .create_file_version("m", "model.onnx", std::string(64, 'a'), 1, "", admin)
-                    .ok());
-    meta::Deployment dep;
-    dep.name = "d";
-    dep.model = "m";
-    dep.ref = "1";
-    dep.config = nlohmann::json::object();
-    ASSERT_TRUE(ms.deployments().create(dep, admin).ok());
     api::Router::Options ro;
     ro.auth_required = true;
     ro.tokens = &ms.tokens();
