@@ -55,7 +55,8 @@ struct Reader {
 Status read_settings(const Reader& r, const YAML::Node& n, const std::string& section,
                      DeploymentSettings* s) {
   DLSYS_RETURN_IF_ERROR(r.fields(
-      n, {"windows", "history", "drift", "change", "label_horizon", "reference"}, section));
+      n, {"windows", "history", "drift", "change", "label_horizon", "reference", "tensors"},
+      section));
   if (auto w = n["windows"]) {
     if (!w.IsSequence() || w.size() == 0 || w.size() > 8)
       return Status::Invalid("{} must be a list of 1 to 8 durations",
@@ -110,6 +111,14 @@ Status read_settings(const Reader& r, const YAML::Node& n, const std::string& se
   }
   if (auto h = n["label_horizon"]) {
     DLSYS_ASSIGN_OR_RETURN(s->label_horizon_s, r.duration(h, section + ".label_horizon"));
+  }
+  if (auto t = n["tensors"]) {
+    DLSYS_ASSIGN_OR_RETURN(s->tensors, r.text(t, section + ".tensors"));
+    if (s->tensors != "auto" && s->tensors != "element" && s->tensors != "channel")
+      return Status::Invalid(
+          "{}: '{}'; a tensor input is summarized per element, per channel or "
+          "auto",
+          r.at(t, section + ".tensors"), s->tensors);
   }
   if (auto ref = n["reference"]) {
     DLSYS_ASSIGN_OR_RETURN(s->reference, r.text(ref, section + ".reference"));

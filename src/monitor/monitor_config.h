@@ -7,6 +7,8 @@
 //     drift: {psi: 0.2, ks: 0.1, min_count: 100, false_alarm_rate: 0.01}
 //     change: {delta: 0.02, lambda: 12, min_count: 30}   # Page-Hinkley on live errors
 //     label_horizon: 7d             # how long a prediction waits for its label
+//     tensors: auto                 # a tensor input: per element, per channel, or auto (per
+//                                   # element up to 256 elements, else per channel)
 //   deployments:
 //     digits: {reference: digits@v2:train}   # instead of the model's lineage
 //   rules:
@@ -51,7 +53,8 @@ struct DeploymentSettings {
   DriftRule drift;
   PageHinkleyOptions change;
   int64_t label_horizon_s = 7 * 86400;
-  std::string reference;  // "NAME@vN[:split]"; empty: the model's lineage (training split)
+  std::string reference;         // "NAME@vN[:split]"; empty: the model's lineage (training split)
+  std::string tensors = "auto";  // "auto", "element" or "channel"
 };
 
 struct AlertRule {

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <set>
 
 #include <fmt/format.h>
@@ -258,8 +259,11 @@ Status MonitorService::prepare(Deployment& d, const meta::Deployment& stored) {
     label_column = c.name;
   }
   if (others != 1 || d.facts.feature_names.empty()) label_column.clear();
+  TensorColumns tensors;
+  if (d.settings.tensors == "element") tensors.max_elements = std::numeric_limits<int64_t>::max();
+  if (d.settings.tensors == "channel") tensors.max_elements = 0;
   auto profile = profile_dataset(*options_.datasets, *v, split, d.facts.feature_names, label_column,
-                                 d.facts.class_names);
+                                 d.facts.class_names, tensors);
   if (!profile.ok()) return fail(profile.status());
   d.ref = std::make_shared<const ReferenceProfile>(std::move(*profile));
   d.prediction_column = d.ref->index_of("__prediction");
@@ -322,16 +326,27 @@ const MonitorService::InputMap& MonitorService::input_map(Deployment& d,
   } else if (!f.empty() && numel == static_cast<int64_t>(f.size())) {
     for (int64_t i = 0; i < numel; ++i) m.element_column[i] = ref.index_of(f[i]);
   } else {
-    for (int64_t i = 0; i < numel; ++i)
-      m.element_column[i] = ref.index_of(fmt::format("{}[{}]", t.name, i));
-    // Per channel: as many "<name>[c=K]" columns as the reference has.
-    for (int64_t c = 0;; ++c) {
-      int k = ref.index_of(fmt::format("{}[c={}]", t.name, c));
-      if (k < 0) break;
-      m.channel_column.push_back(k);
+    // A tensor: the reference's columns of the dataset column it was trained on, named after
+    // the input itself or (a model with one tensor feature, "x" or "image", served as "input")
+    // after that feature.
+    for (const std::string& base : {t.name, f.size() == 1 ? f[0] : std::string()}) {
+      if (base.empty()) continue;
+      for (int64_t i = 0; i < numel; ++i)
+        m.element_column[i] = ref.index_of(fmt::format("{}[{}]", base, i));
+      // Per channel: as many "<name>[c=K]" columns as the reference has.
+      m.channel_column.clear();
+      for (int64_t c = 0;; ++c) {
+        int k = ref.index_of(fmt::format("{}[c={}]", base, c));
+        if (k < 0) break;
+        m.channel_column.push_back(k);
+      }
+      if (!m.channel_column.empty() && numel % int64_t(m.channel_column.size()) == 0)
+        m.channels = static_cast<int64_t>(m.channel_column.size());
+      const bool found =
+          m.channels > 0 || std::any_of(m.element_column.begin(), m.element_column.end(),
+                                        [](int k) { return k >= 0; });
+      if (found) break;
     }
-    if (!m.channel_column.empty() && numel % int64_t(m.channel_column.size()) == 0)
-      m.channels = static_cast<int64_t>(m.channel_column.size());
   }
   return d.inputs.emplace(key, std::move(m)).first->second;
 }

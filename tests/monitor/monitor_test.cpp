@@ -31,6 +31,7 @@
 #include "monitor/page_hinkley.h"
 #include "monitor/reference_profile.h"
 #include "serve/request_sampler.h"
+#include "tensor/npy.h"
 
 namespace dlsys::monitor {
 namespace {
@@ -610,6 +611,85 @@ TEST_F(DigitsFixture, AWebhookThatNeverAnswersIsGivenUpOnAtItsDeadline) {
   EXPECT_GE(waited, 0.5);
   EXPECT_LT(waited, 10);
   ::close(fd);
+}
+
+// An image input, summarized per channel (`tensors: channel`): the reference's dataset column
+// "x" (an NPY of [N, 3, 8, 8]) becomes x[c=0..2], the served input "input" maps onto it through
+// the model's one feature, and brightening one channel drifts that channel alone.
+TEST(MonitorTensorTest, AnImageIsSummarizedPerChannelAndAChannelShiftIsFound) {
+  const fs::path root = fs::temp_directory_path() / ("dlsys-monitor-image-" + random_hex(6));
+  fs::create_directories(root);
+  {
+    auto ds = data::DatasetStore::open((root / "datasets").string());
+    ASSERT_TRUE(ds.ok()) << ds.status().to_string();
+    std::mt19937_64 rng(4);
+    std::uniform_real_distribution<float> u(0, 1);
+    auto image = [&](float* px, float bright1) {
+      for (int c = 0; c < 3; ++c)
+        for (int i = 0; i < 64; ++i)
+          px[c * 64 + i] = 10.f * c + 4.f * u(rng) + (c == 1 ? bright1 : 0);
+    };
+    Tensor images = Tensor::empty(DType::kF32, {600, 3, 8, 8});
+    for (int n = 0; n < 600; ++n) image(images.data_as<float>() + n * 192, 0);
+    const std::string npy = (root / "images.npy").string();
+    ASSERT_TRUE(npy_write(npy, images).ok());
+    auto src = data::open_npy(npy, {});
+    ASSERT_TRUE(src.ok()) << src.status().to_string();
+    data::PushOptions po;
+    po.train = 1;
+    po.validation = 0;
+    po.test = 0;
+    auto pushed = data::push(**ds, "images", **src, po);
+    ASSERT_TRUE(pushed.ok()) << pushed.status().to_string();
+    auto store = StoreWithDeployment(root / "meta.db", "img", "cnn", {{"sample_rate", 1.0}});
+    ASSERT_NE(store, nullptr);
+    const std::string config = fmt::format(
+        "deployments:\n  img: {{reference: '{}:train', windows: [1s], tensors: channel, "
+        "drift: {{min_count: 20, false_alarm_rate: 0.001}}}}\n",
+        pushed->version.label());
+    ASSERT_TRUE(store->monitor().put_config(config, {"t", meta::Role::kAdmin}).ok());
+    MonitorServiceOptions mo;
+    mo.sample_root = (root / "samples").string();
+    mo.datasets = ds->get();
+    mo.grace = std::chrono::milliseconds(300);
+    mo.model_facts = [](const std::string&, int64_t) -> Result<ModelFacts> {
+      return ModelFacts{{"x"}, {}, "regression"};
+    };
+    MonitorService svc(*store, mo);
+    serve::RequestSamplerOptions ro;
+    ro.dir = mo.sample_root;
+    serve::RequestSampler sampler(ro);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000 - now_ms() % 1000 + 20));
+    for (int i = 0; i < 200; ++i) {
+      serve::V2InferRequest req;
+      req.id = "i" + std::to_string(i);
+      Tensor x = Tensor::empty(DType::kF32, {1, 3, 8, 8});
+      image(x.data_as<float>(), 3);  // channel 1 brighter
+      req.inputs = {{"input", x}};
+      req.batch_rows = 1;
+      Tensor y = Tensor::empty(DType::kF32, {1, 1});
+      y.data_as<float>()[0] = 0;
+      auto p = sampler.begin(1.0, "img", req, {{"output", DType::kF32, {-1, 1}}});
+      ASSERT_NE(p, nullptr);
+      sampler.finish(p, "cnn", 1, 100, {y});
+    }
+    sampler.flush();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1000 - now_ms() % 1000 + 400));
+    ASSERT_TRUE(svc.tick().ok());
+    auto report = svc.report("img", 0, 5);
+    ASSERT_TRUE(report.ok()) << report.status().to_string();
+    ASSERT_FALSE(report->contains("error")) << report->dump();
+    std::map<std::string, bool> drift;
+    for (const auto& w : (*report)["windows"])
+      if (w["judged"].get<bool>() && w["samples"].get<int64_t>() == 200)
+        for (const auto& c : w["columns"]) drift[c["column"]] = c["drift"].get<bool>();
+    ASSERT_EQ(drift.size(), 3u) << report->dump().substr(0, 2000);
+    EXPECT_FALSE(drift["x[c=0]"]);
+    EXPECT_TRUE(drift["x[c=1]"]);
+    EXPECT_FALSE(drift["x[c=2]"]);
+    sampler.stop();
+  }
+  fs::remove_all(root);
 }
 
 // With tokens required, each monitoring route answers a role by its access: the reports and
