@@ -908,7 +908,8 @@ Status MonitorService::tick() {
         d.counts.pop_front();
     }
     if (!d.ref || !d.tail) continue;
-    auto n = d.tail->poll([&](serve::SampleRecord&& r) { return consume(d, std::move(r)); });
+    Deployment& dep = d;  // a lambda may not capture a structured binding (clang)
+    auto n = dep.tail->poll([&](serve::SampleRecord&& r) { return consume(dep, std::move(r)); });
     if (!n.ok() && first.ok()) first = n.status().with_context("deployment " + name);
   }
   Status st = join_labels();
