@@ -5,6 +5,7 @@
 #include <cstring>
 #include <ctime>
 #include <limits>
+#include <optional>
 #include <set>
 
 #include <fmt/format.h>
@@ -14,6 +15,8 @@
 #include "core/json_util.h"
 #include "data/export.h"
 #include "monitor/drift_score.h"
+#include "serve/v2_codec.h"
+#include "tensor/dtype.h"
 
 namespace dlsys::monitor {
 
@@ -41,40 +44,59 @@ double p99_ms(const std::vector<int64_t>& buckets, int64_t* count) {
   return 0;
 }
 
-// Element `i` of a sampled tensor as a number (NaN for a type it cannot read).
-double element(const serve::SampledTensor& t, int64_t i) {
-  const char* p = t.data.data();
-  auto load = [&](auto v) {
-    std::memcpy(&v, p + i * sizeof(v), sizeof(v));
-    return double(v);
-  };
-  if (t.datatype == "FP32") return load(float{});
-  if (t.datatype == "FP64") return load(double{});
-  if (t.datatype == "INT64") return load(int64_t{});
-  if (t.datatype == "INT32") return load(int32_t{});
-  if (t.datatype == "INT16") return load(int16_t{});
-  if (t.datatype == "INT8") return load(int8_t{});
-  if (t.datatype == "UINT8" || t.datatype == "BOOL") return load(uint8_t{});
-  return NAN;
-}
+// A sampled tensor read as numbers: rows (dimension 0), elements per row, and element `i` as
+// a double. Its datatype is looked up once (not per element, on the monitor's per-sample path).
+struct NumericView {
+  const char* data = nullptr;
+  DType dtype = DType::kF32;
+  int64_t rows = 0, numel = 0;
 
-size_t element_size(const std::string& datatype) {
-  if (datatype == "FP64" || datatype == "INT64" || datatype == "UINT64") return 8;
-  if (datatype == "FP32" || datatype == "INT32" || datatype == "UINT32") return 4;
-  if (datatype == "INT16" || datatype == "UINT16" || datatype == "FP16") return 2;
-  if (datatype == "INT8" || datatype == "UINT8" || datatype == "BOOL") return 1;
-  return 0;
-}
+  double at(int64_t i) const {
+    auto load = [&](auto v) {
+      std::memcpy(&v, data + i * sizeof(v), sizeof(v));
+      return v;
+    };
+    switch (dtype) {
+      case DType::kF32:
+        return load(float{});
+      case DType::kF64:
+        return load(double{});
+      case DType::kF16:
+        return f16_to_f32(load(uint16_t{}));
+      case DType::kBF16:
+        return bf16_to_f32(load(uint16_t{}));
+      case DType::kI64:
+        return double(load(int64_t{}));
+      case DType::kI32:
+        return load(int32_t{});
+      case DType::kI16:
+        return load(int16_t{});
+      case DType::kI8:
+        return load(int8_t{});
+      case DType::kU64:
+        return double(load(uint64_t{}));
+      case DType::kU32:
+        return load(uint32_t{});
+      case DType::kU16:
+        return load(uint16_t{});
+      case DType::kU8:
+      case DType::kBool:
+        return load(uint8_t{});
+      default:
+        return NAN;
+    }
+  }
+};
 
-// Rows and elements per row of a sampled tensor whose bytes match its shape; false otherwise.
-bool row_layout(const serve::SampledTensor& t, int64_t* rows, int64_t* numel) {
-  const size_t es = element_size(t.datatype);
-  if (es == 0 || t.shape.empty() || t.shape[0] <= 0) return false;
+// The view of `t`, or false for a datatype without numbers (BYTES) or bytes that do not match
+// its shape.
+bool numeric_view(const serve::SampledTensor& t, NumericView* v) {
+  const std::optional<DType> dt = serve::v2_dtype(t.datatype);
+  if (!dt || t.shape.empty() || t.shape[0] <= 0) return false;
   int64_t n = 1;
   for (size_t i = 1; i < t.shape.size(); ++i) n *= t.shape[i];
-  if (n <= 0 || t.data.size() != size_t(t.shape[0] * n) * es) return false;
-  *rows = t.shape[0];
-  *numel = n;
+  if (n <= 0 || t.data.size() != size_t(t.shape[0] * n) * dtype_size(*dt)) return false;
+  *v = NumericView{t.data.data(), *dt, t.shape[0], n};
   return true;
 }
 
@@ -181,7 +203,16 @@ Status MonitorService::load_config() {
   return Status::OK();
 }
 
-Status MonitorService::prepare(Deployment& d, const meta::Deployment& stored) {
+Result<int64_t> MonitorService::served_version(const meta::Deployment& d) {
+  if (!d.ref.empty() && std::all_of(d.ref.begin(), d.ref.end(), ::isdigit))
+    return std::stoll(d.ref);
+  DLSYS_ASSIGN_OR_RETURN(meta::ModelVersion v,
+                         store_.registry().get_version_by_alias(d.model, d.ref));
+  return v.version;
+}
+
+Status MonitorService::prepare(Deployment& d, const meta::Deployment& stored,
+                               Result<int64_t> served) {
   d.ref.reset();
   d.ref_error.clear();
   d.prediction_column = -1;
@@ -189,15 +220,8 @@ Status MonitorService::prepare(Deployment& d, const meta::Deployment& stored) {
     d.ref_error = st.message();
     return Status::OK();  // shown by report(); not an error of the pass
   };
-  // The version served now (its alias, or the pinned number).
-  int64_t version = 0;
-  if (!stored.ref.empty() && std::all_of(stored.ref.begin(), stored.ref.end(), ::isdigit)) {
-    version = std::stoll(stored.ref);
-  } else {
-    auto v = store_.registry().get_version_by_alias(stored.model, stored.ref);
-    if (!v.ok()) return fail(v.status());
-    version = v->version;
-  }
+  if (!served.ok()) return fail(served.status());
+  const int64_t version = *served;
   d.model = stored.model;
   d.version = version;
   if (!options_.model_facts) return fail(Status::FailedPrecondition("no model reader"));
@@ -282,15 +306,10 @@ Status MonitorService::refresh_deployments() {
   for (const auto& [name, s] : sampling) {
     auto it = deployments_.find(name);
     // The served version changed (an alias moved): a new reference, the windows start over.
-    bool fresh = it == deployments_.end();
-    if (!fresh && it->second.model == s->model) {
-      const std::string& r = s->ref;
-      int64_t now_version = it->second.version;
-      if (!r.empty() && std::all_of(r.begin(), r.end(), ::isdigit)) {
-        now_version = std::stoll(r);
-      } else if (auto v = store_.registry().get_version_by_alias(s->model, r); v.ok()) {
-        now_version = v->version;
-      }
+    Result<int64_t> served = served_version(*s);
+    if (it != deployments_.end() && it->second.model == s->model) {
+      // An alias that cannot be read now keeps what is monitored.
+      const int64_t now_version = served.ok() ? *served : it->second.version;
       // Unchanged: kept. A reference that failed is tried again after a while (a model or
       // dataset that was missing may be there now).
       const Deployment& cur = it->second;
@@ -301,7 +320,7 @@ Status MonitorService::refresh_deployments() {
     d.name = name;
     d.settings = config_.settings(name);
     d.change = PageHinkley(d.settings.change);
-    DLSYS_RETURN_IF_ERROR(prepare(d, *s));
+    DLSYS_RETURN_IF_ERROR(prepare(d, *s, served));
     d.since_ms = now_ms();
     if (!d.ref) d.ref_failed_ms = d.since_ms;
     d.tail = std::make_unique<serve::SampleTail>(serve::sample_dir(options_.sample_root, name));
@@ -384,29 +403,32 @@ Status MonitorService::consume(Deployment& d, serve::SampleRecord&& r) {
   // Every row of the request as a dense vector of the reference's columns (NaN: not given):
   // the inputs' elements or channel means, the prediction, then the projection's scores.
   const size_t ncols = d.ref->columns.size();
+  std::vector<NumericView> inputs(r.inputs.size());
+  std::vector<bool> readable(r.inputs.size());
   int64_t rows = 0;
-  for (const auto& t : r.inputs) {
-    int64_t n = 0, numel = 0;
-    if (row_layout(t, &n, &numel)) rows = std::max(rows, n);
+  for (size_t i = 0; i < r.inputs.size(); ++i) {
+    readable[i] = numeric_view(r.inputs[i], &inputs[i]);
+    if (readable[i]) rows = std::max(rows, inputs[i].rows);
   }
   if (rows == 0) {
     ++d.skipped_records;  // nothing of it can be read as columns
     return Status::OK();
   }
   std::vector<double> values(static_cast<size_t>(rows) * ncols, NAN);
-  for (const auto& t : r.inputs) {
-    int64_t n = 0, numel = 0;
-    if (!row_layout(t, &n, &numel) || n != rows) continue;
-    const InputMap& m = input_map(d, t, numel);
+  for (size_t i = 0; i < r.inputs.size(); ++i) {
+    const NumericView& t = inputs[i];
+    if (!readable[i] || t.rows != rows) continue;
+    const int64_t numel = t.numel;
+    const InputMap& m = input_map(d, r.inputs[i], numel);
     for (int64_t row = 0; row < rows; ++row) {
       double* out = &values[row * ncols];
       for (int64_t e = 0; e < numel; ++e)
-        if (m.element_column[e] >= 0) out[m.element_column[e]] = element(t, row * numel + e);
+        if (m.element_column[e] >= 0) out[m.element_column[e]] = t.at(row * numel + e);
       if (m.channels > 0) {
         const int64_t per = numel / m.channels;
         for (int64_t c = 0; c < m.channels; ++c) {
           double sum = 0;
-          for (int64_t e = 0; e < per; ++e) sum += element(t, row * numel + c * per + e);
+          for (int64_t e = 0; e < per; ++e) sum += t.at(row * numel + c * per + e);
           out[m.channel_column[c]] = sum / double(per);
         }
       }
@@ -415,25 +437,23 @@ Status MonitorService::consume(Deployment& d, serve::SampleRecord&& r) {
   // The prediction of each row (first output): a class id or a value. Requests of one row are
   // what labels are joined to (a batch request's id names its first row).
   double predicted = NAN;
-  if (!r.outputs.empty()) {
-    int64_t n = 0, numel = 0;
-    const auto& o = r.outputs[0];
-    if (row_layout(o, &n, &numel) && n == rows) {
-      for (int64_t row = 0; row < rows; ++row) {
-        double v;
-        if (d.facts.classifier() && numel > 1) {
-          int64_t best = 0;
-          for (int64_t e = 1; e < numel; ++e)
-            if (element(o, row * numel + e) > element(o, row * numel + best)) best = e;
-          v = double(best);
-        } else if (d.facts.task == "binary_classification") {
-          v = element(o, row * numel) > 0 ? 1 : 0;
-        } else {
-          v = element(o, row * numel);
-        }
-        if (row == 0) predicted = v;
-        if (d.prediction_column >= 0) values[row * ncols + d.prediction_column] = v;
+  NumericView o;
+  if (!r.outputs.empty() && numeric_view(r.outputs[0], &o) && o.rows == rows) {
+    const int64_t numel = o.numel;
+    for (int64_t row = 0; row < rows; ++row) {
+      double v;
+      if (d.facts.classifier() && numel > 1) {
+        int64_t best = 0;
+        for (int64_t e = 1; e < numel; ++e)
+          if (o.at(row * numel + e) > o.at(row * numel + best)) best = e;
+        v = double(best);
+      } else if (d.facts.task == "binary_classification") {
+        v = o.at(row * numel) > 0 ? 1 : 0;
+      } else {
+        v = o.at(row * numel);
       }
+      if (row == 0) predicted = v;
+      if (d.prediction_column >= 0) values[row * ncols + d.prediction_column] = v;
     }
   }
   const Projection& proj = d.ref->projection;

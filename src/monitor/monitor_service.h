@@ -169,7 +169,11 @@ class MonitorService {
   int64_t now_ms() const;
   Status load_config();
   Status refresh_deployments();
-  Status prepare(Deployment& d, const meta::Deployment& stored);
+  // The model version deployment `d` serves now: its pinned number, or where its alias points.
+  Result<int64_t> served_version(const meta::Deployment& d);
+  // Builds d's reference for `served` (the version, or why it could not be read); a failure is
+  // kept in d.ref_error, not returned.
+  Status prepare(Deployment& d, const meta::Deployment& stored, Result<int64_t> served);
   Status consume(Deployment& d, serve::SampleRecord&& r);
   const InputMap& input_map(Deployment& d, const serve::SampledTensor& t, int64_t numel);
   Window& window_for(Deployment& d, Series& s, int64_t time_s, bool* dropped);

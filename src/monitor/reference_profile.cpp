@@ -16,6 +16,23 @@ int ReferenceProfile::index_of(const std::string& name) const {
   return -1;
 }
 
+namespace {
+
+// A column's bins from its (non-empty) reference values, their counts and mean.
+void fill_bins(std::vector<double> values, int bins, ReferenceColumn* col) {
+  std::sort(values.begin(), values.end());
+  col->bins = ColumnBins::from_sorted(values, bins);
+  col->counts.assign(col->bins.size(), 0);
+  double sum = 0;
+  for (double x : values) {
+    ++col->counts[col->bins.bin_of(x)];
+    sum += x;
+  }
+  col->mean = sum / double(values.size());
+}
+
+}  // namespace
+
 ReferenceBuilder::ReferenceBuilder(std::vector<std::string> columns, int64_t max_values,
                                    uint64_t seed, int bins)
     : names_(std::move(columns)),
@@ -54,16 +71,8 @@ ReferenceProfile ReferenceBuilder::finish(std::string source) const {
       else
         v.push_back(x);
     }
-    std::sort(v.begin(), v.end());
     if (v.empty()) v.push_back(0);  // an all-null column: one bin at 0, every value out of range
-    col.bins = ColumnBins::from_sorted(v, bins_);
-    col.counts.assign(col.bins.size(), 0);
-    double sum = 0;
-    for (double x : v) {
-      ++col.counts[col.bins.bin_of(x)];
-      sum += x;
-    }
-    col.mean = sum / double(v.size());
+    fill_bins(std::move(v), bins_, &col);
     p.columns.push_back(std::move(col));
   }
   // The projection's scores of every sampled row, as columns of their own.
@@ -84,15 +93,7 @@ ReferenceProfile ReferenceBuilder::finish(std::string source) const {
       for (size_t j = 0; j < kk; ++j) {
         ReferenceColumn col;
         col.name = "__pc" + std::to_string(j + 1);
-        std::sort(scores[j].begin(), scores[j].end());
-        col.bins = ColumnBins::from_sorted(scores[j], bins_);
-        col.counts.assign(col.bins.size(), 0);
-        double sum = 0;
-        for (double x : scores[j]) {
-          ++col.counts[col.bins.bin_of(x)];
-          sum += x;
-        }
-        col.mean = sum / double(n);
+        fill_bins(std::move(scores[j]), bins_, &col);
         p.columns.push_back(std::move(col));
       }
     }

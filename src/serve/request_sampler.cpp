@@ -522,17 +522,29 @@ Status parse_sample_segment(std::string_view b, const std::string& path,
   return Status::OK();
 }
 
-Result<int64_t> SampleTail::poll(const std::function<Status(SampleRecord&&)>& visit) {
-  std::error_code ec;
-  if (!std::filesystem::exists(dir_, ec)) return int64_t{0};
+namespace {
+
+// The segments of one deployment's log, oldest first (names start with the creation time); none
+// when the directory does not exist.
+Result<std::vector<std::string>> list_segments(const std::string& dir) {
   std::vector<std::string> files;
-  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir, ec)) return files;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     if (e.is_regular_file(ec) && name.size() > std::strlen(kSuffix) && name.ends_with(kSuffix))
       files.push_back(e.path().string());
   }
-  if (ec) return Status::IOError("cannot list sample log {}: {}", dir_, ec.message());
+  if (ec) return Status::IOError("cannot list sample log {}: {}", dir, ec.message());
   std::sort(files.begin(), files.end());
+  return files;
+}
+
+}  // namespace
+
+Result<int64_t> SampleTail::poll(const std::function<Status(SampleRecord&&)>& visit) {
+  DLSYS_ASSIGN_OR_RETURN(std::vector<std::string> files, list_segments(dir_));
+  std::error_code ec;
   SampleScan scan;
   Status first_error = Status::OK();
   // Files that are gone (an operator removed old segments) are forgotten.
@@ -581,16 +593,7 @@ Result<int64_t> SampleTail::poll(const std::function<Status(SampleRecord&&)>& vi
 Result<SampleScan> scan_samples(const std::string& dir, const SampleReadOptions& options,
                                 const std::function<Status(SampleRecord&&)>& visit) {
   SampleScan scan;
-  std::error_code ec;
-  if (!std::filesystem::exists(dir, ec)) return scan;
-  std::vector<std::string> files;
-  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_regular_file(ec) && name.size() > std::strlen(kSuffix) && name.ends_with(kSuffix))
-      files.push_back(e.path().string());
-  }
-  if (ec) return Status::IOError("cannot list sample log {}: {}", dir, ec.message());
-  std::sort(files.begin(), files.end());  // names start with the creation time
+  DLSYS_ASSIGN_OR_RETURN(std::vector<std::string> files, list_segments(dir));
   for (const auto& f : files) {
     ++scan.files;
     DLSYS_ASSIGN_OR_RETURN(std::string bytes, read_file(f));

@@ -614,6 +614,11 @@ Status parse_outputs(const json& doc, const std::vector<TensorSpec>& model_outpu
 
 }  // namespace
 
+std::optional<DType> v2_dtype(std::string_view name) {
+  const V2Type* t = find_type(name);
+  return t ? t->dtype : std::nullopt;
+}
+
 const char* v2_datatype(DType t) {
   for (const auto& k : kTypes)
     if (k.dtype == t) return k.name;

@@ -46,6 +46,9 @@ namespace dlsys::serve {
 // The protocol's datatype for `t`: "FP32", "BF16", "FP16", "INT8", "UINT8", "INT32", "INT64",
 // "BOOL".
 const char* v2_datatype(DType t);
+// The tensor type of the protocol's datatype `name` ("FP32" -> kF32); nullopt for BYTES (no
+// tensor type) and for a name that is not a datatype.
+std::optional<DType> v2_dtype(std::string_view name);
 
 // Limits on what a request may hold (the route's body limit bounds the rest).
 struct V2Limits {
