@@ -1,6 +1,7 @@
 // bench/meta: the tracking server's speed, measured over HTTP on loopback against an
 // in-process `dlsys server` (SQLite in a temporary data directory, or --meta postgresql://...).
-//   1. metric points logged per second through the batch API (1000 points per request)
+//   1. metric points logged per second through the batch API (1000 point objects per request,
+//      then 10,000 points per request in the columnar "series" form)
 //   2. time to list the first page (100 runs) among 100,000 runs
 //   3. latency of GET /api/v1/runs/{id} under 200 concurrent keep-alive clients
 // MLflow, the peer, is not installable here (no PyPI); see docs/benchmarks.md.
@@ -111,8 +112,9 @@ int main(int argc, char** argv) {
   nlohmann::json result = {{"meta", meta_url.empty() ? "sqlite" : "postgresql"},
                            {"hardware_threads", std::thread::hardware_concurrency()}};
 
-  // 1. Metric logging through the batch API.
-  {
+  // 1. Metric logging through the batch API: 1000 point objects a request ("metrics", MLflow's
+  // form and limit), then the columnar form ("series", 10,000 points a request).
+  for (const bool series : {false, true}) {
     std::vector<int64_t> run_ids;
     auto c = api::connect_http(url, "");
     if (!c.ok()) die(c.status());
@@ -121,6 +123,7 @@ int main(int argc, char** argv) {
       if (!r.ok()) die(r.status());
       run_ids.push_back((*r)["id"]);
     }
+    const int per_request = series ? 10000 : 1000;
     std::atomic<int64_t> points{0};
     std::atomic<bool> stop{false};
     auto t0 = Clock::now();
@@ -129,28 +132,47 @@ int main(int argc, char** argv) {
       th.emplace_back([&, t] {
         auto cc = api::HttpConnection::open("127.0.0.1", server.port());
         if (!cc.ok()) die(cc.status());
-        int64_t step = 0;
         std::string target = fmt::format("/api/v1/runs/{}/log-batch", run_ids[t]);
+        int64_t step = 0;
         while (!stop) {
           // Built as text: the client's JSON encoding is not what is measured.
-          std::string body = "{\"metrics\":[";
-          for (int i = 0; i < 1000; ++i, ++step)
-            body += fmt::format("{}{{\"key\":\"{}\",\"value\":{},\"step\":{}}}", i ? "," : "",
-                                i % 2 ? "loss" : "acc", 1.0 / (step + 1), step / 2);
-          body += "]}";
+          std::string body;
+          if (series) {
+            // Two keys, each with its steps and values.
+            body = "{\"series\":[";
+            for (int k = 0; k < 2; ++k) {
+              body +=
+                  fmt::format("{}{{\"key\":\"{}\",\"steps\":[", k ? "," : "", k ? "loss" : "acc");
+              for (int i = 0; i < per_request / 2; ++i)
+                fmt::format_to(std::back_inserter(body), "{}{}", i ? "," : "", step + i);
+              body += "],\"values\":[";
+              for (int i = 0; i < per_request / 2; ++i)
+                fmt::format_to(std::back_inserter(body), "{}{}", i ? "," : "",
+                               1.0 / (step + i + 1));
+              body += "]}";
+            }
+            body += "]}";
+            step += per_request / 2;
+          } else {
+            body = "{\"metrics\":[";
+            for (int i = 0; i < per_request; ++i, ++step)
+              body += fmt::format("{}{{\"key\":\"{}\",\"value\":{},\"step\":{}}}", i ? "," : "",
+                                  i % 2 ? "loss" : "acc", 1.0 / (step + 1), step / 2);
+            body += "]}";
+          }
           auto r = (*cc)->request("POST", target, body);
           if (!r.ok() || r->status != 200)
             die(r.ok() ? Status::Internal("{}", r->body) : r.status());
-          points += 1000;
+          points += per_request;
         }
       });
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
     stop = true;
     for (auto& t : th) t.join();
     double secs = ms_since(t0) / 1000;
-    result["metric_points_per_s"] = points / secs;
-    std::fprintf(stderr, "metric logging: %.0f points/s (%d clients, 1000 per batch)\n",
-                 points / secs, log_threads);
+    result[series ? "series_points_per_s" : "metric_points_per_s"] = points / secs;
+    std::fprintf(stderr, "metric logging%s: %.0f points/s (%d clients, %d per batch)\n",
+                 series ? " in series" : "", points / secs, log_threads, per_request);
   }
 
   // 2. First page among `runs` runs.

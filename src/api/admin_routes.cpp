@@ -8,6 +8,13 @@ void add_admin_routes(Router& router, meta::StoreDb& db, meta::TokenStore& token
   meta::StoreDb* d = &db;
   meta::TokenStore* s = &tokens;
 
+  // Who the caller is: the UI offers only what the role may do. Any valid token may ask.
+  const bool auth = router.auth_required();
+  router.add("GET", "/api/v1/whoami", Access::kInfer, [auth](Request& r) -> Result<Response> {
+    return Response::json_body(
+        {{"name", r.principal.name}, {"role", meta::role_name(r.principal.role)}, {"auth", auth}});
+  });
+
   // ---- audit and tokens (admin) ----
   router.add("GET", "/api/v1/audit", Access::kAdmin, [d](Request& r) -> Result<Response> {
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));

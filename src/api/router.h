@@ -42,7 +42,7 @@ using AsyncHandler = std::function<void(Request&, Reply)>;
 // server's --max-upload-mb; the server's --max-body-mb caps every in-memory body.
 constexpr uint64_t kSmallBodyLimit = 64 << 10;     // names, descriptions, aliases, tokens
 constexpr uint64_t kDefaultBodyLimit = 1 << 20;    // runs with params and tags, searches
-constexpr uint64_t kBatchBodyLimit = 4 << 20;      // a log-batch of 1000 metrics, 100 params
+constexpr uint64_t kBatchBodyLimit = 8 << 20;      // a log-batch: 100,000 points in series
 constexpr uint64_t kLargeBodyLimit = 16ull << 20;  // samples of inputs (drift)
 
 struct Route {

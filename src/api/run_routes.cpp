@@ -29,6 +29,14 @@ Result<std::vector<KeyValue>> key_values(const json& body, const std::string& fi
   return out;
 }
 
+// An integer of a batch: the common case without formatting a name; `what` is called only to
+// name the field in an error.
+template <typename What>
+Result<int64_t> batch_int(const json& v, What what) {
+  if (v.is_number_integer() && !v.is_number_unsigned()) return v.get<int64_t>();
+  return json_int64(v, what());
+}
+
 Result<std::vector<MetricPoint>> metric_points(const json& body) {
   std::vector<MetricPoint> out;
   auto it = body.find("metrics");
@@ -54,17 +62,66 @@ Result<std::vector<MetricPoint>> metric_points(const json& body) {
     p.value = v->get<double>();
     auto s = m.find("step");
     if (s != m.end() && !s->is_null()) {
-      DLSYS_ASSIGN_OR_RETURN(p.step, json_int64(*s, fmt::format("metrics[{}].step", i)));
+      DLSYS_ASSIGN_OR_RETURN(p.step,
+                             batch_int(*s, [i] { return fmt::format("metrics[{}].step", i); }));
     }
     auto t = m.find("timestamp");
     if (t != m.end() && !t->is_null()) {
-      DLSYS_ASSIGN_OR_RETURN(
-          p.timestamp, json_int64(*t, fmt::format("metrics[{}].timestamp (milliseconds)", i)));
+      DLSYS_ASSIGN_OR_RETURN(p.timestamp, batch_int(*t, [i] {
+                               return fmt::format("metrics[{}].timestamp (milliseconds)", i);
+                             }));
     }
     out.push_back(std::move(p));
     ++i;
   }
   return out;
+}
+
+// The columnar form: {"series": [{"key", "steps": [...], "values": [...], "timestamps": [...]
+// (optional, milliseconds)}]}, appended to `out` (at most kMaxPointsPerBatch points in all).
+Status series_points(const json& body, std::vector<MetricPoint>* out) {
+  auto it = body.find("series");
+  if (it == body.end() || it->is_null()) return Status::OK();
+  if (!it->is_array()) return Status::Invalid("field 'series' must be an array");
+  for (size_t i = 0; i < it->size(); ++i) {
+    const json& s = (*it)[i];
+    if (!s.is_object()) return Status::Invalid("series[{}] must be an object", i);
+    auto k = s.find("key");
+    if (k == s.end() || !k->is_string() || k->get_ref<const std::string&>().empty())
+      return Status::Invalid("series[{}].key must be a metric's name", i);
+    auto steps = s.find("steps");
+    auto values = s.find("values");
+    auto ts = s.find("timestamps");
+    if (steps == s.end() || !steps->is_array() || values == s.end() || !values->is_array())
+      return Status::Invalid("series[{}] needs 'steps' and 'values', arrays of numbers", i);
+    if (steps->size() != values->size())
+      return Status::Invalid("series[{}] has {} steps and {} values: give one value per step", i,
+                             steps->size(), values->size());
+    const bool has_ts = ts != s.end() && !ts->is_null();
+    if (has_ts && (!ts->is_array() || ts->size() != steps->size()))
+      return Status::Invalid("series[{}].timestamps must be an array with one per step", i);
+    if (out->size() + steps->size() > meta::kMaxPointsPerBatch)
+      return Status::Invalid("more than {} metric points in one batch: split the batch",
+                             meta::kMaxPointsPerBatch);
+    const std::string& key = k->get_ref<const std::string&>();
+    for (size_t j = 0; j < steps->size(); ++j) {
+      MetricPoint p;
+      p.key = key;
+      const json& v = (*values)[j];
+      if (!v.is_number()) return Status::Invalid("series[{}].values[{}] must be a number", i, j);
+      p.value = v.get<double>();
+      DLSYS_ASSIGN_OR_RETURN(p.step, batch_int((*steps)[j], [i, j] {
+                               return fmt::format("series[{}].steps[{}]", i, j);
+                             }));
+      if (has_ts) {
+        DLSYS_ASSIGN_OR_RETURN(p.timestamp, batch_int((*ts)[j], [i, j] {
+                                 return fmt::format("series[{}].timestamps[{}]", i, j);
+                               }));
+      }
+      out->push_back(std::move(p));
+    }
+  }
+  return Status::OK();
 }
 
 Result<std::vector<int64_t>> id_list(const std::string& s, const std::string& what) {
@@ -78,6 +135,35 @@ Result<std::vector<int64_t>> id_list(const std::string& s, const std::string& wh
     start = comma + 1;
   }
   return out;
+}
+
+// The integers of body[field], an array ("each of 'field'" names a bad one).
+Result<std::vector<int64_t>> int_array(const json& body, const std::string& field) {
+  std::vector<int64_t> out;
+  auto it = body.find(field);
+  if (it == body.end() || it->is_null()) return out;
+  if (!it->is_array()) return Status::Invalid("field '{}' must be an array of integers", field);
+  for (const json& v : *it) {
+    DLSYS_ASSIGN_OR_RETURN(int64_t id, json_int64(v, fmt::format("each of '{}'", field)));
+    out.push_back(id);
+  }
+  return out;
+}
+
+// The step range of a history: min_step / max_step from the body, else the query.
+Result<meta::StepRange> step_range(const Request& r, const json& body) {
+  meta::StepRange range;
+  for (const char* f : {"min_step", "max_step"}) {
+    std::optional<int64_t> v;
+    auto it = body.find(f);
+    if (it != body.end() && !it->is_null()) {
+      DLSYS_ASSIGN_OR_RETURN(v, json_int64(*it, f));
+    } else if (std::string q = r.query_or(f, ""); !q.empty()) {
+      DLSYS_ASSIGN_OR_RETURN(v, parse_int(q, f));
+    }
+    (std::string(f) == "min_step" ? range.min_step : range.max_step) = v;
+  }
+  return range;
 }
 
 }  // namespace
@@ -131,12 +217,7 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
     meta::SearchRunsRequest q;
     std::string ids = r.query_or("experiment_ids", r.query_or("experiment_id", ""));
     if (b.contains("experiment_ids")) {
-      if (!b["experiment_ids"].is_array())
-        return Status::Invalid("field 'experiment_ids' must be an array of integers");
-      for (auto& v : b["experiment_ids"]) {
-        DLSYS_ASSIGN_OR_RETURN(int64_t id, json_int64(v, "each of 'experiment_ids'"));
-        q.experiment_ids.push_back(id);
-      }
+      DLSYS_ASSIGN_OR_RETURN(q.experiment_ids, int_array(b, "experiment_ids"));
     } else {
       DLSYS_ASSIGN_OR_RETURN(q.experiment_ids, id_list(ids, "experiment_ids"));
     }
@@ -146,6 +227,11 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(q.page_token,
                            string_field(b, "page_token", false, r.query_or("page_token", "")));
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
+    if (b.contains("run_ids")) {
+      DLSYS_ASSIGN_OR_RETURN(q.run_ids, int_array(b, "run_ids"));
+    } else if (!r.query_or("run_ids", "").empty()) {
+      DLSYS_ASSIGN_OR_RETURN(q.run_ids, id_list(r.query_or("run_ids", ""), "run_ids"));
+    }
     DLSYS_ASSIGN_OR_RETURN(int64_t n2, int_field(b, "page_size", false, n));
     q.page_size = static_cast<int>(n2);
     DLSYS_ASSIGN_OR_RETURN(auto p, s->search_runs(q));
@@ -184,6 +270,7 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
         DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
         DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
         DLSYS_ASSIGN_OR_RETURN(auto metrics, metric_points(b));
+        DLSYS_RETURN_IF_ERROR(series_points(b, &metrics));
         DLSYS_ASSIGN_OR_RETURN(auto params, key_values(b, "params"));
         DLSYS_ASSIGN_OR_RETURN(auto tags, key_values(b, "tags"));
         DLSYS_RETURN_IF_ERROR(s->log_batch(id, metrics, params, tags, r.principal));
@@ -192,19 +279,66 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
               {{"metrics", metrics.size()}, {"params", params.size()}, {"tags", tags.size()}}}});
       },
       /*body_to_file=*/false, kBatchBodyLimit);
-  router.add(
-      "GET", "/api/v1/runs/{id}/metrics/{key...}", Access::kRead,
-      [s](Request& r) -> Result<Response> {
-        DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
-        DLSYS_ASSIGN_OR_RETURN(int64_t maxp,
-                               parse_int(r.query_or("max_points", "0"), "max_points"));
-        if (maxp < 0 || maxp > static_cast<int64_t>(meta::kMaxMetricPoints))
-          return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})", maxp,
-                                 meta::kMaxMetricPoints, meta::kDefaultMaxMetricPoints);
-        DLSYS_ASSIGN_OR_RETURN(meta::MetricHistory h,
-                               s->metric_history(id, r.param("key"), static_cast<int>(maxp)));
-        return Response::json_body(h);
-      });
+  router.add("GET", "/api/v1/runs/{id}/metrics/{key...}", Access::kRead,
+             [s](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(int64_t id, parse_int(r.param("id"), "run id"));
+               DLSYS_ASSIGN_OR_RETURN(int64_t maxp,
+                                      parse_int(r.query_or("max_points", "0"), "max_points"));
+               if (maxp < 0 || maxp > static_cast<int64_t>(meta::kMaxMetricPoints))
+                 return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})",
+                                        maxp, meta::kMaxMetricPoints,
+                                        meta::kDefaultMaxMetricPoints);
+               DLSYS_ASSIGN_OR_RETURN(meta::StepRange range, step_range(r, json::object()));
+               DLSYS_ASSIGN_OR_RETURN(
+                   meta::MetricHistory h,
+                   s->metric_history(id, r.param("key"), static_cast<int>(maxp), range));
+               return Response::json_body(h);
+             });
+  // Many runs' histories at once, columnar (a comparison's charts).
+  router.add("POST", "/api/v1/runs/metric-histories", Access::kRead,
+             [s](Request& r) -> Result<Response> {
+               DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+               DLSYS_ASSIGN_OR_RETURN(auto ids, int_array(b, "run_ids"));
+               std::vector<std::string> keys;
+               auto k = b.find("keys");
+               if (k == b.end() || !k->is_array())
+                 return Status::Invalid("field 'keys' must be an array of metric keys");
+               for (const json& v : *k) {
+                 if (!v.is_string()) return Status::Invalid("each of 'keys' must be a string");
+                 keys.push_back(v.get<std::string>());
+               }
+               DLSYS_ASSIGN_OR_RETURN(int64_t maxp, int_field(b, "max_points", false, 0));
+               if (maxp < 0 || maxp > meta::kMaxHistoryPoints)
+                 return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})",
+                                        maxp, meta::kMaxHistoryPoints, meta::kDefaultHistoryPoints);
+               DLSYS_ASSIGN_OR_RETURN(meta::StepRange range, step_range(r, b));
+               DLSYS_ASSIGN_OR_RETURN(
+                   auto hs, s->metric_histories(ids, keys, static_cast<int>(maxp), range));
+               // Columnar: a series is two arrays (steps and values), not an object per point.
+               std::string out = "{\"histories\":[";
+               for (size_t i = 0; i < hs.size(); ++i) {
+                 const meta::MetricHistory& h = hs[i];
+                 json head = {{"run_id", h.run_id},
+                              {"key", h.key},
+                              {"total_points", h.total_points},
+                              {"downsampled", h.downsampled}};
+                 std::string text = head.dump();
+                 text.pop_back();
+                 out += (i ? "," : "") + text + ",\"steps\":[";
+                 for (size_t j = 0; j < h.points.size(); ++j)
+                   fmt::format_to(std::back_inserter(out), "{}{}", j ? "," : "", h.points[j].step);
+                 out += "],\"values\":[";
+                 for (size_t j = 0; j < h.points.size(); ++j)
+                   fmt::format_to(std::back_inserter(out), "{}{}", j ? "," : "", h.points[j].value);
+                 out += "]}";
+               }
+               out += "]}";
+               Response resp;
+               resp.status = 200;
+               resp.content_type = "application/json";
+               resp.body = std::move(out);
+               return resp;
+             });
 
   // ---- artifacts ----
   router.add(

@@ -7,10 +7,12 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <optional>
 #include <thread>
 
 #include "api/http_server.h"
 #include "api/services.h"
+#include "api/web_routes.h"
 #include "cli/commands.h"
 #include "cli/pipeline_steps.h"
 #include "flow/pipeline_routes.h"
@@ -37,6 +39,7 @@ namespace {
 
 struct ServerArgs {
   std::string data_dir, host = "127.0.0.1", meta, access_log = "-";
+  std::optional<std::string> web_dir;  // unset: api::default_web_dir()
   int port = 8080, workers = 8, io_threads = 1, io_spin_us = 50;
   int64_t max_body_mb = 16, max_upload_mb = 8192, max_connections = 10000, memory_budget_mb = 1024;
   int64_t serve_memory_mb = 0;
@@ -223,6 +226,14 @@ int run_server(const ServerArgs& a) {
     monitor = std::make_unique<monitor::MonitorService>(be->store(), std::move(mon));
   }
   monitor::add_monitor_routes(be->router(), be->store(), monitor.get());
+  // The web UI (web/): its files from --web-dir, else where the build or install put them.
+  const std::string web_dir = a.web_dir ? *a.web_dir : api::default_web_dir();
+  if (a.web_dir && !std::filesystem::is_regular_file(*a.web_dir + "/index.html"))
+    return fail(
+        fmt::format("--web-dir {} holds no index.html: name the directory `vite build` "
+                    "wrote (the build's web/), or leave the option out",
+                    *a.web_dir));
+  api::add_web_routes(be->router(), web_dir);
   so.extra_metrics = [&models, m = monitor.get()] {
     return models.metrics_text() + (m ? m->metrics_text() : std::string());
   };
@@ -260,13 +271,15 @@ int run_server(const ServerArgs& a) {
   if (pipelines) pipelines->start();
   if (monitor) monitor->start();
   std::printf(
-      "dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s  connections: %zu  jobs: %s\n",
+      "dlsys server on http://%s:%d  data: %s  meta: %s  auth: %s  connections: %zu  jobs: %s  "
+      "ui: %s\n",
       so.host.c_str(), server.port(), (*backend)->options().data_dir.c_str(),
       a.meta.empty() ? "sqlite (meta.db)" : "postgresql",
       bo.auth ? "tokens required" : "off (loopback)", server.max_connections(),
       !job_service   ? "off"
       : k8s_executor ? "kubernetes"
-                     : "local");
+                     : "local",
+      web_dir.empty() ? "not built (--web-dir)" : "/");
   std::fflush(stdout);
   server.run();
   if (monitor) monitor->stop();
@@ -362,6 +375,9 @@ void add_server(CLI::App& app, int* rc) {
                 "this)")
       ->capture_default_str()
       ->check(CLI::Range(int64_t{1}, int64_t{86400}));
+  c->add_option("--web-dir", a->web_dir,
+                "The web UI's built files (default: web/ beside this program, or "
+                "$DLSYS_WEB_DIR); the UI is at /");
   c->add_flag("--no-monitor", a->no_monitor,
               "Do not follow request samples, labels and alert rules on this server (another "
               "server sharing the metadata database does)");

@@ -35,6 +35,7 @@ void add_search(CLI::App& app, int* rc);
 void add_predict(CLI::App& app, int* rc);
 void add_pipelines(CLI::App& app, int* rc);
 void add_monitor(CLI::App& app, int* rc);
+void add_notebook(CLI::App& app, int* rc);
 
 // Checks a job spec beyond its own fields, as the service will run it: a train job's training
 // spec read with its dataset and hyperparameters applied (cmd_jobs.cpp; the server checks

@@ -98,6 +98,7 @@ int main(int argc, char** argv) {
   dlsys::cli::add_search(app, &rc);
   dlsys::cli::add_pipelines(app, &rc);
   dlsys::cli::add_monitor(app, &rc);
+  dlsys::cli::add_notebook(app, &rc);
   dlsys::cli::add_predict(app, &rc);
   dlsys::cli::add_completion(app, &rc);
   try {

@@ -8,6 +8,7 @@
 
 #include "core/file_util.h"
 #include "core/json_get.h"
+#include "meta/metric_chunk.h"
 #include "meta/run_filter.h"
 
 namespace dlsys::meta {
@@ -17,6 +18,13 @@ namespace {
 const char* kRunColumns =
     "runs.id, runs.experiment_id, runs.name, runs.status, runs.start_time, runs.end_time, "
     "runs.created_by, runs.heartbeat_at, runs.end_reason";
+
+Status check_step_range(const StepRange& r) {
+  if (r.min_step && r.max_step && *r.min_step > *r.max_step)
+    return Status::Invalid("min_step {} is above max_step {}: give the lower step first",
+                           *r.min_step, *r.max_step);
+  return Status::OK();
+}
 
 bool terminal_status(const std::string& s) {
   return s == "FINISHED" || s == "FAILED" || s == "KILLED";
@@ -443,9 +451,9 @@ Result<std::vector<int64_t>> RunTracking::fail_stale_runs() {
 Status RunTracking::log_batch(int64_t run_id, const std::vector<MetricPoint>& metrics,
                               const std::vector<KeyValue>& params,
                               const std::vector<KeyValue>& tags, const Principal& who) {
-  if (metrics.size() > kMaxMetricsPerBatch)
-    return Status::Invalid("{} metrics in one batch; the limit is {}: split the batch",
-                           metrics.size(), kMaxMetricsPerBatch);
+  if (metrics.size() > kMaxPointsPerBatch)
+    return Status::Invalid("{} metric points in one batch; the limit is {}: split the batch",
+                           metrics.size(), kMaxPointsPerBatch);
   DLSYS_RETURN_IF_ERROR(check_kvs(params, "param", kMaxParamValueLength, kMaxParamsPerBatch));
   DLSYS_RETURN_IF_ERROR(check_kvs(tags, "tag", kMaxTagValueLength, kMaxTagsPerBatch));
   const std::string* last_key = nullptr;
@@ -498,16 +506,25 @@ Status RunTracking::log_batch(int64_t run_id, const std::vector<MetricPoint>& me
           rows));
     }
     if (!metrics.empty()) {
-      std::vector<SqlParams> rows;
-      rows.reserve(metrics.size());
+      // One chunk per key (metric_chunk.h), its points in the order logged.
+      std::map<std::string, std::vector<HistoryPoint>> chunks;
       std::map<std::string, const MetricPoint*> latest;
       for (const MetricPoint& m : metrics) {
-        rows.push_back({run_id, m.key, m.step, m.timestamp ? m.timestamp : now, m.value});
+        chunks[m.key].push_back({m.step, m.timestamp ? m.timestamp : now, m.value});
         auto& l = latest[m.key];
         if (!l || m.step >= l->step) l = &m;
       }
+      std::vector<SqlParams> rows;
+      for (auto& [key, pts] : chunks) {
+        int64_t lo = pts[0].step, hi = pts[0].step;
+        for (const HistoryPoint& p : pts) lo = std::min(lo, p.step), hi = std::max(hi, p.step);
+        rows.push_back(
+            {run_id, key, lo, hi, static_cast<int64_t>(pts.size()), encode_metric_chunk(pts)});
+      }
       DLSYS_RETURN_IF_ERROR(c.exec_many(
-          "INSERT INTO metrics (run_id, key, step, ts, value) VALUES ($1,$2,$3,$4,$5)", rows));
+          "INSERT INTO metric_chunks (run_id, key, min_step, max_step, n, points) VALUES "
+          "($1,$2,$3,$4,$5,$6)",
+          rows));
       rows.clear();
       for (auto& [key, m] : latest)
         rows.push_back({run_id, key, m->step, m->timestamp ? m->timestamp : now, m->value});
@@ -523,116 +540,107 @@ Status RunTracking::log_batch(int64_t run_id, const std::vector<MetricPoint>& me
   });
 }
 
+namespace {
+
+// Chunks read per query while a series is read (each at most a batch's points of one key).
+constexpr int64_t kChunksPerRead = 256;
+
+// The history of one series, read in two passes (metric_chunk.h) in the caller's transaction:
+// the chunks overlapping lo..hi, page by page in id order, and the series' rows from before
+// chunks (the `metrics` table). Pass 2 reads only the chunks pass 1 saw.
+Result<MetricHistory> read_history(SqlConnection& c, int64_t run_id, const std::string& key,
+                                   int64_t limit, int64_t lo, int64_t hi) {
+  HistoryDownsampler d(limit, lo, hi);
+  DLSYS_ASSIGN_OR_RETURN(auto legacy, c.query("SELECT step, ts, value FROM metrics WHERE "
+                                              "run_id = $1 AND key = $2 AND step BETWEEN $3 AND "
+                                              "$4",
+                                              {run_id, key, lo, hi}));
+  std::vector<HistoryPoint> old;
+  old.reserve(legacy.size());
+  for (auto& row : legacy) old.push_back({sql_int(row[0]), sql_int(row[1]), sql_double(row[2])});
+  legacy.clear();
+  int64_t seen = 0;  // the highest chunk id of pass 1
+  std::vector<HistoryPoint> pts;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const HistoryPoint& p : old) pass == 0 ? d.count(p) : d.keep(p);
+    int64_t after = 0;
+    for (;;) {
+      DLSYS_ASSIGN_OR_RETURN(
+          auto rows,
+          c.query("SELECT id, points FROM metric_chunks WHERE run_id = $1 AND key = $2 AND id > "
+                  "$3 AND id <= $4 AND max_step >= $5 AND min_step <= $6 ORDER BY id LIMIT $7",
+                  {run_id, key, after, pass == 0 ? INT64_MAX : seen, lo, hi, kChunksPerRead}));
+      for (auto& row : rows) {
+        after = sql_int(row[0]);
+        pts.clear();
+        DLSYS_RETURN_IF_ERROR(
+            decode_metric_chunk(sql_text(row[1]), &pts)
+                .with_context(fmt::format("run {} metric '{}' chunk {}", run_id, key, after)));
+        for (const HistoryPoint& p : pts) pass == 0 ? d.count(p) : d.keep(p);
+      }
+      if (static_cast<int64_t>(rows.size()) < kChunksPerRead) break;
+    }
+    if (pass == 0) seen = after > seen ? after : seen;
+    if (pass == 0 && d.total() == 0) break;
+  }
+  return d.finish(run_id, key);
+}
+
+}  // namespace
+
 Result<MetricHistory> RunTracking::metric_history(int64_t run_id, const std::string& key,
-                                                  int max_points) {
+                                                  int max_points, const StepRange& range) {
   DLSYS_RETURN_IF_ERROR(check_key("metric", key));
   if (max_points < 0 || max_points > kMaxMetricPoints)
     return Status::Invalid("max_points {} is out of range: use 1..{} (0 or none: {})", max_points,
                            kMaxMetricPoints, kDefaultMaxMetricPoints);
   const int64_t limit = max_points == 0 ? kDefaultMaxMetricPoints : max_points;
-  struct Point {
-    int64_t step, ts;
-    double value;
-    bool operator<(const Point& o) const {
-      return std::tie(step, ts, value) < std::tie(o.step, o.ts, o.value);
-    }
-    bool operator==(const Point& o) const {
-      return step == o.step && ts == o.ts && value == o.value;
-    }
-  };
-  std::vector<Point> points;
-  int64_t total = 0;
-  bool downsampled = false;
+  DLSYS_RETURN_IF_ERROR(check_step_range(range));
+  const int64_t lo = range.min_step.value_or(INT64_MIN), hi = range.max_step.value_or(INT64_MAX);
+  MetricHistory out;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
-    points.clear();
     DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
     if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
-    // A short series is returned as it is. Counting stops at limit + 1 (the real count of a
-    // longer one comes from the buckets below): no pass over a long series just to count it.
-    DLSYS_ASSIGN_OR_RETURN(auto n, c.query("SELECT COUNT(*) FROM (SELECT 1 FROM metrics WHERE "
-                                           "run_id = $1 AND key = $2 LIMIT $3) AS s",
-                                           {run_id, key, limit + 1}));
-    if (sql_int(n.at(0).at(0)) <= limit) {
-      // LIMIT too: on PostgreSQL, points logged since the count may be visible here.
-      DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT step, ts, value FROM metrics WHERE "
-                                                "run_id = $1 AND key = $2 ORDER BY step, ts "
-                                                "LIMIT $3",
-                                                {run_id, key, limit}));
-      downsampled = false;
-      total = static_cast<int64_t>(rows.size());
-      for (auto& row : rows)
-        points.push_back({sql_int(row[0]), sql_int(row[1]), sql_double(row[2])});
-      return Status::OK();
-    }
-    // Two index lookups (one MIN or MAX per query is what SQLite answers from the index).
-    DLSYS_ASSIGN_OR_RETURN(auto st, c.query("SELECT (SELECT MIN(step) FROM metrics WHERE "
-                                            "run_id = $1 AND key = $2), (SELECT MAX(step) FROM "
-                                            "metrics WHERE run_id = $1 AND key = $2)",
-                                            {run_id, key}));
-    downsampled = true;
-    // Buckets of consecutive steps, at most limit / 3 of them (each keeps up to 3 points).
-    // Normally bucket = (step - first) / width, exact. When the steps span more than int64
-    // (last - first overflows), bucket = step / width - first / width, which never overflows
-    // (width >= 3) and makes up to 3 more buckets (truncation toward zero), so fewer are asked.
-    const int64_t first = sql_int(st.at(0).at(0)), last = sql_int(st.at(0).at(1));
-    const __int128 span = static_cast<__int128>(last) - first + 1;
-    const bool exact = span <= INT64_MAX;
-    const int64_t buckets = std::max<int64_t>(1, limit / 3 - (exact ? 0 : 3));
-    __int128 w = (span + buckets - 1) / buckets;
-    if (!exact) w = std::max<__int128>(w, 3);
-    const int64_t width = static_cast<int64_t>(std::min<__int128>(w, INT64_MAX));
-    const int64_t offset = exact ? first : first / width;
-    const std::string bucket = exact ? "(step - CAST($3 AS BIGINT)) / CAST($4 AS BIGINT)"
-                                     : "step / CAST($4 AS BIGINT) - CAST($3 AS BIGINT)";
-    // g: per bucket (GROUP BY in the database) its minimum and maximum value and its first and
-    // last step. p adds the first step holding the minimum and the first holding the maximum
-    // (index range scans of the bucket's steps that stop at the first match). The result has one
-    // row per bucket: those steps with their timestamps (where several points share such a
-    // step: the earliest for the minimum and maximum, the latest for the last step) and the last
-    // point's value, and the bucket's count. Everything after g is scalar subqueries on the
-    // (run_id, key, step) index, so neither engine's plan depends on its estimate of the number of
-    // buckets. MATERIALIZED: each bucket's subqueries run once, not again inside every later
-    // subquery that names them.
-    const char* series = "x.run_id = $1 AND x.key = $2";
-    std::string sql = fmt::format(
-        "WITH g AS MATERIALIZED (SELECT MIN(value) AS lo, MAX(value) AS hi, MIN(step) AS fs, "
-        "MAX(step) AS ls, COUNT(*) AS n FROM metrics WHERE run_id = $1 AND key = $2 GROUP BY {0}), "
-        "p AS MATERIALIZED (SELECT lo, hi, ls, n, "
-        "(SELECT x.step FROM metrics x WHERE {1} AND x.step BETWEEN g.fs AND g.ls AND "
-        "x.value = g.lo ORDER BY x.step LIMIT 1) AS lo_step, "
-        "(SELECT x.step FROM metrics x WHERE {1} AND x.step BETWEEN g.fs AND g.ls AND "
-        "x.value = g.hi ORDER BY x.step LIMIT 1) AS hi_step FROM g), "
-        "q AS MATERIALIZED (SELECT lo, hi, ls, n, lo_step, hi_step, "
-        "(SELECT MIN(x.ts) FROM metrics x WHERE {1} AND x.step = p.lo_step AND x.value = p.lo) "
-        "AS lo_ts, "
-        "(SELECT MIN(x.ts) FROM metrics x WHERE {1} AND x.step = p.hi_step AND x.value = p.hi) "
-        "AS hi_ts, "
-        "(SELECT MAX(x.ts) FROM metrics x WHERE {1} AND x.step = p.ls) AS ls_ts FROM p) "
-        "SELECT lo_step, lo_ts, lo, hi_step, hi_ts, hi, ls, ls_ts, "
-        "(SELECT MAX(x.value) FROM metrics x WHERE {1} AND x.step = q.ls AND x.ts = q.ls_ts), n "
-        "FROM q",
-        bucket, series);
-    // PostgreSQL estimates as many buckets as rows and would spend a second compiling the plan.
-    if (c.dialect() == SqlDialect::kPostgres)
-      DLSYS_RETURN_IF_ERROR(c.exec_script("SET LOCAL jit = off"));
-    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, {run_id, key, offset, width}));
-    total = 0;
-    for (auto& row : rows) {
-      total += sql_int(row[9]);
-      for (int k = 0; k < 3; ++k)
-        points.push_back(
-            {sql_int(row[3 * k]), sql_int(row[3 * k + 1]), sql_double(row[3 * k + 2])});
-    }
-    std::sort(points.begin(), points.end());
-    points.erase(std::unique(points.begin(), points.end()), points.end());
-    // Only with limit < 3 (or the overflow case) can the buckets give more: keep the latest.
-    if (points.size() > static_cast<size_t>(limit))
-      points.erase(points.begin(), points.end() - limit);
+    DLSYS_ASSIGN_OR_RETURN(out, read_history(c, run_id, key, limit, lo, hi));
     return Status::OK();
   }));
-  MetricHistory out{run_id, key, total, downsampled, {}};
-  out.points.reserve(points.size());
-  for (const Point& p : points) out.points.push_back({p.step, p.ts, p.value});
+  return out;
+}
+
+Result<std::vector<MetricHistory>> RunTracking::metric_histories(
+    const std::vector<int64_t>& run_ids, const std::vector<std::string>& keys, int max_points,
+    const StepRange& range) {
+  if (run_ids.size() > kMaxHistoryRuns)
+    return Status::Invalid("{} runs asked; at most {} runs' histories at once: ask in parts",
+                           run_ids.size(), kMaxHistoryRuns);
+  if (keys.empty()) return Status::Invalid("no metric keys asked: name at least one in 'keys'");
+  if (keys.size() > kMaxHistoryKeys)
+    return Status::Invalid("{} keys asked; at most {} at once", keys.size(), kMaxHistoryKeys);
+  for (const std::string& k : keys) DLSYS_RETURN_IF_ERROR(check_key("metric", k));
+  if (max_points < 0 || max_points > kMaxHistoryPoints)
+    return Status::Invalid("max_points {} is out of range: use 1..{} (0 or none: {})", max_points,
+                           kMaxHistoryPoints, kDefaultHistoryPoints);
+  DLSYS_RETURN_IF_ERROR(check_step_range(range));
+  const int64_t limit = max_points == 0 ? kDefaultHistoryPoints : max_points;
+  const int64_t lo = range.min_step.value_or(INT64_MIN), hi = range.max_step.value_or(INT64_MAX);
+  std::vector<MetricHistory> out;
+  if (run_ids.empty()) return out;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    out.clear();
+    DLSYS_ASSIGN_OR_RETURN(
+        auto have, c.query("SELECT id FROM runs WHERE id IN (" + in_list(run_ids) + ")", {}));
+    std::set<int64_t> found;
+    for (auto& row : have) found.insert(sql_int(row[0]));
+    for (int64_t id : run_ids)
+      if (!found.count(id)) return Status::NotFound("run {} does not exist", id);
+    out.reserve(run_ids.size() * keys.size());
+    for (int64_t id : run_ids)
+      for (const std::string& k : keys) {
+        DLSYS_ASSIGN_OR_RETURN(MetricHistory h, read_history(c, id, k, limit, lo, hi));
+        out.push_back(std::move(h));
+      }
+    return Status::OK();
+  }));
   return out;
 }
 
@@ -645,6 +653,11 @@ Result<PageOf<Run>> RunTracking::search_runs(const SearchRunsRequest& req) {
   if (!req.experiment_ids.empty())
     where += (where.empty() ? "" : " AND ") +
              ("runs.experiment_id IN (" + in_list(req.experiment_ids) + ")");
+  if (req.run_ids.size() > kMaxSearchRunIds)
+    return Status::Invalid("{} run_ids in one search; at most {}: ask in parts", req.run_ids.size(),
+                           kMaxSearchRunIds);
+  if (!req.run_ids.empty())
+    where += (where.empty() ? "" : " AND ") + ("runs.id IN (" + in_list(req.run_ids) + ")");
   int64_t offset = 0;
   if (!req.page_token.empty()) {
     if (order.keyset) {

@@ -24,12 +24,23 @@ namespace dlsys::meta {
 // Limits (checked with 400-class errors that name the limit).
 constexpr size_t kMaxParamValueLength = 6000;
 constexpr size_t kMaxTagValueLength = 5000;
+// Points of one log_batch: as a list of point objects ("metrics", MLflow's limit), and in all
+// (the columnar "series" form of the REST route, docs/api.md).
 constexpr size_t kMaxMetricsPerBatch = 1000;
+constexpr size_t kMaxPointsPerBatch = 100000;
 constexpr size_t kMaxParamsPerBatch = 100;
 constexpr size_t kMaxTagsPerBatch = 100;
 // Points a metric history returns: the default (max_points 0) and the most a caller may ask.
 constexpr int kDefaultMaxMetricPoints = 1000;
 constexpr int kMaxMetricPoints = 100000;
+// metric_histories: runs and keys per call, and the points per series it returns by default and
+// at most (1,000 runs x 1,000 points is the largest answer: a comparison of 1,000 runs).
+constexpr size_t kMaxHistoryRuns = 1000;
+constexpr size_t kMaxHistoryKeys = 20;
+constexpr int kDefaultHistoryPoints = 200;
+constexpr int kMaxHistoryPoints = 1000;
+// Runs one search may name by id (SearchRunsRequest::run_ids).
+constexpr size_t kMaxSearchRunIds = 1000;
 
 struct MetricPoint {
   std::string key;
@@ -49,6 +60,13 @@ struct SearchRunsRequest {
   std::string order_by;  // "start_time DESC" (default), "metrics.acc DESC", "params.lr", "name"
   int page_size = 100;
   std::string page_token;
+  std::vector<int64_t> run_ids;  // only these runs (at most kMaxSearchRunIds); empty: any
+};
+
+// The steps of a metric series a history covers: both ends included, an unset end is open.
+struct StepRange {
+  std::optional<int64_t> min_step;
+  std::optional<int64_t> max_step;
 };
 
 struct ArtifactRecord {
@@ -184,8 +202,18 @@ class RunTracking {
   // The series of `key` in step order, at most max_points points (0: kDefaultMaxMetricPoints;
   // above kMaxMetricPoints is an error). A longer series is downsampled in the database: up to
   // max_points / 3 buckets of consecutive steps, each giving its minimum, its maximum and its
-  // last point (highest step, then latest timestamp), so a one-point spike survives.
-  Result<MetricHistory> metric_history(int64_t run_id, const std::string& key, int max_points);
+  // last point (highest step, then latest timestamp), so a one-point spike survives. `range`
+  // limits the steps first (a chart zoomed in asks for the steps it shows, at full detail).
+  Result<MetricHistory> metric_history(int64_t run_id, const std::string& key, int max_points,
+                                       const StepRange& range = {});
+  // The histories of every (run, key) pair, run by run in the order given and key by key, each
+  // downsampled exactly as metric_history does it, in one read of the points (a comparison of
+  // many runs). At most kMaxHistoryRuns runs and kMaxHistoryKeys keys; max_points 0 is
+  // kDefaultHistoryPoints, at most kMaxHistoryPoints. A pair without points has an empty
+  // history; a run that does not exist is NotFound.
+  Result<std::vector<MetricHistory>> metric_histories(const std::vector<int64_t>& run_ids,
+                                                      const std::vector<std::string>& keys,
+                                                      int max_points, const StepRange& range = {});
   Result<PageOf<Run>> search_runs(const SearchRunsRequest& req);
 
   // Artifact records (the bytes live in the ArtifactStore). Re-recording a path replaces it;

@@ -157,6 +157,13 @@ CREATE TABLE alerts (id {ID}, rule TEXT NOT NULL, deployment TEXT NOT NULL,
   resolved_at BIGINT NOT NULL);
 CREATE INDEX alerts_state ON alerts(state);
 )"},
+    // Metric points as chunks: one row per key per logged batch (meta/metric_chunk.h). Rows of
+    // `metrics` from before stay where they are and are read with the chunks.
+    {9, R"(
+CREATE TABLE metric_chunks (id {ID}, run_id BIGINT NOT NULL, key TEXT NOT NULL,
+  min_step BIGINT NOT NULL, max_step BIGINT NOT NULL, n BIGINT NOT NULL, points TEXT NOT NULL);
+CREATE INDEX metric_chunks_by_series ON metric_chunks(run_id, key, id);
+)"},
 };
 
 std::string dialect_sql(const char* sql, SqlDialect d) {

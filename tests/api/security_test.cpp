@@ -245,8 +245,8 @@ TEST_F(SecurityTest, BodyLimitsArePerRoute) {
   Start();
   auto run = Req("POST", "/api/v1/runs", R"({"experiment": "e"})");
   std::string batch = fmt::format("/api/v1/runs/{}/log-batch", J(run)["id"].get<int>());
-  // A metric batch is not an upload: 5 MiB is over its 4 MiB limit, named in the answer.
-  auto r = Req("POST", batch, std::string(5 << 20, ' '));
+  // A metric batch is not an upload: 9 MiB is over its 8 MiB limit, named in the answer.
+  auto r = Req("POST", batch, std::string(9 << 20, ' '));
   EXPECT_EQ(r.status, 413);
   EXPECT_NE(r.body.find(std::to_string(kBatchBodyLimit)), std::string::npos) << r.body;
   r = Req("PUT", "/api/v1/models/m/aliases/prod", std::string(100 << 10, ' '));

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "api/server_fixture.h"
+#include "api/web_routes.h"
 #include "core/file_util.h"
 #include "core/sha256.h"
 
@@ -156,6 +157,175 @@ TEST_F(ServerTest, ArtifactsStreamDeduplicateAndAreVerified) {
   auto bad = Req("GET", "/api/v1/runs/1/artifacts/weights/model.bin");
   EXPECT_EQ(bad.status, 500);
   EXPECT_NE(bad.body.find("corrupted"), std::string::npos);
+}
+
+// The web UI's files: the page with its security headers, hashed assets cached, and nothing
+// outside the UI's directory reachable (.., encoded .., a link out of assets/).
+TEST_F(ServerTest, WebUiFilesAreServedAndNothingElse) {
+  namespace fs = std::filesystem;
+  fs::path web = fs::temp_directory_path() / ("dlsys-web-" + random_hex(6));
+  fs::create_directories(web / "assets" / "sub");
+  auto put = [](const fs::path& p, const std::string& text) { std::ofstream(p) << text; };
+  put(web / "index.html", "<!doctype html><script type=module src=/assets/app-1.js></script>");
+  put(web / "assets" / "app-1.js", "console.log(1)");
+  put(web / "assets" / "sub" / "s.css", "body{}");
+  put(web / "secret.txt", "not an asset");
+  fs::create_symlink(web / "secret.txt", web / "assets" / "link.js");
+  Start(false, 16 << 20, [&](Router& r) { add_web_routes(r, web.string()); });
+  auto page = Req("GET", "/");
+  ASSERT_EQ(page.status, 200) << page.body;
+  EXPECT_NE(page.body.find("app-1.js"), std::string::npos);
+  EXPECT_EQ(page.headers["content-type"], "text/html; charset=utf-8");
+  EXPECT_NE(page.headers["content-security-policy"].find("script-src 'self'"), std::string::npos);
+  EXPECT_EQ(page.headers["cache-control"], "no-cache");
+  auto js = Req("GET", "/assets/app-1.js");
+  ASSERT_EQ(js.status, 200);
+  EXPECT_EQ(js.body, "console.log(1)");
+  EXPECT_EQ(js.headers["content-type"], "text/javascript; charset=utf-8");
+  EXPECT_NE(js.headers["cache-control"].find("immutable"), std::string::npos);
+  EXPECT_EQ(Req("GET", "/assets/sub/s.css").headers["content-type"], "text/css; charset=utf-8");
+  for (const char* bad :
+       {"/assets/../secret.txt", "/assets/%2e%2e/secret.txt", "/assets/sub/../../secret.txt",
+        "/assets/link.js", "/assets/none.js", "/assets/sub", "/assets/.%2Fapp-1.js"}) {
+    auto r = Req("GET", bad);
+    EXPECT_NE(r.status, 200) << bad;
+    EXPECT_EQ(r.body.find("not an asset"), std::string::npos) << bad;
+  }
+  TearDown();
+  fs::remove_all(web);
+  // Without a built UI the page says how to build it.
+  Start(false, 16 << 20, [](Router& r) { add_web_routes(r, ""); });
+  auto none = Req("GET", "/");
+  EXPECT_EQ(none.status, 404);
+  EXPECT_NE(none.body.find("make build"), std::string::npos);
+  EXPECT_EQ(Req("GET", "/assets/app-1.js").status, 404);
+}
+
+// whoami tells the UI the caller's role: everything without auth, the token's role with it.
+TEST_F(ServerTest, WhoamiNamesTheCallersRole) {
+  Start();
+  auto me = J(Req("GET", "/api/v1/whoami"));
+  EXPECT_EQ(me["role"], "admin");
+  EXPECT_EQ(me["auth"], false);
+  TearDown();
+  Start(/*auth=*/true);
+  EXPECT_EQ(Req("GET", "/api/v1/whoami").status, 401);
+  meta::Principal root{"root", meta::Role::kAdmin};
+  for (meta::Role role : {meta::Role::kViewer, meta::Role::kInference, meta::Role::kEditor}) {
+    auto t = backend_->store().tokens().create_token(std::string("t-") + meta::role_name(role),
+                                                     role, root);
+    ASSERT_TRUE(t.ok());
+    auto r = Req("GET", "/api/v1/whoami", "", {{"Authorization", "Bearer " + t->token}});
+    ASSERT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(J(r)["role"], meta::role_name(role));
+    EXPECT_EQ(J(r)["name"], std::string("t-") + meta::role_name(role));
+    EXPECT_EQ(J(r)["auth"], true);
+  }
+}
+
+// Many runs' histories in one columnar answer, and the step range of one history.
+TEST_F(ServerTest, MetricHistoriesOfManyRunsAreColumnar) {
+  Start();
+  std::vector<int64_t> ids;
+  for (int i = 0; i < 3; ++i) {
+    auto r = Req("POST", "/api/v1/runs", json{{"experiment", "cmp"}}.dump());
+    ASSERT_EQ(r.status, 201) << r.body;
+    ids.push_back(J(r)["id"].get<int64_t>());
+    json batch = {{"metrics", json::array()}};
+    for (int s = 0; s < 100; ++s)
+      batch["metrics"].push_back(
+          {{"key", "loss"}, {"value", s == 50 ? 9.5 : 0.25 * i}, {"step", s}});
+    ASSERT_EQ(
+        Req("POST", fmt::format("/api/v1/runs/{}/log-batch", ids.back()), batch.dump()).status,
+        200);
+  }
+  auto r = Req("POST", "/api/v1/runs/metric-histories",
+               json{{"run_ids", ids}, {"keys", {"loss"}}, {"max_points", 12}}.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  json h = J(r);
+  ASSERT_EQ(h["histories"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    const json& s = h["histories"][i];
+    EXPECT_EQ(s["run_id"], ids[i]);
+    EXPECT_EQ(s["total_points"], 100);
+    EXPECT_EQ(s["downsampled"], true);
+    ASSERT_EQ(s["steps"].size(), s["values"].size());
+    ASSERT_LE(s["steps"].size(), 12u);
+    bool spike = false;
+    for (size_t j = 0; j < s["steps"].size(); ++j)
+      spike |= s["steps"][j] == 50 && s["values"][j] == 9.5;
+    EXPECT_TRUE(spike) << s.dump();
+    EXPECT_EQ(s["steps"].back(), 99);
+  }
+  auto zoom =
+      J(Req("GET", fmt::format("/api/v1/runs/{}/metrics/loss?min_step=40&max_step=59", ids[0])));
+  EXPECT_EQ(zoom["total_points"], 20);
+  EXPECT_EQ(zoom["points"].front()["step"], 40);
+  EXPECT_EQ(zoom["points"].back()["step"], 59);
+  auto some = J(Req("POST", "/api/v1/runs/search", json{{"run_ids", {ids[1]}}}.dump()));
+  ASSERT_EQ(some["runs"].size(), 1u);
+  EXPECT_EQ(some["runs"][0]["id"], ids[1]);
+  // Bad input is a 400 naming the field.
+  for (auto [body, word] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"run_ids":[1],"keys":"loss"})", "keys"},
+           {R"({"run_ids":"1","keys":["loss"]})", "run_ids"},
+           {R"({"run_ids":[1],"keys":["loss"],"max_points":5000})", "max_points"},
+           {R"({"run_ids":[1],"keys":["loss"],"min_step":9,"max_step":3})", "min_step"}}) {
+    auto bad = Req("POST", "/api/v1/runs/metric-histories", body);
+    EXPECT_EQ(bad.status, 400) << body;
+    EXPECT_NE(bad.body.find(word), std::string::npos) << bad.body;
+  }
+  EXPECT_EQ(Req("GET", fmt::format("/api/v1/runs/{}/metrics/loss?min_step=x", ids[0])).status, 400);
+}
+
+// The columnar form of log-batch: each series' steps, values and timestamps read back as
+// logged, beside point objects in the same batch; bad series are 400s naming the place.
+TEST_F(ServerTest, LogBatchTakesColumnarSeries) {
+  Start();
+  auto run = Req("POST", "/api/v1/runs", json{{"experiment", "series"}}.dump());
+  ASSERT_EQ(run.status, 201);
+  const std::string batch = fmt::format("/api/v1/runs/{}/log-batch", J(run)["id"].get<int64_t>());
+  json steps = json::array(), values = json::array(), ts = json::array();
+  for (int i = 0; i < 3000; ++i) {
+    steps.push_back(i);
+    values.push_back(0.5 + i);
+    ts.push_back(1700000000000 + i);
+  }
+  json body = {{"series",
+                {{{"key", "loss"}, {"steps", steps}, {"values", values}, {"timestamps", ts}},
+                 {{"key", "lr"}, {"steps", {0, 10}}, {"values", {0.1, 0.01}}}}},
+               {"metrics", {{{"key", "acc"}, {"value", 0.9}, {"step", 3}}}}};
+  auto r = Req("POST", batch, body.dump());
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(J(r)["logged"]["metrics"], 3003);
+  auto h = J(Req("GET", fmt::format("/api/v1/runs/{}/metrics/loss?max_points=5000",
+                                    J(run)["id"].get<int64_t>())));
+  ASSERT_EQ(h["points"].size(), 3000u);
+  EXPECT_EQ(h["points"][1234]["step"], 1234);
+  EXPECT_EQ(h["points"][1234]["value"], 1234.5);
+  EXPECT_EQ(h["points"][1234]["timestamp"], 1700000001234);
+  auto got = J(Req("GET", fmt::format("/api/v1/runs/{}", J(run)["id"].get<int64_t>())));
+  EXPECT_EQ(got["metrics"]["lr"]["value"], 0.01);
+  EXPECT_EQ(got["metrics"]["loss"]["value"], 2999.5);
+  EXPECT_EQ(got["metrics"]["acc"]["value"], 0.9);
+  json big_steps = json::array(), big_values = json::array();
+  for (int i = 0; i < 100001; ++i) {
+    big_steps.push_back(i);
+    big_values.push_back(1);
+  }
+  for (auto [bad, word] : std::vector<std::pair<json, std::string>>{
+           {{{"series", {{{"key", "x"}, {"steps", {1, 2}}, {"values", {1}}}}}}, "series[0]"},
+           {{{"series", {{{"key", "x"}, {"steps", {1}}, {"values", {"a"}}}}}}, "values[0]"},
+           {{{"series", {{{"key", "x"}, {"steps", {1.5}}, {"values", {1}}}}}}, "steps[0]"},
+           {{{"series", {{{"steps", {1}}, {"values", {1}}}}}}, "key"},
+           {{{"series", {{{"key", "x"}, {"steps", {1}}, {"values", {1}}, {"timestamps", {1, 2}}}}}},
+            "timestamps"},
+           {{{"series", {{{"key", "x"}, {"steps", big_steps}, {"values", big_values}}}}}, "100000"},
+       }) {
+    auto e = Req("POST", batch, bad.dump());
+    EXPECT_EQ(e.status, 400) << bad.dump().substr(0, 200);
+    EXPECT_NE(e.body.find(word), std::string::npos) << e.body;
+  }
 }
 
 TEST_F(ServerTest, TokensAndRoles) {

@@ -96,12 +96,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 8);
+  EXPECT_EQ(*v, 9);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 8);
+  EXPECT_EQ(*(*again)->db().schema_version(), 9);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -175,8 +175,8 @@ TEST_P(MetaStoreTest, LimitsGiveClearErrors) {
                  "6000");
   expect_invalid(store_->runs().log_batch(id, {}, {}, {{"t", std::string(5001, 'v')}}, kAlice),
                  "5000");
-  std::vector<MetricPoint> many(1001, MetricPoint{"m", 1, 0, 0});
-  expect_invalid(store_->runs().log_batch(id, many, {}, {}, kAlice), "1000");
+  std::vector<MetricPoint> many(kMaxPointsPerBatch + 1, MetricPoint{"m", 1, 0, 0});
+  expect_invalid(store_->runs().log_batch(id, many, {}, {}, kAlice), "100000");
   expect_invalid(store_->runs().log_batch(id, {{"m", NAN, 3, 0}}, {}, {}, kAlice), "finite");
   expect_invalid(store_->runs().log_batch(id, {{"bad\nkey", 1, 0, 0}}, {}, {}, kAlice),
                  "character");
@@ -301,6 +301,172 @@ TEST_P(MetaStoreTest, MetricHistoryDownsamplesInTheDatabaseKeepingMinMaxAndLast)
     EXPECT_EQ(got[i].step, want[i].step) << i;
     EXPECT_EQ(got[i].value, want[i].value) << i;
   }
+}
+
+// metric_histories (many runs in one read, downsampled in memory) gives exactly what
+// metric_history (downsampled in the database) gives for each pair, with and without a step
+// range; a step range zooms in at full detail.
+TEST_P(MetaStoreTest, MetricHistoriesOfManyRunsMatchEachHistoryAndZoom) {
+  std::vector<int64_t> ids;
+  std::vector<std::vector<RefPoint>> loss;
+  uint64_t x = 12345;
+  auto rnd = [&x] {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    return static_cast<double>(x >> 40) / static_cast<double>(1ull << 24);
+  };
+  for (int r = 0; r < 4; ++r) {
+    int64_t id = new_run();
+    ids.push_back(id);
+    loss.emplace_back();
+    std::vector<MetricPoint> batch;
+    const int n = r == 3 ? 7 : 1500 + 700 * r;  // run 3 is short: returned as it is
+    for (int i = 0; i < n; ++i) {
+      // Ties (a coarse grid of values), spikes, and some steps logged twice (a resumed run).
+      double v = std::floor(rnd() * 8) / 8;
+      if (i == 333 * (r + 1)) v = 50;
+      if (i == 111 * (r + 1)) v = -50;
+      const int64_t step = i - (i % 97 == 5 ? 1 : 0);
+      loss.back().push_back({step, 2000000 + i, v});
+      batch.push_back({"loss", v, step, 2000000 + i});
+      if (r != 1) batch.push_back({"acc", 1 - v, step, 2000000 + i});
+      if (batch.size() >= kMaxMetricsPerBatch - 1) {
+        ASSERT_TRUE(store_->runs().log_batch(id, batch, {}, {}, kAlice).ok());
+        batch.clear();
+      }
+    }
+    ASSERT_TRUE(store_->runs().log_batch(id, batch, {}, {}, kAlice).ok());
+  }
+  auto same = [](const MetricHistory& a, const MetricHistory& b, const std::string& what) {
+    EXPECT_EQ(a.run_id, b.run_id) << what;
+    EXPECT_EQ(a.key, b.key) << what;
+    EXPECT_EQ(a.total_points, b.total_points) << what;
+    EXPECT_EQ(a.downsampled, b.downsampled) << what;
+    ASSERT_EQ(a.points.size(), b.points.size()) << what;
+    for (size_t i = 0; i < a.points.size(); ++i) {
+      EXPECT_EQ(a.points[i].step, b.points[i].step) << what << " point " << i;
+      EXPECT_EQ(a.points[i].timestamp, b.points[i].timestamp) << what << " point " << i;
+      EXPECT_EQ(a.points[i].value, b.points[i].value) << what << " point " << i;
+    }
+  };
+  for (int n : {3, 10, 31, 200, 1000}) {
+    for (StepRange range : {StepRange{}, StepRange{400, 1300}, StepRange{std::nullopt, 900},
+                            StepRange{1000, std::nullopt}}) {
+      auto all = store_->runs().metric_histories(ids, {"loss", "acc"}, n, range);
+      ASSERT_TRUE(all.ok()) << all.status().to_string();
+      ASSERT_EQ(all->size(), ids.size() * 2);
+      for (size_t i = 0; i < all->size(); ++i) {
+        const MetricHistory& h = (*all)[i];
+        EXPECT_EQ(h.run_id, ids[i / 2]);
+        EXPECT_EQ(h.key, i % 2 ? "acc" : "loss");
+        auto one = store_->runs().metric_history(h.run_id, h.key, n, range);
+        ASSERT_TRUE(one.ok()) << one.status().to_string();
+        same(h, *one,
+             fmt::format("run {} {} at {} points, steps {}..{}", h.run_id, h.key, n,
+                         range.min_step.value_or(-1), range.max_step.value_or(-1)));
+      }
+    }
+  }
+  // A zoomed history is the downsampling of the points in range: the spike at step 666 of run
+  // 2 (id[1]) is kept, and nothing outside 600..700 appears.
+  std::vector<RefPoint> in_range;
+  for (const RefPoint& p : loss[1])
+    if (p.step >= 600 && p.step <= 700) in_range.push_back(p);
+  auto zoom = store_->runs().metric_history(ids[1], "loss", 30, StepRange{600, 700});
+  ASSERT_TRUE(zoom.ok());
+  EXPECT_EQ(zoom->total_points, static_cast<int64_t>(in_range.size()));
+  auto want = expected_downsample(in_range, 30);
+  auto got = points_of(*zoom);
+  ASSERT_EQ(got.size(), want.size());
+  bool spike = false;
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].step, want[i].step) << i;
+    EXPECT_EQ(got[i].value, want[i].value) << i;
+    spike |= got[i].step == 666 && got[i].value == 50;
+  }
+  EXPECT_TRUE(spike) << "the spike at step 666 was dropped from the zoomed history";
+  // Bad asks name the problem; a missing run is NotFound; a key never logged is empty.
+  EXPECT_EQ(store_->runs().metric_history(ids[0], "loss", 10, StepRange{5, 4}).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->runs().metric_histories({ids[0], 999999}, {"loss"}, 10).status().code(),
+            StatusCode::kNotFound);
+  EXPECT_EQ(store_->runs().metric_histories(ids, {}, 10).status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->runs().metric_histories(ids, {"loss"}, kMaxHistoryPoints + 1).status().code(),
+            StatusCode::kInvalidArgument);
+  std::vector<int64_t> many(kMaxHistoryRuns + 1, ids[0]);
+  auto too_many = store_->runs().metric_histories(many, {"loss"}, 10);
+  EXPECT_EQ(too_many.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(too_many.status().message().find("1000"), std::string::npos);
+  auto absent = store_->runs().metric_histories({ids[1]}, {"acc"}, 10);
+  ASSERT_TRUE(absent.ok());
+  EXPECT_EQ(absent->at(0).total_points, 0);
+  EXPECT_TRUE(absent->at(0).points.empty());
+  // A search by run ids returns those runs only.
+  SearchRunsRequest q;
+  q.run_ids = {ids[2], ids[0]};
+  auto found = store_->runs().search_runs(q);
+  ASSERT_TRUE(found.ok()) << found.status().to_string();
+  std::set<int64_t> got_ids;
+  for (const meta::Run& r : found->items) got_ids.insert(r.id);
+  EXPECT_EQ(got_ids, (std::set<int64_t>{ids[0], ids[2]}));
+  q.run_ids.assign(kMaxSearchRunIds + 1, ids[0]);
+  EXPECT_EQ(store_->runs().search_runs(q).status().code(), StatusCode::kInvalidArgument);
+}
+
+// Points logged before schema 9 (one row each in `metrics`) are read with the chunks logged
+// after the upgrade, as one series; a damaged chunk is an error naming it, never a crash or a
+// partial answer.
+TEST_P(MetaStoreTest, MetricRowsFromBeforeChunksAreReadWithThem) {
+  store_.reset();
+  std::string url = new_database();
+  {
+    auto old = StoreDb::open(url, 2, {}, 8);
+    ASSERT_TRUE(old.ok()) << old.status().to_string();
+    Status st = (*old)->tx(true, [&](SqlConnection& c) -> Status {
+      DLSYS_RETURN_IF_ERROR(
+          c.exec("INSERT INTO experiments (name, created_at) VALUES ('e', 1)", {}));
+      DLSYS_RETURN_IF_ERROR(
+          c.exec("INSERT INTO runs (experiment_id, name, status, start_time) "
+                 "VALUES (1, 'r', 'RUNNING', 5000)",
+                 {}));
+      std::vector<SqlParams> rows;
+      for (int64_t i = 0; i < 500; ++i)
+        rows.push_back({int64_t{1}, "loss", i, 1000 + i, i == 77 ? 9.0 : 1.0});
+      return c.exec_many(
+          "INSERT INTO metrics (run_id, key, step, ts, value) VALUES ($1,$2,$3,$4,$5)", rows);
+    });
+    ASSERT_TRUE(st.ok()) << st.to_string();
+  }
+  auto s = MetaStore::open(url, 2);
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  std::vector<MetricPoint> batch;
+  for (int64_t i = 500; i < 1000; ++i)
+    batch.push_back({"loss", i == 800 ? -9.0 : 0.5, i, 1000 + i});
+  ASSERT_TRUE((*s)->runs().log_batch(1, batch, {}, {}, kAlice).ok());
+  auto whole = (*s)->runs().metric_history(1, "loss", 1000);
+  ASSERT_TRUE(whole.ok()) << whole.status().to_string();
+  ASSERT_EQ(whole->total_points, 1000);
+  ASSERT_EQ(whole->points.size(), 1000u);
+  for (int64_t i = 0; i < 1000; ++i) {
+    EXPECT_EQ(whole->points[i].step, i);
+    EXPECT_EQ(whole->points[i].timestamp, 1000 + i);
+  }
+  auto small = (*s)->runs().metric_history(1, "loss", 30);
+  ASSERT_TRUE(small.ok());
+  bool up = false, down = false;
+  for (auto& p : small->points) {
+    up |= p.step == 77 && p.value == 9.0;
+    down |= p.step == 800 && p.value == -9.0;
+  }
+  EXPECT_TRUE(up && down) << "a spike from before the upgrade or after it was dropped";
+  // Damage one chunk: the read fails and says which.
+  Status st = (*s)->db().tx(true, [](SqlConnection& c) {
+    return c.exec("UPDATE metric_chunks SET points = 'not*base64' || points", {});
+  });
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  auto bad = (*s)->runs().metric_history(1, "loss", 30);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("chunk"), std::string::npos) << bad.status().to_string();
 }
 
 TEST_P(MetaStoreTest, MetricHistoryLastPointIsTheLatestAtTheHighestStep) {
@@ -710,7 +876,7 @@ TEST_P(MetaStoreTest, MigrationToSchema3KeepsRunsAndVersions) {
   }
   auto s = MetaStore::open(url, 2);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
-  EXPECT_EQ(*(*s)->db().schema_version(), 8);
+  EXPECT_EQ(*(*s)->db().schema_version(), 9);
   auto run = (*s)->runs().get_run(1);
   ASSERT_TRUE(run.ok()) << run.status().to_string();
   EXPECT_EQ(run->status, "RUNNING");
