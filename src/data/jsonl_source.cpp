@@ -2,6 +2,7 @@
 // among the first rows; numbers become int64 or float64, strings string, booleans int64 (0/1),
 // arrays of numbers (nested to any depth, one fixed shape) tensor<f32>. A missing key or null
 // is a null; a line that is not an object, or a value of another type, is a bad row.
+#include <algorithm>
 #include <fstream>
 #include <set>
 
@@ -58,8 +59,14 @@ class JsonlSource : public RowSource {
       head_.emplace_back(line_, std::move(j));
       const json& o = head_.back().second;
       if (!o.is_object()) continue;  // reported as a bad row later
+      // json keeps an object's keys sorted: the order of first appearance comes from the line
+      // read again with its keys in the order written.
+      if (const auto written = nlohmann::ordered_json::parse(line, nullptr, false);
+          written.is_object())
+        for (const auto& [key, value] : written.items())
+          if (!kinds.count(key) && std::find(order.begin(), order.end(), key) == order.end())
+            order.push_back(key);
       for (auto it = o.begin(); it != o.end(); ++it) {
-        if (!kinds.count(it.key())) order.push_back(it.key());
         auto& k = kinds[it.key()];
         const json& v = it.value();
         std::vector<int64_t> shape;

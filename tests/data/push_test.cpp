@@ -525,6 +525,15 @@ TEST_F(PushTest, JsonlNpyAndIdx) {
   EXPECT_EQ(jr->schema.columns[2].type, ColumnType::kTensorF32);
   EXPECT_EQ(jr->value_text(1, 2), "[5,6,7,8]");
   EXPECT_TRUE(jr->columns[1].is_null(1));
+  // Columns keep the order the lines write them in, not the alphabet's.
+  auto z =
+      push_file("z", write("z.jsonl", "{\"zeta\": 1, \"alpha\": 2}\n{\"mid\": 3, \"zeta\": 4}\n"));
+  ASSERT_TRUE(z.ok()) << z.status().to_string();
+  auto zr = all_rows(z->version);
+  ASSERT_EQ(zr->schema.columns.size(), 3u);
+  EXPECT_EQ(zr->schema.columns[0].name, "zeta");
+  EXPECT_EQ(zr->schema.columns[1].name, "alpha");
+  EXPECT_EQ(zr->schema.columns[2].name, "mid");
 
   // NPY features [N, 3] float32 and int64 labels.
   std::vector<float> x(30);
