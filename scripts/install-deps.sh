@@ -37,6 +37,11 @@ PKGS=(
   # cli_test loads the script of `dlsys completion zsh` in a real zsh, and runs the README's
   # walkthrough, whose commands use curl
   zsh curl
+  # the web UI's browser tests (tests/ui: playwright-core from npm drives Debian's chromium,
+  # headless); `dlsys notebook` (Jupyter) and its executed example notebook (nbconvert, the
+  # Python kernel); the Python client's tests (pandas when present, a venv it installs into)
+  chromium jupyter-notebook python3-nbconvert jupyter-nbconvert python3-ipykernel python3-pandas
+  python3-venv python3-pip python3-setuptools python3-wheel
 )
 # The ONNX Runtime peer runs under node (npm package installed by bench/engine). A machine may
 # already carry another node build (nodesource) whose npm conflicts with Debian's: only install
