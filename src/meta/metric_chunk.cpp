@@ -89,6 +89,13 @@ void HistoryDownsampler::count(const HistoryPoint& p) {
   ++total_;
 }
 
+void HistoryDownsampler::count_span(int64_t n, int64_t first, int64_t last) {
+  if (n <= 0) return;
+  if (total_ == 0 || first < first_) first_ = first;
+  if (total_ == 0 || last > last_) last_ = last;
+  total_ += n;
+}
+
 void HistoryDownsampler::layout() {
   laid_out_ = true;
   whole_ = total_ <= limit_;

@@ -39,6 +39,8 @@ class HistoryDownsampler {
   HistoryDownsampler(int64_t limit, int64_t lo, int64_t hi) : limit_(limit), lo_(lo), hi_(hi) {}
   // Pass 1: every point of the series (points outside lo..hi are ignored).
   void count(const HistoryPoint& p);
+  // Pass 1 for `n` points (n >= 1) known to lie in lo..hi with steps first..last (a chunk's row).
+  void count_span(int64_t n, int64_t first, int64_t last);
   // Between the passes: how many points are in range.
   int64_t total() const { return total_; }
   // Pass 2: every point again (in any order). Points outside the first and last step seen by

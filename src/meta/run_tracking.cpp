@@ -545,43 +545,77 @@ namespace {
 // Chunks read per query while a series is read (each at most a batch's points of one key).
 constexpr int64_t kChunksPerRead = 256;
 
-// The history of one series, read in two passes (metric_chunk.h) in the caller's transaction:
-// the chunks overlapping lo..hi, page by page in id order, and the series' rows from before
-// chunks (the `metrics` table). Pass 2 reads only the chunks pass 1 saw.
+// The history of one series, read in two passes (metric_chunk.h) in the caller's transaction.
+// Pass 1 counts: a chunk wholly inside lo..hi by its row's count and step range alone (one
+// aggregate query, no decoding), a chunk across an end by its points. Pass 2 decodes the
+// chunks overlapping lo..hi, page by page in id order, only those pass 1 saw. The series' rows
+// from before chunks (the `metrics` table) join both passes.
+// Whether the database holds metric rows from before chunks (read_history skips their query
+// when it does not).
+Result<bool> has_legacy_metric_rows(SqlConnection& c) {
+  DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT 1 FROM metrics LIMIT 1", {}));
+  return !r.empty();
+}
+
 Result<MetricHistory> read_history(SqlConnection& c, int64_t run_id, const std::string& key,
-                                   int64_t limit, int64_t lo, int64_t hi) {
+                                   int64_t limit, int64_t lo, int64_t hi, bool legacy_rows) {
   HistoryDownsampler d(limit, lo, hi);
-  DLSYS_ASSIGN_OR_RETURN(auto legacy, c.query("SELECT step, ts, value FROM metrics WHERE "
-                                              "run_id = $1 AND key = $2 AND step BETWEEN $3 AND "
-                                              "$4",
-                                              {run_id, key, lo, hi}));
+  std::vector<SqlRow> legacy;
+  if (legacy_rows) {
+    DLSYS_ASSIGN_OR_RETURN(legacy, c.query("SELECT step, ts, value FROM metrics WHERE run_id = "
+                                           "$1 AND key = $2 AND step BETWEEN $3 AND $4",
+                                           {run_id, key, lo, hi}));
+  }
   std::vector<HistoryPoint> old;
   old.reserve(legacy.size());
   for (auto& row : legacy) old.push_back({sql_int(row[0]), sql_int(row[1]), sql_double(row[2])});
   legacy.clear();
-  int64_t seen = 0;  // the highest chunk id of pass 1
+  for (const HistoryPoint& p : old) d.count(p);
   std::vector<HistoryPoint> pts;
-  for (int pass = 0; pass < 2; ++pass) {
-    for (const HistoryPoint& p : old) pass == 0 ? d.count(p) : d.keep(p);
-    int64_t after = 0;
-    for (;;) {
-      DLSYS_ASSIGN_OR_RETURN(
-          auto rows,
-          c.query("SELECT id, points FROM metric_chunks WHERE run_id = $1 AND key = $2 AND id > "
-                  "$3 AND id <= $4 AND max_step >= $5 AND min_step <= $6 ORDER BY id LIMIT $7",
-                  {run_id, key, after, pass == 0 ? INT64_MAX : seen, lo, hi, kChunksPerRead}));
-      for (auto& row : rows) {
-        after = sql_int(row[0]);
-        pts.clear();
-        DLSYS_RETURN_IF_ERROR(
-            decode_metric_chunk(sql_text(row[1]), &pts)
-                .with_context(fmt::format("run {} metric '{}' chunk {}", run_id, key, after)));
-        for (const HistoryPoint& p : pts) pass == 0 ? d.count(p) : d.keep(p);
-      }
-      if (static_cast<int64_t>(rows.size()) < kChunksPerRead) break;
+  auto decode = [&](const SqlRow& row, int64_t id) -> Status {
+    pts.clear();
+    return decode_metric_chunk(sql_text(row[1]), &pts)
+        .with_context(fmt::format("run {} metric '{}' chunk {}", run_id, key, id));
+  };
+  DLSYS_ASSIGN_OR_RETURN(auto inside,
+                         c.query("SELECT COUNT(*), SUM(n), MIN(min_step), MAX(max_step), MAX(id) "
+                                 "FROM metric_chunks WHERE run_id = $1 AND key = $2 AND min_step "
+                                 ">= $3 AND max_step <= $4",
+                                 {run_id, key, lo, hi}));
+  int64_t seen = 0;  // the highest chunk id of pass 1
+  if (sql_int(inside.at(0).at(0)) > 0) {
+    d.count_span(sql_int(inside[0][1]), sql_int(inside[0][2]), sql_int(inside[0][3]));
+    seen = sql_int(inside[0][4]);
+  }
+  // Chunks across an end of the range (none without a range).
+  std::vector<SqlRow> across;
+  if (lo != INT64_MIN || hi != INT64_MAX) {
+    DLSYS_ASSIGN_OR_RETURN(across, c.query("SELECT id, points FROM metric_chunks WHERE run_id = "
+                                           "$1 AND key = $2 AND max_step >= $3 AND min_step <= "
+                                           "$4 AND (min_step < $3 OR max_step > $4)",
+                                           {run_id, key, lo, hi}));
+  }
+  for (const SqlRow& row : across) {
+    const int64_t id = sql_int(row[0]);
+    DLSYS_RETURN_IF_ERROR(decode(row, id));
+    for (const HistoryPoint& p : pts) d.count(p);
+    seen = std::max(seen, id);
+  }
+  if (d.total() == 0) return d.finish(run_id, key);
+  for (const HistoryPoint& p : old) d.keep(p);
+  int64_t after = 0;
+  for (;;) {
+    DLSYS_ASSIGN_OR_RETURN(
+        auto rows,
+        c.query("SELECT id, points FROM metric_chunks WHERE run_id = $1 AND key = $2 AND id > $3 "
+                "AND id <= $4 AND max_step >= $5 AND min_step <= $6 ORDER BY id LIMIT $7",
+                {run_id, key, after, seen, lo, hi, kChunksPerRead}));
+    for (const SqlRow& row : rows) {
+      after = sql_int(row[0]);
+      DLSYS_RETURN_IF_ERROR(decode(row, after));
+      for (const HistoryPoint& p : pts) d.keep(p);
     }
-    if (pass == 0) seen = after > seen ? after : seen;
-    if (pass == 0 && d.total() == 0) break;
+    if (static_cast<int64_t>(rows.size()) < kChunksPerRead) break;
   }
   return d.finish(run_id, key);
 }
@@ -601,7 +635,8 @@ Result<MetricHistory> RunTracking::metric_history(int64_t run_id, const std::str
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     DLSYS_ASSIGN_OR_RETURN(auto r, c.query("SELECT id FROM runs WHERE id = $1", {run_id}));
     if (r.empty()) return Status::NotFound("run {} does not exist", run_id);
-    DLSYS_ASSIGN_OR_RETURN(out, read_history(c, run_id, key, limit, lo, hi));
+    DLSYS_ASSIGN_OR_RETURN(bool legacy, has_legacy_metric_rows(c));
+    DLSYS_ASSIGN_OR_RETURN(out, read_history(c, run_id, key, limit, lo, hi, legacy));
     return Status::OK();
   }));
   return out;
@@ -634,9 +669,10 @@ Result<std::vector<MetricHistory>> RunTracking::metric_histories(
     for (int64_t id : run_ids)
       if (!found.count(id)) return Status::NotFound("run {} does not exist", id);
     out.reserve(run_ids.size() * keys.size());
+    DLSYS_ASSIGN_OR_RETURN(bool legacy, has_legacy_metric_rows(c));
     for (int64_t id : run_ids)
       for (const std::string& k : keys) {
-        DLSYS_ASSIGN_OR_RETURN(MetricHistory h, read_history(c, id, k, limit, lo, hi));
+        DLSYS_ASSIGN_OR_RETURN(MetricHistory h, read_history(c, id, k, limit, lo, hi, legacy));
         out.push_back(std::move(h));
       }
     return Status::OK();
