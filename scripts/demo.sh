@@ -8,7 +8,8 @@
 # then submit a train job to the server's training service, kill it, and see it retried from its
 # checkpoint to the weights of an uninterrupted run; a hyperparameter search; and the retrain
 # pipeline, started by new digits data, through its gate to a canary and a promotion; and
-# monitoring of the served digits, whose drift alert starts that pipeline again.
+# monitoring of the served digits, whose drift alert starts that pipeline again; and the
+# interactive environment: the web UI, the Python client and a notebook run against the server.
 set -euo pipefail
 BUILD=${1:-build}
 DLSYS="$BUILD/dlsys"
@@ -17,17 +18,17 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/11 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
+step "1/12 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
 if [ ! -f "$DIR/resnet18.onnx" ] || [ ! -f "$DIR/detector_nms.onnx" ]; then
   /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18 detector_nms
 else
   echo "already exported: $DIR/resnet18.onnx, $DIR/detector_nms.onnx"
 fi
 
-step "2/11 dlsys inspect"
+step "2/12 dlsys inspect"
 "$DLSYS" inspect "$DIR/resnet18.onnx" | head -12
 
-step "3/11 dlsys run, compared with PyTorch's own output"
+step "3/12 dlsys run, compared with PyTorch's own output"
 "$DLSYS" run "$DIR/resnet18.onnx" --input input="$DIR/resnet18.input.npy" --output-dir "$DIR/out" --threads 2
 /usr/bin/python3 - "$DIR" <<'PY'
 import sys, numpy as np
@@ -68,9 +69,9 @@ print(f"quantized: dlsys vs the ONNX operator definitions (numpy, exact integer 
 sys.exit(0 if rel <= 1e-5 else 1)
 PY
 
-step "4/11 dlsys bench (batch 8, 2 threads)"
+step "4/12 dlsys bench (batch 8, 2 threads)"
 "$DLSYS" bench "$DIR/resnet18.onnx" --batch 8 --threads 2 --seconds 3
-step "5/11 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
+step "5/12 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits" --threads 2
 "$DLSYS" run "$DIR/digits/model.onnx" --input input="$DIR/digits/val_x.npy" --output-dir "$DIR/digits/pred" --threads 2
 /usr/bin/python3 - "$DIR/digits" <<'PY'
@@ -122,7 +123,7 @@ print("row  class  probability")
 for i, r in enumerate(p): print(f"{i:<4} {r.argmax():<6} {r.max():.4f}")'
 fi
 
-step "6/11 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
+step "6/12 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
 # Starts `dlsys server` on a fresh data directory $1 (its output in $2): sets SERVER and URL.
 start_server() {
   rm -rf "$1"
@@ -158,7 +159,7 @@ cap = [l for l in ask("/metrics")[1].splitlines() if l.startswith("dlsys_http_co
 print("connection cap:", cap[0].split()[1], "(docs/security.md lists every bound)")
 PY
 
-step "7/11 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
+step "7/12 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
 "$DLSYS" deploy create digits --model digits@production --max-batch 32 --max-delay-us 1000 --server "$URL"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits-v2" --threads 2 --server "$URL" 2>&1 | tail -1
 "$DLSYS" models register digits --run 2 --server "$URL"
@@ -175,7 +176,7 @@ step "7/11 serving: deploy digits@production, infer the validation split over KS
 "$DLSYS" deploy show digits --server "$URL" | grep "shadow:"
 "$DLSYS" deploy list --server "$URL"
 
-step "8/11 the training service: a train job killed with SIGKILL mid-run, retried from its checkpoint to the same weights"
+step "8/12 the training service: a train job killed with SIGKILL mid-run, retried from its checkpoint to the same weights"
 "$DLSYS" jobs submit examples/jobs/digits-train.yaml --server "$URL"
 # Wait for its first checkpoint (every 100 steps), then kill its process as a crash would.
 for _ in $(seq 300); do
@@ -193,7 +194,7 @@ kill -KILL -- "-$PID" && echo "killed job 1's process group $PID (its latest che
 cmp "$HOME_DIR/jobs/1/run/model.onnx" "$DIR/digits-uninterrupted/model.onnx" \
   && echo "the retried job's model.onnx is byte-identical to the uninterrupted run's"
 
-step "9/11 hyperparameter search: 27 random trials of the digits MLP, stopped early by ASHA, the best registered"
+step "9/12 hyperparameter search: 27 random trials of the digits MLP, stopped early by ASHA, the best registered"
 "$DLSYS" search submit examples/search/digits-asha.yaml --wait --quiet --server "$URL"
 "$DLSYS" search show 1 --server "$URL" | head -12
 "$DLSYS" models list --server "$URL"
@@ -201,7 +202,7 @@ kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
 
-step "10/11 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
+step "10/12 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
 # A server of its own (a fresh data directory), run from the repository's root: the pipeline's
 # paths are relative to it. Each `data push` is an event of the pipeline's dataset trigger.
 start_server "$DIR/flow-home" "$DIR/flow-server.out"
@@ -227,7 +228,7 @@ follow_run 2
 echo "the same version again, by hand: every step up to the evaluation is a cached result"
 "$DLSYS" pipelines run retrain -p data=digits@v2 --wait --server "$URL" | grep -E "cached|better|SUCCEEDED$"
 
-step "11/11 monitoring: digits' served inputs against its training data; dimmed inputs drift, the alert starts the retrain pipeline"
+step "11/12 monitoring: digits' served inputs against its training data; dimmed inputs drift, the alert starts the retrain pipeline"
 # The same server: every request to digits sampled; windows of 2 s so the demo sees them end.
 "$DLSYS" deploy update digits --sample-rate 1 --server "$URL" >/dev/null
 cat >"$DIR/monitor.yaml" <<'YAML'
@@ -252,6 +253,31 @@ done
 "$DLSYS" monitor show digits --history 4 --server "$URL" | grep -E "^(c2[0-9] |c3[0-6] )|drifted in"
 echo "the alert started the retrain pipeline (on the newest data: the same version, so its gate decides):"
 follow_run 4 | tail -4
+
+step "12/12 the interactive environment: the web UI of this server, the Python client, and a notebook run by dlsys notebook"
+echo "the web UI is at $URL/ (a headless chromium draws three of its pages):"
+for page in runs models/digits deployments/digits; do
+  png="$DIR/ui-${page//\//-}.png"
+  chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$(mktemp -d)" --window-size=1400,900 --virtual-time-budget=5000 \
+    --screenshot="$png" "$URL/#/$page" >/dev/null 2>&1 && echo "  $URL/#/$page -> $png"
+done
+echo "the Python client (clients/python, standard library only) logs a run and reads it back:"
+PYTHONPATH=clients/python DLSYS_URL="$URL" /usr/bin/python3 - <<'PY'
+import dlsys
+c = dlsys.Client()
+with c.start_run(experiment="demo-client", params={"lr": 0.1}) as run:
+    for step in range(100):
+        run.log_metric("loss", 1 / (step + 1) + (2.0 if step == 50 else 0), step)
+h = c.get_metric_history(run.id, "loss", max_points=12)
+print(f"  run {run.id}: {h.total_points} points, {len(h)} kept; the spike at step 50 is",
+      "kept" if any(p.step == 50 and p.value > 2 for p in h) else "LOST")
+print(f"  models: {[m['name'] for m in c.list_models()]}; deployments: {[d['name'] for d in c.list_deployments()]}")
+PY
+echo "examples/notebooks/explore.ipynb, run to its end by dlsys notebook against this server:"
+DLSYS_EXAMPLE_DATASET=digits DLSYS_EXAMPLE_DEPLOYMENT=digits "$DLSYS" notebook --server "$URL" \
+  --dir "$DIR/notebooks" --execute examples/notebooks/explore.ipynb --output "$DIR/explore.ipynb"
 kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
