@@ -229,6 +229,8 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
     DLSYS_ASSIGN_OR_RETURN(int n, page_size_of(r));
     if (b.contains("run_ids")) {
       DLSYS_ASSIGN_OR_RETURN(q.run_ids, int_array(b, "run_ids"));
+      // No run named is no run (not every run): a comparison with nothing selected.
+      if (q.run_ids.empty()) return Response::json_body({{"runs", json::array()}});
     } else if (!r.query_or("run_ids", "").empty()) {
       DLSYS_ASSIGN_OR_RETURN(q.run_ids, id_list(r.query_or("run_ids", ""), "run_ids"));
     }

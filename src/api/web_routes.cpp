@@ -94,31 +94,34 @@ void add_web_routes(Router& router, const std::string& dir) {
   const fs::path root = dir.empty() ? fs::path() : fs::weakly_canonical(dir, ec);
   const bool built = !dir.empty() && !ec && fs::is_regular_file(root / "index.html", ec);
   router.add("GET", "/", Access::kPublic, [root, built](Request&) -> Result<Response> {
-    if (!built) return not_built();
+    std::error_code ec;
+    // (A build in progress may have removed it since the start.)
+    if (!built || !fs::is_regular_file(root / "index.html", ec)) return not_built();
     Response r;
     r.content_type = "text/html; charset=utf-8";
     r.file_path = (root / "index.html").string();
     add_page_headers(&r);
     return r;
   });
-  router.add("GET", "/assets/{path...}", Access::kPublic,
-             [root, built](Request& req) -> Result<Response> {
-               const std::string& p = req.param("path");
-               auto missing = [&p] { return Status::NotFound("no web asset '{}'", p); };
-               if (!built || !safe_asset_path(p)) return missing();
-               std::error_code ec;
-               const fs::path file = fs::weakly_canonical(root / "assets" / p, ec);
-               // A link inside assets/ may not lead out of the UI's directory.
-               const std::string prefix = (root / "assets").string() + "/";
-               if (ec || file.string().rfind(prefix, 0) != 0 || !fs::is_regular_file(file, ec))
-                 return missing();
-               Response r;
-               r.content_type = content_type_of(file);
-               r.file_path = file.string();
-               r.headers.push_back({"Cache-Control", "public, max-age=31536000, immutable"});
-               r.headers.push_back({"X-Content-Type-Options", "nosniff"});
-               return r;
-             });
+  router.add(
+      "GET", "/assets/{path...}", Access::kPublic, [root, built](Request& req) -> Result<Response> {
+        const std::string& p = req.param("path");
+        auto missing = [&p] { return Status::NotFound("no web asset '{}'", p); };
+        if (!built || !safe_asset_path(p)) return missing();
+        std::error_code ec;
+        const fs::path file = fs::weakly_canonical(root / "assets" / p, ec);
+        // A link inside assets/ may not lead out of the UI's assets (which may be a link).
+        std::error_code ec2;
+        const std::string prefix = fs::weakly_canonical(root / "assets", ec2).string() + "/";
+        if (ec || ec2 || file.string().rfind(prefix, 0) != 0 || !fs::is_regular_file(file, ec))
+          return missing();
+        Response r;
+        r.content_type = content_type_of(file);
+        r.file_path = file.string();
+        r.headers.push_back({"Cache-Control", "public, max-age=31536000, immutable"});
+        r.headers.push_back({"X-Content-Type-Options", "nosniff"});
+        return r;
+      });
 }
 
 }  // namespace dlsys::api

@@ -35,7 +35,7 @@ using nlohmann::json;
 struct NotebookArgs : ClientArgs {
   int port = 8888;
   std::string dir, jupyter = "jupyter-notebook", role = "editor", execute, output;
-  int64_t timeout_s = 600, start_timeout_s = 60;
+  int64_t timeout_s = 600, max_seconds = 3600, start_timeout_s = 60;
 };
 
 // The first directory holding the Python client's package (dlsys/__init__.py): $DLSYS_PYTHON_
@@ -90,6 +90,11 @@ void on_stop_signal(int sig) {
 }
 
 int run_notebook(const NotebookArgs& a) {
+  // Ctrl-C, a kill or a closed terminal stop Jupyter (its own process group does not get them)
+  // and revoke the notebook's token, at any point after this.
+  struct sigaction sa = {};
+  sa.sa_handler = on_stop_signal;
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) sigaction(sig, &sa, nullptr);
   auto conn = connect(a);
   if (!conn.ok()) return fail(conn.status().message());
   if (Status st = need_server(*conn); !st.ok())
@@ -120,7 +125,14 @@ int run_notebook(const NotebookArgs& a) {
                               role));
   }
   auto revoke = [&] {
-    if (own_token) (void)client.call("DELETE", fmt::format("/api/v1/tokens/{}", *own_token));
+    if (!own_token) return;
+    auto r = client.call("DELETE", fmt::format("/api/v1/tokens/{}", *own_token));
+    if (!r.ok())
+      std::fprintf(stderr,
+                   "warning: the notebook's token (id %lld) could not be revoked: %s; revoke it "
+                   "with `dlsys tokens revoke %lld`\n",
+                   static_cast<long long>(*own_token), r.status().message().c_str(),
+                   static_cast<long long>(*own_token));
   };
 
   auto pyclient = python_client_dir();
@@ -167,16 +179,22 @@ int run_notebook(const NotebookArgs& a) {
     fs::remove(spec.log_path, ec);
     auto child = jobs::ChildProcess::start(spec);
     if (!child.ok()) return revoke(), fail(child.status().message());
-    auto st = (*child)->wait_for(std::chrono::seconds(a.timeout_s + 30));
+    // Each cell has --timeout-s (nbconvert); the whole notebook --max-seconds.
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(a.max_seconds);
+    std::optional<jobs::ExitStatus> st;
+    while (!(st = (*child)->wait_for(std::chrono::milliseconds(200))) && !g_stop_signal &&
+           std::chrono::steady_clock::now() < deadline) {
+    }
     if (!st) (*child)->stop(std::chrono::seconds(5));
     revoke();
+    if (g_stop_signal) return fail("stopped: the notebook did not run to its end");
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (!st || !st->ok())
       return fail(fmt::format(
           "the notebook {} did not run to its end ({}); nbconvert said:\n{}\nThe cell's error is "
           "in the output notebook {} when it was written",
-          a.execute, st ? st->describe() : "over --timeout-s", log_tail(spec.log_path), out));
+          a.execute, st ? st->describe() : "over --max-seconds", log_tail(spec.log_path), out));
     if (a.json)
       print_json({{"notebook", in}, {"output", out}, {"seconds", secs}, {"server", server}});
     else
@@ -203,7 +221,7 @@ int run_notebook(const NotebookArgs& a) {
   // Ready when Jupyter answers its status with our token (every wait has a deadline).
   const auto deadline = t0 + std::chrono::seconds(a.start_timeout_s);
   bool ready = false;
-  while (std::chrono::steady_clock::now() < deadline) {
+  while (std::chrono::steady_clock::now() < deadline && !g_stop_signal) {
     if (auto ended = jp.wait_for(std::chrono::milliseconds(100))) {
       revoke();
       std::string tail = log_tail(spec.log_path);
@@ -226,6 +244,11 @@ int run_notebook(const NotebookArgs& a) {
       ready = true;
       break;
     }
+  }
+  if (!ready && g_stop_signal) {
+    jp.stop(std::chrono::seconds(5));
+    revoke();
+    return fail("stopped before Jupyter was ready");
   }
   if (!ready) {
     jp.stop(std::chrono::seconds(5));
@@ -256,10 +279,6 @@ int run_notebook(const NotebookArgs& a) {
         token.empty() ? "" : fmt::format(", DLSYS_TOKEN with role {}", role).c_str());
   }
   std::fflush(stdout);
-  struct sigaction sa = {};
-  sa.sa_handler = on_stop_signal;
-  sigaction(SIGINT, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
   std::optional<jobs::ExitStatus> ended;
   while (!(ended = jp.wait_for(std::chrono::milliseconds(500))) && !g_stop_signal) {
   }
@@ -296,6 +315,10 @@ void add_notebook(CLI::App& app, int* rc) {
                 "With --execute: where the executed notebook goes "
                 "(default: over the input)");
   c->add_option("--timeout-s", a->timeout_s, "With --execute: seconds a cell may run")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--max-seconds", a->max_seconds,
+                "With --execute: seconds the whole notebook may run before it is stopped")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_option("--start-timeout-s", a->start_timeout_s,

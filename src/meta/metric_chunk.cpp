@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <array>
 #include <bit>
+#include <cmath>
 #include <cstring>
 #include <tuple>
 
@@ -45,7 +46,8 @@ std::string encode_metric_chunk(const std::vector<HistoryPoint>& points) {
   return out;
 }
 
-Status decode_metric_chunk(std::string_view text, std::vector<HistoryPoint>* out) {
+Status decode_metric_chunk(std::string_view text, int64_t n_expected, int64_t min_step,
+                           int64_t max_step, std::vector<HistoryPoint>* out) {
   static const auto table = [] {
     std::array<int8_t, 256> t;
     t.fill(-1);
@@ -56,6 +58,9 @@ Status decode_metric_chunk(std::string_view text, std::vector<HistoryPoint>* out
     return Status::IOError("a metric chunk of {} characters is damaged: a point takes 32",
                            text.size());
   const size_t n = text.size() / 32;
+  if (static_cast<int64_t>(n) != n_expected)
+    return Status::IOError("a metric chunk is damaged: it holds {} points, its row says {}", n,
+                           n_expected);
   out->reserve(out->size() + n);
   unsigned char raw[kPointBytes];
   for (size_t p = 0; p < n; ++p) {
@@ -77,6 +82,11 @@ Status decode_metric_chunk(std::string_view text, std::vector<HistoryPoint>* out
     std::memcpy(&h.step, raw, 8);
     std::memcpy(&h.timestamp, raw + 8, 8);
     std::memcpy(&h.value, raw + 16, 8);
+    if (h.step < min_step || h.step > max_step || !std::isfinite(h.value))
+      return Status::IOError(
+          "a metric chunk is damaged: point {} (step {}, value {}) does not fit "
+          "its row (steps {}..{}, finite values)",
+          p, h.step, h.value, min_step, max_step);
     out->push_back(h);
   }
   return Status::OK();
@@ -144,7 +154,13 @@ MetricHistory HistoryDownsampler::finish(int64_t run_id, const std::string& key)
   if (whole_) {
     out = std::move(all_);
     std::sort(out.begin(), out.end(), by_order);
-    return h;
+    if (out.size() <= static_cast<size_t>(limit_)) return h;
+    // More points came in pass 2 than pass 1 counted (a writer's chunk became visible in
+    // between, on PostgreSQL): downsample what was read, in memory.
+    HistoryDownsampler again(limit_, lo_, hi_);
+    for (const HistoryPoint& p : out) again.count(p);
+    for (const HistoryPoint& p : out) again.keep(p);
+    return again.finish(run_id, key);
   }
   for (const Bucket& b : buckets_)
     if (b.used) {

@@ -29,9 +29,12 @@ namespace dlsys::meta {
 
 // The text of a chunk holding `points` (in the order given).
 std::string encode_metric_chunk(const std::vector<HistoryPoint>& points);
-// Appends the points of a chunk's text to `out`. An error names what is wrong (a length that is
-// not whole points, a character outside base64): a damaged row, never a partial read.
-Status decode_metric_chunk(std::string_view text, std::vector<HistoryPoint>* out);
+// Appends the points of a chunk's text to `out`, checked against its row: `n` points, steps in
+// min_step..max_step, finite values. An error names what is wrong (a length that is not whole
+// points, a character outside base64, a count, step or value that does not fit the row): a
+// damaged row, never a partial or wrong read.
+Status decode_metric_chunk(std::string_view text, int64_t n, int64_t min_step, int64_t max_step,
+                           std::vector<HistoryPoint>* out);
 
 class HistoryDownsampler {
  public:

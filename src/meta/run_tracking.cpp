@@ -542,14 +542,6 @@ Status RunTracking::log_batch(int64_t run_id, const std::vector<MetricPoint>& me
 
 namespace {
 
-// Chunks read per query while a series is read (each at most a batch's points of one key).
-constexpr int64_t kChunksPerRead = 256;
-
-// The history of one series, read in two passes (metric_chunk.h) in the caller's transaction.
-// Pass 1 counts: a chunk wholly inside lo..hi by its row's count and step range alone (one
-// aggregate query, no decoding), a chunk across an end by its points. Pass 2 decodes the
-// chunks overlapping lo..hi, page by page in id order, only those pass 1 saw. The series' rows
-// from before chunks (the `metrics` table) join both passes.
 // Whether the database holds metric rows from before chunks (read_history skips their query
 // when it does not).
 Result<bool> has_legacy_metric_rows(SqlConnection& c) {
@@ -557,24 +549,66 @@ Result<bool> has_legacy_metric_rows(SqlConnection& c) {
   return !r.empty();
 }
 
+// Points decoded at once while a series is read: chunks are fetched in groups of at most this
+// many points (one chunk alone may hold kMaxPointsPerBatch), and rows from before chunks in
+// pages of this many.
+constexpr int64_t kPointsPerRead = 262144;
+
+// Calls fn(point) for every row of the series from before chunks with a step in lo..hi, a page
+// at a time in step order (a page ends before its last step, which the next page reads whole).
+template <typename Fn>
+Status for_each_legacy_point(SqlConnection& c, int64_t run_id, const std::string& key, int64_t lo,
+                             int64_t hi, Fn&& fn) {
+  int64_t from = lo;
+  for (;;) {
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT step, ts, value FROM metrics WHERE run_id = "
+                                              "$1 AND key = $2 AND step BETWEEN $3 AND $4 ORDER "
+                                              "BY step LIMIT $5",
+                                              {run_id, key, from, hi, kPointsPerRead}));
+    if (static_cast<int64_t>(rows.size()) < kPointsPerRead) {
+      for (const SqlRow& r : rows) fn(HistoryPoint{sql_int(r[0]), sql_int(r[1]), sql_double(r[2])});
+      return Status::OK();
+    }
+    const int64_t last = sql_int(rows.back()[0]);
+    if (sql_int(rows.front()[0]) == last) {
+      // One step holds a whole page: read that step alone, then go on after it.
+      DLSYS_ASSIGN_OR_RETURN(auto same, c.query("SELECT step, ts, value FROM metrics WHERE "
+                                                "run_id = $1 AND key = $2 AND step = $3",
+                                                {run_id, key, last}));
+      for (const SqlRow& r : same) fn(HistoryPoint{sql_int(r[0]), sql_int(r[1]), sql_double(r[2])});
+      if (last == hi) return Status::OK();
+      from = last + 1;
+      continue;
+    }
+    for (const SqlRow& r : rows)
+      if (sql_int(r[0]) != last) fn(HistoryPoint{sql_int(r[0]), sql_int(r[1]), sql_double(r[2])});
+    from = last;
+  }
+}
+
+// The history of one series, read in two passes (metric_chunk.h) in the caller's transaction.
+// Pass 1 counts: the rows from before chunks and the chunks wholly inside lo..hi by aggregates
+// (no decoding), a chunk across an end of the range by its points. Pass 2 decodes the chunks
+// overlapping lo..hi that pass 1 saw (ids up to the highest it saw), in groups of at most
+// kPointsPerRead points, and the rows again a page at a time: memory is bounded by the answer
+// and one group, never the series.
 Result<MetricHistory> read_history(SqlConnection& c, int64_t run_id, const std::string& key,
                                    int64_t limit, int64_t lo, int64_t hi, bool legacy_rows) {
   HistoryDownsampler d(limit, lo, hi);
-  std::vector<SqlRow> legacy;
   if (legacy_rows) {
-    DLSYS_ASSIGN_OR_RETURN(legacy, c.query("SELECT step, ts, value FROM metrics WHERE run_id = "
-                                           "$1 AND key = $2 AND step BETWEEN $3 AND $4",
-                                           {run_id, key, lo, hi}));
+    DLSYS_ASSIGN_OR_RETURN(auto agg, c.query("SELECT COUNT(*), MIN(step), MAX(step) FROM metrics "
+                                             "WHERE run_id = $1 AND key = $2 AND step BETWEEN $3 "
+                                             "AND $4",
+                                             {run_id, key, lo, hi}));
+    if (sql_int(agg.at(0).at(0)) > 0)
+      d.count_span(sql_int(agg[0][0]), sql_int(agg[0][1]), sql_int(agg[0][2]));
   }
-  std::vector<HistoryPoint> old;
-  old.reserve(legacy.size());
-  for (auto& row : legacy) old.push_back({sql_int(row[0]), sql_int(row[1]), sql_double(row[2])});
-  legacy.clear();
-  for (const HistoryPoint& p : old) d.count(p);
   std::vector<HistoryPoint> pts;
-  auto decode = [&](const SqlRow& row, int64_t id) -> Status {
+  auto decode = [&](const SqlRow& row) -> Status {
     pts.clear();
-    return decode_metric_chunk(sql_text(row[1]), &pts)
+    const int64_t id = sql_int(row[0]);
+    return decode_metric_chunk(sql_text(row[1]), sql_int(row[2]), sql_int(row[3]), sql_int(row[4]),
+                               &pts)
         .with_context(fmt::format("run {} metric '{}' chunk {}", run_id, key, id));
   };
   DLSYS_ASSIGN_OR_RETURN(auto inside,
@@ -587,35 +621,53 @@ Result<MetricHistory> read_history(SqlConnection& c, int64_t run_id, const std::
     d.count_span(sql_int(inside[0][1]), sql_int(inside[0][2]), sql_int(inside[0][3]));
     seen = sql_int(inside[0][4]);
   }
-  // Chunks across an end of the range (none without a range).
-  std::vector<SqlRow> across;
+  // Chunks across an end of the range (none without a range), one at a time.
   if (lo != INT64_MIN || hi != INT64_MAX) {
-    DLSYS_ASSIGN_OR_RETURN(across, c.query("SELECT id, points FROM metric_chunks WHERE run_id = "
-                                           "$1 AND key = $2 AND max_step >= $3 AND min_step <= "
-                                           "$4 AND (min_step < $3 OR max_step > $4)",
-                                           {run_id, key, lo, hi}));
-  }
-  for (const SqlRow& row : across) {
-    const int64_t id = sql_int(row[0]);
-    DLSYS_RETURN_IF_ERROR(decode(row, id));
-    for (const HistoryPoint& p : pts) d.count(p);
-    seen = std::max(seen, id);
+    DLSYS_ASSIGN_OR_RETURN(auto across, c.query("SELECT id FROM metric_chunks WHERE run_id = $1 "
+                                                "AND key = $2 AND max_step >= $3 AND min_step "
+                                                "<= $4 AND (min_step < $3 OR max_step > $4)",
+                                                {run_id, key, lo, hi}));
+    for (const SqlRow& a : across) {
+      DLSYS_ASSIGN_OR_RETURN(auto one, c.query("SELECT id, points, n, min_step, max_step FROM "
+                                               "metric_chunks WHERE id = $1",
+                                               {sql_int(a[0])}));
+      if (one.empty()) continue;
+      DLSYS_RETURN_IF_ERROR(decode(one[0]));
+      for (const HistoryPoint& p : pts) d.count(p);
+      seen = std::max(seen, sql_int(a[0]));
+    }
   }
   if (d.total() == 0) return d.finish(run_id, key);
-  for (const HistoryPoint& p : old) d.keep(p);
+  if (legacy_rows) {
+    DLSYS_RETURN_IF_ERROR(
+        for_each_legacy_point(c, run_id, key, lo, hi, [&](const HistoryPoint& p) { d.keep(p); }));
+  }
+  const char* filter =
+      "run_id = $1 AND key = $2 AND id > $3 AND id <= $4 AND max_step >= $5 AND min_step <= $6";
   int64_t after = 0;
   for (;;) {
-    DLSYS_ASSIGN_OR_RETURN(
-        auto rows,
-        c.query("SELECT id, points FROM metric_chunks WHERE run_id = $1 AND key = $2 AND id > $3 "
-                "AND id <= $4 AND max_step >= $5 AND min_step <= $6 ORDER BY id LIMIT $7",
-                {run_id, key, after, seen, lo, hi, kChunksPerRead}));
+    // The next chunks' ids and sizes (no points), then their points up to kPointsPerRead.
+    DLSYS_ASSIGN_OR_RETURN(auto ids, c.query(fmt::format("SELECT id, n FROM metric_chunks WHERE {} "
+                                                         "ORDER BY id LIMIT 1024",
+                                                         filter),
+                                             {run_id, key, after, seen, lo, hi}));
+    if (ids.empty()) break;
+    int64_t points = 0, upto = after;
+    for (const SqlRow& r : ids) {
+      if (points > 0 && points + sql_int(r[1]) > kPointsPerRead) break;
+      points += sql_int(r[1]);
+      upto = sql_int(r[0]);
+    }
+    DLSYS_ASSIGN_OR_RETURN(auto rows,
+                           c.query(fmt::format("SELECT id, points, n, min_step, max_step FROM "
+                                               "metric_chunks WHERE {} ORDER BY id",
+                                               filter),
+                                   {run_id, key, after, upto, lo, hi}));
     for (const SqlRow& row : rows) {
-      after = sql_int(row[0]);
-      DLSYS_RETURN_IF_ERROR(decode(row, after));
+      DLSYS_RETURN_IF_ERROR(decode(row));
       for (const HistoryPoint& p : pts) d.keep(p);
     }
-    if (static_cast<int64_t>(rows.size()) < kChunksPerRead) break;
+    after = upto;
   }
   return d.finish(run_id, key);
 }
@@ -657,6 +709,12 @@ Result<std::vector<MetricHistory>> RunTracking::metric_histories(
                            kMaxHistoryPoints, kDefaultHistoryPoints);
   DLSYS_RETURN_IF_ERROR(check_step_range(range));
   const int64_t limit = max_points == 0 ? kDefaultHistoryPoints : max_points;
+  const int64_t most = static_cast<int64_t>(run_ids.size() * keys.size()) * limit;
+  if (most > kMaxHistoryAnswerPoints)
+    return Status::Invalid(
+        "{} runs x {} keys x {} points is up to {} points in one answer; the limit is {}: ask "
+        "for fewer keys or points per series",
+        run_ids.size(), keys.size(), limit, most, kMaxHistoryAnswerPoints);
   const int64_t lo = range.min_step.value_or(INT64_MIN), hi = range.max_step.value_or(INT64_MAX);
   std::vector<MetricHistory> out;
   if (run_ids.empty()) return out;

@@ -33,12 +33,14 @@ constexpr size_t kMaxTagsPerBatch = 100;
 // Points a metric history returns: the default (max_points 0) and the most a caller may ask.
 constexpr int kDefaultMaxMetricPoints = 1000;
 constexpr int kMaxMetricPoints = 100000;
-// metric_histories: runs and keys per call, and the points per series it returns by default and
-// at most (1,000 runs x 1,000 points is the largest answer: a comparison of 1,000 runs).
+// metric_histories: runs and keys per call, the points per series it returns by default and at
+// most, and the most points one answer may hold (runs x keys x max_points: 1,000 runs x 20 keys
+// x 100 points, or 1,000 runs x 2 keys x 1,000 points).
 constexpr size_t kMaxHistoryRuns = 1000;
 constexpr size_t kMaxHistoryKeys = 20;
 constexpr int kDefaultHistoryPoints = 200;
 constexpr int kMaxHistoryPoints = 1000;
+constexpr int64_t kMaxHistoryAnswerPoints = 2000000;
 // Runs one search may name by id (SearchRunsRequest::run_ids).
 constexpr size_t kMaxSearchRunIds = 1000;
 
@@ -209,7 +211,8 @@ class RunTracking {
   // The histories of every (run, key) pair, run by run in the order given and key by key, each
   // downsampled exactly as metric_history does it, in one read of the points (a comparison of
   // many runs). At most kMaxHistoryRuns runs and kMaxHistoryKeys keys; max_points 0 is
-  // kDefaultHistoryPoints, at most kMaxHistoryPoints. A pair without points has an empty
+  // kDefaultHistoryPoints, at most kMaxHistoryPoints; runs x keys x max_points at most
+  // kMaxHistoryAnswerPoints. A pair without points has an empty
   // history; a run that does not exist is NotFound.
   Result<std::vector<MetricHistory>> metric_histories(const std::vector<int64_t>& run_ids,
                                                       const std::vector<std::string>& keys,

@@ -265,6 +265,9 @@ TEST_F(ServerTest, MetricHistoriesOfManyRunsAreColumnar) {
   auto some = J(Req("POST", "/api/v1/runs/search", json{{"run_ids", {ids[1]}}}.dump()));
   ASSERT_EQ(some["runs"].size(), 1u);
   EXPECT_EQ(some["runs"][0]["id"], ids[1]);
+  // No run named is no run, not every run.
+  auto none = J(Req("POST", "/api/v1/runs/search", R"({"run_ids": []})"));
+  EXPECT_EQ(none["runs"].size(), 0u) << none.dump();
   // Bad input is a 400 naming the field.
   for (auto [body, word] : std::vector<std::pair<std::string, std::string>>{
            {R"({"run_ids":[1],"keys":"loss"})", "keys"},

@@ -397,6 +397,15 @@ TEST_P(MetaStoreTest, MetricHistoriesOfManyRunsMatchEachHistoryAndZoom) {
   auto too_many = store_->runs().metric_histories(many, {"loss"}, 10);
   EXPECT_EQ(too_many.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(too_many.status().message().find("1000"), std::string::npos);
+  // One answer holds at most kMaxHistoryAnswerPoints: 1,000 runs x 20 keys x 1,000 points is
+  // refused before anything is read.
+  std::vector<int64_t> thousand(1000, ids[0]);
+  std::vector<std::string> twenty;
+  for (int k = 0; k < 20; ++k) twenty.push_back("k" + std::to_string(k));
+  auto huge = store_->runs().metric_histories(thousand, twenty, 1000);
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("fewer keys"), std::string::npos)
+      << huge.status().to_string();
   auto absent = store_->runs().metric_histories({ids[1]}, {"acc"}, 10);
   ASSERT_TRUE(absent.ok());
   EXPECT_EQ(absent->at(0).total_points, 0);
@@ -459,6 +468,16 @@ TEST_P(MetaStoreTest, MetricRowsFromBeforeChunksAreReadWithThem) {
     down |= p.step == 800 && p.value == -9.0;
   }
   EXPECT_TRUE(up && down) << "a spike from before the upgrade or after it was dropped";
+  std::vector<RefPoint> both;
+  for (int64_t i = 0; i < 1000; ++i)
+    both.push_back({i, 1000 + i, i < 500 ? (i == 77 ? 9.0 : 1.0) : (i == 800 ? -9.0 : 0.5)});
+  auto want = expected_downsample(both, 30);
+  auto got = points_of(*small);
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].step, want[i].step) << i;
+    EXPECT_EQ(got[i].value, want[i].value) << i;
+  }
   // Damage one chunk: the read fails and says which.
   Status st = (*s)->db().tx(true, [](SqlConnection& c) {
     return c.exec("UPDATE metric_chunks SET points = 'not*base64' || points", {});

@@ -286,9 +286,18 @@ async function main() {
   if (weightErr) fail(`deployment: changing the canary weight failed: ${weightErr}`);
   let dep = await api.get('/api/v1/deployments/digits');
   if (dep.config.canary?.weight !== 30) fail(`deployment: the canary weight is ${dep.config.canary?.weight} after setting 30`);
-  await page.waitForSelector('[data-testid=promote]');
-  await page.click('[data-testid=promote]');
-  await page.waitForFunction(() => /promoted/.test(document.body.textContent ?? ''), null, { timeout: 20000 }).catch(() => fail('deployment: promote did not answer'));
+  // The actions are rebuilt when the deployment's status catches up with the new weight (a poll
+  // every 2 s): a click that lands on a button being replaced sends nothing, so click again until
+  // the POST is seen (never twice once it was sent).
+  for (let i = 0; i < 5; i++) {
+    await page.waitForSelector('[data-testid=promote]');
+    const sent = page.waitForRequest((r) => r.method() === 'POST' && r.url().endsWith('/promote'), { timeout: 3000 }).catch(() => null);
+    await page.click('[data-testid=promote]');
+    if (await sent) break;
+  }
+  // The answer shows briefly ("promoted: ..."), then the page redraws without a canary: either
+  // proves the click was answered.
+  await page.waitForFunction(() => /promoted/.test(document.body.textContent ?? '') || document.querySelector('[data-testid=start-canary]'), null, { timeout: 20000 }).catch(() => fail('deployment: promote did not answer'));
   dep = await api.get('/api/v1/deployments/digits');
   const prod = await api.get('/api/v1/models/digits/aliases/production');
   if (dep.config.canary || prod.version !== 2) fail(`deployment: after promote the canary is ${JSON.stringify(dep.config.canary)} and production points at ${prod.version}`);
