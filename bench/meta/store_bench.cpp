@@ -1,6 +1,7 @@
 // bench/meta/store_bench: the metadata store itself (no HTTP), on SQLite.
 //
-//   store_bench seed    --db PATH [--points 3000000]   one run, one key ("loss"), N points
+//   store_bench seed    --db PATH [--points 3000000] [--legacy yes]   one run, one key ("loss"),
+//       N points: logged as chunks, or (--legacy yes) as rows of the table from before chunks
 //   store_bench history --db PATH [--max-points 1000]  times metric_history; peak RSS
 //   store_bench wal     --db PATH [--seconds 90] [--writers 4] [--readers 4] [--batch 100]
 //       writers log batches of metrics, readers read metric histories and search runs without
@@ -53,9 +54,10 @@ std::string arg(int argc, char** argv, const char* name, const std::string& def)
   return def;
 }
 
-// Seeds one run with `points` points of "loss" in transactions of 100,000 rows (direct SQL:
-// seeding through log_batch would take 3000 transactions and is not what is measured).
-int seed(const std::string& db_path, int64_t points) {
+// Seeds one run with `points` points of "loss": through log_batch in batches of 100,000 points
+// (chunks, how points are stored since schema 9), or with `legacy` as rows of the `metrics`
+// table written by direct SQL in transactions of 100,000 (how a database from before holds them).
+int seed(const std::string& db_path, int64_t points, bool legacy) {
   auto store = meta::MetaStore::open(db_path, 2);
   if (!store.ok()) die(store.status());
   auto e = (*store)->runs().ensure_experiment("bench", kBench);
@@ -63,28 +65,43 @@ int seed(const std::string& db_path, int64_t points) {
   auto r = (*store)->runs().create_run(e->id, "history", {}, {}, kBench);
   if (!r.ok()) die(r.status());
   int64_t run = r->id;
-  store->reset();
-  auto db = meta::SqlDatabase::open(db_path, 1);
-  if (!db.ok()) die(db.status());
-  auto c = (*db)->acquire();
-  if (!c.ok()) die(c.status());
-  for (int64_t start = 0; start < points; start += 100000) {
-    std::vector<meta::SqlParams> rows;
-    for (int64_t i = start; i < std::min(points, start + 100000); ++i) {
-      double v = 1.0 / (1.0 + static_cast<double>(i) / 1000.0) + (i % 97) * 1e-4;
-      if (i == points / 2) v = 50;  // a spike
-      rows.push_back({run, std::string("loss"), i, int64_t{1700000000000} + i, v});
+  auto value = [points](int64_t i) {
+    return i == points / 2 ? 50.0  // a spike
+                           : 1.0 / (1.0 + static_cast<double>(i) / 1000.0) + (i % 97) * 1e-4;
+  };
+  if (!legacy) {
+    for (int64_t start = 0; start < points; start += 100000) {
+      std::vector<meta::MetricPoint> batch;
+      for (int64_t i = start; i < std::min(points, start + 100000); ++i)
+        batch.push_back({"loss", value(i), i, int64_t{1700000000000} + i});
+      Status st = (*store)->runs().log_batch(run, batch, {}, {}, kBench);
+      if (!st.ok()) die(st);
+      std::fprintf(stderr, "\rseeded %lld/%lld",
+                   static_cast<long long>(std::min(points, start + 100000)),
+                   static_cast<long long>(points));
     }
-    Status st = meta::with_transaction(**c, true, [&](meta::SqlConnection& conn) {
-      return conn.exec_many(
-          "INSERT INTO metrics (run_id, key, step, ts, value) VALUES "
-          "($1,$2,$3,$4,$5)",
-          rows);
-    });
-    if (!st.ok()) die(st);
-    std::fprintf(stderr, "\rseeded %lld/%lld",
-                 static_cast<long long>(std::min(points, start + 100000)),
-                 static_cast<long long>(points));
+  }
+  store->reset();
+  if (legacy) {
+    auto db = meta::SqlDatabase::open(db_path, 1);
+    if (!db.ok()) die(db.status());
+    auto c = (*db)->acquire();
+    if (!c.ok()) die(c.status());
+    for (int64_t start = 0; start < points; start += 100000) {
+      std::vector<meta::SqlParams> rows;
+      for (int64_t i = start; i < std::min(points, start + 100000); ++i)
+        rows.push_back({run, std::string("loss"), i, int64_t{1700000000000} + i, value(i)});
+      Status st = meta::with_transaction(**c, true, [&](meta::SqlConnection& conn) {
+        return conn.exec_many(
+            "INSERT INTO metrics (run_id, key, step, ts, value) VALUES "
+            "($1,$2,$3,$4,$5)",
+            rows);
+      });
+      if (!st.ok()) die(st);
+      std::fprintf(stderr, "\rseeded %lld/%lld",
+                   static_cast<long long>(std::min(points, start + 100000)),
+                   static_cast<long long>(points));
+    }
   }
   std::fprintf(stderr, "\n");
   std::printf("{\"run_id\": %lld, \"points\": %lld}\n", static_cast<long long>(run),
@@ -216,7 +233,9 @@ int main(int argc, char** argv) {
                  "[--seconds S] [--writers N] [--readers N] [--batch N]\n");
     return 2;
   }
-  if (mode == "seed") return seed(db, std::stoll(arg(argc, argv, "--points", "3000000")));
+  if (mode == "seed")
+    return seed(db, std::stoll(arg(argc, argv, "--points", "3000000")),
+                arg(argc, argv, "--legacy", "no") == "yes");
   if (mode == "history") return history(db, std::stoi(arg(argc, argv, "--max-points", "1000")));
   return wal(db, std::stod(arg(argc, argv, "--seconds", "90")),
              std::stoi(arg(argc, argv, "--writers", "4")),

@@ -242,8 +242,11 @@ Result<RunOrder> parse_run_order(const std::string& order_by, SqlParams* params)
     std::string table = scope == "metrics"  ? "latest_metrics"
                         : scope == "params" ? "run_params"
                                             : "run_tags";
+    out.key_placeholder = placeholder(params, key);
+    out.key_table = table;
+    out.dir = dir;
     out.join = fmt::format(" LEFT JOIN {} o ON o.run_id = runs.id AND o.key = {}", table,
-                           placeholder(params, key));
+                           out.key_placeholder);
     // Runs without the key sort last in both engines.
     out.sql = fmt::format("(o.value IS NULL), o.value {}, runs.id {}", dir, dir);
   } else {

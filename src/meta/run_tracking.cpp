@@ -776,10 +776,48 @@ Result<PageOf<Run>> RunTracking::search_runs(const SearchRunsRequest& req) {
   std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs" + order.join +
                     (where.empty() ? "" : " WHERE " + where) + " ORDER BY " + order.sql +
                     fmt::format(" LIMIT {} OFFSET {}", req.page_size + 1, offset);
+  const int64_t want = req.page_size + 1;
   PageOf<Run> page;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     page = {};
-    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query(sql, params));
+    std::vector<SqlRow> rows;
+    if (order.key_table.empty()) {
+      DLSYS_ASSIGN_OR_RETURN(rows, c.query(sql, params));
+    } else {
+      // The same order as `sql` in two reads: the runs with the key, by value on the key
+      // table's index; then, when the page goes past them, the runs without it by id.
+      const std::string and_where = where.empty() ? "" : " AND " + where;
+      DLSYS_ASSIGN_OR_RETURN(
+          rows, c.query(fmt::format("SELECT {} FROM {} o JOIN runs ON runs.id = o.run_id WHERE "
+                                    "o.key = {}{} ORDER BY o.value {}, o.run_id {} LIMIT {} "
+                                    "OFFSET {}",
+                                    kRunColumns, order.key_table, order.key_placeholder, and_where,
+                                    order.dir, order.dir, want, offset),
+                        params));
+      if (static_cast<int64_t>(rows.size()) < want) {
+        // How many runs have the key: the offset and the rows read tell, unless the offset is
+        // past them all.
+        int64_t with_key = offset + static_cast<int64_t>(rows.size());
+        if (rows.empty() && offset > 0) {
+          DLSYS_ASSIGN_OR_RETURN(
+              auto n, c.query(fmt::format("SELECT COUNT(*) FROM {} o JOIN runs ON runs.id = "
+                                          "o.run_id WHERE o.key = {}{}",
+                                          order.key_table, order.key_placeholder, and_where),
+                              params));
+          with_key = sql_int(n.at(0).at(0));
+        }
+        DLSYS_ASSIGN_OR_RETURN(
+            auto rest,
+            c.query(fmt::format("SELECT {} FROM runs WHERE NOT EXISTS (SELECT 1 FROM {} o WHERE "
+                                "o.run_id = runs.id AND o.key = {}){} ORDER BY runs.id {} LIMIT "
+                                "{} OFFSET {}",
+                                kRunColumns, order.key_table, order.key_placeholder, and_where,
+                                order.dir, want - static_cast<int64_t>(rows.size()),
+                                std::max<int64_t>(0, offset - with_key)),
+                    params));
+        for (auto& r : rest) rows.push_back(std::move(r));
+      }
+    }
     bool more = rows.size() > static_cast<size_t>(req.page_size);
     if (more) rows.resize(static_cast<size_t>(req.page_size));
     DLSYS_ASSIGN_OR_RETURN(page.items, load_runs(c, rows));

@@ -96,12 +96,12 @@ class MetaStoreTest : public ::testing::TestWithParam<std::string> {
 TEST_P(MetaStoreTest, MigratesOnceAndReopens) {
   auto v = store_->db().schema_version();
   ASSERT_TRUE(v.ok()) << v.status().to_string();
-  EXPECT_EQ(*v, 9);
+  EXPECT_EQ(*v, 10);
   ASSERT_TRUE(store_->runs().create_experiment("kept", "", kAlice).ok());
   store_.reset();
   auto again = MetaStore::open(url_, 2);
   ASSERT_TRUE(again.ok()) << again.status().to_string();
-  EXPECT_EQ(*(*again)->db().schema_version(), 9);
+  EXPECT_EQ(*(*again)->db().schema_version(), 10);
   EXPECT_TRUE((*again)->runs().get_experiment_by_name("kept").ok());
 }
 
@@ -486,6 +486,77 @@ TEST_P(MetaStoreTest, MetricRowsFromBeforeChunksAreReadWithThem) {
   auto bad = (*s)->runs().metric_history(1, "loss", 30);
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("chunk"), std::string::npos) << bad.status().to_string();
+}
+
+// Ordered by a metric or a param, the runs that have it come in its value's order (ties by id)
+// and then those without it by id, across pages that cross from one to the other, in both
+// directions.
+TEST_P(MetaStoreTest, RunsOrderedByAKeyThenThoseWithoutItAcrossPages) {
+  auto e = store_->runs().ensure_experiment("order", kAlice);
+  ASSERT_TRUE(e.ok());
+  struct Want {
+    int64_t id;
+    std::optional<double> m;
+    std::optional<std::string> p;
+  };
+  std::vector<Want> all;
+  for (int i = 0; i < 13; ++i) {
+    std::vector<KeyValue> params;
+    std::optional<std::string> p;
+    if (i % 3 != 0) p = "v" + std::to_string((i * 7) % 5), params.push_back({"opt", *p});
+    auto r = store_->runs().create_run(e->id, "r" + std::to_string(i), params, {}, kAlice);
+    ASSERT_TRUE(r.ok());
+    std::optional<double> m;
+    if (i % 4 != 1) {
+      m = (i * 5) % 7 / 10.0;  // ties
+      ASSERT_TRUE(store_->runs().log_batch(r->id, {{"acc", *m, 1, 0}}, {}, {}, kAlice).ok());
+    }
+    all.push_back({r->id, m, p});
+  }
+  for (const char* field : {"metrics.acc", "params.opt"})
+    for (bool desc : {false, true})
+      for (int page_size : {1, 4, 5, 13}) {
+        std::vector<Want> want = all;
+        const bool metric = std::string(field) == "metrics.acc";
+        auto has = [&](const Want& w) { return metric ? w.m.has_value() : w.p.has_value(); };
+        std::stable_sort(want.begin(), want.end(), [&](const Want& a, const Want& b) {
+          if (has(a) != has(b)) return has(a);
+          if (has(a)) {
+            bool less = metric ? *a.m < *b.m : *a.p < *b.p;
+            bool more = metric ? *a.m > *b.m : *a.p > *b.p;
+            if (less || more) return desc ? more : less;
+          }
+          return desc ? a.id > b.id : a.id < b.id;
+        });
+        SearchRunsRequest q;
+        q.experiment_ids = {e->id};
+        q.order_by = std::string(field) + (desc ? " DESC" : " ASC");
+        q.page_size = page_size;
+        std::vector<int64_t> got;
+        int pages = 0;
+        do {
+          auto p = store_->runs().search_runs(q);
+          ASSERT_TRUE(p.ok()) << p.status().to_string();
+          for (const meta::Run& r : p->items) got.push_back(r.id);
+          q.page_token = p->next_page_token;
+          ASSERT_LT(++pages, 20);
+        } while (!q.page_token.empty());
+        std::vector<int64_t> want_ids;
+        for (const Want& w : want) want_ids.push_back(w.id);
+        EXPECT_EQ(got, want_ids) << field << (desc ? " DESC" : " ASC") << ", pages of "
+                                 << page_size;
+      }
+  // A page past every run with the key, and one past all runs.
+  SearchRunsRequest q;
+  q.experiment_ids = {e->id};
+  q.order_by = "metrics.acc DESC";
+  q.page_size = 2;
+  q.page_token = "o:11";
+  auto tail = store_->runs().search_runs(q);
+  ASSERT_TRUE(tail.ok());
+  EXPECT_EQ(tail->items.size(), 2u);
+  q.page_token = "o:40";
+  EXPECT_TRUE(store_->runs().search_runs(q)->items.empty());
 }
 
 TEST_P(MetaStoreTest, MetricHistoryLastPointIsTheLatestAtTheHighestStep) {
@@ -895,7 +966,7 @@ TEST_P(MetaStoreTest, MigrationToSchema3KeepsRunsAndVersions) {
   }
   auto s = MetaStore::open(url, 2);
   ASSERT_TRUE(s.ok()) << s.status().to_string();
-  EXPECT_EQ(*(*s)->db().schema_version(), 9);
+  EXPECT_EQ(*(*s)->db().schema_version(), 10);
   auto run = (*s)->runs().get_run(1);
   ASSERT_TRUE(run.ok()) << run.status().to_string();
   EXPECT_EQ(run->status, "RUNNING");
