@@ -243,7 +243,9 @@ Result<RunOrder> parse_run_order(const std::string& order_by, SqlParams* params)
                         : scope == "params" ? "run_params"
                                             : "run_tags";
     out.key_placeholder = placeholder(params, key);
-    out.key_table = table;
+    // Only latest_metrics has an index by value (migration 10): params and tags sort in one
+    // statement.
+    if (scope == "metrics") out.key_table = table;
     out.dir = dir;
     out.join = fmt::format(" LEFT JOIN {} o ON o.run_id = runs.id AND o.key = {}", table,
                            out.key_placeholder);

@@ -20,10 +20,10 @@ struct RunOrder {
   std::string sql;      // ORDER BY expression list
   std::string join;     // a LEFT JOIN the order needs, or ""
   bool keyset = false;  // true for the default order (start_time DESC): pages by key, not offset
-  // An order by a metric, param or tag: the runs that have the key in its value's order (read
-  // from the table's (key, value, run_id) index: a page costs its rows, not a sort of every run),
-  // then those without it by id. `sql`/`join` give the same order in one statement.
-  std::string key_table;        // latest_metrics, run_params or run_tags; "" otherwise
+  // An order by a metric: the runs that have it in its value's order (read from latest_metrics'
+  // (key, value, run_id) index: a page costs its rows, not a sort of every run), then those
+  // without it by id. `sql`/`join` give the same order in one statement (params and tags use it).
+  std::string key_table;        // latest_metrics for a metric; "" otherwise
   std::string key_placeholder;  // the key's $N in the parameters
   std::string dir;              // ASC or DESC
 };
