@@ -80,10 +80,10 @@ COMP_WORDS=(dlsys ""); COMP_CWORD=1; _dlsys; echo "${COMPREPLY[*]}"
 COMP_WORDS=(dlsys deploy ""); COMP_CWORD=2; _dlsys; echo "${COMPREPLY[*]}"
 )sh");
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_NE(
-      r.out.find("inspect run bench profile quantize train server runs models deploy "
-                 "artifacts tokens data jobs search pipelines monitor alerts notebook predict completion\n"),
-      std::string::npos)
+  EXPECT_NE(r.out.find("inspect run bench profile quantize train server runs models deploy "
+                       "artifacts tokens data jobs search pipelines monitor alerts notebook "
+                       "predict completion\n"),
+            std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("create update list show promote rollback delete\n"), std::string::npos)
       << r.out;
