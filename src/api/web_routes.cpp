@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "core/file_util.h"
+
 namespace dlsys::api {
 
 namespace fs = std::filesystem;
@@ -82,9 +84,7 @@ std::string default_web_dir() {
   if (const char* env = std::getenv("DLSYS_WEB_DIR"); env && *env)
     return holds_ui(env) ? fs::path(env).string() : "";
   std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
-  if (ec) return "";
-  for (fs::path d : {exe.parent_path() / "web", exe.parent_path() / ".." / "share/dlsys/web"})
+  for (const std::string& d : program_data_dirs("web"))
     if (holds_ui(d)) return fs::weakly_canonical(d, ec).string();
   return "";
 }

@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
 #include <thread>
@@ -46,25 +47,22 @@ Result<std::string> python_client_dir() {
     std::error_code ec;
     return fs::is_regular_file(d / "dlsys" / "__init__.py", ec);
   };
-  std::vector<fs::path> tried;
+  std::vector<std::string> tried;
   if (const char* env = std::getenv("DLSYS_PYTHON_CLIENT"); env && *env) tried.push_back(env);
+  for (const std::string& d : program_data_dirs("python")) tried.push_back(d);
   std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec).parent_path();
-  tried.push_back(exe / "python");
-  tried.push_back(exe / ".." / "share" / "dlsys" / "python");
-  for (const fs::path& d : tried)
+  for (const std::string& d : tried)
     if (holds(d)) return fs::weakly_canonical(d, ec).string();
   return Status::NotFound(
       "the Python client (package dlsys) is not beside this program (looked in {}): build dlsys "
       "from its source tree, or set DLSYS_PYTHON_CLIENT to the clients/python directory",
-      tried[tried.size() - 2].string());
+      fmt::join(tried, ", "));
 }
 
 // Example notebooks shipped with the program, copied into a new working directory.
 void copy_examples(const fs::path& dir) {
   std::error_code ec;
-  fs::path exe = fs::read_symlink("/proc/self/exe", ec).parent_path();
-  for (const fs::path& src : {exe / "notebooks", exe / ".." / "share" / "dlsys" / "notebooks"}) {
+  for (const std::string& src : program_data_dirs("notebooks")) {
     if (!fs::is_directory(src, ec)) continue;
     for (const auto& e : fs::directory_iterator(src, ec)) {
       if (e.path().extension() != ".ipynb") continue;
@@ -124,6 +122,7 @@ int run_notebook(const NotebookArgs& a) {
                               "it a token of its own",
                               role));
   }
+  // The notebook's own token is revoked however this returns (the object below, last).
   auto revoke = [&] {
     if (!own_token) return;
     auto r = client.call("DELETE", fmt::format("/api/v1/tokens/{}", *own_token));
@@ -134,17 +133,21 @@ int run_notebook(const NotebookArgs& a) {
                    static_cast<long long>(*own_token), r.status().message().c_str(),
                    static_cast<long long>(*own_token));
   };
+  struct OnReturn {
+    std::function<void()> fn;
+    ~OnReturn() { fn(); }
+  } revoke_on_return{revoke};
 
   auto pyclient = python_client_dir();
-  if (!pyclient.ok()) return revoke(), fail(pyclient.status().message());
+  if (!pyclient.ok()) return fail(pyclient.status().message());
   const fs::path dir =
       a.dir.empty() ? fs::path(data_dir_or_default(a.data_dir)) / "notebooks" : fs::path(a.dir);
   std::error_code ec;
   const bool fresh = !fs::exists(dir, ec);
   fs::create_directories(dir / ".jupyter" / "runtime", ec);
   if (ec)
-    return revoke(), fail(fmt::format("cannot make the notebooks' directory {}: {}", dir.string(),
-                                      ec.message()));
+    return fail(
+        fmt::format("cannot make the notebooks' directory {}: {}", dir.string(), ec.message()));
   if (fresh) copy_examples(dir);
 
   jobs::ProcessSpec spec;
@@ -178,7 +181,7 @@ int run_notebook(const NotebookArgs& a) {
     spec.log_path = (dir / ".jupyter" / "execute.log").string();
     fs::remove(spec.log_path, ec);
     auto child = jobs::ChildProcess::start(spec);
-    if (!child.ok()) return revoke(), fail(child.status().message());
+    if (!child.ok()) return fail(child.status().message());
     // Each cell has --timeout-s (nbconvert); the whole notebook --max-seconds.
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(a.max_seconds);
     std::optional<jobs::ExitStatus> st;
@@ -186,7 +189,6 @@ int run_notebook(const NotebookArgs& a) {
            std::chrono::steady_clock::now() < deadline) {
     }
     if (!st) (*child)->stop(std::chrono::seconds(5));
-    revoke();
     if (g_stop_signal) return fail("stopped: the notebook did not run to its end");
     const double secs =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -216,14 +218,13 @@ int run_notebook(const NotebookArgs& a) {
   if (geteuid() == 0) spec.argv.push_back("--allow-root");
   fs::remove(spec.log_path, ec);
   auto child = jobs::ChildProcess::start(spec);
-  if (!child.ok()) return revoke(), fail(child.status().message());
+  if (!child.ok()) return fail(child.status().message());
   jobs::ChildProcess& jp = **child;
   // Ready when Jupyter answers its status with our token (every wait has a deadline).
   const auto deadline = t0 + std::chrono::seconds(a.start_timeout_s);
   bool ready = false;
   while (std::chrono::steady_clock::now() < deadline && !g_stop_signal) {
     if (auto ended = jp.wait_for(std::chrono::milliseconds(100))) {
-      revoke();
       std::string tail = log_tail(spec.log_path);
       std::string hint =
           ended->code == 127 ? fmt::format(
@@ -247,12 +248,10 @@ int run_notebook(const NotebookArgs& a) {
   }
   if (!ready && g_stop_signal) {
     jp.stop(std::chrono::seconds(5));
-    revoke();
     return fail("stopped before Jupyter was ready");
   }
   if (!ready) {
     jp.stop(std::chrono::seconds(5));
-    revoke();
     return fail(
         fmt::format("Jupyter did not answer on port {} within {} s (--start-timeout-s); "
                     "its log:\n{}",
@@ -283,7 +282,6 @@ int run_notebook(const NotebookArgs& a) {
   while (!(ended = jp.wait_for(std::chrono::milliseconds(500))) && !g_stop_signal) {
   }
   if (!ended) ended = jp.stop(std::chrono::seconds(10));
-  revoke();
   if (!g_stop_signal && !ended->ok())
     return fail(fmt::format("Jupyter ended: {}; its log is {}", ended->describe(), spec.log_path));
   return 0;

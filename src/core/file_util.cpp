@@ -117,4 +117,12 @@ size_t remove_stale_files(const std::string& dir, int64_t min_age_s) {
   return removed;
 }
 
+std::vector<std::string> program_data_dirs(const std::string& name) {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return {};
+  return {(exe.parent_path() / name).string(),
+          (exe.parent_path() / ".." / "share" / "dlsys" / name).string()};
+}
+
 }  // namespace dlsys

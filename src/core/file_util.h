@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/status.h"
 
@@ -25,5 +26,9 @@ size_t remove_stale_files(const std::string& dir, int64_t min_age_s);
 std::string random_hex(size_t n);
 // Milliseconds since the Unix epoch.
 int64_t now_ms();
+// Where the program's own files called `name` may be, in the order to look: `name` beside the
+// running binary (a build tree: build/web, build/python), then ../share/dlsys/`name` from it (an
+// installed program). Empty when the binary's path cannot be read.
+std::vector<std::string> program_data_dirs(const std::string& name);
 
 }  // namespace dlsys

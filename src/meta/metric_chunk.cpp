@@ -93,10 +93,7 @@ Status decode_metric_chunk(std::string_view text, int64_t n_expected, int64_t mi
 }
 
 void HistoryDownsampler::count(const HistoryPoint& p) {
-  if (p.step < lo_ || p.step > hi_) return;
-  if (total_ == 0 || p.step < first_) first_ = p.step;
-  if (total_ == 0 || p.step > last_) last_ = p.step;
-  ++total_;
+  if (p.step >= lo_ && p.step <= hi_) count_span(1, p.step, p.step);
 }
 
 void HistoryDownsampler::count_span(int64_t n, int64_t first, int64_t last) {

@@ -773,18 +773,19 @@ Result<PageOf<Run>> RunTracking::search_runs(const SearchRunsRequest& req) {
       if (offset < 0) return bad_token(req.page_token);
     }
   }
-  std::string sql = std::string("SELECT ") + kRunColumns + " FROM runs" + order.join +
-                    (where.empty() ? "" : " WHERE " + where) + " ORDER BY " + order.sql +
-                    fmt::format(" LIMIT {} OFFSET {}", req.page_size + 1, offset);
   const int64_t want = req.page_size + 1;
   PageOf<Run> page;
   DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
     page = {};
     std::vector<SqlRow> rows;
     if (order.key_table.empty()) {
-      DLSYS_ASSIGN_OR_RETURN(rows, c.query(sql, params));
+      DLSYS_ASSIGN_OR_RETURN(
+          rows, c.query(std::string("SELECT ") + kRunColumns + " FROM runs" + order.join +
+                            (where.empty() ? "" : " WHERE " + where) + " ORDER BY " + order.sql +
+                            fmt::format(" LIMIT {} OFFSET {}", want, offset),
+                        params));
     } else {
-      // The same order as `sql` in two reads: the runs with the key, by value on the key
+      // The same order as order.sql in two reads: the runs with the key, by value on the key
       // table's index; then, when the page goes past them, the runs without it by id.
       const std::string and_where = where.empty() ? "" : " AND " + where;
       DLSYS_ASSIGN_OR_RETURN(
