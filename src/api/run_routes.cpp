@@ -297,50 +297,77 @@ void add_run_routes(Router& router, meta::RunTracking& runs, meta::ArtifactStore
                return Response::json_body(h);
              });
   // Many runs' histories at once, columnar (a comparison's charts).
-  router.add("POST", "/api/v1/runs/metric-histories", Access::kRead,
-             [s](Request& r) -> Result<Response> {
-               DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
-               DLSYS_ASSIGN_OR_RETURN(auto ids, int_array(b, "run_ids"));
-               std::vector<std::string> keys;
-               auto k = b.find("keys");
-               if (k == b.end() || !k->is_array())
-                 return Status::Invalid("field 'keys' must be an array of metric keys");
-               for (const json& v : *k) {
-                 if (!v.is_string()) return Status::Invalid("each of 'keys' must be a string");
-                 keys.push_back(v.get<std::string>());
-               }
-               DLSYS_ASSIGN_OR_RETURN(int64_t maxp, int_field(b, "max_points", false, 0));
-               if (maxp < 0 || maxp > meta::kMaxHistoryPoints)
-                 return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})",
-                                        maxp, meta::kMaxHistoryPoints, meta::kDefaultHistoryPoints);
-               DLSYS_ASSIGN_OR_RETURN(meta::StepRange range, step_range(r, b));
-               DLSYS_ASSIGN_OR_RETURN(
-                   auto hs, s->metric_histories(ids, keys, static_cast<int>(maxp), range));
-               // Columnar: a series is two arrays (steps and values), not an object per point.
-               std::string out = "{\"histories\":[";
-               for (size_t i = 0; i < hs.size(); ++i) {
-                 const meta::MetricHistory& h = hs[i];
-                 json head = {{"run_id", h.run_id},
-                              {"key", h.key},
-                              {"total_points", h.total_points},
-                              {"downsampled", h.downsampled}};
-                 std::string text = head.dump();
-                 text.pop_back();
-                 out += (i ? "," : "") + text + ",\"steps\":[";
-                 for (size_t j = 0; j < h.points.size(); ++j)
-                   fmt::format_to(std::back_inserter(out), "{}{}", j ? "," : "", h.points[j].step);
-                 out += "],\"values\":[";
-                 for (size_t j = 0; j < h.points.size(); ++j)
-                   fmt::format_to(std::back_inserter(out), "{}{}", j ? "," : "", h.points[j].value);
-                 out += "]}";
-               }
-               out += "]}";
-               Response resp;
-               resp.status = 200;
-               resp.content_type = "application/json";
-               resp.body = std::move(out);
-               return resp;
-             });
+  router.add(
+      "POST", "/api/v1/runs/metric-histories", Access::kRead, [s](Request& r) -> Result<Response> {
+        DLSYS_ASSIGN_OR_RETURN(json b, body_object(r));
+        DLSYS_ASSIGN_OR_RETURN(auto ids, int_array(b, "run_ids"));
+        // The keys named, or the `top_keys` the most of these runs logged (a comparison
+        // asks for its default charts while it reads the runs).
+        std::vector<std::string> keys;
+        auto k = b.find("keys");
+        const bool top = b.contains("top_keys");
+        if (top == (k != b.end()))
+          return Status::Invalid(
+              "give 'keys' (an array of metric keys) or 'top_keys' (how many of the keys "
+              "the most of these runs logged), one of the two");
+        if (top) {
+          DLSYS_ASSIGN_OR_RETURN(int64_t n, int_field(b, "top_keys", true));
+          if (n < 1 || n > static_cast<int64_t>(meta::kMaxHistoryKeys))
+            return Status::Invalid("top_keys {} is out of range 1..{}", n, meta::kMaxHistoryKeys);
+          DLSYS_ASSIGN_OR_RETURN(std::string skip, string_field(b, "skip_key_prefix", false));
+          DLSYS_ASSIGN_OR_RETURN(keys, s->common_metric_keys(ids, static_cast<int>(n), skip));
+        } else {
+          if (!k->is_array())
+            return Status::Invalid("field 'keys' must be an array of metric keys");
+          for (const json& v : *k) {
+            if (!v.is_string()) return Status::Invalid("each of 'keys' must be a string");
+            keys.push_back(v.get<std::string>());
+          }
+        }
+        DLSYS_ASSIGN_OR_RETURN(int64_t maxp, int_field(b, "max_points", false, 0));
+        if (maxp < 0 || maxp > meta::kMaxHistoryPoints)
+          return Status::Invalid("max_points {} is out of range 0..{} (0: the default, {})", maxp,
+                                 meta::kMaxHistoryPoints, meta::kDefaultHistoryPoints);
+        DLSYS_ASSIGN_OR_RETURN(meta::StepRange range, step_range(r, b));
+        // Significant digits of the values (a chart of 1,000 runs needs 6, not 17: half the bytes
+        // to send and parse); 0, the default, is every digit (exact).
+        DLSYS_ASSIGN_OR_RETURN(int64_t digits, int_field(b, "digits", false, 0));
+        if (digits < 0 || digits > 17)
+          return Status::Invalid("digits {} is out of range 1..17 (0 or none: exact)", digits);
+        std::vector<meta::MetricHistory> hs;
+        // top_keys over runs without a metric: nothing to read.
+        if (!keys.empty()) {
+          DLSYS_ASSIGN_OR_RETURN(hs, s->metric_histories(ids, keys, static_cast<int>(maxp), range));
+        }
+        // Columnar: a series is two arrays (steps and values), not an object per point.
+        std::string out = "{\"keys\":" + json(keys).dump() + ",\"histories\":[";
+        for (size_t i = 0; i < hs.size(); ++i) {
+          const meta::MetricHistory& h = hs[i];
+          json head = {{"run_id", h.run_id},
+                       {"key", h.key},
+                       {"total_points", h.total_points},
+                       {"downsampled", h.downsampled}};
+          std::string text = head.dump();
+          text.pop_back();
+          out += (i ? "," : "") + text + ",\"steps\":[";
+          for (size_t j = 0; j < h.points.size(); ++j)
+            fmt::format_to(std::back_inserter(out), "{}{}", j ? "," : "", h.points[j].step);
+          out += "],\"values\":[";
+          for (size_t j = 0; j < h.points.size(); ++j)
+            if (digits == 0)
+              fmt::format_to(std::back_inserter(out), "{}{}", j ? "," : "", h.points[j].value);
+            else
+              fmt::format_to(std::back_inserter(out), "{}{:.{}g}", j ? "," : "", h.points[j].value,
+                             digits);
+          out += "]}";
+        }
+        out += "]}";
+        Response resp;
+        resp.status = 200;
+        resp.content_type = "application/json";
+        resp.body = std::move(out);
+        return resp;
+      });
 
   // ---- artifacts ----
   router.add(

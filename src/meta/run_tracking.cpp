@@ -738,6 +738,39 @@ Result<std::vector<MetricHistory>> RunTracking::metric_histories(
   return out;
 }
 
+Result<std::vector<std::string>> RunTracking::common_metric_keys(
+    const std::vector<int64_t>& run_ids, int n, const std::string& skip_prefix) {
+  if (run_ids.size() > kMaxHistoryRuns)
+    return Status::Invalid("{} runs asked; at most {} at once: ask in parts", run_ids.size(),
+                           kMaxHistoryRuns);
+  if (n < 1 || n > static_cast<int>(kMaxHistoryKeys))
+    return Status::Invalid("{} keys asked; ask for 1..{}", n, kMaxHistoryKeys);
+  std::vector<std::string> out;
+  if (run_ids.empty()) return out;
+  // Every key with its count (a run logs tens of keys, not thousands), ordered here by bytes: the
+  // same order on SQLite and PostgreSQL whatever the database's collation.
+  std::vector<std::pair<int64_t, std::string>> counted;
+  DLSYS_RETURN_IF_ERROR(db_.tx(false, [&](SqlConnection& c) -> Status {
+    counted.clear();
+    DLSYS_ASSIGN_OR_RETURN(auto rows, c.query("SELECT key, COUNT(*) FROM latest_metrics WHERE "
+                                              "run_id IN (" +
+                                                  in_list(run_ids) + ") GROUP BY key",
+                                              {}));
+    for (auto& row : rows) {
+      std::string key = sql_text(row[0]);
+      if (!skip_prefix.empty() && key.compare(0, skip_prefix.size(), skip_prefix) == 0) continue;
+      counted.emplace_back(sql_int(row[1]), std::move(key));
+    }
+    return Status::OK();
+  }));
+  std::sort(counted.begin(), counted.end(), [](const auto& a, const auto& b) {
+    return a.first != b.first ? a.first > b.first : a.second < b.second;
+  });
+  for (size_t i = 0; i < counted.size() && static_cast<int>(i) < n; ++i)
+    out.push_back(std::move(counted[i].second));
+  return out;
+}
+
 Result<PageOf<Run>> RunTracking::search_runs(const SearchRunsRequest& req) {
   DLSYS_RETURN_IF_ERROR(check_page_size(req.page_size));
   sweep_before_read();

@@ -217,6 +217,12 @@ class RunTracking {
   Result<std::vector<MetricHistory>> metric_histories(const std::vector<int64_t>& run_ids,
                                                       const std::vector<std::string>& keys,
                                                       int max_points, const StepRange& range = {});
+  // The metric keys the most of `run_ids` logged, at most `n` (1..kMaxHistoryKeys), by how many
+  // of the runs logged each (most first), then by key (byte order); keys starting with
+  // `skip_prefix` (when not empty) are left out. A comparison asks for its default charts with
+  // these while it reads the runs. Run ids that do not exist count for nothing.
+  Result<std::vector<std::string>> common_metric_keys(const std::vector<int64_t>& run_ids, int n,
+                                                      const std::string& skip_prefix);
   Result<PageOf<Run>> search_runs(const SearchRunsRequest& req);
 
   // Artifact records (the bytes live in the ArtifactStore). Re-recording a path replaces it;

@@ -279,6 +279,53 @@ TEST_F(ServerTest, MetricHistoriesOfManyRunsAreColumnar) {
     EXPECT_NE(bad.body.find(word), std::string::npos) << bad.body;
   }
   EXPECT_EQ(Req("GET", fmt::format("/api/v1/runs/{}/metrics/loss?min_step=x", ids[0])).status, 400);
+  // top_keys instead of keys: the keys the most of these runs logged, named in the answer.
+  ASSERT_EQ(
+      Req("POST", fmt::format("/api/v1/runs/{}/log-batch", ids[0]),
+          R"({"metrics":[{"key":"acc","value":0.5,"step":0},{"key":"job.cpu","value":1,"step":0}]})")
+          .status,
+      200);
+  auto top = Req("POST", "/api/v1/runs/metric-histories",
+                 json{{"run_ids", ids}, {"top_keys", 1}, {"max_points", 12}}.dump());
+  ASSERT_EQ(top.status, 200) << top.body;
+  EXPECT_EQ(J(top)["keys"], json({"loss"}));
+  EXPECT_EQ(J(top)["histories"].size(), 3u);
+  auto top3 = J(Req("POST", "/api/v1/runs/metric-histories",
+                    json{{"run_ids", ids}, {"top_keys", 3}, {"skip_key_prefix", "job."}}.dump()));
+  EXPECT_EQ(top3["keys"], json({"loss", "acc"})) << top3.dump();
+  ASSERT_EQ(top3["histories"].size(), 6u);
+  EXPECT_EQ(top3["histories"][1]["key"], "acc");
+  EXPECT_EQ(top3["histories"][1]["total_points"], 1);
+  EXPECT_EQ(top3["histories"][3]["total_points"], 0);
+  auto bare = Req("POST", "/api/v1/runs", json{{"experiment", "cmp"}}.dump());
+  auto nothing = J(Req("POST", "/api/v1/runs/metric-histories",
+                       json{{"run_ids", {J(bare)["id"]}}, {"top_keys", 2}}.dump()));
+  EXPECT_EQ(nothing["keys"], json::array());
+  EXPECT_EQ(nothing["histories"], json::array());
+  // digits: the values to that many significant digits, as JSON numbers.
+  ASSERT_EQ(Req("POST", fmt::format("/api/v1/runs/{}/log-batch", ids[2]),
+                R"({"metrics":[{"key":"pi","value":3.14159265358979,"step":0},)"
+                R"({"key":"pi","value":-0.000123456,"step":1}]})")
+                .status,
+            200);
+  auto round = Req("POST", "/api/v1/runs/metric-histories",
+                   json{{"run_ids", {ids[2]}}, {"keys", {"pi"}}, {"digits", 3}}.dump());
+  ASSERT_EQ(round.status, 200) << round.body;
+  EXPECT_NE(round.body.find(R"("values":[3.14,-0.000123])"), std::string::npos) << round.body;
+  auto exact = J(Req("POST", "/api/v1/runs/metric-histories",
+                     json{{"run_ids", {ids[2]}}, {"keys", {"pi"}}}.dump()));
+  EXPECT_EQ(exact["histories"][0]["values"][0], 3.14159265358979);
+  for (auto [body, word] : std::vector<std::pair<std::string, std::string>>{
+           {R"({"run_ids":[1],"keys":["loss"],"digits":18})", "digits 18"},
+           {R"({"run_ids":[1]})", "top_keys"},
+           {R"({"run_ids":[1],"keys":["loss"],"top_keys":2})", "one of the two"},
+           {R"({"run_ids":[1],"top_keys":0})", "top_keys 0"},
+           {R"({"run_ids":[1],"top_keys":"x"})", "top_keys"},
+           {R"({"run_ids":[1],"top_keys":2,"skip_key_prefix":3})", "skip_key_prefix"}}) {
+    auto bad = Req("POST", "/api/v1/runs/metric-histories", body);
+    EXPECT_EQ(bad.status, 400) << body;
+    EXPECT_NE(bad.body.find(word), std::string::npos) << bad.body;
+  }
 }
 
 // The columnar form of log-batch: each series' steps, values and timestamps read back as

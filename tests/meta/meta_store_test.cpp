@@ -303,6 +303,34 @@ TEST_P(MetaStoreTest, MetricHistoryDownsamplesInTheDatabaseKeepingMinMaxAndLast)
   }
 }
 
+// common_metric_keys: the keys the most runs logged, ties by key in byte order on both
+// backends, a prefix left out, runs that do not exist counted as nothing.
+TEST_P(MetaStoreTest, CommonMetricKeysAreTheMostLoggedFirst) {
+  std::vector<int64_t> ids;
+  for (int r = 0; r < 4; ++r) {
+    ids.push_back(new_run());
+    std::vector<MetricPoint> batch = {{"loss", 1.0, 0, 1}, {"job.cpu", 0.5, 0, 1}};
+    if (r < 2) batch.push_back({"B", 0.1, 0, 1});  // upper case sorts before lower in bytes
+    if (r < 2) batch.push_back({"acc", 0.9, 0, 1});
+    if (r == 0) batch.push_back({"zeta", 0.2, 0, 1});
+    ASSERT_TRUE(store_->runs().log_batch(ids.back(), batch, {}, {}, kAlice).ok());
+  }
+  auto keys = [&](std::vector<int64_t> of, int n, const std::string& skip) {
+    auto got = store_->runs().common_metric_keys(of, n, skip);
+    EXPECT_TRUE(got.ok()) << got.status().to_string();
+    return got.ok() ? *got : std::vector<std::string>{};
+  };
+  EXPECT_EQ(keys(ids, 20, ""), (std::vector<std::string>{"job.cpu", "loss", "B", "acc", "zeta"}));
+  EXPECT_EQ(keys(ids, 3, "job."), (std::vector<std::string>{"loss", "B", "acc"}));
+  // Only the runs asked count: in runs 2 and 3 B and acc were never logged.
+  EXPECT_EQ(keys({ids[2], ids[3], 999999}, 5, "job."), (std::vector<std::string>{"loss"}));
+  EXPECT_TRUE(keys({}, 5, "").empty());
+  EXPECT_EQ(store_->runs().common_metric_keys(ids, 0, "").status().code(),
+            StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->runs().common_metric_keys(ids, kMaxHistoryKeys + 1, "").status().code(),
+            StatusCode::kInvalidArgument);
+}
+
 // metric_histories (many runs in one read, downsampled in memory) gives exactly what
 // metric_history (downsampled in the database) gives for each pair, with and without a step
 // range; a step range zooms in at full detail.
