@@ -111,7 +111,7 @@ function rng(seed) {
 
 /**
  * Seeds the server at `url`. Returns ids the test uses:
- * {experimentRuns, trainedRun, sleeperJob, doneJob, pipelineRun, searchId}.
+ * {experimentRuns, manyRuns, trainedRun, sleeperJob, doneJob, pipelineRun, searchId}.
  */
 export async function seed({ dlsys, url, token = '', work, digitsCsv, log = () => {} }) {
   const api = client(url, token);
@@ -182,6 +182,17 @@ export async function seed({ dlsys, url, token = '', work, digitsCsv, log = () =
     runIds.push(...await Promise.all([0, 1, 2, 3, 4, 5].map((k) => makeRun(i + k))));
   }
   ids.experimentRuns = runIds;
+  // ---- 120 small runs (a comparison past 50 series draws them its own way); run 77's loss
+  // jumps to 100 at step 20 ----
+  ids.manyRuns = [];
+  const manyRun = async (i) => {
+    const run = await api.post('/api/v1/runs', { experiment: 'many', name: `m-${i}`, params: { seed: String(i), width: String(16 << (i % 4)) } });
+    const steps = Array.from({ length: 40 }, (_, s) => s);
+    const values = steps.map((s) => (i === 77 && s === 20 ? 100 : +(2 * Math.exp(-0.05 * s) + 0.1 * rand()).toFixed(5)));
+    await api.post(`/api/v1/runs/${run.id}/log-batch`, { series: [{ key: 'loss', steps, values }] });
+    return run.id;
+  };
+  for (let i = 0; i < 120; i += 20) ids.manyRuns.push(...(await Promise.all(Array.from({ length: 20 }, (_, k) => manyRun(i + k)))));
   // A small text and a JSON artifact on the first run.
   const jsonArt = JSON.stringify({ note: 'hello from the UI test', classes: 10 }, null, 2);
   await fetch(`${url}/api/v1/runs/${runIds[0]}/artifacts/summary.json`, { method: 'PUT', body: jsonArt, headers: token ? { Authorization: `Bearer ${token}` } : {} });

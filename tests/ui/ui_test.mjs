@@ -226,6 +226,32 @@ async function main() {
   w.check('compare spike');
   log('spike ok');
 
+  // ---- 120 runs: past 50 the curves are drawn from each run's own points; the spike of run
+  // 77 (100 at step 20, every other value below 2.2) is on the canvas's top quarter; the
+  // table of differences shows 100 rows and a button for the rest ----
+  await page.goto(`${base}/#/compare?runs=${ids.manyRuns.join(',')}`);
+  await page.waitForSelector('[data-testid=diff-table]');
+  await page.waitForSelector('.chart-cell[data-metric=loss] .uplot');
+  await settle(page);
+  const coloredTop = await page.$eval('.chart-cell[data-metric=loss] canvas', (c) => {
+    const g = c.getContext('2d');
+    const { data } = g.getImageData(0, 0, c.width, Math.floor(c.height / 4));
+    let n = 0;
+    for (let i = 0; i < data.length; i += 4) {
+      const [r, gg, b, a] = [data[i], data[i + 1], data[i + 2], data[i + 3]];
+      if (a > 0 && Math.max(r, gg, b) - Math.min(r, gg, b) > 60) n++; // a run's colour, not the grey of the grid
+    }
+    return n;
+  });
+  if (coloredTop < 5) fail(`compare 120: the spike of run 77 is not drawn (${coloredTop} coloured pixels in the chart's top quarter)`);
+  const rows120 = () => page.$$eval('[data-testid=diff-table] tbody tr', (t) => t.length);
+  if ((await rows120()) !== 100) fail(`compare 120: the table shows ${await rows120()} rows at first, not 100`);
+  await page.click('[data-testid=diff-more]');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=diff-table] tbody tr').length === 120);
+  await page.screenshot({ path: path.join(outDir, 'compare-120.png'), fullPage: true });
+  w.check('compare 120');
+  log(`compare 120 ok (${coloredTop} coloured pixels of the spike)`);
+
   // ---- lineage: from the model's graph to the run's page ----
   await page.goto(`${base}/#/models/digits`);
   await page.waitForSelector('[data-testid=lineage-graph]');

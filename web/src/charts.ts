@@ -92,6 +92,89 @@ export function chart(el: HTMLElement, series: SeriesSpec[], data: uPlot.Aligned
   return u;
 }
 
+/** Series past which overlay() draws without a legend, hover values or hover points. */
+export const MANY_SERIES = 50;
+
+/**
+ * Many series, each on its own steps (a comparison's runs, downsampled each with its own
+ * buckets). Up to MANY_SERIES it is chart() on the steps joined. Past it, uPlot keeps the axes,
+ * the grid and drag-to-zoom on x, and the series are drawn in its draw hook as plain polylines
+ * from their own points: joined, 1,000 downsampled runs are a table of 1,000 x 1,000 mostly
+ * empty cells, and uPlot's per-series setup and path building cost ~10x the drawing. Every
+ * point is drawn (a bucket's min and max stay on screen); y spans all the values and stays put
+ * when x is zoomed. No legend or hover values: for 1,000 runs they are noise.
+ */
+export function overlay(el: HTMLElement, series: SeriesSpec[], data: { steps: number[]; values: number[] }[], o: ChartOpts = {}): uPlot {
+  if (series.length <= MANY_SERIES) return chart(el, series, align(data), o);
+  let x0 = Infinity;
+  let x1 = -Infinity;
+  let y0 = Infinity;
+  let y1 = -Infinity;
+  for (const d of data) {
+    if (!d.steps.length) continue;
+    x0 = Math.min(x0, d.steps[0]);
+    x1 = Math.max(x1, d.steps[d.steps.length - 1]);
+    for (const v of d.values) {
+      if (v < y0) y0 = v;
+      if (v > y1) y1 = v;
+    }
+  }
+  if (x0 > x1) x0 = x1 = 0;
+  if (y0 > y1) y0 = y1 = 0;
+  const pad = y1 > y0 ? (y1 - y0) * 0.05 : Math.abs(y0) * 0.1 || 1;
+  const yRange: [number, number] = [y0 - pad, y1 + pad];
+  const draw = (u: uPlot) => {
+    const { left, top, width, height } = u.bbox;
+    const sx = u.scales.x;
+    if (sx.min == null || sx.max == null) return;
+    const xmin = sx.min;
+    const kx = width / (sx.max - sx.min || 1);
+    const ky = height / (yRange[1] - yRange[0]);
+    const g = u.ctx;
+    g.save();
+    g.beginPath();
+    g.rect(left, top, width, height);
+    g.clip();
+    g.lineJoin = 'round';
+    data.forEach((d, s) => {
+      const n = d.steps.length;
+      if (!n) return;
+      g.beginPath();
+      g.strokeStyle = series[s].color ?? seriesColor(s);
+      g.lineWidth = (series[s].width ?? 1) * uPlot.pxRatio;
+      g.moveTo(left + (d.steps[0] - xmin) * kx, top + (yRange[1] - d.values[0]) * ky);
+      for (let i = 1; i < n; i++) g.lineTo(left + (d.steps[i] - xmin) * kx, top + (yRange[1] - d.values[i]) * ky);
+      g.stroke();
+    });
+    g.restore();
+  };
+  const opts: uPlot.Options = {
+    width: Math.max(280, el.clientWidth || 600),
+    height: o.height ?? 240,
+    legend: { show: false },
+    scales: {
+      x: { time: false, range: (_u, min, max) => (min === max ? [min - 1, max + 1] : [min, max]) },
+      y: { auto: false, range: () => yRange },
+    },
+    cursor: { drag: { x: true, y: false, setScale: true }, points: { show: false } },
+    axes: [
+      { label: o.xLabel, stroke: '#556', grid: { stroke: '#eef0f3' } },
+      { label: o.yLabel, stroke: '#556', grid: { stroke: '#eef0f3' }, size: 60, values: (_u, vals) => vals.map((v) => fmtNum(v, 3)) },
+    ],
+    // One hidden series spans x (what a double click resets the zoom to) and y.
+    series: [{}, { show: false, scale: 'y' }],
+    hooks: { draw: [draw] },
+  };
+  const u = new uPlot(opts, [[x0, x1], [y0, y1]], el);
+  const ro = new ResizeObserver(() => {
+    const w = Math.max(280, el.clientWidth);
+    if (Math.abs(w - u.width) > 4) u.setSize({ width: w, height: u.height });
+  });
+  ro.observe(el);
+  u.hooks.destroy = [...(u.hooks.destroy ?? []), () => ro.disconnect()];
+  return u;
+}
+
 /** Replaces a chart's data without it counting as a user zoom. */
 export function setQuiet(u: uPlot, data: uPlot.AlignedData, resetScales: boolean): void {
   (u as unknown as { _setQuiet: (d: uPlot.AlignedData, reset: boolean) => void })._setQuiet(data, resetScales);

@@ -1,8 +1,9 @@
 // Compare up to 1,000 runs: overlaid curves per metric key (one request for all histories,
-// columnar), a table of differences (min, max, last, value at a chosen step), and parallel
-// coordinates of the params that differ against a chosen metric.
-import { api, qs } from '../api';
-import { align, chart } from '../charts';
+// columnar, sent beside the request for the runs when their ids are known: the server picks the
+// keys most of them logged), a table of differences (min, max, last, value at a chosen step),
+// and parallel coordinates of the params that differ against a chosen metric.
+import { api, ApiError, qs } from '../api';
+import { overlay } from '../charts';
 import { empty, errorBox, fmtNum, h, link, loading, pageHeader, replace, section, seriesColor, table, type Column } from '../dom';
 import { href, route } from '../router';
 import type { Experiment, Run } from '../types';
@@ -17,6 +18,14 @@ interface Hist {
 }
 
 const MAX_RUNS = 1000;
+/** Rows of the table of differences drawn at first; a button adds as many again. */
+const TABLE_ROWS = 100;
+/** Charts by default (each of 1,000 runs is 1,000 series to fetch and draw) and points per series. */
+const defaultKeyCount = (runs: number) => (runs > 200 ? 2 : 6);
+const pointsPerSeries = (runs: number) => (runs > 200 ? 100 : runs > 50 ? 200 : 600);
+type Histories = { keys: string[]; histories: Hist[] };
+/** Significant digits of the values read (the table shows 5): half the bytes of every digit. */
+const VALUE_DIGITS = 6;
 
 route('compare', 'Compare runs', async (ctx) => {
   const { root, signal, query } = ctx;
@@ -29,9 +38,19 @@ route('compare', 'Compare runs', async (ctx) => {
   const idsQ = (query.get('runs') ?? '').split(',').map((x) => Number(x.trim())).filter((x) => Number.isInteger(x) && x > 0);
   const filter = query.get('filter') ?? '';
   const experimentQ = query.get('experiment') ?? '';
+  const keysQ = query.get('keys');
+  const keysAsked = keysQ ? keysQ.split(',').filter((k) => k !== '').slice(0, 20) : null;
+  // The histories of the keys asked, or of those most of the runs logged (not job.* telemetry).
+  const readHistories = (ids: number[], maxPoints: number): Promise<Histories> =>
+    api.post<Histories>('/api/v1/runs/metric-histories', { run_ids: ids, ...(keysAsked ? { keys: keysAsked } : { top_keys: defaultKeyCount(ids.length), skip_key_prefix: 'job.' }), max_points: maxPoints, digits: VALUE_DIGITS }, signal);
+  let early: { ids: number[]; maxPoints: number; answer: Promise<Histories> } | null = null;
   try {
     if (idsQ.length) {
       const ids = [...new Set(idsQ)].slice(0, MAX_RUNS);
+      // Both requests at once: the histories do not wait for the runs.
+      const maxPoints = pointsPerSeries(ids.length);
+      early = { ids, maxPoints, answer: readHistories(ids, maxPoints) };
+      early.answer.catch(() => undefined);  // awaited below; not an unhandled rejection meanwhile
       const ans = await api.post<{ runs: Run[] }>('/api/v1/runs/search', { run_ids: ids, page_size: MAX_RUNS }, signal);
       const byId = new Map(ans.runs.map((r) => [r.id, r]));
       runs = ids.map((i) => byId.get(i)).filter((r): r is Run => Boolean(r));
@@ -58,13 +77,12 @@ route('compare', 'Compare runs', async (ctx) => {
     return;
   }
 
-  // Metric keys: those in most runs first; by default 6 charts, 2 past 200 runs (each chart of
-  // 1,000 runs is 1,000 series to fetch and draw); the key picker shows more.
+  // Metric keys: those in most runs first (ties by key, as the server orders them); by default 6
+  // charts, 2 past 200 runs; the key picker shows more.
   const keyCount = new Map<string, number>();
   for (const r of runs) for (const k of Object.keys(r.metrics)) keyCount.set(k, (keyCount.get(k) ?? 0) + 1);
-  const allKeys = [...keyCount.keys()].sort((a, b) => (keyCount.get(b)! - keyCount.get(a)!) || a.localeCompare(b));
-  const keysQ = query.get('keys');
-  const keys = (keysQ ? keysQ.split(',').filter((k) => keyCount.has(k)) : allKeys.filter((k) => !k.startsWith('job.')).slice(0, runs.length > 200 ? 2 : 6)).slice(0, 20);
+  const allKeys = [...keyCount.keys()].sort((a, b) => keyCount.get(b)! - keyCount.get(a)! || (a < b ? -1 : a > b ? 1 : 0));
+  let keys = (keysAsked ? keysAsked.filter((k) => keyCount.has(k)) : allKeys.filter((k) => !k.startsWith('job.')).slice(0, defaultKeyCount(runs.length))).slice(0, 20);
   const metric = query.get('metric') && keyCount.has(query.get('metric')!) ? query.get('metric')! : keys[0] ?? allKeys[0] ?? '';
   const stepQ = query.get('step');
   const step = stepQ !== null && stepQ !== '' && Number.isFinite(Number(stepQ)) ? Math.max(0, Math.floor(Number(stepQ))) : null;
@@ -102,12 +120,23 @@ route('compare', 'Compare runs', async (ctx) => {
   root.append(section('Parallel coordinates: params against a metric', pcBox));
 
   const ids = runs.map((r) => r.id);
-  const maxPoints = runs.length > 200 ? 100 : runs.length > 50 ? 200 : 600;
+  let maxPoints = pointsPerSeries(runs.length);
   let hists: Hist[] = [];
   try {
-    if (keys.length) {
-      const ans = await api.post<{ histories: Hist[] }>('/api/v1/runs/metric-histories', { run_ids: ids, keys, max_points: maxPoints }, signal);
-      hists = ans.histories;
+    let ans: Histories | null = null;
+    if (early) {
+      maxPoints = early.maxPoints;
+      try {
+        ans = await early.answer;
+      } catch (e) {
+        // A run named that does not exist (a 404): asked again below for those found.
+        if (!(e instanceof ApiError && e.status === 404) || ids.length === early.ids.length) throw e;
+      }
+    }
+    if (!ans && keys.length) ans = await readHistories(ids, maxPoints);
+    if (ans) {
+      hists = ans.histories.filter((x) => keyCount.has(x.key));
+      if (!keysAsked) keys = ans.keys.filter((k) => keyCount.has(k));
     }
   } catch (e) {
     replace(chartsBox, errorBox(e, 'metric histories'));
@@ -134,8 +163,7 @@ route('compare', 'Compare runs', async (ctx) => {
         box.append(empty('No points.'));
         continue;
       }
-      const data = align(present.map((r) => m.get(r.id)!));
-      const u = chart(box, present.map((r) => ({ label: runLabel(r), color: color.get(r.id), width: present.length > 50 ? 1 : 1.5 })), data, { xLabel: 'step', legend: present.length <= 12 });
+      const u = overlay(box, present.map((r) => ({ label: runLabel(r), color: color.get(r.id), width: present.length > 50 ? 1 : 1.5 })), present.map((r) => m.get(r.id)!), { xLabel: 'step', legend: present.length <= 12 });
       signal.addEventListener('abort', () => u.destroy());
     }
   } else if (keys.length) {
@@ -164,13 +192,14 @@ route('compare', 'Compare runs', async (ctx) => {
   let mh = byKey.get(metric);
   if (!mh && metric) {
     try {
-      const ans = await api.post<{ histories: Hist[] }>('/api/v1/runs/metric-histories', { run_ids: ids, keys: [metric], max_points: maxPoints }, signal);
+      const ans = await api.post<{ histories: Hist[] }>('/api/v1/runs/metric-histories', { run_ids: ids, keys: [metric], max_points: maxPoints, digits: VALUE_DIGITS }, signal);
       mh = new Map(ans.histories.map((x) => [x.run_id, x]));
     } catch (e) {
       diffBox.append(errorBox(e, metric));
     }
   }
-  // Min and max are exact: a downsampled series keeps every bucket's min and max.
+  // Min and max are the series' own (to VALUE_DIGITS): a downsampled series keeps every bucket's
+  // min and max.
   const stats = new Map<number, { min: number; max: number; last: number | null; n: number }>();
   for (const r of runs) {
     const hs = mh?.get(r.id);
@@ -222,8 +251,6 @@ route('compare', 'Compare runs', async (ctx) => {
   const ext = { min: best('min'), max: best('max'), last: best('last') };
   const mark = (v: number | null | undefined, e: { lo: number; hi: number }) =>
     v === null || v === undefined ? '—' : h('span', { class: v === e.lo ? 'lo' : v === e.hi ? 'hi' : '', title: v === e.lo ? 'the lowest of these runs' : v === e.hi ? 'the highest of these runs' : undefined }, fmtNum(v, 5));
-  const LIMIT = 300;
-  const rowsShown = sortedRuns.slice(0, LIMIT);
   const cols: Column<Run>[] = [
     { title: 'Run', cell: (r) => h('span', null, h('i', { class: 'swatch', style: `background:${color.get(r.id)}` }), link(href(['runs', r.id]), runLabel(r))), ...sortable('id') },
     ...varying.map((k): Column<Run> => ({ title: k, cell: (r) => r.params[k] ?? '—', ...sortable(`p:${k}`) })),
@@ -233,14 +260,29 @@ route('compare', 'Compare runs', async (ctx) => {
     ...(step !== null ? [{ title: `${metric} @ step ${step}`, cls: 'num', cell: (r: Run) => fmtNum(atStep.get(r.id), 5), ...sortable('step') }] : []),
     { title: 'points', cls: 'num', cell: (r) => stats.get(r.id)?.n ?? '—' },
   ];
+  // The first rows at once (a table of 1,000 runs x every param is most of the page's layout
+  // time); a button adds more.
+  const tableBox = h('div');
+  const showRows = (n: number) => {
+    const t = table(sortedRuns.slice(0, n), cols, { cls: 'compact', emptyText: 'No runs.' });
+    t.querySelector('table')?.setAttribute('data-testid', 'diff-table');
+    const more = Math.min(TABLE_ROWS * 4, sortedRuns.length - n);
+    replace(
+      tableBox,
+      t,
+      more > 0
+        ? h('p', { class: 'muted' }, `The first ${n} of ${sortedRuns.length} runs (sort a column to see others first). `,
+            h('button', { type: 'button', 'data-testid': 'diff-more', onclick: () => showRows(n + more) }, `Show ${more} more`))
+        : null,
+    );
+  };
+  showRows(TABLE_ROWS);
   replace(
     diffBox,
     form,
     varying.length ? h('p', { class: 'muted' }, `Params that differ: ${varying.join(', ')}`, paramKeys.length > varying.length ? `; the same in every run: ${paramKeys.filter((k) => !varying.includes(k)).map((k) => `${k}=${runs[0].params[k] ?? '∅'}`).join(', ')}` : '') : h('p', { class: 'muted' }, 'Every run has the same params.'),
-    table(rowsShown, cols, { cls: 'compact', emptyText: 'No runs.' }),
-    sortedRuns.length > LIMIT ? h('p', { class: 'muted' }, `The first ${LIMIT} of ${sortedRuns.length} runs; sort a column to see others first.`) : null,
+    tableBox,
   );
-  diffBox.querySelector('table')?.setAttribute('data-testid', 'diff-table');
 
   // ---- parallel coordinates ----
   const pcMetricSel = h('select', null, allKeys.map((k) => h('option', { value: k, selected: k === metric }, k)));
@@ -248,17 +290,23 @@ route('compare', 'Compare runs', async (ctx) => {
   const canvas = h('canvas', { class: 'pc', 'data-testid': 'parallel' });
   replace(pcBox, h('div', { class: 'toolbar' }, 'Color and last axis: ', pcMetricSel, h('span', { class: 'muted' }, ' (its last value)')), varying.length ? canvas : empty('No param differs between these runs.'));
   if (varying.length) {
-    const draw = () => parallel(canvas, runs, varying, metric, (r) => stats.get(r.id)?.last ?? r.metrics[metric]?.value ?? null);
-    requestAnimationFrame(draw);
-    const ro = new ResizeObserver(() => draw());
+    // Drawn when the box is first laid out (the observer's first call) and when its width
+    // changes: once per width, never from a script that would force a layout.
+    let drawnWidth = -1;
+    const ro = new ResizeObserver((entries) => {
+      const width = Math.floor(entries[entries.length - 1].contentRect.width);
+      if (width === drawnWidth) return;
+      drawnWidth = width;
+      parallel(canvas, width, runs, varying, metric, (r) => stats.get(r.id)?.last ?? r.metrics[metric]?.value ?? null);
+    });
     ro.observe(pcBox);
     ctx.onLeave(() => ro.disconnect());
   }
 });
 
 /** Parallel coordinates on a canvas: one axis per param (numbers scaled, text as evenly spaced categories), the metric last. */
-function parallel(canvas: HTMLCanvasElement, runs: Run[], params: string[], metric: string, metricOf: (r: Run) => number | null): void {
-  const width = Math.max(400, (canvas.parentElement?.clientWidth ?? 800) - 4);
+function parallel(canvas: HTMLCanvasElement, boxWidth: number, runs: Run[], params: string[], metric: string, metricOf: (r: Run) => number | null): void {
+  const width = Math.max(400, boxWidth - 4);
   const height = 320;
   const dpr = window.devicePixelRatio || 1;
   canvas.width = width * dpr;
