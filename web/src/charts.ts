@@ -33,8 +33,20 @@ export function chart(el: HTMLElement, series: SeriesSpec[], data: uPlot.Aligned
     width,
     height: o.height ?? 240,
     legend: { show: o.legend ?? series.length <= 12, live: true },
-    // One x value would give an empty range: pad it (a single window, a single step).
-    scales: { x: { time: Boolean(o.time), range: (_u, min, max) => (min === max ? [min - (o.time ? 300 : 1), max + (o.time ? 300 : 1)] : [min, max]) } },
+    // One x value would give an empty range: pad it (a single window, a single step). uPlot
+    // itself widens one time point by 86,400 / 1e-3 seconds (2.7 years) before this is called,
+    // so one point is recognised from the data.
+    scales: {
+      x: {
+        time: Boolean(o.time),
+        range: (u, min, max) => {
+          const pad = o.time ? 300 : 1;
+          const xs = u.data?.[0];
+          if (xs && xs.length === 1) return [xs[0] - pad, xs[0] + pad];
+          return min === max ? [min - pad, max + pad] : [min, max];
+        },
+      },
+    },
     cursor: {
       drag: { x: true, y: false, setScale: true },
       bind: o.onZoom
