@@ -18,6 +18,8 @@ PKGS=(
   libsqlite3-dev libpq-dev postgresql libssl-dev libboost-dev
   # training specs
   libyaml-cpp-dev
+  # distributed training: collectives over TCP
+  libgloo-dev
   # datasets: zstd-compressed shards, image folders (PNG, JPEG)
   libzstd-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev
   # tests and benchmarks

@@ -1,0 +1,90 @@
+// A group of processes that train together: ranks 0..world-1, connected pairwise by Gloo's TCP
+// transport after a rendezvous (dist/rendezvous.h), with the collectives data-parallel training
+// needs.
+//
+// Determinism: all_reduce_sum adds in one fixed association that depends only on the world
+// size, never on timing or on which rank answers first: with W a power of two, element i of
+// the answer is the balanced binary tree of the ranks' values in rank order,
+// ((x0 + x1) + (x2 + x3)) + ..., computed as a reduce-scatter by recursive halving (partners
+// at distance 1, 2, 4, ...) and an all-gather by recursive doubling. So every rank gets the
+// same bits, and W ranks each holding the tree-sum of a contiguous 1/W of M leaves (M a power
+// of two, W dividing M) get exactly the tree-sum of the M leaves that one process would compute
+// (tree_sum below): the property that makes training bit-identical across 1, 2 and 4 workers.
+// Other world sizes fold the ranks past the largest power of two P into ranks 0.. first
+// (x_r + x_{r+P}), then proceed among P: the same bits on every rank, for that world size.
+//
+// Deadlines: every collective waits at most `timeout` for each message; a peer that died (its
+// sockets closed by the kernel) or went silent fails the call with an error naming the rank
+// and the collective. After such an error the group is unusable: destroy it (a new group,
+// with the next `generation`, may be formed by the survivors).
+//
+// Threading: one thread calls the collectives of a group at a time; the calls must be made in
+// the same order on every rank (each takes the next message slot). Two groups may run on two
+// threads.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+
+namespace dlsys::dist {
+
+struct GroupOptions {
+  int rank = 0;
+  int world = 1;
+  // tcp://HOST:PORT (rank 0 serves it) or file:///A/FOLDER; see rendezvous.h.
+  std::string rendezvous;
+  // Which formation of the group this is (0 first, then one more per re-formation): keys of
+  // the rendezvous are scoped by it.
+  int generation = 0;
+  // The longest any wait may take: joining, and each message of a collective.
+  std::chrono::milliseconds timeout{30000};
+  // The address peers reach this rank at. Empty: an interface's address if `iface` is given;
+  // else, for tcp://, the local address of the route to the rendezvous host (127.0.0.1 when that
+  // host is loopback); for file://, 127.0.0.1 (one machine; give it for a shared folder).
+  std::string host;
+  std::string iface;
+};
+
+class ProcessGroup {
+ public:
+  // Joins the group: rendezvous, then a Gloo connection to every other rank. Fails after
+  // `timeout` naming the rank that did not come; bad options are Invalid before anything.
+  static Result<std::unique_ptr<ProcessGroup>> connect(const GroupOptions& options);
+  ~ProcessGroup();
+  ProcessGroup(const ProcessGroup&) = delete;
+  ProcessGroup& operator=(const ProcessGroup&) = delete;
+
+  int rank() const { return rank_; }
+  int world() const { return world_; }
+  const std::string& address() const { return host_; }
+
+  // data[0..n) becomes the sum over the ranks, in the fixed association above, on every rank.
+  Status all_reduce_sum(float* data, size_t n);
+  // data[0..bytes) of `root` is copied to every rank.
+  Status broadcast(void* data, size_t bytes, int root);
+  // out[r * bytes .. (r + 1) * bytes) becomes rank r's `mine`, on every rank (a ring).
+  Status all_gather(const void* mine, size_t bytes, void* out);
+  // Returns when every rank has called it (or fails naming a rank that did not).
+  Status barrier();
+
+ private:
+  struct Impl;
+  ProcessGroup(int rank, int world, std::string host, std::unique_ptr<Impl> impl);
+
+  int rank_;
+  int world_;
+  std::string host_;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The balanced binary tree sum of leaves[0..m) element-wise (m a power of two; a single leaf is
+// itself), written to out[0..n): what all_reduce_sum gives when the ranks hold its subtrees.
+// Leaves are arrays of n floats. Used by a process that computes several leaves itself.
+void tree_sum(const std::vector<const float*>& leaves, size_t n, float* out);
+
+}  // namespace dlsys::dist

@@ -1,0 +1,374 @@
+// The process group on real processes: each rank is a child process of the test, joined over
+// loopback through a tcp:// or file:// rendezvous, talking over Gloo's TCP transport.
+//   - all_reduce_sum gives every rank the same bits, and for 1, 2 and 4 ranks exactly the
+//     balanced tree sum one process computes of the same leaves (tree_sum): the data is made so
+//     that other associations give other bits, which the test checks too;
+//   - broadcast, all_gather, barrier;
+//   - a rank killed (SIGKILL) is named by the others' errors well within the 10 s, a
+//     silent rank after the timeout, a rank that never comes by the rendezvous;
+//   - bad options and URLs are refused before anything starts.
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <random>
+#include <thread>
+
+#include <gloo/rendezvous/store.h>
+
+#include "dist/process_group.h"
+#include "dist/rendezvous.h"
+
+namespace dlsys::dist {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof(a);
+  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+class ProcessGroupTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("dlsys-dist-" + std::to_string(::getpid()) + "-" + std::to_string(counter_++));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // A fresh rendezvous URL of the kind under test.
+  std::string rendezvous() {
+    if (GetParam() == "file") {
+      fs::path d = dir_ / ("rdv" + std::to_string(counter_++));
+      fs::create_directories(d);
+      return "file://" + d.string();
+    }
+    return "tcp://127.0.0.1:" + std::to_string(free_port());
+  }
+
+  // Runs body(rank) in `world` child processes; returns their exit codes (-signal if killed).
+  // A child still running at the deadline is killed and reported as -SIGKILL: no test hangs.
+  std::vector<int> run(int world, const std::function<int(int)>& body,
+                       std::chrono::seconds deadline = std::chrono::seconds(60)) {
+    std::vector<pid_t> pids;
+    for (int r = 0; r < world; ++r) {
+      pid_t p = ::fork();
+      if (p == 0) {
+        int code = 99;
+        try {
+          code = body(r);
+        } catch (...) {
+          code = 98;
+        }
+        ::_exit(code);
+      }
+      pids.push_back(p);
+    }
+    std::vector<int> codes(world, -1000);
+    const auto end = Clock::now() + deadline;
+    int left = world;
+    while (left > 0) {
+      int st = 0;
+      pid_t p = ::waitpid(-1, &st, WNOHANG);
+      if (p > 0) {
+        for (int r = 0; r < world; ++r)
+          if (pids[r] == p) codes[r] = WIFEXITED(st) ? WEXITSTATUS(st) : -WTERMSIG(st);
+        --left;
+        continue;
+      }
+      if (Clock::now() > end) {
+        for (int r = 0; r < world; ++r)
+          if (codes[r] == -1000) ::kill(pids[r], SIGKILL);
+        ADD_FAILURE() << "ranks still running after " << deadline.count() << " s: killed";
+        deadline = std::chrono::seconds(1 << 20);
+      }
+      // Children have no event to wait on from here but their exit: poll it.
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return codes;
+  }
+
+  void write_file(const fs::path& p, const std::string& s) {
+    std::ofstream f(p, std::ios::binary);
+    f << s;
+  }
+  std::string read_file(const fs::path& p) {
+    std::ifstream f(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(f), {});
+  }
+
+  fs::path dir_;
+  static inline int counter_ = 0;
+};
+
+// Leaf j of M: values of very different magnitudes and signs, so (a + b) + c and a + (b + c)
+// differ in many elements.
+std::vector<float> leaf(int j, size_t n) {
+  std::mt19937 g(1234 + j);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  std::uniform_int_distribution<int> e(-12, 12);
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = std::ldexp(u(g), e(g));
+  return v;
+}
+
+GroupOptions opts(int rank, int world, const std::string& url, int timeout_ms = 20000) {
+  GroupOptions o;
+  o.rank = rank;
+  o.world = world;
+  o.rendezvous = url;
+  o.timeout = std::chrono::milliseconds(timeout_ms);
+  return o;
+}
+
+TEST_P(ProcessGroupTest, AllReduceIsTheTreeSumOfTheLeavesForOneTwoAndFourRanks) {
+  constexpr int M = 4;
+  for (size_t n : {size_t{10007}, size_t{3}, size_t{1}}) {
+    std::vector<std::vector<float>> leaves;
+    std::vector<const float*> ptrs;
+    for (int j = 0; j < M; ++j) leaves.push_back(leaf(j, n));
+    for (auto& l : leaves) ptrs.push_back(l.data());
+    std::vector<float> want(n);
+    tree_sum(ptrs, n, want.data());
+    if (n == 10007) {
+      // The data tells associations apart: a left-to-right sum differs somewhere.
+      size_t differ = 0;
+      for (size_t i = 0; i < n; ++i) {
+        float seq = ((leaves[0][i] + leaves[1][i]) + leaves[2][i]) + leaves[3][i];
+        differ += std::memcmp(&seq, &want[i], 4) != 0;
+      }
+      EXPECT_GT(differ, n / 100) << "the leaves do not tell a sequential sum from the tree";
+    }
+    for (int world : {1, 2, 4}) {
+      const std::string url = rendezvous();
+      auto codes = run(world, [&](int rank) {
+        auto g = ProcessGroup::connect(opts(rank, world, url));
+        if (!g.ok()) {
+          write_file(dir_ / ("err" + std::to_string(rank)), g.status().to_string());
+          return 2;
+        }
+        // This rank's leaves, summed as a subtree, then reduced across the ranks.
+        std::vector<const float*> mine(ptrs.begin() + rank * (M / world),
+                                       ptrs.begin() + (rank + 1) * (M / world));
+        std::vector<float> x(n);
+        tree_sum(mine, n, x.data());
+        Status s = (*g)->all_reduce_sum(x.data(), n);
+        if (!s.ok()) {
+          write_file(dir_ / ("err" + std::to_string(rank)), s.to_string());
+          return 3;
+        }
+        write_file(dir_ / ("out" + std::to_string(rank)),
+                   std::string(reinterpret_cast<const char*>(x.data()), n * 4));
+        return 0;
+      });
+      for (int r = 0; r < world; ++r) {
+        ASSERT_EQ(codes[r], 0) << "world " << world << " rank " << r << ": "
+                               << read_file(dir_ / ("err" + std::to_string(r)));
+        std::string got = read_file(dir_ / ("out" + std::to_string(r)));
+        ASSERT_EQ(got.size(), n * 4);
+        EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0)
+            << "world " << world << " rank " << r << " n " << n
+            << ": not the bits of the tree sum one process computes";
+      }
+    }
+  }
+}
+
+// 3 ranks fold rank 2 into rank 0: ((x0 + x2) + x1) on every rank, the same bits everywhere.
+TEST_P(ProcessGroupTest, AllReduceOfThreeRanksIsTheSameOnEveryRank) {
+  const size_t n = 4099;
+  std::vector<std::vector<float>> x;
+  for (int r = 0; r < 3; ++r) x.push_back(leaf(10 + r, n));
+  std::vector<float> want(n);
+  for (size_t i = 0; i < n; ++i) want[i] = (x[0][i] + x[2][i]) + x[1][i];
+  const std::string url = rendezvous();
+  auto codes = run(3, [&](int rank) {
+    auto g = ProcessGroup::connect(opts(rank, 3, url));
+    if (!g.ok()) return 2;
+    std::vector<float> v = x[rank];
+    // Twice: the slots of consecutive calls stay matched across ranks.
+    for (int k = 0; k < 2; ++k) {
+      v = x[rank];
+      if (!(*g)->all_reduce_sum(v.data(), n).ok()) return 3;
+    }
+    write_file(dir_ / ("out" + std::to_string(rank)),
+               std::string(reinterpret_cast<const char*>(v.data()), n * 4));
+    return 0;
+  });
+  for (int r = 0; r < 3; ++r) {
+    ASSERT_EQ(codes[r], 0) << "rank " << r;
+    std::string got = read_file(dir_ / ("out" + std::to_string(r)));
+    ASSERT_EQ(got.size(), n * 4);
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0) << "rank " << r;
+  }
+}
+
+TEST_P(ProcessGroupTest, BroadcastAllGatherAndBarrier) {
+  const std::string url = rendezvous();
+  auto codes = run(3, [&](int rank) {
+    auto g = ProcessGroup::connect(opts(rank, 3, url));
+    if (!g.ok()) return 2;
+    std::string msg = rank == 1 ? "from rank one" : std::string(13, '?');
+    if (!(*g)->broadcast(msg.data(), msg.size(), 1).ok() || msg != "from rank one") return 3;
+    int mine = 100 + rank;
+    int all[3] = {0, 0, 0};
+    if (!(*g)->all_gather(&mine, sizeof(int), all).ok()) return 4;
+    if (all[0] != 100 || all[1] != 101 || all[2] != 102) return 5;
+    if (!(*g)->barrier().ok()) return 6;
+    if ((*g)->broadcast(msg.data(), 1, 7).ok()) return 7;  // no rank 7
+    return 0;
+  });
+  for (int r = 0; r < 3; ++r) EXPECT_EQ(codes[r], 0) << "rank " << r;
+}
+
+// A rank killed between collectives: the others' all-reduce fails, naming a rank, long before
+// the 20 s timeout (the kernel closes the dead rank's sockets).
+TEST_P(ProcessGroupTest, AKilledRankIsNamedWithinSeconds) {
+  const std::string url = rendezvous();
+  auto codes = run(3, [&](int rank) {
+    auto g = ProcessGroup::connect(opts(rank, 3, url, 20000));
+    if (!g.ok()) return 2;
+    if (!(*g)->barrier().ok()) return 3;
+    if (rank == 2) ::raise(SIGKILL);
+    std::vector<float> v(1000, 1.0f);
+    const auto t0 = Clock::now();
+    Status s = (*g)->all_reduce_sum(v.data(), v.size());
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    write_file(dir_ / ("err" + std::to_string(rank)), s.to_string() + "\n" + std::to_string(secs));
+    return s.ok() ? 4 : 0;
+  });
+  EXPECT_EQ(codes[2], -SIGKILL);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(codes[r], 0) << "rank " << r << " did not fail";
+    std::string err = read_file(dir_ / ("err" + std::to_string(r)));
+    EXPECT_NE(err.find("all-reduce"), std::string::npos) << err;
+    EXPECT_NE(err.find("rank " + std::string(r == 0 ? "2" : "0")), std::string::npos) << err;
+    double secs = std::stod(err.substr(err.rfind('\n') + 1));
+    EXPECT_LT(secs, 10.0) << err;
+  }
+}
+
+// A rank alive but silent: the others give up after the timeout, naming the rank they waited
+// for.
+TEST_P(ProcessGroupTest, ASilentRankFailsTheOthersAfterTheTimeout) {
+  const std::string url = rendezvous();
+  auto codes = run(2, [&](int rank) {
+    auto g = ProcessGroup::connect(opts(rank, 2, url, 1000));
+    if (!g.ok()) return 2;
+    if (rank == 1) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2500));  // the silence itself
+      return 0;
+    }
+    std::vector<float> v(10, 1.0f);
+    const auto t0 = Clock::now();
+    Status s = (*g)->all_reduce_sum(v.data(), v.size());
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    write_file(dir_ / "err0", s.to_string());
+    return !s.ok() && secs >= 0.9 && secs < 2.5 ? 0 : 4;
+  });
+  EXPECT_EQ(codes[0], 0) << read_file(dir_ / "err0");
+  EXPECT_NE(read_file(dir_ / "err0").find("rank 1 did not answer within 1000 ms"),
+            std::string::npos)
+      << read_file(dir_ / "err0");
+}
+
+// Only rank 0 of 2 comes: joining fails after the timeout, naming rank 1.
+TEST_P(ProcessGroupTest, ARankThatNeverComesIsNamedByTheRendezvous) {
+  const std::string url = rendezvous();
+  auto codes = run(1, [&](int) {
+    const auto t0 = Clock::now();
+    auto g = ProcessGroup::connect(opts(0, 2, url, 1000));
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    write_file(dir_ / "err0", g.ok() ? "joined" : g.status().to_string());
+    return !g.ok() && secs < 8.0 ? 0 : 4;
+  });
+  EXPECT_EQ(codes[0], 0) << read_file(dir_ / "err0");
+  EXPECT_NE(read_file(dir_ / "err0").find("rank 1 did not reach the rendezvous"), std::string::npos)
+      << read_file(dir_ / "err0");
+}
+
+INSTANTIATE_TEST_SUITE_P(Rendezvous, ProcessGroupTest, ::testing::Values("tcp", "file"),
+                         [](const auto& info) { return info.param; });
+
+// The tcp:// store of rank 0: a malformed frame or an oversized key closes that connection
+// only; the store goes on answering its clients.
+TEST(RendezvousStoreTest, MalformedFramesCloseOnlyTheirConnection) {
+  const int port = free_port();
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(port);
+  auto store = open_rendezvous(url, 0, 0, std::chrono::milliseconds(2000));
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  (*store)->set("a", {'x', 'y'});
+  for (std::string junk : {std::string("Zgarbage"), std::string("S\xff\xff\xff\x7f")}) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    ASSERT_EQ(::send(fd, junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char c;
+    // Closed: an end of stream, or a reset (the junk left unread in the server's buffer).
+    const ssize_t k = ::recv(fd, &c, 1, 0);
+    EXPECT_TRUE(k == 0 || (k < 0 && errno == ECONNRESET))
+        << "the server did not close a connection sending junk: " << k << " " << errno;
+    ::close(fd);
+  }
+  EXPECT_EQ((*store)->get("a"), (std::vector<char>{'x', 'y'}));
+  // A second rank 0 on the same port is refused with the reason.
+  auto again = open_rendezvous(url, 0, 0, std::chrono::milliseconds(500));
+  ASSERT_FALSE(again.ok());
+  EXPECT_NE(again.status().message().find("cannot serve the rendezvous"), std::string::npos)
+      << again.status().to_string();
+}
+
+TEST(RendezvousUrlTest, BadUrlsAndOptionsAreRefusedWithTheReason) {
+  EXPECT_TRUE(parse_rendezvous_url("tcp://10.0.0.1:29500").ok());
+  EXPECT_TRUE(parse_rendezvous_url("tcp://[::1]:29500").ok());
+  EXPECT_EQ(parse_rendezvous_url("tcp://[::1]:29500")->host, "::1");
+  EXPECT_TRUE(parse_rendezvous_url("file:///tmp/x").ok());
+  for (auto [url, word] : std::vector<std::pair<std::string, std::string>>{
+           {"tcp://host", "HOST:PORT"},
+           {"tcp://host:0", "1..65535"},
+           {"tcp://host:70000", "1..65535"},
+           {"tcp://host:x1", "not a number"},
+           {"file://relative", "absolute"},
+           {"http://x:1", "tcp://HOST:PORT or file://"}}) {
+    auto r = parse_rendezvous_url(url);
+    ASSERT_FALSE(r.ok()) << url;
+    EXPECT_NE(r.status().message().find(word), std::string::npos) << r.status().to_string();
+  }
+  GroupOptions o;
+  o.rendezvous = "tcp://127.0.0.1:1";
+  o.world = 2;
+  o.rank = 2;
+  EXPECT_NE(ProcessGroup::connect(o).status().message().find("rank 2 is not in 0..1"),
+            std::string::npos);
+  o.rank = 0;
+  o.world = 0;
+  EXPECT_FALSE(ProcessGroup::connect(o).ok());
+}
+
+}  // namespace
+}  // namespace dlsys::dist
