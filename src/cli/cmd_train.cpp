@@ -4,15 +4,22 @@
 // server: params, per-epoch metrics and the model artifact. A spec's data.dataset is read from
 // where the run is tracked: the data directory, or the server (its version copied into a local
 // cache first).
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 #include <variant>
@@ -30,6 +37,7 @@
 #include "core/sha256.h"
 #include "data/dataset_store.h"
 #include "data/manifest_check.h"
+#include "dist/process_group.h"
 #include "train/trainer.h"
 
 namespace dlsys::cli {
@@ -43,6 +51,10 @@ struct TrainArgs {
   bool json = false, quiet = false, auto_resume = false, extend = false;
   int64_t epochs = 0, log_every = 10, checkpoint_every = -1, run_id = 0;
   int threads = 0;
+  // Data-parallel: --nproc N ranks started here, or this process as --rank R of --world-size N.
+  int nproc = 0, rank = -1, world_size = 0;
+  std::string rendezvous, dist_host;
+  double dist_timeout_s = 60;
 };
 
 void progress_bar(const train::TrainEvent& e) {
@@ -180,9 +192,146 @@ Status check_local_datasets(const train::TrainSpec& spec, const std::string& dat
   return Status::OK();
 }
 
+// --nproc: the ranks pids, for the signal handler that passes SIGTERM/SIGINT on to them.
+std::vector<pid_t> g_ranks;
+extern "C" void forward_to_ranks(int sig) {
+  for (pid_t p : g_ranks)
+    if (p > 0) ::kill(p, sig);
+}
+extern "C" void kill_ranks(int) {
+  for (pid_t p : g_ranks)
+    if (p > 0) ::kill(p, SIGKILL);
+}
+
+// `dlsys train SPEC --nproc N`: N processes on this machine, each this command line without
+// --nproc plus its --rank, --world-size N, a loopback --rendezvous and its share of the cores.
+// Rank 0 prints and writes the run; rank R > 0 logs to OUT/rank-R.log. A rank that fails ends
+// the others (they notice at once; any still alive 10 s later are killed), and the exit code and
+// message name it.
+int run_ranks_locally(const TrainArgs& a, const std::string& out) {
+  if (a.rank >= 0 || a.world_size > 0 || !a.rendezvous.empty())
+    return fail("--nproc starts every rank itself: drop --rank, --world-size and --rendezvous");
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::vector<std::string> args;
+  for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
+  std::vector<std::string> base;
+  for (size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--nproc") {
+      ++i;
+      continue;
+    }
+    if (args[i].rfind("--nproc=", 0) == 0) continue;
+    base.push_back(args[i]);
+  }
+  if (Status st = make_dirs(out); !st.ok()) return fail(st.message());
+  // A free loopback port for rank 0's rendezvous.
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+    return fail("cannot find a free loopback port for the ranks' rendezvous");
+  const int port = ntohs(addr.sin_port);
+  ::close(fd);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const int threads = a.threads > 0 ? a.threads : std::max(1, cores / a.nproc);
+  g_ranks.assign(static_cast<size_t>(a.nproc), -1);
+  struct sigaction fwd {};
+  fwd.sa_handler = forward_to_ranks;
+  sigemptyset(&fwd.sa_mask);
+  ::sigaction(SIGTERM, &fwd, nullptr);
+  ::sigaction(SIGINT, &fwd, nullptr);
+  for (int r = 0; r < a.nproc; ++r) {
+    std::vector<std::string> argv = base;
+    for (const std::string& x :
+         {std::string("--rank"), std::to_string(r), std::string("--world-size"),
+          std::to_string(a.nproc), std::string("--rendezvous"),
+          fmt::format("tcp://127.0.0.1:{}", port), std::string("--threads"),
+          std::to_string(threads)})
+      argv.push_back(x);
+    const std::string log = fmt::format("{}/rank-{}.log", out, r);
+    pid_t p = ::fork();
+    if (p < 0) {
+      forward_to_ranks(SIGKILL);
+      return fail(fmt::format("cannot start rank {}: {}", r, std::strerror(errno)));
+    }
+    if (p == 0) {
+      if (r > 0) {
+        int lf = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (lf >= 0) {
+          ::dup2(lf, STDOUT_FILENO);
+          ::dup2(lf, STDERR_FILENO);
+        }
+      }
+      std::vector<char*> cargv;
+      for (std::string& x : argv) cargv.push_back(x.data());
+      cargv.push_back(nullptr);
+      ::execv("/proc/self/exe", cargv.data());
+      ::_exit(127);
+    }
+    g_ranks[static_cast<size_t>(r)] = p;
+  }
+  // Every rank's end; after the first failure the rest get 10 s to notice, then SIGKILL.
+  int first_failed = -1, first_code = 0;
+  for (int left = a.nproc; left > 0;) {
+    int st = 0;
+    pid_t p = ::waitpid(-1, &st, 0);
+    if (p < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    auto it = std::find(g_ranks.begin(), g_ranks.end(), p);
+    if (it == g_ranks.end()) continue;
+    const int r = static_cast<int>(it - g_ranks.begin());
+    *it = -1;
+    --left;
+    const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    if (code != 0 && first_failed < 0) {
+      first_failed = r;
+      first_code = code;
+      struct sigaction k {};
+      k.sa_handler = kill_ranks;
+      sigemptyset(&k.sa_mask);
+      ::sigaction(SIGALRM, &k, nullptr);
+      ::alarm(10);
+    }
+  }
+  ::alarm(0);
+  if (first_failed < 0) return 0;
+  std::fprintf(
+      stderr, "dlsys train: rank %d of %d failed (exit code %d)%s\n", first_failed, a.nproc,
+      first_code,
+      first_failed > 0 ? fmt::format("; its log: {}/rank-{}.log", out, first_failed).c_str() : "");
+  return first_code == kExitStopped ? kExitStopped : 1;
+}
+
 int run_train(const TrainArgs& a) {
   auto spec = train::load_train_spec(a.spec, a.overrides);
   if (!spec.ok()) return fail(spec.status().message());
+  if (a.nproc > 0) {
+    std::string where = !a.resume.empty() ? a.resume : a.out.empty() ? "runs/" + spec->name : a.out;
+    return run_ranks_locally(a, where);
+  }
+  // One rank of a data-parallel run: join the group first (it fails fast, naming the rank
+  // missing, before any data is read).
+  std::unique_ptr<dist::ProcessGroup> group;
+  if (a.rank >= 0 || a.world_size > 0 || !a.rendezvous.empty()) {
+    if (a.rank < 0 || a.world_size < 1 || a.rendezvous.empty())
+      return fail(
+          "a rank of a data-parallel run needs --rank R, --world-size N and "
+          "--rendezvous tcp://HOST:PORT (or --nproc N to start N ranks here)");
+    dist::GroupOptions go;
+    go.rank = a.rank;
+    go.world = a.world_size;
+    go.rendezvous = a.rendezvous;
+    go.host = a.dist_host;
+    go.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout_s * 1000));
+    auto g = dist::ProcessGroup::connect(go);
+    if (!g.ok()) return fail(g.status().message());
+    group = std::move(g).value();
+  }
   if (a.epochs > 0) spec->epochs = a.epochs;
   if (a.checkpoint_every >= 0) spec->checkpoint_every = a.checkpoint_every;
   std::string out = a.out.empty() ? "runs/" + spec->name : a.out;
@@ -239,12 +388,15 @@ int run_train(const TrainArgs& a) {
     if (server.empty() && !spec->dataset.empty())
       if (Status st = check_local_datasets(*spec, data_dir_or_default(a.data_dir)); !st.ok())
         return fail(st.message());
-    auto l = a.run_id > 0
-                 ? api::RunLogger::attach(*client, a.run_id, params, {{"spec", a.spec}})
-                 : api::RunLogger::start(*client, a.experiment.empty() ? spec->name : a.experiment,
-                                         spec->name, params, {{"spec", a.spec}});
-    if (!l.ok()) return fail(l.status().with_context("tracking").message());
-    logger = std::move(l).value();
+    // Rank 0 records the run; the other ranks of a data-parallel run only read from the server.
+    if (a.rank <= 0) {
+      auto l = a.run_id > 0 ? api::RunLogger::attach(*client, a.run_id, params, {{"spec", a.spec}})
+                            : api::RunLogger::start(
+                                  *client, a.experiment.empty() ? spec->name : a.experiment,
+                                  spec->name, params, {{"spec", a.spec}});
+      if (!l.ok()) return fail(l.status().with_context("tracking").message());
+      logger = std::move(l).value();
+    }
   } else if (!spec->dataset.empty()) {
     // No server, no --data-dir: the default data directory's store, said once.
     note(a.quiet, fmt::format("reading data.dataset from data directory {} (no server given)",
@@ -274,6 +426,7 @@ int run_train(const TrainArgs& a) {
   o.extend = a.extend;
   o.datasets_dir = datasets_dir;
   o.step_event_every = a.log_every;
+  o.group = group.get();
   HeartbeatFile heartbeat(std::getenv("DLSYS_HEARTBEAT_FILE"));
   o.heartbeat = [&heartbeat] { heartbeat.beat(); };
   o.steps_done = [&heartbeat] { heartbeat.steps_done(); };
@@ -395,6 +548,25 @@ void add_train(CLI::App& app, int* rc) {
   c->add_option("--run-id", a->run_id,
                 "Record into this existing run instead of a new one (the training service "
                 "passes its job's run, so that retries continue one run)")
+      ->check(CLI::PositiveNumber);
+  c->add_option("--nproc", a->nproc,
+                "Train data-parallel on N processes on this machine (needs train.micro_batches, "
+                "which N must divide; the weights are bit-identical for N = 1, 2, 4, ... "
+                "dividing it). Rank R > 0 logs to OUT/rank-R.log")
+      ->check(CLI::Range(1, 1024));
+  c->add_option("--rank", a->rank, "This process's rank in a data-parallel run of many machines")
+      ->check(CLI::Range(0, 1 << 20));
+  c->add_option("--world-size", a->world_size, "The number of ranks of the run")
+      ->check(CLI::Range(1, 1 << 20));
+  c->add_option("--rendezvous", a->rendezvous,
+                "Where the ranks meet: tcp://HOST:PORT (rank 0 listens there) or "
+                "file:///SHARED/FOLDER");
+  c->add_option("--dist-host", a->dist_host,
+                "The address other ranks reach this one at (default: the local address of the "
+                "route to the rendezvous host)");
+  c->add_option("--dist-timeout-s", a->dist_timeout_s,
+                "The longest a rank waits for another: to join, and for each message")
+      ->capture_default_str()
       ->check(CLI::PositiveNumber);
   c->add_flag("--quiet", a->quiet,
               "No note on stderr saying which data directory data.dataset is read from");

@@ -73,7 +73,8 @@ const std::map<std::string, std::set<std::string>>& section_fields() {
       {"model", {"input", "layers", "init", "onnx", "freeze"}},
       {"train",
        {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer", "schedule",
-        "clip_grad_norm", "target_accuracy", "checkpoint_every", "accumulate_steps", "precision"}},
+        "clip_grad_norm", "target_accuracy", "checkpoint_every", "accumulate_steps", "precision",
+        "micro_batches"}},
       {"train.optimizer",
        {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps"}},
       {"train.schedule", {"name", "warmup_steps", "step_size", "gamma", "min_lr"}},
@@ -579,6 +580,14 @@ Result<TrainSpec> load_train_spec(const std::string& path,
     DLSYS_RETURN_IF_ERROR(get(path, tr, "checkpoint_every", &s.checkpoint_every));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "accumulate_steps", &s.accumulate_steps));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "precision", &s.precision));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "micro_batches", &s.micro_batches));
+    if (s.micro_batches < 0 || (s.micro_batches & (s.micro_batches - 1)) != 0 ||
+        s.micro_batches > 1024)
+      return Status::Invalid("{} is {}; use 0 (off) or a power of two up to 1024 (1, 2, 4, 8, ...)",
+                             where(path, tr["micro_batches"], "micro_batches"), s.micro_batches);
+    if (s.micro_batches > 0 && s.accumulate_steps > 1)
+      return Status::Invalid("{} and accumulate_steps {} cannot be combined: use a larger batch",
+                             where(path, tr["micro_batches"], "micro_batches"), s.accumulate_steps);
     if (s.accumulate_steps < 1)
       return Status::Invalid("{} must be at least 1 (1: a step per batch)",
                              where(path, tr["accumulate_steps"], "accumulate_steps"));

@@ -116,6 +116,13 @@ struct TrainSpec {
   // Batches whose gradients are averaged (weighted by their sizes) before one optimizer step: the
   // step of a batch accumulate_steps times larger, in the memory of one batch.
   int64_t accumulate_steps = 1;
+  // 0: off. Else a power of two M: each batch is split into M micro-batches of consecutive rows
+  // (sizes differing by at most one), each one's gradient weighted by its share of the batch, and
+  // the M summed as a balanced binary tree in order. A data-parallel run (TrainOptions::group)
+  // gives each of its W ranks M / W consecutive micro-batches and all-reduces in the same tree:
+  // the weights are bit-identical for every world size that is a power of two dividing M
+  // (dist/process_group.h). Not with accumulate_steps.
+  int64_t micro_batches = 0;
   // fp32, or bf16: matmuls and convolutions (forward and backward) compute in bf16 with fp32
   // accumulation; weights, gradients, loss, norms and optimizer state stay fp32.
   std::string precision = "fp32";

@@ -14,6 +14,7 @@
 #include "data/dataset_loader.h"
 #include "data/in_memory_dataset.h"
 #include "data/tensor_loader.h"
+#include "dist/process_group.h"
 #include "graph/model_info.h"
 #include "graph/model_metadata.h"
 #include "graph/onnx_export.h"
@@ -403,6 +404,20 @@ Trainer::Trainer(TrainSpec spec, TrainOptions options)
 Trainer::~Trainer() = default;
 
 Status Trainer::build_model() {
+  if (options_.group) {
+    rank_ = options_.group->rank();
+    world_ = options_.group->world();
+    if ((world_ & (world_ - 1)) != 0)
+      return Status::Invalid(
+          "{} workers: data-parallel training shares each batch's micro-batches equally, so "
+          "it runs on a power of two of workers (1, 2, 4, 8, ...)",
+          world_);
+    if (spec_.micro_batches == 0 || spec_.micro_batches % world_ != 0)
+      return Status::Invalid(
+          "{}: training on {} workers needs train.micro_batches, a multiple of {} (e.g. "
+          "micro_batches: {}): the micro-batches are what the workers share",
+          spec_.spec_path, world_, world_, std::max<int64_t>(4, world_));
+  }
   DLSYS_RETURN_IF_ERROR(make_dirs(options_.out_dir));
   // The model first: a spec error shows before any data is read.
   DLSYS_ASSIGN_OR_RETURN(forward_, build_forward_graph(spec_, &names_));
@@ -736,6 +751,7 @@ Status Trainer::restore() {
 }
 
 Status Trainer::open_metrics() {
+  if (rank_ != 0) return Status::OK();  // rank 0 writes the run's files
   std::string path = options_.out_dir + "/metrics.jsonl";
   metrics_.reset(std::fopen(path.c_str(), options_.resume ? "a" : "w"));
   if (!metrics_) return Status::IOError("cannot write '{}'", path);
@@ -747,8 +763,10 @@ void Trainer::emit(const TrainEvent& e) {
 }
 
 void Trainer::record(const TrainEvent& e) {
-  std::fprintf(metrics_.get(), "%s\n", json_dump_line(to_json(e)).c_str());
-  std::fflush(metrics_.get());
+  if (metrics_) {
+    std::fprintf(metrics_.get(), "%s\n", json_dump_line(to_json(e)).c_str());
+    std::fflush(metrics_.get());
+  }
   emit(e);
 }
 
@@ -771,8 +789,129 @@ Tensor Trainer::target_batch(Tensor y) const {
   return shape_numel(s) == y.numel() ? y.view(s) : y;
 }
 
+Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
+                                 double* lr) {
+  auto tw = Clock::now();
+  DLSYS_ASSIGN_OR_RETURN(data::Batch bd, loader_->next());
+  result_.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
+  DLSYS_RETURN_IF_ERROR(
+      check_class_ids(bd.y, fmt::format("training batch {} of epoch {}", *batch + 1, epoch + 1)));
+  const int64_t n = bd.x.dim(0);
+  const int64_t m = spec_.micro_batches, per_rank = m / world_;
+  if (grad_offsets_.empty()) {
+    grad_offsets_.push_back(0);
+    for (Tensor* p : params_)
+      grad_offsets_.push_back(grad_offsets_.back() + static_cast<size_t>(p->numel()));
+    for (size_t k = 0; k < params_.size(); ++k)
+      grad_sums_.push_back(Tensor::zeros(DType::kF32, params_[k]->shape()));
+  }
+  const size_t total = grad_offsets_.back();  // then the leaf's loss x rows
+  leaf_grads_.resize(static_cast<size_t>(per_rank));
+  // Batch statistics of each micro-batch: its row count, then every statistic's values (a
+  // mean and a variance per channel of each batch norm), `one` floats in all.
+  const size_t at = tg_.params.size() + 2;
+  size_t one = 1;
+  for (const BatchStat& bs : tg_.batch_stats)
+    one += static_cast<size_t>(buffers_.at(bs.running_mean).numel() +
+                               buffers_.at(bs.running_var).numel());
+  std::vector<float> stats;
+  std::vector<Tensor> out;
+  for (int64_t l = 0; l < per_rank; ++l) {
+    const int64_t j = rank_ * per_rank + l;  // the micro-batch's place in the batch
+    const int64_t lo = j * n / m, hi = (j + 1) * n / m;
+    std::vector<float>& g = leaf_grads_[static_cast<size_t>(l)];
+    g.assign(total + 1, 0.0f);
+    if (hi == lo) {  // a batch of fewer rows than micro-batches: this one is empty
+      if (!tg_.batch_stats.empty()) stats.resize(stats.size() + one, 0.0f);
+      continue;
+    }
+    inputs_["input"] = input_batch(bd.x.slice_rows(lo, hi));
+    inputs_["target"] = target_batch(bd.y.slice_rows(lo, hi));
+    if (!tg_.dropout_seed.empty()) {
+      // A seed per micro-batch: the same whichever rank runs it.
+      std::string key = fmt::format("{}/{}/micro{}", spec_.seed, step_, j);
+      int64_t seed = static_cast<int64_t>(std::hash<std::string>{}(key) >> 1);
+      inputs_[tg_.dropout_seed] = Tensor::from_i64({}, &seed);
+    }
+    DLSYS_RETURN_IF_ERROR(session_->run(inputs_, &out).with_context(fmt::format("step {}", step_)));
+    const float loss = out[0].data_as<float>()[0];
+    if (!std::isfinite(loss))
+      return Status::Invalid(
+          "the loss became {} at step {} (epoch {}, micro-batch {}); lower optimizer.lr or set "
+          "train.clip_grad_norm",
+          loss, step_, epoch + 1, j);
+    // Its share of the batch (1/m exactly when the batch divides evenly).
+    const float w = static_cast<float>(static_cast<double>(hi - lo) / static_cast<double>(n));
+    for (size_t k = 0; k < params_.size(); ++k) {
+      const float* src = out[k + 1].data_as<float>();
+      float* dst = g.data() + grad_offsets_[k];
+      for (int64_t i = 0; i < out[k + 1].numel(); ++i) dst[i] = src[i] * w;
+    }
+    g[total] = loss * static_cast<float>(hi - lo);
+    if (!tg_.batch_stats.empty()) {
+      stats.push_back(static_cast<float>(hi - lo));
+      for (size_t s = 0; s < 2 * tg_.batch_stats.size(); ++s) {
+        const Tensor& t = out[at + s];
+        stats.insert(stats.end(), t.data_as<float>(), t.data_as<float>() + t.numel());
+      }
+    }
+  }
+  // This rank's micro-batches as a subtree, then the tree across the ranks.
+  std::vector<const float*> leaves;
+  for (auto& g : leaf_grads_) leaves.push_back(g.data());
+  flat_grads_.resize(total + 1);
+  dist::tree_sum(leaves, total + 1, flat_grads_.data());
+  if (options_.group)
+    DLSYS_RETURN_IF_ERROR(options_.group->all_reduce_sum(flat_grads_.data(), total + 1)
+                              .with_context(fmt::format("gradients of step {}", step_)));
+  for (size_t k = 0; k < params_.size(); ++k)
+    std::copy(flat_grads_.begin() + static_cast<std::ptrdiff_t>(grad_offsets_[k]),
+              flat_grads_.begin() + static_cast<std::ptrdiff_t>(grad_offsets_[k + 1]),
+              grad_sums_[k].data_as<float>());
+  // Running statistics: every micro-batch's, in order, on every rank (as one process would).
+  if (!tg_.batch_stats.empty()) {
+    if (stats.size() != static_cast<size_t>(per_rank) * one)
+      return Status::Internal("step {}: {} floats of batch statistics, expected {} x {}", step_,
+                              stats.size(), per_rank, one);
+    std::vector<float> all(static_cast<size_t>(m) * one);
+    if (options_.group) {
+      DLSYS_RETURN_IF_ERROR(
+          options_.group->all_gather(stats.data(), stats.size() * sizeof(float), all.data()));
+    } else {
+      all = stats;
+    }
+    std::vector<Tensor> view(at + 2 * tg_.batch_stats.size());
+    for (int64_t j = 0; j < m; ++j) {
+      const float* p = all.data() + static_cast<size_t>(j) * one;
+      if (p[0] == 0) continue;  // an empty micro-batch
+      ++p;
+      for (size_t s = 0; s < 2 * tg_.batch_stats.size(); ++s) {
+        const Tensor& like = buffers_.at(s % 2 ? tg_.batch_stats[s / 2].running_var
+                                               : tg_.batch_stats[s / 2].running_mean);
+        view[at + s] = Tensor::from_f32(like.shape(), p);
+        p += like.numel();
+      }
+      DLSYS_RETURN_IF_ERROR(apply_batch_stats(tg_, view, &buffers_));
+    }
+  }
+  std::vector<Tensor*> gp;
+  std::vector<const Tensor*> cg;
+  for (Tensor& g : grad_sums_) {
+    gp.push_back(&g);
+    cg.push_back(&g);
+  }
+  if (spec_.clip_grad_norm > 0) clip_grad_norm(gp, spec_.clip_grad_norm);
+  *lr = learning_rate(schedule_, step_);
+  DLSYS_RETURN_IF_ERROR(optimizer_->step(tg_.params, params_, cg, *lr));
+  *loss_sum = flat_grads_[total];
+  *samples = n;
+  ++*batch;
+  return Status::OK();
+}
+
 Status Trainer::train_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
                            double* lr) {
+  if (spec_.micro_batches > 0) return micro_batch_step(epoch, batch, loss_sum, samples, lr);
   // The batches [*batch, group_end): with accumulation, the gradients of each batch are weighted
   // by its size and averaged, as for one batch of them all.
   int64_t accumulate = spec_.accumulate_steps;
@@ -949,6 +1088,7 @@ Result<EvalMetrics> Trainer::evaluate() {
 }
 
 Status Trainer::checkpoint(int64_t at_step) {
+  if (rank_ != 0) return Status::OK();  // every rank holds the same state: rank 0 writes it
   // Views of the live tensors: written out before they change.
   Checkpoint c;
   c.step = at_step;
@@ -963,6 +1103,7 @@ Status Trainer::checkpoint(int64_t at_step) {
 }
 
 Status Trainer::export_model() {
+  if (rank_ != 0) return Status::OK();  // rank 0 writes the model
   // The forward graph with the trained weights.
   Graph trained = forward_;
   for (const std::string& p : tg_.params) trained.initializers[p] = inputs_.at(p);

@@ -31,6 +31,9 @@ class Session;  // graph/session.h
 namespace data {
 class DatasetStore;  // data/dataset_store.h
 }  // namespace data
+namespace dist {
+class ProcessGroup;  // dist/process_group.h
+}  // namespace dist
 }  // namespace dlsys
 
 namespace dlsys::train {
@@ -64,6 +67,14 @@ struct TrainOptions {
   // Called once the last step and evaluation are done, before the final checkpoint and the
   // export (may be null): what follows beats no more (a job's heartbeat goes on by time).
   std::function<void()> steps_done;
+  // Data-parallel training: this process is one rank of `group` (null: it trains alone). Needs
+  // train.micro_batches, which the world size must divide: every rank reads every batch and
+  // computes the gradients of its own consecutive micro-batches; they are all-reduced in the
+  // tree of train.micro_batches (bit-identical weights across power-of-two world sizes), batch
+  // norm's running statistics are folded in micro-batch order on every rank, and every rank
+  // then takes the same optimizer step. Only rank 0 writes metrics.jsonl, checkpoints and the
+  // model; every rank resumes from out_dir's checkpoints. Not owned; outlives the run.
+  dist::ProcessGroup* group = nullptr;
 };
 
 // The status message prefix of a run that stopped because stop_requested said so (its code is
@@ -170,6 +181,11 @@ class Trainer {
   // One optimizer step over the batches [*batch, end of its accumulation group); advances
   // *batch past them. `*loss_sum` and `*samples` receive the summed loss and sample count.
   Status train_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples, double* lr);
+  // train_step with train.micro_batches: one batch, this rank's micro-batches (all of them
+  // alone), their weighted gradients and losses summed as a tree, all-reduced across the
+  // group, the batch statistics gathered and folded in micro-batch order, then the optimizer.
+  Status micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
+                          double* lr);
 
   // Validation over the whole split, in batches of 256, with the inference-mode graph and the
   // live weights: the recipe's loss (label smoothing included) and accuracy (top-1, top-5 above
@@ -240,6 +256,12 @@ class Trainer {
   std::map<std::string, Tensor> buffers_;  // their live values
   std::vector<Tensor*> params_;            // inputs_' parameters, in gradient order
   std::vector<Tensor> grad_sums_;          // accumulate_steps > 1: the step's averaged gradients
+  // micro_batches: each parameter's offset in one flat gradient (then one float: the loss
+  // sum), the gradients of this rank's micro-batches, their tree sum.
+  std::vector<size_t> grad_offsets_;
+  std::vector<std::vector<float>> leaf_grads_;
+  std::vector<float> flat_grads_;
+  int rank_ = 0, world_ = 1;  // options.group's, or 0 and 1
   std::optional<Optimizer> optimizer_;
   ScheduleConfig schedule_;
   int64_t batches_per_epoch_ = 0, steps_per_epoch_ = 0;
