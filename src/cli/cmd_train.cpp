@@ -55,6 +55,7 @@ struct TrainArgs {
   int nproc = 0, rank = -1, world_size = 0;
   std::string rendezvous, dist_host;
   double dist_timeout_s = 60;
+  int zero = 0;
 };
 
 void progress_bar(const train::TrainEvent& e) {
@@ -427,6 +428,11 @@ int run_train(const TrainArgs& a) {
   o.datasets_dir = datasets_dir;
   o.step_event_every = a.log_every;
   o.group = group.get();
+  o.zero_stage = a.zero;
+  if (a.zero > 0 && !group)
+    return fail(
+        "--zero 1 shards the optimizer's state over the ranks of a data-parallel run: "
+        "give --nproc N (or --rank, --world-size and --rendezvous)");
   HeartbeatFile heartbeat(std::getenv("DLSYS_HEARTBEAT_FILE"));
   o.heartbeat = [&heartbeat] { heartbeat.beat(); };
   o.steps_done = [&heartbeat] { heartbeat.steps_done(); };
@@ -497,6 +503,13 @@ int run_train(const TrainArgs& a) {
                 static_cast<long long>(r->epochs), static_cast<long long>(r->steps), r->seconds);
     if (spec->loss == "cross_entropy") std::printf(", validation accuracy %.4f", r->val_accuracy);
     std::printf("\nmodel: %s\n", r->model_path.c_str());
+    if (group)
+      std::printf(
+          "rank %d of %d; optimizer state here: %.3f MiB%s\n", group->rank(), group->world(),
+          static_cast<double>(r->optimizer_state_bytes) / (1 << 20),
+          r->optimizer_shards > 1
+              ? fmt::format(" (sharded over {} ranks: --zero 1)", r->optimizer_shards).c_str()
+              : "");
     if (a.threads == 0 && r->threads == 1)
       std::printf("threads: 1 (a small model: %.0f MFLOP per step; --threads N to choose)\n",
                   r->step_flops / 1e6);
@@ -561,6 +574,10 @@ void add_train(CLI::App& app, int* rc) {
   c->add_option("--rendezvous", a->rendezvous,
                 "Where the ranks meet: tcp://HOST:PORT (rank 0 listens there) or "
                 "file:///SHARED/FOLDER");
+  c->add_option("--zero", a->zero,
+                "1: shard the optimizer's state over the ranks (ZeRO stage 1; the same weights, "
+                "less memory per rank)")
+      ->check(CLI::Range(0, 1));
   c->add_option("--dist-host", a->dist_host,
                 "The address other ranks reach this one at (default: the local address of the "
                 "route to the rendezvous host)");

@@ -83,10 +83,16 @@ struct ProcessGroup::Impl {
         return Status::Unavailable("{}: the send to rank {} was aborted", what, to);
     } catch (const std::exception& e) {
       const int peer = recv ? from : to;
+      const std::string why = e.what();
+      if (why.find("closed") != std::string::npos || why.find("reset") != std::string::npos)
+        return Status::Unavailable(
+            "{}: rank {} is gone (its connection closed: it died or "
+            "exited): {}",
+            what, peer, why);
       return Status::Unavailable(
-          "{}: rank {} did not answer within {} ms (it died, or its collectives differ from "
+          "{}: rank {} did not answer within {} ms (it hangs, or its collectives differ from "
           "this rank's): {}",
-          what, peer, timeout.count(), e.what());
+          what, peer, timeout.count(), why);
     }
     return Status::OK();
   }

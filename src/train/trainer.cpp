@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <random>
 
+#include <fmt/ranges.h>
 #include <fnmatch.h>
 
 #include "core/file_util.h"
@@ -744,6 +745,24 @@ Status Trainer::restore() {
           options_.out_dir, c.position.epoch, spec_.epochs);
     start_step_ = c.step;
     start_position_ = c.position;
+    if (sharded_) {
+      // Sharded: keep this rank's pieces of the moments, under the names the steps use.
+      std::map<std::string, Tensor> whole = optimizer_->state(), mine;
+      std::vector<Tensor*> ptrs;
+      for (const std::string& slot : {"momentum", "exp_avg", "exp_avg_sq"}) {
+        std::vector<Tensor> of;
+        for (const std::string& p : tg_.params) {
+          auto it = whole.find(p + "." + slot);
+          if (it == whole.end()) break;
+          of.push_back(it->second);
+        }
+        if (of.size() != tg_.params.size()) continue;
+        ptrs.clear();
+        for (Tensor& t : of) ptrs.push_back(&t);
+        for (auto& [name, piece] : owned_pieces(ptrs)) mine[name + "." + slot] = piece.clone();
+      }
+      optimizer_->load_state(std::move(mine), optimizer_->steps());
+    }
     DLSYS_RETURN_IF_ERROR(loader_->seek(start_position_));
   }
   step_ = start_step_;
@@ -789,6 +808,151 @@ Tensor Trainer::target_batch(Tensor y) const {
   return shape_numel(s) == y.numel() ? y.view(s) : y;
 }
 
+bool Trainer::stop_now() const {
+  if (options_.group && spec_.micro_batches > 0) return group_stop_;
+  return options_.stop_requested && options_.stop_requested();
+}
+
+void Trainer::lay_out_gradients() {
+  if (!grad_offsets_.empty()) return;
+  grad_offsets_.push_back(0);
+  for (Tensor* p : params_)
+    grad_offsets_.push_back(grad_offsets_.back() + static_cast<size_t>(p->numel()));
+  for (size_t k = 0; k < params_.size(); ++k)
+    grad_sums_.push_back(Tensor::zeros(DType::kF32, params_[k]->shape()));
+}
+
+std::vector<std::pair<std::string, Tensor>> Trainer::owned_pieces(
+    const std::vector<Tensor*>& of) const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (size_t k = 0; k < params_.size(); ++k) {
+    const size_t off = grad_offsets_[k], n = grad_offsets_[k + 1] - off;
+    const size_t a = std::max(off, shard_lo_), b = std::min(off + n, shard_hi_);
+    if (a >= b) continue;
+    Tensor flat = of[k]->view({static_cast<int64_t>(n)});
+    out.emplace_back(fmt::format("{}@{}", tg_.params[k], a - off),
+                     flat.slice_rows(static_cast<int64_t>(a - off), static_cast<int64_t>(b - off)));
+  }
+  return out;
+}
+
+Status Trainer::share_owned(const std::vector<float*>& values) {
+  // The ranks' ranges are consecutive: gathered, they are the values laid end to end.
+  std::vector<float> mine(shard_block_, 0.0f), all(shard_block_ * static_cast<size_t>(world_));
+  for (size_t k = 0; k < params_.size(); ++k) {
+    const size_t off = grad_offsets_[k], n = grad_offsets_[k + 1] - off;
+    const size_t a = std::max(off, shard_lo_), b = std::min(off + n, shard_hi_);
+    if (a < b)
+      std::copy(values[k] + (a - off), values[k] + (b - off), mine.begin() + (a - shard_lo_));
+  }
+  DLSYS_RETURN_IF_ERROR(
+      options_.group->all_gather(mine.data(), shard_block_ * sizeof(float), all.data()));
+  for (size_t k = 0; k < params_.size(); ++k)
+    std::copy(all.begin() + static_cast<std::ptrdiff_t>(grad_offsets_[k]),
+              all.begin() + static_cast<std::ptrdiff_t>(grad_offsets_[k + 1]), values[k]);
+  return Status::OK();
+}
+
+Result<std::map<std::string, Tensor>> Trainer::gathered_optimizer_state() {
+  std::map<std::string, Tensor> out;
+  if (optimizer_->steps() == 0) return out;  // no slot exists yet, on any rank
+  std::vector<std::string> slots;
+  if (spec_.optimizer.kind == OptimizerKind::kSgd) {
+    if (spec_.optimizer.momentum > 0) slots = {"momentum"};
+  } else {
+    slots = {"exp_avg", "exp_avg_sq"};
+  }
+  const auto& state = optimizer_->state();
+  for (const std::string& slot : slots) {
+    // This rank's pieces of the slot into tensors shaped like the parameters, then everyone's.
+    std::vector<Tensor> full;
+    std::vector<Tensor*> ptrs;
+    for (Tensor* p : params_) full.push_back(Tensor::zeros(DType::kF32, p->shape()));
+    for (Tensor& t : full) ptrs.push_back(&t);
+    for (auto& [name, piece] : owned_pieces(ptrs)) {
+      auto it = state.find(name + "." + slot);
+      if (it == state.end())
+        return Status::Internal("the optimizer has no '{}.{}' after {} steps", name, slot,
+                                optimizer_->steps());
+      std::copy(it->second.data_as<float>(), it->second.data_as<float>() + it->second.numel(),
+                piece.data_as<float>());
+    }
+    std::vector<float*> values;
+    for (Tensor& t : full) values.push_back(t.data_as<float>());
+    DLSYS_RETURN_IF_ERROR(share_owned(values).with_context("gathering the optimizer state"));
+    for (size_t k = 0; k < params_.size(); ++k)
+      out[tg_.params[k] + "." + slot] = std::move(full[k]);
+  }
+  return out;
+}
+
+Status Trainer::check_group() {
+  if (options_.zero_stage != 0 && options_.zero_stage != 1)
+    return Status::Invalid(
+        "ZeRO stage {}: stage 1 (the optimizer's state sharded) is built, and "
+        "0 (off)",
+        options_.zero_stage);
+  if (options_.zero_stage == 1 && options_.group && world_ > 1) {
+    lay_out_gradients();
+    const size_t total = grad_offsets_.back();
+    shard_block_ = (total + static_cast<size_t>(world_) - 1) / static_cast<size_t>(world_);
+    shard_lo_ = std::min(total, static_cast<size_t>(rank_) * shard_block_);
+    shard_hi_ = std::min(total, shard_lo_ + shard_block_);
+    sharded_ = true;
+  }
+  if (!options_.group || world_ == 1) return Status::OK();
+  dist::ProcessGroup& g = *options_.group;
+  std::string manifest = fmt::format("spec {}\n", spec_hash_);
+  for (size_t k = 0; k < tg_.params.size(); ++k)
+    manifest +=
+        fmt::format("parameter {} {} {}\n", k, tg_.params[k], shape_str(params_[k]->shape()));
+  const std::string digest = sha256_hex(manifest);  // 64 characters on every rank
+  std::string all(64 * static_cast<size_t>(world_), '\0');
+  DLSYS_RETURN_IF_ERROR(
+      g.all_gather(digest.data(), 64, all.data()).with_context("comparing the ranks' models"));
+  std::vector<int> differ;
+  for (int r = 1; r < world_; ++r)
+    if (all.compare(static_cast<size_t>(r) * 64, 64, all, 0, 64) != 0) differ.push_back(r);
+  if (differ.empty()) return Status::OK();
+  // Rank 0's manifest to every rank, which finds its own first difference.
+  uint64_t len = manifest.size();
+  DLSYS_RETURN_IF_ERROR(g.broadcast(&len, sizeof(len), 0));
+  if (len > (64u << 20)) return Status::Invalid("rank 0 sent a model description of {} bytes", len);
+  std::string zero = rank_ == 0 ? manifest : std::string(len, '\0');
+  DLSYS_RETURN_IF_ERROR(g.broadcast(zero.data(), len, 0));
+  if (std::find(differ.begin(), differ.end(), rank_) == differ.end())
+    return Status::FailedPrecondition(
+        "rank{} {} train{} another spec or model than rank {}: see {} error; start every rank "
+        "with the same spec and --set overrides",
+        differ.size() > 1 ? "s" : "", fmt::join(differ, ", "), differ.size() > 1 ? "" : "s", rank_,
+        differ.size() > 1 ? "their" : "its");
+  auto lines = [](const std::string& t) {
+    std::vector<std::string> out;
+    for (size_t at = 0; at < t.size();) {
+      size_t nl = t.find('\n', at);
+      out.push_back(t.substr(at, nl - at));
+      at = nl == std::string::npos ? t.size() : nl + 1;
+    }
+    return out;
+  };
+  const auto mine = lines(manifest), theirs = lines(zero);
+  for (size_t i = 0; i < std::max(mine.size(), theirs.size()); ++i) {
+    const std::string a = i < mine.size() ? mine[i] : "(nothing)";
+    const std::string b = i < theirs.size() ? theirs[i] : "(nothing)";
+    if (a == b) continue;
+    if (a.rfind("spec ", 0) == 0)
+      return Status::FailedPrecondition(
+          "rank {} was started with another spec than rank 0 (or other --set overrides): start "
+          "every rank with the same ones",
+          rank_);
+    return Status::FailedPrecondition(
+        "rank {}'s model differs from rank 0's: '{}' here, '{}' on rank 0; every rank must build "
+        "the same parameters in the same order",
+        rank_, a, b);
+  }
+  return Status::Internal("rank {}: the model descriptions differ, but no line does", rank_);
+}
+
 Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
                                  double* lr) {
   auto tw = Clock::now();
@@ -798,15 +962,11 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
       check_class_ids(bd.y, fmt::format("training batch {} of epoch {}", *batch + 1, epoch + 1)));
   const int64_t n = bd.x.dim(0);
   const int64_t m = spec_.micro_batches, per_rank = m / world_;
-  if (grad_offsets_.empty()) {
-    grad_offsets_.push_back(0);
-    for (Tensor* p : params_)
-      grad_offsets_.push_back(grad_offsets_.back() + static_cast<size_t>(p->numel()));
-    for (size_t k = 0; k < params_.size(); ++k)
-      grad_sums_.push_back(Tensor::zeros(DType::kF32, params_[k]->shape()));
-  }
+  lay_out_gradients();
   const size_t total = grad_offsets_.back();  // then the leaf's loss x rows
   leaf_grads_.resize(static_cast<size_t>(per_rank));
+  // After the gradients: the loss sum, then a stop asked of this rank (summed: any rank's).
+  const size_t extra = 2;
   // Batch statistics of each micro-batch: its row count, then every statistic's values (a
   // mean and a variance per channel of each batch norm), `one` floats in all.
   const size_t at = tg_.params.size() + 2;
@@ -820,7 +980,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     const int64_t j = rank_ * per_rank + l;  // the micro-batch's place in the batch
     const int64_t lo = j * n / m, hi = (j + 1) * n / m;
     std::vector<float>& g = leaf_grads_[static_cast<size_t>(l)];
-    g.assign(total + 1, 0.0f);
+    g.assign(total + extra, 0.0f);
     if (hi == lo) {  // a batch of fewer rows than micro-batches: this one is empty
       if (!tg_.batch_stats.empty()) stats.resize(stats.size() + one, 0.0f);
       continue;
@@ -859,11 +1019,13 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   // This rank's micro-batches as a subtree, then the tree across the ranks.
   std::vector<const float*> leaves;
   for (auto& g : leaf_grads_) leaves.push_back(g.data());
-  flat_grads_.resize(total + 1);
-  dist::tree_sum(leaves, total + 1, flat_grads_.data());
+  flat_grads_.resize(total + extra);
+  dist::tree_sum(leaves, total + extra, flat_grads_.data());
+  flat_grads_[total + 1] = options_.stop_requested && options_.stop_requested() ? 1.0f : 0.0f;
   if (options_.group)
-    DLSYS_RETURN_IF_ERROR(options_.group->all_reduce_sum(flat_grads_.data(), total + 1)
+    DLSYS_RETURN_IF_ERROR(options_.group->all_reduce_sum(flat_grads_.data(), total + extra)
                               .with_context(fmt::format("gradients of step {}", step_)));
+  group_stop_ = flat_grads_[total + 1] > 0;
   for (size_t k = 0; k < params_.size(); ++k)
     std::copy(flat_grads_.begin() + static_cast<std::ptrdiff_t>(grad_offsets_[k]),
               flat_grads_.begin() + static_cast<std::ptrdiff_t>(grad_offsets_[k + 1]),
@@ -902,7 +1064,25 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   }
   if (spec_.clip_grad_norm > 0) clip_grad_norm(gp, spec_.clip_grad_norm);
   *lr = learning_rate(schedule_, step_);
-  DLSYS_RETURN_IF_ERROR(optimizer_->step(tg_.params, params_, cg, *lr));
+  if (!sharded_) {
+    DLSYS_RETURN_IF_ERROR(optimizer_->step(tg_.params, params_, cg, *lr));
+  } else {
+    // ZeRO-1: this rank's range of the parameters only, then everyone's to everyone.
+    auto pieces = owned_pieces(params_);
+    auto grads = owned_pieces(gp);
+    std::vector<std::string> names;
+    std::vector<Tensor*> mine;
+    std::vector<const Tensor*> g;
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      names.push_back(pieces[i].first);
+      mine.push_back(&pieces[i].second);
+      g.push_back(&grads[i].second);
+    }
+    DLSYS_RETURN_IF_ERROR(optimizer_->step(names, mine, g, *lr));
+    std::vector<float*> values;
+    for (Tensor* p : params_) values.push_back(p->data_as<float>());
+    DLSYS_RETURN_IF_ERROR(share_owned(values).with_context(fmt::format("step {}", step_)));
+  }
   *loss_sum = flat_grads_[total];
   *samples = n;
   ++*batch;
@@ -997,7 +1177,7 @@ Status Trainer::run_epoch(int64_t epoch, double* train_loss) {
     const bool periodic = spec_.checkpoint_every > 0 && (step_ + 1) % spec_.checkpoint_every == 0;
     if (periodic) DLSYS_RETURN_IF_ERROR(checkpoint(step_ + 1).with_context("checkpoint"));
     if (options_.heartbeat) options_.heartbeat();
-    if (options_.stop_requested && options_.stop_requested()) {
+    if (stop_now()) {
       if (!periodic) DLSYS_RETURN_IF_ERROR(checkpoint(step_ + 1).with_context("checkpoint"));
       return Status::Unavailable("{} after step {}; checkpoint step-{} in {} (--resume {} goes on)",
                                  kStopped, step_ + 1, step_ + 1, options_.out_dir,
@@ -1088,6 +1268,11 @@ Result<EvalMetrics> Trainer::evaluate() {
 }
 
 Status Trainer::checkpoint(int64_t at_step) {
+  // Sharded, the moments are spread over the ranks: gathered first (every rank takes part).
+  std::map<std::string, Tensor> state;
+  if (sharded_) {
+    DLSYS_ASSIGN_OR_RETURN(state, gathered_optimizer_state());
+  }
   if (rank_ != 0) return Status::OK();  // every rank holds the same state: rank 0 writes it
   // Views of the live tensors: written out before they change.
   Checkpoint c;
@@ -1098,7 +1283,7 @@ Status Trainer::checkpoint(int64_t at_step) {
   c.extend_sha256 = extend_hash_;
   for (const std::string& p : tg_.params) c.params[p] = inputs_.at(p);
   c.buffers = buffers_;
-  c.optimizer_state = optimizer_->state();
+  c.optimizer_state = sharded_ ? std::move(state) : optimizer_->state();
   return write_checkpoint(options_.out_dir, c);
 }
 
@@ -1138,6 +1323,7 @@ Result<TrainResult> Trainer::run() {
   DLSYS_RETURN_IF_ERROR(build_model());
   DLSYS_RETURN_IF_ERROR(open_data());
   DLSYS_RETURN_IF_ERROR(build_graphs());
+  DLSYS_RETURN_IF_ERROR(check_group());
   DLSYS_RETURN_IF_ERROR(restore());
   DLSYS_RETURN_IF_ERROR(open_metrics());
   // Before any evaluation, the metrics a run without epochs reports.
@@ -1163,6 +1349,9 @@ Result<TrainResult> Trainer::run() {
   }
   result_.steps = step_;
   result_.seconds = std::chrono::duration<double>(Clock::now() - t0_).count();
+  for (const auto& [_, t] : optimizer_->state())
+    result_.optimizer_state_bytes += static_cast<int64_t>(t.numel()) * 4;
+  result_.optimizer_shards = sharded_ ? world_ : 1;
   if (options_.steps_done) options_.steps_done();
   metrics_.reset();
   DLSYS_RETURN_IF_ERROR(checkpoint(step_).with_context("final checkpoint"));

@@ -75,6 +75,11 @@ struct TrainOptions {
   // then takes the same optimizer step. Only rank 0 writes metrics.jsonl, checkpoints and the
   // model; every rank resumes from out_dir's checkpoints. Not owned; outlives the run.
   dist::ProcessGroup* group = nullptr;
+  // With group: 1 shards the optimizer's state (ZeRO stage 1): the parameters, laid end to end,
+  // are cut into world-size equal ranges of elements; each rank keeps the moments of its range
+  // and updates only it, then the updated values are all-gathered. The weights are the same as
+  // unsharded; checkpoints gather the whole state to rank 0 (so they resume on any world size).
+  int zero_stage = 0;
 };
 
 // The status message prefix of a run that stopped because stop_requested said so (its code is
@@ -95,8 +100,12 @@ struct TrainResult {
   std::string dataset, validation_dataset;  // "digits@v2:train" when trained on a version
   double data_wait_seconds = 0;             // time the steps waited for the loader
   DoneEvent done;                           // the last event the run sent
-  int threads = 0;                          // what options.threads resolved to (0: all cores)
-  double step_flops = 0;                    // estimated FLOPs of a training step (0: not estimated)
+  // The optimizer state this process held at the end (moments, momentum), and the world size it
+  // was sharded over (1: not sharded).
+  int64_t optimizer_state_bytes = 0;
+  int optimizer_shards = 1;
+  int threads = 0;        // what options.threads resolved to (0: all cores)
+  double step_flops = 0;  // estimated FLOPs of a training step (0: not estimated)
 };
 
 // The names of a model's input and prediction output. Forward graphs call them "input" and
@@ -160,6 +169,12 @@ class Trainer {
   // hash. Needs open_data.
   Status build_graphs();
 
+  // Data-parallel: every rank agrees with rank 0 on the spec (its hash, overrides included) and
+  // on the parameters it trains (names, shapes, order), checked through the group before any
+  // step. A difference fails every rank at once: the rank that differs names the first spec or
+  // parameter line that differs (its value here and on rank 0), the others name that rank.
+  // Needs build_graphs.
+  Status check_group();
   // With options.resume: restores parameters, running statistics and optimizer state from the
   // run's latest checkpoint (same spec hash) and moves the loader to its position. Sets step_,
   // start_step_ and start_position_ (where the run continues; step 0, epoch 0, batch 0 without
@@ -262,6 +277,24 @@ class Trainer {
   std::vector<std::vector<float>> leaf_grads_;
   std::vector<float> flat_grads_;
   int rank_ = 0, world_ = 1;  // options.group's, or 0 and 1
+  // zero_stage 1: this rank's range [shard_lo_, shard_hi_) of the parameters laid end to end
+  // (grad_offsets_), every rank's range shard_block_ floats long (the last one shorter).
+  bool sharded_ = false;
+  size_t shard_lo_ = 0, shard_hi_ = 0, shard_block_ = 0;
+  // grad_offsets_ (and grad_sums_) from the parameters, once.
+  void lay_out_gradients();
+  // Sharded: the pieces of the parameters (or of any tensors shaped like them) in this rank's
+  // range, as views, with the names their optimizer state is kept under ("NAME@OFFSET").
+  std::vector<std::pair<std::string, Tensor>> owned_pieces(const std::vector<Tensor*>& of) const;
+  // With a group: a stop was asked of some rank (agreed through the gradients' all-reduce).
+  bool group_stop_ = false;
+  // Sharded: every rank's range of `values` (laid out as the parameters) to every rank (one
+  // all-gather).
+  Status share_owned(const std::vector<float*>& values);
+  // Sharded: the optimizer's whole state, every slot gathered from its owner (for a checkpoint).
+  Result<std::map<std::string, Tensor>> gathered_optimizer_state();
+  // Whether the run stops after this step: asked of this process, or with a group of any rank.
+  bool stop_now() const;
   std::optional<Optimizer> optimizer_;
   ScheduleConfig schedule_;
   int64_t batches_per_epoch_ = 0, steps_per_epoch_ = 0;

@@ -5,9 +5,12 @@
 // micro-batch order) and dropout (masks seeded per micro-batch). Wrong settings fail with the
 // reason, naming the rank.
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -24,19 +27,23 @@ struct Ran {
   std::string output;
 };
 
-// Runs `dlsys ARGS...` with its output captured.
-Ran dlsys(const std::vector<std::string>& args) {
-  std::string cmd = DLSYS_BIN;
-  for (const std::string& a : args) cmd += " '" + a + "'";
-  cmd += " 2>&1";
+// The output and exit code of a command started with popen.
+Ran finish(FILE* p) {
   Ran r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (!p) return r;
   char buf[4096];
   for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) r.output.append(buf, n);
   int st = ::pclose(p);
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
   return r;
+}
+
+// Runs `dlsys ARGS...` with its output captured.
+Ran dlsys(const std::vector<std::string>& args) {
+  std::string cmd = DLSYS_BIN;
+  for (const std::string& a : args) cmd += " '" + a + "'";
+  cmd += " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  return p ? finish(p) : Ran{};
 }
 
 std::string file_sha(const fs::path& p) {
@@ -100,6 +107,62 @@ train:
   expect_identical(spec, {1, 2, 4});
 }
 
+// ZeRO stage 1: each of 2 ranks keeps half of Adam's moments, and the weights are the same
+// bytes. Its checkpoint gathers the whole state, so the run continues on 4 workers (and a
+// sharded 1 + 1 epochs equals 2 epochs in one process).
+TEST_F(DataParallel, ShardedOptimizerStateGivesTheSameWeightsAndResumesOnAnotherWorldSize) {
+  const std::string body = kData + R"(model:
+  input: [64]
+  layers:
+    - linear: {out: 96}
+    - relu
+    - linear: {out: 10}
+train:
+  epochs: EPOCHS
+  batch_size: 40
+  seed: 7
+  micro_batches: 4
+  optimizer: {name: adam, lr: 0.002}
+)";
+  auto with_epochs = [&](int e) {
+    std::string t = body;
+    t.replace(t.find("EPOCHS"), 6, std::to_string(e));
+    return t;
+  };
+  fs::path two = write_spec("zero2", with_epochs(2));
+  const fs::path plain = dir_ / "zero-plain";
+  Ran r = dlsys({"train", two.string(), "--out", plain.string(), "--quiet"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  const fs::path sharded = dir_ / "zero-n2";
+  Ran z = dlsys({"train", two.string(), "--out", sharded.string(), "--nproc", "2", "--zero", "1"});
+  ASSERT_EQ(z.code, 0) << z.output;
+  EXPECT_EQ(file_sha(sharded / "model.onnx"), file_sha(plain / "model.onnx"));
+  EXPECT_NE(z.output.find("sharded over 2 ranks"), std::string::npos) << z.output;
+  // Adam keeps two moments per weight: 2 x (64 x 96 + 96 + 96 x 10 + 10) floats in all, about
+  // half of them per rank.
+  const double whole = 2.0 * (64 * 96 + 96 + 96 * 10 + 10) * 4 / (1 << 20);
+  for (const std::string& log : {z.output, [&] {
+                                   std::ifstream f(sharded / "rank-1.log");
+                                   return std::string((std::istreambuf_iterator<char>(f)), {});
+                                 }()}) {
+    size_t at = log.find("optimizer state here: ");
+    ASSERT_NE(at, std::string::npos) << log;
+    double mib = std::stod(log.substr(at + 22));
+    EXPECT_GT(mib, whole * 0.3) << log;
+    EXPECT_LT(mib, whole * 0.7) << log;
+  }
+  // 1 epoch sharded on 2, then 1 more on 4 from its checkpoint: 2 epochs' weights.
+  fs::path one = write_spec("zero1", with_epochs(1));
+  const fs::path resumed = dir_ / "zero-resumed";
+  Ran a = dlsys({"train", one.string(), "--out", resumed.string(), "--nproc", "2", "--zero", "1"});
+  ASSERT_EQ(a.code, 0) << a.output;
+  Ran b = dlsys({"train", one.string(), "--resume", resumed.string(), "--extend", "--epochs", "2",
+                 "--nproc", "4", "--zero", "1"});
+  ASSERT_EQ(b.code, 0) << b.output;
+  EXPECT_EQ(file_sha(resumed / "model.onnx"), file_sha(plain / "model.onnx"))
+      << "resumed on 4 workers from a checkpoint of 2, the weights differ";
+}
+
 TEST_F(DataParallel, BatchNormAndDropoutTrainToTheSameBytesOnTwoWorkers) {
   fs::path spec = write_spec("cnn", kData + R"(model:
   input: [1, 8, 8]
@@ -140,6 +203,210 @@ train: {epochs: 1, batch_size: 16, micro_batches: 2}
   Ran half = dlsys({"train", spec.string(), "--rank", "0", "--world-size", "2"});
   EXPECT_NE(half.code, 0);
   EXPECT_NE(half.output.find("--rendezvous"), std::string::npos) << half.output;
+}
+
+// Two ranks started by hand on specs that build other parameters: both fail at once, the one
+// that differs naming the parameter and both shapes.
+TEST_F(DataParallel, RanksWithDifferentModelsFailNamingTheParameter) {
+  auto spec_of = [&](const std::string& name, int hidden) {
+    return write_spec(name, kData + "model:\n  input: [64]\n  layers:\n    - linear: {out: " +
+                                std::to_string(hidden) +
+                                "}\n    - relu\n    - linear: {out: 10}\n"
+                                "train: {epochs: 1, batch_size: 16, micro_batches: 2}\n");
+  };
+  const fs::path a = spec_of("wide", 32), b = spec_of("narrow", 16);
+  const std::string url = "file://" + (dir_ / "rdv").string();
+  fs::create_directories(dir_ / "rdv");
+  auto start = [&](const fs::path& spec, int rank) {
+    std::string cmd = std::string(DLSYS_BIN) + " train '" + spec.string() + "' --out '" +
+                      (dir_ / ("r" + std::to_string(rank))).string() + "' --rank " +
+                      std::to_string(rank) + " --world-size 2 --dist-timeout-s 20 --rendezvous '" +
+                      url + "' 2>&1";
+    return ::popen(cmd.c_str(), "r");
+  };
+  FILE* p0 = start(a, 0);
+  FILE* p1 = start(b, 1);
+  ASSERT_TRUE(p0 && p1);
+  const auto t0 = std::chrono::steady_clock::now();
+  Ran r0 = finish(p0), r1 = finish(p1);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(15)) << "not at once";
+  EXPECT_NE(r0.code, 0) << r0.output;
+  EXPECT_NE(r1.code, 0) << r1.output;
+  // The spec differs first (the hidden width is in it): rank 1 says so.
+  EXPECT_NE(r1.output.find("rank 1 was started with another spec than rank 0"), std::string::npos)
+      << r1.output;
+  EXPECT_NE(r0.output.find("rank 1 trains another spec or model than rank 0"), std::string::npos)
+      << r0.output;
+}
+
+// The same spec text on both ranks, but the ONNX model it fine-tunes differs between their
+// folders (as on two machines): the rank that differs names the parameter and both shapes.
+TEST_F(DataParallel, RanksFineTuningDifferentModelsNameTheParameter) {
+  for (int hidden : {32, 16}) {
+    fs::path spec = write_spec(
+        "base" + std::to_string(hidden),
+        kData + "model:\n  input: [64]\n  layers:\n    - linear: {out: " + std::to_string(hidden) +
+            "}\n    - relu\n    - linear: {out: 10}\n"
+            "train: {epochs: 1, batch_size: 64}\n");
+    fs::path out = dir_ / ("base-out" + std::to_string(hidden));
+    Ran r = dlsys({"train", spec.string(), "--out", out.string(), "--quiet"});
+    ASSERT_EQ(r.code, 0) << r.output;
+    fs::create_directories(dir_ / ("m" + std::to_string(hidden)));
+    fs::copy_file(out / "model.onnx", dir_ / ("m" + std::to_string(hidden)) / "m.onnx");
+  }
+  const std::string text = std::string("data: {train: ") + DLSYS_SHARED_DIR +
+                           "/data/digits/digits.csv, validation_fraction: 0.2}\n" +
+                           "model: {onnx: m.onnx}\n"
+                           "train: {epochs: 1, batch_size: 16, micro_batches: 2}\n";
+  for (int hidden : {32, 16})
+    std::ofstream(dir_ / ("m" + std::to_string(hidden)) / "ft.yaml") << text;
+  const std::string url = "file://" + (dir_ / "rdv2").string();
+  fs::create_directories(dir_ / "rdv2");
+  auto start = [&](int hidden, int rank) {
+    std::string cmd = std::string(DLSYS_BIN) + " train '" +
+                      (dir_ / ("m" + std::to_string(hidden)) / "ft.yaml").string() + "' --out '" +
+                      (dir_ / ("ft" + std::to_string(rank))).string() + "' --rank " +
+                      std::to_string(rank) + " --world-size 2 --dist-timeout-s 20 --rendezvous '" +
+                      url + "' 2>&1";
+    return ::popen(cmd.c_str(), "r");
+  };
+  FILE* p0 = start(32, 0);
+  FILE* p1 = start(16, 1);
+  ASSERT_TRUE(p0 && p1);
+  Ran r0 = finish(p0), r1 = finish(p1);
+  EXPECT_NE(r0.code, 0) << r0.output;
+  EXPECT_NE(r1.code, 0) << r1.output;
+  EXPECT_NE(r1.output.find("rank 1's model differs from rank 0's"), std::string::npos) << r1.output;
+  EXPECT_NE(r1.output.find("'parameter 0 layers.0.bias [16]' here, 'parameter 0 layers.0.bias "
+                           "[32]' on rank 0"),
+            std::string::npos)
+      << r1.output;
+}
+
+// A child process whose standard output is read line by line.
+struct Child {
+  pid_t pid = -1;
+  FILE* out = nullptr;
+  // The next line, or "" at the end.
+  std::string line() {
+    char buf[8192];
+    return out && std::fgets(buf, sizeof(buf), out) ? std::string(buf) : std::string();
+  }
+  // The rest of the output and the exit code (128 + signal when killed).
+  Ran finish() {
+    Ran r;
+    char buf[4096];
+    for (size_t n; out && (n = std::fread(buf, 1, sizeof(buf), out)) > 0;) r.output.append(buf, n);
+    if (out) std::fclose(out);
+    int st = 0;
+    ::waitpid(pid, &st, 0);
+    r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    return r;
+  }
+};
+
+Child spawn(const std::vector<std::string>& args) {
+  int fds[2];
+  Child c;
+  if (::pipe(fds) != 0) return c;
+  c.pid = ::fork();
+  if (c.pid == 0) {
+    ::dup2(fds[1], STDOUT_FILENO);
+    ::dup2(fds[1], STDERR_FILENO);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    std::vector<char*> argv = {const_cast<char*>(DLSYS_BIN)};
+    for (const std::string& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(DLSYS_BIN, argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  c.out = ::fdopen(fds[0], "r");
+  return c;
+}
+
+// The pid of the process whose command line holds every one of `parts`, or -1.
+pid_t find_process(const std::vector<std::string>& parts) {
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "cmdline", std::ios::binary);
+    std::string cmd((std::istreambuf_iterator<char>(f)), {});
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    bool all = !cmd.empty();
+    for (const std::string& p : parts) all = all && cmd.find(p) != std::string::npos;
+    if (all) return static_cast<pid_t>(std::stol(name));
+  }
+  return -1;
+}
+
+const std::string kLong = kData + R"(model:
+  input: [64]
+  layers:
+    - linear: {out: 32}
+    - relu
+    - linear: {out: 10}
+train:
+  epochs: 100000
+  batch_size: 16
+  seed: 2
+  micro_batches: 2
+  optimizer: {name: sgd, lr: 0.01, momentum: 0.9}
+)";
+
+// SIGTERM to `dlsys train --nproc 2`: both ranks agree on the step to stop after, rank 0 writes
+// its checkpoint, the command exits 75; --resume on 2 workers continues from it.
+TEST_F(DataParallel, SigtermStopsEveryRankAtTheSameStepWithACheckpoint) {
+  fs::path spec = write_spec("long", kLong);
+  const fs::path out = dir_ / "stopped";
+  Child c = spawn({"train", spec.string(), "--out", out.string(), "--nproc", "2", "--json",
+                   "--log-every", "1"});
+  ASSERT_GT(c.pid, 0);
+  for (int steps = 0; steps < 20;) {
+    std::string l = c.line();
+    ASSERT_FALSE(l.empty()) << "the run ended before 20 steps";
+    if (l.find("\"event\":\"step\"") != std::string::npos) ++steps;
+  }
+  ::kill(c.pid, SIGTERM);
+  const auto t0 = std::chrono::steady_clock::now();
+  Ran r = c.finish();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_EQ(r.code, 75) << r.output;
+  EXPECT_NE(r.output.find("training stopped on request"), std::string::npos) << r.output;
+  std::ifstream latest(out / "checkpoints" / "latest");
+  std::string step;
+  std::getline(latest, step);
+  EXPECT_FALSE(step.empty()) << "no checkpoint written";
+  std::ifstream log1(out / "rank-1.log");
+  std::string l1((std::istreambuf_iterator<char>(log1)), {});
+  EXPECT_NE(l1.find("training stopped on request after step"), std::string::npos) << l1;
+  // Both stopped after the same step.
+  const std::string after0 = r.output.substr(r.output.find("after step"), 20);
+  EXPECT_NE(l1.find(after0.substr(0, after0.find(';'))), std::string::npos) << after0 << "\n" << l1;
+}
+
+// SIGKILL of rank 1 in the middle of a run: rank 0 fails at once naming it, and the command
+// ends within 10 s naming rank 1 (no hang).
+TEST_F(DataParallel, AKilledRankEndsTheRunWithinSecondsNamingIt) {
+  fs::path spec = write_spec("long2", kLong);
+  const fs::path out = dir_ / "killed";
+  Child c = spawn({"train", spec.string(), "--out", out.string(), "--nproc", "2", "--json",
+                   "--log-every", "1"});
+  ASSERT_GT(c.pid, 0);
+  for (int steps = 0; steps < 20;) {
+    std::string l = c.line();
+    ASSERT_FALSE(l.empty()) << "the run ended before 20 steps";
+    if (l.find("\"event\":\"step\"") != std::string::npos) ++steps;
+  }
+  pid_t r1 = find_process({out.string(), "--rank 1 "});
+  ASSERT_GT(r1, 0) << "rank 1's process not found";
+  ::kill(r1, SIGKILL);
+  const auto t0 = std::chrono::steady_clock::now();
+  Ran r = c.finish();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("rank 1"), std::string::npos) << r.output;
 }
 
 }  // namespace
