@@ -216,12 +216,13 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out) {
   std::vector<std::string> args;
   for (std::string arg; std::getline(in, arg, '\0');) args.push_back(arg);
   std::vector<std::string> base;
+  // Without --nproc and --threads: each rank gets its own --threads below.
   for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--nproc") {
+    if (args[i] == "--nproc" || args[i] == "--threads") {
       ++i;
       continue;
     }
-    if (args[i].rfind("--nproc=", 0) == 0) continue;
+    if (args[i].rfind("--nproc=", 0) == 0 || args[i].rfind("--threads=", 0) == 0) continue;
     base.push_back(args[i]);
   }
   if (Status st = make_dirs(out); !st.ok()) return fail(st.message());
@@ -259,6 +260,7 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out) {
       return fail(fmt::format("cannot start rank {}: {}", r, std::strerror(errno)));
     }
     if (p == 0) {
+      ::setenv("DLSYS_NPROC_RANK", std::to_string(r).c_str(), 1);  // started by --nproc
       if (r > 0) {
         int lf = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (lf >= 0) {
@@ -311,6 +313,20 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out) {
 int run_train(const TrainArgs& a) {
   auto spec = train::load_train_spec(a.spec, a.overrides);
   if (!spec.ok()) return fail(spec.status().message());
+  // Data-parallel without train.micro_batches: one per worker, as an override (so that a resume
+  // on another worker count is refused rather than trained otherwise).
+  const int workers = a.nproc > 0 ? a.nproc : a.world_size;
+  if (workers > 0 && spec->micro_batches == 0 && (workers & (workers - 1)) == 0) {
+    std::vector<std::string> more = a.overrides;
+    more.push_back(fmt::format("micro_batches={}", workers));
+    spec = train::load_train_spec(a.spec, more);
+    if (!spec.ok()) return fail(spec.status().message());
+    if ((a.nproc > 0 || (a.rank == 0 && !std::getenv("DLSYS_NPROC_RANK"))) && !a.quiet)
+      std::fprintf(stderr,
+                   "note: train.micro_batches is not set: %d (one per worker); set it to train "
+                   "the same weights on other worker counts\n",
+                   workers);
+  }
   if (a.nproc > 0) {
     std::string where = !a.resume.empty() ? a.resume : a.out.empty() ? "runs/" + spec->name : a.out;
     return run_ranks_locally(a, where);
@@ -563,9 +579,9 @@ void add_train(CLI::App& app, int* rc) {
                 "passes its job's run, so that retries continue one run)")
       ->check(CLI::PositiveNumber);
   c->add_option("--nproc", a->nproc,
-                "Train data-parallel on N processes on this machine (needs train.micro_batches, "
-                "which N must divide; the weights are bit-identical for N = 1, 2, 4, ... "
-                "dividing it). Rank R > 0 logs to OUT/rank-R.log")
+                "Train data-parallel on N processes on this machine (N a power of two dividing "
+                "train.micro_batches, which is N when not set; the weights are bit-identical for "
+                "every such N). Rank R > 0 logs to OUT/rank-R.log")
       ->check(CLI::Range(1, 1024));
   c->add_option("--rank", a->rank, "This process's rank in a data-parallel run of many machines")
       ->check(CLI::Range(0, 1 << 20));

@@ -1,5 +1,7 @@
 #include "jobs/job_process.h"
 
+#include <algorithm>
+
 namespace dlsys::jobs {
 
 std::string set_value(const nlohmann::json& v) {
@@ -71,12 +73,17 @@ Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& s
         "examples/digits/finetune.yaml): its data, what to freeze and how to train; the job "
         "sets its model.onnx to the model",
         spec.model.str());
+  // Data-parallel: the job's cores shared by its ranks.
+  const int64_t threads =
+      spec.workers > 1 ? std::max<int64_t>(1, job.threads / spec.workers) : job.threads;
   std::vector<std::string> argv = {
       c.dlsys_exe,    "train",
       spec.spec,      "--json",
       "--log-every",  "10",
-      "--threads",    std::to_string(job.threads),
+      "--threads",    std::to_string(threads),
       "--experiment", spec.experiment.empty() ? job.name : spec.experiment};
+  if (spec.workers > 0) argv.insert(argv.end(), {"--nproc", std::to_string(spec.workers)});
+  if (spec.zero > 0) argv.insert(argv.end(), {"--zero", std::to_string(spec.zero)});
   for (const std::string& o : train_overrides(spec, c.checkpoint_every))
     argv.insert(argv.end(), {"--set", o});
   // A retry goes on from the run directory's checkpoint (the same overrides: the same spec); a

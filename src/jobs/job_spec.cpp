@@ -165,7 +165,8 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
                                              "owner",
                                              "on_success",
                                              "working_dir",
-                                             "experiment"};
+                                             "experiment",
+                                             "distributed"};
   DLSYS_RETURN_IF_ERROR(check_fields(j, "", kTop, loc));
   JobSpec s;
   if (!j.contains("kind"))
@@ -278,6 +279,20 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
                              get_amount(r, "memory", "resources.memory", parse_bytes, loc));
     }
   }
+  if (j.contains("distributed")) {
+    const json& d = j.at("distributed");
+    DLSYS_RETURN_IF_ERROR(check_fields(d, "distributed", {"workers", "zero"}, loc));
+    if (d.contains("workers")) {
+      DLSYS_ASSIGN_OR_RETURN(s.workers, get_int(d, "workers", "distributed.workers", 1, 64, loc));
+      if ((s.workers & (s.workers - 1)) != 0)
+        return Status::Invalid(
+            "{} is {}: data-parallel training runs on a power of two of workers (1, 2, 4, ...)",
+            loc.at("distributed.workers"), s.workers);
+    }
+    if (d.contains("zero")) {
+      DLSYS_ASSIGN_OR_RETURN(s.zero, get_int(d, "zero", "distributed.zero", 0, 1, loc));
+    }
+  }
   if (j.contains("priority")) {
     DLSYS_ASSIGN_OR_RETURN(s.priority, get_int(j, "priority", "priority", -1000000, 1000000, loc));
   }
@@ -317,11 +332,16 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
             loc.source);
       break;
     case JobKind::kCommand:
+      if (s.workers > 0)
+        return Status::Invalid("{}: 'distributed' is for train jobs (a command runs as written)",
+                               loc.at("distributed"));
       if (s.command.empty())
         return Status::Invalid("{}: a command job needs 'command': [program, arguments...]",
                                loc.source);
       break;
     case JobKind::kPredict:
+      if (s.workers > 0)
+        return Status::Invalid("{}: 'distributed' is for train jobs", loc.at("distributed"));
       if (!s.has_model || !s.has_dataset || s.output_dataset.empty())
         return Status::Invalid(
             "{}: a predict job needs 'model' (name@version), 'dataset' (name@version) and "
@@ -469,6 +489,7 @@ json to_json(const JobSpec& s) {
             {"priority", s.priority},
             {"max_retries", s.max_retries},
             {"max_run_time", s.max_run_seconds}};
+  if (s.workers > 0) j["distributed"] = {{"workers", s.workers}, {"zero", s.zero}};
   if (!s.spec.empty()) j["spec"] = s.spec;
   if (!s.experiment.empty()) j["experiment"] = s.experiment;
   if (s.has_model) j["model"] = s.model.str();

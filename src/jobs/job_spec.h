@@ -59,6 +59,11 @@ struct JobSpec {
   std::string working_dir;
   // predict: the dataset the predictions are written to as a new version.
   std::string output_dataset;
+  // train: data-parallel on this many rank processes of one machine (dlsys train --nproc; 0:
+  // one process), with the optimizer's state sharded when zero is 1 (--zero 1). A rank that
+  // fails fails the attempt; a retry starts every rank again from the last checkpoint.
+  int64_t workers = 0;
+  int64_t zero = 0;
   JobResources resources;
   int64_t priority = 0;         // higher first
   int64_t max_retries = 0;      // restarts after a failure of the process

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -509,6 +510,56 @@ TEST_F(TrainJobTest, AJobKilledAtARandomStepResumesFromItsCheckpointBitIdentical
   EXPECT_EQ(restarted_at(stopped, &before), -1) << "steps were redone after step " << before;
   EXPECT_EQ(read(run_dir(stopped) / "model.onnx"), want)
       << "stopped after step " << kill_at << "; the weights differ from the uninterrupted run";
+}
+
+// A data-parallel job (distributed: {workers: 2}): one of its ranks SIGKILLed mid-run fails the
+// attempt; the retry starts both ranks again from the last checkpoint, and the model is the one
+// an uninterrupted 2-worker job trains. The job's spec sets no micro_batches: 2, one per worker.
+TEST_F(TrainJobTest, ADataParallelJobWhoseRankDiesRestartsEveryRankFromItsCheckpoint) {
+  constexpr int kEpochs = 20;
+  options_.scheduler.threads = 2;
+  const std::string dp = "distributed: {workers: 2}\nresources: {threads: 2}\n";
+  int64_t reference = submit_train(kEpochs, 0, dp);
+  {
+    JobService svc(*store_, options_);
+    run_until_settled(svc);
+  }
+  ASSERT_EQ(job(reference).state, "SUCCEEDED")
+      << job(reference).end_reason << read(dir_ / "jobs" / std::to_string(reference) / "log");
+  const std::string want = read(run_dir(reference) / "model.onnx");
+  ASSERT_FALSE(want.empty());
+  EXPECT_TRUE(fs::exists(run_dir(reference) / "rank-1.log")) << "not trained on 2 ranks";
+
+  JobService svc(*store_, options_);
+  int64_t killed = 0, reached = 0;
+  for (int tries = 0; tries < 3; ++tries) {
+    killed = submit_train(kEpochs, 2, dp);
+    run_until_step(svc, killed, 250);
+    // Rank 1: the process whose command line names this job's run and --rank 1.
+    const std::string needle = run_dir(killed).string();
+    pid_t rank1 = -1;
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string name = e.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string cmd = read(e.path() / "cmdline");
+      std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+      if (cmd.find(needle) != std::string::npos && cmd.find("--rank 1 ") != std::string::npos)
+        rank1 = static_cast<pid_t>(std::stol(name));
+    }
+    ASSERT_GT(rank1, 0) << "rank 1 of job " << killed << " not found";
+    ASSERT_EQ(::kill(rank1, SIGKILL), 0);
+    reached = last_step(killed);
+    run_until_settled(svc);
+    if (reached < 45 * kEpochs) break;
+  }
+  meta::Job k = job(killed);
+  ASSERT_EQ(k.state, "SUCCEEDED") << k.end_reason;
+  EXPECT_EQ(k.attempts, 2) << "one rank killed, one retry of both";
+  const std::string log = read(dir_ / "jobs" / std::to_string(killed) / "log");
+  EXPECT_NE(log.find("rank 1 of 2 failed"), std::string::npos) << log;
+  EXPECT_EQ(read(run_dir(killed) / "model.onnx"), want)
+      << "a rank killed after step " << reached
+      << "; the weights differ from the uninterrupted job";
 }
 
 }  // namespace
