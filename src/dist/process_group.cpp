@@ -298,26 +298,32 @@ Status ProcessGroup::barrier() {
   return all_gather(&me, 1, all.data());
 }
 
+void tree_sum_in_place(const std::vector<float*>& leaves, size_t n) {
+  // Level by level, bottom up: leaves[i] += leaves[i + stride] for each pair of neighbours, the
+  // lower one first (a + b), so each level's sums are those of the balanced tree's nodes.
+  const size_t m = leaves.size();
+  for (size_t stride = 1; stride < m; stride *= 2)
+    for (size_t i = 0; i + stride < m; i += 2 * stride) {
+      float* a = leaves[i];
+      const float* b = leaves[i + stride];
+      for (size_t k = 0; k < n; ++k) a[k] = a[k] + b[k];
+    }
+}
+
 void tree_sum(const std::vector<const float*>& leaves, size_t n, float* out) {
   if (leaves.empty()) {
     std::fill(out, out + n, 0.0f);
     return;
   }
-  // Bottom-up pairs of equal subtrees: the same association as the recursive halving above.
-  std::vector<std::vector<float>> level;
-  level.reserve(leaves.size());
-  for (const float* l : leaves) level.emplace_back(l, l + n);
-  while (level.size() > 1) {
-    std::vector<std::vector<float>> next;
-    for (size_t i = 0; i + 1 < level.size(); i += 2) {
-      std::vector<float> s(n);
-      for (size_t k = 0; k < n; ++k) s[k] = level[i][k] + level[i + 1][k];
-      next.push_back(std::move(s));
-    }
-    if (level.size() % 2) next.push_back(std::move(level.back()));
-    level = std::move(next);
+  std::vector<std::vector<float>> copies;
+  std::vector<float*> ptrs;
+  copies.reserve(leaves.size());
+  for (const float* l : leaves) {
+    copies.emplace_back(l, l + n);
+    ptrs.push_back(copies.back().data());
   }
-  std::copy(level[0].begin(), level[0].end(), out);
+  tree_sum_in_place(ptrs, n);
+  std::copy(copies[0].begin(), copies[0].end(), out);
 }
 
 }  // namespace dlsys::dist

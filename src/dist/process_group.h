@@ -86,5 +86,8 @@ class ProcessGroup {
 // itself), written to out[0..n): what all_reduce_sum gives when the ranks hold its subtrees.
 // Leaves are arrays of n floats. Used by a process that computes several leaves itself.
 void tree_sum(const std::vector<const float*>& leaves, size_t n, float* out);
+// The same sum computed in the leaves' own memory (their values are overwritten): the result is
+// in leaves[0]. No allocation: what a trainer uses on its scratch buffers every step.
+void tree_sum_in_place(const std::vector<float*>& leaves, size_t n);
 
 }  // namespace dlsys::dist

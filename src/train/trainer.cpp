@@ -838,7 +838,10 @@ std::vector<std::pair<std::string, Tensor>> Trainer::owned_pieces(
 
 Status Trainer::share_owned(const std::vector<float*>& values) {
   // The ranks' ranges are consecutive: gathered, they are the values laid end to end.
-  std::vector<float> mine(shard_block_, 0.0f), all(shard_block_ * static_cast<size_t>(world_));
+  std::vector<float>& mine = shard_mine_;
+  std::vector<float>& all = flat_grads_;  // free between steps: the gathered ranges
+  mine.assign(shard_block_, 0.0f);
+  all.resize(shard_block_ * static_cast<size_t>(world_));
   for (size_t k = 0; k < params_.size(); ++k) {
     const size_t off = grad_offsets_[k], n = grad_offsets_[k + 1] - off;
     const size_t a = std::max(off, shard_lo_), b = std::min(off + n, shard_hi_);
@@ -980,8 +983,9 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     const int64_t j = rank_ * per_rank + l;  // the micro-batch's place in the batch
     const int64_t lo = j * n / m, hi = (j + 1) * n / m;
     std::vector<float>& g = leaf_grads_[static_cast<size_t>(l)];
-    g.assign(total + extra, 0.0f);
-    if (hi == lo) {  // a batch of fewer rows than micro-batches: this one is empty
+    g.resize(total + extra);  // every element is written below
+    if (hi == lo) {           // a batch of fewer rows than micro-batches: this one is empty
+      std::fill(g.begin(), g.end(), 0.0f);
       if (!tg_.batch_stats.empty()) stats.resize(stats.size() + one, 0.0f);
       continue;
     }
@@ -1005,9 +1009,11 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     for (size_t k = 0; k < params_.size(); ++k) {
       const float* src = out[k + 1].data_as<float>();
       float* dst = g.data() + grad_offsets_[k];
-      for (int64_t i = 0; i < out[k + 1].numel(); ++i) dst[i] = src[i] * w;
+      const size_t n_k = grad_offsets_[k + 1] - grad_offsets_[k];
+      for (size_t i = 0; i < n_k; ++i) dst[i] = src[i] * w;
     }
     g[total] = loss * static_cast<float>(hi - lo);
+    g[total + 1] = 0.0f;
     if (!tg_.batch_stats.empty()) {
       stats.push_back(static_cast<float>(hi - lo));
       for (size_t s = 0; s < 2 * tg_.batch_stats.size(); ++s) {
@@ -1016,20 +1022,19 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
       }
     }
   }
-  // This rank's micro-batches as a subtree, then the tree across the ranks.
-  std::vector<const float*> leaves;
+  // This rank's micro-batches as a subtree (in their own buffers: the sum lands in the first),
+  // then the tree across the ranks.
+  std::vector<float*> leaves;
   for (auto& g : leaf_grads_) leaves.push_back(g.data());
-  flat_grads_.resize(total + extra);
-  dist::tree_sum(leaves, total + extra, flat_grads_.data());
-  flat_grads_[total + 1] = options_.stop_requested && options_.stop_requested() ? 1.0f : 0.0f;
+  dist::tree_sum_in_place(leaves, total + extra);
+  float* flat = leaves[0];
+  flat[total + 1] = options_.stop_requested && options_.stop_requested() ? 1.0f : 0.0f;
   if (options_.group)
-    DLSYS_RETURN_IF_ERROR(options_.group->all_reduce_sum(flat_grads_.data(), total + extra)
+    DLSYS_RETURN_IF_ERROR(options_.group->all_reduce_sum(flat, total + extra)
                               .with_context(fmt::format("gradients of step {}", step_)));
-  group_stop_ = flat_grads_[total + 1] > 0;
+  group_stop_ = flat[total + 1] > 0;
   for (size_t k = 0; k < params_.size(); ++k)
-    std::copy(flat_grads_.begin() + static_cast<std::ptrdiff_t>(grad_offsets_[k]),
-              flat_grads_.begin() + static_cast<std::ptrdiff_t>(grad_offsets_[k + 1]),
-              grad_sums_[k].data_as<float>());
+    std::copy(flat + grad_offsets_[k], flat + grad_offsets_[k + 1], grad_sums_[k].data_as<float>());
   // Running statistics: every micro-batch's, in order, on every rank (as one process would).
   if (!tg_.batch_stats.empty()) {
     if (stats.size() != static_cast<size_t>(per_rank) * one)
@@ -1083,7 +1088,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     for (Tensor* p : params_) values.push_back(p->data_as<float>());
     DLSYS_RETURN_IF_ERROR(share_owned(values).with_context(fmt::format("step {}", step_)));
   }
-  *loss_sum = flat_grads_[total];
+  *loss_sum = flat[total];
   *samples = n;
   ++*batch;
   return Status::OK();

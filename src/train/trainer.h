@@ -271,12 +271,13 @@ class Trainer {
   std::map<std::string, Tensor> buffers_;  // their live values
   std::vector<Tensor*> params_;            // inputs_' parameters, in gradient order
   std::vector<Tensor> grad_sums_;          // accumulate_steps > 1: the step's averaged gradients
-  // micro_batches: each parameter's offset in one flat gradient (then one float: the loss
-  // sum), the gradients of this rank's micro-batches, their tree sum.
+  // micro_batches: each parameter's offset in one flat gradient (then two floats: the loss sum
+  // and the stop flag), the gradients of this rank's micro-batches (summed in place).
   std::vector<size_t> grad_offsets_;
   std::vector<std::vector<float>> leaf_grads_;
-  std::vector<float> flat_grads_;
-  int rank_ = 0, world_ = 1;  // options.group's, or 0 and 1
+  std::vector<float> flat_grads_;  // sharded: the all-gather's buffer
+  std::vector<float> shard_mine_;  // sharded: this rank's range, sent
+  int rank_ = 0, world_ = 1;       // options.group's, or 0 and 1
   // zero_stage 1: this rank's range [shard_lo_, shard_hi_) of the parameters laid end to end
   // (grad_offsets_), every rank's range shard_block_ floats long (the last one shorter).
   bool sharded_ = false;

@@ -1,0 +1,145 @@
+#!/usr/bin/python3
+"""bench/dist: data-parallel training throughput and scaling efficiency, dlsys beside PyTorch DDP.
+
+One machine, ranks on loopback, 1 thread per rank (the issue's setting on a 2-core machine):
+  - dlsys: `dlsys train SPEC --nproc N --threads 1` (src/dist over Gloo, micro-batches summed as
+    a fixed tree: bit-identical weights for any N);
+  - PyTorch: torch.distributed on Gloo with DistributedDataParallel, N processes, the same model,
+    global batch and steps, torch.set_num_threads(1).
+Models:
+  - cnn (compute dominates): conv 16 -> conv 32 -> maxpool -> linear, 28x28 inputs, batch 64;
+    ~23 MFLOP a sample (forward and backward), 67k parameters (270 KB to all-reduce a step);
+  - mlp (communication-heavy): 512 -> 2048 -> 2048 -> 10, batch 32; 5.3M parameters (21 MB a
+    step) for ~0.3 GFLOP a step.
+Samples/s: dlsys from its done event (steps x global batch / training seconds, evaluation of a
+tiny validation split included); PyTorch timed over the steps after 5 warm-up steps. Scaling
+efficiency = samples/s on 2 workers / (2 x samples/s on 1). Rounds interleave every
+configuration; medians and ranges are printed.
+
+Usage: bench/dist/run.py [--dlsys build/dlsys] [--rounds 3] [--models cnn,mlp] [--no-torch]
+"""
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+MODELS = {
+    "cnn": {
+        "input": [1, 28, 28],
+        "batch": 64,
+        "steps": 200,
+        "layers": ("    - conv2d: {out: 16, kernel: 3, padding: 1}\n    - relu\n"
+                   "    - conv2d: {out: 32, kernel: 3, padding: 1}\n    - relu\n"
+                   "    - maxpool: {kernel: 2}\n    - flatten\n    - linear: {out: 10}\n"),
+    },
+    "mlp": {
+        "input": [512],
+        "batch": 32,
+        "steps": 100,
+        "layers": ("    - linear: {out: 2048}\n    - relu\n    - linear: {out: 2048}\n    - relu\n"
+                   "    - linear: {out: 10}\n"),
+    },
+}
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def make_data(tmp, name, m):
+    rng = np.random.default_rng(0)
+    n = m["batch"] * m["steps"]
+    x = rng.standard_normal((n, *m["input"]), dtype=np.float32)
+    y = rng.integers(0, 10, n).astype(np.int64)
+    vx = rng.standard_normal((64, *m["input"]), dtype=np.float32)
+    vy = rng.integers(0, 10, 64).astype(np.int64)
+    paths = {}
+    for k, v in {"x": x, "y": y, "vx": vx, "vy": vy}.items():
+        paths[k] = os.path.join(tmp, f"{name}-{k}.npy")
+        np.save(paths[k], v)
+    spec = os.path.join(tmp, f"{name}.yaml")
+    with open(spec, "w") as f:
+        f.write(f"name: dist-{name}\n"
+                f"data: {{format: npy, train: {paths['x']}, train_labels: {paths['y']}, "
+                f"validation: {paths['vx']}, validation_labels: {paths['vy']}}}\n"
+                f"model:\n  input: {m['input']}\n  layers:\n{m['layers']}"
+                f"train:\n  epochs: 1\n  batch_size: {m['batch']}\n  seed: 0\n"
+                f"  micro_batches: 2\n  optimizer: {{name: sgd, lr: 0.01, momentum: 0.9}}\n")
+    return spec
+
+
+def dlsys_samples_per_s(dlsys, spec, m, workers, tmp):
+    out = os.path.join(tmp, f"run-{workers}")
+    r = subprocess.run([dlsys, "train", spec, "--nproc", str(workers), "--threads", "1", "--json",
+                        "--out", out], capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        sys.exit(f"dlsys train failed:\n{r.stdout}\n{r.stderr}")
+    done = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")][-1]
+    return done["steps"] * m["batch"] / done["seconds"]
+
+
+def torch_samples_per_s(m, workers):
+    port = free_port()
+    r = subprocess.run([sys.executable, os.path.join(HERE, "torch_ddp.py"), "--workers",
+                        str(workers), "--port", str(port), "--model", json.dumps(m)],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        sys.exit(f"torch DDP failed:\n{r.stdout}\n{r.stderr}")
+    return float(r.stdout.strip().splitlines()[-1])
+
+
+def fmt(v):
+    return f"{statistics.median(v):.1f} [{min(v):.1f}-{max(v):.1f}]"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dlsys", default="build/dlsys")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--models", default="cnn,mlp")
+    ap.add_argument("--no-torch", action="store_true")
+    a = ap.parse_args()
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    print(f"CPU: {cpu} ({os.cpu_count()} cores); 1 thread per rank; {a.rounds} rounds")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in a.models.split(","):
+            m = MODELS[name]
+            spec = make_data(tmp, name, m)
+            res = {k: [] for k in ("dlsys 1", "dlsys 2", "torch 1", "torch 2")}
+            for r in range(a.rounds):
+                for w in (1, 2):
+                    res[f"dlsys {w}"].append(dlsys_samples_per_s(a.dlsys, spec, m, w, tmp))
+                    if not a.no_torch:
+                        res[f"torch {w}"].append(torch_samples_per_s(m, w))
+                print(f"{name} round {r + 1}: " +
+                      ", ".join(f"{k} {v[-1]:.1f}" for k, v in res.items() if v), file=sys.stderr)
+            print(f"\n{name} (global batch {m['batch']}, {m['steps']} steps): samples/s, median [min-max]")
+            for k, v in res.items():
+                if v:
+                    print(f"  {k} worker(s): {fmt(v)}")
+            for who in ("dlsys", "torch"):
+                if res[f"{who} 1"]:
+                    eff = [res[f"{who} 2"][i] / (2 * res[f"{who} 1"][i]) for i in range(a.rounds)]
+                    print(f"  {who} scaling efficiency at 2 workers: {statistics.median(eff):.3f} "
+                          f"[{min(eff):.3f}-{max(eff):.3f}]")
+            if res["torch 2"]:
+                ratio = [res["dlsys 2"][i] / res["torch 2"][i] for i in range(a.rounds)]
+                print(f"  dlsys / torch samples/s at 2 workers: {statistics.median(ratio):.2f}x "
+                      f"[{min(ratio):.2f}-{max(ratio):.2f}]")
+
+
+if __name__ == "__main__":
+    main()
