@@ -9,7 +9,8 @@
 # checkpoint to the weights of an uninterrupted run; a hyperparameter search; and the retrain
 # pipeline, started by new digits data, through its gate to a canary and a promotion; and
 # monitoring of the served digits, whose drift alert starts that pipeline again; and the
-# interactive environment: the web UI, the Python client and a notebook run against the server.
+# interactive environment: the web UI, the Python client and a notebook run against the server;
+# and data-parallel training on 1, 2 and 4 processes, and sharded, to one model byte for byte.
 set -euo pipefail
 BUILD=${1:-build}
 DLSYS="$BUILD/dlsys"
@@ -18,17 +19,17 @@ mkdir -p "$DIR"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-step "1/12 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
+step "1/13 export ResNet-18 (torchvision architecture, seeded random weights) to ONNX with PyTorch"
 if [ ! -f "$DIR/resnet18.onnx" ] || [ ! -f "$DIR/detector_nms.onnx" ]; then
   /usr/bin/python3 scripts/export_models.py "$DIR" --only resnet18 detector_nms
 else
   echo "already exported: $DIR/resnet18.onnx, $DIR/detector_nms.onnx"
 fi
 
-step "2/12 dlsys inspect"
+step "2/13 dlsys inspect"
 "$DLSYS" inspect "$DIR/resnet18.onnx" | head -12
 
-step "3/12 dlsys run, compared with PyTorch's own output"
+step "3/13 dlsys run, compared with PyTorch's own output"
 "$DLSYS" run "$DIR/resnet18.onnx" --input input="$DIR/resnet18.input.npy" --output-dir "$DIR/out" --threads 2
 /usr/bin/python3 - "$DIR" <<'PY'
 import sys, numpy as np
@@ -69,9 +70,9 @@ print(f"quantized: dlsys vs the ONNX operator definitions (numpy, exact integer 
 sys.exit(0 if rel <= 1e-5 else 1)
 PY
 
-step "4/12 dlsys bench (batch 8, 2 threads)"
+step "4/13 dlsys bench (batch 8, 2 threads)"
 "$DLSYS" bench "$DIR/resnet18.onnx" --batch 8 --threads 2 --seconds 3
-step "5/12 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
+step "5/13 dlsys train: the digits MLP (examples/digits/mlp.yaml), then its exported model on the validation split"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits" --threads 2
 "$DLSYS" run "$DIR/digits/model.onnx" --input input="$DIR/digits/val_x.npy" --output-dir "$DIR/digits/pred" --threads 2
 /usr/bin/python3 - "$DIR/digits" <<'PY'
@@ -123,7 +124,7 @@ print("row  class  probability")
 for i, r in enumerate(p): print(f"{i:<4} {r.argmax():<6} {r.max():.4f}")'
 fi
 
-step "6/12 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
+step "6/13 dlsys server: a tracked training run, registered and promoted to production; a dataset pushed twice"
 # Starts `dlsys server` on a fresh data directory $1 (its output in $2): sets SERVER and URL.
 start_server() {
   rm -rf "$1"
@@ -159,7 +160,7 @@ cap = [l for l in ask("/metrics")[1].splitlines() if l.startswith("dlsys_http_co
 print("connection cap:", cap[0].split()[1], "(docs/security.md lists every bound)")
 PY
 
-step "7/12 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
+step "7/13 serving: deploy digits@production, infer the validation split over KServe v2, roll to version 2 under load, then a canary and a shadow"
 "$DLSYS" deploy create digits --model digits@production --max-batch 32 --max-delay-us 1000 --server "$URL"
 "$DLSYS" train examples/digits/mlp.yaml --out "$DIR/digits-v2" --threads 2 --server "$URL" 2>&1 | tail -1
 "$DLSYS" models register digits --run 2 --server "$URL"
@@ -176,7 +177,7 @@ step "7/12 serving: deploy digits@production, infer the validation split over KS
 "$DLSYS" deploy show digits --server "$URL" | grep "shadow:"
 "$DLSYS" deploy list --server "$URL"
 
-step "8/12 the training service: a train job killed with SIGKILL mid-run, retried from its checkpoint to the same weights"
+step "8/13 the training service: a train job killed with SIGKILL mid-run, retried from its checkpoint to the same weights"
 "$DLSYS" jobs submit examples/jobs/digits-train.yaml --server "$URL"
 # Wait for its first checkpoint (every 100 steps), then kill its process as a crash would.
 for _ in $(seq 300); do
@@ -194,7 +195,7 @@ kill -KILL -- "-$PID" && echo "killed job 1's process group $PID (its latest che
 cmp "$HOME_DIR/jobs/1/run/model.onnx" "$DIR/digits-uninterrupted/model.onnx" \
   && echo "the retried job's model.onnx is byte-identical to the uninterrupted run's"
 
-step "9/12 hyperparameter search: 27 random trials of the digits MLP, stopped early by ASHA, the best registered"
+step "9/13 hyperparameter search: 27 random trials of the digits MLP, stopped early by ASHA, the best registered"
 "$DLSYS" search submit examples/search/digits-asha.yaml --wait --quiet --server "$URL"
 "$DLSYS" search show 1 --server "$URL" | head -12
 "$DLSYS" models list --server "$URL"
@@ -202,7 +203,19 @@ kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
 
-step "10/12 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
+step "13/13 data-parallel training: the digits MLP on 1, 2 and 4 processes (Gloo on loopback), the optimizer's state sharded on 2: one model, byte for byte"
+for n in 1 2 4; do
+  "$DLSYS" train examples/digits/mlp.yaml --set micro_batches=4 --set target_accuracy=0 --epochs 3 \
+    --nproc "$n" --out "$DIR/dp$n" --quiet | grep "^trained"
+done
+"$DLSYS" train examples/digits/mlp.yaml --set micro_batches=4 --set target_accuracy=0 --epochs 3 \
+  --nproc 2 --zero 1 --out "$DIR/dpz" --quiet | grep -E "^rank|^trained"
+sha256sum "$DIR"/dp1/model.onnx "$DIR"/dp2/model.onnx "$DIR"/dp4/model.onnx "$DIR"/dpz/model.onnx
+[ "$(sha256sum "$DIR"/dp{1,2,4,z}/model.onnx | cut -d' ' -f1 | sort -u | wc -l)" = 1 ] ||
+  { echo "the models differ"; exit 1; }
+echo "the same model from 1, 2 and 4 workers, and with the optimizer sharded"
+
+step "10/13 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
 # A server of its own (a fresh data directory), run from the repository's root: the pipeline's
 # paths are relative to it. Each `data push` is an event of the pipeline's dataset trigger.
 start_server "$DIR/flow-home" "$DIR/flow-server.out"
@@ -228,7 +241,7 @@ follow_run 2
 echo "the same version again, by hand: every step up to the evaluation is a cached result"
 "$DLSYS" pipelines run retrain -p data=digits@v2 --wait --server "$URL" | grep -E "cached|better|SUCCEEDED$"
 
-step "11/12 monitoring: digits' served inputs against its training data; dimmed inputs drift, the alert starts the retrain pipeline"
+step "11/13 monitoring: digits' served inputs against its training data; dimmed inputs drift, the alert starts the retrain pipeline"
 # The same server: every request to digits sampled; windows of 2 s so the demo sees them end.
 "$DLSYS" deploy update digits --sample-rate 1 --server "$URL" >/dev/null
 cat >"$DIR/monitor.yaml" <<'YAML'
@@ -254,7 +267,7 @@ done
 echo "the alert started the retrain pipeline (on the newest data: the same version, so its gate decides):"
 follow_run 4 | tail -4
 
-step "12/12 the interactive environment: the web UI of this server, the Python client, and a notebook run by dlsys notebook"
+step "12/13 the interactive environment: the web UI of this server, the Python client, and a notebook run by dlsys notebook"
 echo "the web UI is at $URL/ (a headless chromium draws three of its pages):"
 for page in runs models/digits deployments/digits; do
   png="$DIR/ui-${page//\//-}.png"
