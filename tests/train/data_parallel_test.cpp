@@ -298,6 +298,7 @@ struct Child {
     char buf[4096];
     for (size_t n; out && (n = std::fread(buf, 1, sizeof(buf), out)) > 0;) r.output.append(buf, n);
     if (out) std::fclose(out);
+    out = nullptr;
     int st = 0;
     ::waitpid(pid, &st, 0);
     r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -355,19 +356,30 @@ train:
   optimizer: {name: sgd, lr: 0.01, momentum: 0.9}
 )";
 
+// `dlsys train SPEC --nproc 2 --json` once it has reported `steps` step events (pid -1 when it
+// ended before).
+Child start_and_wait_for_steps(const fs::path& spec, const fs::path& out, int steps) {
+  Child c = spawn({"train", spec.string(), "--out", out.string(), "--nproc", "2", "--json",
+                   "--log-every", "1"});
+  for (int seen = 0; seen < steps && c.pid > 0;) {
+    std::string l = c.line();
+    if (l.empty()) {
+      c.finish();
+      c.pid = -1;
+    } else if (l.find("\"event\":\"step\"") != std::string::npos) {
+      ++seen;
+    }
+  }
+  return c;
+}
+
 // SIGTERM to `dlsys train --nproc 2`: both ranks agree on the step to stop after, rank 0 writes
-// its checkpoint, the command exits 75; --resume on 2 workers continues from it.
+// its checkpoint, the command exits 75 (what --resume continues from).
 TEST_F(DataParallel, SigtermStopsEveryRankAtTheSameStepWithACheckpoint) {
   fs::path spec = write_spec("long", kLong);
   const fs::path out = dir_ / "stopped";
-  Child c = spawn({"train", spec.string(), "--out", out.string(), "--nproc", "2", "--json",
-                   "--log-every", "1"});
-  ASSERT_GT(c.pid, 0);
-  for (int steps = 0; steps < 20;) {
-    std::string l = c.line();
-    ASSERT_FALSE(l.empty()) << "the run ended before 20 steps";
-    if (l.find("\"event\":\"step\"") != std::string::npos) ++steps;
-  }
+  Child c = start_and_wait_for_steps(spec, out, 20);
+  ASSERT_GT(c.pid, 0) << "the run ended before 20 steps";
   ::kill(c.pid, SIGTERM);
   const auto t0 = std::chrono::steady_clock::now();
   Ran r = c.finish();
@@ -391,14 +403,8 @@ TEST_F(DataParallel, SigtermStopsEveryRankAtTheSameStepWithACheckpoint) {
 TEST_F(DataParallel, AKilledRankEndsTheRunWithinSecondsNamingIt) {
   fs::path spec = write_spec("long2", kLong);
   const fs::path out = dir_ / "killed";
-  Child c = spawn({"train", spec.string(), "--out", out.string(), "--nproc", "2", "--json",
-                   "--log-every", "1"});
-  ASSERT_GT(c.pid, 0);
-  for (int steps = 0; steps < 20;) {
-    std::string l = c.line();
-    ASSERT_FALSE(l.empty()) << "the run ended before 20 steps";
-    if (l.find("\"event\":\"step\"") != std::string::npos) ++steps;
-  }
+  Child c = start_and_wait_for_steps(spec, out, 20);
+  ASSERT_GT(c.pid, 0) << "the run ended before 20 steps";
   pid_t r1 = find_process({out.string(), "--rank 1 "});
   ASSERT_GT(r1, 0) << "rank 1's process not found";
   ::kill(r1, SIGKILL);
