@@ -36,6 +36,12 @@ Tensor& Optimizer::slot(const std::string& name, const Shape& shape) {
   return it->second;
 }
 
+std::vector<std::string> Optimizer::slot_names() const {
+  if (c_.kind != OptimizerKind::kSgd) return {"exp_avg", "exp_avg_sq"};
+  if (c_.momentum > 0) return {"momentum"};
+  return {};
+}
+
 void Optimizer::load_state(std::map<std::string, Tensor> state, int64_t steps) {
   state_ = std::move(state);
   t_ = steps;

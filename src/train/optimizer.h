@@ -36,6 +36,9 @@ class Optimizer {
   int64_t steps() const { return t_; }
   // The state for a checkpoint: "<param>.momentum", "<param>.exp_avg", "<param>.exp_avg_sq".
   const std::map<std::string, Tensor>& state() const { return state_; }
+  // The slots it keeps per parameter once it has stepped (the state's keys are "<param>.<slot>"):
+  // {"momentum"} for SGD with momentum, {} without, {"exp_avg", "exp_avg_sq"} for Adam/AdamW.
+  std::vector<std::string> slot_names() const;
   // Restores a saved state and step count.
   void load_state(std::map<std::string, Tensor> state, int64_t steps);
 

@@ -749,7 +749,7 @@ Status Trainer::restore() {
       // Sharded: keep this rank's pieces of the moments, under the names the steps use.
       std::map<std::string, Tensor> whole = optimizer_->state(), mine;
       std::vector<Tensor*> ptrs;
-      for (const std::string& slot : {"momentum", "exp_avg", "exp_avg_sq"}) {
+      for (const std::string& slot : optimizer_->slot_names()) {
         std::vector<Tensor> of;
         for (const std::string& p : tg_.params) {
           auto it = whole.find(p + "." + slot);
@@ -839,7 +839,7 @@ std::vector<std::pair<std::string, Tensor>> Trainer::owned_pieces(
 Status Trainer::share_owned(const std::vector<float*>& values) {
   // The ranks' ranges are consecutive: gathered, they are the values laid end to end.
   std::vector<float>& mine = shard_mine_;
-  std::vector<float>& all = flat_grads_;  // free between steps: the gathered ranges
+  std::vector<float>& all = shard_all_;
   mine.assign(shard_block_, 0.0f);
   all.resize(shard_block_ * static_cast<size_t>(world_));
   for (size_t k = 0; k < params_.size(); ++k) {
@@ -859,14 +859,8 @@ Status Trainer::share_owned(const std::vector<float*>& values) {
 Result<std::map<std::string, Tensor>> Trainer::gathered_optimizer_state() {
   std::map<std::string, Tensor> out;
   if (optimizer_->steps() == 0) return out;  // no slot exists yet, on any rank
-  std::vector<std::string> slots;
-  if (spec_.optimizer.kind == OptimizerKind::kSgd) {
-    if (spec_.optimizer.momentum > 0) slots = {"momentum"};
-  } else {
-    slots = {"exp_avg", "exp_avg_sq"};
-  }
   const auto& state = optimizer_->state();
-  for (const std::string& slot : slots) {
+  for (const std::string& slot : optimizer_->slot_names()) {
     // This rank's pieces of the slot into tensors shaped like the parameters, then everyone's.
     std::vector<Tensor> full;
     std::vector<Tensor*> ptrs;

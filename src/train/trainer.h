@@ -169,7 +169,8 @@ class Trainer {
   // hash. Needs open_data.
   Status build_graphs();
 
-  // Data-parallel: every rank agrees with rank 0 on the spec (its hash, overrides included) and
+  // Data-parallel: lays out ZeRO-1's ranges (zero_stage 1), then checks that every rank agrees
+  // with rank 0 on the spec (its hash, overrides included) and
   // on the parameters it trains (names, shapes, order), checked through the group before any
   // step. A difference fails every rank at once: the rank that differs names the first spec or
   // parameter line that differs (its value here and on rank 0), the others name that rank.
@@ -275,8 +276,8 @@ class Trainer {
   // and the stop flag), the gradients of this rank's micro-batches (summed in place).
   std::vector<size_t> grad_offsets_;
   std::vector<std::vector<float>> leaf_grads_;
-  std::vector<float> flat_grads_;  // sharded: the all-gather's buffer
   std::vector<float> shard_mine_;  // sharded: this rank's range, sent
+  std::vector<float> shard_all_;   // sharded: every rank's ranges, gathered
   int rank_ = 0, world_ = 1;       // options.group's, or 0 and 1
   // zero_stage 1: this rank's range [shard_lo_, shard_hi_) of the parameters laid end to end
   // (grad_offsets_), every rank's range shard_block_ floats long (the last one shorter).

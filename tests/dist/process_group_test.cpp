@@ -27,25 +27,13 @@
 
 #include "dist/process_group.h"
 #include "dist/rendezvous.h"
+#include "testing/free_port.h"
 
 namespace dlsys::dist {
 namespace {
 
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
-
-int free_port() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = 0;
-  socklen_t len = sizeof(a);
-  EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
 
 class ProcessGroupTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -63,7 +51,7 @@ class ProcessGroupTest : public ::testing::TestWithParam<std::string> {
       fs::create_directories(d);
       return "file://" + d.string();
     }
-    return "tcp://127.0.0.1:" + std::to_string(free_port());
+    return "tcp://127.0.0.1:" + std::to_string(testing::free_loopback_port());
   }
 
   // Runs body(rank) in `world` child processes; returns their exit codes (-signal if killed).
@@ -313,7 +301,7 @@ INSTANTIATE_TEST_SUITE_P(Rendezvous, ProcessGroupTest, ::testing::Values("tcp", 
 // The tcp:// store of rank 0: a malformed frame or an oversized key closes that connection
 // only; the store goes on answering its clients.
 TEST(RendezvousStoreTest, MalformedFramesCloseOnlyTheirConnection) {
-  const int port = free_port();
+  const int port = testing::free_loopback_port();
   const std::string url = "tcp://127.0.0.1:" + std::to_string(port);
   auto store = open_rendezvous(url, 0, 0, std::chrono::milliseconds(2000));
   ASSERT_TRUE(store.ok()) << store.status().to_string();
