@@ -526,6 +526,18 @@ int run_train(const TrainArgs& a) {
           r->optimizer_shards > 1
               ? fmt::format(" (sharded over {} ranks: --zero 1)", r->optimizer_shards).c_str()
               : "");
+    if (group && r->gradient_buckets > 0)
+      std::printf(
+          "gradients: %lld buckets of about %.0f KiB (%s), all-reduced during the backward pass: "
+          "%.2f s of all-reduce, %.2f s of it not hidden behind compute (%.2f s)\n",
+          static_cast<long long>(r->gradient_buckets), static_cast<double>(r->bucket_bytes) / 1024,
+          r->bucket_bytes_measured
+              ? fmt::format(
+                    "chosen for a link of {:.0f} us and {:.0f} MB/s; train.bucket_kib sets it",
+                    r->link_latency_s * 1e6, r->link_bytes_per_s / 1e6)
+                    .c_str()
+              : "train.bucket_kib",
+          r->comm.comm_seconds, r->comm.wait_seconds, r->compute_seconds);
     if (a.threads == 0 && r->threads == 1)
       std::printf("threads: 1 (a small model: %.0f MFLOP per step; --threads N to choose)\n",
                   r->step_flops / 1e6);

@@ -193,6 +193,8 @@ class Plan::Builder {
                               const std::vector<int>& in_ids, bool all_const);
 
   Status bind_outputs();
+  // Fills the plan's output_ready_step_ and ready_after_step_ from access_.
+  void find_output_ready_steps();
   // Node `k` could not be planned for want of a value (missing_slot_): splits before it when the
   // value is computed by a step, else returns `st` (naming the graph input in needed_).
   Status split_for_value(size_t k, Status st);
@@ -249,7 +251,25 @@ Status Plan::Builder::build(const std::vector<Shape>& input_shapes,
   }
   DLSYS_RETURN_IF_ERROR(bind_outputs());
   plan_memory(p_.output_slots_);
+  find_output_ready_steps();
   return Status::OK();
+}
+
+// An output is final after the last step writing its buffer (a view's is its root's).
+void Plan::Builder::find_output_ready_steps() {
+  p_.ready_after_step_.assign(p_.steps_.size(), {});
+  for (size_t o = 0; o < p_.output_slots_.size(); ++o) {
+    const int root = p_.root_of(p_.output_slots_[o]);
+    int last = -1;
+    for (size_t k = 0; k < access_.size(); ++k)
+      for (int w : access_[k].writes)
+        if (w >= 0 && p_.root_of(w) == root) last = static_cast<int>(k);
+    p_.output_ready_step_.push_back(last);
+    if (last < 0)
+      p_.ready_before_steps_.push_back(o);
+    else
+      p_.ready_after_step_[static_cast<size_t>(last)].push_back(o);
+  }
 }
 
 Status Plan::Builder::split_for_value(size_t k, Status st) {
@@ -706,14 +726,14 @@ static bool adaptive_threads_enabled() {
 }
 
 Status Plan::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
-                 std::vector<int64_t>* step_ns) {
+                 std::vector<int64_t>* step_ns, const OutputReadyFn& on_ready) {
   if (!opts_.tune_threads || opts_.training || step_ns || !adaptive_threads_enabled())
-    return run_steps(inputs, outputs, step_ns);
+    return run_steps(inputs, outputs, step_ns, on_ready);
   const int max = omp_get_max_threads();
   const int threads = tuner_.next(max);
   if (threads != max) omp_set_num_threads(threads);
   const auto t0 = std::chrono::steady_clock::now();
-  Status st = run_steps(inputs, outputs, step_ns);
+  Status st = run_steps(inputs, outputs, step_ns, on_ready);
   const int64_t ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0)
           .count();
@@ -723,7 +743,7 @@ Status Plan::run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs
 }
 
 Status Plan::run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
-                       std::vector<int64_t>* step_ns) {
+                       std::vector<int64_t>* step_ns, const OutputReadyFn& on_ready) {
   if (inputs.size() != input_slots_.size())
     return Status::Invalid("plan expects {} inputs, got {}", input_slots_.size(), inputs.size());
   for (size_t i = 0; i < inputs.size(); ++i) {
@@ -748,6 +768,9 @@ Status Plan::run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* o
   for (int id : input_aliases_)
     slots_[id].tensor.reset_data(slots_[slots_[id].alias_of].tensor.data());
   if (step_ns) step_ns->assign(steps_.size(), 0);
+  const bool report = on_ready && !rest_;
+  if (report)
+    for (size_t o : ready_before_steps_) on_ready(o, slots_[output_slots_[o]].tensor);
   const int team = omp_get_max_threads();
   for (size_t k = 0; k < steps_.size(); ++k) {
     Step& s = steps_[k];
@@ -763,6 +786,10 @@ Status Plan::run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* o
                           std::chrono::steady_clock::now() - t0)
                           .count();
     }
+    if (report && !ready_after_step_[k].empty()) {
+      dnnl_stream().wait();
+      for (size_t o : ready_after_step_[k]) on_ready(o, slots_[output_slots_[o]].tensor);
+    }
   }
   dnnl_stream().wait();
   if (rest_) {
@@ -770,7 +797,10 @@ Status Plan::run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* o
       rest_->ins[i] = slots_[rest_->from_slots[i]].tensor;
     Plan* next;
     DLSYS_ASSIGN_OR_RETURN(next, rest_->plans->plan_for(rest_->ins));
-    return next->run(rest_->ins, outputs);
+    DLSYS_RETURN_IF_ERROR(next->run(rest_->ins, outputs));
+    if (on_ready)
+      for (size_t o = 0; o < outputs->size(); ++o) on_ready(o, (*outputs)[o]);
+    return Status::OK();
   }
   outputs->resize(output_slots_.size());
   for (size_t i = 0; i < output_slots_.size(); ++i) (*outputs)[i] = slots_[output_slots_[i]].tensor;

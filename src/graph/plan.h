@@ -18,6 +18,7 @@
 // are the caller's and are bound per run.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -72,6 +73,14 @@ struct MemoryPlanStats {
   size_t num_values = 0;       // intermediate values placed in the arena
 };
 
+// Called by Plan::run as soon as graph output `output` holds its final value (after the last
+// step that writes it), on the running thread, while later steps have yet to run: a training
+// step's gradients can be sent while the rest of the backward pass computes. `value` is the
+// same view run() returns in `outputs`; the callee must not write it, and must return quickly
+// (the steps wait for it). Outputs that no step writes (constants, inputs) are reported before
+// the first step; a plan that splits (continuation) reports every output after its last step.
+using OutputReadyFn = std::function<void(size_t output, const Tensor& value)>;
+
 class Plan {
  public:
   ~Plan();
@@ -92,8 +101,9 @@ class Plan {
   // continuation's steps are not timed).
   // Not thread-safe: one run at a time per plan. An inference plan may run with fewer OpenMP
   // threads than the calling thread's setting (PlanOptions::tune_threads), which it restores.
+  // With `on_ready`, each output is also reported as soon as it is final (OutputReadyFn).
   Status run(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
-             std::vector<int64_t>* step_ns = nullptr);
+             std::vector<int64_t>* step_ns = nullptr, const OutputReadyFn& on_ready = nullptr);
 
   const std::vector<Shape>& input_shapes() const { return input_shapes_; }
   // The dtype and shape of each graph output (graph-output order). The shapes are meaningful
@@ -112,6 +122,9 @@ class Plan {
   // Bytes of the activation arena (kept for callers of the first version).
   size_t activation_bytes() const { return memory_.arena_bytes; }
   const PlanOptions& options() const { return opts_; }
+  // The step after which each graph output is final (-1: before the first step), in output
+  // order; empty for a plan that splits.
+  const std::vector<int>& output_ready_steps() const { return output_ready_step_; }
   // The thread count the tuner settled on (0: still trying, or tuning is off).
   int tuned_threads() const { return tuner_.chosen(); }
 
@@ -136,7 +149,7 @@ class Plan {
   };
   // run() without the thread tuning.
   Status run_steps(const std::vector<Tensor>& inputs, std::vector<Tensor>* outputs,
-                   std::vector<int64_t>* step_ns);
+                   std::vector<int64_t>* step_ns, const OutputReadyFn& on_ready);
   class Builder;        // Plan::build's stages (plan.cpp)
   struct Continuation;  // the graph after the split, and its plans (plan.cpp)
   int root_of(int slot) const { return slots_[slot].alias_of >= 0 ? slots_[slot].alias_of : slot; }
@@ -146,7 +159,11 @@ class Plan {
   std::vector<Shape> input_shapes_;
   std::vector<Slot> slots_;
   std::vector<int> input_slots_, output_slots_;
-  std::vector<int> input_aliases_;  // alias slots whose root is a graph input (rebound per run)
+  std::vector<int> input_aliases_;      // alias slots whose root is a graph input (rebound per run)
+  std::vector<int> output_ready_step_;  // per graph output: its last writing step, or -1
+  // Per step: the graph outputs final after it (OutputReadyFn), and those final before any step.
+  std::vector<std::vector<size_t>> ready_after_step_;
+  std::vector<size_t> ready_before_steps_;
   std::vector<Step> steps_;
   std::vector<PlanStepInfo> step_info_;
   std::vector<PlannedNode> planned_;

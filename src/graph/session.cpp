@@ -84,13 +84,14 @@ Result<Plan*> Session::plan_for(const std::vector<Tensor>& inputs) {
   return plans_->plan_for(inputs);
 }
 
-Status Session::run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs) {
+Status Session::run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs,
+                    const OutputReadyFn& on_ready) {
   std::vector<Tensor> bound;
   DLSYS_ASSIGN_OR_RETURN(bound, bind_inputs(inputs));
   apply_threads();
   Plan* plan;
   DLSYS_ASSIGN_OR_RETURN(plan, plan_for(bound));
-  return plan->run(bound, outputs);
+  return plan->run(bound, outputs, nullptr, on_ready);
 }
 
 Result<std::vector<Shape>> Session::concrete_input_shapes(

@@ -50,7 +50,10 @@ class Session {
   static constexpr int64_t kMaxFixedElements = PlanCache::kMaxFixedElements;
   // Validates, plans and runs. `outputs` are in graph-output order, views valid until the next
   // run with the same shapes. Not thread-safe for concurrent runs.
-  Status run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs);
+  // With `on_ready`, each output is also reported as soon as it is final (plan.h's
+  // OutputReadyFn), while the steps after it run.
+  Status run(const std::map<std::string, Tensor>& inputs, std::vector<Tensor>* outputs,
+             const OutputReadyFn& on_ready = nullptr);
   // Concrete shapes for the declared inputs: a symbolic dim takes its value from `dims` (by
   // name), else `batch` if it is dimension 0, else fails naming the dim and how to set it.
   Result<std::vector<Shape>> concrete_input_shapes(const std::map<std::string, int64_t>& dims,

@@ -40,8 +40,26 @@ json DoneEvent::to_json() const {
     data["dataset"] = dataset;
     data["validation"] = validation_dataset;
   }
-  return {{"event", "done"},    {"epochs", epochs}, {"steps", steps}, {"seconds", seconds},
-          {"threads", threads}, {"metrics", m},     {"model", model}, {"data", data}};
+  json j = {{"event", "done"},    {"epochs", epochs}, {"steps", steps}, {"seconds", seconds},
+            {"threads", threads}, {"metrics", m},     {"model", model}, {"data", data}};
+  if (distributed) j["distributed"] = distributed->to_json();
+  return j;
+}
+
+json DistributedStats::to_json() const {
+  return {{"rank", rank},
+          {"world", world},
+          {"buckets", buckets},
+          {"bucket_bytes", bucket_bytes},
+          {"bucket_bytes_measured", bucket_bytes_measured},
+          {"link", {{"latency_s", link_latency_s}, {"bytes_per_s", link_bytes_per_s}}},
+          {"compute_s", compute_s},
+          {"allreduce_s", allreduce_s},
+          {"exposed_allreduce_s", exposed_allreduce_s},
+          {"allreduces", allreduces},
+          {"started_during_backward", started_during_backward},
+          {"optimizer_state_bytes", optimizer_state_bytes},
+          {"optimizer_shards", optimizer_shards}};
 }
 
 json to_json(const TrainEvent& e) {

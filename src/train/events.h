@@ -50,6 +50,24 @@ struct EvalEvent {
 };
 
 // Once, when the model is exported.
+// A data-parallel run's figures, this rank's (DoneEvent::distributed).
+struct DistributedStats {
+  int rank = 0, world = 1;
+  int64_t buckets = 0, bucket_bytes = 0;            // the gradient buckets, and the size asked
+  bool bucket_bytes_measured = false;               // chosen from the link (else train.bucket_kib)
+  double link_latency_s = 0, link_bytes_per_s = 0;  // measured when the group formed
+  double compute_s = 0;            // the training session's runs (forward and backward)
+  double allreduce_s = 0;          // the buckets' all-reduces, on their own thread
+  double exposed_allreduce_s = 0;  // of which the steps waited for after their backward
+  int64_t allreduces = 0, started_during_backward = 0;
+  int64_t optimizer_state_bytes = 0;
+  int optimizer_shards = 1;
+  // {"rank","world","buckets","bucket_bytes","bucket_bytes_measured","link":{"latency_s",
+  //  "bytes_per_s"},"compute_s","allreduce_s","exposed_allreduce_s","allreduces",
+  //  "started_during_backward","optimizer_state_bytes","optimizer_shards"}
+  nlohmann::json to_json() const;
+};
+
 struct DoneEvent {
   int64_t epochs = 0, steps = 0;
   double seconds = 0;             // training time of this process
@@ -59,9 +77,10 @@ struct DoneEvent {
   double data_wait_fraction = 0;  // data_wait_s / seconds (0 when seconds is 0)
   // Set when trained on a version of the dataset store ("digits@v2:train"), else empty.
   std::string dataset, validation_dataset;
-  int threads = 0;  // the threads the steps ran on (0: all cores)
+  int threads = 0;                              // the threads the steps ran on (0: all cores)
+  std::optional<DistributedStats> distributed;  // set for a rank of a data-parallel run
   // {"event":"done","epochs","steps","seconds","threads","metrics":{...},"model",
-  //  "data":{"wait_s","wait_fraction"[,"dataset","validation"]}}
+  //  "data":{"wait_s","wait_fraction"[,"dataset","validation"]}[,"distributed":{...}]}
   nlohmann::json to_json() const;
 };
 

@@ -74,7 +74,7 @@ const std::map<std::string, std::set<std::string>>& section_fields() {
       {"train",
        {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer", "schedule",
         "clip_grad_norm", "target_accuracy", "checkpoint_every", "accumulate_steps", "precision",
-        "micro_batches"}},
+        "micro_batches", "bucket_kib"}},
       {"train.optimizer",
        {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps"}},
       {"train.schedule", {"name", "warmup_steps", "step_size", "gamma", "min_lr"}},
@@ -585,6 +585,11 @@ Result<TrainSpec> load_train_spec(const std::string& path,
         s.micro_batches > 1024)
       return Status::Invalid("{} is {}; use 0 (off) or a power of two up to 1024 (1, 2, 4, 8, ...)",
                              where(path, tr["micro_batches"], "micro_batches"), s.micro_batches);
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "bucket_kib", &s.bucket_kib));
+    if (s.bucket_kib < 0 || s.bucket_kib > (int64_t{1} << 30))
+      return Status::Invalid(
+          "{} is {}; use 0 (chosen from the measured link) or a size in KiB (e.g. 1024)",
+          where(path, tr["bucket_kib"], "bucket_kib"), s.bucket_kib);
     if (s.micro_batches > 0 && s.accumulate_steps > 1)
       return Status::Invalid("{} and accumulate_steps {} cannot be combined: use a larger batch",
                              where(path, tr["micro_batches"], "micro_batches"), s.accumulate_steps);

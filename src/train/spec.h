@@ -123,6 +123,11 @@ struct TrainSpec {
   // the weights are bit-identical for every world size that is a power of two dividing M
   // (dist/process_group.h). Not with accumulate_steps.
   int64_t micro_batches = 0;
+  // Data-parallel runs: the gradients are all-reduced in buckets of about this many KiB, each
+  // as soon as the backward pass has produced it (dist/bucket_reducer.h). 0: chosen from a
+  // measurement of the link when the group forms. A size past the whole gradient makes one
+  // bucket, sent after the backward pass. Changes the speed only, never the weights.
+  int64_t bucket_kib = 0;
   // fp32, or bf16: matmuls and convolutions (forward and backward) compute in bf16 with fp32
   // accumulation; weights, gradients, loss, norms and optimizer state stay fp32.
   std::string precision = "fp32";

@@ -950,6 +950,32 @@ Status Trainer::check_group() {
   return Status::Internal("rank {}: the model descriptions differ, but no line does", rank_);
 }
 
+Status Trainer::form_buckets() {
+  if (!options_.group || world_ == 1) return Status::OK();
+  lay_out_gradients();
+  size_t bytes = static_cast<size_t>(spec_.bucket_kib) * 1024;
+  if (bytes == 0) {
+    dist::LinkEstimate link;
+    DLSYS_ASSIGN_OR_RETURN(link, dist::measure_link(*options_.group));
+    bytes = dist::choose_bucket_bytes(link);
+    result_.link_latency_s = link.latency_s;
+    result_.link_bytes_per_s = link.bytes_per_s;
+    result_.bucket_bytes_measured = true;
+  }
+  std::vector<dist::Bucket> buckets = dist::buckets_from_the_end(grad_offsets_, bytes);
+  if (buckets.empty()) buckets.push_back(dist::Bucket{0, 0});  // no parameters: the loss alone
+  buckets[0].end = grad_offsets_.back() + 2;                   // the loss sum and the stop flag
+  bucket_of_param_.assign(params_.size(), 0);
+  for (size_t b = 0; b < buckets.size(); ++b)
+    for (size_t k = 0; k < params_.size(); ++k)
+      if (grad_offsets_[k] >= buckets[b].begin && grad_offsets_[k] < buckets[b].end)
+        bucket_of_param_[k] = b;
+  result_.gradient_buckets = static_cast<int64_t>(buckets.size());
+  result_.bucket_bytes = static_cast<int64_t>(bytes);
+  reducer_ = std::make_unique<dist::BucketReducer>(options_.group, std::move(buckets));
+  return Status::OK();
+}
+
 Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
                                  double* lr) {
   auto tw = Clock::now();
@@ -961,9 +987,33 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   const int64_t m = spec_.micro_batches, per_rank = m / world_;
   lay_out_gradients();
   const size_t total = grad_offsets_.back();  // then the leaf's loss x rows
-  leaf_grads_.resize(static_cast<size_t>(per_rank));
   // After the gradients: the loss sum, then a stop asked of this rank (summed: any rank's).
   const size_t extra = 2;
+  leaf_grads_.resize(static_cast<size_t>(per_rank));
+  for (auto& g : leaf_grads_) g.resize(total + extra);  // every element is written below
+  std::vector<float*> leaves;
+  for (auto& g : leaf_grads_) leaves.push_back(g.data());
+  float* flat = leaves[0];  // this rank's micro-batches summed in place (then all the ranks')
+  const float stop_here = options_.stop_requested && options_.stop_requested() ? 1.0f : 0.0f;
+  // Bucket b of the last micro-batch is final: sum this rank's leaves over its range, and let
+  // the reducer send it while the backward pass goes on.
+  const size_t nb = reducer_ ? reducer_->buckets().size() : 0;
+  auto bucket_final = [&](size_t b) {
+    const dist::Bucket& r = reducer_->buckets()[b];
+    std::vector<float*> part;
+    for (float* leaf : leaves) part.push_back(leaf + r.begin);
+    dist::tree_sum_in_place(part, r.end - r.begin);
+    if (b == 0) flat[total + 1] = stop_here;
+    reducer_->ready(b);
+  };
+  if (reducer_) reducer_->start(flat);
+  // A step that fails part way leaves no all-reduce running on this rank.
+  struct Abandon {
+    dist::BucketReducer* r;
+    ~Abandon() {
+      if (r) r->abandon();
+    }
+  } abandon{reducer_.get()};
   // Batch statistics of each micro-batch: its row count, then every statistic's values (a
   // mean and a variance per channel of each batch norm), `one` floats in all.
   const size_t at = tg_.params.size() + 2;
@@ -973,14 +1023,17 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
                                buffers_.at(bs.running_var).numel());
   std::vector<float> stats;
   std::vector<Tensor> out;
+  std::vector<size_t> pending(nb);
   for (int64_t l = 0; l < per_rank; ++l) {
     const int64_t j = rank_ * per_rank + l;  // the micro-batch's place in the batch
     const int64_t lo = j * n / m, hi = (j + 1) * n / m;
-    std::vector<float>& g = leaf_grads_[static_cast<size_t>(l)];
-    g.resize(total + extra);  // every element is written below
-    if (hi == lo) {           // a batch of fewer rows than micro-batches: this one is empty
-      std::fill(g.begin(), g.end(), 0.0f);
+    const bool last = l + 1 == per_rank;
+    float* g = leaves[static_cast<size_t>(l)];
+    if (hi == lo) {  // a batch of fewer rows than micro-batches: this one is empty
+      std::fill(g, g + total + extra, 0.0f);
       if (!tg_.batch_stats.empty()) stats.resize(stats.size() + one, 0.0f);
+      if (last)
+        for (size_t b = 0; b < nb; ++b) bucket_final(b);
       continue;
     }
     inputs_["input"] = input_batch(bd.x.slice_rows(lo, hi));
@@ -991,23 +1044,40 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
       int64_t seed = static_cast<int64_t>(std::hash<std::string>{}(key) >> 1);
       inputs_[tg_.dropout_seed] = Tensor::from_i64({}, &seed);
     }
-    DLSYS_RETURN_IF_ERROR(session_->run(inputs_, &out).with_context(fmt::format("step {}", step_)));
+    // Its share of the batch (1/m exactly when the batch divides evenly).
+    const float w = static_cast<float>(static_cast<double>(hi - lo) / static_cast<double>(n));
+    for (size_t b = 0; b < nb; ++b) pending[b] = 0;
+    for (size_t k = 0; k < params_.size() && nb > 0; ++k) ++pending[bucket_of_param_[k]];
+    if (nb > 0) ++pending[0];  // the loss
+    auto done_one = [&](size_t b) {
+      if (--pending[b] == 0 && last) bucket_final(b);
+    };
+    // Output 0 is the loss, 1..P the parameters' gradients: each weighted into this leaf as
+    // soon as the plan has computed it.
+    auto on_ready = [&](size_t o, const Tensor& t) {
+      if (o == 0) {
+        g[total] = t.data_as<float>()[0] * static_cast<float>(hi - lo);
+        g[total + 1] = 0.0f;
+        if (nb > 0) done_one(0);
+      } else if (o <= params_.size()) {
+        const size_t k = o - 1;
+        const float* src = t.data_as<float>();
+        float* dst = g + grad_offsets_[k];
+        const size_t n_k = grad_offsets_[k + 1] - grad_offsets_[k];
+        for (size_t i = 0; i < n_k; ++i) dst[i] = src[i] * w;
+        if (nb > 0) done_one(bucket_of_param_[k]);
+      }
+    };
+    const auto tc = Clock::now();
+    DLSYS_RETURN_IF_ERROR(
+        session_->run(inputs_, &out, on_ready).with_context(fmt::format("step {}", step_)));
+    result_.compute_seconds += std::chrono::duration<double>(Clock::now() - tc).count();
     const float loss = out[0].data_as<float>()[0];
     if (!std::isfinite(loss))
       return Status::Invalid(
           "the loss became {} at step {} (epoch {}, micro-batch {}); lower optimizer.lr or set "
           "train.clip_grad_norm",
           loss, step_, epoch + 1, j);
-    // Its share of the batch (1/m exactly when the batch divides evenly).
-    const float w = static_cast<float>(static_cast<double>(hi - lo) / static_cast<double>(n));
-    for (size_t k = 0; k < params_.size(); ++k) {
-      const float* src = out[k + 1].data_as<float>();
-      float* dst = g.data() + grad_offsets_[k];
-      const size_t n_k = grad_offsets_[k + 1] - grad_offsets_[k];
-      for (size_t i = 0; i < n_k; ++i) dst[i] = src[i] * w;
-    }
-    g[total] = loss * static_cast<float>(hi - lo);
-    g[total + 1] = 0.0f;
     if (!tg_.batch_stats.empty()) {
       stats.push_back(static_cast<float>(hi - lo));
       for (size_t s = 0; s < 2 * tg_.batch_stats.size(); ++s) {
@@ -1016,16 +1086,14 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
       }
     }
   }
-  // This rank's micro-batches as a subtree (in their own buffers: the sum lands in the first),
-  // then the tree across the ranks.
-  std::vector<float*> leaves;
-  for (auto& g : leaf_grads_) leaves.push_back(g.data());
-  dist::tree_sum_in_place(leaves, total + extra);
-  float* flat = leaves[0];
-  flat[total + 1] = options_.stop_requested && options_.stop_requested() ? 1.0f : 0.0f;
-  if (options_.group)
-    DLSYS_RETURN_IF_ERROR(options_.group->all_reduce_sum(flat, total + extra)
-                              .with_context(fmt::format("gradients of step {}", step_)));
+  if (reducer_) {
+    abandon.r = nullptr;
+    DLSYS_RETURN_IF_ERROR(reducer_->finish().with_context(fmt::format("step {}", step_)));
+  } else {
+    // One process (or a group of one): the tree of this rank's micro-batches is the sum.
+    dist::tree_sum_in_place(leaves, total + extra);
+    flat[total + 1] = stop_here;
+  }
   group_stop_ = flat[total + 1] > 0;
   for (size_t k = 0; k < params_.size(); ++k)
     std::copy(flat + grad_offsets_[k], flat + grad_offsets_[k + 1], grad_sums_[k].data_as<float>());
@@ -1323,6 +1391,7 @@ Result<TrainResult> Trainer::run() {
   DLSYS_RETURN_IF_ERROR(open_data());
   DLSYS_RETURN_IF_ERROR(build_graphs());
   DLSYS_RETURN_IF_ERROR(check_group());
+  DLSYS_RETURN_IF_ERROR(form_buckets().with_context("forming the gradient buckets"));
   DLSYS_RETURN_IF_ERROR(restore());
   DLSYS_RETURN_IF_ERROR(open_metrics());
   // Before any evaluation, the metrics a run without epochs reports.
@@ -1351,6 +1420,7 @@ Result<TrainResult> Trainer::run() {
   for (const auto& [_, t] : optimizer_->state())
     result_.optimizer_state_bytes += static_cast<int64_t>(t.numel()) * 4;
   result_.optimizer_shards = sharded_ ? world_ : 1;
+  if (reducer_) result_.comm = reducer_->stats();
   if (options_.steps_done) options_.steps_done();
   metrics_.reset();
   DLSYS_RETURN_IF_ERROR(checkpoint(step_).with_context("final checkpoint"));
@@ -1369,6 +1439,24 @@ Result<TrainResult> Trainer::run() {
   done.threads = result_.threads;
   done.dataset = dataset_label_;
   done.validation_dataset = validation_label_;
+  if (options_.group) {
+    DistributedStats d;
+    d.rank = rank_;
+    d.world = world_;
+    d.buckets = result_.gradient_buckets;
+    d.bucket_bytes = result_.bucket_bytes;
+    d.bucket_bytes_measured = result_.bucket_bytes_measured;
+    d.link_latency_s = result_.link_latency_s;
+    d.link_bytes_per_s = result_.link_bytes_per_s;
+    d.compute_s = result_.compute_seconds;
+    d.allreduce_s = result_.comm.comm_seconds;
+    d.exposed_allreduce_s = result_.comm.wait_seconds;
+    d.allreduces = result_.comm.buckets;
+    d.started_during_backward = result_.comm.started_early;
+    d.optimizer_state_bytes = result_.optimizer_state_bytes;
+    d.optimizer_shards = result_.optimizer_shards;
+    done.distributed = d;
+  }
   emit(done);
   return result_;
 }

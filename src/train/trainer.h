@@ -19,6 +19,7 @@
 
 #include "data/in_memory_dataset.h"
 #include "data/loader.h"
+#include "dist/bucket_reducer.h"
 #include "graph/ir.h"
 #include "train/autodiff.h"
 #include "train/events.h"
@@ -104,8 +105,16 @@ struct TrainResult {
   // was sharded over (1: not sharded).
   int64_t optimizer_state_bytes = 0;
   int optimizer_shards = 1;
-  int threads = 0;        // what options.threads resolved to (0: all cores)
-  double step_flops = 0;  // estimated FLOPs of a training step (0: not estimated)
+  // Data-parallel: the gradient buckets (dist/bucket_reducer.h), the link measured when the
+  // group formed (zero when bucket_kib was set), and what the buckets' all-reduces took.
+  int64_t gradient_buckets = 0;
+  int64_t bucket_bytes = 0;  // the size asked (train.bucket_kib or chosen)
+  bool bucket_bytes_measured = false;
+  double link_latency_s = 0, link_bytes_per_s = 0;
+  dist::BucketStats comm;
+  double compute_seconds = 0;  // in the training session's runs (forward and backward)
+  int threads = 0;             // what options.threads resolved to (0: all cores)
+  double step_flops = 0;       // estimated FLOPs of a training step (0: not estimated)
 };
 
 // The names of a model's input and prediction output. Forward graphs call them "input" and
@@ -276,6 +285,13 @@ class Trainer {
   // and the stop flag), the gradients of this rank's micro-batches (summed in place).
   std::vector<size_t> grad_offsets_;
   std::vector<std::vector<float>> leaf_grads_;
+  // With a group of more than one rank: the gradient buckets, all-reduced during the backward
+  // pass (bucket 0 holds the last parameters, then the loss sum and the stop flag), and each
+  // parameter's bucket.
+  std::unique_ptr<dist::BucketReducer> reducer_;
+  std::vector<size_t> bucket_of_param_;
+  // Sets up reducer_ (measuring the link unless train.bucket_kib is set). A collective.
+  Status form_buckets();
   std::vector<float> shard_mine_;  // sharded: this rank's range, sent
   std::vector<float> shard_all_;   // sharded: every rank's ranges, gathered
   int rank_ = 0, world_ = 1;       // options.group's, or 0 and 1

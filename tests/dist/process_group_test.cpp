@@ -25,6 +25,7 @@
 
 #include <gloo/rendezvous/store.h>
 
+#include "dist/bucket_reducer.h"
 #include "dist/process_group.h"
 #include "dist/rendezvous.h"
 #include "testing/free_port.h"
@@ -180,6 +181,95 @@ TEST_P(ProcessGroupTest, AllReduceIsTheTreeSumOfTheLeavesForOneTwoAndFourRanks) 
       }
     }
   }
+}
+
+// Gradient buckets marked ready in any order (here the reverse of theirs on rank 0, and
+// another on the others) are all-reduced in their own order on every rank, on the reducer's
+// thread, with the bits of one all-reduce of the whole buffer; the link measurement gives every
+// rank rank 0's figures.
+TEST_P(ProcessGroupTest, BucketsReadyInAnyOrderGiveTheBitsOfOneAllReduce) {
+  constexpr int M = 4;
+  const size_t n = 10007;
+  std::vector<std::vector<float>> leaves;
+  std::vector<const float*> ptrs;
+  for (int j = 0; j < M; ++j) leaves.push_back(leaf(j, n));
+  for (auto& l : leaves) ptrs.push_back(l.data());
+  std::vector<float> want(n);
+  tree_sum(ptrs, n, want.data());
+  for (int world : {2, 4}) {
+    const std::string url = rendezvous();
+    auto codes = run(world, [&](int rank) {
+      auto g = ProcessGroup::connect(opts(rank, world, url));
+      if (!g.ok()) return 2;
+      auto link = measure_link(**g, 1 << 16);
+      if (!link.ok()) {
+        write_file(dir_ / ("err" + std::to_string(rank)), link.status().to_string());
+        return 3;
+      }
+      write_file(dir_ / ("link" + std::to_string(rank)),
+                 fmt::format("{} {}", link->latency_s, link->bytes_per_s));
+      BucketReducer reducer(g->get(), {{7000, 10007}, {3000, 7000}, {0, 3000}});
+      std::vector<const float*> mine(ptrs.begin() + rank * (M / world),
+                                     ptrs.begin() + (rank + 1) * (M / world));
+      std::vector<float> x(n);
+      for (int step = 0; step < 2; ++step) {
+        tree_sum(mine, n, x.data());
+        reducer.start(x.data());
+        for (size_t b : rank == 0 ? std::vector<size_t>{2, 1, 0} : std::vector<size_t>{1, 0, 2})
+          reducer.ready(b);
+        Status s = reducer.finish();
+        if (!s.ok()) {
+          write_file(dir_ / ("err" + std::to_string(rank)), s.to_string());
+          return 4;
+        }
+      }
+      const BucketStats& st = reducer.stats();
+      if (st.steps != 2 || st.buckets != 6 || st.comm_seconds <= 0) return 5;
+      write_file(dir_ / ("out" + std::to_string(rank)),
+                 std::string(reinterpret_cast<const char*>(x.data()), n * 4));
+      return 0;
+    });
+    const std::string link0 = read_file(dir_ / "link0");
+    for (int r = 0; r < world; ++r) {
+      ASSERT_EQ(codes[r], 0) << "world " << world << " rank " << r << ": "
+                             << read_file(dir_ / ("err" + std::to_string(r)));
+      std::string got = read_file(dir_ / ("out" + std::to_string(r)));
+      ASSERT_EQ(got.size(), n * 4);
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0)
+          << "world " << world << " rank " << r << ": the buckets changed the bits";
+      EXPECT_EQ(read_file(dir_ / ("link" + std::to_string(r))), link0)
+          << "rank " << r << " measured its own link instead of taking rank 0's";
+    }
+    double latency = 0, bandwidth = 0;
+    ASSERT_EQ(std::sscanf(link0.c_str(), "%lf %lf", &latency, &bandwidth), 2) << link0;
+    EXPECT_GT(latency, 0);
+    EXPECT_GT(bandwidth, 1e6) << "loopback moves more than a MB/s";
+  }
+}
+
+// Buckets fill from the last parameter backwards, never split one, and the size chosen keeps
+// the latency at a tenth of a bucket's time, within 64 KiB and 16 MiB.
+TEST(BucketLayoutTest, BucketsFromTheEndAndTheirSize) {
+  // Parameters of 100, 20, 300, 4 and 50 floats.
+  const std::vector<size_t> off = {0, 100, 120, 420, 424, 474};
+  auto b = buckets_from_the_end(off, 200 * 4);  // at least 200 floats each
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].begin, 120u);  // 50 + 4 + 300 floats
+  EXPECT_EQ(b[0].end, 474u);
+  EXPECT_EQ(b[1].begin, 0u);  // the rest, even if smaller
+  EXPECT_EQ(b[1].end, 120u);
+  auto each = buckets_from_the_end(off, 4);
+  ASSERT_EQ(each.size(), 5u);
+  for (size_t i = 0; i < each.size(); ++i) {
+    EXPECT_EQ(each[i].begin, off[off.size() - 2 - i]);
+    EXPECT_EQ(each[i].end, off[off.size() - 1 - i]);
+  }
+  EXPECT_EQ(buckets_from_the_end(off, size_t{1} << 30).size(), 1u);
+  EXPECT_TRUE(buckets_from_the_end({0}, 1024).empty());
+  LinkEstimate slow{1e-3, 1e8, 0};  // 1 ms, 100 MB/s: 9 x 1e-3 x 1e8 = 900 kB
+  EXPECT_EQ(choose_bucket_bytes(slow), 900000u);
+  EXPECT_EQ(choose_bucket_bytes({1e-6, 1e8, 0}), 64u * 1024) << "at least 64 KiB";
+  EXPECT_EQ(choose_bucket_bytes({1e-2, 1e10, 0}), 16u << 20) << "at most 16 MiB";
 }
 
 // 3 ranks fold rank 2 into rank 0: ((x0 + x2) + x1) on every rank, the same bits everywhere.

@@ -228,5 +228,52 @@ TEST(Plan, ReshapeOfAnInputFollowsTheCallersBuffer) {
   }
 }
 
+// Outputs are reported as soon as their last writing step has run, before the steps after it,
+// once each, with the values run() returns (what overlaps a gradient's all-reduce with the
+// rest of the backward pass).
+TEST(Plan, ReportsEachOutputAsSoonAsItIsFinal) {
+  OnnxBuilder b(17);
+  b.input("x", onnx::TensorProto::FLOAT, {2, 3});
+  b.output("z", onnx::TensorProto::FLOAT, {2, 3});
+  b.output("a", onnx::TensorProto::FLOAT, {2, 3});
+  b.output("v", onnx::TensorProto::FLOAT, {6});
+  b.initializer_i64("shape", {1}, {6});
+  b.node("Neg", {"x"}, {"a"}, "neg");
+  b.node("Relu", {"a"}, {"r"}, "relu");
+  b.node("Reshape", {"r", "shape"}, {"v"}, "view");  // a view: final when Relu has run
+  b.node("Exp", {"r"}, {"e"}, "exp");
+  b.node("Abs", {"e"}, {"z"}, "abs");
+  auto g = import_onnx_bytes(b.bytes(), "test.onnx");
+  ASSERT_TRUE(g.ok()) << g.status().message();
+  SessionOptions so;
+  so.optimize = false;
+  auto s = Session::from_graph(std::move(g).value(), so);
+  Tensor x = Tensor::empty(DType::kF32, {2, 3});
+  for (int i = 0; i < 6; ++i) x.data_as<float>()[i] = static_cast<float>(i) - 2.5f;
+  std::vector<size_t> order;
+  std::vector<std::vector<float>> seen(3);
+  std::vector<Tensor> out;
+  ASSERT_TRUE(s->run({{"x", x}}, &out, [&](size_t o, const Tensor& t) {
+                 order.push_back(o);
+                 seen[o].assign(t.data_as<float>(), t.data_as<float>() + t.numel());
+                 // Abs (the last step) has not run when a and v are reported.
+                 if (o != 0) {
+                   EXPECT_TRUE(seen[0].empty()) << "output " << o << " late";
+                 }
+               }).ok());
+  EXPECT_EQ(order, (std::vector<size_t>{1, 2, 0})) << "a after Neg, v after Relu, z last";
+  for (size_t o = 0; o < 3; ++o) {
+    ASSERT_EQ(seen[o].size(), static_cast<size_t>(out[o].numel()));
+    for (int64_t i = 0; i < out[o].numel(); ++i)
+      EXPECT_EQ(seen[o][static_cast<size_t>(i)], out[o].data_as<float>()[i]);
+  }
+  Plan* plan = s->plan_for_shapes({{2, 3}}).value();
+  const auto& at = plan->output_ready_steps();
+  ASSERT_EQ(at.size(), 3u);
+  EXPECT_LT(at[1], at[2]);
+  EXPECT_LT(at[2], at[0]);
+  EXPECT_EQ(at[0], static_cast<int>(plan->num_kernels()) - 1);
+}
+
 }  // namespace
 }  // namespace dlsys

@@ -107,6 +107,69 @@ train:
   expect_identical(spec, {1, 2, 4});
 }
 
+// The value of `"key":` in the last line of `out` that has it (a flat number or boolean).
+double json_number(const std::string& out, const std::string& key) {
+  const std::string k = "\"" + key + "\":";
+  size_t at = out.rfind(k);
+  return at == std::string::npos ? -1 : std::atof(out.c_str() + at + k.size());
+}
+
+// Gradient buckets: with small buckets (one per layer) each is all-reduced on its own thread
+// as soon as the backward pass has produced it, while the earlier layers' gradients are still
+// computing; with the size chosen from the measured link, and with one bucket after the whole
+// backward pass, the weights are the same bytes as one process's.
+TEST_F(DataParallel, GradientBucketsOverlapTheBackwardPassAndChangeNoBit) {
+  fs::path spec = write_spec("buckets", kData + R"(model:
+  input: [64]
+  layers:
+    - linear: {out: 256}
+    - relu
+    - linear: {out: 256}
+    - relu
+    - linear: {out: 10}
+train:
+  epochs: 1
+  batch_size: 64
+  seed: 5
+  micro_batches: 4
+  optimizer: {name: adam, lr: 0.002}
+)");
+  const fs::path plain = dir_ / "buckets-plain";
+  Ran r = dlsys({"train", spec.string(), "--out", plain.string(), "--quiet"});
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string want = file_sha(plain / "model.onnx");
+  struct Case {
+    int workers;
+    std::string bucket_kib;
+  };
+  for (const Case& c : {Case{2, "64"}, Case{4, "64"}, Case{2, "0"}, Case{2, "1048576"}}) {
+    const fs::path out = dir_ / ("buckets-n" + std::to_string(c.workers) + "-" + c.bucket_kib);
+    Ran d = dlsys({"train", spec.string(), "--out", out.string(), "--nproc",
+                   std::to_string(c.workers), "--set", "bucket_kib=" + c.bucket_kib, "--json"});
+    ASSERT_EQ(d.code, 0) << d.output;
+    EXPECT_EQ(file_sha(out / "model.onnx"), want)
+        << c.workers << " workers, bucket_kib " << c.bucket_kib << ": other weights";
+    const double buckets = json_number(d.output, "buckets");
+    const double steps = json_number(d.output, "steps");
+    EXPECT_EQ(json_number(d.output, "allreduces"), buckets * steps) << d.output;
+    if (c.bucket_kib == "64") {
+      // 256x256 floats (256 KiB) and 64x256 are buckets of their own; the small ones join.
+      EXPECT_GE(buckets, 3) << d.output;
+      EXPECT_GT(json_number(d.output, "started_during_backward"), 0)
+          << "no bucket was sent before its step's backward pass ended:\n"
+          << d.output;
+    } else if (c.bucket_kib == "0") {
+      EXPECT_GT(json_number(d.output, "latency_s"), 0) << d.output;
+      EXPECT_GT(json_number(d.output, "bytes_per_s"), 1e6) << d.output;
+      EXPECT_NE(d.output.find("\"bucket_bytes_measured\":true"), std::string::npos) << d.output;
+    } else {
+      EXPECT_EQ(buckets, 1) << d.output;
+      EXPECT_EQ(json_number(d.output, "started_during_backward"), 0)
+          << "one bucket is ready only when the whole backward pass is done";
+    }
+  }
+}
+
 // ZeRO stage 1: each of 2 ranks keeps half of Adam's moments, and the weights are the same
 // bytes. Its checkpoint gathers the whole state, so the run continues on 4 workers (and a
 // sharded 1 + 1 epochs equals 2 epochs in one process).
