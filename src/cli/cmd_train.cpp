@@ -7,6 +7,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -56,6 +57,7 @@ struct TrainArgs {
   std::string rendezvous, dist_host;
   double dist_timeout_s = 60;
   int zero = 0;
+  bool no_pin = false;  // --nproc: leave the ranks unpinned even when they fill the CPUs
 };
 
 void progress_bar(const train::TrainEvent& e) {
@@ -209,6 +211,17 @@ extern "C" void kill_ranks(int) {
 // Rank 0 prints and writes the run; rank R > 0 logs to OUT/rank-R.log. A rank that fails ends
 // the others (they notice at once; any still alive 10 s later are killed), and the exit code and
 // message name it.
+// The CPUs this process may run on, in order (empty if the kernel does not say).
+std::vector<int> allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  std::vector<int> out;
+  if (::sched_getaffinity(0, sizeof(set), &set) != 0) return out;
+  for (int c = 0; c < CPU_SETSIZE; ++c)
+    if (CPU_ISSET(c, &set)) out.push_back(c);
+  return out;
+}
+
 int run_ranks_locally(const TrainArgs& a, const std::string& out) {
   if (a.rank >= 0 || a.world_size > 0 || !a.rendezvous.empty())
     return fail("--nproc starts every rank itself: drop --rank, --world-size and --rendezvous");
@@ -237,8 +250,17 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out) {
     return fail("cannot find a free loopback port for the ranks' rendezvous");
   const int port = ntohs(addr.sin_port);
   ::close(fd);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  const std::vector<int> cpus = allowed_cpus();
+  const int cores = cpus.empty()
+                        ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
+                        : static_cast<int>(cpus.size());
   const int threads = a.threads > 0 ? a.threads : std::max(1, cores / a.nproc);
+  // When the ranks' threads fill this process's CPUs exactly, each rank (its helper threads
+  // too) keeps its own CPUs: no rank's communication or loading preempts another's compute, and
+  // no compute thread migrates (bench/dist measured less waiting in the all-reduce). Runs that
+  // leave CPUs free, or share them, are not pinned.
+  const bool pin = !a.no_pin && !cpus.empty() &&
+                   static_cast<size_t>(a.nproc) * static_cast<size_t>(threads) == cpus.size();
   g_ranks.assign(static_cast<size_t>(a.nproc), -1);
   struct sigaction fwd {};
   fwd.sa_handler = forward_to_ranks;
@@ -261,6 +283,13 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out) {
     }
     if (p == 0) {
       ::setenv("DLSYS_NPROC_RANK", std::to_string(r).c_str(), 1);  // started by --nproc
+      if (pin) {
+        cpu_set_t mine;
+        CPU_ZERO(&mine);
+        for (int t = 0; t < threads; ++t)
+          CPU_SET(cpus[static_cast<size_t>(r * threads + t)], &mine);
+        ::sched_setaffinity(0, sizeof(mine), &mine);  // a failure leaves the rank unpinned
+      }
       if (r > 0) {
         int lf = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         if (lf >= 0) {
@@ -528,9 +557,10 @@ int run_train(const TrainArgs& a) {
               : "");
     if (group && r->gradient_buckets > 0)
       std::printf(
-          "gradients: %lld buckets of about %.0f KiB (%s), all-reduced during the backward pass: "
+          "gradients: %lld bucket%s of about %.0f KiB (%s), all-reduced during the backward pass: "
           "%.2f s of all-reduce, %.2f s of it not hidden behind compute (%.2f s)\n",
-          static_cast<long long>(r->gradient_buckets), static_cast<double>(r->bucket_bytes) / 1024,
+          static_cast<long long>(r->gradient_buckets), r->gradient_buckets == 1 ? "" : "s",
+          static_cast<double>(r->bucket_bytes) / 1024,
           r->bucket_bytes_measured
               ? fmt::format(
                     "chosen for a link of {:.0f} us and {:.0f} MB/s; train.bucket_kib sets it",
@@ -593,8 +623,11 @@ void add_train(CLI::App& app, int* rc) {
   c->add_option("--nproc", a->nproc,
                 "Train data-parallel on N processes on this machine (N a power of two dividing "
                 "train.micro_batches, which is N when not set; the weights are bit-identical for "
-                "every such N). Rank R > 0 logs to OUT/rank-R.log")
+                "every such N). Rank R > 0 logs to OUT/rank-R.log. When the ranks' threads fill "
+                "the CPUs this command may use, each rank is pinned to its own (--no-pin: not)")
       ->check(CLI::Range(1, 1024));
+  c->add_flag("--no-pin", a->no_pin,
+              "With --nproc: do not pin each rank to its own CPUs, even when they fill them");
   c->add_option("--rank", a->rank, "This process's rank in a data-parallel run of many machines")
       ->check(CLI::Range(0, 1 << 20));
   c->add_option("--world-size", a->world_size, "The number of ranks of the run")

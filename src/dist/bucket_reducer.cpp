@@ -41,11 +41,17 @@ void BucketReducer::start(float* flat) {
 }
 
 void BucketReducer::ready(size_t b) {
+  ready(std::vector<size_t>{b});
+}
+
+void BucketReducer::ready(const std::vector<size_t>& bs) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    DLSYS_CHECK(active_ && b < ready_.size() && !ready_[b],
-                "bucket {} marked ready twice, out of range, or outside a step", b);
-    ready_[b] = 1;
+    for (size_t b : bs) {
+      DLSYS_CHECK(active_ && b < ready_.size() && !ready_[b],
+                  "bucket {} marked ready twice, out of range, or outside a step", b);
+      ready_[b] = 1;
+    }
     compute_done_ = std::all_of(ready_.begin(), ready_.end(), [](char r) { return r != 0; });
   }
   cv_.notify_all();

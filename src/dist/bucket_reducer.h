@@ -38,12 +38,12 @@ struct Bucket {
 // What the reducer measured, summed over the steps since it was made.
 struct BucketStats {
   int64_t steps = 0;
-  int64_t buckets = 0;        // all-reduces run
+  int64_t buckets = 0;  // all-reduces run
   // Of them, started while the step's gradients were still computing (before its last bucket
   // was marked ready): the all-reduces that overlapped the backward pass.
   int64_t started_early = 0;
-  double comm_seconds = 0;    // time inside the all-reduces
-  double wait_seconds = 0;    // time finish() waited: communication the backward did not hide
+  double comm_seconds = 0;  // time inside the all-reduces
+  double wait_seconds = 0;  // time finish() waited: communication the backward did not hide
 };
 
 class BucketReducer {
@@ -60,6 +60,8 @@ class BucketReducer {
   void start(float* flat);
   // Bucket `b`'s values are final on this rank: it may be all-reduced. Once per bucket a step.
   void ready(size_t b);
+  // Several buckets at once (the backward pass ended with them all computed).
+  void ready(const std::vector<size_t>& bs);
   // Waits until every bucket of the step is all-reduced (each collective bounded by the group's
   // timeout); returns the first error. Every bucket must have been marked ready.
   Status finish();
@@ -76,10 +78,10 @@ class BucketReducer {
   std::mutex mu_;
   std::condition_variable cv_;
   float* flat_ = nullptr;
-  std::vector<char> ready_;  // per bucket, this step
-  size_t next_ = 0;          // the next bucket to all-reduce
-  size_t done_ = 0;          // buckets all-reduced this step
-  bool active_ = false;      // a step is in progress
+  std::vector<char> ready_;    // per bucket, this step
+  size_t next_ = 0;            // the next bucket to all-reduce
+  size_t done_ = 0;            // buckets all-reduced this step
+  bool active_ = false;        // a step is in progress
   bool compute_done_ = false;  // every bucket of the step is marked ready
   bool stop_ = false;
   Status error_;

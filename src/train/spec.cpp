@@ -48,6 +48,7 @@ Status get(const std::string& path, const YAML::Node& map, const std::string& fi
     return Status::Invalid("{} has the value '{}', which is not a {}", where(path, n, field),
                            n.IsScalar() ? n.Scalar() : "(not a scalar)",
                            std::is_same_v<T, std::string> ? "string"
+                           : std::is_same_v<T, bool>      ? "boolean (true or false)"
                            : std::is_floating_point_v<T>  ? "number"
                                                           : "whole number");
   }
@@ -74,7 +75,7 @@ const std::map<std::string, std::set<std::string>>& section_fields() {
       {"train",
        {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer", "schedule",
         "clip_grad_norm", "target_accuracy", "checkpoint_every", "accumulate_steps", "precision",
-        "micro_batches", "bucket_kib"}},
+        "micro_batches", "bucket_kib", "overlap"}},
       {"train.optimizer",
        {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps"}},
       {"train.schedule", {"name", "warmup_steps", "step_size", "gamma", "min_lr"}},
@@ -586,6 +587,7 @@ Result<TrainSpec> load_train_spec(const std::string& path,
       return Status::Invalid("{} is {}; use 0 (off) or a power of two up to 1024 (1, 2, 4, 8, ...)",
                              where(path, tr["micro_batches"], "micro_batches"), s.micro_batches);
     DLSYS_RETURN_IF_ERROR(get(path, tr, "bucket_kib", &s.bucket_kib));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "overlap", &s.overlap));
     if (s.bucket_kib < 0 || s.bucket_kib > (int64_t{1} << 30))
       return Status::Invalid(
           "{} is {}; use 0 (chosen from the measured link) or a size in KiB (e.g. 1024)",

@@ -128,6 +128,9 @@ struct TrainSpec {
   // measurement of the link when the group forms. A size past the whole gradient makes one
   // bucket, sent after the backward pass. Changes the speed only, never the weights.
   int64_t bucket_kib = 0;
+  // Data-parallel runs: false all-reduces the same buckets only after the whole backward pass
+  // (what bench/dist measures the overlap against). Changes the speed only.
+  bool overlap = true;
   // fp32, or bf16: matmuls and convolutions (forward and backward) compute in bf16 with fp32
   // accumulation; weights, gradients, loss, norms and optimizer state stay fp32.
   std::string precision = "fp32";

@@ -998,13 +998,17 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   // Bucket b of the last micro-batch is final: sum this rank's leaves over its range, and let
   // the reducer send it while the backward pass goes on.
   const size_t nb = reducer_ ? reducer_->buckets().size() : 0;
+  std::vector<size_t> deferred;  // train.overlap false: ready after the backward pass
   auto bucket_final = [&](size_t b) {
     const dist::Bucket& r = reducer_->buckets()[b];
     std::vector<float*> part;
     for (float* leaf : leaves) part.push_back(leaf + r.begin);
     dist::tree_sum_in_place(part, r.end - r.begin);
     if (b == 0) flat[total + 1] = stop_here;
-    reducer_->ready(b);
+    if (spec_.overlap)
+      reducer_->ready(b);
+    else
+      deferred.push_back(b);
   };
   if (reducer_) reducer_->start(flat);
   // A step that fails part way leaves no all-reduce running on this rank.
@@ -1087,6 +1091,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     }
   }
   if (reducer_) {
+    if (!deferred.empty()) reducer_->ready(deferred);
     abandon.r = nullptr;
     DLSYS_RETURN_IF_ERROR(reducer_->finish().with_context(fmt::format("step {}", step_)));
   } else {

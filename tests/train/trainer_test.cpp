@@ -472,6 +472,10 @@ TEST_F(TrainerTest, SpecErrorsNameTheFieldAndLine) {
        "bad.yaml:4: 'accumulate_steps' must be at least 1"},
       {"data: {train: x.csv}\n" + model + "train:\n  precision: fp16\n",
        "bad.yaml:4: 'precision' is 'fp16'; use fp32 or bf16"},
+      {"data: {train: x.csv}\n" + model + "train:\n  bucket_kib: -4\n",
+       "bad.yaml:4: 'bucket_kib' is -4; use 0 (chosen from the measured link) or a size in KiB"},
+      {"data: {train: x.csv}\n" + model + "train:\n  overlap: sometimes\n",
+       "bad.yaml:4: 'overlap' has the value 'sometimes', which is not a boolean (true or false)"},
   };
   for (const Case& c : cases) {
     Status st = spec_error(c.yaml);
