@@ -20,6 +20,8 @@ PKGS=(
   libyaml-cpp-dev
   # distributed training: collectives over TCP
   libgloo-dev
+  # bench/dist: network namespaces, veth pairs and link shaping (ip, tc); taskset
+  iproute2 util-linux
   # datasets: zstd-compressed shards, image folders (PNG, JPEG)
   libzstd-dev libxxhash-dev libpng-dev libjpeg62-turbo-dev
   # tests and benchmarks

@@ -3,7 +3,8 @@
 
 One machine, ranks on loopback, 1 thread per rank (the issue's setting on a 2-core machine):
   - dlsys: `dlsys train SPEC --nproc N --threads 1` (src/dist over Gloo, micro-batches summed as
-    a fixed tree: bit-identical weights for any N);
+    a fixed tree: bit-identical weights for any N; gradient buckets sized from the measured link
+    and overlapped with the backward pass; ranks pinned to their own CPUs);
   - PyTorch: torch.distributed on Gloo with DistributedDataParallel, N processes, the same model,
     global batch and steps, torch.set_num_threads(1).
 Models:
@@ -13,8 +14,10 @@ Models:
     step) for ~0.3 GFLOP a step.
 Samples/s: dlsys from its done event (steps x global batch / training seconds, evaluation of a
 tiny validation split included); PyTorch timed over the steps after 5 warm-up steps. Scaling
-efficiency = samples/s on 2 workers / (2 x samples/s on 1). Rounds interleave every
-configuration; medians and ranges are printed.
+efficiency = samples/s on 2 workers / (2 x samples/s on 1). The machine's own parallel capacity
+(two independent one-worker dlsys runs at once, no communication) is measured beside: no
+efficiency can pass it. Rounds interleave every configuration; medians and ranges are printed.
+Across network namespaces with a shaped link, and the cost model: bench/dist/netns.py.
 
 Usage: bench/dist/run.py [--dlsys build/dlsys] [--rounds 3] [--models cnn,mlp] [--no-torch]
 """
@@ -91,6 +94,25 @@ def dlsys_samples_per_s(dlsys, spec, m, workers, tmp):
     return done["steps"] * m["batch"] / done["seconds"]
 
 
+def ceiling(dlsys, spec, m, tmp):
+    """Two independent one-worker runs at once (no communication), each pinned to its own CPU
+    as --nproc pins ranks: their samples/s over twice one run's alone is what this machine's
+    cores give in parallel, the ceiling of any scaling efficiency here."""
+    procs = []
+    for c in (0, 1):
+        out = os.path.join(tmp, f"ceiling-{c}")
+        procs.append(subprocess.Popen(["taskset", "-c", str(c % os.cpu_count()), dlsys, "train",
+                                       spec, "--threads", "1", "--json", "--out", out],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                      text=True))
+    rates = []
+    for p in procs:
+        stdout = p.communicate(timeout=600)[0]
+        done = [json.loads(l) for l in stdout.splitlines() if l.startswith("{")][-1]
+        rates.append(done["steps"] * m["batch"] / done["seconds"])
+    return sum(rates)
+
+
 def torch_samples_per_s(m, workers):
     port = free_port()
     r = subprocess.run([sys.executable, os.path.join(HERE, "torch_ddp.py"), "--workers",
@@ -118,12 +140,13 @@ def main():
         for name in a.models.split(","):
             m = MODELS[name]
             spec = make_data(tmp, name, m)
-            res = {k: [] for k in ("dlsys 1", "dlsys 2", "torch 1", "torch 2")}
+            res = {k: [] for k in ("dlsys 1", "dlsys 2", "torch 1", "torch 2", "two 1-worker runs")}
             for r in range(a.rounds):
                 for w in (1, 2):
                     res[f"dlsys {w}"].append(dlsys_samples_per_s(a.dlsys, spec, m, w, tmp))
                     if not a.no_torch:
                         res[f"torch {w}"].append(torch_samples_per_s(m, w))
+                res["two 1-worker runs"].append(ceiling(a.dlsys, spec, m, tmp))
                 print(f"{name} round {r + 1}: " +
                       ", ".join(f"{k} {v[-1]:.1f}" for k, v in res.items() if v), file=sys.stderr)
             print(f"\n{name} (global batch {m['batch']}, {m['steps']} steps): samples/s, median [min-max]")
@@ -135,6 +158,9 @@ def main():
                     eff = [res[f"{who} 2"][i] / (2 * res[f"{who} 1"][i]) for i in range(a.rounds)]
                     print(f"  {who} scaling efficiency at 2 workers: {statistics.median(eff):.3f} "
                           f"[{min(eff):.3f}-{max(eff):.3f}]")
+            cap = [res["two 1-worker runs"][i] / (2 * res["dlsys 1"][i]) for i in range(a.rounds)]
+            print(f"  this machine's parallel capacity (two independent 1-worker runs at once over "
+                  f"twice one alone): {statistics.median(cap):.3f} [{min(cap):.3f}-{max(cap):.3f}]")
             if res["torch 2"]:
                 ratio = [res["dlsys 2"][i] / res["torch 2"][i] for i in range(a.rounds)]
                 print(f"  dlsys / torch samples/s at 2 workers: {statistics.median(ratio):.2f}x "

@@ -2,7 +2,10 @@
 """PyTorch DDP on Gloo, the peer of bench/dist/run.py: N processes on loopback, 1 thread each,
 the model of run.py's MODELS entry (given as JSON), random data of its shape, SGD with momentum;
 the global batch split evenly over the ranks. Prints the samples/s of the global batch over the
-steps after 5 warm-up steps (rank 0)."""
+steps after 5 warm-up steps (rank 0).
+
+With --rank R --master-addr A [--ifname IF], runs that one rank in this process (bench/dist/
+netns.py starts one per network namespace); rank 0 prints."""
 import argparse
 import json
 import os
@@ -24,9 +27,9 @@ def build(m):
                          nn.ReLU(), nn.Linear(2048, 10))
 
 
-def worker(rank, workers, port, m, out):
+def worker(rank, workers, port, m, out, master="127.0.0.1"):
     torch.set_num_threads(1)
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_ADDR"] = master
     os.environ["MASTER_PORT"] = str(port)
     dist.init_process_group("gloo", rank=rank, world_size=workers)
     torch.manual_seed(0)
@@ -57,8 +60,20 @@ def main():
     ap.add_argument("--workers", type=int, required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--model", required=True)
+    ap.add_argument("--rank", type=int, default=-1)
+    ap.add_argument("--master-addr", default="127.0.0.1")
+    ap.add_argument("--ifname", default="")
     a = ap.parse_args()
     m = json.loads(a.model)
+    if a.rank >= 0:
+        if a.ifname:
+            os.environ["GLOO_SOCKET_IFNAME"] = a.ifname
+
+        class Printer:
+            def put(self, v):
+                print(v, flush=True)
+        worker(a.rank, a.workers, a.port, m, Printer(), a.master_addr)
+        return
     ctx = mp.get_context("spawn")
     q = ctx.SimpleQueue()
     mp.start_processes(worker, args=(a.workers, a.port, m, q), nprocs=a.workers, join=True,

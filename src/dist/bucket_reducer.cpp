@@ -16,6 +16,7 @@ double seconds_since(Clock::time_point t0) {
 
 BucketReducer::BucketReducer(ProcessGroup* group, std::vector<Bucket> buckets)
     : group_(group), buckets_(std::move(buckets)), ready_(buckets_.size(), 0) {
+  stats_.bucket_seconds.assign(buckets_.size(), 0.0);
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -100,6 +101,7 @@ void BucketReducer::loop() {
     const double took = seconds_since(t0);
     lock.lock();
     stats_.comm_seconds += took;
+    stats_.bucket_seconds[b] += took;
     ++stats_.buckets;
     stats_.started_early += early ? 1 : 0;
     if (!st.ok() && error_.ok()) error_ = std::move(st);

@@ -44,6 +44,7 @@ struct BucketStats {
   int64_t started_early = 0;
   double comm_seconds = 0;  // time inside the all-reduces
   double wait_seconds = 0;  // time finish() waited: communication the backward did not hide
+  std::vector<double> bucket_seconds;  // per bucket: its all-reduces' time (the cost model's)
 };
 
 class BucketReducer {

@@ -49,6 +49,7 @@ json DoneEvent::to_json() const {
 json DistributedStats::to_json() const {
   return {{"rank", rank},
           {"world", world},
+          {"gradient_bytes", gradient_bytes},
           {"buckets", buckets},
           {"bucket_bytes", bucket_bytes},
           {"bucket_bytes_measured", bucket_bytes_measured},
@@ -59,7 +60,9 @@ json DistributedStats::to_json() const {
           {"allreduces", allreduces},
           {"started_during_backward", started_during_backward},
           {"optimizer_state_bytes", optimizer_state_bytes},
-          {"optimizer_shards", optimizer_shards}};
+          {"optimizer_shards", optimizer_shards},
+          {"bucket_sizes", bucket_sizes},
+          {"bucket_seconds", bucket_seconds}};
 }
 
 json to_json(const TrainEvent& e) {

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 namespace dlsys::train {
 
@@ -53,8 +54,9 @@ struct EvalEvent {
 // A data-parallel run's figures, this rank's (DoneEvent::distributed).
 struct DistributedStats {
   int rank = 0, world = 1;
-  int64_t buckets = 0, bucket_bytes = 0;            // the gradient buckets, and the size asked
-  bool bucket_bytes_measured = false;               // chosen from the link (else train.bucket_kib)
+  int64_t gradient_bytes = 0;             // all-reduced a step (the gradients, 4 bytes each)
+  int64_t buckets = 0, bucket_bytes = 0;  // the gradient buckets, and the size asked
+  bool bucket_bytes_measured = false;     // chosen from the link (else train.bucket_kib)
   double link_latency_s = 0, link_bytes_per_s = 0;  // measured when the group formed
   double compute_s = 0;            // the training session's runs (forward and backward)
   double allreduce_s = 0;          // the buckets' all-reduces, on their own thread
@@ -62,9 +64,13 @@ struct DistributedStats {
   int64_t allreduces = 0, started_during_backward = 0;
   int64_t optimizer_state_bytes = 0;
   int optimizer_shards = 1;
-  // {"rank","world","buckets","bucket_bytes","bucket_bytes_measured","link":{"latency_s",
+  // Per bucket, in their order (the last parameters first): bytes, and all-reduce seconds summed
+  // over the steps.
+  std::vector<int64_t> bucket_sizes;
+  std::vector<double> bucket_seconds;
+  // {"rank","world","gradient_bytes","buckets","bucket_bytes","bucket_bytes_measured","link":{"latency_s",
   //  "bytes_per_s"},"compute_s","allreduce_s","exposed_allreduce_s","allreduces",
-  //  "started_during_backward","optimizer_state_bytes","optimizer_shards"}
+  //  "started_during_backward","optimizer_state_bytes","optimizer_shards","bucket_sizes":[...],"bucket_seconds":[...]}
   nlohmann::json to_json() const;
 };
 

@@ -1448,6 +1448,7 @@ Result<TrainResult> Trainer::run() {
     DistributedStats d;
     d.rank = rank_;
     d.world = world_;
+    d.gradient_bytes = static_cast<int64_t>(grad_offsets_.empty() ? 0 : grad_offsets_.back() * 4);
     d.buckets = result_.gradient_buckets;
     d.bucket_bytes = result_.bucket_bytes;
     d.bucket_bytes_measured = result_.bucket_bytes_measured;
@@ -1460,6 +1461,10 @@ Result<TrainResult> Trainer::run() {
     d.started_during_backward = result_.comm.started_early;
     d.optimizer_state_bytes = result_.optimizer_state_bytes;
     d.optimizer_shards = result_.optimizer_shards;
+    if (reducer_)
+      for (const dist::Bucket& b : reducer_->buckets())
+        d.bucket_sizes.push_back(static_cast<int64_t>((b.end - b.begin) * 4));
+    d.bucket_seconds = result_.comm.bucket_seconds;
     done.distributed = d;
   }
   emit(done);
