@@ -58,6 +58,7 @@ struct TrainArgs {
   double dist_timeout_s = 60;
   int zero = 0;
   bool no_pin = false;  // --nproc: leave the ranks unpinned even when they fill the CPUs
+  int min_workers = 0;  // --nproc: continue on fewer workers when one fails (0: stop)
 };
 
 void progress_bar(const train::TrainEvent& e) {
@@ -210,7 +211,9 @@ extern "C" void kill_ranks(int) {
 // --nproc plus its --rank, --world-size N, a loopback --rendezvous and its share of the cores.
 // Rank 0 prints and writes the run; rank R > 0 logs to OUT/rank-R.log. A rank that fails ends
 // the others (they notice at once; any still alive 10 s later are killed), and the exit code and
-// message name it.
+// message name it. With --min-workers M the run goes on instead: the ranks are started again as
+// the largest power of two of workers that remains (at least M), resuming from the newest
+// checkpoint with the first attempt's micro-batches (so the weights do not change).
 // The CPUs this process may run on, in order (empty if the kernel does not say).
 std::vector<int> allowed_cpus() {
   cpu_set_t set;
@@ -222,7 +225,9 @@ std::vector<int> allowed_cpus() {
   return out;
 }
 
-int run_ranks_locally(const TrainArgs& a, const std::string& out) {
+// `implied_micro_batches`: the train.micro_batches the first attempt's ranks set themselves
+// (the spec had none), which a restart on fewer workers must keep; 0 when the spec sets it.
+int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implied_micro_batches) {
   if (a.rank >= 0 || a.world_size > 0 || !a.rendezvous.empty())
     return fail("--nproc starts every rank itself: drop --rank, --world-size and --rendezvous");
   std::ifstream in("/proc/self/cmdline", std::ios::binary);
@@ -239,104 +244,133 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out) {
     base.push_back(args[i]);
   }
   if (Status st = make_dirs(out); !st.ok()) return fail(st.message());
-  // A free loopback port for rank 0's rendezvous.
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-    return fail("cannot find a free loopback port for the ranks' rendezvous");
-  const int port = ntohs(addr.sin_port);
-  ::close(fd);
   const std::vector<int> cpus = allowed_cpus();
   const int cores = cpus.empty()
                         ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
                         : static_cast<int>(cpus.size());
-  const int threads = a.threads > 0 ? a.threads : std::max(1, cores / a.nproc);
-  // When the ranks' threads fill this process's CPUs exactly, each rank (its helper threads
-  // too) keeps its own CPUs: no rank's communication or loading preempts another's compute, and
-  // no compute thread migrates (bench/dist measured less waiting in the all-reduce). Runs that
-  // leave CPUs free, or share them, are not pinned.
-  const bool pin = !a.no_pin && !cpus.empty() &&
-                   static_cast<size_t>(a.nproc) * static_cast<size_t>(threads) == cpus.size();
-  g_ranks.assign(static_cast<size_t>(a.nproc), -1);
   struct sigaction fwd {};
   fwd.sa_handler = forward_to_ranks;
   sigemptyset(&fwd.sa_mask);
   ::sigaction(SIGTERM, &fwd, nullptr);
   ::sigaction(SIGINT, &fwd, nullptr);
-  for (int r = 0; r < a.nproc; ++r) {
-    std::vector<std::string> argv = base;
-    for (const std::string& x :
-         {std::string("--rank"), std::to_string(r), std::string("--world-size"),
-          std::to_string(a.nproc), std::string("--rendezvous"),
-          fmt::format("tcp://127.0.0.1:{}", port), std::string("--threads"),
-          std::to_string(threads)})
-      argv.push_back(x);
-    const std::string log = fmt::format("{}/rank-{}.log", out, r);
-    pid_t p = ::fork();
-    if (p < 0) {
-      forward_to_ranks(SIGKILL);
-      return fail(fmt::format("cannot start rank {}: {}", r, std::strerror(errno)));
-    }
-    if (p == 0) {
-      ::setenv("DLSYS_NPROC_RANK", std::to_string(r).c_str(), 1);  // started by --nproc
-      if (pin) {
-        cpu_set_t mine;
-        CPU_ZERO(&mine);
-        for (int t = 0; t < threads; ++t)
-          CPU_SET(cpus[static_cast<size_t>(r * threads + t)], &mine);
-        ::sched_setaffinity(0, sizeof(mine), &mine);  // a failure leaves the rank unpinned
+  for (int world = a.nproc, attempt = 0;; ++attempt) {
+    // A free loopback port for rank 0's rendezvous.
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+      return fail("cannot find a free loopback port for the ranks' rendezvous");
+    const int port = ntohs(addr.sin_port);
+    ::close(fd);
+    const int threads = a.threads > 0 ? a.threads : std::max(1, cores / world);
+    // When the ranks' threads fill this process's CPUs exactly, each rank (its helper threads
+    // too) keeps its own CPUs: no rank's communication or loading preempts another's compute,
+    // and no compute thread migrates. Runs that leave CPUs free, or share them, are not pinned.
+    const bool pin = !a.no_pin && !cpus.empty() &&
+                     static_cast<size_t>(world) * static_cast<size_t>(threads) == cpus.size();
+    g_ranks.assign(static_cast<size_t>(world), -1);
+    for (int r = 0; r < world; ++r) {
+      std::vector<std::string> argv = base;
+      for (const std::string& x :
+           {std::string("--rank"), std::to_string(r), std::string("--world-size"),
+            std::to_string(world), std::string("--rendezvous"),
+            fmt::format("tcp://127.0.0.1:{}", port), std::string("--threads"),
+            std::to_string(threads)})
+        argv.push_back(x);
+      if (attempt > 0) {
+        // The survivors continue the run from its newest checkpoint, with the micro-batches
+        // of the first attempt (the same weights on any world size; the same overrides, so
+        // the same spec to resume).
+        argv.push_back("--auto-resume");
+        if (implied_micro_batches > 0)
+          for (const std::string& x :
+               {std::string("--set"), fmt::format("micro_batches={}", implied_micro_batches)})
+            argv.push_back(x);
       }
-      if (r > 0) {
-        int lf = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        if (lf >= 0) {
-          ::dup2(lf, STDOUT_FILENO);
-          ::dup2(lf, STDERR_FILENO);
+      const std::string log = fmt::format("{}/rank-{}.log", out, r);
+      pid_t p = ::fork();
+      if (p < 0) {
+        forward_to_ranks(SIGKILL);
+        return fail(fmt::format("cannot start rank {}: {}", r, std::strerror(errno)));
+      }
+      if (p == 0) {
+        ::setenv("DLSYS_NPROC_RANK", std::to_string(r).c_str(), 1);  // started by --nproc
+        if (pin) {
+          cpu_set_t mine;
+          CPU_ZERO(&mine);
+          for (int t = 0; t < threads; ++t)
+            CPU_SET(cpus[static_cast<size_t>(r * threads + t)], &mine);
+          ::sched_setaffinity(0, sizeof(mine), &mine);  // a failure leaves the rank unpinned
         }
+        if (r > 0) {
+          int lf = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+          if (lf >= 0) {
+            ::dup2(lf, STDOUT_FILENO);
+            ::dup2(lf, STDERR_FILENO);
+          }
+        }
+        std::vector<char*> cargv;
+        for (std::string& x : argv) cargv.push_back(x.data());
+        cargv.push_back(nullptr);
+        ::execv("/proc/self/exe", cargv.data());
+        ::_exit(127);
       }
-      std::vector<char*> cargv;
-      for (std::string& x : argv) cargv.push_back(x.data());
-      cargv.push_back(nullptr);
-      ::execv("/proc/self/exe", cargv.data());
-      ::_exit(127);
+      g_ranks[static_cast<size_t>(r)] = p;
     }
-    g_ranks[static_cast<size_t>(r)] = p;
+    // Every rank's end; after the first failure the rest get 10 s to notice, then SIGKILL.
+    int first_failed = -1, first_code = 0;
+    for (int left = world; left > 0;) {
+      int st = 0;
+      pid_t p = ::waitpid(-1, &st, 0);
+      if (p < 0) {
+        if (errno == EINTR) continue;
+        break;
+      }
+      auto it = std::find(g_ranks.begin(), g_ranks.end(), p);
+      if (it == g_ranks.end()) continue;
+      const int r = static_cast<int>(it - g_ranks.begin());
+      *it = -1;
+      --left;
+      const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      if (code != 0 && first_failed < 0) {
+        first_failed = r;
+        first_code = code;
+        struct sigaction k {};
+        k.sa_handler = kill_ranks;
+        sigemptyset(&k.sa_mask);
+        ::sigaction(SIGALRM, &k, nullptr);
+        ::alarm(10);
+      }
+    }
+    ::alarm(0);
+    if (first_failed < 0) return 0;
+    std::fprintf(stderr, "dlsys train: rank %d of %d failed (exit code %d)%s\n", first_failed,
+                 world, first_code,
+                 first_failed > 0
+                     ? fmt::format("; its log: {}/rank-{}.log", out, first_failed).c_str()
+                     : "");
+    if (first_code == kExitStopped) return kExitStopped;
+    if (a.min_workers == 0) return 1;
+    // Elastic: the failed rank is gone; the others continue as the largest power of two of
+    // workers that remains (the micro-batches must divide evenly), from the newest checkpoint.
+    int next = 1;
+    while (next * 2 <= world - 1) next *= 2;
+    if (next < a.min_workers) {
+      std::fprintf(stderr,
+                   "dlsys train: %d worker%s would remain, fewer than --min-workers %d: stopping; "
+                   "--resume %s continues the run\n",
+                   next, next == 1 ? "" : "s", a.min_workers, out.c_str());
+      return 1;
+    }
+    std::fprintf(stderr,
+                 "dlsys train: continuing on %d worker%s from the newest checkpoint in %s "
+                 "(--min-workers %d)\n",
+                 next, next == 1 ? "" : "s", out.c_str(), a.min_workers);
+    world = next;
   }
-  // Every rank's end; after the first failure the rest get 10 s to notice, then SIGKILL.
-  int first_failed = -1, first_code = 0;
-  for (int left = a.nproc; left > 0;) {
-    int st = 0;
-    pid_t p = ::waitpid(-1, &st, 0);
-    if (p < 0) {
-      if (errno == EINTR) continue;
-      break;
-    }
-    auto it = std::find(g_ranks.begin(), g_ranks.end(), p);
-    if (it == g_ranks.end()) continue;
-    const int r = static_cast<int>(it - g_ranks.begin());
-    *it = -1;
-    --left;
-    const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    if (code != 0 && first_failed < 0) {
-      first_failed = r;
-      first_code = code;
-      struct sigaction k {};
-      k.sa_handler = kill_ranks;
-      sigemptyset(&k.sa_mask);
-      ::sigaction(SIGALRM, &k, nullptr);
-      ::alarm(10);
-    }
-  }
-  ::alarm(0);
-  if (first_failed < 0) return 0;
-  std::fprintf(
-      stderr, "dlsys train: rank %d of %d failed (exit code %d)%s\n", first_failed, a.nproc,
-      first_code,
-      first_failed > 0 ? fmt::format("; its log: {}/rank-{}.log", out, first_failed).c_str() : "");
-  return first_code == kExitStopped ? kExitStopped : 1;
 }
 
 int run_train(const TrainArgs& a) {
@@ -345,7 +379,9 @@ int run_train(const TrainArgs& a) {
   // Data-parallel without train.micro_batches: one per worker, as an override (so that a resume
   // on another worker count is refused rather than trained otherwise).
   const int workers = a.nproc > 0 ? a.nproc : a.world_size;
+  int64_t implied_micro_batches = 0;  // set here rather than by the spec or --set
   if (workers > 0 && spec->micro_batches == 0 && (workers & (workers - 1)) == 0) {
+    implied_micro_batches = workers;
     std::vector<std::string> more = a.overrides;
     more.push_back(fmt::format("micro_batches={}", workers));
     spec = train::load_train_spec(a.spec, more);
@@ -358,7 +394,7 @@ int run_train(const TrainArgs& a) {
   }
   if (a.nproc > 0) {
     std::string where = !a.resume.empty() ? a.resume : a.out.empty() ? "runs/" + spec->name : a.out;
-    return run_ranks_locally(a, where);
+    return run_ranks_locally(a, where, implied_micro_batches);
   }
   // One rank of a data-parallel run: join the group first (it fails fast, naming the rank
   // missing, before any data is read).
@@ -626,6 +662,11 @@ void add_train(CLI::App& app, int* rc) {
                 "every such N). Rank R > 0 logs to OUT/rank-R.log. When the ranks' threads fill "
                 "the CPUs this command may use, each rank is pinned to its own (--no-pin: not)")
       ->check(CLI::Range(1, 1024));
+  c->add_option("--min-workers", a->min_workers,
+                "With --nproc: when a rank fails, continue on the largest power of two of workers "
+                "that remains, if at least this many, from the newest checkpoint (the same "
+                "weights); 0: stop")
+      ->check(CLI::Range(0, 1024));
   c->add_flag("--no-pin", a->no_pin,
               "With --nproc: do not pin each rank to its own CPUs, even when they fill them");
   c->add_option("--rank", a->rank, "This process's rank in a data-parallel run of many machines")

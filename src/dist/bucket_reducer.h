@@ -8,10 +8,12 @@
 // everywhere), and the values are those of one all-reduce of the whole buffer: all_reduce_sum
 // adds each element in an association fixed by the world size alone.
 //
-// Threading and lifetime: one compute thread calls start, ready, finish and abandon; the
-// reducer's thread is the only caller of the group's collectives between start and the end of
-// finish or abandon (the compute thread may use the group again after they return). The group
-// must outlive the reducer; the destructor waits for the collective in flight (bounded by the
+// Threading and lifetime: one compute thread calls start, ready, finish and abandon. While the
+// gradients compute, the reducer's thread sends the ready buckets; once they are all ready it
+// starts no more, and finish() sends the rest on the calling thread (it would only wait
+// otherwise, and two thread wake-ups a bucket are saved). One collective is in flight at a
+// time, and only the reducer between start and the end of finish or abandon uses the group. The
+// group must outlive the reducer; the destructor waits for the collective in flight (bounded by the
 // group's timeout) and joins the thread.
 //
 // Bucket sizes: choose_bucket_bytes picks the smallest size whose fixed cost (the link's
@@ -73,6 +75,9 @@ class BucketReducer {
 
  private:
   void loop();
+  // Takes the next bucket and all-reduces it (the lock is released meanwhile). Needs no bucket
+  // in flight (next_ == done_) and the next one ready.
+  void run_next(std::unique_lock<std::mutex>& lock);
 
   ProcessGroup* group_;
   std::vector<Bucket> buckets_;

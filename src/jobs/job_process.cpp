@@ -84,6 +84,8 @@ Result<std::vector<std::string>> job_argv(const meta::Job& job, const JobSpec& s
       "--experiment", spec.experiment.empty() ? job.name : spec.experiment};
   if (spec.workers > 0) argv.insert(argv.end(), {"--nproc", std::to_string(spec.workers)});
   if (spec.zero > 0) argv.insert(argv.end(), {"--zero", std::to_string(spec.zero)});
+  if (spec.min_workers > 0)
+    argv.insert(argv.end(), {"--min-workers", std::to_string(spec.min_workers)});
   for (const std::string& o : train_overrides(spec, c.checkpoint_every))
     argv.insert(argv.end(), {"--set", o});
   // A retry goes on from the run directory's checkpoint (the same overrides: the same spec); a

@@ -281,7 +281,7 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
   }
   if (j.contains("distributed")) {
     const json& d = j.at("distributed");
-    DLSYS_RETURN_IF_ERROR(check_fields(d, "distributed", {"workers", "zero"}, loc));
+    DLSYS_RETURN_IF_ERROR(check_fields(d, "distributed", {"workers", "zero", "min_workers"}, loc));
     if (d.contains("workers")) {
       DLSYS_ASSIGN_OR_RETURN(s.workers, get_int(d, "workers", "distributed.workers", 1, 64, loc));
       if ((s.workers & (s.workers - 1)) != 0)
@@ -291,6 +291,13 @@ Result<JobSpec> check_spec(const json& j, const Locator& loc) {
     }
     if (d.contains("zero")) {
       DLSYS_ASSIGN_OR_RETURN(s.zero, get_int(d, "zero", "distributed.zero", 0, 1, loc));
+    }
+    if (d.contains("min_workers")) {
+      DLSYS_ASSIGN_OR_RETURN(s.min_workers,
+                             get_int(d, "min_workers", "distributed.min_workers", 1, 64, loc));
+      if (s.min_workers > s.workers)
+        return Status::Invalid("{} is {}, more than distributed.workers ({})",
+                               loc.at("distributed.min_workers"), s.min_workers, s.workers);
     }
   }
   if (j.contains("priority")) {
@@ -489,7 +496,10 @@ json to_json(const JobSpec& s) {
             {"priority", s.priority},
             {"max_retries", s.max_retries},
             {"max_run_time", s.max_run_seconds}};
-  if (s.workers > 0) j["distributed"] = {{"workers", s.workers}, {"zero", s.zero}};
+  if (s.workers > 0) {
+    j["distributed"] = {{"workers", s.workers}, {"zero", s.zero}};
+    if (s.min_workers > 0) j["distributed"]["min_workers"] = s.min_workers;
+  }
   if (!s.spec.empty()) j["spec"] = s.spec;
   if (!s.experiment.empty()) j["experiment"] = s.experiment;
   if (s.has_model) j["model"] = s.model.str();

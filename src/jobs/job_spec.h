@@ -64,6 +64,10 @@ struct JobSpec {
   // fails fails the attempt; a retry starts every rank again from the last checkpoint.
   int64_t workers = 0;
   int64_t zero = 0;
+  // train, distributed: when a rank fails, the others go on as the largest power of two of
+  // workers that remains, at least this many, from the newest checkpoint (--min-workers); 0:
+  // the attempt fails.
+  int64_t min_workers = 0;
   JobResources resources;
   int64_t priority = 0;         // higher first
   int64_t max_retries = 0;      // restarts after a failure of the process

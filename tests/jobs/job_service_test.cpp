@@ -562,5 +562,47 @@ TEST_F(TrainJobTest, ADataParallelJobWhoseRankDiesRestartsEveryRankFromItsCheckp
       << "; the weights differ from the uninterrupted job";
 }
 
+// distributed.min_workers: a rank killed in a 4-worker job does not fail the attempt: the
+// others go on as 2 workers from the newest checkpoint, to the weights of the uninterrupted
+// 4-worker job.
+TEST_F(TrainJobTest, ADataParallelJobWithMinWorkersGoesOnWithoutTheRankThatDied) {
+  constexpr int kEpochs = 20;
+  options_.scheduler.threads = 2;
+  const std::string dp = "distributed: {workers: 4, min_workers: 2}\nresources: {threads: 2}\n";
+  int64_t reference = submit_train(kEpochs, 0, dp);
+  {
+    JobService svc(*store_, options_);
+    run_until_settled(svc);
+  }
+  ASSERT_EQ(job(reference).state, "SUCCEEDED")
+      << job(reference).end_reason << read(dir_ / "jobs" / std::to_string(reference) / "log");
+  const std::string want = read(run_dir(reference) / "model.onnx");
+  ASSERT_FALSE(want.empty());
+  JobService svc(*store_, options_);
+  int64_t killed = submit_train(kEpochs, 2, dp);
+  run_until_step(svc, killed, 250);
+  const std::string needle = run_dir(killed).string();
+  pid_t rank3 = -1;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmd = read(e.path() / "cmdline");
+    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+    if (cmd.find(needle) != std::string::npos && cmd.find("--rank 3 ") != std::string::npos)
+      rank3 = static_cast<pid_t>(std::stol(name));
+  }
+  ASSERT_GT(rank3, 0) << "rank 3 of job " << killed << " not found";
+  ASSERT_EQ(::kill(rank3, SIGKILL), 0);
+  run_until_settled(svc);
+  meta::Job k = job(killed);
+  const std::string log = read(dir_ / "jobs" / std::to_string(killed) / "log");
+  ASSERT_EQ(k.state, "SUCCEEDED") << k.end_reason << log;
+  EXPECT_EQ(k.attempts, 1) << "the attempt went on: no retry";
+  EXPECT_NE(log.find("rank 3 of 4 failed"), std::string::npos) << log;
+  EXPECT_NE(log.find("continuing on 2 workers"), std::string::npos) << log;
+  EXPECT_EQ(read(run_dir(killed) / "model.onnx"), want)
+      << "the weights differ from the uninterrupted job";
+}
+
 }  // namespace
 }  // namespace dlsys::jobs

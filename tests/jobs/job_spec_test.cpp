@@ -100,6 +100,8 @@ TEST(JobSpec, ErrorsNameTheFileTheLineAndTheField) {
       {"kind: train\nspec: a.yaml\ndistributed: {workers: 2, zero: 2}\n",
        "job.yaml:3: 'distributed.zero' must be a whole number from 0 to 1, got 2"},
       {"kind: train\nspec: a.yaml\ndistributed: {gpus: 2}\n", "'distributed.gpus' is not a field"},
+      {"kind: train\nspec: a.yaml\ndistributed: {workers: 2, min_workers: 4}\n",
+       "job.yaml:3: 'distributed.min_workers' is 4, more than distributed.workers (2)"},
       {"kind: command\ncommand: [ls]\ndistributed: {workers: 2}\n",
        "'distributed' is for train jobs"},
       {"kind: train\nmodel: digits@1\n", "a train job needs 'spec'"},

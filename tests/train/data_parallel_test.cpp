@@ -429,9 +429,12 @@ train:
 
 // `dlsys train SPEC --nproc 2 --json` once it has reported `steps` step events (pid -1 when it
 // ended before).
-Child start_and_wait_for_steps(const fs::path& spec, const fs::path& out, int steps) {
-  Child c = spawn({"train", spec.string(), "--out", out.string(), "--nproc", "2", "--json",
-                   "--log-every", "1"});
+Child start_and_wait_for_steps(const fs::path& spec, const fs::path& out, int steps,
+                               const std::vector<std::string>& more = {"--nproc", "2"}) {
+  std::vector<std::string> args = {"train",  spec.string(), "--out", out.string(),
+                                   "--json", "--log-every", "1"};
+  args.insert(args.end(), more.begin(), more.end());
+  Child c = spawn(args);
   for (int seen = 0; seen < steps && c.pid > 0;) {
     std::string l = c.line();
     if (l.empty()) {
@@ -484,6 +487,57 @@ TEST_F(DataParallel, AKilledRankEndsTheRunWithinSecondsNamingIt) {
   EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("rank 1"), std::string::npos) << r.output;
+}
+
+// --min-workers: rank 3 of 4 SIGKILLed in the middle of the run; the others restart as 2
+// workers from the newest checkpoint and finish the run, and the model is the same bytes as
+// the one one process trains (checkpoints resume on any world size, the micro-batches stay 4).
+TEST_F(DataParallel, WithMinWorkersTheOthersGoOnAsFewerWorkersToTheSameWeights) {
+  fs::path spec = write_spec("elastic", kData + R"(model:
+  input: [64]
+  layers:
+    - linear: {out: 32}
+    - relu
+    - linear: {out: 10}
+train:
+  epochs: 12
+  batch_size: 16
+  seed: 4
+  micro_batches: 4
+  checkpoint_every: 25
+  optimizer: {name: sgd, lr: 0.01, momentum: 0.9}
+)");
+  const fs::path plain = dir_ / "elastic-plain";
+  Ran p = dlsys({"train", spec.string(), "--out", plain.string(), "--quiet"});
+  ASSERT_EQ(p.code, 0) << p.output;
+  const fs::path out = dir_ / "elastic";
+  Child c = start_and_wait_for_steps(spec, out, 60, {"--nproc", "4", "--min-workers", "2"});
+  ASSERT_GT(c.pid, 0) << "the run ended before 60 steps";
+  pid_t r3 = find_process({out.string(), "--rank 3 "});
+  ASSERT_GT(r3, 0) << "rank 3's process not found";
+  ::kill(r3, SIGKILL);
+  Ran r = c.finish();
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("rank 3 of 4 failed"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("continuing on 2 workers from the newest checkpoint"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(file_sha(out / "model.onnx"), file_sha(plain / "model.onnx"))
+      << "the run that lost a worker trained other weights";
+}
+
+// Below --min-workers the run stops (and says how to continue it).
+TEST_F(DataParallel, FewerWorkersThanMinWorkersStopTheRun) {
+  fs::path spec = write_spec("long3", kLong);
+  const fs::path out = dir_ / "elastic-stop";
+  Child c = start_and_wait_for_steps(spec, out, 20, {"--nproc", "2", "--min-workers", "2"});
+  ASSERT_GT(c.pid, 0) << "the run ended before 20 steps";
+  pid_t r1 = find_process({out.string(), "--rank 1 "});
+  ASSERT_GT(r1, 0) << "rank 1's process not found";
+  ::kill(r1, SIGKILL);
+  Ran r = c.finish();
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("1 worker would remain, fewer than --min-workers 2"), std::string::npos)
+      << r.output;
 }
 
 }  // namespace
