@@ -8,12 +8,14 @@ One machine, ranks on loopback, 1 thread per rank (the issue's setting on a 2-co
   - PyTorch: torch.distributed on Gloo with DistributedDataParallel, N processes, the same model,
     global batch and steps, torch.set_num_threads(1).
 Models:
-  - cnn (compute dominates): conv 16 -> conv 32 -> maxpool -> linear, 28x28 inputs, batch 64;
-    ~23 MFLOP a sample (forward and backward), 67k parameters (270 KB to all-reduce a step);
+  - cnn: conv 16 -> conv 32 -> maxpool -> linear, 28x28 inputs, batch 64; ~23 MFLOP a sample
+    (forward and backward), 67k parameters (270 KB to all-reduce a step): a 7 ms step on one
+    dlsys worker, 70 ms on PyTorch's;
+  - cnn512 (compute dominates): the same with batch 512 (a ~100 ms step on one dlsys worker);
   - mlp (communication-heavy): 512 -> 2048 -> 2048 -> 10, batch 32; 5.3M parameters (21 MB a
     step) for ~0.3 GFLOP a step.
-Samples/s: dlsys from its done event (steps x global batch / training seconds, evaluation of a
-tiny validation split included); PyTorch timed over the steps after 5 warm-up steps. Scaling
+Samples/s: both over the steps after 5 warm-up steps (dlsys from its step events, PyTorch timed
+around its loop). Scaling
 efficiency = samples/s on 2 workers / (2 x samples/s on 1). The machine's own parallel capacity
 (two independent one-worker dlsys runs at once, no communication) is measured beside: no
 efficiency can pass it. Rounds interleave every configuration; medians and ranges are printed.
@@ -40,6 +42,16 @@ MODELS = {
         "input": [1, 28, 28],
         "batch": 64,
         "steps": 200,
+        "layers": ("    - conv2d: {out: 16, kernel: 3, padding: 1}\n    - relu\n"
+                   "    - conv2d: {out: 32, kernel: 3, padding: 1}\n    - relu\n"
+                   "    - maxpool: {kernel: 2}\n    - flatten\n    - linear: {out: 10}\n"),
+    },
+    # The same CNN with 8x the batch: a step of ~100 ms on one worker, where the per-step
+    # synchronization (a few ms on this VM) no longer weighs.
+    "cnn512": {
+        "input": [1, 28, 28],
+        "batch": 512,
+        "steps": 30,
         "layers": ("    - conv2d: {out: 16, kernel: 3, padding: 1}\n    - relu\n"
                    "    - conv2d: {out: 32, kernel: 3, padding: 1}\n    - relu\n"
                    "    - maxpool: {kernel: 2}\n    - flatten\n    - linear: {out: 10}\n"),
@@ -84,14 +96,26 @@ def make_data(tmp, name, m):
     return spec
 
 
+def steady_samples_per_s(stdout, batch, warm=5):
+    """Samples/s over the steps after the first `warm` (as PyTorch's is timed), from the step
+    events of `--json --log-every 1`: each carries the samples/s since its epoch began, so an
+    event's time is its samples over that rate."""
+    steps = [e for e in (json.loads(l) for l in stdout.splitlines() if l.startswith("{"))
+             if e.get("event") == "step"]
+    a = next(e for e in steps if e["step"] == warm - 1)
+    b = steps[-1]
+    t = lambda e: (e["step"] + 1) * batch / e["samples_per_s"]
+    return (b["step"] - a["step"]) * batch / (t(b) - t(a))
+
+
 def dlsys_samples_per_s(dlsys, spec, m, workers, tmp):
     out = os.path.join(tmp, f"run-{workers}")
     r = subprocess.run([dlsys, "train", spec, "--nproc", str(workers), "--threads", "1", "--json",
-                        "--out", out], capture_output=True, text=True, timeout=600)
+                        "--log-every", "1", "--out", out], capture_output=True, text=True,
+                       timeout=600)
     if r.returncode != 0:
         sys.exit(f"dlsys train failed:\n{r.stdout}\n{r.stderr}")
-    done = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")][-1]
-    return done["steps"] * m["batch"] / done["seconds"]
+    return steady_samples_per_s(r.stdout, m["batch"])
 
 
 def ceiling(dlsys, spec, m, tmp):
@@ -102,15 +126,11 @@ def ceiling(dlsys, spec, m, tmp):
     for c in (0, 1):
         out = os.path.join(tmp, f"ceiling-{c}")
         procs.append(subprocess.Popen(["taskset", "-c", str(c % os.cpu_count()), dlsys, "train",
-                                       spec, "--threads", "1", "--json", "--out", out],
+                                       spec, "--threads", "1", "--json", "--log-every", "1",
+                                       "--out", out],
                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                       text=True))
-    rates = []
-    for p in procs:
-        stdout = p.communicate(timeout=600)[0]
-        done = [json.loads(l) for l in stdout.splitlines() if l.startswith("{")][-1]
-        rates.append(done["steps"] * m["batch"] / done["seconds"])
-    return sum(rates)
+    return sum(steady_samples_per_s(p.communicate(timeout=600)[0], m["batch"]) for p in procs)
 
 
 def torch_samples_per_s(m, workers):
@@ -131,7 +151,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dlsys", default="build/dlsys")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--models", default="cnn,mlp")
+    ap.add_argument("--models", default="cnn,cnn512,mlp")
     ap.add_argument("--no-torch", action="store_true")
     a = ap.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")

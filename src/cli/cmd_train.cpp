@@ -196,9 +196,13 @@ Status check_local_datasets(const train::TrainSpec& spec, const std::string& dat
   return Status::OK();
 }
 
-// --nproc: the ranks pids, for the signal handler that passes SIGTERM/SIGINT on to them.
+// --nproc: the ranks pids, for the signal handler that passes SIGTERM/SIGINT on to them (its
+// capacity is reserved before the handler is installed: it never reallocates under it), and
+// whether such a signal came (then no rank is started again, --min-workers or not).
 std::vector<pid_t> g_ranks;
+volatile std::sig_atomic_t g_stopping = 0;
 extern "C" void forward_to_ranks(int sig) {
+  g_stopping = 1;
   for (pid_t p : g_ranks)
     if (p > 0) ::kill(p, sig);
 }
@@ -248,12 +252,15 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
   const int cores = cpus.empty()
                         ? static_cast<int>(std::max(1u, std::thread::hardware_concurrency()))
                         : static_cast<int>(cpus.size());
+  g_ranks.reserve(static_cast<size_t>(a.nproc));
+  g_ranks.assign(static_cast<size_t>(a.nproc), -1);
   struct sigaction fwd {};
   fwd.sa_handler = forward_to_ranks;
   sigemptyset(&fwd.sa_mask);
   ::sigaction(SIGTERM, &fwd, nullptr);
   ::sigaction(SIGINT, &fwd, nullptr);
   for (int world = a.nproc, attempt = 0;; ++attempt) {
+    if (g_stopping) return kExitStopped;  // a stop came between two attempts
     // A free loopback port for rank 0's rendezvous.
     int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in addr{};
@@ -306,7 +313,10 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
           ::sched_setaffinity(0, sizeof(mine), &mine);  // a failure leaves the rank unpinned
         }
         if (r > 0) {
-          int lf = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+          // A later attempt appends: the log of the rank that failed stays readable.
+          int lf =
+              ::open(log.c_str(),
+                     O_WRONLY | O_CREAT | O_CLOEXEC | (attempt > 0 ? O_APPEND : O_TRUNC), 0644);
           if (lf >= 0) {
             ::dup2(lf, STDOUT_FILENO);
             ::dup2(lf, STDERR_FILENO);
@@ -353,12 +363,13 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
                      ? fmt::format("; its log: {}/rank-{}.log", out, first_failed).c_str()
                      : "");
     if (first_code == kExitStopped) return kExitStopped;
+    if (g_stopping) return first_code;  // stopped by a signal: not a rank lost
     if (a.min_workers == 0) return 1;
     // Elastic: the failed rank is gone; the others continue as the largest power of two of
     // workers that remains (the micro-batches must divide evenly), from the newest checkpoint.
-    int next = 1;
+    int next = world > 1 ? 1 : 0;  // one worker that fails leaves none
     while (next * 2 <= world - 1) next *= 2;
-    if (next < a.min_workers) {
+    if (next < std::max(a.min_workers, 1)) {
       std::fprintf(stderr,
                    "dlsys train: %d worker%s would remain, fewer than --min-workers %d: stopping; "
                    "--resume %s continues the run\n",

@@ -164,7 +164,7 @@ std::vector<Bucket> buckets_from_the_end(const std::vector<size_t>& offsets, siz
   size_t end = offsets.back();
   for (size_t k = offsets.size() - 1; k-- > 0;) {
     const size_t begin = offsets[k];
-    if (end - begin >= want || k == 0) {
+    if ((end - begin >= want || k == 0) && end > begin) {  // no empty bucket (empty params)
       out.push_back(Bucket{begin, end});
       end = begin;
     }

@@ -266,6 +266,11 @@ TEST(BucketLayoutTest, BucketsFromTheEndAndTheirSize) {
   }
   EXPECT_EQ(buckets_from_the_end(off, size_t{1} << 30).size(), 1u);
   EXPECT_TRUE(buckets_from_the_end({0}, 1024).empty());
+  // An empty first parameter makes no empty bucket (one that nothing would mark ready).
+  auto with_empty = buckets_from_the_end({0, 0, 10}, 4);
+  ASSERT_EQ(with_empty.size(), 1u);
+  EXPECT_EQ(with_empty[0].begin, 0u);
+  EXPECT_EQ(with_empty[0].end, 10u);
   LinkEstimate slow{1e-3, 1e8, 0};  // 1 ms, 100 MB/s: 9 x 1e-3 x 1e8 = 900 kB
   EXPECT_EQ(choose_bucket_bytes(slow), 900000u);
   EXPECT_EQ(choose_bucket_bytes({1e-6, 1e8, 0}), 64u * 1024) << "at least 64 KiB";
