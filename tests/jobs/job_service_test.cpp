@@ -384,6 +384,32 @@ class TrainJobTest : public JobServiceTest {
                     (dir_ / "mlp.yaml").string(), epochs, max_retries, extra));
   }
   fs::path run_dir(int64_t id) { return dir_ / "jobs" / std::to_string(id) / "run"; }
+  // The process of rank `rank` of job `id` (its command line names the job's run and --rank),
+  // or -1.
+  pid_t rank_process(int64_t id, int rank) {
+    const std::string needle = run_dir(id).string(), flag = fmt::format("--rank {} ", rank);
+    for (const auto& e : fs::directory_iterator("/proc")) {
+      const std::string name = e.path().filename();
+      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+      std::string cmd = read(e.path() / "cmdline");
+      std::replace(cmd.begin(), cmd.end(), '\0', ' ');
+      if (cmd.find(needle) != std::string::npos && cmd.find(flag) != std::string::npos)
+        return static_cast<pid_t>(std::stol(name));
+    }
+    return -1;
+  }
+  // Submits a data-parallel job of `epochs` (`dp`: its distributed and resources lines), runs
+  // it to its end and returns its model's bytes.
+  std::string reference_model(int epochs, const std::string& dp) {
+    int64_t id = submit_train(epochs, 0, dp);
+    {
+      JobService svc(*store_, options_);
+      run_until_settled(svc);
+    }
+    EXPECT_EQ(job(id).state, "SUCCEEDED")
+        << job(id).end_reason << read(dir_ / "jobs" / std::to_string(id) / "log");
+    return read(run_dir(id) / "model.onnx");
+  }
   // The step the job's log last reported (its --json step events, every 10 steps).
   int64_t last_step(int64_t id) {
     std::string log = read(dir_ / "jobs" / std::to_string(id) / "log");
@@ -519,33 +545,15 @@ TEST_F(TrainJobTest, ADataParallelJobWhoseRankDiesRestartsEveryRankFromItsCheckp
   constexpr int kEpochs = 20;
   options_.scheduler.threads = 2;
   const std::string dp = "distributed: {workers: 2}\nresources: {threads: 2}\n";
-  int64_t reference = submit_train(kEpochs, 0, dp);
-  {
-    JobService svc(*store_, options_);
-    run_until_settled(svc);
-  }
-  ASSERT_EQ(job(reference).state, "SUCCEEDED")
-      << job(reference).end_reason << read(dir_ / "jobs" / std::to_string(reference) / "log");
-  const std::string want = read(run_dir(reference) / "model.onnx");
+  const std::string want = reference_model(kEpochs, dp);
   ASSERT_FALSE(want.empty());
-  EXPECT_TRUE(fs::exists(run_dir(reference) / "rank-1.log")) << "not trained on 2 ranks";
 
   JobService svc(*store_, options_);
   int64_t killed = 0, reached = 0;
   for (int tries = 0; tries < 3; ++tries) {
     killed = submit_train(kEpochs, 2, dp);
     run_until_step(svc, killed, 250);
-    // Rank 1: the process whose command line names this job's run and --rank 1.
-    const std::string needle = run_dir(killed).string();
-    pid_t rank1 = -1;
-    for (const auto& e : fs::directory_iterator("/proc")) {
-      const std::string name = e.path().filename();
-      if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-      std::string cmd = read(e.path() / "cmdline");
-      std::replace(cmd.begin(), cmd.end(), '\0', ' ');
-      if (cmd.find(needle) != std::string::npos && cmd.find("--rank 1 ") != std::string::npos)
-        rank1 = static_cast<pid_t>(std::stol(name));
-    }
+    pid_t rank1 = rank_process(killed, 1);
     ASSERT_GT(rank1, 0) << "rank 1 of job " << killed << " not found";
     ASSERT_EQ(::kill(rank1, SIGKILL), 0);
     reached = last_step(killed);
@@ -555,6 +563,7 @@ TEST_F(TrainJobTest, ADataParallelJobWhoseRankDiesRestartsEveryRankFromItsCheckp
   meta::Job k = job(killed);
   ASSERT_EQ(k.state, "SUCCEEDED") << k.end_reason;
   EXPECT_EQ(k.attempts, 2) << "one rank killed, one retry of both";
+  EXPECT_TRUE(fs::exists(run_dir(killed) / "rank-1.log")) << "not trained on 2 ranks";
   const std::string log = read(dir_ / "jobs" / std::to_string(killed) / "log");
   EXPECT_NE(log.find("rank 1 of 2 failed"), std::string::npos) << log;
   EXPECT_EQ(read(run_dir(killed) / "model.onnx"), want)
@@ -569,28 +578,12 @@ TEST_F(TrainJobTest, ADataParallelJobWithMinWorkersGoesOnWithoutTheRankThatDied)
   constexpr int kEpochs = 20;
   options_.scheduler.threads = 2;
   const std::string dp = "distributed: {workers: 4, min_workers: 2}\nresources: {threads: 2}\n";
-  int64_t reference = submit_train(kEpochs, 0, dp);
-  {
-    JobService svc(*store_, options_);
-    run_until_settled(svc);
-  }
-  ASSERT_EQ(job(reference).state, "SUCCEEDED")
-      << job(reference).end_reason << read(dir_ / "jobs" / std::to_string(reference) / "log");
-  const std::string want = read(run_dir(reference) / "model.onnx");
+  const std::string want = reference_model(kEpochs, dp);
   ASSERT_FALSE(want.empty());
   JobService svc(*store_, options_);
   int64_t killed = submit_train(kEpochs, 2, dp);
   run_until_step(svc, killed, 250);
-  const std::string needle = run_dir(killed).string();
-  pid_t rank3 = -1;
-  for (const auto& e : fs::directory_iterator("/proc")) {
-    const std::string name = e.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::string cmd = read(e.path() / "cmdline");
-    std::replace(cmd.begin(), cmd.end(), '\0', ' ');
-    if (cmd.find(needle) != std::string::npos && cmd.find("--rank 3 ") != std::string::npos)
-      rank3 = static_cast<pid_t>(std::stol(name));
-  }
+  pid_t rank3 = rank_process(killed, 3);
   ASSERT_GT(rank3, 0) << "rank 3 of job " << killed << " not found";
   ASSERT_EQ(::kill(rank3, SIGKILL), 0);
   run_until_settled(svc);
