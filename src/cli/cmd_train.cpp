@@ -403,6 +403,14 @@ int run_train(const TrainArgs& a) {
                    "the same weights on other worker counts\n",
                    workers);
   }
+  if (a.min_workers > 0 && a.nproc == 0 && !std::getenv("DLSYS_NPROC_RANK"))
+    return fail(
+        "--min-workers works with --nproc (the ranks of one machine, restarted by this command); "
+        "ranks on several machines do not re-form a smaller group yet: give each job "
+        "max_retries, or use --nproc");
+  if (a.min_workers > a.nproc && a.nproc > 0)
+    return fail(fmt::format("--min-workers {} is more than --nproc {}: at most {}", a.min_workers,
+                            a.nproc, a.nproc));
   if (a.nproc > 0) {
     std::string where = !a.resume.empty() ? a.resume : a.out.empty() ? "runs/" + spec->name : a.out;
     return run_ranks_locally(a, where, implied_micro_batches);

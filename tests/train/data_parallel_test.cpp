@@ -274,6 +274,17 @@ train: {epochs: 1, batch_size: 16, micro_batches: 2}
   Ran half = dlsys({"train", spec.string(), "--rank", "0", "--world-size", "2"});
   EXPECT_NE(half.code, 0);
   EXPECT_NE(half.output.find("--rendezvous"), std::string::npos) << half.output;
+  // --min-workers: restarts need the --nproc supervisor, and at most --nproc.
+  Ran alone = dlsys({"train", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous",
+                     "file://" + dir_.string(), "--min-workers", "1"});
+  EXPECT_NE(alone.code, 0);
+  EXPECT_NE(alone.output.find("--min-workers works with --nproc"), std::string::npos)
+      << alone.output;
+  Ran more = dlsys({"train", spec.string(), "--out", (dir_ / "b5").string(), "--nproc", "2",
+                    "--min-workers", "4"});
+  EXPECT_NE(more.code, 0);
+  EXPECT_NE(more.output.find("--min-workers 4 is more than --nproc 2"), std::string::npos)
+      << more.output;
 }
 
 // Two ranks started by hand on specs that build other parameters: both fail at once, the one
