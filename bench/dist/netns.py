@@ -121,18 +121,12 @@ def torch_pair(m):
     return float(outs[0].strip().splitlines()[-1])
 
 
-SIZES = []  # the bucket sizes of the model, as the runs reported them
-
-
 def per_step(done):
     d, s = done["distributed"], done["steps"]
-    if not SIZES:
-        SIZES.append(d["bucket_sizes"])
-    return {"step": done["seconds"] / s, "compute": d["compute_s"] / s,
-            "allreduce": d["allreduce_s"] / s, "exposed": d["exposed_allreduce_s"] / s,
-            "buckets": d["buckets"], "bytes": d["gradient_bytes"],
-            "latency": d["link"]["latency_s"], "bw": d["link"]["bytes_per_s"],
-            "sizes": d["bucket_sizes"], "times": [t / s for t in d["bucket_seconds"]]}
+    return {"step": done["seconds"] / s, "allreduce": d["allreduce_s"] / s,
+            "exposed": d["exposed_allreduce_s"] / s, "buckets": d["buckets"],
+            "bytes": d["gradient_bytes"], "sizes": d["bucket_sizes"],
+            "times": [t / s for t in d["bucket_seconds"]]}
 
 
 def fit_link(rows):
@@ -155,7 +149,7 @@ def allreduce_time(w, n, latency2, bandwidth):
     return 2 * (w.bit_length() - 1) * latency2 / 2 + 2 * (w - 1) / w * n / bandwidth
 
 
-def cost_model(sizes, latency2, bandwidth, c, h):
+def cost_model(sizes, latency2, c, h):
     """A step on w ranks (weak scaling: the per-rank batch of the 2-worker run): compute c, then
     the all-reduce time the window h (backward compute after the first bucket is ready) did not
     hide, at least the last bucket's."""
@@ -186,7 +180,8 @@ def ms(rows, k):
 
 
 def report(m, on, off, one, torch):
-    """Prints one link's figures; returns (compute, hidden window, fitted link) medians."""
+    """Prints one link's figures; returns the compute and hidden window (medians), the fitted
+    link (or None) and the bucket sizes."""
     rounds = len(on)
     comm = [x["allreduce"] for x in off]
     compute = [x["step"] - x["exposed"] for x in off]
@@ -215,9 +210,9 @@ def report(m, on, off, one, torch):
     h = statistics.median([x["allreduce"] - x["exposed"] for x in on])
     if fit is None:
         print("  cost model: the buckets have one size; nothing to fit")
-        return c, h, None
+        return c, h, None, off[0]["sizes"]
     lat2, bw = fit
-    step = cost_model(off[0]["sizes"], lat2, bw, c, h)
+    step = cost_model(off[0]["sizes"], lat2, c, h)
     whole = allreduce_time(2, sum(off[0]["sizes"]), lat2, bw)
     print(f"  cost model fitted to the buckets' times: an all-reduce of n bytes on 2 ranks takes "
           f"{lat2 * 1e6:.0f} us + n / {bw / 1e6:.1f} MB/s")
@@ -225,7 +220,7 @@ def report(m, on, off, one, torch):
           f"{ms(one, 'allreduce')}")
     print(f"    check, the overlapped step: predicted {step(2, bw)[0] * 1e3:.2f} ms (not hidden "
           f"{step(2, bw)[2] * 1e3:.2f}), measured {ms(on, 'step')} (not hidden {ms(on, 'exposed')})")
-    return c, h, fit
+    return c, h, fit, off[0]["sizes"]
 
 
 def main():
@@ -265,18 +260,18 @@ def main():
             results.append((link, report(m, *rows)))
     # The table: the window and compute of the comm-heavy (first) link, the latency fitted on
     # the unshaped one (the software's own: Gloo, TCP, the threads), each link's bandwidth.
-    c, h, _ = results[0][1]
-    fits = [r[2] for _, r in results if r[2]]
-    if not fits:
+    c, h, _, sizes = results[0][1]
+    fitted = [(link, r[2]) for link, r in results if r[2]]
+    if not fitted:
         return
-    lat2 = fits[-1][0]
+    link, (lat2, _) = fitted[-1]
     print(f"\ncost model, the same per-rank batch on W workers (compute {c * 1e3:.2f} ms a step, "
           f"{h * 1e3:.2f} ms of it after the first bucket; latency {lat2 * 1e6:.0f} us a 2-rank "
-          f"all-reduce, as fitted on the {results[-1][0]} link):")
+          f"all-reduce, as fitted on the {link} link):")
     print("    link        W   all-reduce ms   not hidden ms   step ms   efficiency")
+    step = cost_model(sizes, lat2, c, h)
     for gbit in (10, 100):
         for w in (2, 4, 8, 16, 32, 64):
-            step = cost_model(SIZES[0], lat2, gbit * 1e9 / 8, c, h)
             st, total, exposed = step(w, gbit * 1e9 / 8)
             print(f"    {gbit:>3} Gbit/s {w:>3}   {total * 1e3:>12.3f}   {exposed * 1e3:>13.3f}   "
                   f"{st * 1e3:>7.2f}   {c / st:>10.3f}")

@@ -610,19 +610,20 @@ int run_train(const TrainArgs& a) {
           r->optimizer_shards > 1
               ? fmt::format(" (sharded over {} ranks: --zero 1)", r->optimizer_shards).c_str()
               : "");
-    if (group && r->gradient_buckets > 0)
+    const auto& d = r->done.distributed;
+    if (d && d->buckets > 0)
       std::printf(
           "gradients: %lld bucket%s of about %.0f KiB (%s), all-reduced during the backward pass: "
           "%.2f s of all-reduce, %.2f s of it not hidden behind compute (%.2f s)\n",
-          static_cast<long long>(r->gradient_buckets), r->gradient_buckets == 1 ? "" : "s",
-          static_cast<double>(r->bucket_bytes) / 1024,
-          r->bucket_bytes_measured
+          static_cast<long long>(d->buckets), d->buckets == 1 ? "" : "s",
+          static_cast<double>(d->bucket_bytes) / 1024,
+          d->bucket_bytes_measured
               ? fmt::format(
                     "chosen for a link of {:.0f} us and {:.0f} MB/s; train.bucket_kib sets it",
-                    r->link_latency_s * 1e6, r->link_bytes_per_s / 1e6)
+                    d->link_latency_s * 1e6, d->link_bytes_per_s / 1e6)
                     .c_str()
               : "train.bucket_kib",
-          r->comm.comm_seconds, r->comm.wait_seconds, r->compute_seconds);
+          d->allreduce_s, d->exposed_allreduce_s, d->compute_s);
     if (a.threads == 0 && r->threads == 1)
       std::printf("threads: 1 (a small model: %.0f MFLOP per step; --threads N to choose)\n",
                   r->step_flops / 1e6);

@@ -42,16 +42,20 @@ void BucketReducer::start(float* flat) {
 }
 
 void BucketReducer::ready(size_t b) {
-  ready(std::vector<size_t>{b});
+  ready(&b, 1);
 }
 
 void BucketReducer::ready(const std::vector<size_t>& bs) {
+  ready(bs.data(), bs.size());
+}
+
+void BucketReducer::ready(const size_t* bs, size_t n) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    for (size_t b : bs) {
-      DLSYS_CHECK(active_ && b < ready_.size() && !ready_[b],
-                  "bucket {} marked ready twice, out of range, or outside a step", b);
-      ready_[b] = 1;
+    for (size_t i = 0; i < n; ++i) {
+      DLSYS_CHECK(active_ && bs[i] < ready_.size() && !ready_[bs[i]],
+                  "bucket {} marked ready twice, out of range, or outside a step", bs[i]);
+      ready_[bs[i]] = 1;
     }
     compute_done_ = std::all_of(ready_.begin(), ready_.end(), [](char r) { return r != 0; });
   }

@@ -75,6 +75,7 @@ class BucketReducer {
 
  private:
   void loop();
+  void ready(const size_t* bs, size_t n);
   // Takes the next bucket and all-reduces it (the lock is released meanwhile). Needs no bucket
   // in flight (next_ == done_) and the next one ready.
   void run_next(std::unique_lock<std::mutex>& lock);

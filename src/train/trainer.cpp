@@ -958,9 +958,9 @@ Status Trainer::form_buckets() {
     dist::LinkEstimate link;
     DLSYS_ASSIGN_OR_RETURN(link, dist::measure_link(*options_.group));
     bytes = dist::choose_bucket_bytes(link);
-    result_.link_latency_s = link.latency_s;
-    result_.link_bytes_per_s = link.bytes_per_s;
-    result_.bucket_bytes_measured = true;
+    dist_.link_latency_s = link.latency_s;
+    dist_.link_bytes_per_s = link.bytes_per_s;
+    dist_.bucket_bytes_measured = true;
   }
   std::vector<dist::Bucket> buckets = dist::buckets_from_the_end(grad_offsets_, bytes);
   if (buckets.empty()) buckets.push_back(dist::Bucket{0, 0});  // no parameters: the loss alone
@@ -970,8 +970,13 @@ Status Trainer::form_buckets() {
     for (size_t k = 0; k < params_.size(); ++k)
       if (grad_offsets_[k] >= buckets[b].begin && grad_offsets_[k] < buckets[b].end)
         bucket_of_param_[k] = b;
-  result_.gradient_buckets = static_cast<int64_t>(buckets.size());
-  result_.bucket_bytes = static_cast<int64_t>(bytes);
+  bucket_outputs_.assign(buckets.size(), 0);
+  for (size_t b : bucket_of_param_) ++bucket_outputs_[b];
+  ++bucket_outputs_[0];  // the loss
+  dist_.buckets = static_cast<int64_t>(buckets.size());
+  dist_.bucket_bytes = static_cast<int64_t>(bytes);
+  for (const dist::Bucket& b : buckets)
+    dist_.bucket_sizes.push_back(static_cast<int64_t>((b.end - b.begin) * 4));
   reducer_ = std::make_unique<dist::BucketReducer>(options_.group, std::move(buckets));
   return Status::OK();
 }
@@ -994,17 +999,20 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   std::vector<float*> leaves;
   for (auto& g : leaf_grads_) leaves.push_back(g.data());
   float* flat = leaves[0];  // this rank's micro-batches summed in place (then all the ranks')
-  const float stop_here = options_.stop_requested && options_.stop_requested() ? 1.0f : 0.0f;
+  // A stop asked of this rank, once its gradients are computed (1: stop after this step).
+  auto stop_here = [&] {
+    return options_.stop_requested && options_.stop_requested() ? 1.0f : 0.0f;
+  };
   // Bucket b of the last micro-batch is final: sum this rank's leaves over its range, and let
   // the reducer send it while the backward pass goes on.
   const size_t nb = reducer_ ? reducer_->buckets().size() : 0;
   std::vector<size_t> deferred;  // train.overlap false: ready after the backward pass
+  std::vector<float*> part(leaves.size());
   auto bucket_final = [&](size_t b) {
     const dist::Bucket& r = reducer_->buckets()[b];
-    std::vector<float*> part;
-    for (float* leaf : leaves) part.push_back(leaf + r.begin);
+    for (size_t i = 0; i < leaves.size(); ++i) part[i] = leaves[i] + r.begin;
     dist::tree_sum_in_place(part, r.end - r.begin);
-    if (b == 0) flat[total + 1] = stop_here;
+    if (b == 0) flat[total + 1] = stop_here();
     if (spec_.overlap)
       reducer_->ready(b);
     else
@@ -1027,7 +1035,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
                                buffers_.at(bs.running_var).numel());
   std::vector<float> stats;
   std::vector<Tensor> out;
-  std::vector<size_t> pending(nb);
+  std::vector<size_t> pending(nb);  // per bucket: outputs of this micro-batch still to come
   for (int64_t l = 0; l < per_rank; ++l) {
     const int64_t j = rank_ * per_rank + l;  // the micro-batch's place in the batch
     const int64_t lo = j * n / m, hi = (j + 1) * n / m;
@@ -1050,9 +1058,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     }
     // Its share of the batch (1/m exactly when the batch divides evenly).
     const float w = static_cast<float>(static_cast<double>(hi - lo) / static_cast<double>(n));
-    for (size_t b = 0; b < nb; ++b) pending[b] = 0;
-    for (size_t k = 0; k < params_.size() && nb > 0; ++k) ++pending[bucket_of_param_[k]];
-    if (nb > 0) ++pending[0];  // the loss
+    pending = bucket_outputs_;
     auto done_one = [&](size_t b) {
       if (--pending[b] == 0 && last) bucket_final(b);
     };
@@ -1075,7 +1081,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     const auto tc = Clock::now();
     DLSYS_RETURN_IF_ERROR(
         session_->run(inputs_, &out, on_ready).with_context(fmt::format("step {}", step_)));
-    result_.compute_seconds += std::chrono::duration<double>(Clock::now() - tc).count();
+    dist_.compute_s += std::chrono::duration<double>(Clock::now() - tc).count();
     const float loss = out[0].data_as<float>()[0];
     if (!std::isfinite(loss))
       return Status::Invalid(
@@ -1097,7 +1103,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   } else {
     // One process (or a group of one): the tree of this rank's micro-batches is the sum.
     dist::tree_sum_in_place(leaves, total + extra);
-    flat[total + 1] = stop_here;
+    flat[total + 1] = stop_here();
   }
   group_stop_ = flat[total + 1] > 0;
   for (size_t k = 0; k < params_.size(); ++k)
@@ -1425,7 +1431,6 @@ Result<TrainResult> Trainer::run() {
   for (const auto& [_, t] : optimizer_->state())
     result_.optimizer_state_bytes += static_cast<int64_t>(t.numel()) * 4;
   result_.optimizer_shards = sharded_ ? world_ : 1;
-  if (reducer_) result_.comm = reducer_->stats();
   if (options_.steps_done) options_.steps_done();
   metrics_.reset();
   DLSYS_RETURN_IF_ERROR(checkpoint(step_).with_context("final checkpoint"));
@@ -1445,26 +1450,20 @@ Result<TrainResult> Trainer::run() {
   done.dataset = dataset_label_;
   done.validation_dataset = validation_label_;
   if (options_.group) {
-    DistributedStats d;
+    DistributedStats& d = dist_;
     d.rank = rank_;
     d.world = world_;
     d.gradient_bytes = static_cast<int64_t>(grad_offsets_.empty() ? 0 : grad_offsets_.back() * 4);
-    d.buckets = result_.gradient_buckets;
-    d.bucket_bytes = result_.bucket_bytes;
-    d.bucket_bytes_measured = result_.bucket_bytes_measured;
-    d.link_latency_s = result_.link_latency_s;
-    d.link_bytes_per_s = result_.link_bytes_per_s;
-    d.compute_s = result_.compute_seconds;
-    d.allreduce_s = result_.comm.comm_seconds;
-    d.exposed_allreduce_s = result_.comm.wait_seconds;
-    d.allreduces = result_.comm.buckets;
-    d.started_during_backward = result_.comm.started_early;
     d.optimizer_state_bytes = result_.optimizer_state_bytes;
     d.optimizer_shards = result_.optimizer_shards;
-    if (reducer_)
-      for (const dist::Bucket& b : reducer_->buckets())
-        d.bucket_sizes.push_back(static_cast<int64_t>((b.end - b.begin) * 4));
-    d.bucket_seconds = result_.comm.bucket_seconds;
+    if (reducer_) {
+      const dist::BucketStats& c = reducer_->stats();
+      d.allreduce_s = c.comm_seconds;
+      d.exposed_allreduce_s = c.wait_seconds;
+      d.allreduces = c.buckets;
+      d.started_during_backward = c.started_early;
+      d.bucket_seconds = c.bucket_seconds;
+    }
     done.distributed = d;
   }
   emit(done);

@@ -105,16 +105,9 @@ struct TrainResult {
   // was sharded over (1: not sharded).
   int64_t optimizer_state_bytes = 0;
   int optimizer_shards = 1;
-  // Data-parallel: the gradient buckets (dist/bucket_reducer.h), the link measured when the
-  // group formed (zero when bucket_kib was set), and what the buckets' all-reduces took.
-  int64_t gradient_buckets = 0;
-  int64_t bucket_bytes = 0;  // the size asked (train.bucket_kib or chosen)
-  bool bucket_bytes_measured = false;
-  double link_latency_s = 0, link_bytes_per_s = 0;
-  dist::BucketStats comm;
-  double compute_seconds = 0;  // in the training session's runs (forward and backward)
-  int threads = 0;             // what options.threads resolved to (0: all cores)
-  double step_flops = 0;       // estimated FLOPs of a training step (0: not estimated)
+  int threads = 0;        // what options.threads resolved to (0: all cores)
+  double step_flops = 0;  // estimated FLOPs of a training step (0: not estimated)
+  // A data-parallel run's buckets, link and all-reduce times: done.distributed.
 };
 
 // The names of a model's input and prediction output. Forward graphs call them "input" and
@@ -290,6 +283,10 @@ class Trainer {
   // parameter's bucket.
   std::unique_ptr<dist::BucketReducer> reducer_;
   std::vector<size_t> bucket_of_param_;
+  std::vector<size_t> bucket_outputs_;  // per bucket: the session outputs that complete it
+  // This rank's figures (the done event's "distributed"): filled by form_buckets, the steps and
+  // the end of the run.
+  DistributedStats dist_;
   // Sets up reducer_ (measuring the link unless train.bucket_kib is set). A collective.
   Status form_buckets();
   std::vector<float> shard_mine_;  // sharded: this rank's range, sent

@@ -97,6 +97,24 @@ class ProcessGroupTest : public ::testing::TestWithParam<std::string> {
     return codes;
   }
 
+  // Rank `rank`'s answer, for expect_sums.
+  void write_floats(int rank, const std::vector<float>& x) {
+    write_file(dir_ / ("out" + std::to_string(rank)),
+               std::string(reinterpret_cast<const char*>(x.data()), x.size() * 4));
+  }
+  // Every rank exited 0 (else its "err" file is shown) with `want`'s bits.
+  void expect_sums(const std::vector<int>& codes, const std::vector<float>& want,
+                   const std::string& what) {
+    for (size_t r = 0; r < codes.size(); ++r) {
+      ASSERT_EQ(codes[r], 0) << what << " rank " << r << ": "
+                             << read_file(dir_ / ("err" + std::to_string(r)));
+      std::string got = read_file(dir_ / ("out" + std::to_string(r)));
+      ASSERT_EQ(got.size(), want.size() * 4);
+      EXPECT_EQ(std::memcmp(got.data(), want.data(), got.size()), 0)
+          << what << " rank " << r << ": not the bits of the expected association";
+    }
+  }
+
   void write_file(const fs::path& p, const std::string& s) {
     std::ofstream f(p, std::ios::binary);
     f << s;
@@ -121,6 +139,28 @@ std::vector<float> leaf(int j, size_t n) {
   return v;
 }
 
+// M leaves of n floats, and the tree sum one process computes of them (what every rank must
+// end with).
+struct Leaves {
+  Leaves(int m, size_t n) : n(n), sum(n) {
+    for (int j = 0; j < m; ++j) values.push_back(leaf(j, n));
+    for (auto& l : values) ptrs.push_back(l.data());
+    tree_sum(ptrs, n, sum.data());
+  }
+  // The tree sum of rank `rank`'s consecutive share of the leaves (of `world` ranks).
+  std::vector<float> share(int rank, int world) const {
+    const size_t per = ptrs.size() / static_cast<size_t>(world);
+    std::vector<const float*> mine(ptrs.begin() + rank * per, ptrs.begin() + (rank + 1) * per);
+    std::vector<float> x(n);
+    tree_sum(mine, n, x.data());
+    return x;
+  }
+  size_t n;
+  std::vector<std::vector<float>> values;
+  std::vector<const float*> ptrs;
+  std::vector<float> sum;
+};
+
 GroupOptions opts(int rank, int world, const std::string& url, int timeout_ms = 20000) {
   GroupOptions o;
   o.rank = rank;
@@ -133,17 +173,14 @@ GroupOptions opts(int rank, int world, const std::string& url, int timeout_ms = 
 TEST_P(ProcessGroupTest, AllReduceIsTheTreeSumOfTheLeavesForOneTwoAndFourRanks) {
   constexpr int M = 4;
   for (size_t n : {size_t{10007}, size_t{3}, size_t{1}}) {
-    std::vector<std::vector<float>> leaves;
-    std::vector<const float*> ptrs;
-    for (int j = 0; j < M; ++j) leaves.push_back(leaf(j, n));
-    for (auto& l : leaves) ptrs.push_back(l.data());
-    std::vector<float> want(n);
-    tree_sum(ptrs, n, want.data());
+    const Leaves leaves(M, n);
+    const std::vector<float>& want = leaves.sum;
     if (n == 10007) {
       // The data tells associations apart: a left-to-right sum differs somewhere.
+      const auto& v = leaves.values;
       size_t differ = 0;
       for (size_t i = 0; i < n; ++i) {
-        float seq = ((leaves[0][i] + leaves[1][i]) + leaves[2][i]) + leaves[3][i];
+        float seq = ((v[0][i] + v[1][i]) + v[2][i]) + v[3][i];
         differ += std::memcmp(&seq, &want[i], 4) != 0;
       }
       EXPECT_GT(differ, n / 100) << "the leaves do not tell a sequential sum from the tree";
@@ -157,28 +194,16 @@ TEST_P(ProcessGroupTest, AllReduceIsTheTreeSumOfTheLeavesForOneTwoAndFourRanks) 
           return 2;
         }
         // This rank's leaves, summed as a subtree, then reduced across the ranks.
-        std::vector<const float*> mine(ptrs.begin() + rank * (M / world),
-                                       ptrs.begin() + (rank + 1) * (M / world));
-        std::vector<float> x(n);
-        tree_sum(mine, n, x.data());
+        std::vector<float> x = leaves.share(rank, world);
         Status s = (*g)->all_reduce_sum(x.data(), n);
         if (!s.ok()) {
           write_file(dir_ / ("err" + std::to_string(rank)), s.to_string());
           return 3;
         }
-        write_file(dir_ / ("out" + std::to_string(rank)),
-                   std::string(reinterpret_cast<const char*>(x.data()), n * 4));
+        write_floats(rank, x);
         return 0;
       });
-      for (int r = 0; r < world; ++r) {
-        ASSERT_EQ(codes[r], 0) << "world " << world << " rank " << r << ": "
-                               << read_file(dir_ / ("err" + std::to_string(r)));
-        std::string got = read_file(dir_ / ("out" + std::to_string(r)));
-        ASSERT_EQ(got.size(), n * 4);
-        EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0)
-            << "world " << world << " rank " << r << " n " << n
-            << ": not the bits of the tree sum one process computes";
-      }
+      expect_sums(codes, want, fmt::format("world {} n {}", world, n));
     }
   }
 }
@@ -189,13 +214,7 @@ TEST_P(ProcessGroupTest, AllReduceIsTheTreeSumOfTheLeavesForOneTwoAndFourRanks) 
 // rank rank 0's figures.
 TEST_P(ProcessGroupTest, BucketsReadyInAnyOrderGiveTheBitsOfOneAllReduce) {
   constexpr int M = 4;
-  const size_t n = 10007;
-  std::vector<std::vector<float>> leaves;
-  std::vector<const float*> ptrs;
-  for (int j = 0; j < M; ++j) leaves.push_back(leaf(j, n));
-  for (auto& l : leaves) ptrs.push_back(l.data());
-  std::vector<float> want(n);
-  tree_sum(ptrs, n, want.data());
+  const Leaves leaves(M, 10007);
   for (int world : {2, 4}) {
     const std::string url = rendezvous();
     auto codes = run(world, [&](int rank) {
@@ -209,11 +228,9 @@ TEST_P(ProcessGroupTest, BucketsReadyInAnyOrderGiveTheBitsOfOneAllReduce) {
       write_file(dir_ / ("link" + std::to_string(rank)),
                  fmt::format("{} {}", link->latency_s, link->bytes_per_s));
       BucketReducer reducer(g->get(), {{7000, 10007}, {3000, 7000}, {0, 3000}});
-      std::vector<const float*> mine(ptrs.begin() + rank * (M / world),
-                                     ptrs.begin() + (rank + 1) * (M / world));
-      std::vector<float> x(n);
+      std::vector<float> x;
       for (int step = 0; step < 2; ++step) {
-        tree_sum(mine, n, x.data());
+        x = leaves.share(rank, world);
         reducer.start(x.data());
         for (size_t b : rank == 0 ? std::vector<size_t>{2, 1, 0} : std::vector<size_t>{1, 0, 2})
           reducer.ready(b);
@@ -225,18 +242,12 @@ TEST_P(ProcessGroupTest, BucketsReadyInAnyOrderGiveTheBitsOfOneAllReduce) {
       }
       const BucketStats& st = reducer.stats();
       if (st.steps != 2 || st.buckets != 6 || st.comm_seconds <= 0) return 5;
-      write_file(dir_ / ("out" + std::to_string(rank)),
-                 std::string(reinterpret_cast<const char*>(x.data()), n * 4));
+      write_floats(rank, x);
       return 0;
     });
+    expect_sums(codes, leaves.sum, fmt::format("buckets, world {}", world));
     const std::string link0 = read_file(dir_ / "link0");
     for (int r = 0; r < world; ++r) {
-      ASSERT_EQ(codes[r], 0) << "world " << world << " rank " << r << ": "
-                             << read_file(dir_ / ("err" + std::to_string(r)));
-      std::string got = read_file(dir_ / ("out" + std::to_string(r)));
-      ASSERT_EQ(got.size(), n * 4);
-      EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0)
-          << "world " << world << " rank " << r << ": the buckets changed the bits";
       EXPECT_EQ(read_file(dir_ / ("link" + std::to_string(r))), link0)
           << "rank " << r << " measured its own link instead of taking rank 0's";
     }
@@ -294,16 +305,10 @@ TEST_P(ProcessGroupTest, AllReduceOfThreeRanksIsTheSameOnEveryRank) {
       v = x[rank];
       if (!(*g)->all_reduce_sum(v.data(), n).ok()) return 3;
     }
-    write_file(dir_ / ("out" + std::to_string(rank)),
-               std::string(reinterpret_cast<const char*>(v.data()), n * 4));
+    write_floats(rank, v);
     return 0;
   });
-  for (int r = 0; r < 3; ++r) {
-    ASSERT_EQ(codes[r], 0) << "rank " << r;
-    std::string got = read_file(dir_ / ("out" + std::to_string(r)));
-    ASSERT_EQ(got.size(), n * 4);
-    EXPECT_EQ(std::memcmp(got.data(), want.data(), n * 4), 0) << "rank " << r;
-  }
+  expect_sums(codes, want, "3 ranks");
 }
 
 TEST_P(ProcessGroupTest, BroadcastAllGatherAndBarrier) {

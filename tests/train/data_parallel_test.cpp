@@ -66,12 +66,17 @@ class DataParallel : public ::testing::Test {
     return p;
   }
 
-  // The model trained by `spec` alone and on 1, 2 and 4 workers: the same bytes.
-  void expect_identical(const fs::path& spec, const std::vector<int>& workers) {
+  // The sha256 of the model `spec` trains in one plain process (in STEM-plain).
+  std::string plain_sha(const fs::path& spec) {
     const fs::path plain = dir_ / (spec.stem().string() + "-plain");
     Ran r = dlsys({"train", spec.string(), "--out", plain.string(), "--quiet"});
-    ASSERT_EQ(r.code, 0) << r.output;
-    const std::string want = file_sha(plain / "model.onnx");
+    EXPECT_EQ(r.code, 0) << r.output;
+    return file_sha(plain / "model.onnx");
+  }
+
+  // The model trained by `spec` alone and on 1, 2 and 4 workers: the same bytes.
+  void expect_identical(const fs::path& spec, const std::vector<int>& workers) {
+    const std::string want = plain_sha(spec);
     for (int n : workers) {
       const fs::path out = dir_ / (spec.stem().string() + "-n" + std::to_string(n));
       Ran d = dlsys({"train", spec.string(), "--out", out.string(), "--nproc", std::to_string(n)});
@@ -89,21 +94,22 @@ const std::string kData = std::string("data: {train: ") + DLSYS_SHARED_DIR +
                           "/data/digits/digits.csv, feature_scale: 0.0625, "
                           "validation_fraction: 0.2, split_seed: 0}\n";
 
+// A spec on the digits: linear layers of `hidden` outputs with relus between, then 10 outputs;
+// `train` is the train mapping's body (indented by two spaces).
+std::string mlp_spec(const std::vector<int>& hidden, const std::string& train) {
+  std::string s = kData + "model:\n  input: [64]\n  layers:\n";
+  for (int h : hidden) s += "    - linear: {out: " + std::to_string(h) + "}\n    - relu\n";
+  return s + "    - linear: {out: 10}\ntrain:\n" + train;
+}
+
 TEST_F(DataParallel, AnMlpTrainsToTheSameBytesOnOneTwoAndFourWorkers) {
-  fs::path spec = write_spec("mlp", kData + R"(model:
-  input: [64]
-  layers:
-    - linear: {out: 64}
-    - relu
-    - linear: {out: 10}
-train:
-  epochs: 2
+  fs::path spec = write_spec("mlp", mlp_spec({64}, R"(  epochs: 2
   batch_size: 50
   seed: 3
   micro_batches: 4
   optimizer: {name: adam, lr: 0.002}
   clip_grad_norm: 1.0
-)");
+)"));
   expect_identical(spec, {1, 2, 4});
 }
 
@@ -119,25 +125,13 @@ double json_number(const std::string& out, const std::string& key) {
 // computing; with the size chosen from the measured link, and with one bucket after the whole
 // backward pass, the weights are the same bytes as one process's.
 TEST_F(DataParallel, GradientBucketsOverlapTheBackwardPassAndChangeNoBit) {
-  fs::path spec = write_spec("buckets", kData + R"(model:
-  input: [64]
-  layers:
-    - linear: {out: 256}
-    - relu
-    - linear: {out: 256}
-    - relu
-    - linear: {out: 10}
-train:
-  epochs: 1
+  fs::path spec = write_spec("buckets", mlp_spec({256, 256}, R"(  epochs: 1
   batch_size: 64
   seed: 5
   micro_batches: 4
   optimizer: {name: adam, lr: 0.002}
-)");
-  const fs::path plain = dir_ / "buckets-plain";
-  Ran r = dlsys({"train", spec.string(), "--out", plain.string(), "--quiet"});
-  ASSERT_EQ(r.code, 0) << r.output;
-  const std::string want = file_sha(plain / "model.onnx");
+)"));
+  const std::string want = plain_sha(spec);
   struct Case {
     int workers;
     std::string bucket_kib;
@@ -182,32 +176,23 @@ train:
 // bytes. Its checkpoint gathers the whole state, so the run continues on 4 workers (and a
 // sharded 1 + 1 epochs equals 2 epochs in one process).
 TEST_F(DataParallel, ShardedOptimizerStateGivesTheSameWeightsAndResumesOnAnotherWorldSize) {
-  const std::string body = kData + R"(model:
-  input: [64]
-  layers:
-    - linear: {out: 96}
-    - relu
-    - linear: {out: 10}
-train:
-  epochs: EPOCHS
+  const std::string body = mlp_spec({96}, R"(  epochs: EPOCHS
   batch_size: 40
   seed: 7
   micro_batches: 4
   optimizer: {name: adam, lr: 0.002}
-)";
+)");
   auto with_epochs = [&](int e) {
     std::string t = body;
     t.replace(t.find("EPOCHS"), 6, std::to_string(e));
     return t;
   };
   fs::path two = write_spec("zero2", with_epochs(2));
-  const fs::path plain = dir_ / "zero-plain";
-  Ran r = dlsys({"train", two.string(), "--out", plain.string(), "--quiet"});
-  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string want = plain_sha(two);
   const fs::path sharded = dir_ / "zero-n2";
   Ran z = dlsys({"train", two.string(), "--out", sharded.string(), "--nproc", "2", "--zero", "1"});
   ASSERT_EQ(z.code, 0) << z.output;
-  EXPECT_EQ(file_sha(sharded / "model.onnx"), file_sha(plain / "model.onnx"));
+  EXPECT_EQ(file_sha(sharded / "model.onnx"), want);
   EXPECT_NE(z.output.find("sharded over 2 ranks"), std::string::npos) << z.output;
   // Adam keeps two moments per weight: 2 x (64 x 96 + 96 + 96 x 10 + 10) floats in all, about
   // half of them per rank.
@@ -230,7 +215,7 @@ train:
   Ran b = dlsys({"train", one.string(), "--resume", resumed.string(), "--extend", "--epochs", "2",
                  "--nproc", "4", "--zero", "1"});
   ASSERT_EQ(b.code, 0) << b.output;
-  EXPECT_EQ(file_sha(resumed / "model.onnx"), file_sha(plain / "model.onnx"))
+  EXPECT_EQ(file_sha(resumed / "model.onnx"), want)
       << "resumed on 4 workers from a checkpoint of 2, the weights differ";
 }
 
@@ -291,10 +276,8 @@ train: {epochs: 1, batch_size: 16, micro_batches: 2}
 // that differs naming the parameter and both shapes.
 TEST_F(DataParallel, RanksWithDifferentModelsFailNamingTheParameter) {
   auto spec_of = [&](const std::string& name, int hidden) {
-    return write_spec(name, kData + "model:\n  input: [64]\n  layers:\n    - linear: {out: " +
-                                std::to_string(hidden) +
-                                "}\n    - relu\n    - linear: {out: 10}\n"
-                                "train: {epochs: 1, batch_size: 16, micro_batches: 2}\n");
+    return write_spec(name,
+                      mlp_spec({hidden}, "  epochs: 1\n  batch_size: 16\n  micro_batches: 2\n"));
   };
   const fs::path a = spec_of("wide", 32), b = spec_of("narrow", 16);
   const std::string url = "file://" + (dir_ / "rdv").string();
@@ -325,11 +308,8 @@ TEST_F(DataParallel, RanksWithDifferentModelsFailNamingTheParameter) {
 // folders (as on two machines): the rank that differs names the parameter and both shapes.
 TEST_F(DataParallel, RanksFineTuningDifferentModelsNameTheParameter) {
   for (int hidden : {32, 16}) {
-    fs::path spec = write_spec(
-        "base" + std::to_string(hidden),
-        kData + "model:\n  input: [64]\n  layers:\n    - linear: {out: " + std::to_string(hidden) +
-            "}\n    - relu\n    - linear: {out: 10}\n"
-            "train: {epochs: 1, batch_size: 64}\n");
+    fs::path spec = write_spec("base" + std::to_string(hidden),
+                               mlp_spec({hidden}, "  epochs: 1\n  batch_size: 64\n"));
     fs::path out = dir_ / ("base-out" + std::to_string(hidden));
     Ran r = dlsys({"train", spec.string(), "--out", out.string(), "--quiet"});
     ASSERT_EQ(r.code, 0) << r.output;
@@ -424,19 +404,12 @@ pid_t find_process(const std::vector<std::string>& parts) {
   return -1;
 }
 
-const std::string kLong = kData + R"(model:
-  input: [64]
-  layers:
-    - linear: {out: 32}
-    - relu
-    - linear: {out: 10}
-train:
-  epochs: 100000
+const std::string kLong = mlp_spec({32}, R"(  epochs: 100000
   batch_size: 16
   seed: 2
   micro_batches: 2
   optimizer: {name: sgd, lr: 0.01, momentum: 0.9}
-)";
+)");
 
 // `dlsys train SPEC --nproc 2 --json` once it has reported `steps` step events (pid -1 when it
 // ended before).
@@ -504,23 +477,14 @@ TEST_F(DataParallel, AKilledRankEndsTheRunWithinSecondsNamingIt) {
 // workers from the newest checkpoint and finish the run, and the model is the same bytes as
 // the one one process trains (checkpoints resume on any world size, the micro-batches stay 4).
 TEST_F(DataParallel, WithMinWorkersTheOthersGoOnAsFewerWorkersToTheSameWeights) {
-  fs::path spec = write_spec("elastic", kData + R"(model:
-  input: [64]
-  layers:
-    - linear: {out: 32}
-    - relu
-    - linear: {out: 10}
-train:
-  epochs: 12
+  fs::path spec = write_spec("elastic", mlp_spec({32}, R"(  epochs: 12
   batch_size: 16
   seed: 4
   micro_batches: 4
   checkpoint_every: 25
   optimizer: {name: sgd, lr: 0.01, momentum: 0.9}
-)");
-  const fs::path plain = dir_ / "elastic-plain";
-  Ran p = dlsys({"train", spec.string(), "--out", plain.string(), "--quiet"});
-  ASSERT_EQ(p.code, 0) << p.output;
+)"));
+  const std::string want = plain_sha(spec);
   const fs::path out = dir_ / "elastic";
   Child c = start_and_wait_for_steps(spec, out, 60, {"--nproc", "4", "--min-workers", "2"});
   ASSERT_GT(c.pid, 0) << "the run ended before 60 steps";
@@ -532,7 +496,7 @@ train:
   EXPECT_NE(r.output.find("rank 3 of 4 failed"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("continuing on 2 workers from the newest checkpoint"), std::string::npos)
       << r.output;
-  EXPECT_EQ(file_sha(out / "model.onnx"), file_sha(plain / "model.onnx"))
+  EXPECT_EQ(file_sha(out / "model.onnx"), want)
       << "the run that lost a worker trained other weights";
 }
 
