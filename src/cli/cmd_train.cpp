@@ -56,6 +56,7 @@ struct TrainArgs {
   int nproc = 0, rank = -1, world_size = 0;
   std::string rendezvous, dist_host;
   double dist_timeout_s = 60;
+  double heartbeat_s = 5;
   int zero = 0;
   bool no_pin = false;  // --nproc: leave the ranks unpinned even when they fill the CPUs
   int min_workers = 0;  // --nproc: continue on fewer workers when one fails (0: stop)
@@ -214,8 +215,9 @@ extern "C" void kill_ranks(int) {
 // `dlsys train SPEC --nproc N`: N processes on this machine, each this command line without
 // --nproc plus its --rank, --world-size N, a loopback --rendezvous and its share of the cores.
 // Rank 0 prints and writes the run; rank R > 0 logs to OUT/rank-R.log. A rank that fails ends
-// the others (they notice at once; any still alive 10 s later are killed), and the exit code and
-// message name it. With --min-workers M the run goes on instead: the ranks are started again as
+// the others (they notice at once, or a stopped or unreachable rank by its silent heartbeat;
+// any still alive 10 s later are killed, a stopped one at once), and the exit code and message
+// name it. With --min-workers M the run goes on instead: the ranks are started again as
 // the largest power of two of workers that remains (at least M), resuming from the newest
 // checkpoint with the first attempt's micro-batches (so the weights do not change).
 // The CPUs this process may run on, in order (empty if the kernel does not say).
@@ -331,10 +333,12 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
       g_ranks[static_cast<size_t>(r)] = p;
     }
     // Every rank's end; after the first failure the rest get 10 s to notice, then SIGKILL.
+    // A rank stopped (SIGSTOP) cannot notice a failure: once there is one, it is killed at once.
     int first_failed = -1, first_code = 0;
+    std::vector<int> stopped;
     for (int left = world; left > 0;) {
       int st = 0;
-      pid_t p = ::waitpid(-1, &st, 0);
+      pid_t p = ::waitpid(-1, &st, WUNTRACED);
       if (p < 0) {
         if (errno == EINTR) continue;
         break;
@@ -342,6 +346,11 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
       auto it = std::find(g_ranks.begin(), g_ranks.end(), p);
       if (it == g_ranks.end()) continue;
       const int r = static_cast<int>(it - g_ranks.begin());
+      if (WIFSTOPPED(st)) {
+        stopped.push_back(r);
+        if (first_failed >= 0) ::kill(p, SIGKILL);
+        continue;
+      }
       *it = -1;
       --left;
       const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -353,6 +362,8 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
         sigemptyset(&k.sa_mask);
         ::sigaction(SIGALRM, &k, nullptr);
         ::alarm(10);
+        for (int s : stopped)
+          if (g_ranks[static_cast<size_t>(s)] > 0) ::kill(g_ranks[static_cast<size_t>(s)], SIGKILL);
       }
     }
     ::alarm(0);
@@ -362,9 +373,20 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
                  first_failed > 0
                      ? fmt::format("; its log: {}/rank-{}.log", out, first_failed).c_str()
                      : "");
+    for (int s : stopped)
+      std::fprintf(stderr, "dlsys train: rank %d of %d had been stopped (SIGSTOP): it was killed\n",
+                   s, world);
     if (first_code == kExitStopped) return kExitStopped;
     if (g_stopping) return first_code;  // stopped by a signal: not a rank lost
-    if (a.min_workers == 0) return 1;
+    if (a.min_workers == 0) {
+      std::error_code ec;
+      if (std::filesystem::exists(out + "/checkpoints/latest", ec))
+        std::fprintf(stderr,
+                     "dlsys train: --resume %s continues the run from its newest checkpoint "
+                     "(--min-workers M goes on without a failed rank by itself)\n",
+                     out.c_str());
+      return 1;
+    }
     // Elastic: the failed rank is gone; the others continue as the largest power of two of
     // workers that remains (the micro-batches must divide evenly), from the newest checkpoint.
     int next = world > 1 ? 1 : 0;  // one worker that fails leaves none
@@ -429,6 +451,7 @@ int run_train(const TrainArgs& a) {
     go.rendezvous = a.rendezvous;
     go.host = a.dist_host;
     go.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout_s * 1000));
+    go.heartbeat = std::chrono::milliseconds(static_cast<int64_t>(a.heartbeat_s * 1000));
     auto g = dist::ProcessGroup::connect(go);
     if (!g.ok()) return fail(g.status().message());
     group = std::move(g).value();
@@ -707,6 +730,11 @@ void add_train(CLI::App& app, int* rc) {
                 "The longest a rank waits for another: to join, and for each message")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  c->add_option("--heartbeat-s", a->heartbeat_s,
+                "A rank whose heartbeat is silent this long (stopped, hung, or its machine cut "
+                "off) is given up by the others, which fail naming it; 0 turns the heartbeat off")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   c->add_flag("--quiet", a->quiet,
               "No note on stderr saying which data directory data.dataset is read from");
   c->callback([a, rc] { *rc = run_train(*a); });

@@ -8,12 +8,15 @@
 
 #include <gloo/common/error.h>
 #include <gloo/rendezvous/context.h>
+#include <gloo/rendezvous/prefix_store.h>
 #include <gloo/rendezvous/store.h>
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 
+#include "dist/heartbeat.h"
 #include "dist/rendezvous.h"
 
 namespace dlsys::dist {
@@ -71,11 +74,45 @@ struct ProcessGroup::Impl {
   std::shared_ptr<gloo::rendezvous::Context> context;
   milliseconds timeout;
   std::vector<float> scratch;
+  // The heartbeat's own pairs; a silent rank it reports ends the group (lost).
+  std::shared_ptr<gloo::rendezvous::Context> heartbeat_context;
+  std::mutex mu;
+  Status lost;  // under mu: why the group was given up, once a rank went silent
+  // The buffers a collective is waiting on (under mu), for the heartbeat to abort.
+  gloo::transport::UnboundBuffer* waiting_send = nullptr;
+  gloo::transport::UnboundBuffer* waiting_recv = nullptr;
+  std::unique_ptr<Heartbeat> heartbeat;  // last: stopped before everything it uses
+
+  // Heartbeat's report: the group is given up, and the collective waiting (if any) returns.
+  void silent(int rank, milliseconds silence) {
+    std::lock_guard<std::mutex> lock(mu);
+    lost = Status::Unavailable(
+        "rank {} sent no heartbeat for {:.1f} s: it is stopped or hangs, or its machine cannot "
+        "be reached (--heartbeat-s sets how long a rank may be silent)",
+        rank, static_cast<double>(silence.count()) / 1000.0);
+    if (waiting_recv) waiting_recv->abortWaitRecv();
+    if (waiting_send) waiting_send->abortWaitSend();
+  }
 
   // One message exchange of a collective: sends and receives posted, then waited for, each
   // with the deadline; a Gloo failure becomes an error naming the peer and the collective.
   Status wait(gloo::transport::UnboundBuffer* send, int to, gloo::transport::UnboundBuffer* recv,
               int from, const char* what) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!lost.ok()) return Status::Unavailable("{}: {}", what, lost.message());
+      waiting_send = send;
+      waiting_recv = recv;
+    }
+    Status s = wait_for(send, to, recv, from, what);
+    std::lock_guard<std::mutex> lock(mu);
+    waiting_send = waiting_recv = nullptr;
+    if (!s.ok() && !lost.ok()) return Status::Unavailable("{}: {}", what, lost.message());
+    return s;
+  }
+
+  Status wait_for(gloo::transport::UnboundBuffer* send, int to,
+                  gloo::transport::UnboundBuffer* recv, int from, const char* what) {
     try {
       if (recv && !recv->waitRecv(timeout))
         return Status::Unavailable("{}: the receive from rank {} was aborted", what, from);
@@ -142,6 +179,24 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
   } catch (const std::exception& e) {
     return Status::Unavailable("rank {} of {} could not join the group at {}: {}", o.rank, o.world,
                                o.rendezvous, e.what());
+  }
+  if (o.world > 1 && o.heartbeat.count() > 0) {
+    try {
+      gloo::rendezvous::PrefixStore beats("heartbeat", *impl->store);
+      impl->heartbeat_context = std::make_shared<gloo::rendezvous::Context>(o.rank, o.world);
+      impl->heartbeat_context->setTimeout(o.timeout);
+      impl->heartbeat_context->connectFullMesh(beats, impl->device);
+    } catch (const std::exception& e) {
+      return Status::Unavailable("rank {} of {} could not join the group's heartbeat at {}: {}",
+                                 o.rank, o.world, o.rendezvous, e.what());
+    }
+    HeartbeatOptions h;
+    h.timeout = o.heartbeat;
+    h.interval = std::clamp(o.heartbeat / 5, milliseconds(50), milliseconds(1000));
+    Impl* m = impl.get();
+    impl->heartbeat = std::make_unique<Heartbeat>(
+        impl->heartbeat_context, h,
+        [m](int rank, milliseconds silence) { m->silent(rank, silence); });
   }
   return std::unique_ptr<ProcessGroup>(
       new ProcessGroup(o.rank, o.world, std::move(host), std::move(impl)));

@@ -15,8 +15,11 @@
 //
 // Deadlines: every collective waits at most `timeout` for each message; a peer that died (its
 // sockets closed by the kernel) or went silent fails the call with an error naming the rank
-// and the collective. After such an error the group is unusable: destroy it (a new group,
-// with the next `generation`, may be formed by the survivors).
+// and the collective. A peer whose process stopped or cannot be reached is caught sooner, by
+// the group's heartbeat (dist/heartbeat.h, `GroupOptions::heartbeat`): its error names the
+// rank that went silent, whichever rank the collective was waiting on. After such an error the
+// group is unusable: destroy it (a new group, with the next `generation`, may be formed by the
+// survivors).
 //
 // Threading: one thread calls the collectives of a group at a time; the calls must be made in
 // the same order on every rank (each takes the next message slot). Two groups may run on two
@@ -43,6 +46,10 @@ struct GroupOptions {
   int generation = 0;
   // The longest any wait may take: joining, and each message of a collective.
   std::chrono::milliseconds timeout{30000};
+  // How long a rank's heartbeat may be silent before the others give it up (dist/heartbeat.h):
+  // a stopped or unreachable rank fails the collectives waiting on it after this rather than
+  // after `timeout`. Zero turns the heartbeat off.
+  std::chrono::milliseconds heartbeat{5000};
   // The address peers reach this rank at. Empty: an interface's address if `iface` is given;
   // else, for tcp://, the local address of the route to the rendezvous host (127.0.0.1 when that
   // host is loopback); for file://, 127.0.0.1 (one machine; give it for a shared folder).

@@ -5,7 +5,8 @@
 //     that other associations give other bits, which the test checks too;
 //   - broadcast, all_gather, barrier;
 //   - a rank killed (SIGKILL) is named by the others' errors well within the 10 s, a
-//     silent rank after the timeout, a rank that never comes by the rendezvous;
+//     stopped one (SIGSTOP) by the heartbeat, a silent but running rank after the timeout (and
+//     not by the heartbeat), a rank that never comes by the rendezvous;
 //   - bad options and URLs are refused before anything starts.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -378,6 +379,71 @@ TEST_P(ProcessGroupTest, ASilentRankFailsTheOthersAfterTheTimeout) {
   EXPECT_NE(read_file(dir_ / "err0").find("rank 1 did not answer within 1000 ms"),
             std::string::npos)
       << read_file(dir_ / "err0");
+}
+
+// A rank whose process stops (SIGSTOP: its heartbeat stops too) is given up by the others after
+// the heartbeat's 1 s, long before the collective's 20 s timeout, and named by every other
+// rank, even by rank 1, whose all-reduce waits on rank 0 and not on it.
+TEST_P(ProcessGroupTest, AStoppedRankIsNamedByTheHeartbeatLongBeforeTheTimeout) {
+  const std::string url = rendezvous();
+  const fs::path pid_file = dir_ / "pid2";
+  auto codes = run(3, [&](int rank) {
+    GroupOptions o = opts(rank, 3, url, 20000);
+    o.heartbeat = std::chrono::milliseconds(1000);
+    auto g = ProcessGroup::connect(o);
+    if (!g.ok()) return 2;
+    if (!(*g)->barrier().ok()) return 3;
+    if (rank == 2) {
+      write_file(pid_file, std::to_string(::getpid()));
+      ::raise(SIGSTOP);
+      return 5;  // continued: the test failed anyway
+    }
+    std::vector<float> v(1000, 1.0f);
+    const auto t0 = Clock::now();
+    Status s = (*g)->all_reduce_sum(v.data(), v.size());
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    write_file(dir_ / ("err" + std::to_string(rank)), s.to_string() + "\n" + std::to_string(secs));
+    // A later collective fails at once with the same reason.
+    Status again = (*g)->barrier();
+    if (rank == 0) {
+      // Rank 1 still waits on rank 0: it must see rank 2's silence before rank 0 exits.
+      for (const auto end = Clock::now() + std::chrono::seconds(15);
+           !fs::exists(dir_ / "err1") && Clock::now() < end;)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      ::kill(static_cast<pid_t>(std::stol(read_file(pid_file))), SIGKILL);
+    }
+    return !s.ok() && again.message().find("rank 2 sent no heartbeat") != std::string::npos ? 0 : 4;
+  });
+  EXPECT_EQ(codes[2], -SIGKILL);
+  for (int r = 0; r < 2; ++r) {
+    std::string err = read_file(dir_ / ("err" + std::to_string(r)));
+    EXPECT_EQ(codes[r], 0) << "rank " << r << ": " << err;
+    EXPECT_NE(err.find("all-reduce"), std::string::npos) << err;
+    EXPECT_NE(err.find("rank 2 sent no heartbeat for"), std::string::npos) << err;
+    double secs = std::stod(err.substr(err.rfind('\n') + 1));
+    EXPECT_GE(secs, 0.9) << err;
+    EXPECT_LT(secs, 10.0) << err;
+  }
+}
+
+// A rank busy for longer than the heartbeat's limit (its main thread away, its process
+// running) is not given up: the collective waits for it, within the collective's timeout.
+TEST_P(ProcessGroupTest, ARankBusyLongerThanTheHeartbeatIsWaitedFor) {
+  const std::string url = rendezvous();
+  auto codes = run(2, [&](int rank) {
+    GroupOptions o = opts(rank, 2, url, 20000);
+    o.heartbeat = std::chrono::milliseconds(300);
+    auto g = ProcessGroup::connect(o);
+    if (!g.ok()) return 2;
+    if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    std::vector<float> v(10, 1.0f);
+    Status s = (*g)->all_reduce_sum(v.data(), v.size());
+    write_file(dir_ / ("err" + std::to_string(rank)), s.to_string());
+    if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+    return s.ok() && v[0] == 2.0f ? 0 : 4;
+  });
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(codes[r], 0) << "rank " << r << ": " << read_file(dir_ / ("err" + std::to_string(r)));
 }
 
 // Only rank 0 of 2 comes: joining fails after the timeout, naming rank 1.

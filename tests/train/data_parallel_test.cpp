@@ -500,6 +500,42 @@ TEST_F(DataParallel, WithMinWorkersTheOthersGoOnAsFewerWorkersToTheSameWeights) 
       << "the run that lost a worker trained other weights";
 }
 
+// A rank that hangs (SIGSTOP: its process runs no more, its sockets stay open) is named by the
+// others' heartbeat within seconds, not after the collective's 60 s; with --min-workers the run
+// goes on as 2 workers to the same bytes as one process's.
+TEST_F(DataParallel, AStoppedRankIsNamedWithinSecondsAndTheOthersGoOn) {
+  fs::path spec = write_spec("hung", mlp_spec({32}, R"(  epochs: 12
+  batch_size: 16
+  seed: 4
+  micro_batches: 4
+  checkpoint_every: 25
+  optimizer: {name: sgd, lr: 0.01, momentum: 0.9}
+)"));
+  const std::string want = plain_sha(spec);
+  const fs::path out = dir_ / "hung";
+  Child c = start_and_wait_for_steps(spec, out, 60,
+                                     {"--nproc", "4", "--min-workers", "2", "--heartbeat-s", "2"});
+  ASSERT_GT(c.pid, 0) << "the run ended before 60 steps";
+  pid_t r3 = find_process({out.string(), "--rank 3 "});
+  ASSERT_GT(r3, 0) << "rank 3's process not found";
+  ::kill(r3, SIGSTOP);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string seen;
+  for (std::string l = c.line(); !l.empty(); l = c.line()) {
+    seen += l;
+    if (l.find("rank 3 sent no heartbeat") != std::string::npos) break;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
+  Ran r = c.finish();
+  r.output = seen + r.output;
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("rank 3 sent no heartbeat"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("continuing on 2 workers from the newest checkpoint"), std::string::npos)
+      << r.output;
+  EXPECT_EQ(file_sha(out / "model.onnx"), want)
+      << "the run that lost a hung worker trained other weights";
+}
+
 // Below --min-workers the run stops (and says how to continue it).
 TEST_F(DataParallel, FewerWorkersThanMinWorkersStopTheRun) {
   fs::path spec = write_spec("long3", kLong);
