@@ -74,40 +74,47 @@ struct ProcessGroup::Impl {
   std::shared_ptr<gloo::rendezvous::Context> context;
   milliseconds timeout;
   std::vector<float> scratch;
-  // The heartbeat's own pairs; a silent rank it reports ends the group (lost).
+  // Whether the group still stands, shared with the groups split from it: a rank the heartbeat
+  // reports silent ends them all, and the waits in progress on any of them are aborted.
+  struct Liveness {
+    std::mutex mu;
+    Status lost;  // why the group was given up, once a rank went silent
+    // The buffers collectives are waiting on, for the heartbeat to abort.
+    std::vector<std::pair<gloo::transport::UnboundBuffer*, bool>> waiting;  // (buffer, is recv)
+  };
+  std::shared_ptr<Liveness> live = std::make_shared<Liveness>();
+  // The heartbeat's own pairs (the group first connected only; a split shares its heartbeat).
   std::shared_ptr<gloo::rendezvous::Context> heartbeat_context;
-  std::mutex mu;
-  Status lost;  // under mu: why the group was given up, once a rank went silent
-  // The buffers a collective is waiting on (under mu), for the heartbeat to abort.
-  gloo::transport::UnboundBuffer* waiting_send = nullptr;
-  gloo::transport::UnboundBuffer* waiting_recv = nullptr;
   std::unique_ptr<Heartbeat> heartbeat;  // last: stopped before everything it uses
 
-  // Heartbeat's report: the group is given up, and the collective waiting (if any) returns.
-  void silent(int rank, milliseconds silence) {
-    std::lock_guard<std::mutex> lock(mu);
-    lost = Status::Unavailable(
+  // Heartbeat's report: the group is given up, and the collectives waiting return.
+  static void silent(Liveness& l, int rank, milliseconds silence) {
+    std::lock_guard<std::mutex> lock(l.mu);
+    l.lost = Status::Unavailable(
         "rank {} sent no heartbeat for {:.1f} s: it is stopped or hangs, or its machine cannot "
         "be reached (--heartbeat-s sets how long a rank may be silent)",
         rank, static_cast<double>(silence.count()) / 1000.0);
-    if (waiting_recv) waiting_recv->abortWaitRecv();
-    if (waiting_send) waiting_send->abortWaitSend();
+    for (auto [b, is_recv] : l.waiting) is_recv ? b->abortWaitRecv() : b->abortWaitSend();
   }
 
   // One message exchange of a collective: sends and receives posted, then waited for, each
   // with the deadline; a Gloo failure becomes an error naming the peer and the collective.
   Status wait(gloo::transport::UnboundBuffer* send, int to, gloo::transport::UnboundBuffer* recv,
               int from, const char* what) {
+    Liveness& l = *live;
     {
-      std::lock_guard<std::mutex> lock(mu);
-      if (!lost.ok()) return Status::Unavailable("{}: {}", what, lost.message());
-      waiting_send = send;
-      waiting_recv = recv;
+      std::lock_guard<std::mutex> lock(l.mu);
+      if (!l.lost.ok()) return Status::Unavailable("{}: {}", what, l.lost.message());
+      if (send) l.waiting.emplace_back(send, false);
+      if (recv) l.waiting.emplace_back(recv, true);
     }
     Status s = wait_for(send, to, recv, from, what);
-    std::lock_guard<std::mutex> lock(mu);
-    waiting_send = waiting_recv = nullptr;
-    if (!s.ok() && !lost.ok()) return Status::Unavailable("{}: {}", what, lost.message());
+    std::lock_guard<std::mutex> lock(l.mu);
+    l.waiting.erase(
+        std::remove_if(l.waiting.begin(), l.waiting.end(),
+                       [&](const auto& w) { return w.first == send || w.first == recv; }),
+        l.waiting.end());
+    if (!s.ok() && !l.lost.ok()) return Status::Unavailable("{}: {}", what, l.lost.message());
     return s;
   }
 
@@ -193,13 +200,33 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
     HeartbeatOptions h;
     h.timeout = o.heartbeat;
     h.interval = std::clamp(o.heartbeat / 5, milliseconds(50), milliseconds(1000));
-    Impl* m = impl.get();
     impl->heartbeat = std::make_unique<Heartbeat>(
-        impl->heartbeat_context, h,
-        [m](int rank, milliseconds silence) { m->silent(rank, silence); });
+        impl->heartbeat_context, h, [live = impl->live](int rank, milliseconds silence) {
+          Impl::silent(*live, rank, silence);
+        });
   }
   return std::unique_ptr<ProcessGroup>(
       new ProcessGroup(o.rank, o.world, std::move(host), std::move(impl)));
+}
+
+Result<std::unique_ptr<ProcessGroup>> ProcessGroup::split(const std::string& name) {
+  auto impl = std::make_unique<Impl>();
+  impl->store = impl_->store;
+  impl->device = impl_->device;
+  impl->timeout = impl_->timeout;
+  impl->live = impl_->live;
+  if (world_ > 1) {
+    try {
+      gloo::rendezvous::PrefixStore keys("split/" + name, *impl->store);
+      impl->context = std::make_shared<gloo::rendezvous::Context>(rank_, world_);
+      impl->context->setTimeout(impl->timeout);
+      impl->context->connectFullMesh(keys, impl->device);
+    } catch (const std::exception& e) {
+      return Status::Unavailable("rank {} of {} could not join the group's channel '{}': {}", rank_,
+                                 world_, name, e.what());
+    }
+  }
+  return std::unique_ptr<ProcessGroup>(new ProcessGroup(rank_, world_, host_, std::move(impl)));
 }
 
 Status ProcessGroup::all_reduce_sum(float* data, size_t n) {

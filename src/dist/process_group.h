@@ -66,6 +66,12 @@ class ProcessGroup {
   ProcessGroup(const ProcessGroup&) = delete;
   ProcessGroup& operator=(const ProcessGroup&) = delete;
 
+  // A second group of the same ranks on pairs of its own, for collectives that run on another
+  // thread while this group's run (synchronized batch norm in the backward pass while the
+  // gradient buckets are all-reduced). Every rank calls it, in the same order, with the same
+  // name. It shares this group's heartbeat (a silent rank ends both) and must not outlive it.
+  Result<std::unique_ptr<ProcessGroup>> split(const std::string& name);
+
   int rank() const { return rank_; }
   int world() const { return world_; }
   const std::string& address() const { return host_; }

@@ -512,6 +512,7 @@ Status Plan::Builder::build_node(const Node& node) {
                    used);
   ctx.set_precision(opts_.precision);
   ctx.set_training(opts_.training);
+  ctx.set_cross_process(opts_.cross_process);
   ctx.set_output_layout_free(free);
   SubgraphsOf planner(opts_);
   ctx.set_subgraph_planner(&planner);

@@ -46,6 +46,9 @@ struct PlanOptions {
   // execute, and waking a passive thread costs 50-100 us on a VM, 20-60x such a step. Off for
   // serving (model_runner.cpp says why).
   bool one_thread_small_steps = true;
+  // The processes a data-parallel training step is split over, for kernels that sum over the
+  // whole batch (BuildContext::cross_process); null: this process alone. Must outlive the plan.
+  const CrossProcessSum* cross_process = nullptr;
 };
 
 // What the plan knows of one graph node, for `inspect` and profiling.

@@ -16,8 +16,8 @@ std::unique_ptr<Session> Session::from_graph(Graph g, SessionOptions opts) {
   auto s = std::unique_ptr<Session>(new Session(std::move(g), opts));
   if (opts.optimize) s->report_ = optimize_graph(&s->graph_, opts.passes);
   s->plans_ = std::make_unique<PlanCache>(
-      s->graph_,
-      PlanOptions{opts.precision, opts.training, opts.tune_threads, opts.one_thread_small_steps});
+      s->graph_, PlanOptions{opts.precision, opts.training, opts.tune_threads,
+                             opts.one_thread_small_steps, opts.cross_process});
   return s;
 }
 

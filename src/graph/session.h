@@ -24,6 +24,8 @@ struct SessionOptions {
   // Small steps run on one thread (PlanOptions::one_thread_small_steps).
   bool one_thread_small_steps = true;
   OptimizeOptions passes;  // which passes, when optimize is on
+  // The processes a data-parallel training step is split over (PlanOptions::cross_process).
+  const CrossProcessSum* cross_process = nullptr;
 };
 
 class Session {

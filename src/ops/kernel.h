@@ -87,6 +87,18 @@ class SubgraphPlanner {
       const Graph& g, const std::vector<ValueDesc>& inputs) const = 0;
 };
 
+// The processes a training step is split over, for the few kernels whose result depends on
+// the whole batch (synchronized batch norm): sum() adds `data` element-wise over every
+// process, giving every process the same bits; every process calls it in the same order.
+// Provided by the trainer over dist::ProcessGroup (the ops do not depend on dist); without one
+// a kernel is on its own, as one process.
+class CrossProcessSum {
+ public:
+  virtual ~CrossProcessSum() = default;
+  virtual int processes() const = 0;
+  virtual Status sum(float* data, size_t n) const = 0;
+};
+
 // The global oneDNN CPU engine and a stream on it (oneDNN on OpenMP: streams are cheap).
 dnnl::engine& dnnl_engine();
 dnnl::stream& dnnl_stream();
@@ -188,6 +200,9 @@ class BuildContext {
                                                         const std::vector<ValueDesc>& inputs) const;
   // `p` must outlive the build.
   void set_subgraph_planner(const SubgraphPlanner* p) { subgraph_planner_ = p; }
+  // The other processes of a data-parallel step (null: none); `c` must outlive the kernels.
+  void set_cross_process(const CrossProcessSum* c) { cross_process_ = c; }
+  const CrossProcessSum* cross_process() const { return cross_process_; }
 
  private:
   std::string where() const;
@@ -203,6 +218,7 @@ class BuildContext {
   std::vector<std::pair<size_t, dnnl::memory::desc>> conversions_;
   std::string impl_;
   const SubgraphPlanner* subgraph_planner_ = nullptr;
+  const CrossProcessSum* cross_process_ = nullptr;
   mutable int missing_value_input_ = -1;
 };
 

@@ -162,7 +162,9 @@ Result<KernelPtr> build_layer_norm(BuildContext& ctx) {
 // it; var_unbiased = var * n / (n - 1) is what running statistics average). What
 // the autodiff puts in place of BatchNormalization in training graphs; the trainer folds mean and
 // var into the running statistics.
-// Attribute relu=1: Y = max(0, batchnorm(X)) (a Relu taken in by the autodiff).
+// Attribute relu=1: Y = max(0, batchnorm(X)) (a Relu taken in by the autodiff). Attribute
+// sync=1 (both ops; train.sync_batch_norm): the statistics are the whole batch's, over the
+// processes of BuildContext::cross_process (synced_batch_norm_training below).
 // BatchNormGrad(dY, X, scale, mean, var, Y?) -> dX, dscale, dB: its gradient; given Y (the output
 // of a BatchNormTraining with relu=1), dY counts only where Y > 0.
 // Both are plain loops over one channel at a time (threads split the channels): a channel's N
@@ -251,6 +253,136 @@ Result<KernelPtr> build_batch_norm_train_mode(BuildContext& ctx) {
   });
 }
 
+// Synchronized batch norm (attribute sync=1, with BuildContext::cross_process): the statistics
+// are those of the whole batch over every process (each holding an equal part of it): the
+// channel sums are summed over the processes, then the squared deviations from that mean. Two
+// sums of C floats each in the forward pass, one of 2C in the backward pass. The parameter
+// gradients (dscale, dB) stay this process's share, to be all-reduced with the others.
+KernelPtr synced_batch_norm_training(ChannelLayout l, float eps, bool relu,
+                                     const CrossProcessSum* cp) {
+  auto stats = std::make_shared<std::vector<float>>(static_cast<size_t>(2 * l.C));
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    const float *x = in[0]->data_as<float>(), *scale = in[1]->data_as<float>(),
+                *shift = in[2]->data_as<float>();
+    float* y = o[0]->data_as<float>();
+    float* st = stats->data();
+    const int64_t inner = l.inner;
+    const double n = static_cast<double>(l.count()) * cp->processes();
+    const bool big = l.N * l.C * l.inner > 32768;
+#pragma omp parallel for schedule(static) if (big)
+    for (int64_t c = 0; c < l.C; ++c) {
+      double sum = 0;
+      for (int64_t r = 0; r < l.N; ++r) {
+        const float* xr = x + l.offset(r, c);
+        float acc = 0;
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < inner; ++i) acc += xr[i];
+        sum += acc;
+      }
+      st[c] = static_cast<float>(sum);
+    }
+    DLSYS_RETURN_IF_ERROR(cp->sum(st, static_cast<size_t>(l.C)));
+    float* m = st + l.C;  // the means, kept while st takes the squared deviations
+    for (int64_t c = 0; c < l.C; ++c) m[c] = static_cast<float>(st[c] / n);
+#pragma omp parallel for schedule(static) if (big)
+    for (int64_t c = 0; c < l.C; ++c) {
+      double sq = 0;
+      for (int64_t r = 0; r < l.N; ++r) {
+        const float* xr = x + l.offset(r, c);
+        float acc = 0;
+        const float mc = m[c];
+#pragma omp simd reduction(+ : acc)
+        for (int64_t i = 0; i < inner; ++i) acc += (xr[i] - mc) * (xr[i] - mc);
+        sq += acc;
+      }
+      st[c] = static_cast<float>(sq);
+    }
+    DLSYS_RETURN_IF_ERROR(cp->sum(st, static_cast<size_t>(l.C)));
+    const double unbias = n > 1 ? n / (n - 1) : 1.0;
+#pragma omp parallel for schedule(static) if (big)
+    for (int64_t c = 0; c < l.C; ++c) {
+      const double var = st[c] / n;
+      const float a = static_cast<float>(scale[c] / std::sqrt(var + eps));
+      const float b = shift[c] - m[c] * a;
+      for (int64_t r = 0; r < l.N; ++r) {
+        int64_t off = l.offset(r, c);
+        if (relu) {
+#pragma omp simd
+          for (int64_t i = 0; i < inner; ++i) y[off + i] = std::max(x[off + i] * a + b, 0.0f);
+        } else {
+#pragma omp simd
+          for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * a + b;
+        }
+      }
+      if (o[1]) o[1]->data_as<float>()[c] = m[c];
+      if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(var);
+      if (o[3]) o[3]->data_as<float>()[c] = static_cast<float>(var * unbias);
+    }
+    return Status::OK();
+  });
+}
+
+// BatchNormGrad's synchronized form: the means of dY and dY * xhat are over the whole batch.
+KernelPtr synced_batch_norm_grad(ChannelLayout l, float eps, bool masked,
+                                 const CrossProcessSum* cp) {
+  auto stats = std::make_shared<std::vector<float>>(static_cast<size_t>(2 * l.C));
+  return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
+    const float *dy = in[0]->data_as<float>(), *x = in[1]->data_as<float>(),
+                *scale = in[2]->data_as<float>(), *mean = in[3]->data_as<float>(),
+                *var = in[4]->data_as<float>();
+    float* dx = o[0]->data_as<float>();
+    float* st = stats->data();
+    const int64_t inner = l.inner, C = l.C;
+    const float* y = masked ? in[5]->data_as<float>() : nullptr;
+    const float* g = masked ? dx : dy;
+    const bool big = l.N * l.C * l.inner > 32768;
+#pragma omp parallel for schedule(static) if (big)
+    for (int64_t c = 0; c < C; ++c) {
+      if (y) {
+        for (int64_t r = 0; r < l.N; ++r) {
+          int64_t off = l.offset(r, c);
+#pragma omp simd
+          for (int64_t i = 0; i < inner; ++i) dx[off + i] = y[off + i] > 0.f ? dy[off + i] : 0.f;
+        }
+      }
+      const float m = mean[c],
+                  inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+      double sum_dy = 0, sum_dy_xhat = 0;
+      for (int64_t r = 0; r < l.N; ++r) {
+        int64_t off = l.offset(r, c);
+        float a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+        for (int64_t i = 0; i < inner; ++i) {
+          a += g[off + i];
+          b += g[off + i] * (x[off + i] - m);
+        }
+        sum_dy += a;
+        sum_dy_xhat += b;
+      }
+      st[c] = static_cast<float>(sum_dy);
+      st[C + c] = static_cast<float>(sum_dy_xhat * inv);
+      if (o[1]) o[1]->data_as<float>()[c] = st[C + c];
+      if (o[2]) o[2]->data_as<float>()[c] = st[c];
+    }
+    DLSYS_RETURN_IF_ERROR(cp->sum(st, static_cast<size_t>(2 * C)));
+    const double n = static_cast<double>(l.count()) * cp->processes();
+#pragma omp parallel for schedule(static) if (big)
+    for (int64_t c = 0; c < C; ++c) {
+      const float m = mean[c],
+                  inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+      const float k = scale[c] * inv, mdy = static_cast<float>(st[c] / n),
+                  mdyx = static_cast<float>(st[C + c] / n);
+      for (int64_t r = 0; r < l.N; ++r) {
+        int64_t off = l.offset(r, c);
+#pragma omp simd
+        for (int64_t i = 0; i < inner; ++i)
+          dx[off + i] = k * (g[off + i] - mdy - (x[off + i] - m) * inv * mdyx);
+      }
+    }
+    return Status::OK();
+  });
+}
+
 Result<KernelPtr> build_batch_norm_training(BuildContext& ctx) {
   for (size_t i = 0; i < 3; ++i) DLSYS_RETURN_IF_ERROR(ctx.expect_dtype(i, {DType::kF32}));
   ChannelLayout l;
@@ -263,6 +395,8 @@ Result<KernelPtr> build_batch_norm_training(BuildContext& ctx) {
   bool relu = ctx.attr_int("relu", 0) != 0;
   ctx.set_output(0, DType::kF32, ctx.in_shape(0));
   for (size_t k = 1; k < ctx.num_outputs() && k < 4; ++k) ctx.set_output(k, DType::kF32, {C});
+  if (ctx.attr_int("sync", 0) && ctx.cross_process())
+    return synced_batch_norm_training(l, eps, relu, ctx.cross_process());
   double n = static_cast<double>(l.count());
   double unbias = l.count() > 1 ? n / (n - 1) : 1.0;
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
@@ -316,6 +450,8 @@ Result<KernelPtr> build_batch_norm_grad(BuildContext& ctx) {
   ctx.set_output(0, DType::kF32, ctx.in_shape(1));
   ctx.set_output(1, DType::kF32, {C});
   ctx.set_output(2, DType::kF32, {C});
+  if (ctx.attr_int("sync", 0) && ctx.cross_process())
+    return synced_batch_norm_grad(l, eps, masked, ctx.cross_process());
   double n = static_cast<double>(l.count());
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     const float *dy = in[0]->data_as<float>(), *x = in[1]->data_as<float>(),

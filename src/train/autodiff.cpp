@@ -506,6 +506,16 @@ Result<std::pair<std::string, std::string>> add_loss(const LossSpec& spec, Edito
 
 }  // namespace
 
+int synchronize_batch_norms(TrainingGraph* tg) {
+  int marked = 0;
+  for (Node& n : tg->graph.nodes)
+    if (n.op_type == "BatchNormTraining" || n.op_type == "BatchNormGrad") {
+      n.attrs["sync"] = Attribute::of_int(1);
+      marked += n.op_type == "BatchNormTraining";
+    }
+  return marked;
+}
+
 Status apply_batch_stats(const TrainingGraph& tg, const std::vector<Tensor>& outputs,
                          std::map<std::string, Tensor>* state) {
   size_t at = tg.params.size() + 2;

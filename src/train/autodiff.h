@@ -62,6 +62,10 @@ struct TrainingGraph {
 Result<TrainingGraph> build_training_graph(const Graph& forward, const LossSpec& loss,
                                            const std::vector<std::string>& params);
 
+// Marks every batch norm of a training graph, forward and gradient, as synchronized (attribute
+// sync=1): planned with a SessionOptions::cross_process, it normalizes with the statistics of
+// the whole batch over the processes (train.sync_batch_norm). Returns how many it marked.
+int synchronize_batch_norms(TrainingGraph* tg);
 // Turns the named initializers of `g` into graph inputs (f32, their shapes), in that order: the
 // caller feeds their current values on every run (parameters, running statistics).
 void initializers_to_inputs(Graph* g, const std::vector<std::string>& names);

@@ -75,7 +75,7 @@ const std::map<std::string, std::set<std::string>>& section_fields() {
       {"train",
        {"epochs", "batch_size", "seed", "loss", "label_smoothing", "optimizer", "schedule",
         "clip_grad_norm", "target_accuracy", "checkpoint_every", "accumulate_steps", "precision",
-        "micro_batches", "bucket_kib", "overlap"}},
+        "micro_batches", "bucket_kib", "overlap", "sync_batch_norm"}},
       {"train.optimizer",
        {"name", "lr", "momentum", "nesterov", "weight_decay", "beta1", "beta2", "eps"}},
       {"train.schedule", {"name", "warmup_steps", "step_size", "gamma", "min_lr"}},
@@ -588,6 +588,13 @@ Result<TrainSpec> load_train_spec(const std::string& path,
                              where(path, tr["micro_batches"], "micro_batches"), s.micro_batches);
     DLSYS_RETURN_IF_ERROR(get(path, tr, "bucket_kib", &s.bucket_kib));
     DLSYS_RETURN_IF_ERROR(get(path, tr, "overlap", &s.overlap));
+    DLSYS_RETURN_IF_ERROR(get(path, tr, "sync_batch_norm", &s.sync_batch_norm));
+    if (s.sync_batch_norm && s.micro_batches > 1 && s.batch_size % s.micro_batches != 0)
+      return Status::Invalid(
+          "{}: batch_size {} does not split into {} equal micro-batches (micro_batches), which "
+          "synchronized batch norm needs: use a multiple of {}",
+          where(path, tr["sync_batch_norm"], "sync_batch_norm"), s.batch_size, s.micro_batches,
+          s.micro_batches);
     if (s.bucket_kib < 0 || s.bucket_kib > (int64_t{1} << 30))
       return Status::Invalid(
           "{} is {}; use 0 (chosen from the measured link) or a size in KiB (e.g. 1024)",

@@ -131,6 +131,13 @@ struct TrainSpec {
   // Data-parallel runs: false all-reduces the same buckets only after the whole backward pass
   // (what bench/dist measures the overlap against). Changes the speed only.
   bool overlap = true;
+  // Data-parallel runs: batch norm normalizes with the statistics of the whole batch, summed
+  // over the workers in the forward and backward passes (PyTorch's SyncBatchNorm), instead of
+  // each micro-batch's own. Each worker then runs one micro-batch (micro_batches: the worker
+  // count), batch_size must divide evenly, and an epoch's last, smaller batch is dropped (the
+  // same on every worker count). Equal to one process normalizing the whole batch, up to
+  // rounding (not bit-identical across worker counts, unlike the rest of training).
+  bool sync_batch_norm = false;
   // fp32, or bf16: matmuls and convolutions (forward and backward) compute in bf16 with fp32
   // accumulation; weights, gradients, loss, norms and optimizer state stay fp32.
   std::string precision = "fp32";

@@ -399,6 +399,23 @@ Result<Graph> build_forward_graph(const TrainSpec& spec, ModelNames* original) {
   return g;
 }
 
+namespace {
+
+// The batch norms' sums over the ranks (train.sync_batch_norm), on a channel of the group's own.
+class GroupSum : public CrossProcessSum {
+ public:
+  explicit GroupSum(dist::ProcessGroup* g) : g_(g) {}
+  int processes() const override { return g_->world(); }
+  Status sum(float* data, size_t n) const override {
+    return g_->all_reduce_sum(data, n).with_context("synchronized batch norm");
+  }
+
+ private:
+  dist::ProcessGroup* g_;
+};
+
+}  // namespace
+
 Trainer::Trainer(TrainSpec spec, TrainOptions options)
     : spec_(std::move(spec)), options_(std::move(options)) {}
 
@@ -419,6 +436,11 @@ Status Trainer::build_model() {
           "micro_batches: {}): the micro-batches are what the workers share",
           spec_.spec_path, world_, world_, std::max<int64_t>(4, world_));
   }
+  if (spec_.sync_batch_norm && spec_.micro_batches > world_)
+    return Status::Invalid(
+        "{}: train.sync_batch_norm normalizes over the whole batch, so each worker runs one "
+        "micro-batch: micro_batches is {} on {} worker{}; set micro_batches: {}",
+        spec_.spec_path, spec_.micro_batches, world_, world_ == 1 ? "" : "s", world_);
   DLSYS_RETURN_IF_ERROR(make_dirs(options_.out_dir));
   // The model first: a spec error shows before any data is read.
   DLSYS_ASSIGN_OR_RETURN(forward_, build_forward_graph(spec_, &names_));
@@ -466,6 +488,7 @@ Status Trainer::open_data() {
                                           : data::DatasetLoaderOptions::Nulls::kError;
     dlo.batch_size = spec_.batch_size;
     dlo.seed = spec_.seed;
+    dlo.drop_last = spec_.sync_batch_norm;  // equal micro-batches (spec.h)
     dlo.categorical = onehot_columns();
     auto dl = data::DatasetLoader::open(*store_, tref, dlo);
     if (!dl.ok()) return dl.status().with_context("data.dataset");
@@ -478,6 +501,7 @@ Status Trainer::open_data() {
     // Validation: the whole split in one batch, in stored order.
     data::DatasetLoaderOptions vo = dlo;
     vo.shuffle = false;
+    vo.drop_last = false;
     vo.threads = 1;
     vo.prefetch = 1;
     vo.batch_size = 1 << 30;
@@ -551,6 +575,7 @@ Status Trainer::open_data() {
     data::TensorLoaderOptions lo;
     lo.batch_size = spec_.batch_size;
     lo.seed = spec_.seed;
+    lo.drop_last = spec_.sync_batch_norm;  // equal micro-batches (spec.h)
     DLSYS_ASSIGN_OR_RETURN(loader_, data::TensorLoader::make(train, lo));
   }
   return Status::OK();
@@ -678,6 +703,10 @@ Status Trainer::build_graphs() {
                         : LossKind::kMeanSquaredError,
               "logits", "target", spec_.label_smoothing};
   DLSYS_ASSIGN_OR_RETURN(tg_, build_training_graph(forward_, ls, trainable_));
+  if (spec_.sync_batch_norm && synchronize_batch_norms(&tg_) > 0 && options_.group && world_ > 1) {
+    DLSYS_ASSIGN_OR_RETURN(norm_group_, options_.group->split("batch-norm"));
+    cross_process_ = std::make_unique<GroupSum>(norm_group_.get());
+  }
   SessionOptions so;
   so.threads = options_.threads;
   if (so.threads <= 0) {
@@ -700,6 +729,7 @@ Status Trainer::build_graphs() {
   SessionOptions train_so = so;
   if (spec_.precision == "bf16") train_so.precision = Precision::kBF16;
   train_so.training = true;
+  train_so.cross_process = cross_process_.get();
   session_ = Session::from_graph(tg_.graph, train_so);
   for (const std::string& p : tg_.params) inputs_[p] = forward_.initializers.at(p).clone();
   for (const std::string& p : tg_.params) params_.push_back(&inputs_.at(p));
@@ -1124,6 +1154,8 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     for (int64_t j = 0; j < m; ++j) {
       const float* p = all.data() + static_cast<size_t>(j) * one;
       if (p[0] == 0) continue;  // an empty micro-batch
+      // Synchronized: every micro-batch holds the whole batch's statistics, folded in once.
+      if (spec_.sync_batch_norm && j > 0) break;
       ++p;
       for (size_t s = 0; s < 2 * tg_.batch_stats.size(); ++s) {
         const Tensor& like = buffers_.at(s % 2 ? tg_.batch_stats[s / 2].running_var

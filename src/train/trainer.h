@@ -28,7 +28,8 @@
 #include "train/spec.h"
 
 namespace dlsys {
-class Session;  // graph/session.h
+class CrossProcessSum;  // ops/kernel.h
+class Session;          // graph/session.h
 namespace data {
 class DatasetStore;  // data/dataset_store.h
 }  // namespace data
@@ -268,6 +269,11 @@ class Trainer {
 
   // build_graphs
   TrainingGraph tg_;
+  // train.sync_batch_norm on more than one rank: the group's second channel (the batch norms'
+  // sums run on the compute thread while reducer_ uses the group) and the kernels' view of it;
+  // declared before the sessions, whose kernels use them, so destroyed after them.
+  std::unique_ptr<dist::ProcessGroup> norm_group_;
+  std::unique_ptr<CrossProcessSum> cross_process_;
   std::unique_ptr<Session> session_, eval_session_;
   std::map<std::string, Tensor> inputs_;   // the training session's: parameters and the batch
   std::vector<std::string> buffer_names_;  // running statistics
