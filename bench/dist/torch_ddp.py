@@ -9,6 +9,7 @@ netns.py starts one per network namespace); rank 0 prints."""
 import argparse
 import json
 import os
+import re
 import time
 
 import torch
@@ -18,13 +19,36 @@ import torch.nn as nn
 
 
 def build(m):
-    if len(m["input"]) == 3:
-        c, h, w = m["input"]
-        return nn.Sequential(nn.Conv2d(c, 16, 3, padding=1), nn.ReLU(),
-                             nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                             nn.Flatten(), nn.Linear(32 * (h // 2) * (w // 2), 10))
-    return nn.Sequential(nn.Linear(m["input"][0], 2048), nn.ReLU(), nn.Linear(2048, 2048),
-                         nn.ReLU(), nn.Linear(2048, 10))
+    """The model of the MODELS entry's dlsys layer list (linear, conv2d, relu, maxpool, flatten),
+    with dlsys's defaults (bias on, kernel 3, padding 0, stride 1)."""
+    shape = list(m["input"])
+    layers = []
+    for line in m["layers"].splitlines():
+        mt = re.match(r"\s*-\s*(\w+)(?::\s*\{(.*)\})?\s*$", line)
+        if not mt:
+            continue
+        kind = mt.group(1)
+        args = dict(kv.split(":") for kv in (mt.group(2) or "").replace(" ", "").split(",") if kv)
+        args = {k: int(v) for k, v in args.items()}
+        if kind == "conv2d":
+            k, pad = args.get("kernel", 3), args.get("padding", 0)
+            layers.append(nn.Conv2d(shape[0], args["out"], k, padding=pad))
+            shape = [args["out"], shape[1] + 2 * pad - k + 1, shape[2] + 2 * pad - k + 1]
+        elif kind == "maxpool":
+            k = args.get("kernel", 2)
+            layers.append(nn.MaxPool2d(k))
+            shape = [shape[0], shape[1] // k, shape[2] // k]
+        elif kind == "relu":
+            layers.append(nn.ReLU())
+        elif kind == "flatten":
+            layers.append(nn.Flatten())
+            shape = [shape[0] * shape[1] * shape[2]]
+        elif kind == "linear":
+            layers.append(nn.Linear(shape[0], args["out"]))
+            shape = [args["out"]]
+        else:
+            raise SystemExit(f"torch_ddp.py: no PyTorch form for the layer '{kind}'")
+    return nn.Sequential(*layers)
 
 
 def worker(rank, workers, port, m, out, master="127.0.0.1"):

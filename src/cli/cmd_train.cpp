@@ -333,12 +333,21 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
       g_ranks[static_cast<size_t>(r)] = p;
     }
     // Every rank's end; after the first failure the rest get 10 s to notice, then SIGKILL.
-    // A rank stopped (SIGSTOP) cannot notice a failure: once there is one, it is killed at once.
+    // A rank stopped (SIGSTOP) cannot notice a failure: once there is one, it is killed at once
+    // (one continued since is no longer stopped), and it is named as the cause.
     int first_failed = -1, first_code = 0;
-    std::vector<int> stopped;
+    std::vector<int> stopped, killed_stopped;
+    auto kill_stopped = [&] {
+      for (int s : stopped)
+        if (g_ranks[static_cast<size_t>(s)] > 0) {
+          ::kill(g_ranks[static_cast<size_t>(s)], SIGKILL);
+          killed_stopped.push_back(s);
+        }
+      stopped.clear();
+    };
     for (int left = world; left > 0;) {
       int st = 0;
-      pid_t p = ::waitpid(-1, &st, WUNTRACED);
+      pid_t p = ::waitpid(-1, &st, WUNTRACED | WCONTINUED);
       if (p < 0) {
         if (errno == EINTR) continue;
         break;
@@ -346,9 +355,13 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
       auto it = std::find(g_ranks.begin(), g_ranks.end(), p);
       if (it == g_ranks.end()) continue;
       const int r = static_cast<int>(it - g_ranks.begin());
+      if (WIFCONTINUED(st)) {
+        stopped.erase(std::remove(stopped.begin(), stopped.end(), r), stopped.end());
+        continue;
+      }
       if (WIFSTOPPED(st)) {
         stopped.push_back(r);
-        if (first_failed >= 0) ::kill(p, SIGKILL);
+        if (first_failed >= 0) kill_stopped();
         continue;
       }
       *it = -1;
@@ -362,20 +375,21 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
         sigemptyset(&k.sa_mask);
         ::sigaction(SIGALRM, &k, nullptr);
         ::alarm(10);
-        for (int s : stopped)
-          if (g_ranks[static_cast<size_t>(s)] > 0) ::kill(g_ranks[static_cast<size_t>(s)], SIGKILL);
+        kill_stopped();
       }
     }
     ::alarm(0);
     if (first_failed < 0) return 0;
-    std::fprintf(stderr, "dlsys train: rank %d of %d failed (exit code %d)%s\n", first_failed,
-                 world, first_code,
-                 first_failed > 0
-                     ? fmt::format("; its log: {}/rank-{}.log", out, first_failed).c_str()
-                     : "");
-    for (int s : stopped)
-      std::fprintf(stderr, "dlsys train: rank %d of %d had been stopped (SIGSTOP): it was killed\n",
+    for (int s : killed_stopped)
+      std::fprintf(stderr,
+                   "dlsys train: rank %d of %d was stopped (SIGSTOP) and the others gave up on it: "
+                   "it was killed\n",
                    s, world);
+    std::fprintf(
+        stderr, "dlsys train: rank %d of %d failed (exit code %d)%s%s\n", first_failed, world,
+        first_code,
+        first_failed > 0 ? fmt::format("; its log: {}/rank-{}.log", out, first_failed).c_str() : "",
+        killed_stopped.empty() ? "" : ", after the stopped rank");
     if (first_code == kExitStopped) return kExitStopped;
     if (g_stopping) return first_code;  // stopped by a signal: not a rank lost
     if (a.min_workers == 0) {
@@ -430,6 +444,11 @@ int run_train(const TrainArgs& a) {
         "--min-workers works with --nproc (the ranks of one machine, restarted by this command); "
         "ranks on several machines do not re-form a smaller group yet: give each job "
         "max_retries, or use --nproc");
+  if (a.min_workers > 0 && spec->sync_batch_norm)
+    return fail(
+        "--min-workers cannot go on with fewer workers under train.sync_batch_norm: each worker "
+        "runs one micro-batch, so fewer workers would train another micro-batch split; drop "
+        "--min-workers (a failed run resumes with --resume DIR on the same worker count)");
   if (a.min_workers > a.nproc && a.nproc > 0)
     return fail(fmt::format("--min-workers {} is more than --nproc {}: at most {}", a.min_workers,
                             a.nproc, a.nproc));
@@ -734,7 +753,18 @@ void add_train(CLI::App& app, int* rc) {
                 "A rank whose heartbeat is silent this long (stopped, hung, or its machine cut "
                 "off) is given up by the others, which fail naming it; 0 turns the heartbeat off")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check([](const std::string& v) {
+        double s = 0;
+        try {
+          s = std::stod(v);
+        } catch (...) {
+          return std::string("--heartbeat-s takes a number of seconds");
+        }
+        return s == 0 || s >= 0.5 ? std::string()
+                                  : std::string(
+                                        "--heartbeat-s is 0 (off) or at least 0.5 s: the "
+                                        "ranks' beats are up to a fifth of it apart");
+      });
   c->add_flag("--quiet", a->quiet,
               "No note on stderr saying which data directory data.dataset is read from");
   c->callback([a, rc] { *rc = run_train(*a); });

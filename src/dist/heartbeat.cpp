@@ -1,98 +1,230 @@
 #include "dist/heartbeat.h"
 
-#include <gloo/context.h>
-#include <gloo/transport/unbound_buffer.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <gloo/rendezvous/store.h>
 
 #include <algorithm>
+#include <cstring>
 
 namespace dlsys::dist {
+
+namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-Heartbeat::Heartbeat(std::shared_ptr<gloo::Context> context, HeartbeatOptions options,
-                     SilentFn on_silent)
-    : context_(std::move(context)), options_(options), on_silent_(std::move(on_silent)) {
-  const int world = context_->size;
-  if (world < 2) return;
-  out_.assign(static_cast<size_t>(world), 0);
-  in_.assign(static_cast<size_t>(world), 0);
-  for (int p = 0; p < world; ++p) {
-    send_.push_back(context_->createUnboundBuffer(&out_[static_cast<size_t>(p)], sizeof(uint64_t)));
-    recv_.push_back(context_->createUnboundBuffer(&in_[static_cast<size_t>(p)], sizeof(uint64_t)));
+constexpr uint32_t kMagic = 0x62686c64;  // "dlhb"
+
+// One datagram: a beat ('B'), a goodbye ('X'), or a verdict ('L': rank `about` silent for
+// `silence_ms`, as `from` saw).
+struct Message {
+  uint32_t magic = kMagic;
+  char kind = 'B';
+  char pad[3] = {0, 0, 0};
+  int32_t from = 0;
+  int32_t about = -1;
+  int32_t silence_ms = 0;
+};
+
+std::string address_text(const sockaddr_storage& a) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  const void* src =
+      a.ss_family == AF_INET
+          ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&a)->sin_addr)
+          : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&a)->sin6_addr);
+  ::inet_ntop(a.ss_family, src, buf, sizeof(buf));
+  const int port =
+      ntohs(a.ss_family == AF_INET ? reinterpret_cast<const sockaddr_in*>(&a)->sin_port
+                                   : reinterpret_cast<const sockaddr_in6*>(&a)->sin6_port);
+  return std::string(buf) + " " + std::to_string(port);
+}
+
+bool same_address(const sockaddr_storage& a, const sockaddr_storage& b) {
+  if (a.ss_family != b.ss_family) return false;
+  if (a.ss_family == AF_INET) {
+    auto x = reinterpret_cast<const sockaddr_in*>(&a), y = reinterpret_cast<const sockaddr_in*>(&b);
+    return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
   }
+  auto x = reinterpret_cast<const sockaddr_in6*>(&a), y = reinterpret_cast<const sockaddr_in6*>(&b);
+  return x->sin6_port == y->sin6_port &&
+         std::memcmp(&x->sin6_addr, &y->sin6_addr, sizeof(x->sin6_addr)) == 0;
+}
+
+// "IP PORT" as written by address_text.
+bool parse_address(const std::string& text, sockaddr_storage* out, socklen_t* len) {
+  const size_t sp = text.rfind(' ');
+  if (sp == std::string::npos) return false;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_DGRAM;
+  hints.ai_flags = AI_NUMERICHOST | AI_NUMERICSERV;
+  addrinfo* res = nullptr;
+  if (::getaddrinfo(text.substr(0, sp).c_str(), text.substr(sp + 1).c_str(), &hints, &res) != 0 ||
+      !res)
+    return false;
+  std::memcpy(out, res->ai_addr, res->ai_addrlen);
+  *len = res->ai_addrlen;
+  ::freeaddrinfo(res);
+  return true;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Heartbeat>> Heartbeat::join(gloo::rendezvous::Store& store, int rank,
+                                                   int world, const std::string& host,
+                                                   HeartbeatOptions options, SilentFn on_silent) {
+  if (world < 2) return std::unique_ptr<Heartbeat>();
+  const bool on = options.timeout.count() > 0;
+  int fd = -1;
+  std::string mine = "off";
+  if (on) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_DGRAM;
+    hints.ai_flags = AI_NUMERICHOST;
+    addrinfo* res = nullptr;
+    if (::getaddrinfo(host.c_str(), "0", &hints, &res) != 0 || !res)
+      return Status::Invalid("heartbeat: '{}' is not an address of this machine", host);
+    fd = ::socket(res->ai_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    const int err = fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 ? errno : 0;
+    ::freeaddrinfo(res);
+    if (err != 0) {
+      if (fd >= 0) ::close(fd);
+      return Status::Unavailable("heartbeat: cannot bind a UDP socket on {}: {}", host,
+                                 std::strerror(err));
+    }
+    sockaddr_storage local{};
+    socklen_t len = sizeof(local);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
+    mine = address_text(local);
+  }
+  std::vector<Peer> peers(static_cast<size_t>(world));
+  try {
+    store.set("heartbeat/" + std::to_string(rank), std::vector<char>(mine.begin(), mine.end()));
+    for (int r = 0; r < world; ++r) {
+      if (r == rank) continue;
+      std::vector<char> v = store.get("heartbeat/" + std::to_string(r));
+      const std::string theirs(v.begin(), v.end());
+      if ((theirs == "off") != !on) {
+        if (fd >= 0) ::close(fd);
+        return Status::Invalid(
+            "rank {} runs {} a heartbeat and this rank {}: give every rank the same "
+            "--heartbeat-s",
+            r, theirs == "off" ? "without" : "with", on ? "with one" : "without");
+      }
+      Peer& p = peers[static_cast<size_t>(r)];
+      if (on && !parse_address(theirs, &p.addr, &p.len)) {
+        ::close(fd);
+        return Status::Invalid("heartbeat: rank {} wrote the address '{}'", r, theirs);
+      }
+    }
+  } catch (const std::exception& e) {
+    if (fd >= 0) ::close(fd);
+    return Status::Unavailable("heartbeat: {}", e.what());
+  }
+  if (!on) return std::unique_ptr<Heartbeat>();
+  const int wake = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (wake < 0) {
+    ::close(fd);
+    return Status::Unavailable("heartbeat: eventfd: {}", std::strerror(errno));
+  }
+  return std::unique_ptr<Heartbeat>(
+      new Heartbeat(fd, wake, rank, std::move(peers), options, std::move(on_silent)));
+}
+
+Heartbeat::Heartbeat(int fd, int wake, int rank, std::vector<Peer> peers, HeartbeatOptions options,
+                     SilentFn on_silent)
+    : fd_(fd),
+      wake_(wake),
+      rank_(rank),
+      peers_(std::move(peers)),
+      options_(options),
+      on_silent_(std::move(on_silent)) {
   thread_ = std::thread([this] { run(); });
 }
 
 Heartbeat::~Heartbeat() {
-  if (!thread_.joinable()) return;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    stop_ = true;
-  }
-  cv_.notify_all();
-  // A wait in progress returns false at once; one not started yet finds the flag set.
-  for (auto& b : recv_) b->abortWaitRecv();
-  for (auto& b : send_) b->abortWaitSend();
+  const uint64_t one = 1;
+  if (::write(wake_, &one, sizeof(one)) < 0) {
+  }  // the eventfd cannot be full
   thread_.join();
+  ::close(wake_);
+  ::close(fd_);
+}
+
+void Heartbeat::send_to_all(char kind, int about, int silence_ms,
+                            const std::vector<bool>& watched) {
+  Message m;
+  m.kind = kind;
+  m.from = rank_;
+  m.about = about;
+  m.silence_ms = silence_ms;
+  for (size_t r = 0; r < peers_.size(); ++r)
+    if (watched[r])  // a full socket buffer or an unreachable peer: the next beat tries again
+      ::sendto(fd_, &m, sizeof(m), MSG_DONTWAIT, reinterpret_cast<const sockaddr*>(&peers_[r].addr),
+               peers_[r].len);
 }
 
 void Heartbeat::run() {
-  const int world = context_->size, me = context_->rank;
-  std::vector<bool> watched(static_cast<size_t>(world), true);
-  watched[static_cast<size_t>(me)] = false;
-  std::vector<Clock::time_point> last(static_cast<size_t>(world), Clock::now());
+  const size_t world = peers_.size();
+  std::vector<bool> watched(world, true);
+  watched[static_cast<size_t>(rank_)] = false;
+  Clock::time_point now = Clock::now(), next_beat = now, last_loop = now;
+  std::vector<Clock::time_point> last(world, now);
   bool reported = false;
-  for (uint64_t round = 1;; ++round) {
-    const Clock::time_point start = Clock::now();
-    const int slot = context_->nextSlot();
-    for (int p = 0; p < world; ++p) {
-      if (!watched[static_cast<size_t>(p)]) continue;
-      out_[static_cast<size_t>(p)] = round;
-      try {
-        recv_[static_cast<size_t>(p)]->recv(p, static_cast<uint64_t>(slot));
-        send_[static_cast<size_t>(p)]->send(p, static_cast<uint64_t>(slot));
-      } catch (const std::exception&) {
-        watched[static_cast<size_t>(p)] = false;  // its connection is gone: it left
-      }
+  auto report = [&](int r, milliseconds silence, int seen_by) {
+    watched[static_cast<size_t>(r)] = false;
+    if (reported) return;
+    reported = true;
+    on_silent_(r, silence, seen_by);
+  };
+  for (;;) {
+    now = Clock::now();
+    // This process was stopped itself (or starved): the silence it would see is its own.
+    if (now - last_loop > options_.timeout / 2) std::fill(last.begin(), last.end(), now);
+    last_loop = now;
+    if (now >= next_beat) {
+      send_to_all('B', -1, 0, watched);
+      next_beat = now + options_.interval;
     }
-    // Each peer's beat, then our beat's delivery, by one deadline: an answer that fails before
-    // the deadline is a connection gone (the peer left); one that fails at it is silence.
-    const Clock::time_point deadline = start + options_.timeout;
-    for (int p = 0; p < world; ++p) {
-      if (!watched[static_cast<size_t>(p)]) continue;
-      for (int half = 0; half < 2; ++half) {
-        const auto left = std::max(
-            milliseconds(1), std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
-        try {
-          auto& b = half == 0 ? recv_[static_cast<size_t>(p)] : send_[static_cast<size_t>(p)];
-          const bool done = half == 0 ? b->waitRecv(nullptr, left) : b->waitSend(nullptr, left);
-          if (!done) return;  // aborted: the heartbeat is stopping
-        } catch (const std::exception&) {
-          if (Clock::now() < deadline) {
-            watched[static_cast<size_t>(p)] = false;
-            break;
-          }
-          {
-            std::lock_guard<std::mutex> lock(mu_);
-            if (stop_) return;
-          }
-          // Reported once; the others keep getting beats, so that they blame the silent rank
-          // and not this one.
-          watched[static_cast<size_t>(p)] = false;
-          if (!reported) {
-            reported = true;
-            on_silent_(p, std::chrono::duration_cast<milliseconds>(Clock::now() -
-                                                                   last[static_cast<size_t>(p)]));
-          }
-          break;
-        }
-      }
-      if (watched[static_cast<size_t>(p)]) last[static_cast<size_t>(p)] = Clock::now();
+    for (size_t r = 0; r < world; ++r) {
+      if (!watched[r] || now - last[r] <= options_.timeout) continue;
+      const auto silence = std::chrono::duration_cast<milliseconds>(now - last[r]);
+      if (!reported)
+        send_to_all('L', static_cast<int>(r), static_cast<int>(silence.count()), watched);
+      report(static_cast<int>(r), silence, rank_);
     }
-    std::unique_lock<std::mutex> lock(mu_);
-    if (cv_.wait_until(lock, start + options_.interval, [this] { return stop_; })) return;
+    // Sleep until the next beat is due or a datagram (or the stop) arrives.
+    pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_, POLLIN, 0}};
+    const auto wait = std::chrono::duration_cast<milliseconds>(next_beat - Clock::now());
+    ::poll(fds, 2, static_cast<int>(std::max<int64_t>(0, wait.count()) + 1));
+    if (fds[1].revents & POLLIN) break;
+    for (;;) {
+      Message m;
+      sockaddr_storage from{};
+      socklen_t len = sizeof(from);
+      const ssize_t n =
+          ::recvfrom(fd_, &m, sizeof(m), MSG_DONTWAIT, reinterpret_cast<sockaddr*>(&from), &len);
+      if (n < 0) break;
+      if (n != static_cast<ssize_t>(sizeof(m)) || m.magic != kMagic || m.from < 0 ||
+          m.from >= static_cast<int32_t>(world) || m.from == rank_ ||
+          !same_address(from, peers_[static_cast<size_t>(m.from)].addr))
+        continue;  // not a peer's datagram
+      const size_t f = static_cast<size_t>(m.from);
+      last[f] = Clock::now();
+      if (m.kind == 'X') watched[f] = false;  // it ended normally
+      if (m.kind == 'L' && m.about >= 0 && m.about < static_cast<int32_t>(world) &&
+          m.about != rank_)
+        report(m.about, milliseconds(m.silence_ms), m.from);
+    }
   }
+  send_to_all('X', -1, 0, watched);  // goodbye: this rank ends normally
 }
 
 }  // namespace dlsys::dist

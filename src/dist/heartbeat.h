@@ -5,72 +5,88 @@
 // rank that hangs (stopped with SIGSTOP, swapped out, its machine cut off the network) closes
 // nothing, and a collective waiting on it would only give up after the group's timeout (a
 // minute by default, since a rank may legitimately spend that long writing a checkpoint). So
-// every rank also beats: a thread of its own sends a small message to every other rank each
-// `interval` on a Gloo context of its own (the group's heartbeat pairs), and waits for theirs.
-// A rank whose beat has not come for `timeout` is reported as silent, once, through on_silent.
+// every rank also beats: a thread of its own sends a small UDP datagram to every other rank
+// each `interval` and reads theirs. A rank whose beats have not come for `timeout` is reported
+// as silent through on_silent, and the verdict is sent to the other ranks too, which report it
+// at once: every rank names the same silent rank, even one whose collective was waiting on the
+// rank that saw it first.
+//
+// Why UDP and not Gloo: Gloo gives up a whole context when one wait times out, so silence could
+// not be watched for without ending every other peer's channel; datagrams need no connection,
+// and the thread waits with poll() on its own clock. A lost datagram costs nothing: beats repeat
+// every interval, and the timeout spans several.
 //
 // What it tells: a process whose threads all stopped, or that cannot be reached. A rank whose
 // compute thread is stuck but whose process runs still beats; the collective's timeout catches
-// that one. A rank that closes its connection (it exited, or died) is no longer watched: a rank
-// that died is the collectives' to report, and one that finished is not a fault.
+// that one. A rank that ends normally says goodbye (its destructor) and is no longer watched; one
+// killed is reported as silent after the timeout, by which time its closed connections have
+// already failed the collectives. If this process itself was stopped (its own loop saw a gap),
+// every peer gets a fresh timeout: the silence was its own.
 //
-// Rounds: beats are exchanged in rounds (round k on slot k of the heartbeat context), so the
-// ranks' clocks never drift apart; a round starts `interval` after the previous one started.
-// A silent rank is reported at most `timeout + interval` after its last beat.
+// Datagrams are taken only from the peers' registered addresses (ip and port), so a stale group
+// or another job cannot beat for a rank.
 //
-// After a report the heartbeat goes on beating with the ranks left (the silent one is no longer
-// watched), so that the others, still waiting for the silent rank, blame it and not this one.
-//
-// Threading and lifetime: the constructor starts the thread; the destructor stops it (at once:
-// its waits are aborted) and joins it. on_silent runs on the heartbeat's thread and must not
-// block. The context must outlive the heartbeat.
+// Threading and lifetime: join() starts the thread; the destructor says goodbye, stops it (at
+// once: an eventfd wakes its poll) and joins it. on_silent runs on the heartbeat's thread, at most
+// once, and must not block.
 #pragma once
 
+#include <sys/socket.h>
+
 #include <chrono>
-#include <condition_variable>
 #include <functional>
 #include <memory>
-#include <mutex>
+#include <string>
 #include <thread>
 #include <vector>
 
-namespace gloo {
-class Context;
-namespace transport {
-class UnboundBuffer;
+#include "core/status.h"
+
+namespace gloo::rendezvous {
+class Store;
 }
-}  // namespace gloo
 
 namespace dlsys::dist {
 
 struct HeartbeatOptions {
-  std::chrono::milliseconds interval{1000};  // between the starts of two rounds
-  std::chrono::milliseconds timeout{5000};   // silence after which a rank is reported
+  std::chrono::milliseconds interval{1000};  // between two beats
+  std::chrono::milliseconds timeout{5000};   // silence after which a rank is reported; 0: off
 };
 
 class Heartbeat {
  public:
-  // Called once at most, with the first rank that went silent and how long it has been silent.
-  using SilentFn = std::function<void(int rank, std::chrono::milliseconds silent)>;
+  // The silent rank, how long it has been silent, and the rank that saw it (this one, or the
+  // rank whose verdict arrived).
+  using SilentFn = std::function<void(int rank, std::chrono::milliseconds silent, int seen_by)>;
 
-  // Starts beating on `context` (a context of its own: its slots are the heartbeat's). Every
-  // rank of the context must start one, with the same options. Nothing starts for one rank.
-  Heartbeat(std::shared_ptr<gloo::Context> context, HeartbeatOptions options, SilentFn on_silent);
+  // Every rank of a group calls it once, with the same options, after the group joined: it binds
+  // a UDP socket on `host` (an address of this machine the peers can reach), writes its address
+  // to `store` under "heartbeat/<rank>" and reads the others' (waits bounded by the store). With
+  // options.timeout zero it writes "off" and returns null, and a peer whose heartbeat is on, or
+  // off when this one's is on, fails the join with what to change. Nothing starts for one rank.
+  static Result<std::unique_ptr<Heartbeat>> join(gloo::rendezvous::Store& store, int rank,
+                                                 int world, const std::string& host,
+                                                 HeartbeatOptions options, SilentFn on_silent);
   ~Heartbeat();
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
 
  private:
+  struct Peer {
+    sockaddr_storage addr{};
+    socklen_t len = 0;
+  };
+  Heartbeat(int fd, int wake, int rank, std::vector<Peer> peers, HeartbeatOptions options,
+            SilentFn on_silent);
   void run();
+  void send_to_all(char kind, int about, int silence_ms, const std::vector<bool>& watched);
 
-  std::shared_ptr<gloo::Context> context_;
+  int fd_;    // the UDP socket
+  int wake_;  // an eventfd the destructor writes to end the poll
+  int rank_;
+  std::vector<Peer> peers_;  // by rank (this rank's entry unused)
   HeartbeatOptions options_;
   SilentFn on_silent_;
-  std::vector<uint64_t> out_, in_;  // one beat per peer, sent and received
-  std::vector<std::unique_ptr<gloo::transport::UnboundBuffer>> send_, recv_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool stop_ = false;  // under mu_
   std::thread thread_;
 };
 

@@ -13,6 +13,7 @@
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 #include <algorithm>
+#include <condition_variable>
 #include <cstring>
 #include <mutex>
 
@@ -24,6 +25,30 @@ namespace dlsys::dist {
 namespace {
 
 using std::chrono::milliseconds;
+
+// The first IPv4 address of the network interface `iface` (then IPv6).
+Result<std::string> interface_address(const std::string& iface) {
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0)
+    return Status::Unavailable("cannot list the network interfaces: {}", std::strerror(errno));
+  std::string v4, v6;
+  for (ifaddrs* a = all; a; a = a->ifa_next) {
+    if (!a->ifa_addr || iface != a->ifa_name) continue;
+    char buf[INET6_ADDRSTRLEN] = {0};
+    if (a->ifa_addr->sa_family == AF_INET && v4.empty() &&
+        ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr, buf,
+                    sizeof(buf)))
+      v4 = buf;
+    if (a->ifa_addr->sa_family == AF_INET6 && v6.empty() &&
+        ::inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr, buf,
+                    sizeof(buf)))
+      v6 = buf;
+  }
+  ::freeifaddrs(all);
+  if (v4.empty() && v6.empty())
+    return Status::Invalid("the network interface '{}' has no address", iface);
+  return v4.empty() ? v6 : v4;
+}
 
 bool is_loopback(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
@@ -78,23 +103,28 @@ struct ProcessGroup::Impl {
   // reports silent ends them all, and the waits in progress on any of them are aborted.
   struct Liveness {
     std::mutex mu;
-    Status lost;  // why the group was given up, once a rank went silent
+    std::condition_variable changed;  // lost was set
+    Status lost;                      // why the group was given up, once a rank went silent
+    // How long a collective that saw a peer's connection close waits for the heartbeat's
+    // verdict (0: no heartbeat): a rank that gives up on a silent one exits, and its peers
+    // should name the silent rank rather than it.
+    milliseconds verdict_grace{0};
     // The buffers collectives are waiting on, for the heartbeat to abort.
     std::vector<std::pair<gloo::transport::UnboundBuffer*, bool>> waiting;  // (buffer, is recv)
   };
   std::shared_ptr<Liveness> live = std::make_shared<Liveness>();
-  // The heartbeat's own pairs (the group first connected only; a split shares its heartbeat).
-  std::shared_ptr<gloo::rendezvous::Context> heartbeat_context;
-  std::unique_ptr<Heartbeat> heartbeat;  // last: stopped before everything it uses
+  std::unique_ptr<Heartbeat> heartbeat;  // the group first connected only; last: stopped first
 
   // Heartbeat's report: the group is given up, and the collectives waiting return.
-  static void silent(Liveness& l, int rank, milliseconds silence) {
+  static void silent(Liveness& l, int rank, milliseconds silence, int seen_by, int me) {
     std::lock_guard<std::mutex> lock(l.mu);
     l.lost = Status::Unavailable(
-        "rank {} sent no heartbeat for {:.1f} s: it is stopped or hangs, or its machine cannot "
+        "rank {} sent no heartbeat for {:.1f} s{}: it is stopped or hangs, or its machine cannot "
         "be reached (--heartbeat-s sets how long a rank may be silent)",
-        rank, static_cast<double>(silence.count()) / 1000.0);
+        rank, static_cast<double>(silence.count()) / 1000.0,
+        seen_by == me ? std::string() : fmt::format(" (as rank {} saw)", seen_by));
     for (auto [b, is_recv] : l.waiting) is_recv ? b->abortWaitRecv() : b->abortWaitSend();
+    l.changed.notify_all();
   }
 
   // One message exchange of a collective: sends and receives posted, then waited for, each
@@ -109,12 +139,26 @@ struct ProcessGroup::Impl {
       if (recv) l.waiting.emplace_back(recv, true);
     }
     Status s = wait_for(send, to, recv, from, what);
-    std::lock_guard<std::mutex> lock(l.mu);
-    l.waiting.erase(
-        std::remove_if(l.waiting.begin(), l.waiting.end(),
-                       [&](const auto& w) { return w.first == send || w.first == recv; }),
-        l.waiting.end());
-    if (!s.ok() && !l.lost.ok()) return Status::Unavailable("{}: {}", what, l.lost.message());
+    {
+      std::lock_guard<std::mutex> lock(l.mu);
+      l.waiting.erase(
+          std::remove_if(l.waiting.begin(), l.waiting.end(),
+                         [&](const auto& w) { return w.first == send || w.first == recv; }),
+          l.waiting.end());
+    }
+    return settle(std::move(s), what);
+  }
+
+  // A collective's failure, told in terms of the heartbeat when it has a verdict: a peer gone
+  // may have left because it saw another rank go silent, and then that rank is named.
+  Status settle(Status s, const char* what) {
+    if (s.ok()) return s;
+    Liveness& l = *live;
+    std::unique_lock<std::mutex> lock(l.mu);
+    if (l.lost.ok() && l.verdict_grace.count() > 0 &&
+        s.message().find("is gone") != std::string::npos)
+      l.changed.wait_for(lock, l.verdict_grace, [&] { return !l.lost.ok(); });
+    if (!l.lost.ok()) return Status::Unavailable("{}: {}", what, l.lost.message());
     return s;
   }
 
@@ -153,6 +197,9 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
     return Status::Invalid("rank {} is not in 0..{} (the world size is {})", o.rank, o.world - 1,
                            o.world);
   if (o.timeout.count() <= 0) return Status::Invalid("the timeout must be positive");
+  if (o.heartbeat.count() != 0 && o.heartbeat < milliseconds(500))
+    return Status::Invalid("the heartbeat's limit is {} ms: use 0 (off) or at least 500 ms",
+                           o.heartbeat.count());
   DLSYS_ASSIGN_OR_RETURN(RendezvousUrl url, parse_rendezvous_url(o.rendezvous));
   auto impl = std::make_unique<Impl>();
   impl->timeout = o.timeout;
@@ -187,26 +234,34 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
     return Status::Unavailable("rank {} of {} could not join the group at {}: {}", o.rank, o.world,
                                o.rendezvous, e.what());
   }
-  if (o.world > 1 && o.heartbeat.count() > 0) {
-    try {
-      gloo::rendezvous::PrefixStore beats("heartbeat", *impl->store);
-      impl->heartbeat_context = std::make_shared<gloo::rendezvous::Context>(o.rank, o.world);
-      impl->heartbeat_context->setTimeout(o.timeout);
-      impl->heartbeat_context->connectFullMesh(beats, impl->device);
-    } catch (const std::exception& e) {
-      return Status::Unavailable("rank {} of {} could not join the group's heartbeat at {}: {}",
-                                 o.rank, o.world, o.rendezvous, e.what());
-    }
+  if (o.world > 1) {
     HeartbeatOptions h;
     h.timeout = o.heartbeat;
     h.interval = std::clamp(o.heartbeat / 5, milliseconds(50), milliseconds(1000));
-    impl->heartbeat = std::make_unique<Heartbeat>(
-        impl->heartbeat_context, h, [live = impl->live](int rank, milliseconds silence) {
-          Impl::silent(*live, rank, silence);
-        });
+    std::string beat_host = host;
+    if (!o.iface.empty() && o.host.empty()) {
+      DLSYS_ASSIGN_OR_RETURN(beat_host, interface_address(o.iface));
+    }
+    const int me = o.rank;
+    auto hb = Heartbeat::join(*impl->store, o.rank, o.world, beat_host, h,
+                              [live = impl->live, me](int rank, milliseconds silence, int seen_by) {
+                                Impl::silent(*live, rank, silence, seen_by, me);
+                              });
+    if (!hb.ok())
+      return Status(hb.status().code(),
+                    fmt::format("rank {} of {}: {}", o.rank, o.world, hb.status().message()));
+    impl->heartbeat = std::move(hb).value();
+    // The verdict is sent before the rank that saw the silence aborts: it arrives in well under
+    // this on any network, unless this rank is starved.
+    if (impl->heartbeat) impl->live->verdict_grace = milliseconds(500);
   }
   return std::unique_ptr<ProcessGroup>(
       new ProcessGroup(o.rank, o.world, std::move(host), std::move(impl)));
+}
+
+Status ProcessGroup::lost() const {
+  std::lock_guard<std::mutex> lock(impl_->live->mu);
+  return impl_->live->lost;
 }
 
 Result<std::unique_ptr<ProcessGroup>> ProcessGroup::split(const std::string& name) {
@@ -317,7 +372,9 @@ Status ProcessGroup::all_reduce_sum(float* data, size_t n) {
       DLSYS_RETURN_IF_ERROR(m.wait(out.get(), r + P, nullptr, -1, "all-reduce (unfold)"));
     }
   } catch (const std::exception& e) {
-    return Status::Unavailable("all-reduce: rank {} is gone or did not answer: {}", peer, e.what());
+    return m.settle(
+        Status::Unavailable("all-reduce: rank {} is gone or did not answer: {}", peer, e.what()),
+        "all-reduce");
   }
   return Status::OK();
 }
@@ -343,7 +400,9 @@ Status ProcessGroup::broadcast(void* data, size_t bytes, int root) {
       DLSYS_RETURN_IF_ERROR(m.wait(nullptr, -1, buf.get(), root, "broadcast"));
     }
   } catch (const std::exception& e) {
-    return Status::Unavailable("broadcast: rank {} is gone or did not answer: {}", peer, e.what());
+    return m.settle(
+        Status::Unavailable("broadcast: rank {} is gone or did not answer: {}", peer, e.what()),
+        "broadcast");
   }
   return Status::OK();
 }
@@ -368,8 +427,10 @@ Status ProcessGroup::all_gather(const void* mine, size_t bytes, void* out) {
       DLSYS_RETURN_IF_ERROR(m.wait(send.get(), right, recv.get(), left, "all-gather"));
     }
   } catch (const std::exception& e) {
-    return Status::Unavailable("all-gather: rank {} or rank {} is gone or did not answer: {}", left,
-                               right, e.what());
+    return m.settle(
+        Status::Unavailable("all-gather: rank {} or rank {} is gone or did not answer: {}", left,
+                            right, e.what()),
+        "all-gather");
   }
   return Status::OK();
 }

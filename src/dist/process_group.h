@@ -17,7 +17,9 @@
 // sockets closed by the kernel) or went silent fails the call with an error naming the rank
 // and the collective. A peer whose process stopped or cannot be reached is caught sooner, by
 // the group's heartbeat (dist/heartbeat.h, `GroupOptions::heartbeat`): its error names the
-// rank that went silent, whichever rank the collective was waiting on. After such an error the
+// rank that went silent, whichever rank the collective was waiting on (a collective that sees
+// a peer's connection close waits briefly for the heartbeat's verdict, so that the rank which
+// gave up on a silent one and exited is not blamed instead). After such an error the
 // group is unusable: destroy it (a new group, with the next `generation`, may be formed by the
 // survivors).
 //
@@ -71,6 +73,9 @@ class ProcessGroup {
   // gradient buckets are all-reduced). Every rank calls it, in the same order, with the same
   // name. It shares this group's heartbeat (a silent rank ends both) and must not outlive it.
   Result<std::unique_ptr<ProcessGroup>> split(const std::string& name);
+
+  // Why the group was given up (a rank the heartbeat reported silent), or OK while it stands.
+  Status lost() const;
 
   int rank() const { return rank_; }
   int world() const { return world_; }

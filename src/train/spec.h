@@ -135,8 +135,10 @@ struct TrainSpec {
   // over the workers in the forward and backward passes (PyTorch's SyncBatchNorm), instead of
   // each micro-batch's own. Each worker then runs one micro-batch (micro_batches: the worker
   // count), batch_size must divide evenly, and an epoch's last, smaller batch is dropped (the
-  // same on every worker count). Equal to one process normalizing the whole batch, up to
-  // rounding (not bit-identical across worker counts, unlike the rest of training).
+  // same on every worker count, one process included). Equal to one process normalizing the
+  // whole batch, up to rounding, for a model without dropout (dropout masks are drawn per
+  // micro-batch); not bit-identical across worker counts, unlike the rest of training. Cannot be
+  // combined with --min-workers (fewer workers would need another split).
   bool sync_batch_norm = false;
   // fp32, or bf16: matmuls and convolutions (forward and backward) compute in bf16 with fp32
   // accumulation; weights, gradients, loss, norms and optimizer state stay fp32.

@@ -491,7 +491,11 @@ Status Trainer::open_data() {
     dlo.drop_last = spec_.sync_batch_norm;  // equal micro-batches (spec.h)
     dlo.categorical = onehot_columns();
     auto dl = data::DatasetLoader::open(*store_, tref, dlo);
-    if (!dl.ok()) return dl.status().with_context("data.dataset");
+    if (!dl.ok())
+      return dl.status().with_context(
+          spec_.sync_batch_norm
+              ? "data.dataset (train.sync_batch_norm drops an epoch's last, smaller batch)"
+              : "data.dataset");
     data_sample = (*dl)->sample_shape();
     // The validation split, and every later pass, codes categories as the training split did.
     vocabularies_ = (*dl)->vocabularies();
@@ -576,7 +580,11 @@ Status Trainer::open_data() {
     lo.batch_size = spec_.batch_size;
     lo.seed = spec_.seed;
     lo.drop_last = spec_.sync_batch_norm;  // equal micro-batches (spec.h)
-    DLSYS_ASSIGN_OR_RETURN(loader_, data::TensorLoader::make(train, lo));
+    auto tl = data::TensorLoader::make(train, lo);
+    if (!tl.ok() && spec_.sync_batch_norm)
+      return tl.status().with_context(
+          "train.sync_batch_norm drops an epoch's last, smaller batch (lower batch_size)");
+    DLSYS_ASSIGN_OR_RETURN(loader_, std::move(tl));
   }
   return Status::OK();
 }

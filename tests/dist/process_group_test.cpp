@@ -427,23 +427,48 @@ TEST_P(ProcessGroupTest, AStoppedRankIsNamedByTheHeartbeatLongBeforeTheTimeout) 
 }
 
 // A rank busy for longer than the heartbeat's limit (its main thread away, its process
-// running) is not given up: the collective waits for it, within the collective's timeout.
+// running) is not given up: the collective waits for it, within the collective's timeout. A
+// rank that ends normally is not taken for a silent one either.
 TEST_P(ProcessGroupTest, ARankBusyLongerThanTheHeartbeatIsWaitedFor) {
   const std::string url = rendezvous();
   auto codes = run(2, [&](int rank) {
     GroupOptions o = opts(rank, 2, url, 20000);
-    o.heartbeat = std::chrono::milliseconds(300);
+    o.heartbeat = std::chrono::milliseconds(500);
     auto g = ProcessGroup::connect(o);
     if (!g.ok()) return 2;
     if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     std::vector<float> v(10, 1.0f);
     Status s = (*g)->all_reduce_sum(v.data(), v.size());
-    write_file(dir_ / ("err" + std::to_string(rank)), s.to_string());
-    if (rank == 1) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
-    return s.ok() && v[0] == 2.0f ? 0 : 4;
+    if (!s.ok() || v[0] != 2.0f) {
+      write_file(dir_ / ("err" + std::to_string(rank)), s.to_string());
+      return 4;
+    }
+    if (rank == 0) return 0;  // ends, saying goodbye to rank 1
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    write_file(dir_ / "err1", (*g)->lost().to_string());
+    return (*g)->lost().ok() ? 0 : 5;
   });
   for (int r = 0; r < 2; ++r)
     EXPECT_EQ(codes[r], 0) << "rank " << r << ": " << read_file(dir_ / ("err" + std::to_string(r)));
+}
+
+// Ranks started with and without a heartbeat are told to agree, rather than timing out.
+TEST_P(ProcessGroupTest, RanksWithAndWithoutAHeartbeatAreToldToAgree) {
+  const std::string url = rendezvous();
+  auto codes = run(2, [&](int rank) {
+    GroupOptions o = opts(rank, 2, url, 20000);
+    o.heartbeat = std::chrono::milliseconds(rank == 0 ? 0 : 1000);
+    const auto t0 = Clock::now();
+    auto g = ProcessGroup::connect(o);
+    const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+    write_file(dir_ / ("err" + std::to_string(rank)), g.ok() ? "joined" : g.status().to_string());
+    return !g.ok() && secs < 10 ? 0 : 4;
+  });
+  for (int r = 0; r < 2; ++r) {
+    const std::string err = read_file(dir_ / ("err" + std::to_string(r)));
+    EXPECT_EQ(codes[r], 0) << "rank " << r << ": " << err;
+    EXPECT_NE(err.find("give every rank the same --heartbeat-s"), std::string::npos) << err;
+  }
 }
 
 // Only rank 0 of 2 comes: joining fails after the timeout, naming rank 1.
@@ -522,6 +547,11 @@ TEST(RendezvousUrlTest, BadUrlsAndOptionsAreRefusedWithTheReason) {
   o.rank = 0;
   o.world = 0;
   EXPECT_FALSE(ProcessGroup::connect(o).ok());
+  o.world = 2;
+  o.heartbeat = std::chrono::milliseconds(100);
+  EXPECT_NE(ProcessGroup::connect(o).status().message().find(
+                "the heartbeat's limit is 100 ms: use 0 (off) or at least 500 ms"),
+            std::string::npos);
 }
 
 }  // namespace
