@@ -56,18 +56,6 @@ MODELS = {
                    "    - conv2d: {out: 32, kernel: 3, padding: 1}\n    - relu\n"
                    "    - maxpool: {kernel: 2}\n    - flatten\n    - linear: {out: 10}\n"),
     },
-    # Compute dominates with a small working set: three 64-channel 3x3 convolutions on 12x12,
-    # ~72 MFLOP a sample to train and 430 KB of gradients; a step's activations (~2 MB a layer)
-    # stay in the caches of one core, so two workers do not compete for memory as cnn512's do.
-    "convnet": {
-        "input": [16, 12, 12],
-        "batch": 64,
-        "steps": 30,
-        "layers": ("    - conv2d: {out: 64, kernel: 3, padding: 1}\n    - relu\n"
-                   "    - conv2d: {out: 64, kernel: 3, padding: 1}\n    - relu\n"
-                   "    - conv2d: {out: 64, kernel: 3, padding: 1}\n    - relu\n"
-                   "    - maxpool: {kernel: 2}\n    - flatten\n    - linear: {out: 10}\n"),
-    },
     "mlp": {
         "input": [512],
         "batch": 32,
