@@ -452,6 +452,49 @@ TEST_P(ProcessGroupTest, ARankBusyLongerThanTheHeartbeatIsWaitedFor) {
     EXPECT_EQ(codes[r], 0) << "rank " << r << ": " << read_file(dir_ / ("err" + std::to_string(r)));
 }
 
+// Every rank stopped at once for longer than the heartbeat's limit (Ctrl-Z of the whole job, a
+// paused VM) and then continued: each saw the silence as its own, and the group goes on.
+TEST_P(ProcessGroupTest, RanksStoppedTogetherAndContinuedGoOn) {
+  const std::string url = rendezvous();
+  std::thread conductor([&] {
+    std::vector<pid_t> pids;
+    for (int r = 0; r < 2; ++r) {
+      const fs::path ready = dir_ / ("ready" + std::to_string(r));
+      for (const auto end = Clock::now() + std::chrono::seconds(30);
+           !fs::exists(ready) && Clock::now() < end;)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      std::string pid = read_file(ready);
+      if (!pid.empty()) pids.push_back(static_cast<pid_t>(std::stol(pid)));
+    }
+    for (pid_t p : pids) ::kill(p, SIGSTOP);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // three heartbeat limits
+    for (pid_t p : pids) ::kill(p, SIGCONT);
+    write_file(dir_ / "continued", "1");
+  });
+  auto codes = run(2, [&](int rank) {
+    GroupOptions o = opts(rank, 2, url, 20000);
+    o.heartbeat = std::chrono::milliseconds(500);
+    auto g = ProcessGroup::connect(o);
+    if (!g.ok()) return 2;
+    if (!(*g)->barrier().ok()) return 3;
+    // Written whole before the conductor reads it: a temporary name, renamed.
+    write_file(dir_ / ("tmp" + std::to_string(rank)), std::to_string(::getpid()));
+    fs::rename(dir_ / ("tmp" + std::to_string(rank)), dir_ / ("ready" + std::to_string(rank)));
+    for (const auto end = Clock::now() + std::chrono::seconds(30);
+         !fs::exists(dir_ / "continued") && Clock::now() < end;)
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // beats resume meanwhile
+    std::vector<float> v(10, 1.0f);
+    Status s = (*g)->all_reduce_sum(v.data(), v.size());
+    write_file(dir_ / ("err" + std::to_string(rank)),
+               s.to_string() + " / " + (*g)->lost().to_string());
+    return s.ok() && v[0] == 2.0f && (*g)->lost().ok() ? 0 : 4;
+  });
+  conductor.join();
+  for (int r = 0; r < 2; ++r)
+    EXPECT_EQ(codes[r], 0) << "rank " << r << ": " << read_file(dir_ / ("err" + std::to_string(r)));
+}
+
 // Ranks started with and without a heartbeat are told to agree, rather than timing out.
 TEST_P(ProcessGroupTest, RanksWithAndWithoutAHeartbeatAreToldToAgree) {
   const std::string url = rendezvous();
