@@ -48,7 +48,7 @@ struct PlanOptions {
   bool one_thread_small_steps = true;
   // The processes a data-parallel training step is split over, for kernels that sum over the
   // whole batch (BuildContext::cross_process); null: this process alone. Must outlive the plan.
-  const CrossProcessSum* cross_process = nullptr;
+  const CrossProcess* cross_process = nullptr;
 };
 
 // What the plan knows of one graph node, for `inspect` and profiling.

@@ -25,7 +25,7 @@ struct SessionOptions {
   bool one_thread_small_steps = true;
   OptimizeOptions passes;  // which passes, when optimize is on
   // The processes a data-parallel training step is split over (PlanOptions::cross_process).
-  const CrossProcessSum* cross_process = nullptr;
+  const CrossProcess* cross_process = nullptr;
 };
 
 class Session {

@@ -88,15 +88,17 @@ class SubgraphPlanner {
 };
 
 // The processes a training step is split over, for the few kernels whose result depends on
-// the whole batch (synchronized batch norm): sum() adds `data` element-wise over every
-// process, giving every process the same bits; every process calls it in the same order.
-// Provided by the trainer over dist::ProcessGroup (the ops do not depend on dist); without one
-// a kernel is on its own, as one process.
-class CrossProcessSum {
+// the whole batch (synchronized batch norm): gather() gives every process every process's
+// `mine` (n floats each, in process order, into all[0 .. processes() * n)); every process calls
+// it in the same order. A kernel combines the parts itself, in process order, so every process
+// computes the same bits; one exchange rather than an all-reduce's two rounds, as these are
+// small and their latency is what they cost. Provided by the trainer over dist::ProcessGroup
+// (the ops do not depend on dist); without one a kernel is on its own, as one process.
+class CrossProcess {
  public:
-  virtual ~CrossProcessSum() = default;
+  virtual ~CrossProcess() = default;
   virtual int processes() const = 0;
-  virtual Status sum(float* data, size_t n) const = 0;
+  virtual Status gather(const float* mine, size_t n, float* all) const = 0;
 };
 
 // The global oneDNN CPU engine and a stream on it (oneDNN on OpenMP: streams are cheap).
@@ -201,8 +203,8 @@ class BuildContext {
   // `p` must outlive the build.
   void set_subgraph_planner(const SubgraphPlanner* p) { subgraph_planner_ = p; }
   // The other processes of a data-parallel step (null: none); `c` must outlive the kernels.
-  void set_cross_process(const CrossProcessSum* c) { cross_process_ = c; }
-  const CrossProcessSum* cross_process() const { return cross_process_; }
+  void set_cross_process(const CrossProcess* c) { cross_process_ = c; }
+  const CrossProcess* cross_process() const { return cross_process_; }
 
  private:
   std::string where() const;
@@ -218,7 +220,7 @@ class BuildContext {
   std::vector<std::pair<size_t, dnnl::memory::desc>> conversions_;
   std::string impl_;
   const SubgraphPlanner* subgraph_planner_ = nullptr;
-  const CrossProcessSum* cross_process_ = nullptr;
+  const CrossProcess* cross_process_ = nullptr;
   mutable int missing_value_input_ = -1;
 };
 

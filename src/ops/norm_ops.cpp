@@ -254,67 +254,69 @@ Result<KernelPtr> build_batch_norm_train_mode(BuildContext& ctx) {
 }
 
 // Synchronized batch norm (attribute sync=1, with BuildContext::cross_process): the statistics
-// are those of the whole batch over every process (each holding an equal part of it): the
-// channel sums are summed over the processes, then the squared deviations from that mean. Two
-// sums of C floats each in the forward pass, one of 2C in the backward pass. The parameter
-// gradients (dscale, dB) stay this process's share, to be all-reduced with the others.
+// are those of the whole batch over every process (each holding an equal part of it). Forward:
+// each process's channel means and sums of squared deviations (two passes, as channel_moments)
+// are gathered and combined in process order (Chan et al.: M2 = sum M2_p + sum n (mean_p -
+// mean)^2), one exchange of 2C floats. Backward: the sums of dY and dY * xhat, gathered and
+// added in process order, one exchange of 2C floats. Every process combines the same parts in
+// the same order: the same bits everywhere. The parameter gradients (dscale, dB) stay this
+// process's share, to be all-reduced with the others.
 KernelPtr synced_batch_norm_training(ChannelLayout l, float eps, bool relu,
-                                     const CrossProcessSum* cp) {
-  auto stats = std::make_shared<std::vector<float>>(static_cast<size_t>(2 * l.C));
+                                     const CrossProcess* cp) {
+  const size_t P = static_cast<size_t>(cp->processes()), C = static_cast<size_t>(l.C);
+  // This process's [means | M2s], then every process's.
+  auto mine = std::make_shared<std::vector<float>>(2 * C);
+  auto all = std::make_shared<std::vector<float>>(2 * C * P);
+  auto combined = std::make_shared<std::vector<double>>(2 * C);  // [mean | var]
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     const float *x = in[0]->data_as<float>(), *scale = in[1]->data_as<float>(),
                 *shift = in[2]->data_as<float>();
     float* y = o[0]->data_as<float>();
-    float* st = stats->data();
+    float* st = mine->data();
+    double* mv = combined->data();
     const int64_t inner = l.inner;
-    const double n = static_cast<double>(l.count()) * cp->processes();
+    const double n = static_cast<double>(l.count()), total = n * static_cast<double>(P);
     const bool big = l.N * l.C * l.inner > 32768;
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t c = 0; c < l.C; ++c) {
-      double sum = 0;
-      for (int64_t r = 0; r < l.N; ++r) {
-        const float* xr = x + l.offset(r, c);
-        float acc = 0;
-#pragma omp simd reduction(+ : acc)
-        for (int64_t i = 0; i < inner; ++i) acc += xr[i];
-        sum += acc;
-      }
-      st[c] = static_cast<float>(sum);
+      float m;
+      double var;
+      channel_moments(x, l, c, &m, &var);
+      st[c] = m;
+      st[C + static_cast<size_t>(c)] = static_cast<float>(var * n);
     }
-    DLSYS_RETURN_IF_ERROR(cp->sum(st, static_cast<size_t>(l.C)));
-    float* m = st + l.C;  // the means, kept while st takes the squared deviations
-    for (int64_t c = 0; c < l.C; ++c) m[c] = static_cast<float>(st[c] / n);
+    DLSYS_RETURN_IF_ERROR(cp->gather(st, 2 * C, all->data()));
+    const float* a = all->data();
+    for (size_t c = 0; c < C; ++c) {
+      double mean = 0;
+      for (size_t p = 0; p < P; ++p) mean += a[p * 2 * C + c];
+      mean /= static_cast<double>(P);
+      double m2 = 0;
+      for (size_t p = 0; p < P; ++p) {
+        const double d = a[p * 2 * C + c] - mean;
+        m2 += a[p * 2 * C + C + c] + n * d * d;
+      }
+      mv[c] = mean;
+      mv[C + c] = m2 / total;
+    }
+    const double unbias = total > 1 ? total / (total - 1) : 1.0;
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t c = 0; c < l.C; ++c) {
-      double sq = 0;
-      for (int64_t r = 0; r < l.N; ++r) {
-        const float* xr = x + l.offset(r, c);
-        float acc = 0;
-        const float mc = m[c];
-#pragma omp simd reduction(+ : acc)
-        for (int64_t i = 0; i < inner; ++i) acc += (xr[i] - mc) * (xr[i] - mc);
-        sq += acc;
-      }
-      st[c] = static_cast<float>(sq);
-    }
-    DLSYS_RETURN_IF_ERROR(cp->sum(st, static_cast<size_t>(l.C)));
-    const double unbias = n > 1 ? n / (n - 1) : 1.0;
-#pragma omp parallel for schedule(static) if (big)
-    for (int64_t c = 0; c < l.C; ++c) {
-      const double var = st[c] / n;
-      const float a = static_cast<float>(scale[c] / std::sqrt(var + eps));
-      const float b = shift[c] - m[c] * a;
+      const float m = static_cast<float>(mv[c]);
+      const double var = mv[C + static_cast<size_t>(c)];
+      const float sa = static_cast<float>(scale[c] / std::sqrt(var + eps));
+      const float b = shift[c] - m * sa;
       for (int64_t r = 0; r < l.N; ++r) {
         int64_t off = l.offset(r, c);
         if (relu) {
 #pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) y[off + i] = std::max(x[off + i] * a + b, 0.0f);
+          for (int64_t i = 0; i < inner; ++i) y[off + i] = std::max(x[off + i] * sa + b, 0.0f);
         } else {
 #pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * a + b;
+          for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * sa + b;
         }
       }
-      if (o[1]) o[1]->data_as<float>()[c] = m[c];
+      if (o[1]) o[1]->data_as<float>()[c] = m;
       if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(var);
       if (o[3]) o[3]->data_as<float>()[c] = static_cast<float>(var * unbias);
     }
@@ -323,21 +325,22 @@ KernelPtr synced_batch_norm_training(ChannelLayout l, float eps, bool relu,
 }
 
 // BatchNormGrad's synchronized form: the means of dY and dY * xhat are over the whole batch.
-KernelPtr synced_batch_norm_grad(ChannelLayout l, float eps, bool masked,
-                                 const CrossProcessSum* cp) {
-  auto stats = std::make_shared<std::vector<float>>(static_cast<size_t>(2 * l.C));
+KernelPtr synced_batch_norm_grad(ChannelLayout l, float eps, bool masked, const CrossProcess* cp) {
+  const size_t P = static_cast<size_t>(cp->processes()), C = static_cast<size_t>(l.C);
+  auto mine = std::make_shared<std::vector<float>>(2 * C);  // [sum dY | sum dY * xhat]
+  auto all = std::make_shared<std::vector<float>>(2 * C * P);
   return make_kernel([=](const Tensor* const* in, Tensor* const* o) {
     const float *dy = in[0]->data_as<float>(), *x = in[1]->data_as<float>(),
                 *scale = in[2]->data_as<float>(), *mean = in[3]->data_as<float>(),
                 *var = in[4]->data_as<float>();
     float* dx = o[0]->data_as<float>();
-    float* st = stats->data();
-    const int64_t inner = l.inner, C = l.C;
+    float* st = mine->data();
+    const int64_t inner = l.inner;
     const float* y = masked ? in[5]->data_as<float>() : nullptr;
     const float* g = masked ? dx : dy;
     const bool big = l.N * l.C * l.inner > 32768;
 #pragma omp parallel for schedule(static) if (big)
-    for (int64_t c = 0; c < C; ++c) {
+    for (int64_t c = 0; c < l.C; ++c) {
       if (y) {
         for (int64_t r = 0; r < l.N; ++r) {
           int64_t off = l.offset(r, c);
@@ -360,18 +363,23 @@ KernelPtr synced_batch_norm_grad(ChannelLayout l, float eps, bool masked,
         sum_dy_xhat += b;
       }
       st[c] = static_cast<float>(sum_dy);
-      st[C + c] = static_cast<float>(sum_dy_xhat * inv);
-      if (o[1]) o[1]->data_as<float>()[c] = st[C + c];
+      st[C + static_cast<size_t>(c)] = static_cast<float>(sum_dy_xhat * inv);
+      if (o[1]) o[1]->data_as<float>()[c] = st[C + static_cast<size_t>(c)];
       if (o[2]) o[2]->data_as<float>()[c] = st[c];
     }
-    DLSYS_RETURN_IF_ERROR(cp->sum(st, static_cast<size_t>(2 * C)));
-    const double n = static_cast<double>(l.count()) * cp->processes();
+    DLSYS_RETURN_IF_ERROR(cp->gather(st, 2 * C, all->data()));
+    const double total = static_cast<double>(l.count()) * static_cast<double>(P);
 #pragma omp parallel for schedule(static) if (big)
-    for (int64_t c = 0; c < C; ++c) {
+    for (int64_t c = 0; c < l.C; ++c) {
+      double s1 = 0, s2 = 0;
+      for (size_t p = 0; p < P; ++p) {
+        s1 += (*all)[p * 2 * C + static_cast<size_t>(c)];
+        s2 += (*all)[p * 2 * C + C + static_cast<size_t>(c)];
+      }
       const float m = mean[c],
                   inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
-      const float k = scale[c] * inv, mdy = static_cast<float>(st[c] / n),
-                  mdyx = static_cast<float>(st[C + c] / n);
+      const float k = scale[c] * inv, mdy = static_cast<float>(s1 / total),
+                  mdyx = static_cast<float>(s2 / total);
       for (int64_t r = 0; r < l.N; ++r) {
         int64_t off = l.offset(r, c);
 #pragma omp simd

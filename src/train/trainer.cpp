@@ -402,16 +402,20 @@ Result<Graph> build_forward_graph(const TrainSpec& spec, ModelNames* original) {
 namespace {
 
 // The batch norms' sums over the ranks (train.sync_batch_norm), on a channel of the group's own.
-class GroupSum : public CrossProcessSum {
+// The channel is formed after the ranks' specs are compared (Trainer::run), after the session
+// that holds this: it is read through the trainer's member when a kernel runs.
+class GroupGather : public CrossProcess {
  public:
-  explicit GroupSum(dist::ProcessGroup* g) : g_(g) {}
-  int processes() const override { return g_->world(); }
-  Status sum(float* data, size_t n) const override {
-    return g_->all_reduce_sum(data, n).with_context("synchronized batch norm");
+  GroupGather(const std::unique_ptr<dist::ProcessGroup>* g, int world) : g_(g), world_(world) {}
+  int processes() const override { return world_; }
+  Status gather(const float* mine, size_t n, float* all) const override {
+    if (!*g_) return Status::Internal("synchronized batch norm ran before its channel was formed");
+    return (*g_)->all_gather(mine, n * sizeof(float), all).with_context("synchronized batch norm");
   }
 
  private:
-  dist::ProcessGroup* g_;
+  const std::unique_ptr<dist::ProcessGroup>* g_;
+  int world_;
 };
 
 }  // namespace
@@ -712,8 +716,7 @@ Status Trainer::build_graphs() {
               "logits", "target", spec_.label_smoothing};
   DLSYS_ASSIGN_OR_RETURN(tg_, build_training_graph(forward_, ls, trainable_));
   if (spec_.sync_batch_norm && synchronize_batch_norms(&tg_) > 0 && options_.group && world_ > 1) {
-    DLSYS_ASSIGN_OR_RETURN(norm_group_, options_.group->split("batch-norm"));
-    cross_process_ = std::make_unique<GroupSum>(norm_group_.get());
+    cross_process_ = std::make_unique<GroupGather>(&norm_group_, world_);
   }
   SessionOptions so;
   so.threads = options_.threads;
@@ -1442,6 +1445,10 @@ Result<TrainResult> Trainer::run() {
   DLSYS_RETURN_IF_ERROR(open_data());
   DLSYS_RETURN_IF_ERROR(build_graphs());
   DLSYS_RETURN_IF_ERROR(check_group());
+  // Synchronized batch norm's own channel, once every rank is known to train the same model.
+  if (cross_process_) {
+    DLSYS_ASSIGN_OR_RETURN(norm_group_, options_.group->split("batch-norm"));
+  }
   DLSYS_RETURN_IF_ERROR(form_buckets().with_context("forming the gradient buckets"));
   DLSYS_RETURN_IF_ERROR(restore());
   DLSYS_RETURN_IF_ERROR(open_metrics());

@@ -28,8 +28,8 @@
 #include "train/spec.h"
 
 namespace dlsys {
-class CrossProcessSum;  // ops/kernel.h
-class Session;          // graph/session.h
+class CrossProcess;  // ops/kernel.h
+class Session;       // graph/session.h
 namespace data {
 class DatasetStore;  // data/dataset_store.h
 }  // namespace data
@@ -273,7 +273,7 @@ class Trainer {
   // sums run on the compute thread while reducer_ uses the group) and the kernels' view of it;
   // declared before the sessions, whose kernels use them, so destroyed after them.
   std::unique_ptr<dist::ProcessGroup> norm_group_;
-  std::unique_ptr<CrossProcessSum> cross_process_;
+  std::unique_ptr<CrossProcess> cross_process_;
   std::unique_ptr<Session> session_, eval_session_;
   std::map<std::string, Tensor> inputs_;   // the training session's: parameters and the batch
   std::vector<std::string> buffer_names_;  // running statistics

@@ -1,12 +1,14 @@
 // Synchronized batch norm (train.sync_batch_norm; ops/norm_ops.cpp's sync=1 kernels): two
-// "processes" (threads, each with its own session on half of the batch, summing through an
-// in-process CrossProcessSum) normalize and back-propagate exactly as the whole batch does. The
+// "processes" (threads, each with its own session on half of the batch, exchanging through an
+// in-process CrossProcess) normalize and back-propagate exactly as the whole batch does. The
 // reference is computed here in double by the textbook formulas, never taken from dlsys; the
-// whole batch run by one plain session is checked against it too.
+// whole batch run by one plain session is checked against it too. The two halves also get the
+// same bits of every statistic.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <random>
 #include <thread>
@@ -18,14 +20,14 @@
 namespace dlsys {
 namespace {
 
-// Two parties' element-wise sum, in one process: each hands in its values, both get
-// party 0's + party 1's.
+// Two parties' gather, in one process: each hands in its values, both get party 0's then
+// party 1's.
 class TwoParties {
  public:
-  Status sum(int me, float* data, size_t n) {
+  Status gather(int me, const float* mine, size_t n, float* all) {
     std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait(lock, [&] { return !reading_; });  // the previous sum is read by both
-    slot_[me].assign(data, data + n);
+    cv_.wait(lock, [&] { return !reading_; });  // the previous exchange is read by both
+    slot_[me].assign(mine, mine + n);
     if (++arrived_ == 2) {
       reading_ = true;
       cv_.notify_all();
@@ -33,9 +35,10 @@ class TwoParties {
       cv_.wait(lock, [&] { return reading_; });
     }
     if (slot_[0].size() != n || slot_[1].size() != n)
-      return Status::Internal("the parties summed {} and {} floats", slot_[0].size(),
+      return Status::Internal("the parties gave {} and {} floats", slot_[0].size(),
                               slot_[1].size());
-    for (size_t i = 0; i < n; ++i) data[i] = slot_[0][i] + slot_[1][i];
+    std::copy(slot_[0].begin(), slot_[0].end(), all);
+    std::copy(slot_[1].begin(), slot_[1].end(), all + n);
     if (++read_ == 2) {
       arrived_ = read_ = 0;
       reading_ = false;
@@ -52,11 +55,13 @@ class TwoParties {
   bool reading_ = false;
 };
 
-class Party : public CrossProcessSum {
+class Party : public CrossProcess {
  public:
   Party(TwoParties* all, int me) : all_(all), me_(me) {}
   int processes() const override { return 2; }
-  Status sum(float* data, size_t n) const override { return all_->sum(me_, data, n); }
+  Status gather(const float* mine, size_t n, float* all) const override {
+    return all_->gather(me_, mine, n, all);
+  }
 
  private:
   TwoParties* all_;
@@ -184,6 +189,11 @@ TEST(SyncBatchNorm, TwoHalvesNormalizeAndBackpropagateAsTheWholeBatch) {
         ASSERT_NEAR(h[r][4].data_as<float>()[i], dx[r * per + i], 1e-4) << "dx, half " << r;
       }
     }
+    // Both halves computed the same bits of the statistics.
+    for (int k = 1; k <= 3; ++k)
+      EXPECT_EQ(std::memcmp(h[0][k].data_as<float>(), h[1][k].data_as<float>(), C * sizeof(float)),
+                0)
+          << "output " << k << " differs between the halves";
     // The parameters' gradients stay each half's share: their sum is the whole batch's.
     for (int64_t c = 0; c < C; ++c) {
       EXPECT_NEAR(h[0][5].data_as<float>()[c] + h[1][5].data_as<float>()[c], ds[c], 1e-3);
