@@ -360,7 +360,7 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
         continue;
       }
       if (WIFSTOPPED(st)) {
-        stopped.push_back(r);
+        if (std::find(stopped.begin(), stopped.end(), r) == stopped.end()) stopped.push_back(r);
         if (first_failed >= 0) kill_stopped();
         continue;
       }
@@ -760,10 +760,11 @@ void add_train(CLI::App& app, int* rc) {
         } catch (...) {
           return std::string("--heartbeat-s takes a number of seconds");
         }
-        return s == 0 || s >= 0.5 ? std::string()
-                                  : std::string(
-                                        "--heartbeat-s is 0 (off) or at least 0.5 s: the "
-                                        "ranks' beats are up to a fifth of it apart");
+        return s == 0 || (s >= 0.5 && s <= 3600)
+                   ? std::string()
+                   : std::string(
+                         "--heartbeat-s is 0 (off) or 0.5 to 3600 s (the ranks' beats "
+                         "are a fifth of it apart, at most a second)");
       });
   c->add_flag("--quiet", a->quiet,
               "No note on stderr saying which data directory data.dataset is read from");

@@ -9,6 +9,8 @@
 
 #include <gloo/rendezvous/store.h>
 
+#include <fmt/ranges.h>
+
 #include <algorithm>
 #include <cstring>
 
@@ -78,7 +80,8 @@ bool parse_address(const std::string& text, sockaddr_storage* out, socklen_t* le
 
 Result<std::unique_ptr<Heartbeat>> Heartbeat::join(gloo::rendezvous::Store& store, int rank,
                                                    int world, const std::string& host,
-                                                   HeartbeatOptions options, SilentFn on_silent) {
+                                                   HeartbeatOptions options, SilentFn on_silent,
+                                                   std::atomic<bool>* suspect) {
   if (world < 2) return std::unique_ptr<Heartbeat>();
   const bool on = options.timeout.count() > 0;
   int fd = -1;
@@ -87,10 +90,9 @@ Result<std::unique_ptr<Heartbeat>> Heartbeat::join(gloo::rendezvous::Store& stor
     addrinfo hints{};
     hints.ai_family = AF_UNSPEC;
     hints.ai_socktype = SOCK_DGRAM;
-    hints.ai_flags = AI_NUMERICHOST;
     addrinfo* res = nullptr;
     if (::getaddrinfo(host.c_str(), "0", &hints, &res) != 0 || !res)
-      return Status::Invalid("heartbeat: '{}' is not an address of this machine", host);
+      return Status::Invalid("heartbeat: cannot resolve '{}', this rank's address", host);
     fd = ::socket(res->ai_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     const int err = fd < 0 || ::bind(fd, res->ai_addr, res->ai_addrlen) != 0 ? errno : 0;
     ::freeaddrinfo(res);
@@ -102,7 +104,7 @@ Result<std::unique_ptr<Heartbeat>> Heartbeat::join(gloo::rendezvous::Store& stor
     sockaddr_storage local{};
     socklen_t len = sizeof(local);
     ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len);
-    mine = address_text(local);
+    mine = address_text(local) + " " + std::to_string(options.timeout.count());
   }
   std::vector<Peer> peers(static_cast<size_t>(world));
   try {
@@ -110,16 +112,24 @@ Result<std::unique_ptr<Heartbeat>> Heartbeat::join(gloo::rendezvous::Store& stor
     for (int r = 0; r < world; ++r) {
       if (r == rank) continue;
       std::vector<char> v = store.get("heartbeat/" + std::to_string(r));
-      const std::string theirs(v.begin(), v.end());
-      if ((theirs == "off") != !on) {
+      std::string theirs(v.begin(), v.end());
+      // "IP PORT LIMIT_MS" or "off".
+      const size_t sp = theirs.rfind(' ');
+      const std::string limit =
+          theirs == "off" || sp == std::string::npos ? std::string("0") : theirs.substr(sp + 1);
+      if (limit != std::to_string(options.timeout.count())) {
         if (fd >= 0) ::close(fd);
+        auto secs = [](const std::string& ms) {
+          return ms == "0" ? std::string("0 (off)")
+                           : fmt::format("{:g}", std::strtod(ms.c_str(), nullptr) / 1000);
+        };
         return Status::Invalid(
-            "rank {} runs {} a heartbeat and this rank {}: give every rank the same "
+            "rank {} runs with --heartbeat-s {} and this rank with {}: give every rank the same "
             "--heartbeat-s",
-            r, theirs == "off" ? "without" : "with", on ? "with one" : "without");
+            r, secs(limit), secs(std::to_string(options.timeout.count())));
       }
       Peer& p = peers[static_cast<size_t>(r)];
-      if (on && !parse_address(theirs, &p.addr, &p.len)) {
+      if (on && !parse_address(theirs.substr(0, sp), &p.addr, &p.len)) {
         ::close(fd);
         return Status::Invalid("heartbeat: rank {} wrote the address '{}'", r, theirs);
       }
@@ -134,18 +144,39 @@ Result<std::unique_ptr<Heartbeat>> Heartbeat::join(gloo::rendezvous::Store& stor
     ::close(fd);
     return Status::Unavailable("heartbeat: eventfd: {}", std::strerror(errno));
   }
-  return std::unique_ptr<Heartbeat>(
-      new Heartbeat(fd, wake, rank, std::move(peers), options, std::move(on_silent)));
+  std::unique_ptr<Heartbeat> hb(
+      new Heartbeat(fd, wake, rank, std::move(peers), options, std::move(on_silent), suspect));
+  // Every peer heard from once, or the join fails here rather than as a silence later.
+  const auto wait = std::max(2 * options.timeout, milliseconds(2000));
+  std::vector<int> unheard;
+  {
+    std::unique_lock<std::mutex> lock(hb->mu_);
+    hb->heard_changed_.wait_for(lock, wait, [&] {
+      return std::all_of(hb->heard_.begin(), hb->heard_.end(), [](bool h) { return h; });
+    });
+    for (int r = 0; r < world; ++r)
+      if (r != rank && !hb->heard_[static_cast<size_t>(r)]) unheard.push_back(r);
+  }
+  if (!unheard.empty())
+    return Status::Unavailable(
+        "heartbeat: no datagram of rank {} arrived within {:.1f} s of joining: is UDP blocked, "
+        "or are source addresses rewritten (NAT), between the machines? --heartbeat-s 0 turns "
+        "the heartbeat off",
+        fmt::join(unheard, ", rank "), static_cast<double>(wait.count()) / 1000.0);
+  return hb;
 }
 
 Heartbeat::Heartbeat(int fd, int wake, int rank, std::vector<Peer> peers, HeartbeatOptions options,
-                     SilentFn on_silent)
+                     SilentFn on_silent, std::atomic<bool>* suspect)
     : fd_(fd),
       wake_(wake),
       rank_(rank),
       peers_(std::move(peers)),
       options_(options),
-      on_silent_(std::move(on_silent)) {
+      on_silent_(std::move(on_silent)),
+      suspect_(suspect),
+      heard_(peers_.size(), false) {
+  heard_[static_cast<size_t>(rank_)] = true;
   thread_ = std::thread([this] { run(); });
 }
 
@@ -173,15 +204,20 @@ void Heartbeat::send_to_all(char kind, int about, int silence_ms,
 
 void Heartbeat::run() {
   const size_t world = peers_.size();
-  std::vector<bool> watched(world, true);
+  std::vector<bool> watched(world, true), heard(world, false);
+  heard[static_cast<size_t>(rank_)] = true;
   watched[static_cast<size_t>(rank_)] = false;
   Clock::time_point now = Clock::now(), next_beat = now, last_loop = now;
   std::vector<Clock::time_point> last(world, now);
+  // Once reported, the verdict goes out in place of every beat (a datagram may be lost).
+  Message verdict;
   bool reported = false;
   auto report = [&](int r, milliseconds silence, int seen_by) {
     watched[static_cast<size_t>(r)] = false;
     if (reported) return;
     reported = true;
+    verdict.about = r;
+    verdict.silence_ms = static_cast<int32_t>(silence.count());
     on_silent_(r, silence, seen_by);
   };
   for (;;) {
@@ -190,16 +226,23 @@ void Heartbeat::run() {
     if (now - last_loop > options_.timeout / 2) std::fill(last.begin(), last.end(), now);
     last_loop = now;
     if (now >= next_beat) {
-      send_to_all('B', -1, 0, watched);
+      if (reported)
+        send_to_all('L', verdict.about, verdict.silence_ms, watched);
+      else
+        send_to_all('B', -1, 0, watched);
       next_beat = now + options_.interval;
     }
+    bool suspect = false;
     for (size_t r = 0; r < world; ++r) {
-      if (!watched[r] || now - last[r] <= options_.timeout) continue;
+      if (!watched[r]) continue;
+      suspect = suspect || now - last[r] > options_.timeout / 2;
+      if (now - last[r] <= options_.timeout) continue;
       const auto silence = std::chrono::duration_cast<milliseconds>(now - last[r]);
       if (!reported)
         send_to_all('L', static_cast<int>(r), static_cast<int>(silence.count()), watched);
       report(static_cast<int>(r), silence, rank_);
     }
+    if (suspect_) suspect_->store(suspect);
     // Sleep until the next beat is due or a datagram (or the stop) arrives.
     pollfd fds[2] = {{fd_, POLLIN, 0}, {wake_, POLLIN, 0}};
     const auto wait = std::chrono::duration_cast<milliseconds>(next_beat - Clock::now());
@@ -218,13 +261,21 @@ void Heartbeat::run() {
         continue;  // not a peer's datagram
       const size_t f = static_cast<size_t>(m.from);
       last[f] = Clock::now();
+      if (!heard[f]) {
+        heard[f] = true;
+        std::lock_guard<std::mutex> lock(mu_);
+        heard_[f] = true;
+        heard_changed_.notify_all();
+      }
       if (m.kind == 'X') watched[f] = false;  // it ended normally
       if (m.kind == 'L' && m.about >= 0 && m.about < static_cast<int32_t>(world) &&
           m.about != rank_)
         report(m.about, milliseconds(m.silence_ms), m.from);
     }
   }
-  send_to_all('X', -1, 0, watched);  // goodbye: this rank ends normally
+  // Goodbye: this rank ends normally (three times: a datagram may be lost).
+  for (int i = 0; i < 3; ++i) send_to_all('X', -1, 0, watched);
+  if (suspect_) suspect_->store(false);
 }
 
 }  // namespace dlsys::dist

@@ -6,10 +6,10 @@
 // nothing, and a collective waiting on it would only give up after the group's timeout (a
 // minute by default, since a rank may legitimately spend that long writing a checkpoint). So
 // every rank also beats: a thread of its own sends a small UDP datagram to every other rank
-// each `interval` and reads theirs. A rank whose beats have not come for `timeout` is reported
-// as silent through on_silent, and the verdict is sent to the other ranks too, which report it
-// at once: every rank names the same silent rank, even one whose collective was waiting on the
-// rank that saw it first.
+// each `interval` (a fifth of the limit, at most a second) and reads theirs. A rank whose beats
+// have not come for `timeout` is reported as silent through on_silent, and the verdict is sent to
+// the other ranks too, which report it at once: every rank names the same silent rank, even one
+// whose collective was waiting on the rank that saw it first.
 //
 // Why UDP and not Gloo: Gloo gives up a whole context when one wait times out, so silence could
 // not be watched for without ending every other peer's channel; datagrams need no connection,
@@ -24,7 +24,11 @@
 // every peer gets a fresh timeout: the silence was its own.
 //
 // Datagrams are taken only from the peers' registered addresses (ip and port), so a stale group
-// or another job cannot beat for a rank.
+// or another job cannot beat for a rank (and so a network that rewrites source addresses, NAT
+// between the ranks, needs --heartbeat-s 0). Over UDP, a verdict and a goodbye are best effort:
+// a rank that reported keeps sending its verdict in place of its beats, and a goodbye is sent
+// three times. Joining waits until every peer was heard from once, so a blocked UDP shows at
+// the start, not as a rank reported silent.
 //
 // Threading and lifetime: join() starts the thread; the destructor says goodbye, stops it (at
 // once: an eventfd wakes its poll) and joins it. on_silent runs on the heartbeat's thread, at most
@@ -33,9 +37,12 @@
 
 #include <sys/socket.h>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -60,13 +67,18 @@ class Heartbeat {
   using SilentFn = std::function<void(int rank, std::chrono::milliseconds silent, int seen_by)>;
 
   // Every rank of a group calls it once, with the same options, after the group joined: it binds
-  // a UDP socket on `host` (an address of this machine the peers can reach), writes its address
-  // to `store` under "heartbeat/<rank>" and reads the others' (waits bounded by the store). With
-  // options.timeout zero it writes "off" and returns null, and a peer whose heartbeat is on, or
-  // off when this one's is on, fails the join with what to change. Nothing starts for one rank.
+  // a UDP socket on `host` (an address or name of this machine the peers can reach), writes its
+  // address and limit to `store` under "heartbeat/<rank>" and reads the others' (waits bounded
+  // by the store), then waits until a datagram of every peer has arrived (at most twice the
+  // limit, and at least 2 s): a peer never heard from fails the join, naming it and asking
+  // whether UDP is blocked. With options.timeout zero it writes "off" and returns null. A peer
+  // with another limit (or none) fails the join with what to change. Nothing starts for one
+  // rank.
+  // While some watched peer has been silent for half the limit, `*suspect` (if given) is true.
   static Result<std::unique_ptr<Heartbeat>> join(gloo::rendezvous::Store& store, int rank,
                                                  int world, const std::string& host,
-                                                 HeartbeatOptions options, SilentFn on_silent);
+                                                 HeartbeatOptions options, SilentFn on_silent,
+                                                 std::atomic<bool>* suspect = nullptr);
   ~Heartbeat();
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
@@ -77,7 +89,7 @@ class Heartbeat {
     socklen_t len = 0;
   };
   Heartbeat(int fd, int wake, int rank, std::vector<Peer> peers, HeartbeatOptions options,
-            SilentFn on_silent);
+            SilentFn on_silent, std::atomic<bool>* suspect);
   void run();
   void send_to_all(char kind, int about, int silence_ms, const std::vector<bool>& watched);
 
@@ -87,6 +99,10 @@ class Heartbeat {
   std::vector<Peer> peers_;  // by rank (this rank's entry unused)
   HeartbeatOptions options_;
   SilentFn on_silent_;
+  std::atomic<bool>* suspect_;
+  std::mutex mu_;
+  std::condition_variable heard_changed_;
+  std::vector<bool> heard_;  // under mu_: a datagram of the peer arrived
   std::thread thread_;
 };
 

@@ -13,6 +13,7 @@
 #include <gloo/transport/tcp/device.h>
 #include <gloo/transport/unbound_buffer.h>
 #include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <mutex>
@@ -109,6 +110,9 @@ struct ProcessGroup::Impl {
     // verdict (0: no heartbeat): a rank that gives up on a silent one exits, and its peers
     // should name the silent rank rather than it.
     milliseconds verdict_grace{0};
+    // Set by the heartbeat while some peer has been silent for half its limit: only then is a
+    // closed connection worth waiting for a verdict on (a killed rank is reported at once).
+    std::atomic<bool> suspect{false};
     // The buffers collectives are waiting on, for the heartbeat to abort.
     std::vector<std::pair<gloo::transport::UnboundBuffer*, bool>> waiting;  // (buffer, is recv)
   };
@@ -118,11 +122,12 @@ struct ProcessGroup::Impl {
   // Heartbeat's report: the group is given up, and the collectives waiting return.
   static void silent(Liveness& l, int rank, milliseconds silence, int seen_by, int me) {
     std::lock_guard<std::mutex> lock(l.mu);
+    const std::string saw =
+        seen_by == me ? std::string() : fmt::format(" (as rank {} saw)", seen_by);
     l.lost = Status::Unavailable(
-        "rank {} sent no heartbeat for {:.1f} s{}: it is stopped or hangs, or its machine cannot "
-        "be reached (--heartbeat-s sets how long a rank may be silent)",
-        rank, static_cast<double>(silence.count()) / 1000.0,
-        seen_by == me ? std::string() : fmt::format(" (as rank {} saw)", seen_by));
+        "rank {} sent no heartbeat for {:.1f} s{}: it is stopped or hangs, or its machine "
+        "cannot be reached (--heartbeat-s sets how long a rank may be silent)",
+        rank, static_cast<double>(silence.count()) / 1000.0, saw);
     for (auto [b, is_recv] : l.waiting) is_recv ? b->abortWaitRecv() : b->abortWaitSend();
     l.changed.notify_all();
   }
@@ -155,7 +160,7 @@ struct ProcessGroup::Impl {
     if (s.ok()) return s;
     Liveness& l = *live;
     std::unique_lock<std::mutex> lock(l.mu);
-    if (l.lost.ok() && l.verdict_grace.count() > 0 &&
+    if (l.lost.ok() && l.verdict_grace.count() > 0 && l.suspect.load() &&
         s.message().find("is gone") != std::string::npos)
       l.changed.wait_for(lock, l.verdict_grace, [&] { return !l.lost.ok(); });
     if (!l.lost.ok()) return Status::Unavailable("{}: {}", what, l.lost.message());
@@ -197,8 +202,9 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
     return Status::Invalid("rank {} is not in 0..{} (the world size is {})", o.rank, o.world - 1,
                            o.world);
   if (o.timeout.count() <= 0) return Status::Invalid("the timeout must be positive");
-  if (o.heartbeat.count() != 0 && o.heartbeat < milliseconds(500))
-    return Status::Invalid("the heartbeat's limit is {} ms: use 0 (off) or at least 500 ms",
+  if (o.heartbeat.count() != 0 &&
+      (o.heartbeat < milliseconds(500) || o.heartbeat > std::chrono::hours(1)))
+    return Status::Invalid("the heartbeat's limit is {} ms: use 0 (off) or 500 ms to an hour",
                            o.heartbeat.count());
   DLSYS_ASSIGN_OR_RETURN(RendezvousUrl url, parse_rendezvous_url(o.rendezvous));
   auto impl = std::make_unique<Impl>();
@@ -243,10 +249,12 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
       DLSYS_ASSIGN_OR_RETURN(beat_host, interface_address(o.iface));
     }
     const int me = o.rank;
-    auto hb = Heartbeat::join(*impl->store, o.rank, o.world, beat_host, h,
-                              [live = impl->live, me](int rank, milliseconds silence, int seen_by) {
-                                Impl::silent(*live, rank, silence, seen_by, me);
-                              });
+    auto hb = Heartbeat::join(
+        *impl->store, o.rank, o.world, beat_host, h,
+        [live = impl->live, me](int rank, milliseconds silence, int seen_by) {
+          Impl::silent(*live, rank, silence, seen_by, me);
+        },
+        &impl->live->suspect);
     if (!hb.ok())
       return Status(hb.status().code(),
                     fmt::format("rank {} of {}: {}", o.rank, o.world, hb.status().message()));

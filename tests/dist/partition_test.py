@@ -31,6 +31,7 @@ def sh(*cmd, check=True):
 def teardown():
     for ns in NS:
         sh("ip", "netns", "del", ns, check=False)
+    sh("ip", "link", "del", IF[0], check=False)  # a veth not yet moved into its namespace
 
 
 def setup():
