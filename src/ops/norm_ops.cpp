@@ -212,6 +212,73 @@ void channel_moments(const float* x, const ChannelLayout& l, int64_t c, float* m
   *var = sq / n;
 }
 
+// Channel c of Y = X * a + b, through a Relu when `relu`.
+void normalize_channel(const float* x, float* y, const ChannelLayout& l, int64_t c, float a,
+                       float b, bool relu) {
+  const int64_t inner = l.inner;
+  for (int64_t r = 0; r < l.N; ++r) {
+    int64_t off = l.offset(r, c);
+    if (relu) {
+#pragma omp simd
+      for (int64_t i = 0; i < inner; ++i) y[off + i] = std::max(x[off + i] * a + b, 0.0f);
+    } else {
+#pragma omp simd
+      for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * a + b;
+    }
+  }
+}
+
+// BatchNormTraining's statistics outputs for channel c (each when used): the mean, the biased
+// variance and the unbiased one.
+void write_channel_stats(Tensor* const* o, int64_t c, float mean, double var, double unbias) {
+  if (o[1]) o[1]->data_as<float>()[c] = mean;
+  if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(var);
+  if (o[3]) o[3]->data_as<float>()[c] = static_cast<float>(var * unbias);
+}
+
+// BatchNormGrad's first pass over channel c: with a fused Relu (y given), dY masked by Y > 0
+// into dX, which is then g; else g is dY. Returns the sums of g and of g * (X - mean).
+const float* channel_grad_sums(const float* dy, const float* y, float* dx, const float* x,
+                               const ChannelLayout& l, int64_t c, float m, double* sum_g,
+                               double* sum_g_xm) {
+  const int64_t inner = l.inner;
+  if (y) {
+    for (int64_t r = 0; r < l.N; ++r) {
+      int64_t off = l.offset(r, c);
+#pragma omp simd
+      for (int64_t i = 0; i < inner; ++i) dx[off + i] = y[off + i] > 0.f ? dy[off + i] : 0.f;
+    }
+  }
+  const float* g = y ? dx : dy;
+  double s1 = 0, s2 = 0;
+  for (int64_t r = 0; r < l.N; ++r) {
+    int64_t off = l.offset(r, c);
+    float a = 0, b = 0;
+#pragma omp simd reduction(+ : a, b)
+    for (int64_t i = 0; i < inner; ++i) {
+      a += g[off + i];
+      b += g[off + i] * (x[off + i] - m);
+    }
+    s1 += a;
+    s2 += b;
+  }
+  *sum_g = s1;
+  *sum_g_xm = s2;
+  return g;
+}
+
+// BatchNormGrad's second pass over channel c: dX = k * (g - mean(g) - xhat * mean(g * xhat)).
+void channel_dx(const float* g, const float* x, float* dx, const ChannelLayout& l, int64_t c,
+                float m, float inv, float k, float mdy, float mdyx) {
+  const int64_t inner = l.inner;
+  for (int64_t r = 0; r < l.N; ++r) {
+    int64_t off = l.offset(r, c);
+#pragma omp simd
+    for (int64_t i = 0; i < inner; ++i)
+      dx[off + i] = k * (g[off + i] - mdy - (x[off + i] - m) * inv * mdyx);
+  }
+}
+
 // BatchNormalization with training_mode=1 (ONNX opset 14+): Y normalized with this batch's mean
 // and biased variance; outputs running_mean = input_mean * momentum + mean * (1 - momentum) and
 // likewise running_var (from the biased variance, as the spec's reference computes it).
@@ -274,7 +341,6 @@ KernelPtr synced_batch_norm_training(ChannelLayout l, float eps, bool relu,
     float* y = o[0]->data_as<float>();
     float* st = mine->data();
     double* mv = combined->data();
-    const int64_t inner = l.inner;
     const double n = static_cast<double>(l.count()), total = n * static_cast<double>(P);
     const bool big = l.N * l.C * l.inner > 32768;
 #pragma omp parallel for schedule(static) if (big)
@@ -305,20 +371,8 @@ KernelPtr synced_batch_norm_training(ChannelLayout l, float eps, bool relu,
       const float m = static_cast<float>(mv[c]);
       const double var = mv[C + static_cast<size_t>(c)];
       const float sa = static_cast<float>(scale[c] / std::sqrt(var + eps));
-      const float b = shift[c] - m * sa;
-      for (int64_t r = 0; r < l.N; ++r) {
-        int64_t off = l.offset(r, c);
-        if (relu) {
-#pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) y[off + i] = std::max(x[off + i] * sa + b, 0.0f);
-        } else {
-#pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * sa + b;
-        }
-      }
-      if (o[1]) o[1]->data_as<float>()[c] = m;
-      if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(var);
-      if (o[3]) o[3]->data_as<float>()[c] = static_cast<float>(var * unbias);
+      normalize_channel(x, y, l, c, sa, shift[c] - m * sa, relu);
+      write_channel_stats(o, c, m, var, unbias);
     }
     return Status::OK();
   });
@@ -335,33 +389,14 @@ KernelPtr synced_batch_norm_grad(ChannelLayout l, float eps, bool masked, const 
                 *var = in[4]->data_as<float>();
     float* dx = o[0]->data_as<float>();
     float* st = mine->data();
-    const int64_t inner = l.inner;
     const float* y = masked ? in[5]->data_as<float>() : nullptr;
     const float* g = masked ? dx : dy;
     const bool big = l.N * l.C * l.inner > 32768;
 #pragma omp parallel for schedule(static) if (big)
     for (int64_t c = 0; c < l.C; ++c) {
-      if (y) {
-        for (int64_t r = 0; r < l.N; ++r) {
-          int64_t off = l.offset(r, c);
-#pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) dx[off + i] = y[off + i] > 0.f ? dy[off + i] : 0.f;
-        }
-      }
-      const float m = mean[c],
-                  inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
+      const float inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
       double sum_dy = 0, sum_dy_xhat = 0;
-      for (int64_t r = 0; r < l.N; ++r) {
-        int64_t off = l.offset(r, c);
-        float a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
-        for (int64_t i = 0; i < inner; ++i) {
-          a += g[off + i];
-          b += g[off + i] * (x[off + i] - m);
-        }
-        sum_dy += a;
-        sum_dy_xhat += b;
-      }
+      channel_grad_sums(dy, y, dx, x, l, c, mean[c], &sum_dy, &sum_dy_xhat);
       st[c] = static_cast<float>(sum_dy);
       st[C + static_cast<size_t>(c)] = static_cast<float>(sum_dy_xhat * inv);
       if (o[1]) o[1]->data_as<float>()[c] = st[C + static_cast<size_t>(c)];
@@ -380,12 +415,7 @@ KernelPtr synced_batch_norm_grad(ChannelLayout l, float eps, bool masked, const 
                   inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
       const float k = scale[c] * inv, mdy = static_cast<float>(s1 / total),
                   mdyx = static_cast<float>(s2 / total);
-      for (int64_t r = 0; r < l.N; ++r) {
-        int64_t off = l.offset(r, c);
-#pragma omp simd
-        for (int64_t i = 0; i < inner; ++i)
-          dx[off + i] = k * (g[off + i] - mdy - (x[off + i] - m) * inv * mdyx);
-      }
+      channel_dx(g, x, dx, l, c, m, inv, k, mdy, mdyx);
     }
     return Status::OK();
   });
@@ -411,27 +441,14 @@ Result<KernelPtr> build_batch_norm_training(BuildContext& ctx) {
     const float *x = in[0]->data_as<float>(), *scale = in[1]->data_as<float>(),
                 *shift = in[2]->data_as<float>();
     float* y = o[0]->data_as<float>();
-    const int64_t inner = l.inner;
 #pragma omp parallel for schedule(static) if (l.N * l.C * l.inner > 32768)
     for (int64_t c = 0; c < l.C; ++c) {
       float m;
       double var;
       channel_moments(x, l, c, &m, &var);
       float a = static_cast<float>(scale[c] / std::sqrt(var + eps));
-      float b = shift[c] - m * a;
-      for (int64_t r = 0; r < l.N; ++r) {
-        int64_t off = l.offset(r, c);
-        if (relu) {
-#pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) y[off + i] = std::max(x[off + i] * a + b, 0.0f);
-        } else {
-#pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) y[off + i] = x[off + i] * a + b;
-        }
-      }
-      if (o[1]) o[1]->data_as<float>()[c] = m;
-      if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(var);
-      if (o[3]) o[3]->data_as<float>()[c] = static_cast<float>(var * unbias);
+      normalize_channel(x, y, l, c, a, shift[c] - m * a, relu);
+      write_channel_stats(o, c, m, var, unbias);
     }
     return Status::OK();
   });
@@ -466,43 +483,19 @@ Result<KernelPtr> build_batch_norm_grad(BuildContext& ctx) {
                 *scale = in[2]->data_as<float>(), *mean = in[3]->data_as<float>(),
                 *var = in[4]->data_as<float>();
     float* dx = o[0]->data_as<float>();
-    const int64_t inner = l.inner;
     // With a fused Relu, dY counts only where its output Y is positive: dY is masked into dX
     // first (dX is then read in place of dY).
     const float* y = masked ? in[5]->data_as<float>() : nullptr;
-    const float* g = masked ? dx : dy;
 #pragma omp parallel for schedule(static) if (l.N * l.C * l.inner > 32768)
     for (int64_t c = 0; c < l.C; ++c) {
-      if (y) {
-        for (int64_t r = 0; r < l.N; ++r) {
-          int64_t off = l.offset(r, c);
-#pragma omp simd
-          for (int64_t i = 0; i < inner; ++i) dx[off + i] = y[off + i] > 0.f ? dy[off + i] : 0.f;
-        }
-      }
       float m = mean[c],
             inv = static_cast<float>(1.0 / std::sqrt(static_cast<double>(var[c]) + eps));
       double sum_dy = 0, sum_dy_xhat = 0;
-      for (int64_t r = 0; r < l.N; ++r) {
-        int64_t off = l.offset(r, c);
-        float a = 0, b = 0;
-#pragma omp simd reduction(+ : a, b)
-        for (int64_t i = 0; i < inner; ++i) {
-          a += g[off + i];
-          b += g[off + i] * (x[off + i] - m);
-        }
-        sum_dy += a;
-        sum_dy_xhat += b;
-      }
+      const float* g = channel_grad_sums(dy, y, dx, x, l, c, m, &sum_dy, &sum_dy_xhat);
       sum_dy_xhat *= inv;
       float k = scale[c] * inv, mdy = static_cast<float>(sum_dy / n),
             mdyx = static_cast<float>(sum_dy_xhat / n);
-      for (int64_t r = 0; r < l.N; ++r) {
-        int64_t off = l.offset(r, c);
-#pragma omp simd
-        for (int64_t i = 0; i < inner; ++i)
-          dx[off + i] = k * (g[off + i] - mdy - (x[off + i] - m) * inv * mdyx);
-      }
+      channel_dx(g, x, dx, l, c, m, inv, k, mdy, mdyx);
       if (o[1]) o[1]->data_as<float>()[c] = static_cast<float>(sum_dy_xhat);
       if (o[2]) o[2]->data_as<float>()[c] = static_cast<float>(sum_dy);
     }
