@@ -568,17 +568,21 @@ TEST_F(DataParallel, AKilledRankEndsTheRunWithinSecondsNamingIt) {
   EXPECT_NE(r.output.find("rank 1"), std::string::npos) << r.output;
 }
 
-// --min-workers: rank 3 of 4 SIGKILLed in the middle of the run; the others restart as 2
-// workers from the newest checkpoint and finish the run, and the model is the same bytes as
-// the one one process trains (checkpoints resume on any world size, the micro-batches stay 4).
-TEST_F(DataParallel, WithMinWorkersTheOthersGoOnAsFewerWorkersToTheSameWeights) {
-  fs::path spec = write_spec("elastic", mlp_spec({32}, R"(  epochs: 12
+// The runs that lose rank 3 of 4 after 60 steps: checkpoints every 25 steps, 4 micro-batches (so
+// 2 workers train the same weights).
+const std::string kElastic = mlp_spec({32}, R"(  epochs: 12
   batch_size: 16
   seed: 4
   micro_batches: 4
   checkpoint_every: 25
   optimizer: {name: sgd, lr: 0.01, momentum: 0.9}
-)"));
+)");
+
+// --min-workers: rank 3 of 4 SIGKILLed in the middle of the run; the others restart as 2
+// workers from the newest checkpoint and finish the run, and the model is the same bytes as
+// the one one process trains (checkpoints resume on any world size, the micro-batches stay 4).
+TEST_F(DataParallel, WithMinWorkersTheOthersGoOnAsFewerWorkersToTheSameWeights) {
+  fs::path spec = write_spec("elastic", kElastic);
   const std::string want = plain_sha(spec);
   const fs::path out = dir_ / "elastic";
   Child c = start_and_wait_for_steps(spec, out, 60, {"--nproc", "4", "--min-workers", "2"});
@@ -599,13 +603,7 @@ TEST_F(DataParallel, WithMinWorkersTheOthersGoOnAsFewerWorkersToTheSameWeights) 
 // others' heartbeat within seconds, not after the collective's 60 s; with --min-workers the run
 // goes on as 2 workers to the same bytes as one process's.
 TEST_F(DataParallel, AStoppedRankIsNamedWithinSecondsAndTheOthersGoOn) {
-  fs::path spec = write_spec("hung", mlp_spec({32}, R"(  epochs: 12
-  batch_size: 16
-  seed: 4
-  micro_batches: 4
-  checkpoint_every: 25
-  optimizer: {name: sgd, lr: 0.01, momentum: 0.9}
-)"));
+  fs::path spec = write_spec("hung", kElastic);
   const std::string want = plain_sha(spec);
   const fs::path out = dir_ / "hung";
   Child c = start_and_wait_for_steps(spec, out, 60,
