@@ -203,7 +203,7 @@ kill -TERM "$SERVER"
 wait "$SERVER"
 trap - EXIT
 
-step "13/13 data-parallel training: the digits MLP on 1, 2 and 4 processes (Gloo on loopback, gradient buckets overlapped with the backward pass), the optimizer's state sharded on 2, and 4 workers that lose one (it hangs) and go on as 2: one model, byte for byte"
+step "13/13 data-parallel training: the digits MLP on 1, 2 and 4 processes (Gloo on loopback, gradient buckets overlapped with the backward pass), the optimizer's state sharded on 2, 4 workers that lose one (it hangs) and go on as 2, and 4 ranks with no supervisor that lose rank 0 and re-form as 2: one model, byte for byte"
 for n in 1 2 4; do
   "$DLSYS" train examples/digits/mlp.yaml --set micro_batches=4 --set target_accuracy=0 --epochs 3 \
     --nproc "$n" --out "$DIR/dp$n" --quiet | grep -E "^trained|^gradients"
@@ -220,11 +220,29 @@ for _ in $(seq 600); do [ -e "$DIR/dpe/checkpoints/latest" ] && break; sleep 0.0
 pkill -STOP -f -- "--out $DIR/dpe .*--rank 3 " || echo "(the run ended before rank 3 could be stopped)"
 wait "$ELASTIC" || { cat "$DIR/dpe.out"; exit 1; }
 grep -E "heartbeat|failed|stopped|continuing|^trained" "$DIR/dpe.out"
+# Four ranks started one by one, as on four machines (no supervisor), meeting in a shared
+# folder: rank 0, which writes the checkpoints, is killed once the first one exists. The others
+# re-form the group by themselves: ranks 1 and 2 go on as 0 and 1, rank 3 is not needed.
+for r in 0 1 2 3; do
+  "$DLSYS" train examples/digits/mlp.yaml --set micro_batches=4 --set target_accuracy=0 \
+    --epochs 3 --rank "$r" --world-size 4 --rendezvous "file://$DIR/dpm-rendezvous" \
+    --min-workers 2 --heartbeat-s 1 --threads 1 --checkpoint-every 10 --out "$DIR/dpm" --quiet \
+    >"$DIR/dpm-$r.out" 2>&1 &
+  eval "MACHINE$r=\$!"
+done
+for _ in $(seq 600); do [ -e "$DIR/dpm/checkpoints/latest" ] && break; sleep 0.05; done
+kill -KILL "$MACHINE0" 2>/dev/null || echo "(the run ended before rank 0 could be killed)"
+wait "$MACHINE0" || true
+for pid in "$MACHINE1" "$MACHINE2" "$MACHINE3"; do
+  wait "$pid" || { cat "$DIR"/dpm-*.out; exit 1; }
+done
+grep -hE "lost its group|continuing as|not needed" "$DIR"/dpm-[123].out || true
 sha256sum "$DIR"/dp1/model.onnx "$DIR"/dp2/model.onnx "$DIR"/dp4/model.onnx "$DIR"/dpz/model.onnx \
-  "$DIR"/dpe/model.onnx
-[ "$(sha256sum "$DIR"/dp{1,2,4,z,e}/model.onnx | cut -d' ' -f1 | sort -u | wc -l)" = 1 ] ||
+  "$DIR"/dpe/model.onnx "$DIR"/dpm/model.onnx
+[ "$(sha256sum "$DIR"/dp{1,2,4,z,e,m}/model.onnx | cut -d' ' -f1 | sort -u | wc -l)" = 1 ] ||
   { echo "the models differ"; exit 1; }
-echo "the same model from 1, 2 and 4 workers, with the optimizer sharded, and after a worker hung"
+echo "the same model from 1, 2 and 4 workers, with the optimizer sharded, after a worker hung,"
+echo "and after rank 0 of four ranks with no supervisor was killed"
 
 step "10/13 pipelines: retrain started by new digits data: check, train, evaluate against production, gate, canary at 10%, promote"
 # A server of its own (a fresh data directory), run from the repository's root: the pipeline's

@@ -38,7 +38,9 @@
 #include "core/sha256.h"
 #include "data/dataset_store.h"
 #include "data/manifest_check.h"
+#include "dist/elastic.h"
 #include "dist/process_group.h"
+#include "dist/rendezvous.h"
 #include "train/trainer.h"
 
 namespace dlsys::cli {
@@ -59,7 +61,9 @@ struct TrainArgs {
   double heartbeat_s = 5;
   int zero = 0;
   bool no_pin = false;  // --nproc: leave the ranks unpinned even when they fill the CPUs
-  int min_workers = 0;  // --nproc: continue on fewer workers when one fails (0: stop)
+  // Continue on fewer workers when one fails (0: stop): --nproc restarts the others; ranks
+  // started with --rendezvous re-form the group themselves.
+  int min_workers = 0;
 };
 
 void progress_bar(const train::TrainEvent& e) {
@@ -439,11 +443,13 @@ int run_train(const TrainArgs& a) {
                    "the same weights on other worker counts\n",
                    workers);
   }
-  if (a.min_workers > 0 && a.nproc == 0 && !std::getenv("DLSYS_NPROC_RANK"))
+  if (a.min_workers > 0 && a.nproc == 0 && a.rendezvous.empty())
     return fail(
-        "--min-workers works with --nproc (the ranks of one machine, restarted by this command); "
-        "ranks on several machines do not re-form a smaller group yet: give each job "
-        "max_retries, or use --nproc");
+        "--min-workers goes on with fewer workers of a data-parallel run: give --nproc N (ranks "
+        "on this machine), or --rank R --world-size N --rendezvous URL (ranks anywhere)");
+  if (a.min_workers > a.world_size && a.world_size > 0)
+    return fail(fmt::format("--min-workers {} is more than --world-size {}: at most {}",
+                            a.min_workers, a.world_size, a.world_size));
   if (a.min_workers > 0 && spec->sync_batch_norm)
     return fail(
         "--min-workers cannot go on with fewer workers under train.sync_batch_norm: each worker "
@@ -459,18 +465,30 @@ int run_train(const TrainArgs& a) {
   // One rank of a data-parallel run: join the group first (it fails fast, naming the rank
   // missing, before any data is read).
   std::unique_ptr<dist::ProcessGroup> group;
+  dist::GroupOptions go;
+  // Elastic without a supervisor (--min-workers, ranks started one by one): this process keeps
+  // the rendezvous open across the group's generations (rank 0 of the first one serves a tcp://
+  // one) and re-forms the group with the other survivors when it fails (dist/elastic.h).
+  const bool elastic = a.min_workers > 0 && !std::getenv("DLSYS_NPROC_RANK");
+  dist::Membership members;
   if (a.rank >= 0 || a.world_size > 0 || !a.rendezvous.empty()) {
     if (a.rank < 0 || a.world_size < 1 || a.rendezvous.empty())
       return fail(
           "a rank of a data-parallel run needs --rank R, --world-size N and "
           "--rendezvous tcp://HOST:PORT (or --nproc N to start N ranks here)");
-    dist::GroupOptions go;
     go.rank = a.rank;
     go.world = a.world_size;
     go.rendezvous = a.rendezvous;
     go.host = a.dist_host;
     go.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout_s * 1000));
     go.heartbeat = std::chrono::milliseconds(static_cast<int64_t>(a.heartbeat_s * 1000));
+    if (elastic) {
+      auto rv = dist::Rendezvous::open(a.rendezvous, a.rank == 0, go.timeout);
+      if (!rv.ok())
+        return fail(rv.status().with_context("rank " + std::to_string(a.rank)).message());
+      go.store = std::move(rv).value();
+      members = dist::first_membership(a.rank, a.world_size);
+    }
     auto g = dist::ProcessGroup::connect(go);
     if (!g.ok()) return fail(g.status().message());
     group = std::move(g).value();
@@ -539,6 +557,10 @@ int run_train(const TrainArgs& a) {
                                   spec->name, params, {{"spec", a.spec}});
       if (!l.ok()) return fail(l.status().with_context("tracking").message());
       logger = std::move(l).value();
+      // The run a later rank 0 records into, should this process be lost (elastic).
+      if (go.store)
+        if (Status st = go.store->set("run", std::to_string(logger->run_id())); !st.ok())
+          return fail(st.message());
     }
   } else if (!spec->dataset.empty()) {
     // No server, no --data-dir: the default data directory's store, said once.
@@ -612,6 +634,78 @@ int run_train(const TrainArgs& a) {
     }
   };
   auto r = train::train_model(*spec, o);
+  // Elastic: a group that failed (a rank lost) is re-formed by the survivors, which continue
+  // from the newest checkpoint; this process leaves when it is not in the new group. A group
+  // that cannot be connected (a member lost in between) is re-formed again.
+  Status lost = !r.ok() && elastic && group ? group->failure() : Status::OK();
+  while (!lost.ok() && !g_stop.load()) {
+    std::fprintf(stderr,
+                 "dlsys train: rank %d of %d (rank %d of the first group) lost its group: %s\n",
+                 members.rank, members.world(), a.rank, lost.message().c_str());
+    o.group = nullptr;
+    group.reset();
+    dist::ReformOptions ro;
+    ro.id = a.rank;
+    ro.min_workers = a.min_workers;
+    ro.divides = spec->micro_batches;
+    ro.window = go.heartbeat.count() == 0
+                    ? std::chrono::milliseconds(10000)
+                    : std::max(std::chrono::milliseconds(3000), 2 * go.heartbeat);
+    std::fprintf(stderr,
+                 "dlsys train: re-forming the group with the ranks that come within %.0f s "
+                 "(--min-workers %d)\n",
+                 static_cast<double>(ro.window.count()) / 1000, a.min_workers);
+    auto next = dist::reform(*go.store, members, ro);
+    if (!next.ok()) {
+      if (logger) (void)logger->finish("FAILED");
+      return fail(next.status().message());
+    }
+    if (next->rank < 0) {
+      const bool late = next->left_out == "late";
+      std::fprintf(stderr,
+                   late ? "dlsys train: rank %d came after the survivors had formed generation "
+                          "%d of the group without it (ranks %s): leaving the run\n"
+                        : "dlsys train: rank %d is not needed in generation %d of the group "
+                          "(ranks %s of the first group continue): leaving the run\n",
+                   a.rank, next->generation,
+                   fmt::format("{}", fmt::join(next->members, ",")).c_str());
+      return late ? 1 : 0;
+    }
+    members = *next;
+    // The run is recorded by rank 0: one that was not rank 0 before attaches to it (tracking
+    // lost is said, and the training goes on).
+    if (members.rank == 0 && !logger && client) {
+      auto id = go.store->get("run", std::chrono::milliseconds(0));
+      Status st = id.status();
+      if (st.ok() && *id) {
+        auto l = api::RunLogger::attach(*client, std::strtoll((*id)->c_str(), nullptr, 10), {}, {});
+        if (l.ok()) logger = std::move(l).value();
+        st = l.status();
+      }
+      if (!st.ok())
+        std::fprintf(stderr, "dlsys train: the tracked run is not recorded further: %s\n",
+                     st.message().c_str());
+    }
+    go.rank = members.rank;
+    go.world = members.world();
+    go.generation = members.generation;
+    auto g = dist::ProcessGroup::connect(go);
+    if (!g.ok()) {
+      lost = g.status();
+      continue;
+    }
+    group = std::move(g).value();
+    o.group = group.get();
+    o.resume = std::filesystem::exists(out + "/checkpoints/latest", ec);
+    std::fprintf(stderr,
+                 "dlsys train: continuing as rank %d of %d (generation %d; ranks %s of the first "
+                 "group) from %s\n",
+                 members.rank, members.world(), members.generation,
+                 fmt::format("{}", fmt::join(members.members, ",")).c_str(),
+                 o.resume ? "the newest checkpoint" : "the start (no checkpoint yet)");
+    r = train::train_model(*spec, o);
+    lost = !r.ok() ? group->failure() : Status::OK();
+  }
   heartbeat.steps_done();  // a run that failed or stopped beats by time until the process ends
   ::sigaction(SIGTERM, &old_term, nullptr);
   ::sigaction(SIGINT, &old_int, nullptr);
@@ -725,9 +819,11 @@ void add_train(CLI::App& app, int* rc) {
                 "the CPUs this command may use, each rank is pinned to its own (--no-pin: not)")
       ->check(CLI::Range(1, 1024));
   c->add_option("--min-workers", a->min_workers,
-                "With --nproc: when a rank fails, continue on the largest power of two of workers "
-                "that remains, if at least this many, from the newest checkpoint (the same "
-                "weights); 0: stop")
+                "When a rank fails, continue on fewer workers, if at least this many, from the "
+                "newest checkpoint (the same weights). --nproc restarts the others as the largest "
+                "power of two that remains; ranks started with --rendezvous re-form the group by "
+                "themselves (--out on storage they share; file:// survives losing rank 0, "
+                "tcp:// does not); 0: stop")
       ->check(CLI::Range(0, 1024));
   c->add_flag("--no-pin", a->no_pin,
               "With --nproc: do not pin each rank to its own CPUs, even when they fill them");

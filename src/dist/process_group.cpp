@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <ifaddrs.h>
 #include <netdb.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -106,6 +107,7 @@ struct ProcessGroup::Impl {
     std::mutex mu;
     std::condition_variable changed;  // lost was set
     Status lost;                      // why the group was given up, once a rank went silent
+    Status failed;                    // the first collective that failed, for failure()
     // How long a collective that saw a peer's connection close waits for the heartbeat's
     // verdict (0: no heartbeat): a rank that gives up on a silent one exits, and its peers
     // should name the silent rank rather than it.
@@ -163,7 +165,8 @@ struct ProcessGroup::Impl {
     if (l.lost.ok() && l.verdict_grace.count() > 0 && l.suspect.load() &&
         s.message().find("is gone") != std::string::npos)
       l.changed.wait_for(lock, l.verdict_grace, [&] { return !l.lost.ok(); });
-    if (!l.lost.ok()) return Status::Unavailable("{}: {}", what, l.lost.message());
+    if (!l.lost.ok()) s = Status::Unavailable("{}: {}", what, l.lost.message());
+    if (l.failed.ok()) l.failed = s;
     return s;
   }
 
@@ -207,6 +210,12 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
     return Status::Invalid("the heartbeat's limit is {} ms: use 0 (off) or 500 ms to an hour",
                            o.heartbeat.count());
   DLSYS_ASSIGN_OR_RETURN(RendezvousUrl url, parse_rendezvous_url(o.rendezvous));
+  // Gloo writes to its sockets with writev: a write to a peer that is gone raises SIGPIPE, which
+  // would kill this process instead of failing the collective (and an elastic survivor with it).
+  // Ignored for the process, unless the program installed a handler of its own.
+  struct sigaction pipe {};
+  if (::sigaction(SIGPIPE, nullptr, &pipe) == 0 && pipe.sa_handler == SIG_DFL)
+    ::signal(SIGPIPE, SIG_IGN);
   auto impl = std::make_unique<Impl>();
   impl->timeout = o.timeout;
   gloo::transport::tcp::attr attr;
@@ -230,8 +239,12 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
                                host.empty() ? "interface " + o.iface : host, e.what());
   }
   if (host.empty()) host = impl->device->str();
-  DLSYS_ASSIGN_OR_RETURN(impl->store,
-                         open_rendezvous(o.rendezvous, o.rank, o.generation, o.timeout));
+  if (o.store) {
+    impl->store = o.store->generation(o.generation);
+  } else {
+    DLSYS_ASSIGN_OR_RETURN(impl->store,
+                           open_rendezvous(o.rendezvous, o.rank, o.generation, o.timeout));
+  }
   try {
     impl->context = std::make_shared<gloo::rendezvous::Context>(o.rank, o.world);
     impl->context->setTimeout(o.timeout);
@@ -270,6 +283,11 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
 Status ProcessGroup::lost() const {
   std::lock_guard<std::mutex> lock(impl_->live->mu);
   return impl_->live->lost;
+}
+
+Status ProcessGroup::failure() const {
+  std::lock_guard<std::mutex> lock(impl_->live->mu);
+  return !impl_->live->lost.ok() ? impl_->live->lost : impl_->live->failed;
 }
 
 Result<std::unique_ptr<ProcessGroup>> ProcessGroup::split(const std::string& name) {

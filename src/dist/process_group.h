@@ -23,6 +23,9 @@
 // group is unusable: destroy it (a new group, with the next `generation`, may be formed by the
 // survivors).
 //
+// Signals: connect sets SIGPIPE to be ignored when it has the default action (Gloo's writes to
+// a peer that is gone would otherwise kill the process rather than fail the collective).
+//
 // Threading: one thread calls the collectives of a group at a time; the calls must be made in
 // the same order on every rank (each takes the next message slot). Two groups may run on two
 // threads.
@@ -38,11 +41,17 @@
 
 namespace dlsys::dist {
 
+class Rendezvous;
+
 struct GroupOptions {
   int rank = 0;
   int world = 1;
   // tcp://HOST:PORT (rank 0 serves it) or file:///A/FOLDER; see rendezvous.h.
   std::string rendezvous;
+  // The rendezvous already open, when this process keeps one across the group's generations
+  // (an elastic run, dist/elastic.h); null: `rendezvous` is opened here, and rank 0 serves a
+  // tcp:// one for the group's life.
+  std::shared_ptr<Rendezvous> store;
   // Which formation of the group this is (0 first, then one more per re-formation): keys of
   // the rendezvous are scoped by it.
   int generation = 0;
@@ -76,6 +85,10 @@ class ProcessGroup {
 
   // Why the group was given up (a rank the heartbeat reported silent), or OK while it stands.
   Status lost() const;
+  // The first failure of a collective on this group or a group split from it (a peer gone,
+  // silent or not answering; the heartbeat's verdict when there is one), or OK: once it is
+  // set the group is unusable. An elastic run re-forms when it is set.
+  Status failure() const;
 
   int rank() const { return rank_; }
   int world() const { return world_; }

@@ -6,17 +6,22 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <fmt/format.h>
 #include <gloo/common/error.h>
-#include <gloo/rendezvous/file_store.h>
 #include <gloo/rendezvous/store.h>
+
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 #include <vector>
@@ -28,9 +33,10 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// Frames: a request is op (1 byte: 'S' set, 'G' get), then the key (u32 length, bytes); a set
-// carries the value (u32 length, bytes), a get its wait in milliseconds (u32). The answer to a
-// set is one byte 1; to a get, 1 and the value (u32 length, bytes), or 0 when the wait ran out.
+// Frames: a request is op (1 byte: 'S' set, 'C' set once, 'G' get), then the key (u32 length,
+// bytes); a set or set-once carries the value (u32 length, bytes), a get its wait in
+// milliseconds (u32). The answer to a set is one byte 1; to a set-once, 1 and the value the key
+// holds afterwards; to a get, 1 and the value (u32 length, bytes), or 0 when the wait ran out.
 constexpr size_t kMaxKeyBytes = 4096;
 constexpr size_t kMaxValueBytes = 16u << 20;
 
@@ -180,18 +186,26 @@ class TcpStoreServer {
         break;
       std::string key(klen, '\0');
       if (!read_all(fd, key.data(), klen, deadline)) break;
-      if (op == 'S') {
+      if (op == 'S' || op == 'C') {
         uint32_t vlen = 0;
         if (!read_u32(fd, &vlen, deadline) || vlen > kMaxValueBytes) break;
         std::vector<char> v(vlen);
         if (!read_all(fd, v.data(), vlen, deadline)) break;
+        std::vector<char> held;  // set-once: what the key holds afterwards
         {
           std::lock_guard<std::mutex> l(mu_);
-          data_[key] = std::move(v);
-          changed_.notify_all();
+          auto it = data_.find(key);
+          if (op == 'S' || it == data_.end()) {
+            data_[key] = v;
+            changed_.notify_all();
+          }
+          if (op == 'C') held = data_[key];
         }
         char ok = 1;
         if (!write_all(fd, &ok, 1, deadline)) break;
+        if (op == 'C' && (!write_u32(fd, static_cast<uint32_t>(held.size()), deadline) ||
+                          !write_all(fd, held.data(), held.size(), deadline)))
+          break;
       } else if (op == 'G') {
         uint32_t wait_ms = 0;
         if (!read_u32(fd, &wait_ms, deadline)) break;
@@ -230,118 +244,294 @@ class TcpStoreServer {
   std::vector<std::thread> workers_;
 };
 
+}  // namespace
+
+// What a Rendezvous asks of its store: whole keys, errors as Status (a missing key is nullopt).
+class RendezvousBackend {
+ public:
+  virtual ~RendezvousBackend() = default;
+  virtual Status set(const std::string& key, const std::string& value) = 0;
+  virtual Result<std::string> set_once(const std::string& key, const std::string& value) = 0;
+  virtual Result<std::optional<std::string>> get(const std::string& key, milliseconds wait) = 0;
+};
+
+namespace {
+
+// A key as the thing it stands for: a rank's address ("3") or the key itself.
+std::string who(const std::string& key) {
+  bool digits = !key.empty() && key.find_first_not_of("0123456789") == std::string::npos;
+  return digits ? "rank " + key : "key '" + key + "'";
+}
+
+// The client of TcpStoreServer: one connection, requests one at a time; with `server`, this
+// process serves the store too (it outlives the connection: declared first).
+class TcpBackend : public RendezvousBackend {
+ public:
+  TcpBackend(std::unique_ptr<TcpStoreServer> server, int fd, std::string where,
+             milliseconds timeout)
+      : server_(std::move(server)), fd_(fd), where_(std::move(where)), timeout_(timeout) {}
+  ~TcpBackend() override { ::close(fd_); }
+
+  Status set(const std::string& key, const std::string& value) override {
+    std::lock_guard<std::mutex> l(mu_);
+    const auto d = Clock::now() + timeout_;
+    if (!write_value('S', key, value, d)) return gone("while " + who(key) + " was written");
+    return Status::OK();
+  }
+
+  Result<std::string> set_once(const std::string& key, const std::string& value) override {
+    std::lock_guard<std::mutex> l(mu_);
+    const auto d = Clock::now() + timeout_;
+    if (!write_value('C', key, value, d)) return gone("while " + who(key) + " was written");
+    return read_value(key, d);
+  }
+
+  Result<std::optional<std::string>> get(const std::string& key, milliseconds wait) override {
+    std::lock_guard<std::mutex> l(mu_);
+    wait = std::clamp(wait, milliseconds(0), timeout_);
+    // The server answers when the key appears or its wait runs out: allow the answer a moment.
+    const auto d = Clock::now() + wait + milliseconds(5000);
+    char found = 0;
+    if (broken_ || !send_request('G', key, d) ||
+        !write_u32(fd_, static_cast<uint32_t>(wait.count()), d) || !read_all(fd_, &found, 1, d))
+      return gone("while waiting for " + who(key));
+    if (!found) return std::optional<std::string>();
+    DLSYS_ASSIGN_OR_RETURN(std::string v, read_value(key, d));
+    return std::optional<std::string>(std::move(v));
+  }
+
+ private:
+  bool send_request(char op, const std::string& key, Clock::time_point d) {
+    return write_all(fd_, &op, 1, d) && write_u32(fd_, static_cast<uint32_t>(key.size()), d) &&
+           write_all(fd_, key.data(), key.size(), d);
+  }
+  // A set or set-once frame and the server's acknowledgement.
+  bool write_value(char op, const std::string& key, const std::string& value, Clock::time_point d) {
+    char ok = 0;
+    return !broken_ && send_request(op, key, d) &&
+           write_u32(fd_, static_cast<uint32_t>(value.size()), d) &&
+           write_all(fd_, value.data(), value.size(), d) && read_all(fd_, &ok, 1, d) && ok == 1;
+  }
+  Result<std::string> read_value(const std::string& key, Clock::time_point d) {
+    uint32_t len = 0;
+    std::string v;
+    if (!read_u32(fd_, &len, d)) return gone("while " + who(key) + " was read");
+    if (len > kMaxValueBytes || (v.resize(len), false) || !read_all(fd_, v.data(), len, d)) {
+      broken_ = true;
+      return Status::Unavailable("the rendezvous at {} sent a damaged answer for {}", where_,
+                                 who(key));
+    }
+    return v;
+  }
+  // A frame that failed half-way leaves the connection out of step: it is not used again.
+  Status gone(const std::string& when) {
+    broken_ = true;
+    return Status::Unavailable(
+        "the rendezvous at {} stopped answering {} (rank 0 of the first group, which serves "
+        "it, gone? ranks that must go on without it need a file:// rendezvous on storage every "
+        "machine shares)",
+        where_, when);
+  }
+
+  std::unique_ptr<TcpStoreServer> server_;
+  int fd_;
+  std::string where_;
+  milliseconds timeout_;
+  std::mutex mu_;
+  bool broken_ = false;
+};
+
+// file://DIR: a file per key. A value is written to a temporary file and renamed (set) or
+// hard-linked (set once: link(2) fails on an existing name, atomically, also over NFS) into
+// place, so a reader sees a whole value or none. Reads poll: a shared filesystem has no event
+// to wait on.
+class FileBackend : public RendezvousBackend {
+ public:
+  explicit FileBackend(std::string dir) : dir_(std::move(dir)) {}
+
+  Status set(const std::string& key, const std::string& value) override {
+    DLSYS_ASSIGN_OR_RETURN(std::string tmp, write_temp(value));
+    if (::rename(tmp.c_str(), path(key).c_str()) != 0) {
+      const int e = errno;
+      ::unlink(tmp.c_str());
+      return Status::IOError("rendezvous folder {}: cannot write {}: {}", dir_, path(key),
+                             std::strerror(e));
+    }
+    return Status::OK();
+  }
+
+  Result<std::string> set_once(const std::string& key, const std::string& value) override {
+    DLSYS_ASSIGN_OR_RETURN(std::string tmp, write_temp(value));
+    const int rc = ::link(tmp.c_str(), path(key).c_str());
+    const int e = errno;
+    ::unlink(tmp.c_str());
+    if (rc == 0) return value;
+    if (e != EEXIST)
+      return Status::IOError("rendezvous folder {}: cannot create {}: {}", dir_, path(key),
+                             std::strerror(e));
+    DLSYS_ASSIGN_OR_RETURN(std::optional<std::string> held, read(key));
+    if (!held) return Status::IOError("rendezvous folder {}: {} vanished", dir_, path(key));
+    return *held;
+  }
+
+  Result<std::optional<std::string>> get(const std::string& key, milliseconds wait) override {
+    const auto deadline = Clock::now() + std::max(wait, milliseconds(0));
+    for (milliseconds pause(1);; pause = std::min(pause * 2, milliseconds(50))) {
+      DLSYS_ASSIGN_OR_RETURN(std::optional<std::string> v, read(key));
+      if (v || Clock::now() >= deadline) return v;
+      std::this_thread::sleep_for(std::min<milliseconds>(
+          pause,
+          std::chrono::duration_cast<milliseconds>(deadline - Clock::now()) + milliseconds(1)));
+    }
+  }
+
+ private:
+  // The key as a file name: letters, digits, '-' and '_' kept (and '.' but as the first
+  // character), every other byte %XX; temporary files start with '.'. A long name is cut and
+  // ends with a hash of the whole key.
+  std::string path(const std::string& key) const {
+    std::string name;
+    for (size_t i = 0; i < key.size(); ++i) {
+      const unsigned char c = static_cast<unsigned char>(key[i]);
+      if (std::isalnum(c) || c == '-' || c == '_' || (c == '.' && i > 0))
+        name += static_cast<char>(c);
+      else
+        name += fmt::format("%{:02X}", c);
+    }
+    if (name.size() > 200) {
+      // Past a file name's length: a prefix and the whole key's FNV-1a (the same everywhere).
+      uint64_t h = 14695981039346656037ull;
+      for (unsigned char c : key) h = (h ^ c) * 1099511628211ull;
+      name = fmt::format("{}~{:016x}", name.substr(0, 160), h);
+    }
+    return dir_ + "/" + name;
+  }
+
+  // A file of its own: the names of ranks on other machines (the same pid in containers)
+  // differ by the host and a random part, and a name taken anyway is tried again.
+  Result<std::string> write_temp(const std::string& value) {
+    static std::atomic<uint64_t> counter{0};
+    static const std::string host = [] {
+      char h[256] = {0};
+      ::gethostname(h, sizeof(h) - 1);
+      std::string s;
+      for (const char* p = h; *p; ++p) s += std::isalnum(static_cast<unsigned char>(*p)) ? *p : '_';
+      return s;
+    }();
+    thread_local std::mt19937_64 random{std::random_device{}()};
+    std::string tmp;
+    int fd = -1;
+    for (int attempt = 0; fd < 0 && attempt < 8; ++attempt) {
+      tmp = fmt::format("{}/.tmp-{}-{}-{}-{:016x}", dir_, host, ::getpid(), counter.fetch_add(1),
+                        random());
+      fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd < 0 && errno != EEXIST) break;
+    }
+    if (fd < 0)
+      return Status::IOError("rendezvous folder {}: cannot create a file there: {}", dir_,
+                             std::strerror(errno));
+    const char* p = value.data();
+    size_t left = value.size();
+    while (left > 0) {
+      ssize_t k = ::write(fd, p, left);
+      if (k < 0 && errno == EINTR) continue;
+      if (k <= 0) {
+        const int e = errno;
+        ::close(fd);
+        ::unlink(tmp.c_str());
+        return Status::IOError("rendezvous folder {}: cannot write {}: {}", dir_, tmp,
+                               std::strerror(e));
+      }
+      p += k;
+      left -= static_cast<size_t>(k);
+    }
+    ::close(fd);
+    return tmp;
+  }
+
+  // The key's value, or nullopt when its file does not exist (yet).
+  Result<std::optional<std::string>> read(const std::string& key) const {
+    const std::string p = path(key);
+    int fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+      if (errno == ENOENT) return std::optional<std::string>();
+      return Status::IOError("rendezvous folder {}: cannot read {}: {}", dir_, p,
+                             std::strerror(errno));
+    }
+    std::string v;
+    char buf[4096];
+    for (;;) {
+      ssize_t k = ::read(fd, buf, sizeof(buf));
+      if (k < 0 && errno == EINTR) continue;
+      if (k < 0) {
+        const int e = errno;
+        ::close(fd);
+        return Status::IOError("rendezvous folder {}: cannot read {}: {}", dir_, p,
+                               std::strerror(e));
+      }
+      if (k == 0) break;
+      v.append(buf, static_cast<size_t>(k));
+      if (v.size() > kMaxValueBytes) {
+        ::close(fd);
+        return Status::IOError(
+            "rendezvous folder {}: {} is larger than {} bytes: not a key of "
+            "a dlsys rendezvous (use a fresh folder)",
+            dir_, p, kMaxValueBytes);
+      }
+    }
+    ::close(fd);
+    return std::optional<std::string>(std::move(v));
+  }
+
+  std::string dir_;
+};
+
 // What the stores below throw on failure: Gloo's own exception type, so connectFullMesh passes
 // it through to ProcessGroup::connect, which turns it into a Status. The server gone is told
-// apart from a key that did not come in time (which ScopedStore names by its rank).
+// apart from a key that did not come in time (which is named by its rank).
 struct StoreUnreachable : ::gloo::IoException {
   using ::gloo::IoException::IoException;
 };
 struct KeyTimeout : ::gloo::IoException {
   using ::gloo::IoException::IoException;
 };
-[[noreturn]] void fail(const std::string& what) {
-  throw StoreUnreachable(what);
-}
 
-std::string who(const std::string& key) {
-  bool digits = !key.empty() && key.find_first_not_of("0123456789") == std::string::npos;
-  return digits ? "rank " + key : "key '" + key + "'";
-}
-
-// A client of TcpStoreServer (one connection, requests one at a time).
-class TcpStoreClient : public ::gloo::rendezvous::Store {
- public:
-  TcpStoreClient(int fd, std::string where, milliseconds timeout)
-      : fd_(fd), where_(std::move(where)), timeout_(timeout) {}
-  ~TcpStoreClient() override { ::close(fd_); }
-
-  void set(const std::string& key, const std::vector<char>& data) override {
-    const auto d = Clock::now() + timeout_;
-    char op = 'S', ok = 0;
-    if (!write_all(fd_, &op, 1, d) || !write_u32(fd_, static_cast<uint32_t>(key.size()), d) ||
-        !write_all(fd_, key.data(), key.size(), d) ||
-        !write_u32(fd_, static_cast<uint32_t>(data.size()), d) ||
-        !write_all(fd_, data.data(), data.size(), d) || !read_all(fd_, &ok, 1, d) || ok != 1)
-      fail("the rendezvous at " + where_ + " stopped answering (rank 0 gone?) while " + who(key) +
-           " was written");
-  }
-
-  std::vector<char> get(const std::string& key) override { return read(key, timeout_); }
-
-  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
-
-  void wait(const std::vector<std::string>& keys, const milliseconds& timeout) override {
-    const auto deadline = Clock::now() + std::min(timeout, timeout_);
-    for (const std::string& k : keys)
-      read(k, std::chrono::duration_cast<milliseconds>(deadline - Clock::now()));
-  }
-
- private:
-  std::vector<char> read(const std::string& key, milliseconds wait) {
-    wait = std::max(wait, milliseconds(0));
-    // The server answers when the key appears or its wait runs out: allow the answer a moment.
-    const auto d = Clock::now() + wait + milliseconds(5000);
-    char op = 'G', found = 0;
-    uint32_t len = 0;
-    if (!write_all(fd_, &op, 1, d) || !write_u32(fd_, static_cast<uint32_t>(key.size()), d) ||
-        !write_all(fd_, key.data(), key.size(), d) ||
-        !write_u32(fd_, static_cast<uint32_t>(wait.count()), d) || !read_all(fd_, &found, 1, d))
-      fail("the rendezvous at " + where_ + " stopped answering (rank 0 gone?) while waiting for " +
-           who(key));
-    if (!found) throw KeyTimeout("no key '" + key + "' at " + where_);
-    std::vector<char> v;
-    if (!read_u32(fd_, &len, d) || len > kMaxValueBytes || (v.resize(len), false) ||
-        !read_all(fd_, v.data(), len, d))
-      fail("the rendezvous at " + where_ + " sent a damaged answer for " + who(key));
-    return v;
-  }
-
-  int fd_;
-  std::string where_;
-  milliseconds timeout_;
-};
-
-// Keys under a prefix, every wait bounded by the timeout, and errors that name the rank.
+// One generation's keys as Gloo's store: keys under a prefix, every wait bounded by the
+// timeout, and errors that name the rank.
 class ScopedStore : public ::gloo::rendezvous::Store {
  public:
-  ScopedStore(std::shared_ptr<::gloo::rendezvous::Store> inner, std::string prefix,
-              milliseconds timeout, std::string where, std::unique_ptr<TcpStoreServer> server)
-      : server_(std::move(server)),
-        inner_(std::move(inner)),
-        prefix_(std::move(prefix)),
-        timeout_(timeout),
-        where_(std::move(where)) {}
+  ScopedStore(std::shared_ptr<Rendezvous> rendezvous, std::string prefix)
+      : rendezvous_(std::move(rendezvous)), prefix_(std::move(prefix)) {}
 
   void set(const std::string& key, const std::vector<char>& data) override {
-    inner_->set(prefix_ + key, data);
+    Status st = rendezvous_->set(prefix_ + key, std::string(data.begin(), data.end()));
+    if (!st.ok()) throw StoreUnreachable(st.message());
   }
   std::vector<char> get(const std::string& key) override {
-    wait({key}, timeout_);
-    return inner_->get(prefix_ + key);
+    std::string v = read(key, rendezvous_->timeout());
+    return std::vector<char>(v.begin(), v.end());
   }
-  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, rendezvous_->timeout()); }
   void wait(const std::vector<std::string>& keys, const milliseconds& timeout) override {
-    const milliseconds t = std::min(timeout, timeout_);
-    for (const std::string& k : keys) {
-      try {
-        inner_->wait({prefix_ + k}, t);
-      } catch (const StoreUnreachable&) {
-        throw;
-      } catch (const ::gloo::IoException&) {
-        // Our client's KeyTimeout, or Gloo's FileStore giving up: the key's rank did not come.
-        throw KeyTimeout(who(k) + " did not reach the rendezvous " + where_ + " within " +
-                         std::to_string(t.count()) +
-                         " ms: is it started, with the same --world-size?");
-      }
-    }
+    const auto deadline = Clock::now() + std::min(timeout, rendezvous_->timeout());
+    for (const std::string& k : keys)
+      read(k, std::max(milliseconds(0),
+                       std::chrono::duration_cast<milliseconds>(deadline - Clock::now())));
   }
 
  private:
-  std::unique_ptr<TcpStoreServer> server_;  // rank 0 of tcp://: outlives the clients below
-  std::shared_ptr<::gloo::rendezvous::Store> inner_;
+  std::string read(const std::string& key, milliseconds wait) {
+    auto v = rendezvous_->get(prefix_ + key, wait);
+    if (!v.ok()) throw StoreUnreachable(v.status().message());
+    if (!*v)
+      throw KeyTimeout(who(key) + " did not reach the rendezvous " + rendezvous_->url() +
+                       " within " + std::to_string(wait.count()) +
+                       " ms: is it started, with the same --world-size?");
+    return std::move(**v);
+  }
+
+  std::shared_ptr<Rendezvous> rendezvous_;
   std::string prefix_;
-  milliseconds timeout_;
-  std::string where_;
 };
 
 Result<int> connect_until(const std::string& host, int port, Clock::time_point deadline) {
@@ -411,29 +601,71 @@ Result<RendezvousUrl> parse_rendezvous_url(const std::string& url) {
   return u;
 }
 
+Rendezvous::Rendezvous(std::string url, milliseconds timeout,
+                       std::shared_ptr<RendezvousBackend> backend, bool outlives_peers)
+    : url_(std::move(url)),
+      timeout_(timeout),
+      backend_(std::move(backend)),
+      outlives_peers_(outlives_peers) {}
+
+Rendezvous::~Rendezvous() = default;
+
+Result<std::shared_ptr<Rendezvous>> Rendezvous::open(const std::string& url, bool serve,
+                                                     milliseconds timeout) {
+  if (timeout.count() <= 0) return Status::Invalid("the rendezvous timeout must be positive");
+  DLSYS_ASSIGN_OR_RETURN(RendezvousUrl u, parse_rendezvous_url(url));
+  std::shared_ptr<RendezvousBackend> backend;
+  if (u.kind == RendezvousUrl::Kind::kFile) {
+    struct stat st {};
+    if (::stat(u.dir.c_str(), &st) != 0 && ::mkdir(u.dir.c_str(), 0755) != 0 && errno != EEXIST)
+      return Status::IOError("rendezvous folder {}: cannot create it: {}", u.dir,
+                             std::strerror(errno));
+    if (::stat(u.dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+      return Status::IOError("rendezvous folder {}: not a folder", u.dir);
+    backend = std::make_shared<FileBackend>(u.dir);
+  } else {
+    std::unique_ptr<TcpStoreServer> server;
+    if (serve) {
+      DLSYS_ASSIGN_OR_RETURN(server, TcpStoreServer::start(u.host, u.port));
+    }
+    DLSYS_ASSIGN_OR_RETURN(int fd, connect_until(u.host, u.port, Clock::now() + timeout));
+    backend = std::make_shared<TcpBackend>(std::move(server), fd, url, timeout);
+  }
+  const bool outlives = u.kind == RendezvousUrl::Kind::kFile || serve;
+  return std::shared_ptr<Rendezvous>(new Rendezvous(url, timeout, std::move(backend), outlives));
+}
+
+std::shared_ptr<gloo::rendezvous::Store> Rendezvous::generation(int generation) {
+  // The store holds this rendezvous: a Rendezvous is only ever made by open, as a shared_ptr.
+  return std::make_shared<ScopedStore>(shared_from_this(), "g" + std::to_string(generation) + "/");
+}
+
+Status Rendezvous::set(const std::string& key, const std::string& value) {
+  if (key.size() > kMaxKeyBytes || value.size() > kMaxValueBytes)
+    return Status::Invalid("rendezvous key '{}': keys hold at most {} bytes, values {}",
+                           key.substr(0, 64), kMaxKeyBytes, kMaxValueBytes);
+  return backend_->set(key, value);
+}
+
+Result<std::string> Rendezvous::set_once(const std::string& key, const std::string& value) {
+  if (key.size() > kMaxKeyBytes || value.size() > kMaxValueBytes)
+    return Status::Invalid("rendezvous key '{}': keys hold at most {} bytes, values {}",
+                           key.substr(0, 64), kMaxKeyBytes, kMaxValueBytes);
+  return backend_->set_once(key, value);
+}
+
+Result<std::optional<std::string>> Rendezvous::get(const std::string& key, milliseconds wait) {
+  if (key.size() > kMaxKeyBytes)
+    return Status::Invalid("rendezvous key '{}…': keys hold at most {} bytes", key.substr(0, 64),
+                           kMaxKeyBytes);
+  return backend_->get(key, std::min(wait, timeout_));
+}
+
 Result<std::shared_ptr<gloo::rendezvous::Store>> open_rendezvous(const std::string& url, int rank,
                                                                  int generation,
                                                                  milliseconds timeout) {
-  DLSYS_ASSIGN_OR_RETURN(RendezvousUrl u, parse_rendezvous_url(url));
-  const std::string prefix = "g" + std::to_string(generation) + "/";
-  if (u.kind == RendezvousUrl::Kind::kFile) {
-    std::shared_ptr<::gloo::rendezvous::Store> inner;
-    try {
-      inner = std::make_shared<::gloo::rendezvous::FileStore>(u.dir);
-    } catch (const std::exception& e) {
-      return Status::IOError("rendezvous folder {}: {}", u.dir, e.what());
-    }
-    return std::shared_ptr<::gloo::rendezvous::Store>(
-        std::make_shared<ScopedStore>(inner, prefix, timeout, url, nullptr));
-  }
-  std::unique_ptr<TcpStoreServer> server;
-  if (rank == 0) {
-    DLSYS_ASSIGN_OR_RETURN(server, TcpStoreServer::start(u.host, u.port));
-  }
-  DLSYS_ASSIGN_OR_RETURN(int fd, connect_until(u.host, u.port, Clock::now() + timeout));
-  auto client = std::make_shared<TcpStoreClient>(fd, url, timeout);
-  return std::shared_ptr<::gloo::rendezvous::Store>(
-      std::make_shared<ScopedStore>(client, prefix, timeout, url, std::move(server)));
+  DLSYS_ASSIGN_OR_RETURN(std::shared_ptr<Rendezvous> r, Rendezvous::open(url, rank == 0, timeout));
+  return r->generation(generation);
 }
 
 }  // namespace dlsys::dist

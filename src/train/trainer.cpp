@@ -991,6 +991,24 @@ Status Trainer::check_group() {
   return Status::Internal("rank {}: the model descriptions differ, but no line does", rank_);
 }
 
+Status Trainer::check_start() {
+  if (!options_.group || world_ == 1) return Status::OK();
+  const int64_t mine[3] = {start_step_, start_position_.epoch, start_position_.batch};
+  std::vector<int64_t> all(3 * static_cast<size_t>(world_));
+  DLSYS_RETURN_IF_ERROR(options_.group->all_gather(mine, sizeof(mine), all.data())
+                            .with_context("comparing where the ranks start"));
+  for (int r = 1; r < world_; ++r) {
+    const size_t at = 3 * static_cast<size_t>(r);
+    if (all[at] != all[0] || all[at + 1] != all[1] || all[at + 2] != all[2])
+      return Status::FailedPrecondition(
+          "rank {} starts at step {} and rank 0 at step {}: the ranks resumed from different "
+          "checkpoints; give every rank the same --out, on storage they all share (rank 0 writes "
+          "the checkpoints there)",
+          r, all[at], all[0]);
+  }
+  return Status::OK();
+}
+
 Status Trainer::form_buckets() {
   if (!options_.group || world_ == 1) return Status::OK();
   lay_out_gradients();
@@ -1451,6 +1469,7 @@ Result<TrainResult> Trainer::run() {
   }
   DLSYS_RETURN_IF_ERROR(form_buckets().with_context("forming the gradient buckets"));
   DLSYS_RETURN_IF_ERROR(restore());
+  DLSYS_RETURN_IF_ERROR(check_start());
   DLSYS_RETURN_IF_ERROR(open_metrics());
   // Before any evaluation, the metrics a run without epochs reports.
   if (classify_ || bce_) last_metrics_.val_accuracy = 0.0;

@@ -179,6 +179,10 @@ class Trainer {
   // parameter line that differs (its value here and on rank 0), the others name that rank.
   // Needs build_graphs.
   Status check_group();
+  // Data-parallel: every rank starts at the same step. Ranks that resumed from different
+  // checkpoints (an --out that is not one shared folder) fail naming the steps, rather than
+  // train apart. Needs restore.
+  Status check_start();
   // With options.resume: restores parameters, running statistics and optimizer state from the
   // run's latest checkpoint (same spec hash) and moves the loader to its position. Sets step_,
   // start_step_ and start_position_ (where the run continues; step 0, epoch 0, batch 0 without

@@ -21,6 +21,7 @@
 
 #include "core/sha256.h"
 #include "graph/onnx_import.h"
+#include "testing/free_port.h"
 
 namespace {
 
@@ -354,12 +355,18 @@ train: {epochs: 1, batch_size: 16, micro_batches: 2}
   Ran half = dlsys({"train", spec.string(), "--rank", "0", "--world-size", "2"});
   EXPECT_NE(half.code, 0);
   EXPECT_NE(half.output.find("--rendezvous"), std::string::npos) << half.output;
-  // --min-workers: restarts need the --nproc supervisor, and at most --nproc.
-  Ran alone = dlsys({"train", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous",
-                     "file://" + dir_.string(), "--min-workers", "1"});
+  // --min-workers: a data-parallel run's, and at most its worker count.
+  Ran alone =
+      dlsys({"train", spec.string(), "--out", (dir_ / "b6").string(), "--min-workers", "1"});
   EXPECT_NE(alone.code, 0);
-  EXPECT_NE(alone.output.find("--min-workers works with --nproc"), std::string::npos)
+  EXPECT_NE(alone.output.find("--min-workers goes on with fewer workers of a data-parallel run"),
+            std::string::npos)
       << alone.output;
+  Ran over = dlsys({"train", spec.string(), "--rank", "0", "--world-size", "2", "--rendezvous",
+                    "file://" + (dir_ / "rv6").string(), "--min-workers", "3"});
+  EXPECT_NE(over.code, 0);
+  EXPECT_NE(over.output.find("--min-workers 3 is more than --world-size 2"), std::string::npos)
+      << over.output;
   Ran more = dlsys({"train", spec.string(), "--out", (dir_ / "b5").string(), "--nproc", "2",
                     "--min-workers", "4"});
   EXPECT_NE(more.code, 0);
@@ -627,6 +634,96 @@ TEST_F(DataParallel, AStoppedRankIsNamedWithinSecondsAndTheOthersGoOn) {
       << r.output;
   EXPECT_EQ(file_sha(out / "model.onnx"), want)
       << "the run that lost a hung worker trained other weights";
+}
+
+// Ranks started one by one (as on several machines: no --nproc supervisor), each with
+// --min-workers 2, and rank 0 SIGKILLed in the middle of the run: it served nothing (file://
+// rendezvous) but wrote the checkpoints and the run. The three others re-form the group by
+// themselves: ranks 1 and 2 of the first group become ranks 0 and 1 of the second (4
+// micro-batches need a world that divides 4), rank 3 is not needed and leaves, and the run
+// goes on from the newest checkpoint to the same bytes as one process's.
+void reform_after_kill(const fs::path& dir, const fs::path& spec, const std::string& rendezvous,
+                       int victim, const std::string& want) {
+  const fs::path out = dir / "out";
+  std::vector<Child> ranks;
+  for (int r = 0; r < 4; ++r) {
+    std::vector<std::string> args = {"train",         spec.string(),
+                                     "--out",         out.string(),
+                                     "--rank",        std::to_string(r),
+                                     "--world-size",  "4",
+                                     "--rendezvous",  rendezvous,
+                                     "--min-workers", "2",
+                                     "--heartbeat-s", "2",
+                                     "--threads",     "1"};
+    if (r == victim) args.insert(args.end(), {"--json", "--log-every", "1"});
+    ranks.push_back(spawn(args));
+    ASSERT_GT(ranks.back().pid, 0);
+  }
+  Child& v = ranks[static_cast<size_t>(victim)];
+  int steps = 0;
+  for (std::string l = v.line(); !l.empty() && steps < 60; l = v.line())
+    if (l.find("\"event\":\"step\"") != std::string::npos) ++steps;
+  ASSERT_EQ(steps, 60) << "rank " << victim << " ended before 60 steps: " << v.finish().output;
+  ::kill(v.pid, SIGKILL);
+  v.finish();
+  std::vector<Ran> ends;
+  for (int r = 0; r < 4; ++r)
+    ends.push_back(r == victim ? Ran{0, ""} : ranks[static_cast<size_t>(r)].finish());
+  std::vector<int> stay;
+  for (int r = 0; r < 4; ++r)
+    if (r != victim) stay.push_back(r);
+  // The two lowest survivors continue as ranks 0 and 1; the third is not needed.
+  for (int i = 0; i < 3; ++i) {
+    const Ran& e = ends[static_cast<size_t>(stay[static_cast<size_t>(i)])];
+    EXPECT_EQ(e.code, 0) << "rank " << stay[static_cast<size_t>(i)] << ":\n" << e.output;
+    if (i < 2)
+      EXPECT_NE(
+          e.output.find("continuing as rank " + std::to_string(i) + " of 2 (generation 1; ranks " +
+                        std::to_string(stay[0]) + "," + std::to_string(stay[1]) +
+                        " of the first group) from the newest "
+                        "checkpoint"),
+          std::string::npos)
+          << e.output;
+    else
+      EXPECT_NE(e.output.find("is not needed in generation 1"), std::string::npos) << e.output;
+  }
+  EXPECT_EQ(file_sha(out / "model.onnx"), want)
+      << "the group re-formed without rank " << victim << " trained other weights";
+}
+
+TEST_F(DataParallel, RanksWithoutASupervisorReFormWithoutRankZeroToTheSameWeights) {
+  fs::path spec = write_spec("reform0", kElastic);
+  reform_after_kill(dir_ / "file", spec, "file://" + (dir_ / "rv").string(), 0, plain_sha(spec));
+}
+
+// The same over tcp://, losing rank 3: rank 0 serves the rendezvous and stays.
+TEST_F(DataParallel, RanksWithoutASupervisorReFormOverTcpWithoutRankThree) {
+  fs::path spec = write_spec("reform3", kElastic);
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(dlsys::testing::free_loopback_port());
+  reform_after_kill(dir_ / "tcp", spec, url, 3, plain_sha(spec));
+}
+
+// Ranks that resume from different checkpoints (here: --out folders that are not one shared
+// folder, one with a checkpoint, one without) fail before the first step naming both steps,
+// rather than train apart.
+TEST_F(DataParallel, RanksThatWouldResumeAtOtherStepsFailNamingThem) {
+  fs::path spec = write_spec("apart", kLong);
+  const fs::path a = dir_ / "apart-a", b = dir_ / "apart-b";
+  Child first = start_and_wait_for_steps(spec, a, 20, {});
+  ASSERT_GT(first.pid, 0) << "the run ended before 20 steps";
+  ::kill(first.pid, SIGTERM);
+  ASSERT_EQ(first.finish().code, 75);
+  const std::string url = "tcp://127.0.0.1:" + std::to_string(dlsys::testing::free_loopback_port());
+  Child r0 = spawn({"train", spec.string(), "--out", a.string(), "--auto-resume", "--rank", "0",
+                    "--world-size", "2", "--rendezvous", url});
+  Child r1 = spawn({"train", spec.string(), "--out", b.string(), "--auto-resume", "--rank", "1",
+                    "--world-size", "2", "--rendezvous", url});
+  Ran e0 = r0.finish(), e1 = r1.finish();
+  EXPECT_NE(e0.code, 0);
+  EXPECT_NE(e1.code, 0);
+  const std::string e = e0.output + e1.output;
+  EXPECT_NE(e.find("rank 1 starts at step 0 and rank 0 at step"), std::string::npos) << e;
+  EXPECT_NE(e.find("give every rank the same --out"), std::string::npos) << e;
 }
 
 // Below --min-workers the run stops (and says how to continue it).
