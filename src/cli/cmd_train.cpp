@@ -735,8 +735,9 @@ int run_train(const TrainArgs& a) {
     if (!st.ok()) return fail(st.with_context("tracking").message());
   }
   if (!a.json) {
-    std::printf("trained %s: %lld epochs, %lld steps in %.1f s", spec->name.c_str(),
-                static_cast<long long>(r->epochs), static_cast<long long>(r->steps), r->seconds);
+    std::printf("trained %s: %lld epoch%s, %lld step%s in %.1f s", spec->name.c_str(),
+                static_cast<long long>(r->epochs), r->epochs == 1 ? "" : "s",
+                static_cast<long long>(r->steps), r->steps == 1 ? "" : "s", r->seconds);
     if (spec->loss == "cross_entropy") std::printf(", validation accuracy %.4f", r->val_accuracy);
     std::printf("\nmodel: %s\n", r->model_path.c_str());
     if (group)

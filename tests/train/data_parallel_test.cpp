@@ -304,12 +304,12 @@ train:
   ASSERT_EQ(r.code, 0) << r.output;
   r = dlsys({"train", synced.string(), "--out", two.string(), "--nproc", "2", "--quiet"});
   ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_NE(r.output.find("1 epochs, 44 steps"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 epoch, 44 steps"), std::string::npos) << r.output;
   // Unsynchronized halves: the same 44 batches.
   const fs::path halves = spec_with("own", "  micro_batches: 2\n");
   r = dlsys({"train", halves.string(), "--out", own.string(), "--nproc", "2", "--quiet"});
   ASSERT_EQ(r.code, 0) << r.output;
-  EXPECT_NE(r.output.find("1 epochs, 44 steps"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 epoch, 44 steps"), std::string::npos) << r.output;
   const double d_sync = max_relative_difference(one / "model.onnx", two / "model.onnx");
   const double d_own = max_relative_difference(one / "model.onnx", own / "model.onnx");
   EXPECT_LT(d_sync, 1e-4) << "2 synchronized workers trained other weights than one process";
