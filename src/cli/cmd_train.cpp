@@ -217,7 +217,9 @@ extern "C" void kill_ranks(int) {
 }
 
 // `dlsys train SPEC --nproc N`: N processes on this machine, each this command line without
-// --nproc plus its --rank, --world-size N, a loopback --rendezvous and its share of the cores.
+// --nproc plus its --rank, --world-size N, a loopback --rendezvous (served by this process, on a
+// port the kernel picks: no race for a port found free, and the store outlives any rank) and
+// its share of the cores.
 // Rank 0 prints and writes the run; rank R > 0 logs to OUT/rank-R.log. A rank that fails ends
 // the others (they notice at once, or a stopped or unreachable rank by its silent heartbeat;
 // any still alive 10 s later are killed, a stopped one at once), and the exit code and message
@@ -267,17 +269,11 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
   ::sigaction(SIGINT, &fwd, nullptr);
   for (int world = a.nproc, attempt = 0;; ++attempt) {
     if (g_stopping) return kExitStopped;  // a stop came between two attempts
-    // A free loopback port for rank 0's rendezvous.
-    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof(addr);
-    if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
-      return fail("cannot find a free loopback port for the ranks' rendezvous");
-    const int port = ntohs(addr.sin_port);
-    ::close(fd);
+    // The ranks' rendezvous, served here on a loopback port the kernel picks (a fresh store
+    // for each attempt: no rank reads the addresses of the attempt before).
+    auto rendezvous = dist::Rendezvous::serve_on_free_port(
+        "127.0.0.1", std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout_s * 1000)));
+    if (!rendezvous.ok()) return fail(rendezvous.status().message());
     const int threads = a.threads > 0 ? a.threads : std::max(1, cores / world);
     // When the ranks' threads fill this process's CPUs exactly, each rank (its helper threads
     // too) keeps its own CPUs: no rank's communication or loading preempts another's compute,
@@ -289,9 +285,8 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
       std::vector<std::string> argv = base;
       for (const std::string& x :
            {std::string("--rank"), std::to_string(r), std::string("--world-size"),
-            std::to_string(world), std::string("--rendezvous"),
-            fmt::format("tcp://127.0.0.1:{}", port), std::string("--threads"),
-            std::to_string(threads)})
+            std::to_string(world), std::string("--rendezvous"), (*rendezvous)->url(),
+            std::string("--threads"), std::to_string(threads)})
         argv.push_back(x);
       if (attempt > 0) {
         // The survivors continue the run from its newest checkpoint, with the micro-batches
@@ -482,8 +477,10 @@ int run_train(const TrainArgs& a) {
     go.host = a.dist_host;
     go.timeout = std::chrono::milliseconds(static_cast<int64_t>(a.dist_timeout_s * 1000));
     go.heartbeat = std::chrono::milliseconds(static_cast<int64_t>(a.heartbeat_s * 1000));
-    if (elastic) {
-      auto rv = dist::Rendezvous::open(a.rendezvous, a.rank == 0, go.timeout);
+    // A rank started by --nproc reaches the store its parent serves (rank 0 serves none).
+    const bool nproc_rank = std::getenv("DLSYS_NPROC_RANK") != nullptr;
+    if (elastic || nproc_rank) {
+      auto rv = dist::Rendezvous::open(a.rendezvous, a.rank == 0 && !nproc_rank, go.timeout);
       if (!rv.ok())
         return fail(rv.status().with_context("rank " + std::to_string(a.rank)).message());
       go.store = std::move(rv).value();

@@ -133,6 +133,12 @@ class TcpStoreServer {
           "rank 0 cannot serve the rendezvous on {}:{}: {} (is another group using the port?)",
           host, port, why);
     auto s = std::unique_ptr<TcpStoreServer>(new TcpStoreServer(fd));
+    sockaddr_storage bound{};
+    socklen_t len = sizeof(bound);
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len) == 0)
+      s->port_ =
+          ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                            : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
     if (::pipe2(s->wake_, O_CLOEXEC) != 0) return Status::IOError("pipe: {}", std::strerror(errno));
     s->acceptor_ = std::thread([p = s.get()] { p->accept_loop(); });
     return s;
@@ -152,6 +158,8 @@ class TcpStoreServer {
     for (int fd : wake_)
       if (fd >= 0) ::close(fd);
   }
+
+  int port() const { return port_; }
 
  private:
   explicit TcpStoreServer(int fd) : listen_fd_(fd) {}
@@ -234,6 +242,7 @@ class TcpStoreServer {
   }
 
   int listen_fd_ = -1;
+  int port_ = 0;  // the port bound (the one asked for, or the kernel's choice for 0)
   int wake_[2] = {-1, -1};
   std::atomic<bool> stopping_{false};
   std::thread acceptor_;
@@ -633,6 +642,18 @@ Result<std::shared_ptr<Rendezvous>> Rendezvous::open(const std::string& url, boo
   }
   const bool outlives = u.kind == RendezvousUrl::Kind::kFile || serve;
   return std::shared_ptr<Rendezvous>(new Rendezvous(url, timeout, std::move(backend), outlives));
+}
+
+Result<std::shared_ptr<Rendezvous>> Rendezvous::serve_on_free_port(const std::string& host,
+                                                                   milliseconds timeout) {
+  if (timeout.count() <= 0) return Status::Invalid("the rendezvous timeout must be positive");
+  DLSYS_ASSIGN_OR_RETURN(std::unique_ptr<TcpStoreServer> server, TcpStoreServer::start(host, 0));
+  const bool v6 = host.find(':') != std::string::npos;
+  const std::string url =
+      fmt::format("tcp://{}{}{}:{}", v6 ? "[" : "", host, v6 ? "]" : "", server->port());
+  DLSYS_ASSIGN_OR_RETURN(int fd, connect_until(host, server->port(), Clock::now() + timeout));
+  auto backend = std::make_shared<TcpBackend>(std::move(server), fd, url, timeout);
+  return std::shared_ptr<Rendezvous>(new Rendezvous(url, timeout, std::move(backend), true));
 }
 
 std::shared_ptr<gloo::rendezvous::Store> Rendezvous::generation(int generation) {

@@ -61,6 +61,11 @@ class Rendezvous : public std::enable_shared_from_this<Rendezvous> {
   // `timeout` bounds every wait: the connection to the server and each read of a key.
   static Result<std::shared_ptr<Rendezvous>> open(const std::string& url, bool serve,
                                                   std::chrono::milliseconds timeout);
+  // Serves a tcp:// store on a port the kernel picks on `host` (no race with another process
+  // for a port found free earlier); url() names it. What `dlsys train --nproc` does for its
+  // ranks, which then all connect as clients.
+  static Result<std::shared_ptr<Rendezvous>> serve_on_free_port(const std::string& host,
+                                                                std::chrono::milliseconds timeout);
   ~Rendezvous();
 
   // Generation `generation`'s keys ("g<generation>/KEY") as Gloo's store, for connectFullMesh

@@ -205,5 +205,22 @@ TEST(ElasticTcpTest, TheStoreGoneWithRankZeroIsNamedWithTheRemedy) {
   EXPECT_NE(r.status().message().find("file://"), std::string::npos) << r.status().to_string();
 }
 
+// --nproc's store: served on a port the kernel picks (two at once get two ports), and clients
+// of its url() read what it holds.
+TEST(ElasticTcpTest, AStoreServedOnAFreePortIsReachedAtItsUrl) {
+  auto a = Rendezvous::serve_on_free_port("127.0.0.1", milliseconds(2000));
+  auto b = Rendezvous::serve_on_free_port("127.0.0.1", milliseconds(2000));
+  ASSERT_TRUE(a.ok()) << a.status().to_string();
+  ASSERT_TRUE(b.ok()) << b.status().to_string();
+  EXPECT_NE((*a)->url(), (*b)->url());
+  EXPECT_EQ((*a)->url().rfind("tcp://127.0.0.1:", 0), 0u) << (*a)->url();
+  ASSERT_TRUE((*a)->set("k", "from a").ok());
+  auto client = Rendezvous::open((*a)->url(), false, milliseconds(2000));
+  ASSERT_TRUE(client.ok()) << client.status().to_string();
+  auto v = (*client)->get("k", milliseconds(0));
+  ASSERT_TRUE(v.ok() && *v) << (*a)->url();
+  EXPECT_EQ(**v, "from a");
+}
+
 }  // namespace
 }  // namespace dlsys::dist
