@@ -639,12 +639,15 @@ int run_train(const TrainArgs& a) {
     std::fprintf(stderr,
                  "dlsys train: rank %d of %d (rank %d of the first group) lost its group: %s\n",
                  members.rank, members.world(), a.rank, lost.message().c_str());
+    dist::ReformOptions ro;
+    if (group && group->silent_rank() >= 0 && group->silent_rank() < members.world())
+      ro.suspects.push_back(members.members[static_cast<size_t>(group->silent_rank())]);
     o.group = nullptr;
     group.reset();
-    dist::ReformOptions ro;
     ro.id = a.rank;
     ro.min_workers = a.min_workers;
     ro.divides = spec->micro_batches;
+    ro.power_of_two = true;
     ro.window = go.heartbeat.count() == 0
                     ? std::chrono::milliseconds(10000)
                     : std::max(std::chrono::milliseconds(3000), 2 * go.heartbeat);
@@ -658,15 +661,24 @@ int run_train(const TrainArgs& a) {
       return fail(next.status().message());
     }
     if (next->rank < 0) {
-      const bool late = next->left_out == "late";
+      const std::string ranks = fmt::format("{}", fmt::join(next->members, ","));
+      if (next->left_out == "not needed") {
+        std::fprintf(stderr,
+                     "dlsys train: rank %d is not needed in generation %d of the group (ranks %s "
+                     "of the first group continue): leaving the run\n",
+                     a.rank, next->generation, ranks.c_str());
+        return 0;
+      }
       std::fprintf(stderr,
-                   late ? "dlsys train: rank %d came after the survivors had formed generation "
-                          "%d of the group without it (ranks %s): leaving the run\n"
-                        : "dlsys train: rank %d is not needed in generation %d of the group "
-                          "(ranks %s of the first group continue): leaving the run\n",
-                   a.rank, next->generation,
-                   fmt::format("{}", fmt::join(next->members, ",")).c_str());
-      return late ? 1 : 0;
+                   next->left_out == "silent"
+                       ? "dlsys train: rank %d was silent to most of the others (is this machine "
+                         "cut off from them?): generation %d of the group goes on without it "
+                         "(ranks %s of the first group); leaving the run\n"
+                       : "dlsys train: rank %d came after the survivors had formed generation %d "
+                         "of the group without it (ranks %s of the first group): leaving the "
+                         "run\n",
+                   a.rank, next->generation, ranks.c_str());
+      return 1;
     }
     members = *next;
     // The run is recorded by rank 0: one that was not rank 0 before attaches to it (tracking

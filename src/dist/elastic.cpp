@@ -3,7 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <set>
+#include <map>
 
 namespace dlsys::dist {
 
@@ -22,15 +22,24 @@ std::string join_list(const std::vector<int>& ids) {
 // --min-workers and micro-batches (0: too few to go on). Every survivor follows it, whatever its
 // own flags say, so that no two can act differently.
 struct Decision {
-  std::vector<int> came;
+  std::vector<int> came;    // in the group or not needed
+  std::vector<int> silent;  // joined, but a majority of those who joined found them silent
   int world = 0;
   int min_workers = 0;
   int64_t divides = 0;
+  int64_t power_of_two = 0;  // 1: the world had to be a power of two
 };
 
+// The largest world at most `n` that `d` allows.
+int allowed_world(const Decision& d, int n) {
+  while (n > 0 && ((d.divides > 0 && d.divides % n != 0) || (d.power_of_two && (n & (n - 1)) != 0)))
+    --n;
+  return n;
+}
+
 std::string encode(const Decision& d) {
-  return fmt::format("came={};world={};min={};divides={}", join_list(d.came), d.world,
-                     d.min_workers, d.divides);
+  return fmt::format("came={};silent={};world={};min={};divides={};pow2={}", join_list(d.came),
+                     join_list(d.silent), d.world, d.min_workers, d.divides, d.power_of_two);
 }
 
 Result<Decision> decode(const std::string& text, const std::string& key) {
@@ -47,7 +56,7 @@ Result<Decision> decode(const std::string& text, const std::string& key) {
     return true;
   };
   Decision d;
-  std::string came, world, min, divides;
+  std::string came, silent, world, min, divides, pow2;
   for (size_t at = 0; at <= text.size();) {
     size_t end = text.find(';', at);
     if (end == std::string::npos) end = text.size();
@@ -57,12 +66,16 @@ Result<Decision> decode(const std::string& text, const std::string& key) {
                       value = eq == std::string::npos ? "" : item.substr(eq + 1);
     if (name == "came")
       came = value;
+    else if (name == "silent")
+      silent = value;
     else if (name == "world")
       world = value;
     else if (name == "min")
       min = value;
     else if (name == "divides")
       divides = value;
+    else if (name == "pow2")
+      pow2 = value;
     else
       return bad();
     at = end + 1;
@@ -72,24 +85,25 @@ Result<Decision> decode(const std::string& text, const std::string& key) {
   d.world = static_cast<int>(v);
   if (!number(min, &v)) return bad();
   d.min_workers = static_cast<int>(v);
-  if (!number(divides, &d.divides)) return bad();
-  for (size_t at = 0; at < came.size();) {
-    size_t end = came.find(',', at);
-    if (end == std::string::npos) end = came.size();
-    if (!number(came.substr(at, end - at), &v) || v > (1 << 24)) return bad();
-    d.came.push_back(static_cast<int>(v));
-    at = end + 1;
-  }
+  if (!number(divides, &d.divides) || !number(pow2, &d.power_of_two)) return bad();
+  for (auto [text, out] : {std::pair{&came, &d.came}, std::pair{&silent, &d.silent}})
+    for (size_t at = 0; at < text->size();) {
+      size_t end = text->find(',', at);
+      if (end == std::string::npos) end = text->size();
+      if (!number(text->substr(at, end - at), &v) || v > (1 << 24)) return bad();
+      out->push_back(static_cast<int>(v));
+      at = end + 1;
+    }
   if (d.world > static_cast<int>(d.came.size())) return bad();
   return d;
 }
 
 // Waits for the members of `failed` to join generation g, until all have or `deadline`, or
 // until another survivor claimed the generation; returns the ids that joined.
-Result<std::vector<int>> wait_for_joins(Rendezvous& rv, const Membership& failed,
-                                        const std::string& join, const std::string& claim,
-                                        Clock::time_point deadline) {
-  std::set<int> joined;
+Result<std::map<int, std::string>> wait_for_joins(Rendezvous& rv, const Membership& failed,
+                                                  const std::string& join, const std::string& claim,
+                                                  Clock::time_point deadline) {
+  std::map<int, std::string> joined;
   for (;;) {
     DLSYS_ASSIGN_OR_RETURN(std::optional<std::string> held, rv.get(claim, milliseconds(0)));
     if (held) break;  // another survivor closed the join already
@@ -99,7 +113,7 @@ Result<std::vector<int>> wait_for_joins(Rendezvous& rv, const Membership& failed
       DLSYS_ASSIGN_OR_RETURN(std::optional<std::string> j,
                              rv.get(join + std::to_string(id), milliseconds(0)));
       if (j)
-        joined.insert(id);
+        joined[id] = *j;
       else if (waiting_on < 0)
         waiting_on = id;
     }
@@ -110,7 +124,23 @@ Result<std::vector<int>> wait_for_joins(Rendezvous& rv, const Membership& failed
                                  std::clamp(left, milliseconds(1), milliseconds(100)))
                               .status());
   }
-  return std::vector<int>(joined.begin(), joined.end());
+  return joined;
+}
+
+// The ids a join's value names as silent ("1,3"; anything else names none).
+std::vector<int> suspects_of(const std::string& value) {
+  std::vector<int> ids;
+  for (size_t at = 0; at < value.size();) {
+    size_t end = value.find(',', at);
+    if (end == std::string::npos) end = value.size();
+    const std::string item = value.substr(at, end - at);
+    if (item.empty() || item.size() > 8 ||
+        item.find_first_not_of("0123456789") != std::string::npos)
+      return {};
+    ids.push_back(std::stoi(item));
+    at = end + 1;
+  }
+  return ids;
 }
 
 }  // namespace
@@ -125,17 +155,24 @@ Membership first_membership(int id, int world) {
 Result<Membership> reform(Rendezvous& rv, const Membership& failed, const ReformOptions& o) {
   const int g = failed.generation + 1;
   const std::string join = fmt::format("join/{}/", g), claim = fmt::format("members/{}", g);
-  DLSYS_RETURN_IF_ERROR(rv.set(join + std::to_string(o.id), "1"));
+  DLSYS_RETURN_IF_ERROR(rv.set(join + std::to_string(o.id), join_list(o.suspects)));
   std::string agreed;
   if (rv.outlives_peers()) {
-    DLSYS_ASSIGN_OR_RETURN(std::vector<int> came,
+    DLSYS_ASSIGN_OR_RETURN(auto joined,
                            wait_for_joins(rv, failed, join, claim, Clock::now() + o.window));
+    // A rank that joined but that most of those who joined found silent is cut off from them
+    // (a partition that left it the shared store): it is not taken back.
+    std::map<int, int> accused;
+    for (const auto& [id, value] : joined)
+      for (int s : suspects_of(value))
+        if (s != id) ++accused[s];
     Decision d;
-    d.came = came;
+    for (const auto& [id, value] : joined)
+      (accused[id] * 2 > static_cast<int>(joined.size()) ? d.silent : d.came).push_back(id);
     d.min_workers = std::max(o.min_workers, 1);
     d.divides = o.divides;
-    d.world = static_cast<int>(came.size());
-    while (d.world > 0 && o.divides > 0 && o.divides % d.world != 0) --d.world;
+    d.power_of_two = o.power_of_two ? 1 : 0;
+    d.world = allowed_world(d, static_cast<int>(d.came.size()));
     if (d.world < d.min_workers) d.world = 0;
     DLSYS_ASSIGN_OR_RETURN(agreed, rv.set_once(claim, encode(d)));
   } else {
@@ -165,21 +202,24 @@ Result<Membership> reform(Rendezvous& rv, const Membership& failed, const Reform
         "the failure was not a lost rank (see the error above)",
         failed.generation, failed.members.size());
   if (d.world == 0) {
-    int w = static_cast<int>(d.came.size());
-    while (w > 0 && d.divides > 0 && d.divides % w != 0) --w;
+    const int w = allowed_world(d, static_cast<int>(d.came.size()));
     return Status::Unavailable(
         "{} worker{} would remain (ranks {} of the first group came back{}), fewer than "
         "--min-workers {}: stopping",
         w, w == 1 ? "" : "s", d.came.empty() ? "none" : join_list(d.came),
-        d.divides > 0 ? fmt::format("; the world must divide the {} micro-batches", d.divides)
-                      : std::string(),
+        std::string(d.divides > 0
+                        ? fmt::format("; the world must divide the {} micro-batches", d.divides)
+                        : "") +
+            (d.power_of_two ? "; and be a power of two" : ""),
         d.min_workers);
   }
   Membership next;
   next.generation = g;
   next.members.assign(d.came.begin(), d.came.begin() + d.world);
   auto at = std::find(d.came.begin(), d.came.end(), o.id);
-  if (at == d.came.end()) {
+  if (std::find(d.silent.begin(), d.silent.end(), o.id) != d.silent.end()) {
+    next.left_out = "silent";
+  } else if (at == d.came.end()) {
     next.left_out = "late";
   } else if (at - d.came.begin() >= d.world) {
     next.left_out = "not needed";

@@ -108,6 +108,7 @@ struct ProcessGroup::Impl {
     std::condition_variable changed;  // lost was set
     Status lost;                      // why the group was given up, once a rank went silent
     Status failed;                    // the first collective that failed, for failure()
+    int silent_rank = -1;             // the rank the heartbeat gave up, for silent_rank()
     // How long a collective that saw a peer's connection close waits for the heartbeat's
     // verdict (0: no heartbeat): a rank that gives up on a silent one exits, and its peers
     // should name the silent rank rather than it.
@@ -124,6 +125,7 @@ struct ProcessGroup::Impl {
   // Heartbeat's report: the group is given up, and the collectives waiting return.
   static void silent(Liveness& l, int rank, milliseconds silence, int seen_by, int me) {
     std::lock_guard<std::mutex> lock(l.mu);
+    if (l.silent_rank < 0) l.silent_rank = rank;
     const std::string saw =
         seen_by == me ? std::string() : fmt::format(" (as rank {} saw)", seen_by);
     l.lost = Status::Unavailable(
@@ -288,6 +290,11 @@ Status ProcessGroup::lost() const {
 Status ProcessGroup::failure() const {
   std::lock_guard<std::mutex> lock(impl_->live->mu);
   return !impl_->live->lost.ok() ? impl_->live->lost : impl_->live->failed;
+}
+
+int ProcessGroup::silent_rank() const {
+  std::lock_guard<std::mutex> lock(impl_->live->mu);
+  return impl_->live->silent_rank;
 }
 
 Result<std::unique_ptr<ProcessGroup>> ProcessGroup::split(const std::string& name) {

@@ -89,6 +89,9 @@ class ProcessGroup {
   // silent or not answering; the heartbeat's verdict when there is one), or OK: once it is
   // set the group is unusable. An elastic run re-forms when it is set.
   Status failure() const;
+  // The rank the heartbeat gave up as silent (the verdict's, whichever rank saw it first), or
+  // -1: what an elastic re-formation tells the others it suspects.
+  int silent_rank() const;
 
   int rank() const { return rank_; }
   int world() const { return world_; }

@@ -43,14 +43,17 @@ class ElasticTest : public ::testing::TestWithParam<std::string> {
   }
 
   // Ids `ids` of generation 0 (world 4) re-form at once, each on its own thread and
-  // rendezvous (id 0 on the one that serves tcp://), after `delay[i]`.
+  // rendezvous (id 0 on the one that serves tcp://), after `delay[i]`, naming `suspects[i]` as
+  // silent.
   std::vector<Result<Membership>> reform_all(const std::vector<int>& ids, int min_workers,
                                              int64_t divides, milliseconds window,
-                                             std::vector<milliseconds> delay = {}) {
+                                             std::vector<milliseconds> delay = {},
+                                             std::vector<std::vector<int>> suspects = {}) {
     std::vector<Result<Membership>> out(ids.size(), Status::Invalid("not run"));
     std::vector<std::shared_ptr<Rendezvous>> rvs;
     for (int id : ids) rvs.push_back(id == 0 ? server_ : client());
     delay.resize(ids.size(), milliseconds(0));
+    suspects.resize(ids.size());
     std::vector<std::thread> threads;
     for (size_t i = 0; i < ids.size(); ++i)
       threads.emplace_back([&, i] {
@@ -61,6 +64,7 @@ class ElasticTest : public ::testing::TestWithParam<std::string> {
         o.min_workers = min_workers;
         o.divides = divides;
         o.window = window;
+        o.suspects = suspects[i];
         out[i] = reform(*rvs[i], first_membership(ids[i], 4), o);
       });
     for (auto& t : threads) t.join();
@@ -167,6 +171,31 @@ TEST_P(ElasticTest, AllRanksComingBackIsNotALoss) {
   for (auto& g : got) {
     ASSERT_FALSE(g.ok());
     EXPECT_NE(g.status().message().find("the failure was not a lost rank"), std::string::npos)
+        << g.status().to_string();
+  }
+}
+
+// A partition: rank 3 is cut off from the others but reaches the store. The three find it
+// silent, it finds rank 0 silent: the majority's verdict leaves rank 3 out (it could not
+// connect to them), and the others go on as 3.
+TEST_P(ElasticTest, ARankMostFoundSilentIsLeftOut) {
+  auto got = reform_all({0, 1, 2, 3}, 2, 0, milliseconds(5000), {}, {{3}, {3}, {3}, {0}});
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_TRUE(got[i].ok()) << got[i].status().to_string();
+    EXPECT_EQ(got[i]->members, (std::vector<int>{0, 1, 2}));
+  }
+  EXPECT_EQ(got[3]->rank, -1);
+  EXPECT_EQ(got[3]->left_out, "silent");
+  EXPECT_EQ(got[0]->rank, 0);
+}
+
+// Two halves that each find the other silent: no majority, so nobody is left out, every rank
+// came back, and the run stops rather than split in two.
+TEST_P(ElasticTest, AnEvenSplitStopsRatherThanFormTwoGroups) {
+  auto got = reform_all({0, 1, 2, 3}, 1, 0, milliseconds(5000), {}, {{2}, {2}, {0}, {0}});
+  for (auto& g : got) {
+    ASSERT_FALSE(g.ok());
+    EXPECT_NE(g.status().message().find("all of its 4 ranks came back"), std::string::npos)
         << g.status().to_string();
   }
 }
