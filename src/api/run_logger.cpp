@@ -52,6 +52,12 @@ Result<std::unique_ptr<RunLogger>> RunLogger::attach(
   return logger;
 }
 
+Status RunLogger::detach() {
+  stop_heartbeats();
+  finished_ = true;
+  return flush();
+}
+
 RunLogger::~RunLogger() {
   // A logger dropped without finish() (an exception, an early return) marks the run FAILED.
   if (!finished_) (void)finish("FAILED");

@@ -59,6 +59,10 @@ class RunLogger {
   Status log_artifact(const std::string& path, const std::string& file);
   // Stops the heartbeats, flushes, then sets the final status: FINISHED, FAILED or KILLED.
   Status finish(const std::string& status = "FINISHED");
+  // Stops the heartbeats and flushes, leaving the run's status as it is: another process
+  // records the rest of the run (a rank of a data-parallel run that leaves the group to the
+  // others). The destructor then changes nothing.
+  Status detach();
   // Heartbeats the server accepted so far.
   int64_t heartbeats_sent() const;
 

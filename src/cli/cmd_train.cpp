@@ -640,8 +640,9 @@ int run_train(const TrainArgs& a) {
                  "dlsys train: rank %d of %d (rank %d of the first group) lost its group: %s\n",
                  members.rank, members.world(), a.rank, lost.message().c_str());
     dist::ReformOptions ro;
-    if (group && group->silent_rank() >= 0 && group->silent_rank() < members.world())
-      ro.suspects.push_back(members.members[static_cast<size_t>(group->silent_rank())]);
+    if (group)
+      for (int r : group->unheard_ranks())
+        if (r < members.world()) ro.suspects.push_back(members.members[static_cast<size_t>(r)]);
     o.group = nullptr;
     group.reset();
     ro.id = a.rank;
@@ -661,6 +662,8 @@ int run_train(const TrainArgs& a) {
       return fail(next.status().message());
     }
     if (next->rank < 0) {
+      // The run is the new group's to record: this process leaves its status alone.
+      if (logger) (void)logger->detach();
       const std::string ranks = fmt::format("{}", fmt::join(next->members, ","));
       if (next->left_out == "not needed") {
         std::fprintf(stderr,

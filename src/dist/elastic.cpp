@@ -42,7 +42,7 @@ std::string encode(const Decision& d) {
                      join_list(d.silent), d.world, d.min_workers, d.divides, d.power_of_two);
 }
 
-Result<Decision> decode(const std::string& text, const std::string& key) {
+Result<Decision> decode(const std::string& text, const std::string& key, const Membership& failed) {
   auto bad = [&] {
     return Status::FailedPrecondition(
         "rendezvous key '{}' holds '{}', not a re-formed group: is the rendezvous shared with "
@@ -91,10 +91,18 @@ Result<Decision> decode(const std::string& text, const std::string& key) {
       size_t end = text->find(',', at);
       if (end == std::string::npos) end = text->size();
       if (!number(text->substr(at, end - at), &v) || v > (1 << 24)) return bad();
+      // Ids of the failed generation, each once, in increasing order.
+      if ((!out->empty() && v <= out->back()) ||
+          std::find(failed.members.begin(), failed.members.end(), v) == failed.members.end())
+        return bad();
       out->push_back(static_cast<int>(v));
       at = end + 1;
     }
-  if (d.world > static_cast<int>(d.came.size())) return bad();
+  for (int id : d.silent)
+    if (std::find(d.came.begin(), d.came.end(), id) != d.came.end()) return bad();
+  if (d.world < 0 || d.world > static_cast<int>(d.came.size()) || d.min_workers < 0 ||
+      d.min_workers > (1 << 24))
+    return bad();
   return d;
 }
 
@@ -167,8 +175,12 @@ Result<Membership> reform(Rendezvous& rv, const Membership& failed, const Reform
       for (int s : suspects_of(value))
         if (s != id) ++accused[s];
     Decision d;
+    // The process serving a tcp:// store never leaves itself out: the store would go with it.
+    const bool serves = rv.url().rfind("tcp://", 0) == 0;
     for (const auto& [id, value] : joined)
-      (accused[id] * 2 > static_cast<int>(joined.size()) ? d.silent : d.came).push_back(id);
+      (accused[id] * 2 > static_cast<int>(joined.size()) && !(serves && id == o.id) ? d.silent
+                                                                                    : d.came)
+          .push_back(id);
     d.min_workers = std::max(o.min_workers, 1);
     d.divides = o.divides;
     d.power_of_two = o.power_of_two ? 1 : 0;
@@ -195,7 +207,7 @@ Result<Membership> reform(Rendezvous& rv, const Membership& failed, const Reform
       }
     }
   }
-  DLSYS_ASSIGN_OR_RETURN(Decision d, decode(agreed, claim));
+  DLSYS_ASSIGN_OR_RETURN(Decision d, decode(agreed, claim, failed));
   if (d.came.size() >= failed.members.size())
     return Status::Unavailable(
         "generation {} of the group failed, but all of its {} ranks came back to re-form it: "

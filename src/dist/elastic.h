@@ -5,7 +5,8 @@
 //
 // Protocol. Each process has a stable id: its rank in the first group. The first group
 // (generation 0) is ids 0..N-1. When generation g fails, every survivor:
-//   1. writes "join/<g+1>/<id>", its value the ids its heartbeat found silent;
+//   1. writes "join/<g+1>/<id>", its value the ids it has itself not heard a heartbeat from
+//      for half the limit (ProcessGroup::unheard_ranks: not verdicts passed on);
 //   2. a process that may decide (one whose store outlives its peers: any, on file://; on
 //      tcp:// only the one serving it, rank 0 of the first group, which so is never left out
 //      and gone with the store) waits until every member of generation g has joined, or
@@ -14,7 +15,8 @@
 //      joined and the world it chose from them (its --min-workers and micro-batches); the first
 //      claim wins. An id that joined but that more than half of those who joined found silent
 //      is left out: a rank cut off from the others that still reaches a shared store (a
-//      network partition) is not taken back into a group it cannot connect to. The others wait
+//      network partition) is not taken back into a group it cannot connect to (the tcp://
+//      decider never leaves itself out: the store would go with it). The others wait
 //      for the claim (the window and the rendezvous' timeout);
 //   3. every survivor follows the claim, whatever its own flags: the group is the first W ids
 //      (W the largest world at most their number that divides the micro-batches, and a power
@@ -59,8 +61,8 @@ struct ReformOptions {
   int min_workers = 1;        // fewer survivors than this end the run
   int64_t divides = 0;        // the new world must divide it (train.micro_batches); 0: any world
   bool power_of_two = false;  // the new world must be a power of two (the trainer's rule)
-  // The ids this process's heartbeat found silent (ProcessGroup::silent_rank), told the others
-  // with its join.
+  // The ids this process has itself not heard from (ProcessGroup::unheard_ranks), told the
+  // others with its join.
   std::vector<int> suspects;
   std::chrono::milliseconds window{10000};
 };

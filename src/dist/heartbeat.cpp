@@ -175,7 +175,9 @@ Heartbeat::Heartbeat(int fd, int wake, int rank, std::vector<Peer> peers, Heartb
       options_(options),
       on_silent_(std::move(on_silent)),
       suspect_(suspect),
-      heard_(peers_.size(), false) {
+      heard_(peers_.size(), false),
+      last_heard_(peers_.size(), Clock::now()),
+      gone_(peers_.size(), false) {
   heard_[static_cast<size_t>(rank_)] = true;
   thread_ = std::thread([this] { run(); });
 }
@@ -202,6 +204,16 @@ void Heartbeat::send_to_all(char kind, int about, int silence_ms,
                peers_[r].len);
 }
 
+std::vector<int> Heartbeat::unheard_for(milliseconds silence) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto now = Clock::now();
+  std::vector<int> out;
+  for (size_t r = 0; r < last_heard_.size(); ++r)
+    if (static_cast<int>(r) != rank_ && !gone_[r] && now - last_heard_[r] > silence)
+      out.push_back(static_cast<int>(r));
+  return out;
+}
+
 void Heartbeat::run() {
   const size_t world = peers_.size();
   std::vector<bool> watched(world, true), heard(world, false);
@@ -223,7 +235,11 @@ void Heartbeat::run() {
   for (;;) {
     now = Clock::now();
     // This process was stopped itself (or starved): the silence it would see is its own.
-    if (now - last_loop > options_.timeout / 2) std::fill(last.begin(), last.end(), now);
+    if (now - last_loop > options_.timeout / 2) {
+      std::fill(last.begin(), last.end(), now);
+      std::lock_guard<std::mutex> lock(mu_);
+      std::fill(last_heard_.begin(), last_heard_.end(), now);
+    }
     last_loop = now;
     if (now >= next_beat) {
       if (reported)
@@ -261,6 +277,11 @@ void Heartbeat::run() {
         continue;  // not a peer's datagram
       const size_t f = static_cast<size_t>(m.from);
       last[f] = Clock::now();
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        last_heard_[f] = last[f];
+        if (m.kind == 'X') gone_[f] = true;
+      }
       if (!heard[f]) {
         heard[f] = true;
         std::lock_guard<std::mutex> lock(mu_);

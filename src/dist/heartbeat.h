@@ -80,6 +80,9 @@ class Heartbeat {
                                                  HeartbeatOptions options, SilentFn on_silent,
                                                  std::atomic<bool>* suspect = nullptr);
   ~Heartbeat();
+  // The peers this rank itself has not heard from for longer than `silence` (not counting
+  // those that said goodbye): its own observation, not another rank's verdict passed on.
+  std::vector<int> unheard_for(std::chrono::milliseconds silence) const;
   Heartbeat(const Heartbeat&) = delete;
   Heartbeat& operator=(const Heartbeat&) = delete;
 
@@ -100,9 +103,13 @@ class Heartbeat {
   HeartbeatOptions options_;
   SilentFn on_silent_;
   std::atomic<bool>* suspect_;
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::condition_variable heard_changed_;
   std::vector<bool> heard_;  // under mu_: a datagram of the peer arrived
+  // Under mu_, for unheard_for: when each peer's last datagram arrived (reset with the thread's
+  // own clocks after this process was stopped), and which peers said goodbye.
+  std::vector<std::chrono::steady_clock::time_point> last_heard_;
+  std::vector<bool> gone_;
   std::thread thread_;
 };
 

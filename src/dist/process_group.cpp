@@ -108,7 +108,6 @@ struct ProcessGroup::Impl {
     std::condition_variable changed;  // lost was set
     Status lost;                      // why the group was given up, once a rank went silent
     Status failed;                    // the first collective that failed, for failure()
-    int silent_rank = -1;             // the rank the heartbeat gave up, for silent_rank()
     // How long a collective that saw a peer's connection close waits for the heartbeat's
     // verdict (0: no heartbeat): a rank that gives up on a silent one exits, and its peers
     // should name the silent rank rather than it.
@@ -121,11 +120,11 @@ struct ProcessGroup::Impl {
   };
   std::shared_ptr<Liveness> live = std::make_shared<Liveness>();
   std::unique_ptr<Heartbeat> heartbeat;  // the group first connected only; last: stopped first
+  milliseconds heartbeat_limit{0};
 
   // Heartbeat's report: the group is given up, and the collectives waiting return.
   static void silent(Liveness& l, int rank, milliseconds silence, int seen_by, int me) {
     std::lock_guard<std::mutex> lock(l.mu);
-    if (l.silent_rank < 0) l.silent_rank = rank;
     const std::string saw =
         seen_by == me ? std::string() : fmt::format(" (as rank {} saw)", seen_by);
     l.lost = Status::Unavailable(
@@ -274,6 +273,7 @@ Result<std::unique_ptr<ProcessGroup>> ProcessGroup::connect(const GroupOptions& 
       return Status(hb.status().code(),
                     fmt::format("rank {} of {}: {}", o.rank, o.world, hb.status().message()));
     impl->heartbeat = std::move(hb).value();
+    impl->heartbeat_limit = o.heartbeat;
     // The verdict is sent before the rank that saw the silence aborts: it arrives in well under
     // this on any network, unless this rank is starved.
     if (impl->heartbeat) impl->live->verdict_grace = milliseconds(500);
@@ -292,9 +292,9 @@ Status ProcessGroup::failure() const {
   return !impl_->live->lost.ok() ? impl_->live->lost : impl_->live->failed;
 }
 
-int ProcessGroup::silent_rank() const {
-  std::lock_guard<std::mutex> lock(impl_->live->mu);
-  return impl_->live->silent_rank;
+std::vector<int> ProcessGroup::unheard_ranks() const {
+  if (!impl_->heartbeat) return {};
+  return impl_->heartbeat->unheard_for(impl_->heartbeat_limit / 2);
 }
 
 Result<std::unique_ptr<ProcessGroup>> ProcessGroup::split(const std::string& name) {

@@ -89,9 +89,10 @@ class ProcessGroup {
   // silent or not answering; the heartbeat's verdict when there is one), or OK: once it is
   // set the group is unusable. An elastic run re-forms when it is set.
   Status failure() const;
-  // The rank the heartbeat gave up as silent (the verdict's, whichever rank saw it first), or
-  // -1: what an elastic re-formation tells the others it suspects.
-  int silent_rank() const;
+  // The ranks this one has itself not heard a heartbeat from for half the limit (not another
+  // rank's verdict passed on; empty without a heartbeat): what an elastic re-formation tells
+  // the others it suspects. Call it before destroying the group.
+  std::vector<int> unheard_ranks() const;
 
   int rank() const { return rank_; }
   int world() const { return world_; }

@@ -59,7 +59,10 @@ bool write_all(int fd, const void* data, size_t n, Clock::time_point deadline) {
     if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
       pollfd pf{fd, POLLOUT, 0};
       int t = ms_left(deadline);
-      if (t == 0 || ::poll(&pf, 1, t) <= 0) return false;
+      if (t == 0) return false;
+      const int ready = ::poll(&pf, 1, t);
+      if (ready < 0 && errno == EINTR) continue;
+      if (ready <= 0) return false;
       continue;
     }
     return false;
@@ -186,7 +189,9 @@ class TcpStoreServer {
     const auto frame_time = milliseconds(30000);
     for (;;) {
       pollfd pf{fd, POLLIN, 0};
-      if (::poll(&pf, 1, -1) <= 0 || stopping_) break;
+      const int ready = ::poll(&pf, 1, -1);
+      if (ready < 0 && errno == EINTR && !stopping_) continue;  // a signal, handled elsewhere
+      if (ready <= 0 || stopping_) break;
       const auto deadline = Clock::now() + frame_time;
       char op = 0;
       uint32_t klen = 0;
@@ -336,9 +341,9 @@ class TcpBackend : public RendezvousBackend {
   Status gone(const std::string& when) {
     broken_ = true;
     return Status::Unavailable(
-        "the rendezvous at {} stopped answering {} (rank 0 of the first group, which serves "
-        "it, gone? ranks that must go on without it need a file:// rendezvous on storage every "
-        "machine shares)",
+        "the rendezvous at {} stopped answering {} (the process that serves it gone? rank 0 of "
+        "the first group, or the `dlsys train --nproc` command; ranks that must go on without "
+        "rank 0 need a file:// rendezvous on storage every machine shares)",
         where_, when);
   }
 

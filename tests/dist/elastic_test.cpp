@@ -12,7 +12,6 @@
 
 #include "dist/elastic.h"
 #include "dist/rendezvous.h"
-#include "testing/free_port.h"
 
 namespace dlsys::dist {
 namespace {
@@ -27,12 +26,14 @@ class ElasticTest : public ::testing::TestWithParam<std::string> {
            ("dlsys-elastic-" + std::to_string(::getpid()) + "-" + GetParam());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
-    url_ = GetParam() == "tcp" ? "tcp://127.0.0.1:" + std::to_string(testing::free_loopback_port())
-                               : "file://" + (dir_ / "rv").string();
-    // The process that serves tcp:// (rank 0 of the first group), for the whole test.
-    auto s = Rendezvous::open(url_, true, milliseconds(5000));
+    // The process that serves tcp:// (rank 0 of the first group), for the whole test, on a port
+    // the kernel picks.
+    auto s = GetParam() == "tcp"
+                 ? Rendezvous::serve_on_free_port("127.0.0.1", milliseconds(5000))
+                 : Rendezvous::open("file://" + (dir_ / "rv").string(), true, milliseconds(5000));
     ASSERT_TRUE(s.ok()) << s.status().to_string();
     server_ = std::move(s).value();
+    url_ = server_->url();
   }
   void TearDown() override { fs::remove_all(dir_); }
 
@@ -189,6 +190,19 @@ TEST_P(ElasticTest, ARankMostFoundSilentIsLeftOut) {
   EXPECT_EQ(got[0]->rank, 0);
 }
 
+// Over tcp:// rank 0 serves the store: even accused by all the others it does not leave itself
+// out (the store would go with it). Here that keeps every rank in, so the run stops as for any
+// failure every rank came back from.
+TEST_P(ElasticTest, TheProcessServingTcpNeverLeavesItselfOut) {
+  if (GetParam() != "tcp") GTEST_SKIP() << "file:// has no serving process";
+  auto got = reform_all({0, 1, 2, 3}, 1, 0, milliseconds(5000), {}, {{}, {0}, {0}, {0}});
+  for (auto& g : got) {
+    ASSERT_FALSE(g.ok()) << "the run went on; rank " << g->rank << " of " << g->world();
+    EXPECT_NE(g.status().message().find("all of its 4 ranks came back"), std::string::npos)
+        << g.status().to_string();
+  }
+}
+
 // Two halves that each find the other silent: no majority, so nobody is left out, every rank
 // came back, and the run stops rather than split in two.
 TEST_P(ElasticTest, AnEvenSplitStopsRatherThanFormTwoGroups) {
@@ -213,16 +227,37 @@ TEST_P(ElasticTest, ARankZeroSlowToNoticeIsWaitedFor) {
   }
 }
 
+// A claim this run did not write (a reused folder, another program) is refused with what to do,
+// never followed: repeated or unknown ids, a world past the list, numbers out of range.
+TEST_P(ElasticTest, AClaimThatIsNotARunsDecisionIsRefused) {
+  int g = 0;
+  for (const std::string bad :
+       {"came=1,1;silent=;world=2;min=1;divides=0;pow2=0",
+        "came=0,9;silent=;world=2;min=1;divides=0;pow2=0",
+        "came=0,1;silent=;world=3;min=1;divides=0;pow2=0",
+        "came=0,1;silent=1;world=2;min=1;divides=0;pow2=0",
+        "came=0,1;silent=;world=2147483648;min=1;divides=0;pow2=0", "garbage", ""}) {
+    Membership failed = first_membership(0, 4);
+    failed.generation = g++;
+    ASSERT_TRUE(server_->set("members/" + std::to_string(g), bad).ok());
+    ReformOptions o;
+    o.window = milliseconds(100);
+    auto r = reform(*server_, failed, o);
+    ASSERT_FALSE(r.ok()) << "'" << bad << "' was followed";
+    EXPECT_NE(r.status().message().find("use a fresh one"), std::string::npos)
+        << r.status().to_string();
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Rendezvous, ElasticTest, ::testing::Values("tcp", "file"),
                          [](const auto& info) { return info.param; });
 
 // tcp:// lives in the process that serves it: when that one is gone, the others are told so,
 // and what to use instead.
 TEST(ElasticTcpTest, TheStoreGoneWithRankZeroIsNamedWithTheRemedy) {
-  const std::string url = "tcp://127.0.0.1:" + std::to_string(testing::free_loopback_port());
-  auto server = Rendezvous::open(url, true, milliseconds(2000));
+  auto server = Rendezvous::serve_on_free_port("127.0.0.1", milliseconds(2000));
   ASSERT_TRUE(server.ok()) << server.status().to_string();
-  auto rv = Rendezvous::open(url, false, milliseconds(2000));
+  auto rv = Rendezvous::open((*server)->url(), false, milliseconds(2000));
   ASSERT_TRUE(rv.ok()) << rv.status().to_string();
   server->reset();
   ReformOptions o;

@@ -86,6 +86,9 @@ class Ranks:
         for p in self.procs:
             if p.poll() is None:
                 p.kill()
+            p.wait()
+        for log in self.logs:
+            log.close()
 
 
 def run_on(machines, body):
@@ -101,6 +104,9 @@ def run_on(machines, body):
         machines.teardown()
         print(f"skipped: cannot make network namespaces here: {e}")
         return 77
+    except BaseException:
+        machines.teardown()
+        raise
     with tempfile.TemporaryDirectory() as tmp:
         ranks = Ranks(tmp)
         try:

@@ -41,7 +41,7 @@ def scenario(dlsys, shared, ranks, tmp):
                 "  checkpoint_every: 25\n"
                 "  optimizer: {name: sgd, lr: 0.01, momentum: 0.9}\n")
     plain = subprocess.run([dlsys, "train", spec, "--out", os.path.join(tmp, "plain"), "--quiet"],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, timeout=60)
     if plain.returncode != 0:
         print(f"FAIL: the plain run failed:\n{plain.stdout}\n{plain.stderr}")
         return 1
@@ -61,7 +61,7 @@ def scenario(dlsys, shared, ranks, tmp):
     cut = time.monotonic()
     for p in ranks.procs:
         try:
-            p.wait(timeout=max(1, 90 - (time.monotonic() - cut)))
+            p.wait(timeout=max(1, 60 - (time.monotonic() - cut)))
         except subprocess.TimeoutExpired:
             pass
     took = time.monotonic() - cut
