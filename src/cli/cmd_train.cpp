@@ -657,6 +657,15 @@ int run_train(const TrainArgs& a) {
                  "(--min-workers %d)\n",
                  static_cast<double>(ro.window.count()) / 1000, a.min_workers);
     auto next = dist::reform(*go.store, members, ro);
+    if (g_stop.load()) {
+      // Asked to stop while the group re-formed: the newest checkpoint is where to continue.
+      if (logger) (void)logger->finish("KILLED");
+      std::fprintf(stderr,
+                   "dlsys train: stopped on request while the group re-formed; --resume %s "
+                   "continues the run from its newest checkpoint\n",
+                   out.c_str());
+      return kExitStopped;
+    }
     if (!next.ok()) {
       if (logger) (void)logger->finish("FAILED");
       return fail(next.status().message());
@@ -689,6 +698,10 @@ int run_train(const TrainArgs& a) {
     if (members.rank == 0 && !logger && client) {
       auto id = go.store->get("run", std::chrono::milliseconds(0));
       Status st = id.status();
+      if (st.ok() && !*id)
+        st = Status::NotFound(
+            "the run's id is not on the rendezvous (rank 0 of the first group had not recorded "
+            "it yet)");
       if (st.ok() && *id) {
         auto l = api::RunLogger::attach(*client, std::strtoll((*id)->c_str(), nullptr, 10), {}, {});
         if (l.ok()) logger = std::move(l).value();
