@@ -225,7 +225,7 @@ grep -E "heartbeat|failed|stopped|continuing|^trained" "$DIR/dpe.out"
 # re-form the group by themselves: ranks 1 and 2 go on as 0 and 1, rank 3 is not needed.
 for r in 0 1 2 3; do
   "$DLSYS" train examples/digits/mlp.yaml --set micro_batches=4 --set target_accuracy=0 \
-    --epochs 3 --rank "$r" --world-size 4 --rendezvous "file://$DIR/dpm-rendezvous" \
+    --epochs 3 --rank "$r" --world-size 4 --rendezvous "file://$(cd "$DIR" && pwd)/dpm-rendezvous" \
     --min-workers 2 --heartbeat-s 1 --threads 1 --checkpoint-every 10 --out "$DIR/dpm" --quiet \
     >"$DIR/dpm-$r.out" 2>&1 &
   eval "MACHINE$r=\$!"
