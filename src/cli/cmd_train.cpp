@@ -4,11 +4,8 @@
 // server: params, per-epoch metrics and the model artifact. A spec's data.dataset is read from
 // where the run is tracked: the data directory, or the server (its version copied into a local
 // cache first).
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <sched.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>

@@ -18,6 +18,21 @@ std::string join_list(const std::vector<int>& ids) {
   return s;
 }
 
+// A comma-separated list of ids ("1,3"; empty: none) into `out`; false when it is not one.
+bool parse_ids(const std::string& text, std::vector<int>* out) {
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find(',', at);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(at, end - at);
+    if (item.empty() || item.size() > 8 ||
+        item.find_first_not_of("0123456789") != std::string::npos)
+      return false;
+    out->push_back(std::stoi(item));
+    at = end + 1;
+  }
+  return true;
+}
+
 // The claimed decision: the ids that came, and the world the claimer chose from them with its
 // --min-workers and micro-batches (0: too few to go on). Every survivor follows it, whatever its
 // own flags say, so that no two can act differently.
@@ -86,18 +101,14 @@ Result<Decision> decode(const std::string& text, const std::string& key, const M
   if (!number(min, &v)) return bad();
   d.min_workers = static_cast<int>(v);
   if (!number(divides, &d.divides) || !number(pow2, &d.power_of_two)) return bad();
-  for (auto [text, out] : {std::pair{&came, &d.came}, std::pair{&silent, &d.silent}})
-    for (size_t at = 0; at < text->size();) {
-      size_t end = text->find(',', at);
-      if (end == std::string::npos) end = text->size();
-      if (!number(text->substr(at, end - at), &v) || v > (1 << 24)) return bad();
-      // Ids of the failed generation, each once, in increasing order.
-      if ((!out->empty() && v <= out->back()) ||
-          std::find(failed.members.begin(), failed.members.end(), v) == failed.members.end())
+  if (!parse_ids(came, &d.came) || !parse_ids(silent, &d.silent)) return bad();
+  // Ids of the failed generation, each once, in increasing order.
+  for (const std::vector<int>* ids : {&d.came, &d.silent})
+    for (size_t i = 0; i < ids->size(); ++i)
+      if ((i > 0 && (*ids)[i] <= (*ids)[i - 1]) ||
+          std::find(failed.members.begin(), failed.members.end(), (*ids)[i]) ==
+              failed.members.end())
         return bad();
-      out->push_back(static_cast<int>(v));
-      at = end + 1;
-    }
   for (int id : d.silent)
     if (std::find(d.came.begin(), d.came.end(), id) != d.came.end()) return bad();
   if (d.world < 0 || d.world > static_cast<int>(d.came.size()) || d.min_workers < 0 ||
@@ -138,17 +149,7 @@ Result<std::map<int, std::string>> wait_for_joins(Rendezvous& rv, const Membersh
 // The ids a join's value names as silent ("1,3"; anything else names none).
 std::vector<int> suspects_of(const std::string& value) {
   std::vector<int> ids;
-  for (size_t at = 0; at < value.size();) {
-    size_t end = value.find(',', at);
-    if (end == std::string::npos) end = value.size();
-    const std::string item = value.substr(at, end - at);
-    if (item.empty() || item.size() > 8 ||
-        item.find_first_not_of("0123456789") != std::string::npos)
-      return {};
-    ids.push_back(std::stoi(item));
-    at = end + 1;
-  }
-  return ids;
+  return parse_ids(value, &ids) ? ids : std::vector<int>();
 }
 
 }  // namespace

@@ -666,24 +666,28 @@ std::shared_ptr<gloo::rendezvous::Store> Rendezvous::generation(int generation) 
   return std::make_shared<ScopedStore>(shared_from_this(), "g" + std::to_string(generation) + "/");
 }
 
-Status Rendezvous::set(const std::string& key, const std::string& value) {
-  if (key.size() > kMaxKeyBytes || value.size() > kMaxValueBytes)
+namespace {
+// A key (and value) within what the store takes, or Invalid naming the limit.
+Status check_sizes(const std::string& key, size_t value_bytes = 0) {
+  if (key.size() > kMaxKeyBytes || value_bytes > kMaxValueBytes)
     return Status::Invalid("rendezvous key '{}': keys hold at most {} bytes, values {}",
                            key.substr(0, 64), kMaxKeyBytes, kMaxValueBytes);
+  return Status::OK();
+}
+}  // namespace
+
+Status Rendezvous::set(const std::string& key, const std::string& value) {
+  DLSYS_RETURN_IF_ERROR(check_sizes(key, value.size()));
   return backend_->set(key, value);
 }
 
 Result<std::string> Rendezvous::set_once(const std::string& key, const std::string& value) {
-  if (key.size() > kMaxKeyBytes || value.size() > kMaxValueBytes)
-    return Status::Invalid("rendezvous key '{}': keys hold at most {} bytes, values {}",
-                           key.substr(0, 64), kMaxKeyBytes, kMaxValueBytes);
+  DLSYS_RETURN_IF_ERROR(check_sizes(key, value.size()));
   return backend_->set_once(key, value);
 }
 
 Result<std::optional<std::string>> Rendezvous::get(const std::string& key, milliseconds wait) {
-  if (key.size() > kMaxKeyBytes)
-    return Status::Invalid("rendezvous key '{}…': keys hold at most {} bytes", key.substr(0, 64),
-                           kMaxKeyBytes);
+  DLSYS_RETURN_IF_ERROR(check_sizes(key));
   return backend_->get(key, std::min(wait, timeout_));
 }
 

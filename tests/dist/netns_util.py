@@ -114,3 +114,15 @@ def run_on(machines, body):
         finally:
             ranks.kill_all()
             machines.teardown()
+
+
+def digits_mlp_spec(path, shared, train):
+    """Writes a spec training a small MLP on the digits to `path`; `train` is the train mapping's
+    body (lines indented by two spaces). Returns `path`."""
+    with open(path, "w") as f:
+        f.write(f"data: {{train: {shared}/data/digits/digits.csv, feature_scale: 0.0625, "
+                "validation_fraction: 0.2, split_seed: 0}\n"
+                "model:\n  input: [64]\n  layers:\n    - linear: {out: 32}\n    - relu\n"
+                "    - linear: {out: 10}\n"
+                "train:\n" + train)
+    return path

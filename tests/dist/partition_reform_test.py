@@ -20,7 +20,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from netns_util import Machines, run_on  # noqa: E402
+from netns_util import Machines, digits_mlp_spec, run_on  # noqa: E402
 
 M = Machines("r" + str(os.getpid() % 100000), 4, "10.231.8")
 
@@ -31,15 +31,10 @@ def sha(path):
 
 
 def scenario(dlsys, shared, ranks, tmp):
-    spec = os.path.join(tmp, "elastic.yaml")
-    with open(spec, "w") as f:
-        f.write(f"data: {{train: {shared}/data/digits/digits.csv, feature_scale: 0.0625, "
-                "validation_fraction: 0.2, split_seed: 0}\n"
-                "model:\n  input: [64]\n  layers:\n    - linear: {out: 32}\n    - relu\n"
-                "    - linear: {out: 10}\n"
-                "train:\n  epochs: 6\n  batch_size: 16\n  seed: 4\n  micro_batches: 4\n"
-                "  checkpoint_every: 25\n"
-                "  optimizer: {name: sgd, lr: 0.01, momentum: 0.9}\n")
+    spec = digits_mlp_spec(os.path.join(tmp, "elastic.yaml"), shared,
+                           "  epochs: 6\n  batch_size: 16\n  seed: 4\n  micro_batches: 4\n"
+                           "  checkpoint_every: 25\n"
+                           "  optimizer: {name: sgd, lr: 0.01, momentum: 0.9}\n")
     plain = subprocess.run([dlsys, "train", spec, "--out", os.path.join(tmp, "plain"), "--quiet"],
                            capture_output=True, text=True, timeout=60)
     if plain.returncode != 0:

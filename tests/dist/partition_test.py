@@ -14,20 +14,15 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from netns_util import Machines, run_on  # noqa: E402
+from netns_util import Machines, digits_mlp_spec, run_on  # noqa: E402
 
 M = Machines("p" + str(os.getpid() % 100000), 2, "10.231.7")
 
 
 def scenario(dlsys, shared, ranks, tmp):
-    spec = os.path.join(tmp, "long.yaml")
-    with open(spec, "w") as f:
-        f.write(f"data: {{train: {shared}/data/digits/digits.csv, feature_scale: 0.0625, "
-                "validation_fraction: 0.2, split_seed: 0}\n"
-                "model:\n  input: [64]\n  layers:\n    - linear: {out: 32}\n    - relu\n"
-                "    - linear: {out: 10}\n"
-                "train:\n  epochs: 100000\n  batch_size: 16\n  seed: 1\n"
-                "  micro_batches: 2\n  optimizer: {name: sgd, lr: 0.01}\n")
+    spec = digits_mlp_spec(os.path.join(tmp, "long.yaml"), shared,
+                           "  epochs: 100000\n  batch_size: 16\n  seed: 1\n"
+                           "  micro_batches: 2\n  optimizer: {name: sgd, lr: 0.01}\n")
     for r in (0, 1):
         ranks.start(M.names[r], [dlsys, "train", spec, "--rank", str(r), "--world-size", "2",
                                  "--rendezvous", f"tcp://{M.addrs[0]}:29511", "--dist-host",

@@ -224,20 +224,25 @@ TEST_F(DataParallel, ShardedOptimizerStateGivesTheSameWeightsAndResumesOnAnother
       << "resumed on 4 workers from a checkpoint of 2, the weights differ";
 }
 
-TEST_F(DataParallel, BatchNormAndDropoutTrainToTheSameBytesOnTwoWorkers) {
-  fs::path spec = write_spec("cnn", kData + R"(model:
+// A small CNN on the digits as 1x8x8 images, with batch norm (and dropout after the first).
+std::string cnn_model(bool dropout) {
+  return std::string(R"(model:
   input: [1, 8, 8]
   layers:
     - conv2d: {out: 4, kernel: 3, padding: 1, bias: false}
     - batchnorm
     - relu
-    - dropout: {p: 0.2}
-    - flatten
+)") + (dropout ? "    - dropout: {p: 0.2}\n" : "") +
+         R"(    - flatten
     - linear: {out: 16}
     - batchnorm
     - relu
     - linear: {out: 10}
-train:
+)";
+}
+
+TEST_F(DataParallel, BatchNormAndDropoutTrainToTheSameBytesOnTwoWorkers) {
+  fs::path spec = write_spec("cnn", kData + cnn_model(true) + R"(train:
   epochs: 1
   batch_size: 32
   seed: 5
@@ -280,18 +285,7 @@ TEST_F(DataParallel, SynchronizedBatchNormTrainsAsOneProcessOnTheWholeBatch) {
                            "/data/digits/digits.csv, feature_scale: 0.0625, "
                            "validation_fraction: 0.2165, split_seed: 0}\n";
   auto spec_with = [&](const std::string& name, const std::string& more) {
-    return write_spec(name, data + R"(model:
-  input: [1, 8, 8]
-  layers:
-    - conv2d: {out: 4, kernel: 3, padding: 1, bias: false}
-    - batchnorm
-    - relu
-    - flatten
-    - linear: {out: 16}
-    - batchnorm
-    - relu
-    - linear: {out: 10}
-train:
+    return write_spec(name, data + cnn_model(false) + R"(train:
   epochs: 1
   batch_size: 32
   seed: 5
