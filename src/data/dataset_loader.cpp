@@ -48,8 +48,7 @@ Result<std::unique_ptr<DatasetLoader>> DatasetLoader::open(const DatasetStore& s
                                                            DatasetLoaderOptions options) {
   if (options.batch_size < 1)
     return Status::Invalid("batch size {} must be at least 1", options.batch_size);
-  if (options.world < 1 || options.rank < 0 || options.rank >= options.world)
-    return Status::Invalid("rank {} is not within world size {}", options.rank, options.world);
+  DLSYS_RETURN_IF_ERROR(options.part.check());
   if (options.threads < 1) options.threads = 1;
   if (options.prefetch < 1) options.prefetch = 1;
   DLSYS_ASSIGN_OR_RETURN(VersionInfo v, store.resolve(ref));
@@ -177,11 +176,10 @@ Status DatasetLoader::init(const std::string& split) {
   int64_t ready_total = 0;
   for (int64_t b : ready_bytes_) ready_total += b;
   global_ = ready_total <= o_.cache_bytes;
-  rank_rows_ = (total_rows_ - o_.rank + o_.world - 1) / o_.world;
-  batches_ =
-      o_.drop_last ? rank_rows_ / o_.batch_size : (rank_rows_ + o_.batch_size - 1) / o_.batch_size;
+  batches_ = o_.drop_last ? total_rows_ / o_.batch_size
+                          : (total_rows_ + o_.batch_size - 1) / o_.batch_size;
   if (batches_ == 0)
-    return Status::Invalid("{}: {} rows make no batch of {} with drop_last", label(), rank_rows_,
+    return Status::Invalid("{}: {} rows make no batch of {} with drop_last", label(), total_rows_,
                            o_.batch_size);
   return Status::OK();
 }
@@ -239,9 +237,7 @@ std::shared_ptr<const std::vector<uint64_t>> DatasetLoader::order(int64_t epoch)
   if (o_.shuffle)
     for (size_t w = 0; w + 1 < window_starts.size(); ++w)
       shuffle(&all, window_starts[w], window_starts[w + 1], &state);
-  auto mine = std::make_shared<std::vector<uint64_t>>();
-  mine->reserve(rank_rows_);
-  for (size_t i = o_.rank; i < all.size(); i += o_.world) mine->push_back(all[i]);
+  auto mine = std::make_shared<std::vector<uint64_t>>(std::move(all));
   orders_[epoch] = mine;
   while (orders_.size() > 2) orders_.erase(orders_.begin());
   return mine;
@@ -361,11 +357,15 @@ Result<Batch> DatasetLoader::assemble(LoaderPosition p) {
   auto ord = order(p.epoch);
   int64_t begin = p.batch * o_.batch_size;
   int64_t end = std::min<int64_t>(begin + o_.batch_size, ord->size());
-  int64_t n = end - begin;
+  const int64_t rows = end - begin, lo = o_.part.lo(rows);
+  begin += lo;  // only this consumer's part of the batch
+  const int64_t n = o_.part.hi(rows) - lo;
   Shape xs = {n};
   xs.insert(xs.end(), sample_shape_.begin(), sample_shape_.end());
   Batch b;
   b.position = p;
+  b.rows = rows;
+  b.offset = lo;
   b.x = Tensor::empty(DType::kF32, xs);
   if (!o_.label.empty())
     b.y = Tensor::empty(label_type_ == ColumnType::kInt64 ? DType::kI64 : DType::kF32, {n});

@@ -4,8 +4,9 @@
 // Each epoch has a seeded order of the version's rows (of the split's rows): a global shuffle
 // across shards when the decoded rows fit the cache budget; otherwise shards in shuffled order,
 // grouped into windows of half the budget, rows shuffled within each window. The order depends
-// only on (seed, epoch), so a resumed run sees the same batches. With world size W, rank r
-// takes every W-th row of the order, so each row is seen once per epoch across the ranks.
+// only on (seed, epoch), so a resumed run sees the same batches. A data-parallel rank takes its
+// part of each batch (BatchPart, data/loader.h): it assembles only those rows, and loads only
+// the shards they come from.
 //
 // Shards are read and decoded by N prefetch threads into a cache of ready rows (features as
 // f32, labels as i64 or f32) kept within a memory budget (least recently used first out).
@@ -50,7 +51,7 @@ struct DatasetLoaderOptions {
   int threads = 1;                  // prefetch threads (one leaves a core to training here)
   int prefetch = 4;                 // batches prepared ahead of the consumer
   int64_t cache_bytes = 1ll << 30;  // decoded shard cache
-  int rank = 0, world = 1;          // data-parallel sharding
+  BatchPart part;                   // the rows of each batch to assemble (data-parallel)
 };
 
 class DatasetLoader : public Loader {
@@ -61,7 +62,7 @@ class DatasetLoader : public Loader {
                                                      DatasetLoaderOptions options);
   ~DatasetLoader() override;
 
-  int64_t samples() const override { return rank_rows_; }
+  int64_t samples() const override { return total_rows_; }
   int64_t batches_per_epoch() const override { return batches_; }
   Result<Batch> next() override;
   LoaderPosition position() const override;
@@ -129,7 +130,7 @@ class DatasetLoader : public Loader {
   int64_t features_ = 0;  // per sample
   int64_t stride_ = 0;    // floats per ready row
   Shape sample_shape_;
-  int64_t total_rows_ = 0, rank_rows_ = 0, batches_ = 0, dropped_rows_ = 0;
+  int64_t total_rows_ = 0, batches_ = 0, dropped_rows_ = 0;
   std::vector<std::string> feature_names_;
   Vocabularies vocabularies_;
   std::vector<std::string> ignored_strings_;

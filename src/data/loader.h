@@ -28,15 +28,41 @@ struct LoaderPosition {
   bool operator==(const LoaderPosition& o) const { return epoch == o.epoch && batch == o.batch; }
 };
 
+// The share of every batch one consumer takes (data-parallel training: one rank's micro-batches).
+// A batch of n rows is cut into `of` micro-batches, micro-batch j holding rows
+// [j*n/of, (j+1)*n/of); a part is micro-batches [first, first + count). The cut depends only on
+// n and `of`, never on how many parts there are, so parts taken by W ranks are exactly the
+// rows one process taking the whole batch would cut into the same micro-batches (what makes
+// training bit-identical across worker counts). The default part is the whole batch.
+struct BatchPart {
+  int64_t first = 0, count = 1, of = 1;
+  // The rows of a batch of n rows that the part holds: [lo(n), hi(n)).
+  int64_t lo(int64_t n) const { return first * n / of; }
+  int64_t hi(int64_t n) const { return (first + count) * n / of; }
+  bool whole() const { return first == 0 && count == of; }
+  // Errors unless 0 <= first, 1 <= count, first + count <= of.
+  Status check() const {
+    if (of < 1 || count < 1 || first < 0 || first + count > of)
+      return Status::Invalid(
+          "batch part: micro-batches [{}, {}) are not within the {} of a batch (a rank's part "
+          "must lie inside the batch: check rank, world size and micro_batches)",
+          first, first + count, of);
+    return Status::OK();
+  }
+};
+
 struct Batch {
-  Tensor x;                 // f32 [B, ...]
+  Tensor x;                 // f32 [B, ...]: rows [offset, offset + B) of the batch
   Tensor y;                 // labels [B] or [B, K]
   LoaderPosition position;  // where this batch came from
+  int64_t rows = 0;         // the whole batch's rows (B unless the loader takes a BatchPart)
+  int64_t offset = 0;       // the first of the batch's rows that x holds
 };
 
 class Loader {
  public:
   virtual ~Loader() = default;
+  // The samples of an epoch and its batches (whole batches: a BatchPart changes neither).
   virtual int64_t samples() const = 0;
   virtual int64_t batches_per_epoch() const = 0;
   // Returns the next batch; after an epoch's last batch comes the next epoch's first.

@@ -18,6 +18,7 @@ Result<std::unique_ptr<TensorLoader>> TensorLoader::make(InMemoryDataset data,
     return Status::Invalid("drop_last with batch size {} drops every one of the {} samples",
                            options.batch_size, data.size());
   if (options.prefetch < 0) return Status::Invalid("prefetch {} must be >= 0", options.prefetch);
+  DLSYS_RETURN_IF_ERROR(options.part.check());
   std::unique_ptr<TensorLoader> l(new TensorLoader(std::move(data), options));
   l->start_prefetch();
   return l;
@@ -59,7 +60,8 @@ Batch TensorLoader::assemble(LoaderPosition p) {
   const std::vector<int64_t>& ord = order(p.epoch);
   int64_t begin = p.batch * o_.batch_size;
   int64_t end = std::min<int64_t>(begin + o_.batch_size, data_.size());
-  int64_t b = end - begin;
+  const int64_t n = end - begin, lo = o_.part.lo(n), b = o_.part.hi(n) - lo;
+  begin += lo;  // only this consumer's part of the batch
   auto rows = [&](const Tensor& t) {
     Shape s = t.shape();
     s[0] = b;
@@ -71,7 +73,7 @@ Batch TensorLoader::assemble(LoaderPosition p) {
                   row);
     return out;
   };
-  return Batch{rows(data_.features), rows(data_.labels), p};
+  return Batch{rows(data_.features), rows(data_.labels), p, n, lo};
 }
 
 void TensorLoader::start_prefetch() {

@@ -20,6 +20,7 @@ struct TensorLoaderOptions {
   uint64_t seed = 0;
   bool drop_last = false;  // drop a last batch smaller than batch_size
   int prefetch = 2;        // batches assembled ahead; 0: assemble in next()
+  BatchPart part;          // the rows of each batch to assemble (data/loader.h)
 };
 
 class TensorLoader : public Loader {

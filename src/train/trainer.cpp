@@ -474,6 +474,16 @@ Status Trainer::build_model() {
   return Status::OK();
 }
 
+data::BatchPart Trainer::batch_part() const {
+  data::BatchPart part;
+  if (spec_.micro_batches > 0 && world_ > 1) {
+    part.of = spec_.micro_batches;
+    part.count = spec_.micro_batches / world_;
+    part.first = rank_ * part.count;
+  }
+  return part;
+}
+
 Status Trainer::open_data() {
   Shape data_sample;
   data::InMemoryDataset train;  // file data, served by a TensorLoader
@@ -493,6 +503,7 @@ Status Trainer::open_data() {
     dlo.batch_size = spec_.batch_size;
     dlo.seed = spec_.seed;
     dlo.drop_last = spec_.sync_batch_norm;  // equal micro-batches (spec.h)
+    dlo.part = batch_part();
     dlo.categorical = onehot_columns();
     auto dl = data::DatasetLoader::open(*store_, tref, dlo);
     if (!dl.ok())
@@ -508,6 +519,7 @@ Status Trainer::open_data() {
       ignored_strings_ += (ignored_strings_.empty() ? "" : ", ") + c;
     // Validation: the whole split in one batch, in stored order.
     data::DatasetLoaderOptions vo = dlo;
+    vo.part = {};
     vo.shuffle = false;
     vo.drop_last = false;
     vo.threads = 1;
@@ -584,6 +596,7 @@ Status Trainer::open_data() {
     lo.batch_size = spec_.batch_size;
     lo.seed = spec_.seed;
     lo.drop_last = spec_.sync_batch_norm;  // equal micro-batches (spec.h)
+    lo.part = batch_part();
     auto tl = data::TensorLoader::make(train, lo);
     if (!tl.ok() && spec_.sync_batch_norm)
       return tl.status().with_context(
@@ -1047,8 +1060,15 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   result_.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
   DLSYS_RETURN_IF_ERROR(
       check_class_ids(bd.y, fmt::format("training batch {} of epoch {}", *batch + 1, epoch + 1)));
-  const int64_t n = bd.x.dim(0);
+  // The loader assembled this rank's micro-batches only (batch_part): rows [offset, ...) of the
+  // batch's n.
+  const int64_t n = bd.rows, offset = bd.offset;
   const int64_t m = spec_.micro_batches, per_rank = m / world_;
+  if (offset != rank_ * per_rank * n / m || bd.x.dim(0) != (rank_ + 1) * per_rank * n / m - offset)
+    return Status::Internal(
+        "step {}: the loader gave rows [{}, {}) of a batch of {}, not rank {}'s micro-batches {} "
+        "to {} of {} (was it opened without batch_part()?)",
+        step_, offset, offset + bd.x.dim(0), n, rank_, rank_ * per_rank, (rank_ + 1) * per_rank, m);
   lay_out_gradients();
   const size_t total = grad_offsets_.back();  // then the leaf's loss x rows
   // After the gradients: the loss sum, then a stop asked of this rank (summed: any rank's).
@@ -1107,8 +1127,8 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
         for (size_t b = 0; b < nb; ++b) bucket_final(b);
       continue;
     }
-    inputs_["input"] = input_batch(bd.x.slice_rows(lo, hi));
-    inputs_["target"] = target_batch(bd.y.slice_rows(lo, hi));
+    inputs_["input"] = input_batch(bd.x.slice_rows(lo - offset, hi - offset));
+    inputs_["target"] = target_batch(bd.y.slice_rows(lo - offset, hi - offset));
     if (!tg_.dropout_seed.empty()) {
       // A seed per micro-batch: the same whichever rank runs it.
       std::string key = fmt::format("{}/{}/micro{}", spec_.seed, step_, j);

@@ -160,6 +160,9 @@ class Trainer {
   // prepends it to forward_, whose input becomes the raw features (preprocess_,
   // input_sample_). Needs build_model.
   Status open_data();
+  // The part of each batch this rank's loader assembles: its micro-batches when training on
+  // more than one worker, else the whole batch.
+  data::BatchPart batch_part() const;
   // Fits the preprocessing on the training data (`file_train` for file data, else a
   // sequential pass of the store's training split) and prepends it to forward_.
   Status fit_preprocessing(const data::InMemoryDataset* file_train, const Shape& data_sample);

@@ -1,4 +1,5 @@
-// DatasetLoader: every row once per epoch, seeded orders, seek, rank sharding, splits, the
+// DatasetLoader: every row once per epoch, seeded orders, seek, a rank's part of each batch,
+// splits, the
 // windowed shuffle under a small cache, values as stored, and a corrupted shard named.
 #include <gtest/gtest.h>
 #include <stdlib.h>
@@ -94,20 +95,64 @@ TEST_F(LoaderTest, EveryRowOncePerEpochInASeededOrder) {
   EXPECT_EQ(l2->position(), (LoaderPosition{1, 6}));
 }
 
-TEST_F(LoaderTest, RanksPartitionEachEpoch) {
-  std::vector<int64_t> all;
-  for (int rank = 0; rank < 3; ++rank) {
-    DatasetLoaderOptions o;
-    o.batch_size = 50;
-    o.rank = rank;
-    o.world = 3;
-    auto l = open(o);
-    EXPECT_EQ(l->samples(), rank == 0 ? 334 : 333);
-    auto ids = epoch_ids(*l);
-    all.insert(all.end(), ids.begin(), ids.end());
+// Each batch's rows, one vector per batch, of the epoch the loader is in.
+std::vector<std::vector<int64_t>> batch_ids(DatasetLoader& l, int64_t* offset_sum = nullptr) {
+  std::vector<std::vector<int64_t>> out;
+  for (int64_t b = 0; b < l.batches_per_epoch(); ++b) {
+    auto batch = l.next();
+    EXPECT_TRUE(batch.ok()) << batch.status().to_string();
+    const float* x = static_cast<const float*>(batch->x.data());
+    out.emplace_back();
+    for (int64_t i = 0; i < batch->x.dim(0); ++i) out.back().push_back(int64_t(x[i * 2]));
+    if (offset_sum) *offset_sum += batch->offset;
   }
-  EXPECT_EQ(all.size(), 1000u);
-  EXPECT_EQ(std::set<int64_t>(all.begin(), all.end()).size(), 1000u);
+  return out;
+}
+
+TEST_F(LoaderTest, PartsOfEachBatchAreTheWholeBatchCutIntoMicroBatches) {
+  // 1000 rows in batches of 96 (the last one 40 rows), cut into 8 micro-batches: 1, 2, 4 and 8
+  // parts, under a global shuffle and under the windowed one of a small cache.
+  for (int64_t cache : {int64_t(1) << 30, int64_t(2 * 200 * (2 * 4 + 8))}) {
+    DatasetLoaderOptions o;
+    o.batch_size = 96;
+    o.seed = 5;
+    o.cache_bytes = cache;
+    auto whole = open(o);
+    EXPECT_EQ(whole->global_shuffle(), cache > 100000);
+    auto want = batch_ids(*whole);
+    ASSERT_EQ(want.size(), 11u);
+    ASSERT_EQ(want.back().size(), 40u);
+    for (int64_t parts : {1, 2, 4, 8}) {
+      std::vector<std::vector<int64_t>> got(want.size());
+      for (int64_t r = 0; r < parts; ++r) {
+        o.part = {r * 8 / parts, 8 / parts, 8};
+        auto l = open(o);
+        EXPECT_EQ(l->samples(), 1000);  // the epoch's, not the part's
+        EXPECT_EQ(l->batches_per_epoch(), 11);
+        int64_t offsets = 0;
+        auto mine = batch_ids(*l, &offsets);
+        for (size_t b = 0; b < mine.size(); ++b) {
+          const int64_t n = static_cast<int64_t>(want[b].size());
+          // Rows [lo, hi) of the batch: micro-batches first .. first + count of 8.
+          const int64_t lo = o.part.first * n / 8, hi = (o.part.first + o.part.count) * n / 8;
+          EXPECT_EQ(mine[b], std::vector<int64_t>(want[b].begin() + lo, want[b].begin() + hi))
+              << parts << " parts, rank " << r << ", batch " << b;
+          got[b].insert(got[b].end(), mine[b].begin(), mine[b].end());
+          offsets -= lo;
+        }
+        EXPECT_EQ(offsets, 0) << "Batch::offset is the first row of the part";
+      }
+      EXPECT_EQ(got, want) << parts << " parts";
+    }
+  }
+  // A part must lie within the batch.
+  DatasetLoaderOptions o;
+  o.part = {3, 2, 4};
+  auto bad = DatasetLoader::open(*store_, {"d", "latest", ""}, o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("micro-batches [3, 5) are not within the 4"),
+            std::string::npos)
+      << bad.status().to_string();
 }
 
 TEST_F(LoaderTest, SplitsAndSmallCacheWindows) {
@@ -171,8 +216,7 @@ TEST_F(LoaderTest, BadOptionsAreRefused) {
   o.label = "missing";
   EXPECT_FALSE(DatasetLoader::open(*store_, {"d", "latest", ""}, o).ok());
   o.label = "label";
-  o.rank = 2;
-  o.world = 2;
+  o.part = {0, 1, 0};
   EXPECT_FALSE(DatasetLoader::open(*store_, {"d", "latest", ""}, o).ok());
 }
 

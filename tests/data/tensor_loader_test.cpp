@@ -219,6 +219,48 @@ TEST(TensorLoaderTest, SeekResumesTheExactSequence) {
   EXPECT_FALSE((*fresh)->seek({0, 10}).ok());  // only 10 batches per epoch (0..9)
 }
 
+TEST(TensorLoaderTest, PartsOfEachBatchAreTheWholeBatchCutIntoMicroBatches) {
+  // 100 samples in batches of 32 (the last one 4), cut into 4 micro-batches and shared by 2
+  // parts: each part is its rows of the whole batch, with or without prefetching.
+  TensorLoaderOptions o;
+  o.batch_size = 32;
+  o.seed = 9;
+  auto whole = TensorLoader::make(ids(100), o);
+  ASSERT_TRUE(whole.ok());
+  std::vector<std::vector<float>> want;
+  for (int b = 0; b < 8; ++b) {  // two epochs
+    auto batch = (*whole)->next();
+    want.emplace_back(batch->x.data_as<float>(), batch->x.data_as<float>() + batch->x.dim(0));
+    EXPECT_EQ(batch->rows, batch->x.dim(0));
+    EXPECT_EQ(batch->offset, 0);
+  }
+  for (int prefetch : {0, 2})
+    for (int64_t r = 0; r < 2; ++r) {
+      o.prefetch = prefetch;
+      o.part = {2 * r, 2, 4};
+      auto l = TensorLoader::make(ids(100), o);
+      ASSERT_TRUE(l.ok());
+      EXPECT_EQ((*l)->samples(), 100);
+      for (size_t b = 0; b < want.size(); ++b) {
+        auto batch = (*l)->next();
+        ASSERT_TRUE(batch.ok());
+        const int64_t n = static_cast<int64_t>(want[b].size()), lo = 2 * r * n / 4,
+                      hi = (2 * r + 2) * n / 4;
+        EXPECT_EQ(batch->rows, n);
+        EXPECT_EQ(batch->offset, lo);
+        EXPECT_EQ(batch->y.dim(0), hi - lo);
+        EXPECT_EQ(std::vector<float>(batch->x.data_as<float>(),
+                                     batch->x.data_as<float>() + batch->x.dim(0)),
+                  std::vector<float>(want[b].begin() + lo, want[b].begin() + hi))
+            << "part " << r << ", batch " << b;
+      }
+    }
+  o.part = {2, 1, 2};
+  auto bad = TensorLoader::make(ids(10), o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("not within the 2"), std::string::npos);
+}
+
 TEST(TensorLoaderTest, DropLastAndBadOptions) {
   TensorLoaderOptions o;
   o.batch_size = 32;

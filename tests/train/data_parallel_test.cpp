@@ -71,20 +71,27 @@ class DataParallel : public ::testing::Test {
     return p;
   }
 
-  // The sha256 of the model `spec` trains in one plain process (in STEM-plain).
-  std::string plain_sha(const fs::path& spec) {
+  // The sha256 of the model `spec` trains in one plain process (in STEM-plain), with `extra`
+  // arguments.
+  std::string plain_sha(const fs::path& spec, const std::vector<std::string>& extra = {}) {
     const fs::path plain = dir_ / (spec.stem().string() + "-plain");
-    Ran r = dlsys({"train", spec.string(), "--out", plain.string(), "--quiet"});
+    std::vector<std::string> args = {"train", spec.string(), "--out", plain.string(), "--quiet"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    Ran r = dlsys(args);
     EXPECT_EQ(r.code, 0) << r.output;
     return file_sha(plain / "model.onnx");
   }
 
   // The model trained by `spec` alone and on 1, 2 and 4 workers: the same bytes.
-  void expect_identical(const fs::path& spec, const std::vector<int>& workers) {
-    const std::string want = plain_sha(spec);
+  void expect_identical(const fs::path& spec, const std::vector<int>& workers,
+                        const std::vector<std::string>& extra = {}) {
+    const std::string want = plain_sha(spec, extra);
     for (int n : workers) {
       const fs::path out = dir_ / (spec.stem().string() + "-n" + std::to_string(n));
-      Ran d = dlsys({"train", spec.string(), "--out", out.string(), "--nproc", std::to_string(n)});
+      std::vector<std::string> args = {"train",      spec.string(), "--out",
+                                       out.string(), "--nproc",     std::to_string(n)};
+      args.insert(args.end(), extra.begin(), extra.end());
+      Ran d = dlsys(args);
       ASSERT_EQ(d.code, 0) << n << " workers:\n" << d.output;
       EXPECT_EQ(file_sha(out / "model.onnx"), want)
           << n << " workers trained other weights than one process";
@@ -116,6 +123,30 @@ TEST_F(DataParallel, AnMlpTrainsToTheSameBytesOnOneTwoAndFourWorkers) {
   clip_grad_norm: 1.0
 )"));
   expect_identical(spec, {1, 2, 4});
+}
+
+// From a version of the dataset store, each rank's loader assembles only its micro-batches of
+// every batch (data/loader.h BatchPart): the weights are still one process's, byte for byte.
+TEST_F(DataParallel, RanksReadingTheirPartOfEachBatchFromTheDatasetStoreTrainTheSameBytes) {
+  const std::string home = (dir_ / "home").string();
+  Ran push = dlsys({"data", "push", std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv",
+                    "--name", "digits", "--split", "0.8,0.2", "--data-dir", home});
+  ASSERT_EQ(push.code, 0) << push.output;
+  fs::path spec = write_spec("mlp-ds", R"(data:
+  dataset: digits@latest
+  label: c64
+  feature_scale: 0.0625
+model:
+  input: [64]
+  layers: [{linear: {out: 32}}, relu, {linear: {out: 10}}]
+train:
+  epochs: 2
+  batch_size: 50
+  seed: 4
+  micro_batches: 4
+  optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+)");
+  expect_identical(spec, {2, 4}, {"--data-dir", home});
 }
 
 // The value of `"key":` in the last line of `out` that has it (a flat number or boolean).
