@@ -4,8 +4,9 @@
 // process trains: an MLP, and a CNN with batch norm (running statistics gathered and folded in
 // micro-batch order) and dropout (masks seeded per micro-batch). Synchronized batch norm trains
 // as one process on the whole batch, up to rounding. A rank that dies or hangs is named within
-// seconds, and with --min-workers the others go on. Wrong settings fail with the reason, naming
-// the rank.
+// seconds, and with --min-workers the others go on (ranks started one by one re-form the group
+// by themselves, the new rank 0 recording into the first one's tracked run). Wrong settings fail
+// with the reason, naming the rank.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -661,15 +662,12 @@ TEST_F(DataParallel, AStoppedRankIsNamedWithinSecondsAndTheOthersGoOn) {
       << "the run that lost a hung worker trained other weights";
 }
 
-// Ranks started one by one (as on several machines: no --nproc supervisor), each with
-// --min-workers 2, and rank 0 SIGKILLed in the middle of the run: it served nothing (file://
-// rendezvous) but wrote the checkpoints and the run. The three others re-form the group by
-// themselves: ranks 1 and 2 of the first group become ranks 0 and 1 of the second (4
-// micro-batches need a world that divides 4), rank 3 is not needed and leaves, and the run
-// goes on from the newest checkpoint to the same bytes as one process's.
-void reform_after_kill(const fs::path& dir, const fs::path& spec, const std::string& rendezvous,
-                       int victim, const std::string& want) {
-  const fs::path out = dir / "out";
+// Four ranks started one by one (as on several machines: no --nproc supervisor), each with
+// --min-workers 2 and `extra` arguments, the victim printing its steps; returns them once the
+// victim has trained 60 steps (an empty list, with a failure, if it ended before).
+std::vector<Child> start_four_ranks(const fs::path& out, const fs::path& spec,
+                                    const std::string& rendezvous, int victim,
+                                    const std::vector<std::string>& extra) {
   std::vector<Child> ranks;
   for (int r = 0; r < 4; ++r) {
     std::vector<std::string> args = {"train",         spec.string(),
@@ -680,15 +678,35 @@ void reform_after_kill(const fs::path& dir, const fs::path& spec, const std::str
                                      "--min-workers", "2",
                                      "--heartbeat-s", "2",
                                      "--threads",     "1"};
+    args.insert(args.end(), extra.begin(), extra.end());
     if (r == victim) args.insert(args.end(), {"--json", "--log-every", "1"});
     ranks.push_back(spawn(args));
-    ASSERT_GT(ranks.back().pid, 0);
+    EXPECT_GT(ranks.back().pid, 0);
   }
   Child& v = ranks[static_cast<size_t>(victim)];
   int steps = 0;
   for (std::string l = v.line(); !l.empty() && steps < 60; l = v.line())
     if (l.find("\"event\":\"step\"") != std::string::npos) ++steps;
-  ASSERT_EQ(steps, 60) << "rank " << victim << " ended before 60 steps: " << v.finish().output;
+  if (steps < 60) {
+    ADD_FAILURE() << "rank " << victim << " ended before 60 steps: " << v.finish().output;
+    for (Child& c : ranks) c.finish();
+    return {};
+  }
+  return ranks;
+}
+
+// Ranks started one by one, rank `victim` SIGKILLed in the middle of the run. With rank 0
+// lost, it served nothing (file:// rendezvous) but wrote the checkpoints and the run. The
+// three others re-form the group by themselves: the two lowest become ranks 0 and 1 of the
+// second group (4 micro-batches need a world that divides 4), the third is not needed and
+// leaves, and the run goes on from the newest checkpoint to the same bytes as one process's.
+void reform_after_kill(const fs::path& dir, const fs::path& spec, const std::string& rendezvous,
+                       int victim, const std::string& want,
+                       const std::vector<std::string>& extra = {}) {
+  const fs::path out = dir / "out";
+  std::vector<Child> ranks = start_four_ranks(out, spec, rendezvous, victim, extra);
+  if (ranks.empty()) return;
+  Child& v = ranks[static_cast<size_t>(victim)];
   ::kill(v.pid, SIGKILL);
   v.finish();
   std::vector<Ran> ends;
@@ -716,9 +734,59 @@ void reform_after_kill(const fs::path& dir, const fs::path& spec, const std::str
       << "the group re-formed without rank " << victim << " trained other weights";
 }
 
+// Tracked in a data directory (--data-dir on every rank): the rank that becomes rank 0 after
+// rank 0 is lost attaches to the run rank 0 started, and ends it FINISHED with the model.
 TEST_F(DataParallel, RanksWithoutASupervisorReFormWithoutRankZeroToTheSameWeights) {
   fs::path spec = write_spec("reform0", kElastic);
-  reform_after_kill(dir_ / "file", spec, "file://" + (dir_ / "rv").string(), 0, plain_sha(spec));
+  const std::string home = (dir_ / "home").string(), want = plain_sha(spec);
+  reform_after_kill(dir_ / "file", spec, "file://" + (dir_ / "rv").string(), 0, want,
+                    {"--data-dir", home});
+  Ran runs = dlsys({"runs", "list", "--json", "--data-dir", home});
+  ASSERT_EQ(runs.code, 0) << runs.output;
+  size_t listed = 0;
+  for (size_t at = 0; (at = runs.output.find("\"status\":", at)) != std::string::npos; ++at)
+    ++listed;
+  EXPECT_EQ(listed, 1u) << "one run, the first rank 0's:\n" << runs.output;
+  Ran show = dlsys({"runs", "show", "1", "--json", "--data-dir", home});
+  ASSERT_EQ(show.code, 0) << show.output;
+  EXPECT_NE(show.output.find("\"status\": \"FINISHED\""), std::string::npos) << show.output;
+  EXPECT_NE(show.output.find("\"sha256\": \"" + want + "\""), std::string::npos)
+      << "the new rank 0 did not log the model to the run:\n"
+      << show.output;
+}
+
+// A stop asked (SIGTERM) while the survivors re-form: each leaves with exit 75 and says how to
+// continue, after the join window at most (every wait has a deadline).
+TEST_F(DataParallel, RanksAskedToStopWhileReFormingExitWithTheStopCode) {
+  fs::path spec = write_spec("reform-stop", kElastic);
+  const fs::path out = dir_ / "stop-out";
+  std::vector<Child> ranks =
+      start_four_ranks(out, spec, "file://" + (dir_ / "rv-stop").string(), 0, {});
+  ASSERT_FALSE(ranks.empty());
+  ::kill(ranks[0].pid, SIGKILL);
+  ranks[0].finish();
+  for (int r = 1; r < 4; ++r) {
+    Child& c = ranks[static_cast<size_t>(r)];
+    std::string seen;
+    for (std::string l = c.line(); !l.empty(); l = c.line()) {
+      seen += l;
+      if (l.find("re-forming the group") != std::string::npos) break;
+    }
+    ASSERT_NE(seen.find("re-forming the group"), std::string::npos) << "rank " << r << ":\n"
+                                                                    << seen;
+    ::kill(c.pid, SIGTERM);
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int r = 1; r < 4; ++r) {
+    Ran e = ranks[static_cast<size_t>(r)].finish();
+    EXPECT_EQ(e.code, 75) << "rank " << r << ":\n" << e.output;
+    EXPECT_NE(e.output.find("stopped on request while the group re-formed; --resume " +
+                            out.string() + " continues the run from its newest checkpoint"),
+              std::string::npos)
+        << e.output;
+  }
+  // The window is max(3 s, 2 x --heartbeat-s 2) = 4 s.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(10));
 }
 
 // The same over tcp://, losing rank 3: rank 0 serves the rendezvous and stays.
