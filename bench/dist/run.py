@@ -22,6 +22,7 @@ efficiency can pass it. Rounds interleave every configuration; medians and range
 Across network namespaces with a shaped link, and the cost model: bench/dist/netns.py.
 
 Usage: bench/dist/run.py [--dlsys build/dlsys] [--rounds 3] [--models cnn,mlp] [--no-torch]
+                        [--bucket-kib N]
 """
 import argparse
 import json
@@ -108,10 +109,10 @@ def steady_samples_per_s(stdout, batch, warm=5):
     return (b["step"] - a["step"]) * batch / (t(b) - t(a))
 
 
-def dlsys_samples_per_s(dlsys, spec, m, workers, tmp):
+def dlsys_samples_per_s(dlsys, spec, m, workers, tmp, extra=()):
     out = os.path.join(tmp, f"run-{workers}")
     r = subprocess.run([dlsys, "train", spec, "--nproc", str(workers), "--threads", "1", "--json",
-                        "--log-every", "1", "--out", out], capture_output=True, text=True,
+                        "--log-every", "1", "--out", out, *extra], capture_output=True, text=True,
                        timeout=600)
     if r.returncode != 0:
         sys.exit(f"dlsys train failed:\n{r.stdout}\n{r.stderr}")
@@ -153,6 +154,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--models", default="cnn,cnn512,mlp")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--bucket-kib", type=int, default=0,
+                    help="also run 2 workers with buckets of this size (train.bucket_kib), "
+                         "beside the size chosen from the link")
     a = ap.parse_args()
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     print(f"CPU: {cpu} ({os.cpu_count()} cores); 1 thread per rank; {a.rounds} rounds")
@@ -160,12 +164,17 @@ def main():
         for name in a.models.split(","):
             m = MODELS[name]
             spec = make_data(tmp, name, m)
-            res = {k: [] for k in ("dlsys 1", "dlsys 2", "torch 1", "torch 2", "two 1-worker runs")}
+            fixed = f"dlsys 2 ({a.bucket_kib} KiB buckets)"
+            res = {k: [] for k in ("dlsys 1", "dlsys 2", fixed, "torch 1", "torch 2",
+                                   "two 1-worker runs")}
             for r in range(a.rounds):
                 for w in (1, 2):
                     res[f"dlsys {w}"].append(dlsys_samples_per_s(a.dlsys, spec, m, w, tmp))
                     if not a.no_torch:
                         res[f"torch {w}"].append(torch_samples_per_s(m, w))
+                if a.bucket_kib:
+                    res[fixed].append(dlsys_samples_per_s(
+                        a.dlsys, spec, m, 2, tmp, ["--set", f"train.bucket_kib={a.bucket_kib}"]))
                 res["two 1-worker runs"].append(ceiling(a.dlsys, spec, m, tmp))
                 print(f"{name} round {r + 1}: " +
                       ", ".join(f"{k} {v[-1]:.1f}" for k, v in res.items() if v), file=sys.stderr)
@@ -178,6 +187,10 @@ def main():
                     eff = [res[f"{who} 2"][i] / (2 * res[f"{who} 1"][i]) for i in range(a.rounds)]
                     print(f"  {who} scaling efficiency at 2 workers: {statistics.median(eff):.3f} "
                           f"[{min(eff):.3f}-{max(eff):.3f}]")
+            if res[fixed]:
+                eff = [res[fixed][i] / (2 * res["dlsys 1"][i]) for i in range(a.rounds)]
+                print(f"  dlsys scaling efficiency at 2 workers, {a.bucket_kib} KiB buckets: "
+                      f"{statistics.median(eff):.3f} [{min(eff):.3f}-{max(eff):.3f}]")
             cap = [res["two 1-worker runs"][i] / (2 * res["dlsys 1"][i]) for i in range(a.rounds)]
             print(f"  this machine's parallel capacity (two independent 1-worker runs at once over "
                   f"twice one alone): {statistics.median(cap):.3f} [{min(cap):.3f}-{max(cap):.3f}]")

@@ -153,10 +153,12 @@ Result<LinkEstimate> measure_link(ProcessGroup& group, size_t probe_bytes) {
   return est;
 }
 
-size_t choose_bucket_bytes(const LinkEstimate& link) {
+size_t choose_bucket_bytes(const LinkEstimate& link, size_t gradient_bytes) {
   // A bucket of b bytes takes latency + b / bandwidth; latency <= 10% of that when
-  // b >= 9 x latency x bandwidth.
-  const double b = 9.0 * link.latency_s * link.bytes_per_s;
+  // b >= 9 x latency x bandwidth. A bucket is sent once its gradients are all computed: one
+  // holding every gradient waits for the whole backward pass, so at least two.
+  double b = 9.0 * link.latency_s * link.bytes_per_s;
+  if (gradient_bytes > 0) b = std::min(b, static_cast<double>(gradient_bytes) / 2);
   const double lo = 64.0 * 1024, hi = 16.0 * 1024 * 1024;
   return static_cast<size_t>(std::clamp(b, lo, hi)) / 4 * 4;
 }

@@ -18,7 +18,9 @@
 //
 // Bucket sizes: choose_bucket_bytes picks the smallest size whose fixed cost (the link's
 // latency) is at most a tenth of its transfer time, from a measurement of the link
-// (measure_link); users may set a size instead (`train.bucket_kib`).
+// (measure_link), but at most half the gradients, so that the last layers' bucket is sent while
+// the backward pass goes on (one bucket would overlap nothing); users may set a size instead
+// (`train.bucket_kib`).
 #pragma once
 
 #include <condition_variable>
@@ -105,9 +107,9 @@ struct LinkEstimate {
 // Times all-reduces of one float and of `probe_bytes` (a few rounds each, medians) and
 // broadcasts rank 0's figures. A collective: every rank calls it.
 Result<LinkEstimate> measure_link(ProcessGroup& group, size_t probe_bytes = size_t{4} << 20);
-// The smallest bucket whose latency is at most a tenth of its time on this link, between
-// 64 KiB and 16 MiB.
-size_t choose_bucket_bytes(const LinkEstimate& link);
+// The smallest bucket whose latency is at most a tenth of its time on this link, at most half
+// of `gradient_bytes` (when given), between 64 KiB and 16 MiB.
+size_t choose_bucket_bytes(const LinkEstimate& link, size_t gradient_bytes = 0);
 // Buckets over parameters laid end to end (`offsets`: parameter k is [offsets[k],
 // offsets[k+1])), filled from the last parameter backwards (the backward pass produces the last
 // layer's gradients first) until each holds at least `bucket_bytes`; a parameter is never split.

@@ -1029,7 +1029,7 @@ Status Trainer::form_buckets() {
   if (bytes == 0) {
     dist::LinkEstimate link;
     DLSYS_ASSIGN_OR_RETURN(link, dist::measure_link(*options_.group));
-    bytes = dist::choose_bucket_bytes(link);
+    bytes = dist::choose_bucket_bytes(link, grad_offsets_.back() * sizeof(float));
     dist_.link_latency_s = link.latency_s;
     dist_.link_bytes_per_s = link.bytes_per_s;
     dist_.bucket_bytes_measured = true;

@@ -287,6 +287,11 @@ TEST(BucketLayoutTest, BucketsFromTheEndAndTheirSize) {
   EXPECT_EQ(choose_bucket_bytes(slow), 900000u);
   EXPECT_EQ(choose_bucket_bytes({1e-6, 1e8, 0}), 64u * 1024) << "at least 64 KiB";
   EXPECT_EQ(choose_bucket_bytes({1e-2, 1e10, 0}), 16u << 20) << "at most 16 MiB";
+  // At most half the gradients (so that a bucket starts during the backward pass), at least
+  // 64 KiB still.
+  EXPECT_EQ(choose_bucket_bytes(slow, 1000000), 500000u);
+  EXPECT_EQ(choose_bucket_bytes(slow, 4000000), 900000u);
+  EXPECT_EQ(choose_bucket_bytes(slow, 100000), 64u * 1024);
 }
 
 // 3 ranks fold rank 2 into rank 0: ((x0 + x2) + x1) on every rank, the same bits everywhere.
