@@ -2,11 +2,14 @@
 """bench/dist/netns.py: data-parallel training between two "hosts" over real sockets, and the
 overlap of gradient all-reduces with the backward pass; the cost model's inputs.
 
-Two network namespaces made here (`ip netns`), joined by a veth pair with addresses of their
-own, each side's egress shaped to RATE (`tc qdisc ... netem rate R delay D` where the kernel has
-netem; else `tbf rate R` with a small burst, and the delay is the veth's own: the script says
-which). Rank 0 runs in one namespace and rank 1 in the other, 1 thread each, rendezvous over
-the veth. Needs root. The namespaces are removed at the end, also after a failure.
+Two network namespaces made here (`ip netns`), joined by a link with addresses of its own at
+RATE with a one-way DELAY: a veth pair shaped by `tc qdisc ... netem rate R delay D` where the
+kernel has netem; else (`--shaper auto`, or `--shaper wire`) two TUN devices and
+bench/dist/wire.py carrying the packets between them at the rate and delay (a userspace link:
+about 0.1 ms of jitter, and CPU time of its own); `--shaper tbf` shapes a veth with a token
+bucket at the rate and adds no delay. 'none' is a veth, not shaped. The script says which.
+Rank 0 runs in one namespace and rank 1 in the other, 1 thread each, rendezvous over the link.
+Needs root. The namespaces are removed at the end, also after a failure.
 
 Measured, rounds interleaved (median [min-max]):
   - dlsys with the buckets overlapped (train.overlap true, the default) and the same buckets
@@ -18,8 +21,8 @@ Measured, rounds interleaved (median [min-max]):
   - the cost model's 2-worker prediction of the all-reduce time a step (docs/distributed.md)
     from the link dlsys measured when the ranks joined, against the measured one.
 
-Usage: sudo bench/dist/netns.py [--dlsys build/dlsys] [--rounds 3] [--rate 100mbit]
-       [--delay 0.2ms] [--model cnn] [--no-torch]
+Usage: sudo bench/dist/netns.py [--dlsys build/dlsys] [--rounds 3] [--links 1gbit,100mbit,none]
+       [--delay 0.2ms] [--shaper auto|netem|wire|tbf] [--model cnn] [--no-torch]
 """
 import argparse
 import json
@@ -46,17 +49,42 @@ def sh(*cmd, check=True):
     return r
 
 
+WIRE = []  # the wire.py process of the link in use
+
+
 def teardown():
+    for p in WIRE:
+        p.terminate()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    WIRE.clear()
     for ns in NS:
         sh("ip", "netns", "del", ns, check=False)
 
 
-def setup(rate, delay):
-    """The namespaces, the veth pair and the shaping (none when rate is None); returns how the
-    link was shaped."""
+def start_wire(rate, delay):
+    """The userspace link (wire.py) between the namespaces; returns its first line."""
+    p = subprocess.Popen([sys.executable, os.path.join(HERE, "wire.py"), NS[0], IF[0], ADDR[0],
+                          NS[1], IF[1], ADDR[1], "--rate", rate, "--delay", delay],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    WIRE.append(p)
+    first = p.stdout.readline().strip()
+    if not first.startswith("ready"):
+        raise RuntimeError(f"wire.py did not start: {first}{p.stdout.read()}")
+    return first
+
+
+def setup(rate, delay, shaper="auto"):
+    """The namespaces and the link between them (a veth not shaped when rate is None); returns
+    how the link was made."""
     teardown()
     for ns in NS:
         sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+    if rate is not None and shaper == "wire":
+        return "wire.py, " + start_wire(rate, delay)
     sh("ip", "link", "add", IF[0], "type", "veth", "peer", "name", IF[1])
     for i in (0, 1):
         sh("ip", "link", "set", IF[i], "netns", NS[i])
@@ -72,6 +100,15 @@ def setup(rate, delay):
         if r.returncode == 0:
             how = f"netem rate {rate} delay {delay}"
             continue
+        if shaper == "netem":
+            raise RuntimeError(f"netem: {r.stderr.strip()} (this kernel lacks it: --shaper auto "
+                               "uses wire.py instead)")
+        if shaper == "auto":
+            # No netem in this kernel (CONFIG_NET_SCH_NETEM): the userspace link instead.
+            sh("ip", "link", "del", IF[0], check=False)
+            sh("ip", "netns", "exec", NS[0], "ip", "link", "del", IF[0], check=False)
+            return (f"wire.py (this kernel has no netem: {r.stderr.strip()}), " +
+                    start_wire(rate, delay))
         # No netem in this kernel (CONFIG_NET_SCH_NETEM): a token bucket at the rate. A burst
         # of 32 KiB keeps idle time from being banked as a burst at line speed (which would
         # hide any overlap); the latency is the veth's own.
@@ -227,9 +264,11 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dlsys", default="build/dlsys")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--links", default="100mbit,none",
-                    help="rates to shape the veth to, in order ('none': unshaped)")
-    ap.add_argument("--delay", default="0.2ms")
+    ap.add_argument("--links", default="1gbit,100mbit,none",
+                    help="rates of the link, in order ('none': a veth, not shaped)")
+    ap.add_argument("--delay", default="0.2ms", help="one-way delay (netem and wire.py)")
+    ap.add_argument("--shaper", default="auto", choices=("auto", "netem", "wire", "tbf"),
+                    help="auto: netem where the kernel has it, else wire.py")
     ap.add_argument("--model", default="cnn", choices=sorted(run.MODELS))
     ap.add_argument("--bucket-kib", default="64",
                     help="train.bucket_kib of every run (buckets of several sizes: the model's fit)")
@@ -252,7 +291,7 @@ def main():
         spec = run.make_data(tmp, a.model, m)
         for link in a.links.split(","):
             try:
-                how = setup(None if link == "none" else link, a.delay)
+                how = setup(None if link == "none" else link, a.delay, a.shaper)
                 print(f"\nlink: {how}")
                 rows = measure(a, dlsys, spec, tmp, m)
             finally:
