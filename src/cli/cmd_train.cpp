@@ -84,6 +84,10 @@ void progress_bar(const train::TrainEvent& e) {
 // The exit code of a run stopped by SIGTERM or SIGINT after writing its checkpoint (EX_TEMPFAIL:
 // the work can go on with --resume).
 constexpr int kExitStopped = 75;
+// The exit code of a rank whose run failed with its group standing (a data or spec error, a
+// loss that is not finite: every rank fails at the same step), not because a rank was lost
+// (EX_SOFTWARE): the --nproc supervisor does not go on with fewer workers after it.
+constexpr int kExitRunFailed = 70;
 
 // SIGTERM or SIGINT while training: the run checkpoints after its current step and stops (a
 // second SIGINT ends the process at once, as a user pressing Ctrl-C twice expects).
@@ -388,6 +392,12 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
         killed_stopped.empty() ? "" : ", after the stopped rank");
     if (first_code == kExitStopped) return kExitStopped;
     if (g_stopping) return first_code;  // stopped by a signal: not a rank lost
+    if (first_code == kExitRunFailed) {
+      // The run failed on every rank (its data, spec or loss), not a rank lost: fewer workers
+      // would fail the same way.
+      std::fprintf(stderr, "dlsys train: the run failed on its own, not a lost rank: stopping\n");
+      return 1;
+    }
     if (a.min_workers == 0) {
       std::error_code ec;
       if (std::filesystem::exists(out + "/checkpoints/latest", ec))
@@ -738,7 +748,8 @@ int run_train(const TrainArgs& a) {
       std::fprintf(stderr, "%s\n", r.status().message().c_str());
       return kExitStopped;
     }
-    return fail(r.status().message());
+    const int code = fail(r.status().message());
+    return group && group->failure().ok() ? kExitRunFailed : code;
   }
   if (logger) {
     Status st = logger->log_artifact("model.onnx", r->model_path);

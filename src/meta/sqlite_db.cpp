@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <unordered_map>
 
 #include "meta/sql_db.h"
@@ -298,7 +299,19 @@ class SqliteDatabase : public SqlDatabase {
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;";
     if (wal_->options.wal_checkpoint_bytes > 0)
       pragmas += fmt::format(" PRAGMA journal_size_limit={};", wal_->options.wal_checkpoint_bytes);
-    DLSYS_RETURN_IF_ERROR(c->exec_script(pragmas));
+    // Processes opening one database at once (the ranks of `dlsys train --nproc N --data-dir
+    // D`): the switch to WAL takes the database's exclusive lock, and SQLite answers "database
+    // is locked" at once rather than through the busy handler; tried again within the timeout.
+    const auto deadline =
+        std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+    for (int wait_ms = 1;; wait_ms = std::min(2 * wait_ms, 50)) {
+      Status st = c->exec_script(pragmas);
+      if (st.ok()) break;
+      if (st.message().find("is locked") == std::string::npos ||
+          std::chrono::steady_clock::now() > deadline)
+        return st;
+      std::this_thread::sleep_for(std::chrono::milliseconds(wait_ms));
+    }
     return std::unique_ptr<SqlConnection>(std::move(c));
   }
 

@@ -1036,7 +1036,7 @@ Status Trainer::form_buckets() {
   }
   std::vector<dist::Bucket> buckets = dist::buckets_from_the_end(grad_offsets_, bytes);
   if (buckets.empty()) buckets.push_back(dist::Bucket{0, 0});  // no parameters: the loss alone
-  buckets[0].end = grad_offsets_.back() + 2;                   // the loss sum and the stop flag
+  buckets[0].end = grad_offsets_.back() + 3;  // the loss sum, the stop and data-error flags
   bucket_of_param_.assign(params_.size(), 0);
   for (size_t b = 0; b < buckets.size(); ++b)
     for (size_t k = 0; k < params_.size(); ++k)
@@ -1056,23 +1056,32 @@ Status Trainer::form_buckets() {
 Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
                                  double* lr) {
   auto tw = Clock::now();
-  DLSYS_ASSIGN_OR_RETURN(data::Batch bd, loader_->next());
+  Result<data::Batch> got = loader_->next();
   result_.data_wait_seconds += std::chrono::duration<double>(Clock::now() - tw).count();
-  DLSYS_RETURN_IF_ERROR(
-      check_class_ids(bd.y, fmt::format("training batch {} of epoch {}", *batch + 1, epoch + 1)));
+  const std::string where = fmt::format("training batch {} of epoch {}", *batch + 1, epoch + 1);
+  // Each rank reads only its part of the batch, so a shard that fails or a bad label may be
+  // this rank's alone. With other ranks, it still takes part in the step's all-reduce (zero
+  // gradients and a data-error flag), so that every rank stops at this step with an error
+  // rather than wait for this one and take it for lost.
+  Status data_error = got.status();
+  if (data_error.ok()) data_error = check_class_ids(got->y, where);
+  if (!data_error.ok() && !reducer_) return data_error;
+  data::Batch bd = data_error.ok() ? std::move(got).value() : data::Batch{};
   // The loader assembled this rank's micro-batches only (batch_part): rows [offset, ...) of the
   // batch's n.
   const int64_t n = bd.rows, offset = bd.offset;
   const int64_t m = spec_.micro_batches, per_rank = m / world_;
-  if (offset != rank_ * per_rank * n / m || bd.x.dim(0) != (rank_ + 1) * per_rank * n / m - offset)
+  if (data_error.ok() && (offset != rank_ * per_rank * n / m ||
+                          bd.x.dim(0) != (rank_ + 1) * per_rank * n / m - offset))
     return Status::Internal(
         "step {}: the loader gave rows [{}, {}) of a batch of {}, not rank {}'s micro-batches {} "
         "to {} of {} (was it opened without batch_part()?)",
         step_, offset, offset + bd.x.dim(0), n, rank_, rank_ * per_rank, (rank_ + 1) * per_rank, m);
   lay_out_gradients();
   const size_t total = grad_offsets_.back();  // then the leaf's loss x rows
-  // After the gradients: the loss sum, then a stop asked of this rank (summed: any rank's).
-  const size_t extra = 2;
+  // After the gradients: the loss sum, a stop asked of this rank, and this rank's data error
+  // (both summed: any rank's).
+  const size_t extra = 3;
   leaf_grads_.resize(static_cast<size_t>(per_rank));
   for (auto& g : leaf_grads_) g.resize(total + extra);  // every element is written below
   std::vector<float*> leaves;
@@ -1115,7 +1124,14 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   std::vector<float> stats;
   std::vector<Tensor> out;
   std::vector<size_t> pending(nb);  // per bucket: outputs of this micro-batch still to come
-  for (int64_t l = 0; l < per_rank; ++l) {
+  if (!data_error.ok()) {
+    // Nothing to compute: zeros and the flag, through the same buckets as every other rank's.
+    for (float* g : leaves) std::fill(g, g + total + extra, 0.0f);
+    flat[total + 2] = 1.0f;
+    for (size_t b = 0; b < nb; ++b) bucket_final(b);
+  }
+  int64_t nonfinite = -1;  // the first micro-batch of this rank whose loss was not finite
+  for (int64_t l = 0; l < per_rank && data_error.ok(); ++l) {
     const int64_t j = rank_ * per_rank + l;  // the micro-batch's place in the batch
     const int64_t lo = j * n / m, hi = (j + 1) * n / m;
     const bool last = l + 1 == per_rank;
@@ -1147,6 +1163,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
       if (o == 0) {
         g[total] = t.data_as<float>()[0] * static_cast<float>(hi - lo);
         g[total + 1] = 0.0f;
+        g[total + 2] = 0.0f;
         if (nb > 0) done_one(0);
       } else if (o <= params_.size()) {
         const size_t k = o - 1;
@@ -1161,12 +1178,8 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     DLSYS_RETURN_IF_ERROR(
         session_->run(inputs_, &out, on_ready).with_context(fmt::format("step {}", step_)));
     dist_.compute_s += std::chrono::duration<double>(Clock::now() - tc).count();
-    const float loss = out[0].data_as<float>()[0];
-    if (!std::isfinite(loss))
-      return Status::Invalid(
-          "the loss became {} at step {} (epoch {}, micro-batch {}); lower optimizer.lr or set "
-          "train.clip_grad_norm",
-          loss, step_, epoch + 1, j);
+    // A loss that is not finite is said after the all-reduce, on every rank (the sum carries it).
+    if (nonfinite < 0 && !std::isfinite(out[0].data_as<float>()[0])) nonfinite = j;
     if (!tg_.batch_stats.empty()) {
       stats.push_back(static_cast<float>(hi - lo));
       for (size_t s = 0; s < 2 * tg_.batch_stats.size(); ++s) {
@@ -1184,6 +1197,20 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     dist::tree_sum_in_place(leaves, total + extra);
     flat[total + 1] = stop_here();
   }
+  if (flat[total + 2] > 0) {
+    if (!data_error.ok()) return data_error;
+    return Status::Invalid(
+        "{}: {} other rank{} could not read {} part of it (the error is in {} output); every "
+        "rank stops here",
+        where, flat[total + 2], flat[total + 2] == 1 ? "" : "s",
+        flat[total + 2] == 1 ? "its" : "their", flat[total + 2] == 1 ? "its" : "their");
+  }
+  if (!std::isfinite(flat[total]))
+    return Status::Invalid(
+        "the loss became {} at step {} (epoch {}, {}); lower optimizer.lr or set "
+        "train.clip_grad_norm",
+        flat[total], step_, epoch + 1,
+        nonfinite >= 0 ? fmt::format("micro-batch {}", nonfinite) : "on another rank");
   group_stop_ = flat[total + 1] > 0;
   for (size_t k = 0; k < params_.size(); ++k)
     std::copy(flat + grad_offsets_[k], flat + grad_offsets_[k + 1], grad_sums_[k].data_as<float>());

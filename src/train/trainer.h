@@ -70,12 +70,14 @@ struct TrainOptions {
   // export (may be null): what follows beats no more (a job's heartbeat goes on by time).
   std::function<void()> steps_done;
   // Data-parallel training: this process is one rank of `group` (null: it trains alone). Needs
-  // train.micro_batches, which the world size must divide: every rank reads every batch and
-  // computes the gradients of its own consecutive micro-batches; they are all-reduced in the
-  // tree of train.micro_batches (bit-identical weights across power-of-two world sizes), batch
-  // norm's running statistics are folded in micro-batch order on every rank, and every rank
-  // then takes the same optimizer step. Only rank 0 writes metrics.jsonl, checkpoints and the
-  // model; every rank resumes from out_dir's checkpoints. Not owned; outlives the run.
+  // train.micro_batches, which the world size must divide: every rank reads its own
+  // consecutive micro-batches of every batch (batch_part) and computes their gradients; a rank
+  // that cannot read its part, or whose loss is not finite, makes every rank fail that step; they
+  // are all-reduced in the tree of train.micro_batches (bit-identical weights across power-of-two
+  // world sizes), batch norm's running statistics are folded in micro-batch order on every rank,
+  // and every rank then takes the same optimizer step. Only rank 0 writes metrics.jsonl,
+  // checkpoints and the model; every rank resumes from out_dir's checkpoints. Not owned; outlives
+  // the run.
   dist::ProcessGroup* group = nullptr;
   // With group: 1 shards the optimizer's state (ZeRO stage 1): the parameters, laid end to end,
   // are cut into world-size equal ranges of elements; each rank keeps the moments of its range

@@ -2,6 +2,7 @@
 // real PostgreSQL server started on loopback for this binary.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sys/stat.h>
@@ -17,6 +18,7 @@
 #include "core/utf8.h"
 #include "meta/meta_store.h"
 #include "meta/run_filter.h"
+#include "meta/sql_db.h"
 #include "testing/postgres_server.h"
 
 namespace dlsys::meta {
@@ -1985,6 +1987,42 @@ TEST(RecordsTest, MalformedAnswersGiveClearErrors) {
 
 INSTANTIATE_TEST_SUITE_P(Engines, MetaStoreTest, ::testing::Values("sqlite", "postgres"),
                          [](const auto& info) { return info.param; });
+
+// Processes that open one new metadata store in SQLite at once (the ranks of `dlsys train --nproc 4
+// --data-dir D`) all get it: the first switch to WAL takes the database's exclusive lock, which
+// SQLite does not wait for through its busy handler. Eight processes, started together, three
+// times over, each writing four experiments.
+TEST(SqliteOpen, ProcessesOpeningANewDatabaseAtOnceAllSucceed) {
+  SqlOptions kWal;
+  kWal.wal_checkpoint_bytes = 64 << 20;  // the default journal_size_limit pragma as well
+  char tmpl[] = "/tmp/dlsys-sqlite-open-XXXXXX";
+  const std::string dir = mkdtemp(tmpl);
+  for (int round = 0; round < 3; ++round) {
+    const std::string path = dir + "/meta-" + std::to_string(round) + ".db";
+    const auto start = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
+    std::vector<pid_t> kids;
+    for (int k = 0; k < 8; ++k) {
+      pid_t p = ::fork();
+      if (p == 0) {
+        std::this_thread::sleep_until(start);
+        auto db = MetaStore::open(path, 2, kWal);
+        Status st = db.status();
+        // Each writes too, on both connections at once (another's write holds the lock).
+        for (int e = 0; st.ok() && e < 4; ++e)
+          st = (*db)->runs().create_experiment(fmt::format("e{}-{}", k, e), "", kAlice).status();
+        if (!st.ok()) std::fprintf(stderr, "%s\n", st.to_string().c_str());
+        ::_exit(st.ok() ? 0 : 1);
+      }
+      kids.push_back(p);
+    }
+    for (pid_t p : kids) {
+      int st = 0;
+      ::waitpid(p, &st, 0);
+      EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "round " << round;
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
 
 }  // namespace
 }  // namespace dlsys::meta

@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "core/sha256.h"
+#include "data/shard.h"
 #include "graph/onnx_import.h"
 #include "testing/free_port.h"
 
@@ -148,6 +149,81 @@ train:
   optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
 )");
   expect_identical(spec, {2, 4}, {"--data-dir", home});
+}
+
+// A shard that cannot be read fails the ranks whose rows it holds; they still take part in the
+// step's all-reduce with a data-error flag, so every rank stops at that step with an error
+// (the others' saying that another rank could not read its part), and the supervisor does not
+// take it for a lost rank. 1500 training rows in shards of 10 (a batch's rows come from many
+// shards: the damaged one holds rows of one or two ranks' parts), a byte of one shard's label
+// column flipped; validation from a second dataset, so that only training reads that shard.
+TEST_F(DataParallel, AShardOneRankCannotReadStopsEveryRankAtTheSameStep) {
+  const std::string home = (dir_ / "home-bad").string();
+  std::ifstream in(std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv");
+  std::ofstream train(dir_ / "t.csv"), val(dir_ / "v.csv");
+  std::string line;
+  for (int i = 0; std::getline(in, line); ++i) (i < 1500 ? train : val) << line << "\n";
+  train.close();
+  val.close();
+  for (const char* name : {"t", "v"}) {
+    Ran push = dlsys({"data", "push", (dir_ / (std::string(name) + ".csv")).string(), "--name",
+                      name, "--split", "1,0", "--shard-rows", "10", "--data-dir", home});
+    ASSERT_EQ(push.code, 0) << push.output;
+  }
+  // The shards of t: the store names shards by their bytes; those of v came after (newer).
+  std::vector<fs::path> shards;
+  for (const auto& e : fs::recursive_directory_iterator(fs::path(home) / "datasets" / "shards"))
+    if (e.is_regular_file()) shards.push_back(e.path());
+  ASSERT_GE(shards.size(), 150u + 30u);
+  std::sort(shards.begin(), shards.end(), [](const fs::path& a, const fs::path& b) {
+    return fs::last_write_time(a) < fs::last_write_time(b);
+  });
+  const fs::path bad = shards[75];  // one of t's 150
+  std::string bytes;
+  {
+    std::ifstream f(bad, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  // Damage the frame of the label column (a column only training reads; the header and the
+  // split column are read when the loader opens, on every rank).
+  auto h = dlsys::data::decode_shard_header(bytes, bad.string());
+  ASSERT_TRUE(h.ok()) << h.status().to_string();
+  const dlsys::data::ShardColumnInfo& c = h->columns[static_cast<size_t>(h->index("c64"))];
+  bytes[h->data_start + c.offset + c.size / 2] ^= 0x55;
+  fs::permissions(bad, fs::perms::owner_write, fs::perm_options::add);
+  std::ofstream(bad, std::ios::binary | std::ios::trunc) << bytes;
+  fs::path spec = write_spec("bad-shard", R"(data:
+  dataset: t@latest:train
+  validation: v@latest:train
+  label: c64
+  feature_scale: 0.0625
+model:
+  input: [64]
+  layers: [{linear: {out: 16}}, relu, {linear: {out: 10}}]
+train:
+  epochs: 1
+  batch_size: 50
+  micro_batches: 4
+  optimizer: {name: sgd, lr: 0.05}
+)");
+  const fs::path out = dir_ / "bad-shard";
+  Ran d = dlsys({"train", spec.string(), "--out", out.string(), "--nproc", "4", "--min-workers",
+                 "1", "--data-dir", home});
+  EXPECT_EQ(d.code, 1) << d.output;
+  EXPECT_NE(d.output.find("the run failed on its own, not a lost rank: stopping"),
+            std::string::npos)
+      << d.output;
+  std::string all = d.output;
+  for (int r = 1; r < 4; ++r) {
+    std::ifstream log(out / ("rank-" + std::to_string(r) + ".log"));
+    all += std::string((std::istreambuf_iterator<char>(log)), {});
+  }
+  EXPECT_NE(all.find(bad.filename().string().substr(0, 12)), std::string::npos)
+      << "no rank named the damaged shard:\n"
+      << all;
+  EXPECT_NE(all.find("could not read its part of it"), std::string::npos) << all;
+  EXPECT_EQ(all.find("continuing on"), std::string::npos) << all;
+  EXPECT_EQ(all.find("is gone"), std::string::npos) << all;
 }
 
 // The value of `"key":` in the last line of `out` that has it (a flat number or boolean).
@@ -362,6 +438,59 @@ TEST_F(DataParallel, SynchronizedBatchNormTrainsAsOneProcessOnTheWholeBatch) {
   EXPECT_NE(r.output.find("batch_size 30 does not split into 4 equal micro-batches"),
             std::string::npos)
       << r.output;
+}
+
+// A loss that is not finite in one rank's micro-batch (a training row whose feature is 3e38:
+// its squared error overflows) stops every rank at the same step with the same error, and the
+// supervisor does not take it for a lost rank: no run on fewer workers.
+TEST_F(DataParallel, ALossThatIsNotFiniteOnOneRankStopsEveryRankAtTheSameStep) {
+  std::ifstream in(std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv");
+  std::ofstream train(dir_ / "train.csv"), val(dir_ / "val.csv");
+  std::string line;
+  for (int i = 0; std::getline(in, line); ++i) {
+    if (i == 700) line = "3e38" + line.substr(line.find(','));  // the first pixel
+    (i < 1500 ? train : val) << line << "\n";
+  }
+  train.close();
+  val.close();
+  fs::path spec = write_spec("overflow", "data: {train: " + (dir_ / "train.csv").string() +
+                                             ", validation: " + (dir_ / "val.csv").string() +
+                                             ", feature_scale: 0.0625}\n" + R"(model:
+  input: [64]
+  layers: [{linear: {out: 8}}, relu, {linear: {out: 1}}]
+train:
+  loss: mse
+  epochs: 1
+  batch_size: 50
+  seed: 2
+  micro_batches: 4
+  optimizer: {name: sgd, lr: 0.0001}
+)");
+  Ran plain = dlsys({"train", spec.string(), "--out", (dir_ / "overflow-plain").string()});
+  ASSERT_NE(plain.code, 0) << plain.output;
+  const size_t at = plain.output.find("the loss became inf at step ");
+  ASSERT_NE(at, std::string::npos) << plain.output;
+  // "the loss became inf at step S (epoch 1, ": the same step on every rank.
+  const std::string step = plain.output.substr(at, plain.output.find('(', at) - at);
+  for (int n : {2, 4}) {
+    const fs::path out = dir_ / ("overflow-" + std::to_string(n));
+    Ran d = dlsys({"train", spec.string(), "--out", out.string(), "--nproc", std::to_string(n),
+                   "--min-workers", "1"});
+    std::string all = d.output;
+    for (int r = 1; r < n; ++r) {
+      std::ifstream log(out / ("rank-" + std::to_string(r) + ".log"));
+      std::string text((std::istreambuf_iterator<char>(log)), {});
+      EXPECT_NE(text.find(step), std::string::npos) << "rank " << r << ":\n" << text;
+      all += text;
+    }
+    EXPECT_EQ(d.code, 1) << all;
+    EXPECT_NE(d.output.find(step), std::string::npos) << d.output;
+    EXPECT_NE(d.output.find("the run failed on its own, not a lost rank: stopping"),
+              std::string::npos)
+        << d.output;
+    EXPECT_EQ(all.find("continuing on"), std::string::npos) << all;
+    EXPECT_EQ(all.find("is gone"), std::string::npos) << all;
+  }
 }
 
 TEST_F(DataParallel, WorkerCountsThatCannotShareTheBatchAreRefused) {
