@@ -7,7 +7,8 @@ RATE with a one-way DELAY: a veth pair shaped by `tc qdisc ... netem rate R dela
 kernel has netem; else (`--shaper auto`, or `--shaper wire`) two TUN devices and
 bench/dist/wire.py carrying the packets between them at the rate and delay (a userspace link:
 about 0.1 ms of jitter, and CPU time of its own); `--shaper tbf` shapes a veth with a token
-bucket at the rate and adds no delay. 'none' is a veth, not shaped. The script says which.
+bucket at the rate (a 32 KiB burst, so that idle time is not banked as a burst at line speed,
+which would hide any overlap) and adds no delay. 'none' is a veth, not shaped. The script says which.
 Rank 0 runs in one namespace and rank 1 in the other, 1 thread each, rendezvous over the link.
 Needs root. The namespaces are removed at the end, also after a failure.
 
@@ -21,7 +22,7 @@ Measured, rounds interleaved (median [min-max]):
   - the cost model's 2-worker prediction of the all-reduce time a step (docs/distributed.md)
     from the link dlsys measured when the ranks joined, against the measured one.
 
-Usage: sudo bench/dist/netns.py [--dlsys build/dlsys] [--rounds 3] [--links 1gbit,100mbit,none]
+Usage: sudo bench/dist/netns.py [--dlsys build/dlsys] [--rounds 3] [--links 100mbit,1gbit,none]
        [--delay 0.2ms] [--shaper auto|netem|wire|tbf] [--model cnn] [--no-torch]
 """
 import argparse
@@ -95,6 +96,11 @@ def setup(rate, delay, shaper="auto"):
         return "veth, not shaped"
     how = None
     for i in (0, 1):
+        if shaper == "tbf":
+            sh("ip", "netns", "exec", NS[i], "tc", "qdisc", "replace", "dev", IF[i], "root", "tbf",
+               "rate", rate, "burst", "32kb", "latency", "50ms")
+            how = f"tbf rate {rate} burst 32kb (--shaper tbf: no delay added, the veth's own)"
+            continue
         r = sh("ip", "netns", "exec", NS[i], "tc", "qdisc", "add", "dev", IF[i], "root", "netem",
                "rate", rate, "delay", delay, check=False)
         if r.returncode == 0:
@@ -109,17 +115,22 @@ def setup(rate, delay, shaper="auto"):
             sh("ip", "netns", "exec", NS[0], "ip", "link", "del", IF[0], check=False)
             return (f"wire.py (this kernel has no netem: {r.stderr.strip()}), " +
                     start_wire(rate, delay))
-        # No netem in this kernel (CONFIG_NET_SCH_NETEM): a token bucket at the rate. A burst
-        # of 32 KiB keeps idle time from being banked as a burst at line speed (which would
-        # hide any overlap); the latency is the veth's own.
-        sh("ip", "netns", "exec", NS[i], "tc", "qdisc", "replace", "dev", IF[i], "root", "tbf",
-           "rate", rate, "burst", "32kb", "latency", "50ms")
-        how = (f"tbf rate {rate} burst 32kb (this kernel has no netem: {r.stderr.strip()}; "
-               f"no delay added, the veth's own latency)")
     return how
 
 
 PORTS = iter(range(29500, 29900))
+
+
+def finish(procs, timeout=900):
+    """The outputs of a pair of ranks; on a deadline passed (a link that broke: is wire.py
+    still running?) every rank is killed, so that none keeps a namespace alive."""
+    try:
+        return [p.communicate(timeout=timeout)[0] for p in procs]
+    except subprocess.TimeoutExpired:
+        for p in procs:
+            p.kill()
+        alive = "" if not WIRE or WIRE[0].poll() is None else " (wire.py had ended)"
+        sys.exit(f"the ranks did not finish within {timeout} s{alive}: killed")
 
 
 def dlsys_pair(dlsys, spec, tmp, extra):
@@ -136,7 +147,7 @@ def dlsys_pair(dlsys, spec, tmp, extra):
             cmd += ["--set", e]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, env=dict(os.environ, OMP_WAIT_POLICY="passive")))
-    outs = [p.communicate(timeout=900)[0] for p in procs]
+    outs = finish(procs)
     if any(p.returncode != 0 for p in procs):
         sys.exit("dlsys train across the namespaces failed:\n" + "\n".join(outs))
     events = [json.loads(l) for l in outs[0].splitlines() if l.startswith("{")]
@@ -152,7 +163,7 @@ def torch_pair(m):
                "--master-addr", ADDR[0], "--ifname", IF[r]]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True))
-    outs = [p.communicate(timeout=900)[0] for p in procs]
+    outs = finish(procs)
     if any(p.returncode != 0 for p in procs):
         sys.exit("torch DDP across the namespaces failed:\n" + "\n".join(outs))
     return float(outs[0].strip().splitlines()[-1])
@@ -264,7 +275,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dlsys", default="build/dlsys")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--links", default="1gbit,100mbit,none",
+    ap.add_argument("--links", default="100mbit,1gbit,none",
                     help="rates of the link, in order ('none': a veth, not shaped)")
     ap.add_argument("--delay", default="0.2ms", help="one-way delay (netem and wire.py)")
     ap.add_argument("--shaper", default="auto", choices=("auto", "netem", "wire", "tbf"),
@@ -276,7 +287,7 @@ def main():
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/dist/netns.py makes network namespaces: run it as root")
-    for tool in ("ip", "tc"):
+    for tool in ("ip", "tc") if a.shaper != "wire" else ("ip",):
         if not shutil.which(tool):
             sys.exit(f"'{tool}' is missing: scripts/install-deps.sh installs iproute2")
     dlsys = os.path.abspath(a.dlsys)
@@ -297,7 +308,8 @@ def main():
             finally:
                 teardown()
             results.append((link, report(m, *rows)))
-    # The table: the window and compute of the comm-heavy (first) link, the latency fitted on
+    # The table: the window and compute of the first link (the default's, 100mbit, is the
+    # communication-heavy one), the latency fitted on
     # the unshaped one (the software's own: Gloo, TCP, the threads), each link's bandwidth.
     c, h, _, sizes = results[0][1]
     fitted = [(link, r[2]) for link, r in results if r[2]]

@@ -5,14 +5,15 @@ one-way delay, for kernels without netem (CONFIG_NET_SCH_NETEM).
 Each namespace gets a TUN device with an address of its own; this process holds both devices
 and carries every IP packet from one to the other: a packet leaves its sender's queue at the
 link's rate (back to back with the packets before it, each taking size / rate), and arrives
-`delay` later. Packets are delivered in order; more than `--buffer` bytes queued in one
-direction are dropped, as a router's full queue would (TCP backs off). Timing is Python's
+`delay` later. Packets are delivered in order; a packet that finds more than `--buffer` bytes
+still waiting to be sent in its direction is dropped, as a router's full queue would (TCP backs
+off); packets on the wire (sent, not yet arrived) do not count. Timing is Python's
 select() on a monotonic clock: about 50-100 us of jitter, and the process takes CPU time of its
 own (a few percent of a core per 10 MB/s); `wire.py` says so in its first line.
 
 Usage (root): wire.py NS_A IF_A ADDR_A NS_B IF_B ADDR_B --rate 1gbit --delay 0.2ms
-It creates the devices, prints "ready" once both carry packets, and runs until SIGTERM or
-SIGINT; the devices go with their namespaces (or `ip -n NS link del IF`).
+It creates the devices, attaches to both, prints "ready", and runs until SIGTERM or SIGINT or
+its parent's end; the devices go with their namespaces (or `ip -n NS link del IF`).
 """
 import argparse
 import collections
@@ -85,24 +86,21 @@ class Direction:
     def __init__(self, rate, delay, buffer):
         self.rate, self.delay, self.buffer = rate, delay, buffer
         self.queue = collections.deque()  # (arrival time, packet), arrival times non-decreasing
-        self.queued = 0
         self.sent_until = 0.0  # when the last queued packet has left the sender
         self.dropped = 0
 
     def push(self, packet, now):
-        if self.queued + len(packet) > self.buffer:
+        backlog = max(self.sent_until - now, 0.0) * self.rate  # bytes still to be sent
+        if backlog + len(packet) > self.buffer:
             self.dropped += 1
             return
         leave = max(now, self.sent_until) + len(packet) / self.rate
         self.sent_until = leave
         self.queue.append((leave + self.delay, packet))
-        self.queued += len(packet)
 
     def due(self, now):
         while self.queue and self.queue[0][0] <= now:
-            _, packet = self.queue.popleft()
-            self.queued -= len(packet)
-            yield packet
+            yield self.queue.popleft()[1]
 
 
 def main():
@@ -113,8 +111,13 @@ def main():
         ap.add_argument(f"addr_{side}")
     ap.add_argument("--rate", default="1gbit")
     ap.add_argument("--delay", default="0.2ms")
-    ap.add_argument("--buffer", type=int, default=4 << 20, help="bytes queued a direction at most")
+    ap.add_argument("--buffer", type=int, default=4 << 20,
+                    help="bytes waiting to be sent, a direction, at most")
     a = ap.parse_args()
+    # Ends with the process that started it (a benchmark killed would leave it holding the
+    # devices, and so the namespaces, alive).
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     rate, delay = parse_rate(a.rate), parse_delay(a.delay)
     ends = [(a.ns_a, a.if_a, a.addr_a), (a.ns_b, a.if_b, a.addr_b)]
     for ns, name, addr in ends:
@@ -139,10 +142,7 @@ def main():
                     way.dropped += 1  # the receiving kernel's queue is full
         waits = [way.queue[0][0] - now for way in ways if way.queue]
         timeout = max(min(waits), 0.0) if waits else 0.5
-        try:
-            ready, _, _ = select.select(fds, [], [], timeout)
-        except InterruptedError:
-            continue
+        ready, _, _ = select.select(fds, [], [], timeout)
         for fd in ready:
             way = ways[fds.index(fd)]
             for _ in range(256):

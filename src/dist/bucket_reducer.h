@@ -19,8 +19,9 @@
 // Bucket sizes: choose_bucket_bytes picks the smallest size whose fixed cost (the link's
 // latency) is at most a tenth of its transfer time, from a measurement of the link
 // (measure_link), but at most half the gradients, so that the last layers' bucket is sent while
-// the backward pass goes on (one bucket would overlap nothing); users may set a size instead
-// (`train.bucket_kib`).
+// the backward pass goes on (one bucket would overlap nothing; parameters are never split, so
+// a first layer holding more than half the gradients still makes one); users may set a size
+// instead (`train.bucket_kib`).
 #pragma once
 
 #include <condition_variable>
