@@ -1,6 +1,6 @@
 // DatasetLoader: every row once per epoch, seeded orders, seek, a rank's part of each batch,
-// splits, the
-// windowed shuffle under a small cache, values as stored, and a corrupted shard named.
+// splits, the windowed shuffle under a small cache, values as stored, and a corrupted shard
+// named.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -100,7 +100,10 @@ std::vector<std::vector<int64_t>> batch_ids(DatasetLoader& l, int64_t* offset_su
   std::vector<std::vector<int64_t>> out;
   for (int64_t b = 0; b < l.batches_per_epoch(); ++b) {
     auto batch = l.next();
-    EXPECT_TRUE(batch.ok()) << batch.status().to_string();
+    if (!batch.ok()) {
+      ADD_FAILURE() << batch.status().to_string();
+      break;
+    }
     const float* x = static_cast<const float*>(batch->x.data());
     out.emplace_back();
     for (int64_t i = 0; i < batch->x.dim(0); ++i) out.back().push_back(int64_t(x[i * 2]));
@@ -110,41 +113,44 @@ std::vector<std::vector<int64_t>> batch_ids(DatasetLoader& l, int64_t* offset_su
 }
 
 TEST_F(LoaderTest, PartsOfEachBatchAreTheWholeBatchCutIntoMicroBatches) {
-  // 1000 rows in batches of 96 (the last one 40 rows), cut into 8 micro-batches: 1, 2, 4 and 8
-  // parts, under a global shuffle and under the windowed one of a small cache.
-  for (int64_t cache : {int64_t(1) << 30, int64_t(2 * 200 * (2 * 4 + 8))}) {
-    DatasetLoaderOptions o;
-    o.batch_size = 96;
-    o.seed = 5;
-    o.cache_bytes = cache;
-    auto whole = open(o);
-    EXPECT_EQ(whole->global_shuffle(), cache > 100000);
-    auto want = batch_ids(*whole);
-    ASSERT_EQ(want.size(), 11u);
-    ASSERT_EQ(want.back().size(), 40u);
-    for (int64_t parts : {1, 2, 4, 8}) {
-      std::vector<std::vector<int64_t>> got(want.size());
-      for (int64_t r = 0; r < parts; ++r) {
-        o.part = {r * 8 / parts, 8 / parts, 8};
-        auto l = open(o);
-        EXPECT_EQ(l->samples(), 1000);  // the epoch's, not the part's
-        EXPECT_EQ(l->batches_per_epoch(), 11);
-        int64_t offsets = 0;
-        auto mine = batch_ids(*l, &offsets);
-        for (size_t b = 0; b < mine.size(); ++b) {
-          const int64_t n = static_cast<int64_t>(want[b].size());
-          // Rows [lo, hi) of the batch: micro-batches first .. first + count of 8.
-          const int64_t lo = o.part.first * n / 8, hi = (o.part.first + o.part.count) * n / 8;
-          EXPECT_EQ(mine[b], std::vector<int64_t>(want[b].begin() + lo, want[b].begin() + hi))
-              << parts << " parts, rank " << r << ", batch " << b;
-          got[b].insert(got[b].end(), mine[b].begin(), mine[b].end());
-          offsets -= lo;
+  // 1000 rows in batches of 96 (the last one 40 rows) and of 333 (the last one a single row:
+  // most of its micro-batches are empty), cut into 8 micro-batches: 1, 2, 4 and 8 parts, under
+  // a global shuffle and under the windowed one of a small cache.
+  for (int64_t batch : {96, 333})
+    for (int64_t cache : {int64_t(1) << 30, int64_t(2 * 200 * (2 * 4 + 8))}) {
+      DatasetLoaderOptions o;
+      o.batch_size = batch;
+      o.seed = 5;
+      o.cache_bytes = cache;
+      auto whole = open(o);
+      EXPECT_EQ(whole->global_shuffle(), cache > 100000);
+      auto want = batch_ids(*whole);
+      const int64_t batches = (1000 + batch - 1) / batch;
+      ASSERT_EQ(want.size(), static_cast<size_t>(batches));
+      ASSERT_EQ(want.back().size(), static_cast<size_t>(1000 - (batches - 1) * batch));
+      for (int64_t parts : {1, 2, 4, 8}) {
+        std::vector<std::vector<int64_t>> got(want.size());
+        for (int64_t r = 0; r < parts; ++r) {
+          o.part = {r * 8 / parts, 8 / parts, 8};
+          auto l = open(o);
+          EXPECT_EQ(l->samples(), 1000);  // the epoch's, not the part's
+          EXPECT_EQ(l->batches_per_epoch(), batches);
+          int64_t offsets = 0;
+          auto mine = batch_ids(*l, &offsets);
+          for (size_t b = 0; b < mine.size(); ++b) {
+            const int64_t n = static_cast<int64_t>(want[b].size());
+            // Rows [lo, hi) of the batch: micro-batches first .. first + count of 8.
+            const int64_t lo = o.part.first * n / 8, hi = (o.part.first + o.part.count) * n / 8;
+            EXPECT_EQ(mine[b], std::vector<int64_t>(want[b].begin() + lo, want[b].begin() + hi))
+                << parts << " parts, rank " << r << ", batch " << b;
+            got[b].insert(got[b].end(), mine[b].begin(), mine[b].end());
+            offsets -= lo;
+          }
+          EXPECT_EQ(offsets, 0) << "Batch::offset is the first row of the part";
         }
-        EXPECT_EQ(offsets, 0) << "Batch::offset is the first row of the part";
+        EXPECT_EQ(got, want) << parts << " parts";
       }
-      EXPECT_EQ(got, want) << parts << " parts";
     }
-  }
   // A part must lie within the batch.
   DatasetLoaderOptions o;
   o.part = {3, 2, 4};

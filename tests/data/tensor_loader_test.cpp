@@ -255,6 +255,25 @@ TEST(TensorLoaderTest, PartsOfEachBatchAreTheWholeBatchCutIntoMicroBatches) {
             << "part " << r << ", batch " << b;
       }
     }
+  // Batches of 4 over 10 samples, the last of 2 rows, in 4 parts of one micro-batch each:
+  // parts 0 and 2 of the last batch are empty (0 rows), and the parts still make the batch.
+  o.batch_size = 4;
+  o.shuffle = false;
+  o.prefetch = 2;
+  std::vector<std::vector<float>> joined(3);
+  for (int64_t r = 0; r < 4; ++r) {
+    o.part = {r, 1, 4};
+    auto l = TensorLoader::make(ids(10), o);
+    ASSERT_TRUE(l.ok());
+    for (size_t b = 0; b < 3; ++b) {
+      auto batch = (*l)->next();
+      ASSERT_TRUE(batch.ok());
+      if (b == 2) EXPECT_EQ(batch->x.dim(0), r % 2) << "part " << r << " of the last batch";
+      joined[b].insert(joined[b].end(), batch->x.data_as<float>(),
+                       batch->x.data_as<float>() + batch->x.dim(0));
+    }
+  }
+  EXPECT_EQ(joined, (std::vector<std::vector<float>>{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));
   o.part = {2, 1, 2};
   auto bad = TensorLoader::make(ids(10), o);
   ASSERT_FALSE(bad.ok());
