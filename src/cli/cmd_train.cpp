@@ -84,8 +84,9 @@ void progress_bar(const train::TrainEvent& e) {
 // The exit code of a run stopped by SIGTERM or SIGINT after writing its checkpoint (EX_TEMPFAIL:
 // the work can go on with --resume).
 constexpr int kExitStopped = 75;
-// The exit code of a rank whose run failed with its group standing (a data or spec error, a
-// loss that is not finite: every rank fails at the same step), not because a rank was lost
+// The exit code of a rank whose training failed with its group standing (its part of a batch
+// could not be used, a loss that is not finite: every rank fails at the same step; or an error
+// of its own, such as a checkpoint it could not write), not because a rank was lost
 // (EX_SOFTWARE): the --nproc supervisor does not go on with fewer workers after it.
 constexpr int kExitRunFailed = 70;
 
@@ -336,6 +337,7 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
     // A rank stopped (SIGSTOP) cannot notice a failure: once there is one, it is killed at once
     // (one continued since is no longer stopped), and it is named as the cause.
     int first_failed = -1, first_code = 0;
+    bool run_failed = false;  // some rank exited kExitRunFailed (whichever was reaped first)
     std::vector<int> stopped, killed_stopped;
     auto kill_stopped = [&] {
       for (int s : stopped)
@@ -367,6 +369,7 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
       *it = -1;
       --left;
       const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      if (code == kExitRunFailed) run_failed = true;
       if (code != 0 && first_failed < 0) {
         first_failed = r;
         first_code = code;
@@ -392,9 +395,10 @@ int run_ranks_locally(const TrainArgs& a, const std::string& out, int64_t implie
         killed_stopped.empty() ? "" : ", after the stopped rank");
     if (first_code == kExitStopped) return kExitStopped;
     if (g_stopping) return first_code;  // stopped by a signal: not a rank lost
-    if (first_code == kExitRunFailed) {
-      // The run failed on every rank (its data, spec or loss), not a rank lost: fewer workers
-      // would fail the same way.
+    if (run_failed) {
+      // A rank's run failed with its group standing (its data, spec or loss), not a rank lost:
+      // fewer workers would fail the same way. (Its peers may have exited first, saying it was
+      // gone: every rank's end is known by now.)
       std::fprintf(stderr, "dlsys train: the run failed on its own, not a lost rank: stopping\n");
       return 1;
     }

@@ -1053,6 +1053,14 @@ Status Trainer::form_buckets() {
   return Status::OK();
 }
 
+Status Trainer::other_ranks_failed(const std::string& where, float ranks) const {
+  return Status::Invalid(
+      "{}: {:.0f} other rank{} could not use {} part of it (the error is in {} output); every "
+      "rank stops here",
+      where, ranks, ranks == 1 ? "" : "s", ranks == 1 ? "its" : "their",
+      ranks == 1 ? "its" : "their");
+}
+
 Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
                                  double* lr) {
   auto tw = Clock::now();
@@ -1063,9 +1071,8 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   // this rank's alone. With other ranks, it still takes part in the step's all-reduce (zero
   // gradients and a data-error flag), so that every rank stops at this step with an error
   // rather than wait for this one and take it for lost.
-  Status data_error = got.status();
+  Status data_error = got.status().with_context(where);
   if (data_error.ok()) data_error = check_class_ids(got->y, where);
-  if (!data_error.ok() && !reducer_) return data_error;
   data::Batch bd = data_error.ok() ? std::move(got).value() : data::Batch{};
   // The loader assembled this rank's micro-batches only (batch_part): rows [offset, ...) of the
   // batch's n.
@@ -1073,10 +1080,18 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   const int64_t m = spec_.micro_batches, per_rank = m / world_;
   if (data_error.ok() && (offset != rank_ * per_rank * n / m ||
                           bd.x.dim(0) != (rank_ + 1) * per_rank * n / m - offset))
-    return Status::Internal(
+    data_error = Status::Internal(
         "step {}: the loader gave rows [{}, {}) of a batch of {}, not rank {}'s micro-batches {} "
         "to {} of {} (was it opened without batch_part()?)",
         step_, offset, offset + bd.x.dim(0), n, rank_, rank_ * per_rank, (rank_ + 1) * per_rank, m);
+  if (!data_error.ok() && !reducer_) return data_error;
+  // Synchronized batch norm exchanges statistics during the forward pass, which a rank without
+  // data would not run: the ranks agree on a data error first (one float, summed).
+  if (reducer_ && cross_process_) {
+    float failed = data_error.ok() ? 0.0f : 1.0f;
+    DLSYS_RETURN_IF_ERROR(options_.group->all_reduce_sum(&failed, 1).with_context(where));
+    if (failed > 0) return data_error.ok() ? other_ranks_failed(where, failed) : data_error;
+  }
   lay_out_gradients();
   const size_t total = grad_offsets_.back();  // then the leaf's loss x rows
   // After the gradients: the loss sum, a stop asked of this rank, and this rank's data error
@@ -1131,6 +1146,7 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
     for (size_t b = 0; b < nb; ++b) bucket_final(b);
   }
   int64_t nonfinite = -1;  // the first micro-batch of this rank whose loss was not finite
+  float nonfinite_loss = 0;
   for (int64_t l = 0; l < per_rank && data_error.ok(); ++l) {
     const int64_t j = rank_ * per_rank + l;  // the micro-batch's place in the batch
     const int64_t lo = j * n / m, hi = (j + 1) * n / m;
@@ -1179,7 +1195,10 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
         session_->run(inputs_, &out, on_ready).with_context(fmt::format("step {}", step_)));
     dist_.compute_s += std::chrono::duration<double>(Clock::now() - tc).count();
     // A loss that is not finite is said after the all-reduce, on every rank (the sum carries it).
-    if (nonfinite < 0 && !std::isfinite(out[0].data_as<float>()[0])) nonfinite = j;
+    if (nonfinite < 0 && !std::isfinite(out[0].data_as<float>()[0])) {
+      nonfinite = j;
+      nonfinite_loss = out[0].data_as<float>()[0];
+    }
     if (!tg_.batch_stats.empty()) {
       stats.push_back(static_cast<float>(hi - lo));
       for (size_t s = 0; s < 2 * tg_.batch_stats.size(); ++s) {
@@ -1191,26 +1210,26 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   if (reducer_) {
     if (!deferred.empty()) reducer_->ready(deferred);
     abandon.r = nullptr;
-    DLSYS_RETURN_IF_ERROR(reducer_->finish().with_context(fmt::format("step {}", step_)));
+    Status finished = reducer_->finish().with_context(fmt::format("step {}", step_));
+    // A rank whose data failed says so even when the all-reduce failed too (a peer lost).
+    if (!finished.ok() && !data_error.ok())
+      return data_error.with_context(fmt::format("(and then: {})", finished.message()));
+    DLSYS_RETURN_IF_ERROR(finished);
   } else {
     // One process (or a group of one): the tree of this rank's micro-batches is the sum.
     dist::tree_sum_in_place(leaves, total + extra);
     flat[total + 1] = stop_here();
   }
-  if (flat[total + 2] > 0) {
-    if (!data_error.ok()) return data_error;
-    return Status::Invalid(
-        "{}: {} other rank{} could not read {} part of it (the error is in {} output); every "
-        "rank stops here",
-        where, flat[total + 2], flat[total + 2] == 1 ? "" : "s",
-        flat[total + 2] == 1 ? "its" : "their", flat[total + 2] == 1 ? "its" : "their");
-  }
+  if (flat[total + 2] > 0)
+    return data_error.ok() ? other_ranks_failed(where, flat[total + 2]) : data_error;
   if (!std::isfinite(flat[total]))
     return Status::Invalid(
         "the loss became {} at step {} (epoch {}, {}); lower optimizer.lr or set "
         "train.clip_grad_norm",
-        flat[total], step_, epoch + 1,
-        nonfinite >= 0 ? fmt::format("micro-batch {}", nonfinite) : "on another rank");
+        nonfinite >= 0 ? nonfinite_loss : flat[total], step_, epoch + 1,
+        nonfinite >= 0 ? fmt::format("micro-batch {}", nonfinite)
+        : world_ > 1   ? std::string("on another rank")
+                       : std::string("the sum of its micro-batches' losses"));
   group_stop_ = flat[total + 1] > 0;
   for (size_t k = 0; k < params_.size(); ++k)
     std::copy(flat + grad_offsets_[k], flat + grad_offsets_[k + 1], grad_sums_[k].data_as<float>());

@@ -71,10 +71,10 @@ struct TrainOptions {
   std::function<void()> steps_done;
   // Data-parallel training: this process is one rank of `group` (null: it trains alone). Needs
   // train.micro_batches, which the world size must divide: every rank reads its own
-  // consecutive micro-batches of every batch (batch_part) and computes their gradients; a rank
-  // that cannot read its part, or whose loss is not finite, makes every rank fail that step; they
+  // consecutive micro-batches of every batch (batch_part) and computes their gradients, which
   // are all-reduced in the tree of train.micro_batches (bit-identical weights across power-of-two
-  // world sizes), batch norm's running statistics are folded in micro-batch order on every rank,
+  // world sizes); a rank that cannot use its part, or whose loss is not finite, makes every rank
+  // fail that step; batch norm's running statistics are folded in micro-batch order on every rank,
   // and every rank then takes the same optimizer step. Only rank 0 writes metrics.jsonl,
   // checkpoints and the model; every rank resumes from out_dir's checkpoints. Not owned; outlives
   // the run.
@@ -212,6 +212,8 @@ class Trainer {
   // train_step with train.micro_batches: one batch, this rank's micro-batches (all of them
   // alone), their weighted gradients and losses summed as a tree, all-reduced across the
   // group, the batch statistics gathered and folded in micro-batch order, then the optimizer.
+  // The error of a rank whose data was fine when `ranks` others could not use theirs.
+  Status other_ranks_failed(const std::string& where, float ranks) const;
   Status micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum, int64_t* samples,
                           double* lr);
 
@@ -289,12 +291,13 @@ class Trainer {
   std::map<std::string, Tensor> buffers_;  // their live values
   std::vector<Tensor*> params_;            // inputs_' parameters, in gradient order
   std::vector<Tensor> grad_sums_;          // accumulate_steps > 1: the step's averaged gradients
-  // micro_batches: each parameter's offset in one flat gradient (then two floats: the loss sum
-  // and the stop flag), the gradients of this rank's micro-batches (summed in place).
+  // micro_batches: each parameter's offset in one flat gradient (then three floats: the loss
+  // sum, the stop flag and the data-error flag), the gradients of this rank's micro-batches
+  // (summed in place).
   std::vector<size_t> grad_offsets_;
   std::vector<std::vector<float>> leaf_grads_;
   // With a group of more than one rank: the gradient buckets, all-reduced during the backward
-  // pass (bucket 0 holds the last parameters, then the loss sum and the stop flag), and each
+  // pass (bucket 0 holds the last parameters, then the loss sum and the two flags), and each
   // parameter's bucket.
   std::unique_ptr<dist::BucketReducer> reducer_;
   std::vector<size_t> bucket_of_param_;

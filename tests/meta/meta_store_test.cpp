@@ -2007,7 +2007,7 @@ TEST(SqliteOpen, ProcessesOpeningANewDatabaseAtOnceAllSucceed) {
         std::this_thread::sleep_until(start);
         auto db = MetaStore::open(path, 2, kWal);
         Status st = db.status();
-        // Each writes too, on both connections at once (another's write holds the lock).
+        // Each writes too (another process's write holds the lock).
         for (int e = 0; st.ok() && e < 4; ++e)
           st = (*db)->runs().create_experiment(fmt::format("e{}-{}", k, e), "", kAlice).status();
         if (!st.ok()) std::fprintf(stderr, "%s\n", st.to_string().c_str());

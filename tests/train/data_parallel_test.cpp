@@ -152,6 +152,8 @@ train:
   expect_identical(spec, {2, 4}, {"--data-dir", home});
 }
 
+std::string cnn_model(bool dropout);
+
 // A shard that cannot be read fails the ranks whose rows it holds; they still take part in the
 // step's all-reduce with a data-error flag, so every rank stops at that step with an error
 // (the others' saying that another rank could not read its part), and the supervisor does not
@@ -201,39 +203,67 @@ TEST_F(DataParallel, AShardOneRankCannotReadStopsEveryRankAtTheSameStep) {
   bytes[h->data_start + c.offset + c.size / 2] ^= 0x55;
   fs::permissions(bad, fs::perms::owner_write, fs::perm_options::add);
   std::ofstream(bad, std::ios::binary | std::ios::trunc) << bytes;
-  fs::path spec = write_spec("bad-shard", R"(data:
+  // Every rank fails at the same batch: those that read the damaged shard name it, the others
+  // say another rank could not use its part; nobody is taken for lost, nothing goes on, and
+  // nothing waits for a collective's deadline.
+  auto expect_stops_together = [&](const std::string& name, const std::string& model,
+                                   const std::string& train, int workers,
+                                   const std::vector<std::string>& extra) {
+    fs::path spec = write_spec(name, R"(data:
   dataset: t@latest:train
   validation: v@latest:train
   label: c64
   feature_scale: 0.0625
-model:
-  input: [64]
-  layers: [{linear: {out: 16}}, relu, {linear: {out: 10}}]
-train:
-  epochs: 1
-  batch_size: 50
-  micro_batches: 4
-  optimizer: {name: sgd, lr: 0.05}
-)");
-  const fs::path out = dir_ / "bad-shard";
-  Ran d = dlsys({"train", spec.string(), "--out", out.string(), "--nproc", "4", "--min-workers",
-                 "1", "--data-dir", home});
-  EXPECT_EQ(d.code, 1) << d.output;
-  EXPECT_NE(d.output.find("the run failed on its own, not a lost rank: stopping"),
-            std::string::npos)
-      << d.output;
-  std::string all = d.output;
-  for (int r = 1; r < 4; ++r) {
-    std::ifstream log(out / ("rank-" + std::to_string(r) + ".log"));
-    all += std::string((std::istreambuf_iterator<char>(log)), {});
-  }
-  EXPECT_NE(all.find(bad.filename().string().substr(0, 12)), std::string::npos)
-      << "no rank named the damaged shard:\n"
-      << all;
-  EXPECT_NE(all.find("other rank"), std::string::npos) << all;  // "could not read its part"
-  EXPECT_NE(all.find("could not read"), std::string::npos) << all;
-  EXPECT_EQ(all.find("continuing on"), std::string::npos) << all;
-  EXPECT_EQ(all.find("is gone"), std::string::npos) << all;
+)" + model + "train:\n  epochs: 1\n  batch_size: 50\n  optimizer: {name: sgd, lr: 0.05}\n" +
+                                         train);
+    const fs::path out = dir_ / name;
+    std::vector<std::string> args = {"train",   spec.string(),           "--out",      out.string(),
+                                     "--nproc", std::to_string(workers), "--data-dir", home};
+    args.insert(args.end(), extra.begin(), extra.end());
+    const auto t0 = std::chrono::steady_clock::now();
+    Ran d = dlsys(args);
+    EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(30)) << name;
+    EXPECT_EQ(d.code, 1) << name << ":\n" << d.output;
+    EXPECT_NE(d.output.find("the run failed on its own, not a lost rank: stopping"),
+              std::string::npos)
+        << name << ":\n"
+        << d.output;
+    std::vector<std::string> ends = {d.output};
+    for (int r = 1; r < workers; ++r) {
+      std::ifstream log(out / ("rank-" + std::to_string(r) + ".log"));
+      ends.emplace_back((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+    }
+    std::string all;
+    for (const std::string& e : ends) all += e;
+    const size_t named = all.find(bad.filename().string().substr(0, 12));
+    ASSERT_NE(named, std::string::npos) << name << ": no rank named the damaged shard:\n" << all;
+    // "training batch B of epoch 1", in front of the shard's error.
+    const size_t at = all.rfind("training batch ", named);
+    ASSERT_NE(at, std::string::npos) << all;
+    const std::string batch = all.substr(at, all.find(':', at) - at);
+    EXPECT_NE(all.find(batch + ": 1 other rank could not use its part of it"), std::string::npos)
+        << name << ":\n"
+        << all;
+    for (size_t r = 0; r < ends.size(); ++r)
+      EXPECT_NE(ends[r].find(batch), std::string::npos) << name << ", rank " << r << ":\n"
+                                                        << ends[r];
+    EXPECT_EQ(all.find("continuing on"), std::string::npos) << all;
+    EXPECT_EQ(all.find("is gone"), std::string::npos) << all;
+  };
+  // Two ranks with two micro-batches each, two gradient buckets (the error path fills every
+  // leaf and readies every bucket), sent during the backward pass and after it.
+  const std::string mlp =
+      "model:\n  input: [64]\n  layers: [{linear: {out: 32}}, relu, "
+      "{linear: {out: 10}}]\n";
+  expect_stops_together("bad-mlp", mlp, "  micro_batches: 4\n  bucket_kib: 1\n", 2,
+                        {"--min-workers", "1"});
+  expect_stops_together("bad-mlp-after", mlp,
+                        "  micro_batches: 4\n  bucket_kib: 1\n  overlap: false\n", 2,
+                        {"--min-workers", "1"});
+  // Synchronized batch norm, whose forward pass exchanges statistics: the ranks agree on the
+  // error before it.
+  expect_stops_together("bad-sbn", cnn_model(false),
+                        "  micro_batches: 2\n  sync_batch_norm: true\n", 2, {});
 }
 
 // The value of `"key":` in the last line of `out` that has it (a flat number or boolean).
