@@ -816,7 +816,10 @@ void add_train(CLI::App& app, int* rc) {
   c->footer(
       "Every field of the spec, with its type, default and an example: docs/spec.md. Examples: "
       "examples/digits/*.yaml.\nSIGTERM or Ctrl-C checkpoints after the current step and exits "
-      "with code 75; --resume DIR continues exactly where it stopped.");
+      "with code 75; --resume DIR continues exactly where it stopped. A rank of a data-parallel "
+      "run whose training failed with its group standing (its part of a batch, a loss that is "
+      "not finite: every rank fails at that step) exits with code 70, and --nproc then does not "
+      "go on with fewer workers.");
   c->add_option("spec", a->spec, "Training spec, e.g. examples/digits/mlp.yaml")
       ->required()
       ->check(CLI::ExistingFile);

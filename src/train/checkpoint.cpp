@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 
@@ -80,6 +81,11 @@ Status write_checkpoint(const std::string& run_dir, const Checkpoint& c) {
   return prune_checkpoints(run_dir);
 }
 
+namespace {
+// A .tmp-* folder untouched this long was left by a writer that was killed.
+constexpr std::chrono::minutes kStaleTemporary{10};
+}  // namespace
+
 Status prune_checkpoints(const std::string& run_dir, int keep) {
   std::string root = checkpoints_dir(run_dir);
   std::string latest = latest_name(root);
@@ -92,7 +98,12 @@ Status prune_checkpoints(const std::string& run_dir, int keep) {
     if (int64_t s = step_of(n); s >= 0) {
       steps.push_back({s, e.path().string()});
     } else if (n.rfind(".tmp-", 0) == 0) {
-      remove.push_back(e.path().string());
+      // Another writer may be filling a recent one: the rank 0 of a group re-formed over this
+      // shared folder while a stale process (stopped, then continued) prunes.
+      auto written = fs::last_write_time(e.path(), ec);
+      if (!ec && fs::file_time_type::clock::now() - written > kStaleTemporary)
+        remove.push_back(e.path().string());
+      ec.clear();
     } else if (n.size() > 4 && n.compare(n.size() - 4, 4, ".old") == 0 &&
                step_of(n.substr(0, n.size() - 4)) >= 0 &&
                fs::exists(root + "/" + n.substr(0, n.size() - 4))) {

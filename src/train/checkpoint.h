@@ -18,8 +18,10 @@
 //      the folder `latest` names missing reads its .old twin, which is complete;
 //   3. `latest` is rewritten atomically to name step-N;
 //   4. the policy keeps the newest kKeepCheckpoints step-N folders (by step number) and removes
-//      the older ones, any .tmp-* folder a killed run left behind and any step-N.old whose
-//      step-N exists; it never removes the folder `latest` names.
+//      the older ones, any .tmp-* folder a killed run left behind (untouched for 10 minutes: a
+//      recent one may be another writer's, the rank 0 of a group re-formed over a shared
+//      folder) and any step-N.old whose step-N exists; it never removes the folder `latest`
+//      names.
 // Until step 3 completes, `latest` names the previous checkpoint, which is still complete. A
 // reader trusts only `latest`, never a folder listing, so a half-written folder is never read.
 //

@@ -83,12 +83,17 @@ TEST_F(CheckpointTest, RoundTripsEveryTensorAndTheState) {
 
 TEST_F(CheckpointTest, KeepsTheNewestThreeAndClearsWhatAKilledWriterLeft) {
   for (int64_t s : {10, 20, 30}) ASSERT_TRUE(write_checkpoint(run_, make(s, 1.f)).ok());
-  // A writer killed before its rename leaves a temporary folder; one killed between the two
+  // A writer killed before its rename leaves a temporary folder (removed once it is 10 minutes
+  // old: a recent one may be another writer's, filling it now); one killed between the two
   // renames of a rewrite leaves a step-N.old beside a complete step-N.
   fs::create_directories(run_ + "/checkpoints/.tmp-dead00");
+  fs::last_write_time(run_ + "/checkpoints/.tmp-dead00",
+                      fs::file_time_type::clock::now() - std::chrono::minutes(11));
+  fs::create_directories(run_ + "/checkpoints/.tmp-busy00");
   fs::create_directories(run_ + "/checkpoints/step-20.old");
   for (int64_t s : {40, 100}) ASSERT_TRUE(write_checkpoint(run_, make(s, 1.f)).ok());
-  EXPECT_EQ(folders(run_), (std::vector<std::string>{"step-100", "step-30", "step-40"}));
+  EXPECT_EQ(folders(run_),
+            (std::vector<std::string>{".tmp-busy00", "step-100", "step-30", "step-40"}));
   EXPECT_EQ(*read_file(run_ + "/checkpoints/latest"), "step-100");
 }
 
