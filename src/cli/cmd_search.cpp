@@ -81,9 +81,11 @@ int validate(const SearchArgs& a) {
     std::printf("  asha: rungs of %s epochs, the best 1/%lld of each rung go on\n",
                 rungs_text(rungs).c_str(), static_cast<long long>(s->reduction_factor));
   else
-    std::printf("  every trial trains %s\n",
-                rungs.front() > 0 ? (std::to_string(rungs.front()) + " epochs").c_str()
-                                  : "its spec's epochs");
+    std::printf(
+        "  every trial trains %s\n",
+        rungs.front() > 0
+            ? (std::to_string(rungs.front()) + (rungs.front() == 1 ? " epoch" : " epochs")).c_str()
+            : "its spec's epochs");
   return 0;
 }
 
@@ -204,9 +206,10 @@ Status submit(Connection& c, const SearchArgs& a) {
     for (const json& t : now.value("trials", json::array())) {
       const int64_t n = t.value("trial", int64_t{0});
       const json results = t.value("results", json::array());
+      const int64_t epochs = t.value("epochs", int64_t{0});
       std::string line = fmt::format(
-          "trial {} {} at {} epochs{}", n, t.value("state", ""),
-          t.contains("epochs") ? std::to_string(t.value("epochs", int64_t{0})) : "-",
+          "trial {} {} at {} epoch{}{}", n, t.value("state", ""),
+          t.contains("epochs") ? std::to_string(epochs) : "-", epochs == 1 ? "" : "s",
           results.empty() ? "" : ": " + now.value("metric", "") + " " + value_text(results.back()));
       if (seen[n] != line && !a.json && !a.quiet) std::printf("%s\n", line.c_str());
       seen[n] = line;

@@ -1470,7 +1470,7 @@ TEST_F(Cli, SearchSubmitShowListAndCancelOnAServer) {
   EXPECT_NE(r.out.find("search 1 submitted: 'small', 3 trials, rungs of 1, 3 epochs"),
             std::string::npos)
       << r.out;
-  EXPECT_NE(r.out.find("trial 0 STOPPED at 1 epochs: val_accuracy"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("trial 0 STOPPED at 1 epoch: val_accuracy"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("SUCCEEDED"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("registered as small-best@1"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("best: trial"), std::string::npos) << r.out;
