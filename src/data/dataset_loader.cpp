@@ -237,10 +237,10 @@ std::shared_ptr<const std::vector<uint64_t>> DatasetLoader::order(int64_t epoch)
   if (o_.shuffle)
     for (size_t w = 0; w + 1 < window_starts.size(); ++w)
       shuffle(&all, window_starts[w], window_starts[w + 1], &state);
-  auto mine = std::make_shared<std::vector<uint64_t>>(std::move(all));
-  orders_[epoch] = mine;
+  auto shared = std::make_shared<const std::vector<uint64_t>>(std::move(all));
+  orders_[epoch] = shared;
   while (orders_.size() > 2) orders_.erase(orders_.begin());
-  return mine;
+  return shared;
 }
 
 Result<std::shared_ptr<const DatasetLoader::Ready>> DatasetLoader::load(int i) {

@@ -39,7 +39,6 @@ struct BatchPart {
   // The rows of a batch of n rows that the part holds: [lo(n), hi(n)).
   int64_t lo(int64_t n) const { return first * n / of; }
   int64_t hi(int64_t n) const { return (first + count) * n / of; }
-  bool whole() const { return first == 0 && count == of; }
   // Errors unless 0 <= first, 1 <= count, first + count <= of.
   Status check() const {
     if (of < 1 || count < 1 || first < 0 || first + count > of)

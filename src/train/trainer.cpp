@@ -1078,12 +1078,12 @@ Status Trainer::micro_batch_step(int64_t epoch, int64_t* batch, double* loss_sum
   // batch's n.
   const int64_t n = bd.rows, offset = bd.offset;
   const int64_t m = spec_.micro_batches, per_rank = m / world_;
-  if (data_error.ok() && (offset != rank_ * per_rank * n / m ||
-                          bd.x.dim(0) != (rank_ + 1) * per_rank * n / m - offset))
+  if (const data::BatchPart part = batch_part();
+      data_error.ok() && (offset != part.lo(n) || bd.x.dim(0) != part.hi(n) - offset))
     data_error = Status::Internal(
-        "step {}: the loader gave rows [{}, {}) of a batch of {}, not rank {}'s micro-batches {} "
-        "to {} of {} (was it opened without batch_part()?)",
-        step_, offset, offset + bd.x.dim(0), n, rank_, rank_ * per_rank, (rank_ + 1) * per_rank, m);
+        "step {}: the loader gave rows [{}, {}) of a batch of {}, not rank {}'s rows [{}, {}) (was "
+        "it opened without batch_part()?)",
+        step_, offset, offset + bd.x.dim(0), n, rank_, part.lo(n), part.hi(n));
   if (!data_error.ok() && !reducer_) return data_error;
   // Synchronized batch norm exchanges statistics during the forward pass, which a rank without
   // data would not run: the ranks agree on a data error first (one float, summed).

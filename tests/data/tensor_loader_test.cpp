@@ -161,12 +161,21 @@ TEST_F(FileDatasetTest, SplitIsSeededDisjointAndComplete) {
   EXPECT_FALSE(split(all, 1.0, 1, &tr, &va).ok());
 }
 
+// A batch's features (one per sample in these tests), in order.
+std::vector<float> values(const Batch& b) {
+  return std::vector<float>(b.x.data_as<float>(), b.x.data_as<float>() + b.x.dim(0));
+}
+
 std::vector<float> epoch_ids(Loader& l) {
   std::vector<float> out;
   for (int64_t b = 0; b < l.batches_per_epoch(); ++b) {
     auto batch = l.next();
-    EXPECT_TRUE(batch.ok());
-    for (int64_t i = 0; i < batch->x.dim(0); ++i) out.push_back(batch->x.data_as<float>()[i]);
+    if (!batch.ok()) {
+      ADD_FAILURE() << batch.status().to_string();
+      break;
+    }
+    std::vector<float> v = values(*batch);
+    out.insert(out.end(), v.begin(), v.end());
   }
   return out;
 }
@@ -205,7 +214,8 @@ TEST(TensorLoaderTest, SeekResumesTheExactSequence) {
   std::vector<std::vector<float>> want;
   for (int i = 0; i < 25; ++i) {
     auto b = (*ref)->next();
-    want.emplace_back(b->x.data_as<float>(), b->x.data_as<float>() + b->x.dim(0));
+    ASSERT_TRUE(b.ok());
+    want.push_back(values(*b));
   }
   // A "killed" loader at batch 13 (epoch 1, batch 3); a fresh one seeks there.
   auto fresh = TensorLoader::make(ids(95), o);
@@ -213,8 +223,7 @@ TEST(TensorLoaderTest, SeekResumesTheExactSequence) {
   for (int i = 13; i < 25; ++i) {
     auto b = (*fresh)->next();
     ASSERT_TRUE(b.ok());
-    std::vector<float> got(b->x.data_as<float>(), b->x.data_as<float>() + b->x.dim(0));
-    EXPECT_EQ(got, want[static_cast<size_t>(i)]) << "batch " << i;
+    EXPECT_EQ(values(*b), want[static_cast<size_t>(i)]) << "batch " << i;
   }
   EXPECT_FALSE((*fresh)->seek({0, 10}).ok());  // only 10 batches per epoch (0..9)
 }
@@ -230,7 +239,8 @@ TEST(TensorLoaderTest, PartsOfEachBatchAreTheWholeBatchCutIntoMicroBatches) {
   std::vector<std::vector<float>> want;
   for (int b = 0; b < 8; ++b) {  // two epochs
     auto batch = (*whole)->next();
-    want.emplace_back(batch->x.data_as<float>(), batch->x.data_as<float>() + batch->x.dim(0));
+    ASSERT_TRUE(batch.ok());
+    want.push_back(values(*batch));
     EXPECT_EQ(batch->rows, batch->x.dim(0));
     EXPECT_EQ(batch->offset, 0);
   }
@@ -249,9 +259,7 @@ TEST(TensorLoaderTest, PartsOfEachBatchAreTheWholeBatchCutIntoMicroBatches) {
         EXPECT_EQ(batch->rows, n);
         EXPECT_EQ(batch->offset, lo);
         EXPECT_EQ(batch->y.dim(0), hi - lo);
-        EXPECT_EQ(std::vector<float>(batch->x.data_as<float>(),
-                                     batch->x.data_as<float>() + batch->x.dim(0)),
-                  std::vector<float>(want[b].begin() + lo, want[b].begin() + hi))
+        EXPECT_EQ(values(*batch), std::vector<float>(want[b].begin() + lo, want[b].begin() + hi))
             << "part " << r << ", batch " << b;
       }
     }
@@ -268,9 +276,11 @@ TEST(TensorLoaderTest, PartsOfEachBatchAreTheWholeBatchCutIntoMicroBatches) {
     for (size_t b = 0; b < 3; ++b) {
       auto batch = (*l)->next();
       ASSERT_TRUE(batch.ok());
-      if (b == 2) EXPECT_EQ(batch->x.dim(0), r % 2) << "part " << r << " of the last batch";
-      joined[b].insert(joined[b].end(), batch->x.data_as<float>(),
-                       batch->x.data_as<float>() + batch->x.dim(0));
+      if (b == 2) {
+        EXPECT_EQ(batch->x.dim(0), r % 2) << "part " << r << " of the last batch";
+      }
+      std::vector<float> v = values(*batch);
+      joined[b].insert(joined[b].end(), v.begin(), v.end());
     }
   }
   EXPECT_EQ(joined, (std::vector<std::vector<float>>{{0, 1, 2, 3}, {4, 5, 6, 7}, {8, 9}}));

@@ -1995,10 +1995,11 @@ INSTANTIATE_TEST_SUITE_P(Engines, MetaStoreTest, ::testing::Values("sqlite", "po
 TEST(SqliteOpen, ProcessesOpeningANewDatabaseAtOnceAllSucceed) {
   SqlOptions kWal;
   kWal.wal_checkpoint_bytes = 64 << 20;  // the default journal_size_limit pragma as well
-  char tmpl[] = "/tmp/dlsys-sqlite-open-XXXXXX";
-  const std::string dir = mkdtemp(tmpl);
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("dlsys-sqlite-open-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
   for (int round = 0; round < 3; ++round) {
-    const std::string path = dir + "/meta-" + std::to_string(round) + ".db";
+    const std::string path = (dir / ("meta-" + std::to_string(round) + ".db")).string();
     const auto start = std::chrono::steady_clock::now() + std::chrono::milliseconds(200);
     std::vector<pid_t> kids;
     for (int k = 0; k < 8; ++k) {

@@ -17,6 +17,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 #include <vector>
@@ -154,6 +155,30 @@ train:
 
 std::string cnn_model(bool dropout);
 
+// The digits CSV split into `train` (its first 1500 rows) and `validation` (the rest), each
+// line passed through `edit` (row index, line) when given.
+void split_digits(const fs::path& train, const fs::path& validation,
+                  const std::function<void(int, std::string&)>& edit = {}) {
+  std::ifstream in(std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv");
+  std::ofstream t(train), v(validation);
+  std::string line;
+  for (int i = 0; std::getline(in, line); ++i) {
+    if (edit) edit(i, line);
+    (i < 1500 ? t : v) << line << "\n";
+  }
+}
+
+// What each rank of a `--nproc` run in `out` printed: rank 0's is the command's own output,
+// the others' are in their logs.
+std::vector<std::string> rank_outputs(const Ran& run, const fs::path& out, int workers) {
+  std::vector<std::string> ends = {run.output};
+  for (int r = 1; r < workers; ++r) {
+    std::ifstream log(out / ("rank-" + std::to_string(r) + ".log"));
+    ends.emplace_back((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  }
+  return ends;
+}
+
 // A shard that cannot be read fails the ranks whose rows it holds; they still take part in the
 // step's all-reduce with a data-error flag, so every rank stops at that step with an error
 // (the others' saying that another rank could not read its part), and the supervisor does not
@@ -162,12 +187,7 @@ std::string cnn_model(bool dropout);
 // column flipped; validation from a second dataset, so that only training reads that shard.
 TEST_F(DataParallel, AShardOneRankCannotReadStopsEveryRankAtTheSameStep) {
   const std::string home = (dir_ / "home-bad").string();
-  std::ifstream in(std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv");
-  std::ofstream train(dir_ / "t.csv"), val(dir_ / "v.csv");
-  std::string line;
-  for (int i = 0; std::getline(in, line); ++i) (i < 1500 ? train : val) << line << "\n";
-  train.close();
-  val.close();
+  split_digits(dir_ / "t.csv", dir_ / "v.csv");
   // v first, then t: t's shards are the files its push added (the store names shards by
   // their bytes).
   auto shard_files = [&] {
@@ -228,11 +248,7 @@ TEST_F(DataParallel, AShardOneRankCannotReadStopsEveryRankAtTheSameStep) {
               std::string::npos)
         << name << ":\n"
         << d.output;
-    std::vector<std::string> ends = {d.output};
-    for (int r = 1; r < workers; ++r) {
-      std::ifstream log(out / ("rank-" + std::to_string(r) + ".log"));
-      ends.emplace_back((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
-    }
+    const std::vector<std::string> ends = rank_outputs(d, out, workers);
     std::string all;
     for (const std::string& e : ends) all += e;
     const size_t named = all.find(bad.filename().string().substr(0, 12));
@@ -484,15 +500,9 @@ TEST_F(DataParallel, SynchronizedBatchNormTrainsAsOneProcessOnTheWholeBatch) {
 // its squared error overflows) stops every rank at the same step with the same error, and the
 // supervisor does not take it for a lost rank: no run on fewer workers.
 TEST_F(DataParallel, ALossThatIsNotFiniteOnOneRankStopsEveryRankAtTheSameStep) {
-  std::ifstream in(std::string(DLSYS_SHARED_DIR) + "/data/digits/digits.csv");
-  std::ofstream train(dir_ / "train.csv"), val(dir_ / "val.csv");
-  std::string line;
-  for (int i = 0; std::getline(in, line); ++i) {
+  split_digits(dir_ / "train.csv", dir_ / "val.csv", [](int i, std::string& line) {
     if (i == 700) line = "3e38" + line.substr(line.find(','));  // the first pixel
-    (i < 1500 ? train : val) << line << "\n";
-  }
-  train.close();
-  val.close();
+  });
   fs::path spec = write_spec("overflow", "data: {train: " + (dir_ / "train.csv").string() +
                                              ", validation: " + (dir_ / "val.csv").string() +
                                              ", feature_scale: 0.0625}\n" + R"(model:
@@ -516,15 +526,13 @@ train:
     const fs::path out = dir_ / ("overflow-" + std::to_string(n));
     Ran d = dlsys({"train", spec.string(), "--out", out.string(), "--nproc", std::to_string(n),
                    "--min-workers", "1"});
-    std::string all = d.output;
-    for (int r = 1; r < n; ++r) {
-      std::ifstream log(out / ("rank-" + std::to_string(r) + ".log"));
-      std::string text((std::istreambuf_iterator<char>(log)), {});
-      EXPECT_NE(text.find(step), std::string::npos) << "rank " << r << ":\n" << text;
-      all += text;
+    const std::vector<std::string> ends = rank_outputs(d, out, n);
+    std::string all;
+    for (size_t r = 0; r < ends.size(); ++r) {
+      EXPECT_NE(ends[r].find(step), std::string::npos) << "rank " << r << ":\n" << ends[r];
+      all += ends[r];
     }
     EXPECT_EQ(d.code, 1) << all;
-    EXPECT_NE(d.output.find(step), std::string::npos) << d.output;
     EXPECT_NE(d.output.find("the run failed on its own, not a lost rank: stopping"),
               std::string::npos)
         << d.output;
